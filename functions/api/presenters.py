@@ -1,0 +1,113 @@
+"""Domain objects as JSON responses. Money is {"amount": "19.99", "currency": "USD"}."""
+
+from __future__ import annotations
+
+from datetime import date
+from decimal import Decimal, localcontext
+from typing import Any
+
+from billow.domain.billing import InvoiceDraft, LineDraft, next_due_date
+from billow.domain.calendar import Period
+from billow.domain.catalog import PriceTerms, Product
+from billow.domain.contacts import Contact, TestClock
+from billow.domain.invoices import Invoice, Payment
+from billow.domain.money import Money
+from billow.domain.ordering import Order, QuotedInvoice
+from billow.domain.subscriptions import Subscription
+
+Json = dict[str, Any]
+
+
+def money(m: Money | None) -> Json | None:
+    return None if m is None else {"amount": m.amount_str(), "currency": m.currency}
+
+
+def period(p: Period | None) -> Json | None:
+    return None if p is None else {"start": p.start.isoformat(), "end": p.end.isoformat()}
+
+
+def terms(t: PriceTerms) -> Json:
+    return {"id": t.id, "product_id": t.product_id, "price": money(t.price), "cycle": t.cycle.value,
+            "billing_model": t.billing_model.value, "pricing_model": t.pricing_model.value,
+            "setup_fee": money(t.setup_fee)}
+
+
+def product(p: Product) -> Json:
+    return {"id": p.id, "name": p.name, "description": p.description, "terms": [terms(t) for t in p.terms]}
+
+
+def contact(c: Contact) -> Json:
+    a = c.billing_address
+    return {
+        "id": c.id, "name": c.name, "email": c.email,
+        "billing_address": None if a is None else {"line1": a.line1, "line2": a.line2, "city": a.city,
+                                                   "postal_code": a.postal_code, "region": a.region,
+                                                   "country": a.country},
+        "classification": c.classification, "credit_limit": money(c.credit_limit),
+        "preferred_payment_method": c.preferred_payment_method, "test_mode": c.test_mode,
+        "created_at": c.created_at.isoformat(),
+    }
+
+
+def clock(c: TestClock) -> Json:
+    return {"contact_id": c.contact_id, "frozen_time": c.frozen_time.isoformat()}
+
+
+def line(x: LineDraft) -> Json:
+    return {"kind": x.kind, "description": x.description, "service_id": x.service_id, "product_id": x.product_id,
+            "quantity": x.quantity, "unit_price": money(x.unit_price),
+            "fraction": _fraction(x),
+            "amount": money(x.amount), "period": period(x.period)}
+
+
+def _fraction(x: LineDraft) -> str:
+    """The exact share of the period billed, as a decimal with 12 places (display only: amounts
+    are computed from the exact fraction)."""
+    with localcontext() as ctx:
+        ctx.prec = 40
+        return f"{Decimal(x.fraction.numerator) / Decimal(x.fraction.denominator):.12f}"
+
+
+def invoice(i: Invoice, today: date) -> Json:
+    return {"id": i.id, "number": i.number, "contact_id": i.contact_id, "subscription_id": i.subscription_id,
+            "status": i.display_status(today), "currency": i.currency, "billing_date": i.billing_date.isoformat(),
+            "issue_date": i.issue_date.isoformat(), "due_date": i.due_date.isoformat(), "period": period(i.period),
+            "lines": [line(x) for x in i.lines], "total": money(i.total), "amount_paid": money(i.amount_paid),
+            "amount_due": money(i.amount_due)}
+
+
+def draft(d: InvoiceDraft) -> Json:
+    return {"billing_date": d.billing_date.isoformat(), "period": period(d.period), "currency": d.currency,
+            "lines": [line(x) for x in d.lines], "total": money(d.total)}
+
+
+def quoted(q: QuotedInvoice) -> Json:
+    return {"subscription_id": q.subscription_id, **draft(q.invoice), "payment_due": q.payment_due.isoformat()}
+
+
+def payment(p: Payment) -> Json:
+    return {"id": p.id, "invoice_id": p.invoice_id, "amount": money(p.amount), "method": p.method.value,
+            "reference": p.reference, "received_on": p.received_on.isoformat(),
+            "recorded_at": p.recorded_at.isoformat()}
+
+
+def subscription(s: Subscription) -> Json:
+    due = next_due_date(s)
+    return {
+        "id": s.id, "contact_id": s.contact_id, "state": s.state.value, "cycle": s.cycle.value,
+        "billing_model": s.billing_model.value, "currency": s.currency,
+        "billing_day": s.schedule.describe_day(), "next_billing_date": None if due is None else due.isoformat(),
+        "invoice_count": s.invoice_count,
+        "services": [{"id": x.id, "order_id": x.order_id, "product_id": x.product_id,
+                      "product_name": x.product_name, "terms": terms(x.terms), "quantity": x.quantity,
+                      "state": x.state.value, "start_date": x.start_date.isoformat(),
+                      "billed_through": None if x.billed_through is None else x.billed_through.isoformat()}
+                     for x in s.services],
+    }
+
+
+def order(o: Order) -> Json:
+    return {"id": o.id, "contact_id": o.contact_id, "reference": o.reference, "start_date": o.start_date.isoformat(),
+            "services": [{"service_id": s.service_id, "subscription_id": s.subscription_id,
+                          "product_id": s.product_id, "terms_id": s.terms_id, "quantity": s.quantity}
+                         for s in o.services]}

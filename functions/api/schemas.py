@@ -1,0 +1,102 @@
+"""Request bodies of the REST API. Unknown fields are refused, amounts are decimal strings."""
+
+from __future__ import annotations
+
+from datetime import date
+from decimal import Decimal
+from typing import Annotated, Any
+
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
+
+from billow.domain.calendar import Cycle
+from billow.domain.catalog import BillingModel, PricingModel
+from billow.domain.invoices import PaymentMethod
+
+
+def _no_float(value: Any) -> Any:
+    if isinstance(value, float):
+        raise ValueError('send amounts as decimal strings, e.g. "19.99", never as JSON numbers with a fraction')
+    return value
+
+
+Amount = Annotated[Decimal, BeforeValidator(_no_float), Field(allow_inf_nan=False, examples=["19.99"])]
+Currency = Annotated[str, Field(min_length=3, max_length=3, pattern=r"^[A-Z]{3}$", examples=["USD"])]
+Id = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_\-]+$")]
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class PriceTermsBody(Body):
+    price: Amount
+    currency: Currency
+    cycle: Cycle
+    billing_model: BillingModel = BillingModel.ADVANCE
+    pricing_model: PricingModel = PricingModel.FLAT
+    setup_fee: Amount | None = None
+
+
+class ProductBody(Body):
+    name: str = Field(min_length=1, max_length=200)
+    description: str = Field(default="", max_length=2000)
+    terms: list[PriceTermsBody] = Field(default_factory=list, max_length=50)
+
+
+class AddressBody(Body):
+    line1: str = Field(min_length=1, max_length=200)
+    line2: str = Field(default="", max_length=200)
+    city: str = Field(min_length=1, max_length=100)
+    postal_code: str = Field(default="", max_length=20)
+    region: str = Field(default="", max_length=100)
+    country: str = Field(pattern=r"^[A-Z]{2}$", description="ISO 3166-1 alpha-2")
+
+
+class MoneyBody(Body):
+    amount: Amount
+    currency: Currency
+
+
+class ContactBody(Body):
+    name: str = Field(min_length=1, max_length=200)
+    email: str = Field(pattern=r"^[^@\s]+@[^@\s]+$", max_length=254)
+    billing_address: AddressBody | None = None
+    classification: str | None = Field(default=None, max_length=50)
+    credit_limit: MoneyBody | None = None
+    preferred_payment_method: PaymentMethod | None = None
+
+
+class OrderItemBody(Body):
+    product_id: Id
+    terms_id: Id
+    quantity: int = Field(default=1, ge=1, le=1_000_000)
+
+
+class OrderBody(Body):
+    contact_id: Id
+    items: list[OrderItemBody] = Field(min_length=1, max_length=50)
+    start_date: date | None = Field(default=None, description="default: today on the contact's clock")
+    reference: str | None = Field(default=None, min_length=1, max_length=100,
+                                  description="your idempotency key: repeating it returns the first order")
+
+
+class QuoteBody(Body):
+    contact_id: Id
+    items: list[OrderItemBody] = Field(min_length=1, max_length=50)
+    start_date: date | None = None
+
+
+class TestClockBody(Body):
+    frozen_time: AwareDatetime
+
+
+class AdvanceClockBody(Body):
+    to: AwareDatetime
+
+
+class ManualPaymentBody(Body):
+    amount: Amount
+    currency: Currency
+    method: PaymentMethod = PaymentMethod.BANK_TRANSFER
+    reference: str = Field(min_length=1, max_length=100, description="bank reference; idempotency key")
+    received_on: date

@@ -1,0 +1,1 @@
+"""Billow: serverless subscription billing. See docs/architecture.md for the layers."""

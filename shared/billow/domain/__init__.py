@@ -1,0 +1,1 @@
+"""Pure billing rules. Imports nothing from AWS, Stripe, storage or Powertools."""

@@ -1,0 +1,172 @@
+"""The billing calendar: cycles, billing days and half-open billing periods.
+
+Billing works in calendar days of the tenant's time zone. An instant (an aware datetime) becomes a
+billing date through `local_date`; from then on everything is a `date`, and every period is
+half-open: [start, end), so consecutive periods share a boundary and never a day.
+
+A `BillingSchedule` is the infinite sequence of billing dates of one subscription:
+- monthly and longer cycles bill on a day of the month (1-31). A day past the end of a shorter month
+  falls back to that month's last day, and the next longer month returns to the day itself
+  (31 Jan -> 29 Feb -> 31 Mar -> 30 Apr). Which months bill is fixed by the schedule's reference
+  date (a quarterly schedule referenced on 15 Feb bills in Feb, May, Aug, Nov).
+- weekly cycles bill on a day of the week.
+"""
+
+from __future__ import annotations
+
+import calendar as _stdlib_calendar
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from enum import StrEnum
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from billow.domain.errors import InvalidInput
+
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+
+
+class Cycle(StrEnum):
+    WEEK = "week"
+    MONTH = "month"
+    QUARTER = "quarter"
+    SEMIANNUAL = "semiannual"
+    YEAR = "year"
+
+    @property
+    def months(self) -> int:
+        """Length in months; 0 for the weekly cycle, which is counted in days."""
+        return {"week": 0, "month": 1, "quarter": 3, "semiannual": 6, "year": 12}[self.value]
+
+    @property
+    def adjective(self) -> str:
+        return {"week": "weekly", "month": "monthly", "quarter": "quarterly", "semiannual": "semiannual",
+                "year": "yearly"}[self.value]
+
+
+def days_in_month(year: int, month: int) -> int:
+    return _stdlib_calendar.monthrange(year, month)[1]
+
+
+def _month_index(day: date) -> int:
+    return day.year * 12 + day.month - 1
+
+
+def _date_in_month(month_index: int, day_of_month: int) -> date:
+    year, month0 = divmod(month_index, 12)
+    return date(year, month0 + 1, min(day_of_month, days_in_month(year, month0 + 1)))
+
+
+def add_months(start: date, months: int, day_of_month: int | None = None) -> date:
+    """`start` moved by whole months, keeping `day_of_month` (default start's day) where it exists."""
+    return _date_in_month(_month_index(start) + months, day_of_month or start.day)
+
+
+def tenant_zone(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise InvalidInput(f"'{name}' is not an IANA time zone", field="timezone") from None
+
+
+def local_date(instant: datetime, zone: ZoneInfo) -> date:
+    """The calendar day an instant falls on in `zone`. Naive datetimes are refused."""
+    if instant.tzinfo is None or instant.utcoffset() is None:
+        raise ValueError("billing instants must be timezone-aware")
+    return instant.astimezone(zone).date()
+
+
+@dataclass(frozen=True, slots=True)
+class Period:
+    """A half-open run of calendar days: `start` is billed, `end` is not."""
+
+    start: date
+    end: date
+
+    def __post_init__(self) -> None:
+        if not self.start < self.end:
+            raise ValueError(f"empty or inverted period [{self.start}, {self.end})")
+
+    @property
+    def days(self) -> int:
+        return (self.end - self.start).days
+
+    def contains(self, day: date) -> bool:
+        return self.start <= day < self.end
+
+    def overlap(self, other: Period) -> Period | None:
+        start, end = max(self.start, other.start), min(self.end, other.end)
+        return Period(start, end) if start < end else None
+
+    def __str__(self) -> str:
+        return f"[{self.start.isoformat()}, {self.end.isoformat()})"
+
+
+@dataclass(frozen=True, slots=True)
+class BillingSchedule:
+    """The billing dates of one subscription.
+
+    `billing_day` is a day of month (1-31) for monthly and longer cycles, and a weekday (0 = Monday)
+    for weekly ones. `reference` is any date of the sequence's phase: for monthly and longer cycles
+    its month is a billing month; for weekly cycles only `billing_day` matters.
+    """
+
+    cycle: Cycle
+    billing_day: int
+    reference: date
+
+    def __post_init__(self) -> None:
+        if self.cycle is Cycle.WEEK:
+            if not 0 <= self.billing_day <= 6:
+                raise InvalidInput("a weekly billing day is a weekday, 0 (Monday) to 6", field="billing_day")
+        elif not 1 <= self.billing_day <= 31:
+            raise InvalidInput("a billing day of month is 1 to 31", field="billing_day")
+
+    @classmethod
+    def anniversary(cls, cycle: Cycle, first_activation: date) -> BillingSchedule:
+        """Billing day taken from the first service's activation date."""
+        day = first_activation.weekday() if cycle is Cycle.WEEK else first_activation.day
+        return cls(cycle, day, first_activation)
+
+    # -- the sequence -------------------------------------------------------------------------
+    def _index_of(self, day: date) -> int:
+        """Index k of the last billing date on or before `day` (k may be negative)."""
+        if self.cycle is Cycle.WEEK:
+            first = self.reference + timedelta(days=(self.billing_day - self.reference.weekday()) % 7)
+            return (day - first).days // 7
+        step = self.cycle.months
+        k = (_month_index(day) - _month_index(self.reference)) // step
+        if self.billing_date(k) > day:
+            k -= 1
+        return k
+
+    def billing_date(self, k: int) -> date:
+        """The k-th billing date counted from the reference's billing month or week."""
+        if self.cycle is Cycle.WEEK:
+            first = self.reference + timedelta(days=(self.billing_day - self.reference.weekday()) % 7)
+            return first + timedelta(weeks=k)
+        return _date_in_month(_month_index(self.reference) + k * self.cycle.months, self.billing_day)
+
+    def is_billing_date(self, day: date) -> bool:
+        return self.billing_date(self._index_of(day)) == day
+
+    def on_or_after(self, day: date) -> date:
+        k = self._index_of(day)
+        candidate = self.billing_date(k)
+        return candidate if candidate == day else self.billing_date(k + 1)
+
+    def after(self, day: date) -> date:
+        return self.billing_date(self._index_of(day) + 1)
+
+    def period_containing(self, day: date) -> Period:
+        k = self._index_of(day)
+        return Period(self.billing_date(k), self.billing_date(k + 1))
+
+    def periods(self, start: date, count: int) -> list[Period]:
+        """`count` consecutive full periods, the first being the one that contains `start`."""
+        k = self._index_of(start)
+        return [Period(self.billing_date(k + i), self.billing_date(k + i + 1)) for i in range(count)]
+
+    def describe_day(self) -> str:
+        if self.cycle is Cycle.WEEK:
+            return WEEKDAYS[self.billing_day]
+        return str(self.billing_day)

@@ -1,0 +1,76 @@
+"""The product catalog: products and the price terms they can be ordered on."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from billow.domain.calendar import Cycle
+from billow.domain.errors import InvalidInput
+from billow.domain.money import Money
+
+
+class BillingModel(StrEnum):
+    ADVANCE = "advance"  # pre-bill: a period is invoiced on its first day
+    ARREARS = "arrears"  # post-bill: a period is invoiced on the day after its last
+
+
+class PricingModel(StrEnum):
+    FLAT = "flat"  # one price per period; quantity must be 1
+    PER_UNIT = "per_unit"  # price per unit (seat) per period, times the ordered quantity
+
+
+@dataclass(frozen=True, slots=True)
+class PriceTerms:
+    """How a product is billed in one currency. Immutable once ordered: orders copy it."""
+
+    id: str
+    product_id: str
+    price: Money
+    cycle: Cycle
+    billing_model: BillingModel
+    pricing_model: PricingModel = PricingModel.FLAT
+    setup_fee: Money | None = None
+
+    def __post_init__(self) -> None:
+        if self.price.is_negative:
+            raise InvalidInput("price must not be negative", field="price")
+        if self.setup_fee is not None:
+            if self.setup_fee.currency != self.price.currency:
+                raise InvalidInput("setup_fee must be in the price's currency", field="setup_fee")
+            if self.setup_fee.is_negative:
+                raise InvalidInput("setup_fee must not be negative", field="setup_fee")
+
+    @property
+    def currency(self) -> str:
+        return self.price.currency
+
+    def check_quantity(self, quantity: int) -> None:
+        if quantity < 1:
+            raise InvalidInput("quantity must be at least 1", field="quantity")
+        if self.pricing_model is PricingModel.FLAT and quantity != 1:
+            raise InvalidInput("flat-priced terms are ordered with quantity 1", field="quantity")
+
+    def period_price(self, quantity: int) -> Money:
+        """Price of one full billing period for `quantity` units."""
+        return self.price.times(quantity)
+
+
+@dataclass(frozen=True, slots=True)
+class Product:
+    id: str
+    name: str
+    description: str = ""
+    terms: tuple[PriceTerms, ...] = field(default_factory=tuple)
+
+    def __post_init__(self) -> None:
+        if not self.name.strip():
+            raise InvalidInput("name must not be blank", field="name")
+
+    def terms_by_id(self, terms_id: str) -> PriceTerms | None:
+        return next((t for t in self.terms if t.id == terms_id), None)
+
+    def with_terms(self, terms: PriceTerms) -> Product:
+        if terms.product_id != self.id:
+            raise ValueError("price terms belong to another product")
+        return Product(self.id, self.name, self.description, (*self.terms, terms))

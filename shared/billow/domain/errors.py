@@ -1,0 +1,50 @@
+"""Domain errors. Handlers map each family to one HTTP status in one place."""
+
+from __future__ import annotations
+
+
+class DomainError(Exception):
+    """Base of every rule violation. `field` names the input at fault, when there is one."""
+
+    code = "domain_error"
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+
+class InvalidInput(DomainError):
+    """The request is well-formed but its values break a rule (maps to 422)."""
+
+    code = "invalid_input"
+
+
+class NotFound(DomainError):
+    """No such entity for this tenant (maps to 404; another tenant's ids land here too)."""
+
+    code = "not_found"
+
+
+class Conflict(DomainError):
+    """The entity is not in a state that allows the request (maps to 409)."""
+
+    code = "conflict"
+
+
+class ConcurrentModification(Conflict):
+    """Someone else changed the entity first; the caller may reload and retry."""
+
+    code = "concurrent_modification"
+
+
+class CurrencyMismatch(InvalidInput):
+    code = "currency_mismatch"
+
+
+class UnknownCurrency(InvalidInput):
+    code = "unknown_currency"
+
+
+class TemporaryFailure(Exception):
+    """A dependency is throttled or unavailable; the whole operation may be retried as is."""

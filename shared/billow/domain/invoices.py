@@ -1,0 +1,109 @@
+"""Invoices and the payments recorded against them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import date, datetime, timedelta
+from enum import StrEnum
+
+from billow.domain.billing import InvoiceDraft, LineDraft
+from billow.domain.calendar import Period
+from billow.domain.errors import Conflict, InvalidInput
+from billow.domain.money import Money, sum_money
+
+
+class InvoiceStatus(StrEnum):
+    OPEN = "open"  # issued, awaiting payment
+    PAID = "paid"
+    VOID = "void"
+
+
+class PaymentMethod(StrEnum):
+    BANK_TRANSFER = "bank_transfer"
+    CASH = "cash"
+    CHECK = "check"
+    CARD = "card"
+
+
+@dataclass(frozen=True, slots=True)
+class Payment:
+    id: str
+    invoice_id: str
+    amount: Money
+    method: PaymentMethod
+    reference: str
+    received_on: date
+    recorded_at: datetime
+
+    def __post_init__(self) -> None:
+        if self.amount.minor <= 0:
+            raise InvalidInput("a payment amount must be positive", field="amount")
+        if self.recorded_at.tzinfo is None:
+            raise ValueError("recorded_at must be timezone-aware")
+
+
+@dataclass(frozen=True, slots=True)
+class Invoice:
+    id: str
+    number: str
+    contact_id: str
+    subscription_id: str
+    currency: str
+    billing_date: date
+    issue_date: date
+    due_date: date
+    period: Period
+    lines: tuple[LineDraft, ...]
+    amount_paid: Money
+    status: InvoiceStatus
+    version: int = 0
+
+    @classmethod
+    def issue(cls, draft: InvoiceDraft, *, invoice_id: str, number: str, payment_terms_days: int) -> Invoice:
+        total = draft.total
+        return cls(
+            id=invoice_id,
+            number=number,
+            contact_id=draft.contact_id,
+            subscription_id=draft.subscription_id,
+            currency=draft.currency,
+            billing_date=draft.billing_date,
+            issue_date=draft.billing_date,
+            due_date=draft.billing_date + timedelta(days=payment_terms_days),
+            period=draft.period,
+            lines=draft.lines,
+            amount_paid=Money.zero(draft.currency),
+            # Nothing to collect on a free plan's invoice: it is settled when issued.
+            status=InvoiceStatus.PAID if total.is_zero else InvoiceStatus.OPEN,
+        )
+
+    @property
+    def total(self) -> Money:
+        return sum_money([line.amount for line in self.lines], self.currency)
+
+    @property
+    def amount_due(self) -> Money:
+        return self.total - self.amount_paid
+
+    def is_overdue(self, today: date) -> bool:
+        return self.status is InvoiceStatus.OPEN and today > self.due_date
+
+    def display_status(self, today: date) -> str:
+        return "overdue" if self.is_overdue(today) else self.status.value
+
+    def apply_payment(self, payment: Payment) -> Invoice:
+        if self.status is not InvoiceStatus.OPEN:
+            raise Conflict(f"invoice {self.number} is {self.status.value}; only open invoices take payments")
+        if payment.amount.currency != self.currency:
+            raise InvalidInput(
+                f"invoice {self.number} is in {self.currency}, the payment in {payment.amount.currency}",
+                field="currency",
+            )
+        if payment.amount > self.amount_due:
+            raise InvalidInput(
+                f"payment {payment.amount} exceeds the {self.amount_due} due on invoice {self.number}",
+                field="amount",
+            )
+        paid = self.amount_paid + payment.amount
+        status = InvoiceStatus.PAID if paid == self.total else InvoiceStatus.OPEN
+        return replace(self, amount_paid=paid, status=status)

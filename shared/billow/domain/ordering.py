@@ -1,0 +1,141 @@
+"""Ordering: turning chosen price terms into services grouped into subscriptions, and quoting the
+first invoice of each before anything is placed.
+
+The quotation is not a separate calculation: it runs the billing engine on the planned
+subscriptions, so the quoted invoice is the invoice the billing run will create.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import date, timedelta
+
+from billow.domain.billing import InvoiceDraft, next_billing_step
+from billow.domain.calendar import BillingSchedule
+from billow.domain.catalog import PriceTerms, Product
+from billow.domain.errors import InvalidInput
+from billow.domain.subscriptions import Service, ServiceState, Subscription, SubscriptionKey
+
+MAX_ITEMS_PER_ORDER = 50
+
+
+@dataclass(frozen=True, slots=True)
+class OrderItem:
+    product: Product
+    terms: PriceTerms
+    quantity: int
+
+
+@dataclass(frozen=True, slots=True)
+class OrderedService:
+    service_id: str
+    subscription_id: str
+    product_id: str
+    terms_id: str
+    quantity: int
+
+
+@dataclass(frozen=True, slots=True)
+class Order:
+    id: str
+    contact_id: str
+    reference: str | None
+    start_date: date
+    services: tuple[OrderedService, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class OrderPlan:
+    order: Order
+    subscriptions: tuple[Subscription, ...]  # every subscription the order creates or changes
+    new_subscription_ids: frozenset[str]
+
+
+@dataclass(frozen=True, slots=True)
+class QuotedInvoice:
+    subscription_id: str
+    invoice: InvoiceDraft
+    payment_due: date
+
+
+def plan_order(
+    *,
+    order_id: str,
+    contact_id: str,
+    reference: str | None,
+    items: Sequence[OrderItem],
+    start_date: date,
+    today: date,
+    existing: Sequence[Subscription],
+    new_id: Callable[[str], str],
+    test_clock: bool,
+) -> OrderPlan:
+    """Services for each item, added to the contact's subscription of the same cycle, billing model
+    and currency, or to a new subscription whose billing day comes from `start_date` (anniversary)."""
+    if not items:
+        raise InvalidInput("an order needs at least one item", field="items")
+    if len(items) > MAX_ITEMS_PER_ORDER:
+        raise InvalidInput(f"an order has at most {MAX_ITEMS_PER_ORDER} items", field="items")
+    if start_date < today:
+        raise InvalidInput(f"start_date {start_date} is before today ({today})", field="start_date")
+
+    by_key: dict[SubscriptionKey, Subscription] = {s.key: s for s in existing}
+    new_ids: set[str] = set()
+    ordered: list[OrderedService] = []
+    for index, item in enumerate(items):
+        if item.terms.product_id != item.product.id:
+            raise InvalidInput("price terms belong to another product", field=f"items[{index}].terms_id")
+        try:
+            item.terms.check_quantity(item.quantity)
+        except InvalidInput as error:
+            raise InvalidInput(error.message, field=f"items[{index}].quantity") from None
+        key = SubscriptionKey.of(item.terms)
+        subscription = by_key.get(key)
+        if subscription is None:
+            subscription = Subscription(
+                id=new_id("sub"),
+                contact_id=contact_id,
+                key=key,
+                schedule=BillingSchedule.anniversary(key.cycle, start_date),
+                services=(),
+                created_on=today,
+                test_clock=test_clock,
+            )
+            new_ids.add(subscription.id)
+        service = Service(
+            id=new_id("svc"),
+            order_id=order_id,
+            product_id=item.product.id,
+            product_name=item.product.name,
+            terms=item.terms,
+            quantity=item.quantity,
+            state=ServiceState.EFFECTIVE if start_date <= today else ServiceState.DRAFT,
+            start_date=start_date,
+        )
+        by_key[key] = subscription.adding([service])
+        ordered.append(
+            OrderedService(service.id, subscription.id, item.product.id, item.terms.id, item.quantity)
+        )
+
+    touched = {o.subscription_id for o in ordered}
+    order = Order(order_id, contact_id, reference, start_date, tuple(ordered))
+    changed = tuple(s for s in by_key.values() if s.id in touched)
+    return OrderPlan(order, changed, frozenset(new_ids))
+
+
+def quote_order(plan: OrderPlan, *, today: date, payment_terms_days: int) -> list[QuotedInvoice]:
+    """The first invoice that bills each of the order's new services, exactly as billing will make it."""
+    new_service_ids = {s.service_id for s in plan.order.services}
+    quotes: list[QuotedInvoice] = []
+    horizon = date.max - timedelta(days=800)
+    for subscription in plan.subscriptions:
+        current = subscription
+        while (step := next_billing_step(current, horizon)) is not None:
+            current = step.subscription
+            invoice = step.invoice
+            if invoice and any(line.service_id in new_service_ids for line in invoice.lines):
+                due = max(invoice.billing_date, today) + timedelta(days=payment_terms_days)
+                quotes.append(QuotedInvoice(subscription.id, invoice, due))
+                break
+    return quotes

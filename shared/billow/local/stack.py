@@ -1,0 +1,67 @@
+"""The whole local stack in one object: used by `make run` and by the e2e tests."""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass, field
+from http.server import ThreadingHTTPServer
+
+from billow.domain.tenants import TenantSettings
+from billow.local import dynamodb, gateway
+from billow.local.dynamodb import LOCAL_CREDENTIALS, DynamoDBLocal
+from billow.local.lambda_runtime import prepare_environment
+from billow.local.scheduler import DailyScheduler
+from billow.services.tenants import provision_tenant
+from billow.storage.models import configure
+from billow.storage.repository import DynamoStore
+
+TABLE_NAME = "billow-local"
+
+
+@dataclass
+class LocalStack:
+    dynamo: DynamoDBLocal
+    server: ThreadingHTTPServer
+    scheduler: DailyScheduler | None
+    url: str
+    table_name: str
+    _stopped: threading.Event = field(default_factory=threading.Event)
+
+    def stop(self) -> None:
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        if self.scheduler is not None:
+            self.scheduler.stop()
+        self.server.shutdown()
+        self.server.server_close()
+        self.dynamo.stop()
+
+
+def add_tenant(tenant_id: str, name: str, secret: str, mode: str = "test") -> None:
+    provision_tenant(DynamoStore(), TenantSettings(tenant_id=tenant_id, name=name), secret=secret, mode=mode,
+                     key_name=f"{tenant_id}-{mode}")
+
+
+def start(*, port: int | None = None, dynamodb_port: int | None = None, schedule: bool = True,
+          table_name: str = TABLE_NAME, verbose: bool = False) -> LocalStack:
+    """DynamoDB Local + table + handlers over HTTP on 127.0.0.1 (+ the daily scheduler)."""
+    for key, value in LOCAL_CREDENTIALS.items():
+        os.environ.setdefault(key, value)
+    dynamo = dynamodb.start(dynamodb_port)
+    try:
+        dynamo.create_table(table_name)
+        os.environ["BILLOW_TABLE"] = table_name
+        os.environ["BILLOW_DYNAMODB_ENDPOINT"] = dynamo.endpoint
+        configure(table_name=table_name, endpoint=dynamo.endpoint, region="us-east-1")
+        prepare_environment()
+        port = port or dynamodb.free_port()
+        server = gateway.serve(port, verbose=verbose)
+    except BaseException:
+        dynamo.stop()
+        raise
+    scheduler = DailyScheduler() if schedule else None
+    if scheduler is not None:
+        scheduler.start()
+    return LocalStack(dynamo, server, scheduler, f"http://127.0.0.1:{port}", table_name)

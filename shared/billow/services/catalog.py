@@ -1,0 +1,63 @@
+"""Catalog use cases."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+
+from billow.domain.calendar import Cycle
+from billow.domain.catalog import BillingModel, PriceTerms, PricingModel, Product
+from billow.domain.errors import InvalidInput, NotFound
+from billow.domain.money import Money
+from billow.services.context import TenantContext
+from billow.services.ports import Store
+
+
+@dataclass(frozen=True, slots=True)
+class PriceTermsInput:
+    price: Decimal
+    currency: str
+    cycle: Cycle
+    billing_model: BillingModel
+    pricing_model: PricingModel = PricingModel.FLAT
+    setup_fee: Decimal | None = None
+
+
+def _build_terms(terms_id: str, product_id: str, spec: PriceTermsInput, field: str) -> PriceTerms:
+    try:
+        price = Money.parse(spec.price, spec.currency, field=f"{field}.price")
+        fee = None if spec.setup_fee is None else Money.parse(spec.setup_fee, spec.currency,
+                                                                field=f"{field}.setup_fee")
+        return PriceTerms(terms_id, product_id, price, spec.cycle, spec.billing_model, spec.pricing_model, fee)
+    except InvalidInput as error:
+        name = error.field or ""
+        raise type(error)(error.message, field=name if name.startswith(field) else f"{field}.{name}") from None
+
+
+def create_product(store: Store, ctx: TenantContext, *, name: str, description: str,
+                   terms: Sequence[PriceTermsInput], new_id: Callable[[str], str]) -> Product:
+    product_id = new_id("prod")
+    built = tuple(_build_terms(new_id("terms"), product_id, spec, f"terms[{i}]") for i, spec in enumerate(terms))
+    product = Product(product_id, name, description, built)
+    store.add_product(ctx.tenant_id, product)
+    return product
+
+
+def add_price_terms(store: Store, ctx: TenantContext, product_id: str, spec: PriceTermsInput,
+                    new_id: Callable[[str], str]) -> PriceTerms:
+    product = get_product(store, ctx, product_id)
+    terms = _build_terms(new_id("terms"), product.id, spec, "body")
+    store.add_terms(ctx.tenant_id, terms)
+    return terms
+
+
+def get_product(store: Store, ctx: TenantContext, product_id: str) -> Product:
+    product = store.get_product(ctx.tenant_id, product_id)
+    if product is None:
+        raise NotFound(f"no product {product_id}", field="product_id")
+    return product
+
+
+def list_products(store: Store, ctx: TenantContext) -> list[Product]:
+    return store.list_products(ctx.tenant_id)

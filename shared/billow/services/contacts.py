@@ -1,0 +1,88 @@
+"""Contacts and their test clocks."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
+
+from billow.domain.calendar import local_date, tenant_zone
+from billow.domain.contacts import Address, Contact, TestClock
+from billow.domain.errors import Conflict, InvalidInput, NotFound
+from billow.domain.money import Money
+from billow.services.context import Clock, TenantContext
+from billow.services.ports import Page, Store
+
+
+@dataclass(frozen=True, slots=True)
+class CreditLimitInput:
+    amount: Decimal
+    currency: str
+
+
+def create_contact(store: Store, ctx: TenantContext, *, name: str, email: str, billing_address: Address | None,
+                   classification: str | None, credit_limit: CreditLimitInput | None,
+                   preferred_payment_method: str | None, clock: Clock, new_id: Callable[[str], str]) -> Contact:
+    limit = None
+    if credit_limit is not None:
+        limit = Money.parse(credit_limit.amount, credit_limit.currency, field="credit_limit.amount")
+        if limit.is_negative:
+            raise InvalidInput("credit_limit must not be negative", field="credit_limit.amount")
+    contact = Contact(
+        id=new_id("con"),
+        name=name,
+        email=email,
+        billing_address=billing_address,
+        classification=classification,
+        credit_limit=limit,
+        preferred_payment_method=preferred_payment_method,
+        test_mode=ctx.test_mode,
+        created_at=clock.now(),
+    )
+    store.add_contact(ctx.tenant_id, contact)
+    return contact
+
+
+def get_contact(store: Store, ctx: TenantContext, contact_id: str) -> Contact:
+    contact = store.get_contact(ctx.tenant_id, contact_id)
+    if contact is None:
+        raise NotFound(f"no contact {contact_id}", field="contact_id")
+    return contact
+
+
+def list_contacts(store: Store, ctx: TenantContext, *, limit: int, cursor: str | None) -> Page[Contact]:
+    return store.list_contacts(ctx.tenant_id, limit, cursor)
+
+
+def contact_now(store: Store, ctx: TenantContext, contact_id: str, clock: Clock) -> datetime:
+    """The contact's test clock time if it has one, else the real time."""
+    test_clock = store.get_clock(ctx.tenant_id, contact_id)
+    return test_clock.frozen_time if test_clock is not None else clock.now()
+
+
+def contact_today(store: Store, ctx: TenantContext, contact_id: str, clock: Clock) -> date:
+    return local_date(contact_now(store, ctx, contact_id, clock), tenant_zone(ctx.settings.timezone))
+
+
+def create_test_clock(store: Store, ctx: TenantContext, contact_id: str, frozen_time: datetime) -> TestClock:
+    """Give a test-mode contact its own clock. Only before it has subscriptions: a clock attached
+    later would have to rewrite billing history that real time already made."""
+    if not ctx.test_mode:
+        raise Conflict("test clocks need a test-mode API key")
+    contact = get_contact(store, ctx, contact_id)
+    if not contact.test_mode:
+        raise Conflict(f"contact {contact_id} was created in live mode; test clocks are for test contacts")
+    if store.get_clock(ctx.tenant_id, contact_id) is not None:
+        raise Conflict(f"contact {contact_id} already has a test clock; advance it instead")
+    if store.subscriptions_of(ctx.tenant_id, contact_id):
+        raise Conflict(f"contact {contact_id} already has subscriptions; attach a test clock before ordering")
+    return store.save_clock(ctx.tenant_id, TestClock(contact_id, frozen_time))
+
+
+def get_test_clock(store: Store, ctx: TenantContext, contact_id: str) -> TestClock:
+    get_contact(store, ctx, contact_id)
+    found = store.get_clock(ctx.tenant_id, contact_id)
+    if found is None:
+        raise NotFound(f"contact {contact_id} has no test clock", field="contact_id")
+    return found

@@ -1,0 +1,114 @@
+"""Ordering use cases: quote an order's first invoices, then place it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import date
+
+from billow.domain.errors import ConcurrentModification, Conflict, InvalidInput, NotFound
+from billow.domain.invoices import Invoice
+from billow.domain.ordering import Order, OrderItem, OrderPlan, QuotedInvoice, plan_order, quote_order
+from billow.services.billing import InvoiceNumbers, bill_subscription
+from billow.services.contacts import contact_today, get_contact
+from billow.services.context import Clock, TenantContext
+from billow.services.ports import Store
+
+MAX_CONFLICT_RETRIES = 3
+
+
+@dataclass(frozen=True, slots=True)
+class OrderItemInput:
+    product_id: str
+    terms_id: str
+    quantity: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Quote:
+    contact_id: str
+    start_date: date
+    invoices: list[QuotedInvoice]
+
+
+@dataclass(frozen=True, slots=True)
+class PlacedOrder:
+    order: Order
+    invoices: list[Invoice]
+    replayed: bool  # True when the reference matched an order placed before
+
+
+def _resolve(store: Store, ctx: TenantContext, items: Sequence[OrderItemInput]) -> list[OrderItem]:
+    resolved = []
+    for index, item in enumerate(items):
+        product = store.get_product(ctx.tenant_id, item.product_id)
+        if product is None:
+            raise NotFound(f"no product {item.product_id}", field=f"items[{index}].product_id")
+        terms = product.terms_by_id(item.terms_id)
+        if terms is None:
+            raise NotFound(f"product {product.id} has no price terms {item.terms_id}",
+                           field=f"items[{index}].terms_id")
+        resolved.append(OrderItem(product, terms, item.quantity))
+    return resolved
+
+
+def _plan(store: Store, ctx: TenantContext, contact_id: str, items: Sequence[OrderItemInput],
+          start_date: date | None, reference: str | None, clock: Clock,
+          new_id: Callable[[str], str]) -> tuple[OrderPlan, date]:
+    get_contact(store, ctx, contact_id)
+    today = contact_today(store, ctx, contact_id, clock)
+    has_clock = store.get_clock(ctx.tenant_id, contact_id) is not None
+    plan = plan_order(
+        order_id=new_id("ord"),
+        contact_id=contact_id,
+        reference=reference,
+        items=_resolve(store, ctx, items),
+        start_date=start_date or today,
+        today=today,
+        existing=store.subscriptions_of(ctx.tenant_id, contact_id),
+        new_id=new_id,
+        test_clock=has_clock,
+    )
+    return plan, today
+
+
+def quote(store: Store, ctx: TenantContext, contact_id: str, items: Sequence[OrderItemInput],
+          start_date: date | None, clock: Clock, new_id: Callable[[str], str]) -> Quote:
+    plan, today = _plan(store, ctx, contact_id, items, start_date, None, clock, new_id)
+    quotes = quote_order(plan, today=today, payment_terms_days=ctx.settings.payment_terms_days)
+    return Quote(contact_id, plan.order.start_date, quotes)
+
+
+def place_order(store: Store, ctx: TenantContext, contact_id: str, items: Sequence[OrderItemInput],
+                start_date: date | None, reference: str | None, clock: Clock, new_id: Callable[[str], str],
+                numbers: InvoiceNumbers) -> PlacedOrder:
+    """Place the order and bill what is due at once (the first in-advance invoice).
+
+    With a `reference`, placing is idempotent: a repeat returns the order placed the first time.
+    If the process dies after the order is stored but before billing, the subscriptions are in the
+    due index already and the next run (or a repeat of this call) bills them.
+    """
+    if reference is not None and not reference.strip():
+        raise InvalidInput("reference must not be blank", field="reference")
+    for attempt in range(MAX_CONFLICT_RETRIES + 1):
+        if reference is not None:
+            earlier = store.find_order_by_reference(ctx.tenant_id, contact_id, reference)
+            if earlier is not None:
+                return PlacedOrder(earlier, _bill_order(store, ctx, earlier, clock, numbers), replayed=True)
+        plan, _ = _plan(store, ctx, contact_id, items, start_date, reference, clock, new_id)
+        try:
+            store.place_order(ctx.tenant_id, plan.order, plan.subscriptions, plan.new_subscription_ids)
+        except (ConcurrentModification, Conflict):
+            if attempt == MAX_CONFLICT_RETRIES:
+                raise
+            continue
+        return PlacedOrder(plan.order, _bill_order(store, ctx, plan.order, clock, numbers), replayed=False)
+    raise AssertionError("unreachable")
+
+
+def _bill_order(store: Store, ctx: TenantContext, order: Order, clock: Clock, numbers: InvoiceNumbers) -> list[Invoice]:
+    today = contact_today(store, ctx, order.contact_id, clock)
+    invoices: list[Invoice] = []
+    for subscription_id in dict.fromkeys(s.subscription_id for s in order.services):
+        invoices += bill_subscription(store, ctx.settings, order.contact_id, subscription_id, today, numbers)
+    return invoices

@@ -1,0 +1,45 @@
+"""Tenants and their API keys."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+
+from billow.domain.errors import InvalidInput
+from billow.domain.tenants import TenantSettings
+from billow.services.context import TenantContext
+from billow.services.ports import ApiKey, Store
+
+KEY_MODES = ("test", "live")
+
+
+def hash_api_key(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def generate_api_key(mode: str) -> str:
+    if mode not in KEY_MODES:
+        raise InvalidInput(f"mode is one of {', '.join(KEY_MODES)}", field="mode")
+    return f"bk_{mode}_{secrets.token_urlsafe(24)}"
+
+
+def provision_tenant(store: Store, settings: TenantSettings, *, secret: str, mode: str, key_name: str) -> ApiKey:
+    """Create (or update) a tenant's settings and register one API key for it."""
+    if mode not in KEY_MODES:
+        raise InvalidInput(f"mode is one of {', '.join(KEY_MODES)}", field="mode")
+    store.put_settings(settings)
+    key = ApiKey(hash_api_key(secret), settings.tenant_id, mode, key_name)
+    store.put_api_key(key)
+    return key
+
+
+def authenticate(store: Store, secret: str | None) -> ApiKey | None:
+    """The API key a presented secret belongs to, or None. Only the hash is ever looked up."""
+    if not secret or len(secret) > 200:
+        return None
+    return store.find_api_key(hash_api_key(secret))
+
+
+def tenant_context(store: Store, tenant_id: str, mode: str) -> TenantContext:
+    settings = store.get_settings(tenant_id) or TenantSettings(tenant_id=tenant_id, name=tenant_id)
+    return TenantContext(tenant_id, mode, settings)

@@ -1,0 +1,1 @@
+"""DynamoDB single-table storage (pynamodb). The only package that imports pynamodb or botocore."""

@@ -1,0 +1,303 @@
+"""Domain objects <-> JSON-ready dicts. Money is stored as integer minor units, fractions as
+"numerator/denominator", dates and instants as ISO 8601 — never a float anywhere."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from fractions import Fraction
+from typing import Any
+
+from billow.domain.calendar import BillingSchedule, Cycle, Period
+from billow.domain.catalog import BillingModel, PriceTerms, PricingModel, Product
+from billow.domain.billing import LineDraft
+from billow.domain.contacts import Address, Contact, TestClock
+from billow.domain.invoices import Invoice, InvoiceStatus, Payment, PaymentMethod
+from billow.domain.money import Money
+from billow.domain.ordering import Order, OrderedService
+from billow.domain.subscriptions import Service, ServiceState, Subscription, SubscriptionKey
+from billow.domain.tenants import TenantSettings
+
+Json = dict[str, Any]
+
+
+def money_out(m: Money | None) -> Json | None:
+    return None if m is None else {"minor": m.minor, "currency": m.currency}
+
+
+def money_in(d: Json | None) -> Money | None:
+    return None if d is None else Money(int(d["minor"]), d["currency"])
+
+
+def _money(d: Json) -> Money:
+    return Money(int(d["minor"]), d["currency"])
+
+
+def period_out(p: Period | None) -> Json | None:
+    return None if p is None else {"start": p.start.isoformat(), "end": p.end.isoformat()}
+
+
+def period_in(d: Json | None) -> Period | None:
+    return None if d is None else Period(date.fromisoformat(d["start"]), date.fromisoformat(d["end"]))
+
+
+def _date_in(s: str | None) -> date | None:
+    return None if s is None else date.fromisoformat(s)
+
+
+def terms_out(t: PriceTerms) -> Json:
+    return {
+        "id": t.id,
+        "product_id": t.product_id,
+        "price": money_out(t.price),
+        "cycle": t.cycle.value,
+        "billing_model": t.billing_model.value,
+        "pricing_model": t.pricing_model.value,
+        "setup_fee": money_out(t.setup_fee),
+    }
+
+
+def terms_in(d: Json) -> PriceTerms:
+    return PriceTerms(
+        id=d["id"],
+        product_id=d["product_id"],
+        price=_money(d["price"]),
+        cycle=Cycle(d["cycle"]),
+        billing_model=BillingModel(d["billing_model"]),
+        pricing_model=PricingModel(d["pricing_model"]),
+        setup_fee=money_in(d.get("setup_fee")),
+    )
+
+
+def product_out(p: Product) -> Json:
+    return {"id": p.id, "name": p.name, "description": p.description}
+
+
+def product_in(d: Json, terms: tuple[PriceTerms, ...]) -> Product:
+    return Product(d["id"], d["name"], d.get("description", ""), terms)
+
+
+def contact_out(c: Contact) -> Json:
+    a = c.billing_address
+    return {
+        "id": c.id,
+        "name": c.name,
+        "email": c.email,
+        "billing_address": None if a is None else {
+            "line1": a.line1, "line2": a.line2, "city": a.city, "postal_code": a.postal_code,
+            "region": a.region, "country": a.country,
+        },
+        "classification": c.classification,
+        "credit_limit": money_out(c.credit_limit),
+        "preferred_payment_method": c.preferred_payment_method,
+        "test_mode": c.test_mode,
+        "created_at": c.created_at.isoformat(),
+    }
+
+
+def contact_in(d: Json) -> Contact:
+    a = d.get("billing_address")
+    return Contact(
+        id=d["id"],
+        name=d["name"],
+        email=d["email"],
+        billing_address=None if a is None else Address(**a),
+        classification=d.get("classification"),
+        credit_limit=money_in(d.get("credit_limit")),
+        preferred_payment_method=d.get("preferred_payment_method"),
+        test_mode=bool(d["test_mode"]),
+        created_at=datetime.fromisoformat(d["created_at"]),
+    )
+
+
+def clock_out(c: TestClock) -> Json:
+    return {"contact_id": c.contact_id, "frozen_time": c.frozen_time.isoformat()}
+
+
+def clock_in(d: Json, version: int) -> TestClock:
+    return TestClock(d["contact_id"], datetime.fromisoformat(d["frozen_time"]), version)
+
+
+def service_out(s: Service) -> Json:
+    return {
+        "id": s.id,
+        "order_id": s.order_id,
+        "product_id": s.product_id,
+        "product_name": s.product_name,
+        "terms": terms_out(s.terms),
+        "quantity": s.quantity,
+        "state": s.state.value,
+        "start_date": s.start_date.isoformat(),
+        "billed_through": None if s.billed_through is None else s.billed_through.isoformat(),
+    }
+
+
+def service_in(d: Json) -> Service:
+    return Service(
+        id=d["id"],
+        order_id=d["order_id"],
+        product_id=d["product_id"],
+        product_name=d["product_name"],
+        terms=terms_in(d["terms"]),
+        quantity=int(d["quantity"]),
+        state=ServiceState(d["state"]),
+        start_date=date.fromisoformat(d["start_date"]),
+        billed_through=_date_in(d.get("billed_through")),
+    )
+
+
+def subscription_out(s: Subscription) -> Json:
+    return {
+        "id": s.id,
+        "contact_id": s.contact_id,
+        "cycle": s.key.cycle.value,
+        "billing_model": s.key.billing_model.value,
+        "currency": s.key.currency,
+        "billing_day": s.schedule.billing_day,
+        "schedule_reference": s.schedule.reference.isoformat(),
+        "services": [service_out(x) for x in s.services],
+        "created_on": s.created_on.isoformat(),
+        "invoice_count": s.invoice_count,
+        "test_clock": s.test_clock,
+    }
+
+
+def subscription_in(d: Json, version: int) -> Subscription:
+    cycle = Cycle(d["cycle"])
+    return Subscription(
+        id=d["id"],
+        contact_id=d["contact_id"],
+        key=SubscriptionKey(cycle, BillingModel(d["billing_model"]), d["currency"]),
+        schedule=BillingSchedule(cycle, int(d["billing_day"]), date.fromisoformat(d["schedule_reference"])),
+        services=tuple(service_in(x) for x in d["services"]),
+        created_on=date.fromisoformat(d["created_on"]),
+        invoice_count=int(d["invoice_count"]),
+        version=version,
+        test_clock=bool(d.get("test_clock", False)),
+    )
+
+
+def line_out(line: LineDraft) -> Json:
+    return {
+        "kind": line.kind,
+        "description": line.description,
+        "service_id": line.service_id,
+        "product_id": line.product_id,
+        "quantity": line.quantity,
+        "unit_price": money_out(line.unit_price),
+        "fraction": f"{line.fraction.numerator}/{line.fraction.denominator}",
+        "amount": money_out(line.amount),
+        "period": period_out(line.period),
+    }
+
+
+def line_in(d: Json) -> LineDraft:
+    return LineDraft(
+        kind=d["kind"],
+        description=d["description"],
+        service_id=d["service_id"],
+        product_id=d["product_id"],
+        quantity=int(d["quantity"]),
+        unit_price=_money(d["unit_price"]),
+        fraction=Fraction(d["fraction"]),
+        amount=_money(d["amount"]),
+        period=period_in(d.get("period")),
+    )
+
+
+def invoice_out(i: Invoice) -> Json:
+    return {
+        "id": i.id,
+        "number": i.number,
+        "contact_id": i.contact_id,
+        "subscription_id": i.subscription_id,
+        "currency": i.currency,
+        "billing_date": i.billing_date.isoformat(),
+        "issue_date": i.issue_date.isoformat(),
+        "due_date": i.due_date.isoformat(),
+        "period": period_out(i.period),
+        "lines": [line_out(x) for x in i.lines],
+        "amount_paid": money_out(i.amount_paid),
+        "status": i.status.value,
+    }
+
+
+def invoice_in(d: Json, version: int) -> Invoice:
+    period = period_in(d["period"])
+    assert period is not None
+    return Invoice(
+        id=d["id"],
+        number=d["number"],
+        contact_id=d["contact_id"],
+        subscription_id=d["subscription_id"],
+        currency=d["currency"],
+        billing_date=date.fromisoformat(d["billing_date"]),
+        issue_date=date.fromisoformat(d["issue_date"]),
+        due_date=date.fromisoformat(d["due_date"]),
+        period=period,
+        lines=tuple(line_in(x) for x in d["lines"]),
+        amount_paid=_money(d["amount_paid"]),
+        status=InvoiceStatus(d["status"]),
+        version=version,
+    )
+
+
+def payment_out(p: Payment) -> Json:
+    return {
+        "id": p.id,
+        "invoice_id": p.invoice_id,
+        "amount": money_out(p.amount),
+        "method": p.method.value,
+        "reference": p.reference,
+        "received_on": p.received_on.isoformat(),
+        "recorded_at": p.recorded_at.isoformat(),
+    }
+
+
+def payment_in(d: Json) -> Payment:
+    return Payment(
+        id=d["id"],
+        invoice_id=d["invoice_id"],
+        amount=_money(d["amount"]),
+        method=PaymentMethod(d["method"]),
+        reference=d["reference"],
+        received_on=date.fromisoformat(d["received_on"]),
+        recorded_at=datetime.fromisoformat(d["recorded_at"]),
+    )
+
+
+def order_out(o: Order) -> Json:
+    return {
+        "id": o.id,
+        "contact_id": o.contact_id,
+        "reference": o.reference,
+        "start_date": o.start_date.isoformat(),
+        "services": [
+            {"service_id": s.service_id, "subscription_id": s.subscription_id, "product_id": s.product_id,
+             "terms_id": s.terms_id, "quantity": s.quantity}
+            for s in o.services
+        ],
+    }
+
+
+def order_in(d: Json) -> Order:
+    return Order(
+        id=d["id"],
+        contact_id=d["contact_id"],
+        reference=d.get("reference"),
+        start_date=date.fromisoformat(d["start_date"]),
+        services=tuple(OrderedService(**s) for s in d["services"]),
+    )
+
+
+def settings_out(s: TenantSettings) -> Json:
+    return {
+        "tenant_id": s.tenant_id,
+        "name": s.name,
+        "timezone": s.timezone,
+        "payment_terms_days": s.payment_terms_days,
+        "invoice_prefix": s.invoice_prefix,
+    }
+
+
+def settings_in(d: Json) -> TenantSettings:
+    return TenantSettings(**d)

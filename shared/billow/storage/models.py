@@ -1,0 +1,89 @@
+"""The pynamodb model of the single table. Every entity is a `BillowItem` with generic key
+attributes, index attributes, a version for optimistic locking and its body as JSON in `data`;
+`billow.storage.codec` maps bodies to and from domain objects."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from pynamodb.attributes import NumberAttribute, UnicodeAttribute
+from pynamodb.connection import Connection
+from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, KeysOnlyProjection
+from pynamodb.models import Model
+
+from billow.storage.table import BY_ID_INDEX, DEFAULT_TABLE_NAME, DUE_INDEX, LISTING_INDEX
+
+
+class DueIndex(GlobalSecondaryIndex["BillowItem"]):
+    class Meta:
+        index_name = DUE_INDEX
+        projection = KeysOnlyProjection()
+
+    gsi1pk = UnicodeAttribute(hash_key=True, attr_name="GSI1PK")
+    gsi1sk = UnicodeAttribute(range_key=True, attr_name="GSI1SK")
+
+
+class ByIdIndex(GlobalSecondaryIndex["BillowItem"]):
+    class Meta:
+        index_name = BY_ID_INDEX
+        projection = AllProjection()
+
+    gsi2pk = UnicodeAttribute(hash_key=True, attr_name="GSI2PK")
+    gsi2sk = UnicodeAttribute(range_key=True, attr_name="GSI2SK")
+
+
+class ListingIndex(GlobalSecondaryIndex["BillowItem"]):
+    class Meta:
+        index_name = LISTING_INDEX
+        projection = AllProjection()
+
+    gsi3pk = UnicodeAttribute(hash_key=True, attr_name="GSI3PK")
+    gsi3sk = UnicodeAttribute(range_key=True, attr_name="GSI3SK")
+
+
+class BillowItem(Model):
+    class Meta:
+        table_name = os.environ.get("BILLOW_TABLE", DEFAULT_TABLE_NAME)
+        region = os.environ.get("AWS_REGION", os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))
+        host = os.environ.get("BILLOW_DYNAMODB_ENDPOINT") or None
+        max_retry_attempts = 3
+
+    pk = UnicodeAttribute(hash_key=True, attr_name="PK")
+    sk = UnicodeAttribute(range_key=True, attr_name="SK")
+    kind = UnicodeAttribute(attr_name="type")
+    version = NumberAttribute(null=True)
+    data = UnicodeAttribute(null=True)
+    counter = NumberAttribute(null=True)
+    gsi1pk = UnicodeAttribute(null=True, attr_name="GSI1PK")
+    gsi1sk = UnicodeAttribute(null=True, attr_name="GSI1SK")
+    gsi2pk = UnicodeAttribute(null=True, attr_name="GSI2PK")
+    gsi2sk = UnicodeAttribute(null=True, attr_name="GSI2SK")
+    gsi3pk = UnicodeAttribute(null=True, attr_name="GSI3PK")
+    gsi3sk = UnicodeAttribute(null=True, attr_name="GSI3SK")
+
+    due_index = DueIndex()
+    by_id = ByIdIndex()
+    listing = ListingIndex()
+
+
+def configure(*, table_name: str | None = None, endpoint: str | None = None, region: str | None = None) -> None:
+    """Point the model at a table (tests and the local stack call this; Lambda uses the env)."""
+    if table_name is not None:
+        BillowItem.Meta.table_name = table_name
+    if endpoint is not None:
+        BillowItem.Meta.host = endpoint
+    if region is not None:
+        BillowItem.Meta.region = region
+    BillowItem._connection = None  # pynamodb caches the connection with the old settings
+    for index in (BillowItem.due_index, BillowItem.by_id, BillowItem.listing):
+        index.Meta.model = BillowItem  # type: ignore[attr-defined]
+
+
+def connection() -> Connection:
+    """The model's own (cached) connection, for transactions."""
+    return BillowItem._get_connection().connection
+
+
+def new_item(pk: str, sk: str, kind: str, **attributes: Any) -> BillowItem:
+    return BillowItem(pk, sk, kind=kind, **attributes)

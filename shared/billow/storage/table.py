@@ -1,0 +1,49 @@
+"""The one table's physical shape, shared by the CDK construct, the local stack and the tests.
+
+docs/data-model.md explains every key; this module is its executable half.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+DEFAULT_TABLE_NAME = "billow"
+
+DUE_INDEX = "GSI1"  # due-for-billing, sharded: GSI1PK = DUE#<shard>, GSI1SK = <date>#<tenant>#<sub>
+BY_ID_INDEX = "GSI2"  # direct lookup by id: GSI2PK = <tenant>#<id>
+LISTING_INDEX = "GSI3"  # tenant-wide listings: GSI3PK = <tenant>#<kind>#<bucket>, GSI3SK sortable
+
+from billow.services.ports import DUE_SHARDS  # noqa: E402,F401  (the port fixes the shard count)
+
+INVOICE_LIST_SHARDS = 8
+"""Invoices created on one day are spread over this many listing partitions."""
+
+GSIS: tuple[tuple[str, str], ...] = ((DUE_INDEX, "KEYS_ONLY"), (BY_ID_INDEX, "ALL"), (LISTING_INDEX, "ALL"))
+
+
+def shard_of(value: str, shards: int) -> int:
+    """A stable shard number for an id (stable across processes, unlike hash())."""
+    return int.from_bytes(hashlib.blake2b(value.encode(), digest_size=4).digest(), "big") % shards
+
+
+def create_table_request(table_name: str) -> dict[str, Any]:
+    """CreateTable arguments for boto3, used by the local stack and integration tests."""
+    attributes = ["PK", "SK"] + [f"{name}{part}" for name, _ in GSIS for part in ("PK", "SK")]
+    return {
+        "TableName": table_name,
+        "BillingMode": "PAY_PER_REQUEST",
+        "AttributeDefinitions": [{"AttributeName": a, "AttributeType": "S"} for a in attributes],
+        "KeySchema": [{"AttributeName": "PK", "KeyType": "HASH"}, {"AttributeName": "SK", "KeyType": "RANGE"}],
+        "GlobalSecondaryIndexes": [
+            {
+                "IndexName": name,
+                "KeySchema": [
+                    {"AttributeName": f"{name}PK", "KeyType": "HASH"},
+                    {"AttributeName": f"{name}SK", "KeyType": "RANGE"},
+                ],
+                "Projection": {"ProjectionType": projection},
+            }
+            for name, projection in GSIS
+        ],
+    }
