@@ -53,7 +53,7 @@ synth: setup     ## synthesize the CDK app into cdk.out/ (offline, no credential
 lambda-deps: setup ## build the Lambda dependencies layer (build/lambda-deps) for deploy
 	rm -rf build/lambda-deps && mkdir -p build/lambda-deps/python
 	$(VENV)/bin/pip install --quiet --target build/lambda-deps/python --platform manylinux2014_x86_64 \
-	  --implementation cp --python-version 3.12 --only-binary=:all: \
+	  --implementation cp --python-version 3.14 --only-binary=:all: \
 	  'aws-lambda-powertools[tracer]>=3,<4' 'pydantic>=2.6,<3' 'pynamodb>=6,<7'
 
 deploy: lambda-deps ## deploy to the AWS account in your environment (needs credentials; not run in CI)

@@ -72,7 +72,7 @@ def configure(*, table_name: str | None = None, endpoint: str | None = None, reg
     if table_name is not None:
         BillowItem.Meta.table_name = table_name
     if endpoint is not None:
-        BillowItem.Meta.host = endpoint
+        BillowItem.Meta.host = endpoint or None
     if region is not None:
         BillowItem.Meta.region = region
     BillowItem._connection = None  # pynamodb caches the connection with the old settings

@@ -1,0 +1,38 @@
+#!/usr/bin/env python3
+"""CDK entry point (`make synth`, `make deploy`). Works offline: no credentials, no Docker."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "infra"), str(ROOT / "shared")]
+
+import aws_cdk as cdk  # noqa: E402
+from cdk_nag import AwsSolutionsChecks  # noqa: E402
+
+from billow_infra.packaging import stage_missing_dependencies_layer, stage_shared_layer  # noqa: E402
+from billow_infra.stack import BillowStack  # noqa: E402
+
+
+def build_app(outdir: str | None = None, context: dict[str, str] | None = None) -> tuple[cdk.App, BillowStack]:
+    app = cdk.App(outdir=outdir, context=context or {})
+    stage = app.node.try_get_context("stage") or "dev"
+    staging = Path(app.outdir) / ".staging"
+    deps = app.node.try_get_context("dependencies_layer")
+    deps_dir = Path(deps).resolve() if deps else stage_missing_dependencies_layer(staging)
+    stack = BillowStack(app, f"Billow-{stage}", stage=stage, shared_layer_dir=stage_shared_layer(staging),
+                        dependencies_layer_dir=deps_dir,
+                        description="Billow: serverless subscription billing")
+    if not deps:
+        cdk.Annotations.of(stack).add_warning_v2(
+            "billow:dependencies-layer", "dependencies layer not built: run `make lambda-deps` before deploying")
+    cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(app))
+    return app, stack
+
+
+if __name__ == "__main__":
+    # The CDK CLI passes CDK_OUTDIR; `make synth` runs this file directly and writes cdk.out/.
+    build_app(outdir=os.environ.get("CDK_OUTDIR", str(ROOT / "cdk.out")))[0].synth()

@@ -1,0 +1,1 @@
+"""Billow's CDK app: one stack composing one construct per concern."""

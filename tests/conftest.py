@@ -1,0 +1,62 @@
+"""Fixtures shared by every test layer."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+for path in (ROOT / "shared", ROOT / "functions", ROOT / "infra", ROOT):
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
+
+from billow.local.dynamodb import LOCAL_CREDENTIALS  # noqa: E402
+from billow.local.lambda_runtime import prepare_environment  # noqa: E402
+
+for _key, _value in LOCAL_CREDENTIALS.items():
+    os.environ.setdefault(_key, _value)
+prepare_environment()
+
+
+@pytest.fixture(scope="session")
+def dynamodb_local() -> Iterator[object]:
+    """One real DynamoDB Local per test process (each xdist worker gets its own)."""
+    from billow.local import dynamodb
+
+    local = dynamodb.start()
+    yield local
+    local.stop()
+
+
+@pytest.fixture
+def local_table(dynamodb_local: object) -> Iterator[str]:
+    """A fresh table on DynamoDB Local for one test, with the models pointed at it."""
+    from billow.local.dynamodb import DynamoDBLocal
+    from billow.storage.models import configure
+    from tests.support import unique
+
+    assert isinstance(dynamodb_local, DynamoDBLocal)
+    name = unique("billow-test")
+    dynamodb_local.create_table(name)
+    configure(table_name=name, endpoint=dynamodb_local.endpoint, region="us-east-1")
+    yield name
+    dynamodb_local.delete_table(name)
+
+
+@pytest.fixture
+def moto_table() -> Iterator[str]:
+    """A table in moto's in-process DynamoDB: fast, for unit tests of handlers and use cases."""
+    import boto3
+    from moto import mock_aws
+
+    from billow.storage.models import configure
+    from billow.storage.table import create_table_request
+
+    with mock_aws():
+        boto3.client("dynamodb", region_name="us-east-1").create_table(**create_table_request("billow-unit"))
+        configure(table_name="billow-unit", endpoint="", region="us-east-1")
+        yield "billow-unit"

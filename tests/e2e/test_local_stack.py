@@ -1,0 +1,112 @@
+"""The local stack driven over HTTP only, as a user would."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from billow.local import stack
+from tests.support import HttpClient, make_contact, make_product
+
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e")]
+ROOT = Path(__file__).resolve().parents[2]
+KEY = "bk_test_e2e"
+
+
+@pytest.fixture(scope="module")
+def api() -> Iterator[HttpClient]:
+    local = stack.start(schedule=False, table_name="billow-e2e")
+    try:
+        stack.add_tenant("e2e", "E2E Tenant", KEY)
+        yield HttpClient(local.url, KEY)
+    finally:
+        local.stop()
+
+
+def test_three_billing_cycles_by_time_travel_then_nothing_twice(api: HttpClient) -> None:
+    # Given a monthly in-arrears product and a contact on a test clock at 31 January 2024
+    product = make_product(api, {"price": "30.00", "currency": "USD", "cycle": "month", "billing_model": "arrears"})
+    contact = make_contact(api)
+    assert api.post(f"/contacts/{contact['id']}/test-clock", {"frozen_time": "2024-01-31T10:00:00Z"}).status == 201
+    placed = api.post("/orders", {"contact_id": contact["id"], "reference": "e2e-order", "items": [
+        {"product_id": product["id"], "terms_id": product["terms"][0]["id"]}]})
+    assert placed.status == 201 and placed.body["invoices"] == []
+
+    # When the clock crosses three billing days (29 Feb, 31 Mar, 30 Apr)
+    advanced = api.post(f"/contacts/{contact['id']}/test-clock/advance", {"to": "2024-05-01T10:00:00Z"})
+    assert advanced.status == 200
+
+    # Then there are exactly three invoices with the right periods and amounts
+    invoices = api.get(f"/contacts/{contact['id']}/invoices").body["items"]
+    assert [(i["period"]["start"], i["period"]["end"], i["billing_date"], i["total"]["amount"]) for i in invoices] == [
+        ("2024-01-31", "2024-02-29", "2024-02-29", "30.00"),
+        ("2024-02-29", "2024-03-31", "2024-03-31", "30.00"),
+        ("2024-03-31", "2024-04-30", "2024-04-30", "30.00"),
+    ]
+    assert len({i["number"] for i in invoices}) == 3
+
+    # And advancing again to the same instant creates nothing new
+    again = api.post(f"/contacts/{contact['id']}/test-clock/advance", {"to": "2024-05-01T10:00:00Z"})
+    assert again.status == 200 and again.body["invoices_created"] == []
+    assert len(api.get(f"/invoices?contact_id={contact['id']}").body["items"]) == 3
+
+    # And the subscription shows where it stands
+    (subscription,) = api.get(f"/contacts/{contact['id']}/subscriptions").body["items"]
+    assert subscription["next_billing_date"] == "2024-05-31"
+    assert subscription["billing_day"] == "31"
+
+
+def test_another_contacts_clock_is_untouched(api: HttpClient) -> None:
+    product = make_product(api, {"price": "10.00", "currency": "EUR", "cycle": "week", "billing_model": "advance"})
+    mover, stayer = make_contact(api, "Mover"), make_contact(api, "Stayer")
+    for contact in (mover, stayer):
+        api.post(f"/contacts/{contact['id']}/test-clock", {"frozen_time": "2024-03-04T08:00:00Z"})
+        api.post("/orders", {"contact_id": contact["id"], "items": [
+            {"product_id": product["id"], "terms_id": product["terms"][0]["id"]}]})
+    api.post(f"/contacts/{mover['id']}/test-clock/advance", {"to": "2024-03-25T08:00:00Z"})
+    assert len(api.get(f"/contacts/{mover['id']}/invoices").body["items"]) == 4
+    assert len(api.get(f"/contacts/{stayer['id']}/invoices").body["items"]) == 1
+
+
+def test_a_manual_payment_over_http(api: HttpClient) -> None:
+    product = make_product(api, {"price": "1500", "currency": "JPY", "cycle": "month", "billing_model": "advance"})
+    contact = make_contact(api)
+    (invoice,) = api.post("/orders", {"contact_id": contact["id"], "items": [
+        {"product_id": product["id"], "terms_id": product["terms"][0]["id"]}]}).body["invoices"]
+    assert invoice["total"] == {"amount": "1500", "currency": "JPY"}
+    paid = api.post(f"/invoices/{invoice['id']}/payments", {"amount": "1500", "currency": "JPY",
+                                                            "reference": "TRF-1", "received_on": "2024-01-02"})
+    assert paid.status == 201
+    assert api.get(f"/invoices/{invoice['id']}").body["status"] == "paid"
+
+
+def test_make_run_prints_a_curl_that_returns_data() -> None:
+    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'shared'}:{ROOT / 'functions'}"}
+    port = stack.dynamodb.free_port()
+    process = subprocess.Popen([sys.executable, "-m", "billow.local", "--port", str(port)], cwd=ROOT, env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        output = ""
+        deadline = time.monotonic() + 120
+        assert process.stdout is not None
+        while "Press Ctrl-C" not in output and time.monotonic() < deadline:
+            line = process.stdout.readline()
+            if not line:
+                break
+            output += line
+        match = re.search(r"^\s*(curl -s -H .*/products)$", output, re.MULTILINE)
+        assert match, output
+        result = subprocess.run(match.group(1), shell=True, capture_output=True, text=True, timeout=30, check=True)
+        assert '"name": "Starter"' in result.stdout or '"name":"Starter"' in result.stdout
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=30)
+    assert process.returncode == 0

@@ -1,0 +1,150 @@
+"""The billing run on real DynamoDB Local: due index, exactly-once under reruns and races,
+test-clock isolation, optimistic locking."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, date, datetime
+from decimal import Decimal
+
+import pytest
+
+from billow.domain.calendar import Cycle
+from billow.domain.catalog import BillingModel
+from billow.domain.errors import ConcurrentModification
+from billow.domain.tenants import TenantSettings
+from billow.services import catalog, contacts, ordering
+from billow.services.billing import InvoiceNumbers, bill_due_subscriptions
+from billow.services.context import TenantContext, new_id
+from billow.services.ordering import OrderItemInput
+from billow.storage.repository import DynamoStore
+
+pytestmark = pytest.mark.integration
+
+
+class FixedClock:
+    def __init__(self, instant: datetime) -> None:
+        self.instant = instant
+
+    def now(self) -> datetime:
+        return self.instant
+
+
+def setup_tenant(store: DynamoStore, tenant_id: str = "t1") -> TenantContext:
+    settings = TenantSettings(tenant_id, "Tenant One")
+    store.put_settings(settings)
+    return TenantContext(tenant_id, "test", settings)
+
+
+def subscribe(store: DynamoStore, ctx: TenantContext, clock: FixedClock, count: int,
+              model: BillingModel = BillingModel.ADVANCE, with_test_clock: bool = False) -> list[str]:
+    product = catalog.create_product(store, ctx, name="Pro", description="", new_id=new_id, terms=[
+        catalog.PriceTermsInput(Decimal("30.00"), "USD", Cycle.MONTH, model)])
+    ids = []
+    numbers = InvoiceNumbers(store)
+    for i in range(count):
+        contact = contacts.create_contact(store, ctx, name=f"C{i}", email=f"c{i}@example.com", billing_address=None,
+                                          classification=None, credit_limit=None, preferred_payment_method=None,
+                                          clock=clock, new_id=new_id)
+        if with_test_clock:
+            contacts.create_test_clock(store, ctx, contact.id, clock.instant)
+        ordering.place_order(store, ctx, contact.id, [OrderItemInput(product.id, product.terms[0].id)], None, None,
+                             clock, new_id, numbers)
+        ids.append(contact.id)
+    return ids
+
+
+def all_invoices(store: DynamoStore, ctx: TenantContext, contact_ids: list[str]) -> list[tuple[str, date, date]]:
+    return sorted((i.contact_id, i.period.start, i.period.end)
+                  for c in contact_ids for i in store.invoices_of(ctx.tenant_id, c))
+
+
+def test_daily_run_bills_due_subscriptions_once_and_a_rerun_bills_nothing(local_table: str) -> None:
+    store = DynamoStore()
+    ctx = setup_tenant(store)
+    start = FixedClock(datetime(2024, 1, 15, 9, tzinfo=UTC))
+    contact_ids = subscribe(store, ctx, start, 6)
+    assert len(all_invoices(store, ctx, contact_ids)) == 6  # first periods billed when ordered
+
+    run_at = datetime(2024, 3, 15, 0, 5, tzinfo=UTC)
+    report = bill_due_subscriptions(store, run_at, InvoiceNumbers(store))
+    assert report.invoices_created == 12  # Feb and Mar for each, catching up a missed month
+    invoices = all_invoices(store, ctx, contact_ids)
+    assert {(s, e) for _, s, e in invoices} == {
+        (date(2024, 1, 15), date(2024, 2, 15)), (date(2024, 2, 15), date(2024, 3, 15)),
+        (date(2024, 3, 15), date(2024, 4, 15))}
+    again = bill_due_subscriptions(store, run_at, InvoiceNumbers(store))
+    assert again.invoices_created == 0
+    assert all_invoices(store, ctx, contact_ids) == invoices
+
+
+def test_the_same_run_delivered_twice_concurrently_bills_once(local_table: str) -> None:
+    store = DynamoStore()
+    ctx = setup_tenant(store)
+    contact_ids = subscribe(store, ctx, FixedClock(datetime(2024, 1, 10, tzinfo=UTC)), 8, BillingModel.ARREARS)
+    run_at = datetime(2024, 2, 10, 0, 5, tzinfo=UTC)
+    reports = []
+    barrier = threading.Barrier(2)
+
+    def run() -> None:
+        barrier.wait()
+        reports.append(bill_due_subscriptions(store, run_at, InvoiceNumbers(store)))
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    invoices = all_invoices(store, ctx, contact_ids)
+    assert len(invoices) == 8
+    assert sum(r.invoices_created for r in reports) == 8
+    numbers = [i.number for c in contact_ids for i in store.invoices_of(ctx.tenant_id, c)]
+    assert len(set(numbers)) == len(numbers)
+
+
+def test_the_daily_run_leaves_test_clock_contacts_alone(local_table: str) -> None:
+    store = DynamoStore()
+    ctx = setup_tenant(store)
+    clock = FixedClock(datetime(2024, 1, 10, tzinfo=UTC))
+    on_clock = subscribe(store, ctx, clock, 2, with_test_clock=True)
+    real = subscribe(store, ctx, clock, 2)
+    bill_due_subscriptions(store, datetime(2024, 4, 10, 1, tzinfo=UTC), InvoiceNumbers(store))
+    assert len(all_invoices(store, ctx, on_clock)) == 2  # only the invoices made when ordering
+    assert len(all_invoices(store, ctx, real)) == 2 * 4
+
+
+def test_a_stale_billing_step_is_refused(local_table: str) -> None:
+    store = DynamoStore()
+    ctx = setup_tenant(store)
+    (contact_id,) = subscribe(store, ctx, FixedClock(datetime(2024, 1, 10, tzinfo=UTC)), 1)
+    (subscription,) = store.subscriptions_of(ctx.tenant_id, contact_id)
+    store.apply_billing_step(ctx.tenant_id, subscription, subscription.version, None)
+    with pytest.raises(ConcurrentModification):
+        store.apply_billing_step(ctx.tenant_id, subscription, subscription.version, None)
+
+
+def test_a_crash_between_ordering_and_billing_is_healed_by_the_next_run(local_table: str) -> None:
+    store = DynamoStore()
+    ctx = setup_tenant(store)
+    clock = FixedClock(datetime(2024, 5, 31, 12, tzinfo=UTC))
+    product = catalog.create_product(store, ctx, name="Pro", description="", new_id=new_id, terms=[
+        catalog.PriceTermsInput(Decimal("30.00"), "USD", Cycle.MONTH, BillingModel.ADVANCE)])
+    contact = contacts.create_contact(store, ctx, name="C", email="c@example.com", billing_address=None,
+                                      classification=None, credit_limit=None, preferred_payment_method=None,
+                                      clock=clock, new_id=new_id)
+
+    class CrashAfterOrder(DynamoStore):
+        def apply_billing_step(self, *args: object, **kwargs: object) -> None:
+            raise RuntimeError("process died")
+
+    with pytest.raises(RuntimeError):
+        ordering.place_order(CrashAfterOrder(), ctx, contact.id, [OrderItemInput(product.id, product.terms[0].id)],
+                             None, "po-1", clock, new_id, InvoiceNumbers(store))
+    assert store.invoices_of(ctx.tenant_id, contact.id) == []
+    report = bill_due_subscriptions(store, clock.instant, InvoiceNumbers(store))
+    assert report.invoices_created == 1
+    replay = ordering.place_order(store, ctx, contact.id, [OrderItemInput(product.id, product.terms[0].id)], None,
+                                  "po-1", clock, new_id, InvoiceNumbers(store))
+    assert replay.replayed and replay.invoices == []
+    (invoice,) = store.invoices_of(ctx.tenant_id, contact.id)
+    assert (invoice.period.start, invoice.period.end) == (date(2024, 5, 31), date(2024, 6, 30))

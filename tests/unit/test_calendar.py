@@ -1,0 +1,85 @@
+from datetime import UTC, date, datetime, timedelta, timezone
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from billow.domain.calendar import BillingSchedule, Cycle, Period, local_date, tenant_zone
+
+
+def billing_dates(schedule: BillingSchedule, start: date, count: int) -> list[date]:
+    return [p.start for p in schedule.periods(start, count)]
+
+
+def test_31st_anchor_falls_back_in_february_of_a_leap_year_and_returns() -> None:
+    schedule = BillingSchedule.anniversary(Cycle.MONTH, date(2024, 1, 31))
+    assert billing_dates(schedule, date(2024, 1, 31), 5) == [
+        date(2024, 1, 31), date(2024, 2, 29), date(2024, 3, 31), date(2024, 4, 30), date(2024, 5, 31)]
+
+
+def test_31st_anchor_in_a_non_leap_year() -> None:
+    schedule = BillingSchedule.anniversary(Cycle.MONTH, date(2023, 1, 31))
+    assert billing_dates(schedule, date(2023, 1, 31), 3) == [date(2023, 1, 31), date(2023, 2, 28), date(2023, 3, 31)]
+
+
+def test_29_february_anchor_bills_on_the_28th_in_non_leap_februaries() -> None:
+    schedule = BillingSchedule.anniversary(Cycle.YEAR, date(2024, 2, 29))
+    assert billing_dates(schedule, date(2024, 2, 29), 5) == [
+        date(2024, 2, 29), date(2025, 2, 28), date(2026, 2, 28), date(2027, 2, 28), date(2028, 2, 29)]
+
+
+def test_quarterly_month_end_anchor() -> None:
+    schedule = BillingSchedule.anniversary(Cycle.QUARTER, date(2023, 11, 30))
+    assert billing_dates(schedule, date(2023, 11, 30), 5) == [
+        date(2023, 11, 30), date(2024, 2, 29), date(2024, 5, 30), date(2024, 8, 30), date(2024, 11, 30)]
+
+
+def test_semiannual_31st_anchor() -> None:
+    schedule = BillingSchedule.anniversary(Cycle.SEMIANNUAL, date(2023, 8, 31))
+    assert billing_dates(schedule, date(2023, 8, 31), 3) == [date(2023, 8, 31), date(2024, 2, 29), date(2024, 8, 31)]
+
+
+def test_annual_anchor_on_a_month_end() -> None:
+    schedule = BillingSchedule.anniversary(Cycle.YEAR, date(2023, 4, 30))
+    assert billing_dates(schedule, date(2023, 4, 30), 2) == [date(2023, 4, 30), date(2024, 4, 30)]
+
+
+@pytest.mark.parametrize("weekday", range(7))
+def test_weekly_bills_on_its_weekday(weekday: int) -> None:
+    schedule = BillingSchedule(Cycle.WEEK, weekday, date(2024, 1, 1))
+    periods = schedule.periods(date(2024, 3, 13), 4)
+    assert all(p.start.weekday() == weekday and p.days == 7 for p in periods)
+    assert periods[0].contains(date(2024, 3, 13))
+
+
+def test_a_period_is_half_open() -> None:
+    schedule = BillingSchedule.anniversary(Cycle.MONTH, date(2024, 1, 15))
+    january = schedule.period_containing(date(2024, 1, 15))
+    assert january == Period(date(2024, 1, 15), date(2024, 2, 15))
+    assert not january.contains(date(2024, 2, 15))
+    assert schedule.period_containing(date(2024, 2, 15)).start == date(2024, 2, 15)
+    assert schedule.period_containing(date(2024, 2, 14)) == january
+
+
+@given(anchor=st.dates(min_value=date(2000, 1, 1), max_value=date(2090, 12, 31)),
+       cycle=st.sampled_from(list(Cycle)), offset=st.integers(0, 4000))
+def test_consecutive_periods_tile_time(anchor: date, cycle: Cycle, offset: int) -> None:
+    schedule = BillingSchedule.anniversary(cycle, anchor)
+    day = anchor + timedelta(days=offset)
+    periods = schedule.periods(day, 6)
+    assert periods[0].contains(day)
+    for before, after in zip(periods, periods[1:], strict=False):
+        assert before.end == after.start
+    assert all(schedule.is_billing_date(p.start) for p in periods)
+
+
+def test_billing_day_comes_from_the_tenant_time_zone() -> None:
+    instant = datetime(2024, 1, 31, 23, 30, tzinfo=UTC)
+    assert local_date(instant, tenant_zone("UTC")) == date(2024, 1, 31)
+    assert local_date(instant, tenant_zone("Asia/Tokyo")) == date(2024, 2, 1)
+    assert local_date(instant.astimezone(timezone(timedelta(hours=-5))), tenant_zone("UTC")) == date(2024, 1, 31)
+
+
+def test_naive_instants_are_refused() -> None:
+    with pytest.raises(ValueError, match="timezone-aware"):
+        local_date(datetime(2024, 1, 1), tenant_zone("UTC"))  # noqa: DTZ001 - the point of the test

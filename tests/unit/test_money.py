@@ -1,0 +1,56 @@
+from decimal import Decimal
+from fractions import Fraction
+
+import pytest
+
+from billow.domain.errors import CurrencyMismatch, InvalidInput, UnknownCurrency
+from billow.domain.money import Money, round_half_away_from_zero
+
+
+@pytest.mark.parametrize(("text", "currency", "minor", "shown"), [
+    ("19.99", "USD", 1999, "19.99"),
+    ("1200", "JPY", 1200, "1200"),
+    ("1.5", "KWD", 1500, "1.500"),
+    ("0", "EUR", 0, "0.00"),
+])
+def test_amounts_use_each_currencys_minor_unit(text: str, currency: str, minor: int, shown: str) -> None:
+    money = Money.parse(text, currency)
+    assert money.minor == minor
+    assert money.amount_str() == shown
+
+
+@pytest.mark.parametrize(("text", "currency"), [("10.5", "JPY"), ("1.001", "USD"), ("0.0001", "KWD")])
+def test_more_decimals_than_the_currency_has_are_refused_not_rounded(text: str, currency: str) -> None:
+    with pytest.raises(InvalidInput, match="decimal places"):
+        Money.parse(text, currency)
+
+
+def test_unknown_currency_is_refused_with_the_field() -> None:
+    with pytest.raises(UnknownCurrency) as caught:
+        Money.parse("1", "ABC")
+    assert caught.value.field == "currency"
+
+
+def test_floats_never_become_money() -> None:
+    with pytest.raises(TypeError):
+        Money.parse(19.99, "USD")  # type: ignore[arg-type]
+
+
+def test_currencies_never_mix() -> None:
+    with pytest.raises(CurrencyMismatch):
+        Money(100, "USD") + Money(100, "EUR")
+    with pytest.raises(CurrencyMismatch):
+        _ = Money(100, "USD") < Money(100, "EUR")
+
+
+@pytest.mark.parametrize(("value", "rounded"), [
+    (Fraction(1, 2), 1), (Fraction(-1, 2), -1), (Fraction(5, 2), 3), (Fraction(249, 100), 2), (Fraction(7, 3), 2),
+])
+def test_rounding_is_half_away_from_zero(value: Fraction, rounded: int) -> None:
+    assert round_half_away_from_zero(value) == rounded
+
+
+def test_scaling_rounds_once_to_the_minor_unit() -> None:
+    # 30.00 USD for 29 of 31 days = 28.0645... -> 28.06
+    assert Money(3000, "USD").scaled(Fraction(29, 31)) == Money(2806, "USD")
+    assert Money(1000, "JPY").scaled(Fraction(1, 3)).to_decimal() == Decimal("333")

@@ -1,0 +1,119 @@
+"""Ordering and manual payments through the API handler (moto table)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from billow.local.stack import add_tenant
+from tests.support import InProcessClient, make_contact, make_product
+
+KEY = "bk_test_orders"
+
+
+@pytest.fixture
+def api(moto_table: str) -> Iterator[InProcessClient]:
+    add_tenant("tenant-o", "Tenant O", KEY)
+    yield InProcessClient(KEY)
+
+
+def items(product: dict) -> list[dict]:
+    return [{"product_id": product["id"], "terms_id": product["terms"][0]["id"]}]
+
+
+def test_the_quote_is_the_first_invoice_placing_creates(api: InProcessClient) -> None:
+    product = make_product(api, {"price": "29.00", "currency": "USD", "cycle": "month", "billing_model": "advance",
+                                 "setup_fee": "49.00"})
+    contact = make_contact(api)
+    api.post(f"/contacts/{contact['id']}/test-clock", {"frozen_time": "2024-01-31T10:00:00+00:00"})
+    quote = api.post("/orders/quote", {"contact_id": contact["id"], "items": items(product)})
+    assert quote.status == 200
+    (quoted,) = quote.body["invoices"]
+    assert quoted["period"] == {"start": "2024-01-31", "end": "2024-02-29"}
+    assert quoted["billing_date"] == "2024-01-31"
+    assert quoted["payment_due"] == "2024-02-14"
+    assert quoted["total"] == {"amount": "78.00", "currency": "USD"}
+    assert api.get(f"/contacts/{contact['id']}/invoices").body["items"] == []  # quoting writes nothing
+
+    placed = api.post("/orders", {"contact_id": contact["id"], "items": items(product), "reference": "po-1"})
+    assert placed.status == 201
+    (invoice,) = placed.body["invoices"]
+    for key in ("period", "billing_date", "total"):
+        assert invoice[key] == quoted[key]
+    # A quote names services that do not exist yet; everything else about each line is the same.
+    assert [{**x, "service_id": None} for x in invoice["lines"]] == [{**x, "service_id": None} for x in quoted["lines"]]
+    assert invoice["due_date"] == quoted["payment_due"]
+
+
+def test_placing_twice_with_one_reference_places_once(api: InProcessClient) -> None:
+    product = make_product(api, {"price": "10.00", "currency": "USD", "cycle": "month", "billing_model": "advance"})
+    contact = make_contact(api)
+    first = api.post("/orders", {"contact_id": contact["id"], "items": items(product), "reference": "po-7"})
+    again = api.post("/orders", {"contact_id": contact["id"], "items": items(product), "reference": "po-7"})
+    assert (first.status, again.status) == (201, 200)
+    assert again.body["replayed"] is True
+    assert again.body["order"]["id"] == first.body["order"]["id"]
+    assert len(api.get(f"/contacts/{contact['id']}/invoices").body["items"]) == 1
+    (subscription,) = api.get(f"/contacts/{contact['id']}/subscriptions").body["items"]
+    assert len(subscription["services"]) == 1
+
+
+def test_services_group_by_cycle_model_and_currency(api: InProcessClient) -> None:
+    monthly = make_product(api, {"price": "10.00", "currency": "USD", "cycle": "month", "billing_model": "advance"})
+    monthly_too = make_product(api, {"price": "5.00", "currency": "USD", "cycle": "month", "billing_model": "advance"})
+    yearly = make_product(api, {"price": "100.00", "currency": "USD", "cycle": "year", "billing_model": "advance"})
+    euro = make_product(api, {"price": "10.00", "currency": "EUR", "cycle": "month", "billing_model": "advance"})
+    contact = make_contact(api)
+    placed = api.post("/orders", {"contact_id": contact["id"], "items": [
+        *items(monthly), *items(monthly_too), *items(yearly), *items(euro)]})
+    assert placed.status == 201
+    subscriptions = api.get(f"/contacts/{contact['id']}/subscriptions").body["items"]
+    assert sorted(len(s["services"]) for s in subscriptions) == [1, 1, 2]
+    assert {(s["cycle"], s["currency"]) for s in subscriptions} == {("month", "USD"), ("year", "USD"), ("month", "EUR")}
+
+
+def test_a_bank_transfer_marks_the_invoice_paid_once(api: InProcessClient) -> None:
+    product = make_product(api, {"price": "29.00", "currency": "USD", "cycle": "month", "billing_model": "advance"})
+    contact = make_contact(api)
+    (invoice,) = api.post("/orders", {"contact_id": contact["id"], "items": items(product)}).body["invoices"]
+    payment = {"amount": "29.00", "currency": "USD", "method": "bank_transfer", "reference": "BANK-42",
+               "received_on": "2024-02-01"}
+    first = api.post(f"/invoices/{invoice['id']}/payments", payment)
+    assert first.status == 201
+    assert first.body["invoice"]["status"] == "paid"
+    assert first.body["invoice"]["amount_due"] == {"amount": "0.00", "currency": "USD"}
+    again = api.post(f"/invoices/{invoice['id']}/payments", payment)
+    assert again.status == 200 and again.body["replayed"] is True
+    assert len(api.get(f"/invoices/{invoice['id']}").body["payments"]) == 1
+
+
+def test_partial_payments_and_overpayment(api: InProcessClient) -> None:
+    product = make_product(api, {"price": "100.00", "currency": "USD", "cycle": "month", "billing_model": "advance"})
+    contact = make_contact(api)
+    (invoice,) = api.post("/orders", {"contact_id": contact["id"], "items": items(product)}).body["invoices"]
+    pay = {"currency": "USD", "method": "bank_transfer", "received_on": "2024-02-01"}
+    part = api.post(f"/invoices/{invoice['id']}/payments", {**pay, "amount": "40.00", "reference": "A"})
+    assert part.body["invoice"]["status"] == "open"
+    too_much = api.post(f"/invoices/{invoice['id']}/payments", {**pay, "amount": "60.01", "reference": "B"})
+    assert too_much.status == 422 and too_much.body["fields"][0]["field"] == "amount"
+    other_amount = api.post(f"/invoices/{invoice['id']}/payments", {**pay, "amount": "1.00", "reference": "A"})
+    assert other_amount.status == 409
+    rest = api.post(f"/invoices/{invoice['id']}/payments", {**pay, "amount": "60.00", "reference": "C"})
+    assert rest.body["invoice"]["status"] == "paid"
+    wrong_currency = api.post(f"/invoices/{invoice['id']}/payments", {**pay, "currency": "EUR", "amount": "1.00",
+                                                                      "reference": "D"})
+    assert wrong_currency.status == 409  # a paid invoice takes no more payments
+
+
+def test_test_clocks_need_test_mode_and_move_forward_only(api: InProcessClient, moto_table: str) -> None:
+    contact = make_contact(api)
+    assert api.post(f"/contacts/{contact['id']}/test-clock", {"frozen_time": "2024-01-01T00:00:00"}).status == 422
+    assert api.post(f"/contacts/{contact['id']}/test-clock", {"frozen_time": "2024-01-01T00:00:00Z"}).status == 201
+    back = api.post(f"/contacts/{contact['id']}/test-clock/advance", {"to": "2023-12-31T00:00:00Z"})
+    assert back.status == 409 and "only moves forward" in back.body["message"]
+    add_tenant("tenant-live", "Live", "bk_live_key", mode="live")
+    live = InProcessClient("bk_live_key")
+    live_contact = make_contact(live)
+    assert live.post(f"/contacts/{live_contact['id']}/test-clock",
+                     {"frozen_time": "2024-01-01T00:00:00Z"}).status == 409
