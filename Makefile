@@ -57,7 +57,7 @@ lambda-deps: setup ## build the Lambda dependencies layer (build/lambda-deps) fo
 	  'aws-lambda-powertools[tracer]>=3,<4' 'pydantic>=2.6,<3' 'pynamodb>=6,<7'
 
 deploy: lambda-deps ## deploy to the AWS account in your environment (needs credentials; not run in CI)
-	npx cdk deploy --app "$(PY) infra/app.py" -c dependencies_layer=build/lambda-deps
+	npx cdk deploy --app "$(PY) infra/app.py" -c dependencies_layer=build/lambda-deps $(CDK_ARGS)
 
 bench: setup     ## billing-run benchmark on DynamoDB Local (N=2000 by default)
 	$(PY) bench/billing_run.py

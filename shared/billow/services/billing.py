@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 
 from billow.domain.billing import next_billing_step
@@ -59,10 +59,8 @@ def bill_subscription(store: Store, settings: TenantSettings, contact_id: str, s
     """Create every invoice of the subscription due at `as_of`, one atomic step at a time."""
     created: list[Invoice] = []
     conflicts = 0
-    while True:
-        subscription = store.load_subscription(settings.tenant_id, contact_id, subscription_id)
-        if subscription is None:
-            return created
+    subscription = store.load_subscription(settings.tenant_id, contact_id, subscription_id)
+    while subscription is not None:
         step = next_billing_step(subscription, as_of)
         if step is None:
             return created
@@ -77,9 +75,13 @@ def bill_subscription(store: Store, settings: TenantSettings, contact_id: str, s
             conflicts += 1
             if conflicts > MAX_CONFLICT_RETRIES:
                 raise
+            subscription = store.load_subscription(settings.tenant_id, contact_id, subscription_id)
             continue
         if invoice is not None:
             created.append(invoice)
+        # What was just written is the current state: no need to read it back.
+        subscription = replace(step.subscription, version=subscription.version + 1)
+    return created
 
 
 @dataclass
