@@ -25,8 +25,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "shared")]
 
-from pynamodb.connection.base import Connection  # noqa: E402
-
 from billow.domain.calendar import Cycle  # noqa: E402
 from billow.domain.catalog import BillingModel, PriceTerms, Product  # noqa: E402
 from billow.domain.money import Money  # noqa: E402
@@ -38,6 +36,7 @@ from billow.services.billing import InvoiceNumbers, bill_due_subscriptions  # no
 from billow.services.context import new_id  # noqa: E402
 from billow.storage.models import configure  # noqa: E402
 from billow.storage.repository import DynamoStore  # noqa: E402
+from pynamodb.connection.base import Connection  # noqa: E402
 
 WRITES = {"PutItem", "UpdateItem", "DeleteItem", "TransactWriteItems", "BatchWriteItem"}
 
@@ -80,9 +79,17 @@ def seed(store: DynamoStore, tenant_id: str, count: int, start: date) -> None:
     terms = PriceTerms("terms_bench", product.id, Money(2900, "USD"), Cycle.MONTH, BillingModel.ADVANCE)
     product = product.with_terms(terms)
     for i in range(count):
-        plan = plan_order(order_id=new_id("ord"), contact_id=f"con_bench{i:07d}", reference=None,
-                          items=[OrderItem(product, terms, 1)], start_date=start, today=start, existing=[],
-                          new_id=new_id, test_clock=False)
+        plan = plan_order(
+            order_id=new_id("ord"),
+            contact_id=f"con_bench{i:07d}",
+            reference=None,
+            items=[OrderItem(product, terms, 1)],
+            start_date=start,
+            today=start,
+            existing=[],
+            new_id=new_id,
+            test_clock=False,
+        )
         store.place_order(tenant_id, plan.order, plan.subscriptions, plan.new_subscription_ids)
 
 
@@ -113,13 +120,19 @@ def main() -> int:
         writes = sum(n for op, n in counter.requests.items() if op in WRITES)
         total = sum(counter.requests.values())
         print(f"billing run on DynamoDB Local: {args.subscriptions} subscriptions due on {start}")
-        print(f"  seeded in {seeded:.1f}s; billed {billed} invoices in {elapsed:.2f}s "
-              f"= {billed / elapsed:.0f} subscriptions/s (one process, one thread)")
-        print(f"  requests per billed subscription: {total / billed:.3f} "
-              f"({', '.join(f'{op} {n / billed:.3f}' for op, n in sorted(counter.requests.items()))})")
+        print(
+            f"  seeded in {seeded:.1f}s; billed {billed} invoices in {elapsed:.2f}s "
+            f"= {billed / elapsed:.0f} subscriptions/s (one process, one thread)"
+        )
+        print(
+            f"  requests per billed subscription: {total / billed:.3f} "
+            f"({', '.join(f'{op} {n / billed:.3f}' for op, n in sorted(counter.requests.items()))})"
+        )
         print(f"  write requests per billed subscription: {writes / billed:.3f}  (target <= 3)")
-        print(f"  write capacity units per billed subscription: {counter.write_units / billed:.2f}; "
-              f"read units: {counter.read_units / billed:.2f}")
+        print(
+            f"  write capacity units per billed subscription: {counter.write_units / billed:.2f}; "
+            f"read units: {counter.read_units / billed:.2f}"
+        )
         return 0
     finally:
         local.stop()

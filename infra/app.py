@@ -11,10 +11,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "infra"), str(ROOT / "shared")]
 
 import aws_cdk as cdk  # noqa: E402
-from cdk_nag import AwsSolutionsChecks  # noqa: E402
-
 from billow_infra.packaging import stage_missing_dependencies_layer, stage_shared_layer  # noqa: E402
 from billow_infra.stack import BillowStack  # noqa: E402
+from cdk_nag import AwsSolutionsChecks  # noqa: E402
 
 
 def build_app(outdir: str | None = None, context: dict[str, str] | None = None) -> tuple[cdk.App, BillowStack]:
@@ -23,12 +22,18 @@ def build_app(outdir: str | None = None, context: dict[str, str] | None = None) 
     staging = Path(app.outdir) / ".staging"
     deps = app.node.try_get_context("dependencies_layer")
     deps_dir = Path(deps).resolve() if deps else stage_missing_dependencies_layer(staging)
-    stack = BillowStack(app, f"Billow-{stage}", stage=stage, shared_layer_dir=stage_shared_layer(staging),
-                        dependencies_layer_dir=deps_dir,
-                        description="Billow: serverless subscription billing")
+    stack = BillowStack(
+        app,
+        f"Billow-{stage}",
+        stage=stage,
+        shared_layer_dir=stage_shared_layer(staging),
+        dependencies_layer_dir=deps_dir,
+        description="Billow: serverless subscription billing",
+    )
     if not deps:
         cdk.Annotations.of(stack).add_warning_v2(
-            "billow:dependencies-layer", "dependencies layer not built: run `make lambda-deps` before deploying")
+            "billow:dependencies-layer", "dependencies layer not built: run `make lambda-deps` before deploying"
+        )
     cdk.Validations.of(app).add_plugins(AwsSolutionsChecks(app))
     return app, stack
 

@@ -37,6 +37,7 @@ def local_table(dynamodb_local: object) -> Iterator[str]:
     """A fresh table on DynamoDB Local for one test, with the models pointed at it."""
     from billow.local.dynamodb import DynamoDBLocal
     from billow.storage.models import configure
+
     from tests.support import unique
 
     assert isinstance(dynamodb_local, DynamoDBLocal)
@@ -51,10 +52,9 @@ def local_table(dynamodb_local: object) -> Iterator[str]:
 def moto_table() -> Iterator[str]:
     """A table in moto's in-process DynamoDB: fast, for unit tests of handlers and use cases."""
     import boto3
-    from moto import mock_aws
-
     from billow.storage.models import configure
     from billow.storage.table import create_table_request
+    from moto import mock_aws
 
     with mock_aws():
         boto3.client("dynamodb", region_name="us-east-1").create_table(**create_table_request("billow-unit"))

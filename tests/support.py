@@ -23,8 +23,9 @@ class HttpClient:
     def __init__(self, base_url: str, key: str | None) -> None:
         self.base_url, self.key = base_url, key
 
-    def request(self, method: str, path: str, body: Any = None, *, raw: bytes | None = None,
-                key: str | None | bool = True) -> Reply:
+    def request(
+        self, method: str, path: str, body: Any = None, *, raw: bytes | None = None, key: str | bool | None = True
+    ) -> Reply:
         headers = {"Content-Type": "application/json"}
         secret = self.key if key is True else key
         if secret:
@@ -50,8 +51,9 @@ class InProcessClient(HttpClient):
     def __init__(self, key: str | None) -> None:
         super().__init__("", key)
 
-    def request(self, method: str, path: str, body: Any = None, *, raw: bytes | None = None,
-                key: str | None | bool = True) -> Reply:
+    def request(
+        self, method: str, path: str, body: Any = None, *, raw: bytes | None = None, key: str | bool | None = True
+    ) -> Reply:
         from billow.local.lambda_runtime import invoke
 
         secret = self.key if key is True else key

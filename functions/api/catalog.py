@@ -6,26 +6,33 @@ from typing import Annotated, Any
 
 from aws_lambda_powertools.event_handler.openapi.params import Path
 from aws_lambda_powertools.event_handler.router import APIGatewayRouter
+from billow.services import catalog
+from runtime import new_id, store
 
 from api import presenters
 from api.context import current_tenant
 from api.schemas import Id, PriceTermsBody, ProductBody
-from billow.services import catalog
-from runtime import new_id, store
 
 router = APIGatewayRouter()
 
 
 def _terms_input(body: PriceTermsBody) -> catalog.PriceTermsInput:
-    return catalog.PriceTermsInput(body.price, body.currency, body.cycle, body.billing_model, body.pricing_model,
-                                   body.setup_fee)
+    return catalog.PriceTermsInput(
+        body.price, body.currency, body.cycle, body.billing_model, body.pricing_model, body.setup_fee
+    )
 
 
 @router.post("/products", summary="Create a product with its price terms")
 def create_product(body: ProductBody) -> tuple[dict[str, Any], int]:
     ctx = current_tenant(router.current_event)
-    product = catalog.create_product(store, ctx, name=body.name, description=body.description,
-                                     terms=[_terms_input(t) for t in body.terms], new_id=new_id)
+    product = catalog.create_product(
+        store,
+        ctx,
+        name=body.name,
+        description=body.description,
+        terms=[_terms_input(t) for t in body.terms],
+        new_id=new_id,
+    )
     return presenters.product(product), 201
 
 

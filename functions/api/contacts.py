@@ -6,14 +6,14 @@ from typing import Annotated, Any
 
 from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 from aws_lambda_powertools.event_handler.router import APIGatewayRouter
-
-from api import presenters
-from api.context import current_tenant
-from api.schemas import AdvanceClockBody, ContactBody, Id, TestClockBody
 from billow.domain.contacts import Address
 from billow.services import contacts, invoices, time_travel
 from billow.services.contacts import contact_today
 from runtime import clock, new_id, numbers, store
+
+from api import presenters
+from api.context import current_tenant
+from api.schemas import AdvanceClockBody, ContactBody, Id, TestClockBody
 
 router = APIGatewayRouter()
 
@@ -22,20 +22,30 @@ router = APIGatewayRouter()
 def create_contact(body: ContactBody) -> tuple[dict[str, Any], int]:
     ctx = current_tenant(router.current_event)
     address = None if body.billing_address is None else Address(**body.billing_address.model_dump())
-    limit = None if body.credit_limit is None else contacts.CreditLimitInput(body.credit_limit.amount,
-                                                                             body.credit_limit.currency)
+    limit = (
+        None
+        if body.credit_limit is None
+        else contacts.CreditLimitInput(body.credit_limit.amount, body.credit_limit.currency)
+    )
     contact = contacts.create_contact(
-        store, ctx, name=body.name, email=body.email, billing_address=address, classification=body.classification,
+        store,
+        ctx,
+        name=body.name,
+        email=body.email,
+        billing_address=address,
+        classification=body.classification,
         credit_limit=limit,
         preferred_payment_method=None if body.preferred_payment_method is None else body.preferred_payment_method.value,
-        clock=clock, new_id=new_id,
+        clock=clock,
+        new_id=new_id,
     )
     return presenters.contact(contact), 201
 
 
 @router.get("/contacts", summary="List contacts, oldest first")
-def list_contacts(limit: Annotated[int, Query(ge=1, le=100)] = 50,
-                  cursor: Annotated[str | None, Query(max_length=2000)] = None) -> dict[str, Any]:
+def list_contacts(
+    limit: Annotated[int, Query(ge=1, le=100)] = 50, cursor: Annotated[str | None, Query(max_length=2000)] = None
+) -> dict[str, Any]:
     ctx = current_tenant(router.current_event)
     page = contacts.list_contacts(store, ctx, limit=limit, cursor=cursor)
     return {"items": [presenters.contact(c) for c in page.items], "cursor": page.cursor}
@@ -75,11 +85,15 @@ def get_test_clock(contact_id: Annotated[Id, Path()]) -> dict[str, Any]:
     return presenters.clock(contacts.get_test_clock(store, ctx, contact_id))
 
 
-@router.post("/contacts/<contact_id>/test-clock/advance",
-             summary="Move the test clock forward and run everything that became due")
+@router.post(
+    "/contacts/<contact_id>/test-clock/advance",
+    summary="Move the test clock forward and run everything that became due",
+)
 def advance_test_clock(contact_id: Annotated[Id, Path()], body: AdvanceClockBody) -> dict[str, Any]:
     ctx = current_tenant(router.current_event)
     result = time_travel.advance_test_clock(store, ctx, contact_id, body.to, numbers)
     today = contact_today(store, ctx, contact_id, clock)
-    return {"clock": presenters.clock(result.clock),
-            "invoices_created": [presenters.invoice(i, today) for i in result.invoices]}
+    return {
+        "clock": presenters.clock(result.clock),
+        "invoices_created": [presenters.invoice(i, today) for i in result.invoices],
+    }

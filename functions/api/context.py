@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from aws_lambda_powertools.event_handler.exceptions import UnauthorizedError
 from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent
-
 from billow.services.context import TenantContext
 from billow.services.tenants import tenant_context
 from runtime import store

@@ -9,10 +9,10 @@ from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
-
-from api import catalog, contacts, orders
 from billow.domain.errors import ConcurrentModification, Conflict, DomainError, InvalidInput, NotFound, TemporaryFailure
 from runtime import logger, metrics, tracer
+
+from api import catalog, contacts, orders
 
 app = APIGatewayRestResolver(enable_validation=True)
 app.include_router(catalog.router)
@@ -41,8 +41,12 @@ def invalid_request(error: RequestValidationError) -> Response[Any]:
     fields = []
     for problem in error.errors():
         if problem.get("type") == "json_invalid":
-            return error_response(400, "malformed_json", "the request body is not valid JSON",
-                                  [{"field": "body", "reason": str(problem.get("msg", "invalid JSON"))}])
+            return error_response(
+                400,
+                "malformed_json",
+                "the request body is not valid JSON",
+                [{"field": "body", "reason": str(problem.get("msg", "invalid JSON"))}],
+            )
         reason = "unknown field" if problem.get("type") == "extra_forbidden" else str(problem.get("msg"))
         fields.append({"field": _field_path(tuple(problem.get("loc", ()))), "reason": reason})
     names = ", ".join(f["field"] for f in fields)

@@ -6,16 +6,16 @@ from typing import Annotated, Any
 
 from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 from aws_lambda_powertools.event_handler.router import APIGatewayRouter
-
-from api import presenters
-from api.context import current_tenant
-from api.schemas import Id, ManualPaymentBody, OrderBody, QuoteBody
 from billow.domain.errors import NotFound
 from billow.services import invoices, ordering
 from billow.services.contacts import contact_today
 from billow.services.invoices import ManualPaymentInput
 from billow.services.ordering import OrderItemInput
 from runtime import clock, new_id, numbers, store
+
+from api import presenters
+from api.context import current_tenant
+from api.schemas import Id, ManualPaymentBody, OrderBody, QuoteBody
 
 router = APIGatewayRouter()
 
@@ -28,19 +28,28 @@ def _items(body: OrderBody | QuoteBody) -> list[OrderItemInput]:
 def quote_order(body: QuoteBody) -> dict[str, Any]:
     ctx = current_tenant(router.current_event)
     quote = ordering.quote(store, ctx, body.contact_id, _items(body), body.start_date, clock, new_id)
-    return {"contact_id": quote.contact_id, "start_date": quote.start_date.isoformat(),
-            "invoices": [presenters.quoted(q) for q in quote.invoices]}
+    return {
+        "contact_id": quote.contact_id,
+        "start_date": quote.start_date.isoformat(),
+        "invoices": [presenters.quoted(q) for q in quote.invoices],
+    }
 
 
 @router.post("/orders", summary="Place an order (idempotent on `reference`)")
 def place_order(body: OrderBody) -> tuple[dict[str, Any], int]:
     ctx = current_tenant(router.current_event)
-    placed = ordering.place_order(store, ctx, body.contact_id, _items(body), body.start_date, body.reference,
-                                  clock, new_id, numbers)
+    placed = ordering.place_order(
+        store, ctx, body.contact_id, _items(body), body.start_date, body.reference, clock, new_id, numbers
+    )
     today = contact_today(store, ctx, body.contact_id, clock)
-    return ({"order": presenters.order(placed.order),
-             "invoices": [presenters.invoice(i, today) for i in placed.invoices],
-             "replayed": placed.replayed}, 200 if placed.replayed else 201)
+    return (
+        {
+            "order": presenters.order(placed.order),
+            "invoices": [presenters.invoice(i, today) for i in placed.invoices],
+            "replayed": placed.replayed,
+        },
+        200 if placed.replayed else 201,
+    )
 
 
 @router.get("/orders/<order_id>", summary="Get an order")
@@ -74,16 +83,26 @@ def get_invoice(invoice_id: Annotated[Id, Path()]) -> dict[str, Any]:
     ctx = current_tenant(router.current_event)
     invoice = invoices.get_invoice(store, ctx, invoice_id)
     today = contact_today(store, ctx, invoice.contact_id, clock)
-    return {**presenters.invoice(invoice, today),
-            "payments": [presenters.payment(p) for p in invoices.payments_of_invoice(store, ctx, invoice)]}
+    return {
+        **presenters.invoice(invoice, today),
+        "payments": [presenters.payment(p) for p in invoices.payments_of_invoice(store, ctx, invoice)],
+    }
 
 
-@router.post("/invoices/<invoice_id>/payments",
-             summary="Record a manual payment (bank transfer confirmed by staff); idempotent on `reference`")
+@router.post(
+    "/invoices/<invoice_id>/payments",
+    summary="Record a manual payment (bank transfer confirmed by staff); idempotent on `reference`",
+)
 def record_payment(invoice_id: Annotated[Id, Path()], body: ManualPaymentBody) -> tuple[dict[str, Any], int]:
     ctx = current_tenant(router.current_event)
     spec = ManualPaymentInput(body.amount, body.currency, body.method, body.reference, body.received_on)
     result = invoices.record_manual_payment(store, ctx, invoice_id, spec, clock)
     today = contact_today(store, ctx, result.invoice.contact_id, clock)
-    return ({"invoice": presenters.invoice(result.invoice, today), "payment": presenters.payment(result.payment),
-             "replayed": result.replayed}, 200 if result.replayed else 201)
+    return (
+        {
+            "invoice": presenters.invoice(result.invoice, today),
+            "payment": presenters.payment(result.payment),
+            "replayed": result.replayed,
+        },
+        200 if result.replayed else 201,
+    )

@@ -27,9 +27,15 @@ def period(p: Period | None) -> Json | None:
 
 
 def terms(t: PriceTerms) -> Json:
-    return {"id": t.id, "product_id": t.product_id, "price": money(t.price), "cycle": t.cycle.value,
-            "billing_model": t.billing_model.value, "pricing_model": t.pricing_model.value,
-            "setup_fee": money(t.setup_fee)}
+    return {
+        "id": t.id,
+        "product_id": t.product_id,
+        "price": money(t.price),
+        "cycle": t.cycle.value,
+        "billing_model": t.billing_model.value,
+        "pricing_model": t.pricing_model.value,
+        "setup_fee": money(t.setup_fee),
+    }
 
 
 def product(p: Product) -> Json:
@@ -39,12 +45,23 @@ def product(p: Product) -> Json:
 def contact(c: Contact) -> Json:
     a = c.billing_address
     return {
-        "id": c.id, "name": c.name, "email": c.email,
-        "billing_address": None if a is None else {"line1": a.line1, "line2": a.line2, "city": a.city,
-                                                   "postal_code": a.postal_code, "region": a.region,
-                                                   "country": a.country},
-        "classification": c.classification, "credit_limit": money(c.credit_limit),
-        "preferred_payment_method": c.preferred_payment_method, "test_mode": c.test_mode,
+        "id": c.id,
+        "name": c.name,
+        "email": c.email,
+        "billing_address": None
+        if a is None
+        else {
+            "line1": a.line1,
+            "line2": a.line2,
+            "city": a.city,
+            "postal_code": a.postal_code,
+            "region": a.region,
+            "country": a.country,
+        },
+        "classification": c.classification,
+        "credit_limit": money(c.credit_limit),
+        "preferred_payment_method": c.preferred_payment_method,
+        "test_mode": c.test_mode,
         "created_at": c.created_at.isoformat(),
     }
 
@@ -54,10 +71,17 @@ def clock(c: TestClock) -> Json:
 
 
 def line(x: LineDraft) -> Json:
-    return {"kind": x.kind, "description": x.description, "service_id": x.service_id, "product_id": x.product_id,
-            "quantity": x.quantity, "unit_price": money(x.unit_price),
-            "fraction": _fraction(x),
-            "amount": money(x.amount), "period": period(x.period)}
+    return {
+        "kind": x.kind,
+        "description": x.description,
+        "service_id": x.service_id,
+        "product_id": x.product_id,
+        "quantity": x.quantity,
+        "unit_price": money(x.unit_price),
+        "fraction": _fraction(x),
+        "amount": money(x.amount),
+        "period": period(x.period),
+    }
 
 
 def _fraction(x: LineDraft) -> str:
@@ -69,16 +93,32 @@ def _fraction(x: LineDraft) -> str:
 
 
 def invoice(i: Invoice, today: date) -> Json:
-    return {"id": i.id, "number": i.number, "contact_id": i.contact_id, "subscription_id": i.subscription_id,
-            "status": i.display_status(today), "currency": i.currency, "billing_date": i.billing_date.isoformat(),
-            "issue_date": i.issue_date.isoformat(), "due_date": i.due_date.isoformat(), "period": period(i.period),
-            "lines": [line(x) for x in i.lines], "total": money(i.total), "amount_paid": money(i.amount_paid),
-            "amount_due": money(i.amount_due)}
+    return {
+        "id": i.id,
+        "number": i.number,
+        "contact_id": i.contact_id,
+        "subscription_id": i.subscription_id,
+        "status": i.display_status(today),
+        "currency": i.currency,
+        "billing_date": i.billing_date.isoformat(),
+        "issue_date": i.issue_date.isoformat(),
+        "due_date": i.due_date.isoformat(),
+        "period": period(i.period),
+        "lines": [line(x) for x in i.lines],
+        "total": money(i.total),
+        "amount_paid": money(i.amount_paid),
+        "amount_due": money(i.amount_due),
+    }
 
 
 def draft(d: InvoiceDraft) -> Json:
-    return {"billing_date": d.billing_date.isoformat(), "period": period(d.period), "currency": d.currency,
-            "lines": [line(x) for x in d.lines], "total": money(d.total)}
+    return {
+        "billing_date": d.billing_date.isoformat(),
+        "period": period(d.period),
+        "currency": d.currency,
+        "lines": [line(x) for x in d.lines],
+        "total": money(d.total),
+    }
 
 
 def quoted(q: QuotedInvoice) -> Json:
@@ -86,28 +126,60 @@ def quoted(q: QuotedInvoice) -> Json:
 
 
 def payment(p: Payment) -> Json:
-    return {"id": p.id, "invoice_id": p.invoice_id, "amount": money(p.amount), "method": p.method.value,
-            "reference": p.reference, "received_on": p.received_on.isoformat(),
-            "recorded_at": p.recorded_at.isoformat()}
+    return {
+        "id": p.id,
+        "invoice_id": p.invoice_id,
+        "amount": money(p.amount),
+        "method": p.method.value,
+        "reference": p.reference,
+        "received_on": p.received_on.isoformat(),
+        "recorded_at": p.recorded_at.isoformat(),
+    }
 
 
 def subscription(s: Subscription) -> Json:
     due = next_due_date(s)
     return {
-        "id": s.id, "contact_id": s.contact_id, "state": s.state.value, "cycle": s.cycle.value,
-        "billing_model": s.billing_model.value, "currency": s.currency,
-        "billing_day": s.schedule.describe_day(), "next_billing_date": None if due is None else due.isoformat(),
+        "id": s.id,
+        "contact_id": s.contact_id,
+        "state": s.state.value,
+        "cycle": s.cycle.value,
+        "billing_model": s.billing_model.value,
+        "currency": s.currency,
+        "billing_day": s.schedule.describe_day(),
+        "next_billing_date": None if due is None else due.isoformat(),
         "invoice_count": s.invoice_count,
-        "services": [{"id": x.id, "order_id": x.order_id, "product_id": x.product_id,
-                      "product_name": x.product_name, "terms": terms(x.terms), "quantity": x.quantity,
-                      "state": x.state.value, "start_date": x.start_date.isoformat(),
-                      "billed_through": None if x.billed_through is None else x.billed_through.isoformat()}
-                     for x in s.services],
+        "services": [
+            {
+                "id": x.id,
+                "order_id": x.order_id,
+                "product_id": x.product_id,
+                "product_name": x.product_name,
+                "terms": terms(x.terms),
+                "quantity": x.quantity,
+                "state": x.state.value,
+                "start_date": x.start_date.isoformat(),
+                "billed_through": None if x.billed_through is None else x.billed_through.isoformat(),
+            }
+            for x in s.services
+        ],
     }
 
 
 def order(o: Order) -> Json:
-    return {"id": o.id, "contact_id": o.contact_id, "reference": o.reference, "start_date": o.start_date.isoformat(),
-            "services": [{"service_id": s.service_id, "subscription_id": s.subscription_id,
-                          "product_id": s.product_id, "terms_id": s.terms_id, "quantity": s.quantity}
-                         for s in o.services]}
+    return {
+        "id": o.id,
+        "contact_id": o.contact_id,
+        "reference": o.reference,
+        "start_date": o.start_date.isoformat(),
+        "services": [
+            {
+                "service_id": s.service_id,
+                "subscription_id": s.subscription_id,
+                "product_id": s.product_id,
+                "terms_id": s.terms_id,
+                "quantity": s.quantity,
+            }
+            for s in o.services
+        ],
+    }

@@ -6,11 +6,10 @@ from datetime import date
 from decimal import Decimal
 from typing import Annotated, Any
 
-from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
-
 from billow.domain.calendar import Cycle
 from billow.domain.catalog import BillingModel, PricingModel
 from billow.domain.invoices import PaymentMethod
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
 
 
 def _no_float(value: Any) -> Any:
@@ -76,8 +75,12 @@ class OrderBody(Body):
     contact_id: Id
     items: list[OrderItemBody] = Field(min_length=1, max_length=50)
     start_date: date | None = Field(default=None, description="default: today on the contact's clock")
-    reference: str | None = Field(default=None, min_length=1, max_length=100,
-                                  description="your idempotency key: repeating it returns the first order")
+    reference: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=100,
+        description="your idempotency key: repeating it returns the first order",
+    )
 
 
 class QuoteBody(Body):

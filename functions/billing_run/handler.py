@@ -9,10 +9,9 @@ from typing import Any
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.parser import BaseModel, event_parser
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from pydantic import AwareDatetime, Field
-
 from billow.services.billing import bill_due_subscriptions
 from billow.services.ports import DUE_SHARDS
+from pydantic import AwareDatetime, Field
 from runtime import logger, metrics, numbers, store, tracer
 
 
@@ -32,7 +31,9 @@ def lambda_handler(event: BillingRunEvent, context: LambdaContext) -> dict[str, 
     report = bill_due_subscriptions(store, event.time, numbers, shards)
     metrics.add_metric(name="InvoicesCreated", unit=MetricUnit.Count, value=report.invoices_created)
     metrics.add_metric(name="SubscriptionsBilled", unit=MetricUnit.Count, value=report.subscriptions_seen)
-    logger.info("billing run finished", extra={"as_of": str(report.as_of_utc),
-                                               "invoices": report.invoices_created})
-    return {"as_of": report.as_of_utc.isoformat(), "subscriptions": report.subscriptions_seen,
-            "invoices_created": report.invoices_created}
+    logger.info("billing run finished", extra={"as_of": str(report.as_of_utc), "invoices": report.invoices_created})
+    return {
+        "as_of": report.as_of_utc.isoformat(),
+        "subscriptions": report.subscriptions_seen,
+        "invoices_created": report.invoices_created,
+    }

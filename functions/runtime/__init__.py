@@ -5,7 +5,6 @@ Created once per Lambda container (module import), reused across invocations."""
 from __future__ import annotations
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
-
 from billow.services.billing import InvoiceNumbers
 from billow.services.context import SystemClock, new_id
 from billow.storage.repository import DynamoStore

@@ -17,13 +17,22 @@ UNAUTHORIZED = {"error": "unauthorized", "message": "missing or invalid API key"
 
 
 class BillowApi(Construct):
-    def __init__(self, scope: Construct, construct_id: str, *, stage: str, handler: lambda_.IFunction,
-                 authorizer_function: lambda_.IFunction) -> None:
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        stage: str,
+        handler: lambda_.IFunction,
+        authorizer_function: lambda_.IFunction,
+    ) -> None:
         super().__init__(scope, construct_id)
-        access_logs = logs.LogGroup(self, "AccessLogs", retention=logs.RetentionDays.THREE_MONTHS,
-                                    removal_policy=RemovalPolicy.DESTROY)
+        access_logs = logs.LogGroup(
+            self, "AccessLogs", retention=logs.RetentionDays.THREE_MONTHS, removal_policy=RemovalPolicy.DESTROY
+        )
         self.api = apigw.RestApi(
-            self, "RestApi",
+            self,
+            "RestApi",
             rest_api_name=naming.name(stage, "api"),
             description="Billow back-office API",
             cloud_watch_role=True,
@@ -36,12 +45,21 @@ class BillowApi(Construct):
                 throttling_burst_limit=400,
                 access_log_destination=apigw.LogGroupLogDestination(access_logs),
                 access_log_format=apigw.AccessLogFormat.json_with_standard_fields(
-                    caller=False, http_method=True, ip=True, protocol=True, request_time=True,
-                    resource_path=True, response_length=True, status=True, user=True),
+                    caller=False,
+                    http_method=True,
+                    ip=True,
+                    protocol=True,
+                    request_time=True,
+                    resource_path=True,
+                    response_length=True,
+                    status=True,
+                    user=True,
+                ),
             ),
         )
         authorizer = apigw.RequestAuthorizer(
-            self, "ApiKeyAuthorizer",
+            self,
+            "ApiKeyAuthorizer",
             handler=authorizer_function,
             identity_sources=[apigw.IdentitySource.header("Authorization")],
             results_cache_ttl=Duration.minutes(5),
@@ -49,14 +67,34 @@ class BillowApi(Construct):
         integration = apigw.LambdaIntegration(handler)
         options = {"authorizer": authorizer, "authorization_type": apigw.AuthorizationType.CUSTOM}
         self.api.root.add_method("ANY", integration, **options)
-        self.api.root.add_proxy(default_integration=integration, default_method_options=apigw.MethodOptions(**options),
-                                any_method=True)
+        self.api.root.add_proxy(
+            default_integration=integration, default_method_options=apigw.MethodOptions(**options), any_method=True
+        )
         for response_type in (apigw.ResponseType.UNAUTHORIZED, apigw.ResponseType.ACCESS_DENIED):
             self.api.add_gateway_response(
-                f"{response_type.response_type}Response", type=response_type, status_code="401",
-                templates={"application/json": json.dumps(UNAUTHORIZED)})
-        acknowledge(self.api, "AwsSolutions-APIG2", "Bodies are validated by the API function (pydantic, field-level 4xx errors); "
-                   "a gateway model would duplicate the schema and give worse errors.")
-        acknowledge(self.api, "AwsSolutions-APIG3", "WAF is an account-level choice with its own cost; docs/deploy.md shows how to attach one.")
-        acknowledge(self.api, "AwsSolutions-COG4", "Back-office callers authenticate with per-tenant API keys through the REQUEST authorizer.")
-        acknowledge(self.api, "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AmazonAPIGatewayPushToCloudWatchLogs]", "The account-wide API Gateway logging role; AWS offers only this managed policy for it.")
+                f"{response_type.response_type}Response",
+                type=response_type,
+                status_code="401",
+                templates={"application/json": json.dumps(UNAUTHORIZED)},
+            )
+        acknowledge(
+            self.api,
+            "AwsSolutions-APIG2",
+            "Bodies are validated by the API function (pydantic, field-level 4xx errors); "
+            "a gateway model would duplicate the schema and give worse errors.",
+        )
+        acknowledge(
+            self.api,
+            "AwsSolutions-APIG3",
+            "WAF is an account-level choice with its own cost; docs/deploy.md shows how to attach one.",
+        )
+        acknowledge(
+            self.api,
+            "AwsSolutions-COG4",
+            "Back-office callers authenticate with per-tenant API keys through the REQUEST authorizer.",
+        )
+        acknowledge(
+            self.api,
+            "AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/AmazonAPIGatewayPushToCloudWatchLogs]",
+            "The account-wide API Gateway logging role; AWS offers only this managed policy for it.",
+        )

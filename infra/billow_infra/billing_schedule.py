@@ -18,18 +18,27 @@ class BillingSchedule(Construct):
     def __init__(self, scope: Construct, construct_id: str, *, stage: str, billing_run: lambda_.IFunction) -> None:
         super().__init__(scope, construct_id)
         self.dead_letters = sqs.Queue(
-            self, "FailedRuns",
+            self,
+            "FailedRuns",
             queue_name=naming.name(stage, "billing-run-failures"),
             retention_period=Duration.days(14),
             enforce_ssl=True,
             encryption=sqs.QueueEncryption.SQS_MANAGED,
         )
-        acknowledge(self.dead_letters, "AwsSolutions-SQS3", "This queue is itself the dead-letter queue of the billing schedule.")
+        acknowledge(
+            self.dead_letters,
+            "AwsSolutions-SQS3",
+            "This queue is itself the dead-letter queue of the billing schedule.",
+        )
         self.rule = events.Rule(
-            self, "Daily",
+            self,
+            "Daily",
             rule_name=naming.name(stage, "daily-billing"),
             description="Bill every subscription due today (00:05 UTC; tenants' own time zones decide the day)",
             schedule=events.Schedule.cron(minute="5", hour="0"),
         )
-        self.rule.add_target(targets.LambdaFunction(
-            billing_run, dead_letter_queue=self.dead_letters, retry_attempts=4, max_event_age=Duration.hours(6)))
+        self.rule.add_target(
+            targets.LambdaFunction(
+                billing_run, dead_letter_queue=self.dead_letters, retry_attempts=4, max_event_age=Duration.hours(6)
+            )
+        )

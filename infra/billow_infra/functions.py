@@ -33,48 +33,106 @@ class FunctionSpec:
 
 
 SPECS = (
-    FunctionSpec("api", "api.handler.lambda_handler", "Billow REST API",
-                 (*READ_ACTIONS, *WRITE_ACTIONS), Duration.seconds(29)),
-    FunctionSpec("authorizer", "authorizer.handler.lambda_handler", "Billow API key authorizer",
-                 ("dynamodb:GetItem",), Duration.seconds(5), 256),
-    FunctionSpec("billing-run", "billing_run.handler.lambda_handler", "Billow daily billing run",
-                 (*READ_ACTIONS, *WRITE_ACTIONS), Duration.minutes(15), 1024),
+    FunctionSpec(
+        "api", "api.handler.lambda_handler", "Billow REST API", (*READ_ACTIONS, *WRITE_ACTIONS), Duration.seconds(29)
+    ),
+    FunctionSpec(
+        "authorizer",
+        "authorizer.handler.lambda_handler",
+        "Billow API key authorizer",
+        ("dynamodb:GetItem",),
+        Duration.seconds(5),
+        256,
+    ),
+    FunctionSpec(
+        "billing-run",
+        "billing_run.handler.lambda_handler",
+        "Billow daily billing run",
+        (*READ_ACTIONS, *WRITE_ACTIONS),
+        Duration.minutes(15),
+        1024,
+    ),
 )
 
 
 class BillowFunctions(Construct):
-    def __init__(self, scope: Construct, construct_id: str, *, stage: str, table: dynamodb.Table,
-                 shared_layer_dir: Path, dependencies_layer_dir: Path) -> None:
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        stage: str,
+        table: dynamodb.Table,
+        shared_layer_dir: Path,
+        dependencies_layer_dir: Path,
+    ) -> None:
         super().__init__(scope, construct_id)
         layers = [
-            lambda_.LayerVersion(self, "DependenciesLayer", code=lambda_.Code.from_asset(str(dependencies_layer_dir)),
-                                 compatible_runtimes=[RUNTIME], description="Billow third-party dependencies"),
-            lambda_.LayerVersion(self, "SharedLayer", code=lambda_.Code.from_asset(str(shared_layer_dir)),
-                                 compatible_runtimes=[RUNTIME], description="The billow package"),
+            lambda_.LayerVersion(
+                self,
+                "DependenciesLayer",
+                code=lambda_.Code.from_asset(str(dependencies_layer_dir)),
+                compatible_runtimes=[RUNTIME],
+                description="Billow third-party dependencies",
+            ),
+            lambda_.LayerVersion(
+                self,
+                "SharedLayer",
+                code=lambda_.Code.from_asset(str(shared_layer_dir)),
+                compatible_runtimes=[RUNTIME],
+                description="The billow package",
+            ),
         ]
         code = lambda_.Code.from_asset(str(FUNCTIONS_DIR), exclude=ASSET_EXCLUDES)
         self.by_concern: dict[str, lambda_.Function] = {}
         for spec in SPECS:
             self.by_concern[spec.concern] = self._function(spec, stage, table, code, layers)
 
-    def _function(self, spec: FunctionSpec, stage: str, table: dynamodb.Table, code: lambda_.Code,
-                  layers: list[lambda_.ILayerVersion]) -> lambda_.Function:
+    def _function(
+        self,
+        spec: FunctionSpec,
+        stage: str,
+        table: dynamodb.Table,
+        code: lambda_.Code,
+        layers: list[lambda_.ILayerVersion],
+    ) -> lambda_.Function:
         function_name = naming.name(stage, spec.concern)
         scope = Construct(self, spec.concern)
-        log_group = logs.LogGroup(scope, "Logs", log_group_name=f"/aws/lambda/{function_name}",
-                                  retention=logs.RetentionDays.THREE_MONTHS, removal_policy=RemovalPolicy.DESTROY)
-        role = iam.Role(scope, "Role", assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
-                        description=f"{function_name}: its log group, X-Ray, and {len(spec.table_actions)} table actions")
-        role.add_to_policy(iam.PolicyStatement(actions=["logs:CreateLogStream", "logs:PutLogEvents"],
-                                               resources=[log_group.log_group_arn]))
+        log_group = logs.LogGroup(
+            scope,
+            "Logs",
+            log_group_name=f"/aws/lambda/{function_name}",
+            retention=logs.RetentionDays.THREE_MONTHS,
+            removal_policy=RemovalPolicy.DESTROY,
+        )
+        role = iam.Role(
+            scope,
+            "Role",
+            assumed_by=iam.ServicePrincipal("lambda.amazonaws.com"),
+            description=f"{function_name}: its log group, X-Ray, and {len(spec.table_actions)} table actions",
+        )
+        role.add_to_policy(
+            iam.PolicyStatement(
+                actions=["logs:CreateLogStream", "logs:PutLogEvents"], resources=[log_group.log_group_arn]
+            )
+        )
         xray = iam.PolicyStatement(actions=["xray:PutTraceSegments", "xray:PutTelemetryRecords"], resources=["*"])
         role.add_to_policy(xray)
         table_resources = [table.table_arn, f"{table.table_arn}/index/*"]
         role.add_to_policy(iam.PolicyStatement(actions=list(spec.table_actions), resources=table_resources))
-        acknowledge(role, "AwsSolutions-IAM5[Resource::*]", "X-Ray PutTraceSegments/PutTelemetryRecords support no resource-level permissions.")
-        acknowledge(role, f"AwsSolutions-IAM5[Resource::<{self._logical_table_ref(table)}.Arn>/index/*]", "Queries the table's own GSIs (due index, by-id, listings); scoped to this one table.")
+        acknowledge(
+            role,
+            "AwsSolutions-IAM5[Resource::*]",
+            "X-Ray PutTraceSegments/PutTelemetryRecords support no resource-level permissions.",
+        )
+        acknowledge(
+            role,
+            f"AwsSolutions-IAM5[Resource::<{self._logical_table_ref(table)}.Arn>/index/*]",
+            "Queries the table's own GSIs (due index, by-id, listings); scoped to this one table.",
+        )
         function = lambda_.Function(
-            scope, "Function",
+            scope,
+            "Function",
             function_name=function_name,
             description=spec.description,
             runtime=RUNTIME,

@@ -22,8 +22,9 @@ def stage_shared_layer(staging_root: Path) -> Path:
     layer = staging_root / "shared-layer"
     if layer.exists():
         shutil.rmtree(layer)
-    shutil.copytree(SHARED_PACKAGE, layer / "python" / "billow",
-                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "local"))
+    shutil.copytree(
+        SHARED_PACKAGE, layer / "python" / "billow", ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "local")
+    )
     return layer
 
 

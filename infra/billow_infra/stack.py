@@ -15,14 +15,33 @@ from billow_infra.table import BillowTable
 
 
 class BillowStack(Stack):
-    def __init__(self, scope: Construct, construct_id: str, *, stage: str, shared_layer_dir: Path,
-                 dependencies_layer_dir: Path, **kwargs: object) -> None:
+    def __init__(
+        self,
+        scope: Construct,
+        construct_id: str,
+        *,
+        stage: str,
+        shared_layer_dir: Path,
+        dependencies_layer_dir: Path,
+        **kwargs: object,
+    ) -> None:
         super().__init__(scope, construct_id, **kwargs)  # type: ignore[arg-type]
         table = BillowTable(self, "Storage", table_name=naming.name(stage, "table")).table
-        functions = BillowFunctions(self, "Functions", stage=stage, table=table,
-                                    shared_layer_dir=shared_layer_dir, dependencies_layer_dir=dependencies_layer_dir)
-        api = BillowApi(self, "Api", stage=stage, handler=functions.by_concern["api"],
-                        authorizer_function=functions.by_concern["authorizer"])
+        functions = BillowFunctions(
+            self,
+            "Functions",
+            stage=stage,
+            table=table,
+            shared_layer_dir=shared_layer_dir,
+            dependencies_layer_dir=dependencies_layer_dir,
+        )
+        api = BillowApi(
+            self,
+            "Api",
+            stage=stage,
+            handler=functions.by_concern["api"],
+            authorizer_function=functions.by_concern["authorizer"],
+        )
         BillingSchedule(self, "Billing", stage=stage, billing_run=functions.by_concern["billing-run"])
 
         CfnOutput(self, "ApiUrl", value=api.api.url, description="Base URL of the Billow API")

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from aws_cdk import RemovalPolicy
 from aws_cdk import aws_dynamodb as dynamodb
-from constructs import Construct
-
 from billow.storage.table import GSIS
+from constructs import Construct
 
 _PROJECTIONS = {"ALL": dynamodb.ProjectionType.ALL, "KEYS_ONLY": dynamodb.ProjectionType.KEYS_ONLY}
 
@@ -16,13 +15,15 @@ class BillowTable(Construct):
         super().__init__(scope, construct_id)
         string = dynamodb.AttributeType.STRING
         self.table = dynamodb.Table(
-            self, "Table",
+            self,
+            "Table",
             table_name=table_name,
             partition_key=dynamodb.Attribute(name="PK", type=string),
             sort_key=dynamodb.Attribute(name="SK", type=string),
             billing_mode=dynamodb.BillingMode.PAY_PER_REQUEST,
             point_in_time_recovery_specification=dynamodb.PointInTimeRecoverySpecification(
-                point_in_time_recovery_enabled=True),
+                point_in_time_recovery_enabled=True
+            ),
             deletion_protection=True,
             encryption=dynamodb.TableEncryption.AWS_MANAGED,
             removal_policy=RemovalPolicy.RETAIN,

@@ -12,8 +12,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from billow.local import stack
+
 from tests.support import HttpClient, make_contact, make_product
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e")]
@@ -36,8 +36,14 @@ def test_three_billing_cycles_by_time_travel_then_nothing_twice(api: HttpClient)
     product = make_product(api, {"price": "30.00", "currency": "USD", "cycle": "month", "billing_model": "arrears"})
     contact = make_contact(api)
     assert api.post(f"/contacts/{contact['id']}/test-clock", {"frozen_time": "2024-01-31T10:00:00Z"}).status == 201
-    placed = api.post("/orders", {"contact_id": contact["id"], "reference": "e2e-order", "items": [
-        {"product_id": product["id"], "terms_id": product["terms"][0]["id"]}]})
+    placed = api.post(
+        "/orders",
+        {
+            "contact_id": contact["id"],
+            "reference": "e2e-order",
+            "items": [{"product_id": product["id"], "terms_id": product["terms"][0]["id"]}],
+        },
+    )
     assert placed.status == 201 and placed.body["invoices"] == []
 
     # When the clock crosses three billing days (29 Feb, 31 Mar, 30 Apr)
@@ -69,8 +75,13 @@ def test_another_contacts_clock_is_untouched(api: HttpClient) -> None:
     mover, stayer = make_contact(api, "Mover"), make_contact(api, "Stayer")
     for contact in (mover, stayer):
         api.post(f"/contacts/{contact['id']}/test-clock", {"frozen_time": "2024-03-04T08:00:00Z"})
-        api.post("/orders", {"contact_id": contact["id"], "items": [
-            {"product_id": product["id"], "terms_id": product["terms"][0]["id"]}]})
+        api.post(
+            "/orders",
+            {
+                "contact_id": contact["id"],
+                "items": [{"product_id": product["id"], "terms_id": product["terms"][0]["id"]}],
+            },
+        )
     api.post(f"/contacts/{mover['id']}/test-clock/advance", {"to": "2024-03-25T08:00:00Z"})
     assert len(api.get(f"/contacts/{mover['id']}/invoices").body["items"]) == 4
     assert len(api.get(f"/contacts/{stayer['id']}/invoices").body["items"]) == 1
@@ -79,11 +90,15 @@ def test_another_contacts_clock_is_untouched(api: HttpClient) -> None:
 def test_a_manual_payment_over_http(api: HttpClient) -> None:
     product = make_product(api, {"price": "1500", "currency": "JPY", "cycle": "month", "billing_model": "advance"})
     contact = make_contact(api)
-    (invoice,) = api.post("/orders", {"contact_id": contact["id"], "items": [
-        {"product_id": product["id"], "terms_id": product["terms"][0]["id"]}]}).body["invoices"]
+    (invoice,) = api.post(
+        "/orders",
+        {"contact_id": contact["id"], "items": [{"product_id": product["id"], "terms_id": product["terms"][0]["id"]}]},
+    ).body["invoices"]
     assert invoice["total"] == {"amount": "1500", "currency": "JPY"}
-    paid = api.post(f"/invoices/{invoice['id']}/payments", {"amount": "1500", "currency": "JPY",
-                                                            "reference": "TRF-1", "received_on": "2024-01-02"})
+    paid = api.post(
+        f"/invoices/{invoice['id']}/payments",
+        {"amount": "1500", "currency": "JPY", "reference": "TRF-1", "received_on": "2024-01-02"},
+    )
     assert paid.status == 201
     assert api.get(f"/invoices/{invoice['id']}").body["status"] == "paid"
 
@@ -91,8 +106,14 @@ def test_a_manual_payment_over_http(api: HttpClient) -> None:
 def test_make_run_prints_a_curl_that_returns_data() -> None:
     env = {**os.environ, "PYTHONPATH": f"{ROOT / 'shared'}:{ROOT / 'functions'}"}
     port = stack.dynamodb.free_port()
-    process = subprocess.Popen([sys.executable, "-m", "billow.local", "--port", str(port)], cwd=ROOT, env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "billow.local", "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         output = ""
         deadline = time.monotonic() + 120
@@ -104,7 +125,10 @@ def test_make_run_prints_a_curl_that_returns_data() -> None:
             output += line
         match = re.search(r"^\s*(curl -s -H .*/products)$", output, re.MULTILINE)
         assert match, output
-        result = subprocess.run(match.group(1), shell=True, capture_output=True, text=True, timeout=30, check=True)
+        # Run the printed line through a shell exactly as a user pasting it would.
+        result = subprocess.run(  # noqa: S602
+            match.group(1), shell=True, capture_output=True, text=True, timeout=30, check=True
+        )
         assert '"name": "Starter"' in result.stdout or '"name":"Starter"' in result.stdout
     finally:
         process.send_signal(signal.SIGINT)

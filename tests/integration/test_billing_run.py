@@ -8,7 +8,6 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 
 import pytest
-
 from billow.domain.calendar import Cycle
 from billow.domain.catalog import BillingModel
 from billow.domain.errors import ConcurrentModification
@@ -36,27 +35,58 @@ def setup_tenant(store: DynamoStore, tenant_id: str = "t1") -> TenantContext:
     return TenantContext(tenant_id, "test", settings)
 
 
-def subscribe(store: DynamoStore, ctx: TenantContext, clock: FixedClock, count: int,
-              model: BillingModel = BillingModel.ADVANCE, with_test_clock: bool = False) -> list[str]:
-    product = catalog.create_product(store, ctx, name="Pro", description="", new_id=new_id, terms=[
-        catalog.PriceTermsInput(Decimal("30.00"), "USD", Cycle.MONTH, model)])
+def subscribe(
+    store: DynamoStore,
+    ctx: TenantContext,
+    clock: FixedClock,
+    count: int,
+    model: BillingModel = BillingModel.ADVANCE,
+    with_test_clock: bool = False,
+) -> list[str]:
+    product = catalog.create_product(
+        store,
+        ctx,
+        name="Pro",
+        description="",
+        new_id=new_id,
+        terms=[catalog.PriceTermsInput(Decimal("30.00"), "USD", Cycle.MONTH, model)],
+    )
     ids = []
     numbers = InvoiceNumbers(store)
     for i in range(count):
-        contact = contacts.create_contact(store, ctx, name=f"C{i}", email=f"c{i}@example.com", billing_address=None,
-                                          classification=None, credit_limit=None, preferred_payment_method=None,
-                                          clock=clock, new_id=new_id)
+        contact = contacts.create_contact(
+            store,
+            ctx,
+            name=f"C{i}",
+            email=f"c{i}@example.com",
+            billing_address=None,
+            classification=None,
+            credit_limit=None,
+            preferred_payment_method=None,
+            clock=clock,
+            new_id=new_id,
+        )
         if with_test_clock:
             contacts.create_test_clock(store, ctx, contact.id, clock.instant)
-        ordering.place_order(store, ctx, contact.id, [OrderItemInput(product.id, product.terms[0].id)], None, None,
-                             clock, new_id, numbers)
+        ordering.place_order(
+            store,
+            ctx,
+            contact.id,
+            [OrderItemInput(product.id, product.terms[0].id)],
+            None,
+            None,
+            clock,
+            new_id,
+            numbers,
+        )
         ids.append(contact.id)
     return ids
 
 
 def all_invoices(store: DynamoStore, ctx: TenantContext, contact_ids: list[str]) -> list[tuple[str, date, date]]:
-    return sorted((i.contact_id, i.period.start, i.period.end)
-                  for c in contact_ids for i in store.invoices_of(ctx.tenant_id, c))
+    return sorted(
+        (i.contact_id, i.period.start, i.period.end) for c in contact_ids for i in store.invoices_of(ctx.tenant_id, c)
+    )
 
 
 def test_daily_run_bills_due_subscriptions_once_and_a_rerun_bills_nothing(local_table: str) -> None:
@@ -71,8 +101,10 @@ def test_daily_run_bills_due_subscriptions_once_and_a_rerun_bills_nothing(local_
     assert report.invoices_created == 12  # Feb and Mar for each, catching up a missed month
     invoices = all_invoices(store, ctx, contact_ids)
     assert {(s, e) for _, s, e in invoices} == {
-        (date(2024, 1, 15), date(2024, 2, 15)), (date(2024, 2, 15), date(2024, 3, 15)),
-        (date(2024, 3, 15), date(2024, 4, 15))}
+        (date(2024, 1, 15), date(2024, 2, 15)),
+        (date(2024, 2, 15), date(2024, 3, 15)),
+        (date(2024, 3, 15), date(2024, 4, 15)),
+    }
     again = bill_due_subscriptions(store, run_at, InvoiceNumbers(store))
     assert again.invoices_created == 0
     assert all_invoices(store, ctx, contact_ids) == invoices
@@ -127,24 +159,57 @@ def test_a_crash_between_ordering_and_billing_is_healed_by_the_next_run(local_ta
     store = DynamoStore()
     ctx = setup_tenant(store)
     clock = FixedClock(datetime(2024, 5, 31, 12, tzinfo=UTC))
-    product = catalog.create_product(store, ctx, name="Pro", description="", new_id=new_id, terms=[
-        catalog.PriceTermsInput(Decimal("30.00"), "USD", Cycle.MONTH, BillingModel.ADVANCE)])
-    contact = contacts.create_contact(store, ctx, name="C", email="c@example.com", billing_address=None,
-                                      classification=None, credit_limit=None, preferred_payment_method=None,
-                                      clock=clock, new_id=new_id)
+    product = catalog.create_product(
+        store,
+        ctx,
+        name="Pro",
+        description="",
+        new_id=new_id,
+        terms=[catalog.PriceTermsInput(Decimal("30.00"), "USD", Cycle.MONTH, BillingModel.ADVANCE)],
+    )
+    contact = contacts.create_contact(
+        store,
+        ctx,
+        name="C",
+        email="c@example.com",
+        billing_address=None,
+        classification=None,
+        credit_limit=None,
+        preferred_payment_method=None,
+        clock=clock,
+        new_id=new_id,
+    )
 
     class CrashAfterOrder(DynamoStore):
         def apply_billing_step(self, *args: object, **kwargs: object) -> None:
             raise RuntimeError("process died")
 
     with pytest.raises(RuntimeError):
-        ordering.place_order(CrashAfterOrder(), ctx, contact.id, [OrderItemInput(product.id, product.terms[0].id)],
-                             None, "po-1", clock, new_id, InvoiceNumbers(store))
+        ordering.place_order(
+            CrashAfterOrder(),
+            ctx,
+            contact.id,
+            [OrderItemInput(product.id, product.terms[0].id)],
+            None,
+            "po-1",
+            clock,
+            new_id,
+            InvoiceNumbers(store),
+        )
     assert store.invoices_of(ctx.tenant_id, contact.id) == []
     report = bill_due_subscriptions(store, clock.instant, InvoiceNumbers(store))
     assert report.invoices_created == 1
-    replay = ordering.place_order(store, ctx, contact.id, [OrderItemInput(product.id, product.terms[0].id)], None,
-                                  "po-1", clock, new_id, InvoiceNumbers(store))
+    replay = ordering.place_order(
+        store,
+        ctx,
+        contact.id,
+        [OrderItemInput(product.id, product.terms[0].id)],
+        None,
+        "po-1",
+        clock,
+        new_id,
+        InvoiceNumbers(store),
+    )
     assert replay.replayed and replay.invoices == []
     (invoice,) = store.invoices_of(ctx.tenant_id, contact.id)
     assert (invoice.period.start, invoice.period.end) == (date(2024, 5, 31), date(2024, 6, 30))

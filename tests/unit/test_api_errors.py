@@ -6,9 +6,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-
 from billow.local.stack import add_tenant
 from billow.storage.models import BillowItem
+
 from tests.support import InProcessClient, make_contact, make_product
 
 KEY_A, KEY_B = "bk_test_tenant_a", "bk_test_tenant_b"
@@ -76,8 +76,13 @@ def test_json_numbers_with_fractions_are_refused_as_amounts(api: InProcessClient
 
 @pytest.mark.parametrize("key", [None, "bk_test_wrong"])
 def test_missing_or_wrong_api_key_is_401_on_every_route(api: InProcessClient, key: str | None) -> None:
-    for method, path in [("GET", "/products"), ("POST", "/contacts"), ("GET", "/invoices/inv_x"),
-                         ("POST", "/orders"), ("GET", "/no-such-route")]:
+    for method, path in [
+        ("GET", "/products"),
+        ("POST", "/contacts"),
+        ("GET", "/invoices/inv_x"),
+        ("POST", "/orders"),
+        ("GET", "/no-such-route"),
+    ]:
         reply = api.request(method, path, {}, key=key)
         assert reply.status == 401, (method, path)
         assert reply.body == {"error": "unauthorized", "message": "missing or invalid API key"}
@@ -86,8 +91,10 @@ def test_missing_or_wrong_api_key_is_401_on_every_route(api: InProcessClient, ke
 def test_another_tenants_ids_are_not_found_and_untouched(api: InProcessClient) -> None:
     product = make_product(api)
     contact = make_contact(api)
-    placed = api.post("/orders", {"contact_id": contact["id"], "items": [
-        {"product_id": product["id"], "terms_id": product["terms"][0]["id"]}]})
+    placed = api.post(
+        "/orders",
+        {"contact_id": contact["id"], "items": [{"product_id": product["id"], "terms_id": product["terms"][0]["id"]}]},
+    )
     assert placed.status == 201
     other = InProcessClient(KEY_B)
     before = item_count()
@@ -96,8 +103,10 @@ def test_another_tenants_ids_are_not_found_and_untouched(api: InProcessClient) -
     assert other.get(f"/contacts/{contact['id']}/invoices").status == 404
     subscription_id = placed.body["order"]["services"][0]["subscription_id"]
     assert other.get(f"/subscriptions/{subscription_id}").status == 404
-    reply = other.post("/orders", {"contact_id": contact["id"], "items": [
-        {"product_id": product["id"], "terms_id": product["terms"][0]["id"]}]})
+    reply = other.post(
+        "/orders",
+        {"contact_id": contact["id"], "items": [{"product_id": product["id"], "terms_id": product["terms"][0]["id"]}]},
+    )
     assert reply.status == 404
     assert reply.body["fields"][0]["field"] == "contact_id"
     assert item_count() == before
@@ -107,8 +116,9 @@ def test_another_tenants_ids_are_not_found_and_untouched(api: InProcessClient) -
 def test_ordering_unknown_terms_names_the_item(api: InProcessClient) -> None:
     product = make_product(api)
     contact = make_contact(api)
-    reply = api.post("/orders", {"contact_id": contact["id"], "items": [
-        {"product_id": product["id"], "terms_id": "terms_nope"}]})
+    reply = api.post(
+        "/orders", {"contact_id": contact["id"], "items": [{"product_id": product["id"], "terms_id": "terms_nope"}]}
+    )
     assert reply.status == 404
     assert reply.body["fields"][0]["field"] == "items[0].terms_id"
 
@@ -117,8 +127,13 @@ def test_flat_terms_refuse_a_quantity(api: InProcessClient) -> None:
     product = make_product(api)
     contact = make_contact(api)
     before = item_count()
-    reply = api.post("/orders", {"contact_id": contact["id"], "items": [
-        {"product_id": product["id"], "terms_id": product["terms"][0]["id"], "quantity": 3}]})
+    reply = api.post(
+        "/orders",
+        {
+            "contact_id": contact["id"],
+            "items": [{"product_id": product["id"], "terms_id": product["terms"][0]["id"], "quantity": 3}],
+        },
+    )
     assert reply.status == 422
     assert reply.body["fields"][0]["field"] == "items[0].quantity"
     assert item_count() == before

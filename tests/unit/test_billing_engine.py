@@ -8,10 +8,22 @@ from billow.domain.money import Money
 from billow.domain.subscriptions import Service, ServiceState, Subscription, SubscriptionKey
 
 
-def terms(model: BillingModel, price: str = "30.00", cycle: Cycle = Cycle.MONTH, setup: str | None = None,
-          pricing: PricingModel = PricingModel.FLAT) -> PriceTerms:
-    return PriceTerms("t1", "p1", Money.parse(price, "USD"), cycle, model, pricing,
-                      None if setup is None else Money.parse(setup, "USD"))
+def terms(
+    model: BillingModel,
+    price: str = "30.00",
+    cycle: Cycle = Cycle.MONTH,
+    setup: str | None = None,
+    pricing: PricingModel = PricingModel.FLAT,
+) -> PriceTerms:
+    return PriceTerms(
+        "t1",
+        "p1",
+        Money.parse(price, "USD"),
+        cycle,
+        model,
+        pricing,
+        None if setup is None else Money.parse(setup, "USD"),
+    )
 
 
 def service(t: PriceTerms, start: date, sid: str = "s1", quantity: int = 1) -> Service:
@@ -19,8 +31,9 @@ def service(t: PriceTerms, start: date, sid: str = "s1", quantity: int = 1) -> S
 
 
 def subscription(t: PriceTerms, *services: Service, anchor: date) -> Subscription:
-    return Subscription("sub_1", "c1", SubscriptionKey.of(t), BillingSchedule.anniversary(t.cycle, anchor),
-                        services, created_on=anchor)
+    return Subscription(
+        "sub_1", "c1", SubscriptionKey.of(t), BillingSchedule.anniversary(t.cycle, anchor), services, created_on=anchor
+    )
 
 
 def test_in_advance_bills_the_first_period_on_the_start_date() -> None:
@@ -41,10 +54,15 @@ def test_in_arrears_bills_each_period_the_day_after_it_ends() -> None:
     assert next_billing_step(sub, date(2024, 2, 28)) is None
     steps = list(billing_steps(sub, date(2024, 5, 1)))
     assert [s.invoice.period for s in steps if s.invoice] == [
-        Period(date(2024, 1, 31), date(2024, 2, 29)), Period(date(2024, 2, 29), date(2024, 3, 31)),
-        Period(date(2024, 3, 31), date(2024, 4, 30))]
-    assert [s.invoice.billing_date for s in steps if s.invoice] == [date(2024, 2, 29), date(2024, 3, 31),
-                                                                    date(2024, 4, 30)]
+        Period(date(2024, 1, 31), date(2024, 2, 29)),
+        Period(date(2024, 2, 29), date(2024, 3, 31)),
+        Period(date(2024, 3, 31), date(2024, 4, 30)),
+    ]
+    assert [s.invoice.billing_date for s in steps if s.invoice] == [
+        date(2024, 2, 29),
+        date(2024, 3, 31),
+        date(2024, 4, 30),
+    ]
 
 
 def test_a_rerun_at_the_same_date_bills_nothing() -> None:

@@ -1,10 +1,10 @@
+import itertools
 from datetime import UTC, date, datetime, timedelta, timezone
 
 import pytest
+from billow.domain.calendar import BillingSchedule, Cycle, Period, local_date, tenant_zone
 from hypothesis import given
 from hypothesis import strategies as st
-
-from billow.domain.calendar import BillingSchedule, Cycle, Period, local_date, tenant_zone
 
 
 def billing_dates(schedule: BillingSchedule, start: date, count: int) -> list[date]:
@@ -14,7 +14,12 @@ def billing_dates(schedule: BillingSchedule, start: date, count: int) -> list[da
 def test_31st_anchor_falls_back_in_february_of_a_leap_year_and_returns() -> None:
     schedule = BillingSchedule.anniversary(Cycle.MONTH, date(2024, 1, 31))
     assert billing_dates(schedule, date(2024, 1, 31), 5) == [
-        date(2024, 1, 31), date(2024, 2, 29), date(2024, 3, 31), date(2024, 4, 30), date(2024, 5, 31)]
+        date(2024, 1, 31),
+        date(2024, 2, 29),
+        date(2024, 3, 31),
+        date(2024, 4, 30),
+        date(2024, 5, 31),
+    ]
 
 
 def test_31st_anchor_in_a_non_leap_year() -> None:
@@ -25,13 +30,23 @@ def test_31st_anchor_in_a_non_leap_year() -> None:
 def test_29_february_anchor_bills_on_the_28th_in_non_leap_februaries() -> None:
     schedule = BillingSchedule.anniversary(Cycle.YEAR, date(2024, 2, 29))
     assert billing_dates(schedule, date(2024, 2, 29), 5) == [
-        date(2024, 2, 29), date(2025, 2, 28), date(2026, 2, 28), date(2027, 2, 28), date(2028, 2, 29)]
+        date(2024, 2, 29),
+        date(2025, 2, 28),
+        date(2026, 2, 28),
+        date(2027, 2, 28),
+        date(2028, 2, 29),
+    ]
 
 
 def test_quarterly_month_end_anchor() -> None:
     schedule = BillingSchedule.anniversary(Cycle.QUARTER, date(2023, 11, 30))
     assert billing_dates(schedule, date(2023, 11, 30), 5) == [
-        date(2023, 11, 30), date(2024, 2, 29), date(2024, 5, 30), date(2024, 8, 30), date(2024, 11, 30)]
+        date(2023, 11, 30),
+        date(2024, 2, 29),
+        date(2024, 5, 30),
+        date(2024, 8, 30),
+        date(2024, 11, 30),
+    ]
 
 
 def test_semiannual_31st_anchor() -> None:
@@ -61,14 +76,17 @@ def test_a_period_is_half_open() -> None:
     assert schedule.period_containing(date(2024, 2, 14)) == january
 
 
-@given(anchor=st.dates(min_value=date(2000, 1, 1), max_value=date(2090, 12, 31)),
-       cycle=st.sampled_from(list(Cycle)), offset=st.integers(0, 4000))
+@given(
+    anchor=st.dates(min_value=date(2000, 1, 1), max_value=date(2090, 12, 31)),
+    cycle=st.sampled_from(list(Cycle)),
+    offset=st.integers(0, 4000),
+)
 def test_consecutive_periods_tile_time(anchor: date, cycle: Cycle, offset: int) -> None:
     schedule = BillingSchedule.anniversary(cycle, anchor)
     day = anchor + timedelta(days=offset)
     periods = schedule.periods(day, 6)
     assert periods[0].contains(day)
-    for before, after in zip(periods, periods[1:], strict=False):
+    for before, after in itertools.pairwise(periods):
         assert before.end == after.start
     assert all(schedule.is_billing_date(p.start) for p in periods)
 

@@ -2,17 +2,19 @@ from decimal import Decimal
 from fractions import Fraction
 
 import pytest
-
 from billow.domain.errors import CurrencyMismatch, InvalidInput, UnknownCurrency
 from billow.domain.money import Money, round_half_away_from_zero
 
 
-@pytest.mark.parametrize(("text", "currency", "minor", "shown"), [
-    ("19.99", "USD", 1999, "19.99"),
-    ("1200", "JPY", 1200, "1200"),
-    ("1.5", "KWD", 1500, "1.500"),
-    ("0", "EUR", 0, "0.00"),
-])
+@pytest.mark.parametrize(
+    ("text", "currency", "minor", "shown"),
+    [
+        ("19.99", "USD", 1999, "19.99"),
+        ("1200", "JPY", 1200, "1200"),
+        ("1.5", "KWD", 1500, "1.500"),
+        ("0", "EUR", 0, "0.00"),
+    ],
+)
 def test_amounts_use_each_currencys_minor_unit(text: str, currency: str, minor: int, shown: str) -> None:
     money = Money.parse(text, currency)
     assert money.minor == minor
@@ -43,9 +45,16 @@ def test_currencies_never_mix() -> None:
         _ = Money(100, "USD") < Money(100, "EUR")
 
 
-@pytest.mark.parametrize(("value", "rounded"), [
-    (Fraction(1, 2), 1), (Fraction(-1, 2), -1), (Fraction(5, 2), 3), (Fraction(249, 100), 2), (Fraction(7, 3), 2),
-])
+@pytest.mark.parametrize(
+    ("value", "rounded"),
+    [
+        (Fraction(1, 2), 1),
+        (Fraction(-1, 2), -1),
+        (Fraction(5, 2), 3),
+        (Fraction(249, 100), 2),
+        (Fraction(7, 3), 2),
+    ],
+)
 def test_rounding_is_half_away_from_zero(value: Fraction, rounded: int) -> None:
     assert round_half_away_from_zero(value) == rounded
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-
 from billow.local.stack import add_tenant
+
 from tests.support import InProcessClient, make_contact, make_product
 
 KEY = "bk_test_orders"
@@ -23,8 +23,9 @@ def items(product: dict) -> list[dict]:
 
 
 def test_the_quote_is_the_first_invoice_placing_creates(api: InProcessClient) -> None:
-    product = make_product(api, {"price": "29.00", "currency": "USD", "cycle": "month", "billing_model": "advance",
-                                 "setup_fee": "49.00"})
+    product = make_product(
+        api, {"price": "29.00", "currency": "USD", "cycle": "month", "billing_model": "advance", "setup_fee": "49.00"}
+    )
     contact = make_contact(api)
     api.post(f"/contacts/{contact['id']}/test-clock", {"frozen_time": "2024-01-31T10:00:00+00:00"})
     quote = api.post("/orders/quote", {"contact_id": contact["id"], "items": items(product)})
@@ -65,8 +66,10 @@ def test_services_group_by_cycle_model_and_currency(api: InProcessClient) -> Non
     yearly = make_product(api, {"price": "100.00", "currency": "USD", "cycle": "year", "billing_model": "advance"})
     euro = make_product(api, {"price": "10.00", "currency": "EUR", "cycle": "month", "billing_model": "advance"})
     contact = make_contact(api)
-    placed = api.post("/orders", {"contact_id": contact["id"], "items": [
-        *items(monthly), *items(monthly_too), *items(yearly), *items(euro)]})
+    placed = api.post(
+        "/orders",
+        {"contact_id": contact["id"], "items": [*items(monthly), *items(monthly_too), *items(yearly), *items(euro)]},
+    )
     assert placed.status == 201
     subscriptions = api.get(f"/contacts/{contact['id']}/subscriptions").body["items"]
     assert sorted(len(s["services"]) for s in subscriptions) == [1, 1, 2]
@@ -77,8 +80,13 @@ def test_a_bank_transfer_marks_the_invoice_paid_once(api: InProcessClient) -> No
     product = make_product(api, {"price": "29.00", "currency": "USD", "cycle": "month", "billing_model": "advance"})
     contact = make_contact(api)
     (invoice,) = api.post("/orders", {"contact_id": contact["id"], "items": items(product)}).body["invoices"]
-    payment = {"amount": "29.00", "currency": "USD", "method": "bank_transfer", "reference": "BANK-42",
-               "received_on": "2024-02-01"}
+    payment = {
+        "amount": "29.00",
+        "currency": "USD",
+        "method": "bank_transfer",
+        "reference": "BANK-42",
+        "received_on": "2024-02-01",
+    }
     first = api.post(f"/invoices/{invoice['id']}/payments", payment)
     assert first.status == 201
     assert first.body["invoice"]["status"] == "paid"
@@ -101,8 +109,9 @@ def test_partial_payments_and_overpayment(api: InProcessClient) -> None:
     assert other_amount.status == 409
     rest = api.post(f"/invoices/{invoice['id']}/payments", {**pay, "amount": "60.00", "reference": "C"})
     assert rest.body["invoice"]["status"] == "paid"
-    wrong_currency = api.post(f"/invoices/{invoice['id']}/payments", {**pay, "currency": "EUR", "amount": "1.00",
-                                                                      "reference": "D"})
+    wrong_currency = api.post(
+        f"/invoices/{invoice['id']}/payments", {**pay, "currency": "EUR", "amount": "1.00", "reference": "D"}
+    )
     assert wrong_currency.status == 409  # a paid invoice takes no more payments
 
 
@@ -115,5 +124,6 @@ def test_test_clocks_need_test_mode_and_move_forward_only(api: InProcessClient, 
     add_tenant("tenant-live", "Live", "bk_live_key", mode="live")
     live = InProcessClient("bk_live_key")
     live_contact = make_contact(live)
-    assert live.post(f"/contacts/{live_contact['id']}/test-clock",
-                     {"frozen_time": "2024-01-01T00:00:00Z"}).status == 409
+    assert (
+        live.post(f"/contacts/{live_contact['id']}/test-clock", {"frozen_time": "2024-01-01T00:00:00Z"}).status == 409
+    )

@@ -151,9 +151,7 @@ def _lines_for(service: Service, piece: Piece) -> list[LineDraft]:
 def next_billing_step(subscription: Subscription, as_of: date) -> BillingStep | None:
     """The earliest due invoice of `subscription` at `as_of`, or None when nothing is due."""
     activated = tuple(
-        replace(s, state=ServiceState.EFFECTIVE)
-        if s.state is ServiceState.DRAFT and s.start_date <= as_of
-        else s
+        replace(s, state=ServiceState.EFFECTIVE) if s.state is ServiceState.DRAFT and s.start_date <= as_of else s
         for s in subscription.services
     )
     firsts = {s.id: _first_piece(s, subscription) for s in activated if _is_billable(s)}

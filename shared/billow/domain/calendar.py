@@ -39,8 +39,13 @@ class Cycle(StrEnum):
 
     @property
     def adjective(self) -> str:
-        return {"week": "weekly", "month": "monthly", "quarter": "quarterly", "semiannual": "semiannual",
-                "year": "yearly"}[self.value]
+        return {
+            "week": "weekly",
+            "month": "monthly",
+            "quarter": "quarterly",
+            "semiannual": "semiannual",
+            "year": "yearly",
+        }[self.value]
 
 
 def days_in_month(year: int, month: int) -> int:

@@ -46,9 +46,7 @@ def currency_exponent(currency: str) -> int:
     try:
         return CURRENCY_EXPONENTS[currency]
     except KeyError:
-        raise UnknownCurrency(
-            f"'{currency}' is not an ISO 4217 currency code", field="currency"
-        ) from None
+        raise UnknownCurrency(f"'{currency}' is not an ISO 4217 currency code", field="currency") from None
 
 
 def round_half_away_from_zero(value: Fraction) -> int:

@@ -114,9 +114,7 @@ def plan_order(
             start_date=start_date,
         )
         by_key[key] = subscription.adding([service])
-        ordered.append(
-            OrderedService(service.id, subscription.id, item.product.id, item.terms.id, item.quantity)
-        )
+        ordered.append(OrderedService(service.id, subscription.id, item.product.id, item.terms.id, item.quantity))
 
     touched = {o.subscription_id for o in ordered}
     order = Order(order_id, contact_id, reference, start_date, tuple(ordered))

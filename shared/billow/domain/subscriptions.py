@@ -79,9 +79,7 @@ class Subscription:
 
     def __post_init__(self) -> None:
         if len(self.services) > MAX_SERVICES_PER_SUBSCRIPTION:
-            raise InvalidInput(
-                f"a subscription holds at most {MAX_SERVICES_PER_SUBSCRIPTION} services", field="items"
-            )
+            raise InvalidInput(f"a subscription holds at most {MAX_SERVICES_PER_SUBSCRIPTION} services", field="items")
 
     @property
     def currency(self) -> str:

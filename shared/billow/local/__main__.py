@@ -25,19 +25,25 @@ def main(argv: list[str] | None = None) -> int:
     try:
         stack.add_tenant(demo.DEMO_TENANT, "Demo SaaS Ltd", demo.DEMO_KEY)
         ids = demo.load(local.url) if not args.no_demo else {}
-        print(f"""
+        print(
+            f"""
 Billow is running at {local.url}   (DynamoDB Local at {local.dynamo.endpoint}, table {local.table_name})
 Tenant "{demo.DEMO_TENANT}", test-mode API key: {demo.DEMO_KEY}
 
 Try:
   curl -s -H 'Authorization: Bearer {demo.DEMO_KEY}' {local.url}/products
-""", flush=True)
+""",
+            flush=True,
+        )
         if ids:
-            print(f"  curl -s -H 'Authorization: Bearer {demo.DEMO_KEY}' {local.url}/contacts/{ids['grace']}/invoices\n"
-                  f"\nGrace ({ids['grace']}) is on a test clock; advance it with\n"
-                  f"  curl -s -X POST -H 'Authorization: Bearer {demo.DEMO_KEY}' -H 'Content-Type: application/json' \\\n"
-                  f"       -d '{{\"to\": \"2026-07-31T09:00:00+00:00\"}}' {local.url}/contacts/{ids['grace']}/test-clock/advance\n",
-                  flush=True)
+            print(
+                f"  curl -s -H 'Authorization: Bearer {demo.DEMO_KEY}' {local.url}/contacts/{ids['grace']}/invoices\n"
+                f"\nGrace ({ids['grace']}) is on a test clock; advance it with\n"
+                f"  curl -s -X POST -H 'Authorization: Bearer {demo.DEMO_KEY}' -H 'Content-Type: application/json' \\\n"
+                f'       -d \'{{"to": "2026-07-31T09:00:00+00:00"}}\' \\\n'
+                f"       {local.url}/contacts/{ids['grace']}/test-clock/advance\n",
+                flush=True,
+            )
         print("Docs: README.md, docs/. Press Ctrl-C to stop everything.", flush=True)
         done.wait()
     finally:

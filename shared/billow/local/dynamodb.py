@@ -9,14 +9,19 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import boto3
 
 from billow.storage.table import create_table_request
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
-LOCAL_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local", "AWS_DEFAULT_REGION": "us-east-1",
-                     "AWS_REGION": "us-east-1"}
+LOCAL_CREDENTIALS = {
+    "AWS_ACCESS_KEY_ID": "local",
+    "AWS_SECRET_ACCESS_KEY": "local",
+    "AWS_DEFAULT_REGION": "us-east-1",
+    "AWS_REGION": "us-east-1",
+}
 
 
 def free_port() -> int:
@@ -46,9 +51,14 @@ class DynamoDBLocal:
             except subprocess.TimeoutExpired:
                 self.process.kill()
 
-    def client(self):  # type: ignore[no-untyped-def]
-        return boto3.client("dynamodb", endpoint_url=self.endpoint, region_name="us-east-1",
-                            aws_access_key_id="local", aws_secret_access_key="local")
+    def client(self) -> Any:
+        return boto3.client(
+            "dynamodb",
+            endpoint_url=self.endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="local",
+            aws_secret_access_key="local",  # noqa: S106 - DynamoDB Local accepts any credentials
+        )
 
     def create_table(self, table_name: str) -> None:
         client = self.client()
@@ -64,14 +74,28 @@ def start(port: int | None = None, *, timeout: float = 60.0) -> DynamoDBLocal:
     Billow only ever talks to it on 127.0.0.1."""
     java = shutil.which("java")
     if java is None:
-        raise RuntimeError("Java 17+ is needed for DynamoDB Local: install a JRE (apt-get install openjdk-17-jre-headless)")
+        raise RuntimeError(
+            "Java 17+ is needed for DynamoDB Local: install a JRE (apt-get install openjdk-17-jre-headless)"
+        )
     jar = find_jar()
     port = port or free_port()
     process = subprocess.Popen(
-        [java, f"-Djava.library.path={jar.parent / 'DynamoDBLocal_lib'}", "-jar", str(jar),
-         "-inMemory", "-sharedDb", "-disableTelemetry", "-port", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=jar.parent,
-        start_new_session=True, env={**os.environ},
+        [
+            java,
+            f"-Djava.library.path={jar.parent / 'DynamoDBLocal_lib'}",
+            "-jar",
+            str(jar),
+            "-inMemory",
+            "-sharedDb",
+            "-disableTelemetry",
+            "-port",
+            str(port),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=jar.parent,
+        start_new_session=True,
+        env={**os.environ},
     )
     local = DynamoDBLocal(process, f"http://127.0.0.1:{port}")
     deadline = time.monotonic() + timeout
@@ -81,7 +105,7 @@ def start(port: int | None = None, *, timeout: float = 60.0) -> DynamoDBLocal:
         try:
             local.client().list_tables()
             return local
-        except Exception:  # noqa: BLE001 - not up yet
+        except Exception:
             time.sleep(0.2)
     local.stop()
     raise RuntimeError(f"DynamoDB Local did not answer on port {port} within {timeout}s")

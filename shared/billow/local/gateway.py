@@ -25,8 +25,9 @@ def _multi(pairs: dict[str, list[str]]) -> tuple[dict[str, str] | None, dict[str
     return {k: v[-1] for k, v in pairs.items()}, pairs
 
 
-def api_gateway_event(method: str, raw_path: str, headers: dict[str, str], body: str | None,
-                      authorizer: dict[str, Any] | None) -> dict[str, Any]:
+def api_gateway_event(
+    method: str, raw_path: str, headers: dict[str, str], body: str | None, authorizer: dict[str, Any] | None
+) -> dict[str, Any]:
     split = urlsplit(raw_path)
     query, multi_query = _multi(parse_qs(split.query, keep_blank_values=True))
     request_id = str(uuid.uuid4())
@@ -69,8 +70,14 @@ def authorizer_event(method: str, raw_path: str, headers: dict[str, str]) -> dic
         "queryStringParameters": {},
         "pathParameters": {},
         "stageVariables": {},
-        "requestContext": {"stage": STAGE, "httpMethod": method, "path": path, "accountId": "000000000000",
-                           "apiId": "billowlocal", "requestId": str(uuid.uuid4())},
+        "requestContext": {
+            "stage": STAGE,
+            "httpMethod": method,
+            "path": path,
+            "accountId": "000000000000",
+            "apiId": "billowlocal",
+            "requestId": str(uuid.uuid4()),
+        },
     }
 
 
@@ -78,7 +85,7 @@ def authorize(method: str, raw_path: str, headers: dict[str, str]) -> dict[str, 
     """The authorizer's context, or None when it denies (API Gateway then answers 401)."""
     try:
         policy = invoke("authorizer.handler.lambda_handler", authorizer_event(method, raw_path, headers))
-    except Exception as error:  # noqa: BLE001 - "Unauthorized" is how an authorizer says no
+    except Exception as error:
         if str(error) == "Unauthorized":
             return None
         raise
@@ -92,7 +99,7 @@ class _Handler(BaseHTTPRequestHandler):
     server_version = "BillowLocal/1"
     lock = threading.Lock()
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: Any) -> None:
         if getattr(self.server, "verbose", False):
             super().log_message(format, *args)
 
@@ -131,7 +138,7 @@ class _Handler(BaseHTTPRequestHandler):
             out_headers[name] = ", ".join(values)
         self._send(int(result["statusCode"]), (result.get("body") or "").encode(), out_headers)
 
-    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle  # noqa: N815
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
 
 
 def serve(port: int, *, verbose: bool = False) -> ThreadingHTTPServer:

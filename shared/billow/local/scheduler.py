@@ -14,14 +14,22 @@ from billow.local.lambda_runtime import invoke
 
 def scheduled_event(instant: datetime, rule: str) -> dict[str, Any]:
     return {
-        "version": "0", "id": str(uuid.uuid4()), "detail-type": "Scheduled Event", "source": "aws.events",
-        "account": "000000000000", "time": instant.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "region": "us-east-1", "resources": [f"arn:aws:events:us-east-1:000000000000:rule/{rule}"], "detail": {},
+        "version": "0",
+        "id": str(uuid.uuid4()),
+        "detail-type": "Scheduled Event",
+        "source": "aws.events",
+        "account": "000000000000",
+        "time": instant.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "region": "us-east-1",
+        "resources": [f"arn:aws:events:us-east-1:000000000000:rule/{rule}"],
+        "detail": {},
     }
 
 
 def run_billing(instant: datetime) -> dict[str, Any]:
-    result: dict[str, Any] = invoke("billing_run.handler.lambda_handler", scheduled_event(instant, "billow-daily-billing"))
+    result: dict[str, Any] = invoke(
+        "billing_run.handler.lambda_handler", scheduled_event(instant, "billow-daily-billing")
+    )
     return result
 
 

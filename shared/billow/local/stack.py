@@ -40,12 +40,23 @@ class LocalStack:
 
 
 def add_tenant(tenant_id: str, name: str, secret: str, mode: str = "test") -> None:
-    provision_tenant(DynamoStore(), TenantSettings(tenant_id=tenant_id, name=name), secret=secret, mode=mode,
-                     key_name=f"{tenant_id}-{mode}")
+    provision_tenant(
+        DynamoStore(),
+        TenantSettings(tenant_id=tenant_id, name=name),
+        secret=secret,
+        mode=mode,
+        key_name=f"{tenant_id}-{mode}",
+    )
 
 
-def start(*, port: int | None = None, dynamodb_port: int | None = None, schedule: bool = True,
-          table_name: str = TABLE_NAME, verbose: bool = False) -> LocalStack:
+def start(
+    *,
+    port: int | None = None,
+    dynamodb_port: int | None = None,
+    schedule: bool = True,
+    table_name: str = TABLE_NAME,
+    verbose: bool = False,
+) -> LocalStack:
     """DynamoDB Local + table + handlers over HTTP on 127.0.0.1 (+ the daily scheduler)."""
     for key, value in LOCAL_CREDENTIALS.items():
         os.environ.setdefault(key, value)

@@ -54,8 +54,9 @@ def invoice_id_for(subscription: Subscription) -> str:
     return f"inv_{subscription.id.removeprefix('sub_')}_{subscription.invoice_count:04d}"
 
 
-def bill_subscription(store: Store, settings: TenantSettings, contact_id: str, subscription_id: str,
-                      as_of: date, numbers: InvoiceNumbers) -> list[Invoice]:
+def bill_subscription(
+    store: Store, settings: TenantSettings, contact_id: str, subscription_id: str, as_of: date, numbers: InvoiceNumbers
+) -> list[Invoice]:
     """Create every invoice of the subscription due at `as_of`, one atomic step at a time."""
     created: list[Invoice] = []
     conflicts = 0
@@ -66,9 +67,12 @@ def bill_subscription(store: Store, settings: TenantSettings, contact_id: str, s
             return created
         invoice = None
         if step.invoice is not None:
-            invoice = Invoice.issue(step.invoice, invoice_id=invoice_id_for(step.subscription),
-                                    number=numbers.next(settings),
-                                    payment_terms_days=settings.payment_terms_days)
+            invoice = Invoice.issue(
+                step.invoice,
+                invoice_id=invoice_id_for(step.subscription),
+                number=numbers.next(settings),
+                payment_terms_days=settings.payment_terms_days,
+            )
         try:
             store.apply_billing_step(settings.tenant_id, step.subscription, subscription.version, invoice)
         except ConcurrentModification:
@@ -92,8 +96,9 @@ class RunReport:
     invoice_ids: list[str] = field(default_factory=list)
 
 
-def bill_due_subscriptions(store: Store, instant: datetime, numbers: InvoiceNumbers,
-                           shards: Iterable[int] = range(DUE_SHARDS)) -> RunReport:
+def bill_due_subscriptions(
+    store: Store, instant: datetime, numbers: InvoiceNumbers, shards: Iterable[int] = range(DUE_SHARDS)
+) -> RunReport:
     """The daily run: every subscription due at `instant` in its tenant's time zone."""
     report = RunReport(as_of_utc=local_date(instant, tenant_zone("UTC")))
     horizon = (instant + _LATEST_ZONE_OFFSET).date()

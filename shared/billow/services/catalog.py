@@ -27,16 +27,22 @@ class PriceTermsInput:
 def _build_terms(terms_id: str, product_id: str, spec: PriceTermsInput, field: str) -> PriceTerms:
     try:
         price = Money.parse(spec.price, spec.currency, field=f"{field}.price")
-        fee = None if spec.setup_fee is None else Money.parse(spec.setup_fee, spec.currency,
-                                                                field=f"{field}.setup_fee")
+        fee = None if spec.setup_fee is None else Money.parse(spec.setup_fee, spec.currency, field=f"{field}.setup_fee")
         return PriceTerms(terms_id, product_id, price, spec.cycle, spec.billing_model, spec.pricing_model, fee)
     except InvalidInput as error:
         name = error.field or ""
         raise type(error)(error.message, field=name if name.startswith(field) else f"{field}.{name}") from None
 
 
-def create_product(store: Store, ctx: TenantContext, *, name: str, description: str,
-                   terms: Sequence[PriceTermsInput], new_id: Callable[[str], str]) -> Product:
+def create_product(
+    store: Store,
+    ctx: TenantContext,
+    *,
+    name: str,
+    description: str,
+    terms: Sequence[PriceTermsInput],
+    new_id: Callable[[str], str],
+) -> Product:
     product_id = new_id("prod")
     built = tuple(_build_terms(new_id("terms"), product_id, spec, f"terms[{i}]") for i, spec in enumerate(terms))
     product = Product(product_id, name, description, built)
@@ -44,8 +50,9 @@ def create_product(store: Store, ctx: TenantContext, *, name: str, description: 
     return product
 
 
-def add_price_terms(store: Store, ctx: TenantContext, product_id: str, spec: PriceTermsInput,
-                    new_id: Callable[[str], str]) -> PriceTerms:
+def add_price_terms(
+    store: Store, ctx: TenantContext, product_id: str, spec: PriceTermsInput, new_id: Callable[[str], str]
+) -> PriceTerms:
     product = get_product(store, ctx, product_id)
     terms = _build_terms(new_id("terms"), product.id, spec, "body")
     store.add_terms(ctx.tenant_id, terms)

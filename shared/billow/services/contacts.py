@@ -21,9 +21,19 @@ class CreditLimitInput:
     currency: str
 
 
-def create_contact(store: Store, ctx: TenantContext, *, name: str, email: str, billing_address: Address | None,
-                   classification: str | None, credit_limit: CreditLimitInput | None,
-                   preferred_payment_method: str | None, clock: Clock, new_id: Callable[[str], str]) -> Contact:
+def create_contact(
+    store: Store,
+    ctx: TenantContext,
+    *,
+    name: str,
+    email: str,
+    billing_address: Address | None,
+    classification: str | None,
+    credit_limit: CreditLimitInput | None,
+    preferred_payment_method: str | None,
+    clock: Clock,
+    new_id: Callable[[str], str],
+) -> Contact:
     limit = None
     if credit_limit is not None:
         limit = Money.parse(credit_limit.amount, credit_limit.currency, field="credit_limit.amount")

@@ -50,8 +50,9 @@ def payment_id_for(invoice_id: str, reference: str) -> str:
     return "pay_" + hashlib.sha256(f"{invoice_id}\x00{reference}".encode()).hexdigest()[:26]
 
 
-def record_manual_payment(store: Store, ctx: TenantContext, invoice_id: str, spec: ManualPaymentInput,
-                          clock: Clock) -> PaymentResult:
+def record_manual_payment(
+    store: Store, ctx: TenantContext, invoice_id: str, spec: ManualPaymentInput, clock: Clock
+) -> PaymentResult:
     """Staff confirm money received outside the card rail (a bank transfer, say).
 
     Idempotent on (invoice, reference): repeating the same confirmation changes nothing and
@@ -64,11 +65,12 @@ def record_manual_payment(store: Store, ctx: TenantContext, invoice_id: str, spe
         earlier = store.get_payment(ctx.tenant_id, invoice.contact_id, invoice.id, payment_id)
         if earlier is not None:
             if earlier.amount != amount or earlier.method is not spec.method:
-                raise Conflict(f"reference '{spec.reference}' was already recorded on invoice {invoice.number} "
-                               f"as {earlier.amount} by {earlier.method.value}")
+                raise Conflict(
+                    f"reference '{spec.reference}' was already recorded on invoice {invoice.number} "
+                    f"as {earlier.amount} by {earlier.method.value}"
+                )
             return PaymentResult(invoice, earlier, replayed=True)
-        payment = Payment(payment_id, invoice.id, amount, spec.method, spec.reference, spec.received_on,
-                          clock.now())
+        payment = Payment(payment_id, invoice.id, amount, spec.method, spec.reference, spec.received_on, clock.now())
         paid = invoice.apply_payment(payment)
         try:
             store.record_payment(ctx.tenant_id, paid, invoice.version, payment)

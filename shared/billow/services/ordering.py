@@ -46,15 +46,21 @@ def _resolve(store: Store, ctx: TenantContext, items: Sequence[OrderItemInput]) 
             raise NotFound(f"no product {item.product_id}", field=f"items[{index}].product_id")
         terms = product.terms_by_id(item.terms_id)
         if terms is None:
-            raise NotFound(f"product {product.id} has no price terms {item.terms_id}",
-                           field=f"items[{index}].terms_id")
+            raise NotFound(f"product {product.id} has no price terms {item.terms_id}", field=f"items[{index}].terms_id")
         resolved.append(OrderItem(product, terms, item.quantity))
     return resolved
 
 
-def _plan(store: Store, ctx: TenantContext, contact_id: str, items: Sequence[OrderItemInput],
-          start_date: date | None, reference: str | None, clock: Clock,
-          new_id: Callable[[str], str]) -> tuple[OrderPlan, date]:
+def _plan(
+    store: Store,
+    ctx: TenantContext,
+    contact_id: str,
+    items: Sequence[OrderItemInput],
+    start_date: date | None,
+    reference: str | None,
+    clock: Clock,
+    new_id: Callable[[str], str],
+) -> tuple[OrderPlan, date]:
     get_contact(store, ctx, contact_id)
     today = contact_today(store, ctx, contact_id, clock)
     has_clock = store.get_clock(ctx.tenant_id, contact_id) is not None
@@ -72,16 +78,31 @@ def _plan(store: Store, ctx: TenantContext, contact_id: str, items: Sequence[Ord
     return plan, today
 
 
-def quote(store: Store, ctx: TenantContext, contact_id: str, items: Sequence[OrderItemInput],
-          start_date: date | None, clock: Clock, new_id: Callable[[str], str]) -> Quote:
+def quote(
+    store: Store,
+    ctx: TenantContext,
+    contact_id: str,
+    items: Sequence[OrderItemInput],
+    start_date: date | None,
+    clock: Clock,
+    new_id: Callable[[str], str],
+) -> Quote:
     plan, today = _plan(store, ctx, contact_id, items, start_date, None, clock, new_id)
     quotes = quote_order(plan, today=today, payment_terms_days=ctx.settings.payment_terms_days)
     return Quote(contact_id, plan.order.start_date, quotes)
 
 
-def place_order(store: Store, ctx: TenantContext, contact_id: str, items: Sequence[OrderItemInput],
-                start_date: date | None, reference: str | None, clock: Clock, new_id: Callable[[str], str],
-                numbers: InvoiceNumbers) -> PlacedOrder:
+def place_order(
+    store: Store,
+    ctx: TenantContext,
+    contact_id: str,
+    items: Sequence[OrderItemInput],
+    start_date: date | None,
+    reference: str | None,
+    clock: Clock,
+    new_id: Callable[[str], str],
+    numbers: InvoiceNumbers,
+) -> PlacedOrder:
     """Place the order and bill what is due at once (the first in-advance invoice).
 
     With a `reference`, placing is idempotent: a repeat returns the order placed the first time.

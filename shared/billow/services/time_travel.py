@@ -20,8 +20,9 @@ class ClockAdvance:
     invoices: list[Invoice]
 
 
-def advance_test_clock(store: Store, ctx: TenantContext, contact_id: str, to: datetime,
-                       numbers: InvoiceNumbers) -> ClockAdvance:
+def advance_test_clock(
+    store: Store, ctx: TenantContext, contact_id: str, to: datetime, numbers: InvoiceNumbers
+) -> ClockAdvance:
     """Move the clock to `to`, then bill the contact's subscriptions as of that day.
 
     The clock is saved first: if billing is interrupted, advancing again to the same instant (or

@@ -7,9 +7,9 @@ from datetime import date, datetime
 from fractions import Fraction
 from typing import Any
 
+from billow.domain.billing import LineDraft
 from billow.domain.calendar import BillingSchedule, Cycle, Period
 from billow.domain.catalog import BillingModel, PriceTerms, PricingModel, Product
-from billow.domain.billing import LineDraft
 from billow.domain.contacts import Address, Contact, TestClock
 from billow.domain.invoices import Invoice, InvoiceStatus, Payment, PaymentMethod
 from billow.domain.money import Money
@@ -82,9 +82,15 @@ def contact_out(c: Contact) -> Json:
         "id": c.id,
         "name": c.name,
         "email": c.email,
-        "billing_address": None if a is None else {
-            "line1": a.line1, "line2": a.line2, "city": a.city, "postal_code": a.postal_code,
-            "region": a.region, "country": a.country,
+        "billing_address": None
+        if a is None
+        else {
+            "line1": a.line1,
+            "line2": a.line2,
+            "city": a.city,
+            "postal_code": a.postal_code,
+            "region": a.region,
+            "country": a.country,
         },
         "classification": c.classification,
         "credit_limit": money_out(c.credit_limit),
@@ -272,8 +278,13 @@ def order_out(o: Order) -> Json:
         "reference": o.reference,
         "start_date": o.start_date.isoformat(),
         "services": [
-            {"service_id": s.service_id, "subscription_id": s.subscription_id, "product_id": s.product_id,
-             "terms_id": s.terms_id, "quantity": s.quantity}
+            {
+                "service_id": s.service_id,
+                "subscription_id": s.subscription_id,
+                "product_id": s.product_id,
+                "terms_id": s.terms_id,
+                "quantity": s.quantity,
+            }
             for s in o.services
         ],
     }

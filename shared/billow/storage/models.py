@@ -76,8 +76,6 @@ def configure(*, table_name: str | None = None, endpoint: str | None = None, reg
     if region is not None:
         BillowItem.Meta.region = region
     BillowItem._connection = None  # pynamodb caches the connection with the old settings
-    for index in (BillowItem.due_index, BillowItem.by_id, BillowItem.listing):
-        index.Meta.model = BillowItem  # type: ignore[attr-defined]
 
 
 def connection() -> Connection:

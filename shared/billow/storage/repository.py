@@ -23,18 +23,23 @@ from pynamodb.transactions import TransactWrite
 from billow.domain.billing import next_due_date
 from billow.domain.catalog import PriceTerms, Product
 from billow.domain.contacts import Contact, TestClock
-from billow.domain.errors import Conflict, ConcurrentModification, TemporaryFailure
+from billow.domain.errors import ConcurrentModification, Conflict, TemporaryFailure
 from billow.domain.invoices import Invoice, Payment
 from billow.domain.ordering import Order
 from billow.domain.subscriptions import Subscription
 from billow.domain.tenants import TenantSettings
-from billow.services.ports import ApiKey, DueSubscription, Page
+from billow.services.ports import DUE_SHARDS, ApiKey, DueSubscription, Page
 from billow.storage import codec
 from billow.storage.models import BillowItem, connection
-from billow.storage.table import DUE_SHARDS, INVOICE_LIST_SHARDS, shard_of
+from billow.storage.table import INVOICE_LIST_SHARDS, shard_of
 
-_THROTTLING = {"ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded",
-               "InternalServerError", "ServiceUnavailable"}
+_THROTTLING = {
+    "ProvisionedThroughputExceededException",
+    "ThrottlingException",
+    "RequestLimitExceeded",
+    "InternalServerError",
+    "ServiceUnavailable",
+}
 
 
 # -- keys (docs/data-model.md) -----------------------------------------------------------------------
@@ -134,8 +139,9 @@ class DynamoStore:
 
     def put_settings(self, settings: TenantSettings) -> None:
         with _translated("tenant settings"):
-            BillowItem(tenant_pk(settings.tenant_id), "SETTINGS", kind="settings",
-                       data=_dump(codec.settings_out(settings))).save()
+            BillowItem(
+                tenant_pk(settings.tenant_id), "SETTINGS", kind="settings", data=_dump(codec.settings_out(settings))
+            ).save()
 
     def find_api_key(self, key_hash: str) -> ApiKey | None:
         with _translated("api key"):
@@ -162,22 +168,34 @@ class DynamoStore:
     def add_product(self, tenant_id: str, product: Product) -> None:
         with _translated(f"product {product.id}"), TransactWrite(connection=connection()) as tx:
             tx.save(
-                BillowItem(catalog_pk(tenant_id), f"PROD#{product.id}", kind="product",
-                           data=_dump(codec.product_out(product)), version=1,
-                           gsi2pk=by_id(tenant_id, product.id), gsi2sk="PRODUCT"),
+                BillowItem(
+                    catalog_pk(tenant_id),
+                    f"PROD#{product.id}",
+                    kind="product",
+                    data=_dump(codec.product_out(product)),
+                    version=1,
+                    gsi2pk=by_id(tenant_id, product.id),
+                    gsi2sk="PRODUCT",
+                ),
                 condition=BillowItem.pk.does_not_exist(),
             )
             for terms in product.terms:
                 tx.save(self._terms_item(tenant_id, terms), condition=BillowItem.pk.does_not_exist())
 
     def _terms_item(self, tenant_id: str, terms: PriceTerms) -> BillowItem:
-        return BillowItem(catalog_pk(tenant_id), f"PROD#{terms.product_id}#TERMS#{terms.id}", kind="terms",
-                          data=_dump(codec.terms_out(terms)), version=1)
+        return BillowItem(
+            catalog_pk(tenant_id),
+            f"PROD#{terms.product_id}#TERMS#{terms.id}",
+            kind="terms",
+            data=_dump(codec.terms_out(terms)),
+            version=1,
+        )
 
     def add_terms(self, tenant_id: str, terms: PriceTerms) -> None:
         with _translated(f"price terms {terms.id}"), TransactWrite(connection=connection()) as tx:
-            tx.condition_check(BillowItem, catalog_pk(tenant_id), f"PROD#{terms.product_id}",
-                               condition=BillowItem.pk.exists())
+            tx.condition_check(
+                BillowItem, catalog_pk(tenant_id), f"PROD#{terms.product_id}", condition=BillowItem.pk.exists()
+            )
             tx.save(self._terms_item(tenant_id, terms), condition=BillowItem.pk.does_not_exist())
 
     def get_product(self, tenant_id: str, product_id: str) -> Product | None:
@@ -205,10 +223,17 @@ class DynamoStore:
 
     # -- contacts and clocks ------------------------------------------------------------------------
     def add_contact(self, tenant_id: str, contact: Contact) -> None:
-        item = BillowItem(contact_pk(tenant_id, contact.id), "CONTACT", kind="contact",
-                          data=_dump(codec.contact_out(contact)), version=1,
-                          gsi2pk=by_id(tenant_id, contact.id), gsi2sk="CONTACT",
-                          gsi3pk=f"{tenant_id}#CONTACT", gsi3sk=f"{contact.created_at.isoformat()}#{contact.id}")
+        item = BillowItem(
+            contact_pk(tenant_id, contact.id),
+            "CONTACT",
+            kind="contact",
+            data=_dump(codec.contact_out(contact)),
+            version=1,
+            gsi2pk=by_id(tenant_id, contact.id),
+            gsi2sk="CONTACT",
+            gsi3pk=f"{tenant_id}#CONTACT",
+            gsi3sk=f"{contact.created_at.isoformat()}#{contact.id}",
+        )
         with _translated(f"contact {contact.id}"):
             item.save(condition=BillowItem.pk.does_not_exist())
 
@@ -219,8 +244,9 @@ class DynamoStore:
 
     def list_contacts(self, tenant_id: str, limit: int, cursor: str | None) -> Page[Contact]:
         with _translated("contacts"):
-            result = BillowItem.listing.query(f"{tenant_id}#CONTACT", limit=limit,
-                                              last_evaluated_key=_decode_cursor(cursor))
+            result = BillowItem.listing.query(
+                f"{tenant_id}#CONTACT", limit=limit, last_evaluated_key=_decode_cursor(cursor)
+            )
             items = [codec.contact_in(json.loads(i.data or "{}")) for i in result]
         return Page(items, _encode_cursor(result.last_evaluated_key))
 
@@ -231,10 +257,14 @@ class DynamoStore:
 
     def save_clock(self, tenant_id: str, clock: TestClock) -> TestClock:
         saved = TestClock(clock.contact_id, clock.frozen_time, clock.version + 1)
-        item = BillowItem(contact_pk(tenant_id, clock.contact_id), "CLOCK", kind="test_clock",
-                          data=_dump(codec.clock_out(clock)), version=saved.version)
-        condition = (BillowItem.pk.does_not_exist() if clock.version == 0
-                     else BillowItem.version == clock.version)
+        item = BillowItem(
+            contact_pk(tenant_id, clock.contact_id),
+            "CLOCK",
+            kind="test_clock",
+            data=_dump(codec.clock_out(clock)),
+            version=saved.version,
+        )
+        condition = BillowItem.pk.does_not_exist() if clock.version == 0 else BillowItem.version == clock.version
         try:
             with _translated("test clock"):
                 item.save(condition=condition)
@@ -246,27 +276,47 @@ class DynamoStore:
     def _subscription_item(self, tenant_id: str, subscription: Subscription, version: int) -> BillowItem:
         due_pk, due_sk = due_keys(tenant_id, subscription)
         return BillowItem(
-            contact_pk(tenant_id, subscription.contact_id), f"SUB#{subscription.id}", kind="subscription",
-            data=_dump(codec.subscription_out(subscription)), version=version,
-            gsi1pk=due_pk, gsi1sk=due_sk, gsi2pk=by_id(tenant_id, subscription.id), gsi2sk="SUBSCRIPTION",
+            contact_pk(tenant_id, subscription.contact_id),
+            f"SUB#{subscription.id}",
+            kind="subscription",
+            data=_dump(codec.subscription_out(subscription)),
+            version=version,
+            gsi1pk=due_pk,
+            gsi1sk=due_sk,
+            gsi2pk=by_id(tenant_id, subscription.id),
+            gsi2sk="SUBSCRIPTION",
         )
 
-    def place_order(self, tenant_id: str, order: Order, subscriptions: Sequence[Subscription],
-                    new_subscription_ids: frozenset[str]) -> None:
+    def place_order(
+        self, tenant_id: str, order: Order, subscriptions: Sequence[Subscription], new_subscription_ids: frozenset[str]
+    ) -> None:
         pk = contact_pk(tenant_id, order.contact_id)
         with _translated(f"order {order.id}"), TransactWrite(connection=connection()) as tx:
-            tx.save(BillowItem(pk, f"ORD#{order.id}", kind="order", data=_dump(codec.order_out(order)), version=1,
-                               gsi2pk=by_id(tenant_id, order.id), gsi2sk="ORDER"),
-                    condition=BillowItem.pk.does_not_exist())
+            tx.save(
+                BillowItem(
+                    pk,
+                    f"ORD#{order.id}",
+                    kind="order",
+                    data=_dump(codec.order_out(order)),
+                    version=1,
+                    gsi2pk=by_id(tenant_id, order.id),
+                    gsi2sk="ORDER",
+                ),
+                condition=BillowItem.pk.does_not_exist(),
+            )
             if order.reference is not None:
-                tx.save(BillowItem(pk, f"ORDREF#{order.reference}", kind="order_reference",
-                                   data=_dump({"order_id": order.id})),
-                        condition=BillowItem.pk.does_not_exist())
+                tx.save(
+                    BillowItem(
+                        pk, f"ORDREF#{order.reference}", kind="order_reference", data=_dump({"order_id": order.id})
+                    ),
+                    condition=BillowItem.pk.does_not_exist(),
+                )
             for subscription in subscriptions:
                 new = subscription.id in new_subscription_ids
-                tx.save(self._subscription_item(tenant_id, subscription, subscription.version + 1),
-                        condition=BillowItem.pk.does_not_exist() if new
-                        else BillowItem.version == subscription.version)
+                tx.save(
+                    self._subscription_item(tenant_id, subscription, subscription.version + 1),
+                    condition=BillowItem.pk.does_not_exist() if new else BillowItem.version == subscription.version,
+                )
 
     def get_order(self, tenant_id: str, order_id: str) -> Order | None:
         item = self._by_id(tenant_id, order_id, "ORDER")
@@ -277,40 +327,46 @@ class DynamoStore:
             marker = _get(contact_pk(tenant_id, contact_id), f"ORDREF#{reference}")
             if marker is None:
                 return None
-            item = _get(contact_pk(tenant_id, contact_id),
-                                          f"ORD#{json.loads(marker.data or '{}')['order_id']}")
+            item = _get(contact_pk(tenant_id, contact_id), f"ORD#{json.loads(marker.data or '{}')['order_id']}")
         return None if item is None else codec.order_in(json.loads(item.data or "{}"))
 
     def _by_id(self, tenant_id: str, entity_id: str, kind: str) -> BillowItem | None:
         with _translated(f"{kind.lower()} {entity_id}"):
-            return next(iter(BillowItem.by_id.query(by_id(tenant_id, entity_id), BillowItem.gsi2sk == kind,
-                                                    limit=1)), None)
+            return next(
+                iter(BillowItem.by_id.query(by_id(tenant_id, entity_id), BillowItem.gsi2sk == kind, limit=1)), None
+            )
 
     def get_subscription(self, tenant_id: str, subscription_id: str) -> Subscription | None:
         item = self._by_id(tenant_id, subscription_id, "SUBSCRIPTION")
         # The index is eventually consistent: read the item itself for its current version.
-        return None if item is None else self.load_subscription(
-            tenant_id, json.loads(item.data or "{}")["contact_id"], subscription_id)
+        return (
+            None
+            if item is None
+            else self.load_subscription(tenant_id, json.loads(item.data or "{}")["contact_id"], subscription_id)
+        )
 
     def load_subscription(self, tenant_id: str, contact_id: str, subscription_id: str) -> Subscription | None:
         with _translated(f"subscription {subscription_id}"):
-            item = _get(contact_pk(tenant_id, contact_id), f"SUB#{subscription_id}",
-                                          consistent_read=True)
+            item = _get(contact_pk(tenant_id, contact_id), f"SUB#{subscription_id}", consistent_read=True)
         return None if item is None else codec.subscription_in(json.loads(item.data or "{}"), int(item.version or 0))
 
     def subscriptions_of(self, tenant_id: str, contact_id: str) -> list[Subscription]:
         with _translated("subscriptions"):
-            items = BillowItem.query(contact_pk(tenant_id, contact_id), BillowItem.sk.startswith("SUB#"),
-                                     consistent_read=True)
+            items = BillowItem.query(
+                contact_pk(tenant_id, contact_id), BillowItem.sk.startswith("SUB#"), consistent_read=True
+            )
             return [codec.subscription_in(json.loads(i.data or "{}"), int(i.version or 0)) for i in items]
 
-    def apply_billing_step(self, tenant_id: str, subscription: Subscription, expected_version: int,
-                           invoice: Invoice | None) -> None:
+    def apply_billing_step(
+        self, tenant_id: str, subscription: Subscription, expected_version: int, invoice: Invoice | None
+    ) -> None:
         """One atomic write: the advanced subscription (only if still at `expected_version`) and
         its new invoice (only if that invoice id is new)."""
         with _translated(f"billing subscription {subscription.id}"), TransactWrite(connection=connection()) as tx:
-            tx.save(self._subscription_item(tenant_id, subscription, expected_version + 1),
-                    condition=BillowItem.version == expected_version)
+            tx.save(
+                self._subscription_item(tenant_id, subscription, expected_version + 1),
+                condition=BillowItem.version == expected_version,
+            )
             if invoice is not None:
                 tx.save(self._invoice_item(tenant_id, invoice, 1), condition=BillowItem.pk.does_not_exist())
 
@@ -325,10 +381,15 @@ class DynamoStore:
     def _invoice_item(self, tenant_id: str, invoice: Invoice, version: int) -> BillowItem:
         shard = shard_of(invoice.id, INVOICE_LIST_SHARDS)
         return BillowItem(
-            contact_pk(tenant_id, invoice.contact_id), f"INV#{invoice.id}", kind="invoice",
-            data=_dump(codec.invoice_out(invoice)), version=version,
-            gsi2pk=by_id(tenant_id, invoice.id), gsi2sk="INVOICE",
-            gsi3pk=f"{tenant_id}#INVOICE#{invoice.billing_date.isoformat()}#{shard}", gsi3sk=invoice.id,
+            contact_pk(tenant_id, invoice.contact_id),
+            f"INV#{invoice.id}",
+            kind="invoice",
+            data=_dump(codec.invoice_out(invoice)),
+            version=version,
+            gsi2pk=by_id(tenant_id, invoice.id),
+            gsi2sk="INVOICE",
+            gsi3pk=f"{tenant_id}#INVOICE#{invoice.billing_date.isoformat()}#{shard}",
+            gsi3sk=invoice.id,
         )
 
     def get_invoice(self, tenant_id: str, invoice_id: str) -> Invoice | None:
@@ -347,17 +408,26 @@ class DynamoStore:
     def record_payment(self, tenant_id: str, invoice: Invoice, expected_version: int, payment: Payment) -> None:
         pk = contact_pk(tenant_id, invoice.contact_id)
         with _translated(f"payment on invoice {invoice.id}"), TransactWrite(connection=connection()) as tx:
-            tx.save(self._invoice_item(tenant_id, invoice, expected_version + 1),
-                    condition=BillowItem.version == expected_version)
-            tx.save(BillowItem(pk, f"PAY#{invoice.id}#{payment.id}", kind="payment",
-                               data=_dump(codec.payment_out(payment)), version=1,
-                               gsi2pk=by_id(tenant_id, payment.id), gsi2sk="PAYMENT"),
-                    condition=BillowItem.pk.does_not_exist())
+            tx.save(
+                self._invoice_item(tenant_id, invoice, expected_version + 1),
+                condition=BillowItem.version == expected_version,
+            )
+            tx.save(
+                BillowItem(
+                    pk,
+                    f"PAY#{invoice.id}#{payment.id}",
+                    kind="payment",
+                    data=_dump(codec.payment_out(payment)),
+                    version=1,
+                    gsi2pk=by_id(tenant_id, payment.id),
+                    gsi2sk="PAYMENT",
+                ),
+                condition=BillowItem.pk.does_not_exist(),
+            )
 
     def get_payment(self, tenant_id: str, contact_id: str, invoice_id: str, payment_id: str) -> Payment | None:
         with _translated(f"payment {payment_id}"):
-            item = _get(contact_pk(tenant_id, contact_id), f"PAY#{invoice_id}#{payment_id}",
-                                          consistent_read=True)
+            item = _get(contact_pk(tenant_id, contact_id), f"PAY#{invoice_id}#{payment_id}", consistent_read=True)
         return None if item is None else codec.payment_in(json.loads(item.data or "{}"))
 
     def payments_of(self, tenant_id: str, contact_id: str, invoice_id: str) -> list[Payment]:
