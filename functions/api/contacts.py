@@ -9,6 +9,7 @@ from aws_lambda_powertools.event_handler.router import APIGatewayRouter
 from billow.domain.contacts import Address
 from billow.services import contacts, invoices, time_travel
 from billow.services.contacts import contact_today
+from billow.services.context import TenantContext
 from runtime import clock, new_id, numbers, store
 
 from api import presenters
@@ -67,7 +68,11 @@ def contact_subscriptions(contact_id: Annotated[Id, Path()]) -> dict[str, Any]:
 
 @router.get("/contacts/<contact_id>/invoices", summary="The contact's invoices, oldest first")
 def contact_invoices(contact_id: Annotated[Id, Path()]) -> dict[str, Any]:
-    ctx = current_tenant(router.current_event)
+    return contact_invoices_response(current_tenant(router.current_event), contact_id)
+
+
+def contact_invoices_response(ctx: TenantContext, contact_id: str) -> dict[str, Any]:
+    """Invoices shown with their status on the contact's own clock (overdue is relative to it)."""
     found = invoices.invoices_of_contact(store, ctx, contact_id)
     today = contact_today(store, ctx, contact_id, clock)
     return {"items": [presenters.invoice(i, today) for i in found]}

@@ -14,6 +14,7 @@ from billow.services.ordering import OrderItemInput
 from runtime import clock, new_id, numbers, store
 
 from api import presenters
+from api.contacts import contact_invoices_response
 from api.context import current_tenant
 from api.schemas import Id, ManualPaymentBody, OrderBody, QuoteBody
 
@@ -70,12 +71,9 @@ def get_subscription(subscription_id: Annotated[Id, Path()]) -> dict[str, Any]:
     return presenters.subscription(subscription)
 
 
-@router.get("/invoices", summary="List a contact's invoices")
+@router.get("/invoices", summary="List a contact's invoices (same as /contacts/{id}/invoices)")
 def list_invoices(contact_id: Annotated[Id, Query()]) -> dict[str, Any]:
-    ctx = current_tenant(router.current_event)
-    found = invoices.invoices_of_contact(store, ctx, contact_id)
-    today = contact_today(store, ctx, contact_id, clock)
-    return {"items": [presenters.invoice(i, today) for i in found]}
+    return contact_invoices_response(current_tenant(router.current_event), contact_id)
 
 
 @router.get("/invoices/<invoice_id>", summary="Get an invoice with its lines and payments")
