@@ -10,7 +10,7 @@ from billow.services import catalog
 from runtime import new_id, store
 
 from api import presenters
-from api.context import current_tenant
+from api.context import current_tenant, ids_for_request
 from api.schemas import Id, PriceTermsBody, ProductBody
 
 router = APIGatewayRouter()
@@ -31,7 +31,7 @@ def create_product(body: ProductBody) -> tuple[dict[str, Any], int]:
         name=body.name,
         description=body.description,
         terms=[_terms_input(t) for t in body.terms],
-        new_id=new_id,
+        new_id=ids_for_request(router.current_event, ctx, "products"),
     )
     return presenters.product(product), 201
 

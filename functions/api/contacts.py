@@ -10,10 +10,10 @@ from billow.domain.contacts import Address
 from billow.services import contacts, invoices, time_travel
 from billow.services.contacts import contact_today
 from billow.services.context import TenantContext
-from runtime import clock, new_id, numbers, store
+from runtime import clock, numbers, store
 
 from api import presenters
-from api.context import current_tenant
+from api.context import current_tenant, ids_for_request
 from api.schemas import AdvanceClockBody, ContactBody, Id, TestClockBody
 
 router = APIGatewayRouter()
@@ -38,7 +38,7 @@ def create_contact(body: ContactBody) -> tuple[dict[str, Any], int]:
         credit_limit=limit,
         preferred_payment_method=None if body.preferred_payment_method is None else body.preferred_payment_method.value,
         clock=clock,
-        new_id=new_id,
+        new_id=ids_for_request(router.current_event, ctx, "contacts"),
     )
     return presenters.contact(contact), 201
 

@@ -127,3 +127,31 @@ def test_test_clocks_need_test_mode_and_move_forward_only(api: InProcessClient, 
     assert (
         live.post(f"/contacts/{live_contact['id']}/test-clock", {"frozen_time": "2024-01-01T00:00:00Z"}).status == 409
     )
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/products", {"name": "Pro", "terms": [{"price": "10.00", "currency": "USD", "cycle": "month"}]}),
+        ("/contacts", {"name": "Ann", "email": "ann@example.com"}),
+    ],
+)
+def test_a_retried_create_with_an_idempotency_key_creates_once(api: InProcessClient, path: str, body: dict) -> None:
+    import json
+
+    from billow.local import gateway
+    from billow.local.lambda_runtime import invoke
+
+    def create(key: str) -> dict:
+        headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json", "Idempotency-Key": key}
+        context = gateway.authorize("POST", path, headers)
+        event = gateway.api_gateway_event("POST", path, headers, json.dumps(body), context)
+        result = invoke("api.handler.lambda_handler", event)
+        assert result["statusCode"] == 201, result
+        return json.loads(result["body"])
+
+    first, retry, other = create("key-1"), create("key-1"), create("key-2")
+    assert retry == first
+    assert other["id"] != first["id"]
+    listed = api.get(path).body["items"]
+    assert sorted(x["id"] for x in listed) == sorted({first["id"], other["id"]})

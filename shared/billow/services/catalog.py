@@ -8,7 +8,7 @@ from decimal import Decimal
 
 from billow.domain.calendar import Cycle
 from billow.domain.catalog import BillingModel, PriceTerms, PricingModel, Product
-from billow.domain.errors import InvalidInput, NotFound
+from billow.domain.errors import Conflict, InvalidInput, NotFound
 from billow.domain.money import Money
 from billow.services.context import TenantContext
 from billow.services.ports import Store
@@ -46,7 +46,14 @@ def create_product(
     product_id = new_id("prod")
     built = tuple(_build_terms(new_id("terms"), product_id, spec, f"terms[{i}]") for i, spec in enumerate(terms))
     product = Product(product_id, name, description, built)
-    store.add_product(ctx.tenant_id, product)
+    try:
+        store.add_product(ctx.tenant_id, product)
+    except Conflict:
+        # Ids derived from an idempotency key: this is a retry, answer with the first result.
+        existing = store.get_product(ctx.tenant_id, product_id)
+        if existing is None:
+            raise
+        return existing
     return product
 
 

@@ -50,7 +50,14 @@ def create_contact(
         test_mode=ctx.test_mode,
         created_at=clock.now(),
     )
-    store.add_contact(ctx.tenant_id, contact)
+    try:
+        store.add_contact(ctx.tenant_id, contact)
+    except Conflict:
+        # Ids derived from an idempotency key: this is a retry, answer with the first result.
+        existing = store.get_contact(ctx.tenant_id, contact.id)
+        if existing is None:
+            raise
+        return existing
     return contact
 
 

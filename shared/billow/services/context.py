@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
@@ -43,6 +45,19 @@ def new_id(prefix: str) -> str:
         value, digit = divmod(value, 32)
         chars.append(_CROCKFORD[digit])
     return f"{prefix}_{''.join(reversed(chars))}"
+
+
+def keyed_ids(scope: str, idempotency_key: str) -> Callable[[str], str]:
+    """Ids derived from a caller's idempotency key: a retried create produces the same ids, so its
+    conditional put finds the first attempt's item instead of writing a duplicate."""
+    counters: dict[str, int] = {}
+
+    def make(prefix: str) -> str:
+        counters[prefix] = counters.get(prefix, 0) + 1
+        digest = hashlib.sha256(f"{scope}\x00{idempotency_key}\x00{prefix}\x00{counters[prefix]}".encode())
+        return f"{prefix}_K{digest.hexdigest()[:25].upper()}"
+
+    return make
 
 
 def env_flag(name: str) -> bool:
