@@ -137,3 +137,26 @@ def test_flat_terms_refuse_a_quantity(api: InProcessClient) -> None:
     assert reply.status == 422
     assert reply.body["fields"][0]["field"] == "items[0].quantity"
     assert item_count() == before
+
+
+def test_contacts_page_by_cursor_and_refuse_a_cursor_from_elsewhere(api: InProcessClient) -> None:
+    names = {make_contact(api, f"C{i}")["name"] for i in range(3)}
+    seen, cursor = [], None
+    while True:
+        page = api.get("/contacts?limit=2" + (f"&cursor={cursor}" if cursor else ""))
+        assert page.status == 200
+        seen += [c["name"] for c in page.body["items"]]
+        cursor = page.body["cursor"]
+        if cursor is None:
+            break
+    assert sorted(seen) == sorted(names)
+
+    other = InProcessClient(KEY_B)
+    make_contact(other, "B1")
+    make_contact(other, "B2")
+    foreign = other.get("/contacts?limit=1").body["cursor"]
+    assert foreign
+    for bad in (foreign, "not-a-cursor", "e30="):  # e30= is "{}"
+        reply = api.get(f"/contacts?limit=1&cursor={bad}")
+        assert reply.status == 422, bad
+        assert reply.body["fields"][0]["field"] == "cursor"

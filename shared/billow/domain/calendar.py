@@ -98,10 +98,6 @@ class Period:
     def contains(self, day: date) -> bool:
         return self.start <= day < self.end
 
-    def overlap(self, other: Period) -> Period | None:
-        start, end = max(self.start, other.start), min(self.end, other.end)
-        return Period(start, end) if start < end else None
-
     def __str__(self) -> str:
         return f"[{self.start.isoformat()}, {self.end.isoformat()})"
 
@@ -153,14 +149,6 @@ class BillingSchedule:
 
     def is_billing_date(self, day: date) -> bool:
         return self.billing_date(self._index_of(day)) == day
-
-    def on_or_after(self, day: date) -> date:
-        k = self._index_of(day)
-        candidate = self.billing_date(k)
-        return candidate if candidate == day else self.billing_date(k + 1)
-
-    def after(self, day: date) -> date:
-        return self.billing_date(self._index_of(day) + 1)
 
     def period_containing(self, day: date) -> Period:
         k = self._index_of(day)

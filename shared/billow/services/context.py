@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import os
 import secrets
 import time
 from collections.abc import Callable
@@ -58,7 +57,3 @@ def keyed_ids(scope: str, idempotency_key: str) -> Callable[[str], str]:
         return f"{prefix}_K{digest.hexdigest()[:25].upper()}"
 
     return make
-
-
-def env_flag(name: str) -> bool:
-    return os.environ.get(name, "").lower() in {"1", "true", "yes"}

@@ -5,7 +5,6 @@ attributes, index attributes, a version for optimistic locking and its body as J
 from __future__ import annotations
 
 import os
-from typing import Any
 
 from pynamodb.attributes import NumberAttribute, UnicodeAttribute
 from pynamodb.connection import Connection
@@ -81,7 +80,3 @@ def configure(*, table_name: str | None = None, endpoint: str | None = None, reg
 def connection() -> Connection:
     """The model's own (cached) connection, for transactions."""
     return BillowItem._get_connection().connection
-
-
-def new_item(pk: str, sk: str, kind: str, **attributes: Any) -> BillowItem:
-    return BillowItem(pk, sk, kind=kind, **attributes)

@@ -18,12 +18,13 @@ from pynamodb.exceptions import (
     TransactWriteError,
     UpdateError,
 )
+from pynamodb.expressions.condition import Condition
 from pynamodb.transactions import TransactWrite
 
 from billow.domain.billing import next_due_date
 from billow.domain.catalog import PriceTerms, Product
 from billow.domain.contacts import Contact, TestClock
-from billow.domain.errors import ConcurrentModification, Conflict, TemporaryFailure
+from billow.domain.errors import ConcurrentModification, Conflict, InvalidInput, TemporaryFailure
 from billow.domain.invoices import Invoice, Payment
 from billow.domain.ordering import Order
 from billow.domain.subscriptions import Subscription
@@ -76,6 +77,29 @@ def _get(pk: str, sk: str, *, consistent_read: bool = False) -> BillowItem | Non
         return None
 
 
+def _entity(
+    pk: str,
+    sk: str,
+    kind: str,
+    body: dict[str, Any],
+    *,
+    tenant_id: str | None = None,
+    entity_id: str | None = None,
+    version: int = 1,
+    **indexes: Any,
+) -> BillowItem:
+    """A versioned item holding `body`; given a tenant and an entity id it is also findable by that
+    id alone (GSI2, sort key = the kind in capitals)."""
+    if tenant_id is not None and entity_id is not None:
+        indexes.update(gsi2pk=by_id(tenant_id, entity_id), gsi2sk=kind.upper())
+    return BillowItem(pk, sk, kind=kind, data=_dump(body), version=version, **indexes)
+
+
+def _absent() -> Condition:
+    """The condition of every create: the key must not exist yet."""
+    return BillowItem.pk.does_not_exist()
+
+
 def _dump(body: dict[str, Any]) -> str:
     return json.dumps(body, separators=(",", ":"), sort_keys=True)
 
@@ -108,24 +132,30 @@ def _translated(what: str) -> Iterator[None]:
         raise
 
 
+_CURSOR_KEYS = {"PK", "SK", "GSI3PK", "GSI3SK"}
+
+
 def _encode_cursor(key: dict[str, Any] | None) -> str | None:
     return None if not key else base64.urlsafe_b64encode(json.dumps(key).encode()).decode()
 
 
-def _decode_cursor(cursor: str | None) -> dict[str, Any] | None:
+def _decode_cursor(cursor: str | None, listing_key: str) -> dict[str, Any] | None:
+    """The start key a cursor encodes, refused unless this listing returned it: a cursor of another
+    listing (or another tenant) would otherwise reach DynamoDB and fail there as a 500."""
     if not cursor:
         return None
     try:
         decoded = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-    except (ValueError, json.JSONDecodeError):
-        from billow.domain.errors import InvalidInput
-
-        raise InvalidInput("cursor is not one this API returned", field="cursor") from None
-    if not isinstance(decoded, dict):
-        from billow.domain.errors import InvalidInput
-
-        raise InvalidInput("cursor is not one this API returned", field="cursor")
-    return decoded
+    except ValueError:  # bad base64 or JSON
+        decoded = None
+    well_formed = (
+        isinstance(decoded, dict)
+        and set(decoded) == _CURSOR_KEYS
+        and all(isinstance(v, dict) and isinstance(v.get("S"), str) for v in decoded.values())
+    )
+    if not well_formed or decoded["GSI3PK"]["S"] != listing_key:
+        raise InvalidInput("cursor is not one this listing returned", field="cursor")
+    return dict(decoded)
 
 
 class DynamoStore:
@@ -167,28 +197,21 @@ class DynamoStore:
     # -- catalog ------------------------------------------------------------------------------------
     def add_product(self, tenant_id: str, product: Product) -> None:
         with _translated(f"product {product.id}"), TransactWrite(connection=connection()) as tx:
-            tx.save(
-                BillowItem(
-                    catalog_pk(tenant_id),
-                    f"PROD#{product.id}",
-                    kind="product",
-                    data=_dump(codec.product_out(product)),
-                    version=1,
-                    gsi2pk=by_id(tenant_id, product.id),
-                    gsi2sk="PRODUCT",
-                ),
-                condition=BillowItem.pk.does_not_exist(),
+            product_item = _entity(
+                catalog_pk(tenant_id),
+                f"PROD#{product.id}",
+                "product",
+                codec.product_out(product),
+                tenant_id=tenant_id,
+                entity_id=product.id,
             )
+            tx.save(product_item, condition=_absent())
             for terms in product.terms:
-                tx.save(self._terms_item(tenant_id, terms), condition=BillowItem.pk.does_not_exist())
+                tx.save(self._terms_item(tenant_id, terms), condition=_absent())
 
     def _terms_item(self, tenant_id: str, terms: PriceTerms) -> BillowItem:
-        return BillowItem(
-            catalog_pk(tenant_id),
-            f"PROD#{terms.product_id}#TERMS#{terms.id}",
-            kind="terms",
-            data=_dump(codec.terms_out(terms)),
-            version=1,
+        return _entity(
+            catalog_pk(tenant_id), f"PROD#{terms.product_id}#TERMS#{terms.id}", "terms", codec.terms_out(terms)
         )
 
     def add_terms(self, tenant_id: str, terms: PriceTerms) -> None:
@@ -196,7 +219,7 @@ class DynamoStore:
             tx.condition_check(
                 BillowItem, catalog_pk(tenant_id), f"PROD#{terms.product_id}", condition=BillowItem.pk.exists()
             )
-            tx.save(self._terms_item(tenant_id, terms), condition=BillowItem.pk.does_not_exist())
+            tx.save(self._terms_item(tenant_id, terms), condition=_absent())
 
     def get_product(self, tenant_id: str, product_id: str) -> Product | None:
         with _translated(f"product {product_id}"):
@@ -223,19 +246,18 @@ class DynamoStore:
 
     # -- contacts and clocks ------------------------------------------------------------------------
     def add_contact(self, tenant_id: str, contact: Contact) -> None:
-        item = BillowItem(
+        item = _entity(
             contact_pk(tenant_id, contact.id),
             "CONTACT",
-            kind="contact",
-            data=_dump(codec.contact_out(contact)),
-            version=1,
-            gsi2pk=by_id(tenant_id, contact.id),
-            gsi2sk="CONTACT",
+            "contact",
+            codec.contact_out(contact),
+            tenant_id=tenant_id,
+            entity_id=contact.id,
             gsi3pk=f"{tenant_id}#CONTACT",
             gsi3sk=f"{contact.created_at.isoformat()}#{contact.id}",
         )
         with _translated(f"contact {contact.id}"):
-            item.save(condition=BillowItem.pk.does_not_exist())
+            item.save(condition=_absent())
 
     def get_contact(self, tenant_id: str, contact_id: str) -> Contact | None:
         with _translated(f"contact {contact_id}"):
@@ -243,10 +265,9 @@ class DynamoStore:
         return None if item is None else codec.contact_in(json.loads(item.data or "{}"))
 
     def list_contacts(self, tenant_id: str, limit: int, cursor: str | None) -> Page[Contact]:
+        listing = f"{tenant_id}#CONTACT"
         with _translated("contacts"):
-            result = BillowItem.listing.query(
-                f"{tenant_id}#CONTACT", limit=limit, last_evaluated_key=_decode_cursor(cursor)
-            )
+            result = BillowItem.listing.query(listing, limit=limit, last_evaluated_key=_decode_cursor(cursor, listing))
             items = [codec.contact_in(json.loads(i.data or "{}")) for i in result]
         return Page(items, _encode_cursor(result.last_evaluated_key))
 
@@ -257,14 +278,14 @@ class DynamoStore:
 
     def save_clock(self, tenant_id: str, clock: TestClock) -> TestClock:
         saved = TestClock(clock.contact_id, clock.frozen_time, clock.version + 1)
-        item = BillowItem(
+        item = _entity(
             contact_pk(tenant_id, clock.contact_id),
             "CLOCK",
-            kind="test_clock",
-            data=_dump(codec.clock_out(clock)),
+            "test_clock",
+            codec.clock_out(clock),
             version=saved.version,
         )
-        condition = BillowItem.pk.does_not_exist() if clock.version == 0 else BillowItem.version == clock.version
+        condition = _absent() if clock.version == 0 else BillowItem.version == clock.version
         try:
             with _translated("test clock"):
                 item.save(condition=condition)
@@ -275,16 +296,16 @@ class DynamoStore:
     # -- orders and subscriptions -------------------------------------------------------------------
     def _subscription_item(self, tenant_id: str, subscription: Subscription, version: int) -> BillowItem:
         due_pk, due_sk = due_keys(tenant_id, subscription)
-        return BillowItem(
+        return _entity(
             contact_pk(tenant_id, subscription.contact_id),
             f"SUB#{subscription.id}",
-            kind="subscription",
-            data=_dump(codec.subscription_out(subscription)),
+            "subscription",
+            codec.subscription_out(subscription),
+            tenant_id=tenant_id,
+            entity_id=subscription.id,
             version=version,
             gsi1pk=due_pk,
             gsi1sk=due_sk,
-            gsi2pk=by_id(tenant_id, subscription.id),
-            gsi2sk="SUBSCRIPTION",
         )
 
     def place_order(
@@ -293,29 +314,19 @@ class DynamoStore:
         pk = contact_pk(tenant_id, order.contact_id)
         with _translated(f"order {order.id}"), TransactWrite(connection=connection()) as tx:
             tx.save(
-                BillowItem(
-                    pk,
-                    f"ORD#{order.id}",
-                    kind="order",
-                    data=_dump(codec.order_out(order)),
-                    version=1,
-                    gsi2pk=by_id(tenant_id, order.id),
-                    gsi2sk="ORDER",
+                _entity(
+                    pk, f"ORD#{order.id}", "order", codec.order_out(order), tenant_id=tenant_id, entity_id=order.id
                 ),
-                condition=BillowItem.pk.does_not_exist(),
+                condition=_absent(),
             )
             if order.reference is not None:
-                tx.save(
-                    BillowItem(
-                        pk, f"ORDREF#{order.reference}", kind="order_reference", data=_dump({"order_id": order.id})
-                    ),
-                    condition=BillowItem.pk.does_not_exist(),
-                )
+                marker = _entity(pk, f"ORDREF#{order.reference}", "order_reference", {"order_id": order.id})
+                tx.save(marker, condition=_absent())
             for subscription in subscriptions:
                 new = subscription.id in new_subscription_ids
                 tx.save(
                     self._subscription_item(tenant_id, subscription, subscription.version + 1),
-                    condition=BillowItem.pk.does_not_exist() if new else BillowItem.version == subscription.version,
+                    condition=_absent() if new else BillowItem.version == subscription.version,
                 )
 
     def get_order(self, tenant_id: str, order_id: str) -> Order | None:
@@ -368,7 +379,7 @@ class DynamoStore:
                 condition=BillowItem.version == expected_version,
             )
             if invoice is not None:
-                tx.save(self._invoice_item(tenant_id, invoice, 1), condition=BillowItem.pk.does_not_exist())
+                tx.save(self._invoice_item(tenant_id, invoice, 1), condition=_absent())
 
     def due_subscriptions(self, as_of: date, shard: int) -> Iterator[DueSubscription]:
         upper = f"{as_of.isoformat()}#\uffff"
@@ -380,14 +391,14 @@ class DynamoStore:
     # -- invoices and payments ----------------------------------------------------------------------
     def _invoice_item(self, tenant_id: str, invoice: Invoice, version: int) -> BillowItem:
         shard = shard_of(invoice.id, INVOICE_LIST_SHARDS)
-        return BillowItem(
+        return _entity(
             contact_pk(tenant_id, invoice.contact_id),
             f"INV#{invoice.id}",
-            kind="invoice",
-            data=_dump(codec.invoice_out(invoice)),
+            "invoice",
+            codec.invoice_out(invoice),
+            tenant_id=tenant_id,
+            entity_id=invoice.id,
             version=version,
-            gsi2pk=by_id(tenant_id, invoice.id),
-            gsi2sk="INVOICE",
             gsi3pk=f"{tenant_id}#INVOICE#{invoice.billing_date.isoformat()}#{shard}",
             gsi3sk=invoice.id,
         )
@@ -412,18 +423,15 @@ class DynamoStore:
                 self._invoice_item(tenant_id, invoice, expected_version + 1),
                 condition=BillowItem.version == expected_version,
             )
-            tx.save(
-                BillowItem(
-                    pk,
-                    f"PAY#{invoice.id}#{payment.id}",
-                    kind="payment",
-                    data=_dump(codec.payment_out(payment)),
-                    version=1,
-                    gsi2pk=by_id(tenant_id, payment.id),
-                    gsi2sk="PAYMENT",
-                ),
-                condition=BillowItem.pk.does_not_exist(),
+            payment_item = _entity(
+                pk,
+                f"PAY#{invoice.id}#{payment.id}",
+                "payment",
+                codec.payment_out(payment),
+                tenant_id=tenant_id,
+                entity_id=payment.id,
             )
+            tx.save(payment_item, condition=_absent())
 
     def get_payment(self, tenant_id: str, contact_id: str, invoice_id: str, payment_id: str) -> Payment | None:
         with _translated(f"payment {payment_id}"):

@@ -14,7 +14,6 @@ DUE_INDEX = "GSI1"  # due-for-billing, sharded: GSI1PK = DUE#<shard>, GSI1SK = <
 BY_ID_INDEX = "GSI2"  # direct lookup by id: GSI2PK = <tenant>#<id>
 LISTING_INDEX = "GSI3"  # tenant-wide listings: GSI3PK = <tenant>#<kind>#<bucket>, GSI3SK sortable
 
-from billow.services.ports import DUE_SHARDS  # noqa: E402,F401  (the port fixes the shard count)
 
 INVOICE_LIST_SHARDS = 8
 """Invoices created on one day are spread over this many listing partitions."""
