@@ -97,8 +97,7 @@ def get_test_clock(contact_id: Annotated[Id, Path()]) -> dict[str, Any]:
 def advance_test_clock(contact_id: Annotated[Id, Path()], body: AdvanceClockBody) -> dict[str, Any]:
     ctx = current_tenant(router.current_event)
     result = time_travel.advance_test_clock(store, ctx, contact_id, body.to, numbers)
-    today = contact_today(store, ctx, contact_id, clock)
     return {
         "clock": presenters.clock(result.clock),
-        "invoices_created": [presenters.invoice(i, today) for i in result.invoices],
+        "invoices_created": [presenters.invoice(i, result.today) for i in result.invoices],
     }

@@ -42,7 +42,7 @@ def place_order(body: OrderBody) -> tuple[dict[str, Any], int]:
     placed = ordering.place_order(
         store, ctx, body.contact_id, _items(body), body.start_date, body.reference, clock, new_id, numbers
     )
-    today = contact_today(store, ctx, body.contact_id, clock)
+    today = placed.today
     return (
         {
             "order": presenters.order(placed.order),

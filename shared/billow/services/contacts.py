@@ -72,14 +72,24 @@ def list_contacts(store: Store, ctx: TenantContext, *, limit: int, cursor: str |
     return store.list_contacts(ctx.tenant_id, limit, cursor)
 
 
-def contact_now(store: Store, ctx: TenantContext, contact_id: str, clock: Clock) -> datetime:
-    """The contact's test clock time if it has one, else the real time."""
+@dataclass(frozen=True, slots=True)
+class ContactTime:
+    """What time it is for one contact: its test clock's, if it has one, else the real time."""
+
+    now: datetime
+    today: date  # the calendar day of `now` in the tenant's time zone
+    on_test_clock: bool
+
+
+def contact_time(store: Store, ctx: TenantContext, contact_id: str, clock: Clock) -> ContactTime:
+    """One read of the contact's clock item; pass the result on rather than reading it again."""
     test_clock = store.get_clock(ctx.tenant_id, contact_id)
-    return test_clock.frozen_time if test_clock is not None else clock.now()
+    now = test_clock.frozen_time if test_clock is not None else clock.now()
+    return ContactTime(now, local_date(now, tenant_zone(ctx.settings.timezone)), test_clock is not None)
 
 
 def contact_today(store: Store, ctx: TenantContext, contact_id: str, clock: Clock) -> date:
-    return local_date(contact_now(store, ctx, contact_id, clock), tenant_zone(ctx.settings.timezone))
+    return contact_time(store, ctx, contact_id, clock).today
 
 
 def create_test_clock(store: Store, ctx: TenantContext, contact_id: str, frozen_time: datetime) -> TestClock:

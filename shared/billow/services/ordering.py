@@ -10,7 +10,7 @@ from billow.domain.errors import ConcurrentModification, Conflict, InvalidInput,
 from billow.domain.invoices import Invoice
 from billow.domain.ordering import Order, OrderItem, OrderPlan, QuotedInvoice, plan_order, quote_order
 from billow.services.billing import InvoiceNumbers, bill_subscription
-from billow.services.contacts import contact_today, get_contact
+from billow.services.contacts import ContactTime, contact_time, get_contact
 from billow.services.context import Clock, TenantContext
 from billow.services.ports import Store
 
@@ -36,6 +36,7 @@ class PlacedOrder:
     order: Order
     invoices: list[Invoice]
     replayed: bool  # True when the reference matched an order placed before
+    today: date  # the day the order was placed and billed on, on the contact's clock
 
 
 def _resolve(store: Store, ctx: TenantContext, items: Sequence[OrderItemInput]) -> list[OrderItem]:
@@ -58,24 +59,20 @@ def _plan(
     items: Sequence[OrderItemInput],
     start_date: date | None,
     reference: str | None,
-    clock: Clock,
+    time: ContactTime,
     new_id: Callable[[str], str],
-) -> tuple[OrderPlan, date]:
-    get_contact(store, ctx, contact_id)
-    today = contact_today(store, ctx, contact_id, clock)
-    has_clock = store.get_clock(ctx.tenant_id, contact_id) is not None
-    plan = plan_order(
+) -> OrderPlan:
+    return plan_order(
         order_id=new_id("ord"),
         contact_id=contact_id,
         reference=reference,
         items=_resolve(store, ctx, items),
-        start_date=start_date or today,
-        today=today,
+        start_date=start_date or time.today,
+        today=time.today,
         existing=store.subscriptions_of(ctx.tenant_id, contact_id),
         new_id=new_id,
-        test_clock=has_clock,
+        test_clock=time.on_test_clock,
     )
-    return plan, today
 
 
 def quote(
@@ -87,8 +84,10 @@ def quote(
     clock: Clock,
     new_id: Callable[[str], str],
 ) -> Quote:
-    plan, today = _plan(store, ctx, contact_id, items, start_date, None, clock, new_id)
-    quotes = quote_order(plan, today=today, payment_terms_days=ctx.settings.payment_terms_days)
+    get_contact(store, ctx, contact_id)
+    time = contact_time(store, ctx, contact_id, clock)
+    plan = _plan(store, ctx, contact_id, items, start_date, None, time, new_id)
+    quotes = quote_order(plan, today=time.today, payment_terms_days=ctx.settings.payment_terms_days)
     return Quote(contact_id, plan.order.start_date, quotes)
 
 
@@ -111,24 +110,25 @@ def place_order(
     """
     if reference is not None and not reference.strip():
         raise InvalidInput("reference must not be blank", field="reference")
+    get_contact(store, ctx, contact_id)
+    time = contact_time(store, ctx, contact_id, clock)
     for attempt in range(MAX_CONFLICT_RETRIES + 1):
         if reference is not None:
             earlier = store.find_order_by_reference(ctx.tenant_id, contact_id, reference)
             if earlier is not None:
-                return PlacedOrder(earlier, _bill_order(store, ctx, earlier, clock, numbers), replayed=True)
-        plan, _ = _plan(store, ctx, contact_id, items, start_date, reference, clock, new_id)
+                return PlacedOrder(earlier, _bill_order(store, ctx, earlier, time.today, numbers), True, time.today)
+        plan = _plan(store, ctx, contact_id, items, start_date, reference, time, new_id)
         try:
             store.place_order(ctx.tenant_id, plan.order, plan.subscriptions, plan.new_subscription_ids)
         except (ConcurrentModification, Conflict):
             if attempt == MAX_CONFLICT_RETRIES:
                 raise
             continue
-        return PlacedOrder(plan.order, _bill_order(store, ctx, plan.order, clock, numbers), replayed=False)
+        return PlacedOrder(plan.order, _bill_order(store, ctx, plan.order, time.today, numbers), False, time.today)
     raise AssertionError("unreachable")
 
 
-def _bill_order(store: Store, ctx: TenantContext, order: Order, clock: Clock, numbers: InvoiceNumbers) -> list[Invoice]:
-    today = contact_today(store, ctx, order.contact_id, clock)
+def _bill_order(store: Store, ctx: TenantContext, order: Order, today: date, numbers: InvoiceNumbers) -> list[Invoice]:
     invoices: list[Invoice] = []
     for subscription_id in dict.fromkeys(s.subscription_id for s in order.services):
         invoices += bill_subscription(store, ctx.settings, order.contact_id, subscription_id, today, numbers)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 
 from billow.domain.calendar import local_date, tenant_zone
 from billow.domain.contacts import TestClock
@@ -17,6 +17,7 @@ from billow.services.ports import Store
 @dataclass(frozen=True, slots=True)
 class ClockAdvance:
     clock: TestClock
+    today: date  # the clock's day in the tenant's time zone: what was billed up to
     invoices: list[Invoice]
 
 
@@ -36,4 +37,4 @@ def advance_test_clock(
     invoices: list[Invoice] = []
     for subscription in store.subscriptions_of(ctx.tenant_id, contact_id):
         invoices += bill_subscription(store, ctx.settings, contact_id, subscription.id, as_of, numbers)
-    return ClockAdvance(moved, invoices)
+    return ClockAdvance(moved, as_of, invoices)
