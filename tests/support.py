@@ -24,12 +24,16 @@ class HttpClient:
         self.base_url, self.key = base_url, key
 
     def request(
-        self, method: str, path: str, body: Any = None, *, raw: bytes | None = None, key: str | bool | None = True
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        raw: bytes | None = None,
+        key: str | bool | None = True,
+        headers: dict[str, str] | None = None,
     ) -> Reply:
-        headers = {"Content-Type": "application/json"}
-        secret = self.key if key is True else key
-        if secret:
-            headers["Authorization"] = f"Bearer {secret}"
+        headers = self.headers(key, headers)
         data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
         request = urllib.request.Request(self.base_url + path, data=data, method=method, headers=headers)
         try:
@@ -37,6 +41,12 @@ class HttpClient:
                 return Reply(response.status, json.loads(response.read() or b"null"))
         except urllib.error.HTTPError as error:
             return Reply(error.code, json.loads(error.read() or b"null"))
+
+    def headers(self, key: str | bool | None, extra: dict[str, str] | None) -> dict[str, str]:
+        """JSON content type, the API key (the client's own when `key` is True, none when None) and `extra`."""
+        secret = self.key if key is True else key
+        auth = {"Authorization": f"Bearer {secret}"} if isinstance(secret, str) and secret else {}
+        return {"Content-Type": "application/json", **auth, **(extra or {})}
 
     def get(self, path: str, **kw: Any) -> Reply:
         return self.request("GET", path, **kw)
@@ -52,12 +62,18 @@ class InProcessClient(HttpClient):
         super().__init__("", key)
 
     def request(
-        self, method: str, path: str, body: Any = None, *, raw: bytes | None = None, key: str | bool | None = True
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        raw: bytes | None = None,
+        key: str | bool | None = True,
+        headers: dict[str, str] | None = None,
     ) -> Reply:
         from billow.local.lambda_runtime import invoke
 
-        secret = self.key if key is True else key
-        headers = {"Content-Type": "application/json"} | ({"Authorization": f"Bearer {secret}"} if secret else {})
+        headers = self.headers(key, headers)
         context = gateway.authorize(method, path, headers)
         if context is None:
             return Reply(401, gateway.UNAUTHORIZED_BODY)

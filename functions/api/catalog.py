@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from aws_lambda_powertools.event_handler.openapi.params import Path
 from aws_lambda_powertools.event_handler.router import APIGatewayRouter
 from billow.services import catalog
-from runtime import new_id, store
+from runtime import store
 
 from api import presenters
 from api.context import current_tenant, ids_for_request
@@ -51,5 +51,6 @@ def get_product(product_id: Annotated[Id, Path()]) -> dict[str, Any]:
 @router.post("/products/<product_id>/terms", summary="Add price terms to a product")
 def add_terms(product_id: Annotated[Id, Path()], body: PriceTermsBody) -> tuple[dict[str, Any], int]:
     ctx = current_tenant(router.current_event)
-    terms = catalog.add_price_terms(store, ctx, product_id, _terms_input(body), new_id)
+    ids = ids_for_request(router.current_event, ctx, f"products/{product_id}/terms")
+    terms = catalog.add_price_terms(store, ctx, product_id, _terms_input(body), ids)
     return presenters.terms(terms), 201

@@ -4,7 +4,7 @@ as of the same day, and a late one catches up."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.parser import BaseModel, event_parser
@@ -19,7 +19,9 @@ class BillingRunEvent(BaseModel):
     """An EventBridge scheduled event, or a manual invocation with the same fields."""
 
     time: AwareDatetime = Field(description="the run's instant (EventBridge sets it to the scheduled time)")
-    shards: list[int] | None = Field(default=None, description="due-index shards to bill; default all")
+    shards: list[Annotated[int, Field(ge=0, lt=DUE_SHARDS)]] | None = Field(
+        default=None, description="due-index shards to bill; default all"
+    )
 
 
 @logger.inject_lambda_context(log_event=False)

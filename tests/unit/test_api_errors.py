@@ -160,3 +160,11 @@ def test_contacts_page_by_cursor_and_refuse_a_cursor_from_elsewhere(api: InProce
         reply = api.get(f"/contacts?limit=1&cursor={bad}")
         assert reply.status == 422, bad
         assert reply.body["fields"][0]["field"] == "cursor"
+
+
+def test_an_unknown_credit_limit_currency_names_its_own_field(api: InProcessClient) -> None:
+    reply = api.post(
+        "/contacts", {"name": "Ann", "email": "a@example.com", "credit_limit": {"amount": "100", "currency": "ABC"}}
+    )
+    assert reply.status == 422
+    assert reply.body["fields"][0]["field"] == "credit_limit.currency"

@@ -129,6 +129,12 @@ def test_test_clocks_need_test_mode_and_move_forward_only(api: InProcessClient, 
     )
 
 
+def create_with_key(api: InProcessClient, path: str, body: dict, key: str) -> dict:
+    reply = api.post(path, body, headers={"Idempotency-Key": key})
+    assert reply.status == 201, reply.body
+    return dict(reply.body)
+
+
 @pytest.mark.parametrize(
     ("path", "body"),
     [
@@ -137,21 +143,31 @@ def test_test_clocks_need_test_mode_and_move_forward_only(api: InProcessClient, 
     ],
 )
 def test_a_retried_create_with_an_idempotency_key_creates_once(api: InProcessClient, path: str, body: dict) -> None:
-    import json
-
-    from billow.local import gateway
-    from billow.local.lambda_runtime import invoke
-
-    def create(key: str) -> dict:
-        headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json", "Idempotency-Key": key}
-        context = gateway.authorize("POST", path, headers)
-        event = gateway.api_gateway_event("POST", path, headers, json.dumps(body), context)
-        result = invoke("api.handler.lambda_handler", event)
-        assert result["statusCode"] == 201, result
-        return json.loads(result["body"])
-
-    first, retry, other = create("key-1"), create("key-1"), create("key-2")
+    first, retry, other = (
+        create_with_key(api, path, body, "key-1"),
+        create_with_key(api, path, body, "key-1"),
+        create_with_key(api, path, body, "key-2"),
+    )
     assert retry == first
     assert other["id"] != first["id"]
     listed = api.get(path).body["items"]
     assert sorted(x["id"] for x in listed) == sorted({first["id"], other["id"]})
+
+
+def test_retried_price_terms_with_an_idempotency_key_are_added_once(api: InProcessClient) -> None:
+    product = make_product(api)
+    path = f"/products/{product['id']}/terms"
+    body = {"price": "300.00", "currency": "USD", "cycle": "year"}
+    first, retry = create_with_key(api, path, body, "terms-1"), create_with_key(api, path, body, "terms-1")
+    assert retry == first
+    assert len(api.get(f"/products/{product['id']}").body["terms"]) == 2
+
+
+def test_a_retried_test_clock_create_answers_like_the_first(api: InProcessClient) -> None:
+    contact = make_contact(api)
+    body = {"frozen_time": "2024-01-01T00:00:00Z"}
+    first = api.post(f"/contacts/{contact['id']}/test-clock", body)
+    retry = api.post(f"/contacts/{contact['id']}/test-clock", body)
+    assert (first.status, retry.status) == (201, 201) and retry.body == first.body
+    other_time = api.post(f"/contacts/{contact['id']}/test-clock", {"frozen_time": "2024-02-01T00:00:00Z"})
+    assert other_time.status == 409

@@ -34,3 +34,13 @@ def test_api_events(moto_table: str) -> None:
 def test_billing_run_event(moto_table: str) -> None:
     result = invoke("billing_run.handler.lambda_handler", load("billing_run_scheduled"))
     assert result == {"as_of": "2026-12-01", "subscriptions": 0, "invoices_created": 0}
+
+
+def test_billing_run_refuses_shards_outside_the_index(moto_table: str) -> None:
+    import pytest
+    from billow.services.ports import DUE_SHARDS
+    from pydantic import ValidationError
+
+    event = {**load("billing_run_scheduled"), "shards": [DUE_SHARDS]}
+    with pytest.raises(ValidationError):
+        invoke("billing_run.handler.lambda_handler", event)

@@ -41,12 +41,12 @@ CURRENCY_EXPONENTS: dict[str, int] = {
 }
 
 
-def currency_exponent(currency: str) -> int:
+def currency_exponent(currency: str, *, field: str = "currency") -> int:
     """Number of decimal places of `currency`'s minor unit; refuses codes ISO 4217 does not list."""
     try:
         return CURRENCY_EXPONENTS[currency]
     except KeyError:
-        raise UnknownCurrency(f"'{currency}' is not an ISO 4217 currency code", field="currency") from None
+        raise UnknownCurrency(f"'{currency}' is not an ISO 4217 currency code", field=field) from None
 
 
 def round_half_away_from_zero(value: Fraction) -> int:
@@ -73,9 +73,12 @@ class Money:
         return cls(0, currency)
 
     @classmethod
-    def parse(cls, amount: str | Decimal | int, currency: str, *, field: str = "amount") -> Money:
-        """Exact parse of a decimal amount in major units ("19.99" USD -> 1999 cents)."""
-        exponent = currency_exponent(currency)
+    def parse(
+        cls, amount: str | Decimal | int, currency: str, *, field: str = "amount", currency_field: str = "currency"
+    ) -> Money:
+        """Exact parse of a decimal amount in major units ("19.99" USD -> 1999 cents). Errors name
+        `field` (the amount) or `currency_field`, as the caller's input calls them."""
+        exponent = currency_exponent(currency, field=currency_field)
         if isinstance(amount, float):
             raise TypeError("Money never comes from a float; pass a decimal string")
         try:

@@ -62,7 +62,14 @@ def add_price_terms(
 ) -> PriceTerms:
     product = get_product(store, ctx, product_id)
     terms = _build_terms(new_id("terms"), product.id, spec, "body")
-    store.add_terms(ctx.tenant_id, terms)
+    try:
+        store.add_terms(ctx.tenant_id, terms)
+    except Conflict:
+        # Ids derived from an idempotency key: this is a retry, answer with the first result.
+        existing = get_product(store, ctx, product_id).terms_by_id(terms.id)
+        if existing is None:
+            raise
+        return existing
     return terms
 
 

@@ -9,7 +9,7 @@ from decimal import Decimal
 
 from billow.domain.calendar import local_date, tenant_zone
 from billow.domain.contacts import Address, Contact, TestClock
-from billow.domain.errors import Conflict, InvalidInput, NotFound
+from billow.domain.errors import ConcurrentModification, Conflict, InvalidInput, NotFound
 from billow.domain.money import Money
 from billow.services.context import Clock, TenantContext
 from billow.services.ports import Page, Store
@@ -36,7 +36,12 @@ def create_contact(
 ) -> Contact:
     limit = None
     if credit_limit is not None:
-        limit = Money.parse(credit_limit.amount, credit_limit.currency, field="credit_limit.amount")
+        limit = Money.parse(
+            credit_limit.amount,
+            credit_limit.currency,
+            field="credit_limit.amount",
+            currency_field="credit_limit.currency",
+        )
         if limit.is_negative:
             raise InvalidInput("credit_limit must not be negative", field="credit_limit.amount")
     contact = Contact(
@@ -100,11 +105,19 @@ def create_test_clock(store: Store, ctx: TenantContext, contact_id: str, frozen_
     contact = get_contact(store, ctx, contact_id)
     if not contact.test_mode:
         raise Conflict(f"contact {contact_id} was created in live mode; test clocks are for test contacts")
-    if store.get_clock(ctx.tenant_id, contact_id) is not None:
-        raise Conflict(f"contact {contact_id} already has a test clock; advance it instead")
-    if store.subscriptions_of(ctx.tenant_id, contact_id):
-        raise Conflict(f"contact {contact_id} already has subscriptions; attach a test clock before ordering")
-    return store.save_clock(ctx.tenant_id, TestClock(contact_id, frozen_time))
+    for _ in range(2):
+        existing = store.get_clock(ctx.tenant_id, contact_id)
+        if existing is not None:
+            if existing.frozen_time == frozen_time:
+                return existing  # a retry of the create that made it
+            raise Conflict(f"contact {contact_id} already has a test clock; advance it instead")
+        if store.subscriptions_of(ctx.tenant_id, contact_id):
+            raise Conflict(f"contact {contact_id} already has subscriptions; attach a test clock before ordering")
+        try:
+            return store.save_clock(ctx.tenant_id, TestClock(contact_id, frozen_time))
+        except ConcurrentModification:
+            continue  # created concurrently: answer as the loop's first check does
+    raise ConcurrentModification(f"the test clock of contact {contact_id} kept changing; try again")
 
 
 def get_test_clock(store: Store, ctx: TenantContext, contact_id: str) -> TestClock:
