@@ -184,32 +184,16 @@ def test_a_crash_between_ordering_and_billing_is_healed_by_the_next_run(local_ta
         def apply_billing_step(self, *args: object, **kwargs: object) -> None:
             raise RuntimeError("process died")
 
+    def place(via: DynamoStore) -> ordering.PlacedOrder:
+        items = [OrderItemInput(product.id, product.terms[0].id)]
+        return ordering.place_order(via, ctx, contact.id, items, None, "po-1", clock, new_id, InvoiceNumbers(store))
+
     with pytest.raises(RuntimeError):
-        ordering.place_order(
-            CrashAfterOrder(),
-            ctx,
-            contact.id,
-            [OrderItemInput(product.id, product.terms[0].id)],
-            None,
-            "po-1",
-            clock,
-            new_id,
-            InvoiceNumbers(store),
-        )
+        place(CrashAfterOrder())
     assert store.invoices_of(ctx.tenant_id, contact.id) == []
     report = bill_due_subscriptions(store, clock.instant, InvoiceNumbers(store))
     assert report.invoices_created == 1
-    replay = ordering.place_order(
-        store,
-        ctx,
-        contact.id,
-        [OrderItemInput(product.id, product.terms[0].id)],
-        None,
-        "po-1",
-        clock,
-        new_id,
-        InvoiceNumbers(store),
-    )
+    replay = place(store)
     assert replay.replayed and replay.invoices == []
     (invoice,) = store.invoices_of(ctx.tenant_id, contact.id)
     assert (invoice.period.start, invoice.period.end) == (date(2024, 5, 31), date(2024, 6, 30))

@@ -171,3 +171,24 @@ def test_a_retried_test_clock_create_answers_like_the_first(api: InProcessClient
     assert (first.status, retry.status) == (201, 201) and retry.body == first.body
     other_time = api.post(f"/contacts/{contact['id']}/test-clock", {"frozen_time": "2024-02-01T00:00:00Z"})
     assert other_time.status == 409
+
+
+def test_a_contact_keeps_its_billing_address_and_credit_limit(api: InProcessClient) -> None:
+    body = {
+        "name": "Ada Lovelace",
+        "email": "ada@example.com",
+        "billing_address": {
+            "line1": "12 St James's Square",
+            "city": "London",
+            "postal_code": "SW1Y 4JH",
+            "country": "GB",
+        },
+        "credit_limit": {"amount": "500", "currency": "KWD"},
+        "classification": "enterprise",
+    }
+    created = api.post("/contacts", body)
+    assert created.status == 201
+    read = api.get(f"/contacts/{created.body['id']}").body
+    assert read == created.body
+    assert read["billing_address"] == {**body["billing_address"], "line2": "", "region": ""}
+    assert read["credit_limit"] == {"amount": "500.000", "currency": "KWD"}

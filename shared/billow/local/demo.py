@@ -26,142 +26,57 @@ def call(url: str, method: str, path: str, key: str, body: dict[str, Any] | None
         return error.code, json.loads(error.read() or b"null")
 
 
-def _ok(result: tuple[int, Any]) -> Any:
-    status, body = result
-    if status >= 400:
-        raise RuntimeError(f"demo data failed: {status} {body}")
-    return body
-
-
 def load(url: str, key: str = DEMO_KEY) -> dict[str, Any]:
     """Three products, three contacts, their orders; one contact on a test clock, advanced a quarter."""
-    starter = _ok(
-        call(
-            url,
-            "POST",
-            "/products",
-            key,
-            {
-                "name": "Starter",
-                "description": "For small teams",
-                "terms": [
-                    {
-                        "price": "29.00",
-                        "currency": "USD",
-                        "cycle": "month",
-                        "billing_model": "advance",
-                        "setup_fee": "49.00",
-                    }
-                ],
-            },
-        )
-    )
-    team = _ok(
-        call(
-            url,
-            "POST",
-            "/products",
-            key,
-            {
-                "name": "Team seats",
-                "description": "Per seat, billed at month end",
-                "terms": [
-                    {
-                        "price": "12.00",
-                        "currency": "USD",
-                        "cycle": "month",
-                        "billing_model": "arrears",
-                        "pricing_model": "per_unit",
-                    }
-                ],
-            },
-        )
-    )
-    tokyo = _ok(
-        call(
-            url,
-            "POST",
-            "/products",
-            key,
-            {"name": "Tokyo annual", "terms": [{"price": "36000", "currency": "JPY", "cycle": "year"}]},
-        )
-    )
 
-    ada = _ok(
-        call(
-            url,
-            "POST",
-            "/contacts",
-            key,
-            {
-                "name": "Ada Lovelace",
-                "email": "ada@example.com",
-                "billing_address": {"line1": "12 St James's Square", "city": "London", "country": "GB"},
-            },
-        )
-    )
-    grace = _ok(call(url, "POST", "/contacts", key, {"name": "Grace Hopper", "email": "grace@example.com"}))
-    kenji = _ok(call(url, "POST", "/contacts", key, {"name": "Kenji Sato", "email": "kenji@example.jp"}))
+    def post(path: str, body: dict[str, Any]) -> Any:
+        status, reply = call(url, "POST", path, key, body)
+        if status >= 400:
+            raise RuntimeError(f"demo data failed: POST {path} -> {status} {reply}")
+        return reply
 
-    _ok(
-        call(
-            url,
-            "POST",
-            "/orders",
-            key,
-            {
-                "contact_id": ada["id"],
-                "reference": "demo-ada",
-                "items": [{"product_id": starter["id"], "terms_id": starter["terms"][0]["id"]}],
-            },
-        )
+    def product(name: str, description: str = "", **terms: str) -> Any:
+        return post("/products", {"name": name, "description": description, "terms": [terms]})
+
+    def contact(name: str, email: str, **extra: Any) -> Any:
+        return post("/contacts", {"name": name, "email": email, **extra})
+
+    def order(who: dict[str, Any], reference: str, *items: tuple[dict[str, Any], int]) -> Any:
+        lines = [{"product_id": p["id"], "terms_id": p["terms"][0]["id"], "quantity": q} for p, q in items]
+        return post("/orders", {"contact_id": who["id"], "reference": reference, "items": lines})
+
+    starter = product(
+        "Starter",
+        "For small teams",
+        price="29.00",
+        currency="USD",
+        cycle="month",
+        billing_model="advance",
+        setup_fee="49.00",
     )
+    team = product(
+        "Team seats",
+        "Per seat, billed at month end",
+        price="12.00",
+        currency="USD",
+        cycle="month",
+        billing_model="arrears",
+        pricing_model="per_unit",
+    )
+    tokyo = product("Tokyo annual", price="36000", currency="JPY", cycle="year")
+
+    ada = contact(
+        "Ada Lovelace",
+        "ada@example.com",
+        billing_address={"line1": "12 St James's Square", "city": "London", "country": "GB"},
+    )
+    grace = contact("Grace Hopper", "grace@example.com")
+    kenji = contact("Kenji Sato", "kenji@example.jp")
+
+    order(ada, "demo-ada", (starter, 1))
     # Grace is on a test clock started on 31 January: advancing it shows month-end billing days.
-    _ok(
-        call(
-            url,
-            "POST",
-            f"/contacts/{grace['id']}/test-clock",
-            key,
-            {"frozen_time": datetime(2026, 1, 31, 9, tzinfo=UTC).isoformat()},
-        )
-    )
-    _ok(
-        call(
-            url,
-            "POST",
-            "/orders",
-            key,
-            {
-                "contact_id": grace["id"],
-                "reference": "demo-grace",
-                "items": [
-                    {"product_id": team["id"], "terms_id": team["terms"][0]["id"], "quantity": 5},
-                    {"product_id": starter["id"], "terms_id": starter["terms"][0]["id"]},
-                ],
-            },
-        )
-    )
-    _ok(
-        call(
-            url,
-            "POST",
-            f"/contacts/{grace['id']}/test-clock/advance",
-            key,
-            {"to": datetime(2026, 4, 30, 9, tzinfo=UTC).isoformat()},
-        )
-    )
-    _ok(
-        call(
-            url,
-            "POST",
-            "/orders",
-            key,
-            {
-                "contact_id": kenji["id"],
-                "reference": "demo-kenji",
-                "items": [{"product_id": tokyo["id"], "terms_id": tokyo["terms"][0]["id"]}],
-            },
-        )
-    )
+    post(f"/contacts/{grace['id']}/test-clock", {"frozen_time": datetime(2026, 1, 31, 9, tzinfo=UTC).isoformat()})
+    order(grace, "demo-grace", (team, 5), (starter, 1))
+    post(f"/contacts/{grace['id']}/test-clock/advance", {"to": datetime(2026, 4, 30, 9, tzinfo=UTC).isoformat()})
+    order(kenji, "demo-kenji", (tokyo, 1))
     return {"ada": ada["id"], "grace": grace["id"], "kenji": kenji["id"]}

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import date, datetime
 from fractions import Fraction
 from typing import Any
@@ -77,21 +78,11 @@ def product_in(d: Json, terms: tuple[PriceTerms, ...]) -> Product:
 
 
 def contact_out(c: Contact) -> Json:
-    a = c.billing_address
     return {
         "id": c.id,
         "name": c.name,
         "email": c.email,
-        "billing_address": None
-        if a is None
-        else {
-            "line1": a.line1,
-            "line2": a.line2,
-            "city": a.city,
-            "postal_code": a.postal_code,
-            "region": a.region,
-            "country": a.country,
-        },
+        "billing_address": None if c.billing_address is None else asdict(c.billing_address),
         "classification": c.classification,
         "credit_limit": money_out(c.credit_limit),
         "preferred_payment_method": c.preferred_payment_method,
