@@ -163,14 +163,5 @@ def order(o: Order) -> Json:
         "contact_id": o.contact_id,
         "reference": o.reference,
         "start_date": o.start_date.isoformat(),
-        "services": [
-            {
-                "service_id": s.service_id,
-                "subscription_id": s.subscription_id,
-                "product_id": s.product_id,
-                "terms_id": s.terms_id,
-                "quantity": s.quantity,
-            }
-            for s in o.services
-        ],
+        "services": [asdict(s) for s in o.services],
     }

@@ -9,7 +9,8 @@ from decimal import Decimal
 
 import pytest
 from billow.domain.calendar import Cycle
-from billow.domain.catalog import BillingModel
+from billow.domain.catalog import BillingModel, Product
+from billow.domain.contacts import Contact
 from billow.domain.errors import ConcurrentModification
 from billow.domain.tenants import TenantSettings
 from billow.services import catalog, contacts, ordering
@@ -35,6 +36,26 @@ def setup_tenant(store: DynamoStore, tenant_id: str = "t1") -> TenantContext:
     return TenantContext(tenant_id, "test", settings)
 
 
+def monthly_product(store: DynamoStore, ctx: TenantContext, model: BillingModel) -> Product:
+    terms = [catalog.PriceTermsInput(Decimal("30.00"), "USD", Cycle.MONTH, model)]
+    return catalog.create_product(store, ctx, name="Pro", description="", terms=terms, new_id=new_id)
+
+
+def new_contact(store: DynamoStore, ctx: TenantContext, clock: FixedClock, name: str, email: str) -> Contact:
+    return contacts.create_contact(
+        store,
+        ctx,
+        name=name,
+        email=email,
+        billing_address=None,
+        classification=None,
+        credit_limit=None,
+        preferred_payment_method=None,
+        clock=clock,
+        new_id=new_id,
+    )
+
+
 def subscribe(
     store: DynamoStore,
     ctx: TenantContext,
@@ -43,29 +64,11 @@ def subscribe(
     model: BillingModel = BillingModel.ADVANCE,
     with_test_clock: bool = False,
 ) -> list[str]:
-    product = catalog.create_product(
-        store,
-        ctx,
-        name="Pro",
-        description="",
-        new_id=new_id,
-        terms=[catalog.PriceTermsInput(Decimal("30.00"), "USD", Cycle.MONTH, model)],
-    )
+    product = monthly_product(store, ctx, model)
     ids = []
     numbers = InvoiceNumbers(store)
     for i in range(count):
-        contact = contacts.create_contact(
-            store,
-            ctx,
-            name=f"C{i}",
-            email=f"c{i}@example.com",
-            billing_address=None,
-            classification=None,
-            credit_limit=None,
-            preferred_payment_method=None,
-            clock=clock,
-            new_id=new_id,
-        )
+        contact = new_contact(store, ctx, clock, f"C{i}", f"c{i}@example.com")
         if with_test_clock:
             contacts.create_test_clock(store, ctx, contact.id, clock.instant)
         ordering.place_order(
@@ -159,26 +162,8 @@ def test_a_crash_between_ordering_and_billing_is_healed_by_the_next_run(local_ta
     store = DynamoStore()
     ctx = setup_tenant(store)
     clock = FixedClock(datetime(2024, 5, 31, 12, tzinfo=UTC))
-    product = catalog.create_product(
-        store,
-        ctx,
-        name="Pro",
-        description="",
-        new_id=new_id,
-        terms=[catalog.PriceTermsInput(Decimal("30.00"), "USD", Cycle.MONTH, BillingModel.ADVANCE)],
-    )
-    contact = contacts.create_contact(
-        store,
-        ctx,
-        name="C",
-        email="c@example.com",
-        billing_address=None,
-        classification=None,
-        credit_limit=None,
-        preferred_payment_method=None,
-        clock=clock,
-        new_id=new_id,
-    )
+    product = monthly_product(store, ctx, BillingModel.ADVANCE)
+    contact = new_contact(store, ctx, clock, "C", "c@example.com")
 
     class CrashAfterOrder(DynamoStore):
         def apply_billing_step(self, *args: object, **kwargs: object) -> None:
