@@ -15,6 +15,10 @@ from pydantic import AwareDatetime, Field
 from runtime import logger, metrics, numbers, store, tracer
 
 
+class BillingRunIncomplete(Exception):
+    """Some due subscriptions could not be billed (details in the log)."""
+
+
 class BillingRunEvent(BaseModel):
     """An EventBridge scheduled event, or a manual invocation with the same fields."""
 
@@ -34,6 +38,12 @@ def lambda_handler(event: BillingRunEvent, context: LambdaContext) -> dict[str, 
     metrics.add_metric(name="InvoicesCreated", unit=MetricUnit.Count, value=report.invoices_created)
     metrics.add_metric(name="SubscriptionsBilled", unit=MetricUnit.Count, value=report.subscriptions_seen)
     logger.info("billing run finished", extra={"as_of": str(report.as_of_utc), "invoices": report.invoices_created})
+    if report.failures:
+        metrics.add_metric(name="SubscriptionsFailed", unit=MetricUnit.Count, value=len(report.failures))
+        logger.error("subscriptions not billed", extra={"failures": report.failures[:100]})
+        # Failing the invocation makes EventBridge retry (then dead-letter) the run; a retry bills
+        # only what is still due, so the subscriptions billed above are not billed again.
+        raise BillingRunIncomplete(f"{len(report.failures)} of {report.subscriptions_seen} subscriptions not billed")
     return {
         "as_of": report.as_of_utc.isoformat(),
         "subscriptions": report.subscriptions_seen,

@@ -12,6 +12,7 @@ from billow.domain.calendar import Cycle
 from billow.domain.catalog import BillingModel, Product
 from billow.domain.contacts import Contact
 from billow.domain.errors import ConcurrentModification
+from billow.domain.subscriptions import Subscription
 from billow.domain.tenants import TenantSettings
 from billow.services import catalog, contacts, ordering
 from billow.services.billing import InvoiceNumbers, bill_due_subscriptions
@@ -182,3 +183,24 @@ def test_a_crash_between_ordering_and_billing_is_healed_by_the_next_run(local_ta
     assert replay.replayed and replay.invoices == []
     (invoice,) = store.invoices_of(ctx.tenant_id, contact.id)
     assert (invoice.period.start, invoice.period.end) == (date(2024, 5, 31), date(2024, 6, 30))
+
+
+def test_one_subscription_that_cannot_be_billed_does_not_stop_the_run(local_table: str) -> None:
+    store = DynamoStore()
+    ctx = setup_tenant(store)
+    contact_ids = subscribe(store, ctx, FixedClock(datetime(2024, 1, 10, tzinfo=UTC)), 5, BillingModel.ARREARS)
+    (broken,) = store.subscriptions_of(ctx.tenant_id, contact_ids[2])
+
+    class OneBrokenItem(DynamoStore):
+        def load_subscription(self, tenant_id: str, contact_id: str, subscription_id: str) -> Subscription | None:
+            if subscription_id == broken.id:
+                raise ValueError("corrupt item")
+            return super().load_subscription(tenant_id, contact_id, subscription_id)
+
+    run_at = datetime(2024, 2, 10, 0, 5, tzinfo=UTC)
+    report = bill_due_subscriptions(OneBrokenItem(), run_at, InvoiceNumbers(store))
+    assert report.invoices_created == 4
+    assert report.failures == [(broken.id, "ValueError: corrupt item")]
+    retry = bill_due_subscriptions(store, run_at, InvoiceNumbers(store))  # after the item is mended
+    assert retry.invoices_created == 1 and retry.failures == []
+    assert len(all_invoices(store, ctx, contact_ids)) == 5

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+from datetime import date
 from pathlib import Path
 
+import pytest
 from billow.local.lambda_runtime import invoke
 from billow.local.stack import add_tenant
+from billow.services.billing import RunReport
 
 EVENTS = Path(__file__).resolve().parents[2] / "events"
 
@@ -44,3 +47,19 @@ def test_billing_run_refuses_shards_outside_the_index(moto_table: str) -> None:
     event = {**load("billing_run_scheduled"), "shards": [DUE_SHARDS]}
     with pytest.raises(ValidationError):
         invoke("billing_run.handler.lambda_handler", event)
+
+
+def test_a_run_with_failures_fails_after_billing_the_rest_so_the_schedule_retries(
+    moto_table: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import billing_run.handler as module
+
+    partial = RunReport(
+        as_of_utc=date(2026, 12, 1),
+        subscriptions_seen=3,
+        invoices_created=2,
+        failures=[("sub_x", "ValueError: corrupt item")],
+    )
+    monkeypatch.setattr(module, "bill_due_subscriptions", lambda *args, **kwargs: partial)
+    with pytest.raises(module.BillingRunIncomplete, match="1 of 3 subscriptions not billed"):
+        invoke("billing_run.handler.lambda_handler", load("billing_run_scheduled"))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+import traceback
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -126,13 +127,18 @@ class _Handler(BaseHTTPRequestHandler):
         except UnicodeDecodeError:
             self._json(400, {"error": "malformed_body", "message": "the body is not UTF-8 text"})
             return
-        with self.lock:
-            context = authorize(self.command, self.path, headers)
-            if context is None:
-                self._json(401, UNAUTHORIZED_BODY)
-                return
-            event = api_gateway_event(self.command, self.path, headers, body, context)
-            result = invoke("api.handler.lambda_handler", event)
+        try:
+            with self.lock:
+                context = authorize(self.command, self.path, headers)
+                if context is None:
+                    self._json(401, UNAUTHORIZED_BODY)
+                    return
+                event = api_gateway_event(self.command, self.path, headers, body, context)
+                result = invoke("api.handler.lambda_handler", event)
+        except Exception:
+            traceback.print_exc()
+            self._json(502, {"message": "Internal server error"})
+            return
         out_headers = dict(result.get("headers") or {})
         for name, values in (result.get("multiValueHeaders") or {}).items():
             out_headers[name] = ", ".join(values)

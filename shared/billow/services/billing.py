@@ -94,12 +94,18 @@ class RunReport:
     subscriptions_seen: int = 0
     invoices_created: int = 0
     invoice_ids: list[str] = field(default_factory=list)
+    failures: list[tuple[str, str]] = field(default_factory=list)
+    """(subscription id, error) of subscriptions that could not be billed; the others still were."""
 
 
 def bill_due_subscriptions(
     store: Store, instant: datetime, numbers: InvoiceNumbers, shards: Iterable[int] = range(DUE_SHARDS)
 ) -> RunReport:
-    """The daily run: every subscription due at `instant` in its tenant's time zone."""
+    """The daily run: every subscription due at `instant` in its tenant's time zone.
+
+    One subscription that cannot be billed (a corrupt item, a conflict that outlasts the retries)
+    is recorded in `failures` and skipped, so it does not stop the others; rerunning the same run
+    bills only what is still due."""
     report = RunReport(as_of_utc=local_date(instant, tenant_zone("UTC")))
     horizon = (instant + _LATEST_ZONE_OFFSET).date()
     settings_cache: dict[str, TenantSettings] = {}
@@ -111,7 +117,11 @@ def bill_due_subscriptions(
                 settings_cache[due.tenant_id] = settings
             as_of = local_date(instant, tenant_zone(settings.timezone))
             report.subscriptions_seen += 1
-            invoices = bill_subscription(store, settings, due.contact_id, due.subscription_id, as_of, numbers)
+            try:
+                invoices = bill_subscription(store, settings, due.contact_id, due.subscription_id, as_of, numbers)
+            except Exception as error:
+                report.failures.append((due.subscription_id, f"{type(error).__name__}: {error}"))
+                continue
             report.invoices_created += len(invoices)
             report.invoice_ids.extend(i.id for i in invoices)
     return report
