@@ -29,6 +29,7 @@ from billow.domain.calendar import Cycle  # noqa: E402
 from billow.domain.catalog import BillingModel, PriceTerms, Product  # noqa: E402
 from billow.domain.money import Money  # noqa: E402
 from billow.domain.ordering import OrderItem, plan_order  # noqa: E402
+from billow.domain.rules import BillingRules  # noqa: E402
 from billow.domain.tenants import TenantSettings  # noqa: E402
 from billow.local import dynamodb  # noqa: E402
 from billow.local.dynamodb import LOCAL_CREDENTIALS  # noqa: E402
@@ -89,6 +90,7 @@ def seed(store: DynamoStore, tenant_id: str, count: int, start: date) -> None:
             existing=[],
             new_id=new_id,
             test_clock=False,
+            rules=BillingRules(),
         )
         store.place_order(tenant_id, plan.order, plan.subscriptions, plan.new_subscription_ids)
 

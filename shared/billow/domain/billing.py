@@ -2,37 +2,60 @@
 
 Every service remembers `billed_through`, the exclusive end of the days already invoiced. Its
 unbilled days are cut along the subscription's billing periods into pieces; each piece becomes one
-line, priced as (days covered / days in that period) x the period price, rounded once to the
-currency's minor unit (`Money.scaled`). A piece is due on its billing date:
-- advance (pre-bill): the first covered day — the period start, or the start date of a service
-  that joined mid-period (immediate alignment: the first piece runs to the subscription's next
-  billing date, full periods follow);
-- arrears (post-bill): the period's end, the first day after the covered days.
+line, priced as (days covered / days in that period) x the period price, computed exactly as a
+Fraction and rounded once, half away from zero, to the currency's minor unit (`Money.scaled`).
 
-`next_billing_step` takes the earliest due billing date of a subscription and returns the one
-invoice for it plus the subscription with every covered service advanced. Applying the steps one by
-one until none is due bills every period exactly once, whatever the as-of date — a run that was
-missed for three cycles catches up with three invoices, and a rerun finds nothing to do.
+When a piece is billed (its billing date):
+- advance (pre-bill): its period's start, or the first charged day of a service that joined
+  mid-period;
+- arrears (post-bill): its period's end. With a post-bill cut-off day the periods run from cut-off
+  to cut-off and each is billed on the first billing day on or after its end.
+The billing run invoices a recurring piece `rules.bill_days_before` days before its billing date.
+
+Rules applied to a service's first piece (see `BillingRules`):
+- threshold day: a service starting on or after its period's threshold date is billed, on its
+  first invoice, up to the next billing day *and* one full cycle more;
+- delayed alignment: a service added to an existing subscription is billed one full cycle of its
+  own first; its next piece runs up to the subscription's billing day and is billed with the other
+  services at the next run (immediate alignment prorates straight up to the billing day).
+
+When a service leaves the billable states (`rules.billable_states`, overridable per service) or
+reaches its end date, billing stops there; days already billed past that point are credited
+unless the new state is non-creditable. The credit of a piece is what was charged for it minus
+what the kept days cost, so charges minus credits always equal the price of the days kept, to the
+minor unit. A step whose lines sum below zero is a credit note.
+
+`next_billing_step` takes the earliest date on which a subscription has something due and returns
+the one invoice for it plus the subscription with every covered service advanced. Applying steps
+until none is due bills every day exactly once, whatever the as-of date: a run missed for three
+cycles catches up with three invoices, and a rerun finds nothing to do. The dry run, the quotation,
+the view bill and the real run all call this one function.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from datetime import date
+from datetime import date, timedelta
+from decimal import Decimal
 from fractions import Fraction
+from itertools import islice
 
-from billow.domain.calendar import BillingSchedule, Period
+from billow.domain.calendar import Period, add_cycle, day_on_or_after
 from billow.domain.catalog import BillingModel
 from billow.domain.money import Money, sum_money
-from billow.domain.subscriptions import BILLABLE_STATES, Service, ServiceState, Subscription
+from billow.domain.rules import Alignment, ServiceState
+from billow.domain.subscriptions import Service, Subscription
+from billow.domain.usage import NO_USAGE, UsageRater
 
 MAX_CATCH_UP_STEPS = 1000  # a subscription more than 1000 periods behind is a data error, not billing
+FAR_FUTURE = date(9000, 1, 1)
+_ONE = Fraction(1)
 
 
 @dataclass(frozen=True, slots=True)
 class Piece:
-    """Unbilled days of one service inside one billing period."""
+    """Days of one service inside one billing period, and the date they are billed."""
 
     billing_date: date
     billing_period: Period
@@ -40,18 +63,21 @@ class Piece:
 
     @property
     def fraction(self) -> Fraction:
+        if self.covered.start == self.billing_period.start and self.covered.end == self.billing_period.end:
+            return _ONE
         return Fraction(self.covered.days, self.billing_period.days)
 
 
 @dataclass(frozen=True, slots=True)
 class LineDraft:
-    kind: str  # "recurring" (a full period), "prorated" (part of one) or "setup_fee"
+    kind: str  # "recurring" (a full period), "prorated", "setup_fee", "credit" or "usage"
     description: str
     service_id: str
     product_id: str
-    quantity: int
+    quantity: int | Decimal
     unit_price: Money
     fraction: Fraction
+    """Share of the period price this line charges (negative for a credit)."""
     amount: Money
     period: Period | None  # the covered days; None for one-time charges
 
@@ -62,12 +88,18 @@ class InvoiceDraft:
     contact_id: str
     currency: str
     billing_date: date
+    issue_date: date
     period: Period
+    """From the first to the last day any line covers."""
     lines: tuple[LineDraft, ...]
 
     @property
     def total(self) -> Money:
         return sum_money([line.amount for line in self.lines], self.currency)
+
+    @property
+    def is_credit_note(self) -> bool:
+        return self.total.is_negative
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,121 +110,320 @@ class BillingStep:
     invoice: InvoiceDraft | None
 
 
-def pieces(service: Service, schedule: BillingSchedule, model: BillingModel) -> Iterator[Piece]:
-    """The service's unbilled days, period by period, in billing-date order (unbounded)."""
-    start = service.unbilled_from
-    while True:
-        period = schedule.period_containing(start)
-        covered = Period(start, period.end)
-        billing_date = covered.start if model is BillingModel.ADVANCE else period.end
+# -- where a service's billable days end --------------------------------------------------------
+def billable_end(service: Service, subscription: Subscription) -> tuple[date | None, ServiceState]:
+    """The exclusive end of the service's billable days (None: open-ended) and its state after it."""
+    end, after = service.end_date, ServiceState.CANCELLED
+    if not subscription.rules.is_billable(service.state, service.billable_states):
+        since = service.since
+        if end is None or since < end:
+            end, after = since, service.state
+    return end, after
+
+
+# -- pieces -------------------------------------------------------------------------------------
+def recurring_pieces(
+    service: Service, subscription: Subscription, *, start: date | None = None, end: date | None = None
+) -> Iterator[Piece]:
+    """The service's recurring pieces from `start` (default: its first unbilled day) up to `end`
+    (exclusive; None for no end), in billing-date order. The first-piece rules (threshold,
+    delayed alignment) apply when `start` is the service's first charged day."""
+    schedule = subscription.schedule
+    rules = subscription.rules
+    cycle = schedule.cycle
+    advance = subscription.billing_model is BillingModel.ADVANCE
+    billing_start = service.billing_start
+    begin = service.unbilled_from if start is None else start
+    first = begin == billing_start
+    cutoff = None if advance else rules.cutoff_for(cycle)
+    periods = schedule if cutoff is None else schedule.cutoff_schedule(cutoff)
+
+    if first and service.alignment is Alignment.DELAYED and not schedule.is_billing_date(begin):
+        own = Period(begin, add_cycle(begin, cycle))
+        if end is not None and end <= begin:
+            return
+        yield Piece(begin if advance else own.end, own, Period(begin, own.end if end is None else min(own.end, end)))
+        begin, first = own.end, False
+
+    joined: date | None = None  # the billing date the threshold rule gives the next piece
+    while end is None or begin < end:
+        period = periods.period_containing(begin)
+        covered = Period(begin, period.end if end is None or period.end <= end else end)
+        if joined is not None:
+            billing_date, joined = joined, None
+        elif advance:
+            billing_date = period.start if period.start > billing_start else billing_start
+        else:
+            billing_date = period.end if cutoff is None else schedule.next_on_or_after(period.end)
+        if first:
+            first = False
+            threshold = rules.threshold_for(cycle)
+            if (
+                threshold is not None
+                and begin != period.start
+                and (end is None or period.end < end)
+                and begin >= day_on_or_after(period.start, cycle, threshold)
+            ):
+                # Past the threshold: the next full period goes on the same first invoice.
+                if advance:
+                    joined = billing_date
+                else:
+                    after = periods.period_containing(period.end).end
+                    billing_date = joined = after if cutoff is None else schedule.next_on_or_after(after)
         yield Piece(billing_date, period, covered)
-        start = period.end
+        begin = period.end
 
 
-def _first_piece(service: Service, subscription: Subscription) -> Piece:
-    return next(pieces(service, subscription.schedule, subscription.billing_model))
+def usage_pieces(service: Service, subscription: Subscription, end: date | None) -> Iterator[Piece]:
+    """A metered service's periods whose usage is not yet billed; always billed in arrears."""
+    begin = service.usage_billed_through or service.billing_start
+    while end is None or begin < end:
+        period = subscription.schedule.period_containing(begin)
+        yield Piece(period.end, period, Period(begin, period.end if end is None or period.end <= end else end))
+        begin = period.end
 
 
-def _is_billable(service: Service) -> bool:
-    return service.state in BILLABLE_STATES
+def credit_pieces(service: Service, subscription: Subscription, end: date) -> list[tuple[Piece, Period | None]]:
+    """Billed days from `end` on: each billed piece as charged, with the part of it that is kept."""
+    billed_through = service.billed_through
+    if billed_through is None or billed_through <= end:
+        return []
+    credits: list[tuple[Piece, Period | None]] = []
+    for piece in recurring_pieces(service, subscription, start=service.billing_start):
+        if piece.covered.start >= billed_through:
+            break
+        if piece.covered.end <= end:
+            continue
+        charged = Period(piece.covered.start, min(piece.covered.end, billed_through))
+        kept = Period(charged.start, end) if charged.start < end else None
+        credits.append((Piece(piece.billing_date, piece.billing_period, charged), kept))
+    return credits
+
+
+# -- what each service has due ------------------------------------------------------------------
+class _Due:
+    """The next thing each kind of work has due for one service."""
+
+    __slots__ = ("service", "end", "credit_on", "recurring", "head", "usage", "usage_head")
+
+    def __init__(self, service: Service, subscription: Subscription) -> None:
+        self.service = service
+        end, after = billable_end(service, subscription)
+        self.end = end
+        self.credit_on: date | None = None
+        self.head: Piece | None = None
+        self.usage_head: Piece | None = None
+        self.recurring: Iterator[Piece] | None = None
+        self.usage: Iterator[Piece] | None = None
+        billed = service.billed_through
+        if end is not None and billed is not None and billed > end:
+            if subscription.rules.is_creditable(after, service.non_creditable_states):
+                self.credit_on = end
+        else:
+            self.recurring = recurring_pieces(service, subscription, end=end)
+            self.head = next(self.recurring, None)
+        if service.terms.meter is not None:
+            self.usage = usage_pieces(service, subscription, end)
+            self.usage_head = next(self.usage, None)
+
+    def run_date(self, lead: timedelta) -> date | None:
+        dates = []
+        if self.credit_on is not None:
+            dates.append(self.credit_on)
+        if self.head is not None:
+            dates.append(self.head.billing_date - lead)
+        if self.usage_head is not None:
+            dates.append(self.usage_head.billing_date)
+        return min(dates, default=None)
+
+
+def _activated(services: tuple[Service, ...], as_of: date) -> tuple[Service, ...]:
+    if all(s.state is not ServiceState.DRAFT or s.start_date > as_of for s in services):
+        return services
+    return tuple(
+        replace(s, state=ServiceState.EFFECTIVE, state_since=s.start_date)
+        if s.state is ServiceState.DRAFT and s.start_date <= as_of
+        else s
+        for s in services
+    )
 
 
 def next_due_date(subscription: Subscription) -> date | None:
-    """The next date on which the subscription has something to do, or None if never again.
+    """The next date on which the billing run has something to do for the subscription, or None.
 
-    This is the date the due-for-billing index holds: a draft's start date (it turns effective) or
-    the earliest billing date of any service's unbilled days.
-    """
-    dates = [
-        min(_first_piece(s, subscription).billing_date, s.start_date)
-        if s.state is ServiceState.DRAFT
-        else _first_piece(s, subscription).billing_date
-        for s in subscription.services
-        if _is_billable(s)
-    ]
+    This is the date the due-for-billing index holds: a draft's start date (it turns effective),
+    a credit's date, or the earliest day any unbilled piece or usage period is to be invoiced."""
+    lead = timedelta(days=subscription.rules.bill_days_before)
+    dates: list[date] = []
+    for service in subscription.services:
+        if service.state is ServiceState.DRAFT:
+            dates.append(service.start_date)
+        run_date = _Due(service, subscription).run_date(lead)
+        if run_date is not None:
+            dates.append(run_date)
     return min(dates, default=None)
 
 
-def _lines_for(service: Service, piece: Piece) -> list[LineDraft]:
-    terms = service.terms
-    full_price = terms.period_price(service.quantity)
+# -- lines --------------------------------------------------------------------------------------
+def _charge_line(service: Service, piece: Piece) -> LineDraft:
     fraction = piece.fraction
-    lines = [
+    return LineDraft(
+        kind="recurring" if fraction == 1 else "prorated",
+        description=f"{service.product_name} ({service.terms.cycle.adjective})",
+        service_id=service.id,
+        product_id=service.product_id,
+        quantity=service.quantity,
+        unit_price=service.terms.price,
+        fraction=fraction,
+        amount=service.terms.period_price(service.quantity).scaled(fraction),
+        period=piece.covered,
+    )
+
+
+def _setup_fee_line(service: Service) -> LineDraft | None:
+    fee = service.terms.setup_fee
+    if fee is None or fee.is_zero:
+        return None
+    return LineDraft(
+        kind="setup_fee",
+        description=f"{service.product_name} setup fee",
+        service_id=service.id,
+        product_id=service.product_id,
+        quantity=1,
+        unit_price=fee,
+        fraction=_ONE,
+        amount=fee,
+        period=None,
+    )
+
+
+def _credit_line(service: Service, piece: Piece, kept: Period | None) -> LineDraft:
+    price = service.terms.period_price(service.quantity)
+    period_days = piece.billing_period.days
+    kept_fraction = Fraction(kept.days, period_days) if kept else Fraction(0)
+    charged = price.scaled(Fraction(piece.covered.days, period_days))
+    credited = Period(kept.end if kept else piece.covered.start, piece.covered.end)
+    return LineDraft(
+        kind="credit",
+        description=f"{service.product_name}: unused time credited",
+        service_id=service.id,
+        product_id=service.product_id,
+        quantity=service.quantity,
+        unit_price=service.terms.price,
+        fraction=-Fraction(credited.days, period_days),
+        amount=price.scaled(kept_fraction) - charged,
+        period=credited,
+    )
+
+
+def _usage_lines(rater: UsageRater, subscription: Subscription, service: Service, piece: Piece) -> list[LineDraft]:
+    return [
         LineDraft(
-            kind="recurring" if fraction == 1 else "prorated",
-            description=f"{service.product_name} ({terms.cycle.adjective})",
+            kind="usage",
+            description=charge.description,
             service_id=service.id,
             product_id=service.product_id,
-            quantity=service.quantity,
-            unit_price=terms.price,
-            fraction=fraction,
-            amount=full_price.scaled(fraction),
+            quantity=charge.quantity,
+            unit_price=charge.unit_price,
+            fraction=_ONE,
+            amount=charge.amount,
             period=piece.covered,
         )
+        for charge in rater.rate(subscription, service, piece.covered)
     ]
-    if service.billed_through is None and terms.setup_fee is not None and not terms.setup_fee.is_zero:
-        lines.insert(
-            0,
-            LineDraft(
-                kind="setup_fee",
-                description=f"{service.product_name} setup fee",
-                service_id=service.id,
-                product_id=service.product_id,
-                quantity=1,
-                unit_price=terms.setup_fee,
-                fraction=Fraction(1),
-                amount=terms.setup_fee,
-                period=None,
-            ),
-        )
-    return lines
 
 
-def next_billing_step(subscription: Subscription, as_of: date) -> BillingStep | None:
-    """The earliest due invoice of `subscription` at `as_of`, or None when nothing is due."""
-    activated = tuple(
-        replace(s, state=ServiceState.EFFECTIVE) if s.state is ServiceState.DRAFT and s.start_date <= as_of else s
-        for s in subscription.services
-    )
-    firsts = {s.id: _first_piece(s, subscription) for s in activated if _is_billable(s)}
-    due = [piece.billing_date for piece in firsts.values() if piece.billing_date <= as_of]
-    if not due:
-        if activated == subscription.services:
-            return None
-        return BillingStep(subscription.with_services(activated), None)
+def _same_date(head: Piece, rest: Iterator[Piece]) -> list[Piece]:
+    """The head and the pieces right after it billed on the same date (the threshold rule)."""
+    taken = [head]
+    for piece in rest:
+        if piece.billing_date != head.billing_date:
+            break
+        taken.append(piece)
+    return taken
 
-    billing_date = min(due)
+
+# -- the step -----------------------------------------------------------------------------------
+def next_billing_step(
+    subscription: Subscription, as_of: date, *, today: date | None = None, rater: UsageRater = NO_USAGE
+) -> BillingStep | None:
+    """The earliest due invoice of `subscription` at `as_of`, or None when nothing is due.
+
+    `today`, when earlier than the invoice's run date (billing upcoming cycles ahead of time),
+    becomes its issue date."""
+    services = _activated(subscription.services, as_of)
+    current = subscription if services is subscription.services else replace(subscription, services=services)
+    lead = timedelta(days=subscription.rules.bill_days_before)
+    dues = [_Due(s, current) for s in services]
+    run_date: date | None = None
+    for due in dues:
+        candidate = due.run_date(lead)
+        if candidate is not None and candidate <= as_of and (run_date is None or candidate < run_date):
+            run_date = candidate
+    if run_date is None:
+        return None if current is subscription else BillingStep(current, None)
+
     lines: list[LineDraft] = []
     advanced: list[Service] = []
-    period: Period | None = None
-    for service in activated:
-        piece = firsts.get(service.id)
-        if piece is None or piece.billing_date != billing_date:
-            advanced.append(service)
-            continue
-        lines.extend(_lines_for(service, piece))
-        advanced.append(replace(service, billed_through=piece.covered.end))
-        period = piece.billing_period
-    assert period is not None
+    billing_dates: list[date] = []
+    issue_floor = run_date
+    for due in dues:
+        service = due.service
+        changes: dict[str, date] = {}
+        if due.credit_on == run_date:
+            for piece, kept in credit_pieces(service, current, run_date):
+                lines.append(_credit_line(service, piece, kept))
+            changes["billed_through"] = run_date
+            billing_dates.append(run_date)
+        elif due.head is not None and due.recurring is not None and due.head.billing_date - lead == run_date:
+            taken = _same_date(due.head, due.recurring)
+            if service.billed_through is None and (fee := _setup_fee_line(service)) is not None:
+                lines.append(fee)
+            lines.extend(_charge_line(service, piece) for piece in taken)
+            changes["billed_through"] = taken[-1].covered.end
+            billing_dates.append(due.head.billing_date)
+        if due.usage_head is not None and due.usage_head.billing_date == run_date:
+            lines.extend(_usage_lines(rater, current, service, due.usage_head))
+            changes["usage_billed_through"] = due.usage_head.covered.end
+            billing_dates.append(run_date)
+        if changes:
+            if service.ordered_on is not None and service.ordered_on > issue_floor:
+                issue_floor = service.ordered_on
+            service = replace(service, **changes)  # type: ignore[arg-type]
+        advanced.append(service)
+
+    covered = [line.period for line in lines if line.period is not None]
     invoice = InvoiceDraft(
         subscription_id=subscription.id,
         contact_id=subscription.contact_id,
         currency=subscription.currency,
-        billing_date=billing_date,
-        period=period,
+        billing_date=max(billing_dates),
+        issue_date=issue_floor if today is None or today >= issue_floor else today,
+        period=Period(min(p.start for p in covered), max(p.end for p in covered)),
         lines=tuple(lines),
     )
-    updated = replace(subscription, services=tuple(advanced), invoice_count=subscription.invoice_count + 1)
+    updated = replace(current, services=tuple(advanced), invoice_count=subscription.invoice_count + 1)
     return BillingStep(updated, invoice)
 
 
-def billing_steps(subscription: Subscription, as_of: date) -> Iterator[BillingStep]:
+def billing_steps(
+    subscription: Subscription, as_of: date, *, today: date | None = None, rater: UsageRater = NO_USAGE
+) -> Iterator[BillingStep]:
     """Every step due at `as_of`, each applied to the result of the one before (a dry run)."""
     current = subscription
     for _ in range(MAX_CATCH_UP_STEPS):
-        step = next_billing_step(current, as_of)
+        step = next_billing_step(current, as_of, today=today, rater=rater)
         if step is None:
             return
         yield step
         current = step.subscription
     raise RuntimeError(f"subscription {subscription.id} is over {MAX_CATCH_UP_STEPS} periods behind")
+
+
+def upcoming_invoices(
+    subscription: Subscription, count: int = 3, *, rater: UsageRater = NO_USAGE
+) -> list[InvoiceDraft]:
+    """The view bill: the next `count` invoices the billing run will create, from the current state
+    on (trial services included: their first invoice is the one after the trial)."""
+    drafts = (step.invoice for step in billing_steps(subscription, FAR_FUTURE, rater=rater) if step.invoice)
+    return list(islice(drafts, count))

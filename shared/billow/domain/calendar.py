@@ -66,6 +66,22 @@ def add_months(start: date, months: int, day_of_month: int | None = None) -> dat
     return _date_in_month(_month_index(start) + months, day_of_month or start.day)
 
 
+def add_cycle(start: date, cycle: Cycle) -> date:
+    """The day one full cycle after `start` (a month after 31 Jan is 29 Feb in a leap year)."""
+    if cycle is Cycle.WEEK:
+        return start + timedelta(days=7)
+    return add_months(start, cycle.months)
+
+
+def day_on_or_after(start: date, cycle: Cycle, day: int) -> date:
+    """The first date on or after `start` that falls on `day`: a weekday (0 = Monday) for weekly
+    cycles, else a day of month (a day past a month's end meaning that month's last day)."""
+    if cycle is Cycle.WEEK:
+        return start + timedelta(days=(day - start.weekday()) % 7)
+    candidate = _date_in_month(_month_index(start), day)
+    return candidate if candidate >= start else _date_in_month(_month_index(start) + 1, day)
+
+
 def tenant_zone(name: str) -> ZoneInfo:
     try:
         return ZoneInfo(name)
@@ -158,6 +174,19 @@ class BillingSchedule:
         """`count` consecutive full periods, the first being the one that contains `start`."""
         k = self._index_of(start)
         return [Period(self.billing_date(k + i), self.billing_date(k + i + 1)) for i in range(count)]
+
+    def next_on_or_after(self, day: date) -> date:
+        k = self._index_of(day)
+        found = self.billing_date(k)
+        return found if found == day else self.billing_date(k + 1)
+
+    def cutoff_schedule(self, cutoff_day: int) -> BillingSchedule:
+        """The schedule of cut-off days: each billing date's latest `cutoff_day` on or before it."""
+        first = self.billing_date(0)
+        cutoff = _date_in_month(_month_index(first), cutoff_day)
+        if cutoff > first:
+            cutoff = _date_in_month(_month_index(first) - 1, cutoff_day)
+        return BillingSchedule(self.cycle, cutoff_day, cutoff)
 
     def describe_day(self) -> str:
         if self.cycle is Cycle.WEEK:

@@ -8,6 +8,9 @@ from enum import StrEnum
 from billow.domain.calendar import Cycle
 from billow.domain.errors import InvalidInput
 from billow.domain.money import Money
+from billow.domain.rules import Alignment
+
+MAX_TRIAL_DAYS = 366
 
 
 class BillingModel(StrEnum):
@@ -31,8 +34,16 @@ class PriceTerms:
     billing_model: BillingModel
     pricing_model: PricingModel = PricingModel.FLAT
     setup_fee: Money | None = None
+    trial_days: int = 0
+    """Days at the start of a service that are not charged."""
+    alignment: Alignment | None = None
+    """Overrides the business's alignment for services added to an existing subscription."""
+    meter: str | None = None
+    """Name of the usage metric rated for each billed period (post-billed), if the service has usage."""
 
     def __post_init__(self) -> None:
+        if not 0 <= self.trial_days <= MAX_TRIAL_DAYS:
+            raise InvalidInput(f"trial_days is 0 to {MAX_TRIAL_DAYS}", field="trial_days")
         if self.price.is_negative:
             raise InvalidInput("price must not be negative", field="price")
         if self.setup_fee is not None:

@@ -16,6 +16,12 @@ class InvoiceStatus(StrEnum):
     OPEN = "open"  # issued, awaiting payment
     PAID = "paid"
     VOID = "void"
+    ISSUED = "issued"  # a credit note: the credit is the customer's
+
+
+class InvoiceKind(StrEnum):
+    INVOICE = "invoice"
+    CREDIT_NOTE = "credit_note"  # its lines sum below zero: money owed to the customer
 
 
 class PaymentMethod(StrEnum):
@@ -57,10 +63,16 @@ class Invoice:
     amount_paid: Money
     status: InvoiceStatus
     version: int = 0
+    kind: InvoiceKind = InvoiceKind.INVOICE
 
     @classmethod
     def issue(cls, draft: InvoiceDraft, *, invoice_id: str, number: str, payment_terms_days: int) -> Invoice:
         total = draft.total
+        if total.is_negative:
+            status, kind = InvoiceStatus.ISSUED, InvoiceKind.CREDIT_NOTE
+        else:
+            # Nothing to collect on a free plan's invoice: it is settled when issued.
+            status, kind = (InvoiceStatus.PAID if total.is_zero else InvoiceStatus.OPEN), InvoiceKind.INVOICE
         return cls(
             id=invoice_id,
             number=number,
@@ -68,13 +80,13 @@ class Invoice:
             subscription_id=draft.subscription_id,
             currency=draft.currency,
             billing_date=draft.billing_date,
-            issue_date=draft.billing_date,
-            due_date=draft.billing_date + timedelta(days=payment_terms_days),
+            issue_date=draft.issue_date,
+            due_date=draft.issue_date + timedelta(days=payment_terms_days),
             period=draft.period,
             lines=draft.lines,
             amount_paid=Money.zero(draft.currency),
-            # Nothing to collect on a free plan's invoice: it is settled when issued.
-            status=InvoiceStatus.PAID if total.is_zero else InvoiceStatus.OPEN,
+            status=status,
+            kind=kind,
         )
 
     @property
@@ -92,6 +104,8 @@ class Invoice:
         return "overdue" if self.is_overdue(today) else self.status.value
 
     def apply_payment(self, payment: Payment) -> Invoice:
+        if self.kind is InvoiceKind.CREDIT_NOTE:
+            raise Conflict(f"{self.number} is a credit note; it takes no payments")
         if self.status is not InvoiceStatus.OPEN:
             raise Conflict(f"invoice {self.number} is {self.status.value}; only open invoices take payments")
         if payment.amount.currency != self.currency:

@@ -11,10 +11,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 
-from billow.domain.billing import InvoiceDraft, next_billing_step
-from billow.domain.calendar import BillingSchedule
+from billow.domain.billing import FAR_FUTURE, InvoiceDraft, next_billing_step
 from billow.domain.catalog import PriceTerms, Product
 from billow.domain.errors import InvalidInput
+from billow.domain.rules import Alignment, BillingRules
 from billow.domain.subscriptions import Service, ServiceState, Subscription, SubscriptionKey
 
 MAX_ITEMS_PER_ORDER = 50
@@ -70,9 +70,15 @@ def plan_order(
     existing: Sequence[Subscription],
     new_id: Callable[[str], str],
     test_clock: bool,
+    rules: BillingRules,
 ) -> OrderPlan:
     """Services for each item, added to the contact's subscription of the same cycle, billing model
-    and currency, or to a new subscription whose billing day comes from `start_date` (anniversary)."""
+    and currency, or to a new subscription billed under `rules` (its billing day comes from the
+    first charged day under anniversary billing, from the business under period billing).
+
+    A service joining a subscription that already had services is aligned as its price terms say,
+    else as the subscription's rules say; the services a new subscription starts with are aligned
+    immediately."""
     if not items:
         raise InvalidInput("an order needs at least one item", field="items")
     if len(items) > MAX_ITEMS_PER_ORDER:
@@ -97,12 +103,15 @@ def plan_order(
                 id=new_id("sub"),
                 contact_id=contact_id,
                 key=key,
-                schedule=BillingSchedule.anniversary(key.cycle, start_date),
+                schedule=rules.schedule_for(key.cycle, start_date + timedelta(days=item.terms.trial_days)),
                 services=(),
                 created_on=today,
                 test_clock=test_clock,
+                rules=rules,
             )
             new_ids.add(subscription.id)
+        joining = subscription.id not in new_ids
+        alignment = (item.terms.alignment or subscription.rules.alignment) if joining else Alignment.IMMEDIATE
         service = Service(
             id=new_id("svc"),
             order_id=order_id,
@@ -112,6 +121,8 @@ def plan_order(
             quantity=item.quantity,
             state=ServiceState.EFFECTIVE if start_date <= today else ServiceState.DRAFT,
             start_date=start_date,
+            alignment=alignment,
+            ordered_on=today,
         )
         by_key[key] = subscription.adding([service])
         ordered.append(OrderedService(service.id, subscription.id, item.product.id, item.terms.id, item.quantity))
@@ -126,14 +137,13 @@ def quote_order(plan: OrderPlan, *, today: date, payment_terms_days: int) -> lis
     """The first invoice that bills each of the order's new services, exactly as billing will make it."""
     new_service_ids = {s.service_id for s in plan.order.services}
     quotes: list[QuotedInvoice] = []
-    horizon = date.max - timedelta(days=800)
     for subscription in plan.subscriptions:
         current = subscription
-        while (step := next_billing_step(current, horizon)) is not None:
+        while (step := next_billing_step(current, FAR_FUTURE)) is not None:
             current = step.subscription
             invoice = step.invoice
             if invoice and any(line.service_id in new_service_ids for line in invoice.lines):
-                due = max(invoice.billing_date, today) + timedelta(days=payment_terms_days)
+                due = invoice.issue_date + timedelta(days=payment_terms_days)
                 quotes.append(QuotedInvoice(subscription.id, invoice, due))
                 break
     return quotes

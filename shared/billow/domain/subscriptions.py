@@ -9,23 +9,18 @@ and create the invoice in a single atomic write.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from datetime import date
+from datetime import date, timedelta
 from enum import StrEnum
 
 from billow.domain.calendar import BillingSchedule, Cycle
 from billow.domain.catalog import BillingModel, PriceTerms
 from billow.domain.errors import InvalidInput
+from billow.domain.rules import Alignment, BillingRules, ServiceState
 
 MAX_SERVICES_PER_SUBSCRIPTION = 100  # keeps the subscription item far below DynamoDB's 400 KB
 
 
-class ServiceState(StrEnum):
-    DRAFT = "draft"  # ordered, starts on a later date
-    EFFECTIVE = "effective"  # active and billable
-
-
-BILLABLE_STATES = frozenset({ServiceState.EFFECTIVE, ServiceState.DRAFT})
-"""States whose days are billed. A draft's days are billed from its start date, when it turns effective."""
+__all__ = ["Service", "ServiceState", "Subscription", "SubscriptionKey", "SubscriptionState"]
 
 
 class SubscriptionState(StrEnum):
@@ -58,10 +53,33 @@ class Service:
     start_date: date
     billed_through: date | None = None
     """Exclusive end of the days already invoiced; None until the first invoice."""
+    state_since: date | None = None
+    """The day the service entered `state` (None: its start date)."""
+    end_date: date | None = None
+    """Exclusive end of the service's billable days, when known (a termed or cancelled service)."""
+    alignment: Alignment = Alignment.IMMEDIATE
+    """Decided when the service is ordered: delayed only for a service joining a billed subscription."""
+    ordered_on: date | None = None
+    """The day the order was placed (None: its start date); no invoice is issued before it."""
+    usage_billed_through: date | None = None
+    """Exclusive end of the days whose usage is invoiced (metered services only)."""
+    billable_states: frozenset[ServiceState] | None = None
+    """Overrides the business's billable states for this service."""
+    non_creditable_states: frozenset[ServiceState] | None = None
+    """Overrides the business's non-creditable states for this service."""
+
+    @property
+    def billing_start(self) -> date:
+        """The first day that is charged: the start date, after any trial."""
+        return self.start_date + timedelta(days=self.terms.trial_days)
 
     @property
     def unbilled_from(self) -> date:
-        return self.billed_through or self.start_date
+        return self.billed_through or self.billing_start
+
+    @property
+    def since(self) -> date:
+        return self.state_since or self.start_date
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +94,8 @@ class Subscription:
     version: int = 0
     test_clock: bool = False
     """True for subscriptions of a contact on a test clock: only that clock bills them."""
+    rules: BillingRules = BillingRules()
+    """The business's billing rules this subscription is billed under (copied when it was created)."""
 
     def __post_init__(self) -> None:
         if len(self.services) > MAX_SERVICES_PER_SUBSCRIPTION:

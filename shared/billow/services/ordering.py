@@ -72,6 +72,7 @@ def _plan(
         existing=store.subscriptions_of(ctx.tenant_id, contact_id),
         new_id=new_id,
         test_clock=time.on_test_clock,
+        rules=ctx.settings.billing,
     )
 
 

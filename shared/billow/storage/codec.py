@@ -3,8 +3,9 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from datetime import date, datetime
+from decimal import Decimal
 from fractions import Fraction
 from typing import Any
 
@@ -12,9 +13,10 @@ from billow.domain.billing import LineDraft
 from billow.domain.calendar import BillingSchedule, Cycle, Period
 from billow.domain.catalog import BillingModel, PriceTerms, PricingModel, Product
 from billow.domain.contacts import Address, Contact, TestClock
-from billow.domain.invoices import Invoice, InvoiceStatus, Payment, PaymentMethod
+from billow.domain.invoices import Invoice, InvoiceKind, InvoiceStatus, Payment, PaymentMethod
 from billow.domain.money import Money
 from billow.domain.ordering import Order, OrderedService
+from billow.domain.rules import Alignment, BillingRules, CalendarMode
 from billow.domain.subscriptions import Service, ServiceState, Subscription, SubscriptionKey
 from billow.domain.tenants import TenantSettings
 
@@ -45,6 +47,40 @@ def _date_in(s: str | None) -> date | None:
     return None if s is None else date.fromisoformat(s)
 
 
+def _date_out(d: date | None) -> str | None:
+    return None if d is None else d.isoformat()
+
+
+def _states_out(states: frozenset[ServiceState] | None) -> list[str] | None:
+    return None if states is None else sorted(x.value for x in states)
+
+
+def _states_in(values: list[str] | None) -> frozenset[ServiceState] | None:
+    return None if values is None else frozenset(ServiceState(x) for x in values)
+
+
+_RULE_STATES = ("billable_states", "non_creditable_states")
+
+
+def rules_out(r: BillingRules) -> Json:
+    out: Json = {f.name: getattr(r, f.name) for f in fields(r) if f.name not in _RULE_STATES}
+    out["calendar"] = r.calendar.value
+    out["alignment"] = r.alignment.value
+    for name in _RULE_STATES:
+        out[name] = _states_out(getattr(r, name))
+    return out
+
+
+def rules_in(d: Json | None) -> BillingRules:
+    if d is None:
+        return BillingRules()
+    values = {k: v for k, v in d.items() if k not in _RULE_STATES}
+    values["calendar"] = CalendarMode(d["calendar"])
+    values["alignment"] = Alignment(d["alignment"])
+    states = {name: frozenset(ServiceState(x) for x in d[name]) for name in _RULE_STATES}
+    return BillingRules(**values, **states)
+
+
 def terms_out(t: PriceTerms) -> Json:
     return {
         "id": t.id,
@@ -54,6 +90,9 @@ def terms_out(t: PriceTerms) -> Json:
         "billing_model": t.billing_model.value,
         "pricing_model": t.pricing_model.value,
         "setup_fee": money_out(t.setup_fee),
+        "trial_days": t.trial_days,
+        "alignment": None if t.alignment is None else t.alignment.value,
+        "meter": t.meter,
     }
 
 
@@ -66,6 +105,9 @@ def terms_in(d: Json) -> PriceTerms:
         billing_model=BillingModel(d["billing_model"]),
         pricing_model=PricingModel(d["pricing_model"]),
         setup_fee=money_in(d.get("setup_fee")),
+        trial_days=int(d.get("trial_days", 0)),
+        alignment=None if d.get("alignment") is None else Alignment(d["alignment"]),
+        meter=d.get("meter"),
     )
 
 
@@ -124,7 +166,14 @@ def service_out(s: Service) -> Json:
         "quantity": s.quantity,
         "state": s.state.value,
         "start_date": s.start_date.isoformat(),
-        "billed_through": None if s.billed_through is None else s.billed_through.isoformat(),
+        "billed_through": _date_out(s.billed_through),
+        "state_since": _date_out(s.state_since),
+        "end_date": _date_out(s.end_date),
+        "alignment": s.alignment.value,
+        "ordered_on": _date_out(s.ordered_on),
+        "usage_billed_through": _date_out(s.usage_billed_through),
+        "billable_states": _states_out(s.billable_states),
+        "non_creditable_states": _states_out(s.non_creditable_states),
     }
 
 
@@ -139,6 +188,13 @@ def service_in(d: Json) -> Service:
         state=ServiceState(d["state"]),
         start_date=date.fromisoformat(d["start_date"]),
         billed_through=_date_in(d.get("billed_through")),
+        state_since=_date_in(d.get("state_since")),
+        end_date=_date_in(d.get("end_date")),
+        alignment=Alignment(d.get("alignment", "immediate")),
+        ordered_on=_date_in(d.get("ordered_on")),
+        usage_billed_through=_date_in(d.get("usage_billed_through")),
+        billable_states=_states_in(d.get("billable_states")),
+        non_creditable_states=_states_in(d.get("non_creditable_states")),
     )
 
 
@@ -155,6 +211,7 @@ def subscription_out(s: Subscription) -> Json:
         "created_on": s.created_on.isoformat(),
         "invoice_count": s.invoice_count,
         "test_clock": s.test_clock,
+        "rules": rules_out(s.rules),
     }
 
 
@@ -170,6 +227,7 @@ def subscription_in(d: Json, version: int) -> Subscription:
         invoice_count=int(d["invoice_count"]),
         version=version,
         test_clock=bool(d.get("test_clock", False)),
+        rules=rules_in(d.get("rules")),
     )
 
 
@@ -179,7 +237,7 @@ def line_out(line: LineDraft) -> Json:
         "description": line.description,
         "service_id": line.service_id,
         "product_id": line.product_id,
-        "quantity": line.quantity,
+        "quantity": line.quantity if isinstance(line.quantity, int) else str(line.quantity),
         "unit_price": money_out(line.unit_price),
         "fraction": f"{line.fraction.numerator}/{line.fraction.denominator}",
         "amount": money_out(line.amount),
@@ -193,7 +251,7 @@ def line_in(d: Json) -> LineDraft:
         description=d["description"],
         service_id=d["service_id"],
         product_id=d["product_id"],
-        quantity=int(d["quantity"]),
+        quantity=Decimal(d["quantity"]) if isinstance(d["quantity"], str) else int(d["quantity"]),
         unit_price=_money(d["unit_price"]),
         fraction=Fraction(d["fraction"]),
         amount=_money(d["amount"]),
@@ -215,6 +273,7 @@ def invoice_out(i: Invoice) -> Json:
         "lines": [line_out(x) for x in i.lines],
         "amount_paid": money_out(i.amount_paid),
         "status": i.status.value,
+        "kind": i.kind.value,
     }
 
 
@@ -235,6 +294,7 @@ def invoice_in(d: Json, version: int) -> Invoice:
         amount_paid=_money(d["amount_paid"]),
         status=InvoiceStatus(d["status"]),
         version=version,
+        kind=InvoiceKind(d.get("kind", "invoice")),
     )
 
 
@@ -289,8 +349,9 @@ def settings_out(s: TenantSettings) -> Json:
         "timezone": s.timezone,
         "payment_terms_days": s.payment_terms_days,
         "invoice_prefix": s.invoice_prefix,
+        "billing": rules_out(s.billing),
     }
 
 
 def settings_in(d: Json) -> TenantSettings:
-    return TenantSettings(**d)
+    return TenantSettings(**{**d, "billing": rules_in(d.get("billing"))})
