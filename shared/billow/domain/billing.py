@@ -204,7 +204,7 @@ def credit_pieces(service: Service, subscription: Subscription, end: date) -> li
 class _Due:
     """The next thing each kind of work has due for one service."""
 
-    __slots__ = ("service", "end", "credit_on", "recurring", "head", "usage", "usage_head")
+    __slots__ = ("credit_on", "end", "head", "recurring", "service", "usage", "usage_head")
 
     def __init__(self, service: Service, subscription: Subscription) -> None:
         self.service = service

@@ -111,3 +111,6 @@ class BillingRules:
 
     def is_creditable(self, state: ServiceState, override: frozenset[ServiceState] | None = None) -> bool:
         return state not in (self.non_creditable_states if override is None else override)
+
+
+DEFAULT_RULES = BillingRules()

@@ -15,7 +15,7 @@ from enum import StrEnum
 from billow.domain.calendar import BillingSchedule, Cycle
 from billow.domain.catalog import BillingModel, PriceTerms
 from billow.domain.errors import InvalidInput
-from billow.domain.rules import Alignment, BillingRules, ServiceState
+from billow.domain.rules import DEFAULT_RULES, Alignment, BillingRules, ServiceState
 
 MAX_SERVICES_PER_SUBSCRIPTION = 100  # keeps the subscription item far below DynamoDB's 400 KB
 
@@ -94,7 +94,7 @@ class Subscription:
     version: int = 0
     test_clock: bool = False
     """True for subscriptions of a contact on a test clock: only that clock bills them."""
-    rules: BillingRules = BillingRules()
+    rules: BillingRules = DEFAULT_RULES
     """The business's billing rules this subscription is billed under (copied when it was created)."""
 
     def __post_init__(self) -> None:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from billow.domain.calendar import tenant_zone
 from billow.domain.errors import InvalidInput
-from billow.domain.rules import BillingRules
+from billow.domain.rules import DEFAULT_RULES, BillingRules
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,7 +18,7 @@ class TenantSettings:
     payment_terms_days: int = 14
     """An invoice is due this many days after its billing date (0 = due on receipt)."""
     invoice_prefix: str = "INV"
-    billing: BillingRules = BillingRules()
+    billing: BillingRules = DEFAULT_RULES
     """Billing rules new subscriptions are created under."""
 
     def __post_init__(self) -> None:

@@ -74,11 +74,18 @@ def rules_out(r: BillingRules) -> Json:
 def rules_in(d: Json | None) -> BillingRules:
     if d is None:
         return BillingRules()
-    values = {k: v for k, v in d.items() if k not in _RULE_STATES}
-    values["calendar"] = CalendarMode(d["calendar"])
-    values["alignment"] = Alignment(d["alignment"])
-    states = {name: frozenset(ServiceState(x) for x in d[name]) for name in _RULE_STATES}
-    return BillingRules(**values, **states)
+    return BillingRules(
+        calendar=CalendarMode(d["calendar"]),
+        period_day=int(d["period_day"]),
+        period_weekday=int(d["period_weekday"]),
+        threshold_day=d.get("threshold_day"),
+        threshold_weekday=d.get("threshold_weekday"),
+        alignment=Alignment(d["alignment"]),
+        bill_days_before=int(d["bill_days_before"]),
+        post_bill_cutoff_day=d.get("post_bill_cutoff_day"),
+        billable_states=frozenset(ServiceState(x) for x in d["billable_states"]),
+        non_creditable_states=frozenset(ServiceState(x) for x in d["non_creditable_states"]),
+    )
 
 
 def terms_out(t: PriceTerms) -> Json:
