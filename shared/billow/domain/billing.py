@@ -376,7 +376,8 @@ def next_billing_step(
             changes["billed_through"] = run_date
             billing_dates.append(run_date)
         elif due.head is not None and due.recurring is not None and due.head.billing_date - lead == run_date:
-            taken = _same_date(due.head, due.recurring)
+            # Only a first piece can share its billing date with the next one (the threshold rule).
+            taken = _same_date(due.head, due.recurring) if service.billed_through is None else [due.head]
             if service.billed_through is None and (fee := _setup_fee_line(service)) is not None:
                 lines.append(fee)
             lines.extend(_charge_line(service, piece) for piece in taken)

@@ -14,9 +14,9 @@ A `BillingSchedule` is the infinite sequence of billing dates of one subscriptio
 
 from __future__ import annotations
 
-import calendar as _stdlib_calendar
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from functools import lru_cache
 from enum import StrEnum
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -35,7 +35,7 @@ class Cycle(StrEnum):
     @property
     def months(self) -> int:
         """Length in months; 0 for the weekly cycle, which is counted in days."""
-        return {"week": 0, "month": 1, "quarter": 3, "semiannual": 6, "year": 12}[self.value]
+        return _CYCLE_MONTHS[self.value]
 
     @property
     def adjective(self) -> str:
@@ -48,8 +48,14 @@ class Cycle(StrEnum):
         }[self.value]
 
 
+_CYCLE_MONTHS = {"week": 0, "month": 1, "quarter": 3, "semiannual": 6, "year": 12}
+_MONTH_DAYS = (31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+
+
 def days_in_month(year: int, month: int) -> int:
-    return _stdlib_calendar.monthrange(year, month)[1]
+    if month == 2 and year % 4 == 0 and (year % 100 != 0 or year % 400 == 0):
+        return 29
+    return _MONTH_DAYS[month - 1]
 
 
 def _month_index(day: date) -> int:
@@ -167,8 +173,7 @@ class BillingSchedule:
         return self.billing_date(self._index_of(day)) == day
 
     def period_containing(self, day: date) -> Period:
-        k = self._index_of(day)
-        return Period(self.billing_date(k), self.billing_date(k + 1))
+        return _period_containing(self, day)
 
     def periods(self, start: date, count: int) -> list[Period]:
         """`count` consecutive full periods, the first being the one that contains `start`."""
@@ -192,3 +197,10 @@ class BillingSchedule:
         if self.cycle is Cycle.WEEK:
             return WEEKDAYS[self.billing_day]
         return str(self.billing_day)
+
+
+@lru_cache(maxsize=1 << 16)
+def _period_containing(schedule: BillingSchedule, day: date) -> Period:
+    """Cached: a billing run asks for the same few periods of the same few schedules again and again."""
+    k = schedule._index_of(day)
+    return Period(schedule.billing_date(k), schedule.billing_date(k + 1))

@@ -121,6 +121,8 @@ class Money:
 
     def scaled(self, fraction: Fraction) -> Money:
         """This amount times an exact fraction, rounded once to the minor unit."""
+        if fraction == 1:
+            return self
         return Money(round_half_away_from_zero(self.minor * fraction), self.currency)
 
     @property
