@@ -18,7 +18,15 @@ router = APIGatewayRouter()
 
 def _terms_input(body: PriceTermsBody) -> catalog.PriceTermsInput:
     return catalog.PriceTermsInput(
-        body.price, body.currency, body.cycle, body.billing_model, body.pricing_model, body.setup_fee
+        body.price,
+        body.currency,
+        body.cycle,
+        body.billing_model,
+        body.pricing_model,
+        body.setup_fee,
+        body.trial_days,
+        body.alignment,
+        body.meter,
     )
 
 

@@ -10,14 +10,16 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValida
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from billow.domain.errors import ConcurrentModification, Conflict, DomainError, InvalidInput, NotFound, TemporaryFailure
+from billow.services.inputs import field_path
 from runtime import logger, metrics, tracer
 
-from api import catalog, contacts, orders
+from api import billing, catalog, contacts, orders
 
 app = APIGatewayRestResolver(enable_validation=True)
 app.include_router(catalog.router)
 app.include_router(contacts.router)
 app.include_router(orders.router)
+app.include_router(billing.router)
 
 
 def error_response(status: int, code: str, message: str, fields: list[dict[str, str]] | None = None) -> Response[Any]:
@@ -25,15 +27,6 @@ def error_response(status: int, code: str, message: str, fields: list[dict[str, 
     if fields:
         body["fields"] = fields
     return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body=body)
-
-
-def _field_path(loc: tuple[Any, ...]) -> str:
-    """("body", "terms", 0, "price") -> "terms[0].price"; query and path parameters keep their name."""
-    parts = list(loc[1:] if loc and loc[0] in ("body", "query", "path", "header") else loc)
-    path = ""
-    for part in parts:
-        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
-    return path or "body"
 
 
 @app.exception_handler(RequestValidationError)
@@ -48,7 +41,7 @@ def invalid_request(error: RequestValidationError) -> Response[Any]:
                 [{"field": "body", "reason": str(problem.get("msg", "invalid JSON"))}],
             )
         reason = "unknown field" if problem.get("type") == "extra_forbidden" else str(problem.get("msg"))
-        fields.append({"field": _field_path(tuple(problem.get("loc", ()))), "reason": reason})
+        fields.append({"field": field_path(tuple(problem.get("loc", ()))), "reason": reason})
     names = ", ".join(f["field"] for f in fields)
     return error_response(422, "validation_error", f"invalid request: {names}", fields)
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from datetime import date
-from decimal import Decimal, localcontext
 from typing import Any
 
 from billow.domain.billing import InvoiceDraft, LineDraft, next_due_date
@@ -15,6 +14,7 @@ from billow.domain.invoices import Invoice, Payment
 from billow.domain.money import Money
 from billow.domain.ordering import Order, QuotedInvoice
 from billow.domain.subscriptions import Subscription
+from billow.services.preview import decimal_fraction
 
 Json = dict[str, Any]
 
@@ -36,6 +36,9 @@ def terms(t: PriceTerms) -> Json:
         "billing_model": t.billing_model.value,
         "pricing_model": t.pricing_model.value,
         "setup_fee": money(t.setup_fee),
+        "trial_days": t.trial_days,
+        "alignment": None if t.alignment is None else t.alignment.value,
+        "meter": t.meter,
     }
 
 
@@ -67,20 +70,12 @@ def line(x: LineDraft) -> Json:
         "description": x.description,
         "service_id": x.service_id,
         "product_id": x.product_id,
-        "quantity": x.quantity,
+        "quantity": x.quantity if isinstance(x.quantity, int) else str(x.quantity),
         "unit_price": money(x.unit_price),
-        "fraction": _fraction(x),
+        "fraction": decimal_fraction(x.fraction),
         "amount": money(x.amount),
         "period": period(x.period),
     }
-
-
-def _fraction(x: LineDraft) -> str:
-    """The exact share of the period billed, as a decimal with 12 places (display only: amounts
-    are computed from the exact fraction)."""
-    with localcontext() as ctx:
-        ctx.prec = 40
-        return f"{Decimal(x.fraction.numerator) / Decimal(x.fraction.denominator):.12f}"
 
 
 def invoice(i: Invoice, today: date) -> Json:
@@ -89,6 +84,7 @@ def invoice(i: Invoice, today: date) -> Json:
         "number": i.number,
         "contact_id": i.contact_id,
         "subscription_id": i.subscription_id,
+        "kind": i.kind.value,
         "status": i.display_status(today),
         "currency": i.currency,
         "billing_date": i.billing_date.isoformat(),
@@ -105,6 +101,7 @@ def invoice(i: Invoice, today: date) -> Json:
 def draft(d: InvoiceDraft) -> Json:
     return {
         "billing_date": d.billing_date.isoformat(),
+        "issue_date": d.issue_date.isoformat(),
         "period": period(d.period),
         "currency": d.currency,
         "lines": [line(x) for x in d.lines],
@@ -151,6 +148,9 @@ def subscription(s: Subscription) -> Json:
                 "state": x.state.value,
                 "start_date": x.start_date.isoformat(),
                 "billed_through": None if x.billed_through is None else x.billed_through.isoformat(),
+                "state_since": x.since.isoformat(),
+                "end_date": None if x.end_date is None else x.end_date.isoformat(),
+                "alignment": x.alignment.value,
             }
             for x in s.services
         ],

@@ -3,28 +3,18 @@
 from __future__ import annotations
 
 from datetime import date
-from decimal import Decimal
-from typing import Annotated, Any
+from typing import Annotated
 
 from billow.domain.calendar import Cycle
 from billow.domain.catalog import BillingModel, PricingModel
 from billow.domain.invoices import PaymentMethod
-from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
+from billow.domain.rules import Alignment
+from billow.services.inputs import Amount, Body, Currency
 
+__all__ = ["Amount", "Body", "Currency", "Id"]
+from pydantic import AwareDatetime, Field
 
-def _no_float(value: Any) -> Any:
-    if isinstance(value, float):
-        raise ValueError('send amounts as decimal strings, e.g. "19.99", never as JSON numbers with a fraction')
-    return value
-
-
-Amount = Annotated[Decimal, BeforeValidator(_no_float), Field(allow_inf_nan=False, examples=["19.99"])]
-Currency = Annotated[str, Field(min_length=3, max_length=3, pattern=r"^[A-Z]{3}$", examples=["USD"])]
 Id = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_\-]+$")]
-
-
-class Body(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
 
 class PriceTermsBody(Body):
@@ -34,6 +24,13 @@ class PriceTermsBody(Body):
     billing_model: BillingModel = BillingModel.ADVANCE
     pricing_model: PricingModel = PricingModel.FLAT
     setup_fee: Amount | None = None
+    trial_days: int = Field(default=0, ge=0, le=366, description="days at the start that are not charged")
+    alignment: Alignment | None = Field(
+        default=None, description="overrides the business's alignment when added to an existing subscription"
+    )
+    meter: str | None = Field(
+        default=None, max_length=64, pattern=r"^[a-z0-9_]+$", description="usage metric rated each period (arrears)"
+    )
 
 
 class ProductBody(Body):

@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
-from functools import lru_cache
 from enum import StrEnum
+from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from billow.domain.errors import InvalidInput
@@ -151,7 +151,7 @@ class BillingSchedule:
         return cls(cycle, day, first_activation)
 
     # -- the sequence -------------------------------------------------------------------------
-    def _index_of(self, day: date) -> int:
+    def index_of(self, day: date) -> int:
         """Index k of the last billing date on or before `day` (k may be negative)."""
         if self.cycle is Cycle.WEEK:
             first = self.reference + timedelta(days=(self.billing_day - self.reference.weekday()) % 7)
@@ -170,18 +170,18 @@ class BillingSchedule:
         return _date_in_month(_month_index(self.reference) + k * self.cycle.months, self.billing_day)
 
     def is_billing_date(self, day: date) -> bool:
-        return self.billing_date(self._index_of(day)) == day
+        return self.billing_date(self.index_of(day)) == day
 
     def period_containing(self, day: date) -> Period:
         return _period_containing(self, day)
 
     def periods(self, start: date, count: int) -> list[Period]:
         """`count` consecutive full periods, the first being the one that contains `start`."""
-        k = self._index_of(start)
+        k = self.index_of(start)
         return [Period(self.billing_date(k + i), self.billing_date(k + i + 1)) for i in range(count)]
 
     def next_on_or_after(self, day: date) -> date:
-        k = self._index_of(day)
+        k = self.index_of(day)
         found = self.billing_date(k)
         return found if found == day else self.billing_date(k + 1)
 
@@ -202,5 +202,5 @@ class BillingSchedule:
 @lru_cache(maxsize=1 << 16)
 def _period_containing(schedule: BillingSchedule, day: date) -> Period:
     """Cached: a billing run asks for the same few periods of the same few schedules again and again."""
-    k = schedule._index_of(day)
+    k = schedule.index_of(day)
     return Period(schedule.billing_date(k), schedule.billing_date(k + 1))

@@ -15,12 +15,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 
-from billow.domain.billing import next_billing_step
+from billow.domain.billing import InvoiceDraft, next_billing_step, upcoming_invoices
 from billow.domain.calendar import local_date, tenant_zone
-from billow.domain.errors import ConcurrentModification
+from billow.domain.errors import ConcurrentModification, InvalidInput, NotFound
 from billow.domain.invoices import Invoice
 from billow.domain.subscriptions import Subscription
 from billow.domain.tenants import TenantSettings
+from billow.domain.usage import NO_USAGE, UsageRater
+from billow.services.contacts import contact_today
+from billow.services.context import Clock, TenantContext
 from billow.services.ports import DUE_SHARDS, Store
 
 MAX_CONFLICT_RETRIES = 5
@@ -55,14 +58,24 @@ def invoice_id_for(subscription: Subscription) -> str:
 
 
 def bill_subscription(
-    store: Store, settings: TenantSettings, contact_id: str, subscription_id: str, as_of: date, numbers: InvoiceNumbers
+    store: Store,
+    settings: TenantSettings,
+    contact_id: str,
+    subscription_id: str,
+    as_of: date,
+    numbers: InvoiceNumbers,
+    *,
+    today: date | None = None,
+    rater: UsageRater = NO_USAGE,
 ) -> list[Invoice]:
-    """Create every invoice of the subscription due at `as_of`, one atomic step at a time."""
+    """Create every invoice of the subscription due at `as_of`, one atomic step at a time.
+
+    `today` is given when billing ahead of time (as_of in the future): it is the issue date."""
     created: list[Invoice] = []
     conflicts = 0
     subscription = store.load_subscription(settings.tenant_id, contact_id, subscription_id)
     while subscription is not None:
-        step = next_billing_step(subscription, as_of)
+        step = next_billing_step(subscription, as_of, today=today, rater=rater)
         if step is None:
             return created
         invoice = None
@@ -125,3 +138,65 @@ def bill_due_subscriptions(
             report.invoices_created += len(invoices)
             report.invoice_ids.extend(i.id for i in invoices)
     return report
+
+
+MAX_CYCLES_AHEAD = 36
+MAX_DAYS_AHEAD = 3 * 366
+MAX_UPCOMING = 12
+
+
+def _subscription(store: Store, ctx: TenantContext, subscription_id: str) -> Subscription:
+    subscription = store.get_subscription(ctx.tenant_id, subscription_id)
+    if subscription is None:
+        raise NotFound(f"no subscription {subscription_id}", field="subscription_id")
+    return subscription
+
+
+def view_bill(
+    store: Store, ctx: TenantContext, subscription_id: str, count: int = 3, rater: UsageRater = NO_USAGE
+) -> list[InvoiceDraft]:
+    """The next `count` invoices of a subscription, as the billing run will create them."""
+    if not 1 <= count <= MAX_UPCOMING:
+        raise InvalidInput(f"count is 1 to {MAX_UPCOMING}", field="count")
+    return upcoming_invoices(_subscription(store, ctx, subscription_id), count, rater=rater)
+
+
+@dataclass(frozen=True, slots=True)
+class BilledAhead:
+    today: date
+    invoices: list[Invoice]
+
+
+def bill_ahead(
+    store: Store,
+    ctx: TenantContext,
+    subscription_id: str,
+    *,
+    cycles: int | None,
+    until: date | None,
+    clock: Clock,
+    numbers: InvoiceNumbers,
+) -> BilledAhead:
+    """Invoice upcoming cycles now: the next `cycles` billing dates, or every billing date up to
+    `until`. The invoices are the ones the billing run would create on those dates, issued today.
+    Repeating the same request the same day bills nothing more."""
+    if (cycles is None) == (until is None):
+        raise InvalidInput("give either cycles or until", field="cycles")
+    subscription = _subscription(store, ctx, subscription_id)
+    today = contact_today(store, ctx, subscription.contact_id, clock)
+    if cycles is not None:
+        if not 1 <= cycles <= MAX_CYCLES_AHEAD:
+            raise InvalidInput(f"cycles is 1 to {MAX_CYCLES_AHEAD}", field="cycles")
+        schedule = subscription.schedule
+        horizon = schedule.billing_date(schedule.index_of(today) + cycles)
+    else:
+        assert until is not None
+        if not today < until <= today + timedelta(days=MAX_DAYS_AHEAD):
+            raise InvalidInput(f"until is after today ({today}) and at most {MAX_DAYS_AHEAD} days ahead", field="until")
+        horizon = until
+    # The run invoices a charge `bill_days_before` days ahead of its billing date: undo that here.
+    as_of = horizon - timedelta(days=subscription.rules.bill_days_before)
+    created = bill_subscription(
+        store, ctx.settings, subscription.contact_id, subscription_id, max(as_of, today), numbers, today=today
+    )
+    return BilledAhead(today, created)

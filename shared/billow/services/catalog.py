@@ -10,6 +10,7 @@ from billow.domain.calendar import Cycle
 from billow.domain.catalog import BillingModel, PriceTerms, PricingModel, Product
 from billow.domain.errors import Conflict, InvalidInput, NotFound
 from billow.domain.money import Money
+from billow.domain.rules import Alignment
 from billow.services.context import TenantContext
 from billow.services.ports import Store
 
@@ -22,13 +23,27 @@ class PriceTermsInput:
     billing_model: BillingModel
     pricing_model: PricingModel = PricingModel.FLAT
     setup_fee: Decimal | None = None
+    trial_days: int = 0
+    alignment: Alignment | None = None
+    meter: str | None = None
 
 
 def _build_terms(terms_id: str, product_id: str, spec: PriceTermsInput, field: str) -> PriceTerms:
     try:
         price = Money.parse(spec.price, spec.currency, field=f"{field}.price")
         fee = None if spec.setup_fee is None else Money.parse(spec.setup_fee, spec.currency, field=f"{field}.setup_fee")
-        return PriceTerms(terms_id, product_id, price, spec.cycle, spec.billing_model, spec.pricing_model, fee)
+        return PriceTerms(
+            terms_id,
+            product_id,
+            price,
+            spec.cycle,
+            spec.billing_model,
+            spec.pricing_model,
+            fee,
+            trial_days=spec.trial_days,
+            alignment=spec.alignment,
+            meter=spec.meter,
+        )
     except InvalidInput as error:
         name = error.field or ""
         raise type(error)(error.message, field=name if name.startswith(field) else f"{field}.{name}") from None

@@ -1,0 +1,61 @@
+"""Billing-engine routes: the dry run, the view bill and billing upcoming cycles ahead of time."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Annotated, Any
+
+from aws_lambda_powertools.event_handler.openapi.params import Path, Query
+from aws_lambda_powertools.event_handler.router import APIGatewayRouter
+from billow.services import billing
+from billow.services.preview import PreviewInput, preview
+from pydantic import Field
+from runtime import clock, numbers, store
+
+from api import presenters
+from api.context import current_tenant
+from api.schemas import Body, Id
+
+router = APIGatewayRouter()
+
+
+class BillAheadBody(Body):
+    cycles: int | None = Field(default=None, ge=1, le=billing.MAX_CYCLES_AHEAD, description="the next N billing dates")
+    until: date | None = Field(default=None, description="every billing date up to and including this day")
+
+
+@router.post(
+    "/billing/preview",
+    summary="Dry run: every line a billing run on `as_of` would create for one service (no data is read or written)",
+)
+def billing_preview(body: PreviewInput) -> dict[str, Any]:
+    current_tenant(router.current_event)
+    return preview(body)
+
+
+@router.get(
+    "/subscriptions/<subscription_id>/upcoming",
+    summary="View bill: the next invoices of a subscription, as the billing run will create them",
+)
+def view_bill(
+    subscription_id: Annotated[Id, Path()], count: Annotated[int, Query(ge=1, le=billing.MAX_UPCOMING)] = 3
+) -> dict[str, Any]:
+    ctx = current_tenant(router.current_event)
+    drafts = billing.view_bill(store, ctx, subscription_id, count)
+    return {"subscription_id": subscription_id, "invoices": [presenters.draft(d) for d in drafts]}
+
+
+@router.post(
+    "/subscriptions/<subscription_id>/bill-ahead",
+    summary="Bill upcoming cycles now (N cycles or up to a date); repeating it the same day bills nothing more",
+)
+def bill_ahead(subscription_id: Annotated[Id, Path()], body: BillAheadBody) -> dict[str, Any]:
+    ctx = current_tenant(router.current_event)
+    billed = billing.bill_ahead(
+        store, ctx, subscription_id, cycles=body.cycles, until=body.until, clock=clock, numbers=numbers
+    )
+    return {
+        "subscription_id": subscription_id,
+        "today": billed.today.isoformat(),
+        "invoices": [presenters.invoice(i, billed.today) for i in billed.invoices],
+    }

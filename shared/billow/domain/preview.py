@@ -1,0 +1,91 @@
+"""The dry run: every invoice line a billing run on an as-of date would create for a subscription
+with one service and no earlier invoices, computed by the billing engine itself.
+
+This is a public interface (see docs/billing.md): `billow bill preview` and `POST /billing/preview`
+are thin wrappers around `dry_run`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, timedelta
+
+from billow.domain.billing import InvoiceDraft, billing_steps
+from billow.domain.calendar import BillingSchedule, Cycle
+from billow.domain.catalog import BillingModel, PriceTerms
+from billow.domain.errors import InvalidInput
+from billow.domain.money import Money
+from billow.domain.rules import BillingRules, CalendarMode, ServiceState
+from billow.domain.subscriptions import Service, Subscription, SubscriptionKey
+
+
+@dataclass(frozen=True, slots=True)
+class PreviewTerms:
+    cycle: Cycle
+    billing_model: BillingModel
+    price: Money
+    calendar: CalendarMode = CalendarMode.ANNIVERSARY
+    billing_day: int | None = None
+    """Day of month (1-31), or weekday (0 = Monday) for weekly cycles; default: from the start date."""
+    threshold_day: int | None = None
+    """Same form as `billing_day`."""
+    setup_fee: Money | None = None
+    trial_days: int = 0
+    quantity: int = 1
+
+
+def preview_subscription(terms: PreviewTerms, start: date, end: date | None) -> Subscription:
+    if end is not None and end <= start:
+        raise InvalidInput(f"end {end} must be after start {start}", field="end")
+    weekly = terms.cycle is Cycle.WEEK
+    default_day = start.weekday() if weekly else start.day
+    day = default_day if terms.billing_day is None else terms.billing_day
+    threshold = terms.threshold_day
+    rules = BillingRules(
+        calendar=terms.calendar,
+        period_day=1 if weekly else day,
+        period_weekday=day if weekly else 0,
+        threshold_day=None if weekly else threshold,
+        threshold_weekday=threshold if weekly else None,
+    )
+    price_terms = PriceTerms(
+        "terms_preview",
+        "prod_preview",
+        terms.price,
+        terms.cycle,
+        terms.billing_model,
+        setup_fee=terms.setup_fee,
+        trial_days=terms.trial_days,
+    )
+    price_terms.check_quantity(terms.quantity)
+    charged_from = start + timedelta(days=terms.trial_days)
+    if terms.calendar is CalendarMode.ANNIVERSARY and terms.billing_day is not None:
+        schedule = BillingSchedule(terms.cycle, day, charged_from)
+    else:
+        schedule = rules.schedule_for(terms.cycle, charged_from)
+    service = Service(
+        id="svc_preview",
+        order_id="ord_preview",
+        product_id="prod_preview",
+        product_name="Preview",
+        terms=price_terms,
+        quantity=terms.quantity,
+        state=ServiceState.DRAFT,
+        start_date=start,
+        end_date=end,
+    )
+    return Subscription(
+        id="sub_preview",
+        contact_id="con_preview",
+        key=SubscriptionKey.of(price_terms),
+        schedule=schedule,
+        services=(service,),
+        created_on=start,
+        rules=rules,
+    )
+
+
+def dry_run(terms: PreviewTerms, start: date, end: date | None, as_of: date) -> list[InvoiceDraft]:
+    """Every invoice (with its lines) a billing run on `as_of` would create, oldest first."""
+    subscription = preview_subscription(terms, start, end)
+    return [step.invoice for step in billing_steps(subscription, as_of) if step.invoice is not None]

@@ -1,0 +1,43 @@
+"""Input types shared by every front door (the REST API and the command line): unknown fields
+are refused and amounts are decimal strings, never JSON numbers with a fraction."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+
+
+def _no_float(value: Any) -> Any:
+    if isinstance(value, float):
+        raise ValueError('send amounts as decimal strings, e.g. "19.99", never as JSON numbers with a fraction')
+    return value
+
+
+Amount = Annotated[Decimal, BeforeValidator(_no_float), Field(allow_inf_nan=False, examples=["19.99"])]
+Currency = Annotated[str, Field(min_length=3, max_length=3, pattern=r"^[A-Z]{3}$", examples=["USD"])]
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+def field_path(loc: tuple[Any, ...]) -> str:
+    """("body", "terms", 0, "price") -> "terms[0].price"; query and path parameters keep their name."""
+    parts = list(loc[1:] if loc and loc[0] in ("body", "query", "path", "header") else loc)
+    path = ""
+    for part in parts:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path or "body"
+
+
+def validation_problems(error: ValidationError) -> list[dict[str, str]]:
+    """Each problem of a validation error as {"field": "terms.price", "reason": "..."}."""
+    return [
+        {
+            "field": field_path(tuple(p.get("loc", ()))),
+            "reason": "unknown field" if p.get("type") == "extra_forbidden" else str(p.get("msg")),
+        }
+        for p in error.errors()
+    ]
