@@ -60,3 +60,20 @@ def moto_table() -> Iterator[str]:
         boto3.client("dynamodb", region_name="us-east-1").create_table(**create_table_request("billow-unit"))
         configure(table_name="billow-unit", endpoint="", region="us-east-1")
         yield "billow-unit"
+
+
+@pytest.fixture(scope="session")
+def synthesized_app(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, object], Path]:
+    """The CDK app synthesized once per test process (stage "test"): its template and cdk.out.
+    Tests using it share the xdist group "cdk" so one worker synthesizes once."""
+    import json
+
+    from app import build_app  # infra/app.py
+
+    out = tmp_path_factory.mktemp("cdk.out")
+    deps = tmp_path_factory.mktemp("deps")
+    (deps / "python").mkdir()
+    app, stack = build_app(outdir=str(out), context={"stage": "test", "dependencies_layer": str(deps)})
+    app.synth()  # raises if cdk-nag reports an unacknowledged error
+    template = json.loads((out / stack.template_file).read_text())
+    return template, out

@@ -1,31 +1,96 @@
-"""The daily billing run (EventBridge schedule). Idempotent by construction: see
-billow.services.billing. The event's `time` is the run's instant, so a re-delivered event bills
-as of the same day, and a late one catches up."""
+"""The daily billing run, one shard page at a time, as the billing-run state machine calls it.
+
+The state machine (infra/billow_infra/billing_run.py) fans out over the shards of the due index
+and calls this function for each shard until the shard is done, then once more with every shard's
+totals. Billing is idempotent by construction (billow.services.billing): the event's `time` is the
+run's instant, so a re-delivered or re-driven run bills as of the same day, bills nothing twice,
+and a late one catches up.
+"""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.parser import BaseModel, event_parser
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from billow.services.billing import bill_due_subscriptions
+from billow.services.billing import bill_due_page
 from billow.services.ports import DUE_SHARDS
-from pydantic import AwareDatetime, Field
+from pydantic import AwareDatetime, ConfigDict, Field, model_validator
 from runtime import logger, metrics, numbers, store, tracer
+
+WORKERS = 4
+"""Subscriptions billed concurrently per invocation: enough to hide DynamoDB latency, few enough
+that one shard's due-index partition stays far below its write limit (docs/scale.md)."""
+PAGE_SIZE = 200
+"""Due subscriptions read per query."""
+TIME_LEFT_MS = 60_000
+"""Stop taking pages when less than this is left, and hand the cursor back to the state machine."""
 
 
 class BillingRunIncomplete(Exception):
-    """Some due subscriptions could not be billed (details in the log)."""
+    """Some due subscriptions could not be billed (details in the log); they stay due."""
+
+
+class ShardTotals(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    subscriptions: int = Field(default=0, ge=0)
+    invoices: int = Field(default=0, ge=0)
+    failures: int = Field(default=0, ge=0)
 
 
 class BillingRunEvent(BaseModel):
-    """An EventBridge scheduled event, or a manual invocation with the same fields."""
+    """Either one shard's next pages ({time, shard, cursor, totals}) or the run's summary ({time, results})."""
 
-    time: AwareDatetime = Field(description="the run's instant (EventBridge sets it to the scheduled time)")
-    shards: list[Annotated[int, Field(ge=0, lt=DUE_SHARDS)]] | None = Field(
-        default=None, description="due-index shards to bill; default all"
-    )
+    time: AwareDatetime = Field(description="the run's instant (the schedule's time)")
+    shard: int | None = Field(default=None, ge=0, lt=DUE_SHARDS)
+    cursor: str | None = Field(default=None, max_length=2048)
+    totals: ShardTotals = Field(default_factory=ShardTotals)
+    results: list[ShardTotals] | None = Field(default=None, max_length=DUE_SHARDS)
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> BillingRunEvent:
+        if (self.shard is None) == (self.results is None):
+            raise ValueError("give either shard (bill it) or results (summarize the run)")
+        return self
+
+
+def bill_shard(event: BillingRunEvent, context: LambdaContext) -> dict[str, Any]:
+    assert event.shard is not None
+    totals = event.totals.model_copy()
+    cursor = event.cursor
+    while True:
+        page = bill_due_page(store, event.time, numbers, event.shard, cursor, limit=PAGE_SIZE, workers=WORKERS)
+        totals.subscriptions += page.subscriptions_seen
+        totals.invoices += page.invoices_created
+        totals.failures += len(page.failures)
+        if page.failures:
+            logger.error("subscriptions not billed", extra={"shard": event.shard, "failures": page.failures[:50]})
+        cursor = page.cursor
+        if cursor is None or context.get_remaining_time_in_millis() < TIME_LEFT_MS:
+            break
+    return {
+        "time": event.time.isoformat(),
+        "shard": event.shard,
+        "cursor": cursor,
+        "done": cursor is None,
+        "totals": totals.model_dump(),
+    }
+
+
+def summarize(event: BillingRunEvent) -> dict[str, Any]:
+    assert event.results is not None
+    subscriptions = sum(r.subscriptions for r in event.results)
+    invoices = sum(r.invoices for r in event.results)
+    failures = sum(r.failures for r in event.results)
+    metrics.add_metric(name="SubscriptionsBilled", unit=MetricUnit.Count, value=subscriptions)
+    metrics.add_metric(name="InvoicesCreated", unit=MetricUnit.Count, value=invoices)
+    metrics.add_metric(name="SubscriptionsFailed", unit=MetricUnit.Count, value=failures)
+    logger.info("billing run finished", extra={"time": event.time.isoformat(), "invoices": invoices})
+    if failures:
+        # Fails the execution (alarmed); the failed subscriptions stay due and the next run retries them.
+        raise BillingRunIncomplete(f"{failures} of {subscriptions} subscriptions not billed")
+    return {"time": event.time.isoformat(), "subscriptions": subscriptions, "invoices_created": invoices}
 
 
 @logger.inject_lambda_context(log_event=False)
@@ -33,19 +98,4 @@ class BillingRunEvent(BaseModel):
 @tracer.capture_lambda_handler(capture_response=False)
 @event_parser(model=BillingRunEvent)
 def lambda_handler(event: BillingRunEvent, context: LambdaContext) -> dict[str, Any]:
-    shards = event.shards if event.shards is not None else list(range(DUE_SHARDS))
-    report = bill_due_subscriptions(store, event.time, numbers, shards)
-    metrics.add_metric(name="InvoicesCreated", unit=MetricUnit.Count, value=report.invoices_created)
-    metrics.add_metric(name="SubscriptionsBilled", unit=MetricUnit.Count, value=report.subscriptions_seen)
-    logger.info("billing run finished", extra={"as_of": str(report.as_of_utc), "invoices": report.invoices_created})
-    if report.failures:
-        metrics.add_metric(name="SubscriptionsFailed", unit=MetricUnit.Count, value=len(report.failures))
-        logger.error("subscriptions not billed", extra={"failures": report.failures[:100]})
-        # Failing the invocation makes EventBridge retry (then dead-letter) the run; a retry bills
-        # only what is still due, so the subscriptions billed above are not billed again.
-        raise BillingRunIncomplete(f"{len(report.failures)} of {report.subscriptions_seen} subscriptions not billed")
-    return {
-        "as_of": report.as_of_utc.isoformat(),
-        "subscriptions": report.subscriptions_seen,
-        "invoices_created": report.invoices_created,
-    }
+    return bill_shard(event, context) if event.shard is not None else summarize(event)

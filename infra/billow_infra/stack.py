@@ -5,11 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from aws_cdk import CfnOutput, Stack
+from billow.services.ports import DUE_SHARDS
 from constructs import Construct
 
 from billow_infra import naming
 from billow_infra.api import BillowApi
-from billow_infra.billing_schedule import BillingSchedule
+from billow_infra.billing_run import BillingRun
 from billow_infra.functions import BillowFunctions
 from billow_infra.table import BillowTable
 
@@ -42,8 +43,11 @@ class BillowStack(Stack):
             handler=functions.by_concern["api"],
             authorizer_function=functions.by_concern["authorizer"],
         )
-        BillingSchedule(self, "Billing", stage=stage, billing_run=functions.by_concern["billing-run"])
+        billing = BillingRun(
+            self, "Billing", stage=stage, billing_run=functions.by_concern["billing-run"], shards=DUE_SHARDS
+        )
 
         CfnOutput(self, "ApiUrl", value=api.api.url, description="Base URL of the Billow API")
         CfnOutput(self, "TableName", value=table.table_name)
         CfnOutput(self, "BillingRunFunctionName", value=functions.by_concern["billing-run"].function_name)
+        CfnOutput(self, "BillingRunStateMachineArn", value=billing.state_machine.state_machine_arn)

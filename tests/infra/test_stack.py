@@ -4,23 +4,18 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aws_cdk.assertions import Match, Template
 
-pytestmark = pytest.mark.infra
+pytestmark = [pytest.mark.infra, pytest.mark.xdist_group("cdk")]
 
 
 @pytest.fixture(scope="module")
-def synthesized(tmp_path_factory: pytest.TempPathFactory) -> tuple[Template, Path]:
-    from app import build_app  # infra/app.py
-
-    out = tmp_path_factory.mktemp("cdk.out")
-    deps = tmp_path_factory.mktemp("deps")
-    (deps / "python").mkdir()
-    app, stack = build_app(outdir=str(out), context={"stage": "test", "dependencies_layer": str(deps)})
-    app.synth()  # raises if cdk-nag reports an unacknowledged error
-    return Template.from_stack(stack), out
+def synthesized(synthesized_app: tuple[dict[str, Any], Path]) -> tuple[Template, Path]:
+    template, out = synthesized_app
+    return Template.from_json(template), out
 
 
 def test_table_keys_indexes_and_protection(synthesized: tuple[Template, Path]) -> None:
@@ -81,8 +76,11 @@ def test_the_authorizer_may_only_read_single_items(synthesized: tuple[Template, 
             assert statement["Action"] != "dynamodb:*" and "*" not in json.dumps(statement["Action"])
 
 
-def test_the_daily_schedule_invokes_the_billing_run(synthesized: tuple[Template, Path]) -> None:
+def test_the_daily_schedule_starts_the_billing_run_state_machine(synthesized: tuple[Template, Path]) -> None:
     template, _ = synthesized
+    machines = template.find_resources("AWS::StepFunctions::StateMachine")
+    assert len(machines) == 1
+    [(machine_id, machine)] = machines.items()
     template.has_resource_properties(
         "AWS::Events::Rule",
         {
@@ -91,6 +89,7 @@ def test_the_daily_schedule_invokes_the_billing_run(synthesized: tuple[Template,
             "Targets": [
                 Match.object_like(
                     {
+                        "Arn": {"Ref": machine_id},
                         "RetryPolicy": {"MaximumRetryAttempts": 4, "MaximumEventAgeInSeconds": 21600},
                         "DeadLetterConfig": Match.any_value(),
                     }
@@ -98,6 +97,27 @@ def test_the_daily_schedule_invokes_the_billing_run(synthesized: tuple[Template,
             ],
         },
     )
+    assert machine["Properties"]["TracingConfiguration"] == {"Enabled": True}
+    assert machine["Properties"]["LoggingConfiguration"]["Level"] == "ALL"
+
+
+def test_the_billing_run_fans_out_over_every_due_shard_with_a_distributed_map(
+    synthesized_app: tuple[dict[str, Any], Path],
+) -> None:
+    from billow.local.stepfunctions import resolve_definition
+    from billow.services.ports import DUE_SHARDS
+
+    template, _ = synthesized_app
+    [machine_id] = [k for k, v in template["Resources"].items() if v["Type"] == "AWS::StepFunctions::StateMachine"]
+    states = json.loads(resolve_definition(template, machine_id))["States"]
+    fan_out = states["BillShards"]
+    assert fan_out["Type"] == "Map"
+    assert fan_out["ItemProcessor"]["ProcessorConfig"] == {"Mode": "DISTRIBUTED", "ExecutionType": "STANDARD"}
+    assert fan_out["MaxConcurrency"] == DUE_SHARDS
+    assert states["PlanShards"]["Parameters"]["shards.$"] == f"States.ArrayRange(0, {DUE_SHARDS - 1}, 1)"
+    page = fan_out["ItemProcessor"]["States"]["BillShardPages"]
+    assert page["Resource"] == "arn:aws:states:::lambda:invoke"
+    assert any("TemporaryFailure" in r["ErrorEquals"] for r in page["Retry"])
 
 
 def test_every_api_method_requires_the_authorizer(synthesized: tuple[Template, Path]) -> None:

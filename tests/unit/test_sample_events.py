@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import json
-from datetime import date
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from billow.local.lambda_runtime import invoke
 from billow.local.stack import add_tenant
-from billow.services.billing import RunReport
 
 EVENTS = Path(__file__).resolve().parents[2] / "events"
 
@@ -34,9 +33,24 @@ def test_api_events(moto_table: str) -> None:
     assert listed["statusCode"] == 200 and json.loads(listed["body"]) == {"items": []}
 
 
-def test_billing_run_event(moto_table: str) -> None:
-    result = invoke("billing_run.handler.lambda_handler", load("billing_run_scheduled"))
-    assert result == {"as_of": "2026-12-01", "subscriptions": 0, "invoices_created": 0}
+def test_billing_run_events(moto_table: str) -> None:
+    shard = invoke("billing_run.handler.lambda_handler", load("billing_run_shard"))
+    assert shard == {
+        "time": "2026-12-01T00:05:00+00:00",
+        "shard": 0,
+        "cursor": None,
+        "done": True,
+        "totals": {"subscriptions": 0, "invoices": 0, "failures": 0},
+    }
+    summary = invoke("billing_run.handler.lambda_handler", load("billing_run_summary"))
+    assert summary == {"time": "2026-12-01T00:05:00+00:00", "subscriptions": 5, "invoices_created": 5}
+
+
+def test_the_state_machine_input_is_the_scheduled_event() -> None:
+    from billow.local.scheduler import scheduled_event
+
+    sample = load("billing_run_scheduled")
+    assert set(sample) == set(scheduled_event(datetime(2026, 12, 1, tzinfo=UTC), "rule"))
 
 
 def test_billing_run_refuses_shards_outside_the_index(moto_table: str) -> None:
@@ -44,22 +58,14 @@ def test_billing_run_refuses_shards_outside_the_index(moto_table: str) -> None:
     from billow.services.ports import DUE_SHARDS
     from pydantic import ValidationError
 
-    event = {**load("billing_run_scheduled"), "shards": [DUE_SHARDS]}
-    with pytest.raises(ValidationError):
-        invoke("billing_run.handler.lambda_handler", event)
+    for event in ({**load("billing_run_shard"), "shard": DUE_SHARDS}, {"time": "2026-12-01T00:05:00Z"}):
+        with pytest.raises(ValidationError):
+            invoke("billing_run.handler.lambda_handler", event)
 
 
-def test_a_run_with_failures_fails_after_billing_the_rest_so_the_schedule_retries(
-    moto_table: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_a_run_with_failures_fails_in_the_summary_so_the_execution_fails(moto_table: str) -> None:
     import billing_run.handler as module
 
-    partial = RunReport(
-        as_of_utc=date(2026, 12, 1),
-        subscriptions_seen=3,
-        invoices_created=2,
-        failures=[("sub_x", "ValueError: corrupt item")],
-    )
-    monkeypatch.setattr(module, "bill_due_subscriptions", lambda *args, **kwargs: partial)
+    event = {"time": "2026-12-01T00:05:00Z", "results": [{"subscriptions": 3, "invoices": 2, "failures": 1}]}
     with pytest.raises(module.BillingRunIncomplete, match="1 of 3 subscriptions not billed"):
-        invoke("billing_run.handler.lambda_handler", load("billing_run_scheduled"))
+        invoke("billing_run.handler.lambda_handler", event)

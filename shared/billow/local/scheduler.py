@@ -10,6 +10,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from billow.local.lambda_runtime import invoke
+from billow.services.ports import DUE_SHARDS
 
 
 def scheduled_event(instant: datetime, rule: str) -> dict[str, Any]:
@@ -26,11 +27,25 @@ def scheduled_event(instant: datetime, rule: str) -> dict[str, Any]:
     }
 
 
-def run_billing(instant: datetime) -> dict[str, Any]:
-    result: dict[str, Any] = invoke(
-        "billing_run.handler.lambda_handler", scheduled_event(instant, "billow-daily-billing")
-    )
-    return result
+BILLING_RUN = "billing_run.handler.lambda_handler"
+
+
+def run_billing(instant: datetime, shards: int = DUE_SHARDS) -> dict[str, Any]:
+    """What the billing-run state machine does on AWS, step for step: each shard page by page
+    (the distributed map and its "ShardDone?" loop), then the summary. A run with subscriptions
+    that could not be billed is reported, not raised: the scheduler keeps running."""
+    time = scheduled_event(instant, "billow-daily-billing")["time"]
+    results = []
+    for shard in range(shards):
+        event: dict[str, Any] = {"time": time, "shard": shard}
+        while not (event := invoke(BILLING_RUN, event))["done"]:
+            pass
+        results.append(event["totals"])
+    try:
+        summary: dict[str, Any] = invoke(BILLING_RUN, {"time": time, "results": results})
+    except Exception as error:
+        return {"time": time, "error": f"{type(error).__name__}: {error}"}
+    return summary
 
 
 class DailyScheduler:

@@ -11,9 +11,11 @@ and the other reloads and finds nothing due.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
+from functools import partial
 
 from billow.domain.billing import InvoiceDraft, next_billing_step, upcoming_invoices
 from billow.domain.calendar import local_date, tenant_zone
@@ -24,7 +26,7 @@ from billow.domain.tenants import TenantSettings
 from billow.domain.usage import NO_USAGE, UsageRater
 from billow.services.contacts import contact_today
 from billow.services.context import Clock, TenantContext
-from billow.services.ports import DUE_SHARDS, Store
+from billow.services.ports import DueSubscription, Store
 
 MAX_CONFLICT_RETRIES = 5
 NUMBER_BLOCK = 25
@@ -109,34 +111,105 @@ class RunReport:
     invoice_ids: list[str] = field(default_factory=list)
     failures: list[tuple[str, str]] = field(default_factory=list)
     """(subscription id, error) of subscriptions that could not be billed; the others still were."""
+    cursor: str | None = None
+    """Where a page of one shard stopped; None when the shard is done."""
+
+    def merge(self, other: RunReport) -> None:
+        self.subscriptions_seen += other.subscriptions_seen
+        self.invoices_created += other.invoices_created
+        self.invoice_ids += other.invoice_ids
+        self.failures += other.failures
+
+
+PAGE_SIZE = 200
+
+
+class _Settings:
+    """Tenant settings read once per run (per container), shared by the worker threads."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._cache: dict[str, TenantSettings] = {}
+
+    def __call__(self, tenant_id: str) -> TenantSettings:
+        settings = self._cache.get(tenant_id)
+        if settings is None:
+            settings = self._store.get_settings(tenant_id) or TenantSettings(tenant_id, tenant_id)
+            self._cache[tenant_id] = settings
+        return settings
+
+
+def bill_due_page(
+    store: Store,
+    instant: datetime,
+    numbers: InvoiceNumbers,
+    shard: int,
+    cursor: str | None = None,
+    *,
+    limit: int = PAGE_SIZE,
+    workers: int = 1,
+    settings: Callable[[str], TenantSettings] | None = None,
+) -> RunReport:
+    """Bill one page of one due-index shard: every subscription in it due at `instant` in its
+    tenant's time zone. The report's `cursor` continues the shard (None: the shard is done).
+
+    One subscription that cannot be billed (a corrupt item, a conflict that outlasts the retries)
+    is recorded in `failures` and skipped, so it does not stop the others; it stays due, so the
+    next run (or a rerun) tries it again and bills only what is still due."""
+    report = RunReport(as_of_utc=local_date(instant, tenant_zone("UTC")))
+    horizon = (instant + _LATEST_ZONE_OFFSET).date()
+    settings_of = settings or _Settings(store)
+    page = store.due_page(horizon, shard, limit, cursor)
+
+    def bill(due: DueSubscription) -> list[Invoice]:
+        tenant = settings_of(due.tenant_id)
+        as_of = local_date(instant, tenant_zone(tenant.timezone))
+        return bill_subscription(store, tenant, due.contact_id, due.subscription_id, as_of, numbers)
+
+    if workers > 1 and len(page.items) > 1:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            futures = [pool.submit(bill, due) for due in page.items]
+            outcomes = [_outcome(future.result) for future in futures]
+    else:
+        outcomes = [_outcome(partial(bill, due)) for due in page.items]
+    for due, (invoices, error) in zip(page.items, outcomes, strict=True):
+        report.subscriptions_seen += 1
+        if error is not None:
+            report.failures.append((due.subscription_id, error))
+            continue
+        report.invoices_created += len(invoices)
+        report.invoice_ids.extend(i.id for i in invoices)
+    report.cursor = page.cursor
+    return report
+
+
+def _outcome(call: Callable[[], list[Invoice]]) -> tuple[list[Invoice], str | None]:
+    try:
+        return call(), None
+    except Exception as error:
+        return [], f"{type(error).__name__}: {error}"
 
 
 def bill_due_subscriptions(
-    store: Store, instant: datetime, numbers: InvoiceNumbers, shards: Iterable[int] = range(DUE_SHARDS)
+    store: Store,
+    instant: datetime,
+    numbers: InvoiceNumbers,
+    shards: Iterable[int] | None = None,
+    *,
+    workers: int = 1,
 ) -> RunReport:
-    """The daily run: every subscription due at `instant` in its tenant's time zone.
-
-    One subscription that cannot be billed (a corrupt item, a conflict that outlasts the retries)
-    is recorded in `failures` and skipped, so it does not stop the others; rerunning the same run
-    bills only what is still due."""
+    """The whole daily run in one process: every page of every shard (the local stack, tests and
+    the benchmark; on AWS the Step Functions map runs `bill_due_page` per shard in parallel)."""
     report = RunReport(as_of_utc=local_date(instant, tenant_zone("UTC")))
-    horizon = (instant + _LATEST_ZONE_OFFSET).date()
-    settings_cache: dict[str, TenantSettings] = {}
-    for shard in shards:
-        for due in store.due_subscriptions(horizon, shard):
-            settings = settings_cache.get(due.tenant_id)
-            if settings is None:
-                settings = store.get_settings(due.tenant_id) or TenantSettings(due.tenant_id, due.tenant_id)
-                settings_cache[due.tenant_id] = settings
-            as_of = local_date(instant, tenant_zone(settings.timezone))
-            report.subscriptions_seen += 1
-            try:
-                invoices = bill_subscription(store, settings, due.contact_id, due.subscription_id, as_of, numbers)
-            except Exception as error:
-                report.failures.append((due.subscription_id, f"{type(error).__name__}: {error}"))
-                continue
-            report.invoices_created += len(invoices)
-            report.invoice_ids.extend(i.id for i in invoices)
+    settings = _Settings(store)
+    for shard in range(store.due_shards) if shards is None else shards:
+        cursor: str | None = None
+        while True:
+            page = bill_due_page(store, instant, numbers, shard, cursor, workers=workers, settings=settings)
+            report.merge(page)
+            if page.cursor is None:
+                break
+            cursor = page.cursor
     return report
 
 

@@ -3,7 +3,7 @@ DynamoDB; every method either fully happens or raises, never half-writes."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date
 from typing import Generic, Protocol, TypeVar
@@ -17,8 +17,9 @@ from billow.domain.tenants import TenantSettings
 
 T = TypeVar("T")
 
-DUE_SHARDS = 32
-"""How many partitions the due-for-billing index spreads over; the daily run reads them in parallel."""
+DUE_SHARDS = 64
+"""How many partitions the due-for-billing index spreads over; the daily run bills them in parallel
+(docs/scale.md explains the number)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +76,10 @@ class Store(Protocol):
     def apply_billing_step(
         self, tenant_id: str, subscription: Subscription, expected_version: int, invoice: Invoice | None
     ) -> None: ...
-    def due_subscriptions(self, as_of: date, shard: int) -> Iterator[DueSubscription]: ...
+
+    due_shards: int
+
+    def due_page(self, as_of: date, shard: int, limit: int, cursor: str | None) -> Page[DueSubscription]: ...
 
     # -- invoices and payments ------------------------------------------------------------------
     def get_invoice(self, tenant_id: str, invoice_id: str) -> Invoice | None: ...

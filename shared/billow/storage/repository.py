@@ -60,14 +60,18 @@ def by_id(tenant_id: str, entity_id: str) -> str:
     return f"{tenant_id}#{entity_id}"
 
 
-def due_keys(tenant_id: str, subscription: Subscription) -> tuple[str | None, str | None]:
+def due_partition(shard: int) -> str:
+    return f"DUE#{shard:03d}"
+
+
+def due_keys(tenant_id: str, subscription: Subscription, shards: int) -> tuple[str | None, str | None]:
     """Due-index keys, or (None, None) to leave the subscription out of the daily run: nothing left
     to bill, or a test-clock contact's subscription, which only its clock bills."""
     due = next_due_date(subscription)
     if due is None or subscription.test_clock:
         return None, None
-    shard = shard_of(subscription.id, DUE_SHARDS)
-    return f"DUE#{shard:02d}", f"{due.isoformat()}#{tenant_id}#{subscription.contact_id}#{subscription.id}"
+    shard = shard_of(subscription.id, shards)
+    return due_partition(shard), f"{due.isoformat()}#{tenant_id}#{subscription.contact_id}#{subscription.id}"
 
 
 def _get(pk: str, sk: str, *, consistent_read: bool = False) -> BillowItem | None:
@@ -132,14 +136,11 @@ def _translated(what: str) -> Iterator[None]:
         raise
 
 
-_CURSOR_KEYS = {"PK", "SK", "GSI3PK", "GSI3SK"}
-
-
 def _encode_cursor(key: dict[str, Any] | None) -> str | None:
     return None if not key else base64.urlsafe_b64encode(json.dumps(key).encode()).decode()
 
 
-def _decode_cursor(cursor: str | None, listing_key: str) -> dict[str, Any] | None:
+def _decode_cursor(cursor: str | None, listing_key: str, index: str = "GSI3") -> dict[str, Any] | None:
     """The start key a cursor encodes, refused unless this listing returned it: a cursor of another
     listing (or another tenant) would otherwise reach DynamoDB and fail there as a 500."""
     if not cursor:
@@ -150,16 +151,19 @@ def _decode_cursor(cursor: str | None, listing_key: str) -> dict[str, Any] | Non
         decoded = None
     well_formed = (
         isinstance(decoded, dict)
-        and set(decoded) == _CURSOR_KEYS
+        and set(decoded) == {"PK", "SK", f"{index}PK", f"{index}SK"}
         and all(isinstance(v, dict) and isinstance(v.get("S"), str) for v in decoded.values())
     )
-    if not well_formed or decoded["GSI3PK"]["S"] != listing_key:
+    if not well_formed or decoded[f"{index}PK"]["S"] != listing_key:
         raise InvalidInput("cursor is not one this listing returned", field="cursor")
     return dict(decoded)
 
 
 class DynamoStore:
     """Implements `billow.services.ports.Store`."""
+
+    def __init__(self, due_shards: int = DUE_SHARDS) -> None:
+        self.due_shards = due_shards
 
     # -- tenants ------------------------------------------------------------------------------------
     def get_settings(self, tenant_id: str) -> TenantSettings | None:
@@ -295,7 +299,7 @@ class DynamoStore:
 
     # -- orders and subscriptions -------------------------------------------------------------------
     def _subscription_item(self, tenant_id: str, subscription: Subscription, version: int) -> BillowItem:
-        due_pk, due_sk = due_keys(tenant_id, subscription)
+        due_pk, due_sk = due_keys(tenant_id, subscription, self.due_shards)
         return _entity(
             contact_pk(tenant_id, subscription.contact_id),
             f"SUB#{subscription.id}",
@@ -381,12 +385,22 @@ class DynamoStore:
             if invoice is not None:
                 tx.save(self._invoice_item(tenant_id, invoice, 1), condition=_absent())
 
-    def due_subscriptions(self, as_of: date, shard: int) -> Iterator[DueSubscription]:
+    def due_page(self, as_of: date, shard: int, limit: int, cursor: str | None) -> Page[DueSubscription]:
+        """Up to `limit` subscriptions of one due-index shard due on or before `as_of`."""
+        partition = due_partition(shard)
         upper = f"{as_of.isoformat()}#\uffff"
         with _translated("due index"):
-            for item in BillowItem.due_index.query(f"DUE#{shard:02d}", BillowItem.gsi1sk <= upper):
+            result = BillowItem.due_index.query(
+                partition,
+                BillowItem.gsi1sk <= upper,
+                limit=limit,
+                last_evaluated_key=_decode_cursor(cursor, partition, "GSI1"),
+            )
+            due = []
+            for item in result:
                 _, tenant_id, contact_id, subscription_id = (item.gsi1sk or "").split("#", 3)
-                yield DueSubscription(tenant_id, contact_id, subscription_id)
+                due.append(DueSubscription(tenant_id, contact_id, subscription_id))
+        return Page(due, _encode_cursor(result.last_evaluated_key))
 
     # -- invoices and payments ----------------------------------------------------------------------
     def _invoice_item(self, tenant_id: str, invoice: Invoice, version: int) -> BillowItem:
