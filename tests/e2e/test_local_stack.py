@@ -134,3 +134,60 @@ def test_make_run_prints_a_curl_that_returns_data() -> None:
         process.send_signal(signal.SIGINT)
         process.wait(timeout=30)
     assert process.returncode == 0
+
+
+def test_dry_run_view_bill_and_billing_cycles_ahead_over_http(api: HttpClient) -> None:
+    # The dry run answers without any stored data, and refuses bad input naming the field
+    request = {
+        "terms": {"cycle": "month", "billing_model": "advance", "price": "30.00", "currency": "USD"},
+        "start": "2024-01-31",
+        "as_of": "2024-02-29",
+    }
+    preview = api.post("/billing/preview", request)
+    assert preview.status == 200
+    assert [(x["period_start"], x["period_end"], x["amount"]) for x in preview.body["lines"]] == [
+        ("2024-01-31", "2024-02-29", "30.00"),
+        ("2024-02-29", "2024-03-31", "30.00"),
+    ]
+    bad = api.post("/billing/preview", {**request, "terms": {**request["terms"], "price": "-1"}})
+    assert bad.status == 422 and bad.body["fields"][0]["field"] == "terms.price"
+
+    # Given a monthly in-advance subscription on a test clock at 31 January 2024
+    product = make_product(api, {"price": "30.00", "currency": "USD", "cycle": "month", "billing_model": "advance"})
+    contact = make_contact(api)
+    api.post(f"/contacts/{contact['id']}/test-clock", {"frozen_time": "2024-01-31T10:00:00Z"})
+    placed = api.post(
+        "/orders",
+        {"contact_id": contact["id"], "items": [{"product_id": product["id"], "terms_id": product["terms"][0]["id"]}]},
+    )
+    subscription_id = placed.body["order"]["services"][0]["subscription_id"]
+
+    # The view bill shows the next three invoices, exactly as the dry run bills them
+    upcoming = api.get(f"/subscriptions/{subscription_id}/upcoming")
+    assert upcoming.status == 200
+    assert [
+        (i["billing_date"], i["period"]["start"], i["period"]["end"], i["total"]["amount"])
+        for i in upcoming.body["invoices"]
+    ] == [
+        ("2024-02-29", "2024-02-29", "2024-03-31", "30.00"),
+        ("2024-03-31", "2024-03-31", "2024-04-30", "30.00"),
+        ("2024-04-30", "2024-04-30", "2024-05-31", "30.00"),
+    ]
+
+    # Billing two cycles ahead issues those invoices today, once
+    ahead = api.post(f"/subscriptions/{subscription_id}/bill-ahead", {"cycles": 2})
+    assert ahead.status == 200
+    assert [(i["period"]["start"], i["issue_date"], i["due_date"]) for i in ahead.body["invoices"]] == [
+        ("2024-02-29", "2024-01-31", "2024-02-14"),
+        ("2024-03-31", "2024-01-31", "2024-02-14"),
+    ]
+    assert api.post(f"/subscriptions/{subscription_id}/bill-ahead", {"cycles": 2}).body["invoices"] == []
+    after = api.get(f"/subscriptions/{subscription_id}/upcoming?count=1").body["invoices"]
+    assert [i["billing_date"] for i in after] == ["2024-04-30"]
+    both = api.post(f"/subscriptions/{subscription_id}/bill-ahead", {"cycles": 1, "until": "2024-06-01"})
+    assert both.status == 422 and both.body["fields"][0]["field"] == "cycles"
+
+    # Time travel past those days bills nothing twice
+    api.post(f"/contacts/{contact['id']}/test-clock/advance", {"to": "2024-04-01T10:00:00Z"})
+    invoices = api.get(f"/contacts/{contact['id']}/invoices").body["items"]
+    assert [i["period"]["start"] for i in invoices] == ["2024-01-31", "2024-02-29", "2024-03-31"]

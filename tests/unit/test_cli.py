@@ -1,0 +1,131 @@
+"""`billow bill preview`: the documented command-line dry run."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def preview(stdin: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "shared")}
+    return subprocess.run(
+        [sys.executable, "-m", "billow.cli", "bill", "preview"],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_the_documented_request_prints_every_line_a_run_on_as_of_creates() -> None:
+    request = {
+        "terms": {
+            "cycle": "month",
+            "billing_model": "advance",
+            "calendar": "period",
+            "billing_day": 1,
+            "threshold_day": 15,
+            "price": "30.00",
+            "currency": "USD",
+        },
+        "start": "2024-01-20",
+        "end": None,
+        "as_of": "2024-03-01",
+    }
+    done = preview(json.dumps(request))
+    assert done.returncode == 0, done.stderr
+    lines = json.loads(done.stdout)["lines"]
+    assert [{k: x[k] for k in ("period_start", "period_end", "fraction", "amount", "kind")} for x in lines] == [
+        {
+            "period_start": "2024-01-20",
+            "period_end": "2024-02-01",
+            "fraction": "0.387096774194",
+            "amount": "11.61",
+            "kind": "prorated",
+        },
+        {
+            "period_start": "2024-02-01",
+            "period_end": "2024-03-01",
+            "fraction": "1.000000000000",
+            "amount": "30.00",
+            "kind": "recurring",
+        },
+        {
+            "period_start": "2024-03-01",
+            "period_end": "2024-04-01",
+            "fraction": "1.000000000000",
+            "amount": "30.00",
+            "kind": "recurring",
+        },
+    ]
+    assert lines[0]["fraction_exact"] == "12/31"
+
+
+def test_weekly_arrears_with_a_weekday_name_and_an_end_date() -> None:
+    request = {
+        "terms": {
+            "cycle": "week",
+            "billing_model": "arrears",
+            "calendar": "anniversary",
+            "billing_day": "friday",
+            "price": "700",
+            "currency": "JPY",
+        },
+        "start": "2024-01-03",
+        "end": "2024-01-17",
+        "as_of": "2024-02-01",
+    }
+    done = preview(json.dumps(request))
+    assert done.returncode == 0, done.stderr
+    lines = json.loads(done.stdout)["lines"]
+    assert [(x["period_start"], x["period_end"], x["amount"]) for x in lines] == [
+        ("2024-01-03", "2024-01-05", "200"),
+        ("2024-01-05", "2024-01-12", "700"),
+        ("2024-01-12", "2024-01-17", "500"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("stdin", "message"),
+    [
+        ("not json", "stdin: not one valid JSON object"),
+        (
+            '{"terms": {"cycle": "month", "billing_model": "advance", "price": 19.99, "currency": "USD"}, '
+            '"start": "2024-01-01", "as_of": "2024-02-01"}',
+            "terms.price: Value error, send amounts as decimal strings",
+        ),
+        (
+            '{"terms": {"cycle": "month", "billing_model": "advance", "price": "1.001", "currency": "USD"}, '
+            '"start": "2024-01-01", "as_of": "2024-02-01"}',
+            "terms.price:",
+        ),
+        (
+            '{"terms": {"cycle": "week", "billing_model": "advance", "billing_day": 3, "price": "1", "currency": "USD"}, '
+            '"start": "2024-01-01", "as_of": "2024-02-01"}',
+            "terms.billing_day: a weekly cycle takes a weekday name",
+        ),
+        (
+            '{"terms": {"cycle": "month", "billing_model": "advance", "price": "1", "currency": "USD"}, '
+            '"start": "2024-01-01", "end": "2023-01-01", "as_of": "2024-02-01"}',
+            "end: end 2023-01-01 must be after start",
+        ),
+        (
+            '{"terms": {"cycle": "month", "billing_model": "advance", "price": "1", "currency": "USD", "colour": "red"}, '
+            '"start": "2024-01-01", "as_of": "2024-02-01"}',
+            "terms.colour: unknown field",
+        ),
+    ],
+)
+def test_errors_go_to_stderr_with_a_non_zero_exit(stdin: str, message: str) -> None:
+    done = preview(stdin)
+    assert done.returncode == 2 and done.stdout == ""
+    assert message in done.stderr
