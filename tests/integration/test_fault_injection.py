@@ -1,0 +1,202 @@
+"""Crash the daily run after its k-th DynamoDB call, for every k until the run completes, then
+rerun it: the invoices must be exactly those of an uninterrupted run, on DynamoDB Local.
+
+A crash is a BaseException raised right after the k-th request returned: the request took effect
+(its write is in the table) but the process "died" before it could use the answer, which is the
+worst moment for a billing run. The run's own per-subscription error handling does not catch it,
+just as it could not catch a process kill.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any
+
+import pytest
+from billow.domain.calendar import Cycle
+from billow.domain.catalog import BillingModel, PriceTerms, Product
+from billow.domain.money import Money
+from billow.domain.ordering import OrderItem, plan_order
+from billow.domain.rules import BillingRules
+from billow.domain.tenants import TenantSettings
+from billow.local.dynamodb import DynamoDBLocal
+from billow.services.billing import InvoiceNumbers, bill_due_subscriptions
+from billow.storage import codec
+from billow.storage.repository import DynamoStore
+from pynamodb.connection.base import Connection
+
+pytestmark = pytest.mark.integration
+
+SUBSCRIPTIONS = 50
+SHARDS = 4  # a small due index keeps the number of crash points (and the test) short
+CHUNKS = 4  # crash points are split over this many tests, so xdist runs them in parallel
+
+
+class Crash(BaseException):
+    """The process dies."""
+
+
+@dataclass
+class Calls:
+    made: int = 0
+
+
+@contextmanager
+def crash_after(k: int | None) -> Iterator[Calls]:
+    """Count DynamoDB requests; after the k-th one returns, die (k None: never)."""
+    calls = Calls()
+    original = Connection.dispatch
+
+    def dispatch(connection: Connection, operation: str, kwargs: dict[str, Any]) -> Any:
+        result = original(connection, operation, kwargs)
+        calls.made += 1
+        if calls.made == k:
+            raise Crash(f"after call {k} ({operation})")
+        return result
+
+    Connection.dispatch = dispatch  # type: ignore[method-assign]
+    try:
+        yield calls
+    finally:
+        Connection.dispatch = original  # type: ignore[method-assign]
+
+
+def _products() -> list[Product]:
+    advance = PriceTerms("terms_a", "prod_a", Money.parse("9.99", "USD"), Cycle.MONTH, BillingModel.ADVANCE)
+    arrears = PriceTerms("terms_b", "prod_b", Money.parse("30.00", "USD"), Cycle.MONTH, BillingModel.ARREARS)
+    setup = PriceTerms(
+        "terms_c", "prod_c", Money.parse("4.50", "USD"), Cycle.MONTH, BillingModel.ADVANCE, setup_fee=Money(2500, "USD")
+    )
+    return [
+        Product("prod_a", "Basic").with_terms(advance),
+        Product("prod_b", "Pro").with_terms(arrears),
+        Product("prod_c", "Seats").with_terms(setup),
+    ]
+
+
+RUN_DAY = date(2024, 4, 20)
+
+
+def seed(store: DynamoStore, tenant_id: str) -> datetime:
+    """50 subscriptions with deterministic ids, of every kind a run meets: due in advance or in
+    arrears, two services on one invoice, a setup fee, three months to catch up, not due yet."""
+    store.put_settings(TenantSettings(tenant_id, tenant_id))
+    basic, pro, seats = _products()
+    for i in range(SUBSCRIPTIONS):
+        counter = iter(range(100))
+
+        def new_id(prefix: str, i: int = i, counter: Iterator[int] = counter) -> str:
+            return f"{prefix}_{i:03d}_{next(counter)}"
+
+        kind = i % 10
+        items = [OrderItem(pro if kind in (4, 5, 6) else basic, (pro if kind in (4, 5, 6) else basic).terms[0], 1)]
+        start = {4: date(2024, 3, 20), 5: date(2024, 3, 20), 6: date(2024, 3, 20), 8: date(2024, 2, 20)}.get(
+            kind, RUN_DAY
+        )
+        if kind == 7:
+            items.append(OrderItem(seats, seats.terms[0], 1))
+        if kind == 9:
+            start = date(2024, 4, 30)  # not due at the run
+        plan = plan_order(
+            order_id=f"ord_{i:03d}",
+            contact_id=f"con_{i:03d}",
+            reference=None,
+            items=items,
+            start_date=start,
+            today=start,
+            existing=[],
+            new_id=new_id,
+            test_clock=False,
+            rules=BillingRules(),
+        )
+        store.place_order(tenant_id, plan.order, plan.subscriptions, plan.new_subscription_ids)
+    return datetime(2024, 4, 20, 0, 5, tzinfo=UTC)
+
+
+class Table:
+    """Raw access to the test's table, outside the counted (and crashable) requests."""
+
+    def __init__(self, dynamodb_local: DynamoDBLocal, name: str) -> None:
+        self._client = dynamodb_local.client()
+        self._name = name
+
+    def items(self) -> list[dict[str, Any]]:
+        pages = self._client.get_paginator("scan").paginate(TableName=self._name, ConsistentRead=True)
+        return [item for page in pages for item in page["Items"]]
+
+    def restore(self, snapshot: list[dict[str, Any]]) -> None:
+        """Make the table hold exactly `snapshot` again: remove what the run added, put back the rest."""
+        keep = {(item["PK"]["S"], item["SK"]["S"]) for item in snapshot}
+        added = [i for i in self.items() if (i["PK"]["S"], i["SK"]["S"]) not in keep]
+        requests = [{"DeleteRequest": {"Key": {"PK": i["PK"], "SK": i["SK"]}}} for i in added]
+        requests += [{"PutRequest": {"Item": item}} for item in snapshot]
+        for at in range(0, len(requests), 25):
+            self._client.batch_write_item(RequestItems={self._name: requests[at : at + 25]})
+
+    def invoices(self) -> dict[str, tuple[Any, ...]]:
+        found = [
+            codec.invoice_in(json.loads(item["data"]["S"]), int(item["version"]["N"]))
+            for item in self.items()
+            if item["SK"]["S"].startswith("INV#")
+        ]
+        numbers = [invoice.number for invoice in found]
+        assert len(set(numbers)) == len(numbers), "an invoice number was given twice"
+        return {i.id: (i.billing_date, i.issue_date, i.period, i.lines, i.total) for i in found}
+
+
+def run(store: DynamoStore, instant: datetime) -> None:
+    bill_due_subscriptions(store, instant, InvoiceNumbers(store))
+
+
+@pytest.mark.parametrize("chunk", range(CHUNKS))
+def test_a_crash_after_any_call_then_a_rerun_bills_exactly_as_an_uninterrupted_run(
+    local_table: str, dynamodb_local: DynamoDBLocal, chunk: int
+) -> None:
+    store = DynamoStore(due_shards=SHARDS)
+    table = Table(dynamodb_local, local_table)
+    instant = seed(store, "t1")
+    seeded = table.items()
+    with crash_after(None) as calls:
+        run(store, instant)
+    expected = table.invoices()
+    assert len(expected) > SUBSCRIPTIONS  # the catch-ups made more than one invoice each
+    total_calls = calls.made
+    crash_points = [k for k in range(1, total_calls + 1) if k % CHUNKS == chunk]
+    for k in crash_points:
+        table.restore(seeded)
+        with pytest.raises(Crash), crash_after(k):
+            run(store, instant)
+        run(store, instant)  # the rerun, as the schedule's retry or the next day's run would
+        assert table.invoices() == expected, f"crash after call {k} of {total_calls}"
+
+
+def test_the_same_run_delivered_twice_concurrently_bills_once(local_table: str, dynamodb_local: DynamoDBLocal) -> None:
+    store = DynamoStore(due_shards=SHARDS)
+    table = Table(dynamodb_local, local_table)
+    instant = seed(store, "t1")
+    seeded = table.items()
+    run(store, instant)
+    expected = table.invoices()
+    table.restore(seeded)
+    barrier = threading.Barrier(2)
+    errors: list[BaseException] = []
+
+    def deliver() -> None:
+        barrier.wait()
+        try:
+            run(store, instant)
+        except BaseException as error:  # pragma: no cover - reported below
+            errors.append(error)
+
+    threads = [threading.Thread(target=deliver) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert table.invoices() == expected
