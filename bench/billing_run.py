@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
 """Billing-run benchmark on DynamoDB Local.
 
-Creates N subscriptions due on one day (one in-advance service each), runs the daily billing run
-over them, and prints subscriptions per second, DynamoDB requests per billed subscription (by
-operation) and capacity units per billed subscription.
+Prints, measured side by side in one run:
+- the billing engine alone: two-service subscriptions priced per second (no I/O, one thread);
+- the billing run end to end on DynamoDB Local: N two-service subscriptions due on one day billed
+  with 1 and with 4 threads, DynamoDB requests per billed subscription (by operation) and capacity
+  units per billed subscription.
 
-    .venv/bin/python bench/billing_run.py [--subscriptions 2000]
+    .venv/bin/python bench/billing_run.py [--subscriptions 2000] [--engine-subscriptions 50000]
 
 Capacity is what DynamoDB Local reports with ReturnConsumedCapacity=TOTAL; on AWS, transactional
 writes cost twice a standard write, which Local's figure already reflects. Wall time on Local is
@@ -19,21 +21,23 @@ import os
 import sys
 import time
 from collections import Counter
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "shared")]
 
+from billow.domain.billing import next_billing_step  # noqa: E402
 from billow.domain.calendar import Cycle  # noqa: E402
 from billow.domain.catalog import BillingModel, PriceTerms, Product  # noqa: E402
 from billow.domain.money import Money  # noqa: E402
 from billow.domain.ordering import OrderItem, plan_order  # noqa: E402
 from billow.domain.rules import BillingRules  # noqa: E402
+from billow.domain.subscriptions import Subscription  # noqa: E402
 from billow.domain.tenants import TenantSettings  # noqa: E402
 from billow.local import dynamodb  # noqa: E402
 from billow.local.dynamodb import LOCAL_CREDENTIALS  # noqa: E402
-from billow.services.billing import InvoiceNumbers, bill_due_subscriptions  # noqa: E402
+from billow.services.billing import InvoiceNumbers, RunReport, bill_due_subscriptions  # noqa: E402
 from billow.services.context import new_id  # noqa: E402
 from billow.storage.models import configure  # noqa: E402
 from billow.storage.repository import DynamoStore  # noqa: E402
@@ -75,16 +79,62 @@ class RequestCounter:
         Connection.dispatch = self._original  # type: ignore[method-assign]
 
 
-def seed(store: DynamoStore, tenant_id: str, count: int, start: date) -> None:
-    product = Product("prod_bench", "Bench plan")
-    terms = PriceTerms("terms_bench", product.id, Money(2900, "USD"), Cycle.MONTH, BillingModel.ADVANCE)
-    product = product.with_terms(terms)
-    for i in range(count):
-        plan = plan_order(
-            order_id=new_id("ord"),
-            contact_id=f"con_bench{i:07d}",
+RUN_DAY = date(2026, 12, 1)
+
+
+def two_line_products() -> tuple[Product, Product]:
+    plan = PriceTerms("terms_plan", "prod_plan", Money(2900, "USD"), Cycle.MONTH, BillingModel.ADVANCE)
+    seats = PriceTerms("terms_seats", "prod_seats", Money(450, "USD"), Cycle.MONTH, BillingModel.ADVANCE)
+    return Product("prod_plan", "Plan").with_terms(plan), Product("prod_seats", "Seats").with_terms(seats)
+
+
+def two_line_subscription(i: int, products: tuple[Product, Product], start: date) -> list[Subscription]:
+    """A subscription with two services (two invoice lines) starting on `start`."""
+    plan, seats = products
+    counter = iter(range(10))
+    return list(
+        plan_order(
+            order_id=f"ord_{i:07d}",
+            contact_id=f"con_{i:07d}",
             reference=None,
-            items=[OrderItem(product, terms, 1)],
+            items=[OrderItem(plan, plan.terms[0], 1), OrderItem(seats, seats.terms[0], 1)],
+            start_date=start,
+            today=start,
+            existing=[],
+            new_id=lambda prefix: f"{prefix}_{i:07d}_{next(counter)}",
+            test_clock=False,
+            rules=BillingRules(),
+        ).subscriptions
+    )
+
+
+def engine_rate(count: int) -> tuple[float, int]:
+    """Subscriptions priced per second by the billing engine alone (no I/O), one thread. Each is
+    two services on the day its first period is due; billing days vary over the month."""
+    products = two_line_products()
+    due = []
+    for i in range(count):
+        start = date(2026, 12, 1) + timedelta(days=i % 28)
+        (subscription,) = two_line_subscription(i, products, start)
+        due.append((subscription, start))
+    lines = 0
+    began = time.process_time()
+    for subscription, as_of in due:
+        step = next_billing_step(subscription, as_of)
+        assert step is not None and step.invoice is not None
+        lines += len(step.invoice.lines)
+    elapsed = time.process_time() - began
+    return count / elapsed, lines
+
+
+def seed(store: DynamoStore, tenant_id: str, count: int, start: date) -> None:
+    products = two_line_products()
+    for i in range(count):
+        order_plan = plan_order(
+            order_id=f"ord_{i:07d}",
+            contact_id=f"con_{i:07d}",
+            reference=None,
+            items=[OrderItem(p, p.terms[0], 1) for p in products],
             start_date=start,
             today=start,
             existing=[],
@@ -92,43 +142,55 @@ def seed(store: DynamoStore, tenant_id: str, count: int, start: date) -> None:
             test_clock=False,
             rules=BillingRules(),
         )
-        store.place_order(tenant_id, plan.order, plan.subscriptions, plan.new_subscription_ids)
+        store.place_order(tenant_id, order_plan.order, order_plan.subscriptions, order_plan.new_subscription_ids)
+
+
+def end_to_end(
+    local: dynamodb.DynamoDBLocal, table: str, count: int, workers: int
+) -> tuple[float, RunReport, RequestCounter]:
+    local.create_table(table)
+    configure(table_name=table, endpoint=local.endpoint, region="us-east-1")
+    store = DynamoStore()
+    store.put_settings(TenantSettings("bench", "Bench"))
+    seed(store, "bench", count, RUN_DAY)
+    with RequestCounter() as counter:
+        began = time.perf_counter()
+        report = bill_due_subscriptions(
+            store, datetime(2026, 12, 1, 0, 5, tzinfo=UTC), InvoiceNumbers(store), workers=workers
+        )
+        elapsed = time.perf_counter() - began
+    assert report.invoices_created == count, f"billed {report.invoices_created} of {count}"
+    return elapsed, report, counter
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--subscriptions", "-n", type=int, default=2000)
+    parser.add_argument("--engine-subscriptions", type=int, default=50_000)
     args = parser.parse_args()
     for key, value in LOCAL_CREDENTIALS.items():
         os.environ.setdefault(key, value)
 
+    rate, lines = engine_rate(args.engine_subscriptions)
+    print(f"billing engine alone: {args.engine_subscriptions} two-service subscriptions ({lines} lines)")
+    print(f"  {rate:,.0f} subscriptions priced per second (one thread, CPU time)  (target >= 20,000)")
+
     local = dynamodb.start()
     try:
-        local.create_table("billow-bench")
-        configure(table_name="billow-bench", endpoint=local.endpoint, region="us-east-1")
-        store = DynamoStore()
-        store.put_settings(TenantSettings("bench", "Bench"))
-        start = date(2026, 12, 1)
-        t0 = time.perf_counter()
-        seed(store, "bench", args.subscriptions, start)
-        seeded = time.perf_counter() - t0
-
-        with RequestCounter() as counter:
-            t1 = time.perf_counter()
-            report = bill_due_subscriptions(store, datetime(2026, 12, 1, 0, 5, tzinfo=UTC), InvoiceNumbers(store))
-            elapsed = time.perf_counter() - t1
+        n = args.subscriptions
+        print(f"billing run on DynamoDB Local: {n} two-service subscriptions due on {RUN_DAY}")
+        results = {}
+        for workers in (1, 4):
+            results[workers] = end_to_end(local, f"billow-bench-{workers}", n, workers)
+        for workers, (elapsed, _, _) in results.items():
+            print(f"  {workers} thread(s): {n} invoices in {elapsed:.2f}s = {n / elapsed:.0f} subscriptions/s")
+        _, report, counter = results[1]
         billed = report.invoices_created
-        assert billed == args.subscriptions, f"billed {billed} of {args.subscriptions}"
-        writes = sum(n for op, n in counter.requests.items() if op in WRITES)
+        writes = sum(k for op, k in counter.requests.items() if op in WRITES)
         total = sum(counter.requests.values())
-        print(f"billing run on DynamoDB Local: {args.subscriptions} subscriptions due on {start}")
-        print(
-            f"  seeded in {seeded:.1f}s; billed {billed} invoices in {elapsed:.2f}s "
-            f"= {billed / elapsed:.0f} subscriptions/s (one process, one thread)"
-        )
         print(
             f"  requests per billed subscription: {total / billed:.3f} "
-            f"({', '.join(f'{op} {n / billed:.3f}' for op, n in sorted(counter.requests.items()))})"
+            f"({', '.join(f'{op} {k / billed:.3f}' for op, k in sorted(counter.requests.items()))})"
         )
         print(f"  write requests per billed subscription: {writes / billed:.3f}  (target <= 3)")
         print(
