@@ -19,9 +19,9 @@ from billow.services.ports import DUE_SHARDS
 from pydantic import AwareDatetime, ConfigDict, Field, model_validator
 from runtime import logger, metrics, numbers, store, tracer
 
-WORKERS = 4
-"""Subscriptions billed concurrently per invocation: enough to hide DynamoDB latency, few enough
-that one shard's due-index partition stays far below its write limit (docs/scale.md)."""
+WORKERS = 2
+"""Subscriptions billed concurrently per invocation: enough to hide some DynamoDB latency, few
+enough that one shard's due-index partition stays below its write limit (docs/scale.md)."""
 PAGE_SIZE = 200
 """Due subscriptions read per query."""
 TIME_LEFT_MS = 60_000

@@ -36,7 +36,7 @@ def test_table_keys_indexes_and_protection(synthesized: tuple[Template, Path]) -
                     "PointInTimeRecoverySpecification": {"PointInTimeRecoveryEnabled": True},
                     "GlobalSecondaryIndexes": [
                         Match.object_like({"IndexName": "GSI1", "Projection": {"ProjectionType": "KEYS_ONLY"}}),
-                        Match.object_like({"IndexName": "GSI2", "Projection": {"ProjectionType": "ALL"}}),
+                        Match.object_like({"IndexName": "GSI2", "Projection": {"ProjectionType": "KEYS_ONLY"}}),
                         Match.object_like({"IndexName": "GSI3", "Projection": {"ProjectionType": "ALL"}}),
                     ],
                 }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import replace
 from datetime import date, timedelta
 from fractions import Fraction
@@ -73,7 +74,7 @@ def test_prorated_pieces_of_a_period_sum_to_exactly_its_price(
     )
     sub = replace(sub, schedule=schedule)
     total = Fraction(0)
-    for start, end in zip(bounds, bounds[1:], strict=False):
+    for start, end in itertools.pairwise(bounds):
         # each part as a service billed up to `start` whose billable days end at `end`
         service = replace(sub.services[0], state=ServiceState.EFFECTIVE, billed_through=start, end_date=end)
         (piece,) = recurring_pieces(service, sub, end=billable_end(service, sub)[0])
@@ -104,7 +105,7 @@ def test_billed_periods_tile_time_with_no_gap_or_overlap(
     assert all(p.start < p.end for p in covered)
     if covered:
         assert covered[0].start == charged_from
-    for before, after in zip(covered, covered[1:], strict=False):
+    for before, after in itertools.pairwise(covered):
         assert before.end == after.start  # consecutive: no gap, no overlap
     if end is not None and covered:
         assert covered[-1].end <= end

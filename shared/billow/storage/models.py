@@ -26,7 +26,7 @@ class DueIndex(GlobalSecondaryIndex["BillowItem"]):
 class ByIdIndex(GlobalSecondaryIndex["BillowItem"]):
     class Meta:
         index_name = BY_ID_INDEX
-        projection = AllProjection()
+        projection = KeysOnlyProjection()
 
     gsi2pk = UnicodeAttribute(hash_key=True, attr_name="GSI2PK")
     gsi2sk = UnicodeAttribute(range_key=True, attr_name="GSI2SK")

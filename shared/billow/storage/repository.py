@@ -346,19 +346,17 @@ class DynamoStore:
         return None if item is None else codec.order_in(json.loads(item.data or "{}"))
 
     def _by_id(self, tenant_id: str, entity_id: str, kind: str) -> BillowItem | None:
+        """The item with this id: its keys from the (keys-only, eventually consistent) by-id
+        index, then the item itself, read consistently for its current version."""
         with _translated(f"{kind.lower()} {entity_id}"):
-            return next(
+            keys = next(
                 iter(BillowItem.by_id.query(by_id(tenant_id, entity_id), BillowItem.gsi2sk == kind, limit=1)), None
             )
+            return None if keys is None else _get(keys.pk, keys.sk, consistent_read=True)
 
     def get_subscription(self, tenant_id: str, subscription_id: str) -> Subscription | None:
         item = self._by_id(tenant_id, subscription_id, "SUBSCRIPTION")
-        # The index is eventually consistent: read the item itself for its current version.
-        return (
-            None
-            if item is None
-            else self.load_subscription(tenant_id, json.loads(item.data or "{}")["contact_id"], subscription_id)
-        )
+        return None if item is None else codec.subscription_in(json.loads(item.data or "{}"), int(item.version or 0))
 
     def load_subscription(self, tenant_id: str, contact_id: str, subscription_id: str) -> Subscription | None:
         with _translated(f"subscription {subscription_id}"):
@@ -418,11 +416,7 @@ class DynamoStore:
         )
 
     def get_invoice(self, tenant_id: str, invoice_id: str) -> Invoice | None:
-        indexed = self._by_id(tenant_id, invoice_id, "INVOICE")
-        if indexed is None:
-            return None
-        with _translated(f"invoice {invoice_id}"):
-            item = _get(indexed.pk, indexed.sk, consistent_read=True)
+        item = self._by_id(tenant_id, invoice_id, "INVOICE")
         return None if item is None else codec.invoice_in(json.loads(item.data or "{}"), int(item.version or 0))
 
     def invoices_of(self, tenant_id: str, contact_id: str) -> list[Invoice]:
