@@ -109,7 +109,8 @@ def test_weekly_arrears_with_a_weekday_name_and_an_end_date() -> None:
             "terms.price:",
         ),
         (
-            '{"terms": {"cycle": "week", "billing_model": "advance", "billing_day": 3, "price": "1", "currency": "USD"}, '
+            '{"terms": {"cycle": "week", "billing_model": "advance", "billing_day": 3, "price": "1", '
+            '"currency": "USD"}, '
             '"start": "2024-01-01", "as_of": "2024-02-01"}',
             "terms.billing_day: a weekly cycle takes a weekday name",
         ),
@@ -119,7 +120,8 @@ def test_weekly_arrears_with_a_weekday_name_and_an_end_date() -> None:
             "end: end 2023-01-01 must be after start",
         ),
         (
-            '{"terms": {"cycle": "month", "billing_model": "advance", "price": "1", "currency": "USD", "colour": "red"}, '
+            '{"terms": {"cycle": "month", "billing_model": "advance", "price": "1", "currency": "USD", '
+            '"colour": "red"}, '
             '"start": "2024-01-01", "as_of": "2024-02-01"}',
             "terms.colour: unknown field",
         ),
