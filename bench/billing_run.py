@@ -31,14 +31,12 @@ from billow.domain.billing import next_billing_step  # noqa: E402
 from billow.domain.calendar import Cycle  # noqa: E402
 from billow.domain.catalog import BillingModel, PriceTerms, Product  # noqa: E402
 from billow.domain.money import Money  # noqa: E402
-from billow.domain.ordering import OrderItem, plan_order  # noqa: E402
+from billow.domain.ordering import OrderItem, OrderPlan, plan_order  # noqa: E402
 from billow.domain.rules import BillingRules  # noqa: E402
-from billow.domain.subscriptions import Subscription  # noqa: E402
 from billow.domain.tenants import TenantSettings  # noqa: E402
 from billow.local import dynamodb  # noqa: E402
 from billow.local.dynamodb import LOCAL_CREDENTIALS  # noqa: E402
 from billow.services.billing import InvoiceNumbers, RunReport, bill_due_subscriptions  # noqa: E402
-from billow.services.context import new_id  # noqa: E402
 from billow.storage.models import configure  # noqa: E402
 from billow.storage.repository import DynamoStore  # noqa: E402
 from pynamodb.connection.base import Connection  # noqa: E402
@@ -89,23 +87,20 @@ def two_line_products() -> tuple[Product, Product]:
     return Product("prod_plan", "Plan").with_terms(plan), Product("prod_seats", "Seats").with_terms(seats)
 
 
-def two_line_subscription(i: int, products: tuple[Product, Product], start: date) -> list[Subscription]:
-    """A subscription with two services (two invoice lines) starting on `start`."""
-    plan, seats = products
+def two_line_order(i: int, products: tuple[Product, Product], start: date) -> OrderPlan:
+    """Subscription number i: two services (two invoice lines) starting on `start`."""
     counter = iter(range(10))
-    return list(
-        plan_order(
-            order_id=f"ord_{i:07d}",
-            contact_id=f"con_{i:07d}",
-            reference=None,
-            items=[OrderItem(plan, plan.terms[0], 1), OrderItem(seats, seats.terms[0], 1)],
-            start_date=start,
-            today=start,
-            existing=[],
-            new_id=lambda prefix: f"{prefix}_{i:07d}_{next(counter)}",
-            test_clock=False,
-            rules=BillingRules(),
-        ).subscriptions
+    return plan_order(
+        order_id=f"ord_{i:07d}",
+        contact_id=f"con_{i:07d}",
+        reference=None,
+        items=[OrderItem(p, p.terms[0], 1) for p in products],
+        start_date=start,
+        today=start,
+        existing=[],
+        new_id=lambda prefix: f"{prefix}_{i:07d}_{next(counter)}",
+        test_clock=False,
+        rules=BillingRules(),
     )
 
 
@@ -116,7 +111,7 @@ def engine_rate(count: int) -> tuple[float, int]:
     due = []
     for i in range(count):
         start = date(2026, 12, 1) + timedelta(days=i % 28)
-        (subscription,) = two_line_subscription(i, products, start)
+        (subscription,) = two_line_order(i, products, start).subscriptions
         due.append((subscription, start))
     lines = 0
     began = time.process_time()
@@ -131,19 +126,8 @@ def engine_rate(count: int) -> tuple[float, int]:
 def seed(store: DynamoStore, tenant_id: str, count: int, start: date) -> None:
     products = two_line_products()
     for i in range(count):
-        order_plan = plan_order(
-            order_id=f"ord_{i:07d}",
-            contact_id=f"con_{i:07d}",
-            reference=None,
-            items=[OrderItem(p, p.terms[0], 1) for p in products],
-            start_date=start,
-            today=start,
-            existing=[],
-            new_id=new_id,
-            test_clock=False,
-            rules=BillingRules(),
-        )
-        store.place_order(tenant_id, order_plan.order, order_plan.subscriptions, order_plan.new_subscription_ids)
+        plan = two_line_order(i, products, start)
+        store.place_order(tenant_id, plan.order, plan.subscriptions, plan.new_subscription_ids)
 
 
 def end_to_end(

@@ -17,17 +17,16 @@ from __future__ import annotations
 
 import json
 
-from aws_cdk import Duration, RemovalPolicy, Stack
+from aws_cdk import Duration, Stack
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_lambda as lambda_
-from aws_cdk import aws_logs as logs
 from aws_cdk import aws_sqs as sqs
 from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
-from billow_infra import naming
+from billow_infra import logs, naming
 from billow_infra.nag import acknowledge
 
 TRANSIENT_ERRORS = ["TemporaryFailure", "Lambda.TooManyRequestsException", "Lambda.ServiceException"]
@@ -84,13 +83,7 @@ class BillingRun(Construct):
             output_path="$.Payload",
             retry_on_service_exceptions=False,
         )
-        log_group = logs.LogGroup(
-            self,
-            "Logs",
-            log_group_name=f"/aws/vendedlogs/states/{naming.name(stage, 'billing-run')}",
-            retention=logs.RetentionDays.THREE_MONTHS,
-            removal_policy=RemovalPolicy.DESTROY,
-        )
+        log_group = logs.log_group(self, f"/aws/vendedlogs/states/{naming.name(stage, 'billing-run')}")
         self.state_machine = sfn.StateMachine(
             self,
             "StateMachine",

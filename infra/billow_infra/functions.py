@@ -5,14 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from aws_cdk import Duration, RemovalPolicy, Stack
+from aws_cdk import Duration, Stack
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
-from aws_cdk import aws_logs as logs
 from constructs import Construct
 
-from billow_infra import naming
+from billow_infra import logs, naming
 from billow_infra.nag import acknowledge
 from billow_infra.packaging import ASSET_EXCLUDES, FUNCTIONS_DIR
 
@@ -98,13 +97,7 @@ class BillowFunctions(Construct):
     ) -> lambda_.Function:
         function_name = naming.name(stage, spec.concern)
         scope = Construct(self, spec.concern)
-        log_group = logs.LogGroup(
-            scope,
-            "Logs",
-            log_group_name=f"/aws/lambda/{function_name}",
-            retention=logs.RetentionDays.THREE_MONTHS,
-            removal_policy=RemovalPolicy.DESTROY,
-        )
+        log_group = logs.log_group(scope, f"/aws/lambda/{function_name}")
         role = iam.Role(
             scope,
             "Role",
