@@ -54,6 +54,9 @@ class HttpClient:
     def post(self, path: str, body: Any = None, **kw: Any) -> Reply:
         return self.request("POST", path, body, **kw)
 
+    def patch(self, path: str, body: Any = None, **kw: Any) -> Reply:
+        return self.request("PATCH", path, body, **kw)
+
 
 class InProcessClient(HttpClient):
     """Same events as the local gateway, no sockets: for fast unit tests over moto."""

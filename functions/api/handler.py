@@ -13,13 +13,14 @@ from billow.domain.errors import ConcurrentModification, Conflict, DomainError, 
 from billow.services.inputs import field_path
 from runtime import logger, metrics, tracer
 
-from api import billing, catalog, contacts, orders
+from api import billing, catalog, contacts, orders, settings
 
 app = APIGatewayRestResolver(enable_validation=True)
 app.include_router(catalog.router)
 app.include_router(contacts.router)
 app.include_router(orders.router)
 app.include_router(billing.router)
+app.include_router(settings.router)
 
 
 def error_response(status: int, code: str, message: str, fields: list[dict[str, str]] | None = None) -> Response[Any]:

@@ -191,3 +191,37 @@ def test_dry_run_view_bill_and_billing_cycles_ahead_over_http(api: HttpClient) -
     api.post(f"/contacts/{contact['id']}/test-clock/advance", {"to": "2024-04-01T10:00:00Z"})
     invoices = api.get(f"/contacts/{contact['id']}/invoices").body["items"]
     assert [i["period"]["start"] for i in invoices] == ["2024-01-31", "2024-02-29", "2024-03-31"]
+
+
+def test_a_business_switches_to_period_billing_with_a_threshold_and_new_orders_follow(api: HttpClient) -> None:
+    # Refused rules name the field and change nothing
+    bad = api.patch("/settings/billing", {"threshold_day": 40})
+    assert bad.status == 422 and bad.body["fields"][0]["field"] == "threshold_day"
+    assert api.get("/settings").body["billing"]["calendar"] == "anniversary"
+
+    # Period billing on the 1st with a threshold on the 15th
+    changed = api.patch("/settings/billing", {"calendar": "period", "period_day": 1, "threshold_day": 15})
+    assert changed.status == 200
+    assert (
+        changed.body["billing"] | {"calendar": "period", "period_day": 1, "threshold_day": 15}
+        == changed.body["billing"]
+    )
+
+    product = make_product(api, {"price": "31.00", "currency": "USD", "cycle": "month", "billing_model": "advance"})
+    contact = make_contact(api)
+    api.post(f"/contacts/{contact['id']}/test-clock", {"frozen_time": "2025-01-20T10:00:00Z"})
+    placed = api.post(
+        "/orders",
+        {"contact_id": contact["id"], "items": [{"product_id": product["id"], "terms_id": product["terms"][0]["id"]}]},
+    )
+    # Ordered after the threshold: the first invoice runs to the billing day plus one full month
+    (invoice,) = placed.body["invoices"]
+    assert [(x["period"]["start"], x["period"]["end"], x["amount"]["amount"]) for x in invoice["lines"]] == [
+        ("2025-01-20", "2025-02-01", "12.00"),
+        ("2025-02-01", "2025-03-01", "31.00"),
+    ]
+    (subscription,) = api.get(f"/contacts/{contact['id']}/subscriptions").body["items"]
+    assert subscription["billing_day"] == "1"
+
+    # Back to the defaults for the other tests of this module
+    api.patch("/settings/billing", {"calendar": "anniversary", "threshold_day": None})

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from dataclasses import fields, replace
+from typing import Any
 
 from billow.domain.errors import InvalidInput
+from billow.domain.rules import BillingRules
 from billow.domain.tenants import TenantSettings
 from billow.services.context import TenantContext
 from billow.services.ports import ApiKey, Store
@@ -43,3 +46,15 @@ def authenticate(store: Store, secret: str | None) -> ApiKey | None:
 def tenant_context(store: Store, tenant_id: str, mode: str) -> TenantContext:
     settings = store.get_settings(tenant_id) or TenantSettings(tenant_id=tenant_id, name=tenant_id)
     return TenantContext(tenant_id, mode, settings)
+
+
+def update_billing_rules(store: Store, ctx: TenantContext, changes: dict[str, Any]) -> TenantSettings:
+    """Change some of the business's billing rules. Subscriptions created from now on are billed
+    under the new rules; existing ones keep the rules they were created under (docs/billing.md)."""
+    unknown = set(changes) - {f.name for f in fields(BillingRules)}
+    if unknown:
+        raise InvalidInput("not a billing rule", field=sorted(unknown)[0])
+    rules = replace(ctx.settings.billing, **changes)
+    settings = replace(ctx.settings, billing=rules)
+    store.put_settings(settings)
+    return settings

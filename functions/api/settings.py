@@ -1,0 +1,90 @@
+"""The business's settings: read them, and change its billing rules."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from aws_lambda_powertools.event_handler.router import APIGatewayRouter
+from billow.domain.calendar import WEEKDAYS
+from billow.domain.rules import Alignment, BillingRules, CalendarMode, ServiceState, weekday_number
+from billow.domain.tenants import TenantSettings
+from billow.services.tenants import update_billing_rules
+from pydantic import Field
+from runtime import store
+
+from api.context import current_tenant
+from api.schemas import Body
+
+router = APIGatewayRouter()
+
+Weekday = Literal["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
+
+
+class BillingRulesBody(Body):
+    """Only the rules given change; `null` clears an optional one (threshold, cut-off)."""
+
+    calendar: CalendarMode | None = None
+    period_day: int | None = Field(default=None, ge=1, le=31)
+    period_weekday: Weekday | None = None
+    threshold_day: int | None = Field(default=None, ge=1, le=31)
+    threshold_weekday: Weekday | None = None
+    alignment: Alignment | None = None
+    bill_days_before: int | None = Field(default=None, ge=0, le=28)
+    post_bill_cutoff_day: int | None = Field(default=None, ge=1, le=31)
+    billable_states: list[ServiceState] | None = None
+    non_creditable_states: list[ServiceState] | None = None
+
+
+_CLEARABLE = {"threshold_day", "threshold_weekday", "post_bill_cutoff_day"}
+
+
+def _changes(body: BillingRulesBody) -> dict[str, Any]:
+    changes: dict[str, Any] = {}
+    for name, value in body.model_dump(exclude_unset=True).items():
+        if value is None and name not in _CLEARABLE:
+            continue
+        if name in ("period_weekday", "threshold_weekday") and value is not None:
+            value = weekday_number(value, name)
+        if name in ("billable_states", "non_creditable_states"):
+            value = frozenset(ServiceState(v) for v in value)
+        changes[name] = value
+    return changes
+
+
+def _rules(r: BillingRules) -> dict[str, Any]:
+    return {
+        "calendar": r.calendar.value,
+        "period_day": r.period_day,
+        "period_weekday": WEEKDAYS[r.period_weekday],
+        "threshold_day": r.threshold_day,
+        "threshold_weekday": None if r.threshold_weekday is None else WEEKDAYS[r.threshold_weekday],
+        "alignment": r.alignment.value,
+        "bill_days_before": r.bill_days_before,
+        "post_bill_cutoff_day": r.post_bill_cutoff_day,
+        "billable_states": sorted(s.value for s in r.billable_states),
+        "non_creditable_states": sorted(s.value for s in r.non_creditable_states),
+    }
+
+
+def _settings(s: TenantSettings) -> dict[str, Any]:
+    return {
+        "name": s.name,
+        "timezone": s.timezone,
+        "payment_terms_days": s.payment_terms_days,
+        "invoice_prefix": s.invoice_prefix,
+        "billing": _rules(s.billing),
+    }
+
+
+@router.get("/settings", summary="The business's settings, billing rules included")
+def get_settings() -> dict[str, Any]:
+    return _settings(current_tenant(router.current_event).settings)
+
+
+@router.patch(
+    "/settings/billing",
+    summary="Change billing rules (new subscriptions are billed under them; existing ones keep theirs)",
+)
+def patch_billing_rules(body: BillingRulesBody) -> dict[str, Any]:
+    ctx = current_tenant(router.current_event)
+    return _settings(update_billing_rules(store, ctx, _changes(body)))
