@@ -6,7 +6,7 @@ from dataclasses import asdict
 from datetime import date
 from typing import Any
 
-from billow.domain.billing import InvoiceDraft, LineDraft, next_due_date
+from billow.domain.billing import InvoiceDraft, LineDraft, upcoming_invoices
 from billow.domain.calendar import Period
 from billow.domain.catalog import PriceTerms, Product
 from billow.domain.contacts import Contact, TestClock
@@ -126,7 +126,8 @@ def payment(p: Payment) -> Json:
 
 
 def subscription(s: Subscription) -> Json:
-    due = next_due_date(s)
+    upcoming = upcoming_invoices(s, 1)
+    due = upcoming[0].billing_date if upcoming else None
     return {
         "id": s.id,
         "contact_id": s.contact_id,
