@@ -10,11 +10,12 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from billow.local import stack
 
-from tests.support import HttpClient, make_contact, make_product
+from tests.support import HttpClient, Reply, make_contact, make_product
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e")]
 ROOT = Path(__file__).resolve().parents[2]
@@ -136,6 +137,15 @@ def test_make_run_prints_a_curl_that_returns_data() -> None:
     assert process.returncode == 0
 
 
+def order_on_a_clock(api: HttpClient, price: str, frozen_time: str) -> tuple[dict[str, Any], Reply]:
+    """A monthly in-advance product ordered by a new contact whose test clock is at `frozen_time`."""
+    product = make_product(api, {"price": price, "currency": "USD", "cycle": "month", "billing_model": "advance"})
+    contact = make_contact(api)
+    api.post(f"/contacts/{contact['id']}/test-clock", {"frozen_time": frozen_time})
+    item = {"product_id": product["id"], "terms_id": product["terms"][0]["id"]}
+    return contact, api.post("/orders", {"contact_id": contact["id"], "items": [item]})
+
+
 def test_dry_run_view_bill_and_billing_cycles_ahead_over_http(api: HttpClient) -> None:
     # The dry run answers without any stored data, and refuses bad input naming the field
     request = {
@@ -153,13 +163,7 @@ def test_dry_run_view_bill_and_billing_cycles_ahead_over_http(api: HttpClient) -
     assert bad.status == 422 and bad.body["fields"][0]["field"] == "terms.price"
 
     # Given a monthly in-advance subscription on a test clock at 31 January 2024
-    product = make_product(api, {"price": "30.00", "currency": "USD", "cycle": "month", "billing_model": "advance"})
-    contact = make_contact(api)
-    api.post(f"/contacts/{contact['id']}/test-clock", {"frozen_time": "2024-01-31T10:00:00Z"})
-    placed = api.post(
-        "/orders",
-        {"contact_id": contact["id"], "items": [{"product_id": product["id"], "terms_id": product["terms"][0]["id"]}]},
-    )
+    contact, placed = order_on_a_clock(api, "30.00", "2024-01-31T10:00:00Z")
     subscription_id = placed.body["order"]["services"][0]["subscription_id"]
 
     # The view bill shows the next three invoices, exactly as the dry run bills them
@@ -207,13 +211,7 @@ def test_a_business_switches_to_period_billing_with_a_threshold_and_new_orders_f
         == changed.body["billing"]
     )
 
-    product = make_product(api, {"price": "31.00", "currency": "USD", "cycle": "month", "billing_model": "advance"})
-    contact = make_contact(api)
-    api.post(f"/contacts/{contact['id']}/test-clock", {"frozen_time": "2025-01-20T10:00:00Z"})
-    placed = api.post(
-        "/orders",
-        {"contact_id": contact["id"], "items": [{"product_id": product["id"], "terms_id": product["terms"][0]["id"]}]},
-    )
+    contact, placed = order_on_a_clock(api, "31.00", "2025-01-20T10:00:00Z")
     # Ordered after the threshold: the first invoice runs to the billing day plus one full month
     (invoice,) = placed.body["invoices"]
     assert [(x["period"]["start"], x["period"]["end"], x["amount"]["amount"]) for x in invoice["lines"]] == [
