@@ -9,7 +9,15 @@ from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from billow.domain.errors import ConcurrentModification, Conflict, DomainError, InvalidInput, NotFound, TemporaryFailure
+from billow.domain.errors import (
+    ConcurrentModification,
+    Conflict,
+    DomainError,
+    IllegalTransition,
+    InvalidInput,
+    NotFound,
+    TemporaryFailure,
+)
 from billow.services.inputs import field_path
 from runtime import logger, metrics, tracer
 
@@ -23,8 +31,10 @@ app.include_router(billing.router)
 app.include_router(settings.router)
 
 
-def error_response(status: int, code: str, message: str, fields: list[dict[str, str]] | None = None) -> Response[Any]:
-    body: dict[str, Any] = {"error": code, "message": message}
+def error_response(
+    status: int, code: str, message: str, fields: list[dict[str, str]] | None = None, **extra: str
+) -> Response[Any]:
+    body: dict[str, Any] = {"error": code, "message": message, **extra}
     if fields:
         body["fields"] = fields
     return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body=body)
@@ -54,7 +64,8 @@ _STATUS = ((NotFound, 404), (ConcurrentModification, 409), (Conflict, 409), (Inv
 def domain_error(error: DomainError) -> Response[Any]:
     status = next((code for kind, code in _STATUS if isinstance(error, kind)), 422)
     fields = [{"field": error.field, "reason": error.message}] if error.field else None
-    return error_response(status, error.code, error.message, fields)
+    extra = {"current_state": error.current_state, "rule": error.rule} if isinstance(error, IllegalTransition) else {}
+    return error_response(status, error.code, error.message, fields, **extra)
 
 
 @app.exception_handler(TemporaryFailure)

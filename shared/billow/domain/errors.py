@@ -48,3 +48,14 @@ class UnknownCurrency(InvalidInput):
 
 class TemporaryFailure(Exception):
     """A dependency is throttled or unavailable; the whole operation may be retried as is."""
+
+
+class IllegalTransition(Conflict):
+    """An action the service's current state does not allow (maps to 409, naming state and rule)."""
+
+    code = "illegal_transition"
+
+    def __init__(self, message: str, *, current_state: str, rule: str) -> None:
+        super().__init__(message, field="action")
+        self.current_state = current_state
+        self.rule = rule

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from datetime import date, timedelta
-from enum import StrEnum
 
 from billow.domain.calendar import BillingSchedule, Cycle
 from billow.domain.catalog import BillingModel, PriceTerms
 from billow.domain.errors import InvalidInput
+from billow.domain.lifecycle import DerivedState, derived_state
 from billow.domain.rules import DEFAULT_RULES, Alignment, BillingRules, ServiceState
 
 MAX_SERVICES_PER_SUBSCRIPTION = 100  # keeps the subscription item far below DynamoDB's 400 KB
@@ -23,9 +23,8 @@ MAX_SERVICES_PER_SUBSCRIPTION = 100  # keeps the subscription item far below Dyn
 __all__ = ["Service", "ServiceState", "Subscription", "SubscriptionKey", "SubscriptionState"]
 
 
-class SubscriptionState(StrEnum):
-    ACTIVE = "active"  # at least one effective service
-    INACTIVE = "inactive"  # services exist but none is effective yet
+SubscriptionState = DerivedState
+"""Active (a service effective or paused), inactive (none active, some not final) or churned."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,9 +114,7 @@ class Subscription:
 
     @property
     def state(self) -> SubscriptionState:
-        if any(s.state is ServiceState.EFFECTIVE for s in self.services):
-            return SubscriptionState.ACTIVE
-        return SubscriptionState.INACTIVE
+        return derived_state(s.state for s in self.services)
 
     def with_services(self, services: tuple[Service, ...]) -> Subscription:
         return replace(self, services=services)
