@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import date
 from typing import Annotated, Any
 
 from aws_lambda_powertools.event_handler.openapi.params import Path, Query
@@ -14,14 +13,14 @@ from runtime import clock, numbers, store
 
 from api import presenters
 from api.context import current_tenant
-from api.schemas import Body, Id
+from api.schemas import BillingDay, Body, Id
 
 router = APIGatewayRouter()
 
 
 class BillAheadBody(Body):
     cycles: int | None = Field(default=None, ge=1, le=billing.MAX_CYCLES_AHEAD, description="the next N billing dates")
-    until: date | None = Field(default=None, description="every billing date up to and including this day")
+    until: BillingDay | None = Field(default=None, description="every billing date up to and including this day")
 
 
 @router.post(

@@ -9,10 +9,10 @@ from billow.domain.calendar import Cycle
 from billow.domain.catalog import BillingModel, PricingModel
 from billow.domain.invoices import PaymentMethod
 from billow.domain.rules import Alignment
-from billow.services.inputs import Amount, Body, Currency
+from billow.services.inputs import Amount, BillingDay, BillingInstant, Body, Currency
 
-__all__ = ["Amount", "Body", "Currency", "Id"]
-from pydantic import AwareDatetime, Field
+__all__ = ["Amount", "BillingDay", "Body", "Currency", "Id"]
+from pydantic import Field
 
 Id = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_\-]+$")]
 
@@ -71,7 +71,7 @@ class OrderItemBody(Body):
 class OrderBody(Body):
     contact_id: Id
     items: list[OrderItemBody] = Field(min_length=1, max_length=50)
-    start_date: date | None = Field(default=None, description="default: today on the contact's clock")
+    start_date: BillingDay | None = Field(default=None, description="default: today on the contact's clock")
     reference: str | None = Field(
         default=None,
         min_length=1,
@@ -83,15 +83,15 @@ class OrderBody(Body):
 class QuoteBody(Body):
     contact_id: Id
     items: list[OrderItemBody] = Field(min_length=1, max_length=50)
-    start_date: date | None = None
+    start_date: BillingDay | None = None
 
 
 class TestClockBody(Body):
-    frozen_time: AwareDatetime
+    frozen_time: BillingInstant
 
 
 class AdvanceClockBody(Body):
-    to: AwareDatetime
+    to: BillingInstant
 
 
 class ManualPaymentBody(Body):

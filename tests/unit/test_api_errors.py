@@ -168,3 +168,17 @@ def test_an_unknown_credit_limit_currency_names_its_own_field(api: InProcessClie
     )
     assert reply.status == 422
     assert reply.body["fields"][0]["field"] == "credit_limit.currency"
+
+
+def test_days_the_calendar_cannot_bill_are_refused_not_a_500(api: InProcessClient) -> None:
+    contact = make_contact(api)
+    clock = api.post(f"/contacts/{contact['id']}/test-clock", {"frozen_time": "9999-12-31T10:00:00Z"})
+    assert clock.status == 422 and clock.body["fields"][0]["field"] == "frozen_time"
+    product = make_product(api, {"price": "1.00", "currency": "USD", "cycle": "year"})
+    item = {"product_id": product["id"], "terms_id": product["terms"][0]["id"]}
+    quote = api.post("/orders/quote", {"contact_id": contact["id"], "items": [item], "start_date": "9999-06-01"})
+    assert quote.status == 422 and quote.body["fields"][0]["field"] == "start_date"
+    weekly = {"cycle": "week", "billing_model": "advance", "price": "1", "currency": "USD"}
+    far = api.post("/billing/preview", {"terms": weekly, "start": "2000-01-03", "as_of": "2030-01-01"})
+    assert far.status == 422 and far.body["fields"][0]["field"] == "as_of"
+    assert "over 1000 invoices" in far.body["fields"][0]["reason"]

@@ -125,6 +125,16 @@ def test_weekly_arrears_with_a_weekday_name_and_an_end_date() -> None:
             '"start": "2024-01-01", "as_of": "2024-02-01"}',
             "terms.colour: unknown field",
         ),
+        (
+            '{"terms": {"cycle": "week", "billing_model": "advance", "price": "1", "currency": "USD"}, '
+            '"start": "2000-01-03", "as_of": "2030-01-01"}',
+            "as_of: billing up to 2030-01-01 would create over 1000 invoices",
+        ),
+        (
+            '{"terms": {"cycle": "year", "billing_model": "advance", "price": "1", "currency": "USD"}, '
+            '"start": "9999-01-01", "as_of": "9999-12-31"}',
+            "start: Input should be less than or equal to 2999-12-31",
+        ),
     ],
 )
 def test_errors_go_to_stderr_with_a_non_zero_exit(stdin: str, message: str) -> None:

@@ -44,6 +44,7 @@ from typing import Any, TypeVar
 
 from billow.domain.calendar import Period, add_cycle, day_on_or_after
 from billow.domain.catalog import BillingModel
+from billow.domain.errors import InvalidInput
 from billow.domain.money import Money, sum_money
 from billow.domain.rules import Alignment, ServiceState
 from billow.domain.subscriptions import Service, Subscription
@@ -429,7 +430,8 @@ def billing_steps(
             return
         yield step
         current = step.subscription
-    raise RuntimeError(f"subscription {subscription.id} is over {MAX_CATCH_UP_STEPS} periods behind")
+    # Over a thousand invoices at once is a mistake (a far as-of date, or a corrupt item): refuse it.
+    raise InvalidInput(f"billing up to {as_of} would create over {MAX_CATCH_UP_STEPS} invoices", field="as_of")
 
 
 def upcoming_invoices(

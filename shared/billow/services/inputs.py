@@ -3,10 +3,11 @@ are refused and amounts are decimal strings, never JSON numbers with a fraction.
 
 from __future__ import annotations
 
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 
 def _no_float(value: Any) -> Any:
@@ -16,6 +17,20 @@ def _no_float(value: Any) -> Any:
 
 
 Amount = Annotated[Decimal, BeforeValidator(_no_float), Field(allow_inf_nan=False, examples=["19.99"])]
+EARLIEST_DAY, LATEST_DAY = date(1900, 1, 1), date(2999, 12, 31)
+"""Billing days the API accepts: the engine computes periods and catch-ups beyond any day it is
+given, and Python's calendar ends in the year 9999."""
+
+BillingDay = Annotated[date, Field(ge=EARLIEST_DAY, le=LATEST_DAY)]
+
+
+def _in_range(instant: datetime) -> datetime:
+    if not EARLIEST_DAY <= instant.date() <= LATEST_DAY:
+        raise ValueError(f"must be between {EARLIEST_DAY} and {LATEST_DAY}")
+    return instant
+
+
+BillingInstant = Annotated[AwareDatetime, AfterValidator(_in_range)]
 Currency = Annotated[str, Field(min_length=3, max_length=3, pattern=r"^[A-Z]{3}$", examples=["USD"])]
 
 

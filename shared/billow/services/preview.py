@@ -6,7 +6,6 @@ may be added, the documented ones stay.
 
 from __future__ import annotations
 
-from datetime import date
 from decimal import Decimal, localcontext
 from fractions import Fraction
 from typing import Any
@@ -19,7 +18,7 @@ from billow.domain.errors import InvalidInput
 from billow.domain.money import Money
 from billow.domain.preview import PreviewTerms, dry_run
 from billow.domain.rules import CalendarMode, weekday_number
-from billow.services.inputs import Amount, Body, Currency
+from billow.services.inputs import Amount, BillingDay, Body, Currency
 
 FRACTION_PLACES = 12
 _TERMS_FIELDS = {"price", "setup_fee", "quantity", "trial_days", "billing_day", "threshold_day"}
@@ -42,9 +41,9 @@ class PreviewTermsInput(Body):
 
 class PreviewInput(Body):
     terms: PreviewTermsInput
-    start: date
-    end: date | None = Field(default=None, description="exclusive; null for an open-ended service")
-    as_of: date
+    start: BillingDay
+    end: BillingDay | None = Field(default=None, description="exclusive; null for an open-ended service")
+    as_of: BillingDay
 
 
 def _day(value: int | str | None, cycle: Cycle, field: str) -> int | None:
