@@ -5,13 +5,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import replace
-from datetime import date
+from datetime import UTC, date, datetime
 from fractions import Fraction
 
 import pytest
 from billow.domain.billing import billing_steps, next_billing_step, next_due_date, upcoming_invoices
 from billow.domain.calendar import WEEKDAYS, Cycle, Period
 from billow.domain.catalog import BillingModel, PriceTerms, Product
+from billow.domain.errors import Conflict
+from billow.domain.invoices import Invoice, InvoiceKind, InvoiceStatus, Payment, PaymentMethod
 from billow.domain.money import Money
 from billow.domain.ordering import OrderItem, plan_order
 from billow.domain.preview import PreviewTerms, dry_run, preview_subscription
@@ -292,6 +294,11 @@ def test_leaving_a_billable_state_mid_period_credits_the_unused_days(state: Serv
         Fraction(-21, 31),
     )
     assert credit.amount == usd("-21.00") and step.invoice.is_credit_note
+    note = Invoice.issue(step.invoice, invoice_id="inv_1", number="INV-000001", payment_terms_days=14)
+    assert (note.kind, note.status) == (InvoiceKind.CREDIT_NOTE, InvoiceStatus.ISSUED)
+    payment = Payment("pay_1", "inv_1", usd("1.00"), PaymentMethod.CASH, "r1", D(2024, 3, 12), datetime.now(UTC))
+    with pytest.raises(Conflict, match="credit note"):
+        note.apply_payment(payment)
     assert list(billing_steps(step.subscription, D(2025, 1, 1))) == []  # nothing more, ever
 
 

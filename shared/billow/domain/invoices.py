@@ -63,16 +63,14 @@ class Invoice:
     amount_paid: Money
     status: InvoiceStatus
     version: int = 0
-    kind: InvoiceKind = InvoiceKind.INVOICE
 
     @classmethod
     def issue(cls, draft: InvoiceDraft, *, invoice_id: str, number: str, payment_terms_days: int) -> Invoice:
         total = draft.total
-        if total.is_negative:
-            status, kind = InvoiceStatus.ISSUED, InvoiceKind.CREDIT_NOTE
-        else:
-            # Nothing to collect on a free plan's invoice: it is settled when issued.
-            status, kind = (InvoiceStatus.PAID if total.is_zero else InvoiceStatus.OPEN), InvoiceKind.INVOICE
+        # A credit note is the customer's once issued; nothing to collect on a free plan's invoice.
+        status = (
+            InvoiceStatus.ISSUED if total.is_negative else InvoiceStatus.PAID if total.is_zero else InvoiceStatus.OPEN
+        )
         return cls(
             id=invoice_id,
             number=number,
@@ -86,12 +84,15 @@ class Invoice:
             lines=draft.lines,
             amount_paid=Money.zero(draft.currency),
             status=status,
-            kind=kind,
         )
 
     @property
     def total(self) -> Money:
         return sum_money([line.amount for line in self.lines], self.currency)
+
+    @property
+    def kind(self) -> InvoiceKind:
+        return InvoiceKind.CREDIT_NOTE if self.total.is_negative else InvoiceKind.INVOICE
 
     @property
     def amount_due(self) -> Money:

@@ -13,7 +13,7 @@ from billow.domain.billing import LineDraft
 from billow.domain.calendar import BillingSchedule, Cycle, Period
 from billow.domain.catalog import BillingModel, PriceTerms, PricingModel, Product
 from billow.domain.contacts import Address, Contact, TestClock
-from billow.domain.invoices import Invoice, InvoiceKind, InvoiceStatus, Payment, PaymentMethod
+from billow.domain.invoices import Invoice, InvoiceStatus, Payment, PaymentMethod
 from billow.domain.money import Money
 from billow.domain.ordering import Order, OrderedService
 from billow.domain.rules import Alignment, BillingRules, CalendarMode
@@ -280,7 +280,6 @@ def invoice_out(i: Invoice) -> Json:
         "lines": [line_out(x) for x in i.lines],
         "amount_paid": money_out(i.amount_paid),
         "status": i.status.value,
-        "kind": i.kind.value,
     }
 
 
@@ -301,7 +300,6 @@ def invoice_in(d: Json, version: int) -> Invoice:
         amount_paid=_money(d["amount_paid"]),
         status=InvoiceStatus(d["status"]),
         version=version,
-        kind=InvoiceKind(d.get("kind", "invoice")),
     )
 
 
