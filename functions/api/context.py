@@ -12,14 +12,20 @@ from billow.services.tenants import tenant_context
 from runtime import store
 
 
-def current_tenant(event: APIGatewayProxyEvent) -> TenantContext:
+def authorized(event: APIGatewayProxyEvent) -> tuple[str, str]:
+    """(tenant id, key mode) as the authorizer established them."""
     authorizer = event.request_context.authorizer
     tenant_id = authorizer.get("tenantId")
     mode = authorizer.get("mode")
     if not tenant_id or mode not in ("test", "live"):
         # Never reached behind API Gateway (the authorizer rejects first); a guard, not the gate.
         raise UnauthorizedError("missing or invalid API key")
-    return tenant_context(store, str(tenant_id), str(mode))
+    return str(tenant_id), str(mode)
+
+
+def current_tenant(event: APIGatewayProxyEvent) -> TenantContext:
+    """The calling tenant with its settings (one read)."""
+    return tenant_context(store, *authorized(event))
 
 
 def ids_for_request(event: APIGatewayProxyEvent, ctx: TenantContext, route: str) -> Callable[[str], str]:

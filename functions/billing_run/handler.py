@@ -14,7 +14,7 @@ from typing import Any
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.parser import BaseModel, event_parser
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from billow.services.billing import bill_due_page
+from billow.services.billing import SettingsCache, bill_due_page
 from billow.services.ports import DUE_SHARDS
 from pydantic import AwareDatetime, ConfigDict, Field, model_validator
 from runtime import logger, metrics, numbers, store, tracer
@@ -59,8 +59,11 @@ def bill_shard(event: BillingRunEvent, context: LambdaContext) -> dict[str, Any]
     assert event.shard is not None
     totals = event.totals.model_copy()
     cursor = event.cursor
+    settings = SettingsCache(store)  # one read per tenant per invocation, not per page
     while True:
-        page = bill_due_page(store, event.time, numbers, event.shard, cursor, limit=PAGE_SIZE, workers=WORKERS)
+        page = bill_due_page(
+            store, event.time, numbers, event.shard, cursor, limit=PAGE_SIZE, workers=WORKERS, settings=settings
+        )
         totals.subscriptions += page.subscriptions_seen
         totals.invoices += page.invoices_created
         totals.failures += len(page.failures)

@@ -69,13 +69,15 @@ def bill_subscription(
     *,
     today: date | None = None,
     rater: UsageRater = NO_USAGE,
+    loaded: Subscription | None = None,
 ) -> list[Invoice]:
     """Create every invoice of the subscription due at `as_of`, one atomic step at a time.
 
-    `today` is given when billing ahead of time (as_of in the future): it is the issue date."""
+    `today` is given when billing ahead of time (as_of in the future): it is the issue date.
+    `loaded` is the subscription when the caller has just read it (consistently)."""
     created: list[Invoice] = []
     conflicts = 0
-    subscription = store.load_subscription(settings.tenant_id, contact_id, subscription_id)
+    subscription = loaded or store.load_subscription(settings.tenant_id, contact_id, subscription_id)
     while subscription is not None:
         step = next_billing_step(subscription, as_of, today=today, rater=rater)
         if step is None:
@@ -124,8 +126,8 @@ class RunReport:
 PAGE_SIZE = 200
 
 
-class _Settings:
-    """Tenant settings read once per run (per container), shared by the worker threads."""
+class SettingsCache:
+    """Tenant settings read once per run (or per invocation), shared by the worker threads."""
 
     def __init__(self, store: Store) -> None:
         self._store = store
@@ -158,7 +160,7 @@ def bill_due_page(
     next run (or a rerun) tries it again and bills only what is still due."""
     report = RunReport(as_of_utc=local_date(instant, tenant_zone("UTC")))
     horizon = (instant + _LATEST_ZONE_OFFSET).date()
-    settings_of = settings or _Settings(store)
+    settings_of = settings or SettingsCache(store)
     page = store.due_page(horizon, shard, limit, cursor)
 
     def bill(due: DueSubscription) -> list[Invoice]:
@@ -201,7 +203,7 @@ def bill_due_subscriptions(
     """The whole daily run in one process: every page of every shard (the local stack, tests and
     the benchmark; on AWS the Step Functions map runs `bill_due_page` per shard in parallel)."""
     report = RunReport(as_of_utc=local_date(instant, tenant_zone("UTC")))
-    settings = _Settings(store)
+    settings = SettingsCache(store)
     for shard in range(store.due_shards) if shards is None else shards:
         cursor: str | None = None
         while True:
@@ -270,6 +272,13 @@ def bill_ahead(
     # The run invoices a charge `bill_days_before` days ahead of its billing date: undo that here.
     as_of = horizon - timedelta(days=subscription.rules.bill_days_before)
     created = bill_subscription(
-        store, ctx.settings, subscription.contact_id, subscription_id, max(as_of, today), numbers, today=today
+        store,
+        ctx.settings,
+        subscription.contact_id,
+        subscription_id,
+        max(as_of, today),
+        numbers,
+        today=today,
+        loaded=subscription,
     )
     return BilledAhead(today, created)
