@@ -19,6 +19,14 @@ class InvalidInput(DomainError):
 
     code = "invalid_input"
 
+    def under(self, prefix: str) -> InvalidInput:
+        """The same error with its field named as the caller's input nests it ("price" under
+        "terms[0]" is "terms[0].price")."""
+        name = self.field or ""
+        if name.startswith(prefix):
+            return self
+        return type(self)(self.message, field=f"{prefix}.{name}" if name else prefix)
+
 
 class NotFound(DomainError):
     """No such entity for this tenant (maps to 404; another tenant's ids land here too)."""

@@ -45,8 +45,7 @@ def _build_terms(terms_id: str, product_id: str, spec: PriceTermsInput, field: s
             meter=spec.meter,
         )
     except InvalidInput as error:
-        name = error.field or ""
-        raise type(error)(error.message, field=name if name.startswith(field) else f"{field}.{name}") from None
+        raise error.under(field) from None
 
 
 def create_product(

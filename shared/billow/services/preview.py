@@ -84,9 +84,7 @@ def preview(request: PreviewInput) -> dict[str, Any]:
     try:
         invoices = dry_run(terms, request.start, request.end, request.as_of)
     except InvalidInput as error:
-        if error.field in _TERMS_FIELDS:
-            raise InvalidInput(error.message, field=f"terms.{error.field}") from None
-        raise
+        raise (error.under("terms") if error.field in _TERMS_FIELDS else error) from None
     lines = []
     for invoice in invoices:
         for line in invoice.lines:
