@@ -33,8 +33,10 @@ class HttpClient:
         key: str | bool | None = True,
         headers: dict[str, str] | None = None,
     ) -> Reply:
-        headers = self.headers(key, headers)
         data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
+        return self.send(method, path, self.headers(key, headers), data)
+
+    def send(self, method: str, path: str, headers: dict[str, str], data: bytes | None) -> Reply:
         request = urllib.request.Request(self.base_url + path, data=data, method=method, headers=headers)
         try:
             with urllib.request.urlopen(request, timeout=60) as response:
@@ -64,23 +66,13 @@ class InProcessClient(HttpClient):
     def __init__(self, key: str | None) -> None:
         super().__init__("", key)
 
-    def request(
-        self,
-        method: str,
-        path: str,
-        body: Any = None,
-        *,
-        raw: bytes | None = None,
-        key: str | bool | None = True,
-        headers: dict[str, str] | None = None,
-    ) -> Reply:
+    def send(self, method: str, path: str, headers: dict[str, str], data: bytes | None) -> Reply:
         from billow.local.lambda_runtime import invoke
 
-        headers = self.headers(key, headers)
         context = gateway.authorize(method, path, headers)
         if context is None:
             return Reply(401, gateway.UNAUTHORIZED_BODY)
-        text = raw.decode() if raw is not None else (None if body is None else json.dumps(body))
+        text = None if data is None else data.decode()
         result = invoke("api.handler.lambda_handler", gateway.api_gateway_event(method, path, headers, text, context))
         return Reply(int(result["statusCode"]), json.loads(result["body"] or "null"))
 
