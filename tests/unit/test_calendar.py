@@ -11,52 +11,26 @@ def billing_dates(schedule: BillingSchedule, start: date, count: int) -> list[da
     return [p.start for p in schedule.periods(start, count)]
 
 
-def test_31st_anchor_falls_back_in_february_of_a_leap_year_and_returns() -> None:
-    schedule = BillingSchedule.anniversary(Cycle.MONTH, date(2024, 1, 31))
-    assert billing_dates(schedule, date(2024, 1, 31), 5) == [
-        date(2024, 1, 31),
-        date(2024, 2, 29),
-        date(2024, 3, 31),
-        date(2024, 4, 30),
-        date(2024, 5, 31),
-    ]
-
-
-def test_31st_anchor_in_a_non_leap_year() -> None:
-    schedule = BillingSchedule.anniversary(Cycle.MONTH, date(2023, 1, 31))
-    assert billing_dates(schedule, date(2023, 1, 31), 3) == [date(2023, 1, 31), date(2023, 2, 28), date(2023, 3, 31)]
-
-
-def test_29_february_anchor_bills_on_the_28th_in_non_leap_februaries() -> None:
-    schedule = BillingSchedule.anniversary(Cycle.YEAR, date(2024, 2, 29))
-    assert billing_dates(schedule, date(2024, 2, 29), 5) == [
-        date(2024, 2, 29),
-        date(2025, 2, 28),
-        date(2026, 2, 28),
-        date(2027, 2, 28),
-        date(2028, 2, 29),
-    ]
-
-
-def test_quarterly_month_end_anchor() -> None:
-    schedule = BillingSchedule.anniversary(Cycle.QUARTER, date(2023, 11, 30))
-    assert billing_dates(schedule, date(2023, 11, 30), 5) == [
-        date(2023, 11, 30),
-        date(2024, 2, 29),
-        date(2024, 5, 30),
-        date(2024, 8, 30),
-        date(2024, 11, 30),
-    ]
-
-
-def test_semiannual_31st_anchor() -> None:
-    schedule = BillingSchedule.anniversary(Cycle.SEMIANNUAL, date(2023, 8, 31))
-    assert billing_dates(schedule, date(2023, 8, 31), 3) == [date(2023, 8, 31), date(2024, 2, 29), date(2024, 8, 31)]
-
-
-def test_annual_anchor_on_a_month_end() -> None:
-    schedule = BillingSchedule.anniversary(Cycle.YEAR, date(2023, 4, 30))
-    assert billing_dates(schedule, date(2023, 4, 30), 2) == [date(2023, 4, 30), date(2024, 4, 30)]
+@pytest.mark.parametrize(
+    ("cycle", "anchor", "expected"),
+    [
+        # a 31st falls back in February (leap or not) and returns in longer months
+        (Cycle.MONTH, date(2024, 1, 31), [date(2024, 2, 29), date(2024, 3, 31), date(2024, 4, 30), date(2024, 5, 31)]),
+        (Cycle.MONTH, date(2023, 1, 31), [date(2023, 2, 28), date(2023, 3, 31)]),
+        # 29 February bills on the 28th in common years
+        (Cycle.YEAR, date(2024, 2, 29), [date(2025, 2, 28), date(2026, 2, 28), date(2027, 2, 28), date(2028, 2, 29)]),
+        (
+            Cycle.QUARTER,
+            date(2023, 11, 30),
+            [date(2024, 2, 29), date(2024, 5, 30), date(2024, 8, 30), date(2024, 11, 30)],
+        ),
+        (Cycle.SEMIANNUAL, date(2023, 8, 31), [date(2024, 2, 29), date(2024, 8, 31)]),
+        (Cycle.YEAR, date(2023, 4, 30), [date(2024, 4, 30)]),
+    ],
+)
+def test_anchors_on_month_ends(cycle: Cycle, anchor: date, expected: list[date]) -> None:
+    schedule = BillingSchedule.anniversary(cycle, anchor)
+    assert billing_dates(schedule, anchor, len(expected) + 1) == [anchor, *expected]
 
 
 @pytest.mark.parametrize("weekday", range(7))
