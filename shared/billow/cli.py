@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import TextIO
 
@@ -57,7 +58,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     if args.command == "bill" and args.bill_command == "preview":
-        return bill_preview(sys.stdin, sys.stdout, sys.stderr)
+        try:
+            return bill_preview(sys.stdin, sys.stdout, sys.stderr)
+        except BrokenPipeError:
+            # The reader stopped early (`| head`): not an error. Keep Python from reporting the
+            # flush of the closed stdout at exit.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 0
     parser.error("unknown command")
     return USAGE_ERROR
 

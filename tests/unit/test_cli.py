@@ -141,3 +141,23 @@ def test_errors_go_to_stderr_with_a_non_zero_exit(stdin: str, message: str) -> N
     done = preview(stdin)
     assert done.returncode == 2 and done.stdout == ""
     assert message in done.stderr
+
+
+def test_a_reader_that_stops_early_is_not_an_error() -> None:
+    request = {
+        "terms": {"cycle": "week", "billing_model": "advance", "price": "1", "currency": "USD"},
+        "start": "2015-02-02",
+        "as_of": "2034-01-01",  # 987 weekly lines: far more output than a pipe buffer holds
+    }
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "shared")}
+    command = f"{sys.executable} -m billow.cli bill preview | head -c 100 > /dev/null"
+    done = subprocess.run(
+        ["bash", "-o", "pipefail", "-c", command],
+        input=json.dumps(request),
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0 and done.stderr == ""
