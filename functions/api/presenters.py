@@ -6,14 +6,16 @@ from dataclasses import asdict
 from datetime import date
 from typing import Any
 
-from billow.domain.billing import InvoiceDraft, LineDraft, upcoming_invoices
+from billow.domain.billing import InvoiceDraft
 from billow.domain.calendar import Period
 from billow.domain.catalog import PriceTerms, Product
 from billow.domain.contacts import Contact, TestClock
 from billow.domain.invoices import Invoice, Payment
+from billow.domain.lines import LineDraft
 from billow.domain.money import Money
 from billow.domain.ordering import Order, QuotedInvoice
 from billow.domain.subscriptions import Subscription
+from billow.domain.timeline import upcoming_invoices
 from billow.services.preview import decimal_fraction
 
 Json = dict[str, Any]

@@ -1,11 +1,12 @@
 from datetime import date
 from fractions import Fraction
 
-from billow.domain.billing import billing_steps, next_billing_step, next_due_date
+from billow.domain.billing import next_billing_step, next_due_date
 from billow.domain.calendar import BillingSchedule, Cycle, Period
 from billow.domain.catalog import BillingModel, PriceTerms, PricingModel
 from billow.domain.money import Money
 from billow.domain.subscriptions import Service, ServiceState, Subscription, SubscriptionKey
+from billow.domain.timeline import steps as billing_steps
 
 
 def terms(

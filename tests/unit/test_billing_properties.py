@@ -7,13 +7,14 @@ from dataclasses import replace
 from datetime import date, timedelta
 from fractions import Fraction
 
-from billow.domain.billing import billable_end, billing_steps, recurring_pieces
+from billow.domain.billing import billable_end, recurring_pieces
 from billow.domain.calendar import BillingSchedule, Cycle, Period
 from billow.domain.catalog import BillingModel
 from billow.domain.money import Money
 from billow.domain.preview import PreviewTerms, dry_run, preview_subscription
 from billow.domain.rules import Alignment, CalendarMode, ServiceState
 from billow.domain.subscriptions import Subscription
+from billow.domain.timeline import steps as billing_steps
 from hypothesis import given, settings
 from hypothesis import strategies as st
 

@@ -9,7 +9,7 @@ from datetime import UTC, date, datetime
 from fractions import Fraction
 
 import pytest
-from billow.domain.billing import billing_steps, next_billing_step, next_due_date, upcoming_invoices
+from billow.domain.billing import next_billing_step, next_due_date
 from billow.domain.calendar import WEEKDAYS, Cycle, Period
 from billow.domain.catalog import BillingModel, PriceTerms, Product
 from billow.domain.errors import Conflict
@@ -19,6 +19,8 @@ from billow.domain.ordering import OrderItem, plan_order
 from billow.domain.preview import PreviewTerms, dry_run, preview_subscription
 from billow.domain.rules import Alignment, BillingRules, CalendarMode, ServiceState
 from billow.domain.subscriptions import Subscription
+from billow.domain.timeline import steps as billing_steps
+from billow.domain.timeline import upcoming_invoices
 from billow.domain.usage import UsageCharge
 
 D = date

@@ -37,21 +37,18 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import date, timedelta
-from decimal import Decimal
 from fractions import Fraction
-from itertools import islice
 from typing import Any, TypeVar
 
+from billow.domain.actions import Action
 from billow.domain.calendar import Period, add_cycle, day_on_or_after
 from billow.domain.catalog import BillingModel
-from billow.domain.errors import InvalidInput
+from billow.domain.lines import Adjustment, LineDraft
 from billow.domain.money import Money, sum_money
 from billow.domain.rules import Alignment, ServiceState
 from billow.domain.subscriptions import Service, Subscription
 from billow.domain.usage import NO_USAGE, UsageRater
 
-MAX_CATCH_UP_STEPS = 1000  # a subscription more than 1000 periods behind is a data error, not billing
-FAR_FUTURE = date(9000, 1, 1)
 _ONE = Fraction(1)
 _T = TypeVar("_T")
 
@@ -69,20 +66,6 @@ class Piece:
         if self.covered.start == self.billing_period.start and self.covered.end == self.billing_period.end:
             return _ONE
         return Fraction(self.covered.days, self.billing_period.days)
-
-
-@dataclass(frozen=True, slots=True)
-class LineDraft:
-    kind: str  # "recurring" (a full period), "prorated", "setup_fee", "credit" or "usage"
-    description: str
-    service_id: str
-    product_id: str
-    quantity: int | Decimal
-    unit_price: Money
-    fraction: Fraction
-    """Share of the period price this line charges (negative for a credit)."""
-    amount: Money
-    period: Period | None  # the covered days; None for one-time charges
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,12 +94,16 @@ class BillingStep:
 
     subscription: Subscription
     invoice: InvoiceDraft | None
+    actions: tuple[Action, ...] = ()
+    """Actions this step executed, rejected, scheduled or cancelled (for the action log)."""
 
 
 # -- where a service's billable days end --------------------------------------------------------
 def billable_end(service: Service, subscription: Subscription) -> tuple[date | None, ServiceState]:
     """The exclusive end of the service's billable days (None: open-ended) and its state after it."""
     end, after = service.end_date, ServiceState.CANCELLED
+    if service.term_end is not None and not service.auto_renew and (end is None or service.term_end < end):
+        end, after = service.term_end, ServiceState.NOT_EFFECTIVE
     if not subscription.rules.is_billable(service.state, service.billable_states):
         since = service.since
         if end is None or since < end:
@@ -137,7 +124,10 @@ def recurring_pieces(
     advance = subscription.billing_model is BillingModel.ADVANCE
     billing_start = service.billing_start
     begin = service.unbilled_from if start is None else start
-    first = begin == billing_start
+    first = begin == billing_start and service.charged_from == billing_start
+    # The first piece of a stretch restarted mid-period (a resume, a change) goes on the next
+    # invoice with the credit of the stretch before it, as prorations do.
+    restarting = begin == service.charged_from and not first and begin != billing_start
     cutoff = None if advance else rules.cutoff_for(cycle)
     periods = schedule if cutoff is None else schedule.cutoff_schedule(cutoff)
 
@@ -156,6 +146,10 @@ def recurring_pieces(
             billing_date, joined = joined, None
         elif advance:
             billing_date = period.start if period.start > billing_start else billing_start
+            if restarting:
+                restarting = False
+                if begin > period.start:
+                    billing_date = period.end
         else:
             billing_date = period.end if cutoff is None else schedule.next_on_or_after(period.end)
         if first:
@@ -192,7 +186,7 @@ def credit_pieces(service: Service, subscription: Subscription, end: date) -> li
     if billed_through is None or billed_through <= end:
         return []
     credits: list[tuple[Piece, Period | None]] = []
-    for piece in recurring_pieces(service, subscription, start=service.billing_start):
+    for piece in recurring_pieces(service, subscription, start=service.charged_from):
         if piece.covered.start >= billed_through:
             break
         if piece.covered.end <= end:
@@ -263,17 +257,24 @@ def _activated(services: tuple[Service, ...], as_of: date) -> tuple[Service, ...
 def next_due_date(subscription: Subscription) -> date | None:
     """The next date on which the billing run has something to do for the subscription, or None.
 
-    This is the date the due-for-billing index holds: a draft's start date (it turns effective),
-    a credit's date, or the earliest day any unbilled piece or usage period is to be invoiced."""
+    This is the date the due-for-billing index holds: a pending action's day, a draft's start date
+    (it turns effective), the end of a termed period, a settled adjustment's run date, a credit's
+    date, or the earliest day any unbilled piece or usage period is to be invoiced."""
     lead = timedelta(days=subscription.rules.bill_days_before)
-    dates: list[date] = []
+    dates: list[date] = [a.on for a in subscription.actions]
+    dates += [a.run_on for a in subscription.adjustments]
     for service in subscription.services:
         if service.state is ServiceState.DRAFT:
             dates.append(service.start_date)
+        if service.term_end is not None and service.state in _TERMED_STATES and not service.expired:
+            dates.append(service.term_end)
         run_date = _Due(service, subscription).run_date(lead)
         if run_date is not None:
             dates.append(run_date)
     return min(dates, default=None)
+
+
+_TERMED_STATES = frozenset({ServiceState.EFFECTIVE, ServiceState.PAUSED})
 
 
 # -- lines --------------------------------------------------------------------------------------
@@ -296,15 +297,20 @@ def _setup_fee_line(service: Service) -> LineDraft | None:
     fee = service.terms.setup_fee
     if fee is None or fee.is_zero:
         return None
+    return one_time_line(service, "setup_fee", f"{service.product_name} setup fee", fee)
+
+
+def one_time_line(service: Service, kind: str, description: str, amount: Money) -> LineDraft:
+    """A charge (or, negative, a credit) that covers no days: a setup or cancellation fee."""
     return LineDraft(
-        kind="setup_fee",
-        description=f"{service.product_name} setup fee",
+        kind=kind,
+        description=description,
         service_id=service.id,
         product_id=service.product_id,
         quantity=1,
-        unit_price=fee,
-        fraction=_ONE,
-        amount=fee,
+        unit_price=amount,
+        fraction=_ONE if not amount.is_negative else -_ONE,
+        amount=amount,
         period=None,
     )
 
@@ -326,6 +332,35 @@ def _credit_line(service: Service, piece: Piece, kept: Period | None) -> LineDra
         amount=price.scaled(kept_fraction) - charged,
         period=credited,
     )
+
+
+def settle(
+    service: Service, subscription: Subscription, on: date, *, credit_on: date, credit: bool = True
+) -> tuple[Service, list[Adjustment]]:
+    """Stop the service's billing at `on` (an action's day) and settle what billing would have
+    done, so that billing can restart later from any day without looking back:
+
+    - its unbilled days before `on` (arrears) are charged, each piece on its own run date, with
+      the setup fee if nothing was invoiced yet;
+    - its days from `on` already invoiced are credited on `credit_on`, unless `credit` is False
+      (the new state is not creditable), as the engine credits them (charged minus kept).
+
+    Returns the service billed through `on` and the adjustments for the subscription."""
+    lead = timedelta(days=subscription.rules.bill_days_before)
+    adjustments: list[Adjustment] = []
+    if service.unbilled_from < on:
+        pieces = list(recurring_pieces(service, subscription, end=on))
+        if pieces and service.billed_through is None and (fee := _setup_fee_line(service)) is not None:
+            adjustments.append(Adjustment(fee, max(pieces[0].billing_date - lead, on)))
+        adjustments += [Adjustment(_charge_line(service, p), max(p.billing_date - lead, on)) for p in pieces]
+    if credit:
+        adjustments += [
+            Adjustment(_credit_line(service, p, kept), credit_on)
+            for p, kept in credit_pieces(service, subscription, on)
+        ]
+    if service.billed_through is None and not adjustments:
+        return service, []  # nothing was ever invoiced: the setup fee stays due with the first charge
+    return replace(service, billed_through=on), adjustments
 
 
 def _usage_lines(rater: UsageRater, subscription: Subscription, service: Service, piece: Piece) -> list[LineDraft]:
@@ -368,16 +403,17 @@ def next_billing_step(
     lead = timedelta(days=subscription.rules.bill_days_before)
     dues = [_Due(s, current) for s in services]
     run_date: date | None = None
-    for due in dues:
-        candidate = due.run_date(lead)
+    candidates = [due.run_date(lead) for due in dues] + [a.run_on for a in current.adjustments]
+    for candidate in candidates:
         if candidate is not None and candidate <= as_of and (run_date is None or candidate < run_date):
             run_date = candidate
     if run_date is None:
         return None if current is subscription else BillingStep(current, None)
 
-    lines: list[LineDraft] = []
+    lines: list[LineDraft] = [a.line for a in current.adjustments if a.run_on <= run_date]
+    pending = tuple(a for a in current.adjustments if a.run_on > run_date)
     advanced: list[Service] = []
-    billing_dates: list[date] = []
+    billing_dates: list[date] = [run_date] if lines else []
     issue_floor = run_date
     for due in dues:
         service = due.service
@@ -388,8 +424,10 @@ def next_billing_step(
             changes["billed_through"] = run_date
             billing_dates.append(run_date)
         elif due.head is not None and due.recurring is not None and due.head.billing_date - lead == run_date:
-            # Only a first piece can share its billing date with the next one (the threshold rule).
-            taken = _same_date(due.head, due.recurring) if service.billed_through is None else [due.head]
+            # Only the first piece of a stretch shares its billing date with the next one (the
+            # threshold rule; a restart mid-period).
+            starting = service.billed_through is None or service.billed_through <= service.charged_from
+            taken = _same_date(due.head, due.recurring) if starting else [due.head]
             if service.billed_through is None and (fee := _setup_fee_line(service)) is not None:
                 lines.append(fee)
             lines.extend(_charge_line(service, piece) for piece in taken)
@@ -415,29 +453,7 @@ def next_billing_step(
         period=Period(min(p.start for p in covered), max(p.end for p in covered)),
         lines=tuple(lines),
     )
-    updated = _evolve(current, {"services": tuple(advanced), "invoice_count": subscription.invoice_count + 1})
+    updated = _evolve(
+        current, {"services": tuple(advanced), "invoice_count": subscription.invoice_count + 1, "adjustments": pending}
+    )
     return BillingStep(updated, invoice)
-
-
-def billing_steps(
-    subscription: Subscription, as_of: date, *, today: date | None = None, rater: UsageRater = NO_USAGE
-) -> Iterator[BillingStep]:
-    """Every step due at `as_of`, each applied to the result of the one before (a dry run)."""
-    current = subscription
-    for _ in range(MAX_CATCH_UP_STEPS):
-        step = next_billing_step(current, as_of, today=today, rater=rater)
-        if step is None:
-            return
-        yield step
-        current = step.subscription
-    # Over a thousand invoices at once is a mistake (a far as-of date, or a corrupt item): refuse it.
-    raise InvalidInput(f"billing up to {as_of} would create over {MAX_CATCH_UP_STEPS} invoices", field="as_of")
-
-
-def upcoming_invoices(
-    subscription: Subscription, count: int = 3, *, rater: UsageRater = NO_USAGE
-) -> list[InvoiceDraft]:
-    """The view bill: the next `count` invoices the billing run will create, from the current state
-    on (trial services included: their first invoice is the one after the trial)."""
-    drafts = (step.invoice for step in billing_steps(subscription, FAR_FUTURE, rater=rater) if step.invoice)
-    return list(islice(drafts, count))

@@ -79,6 +79,13 @@ def add_cycle(start: date, cycle: Cycle) -> date:
     return add_months(start, cycle.months)
 
 
+def add_cycles(start: date, cycle: Cycle, count: int) -> date:
+    """The day `count` full cycles after `start`."""
+    for _ in range(count):
+        start = add_cycle(start, cycle)
+    return start
+
+
 def day_on_or_after(start: date, cycle: Cycle, day: int) -> date:
     """The first date on or after `start` that falls on `day`: a weekday (0 = Monday) for weekly
     cycles, else a day of month (a day past a month's end meaning that month's last day)."""

@@ -11,6 +11,7 @@ from billow.domain.money import Money
 from billow.domain.rules import Alignment
 
 MAX_TRIAL_DAYS = 366
+MAX_TERM_CYCLES = 120
 
 
 class BillingModel(StrEnum):
@@ -40,10 +41,31 @@ class PriceTerms:
     """Overrides the business's alignment for services added to an existing subscription."""
     meter: str | None = None
     """Name of the usage metric rated for each billed period (post-billed), if the service has usage."""
+    term_cycles: int | None = None
+    """Termed period: the service runs this many cycles from its first charged day, then renews
+    (`auto_renew`) or expires (stops billing; it can be renewed). None: open-ended."""
+    auto_renew: bool = True
+    """Whether a termed service renews for another term at its end (the contact can opt in or out)."""
+    contract_cycles: int | None = None
+    """Contract period: cycles from the first charged day during which cancelling follows the
+    business's in-contract rule and costs `cancellation_fee`."""
+    cancellation_fee: Money | None = None
+    """Charged when the service is cancelled inside its contract period."""
 
     def __post_init__(self) -> None:
         if not 0 <= self.trial_days <= MAX_TRIAL_DAYS:
             raise InvalidInput(f"trial_days is 0 to {MAX_TRIAL_DAYS}", field="trial_days")
+        for name in ("term_cycles", "contract_cycles"):
+            cycles = getattr(self, name)
+            if cycles is not None and not 1 <= cycles <= MAX_TERM_CYCLES:
+                raise InvalidInput(f"{name} is 1 to {MAX_TERM_CYCLES}", field=name)
+        if self.cancellation_fee is not None:
+            if self.cancellation_fee.currency != self.price.currency:
+                raise InvalidInput("cancellation_fee must be in the price's currency", field="cancellation_fee")
+            if self.cancellation_fee.is_negative:
+                raise InvalidInput("cancellation_fee must not be negative", field="cancellation_fee")
+            if self.contract_cycles is None:
+                raise InvalidInput("a cancellation fee needs a contract period", field="cancellation_fee")
         if self.price.is_negative:
             raise InvalidInput("price must not be negative", field="price")
         if self.setup_fee is not None:

@@ -67,3 +67,13 @@ class IllegalTransition(Conflict):
         super().__init__(message, field="action")
         self.current_state = current_state
         self.rule = rule
+
+
+class RuleViolation(Conflict):
+    """A business rule refuses the request (maps to 409, naming the rule)."""
+
+    code = "rule_violation"
+
+    def __init__(self, message: str, *, rule: str, field: str | None = None) -> None:
+        super().__init__(message, field=field)
+        self.rule = rule

@@ -6,9 +6,10 @@ from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from enum import StrEnum
 
-from billow.domain.billing import InvoiceDraft, LineDraft
+from billow.domain.billing import InvoiceDraft
 from billow.domain.calendar import Period
 from billow.domain.errors import Conflict, InvalidInput
+from billow.domain.lines import LineDraft
 from billow.domain.money import Money, sum_money
 
 

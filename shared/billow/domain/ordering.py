@@ -8,14 +8,16 @@ subscriptions, so the quoted invoice is the invoice the billing run will create.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, timedelta
 
-from billow.domain.billing import FAR_FUTURE, InvoiceDraft, next_billing_step
+from billow.domain.billing import InvoiceDraft
+from billow.domain.calendar import add_cycles
 from billow.domain.catalog import PriceTerms, Product
 from billow.domain.errors import InvalidInput
 from billow.domain.rules import Alignment, BillingRules
 from billow.domain.subscriptions import Service, ServiceState, Subscription, SubscriptionKey
+from billow.domain.timeline import FAR_FUTURE, next_step
 
 MAX_ITEMS_PER_ORDER = 50
 
@@ -123,7 +125,9 @@ def plan_order(
             start_date=start_date,
             alignment=alignment,
             ordered_on=today,
+            auto_renew=item.terms.auto_renew,
         )
+        service = with_terms_periods(service, subscription)
         by_key[key] = subscription.adding([service])
         ordered.append(OrderedService(service.id, subscription.id, item.product.id, item.terms.id, item.quantity))
 
@@ -133,13 +137,25 @@ def plan_order(
     return OrderPlan(order, changed, frozenset(new_ids))
 
 
+def with_terms_periods(service: Service, subscription: Subscription) -> Service:
+    """The service with its termed and contract periods, counted in cycles from its first
+    charged day."""
+    start, cycle, terms = service.billing_start, subscription.cycle, service.terms
+    term, contract = terms.term_cycles, terms.contract_cycles
+    return replace(
+        service,
+        term_end=None if term is None else add_cycles(start, cycle, term),
+        contract_end=None if contract is None else add_cycles(start, cycle, contract),
+    )
+
+
 def quote_order(plan: OrderPlan, *, today: date, payment_terms_days: int) -> list[QuotedInvoice]:
     """The first invoice that bills each of the order's new services, exactly as billing will make it."""
     new_service_ids = {s.service_id for s in plan.order.services}
     quotes: list[QuotedInvoice] = []
     for subscription in plan.subscriptions:
         current = subscription
-        while (step := next_billing_step(current, FAR_FUTURE)) is not None:
+        while (step := next_step(current, FAR_FUTURE)) is not None:
             current = step.subscription
             invoice = step.invoice
             if invoice and any(line.service_id in new_service_ids for line in invoice.lines):

@@ -10,13 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, timedelta
 
-from billow.domain.billing import InvoiceDraft, billing_steps
+from billow.domain.billing import InvoiceDraft
 from billow.domain.calendar import BillingSchedule, Cycle
 from billow.domain.catalog import BillingModel, PriceTerms
 from billow.domain.errors import InvalidInput
 from billow.domain.money import Money
 from billow.domain.rules import BillingRules, CalendarMode, ServiceState
 from billow.domain.subscriptions import Service, Subscription, SubscriptionKey
+from billow.domain.timeline import steps
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,4 +89,4 @@ def preview_subscription(terms: PreviewTerms, start: date, end: date | None) -> 
 def dry_run(terms: PreviewTerms, start: date, end: date | None, as_of: date) -> list[InvoiceDraft]:
     """Every invoice (with its lines) a billing run on `as_of` would create, oldest first."""
     subscription = preview_subscription(terms, start, end)
-    return [step.invoice for step in billing_steps(subscription, as_of) if step.invoice is not None]
+    return [step.invoice for step in steps(subscription, as_of) if step.invoice is not None]

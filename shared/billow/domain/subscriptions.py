@@ -11,10 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from datetime import date, timedelta
 
-from billow.domain.calendar import BillingSchedule, Cycle
+from billow.domain.actions import Action
+from billow.domain.calendar import BillingSchedule, Cycle, Period
 from billow.domain.catalog import BillingModel, PriceTerms
 from billow.domain.errors import InvalidInput
 from billow.domain.lifecycle import DerivedState, derived_state
+from billow.domain.lines import Adjustment
 from billow.domain.rules import DEFAULT_RULES, Alignment, BillingRules, ServiceState
 
 MAX_SERVICES_PER_SUBSCRIPTION = 100  # keeps the subscription item far below DynamoDB's 400 KB
@@ -66,15 +68,48 @@ class Service:
     """Overrides the business's billable states for this service."""
     non_creditable_states: frozenset[ServiceState] | None = None
     """Overrides the business's non-creditable states for this service."""
+    trial_ends_on: date | None = None
+    """Overrides the end of the trial the price terms give (extended, kept over a change, or
+    withheld by the business's trial management)."""
+    trial_extended: bool = False
+    restarted_on: date | None = None
+    """The first day of the current billable stretch, when billing stopped and restarted (a pause,
+    a deactivation, a change): days before it were settled by the action that stopped billing."""
+    term_end: date | None = None
+    """Exclusive end of the current termed period (termed price terms only)."""
+    auto_renew: bool = True
+    contract_end: date | None = None
+    """Exclusive end of the contract period (None: no contract, or it never had one)."""
+    expired: bool = False
+    """Not effective because its termed period ended without renewal (renew, not activate)."""
+    pauses: tuple[Period, ...] = ()
+    """Every pause so far, as planned when it started ([first paused day, resume day))."""
 
     @property
     def billing_start(self) -> date:
         """The first day that is charged: the start date, after any trial."""
+        if self.trial_ends_on is not None:
+            return self.trial_ends_on
         return self.start_date + timedelta(days=self.terms.trial_days)
 
     @property
+    def charged_from(self) -> date:
+        """The first day of the current billable stretch."""
+        start = self.billing_start
+        restarted = self.restarted_on
+        return restarted if restarted is not None and restarted > start else start
+
+    @property
     def unbilled_from(self) -> date:
-        return self.billed_through or self.billing_start
+        billed = self.billed_through
+        start = self.charged_from
+        return billed if billed is not None and billed > start else start
+
+    def in_trial(self, day: date) -> bool:
+        return day < self.billing_start
+
+    def in_contract(self, day: date) -> bool:
+        return self.contract_end is not None and day < self.contract_end
 
     @property
     def since(self) -> date:
@@ -95,6 +130,16 @@ class Subscription:
     """True for subscriptions of a contact on a test clock: only that clock bills them."""
     rules: BillingRules = DEFAULT_RULES
     """The business's billing rules this subscription is billed under (copied when it was created)."""
+    actions: tuple[Action, ...] = ()
+    """Pending (scheduled) actions, in the order they take effect."""
+    adjustments: tuple[Adjustment, ...] = ()
+    """Lines settled by actions, waiting for the invoice of their run date."""
+    payment_method: str | None = None
+    """Pays this subscription's invoices (None: the contact's preferred method)."""
+    bill_ahead_until: date | None = None
+    """Billing upcoming cycles: recurring charges up to this day are invoiced ahead of time."""
+    grace_until: date | None = None
+    """Exclusive end of the subscription's grace period: no service is deactivated before it."""
 
     def __post_init__(self) -> None:
         if len(self.services) > MAX_SERVICES_PER_SUBSCRIPTION:
@@ -118,6 +163,16 @@ class Subscription:
 
     def with_services(self, services: tuple[Service, ...]) -> Subscription:
         return replace(self, services=services)
+
+    def service(self, service_id: str) -> Service | None:
+        return next((s for s in self.services if s.id == service_id), None)
+
+    def replacing(self, service: Service) -> Subscription:
+        return replace(self, services=tuple(service if s.id == service.id else s for s in self.services))
+
+    @property
+    def next_action(self) -> Action | None:
+        return min(self.actions, key=lambda a: a.on, default=None)
 
     def adding(self, new_services: list[Service]) -> Subscription:
         return replace(self, services=(*self.services, *new_services))

@@ -17,12 +17,13 @@ from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from functools import partial
 
-from billow.domain.billing import InvoiceDraft, next_billing_step, upcoming_invoices
+from billow.domain.billing import InvoiceDraft
 from billow.domain.calendar import local_date, tenant_zone
 from billow.domain.errors import ConcurrentModification, InvalidInput, NotFound
 from billow.domain.invoices import Invoice
 from billow.domain.subscriptions import Subscription
 from billow.domain.tenants import TenantSettings
+from billow.domain.timeline import next_step, upcoming_invoices
 from billow.domain.usage import NO_USAGE, UsageRater
 from billow.services.contacts import contact_today
 from billow.services.context import Clock, TenantContext
@@ -79,7 +80,7 @@ def bill_subscription(
     conflicts = 0
     subscription = loaded or store.load_subscription(settings.tenant_id, contact_id, subscription_id)
     while subscription is not None:
-        step = next_billing_step(subscription, as_of, today=today, rater=rater)
+        step = next_step(subscription, as_of, today=today, rater=rater)
         if step is None:
             return created
         invoice = None

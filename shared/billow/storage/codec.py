@@ -9,11 +9,11 @@ from decimal import Decimal
 from fractions import Fraction
 from typing import Any
 
-from billow.domain.billing import LineDraft
 from billow.domain.calendar import BillingSchedule, Cycle, Period
 from billow.domain.catalog import BillingModel, PriceTerms, PricingModel, Product
 from billow.domain.contacts import Address, Contact, TestClock
 from billow.domain.invoices import Invoice, InvoiceStatus, Payment, PaymentMethod
+from billow.domain.lines import LineDraft
 from billow.domain.money import Money
 from billow.domain.ordering import Order, OrderedService
 from billow.domain.rules import Alignment, BillingRules, CalendarMode

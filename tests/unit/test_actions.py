@@ -1,0 +1,214 @@
+"""Actions through the timeline: what each does to states, the pending list and the invoices.
+
+Prices are chosen so a day costs a round amount: 31.00 a month in January is 1.00 a day."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import replace
+from datetime import date
+
+import pytest
+from billow.domain.actions import Action, ActionKind, ActionStatus, Requester, ServiceChange
+from billow.domain.billing import InvoiceDraft
+from billow.domain.calendar import Cycle
+from billow.domain.catalog import BillingModel, PriceTerms, Product
+from billow.domain.money import Money
+from billow.domain.ordering import OrderItem, plan_order
+from billow.domain.rules import DEFAULT_RULES, ServiceState
+from billow.domain.subscriptions import Subscription
+from billow.domain.timeline import execute, steps, upcoming_invoices
+
+D = date
+_ids = itertools.count(1)
+
+
+def usd(amount: str) -> Money:
+    return Money.parse(amount, "USD")
+
+
+def terms(price: str = "31.00", **extra: object) -> PriceTerms:
+    return PriceTerms(
+        id=f"t{next(_ids)}",
+        product_id="p1",
+        price=usd(price),
+        cycle=Cycle.MONTH,
+        billing_model=BillingModel.ADVANCE,
+        **extra,  # type: ignore[arg-type]
+    )
+
+
+def subscribe(start: date, price_terms: PriceTerms | None = None, quantity: int = 1) -> Subscription:
+    price_terms = price_terms or terms()
+    product = Product("p1", "Pro", terms=(price_terms,))
+    plan = plan_order(
+        order_id="o1",
+        contact_id="c1",
+        reference=None,
+        items=[OrderItem(product, price_terms, quantity)],
+        start_date=start,
+        today=start,
+        existing=[],
+        new_id=lambda prefix: f"{prefix}_{next(_ids)}",
+        test_clock=False,
+        rules=DEFAULT_RULES,
+    )
+    return plan.subscriptions[0]
+
+
+class Run:
+    """A subscription moved through time, keeping every invoice and action record."""
+
+    def __init__(self, subscription: Subscription) -> None:
+        self.subscription = subscription
+        self.invoices: list[InvoiceDraft] = []
+        self.log: list[Action] = []
+
+    def to(self, day: date) -> Run:
+        for step in steps(self.subscription, day):
+            self.subscription = step.subscription
+            self.log += step.actions
+            if step.invoice is not None:
+                self.invoices.append(step.invoice)
+        return self
+
+    def request(self, kind: ActionKind, on: date, **params: object) -> Run:
+        service = self.subscription.services[0].id
+        action = Action(f"a{next(_ids)}", kind, on, requested_on=on, service_id=service, **params)  # type: ignore[arg-type]
+        self.subscription = replace(self.subscription, actions=(*self.subscription.actions, action))
+        return self
+
+    @property
+    def service(self):  # type: ignore[no-untyped-def]
+        return self.subscription.services[0]
+
+    def lines(self, invoice: int) -> list[tuple[str, str]]:
+        return [(line.kind, line.amount.amount_str()) for line in self.invoices[invoice].lines]
+
+
+def test_pause_on_the_10th_for_10_days_credits_those_days_on_the_next_invoice() -> None:
+    run = Run(subscribe(D(2025, 1, 1))).to(D(2025, 1, 1))
+    run.request(ActionKind.PAUSE, D(2025, 1, 10), days=10).to(D(2025, 1, 15))
+    assert run.service.state is ServiceState.PAUSED
+    assert [(a.kind, a.status) for a in run.log] == [
+        (ActionKind.PAUSE, ActionStatus.EXECUTED),
+        (ActionKind.RESUME, ActionStatus.SCHEDULED),
+    ]
+    run.to(D(2025, 2, 1))
+    assert run.service.state is ServiceState.EFFECTIVE
+    assert len(run.invoices) == 2  # the January charge, then the next invoice on 1 February
+    feb = run.invoices[1]
+    assert feb.billing_date == D(2025, 2, 1)
+    # the 22 days from the pause credited, the 12 from the resume charged again (10 paused days
+    # credited net), and February at full price
+    assert run.lines(1) == [("credit", "-22.00"), ("prorated", "12.00"), ("recurring", "31.00")]
+    assert feb.total == usd("21.00")
+
+
+def test_regret_inside_the_regret_period_is_a_full_credit_note() -> None:
+    run = Run(subscribe(D(2025, 1, 1), terms(setup_fee=usd("5.00")))).to(D(2025, 1, 1))
+    assert run.invoices[0].total == usd("36.00")
+    run.request(ActionKind.REGRET, D(2025, 1, 6)).to(D(2025, 1, 6))
+    assert run.service.state is ServiceState.REGRETTED
+    note = run.invoices[1]
+    assert note.is_credit_note and note.total == usd("-36.00")
+    assert run.to(D(2025, 6, 1)).invoices[2:] == []
+
+
+def test_cancel_inside_the_contract_period_adds_the_fee() -> None:
+    contract = terms(contract_cycles=12, cancellation_fee=usd("50.00"))
+    run = Run(subscribe(D(2025, 1, 1), contract)).to(D(2025, 1, 1))
+    run.request(ActionKind.CANCEL, D(2025, 1, 21)).to(D(2025, 1, 21))
+    assert run.lines(1) == [("credit", "-11.00"), ("cancellation_fee", "50.00")]
+    assert run.subscription.state.value == "churned"
+
+
+def test_cancel_after_the_contract_period_has_no_fee() -> None:
+    contract = terms(contract_cycles=1, cancellation_fee=usd("50.00"))
+    run = Run(subscribe(D(2025, 1, 1), contract)).to(D(2025, 2, 1))
+    run.request(ActionKind.CANCEL, D(2025, 2, 15)).to(D(2025, 2, 15))
+    assert [kind for kind, _ in run.lines(2)] == ["credit"]
+
+
+def test_upgrade_mid_cycle_credits_the_old_price_and_charges_the_new_on_the_next_invoice() -> None:
+    run = Run(subscribe(D(2025, 1, 1))).to(D(2025, 1, 1))
+    change = ServiceChange("p2", "Enterprise", terms("62.00"), 1)
+    run.request(ActionKind.CHANGE, D(2025, 1, 11), change=change).to(D(2025, 2, 1))
+    assert run.service.product_name == "Enterprise"
+    assert run.lines(1) == [("credit", "-21.00"), ("prorated", "42.00"), ("recurring", "62.00")]
+
+
+def test_downgrade_at_the_end_of_the_cycle_bills_the_new_price_after() -> None:
+    run = Run(subscribe(D(2025, 1, 1))).to(D(2025, 1, 1))
+    change = ServiceChange("p3", "Basic", terms("10.00"), 1)
+    run.request(ActionKind.CHANGE, D(2025, 2, 1), change=change).to(D(2025, 1, 20))
+    assert [a.kind for a in run.subscription.actions] == [ActionKind.CHANGE]
+    assert [i.total for i in upcoming_invoices(run.subscription, 2)] == [usd("10.00"), usd("10.00")]
+    run.to(D(2025, 3, 1))
+    assert [i.total for i in run.invoices] == [usd("31.00"), usd("10.00"), usd("10.00")]
+
+
+def test_trial_end_brings_the_first_paid_invoice() -> None:
+    run = Run(subscribe(D(2025, 1, 1), terms(trial_days=14))).to(D(2025, 1, 14))
+    assert run.invoices == []
+    run.to(D(2025, 1, 15))
+    assert run.invoices[0].billing_date == D(2025, 1, 15) and run.invoices[0].total == usd("31.00")
+
+
+def test_a_termed_service_without_auto_renew_expires_and_stops_billing() -> None:
+    run = Run(subscribe(D(2025, 1, 1), terms(term_cycles=2, auto_renew=False))).to(D(2025, 6, 1))
+    assert [i.billing_date for i in run.invoices] == [D(2025, 1, 1), D(2025, 2, 1)]
+    assert run.service.state is ServiceState.NOT_EFFECTIVE and run.service.expired
+    assert (run.log[-1].kind, run.log[-1].by) == (ActionKind.EXPIRE, Requester.SYSTEM)
+    run.request(ActionKind.ACTIVATE, D(2025, 6, 2)).to(D(2025, 6, 2))
+    assert run.log[-1].status is ActionStatus.REJECTED and run.log[-1].rule == "activation.not_expired"
+    run.request(ActionKind.RENEW, D(2025, 6, 10)).to(D(2025, 7, 1))
+    assert run.service.term_end == D(2025, 8, 10)
+    first = run.invoices[-1].lines[0].period
+    assert first is not None and first.start == D(2025, 6, 10)
+
+
+def test_auto_renewal_keeps_billing_and_moves_the_term() -> None:
+    run = Run(subscribe(D(2025, 1, 1), terms(term_cycles=2))).to(D(2025, 5, 1))
+    assert len(run.invoices) == 5 and run.service.term_end == D(2025, 7, 1)
+    assert [a.outcome for a in run.log] == [
+        "renewed automatically until 2025-05-01",
+        "renewed automatically until 2025-07-01",
+    ]
+
+
+def test_an_illegal_scheduled_action_is_rejected_with_the_rule() -> None:
+    run = Run(subscribe(D(2025, 1, 1))).to(D(2025, 1, 1))
+    run.request(ActionKind.RESUME, D(2025, 1, 5)).to(D(2025, 1, 5))
+    rejected = run.log[-1]
+    assert rejected.status is ActionStatus.REJECTED and rejected.rule == "only paused services can be resumed"
+    assert run.subscription.actions == ()
+
+
+def test_resuming_early_cancels_the_automatic_resume() -> None:
+    run = Run(subscribe(D(2025, 1, 1))).to(D(2025, 1, 1))
+    run.request(ActionKind.PAUSE, D(2025, 1, 10), days=10).to(D(2025, 1, 10))
+    run.request(ActionKind.RESUME, D(2025, 1, 12)).to(D(2025, 2, 1))
+    assert [(a.kind, a.status) for a in run.log][-2:] == [
+        (ActionKind.RESUME, ActionStatus.EXECUTED),
+        (ActionKind.RESUME, ActionStatus.CANCELLED),
+    ]
+    assert run.invoices[1].total == usd("29.00")  # Jan 10 and 11 credited: -22 + 20 + 31
+
+
+@pytest.mark.parametrize("model", [BillingModel.ADVANCE, BillingModel.ARREARS])
+def test_a_change_of_billing_day_settles_the_cycle_and_bills_each_day_once(model: BillingModel) -> None:
+    price = replace(terms(), billing_model=model)
+    run = Run(subscribe(D(2025, 1, 1), price)).to(D(2025, 1, 1))
+    run.request(ActionKind.CHANGE_BILLING_DAY, D(2025, 1, 10), billing_day=15).to(D(2025, 3, 15))
+    run.request(ActionKind.CANCEL, D(2025, 3, 15)).to(D(2025, 5, 1))
+    # 1-9 January at the old schedule, 10-14 January prorated on the new one, then two full cycles
+    assert sum((i.total for i in run.invoices), usd("0")) == usd("76.00")
+    assert run.subscription.schedule.billing_day == 15
+
+
+def test_execute_names_a_missing_service() -> None:
+    sub = subscribe(D(2025, 1, 1))
+    action = Action("a1", ActionKind.PAUSE, D(2025, 1, 2), requested_on=D(2025, 1, 2), service_id="svc_nope")
+    _, (record,) = execute(sub, action)
+    assert record.status is ActionStatus.REJECTED and "no service svc_nope" in (record.outcome or "")
