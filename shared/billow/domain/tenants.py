@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from billow.domain.calendar import tenant_zone
 from billow.domain.errors import InvalidInput
+from billow.domain.policy import DEFAULT_POLICY, SubscriptionPolicy
 from billow.domain.rules import DEFAULT_RULES, BillingRules
 
 
@@ -20,6 +21,8 @@ class TenantSettings:
     invoice_prefix: str = "INV"
     billing: BillingRules = DEFAULT_RULES
     """Billing rules new subscriptions are created under."""
+    subscriptions: SubscriptionPolicy = DEFAULT_POLICY
+    """Subscription-management rules, checked when actions are requested."""
 
     def __post_init__(self) -> None:
         tenant_zone(self.timezone)

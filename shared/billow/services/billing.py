@@ -92,7 +92,7 @@ def bill_subscription(
                 payment_terms_days=settings.payment_terms_days,
             )
         try:
-            store.apply_billing_step(settings.tenant_id, step.subscription, subscription.version, invoice)
+            store.apply_billing_step(settings.tenant_id, step.subscription, subscription.version, invoice, step.actions)
         except ConcurrentModification:
             conflicts += 1
             if conflicts > MAX_CONFLICT_RETRIES:

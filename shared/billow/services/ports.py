@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Generic, Protocol, TypeVar
 
+from billow.domain.actions import Action
 from billow.domain.catalog import PriceTerms, Product
 from billow.domain.contacts import Contact, TestClock
 from billow.domain.invoices import Invoice, Payment
@@ -74,8 +75,15 @@ class Store(Protocol):
     def load_subscription(self, tenant_id: str, contact_id: str, subscription_id: str) -> Subscription | None: ...
     def subscriptions_of(self, tenant_id: str, contact_id: str) -> list[Subscription]: ...
     def apply_billing_step(
-        self, tenant_id: str, subscription: Subscription, expected_version: int, invoice: Invoice | None
+        self,
+        tenant_id: str,
+        subscription: Subscription,
+        expected_version: int,
+        invoice: Invoice | None,
+        actions: Sequence[Action] = (),
     ) -> None: ...
+    def log_actions(self, tenant_id: str, subscription: Subscription, actions: Sequence[Action]) -> None: ...
+    def actions_of(self, tenant_id: str, contact_id: str, subscription_id: str) -> list[Action]: ...
 
     due_shards: int
 

@@ -9,13 +9,15 @@ from decimal import Decimal
 from fractions import Fraction
 from typing import Any
 
+from billow.domain.actions import Action, ActionKind, ActionStatus, Requester, ServiceChange
 from billow.domain.calendar import BillingSchedule, Cycle, Period
 from billow.domain.catalog import BillingModel, PriceTerms, PricingModel, Product
 from billow.domain.contacts import Address, Contact, TestClock
 from billow.domain.invoices import Invoice, InvoiceStatus, Payment, PaymentMethod
-from billow.domain.lines import LineDraft
+from billow.domain.lines import Adjustment, LineDraft
 from billow.domain.money import Money
 from billow.domain.ordering import Order, OrderedService
+from billow.domain.policy import SubscriptionPolicy
 from billow.domain.rules import Alignment, BillingRules, CalendarMode
 from billow.domain.subscriptions import Service, ServiceState, Subscription, SubscriptionKey
 from billow.domain.tenants import TenantSettings
@@ -100,6 +102,10 @@ def terms_out(t: PriceTerms) -> Json:
         "trial_days": t.trial_days,
         "alignment": None if t.alignment is None else t.alignment.value,
         "meter": t.meter,
+        "term_cycles": t.term_cycles,
+        "auto_renew": t.auto_renew,
+        "contract_cycles": t.contract_cycles,
+        "cancellation_fee": money_out(t.cancellation_fee),
     }
 
 
@@ -115,7 +121,15 @@ def terms_in(d: Json) -> PriceTerms:
         trial_days=int(d.get("trial_days", 0)),
         alignment=None if d.get("alignment") is None else Alignment(d["alignment"]),
         meter=d.get("meter"),
+        term_cycles=_int_in(d.get("term_cycles")),
+        auto_renew=bool(d.get("auto_renew", True)),
+        contract_cycles=_int_in(d.get("contract_cycles")),
+        cancellation_fee=money_in(d.get("cancellation_fee")),
     )
+
+
+def _int_in(value: Any) -> int | None:
+    return None if value is None else int(value)
 
 
 def product_out(p: Product) -> Json:
@@ -181,6 +195,14 @@ def service_out(s: Service) -> Json:
         "usage_billed_through": _date_out(s.usage_billed_through),
         "billable_states": _states_out(s.billable_states),
         "non_creditable_states": _states_out(s.non_creditable_states),
+        "trial_ends_on": _date_out(s.trial_ends_on),
+        "trial_extended": s.trial_extended,
+        "restarted_on": _date_out(s.restarted_on),
+        "term_end": _date_out(s.term_end),
+        "auto_renew": s.auto_renew,
+        "contract_end": _date_out(s.contract_end),
+        "expired": s.expired,
+        "pauses": [period_out(p) for p in s.pauses],
     }
 
 
@@ -202,7 +224,21 @@ def service_in(d: Json) -> Service:
         usage_billed_through=_date_in(d.get("usage_billed_through")),
         billable_states=_states_in(d.get("billable_states")),
         non_creditable_states=_states_in(d.get("non_creditable_states")),
+        trial_ends_on=_date_in(d.get("trial_ends_on")),
+        trial_extended=bool(d.get("trial_extended", False)),
+        restarted_on=_date_in(d.get("restarted_on")),
+        term_end=_date_in(d.get("term_end")),
+        auto_renew=bool(d.get("auto_renew", True)),
+        contract_end=_date_in(d.get("contract_end")),
+        expired=bool(d.get("expired", False)),
+        pauses=tuple(_period(p) for p in d.get("pauses", ())),
     )
+
+
+def _period(d: Json) -> Period:
+    period = period_in(d)
+    assert period is not None
+    return period
 
 
 def subscription_out(s: Subscription) -> Json:
@@ -219,6 +255,11 @@ def subscription_out(s: Subscription) -> Json:
         "invoice_count": s.invoice_count,
         "test_clock": s.test_clock,
         "rules": rules_out(s.rules),
+        "actions": [action_out(a) for a in s.actions],
+        "adjustments": [{"line": line_out(a.line), "run_on": a.run_on.isoformat()} for a in s.adjustments],
+        "payment_method": s.payment_method,
+        "bill_ahead_until": _date_out(s.bill_ahead_until),
+        "grace_until": _date_out(s.grace_until),
     }
 
 
@@ -235,6 +276,40 @@ def subscription_in(d: Json, version: int) -> Subscription:
         version=version,
         test_clock=bool(d.get("test_clock", False)),
         rules=rules_in(d.get("rules")),
+        actions=tuple(action_in(a) for a in d.get("actions", ())),
+        adjustments=tuple(
+            Adjustment(line_in(a["line"]), date.fromisoformat(a["run_on"])) for a in d.get("adjustments", ())
+        ),
+        payment_method=d.get("payment_method"),
+        bill_ahead_until=_date_in(d.get("bill_ahead_until")),
+        grace_until=_date_in(d.get("grace_until")),
+    )
+
+
+_ACTION_DATES = ("on", "requested_on", "until", "executed_on")
+
+
+def action_out(a: Action) -> Json:
+    body = {f.name: getattr(a, f.name) for f in fields(a) if f.name != "change"}
+    for name in _ACTION_DATES:
+        body[name] = _date_out(body[name])
+    body["change"] = None if a.change is None else {**asdict(a.change), "terms": terms_out(a.change.terms)}
+    return body
+
+
+def action_in(d: Json) -> Action:
+    body = dict(d)
+    for name in _ACTION_DATES:
+        body[name] = _date_in(body.get(name))
+    change = body.pop("change", None)
+    return Action(
+        **{
+            **body,
+            "kind": ActionKind(body["kind"]),
+            "status": ActionStatus(body["status"]),
+            "by": Requester(body["by"]),
+            "change": None if change is None else ServiceChange(**{**change, "terms": terms_in(change["terms"])}),
+        }
     )
 
 
@@ -355,8 +430,10 @@ def settings_out(s: TenantSettings) -> Json:
         "payment_terms_days": s.payment_terms_days,
         "invoice_prefix": s.invoice_prefix,
         "billing": rules_out(s.billing),
+        "subscriptions": s.subscriptions.as_json(),
     }
 
 
 def settings_in(d: Json) -> TenantSettings:
-    return TenantSettings(**{**d, "billing": rules_in(d.get("billing"))})
+    policy = SubscriptionPolicy.from_json(d.get("subscriptions") or {})
+    return TenantSettings(**{**d, "billing": rules_in(d.get("billing")), "subscriptions": policy})

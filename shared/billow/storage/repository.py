@@ -21,6 +21,7 @@ from pynamodb.exceptions import (
 from pynamodb.expressions.condition import Condition
 from pynamodb.transactions import TransactWrite
 
+from billow.domain.actions import Action
 from billow.domain.billing import next_due_date
 from billow.domain.catalog import PriceTerms, Product
 from billow.domain.contacts import Contact, TestClock
@@ -371,10 +372,16 @@ class DynamoStore:
             return [codec.subscription_in(json.loads(i.data or "{}"), int(i.version or 0)) for i in items]
 
     def apply_billing_step(
-        self, tenant_id: str, subscription: Subscription, expected_version: int, invoice: Invoice | None
+        self,
+        tenant_id: str,
+        subscription: Subscription,
+        expected_version: int,
+        invoice: Invoice | None,
+        actions: Sequence[Action] = (),
     ) -> None:
-        """One atomic write: the advanced subscription (only if still at `expected_version`) and
-        its new invoice (only if that invoice id is new)."""
+        """One atomic write: the advanced subscription (only if still at `expected_version`), its
+        new invoice (only if that invoice id is new) and the log records of the actions the step
+        executed, scheduled, cancelled or rejected."""
         with _translated(f"billing subscription {subscription.id}"), TransactWrite(connection=connection()) as tx:
             tx.save(
                 self._subscription_item(tenant_id, subscription, expected_version + 1),
@@ -382,6 +389,29 @@ class DynamoStore:
             )
             if invoice is not None:
                 tx.save(self._invoice_item(tenant_id, invoice, 1), condition=_absent())
+            for action in actions:
+                tx.save(self._action_item(tenant_id, subscription, action))
+
+    def _action_item(self, tenant_id: str, subscription: Subscription, action: Action) -> BillowItem:
+        return _entity(
+            contact_pk(tenant_id, subscription.contact_id),
+            f"ACT#{subscription.id}#{action.id}",
+            "action",
+            codec.action_out(action),
+        )
+
+    def log_actions(self, tenant_id: str, subscription: Subscription, actions: Sequence[Action]) -> None:
+        """Records for the log alone (a refused request changes nothing else)."""
+        with _translated(f"actions of subscription {subscription.id}"), TransactWrite(connection=connection()) as tx:
+            for action in actions:
+                tx.save(self._action_item(tenant_id, subscription, action))
+
+    def actions_of(self, tenant_id: str, contact_id: str, subscription_id: str) -> list[Action]:
+        with _translated("action log"):
+            items = BillowItem.query(
+                contact_pk(tenant_id, contact_id), BillowItem.sk.startswith(f"ACT#{subscription_id}#")
+            )
+            return [codec.action_in(json.loads(i.data or "{}")) for i in items]
 
     def due_page(self, as_of: date, shard: int, limit: int, cursor: str | None) -> Page[DueSubscription]:
         """Up to `limit` subscriptions of one due-index shard due on or before `as_of`."""

@@ -1,0 +1,187 @@
+"""A business's subscription-management rules (CRM.COM Subscriptions manual, "Subscription
+Settings"): when actions may happen and what they may do. Checked when an action is requested;
+what an action does to billing is `billow.domain.timeline`'s job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from datetime import date, timedelta
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any
+
+from billow.domain.actions import ActionKind
+from billow.domain.calendar import Period
+from billow.domain.errors import InvalidInput, RuleViolation
+
+PAUSE_WINDOW = timedelta(days=365)
+"""Pause limits count the pauses that started in the year before a new one."""
+
+
+class Timing(StrEnum):
+    IMMEDIATE = "immediate"  # on the requested day
+    END_OF_CYCLE = "end_of_cycle"  # moved to the first day of the next billing cycle
+
+
+class TrialLimit(StrEnum):
+    NONE = "none"  # every order gets the trial its price terms give
+    ONCE_PER_CONTACT = "once_per_contact"  # one trial service per contact, ever
+    ONCE_PER_SERVICE = "once_per_service"  # one trial per product per contact
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionPolicy:
+    trial_limit: TrialLimit = TrialLimit.NONE
+    trial_extension: bool = True
+    """Back-office users may extend a trial, once."""
+    max_trial_extension_days: int = 90
+    cancel_in_contract: Timing = Timing.END_OF_CYCLE
+    cancel_out_of_contract: Timing = Timing.IMMEDIATE
+    upgrade: Timing = Timing.IMMEDIATE
+    downgrade: Timing = Timing.END_OF_CYCLE
+    regret_days: int = 14
+    """A service can be regretted up to this many days after it started (0: never)."""
+    pause_max_times: int | None = None
+    """Pauses a service may start in a year (None: no limit)."""
+    pause_max_days: int | None = None
+    """Paused days a service may have in a year, counting the planned length of each pause."""
+    grace_min_days: int = 1
+    grace_max_days: int = 30
+    debt_threshold: Decimal = Decimal(0)
+    """A contact owing more than this (in an invoice's currency) cannot have services activated."""
+    max_services: Mapping[str, int] = field(default_factory=dict)
+    """Account classification -> most non-churned services a contact of it may have."""
+    reasons: Mapping[ActionKind, tuple[str, ...]] = field(default_factory=dict)
+    """Per action: the reasons a request must choose from (an action not listed takes any or none)."""
+    tier_paths: tuple[tuple[str, ...], ...] = ()
+    """Products a service may change between; with paths set, a change of product must stay in one."""
+    requires: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    """Product -> products the contact must also have (not churned) to order it."""
+    excludes: tuple[tuple[str, str], ...] = ()
+    """Pairs of products a contact cannot have at the same time."""
+
+    def __post_init__(self) -> None:
+        for name in ("regret_days", "grace_min_days", "grace_max_days", "max_trial_extension_days"):
+            if not 0 <= getattr(self, name) <= 3660:
+                raise InvalidInput(f"{name} is 0 to 3660", field=name)
+        for name in ("pause_max_times", "pause_max_days"):
+            value = getattr(self, name)
+            if value is not None and value < 0:
+                raise InvalidInput(f"{name} must not be negative", field=name)
+        if self.grace_min_days > self.grace_max_days:
+            raise InvalidInput("grace_min_days is above grace_max_days", field="grace_min_days")
+        if self.debt_threshold < 0:
+            raise InvalidInput("debt_threshold must not be negative", field="debt_threshold")
+        for classification, limit in self.max_services.items():
+            if limit < 0:
+                raise InvalidInput("a service limit must not be negative", field=f"max_services.{classification}")
+        for index, pair in enumerate(self.excludes):
+            if len(pair) != 2 or pair[0] == pair[1]:
+                raise InvalidInput("an exclusion names two different products", field=f"excludes[{index}]")
+
+    # -- its JSON form (stored, and shown by the API) ----------------------------------------------
+    def as_json(self) -> dict[str, Any]:
+        return {
+            **{f.name: getattr(self, f.name) for f in fields(self)},
+            "trial_limit": self.trial_limit.value,
+            "cancel_in_contract": self.cancel_in_contract.value,
+            "cancel_out_of_contract": self.cancel_out_of_contract.value,
+            "upgrade": self.upgrade.value,
+            "downgrade": self.downgrade.value,
+            "debt_threshold": str(self.debt_threshold),
+            "max_services": dict(self.max_services),
+            "reasons": {kind.value: list(reasons) for kind, reasons in self.reasons.items()},
+            "tier_paths": [list(path) for path in self.tier_paths],
+            "requires": {product: list(needs) for product, needs in self.requires.items()},
+            "excludes": [list(pair) for pair in self.excludes],
+        }
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> SubscriptionPolicy:
+        """The inverse of `as_json`; a missing key keeps its default."""
+        values = dict(d)
+        enums = {"trial_limit": TrialLimit, "cancel_in_contract": Timing, "cancel_out_of_contract": Timing}
+        enums |= {"upgrade": Timing, "downgrade": Timing}
+        for name, kind in enums.items():
+            if name in values:
+                values[name] = kind(values[name])
+        if "debt_threshold" in values:
+            values["debt_threshold"] = Decimal(str(values["debt_threshold"]))
+        if "reasons" in values:
+            values["reasons"] = {ActionKind(k): tuple(v) for k, v in values["reasons"].items()}
+        if "tier_paths" in values:
+            values["tier_paths"] = tuple(tuple(path) for path in values["tier_paths"])
+        if "requires" in values:
+            values["requires"] = {k: tuple(v) for k, v in values["requires"].items()}
+        if "excludes" in values:
+            values["excludes"] = tuple((a, b) for a, b in values["excludes"])
+        return cls(**values)
+
+    # -- checks ------------------------------------------------------------------------------------
+    def check_reason(self, kind: ActionKind, reason: str | None) -> None:
+        allowed = self.reasons.get(kind)
+        if allowed and reason not in allowed:
+            raise RuleViolation(
+                f"a {kind.value} needs one of these reasons: {', '.join(allowed)}", rule="reasons", field="reason"
+            )
+
+    def check_pause(self, pauses: Sequence[Period], on: date, days: int | None) -> None:
+        recent = [p for p in pauses if p.start > on - PAUSE_WINDOW]
+        if self.pause_max_times is not None and len(recent) >= self.pause_max_times:
+            raise RuleViolation(
+                f"a service may be paused {self.pause_max_times} times a year; it was paused {len(recent)}",
+                rule="pause.max_times",
+            )
+        if self.pause_max_days is not None:
+            if days is None:
+                raise RuleViolation("pauses are limited in days: give the pause's days", rule="pause.max_days")
+            used = sum(p.days for p in recent)
+            if used + days > self.pause_max_days:
+                raise RuleViolation(
+                    f"a service may be paused {self.pause_max_days} days a year; {used} are used", rule="pause.max_days"
+                )
+
+    def check_grace(self, days: int) -> None:
+        if not self.grace_min_days <= days <= self.grace_max_days:
+            raise RuleViolation(
+                f"a grace period is {self.grace_min_days} to {self.grace_max_days} days",
+                rule="grace_period",
+                field="days",
+            )
+
+    def check_tier_path(self, old_product: str, new_product: str) -> None:
+        if old_product == new_product or not self.tier_paths:
+            return
+        if not any(old_product in path and new_product in path for path in self.tier_paths):
+            raise RuleViolation(
+                f"no tier path leads from product {old_product} to {new_product}", rule="tier_path", field="product_id"
+            )
+
+    def check_dependencies(self, products: Iterable[str], field_name: str = "items") -> None:
+        """`products`: every product the contact would have (not churned), the new ones included."""
+        held = set(products)
+        for product in sorted(held):
+            missing = [p for p in self.requires.get(product, ()) if p not in held]
+            if missing:
+                raise RuleViolation(
+                    f"product {product} requires {', '.join(missing)}", rule="dependency.requires", field=field_name
+                )
+        for first, second in self.excludes:
+            if first in held and second in held:
+                raise RuleViolation(
+                    f"products {first} and {second} cannot coexist", rule="dependency.excludes", field=field_name
+                )
+
+    def check_service_count(self, classification: str | None, count: int) -> None:
+        limit = self.max_services.get(classification or "")
+        if limit is not None and count > limit:
+            raise RuleViolation(
+                f"contacts classified '{classification}' may have {limit} services that are not churned",
+                rule="service_restrictions",
+                field="items",
+            )
+
+
+DEFAULT_POLICY = SubscriptionPolicy()
