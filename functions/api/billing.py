@@ -1,4 +1,4 @@
-"""Billing-engine routes: the dry run, the view bill and billing upcoming cycles ahead of time."""
+"""Billing-engine routes: the dry run and the view bill (billing ahead is an action: api.actions)."""
 
 from __future__ import annotations
 
@@ -8,19 +8,13 @@ from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 from aws_lambda_powertools.event_handler.router import APIGatewayRouter
 from billow.services import billing
 from billow.services.preview import PreviewInput, preview
-from pydantic import Field
-from runtime import clock, numbers, store
+from runtime import store
 
 from api import presenters
 from api.context import authorized, current_tenant
-from api.schemas import BillingDay, Body, Id
+from api.schemas import Id
 
 router = APIGatewayRouter()
-
-
-class BillAheadBody(Body):
-    cycles: int | None = Field(default=None, ge=1, le=billing.MAX_CYCLES_AHEAD, description="the next N billing dates")
-    until: BillingDay | None = Field(default=None, description="every billing date up to and including this day")
 
 
 @router.post(
@@ -42,19 +36,3 @@ def view_bill(
     ctx = current_tenant(router.current_event)
     drafts = billing.view_bill(store, ctx, subscription_id, count)
     return {"subscription_id": subscription_id, "invoices": [presenters.draft(d) for d in drafts]}
-
-
-@router.post(
-    "/subscriptions/<subscription_id>/bill-ahead",
-    summary="Bill upcoming cycles now (N cycles or up to a date); repeating it the same day bills nothing more",
-)
-def bill_ahead(subscription_id: Annotated[Id, Path()], body: BillAheadBody) -> dict[str, Any]:
-    ctx = current_tenant(router.current_event)
-    billed = billing.bill_ahead(
-        store, ctx, subscription_id, cycles=body.cycles, until=body.until, clock=clock, numbers=numbers
-    )
-    return {
-        "subscription_id": subscription_id,
-        "today": billed.today.isoformat(),
-        "invoices": [presenters.invoice(i, billed.today) for i in billed.invoices],
-    }

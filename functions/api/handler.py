@@ -16,12 +16,13 @@ from billow.domain.errors import (
     IllegalTransition,
     InvalidInput,
     NotFound,
+    RuleViolation,
     TemporaryFailure,
 )
 from billow.services.inputs import field_path
 from runtime import logger, metrics, tracer
 
-from api import billing, catalog, contacts, orders, settings
+from api import actions, billing, catalog, contacts, orders, settings
 
 app = APIGatewayRestResolver(enable_validation=True)
 app.include_router(catalog.router)
@@ -29,6 +30,7 @@ app.include_router(contacts.router)
 app.include_router(orders.router)
 app.include_router(billing.router)
 app.include_router(settings.router)
+app.include_router(actions.router)
 
 
 def error_response(
@@ -64,7 +66,11 @@ _STATUS = ((NotFound, 404), (ConcurrentModification, 409), (Conflict, 409), (Inv
 def domain_error(error: DomainError) -> Response[Any]:
     status = next((code for kind, code in _STATUS if isinstance(error, kind)), 422)
     fields = [{"field": error.field, "reason": error.message}] if error.field else None
-    extra = {"current_state": error.current_state, "rule": error.rule} if isinstance(error, IllegalTransition) else {}
+    extra: dict[str, str] = {}
+    if isinstance(error, IllegalTransition):
+        extra = {"current_state": error.current_state, "rule": error.rule}
+    elif isinstance(error, RuleViolation):
+        extra = {"rule": error.rule}
     return error_response(status, error.code, error.message, fields, **extra)
 
 

@@ -6,6 +6,7 @@ from dataclasses import asdict
 from datetime import date
 from typing import Any
 
+from billow.domain.actions import Action
 from billow.domain.billing import InvoiceDraft
 from billow.domain.calendar import Period
 from billow.domain.catalog import PriceTerms, Product
@@ -41,6 +42,10 @@ def terms(t: PriceTerms) -> Json:
         "trial_days": t.trial_days,
         "alignment": None if t.alignment is None else t.alignment.value,
         "meter": t.meter,
+        "term_cycles": t.term_cycles,
+        "auto_renew": t.auto_renew,
+        "contract_cycles": t.contract_cycles,
+        "cancellation_fee": money(t.cancellation_fee),
     }
 
 
@@ -152,11 +157,57 @@ def subscription(s: Subscription) -> Json:
                 "start_date": x.start_date.isoformat(),
                 "billed_through": None if x.billed_through is None else x.billed_through.isoformat(),
                 "state_since": x.since.isoformat(),
-                "end_date": None if x.end_date is None else x.end_date.isoformat(),
+                "end_date": _day(x.end_date),
                 "alignment": x.alignment.value,
+                "trial_ends_on": _day(x.billing_start) if x.billing_start > x.start_date else None,
+                "term_end": _day(x.term_end),
+                "auto_renew": x.auto_renew,
+                "contract_end": _day(x.contract_end),
+                "expired": x.expired,
             }
             for x in s.services
         ],
+        "payment_method": s.payment_method,
+        "grace_until": _day(s.grace_until),
+        "pending_actions": [action(a) for a in s.actions],
+    }
+
+
+def _day(d: date | None) -> str | None:
+    return None if d is None else d.isoformat()
+
+
+def action(a: Action) -> Json:
+    change = a.change
+    return {
+        "id": a.id,
+        "action": a.kind.value,
+        "service_id": a.service_id,
+        "status": a.status.value,
+        "on": a.on.isoformat(),
+        "requested_on": a.requested_on.isoformat(),
+        "requested_by": a.by.value,
+        "reason": a.reason,
+        "outcome": a.outcome,
+        "rule": a.rule,
+        "parameters": {
+            name: value
+            for name, value in (
+                ("days", a.days),
+                ("until", _day(a.until)),
+                ("auto_renew", a.auto_renew),
+                ("billing_day", a.billing_day),
+                ("payment_method", a.payment_method),
+                ("upgrade", a.upgrade),
+                (
+                    "change",
+                    None
+                    if change is None
+                    else {"product_id": change.product_id, "terms_id": change.terms.id, "quantity": change.quantity},
+                ),
+            )
+            if value is not None
+        },
     }
 
 

@@ -180,7 +180,7 @@ def test_dry_run_view_bill_and_billing_cycles_ahead_over_http(api: HttpClient) -
 
     # Billing two cycles ahead issues those invoices today, once
     ahead = api.post(f"/subscriptions/{subscription_id}/bill-ahead", {"cycles": 2})
-    assert ahead.status == 200
+    assert ahead.status == 201 and ahead.body["action"]["status"] == "executed"
     assert [(i["period"]["start"], i["issue_date"], i["due_date"]) for i in ahead.body["invoices"]] == [
         ("2024-02-29", "2024-01-31", "2024-02-14"),
         ("2024-03-31", "2024-01-31", "2024-02-14"),

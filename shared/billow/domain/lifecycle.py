@@ -60,6 +60,11 @@ RULES: dict[StateAction, str] = {
     A.RENEW: "only expired (not effective) services can be renewed",
 }
 
+FINAL_RULE = RULES[A.CANCEL]
+CHANGE_RULE = "only effective or draft services can be changed"
+TRANSITION_RULES = frozenset({*RULES.values(), CHANGE_RULE})
+"""Rules of the transition table: a refusal naming one is an illegal transition (409 with the state)."""
+
 FINAL_STATES = frozenset({S.CANCELLED, S.REGRETTED})
 ACTIVE_STATES = frozenset({S.EFFECTIVE, S.PAUSED})
 

@@ -33,7 +33,7 @@ from billow.domain.billing import (
 )
 from billow.domain.calendar import BillingSchedule, Period, add_cycles, day_on_or_after
 from billow.domain.errors import Conflict, IllegalTransition, InvalidInput, RuleViolation
-from billow.domain.lifecycle import FINAL_STATES, StateAction, next_state
+from billow.domain.lifecycle import CHANGE_RULE, FINAL_RULE, FINAL_STATES, StateAction, next_state
 from billow.domain.lines import Adjustment
 from billow.domain.rules import CalendarMode, ServiceState
 from billow.domain.subscriptions import Service, Subscription
@@ -98,11 +98,10 @@ def _state_change(service: Service, action: StateAction, on: date) -> Service:
 
 def _not_final(service: Service, kind: ActionKind) -> None:
     if service.state in FINAL_STATES:
-        rule = "cancelled and regretted services are final"
         raise IllegalTransition(
-            f"cannot {kind.value.replace('_', ' ')} a {service.state.value} service: {rule}",
+            f"cannot {kind.value.replace('_', ' ')} a {service.state.value} service: {FINAL_RULE}",
             current_state=service.state.value,
-            rule=rule,
+            rule=FINAL_RULE,
         )
 
 
@@ -231,9 +230,9 @@ def _change(effect: _Effect, service: Service) -> tuple[Service, str]:
     assert change is not None
     if service.state not in (ServiceState.EFFECTIVE, ServiceState.DRAFT):
         raise IllegalTransition(
-            f"cannot change a {service.state.value.replace('_', ' ')} service: only effective or draft services change",
+            f"cannot change a {service.state.value.replace('_', ' ')} service: {CHANGE_RULE}",
             current_state=service.state.value,
-            rule="only effective or draft services can be changed",
+            rule=CHANGE_RULE,
         )
     terms = change.terms
     if (terms.cycle, terms.billing_model, terms.currency) != (

@@ -25,8 +25,7 @@ from billow.domain.subscriptions import Subscription
 from billow.domain.tenants import TenantSettings
 from billow.domain.timeline import next_step, upcoming_invoices
 from billow.domain.usage import NO_USAGE, UsageRater
-from billow.services.contacts import contact_today
-from billow.services.context import Clock, TenantContext
+from billow.services.context import TenantContext
 from billow.services.ports import DueSubscription, Store
 
 MAX_CONFLICT_RETRIES = 5
@@ -235,51 +234,3 @@ def view_bill(
     if not 1 <= count <= MAX_UPCOMING:
         raise InvalidInput(f"count is 1 to {MAX_UPCOMING}", field="count")
     return upcoming_invoices(_subscription(store, ctx, subscription_id), count, rater=rater)
-
-
-@dataclass(frozen=True, slots=True)
-class BilledAhead:
-    today: date
-    invoices: list[Invoice]
-
-
-def bill_ahead(
-    store: Store,
-    ctx: TenantContext,
-    subscription_id: str,
-    *,
-    cycles: int | None,
-    until: date | None,
-    clock: Clock,
-    numbers: InvoiceNumbers,
-) -> BilledAhead:
-    """Invoice upcoming cycles now: the next `cycles` billing dates, or every billing date up to
-    `until`. The invoices are the ones the billing run would create on those dates, issued today.
-    Repeating the same request the same day bills nothing more."""
-    if (cycles is None) == (until is None):
-        raise InvalidInput("give either cycles or until", field="cycles")
-    subscription = _subscription(store, ctx, subscription_id)
-    today = contact_today(store, ctx, subscription.contact_id, clock)
-    if cycles is not None:
-        if not 1 <= cycles <= MAX_CYCLES_AHEAD:
-            raise InvalidInput(f"cycles is 1 to {MAX_CYCLES_AHEAD}", field="cycles")
-        schedule = subscription.schedule
-        horizon = schedule.billing_date(schedule.index_of(today) + cycles)
-    else:
-        assert until is not None
-        if not today < until <= today + timedelta(days=MAX_DAYS_AHEAD):
-            raise InvalidInput(f"until is after today ({today}) and at most {MAX_DAYS_AHEAD} days ahead", field="until")
-        horizon = until
-    # The run invoices a charge `bill_days_before` days ahead of its billing date: undo that here.
-    as_of = horizon - timedelta(days=subscription.rules.bill_days_before)
-    created = bill_subscription(
-        store,
-        ctx.settings,
-        subscription.contact_id,
-        subscription_id,
-        max(as_of, today),
-        numbers,
-        today=today,
-        loaded=subscription,
-    )
-    return BilledAhead(today, created)

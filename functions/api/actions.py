@@ -1,0 +1,239 @@
+"""Subscription action routes: one route per action, the action log, and cancelling, rescheduling
+or previewing actions. Every action is immediate (no `on`) or scheduled (`on`, or `in_days`);
+`Idempotency-Key` makes a retried request answer with the first one's record."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from aws_lambda_powertools.event_handler.openapi.params import Path
+from aws_lambda_powertools.event_handler.router import APIGatewayRouter
+from billow.domain.actions import ActionKind
+from billow.services import actions
+from billow.services.actions import ActionRequest, ActionResult
+from billow.services.billing import MAX_CYCLES_AHEAD
+from billow.services.context import new_id
+from pydantic import Field
+from runtime import clock, numbers, store
+
+from api import presenters
+from api.context import current_tenant, ids_for_request
+from api.schemas import BillingDay, Body, Id
+
+router = APIGatewayRouter()
+MAX_DAYS = 3660
+SUB = "/subscriptions/<subscription_id>"
+SVC = SUB + "/services/<service_id>"
+
+
+class When(Body):
+    on: BillingDay | None = Field(default=None, description="the day it takes effect (default: today, immediately)")
+    in_days: int | None = Field(
+        default=None, ge=0, le=actions.MAX_DAYS_SCHEDULED, description="or: this many days from today"
+    )
+    reason: str | None = Field(
+        default=None, min_length=1, max_length=200, description="why (the business may require one of a list)"
+    )
+
+
+class PauseBody(When):
+    days: int | None = Field(default=None, ge=1, le=MAX_DAYS, description="resume automatically after this many days")
+
+
+class ChangeBody(When):
+    product_id: Id | None = Field(default=None, description="another product (a tier path may restrict which)")
+    terms_id: Id | None = Field(default=None, description="other price terms, of the same cycle and currency")
+    quantity: int | None = Field(default=None, ge=1, le=100_000)
+
+
+class AutoRenewBody(When):
+    auto_renew: bool
+
+
+class DaysBody(When):
+    days: int = Field(ge=1, le=MAX_DAYS)
+
+
+class BillingDayBody(When):
+    billing_day: int = Field(ge=0, le=31, description="day of month 1-31; a weekday 0 (Monday)-6 for weekly cycles")
+
+
+class PaymentMethodBody(When):
+    payment_method: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_\-]+$")
+
+
+class BillAheadBody(When):
+    cycles: int | None = Field(default=None, ge=1, le=MAX_CYCLES_AHEAD, description="the next N billing dates")
+    until: BillingDay | None = Field(default=None, description="every billing date up to and including this day")
+
+
+class RescheduleBody(Body):
+    on: BillingDay
+
+
+SubscriptionId = Annotated[Id, Path()]
+ServiceId = Annotated[Id, Path()]
+
+
+def _request(kind: ActionKind, service_id: str | None, body: When, **params: Any) -> ActionRequest:
+    return ActionRequest(
+        kind=kind, service_id=service_id, on=body.on, in_days=body.in_days, reason=body.reason, **params
+    )
+
+
+def _respond(result: ActionResult) -> tuple[dict[str, Any], int]:
+    body = {
+        "action": presenters.action(result.action),
+        "subscription": presenters.subscription(result.subscription),
+        "today": result.today.isoformat(),
+        "invoices": [presenters.invoice(i, result.today) for i in result.invoices],
+        "replayed": result.replayed,
+    }
+    status = 200 if result.replayed else 202 if result.action.status.value == "scheduled" else 201
+    return body, status
+
+
+def _act(subscription_id: str, request: ActionRequest) -> tuple[dict[str, Any], int]:
+    event = router.current_event
+    ctx = current_tenant(event)
+    ids = ids_for_request(event, ctx, f"action:{subscription_id}")
+    keyed = ids is not new_id
+    result = actions.request_action(
+        store, ctx, subscription_id, request, clock=clock, numbers=numbers, new_id=ids, keyed=keyed
+    )
+    return _respond(result)
+
+
+def _service_route(path: str, kind: ActionKind, summary: str) -> None:
+    """POST /subscriptions/{id}/services/{service_id}/<path> for an action that takes only a day."""
+
+    def handler(subscription_id: SubscriptionId, service_id: ServiceId, body: When) -> tuple[dict[str, Any], int]:
+        return _act(subscription_id, _request(kind, service_id, body))
+
+    handler.__name__ = f"{kind.value}_service"
+    router.post(f"{SVC}/{path}", summary=summary)(handler)
+
+
+_service_route("activate", ActionKind.ACTIVATE, "Activate a draft or not-effective service (activation rules apply)")
+_service_route("deactivate", ActionKind.DEACTIVATE, "Deactivate a service; billed days after it are credited")
+_service_route("resume", ActionKind.RESUME, "Resume a paused service; billing restarts that day")
+_service_route("regret", ActionKind.REGRET, "Regret a service inside the regret period: a full credit")
+_service_route("cancel", ActionKind.CANCEL, "Cancel a service (the contract rules may move it to the cycle end)")
+_service_route("renew", ActionKind.RENEW, "Renew an expired service for one more termed period")
+
+
+@router.post(
+    SVC + "/pause",
+    summary="Pause a service, for N days or until resumed",
+)
+def pause(subscription_id: SubscriptionId, service_id: ServiceId, body: PauseBody) -> tuple[dict[str, Any], int]:
+    return _act(subscription_id, _request(ActionKind.PAUSE, service_id, body, days=body.days))
+
+
+def _change_request(service_id: str, body: ChangeBody) -> ActionRequest:
+    return _request(
+        ActionKind.CHANGE,
+        service_id,
+        body,
+        product_id=body.product_id,
+        terms_id=body.terms_id,
+        quantity=body.quantity,
+    )
+
+
+@router.post(
+    SVC + "/change",
+    summary="Change a service's product, price terms or quantity (upgrade or downgrade timing rules apply)",
+)
+def change(subscription_id: SubscriptionId, service_id: ServiceId, body: ChangeBody) -> tuple[dict[str, Any], int]:
+    return _act(subscription_id, _change_request(service_id, body))
+
+
+@router.post(
+    SVC + "/change/preview",
+    summary="Preview a change: when it would take effect and the next invoices with it (nothing is saved)",
+)
+def preview_change(subscription_id: SubscriptionId, service_id: ServiceId, body: ChangeBody) -> dict[str, Any]:
+    ctx = current_tenant(router.current_event)
+    action, invoices = actions.preview_action(
+        store, ctx, subscription_id, _change_request(service_id, body), clock=clock
+    )
+    return {"action": presenters.action(action), "invoices": [presenters.draft(d) for d in invoices]}
+
+
+@router.post(
+    SVC + "/auto-renew",
+    summary="Opt a termed service in or out of auto-renewal",
+)
+def auto_renew(
+    subscription_id: SubscriptionId, service_id: ServiceId, body: AutoRenewBody
+) -> tuple[dict[str, Any], int]:
+    return _act(subscription_id, _request(ActionKind.AUTO_RENEW, service_id, body, auto_renew=body.auto_renew))
+
+
+@router.post(
+    SVC + "/extend-term",
+    summary="Postpone the end of the termed period by N days",
+)
+def extend_term(subscription_id: SubscriptionId, service_id: ServiceId, body: DaysBody) -> tuple[dict[str, Any], int]:
+    return _act(subscription_id, _request(ActionKind.EXTEND_TERM, service_id, body, days=body.days))
+
+
+@router.post(
+    SVC + "/extend-trial",
+    summary="Extend a trial by N days (back office, once)",
+)
+def extend_trial(subscription_id: SubscriptionId, service_id: ServiceId, body: DaysBody) -> tuple[dict[str, Any], int]:
+    return _act(subscription_id, _request(ActionKind.EXTEND_TRIAL, service_id, body, days=body.days))
+
+
+@router.post(SUB + "/billing-day", summary="Change the billing day (anniversary billing only)")
+def change_billing_day(subscription_id: SubscriptionId, body: BillingDayBody) -> tuple[dict[str, Any], int]:
+    return _act(subscription_id, _request(ActionKind.CHANGE_BILLING_DAY, None, body, billing_day=body.billing_day))
+
+
+@router.post(
+    SUB + "/grace-period",
+    summary="Set a grace period of N days (no deactivation before its end)",
+)
+def set_grace_period(subscription_id: SubscriptionId, body: DaysBody) -> tuple[dict[str, Any], int]:
+    return _act(subscription_id, _request(ActionKind.SET_GRACE_PERIOD, None, body, days=body.days))
+
+
+@router.post(SUB + "/payment-method", summary="Set the payment method that pays this subscription")
+def change_payment_method(subscription_id: SubscriptionId, body: PaymentMethodBody) -> tuple[dict[str, Any], int]:
+    return _act(
+        subscription_id, _request(ActionKind.CHANGE_PAYMENT_METHOD, None, body, payment_method=body.payment_method)
+    )
+
+
+@router.post(
+    SUB + "/bill-ahead",
+    summary="Bill upcoming cycles now (N cycles or up to a date); repeating it the same day bills nothing more",
+)
+def bill_ahead(subscription_id: SubscriptionId, body: BillAheadBody) -> tuple[dict[str, Any], int]:
+    return _act(subscription_id, _request(ActionKind.BILL_AHEAD, None, body, cycles=body.cycles, until=body.until))
+
+
+@router.get(
+    SUB + "/actions",
+    summary="The action log: executed, scheduled, cancelled and rejected actions",
+)
+def list_actions(subscription_id: SubscriptionId) -> dict[str, Any]:
+    ctx = current_tenant(router.current_event)
+    log = actions.action_log(store, ctx, subscription_id)
+    return {"subscription_id": subscription_id, "actions": [presenters.action(a) for a in log]}
+
+
+@router.delete(SUB + "/actions/<action_id>", summary="Cancel a pending action")
+def cancel_action(subscription_id: SubscriptionId, action_id: Annotated[Id, Path()]) -> dict[str, Any]:
+    ctx = current_tenant(router.current_event)
+    return presenters.action(actions.cancel_action(store, ctx, subscription_id, action_id, clock))
+
+
+@router.patch(SUB + "/actions/<action_id>", summary="Reschedule a pending action")
+def reschedule_action(
+    subscription_id: SubscriptionId, action_id: Annotated[Id, Path()], body: RescheduleBody
+) -> dict[str, Any]:
+    ctx = current_tenant(router.current_event)
+    return presenters.action(actions.reschedule_action(store, ctx, subscription_id, action_id, body.on, clock))

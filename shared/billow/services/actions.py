@@ -1,0 +1,432 @@
+"""Subscription actions: request one (now or scheduled), cancel or reschedule a pending one, read
+the log, and preview what an action does to the next invoices.
+
+A request is checked in three layers, and a refusal in any of them is logged (status rejected,
+with the rule) and answered with a 4xx naming the rule:
+1. the business's subscription policy (reasons, regret period, pause and grace limits, tier paths,
+   activation rules), some of which move the date instead of refusing (a cancellation inside the
+   contract period, a downgrade: at the end of the cycle);
+2. the transition table and the action's own rules, by executing it on a copy of the subscription
+   as it will be on that day (`billow.domain.timeline`);
+3. the write itself, conditioned on the subscription's version.
+An immediate action then runs like a scheduled one whose day has come: billing due before it,
+the action, then what is due today (a credit note for a cancellation or regret).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import date, timedelta
+from decimal import Decimal
+
+from billow.domain.actions import MAX_PENDING_ACTIONS, Action, ActionKind, ActionStatus, Requester, ServiceChange
+from billow.domain.billing import InvoiceDraft
+from billow.domain.calendar import Cycle
+from billow.domain.errors import (
+    ConcurrentModification,
+    Conflict,
+    IllegalTransition,
+    InvalidInput,
+    NotFound,
+    RuleViolation,
+)
+from billow.domain.invoices import Invoice, InvoiceStatus
+from billow.domain.lifecycle import TRANSITION_RULES
+from billow.domain.policy import Timing
+from billow.domain.subscriptions import Service, Subscription
+from billow.domain.timeline import cycle_end, steps, upcoming_invoices
+from billow.services.billing import MAX_CYCLES_AHEAD, MAX_DAYS_AHEAD, InvoiceNumbers, bill_subscription
+from billow.services.contacts import contact_today, get_contact
+from billow.services.context import Clock, TenantContext
+from billow.services.ports import Store
+
+MAX_DAYS_SCHEDULED = 3 * 366
+MAX_CONFLICT_RETRIES = 3
+
+
+@dataclass(frozen=True, slots=True)
+class ActionRequest:
+    kind: ActionKind
+    service_id: str | None = None
+    on: date | None = None
+    """The day it takes effect; with `in_days`, that many days from today; neither: today."""
+    in_days: int | None = None
+    reason: str | None = None
+    by: Requester = Requester.BACK_OFFICE
+    days: int | None = None
+    until: date | None = None
+    cycles: int | None = None
+    product_id: str | None = None
+    terms_id: str | None = None
+    quantity: int | None = None
+    auto_renew: bool | None = None
+    billing_day: int | None = None
+    payment_method: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ActionResult:
+    action: Action
+    subscription: Subscription
+    invoices: list[Invoice]
+    """Invoices created while executing an immediate action (billing due up to today included)."""
+    today: date
+    replayed: bool = False
+
+
+# -- building the action ----------------------------------------------------------------------------
+def _subscription(store: Store, ctx: TenantContext, subscription_id: str) -> Subscription:
+    subscription = store.get_subscription(ctx.tenant_id, subscription_id)
+    if subscription is None:
+        raise NotFound(f"no subscription {subscription_id}", field="subscription_id")
+    return subscription
+
+
+def _day(request: ActionRequest, today: date) -> date:
+    if request.on is not None and request.in_days is not None:
+        raise InvalidInput("give either on or in_days", field="on")
+    on = today + timedelta(days=request.in_days) if request.in_days is not None else request.on or today
+    if on < today:
+        raise InvalidInput(f"on is before today ({today})", field="on")
+    if on > today + timedelta(days=MAX_DAYS_SCHEDULED):
+        raise InvalidInput(f"on is at most {MAX_DAYS_SCHEDULED} days ahead", field="on")
+    return on
+
+
+def _change(store: Store, ctx: TenantContext, request: ActionRequest, service: Service) -> ServiceChange:
+    product_id = request.product_id or service.product_id
+    product = store.get_product(ctx.tenant_id, product_id)
+    if product is None:
+        raise NotFound(f"no product {product_id}", field="product_id")
+    terms_id = request.terms_id or (service.terms.id if product_id == service.product_id else None)
+    if terms_id is None:
+        raise InvalidInput("a change of product needs the new product's terms_id", field="terms_id")
+    terms = product.terms_by_id(terms_id)
+    if terms is None:
+        raise NotFound(f"product {product.id} has no price terms {terms_id}", field="terms_id")
+    quantity = request.quantity if request.quantity is not None else service.quantity
+    try:
+        terms.check_quantity(quantity)
+    except InvalidInput as error:
+        raise InvalidInput(error.message, field="quantity") from None
+    if (product.id, terms.id, quantity) == (service.product_id, service.terms.id, service.quantity):
+        raise InvalidInput("the change changes nothing: give another product, terms_id or quantity", field="terms_id")
+    return ServiceChange(product.id, product.name, terms, quantity)
+
+
+def _needed(value: object, name: str, kind: ActionKind) -> None:
+    if value is None:
+        raise InvalidInput(f"a {kind.value} action needs {name}", field=name)
+
+
+def build_action(
+    store: Store, ctx: TenantContext, subscription: Subscription, request: ActionRequest, today: date, action_id: str
+) -> Action:
+    """The action the request asks for, on the day the business's rules allow; raises when the
+    request is malformed (422) or a rule refuses it (409, logged by the caller)."""
+    kind = request.kind
+    policy = ctx.settings.subscriptions
+    on = _day(request, today)
+    service: Service | None = None
+    if kind.on_service:
+        _needed(request.service_id, "service_id", kind)
+        service = subscription.service(request.service_id or "")
+        if service is None:
+            raise NotFound(f"subscription {subscription.id} has no service {request.service_id}", field="service_id")
+    elif request.service_id is not None:
+        raise InvalidInput(f"{kind.value} acts on the whole subscription: leave service_id out", field="service_id")
+    action = Action(
+        id=action_id,
+        kind=kind,
+        on=on,
+        requested_on=today,
+        service_id=request.service_id,
+        reason=request.reason,
+        by=request.by,
+        days=request.days,
+        auto_renew=request.auto_renew,
+        billing_day=request.billing_day,
+        payment_method=request.payment_method,
+    )
+    if kind is ActionKind.EXPIRE:
+        raise InvalidInput("services expire by themselves at the end of their termed period", field="action")
+    policy.check_reason(kind, request.reason)
+    if kind is ActionKind.PAUSE:
+        assert service is not None
+        if request.days is not None and request.days < 1:
+            raise InvalidInput("a pause lasts at least 1 day", field="days")
+        policy.check_pause(service.pauses, on, request.days)
+    elif kind is ActionKind.REGRET:
+        assert service is not None
+        last = service.start_date + timedelta(days=policy.regret_days)
+        if on > last:
+            raise RuleViolation(
+                f"a service can be regretted up to {policy.regret_days} days after it started ({last}); cancel it",
+                rule="regret_period",
+            )
+    elif kind is ActionKind.CANCEL:
+        assert service is not None
+        timing = policy.cancel_in_contract if service.in_contract(on) else policy.cancel_out_of_contract
+        if timing is Timing.END_OF_CYCLE:
+            action = replace(action, on=max(on, cycle_end(subscription, on)))
+    elif kind is ActionKind.CHANGE:
+        assert service is not None
+        change = _change(store, ctx, request, service)
+        policy.check_tier_path(service.product_id, change.product_id)
+        # Same cycle and currency (a change stays in its subscription): compare period prices.
+        upgrade = change.terms.period_price(change.quantity) > service.terms.period_price(service.quantity)
+        timing = policy.upgrade if upgrade else policy.downgrade
+        if timing is Timing.END_OF_CYCLE:
+            on = max(on, cycle_end(subscription, on))
+        action = replace(action, on=on, change=change, upgrade=upgrade)
+    elif kind is ActionKind.ACTIVATE:
+        _check_activation(store, ctx, subscription)
+    elif kind is ActionKind.SET_GRACE_PERIOD:
+        _needed(request.days, "days", kind)
+        policy.check_grace(request.days or 0)
+    elif kind is ActionKind.EXTEND_TRIAL:
+        if request.by is not Requester.BACK_OFFICE or not policy.trial_extension:
+            raise RuleViolation(
+                "only back-office users extend trials, where the business allows it", rule="trial.extension"
+            )
+        _needed(request.days, "days", kind)
+        if not 1 <= (request.days or 0) <= policy.max_trial_extension_days:
+            raise InvalidInput(f"days is 1 to {policy.max_trial_extension_days}", field="days")
+    elif kind is ActionKind.EXTEND_TERM:
+        _needed(request.days, "days", kind)
+        if not 1 <= (request.days or 0) <= MAX_DAYS_SCHEDULED:
+            raise InvalidInput(f"days is 1 to {MAX_DAYS_SCHEDULED}", field="days")
+    elif kind is ActionKind.AUTO_RENEW:
+        _needed(request.auto_renew, "auto_renew", kind)
+    elif kind is ActionKind.CHANGE_BILLING_DAY:
+        _needed(request.billing_day, "billing_day", kind)
+        top = 6 if subscription.cycle is Cycle.WEEK else 31
+        if not 0 <= (request.billing_day or 0) <= top or (top == 31 and request.billing_day == 0):
+            raise InvalidInput(
+                "billing_day is a weekday 0-6 for weekly cycles, else a day of month 1-31", field="billing_day"
+            )
+    elif kind is ActionKind.CHANGE_PAYMENT_METHOD:
+        _needed(request.payment_method, "payment_method", kind)
+    elif kind is ActionKind.BILL_AHEAD:
+        action = replace(action, until=_bill_ahead_until(subscription, request, on))
+    return action
+
+
+def _bill_ahead_until(subscription: Subscription, request: ActionRequest, on: date) -> date:
+    """The as-of date billing ahead bills up to: the next `cycles` billing dates or `until`."""
+    if (request.cycles is None) == (request.until is None):
+        raise InvalidInput("give either cycles or until", field="cycles")
+    if request.cycles is not None:
+        if not 1 <= request.cycles <= MAX_CYCLES_AHEAD:
+            raise InvalidInput(f"cycles is 1 to {MAX_CYCLES_AHEAD}", field="cycles")
+        schedule = subscription.schedule
+        horizon = schedule.billing_date(schedule.index_of(on) + request.cycles)
+    else:
+        assert request.until is not None
+        if not on < request.until <= on + timedelta(days=MAX_DAYS_AHEAD):
+            raise InvalidInput(f"until is after {on} and at most {MAX_DAYS_AHEAD} days ahead", field="until")
+        horizon = request.until
+    # The run invoices a charge `bill_days_before` days ahead of its billing date: undo that here.
+    return max(horizon - timedelta(days=subscription.rules.bill_days_before), on)
+
+
+def outstanding(invoices: list[Invoice]) -> dict[str, Decimal]:
+    """What a contact owes per currency: the unpaid part of open invoices, less unused credit notes."""
+    owed: dict[str, Decimal] = {}
+    for invoice in invoices:
+        if invoice.status in (InvoiceStatus.OPEN, InvoiceStatus.ISSUED):
+            due = invoice.amount_due if invoice.status is InvoiceStatus.OPEN else invoice.total
+            owed[invoice.currency] = owed.get(invoice.currency, Decimal(0)) + due.to_decimal()
+    return owed
+
+
+def _check_activation(store: Store, ctx: TenantContext, subscription: Subscription) -> None:
+    """Activation rules: no debt above the business's threshold, and the credit limit kept."""
+    owed = outstanding(store.invoices_of(ctx.tenant_id, subscription.contact_id))
+    threshold = ctx.settings.subscriptions.debt_threshold
+    for currency, amount in sorted(owed.items()):
+        if amount > threshold:
+            raise RuleViolation(
+                f"the contact owes {amount} {currency}, above the {threshold} the business allows",
+                rule="activation.debt_threshold",
+            )
+    contact = get_contact(store, ctx, subscription.contact_id)
+    limit = contact.credit_limit
+    if limit is not None and owed.get(limit.currency, Decimal(0)) > limit.to_decimal():
+        raise RuleViolation(f"the contact owes more than its credit limit of {limit}", rule="activation.credit_limit")
+
+
+# -- the use cases ---------------------------------------------------------------------------------
+def _refusal(subscription: Subscription, action: Action) -> Action | None:
+    """The rejected record if `action`, on its day, would be refused by the transition table or
+    its own rules (the pending actions before it executed first, as they will be)."""
+    pending = replace(subscription, actions=(*subscription.actions, action))
+    for step in steps(pending, action.on):
+        for record in step.actions:
+            if record.id == action.id:
+                return record if record.status is ActionStatus.REJECTED else None
+    return None
+
+
+def _raise_refusal(record: Action, subscription: Subscription) -> None:
+    rule = record.rule or "not_applicable"
+    if rule in TRANSITION_RULES:
+        service = subscription.service(record.service_id or "")
+        state = service.state.value if service else "unknown"
+        raise IllegalTransition(record.outcome or rule, current_state=state, rule=rule)
+    raise RuleViolation(record.outcome or rule, rule=rule)
+
+
+def request_action(
+    store: Store,
+    ctx: TenantContext,
+    subscription_id: str,
+    request: ActionRequest,
+    *,
+    clock: Clock,
+    numbers: InvoiceNumbers,
+    new_id: Callable[[str], str],
+    keyed: bool = False,
+) -> ActionResult:
+    """Execute the action now, or schedule it. Refusals are logged and raised.
+
+    `keyed`: the ids come from the caller's idempotency key, so a retry finds the first attempt's
+    record in the log and answers with it instead of acting twice."""
+    subscription = _subscription(store, ctx, subscription_id)
+    today = contact_today(store, ctx, subscription.contact_id, clock)
+    action_id = new_id("act")
+    if keyed and (earlier := _logged(store, ctx, subscription, action_id)) is not None:
+        return ActionResult(earlier, subscription, [], today, replayed=True)
+    invoices = bill_subscription(store, ctx.settings, subscription.contact_id, subscription_id, today, numbers)
+    for _ in range(MAX_CONFLICT_RETRIES + 1):
+        subscription = _subscription(store, ctx, subscription_id)
+        try:
+            action = build_action(store, ctx, subscription, request, today, action_id)
+        except RuleViolation as refusal:
+            _log_refusal(store, ctx, subscription, request, today, action_id, refusal.message, refusal.rule)
+            raise
+        refused = _refusal(subscription, action)
+        if refused is not None:
+            store.log_actions(ctx.tenant_id, subscription, [refused])
+            _raise_refusal(refused, subscription)
+        if len(subscription.actions) >= MAX_PENDING_ACTIONS:
+            raise Conflict(f"a subscription holds at most {MAX_PENDING_ACTIONS} pending actions; cancel some first")
+        scheduled = _with_pending(subscription, action)
+        try:
+            store.apply_billing_step(ctx.tenant_id, scheduled, subscription.version, None, [action])
+        except ConcurrentModification:
+            continue
+        if action.on > today:
+            return ActionResult(action, scheduled, invoices, today)
+        scheduled = replace(scheduled, version=subscription.version + 1)
+        invoices += bill_subscription(
+            store, ctx.settings, subscription.contact_id, subscription_id, today, numbers, loaded=scheduled
+        )
+        done = _logged(store, ctx, subscription, action.id) or action
+        return ActionResult(done, _subscription(store, ctx, subscription_id), invoices, today)
+    raise ConcurrentModification(f"subscription {subscription_id} kept changing; try again")
+
+
+def _logged(store: Store, ctx: TenantContext, subscription: Subscription, action_id: str) -> Action | None:
+    log = store.actions_of(ctx.tenant_id, subscription.contact_id, subscription.id)
+    return next((a for a in log if a.id == action_id), None)
+
+
+def _with_pending(subscription: Subscription, action: Action) -> Subscription:
+    return replace(subscription, actions=tuple(sorted((*subscription.actions, action), key=lambda a: (a.on, a.id))))
+
+
+def _log_refusal(
+    store: Store,
+    ctx: TenantContext,
+    subscription: Subscription,
+    request: ActionRequest,
+    today: date,
+    action_id: str,
+    message: str,
+    rule: str,
+) -> None:
+    record = Action(
+        id=action_id,
+        kind=request.kind,
+        on=request.on or today,
+        requested_on=today,
+        service_id=request.service_id,
+        reason=request.reason,
+        by=request.by,
+    ).rejected(message, rule)
+    store.log_actions(ctx.tenant_id, subscription, [record])
+
+
+def _pending(subscription: Subscription, action_id: str) -> Action:
+    action = next((a for a in subscription.actions if a.id == action_id), None)
+    if action is None:
+        raise NotFound(f"subscription {subscription.id} has no pending action {action_id}", field="action_id")
+    return action
+
+
+def cancel_action(store: Store, ctx: TenantContext, subscription_id: str, action_id: str, clock: Clock) -> Action:
+    """Withdraw a pending action; it stays in the log as cancelled."""
+    for _ in range(MAX_CONFLICT_RETRIES + 1):
+        subscription = _subscription(store, ctx, subscription_id)
+        action = _pending(subscription, action_id)
+        today = contact_today(store, ctx, subscription.contact_id, clock)
+        cancelled = action.cancelled(f"cancelled on {today} by request")
+        left = replace(subscription, actions=tuple(a for a in subscription.actions if a.id != action_id))
+        try:
+            store.apply_billing_step(ctx.tenant_id, left, subscription.version, None, [cancelled])
+        except ConcurrentModification:
+            continue
+        return cancelled
+    raise ConcurrentModification(f"subscription {subscription_id} kept changing; try again")
+
+
+def reschedule_action(
+    store: Store, ctx: TenantContext, subscription_id: str, action_id: str, on: date, clock: Clock
+) -> Action:
+    """Move a pending action to another day (today or later), checked as a new request would be."""
+    for _ in range(MAX_CONFLICT_RETRIES + 1):
+        subscription = _subscription(store, ctx, subscription_id)
+        action = _pending(subscription, action_id)
+        today = contact_today(store, ctx, subscription.contact_id, clock)
+        if on <= today:
+            raise InvalidInput(f"on must be after today ({today}); cancel it and act now instead", field="on")
+        if on > today + timedelta(days=MAX_DAYS_SCHEDULED):
+            raise InvalidInput(f"on is at most {MAX_DAYS_SCHEDULED} days ahead", field="on")
+        moved = replace(action, on=on)
+        others = replace(subscription, actions=tuple(a for a in subscription.actions if a.id != action_id))
+        refused = _refusal(others, moved)
+        if refused is not None:
+            _raise_refusal(refused, subscription)
+        updated = _with_pending(others, moved)
+        try:
+            store.apply_billing_step(ctx.tenant_id, updated, subscription.version, None, [moved])
+        except ConcurrentModification:
+            continue
+        return moved
+    raise ConcurrentModification(f"subscription {subscription_id} kept changing; try again")
+
+
+def action_log(store: Store, ctx: TenantContext, subscription_id: str) -> list[Action]:
+    subscription = _subscription(store, ctx, subscription_id)
+    log = store.actions_of(ctx.tenant_id, subscription.contact_id, subscription_id)
+    return sorted(log, key=lambda a: (a.on, a.requested_on, a.id))
+
+
+def preview_action(
+    store: Store, ctx: TenantContext, subscription_id: str, request: ActionRequest, *, clock: Clock, count: int = 2
+) -> tuple[Action, list[InvoiceDraft]]:
+    """The action as it would be scheduled, and the next invoices with it (nothing is written)."""
+    subscription = _subscription(store, ctx, subscription_id)
+    today = contact_today(store, ctx, subscription.contact_id, clock)
+    current = subscription
+    for step in steps(subscription, today):  # as the request would find it
+        current = step.subscription
+    action = build_action(store, ctx, current, request, today, "act_preview")
+    refused = _refusal(current, action)
+    if refused is not None:
+        _raise_refusal(refused, current)
+    with_action = replace(current, actions=(*current.actions, action))
+    invoices = [i for i in upcoming_invoices(with_action, count + 1) if i.billing_date >= today]
+    return action, invoices[:count]
