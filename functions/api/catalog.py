@@ -27,6 +27,10 @@ def _terms_input(body: PriceTermsBody) -> catalog.PriceTermsInput:
         body.trial_days,
         body.alignment,
         body.meter,
+        body.term_cycles,
+        body.auto_renew,
+        body.contract_cycles,
+        body.cancellation_fee,
     )
 
 

@@ -31,6 +31,14 @@ class PriceTermsBody(Body):
     meter: str | None = Field(
         default=None, max_length=64, pattern=r"^[a-z0-9_]+$", description="usage metric rated each period (arrears)"
     )
+    term_cycles: int | None = Field(
+        default=None, ge=1, le=120, description="termed period in cycles: then auto-renews or expires"
+    )
+    auto_renew: bool = Field(default=True, description="whether a termed service renews at the end of its term")
+    contract_cycles: int | None = Field(
+        default=None, ge=1, le=120, description="contract period in cycles (cancellation rules and fee apply)"
+    )
+    cancellation_fee: Amount | None = Field(default=None, description="charged on cancelling inside the contract")
 
 
 class ProductBody(Body):

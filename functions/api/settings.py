@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from aws_lambda_powertools.event_handler.router import APIGatewayRouter
+from billow.domain.actions import ActionKind
 from billow.domain.calendar import WEEKDAYS
+from billow.domain.policy import Timing, TrialLimit
 from billow.domain.rules import Alignment, BillingRules, CalendarMode, ServiceState, weekday_number
 from billow.domain.tenants import TenantSettings
-from billow.services.tenants import update_billing_rules
+from billow.services.tenants import update_billing_rules, update_subscription_policy
 from pydantic import Field
 from runtime import store
 
 from api.context import current_tenant
-from api.schemas import Body
+from api.schemas import Amount, Body
 
 router = APIGatewayRouter()
 
@@ -73,10 +75,57 @@ def _settings(s: TenantSettings) -> dict[str, Any]:
         "payment_terms_days": s.payment_terms_days,
         "invoice_prefix": s.invoice_prefix,
         "billing": _rules(s.billing),
+        "subscriptions": s.subscriptions.as_json(),
     }
 
 
-@router.get("/settings", summary="The business's settings, billing rules included")
+ProductId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_\-]+$")]
+Days = Annotated[int, Field(ge=0, le=3660)]
+
+
+class SubscriptionPolicyBody(Body):
+    """Only the rules given change; `null` clears a pause limit."""
+
+    trial_limit: TrialLimit | None = None
+    trial_extension: bool | None = None
+    max_trial_extension_days: Days | None = None
+    cancel_in_contract: Timing | None = None
+    cancel_out_of_contract: Timing | None = None
+    upgrade: Timing | None = None
+    downgrade: Timing | None = None
+    regret_days: Days | None = None
+    pause_max_times: Days | None = None
+    pause_max_days: Days | None = None
+    grace_min_days: Days | None = None
+    grace_max_days: Days | None = None
+    debt_threshold: Amount | None = None
+    max_services: dict[Annotated[str, Field(max_length=64)], Annotated[int, Field(ge=0)]] | None = Field(
+        default=None, max_length=50, description="account classification -> most non-churned services"
+    )
+    reasons: dict[ActionKind, list[Annotated[str, Field(min_length=1, max_length=200)]]] | None = None
+    tier_paths: list[list[ProductId]] | None = Field(default=None, max_length=50)
+    requires: dict[ProductId, list[ProductId]] | None = Field(default=None, max_length=200)
+    excludes: list[tuple[ProductId, ProductId]] | None = Field(default=None, max_length=200)
+
+
+_POLICY_CLEARABLE = {"pause_max_times", "pause_max_days"}
+
+
+@router.patch(
+    "/settings/subscriptions",
+    summary="Change subscription-management rules (trials, cancellations, changes, pauses, grace, regret...)",
+)
+def patch_subscription_policy(body: SubscriptionPolicyBody) -> dict[str, Any]:
+    ctx = current_tenant(router.current_event)
+    changes = {
+        name: value
+        for name, value in body.model_dump(mode="json", exclude_unset=True).items()
+        if value is not None or name in _POLICY_CLEARABLE
+    }
+    return _settings(update_subscription_policy(store, ctx, changes))
+
+
+@router.get("/settings", summary="The business's settings, billing and subscription rules included")
 def get_settings() -> dict[str, Any]:
     return _settings(current_tenant(router.current_event).settings)
 

@@ -15,6 +15,8 @@ from billow.domain.billing import InvoiceDraft
 from billow.domain.calendar import add_cycles
 from billow.domain.catalog import PriceTerms, Product
 from billow.domain.errors import InvalidInput
+from billow.domain.lifecycle import FINAL_STATES
+from billow.domain.policy import DEFAULT_POLICY, SubscriptionPolicy, TrialLimit
 from billow.domain.rules import Alignment, BillingRules
 from billow.domain.subscriptions import Service, ServiceState, Subscription, SubscriptionKey
 from billow.domain.timeline import FAR_FUTURE, next_step
@@ -73,6 +75,8 @@ def plan_order(
     new_id: Callable[[str], str],
     test_clock: bool,
     rules: BillingRules,
+    policy: SubscriptionPolicy = DEFAULT_POLICY,
+    classification: str | None = None,
 ) -> OrderPlan:
     """Services for each item, added to the contact's subscription of the same cycle, billing model
     and currency, or to a new subscription billed under `rules` (its billing day comes from the
@@ -88,6 +92,11 @@ def plan_order(
     if start_date < today:
         raise InvalidInput(f"start_date {start_date} is before today ({today})", field="start_date")
 
+    held = [s for sub in existing for s in sub.services if s.state not in FINAL_STATES]
+    policy.check_dependencies([*(s.product_id for s in held), *(item.product.id for item in items)])
+    policy.check_service_count(classification, len(held) + len(items))
+    trials = _Trials(policy.trial_limit, existing)
+
     by_key: dict[SubscriptionKey, Subscription] = {s.key: s for s in existing}
     new_ids: set[str] = set()
     ordered: list[OrderedService] = []
@@ -99,13 +108,14 @@ def plan_order(
         except InvalidInput as error:
             raise InvalidInput(error.message, field=f"items[{index}].quantity") from None
         key = SubscriptionKey.of(item.terms)
+        trial_days = trials.days(item)
         subscription = by_key.get(key)
         if subscription is None:
             subscription = Subscription(
                 id=new_id("sub"),
                 contact_id=contact_id,
                 key=key,
-                schedule=rules.schedule_for(key.cycle, start_date + timedelta(days=item.terms.trial_days)),
+                schedule=rules.schedule_for(key.cycle, start_date + timedelta(days=trial_days)),
                 services=(),
                 created_on=today,
                 test_clock=test_clock,
@@ -126,6 +136,7 @@ def plan_order(
             alignment=alignment,
             ordered_on=today,
             auto_renew=item.terms.auto_renew,
+            trial_ends_on=None if trial_days == item.terms.trial_days else start_date,
         )
         service = with_terms_periods(service, subscription)
         by_key[key] = subscription.adding([service])
@@ -135,6 +146,24 @@ def plan_order(
     order = Order(order_id, contact_id, reference, start_date, tuple(ordered))
     changed = tuple(s for s in by_key.values() if s.id in touched)
     return OrderPlan(order, changed, frozenset(new_ids))
+
+
+class _Trials:
+    """Trial management: which ordered services still get the trial their price terms give."""
+
+    def __init__(self, limit: TrialLimit, existing: Sequence[Subscription]) -> None:
+        self.limit = limit
+        self.products = {s.product_id for sub in existing for s in sub.services if s.billing_start > s.start_date}
+
+    def days(self, item: OrderItem) -> int:
+        days = item.terms.trial_days
+        if days == 0 or self.limit is TrialLimit.NONE:
+            return days
+        per_service = self.limit is TrialLimit.ONCE_PER_SERVICE
+        if (item.product.id in self.products) if per_service else bool(self.products):
+            return 0
+        self.products.add(item.product.id)
+        return days
 
 
 def with_terms_periods(service: Service, subscription: Subscription) -> Service:

@@ -32,7 +32,7 @@ from billow.domain.errors import (
     RuleViolation,
 )
 from billow.domain.invoices import Invoice, InvoiceStatus
-from billow.domain.lifecycle import TRANSITION_RULES
+from billow.domain.lifecycle import FINAL_STATES, TRANSITION_RULES
 from billow.domain.policy import Timing
 from billow.domain.subscriptions import Service, Subscription
 from billow.domain.timeline import cycle_end, steps, upcoming_invoices
@@ -174,6 +174,14 @@ def build_action(
         assert service is not None
         change = _change(store, ctx, request, service)
         policy.check_tier_path(service.product_id, change.product_id)
+        if change.product_id != service.product_id:
+            held = [
+                s.product_id
+                for sub in store.subscriptions_of(ctx.tenant_id, subscription.contact_id)
+                for s in sub.services
+                if s.state not in FINAL_STATES and s.id != service.id
+            ]
+            policy.check_dependencies([*held, change.product_id], field_name="product_id")
         # Same cycle and currency (a change stays in its subscription): compare period prices.
         upgrade = change.terms.period_price(change.quantity) > service.terms.period_price(service.quantity)
         timing = policy.upgrade if upgrade else policy.downgrade

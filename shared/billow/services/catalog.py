@@ -26,12 +26,19 @@ class PriceTermsInput:
     trial_days: int = 0
     alignment: Alignment | None = None
     meter: str | None = None
+    term_cycles: int | None = None
+    auto_renew: bool = True
+    contract_cycles: int | None = None
+    cancellation_fee: Decimal | None = None
 
 
 def _build_terms(terms_id: str, product_id: str, spec: PriceTermsInput, field: str) -> PriceTerms:
     try:
         price = Money.parse(spec.price, spec.currency, field=f"{field}.price")
         fee = None if spec.setup_fee is None else Money.parse(spec.setup_fee, spec.currency, field=f"{field}.setup_fee")
+        cancellation_fee = None
+        if spec.cancellation_fee is not None:
+            cancellation_fee = Money.parse(spec.cancellation_fee, spec.currency, field=f"{field}.cancellation_fee")
         return PriceTerms(
             terms_id,
             product_id,
@@ -43,6 +50,10 @@ def _build_terms(terms_id: str, product_id: str, spec: PriceTermsInput, field: s
             trial_days=spec.trial_days,
             alignment=spec.alignment,
             meter=spec.meter,
+            term_cycles=spec.term_cycles,
+            auto_renew=spec.auto_renew,
+            contract_cycles=spec.contract_cycles,
+            cancellation_fee=cancellation_fee,
         )
     except InvalidInput as error:
         raise error.under(field) from None

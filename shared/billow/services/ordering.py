@@ -61,6 +61,7 @@ def _plan(
     reference: str | None,
     time: ContactTime,
     new_id: Callable[[str], str],
+    classification: str | None,
 ) -> OrderPlan:
     return plan_order(
         order_id=new_id("ord"),
@@ -73,6 +74,8 @@ def _plan(
         new_id=new_id,
         test_clock=time.on_test_clock,
         rules=ctx.settings.billing,
+        policy=ctx.settings.subscriptions,
+        classification=classification,
     )
 
 
@@ -85,9 +88,9 @@ def quote(
     clock: Clock,
     new_id: Callable[[str], str],
 ) -> Quote:
-    get_contact(store, ctx, contact_id)
+    contact = get_contact(store, ctx, contact_id)
     time = contact_time(store, ctx, contact_id, clock)
-    plan = _plan(store, ctx, contact_id, items, start_date, None, time, new_id)
+    plan = _plan(store, ctx, contact_id, items, start_date, None, time, new_id, contact.classification)
     quotes = quote_order(plan, today=time.today, payment_terms_days=ctx.settings.payment_terms_days)
     return Quote(contact_id, plan.order.start_date, quotes)
 
@@ -111,14 +114,14 @@ def place_order(
     """
     if reference is not None and not reference.strip():
         raise InvalidInput("reference must not be blank", field="reference")
-    get_contact(store, ctx, contact_id)
+    contact = get_contact(store, ctx, contact_id)
     time = contact_time(store, ctx, contact_id, clock)
     for attempt in range(MAX_CONFLICT_RETRIES + 1):
         if reference is not None:
             earlier = store.find_order_by_reference(ctx.tenant_id, contact_id, reference)
             if earlier is not None:
                 return PlacedOrder(earlier, _bill_order(store, ctx, earlier, time.today, numbers), True, time.today)
-        plan = _plan(store, ctx, contact_id, items, start_date, reference, time, new_id)
+        plan = _plan(store, ctx, contact_id, items, start_date, reference, time, new_id, contact.classification)
         try:
             store.place_order(ctx.tenant_id, plan.order, plan.subscriptions, plan.new_subscription_ids)
         except (ConcurrentModification, Conflict):

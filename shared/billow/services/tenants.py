@@ -8,6 +8,7 @@ from dataclasses import fields, replace
 from typing import Any
 
 from billow.domain.errors import InvalidInput
+from billow.domain.policy import SubscriptionPolicy
 from billow.domain.rules import BillingRules
 from billow.domain.tenants import TenantSettings
 from billow.services.context import TenantContext
@@ -56,5 +57,29 @@ def update_billing_rules(store: Store, ctx: TenantContext, changes: dict[str, An
         raise InvalidInput("not a billing rule", field=sorted(unknown)[0])
     rules = replace(ctx.settings.billing, **changes)
     settings = replace(ctx.settings, billing=rules)
+    store.put_settings(settings)
+    return settings
+
+
+def update_subscription_policy(store: Store, ctx: TenantContext, changes: dict[str, Any]) -> TenantSettings:
+    """Change some of the business's subscription-management rules (JSON form, as the API shows
+    them). They apply to the next action requested, for every subscription."""
+    current = ctx.settings.subscriptions.as_json()
+    unknown = set(changes) - set(current)
+    if unknown:
+        raise InvalidInput("not a subscription rule", field=sorted(unknown)[0])
+    named = {
+        "tier_paths": [p for path in changes.get("tier_paths", []) for p in path],
+        "requires": [p for product, needs in changes.get("requires", {}).items() for p in (product, *needs)],
+        "excludes": [p for pair in changes.get("excludes", []) for p in pair],
+    }
+    if any(named.values()):
+        known = {p.id for p in store.list_products(ctx.tenant_id)}
+        for name, products in named.items():
+            missing = sorted(set(products) - known)
+            if missing:
+                raise InvalidInput(f"no product {missing[0]}", field=name)
+    policy = SubscriptionPolicy.from_json({**current, **changes})
+    settings = replace(ctx.settings, subscriptions=policy)
     store.put_settings(settings)
     return settings
