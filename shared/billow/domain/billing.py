@@ -50,6 +50,7 @@ from billow.domain.subscriptions import Service, Subscription
 from billow.domain.usage import NO_USAGE, UsageRater
 
 _ONE = Fraction(1)
+_DAY = timedelta(days=1)
 _T = TypeVar("_T")
 
 
@@ -443,7 +444,8 @@ def next_billing_step(
             service = _evolve(service, changes)
         advanced.append(service)
 
-    covered = [line.period for line in lines if line.period is not None]
+    # Fees alone (a cancellation fee) cover no days: such an invoice's period is its billing day.
+    covered = [line.period for line in lines if line.period is not None] or [Period(run_date, run_date + _DAY)]
     invoice = InvoiceDraft(
         subscription_id=subscription.id,
         contact_id=subscription.contact_id,

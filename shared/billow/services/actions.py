@@ -188,8 +188,6 @@ def build_action(
         if timing is Timing.END_OF_CYCLE:
             on = max(on, cycle_end(subscription, on))
         action = replace(action, on=on, change=change, upgrade=upgrade)
-    elif kind is ActionKind.ACTIVATE:
-        _check_activation(store, ctx, subscription)
     elif kind is ActionKind.SET_GRACE_PERIOD:
         _needed(request.days, "days", kind)
         policy.check_grace(request.days or 0)
@@ -318,6 +316,12 @@ def request_action(
         if refused is not None:
             store.log_actions(ctx.tenant_id, subscription, [refused])
             _raise_refusal(refused, subscription)
+        if action.kind is ActionKind.ACTIVATE:
+            try:
+                _check_activation(store, ctx, subscription)
+            except RuleViolation as refusal:
+                store.log_actions(ctx.tenant_id, subscription, [action.rejected(refusal.message, refusal.rule)])
+                raise
         if len(subscription.actions) >= MAX_PENDING_ACTIONS:
             raise Conflict(f"a subscription holds at most {MAX_PENDING_ACTIONS} pending actions; cancel some first")
         scheduled = _with_pending(subscription, action)

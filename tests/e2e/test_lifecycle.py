@@ -1,0 +1,248 @@
+"""Subscription actions over HTTP on the local stack, with time travel: each action's effect on
+the service's state, on the action log and on the next invoice.
+
+Every contact starts on a test clock at 1 January 2025 with a monthly in-advance product at 31.00
+(in January a day costs exactly 1.00)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from billow.local import stack
+
+from tests.support import HttpClient, make_contact, make_product
+
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e")]
+KEY = "bk_test_lifecycle"
+MONTHLY = {"price": "31.00", "currency": "USD", "cycle": "month", "billing_model": "advance"}
+
+
+@pytest.fixture(scope="module")
+def api() -> Iterator[HttpClient]:
+    local = stack.start(schedule=False, table_name="billow-e2e-lifecycle")
+    try:
+        stack.add_tenant("life", "Lifecycle Tenant", KEY)
+        yield HttpClient(local.url, KEY)
+    finally:
+        local.stop()
+
+
+class Customer:
+    """One contact on its own test clock with one subscribed service."""
+
+    def __init__(self, api: HttpClient, terms: dict[str, Any] | None = None, start: str = "2025-01-01") -> None:
+        self.api = api
+        self.product = make_product(api, {**MONTHLY, **(terms or {})})
+        self.contact = make_contact(api)
+        clock = api.post(f"/contacts/{self.contact['id']}/test-clock", {"frozen_time": f"{start}T10:00:00Z"})
+        assert clock.status == 201, clock.body
+        item = {"product_id": self.product["id"], "terms_id": self.product["terms"][0]["id"]}
+        placed = api.post("/orders", {"contact_id": self.contact["id"], "items": [item]})
+        assert placed.status == 201, placed.body
+        ordered = placed.body["order"]["services"][0]
+        self.subscription_id, self.service_id = ordered["subscription_id"], ordered["service_id"]
+
+    def advance(self, day: str) -> None:
+        reply = self.api.post(f"/contacts/{self.contact['id']}/test-clock/advance", {"to": f"{day}T10:00:00Z"})
+        assert reply.status == 200, reply.body
+
+    def act(self, action: str, body: dict[str, Any] | None = None) -> Any:
+        return self.api.post(f"/subscriptions/{self.subscription_id}/services/{self.service_id}/{action}", body or {})
+
+    @property
+    def service(self) -> dict[str, Any]:
+        return dict(self.api.get(f"/subscriptions/{self.subscription_id}").body["services"][0])
+
+    def log(self) -> list[tuple[str, str, str]]:
+        actions = self.api.get(f"/subscriptions/{self.subscription_id}/actions").body["actions"]
+        return [(a["action"], a["status"], a["on"]) for a in actions]
+
+    def invoices(self) -> list[dict[str, Any]]:
+        return list(self.api.get(f"/contacts/{self.contact['id']}/invoices").body["items"])
+
+    def lines(self, invoice: dict[str, Any]) -> list[tuple[str, str]]:
+        full = self.api.get(f"/invoices/{invoice['id']}").body
+        return [(line["kind"], line["amount"]["amount"]) for line in full["lines"]]
+
+
+def test_pause_on_the_10th_for_10_days_is_credited_on_the_next_invoice(api: HttpClient) -> None:
+    ann = Customer(api)
+    scheduled = ann.act("pause", {"on": "2025-01-10", "days": 10, "reason": "holiday"})
+    assert scheduled.status == 202 and scheduled.body["action"]["status"] == "scheduled"
+    assert ann.log() == [("pause", "scheduled", "2025-01-10")]
+
+    ann.advance("2025-01-12")
+    assert ann.service["state"] == "paused"
+    assert ann.log() == [("pause", "executed", "2025-01-10"), ("resume", "scheduled", "2025-01-20")]
+
+    ann.advance("2025-02-01")
+    assert ann.service["state"] == "effective"
+    assert ("resume", "executed", "2025-01-20") in ann.log()
+    january, february = ann.invoices()
+    assert february["billing_date"] == "2025-02-01"
+    # the 22 days from the pause credited, the 12 from the resume charged: 10 days credited net
+    assert ann.lines(february) == [("credit", "-22.00"), ("prorated", "12.00"), ("recurring", "31.00")]
+    assert february["total"]["amount"] == "21.00"
+
+
+def test_regret_inside_the_regret_period_is_a_full_credit_note_and_outside_it_is_refused(api: HttpClient) -> None:
+    ann = Customer(api, {"setup_fee": "5.00"})
+    ann.advance("2025-01-05")
+    regret = ann.act("regret", {"reason": "changed my mind"})
+    assert regret.status == 201, regret.body
+    assert regret.body["action"]["status"] == "executed" and ann.service["state"] == "regretted"
+    (note,) = regret.body["invoices"]
+    assert note["kind"] == "credit_note" and note["total"]["amount"] == "-36.00"
+    assert api.get(f"/subscriptions/{ann.subscription_id}").body["state"] == "churned"
+
+    bob = Customer(api)
+    bob.advance("2025-01-20")
+    late = bob.act("regret")
+    assert late.status == 409 and late.body["rule"] == "regret_period"
+    assert bob.log()[-1][:2] == ("regret", "rejected")
+    rejected = api.get(f"/subscriptions/{bob.subscription_id}/actions").body["actions"][-1]
+    assert rejected["rule"] == "regret_period" and "cancel it" in rejected["outcome"]
+
+
+def test_a_downgrade_is_scheduled_for_the_cycle_end_and_the_new_price_billed_after(api: HttpClient) -> None:
+    ann = Customer(api)
+    basic = make_product(api, {**MONTHLY, "price": "10.00"}, name="Basic")
+    ann.advance("2025-01-20")
+    change = {"product_id": basic["id"], "terms_id": basic["terms"][0]["id"]}
+    preview = api.post(f"/subscriptions/{ann.subscription_id}/services/{ann.service_id}/change/preview", change)
+    assert preview.status == 200 and preview.body["action"]["on"] == "2025-02-01"
+    assert [i["total"]["amount"] for i in preview.body["invoices"]] == ["10.00", "10.00"]
+
+    downgrade = ann.act("change", change)
+    assert downgrade.status == 202, downgrade.body
+    assert downgrade.body["action"]["on"] == "2025-02-01" and downgrade.body["action"]["parameters"]["upgrade"] is False
+    pending = api.get(f"/subscriptions/{ann.subscription_id}").body["pending_actions"]
+    assert [(a["action"], a["on"]) for a in pending] == [("change", "2025-02-01")]
+
+    ann.advance("2025-03-01")
+    assert ("change", "executed", "2025-02-01") in ann.log()
+    assert ann.service["product_name"] == "Basic"
+    assert [i["total"]["amount"] for i in ann.invoices()] == ["31.00", "10.00", "10.00"]
+
+
+def test_an_upgrade_mid_cycle_credits_the_old_price_and_charges_the_new(api: HttpClient) -> None:
+    ann = Customer(api)
+    enterprise = make_product(api, {**MONTHLY, "price": "62.00"}, name="Enterprise")
+    ann.advance("2025-01-11")
+    upgrade = ann.act("change", {"product_id": enterprise["id"], "terms_id": enterprise["terms"][0]["id"]})
+    assert upgrade.status == 201 and upgrade.body["action"]["parameters"]["upgrade"] is True
+    ann.advance("2025-02-01")
+    february = ann.invoices()[-1]
+    assert ann.lines(february) == [("credit", "-21.00"), ("prorated", "42.00"), ("recurring", "62.00")]
+
+
+def test_cancelling_inside_the_contract_period_charges_the_fee(api: HttpClient) -> None:
+    ann = Customer(api, {"contract_cycles": 12, "cancellation_fee": "50.00"})
+    ann.advance("2025-01-21")
+    cancel = ann.act("cancel", {"reason": "moving abroad"})
+    # in contract, the business's rule moves a cancellation to the end of the cycle
+    assert cancel.status == 202 and cancel.body["action"]["on"] == "2025-02-01"
+    ann.advance("2025-02-01")
+    assert ann.service["state"] == "cancelled"
+    last = ann.invoices()[-1]
+    assert ann.lines(last) == [("cancellation_fee", "50.00")]
+
+    # once the business allows immediate cancellation in contract, unused days are credited too
+    assert api.patch("/settings/subscriptions", {"cancel_in_contract": "immediate"}).status == 200
+    bob = Customer(api, {"contract_cycles": 12, "cancellation_fee": "50.00"})
+    bob.advance("2025-01-21")
+    now = bob.act("cancel")
+    assert now.status == 201
+    assert bob.lines(now.body["invoices"][0]) == [("credit", "-11.00"), ("cancellation_fee", "50.00")]
+    api.patch("/settings/subscriptions", {"cancel_in_contract": "end_of_cycle"})
+
+
+def test_the_end_of_a_trial_brings_the_first_paid_invoice(api: HttpClient) -> None:
+    ann = Customer(api, {"trial_days": 14})
+    ann.advance("2025-01-14")
+    assert ann.invoices() == []
+    assert ann.service["trial_ends_on"] == "2025-01-15"
+    ann.advance("2025-01-15")
+    (first,) = ann.invoices()
+    assert (first["billing_date"], first["total"]["amount"]) == ("2025-01-15", "31.00")
+
+
+def test_a_termed_service_without_auto_renew_expires_stops_billing_and_can_be_renewed(api: HttpClient) -> None:
+    ann = Customer(api, {"term_cycles": 2, "auto_renew": False})
+    ann.advance("2025-05-01")
+    assert [i["billing_date"] for i in ann.invoices()] == ["2025-01-01", "2025-02-01"]
+    service = ann.service
+    assert (service["state"], service["expired"]) == ("not_effective", True)
+    assert ann.log() == [("expire", "executed", "2025-03-01")]
+    refused = ann.act("activate")
+    assert refused.status == 409 and refused.body["rule"] == "activation.not_expired"
+
+    renewed = ann.act("renew")
+    assert renewed.status == 201 and ann.service["term_end"] == "2025-07-01"
+    assert renewed.body["invoices"][0]["period"] == {"start": "2025-05-01", "end": "2025-06-01"}
+
+
+def test_activation_needs_debts_below_the_threshold(api: HttpClient) -> None:
+    ann = Customer(api)
+    assert ann.act("deactivate").status == 201
+    (unpaid,) = [i for i in ann.invoices() if i["kind"] == "invoice"]
+    refused = ann.act("activate")
+    assert refused.status == 409 and refused.body["rule"] == "activation.debt_threshold"
+    payment = {
+        "amount": "31.00",
+        "currency": "USD",
+        "method": "bank_transfer",
+        "reference": "w1",
+        "received_on": "2025-01-01",
+    }
+    assert api.post(f"/invoices/{unpaid['id']}/payments", payment).status == 201
+    assert ann.act("activate").status == 201 and ann.service["state"] == "effective"
+    assert [entry[:2] for entry in ann.log()] == [
+        ("deactivate", "executed"),
+        ("activate", "rejected"),
+        ("activate", "executed"),
+    ]
+
+
+def test_illegal_requests_are_refused_with_the_state_and_rule_and_logged(api: HttpClient) -> None:
+    ann = Customer(api)
+    resume = ann.act("resume")
+    assert resume.status == 409
+    assert (resume.body["current_state"], resume.body["rule"]) == ("effective", "only paused services can be resumed")
+    assert ann.log() == [("resume", "rejected", "2025-01-01")]
+    bad = ann.act("pause", {"days": 0})
+    assert bad.status == 422 and bad.body["fields"][0]["field"] == "days"
+    past = ann.act("cancel", {"on": "2024-12-31"})
+    assert past.status == 422 and past.body["fields"][0]["field"] == "on"
+
+
+def test_pending_actions_can_be_rescheduled_or_cancelled(api: HttpClient) -> None:
+    ann = Customer(api)
+    pause = ann.act("pause", {"in_days": 5, "days": 3}).body["action"]
+    assert pause["on"] == "2025-01-06"
+    path = f"/subscriptions/{ann.subscription_id}/actions/{pause['id']}"
+    moved = api.patch(path, {"on": "2025-01-08"})
+    assert moved.status == 200 and moved.body["on"] == "2025-01-08"
+    assert api.delete(path).status == 200
+    assert api.delete(path).status == 404
+    ann.advance("2025-01-10")
+    assert ann.service["state"] == "effective"
+    assert ann.log() == [("pause", "cancelled", "2025-01-08")]
+
+
+def test_subscription_actions_and_settings(api: HttpClient) -> None:
+    ann = Customer(api)
+    base = f"/subscriptions/{ann.subscription_id}"
+    grace = api.post(f"{base}/grace-period", {"days": 10})
+    assert grace.status == 201 and grace.body["subscription"]["grace_until"] == "2025-01-11"
+    assert api.post(f"{base}/grace-period", {"days": 90}).body["rule"] == "grace_period"
+    method = api.post(f"{base}/payment-method", {"payment_method": "pm_card_visa"})
+    assert method.body["subscription"]["payment_method"] == "pm_card_visa"
+    day = api.post(f"{base}/billing-day", {"billing_day": 15})
+    assert day.status == 201 and day.body["subscription"]["billing_day"] == "15"
+    settings = api.get("/settings").body["subscriptions"]
+    assert settings["regret_days"] == 14 and settings["downgrade"] == "end_of_cycle"
+    bad = api.patch("/settings/subscriptions", {"tier_paths": [["prod_nope"]]})
+    assert bad.status == 422 and bad.body["fields"][0]["field"] == "tier_paths"
