@@ -80,7 +80,7 @@ def test_pause_on_the_10th_for_10_days_is_credited_on_the_next_invoice(api: Http
     ann.advance("2025-02-01")
     assert ann.service["state"] == "effective"
     assert ("resume", "executed", "2025-01-20") in ann.log()
-    january, february = ann.invoices()
+    _, february = ann.invoices()
     assert february["billing_date"] == "2025-02-01"
     # the 22 days from the pause credited, the 12 from the resume charged: 10 days credited net
     assert ann.lines(february) == [("credit", "-22.00"), ("prorated", "12.00"), ("recurring", "31.00")]
