@@ -106,7 +106,7 @@ def billable_end(service: Service, subscription: Subscription) -> tuple[date | N
     if service.term_end is not None and not service.auto_renew and (end is None or service.term_end < end):
         end, after = service.term_end, ServiceState.NOT_EFFECTIVE
     if not subscription.rules.is_billable(service.state, service.billable_states):
-        since = service.since
+        since = service.stopped_on or service.since
         if end is None or since < end:
             end, after = since, service.state
     return end, after
@@ -336,20 +336,27 @@ def _credit_line(service: Service, piece: Piece, kept: Period | None) -> LineDra
 
 
 def settle(
-    service: Service, subscription: Subscription, on: date, *, credit_on: date, credit: bool = True
+    service: Service,
+    subscription: Subscription,
+    on: date,
+    *,
+    credit_on: date,
+    credit: bool = True,
+    charge: bool = True,
 ) -> tuple[Service, list[Adjustment]]:
     """Stop the service's billing at `on` (an action's day) and settle what billing would have
     done, so that billing can restart later from any day without looking back:
 
     - its unbilled days before `on` (arrears) are charged, each piece on its own run date, with
-      the setup fee if nothing was invoiced yet;
+      the setup fee if nothing was invoiced yet, unless `charge` is False (those days were not
+      billable: the service was paused or not effective already);
     - its days from `on` already invoiced are credited on `credit_on`, unless `credit` is False
       (the new state is not creditable), as the engine credits them (charged minus kept).
 
     Returns the service billed through `on` and the adjustments for the subscription."""
     lead = timedelta(days=subscription.rules.bill_days_before)
     adjustments: list[Adjustment] = []
-    if service.unbilled_from < on:
+    if charge and service.unbilled_from < on:
         pieces = list(recurring_pieces(service, subscription, end=on))
         if pieces and service.billed_through is None and (fee := _setup_fee_line(service)) is not None:
             adjustments.append(Adjustment(fee, max(pieces[0].billing_date - lead, on)))
@@ -359,9 +366,11 @@ def settle(
             Adjustment(_credit_line(service, p, kept), credit_on)
             for p, kept in credit_pieces(service, subscription, on)
         ]
-    if service.billed_through is None and not adjustments:
-        return service, []  # nothing was ever invoiced: the setup fee stays due with the first charge
-    return replace(service, billed_through=on), adjustments
+    billed = service.billed_through
+    if adjustments or (billed is not None and billed > on):
+        return replace(service, billed_through=on), adjustments
+    # Nothing charged or credited: days it never billed stay unbilled (and a setup fee still due).
+    return service, adjustments
 
 
 def _usage_lines(rater: UsageRater, subscription: Subscription, service: Service, piece: Piece) -> list[LineDraft]:

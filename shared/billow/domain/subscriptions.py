@@ -72,6 +72,9 @@ class Service:
     """Overrides the end of the trial the price terms give (extended, kept over a change, or
     withheld by the business's trial management)."""
     trial_extended: bool = False
+    stopped_on: date | None = None
+    """The day an action stopped billing, when the service is in a state that is not billed (a
+    pause turned into a cancellation still stopped billing on the pause's day)."""
     restarted_on: date | None = None
     """The first day of the current billable stretch, when billing stopped and restarted (a pause,
     a deactivation, a change): days before it were settled by the action that stopped billing."""

@@ -63,10 +63,15 @@ class _Effect:
         self.pending = [a for a in subscription.actions if a.id != action.id]
 
     def settle(self, service: Service, on: date, *, credit_on: date) -> Service:
-        creditable = self.subscription.rules.is_creditable(self._after(service), service.non_creditable_states)
-        settled, adjustments = settle(service, self.subscription, on, credit_on=credit_on, credit=creditable)
+        rules = self.subscription.rules
+        before = self.subscription.service(service.id)
+        billable = before is not None and rules.is_billable(before.state, service.billable_states)
+        creditable = rules.is_creditable(self._after(service), service.non_creditable_states)
+        settled, adjustments = settle(
+            service, self.subscription, on, credit_on=credit_on, credit=creditable, charge=billable
+        )
         self.adjustments += adjustments
-        return settled
+        return replace(settled, stopped_on=on) if billable else settled
 
     def _after(self, service: Service) -> ServiceState:
         kind = self.action.kind
@@ -127,7 +132,7 @@ def _service_effect(effect: _Effect, service: Service) -> tuple[Service, str]:
                 "activated"
             )
         activated = _state_change(service, StateAction.ACTIVATE, on)
-        return replace(activated, restarted_on=on), "activated; billing restarts"
+        return replace(activated, restarted_on=on, stopped_on=None), "activated; billing restarts"
     if kind is ActionKind.DEACTIVATE:
         grace = subscription.grace_until
         if grace is not None and on < grace and action.by is not Requester.BACK_OFFICE:
@@ -154,7 +159,7 @@ def _service_effect(effect: _Effect, service: Service) -> tuple[Service, str]:
         settled = effect.settle(paused, on, credit_on=cycle_end(subscription, on))
         return settled, f"paused for {days} days" if days else "paused"
     if kind is ActionKind.RESUME:
-        resumed = replace(_state_change(service, StateAction.RESUME, on), restarted_on=on)
+        resumed = replace(_state_change(service, StateAction.RESUME, on), restarted_on=on, stopped_on=None)
         effect.drop_pending(service.id, f"service resumed on {on}", frozenset({ActionKind.RESUME}))
         return resumed, "resumed; billing restarts"
     if kind is ActionKind.CANCEL:
@@ -188,7 +193,8 @@ def _service_effect(effect: _Effect, service: Service) -> tuple[Service, str]:
             raise RuleViolation(f"service {service.id} has not expired; activate it instead", rule="renew.expired_only")
         term_end = add_cycles(on, subscription.cycle, _termed(service))
         renewed = _state_change(service, StateAction.RENEW, on)
-        return replace(renewed, restarted_on=on, term_end=term_end, expired=False), f"renewed until {term_end}"
+        renewed = replace(renewed, restarted_on=on, stopped_on=None, term_end=term_end, expired=False)
+        return renewed, f"renewed until {term_end}"
     if kind is ActionKind.EXPIRE:
         expired = replace(service, state=ServiceState.NOT_EFFECTIVE, state_since=on, expired=True)
         return effect.settle(expired, on, credit_on=on), "expired at the end of its termed period"

@@ -1,0 +1,180 @@
+"""Hypothesis drives one subscription through random actions (immediate and scheduled) and clock
+advances. After every step: no service moved along a transition the table does not have, and no
+day of a service is billed twice. At the end (the service cancelled and everything settled): the
+charges minus the credits equal the price of the time the service was billable, computed here from
+the executed actions alone, stretch by stretch, period by period."""
+
+from __future__ import annotations
+
+import itertools
+from collections import Counter
+from dataclasses import replace
+from datetime import date, timedelta
+from fractions import Fraction
+
+from billow.domain.actions import Action, ActionKind, ActionStatus, ServiceChange
+from billow.domain.calendar import Cycle, Period
+from billow.domain.catalog import BillingModel, PriceTerms, PricingModel, Product
+from billow.domain.lifecycle import TRANSITIONS
+from billow.domain.lines import LineDraft
+from billow.domain.money import Money
+from billow.domain.ordering import OrderItem, plan_order
+from billow.domain.rules import DEFAULT_RULES, ServiceState
+from billow.domain.subscriptions import Subscription
+from billow.domain.timeline import steps
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
+
+PRICES = ["5.00", "31.00", "99.99", "12.34"]
+# Final actions (cancel, regret) are rarer, so that most lives have a few pauses and changes first.
+KINDS = [
+    *[ActionKind.PAUSE, ActionKind.RESUME, ActionKind.DEACTIVATE, ActionKind.ACTIVATE, ActionKind.CHANGE] * 3,
+    ActionKind.CANCEL,
+    ActionKind.REGRET,
+]
+STOPS = {ActionKind.PAUSE, ActionKind.DEACTIVATE, ActionKind.CANCEL, ActionKind.EXPIRE}
+STARTS = {ActionKind.RESUME, ActionKind.ACTIVATE, ActionKind.RENEW}
+# Moves the engine makes by itself, outside the action table.
+AUTOMATIC = {(ServiceState.DRAFT, ServiceState.EFFECTIVE), (ServiceState.EFFECTIVE, ServiceState.NOT_EFFECTIVE)}
+LEGAL = {(before, after) for (before, _), after in TRANSITIONS.items()} | AUTOMATIC
+
+
+def _terms(price: str, model: BillingModel) -> PriceTerms:
+    return PriceTerms(
+        id=f"t{price}", product_id="p1", price=Money.parse(price, "EUR"), cycle=Cycle.MONTH,
+        billing_model=model, pricing_model=PricingModel.PER_UNIT,
+    )  # fmt: skip
+
+
+class LifecycleMachine(RuleBasedStateMachine):
+    @initialize(
+        start=st.dates(date(2024, 1, 1), date(2025, 12, 31)),
+        price=st.sampled_from(PRICES),
+        model=st.sampled_from([BillingModel.ADVANCE, BillingModel.ARREARS]),
+    )
+    def subscribe(self, start: date, price: str, model: BillingModel) -> None:
+        self.model = model
+        terms = _terms(price, model)
+        ids = itertools.count()
+        plan = plan_order(
+            order_id="o", contact_id="c", reference=None,
+            items=[OrderItem(Product("p1", "Pro", terms=(terms,)), terms, 1)],
+            start_date=start, today=start, existing=[], new_id=lambda p: f"{p}_{next(ids)}",
+            test_clock=False, rules=DEFAULT_RULES,
+        )  # fmt: skip
+        self.subscription: Subscription = plan.subscriptions[0]
+        self.first_price = terms.price
+        self.today = start
+        self.lines: list[LineDraft] = []
+        self.executed: list[Action] = []
+        self.states = [self.service.state]
+        self.ids = itertools.count()
+        self.move(start)
+
+    @property
+    def service(self):  # type: ignore[no-untyped-def]
+        return self.subscription.services[0]
+
+    def move(self, day: date) -> None:
+        for step in steps(self.subscription, day):
+            self.subscription = step.subscription
+            self.executed += [a for a in step.actions if a.status is ActionStatus.EXECUTED and a.service_id]
+            if step.invoice is not None:
+                self.lines += step.invoice.lines
+            if self.service.state != self.states[-1]:
+                self.states.append(self.service.state)
+        self.today = day
+
+    @rule(days=st.integers(1, 45))
+    def advance(self, days: int) -> None:
+        self.move(self.today + timedelta(days=days))
+
+    @rule(
+        kind=st.sampled_from(KINDS),
+        later=st.integers(0, 40),
+        days=st.none() | st.integers(1, 30),
+        price=st.sampled_from(PRICES),
+        quantity=st.integers(1, 3),
+    )
+    def request(self, kind: ActionKind, later: int, days: int | None, price: str, quantity: int) -> None:
+        change = ServiceChange("p1", "Pro", _terms(price, self.model), quantity) if kind is ActionKind.CHANGE else None
+        action = Action(
+            id=f"a{next(self.ids):03d}",
+            kind=kind,
+            on=self.today + timedelta(days=later),
+            requested_on=self.today,
+            service_id=self.service.id,
+            days=days if kind is ActionKind.PAUSE else None,
+            change=change,
+        )
+        self.subscription = replace(self.subscription, actions=(*self.subscription.actions, action))
+        if later == 0:
+            self.move(self.today)
+
+    @invariant()
+    def only_legal_moves(self) -> None:
+        for before, after in itertools.pairwise(self.states):
+            assert (before, after) in LEGAL, f"{before} -> {after}"
+
+    @invariant()
+    def no_day_billed_twice(self) -> None:
+        pending = [a.line for a in self.subscription.adjustments]
+        net: Counter[date] = Counter()
+        for line in (*self.lines, *pending):
+            if line.period is None or line.kind not in ("recurring", "prorated", "credit"):
+                continue
+            sign = -1 if line.kind == "credit" else 1
+            for offset in range(line.period.days):
+                net[line.period.start + timedelta(days=offset)] += sign
+        assert set(net.values()) <= {0, 1}, sorted(d for d, n in net.items() if n not in (0, 1))[:5]
+
+    def teardown(self) -> None:
+        if not hasattr(self, "subscription"):
+            return
+        if self.service.state not in (ServiceState.CANCELLED, ServiceState.REGRETTED):
+            self.subscription = replace(self.subscription, actions=())
+            cancel = Action("zz", ActionKind.CANCEL, self.today, self.today, service_id=self.service.id)
+            self.subscription = replace(self.subscription, actions=(cancel,))
+        self.move(self.today + timedelta(days=400))
+        charged = sum((line.amount for line in self.lines), Money.zero("EUR"))
+        assert charged == self.billable_price(), (charged, self.billable_price(), self.executed)
+
+    def billable_price(self) -> Money:
+        """Stretches of billable days, each at its price, from the executed actions alone."""
+        stretches: list[tuple[date, date, Money]] = []
+        price = self.first_price
+        open_at: date | None = self.subscription.services[0].start_date
+        for action in self.executed:
+            day = action.on
+            if action.kind in STOPS and open_at is not None:
+                stretches.append((open_at, day, price))
+                open_at = None
+            elif action.kind in STARTS and open_at is None:
+                open_at = day
+            elif action.kind is ActionKind.REGRET:
+                # a full credit of the stretch it was in (or the last one, if stopped since)
+                if open_at is None and stretches:
+                    stretches.pop()
+                open_at = None
+            elif action.kind is ActionKind.CHANGE and action.change is not None:
+                if open_at is not None:
+                    stretches.append((open_at, day, price))
+                    open_at = day
+                price = action.change.terms.price.times(action.change.quantity)
+        total = Money.zero("EUR")
+        schedule = self.subscription.schedule
+        for begin, end, amount in stretches:
+            day = begin
+            while day < end:
+                period = schedule.period_containing(day)
+                part = Period(day, min(period.end, end))
+                total = total + amount.scaled(Fraction(part.days, period.days))
+                day = part.end
+        return total
+
+
+LifecycleMachine.TestCase.settings = settings(
+    max_examples=150, stateful_step_count=25, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
+test_lifecycle_state_machine = LifecycleMachine.TestCase
