@@ -6,6 +6,7 @@ import argparse
 import signal
 import sys
 import threading
+from pathlib import Path
 
 from billow.local import demo, stack
 
@@ -15,16 +16,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8080, help="HTTP port on 127.0.0.1 (default 8080)")
     parser.add_argument("--no-demo", action="store_true", help="start with an empty table")
     parser.add_argument("--verbose", action="store_true", help="log every request")
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="keep the data (and scheduled actions) in this directory across restarts (default: in memory)",
+    )
     args = parser.parse_args(argv)
 
     print("Starting DynamoDB Local and the Billow handlers ...", flush=True)
-    local = stack.start(port=args.port, verbose=args.verbose)
+    local = stack.start(port=args.port, verbose=args.verbose, data_dir=args.data_dir)
     done = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: done.set())
     signal.signal(signal.SIGTERM, lambda *_: done.set())
     try:
-        stack.add_tenant(demo.DEMO_TENANT, "Demo SaaS Ltd", demo.DEMO_KEY)
-        ids = demo.load(local.url) if not args.no_demo else {}
+        ids = {}
+        if local.fresh:  # a kept data directory has its tenant and demo data already
+            stack.add_tenant(demo.DEMO_TENANT, "Demo SaaS Ltd", demo.DEMO_KEY)
+            ids = demo.load(local.url) if not args.no_demo else {}
         print(
             f"""
 Billow is running at {local.url}   (DynamoDB Local at {local.dynamo.endpoint}, table {local.table_name})

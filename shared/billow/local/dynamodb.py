@@ -60,18 +60,24 @@ class DynamoDBLocal:
             aws_secret_access_key="local",  # noqa: S106 - DynamoDB Local accepts any credentials
         )
 
-    def create_table(self, table_name: str) -> None:
+    def create_table(self, table_name: str) -> bool:
+        """Create the table unless it exists (a data directory kept from an earlier run); True
+        when it was created."""
         client = self.client()
+        if table_name in client.list_tables()["TableNames"]:
+            return False
         client.create_table(**create_table_request(table_name))
         client.get_waiter("table_exists").wait(TableName=table_name)
+        return True
 
     def delete_table(self, table_name: str) -> None:
         self.client().delete_table(TableName=table_name)
 
 
-def start(port: int | None = None, *, timeout: float = 60.0) -> DynamoDBLocal:
-    """Start an in-memory DynamoDB Local and wait until it answers. It has no bind-address option;
-    Billow only ever talks to it on 127.0.0.1."""
+def start(port: int | None = None, *, timeout: float = 60.0, data_dir: Path | None = None) -> DynamoDBLocal:
+    """Start DynamoDB Local and wait until it answers: in memory, or keeping its data in
+    `data_dir` across restarts. It has no bind-address option; Billow only ever talks to it on
+    127.0.0.1."""
     java = shutil.which("java")
     if java is None:
         raise RuntimeError(
@@ -85,7 +91,7 @@ def start(port: int | None = None, *, timeout: float = 60.0) -> DynamoDBLocal:
             f"-Djava.library.path={jar.parent / 'DynamoDBLocal_lib'}",
             "-jar",
             str(jar),
-            "-inMemory",
+            *(["-inMemory"] if data_dir is None else ["-dbPath", str(data_dir.resolve())]),
             "-sharedDb",
             "-disableTelemetry",
             "-port",

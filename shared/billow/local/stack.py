@@ -6,6 +6,7 @@ import os
 import threading
 from dataclasses import dataclass, field
 from http.server import ThreadingHTTPServer
+from pathlib import Path
 
 from billow.domain.tenants import TenantSettings
 from billow.local import dynamodb, gateway
@@ -26,6 +27,8 @@ class LocalStack:
     scheduler: DailyScheduler | None
     url: str
     table_name: str
+    fresh: bool = True
+    """False when the table came from the data directory of an earlier run."""
     _stopped: threading.Event = field(default_factory=threading.Event)
 
     def stop(self) -> None:
@@ -56,13 +59,18 @@ def start(
     schedule: bool = True,
     table_name: str = TABLE_NAME,
     verbose: bool = False,
+    data_dir: Path | None = None,
 ) -> LocalStack:
-    """DynamoDB Local + table + handlers over HTTP on 127.0.0.1 (+ the daily scheduler)."""
+    """DynamoDB Local + table + handlers over HTTP on 127.0.0.1 (+ the daily scheduler). With
+    `data_dir` the data (scheduled actions included) outlives the process: start again on the
+    same directory and everything is where it was."""
     for key, value in LOCAL_CREDENTIALS.items():
         os.environ.setdefault(key, value)
-    dynamo = dynamodb.start(dynamodb_port)
+    if data_dir is not None:
+        data_dir.mkdir(parents=True, exist_ok=True)
+    dynamo = dynamodb.start(dynamodb_port, data_dir=data_dir)
     try:
-        dynamo.create_table(table_name)
+        fresh = dynamo.create_table(table_name)
         os.environ["BILLOW_TABLE"] = table_name
         os.environ["BILLOW_DYNAMODB_ENDPOINT"] = dynamo.endpoint
         configure(table_name=table_name, endpoint=dynamo.endpoint, region="us-east-1")
@@ -75,4 +83,4 @@ def start(
     scheduler = DailyScheduler() if schedule else None
     if scheduler is not None:
         scheduler.start()
-    return LocalStack(dynamo, server, scheduler, f"http://127.0.0.1:{port}", table_name)
+    return LocalStack(dynamo, server, scheduler, f"http://127.0.0.1:{port}", table_name, fresh)
