@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "shared")]
 
-from billow.domain.billing import next_billing_step  # noqa: E402
+from billow.domain.timeline import next_step  # noqa: E402
 from billow.domain.calendar import Cycle  # noqa: E402
 from billow.domain.catalog import BillingModel, PriceTerms, Product  # noqa: E402
 from billow.domain.money import Money  # noqa: E402
@@ -116,7 +116,7 @@ def engine_rate(count: int) -> tuple[float, int]:
     lines = 0
     began = time.process_time()
     for subscription, as_of in due:
-        step = next_billing_step(subscription, as_of)
+        step = next_step(subscription, as_of)
         assert step is not None and step.invoice is not None
         lines += len(step.invoice.lines)
     elapsed = time.process_time() - began

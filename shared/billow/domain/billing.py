@@ -34,7 +34,7 @@ the view bill and the real run all call this one function.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import date, timedelta
 from fractions import Fraction
@@ -124,11 +124,17 @@ def recurring_pieces(
     cycle = schedule.cycle
     advance = subscription.billing_model is BillingModel.ADVANCE
     billing_start = service.billing_start
-    begin = service.unbilled_from if start is None else start
-    first = begin == billing_start and service.charged_from == billing_start
+    restarted = service.restarted_on
+    charged_from = restarted if restarted is not None and restarted > billing_start else billing_start
+    if start is not None:
+        begin = start
+    else:
+        billed = service.billed_through
+        begin = billed if billed is not None and billed > charged_from else charged_from
+    first = begin == billing_start and charged_from == billing_start
     # The first piece of a stretch restarted mid-period (a resume, a change) goes on the next
     # invoice with the credit of the stretch before it, as prorations do.
-    restarting = begin == service.charged_from and not first and begin != billing_start
+    restarting = begin == charged_from and begin != billing_start
     cutoff = None if advance else rules.cutoff_for(cycle)
     periods = schedule if cutoff is None else schedule.cutoff_schedule(cutoff)
 
@@ -238,10 +244,24 @@ class _Due:
 def _evolve(obj: _T, changes: dict[str, Any]) -> _T:
     """`dataclasses.replace` for the engine's hot path: a copy with `changes`, without running
     `__init__` and `__post_init__` again (they only check what the engine does not change)."""
-    copy = object.__new__(type(obj))
-    for name in type(obj).__slots__:  # type: ignore[attr-defined]
-        object.__setattr__(copy, name, changes[name] if name in changes else getattr(obj, name))
-    return copy
+    kind = type(obj)
+    copier = _COPIERS.get(kind)
+    if copier is None:
+        copier = _COPIERS[kind] = _copier(kind.__slots__)  # type: ignore[attr-defined]
+    return copier(obj, changes)
+
+
+_COPIERS: dict[type, Callable[[Any, dict[str, Any]], Any]] = {}
+
+
+def _copier(slots: tuple[str, ...]) -> Callable[[Any, dict[str, Any]], Any]:
+    """A copy function with one plain attribute read per slot, as dataclasses generates its
+    methods: about twice as fast as a loop of getattr/setattr over two dozen slots."""
+    body = "".join(f"    put(new, {n!r}, changes[{n!r}] if {n!r} in changes else obj.{n})\n" for n in slots)
+    source = f"def copy(obj, changes):\n    new = new_object(type(obj))\n{body}    return new\n"
+    namespace: dict[str, Any] = {"put": object.__setattr__, "new_object": object.__new__}
+    exec(source, namespace)  # noqa: S102 - the source is built from the class's own slot names
+    return namespace["copy"]
 
 
 def _activated(services: tuple[Service, ...], as_of: date) -> tuple[Service, ...]:

@@ -375,7 +375,9 @@ def next_step(
     subscription: Subscription, as_of: date, *, today: date | None = None, rater: UsageRater = NO_USAGE
 ) -> BillingStep | None:
     """The earliest thing due at `as_of`: an action (before any billing of its day), else an invoice."""
-    due = [a for a in (*subscription.actions, *_term_actions(subscription, as_of)) if a.on <= as_of]
+    due = [a for a in subscription.actions if a.on <= as_of]
+    if any(s.term_end is not None for s in subscription.services):
+        due += _term_actions(subscription, as_of)
     if due:
         action = min(due, key=lambda a: (a.on, a.id))
         step = next_billing_step(subscription, action.on - _DAY, rater=rater)
