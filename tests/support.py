@@ -7,10 +7,12 @@ import json
 import urllib.error
 import urllib.request
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from billow.local import gateway
+from billow.local import gateway, stack
 
 
 @dataclass
@@ -97,3 +99,14 @@ def make_contact(client: HttpClient, name: str = "Ann Example") -> dict[str, Any
     reply = client.post("/contacts", {"name": name, "email": "ann@example.com"})
     assert reply.status == 201, reply.body
     return dict(reply.body)
+
+
+@contextmanager
+def local_api(table: str, tenant: str, key: str) -> Iterator[HttpClient]:
+    """The local stack on its own table with one test-mode tenant, for one e2e module."""
+    local = stack.start(schedule=False, table_name=table)
+    try:
+        stack.add_tenant(tenant, f"{tenant.title()} Tenant", key)
+        yield HttpClient(local.url, key)
+    finally:
+        local.stop()

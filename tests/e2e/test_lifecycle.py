@@ -10,9 +10,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from billow.local import stack
 
-from tests.support import HttpClient, make_contact, make_product
+from tests.support import HttpClient, local_api, make_contact, make_product
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e")]
 KEY = "bk_test_lifecycle"
@@ -21,12 +20,8 @@ MONTHLY = {"price": "31.00", "currency": "USD", "cycle": "month", "billing_model
 
 @pytest.fixture(scope="module")
 def api() -> Iterator[HttpClient]:
-    local = stack.start(schedule=False, table_name="billow-e2e-lifecycle")
-    try:
-        stack.add_tenant("life", "Lifecycle Tenant", KEY)
-        yield HttpClient(local.url, KEY)
-    finally:
-        local.stop()
+    with local_api("billow-e2e-lifecycle", "life", KEY) as client:
+        yield client
 
 
 class Customer:

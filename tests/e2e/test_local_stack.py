@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from billow.local import stack
 
-from tests.support import HttpClient, Reply, make_contact, make_product
+from tests.support import HttpClient, Reply, local_api, make_contact, make_product
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e")]
 ROOT = Path(__file__).resolve().parents[2]
@@ -24,12 +24,8 @@ KEY = "bk_test_e2e"
 
 @pytest.fixture(scope="module")
 def api() -> Iterator[HttpClient]:
-    local = stack.start(schedule=False, table_name="billow-e2e")
-    try:
-        stack.add_tenant("e2e", "E2E Tenant", KEY)
-        yield HttpClient(local.url, KEY)
-    finally:
-        local.stop()
+    with local_api("billow-e2e", "e2e", KEY) as client:
+        yield client
 
 
 def test_three_billing_cycles_by_time_travel_then_nothing_twice(api: HttpClient) -> None:

@@ -378,46 +378,57 @@ def _pending(subscription: Subscription, action_id: str) -> Action:
     return action
 
 
-def cancel_action(store: Store, ctx: TenantContext, subscription_id: str, action_id: str, clock: Clock) -> Action:
-    """Withdraw a pending action; it stays in the log as cancelled."""
+Edit = Callable[[Subscription, Action, date], tuple[Subscription, Action]]
+
+
+def _edit_pending(
+    store: Store, ctx: TenantContext, subscription_id: str, action_id: str, clock: Clock, edit: Edit
+) -> Action:
+    """Apply `edit` to a pending action (it returns the subscription to write and the log record),
+    re-reading and re-checking when the subscription changed in between."""
     for _ in range(MAX_CONFLICT_RETRIES + 1):
         subscription = _subscription(store, ctx, subscription_id)
         action = _pending(subscription, action_id)
         today = contact_today(store, ctx, subscription.contact_id, clock)
-        cancelled = action.cancelled(f"cancelled on {today} by request")
-        left = replace(subscription, actions=tuple(a for a in subscription.actions if a.id != action_id))
+        updated, record = edit(replace(subscription, actions=_without(subscription, action_id)), action, today)
         try:
-            store.apply_billing_step(ctx.tenant_id, left, subscription.version, None, [cancelled])
+            store.apply_billing_step(ctx.tenant_id, updated, subscription.version, None, [record])
         except ConcurrentModification:
             continue
-        return cancelled
+        return record
     raise ConcurrentModification(f"subscription {subscription_id} kept changing; try again")
+
+
+def _without(subscription: Subscription, action_id: str) -> tuple[Action, ...]:
+    return tuple(a for a in subscription.actions if a.id != action_id)
+
+
+def cancel_action(store: Store, ctx: TenantContext, subscription_id: str, action_id: str, clock: Clock) -> Action:
+    """Withdraw a pending action; it stays in the log as cancelled."""
+
+    def cancel(others: Subscription, action: Action, today: date) -> tuple[Subscription, Action]:
+        return others, action.cancelled(f"cancelled on {today} by request")
+
+    return _edit_pending(store, ctx, subscription_id, action_id, clock, cancel)
 
 
 def reschedule_action(
     store: Store, ctx: TenantContext, subscription_id: str, action_id: str, on: date, clock: Clock
 ) -> Action:
-    """Move a pending action to another day (today or later), checked as a new request would be."""
-    for _ in range(MAX_CONFLICT_RETRIES + 1):
-        subscription = _subscription(store, ctx, subscription_id)
-        action = _pending(subscription, action_id)
-        today = contact_today(store, ctx, subscription.contact_id, clock)
+    """Move a pending action to a later day, checked as a new request would be."""
+
+    def move(others: Subscription, action: Action, today: date) -> tuple[Subscription, Action]:
         if on <= today:
             raise InvalidInput(f"on must be after today ({today}); cancel it and act now instead", field="on")
         if on > today + timedelta(days=MAX_DAYS_SCHEDULED):
             raise InvalidInput(f"on is at most {MAX_DAYS_SCHEDULED} days ahead", field="on")
         moved = replace(action, on=on)
-        others = replace(subscription, actions=tuple(a for a in subscription.actions if a.id != action_id))
         refused = _refusal(others, moved)
         if refused is not None:
-            _raise_refusal(refused, subscription)
-        updated = _with_pending(others, moved)
-        try:
-            store.apply_billing_step(ctx.tenant_id, updated, subscription.version, None, [moved])
-        except ConcurrentModification:
-            continue
-        return moved
-    raise ConcurrentModification(f"subscription {subscription_id} kept changing; try again")
+            _raise_refusal(refused, others)
+        return _with_pending(others, moved), moved
+
+    return _edit_pending(store, ctx, subscription_id, action_id, clock, move)
 
 
 def action_log(store: Store, ctx: TenantContext, subscription_id: str) -> list[Action]:
