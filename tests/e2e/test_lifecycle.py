@@ -241,3 +241,31 @@ def test_subscription_actions_and_settings(api: HttpClient) -> None:
     assert settings["regret_days"] == 14 and settings["downgrade"] == "end_of_cycle"
     bad = api.patch("/settings/subscriptions", {"tier_paths": [["prod_nope"]]})
     assert bad.status == 422 and bad.body["fields"][0]["field"] == "tier_paths"
+
+
+def test_term_and_trial_actions_move_the_dates_billing_follows(api: HttpClient) -> None:
+    # opting out of auto-renewal, then extending the term by 10 days: expiry on 11 March
+    ann = Customer(api, {"term_cycles": 2})
+    assert ann.act("auto-renew", {"auto_renew": False}).status == 201
+    assert ann.act("extend-term", {"days": 10}).body["subscription"]["services"][0]["term_end"] == "2025-03-11"
+    ann.advance("2025-04-01")
+    assert ann.service["state"] == "not_effective"
+    last = ann.invoices()[-1]
+    assert (last["period"]["start"], last["period"]["end"]) == ("2025-03-01", "2025-03-11")
+    assert [entry[0] for entry in ann.log()] == ["auto_renew", "extend_term", "expire"]
+
+    # extending a trial once moves the first invoice; a second extension is refused
+    bob = Customer(api, {"trial_days": 14})
+    assert bob.act("extend-trial", {"days": 7}).status == 201
+    assert bob.act("extend-trial", {"days": 7}).body["rule"] == "trial.extend_once"
+    bob.advance("2025-01-22")
+    assert [i["billing_date"] for i in bob.invoices()] == ["2025-01-22"]
+
+    # a manual resume restarts billing on its day
+    cat = Customer(api)
+    cat.act("pause", {"on": "2025-01-05"})
+    cat.advance("2025-01-25")
+    resumed = cat.act("resume")
+    assert resumed.status == 201 and cat.service["state"] == "effective"
+    cat.advance("2025-02-01")
+    assert cat.lines(cat.invoices()[-1]) == [("credit", "-27.00"), ("prorated", "7.00"), ("recurring", "31.00")]
