@@ -22,7 +22,7 @@ from decimal import Decimal
 
 from billow.domain.actions import MAX_PENDING_ACTIONS, Action, ActionKind, ActionStatus, Requester, ServiceChange
 from billow.domain.billing import InvoiceDraft
-from billow.domain.calendar import Cycle
+from billow.domain.calendar import Cycle, Period
 from billow.domain.errors import (
     ConcurrentModification,
     Conflict,
@@ -156,7 +156,12 @@ def build_action(
         assert service is not None
         if request.days is not None and request.days < 1:
             raise InvalidInput("a pause lasts at least 1 day", field="days")
-        policy.check_pause(service.pauses, on, request.days)
+        planned = [
+            Period(a.on, a.on + timedelta(days=a.days or 1))
+            for a in subscription.actions
+            if a.kind is ActionKind.PAUSE and a.service_id == service.id
+        ]
+        policy.check_pause([*service.pauses, *planned], on, request.days)
     elif kind is ActionKind.REGRET:
         assert service is not None
         last = service.start_date + timedelta(days=policy.regret_days)
