@@ -9,7 +9,7 @@ from typing import Any
 from billow.domain.actions import Action
 from billow.domain.billing import InvoiceDraft
 from billow.domain.calendar import Period
-from billow.domain.catalog import PriceTerms, Product
+from billow.domain.catalog import PriceTerms, Product, terms_json
 from billow.domain.contacts import Contact, TestClock
 from billow.domain.invoices import Invoice, Payment
 from billow.domain.lines import LineDraft
@@ -31,22 +31,7 @@ def period(p: Period | None) -> Json | None:
 
 
 def terms(t: PriceTerms) -> Json:
-    return {
-        "id": t.id,
-        "product_id": t.product_id,
-        "price": money(t.price),
-        "cycle": t.cycle.value,
-        "billing_model": t.billing_model.value,
-        "pricing_model": t.pricing_model.value,
-        "setup_fee": money(t.setup_fee),
-        "trial_days": t.trial_days,
-        "alignment": None if t.alignment is None else t.alignment.value,
-        "meter": t.meter,
-        "term_cycles": t.term_cycles,
-        "auto_renew": t.auto_renew,
-        "contract_cycles": t.contract_cycles,
-        "cancellation_fee": money(t.cancellation_fee),
-    }
+    return terms_json(t, money)
 
 
 def product(p: Product) -> Json:

@@ -15,7 +15,7 @@ from billow.domain.calendar import Cycle
 from billow.domain.catalog import BillingModel, PriceTerms, Product
 from billow.domain.money import Money
 from billow.domain.ordering import OrderItem, plan_order
-from billow.domain.rules import DEFAULT_RULES, ServiceState
+from billow.domain.rules import DEFAULT_RULES, BillingRules, ServiceState
 from billow.domain.subscriptions import Subscription
 from billow.domain.timeline import execute, steps, upcoming_invoices
 
@@ -38,7 +38,9 @@ def terms(price: str = "31.00", **extra: object) -> PriceTerms:
     )
 
 
-def subscribe(start: date, price_terms: PriceTerms | None = None, quantity: int = 1) -> Subscription:
+def subscribe(
+    start: date, price_terms: PriceTerms | None = None, quantity: int = 1, rules: BillingRules = DEFAULT_RULES
+) -> Subscription:
     price_terms = price_terms or terms()
     product = Product("p1", "Pro", terms=(price_terms,))
     plan = plan_order(
@@ -51,7 +53,7 @@ def subscribe(start: date, price_terms: PriceTerms | None = None, quantity: int 
         existing=[],
         new_id=lambda prefix: f"{prefix}_{next(_ids)}",
         test_clock=False,
-        rules=DEFAULT_RULES,
+        rules=rules,
     )
     return plan.subscriptions[0]
 
@@ -212,3 +214,11 @@ def test_execute_names_a_missing_service() -> None:
     action = Action("a1", ActionKind.PAUSE, D(2025, 1, 2), requested_on=D(2025, 1, 2), service_id="svc_nope")
     _, (record,) = execute(sub, action)
     assert record.status is ActionStatus.REJECTED and "no service svc_nope" in (record.outcome or "")
+
+
+def test_a_pause_the_business_bills_does_not_stop_billing() -> None:
+    rules = BillingRules(billable_states=frozenset({ServiceState.EFFECTIVE, ServiceState.PAUSED}))
+    run = Run(subscribe(D(2025, 1, 1), rules=rules)).to(D(2025, 1, 1))
+    run.request(ActionKind.PAUSE, D(2025, 1, 10), days=10).to(D(2025, 3, 1))
+    assert run.service.state is ServiceState.EFFECTIVE
+    assert [i.total for i in run.invoices] == [usd("31.00")] * 3

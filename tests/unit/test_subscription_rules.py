@@ -121,3 +121,16 @@ def test_settings_are_validated_and_read_back(api: InProcessClient) -> None:
     assert api.patch("/settings/subscriptions", {"regret_days": 30, "downgrade": "immediate"}).status == 200
     read = api.get("/settings").body["subscriptions"]
     assert (read["regret_days"], read["downgrade"], read["upgrade"]) == (30, "immediate", "immediate")
+
+
+def test_a_retried_refusal_is_refused_again_not_answered_as_done(api: InProcessClient) -> None:
+    product = make_product(api, MONTHLY)
+    subscription_id, service_id = first_service(order(api, make_contact(api), product))
+    resume = f"/subscriptions/{subscription_id}/services/{service_id}/resume"
+    key = {"Idempotency-Key": "resume-1"}
+    first = api.post(resume, {}, headers=key)
+    again = api.post(resume, {}, headers=key)
+    assert (first.status, again.status) == (409, 409)
+    assert again.body["rule"] == first.body["rule"] == "only paused services can be resumed"
+    log = api.get(f"/subscriptions/{subscription_id}/actions").body["actions"]
+    assert [(a["action"], a["status"]) for a in log] == [("resume", "rejected")]

@@ -124,13 +124,8 @@ def recurring_pieces(
     cycle = schedule.cycle
     advance = subscription.billing_model is BillingModel.ADVANCE
     billing_start = service.billing_start
-    restarted = service.restarted_on
-    charged_from = restarted if restarted is not None and restarted > billing_start else billing_start
-    if start is not None:
-        begin = start
-    else:
-        billed = service.billed_through
-        begin = billed if billed is not None and billed > charged_from else charged_from
+    charged_from = service.charged_from
+    begin = service.unbilled_from if start is None else start
     first = begin == billing_start and charged_from == billing_start
     # The first piece of a stretch restarted mid-period (a resume, a change) goes on the next
     # invoice with the credit of the stretch before it, as prorations do.
@@ -287,15 +282,12 @@ def next_due_date(subscription: Subscription) -> date | None:
     for service in subscription.services:
         if service.state is ServiceState.DRAFT:
             dates.append(service.start_date)
-        if service.term_end is not None and service.state in _TERMED_STATES and not service.expired:
-            dates.append(service.term_end)
+        if (term_end := service.open_term_end) is not None:
+            dates.append(term_end)
         run_date = _Due(service, subscription).run_date(lead)
         if run_date is not None:
             dates.append(run_date)
     return min(dates, default=None)
-
-
-_TERMED_STATES = frozenset({ServiceState.EFFECTIVE, ServiceState.PAUSED})
 
 
 # -- lines --------------------------------------------------------------------------------------

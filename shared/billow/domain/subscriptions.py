@@ -8,6 +8,7 @@ and create the invoice in a single atomic write.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import date, timedelta
 
@@ -15,7 +16,7 @@ from billow.domain.actions import Action
 from billow.domain.calendar import BillingSchedule, Cycle, Period
 from billow.domain.catalog import BillingModel, PriceTerms
 from billow.domain.errors import InvalidInput
-from billow.domain.lifecycle import DerivedState, derived_state
+from billow.domain.lifecycle import ACTIVE_STATES, DerivedState, derived_state
 from billow.domain.lines import Adjustment
 from billow.domain.rules import DEFAULT_RULES, Alignment, BillingRules, ServiceState
 
@@ -115,6 +116,13 @@ class Service:
         return self.contract_end is not None and day < self.contract_end
 
     @property
+    def open_term_end(self) -> date | None:
+        """The end of a termed period still to come into effect (renewal or expiry), if any."""
+        if self.term_end is None or self.expired or self.state not in ACTIVE_STATES:
+            return None
+        return self.term_end
+
+    @property
     def since(self) -> date:
         return self.state_since or self.start_date
 
@@ -173,9 +181,9 @@ class Subscription:
     def replacing(self, service: Service) -> Subscription:
         return replace(self, services=tuple(service if s.id == service.id else s for s in self.services))
 
-    @property
-    def next_action(self) -> Action | None:
-        return min(self.actions, key=lambda a: a.on, default=None)
+    def with_actions(self, actions: Iterable[Action]) -> Subscription:
+        """The subscription with these pending actions, in the order they take effect."""
+        return replace(self, actions=tuple(sorted(actions, key=lambda a: (a.on, a.id))))
 
     def adding(self, new_services: list[Service]) -> Subscription:
         return replace(self, services=(*self.services, *new_services))

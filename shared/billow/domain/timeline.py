@@ -23,7 +23,7 @@ from dataclasses import replace
 from datetime import date, timedelta
 from itertools import islice
 
-from billow.domain.actions import Action, ActionKind, ActionStatus, Requester
+from billow.domain.actions import Action, ActionKind, Requester
 from billow.domain.billing import (
     BillingStep,
     InvoiceDraft,
@@ -63,25 +63,21 @@ class _Effect:
         self.pending = [a for a in subscription.actions if a.id != action.id]
 
     def settle(self, service: Service, on: date, *, credit_on: date) -> Service:
+        """Settle `service` (already in its new state) at `on`; a service still billable is one
+        whose old billing ends (a change, a new billing day), credited as a cancellation is."""
         rules = self.subscription.rules
         before = self.subscription.service(service.id)
         billable = before is not None and rules.is_billable(before.state, service.billable_states)
-        creditable = rules.is_creditable(self._after(service), service.non_creditable_states)
+        still_billable = rules.is_billable(service.state, service.billable_states)
+        if before is not None and before.state is not service.state and still_billable:
+            return service  # the business bills the new state too: billing goes on
+        after = ServiceState.CANCELLED if still_billable else service.state
+        creditable = rules.is_creditable(after, service.non_creditable_states)
         settled, adjustments = settle(
             service, self.subscription, on, credit_on=credit_on, credit=creditable, charge=billable
         )
         self.adjustments += adjustments
         return replace(settled, stopped_on=on) if billable else settled
-
-    def _after(self, service: Service) -> ServiceState:
-        kind = self.action.kind
-        if kind is ActionKind.PAUSE:
-            return ServiceState.PAUSED
-        if kind in (ActionKind.DEACTIVATE, ActionKind.EXPIRE):
-            return ServiceState.NOT_EFFECTIVE
-        if kind is ActionKind.REGRET:
-            return ServiceState.REGRETTED
-        return ServiceState.CANCELLED  # cancel, and a change or new billing day: the old billing ends
 
     def schedule(self, action: Action) -> None:
         self.pending.append(action)
@@ -99,6 +95,13 @@ class _Effect:
 
 def _state_change(service: Service, action: StateAction, on: date) -> Service:
     return replace(service, state=next_state(service.state, action), state_since=on)
+
+
+def _restarted(service: Service, on: date) -> Service:
+    """Billing starts again on `on`, if an action had stopped it."""
+    if service.stopped_on is None:
+        return service
+    return replace(service, restarted_on=on, stopped_on=None)
 
 
 def _not_final(service: Service, kind: ActionKind) -> None:
@@ -131,8 +134,7 @@ def _service_effect(effect: _Effect, service: Service) -> tuple[Service, str]:
             return replace(_state_change(service, StateAction.ACTIVATE, on), start_date=min(on, service.start_date)), (
                 "activated"
             )
-        activated = _state_change(service, StateAction.ACTIVATE, on)
-        return replace(activated, restarted_on=on, stopped_on=None), "activated; billing restarts"
+        return _restarted(_state_change(service, StateAction.ACTIVATE, on), on), "activated; billing restarts"
     if kind is ActionKind.DEACTIVATE:
         grace = subscription.grace_until
         if grace is not None and on < grace and action.by is not Requester.BACK_OFFICE:
@@ -159,7 +161,7 @@ def _service_effect(effect: _Effect, service: Service) -> tuple[Service, str]:
         settled = effect.settle(paused, on, credit_on=cycle_end(subscription, on))
         return settled, f"paused for {days} days" if days else "paused"
     if kind is ActionKind.RESUME:
-        resumed = replace(_state_change(service, StateAction.RESUME, on), restarted_on=on, stopped_on=None)
+        resumed = _restarted(_state_change(service, StateAction.RESUME, on), on)
         effect.drop_pending(service.id, f"service resumed on {on}", frozenset({ActionKind.RESUME}))
         return resumed, "resumed; billing restarts"
     if kind is ActionKind.CANCEL:
@@ -193,7 +195,7 @@ def _service_effect(effect: _Effect, service: Service) -> tuple[Service, str]:
             raise RuleViolation(f"service {service.id} has not expired; activate it instead", rule="renew.expired_only")
         term_end = add_cycles(on, subscription.cycle, _termed(service))
         renewed = _state_change(service, StateAction.RENEW, on)
-        renewed = replace(renewed, restarted_on=on, stopped_on=None, term_end=term_end, expired=False)
+        renewed = replace(_restarted(renewed, on), term_end=term_end, expired=False)
         return renewed, f"renewed until {term_end}"
     if kind is ActionKind.EXPIRE:
         expired = replace(service, state=ServiceState.NOT_EFFECTIVE, state_since=on, expired=True)
@@ -321,22 +323,12 @@ def execute(subscription: Subscription, action: Action) -> tuple[Subscription, t
             updated = subscription.replacing(after)
         else:
             updated, outcome = _subscription_effect(effect)
-    except (IllegalTransition, RuleViolation, Conflict) as refusal:
+    except Conflict as refusal:  # an illegal transition, a rule, a missing service
         rule = getattr(refusal, "rule", None) or "not_applicable"
         left = replace(subscription, actions=tuple(effect.pending))
         return left, (action.rejected(refusal.message, rule),)
-    done = replace(
-        updated,
-        actions=tuple(sorted(effect.pending, key=lambda a: (a.on, a.id))),
-        adjustments=(*subscription.adjustments, *effect.adjustments),
-    )
+    done = replace(updated.with_actions(effect.pending), adjustments=(*subscription.adjustments, *effect.adjustments))
     return done, (action.executed(outcome), *effect.logged)
-
-
-def refusal(subscription: Subscription, action: Action) -> Action | None:
-    """The rejected record if executing `action` now would be refused (nothing is changed)."""
-    _, records = execute(subscription, action)
-    return records[0] if records[0].status is ActionStatus.REJECTED else None
 
 
 # -- what is due ------------------------------------------------------------------------------------
@@ -344,17 +336,8 @@ def _term_actions(subscription: Subscription, as_of: date) -> list[Action]:
     """Ends of termed periods on or before `as_of`: an automatic renewal or an expiry."""
     due = []
     for service in subscription.services:
-        end = service.term_end
-        if (
-            end is None
-            or end > as_of
-            or service.expired
-            or service.state
-            not in (
-                ServiceState.EFFECTIVE,
-                ServiceState.PAUSED,
-            )
-        ):
+        end = service.open_term_end
+        if end is None or end > as_of:
             continue
         kind = ActionKind.RENEW if service.auto_renew else ActionKind.EXPIRE
         due.append(

@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import date, timedelta
 from decimal import Decimal
+from typing import NoReturn
 
 from billow.domain.actions import MAX_PENDING_ACTIONS, Action, ActionKind, ActionStatus, Requester, ServiceChange
 from billow.domain.billing import InvoiceDraft
@@ -36,7 +37,7 @@ from billow.domain.lifecycle import FINAL_STATES, TRANSITION_RULES
 from billow.domain.policy import Timing
 from billow.domain.subscriptions import Service, Subscription
 from billow.domain.timeline import cycle_end, steps, upcoming_invoices
-from billow.services.billing import MAX_CYCLES_AHEAD, MAX_DAYS_AHEAD, InvoiceNumbers, bill_subscription
+from billow.services.billing import MAX_CYCLES_AHEAD, MAX_DAYS_AHEAD, InvoiceNumbers, bill_loaded
 from billow.services.contacts import contact_today, get_contact
 from billow.services.context import Clock, TenantContext
 from billow.services.ports import Store
@@ -269,18 +270,25 @@ def _check_activation(store: Store, ctx: TenantContext, subscription: Subscripti
 
 
 # -- the use cases ---------------------------------------------------------------------------------
-def _refusal(subscription: Subscription, action: Action) -> Action | None:
-    """The rejected record if `action`, on its day, would be refused by the transition table or
+def _outcome(subscription: Subscription, action: Action) -> Action:
+    """The record `action` will leave on its day: executed, or rejected by the transition table or
     its own rules (the pending actions before it executed first, as they will be)."""
     pending = replace(subscription, actions=(*subscription.actions, action))
     for step in steps(pending, action.on):
         for record in step.actions:
             if record.id == action.id:
-                return record if record.status is ActionStatus.REJECTED else None
-    return None
+                return record
+    raise AssertionError(f"action {action.id} did not run by {action.on}")
 
 
-def _raise_refusal(record: Action, subscription: Subscription) -> None:
+def _check_outcome(subscription: Subscription, action: Action) -> Action:
+    record = _outcome(subscription, action)
+    if record.status is ActionStatus.REJECTED:
+        _raise_refusal(record, subscription)
+    return record
+
+
+def _raise_refusal(record: Action, subscription: Subscription) -> NoReturn:
     rule = record.rule or "not_applicable"
     if rule in TRANSITION_RULES:
         service = subscription.service(record.service_id or "")
@@ -303,45 +311,42 @@ def request_action(
     """Execute the action now, or schedule it. Refusals are logged and raised.
 
     `keyed`: the ids come from the caller's idempotency key, so a retry finds the first attempt's
-    record in the log and answers with it instead of acting twice."""
+    record in the log and answers as it did (the record, or the same refusal) instead of acting
+    twice."""
     subscription = _subscription(store, ctx, subscription_id)
     today = contact_today(store, ctx, subscription.contact_id, clock)
     action_id = new_id("act")
     if keyed and (earlier := _logged(store, ctx, subscription, action_id)) is not None:
+        if earlier.status is ActionStatus.REJECTED:
+            _raise_refusal(earlier, subscription)
         return ActionResult(earlier, subscription, [], today, replayed=True)
-    invoices = bill_subscription(store, ctx.settings, subscription.contact_id, subscription_id, today, numbers)
+    # Bring it up to today first: the action is checked against the state it will act on.
+    invoices, subscription = bill_loaded(store, ctx.settings, subscription, today, numbers)
     for _ in range(MAX_CONFLICT_RETRIES + 1):
-        subscription = _subscription(store, ctx, subscription_id)
+        action: Action | None = None
         try:
             action = build_action(store, ctx, subscription, request, today, action_id)
-        except RuleViolation as refusal:
-            _log_refusal(store, ctx, subscription, request, today, action_id, refusal.message, refusal.rule)
-            raise
-        refused = _refusal(subscription, action)
-        if refused is not None:
-            store.log_actions(ctx.tenant_id, subscription, [refused])
-            _raise_refusal(refused, subscription)
-        if action.kind is ActionKind.ACTIVATE:
-            try:
+            record = _check_outcome(subscription, action)
+            if action.kind is ActionKind.ACTIVATE:
                 _check_activation(store, ctx, subscription)
-            except RuleViolation as refusal:
-                store.log_actions(ctx.tenant_id, subscription, [action.rejected(refusal.message, refusal.rule)])
-                raise
+        except (RuleViolation, IllegalTransition) as refusal:
+            refused = action or _unbuilt(request, today, action_id)
+            store.log_actions(ctx.tenant_id, subscription, [refused.rejected(refusal.message, refusal.rule)])
+            raise
         if len(subscription.actions) >= MAX_PENDING_ACTIONS:
             raise Conflict(f"a subscription holds at most {MAX_PENDING_ACTIONS} pending actions; cancel some first")
-        scheduled = _with_pending(subscription, action)
+        scheduled = subscription.with_actions((*subscription.actions, action))
         try:
             store.apply_billing_step(ctx.tenant_id, scheduled, subscription.version, None, [action])
         except ConcurrentModification:
+            subscription = _subscription(store, ctx, subscription_id)
             continue
+        scheduled = replace(scheduled, version=subscription.version + 1)
         if action.on > today:
             return ActionResult(action, scheduled, invoices, today)
-        scheduled = replace(scheduled, version=subscription.version + 1)
-        invoices += bill_subscription(
-            store, ctx.settings, subscription.contact_id, subscription_id, today, numbers, loaded=scheduled
-        )
-        done = _logged(store, ctx, subscription, action.id) or action
-        return ActionResult(done, _subscription(store, ctx, subscription_id), invoices, today)
+        # Its day has come: execute it as the run would (it is the outcome checked above).
+        created, done = bill_loaded(store, ctx.settings, scheduled, today, numbers)
+        return ActionResult(record, done, invoices + created, today)
     raise ConcurrentModification(f"subscription {subscription_id} kept changing; try again")
 
 
@@ -350,21 +355,9 @@ def _logged(store: Store, ctx: TenantContext, subscription: Subscription, action
     return next((a for a in log if a.id == action_id), None)
 
 
-def _with_pending(subscription: Subscription, action: Action) -> Subscription:
-    return replace(subscription, actions=tuple(sorted((*subscription.actions, action), key=lambda a: (a.on, a.id))))
-
-
-def _log_refusal(
-    store: Store,
-    ctx: TenantContext,
-    subscription: Subscription,
-    request: ActionRequest,
-    today: date,
-    action_id: str,
-    message: str,
-    rule: str,
-) -> None:
-    record = Action(
+def _unbuilt(request: ActionRequest, today: date, action_id: str) -> Action:
+    """The record of a request refused before its action could be built (for the log)."""
+    return Action(
         id=action_id,
         kind=request.kind,
         on=request.on or today,
@@ -372,8 +365,7 @@ def _log_refusal(
         service_id=request.service_id,
         reason=request.reason,
         by=request.by,
-    ).rejected(message, rule)
-    store.log_actions(ctx.tenant_id, subscription, [record])
+    )
 
 
 def _pending(subscription: Subscription, action_id: str) -> Action:
@@ -395,17 +387,14 @@ def _edit_pending(
         subscription = _subscription(store, ctx, subscription_id)
         action = _pending(subscription, action_id)
         today = contact_today(store, ctx, subscription.contact_id, clock)
-        updated, record = edit(replace(subscription, actions=_without(subscription, action_id)), action, today)
+        others = subscription.with_actions(a for a in subscription.actions if a.id != action_id)
+        updated, record = edit(others, action, today)
         try:
             store.apply_billing_step(ctx.tenant_id, updated, subscription.version, None, [record])
         except ConcurrentModification:
             continue
         return record
     raise ConcurrentModification(f"subscription {subscription_id} kept changing; try again")
-
-
-def _without(subscription: Subscription, action_id: str) -> tuple[Action, ...]:
-    return tuple(a for a in subscription.actions if a.id != action_id)
 
 
 def cancel_action(store: Store, ctx: TenantContext, subscription_id: str, action_id: str, clock: Clock) -> Action:
@@ -428,10 +417,8 @@ def reschedule_action(
         if on > today + timedelta(days=MAX_DAYS_SCHEDULED):
             raise InvalidInput(f"on is at most {MAX_DAYS_SCHEDULED} days ahead", field="on")
         moved = replace(action, on=on)
-        refused = _refusal(others, moved)
-        if refused is not None:
-            _raise_refusal(refused, others)
-        return _with_pending(others, moved), moved
+        _check_outcome(others, moved)
+        return others.with_actions((*others.actions, moved)), moved
 
     return _edit_pending(store, ctx, subscription_id, action_id, clock, move)
 
@@ -452,9 +439,7 @@ def preview_action(
     for step in steps(subscription, today):  # as the request would find it
         current = step.subscription
     action = build_action(store, ctx, current, request, today, "act_preview")
-    refused = _refusal(current, action)
-    if refused is not None:
-        _raise_refusal(refused, current)
+    _check_outcome(current, action)
     with_action = replace(current, actions=(*current.actions, action))
     invoices = [i for i in upcoming_invoices(with_action, count + 1) if i.billing_date >= today]
     return action, invoices[:count]

@@ -75,13 +75,31 @@ def bill_subscription(
 
     `today` is given when billing ahead of time (as_of in the future): it is the issue date.
     `loaded` is the subscription when the caller has just read it (consistently)."""
+    subscription = loaded or store.load_subscription(settings.tenant_id, contact_id, subscription_id)
+    if subscription is None:
+        return []
+    return bill_loaded(store, settings, subscription, as_of, numbers, today=today, rater=rater)[0]
+
+
+def bill_loaded(
+    store: Store,
+    settings: TenantSettings,
+    subscription: Subscription,
+    as_of: date,
+    numbers: InvoiceNumbers,
+    *,
+    today: date | None = None,
+    rater: UsageRater = NO_USAGE,
+) -> tuple[list[Invoice], Subscription]:
+    """`bill_subscription` for a subscription just read; also returns the subscription as written
+    (with its new version), so the caller need not read it back."""
     created: list[Invoice] = []
     conflicts = 0
-    subscription = loaded or store.load_subscription(settings.tenant_id, contact_id, subscription_id)
-    while subscription is not None:
-        step = next_step(subscription, as_of, today=today, rater=rater)
+    current: Subscription | None = subscription
+    while current is not None:
+        step = next_step(current, as_of, today=today, rater=rater)
         if step is None:
-            return created
+            return created, current
         invoice = None
         if step.invoice is not None:
             invoice = Invoice.issue(
@@ -91,18 +109,18 @@ def bill_subscription(
                 payment_terms_days=settings.payment_terms_days,
             )
         try:
-            store.apply_billing_step(settings.tenant_id, step.subscription, subscription.version, invoice, step.actions)
+            store.apply_billing_step(settings.tenant_id, step.subscription, current.version, invoice, step.actions)
         except ConcurrentModification:
             conflicts += 1
             if conflicts > MAX_CONFLICT_RETRIES:
                 raise
-            subscription = store.load_subscription(settings.tenant_id, contact_id, subscription_id)
+            current = store.load_subscription(settings.tenant_id, subscription.contact_id, subscription.id)
             continue
         if invoice is not None:
             created.append(invoice)
         # What was just written is the current state: no need to read it back.
-        subscription = replace(step.subscription, version=subscription.version + 1)
-    return created
+        current = replace(step.subscription, version=current.version + 1)
+    raise NotFound(f"no subscription {subscription.id}", field="subscription_id")
 
 
 @dataclass

@@ -11,7 +11,7 @@ from typing import Any
 
 from billow.domain.actions import Action, ActionKind, ActionStatus, Requester, ServiceChange
 from billow.domain.calendar import BillingSchedule, Cycle, Period
-from billow.domain.catalog import BillingModel, PriceTerms, PricingModel, Product
+from billow.domain.catalog import BillingModel, PriceTerms, PricingModel, Product, terms_json
 from billow.domain.contacts import Address, Contact, TestClock
 from billow.domain.invoices import Invoice, InvoiceStatus, Payment, PaymentMethod
 from billow.domain.lines import Adjustment, LineDraft
@@ -91,22 +91,7 @@ def rules_in(d: Json | None) -> BillingRules:
 
 
 def terms_out(t: PriceTerms) -> Json:
-    return {
-        "id": t.id,
-        "product_id": t.product_id,
-        "price": money_out(t.price),
-        "cycle": t.cycle.value,
-        "billing_model": t.billing_model.value,
-        "pricing_model": t.pricing_model.value,
-        "setup_fee": money_out(t.setup_fee),
-        "trial_days": t.trial_days,
-        "alignment": None if t.alignment is None else t.alignment.value,
-        "meter": t.meter,
-        "term_cycles": t.term_cycles,
-        "auto_renew": t.auto_renew,
-        "contract_cycles": t.contract_cycles,
-        "cancellation_fee": money_out(t.cancellation_fee),
-    }
+    return terms_json(t, money_out)
 
 
 def terms_in(d: Json) -> PriceTerms:
