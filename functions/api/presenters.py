@@ -175,6 +175,7 @@ def action(a: Action) -> Json:
         "reason": a.reason,
         "outcome": a.outcome,
         "rule": a.rule,
+        "moved_to": a.moved_to,
         "parameters": {
             name: value
             for name, value in (

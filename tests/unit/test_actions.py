@@ -212,7 +212,7 @@ def test_a_change_of_billing_day_settles_the_cycle_and_bills_each_day_once(model
 def test_execute_names_a_missing_service() -> None:
     sub = subscribe(D(2025, 1, 1))
     action = Action("a1", ActionKind.PAUSE, D(2025, 1, 2), requested_on=D(2025, 1, 2), service_id="svc_nope")
-    _, (record,) = execute(sub, action)
+    (record,) = execute(sub, action).actions
     assert record.status is ActionStatus.REJECTED and "no service svc_nope" in (record.outcome or "")
 
 

@@ -105,6 +105,9 @@ class Action:
     rule: str | None = None
     """The rule that rejected it."""
     executed_on: date | None = None
+    moved_to: str | None = None
+    """For a change to price terms of another cycle or billing model: the subscription the service
+    moved to."""
 
     def executed(self, outcome: str) -> Action:
         return replace(self, status=ActionStatus.EXECUTED, outcome=outcome, executed_on=self.on)

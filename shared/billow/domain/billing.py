@@ -46,7 +46,7 @@ from billow.domain.catalog import BillingModel
 from billow.domain.lines import Adjustment, LineDraft
 from billow.domain.money import Money, sum_money
 from billow.domain.rules import Alignment, ServiceState
-from billow.domain.subscriptions import Service, Subscription
+from billow.domain.subscriptions import Service, Subscription, Transfer
 from billow.domain.usage import NO_USAGE, UsageRater
 
 _ONE = Fraction(1)
@@ -97,6 +97,8 @@ class BillingStep:
     invoice: InvoiceDraft | None
     actions: tuple[Action, ...] = ()
     """Actions this step executed, rejected, scheduled or cancelled (for the action log)."""
+    transfer: Transfer | None = None
+    """A service this step moves to another of the contact's subscriptions (written with it)."""
 
 
 # -- where a service's billable days end --------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
+from fractions import Fraction
 from typing import Any
 
 from billow.domain.calendar import Cycle
@@ -89,6 +90,12 @@ class PriceTerms:
     def period_price(self, quantity: int) -> Money:
         """Price of one full billing period for `quantity` units."""
         return self.price.times(quantity)
+
+    def yearly_rate(self, quantity: int) -> Fraction:
+        """The recurring charge over an average year (365.25 days), in minor units: what compares
+        price terms of different cycles (a change from monthly to yearly is an upgrade or not)."""
+        per_year = Fraction(1461, 28) if self.cycle is Cycle.WEEK else Fraction(12, self.cycle.months)
+        return self.period_price(quantity).minor * per_year
 
 
 def terms_json(t: PriceTerms, money: Callable[[Money | None], Any]) -> dict[str, Any]:

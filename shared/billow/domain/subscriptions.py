@@ -23,7 +23,7 @@ from billow.domain.rules import DEFAULT_RULES, Alignment, BillingRules, ServiceS
 MAX_SERVICES_PER_SUBSCRIPTION = 100  # keeps the subscription item far below DynamoDB's 400 KB
 
 
-__all__ = ["Service", "ServiceState", "Subscription", "SubscriptionKey", "SubscriptionState"]
+__all__ = ["Service", "ServiceState", "Subscription", "SubscriptionKey", "SubscriptionState", "Transfer"]
 
 
 SubscriptionState = DerivedState
@@ -170,6 +170,8 @@ class Subscription:
 
     @property
     def state(self) -> SubscriptionState:
+        if not self.services:  # every service moved to another subscription
+            return SubscriptionState.CHURNED
         return derived_state(s.state for s in self.services)
 
     def with_services(self, services: tuple[Service, ...]) -> Subscription:
@@ -187,3 +189,20 @@ class Subscription:
 
     def adding(self, new_services: list[Service]) -> Subscription:
         return replace(self, services=(*self.services, *new_services))
+
+    def without(self, service_id: str) -> Subscription:
+        return replace(self, services=tuple(s for s in self.services if s.id != service_id))
+
+
+@dataclass(frozen=True, slots=True)
+class Transfer:
+    """A service leaving its subscription for the contact's subscription of another cycle or
+    billing model (a change of price terms), settled in the one it leaves."""
+
+    service: Service
+    """As it joins: new price terms, billed from the day of the change."""
+    key: SubscriptionKey
+    record: Action
+    """The change, executed."""
+    actions: tuple[Action, ...]
+    """Its pending actions, which move with it."""

@@ -12,8 +12,9 @@ What each action does to billing (docs/lifecycle.md):
   days already invoiced past it are credited, unbilled days before it are charged (`settle`);
 - starting it again (resume, activate, renew, change) restarts billing from that day, as if it had
   just joined mid-period (prorated, no first-piece rules).
-Credits of a pause or deactivation go on the next invoice; those of a cancellation, a regret or a
-change go on an invoice the same day (with the new price, for a change billed in advance).
+Credits of a pause, a deactivation or a change go on the next invoice; those of a cancellation, a
+regret or a change that moves the service to the subscription of its new cycle go on an invoice
+the same day.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from dataclasses import replace
 from datetime import date, timedelta
 from itertools import islice
 
-from billow.domain.actions import Action, ActionKind, Requester
+from billow.domain.actions import Action, ActionKind, Requester, ServiceChange
 from billow.domain.billing import (
     BillingStep,
     InvoiceDraft,
@@ -31,12 +32,12 @@ from billow.domain.billing import (
     one_time_line,
     settle,
 )
-from billow.domain.calendar import BillingSchedule, Period, add_cycles, day_on_or_after
+from billow.domain.calendar import BillingSchedule, Cycle, Period, add_cycles, day_on_or_after
 from billow.domain.errors import Conflict, IllegalTransition, InvalidInput, RuleViolation
 from billow.domain.lifecycle import CHANGE_RULE, FINAL_RULE, FINAL_STATES, StateAction, next_state
 from billow.domain.lines import Adjustment
-from billow.domain.rules import CalendarMode, ServiceState
-from billow.domain.subscriptions import Service, Subscription
+from billow.domain.rules import Alignment, BillingRules, CalendarMode, ServiceState
+from billow.domain.subscriptions import Service, Subscription, SubscriptionKey, Transfer
 from billow.domain.usage import NO_USAGE, UsageRater
 
 MAX_CATCH_UP_STEPS = 1000  # a subscription more than 1000 steps behind is a data error, not billing
@@ -61,6 +62,8 @@ class _Effect:
         self.adjustments: list[Adjustment] = []
         self.logged: list[Action] = []  # actions the execution schedules or cancels
         self.pending = [a for a in subscription.actions if a.id != action.id]
+        self.moving: tuple[Service, SubscriptionKey] | None = None
+        self.moved: list[Action] = []
 
     def settle(self, service: Service, on: date, *, credit_on: date) -> Service:
         """Settle `service` (already in its new state) at `on`; a service still billable is one
@@ -78,6 +81,12 @@ class _Effect:
         )
         self.adjustments += adjustments
         return replace(settled, stopped_on=on) if billable else settled
+
+    def move(self, service: Service, key: SubscriptionKey) -> None:
+        """The service leaves for the subscription of `key`; its pending actions go with it."""
+        self.moving = (service, key)
+        self.moved = [a for a in self.pending if a.service_id == service.id]
+        self.drop_pending(service.id, "moved with the service to another subscription")
 
     def schedule(self, action: Action) -> None:
         self.pending.append(action)
@@ -232,7 +241,39 @@ def _service_effect(effect: _Effect, service: Service) -> tuple[Service, str]:
     raise AssertionError(f"{kind} is not a service action")
 
 
+def _with_new_terms(service: Service, change: ServiceChange, cycle: Cycle, on: date) -> Service:
+    """The service on its new product, price terms and quantity. A service not charged yet (a
+    draft, a trial) counts its termed and contract periods afresh from its first charged day; else
+    a running term or contract is kept (a change does not end a contract), and one that only the
+    new terms have starts on the day of the change."""
+    terms = change.terms
+    charging = service.state is not ServiceState.DRAFT and not service.in_trial(on)
+    start = on if charging else service.billing_start
+    running_term = service.term_end if charging and terms.term_cycles is not None else None
+    contract_end = service.contract_end
+    running_contract = contract_end if charging and contract_end is not None and contract_end > on else None
+    return replace(
+        service,
+        product_id=change.product_id,
+        product_name=change.product_name,
+        terms=terms,
+        quantity=change.quantity,
+        term_end=running_term or _cycles_after(start, cycle, terms.term_cycles),
+        auto_renew=service.auto_renew if running_term else terms.auto_renew,
+        contract_end=running_contract or _cycles_after(start, cycle, terms.contract_cycles),
+    )
+
+
+def _cycles_after(start: date, cycle: Cycle, cycles: int | None) -> date | None:
+    return None if cycles is None else add_cycles(start, cycle, cycles)
+
+
 def _change(effect: _Effect, service: Service) -> tuple[Service, str]:
+    """Another product, price terms or quantity from the action's day: the old price is settled to
+    that day and the new one billed from it. Price terms of another cycle or billing model move
+    the service to the contact's subscription of that cycle and model (a new one if there is none):
+    it is settled here as a cancellation is (credited the same day), and billed there from the day
+    of the change."""
     action, subscription = effect.action, effect.subscription
     change = action.change
     assert change is not None
@@ -242,35 +283,32 @@ def _change(effect: _Effect, service: Service) -> tuple[Service, str]:
             current_state=service.state.value,
             rule=CHANGE_RULE,
         )
-    terms = change.terms
-    if (terms.cycle, terms.billing_model, terms.currency) != (
-        subscription.cycle,
-        subscription.billing_model,
-        subscription.currency,
-    ):
+    terms, on = change.terms, action.on
+    if terms.currency != subscription.currency:
         raise RuleViolation(
-            "the new price terms must bill on the subscription's cycle, billing model and currency",
-            rule="change.same_subscription",
+            f"a change keeps the service's currency ({subscription.currency}): cancel it and order the new terms",
+            rule="change.currency",
         )
-    on = action.on
-    changed = replace(
-        service,
-        product_id=change.product_id,
-        product_name=change.product_name,
-        terms=terms,
-        quantity=change.quantity,
-    )
+    key = SubscriptionKey.of(terms)
+    moving = key != subscription.key
+    if moving and (service.terms.meter is not None or terms.meter is not None):
+        raise RuleViolation(
+            "a metered service changes price terms only within its billing cycle and model",
+            rule="change.metered",
+        )
+    changed = _with_new_terms(service, change, key.cycle, on)
     what = f"changed to {change.product_name} x{change.quantity} at {terms.price} per {terms.cycle.value}"
-    if service.state is ServiceState.DRAFT:
-        return changed, what
-    if service.in_trial(on):
-        return replace(changed, trial_ends_on=service.billing_start), f"{what} (in trial)"
-    settled = effect.settle(service, on, credit_on=cycle_end(subscription, on))
-    if terms.term_cycles is not None and service.term_end is None:
-        changed = replace(changed, term_end=add_cycles(on, subscription.cycle, terms.term_cycles))
-    return replace(
-        changed, billed_through=settled.billed_through, restarted_on=on
-    ), f"{what}; the old price is settled to {on}"
+    if service.in_trial(on) and service.state is not ServiceState.DRAFT:
+        changed, what = replace(changed, trial_ends_on=service.billing_start), f"{what} (in trial)"
+    elif service.state is not ServiceState.DRAFT:
+        credit_on = on if moving else cycle_end(subscription, on)
+        settled = effect.settle(service, on, credit_on=credit_on)
+        changed = replace(changed, billed_through=settled.billed_through, restarted_on=on)
+        what = f"{what}; the old price is settled to {on}"
+    if moving:
+        effect.move(changed, key)
+        what = f"{what}; moved to the contact's {key.cycle.adjective} {key.billing_model.value} subscription"
+    return changed, what
 
 
 def _subscription_effect(effect: _Effect) -> tuple[Subscription, str]:
@@ -307,9 +345,10 @@ def _subscription_effect(effect: _Effect) -> tuple[Subscription, str]:
     raise AssertionError(f"{kind} is not a subscription action")
 
 
-def execute(subscription: Subscription, action: Action) -> tuple[Subscription, tuple[Action, ...]]:
-    """The subscription after `action`, and the records for the action log: the action executed
-    (or rejected, with the rule) and any action it scheduled or cancelled.
+def execute(subscription: Subscription, action: Action) -> BillingStep:
+    """The subscription after `action`, with the records for the action log: the action executed
+    (or rejected, with the rule) and any action it scheduled or cancelled; and the service it
+    moves to another subscription, if it does.
 
     A refused action changes nothing but leaves the pending list; the caller decides whether the
     refusal is an answer (an immediate request) or a log entry (a scheduled one)."""
@@ -320,15 +359,45 @@ def execute(subscription: Subscription, action: Action) -> tuple[Subscription, t
             if service is None:
                 raise Conflict(f"subscription {subscription.id} has no service {action.service_id}", field="service_id")
             after, outcome = _service_effect(effect, service)
-            updated = subscription.replacing(after)
+            updated = subscription.without(service.id) if effect.moving else subscription.replacing(after)
         else:
             updated, outcome = _subscription_effect(effect)
     except Conflict as refusal:  # an illegal transition, a rule, a missing service
         rule = getattr(refusal, "rule", None) or "not_applicable"
         left = replace(subscription, actions=tuple(effect.pending))
-        return left, (action.rejected(refusal.message, rule),)
+        return BillingStep(left, None, (action.rejected(refusal.message, rule),))
     done = replace(updated.with_actions(effect.pending), adjustments=(*subscription.adjustments, *effect.adjustments))
-    return done, (action.executed(outcome), *effect.logged)
+    record = action.executed(outcome)
+    transfer = None
+    if effect.moving is not None:
+        moved, key = effect.moving
+        transfer = Transfer(moved, key, record, tuple(effect.moved))
+    return BillingStep(done, None, (record, *effect.logged), transfer)
+
+
+def receiving_subscription(source: Subscription, transfer: Transfer, rules: BillingRules) -> Subscription:
+    """The new subscription a moving service goes to when the contact has none of its cycle and
+    billing model: billed under the business's current `rules` from the service's first unbilled
+    day (its id comes from the action's, so two runs executing the same change make the same one)."""
+    return Subscription(
+        id=f"sub_{transfer.record.id.removeprefix('act_')}",
+        contact_id=source.contact_id,
+        key=transfer.key,
+        schedule=rules.schedule_for(transfer.key.cycle, transfer.service.unbilled_from),
+        services=(),
+        created_on=transfer.record.on,
+        test_clock=source.test_clock,
+        rules=rules,
+    )
+
+
+def receive(subscription: Subscription, transfer: Transfer, *, new: bool) -> Subscription:
+    """`subscription` with the moving service and its pending actions. The service is aligned as a
+    newly ordered one would be: at once in a new subscription, else as its terms or the
+    subscription's rules say (a running service restarts mid-period: billed on the next invoice)."""
+    alignment = Alignment.IMMEDIATE if new else (transfer.service.terms.alignment or subscription.rules.alignment)
+    service = replace(transfer.service, alignment=alignment)
+    return subscription.adding([service]).with_actions((*subscription.actions, *transfer.actions))
 
 
 # -- what is due ------------------------------------------------------------------------------------
@@ -366,8 +435,7 @@ def next_step(
         step = next_billing_step(subscription, action.on - _DAY, rater=rater)
         if step is not None:
             return step
-        updated, logged = execute(subscription, action)
-        return BillingStep(updated, None, logged)
+        return execute(subscription, action)
     ahead = subscription.bill_ahead_until
     if ahead is not None and ahead > as_of:
         return next_billing_step(subscription, ahead, today=today or as_of, rater=rater)

@@ -22,7 +22,7 @@ from decimal import Decimal
 from typing import NoReturn
 
 from billow.domain.actions import MAX_PENDING_ACTIONS, Action, ActionKind, ActionStatus, Requester, ServiceChange
-from billow.domain.billing import InvoiceDraft
+from billow.domain.billing import BillingStep, InvoiceDraft
 from billow.domain.calendar import Cycle, Period
 from billow.domain.errors import (
     ConcurrentModification,
@@ -35,9 +35,9 @@ from billow.domain.errors import (
 from billow.domain.invoices import Invoice, InvoiceStatus
 from billow.domain.lifecycle import FINAL_STATES, TRANSITION_RULES
 from billow.domain.policy import Timing
-from billow.domain.subscriptions import Service, Subscription
-from billow.domain.timeline import cycle_end, steps, upcoming_invoices
-from billow.services.billing import MAX_CYCLES_AHEAD, MAX_DAYS_AHEAD, InvoiceNumbers, bill_loaded
+from billow.domain.subscriptions import MAX_SERVICES_PER_SUBSCRIPTION, Service, Subscription, SubscriptionKey, Transfer
+from billow.domain.timeline import cycle_end, receive, receiving_subscription, steps, upcoming_invoices
+from billow.services.billing import MAX_CYCLES_AHEAD, MAX_DAYS_AHEAD, InvoiceNumbers, bill_loaded, subscription_for
 from billow.services.contacts import contact_today, get_contact
 from billow.services.context import Clock, TenantContext
 from billow.services.ports import Store
@@ -188,8 +188,9 @@ def build_action(
                 if s.state not in FINAL_STATES and s.id != service.id
             ]
             policy.check_dependencies([*held, change.product_id], field_name="product_id")
-        # Same cycle and currency (a change stays in its subscription): compare period prices.
-        upgrade = change.terms.period_price(change.quantity) > service.terms.period_price(service.quantity)
+        _check_room(store, ctx, subscription, change)
+        # Terms of any cycle compare by what they charge over a year.
+        upgrade = change.terms.yearly_rate(change.quantity) > service.terms.yearly_rate(service.quantity)
         timing = policy.upgrade if upgrade else policy.downgrade
         if timing is Timing.END_OF_CYCLE:
             on = max(on, cycle_end(subscription, on))
@@ -223,6 +224,19 @@ def build_action(
     elif kind is ActionKind.BILL_AHEAD:
         action = replace(action, until=_bill_ahead_until(subscription, request, on))
     return action
+
+
+def _check_room(store: Store, ctx: TenantContext, subscription: Subscription, change: ServiceChange) -> None:
+    """A change that moves the service to another subscription needs room for it there."""
+    key = SubscriptionKey.of(change.terms)
+    if key == subscription.key:
+        return
+    target = subscription_for(store, ctx.tenant_id, subscription.contact_id, key)
+    if target is not None and len(target.services) >= MAX_SERVICES_PER_SUBSCRIPTION:
+        raise RuleViolation(
+            f"subscription {target.id} already holds {MAX_SERVICES_PER_SUBSCRIPTION} services",
+            rule="change.subscription_full",
+        )
 
 
 def _bill_ahead_until(subscription: Subscription, request: ActionRequest, on: date) -> date:
@@ -270,19 +284,20 @@ def _check_activation(store: Store, ctx: TenantContext, subscription: Subscripti
 
 
 # -- the use cases ---------------------------------------------------------------------------------
-def _outcome(subscription: Subscription, action: Action) -> Action:
-    """The record `action` will leave on its day: executed, or rejected by the transition table or
-    its own rules (the pending actions before it executed first, as they will be)."""
+def _executing(subscription: Subscription, action: Action) -> tuple[BillingStep, Action]:
+    """The step that will execute `action` on its day, and the record it leaves: executed, or
+    rejected by the transition table or its own rules (the pending actions before it executed
+    first, as they will be)."""
     pending = replace(subscription, actions=(*subscription.actions, action))
     for step in steps(pending, action.on):
         for record in step.actions:
             if record.id == action.id:
-                return record
+                return step, record
     raise AssertionError(f"action {action.id} did not run by {action.on}")
 
 
 def _check_outcome(subscription: Subscription, action: Action) -> Action:
-    record = _outcome(subscription, action)
+    _, record = _executing(subscription, action)
     if record.status is ActionStatus.REJECTED:
         _raise_refusal(record, subscription)
     return record
@@ -346,8 +361,14 @@ def request_action(
             return ActionResult(action, scheduled, invoices, today)
         # Its day has come: execute it as the run would (it is the outcome checked above).
         created, done = bill_loaded(store, ctx.settings, scheduled, today, numbers)
+        if _moves(subscription, action):  # the record names the subscription it moved to
+            record = _logged(store, ctx, subscription, action.id) or record
         return ActionResult(record, done, invoices + created, today)
     raise ConcurrentModification(f"subscription {subscription_id} kept changing; try again")
+
+
+def _moves(subscription: Subscription, action: Action) -> bool:
+    return action.change is not None and SubscriptionKey.of(action.change.terms) != subscription.key
 
 
 def _logged(store: Store, ctx: TenantContext, subscription: Subscription, action_id: str) -> Action | None:
@@ -432,7 +453,8 @@ def action_log(store: Store, ctx: TenantContext, subscription_id: str) -> list[A
 def preview_action(
     store: Store, ctx: TenantContext, subscription_id: str, request: ActionRequest, *, clock: Clock, count: int = 2
 ) -> tuple[Action, list[InvoiceDraft]]:
-    """The action as it would be scheduled, and the next invoices with it (nothing is written)."""
+    """The action as it would be scheduled, and the next invoices with it (nothing is written):
+    for a change that moves the service, those of both subscriptions, by date."""
     subscription = _subscription(store, ctx, subscription_id)
     today = contact_today(store, ctx, subscription.contact_id, clock)
     current = subscription
@@ -441,5 +463,19 @@ def preview_action(
     action = build_action(store, ctx, current, request, today, "act_preview")
     _check_outcome(current, action)
     with_action = replace(current, actions=(*current.actions, action))
-    invoices = [i for i in upcoming_invoices(with_action, count + 1) if i.billing_date >= today]
-    return action, invoices[:count]
+    invoices = upcoming_invoices(with_action, count + 1)
+    step, _ = _executing(current, action)
+    if step.transfer is not None:
+        invoices += upcoming_invoices(_received(store, ctx, current, step.transfer), count + 1)
+    upcoming = sorted((i for i in invoices if i.billing_date >= today), key=lambda i: i.billing_date)
+    return action, upcoming[:count]
+
+
+def _received(store: Store, ctx: TenantContext, source: Subscription, transfer: Transfer) -> Subscription:
+    """The subscription a moving service joins, as it will be right after (a dry run)."""
+    target = subscription_for(store, ctx.tenant_id, source.contact_id, transfer.key)
+    if target is None:
+        return receive(receiving_subscription(source, transfer, ctx.settings.billing), transfer, new=True)
+    for step in steps(target, transfer.record.on - timedelta(days=1)):
+        target = step.subscription
+    return receive(target, transfer, new=False)

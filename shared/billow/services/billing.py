@@ -17,13 +17,13 @@ from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from functools import partial
 
-from billow.domain.billing import InvoiceDraft
+from billow.domain.billing import BillingStep, InvoiceDraft
 from billow.domain.calendar import local_date, tenant_zone
 from billow.domain.errors import ConcurrentModification, InvalidInput, NotFound
 from billow.domain.invoices import Invoice
-from billow.domain.subscriptions import Subscription
+from billow.domain.subscriptions import Subscription, SubscriptionKey
 from billow.domain.tenants import TenantSettings
-from billow.domain.timeline import next_step, upcoming_invoices
+from billow.domain.timeline import next_step, receive, receiving_subscription, upcoming_invoices
 from billow.domain.usage import NO_USAGE, UsageRater
 from billow.services.context import TenantContext
 from billow.services.ports import DueSubscription, Store
@@ -109,7 +109,10 @@ def bill_loaded(
                 payment_terms_days=settings.payment_terms_days,
             )
         try:
-            store.apply_billing_step(settings.tenant_id, step.subscription, current.version, invoice, step.actions)
+            if step.transfer is not None:
+                created += _move(store, settings, current, step, as_of, numbers, today=today, rater=rater)
+            else:
+                store.apply_billing_step(settings.tenant_id, step.subscription, current.version, invoice, step.actions)
         except ConcurrentModification:
             conflicts += 1
             if conflicts > MAX_CONFLICT_RETRIES:
@@ -121,6 +124,52 @@ def bill_loaded(
         # What was just written is the current state: no need to read it back.
         current = replace(step.subscription, version=current.version + 1)
     raise NotFound(f"no subscription {subscription.id}", field="subscription_id")
+
+
+def subscription_for(store: Store, tenant_id: str, contact_id: str, key: SubscriptionKey) -> Subscription | None:
+    """The contact's subscription that bills services of this cycle, billing model and currency."""
+    return next((s for s in store.subscriptions_of(tenant_id, contact_id) if s.key == key), None)
+
+
+def _move(
+    store: Store,
+    settings: TenantSettings,
+    source: Subscription,
+    step: BillingStep,
+    as_of: date,
+    numbers: InvoiceNumbers,
+    *,
+    today: date | None,
+    rater: UsageRater,
+) -> list[Invoice]:
+    """Write a step that moves a service out of `source`: into the contact's subscription of its
+    new cycle and billing model (billed up to the day before first, so the service joins it as it
+    stands that day), or a new one, in one transaction with `source`; then bill the receiving
+    subscription up to `as_of`. Returns the invoices created on the receiving side."""
+    transfer = step.transfer
+    assert transfer is not None
+    on = transfer.record.on
+    created: list[Invoice] = []
+    target = subscription_for(store, settings.tenant_id, source.contact_id, transfer.key)
+    if target is None:
+        target, target_version = receiving_subscription(source, transfer, settings.billing), None
+    else:
+        created, target = bill_loaded(store, settings, target, on - timedelta(days=1), numbers, rater=rater)
+        target_version = target.version
+    joined = receive(target, transfer, new=target_version is None)
+    record = replace(transfer.record, moved_to=joined.id)
+    source_log = [record if a.id == record.id else a for a in step.actions]
+    store.move_service(
+        settings.tenant_id,
+        step.subscription,
+        source.version,
+        joined,
+        target_version,
+        source_log,
+        [record, *transfer.actions],
+    )
+    written = replace(joined, version=(target_version or 0) + 1)
+    return created + bill_loaded(store, settings, written, as_of, numbers, today=today, rater=rater)[0]
 
 
 @dataclass

@@ -82,6 +82,16 @@ class Store(Protocol):
         invoice: Invoice | None,
         actions: Sequence[Action] = (),
     ) -> None: ...
+    def move_service(
+        self,
+        tenant_id: str,
+        source: Subscription,
+        source_version: int,
+        target: Subscription,
+        target_version: int | None,
+        source_log: Sequence[Action],
+        target_log: Sequence[Action],
+    ) -> None: ...
     def log_actions(self, tenant_id: str, subscription: Subscription, actions: Sequence[Action]) -> None: ...
     def actions_of(self, tenant_id: str, contact_id: str, subscription_id: str) -> list[Action]: ...
 

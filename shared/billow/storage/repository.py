@@ -392,6 +392,32 @@ class DynamoStore:
             for action in actions:
                 tx.save(self._action_item(tenant_id, subscription, action))
 
+    def move_service(
+        self,
+        tenant_id: str,
+        source: Subscription,
+        source_version: int,
+        target: Subscription,
+        target_version: int | None,
+        source_log: Sequence[Action],
+        target_log: Sequence[Action],
+    ) -> None:
+        """One atomic write moving a service between two of a contact's subscriptions: both
+        subscriptions (each only if still at its version; the target only if new, when
+        `target_version` is None) and both action logs."""
+        with _translated(f"moving a service to subscription {target.id}"), TransactWrite(connection=connection()) as tx:
+            tx.save(
+                self._subscription_item(tenant_id, source, source_version + 1),
+                condition=BillowItem.version == source_version,
+            )
+            tx.save(
+                self._subscription_item(tenant_id, target, (target_version or 0) + 1),
+                condition=_absent() if target_version is None else BillowItem.version == target_version,
+            )
+            for subscription, log in ((source, source_log), (target, target_log)):
+                for action in log:
+                    tx.save(self._action_item(tenant_id, subscription, action))
+
     def _action_item(self, tenant_id: str, subscription: Subscription, action: Action) -> BillowItem:
         return _entity(
             contact_pk(tenant_id, subscription.contact_id),
