@@ -133,6 +133,76 @@ def test_an_upgrade_mid_cycle_credits_the_old_price_and_charges_the_new(api: Htt
     assert ann.lines(february) == [("credit", "-21.00"), ("prorated", "42.00"), ("recurring", "62.00")]
 
 
+def _with_quarterly_terms(api: HttpClient, ann: Customer, price: str, currency: str = "USD") -> dict[str, Any]:
+    terms = {"price": price, "currency": currency, "cycle": "quarter", "billing_model": "advance"}
+    added = api.post(f"/products/{ann.product['id']}/terms", terms)
+    assert added.status == 201, added.body
+    return {"terms_id": added.body["id"]}
+
+
+def test_an_upgrade_to_quarterly_terms_moves_the_service_to_a_quarterly_subscription(api: HttpClient) -> None:
+    ann = Customer(api)
+    quarterly = _with_quarterly_terms(api, ann, "99.00")  # 396.00 a year against 372.00: an upgrade
+    ann.advance("2025-01-16")
+    service = f"/subscriptions/{ann.subscription_id}/services/{ann.service_id}"
+    preview = api.post(f"{service}/change/preview", quarterly)
+    assert preview.status == 200 and preview.body["action"]["on"] == "2025-01-16"
+    assert [i["total"]["amount"] for i in preview.body["invoices"]] == ["-16.00", "99.00"]
+
+    moved = ann.act("change", {**quarterly, "reason": "pays quarterly now"})
+    assert moved.status == 201, moved.body
+    action = moved.body["action"]
+    assert action["parameters"]["upgrade"] is True and action["moved_to"] not in (None, ann.subscription_id)
+    # 16-31 January credited on the monthly subscription, the first quarter billed on the new one
+    assert sorted((i["subscription_id"], i["total"]["amount"]) for i in moved.body["invoices"]) == sorted(
+        [(ann.subscription_id, "-16.00"), (action["moved_to"], "99.00")]
+    )
+    old = api.get(f"/subscriptions/{ann.subscription_id}").body
+    assert old["services"] == [] and old["state"] == "churned"
+    new = api.get(f"/subscriptions/{action['moved_to']}").body
+    assert (new["cycle"], new["billing_day"], new["state"]) == ("quarter", "16", "active")
+    (joined,) = new["services"]
+    assert (joined["id"], joined["terms"]["id"], joined["state"]) == (
+        ann.service_id,
+        quarterly["terms_id"],
+        "effective",
+    )
+    for subscription_id in (ann.subscription_id, action["moved_to"]):
+        log = api.get(f"/subscriptions/{subscription_id}/actions").body["actions"]
+        assert [(a["action"], a["status"], a["moved_to"]) for a in log] == [("change", "executed", action["moved_to"])]
+
+    ann.advance("2025-04-16")
+    totals = [(i["billing_date"], i["total"]["amount"]) for i in ann.invoices()]
+    assert totals == [
+        ("2025-01-01", "31.00"),
+        ("2025-01-16", "-16.00"),
+        ("2025-01-16", "99.00"),
+        ("2025-04-16", "99.00"),
+    ]
+
+
+def test_a_downgrade_to_quarterly_terms_moves_the_service_at_the_cycle_end(api: HttpClient) -> None:
+    ann = Customer(api)
+    quarterly = _with_quarterly_terms(api, ann, "90.00")  # 360.00 a year: a downgrade
+    ann.advance("2025-01-20")
+    scheduled = ann.act("change", quarterly)
+    assert scheduled.status == 202 and scheduled.body["action"]["on"] == "2025-02-01"
+    ann.advance("2025-02-01")
+    (record,) = api.get(f"/subscriptions/{ann.subscription_id}/actions").body["actions"]
+    assert (record["status"], record["on"]) == ("executed", "2025-02-01") and record["moved_to"]
+    # Moved before February was billed: nothing to credit, the quarter billed from 1 February.
+    totals = [(i["subscription_id"], i["total"]["amount"]) for i in ann.invoices()]
+    assert totals == [(ann.subscription_id, "31.00"), (record["moved_to"], "90.00")]
+
+
+def test_a_change_of_currency_is_refused_with_the_rule(api: HttpClient) -> None:
+    ann = Customer(api)
+    euros = _with_quarterly_terms(api, ann, "90.00", "EUR")
+    refused = ann.act("change", euros)
+    assert refused.status == 409 and refused.body["rule"] == "change.currency"
+    assert ann.log() == [("change", "rejected", "2025-01-01")]
+
+
 def test_cancelling_inside_the_contract_period_charges_the_fee(api: HttpClient) -> None:
     ann = Customer(api, {"contract_cycles": 12, "cancellation_fee": "50.00"})
     ann.advance("2025-01-21")

@@ -33,6 +33,7 @@ from billow.domain.billing import (
     settle,
 )
 from billow.domain.calendar import BillingSchedule, Cycle, Period, add_cycles, day_on_or_after
+from billow.domain.catalog import PriceTerms
 from billow.domain.errors import Conflict, IllegalTransition, InvalidInput, RuleViolation
 from billow.domain.lifecycle import CHANGE_RULE, FINAL_RULE, FINAL_STATES, StateAction, next_state
 from billow.domain.lines import Adjustment
@@ -268,6 +269,14 @@ def _cycles_after(start: date, cycle: Cycle, cycles: int | None) -> date | None:
     return None if cycles is None else add_cycles(start, cycle, cycles)
 
 
+def check_same_currency(subscription: Subscription, terms: PriceTerms) -> None:
+    if terms.currency != subscription.currency:
+        raise RuleViolation(
+            f"a change keeps the service's currency ({subscription.currency}): cancel it and order the new terms",
+            rule="change.currency",
+        )
+
+
 def _change(effect: _Effect, service: Service) -> tuple[Service, str]:
     """Another product, price terms or quantity from the action's day: the old price is settled to
     that day and the new one billed from it. Price terms of another cycle or billing model move
@@ -284,11 +293,7 @@ def _change(effect: _Effect, service: Service) -> tuple[Service, str]:
             rule=CHANGE_RULE,
         )
     terms, on = change.terms, action.on
-    if terms.currency != subscription.currency:
-        raise RuleViolation(
-            f"a change keeps the service's currency ({subscription.currency}): cancel it and order the new terms",
-            rule="change.currency",
-        )
+    check_same_currency(subscription, terms)
     key = SubscriptionKey.of(terms)
     moving = key != subscription.key
     if moving and (service.terms.meter is not None or terms.meter is not None):

@@ -36,7 +36,14 @@ from billow.domain.invoices import Invoice, InvoiceStatus
 from billow.domain.lifecycle import FINAL_STATES, TRANSITION_RULES
 from billow.domain.policy import Timing
 from billow.domain.subscriptions import MAX_SERVICES_PER_SUBSCRIPTION, Service, Subscription, SubscriptionKey, Transfer
-from billow.domain.timeline import cycle_end, receive, receiving_subscription, steps, upcoming_invoices
+from billow.domain.timeline import (
+    check_same_currency,
+    cycle_end,
+    receive,
+    receiving_subscription,
+    steps,
+    upcoming_invoices,
+)
 from billow.services.billing import MAX_CYCLES_AHEAD, MAX_DAYS_AHEAD, InvoiceNumbers, bill_loaded, subscription_for
 from billow.services.contacts import contact_today, get_contact
 from billow.services.context import Clock, TenantContext
@@ -188,6 +195,7 @@ def build_action(
                 if s.state not in FINAL_STATES and s.id != service.id
             ]
             policy.check_dependencies([*held, change.product_id], field_name="product_id")
+        check_same_currency(subscription, change.terms)
         _check_room(store, ctx, subscription, change)
         # Terms of any cycle compare by what they charge over a year.
         upgrade = change.terms.yearly_rate(change.quantity) > service.terms.yearly_rate(service.quantity)
