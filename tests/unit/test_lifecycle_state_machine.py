@@ -1,8 +1,10 @@
-"""Hypothesis drives one subscription through random actions (immediate and scheduled) and clock
-advances. After every step: no service moved along a transition the table does not have, and no
-day of a service is billed twice. At the end (the service cancelled and everything settled): the
-charges minus the credits equal the price of the time the service was billable, computed here from
-the executed actions alone, stretch by stretch, period by period."""
+"""Hypothesis drives one service through random actions (immediate and scheduled) and clock
+advances. Changes go to price terms of any cycle and billing model, so the service moves between
+the contact's subscriptions as the service layer moves it. After every step: no service moved
+along a transition the table does not have, and no day of a service is billed twice. At the end
+(the service cancelled and everything settled): the charges minus the credits, over every
+subscription, equal the price of the time the service was billable, computed here from the
+executed actions alone, stretch by stretch, period by period of the subscription it was in."""
 
 from __future__ import annotations
 
@@ -13,15 +15,15 @@ from datetime import date, timedelta
 from fractions import Fraction
 
 from billow.domain.actions import Action, ActionKind, ActionStatus, ServiceChange
-from billow.domain.calendar import Cycle, Period
+from billow.domain.calendar import BillingSchedule, Cycle, Period
 from billow.domain.catalog import BillingModel, PriceTerms, PricingModel, Product
 from billow.domain.lifecycle import TRANSITIONS
 from billow.domain.lines import LineDraft
 from billow.domain.money import Money
 from billow.domain.ordering import OrderItem, plan_order
 from billow.domain.rules import DEFAULT_RULES, ServiceState
-from billow.domain.subscriptions import Subscription
-from billow.domain.timeline import steps
+from billow.domain.subscriptions import Subscription, SubscriptionKey
+from billow.domain.timeline import receive, receiving_subscription, steps
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
@@ -30,6 +32,7 @@ PRICES = ["5.00", "31.00", "99.99", "12.34"]
 # Final actions (cancel, regret) are rarer, so that most lives have a few pauses and changes first.
 KINDS = [
     *[ActionKind.PAUSE, ActionKind.RESUME, ActionKind.DEACTIVATE, ActionKind.ACTIVATE, ActionKind.CHANGE] * 3,
+    *[ActionKind.CHANGE] * 3,
     ActionKind.CANCEL,
     ActionKind.REGRET,
 ]
@@ -40,9 +43,12 @@ AUTOMATIC = {(ServiceState.DRAFT, ServiceState.EFFECTIVE), (ServiceState.EFFECTI
 LEGAL = {(before, after) for (before, _), after in TRANSITIONS.items()} | AUTOMATIC
 
 
-def _terms(price: str, model: BillingModel) -> PriceTerms:
+CYCLES = [Cycle.MONTH, Cycle.MONTH, Cycle.QUARTER, Cycle.WEEK]
+
+
+def _terms(price: str, model: BillingModel, cycle: Cycle = Cycle.MONTH) -> PriceTerms:
     return PriceTerms(
-        id=f"t{price}", product_id="p1", price=Money.parse(price, "EUR"), cycle=Cycle.MONTH,
+        id=f"t{price}{cycle.value}{model.value}", product_id="p1", price=Money.parse(price, "EUR"), cycle=cycle,
         billing_model=model, pricing_model=PricingModel.PER_UNIT,
     )  # fmt: skip
 
@@ -63,28 +69,60 @@ class LifecycleMachine(RuleBasedStateMachine):
             start_date=start, today=start, existing=[], new_id=lambda p: f"{p}_{next(ids)}",
             test_clock=False, rules=DEFAULT_RULES,
         )  # fmt: skip
-        self.subscription: Subscription = plan.subscriptions[0]
+        first: Subscription = plan.subscriptions[0]
+        self.subscriptions: dict[SubscriptionKey, Subscription] = {first.key: first}
+        self.home = first.key
+        self.first_schedule = first.schedule
         self.first_price = terms.price
         self.today = start
         self.lines: list[LineDraft] = []
-        self.executed: list[Action] = []
+        self.executed: list[tuple[Action, BillingSchedule]] = []  # with the schedule it ran on
         self.states = [self.service.state]
         self.ids = itertools.count()
         self.move(start)
+
+    @property
+    def subscription(self) -> Subscription:
+        """The subscription the service is in."""
+        return self.subscriptions[self.home]
+
+    @subscription.setter
+    def subscription(self, subscription: Subscription) -> None:
+        self.subscriptions[self.home] = subscription
 
     @property
     def service(self):  # type: ignore[no-untyped-def]
         return self.subscription.services[0]
 
     def move(self, day: date) -> None:
-        for step in steps(self.subscription, day):
-            self.subscription = step.subscription
-            self.executed += [a for a in step.actions if a.status is ActionStatus.EXECUTED and a.service_id]
+        """Every subscription up to `day`, a moving service joining its new one as
+        `billow.services.billing` joins it (that one billed up to the day before first)."""
+        while any([self.run(key, day) for key in list(self.subscriptions)]):
+            pass
+        self.today = day
+
+    def run(self, key: SubscriptionKey, day: date) -> bool:
+        ran = False
+        for step in steps(self.subscriptions[key], day):
+            ran = True
+            self.subscriptions[key] = step.subscription
+            schedule = step.subscription.schedule
+            self.executed += [(a, schedule) for a in step.actions if a.status is ActionStatus.EXECUTED and a.service_id]
             if step.invoice is not None:
                 self.lines += step.invoice.lines
+            if (transfer := step.transfer) is not None:
+                target = self.subscriptions.get(transfer.key)
+                if target is None:
+                    new = receiving_subscription(step.subscription, transfer, DEFAULT_RULES)
+                    self.subscriptions[transfer.key] = receive(new, transfer, new=True)
+                else:
+                    self.run(transfer.key, transfer.record.on - timedelta(days=1))
+                    self.subscriptions[transfer.key] = receive(self.subscriptions[transfer.key], transfer, new=False)
+                self.home = transfer.key
+                self.executed[-1] = (transfer.record, self.subscription.schedule)  # it bills there from now
             if self.service.state != self.states[-1]:
                 self.states.append(self.service.state)
-        self.today = day
+        return ran
 
     @rule(days=st.integers(1, 45))
     def advance(self, days: int) -> None:
@@ -96,9 +134,21 @@ class LifecycleMachine(RuleBasedStateMachine):
         days=st.none() | st.integers(1, 30),
         price=st.sampled_from(PRICES),
         quantity=st.integers(1, 3),
+        cycle=st.sampled_from(CYCLES),
+        model=st.sampled_from([BillingModel.ADVANCE, BillingModel.ARREARS]),
     )
-    def request(self, kind: ActionKind, later: int, days: int | None, price: str, quantity: int) -> None:
-        change = ServiceChange("p1", "Pro", _terms(price, self.model), quantity) if kind is ActionKind.CHANGE else None
+    def request(
+        self,
+        kind: ActionKind,
+        later: int,
+        days: int | None,
+        price: str,
+        quantity: int,
+        cycle: Cycle,
+        model: BillingModel,
+    ) -> None:
+        terms = _terms(price, model if cycle is not Cycle.MONTH else self.model, cycle)
+        change = ServiceChange("p1", "Pro", terms, quantity) if kind is ActionKind.CHANGE else None
         action = Action(
             id=f"a{next(self.ids):03d}",
             kind=kind,
@@ -119,7 +169,7 @@ class LifecycleMachine(RuleBasedStateMachine):
 
     @invariant()
     def no_day_billed_twice(self) -> None:
-        pending = [a.line for a in self.subscription.adjustments]
+        pending = [a.line for sub in self.subscriptions.values() for a in sub.adjustments]
         net: Counter[date] = Counter()
         for line in (*self.lines, *pending):
             if line.period is None or line.kind not in ("recurring", "prorated", "credit"):
@@ -141,14 +191,16 @@ class LifecycleMachine(RuleBasedStateMachine):
         assert charged == self.billable_price(), (charged, self.billable_price(), self.executed)
 
     def billable_price(self) -> Money:
-        """Stretches of billable days, each at its price, from the executed actions alone."""
-        stretches: list[tuple[date, date, Money]] = []
+        """Stretches of billable days, each at its price and on the schedule of the subscription
+        it was in, from the executed actions alone."""
+        stretches: list[tuple[date, date, Money, BillingSchedule]] = []
         price = self.first_price
-        open_at: date | None = self.subscription.services[0].start_date
-        for action in self.executed:
+        open_at: date | None = self.service.start_date
+        schedule = self.first_schedule
+        for action, ran_on in self.executed:
             day = action.on
             if action.kind in STOPS and open_at is not None:
-                stretches.append((open_at, day, price))
+                stretches.append((open_at, day, price, schedule))
                 open_at = None
             elif action.kind in STARTS and open_at is None:
                 open_at = day
@@ -159,12 +211,12 @@ class LifecycleMachine(RuleBasedStateMachine):
                 open_at = None
             elif action.kind is ActionKind.CHANGE and action.change is not None:
                 if open_at is not None:
-                    stretches.append((open_at, day, price))
+                    stretches.append((open_at, day, price, schedule))
                     open_at = day
                 price = action.change.terms.price.times(action.change.quantity)
+            schedule = ran_on
         total = Money.zero("EUR")
-        schedule = self.subscription.schedule
-        for begin, end, amount in stretches:
+        for begin, end, amount, schedule in stretches:
             day = begin
             while day < end:
                 period = schedule.period_containing(day)
