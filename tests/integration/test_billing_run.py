@@ -204,3 +204,39 @@ def test_one_subscription_that_cannot_be_billed_does_not_stop_the_run(local_tabl
     retry = bill_due_subscriptions(store, run_at, InvoiceNumbers(store))  # after the item is mended
     assert retry.invoices_created == 1 and retry.failures == []
     assert len(all_invoices(store, ctx, contact_ids)) == 5
+
+
+def test_two_orders_racing_share_the_one_subscription_of_their_cycle(local_table: str) -> None:
+    store = DynamoStore()
+    ctx = setup_tenant(store)
+    clock = FixedClock(datetime(2024, 5, 10, 12, tzinfo=UTC))
+    product = monthly_product(store, ctx, BillingModel.ADVANCE)
+    contact = new_contact(store, ctx, clock, "C", "c@example.com")
+    barrier = threading.Barrier(2)
+
+    class BothSeeNone(DynamoStore):
+        """Each order reads the contact's subscriptions before the other has written its own."""
+
+        def subscriptions_of(self, tenant_id: str, contact_id: str) -> list[Subscription]:
+            found = super().subscriptions_of(tenant_id, contact_id)
+            if not found:
+                barrier.wait(timeout=10)
+            return found
+
+    placed: list[ordering.PlacedOrder] = []
+
+    def place(reference: str) -> None:
+        items = [OrderItemInput(product.id, product.terms[0].id)]
+        numbers = InvoiceNumbers(store)
+        placed.append(
+            ordering.place_order(BothSeeNone(), ctx, contact.id, items, None, reference, clock, new_id, numbers)
+        )
+
+    threads = [threading.Thread(target=place, args=(f"po-{n}",)) for n in (1, 2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(placed) == 2  # the loser retried and joined the winner's subscription
+    (subscription,) = store.subscriptions_of(ctx.tenant_id, contact.id)
+    assert len(subscription.services) == 2

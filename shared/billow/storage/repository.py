@@ -100,6 +100,14 @@ def _entity(
     return BillowItem(pk, sk, kind=kind, data=_dump(body), version=version, **indexes)
 
 
+def _key_marker(pk: str, subscription: Subscription) -> BillowItem:
+    """Claims a cycle, billing model and currency for one subscription of the contact: two writers
+    racing to create the contact's subscription of the same key cannot both succeed."""
+    key = subscription.key
+    sk = f"SUBKEY#{key.cycle.value}#{key.billing_model.value}#{key.currency}"
+    return _entity(pk, sk, "subscription_key", {"subscription_id": subscription.id})
+
+
 def _absent() -> Condition:
     """The condition of every create: the key must not exist yet."""
     return BillowItem.pk.does_not_exist()
@@ -333,6 +341,8 @@ class DynamoStore:
                     self._subscription_item(tenant_id, subscription, subscription.version + 1),
                     condition=_absent() if new else BillowItem.version == subscription.version,
                 )
+                if new:
+                    tx.save(_key_marker(pk, subscription), condition=_absent())
 
     def get_order(self, tenant_id: str, order_id: str) -> Order | None:
         item = self._by_id(tenant_id, order_id, "ORDER")
@@ -414,6 +424,8 @@ class DynamoStore:
                 self._subscription_item(tenant_id, target, (target_version or 0) + 1),
                 condition=_absent() if target_version is None else BillowItem.version == target_version,
             )
+            if target_version is None:
+                tx.save(_key_marker(contact_pk(tenant_id, target.contact_id), target), condition=_absent())
             for subscription, log in ((source, source_log), (target, target_log)):
                 for action in log:
                     tx.save(self._action_item(tenant_id, subscription, action))
