@@ -153,6 +153,26 @@ def run(store: DynamoStore, instant: datetime) -> None:
     bill_due_subscriptions(store, instant, InvoiceNumbers(store))
 
 
+def run_twice_at_once(store: DynamoStore, instant: datetime) -> list[BaseException]:
+    """The same run delivered twice, both starting together; the errors they raised."""
+    barrier = threading.Barrier(2)
+    errors: list[BaseException] = []
+
+    def deliver() -> None:
+        barrier.wait()
+        try:
+            run(store, instant)
+        except BaseException as error:  # pragma: no cover - reported by the caller
+            errors.append(error)
+
+    threads = [threading.Thread(target=deliver) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return errors
+
+
 @pytest.mark.parametrize("chunk", range(CHUNKS))
 def test_a_crash_after_any_call_then_a_rerun_bills_exactly_as_an_uninterrupted_run(
     local_table: str, dynamodb_local: DynamoDBLocal, chunk: int
@@ -183,20 +203,5 @@ def test_the_same_run_delivered_twice_concurrently_bills_once(local_table: str, 
     run(store, instant)
     expected = table.invoices()
     table.restore(seeded)
-    barrier = threading.Barrier(2)
-    errors: list[BaseException] = []
-
-    def deliver() -> None:
-        barrier.wait()
-        try:
-            run(store, instant)
-        except BaseException as error:  # pragma: no cover - reported below
-            errors.append(error)
-
-    threads = [threading.Thread(target=deliver) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert errors == []
+    assert run_twice_at_once(store, instant) == []
     assert table.invoices() == expected

@@ -6,7 +6,6 @@ subscription once and bills the new one once."""
 from __future__ import annotations
 
 import json
-import threading
 from dataclasses import replace
 from datetime import UTC, date, datetime
 from typing import Any
@@ -23,7 +22,7 @@ from billow.local.dynamodb import DynamoDBLocal
 from billow.storage import codec
 from billow.storage.repository import DynamoStore
 
-from tests.integration.test_fault_injection import Crash, Table, crash_after, run
+from tests.integration.test_fault_injection import Crash, Table, crash_after, run, run_twice_at_once
 
 pytestmark = pytest.mark.integration
 
@@ -122,21 +121,6 @@ def test_a_move_delivered_twice_at_once_runs_once(local_table: str, dynamodb_loc
     run(store, instant)
     expected_invoices, expected_state = table.invoices(), state(table)
     table.restore(seeded)
-    barrier = threading.Barrier(2)
-    errors: list[BaseException] = []
-
-    def deliver() -> None:
-        barrier.wait()
-        try:
-            run(store, instant)
-        except BaseException as error:  # pragma: no cover - reported below
-            errors.append(error)
-
-    threads = [threading.Thread(target=deliver) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert errors == []
+    assert run_twice_at_once(store, instant) == []
     assert table.invoices() == expected_invoices
     assert state(table) == expected_state
