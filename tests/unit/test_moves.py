@@ -12,9 +12,13 @@ from billow.domain.actions import Action, ActionKind, ActionStatus, ServiceChang
 from billow.domain.calendar import Cycle
 from billow.domain.catalog import BillingModel, PriceTerms
 from billow.domain.money import Money
+from billow.domain.ordering import Order
 from billow.domain.rules import DEFAULT_RULES, ServiceState
-from billow.domain.subscriptions import Subscription, SubscriptionKey, Transfer
+from billow.domain.subscriptions import MAX_SERVICES_PER_SUBSCRIPTION, Subscription, SubscriptionKey, Transfer
+from billow.domain.tenants import TenantSettings
 from billow.domain.timeline import receive, receiving_subscription, steps
+from billow.services.billing import InvoiceNumbers, bill_subscription
+from billow.storage.repository import DynamoStore
 
 from tests.unit.test_actions import D, Run, subscribe, terms, usd
 
@@ -135,3 +139,25 @@ def test_yearly_rates_tell_upgrades_from_downgrades_across_cycles() -> None:
     assert yearly.yearly_rate(1) < monthly.yearly_rate(1)  # 100 a year is less than 120
     weekly = replace(terms("2.50"), cycle=Cycle.WEEK)
     assert weekly.yearly_rate(1) > monthly.yearly_rate(1)  # 130.44 a year
+
+
+def test_a_scheduled_move_into_a_subscription_that_filled_up_is_rejected(moto_table: str) -> None:
+    """Checked when requested, the room is gone when the move runs: the change is rejected with
+    its rule and the service stays where it is, billed as before."""
+    store = DynamoStore()
+    settings = TenantSettings("t1", "t1")
+    monthly = change_to(Run(subscribe(D(2025, 1, 1))), D(2025, 1, 16), quarterly()).subscription
+    full = subscribe(D(2025, 1, 1), quarterly("93.00"))
+    one = full.services[0]
+    full = replace(full, services=tuple(replace(one, id=f"svc_q{n}") for n in range(MAX_SERVICES_PER_SUBSCRIPTION)))
+    for subscription in (monthly, full):
+        order = Order(f"ord_{subscription.id}", "c1", None, D(2025, 1, 1), ())
+        store.place_order("t1", order, [subscription], frozenset({subscription.id}))
+
+    invoices = bill_subscription(store, settings, "c1", monthly.id, D(2025, 2, 1), InvoiceNumbers(store))
+    own = [i.total for i in invoices if i.subscription_id == monthly.id]
+    assert own == [usd("31.00"), usd("31.00")]  # January, then February: not moved, nothing credited
+    (record,) = store.actions_of("t1", "c1", monthly.id)
+    assert (record.status, record.rule, record.executed_on) == (ActionStatus.REJECTED, "change.subscription_full", None)
+    assert store.load_subscription("t1", "c1", monthly.id).services[0].terms.cycle is Cycle.MONTH  # type: ignore[union-attr]
+    assert store.actions_of("t1", "c1", full.id) == []

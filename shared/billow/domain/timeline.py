@@ -38,7 +38,13 @@ from billow.domain.errors import Conflict, IllegalTransition, InvalidInput, Rule
 from billow.domain.lifecycle import CHANGE_RULE, FINAL_RULE, FINAL_STATES, StateAction, next_state
 from billow.domain.lines import Adjustment
 from billow.domain.rules import Alignment, BillingRules, CalendarMode, ServiceState
-from billow.domain.subscriptions import Service, Subscription, SubscriptionKey, Transfer
+from billow.domain.subscriptions import (
+    MAX_SERVICES_PER_SUBSCRIPTION,
+    Service,
+    Subscription,
+    SubscriptionKey,
+    Transfer,
+)
 from billow.domain.usage import NO_USAGE, UsageRater
 
 MAX_CATCH_UP_STEPS = 1000  # a subscription more than 1000 steps behind is a data error, not billing
@@ -396,10 +402,20 @@ def receiving_subscription(source: Subscription, transfer: Transfer, rules: Bill
     )
 
 
+def check_room(subscription: Subscription) -> None:
+    """Whether a service can move into `subscription`."""
+    if len(subscription.services) >= MAX_SERVICES_PER_SUBSCRIPTION:
+        raise RuleViolation(
+            f"subscription {subscription.id} already holds {MAX_SERVICES_PER_SUBSCRIPTION} services",
+            rule="change.subscription_full",
+        )
+
+
 def receive(subscription: Subscription, transfer: Transfer, *, new: bool) -> Subscription:
     """`subscription` with the moving service and its pending actions. The service is aligned as a
     newly ordered one would be: at once in a new subscription, else as its terms or the
     subscription's rules say (a running service restarts mid-period: billed on the next invoice)."""
+    check_room(subscription)
     alignment = Alignment.IMMEDIATE if new else (transfer.service.terms.alignment or subscription.rules.alignment)
     service = replace(transfer.service, alignment=alignment)
     return subscription.adding([service]).with_actions((*subscription.actions, *transfer.actions))

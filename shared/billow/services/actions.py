@@ -35,8 +35,9 @@ from billow.domain.errors import (
 from billow.domain.invoices import Invoice, InvoiceStatus
 from billow.domain.lifecycle import FINAL_STATES, TRANSITION_RULES
 from billow.domain.policy import Timing
-from billow.domain.subscriptions import MAX_SERVICES_PER_SUBSCRIPTION, Service, Subscription, SubscriptionKey, Transfer
+from billow.domain.subscriptions import Service, Subscription, SubscriptionKey, Transfer
 from billow.domain.timeline import (
+    check_room,
     check_same_currency,
     cycle_end,
     receive,
@@ -240,11 +241,8 @@ def _check_room(store: Store, ctx: TenantContext, subscription: Subscription, ch
     if key == subscription.key:
         return
     target = subscription_for(store, ctx.tenant_id, subscription.contact_id, key)
-    if target is not None and len(target.services) >= MAX_SERVICES_PER_SUBSCRIPTION:
-        raise RuleViolation(
-            f"subscription {target.id} already holds {MAX_SERVICES_PER_SUBSCRIPTION} services",
-            rule="change.subscription_full",
-        )
+    if target is not None:
+        check_room(target)
 
 
 def _bill_ahead_until(subscription: Subscription, request: ActionRequest, on: date) -> date:

@@ -19,7 +19,7 @@ from functools import partial
 
 from billow.domain.billing import BillingStep, InvoiceDraft
 from billow.domain.calendar import local_date, tenant_zone
-from billow.domain.errors import ConcurrentModification, InvalidInput, NotFound
+from billow.domain.errors import ConcurrentModification, InvalidInput, NotFound, RuleViolation
 from billow.domain.invoices import Invoice
 from billow.domain.subscriptions import Subscription, SubscriptionKey
 from billow.domain.tenants import TenantSettings
@@ -108,11 +108,13 @@ def bill_loaded(
                 number=numbers.next(settings),
                 payment_terms_days=settings.payment_terms_days,
             )
+        written = step.subscription
         try:
             if step.transfer is not None:
-                created += _move(store, settings, current, step, as_of, numbers, today=today, rater=rater)
+                moved, written = _move(store, settings, current, step, as_of, numbers, today=today, rater=rater)
+                created += moved
             else:
-                store.apply_billing_step(settings.tenant_id, step.subscription, current.version, invoice, step.actions)
+                store.apply_billing_step(settings.tenant_id, written, current.version, invoice, step.actions)
         except ConcurrentModification:
             conflicts += 1
             if conflicts > MAX_CONFLICT_RETRIES:
@@ -122,7 +124,7 @@ def bill_loaded(
         if invoice is not None:
             created.append(invoice)
         # What was just written is the current state: no need to read it back.
-        current = replace(step.subscription, version=current.version + 1)
+        current = replace(written, version=current.version + 1)
     raise NotFound(f"no subscription {subscription.id}", field="subscription_id")
 
 
@@ -141,11 +143,13 @@ def _move(
     *,
     today: date | None,
     rater: UsageRater,
-) -> list[Invoice]:
+) -> tuple[list[Invoice], Subscription]:
     """Write a step that moves a service out of `source`: into the contact's subscription of its
     new cycle and billing model (billed up to the day before first, so the service joins it as it
     stands that day), or a new one, in one transaction with `source`; then bill the receiving
-    subscription up to `as_of`. Returns the invoices created on the receiving side."""
+    subscription up to `as_of`. Returns the invoices created on the receiving side and `source`
+    as written (without the service; or, when the receiving side has no room left, with the
+    change rejected and nothing moved)."""
     transfer = step.transfer
     assert transfer is not None
     on = transfer.record.on
@@ -156,7 +160,13 @@ def _move(
     else:
         created, target = bill_loaded(store, settings, target, on - timedelta(days=1), numbers, rater=rater)
         target_version = target.version
-    joined = receive(target, transfer, new=target_version is None)
+    try:
+        joined = receive(target, transfer, new=target_version is None)
+    except RuleViolation as full:  # it filled up since the change was requested: nothing moves
+        pending = source.with_actions(a for a in source.actions if a.id != transfer.record.id)
+        refused = replace(transfer.record, executed_on=None).rejected(full.message, full.rule)
+        store.apply_billing_step(settings.tenant_id, pending, source.version, None, [refused])
+        return created, pending
     record = replace(transfer.record, moved_to=joined.id)
     source_log = [record if a.id == record.id else a for a in step.actions]
     store.move_service(
@@ -169,7 +179,8 @@ def _move(
         [record, *transfer.actions],
     )
     written = replace(joined, version=(target_version or 0) + 1)
-    return created + bill_loaded(store, settings, written, as_of, numbers, today=today, rater=rater)[0]
+    created += bill_loaded(store, settings, written, as_of, numbers, today=today, rater=rater)[0]
+    return created, step.subscription
 
 
 @dataclass
