@@ -8,11 +8,10 @@ subscriptions, so the quoted invoice is the invoice the billing run will create.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import date, timedelta
 
 from billow.domain.billing import InvoiceDraft
-from billow.domain.calendar import add_cycles
 from billow.domain.catalog import PriceTerms, Product
 from billow.domain.errors import InvalidInput
 from billow.domain.lifecycle import FINAL_STATES
@@ -138,7 +137,7 @@ def plan_order(
             auto_renew=item.terms.auto_renew,
             trial_ends_on=None if trial_days == item.terms.trial_days else start_date,
         )
-        service = with_terms_periods(service, subscription)
+        service = service.with_periods_from(service.billing_start, subscription.cycle)
         by_key[key] = subscription.adding([service])
         ordered.append(OrderedService(service.id, subscription.id, item.product.id, item.terms.id, item.quantity))
 
@@ -164,18 +163,6 @@ class _Trials:
             return 0
         self.products.add(item.product.id)
         return days
-
-
-def with_terms_periods(service: Service, subscription: Subscription) -> Service:
-    """The service with its termed and contract periods, counted in cycles from its first
-    charged day."""
-    start, cycle, terms = service.billing_start, subscription.cycle, service.terms
-    term, contract = terms.term_cycles, terms.contract_cycles
-    return replace(
-        service,
-        term_end=None if term is None else add_cycles(start, cycle, term),
-        contract_end=None if contract is None else add_cycles(start, cycle, contract),
-    )
 
 
 def quote_order(plan: OrderPlan, *, today: date, payment_terms_days: int) -> list[QuotedInvoice]:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from datetime import date, timedelta
 
 from billow.domain.actions import Action
-from billow.domain.calendar import BillingSchedule, Cycle, Period
+from billow.domain.calendar import BillingSchedule, Cycle, Period, add_cycles
 from billow.domain.catalog import BillingModel, PriceTerms
 from billow.domain.errors import InvalidInput
 from billow.domain.lifecycle import ACTIVE_STATES, DerivedState, derived_state
@@ -125,6 +125,16 @@ class Service:
     @property
     def since(self) -> date:
         return self.state_since or self.start_date
+
+    def with_periods_from(self, start: date, cycle: Cycle) -> Service:
+        """The service with the termed and contract periods of its price terms counted in cycles
+        from `start` (none where its terms have none)."""
+        term, contract = self.terms.term_cycles, self.terms.contract_cycles
+        return replace(
+            self,
+            term_end=None if term is None else add_cycles(start, cycle, term),
+            contract_end=None if contract is None else add_cycles(start, cycle, contract),
+        )
 
 
 @dataclass(frozen=True, slots=True)

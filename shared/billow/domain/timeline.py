@@ -255,24 +255,19 @@ def _with_new_terms(service: Service, change: ServiceChange, cycle: Cycle, on: d
     new terms have starts on the day of the change."""
     terms = change.terms
     charging = service.state is not ServiceState.DRAFT and not service.in_trial(on)
-    start = on if charging else service.billing_start
+    changed = replace(
+        service, product_id=change.product_id, product_name=change.product_name, terms=terms, quantity=change.quantity
+    )
+    fresh = changed.with_periods_from(on if charging else service.billing_start, cycle)
     running_term = service.term_end if charging and terms.term_cycles is not None else None
     contract_end = service.contract_end
     running_contract = contract_end if charging and contract_end is not None and contract_end > on else None
     return replace(
-        service,
-        product_id=change.product_id,
-        product_name=change.product_name,
-        terms=terms,
-        quantity=change.quantity,
-        term_end=running_term or _cycles_after(start, cycle, terms.term_cycles),
+        fresh,
+        term_end=running_term or fresh.term_end,
         auto_renew=service.auto_renew if running_term else terms.auto_renew,
-        contract_end=running_contract or _cycles_after(start, cycle, terms.contract_cycles),
+        contract_end=running_contract or fresh.contract_end,
     )
-
-
-def _cycles_after(start: date, cycle: Cycle, cycles: int | None) -> date | None:
-    return None if cycles is None else add_cycles(start, cycle, cycles)
 
 
 def check_same_currency(subscription: Subscription, terms: PriceTerms) -> None:

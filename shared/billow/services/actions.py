@@ -45,7 +45,14 @@ from billow.domain.timeline import (
     steps,
     upcoming_invoices,
 )
-from billow.services.billing import MAX_CYCLES_AHEAD, MAX_DAYS_AHEAD, InvoiceNumbers, bill_loaded, subscription_for
+from billow.services.billing import (
+    MAX_CYCLES_AHEAD,
+    MAX_DAYS_AHEAD,
+    InvoiceNumbers,
+    bill_loaded,
+    subscription_by_id,
+    subscription_for,
+)
 from billow.services.contacts import contact_today, get_contact
 from billow.services.context import Clock, TenantContext
 from billow.services.ports import Store
@@ -85,13 +92,6 @@ class ActionResult:
 
 
 # -- building the action ----------------------------------------------------------------------------
-def _subscription(store: Store, ctx: TenantContext, subscription_id: str) -> Subscription:
-    subscription = store.get_subscription(ctx.tenant_id, subscription_id)
-    if subscription is None:
-        raise NotFound(f"no subscription {subscription_id}", field="subscription_id")
-    return subscription
-
-
 def _day(request: ActionRequest, today: date) -> date:
     if request.on is not None and request.in_days is not None:
         raise InvalidInput("give either on or in_days", field="on")
@@ -188,16 +188,8 @@ def build_action(
         assert service is not None
         change = _change(store, ctx, request, service)
         policy.check_tier_path(service.product_id, change.product_id)
-        if change.product_id != service.product_id:
-            held = [
-                s.product_id
-                for sub in store.subscriptions_of(ctx.tenant_id, subscription.contact_id)
-                for s in sub.services
-                if s.state not in FINAL_STATES and s.id != service.id
-            ]
-            policy.check_dependencies([*held, change.product_id], field_name="product_id")
         check_same_currency(subscription, change.terms)
-        _check_room(store, ctx, subscription, change)
+        _check_contact(store, ctx, subscription, service, change)
         # Terms of any cycle compare by what they charge over a year.
         upgrade = change.terms.yearly_rate(change.quantity) > service.terms.yearly_rate(service.quantity)
         timing = policy.upgrade if upgrade else policy.downgrade
@@ -235,13 +227,23 @@ def build_action(
     return action
 
 
-def _check_room(store: Store, ctx: TenantContext, subscription: Subscription, change: ServiceChange) -> None:
-    """A change that moves the service to another subscription needs room for it there."""
+def _check_contact(
+    store: Store, ctx: TenantContext, subscription: Subscription, service: Service, change: ServiceChange
+) -> None:
+    """What a change is checked against beyond its own subscription, from one read of the
+    contact's subscriptions: the dependency rules, for another product; room for the service in
+    the subscription it moves to, for terms of another cycle or billing model."""
     key = SubscriptionKey.of(change.terms)
-    if key == subscription.key:
+    other_product = change.product_id != service.product_id
+    if not other_product and key == subscription.key:
         return
-    target = subscription_for(store, ctx.tenant_id, subscription.contact_id, key)
-    if target is not None:
+    held = store.subscriptions_of(ctx.tenant_id, subscription.contact_id)
+    if other_product:
+        services = (s for sub in held for s in sub.services if s.id != service.id)
+        products = [s.product_id for s in services if s.state not in FINAL_STATES]
+        ctx.settings.subscriptions.check_dependencies([*products, change.product_id], field_name="product_id")
+    target = next((sub for sub in held if sub.key == key), None)
+    if key != subscription.key and target is not None:
         check_room(target)
 
 
@@ -302,11 +304,12 @@ def _executing(subscription: Subscription, action: Action) -> tuple[BillingStep,
     raise AssertionError(f"action {action.id} did not run by {action.on}")
 
 
-def _check_outcome(subscription: Subscription, action: Action) -> Action:
-    _, record = _executing(subscription, action)
+def _check_outcome(subscription: Subscription, action: Action) -> tuple[BillingStep, Action]:
+    """`_executing`, raising the refusal when the action would be rejected."""
+    step, record = _executing(subscription, action)
     if record.status is ActionStatus.REJECTED:
         _raise_refusal(record, subscription)
-    return record
+    return step, record
 
 
 def _raise_refusal(record: Action, subscription: Subscription) -> NoReturn:
@@ -334,7 +337,7 @@ def request_action(
     `keyed`: the ids come from the caller's idempotency key, so a retry finds the first attempt's
     record in the log and answers as it did (the record, or the same refusal) instead of acting
     twice."""
-    subscription = _subscription(store, ctx, subscription_id)
+    subscription = subscription_by_id(store, ctx, subscription_id)
     today = contact_today(store, ctx, subscription.contact_id, clock)
     action_id = new_id("act")
     if keyed and (earlier := _logged(store, ctx, subscription, action_id)) is not None:
@@ -347,7 +350,7 @@ def request_action(
         action: Action | None = None
         try:
             action = build_action(store, ctx, subscription, request, today, action_id)
-            record = _check_outcome(subscription, action)
+            _, record = _check_outcome(subscription, action)
             if action.kind is ActionKind.ACTIVATE:
                 _check_activation(store, ctx, subscription)
         except (RuleViolation, IllegalTransition) as refusal:
@@ -360,7 +363,7 @@ def request_action(
         try:
             store.apply_billing_step(ctx.tenant_id, scheduled, subscription.version, None, [action])
         except ConcurrentModification:
-            subscription = _subscription(store, ctx, subscription_id)
+            subscription = subscription_by_id(store, ctx, subscription_id)
             continue
         scheduled = replace(scheduled, version=subscription.version + 1)
         if action.on > today:
@@ -411,7 +414,7 @@ def _edit_pending(
     """Apply `edit` to a pending action (it returns the subscription to write and the log record),
     re-reading and re-checking when the subscription changed in between."""
     for _ in range(MAX_CONFLICT_RETRIES + 1):
-        subscription = _subscription(store, ctx, subscription_id)
+        subscription = subscription_by_id(store, ctx, subscription_id)
         action = _pending(subscription, action_id)
         today = contact_today(store, ctx, subscription.contact_id, clock)
         others = subscription.with_actions(a for a in subscription.actions if a.id != action_id)
@@ -451,7 +454,7 @@ def reschedule_action(
 
 
 def action_log(store: Store, ctx: TenantContext, subscription_id: str) -> list[Action]:
-    subscription = _subscription(store, ctx, subscription_id)
+    subscription = subscription_by_id(store, ctx, subscription_id)
     log = store.actions_of(ctx.tenant_id, subscription.contact_id, subscription_id)
     return sorted(log, key=lambda a: (a.on, a.requested_on, a.id))
 
@@ -461,16 +464,15 @@ def preview_action(
 ) -> tuple[Action, list[InvoiceDraft]]:
     """The action as it would be scheduled, and the next invoices with it (nothing is written):
     for a change that moves the service, those of both subscriptions, by date."""
-    subscription = _subscription(store, ctx, subscription_id)
+    subscription = subscription_by_id(store, ctx, subscription_id)
     today = contact_today(store, ctx, subscription.contact_id, clock)
     current = subscription
     for step in steps(subscription, today):  # as the request would find it
         current = step.subscription
     action = build_action(store, ctx, current, request, today, "act_preview")
-    _check_outcome(current, action)
+    step, _ = _check_outcome(current, action)
     with_action = replace(current, actions=(*current.actions, action))
     invoices = upcoming_invoices(with_action, count + 1)
-    step, _ = _executing(current, action)
     if step.transfer is not None:
         invoices += upcoming_invoices(_received(store, ctx, current, step.transfer), count + 1)
     upcoming = sorted((i for i in invoices if i.billing_date >= today), key=lambda i: i.billing_date)

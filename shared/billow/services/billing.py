@@ -69,13 +69,11 @@ def bill_subscription(
     *,
     today: date | None = None,
     rater: UsageRater = NO_USAGE,
-    loaded: Subscription | None = None,
 ) -> list[Invoice]:
     """Create every invoice of the subscription due at `as_of`, one atomic step at a time.
 
-    `today` is given when billing ahead of time (as_of in the future): it is the issue date.
-    `loaded` is the subscription when the caller has just read it (consistently)."""
-    subscription = loaded or store.load_subscription(settings.tenant_id, contact_id, subscription_id)
+    `today` is given when billing ahead of time (as_of in the future): it is the issue date."""
+    subscription = store.load_subscription(settings.tenant_id, contact_id, subscription_id)
     if subscription is None:
         return []
     return bill_loaded(store, settings, subscription, as_of, numbers, today=today, rater=rater)[0]
@@ -298,7 +296,7 @@ MAX_DAYS_AHEAD = 3 * 366
 MAX_UPCOMING = 12
 
 
-def _subscription(store: Store, ctx: TenantContext, subscription_id: str) -> Subscription:
+def subscription_by_id(store: Store, ctx: TenantContext, subscription_id: str) -> Subscription:
     subscription = store.get_subscription(ctx.tenant_id, subscription_id)
     if subscription is None:
         raise NotFound(f"no subscription {subscription_id}", field="subscription_id")
@@ -311,4 +309,4 @@ def view_bill(
     """The next `count` invoices of a subscription, as the billing run will create them."""
     if not 1 <= count <= MAX_UPCOMING:
         raise InvalidInput(f"count is 1 to {MAX_UPCOMING}", field="count")
-    return upcoming_invoices(_subscription(store, ctx, subscription_id), count, rater=rater)
+    return upcoming_invoices(subscription_by_id(store, ctx, subscription_id), count, rater=rater)
