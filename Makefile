@@ -26,7 +26,7 @@ node_modules/.installed: package.json
 run: setup       ## start the local stack with demo data (Ctrl-C stops it)
 	$(PY) -m billow.local
 
-test: setup      ## the whole suite: unit, integration, infra, e2e
+test: setup lint typecheck ## lint, types, then the whole suite: unit, integration, infra, e2e
 	$(PY) -m pytest -n 2 --dist loadgroup -q
 
 test-unit: setup ## fast tests, no network

@@ -27,13 +27,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "shared")]
 
-from billow.domain.timeline import next_step  # noqa: E402
 from billow.domain.calendar import Cycle  # noqa: E402
 from billow.domain.catalog import BillingModel, PriceTerms, Product  # noqa: E402
 from billow.domain.money import Money  # noqa: E402
 from billow.domain.ordering import OrderItem, OrderPlan, plan_order  # noqa: E402
 from billow.domain.rules import BillingRules  # noqa: E402
 from billow.domain.tenants import TenantSettings  # noqa: E402
+from billow.domain.timeline import next_step  # noqa: E402
 from billow.local import dynamodb  # noqa: E402
 from billow.local.dynamodb import LOCAL_CREDENTIALS  # noqa: E402
 from billow.services.billing import InvoiceNumbers, RunReport, bill_due_subscriptions  # noqa: E402

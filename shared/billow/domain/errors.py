@@ -7,11 +7,15 @@ class DomainError(Exception):
     """Base of every rule violation. `field` names the input at fault, when there is one."""
 
     code = "domain_error"
+    """A stable, dotted, machine-readable code (`area.reason`): messages may change, codes may not.
+    A class gives its default; an instance may name a more precise one (`code=`)."""
 
-    def __init__(self, message: str, *, field: str | None = None) -> None:
+    def __init__(self, message: str, *, field: str | None = None, code: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.field = field
+        if code is not None:
+            self.code = code
 
 
 class InvalidInput(DomainError):
