@@ -4,7 +4,7 @@ or previewing actions. Every action is immediate (no `on`) or scheduled (`on`, o
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from aws_lambda_powertools.event_handler.openapi.params import Path
 from aws_lambda_powertools.event_handler.router import APIGatewayRouter
@@ -18,6 +18,7 @@ from runtime import clock, numbers, store
 
 from api import presenters
 from api.context import current_tenant, ids_for_request
+from api.openapi import ActionOutcome
 from api.schemas import BillingDay, Body, Id
 
 router = APIGatewayRouter()
@@ -81,7 +82,7 @@ def _request(kind: ActionKind, service_id: str | None, body: When, **params: Any
     )
 
 
-def _respond(result: ActionResult) -> tuple[dict[str, Any], int]:
+def _respond(result: ActionResult) -> ActionOutcome:
     body = {
         "action": presenters.action(result.action),
         "subscription": presenters.subscription(result.subscription),
@@ -89,11 +90,12 @@ def _respond(result: ActionResult) -> tuple[dict[str, Any], int]:
         "invoices": [presenters.invoice(i, result.today) for i in result.invoices],
         "replayed": result.replayed,
     }
-    status = 200 if result.replayed else 202 if result.action.status.value == "scheduled" else 201
+    scheduled = result.action.status.value == "scheduled"
+    status: Literal[200, 201, 202] = 200 if result.replayed else 202 if scheduled else 201
     return body, status
 
 
-def _act(subscription_id: str, request: ActionRequest) -> tuple[dict[str, Any], int]:
+def _act(subscription_id: str, request: ActionRequest) -> ActionOutcome:
     event = router.current_event
     ctx = current_tenant(event)
     ids = ids_for_request(event, ctx, f"action:{subscription_id}")
@@ -107,7 +109,7 @@ def _act(subscription_id: str, request: ActionRequest) -> tuple[dict[str, Any], 
 def _service_route(path: str, kind: ActionKind, summary: str) -> None:
     """POST /subscriptions/{id}/services/{service_id}/<path> for an action that takes only a day."""
 
-    def handler(subscription_id: SubscriptionId, service_id: ServiceId, body: When) -> tuple[dict[str, Any], int]:
+    def handler(subscription_id: SubscriptionId, service_id: ServiceId, body: When) -> ActionOutcome:
         return _act(subscription_id, _request(kind, service_id, body))
 
     handler.__name__ = f"{kind.value}_service"
@@ -126,7 +128,7 @@ _service_route("renew", ActionKind.RENEW, "Renew an expired service for one more
     SVC + "/pause",
     summary="Pause a service, for N days or until resumed",
 )
-def pause(subscription_id: SubscriptionId, service_id: ServiceId, body: PauseBody) -> tuple[dict[str, Any], int]:
+def pause(subscription_id: SubscriptionId, service_id: ServiceId, body: PauseBody) -> ActionOutcome:
     return _act(subscription_id, _request(ActionKind.PAUSE, service_id, body, days=body.days))
 
 
@@ -145,7 +147,7 @@ def _change_request(service_id: str, body: ChangeBody) -> ActionRequest:
     SVC + "/change",
     summary="Change a service's product, price terms or quantity (upgrade or downgrade timing rules apply)",
 )
-def change(subscription_id: SubscriptionId, service_id: ServiceId, body: ChangeBody) -> tuple[dict[str, Any], int]:
+def change(subscription_id: SubscriptionId, service_id: ServiceId, body: ChangeBody) -> ActionOutcome:
     return _act(subscription_id, _change_request(service_id, body))
 
 
@@ -167,7 +169,7 @@ def preview_change(subscription_id: SubscriptionId, service_id: ServiceId, body:
 )
 def auto_renew(
     subscription_id: SubscriptionId, service_id: ServiceId, body: AutoRenewBody
-) -> tuple[dict[str, Any], int]:
+) -> ActionOutcome:
     return _act(subscription_id, _request(ActionKind.AUTO_RENEW, service_id, body, auto_renew=body.auto_renew))
 
 
@@ -175,7 +177,7 @@ def auto_renew(
     SVC + "/extend-term",
     summary="Postpone the end of the termed period by N days",
 )
-def extend_term(subscription_id: SubscriptionId, service_id: ServiceId, body: DaysBody) -> tuple[dict[str, Any], int]:
+def extend_term(subscription_id: SubscriptionId, service_id: ServiceId, body: DaysBody) -> ActionOutcome:
     return _act(subscription_id, _request(ActionKind.EXTEND_TERM, service_id, body, days=body.days))
 
 
@@ -183,12 +185,12 @@ def extend_term(subscription_id: SubscriptionId, service_id: ServiceId, body: Da
     SVC + "/extend-trial",
     summary="Extend a trial by N days (back office, once)",
 )
-def extend_trial(subscription_id: SubscriptionId, service_id: ServiceId, body: DaysBody) -> tuple[dict[str, Any], int]:
+def extend_trial(subscription_id: SubscriptionId, service_id: ServiceId, body: DaysBody) -> ActionOutcome:
     return _act(subscription_id, _request(ActionKind.EXTEND_TRIAL, service_id, body, days=body.days))
 
 
 @router.post(SUB + "/billing-day", summary="Change the billing day (anniversary billing only)")
-def change_billing_day(subscription_id: SubscriptionId, body: BillingDayBody) -> tuple[dict[str, Any], int]:
+def change_billing_day(subscription_id: SubscriptionId, body: BillingDayBody) -> ActionOutcome:
     return _act(subscription_id, _request(ActionKind.CHANGE_BILLING_DAY, None, body, billing_day=body.billing_day))
 
 
@@ -196,12 +198,12 @@ def change_billing_day(subscription_id: SubscriptionId, body: BillingDayBody) ->
     SUB + "/grace-period",
     summary="Set a grace period of N days (no deactivation before its end)",
 )
-def set_grace_period(subscription_id: SubscriptionId, body: DaysBody) -> tuple[dict[str, Any], int]:
+def set_grace_period(subscription_id: SubscriptionId, body: DaysBody) -> ActionOutcome:
     return _act(subscription_id, _request(ActionKind.SET_GRACE_PERIOD, None, body, days=body.days))
 
 
 @router.post(SUB + "/payment-method", summary="Set the payment method that pays this subscription")
-def change_payment_method(subscription_id: SubscriptionId, body: PaymentMethodBody) -> tuple[dict[str, Any], int]:
+def change_payment_method(subscription_id: SubscriptionId, body: PaymentMethodBody) -> ActionOutcome:
     return _act(
         subscription_id, _request(ActionKind.CHANGE_PAYMENT_METHOD, None, body, payment_method=body.payment_method)
     )
@@ -211,7 +213,7 @@ def change_payment_method(subscription_id: SubscriptionId, body: PaymentMethodBo
     SUB + "/bill-ahead",
     summary="Bill upcoming cycles now (N cycles or up to a date); repeating it the same day bills nothing more",
 )
-def bill_ahead(subscription_id: SubscriptionId, body: BillAheadBody) -> tuple[dict[str, Any], int]:
+def bill_ahead(subscription_id: SubscriptionId, body: BillAheadBody) -> ActionOutcome:
     return _act(subscription_id, _request(ActionKind.BILL_AHEAD, None, body, cycles=body.cycles, until=body.until))
 
 

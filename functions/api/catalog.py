@@ -11,6 +11,7 @@ from runtime import store
 
 from api import presenters
 from api.context import current_tenant, ids_for_request
+from api.openapi import Created
 from api.schemas import Id, PriceTermsBody, ProductBody
 
 router = APIGatewayRouter()
@@ -35,7 +36,7 @@ def _terms_input(body: PriceTermsBody) -> catalog.PriceTermsInput:
 
 
 @router.post("/products", summary="Create a product with its price terms")
-def create_product(body: ProductBody) -> tuple[dict[str, Any], int]:
+def create_product(body: ProductBody) -> Created:
     ctx = current_tenant(router.current_event)
     product = catalog.create_product(
         store,
@@ -61,7 +62,7 @@ def get_product(product_id: Annotated[Id, Path()]) -> dict[str, Any]:
 
 
 @router.post("/products/<product_id>/terms", summary="Add price terms to a product")
-def add_terms(product_id: Annotated[Id, Path()], body: PriceTermsBody) -> tuple[dict[str, Any], int]:
+def add_terms(product_id: Annotated[Id, Path()], body: PriceTermsBody) -> Created:
     ctx = current_tenant(router.current_event)
     ids = ids_for_request(router.current_event, ctx, f"products/{product_id}/terms")
     terms = catalog.add_price_terms(store, ctx, product_id, _terms_input(body), ids)

@@ -14,13 +14,14 @@ from runtime import clock, numbers, store
 
 from api import presenters
 from api.context import current_tenant, ids_for_request
+from api.openapi import Created
 from api.schemas import AdvanceClockBody, ContactBody, Id, TestClockBody
 
 router = APIGatewayRouter()
 
 
 @router.post("/contacts", summary="Create a contact (subscriber)")
-def create_contact(body: ContactBody) -> tuple[dict[str, Any], int]:
+def create_contact(body: ContactBody) -> Created:
     ctx = current_tenant(router.current_event)
     address = None if body.billing_address is None else Address(**body.billing_address.model_dump())
     limit = (
@@ -79,7 +80,7 @@ def contact_invoices_response(ctx: TenantContext, contact_id: str) -> dict[str, 
 
 
 @router.post("/contacts/<contact_id>/test-clock", summary="Attach a test clock (test mode only)")
-def create_test_clock(contact_id: Annotated[Id, Path()], body: TestClockBody) -> tuple[dict[str, Any], int]:
+def create_test_clock(contact_id: Annotated[Id, Path()], body: TestClockBody) -> Created:
     ctx = current_tenant(router.current_event)
     return presenters.clock(contacts.create_test_clock(store, ctx, contact_id, body.frozen_time)), 201
 

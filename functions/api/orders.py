@@ -16,6 +16,7 @@ from runtime import clock, new_id, numbers, store
 from api import presenters
 from api.contacts import contact_invoices_response
 from api.context import current_tenant
+from api.openapi import CreatedOrReplayed
 from api.schemas import Id, ManualPaymentBody, OrderBody, QuoteBody
 
 router = APIGatewayRouter()
@@ -37,7 +38,7 @@ def quote_order(body: QuoteBody) -> dict[str, Any]:
 
 
 @router.post("/orders", summary="Place an order (idempotent on `reference`)")
-def place_order(body: OrderBody) -> tuple[dict[str, Any], int]:
+def place_order(body: OrderBody) -> CreatedOrReplayed:
     ctx = current_tenant(router.current_event)
     placed = ordering.place_order(
         store, ctx, body.contact_id, _items(body), body.start_date, body.reference, clock, new_id, numbers
@@ -91,7 +92,7 @@ def get_invoice(invoice_id: Annotated[Id, Path()]) -> dict[str, Any]:
     "/invoices/<invoice_id>/payments",
     summary="Record a manual payment (bank transfer confirmed by staff); idempotent on `reference`",
 )
-def record_payment(invoice_id: Annotated[Id, Path()], body: ManualPaymentBody) -> tuple[dict[str, Any], int]:
+def record_payment(invoice_id: Annotated[Id, Path()], body: ManualPaymentBody) -> CreatedOrReplayed:
     ctx = current_tenant(router.current_event)
     spec = ManualPaymentInput(body.amount, body.currency, body.method, body.reference, body.received_on)
     result = invoices.record_manual_payment(store, ctx, invoice_id, spec, clock)

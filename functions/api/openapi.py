@@ -1,0 +1,163 @@
+"""The OpenAPI document (docs/openapi.json), made exact in this one place.
+
+Powertools generates the paths, parameters and request bodies from the routes. What it cannot know
+is added here from what each route is:
+- its success statuses, from the handler's return type: a handler returning `(body, status)` names
+  the statuses it can answer with a `Literal` (`Created`, `CreatedOrReplayed`, `ActionOutcome`), so
+  mypy checks that it answers no other; a handler returning a bare body answers 200;
+- its error statuses, all in the one error shape (`Error`): 401 on every route (the authorizer),
+  422 on every route (path and query parameters are validated, unknown query parameters refused),
+  400/413/415 on a route that reads a body, 404 on a route that names an id (path, query or body),
+  409 on a route that acts on stored data, 503 on a route that reads storage.
+
+`make openapi` writes the document, and a unit test fails when
+the committed one is stale.
+"""
+
+from __future__ import annotations
+
+import json
+import typing
+from typing import Any, Literal
+
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver
+from aws_lambda_powertools.event_handler.api_gateway import Route
+from aws_lambda_powertools.event_handler.openapi.models import APIKey, APIKeyIn, HTTPBearer
+from pydantic import BaseModel, ConfigDict, Field
+
+TITLE, VERSION = "Billow API", "0.1.0"
+
+Created = tuple[dict[str, Any], Literal[201]]
+"""A create: 201 with the new entity."""
+CreatedOrReplayed = tuple[dict[str, Any], Literal[201, 200]]
+"""An idempotent create: 201, or 200 with the first result when its key is repeated."""
+ActionOutcome = tuple[dict[str, Any], Literal[201, 202, 200]]
+"""An action: 201 executed now, 202 scheduled, 200 a replay of the first request with its key."""
+
+PURE_ROUTES = frozenset({("POST", "/billing/preview")})
+"""Routes that read and write no stored data: no 404, 409 or 503."""
+
+
+class FieldProblem(BaseModel):
+    model_config = ConfigDict(title="FieldProblem")
+    field: str = Field(description='the input at fault, as a path: "terms[0].price", "contact_id", "body"')
+    reason: str
+
+
+class Error(BaseModel):
+    """Every 4xx and 5xx the API answers."""
+
+    model_config = ConfigDict(title="Error", extra="allow")
+    error: str = Field(description="a stable, machine-readable code: messages may change, codes may not")
+    message: str = Field(description="for people")
+    fields: list[FieldProblem] = Field(description="each input at fault (possibly none)")
+    current_state: str | None = Field(default=None, description="an illegal transition: the service's state")
+    rule: str | None = Field(default=None, description="the business rule that refused the request")
+
+
+_ERROR_DESCRIPTIONS = {
+    400: "Malformed body (not JSON, not UTF-8, nested too deeply)",
+    401: "Missing or invalid API key",
+    404: "No such entity for this tenant and mode",
+    409: "The entity's state or a business rule refuses the request, or it changed concurrently",
+    413: "Body too large",
+    415: "Unsupported content type (send application/json)",
+    422: "Invalid input: the fields at fault are named",
+    503: "Storage is busy: retry the same request",
+}
+_SUCCESS_DESCRIPTIONS = {200: "OK", 201: "Created", 202: "Accepted: scheduled"}
+
+
+def success_statuses(route: Route) -> tuple[int, ...]:
+    """The 2xx a route answers, from its handler's return type (see `Created` and friends)."""
+    returns = typing.get_type_hints(route.func).get("return")
+    if typing.get_origin(returns) is not tuple:
+        return (200,)
+    _, status = typing.get_args(returns)
+    if typing.get_origin(status) is not Literal:
+        raise TypeError(f"{route.method} {route.path}: name the statuses it answers with a Literal, e.g. Created")
+    return tuple(typing.get_args(status))
+
+
+def _names_an_id(schema: Any, components: dict[str, Any], seen: frozenset[str] = frozenset()) -> bool:
+    """Whether a request body schema has a property naming an entity (`..._id`), at any depth."""
+    if isinstance(schema, list):
+        return any(_names_an_id(s, components, seen) for s in schema)
+    if not isinstance(schema, dict):
+        return False
+    ref = schema.get("$ref")
+    if isinstance(ref, str):
+        name = ref.rsplit("/", 1)[-1]
+        return name not in seen and _names_an_id(components.get(name, {}), components, seen | {name})
+    if any(name.endswith("_id") for name in schema.get("properties", {})):
+        return True
+    return any(_names_an_id(value, components, seen) for value in schema.values())
+
+
+def error_statuses(route: Route, operation: dict[str, Any], components: dict[str, Any]) -> list[int]:
+    params = operation.get("parameters", [])
+    body = operation.get("requestBody")
+    statuses = {401, 422}
+    if body is not None:
+        statuses |= {400, 413, 415}
+    if (route.method, route.path) not in PURE_ROUTES:
+        statuses.add(503)
+        names_an_id = any(p["in"] == "path" or p["name"].endswith("_id") for p in params) or (
+            body is not None and _names_an_id(body, components)
+        )
+        if names_an_id:
+            statuses.add(404)
+        if route.method != "GET":
+            statuses.add(409)
+    return sorted(statuses)
+
+
+def _routes(app: APIGatewayRestResolver) -> dict[tuple[str, str], Route]:
+    # The resolver's own route table, as its get_openapi_schema reads it (Powertools has no public accessor).
+    return {(r.method.lower(), r.openapi_path): r for r in app._static_routes + app._dynamic_routes}
+
+
+def document(app: APIGatewayRestResolver) -> dict[str, Any]:
+    """The OpenAPI document of `app`, with every status each operation answers."""
+    generated = json.loads(
+        app.get_openapi_json_schema(
+            title=TITLE,
+            version=VERSION,
+            description="Serverless subscription billing. Every error has the shape `Error`.",
+            security_schemes={
+                "bearerKey": HTTPBearer(bearerFormat="API key", description="Authorization: Bearer <API key>"),
+                "apiKeyHeader": APIKey(in_=APIKeyIn.header, name="x-api-key", description="or the key in x-api-key"),
+            },
+            security=[{"bearerKey": []}, {"apiKeyHeader": []}],
+        )
+    )
+    schemas = generated["components"]["schemas"]
+    for unused in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(unused, None)
+    error_schema = Error.model_json_schema(ref_template="#/components/schemas/{model}")
+    schemas.update(error_schema.pop("$defs"))
+    schemas["Error"] = error_schema
+    generated["components"]["schemas"] = dict(sorted(schemas.items()))
+    error_content = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+
+    routes = _routes(app)
+    for path, operations in generated["paths"].items():
+        for method, operation in operations.items():
+            route = routes[(method, path)]
+            powertools_success: dict[str, Any] = next(
+                (r for code, r in operation["responses"].items() if code.startswith("2")), {"content": {}}
+            )
+            responses: dict[str, Any] = {}
+            for status in sorted(success_statuses(route)):
+                responses[str(status)] = {
+                    "description": _SUCCESS_DESCRIPTIONS[status],
+                    "content": powertools_success["content"],
+                }
+            for status in error_statuses(route, operation, schemas):
+                responses[str(status)] = {"description": _ERROR_DESCRIPTIONS[status], "content": error_content}
+            operation["responses"] = responses
+    return generated
+
+
+def document_json(app: APIGatewayRestResolver) -> str:
+    return json.dumps(document(app), indent=2) + "\n"
