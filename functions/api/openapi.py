@@ -2,6 +2,8 @@
 
 Powertools generates the paths, parameters and request bodies from the routes. What it cannot know
 is added here from what each route is:
+- its operation id (the handler's name) and tag (the handler's module: catalog, contacts...), so a
+  generated client reads `catalog.create_product`;
 - its success statuses, from the handler's return type: a handler returning `(body, status)` names
   the statuses it can answer with a `Literal` (`Created`, `CreatedOrReplayed`, `ActionOutcome`), so
   mypy checks that it answers no other; a handler returning a bare body answers 200;
@@ -132,21 +134,26 @@ def document(app: APIGatewayRestResolver) -> dict[str, Any]:
         )
     )
     schemas = generated["components"]["schemas"]
-    for unused in ("HTTPValidationError", "ValidationError"):
-        schemas.pop(unused, None)
     error_schema = Error.model_json_schema(ref_template="#/components/schemas/{model}")
     schemas.update(error_schema.pop("$defs"))
     schemas["Error"] = error_schema
-    generated["components"]["schemas"] = dict(sorted(schemas.items()))
     error_content = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
 
     routes = _routes(app)
+    operation_ids: set[str] = set()
     for path, operations in generated["paths"].items():
         for method, operation in operations.items():
             route = routes[(method, path)]
+            operation["operationId"] = route.func.__name__
+            if route.func.__name__ in operation_ids:
+                raise ValueError(f"{method.upper()} {path}: another route's handler is also named {route.func.__name__}")
+            operation_ids.add(route.func.__name__)
+            operation["tags"] = [route.func.__module__.rsplit(".", 1)[-1]]
             powertools_success: dict[str, Any] = next(
                 (r for code, r in operation["responses"].items() if code.startswith("2")), {"content": {}}
             )
+            for media in powertools_success["content"].values():
+                media.get("schema", {}).pop("title", None)  # "Return": one name for several statuses
             responses: dict[str, Any] = {}
             for status in sorted(success_statuses(route)):
                 responses[str(status)] = {
@@ -156,7 +163,28 @@ def document(app: APIGatewayRestResolver) -> dict[str, Any]:
             for status in error_statuses(route, operation, schemas):
                 responses[str(status)] = {"description": _ERROR_DESCRIPTIONS[status], "content": error_content}
             operation["responses"] = responses
+    # Powertools' own validation-error schemas are never answered: keep only what the paths use.
+    used = _referenced(generated["paths"], schemas)
+    generated["components"]["schemas"] = {name: schemas[name] for name in sorted(used)}
     return generated
+
+
+def _referenced(node: Any, schemas: dict[str, Any], found: set[str] | None = None) -> set[str]:
+    """The component schemas `node` refers to, directly or through other components."""
+    found = set() if found is None else found
+    if isinstance(node, list):
+        for item in node:
+            _referenced(item, schemas, found)
+    elif isinstance(node, dict):
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/components/schemas/"):
+            name = ref.rsplit("/", 1)[-1]
+            if name not in found:
+                found.add(name)
+                _referenced(schemas[name], schemas, found)
+        for value in node.values():
+            _referenced(value, schemas, found)
+    return found
 
 
 def document_json(app: APIGatewayRestResolver) -> str:
