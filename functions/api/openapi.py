@@ -144,10 +144,10 @@ def document(app: APIGatewayRestResolver) -> dict[str, Any]:
     for path, operations in generated["paths"].items():
         for method, operation in operations.items():
             route = routes[(method, path)]
-            operation["operationId"] = route.func.__name__
-            if route.func.__name__ in operation_ids:
-                raise ValueError(f"{method.upper()} {path}: another route's handler is also named {route.func.__name__}")
-            operation_ids.add(route.func.__name__)
+            name = operation["operationId"] = route.func.__name__
+            if name in operation_ids:
+                raise ValueError(f"{method.upper()} {path}: another route's handler is also named {name}")
+            operation_ids.add(name)
             operation["tags"] = [route.func.__module__.rsplit(".", 1)[-1]]
             powertools_success: dict[str, Any] = next(
                 (r for code, r in operation["responses"].items() if code.startswith("2")), {"content": {}}

@@ -26,9 +26,11 @@ def billow_client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModuleTy
     out = tmp_path_factory.mktemp("generated")
     (out / "config.yaml").write_text(CONFIG)
     generator = Path(sys.executable).with_name("openapi-python-client")
+    doc, package, config = ROOT / "docs" / "openapi.json", out / "billow_client", out / "config.yaml"
+    arguments = ["generate", "--path", str(doc), "--meta", "none", "--output-path", str(package)]
+    arguments += ["--config", str(config)]
     result = subprocess.run(
-        [str(generator), "generate", "--path", str(ROOT / "docs" / "openapi.json"), "--meta", "none"]
-        + ["--output-path", str(out / "billow_client"), "--config", str(out / "config.yaml")],
+        [str(generator), *arguments],
         capture_output=True,
         text=True,
         timeout=120,
