@@ -167,9 +167,7 @@ def preview_change(subscription_id: SubscriptionId, service_id: ServiceId, body:
     SVC + "/auto-renew",
     summary="Opt a termed service in or out of auto-renewal",
 )
-def auto_renew(
-    subscription_id: SubscriptionId, service_id: ServiceId, body: AutoRenewBody
-) -> ActionOutcome:
+def auto_renew(subscription_id: SubscriptionId, service_id: ServiceId, body: AutoRenewBody) -> ActionOutcome:
     return _act(subscription_id, _request(ActionKind.AUTO_RENEW, service_id, body, auto_renew=body.auto_renew))
 
 

@@ -109,3 +109,11 @@ def test_the_api_does_what_its_document_says(case: Any, seeded: Seeded) -> None:
     case.call_and_validate(base_url=seeded.client.base_url, headers=seeded.headers)
     if _with_real_ids(case, seeded.ids):
         case.call_and_validate(base_url=seeded.client.base_url, headers=seeded.headers)
+
+
+@pytest.mark.parametrize("method", ["TRACE", "QUERY", "OPTIONS"])
+def test_a_method_without_a_route_is_a_405_in_the_error_shape(seeded: Seeded, method: str) -> None:
+    # the HTTP server's own answer to a method it does not know was a 501 HTML page (a 5xx)
+    reply = seeded.client.request(method, "/products")
+    assert reply.status == 405, reply.body
+    assert set(reply.body) >= {"error", "message", "fields"}

@@ -110,7 +110,8 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(name, value)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        self.wfile.write(body)
+        if self.command != "HEAD":  # a HEAD answer has the headers of a GET and no body
+            self.wfile.write(body)
 
     def _json(self, status: int, payload: dict[str, Any]) -> None:
         self._send(status, json.dumps(payload).encode(), {"Content-Type": "application/json"})
@@ -144,7 +145,12 @@ class _Handler(BaseHTTPRequestHandler):
             out_headers[name] = ", ".join(values)
         self._send(int(result["statusCode"]), (result.get("body") or "").encode(), out_headers)
 
-    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
+    def __getattr__(self, name: str) -> Any:
+        # Every method (TRACE, QUERY...) reaches the API, as API Gateway's ANY method does: one it has
+        # no route for is a 405 in the error shape, never the HTTP server's own 501 page.
+        if name.startswith("do_"):
+            return self._handle
+        raise AttributeError(name)
 
 
 def serve(port: int, *, verbose: bool = False) -> ThreadingHTTPServer:
