@@ -18,7 +18,7 @@ from runtime import clock, numbers, store
 
 from api import presenters
 from api.context import current_tenant, ids_for_request
-from api.schemas import BillingDay, Body, Id
+from api.schemas import BillingDay, Body, Cursor, Id, Limit
 
 router = APIGatewayRouter()
 MAX_DAYS = 3660
@@ -219,10 +219,14 @@ def bill_ahead(subscription_id: SubscriptionId, body: BillAheadBody) -> tuple[di
     SUB + "/actions",
     summary="The action log: executed, scheduled, cancelled and rejected actions",
 )
-def list_actions(subscription_id: SubscriptionId) -> dict[str, Any]:
+def list_actions(subscription_id: SubscriptionId, limit: Limit = 50, cursor: Cursor = None) -> dict[str, Any]:
     ctx = current_tenant(router.current_event)
-    log = actions.action_log(store, ctx, subscription_id)
-    return {"subscription_id": subscription_id, "actions": [presenters.action(a) for a in log]}
+    log = actions.action_log(store, ctx, subscription_id, limit=limit, cursor=cursor)
+    return {
+        "subscription_id": subscription_id,
+        "actions": [presenters.action(a) for a in log.items],
+        "cursor": log.cursor,
+    }
 
 
 @router.delete(SUB + "/actions/<action_id>", summary="Cancel a pending action")

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
+from aws_lambda_powertools.event_handler.middlewares import NextMiddleware
 from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
@@ -25,6 +26,30 @@ from runtime import logger, metrics, tracer
 from api import actions, billing, catalog, contacts, orders, settings
 
 app = APIGatewayRestResolver(enable_validation=True)
+
+
+def refuse_unknown_query_parameters(app: APIGatewayRestResolver, next_middleware: NextMiddleware) -> Response[Any]:
+    """Every route accepts exactly the query parameters it declares: anything else is a 422
+    (`request.unknown_parameter`), so a misspelt filter is never silently ignored."""
+    route = app.context.get("_route")
+    if route is not None and route in (*app._static_routes, *app._dynamic_routes):
+        declared = {param.alias for param in route.dependant.query_params}
+        given = {
+            *(app.current_event.query_string_parameters or {}),
+            *(app.current_event.multi_value_query_string_parameters or {}),
+        }
+        unknown = sorted(given - declared)
+        if unknown:
+            accepted = ", ".join(sorted(declared)) or "none"
+            raise InvalidInput(
+                f"unknown query parameter '{unknown[0]}' (this route accepts: {accepted})",
+                field=unknown[0],
+                code="request.unknown_parameter",
+            )
+    return next_middleware(app)
+
+
+app.use(middlewares=[refuse_unknown_query_parameters])
 app.include_router(catalog.router)
 app.include_router(contacts.router)
 app.include_router(orders.router)

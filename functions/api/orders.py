@@ -9,14 +9,14 @@ from aws_lambda_powertools.event_handler.router import APIGatewayRouter
 from billow.domain.errors import NotFound
 from billow.services import invoices, ordering
 from billow.services.contacts import contact_today
-from billow.services.invoices import ManualPaymentInput
+from billow.services.invoices import InvoiceFilter, ManualPaymentInput
 from billow.services.ordering import OrderItemInput
 from runtime import clock, new_id, numbers, store
 
 from api import presenters
-from api.contacts import contact_invoices_response
+from api.contacts import InvoiceStatusFilter, IssuedBefore, IssuedFrom, invoice_page
 from api.context import current_tenant
-from api.schemas import Id, ManualPaymentBody, OrderBody, QuoteBody
+from api.schemas import Cursor, Id, InvoiceKind, Limit, ManualPaymentBody, OrderBody, QuoteBody
 
 router = APIGatewayRouter()
 
@@ -71,9 +71,18 @@ def get_subscription(subscription_id: Annotated[Id, Path()]) -> dict[str, Any]:
     return presenters.subscription(subscription)
 
 
-@router.get("/invoices", summary="List a contact's invoices (same as /contacts/{id}/invoices)")
-def list_invoices(contact_id: Annotated[Id, Query()]) -> dict[str, Any]:
-    return contact_invoices_response(current_tenant(router.current_event), contact_id)
+@router.get("/invoices", summary="The business's invoices, oldest first (issue day, then id), filtered")
+def list_invoices(
+    contact_id: Annotated[Id | None, Query()] = None,
+    status: InvoiceStatusFilter = None,
+    kind: Annotated[InvoiceKind | None, Query()] = None,
+    issued_from: IssuedFrom = None,
+    issued_before: IssuedBefore = None,
+    limit: Limit = 50,
+    cursor: Cursor = None,
+) -> dict[str, Any]:
+    filters = InvoiceFilter(status, contact_id, kind, issued_from, issued_before)
+    return invoice_page(current_tenant(router.current_event), filters, limit, cursor)
 
 
 @router.get("/invoices/<invoice_id>", summary="Get an invoice with its lines and payments")

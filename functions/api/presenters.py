@@ -35,7 +35,15 @@ def terms(t: PriceTerms) -> Json:
 
 
 def product(p: Product) -> Json:
-    return {"id": p.id, "name": p.name, "description": p.description, "terms": [terms(t) for t in p.terms]}
+    return {
+        "id": p.id,
+        "name": p.name,
+        "description": p.description,
+        "archived": p.archived,
+        "terms": [
+            {**terms(t), "archived": t.id in p.archived_terms, "replaced_by": p.replaced_by(t.id)} for t in p.terms
+        ],
+    }
 
 
 def contact(c: Contact) -> Json:
@@ -49,6 +57,7 @@ def contact(c: Contact) -> Json:
         "preferred_payment_method": c.preferred_payment_method,
         "test_mode": c.test_mode,
         "created_at": c.created_at.isoformat(),
+        "archived": c.archived,
     }
 
 

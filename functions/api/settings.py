@@ -10,7 +10,7 @@ from billow.domain.calendar import WEEKDAYS
 from billow.domain.policy import Timing, TrialLimit
 from billow.domain.rules import Alignment, BillingRules, CalendarMode, ServiceState, weekday_number
 from billow.domain.tenants import TenantSettings
-from billow.services.tenants import update_billing_rules, update_subscription_policy
+from billow.services.tenants import update_billing_rules, update_profile, update_subscription_policy
 from pydantic import Field
 from runtime import store
 
@@ -123,6 +123,26 @@ def patch_subscription_policy(body: SubscriptionPolicyBody) -> dict[str, Any]:
         if value is not None or name in _POLICY_CLEARABLE
     }
     return _settings(update_subscription_policy(store, ctx, changes))
+
+
+class ProfileBody(Body):
+    """Only the fields given change."""
+
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    timezone: str | None = Field(default=None, min_length=1, max_length=64, description="an IANA time zone name")
+    invoice_prefix: str | None = Field(default=None, min_length=1, max_length=10, pattern=r"^[A-Za-z0-9]+$")
+    payment_terms_days: int | None = Field(default=None, ge=0, le=365)
+
+
+@router.patch(
+    "/settings/profile",
+    summary="Change the business profile: name, time zone, invoice prefix, payment terms "
+    "(they apply from now on; issued invoices keep theirs)",
+)
+def patch_profile(body: ProfileBody) -> dict[str, Any]:
+    ctx = current_tenant(router.current_event)
+    changes = body.model_dump(exclude_unset=True, exclude_none=True)
+    return _settings(update_profile(store, ctx, changes))
 
 
 @router.get("/settings", summary="The business's settings, billing and subscription rules included")

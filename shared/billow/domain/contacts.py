@@ -30,6 +30,9 @@ class Contact:
     preferred_payment_method: str | None
     test_mode: bool
     created_at: datetime
+    archived: bool = False
+    """An archived contact takes no new orders; its invoices stay readable and payable."""
+    version: int = 0
 
 
 @dataclass(frozen=True, slots=True)

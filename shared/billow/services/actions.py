@@ -55,7 +55,7 @@ from billow.services.billing import (
 )
 from billow.services.contacts import contact_today, get_contact
 from billow.services.context import Clock, TenantContext
-from billow.services.ports import Store
+from billow.services.ports import Page, Store
 
 MAX_DAYS_SCHEDULED = 3 * 366
 MAX_CONFLICT_RETRIES = 3
@@ -111,9 +111,10 @@ def _change(store: Store, ctx: TenantContext, request: ActionRequest, service: S
     terms_id = request.terms_id or (service.terms.id if product_id == service.product_id else None)
     if terms_id is None:
         raise InvalidInput("a change of product needs the new product's terms_id", field="terms_id")
-    terms = product.terms_by_id(terms_id)
-    if terms is None:
-        raise NotFound(f"product {product.id} has no price terms {terms_id}", field="terms_id")
+    if (product.id, terms_id) == (service.product_id, service.terms.id):
+        terms = service.terms  # a change of quantity alone: the service keeps the terms it has
+    else:
+        terms = product.orderable_terms(terms_id)
     quantity = request.quantity if request.quantity is not None else service.quantity
     try:
         terms.check_quantity(quantity)
@@ -453,10 +454,12 @@ def reschedule_action(
     return _edit_pending(store, ctx, subscription_id, action_id, clock, move)
 
 
-def action_log(store: Store, ctx: TenantContext, subscription_id: str) -> list[Action]:
+def action_log(
+    store: Store, ctx: TenantContext, subscription_id: str, *, limit: int, cursor: str | None
+) -> Page[Action]:
+    """One page of the action log, by day, then request day, then id."""
     subscription = subscription_by_id(store, ctx, subscription_id)
-    log = store.actions_of(ctx.tenant_id, subscription.contact_id, subscription_id)
-    return sorted(log, key=lambda a: (a.on, a.requested_on, a.id))
+    return store.actions_page(ctx.tenant_id, subscription.contact_id, subscription_id, limit, cursor)
 
 
 def preview_action(

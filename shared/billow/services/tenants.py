@@ -61,6 +61,22 @@ def update_billing_rules(store: Store, ctx: TenantContext, changes: dict[str, An
     return settings
 
 
+PROFILE_FIELDS = frozenset({"name", "timezone", "invoice_prefix", "payment_terms_days"})
+
+
+def update_profile(store: Store, ctx: TenantContext, changes: dict[str, Any]) -> TenantSettings:
+    """Change the business profile (docs/billing.md#the-business-profile). A new time zone moves
+    the hour each contact's day turns over from now on; billing dates, periods and due dates
+    already set are calendar days and stay. New payment terms and a new invoice prefix apply to
+    invoices issued from now on (numbers continue the one sequence); issued invoices keep theirs."""
+    unknown = set(changes) - PROFILE_FIELDS
+    if unknown:
+        raise InvalidInput("not a profile field", field=sorted(unknown)[0])
+    settings = replace(ctx.settings, **changes)  # TenantSettings validates zone, prefix and terms
+    store.put_settings(settings)
+    return settings
+
+
 def update_subscription_policy(store: Store, ctx: TenantContext, changes: dict[str, Any]) -> TenantSettings:
     """Change some of the business's subscription-management rules (JSON form, as the API shows
     them). They apply to the next action requested, for every subscription."""

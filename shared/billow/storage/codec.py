@@ -118,11 +118,27 @@ def _int_in(value: Any) -> int | None:
 
 
 def product_out(p: Product) -> Json:
-    return {"id": p.id, "name": p.name, "description": p.description}
+    return {
+        "id": p.id,
+        "name": p.name,
+        "description": p.description,
+        "archived": p.archived,
+        "archived_terms": sorted(p.archived_terms),
+        "replacements": [list(pair) for pair in p.replacements],
+    }
 
 
-def product_in(d: Json, terms: tuple[PriceTerms, ...]) -> Product:
-    return Product(d["id"], d["name"], d.get("description", ""), terms)
+def product_in(d: Json, terms: tuple[PriceTerms, ...], version: int) -> Product:
+    return Product(
+        d["id"],
+        d["name"],
+        d.get("description", ""),
+        terms,
+        archived=bool(d.get("archived", False)),
+        archived_terms=frozenset(d.get("archived_terms", ())),
+        replacements=tuple((old, new) for old, new in d.get("replacements", ())),
+        version=version,
+    )
 
 
 def contact_out(c: Contact) -> Json:
@@ -136,10 +152,11 @@ def contact_out(c: Contact) -> Json:
         "preferred_payment_method": c.preferred_payment_method,
         "test_mode": c.test_mode,
         "created_at": c.created_at.isoformat(),
+        "archived": c.archived,
     }
 
 
-def contact_in(d: Json) -> Contact:
+def contact_in(d: Json, version: int = 0) -> Contact:
     a = d.get("billing_address")
     return Contact(
         id=d["id"],
@@ -151,6 +168,8 @@ def contact_in(d: Json) -> Contact:
         preferred_payment_method=d.get("preferred_payment_method"),
         test_mode=bool(d["test_mode"]),
         created_at=datetime.fromisoformat(d["created_at"]),
+        archived=bool(d.get("archived", False)),
+        version=version,
     )
 
 

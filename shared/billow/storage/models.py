@@ -60,6 +60,9 @@ class BillowItem(Model):
     gsi2sk = UnicodeAttribute(null=True, attr_name="GSI2SK")
     gsi3pk = UnicodeAttribute(null=True, attr_name="GSI3PK")
     gsi3sk = UnicodeAttribute(null=True, attr_name="GSI3SK")
+    # Filterable copies of body fields, for listings that filter on what is not a key (invoices).
+    status = UnicodeAttribute(null=True)
+    invoice_kind = UnicodeAttribute(null=True)
 
     due_index = DueIndex()
     by_id = ByIdIndex()
