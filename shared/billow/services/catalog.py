@@ -12,7 +12,7 @@ from billow.domain.catalog import BillingModel, PriceTerms, PricingModel, Produc
 from billow.domain.errors import ConcurrentModification, Conflict, InvalidInput, NotFound
 from billow.domain.money import Money
 from billow.domain.rules import Alignment
-from billow.services.context import TenantContext
+from billow.services.context import TenantContext, edit_versioned
 from billow.services.ports import Page, Store
 
 MAX_CONFLICT_RETRIES = 5
@@ -116,19 +116,12 @@ def _check_not_archived(product: Product) -> None:
 def _change_product(
     store: Store, ctx: TenantContext, product_id: str, change: Callable[[Product], Product | None]
 ) -> Product:
-    """Apply `change` to the product as last stored, conditioned on its version, retrying when
-    someone else changed it first. `change` returns None when there is nothing to change (a
-    repeated request), and raises to refuse."""
-    for _ in range(MAX_CONFLICT_RETRIES + 1):
-        product = get_product(store, ctx, product_id)
-        changed = change(product)
-        if changed is None:
-            return product
-        try:
-            return store.save_product(ctx.tenant_id, changed)
-        except ConcurrentModification:
-            continue
-    raise ConcurrentModification(f"product {product_id} kept changing; try again")
+    return edit_versioned(
+        lambda: get_product(store, ctx, product_id),
+        lambda product: store.save_product(ctx.tenant_id, product),
+        change,
+        f"product {product_id}",
+    )
 
 
 def update_product(

@@ -13,7 +13,7 @@ from billow.domain.contacts import Address, Contact, TestClock
 from billow.domain.errors import ConcurrentModification, Conflict, InvalidInput, NotFound
 from billow.domain.lifecycle import FINAL_STATES
 from billow.domain.money import Money
-from billow.services.context import Clock, TenantContext
+from billow.services.context import Clock, TenantContext, edit_versioned
 from billow.services.ports import Page, Store
 
 
@@ -21,9 +21,6 @@ from billow.services.ports import Page, Store
 class CreditLimitInput:
     amount: Decimal
     currency: str
-
-
-MAX_CONFLICT_RETRIES = 5
 
 
 def _credit_limit(credit_limit: CreditLimitInput | None) -> Money | None:
@@ -91,18 +88,12 @@ CONTACT_FIELDS = frozenset(
 def _change_contact(
     store: Store, ctx: TenantContext, contact_id: str, change: Callable[[Contact], Contact | None]
 ) -> Contact:
-    """Apply `change` to the contact as last stored, conditioned on its version, retrying when
-    someone else changed it first; `change` returns None when there is nothing to change."""
-    for _ in range(MAX_CONFLICT_RETRIES + 1):
-        contact = get_contact(store, ctx, contact_id)
-        changed = change(contact)
-        if changed is None:
-            return contact
-        try:
-            return store.save_contact(ctx.tenant_id, changed)
-        except ConcurrentModification:
-            continue
-    raise ConcurrentModification(f"contact {contact_id} kept changing; try again")
+    return edit_versioned(
+        lambda: get_contact(store, ctx, contact_id),
+        lambda contact: store.save_contact(ctx.tenant_id, contact),
+        change,
+        f"contact {contact_id}",
+    )
 
 
 def update_contact(store: Store, ctx: TenantContext, contact_id: str, changes: dict[str, Any]) -> Contact:
