@@ -13,10 +13,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from billow.domain.errors import error_body
 from billow.local.lambda_runtime import invoke
 
 STAGE = "local"
-UNAUTHORIZED_BODY = {"error": "unauthorized", "message": "missing or invalid API key"}
+UNAUTHORIZED_BODY = error_body("auth.unauthorized", "missing or invalid API key")
+"""As API Gateway answers it (its UNAUTHORIZED gateway response, set in infra/)."""
 MAX_BODY_BYTES = 1_000_000
 
 
@@ -118,14 +120,14 @@ class _Handler(BaseHTTPRequestHandler):
     def _handle(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
         if length > MAX_BODY_BYTES:
-            self._json(413, {"error": "payload_too_large", "message": f"bodies are at most {MAX_BODY_BYTES} bytes"})
+            self._json(413, error_body("request.too_large", f"bodies are at most {MAX_BODY_BYTES} bytes"))
             return
         raw = self.rfile.read(length) if length else b""
         headers = {k: v for k, v in self.headers.items()}
         try:
             body = raw.decode("utf-8") if raw else None
         except UnicodeDecodeError:
-            self._json(400, {"error": "malformed_body", "message": "the body is not UTF-8 text"})
+            self._json(400, error_body("request.not_utf8", "the body is not UTF-8 text"))
             return
         try:
             with self.lock:
@@ -137,7 +139,7 @@ class _Handler(BaseHTTPRequestHandler):
                 result = invoke("api.handler.lambda_handler", event)
         except Exception:
             traceback.print_exc()
-            self._json(502, {"message": "Internal server error"})
+            self._json(502, error_body("service.internal_error", "internal server error"))
             return
         out_headers = dict(result.get("headers") or {})
         for name, values in (result.get("multiValueHeaders") or {}).items():

@@ -2,7 +2,9 @@
 the log, and preview what an action does to the next invoices.
 
 A request is checked in three layers, and a refusal in any of them is logged (status rejected,
-with the rule) and answered with a 4xx naming the rule:
+with the rule) and answered with a 4xx naming the rule (its code):
+0. the transition table first: an action the service's state forbids on its day is an illegal
+   transition, whatever else applies;
 1. the business's subscription policy (reasons, regret period, pause and grace limits, tier paths,
    activation rules), some of which move the date instead of refusing (a cancellation inside the
    contract period, a downgrade: at the end of the cycle);
@@ -31,9 +33,10 @@ from billow.domain.errors import (
     InvalidInput,
     NotFound,
     RuleViolation,
+    refusal_for,
 )
 from billow.domain.invoices import Invoice, InvoiceStatus
-from billow.domain.lifecycle import FINAL_STATES, TRANSITION_RULES
+from billow.domain.lifecycle import FINAL_STATES
 from billow.domain.policy import Timing
 from billow.domain.subscriptions import Service, Subscription, SubscriptionKey, Transfer
 from billow.domain.timeline import (
@@ -161,6 +164,10 @@ def build_action(
     )
     if kind is ActionKind.EXPIRE:
         raise InvalidInput("services expire by themselves at the end of their termed period", field="action")
+    if service is not None:
+        if kind is ActionKind.CHANGE:
+            action = replace(action, change=_change(store, ctx, request, service))
+        _check_state(subscription, action)
     policy.check_reason(kind, request.reason)
     if kind is ActionKind.PAUSE:
         assert service is not None
@@ -177,8 +184,9 @@ def build_action(
         last = service.start_date + timedelta(days=policy.regret_days)
         if on > last:
             raise RuleViolation(
-                f"a service can be regretted up to {policy.regret_days} days after it started ({last}); cancel it",
-                rule="regret_period",
+                f"the regret period ended on {last} ({policy.regret_days} days from the service's start on "
+                f"{service.start_date}); cancel the service instead",
+                rule="regret.period",
             )
     elif kind is ActionKind.CANCEL:
         assert service is not None
@@ -187,7 +195,8 @@ def build_action(
             action = replace(action, on=max(on, cycle_end(subscription, on)))
     elif kind is ActionKind.CHANGE:
         assert service is not None
-        change = _change(store, ctx, request, service)
+        change = action.change
+        assert change is not None
         policy.check_tier_path(service.product_id, change.product_id)
         check_same_currency(subscription, change.terms)
         _check_contact(store, ctx, subscription, service, change)
@@ -305,6 +314,14 @@ def _executing(subscription: Subscription, action: Action) -> tuple[BillingStep,
     raise AssertionError(f"action {action.id} did not run by {action.on}")
 
 
+def _check_state(subscription: Subscription, action: Action) -> None:
+    """An action the service's state forbids on its day is refused as an illegal transition first,
+    before the business's rules (a cancelled service cannot be regretted, whatever the period)."""
+    _, record = _executing(subscription, action)
+    if record.rule == IllegalTransition.code:
+        _raise_refusal(record, subscription)
+
+
 def _check_outcome(subscription: Subscription, action: Action) -> tuple[BillingStep, Action]:
     """`_executing`, raising the refusal when the action would be rejected."""
     step, record = _executing(subscription, action)
@@ -314,12 +331,10 @@ def _check_outcome(subscription: Subscription, action: Action) -> tuple[BillingS
 
 
 def _raise_refusal(record: Action, subscription: Subscription) -> NoReturn:
-    rule = record.rule or "not_applicable"
-    if rule in TRANSITION_RULES:
-        service = subscription.service(record.service_id or "")
-        state = service.state.value if service else "unknown"
-        raise IllegalTransition(record.outcome or rule, current_state=state, rule=rule)
-    raise RuleViolation(record.outcome or rule, rule=rule)
+    """The refusal a rejected record stands for, classified by the code it logged (its rule)."""
+    code = record.rule or Conflict.code
+    service = subscription.service(record.service_id or "")
+    raise refusal_for(code, record.outcome or code, service.state.value if service else "unknown")
 
 
 def request_action(
@@ -359,7 +374,10 @@ def request_action(
             store.log_actions(ctx.tenant_id, subscription, [refused.rejected(refusal.message, refusal.rule)])
             raise
         if len(subscription.actions) >= MAX_PENDING_ACTIONS:
-            raise Conflict(f"a subscription holds at most {MAX_PENDING_ACTIONS} pending actions; cancel some first")
+            raise Conflict(
+                f"a subscription holds at most {MAX_PENDING_ACTIONS} pending actions; cancel some first",
+                code="action.too_many_pending",
+            )
         scheduled = subscription.with_actions((*subscription.actions, action))
         try:
             store.apply_billing_step(ctx.tenant_id, scheduled, subscription.version, None, [action])

@@ -152,7 +152,7 @@ def _translated(what: str) -> Iterator[None]:
         raise
     except (PutError, UpdateError, DeleteError) as error:
         if error.cause_response_code == "ConditionalCheckFailedException":
-            raise Conflict(f"{what}: already exists or was changed") from error
+            raise Conflict(f"{what}: already exists or was changed", code="resource.already_exists") from error
         if error.cause_response_code in _THROTTLING:
             raise TemporaryFailure(f"{what}: DynamoDB throttled") from error
         raise
@@ -181,7 +181,7 @@ def _decode_cursor(cursor: str | None, listing_key: str, index: str = "GSI3") ->
         and all(isinstance(v, dict) and isinstance(v.get("S"), str) for v in decoded.values())
     )
     if not well_formed or decoded[f"{index}PK"]["S"] != listing_key:
-        raise InvalidInput("cursor is not one this listing returned", field="cursor")
+        raise InvalidInput("cursor is not one this listing returned", field="cursor", code="listing.invalid_cursor")
     return dict(decoded)
 
 
