@@ -135,3 +135,34 @@ def test_a_retried_refusal_is_refused_again_not_answered_as_done(api: InProcessC
     assert first.body["error"] == "lifecycle.illegal_transition"
     log = api.get(f"/subscriptions/{subscription_id}/actions").body["actions"]
     assert [(a["action"], a["status"]) for a in log] == [("resume", "rejected")]
+
+
+def frozen_customer(api: InProcessClient, product: dict[str, Any]) -> tuple[str, str]:
+    """A contact on a test clock frozen at 2027-01-01 with one service of `product`, ordered that day."""
+    contact = make_contact(api)
+    clock = api.post(f"/contacts/{contact['id']}/test-clock", {"frozen_time": "2027-01-01T12:00:00Z"})
+    assert clock.status == 201, clock.body
+    return first_service(order(api, contact, product))
+
+
+def test_a_late_regret_says_when_the_regret_period_ended(api: InProcessClient) -> None:
+    subscription_id, service_id = frozen_customer(api, make_product(api, MONTHLY))
+    late = api.post(f"/subscriptions/{subscription_id}/services/{service_id}/regret", {"on": "2027-01-20"})
+    assert late.status == 409 and late.body["error"] == "regret.period"
+    # the period counts from the start (2027-01-01): 14 days, ended on the 15th
+    assert "ended on 2027-01-15" in late.body["message"] and "started (2027-01-15)" not in late.body["message"]
+
+
+def test_an_action_the_state_forbids_is_an_illegal_transition_before_any_rule(api: InProcessClient) -> None:
+    api.patch("/settings/subscriptions", {"reasons": {"pause": ["holiday"]}})
+    subscription_id, service_id = frozen_customer(api, make_product(api, MONTHLY))
+    base = f"/subscriptions/{subscription_id}/services/{service_id}"
+    assert api.post(f"{base}/cancel", {}).status == 201
+    # past the regret period and without the reason a pause needs: the state refuses them first
+    regret = api.post(f"{base}/regret", {"on": "2027-01-20"})
+    pause = api.post(f"{base}/pause", {"days": 3})
+    for refused in (regret, pause):
+        assert refused.status == 409 and refused.body["error"] == "lifecycle.illegal_transition", refused.body
+        assert "cancelled service" in refused.body["message"] and "cancel it" not in refused.body["message"]
+    log = api.get(f"/subscriptions/{subscription_id}/actions").body["actions"]
+    assert [a["rule"] for a in log if a["status"] == "rejected"] == ["lifecycle.illegal_transition"] * 2
