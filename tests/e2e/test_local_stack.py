@@ -219,3 +219,17 @@ def test_a_business_switches_to_period_billing_with_a_threshold_and_new_orders_f
 
     # Back to the defaults for the other tests of this module
     api.patch("/settings/billing", {"calendar": "anniversary", "threshold_day": None})
+
+
+def test_errors_over_http_are_in_the_one_shape(api: HttpClient) -> None:
+    shape = {"error", "message", "fields"}
+    unknown = api.get("/no-such-route")
+    assert unknown.status == 404 and set(unknown.body) == shape and unknown.body["error"] == "route.not_found"
+    wrong = api.request("PATCH", "/contacts", {})
+    assert wrong.status == 405 and wrong.body["error"] == "route.method_not_allowed"
+    assert wrong.headers["Allow"] == "GET, POST"
+    media = api.post("/contacts", raw=b"<contact/>", headers={"Content-Type": "application/xml"})
+    assert media.status == 415 and set(media.body) == shape and media.body["error"] == "request.unsupported_media_type"
+    anonymous = api.get("/contacts", key=None)
+    assert anonymous.status == 401
+    assert anonymous.body == {"error": "auth.unauthorized", "message": "missing or invalid API key", "fields": []}
