@@ -113,7 +113,8 @@ def contact_subscriptions(
     ctx = current_tenant(router.current_event)
     contacts.get_contact(store, ctx, contact_id)
     page = store.subscriptions_page(ctx.tenant_id, contact_id, limit, cursor)
-    return {"items": [presenters.subscription(s) for s in page.items], "cursor": page.cursor}
+    today = contact_today(store, ctx, contact_id, clock)
+    return {"items": [presenters.subscription(s, today) for s in page.items], "cursor": page.cursor}
 
 
 InvoiceStatusFilter = Annotated[

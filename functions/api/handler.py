@@ -107,7 +107,7 @@ def no_route(_: NotFoundError) -> Response[Any]:
     """No route matches: 405 with `Allow` when the path is known under other methods, else 404.
     Powertools answers neither in our shape, so both are decided here against its routes."""
     path = app.current_event.path
-    routes = [*app._static_routes, *app._dynamic_routes]  # noqa: SLF001 - the resolver's own table
+    routes = [*app._static_routes, *app._dynamic_routes]  # the resolver's own route table
     allowed = sorted({route.method for route in routes if route.rule.match(path)})
     if allowed:
         method = app.current_event.http_method.upper()
@@ -124,7 +124,7 @@ def no_route(_: NotFoundError) -> Response[Any]:
 def service_error(error: ServiceError) -> Response[Any]:
     """Powertools' own HTTP errors (UnauthorizedError from `context.authorized`...), in our shape."""
     code = "auth.unauthorized" if error.status_code == 401 else "request.refused"
-    return error_response(error.status_code, code, error.msg)
+    return error_response(error.status_code, code, str(error.msg))
 
 
 _STATUS = ((NotFound, 404), (ConcurrentModification, 409), (Conflict, 409), (InvalidInput, 422))

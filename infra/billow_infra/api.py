@@ -24,8 +24,16 @@ GATEWAY_ERRORS = (
         "429",
         '{"error": "request.throttled", "message": $context.error.messageString, "fields": []}',
     ),
-    (apigw.ResponseType.DEFAULT_4XX, None, '{"error": "gateway.refused", "message": $context.error.messageString, "fields": []}'),
-    (apigw.ResponseType.DEFAULT_5XX, None, '{"error": "service.internal_error", "message": $context.error.messageString, "fields": []}'),
+    (
+        apigw.ResponseType.DEFAULT_4XX,
+        None,
+        '{"error": "gateway.refused", "message": $context.error.messageString, "fields": []}',
+    ),
+    (
+        apigw.ResponseType.DEFAULT_5XX,
+        None,
+        '{"error": "service.internal_error", "message": $context.error.messageString, "fields": []}',
+    ),
 )
 
 

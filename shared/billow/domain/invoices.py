@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from enum import StrEnum
 
 from billow.domain.billing import InvoiceDraft
@@ -80,7 +80,7 @@ class Invoice:
             currency=draft.currency,
             billing_date=draft.billing_date,
             issue_date=draft.issue_date,
-            due_date=draft.issue_date + timedelta(days=payment_terms_days),
+            due_date=draft.due_date(payment_terms_days),
             period=draft.period,
             lines=draft.lines,
             amount_paid=Money.zero(draft.currency),

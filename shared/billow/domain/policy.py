@@ -124,7 +124,9 @@ class SubscriptionPolicy:
         allowed = self.reasons.get(kind)
         if allowed and reason not in allowed:
             raise RuleViolation(
-                f"a {kind.value} needs one of these reasons: {', '.join(allowed)}", rule="reason.not_allowed", field="reason"
+                f"a {kind.value} needs one of these reasons: {', '.join(allowed)}",
+                rule="reason.not_allowed",
+                field="reason",
             )
 
     def check_pause(self, pauses: Sequence[Period], on: date, days: int | None) -> None:
@@ -156,7 +158,9 @@ class SubscriptionPolicy:
             return
         if not any(old_product in path and new_product in path for path in self.tier_paths):
             raise RuleViolation(
-                f"no tier path leads from product {old_product} to {new_product}", rule="change.tier_path", field="product_id"
+                f"no tier path leads from product {old_product} to {new_product}",
+                rule="change.tier_path",
+                field="product_id",
             )
 
     def check_dependencies(self, products: Iterable[str], field_name: str = "items") -> None:

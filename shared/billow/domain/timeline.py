@@ -153,7 +153,9 @@ def _service_effect(effect: _Effect, service: Service) -> tuple[Service, str]:
     if kind is ActionKind.DEACTIVATE:
         grace = subscription.grace_until
         if grace is not None and on < grace and action.by is not Requester.BACK_OFFICE:
-            raise RuleViolation(f"the subscription is in a grace period until {grace}", rule="deactivation.grace_period")
+            raise RuleViolation(
+                f"the subscription is in a grace period until {grace}", rule="deactivation.grace_period"
+            )
         stopped = _state_change(service, StateAction.DEACTIVATE, on)
         return effect.settle(stopped, on, credit_on=cycle_end(subscription, on)), "deactivated"
     if kind is ActionKind.PAUSE:

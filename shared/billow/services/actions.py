@@ -480,31 +480,47 @@ def action_log(
     return store.actions_page(ctx.tenant_id, subscription.contact_id, subscription_id, limit, cursor)
 
 
+@dataclass(frozen=True, slots=True)
+class ActionPreview:
+    action: Action
+    """The record the request would leave: executed (with its outcome) when it takes effect today,
+    scheduled for a later day."""
+    invoices: list[InvoiceDraft]
+    """The next invoices with it; for a change that moves the service, those of both subscriptions."""
+    new_ids: frozenset[str]
+    """Ids made up for what does not exist yet (the subscription a move would create): not shown."""
+
+
 def preview_action(
     store: Store, ctx: TenantContext, subscription_id: str, request: ActionRequest, *, clock: Clock, count: int = 2
-) -> tuple[Action, list[InvoiceDraft]]:
-    """The action as it would be scheduled, and the next invoices with it (nothing is written):
-    for a change that moves the service, those of both subscriptions, by date."""
+) -> ActionPreview:
+    """The action as the request would leave it, and the next invoices with it (nothing is written),
+    by date."""
     subscription = subscription_by_id(store, ctx, subscription_id)
     today = contact_today(store, ctx, subscription.contact_id, clock)
     current = subscription
     for step in steps(subscription, today):  # as the request would find it
         current = step.subscription
     action = build_action(store, ctx, current, request, today, "act_preview")
-    step, _ = _check_outcome(current, action)
+    step, record = _check_outcome(current, action)
     with_action = replace(current, actions=(*current.actions, action))
     invoices = upcoming_invoices(with_action, count + 1)
+    new_ids: frozenset[str] = frozenset()
     if step.transfer is not None:
-        invoices += upcoming_invoices(_received(store, ctx, current, step.transfer), count + 1)
+        received, new = _received(store, ctx, current, step.transfer)
+        invoices += upcoming_invoices(received, count + 1)
+        new_ids = frozenset({received.id}) if new else new_ids
     upcoming = sorted((i for i in invoices if i.billing_date >= today), key=lambda i: i.billing_date)
-    return action, upcoming[:count]
+    shown = record if action.on == today else action
+    return ActionPreview(shown, upcoming[:count], new_ids)
 
 
-def _received(store: Store, ctx: TenantContext, source: Subscription, transfer: Transfer) -> Subscription:
-    """The subscription a moving service joins, as it will be right after (a dry run)."""
+def _received(store: Store, ctx: TenantContext, source: Subscription, transfer: Transfer) -> tuple[Subscription, bool]:
+    """The subscription a moving service joins, as it will be right after (a dry run), and whether
+    the move creates it."""
     target = subscription_for(store, ctx.tenant_id, source.contact_id, transfer.key)
     if target is None:
-        return receive(receiving_subscription(source, transfer, ctx.settings.billing), transfer, new=True)
+        return receive(receiving_subscription(source, transfer, ctx.settings.billing), transfer, new=True), True
     for step in steps(target, transfer.record.on - timedelta(days=1)):
         target = step.subscription
-    return receive(target, transfer, new=False)
+    return receive(target, transfer, new=False), False
