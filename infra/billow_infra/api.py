@@ -25,12 +25,12 @@ GATEWAY_ERRORS = (
         '{"error": "request.throttled", "message": $context.error.messageString, "fields": []}',
     ),
     (
-        apigw.ResponseType.DEFAULT_4XX,
+        apigw.ResponseType.DEFAULT_4_XX,
         None,
         '{"error": "gateway.refused", "message": $context.error.messageString, "fields": []}',
     ),
     (
-        apigw.ResponseType.DEFAULT_5XX,
+        apigw.ResponseType.DEFAULT_5_XX,
         None,
         '{"error": "service.internal_error", "message": $context.error.messageString, "fields": []}',
     ),

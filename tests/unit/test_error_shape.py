@@ -4,11 +4,14 @@ answer is documented in docs/errors.md."""
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from billow.local import gateway
+from billow.local.lambda_runtime import invoke
 from billow.local.stack import add_tenant
 
 from tests.support import InProcessClient, make_contact, make_product
@@ -97,3 +100,11 @@ def test_every_code_is_dotted_and_documented_in_one_table() -> None:
     documented = set(re.findall(r"^\| `([^`]+)` \|", (ROOT / "docs/errors.md").read_text(), re.MULTILINE))
     assert sorted(codes - documented) == []
     assert sorted(documented - codes) == []
+
+
+def test_the_handlers_own_guard_without_an_authorizer_answers_the_shape(api: InProcessClient) -> None:
+    """Behind API Gateway the authorizer refuses first; the handler's own guard answers alike."""
+    event = gateway.api_gateway_event("GET", "/contacts", {}, None, None)
+    result = invoke("api.handler.lambda_handler", event)
+    assert result["statusCode"] == 401
+    assert_shape(json.loads(result["body"]), "auth.unauthorized")
