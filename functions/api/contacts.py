@@ -9,6 +9,7 @@ from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 from aws_lambda_powertools.event_handler.router import APIGatewayRouter
 from billow.domain.contacts import Address
 from billow.services import contacts, invoices, time_travel
+from billow.services.contacts import contact_today
 from billow.services.context import TenantContext
 from billow.services.invoices import InvoiceFilter
 from runtime import clock, numbers, store
