@@ -332,20 +332,9 @@ class DynamoStore:
             catalog_pk(tenant_id), f"PROD#{terms.product_id}#TERMS#{terms.id}", "terms", codec.terms_out(terms)
         )
 
-    def add_terms(self, tenant_id: str, terms: PriceTerms, product_version: int) -> None:
-        """New price terms (never overwritten), only while the product is still at its version."""
-        with _translated(f"price terms {terms.id}"), TransactWrite(connection=connection()) as tx:
-            tx.condition_check(
-                BillowItem,
-                catalog_pk(tenant_id),
-                f"PROD#{terms.product_id}",
-                condition=BillowItem.version == product_version,
-            )
-            tx.save(self._terms_item(tenant_id, terms), condition=_absent())
-
     def save_product(self, tenant_id: str, product: Product, new_terms: PriceTerms | None = None) -> Product:
-        """The changed product item, only if still at `product.version`, with the new version of
-        some terms when given (price terms items are written once, never changed)."""
+        """The changed product item, only if still at `product.version`, with new price terms when
+        given (price terms items are written once, never changed; the product item keeps their order)."""
         saved = replace(product, version=product.version + 1)
         with _translated(f"product {product.id}"), TransactWrite(connection=connection()) as tx:
             tx.save(
@@ -401,7 +390,7 @@ class DynamoStore:
                 bodies.append((body, int(item.version or 0)))
             elif item.kind == "terms":
                 terms.setdefault(body["product_id"], []).append(codec.terms_in(body))
-        return [codec.product_in(b, tuple(terms.get(b["id"], [])), v) for b, v in bodies]
+        return [codec.product_in(b, terms.get(b["id"], []), v) for b, v in bodies]
 
     # -- contacts and clocks ------------------------------------------------------------------------
     def _contact_item(self, tenant_id: str, contact: Contact, version: int) -> BillowItem:
