@@ -166,23 +166,40 @@ def _encode_cursor(key: dict[str, Any] | None) -> str | None:
     return None if not key else base64.urlsafe_b64encode(json.dumps(key).encode()).decode()
 
 
+MAX_CURSOR_LENGTH = 4096
+"""Characters of a cursor: the four keys it encodes, base64-encoded, are far shorter."""
+MAX_KEY_BYTES = 1024
+"""UTF-8 bytes of a key value DynamoDB takes (a sort key's limit; Billow's keys are far shorter)."""
+
+
 def _decode_cursor(cursor: str | None, listing_key: str, index: str = "GSI3") -> dict[str, Any] | None:
-    """The start key a cursor encodes, refused unless this listing returned it: a cursor of another
-    listing (or another tenant) would otherwise reach DynamoDB and fail there as a 500."""
+    """The start key a cursor encodes, refused unless it has exactly the shape of one this listing
+    returned: the table's and the index's keys, each a non-empty string DynamoDB can take, with
+    this listing's partition. Anything else would reach DynamoDB and be refused there (a 5xx)."""
     if not cursor:
         return None
     try:
-        decoded = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-    except ValueError:  # bad base64 or JSON
+        decoded = json.loads(base64.urlsafe_b64decode(cursor.encode())) if len(cursor) <= MAX_CURSOR_LENGTH else None
+    except (ValueError, RecursionError):  # bad base64, JSON or UTF-8
         decoded = None
     well_formed = (
         isinstance(decoded, dict)
         and set(decoded) == {"PK", "SK", f"{index}PK", f"{index}SK"}
-        and all(isinstance(v, dict) and isinstance(v.get("S"), str) for v in decoded.values())
+        and all(isinstance(v, dict) and set(v) == {"S"} and _is_key_value(v["S"]) for v in decoded.values())
     )
     if not well_formed or decoded[f"{index}PK"]["S"] != listing_key:
         raise InvalidInput("cursor is not one this listing returned", field="cursor", code="listing.invalid_cursor")
     return dict(decoded)
+
+
+def _is_key_value(value: Any) -> bool:
+    """A string DynamoDB takes as a key: not empty, valid UTF-8 (no lone surrogates), not too long."""
+    if not isinstance(value, str) or not value:
+        return False
+    try:
+        return len(value.encode()) <= MAX_KEY_BYTES
+    except UnicodeEncodeError:
+        return False
 
 
 # -- listing cursors -----------------------------------------------------------------------------
