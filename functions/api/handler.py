@@ -28,8 +28,10 @@ from billow.services.inputs import field_path
 from runtime import logger, metrics, tracer
 
 from api import actions, billing, catalog, contacts, orders, settings
+from api.bodies import BodyTooDeep, JsonRequestValidation, parse_json
 
-app = APIGatewayRestResolver(enable_validation=True)
+app = APIGatewayRestResolver(enable_validation=True, json_body_deserializer=parse_json)
+app._request_validation_middleware = JsonRequestValidation()  # JSON bodies only (api/bodies.py)
 
 
 def refuse_unknown_query_parameters(app: APIGatewayRestResolver, next_middleware: NextMiddleware) -> Response[Any]:
@@ -125,6 +127,19 @@ def service_error(error: ServiceError) -> Response[Any]:
     """Powertools' own HTTP errors (UnauthorizedError from `context.authorized`...), in our shape."""
     code = "auth.unauthorized" if error.status_code == 401 else "request.refused"
     return error_response(error.status_code, code, str(error.msg))
+
+
+@app.exception_handler(BodyTooDeep)
+def body_too_deep(error: BodyTooDeep) -> Response[Any]:
+    return error_response(400, "request.too_deep", str(error), [{"field": "body", "reason": str(error)}])
+
+
+@app.exception_handler(RequestUnsupportedContentType)
+def unsupported_media_type(error: RequestUnsupportedContentType) -> Response[Any]:
+    reason = str(error.errors()[0].get("msg", "")) if error.errors() else ""
+    return error_response(
+        415, "request.unsupported_media_type", "the body must be JSON (application/json)", [{"field": "body", "reason": reason}]
+    )
 
 
 _STATUS = ((NotFound, 404), (ConcurrentModification, 409), (Conflict, 409), (InvalidInput, 422))
