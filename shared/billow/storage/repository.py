@@ -178,10 +178,12 @@ def _decode_cursor(cursor: str | None, listing_key: str, index: str = "GSI3") ->
     this listing's partition. Anything else would reach DynamoDB and be refused there (a 5xx)."""
     if not cursor:
         return None
-    try:
-        decoded = json.loads(base64.urlsafe_b64decode(cursor.encode())) if len(cursor) <= MAX_CURSOR_LENGTH else None
-    except (ValueError, RecursionError):  # bad base64, JSON or UTF-8
-        decoded = None
+    decoded: Any = None
+    if len(cursor) <= MAX_CURSOR_LENGTH:
+        try:
+            decoded = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+        except (ValueError, RecursionError):  # bad base64, JSON or UTF-8
+            decoded = None
     well_formed = (
         isinstance(decoded, dict)
         and set(decoded) == {"PK", "SK", f"{index}PK", f"{index}SK"}
