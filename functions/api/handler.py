@@ -138,7 +138,10 @@ def body_too_deep(error: BodyTooDeep) -> Response[Any]:
 def unsupported_media_type(error: RequestUnsupportedContentType) -> Response[Any]:
     reason = str(error.errors()[0].get("msg", "")) if error.errors() else ""
     return error_response(
-        415, "request.unsupported_media_type", "the body must be JSON (application/json)", [{"field": "body", "reason": reason}]
+        415,
+        "request.unsupported_media_type",
+        "the body must be JSON (application/json)",
+        [{"field": "body", "reason": reason}],
     )
 
 

@@ -26,8 +26,8 @@ def item_count() -> int:
 
 
 def refused(reply: object, status: int, code: str, field: str | None = None) -> None:
-    body = getattr(reply, "body")
-    assert getattr(reply, "status") == status, body
+    body = reply.body
+    assert reply.status == status, body
     assert set(body) >= {"error", "message", "fields"} and body["error"] == code, body
     if field is not None:
         assert field in [f["field"] for f in body["fields"]], body
@@ -98,3 +98,122 @@ def test_json_with_a_charset_is_json(api: InProcessClient) -> None:
         headers={"Content-Type": "application/json; charset=utf-8"},
     )
     assert reply.status == 201, reply.body
+
+
+# -- point 8: amounts parsed exactly from their string, against their currency's decimals -------------
+def terms(price: str = "10.00", currency: str = "USD", **more: str) -> dict[str, object]:
+    return {"price": price, "currency": currency, "cycle": "month", "billing_model": "advance", **more}
+
+
+def product_with(client: InProcessClient, **fields: object) -> object:
+    return client.post("/products", {"name": "Pro", "terms": [fields]})
+
+
+def order_invoice(api: InProcessClient, price: str) -> dict[str, object]:
+    product = make_product(api, terms(price))
+    contact = make_contact(api)
+    item = {"product_id": product["id"], "terms_id": product["terms"][0]["id"]}
+    placed = api.post("/orders", {"contact_id": contact["id"], "items": [item]})
+    assert placed.status == 201, placed.body
+    return dict(placed.body["invoices"][0])
+
+
+@pytest.mark.parametrize(
+    ("amount", "currency"),
+    [
+        ("28.99999999999999999999999999999", "USD"),  # was stored as 29.00
+        ("10.001", "USD"),
+        ("10.000", "USD"),  # a decimal more than USD has, even a zero
+        ("1000.5", "JPY"),
+        ("1000.0", "JPY"),
+        ("1.2345", "KWD"),
+    ],
+)
+def test_more_decimals_than_the_currency_has_is_a_422_never_rounded(
+    api: InProcessClient, amount: str, currency: str
+) -> None:
+    before = item_count()
+    refused(product_with(api, **terms(amount, currency)), 422, "money.too_many_decimals", "terms[0].price")
+    assert item_count() == before
+
+
+@pytest.mark.parametrize(
+    ("amount", "currency", "shown"), [("1000", "JPY", "1000"), ("1.234", "KWD", "1.234"), ("0.5", "USD", "0.50")]
+)
+def test_as_many_decimals_as_the_currency_has_are_taken_exactly(
+    api: InProcessClient, amount: str, currency: str, shown: str
+) -> None:
+    reply = product_with(api, **terms(amount, currency))
+    assert reply.status == 201, reply.body
+    assert reply.body["terms"][0]["price"] == {"amount": shown, "currency": currency}
+
+
+NOT_DECIMAL_STRINGS: list[object] = [
+    "1e-999999999",  # was stored as 0.00
+    "1E2",
+    "1_000",  # was accepted as 1000
+    " 5",
+    "5 ",
+    "+5",
+    "-5",
+    "5.",
+    ".5",
+    "0x10",
+    "Infinity",
+    "NaN",
+    "١٢",  # Arabic-Indic digits are digits to Python's Decimal
+    "",
+    "1" * 16,
+    5,
+    19.99,
+    True,
+]
+
+
+@pytest.mark.parametrize("amount", NOT_DECIMAL_STRINGS)
+def test_only_a_plain_decimal_string_is_an_amount(api: InProcessClient, amount: object) -> None:
+    before = item_count()
+    reply = api.post("/products", {"name": "Pro", "terms": [terms(amount)]})  # type: ignore[arg-type]
+    refused(reply, 422, reply.body.get("error", ""), "terms[0].price")
+    assert item_count() == before
+
+
+def test_every_money_input_is_checked_against_its_currency(api: InProcessClient) -> None:
+    before = item_count()
+    for field in ("setup_fee", "cancellation_fee"):
+        extra = {field: "1.001", "contract_cycles": 12} if field == "cancellation_fee" else {field: "1.001"}
+        refused(product_with(api, **terms(**extra)), 422, "money.too_many_decimals", f"terms[0].{field}")
+        refused(product_with(api, **terms(**{field: "1e2"})), 422, "validation_error", f"terms[0].{field}")
+    contact = {"name": "Ann", "email": "a@example.com"}
+    limit = {"amount": "100.5", "currency": "JPY"}
+    refused(
+        api.post("/contacts", {**contact, "credit_limit": limit}), 422, "money.too_many_decimals", "credit_limit.amount"
+    )
+    limit = {"amount": "1_000", "currency": "JPY"}
+    refused(api.post("/contacts", {**contact, "credit_limit": limit}), 422, "validation_error", "credit_limit.amount")
+    assert item_count() == before
+    preview = {"terms": terms("9.999"), "start": "2025-01-01", "as_of": "2025-01-01"}
+    refused(api.post("/billing/preview", preview), 422, "money.too_many_decimals", "terms.price")
+    preview = {"terms": terms("10.00", setup_fee="1e1"), "start": "2025-01-01", "as_of": "2025-01-01"}
+    refused(api.post("/billing/preview", preview), 422, "validation_error", "terms.setup_fee")
+
+
+def test_a_payment_a_hair_under_the_invoice_does_not_pay_it(api: InProcessClient) -> None:
+    invoice = order_invoice(api, "7.00")
+    pay = f"/invoices/{invoice['id']}/payments"
+    payment = {"currency": "USD", "reference": "t-1", "received_on": "2025-01-01"}
+    for amount, code in [("6.999999999999999999999999999999", "money.too_many_decimals"), ("7e0", "validation_error")]:
+        refused(api.post(pay, {**payment, "amount": amount}), 422, code, "amount")
+    shown = api.get(f"/invoices/{invoice['id']}").body
+    assert shown["status"] == "open" and shown["payments"] == []
+
+
+def test_the_openapi_document_types_amounts_as_decimal_strings() -> None:
+    from billow.domain.money import AMOUNT_PATTERN
+    from billow.local.lambda_runtime import handler
+
+    document = handler("api.handler.app").get_openapi_schema(title="Billow API", version="0.1.0")
+    schemas = document.model_dump(by_alias=True, exclude_none=True)["components"]["schemas"]
+    price = schemas["PriceTermsBody"]["properties"]["price"]
+    assert (price["type"], price["pattern"]) == ("string", AMOUNT_PATTERN)
+    assert schemas["ManualPaymentBody"]["properties"]["amount"]["pattern"] == AMOUNT_PATTERN

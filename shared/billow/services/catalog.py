@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields, replace
-from decimal import Decimal
 from typing import Any
 
 from billow.domain.calendar import Cycle
@@ -20,19 +19,19 @@ MAX_CONFLICT_RETRIES = 5
 
 @dataclass(frozen=True, slots=True)
 class PriceTermsInput:
-    price: Decimal
+    price: str
     currency: str
     cycle: Cycle
     billing_model: BillingModel
     pricing_model: PricingModel = PricingModel.FLAT
-    setup_fee: Decimal | None = None
+    setup_fee: str | None = None
     trial_days: int = 0
     alignment: Alignment | None = None
     meter: str | None = None
     term_cycles: int | None = None
     auto_renew: bool = True
     contract_cycles: int | None = None
-    cancellation_fee: Decimal | None = None
+    cancellation_fee: str | None = None
 
 
 def _build_terms(terms_id: str, product_id: str, spec: PriceTermsInput, field: str) -> PriceTerms:
@@ -167,11 +166,11 @@ def archive_terms(store: Store, ctx: TenantContext, product_id: str, terms_id: s
 
 
 def _input_of(terms: PriceTerms) -> PriceTermsInput:
-    def amount(m: Money | None) -> Decimal | None:
-        return None if m is None else m.to_decimal()
+    def amount(m: Money | None) -> str | None:
+        return None if m is None else m.amount_str()
 
     return PriceTermsInput(
-        terms.price.to_decimal(),
+        terms.price.amount_str(),
         terms.currency,
         terms.cycle,
         terms.billing_model,

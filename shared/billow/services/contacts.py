@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import date, datetime
-from decimal import Decimal
 from typing import Any
 
 from billow.domain.calendar import local_date, tenant_zone
@@ -19,7 +18,7 @@ from billow.services.ports import Page, Store
 
 @dataclass(frozen=True, slots=True)
 class CreditLimitInput:
-    amount: Decimal
+    amount: str
     currency: str
 
 

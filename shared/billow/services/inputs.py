@@ -1,22 +1,42 @@
 """Input types shared by every front door (the REST API and the command line): unknown fields
-are refused and amounts are decimal strings, never JSON numbers with a fraction."""
+are refused, text carries no control characters, and amounts are decimal strings, never JSON
+numbers."""
 
 from __future__ import annotations
 
+import re
 from datetime import date, datetime
-from decimal import Decimal
 from typing import Annotated, Any
 
 from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
+from billow.domain.money import AMOUNT_PATTERN, MAX_WHOLE_DIGITS
 
-def _no_float(value: Any) -> Any:
-    if isinstance(value, float):
-        raise ValueError('send amounts as decimal strings, e.g. "19.99", never as JSON numbers with a fraction')
+
+def _decimal_string(value: Any) -> Any:
+    """Amounts are taken as they were sent: a JSON number was already rounded to a binary float by
+    the client's encoder, and a string is not stripped of spaces before it is checked."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        raise ValueError('send amounts as decimal strings, e.g. "19.99", never as JSON numbers')
+    if isinstance(value, str) and not re.fullmatch(AMOUNT_PATTERN, value):
+        raise ValueError(
+            'an amount is a decimal string of digits, optionally a point and decimals, e.g. "19.99": '
+            f"no sign, exponent, spaces or underscores, at most {MAX_WHOLE_DIGITS} digits before the point"
+        )
     return value
 
 
-Amount = Annotated[Decimal, BeforeValidator(_no_float), Field(allow_inf_nan=False, examples=["19.99"])]
+Amount = Annotated[
+    str,
+    Field(
+        pattern=AMOUNT_PATTERN,
+        examples=["19.99"],
+        description="a decimal string in major units; at most as many decimals as the currency has "
+        "(JPY 0, USD 2, KWD 3)",
+    ),
+    BeforeValidator(_decimal_string),
+]
+"""A non-negative amount, exactly as sent; `Money.parse` checks its decimals against its currency."""
 EARLIEST_DAY, LATEST_DAY = date(1900, 1, 1), date(2999, 12, 31)
 """Billing days the API accepts: the engine computes periods and catch-ups beyond any day it is
 given, and Python's calendar ends in the year 9999."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from datetime import date
-from decimal import Decimal
 
 from billow.domain.errors import ConcurrentModification, InvalidInput, NotFound
 from billow.domain.invoices import Invoice, InvoiceKind, InvoiceStatus, Payment, PaymentMethod
@@ -19,7 +18,7 @@ MAX_CONFLICT_RETRIES = 5
 
 @dataclass(frozen=True, slots=True)
 class ManualPaymentInput:
-    amount: Decimal
+    amount: str
     currency: str
     method: PaymentMethod
     reference: str
