@@ -94,7 +94,7 @@ def test_a_manual_payment_over_http(api: HttpClient) -> None:
     assert invoice["total"] == {"amount": "1500", "currency": "JPY"}
     paid = api.post(
         f"/invoices/{invoice['id']}/payments",
-        {"amount": "1500", "currency": "JPY", "reference": "TRF-1", "received_on": "2024-01-02"},
+        {"amount": "1500", "currency": "JPY", "reference": "TRF-1", "received_on": invoice["issue_date"]},
     )
     assert paid.status == 201
     assert api.get(f"/invoices/{invoice['id']}").body["status"] == "paid"

@@ -217,3 +217,31 @@ def test_the_openapi_document_types_amounts_as_decimal_strings() -> None:
     price = schemas["PriceTermsBody"]["properties"]["price"]
     assert (price["type"], price["pattern"]) == ("string", AMOUNT_PATTERN)
     assert schemas["ManualPaymentBody"]["properties"]["amount"]["pattern"] == AMOUNT_PATTERN
+
+
+# -- point 9: a payment's received_on, between the invoice's issue (less a window) and the contact's today
+def test_a_payment_is_received_neither_after_the_contacts_today_nor_absurdly_early(api: InProcessClient) -> None:
+    product = make_product(api, terms("100.00"))
+    contact = make_contact(api)
+    api.post(f"/contacts/{contact['id']}/test-clock", {"frozen_time": "2025-01-01T10:00:00Z"})
+    item = {"product_id": product["id"], "terms_id": product["terms"][0]["id"]}
+    (invoice,) = api.post("/orders", {"contact_id": contact["id"], "items": [item]}).body["invoices"]
+    assert invoice["issue_date"] == "2025-01-01"
+    pay = f"/invoices/{invoice['id']}/payments"
+    payment = {"amount": "10.00", "currency": "USD", "reference": "r"}
+
+    for day in ("9999-12-31", "2025-01-02"):  # after the test clock's today, though before real time's
+        reply = api.post(pay, {**payment, "received_on": day})
+        refused(reply, 422, "payment.received_in_future", "received_on")
+        assert "2025-01-01" in reply.body["message"]
+    for day in ("0001-01-01", "2024-10-02"):  # the earliest is 90 days before the invoice was issued
+        reply = api.post(pay, {**payment, "received_on": day})
+        refused(reply, 422, "payment.received_too_early", "received_on")
+        assert "90 days before" in reply.body["message"] and "2024-10-03" in reply.body["message"]
+    assert api.get(f"/invoices/{invoice['id']}").body["payments"] == []
+
+    assert api.post(pay, {**payment, "reference": "early", "received_on": "2024-10-03"}).status == 201
+    assert api.post(pay, {**payment, "reference": "today", "received_on": "2025-01-01"}).status == 201
+    api.post(f"/contacts/{contact['id']}/test-clock/advance", {"to": "2025-01-05T10:00:00Z"})
+    assert api.post(pay, {**payment, "reference": "later", "received_on": "2025-01-05"}).status == 201
+    assert len(api.get(f"/invoices/{invoice['id']}").body["payments"]) == 3

@@ -13,6 +13,11 @@ from billow.domain.lines import LineDraft
 from billow.domain.money import Money, sum_money
 
 
+EARLY_PAYMENT_DAYS = 90
+"""A payment of an invoice may have been received up to this many days before the invoice was
+issued (a customer paying ahead), not earlier: an older date is a typing error, not a payment."""
+
+
 class InvoiceStatus(StrEnum):
     OPEN = "open"  # issued, awaiting payment
     PAID = "paid"
@@ -104,6 +109,25 @@ class Invoice:
 
     def display_status(self, today: date) -> str:
         return "overdue" if self.is_overdue(today) else self.status.value
+
+    def check_received_on(self, received_on: date, today: date) -> None:
+        """A payment of this invoice is received on the contact's `today` (its test clock's, in test
+        mode) or earlier, and at most `EARLY_PAYMENT_DAYS` days before the invoice was issued."""
+        if received_on > today:
+            raise InvalidInput(
+                f"received_on {received_on} is after today ({today} on the contact's clock): "
+                "a payment is recorded once it has been received",
+                field="received_on",
+                code="payment.received_in_future",
+            )
+        earliest = self.issue_date - timedelta(days=EARLY_PAYMENT_DAYS)
+        if received_on < earliest:
+            raise InvalidInput(
+                f"received_on {received_on} is more than {EARLY_PAYMENT_DAYS} days before invoice {self.number} "
+                f"was issued ({self.issue_date}); the earliest is {earliest}",
+                field="received_on",
+                code="payment.received_too_early",
+            )
 
     def apply_payment(self, payment: Payment) -> Invoice:
         if self.kind is InvoiceKind.CREDIT_NOTE:

@@ -102,6 +102,8 @@ def record_manual_payment(
 
     Idempotent on (invoice, reference): repeating the same confirmation changes nothing and
     returns the payment recorded the first time; the same reference with another amount is refused.
+    `received_on` is no later than the contact's today and no earlier than `EARLY_PAYMENT_DAYS`
+    before the invoice was issued.
     """
     amount = Money.parse(spec.amount, spec.currency, field="amount")
     payment_id = payment_id_for(invoice_id, spec.reference)
@@ -117,6 +119,7 @@ def record_manual_payment(
                     code="idempotency.key_reused",
                 )
             return PaymentResult(invoice, earlier, replayed=True)
+        invoice.check_received_on(spec.received_on, contact_today(store, ctx, invoice.contact_id, clock))
         payment = Payment(payment_id, invoice.id, amount, spec.method, spec.reference, spec.received_on, clock.now())
         paid = invoice.apply_payment(payment)
         try:
