@@ -12,7 +12,6 @@ from billow.domain.errors import Conflict, InvalidInput
 from billow.domain.lines import LineDraft
 from billow.domain.money import Money, sum_money
 
-
 EARLY_PAYMENT_DAYS = 90
 """A payment of an invoice may have been received up to this many days before the invoice was
 issued (a customer paying ahead), not earlier: an older date is a typing error, not a payment."""
