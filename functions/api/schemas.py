@@ -48,6 +48,8 @@ class PriceTermsBody(Body):
 
 
 class ProductBody(Body):
+    multiline = frozenset({"description"})
+
     name: str = Field(min_length=1, max_length=200)
     description: str = Field(default="", max_length=2000)
     terms: list[PriceTermsBody] = Field(default_factory=list, max_length=50)

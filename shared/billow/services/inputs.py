@@ -6,9 +6,19 @@ from __future__ import annotations
 
 import re
 from datetime import date, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 
 from billow.domain.money import AMOUNT_PATTERN, MAX_WHOLE_DIGITS
 
@@ -54,8 +64,41 @@ BillingInstant = Annotated[AwareDatetime, AfterValidator(_in_range)]
 Currency = Annotated[str, Field(min_length=3, max_length=3, pattern=r"^[A-Z]{3}$", examples=["USD"])]
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+"""Control characters (C0, DEL, C1) and lone surrogates: never part of a name, an email, a
+reference or any other text a business keeps; they corrupt documents, logs and exports."""
+_LINE_BREAKS = frozenset("\t\n\r")
+
+
+def _control_character(value: Any, multiline: bool) -> str | None:
+    """The first control character in a string, or in the strings (keys included) of a list or a
+    mapping; nested bodies check their own fields."""
+    if isinstance(value, str):
+        for match in _CONTROL.finditer(value):
+            if not (multiline and match.group() in _LINE_BREAKS):
+                return match.group()
+        return None
+    if isinstance(value, dict):
+        value = [*value.keys(), *value.values()]
+    if isinstance(value, list | tuple | set | frozenset):
+        return next((c for item in value if (c := _control_character(item, multiline)) is not None), None)
+    return None
+
+
 class Body(BaseModel):
+    """A request body: unknown fields are refused and no text carries a control character (the
+    fields named in `multiline` may hold line breaks and tabs)."""
+
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    multiline: ClassVar[frozenset[str]] = frozenset()
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_control_characters(cls, value: Any, info: ValidationInfo) -> Any:
+        found = _control_character(value, info.field_name in cls.multiline)
+        if found is not None:
+            raise ValueError(f"text must not contain control characters (found U+{ord(found):04X})")
+        return value
 
 
 def field_path(loc: tuple[Any, ...]) -> str:
