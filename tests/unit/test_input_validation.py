@@ -30,7 +30,8 @@ def refused(reply: object, status: int, code: str, field: str | None = None) -> 
     assert reply.status == status, body
     assert set(body) >= {"error", "message", "fields"} and body["error"] == code, body
     if field is not None:
-        assert field in [f["field"] for f in body["fields"]], body
+        named = [f["field"] for f in body["fields"]]
+        assert any(n == field or n.startswith((f"{field}.", f"{field}[")) for n in named), body
 
 
 # -- point 7: bodies nested too deep, bodies that are not JSON ----------------------------------------
@@ -245,3 +246,139 @@ def test_a_payment_is_received_neither_after_the_contacts_today_nor_absurdly_ear
     api.post(f"/contacts/{contact['id']}/test-clock/advance", {"to": "2025-01-05T10:00:00Z"})
     assert api.post(pay, {**payment, "reference": "later", "received_on": "2025-01-05"}).status == 201
     assert len(api.get(f"/invoices/{invoice['id']}").body["payments"]) == 3
+
+
+# -- point 10: control characters, debt thresholds with currencies, rules that make no sense ----------
+def contact_body(**fields: object) -> dict[str, object]:
+    return {"name": "Ann", "email": "ann@example.com", **fields}
+
+
+ADDRESS = {"line1": "1 Main St", "city": "Springfield", "country": "US"}
+
+
+@pytest.mark.parametrize("character", ["\x00", "\x07", "\x1b", "\x7f", "\x85", "\n", "\ud800"])
+def test_control_characters_in_text_are_refused_naming_the_field(api: InProcessClient, character: str) -> None:
+    before = item_count()
+    cases: list[tuple[str, dict[str, object], str]] = [
+        ("/contacts", contact_body(name=f"Ann{character}Example"), "name"),
+        ("/contacts", contact_body(email=f"ann{character}@example.com"), "email"),
+        (
+            "/contacts",
+            contact_body(billing_address={**ADDRESS, "line1": f"1 Main{character}St"}),
+            "billing_address.line1",
+        ),
+        ("/contacts", contact_body(classification=f"v{character}ip"), "classification"),
+        ("/products", {"name": f"Pro{character}Plan", "terms": [terms()]}, "name"),
+        (
+            "/products",
+            {"name": "Pro", "description": f"a{character}b" if character != "\n" else "a\x00b"},
+            "description",
+        ),
+    ]
+    for path, body, field in cases:
+        reply = api.post(path, body)
+        refused(reply, 422, "validation_error", field)
+    reasons = {"reasons": {"cancel": [f"moved{character}away"]}}
+    refused(api.patch("/settings/subscriptions", reasons), 422, "validation_error", "reasons")
+    assert item_count() == before
+
+
+def test_a_payment_reference_or_an_order_reference_carries_no_control_character(api: InProcessClient) -> None:
+    invoice = order_invoice(api, "7.00")
+    payment = {"amount": "7.00", "currency": "USD", "reference": "TRF\x001", "received_on": invoice["issue_date"]}
+    refused(api.post(f"/invoices/{invoice['id']}/payments", payment), 422, "validation_error", "reference")
+    product = make_product(api, terms())
+    item = {"product_id": product["id"], "terms_id": product["terms"][0]["id"]}
+    order = {"contact_id": invoice["contact_id"], "items": [item], "reference": "po\x00"}
+    refused(api.post("/orders", order), 422, "validation_error", "reference")
+
+
+def test_a_product_description_may_span_lines(api: InProcessClient) -> None:
+    reply = api.post("/products", {"name": "Pro", "description": "Line one\nLine two\twith a tab", "terms": [terms()]})
+    assert reply.status == 201, reply.body
+    assert reply.body["description"] == "Line one\nLine two\twith a tab"
+
+
+def test_a_debt_threshold_is_money_in_a_currency(api: InProcessClient) -> None:
+    settings = "/settings/subscriptions"
+    refused(api.patch(settings, {"debt_threshold": "100.00"}), 422, "validation_error", "debt_threshold")
+    refused(api.patch(settings, {"debt_threshold": {"USD": "1e2"}}), 422, "validation_error", "debt_threshold.USD")
+    for currency, amount in [("USD", "100.001"), ("JPY", "10000.5"), ("KWD", "1.0001")]:
+        reply = api.patch(settings, {"debt_threshold": {currency: amount}})
+        refused(reply, 422, "money.too_many_decimals", f"debt_threshold.{currency}")
+    refused(api.patch(settings, {"debt_threshold": {"XYZ": "1"}}), 422, "unknown_currency", "debt_threshold.XYZ")
+
+    thresholds = {"USD": "100.00", "JPY": "10000", "KWD": "1.500"}
+    assert api.patch(settings, {"debt_threshold": thresholds}).status == 200
+    assert api.get("/settings").body["subscriptions"]["debt_threshold"] == thresholds
+
+
+def test_activation_compares_the_debt_in_each_currency_with_that_currencys_threshold(api: InProcessClient) -> None:
+    invoice = order_invoice(api, "31.00")  # the contact owes 31.00 USD
+    subscription = api.get(f"/subscriptions/{invoice['subscription_id']}").body
+    service = f"/subscriptions/{subscription['id']}/services/{subscription['services'][0]['id']}"
+    assert api.post(f"{service}/deactivate", {}).status == 201
+
+    api.patch("/settings/subscriptions", {"debt_threshold": {"JPY": "100000"}})  # none for USD: no USD debt
+    refused_ = api.post(f"{service}/activate", {})
+    assert refused_.status == 409 and refused_.body["rule"] == "activation.debt_threshold"
+    assert "31.00 USD" in refused_.body["message"] and "no debt_threshold for USD" in refused_.body["message"]
+    api.patch("/settings/subscriptions", {"debt_threshold": {"USD": "30.99"}})
+    assert api.post(f"{service}/activate", {}).body["rule"] == "activation.debt_threshold"
+    api.patch("/settings/subscriptions", {"debt_threshold": {"USD": "31.00"}})
+    assert api.post(f"{service}/activate", {}).status == 201
+
+
+@pytest.mark.parametrize(
+    ("requires", "circle"),
+    [
+        ({"a": ["a"]}, "a requires a"),
+        ({"a": ["b"], "b": ["a"]}, "a requires b requires a"),
+        ({"a": ["b"], "b": ["c"], "c": ["a"]}, "a requires b requires c requires a"),
+        ({"a": ["x"], "b": ["c"], "c": ["d"], "d": ["b"]}, "b requires c requires d requires b"),
+    ],
+)
+def test_products_cannot_require_each_other_in_a_circle(
+    api: InProcessClient, requires: dict[str, list[str]], circle: str
+) -> None:
+    names = {p for product, needs in requires.items() for p in (product, *needs)}
+    ids = {name: make_product(api, terms(), name=name)["id"] for name in sorted(names)}
+    by_id = {ids[product]: [ids[n] for n in needs] for product, needs in requires.items()}
+    reply = api.patch("/settings/subscriptions", {"requires": by_id})
+    refused(reply, 422, "policy.circular_requires")
+    named = reply.body["message"].split("(", 1)[1].split(")", 1)[0].split(" requires ")  # where it starts may vary
+    expected = [ids[name] for name in circle.split(" requires ")]
+    assert named[0] == named[-1] and sorted(named[1:]) == sorted(expected[1:]), reply.body
+    assert reply.body["fields"][0]["field"] == f"requires.{named[0]}"
+    assert api.get("/settings").body["subscriptions"]["requires"] == {}
+
+
+def test_a_chain_of_requirements_without_a_circle_is_kept(api: InProcessClient) -> None:
+    a, b, c = (make_product(api, terms(), name=n)["id"] for n in "abc")
+    requires = {a: [b, c], b: [c]}
+    assert api.patch("/settings/subscriptions", {"requires": requires}).status == 200
+    assert api.get("/settings").body["subscriptions"]["requires"] == requires
+
+
+def test_no_billable_states_and_an_empty_reason_list_are_refused(api: InProcessClient) -> None:
+    refused(api.patch("/settings/billing", {"billable_states": []}), 422, "validation_error", "billable_states")
+    reply = api.patch("/settings/subscriptions", {"reasons": {"cancel": []}})
+    refused(reply, 422, "validation_error", "reasons.cancel")
+    settings = api.get("/settings").body
+    assert settings["billing"]["billable_states"] == ["effective"]
+    assert settings["subscriptions"]["reasons"] == {}
+
+
+def test_the_rules_themselves_refuse_no_billable_states_and_empty_reason_lists() -> None:
+    from billow.domain.actions import ActionKind
+    from billow.domain.errors import InvalidInput
+    from billow.domain.policy import SubscriptionPolicy
+    from billow.domain.rules import BillingRules
+
+    with pytest.raises(InvalidInput) as caught:
+        BillingRules(billable_states=frozenset())
+    assert (caught.value.code, caught.value.field) == ("billing.no_billable_states", "billable_states")
+    with pytest.raises(InvalidInput) as caught:
+        SubscriptionPolicy.from_json({"reasons": {"cancel": []}})
+    assert (caught.value.code, caught.value.field) == ("policy.no_reasons", "reasons.cancel")
+    assert SubscriptionPolicy.from_json({"reasons": {"cancel": ["moved"]}}).reasons == {ActionKind.CANCEL: ("moved",)}

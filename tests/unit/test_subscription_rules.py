@@ -99,7 +99,7 @@ def test_reasons_pause_limits_and_credit_limit(api: InProcessClient) -> None:
     assert again.status == 409 and again.body["error"] == "pause.max_times"
 
     # the contact owes 31.00 with a credit limit of 10.00: no activation until paid
-    api.patch("/settings/subscriptions", {"debt_threshold": "100.00"})
+    api.patch("/settings/subscriptions", {"debt_threshold": {"USD": "100.00"}})
     assert api.post(f"/subscriptions/{subscription_id}/services/{service_id}/deactivate", {}).status == 201
     refused = api.post(f"/subscriptions/{subscription_id}/services/{service_id}/activate", {})
     assert refused.status == 409 and refused.body["error"] == "activation.credit_limit"

@@ -20,7 +20,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import date, timedelta
-from decimal import Decimal
 from typing import NoReturn
 
 from billow.domain.actions import MAX_PENDING_ACTIONS, Action, ActionKind, ActionStatus, Requester, ServiceChange
@@ -37,6 +36,7 @@ from billow.domain.errors import (
 )
 from billow.domain.invoices import Invoice, InvoiceStatus
 from billow.domain.lifecycle import FINAL_STATES
+from billow.domain.money import Money
 from billow.domain.policy import Timing
 from billow.domain.subscriptions import Service, Subscription, SubscriptionKey, Transfer
 from billow.domain.timeline import (
@@ -275,29 +275,32 @@ def _bill_ahead_until(subscription: Subscription, request: ActionRequest, on: da
     return max(horizon - timedelta(days=subscription.rules.bill_days_before), on)
 
 
-def outstanding(invoices: list[Invoice]) -> dict[str, Decimal]:
+def outstanding(invoices: list[Invoice]) -> dict[str, Money]:
     """What a contact owes per currency: the unpaid part of open invoices, less unused credit notes."""
-    owed: dict[str, Decimal] = {}
+    owed: dict[str, Money] = {}
     for invoice in invoices:
         if invoice.status in (InvoiceStatus.OPEN, InvoiceStatus.ISSUED):
             due = invoice.amount_due if invoice.status is InvoiceStatus.OPEN else invoice.total
-            owed[invoice.currency] = owed.get(invoice.currency, Decimal(0)) + due.to_decimal()
+            owed[invoice.currency] = owed.get(invoice.currency, Money.zero(invoice.currency)) + due
     return owed
 
 
 def _check_activation(store: Store, ctx: TenantContext, subscription: Subscription) -> None:
-    """Activation rules: no debt above the business's threshold, and the credit limit kept."""
+    """Activation rules: no debt above the business's threshold in its currency, and the credit
+    limit kept."""
     owed = outstanding(store.invoices_of(ctx.tenant_id, subscription.contact_id))
-    threshold = ctx.settings.subscriptions.debt_threshold
+    policy = ctx.settings.subscriptions
     for currency, amount in sorted(owed.items()):
-        if amount > threshold:
+        allowed = policy.debt_allowed(currency)
+        if amount > allowed:
             raise RuleViolation(
-                f"the contact owes {amount} {currency}, above the {threshold} the business allows",
+                f"the contact owes {amount}, above the {allowed} the business allows"
+                + ("" if currency in policy.debt_threshold else f" (no debt_threshold for {currency}: no debt)"),
                 rule="activation.debt_threshold",
             )
     contact = get_contact(store, ctx, subscription.contact_id)
     limit = contact.credit_limit
-    if limit is not None and owed.get(limit.currency, Decimal(0)) > limit.to_decimal():
+    if limit is not None and owed.get(limit.currency, Money.zero(limit.currency)) > limit:
         raise RuleViolation(f"the contact owes more than its credit limit of {limit}", rule="activation.credit_limit")
 
 
