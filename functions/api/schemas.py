@@ -58,6 +58,8 @@ class ProductBody(Body):
 class ProductPatchBody(Body):
     """Only the fields given change."""
 
+    multiline = frozenset({"description"})
+
     name: str | None = Field(default=None, min_length=1, max_length=200)
     description: str | None = Field(default=None, max_length=2000)
 

@@ -172,10 +172,13 @@ MAX_KEY_BYTES = 1024
 """UTF-8 bytes of a key value DynamoDB takes (a sort key's limit; Billow's keys are far shorter)."""
 
 
-def _decode_cursor(cursor: str | None, listing_key: str, index: str = "GSI3") -> dict[str, Any] | None:
+def _decode_cursor(
+    cursor: str | None, listing_key: str, index: str = "GSI3", upper: str | None = None
+) -> dict[str, Any] | None:
     """The start key a cursor encodes, refused unless it has exactly the shape of one this listing
     returned: the table's and the index's keys, each a non-empty string DynamoDB can take, with
-    this listing's partition. Anything else would reach DynamoDB and be refused there (a 5xx)."""
+    this listing's partition and, given the query's `upper` bound, an index sort key within it.
+    Anything else would reach DynamoDB and be refused there (a 5xx)."""
     if not cursor:
         return None
     decoded: Any = None
@@ -189,7 +192,11 @@ def _decode_cursor(cursor: str | None, listing_key: str, index: str = "GSI3") ->
         and set(decoded) == {"PK", "SK", f"{index}PK", f"{index}SK"}
         and all(isinstance(v, dict) and set(v) == {"S"} and _is_key_value(v["S"]) for v in decoded.values())
     )
-    if not well_formed or decoded[f"{index}PK"]["S"] != listing_key:
+    if (
+        not well_formed
+        or decoded[f"{index}PK"]["S"] != listing_key
+        or (upper is not None and decoded[f"{index}SK"]["S"] > upper)
+    ):
         raise InvalidInput("cursor is not one this listing returned", field="cursor", code="listing.invalid_cursor")
     return dict(decoded)
 
@@ -235,7 +242,7 @@ class _Listing:
             return None
         try:
             decoded = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-        except (ValueError, UnicodeError):  # bad base64, bad UTF-8 or bad JSON
+        except (ValueError, UnicodeError, RecursionError):  # bad base64, UTF-8 or JSON; JSON nested too deep
             decoded = None
         after = decoded.get("after") if isinstance(decoded, dict) else None
         if (
@@ -244,7 +251,7 @@ class _Listing:
             or not self.pattern.fullmatch(after)
             or not after.startswith(self.prefix)
         ):
-            raise InvalidInput("cursor is not one this listing returned", field="cursor")
+            raise InvalidInput("cursor is not one this listing returned", field="cursor", code="listing.invalid_cursor")
         return after
 
 
@@ -670,7 +677,7 @@ class DynamoStore:
                 partition,
                 BillowItem.gsi1sk <= upper,
                 limit=limit,
-                last_evaluated_key=_decode_cursor(cursor, partition, "GSI1"),
+                last_evaluated_key=_decode_cursor(cursor, partition, "GSI1", upper),
             )
             due = []
             for item in result:
