@@ -129,7 +129,7 @@ def test_invoices_list_tenant_wide_with_filters_and_pages(api: InProcessClient) 
     (b_invoice,) = b["placed"]["invoices"]
     paid = api.post(
         f"/invoices/{b_invoice['id']}/payments",
-        {"amount": "10.00", "currency": "USD", "reference": "wire-1", "received_on": "2024-01-11"},
+        {"amount": "10.00", "currency": "USD", "reference": "wire-1", "received_on": "2024-01-10"},
     )
     assert paid.status == 201, paid.body
 
