@@ -134,17 +134,6 @@ def body_too_deep(error: BodyTooDeep) -> Response[Any]:
     return error_response(400, "request.too_deep", str(error), [{"field": "body", "reason": str(error)}])
 
 
-@app.exception_handler(RequestUnsupportedContentType)
-def unsupported_media_type(error: RequestUnsupportedContentType) -> Response[Any]:
-    reason = str(error.errors()[0].get("msg", "")) if error.errors() else ""
-    return error_response(
-        415,
-        "request.unsupported_media_type",
-        "the body must be JSON (application/json)",
-        [{"field": "body", "reason": reason}],
-    )
-
-
 _STATUS = ((NotFound, 404), (ConcurrentModification, 409), (Conflict, 409), (InvalidInput, 422))
 
 
