@@ -130,6 +130,13 @@ def _absent() -> Condition:
     return BillowItem.pk.does_not_exist()
 
 
+def _still_pending() -> Condition:
+    """The condition of every action log write beside a step: the record is new or still
+    scheduled. Executed, cancelled and rejected are final and never written over (a record from
+    before the status attribute existed counts as scheduled)."""
+    return _absent() | (BillowItem.status == "scheduled") | BillowItem.status.does_not_exist()
+
+
 def _dump(body: dict[str, Any]) -> str:
     return json.dumps(body, separators=(",", ":"), sort_keys=True)
 
@@ -279,14 +286,26 @@ class DynamoStore:
     # -- tenants ------------------------------------------------------------------------------------
     def get_settings(self, tenant_id: str) -> TenantSettings | None:
         with _translated("tenant settings"):
-            item = _get(tenant_pk(tenant_id), "SETTINGS")
-        return None if item is None or item.data is None else codec.settings_in(json.loads(item.data))
+            item = _get(tenant_pk(tenant_id), "SETTINGS", consistent_read=True)
+        if item is None or item.data is None:
+            return None
+        return codec.settings_in(json.loads(item.data), int(item.version or 0))
 
-    def put_settings(self, settings: TenantSettings) -> None:
-        with _translated("tenant settings"):
-            BillowItem(
-                tenant_pk(settings.tenant_id), "SETTINGS", kind="settings", data=_dump(codec.settings_out(settings))
-            ).save()
+    def put_settings(self, settings: TenantSettings) -> TenantSettings:
+        """Write the settings only if the stored ones are still at `settings.version` (absent for
+        0); returns them as stored, at the next version."""
+        saved = replace(settings, version=settings.version + 1)
+        body = codec.settings_out(settings)
+        item = _entity(tenant_pk(settings.tenant_id), "SETTINGS", "settings", body, version=saved.version)
+        condition = _absent() if settings.version == 0 else BillowItem.version == settings.version
+        try:
+            with _translated("tenant settings"):
+                item.save(condition=condition)
+        except Conflict as error:
+            raise ConcurrentModification(
+                "the settings were changed concurrently; reload and retry", code="concurrency.modified"
+            ) from error
+        return saved
 
     def find_api_key(self, key_hash: str) -> ApiKey | None:
         with _translated("api key"):
@@ -593,7 +612,7 @@ class DynamoStore:
             if invoice is not None:
                 tx.save(self._invoice_item(tenant_id, invoice, 1), condition=_absent())
             for action in actions:
-                tx.save(self._action_item(tenant_id, subscription, action))
+                tx.save(self._action_item(tenant_id, subscription, action), condition=_still_pending())
 
     def move_service(
         self,
@@ -621,21 +640,24 @@ class DynamoStore:
                 tx.save(_key_marker(contact_pk(tenant_id, target.contact_id), target), condition=_absent())
             for subscription, log in ((source, source_log), (target, target_log)):
                 for action in log:
-                    tx.save(self._action_item(tenant_id, subscription, action))
+                    tx.save(self._action_item(tenant_id, subscription, action), condition=_still_pending())
 
     def _action_item(self, tenant_id: str, subscription: Subscription, action: Action) -> BillowItem:
-        return _entity(
+        item = _entity(
             contact_pk(tenant_id, subscription.contact_id),
             f"ACT#{subscription.id}#{action.id}",
             "action",
             codec.action_out(action),
         )
+        item.status = action.status.value
+        return item
 
     def log_actions(self, tenant_id: str, subscription: Subscription, actions: Sequence[Action]) -> None:
-        """Records for the log alone (a refused request changes nothing else)."""
+        """Records for the log alone (a refused request changes nothing else), each only if new:
+        a refusal never overwrites the record of an earlier attempt with the same id."""
         with _translated(f"actions of subscription {subscription.id}"), TransactWrite(connection=connection()) as tx:
             for action in actions:
-                tx.save(self._action_item(tenant_id, subscription, action))
+                tx.save(self._action_item(tenant_id, subscription, action), condition=_absent())
 
     def actions_page(
         self, tenant_id: str, contact_id: str, subscription_id: str, limit: int, cursor: str | None
@@ -649,7 +671,9 @@ class DynamoStore:
     def actions_of(self, tenant_id: str, contact_id: str, subscription_id: str) -> list[Action]:
         with _translated("action log"):
             items = BillowItem.query(
-                contact_pk(tenant_id, contact_id), BillowItem.sk.startswith(f"ACT#{subscription_id}#")
+                contact_pk(tenant_id, contact_id),
+                BillowItem.sk.startswith(f"ACT#{subscription_id}#"),
+                consistent_read=True,
             )
             return [codec.action_in(json.loads(i.data or "{}")) for i in items]
 
