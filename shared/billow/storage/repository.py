@@ -9,9 +9,9 @@ import json
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
-from datetime import date
+from datetime import UTC, date, datetime
 from itertools import islice
 from typing import Any, TypeVar
 
@@ -35,7 +35,7 @@ from billow.domain.invoices import Invoice, Payment
 from billow.domain.ordering import Order
 from billow.domain.subscriptions import Subscription
 from billow.domain.tenants import TenantSettings
-from billow.services.ports import DUE_SHARDS, ApiKey, DueSubscription, InvoiceQuery, Page
+from billow.services.ports import DUE_SHARDS, ApiKey, DueSubscription, IdempotencyClaim, InvoiceQuery, Page
 from billow.storage import codec
 from billow.storage.models import BillowItem, connection
 from billow.storage.table import INVOICE_LIST_SHARDS, shard_of
@@ -319,6 +319,36 @@ class DynamoStore:
         body = {"tenant_id": key.tenant_id, "mode": key.mode, "name": key.name}
         with _translated("api key"):
             BillowItem(f"APIKEY#{key.key_hash}", "APIKEY", kind="api_key", data=_dump(body)).save()
+
+    def claim_idempotency_key(self, tenant_id: str, claim: IdempotencyClaim, now: datetime) -> IdempotencyClaim:
+        """One conditional put: the claim is written unless its key is held by an unexpired claim
+        (an expired one not yet deleted by the TTL is replaced); else the holder is read back."""
+        pk, body = self._claim_key(tenant_id, claim)
+        item = _entity(pk, "IDEM", "idempotency_key", body)
+        item.expires_at = None if claim.expires_at is None else int(claim.expires_at.timestamp())
+        for _ in range(3):
+            try:
+                with _translated("idempotency key"):
+                    item.save(condition=_absent() | (BillowItem.expires_at < int(now.timestamp())))
+                return claim
+            except Conflict:
+                with _translated("idempotency key"):
+                    held = _get(pk, "IDEM", consistent_read=True)
+                if held is not None:  # else the TTL deleted it in between: claim it again
+                    found = json.loads(held.data or "{}")
+                    expires = None if held.expires_at is None else datetime.fromtimestamp(held.expires_at, UTC)
+                    return IdempotencyClaim(claim.key_hash, found["fingerprint"], found["nonce"], expires)
+        raise ConcurrentModification("the idempotency key kept changing; try again")
+
+    def release_idempotency_key(self, tenant_id: str, claim: IdempotencyClaim) -> None:
+        pk, body = self._claim_key(tenant_id, claim)
+        with suppress(Conflict), _translated("idempotency key"):
+            BillowItem(pk, "IDEM").delete(condition=BillowItem.data == _dump(body))
+
+    @staticmethod
+    def _claim_key(tenant_id: str, claim: IdempotencyClaim) -> tuple[str, dict[str, Any]]:
+        """The claim's partition key (one per key: claims never crowd a partition) and body."""
+        return f"{tenant_pk(tenant_id)}#IDEM#{claim.key_hash}", {"fingerprint": claim.fingerprint, "nonce": claim.nonce}
 
     def reserve_invoice_numbers(self, tenant_id: str, count: int) -> range:
         """Reserve `count` consecutive invoice numbers with one atomic counter update."""
