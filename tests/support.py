@@ -115,3 +115,14 @@ def local_api(table: str, tenant: str, key: str) -> Iterator[HttpClient]:
         yield HttpClient(local.url, key)
     finally:
         local.stop()
+
+
+SETTINGS_CHANGES: list[dict[str, Any]] = [
+    {"regret_days": 21},
+    {"pause_max_times": 7},
+    {"pause_max_days": 45},
+    {"max_trial_extension_days": 20},
+    {"downgrade": "immediate"},
+    {"cancel_in_contract": "immediate"},
+]
+"""Six changes of different subscription rules, none of them the default: made at once by the race tests."""

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.support import HttpClient, Reply, local_api, make_contact, make_product
+from tests.support import SETTINGS_CHANGES, HttpClient, Reply, local_api, make_contact, make_product
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e")]
 KEY = "bk_test_races"
@@ -80,16 +80,6 @@ def test_20_different_actions_at_once_on_one_subscription_lose_nothing(api: Http
     assert {a["id"]: a["parameters"] for a in pending} == accepted  # every 2xx is pending, nothing else
     log = api.get(f"/subscriptions/{subscription}/actions").body["actions"]
     assert {a["id"]: a["status"] for a in log} == dict.fromkeys(accepted, "scheduled")
-
-
-SETTINGS_CHANGES = [
-    {"regret_days": 21},
-    {"pause_max_times": 7},
-    {"pause_max_days": 45},
-    {"max_trial_extension_days": 20},
-    {"downgrade": "immediate"},
-    {"cancel_in_contract": "immediate"},
-]
 
 
 @pytest.mark.parametrize("round_", range(2))

@@ -20,6 +20,7 @@ from billow.storage.models import configure
 from billow.storage.repository import DynamoStore
 
 from tests.integration.test_fault_injection import _products
+from tests.support import SETTINGS_CHANGES
 
 pytestmark = pytest.mark.integration
 
@@ -67,16 +68,6 @@ def test_a_final_log_record_is_never_written_over(local_table: str) -> None:
     }
 
 
-CHANGES: list[dict[str, Any]] = [
-    {"regret_days": 21},
-    {"pause_max_times": 7},
-    {"pause_max_days": 45},
-    {"max_trial_extension_days": 20},
-    {"downgrade": "immediate"},
-    {"cancel_in_contract": "immediate"},
-]
-
-
 def _change_settings(table: str, endpoint: str, change: dict[str, Any], barrier: Any) -> None:
     """One process (a separate Lambda container): read the settings, then change one rule."""
     configure(table_name=table, endpoint=endpoint, region="us-east-1")
@@ -92,18 +83,18 @@ def test_settings_changed_by_separate_processes_at_once_all_survive(
     store = DynamoStore()
     store.put_settings(TenantSettings("t1", "Tenant One"))
     spawn = multiprocessing.get_context("spawn")
-    barrier = spawn.Barrier(len(CHANGES))
+    barrier = spawn.Barrier(len(SETTINGS_CHANGES))
     processes = [
         spawn.Process(target=_change_settings, args=(local_table, dynamodb_local.endpoint, change, barrier))
-        for change in CHANGES
+        for change in SETTINGS_CHANGES
     ]
     for process in processes:
         process.start()
     for process in processes:
         process.join(120)
-    assert [p.exitcode for p in processes] == [0] * len(CHANGES)
+    assert [p.exitcode for p in processes] == [0] * len(SETTINGS_CHANGES)
     settings = store.get_settings("t1")
     assert settings is not None
     stored = settings.subscriptions.as_json()
-    assert {k: stored[k] for c in CHANGES for k in c} == {k: v for c in CHANGES for k, v in c.items()}
-    assert settings.version == 1 + len(CHANGES)  # each change one write, none lost
+    assert {k: stored[k] for c in SETTINGS_CHANGES for k in c} == {k: v for c in SETTINGS_CHANGES for k, v in c.items()}
+    assert settings.version == 1 + len(SETTINGS_CHANGES)  # each change one write, none lost
