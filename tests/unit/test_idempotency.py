@@ -156,3 +156,59 @@ def test_a_key_is_kept_for_24_hours_then_may_be_used_for_a_new_request(moto_tabl
     clock.at += timedelta(seconds=2)  # expired (DynamoDB's TTL may not have deleted it yet)
     again = claim(other)
     assert not again.seen and again.claim.nonce != made.claim.nonce  # new ids for the new request
+
+
+class Crash(BaseException):
+    """The process dies (not an error the handler could catch)."""
+
+
+def test_a_crash_after_the_key_is_claimed_neither_blocks_the_key_nor_creates_twice(
+    api: InProcessClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    original = DynamoStore.add_contact
+
+    def dies(self: DynamoStore, tenant_id: str, contact: Any) -> None:
+        monkeypatch.setattr(DynamoStore, "add_contact", original)
+        raise Crash
+
+    monkeypatch.setattr(DynamoStore, "add_contact", dies)
+    with pytest.raises(Crash):
+        _contact(api, {}, "crash-key")
+    retry = _contact(api, {}, "crash-key")
+    assert retry.status == 201, retry.body
+    again = _contact(api, {}, "crash-key")
+    assert again.body == retry.body and again.headers.get("Idempotent-Replayed") == "true"
+    assert [c["id"] for c in api.get("/contacts").body["items"]] == [retry.body["id"]]
+
+
+def test_an_action_crashed_between_scheduling_and_executing_is_executed_once_by_its_retry(
+    api: InProcessClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from billow.services import actions
+
+    subscription_id, service_id = _first_service(api)
+    contact_id = _placed(api)["order"]["contact_id"]
+    calls = {"n": 0}
+    original = actions.bill_loaded
+
+    def dies_after_scheduling(*args: Any, **kwargs: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] == 2:  # the first brought it up to date; the second would execute it
+            raise Crash
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(actions, "bill_loaded", dies_after_scheduling)
+    path = f"/subscriptions/{subscription_id}/services/{service_id}/cancel"
+    with pytest.raises(Crash):
+        api.post(path, {}, **keyed("cancel-crash"))
+    monkeypatch.setattr(actions, "bill_loaded", original)
+    (pending,) = api.get(f"/subscriptions/{subscription_id}/actions").body["actions"]
+    assert pending["status"] == "scheduled"
+
+    retry = api.post(path, {}, **keyed("cancel-crash"))
+    assert (retry.status, retry.body["action"]["status"], retry.body["replayed"]) == (200, "executed", True)
+    assert retry.body["action"]["id"] == pending["id"]
+    log = api.get(f"/subscriptions/{subscription_id}/actions").body["actions"]
+    assert [(a["id"], a["status"]) for a in log] == [(pending["id"], "executed")]
+    kinds = sorted(i["kind"] for i in api.get(f"/contacts/{contact_id}/invoices").body["items"])
+    assert kinds == ["credit_note", "invoice"]  # credited once
