@@ -17,7 +17,7 @@ from billow.storage.repository import DynamoStore
 from tests.support import InProcessClient, Reply, make_contact, make_product
 
 KEY = "bk_test_idempotency"
-_ORDERS: dict[int, dict[str, Any]] = {}
+_ORDERS: dict[int | str, dict[str, Any]] = {}
 """What one test ordered once, for the creates that need an order."""
 ADVANCE = {"price": "100.00", "currency": "USD", "cycle": "month", "billing_model": "advance"}
 
@@ -53,6 +53,14 @@ def _terms(api: InProcessClient, body: dict[str, Any], key: str) -> Reply:
     listed = api.get("/products").body["items"]
     product = listed[0]["id"] if listed else make_product(api, ADVANCE)["id"]
     return api.post(f"/products/{product}/terms", {**ADVANCE, "cycle": "year", **body}, **keyed(key))
+
+
+def _terms_version(api: InProcessClient, body: dict[str, Any], key: str) -> Reply:
+    if "version" not in _ORDERS:
+        _ORDERS["version"] = make_product(api, ADVANCE)
+    product = _ORDERS["version"]
+    path = f"/products/{product['id']}/terms/{product['terms'][0]['id']}"
+    return api.patch(path, {"price": "110.00", **body}, **keyed(key))
 
 
 def _contact(api: InProcessClient, body: dict[str, Any], key: str) -> Reply:
@@ -93,6 +101,7 @@ def _payment(api: InProcessClient, body: dict[str, Any], key: str) -> Reply:
 CREATES: list[tuple[Send, int, dict[str, Any], str]] = [
     (_product, 201, {"description": "another"}, "Idempotency-Key"),
     (_terms, 201, {"price": "120.00"}, "Idempotency-Key"),
+    (_terms_version, 201, {"price": "111.00"}, "Idempotency-Key"),
     (_contact, 201, {"email": "bob@example.com"}, "Idempotency-Key"),
     (_action, 201, {"days": 4}, "Idempotency-Key"),
     (_order, 201, {"start_date": "2031-01-01"}, "reference"),
