@@ -10,7 +10,7 @@ from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.params import Path
 from aws_lambda_powertools.event_handler.router import APIGatewayRouter
 from billow.domain.actions import ActionKind
-from billow.services import actions
+from billow.services import actions, views
 from billow.services.actions import ActionRequest, ActionResult
 from billow.services.billing import MAX_CYCLES_AHEAD
 from pydantic import Field
@@ -84,7 +84,7 @@ def _request(kind: ActionKind, service_id: str | None, body: When, **params: Any
 def _respond(result: ActionResult) -> Response[dict[str, Any]]:
     body = {
         "action": presenters.action(result.action),
-        "subscription": presenters.subscription(result.subscription),
+        "subscription": presenters.subscription(result.subscription, result.today),
         "today": result.today.isoformat(),
         "invoices": [presenters.invoice(i, result.today) for i in result.invoices],
         "replayed": result.replayed,
@@ -154,10 +154,12 @@ def change(subscription_id: SubscriptionId, service_id: ServiceId, body: ChangeB
 )
 def preview_change(subscription_id: SubscriptionId, service_id: ServiceId, body: ChangeBody) -> dict[str, Any]:
     ctx = current_tenant(router.current_event)
-    action, invoices = actions.preview_action(
-        store, ctx, subscription_id, _change_request(service_id, body), clock=clock
-    )
-    return {"action": presenters.action(action), "invoices": [presenters.draft(d) for d in invoices]}
+    preview = actions.preview_action(store, ctx, subscription_id, _change_request(service_id, body), clock=clock)
+    terms_days = ctx.settings.payment_terms_days
+    return {
+        "action": presenters.action(preview.action),
+        "invoices": [views.draft(d, terms_days, preview.new_ids) for d in preview.invoices],
+    }
 
 
 @router.post(

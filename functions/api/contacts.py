@@ -10,6 +10,7 @@ from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 from aws_lambda_powertools.event_handler.router import APIGatewayRouter
 from billow.domain.contacts import Address
 from billow.services import contacts, invoices, time_travel
+from billow.services.contacts import contact_today
 from billow.services.context import TenantContext
 from billow.services.invoices import InvoiceFilter
 from runtime import clock, numbers, store
@@ -116,7 +117,8 @@ def contact_subscriptions(
     ctx = current_tenant(router.current_event)
     contacts.get_contact(store, ctx, contact_id)
     page = store.subscriptions_page(ctx.tenant_id, contact_id, limit, cursor)
-    return {"items": [presenters.subscription(s) for s in page.items], "cursor": page.cursor}
+    today = contact_today(store, ctx, contact_id, clock)
+    return {"items": [presenters.subscription(s, today) for s in page.items], "cursor": page.cursor}
 
 
 InvoiceStatusFilter = Annotated[

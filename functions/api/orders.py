@@ -8,7 +8,7 @@ from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 from aws_lambda_powertools.event_handler.router import APIGatewayRouter
 from billow.domain.errors import NotFound
-from billow.services import invoices, ordering
+from billow.services import invoices, ordering, views
 from billow.services.contacts import contact_today
 from billow.services.invoices import InvoiceFilter, ManualPaymentInput
 from billow.services.ordering import OrderItemInput
@@ -33,7 +33,7 @@ def quote_order(body: QuoteBody) -> dict[str, Any]:
     return {
         "contact_id": quote.contact_id,
         "start_date": quote.start_date.isoformat(),
-        "invoices": [presenters.quoted(q) for q in quote.invoices],
+        "invoices": [views.draft(d, quote.payment_terms_days, quote.new_ids) for d in quote.invoices],
     }
 
 
@@ -69,7 +69,7 @@ def get_subscription(subscription_id: Annotated[Id, Path()]) -> dict[str, Any]:
     subscription = store.get_subscription(ctx.tenant_id, subscription_id)
     if subscription is None:
         raise NotFound(f"no subscription {subscription_id}", field="subscription_id")
-    return presenters.subscription(subscription)
+    return presenters.subscription(subscription, contact_today(store, ctx, subscription.contact_id, clock))
 
 
 @router.get("/invoices", summary="The business's invoices, oldest first (issue day, then id), filtered")

@@ -134,6 +134,20 @@ def test_every_api_method_requires_the_authorizer(synthesized: tuple[Template, P
     assert all(m["Properties"]["AuthorizationType"] == "CUSTOM" for m in methods.values())
 
 
+def test_api_gateways_own_refusals_answer_the_one_error_shape(synthesized: tuple[Template, Path]) -> None:
+    template, _ = synthesized
+    responses = template.find_resources("AWS::ApiGateway::GatewayResponse")
+    by_type = {r["Properties"]["ResponseType"]: r["Properties"] for r in responses.values()}
+    assert {"UNAUTHORIZED", "ACCESS_DENIED", "THROTTLED", "DEFAULT_4XX", "DEFAULT_5XX"} <= set(by_type)
+    unauthorized = json.loads(by_type["UNAUTHORIZED"]["ResponseTemplates"]["application/json"])
+    assert unauthorized == {"error": "auth.unauthorized", "message": "missing or invalid API key", "fields": []}
+    for kind, code in (("THROTTLED", "request.throttled"), ("DEFAULT_4XX", "gateway.refused")):
+        body = by_type[kind]["ResponseTemplates"]["application/json"]
+        # API Gateway fills the message in (a quoted JSON string); the rest is the one shape
+        parsed = json.loads(body.replace("$context.error.messageString", '"x"'))
+        assert parsed == {"error": code, "message": "x", "fields": []}
+
+
 def test_cdk_nag_reports_no_unacknowledged_errors(synthesized: tuple[Template, Path]) -> None:
     _, out = synthesized
     report = json.loads((out / "validation-report.json").read_text())

@@ -33,18 +33,19 @@ def test_the_quote_is_the_first_invoice_placing_creates(api: InProcessClient) ->
     (quoted,) = quote.body["invoices"]
     assert quoted["period"] == {"start": "2024-01-31", "end": "2024-02-29"}
     assert quoted["billing_date"] == "2024-01-31"
-    assert quoted["payment_due"] == "2024-02-14"
+    assert quoted["due_date"] == "2024-02-14"
     assert quoted["total"] == {"amount": "78.00", "currency": "USD"}
     assert api.get(f"/contacts/{contact['id']}/invoices").body["items"] == []  # quoting writes nothing
 
     placed = api.post("/orders", {"contact_id": contact["id"], "items": items(product), "reference": "po-1"})
     assert placed.status == 201
     (invoice,) = placed.body["invoices"]
-    for key in ("period", "billing_date", "total"):
+    for key in ("period", "billing_date", "issue_date", "due_date", "kind", "currency", "total"):
         assert invoice[key] == quoted[key]
-    # A quote names services that do not exist yet; everything else about each line is the same.
-    assert [{**x, "service_id": None} for x in invoice["lines"]] == [{**x, "service_id": None} for x in quoted["lines"]]
-    assert invoice["due_date"] == quoted["payment_due"]
+    # The quote shows no ids for what the order creates (placing makes its own); the rest is the same.
+    assert quoted["subscription_id"] is None and [x["service_id"] for x in quoted["lines"]] == [None, None]
+    assert [{**x, "service_id": None} for x in invoice["lines"]] == quoted["lines"]
+    assert invoice["subscription_id"] and all(x["service_id"] for x in invoice["lines"])
 
 
 def test_placing_twice_with_one_reference_places_once(api: InProcessClient) -> None:

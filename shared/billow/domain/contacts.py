@@ -59,6 +59,7 @@ class TestClock:
         if instant < self.frozen_time:
             raise Conflict(
                 f"a test clock only moves forward: it is at {self.frozen_time.isoformat()}, "
-                f"asked for {instant.isoformat()}"
+                f"asked for {instant.isoformat()}",
+                code="test_clock.backwards",
             )
         return replace(self, frozen_time=instant)

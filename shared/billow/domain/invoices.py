@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from enum import StrEnum
 
 from billow.domain.billing import InvoiceDraft
@@ -80,7 +80,7 @@ class Invoice:
             currency=draft.currency,
             billing_date=draft.billing_date,
             issue_date=draft.issue_date,
-            due_date=draft.issue_date + timedelta(days=payment_terms_days),
+            due_date=draft.due_date(payment_terms_days),
             period=draft.period,
             lines=draft.lines,
             amount_paid=Money.zero(draft.currency),
@@ -107,18 +107,23 @@ class Invoice:
 
     def apply_payment(self, payment: Payment) -> Invoice:
         if self.kind is InvoiceKind.CREDIT_NOTE:
-            raise Conflict(f"{self.number} is a credit note; it takes no payments")
+            raise Conflict(f"{self.number} is a credit note; it takes no payments", code="payment.credit_note")
         if self.status is not InvoiceStatus.OPEN:
-            raise Conflict(f"invoice {self.number} is {self.status.value}; only open invoices take payments")
+            raise Conflict(
+                f"invoice {self.number} is {self.status.value}; only open invoices take payments",
+                code="payment.invoice_not_open",
+            )
         if payment.amount.currency != self.currency:
             raise InvalidInput(
                 f"invoice {self.number} is in {self.currency}, the payment in {payment.amount.currency}",
                 field="currency",
+                code="money.currency_mismatch",
             )
         if payment.amount > self.amount_due:
             raise InvalidInput(
                 f"payment {payment.amount} exceeds the {self.amount_due} due on invoice {self.number}",
                 field="amount",
+                code="payment.exceeds_amount_due",
             )
         paid = self.amount_paid + payment.amount
         status = InvoiceStatus.PAID if paid == self.total else InvoiceStatus.OPEN

@@ -124,7 +124,9 @@ class SubscriptionPolicy:
         allowed = self.reasons.get(kind)
         if allowed and reason not in allowed:
             raise RuleViolation(
-                f"a {kind.value} needs one of these reasons: {', '.join(allowed)}", rule="reasons", field="reason"
+                f"a {kind.value} needs one of these reasons: {', '.join(allowed)}",
+                rule="reason.not_allowed",
+                field="reason",
             )
 
     def check_pause(self, pauses: Sequence[Period], on: date, days: int | None) -> None:
@@ -147,7 +149,7 @@ class SubscriptionPolicy:
         if not self.grace_min_days <= days <= self.grace_max_days:
             raise RuleViolation(
                 f"a grace period is {self.grace_min_days} to {self.grace_max_days} days",
-                rule="grace_period",
+                rule="grace.days",
                 field="days",
             )
 
@@ -156,7 +158,9 @@ class SubscriptionPolicy:
             return
         if not any(old_product in path and new_product in path for path in self.tier_paths):
             raise RuleViolation(
-                f"no tier path leads from product {old_product} to {new_product}", rule="tier_path", field="product_id"
+                f"no tier path leads from product {old_product} to {new_product}",
+                rule="change.tier_path",
+                field="product_id",
             )
 
     def check_dependencies(self, products: Iterable[str], field_name: str = "items") -> None:
@@ -179,7 +183,7 @@ class SubscriptionPolicy:
         if limit is not None and count > limit:
             raise RuleViolation(
                 f"contacts classified '{classification}' may have {limit} services that are not churned",
-                rule="service_restrictions",
+                rule="contact.max_services",
                 field="items",
             )
 

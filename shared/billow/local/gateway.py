@@ -23,11 +23,13 @@ from multiprocessing.pool import Pool
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from billow.domain.errors import error_body
 from billow.local.lambda_runtime import handler, invoke, prepare_environment
 from billow.storage.models import configure
 
 STAGE = "local"
-UNAUTHORIZED_BODY = {"error": "unauthorized", "message": "missing or invalid API key"}
+UNAUTHORIZED_BODY = error_body("auth.unauthorized", "missing or invalid API key")
+"""As API Gateway answers it (its UNAUTHORIZED gateway response, set in infra/)."""
 MAX_BODY_BYTES = 1_000_000
 DRAIN_LIMIT_BYTES = 64_000_000
 """A body over the limit is still read (and dropped) up to this size, so the client, which sends
@@ -232,25 +234,25 @@ class _Handler(BaseHTTPRequestHandler):
             length = -1
         if length < 0:
             self.close_connection = True
-            self._send(_json(400, {"error": "request.bad_length", "message": "bad Content-Length", "fields": []}))
+            self._send(_json(400, error_body("request.bad_length", "bad Content-Length")))
             return
         if length > MAX_BODY_BYTES:
             self._drain(length)
             message = f"the body is {length} bytes; bodies are at most {MAX_BODY_BYTES} bytes"
-            self._send(_json(413, {"error": "request.too_large", "message": message, "fields": []}))
+            self._send(_json(413, error_body("request.too_large", message)))
             return
         raw = self.rfile.read(length) if length else b""
         try:
             body = raw.decode("utf-8") if raw else None
         except UnicodeDecodeError:
-            self._send(_json(400, {"error": "request.not_utf8", "message": "the body is not UTF-8 text", "fields": []}))
+            self._send(_json(400, error_body("request.not_utf8", "the body is not UTF-8 text")))
             return
         try:
             answer = self.server.dispatch(self.command, self.path, dict(self.headers.items()), body)
         except Exception:  # a worker died or timed out
             traceback.print_exc()
             answer = None
-        self._send(answer or _json(502, {"message": "Internal server error"}))
+        self._send(answer or _json(502, error_body("service.internal_error", "internal server error")))
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
 

@@ -2,7 +2,9 @@
 the log, and preview what an action does to the next invoices.
 
 A request is checked in three layers, and a refusal in any of them is logged (status rejected,
-with the rule) and answered with a 4xx naming the rule:
+with the rule) and answered with a 4xx naming the rule (its code):
+0. the transition table first: an action the service's state forbids on its day is an illegal
+   transition, whatever else applies;
 1. the business's subscription policy (reasons, regret period, pause and grace limits, tier paths,
    activation rules), some of which move the date instead of refusing (a cancellation inside the
    contract period, a downgrade: at the end of the cycle);
@@ -32,9 +34,10 @@ from billow.domain.errors import (
     InvalidInput,
     NotFound,
     RuleViolation,
+    refusal_for,
 )
 from billow.domain.invoices import Invoice, InvoiceStatus
-from billow.domain.lifecycle import FINAL_STATES, TRANSITION_RULES
+from billow.domain.lifecycle import FINAL_STATES
 from billow.domain.policy import Timing
 from billow.domain.subscriptions import Service, Subscription, SubscriptionKey, Transfer
 from billow.domain.timeline import (
@@ -162,6 +165,10 @@ def build_action(
     )
     if kind is ActionKind.EXPIRE:
         raise InvalidInput("services expire by themselves at the end of their termed period", field="action")
+    if service is not None:
+        if kind is ActionKind.CHANGE:
+            action = replace(action, change=_change(store, ctx, request, service))
+        _check_state(subscription, action)
     policy.check_reason(kind, request.reason)
     if kind is ActionKind.PAUSE:
         assert service is not None
@@ -178,8 +185,9 @@ def build_action(
         last = service.start_date + timedelta(days=policy.regret_days)
         if on > last:
             raise RuleViolation(
-                f"a service can be regretted up to {policy.regret_days} days after it started ({last}); cancel it",
-                rule="regret_period",
+                f"the regret period ended on {last} ({policy.regret_days} days from the service's start on "
+                f"{service.start_date}); cancel the service instead",
+                rule="regret.period",
             )
     elif kind is ActionKind.CANCEL:
         assert service is not None
@@ -188,7 +196,8 @@ def build_action(
             action = replace(action, on=max(on, cycle_end(subscription, on)))
     elif kind is ActionKind.CHANGE:
         assert service is not None
-        change = _change(store, ctx, request, service)
+        change = action.change
+        assert change is not None
         policy.check_tier_path(service.product_id, change.product_id)
         check_same_currency(subscription, change.terms)
         _check_contact(store, ctx, subscription, service, change)
@@ -306,6 +315,14 @@ def _executing(subscription: Subscription, action: Action) -> tuple[BillingStep,
     raise AssertionError(f"action {action.id} did not run by {action.on}")
 
 
+def _check_state(subscription: Subscription, action: Action) -> None:
+    """An action the service's state forbids on its day is refused as an illegal transition first,
+    before the business's rules (a cancelled service cannot be regretted, whatever the period)."""
+    _, record = _executing(subscription, action)
+    if record.rule == IllegalTransition.code:
+        _raise_refusal(record, subscription)
+
+
 def _check_outcome(subscription: Subscription, action: Action) -> tuple[BillingStep, Action]:
     """`_executing`, raising the refusal when the action would be rejected."""
     step, record = _executing(subscription, action)
@@ -315,12 +332,10 @@ def _check_outcome(subscription: Subscription, action: Action) -> tuple[BillingS
 
 
 def _raise_refusal(record: Action, subscription: Subscription) -> NoReturn:
-    rule = record.rule or "not_applicable"
-    if rule in TRANSITION_RULES:
-        service = subscription.service(record.service_id or "")
-        state = service.state.value if service else "unknown"
-        raise IllegalTransition(record.outcome or rule, current_state=state, rule=rule)
-    raise RuleViolation(record.outcome or rule, rule=rule)
+    """The refusal a rejected record stands for, classified by the code it logged (its rule)."""
+    code = record.rule or Conflict.code
+    service = subscription.service(record.service_id or "")
+    raise refusal_for(code, record.outcome or code, service.state.value if service else "unknown")
 
 
 def request_action(
@@ -367,7 +382,10 @@ def request_action(
                 continue  # an attempt with the same key logged first: answer as it did
             raise
         if len(subscription.actions) >= MAX_PENDING_ACTIONS:
-            raise Conflict(f"a subscription holds at most {MAX_PENDING_ACTIONS} pending actions; cancel some first")
+            raise Conflict(
+                f"a subscription holds at most {MAX_PENDING_ACTIONS} pending actions; cancel some first",
+                code="action.too_many_pending",
+            )
         scheduled = subscription.with_actions((*subscription.actions, action))
         try:
             store.apply_billing_step(ctx.tenant_id, scheduled, subscription.version, None, [action])
@@ -491,31 +509,47 @@ def action_log(
     return store.actions_page(ctx.tenant_id, subscription.contact_id, subscription_id, limit, cursor)
 
 
+@dataclass(frozen=True, slots=True)
+class ActionPreview:
+    action: Action
+    """The record the request would leave: executed (with its outcome) when it takes effect today,
+    scheduled for a later day."""
+    invoices: list[InvoiceDraft]
+    """The next invoices with it; for a change that moves the service, those of both subscriptions."""
+    new_ids: frozenset[str]
+    """Ids made up for what does not exist yet (the subscription a move would create): not shown."""
+
+
 def preview_action(
     store: Store, ctx: TenantContext, subscription_id: str, request: ActionRequest, *, clock: Clock, count: int = 2
-) -> tuple[Action, list[InvoiceDraft]]:
-    """The action as it would be scheduled, and the next invoices with it (nothing is written):
-    for a change that moves the service, those of both subscriptions, by date."""
+) -> ActionPreview:
+    """The action as the request would leave it, and the next invoices with it (nothing is written),
+    by date."""
     subscription = subscription_by_id(store, ctx, subscription_id)
     today = contact_today(store, ctx, subscription.contact_id, clock)
     current = subscription
     for step in steps(subscription, today):  # as the request would find it
         current = step.subscription
     action = build_action(store, ctx, current, request, today, "act_preview")
-    step, _ = _check_outcome(current, action)
+    step, record = _check_outcome(current, action)
     with_action = replace(current, actions=(*current.actions, action))
     invoices = upcoming_invoices(with_action, count + 1)
+    new_ids: frozenset[str] = frozenset()
     if step.transfer is not None:
-        invoices += upcoming_invoices(_received(store, ctx, current, step.transfer), count + 1)
+        received, new = _received(store, ctx, current, step.transfer)
+        invoices += upcoming_invoices(received, count + 1)
+        new_ids = frozenset({received.id}) if new else new_ids
     upcoming = sorted((i for i in invoices if i.billing_date >= today), key=lambda i: i.billing_date)
-    return action, upcoming[:count]
+    shown = record if action.on == today else action
+    return ActionPreview(shown, upcoming[:count], new_ids)
 
 
-def _received(store: Store, ctx: TenantContext, source: Subscription, transfer: Transfer) -> Subscription:
-    """The subscription a moving service joins, as it will be right after (a dry run)."""
+def _received(store: Store, ctx: TenantContext, source: Subscription, transfer: Transfer) -> tuple[Subscription, bool]:
+    """The subscription a moving service joins, as it will be right after (a dry run), and whether
+    the move creates it."""
     target = subscription_for(store, ctx.tenant_id, source.contact_id, transfer.key)
     if target is None:
-        return receive(receiving_subscription(source, transfer, ctx.settings.billing), transfer, new=True)
+        return receive(receiving_subscription(source, transfer, ctx.settings.billing), transfer, new=True), True
     for step in steps(target, transfer.record.on - timedelta(days=1)):
         target = step.subscription
-    return receive(target, transfer, new=False)
+    return receive(target, transfer, new=False), False

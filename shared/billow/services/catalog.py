@@ -97,7 +97,7 @@ def add_price_terms(
         _check_not_archived(product)
         terms = _build_terms(terms_id, product.id, spec, "body")
         try:
-            store.add_terms(ctx.tenant_id, terms, product.version)
+            store.save_product(ctx.tenant_id, product.with_terms(terms), terms)
         except ConcurrentModification:
             continue  # the product changed (or the terms were just added): look again
         return terms

@@ -177,18 +177,26 @@ def create_test_clock(store: Store, ctx: TenantContext, contact_id: str, frozen_
     """Give a test-mode contact its own clock. Only before it has subscriptions: a clock attached
     later would have to rewrite billing history that real time already made."""
     if not ctx.test_mode:
-        raise Conflict("test clocks need a test-mode API key")
+        raise Conflict("test clocks need a test-mode API key", code="test_clock.live_mode")
     contact = get_contact(store, ctx, contact_id)
     if not contact.test_mode:
-        raise Conflict(f"contact {contact_id} was created in live mode; test clocks are for test contacts")
+        raise Conflict(
+            f"contact {contact_id} was created in live mode; test clocks are for test contacts",
+            code="test_clock.live_mode",
+        )
     for _ in range(2):
         existing = store.get_clock(ctx.tenant_id, contact_id)
         if existing is not None:
             if existing.frozen_time == frozen_time:
                 return existing  # a retry of the create that made it
-            raise Conflict(f"contact {contact_id} already has a test clock; advance it instead")
+            raise Conflict(
+                f"contact {contact_id} already has a test clock; advance it instead", code="test_clock.exists"
+            )
         if store.subscriptions_of(ctx.tenant_id, contact_id):
-            raise Conflict(f"contact {contact_id} already has subscriptions; attach a test clock before ordering")
+            raise Conflict(
+                f"contact {contact_id} already has subscriptions; attach a test clock before ordering",
+                code="test_clock.after_ordering",
+            )
         try:
             return store.save_clock(ctx.tenant_id, TestClock(contact_id, frozen_time))
         except ConcurrentModification:

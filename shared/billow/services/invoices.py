@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
 
-from billow.domain.errors import ConcurrentModification, Conflict, InvalidInput, NotFound
+from billow.domain.errors import ConcurrentModification, InvalidInput, NotFound
 from billow.domain.invoices import Invoice, InvoiceKind, InvoiceStatus, Payment, PaymentMethod
 from billow.domain.money import Money
 from billow.services.contacts import contact_today, get_contact
@@ -111,9 +111,11 @@ def record_manual_payment(
         earlier = store.get_payment(ctx.tenant_id, invoice.contact_id, invoice.id, payment_id)
         if earlier is not None:
             if earlier.amount != amount or earlier.method is not spec.method:
-                raise Conflict(
+                raise InvalidInput(
                     f"reference '{spec.reference}' was already recorded on invoice {invoice.number} "
-                    f"as {earlier.amount} by {earlier.method.value}"
+                    f"as {earlier.amount} by {earlier.method.value}",
+                    field="reference",
+                    code="idempotency.key_reused",
                 )
             return PaymentResult(invoice, earlier, replayed=True)
         payment = Payment(payment_id, invoice.id, amount, spec.method, spec.reference, spec.received_on, clock.now())

@@ -6,9 +6,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date
 
+from billow.domain.billing import InvoiceDraft
 from billow.domain.errors import ConcurrentModification, Conflict, InvalidInput, NotFound
 from billow.domain.invoices import Invoice
-from billow.domain.ordering import Order, OrderItem, OrderPlan, QuotedInvoice, plan_order, quote_order
+from billow.domain.ordering import Order, OrderItem, OrderPlan, plan_order, quote_order
 from billow.services.billing import InvoiceNumbers, bill_subscription
 from billow.services.contacts import ContactTime, check_orderable, contact_time, get_contact
 from billow.services.context import Clock, TenantContext
@@ -28,7 +29,10 @@ class OrderItemInput:
 class Quote:
     contact_id: str
     start_date: date
-    invoices: list[QuotedInvoice]
+    invoices: list[InvoiceDraft]
+    payment_terms_days: int
+    new_ids: frozenset[str]
+    """Ids made up for what the order would create: not shown (placing the order makes its own)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,8 +94,8 @@ def quote(
     check_orderable(contact)
     time = contact_time(store, ctx, contact_id, clock)
     plan = _plan(store, ctx, contact_id, items, start_date, None, time, new_id, contact.classification)
-    quotes = quote_order(plan, today=time.today, payment_terms_days=ctx.settings.payment_terms_days)
-    return Quote(contact_id, plan.order.start_date, quotes)
+    quotes = quote_order(plan, today=time.today)
+    return Quote(contact_id, plan.order.start_date, quotes, ctx.settings.payment_terms_days, plan.new_ids)
 
 
 def place_order(

@@ -125,15 +125,19 @@ def product_out(p: Product) -> Json:
         "archived": p.archived,
         "archived_terms": sorted(p.archived_terms),
         "replacements": [list(pair) for pair in p.replacements],
+        "terms_order": [t.id for t in p.terms],
     }
 
 
-def product_in(d: Json, terms: tuple[PriceTerms, ...], version: int) -> Product:
+def product_in(d: Json, terms: list[PriceTerms], version: int) -> Product:
+    """The product with its terms in the order they were added (ids alone do not sort by creation:
+    those derived from an idempotency key are hashes)."""
+    order = {terms_id: i for i, terms_id in enumerate(d.get("terms_order", ()))}
     return Product(
         d["id"],
         d["name"],
         d.get("description", ""),
-        terms,
+        tuple(sorted(terms, key=lambda t: (order.get(t.id, len(order)), t.id))),
         archived=bool(d.get("archived", False)),
         archived_terms=frozenset(d.get("archived_terms", ())),
         replacements=tuple((old, new) for old, new in d.get("replacements", ())),

@@ -159,7 +159,7 @@ def _translated(what: str) -> Iterator[None]:
         raise
     except (PutError, UpdateError, DeleteError) as error:
         if error.cause_response_code == "ConditionalCheckFailedException":
-            raise Conflict(f"{what}: already exists or was changed") from error
+            raise Conflict(f"{what}: already exists or was changed", code="resource.already_exists") from error
         if error.cause_response_code in _THROTTLING:
             raise TemporaryFailure(f"{what}: DynamoDB throttled") from error
         raise
@@ -188,7 +188,7 @@ def _decode_cursor(cursor: str | None, listing_key: str, index: str = "GSI3") ->
         and all(isinstance(v, dict) and isinstance(v.get("S"), str) for v in decoded.values())
     )
     if not well_formed or decoded[f"{index}PK"]["S"] != listing_key:
-        raise InvalidInput("cursor is not one this listing returned", field="cursor")
+        raise InvalidInput("cursor is not one this listing returned", field="cursor", code="listing.invalid_cursor")
     return dict(decoded)
 
 
@@ -303,7 +303,7 @@ class DynamoStore:
                 item.save(condition=condition)
         except Conflict as error:
             raise ConcurrentModification(
-                "the settings were changed concurrently; reload and retry", code="concurrency.modified"
+                "the settings were changed concurrently; reload and retry", code="resource.concurrent_modification"
             ) from error
         return saved
 
@@ -381,20 +381,9 @@ class DynamoStore:
             catalog_pk(tenant_id), f"PROD#{terms.product_id}#TERMS#{terms.id}", "terms", codec.terms_out(terms)
         )
 
-    def add_terms(self, tenant_id: str, terms: PriceTerms, product_version: int) -> None:
-        """New price terms (never overwritten), only while the product is still at its version."""
-        with _translated(f"price terms {terms.id}"), TransactWrite(connection=connection()) as tx:
-            tx.condition_check(
-                BillowItem,
-                catalog_pk(tenant_id),
-                f"PROD#{terms.product_id}",
-                condition=BillowItem.version == product_version,
-            )
-            tx.save(self._terms_item(tenant_id, terms), condition=_absent())
-
     def save_product(self, tenant_id: str, product: Product, new_terms: PriceTerms | None = None) -> Product:
-        """The changed product item, only if still at `product.version`, with the new version of
-        some terms when given (price terms items are written once, never changed)."""
+        """The changed product item, only if still at `product.version`, with new price terms when
+        given (price terms items are written once, never changed; the product item keeps their order)."""
         saved = replace(product, version=product.version + 1)
         with _translated(f"product {product.id}"), TransactWrite(connection=connection()) as tx:
             tx.save(
@@ -450,7 +439,7 @@ class DynamoStore:
                 bodies.append((body, int(item.version or 0)))
             elif item.kind == "terms":
                 terms.setdefault(body["product_id"], []).append(codec.terms_in(body))
-        return [codec.product_in(b, tuple(terms.get(b["id"], [])), v) for b, v in bodies]
+        return [codec.product_in(b, terms.get(b["id"], []), v) for b, v in bodies]
 
     # -- contacts and clocks ------------------------------------------------------------------------
     def _contact_item(self, tenant_id: str, contact: Contact, version: int) -> BillowItem:
