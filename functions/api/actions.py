@@ -6,18 +6,18 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.params import Path
 from aws_lambda_powertools.event_handler.router import APIGatewayRouter
 from billow.domain.actions import ActionKind
 from billow.services import actions, views
 from billow.services.actions import ActionRequest, ActionResult
 from billow.services.billing import MAX_CYCLES_AHEAD
-from billow.services.context import new_id
 from pydantic import Field
 from runtime import clock, numbers, store
 
 from api import presenters
-from api.context import current_tenant, ids_for_request
+from api.context import created, current_tenant, idempotent
 from api.schemas import BillingDay, Body, Cursor, Id, Limit
 
 router = APIGatewayRouter()
@@ -81,7 +81,7 @@ def _request(kind: ActionKind, service_id: str | None, body: When, **params: Any
     )
 
 
-def _respond(result: ActionResult) -> tuple[dict[str, Any], int]:
+def _respond(result: ActionResult) -> Response[dict[str, Any]]:
     body = {
         "action": presenters.action(result.action),
         "subscription": presenters.subscription(result.subscription, result.today),
@@ -90,25 +90,24 @@ def _respond(result: ActionResult) -> tuple[dict[str, Any], int]:
         "replayed": result.replayed,
     }
     status = 200 if result.replayed else 202 if result.action.status.value == "scheduled" else 201
-    return body, status
+    return created(body, status, replay=result.replayed)
 
 
-def _act(subscription_id: str, request: ActionRequest) -> tuple[dict[str, Any], int]:
+def _act(subscription_id: str, body: When, request: ActionRequest) -> Response[dict[str, Any]]:
     event = router.current_event
     ctx = current_tenant(event)
-    ids = ids_for_request(event, ctx, f"action:{subscription_id}")
-    keyed = ids is not new_id
-    result = actions.request_action(
-        store, ctx, subscription_id, request, clock=clock, numbers=numbers, new_id=ids, keyed=keyed
-    )
+    with idempotent(event, ctx, body) as ids:
+        result = actions.request_action(
+            store, ctx, subscription_id, request, clock=clock, numbers=numbers, new_id=ids.new_id, keyed=ids.keyed
+        )
     return _respond(result)
 
 
 def _service_route(path: str, kind: ActionKind, summary: str) -> None:
     """POST /subscriptions/{id}/services/{service_id}/<path> for an action that takes only a day."""
 
-    def handler(subscription_id: SubscriptionId, service_id: ServiceId, body: When) -> tuple[dict[str, Any], int]:
-        return _act(subscription_id, _request(kind, service_id, body))
+    def handler(subscription_id: SubscriptionId, service_id: ServiceId, body: When) -> Response[dict[str, Any]]:
+        return _act(subscription_id, body, _request(kind, service_id, body))
 
     handler.__name__ = f"{kind.value}_service"
     router.post(f"{SVC}/{path}", summary=summary)(handler)
@@ -126,8 +125,8 @@ _service_route("renew", ActionKind.RENEW, "Renew an expired service for one more
     SVC + "/pause",
     summary="Pause a service, for N days or until resumed",
 )
-def pause(subscription_id: SubscriptionId, service_id: ServiceId, body: PauseBody) -> tuple[dict[str, Any], int]:
-    return _act(subscription_id, _request(ActionKind.PAUSE, service_id, body, days=body.days))
+def pause(subscription_id: SubscriptionId, service_id: ServiceId, body: PauseBody) -> Response[dict[str, Any]]:
+    return _act(subscription_id, body, _request(ActionKind.PAUSE, service_id, body, days=body.days))
 
 
 def _change_request(service_id: str, body: ChangeBody) -> ActionRequest:
@@ -145,8 +144,8 @@ def _change_request(service_id: str, body: ChangeBody) -> ActionRequest:
     SVC + "/change",
     summary="Change a service's product, price terms or quantity (upgrade or downgrade timing rules apply)",
 )
-def change(subscription_id: SubscriptionId, service_id: ServiceId, body: ChangeBody) -> tuple[dict[str, Any], int]:
-    return _act(subscription_id, _change_request(service_id, body))
+def change(subscription_id: SubscriptionId, service_id: ServiceId, body: ChangeBody) -> Response[dict[str, Any]]:
+    return _act(subscription_id, body, _change_request(service_id, body))
 
 
 @router.post(
@@ -167,45 +166,47 @@ def preview_change(subscription_id: SubscriptionId, service_id: ServiceId, body:
     SVC + "/auto-renew",
     summary="Opt a termed service in or out of auto-renewal",
 )
-def auto_renew(
-    subscription_id: SubscriptionId, service_id: ServiceId, body: AutoRenewBody
-) -> tuple[dict[str, Any], int]:
-    return _act(subscription_id, _request(ActionKind.AUTO_RENEW, service_id, body, auto_renew=body.auto_renew))
+def auto_renew(subscription_id: SubscriptionId, service_id: ServiceId, body: AutoRenewBody) -> Response[dict[str, Any]]:
+    return _act(subscription_id, body, _request(ActionKind.AUTO_RENEW, service_id, body, auto_renew=body.auto_renew))
 
 
 @router.post(
     SVC + "/extend-term",
     summary="Postpone the end of the termed period by N days",
 )
-def extend_term(subscription_id: SubscriptionId, service_id: ServiceId, body: DaysBody) -> tuple[dict[str, Any], int]:
-    return _act(subscription_id, _request(ActionKind.EXTEND_TERM, service_id, body, days=body.days))
+def extend_term(subscription_id: SubscriptionId, service_id: ServiceId, body: DaysBody) -> Response[dict[str, Any]]:
+    return _act(subscription_id, body, _request(ActionKind.EXTEND_TERM, service_id, body, days=body.days))
 
 
 @router.post(
     SVC + "/extend-trial",
     summary="Extend a trial by N days (back office, once)",
 )
-def extend_trial(subscription_id: SubscriptionId, service_id: ServiceId, body: DaysBody) -> tuple[dict[str, Any], int]:
-    return _act(subscription_id, _request(ActionKind.EXTEND_TRIAL, service_id, body, days=body.days))
+def extend_trial(subscription_id: SubscriptionId, service_id: ServiceId, body: DaysBody) -> Response[dict[str, Any]]:
+    return _act(subscription_id, body, _request(ActionKind.EXTEND_TRIAL, service_id, body, days=body.days))
 
 
 @router.post(SUB + "/billing-day", summary="Change the billing day (anniversary billing only)")
-def change_billing_day(subscription_id: SubscriptionId, body: BillingDayBody) -> tuple[dict[str, Any], int]:
-    return _act(subscription_id, _request(ActionKind.CHANGE_BILLING_DAY, None, body, billing_day=body.billing_day))
+def change_billing_day(subscription_id: SubscriptionId, body: BillingDayBody) -> Response[dict[str, Any]]:
+    return _act(
+        subscription_id, body, _request(ActionKind.CHANGE_BILLING_DAY, None, body, billing_day=body.billing_day)
+    )
 
 
 @router.post(
     SUB + "/grace-period",
     summary="Set a grace period of N days (no deactivation before its end)",
 )
-def set_grace_period(subscription_id: SubscriptionId, body: DaysBody) -> tuple[dict[str, Any], int]:
-    return _act(subscription_id, _request(ActionKind.SET_GRACE_PERIOD, None, body, days=body.days))
+def set_grace_period(subscription_id: SubscriptionId, body: DaysBody) -> Response[dict[str, Any]]:
+    return _act(subscription_id, body, _request(ActionKind.SET_GRACE_PERIOD, None, body, days=body.days))
 
 
 @router.post(SUB + "/payment-method", summary="Set the payment method that pays this subscription")
-def change_payment_method(subscription_id: SubscriptionId, body: PaymentMethodBody) -> tuple[dict[str, Any], int]:
+def change_payment_method(subscription_id: SubscriptionId, body: PaymentMethodBody) -> Response[dict[str, Any]]:
     return _act(
-        subscription_id, _request(ActionKind.CHANGE_PAYMENT_METHOD, None, body, payment_method=body.payment_method)
+        subscription_id,
+        body,
+        _request(ActionKind.CHANGE_PAYMENT_METHOD, None, body, payment_method=body.payment_method),
     )
 
 
@@ -213,8 +214,10 @@ def change_payment_method(subscription_id: SubscriptionId, body: PaymentMethodBo
     SUB + "/bill-ahead",
     summary="Bill upcoming cycles now (N cycles or up to a date); repeating it the same day bills nothing more",
 )
-def bill_ahead(subscription_id: SubscriptionId, body: BillAheadBody) -> tuple[dict[str, Any], int]:
-    return _act(subscription_id, _request(ActionKind.BILL_AHEAD, None, body, cycles=body.cycles, until=body.until))
+def bill_ahead(subscription_id: SubscriptionId, body: BillAheadBody) -> Response[dict[str, Any]]:
+    return _act(
+        subscription_id, body, _request(ActionKind.BILL_AHEAD, None, body, cycles=body.cycles, until=body.until)
+    )
 
 
 @router.get(

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.params import Path
 from aws_lambda_powertools.event_handler.router import APIGatewayRouter
 from billow.services import catalog
 from runtime import store
 
 from api import presenters
-from api.context import current_tenant, ids_for_request
+from api.context import created, current_tenant, idempotent
 from api.schemas import Cursor, Id, Limit, PriceTermsBody, PriceTermsPatchBody, ProductBody, ProductPatchBody
 
 router = APIGatewayRouter()
@@ -35,17 +36,18 @@ def _terms_input(body: PriceTermsBody) -> catalog.PriceTermsInput:
 
 
 @router.post("/products", summary="Create a product with its price terms")
-def create_product(body: ProductBody) -> tuple[dict[str, Any], int]:
+def create_product(body: ProductBody) -> Response[dict[str, Any]]:
     ctx = current_tenant(router.current_event)
-    product = catalog.create_product(
-        store,
-        ctx,
-        name=body.name,
-        description=body.description,
-        terms=[_terms_input(t) for t in body.terms],
-        new_id=ids_for_request(router.current_event, ctx, "products"),
-    )
-    return presenters.product(product), 201
+    with idempotent(router.current_event, ctx, body) as ids:
+        product = catalog.create_product(
+            store,
+            ctx,
+            name=body.name,
+            description=body.description,
+            terms=[_terms_input(t) for t in body.terms],
+            new_id=ids.new_id,
+        )
+    return created(presenters.product(product), 201, replay=ids.replay)
 
 
 @router.get("/products", summary="List the catalog (archived products included, marked), in id order")
@@ -98,18 +100,16 @@ _TERMS_CLEARABLE = {"setup_fee", "alignment", "meter", "term_cycles", "contract_
     summary="Edit price terms: makes a new version (new id) for new orders and archives these; "
     "subscriptions keep the terms they have",
 )
-def new_terms_version(
-    product_id: ProductId, terms_id: TermsId, body: PriceTermsPatchBody
-) -> tuple[dict[str, Any], int]:
+def new_terms_version(product_id: ProductId, terms_id: TermsId, body: PriceTermsPatchBody) -> Response[dict[str, Any]]:
     ctx = current_tenant(router.current_event)
     changes = {
         name: value
         for name, value in body.model_dump(exclude_unset=True).items()
         if value is not None or name in _TERMS_CLEARABLE
     }
-    ids = ids_for_request(router.current_event, ctx, f"products/{product_id}/terms/{terms_id}")
-    terms = catalog.new_terms_version(store, ctx, product_id, terms_id, changes, ids)
-    return presenters.terms(terms), 201
+    with idempotent(router.current_event, ctx, body) as ids:
+        terms = catalog.new_terms_version(store, ctx, product_id, terms_id, changes, ids.new_id)
+    return created(presenters.terms(terms), 201, replay=ids.replay)
 
 
 @router.post(
@@ -122,8 +122,8 @@ def archive_terms(product_id: ProductId, terms_id: TermsId) -> dict[str, Any]:
 
 
 @router.post("/products/<product_id>/terms", summary="Add price terms to a product")
-def add_terms(product_id: Annotated[Id, Path()], body: PriceTermsBody) -> tuple[dict[str, Any], int]:
+def add_terms(product_id: Annotated[Id, Path()], body: PriceTermsBody) -> Response[dict[str, Any]]:
     ctx = current_tenant(router.current_event)
-    ids = ids_for_request(router.current_event, ctx, f"products/{product_id}/terms")
-    terms = catalog.add_price_terms(store, ctx, product_id, _terms_input(body), ids)
-    return presenters.terms(terms), 201
+    with idempotent(router.current_event, ctx, body) as ids:
+        terms = catalog.add_price_terms(store, ctx, product_id, _terms_input(body), ids.new_id)
+    return created(presenters.terms(terms), 201, replay=ids.replay)

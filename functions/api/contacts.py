@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import date
 from typing import Annotated, Any
 
+from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 from aws_lambda_powertools.event_handler.router import APIGatewayRouter
 from billow.domain.contacts import Address
@@ -15,7 +16,7 @@ from billow.services.invoices import InvoiceFilter
 from runtime import clock, numbers, store
 
 from api import presenters
-from api.context import current_tenant, ids_for_request
+from api.context import created, current_tenant, idempotent
 from api.schemas import (
     AddressBody,
     AdvanceClockBody,
@@ -41,21 +42,23 @@ def _credit_limit(body: MoneyBody | None) -> contacts.CreditLimitInput | None:
 
 
 @router.post("/contacts", summary="Create a contact (subscriber)")
-def create_contact(body: ContactBody) -> tuple[dict[str, Any], int]:
+def create_contact(body: ContactBody) -> Response[dict[str, Any]]:
     ctx = current_tenant(router.current_event)
-    contact = contacts.create_contact(
-        store,
-        ctx,
-        name=body.name,
-        email=body.email,
-        billing_address=_address(body.billing_address),
-        classification=body.classification,
-        credit_limit=_credit_limit(body.credit_limit),
-        preferred_payment_method=None if body.preferred_payment_method is None else body.preferred_payment_method.value,
-        clock=clock,
-        new_id=ids_for_request(router.current_event, ctx, "contacts"),
-    )
-    return presenters.contact(contact), 201
+    method = None if body.preferred_payment_method is None else body.preferred_payment_method.value
+    with idempotent(router.current_event, ctx, body) as ids:
+        contact = contacts.create_contact(
+            store,
+            ctx,
+            name=body.name,
+            email=body.email,
+            billing_address=_address(body.billing_address),
+            classification=body.classification,
+            credit_limit=_credit_limit(body.credit_limit),
+            preferred_payment_method=method,
+            clock=clock,
+            new_id=ids.new_id,
+        )
+    return created(presenters.contact(contact), 201, replay=ids.replay)
 
 
 @router.get("/contacts", summary="List contacts, oldest first")

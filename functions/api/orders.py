@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 from aws_lambda_powertools.event_handler.router import APIGatewayRouter
 from billow.domain.errors import NotFound
@@ -15,7 +16,7 @@ from runtime import clock, new_id, numbers, store
 
 from api import presenters
 from api.contacts import InvoiceStatusFilter, IssuedBefore, IssuedFrom, invoice_page
-from api.context import current_tenant
+from api.context import created, current_tenant, idempotent
 from api.schemas import Cursor, Id, InvoiceKind, Limit, ManualPaymentBody, OrderBody, QuoteBody
 
 router = APIGatewayRouter()
@@ -37,20 +38,20 @@ def quote_order(body: QuoteBody) -> dict[str, Any]:
 
 
 @router.post("/orders", summary="Place an order (idempotent on `reference`)")
-def place_order(body: OrderBody) -> tuple[dict[str, Any], int]:
+def place_order(body: OrderBody) -> Response[dict[str, Any]]:
     ctx = current_tenant(router.current_event)
-    placed = ordering.place_order(
-        store, ctx, body.contact_id, _items(body), body.start_date, body.reference, clock, new_id, numbers
-    )
+    reference = None if body.reference is None else (f"order:{body.contact_id}", body.reference)
+    with idempotent(router.current_event, ctx, body, reference=reference, header=False):
+        placed = ordering.place_order(
+            store, ctx, body.contact_id, _items(body), body.start_date, body.reference, clock, new_id, numbers
+        )
     today = placed.today
-    return (
-        {
-            "order": presenters.order(placed.order),
-            "invoices": [presenters.invoice(i, today) for i in placed.invoices],
-            "replayed": placed.replayed,
-        },
-        200 if placed.replayed else 201,
-    )
+    answer = {
+        "order": presenters.order(placed.order),
+        "invoices": [presenters.invoice(i, today) for i in placed.invoices],
+        "replayed": placed.replayed,
+    }
+    return created(answer, 200 if placed.replayed else 201, replay=placed.replayed)
 
 
 @router.get("/orders/<order_id>", summary="Get an order")
@@ -100,16 +101,15 @@ def get_invoice(invoice_id: Annotated[Id, Path()]) -> dict[str, Any]:
     "/invoices/<invoice_id>/payments",
     summary="Record a manual payment (bank transfer confirmed by staff); idempotent on `reference`",
 )
-def record_payment(invoice_id: Annotated[Id, Path()], body: ManualPaymentBody) -> tuple[dict[str, Any], int]:
+def record_payment(invoice_id: Annotated[Id, Path()], body: ManualPaymentBody) -> Response[dict[str, Any]]:
     ctx = current_tenant(router.current_event)
     spec = ManualPaymentInput(body.amount, body.currency, body.method, body.reference, body.received_on)
-    result = invoices.record_manual_payment(store, ctx, invoice_id, spec, clock)
+    with idempotent(router.current_event, ctx, body, reference=(f"payment:{invoice_id}", body.reference)):
+        result = invoices.record_manual_payment(store, ctx, invoice_id, spec, clock)
     today = contact_today(store, ctx, result.invoice.contact_id, clock)
-    return (
-        {
-            "invoice": presenters.invoice(result.invoice, today),
-            "payment": presenters.payment(result.payment),
-            "replayed": result.replayed,
-        },
-        200 if result.replayed else 201,
-    )
+    answer = {
+        "invoice": presenters.invoice(result.invoice, today),
+        "payment": presenters.payment(result.payment),
+        "replayed": result.replayed,
+    }
+    return created(answer, 200 if result.replayed else 201, replay=result.replayed)

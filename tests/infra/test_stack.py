@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from aws_cdk.assertions import Match, Template
+from billow.storage.table import TTL_ATTRIBUTE
 
 pytestmark = [pytest.mark.infra, pytest.mark.xdist_group("cdk")]
 
@@ -34,6 +35,8 @@ def test_table_keys_indexes_and_protection(synthesized: tuple[Template, Path]) -
                     ],
                     "DeletionProtectionEnabled": True,
                     "PointInTimeRecoverySpecification": {"PointInTimeRecoveryEnabled": True},
+                    # idempotency key claims expire through it (billow.storage.models.BillowItem.expires_at)
+                    "TimeToLiveSpecification": {"AttributeName": TTL_ATTRIBUTE, "Enabled": True},
                     "GlobalSecondaryIndexes": [
                         Match.object_like({"IndexName": "GSI1", "Projection": {"ProjectionType": "KEYS_ONLY"}}),
                         Match.object_like({"IndexName": "GSI2", "Projection": {"ProjectionType": "KEYS_ONLY"}}),

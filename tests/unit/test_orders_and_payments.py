@@ -107,7 +107,7 @@ def test_partial_payments_and_overpayment(api: InProcessClient) -> None:
     too_much = api.post(f"/invoices/{invoice['id']}/payments", {**pay, "amount": "60.01", "reference": "B"})
     assert too_much.status == 422 and too_much.body["fields"][0]["field"] == "amount"
     other_amount = api.post(f"/invoices/{invoice['id']}/payments", {**pay, "amount": "1.00", "reference": "A"})
-    assert other_amount.status == 422 and other_amount.body["error"] == "idempotency.key_reused"
+    assert (other_amount.status, other_amount.body["error"]) == (422, "idempotency.key_reused")
     rest = api.post(f"/invoices/{invoice['id']}/payments", {**pay, "amount": "60.00", "reference": "C"})
     assert rest.body["invoice"]["status"] == "paid"
     wrong_currency = api.post(

@@ -18,6 +18,7 @@ the action, then what is due today (a credit note for a cancellation or regret).
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass, replace
 from datetime import date, timedelta
 from typing import NoReturn
@@ -353,19 +354,23 @@ def request_action(
 ) -> ActionResult:
     """Execute the action now, or schedule it. Refusals are logged and raised.
 
-    `keyed`: the ids come from the caller's idempotency key, so a retry finds the first attempt's
-    record in the log and answers as it did (the record, or the same refusal) instead of acting
-    twice."""
+    `keyed`: the ids come from the caller's idempotency key, so a retry (or a copy of the request
+    racing it) finds the first attempt's record in the log and answers as it did (the record, or
+    the same refusal) instead of acting twice. The log is read again after every lost race, and a
+    record once written is never replaced by a later attempt's (`Store.log_actions` writes only new
+    records; the step's write is conditioned on the subscription's version)."""
     subscription = subscription_by_id(store, ctx, subscription_id)
     today = contact_today(store, ctx, subscription.contact_id, clock)
     action_id = new_id("act")
-    if keyed and (earlier := _logged(store, ctx, subscription, action_id)) is not None:
-        if earlier.status is ActionStatus.REJECTED:
-            _raise_refusal(earlier, subscription)
-        return ActionResult(earlier, subscription, [], today, replayed=True)
-    # Bring it up to today first: the action is checked against the state it will act on.
-    invoices, subscription = bill_loaded(store, ctx.settings, subscription, today, numbers)
-    for _ in range(MAX_CONFLICT_RETRIES + 1):
+    invoices: list[Invoice] = []
+    for attempt in range(MAX_CONFLICT_RETRIES + 1):
+        if attempt:
+            subscription = subscription_by_id(store, ctx, subscription_id)
+        if keyed and (earlier := _logged(store, ctx, subscription, action_id)) is not None:
+            return _replay(store, ctx, subscription, earlier, today, numbers)
+        # Bring it up to today first: the action is checked against the state it will act on.
+        created, subscription = bill_loaded(store, ctx.settings, subscription, today, numbers)
+        invoices += created
         action: Action | None = None
         try:
             action = build_action(store, ctx, subscription, request, today, action_id)
@@ -374,7 +379,10 @@ def request_action(
                 _check_activation(store, ctx, subscription)
         except (RuleViolation, IllegalTransition) as refusal:
             refused = action or _unbuilt(request, today, action_id)
-            store.log_actions(ctx.tenant_id, subscription, [refused.rejected(refusal.message, refusal.rule)])
+            try:
+                store.log_actions(ctx.tenant_id, subscription, [refused.rejected(refusal.message, refusal.rule)])
+            except ConcurrentModification:
+                continue  # an attempt with the same key logged first: answer as it did
             raise
         if len(subscription.actions) >= MAX_PENDING_ACTIONS:
             raise Conflict(
@@ -385,7 +393,6 @@ def request_action(
         try:
             store.apply_billing_step(ctx.tenant_id, scheduled, subscription.version, None, [action])
         except ConcurrentModification:
-            subscription = subscription_by_id(store, ctx, subscription_id)
             continue
         scheduled = replace(scheduled, version=subscription.version + 1)
         if action.on > today:
@@ -396,6 +403,28 @@ def request_action(
             record = _logged(store, ctx, subscription, action.id) or record
         return ActionResult(record, done, invoices + created, today)
     raise ConcurrentModification(f"subscription {subscription_id} kept changing; try again")
+
+
+def _replay(
+    store: Store, ctx: TenantContext, subscription: Subscription, earlier: Action, today: date, numbers: InvoiceNumbers
+) -> ActionResult:
+    """Answer a retry as the first attempt answered: its record, or its refusal. An immediate
+    action the first attempt scheduled but has not executed yet is executed here (exactly once:
+    the step's write is versioned), so a crashed first attempt never blocks its key; when another
+    attempt is executing it right now, the caller hears that it is in progress."""
+    if earlier.status is ActionStatus.SCHEDULED and earlier.on <= today:
+        with suppress(ConcurrentModification):  # another attempt is executing it: see below
+            _, subscription = bill_loaded(store, ctx.settings, subscription, today, numbers)
+        earlier = _logged(store, ctx, subscription, earlier.id) or earlier
+        if earlier.status is ActionStatus.SCHEDULED:
+            raise Conflict(
+                f"a request with this idempotency key (action {earlier.id}) is still being executed; retry shortly",
+                field="Idempotency-Key",
+                code="idempotency.in_progress",
+            )
+    if earlier.status is ActionStatus.REJECTED:
+        _raise_refusal(earlier, subscription)
+    return ActionResult(earlier, subscription, [], today, replayed=True)
 
 
 def _moves(subscription: Subscription, action: Action) -> bool:

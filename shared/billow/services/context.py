@@ -77,4 +77,4 @@ def edit_versioned(load: Callable[[], T], save: Callable[[T], T], change: Callab
             return save(changed)
         except ConcurrentModification:
             continue
-    raise ConcurrentModification(f"{what} kept changing; try again")
+    raise ConcurrentModification(f"{what} kept changing; try again", code="resource.concurrent_modification")

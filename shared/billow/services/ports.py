@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from typing import Generic, Protocol, TypeVar
 
 from billow.domain.actions import Action
@@ -29,6 +29,21 @@ class ApiKey:
     tenant_id: str
     mode: str  # "test" or "live"
     name: str
+
+
+@dataclass(frozen=True, slots=True)
+class IdempotencyClaim:
+    """An idempotency key bound to the request it was first sent with (`billow.services.idempotency`)."""
+
+    key_hash: str
+    """sha256 of the key's scope and the key (the key itself is not stored)."""
+    fingerprint: str
+    """sha256 of the request the key was first sent with."""
+    nonce: str
+    """Drawn by the request that claimed the key; ids derived from the key include it, so a key
+    used again after its claim expired makes new ids."""
+    expires_at: datetime | None
+    """None: never expires."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,10 +84,18 @@ class DueSubscription:
 class Store(Protocol):
     # -- tenants --------------------------------------------------------------------------------
     def get_settings(self, tenant_id: str) -> TenantSettings | None: ...
-    def put_settings(self, settings: TenantSettings) -> None: ...
+    def put_settings(self, settings: TenantSettings) -> TenantSettings: ...
     def find_api_key(self, key_hash: str) -> ApiKey | None: ...
     def put_api_key(self, key: ApiKey) -> None: ...
     def reserve_invoice_numbers(self, tenant_id: str, count: int) -> range: ...
+    def claim_idempotency_key(self, tenant_id: str, claim: IdempotencyClaim, now: datetime) -> IdempotencyClaim:
+        """Store `claim` unless an unexpired claim of its key exists; return the claim that holds
+        the key (`claim`, or the earlier one)."""
+        ...
+
+    def release_idempotency_key(self, tenant_id: str, claim: IdempotencyClaim) -> None:
+        """Delete `claim` if it still holds its key."""
+        ...
 
     # -- catalog --------------------------------------------------------------------------------
     def add_product(self, tenant_id: str, product: Product) -> None: ...

@@ -444,6 +444,6 @@ def settings_out(s: TenantSettings) -> Json:
     }
 
 
-def settings_in(d: Json) -> TenantSettings:
+def settings_in(d: Json, version: int) -> TenantSettings:
     policy = SubscriptionPolicy.from_json(d.get("subscriptions") or {})
-    return TenantSettings(**{**d, "billing": rules_in(d.get("billing")), "subscriptions": policy})
+    return TenantSettings(**{**d, "billing": rules_in(d.get("billing")), "subscriptions": policy, "version": version})

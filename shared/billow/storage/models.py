@@ -11,7 +11,7 @@ from pynamodb.connection import Connection
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, KeysOnlyProjection
 from pynamodb.models import Model
 
-from billow.storage.table import BY_ID_INDEX, DEFAULT_TABLE_NAME, DUE_INDEX, LISTING_INDEX
+from billow.storage.table import BY_ID_INDEX, DEFAULT_TABLE_NAME, DUE_INDEX, LISTING_INDEX, TTL_ATTRIBUTE
 
 
 class DueIndex(GlobalSecondaryIndex["BillowItem"]):
@@ -54,6 +54,10 @@ class BillowItem(Model):
     version = NumberAttribute(null=True)
     data = UnicodeAttribute(null=True)
     counter = NumberAttribute(null=True)
+    status = UnicodeAttribute(null=True)
+    """An action log record's status, outside `data` so that a write can be conditioned on it."""
+    expires_at = NumberAttribute(null=True, attr_name=TTL_ATTRIBUTE)
+    """Epoch seconds after which DynamoDB's TTL deletes the item (idempotency claims)."""
     gsi1pk = UnicodeAttribute(null=True, attr_name="GSI1PK")
     gsi1sk = UnicodeAttribute(null=True, attr_name="GSI1SK")
     gsi2pk = UnicodeAttribute(null=True, attr_name="GSI2PK")

@@ -9,9 +9,9 @@ import json
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
-from datetime import date
+from datetime import UTC, date, datetime
 from itertools import islice
 from typing import Any, TypeVar
 
@@ -35,7 +35,7 @@ from billow.domain.invoices import Invoice, Payment
 from billow.domain.ordering import Order
 from billow.domain.subscriptions import Subscription
 from billow.domain.tenants import TenantSettings
-from billow.services.ports import DUE_SHARDS, ApiKey, DueSubscription, InvoiceQuery, Page
+from billow.services.ports import DUE_SHARDS, ApiKey, DueSubscription, IdempotencyClaim, InvoiceQuery, Page
 from billow.storage import codec
 from billow.storage.models import BillowItem, connection
 from billow.storage.table import INVOICE_LIST_SHARDS, shard_of
@@ -128,6 +128,13 @@ def _key_marker(pk: str, subscription: Subscription) -> BillowItem:
 def _absent() -> Condition:
     """The condition of every create: the key must not exist yet."""
     return BillowItem.pk.does_not_exist()
+
+
+def _still_pending() -> Condition:
+    """The condition of every action log write beside a step: the record is new or still
+    scheduled. Executed, cancelled and rejected are final and never written over (a record from
+    before the status attribute existed counts as scheduled)."""
+    return _absent() | (BillowItem.status == "scheduled") | BillowItem.status.does_not_exist()
 
 
 def _dump(body: dict[str, Any]) -> str:
@@ -305,14 +312,26 @@ class DynamoStore:
     # -- tenants ------------------------------------------------------------------------------------
     def get_settings(self, tenant_id: str) -> TenantSettings | None:
         with _translated("tenant settings"):
-            item = _get(tenant_pk(tenant_id), "SETTINGS")
-        return None if item is None or item.data is None else codec.settings_in(json.loads(item.data))
+            item = _get(tenant_pk(tenant_id), "SETTINGS", consistent_read=True)
+        if item is None or item.data is None:
+            return None
+        return codec.settings_in(json.loads(item.data), int(item.version or 0))
 
-    def put_settings(self, settings: TenantSettings) -> None:
-        with _translated("tenant settings"):
-            BillowItem(
-                tenant_pk(settings.tenant_id), "SETTINGS", kind="settings", data=_dump(codec.settings_out(settings))
-            ).save()
+    def put_settings(self, settings: TenantSettings) -> TenantSettings:
+        """Write the settings only if the stored ones are still at `settings.version` (absent for
+        0); returns them as stored, at the next version."""
+        saved = replace(settings, version=settings.version + 1)
+        body = codec.settings_out(settings)
+        item = _entity(tenant_pk(settings.tenant_id), "SETTINGS", "settings", body, version=saved.version)
+        condition = _absent() if settings.version == 0 else BillowItem.version == settings.version
+        try:
+            with _translated("tenant settings"):
+                item.save(condition=condition)
+        except Conflict as error:
+            raise ConcurrentModification(
+                "the settings were changed concurrently; reload and retry", code="resource.concurrent_modification"
+            ) from error
+        return saved
 
     def find_api_key(self, key_hash: str) -> ApiKey | None:
         with _translated("api key"):
@@ -326,6 +345,36 @@ class DynamoStore:
         body = {"tenant_id": key.tenant_id, "mode": key.mode, "name": key.name}
         with _translated("api key"):
             BillowItem(f"APIKEY#{key.key_hash}", "APIKEY", kind="api_key", data=_dump(body)).save()
+
+    def claim_idempotency_key(self, tenant_id: str, claim: IdempotencyClaim, now: datetime) -> IdempotencyClaim:
+        """One conditional put: the claim is written unless its key is held by an unexpired claim
+        (an expired one not yet deleted by the TTL is replaced); else the holder is read back."""
+        pk, body = self._claim_key(tenant_id, claim)
+        item = _entity(pk, "IDEM", "idempotency_key", body)
+        item.expires_at = None if claim.expires_at is None else int(claim.expires_at.timestamp())
+        for _ in range(3):
+            try:
+                with _translated("idempotency key"):
+                    item.save(condition=_absent() | (BillowItem.expires_at < int(now.timestamp())))
+                return claim
+            except Conflict:
+                with _translated("idempotency key"):
+                    held = _get(pk, "IDEM", consistent_read=True)
+                if held is not None:  # else the TTL deleted it in between: claim it again
+                    found = json.loads(held.data or "{}")
+                    expires = None if held.expires_at is None else datetime.fromtimestamp(held.expires_at, UTC)
+                    return IdempotencyClaim(claim.key_hash, found["fingerprint"], found["nonce"], expires)
+        raise ConcurrentModification("the idempotency key kept changing; try again")
+
+    def release_idempotency_key(self, tenant_id: str, claim: IdempotencyClaim) -> None:
+        pk, body = self._claim_key(tenant_id, claim)
+        with suppress(Conflict), _translated("idempotency key"):
+            BillowItem(pk, "IDEM").delete(condition=BillowItem.data == _dump(body))
+
+    @staticmethod
+    def _claim_key(tenant_id: str, claim: IdempotencyClaim) -> tuple[str, dict[str, Any]]:
+        """The claim's partition key (one per key: claims never crowd a partition) and body."""
+        return f"{tenant_pk(tenant_id)}#IDEM#{claim.key_hash}", {"fingerprint": claim.fingerprint, "nonce": claim.nonce}
 
     def reserve_invoice_numbers(self, tenant_id: str, count: int) -> range:
         """Reserve `count` consecutive invoice numbers with one atomic counter update."""
@@ -608,7 +657,7 @@ class DynamoStore:
             if invoice is not None:
                 tx.save(self._invoice_item(tenant_id, invoice, 1), condition=_absent())
             for action in actions:
-                tx.save(self._action_item(tenant_id, subscription, action))
+                tx.save(self._action_item(tenant_id, subscription, action), condition=_still_pending())
 
     def move_service(
         self,
@@ -636,21 +685,24 @@ class DynamoStore:
                 tx.save(_key_marker(contact_pk(tenant_id, target.contact_id), target), condition=_absent())
             for subscription, log in ((source, source_log), (target, target_log)):
                 for action in log:
-                    tx.save(self._action_item(tenant_id, subscription, action))
+                    tx.save(self._action_item(tenant_id, subscription, action), condition=_still_pending())
 
     def _action_item(self, tenant_id: str, subscription: Subscription, action: Action) -> BillowItem:
-        return _entity(
+        item = _entity(
             contact_pk(tenant_id, subscription.contact_id),
             f"ACT#{subscription.id}#{action.id}",
             "action",
             codec.action_out(action),
         )
+        item.status = action.status.value
+        return item
 
     def log_actions(self, tenant_id: str, subscription: Subscription, actions: Sequence[Action]) -> None:
-        """Records for the log alone (a refused request changes nothing else)."""
+        """Records for the log alone (a refused request changes nothing else), each only if new:
+        a refusal never overwrites the record of an earlier attempt with the same id."""
         with _translated(f"actions of subscription {subscription.id}"), TransactWrite(connection=connection()) as tx:
             for action in actions:
-                tx.save(self._action_item(tenant_id, subscription, action))
+                tx.save(self._action_item(tenant_id, subscription, action), condition=_absent())
 
     def actions_page(
         self, tenant_id: str, contact_id: str, subscription_id: str, limit: int, cursor: str | None
@@ -664,7 +716,9 @@ class DynamoStore:
     def actions_of(self, tenant_id: str, contact_id: str, subscription_id: str) -> list[Action]:
         with _translated("action log"):
             items = BillowItem.query(
-                contact_pk(tenant_id, contact_id), BillowItem.sk.startswith(f"ACT#{subscription_id}#")
+                contact_pk(tenant_id, contact_id),
+                BillowItem.sk.startswith(f"ACT#{subscription_id}#"),
+                consistent_read=True,
             )
             return [codec.action_in(json.loads(i.data or "{}")) for i in items]
 
