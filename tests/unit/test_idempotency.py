@@ -94,7 +94,7 @@ def _order(api: InProcessClient, body: dict[str, Any], key: str) -> Reply:
 
 def _payment(api: InProcessClient, body: dict[str, Any], key: str) -> Reply:
     (invoice,) = _placed(api)["invoices"]
-    payment = {"amount": "10.00", "currency": "USD", "method": "bank_transfer", "received_on": "2024-02-01"}
+    payment = {"amount": "10.00", "currency": "USD", "method": "bank_transfer", "received_on": invoice["issue_date"]}
     return api.post(f"/invoices/{invoice['id']}/payments", {**payment, "reference": key, **body})
 
 
