@@ -9,7 +9,7 @@ import urllib.request
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from billow.local import gateway, stack
@@ -19,6 +19,7 @@ from billow.local import gateway, stack
 class Reply:
     status: int
     body: Any
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 class HttpClient:
@@ -42,9 +43,9 @@ class HttpClient:
         request = urllib.request.Request(self.base_url + path, data=data, method=method, headers=headers)
         try:
             with urllib.request.urlopen(request, timeout=60) as response:
-                return Reply(response.status, json.loads(response.read() or b"null"))
+                return Reply(response.status, json.loads(response.read() or b"null"), dict(response.headers.items()))
         except urllib.error.HTTPError as error:
-            return Reply(error.code, json.loads(error.read() or b"null"))
+            return Reply(error.code, json.loads(error.read() or b"null"), dict(error.headers.items()))
 
     def headers(self, key: str | bool | None, extra: dict[str, str] | None) -> dict[str, str]:
         """JSON content type, the API key (the client's own when `key` is True, none when None) and `extra`."""
@@ -79,7 +80,11 @@ class InProcessClient(HttpClient):
             return Reply(401, gateway.UNAUTHORIZED_BODY)
         text = None if data is None else data.decode()
         result = invoke("api.handler.lambda_handler", gateway.api_gateway_event(method, path, headers, text, context))
-        return Reply(int(result["statusCode"]), json.loads(result["body"] or "null"))
+        headers = {
+            **(result.get("headers") or {}),
+            **{k: ", ".join(v) for k, v in (result.get("multiValueHeaders") or {}).items()},
+        }
+        return Reply(int(result["statusCode"]), json.loads(result["body"] or "null"), headers)
 
 
 def unique(prefix: str) -> str:
@@ -110,3 +115,14 @@ def local_api(table: str, tenant: str, key: str) -> Iterator[HttpClient]:
         yield HttpClient(local.url, key)
     finally:
         local.stop()
+
+
+SETTINGS_CHANGES: list[dict[str, Any]] = [
+    {"regret_days": 21},
+    {"pause_max_times": 7},
+    {"pause_max_days": 45},
+    {"max_trial_extension_days": 20},
+    {"downgrade": "immediate"},
+    {"cancel_in_contract": "immediate"},
+]
+"""Six changes of different subscription rules, none of them the default: made at once by the race tests."""

@@ -4,22 +4,22 @@ or previewing actions. Every action is immediate (no `on`) or scheduled (`on`, o
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
+from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.params import Path
 from aws_lambda_powertools.event_handler.router import APIGatewayRouter
 from billow.domain.actions import ActionKind
-from billow.services import actions
+from billow.services import actions, views
 from billow.services.actions import ActionRequest, ActionResult
 from billow.services.billing import MAX_CYCLES_AHEAD
-from billow.services.context import new_id
 from pydantic import Field
 from runtime import clock, numbers, store
 
 from api import presenters
-from api.context import current_tenant, ids_for_request
-from api.openapi import ActionOutcome
-from api.schemas import BillingDay, Body, Id
+from api.context import created, current_tenant, idempotent
+from api.openapi import answers
+from api.schemas import BillingDay, Body, Cursor, Id, Limit
 
 router = APIGatewayRouter()
 MAX_DAYS = 3660
@@ -82,38 +82,40 @@ def _request(kind: ActionKind, service_id: str | None, body: When, **params: Any
     )
 
 
-def _respond(result: ActionResult) -> ActionOutcome:
+an_action = answers(201, 202, 200)
+"""An action's handler answers 201 (executed now), 202 (scheduled) or 200 (a replay of its key): `_respond`."""
+
+
+def _respond(result: ActionResult) -> Response[dict[str, Any]]:
     body = {
         "action": presenters.action(result.action),
-        "subscription": presenters.subscription(result.subscription),
+        "subscription": presenters.subscription(result.subscription, result.today),
         "today": result.today.isoformat(),
         "invoices": [presenters.invoice(i, result.today) for i in result.invoices],
         "replayed": result.replayed,
     }
-    scheduled = result.action.status.value == "scheduled"
-    status: Literal[200, 201, 202] = 200 if result.replayed else 202 if scheduled else 201
-    return body, status
+    status = 200 if result.replayed else 202 if result.action.status.value == "scheduled" else 201
+    return created(body, status, replay=result.replayed)
 
 
-def _act(subscription_id: str, request: ActionRequest) -> ActionOutcome:
+def _act(subscription_id: str, body: When, request: ActionRequest) -> Response[dict[str, Any]]:
     event = router.current_event
     ctx = current_tenant(event)
-    ids = ids_for_request(event, ctx, f"action:{subscription_id}")
-    keyed = ids is not new_id
-    result = actions.request_action(
-        store, ctx, subscription_id, request, clock=clock, numbers=numbers, new_id=ids, keyed=keyed
-    )
+    with idempotent(event, ctx, body) as ids:
+        result = actions.request_action(
+            store, ctx, subscription_id, request, clock=clock, numbers=numbers, new_id=ids.new_id, keyed=ids.keyed
+        )
     return _respond(result)
 
 
 def _service_route(path: str, kind: ActionKind, summary: str) -> None:
     """POST /subscriptions/{id}/services/{service_id}/<path> for an action that takes only a day."""
 
-    def handler(subscription_id: SubscriptionId, service_id: ServiceId, body: When) -> ActionOutcome:
-        return _act(subscription_id, _request(kind, service_id, body))
+    def handler(subscription_id: SubscriptionId, service_id: ServiceId, body: When) -> Response[dict[str, Any]]:
+        return _act(subscription_id, body, _request(kind, service_id, body))
 
     handler.__name__ = f"{kind.value}_service"
-    router.post(f"{SVC}/{path}", summary=summary)(handler)
+    router.post(f"{SVC}/{path}", summary=summary)(an_action(handler))
 
 
 _service_route("activate", ActionKind.ACTIVATE, "Activate a draft or not-effective service (activation rules apply)")
@@ -128,8 +130,9 @@ _service_route("renew", ActionKind.RENEW, "Renew an expired service for one more
     SVC + "/pause",
     summary="Pause a service, for N days or until resumed",
 )
-def pause(subscription_id: SubscriptionId, service_id: ServiceId, body: PauseBody) -> ActionOutcome:
-    return _act(subscription_id, _request(ActionKind.PAUSE, service_id, body, days=body.days))
+@an_action
+def pause(subscription_id: SubscriptionId, service_id: ServiceId, body: PauseBody) -> Response[dict[str, Any]]:
+    return _act(subscription_id, body, _request(ActionKind.PAUSE, service_id, body, days=body.days))
 
 
 def _change_request(service_id: str, body: ChangeBody) -> ActionRequest:
@@ -147,8 +150,9 @@ def _change_request(service_id: str, body: ChangeBody) -> ActionRequest:
     SVC + "/change",
     summary="Change a service's product, price terms or quantity (upgrade or downgrade timing rules apply)",
 )
-def change(subscription_id: SubscriptionId, service_id: ServiceId, body: ChangeBody) -> ActionOutcome:
-    return _act(subscription_id, _change_request(service_id, body))
+@an_action
+def change(subscription_id: SubscriptionId, service_id: ServiceId, body: ChangeBody) -> Response[dict[str, Any]]:
+    return _act(subscription_id, body, _change_request(service_id, body))
 
 
 @router.post(
@@ -157,53 +161,65 @@ def change(subscription_id: SubscriptionId, service_id: ServiceId, body: ChangeB
 )
 def preview_change(subscription_id: SubscriptionId, service_id: ServiceId, body: ChangeBody) -> dict[str, Any]:
     ctx = current_tenant(router.current_event)
-    action, invoices = actions.preview_action(
-        store, ctx, subscription_id, _change_request(service_id, body), clock=clock
-    )
-    return {"action": presenters.action(action), "invoices": [presenters.draft(d) for d in invoices]}
+    preview = actions.preview_action(store, ctx, subscription_id, _change_request(service_id, body), clock=clock)
+    terms_days = ctx.settings.payment_terms_days
+    return {
+        "action": presenters.action(preview.action),
+        "invoices": [views.draft(d, terms_days, preview.new_ids) for d in preview.invoices],
+    }
 
 
 @router.post(
     SVC + "/auto-renew",
     summary="Opt a termed service in or out of auto-renewal",
 )
-def auto_renew(subscription_id: SubscriptionId, service_id: ServiceId, body: AutoRenewBody) -> ActionOutcome:
-    return _act(subscription_id, _request(ActionKind.AUTO_RENEW, service_id, body, auto_renew=body.auto_renew))
+@an_action
+def auto_renew(subscription_id: SubscriptionId, service_id: ServiceId, body: AutoRenewBody) -> Response[dict[str, Any]]:
+    return _act(subscription_id, body, _request(ActionKind.AUTO_RENEW, service_id, body, auto_renew=body.auto_renew))
 
 
 @router.post(
     SVC + "/extend-term",
     summary="Postpone the end of the termed period by N days",
 )
-def extend_term(subscription_id: SubscriptionId, service_id: ServiceId, body: DaysBody) -> ActionOutcome:
-    return _act(subscription_id, _request(ActionKind.EXTEND_TERM, service_id, body, days=body.days))
+@an_action
+def extend_term(subscription_id: SubscriptionId, service_id: ServiceId, body: DaysBody) -> Response[dict[str, Any]]:
+    return _act(subscription_id, body, _request(ActionKind.EXTEND_TERM, service_id, body, days=body.days))
 
 
 @router.post(
     SVC + "/extend-trial",
     summary="Extend a trial by N days (back office, once)",
 )
-def extend_trial(subscription_id: SubscriptionId, service_id: ServiceId, body: DaysBody) -> ActionOutcome:
-    return _act(subscription_id, _request(ActionKind.EXTEND_TRIAL, service_id, body, days=body.days))
+@an_action
+def extend_trial(subscription_id: SubscriptionId, service_id: ServiceId, body: DaysBody) -> Response[dict[str, Any]]:
+    return _act(subscription_id, body, _request(ActionKind.EXTEND_TRIAL, service_id, body, days=body.days))
 
 
 @router.post(SUB + "/billing-day", summary="Change the billing day (anniversary billing only)")
-def change_billing_day(subscription_id: SubscriptionId, body: BillingDayBody) -> ActionOutcome:
-    return _act(subscription_id, _request(ActionKind.CHANGE_BILLING_DAY, None, body, billing_day=body.billing_day))
+@an_action
+def change_billing_day(subscription_id: SubscriptionId, body: BillingDayBody) -> Response[dict[str, Any]]:
+    return _act(
+        subscription_id, body, _request(ActionKind.CHANGE_BILLING_DAY, None, body, billing_day=body.billing_day)
+    )
 
 
 @router.post(
     SUB + "/grace-period",
     summary="Set a grace period of N days (no deactivation before its end)",
 )
-def set_grace_period(subscription_id: SubscriptionId, body: DaysBody) -> ActionOutcome:
-    return _act(subscription_id, _request(ActionKind.SET_GRACE_PERIOD, None, body, days=body.days))
+@an_action
+def set_grace_period(subscription_id: SubscriptionId, body: DaysBody) -> Response[dict[str, Any]]:
+    return _act(subscription_id, body, _request(ActionKind.SET_GRACE_PERIOD, None, body, days=body.days))
 
 
 @router.post(SUB + "/payment-method", summary="Set the payment method that pays this subscription")
-def change_payment_method(subscription_id: SubscriptionId, body: PaymentMethodBody) -> ActionOutcome:
+@an_action
+def change_payment_method(subscription_id: SubscriptionId, body: PaymentMethodBody) -> Response[dict[str, Any]]:
     return _act(
-        subscription_id, _request(ActionKind.CHANGE_PAYMENT_METHOD, None, body, payment_method=body.payment_method)
+        subscription_id,
+        body,
+        _request(ActionKind.CHANGE_PAYMENT_METHOD, None, body, payment_method=body.payment_method),
     )
 
 
@@ -211,18 +227,25 @@ def change_payment_method(subscription_id: SubscriptionId, body: PaymentMethodBo
     SUB + "/bill-ahead",
     summary="Bill upcoming cycles now (N cycles or up to a date); repeating it the same day bills nothing more",
 )
-def bill_ahead(subscription_id: SubscriptionId, body: BillAheadBody) -> ActionOutcome:
-    return _act(subscription_id, _request(ActionKind.BILL_AHEAD, None, body, cycles=body.cycles, until=body.until))
+@an_action
+def bill_ahead(subscription_id: SubscriptionId, body: BillAheadBody) -> Response[dict[str, Any]]:
+    return _act(
+        subscription_id, body, _request(ActionKind.BILL_AHEAD, None, body, cycles=body.cycles, until=body.until)
+    )
 
 
 @router.get(
     SUB + "/actions",
     summary="The action log: executed, scheduled, cancelled and rejected actions",
 )
-def list_actions(subscription_id: SubscriptionId) -> dict[str, Any]:
+def list_actions(subscription_id: SubscriptionId, limit: Limit = 50, cursor: Cursor = None) -> dict[str, Any]:
     ctx = current_tenant(router.current_event)
-    log = actions.action_log(store, ctx, subscription_id)
-    return {"subscription_id": subscription_id, "actions": [presenters.action(a) for a in log]}
+    log = actions.action_log(store, ctx, subscription_id, limit=limit, cursor=cursor)
+    return {
+        "subscription_id": subscription_id,
+        "actions": [presenters.action(a) for a in log.items],
+        "cursor": log.cursor,
+    }
 
 
 @router.delete(SUB + "/actions/<action_id>", summary="Cancel a pending action")

@@ -6,11 +6,10 @@ from typing import Annotated, Any
 
 from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 from aws_lambda_powertools.event_handler.router import APIGatewayRouter
-from billow.services import billing
+from billow.services import billing, views
 from billow.services.preview import PreviewInput, preview
 from runtime import store
 
-from api import presenters
 from api.context import authorized, current_tenant
 from api.schemas import Id
 
@@ -35,4 +34,5 @@ def view_bill(
 ) -> dict[str, Any]:
     ctx = current_tenant(router.current_event)
     drafts = billing.view_bill(store, ctx, subscription_id, count)
-    return {"subscription_id": subscription_id, "invoices": [presenters.draft(d) for d in drafts]}
+    terms_days = ctx.settings.payment_terms_days
+    return {"subscription_id": subscription_id, "invoices": [views.draft(d, terms_days) for d in drafts]}

@@ -2,52 +2,69 @@
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Annotated, Any
 
+from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 from aws_lambda_powertools.event_handler.router import APIGatewayRouter
 from billow.domain.contacts import Address
 from billow.services import contacts, invoices, time_travel
 from billow.services.contacts import contact_today
 from billow.services.context import TenantContext
+from billow.services.invoices import InvoiceFilter
 from runtime import clock, numbers, store
 
 from api import presenters
-from api.context import current_tenant, ids_for_request
-from api.openapi import Created
-from api.schemas import AdvanceClockBody, ContactBody, Id, TestClockBody
+from api.context import created, current_tenant, idempotent
+from api.openapi import answers
+from api.schemas import (
+    AddressBody,
+    AdvanceClockBody,
+    ContactBody,
+    ContactPatchBody,
+    Cursor,
+    Id,
+    InvoiceKind,
+    Limit,
+    MoneyBody,
+    TestClockBody,
+)
 
 router = APIGatewayRouter()
 
 
+def _address(body: AddressBody | None) -> Address | None:
+    return None if body is None else Address(**body.model_dump())
+
+
+def _credit_limit(body: MoneyBody | None) -> contacts.CreditLimitInput | None:
+    return None if body is None else contacts.CreditLimitInput(body.amount, body.currency)
+
+
 @router.post("/contacts", summary="Create a contact (subscriber)")
-def create_contact(body: ContactBody) -> Created:
+@answers(201)
+def create_contact(body: ContactBody) -> Response[dict[str, Any]]:
     ctx = current_tenant(router.current_event)
-    address = None if body.billing_address is None else Address(**body.billing_address.model_dump())
-    limit = (
-        None
-        if body.credit_limit is None
-        else contacts.CreditLimitInput(body.credit_limit.amount, body.credit_limit.currency)
-    )
-    contact = contacts.create_contact(
-        store,
-        ctx,
-        name=body.name,
-        email=body.email,
-        billing_address=address,
-        classification=body.classification,
-        credit_limit=limit,
-        preferred_payment_method=None if body.preferred_payment_method is None else body.preferred_payment_method.value,
-        clock=clock,
-        new_id=ids_for_request(router.current_event, ctx, "contacts"),
-    )
-    return presenters.contact(contact), 201
+    method = None if body.preferred_payment_method is None else body.preferred_payment_method.value
+    with idempotent(router.current_event, ctx, body) as ids:
+        contact = contacts.create_contact(
+            store,
+            ctx,
+            name=body.name,
+            email=body.email,
+            billing_address=_address(body.billing_address),
+            classification=body.classification,
+            credit_limit=_credit_limit(body.credit_limit),
+            preferred_payment_method=method,
+            clock=clock,
+            new_id=ids.new_id,
+        )
+    return created(presenters.contact(contact), 201, replay=ids.replay)
 
 
 @router.get("/contacts", summary="List contacts, oldest first")
-def list_contacts(
-    limit: Annotated[int, Query(ge=1, le=100)] = 50, cursor: Annotated[str | None, Query(max_length=2000)] = None
-) -> dict[str, Any]:
+def list_contacts(limit: Limit = 50, cursor: Cursor = None) -> dict[str, Any]:
     ctx = current_tenant(router.current_event)
     page = contacts.list_contacts(store, ctx, limit=limit, cursor=cursor)
     return {"items": [presenters.contact(c) for c in page.items], "cursor": page.cursor}
@@ -59,28 +76,89 @@ def get_contact(contact_id: Annotated[Id, Path()]) -> dict[str, Any]:
     return presenters.contact(contacts.get_contact(store, ctx, contact_id))
 
 
-@router.get("/contacts/<contact_id>/subscriptions", summary="The contact's subscriptions")
-def contact_subscriptions(contact_id: Annotated[Id, Path()]) -> dict[str, Any]:
+_CONTACT_REQUIRED = {"name", "email"}
+
+
+@router.patch("/contacts/<contact_id>", summary="Change a contact's details")
+def update_contact(contact_id: Annotated[Id, Path()], body: ContactPatchBody) -> dict[str, Any]:
+    ctx = current_tenant(router.current_event)
+    changes: dict[str, Any] = {}
+    for name in body.model_fields_set:
+        value = getattr(body, name)
+        if value is None and name in _CONTACT_REQUIRED:
+            continue
+        if name == "billing_address":
+            value = _address(value)
+        elif name == "credit_limit":
+            value = _credit_limit(value)
+        elif name == "preferred_payment_method" and value is not None:
+            value = value.value
+        changes[name] = value
+    return presenters.contact(contacts.update_contact(store, ctx, contact_id, changes))
+
+
+@router.post(
+    "/contacts/<contact_id>/archive",
+    summary="Archive a contact whose services have all ended; it takes no new orders",
+)
+def archive_contact(contact_id: Annotated[Id, Path()]) -> dict[str, Any]:
+    ctx = current_tenant(router.current_event)
+    return presenters.contact(contacts.set_contact_archived(store, ctx, contact_id, True))
+
+
+@router.post("/contacts/<contact_id>/unarchive", summary="Let an archived contact order again")
+def unarchive_contact(contact_id: Annotated[Id, Path()]) -> dict[str, Any]:
+    ctx = current_tenant(router.current_event)
+    return presenters.contact(contacts.set_contact_archived(store, ctx, contact_id, False))
+
+
+@router.get("/contacts/<contact_id>/subscriptions", summary="The contact's subscriptions, in id order")
+def contact_subscriptions(
+    contact_id: Annotated[Id, Path()], limit: Limit = 50, cursor: Cursor = None
+) -> dict[str, Any]:
     ctx = current_tenant(router.current_event)
     contacts.get_contact(store, ctx, contact_id)
-    subscriptions = store.subscriptions_of(ctx.tenant_id, contact_id)
-    return {"items": [presenters.subscription(s) for s in subscriptions]}
-
-
-@router.get("/contacts/<contact_id>/invoices", summary="The contact's invoices, oldest first")
-def contact_invoices(contact_id: Annotated[Id, Path()]) -> dict[str, Any]:
-    return contact_invoices_response(current_tenant(router.current_event), contact_id)
-
-
-def contact_invoices_response(ctx: TenantContext, contact_id: str) -> dict[str, Any]:
-    """Invoices shown with their status on the contact's own clock (overdue is relative to it)."""
-    found = invoices.invoices_of_contact(store, ctx, contact_id)
+    page = store.subscriptions_page(ctx.tenant_id, contact_id, limit, cursor)
     today = contact_today(store, ctx, contact_id, clock)
-    return {"items": [presenters.invoice(i, today) for i in found]}
+    return {"items": [presenters.subscription(s, today) for s in page.items], "cursor": page.cursor}
+
+
+InvoiceStatusFilter = Annotated[
+    str | None,
+    Query(
+        pattern="^(open|overdue|paid|void|issued)$",
+        description="as shown: overdue = open and past its due date on the contact's clock",
+    ),
+]
+IssuedFrom = Annotated[date | None, Query(description="issued on or after this day")]
+IssuedBefore = Annotated[date | None, Query(description="issued before this day")]
+
+
+@router.get(
+    "/contacts/<contact_id>/invoices", summary="The contact's invoices, oldest first (as /invoices?contact_id=)"
+)
+def contact_invoices(
+    contact_id: Annotated[Id, Path()],
+    status: InvoiceStatusFilter = None,
+    kind: Annotated[InvoiceKind | None, Query()] = None,
+    issued_from: IssuedFrom = None,
+    issued_before: IssuedBefore = None,
+    limit: Limit = 50,
+    cursor: Cursor = None,
+) -> dict[str, Any]:
+    filters = InvoiceFilter(status, contact_id, kind, issued_from, issued_before)
+    return invoice_page(current_tenant(router.current_event), filters, limit, cursor)
+
+
+def invoice_page(ctx: TenantContext, filters: InvoiceFilter, limit: int, cursor: str | None) -> dict[str, Any]:
+    """Invoices shown with their status on each contact's own clock (overdue is relative to it)."""
+    page = invoices.list_invoices(store, ctx, filters, limit=limit, cursor=cursor, clock=clock)
+    return {"items": [presenters.invoice(s.invoice, s.today) for s in page.items], "cursor": page.cursor}
 
 
 @router.post("/contacts/<contact_id>/test-clock", summary="Attach a test clock (test mode only)")
-def create_test_clock(contact_id: Annotated[Id, Path()], body: TestClockBody) -> Created:
+@answers(201)
+def create_test_clock(contact_id: Annotated[Id, Path()], body: TestClockBody) -> tuple[dict[str, Any], int]:
     ctx = current_tenant(router.current_event)
     return presenters.clock(contacts.create_test_clock(store, ctx, contact_id, body.frozen_time)), 201
 

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
 
+from aws_lambda_powertools.event_handler import Response, content_types
 from aws_lambda_powertools.event_handler.exceptions import UnauthorizedError
 from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent
-from billow.domain.errors import InvalidInput
+from billow.domain.errors import InvalidInput, NotFound
 from billow.services.context import TenantContext, keyed_ids, new_id
+from billow.services.idempotency import RETENTION, claim_key, fingerprint
 from billow.services.tenants import tenant_context
-from runtime import store
+from pydantic import BaseModel
+from runtime import clock, store
 
 
 def authorized(event: APIGatewayProxyEvent) -> tuple[str, str]:
@@ -28,11 +34,64 @@ def current_tenant(event: APIGatewayProxyEvent) -> TenantContext:
     return tenant_context(store, *authorized(event))
 
 
-def ids_for_request(event: APIGatewayProxyEvent, ctx: TenantContext, route: str) -> Callable[[str], str]:
-    """Random ids, or ids derived from the `Idempotency-Key` header so a retried create is a no-op."""
-    key = event.headers.get("Idempotency-Key") or event.headers.get("idempotency-key")
-    if not key:
-        return new_id
-    if len(key) > 255:
-        raise InvalidInput("Idempotency-Key is at most 255 characters", field="Idempotency-Key")
-    return keyed_ids(f"{ctx.tenant_id}:{route}", key)
+@dataclass(frozen=True, slots=True)
+class RequestIds:
+    """The ids a create makes: random, or derived from the request's idempotency key."""
+
+    new_id: Callable[[str], str]
+    keyed: bool = False
+    replay: bool = False
+    """The key was claimed by an earlier request with the same body: answer as a replay."""
+
+
+def request_fingerprint(event: APIGatewayProxyEvent, body: BaseModel | None) -> str:
+    """The request an idempotency key is bound to: method, path and validated body."""
+    return fingerprint(event.http_method, event.path, None if body is None else body.model_dump(mode="json"))
+
+
+@contextmanager
+def idempotent(
+    event: APIGatewayProxyEvent,
+    ctx: TenantContext,
+    body: BaseModel | None,
+    *,
+    reference: tuple[str, str] | None = None,
+    header: bool = True,
+) -> Iterator[RequestIds]:
+    """Claim the request's idempotency key for this request (`billow.services.idempotency`): the
+    `Idempotency-Key` header (unless `header` is False), or with `reference` = (scope, value) a
+    body field acting as one. The ids are derived from the key when there is one. A request
+    refused as invalid (422, 404) wrote nothing and releases a key it claimed, so the corrected
+    request may use the key again."""
+    if reference is not None:
+        scope, key, field, retention = f"{ctx.mode}:{reference[0]}", reference[1], "reference", None
+    else:
+        given = event.headers.get("Idempotency-Key") or event.headers.get("idempotency-key") if header else None
+        if not given:
+            yield RequestIds(new_id)
+            return
+        if len(given) > 255:
+            raise InvalidInput("Idempotency-Key is at most 255 characters", field="Idempotency-Key")
+        scope, key, field, retention = f"{ctx.mode}:Idempotency-Key", given, "Idempotency-Key", RETENTION
+    claimed = claim_key(
+        store,
+        ctx.tenant_id,
+        scope=scope,
+        key=key,
+        request=request_fingerprint(event, body),
+        field=field,
+        clock=clock,
+        retention=retention,
+    )
+    try:
+        yield RequestIds(keyed_ids(f"{ctx.tenant_id}:{claimed.claim.nonce}", key), keyed=True, replay=claimed.seen)
+    except (InvalidInput, NotFound):
+        if not claimed.seen:
+            store.release_idempotency_key(ctx.tenant_id, claimed.claim)
+        raise
+
+
+def created(body: dict[str, Any], status: int, *, replay: bool) -> Response[dict[str, Any]]:
+    """A create's answer; a replay says so in the `Idempotent-Replayed` header (as Stripe does)."""
+    headers = {"Idempotent-Replayed": "true"} if replay else None
+    return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body=body, headers=headers)

@@ -3,28 +3,59 @@ generated), routers per concern, and the one place where errors become HTTP resp
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
-from aws_lambda_powertools.event_handler.openapi.exceptions import RequestValidationError
+from aws_lambda_powertools.event_handler.exceptions import NotFoundError, ServiceError
+from aws_lambda_powertools.event_handler.middlewares import NextMiddleware
+from aws_lambda_powertools.event_handler.openapi.exceptions import (
+    RequestUnsupportedContentType,
+    RequestValidationError,
+)
 from aws_lambda_powertools.logging import correlation_paths
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from billow.domain.errors import (
     ConcurrentModification,
     Conflict,
     DomainError,
-    IllegalTransition,
     InvalidInput,
     NotFound,
-    RuleViolation,
     TemporaryFailure,
+    error_body,
 )
 from billow.services.inputs import field_path
 from runtime import logger, metrics, tracer
 
 from api import actions, billing, catalog, contacts, orders, settings
+from api.bodies import BodyTooDeep, JsonRequestValidation, parse_json
 
-app = APIGatewayRestResolver(enable_validation=True)
+app = APIGatewayRestResolver(enable_validation=True, json_body_deserializer=parse_json)
+app._request_validation_middleware = JsonRequestValidation()  # JSON bodies only (api/bodies.py)
+
+
+def refuse_unknown_query_parameters(app: APIGatewayRestResolver, next_middleware: NextMiddleware) -> Response[Any]:
+    """Every route accepts exactly the query parameters it declares: anything else is a 422
+    (`request.unknown_parameter`), so a misspelt filter is never silently ignored."""
+    route = app.context.get("_route")
+    if route is not None and route in (*app._static_routes, *app._dynamic_routes):
+        declared = {param.alias for param in route.dependant.query_params}
+        given = {
+            *(app.current_event.query_string_parameters or {}),
+            *(app.current_event.multi_value_query_string_parameters or {}),
+        }
+        unknown = sorted(given - declared)
+        if unknown:
+            accepted = ", ".join(sorted(declared)) or "none"
+            raise InvalidInput(
+                f"unknown query parameter '{unknown[0]}' (this route accepts: {accepted})",
+                field=unknown[0],
+                code="request.unknown_parameter",
+            )
+    return next_middleware(app)
+
+
+app.use(middlewares=[refuse_unknown_query_parameters])
 app.include_router(catalog.router)
 app.include_router(contacts.router)
 app.include_router(orders.router)
@@ -34,12 +65,15 @@ app.include_router(actions.router)
 
 
 def error_response(
-    status: int, code: str, message: str, fields: list[dict[str, str]] | None = None, **extra: str
+    status: int,
+    code: str,
+    message: str,
+    fields: Iterable[Mapping[str, str]] = (),
+    headers: dict[str, str] | None = None,
 ) -> Response[Any]:
-    body: dict[str, Any] = {"error": code, "message": message, **extra}
-    if fields:
-        body["fields"] = fields
-    return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body=body)
+    """Every error the API answers, in the one shape (`billow.domain.errors.error_body`)."""
+    body = error_body(code, message, fields)
+    return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body=body, headers=headers)
 
 
 @app.exception_handler(RequestValidationError)
@@ -49,14 +83,55 @@ def invalid_request(error: RequestValidationError) -> Response[Any]:
         if problem.get("type") == "json_invalid":
             return error_response(
                 400,
-                "malformed_json",
+                "request.malformed_json",
                 "the request body is not valid JSON",
                 [{"field": "body", "reason": str(problem.get("msg", "invalid JSON"))}],
             )
         reason = "unknown field" if problem.get("type") == "extra_forbidden" else str(problem.get("msg"))
         fields.append({"field": field_path(tuple(problem.get("loc", ()))), "reason": reason})
     names = ", ".join(f["field"] for f in fields)
-    return error_response(422, "validation_error", f"invalid request: {names}", fields)
+    return error_response(422, "request.validation_failed", f"invalid request: {names}", fields)
+
+
+@app.exception_handler(RequestUnsupportedContentType)
+def unsupported_media_type(error: RequestUnsupportedContentType) -> Response[Any]:
+    content_type = app.current_event.headers.get("content-type", "")
+    return error_response(
+        415,
+        "request.unsupported_media_type",
+        f"bodies are JSON (Content-Type: application/json), not {content_type}",
+        [{"field": "Content-Type", "reason": "unsupported content type"}],
+    )
+
+
+@app.not_found
+def no_route(_: NotFoundError) -> Response[Any]:
+    """No route matches: 405 with `Allow` when the path is known under other methods, else 404.
+    Powertools answers neither in our shape, so both are decided here against its routes."""
+    path = app.current_event.path
+    routes = [*app._static_routes, *app._dynamic_routes]  # the resolver's own route table
+    allowed = sorted({route.method for route in routes if route.rule.match(path)})
+    if allowed:
+        method = app.current_event.http_method.upper()
+        return error_response(
+            405,
+            "route.method_not_allowed",
+            f"{path} does not take {method}; it takes {', '.join(allowed)}",
+            headers={"Allow": ", ".join(allowed)},
+        )
+    return error_response(404, "route.not_found", f"no route {path}")
+
+
+@app.exception_handler(ServiceError)
+def service_error(error: ServiceError) -> Response[Any]:
+    """Powertools' own HTTP errors (UnauthorizedError from `context.authorized`...), in our shape."""
+    code = "auth.unauthorized" if error.status_code == 401 else "request.refused"
+    return error_response(error.status_code, code, str(error.msg))
+
+
+@app.exception_handler(BodyTooDeep)
+def body_too_deep(error: BodyTooDeep) -> Response[Any]:
+    return error_response(400, "request.too_deep", str(error), [{"field": "body", "reason": str(error)}])
 
 
 _STATUS = ((NotFound, 404), (ConcurrentModification, 409), (Conflict, 409), (InvalidInput, 422))
@@ -65,18 +140,13 @@ _STATUS = ((NotFound, 404), (ConcurrentModification, 409), (Conflict, 409), (Inv
 @app.exception_handler(DomainError)
 def domain_error(error: DomainError) -> Response[Any]:
     status = next((code for kind, code in _STATUS if isinstance(error, kind)), 422)
-    fields = [{"field": error.field, "reason": error.message}] if error.field else None
-    extra: dict[str, str] = {}
-    if isinstance(error, IllegalTransition):
-        extra = {"current_state": error.current_state, "rule": error.rule}
-    elif isinstance(error, RuleViolation):
-        extra = {"rule": error.rule}
-    return error_response(status, error.code, error.message, fields, **extra)
+    fields = [{"field": error.field, "reason": error.message}] if error.field else []
+    return error_response(status, error.code, error.message, fields)
 
 
 @app.exception_handler(TemporaryFailure)
 def temporary_failure(error: TemporaryFailure) -> Response[Any]:
-    return error_response(503, "temporarily_unavailable", "storage is busy; retry shortly")
+    return error_response(503, TemporaryFailure.code, "storage is busy; retry shortly")
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)

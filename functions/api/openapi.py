@@ -4,37 +4,50 @@ Powertools generates the paths, parameters and request bodies from the routes. W
 is added here from what each route is:
 - its operation id (the handler's name) and tag (the handler's module: catalog, contacts...), so a
   generated client reads `catalog.create_product`;
-- its success statuses, from the handler's return type: a handler returning `(body, status)` names
-  the statuses it can answer with a `Literal` (`Created`, `CreatedOrReplayed`, `ActionOutcome`), so
-  mypy checks that it answers no other; a handler returning a bare body answers 200;
-- its error statuses, all in the one error shape (`Error`): 401 on every route (the authorizer),
-  422 on every route (path and query parameters are validated, unknown query parameters refused),
-  400/413/415 on a route that reads a body, 404 on a route that names an id (path, query or body),
-  409 on a route that acts on stored data, 503 on a route that reads storage.
+- its success statuses, declared on the handler with `@answers(...)` under its route decorator
+  (`@answers(201)`, `@answers(201, 202, 200)`...); a handler that declares none answers 200,
+  and one that returns a `Response` or a tuple (so could set another status) must declare them;
+- its error statuses, all in the one error shape (`Error`): 401 (the authorizer), 429 (API
+  Gateway's throttle) and 422 (path and query parameters are validated, unknown query parameters
+  refused) on every route, 400/413/415 on a route that reads a body, 404 on a route that names an
+  id (path, query or body), 409 on a route that acts on stored data, 503 on a route that reads
+  storage.
 
-`make openapi` writes the document, and a unit test fails when
-the committed one is stale.
+`make openapi` writes the document, and a unit test fails when the committed one is stale.
 """
 
 from __future__ import annotations
 
 import json
 import typing
-from typing import Any, Literal
+from collections.abc import Callable
+from typing import Any, TypeVar
 
-from aws_lambda_powertools.event_handler import APIGatewayRestResolver
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.event_handler.api_gateway import Route
 from aws_lambda_powertools.event_handler.openapi.models import APIKey, APIKeyIn, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
 TITLE, VERSION = "Billow API", "0.1.0"
 
-Created = tuple[dict[str, Any], Literal[201]]
-"""A create: 201 with the new entity."""
-CreatedOrReplayed = tuple[dict[str, Any], Literal[201, 200]]
-"""An idempotent create: 201, or 200 with the first result when its key is repeated."""
-ActionOutcome = tuple[dict[str, Any], Literal[201, 202, 200]]
-"""An action: 201 executed now, 202 scheduled, 200 a replay of the first request with its key."""
+_STATUSES = "__billow_statuses__"
+Handler = TypeVar("Handler", bound=Callable[..., Any])
+
+
+def answers(*statuses: int) -> Callable[[Handler], Handler]:
+    """Declare the 2xx statuses a route's handler answers (put it under the route decorator); the
+    OpenAPI document lists exactly these. A create answers 201 (a replay of its `Idempotency-Key`
+    too, marked `Idempotent-Replayed`); one idempotent on a `reference` 201 or 200 for a replay; an
+    action 201 executed, 202 scheduled or 200 a replay. The handler itself is returned unchanged."""
+    if not statuses or any(not 200 <= s < 300 for s in statuses):
+        raise ValueError(f"success statuses are 2xx: {statuses}")
+
+    def declare(handler: Handler) -> Handler:
+        setattr(handler, _STATUSES, tuple(statuses))
+        return handler
+
+    return declare
+
 
 PURE_ROUTES = frozenset({("POST", "/billing/preview")})
 """Routes that read and write no stored data: no 404, 409 or 503."""
@@ -64,21 +77,22 @@ _ERROR_DESCRIPTIONS = {
     409: "The entity's state or a business rule refuses the request, or it changed concurrently",
     413: "Body too large",
     415: "Unsupported content type (send application/json)",
+    429: "Too many requests (API Gateway's rate limit on AWS): retry later",
     422: "Invalid input: the fields at fault are named",
     503: "Storage is busy: retry the same request",
 }
-_SUCCESS_DESCRIPTIONS = {200: "OK", 201: "Created", 202: "Accepted: scheduled"}
+_SUCCESS_DESCRIPTIONS = {200: "OK", 201: "Created", 202: "Accepted: it takes effect later"}
 
 
 def success_statuses(route: Route) -> tuple[int, ...]:
-    """The 2xx a route answers, from its handler's return type (see `Created` and friends)."""
+    """The 2xx a route answers: those its handler declares with `answers`, else 200."""
+    declared: tuple[int, ...] | None = getattr(route.func, _STATUSES, None)
+    if declared is not None:
+        return declared
     returns = typing.get_type_hints(route.func).get("return")
-    if typing.get_origin(returns) is not tuple:
-        return (200,)
-    _, status = typing.get_args(returns)
-    if typing.get_origin(status) is not Literal:
-        raise TypeError(f"{route.method} {route.path}: name the statuses it answers with a Literal, e.g. Created")
-    return tuple(typing.get_args(status))
+    if returns is Response or typing.get_origin(returns) in (Response, tuple):
+        raise TypeError(f"{route.method} {route.path}: declare the statuses it answers with @answers(...)")
+    return (200,)
 
 
 def _names_an_id(schema: Any, components: dict[str, Any], seen: frozenset[str] = frozenset()) -> bool:
@@ -99,7 +113,7 @@ def _names_an_id(schema: Any, components: dict[str, Any], seen: frozenset[str] =
 def error_statuses(route: Route, operation: dict[str, Any], components: dict[str, Any]) -> list[int]:
     params = operation.get("parameters", [])
     body = operation.get("requestBody")
-    statuses = {401, 422}
+    statuses = {401, 422, 429}
     if body is not None:
         statuses |= {400, 413, 415}
     if (route.method, route.path) not in PURE_ROUTES:

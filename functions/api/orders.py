@@ -4,20 +4,21 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 from aws_lambda_powertools.event_handler.router import APIGatewayRouter
 from billow.domain.errors import NotFound
-from billow.services import invoices, ordering
+from billow.services import invoices, ordering, views
 from billow.services.contacts import contact_today
-from billow.services.invoices import ManualPaymentInput
+from billow.services.invoices import InvoiceFilter, ManualPaymentInput
 from billow.services.ordering import OrderItemInput
 from runtime import clock, new_id, numbers, store
 
 from api import presenters
-from api.contacts import contact_invoices_response
-from api.context import current_tenant
-from api.openapi import CreatedOrReplayed
-from api.schemas import Id, ManualPaymentBody, OrderBody, QuoteBody
+from api.contacts import InvoiceStatusFilter, IssuedBefore, IssuedFrom, invoice_page
+from api.context import created, current_tenant, idempotent
+from api.openapi import answers
+from api.schemas import Cursor, Id, InvoiceKind, Limit, ManualPaymentBody, OrderBody, QuoteBody
 
 router = APIGatewayRouter()
 
@@ -33,25 +34,26 @@ def quote_order(body: QuoteBody) -> dict[str, Any]:
     return {
         "contact_id": quote.contact_id,
         "start_date": quote.start_date.isoformat(),
-        "invoices": [presenters.quoted(q) for q in quote.invoices],
+        "invoices": [views.draft(d, quote.payment_terms_days, quote.new_ids) for d in quote.invoices],
     }
 
 
 @router.post("/orders", summary="Place an order (idempotent on `reference`)")
-def place_order(body: OrderBody) -> CreatedOrReplayed:
+@answers(201, 200)
+def place_order(body: OrderBody) -> Response[dict[str, Any]]:
     ctx = current_tenant(router.current_event)
-    placed = ordering.place_order(
-        store, ctx, body.contact_id, _items(body), body.start_date, body.reference, clock, new_id, numbers
-    )
+    reference = None if body.reference is None else (f"order:{body.contact_id}", body.reference)
+    with idempotent(router.current_event, ctx, body, reference=reference, header=False):
+        placed = ordering.place_order(
+            store, ctx, body.contact_id, _items(body), body.start_date, body.reference, clock, new_id, numbers
+        )
     today = placed.today
-    return (
-        {
-            "order": presenters.order(placed.order),
-            "invoices": [presenters.invoice(i, today) for i in placed.invoices],
-            "replayed": placed.replayed,
-        },
-        200 if placed.replayed else 201,
-    )
+    answer = {
+        "order": presenters.order(placed.order),
+        "invoices": [presenters.invoice(i, today) for i in placed.invoices],
+        "replayed": placed.replayed,
+    }
+    return created(answer, 200 if placed.replayed else 201, replay=placed.replayed)
 
 
 @router.get("/orders/<order_id>", summary="Get an order")
@@ -69,12 +71,21 @@ def get_subscription(subscription_id: Annotated[Id, Path()]) -> dict[str, Any]:
     subscription = store.get_subscription(ctx.tenant_id, subscription_id)
     if subscription is None:
         raise NotFound(f"no subscription {subscription_id}", field="subscription_id")
-    return presenters.subscription(subscription)
+    return presenters.subscription(subscription, contact_today(store, ctx, subscription.contact_id, clock))
 
 
-@router.get("/invoices", summary="List a contact's invoices (same as /contacts/{id}/invoices)")
-def list_invoices(contact_id: Annotated[Id, Query()]) -> dict[str, Any]:
-    return contact_invoices_response(current_tenant(router.current_event), contact_id)
+@router.get("/invoices", summary="The business's invoices, oldest first (issue day, then id), filtered")
+def list_invoices(
+    contact_id: Annotated[Id | None, Query()] = None,
+    status: InvoiceStatusFilter = None,
+    kind: Annotated[InvoiceKind | None, Query()] = None,
+    issued_from: IssuedFrom = None,
+    issued_before: IssuedBefore = None,
+    limit: Limit = 50,
+    cursor: Cursor = None,
+) -> dict[str, Any]:
+    filters = InvoiceFilter(status, contact_id, kind, issued_from, issued_before)
+    return invoice_page(current_tenant(router.current_event), filters, limit, cursor)
 
 
 @router.get("/invoices/<invoice_id>", summary="Get an invoice with its lines and payments")
@@ -92,16 +103,16 @@ def get_invoice(invoice_id: Annotated[Id, Path()]) -> dict[str, Any]:
     "/invoices/<invoice_id>/payments",
     summary="Record a manual payment (bank transfer confirmed by staff); idempotent on `reference`",
 )
-def record_payment(invoice_id: Annotated[Id, Path()], body: ManualPaymentBody) -> CreatedOrReplayed:
+@answers(201, 200)
+def record_payment(invoice_id: Annotated[Id, Path()], body: ManualPaymentBody) -> Response[dict[str, Any]]:
     ctx = current_tenant(router.current_event)
     spec = ManualPaymentInput(body.amount, body.currency, body.method, body.reference, body.received_on)
-    result = invoices.record_manual_payment(store, ctx, invoice_id, spec, clock)
+    with idempotent(router.current_event, ctx, body, reference=(f"payment:{invoice_id}", body.reference)):
+        result = invoices.record_manual_payment(store, ctx, invoice_id, spec, clock)
     today = contact_today(store, ctx, result.invoice.contact_id, clock)
-    return (
-        {
-            "invoice": presenters.invoice(result.invoice, today),
-            "payment": presenters.payment(result.payment),
-            "replayed": result.replayed,
-        },
-        200 if result.replayed else 201,
-    )
+    answer = {
+        "invoice": presenters.invoice(result.invoice, today),
+        "payment": presenters.payment(result.payment),
+        "replayed": result.replayed,
+    }
+    return created(answer, 200 if result.replayed else 201, replay=result.replayed)

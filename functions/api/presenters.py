@@ -1,33 +1,19 @@
-"""Domain objects as JSON responses. Money is {"amount": "19.99", "currency": "USD"}."""
+"""Domain objects as JSON responses. Money, periods, lines and invoices not yet issued are the
+shared views (`billow.services.views`), as the dry run shows them."""
 
 from __future__ import annotations
 
 from dataclasses import asdict
 from datetime import date
-from typing import Any
 
 from billow.domain.actions import Action
-from billow.domain.billing import InvoiceDraft
-from billow.domain.calendar import Period
 from billow.domain.catalog import PriceTerms, Product, terms_json
 from billow.domain.contacts import Contact, TestClock
 from billow.domain.invoices import Invoice, Payment
-from billow.domain.lines import LineDraft
-from billow.domain.money import Money
-from billow.domain.ordering import Order, QuotedInvoice
+from billow.domain.ordering import Order
 from billow.domain.subscriptions import Subscription
 from billow.domain.timeline import upcoming_invoices
-from billow.services.preview import decimal_fraction
-
-Json = dict[str, Any]
-
-
-def money(m: Money | None) -> Json | None:
-    return None if m is None else {"amount": m.amount_str(), "currency": m.currency}
-
-
-def period(p: Period | None) -> Json | None:
-    return None if p is None else {"start": p.start.isoformat(), "end": p.end.isoformat()}
+from billow.services.views import Json, day, line, money, period
 
 
 def terms(t: PriceTerms) -> Json:
@@ -35,7 +21,15 @@ def terms(t: PriceTerms) -> Json:
 
 
 def product(p: Product) -> Json:
-    return {"id": p.id, "name": p.name, "description": p.description, "terms": [terms(t) for t in p.terms]}
+    return {
+        "id": p.id,
+        "name": p.name,
+        "description": p.description,
+        "archived": p.archived,
+        "terms": [
+            {**terms(t), "archived": t.id in p.archived_terms, "replaced_by": p.replaced_by(t.id)} for t in p.terms
+        ],
+    }
 
 
 def contact(c: Contact) -> Json:
@@ -49,25 +43,12 @@ def contact(c: Contact) -> Json:
         "preferred_payment_method": c.preferred_payment_method,
         "test_mode": c.test_mode,
         "created_at": c.created_at.isoformat(),
+        "archived": c.archived,
     }
 
 
 def clock(c: TestClock) -> Json:
     return {"contact_id": c.contact_id, "frozen_time": c.frozen_time.isoformat()}
-
-
-def line(x: LineDraft) -> Json:
-    return {
-        "kind": x.kind,
-        "description": x.description,
-        "service_id": x.service_id,
-        "product_id": x.product_id,
-        "quantity": x.quantity if isinstance(x.quantity, int) else str(x.quantity),
-        "unit_price": money(x.unit_price),
-        "fraction": decimal_fraction(x.fraction),
-        "amount": money(x.amount),
-        "period": period(x.period),
-    }
 
 
 def invoice(i: Invoice, today: date) -> Json:
@@ -90,21 +71,6 @@ def invoice(i: Invoice, today: date) -> Json:
     }
 
 
-def draft(d: InvoiceDraft) -> Json:
-    return {
-        "billing_date": d.billing_date.isoformat(),
-        "issue_date": d.issue_date.isoformat(),
-        "period": period(d.period),
-        "currency": d.currency,
-        "lines": [line(x) for x in d.lines],
-        "total": money(d.total),
-    }
-
-
-def quoted(q: QuotedInvoice) -> Json:
-    return {"subscription_id": q.subscription_id, **draft(q.invoice), "payment_due": q.payment_due.isoformat()}
-
-
 def payment(p: Payment) -> Json:
     return {
         "id": p.id,
@@ -117,7 +83,8 @@ def payment(p: Payment) -> Json:
     }
 
 
-def subscription(s: Subscription) -> Json:
+def subscription(s: Subscription, today: date) -> Json:
+    """`today`: the contact's (its test clock's, in test mode), for what depends on it (`trialing`)."""
     upcoming = upcoming_invoices(s, 1)
     due = upcoming[0].billing_date if upcoming else None
     return {
@@ -127,7 +94,7 @@ def subscription(s: Subscription) -> Json:
         "cycle": s.cycle.value,
         "billing_model": s.billing_model.value,
         "currency": s.currency,
-        "billing_day": s.schedule.describe_day(),
+        "billing_day": s.schedule.billing_day,
         "next_billing_date": None if due is None else due.isoformat(),
         "invoice_count": s.invoice_count,
         "services": [
@@ -142,24 +109,21 @@ def subscription(s: Subscription) -> Json:
                 "start_date": x.start_date.isoformat(),
                 "billed_through": None if x.billed_through is None else x.billed_through.isoformat(),
                 "state_since": x.since.isoformat(),
-                "end_date": _day(x.end_date),
+                "end_date": day(x.end_date),
                 "alignment": x.alignment.value,
-                "trial_ends_on": _day(x.billing_start) if x.billing_start > x.start_date else None,
-                "term_end": _day(x.term_end),
+                "trial_ends_on": day(x.billing_start) if x.billing_start > x.start_date else None,
+                "trialing": x.trialing(today),
+                "term_end": day(x.term_end),
                 "auto_renew": x.auto_renew,
-                "contract_end": _day(x.contract_end),
+                "contract_end": day(x.contract_end),
                 "expired": x.expired,
             }
             for x in s.services
         ],
         "payment_method": s.payment_method,
-        "grace_until": _day(s.grace_until),
+        "grace_until": day(s.grace_until),
         "pending_actions": [action(a) for a in s.actions],
     }
-
-
-def _day(d: date | None) -> str | None:
-    return None if d is None else d.isoformat()
 
 
 def action(a: Action) -> Json:
@@ -180,7 +144,7 @@ def action(a: Action) -> Json:
             name: value
             for name, value in (
                 ("days", a.days),
-                ("until", _day(a.until)),
+                ("until", day(a.until)),
                 ("auto_renew", a.auto_renew),
                 ("billing_day", a.billing_day),
                 ("payment_method", a.payment_method),

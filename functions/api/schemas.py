@@ -7,14 +7,20 @@ from typing import Annotated
 
 from billow.domain.calendar import Cycle
 from billow.domain.catalog import BillingModel, PricingModel
-from billow.domain.invoices import PaymentMethod
+from billow.domain.invoices import InvoiceKind, PaymentMethod
 from billow.domain.rules import Alignment
 from billow.services.inputs import Amount, BillingDay, BillingInstant, Body, Currency
 
-__all__ = ["Amount", "BillingDay", "Body", "Currency", "Id"]
+__all__ = ["Amount", "BillingDay", "Body", "Currency", "Cursor", "Id", "InvoiceKind", "Limit"]
+from aws_lambda_powertools.event_handler.openapi.params import Query
 from pydantic import Field
 
 Id = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_\-]+$")]
+Limit = Annotated[int, Query(ge=1, le=100, description="most items on one page")]
+Cursor = Annotated[
+    str | None,
+    Query(max_length=2000, description="the `cursor` of the previous page; a page may be short, follow until null"),
+]
 
 
 class PriceTermsBody(Body):
@@ -42,9 +48,38 @@ class PriceTermsBody(Body):
 
 
 class ProductBody(Body):
+    multiline = frozenset({"description"})
+
     name: str = Field(min_length=1, max_length=200)
     description: str = Field(default="", max_length=2000)
     terms: list[PriceTermsBody] = Field(default_factory=list, max_length=50)
+
+
+class ProductPatchBody(Body):
+    """Only the fields given change."""
+
+    multiline = frozenset({"description"})
+
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    description: str | None = Field(default=None, max_length=2000)
+
+
+class PriceTermsPatchBody(Body):
+    """Only the fields given change; the result is a new version of the terms (a new id)."""
+
+    price: Amount | None = None
+    currency: Currency | None = None
+    cycle: Cycle | None = None
+    billing_model: BillingModel | None = None
+    pricing_model: PricingModel | None = None
+    setup_fee: Amount | None = None
+    trial_days: int | None = Field(default=None, ge=0, le=366)
+    alignment: Alignment | None = None
+    meter: str | None = Field(default=None, max_length=64, pattern=r"^[a-z0-9_]+$")
+    term_cycles: int | None = Field(default=None, ge=1, le=120)
+    auto_renew: bool | None = None
+    contract_cycles: int | None = Field(default=None, ge=1, le=120)
+    cancellation_fee: Amount | None = None
 
 
 class AddressBody(Body):
@@ -64,6 +99,18 @@ class MoneyBody(Body):
 class ContactBody(Body):
     name: str = Field(min_length=1, max_length=200)
     email: str = Field(pattern=r"^[^@\s]+@[^@\s]+$", max_length=254)
+    billing_address: AddressBody | None = None
+    classification: str | None = Field(default=None, max_length=50)
+    credit_limit: MoneyBody | None = None
+    preferred_payment_method: PaymentMethod | None = None
+
+
+class ContactPatchBody(Body):
+    """Only the fields given change; `null` clears an optional one (billing_address,
+    classification, credit_limit, preferred_payment_method)."""
+
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    email: str | None = Field(default=None, pattern=r"^[^@\s]+@[^@\s]+$", max_length=254)
     billing_address: AddressBody | None = None
     classification: str | None = Field(default=None, max_length=50)
     credit_limit: MoneyBody | None = None

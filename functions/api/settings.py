@@ -10,12 +10,12 @@ from billow.domain.calendar import WEEKDAYS
 from billow.domain.policy import Timing, TrialLimit
 from billow.domain.rules import Alignment, BillingRules, CalendarMode, ServiceState, weekday_number
 from billow.domain.tenants import TenantSettings
-from billow.services.tenants import update_billing_rules, update_subscription_policy
+from billow.services.tenants import update_billing_rules, update_profile, update_subscription_policy
 from pydantic import Field
 from runtime import store
 
 from api.context import current_tenant
-from api.schemas import Amount, Body
+from api.schemas import Amount, Body, Currency
 
 router = APIGatewayRouter()
 
@@ -33,7 +33,7 @@ class BillingRulesBody(Body):
     alignment: Alignment | None = None
     bill_days_before: int | None = Field(default=None, ge=0, le=28)
     post_bill_cutoff_day: int | None = Field(default=None, ge=1, le=31)
-    billable_states: list[ServiceState] | None = None
+    billable_states: list[ServiceState] | None = Field(default=None, min_length=1)
     non_creditable_states: list[ServiceState] | None = None
 
 
@@ -98,11 +98,20 @@ class SubscriptionPolicyBody(Body):
     pause_max_days: Days | None = None
     grace_min_days: Days | None = None
     grace_max_days: Days | None = None
-    debt_threshold: Amount | None = None
+    debt_threshold: dict[Currency, Amount] | None = Field(
+        default=None,
+        max_length=200,
+        description="per currency, the most a contact may owe and still have services activated; replaces "
+        "the previous map; a currency not listed allows no debt",
+        examples=[{"USD": "100.00", "JPY": "10000"}],
+    )
     max_services: dict[Annotated[str, Field(max_length=64)], Annotated[int, Field(ge=0)]] | None = Field(
         default=None, max_length=50, description="account classification -> most non-churned services"
     )
-    reasons: dict[ActionKind, list[Annotated[str, Field(min_length=1, max_length=200)]]] | None = None
+    reasons: (
+        dict[ActionKind, Annotated[list[Annotated[str, Field(min_length=1, max_length=200)]], Field(min_length=1)]]
+        | None
+    ) = Field(default=None, description="per action, the reasons a request must choose from (at least one)")
     tier_paths: list[list[ProductId]] | None = Field(default=None, max_length=50)
     requires: dict[ProductId, list[ProductId]] | None = Field(default=None, max_length=200)
     excludes: list[tuple[ProductId, ProductId]] | None = Field(default=None, max_length=200)
@@ -123,6 +132,26 @@ def patch_subscription_policy(body: SubscriptionPolicyBody) -> dict[str, Any]:
         if value is not None or name in _POLICY_CLEARABLE
     }
     return _settings(update_subscription_policy(store, ctx, changes))
+
+
+class ProfileBody(Body):
+    """Only the fields given change."""
+
+    name: str | None = Field(default=None, min_length=1, max_length=200)
+    timezone: str | None = Field(default=None, min_length=1, max_length=64, description="an IANA time zone name")
+    invoice_prefix: str | None = Field(default=None, min_length=1, max_length=10, pattern=r"^[A-Za-z0-9]+$")
+    payment_terms_days: int | None = Field(default=None, ge=0, le=365)
+
+
+@router.patch(
+    "/settings/profile",
+    summary="Change the business profile: name, time zone, invoice prefix, payment terms "
+    "(they apply from now on; issued invoices keep theirs)",
+)
+def patch_profile(body: ProfileBody) -> dict[str, Any]:
+    ctx = current_tenant(router.current_event)
+    changes = body.model_dump(exclude_unset=True, exclude_none=True)
+    return _settings(update_profile(store, ctx, changes))
 
 
 @router.get("/settings", summary="The business's settings, billing and subscription rules included")

@@ -13,7 +13,28 @@ from constructs import Construct
 from billow_infra import naming
 from billow_infra.nag import acknowledge
 
-UNAUTHORIZED = {"error": "unauthorized", "message": "missing or invalid API key"}
+UNAUTHORIZED = {"error": "auth.unauthorized", "message": "missing or invalid API key", "fields": []}
+# API Gateway's own refusals in the API's one error shape (docs/errors.md); a None status keeps
+# API Gateway's. `$context.error.messageString` is its message, already a quoted JSON string.
+GATEWAY_ERRORS = (
+    (apigw.ResponseType.UNAUTHORIZED, "401", json.dumps(UNAUTHORIZED)),
+    (apigw.ResponseType.ACCESS_DENIED, "401", json.dumps(UNAUTHORIZED)),
+    (
+        apigw.ResponseType.THROTTLED,
+        "429",
+        '{"error": "request.throttled", "message": $context.error.messageString, "fields": []}',
+    ),
+    (
+        apigw.ResponseType.DEFAULT_4_XX,
+        None,
+        '{"error": "gateway.refused", "message": $context.error.messageString, "fields": []}',
+    ),
+    (
+        apigw.ResponseType.DEFAULT_5_XX,
+        None,
+        '{"error": "service.internal_error", "message": $context.error.messageString, "fields": []}',
+    ),
+)
 
 
 class BillowApi(Construct):
@@ -70,12 +91,12 @@ class BillowApi(Construct):
         self.api.root.add_proxy(
             default_integration=integration, default_method_options=apigw.MethodOptions(**options), any_method=True
         )
-        for response_type in (apigw.ResponseType.UNAUTHORIZED, apigw.ResponseType.ACCESS_DENIED):
+        for response_type, status, template in GATEWAY_ERRORS:
             self.api.add_gateway_response(
                 f"{response_type.response_type}Response",
                 type=response_type,
-                status_code="401",
-                templates={"application/json": json.dumps(UNAUTHORIZED)},
+                status_code=status,
+                templates={"application/json": template},
             )
         acknowledge(
             self.api,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aws_cdk import RemovalPolicy
 from aws_cdk import aws_dynamodb as dynamodb
-from billow.storage.table import GSIS
+from billow.storage.table import GSIS, TTL_ATTRIBUTE
 from constructs import Construct
 
 _PROJECTIONS = {"ALL": dynamodb.ProjectionType.ALL, "KEYS_ONLY": dynamodb.ProjectionType.KEYS_ONLY}
@@ -27,7 +27,7 @@ class BillowTable(Construct):
             deletion_protection=True,
             encryption=dynamodb.TableEncryption.AWS_MANAGED,
             removal_policy=RemovalPolicy.RETAIN,
-            time_to_live_attribute="expires_at",
+            time_to_live_attribute=TTL_ATTRIBUTE,
         )
         for index_name, projection in GSIS:
             self.table.add_global_secondary_index(

@@ -64,7 +64,7 @@ def test_three_billing_cycles_by_time_travel_then_nothing_twice(api: HttpClient)
     # And the subscription shows where it stands
     (subscription,) = api.get(f"/contacts/{contact['id']}/subscriptions").body["items"]
     assert subscription["next_billing_date"] == "2024-05-31"
-    assert subscription["billing_day"] == "31"
+    assert subscription["billing_day"] == 31
 
 
 def test_another_contacts_clock_is_untouched(api: HttpClient) -> None:
@@ -94,7 +94,7 @@ def test_a_manual_payment_over_http(api: HttpClient) -> None:
     assert invoice["total"] == {"amount": "1500", "currency": "JPY"}
     paid = api.post(
         f"/invoices/{invoice['id']}/payments",
-        {"amount": "1500", "currency": "JPY", "reference": "TRF-1", "received_on": "2024-01-02"},
+        {"amount": "1500", "currency": "JPY", "reference": "TRF-1", "received_on": invoice["issue_date"]},
     )
     assert paid.status == 201
     assert api.get(f"/invoices/{invoice['id']}").body["status"] == "paid"
@@ -151,7 +151,8 @@ def test_dry_run_view_bill_and_billing_cycles_ahead_over_http(api: HttpClient) -
     }
     preview = api.post("/billing/preview", request)
     assert preview.status == 200
-    assert [(x["period_start"], x["period_end"], x["amount"]) for x in preview.body["lines"]] == [
+    lines = [line for invoice in preview.body["invoices"] for line in invoice["lines"]]
+    assert [(x["period"]["start"], x["period"]["end"], x["amount"]["amount"]) for x in lines] == [
         ("2024-01-31", "2024-02-29", "30.00"),
         ("2024-02-29", "2024-03-31", "30.00"),
     ]
@@ -215,7 +216,21 @@ def test_a_business_switches_to_period_billing_with_a_threshold_and_new_orders_f
         ("2025-02-01", "2025-03-01", "31.00"),
     ]
     (subscription,) = api.get(f"/contacts/{contact['id']}/subscriptions").body["items"]
-    assert subscription["billing_day"] == "1"
+    assert subscription["billing_day"] == 1
 
     # Back to the defaults for the other tests of this module
     api.patch("/settings/billing", {"calendar": "anniversary", "threshold_day": None})
+
+
+def test_errors_over_http_are_in_the_one_shape(api: HttpClient) -> None:
+    shape = {"error", "message", "fields"}
+    unknown = api.get("/no-such-route")
+    assert unknown.status == 404 and set(unknown.body) == shape and unknown.body["error"] == "route.not_found"
+    wrong = api.request("PATCH", "/contacts", {})
+    assert wrong.status == 405 and wrong.body["error"] == "route.method_not_allowed"
+    assert wrong.headers["Allow"] == "GET, POST"
+    media = api.post("/contacts", raw=b"<contact/>", headers={"Content-Type": "application/xml"})
+    assert media.status == 415 and set(media.body) == shape and media.body["error"] == "request.unsupported_media_type"
+    anonymous = api.get("/contacts", key=None)
+    assert anonymous.status == 401
+    assert anonymous.body == {"error": "auth.unauthorized", "message": "missing or invalid API key", "fields": []}

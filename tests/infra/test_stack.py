@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 from aws_cdk.assertions import Match, Template
+from billow.storage.table import TTL_ATTRIBUTE
 
 pytestmark = [pytest.mark.infra, pytest.mark.xdist_group("cdk")]
 
@@ -34,6 +35,8 @@ def test_table_keys_indexes_and_protection(synthesized: tuple[Template, Path]) -
                     ],
                     "DeletionProtectionEnabled": True,
                     "PointInTimeRecoverySpecification": {"PointInTimeRecoveryEnabled": True},
+                    # idempotency key claims expire through it (billow.storage.models.BillowItem.expires_at)
+                    "TimeToLiveSpecification": {"AttributeName": TTL_ATTRIBUTE, "Enabled": True},
                     "GlobalSecondaryIndexes": [
                         Match.object_like({"IndexName": "GSI1", "Projection": {"ProjectionType": "KEYS_ONLY"}}),
                         Match.object_like({"IndexName": "GSI2", "Projection": {"ProjectionType": "KEYS_ONLY"}}),
@@ -129,6 +132,20 @@ def test_every_api_method_requires_the_authorizer(synthesized: tuple[Template, P
     methods = template.find_resources("AWS::ApiGateway::Method")
     assert methods
     assert all(m["Properties"]["AuthorizationType"] == "CUSTOM" for m in methods.values())
+
+
+def test_api_gateways_own_refusals_answer_the_one_error_shape(synthesized: tuple[Template, Path]) -> None:
+    template, _ = synthesized
+    responses = template.find_resources("AWS::ApiGateway::GatewayResponse")
+    by_type = {r["Properties"]["ResponseType"]: r["Properties"] for r in responses.values()}
+    assert {"UNAUTHORIZED", "ACCESS_DENIED", "THROTTLED", "DEFAULT_4XX", "DEFAULT_5XX"} <= set(by_type)
+    unauthorized = json.loads(by_type["UNAUTHORIZED"]["ResponseTemplates"]["application/json"])
+    assert unauthorized == {"error": "auth.unauthorized", "message": "missing or invalid API key", "fields": []}
+    for kind, code in (("THROTTLED", "request.throttled"), ("DEFAULT_4XX", "gateway.refused")):
+        body = by_type[kind]["ResponseTemplates"]["application/json"]
+        # API Gateway fills the message in (a quoted JSON string); the rest is the one shape
+        parsed = json.loads(body.replace("$context.error.messageString", '"x"'))
+        assert parsed == {"error": code, "message": "x", "fields": []}
 
 
 def test_cdk_nag_reports_no_unacknowledged_errors(synthesized: tuple[Template, Path]) -> None:

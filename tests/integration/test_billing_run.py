@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import threading
 from datetime import UTC, date, datetime
-from decimal import Decimal
 
 import pytest
 from billow.domain.calendar import Cycle
@@ -38,7 +37,7 @@ def setup_tenant(store: DynamoStore, tenant_id: str = "t1") -> TenantContext:
 
 
 def monthly_product(store: DynamoStore, ctx: TenantContext, model: BillingModel) -> Product:
-    terms = [catalog.PriceTermsInput(Decimal("30.00"), "USD", Cycle.MONTH, model)]
+    terms = [catalog.PriceTermsInput("30.00", "USD", Cycle.MONTH, model)]
     return catalog.create_product(store, ctx, name="Pro", description="", terms=terms, new_id=new_id)
 
 

@@ -183,7 +183,8 @@ def test_an_illegal_scheduled_action_is_rejected_with_the_rule() -> None:
     run = Run(subscribe(D(2025, 1, 1))).to(D(2025, 1, 1))
     run.request(ActionKind.RESUME, D(2025, 1, 5)).to(D(2025, 1, 5))
     rejected = run.log[-1]
-    assert rejected.status is ActionStatus.REJECTED and rejected.rule == "only paused services can be resumed"
+    assert rejected.status is ActionStatus.REJECTED and rejected.rule == "lifecycle.illegal_transition"
+    assert rejected.outcome == "cannot resume a effective service: only paused services can be resumed"
     assert run.subscription.actions == ()
 
 

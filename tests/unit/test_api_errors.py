@@ -29,7 +29,7 @@ def test_malformed_json_is_a_400_and_writes_nothing(api: InProcessClient) -> Non
     before = item_count()
     reply = api.post("/products", raw=b'{"name": "Pro", "terms": [')
     assert reply.status == 400
-    assert reply.body["error"] == "malformed_json"
+    assert reply.body["error"] == "request.malformed_json"
     assert item_count() == before
 
 
@@ -51,7 +51,7 @@ def test_negative_prices_are_refused(api: InProcessClient) -> None:
     reply = api.post("/products", {"name": "Pro", "terms": [{"price": "-5.00", "currency": "USD", "cycle": "month"}]})
     assert reply.status == 422
     assert reply.body["fields"][0]["field"] == "terms[0].price"
-    assert "negative" in reply.body["fields"][0]["reason"]
+    assert "no sign" in reply.body["fields"][0]["reason"]
     assert item_count() == before
 
 
@@ -85,7 +85,7 @@ def test_missing_or_wrong_api_key_is_401_on_every_route(api: InProcessClient, ke
     ]:
         reply = api.request(method, path, {}, key=key)
         assert reply.status == 401, (method, path)
-        assert reply.body == {"error": "unauthorized", "message": "missing or invalid API key"}
+        assert reply.body == {"error": "auth.unauthorized", "message": "missing or invalid API key", "fields": []}
 
 
 def test_another_tenants_ids_are_not_found_and_untouched(api: InProcessClient) -> None:

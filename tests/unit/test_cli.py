@@ -43,31 +43,34 @@ def test_the_documented_request_prints_every_line_a_run_on_as_of_creates() -> No
     }
     done = preview(json.dumps(request))
     assert done.returncode == 0, done.stderr
-    lines = json.loads(done.stdout)["lines"]
-    assert [{k: x[k] for k in ("period_start", "period_end", "fraction", "amount", "kind")} for x in lines] == [
+    out = json.loads(done.stdout)
+    lines = [line for invoice in out["invoices"] for line in invoice["lines"]]
+    assert [{k: x[k] for k in ("period", "fraction", "amount", "kind")} for x in lines] == [
         {
-            "period_start": "2024-01-20",
-            "period_end": "2024-02-01",
+            "period": {"start": "2024-01-20", "end": "2024-02-01"},
             "fraction": "0.387096774194",
-            "amount": "11.61",
+            "amount": {"amount": "11.61", "currency": "USD"},
             "kind": "prorated",
         },
         {
-            "period_start": "2024-02-01",
-            "period_end": "2024-03-01",
+            "period": {"start": "2024-02-01", "end": "2024-03-01"},
             "fraction": "1.000000000000",
-            "amount": "30.00",
+            "amount": {"amount": "30.00", "currency": "USD"},
             "kind": "recurring",
         },
         {
-            "period_start": "2024-03-01",
-            "period_end": "2024-04-01",
+            "period": {"start": "2024-03-01", "end": "2024-04-01"},
             "fraction": "1.000000000000",
-            "amount": "30.00",
+            "amount": {"amount": "30.00", "currency": "USD"},
             "kind": "recurring",
         },
     ]
     assert lines[0]["fraction_exact"] == "12/31"
+    assert out["total"] == {"amount": "71.61", "currency": "USD"}
+    assert [(i["billing_date"], i["issue_date"], i["due_date"]) for i in out["invoices"]] == [
+        ("2024-01-20", "2024-01-20", None),  # the dry run knows no business, so no payment terms
+        ("2024-03-01", "2024-03-01", None),
+    ]
 
 
 def test_weekly_arrears_with_a_weekday_name_and_an_end_date() -> None:
@@ -86,12 +89,14 @@ def test_weekly_arrears_with_a_weekday_name_and_an_end_date() -> None:
     }
     done = preview(json.dumps(request))
     assert done.returncode == 0, done.stderr
-    lines = json.loads(done.stdout)["lines"]
-    assert [(x["period_start"], x["period_end"], x["amount"]) for x in lines] == [
+    lines = [line for invoice in json.loads(done.stdout)["invoices"] for line in invoice["lines"]]
+    assert [(x["period"]["start"], x["period"]["end"], x["amount"]["amount"]) for x in lines] == [
         ("2024-01-03", "2024-01-05", "200"),
         ("2024-01-05", "2024-01-12", "700"),
         ("2024-01-12", "2024-01-17", "500"),
     ]
+    numbered = {**request, "terms": {**request["terms"], "billing_day": 4}}  # 4 is Friday, as the API says it
+    assert json.loads(preview(json.dumps(numbered)).stdout) == json.loads(done.stdout)
 
 
 @pytest.mark.parametrize(
@@ -109,10 +114,10 @@ def test_weekly_arrears_with_a_weekday_name_and_an_end_date() -> None:
             "terms.price:",
         ),
         (
-            '{"terms": {"cycle": "week", "billing_model": "advance", "billing_day": 3, "price": "1", '
+            '{"terms": {"cycle": "week", "billing_model": "advance", "billing_day": 7, "price": "1", '
             '"currency": "USD"}, '
             '"start": "2024-01-01", "as_of": "2024-02-01"}',
-            "terms.billing_day: a weekly cycle takes a weekday name",
+            "terms.billing_day: a weekday is 0 (Monday) to 6 (Sunday)",
         ),
         (
             '{"terms": {"cycle": "month", "billing_model": "advance", "price": "1", "currency": "USD"}, '
@@ -161,3 +166,22 @@ def test_a_reader_that_stops_early_is_not_an_error() -> None:
         check=False,
     )
     assert done.returncode == 0 and done.stderr == ""
+
+
+def test_help_documents_the_input_with_an_example_that_runs() -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "shared")}
+    done = subprocess.run(
+        [sys.executable, "-m", "billow.cli", "bill", "preview", "--help"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0
+    for name in ("terms.cycle", "terms.billing_model", "terms.price", "terms.currency", "start, end, as_of"):
+        assert name in done.stdout, name
+    example = done.stdout.split("echo '", 1)[1].split("' | billow bill preview", 1)[0]
+    ran = preview(example)
+    assert ran.returncode == 0, ran.stderr
+    assert json.loads(ran.stdout)["total"] == {"amount": "71.61", "currency": "USD"}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from billow.domain.errors import IllegalTransition
-from billow.domain.lifecycle import TRANSITIONS, DerivedState, StateAction, derived_state, next_state
+from billow.domain.lifecycle import RULES, TRANSITIONS, DerivedState, StateAction, derived_state, next_state
 from billow.domain.rules import ServiceState
 
 S, A = ServiceState, StateAction
@@ -34,7 +34,8 @@ def test_every_other_pair_is_refused_naming_the_state_and_the_rule(state: Servic
     with pytest.raises(IllegalTransition) as refused:
         next_state(state, action)
     assert refused.value.current_state == state.value
-    assert refused.value.rule in refused.value.message
+    assert refused.value.code == refused.value.rule == "lifecycle.illegal_transition"
+    assert RULES[action] in refused.value.message
     assert state.value.replace("_", " ") in refused.value.message
 
 
@@ -59,7 +60,7 @@ def test_subscription_and_subscriber_states_derive_from_their_services(
     assert derived_state(states) is derived
 
 
-def test_an_illegal_transition_is_answered_409_naming_the_current_state_and_the_rule() -> None:
+def test_an_illegal_transition_is_answered_409_in_the_error_shape_naming_the_state() -> None:
     from api.handler import domain_error
 
     try:
@@ -68,10 +69,8 @@ def test_an_illegal_transition_is_answered_409_naming_the_current_state_and_the_
         response = domain_error(error)
     assert response.status_code == 409
     assert response.body == {
-        "error": "illegal_transition",
+        "error": "lifecycle.illegal_transition",
         "message": "cannot pause a paused service: only effective services can be paused",
-        "current_state": "paused",
-        "rule": "only effective services can be paused",
         "fields": [
             {"field": "action", "reason": "cannot pause a paused service: only effective services can be paused"}
         ],

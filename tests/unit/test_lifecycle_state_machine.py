@@ -120,7 +120,9 @@ class LifecycleMachine(RuleBasedStateMachine):
                     self.subscriptions[transfer.key] = receive(self.subscriptions[transfer.key], transfer, new=False)
                 self.home = transfer.key
                 self.executed[-1] = (transfer.record, self.subscription.schedule)  # it bills there from now
-            if self.service.state != self.states[-1]:
+            # While a moving service's new subscription catches up (the inner run above), the
+            # service is in neither: its state is looked at once it has joined.
+            if self.subscription.services and self.service.state != self.states[-1]:
                 self.states.append(self.service.state)
         return ran
 

@@ -63,3 +63,29 @@ def test_scaling_rounds_once_to_the_minor_unit() -> None:
     # 30.00 USD for 29 of 31 days = 28.0645... -> 28.06
     assert Money(3000, "USD").scaled(Fraction(29, 31)) == Money(2806, "USD")
     assert Money(1000, "JPY").scaled(Fraction(1, 3)).to_decimal() == Decimal("333")
+
+
+@pytest.mark.parametrize(
+    ("text", "code"),
+    [
+        ("28.99999999999999999999999999999", "money.too_many_decimals"),  # a rounding context made it 29.00
+        ("6.999999999999999999999999999999", "money.too_many_decimals"),
+        ("1e-999999999", "money.not_a_decimal"),
+        ("1_000", "money.not_a_decimal"),
+        (" 5", "money.not_a_decimal"),
+        ("+5", "money.not_a_decimal"),
+        ("١٢", "money.not_a_decimal"),
+        ("1" * 16, "money.not_a_decimal"),
+    ],
+)
+def test_amounts_are_parsed_digit_by_digit_never_rounded(text: str, code: str) -> None:
+    with pytest.raises(InvalidInput) as caught:
+        Money.parse(text, "USD", field="price")
+    assert (caught.value.code, caught.value.field) == (code, "price")
+
+
+def test_a_minus_sign_parses_and_only_strings_are_amounts() -> None:
+    assert Money.parse("-5.25", "USD") == Money(-525, "USD")
+    assert Money.parse("999999999999999.99", "USD").minor == 99999999999999999
+    with pytest.raises(TypeError):
+        Money.parse(Decimal("1.00"), "USD")  # type: ignore[arg-type]

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aws_lambda_powertools.event_handler import APIGatewayRestResolver
+from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response, content_types
 from billow.local.lambda_runtime import handler
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "openapi.json"
@@ -46,14 +46,14 @@ def test_statuses_follow_what_each_route_is(generated: dict[str, Any]) -> None:
     def statuses(name: str) -> list[int]:
         return sorted(int(s) for s in ops[name]["responses"])
 
-    assert statuses("GET /settings") == [200, 401, 422, 503]
-    assert statuses("GET /products/{product_id}") == [200, 401, 404, 422, 503]
-    assert statuses("POST /products") == [201, 400, 401, 409, 413, 415, 422, 503]
+    assert statuses("GET /settings") == [200, 401, 422, 429, 503]
+    assert statuses("GET /products/{product_id}") == [200, 401, 404, 422, 429, 503]
+    assert statuses("POST /products") == [201, 400, 401, 409, 413, 415, 422, 429, 503]
     # an id in the body can be unknown: 404
     assert 404 in statuses("POST /orders") and statuses("POST /orders")[:2] == [200, 201]
     assert statuses("POST /subscriptions/{subscription_id}/services/{service_id}/cancel")[:3] == [200, 201, 202]
     # the dry run reads and writes no stored data
-    assert statuses("POST /billing/preview") == [200, 400, 401, 413, 415, 422]
+    assert statuses("POST /billing/preview") == [200, 400, 401, 413, 415, 422, 429]
 
 
 def test_callers_authenticate_with_a_bearer_api_key(generated: dict[str, Any]) -> None:
@@ -72,14 +72,33 @@ def test_amounts_are_decimal_strings_with_their_pattern(generated: dict[str, Any
     assert price["type"] == "string" and price["pattern"], price
 
 
-def test_a_route_answering_an_unnamed_status_cannot_be_documented() -> None:
+def test_a_route_that_can_set_its_status_must_declare_it() -> None:
     from api.openapi import document
 
     app = APIGatewayRestResolver(enable_validation=True)
 
     @app.post("/things")
-    def create() -> tuple[dict[str, Any], int]:
-        return {}, 201
+    def create() -> Response[dict[str, Any]]:
+        return Response(201, content_types.APPLICATION_JSON, {})
 
-    with pytest.raises(TypeError, match="Literal"):
+    with pytest.raises(TypeError, match="@answers"):
         document(app)
+
+
+def test_a_route_documents_the_statuses_it_declares() -> None:
+    from api.openapi import answers, document
+
+    app = APIGatewayRestResolver(enable_validation=True)
+
+    @app.post("/things")
+    @answers(201, 202)
+    def create() -> Response[dict[str, Any]]:
+        return Response(201, content_types.APPLICATION_JSON, {})
+
+    @app.get("/things")
+    def read() -> dict[str, Any]:
+        return {}
+
+    ops = operations(document(app))
+    assert [s for s in ops["POST /things"]["responses"] if s.startswith("2")] == ["201", "202"]
+    assert [s for s in ops["GET /things"]["responses"] if s.startswith("2")] == ["200"]

@@ -30,7 +30,7 @@ def test_api_events(moto_table: str) -> None:
     assert created["statusCode"] == 201
     assert json.loads(created["body"])["name"] == "Ann Example"
     listed = invoke("api.handler.lambda_handler", load("api_list_products"))
-    assert listed["statusCode"] == 200 and json.loads(listed["body"]) == {"items": []}
+    assert listed["statusCode"] == 200 and json.loads(listed["body"]) == {"items": [], "cursor": None}
 
 
 def test_billing_run_events(moto_table: str) -> None:

@@ -53,15 +53,15 @@ def test_dependency_rules_and_service_restrictions(api: InProcessClient) -> None
 
     ann = make_contact(api)
     alone = order(api, ann, addon)
-    assert alone.status == 409 and alone.body["rule"] == "dependency.requires"
+    assert alone.status == 409 and alone.body["error"] == "dependency.requires"
     assert order(api, ann, base, addon).status == 201
     clash = order(api, ann, rival)
-    assert clash.status == 409 and clash.body["rule"] == "dependency.excludes"
+    assert clash.status == 409 and clash.body["error"] == "dependency.excludes"
 
     starter = api.post("/contacts", {"name": "Sam", "email": "sam@example.com", "classification": "starter"}).body
     assert order(api, starter, base, addon).status == 201
     third = order(api, starter, make_product(api, MONTHLY, name="Extra"))
-    assert third.status == 409 and third.body["rule"] == "service_restrictions"
+    assert third.status == 409 and third.body["error"] == "contact.max_services"
 
 
 def test_tier_paths_decide_which_changes_are_allowed(api: InProcessClient) -> None:
@@ -73,7 +73,7 @@ def test_tier_paths_decide_which_changes_are_allowed(api: InProcessClient) -> No
     subscription_id, service_id = first_service(order(api, ann, basic))
     path = f"/subscriptions/{subscription_id}/services/{service_id}/change"
     off = api.post(path, {"product_id": other["id"], "terms_id": other["terms"][0]["id"]})
-    assert off.status == 409 and off.body["rule"] == "tier_path"
+    assert off.status == 409 and off.body["error"] == "change.tier_path"
     up = api.post(path, {"product_id": pro["id"], "terms_id": pro["terms"][0]["id"]})
     assert up.status == 201 and up.body["action"]["parameters"]["upgrade"] is True
     same = api.post(path, {"product_id": pro["id"], "terms_id": pro["terms"][0]["id"]})
@@ -91,25 +91,25 @@ def test_reasons_pause_limits_and_credit_limit(api: InProcessClient) -> None:
     ).body
     subscription_id, service_id = first_service(order(api, contact, product))
     pause = f"/subscriptions/{subscription_id}/services/{service_id}/pause"
-    assert api.post(pause, {"days": 5}).body["rule"] == "reasons"
-    assert api.post(pause, {"days": 5, "reason": "boredom"}).body["rule"] == "reasons"
-    assert api.post(pause, {"days": 30, "reason": "holiday"}).body["rule"] == "pause.max_days"
+    assert api.post(pause, {"days": 5}).body["error"] == "reason.not_allowed"
+    assert api.post(pause, {"days": 5, "reason": "boredom"}).body["error"] == "reason.not_allowed"
+    assert api.post(pause, {"days": 30, "reason": "holiday"}).body["error"] == "pause.max_days"
     assert api.post(pause, {"days": 5, "reason": "holiday", "in_days": 3}).status == 202
     again = api.post(pause, {"days": 5, "reason": "illness", "in_days": 20})
-    assert again.status == 409 and again.body["rule"] == "pause.max_times"
+    assert again.status == 409 and again.body["error"] == "pause.max_times"
 
     # the contact owes 31.00 with a credit limit of 10.00: no activation until paid
-    api.patch("/settings/subscriptions", {"debt_threshold": "100.00"})
+    api.patch("/settings/subscriptions", {"debt_threshold": {"USD": "100.00"}})
     assert api.post(f"/subscriptions/{subscription_id}/services/{service_id}/deactivate", {}).status == 201
     refused = api.post(f"/subscriptions/{subscription_id}/services/{service_id}/activate", {})
-    assert refused.status == 409 and refused.body["rule"] == "activation.credit_limit"
+    assert refused.status == 409 and refused.body["error"] == "activation.credit_limit"
     log = api.get(f"/subscriptions/{subscription_id}/actions").body["actions"]
     assert sorted(a["rule"] for a in log if a["status"] == "rejected") == [
         "activation.credit_limit",
         "pause.max_days",
         "pause.max_times",
-        "reasons",
-        "reasons",
+        "reason.not_allowed",
+        "reason.not_allowed",
     ]
 
 
@@ -131,6 +131,38 @@ def test_a_retried_refusal_is_refused_again_not_answered_as_done(api: InProcessC
     first = api.post(resume, {}, headers=key)
     again = api.post(resume, {}, headers=key)
     assert (first.status, again.status) == (409, 409)
-    assert again.body["rule"] == first.body["rule"] == "only paused services can be resumed"
+    assert again.body == first.body
+    assert first.body["error"] == "lifecycle.illegal_transition"
     log = api.get(f"/subscriptions/{subscription_id}/actions").body["actions"]
     assert [(a["action"], a["status"]) for a in log] == [("resume", "rejected")]
+
+
+def frozen_customer(api: InProcessClient, product: dict[str, Any]) -> tuple[str, str]:
+    """A contact on a test clock frozen at 2027-01-01 with one service of `product`, ordered that day."""
+    contact = make_contact(api)
+    clock = api.post(f"/contacts/{contact['id']}/test-clock", {"frozen_time": "2027-01-01T12:00:00Z"})
+    assert clock.status == 201, clock.body
+    return first_service(order(api, contact, product))
+
+
+def test_a_late_regret_says_when_the_regret_period_ended(api: InProcessClient) -> None:
+    subscription_id, service_id = frozen_customer(api, make_product(api, MONTHLY))
+    late = api.post(f"/subscriptions/{subscription_id}/services/{service_id}/regret", {"on": "2027-01-20"})
+    assert late.status == 409 and late.body["error"] == "regret.period"
+    # the period counts from the start (2027-01-01): 14 days, ended on the 15th
+    assert "ended on 2027-01-15" in late.body["message"] and "started (2027-01-15)" not in late.body["message"]
+
+
+def test_an_action_the_state_forbids_is_an_illegal_transition_before_any_rule(api: InProcessClient) -> None:
+    api.patch("/settings/subscriptions", {"reasons": {"pause": ["holiday"]}})
+    subscription_id, service_id = frozen_customer(api, make_product(api, MONTHLY))
+    base = f"/subscriptions/{subscription_id}/services/{service_id}"
+    assert api.post(f"{base}/cancel", {}).status == 201
+    # past the regret period and without the reason a pause needs: the state refuses them first
+    regret = api.post(f"{base}/regret", {"on": "2027-01-20"})
+    pause = api.post(f"{base}/pause", {"days": 3})
+    for refused in (regret, pause):
+        assert refused.status == 409 and refused.body["error"] == "lifecycle.illegal_transition", refused.body
+        assert "cancelled service" in refused.body["message"] and "cancel it" not in refused.body["message"]
+    log = api.get(f"/subscriptions/{subscription_id}/actions").body["actions"]
+    assert [a["rule"] for a in log if a["status"] == "rejected"] == ["lifecycle.illegal_transition"] * 2

@@ -88,6 +88,10 @@ class InvoiceDraft:
     def is_credit_note(self) -> bool:
         return self.total.is_negative
 
+    def due_date(self, payment_terms_days: int) -> date:
+        """When it is due once issued, under the business's payment terms."""
+        return self.issue_date + timedelta(days=payment_terms_days)
+
 
 @dataclass(frozen=True, slots=True)
 class BillingStep:

@@ -200,11 +200,6 @@ class BillingSchedule:
             cutoff = _date_in_month(_month_index(first) - 1, cutoff_day)
         return BillingSchedule(self.cycle, cutoff_day, cutoff)
 
-    def describe_day(self) -> str:
-        if self.cycle is Cycle.WEEK:
-            return WEEKDAYS[self.billing_day]
-        return str(self.billing_day)
-
 
 @lru_cache(maxsize=1 << 16)
 def _period_containing(schedule: BillingSchedule, day: date) -> Period:

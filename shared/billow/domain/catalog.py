@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from fractions import Fraction
 from typing import Any
 
 from billow.domain.calendar import Cycle
-from billow.domain.errors import InvalidInput
+from billow.domain.errors import Conflict, InvalidInput, NotFound
 from billow.domain.money import Money
 from billow.domain.rules import Alignment
 
@@ -121,10 +121,20 @@ def terms_json(t: PriceTerms, money: Callable[[Money | None], Any]) -> dict[str,
 
 @dataclass(frozen=True, slots=True)
 class Product:
+    """A product with all its price terms, archived ones included. Price terms are never changed:
+    editing them adds a new version (new id) and archives the old one (`replacements`), so a
+    subscription keeps the terms it was ordered on. `version` counts changes of the product item
+    (name, description, archiving, new versions of terms); every change is conditioned on it."""
+
     id: str
     name: str
     description: str = ""
     terms: tuple[PriceTerms, ...] = field(default_factory=tuple)
+    archived: bool = False
+    archived_terms: frozenset[str] = frozenset()
+    replacements: tuple[tuple[str, str], ...] = ()
+    """(old terms id, the id of the version that replaced it), oldest first."""
+    version: int = 0
 
     def __post_init__(self) -> None:
         if not self.name.strip():
@@ -133,7 +143,61 @@ class Product:
     def terms_by_id(self, terms_id: str) -> PriceTerms | None:
         return next((t for t in self.terms if t.id == terms_id), None)
 
+    def replaced_by(self, terms_id: str) -> str | None:
+        return next((new for old, new in self.replacements if old == terms_id), None)
+
     def with_terms(self, terms: PriceTerms) -> Product:
         if terms.product_id != self.id:
             raise ValueError("price terms belong to another product")
-        return Product(self.id, self.name, self.description, (*self.terms, terms))
+        return replace(self, terms=(*self.terms, terms))
+
+    def orderable_terms(self, terms_id: str, field: str = "terms_id") -> PriceTerms:
+        """The price terms a new order or a change may use: neither the product nor the terms
+        archived (409 `catalog.product_archived` / `catalog.terms_archived`)."""
+        terms = self.terms_by_id(terms_id)
+        if terms is None:
+            raise NotFound(f"product {self.id} has no price terms {terms_id}", field=field)
+        if self.archived:
+            raise Conflict(
+                f"product {self.id} is archived: it cannot be ordered or changed to",
+                field=field,
+                code="catalog.product_archived",
+            )
+        if terms_id in self.archived_terms:
+            newer = self.replaced_by(terms_id)
+            hint = f"; its current version is {self.current_version(terms_id)}" if newer else ""
+            raise Conflict(
+                f"price terms {terms_id} are archived: they cannot be ordered or changed to{hint}",
+                field=field,
+                code="catalog.terms_archived",
+            )
+        return terms
+
+    def current_version(self, terms_id: str) -> str:
+        """The newest version of some price terms (following replacements)."""
+        seen = {terms_id}
+        while (newer := self.replaced_by(terms_id)) is not None and newer not in seen:
+            seen.add(newer)
+            terms_id = newer
+        return terms_id
+
+    def editable_terms(self, terms_id: str) -> PriceTerms:
+        """Terms that may be versioned or archived: present and not archived already."""
+        terms = self.terms_by_id(terms_id)
+        if terms is None:
+            raise NotFound(f"product {self.id} has no price terms {terms_id}", field="terms_id")
+        if terms_id in self.archived_terms:
+            raise Conflict(
+                f"price terms {terms_id} are archived; edit their current version {self.current_version(terms_id)}",
+                field="terms_id",
+                code="catalog.terms_archived",
+            )
+        return terms
+
+    def with_new_version(self, old: PriceTerms, new: PriceTerms) -> Product:
+        """`new` replaces `old` for new orders; `old` is archived (subscriptions on it keep it)."""
+        return replace(
+            self.with_terms(new),
+            archived_terms=self.archived_terms | {old.id},
+            replacements=(*self.replacements, (old.id, new.id)),
+        )

@@ -30,6 +30,9 @@ class Contact:
     preferred_payment_method: str | None
     test_mode: bool
     created_at: datetime
+    archived: bool = False
+    """An archived contact takes no new orders; its invoices stay readable and payable."""
+    version: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +59,7 @@ class TestClock:
         if instant < self.frozen_time:
             raise Conflict(
                 f"a test clock only moves forward: it is at {self.frozen_time.isoformat()}, "
-                f"asked for {instant.isoformat()}"
+                f"asked for {instant.isoformat()}",
+                code="test_clock.backwards",
             )
         return replace(self, frozen_time=instant)

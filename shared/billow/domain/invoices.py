@@ -12,6 +12,10 @@ from billow.domain.errors import Conflict, InvalidInput
 from billow.domain.lines import LineDraft
 from billow.domain.money import Money, sum_money
 
+EARLY_PAYMENT_DAYS = 90
+"""A payment of an invoice may have been received up to this many days before the invoice was
+issued (a customer paying ahead), not earlier: an older date is a typing error, not a payment."""
+
 
 class InvoiceStatus(StrEnum):
     OPEN = "open"  # issued, awaiting payment
@@ -80,7 +84,7 @@ class Invoice:
             currency=draft.currency,
             billing_date=draft.billing_date,
             issue_date=draft.issue_date,
-            due_date=draft.issue_date + timedelta(days=payment_terms_days),
+            due_date=draft.due_date(payment_terms_days),
             period=draft.period,
             lines=draft.lines,
             amount_paid=Money.zero(draft.currency),
@@ -105,20 +109,44 @@ class Invoice:
     def display_status(self, today: date) -> str:
         return "overdue" if self.is_overdue(today) else self.status.value
 
+    def check_received_on(self, received_on: date, today: date) -> None:
+        """A payment of this invoice is received on the contact's `today` (its test clock's, in test
+        mode) or earlier, and at most `EARLY_PAYMENT_DAYS` days before the invoice was issued."""
+        if received_on > today:
+            raise InvalidInput(
+                f"received_on {received_on} is after today ({today} on the contact's clock): "
+                "a payment is recorded once it has been received",
+                field="received_on",
+                code="payment.received_in_future",
+            )
+        earliest = self.issue_date - timedelta(days=EARLY_PAYMENT_DAYS)
+        if received_on < earliest:
+            raise InvalidInput(
+                f"received_on {received_on} is more than {EARLY_PAYMENT_DAYS} days before invoice {self.number} "
+                f"was issued ({self.issue_date}); the earliest is {earliest}",
+                field="received_on",
+                code="payment.received_too_early",
+            )
+
     def apply_payment(self, payment: Payment) -> Invoice:
         if self.kind is InvoiceKind.CREDIT_NOTE:
-            raise Conflict(f"{self.number} is a credit note; it takes no payments")
+            raise Conflict(f"{self.number} is a credit note; it takes no payments", code="payment.credit_note")
         if self.status is not InvoiceStatus.OPEN:
-            raise Conflict(f"invoice {self.number} is {self.status.value}; only open invoices take payments")
+            raise Conflict(
+                f"invoice {self.number} is {self.status.value}; only open invoices take payments",
+                code="payment.invoice_not_open",
+            )
         if payment.amount.currency != self.currency:
             raise InvalidInput(
                 f"invoice {self.number} is in {self.currency}, the payment in {payment.amount.currency}",
                 field="currency",
+                code="money.currency_mismatch",
             )
         if payment.amount > self.amount_due:
             raise InvalidInput(
                 f"payment {payment.amount} exceeds the {self.amount_due} due on invoice {self.number}",
                 field="amount",
+                code="payment.exceeds_amount_due",
             )
         paid = self.amount_paid + payment.amount
         status = InvoiceStatus.PAID if paid == self.total else InvoiceStatus.OPEN

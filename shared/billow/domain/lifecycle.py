@@ -62,8 +62,6 @@ RULES: dict[StateAction, str] = {
 
 FINAL_RULE = RULES[A.CANCEL]
 CHANGE_RULE = "only effective or draft services can be changed"
-TRANSITION_RULES = frozenset({*RULES.values(), CHANGE_RULE})
-"""Rules of the transition table: a refusal naming one is an illegal transition (409 with the state)."""
 
 FINAL_STATES = frozenset({S.CANCELLED, S.REGRETTED})
 ACTIVE_STATES = frozenset({S.EFFECTIVE, S.PAUSED})
@@ -76,7 +74,6 @@ def next_state(state: ServiceState, action: StateAction) -> ServiceState:
         raise IllegalTransition(
             f"cannot {action.value} a {state.value.replace('_', ' ')} service: {RULES[action]}",
             current_state=state.value,
-            rule=RULES[action],
         )
     return after
 

@@ -2,8 +2,9 @@
 
 Every amount Billow stores or computes is an `int` count of the currency's minor unit (cents for
 USD, yen for JPY, fils for KWD). Amounts enter and leave the system as decimal strings ("19.99")
-and are parsed exactly; an input with more decimal places than the currency allows is refused,
-never silently rounded.
+and are parsed exactly, digit by digit, never through a rounding decimal context: only plain
+decimal strings (`DECIMAL_STRING`: no exponent, underscores, spaces or plus sign), and an input with
+more decimal places than the currency has is refused, never silently rounded.
 
 Rounding happens in exactly one place, `Money.scaled`, when an exact fraction (a prorated share, a
 unit price times a fractional quantity) becomes minor units. The rule is half away from zero
@@ -13,8 +14,9 @@ of rounded lines, so an invoice always equals the sum of what it shows.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from fractions import Fraction
 from functools import total_ordering
 
@@ -39,6 +41,14 @@ CURRENCY_EXPONENTS: dict[str, int] = {
     **{code: 3 for code in _EXPONENT_3.split()},
     **{code: 4 for code in _EXPONENT_4.split()},
 }
+
+
+MAX_WHOLE_DIGITS = 15
+"""Digits before the decimal point an amount may have (a quadrillion in major units)."""
+AMOUNT_PATTERN = rf"^[0-9]{{1,{MAX_WHOLE_DIGITS}}}(\.[0-9]+)?$"
+"""A non-negative amount as the API takes it: ASCII digits, then optionally a point and decimals.
+How many decimals depends on the currency, which the pattern cannot know (`Money.parse` checks)."""
+_DECIMAL_STRING = re.compile(rf"(-?)([0-9]{{1,{MAX_WHOLE_DIGITS}}})(?:\.([0-9]+))?")
 
 
 def currency_exponent(currency: str, *, field: str = "currency") -> int:
@@ -73,26 +83,31 @@ class Money:
         return cls(0, currency)
 
     @classmethod
-    def parse(
-        cls, amount: str | Decimal | int, currency: str, *, field: str = "amount", currency_field: str = "currency"
-    ) -> Money:
-        """Exact parse of a decimal amount in major units ("19.99" USD -> 1999 cents). Errors name
-        `field` (the amount) or `currency_field`, as the caller's input calls them."""
+    def parse(cls, amount: str, currency: str, *, field: str = "amount", currency_field: str = "currency") -> Money:
+        """Exact parse of a decimal string in major units ("19.99" USD -> 1999 cents). Errors name
+        `field` (the amount) or `currency_field`, as the caller's input calls them. A leading minus
+        is parsed; whether an amount may be negative is the rule of what it is the amount of."""
         exponent = currency_exponent(currency, field=currency_field)
-        if isinstance(amount, float):
-            raise TypeError("Money never comes from a float; pass a decimal string")
-        try:
-            value = Decimal(amount) if not isinstance(amount, Decimal) else amount
-        except (InvalidOperation, ValueError):
-            raise InvalidInput(f"'{amount}' is not a decimal number", field=field) from None
-        if not value.is_finite():
-            raise InvalidInput(f"'{amount}' is not a finite amount", field=field)
-        minor = value.scaleb(exponent)
-        if minor != minor.to_integral_value():
+        if not isinstance(amount, str):
+            raise TypeError(f"Money is parsed from a decimal string, not {type(amount).__name__}")
+        match = _DECIMAL_STRING.fullmatch(amount)
+        shown = amount if len(amount) <= 40 else amount[:37] + "..."
+        if match is None:
             raise InvalidInput(
-                f"{currency} amounts have at most {exponent} decimal places; got '{amount}'", field=field
+                f"'{shown}' is not a decimal amount: digits, optionally a point and decimals, e.g. \"19.99\" "
+                f"(no exponent, spaces, underscores or plus sign; at most {MAX_WHOLE_DIGITS} digits before the point)",
+                field=field,
+                code="money.not_a_decimal",
             )
-        return cls(int(minor), currency)
+        sign, whole, decimals = match.group(1), match.group(2), match.group(3) or ""
+        if len(decimals) > exponent:
+            raise InvalidInput(
+                f"{currency} amounts have at most {exponent} decimal places; got '{shown}'",
+                field=field,
+                code="money.too_many_decimals",
+            )
+        minor = int(whole + decimals.ljust(exponent, "0"))
+        return cls(-minor if sign else minor, currency)
 
     # -- arithmetic ---------------------------------------------------------------------------
     def _same_currency(self, other: Money) -> None:

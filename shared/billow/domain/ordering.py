@@ -54,12 +54,11 @@ class OrderPlan:
     subscriptions: tuple[Subscription, ...]  # every subscription the order creates or changes
     new_subscription_ids: frozenset[str]
 
-
-@dataclass(frozen=True, slots=True)
-class QuotedInvoice:
-    subscription_id: str
-    invoice: InvoiceDraft
-    payment_due: date
+    @property
+    def new_ids(self) -> frozenset[str]:
+        """Ids the plan makes up for what the order creates (subscriptions, services): a quote does
+        not show them, as placing the order makes its own."""
+        return self.new_subscription_ids | {s.service_id for s in self.order.services}
 
 
 def plan_order(
@@ -165,17 +164,16 @@ class _Trials:
         return days
 
 
-def quote_order(plan: OrderPlan, *, today: date, payment_terms_days: int) -> list[QuotedInvoice]:
+def quote_order(plan: OrderPlan, *, today: date) -> list[InvoiceDraft]:
     """The first invoice that bills each of the order's new services, exactly as billing will make it."""
     new_service_ids = {s.service_id for s in plan.order.services}
-    quotes: list[QuotedInvoice] = []
+    quotes: list[InvoiceDraft] = []
     for subscription in plan.subscriptions:
         current = subscription
         while (step := next_step(current, FAR_FUTURE)) is not None:
             current = step.subscription
             invoice = step.invoice
             if invoice and any(line.service_id in new_service_ids for line in invoice.lines):
-                due = invoice.issue_date + timedelta(days=payment_terms_days)
-                quotes.append(QuotedInvoice(subscription.id, invoice, due))
+                quotes.append(invoice)
                 break
     return quotes

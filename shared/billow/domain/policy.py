@@ -5,16 +5,16 @@ what an action does to billing is `billow.domain.timeline`'s job.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from datetime import date, timedelta
-from decimal import Decimal
 from enum import StrEnum
 from typing import Any
 
 from billow.domain.actions import ActionKind
 from billow.domain.calendar import Period
 from billow.domain.errors import InvalidInput, RuleViolation
+from billow.domain.money import Money
 
 PAUSE_WINDOW = timedelta(days=365)
 """Pause limits count the pauses that started in the year before a new one."""
@@ -49,8 +49,9 @@ class SubscriptionPolicy:
     """Paused days a service may have in a year, counting the planned length of each pause."""
     grace_min_days: int = 1
     grace_max_days: int = 30
-    debt_threshold: Decimal = Decimal(0)
-    """A contact owing more than this (in an invoice's currency) cannot have services activated."""
+    debt_threshold: Mapping[str, Money] = field(default_factory=dict)
+    """Per currency: a contact owing more than this in it cannot have services activated. A
+    currency not listed allows no debt at all (its threshold is zero)."""
     max_services: Mapping[str, int] = field(default_factory=dict)
     """Account classification -> most non-churned services a contact of it may have."""
     reasons: Mapping[ActionKind, tuple[str, ...]] = field(default_factory=dict)
@@ -72,8 +73,25 @@ class SubscriptionPolicy:
                 raise InvalidInput(f"{name} must not be negative", field=name)
         if self.grace_min_days > self.grace_max_days:
             raise InvalidInput("grace_min_days is above grace_max_days", field="grace_min_days")
-        if self.debt_threshold < 0:
-            raise InvalidInput("debt_threshold must not be negative", field="debt_threshold")
+        for currency, threshold in self.debt_threshold.items():
+            if threshold.currency != currency or threshold.is_negative:
+                raise InvalidInput(
+                    "a debt threshold is a non-negative amount in its own currency", field=f"debt_threshold.{currency}"
+                )
+        for kind, allowed in self.reasons.items():
+            if not allowed:
+                raise InvalidInput(
+                    f"list at least one reason for {kind.value}, or leave {kind.value} out to take any reason",
+                    field=f"reasons.{kind.value}",
+                    code="policy.no_reasons",
+                )
+        cycle = _requirement_cycle(self.requires)
+        if cycle:
+            raise InvalidInput(
+                f"products require each other in a circle ({' requires '.join(cycle)}): none could be ordered first",
+                field=f"requires.{cycle[0]}",
+                code="policy.circular_requires",
+            )
         for classification, limit in self.max_services.items():
             if limit < 0:
                 raise InvalidInput("a service limit must not be negative", field=f"max_services.{classification}")
@@ -90,7 +108,7 @@ class SubscriptionPolicy:
             "cancel_out_of_contract": self.cancel_out_of_contract.value,
             "upgrade": self.upgrade.value,
             "downgrade": self.downgrade.value,
-            "debt_threshold": str(self.debt_threshold),
+            "debt_threshold": {currency: m.amount_str() for currency, m in sorted(self.debt_threshold.items())},
             "max_services": dict(self.max_services),
             "reasons": {kind.value: list(reasons) for kind, reasons in self.reasons.items()},
             "tier_paths": [list(path) for path in self.tier_paths],
@@ -108,7 +126,7 @@ class SubscriptionPolicy:
             if name in values:
                 values[name] = kind(values[name])
         if "debt_threshold" in values:
-            values["debt_threshold"] = Decimal(str(values["debt_threshold"]))
+            values["debt_threshold"] = _thresholds(values["debt_threshold"])
         if "reasons" in values:
             values["reasons"] = {ActionKind(k): tuple(v) for k, v in values["reasons"].items()}
         if "tier_paths" in values:
@@ -120,11 +138,17 @@ class SubscriptionPolicy:
         return cls(**values)
 
     # -- checks ------------------------------------------------------------------------------------
+    def debt_allowed(self, currency: str) -> Money:
+        """The most a contact may owe in `currency` and still have services activated."""
+        return self.debt_threshold.get(currency, Money.zero(currency))
+
     def check_reason(self, kind: ActionKind, reason: str | None) -> None:
         allowed = self.reasons.get(kind)
         if allowed and reason not in allowed:
             raise RuleViolation(
-                f"a {kind.value} needs one of these reasons: {', '.join(allowed)}", rule="reasons", field="reason"
+                f"a {kind.value} needs one of these reasons: {', '.join(allowed)}",
+                rule="reason.not_allowed",
+                field="reason",
             )
 
     def check_pause(self, pauses: Sequence[Period], on: date, days: int | None) -> None:
@@ -147,7 +171,7 @@ class SubscriptionPolicy:
         if not self.grace_min_days <= days <= self.grace_max_days:
             raise RuleViolation(
                 f"a grace period is {self.grace_min_days} to {self.grace_max_days} days",
-                rule="grace_period",
+                rule="grace.days",
                 field="days",
             )
 
@@ -156,7 +180,9 @@ class SubscriptionPolicy:
             return
         if not any(old_product in path and new_product in path for path in self.tier_paths):
             raise RuleViolation(
-                f"no tier path leads from product {old_product} to {new_product}", rule="tier_path", field="product_id"
+                f"no tier path leads from product {old_product} to {new_product}",
+                rule="change.tier_path",
+                field="product_id",
             )
 
     def check_dependencies(self, products: Iterable[str], field_name: str = "items") -> None:
@@ -179,9 +205,43 @@ class SubscriptionPolicy:
         if limit is not None and count > limit:
             raise RuleViolation(
                 f"contacts classified '{classification}' may have {limit} services that are not churned",
-                rule="service_restrictions",
+                rule="contact.max_services",
                 field="items",
             )
+
+
+def _thresholds(value: Any) -> dict[str, Money]:
+    """Per-currency thresholds from their JSON form, each amount checked against its currency. A
+    bare amount stored before thresholds had currencies names none, so it allows no debt."""
+    if not isinstance(value, Mapping):
+        return {}
+    thresholds = {}
+    for currency, amount in value.items():
+        name = f"debt_threshold.{currency}"
+        thresholds[currency] = Money.parse(amount, currency, field=name, currency_field=name)
+    return thresholds
+
+
+def _requirement_cycle(requires: Mapping[str, Sequence[str]]) -> list[str]:
+    """Products that require each other in a circle, the first repeated at the end (["a", "b", "a"]),
+    or [] when there is none. Depth-first, without recursion."""
+    done: set[str] = set()
+    for root in sorted(requires):
+        if root in done:
+            continue
+        path: list[str] = [root]
+        pending: list[Iterator[str]] = [iter(requires.get(root, ()))]
+        while pending:
+            following = next(pending[-1], None)
+            if following is None:
+                done.add(path.pop())
+                pending.pop()
+            elif following in path:
+                return [*path[path.index(following) :], following]
+            elif following not in done:
+                path.append(following)
+                pending.append(iter(requires.get(following, ())))
+    return []
 
 
 DEFAULT_POLICY = SubscriptionPolicy()

@@ -19,6 +19,8 @@ from billow.domain.rules import BillingRules, CalendarMode, ServiceState
 from billow.domain.subscriptions import Service, Subscription, SubscriptionKey
 from billow.domain.timeline import steps
 
+PREVIEW_SUBSCRIPTION_ID, PREVIEW_SERVICE_ID, PREVIEW_PRODUCT_ID = "sub_preview", "svc_preview", "prod_preview"
+
 
 @dataclass(frozen=True, slots=True)
 class PreviewTerms:
@@ -51,7 +53,7 @@ def preview_subscription(terms: PreviewTerms, start: date, end: date | None) -> 
     )
     price_terms = PriceTerms(
         "terms_preview",
-        "prod_preview",
+        PREVIEW_PRODUCT_ID,
         terms.price,
         terms.cycle,
         terms.billing_model,
@@ -65,9 +67,9 @@ def preview_subscription(terms: PreviewTerms, start: date, end: date | None) -> 
     else:
         schedule = rules.schedule_for(terms.cycle, charged_from)
     service = Service(
-        id="svc_preview",
+        id=PREVIEW_SERVICE_ID,
         order_id="ord_preview",
-        product_id="prod_preview",
+        product_id=PREVIEW_PRODUCT_ID,
         product_name="Preview",
         terms=price_terms,
         quantity=terms.quantity,
@@ -76,7 +78,7 @@ def preview_subscription(terms: PreviewTerms, start: date, end: date | None) -> 
         end_date=end,
     )
     return Subscription(
-        id="sub_preview",
+        id=PREVIEW_SUBSCRIPTION_ID,
         contact_id="con_preview",
         key=SubscriptionKey.of(price_terms),
         schedule=schedule,

@@ -88,6 +88,12 @@ class BillingRules:
         weekday_number(self.period_weekday, "period_weekday")
         if self.threshold_weekday is not None:
             weekday_number(self.threshold_weekday, "threshold_weekday")
+        if not self.billable_states:
+            raise InvalidInput(
+                "billable_states names at least one state: with none, no service would ever be billed",
+                field="billable_states",
+                code="billing.no_billable_states",
+            )
         if not 0 <= self.bill_days_before <= MAX_DAYS_BEFORE:
             raise InvalidInput(f"bill_days_before is 0 to {MAX_DAYS_BEFORE}", field="bill_days_before")
 

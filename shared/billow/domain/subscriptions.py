@@ -112,6 +112,11 @@ class Service:
     def in_trial(self, day: date) -> bool:
         return day < self.billing_start
 
+    def trialing(self, today: date) -> bool:
+        """In use and not charged yet on `today`: effective, on or after its start, before its
+        trial ends (Stripe's `trialing`). The stored state stays effective."""
+        return self.state is ServiceState.EFFECTIVE and self.start_date <= today < self.billing_start
+
     def in_contract(self, day: date) -> bool:
         return self.contract_end is not None and day < self.contract_end
 

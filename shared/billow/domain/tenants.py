@@ -23,6 +23,8 @@ class TenantSettings:
     """Billing rules new subscriptions are created under."""
     subscriptions: SubscriptionPolicy = DEFAULT_POLICY
     """Subscription-management rules, checked when actions are requested."""
+    version: int = 0
+    """The stored item's version (0: never stored); a write is conditioned on it."""
 
     def __post_init__(self) -> None:
         tenant_zone(self.timezone)

@@ -125,14 +125,13 @@ def _not_final(service: Service, kind: ActionKind) -> None:
         raise IllegalTransition(
             f"cannot {kind.value.replace('_', ' ')} a {service.state.value} service: {FINAL_RULE}",
             current_state=service.state.value,
-            rule=FINAL_RULE,
         )
 
 
 def _termed(service: Service) -> int:
     cycles = service.terms.term_cycles
     if cycles is None:
-        raise RuleViolation(f"service {service.id} has no termed period", rule="termed_period")
+        raise RuleViolation(f"service {service.id} has no termed period", rule="term.not_termed")
     return cycles
 
 
@@ -154,7 +153,9 @@ def _service_effect(effect: _Effect, service: Service) -> tuple[Service, str]:
     if kind is ActionKind.DEACTIVATE:
         grace = subscription.grace_until
         if grace is not None and on < grace and action.by is not Requester.BACK_OFFICE:
-            raise RuleViolation(f"the subscription is in a grace period until {grace}", rule="grace_period")
+            raise RuleViolation(
+                f"the subscription is in a grace period until {grace}", rule="deactivation.grace_period"
+            )
         stopped = _state_change(service, StateAction.DEACTIVATE, on)
         return effect.settle(stopped, on, credit_on=cycle_end(subscription, on)), "deactivated"
     if kind is ActionKind.PAUSE:
@@ -291,7 +292,6 @@ def _change(effect: _Effect, service: Service) -> tuple[Service, str]:
         raise IllegalTransition(
             f"cannot change a {service.state.value.replace('_', ' ')} service: {CHANGE_RULE}",
             current_state=service.state.value,
-            rule=CHANGE_RULE,
         )
     terms, on = change.terms, action.on
     check_same_currency(subscription, terms)
@@ -368,10 +368,9 @@ def execute(subscription: Subscription, action: Action) -> BillingStep:
             updated = subscription.without(service.id) if effect.moving else subscription.replacing(after)
         else:
             updated, outcome = _subscription_effect(effect)
-    except Conflict as refusal:  # an illegal transition, a rule, a missing service
-        rule = getattr(refusal, "rule", None) or "not_applicable"
+    except Conflict as refusal:  # an illegal transition, a rule, a missing service: logged by its code
         left = replace(subscription, actions=tuple(effect.pending))
-        return BillingStep(left, None, (action.rejected(refusal.message, rule),))
+        return BillingStep(left, None, (action.rejected(refusal.message, refusal.code),))
     done = replace(updated.with_actions(effect.pending), adjustments=(*subscription.adjustments, *effect.adjustments))
     record = action.executed(outcome)
     transfer = None

@@ -8,7 +8,7 @@ import sys
 import threading
 from pathlib import Path
 
-from billow.local import demo, stack
+from billow.local import demo, gateway, stack
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -16,6 +16,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8080, help="HTTP port on 127.0.0.1 (default 8080)")
     parser.add_argument("--no-demo", action="store_true", help="start with an empty table")
     parser.add_argument("--verbose", action="store_true", help="log every request")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=gateway.DEFAULT_WORKERS,
+        help="worker processes serving requests at once, like warm Lambda containers "
+        f"(default {gateway.DEFAULT_WORKERS})",
+    )
     parser.add_argument(
         "--data-dir",
         type=Path,
@@ -25,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     print("Starting DynamoDB Local and the Billow handlers ...", flush=True)
-    local = stack.start(port=args.port, verbose=args.verbose, data_dir=args.data_dir)
+    local = stack.start(port=args.port, verbose=args.verbose, data_dir=args.data_dir, workers=args.workers)
     done = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: done.set())
     signal.signal(signal.SIGTERM, lambda *_: done.set())

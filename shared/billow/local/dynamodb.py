@@ -13,7 +13,7 @@ from typing import Any
 
 import boto3
 
-from billow.storage.table import create_table_request
+from billow.storage.table import TTL_ATTRIBUTE, create_table_request
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 LOCAL_CREDENTIALS = {
@@ -68,6 +68,9 @@ class DynamoDBLocal:
             return False
         client.create_table(**create_table_request(table_name))
         client.get_waiter("table_exists").wait(TableName=table_name)
+        client.update_time_to_live(
+            TableName=table_name, TimeToLiveSpecification={"Enabled": True, "AttributeName": TTL_ATTRIBUTE}
+        )
         return True
 
     def delete_table(self, table_name: str) -> None:

@@ -1,23 +1,49 @@
 """A small HTTP server that does what API Gateway does in front of Billow's handlers: run the
 REQUEST authorizer, put its context on the event, and invoke the API handler with an API Gateway
-REST (v1) proxy event. Requests are handled one at a time, like one warm Lambda container."""
+REST (v1) proxy event.
+
+Requests are served concurrently the way Lambda serves them: by several worker processes (warm
+containers), each importing the handlers itself and handling one request at a time, with no
+handler state shared between them. The HTTP side only reads requests (refusing bodies over
+`MAX_BODY_BYTES` with a 413, after reading them, so the client hears it) and writes answers."""
 
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
+import signal
 import threading
 import time
 import traceback
 import uuid
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from multiprocessing.pool import Pool
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from billow.local.lambda_runtime import invoke
+from billow.domain.errors import error_body
+from billow.local.lambda_runtime import handler, invoke, prepare_environment
+from billow.storage.models import configure
 
 STAGE = "local"
-UNAUTHORIZED_BODY = {"error": "unauthorized", "message": "missing or invalid API key"}
+UNAUTHORIZED_BODY = error_body("auth.unauthorized", "missing or invalid API key")
+"""As API Gateway answers it (its UNAUTHORIZED gateway response, set in infra/)."""
 MAX_BODY_BYTES = 1_000_000
+DRAIN_LIMIT_BYTES = 64_000_000
+"""A body over the limit is still read (and dropped) up to this size, so the client, which sends
+it all before reading the answer, gets the 413 instead of a reset connection."""
+DEFAULT_WORKERS = 4
+LISTEN_BACKLOG = 128
+"""Connections the listening socket queues while every handler thread is busy (a burst of 100)."""
+REQUEST_TIMEOUT_SECONDS = 900.0  # Lambda's own limit
+HANDLERS = ("authorizer.handler.lambda_handler", "api.handler.lambda_handler")
+_ENV_PREFIXES = ("AWS_", "BILLOW_", "POWERTOOLS_")
+
+Answer = tuple[int, dict[str, str], bytes]
+"""Status, headers and body of an HTTP answer."""
+Target = Callable[[str, str, dict[str, str], "str | None"], "Answer | None"]
 
 
 def _multi(pairs: dict[str, list[str]]) -> tuple[dict[str, str] | None, dict[str, list[str]] | None]:
@@ -96,54 +122,138 @@ def authorize(method: str, raw_path: str, headers: dict[str, str]) -> dict[str, 
     return {"principalId": policy["principalId"], **policy.get("context", {})}
 
 
+def _json(status: int, payload: dict[str, Any]) -> Answer:
+    return status, {"Content-Type": "application/json"}, json.dumps(payload).encode()
+
+
+def handle(method: str, raw_path: str, headers: dict[str, str], body: str | None) -> Answer | None:
+    """One request, as API Gateway and Lambda run it: the authorizer, then the API handler. None
+    when a function failed (the gateway answers 502, as API Gateway does)."""
+    try:
+        context = authorize(method, raw_path, headers)
+        if context is None:
+            return _json(401, UNAUTHORIZED_BODY)
+        result = invoke("api.handler.lambda_handler", api_gateway_event(method, raw_path, headers, body, context))
+    except Exception:
+        traceback.print_exc()
+        return None
+    out_headers = dict(result.get("headers") or {})
+    for name, values in (result.get("multiValueHeaders") or {}).items():
+        out_headers[name] = ", ".join(values)
+    return int(result["statusCode"]), out_headers, (result.get("body") or "").encode()
+
+
+def _start_worker(env: dict[str, str]) -> None:
+    """A worker process's cold start: the stack's environment, the table, the handlers imported."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the gateway, which stops its workers
+    os.environ.update(env)
+    configure(
+        table_name=env.get("BILLOW_TABLE"), endpoint=env.get("BILLOW_DYNAMODB_ENDPOINT"), region=env.get("AWS_REGION")
+    )
+    prepare_environment()
+    for name in HANDLERS:
+        handler(name)
+
+
+def _worker_context() -> Any:
+    """Workers are forked from a clean server process that imported the handlers once (cheap to
+    start, nothing of this process inherited); `_start_worker` then sets each one up."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["billow.local.gateway", "api.handler", "authorizer.handler"])
+    return context
+
+
+class Gateway(ThreadingHTTPServer):
+    """The HTTP server and its pool of worker processes."""
+
+    request_queue_size = LISTEN_BACKLOG
+    daemon_threads = True
+
+    def __init__(self, port: int, *, workers: int, verbose: bool, target: Target) -> None:
+        if workers < 1:
+            raise ValueError("the gateway needs at least 1 worker")
+        env = {k: v for k, v in os.environ.items() if k.startswith(_ENV_PREFIXES)}
+        self.verbose = verbose
+        self.target = target
+        self.pool: Pool = _worker_context().Pool(workers, initializer=_start_worker, initargs=(env,))
+        try:
+            super().__init__(("127.0.0.1", port), _Handler)
+        except BaseException:
+            self._stop_pool()
+            raise
+
+    def dispatch(self, method: str, raw_path: str, headers: dict[str, str], body: str | None) -> Answer | None:
+        """Run the request in the next free worker (waiting for one, as API Gateway queues for a
+        free container)."""
+        return self.pool.apply_async(self.target, (method, raw_path, headers, body)).get(REQUEST_TIMEOUT_SECONDS)
+
+    def stop(self) -> None:
+        """Stop accepting, then stop the workers (no process outlives the gateway)."""
+        self.shutdown()
+        self.server_close()
+        self._stop_pool()
+
+    def _stop_pool(self) -> None:
+        self.pool.terminate()
+        self.pool.join()
+
+
 class _Handler(BaseHTTPRequestHandler):
     server_version = "BillowLocal/1"
-    lock = threading.Lock()
+    server: Gateway
 
     def log_message(self, format: str, *args: Any) -> None:
-        if getattr(self.server, "verbose", False):
+        if self.server.verbose:
             super().log_message(format, *args)
 
-    def _send(self, status: int, body: bytes, headers: dict[str, str]) -> None:
+    def _send(self, answer: Answer) -> None:
+        status, headers, body = answer
         self.send_response(status)
         for name, value in headers.items():
             self.send_header(name, value)
         self.send_header("Content-Length", str(len(body)))
+        if self.close_connection:
+            self.send_header("Connection", "close")
         self.end_headers()
         if self.command != "HEAD":  # a HEAD answer has the headers of a GET and no body
             self.wfile.write(body)
 
-    def _json(self, status: int, payload: dict[str, Any]) -> None:
-        self._send(status, json.dumps(payload).encode(), {"Content-Type": "application/json"})
+    def _drain(self, length: int) -> None:
+        """Read and drop a refused body, so that the client gets to read the answer."""
+        self.close_connection = True
+        left = min(length, DRAIN_LIMIT_BYTES)
+        while left > 0:
+            chunk = self.rfile.read(min(left, 1 << 16))
+            if not chunk:
+                break
+            left -= len(chunk)
 
     def _handle(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = -1
+        if length < 0:
+            self.close_connection = True
+            self._send(_json(400, error_body("request.bad_length", "bad Content-Length")))
+            return
         if length > MAX_BODY_BYTES:
-            self._json(413, {"error": "payload_too_large", "message": f"bodies are at most {MAX_BODY_BYTES} bytes"})
+            self._drain(length)
+            message = f"the body is {length} bytes; bodies are at most {MAX_BODY_BYTES} bytes"
+            self._send(_json(413, error_body("request.too_large", message)))
             return
         raw = self.rfile.read(length) if length else b""
-        headers = {k: v for k, v in self.headers.items()}
         try:
             body = raw.decode("utf-8") if raw else None
         except UnicodeDecodeError:
-            self._json(400, {"error": "malformed_body", "message": "the body is not UTF-8 text"})
+            self._send(_json(400, error_body("request.not_utf8", "the body is not UTF-8 text")))
             return
         try:
-            with self.lock:
-                context = authorize(self.command, self.path, headers)
-                if context is None:
-                    self._json(401, UNAUTHORIZED_BODY)
-                    return
-                event = api_gateway_event(self.command, self.path, headers, body, context)
-                result = invoke("api.handler.lambda_handler", event)
-        except Exception:
+            answer = self.server.dispatch(self.command, self.path, dict(self.headers.items()), body)
+        except Exception:  # a worker died or timed out
             traceback.print_exc()
-            self._json(502, {"message": "Internal server error"})
-            return
-        out_headers = dict(result.get("headers") or {})
-        for name, values in (result.get("multiValueHeaders") or {}).items():
-            out_headers[name] = ", ".join(values)
-        self._send(int(result["statusCode"]), (result.get("body") or "").encode(), out_headers)
+            answer = None
+        self._send(answer or _json(502, error_body("service.internal_error", "internal server error")))
 
     def __getattr__(self, name: str) -> Any:
         # Every method (TRACE, QUERY...) reaches the API, as API Gateway's ANY method does: one it has
@@ -153,10 +263,9 @@ class _Handler(BaseHTTPRequestHandler):
         raise AttributeError(name)
 
 
-def serve(port: int, *, verbose: bool = False) -> ThreadingHTTPServer:
-    """Start serving on 127.0.0.1:`port` in a background thread."""
-    server = ThreadingHTTPServer(("127.0.0.1", port), _Handler)
-    server.verbose = verbose  # type: ignore[attr-defined]
-    server.daemon_threads = True
+def serve(port: int, *, workers: int = DEFAULT_WORKERS, verbose: bool = False, target: Target = handle) -> Gateway:
+    """Start serving on 127.0.0.1:`port` in a background thread, with `workers` worker processes
+    running `target` (a module-level function, imported by name in each worker)."""
+    server = Gateway(port, workers=workers, verbose=verbose, target=target)
     threading.Thread(target=server.serve_forever, name="billow-gateway", daemon=True).start()
     return server

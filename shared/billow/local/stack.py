@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import threading
 from dataclasses import dataclass, field
-from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 from billow.domain.tenants import TenantSettings
@@ -23,7 +22,7 @@ TABLE_NAME = "billow-local"
 @dataclass
 class LocalStack:
     dynamo: DynamoDBLocal
-    server: ThreadingHTTPServer
+    server: gateway.Gateway
     scheduler: DailyScheduler | None
     url: str
     table_name: str
@@ -37,8 +36,7 @@ class LocalStack:
         self._stopped.set()
         if self.scheduler is not None:
             self.scheduler.stop()
-        self.server.shutdown()
-        self.server.server_close()
+        self.server.stop()
         self.dynamo.stop()
 
 
@@ -60,10 +58,11 @@ def start(
     table_name: str = TABLE_NAME,
     verbose: bool = False,
     data_dir: Path | None = None,
+    workers: int = gateway.DEFAULT_WORKERS,
 ) -> LocalStack:
-    """DynamoDB Local + table + handlers over HTTP on 127.0.0.1 (+ the daily scheduler). With
-    `data_dir` the data (scheduled actions included) outlives the process: start again on the
-    same directory and everything is where it was."""
+    """DynamoDB Local + table + handlers over HTTP on 127.0.0.1, served by `workers` processes
+    (+ the daily scheduler). With `data_dir` the data (scheduled actions included) outlives the
+    process: start again on the same directory and everything is where it was."""
     for key, value in LOCAL_CREDENTIALS.items():
         os.environ.setdefault(key, value)
     if data_dir is not None:
@@ -76,7 +75,7 @@ def start(
         configure(table_name=table_name, endpoint=dynamo.endpoint, region="us-east-1")
         prepare_environment()
         port = port or dynamodb.free_port()
-        server = gateway.serve(port, verbose=verbose)
+        server = gateway.serve(port, workers=workers, verbose=verbose)
     except BaseException:
         dynamo.stop()
         raise

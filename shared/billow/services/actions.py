@@ -2,7 +2,9 @@
 the log, and preview what an action does to the next invoices.
 
 A request is checked in three layers, and a refusal in any of them is logged (status rejected,
-with the rule) and answered with a 4xx naming the rule:
+with the rule) and answered with a 4xx naming the rule (its code):
+0. the transition table first: an action the service's state forbids on its day is an illegal
+   transition, whatever else applies;
 1. the business's subscription policy (reasons, regret period, pause and grace limits, tier paths,
    activation rules), some of which move the date instead of refusing (a cancellation inside the
    contract period, a downgrade: at the end of the cycle);
@@ -16,9 +18,9 @@ the action, then what is due today (a credit note for a cancellation or regret).
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass, replace
 from datetime import date, timedelta
-from decimal import Decimal
 from typing import NoReturn
 
 from billow.domain.actions import MAX_PENDING_ACTIONS, Action, ActionKind, ActionStatus, Requester, ServiceChange
@@ -31,9 +33,11 @@ from billow.domain.errors import (
     InvalidInput,
     NotFound,
     RuleViolation,
+    refusal_for,
 )
 from billow.domain.invoices import Invoice, InvoiceStatus
-from billow.domain.lifecycle import FINAL_STATES, TRANSITION_RULES
+from billow.domain.lifecycle import FINAL_STATES
+from billow.domain.money import Money
 from billow.domain.policy import Timing
 from billow.domain.subscriptions import Service, Subscription, SubscriptionKey, Transfer
 from billow.domain.timeline import (
@@ -55,7 +59,7 @@ from billow.services.billing import (
 )
 from billow.services.contacts import contact_today, get_contact
 from billow.services.context import Clock, TenantContext
-from billow.services.ports import Store
+from billow.services.ports import Page, Store
 
 MAX_DAYS_SCHEDULED = 3 * 366
 MAX_CONFLICT_RETRIES = 3
@@ -111,9 +115,10 @@ def _change(store: Store, ctx: TenantContext, request: ActionRequest, service: S
     terms_id = request.terms_id or (service.terms.id if product_id == service.product_id else None)
     if terms_id is None:
         raise InvalidInput("a change of product needs the new product's terms_id", field="terms_id")
-    terms = product.terms_by_id(terms_id)
-    if terms is None:
-        raise NotFound(f"product {product.id} has no price terms {terms_id}", field="terms_id")
+    if (product.id, terms_id) == (service.product_id, service.terms.id):
+        terms = service.terms  # a change of quantity alone: the service keeps the terms it has
+    else:
+        terms = product.orderable_terms(terms_id)
     quantity = request.quantity if request.quantity is not None else service.quantity
     try:
         terms.check_quantity(quantity)
@@ -160,6 +165,10 @@ def build_action(
     )
     if kind is ActionKind.EXPIRE:
         raise InvalidInput("services expire by themselves at the end of their termed period", field="action")
+    if service is not None:
+        if kind is ActionKind.CHANGE:
+            action = replace(action, change=_change(store, ctx, request, service))
+        _check_state(subscription, action)
     policy.check_reason(kind, request.reason)
     if kind is ActionKind.PAUSE:
         assert service is not None
@@ -176,8 +185,9 @@ def build_action(
         last = service.start_date + timedelta(days=policy.regret_days)
         if on > last:
             raise RuleViolation(
-                f"a service can be regretted up to {policy.regret_days} days after it started ({last}); cancel it",
-                rule="regret_period",
+                f"the regret period ended on {last} ({policy.regret_days} days from the service's start on "
+                f"{service.start_date}); cancel the service instead",
+                rule="regret.period",
             )
     elif kind is ActionKind.CANCEL:
         assert service is not None
@@ -186,7 +196,8 @@ def build_action(
             action = replace(action, on=max(on, cycle_end(subscription, on)))
     elif kind is ActionKind.CHANGE:
         assert service is not None
-        change = _change(store, ctx, request, service)
+        change = action.change
+        assert change is not None
         policy.check_tier_path(service.product_id, change.product_id)
         check_same_currency(subscription, change.terms)
         _check_contact(store, ctx, subscription, service, change)
@@ -265,29 +276,32 @@ def _bill_ahead_until(subscription: Subscription, request: ActionRequest, on: da
     return max(horizon - timedelta(days=subscription.rules.bill_days_before), on)
 
 
-def outstanding(invoices: list[Invoice]) -> dict[str, Decimal]:
+def outstanding(invoices: list[Invoice]) -> dict[str, Money]:
     """What a contact owes per currency: the unpaid part of open invoices, less unused credit notes."""
-    owed: dict[str, Decimal] = {}
+    owed: dict[str, Money] = {}
     for invoice in invoices:
         if invoice.status in (InvoiceStatus.OPEN, InvoiceStatus.ISSUED):
             due = invoice.amount_due if invoice.status is InvoiceStatus.OPEN else invoice.total
-            owed[invoice.currency] = owed.get(invoice.currency, Decimal(0)) + due.to_decimal()
+            owed[invoice.currency] = owed.get(invoice.currency, Money.zero(invoice.currency)) + due
     return owed
 
 
 def _check_activation(store: Store, ctx: TenantContext, subscription: Subscription) -> None:
-    """Activation rules: no debt above the business's threshold, and the credit limit kept."""
+    """Activation rules: no debt above the business's threshold in its currency, and the credit
+    limit kept."""
     owed = outstanding(store.invoices_of(ctx.tenant_id, subscription.contact_id))
-    threshold = ctx.settings.subscriptions.debt_threshold
+    policy = ctx.settings.subscriptions
     for currency, amount in sorted(owed.items()):
-        if amount > threshold:
+        allowed = policy.debt_allowed(currency)
+        if amount > allowed:
             raise RuleViolation(
-                f"the contact owes {amount} {currency}, above the {threshold} the business allows",
+                f"the contact owes {amount}, above the {allowed} the business allows"
+                + ("" if currency in policy.debt_threshold else f" (no debt_threshold for {currency}: no debt)"),
                 rule="activation.debt_threshold",
             )
     contact = get_contact(store, ctx, subscription.contact_id)
     limit = contact.credit_limit
-    if limit is not None and owed.get(limit.currency, Decimal(0)) > limit.to_decimal():
+    if limit is not None and owed.get(limit.currency, Money.zero(limit.currency)) > limit:
         raise RuleViolation(f"the contact owes more than its credit limit of {limit}", rule="activation.credit_limit")
 
 
@@ -304,6 +318,14 @@ def _executing(subscription: Subscription, action: Action) -> tuple[BillingStep,
     raise AssertionError(f"action {action.id} did not run by {action.on}")
 
 
+def _check_state(subscription: Subscription, action: Action) -> None:
+    """An action the service's state forbids on its day is refused as an illegal transition first,
+    before the business's rules (a cancelled service cannot be regretted, whatever the period)."""
+    _, record = _executing(subscription, action)
+    if record.rule == IllegalTransition.code:
+        _raise_refusal(record, subscription)
+
+
 def _check_outcome(subscription: Subscription, action: Action) -> tuple[BillingStep, Action]:
     """`_executing`, raising the refusal when the action would be rejected."""
     step, record = _executing(subscription, action)
@@ -313,12 +335,10 @@ def _check_outcome(subscription: Subscription, action: Action) -> tuple[BillingS
 
 
 def _raise_refusal(record: Action, subscription: Subscription) -> NoReturn:
-    rule = record.rule or "not_applicable"
-    if rule in TRANSITION_RULES:
-        service = subscription.service(record.service_id or "")
-        state = service.state.value if service else "unknown"
-        raise IllegalTransition(record.outcome or rule, current_state=state, rule=rule)
-    raise RuleViolation(record.outcome or rule, rule=rule)
+    """The refusal a rejected record stands for, classified by the code it logged (its rule)."""
+    code = record.rule or Conflict.code
+    service = subscription.service(record.service_id or "")
+    raise refusal_for(code, record.outcome or code, service.state.value if service else "unknown")
 
 
 def request_action(
@@ -334,19 +354,23 @@ def request_action(
 ) -> ActionResult:
     """Execute the action now, or schedule it. Refusals are logged and raised.
 
-    `keyed`: the ids come from the caller's idempotency key, so a retry finds the first attempt's
-    record in the log and answers as it did (the record, or the same refusal) instead of acting
-    twice."""
+    `keyed`: the ids come from the caller's idempotency key, so a retry (or a copy of the request
+    racing it) finds the first attempt's record in the log and answers as it did (the record, or
+    the same refusal) instead of acting twice. The log is read again after every lost race, and a
+    record once written is never replaced by a later attempt's (`Store.log_actions` writes only new
+    records; the step's write is conditioned on the subscription's version)."""
     subscription = subscription_by_id(store, ctx, subscription_id)
     today = contact_today(store, ctx, subscription.contact_id, clock)
     action_id = new_id("act")
-    if keyed and (earlier := _logged(store, ctx, subscription, action_id)) is not None:
-        if earlier.status is ActionStatus.REJECTED:
-            _raise_refusal(earlier, subscription)
-        return ActionResult(earlier, subscription, [], today, replayed=True)
-    # Bring it up to today first: the action is checked against the state it will act on.
-    invoices, subscription = bill_loaded(store, ctx.settings, subscription, today, numbers)
-    for _ in range(MAX_CONFLICT_RETRIES + 1):
+    invoices: list[Invoice] = []
+    for attempt in range(MAX_CONFLICT_RETRIES + 1):
+        if attempt:
+            subscription = subscription_by_id(store, ctx, subscription_id)
+        if keyed and (earlier := _logged(store, ctx, subscription, action_id)) is not None:
+            return _replay(store, ctx, subscription, earlier, today, numbers)
+        # Bring it up to today first: the action is checked against the state it will act on.
+        created, subscription = bill_loaded(store, ctx.settings, subscription, today, numbers)
+        invoices += created
         action: Action | None = None
         try:
             action = build_action(store, ctx, subscription, request, today, action_id)
@@ -355,15 +379,20 @@ def request_action(
                 _check_activation(store, ctx, subscription)
         except (RuleViolation, IllegalTransition) as refusal:
             refused = action or _unbuilt(request, today, action_id)
-            store.log_actions(ctx.tenant_id, subscription, [refused.rejected(refusal.message, refusal.rule)])
+            try:
+                store.log_actions(ctx.tenant_id, subscription, [refused.rejected(refusal.message, refusal.rule)])
+            except ConcurrentModification:
+                continue  # an attempt with the same key logged first: answer as it did
             raise
         if len(subscription.actions) >= MAX_PENDING_ACTIONS:
-            raise Conflict(f"a subscription holds at most {MAX_PENDING_ACTIONS} pending actions; cancel some first")
+            raise Conflict(
+                f"a subscription holds at most {MAX_PENDING_ACTIONS} pending actions; cancel some first",
+                code="action.too_many_pending",
+            )
         scheduled = subscription.with_actions((*subscription.actions, action))
         try:
             store.apply_billing_step(ctx.tenant_id, scheduled, subscription.version, None, [action])
         except ConcurrentModification:
-            subscription = subscription_by_id(store, ctx, subscription_id)
             continue
         scheduled = replace(scheduled, version=subscription.version + 1)
         if action.on > today:
@@ -374,6 +403,28 @@ def request_action(
             record = _logged(store, ctx, subscription, action.id) or record
         return ActionResult(record, done, invoices + created, today)
     raise ConcurrentModification(f"subscription {subscription_id} kept changing; try again")
+
+
+def _replay(
+    store: Store, ctx: TenantContext, subscription: Subscription, earlier: Action, today: date, numbers: InvoiceNumbers
+) -> ActionResult:
+    """Answer a retry as the first attempt answered: its record, or its refusal. An immediate
+    action the first attempt scheduled but has not executed yet is executed here (exactly once:
+    the step's write is versioned), so a crashed first attempt never blocks its key; when another
+    attempt is executing it right now, the caller hears that it is in progress."""
+    if earlier.status is ActionStatus.SCHEDULED and earlier.on <= today:
+        with suppress(ConcurrentModification):  # another attempt is executing it: see below
+            _, subscription = bill_loaded(store, ctx.settings, subscription, today, numbers)
+        earlier = _logged(store, ctx, subscription, earlier.id) or earlier
+        if earlier.status is ActionStatus.SCHEDULED:
+            raise Conflict(
+                f"a request with this idempotency key (action {earlier.id}) is still being executed; retry shortly",
+                field="Idempotency-Key",
+                code="idempotency.in_progress",
+            )
+    if earlier.status is ActionStatus.REJECTED:
+        _raise_refusal(earlier, subscription)
+    return ActionResult(earlier, subscription, [], today, replayed=True)
 
 
 def _moves(subscription: Subscription, action: Action) -> bool:
@@ -453,37 +504,55 @@ def reschedule_action(
     return _edit_pending(store, ctx, subscription_id, action_id, clock, move)
 
 
-def action_log(store: Store, ctx: TenantContext, subscription_id: str) -> list[Action]:
+def action_log(
+    store: Store, ctx: TenantContext, subscription_id: str, *, limit: int, cursor: str | None
+) -> Page[Action]:
+    """One page of the action log, by day, then request day, then id."""
     subscription = subscription_by_id(store, ctx, subscription_id)
-    log = store.actions_of(ctx.tenant_id, subscription.contact_id, subscription_id)
-    return sorted(log, key=lambda a: (a.on, a.requested_on, a.id))
+    return store.actions_page(ctx.tenant_id, subscription.contact_id, subscription_id, limit, cursor)
+
+
+@dataclass(frozen=True, slots=True)
+class ActionPreview:
+    action: Action
+    """The record the request would leave: executed (with its outcome) when it takes effect today,
+    scheduled for a later day."""
+    invoices: list[InvoiceDraft]
+    """The next invoices with it; for a change that moves the service, those of both subscriptions."""
+    new_ids: frozenset[str]
+    """Ids made up for what does not exist yet (the subscription a move would create): not shown."""
 
 
 def preview_action(
     store: Store, ctx: TenantContext, subscription_id: str, request: ActionRequest, *, clock: Clock, count: int = 2
-) -> tuple[Action, list[InvoiceDraft]]:
-    """The action as it would be scheduled, and the next invoices with it (nothing is written):
-    for a change that moves the service, those of both subscriptions, by date."""
+) -> ActionPreview:
+    """The action as the request would leave it, and the next invoices with it (nothing is written),
+    by date."""
     subscription = subscription_by_id(store, ctx, subscription_id)
     today = contact_today(store, ctx, subscription.contact_id, clock)
     current = subscription
     for step in steps(subscription, today):  # as the request would find it
         current = step.subscription
     action = build_action(store, ctx, current, request, today, "act_preview")
-    step, _ = _check_outcome(current, action)
+    step, record = _check_outcome(current, action)
     with_action = replace(current, actions=(*current.actions, action))
     invoices = upcoming_invoices(with_action, count + 1)
+    new_ids: frozenset[str] = frozenset()
     if step.transfer is not None:
-        invoices += upcoming_invoices(_received(store, ctx, current, step.transfer), count + 1)
+        received, new = _received(store, ctx, current, step.transfer)
+        invoices += upcoming_invoices(received, count + 1)
+        new_ids = frozenset({received.id}) if new else new_ids
     upcoming = sorted((i for i in invoices if i.billing_date >= today), key=lambda i: i.billing_date)
-    return action, upcoming[:count]
+    shown = record if action.on == today else action
+    return ActionPreview(shown, upcoming[:count], new_ids)
 
 
-def _received(store: Store, ctx: TenantContext, source: Subscription, transfer: Transfer) -> Subscription:
-    """The subscription a moving service joins, as it will be right after (a dry run)."""
+def _received(store: Store, ctx: TenantContext, source: Subscription, transfer: Transfer) -> tuple[Subscription, bool]:
+    """The subscription a moving service joins, as it will be right after (a dry run), and whether
+    the move creates it."""
     target = subscription_for(store, ctx.tenant_id, source.contact_id, transfer.key)
     if target is None:
-        return receive(receiving_subscription(source, transfer, ctx.settings.billing), transfer, new=True)
+        return receive(receiving_subscription(source, transfer, ctx.settings.billing), transfer, new=True), True
     for step in steps(target, transfer.record.on - timedelta(days=1)):
         target = step.subscription
-    return receive(target, transfer, new=False)
+    return receive(target, transfer, new=False), False

@@ -3,33 +3,35 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from decimal import Decimal
+from dataclasses import dataclass, fields, replace
+from typing import Any
 
 from billow.domain.calendar import Cycle
 from billow.domain.catalog import BillingModel, PriceTerms, PricingModel, Product
-from billow.domain.errors import Conflict, InvalidInput, NotFound
+from billow.domain.errors import ConcurrentModification, Conflict, InvalidInput, NotFound
 from billow.domain.money import Money
 from billow.domain.rules import Alignment
-from billow.services.context import TenantContext
-from billow.services.ports import Store
+from billow.services.context import TenantContext, edit_versioned
+from billow.services.ports import Page, Store
+
+MAX_CONFLICT_RETRIES = 5
 
 
 @dataclass(frozen=True, slots=True)
 class PriceTermsInput:
-    price: Decimal
+    price: str
     currency: str
     cycle: Cycle
     billing_model: BillingModel
     pricing_model: PricingModel = PricingModel.FLAT
-    setup_fee: Decimal | None = None
+    setup_fee: str | None = None
     trial_days: int = 0
     alignment: Alignment | None = None
     meter: str | None = None
     term_cycles: int | None = None
     auto_renew: bool = True
     contract_cycles: int | None = None
-    cancellation_fee: Decimal | None = None
+    cancellation_fee: str | None = None
 
 
 def _build_terms(terms_id: str, product_id: str, spec: PriceTermsInput, field: str) -> PriceTerms:
@@ -85,17 +87,136 @@ def create_product(
 def add_price_terms(
     store: Store, ctx: TenantContext, product_id: str, spec: PriceTermsInput, new_id: Callable[[str], str]
 ) -> PriceTerms:
-    product = get_product(store, ctx, product_id)
-    terms = _build_terms(new_id("terms"), product.id, spec, "body")
-    try:
-        store.add_terms(ctx.tenant_id, terms)
-    except Conflict:
-        # Ids derived from an idempotency key: this is a retry, answer with the first result.
-        existing = get_product(store, ctx, product_id).terms_by_id(terms.id)
-        if existing is None:
-            raise
-        return existing
-    return terms
+    terms_id = new_id("terms")
+    for _ in range(MAX_CONFLICT_RETRIES + 1):
+        product = get_product(store, ctx, product_id)
+        existing = product.terms_by_id(terms_id)
+        if existing is not None:
+            return existing  # ids derived from an idempotency key: a retry answers with the first result
+        _check_not_archived(product)
+        terms = _build_terms(terms_id, product.id, spec, "body")
+        try:
+            store.save_product(ctx.tenant_id, product.with_terms(terms), terms)
+        except ConcurrentModification:
+            continue  # the product changed (or the terms were just added): look again
+        return terms
+    raise ConcurrentModification(f"product {product_id} kept changing; try again")
+
+
+def _check_not_archived(product: Product) -> None:
+    if product.archived:
+        raise Conflict(
+            f"product {product.id} is archived; unarchive it to change it",
+            field="product_id",
+            code="catalog.product_archived",
+        )
+
+
+def _change_product(
+    store: Store, ctx: TenantContext, product_id: str, change: Callable[[Product], Product | None]
+) -> Product:
+    return edit_versioned(
+        lambda: get_product(store, ctx, product_id),
+        lambda product: store.save_product(ctx.tenant_id, product),
+        change,
+        f"product {product_id}",
+    )
+
+
+def update_product(
+    store: Store, ctx: TenantContext, product_id: str, *, name: str | None, description: str | None
+) -> Product:
+    """Rename or redescribe a product. Subscriptions keep the name they were ordered under on
+    their services; new orders and invoices of new orders use the new one."""
+
+    def change(product: Product) -> Product | None:
+        _check_not_archived(product)
+        changed = replace(
+            product,
+            name=product.name if name is None else name,
+            description=product.description if description is None else description,
+        )
+        return None if changed == product else changed
+
+    return _change_product(store, ctx, product_id, change)
+
+
+def set_product_archived(store: Store, ctx: TenantContext, product_id: str, archived: bool) -> Product:
+    """Archive (or unarchive) a product: an archived product cannot be ordered or changed to; the
+    services already on it keep billing. Repeating it changes nothing."""
+    return _change_product(
+        store,
+        ctx,
+        product_id,
+        lambda product: None if product.archived == archived else replace(product, archived=archived),
+    )
+
+
+def archive_terms(store: Store, ctx: TenantContext, product_id: str, terms_id: str) -> Product:
+    """Archive price terms: no new order or change may use them; services on them keep them."""
+
+    def change(product: Product) -> Product | None:
+        if product.terms_by_id(terms_id) is None:
+            raise NotFound(f"product {product_id} has no price terms {terms_id}", field="terms_id")
+        if terms_id in product.archived_terms:
+            return None
+        return replace(product, archived_terms=product.archived_terms | {terms_id})
+
+    return _change_product(store, ctx, product_id, change)
+
+
+def _input_of(terms: PriceTerms) -> PriceTermsInput:
+    def amount(m: Money | None) -> str | None:
+        return None if m is None else m.amount_str()
+
+    return PriceTermsInput(
+        terms.price.amount_str(),
+        terms.currency,
+        terms.cycle,
+        terms.billing_model,
+        terms.pricing_model,
+        amount(terms.setup_fee),
+        terms.trial_days,
+        terms.alignment,
+        terms.meter,
+        terms.term_cycles,
+        terms.auto_renew,
+        terms.contract_cycles,
+        amount(terms.cancellation_fee),
+    )
+
+
+def new_terms_version(
+    store: Store,
+    ctx: TenantContext,
+    product_id: str,
+    terms_id: str,
+    changes: dict[str, Any],
+    new_id: Callable[[str], str],
+) -> PriceTerms:
+    """Edit price terms: they are immutable, so the edit is a new version (a new id) that new
+    orders use, and the old terms are archived; every subscription keeps the terms it has.
+    With an `Idempotency-Key` a retry answers with the version the first attempt made; without
+    one, a repeat finds the terms archived (409 `catalog.terms_archived`, naming the newer version)."""
+    unknown = set(changes) - {f.name for f in fields(PriceTermsInput)}
+    if unknown:
+        raise InvalidInput("not a price-terms field", field=sorted(unknown)[0])
+    version_id = new_id("terms")
+    for _ in range(MAX_CONFLICT_RETRIES + 1):
+        product = get_product(store, ctx, product_id)
+        if product.replaced_by(terms_id) == version_id:
+            made = product.terms_by_id(version_id)
+            if made is not None:
+                return made
+        _check_not_archived(product)
+        old = product.editable_terms(terms_id)
+        new = _build_terms(version_id, product.id, replace(_input_of(old), **changes), "body")
+        try:
+            store.save_product(ctx.tenant_id, product.with_new_version(old, new), new)
+        except ConcurrentModification:
+            continue
+        return new
+    raise ConcurrentModification(f"product {product_id} kept changing; try again")
 
 
 def get_product(store: Store, ctx: TenantContext, product_id: str) -> Product:
@@ -105,5 +226,5 @@ def get_product(store: Store, ctx: TenantContext, product_id: str) -> Product:
     return product
 
 
-def list_products(store: Store, ctx: TenantContext) -> list[Product]:
-    return store.list_products(ctx.tenant_id)
+def list_products(store: Store, ctx: TenantContext, *, limit: int, cursor: str | None) -> Page[Product]:
+    return store.products_page(ctx.tenant_id, limit, cursor)

@@ -3,22 +3,37 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime
-from decimal import Decimal
+from typing import Any
 
 from billow.domain.calendar import local_date, tenant_zone
 from billow.domain.contacts import Address, Contact, TestClock
 from billow.domain.errors import ConcurrentModification, Conflict, InvalidInput, NotFound
+from billow.domain.lifecycle import FINAL_STATES
 from billow.domain.money import Money
-from billow.services.context import Clock, TenantContext
+from billow.services.context import Clock, TenantContext, edit_versioned
 from billow.services.ports import Page, Store
 
 
 @dataclass(frozen=True, slots=True)
 class CreditLimitInput:
-    amount: Decimal
+    amount: str
     currency: str
+
+
+def _credit_limit(credit_limit: CreditLimitInput | None) -> Money | None:
+    if credit_limit is None:
+        return None
+    limit = Money.parse(
+        credit_limit.amount,
+        credit_limit.currency,
+        field="credit_limit.amount",
+        currency_field="credit_limit.currency",
+    )
+    if limit.is_negative:
+        raise InvalidInput("credit_limit must not be negative", field="credit_limit.amount")
+    return limit
 
 
 def create_contact(
@@ -34,16 +49,7 @@ def create_contact(
     clock: Clock,
     new_id: Callable[[str], str],
 ) -> Contact:
-    limit = None
-    if credit_limit is not None:
-        limit = Money.parse(
-            credit_limit.amount,
-            credit_limit.currency,
-            field="credit_limit.amount",
-            currency_field="credit_limit.currency",
-        )
-        if limit.is_negative:
-            raise InvalidInput("credit_limit must not be negative", field="credit_limit.amount")
+    limit = _credit_limit(credit_limit)
     contact = Contact(
         id=new_id("con"),
         name=name,
@@ -71,6 +77,75 @@ def get_contact(store: Store, ctx: TenantContext, contact_id: str) -> Contact:
     if contact is None:
         raise NotFound(f"no contact {contact_id}", field="contact_id")
     return contact
+
+
+CONTACT_FIELDS = frozenset(
+    {"name", "email", "billing_address", "classification", "credit_limit", "preferred_payment_method"}
+)
+
+
+def _change_contact(
+    store: Store, ctx: TenantContext, contact_id: str, change: Callable[[Contact], Contact | None]
+) -> Contact:
+    return edit_versioned(
+        lambda: get_contact(store, ctx, contact_id),
+        lambda contact: store.save_contact(ctx.tenant_id, contact),
+        change,
+        f"contact {contact_id}",
+    )
+
+
+def update_contact(store: Store, ctx: TenantContext, contact_id: str, changes: dict[str, Any]) -> Contact:
+    """Change some of a contact's details (`None` clears an optional one). Invoices already issued
+    keep what they show; the classification counts from the next order or change, the credit
+    limit and preferred payment method from the next time they are checked."""
+    unknown = set(changes) - CONTACT_FIELDS
+    if unknown:
+        raise InvalidInput("not a contact field", field=sorted(unknown)[0])
+    if "credit_limit" in changes:
+        changes = {**changes, "credit_limit": _credit_limit(changes["credit_limit"])}
+
+    def change(contact: Contact) -> Contact | None:
+        changed = replace(contact, **changes)
+        return None if changed == contact else changed
+
+    return _change_contact(store, ctx, contact_id, change)
+
+
+def set_contact_archived(store: Store, ctx: TenantContext, contact_id: str, archived: bool) -> Contact:
+    """Archive (or unarchive) a contact. Only a contact whose services have all ended (cancelled
+    or regretted) can be archived: 409 `contact.has_live_services` otherwise. An archived contact
+    takes no new orders (409 `contact.archived`); its invoices stay readable and payable. The
+    write is conditioned on the contact's version, which every order moves on, so an order racing
+    the archiving makes one of them retry and see the other."""
+
+    def change(contact: Contact) -> Contact | None:
+        if contact.archived == archived:
+            return None
+        if archived:
+            live = [
+                s.id
+                for sub in store.subscriptions_of(ctx.tenant_id, contact_id)
+                for s in sub.services
+                if s.state not in FINAL_STATES
+            ]
+            if live:
+                raise Conflict(
+                    f"contact {contact_id} has {len(live)} service(s) not cancelled or regretted "
+                    f"({', '.join(live[:3])}); cancel them first",
+                    field="contact_id",
+                    code="contact.has_live_services",
+                )
+        return replace(contact, archived=archived)
+
+    return _change_contact(store, ctx, contact_id, change)
+
+
+def check_orderable(contact: Contact) -> None:
+    if contact.archived:
+        raise Conflict(
+            f"contact {contact.id} is archived; unarchive it to order", field="contact_id", code="contact.archived"
+        )
 
 
 def list_contacts(store: Store, ctx: TenantContext, *, limit: int, cursor: str | None) -> Page[Contact]:
@@ -101,18 +176,26 @@ def create_test_clock(store: Store, ctx: TenantContext, contact_id: str, frozen_
     """Give a test-mode contact its own clock. Only before it has subscriptions: a clock attached
     later would have to rewrite billing history that real time already made."""
     if not ctx.test_mode:
-        raise Conflict("test clocks need a test-mode API key")
+        raise Conflict("test clocks need a test-mode API key", code="test_clock.live_mode")
     contact = get_contact(store, ctx, contact_id)
     if not contact.test_mode:
-        raise Conflict(f"contact {contact_id} was created in live mode; test clocks are for test contacts")
+        raise Conflict(
+            f"contact {contact_id} was created in live mode; test clocks are for test contacts",
+            code="test_clock.live_mode",
+        )
     for _ in range(2):
         existing = store.get_clock(ctx.tenant_id, contact_id)
         if existing is not None:
             if existing.frozen_time == frozen_time:
                 return existing  # a retry of the create that made it
-            raise Conflict(f"contact {contact_id} already has a test clock; advance it instead")
+            raise Conflict(
+                f"contact {contact_id} already has a test clock; advance it instead", code="test_clock.exists"
+            )
         if store.subscriptions_of(ctx.tenant_id, contact_id):
-            raise Conflict(f"contact {contact_id} already has subscriptions; attach a test clock before ordering")
+            raise Conflict(
+                f"contact {contact_id} already has subscriptions; attach a test clock before ordering",
+                code="test_clock.after_ordering",
+            )
         try:
             return store.save_clock(ctx.tenant_id, TestClock(contact_id, frozen_time))
         except ConcurrentModification:

@@ -8,9 +8,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Protocol, TypeVar
 
+from billow.domain.errors import ConcurrentModification
 from billow.domain.tenants import TenantSettings
+
+T = TypeVar("T")
+MAX_EDIT_RETRIES = 5
 
 
 class Clock(Protocol):
@@ -57,3 +61,20 @@ def keyed_ids(scope: str, idempotency_key: str) -> Callable[[str], str]:
         return f"{prefix}_K{digest.hexdigest()[:25].upper()}"
 
     return make
+
+
+def edit_versioned(load: Callable[[], T], save: Callable[[T], T], change: Callable[[T], T | None], what: str) -> T:
+    """Apply `change` to the entity as last stored and save it conditioned on the version it was
+    read at (`save` raises ConcurrentModification otherwise), retrying when someone else changed it
+    first. `change` returns None when there is nothing to change (a repeated request) and raises to
+    refuse."""
+    for _ in range(MAX_EDIT_RETRIES + 1):
+        current = load()
+        changed = change(current)
+        if changed is None:
+            return current
+        try:
+            return save(changed)
+        except ConcurrentModification:
+            continue
+    raise ConcurrentModification(f"{what} kept changing; try again", code="resource.concurrent_modification")

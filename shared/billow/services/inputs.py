@@ -1,22 +1,52 @@
 """Input types shared by every front door (the REST API and the command line): unknown fields
-are refused and amounts are decimal strings, never JSON numbers with a fraction."""
+are refused, text carries no control characters, and amounts are decimal strings, never JSON
+numbers."""
 
 from __future__ import annotations
 
+import re
 from datetime import date, datetime
-from decimal import Decimal
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+
+from billow.domain.money import AMOUNT_PATTERN, MAX_WHOLE_DIGITS
 
 
-def _no_float(value: Any) -> Any:
-    if isinstance(value, float):
-        raise ValueError('send amounts as decimal strings, e.g. "19.99", never as JSON numbers with a fraction')
+def _decimal_string(value: Any) -> Any:
+    """Amounts are taken as they were sent: a JSON number was already rounded to a binary float by
+    the client's encoder, and a string is not stripped of spaces before it is checked."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        raise ValueError('send amounts as decimal strings, e.g. "19.99", never as JSON numbers')
+    if isinstance(value, str) and not re.fullmatch(AMOUNT_PATTERN, value):
+        raise ValueError(
+            'an amount is a decimal string of digits, optionally a point and decimals, e.g. "19.99": '
+            f"no sign, exponent, spaces or underscores, at most {MAX_WHOLE_DIGITS} digits before the point"
+        )
     return value
 
 
-Amount = Annotated[Decimal, BeforeValidator(_no_float), Field(allow_inf_nan=False, examples=["19.99"])]
+Amount = Annotated[
+    str,
+    Field(
+        pattern=AMOUNT_PATTERN,
+        examples=["19.99"],
+        description="a decimal string in major units; at most as many decimals as the currency has "
+        "(JPY 0, USD 2, KWD 3)",
+    ),
+    BeforeValidator(_decimal_string),
+]
+"""A non-negative amount, exactly as sent; `Money.parse` checks its decimals against its currency."""
 EARLIEST_DAY, LATEST_DAY = date(1900, 1, 1), date(2999, 12, 31)
 """Billing days the API accepts: the engine computes periods and catch-ups beyond any day it is
 given, and Python's calendar ends in the year 9999."""
@@ -34,8 +64,41 @@ BillingInstant = Annotated[AwareDatetime, AfterValidator(_in_range)]
 Currency = Annotated[str, Field(min_length=3, max_length=3, pattern=r"^[A-Z]{3}$", examples=["USD"])]
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+"""Control characters (C0, DEL, C1) and lone surrogates: never part of a name, an email, a
+reference or any other text a business keeps; they corrupt documents, logs and exports."""
+_LINE_BREAKS = frozenset("\t\n\r")
+
+
+def _control_character(value: Any, multiline: bool) -> str | None:
+    """The first control character in a string, or in the strings (keys included) of a list or a
+    mapping; nested bodies check their own fields."""
+    if isinstance(value, str):
+        for match in _CONTROL.finditer(value):
+            if not (multiline and match.group() in _LINE_BREAKS):
+                return match.group()
+        return None
+    if isinstance(value, dict):
+        value = [*value.keys(), *value.values()]
+    if isinstance(value, list | tuple | set | frozenset):
+        return next((c for item in value if (c := _control_character(item, multiline)) is not None), None)
+    return None
+
+
 class Body(BaseModel):
+    """A request body: unknown fields are refused and no text carries a control character (the
+    fields named in `multiline` may hold line breaks and tabs)."""
+
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    multiline: ClassVar[frozenset[str]] = frozenset()
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _no_control_characters(cls, value: Any, info: ValidationInfo) -> Any:
+        found = _control_character(value, info.field_name in cls.multiline)
+        if found is not None:
+            raise ValueError(f"text must not contain control characters (found U+{ord(found):04X})")
+        return value
 
 
 def field_path(loc: tuple[Any, ...]) -> str:

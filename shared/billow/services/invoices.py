@@ -5,21 +5,20 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from datetime import date
-from decimal import Decimal
 
-from billow.domain.errors import ConcurrentModification, Conflict, NotFound
-from billow.domain.invoices import Invoice, Payment, PaymentMethod
+from billow.domain.errors import ConcurrentModification, InvalidInput, NotFound
+from billow.domain.invoices import Invoice, InvoiceKind, InvoiceStatus, Payment, PaymentMethod
 from billow.domain.money import Money
-from billow.services.contacts import get_contact
+from billow.services.contacts import contact_today, get_contact
 from billow.services.context import Clock, TenantContext
-from billow.services.ports import Store
+from billow.services.ports import InvoiceQuery, Page, Store
 
 MAX_CONFLICT_RETRIES = 5
 
 
 @dataclass(frozen=True, slots=True)
 class ManualPaymentInput:
-    amount: Decimal
+    amount: str
     currency: str
     method: PaymentMethod
     reference: str
@@ -40,9 +39,55 @@ def get_invoice(store: Store, ctx: TenantContext, invoice_id: str) -> Invoice:
     return invoice
 
 
-def invoices_of_contact(store: Store, ctx: TenantContext, contact_id: str) -> list[Invoice]:
-    get_contact(store, ctx, contact_id)
-    return sorted(store.invoices_of(ctx.tenant_id, contact_id), key=lambda i: (i.billing_date, i.id))
+SHOWN_STATUSES = ("open", "overdue", "paid", "void", "issued")
+"""Invoice statuses as the API shows them: `overdue` is an open invoice past its due date on its
+contact's clock (a test clock, or the real day in the business's time zone)."""
+
+
+@dataclass(frozen=True, slots=True)
+class InvoiceFilter:
+    """What `GET /invoices` filters on; the issue-day range is half-open [issued_from, issued_before)."""
+
+    status: str | None = None
+    contact_id: str | None = None
+    kind: InvoiceKind | None = None
+    issued_from: date | None = None
+    issued_before: date | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ShownInvoice:
+    invoice: Invoice
+    today: date  # its contact's today, which decides whether it shows as overdue
+
+
+def list_invoices(
+    store: Store, ctx: TenantContext, filters: InvoiceFilter, *, limit: int, cursor: str | None, clock: Clock
+) -> Page[ShownInvoice]:
+    """Invoices oldest first (issue day, then id), one page. The store filters on the stored status
+    (open for both open and overdue); which open invoices are overdue is decided here, on each
+    contact's own clock, so a page filtered on `open` or `overdue` may be shorter than `limit`, and
+    its cursor continues after everything the page read."""
+    if filters.status is not None and filters.status not in SHOWN_STATUSES:
+        raise InvalidInput(f"status is one of {', '.join(SHOWN_STATUSES)}", field="status")
+    if filters.issued_from and filters.issued_before and filters.issued_from >= filters.issued_before:
+        raise InvalidInput("issued_from must be before issued_before", field="issued_before")
+    if filters.contact_id is not None:
+        get_contact(store, ctx, filters.contact_id)
+    stored = None
+    if filters.status is not None:
+        stored = frozenset({InvoiceStatus.OPEN if filters.status == "overdue" else InvoiceStatus(filters.status)})
+    query = InvoiceQuery(filters.contact_id, stored, filters.kind, filters.issued_from, filters.issued_before)
+    page = store.list_invoices(ctx.tenant_id, query, limit, cursor)
+    todays: dict[str, date] = {}
+    shown = []
+    for invoice in page.items:
+        if invoice.contact_id not in todays:
+            todays[invoice.contact_id] = contact_today(store, ctx, invoice.contact_id, clock)
+        today = todays[invoice.contact_id]
+        if filters.status is None or invoice.display_status(today) == filters.status:
+            shown.append(ShownInvoice(invoice, today))
+    return Page(shown, page.cursor)
 
 
 def payment_id_for(invoice_id: str, reference: str) -> str:
@@ -57,6 +102,8 @@ def record_manual_payment(
 
     Idempotent on (invoice, reference): repeating the same confirmation changes nothing and
     returns the payment recorded the first time; the same reference with another amount is refused.
+    `received_on` is no later than the contact's today and no earlier than `EARLY_PAYMENT_DAYS`
+    before the invoice was issued.
     """
     amount = Money.parse(spec.amount, spec.currency, field="amount")
     payment_id = payment_id_for(invoice_id, spec.reference)
@@ -65,11 +112,14 @@ def record_manual_payment(
         earlier = store.get_payment(ctx.tenant_id, invoice.contact_id, invoice.id, payment_id)
         if earlier is not None:
             if earlier.amount != amount or earlier.method is not spec.method:
-                raise Conflict(
+                raise InvalidInput(
                     f"reference '{spec.reference}' was already recorded on invoice {invoice.number} "
-                    f"as {earlier.amount} by {earlier.method.value}"
+                    f"as {earlier.amount} by {earlier.method.value}",
+                    field="reference",
+                    code="idempotency.key_reused",
                 )
             return PaymentResult(invoice, earlier, replayed=True)
+        invoice.check_received_on(spec.received_on, contact_today(store, ctx, invoice.contact_id, clock))
         payment = Payment(payment_id, invoice.id, amount, spec.method, spec.reference, spec.received_on, clock.now())
         paid = invoice.apply_payment(payment)
         try:

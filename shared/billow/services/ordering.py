@@ -6,11 +6,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date
 
+from billow.domain.billing import InvoiceDraft
 from billow.domain.errors import ConcurrentModification, Conflict, InvalidInput, NotFound
 from billow.domain.invoices import Invoice
-from billow.domain.ordering import Order, OrderItem, OrderPlan, QuotedInvoice, plan_order, quote_order
+from billow.domain.ordering import Order, OrderItem, OrderPlan, plan_order, quote_order
 from billow.services.billing import InvoiceNumbers, bill_subscription
-from billow.services.contacts import ContactTime, contact_time, get_contact
+from billow.services.contacts import ContactTime, check_orderable, contact_time, get_contact
 from billow.services.context import Clock, TenantContext
 from billow.services.ports import Store
 
@@ -28,7 +29,10 @@ class OrderItemInput:
 class Quote:
     contact_id: str
     start_date: date
-    invoices: list[QuotedInvoice]
+    invoices: list[InvoiceDraft]
+    payment_terms_days: int
+    new_ids: frozenset[str]
+    """Ids made up for what the order would create: not shown (placing the order makes its own)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,9 +49,7 @@ def _resolve(store: Store, ctx: TenantContext, items: Sequence[OrderItemInput]) 
         product = store.get_product(ctx.tenant_id, item.product_id)
         if product is None:
             raise NotFound(f"no product {item.product_id}", field=f"items[{index}].product_id")
-        terms = product.terms_by_id(item.terms_id)
-        if terms is None:
-            raise NotFound(f"product {product.id} has no price terms {item.terms_id}", field=f"items[{index}].terms_id")
+        terms = product.orderable_terms(item.terms_id, field=f"items[{index}].terms_id")
         resolved.append(OrderItem(product, terms, item.quantity))
     return resolved
 
@@ -89,10 +91,11 @@ def quote(
     new_id: Callable[[str], str],
 ) -> Quote:
     contact = get_contact(store, ctx, contact_id)
+    check_orderable(contact)
     time = contact_time(store, ctx, contact_id, clock)
     plan = _plan(store, ctx, contact_id, items, start_date, None, time, new_id, contact.classification)
-    quotes = quote_order(plan, today=time.today, payment_terms_days=ctx.settings.payment_terms_days)
-    return Quote(contact_id, plan.order.start_date, quotes)
+    quotes = quote_order(plan, today=time.today)
+    return Quote(contact_id, plan.order.start_date, quotes, ctx.settings.payment_terms_days, plan.new_ids)
 
 
 def place_order(
@@ -114,16 +117,17 @@ def place_order(
     """
     if reference is not None and not reference.strip():
         raise InvalidInput("reference must not be blank", field="reference")
-    contact = get_contact(store, ctx, contact_id)
     time = contact_time(store, ctx, contact_id, clock)
     for attempt in range(MAX_CONFLICT_RETRIES + 1):
+        contact = get_contact(store, ctx, contact_id)
         if reference is not None:
             earlier = store.find_order_by_reference(ctx.tenant_id, contact_id, reference)
             if earlier is not None:
                 return PlacedOrder(earlier, _bill_order(store, ctx, earlier, time.today, numbers), True, time.today)
+        check_orderable(contact)
         plan = _plan(store, ctx, contact_id, items, start_date, reference, time, new_id, contact.classification)
         try:
-            store.place_order(ctx.tenant_id, plan.order, plan.subscriptions, plan.new_subscription_ids)
+            store.place_order(ctx.tenant_id, plan.order, plan.subscriptions, plan.new_subscription_ids, contact.version)
         except (ConcurrentModification, Conflict):
             if attempt == MAX_CONFLICT_RETRIES:
                 raise

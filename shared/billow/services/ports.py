@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 from typing import Generic, Protocol, TypeVar
 
 from billow.domain.actions import Action
 from billow.domain.catalog import PriceTerms, Product
 from billow.domain.contacts import Contact, TestClock
-from billow.domain.invoices import Invoice, Payment
+from billow.domain.invoices import Invoice, InvoiceKind, InvoiceStatus, Payment
 from billow.domain.ordering import Order
 from billow.domain.subscriptions import Subscription
 from billow.domain.tenants import TenantSettings
@@ -32,9 +32,46 @@ class ApiKey:
 
 
 @dataclass(frozen=True, slots=True)
+class IdempotencyClaim:
+    """An idempotency key bound to the request it was first sent with (`billow.services.idempotency`)."""
+
+    key_hash: str
+    """sha256 of the key's scope and the key (the key itself is not stored)."""
+    fingerprint: str
+    """sha256 of the request the key was first sent with."""
+    nonce: str
+    """Drawn by the request that claimed the key; ids derived from the key include it, so a key
+    used again after its claim expired makes new ids."""
+    expires_at: datetime | None
+    """None: never expires."""
+
+
+@dataclass(frozen=True, slots=True)
 class Page(Generic[T]):
     items: list[T]
     cursor: str | None  # pass back to get the next page; None on the last page
+
+
+@dataclass(frozen=True, slots=True)
+class InvoiceQuery:
+    """Which invoices a listing returns. `statuses` are stored statuses (overdue is open, shown
+    overdue on the contact's clock: the use case tells them apart); the issue-day range is
+    half-open, [issued_from, issued_before)."""
+
+    contact_id: str | None = None
+    statuses: frozenset[InvoiceStatus] | None = None
+    kind: InvoiceKind | None = None
+    issued_from: date | None = None
+    issued_before: date | None = None
+
+    def matches(self, invoice: Invoice) -> bool:
+        return (
+            (self.contact_id is None or invoice.contact_id == self.contact_id)
+            and (self.statuses is None or invoice.status in self.statuses)
+            and (self.kind is None or invoice.kind is self.kind)
+            and (self.issued_from is None or invoice.issue_date >= self.issued_from)
+            and (self.issued_before is None or invoice.issue_date < self.issued_before)
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,19 +84,29 @@ class DueSubscription:
 class Store(Protocol):
     # -- tenants --------------------------------------------------------------------------------
     def get_settings(self, tenant_id: str) -> TenantSettings | None: ...
-    def put_settings(self, settings: TenantSettings) -> None: ...
+    def put_settings(self, settings: TenantSettings) -> TenantSettings: ...
     def find_api_key(self, key_hash: str) -> ApiKey | None: ...
     def put_api_key(self, key: ApiKey) -> None: ...
     def reserve_invoice_numbers(self, tenant_id: str, count: int) -> range: ...
+    def claim_idempotency_key(self, tenant_id: str, claim: IdempotencyClaim, now: datetime) -> IdempotencyClaim:
+        """Store `claim` unless an unexpired claim of its key exists; return the claim that holds
+        the key (`claim`, or the earlier one)."""
+        ...
+
+    def release_idempotency_key(self, tenant_id: str, claim: IdempotencyClaim) -> None:
+        """Delete `claim` if it still holds its key."""
+        ...
 
     # -- catalog --------------------------------------------------------------------------------
     def add_product(self, tenant_id: str, product: Product) -> None: ...
-    def add_terms(self, tenant_id: str, terms: PriceTerms) -> None: ...
+    def save_product(self, tenant_id: str, product: Product, new_terms: PriceTerms | None = None) -> Product: ...
     def get_product(self, tenant_id: str, product_id: str) -> Product | None: ...
     def list_products(self, tenant_id: str) -> list[Product]: ...
+    def products_page(self, tenant_id: str, limit: int, cursor: str | None) -> Page[Product]: ...
 
     # -- contacts and clocks --------------------------------------------------------------------
     def add_contact(self, tenant_id: str, contact: Contact) -> None: ...
+    def save_contact(self, tenant_id: str, contact: Contact) -> Contact: ...
     def get_contact(self, tenant_id: str, contact_id: str) -> Contact | None: ...
     def list_contacts(self, tenant_id: str, limit: int, cursor: str | None) -> Page[Contact]: ...
     def get_clock(self, tenant_id: str, contact_id: str) -> TestClock | None: ...
@@ -67,13 +114,21 @@ class Store(Protocol):
 
     # -- orders and subscriptions ---------------------------------------------------------------
     def place_order(
-        self, tenant_id: str, order: Order, subscriptions: Sequence[Subscription], new_subscription_ids: frozenset[str]
+        self,
+        tenant_id: str,
+        order: Order,
+        subscriptions: Sequence[Subscription],
+        new_subscription_ids: frozenset[str],
+        contact_version: int | None = None,
     ) -> None: ...
     def get_order(self, tenant_id: str, order_id: str) -> Order | None: ...
     def find_order_by_reference(self, tenant_id: str, contact_id: str, reference: str) -> Order | None: ...
     def get_subscription(self, tenant_id: str, subscription_id: str) -> Subscription | None: ...
     def load_subscription(self, tenant_id: str, contact_id: str, subscription_id: str) -> Subscription | None: ...
     def subscriptions_of(self, tenant_id: str, contact_id: str) -> list[Subscription]: ...
+    def subscriptions_page(
+        self, tenant_id: str, contact_id: str, limit: int, cursor: str | None
+    ) -> Page[Subscription]: ...
     def apply_billing_step(
         self,
         tenant_id: str,
@@ -94,6 +149,9 @@ class Store(Protocol):
     ) -> None: ...
     def log_actions(self, tenant_id: str, subscription: Subscription, actions: Sequence[Action]) -> None: ...
     def actions_of(self, tenant_id: str, contact_id: str, subscription_id: str) -> list[Action]: ...
+    def actions_page(
+        self, tenant_id: str, contact_id: str, subscription_id: str, limit: int, cursor: str | None
+    ) -> Page[Action]: ...
 
     due_shards: int
 
@@ -102,6 +160,7 @@ class Store(Protocol):
     # -- invoices and payments ------------------------------------------------------------------
     def get_invoice(self, tenant_id: str, invoice_id: str) -> Invoice | None: ...
     def invoices_of(self, tenant_id: str, contact_id: str) -> list[Invoice]: ...
+    def list_invoices(self, tenant_id: str, query: InvoiceQuery, limit: int, cursor: str | None) -> Page[Invoice]: ...
     def record_payment(self, tenant_id: str, invoice: Invoice, expected_version: int, payment: Payment) -> None: ...
     def get_payment(self, tenant_id: str, contact_id: str, invoice_id: str, payment_id: str) -> Payment | None: ...
     def payments_of(self, tenant_id: str, contact_id: str, invoice_id: str) -> list[Payment]: ...

@@ -6,8 +6,6 @@ may be added, the documented ones stay.
 
 from __future__ import annotations
 
-from decimal import Decimal, localcontext
-from fractions import Fraction
 from typing import Any
 
 from pydantic import Field
@@ -16,11 +14,17 @@ from billow.domain.calendar import Cycle
 from billow.domain.catalog import BillingModel
 from billow.domain.errors import InvalidInput
 from billow.domain.money import Money
-from billow.domain.preview import PreviewTerms, dry_run
+from billow.domain.preview import (
+    PREVIEW_PRODUCT_ID,
+    PREVIEW_SERVICE_ID,
+    PREVIEW_SUBSCRIPTION_ID,
+    PreviewTerms,
+    dry_run,
+)
 from billow.domain.rules import CalendarMode, weekday_number
 from billow.services.inputs import Amount, BillingDay, Body, Currency
+from billow.services.views import draft, money
 
-FRACTION_PLACES = 12
 _TERMS_FIELDS = {"price", "setup_fee", "quantity", "trial_days", "billing_day", "threshold_day"}
 
 
@@ -29,7 +33,8 @@ class PreviewTermsInput(Body):
     billing_model: BillingModel
     calendar: CalendarMode = CalendarMode.ANNIVERSARY
     billing_day: int | str | None = Field(
-        default=None, description="1-31, or a weekday name for weekly cycles; default: from the start date"
+        default=None,
+        description="1-31; for weekly cycles a weekday, 0 (Monday)-6 or its name; default: from the start date",
     )
     threshold_day: int | str | None = Field(default=None, description="same form as billing_day")
     price: Amount
@@ -50,20 +55,10 @@ def _day(value: int | str | None, cycle: Cycle, field: str) -> int | None:
     if value is None:
         return None
     if cycle is Cycle.WEEK:
-        if not isinstance(value, str):
-            raise InvalidInput('a weekly cycle takes a weekday name, e.g. "friday"', field=field)
         return weekday_number(value, field)
     if not isinstance(value, int) or not 1 <= value <= 31:
         raise InvalidInput("a day of month is a number from 1 to 31", field=field)
     return value
-
-
-def decimal_fraction(value: Fraction, places: int = FRACTION_PLACES) -> str:
-    """An exact fraction as a decimal string with `places` places (rounded half-even past them)."""
-    with localcontext() as context:
-        context.prec = 60
-        quotient = Decimal(value.numerator) / Decimal(value.denominator)
-        return str(quotient.quantize(Decimal(1).scaleb(-places)))
 
 
 def preview(request: PreviewInput) -> dict[str, Any]:
@@ -85,23 +80,7 @@ def preview(request: PreviewInput) -> dict[str, Any]:
         invoices = dry_run(terms, request.start, request.end, request.as_of)
     except InvalidInput as error:
         raise (error.under("terms") if error.field in _TERMS_FIELDS else error) from None
-    lines = []
-    for invoice in invoices:
-        for line in invoice.lines:
-            covered = line.period or invoice.period
-            lines.append(
-                {
-                    "period_start": covered.start.isoformat(),
-                    "period_end": covered.end.isoformat(),
-                    "fraction": decimal_fraction(line.fraction),
-                    "fraction_exact": f"{line.fraction.numerator}/{line.fraction.denominator}",
-                    "amount": line.amount.amount_str(),
-                    "currency": line.amount.currency,
-                    "kind": line.kind,
-                    "description": line.description,
-                    "billing_date": invoice.billing_date.isoformat(),
-                    "issue_date": invoice.issue_date.isoformat(),
-                }
-            )
-    total = sum((i.total.minor for i in invoices), 0)
-    return {"lines": lines, "total": Money(total, t.currency).amount_str(), "currency": t.currency}
+    # Ids the dry run makes up (its subscription, service and product) are not shown.
+    made_up = (PREVIEW_SUBSCRIPTION_ID, PREVIEW_SERVICE_ID, PREVIEW_PRODUCT_ID)
+    total = Money(sum((i.total.minor for i in invoices), 0), t.currency)
+    return {"invoices": [draft(i, None, made_up) for i in invoices], "total": money(total)}

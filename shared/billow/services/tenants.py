@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
+from collections.abc import Callable
 from dataclasses import fields, replace
 from typing import Any
 
@@ -11,7 +12,7 @@ from billow.domain.errors import InvalidInput
 from billow.domain.policy import SubscriptionPolicy
 from billow.domain.rules import BillingRules
 from billow.domain.tenants import TenantSettings
-from billow.services.context import TenantContext
+from billow.services.context import TenantContext, edit_versioned
 from billow.services.ports import ApiKey, Store
 
 KEY_MODES = ("test", "live")
@@ -31,7 +32,8 @@ def provision_tenant(store: Store, settings: TenantSettings, *, secret: str, mod
     """Create (or update) a tenant's settings and register one API key for it."""
     if mode not in KEY_MODES:
         raise InvalidInput(f"mode is one of {', '.join(KEY_MODES)}", field="mode")
-    store.put_settings(settings)
+    existing = store.get_settings(settings.tenant_id)
+    store.put_settings(replace(settings, version=existing.version if existing else 0))
     key = ApiKey(hash_api_key(secret), settings.tenant_id, mode, key_name)
     store.put_api_key(key)
     return key
@@ -49,23 +51,45 @@ def tenant_context(store: Store, tenant_id: str, mode: str) -> TenantContext:
     return TenantContext(tenant_id, mode, settings)
 
 
+def update_settings(
+    store: Store, ctx: TenantContext, change: Callable[[TenantSettings], TenantSettings]
+) -> TenantSettings:
+    """Apply `change` to the tenant's settings as last stored and store them, conditioned on the
+    version read: when another change was stored in between, read them again and apply `change`
+    to those, so no acknowledged change is ever lost. Every change of settings goes through here."""
+    return edit_versioned(
+        lambda: store.get_settings(ctx.tenant_id) or ctx.settings, store.put_settings, change, "the settings"
+    )
+
+
 def update_billing_rules(store: Store, ctx: TenantContext, changes: dict[str, Any]) -> TenantSettings:
     """Change some of the business's billing rules. Subscriptions created from now on are billed
     under the new rules; existing ones keep the rules they were created under (docs/billing.md)."""
     unknown = set(changes) - {f.name for f in fields(BillingRules)}
     if unknown:
         raise InvalidInput("not a billing rule", field=sorted(unknown)[0])
-    rules = replace(ctx.settings.billing, **changes)
-    settings = replace(ctx.settings, billing=rules)
-    store.put_settings(settings)
-    return settings
+    return update_settings(store, ctx, lambda s: replace(s, billing=replace(s.billing, **changes)))
+
+
+PROFILE_FIELDS = frozenset({"name", "timezone", "invoice_prefix", "payment_terms_days"})
+
+
+def update_profile(store: Store, ctx: TenantContext, changes: dict[str, Any]) -> TenantSettings:
+    """Change the business profile (docs/billing.md#the-business-profile). A new time zone moves
+    the hour each contact's day turns over from now on; billing dates, periods and due dates
+    already set are calendar days and stay. New payment terms and a new invoice prefix apply to
+    invoices issued from now on (numbers continue the one sequence); issued invoices keep theirs."""
+    unknown = set(changes) - PROFILE_FIELDS
+    if unknown:
+        raise InvalidInput("not a profile field", field=sorted(unknown)[0])
+    # TenantSettings validates zone, prefix and terms
+    return update_settings(store, ctx, lambda s: replace(s, **changes))
 
 
 def update_subscription_policy(store: Store, ctx: TenantContext, changes: dict[str, Any]) -> TenantSettings:
     """Change some of the business's subscription-management rules (JSON form, as the API shows
     them). They apply to the next action requested, for every subscription."""
-    current = ctx.settings.subscriptions.as_json()
-    unknown = set(changes) - set(current)
+    unknown = set(changes) - set(ctx.settings.subscriptions.as_json())
     if unknown:
         raise InvalidInput("not a subscription rule", field=sorted(unknown)[0])
     named = {
@@ -79,7 +103,9 @@ def update_subscription_policy(store: Store, ctx: TenantContext, changes: dict[s
             missing = sorted(set(products) - known)
             if missing:
                 raise InvalidInput(f"no product {missing[0]}", field=name)
-    policy = SubscriptionPolicy.from_json({**current, **changes})
-    settings = replace(ctx.settings, subscriptions=policy)
-    store.put_settings(settings)
-    return settings
+
+    def change(settings: TenantSettings) -> TenantSettings:
+        policy = SubscriptionPolicy.from_json({**settings.subscriptions.as_json(), **changes})
+        return replace(settings, subscriptions=policy)
+
+    return update_settings(store, ctx, change)

@@ -118,11 +118,31 @@ def _int_in(value: Any) -> int | None:
 
 
 def product_out(p: Product) -> Json:
-    return {"id": p.id, "name": p.name, "description": p.description}
+    return {
+        "id": p.id,
+        "name": p.name,
+        "description": p.description,
+        "archived": p.archived,
+        "archived_terms": sorted(p.archived_terms),
+        "replacements": [list(pair) for pair in p.replacements],
+        "terms_order": [t.id for t in p.terms],
+    }
 
 
-def product_in(d: Json, terms: tuple[PriceTerms, ...]) -> Product:
-    return Product(d["id"], d["name"], d.get("description", ""), terms)
+def product_in(d: Json, terms: list[PriceTerms], version: int) -> Product:
+    """The product with its terms in the order they were added (ids alone do not sort by creation:
+    those derived from an idempotency key are hashes)."""
+    order = {terms_id: i for i, terms_id in enumerate(d.get("terms_order", ()))}
+    return Product(
+        d["id"],
+        d["name"],
+        d.get("description", ""),
+        tuple(sorted(terms, key=lambda t: (order.get(t.id, len(order)), t.id))),
+        archived=bool(d.get("archived", False)),
+        archived_terms=frozenset(d.get("archived_terms", ())),
+        replacements=tuple((old, new) for old, new in d.get("replacements", ())),
+        version=version,
+    )
 
 
 def contact_out(c: Contact) -> Json:
@@ -136,10 +156,11 @@ def contact_out(c: Contact) -> Json:
         "preferred_payment_method": c.preferred_payment_method,
         "test_mode": c.test_mode,
         "created_at": c.created_at.isoformat(),
+        "archived": c.archived,
     }
 
 
-def contact_in(d: Json) -> Contact:
+def contact_in(d: Json, version: int = 0) -> Contact:
     a = d.get("billing_address")
     return Contact(
         id=d["id"],
@@ -151,6 +172,8 @@ def contact_in(d: Json) -> Contact:
         preferred_payment_method=d.get("preferred_payment_method"),
         test_mode=bool(d["test_mode"]),
         created_at=datetime.fromisoformat(d["created_at"]),
+        archived=bool(d.get("archived", False)),
+        version=version,
     )
 
 
@@ -421,6 +444,6 @@ def settings_out(s: TenantSettings) -> Json:
     }
 
 
-def settings_in(d: Json) -> TenantSettings:
+def settings_in(d: Json, version: int) -> TenantSettings:
     policy = SubscriptionPolicy.from_json(d.get("subscriptions") or {})
-    return TenantSettings(**{**d, "billing": rules_in(d.get("billing")), "subscriptions": policy})
+    return TenantSettings(**{**d, "billing": rules_in(d.get("billing")), "subscriptions": policy, "version": version})

@@ -11,7 +11,7 @@ from pynamodb.connection import Connection
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, KeysOnlyProjection
 from pynamodb.models import Model
 
-from billow.storage.table import BY_ID_INDEX, DEFAULT_TABLE_NAME, DUE_INDEX, LISTING_INDEX
+from billow.storage.table import BY_ID_INDEX, DEFAULT_TABLE_NAME, DUE_INDEX, LISTING_INDEX, TTL_ATTRIBUTE
 
 
 class DueIndex(GlobalSecondaryIndex["BillowItem"]):
@@ -54,12 +54,19 @@ class BillowItem(Model):
     version = NumberAttribute(null=True)
     data = UnicodeAttribute(null=True)
     counter = NumberAttribute(null=True)
+    status = UnicodeAttribute(null=True)
+    """An action log record's status, outside `data` so that a write can be conditioned on it."""
+    expires_at = NumberAttribute(null=True, attr_name=TTL_ATTRIBUTE)
+    """Epoch seconds after which DynamoDB's TTL deletes the item (idempotency claims)."""
     gsi1pk = UnicodeAttribute(null=True, attr_name="GSI1PK")
     gsi1sk = UnicodeAttribute(null=True, attr_name="GSI1SK")
     gsi2pk = UnicodeAttribute(null=True, attr_name="GSI2PK")
     gsi2sk = UnicodeAttribute(null=True, attr_name="GSI2SK")
     gsi3pk = UnicodeAttribute(null=True, attr_name="GSI3PK")
     gsi3sk = UnicodeAttribute(null=True, attr_name="GSI3SK")
+    # Filterable copies of body fields, for listings that filter on what is not a key (invoices).
+    status = UnicodeAttribute(null=True)
+    invoice_kind = UnicodeAttribute(null=True)
 
     due_index = DueIndex()
     by_id = ByIdIndex()

@@ -4,11 +4,16 @@ nothing above this module imports botocore or pynamodb."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from datetime import date
-from typing import Any
+import re
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, replace
+from datetime import UTC, date, datetime
+from itertools import islice
+from typing import Any, TypeVar
 
 from pynamodb.exceptions import (
     DeleteError,
@@ -30,10 +35,12 @@ from billow.domain.invoices import Invoice, Payment
 from billow.domain.ordering import Order
 from billow.domain.subscriptions import Subscription
 from billow.domain.tenants import TenantSettings
-from billow.services.ports import DUE_SHARDS, ApiKey, DueSubscription, Page
+from billow.services.ports import DUE_SHARDS, ApiKey, DueSubscription, IdempotencyClaim, InvoiceQuery, Page
 from billow.storage import codec
 from billow.storage.models import BillowItem, connection
 from billow.storage.table import INVOICE_LIST_SHARDS, shard_of
+
+T = TypeVar("T")
 
 _THROTTLING = {
     "ProvisionedThroughputExceededException",
@@ -59,6 +66,16 @@ def catalog_pk(tenant_id: str) -> str:
 
 def by_id(tenant_id: str, entity_id: str) -> str:
     return f"{tenant_id}#{entity_id}"
+
+
+def listing(tenant_id: str, kind: str) -> str:
+    """The partition of a tenant-wide listing of `kind` (GSI3PK, before any bucket)."""
+    return by_id(tenant_id, kind)
+
+
+def invoice_position(invoice: Invoice) -> str:
+    """Where an invoice sorts in every invoice listing: by issue day, then id (GSI3SK)."""
+    return f"{invoice.issue_date.isoformat()}#{invoice.id}"
 
 
 def due_partition(shard: int) -> str:
@@ -113,6 +130,13 @@ def _absent() -> Condition:
     return BillowItem.pk.does_not_exist()
 
 
+def _still_pending() -> Condition:
+    """The condition of every action log write beside a step: the record is new or still
+    scheduled. Executed, cancelled and rejected are final and never written over (a record from
+    before the status attribute existed counts as scheduled)."""
+    return _absent() | (BillowItem.status == "scheduled") | BillowItem.status.does_not_exist()
+
+
 def _dump(body: dict[str, Any]) -> str:
     return json.dumps(body, separators=(",", ":"), sort_keys=True)
 
@@ -135,7 +159,7 @@ def _translated(what: str) -> Iterator[None]:
         raise
     except (PutError, UpdateError, DeleteError) as error:
         if error.cause_response_code == "ConditionalCheckFailedException":
-            raise Conflict(f"{what}: already exists or was changed") from error
+            raise Conflict(f"{what}: already exists or was changed", code="resource.already_exists") from error
         if error.cause_response_code in _THROTTLING:
             raise TemporaryFailure(f"{what}: DynamoDB throttled") from error
         raise
@@ -149,23 +173,134 @@ def _encode_cursor(key: dict[str, Any] | None) -> str | None:
     return None if not key else base64.urlsafe_b64encode(json.dumps(key).encode()).decode()
 
 
-def _decode_cursor(cursor: str | None, listing_key: str, index: str = "GSI3") -> dict[str, Any] | None:
-    """The start key a cursor encodes, refused unless this listing returned it: a cursor of another
-    listing (or another tenant) would otherwise reach DynamoDB and fail there as a 500."""
+MAX_CURSOR_LENGTH = 4096
+"""Characters of a cursor: the four keys it encodes, base64-encoded, are far shorter."""
+MAX_KEY_BYTES = 1024
+"""UTF-8 bytes of a key value DynamoDB takes (a sort key's limit; Billow's keys are far shorter)."""
+
+
+def _decode_cursor(
+    cursor: str | None, listing_key: str, index: str = "GSI3", upper: str | None = None
+) -> dict[str, Any] | None:
+    """The start key a cursor encodes, refused unless it has exactly the shape of one this listing
+    returned: the table's and the index's keys, each a non-empty string DynamoDB can take, with
+    this listing's partition and, given the query's `upper` bound, an index sort key within it.
+    Anything else would reach DynamoDB and be refused there (a 5xx)."""
     if not cursor:
         return None
-    try:
-        decoded = json.loads(base64.urlsafe_b64decode(cursor.encode()))
-    except ValueError:  # bad base64 or JSON
-        decoded = None
+    decoded: Any = None
+    if len(cursor) <= MAX_CURSOR_LENGTH:
+        try:
+            decoded = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+        except (ValueError, RecursionError):  # bad base64, JSON or UTF-8
+            decoded = None
     well_formed = (
         isinstance(decoded, dict)
         and set(decoded) == {"PK", "SK", f"{index}PK", f"{index}SK"}
-        and all(isinstance(v, dict) and isinstance(v.get("S"), str) for v in decoded.values())
+        and all(isinstance(v, dict) and set(v) == {"S"} and _is_key_value(v["S"]) for v in decoded.values())
     )
-    if not well_formed or decoded[f"{index}PK"]["S"] != listing_key:
-        raise InvalidInput("cursor is not one this listing returned", field="cursor")
+    if (
+        not well_formed
+        or decoded[f"{index}PK"]["S"] != listing_key
+        or (upper is not None and decoded[f"{index}SK"]["S"] > upper)
+    ):
+        raise InvalidInput("cursor is not one this listing returned", field="cursor", code="listing.invalid_cursor")
     return dict(decoded)
+
+
+def _is_key_value(value: Any) -> bool:
+    """A string DynamoDB takes as a key: not empty, valid UTF-8 (no lone surrogates), not too long."""
+    if not isinstance(value, str) or not value:
+        return False
+    try:
+        return len(value.encode()) <= MAX_KEY_BYTES
+    except UnicodeEncodeError:
+        return False
+
+
+# -- listing cursors -----------------------------------------------------------------------------
+# Every API listing pages by position: its cursor holds the sort key of the last item it returned
+# (and a digest of the listing it came from, so a cursor of another listing or tenant is refused),
+# and the next page is a key condition starting just after it. Keys hold no character below "!",
+# so the key plus a space is the least key after it. A cursor never carries a partition key: it can
+# only ever move within the caller's own listing.
+_KEY_TEXT = re.compile(r"[!-~]{1,400}")
+_TOP = "\uffff"
+
+
+@dataclass(frozen=True, slots=True)
+class _Listing:
+    of: str  # what is listed: its partition, and for a partition shared by kinds, the kind
+    prefix: str = ""  # every position of the listing starts with this
+    pattern: re.Pattern[str] = _KEY_TEXT
+
+    @property
+    def digest(self) -> str:
+        return hashlib.blake2b(self.of.encode(), digest_size=6).hexdigest()
+
+    def cursor(self, after: str | None) -> str | None:
+        if after is None:
+            return None
+        return base64.urlsafe_b64encode(json.dumps({"after": after, "of": self.digest}).encode()).decode()
+
+    def after(self, cursor: str | None) -> str | None:
+        """The position a cursor continues after, refused unless this listing returned it."""
+        if not cursor:
+            return None
+        try:
+            decoded = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+        except (ValueError, UnicodeError, RecursionError):  # bad base64, UTF-8 or JSON; JSON nested too deep
+            decoded = None
+        after = decoded.get("after") if isinstance(decoded, dict) else None
+        if (
+            not isinstance(after, str)
+            or decoded.get("of") != self.digest
+            or not self.pattern.fullmatch(after)
+            or not after.startswith(self.prefix)
+        ):
+            raise InvalidInput("cursor is not one this listing returned", field="cursor", code="listing.invalid_cursor")
+        return after
+
+
+def _range(key: Any, prefix: str, after: str | None) -> Condition | None:
+    """Sort keys starting with `prefix`, after `after` when given."""
+    if after is not None:
+        return key.between(after + " ", prefix + _TOP)
+    return None if not prefix else key.startswith(prefix)
+
+
+def _page(
+    query: Callable[[Condition | None, int], Iterable[BillowItem]],
+    key: str,
+    listed: _Listing,
+    cursor: str | None,
+    limit: int,
+) -> tuple[list[BillowItem], str | None]:
+    """Up to `limit` items of a listing ordered by the sort key `key` ("sk" or "gsi3sk"), and the
+    cursor of the next page (None when none is left: one item more than the page is read to know)."""
+    condition = _range(getattr(BillowItem, key), listed.prefix, listed.after(cursor))
+    items = list(islice(query(condition, limit + 1), limit + 1))
+    if len(items) <= limit:
+        return items, None
+    return items[:limit], listed.cursor(str(getattr(items[limit - 1], key)))
+
+
+def _slice(positioned: Iterable[tuple[str, T]], listed: _Listing, cursor: str | None, limit: int) -> Page[T]:
+    """A page of a listing read whole (a contact's invoices, a subscription's action log): the
+    items after the cursor's position, in position order."""
+    after = listed.after(cursor)
+    rest = sorted(((p, x) for p, x in positioned if after is None or p > after), key=lambda px: px[0])
+    more = len(rest) > limit
+    return Page([x for _, x in rest[:limit]], listed.cursor(rest[limit - 1][0]) if more else None)
+
+
+# The tenant-wide invoice listing merges the listing shards by position, in rounds: each round asks
+# every shard for a few items after the position reached; items up to the lowest position where a
+# shard stopped early are complete and in order. A page is short (even empty) when filters skip
+# most of what a round read: its cursor then continues after what was read.
+_INVOICE_POSITION = re.compile(r"\d{4}-\d{2}-\d{2}#[A-Za-z0-9_\-]{1,80}")
+_MERGE_ROUNDS = 4
+_MERGE_WORKERS = 16
 
 
 class DynamoStore:
@@ -177,14 +312,26 @@ class DynamoStore:
     # -- tenants ------------------------------------------------------------------------------------
     def get_settings(self, tenant_id: str) -> TenantSettings | None:
         with _translated("tenant settings"):
-            item = _get(tenant_pk(tenant_id), "SETTINGS")
-        return None if item is None or item.data is None else codec.settings_in(json.loads(item.data))
+            item = _get(tenant_pk(tenant_id), "SETTINGS", consistent_read=True)
+        if item is None or item.data is None:
+            return None
+        return codec.settings_in(json.loads(item.data), int(item.version or 0))
 
-    def put_settings(self, settings: TenantSettings) -> None:
-        with _translated("tenant settings"):
-            BillowItem(
-                tenant_pk(settings.tenant_id), "SETTINGS", kind="settings", data=_dump(codec.settings_out(settings))
-            ).save()
+    def put_settings(self, settings: TenantSettings) -> TenantSettings:
+        """Write the settings only if the stored ones are still at `settings.version` (absent for
+        0); returns them as stored, at the next version."""
+        saved = replace(settings, version=settings.version + 1)
+        body = codec.settings_out(settings)
+        item = _entity(tenant_pk(settings.tenant_id), "SETTINGS", "settings", body, version=saved.version)
+        condition = _absent() if settings.version == 0 else BillowItem.version == settings.version
+        try:
+            with _translated("tenant settings"):
+                item.save(condition=condition)
+        except Conflict as error:
+            raise ConcurrentModification(
+                "the settings were changed concurrently; reload and retry", code="resource.concurrent_modification"
+            ) from error
+        return saved
 
     def find_api_key(self, key_hash: str) -> ApiKey | None:
         with _translated("api key"):
@@ -199,6 +346,36 @@ class DynamoStore:
         with _translated("api key"):
             BillowItem(f"APIKEY#{key.key_hash}", "APIKEY", kind="api_key", data=_dump(body)).save()
 
+    def claim_idempotency_key(self, tenant_id: str, claim: IdempotencyClaim, now: datetime) -> IdempotencyClaim:
+        """One conditional put: the claim is written unless its key is held by an unexpired claim
+        (an expired one not yet deleted by the TTL is replaced); else the holder is read back."""
+        pk, body = self._claim_key(tenant_id, claim)
+        item = _entity(pk, "IDEM", "idempotency_key", body)
+        item.expires_at = None if claim.expires_at is None else int(claim.expires_at.timestamp())
+        for _ in range(3):
+            try:
+                with _translated("idempotency key"):
+                    item.save(condition=_absent() | (BillowItem.expires_at < int(now.timestamp())))
+                return claim
+            except Conflict:
+                with _translated("idempotency key"):
+                    held = _get(pk, "IDEM", consistent_read=True)
+                if held is not None:  # else the TTL deleted it in between: claim it again
+                    found = json.loads(held.data or "{}")
+                    expires = None if held.expires_at is None else datetime.fromtimestamp(held.expires_at, UTC)
+                    return IdempotencyClaim(claim.key_hash, found["fingerprint"], found["nonce"], expires)
+        raise ConcurrentModification("the idempotency key kept changing; try again")
+
+    def release_idempotency_key(self, tenant_id: str, claim: IdempotencyClaim) -> None:
+        pk, body = self._claim_key(tenant_id, claim)
+        with suppress(Conflict), _translated("idempotency key"):
+            BillowItem(pk, "IDEM").delete(condition=BillowItem.data == _dump(body))
+
+    @staticmethod
+    def _claim_key(tenant_id: str, claim: IdempotencyClaim) -> tuple[str, dict[str, Any]]:
+        """The claim's partition key (one per key: claims never crowd a partition) and body."""
+        return f"{tenant_pk(tenant_id)}#IDEM#{claim.key_hash}", {"fingerprint": claim.fingerprint, "nonce": claim.nonce}
+
     def reserve_invoice_numbers(self, tenant_id: str, count: int) -> range:
         """Reserve `count` consecutive invoice numbers with one atomic counter update."""
         item = BillowItem(tenant_pk(tenant_id), "SEQ#INVOICE", kind="sequence")
@@ -208,17 +385,20 @@ class DynamoStore:
         return range(end - count, end)
 
     # -- catalog ------------------------------------------------------------------------------------
+    def _product_item(self, tenant_id: str, product: Product, version: int) -> BillowItem:
+        return _entity(
+            catalog_pk(tenant_id),
+            f"PROD#{product.id}",
+            "product",
+            codec.product_out(product),
+            tenant_id=tenant_id,
+            entity_id=product.id,
+            version=version,
+        )
+
     def add_product(self, tenant_id: str, product: Product) -> None:
         with _translated(f"product {product.id}"), TransactWrite(connection=connection()) as tx:
-            product_item = _entity(
-                catalog_pk(tenant_id),
-                f"PROD#{product.id}",
-                "product",
-                codec.product_out(product),
-                tenant_id=tenant_id,
-                entity_id=product.id,
-            )
-            tx.save(product_item, condition=_absent())
+            tx.save(self._product_item(tenant_id, product, 1), condition=_absent())
             for terms in product.terms:
                 tx.save(self._terms_item(tenant_id, terms), condition=_absent())
 
@@ -227,62 +407,113 @@ class DynamoStore:
             catalog_pk(tenant_id), f"PROD#{terms.product_id}#TERMS#{terms.id}", "terms", codec.terms_out(terms)
         )
 
-    def add_terms(self, tenant_id: str, terms: PriceTerms) -> None:
-        with _translated(f"price terms {terms.id}"), TransactWrite(connection=connection()) as tx:
-            tx.condition_check(
-                BillowItem, catalog_pk(tenant_id), f"PROD#{terms.product_id}", condition=BillowItem.pk.exists()
+    def save_product(self, tenant_id: str, product: Product, new_terms: PriceTerms | None = None) -> Product:
+        """The changed product item, only if still at `product.version`, with new price terms when
+        given (price terms items are written once, never changed; the product item keeps their order)."""
+        saved = replace(product, version=product.version + 1)
+        with _translated(f"product {product.id}"), TransactWrite(connection=connection()) as tx:
+            tx.save(
+                self._product_item(tenant_id, saved, saved.version), condition=BillowItem.version == product.version
             )
-            tx.save(self._terms_item(tenant_id, terms), condition=_absent())
+            if new_terms is not None:
+                tx.save(self._terms_item(tenant_id, new_terms), condition=_absent())
+        return saved
 
     def get_product(self, tenant_id: str, product_id: str) -> Product | None:
         with _translated(f"product {product_id}"):
-            items = list(BillowItem.query(catalog_pk(tenant_id), BillowItem.sk.startswith(f"PROD#{product_id}")))
+            items = list(
+                BillowItem.query(
+                    catalog_pk(tenant_id), BillowItem.sk.startswith(f"PROD#{product_id}"), consistent_read=True
+                )
+            )
         products = self._products_from(items)
-        return products[0] if products and products[0].id == product_id else None
+        return next((p for p in products if p.id == product_id), None)
 
     def list_products(self, tenant_id: str) -> list[Product]:
+        """The whole catalog (rule checks); the API pages it with `products_page`."""
         with _translated("catalog"):
             items = list(BillowItem.query(catalog_pk(tenant_id), BillowItem.sk.startswith("PROD#")))
         return self._products_from(items)
 
+    def products_page(self, tenant_id: str, limit: int, cursor: str | None) -> Page[Product]:
+        """Up to `limit` products with their terms, in id order. A product's terms sort right after
+        it (`PROD#<p>#TERMS#...`), so the page reads on until the next product shows up."""
+        listed = _Listing(catalog_pk(tenant_id), "PROD#")
+        condition = _range(BillowItem.sk, listed.prefix, listed.after(cursor))
+        groups: list[list[BillowItem]] = []
+        more = False
+        with _translated("catalog"):
+            for item in BillowItem.query(catalog_pk(tenant_id), condition, page_size=min(4 * limit + 1, 200)):
+                if item.kind == "product":
+                    if len(groups) == limit:
+                        more = True
+                        break
+                    groups.append([item])
+                elif groups:
+                    groups[-1].append(item)
+        products = self._products_from([item for group in groups for item in group])
+        # "~" sorts after every key of the last product's terms and before the next product.
+        return Page(products, listed.cursor(f"PROD#{products[-1].id}#~") if more else None)
+
     @staticmethod
     def _products_from(items: list[BillowItem]) -> list[Product]:
         terms: dict[str, list[PriceTerms]] = {}
-        bodies: list[dict[str, Any]] = []
+        bodies: list[tuple[dict[str, Any], int]] = []
         for item in items:
             body = json.loads(item.data or "{}")
             if item.kind == "product":
-                bodies.append(body)
+                bodies.append((body, int(item.version or 0)))
             elif item.kind == "terms":
                 terms.setdefault(body["product_id"], []).append(codec.terms_in(body))
-        return [codec.product_in(b, tuple(terms.get(b["id"], []))) for b in bodies]
+        return [codec.product_in(b, terms.get(b["id"], []), v) for b, v in bodies]
 
     # -- contacts and clocks ------------------------------------------------------------------------
-    def add_contact(self, tenant_id: str, contact: Contact) -> None:
-        item = _entity(
+    def _contact_item(self, tenant_id: str, contact: Contact, version: int) -> BillowItem:
+        return _entity(
             contact_pk(tenant_id, contact.id),
             "CONTACT",
             "contact",
             codec.contact_out(contact),
             tenant_id=tenant_id,
             entity_id=contact.id,
-            gsi3pk=f"{tenant_id}#CONTACT",
+            version=version,
+            gsi3pk=listing(tenant_id, "CONTACT"),
             gsi3sk=f"{contact.created_at.isoformat()}#{contact.id}",
         )
+
+    def add_contact(self, tenant_id: str, contact: Contact) -> None:
         with _translated(f"contact {contact.id}"):
-            item.save(condition=_absent())
+            self._contact_item(tenant_id, contact, 1).save(condition=_absent())
+
+    def save_contact(self, tenant_id: str, contact: Contact) -> Contact:
+        """The changed contact, only if still at `contact.version`."""
+        saved = replace(contact, version=contact.version + 1)
+        try:
+            with _translated(f"contact {contact.id}"):
+                self._contact_item(tenant_id, saved, saved.version).save(
+                    condition=BillowItem.version == contact.version
+                )
+        except Conflict as error:
+            raise ConcurrentModification(f"contact {contact.id} was changed concurrently; reload and retry") from error
+        return saved
 
     def get_contact(self, tenant_id: str, contact_id: str) -> Contact | None:
         with _translated(f"contact {contact_id}"):
-            item = _get(contact_pk(tenant_id, contact_id), "CONTACT")
-        return None if item is None else codec.contact_in(json.loads(item.data or "{}"))
+            item = _get(contact_pk(tenant_id, contact_id), "CONTACT", consistent_read=True)
+        return None if item is None else codec.contact_in(json.loads(item.data or "{}"), int(item.version or 0))
 
     def list_contacts(self, tenant_id: str, limit: int, cursor: str | None) -> Page[Contact]:
-        listing = f"{tenant_id}#CONTACT"
+        partition = listing(tenant_id, "CONTACT")
         with _translated("contacts"):
-            result = BillowItem.listing.query(listing, limit=limit, last_evaluated_key=_decode_cursor(cursor, listing))
-            items = [codec.contact_in(json.loads(i.data or "{}")) for i in result]
-        return Page(items, _encode_cursor(result.last_evaluated_key))
+            items, next_cursor = _page(
+                lambda condition, size: BillowItem.listing.query(partition, condition, page_size=size),
+                "gsi3sk",
+                _Listing(partition),
+                cursor,
+                limit,
+            )
+            contacts = [codec.contact_in(json.loads(i.data or "{}"), int(i.version or 0)) for i in items]
+        return Page(contacts, next_cursor)
 
     def get_clock(self, tenant_id: str, contact_id: str) -> TestClock | None:
         with _translated("test clock"):
@@ -322,10 +553,23 @@ class DynamoStore:
         )
 
     def place_order(
-        self, tenant_id: str, order: Order, subscriptions: Sequence[Subscription], new_subscription_ids: frozenset[str]
+        self,
+        tenant_id: str,
+        order: Order,
+        subscriptions: Sequence[Subscription],
+        new_subscription_ids: frozenset[str],
+        contact_version: int | None = None,
     ) -> None:
+        """The order and its subscriptions; the contact's version moves on too, so that an order
+        and archiving the contact (which checks it has no live services) cannot both succeed."""
         pk = contact_pk(tenant_id, order.contact_id)
         with _translated(f"order {order.id}"), TransactWrite(connection=connection()) as tx:
+            if contact_version is not None:
+                tx.update(
+                    BillowItem(pk, "CONTACT"),
+                    actions=[BillowItem.version.add(1)],
+                    condition=BillowItem.version == contact_version,
+                )
             tx.save(
                 _entity(
                     pk, f"ORD#{order.id}", "order", codec.order_out(order), tenant_id=tenant_id, entity_id=order.id
@@ -381,6 +625,19 @@ class DynamoStore:
             )
             return [codec.subscription_in(json.loads(i.data or "{}"), int(i.version or 0)) for i in items]
 
+    def subscriptions_page(self, tenant_id: str, contact_id: str, limit: int, cursor: str | None) -> Page[Subscription]:
+        pk = contact_pk(tenant_id, contact_id)
+        with _translated("subscriptions"):
+            items, next_cursor = _page(
+                lambda condition, size: BillowItem.query(pk, condition, page_size=size, consistent_read=True),
+                "sk",
+                _Listing(pk, "SUB#"),
+                cursor,
+                limit,
+            )
+            found = [codec.subscription_in(json.loads(i.data or "{}"), int(i.version or 0)) for i in items]
+        return Page(found, next_cursor)
+
     def apply_billing_step(
         self,
         tenant_id: str,
@@ -400,7 +657,7 @@ class DynamoStore:
             if invoice is not None:
                 tx.save(self._invoice_item(tenant_id, invoice, 1), condition=_absent())
             for action in actions:
-                tx.save(self._action_item(tenant_id, subscription, action))
+                tx.save(self._action_item(tenant_id, subscription, action), condition=_still_pending())
 
     def move_service(
         self,
@@ -428,26 +685,40 @@ class DynamoStore:
                 tx.save(_key_marker(contact_pk(tenant_id, target.contact_id), target), condition=_absent())
             for subscription, log in ((source, source_log), (target, target_log)):
                 for action in log:
-                    tx.save(self._action_item(tenant_id, subscription, action))
+                    tx.save(self._action_item(tenant_id, subscription, action), condition=_still_pending())
 
     def _action_item(self, tenant_id: str, subscription: Subscription, action: Action) -> BillowItem:
-        return _entity(
+        item = _entity(
             contact_pk(tenant_id, subscription.contact_id),
             f"ACT#{subscription.id}#{action.id}",
             "action",
             codec.action_out(action),
         )
+        item.status = action.status.value
+        return item
 
     def log_actions(self, tenant_id: str, subscription: Subscription, actions: Sequence[Action]) -> None:
-        """Records for the log alone (a refused request changes nothing else)."""
+        """Records for the log alone (a refused request changes nothing else), each only if new:
+        a refusal never overwrites the record of an earlier attempt with the same id."""
         with _translated(f"actions of subscription {subscription.id}"), TransactWrite(connection=connection()) as tx:
             for action in actions:
-                tx.save(self._action_item(tenant_id, subscription, action))
+                tx.save(self._action_item(tenant_id, subscription, action), condition=_absent())
+
+    def actions_page(
+        self, tenant_id: str, contact_id: str, subscription_id: str, limit: int, cursor: str | None
+    ) -> Page[Action]:
+        """A subscription's action log by day, then request day, then id: read whole (it is bounded
+        by the subscription's actions) and paged by position."""
+        log = self.actions_of(tenant_id, contact_id, subscription_id)
+        positioned = ((f"{a.on.isoformat()}#{a.requested_on.isoformat()}#{a.id}", a) for a in log)
+        return _slice(positioned, _Listing(f"{contact_pk(tenant_id, contact_id)}#ACT#{subscription_id}"), cursor, limit)
 
     def actions_of(self, tenant_id: str, contact_id: str, subscription_id: str) -> list[Action]:
         with _translated("action log"):
             items = BillowItem.query(
-                contact_pk(tenant_id, contact_id), BillowItem.sk.startswith(f"ACT#{subscription_id}#")
+                contact_pk(tenant_id, contact_id),
+                BillowItem.sk.startswith(f"ACT#{subscription_id}#"),
+                consistent_read=True,
             )
             return [codec.action_in(json.loads(i.data or "{}")) for i in items]
 
@@ -460,7 +731,7 @@ class DynamoStore:
                 partition,
                 BillowItem.gsi1sk <= upper,
                 limit=limit,
-                last_evaluated_key=_decode_cursor(cursor, partition, "GSI1"),
+                last_evaluated_key=_decode_cursor(cursor, partition, "GSI1", upper),
             )
             due = []
             for item in result:
@@ -470,7 +741,6 @@ class DynamoStore:
 
     # -- invoices and payments ----------------------------------------------------------------------
     def _invoice_item(self, tenant_id: str, invoice: Invoice, version: int) -> BillowItem:
-        shard = shard_of(invoice.id, INVOICE_LIST_SHARDS)
         return _entity(
             contact_pk(tenant_id, invoice.contact_id),
             f"INV#{invoice.id}",
@@ -479,9 +749,81 @@ class DynamoStore:
             tenant_id=tenant_id,
             entity_id=invoice.id,
             version=version,
-            gsi3pk=f"{tenant_id}#INVOICE#{invoice.billing_date.isoformat()}#{shard}",
-            gsi3sk=invoice.id,
+            gsi3pk=self._invoice_shard(tenant_id, shard_of(invoice.id, INVOICE_LIST_SHARDS)),
+            gsi3sk=invoice_position(invoice),
+            status=invoice.status.value,
+            invoice_kind=invoice.kind.value,
         )
+
+    @staticmethod
+    def _invoice_shard(tenant_id: str, shard: int) -> str:
+        return f"{listing(tenant_id, 'INVOICE')}#{shard:02d}"
+
+    def list_invoices(self, tenant_id: str, query: InvoiceQuery, limit: int, cursor: str | None) -> Page[Invoice]:
+        """Invoices oldest first (issue day, then id), filtered; a contact's from its own partition,
+        the tenant's by merging the listing shards (docs/data-model.md, pattern 8)."""
+        if query.contact_id is not None:
+            found = self.invoices_of(tenant_id, query.contact_id)
+            listed = _Listing(f"{contact_pk(tenant_id, query.contact_id)}#INV", pattern=_INVOICE_POSITION)
+            return _slice(((invoice_position(i), i) for i in found if query.matches(i)), listed, cursor, limit)
+        listed = _Listing(listing(tenant_id, "INVOICE"), pattern=_INVOICE_POSITION)
+        after = listed.after(cursor)
+        lower = query.issued_from.isoformat() if query.issued_from else "0"
+        if after is not None:
+            lower = max(lower, after + " ")
+        upper = query.issued_before.isoformat() if query.issued_before else "~"
+        filters: Condition | None = None
+        if query.statuses is not None:
+            filters = BillowItem.status.is_in(*sorted(s.value for s in query.statuses))
+        if query.kind is not None:
+            kind = BillowItem.invoice_kind == query.kind.value
+            filters = kind if filters is None else filters & kind
+        items, next_position = self._merge_shards(tenant_id, lower, upper, filters, limit)
+        invoices = [codec.invoice_in(json.loads(i.data or "{}"), int(i.version or 0)) for i in items]
+        return Page(invoices, listed.cursor(next_position))
+
+    def _merge_shards(
+        self, tenant_id: str, lower: str, upper: str, filters: Condition | None, limit: int
+    ) -> tuple[list[BillowItem], str | None]:
+        """Up to `limit` listing items with positions in [lower, upper], in position order, from
+        every shard, and the position the next page continues after (None when nothing is left)."""
+        per_shard = max(4, -(-2 * limit // INVOICE_LIST_SHARDS))
+        found: list[BillowItem] = []
+        for _ in range(_MERGE_ROUNDS):
+            if lower > upper:
+                return found, None
+            condition = BillowItem.gsi3sk.between(lower, upper)
+
+            def read(shard: int, condition: Condition = condition) -> tuple[list[BillowItem], str | None]:
+                return self._shard_page(tenant_id, shard, condition, filters, per_shard)
+
+            with _translated("invoices"), ThreadPoolExecutor(_MERGE_WORKERS) as pool:
+                pages = list(pool.map(read, range(INVOICE_LIST_SHARDS)))
+            stops = [stop for _, stop in pages if stop is not None]
+            bound = min(stops) if stops else None
+            complete = [i for items, _ in pages for i in items if bound is None or (i.gsi3sk or "") <= bound]
+            found += sorted(complete, key=lambda i: i.gsi3sk or "")
+            if len(found) > limit:
+                return found[:limit], found[limit - 1].gsi3sk
+            if bound is None:
+                return found, None
+            if len(found) == limit:
+                return found, bound
+            lower = bound + " "
+        return found, bound
+
+    def _shard_page(
+        self, tenant_id: str, shard: int, condition: Condition, filters: Condition | None, size: int
+    ) -> tuple[list[BillowItem], str | None]:
+        """One Query of one listing shard: its matching items and, when it stopped early, the
+        position it stopped at."""
+        result = BillowItem.listing.query(
+            self._invoice_shard(tenant_id, shard), condition, filter_condition=filters, page_size=size
+        )
+        page = next(result.page_iter)
+        items = [BillowItem.from_raw_data(raw) for raw in page.get("Items", [])]
+        stop = page.get("LastEvaluatedKey")
+        return items, None if stop is None else str(stop["GSI3SK"]["S"])
 
     def get_invoice(self, tenant_id: str, invoice_id: str) -> Invoice | None:
         item = self._by_id(tenant_id, invoice_id, "INVOICE")

@@ -14,6 +14,7 @@ DUE_INDEX = "GSI1"  # due-for-billing, sharded: GSI1PK = DUE#<shard>, GSI1SK = <
 BY_ID_INDEX = "GSI2"  # direct lookup by id: GSI2PK = <tenant>#<id>
 LISTING_INDEX = "GSI3"  # tenant-wide listings: GSI3PK = <tenant>#<kind>#<bucket>, GSI3SK sortable
 
+TTL_ATTRIBUTE = "expires_at"  # epoch seconds; DynamoDB deletes the item some time after it
 
 INVOICE_LIST_SHARDS = 64
 """Invoices created on one day are spread over this many listing partitions, so that a million

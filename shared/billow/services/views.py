@@ -1,0 +1,82 @@
+"""The JSON views every surface shares, so the API, the dry run (`billow bill preview`) and the docs
+speak one vocabulary: money is `{"amount": "19.99", "currency": "USD"}`, a period is
+`{"start", "end"}` (end exclusive), a line and an invoice not yet issued (upcoming, quoted,
+previewed, dry run) have the fields of an issued invoice's.
+
+Ids a preview makes up for things that do not exist yet (a subscription or service an order or a
+change would create) are shown as null: the real ones are decided when the request is made."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from datetime import date
+from decimal import Decimal, localcontext
+from fractions import Fraction
+from typing import Any
+
+from billow.domain.billing import InvoiceDraft
+from billow.domain.calendar import Period
+from billow.domain.invoices import InvoiceKind
+from billow.domain.lines import LineDraft
+from billow.domain.money import Money
+
+Json = dict[str, Any]
+FRACTION_PLACES = 12
+
+
+def decimal_fraction(value: Fraction, places: int = FRACTION_PLACES) -> str:
+    """An exact fraction as a decimal string with `places` places (rounded half-even past them)."""
+    with localcontext() as context:
+        context.prec = 60
+        quotient = Decimal(value.numerator) / Decimal(value.denominator)
+        return str(quotient.quantize(Decimal(1).scaleb(-places)))
+
+
+def money(m: Money | None) -> Json | None:
+    return None if m is None else {"amount": m.amount_str(), "currency": m.currency}
+
+
+def period(p: Period | None) -> Json | None:
+    return None if p is None else {"start": p.start.isoformat(), "end": p.end.isoformat()}
+
+
+def day(d: date | None) -> str | None:
+    return None if d is None else d.isoformat()
+
+
+def _known(id_: str, invented: Collection[str]) -> str | None:
+    return None if id_ in invented else id_
+
+
+def line(x: LineDraft, invented: Collection[str] = ()) -> Json:
+    """One invoice line; `period` is null for one-time charges (a setup fee, a cancellation fee)."""
+    return {
+        "kind": x.kind,
+        "description": x.description,
+        "service_id": _known(x.service_id, invented),
+        "product_id": _known(x.product_id, invented),
+        "quantity": x.quantity if isinstance(x.quantity, int) else str(x.quantity),
+        "unit_price": money(x.unit_price),
+        "fraction": decimal_fraction(x.fraction),
+        "fraction_exact": f"{x.fraction.numerator}/{x.fraction.denominator}",
+        "amount": money(x.amount),
+        "period": period(x.period),
+    }
+
+
+def draft(d: InvoiceDraft, payment_terms_days: int | None, invented: Collection[str] = ()) -> Json:
+    """An invoice not yet issued, with the fields an issued one has: `due_date` when the business's
+    payment terms are known (null in the dry run, which reads no business), `subscription_id`
+    null when the subscription does not exist yet."""
+    due = None if payment_terms_days is None else d.due_date(payment_terms_days)
+    return {
+        "subscription_id": _known(d.subscription_id, invented),
+        "kind": (InvoiceKind.CREDIT_NOTE if d.is_credit_note else InvoiceKind.INVOICE).value,
+        "currency": d.currency,
+        "billing_date": d.billing_date.isoformat(),
+        "issue_date": d.issue_date.isoformat(),
+        "due_date": day(due),
+        "period": period(d.period),
+        "lines": [line(x, invented) for x in d.lines],
+        "total": money(d.total),
+    }

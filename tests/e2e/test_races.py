@@ -1,0 +1,95 @@
+"""Races over HTTP against the local gateway, whose worker processes serve requests at once as
+separate warm Lambda containers would: many copies of one request, many different requests on one
+subscription, and many settings changes at once. Every answer is a clean one (never a 5xx), every
+acknowledged change is in the final state, and nothing happens twice."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+
+from tests.support import SETTINGS_CHANGES, HttpClient, Reply, local_api, make_contact, make_product
+
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e")]
+KEY = "bk_test_races"
+ADVANCE = {"price": "30.00", "currency": "USD", "cycle": "month", "billing_model": "advance"}
+
+
+@pytest.fixture(scope="module")
+def api() -> Iterator[HttpClient]:
+    with local_api("billow-races", "races", KEY) as client:
+        yield client
+
+
+def at_once(calls: list[Callable[[], Reply]]) -> list[Reply]:
+    """Send every request at the same time, each from its own HTTP client thread."""
+    with ThreadPoolExecutor(len(calls)) as pool:
+        return list(pool.map(lambda call: call(), calls))
+
+
+def subscribed(api: HttpClient) -> tuple[str, str, str]:
+    """A contact on a test clock with one monthly in-advance service: (contact, subscription, service)."""
+    product, contact = make_product(api, ADVANCE), make_contact(api)
+    assert api.post(f"/contacts/{contact['id']}/test-clock", {"frozen_time": "2025-01-01T10:00:00Z"}).status == 201
+    items = [{"product_id": product["id"], "terms_id": product["terms"][0]["id"]}]
+    placed = api.post("/orders", {"contact_id": contact["id"], "items": items})
+    assert placed.status == 201, placed.body
+    service = placed.body["order"]["services"][0]
+    return contact["id"], service["subscription_id"], service["service_id"]
+
+
+def test_one_action_sent_20_times_at_once_with_one_key_happens_once(api: HttpClient) -> None:
+    contact, subscription, service = subscribed(api)
+    path = f"/subscriptions/{subscription}/services/{service}/cancel"
+    replies = at_once([lambda: api.post(path, {}, headers={"Idempotency-Key": "cancel-once"})] * 20)
+
+    outcomes = Counter((r.status, r.body.get("error")) for r in replies)
+    assert set(outcomes) <= {(201, None), (200, None), (409, "idempotency.in_progress")}, outcomes
+    assert outcomes[(201, None)] == 1  # the first; every other 2xx is its replay
+    done = [r.body for r in replies if r.status in (200, 201)]
+    assert {(b["action"]["id"], b["action"]["status"]) for b in done} == {(done[0]["action"]["id"], "executed")}
+    assert all(b["replayed"] for b in done if b is not next(r.body for r in replies if r.status == 201))
+
+    log = api.get(f"/subscriptions/{subscription}/actions").body["actions"]
+    assert [(a["action"], a["status"]) for a in log] == [("cancel", "executed")]
+    (state,) = [s["state"] for s in api.get(f"/subscriptions/{subscription}").body["services"]]
+    assert state == "cancelled"
+    kinds = Counter(i["kind"] for i in api.get(f"/contacts/{contact}/invoices").body["items"])
+    assert kinds == {"invoice": 1, "credit_note": 1}
+
+
+def test_20_different_actions_at_once_on_one_subscription_lose_nothing(api: HttpClient) -> None:
+    _, subscription, _ = subscribed(api)
+    path = f"/subscriptions/{subscription}/payment-method"
+
+    def schedule(day: int) -> Callable[[], Reply]:
+        return lambda: api.post(path, {"payment_method": f"pm_{day}", "in_days": day})
+
+    replies = at_once([schedule(day) for day in range(1, 21)])
+
+    assert all(r.status in (202, 409) for r in replies), [(r.status, r.body) for r in replies]
+    losers = [r.body for r in replies if r.status == 409]
+    assert all(b["error"] == "resource.concurrent_modification" and b["message"] for b in losers)
+    accepted = {r.body["action"]["id"]: r.body["action"]["parameters"] for r in replies if r.status == 202}
+    assert accepted, "no request got through"
+    pending = api.get(f"/subscriptions/{subscription}").body["pending_actions"]
+    assert {a["id"]: a["parameters"] for a in pending} == accepted  # every 2xx is pending, nothing else
+    log = api.get(f"/subscriptions/{subscription}/actions").body["actions"]
+    assert {a["id"]: a["status"] for a in log} == dict.fromkeys(accepted, "scheduled")
+
+
+@pytest.mark.parametrize("round_", range(2))
+def test_6_settings_changes_at_once_all_survive(api: HttpClient, round_: int) -> None:
+    changes = [
+        {name: value + round_ if isinstance(value, int) else value}
+        for c in SETTINGS_CHANGES
+        for name, value in c.items()
+    ]
+    replies = at_once([lambda change=change: api.patch("/settings/subscriptions", change) for change in changes])
+    assert [r.status for r in replies] == [200] * len(changes), [r.body for r in replies]
+    stored: dict[str, Any] = api.get("/settings").body["subscriptions"]
+    assert {name: stored[name] for c in changes for name in c} == {k: v for c in changes for k, v in c.items()}

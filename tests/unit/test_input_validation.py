@@ -1,0 +1,396 @@
+"""Input that used to get a 5xx or a wrong answer (issue 10, points 7 to 10), through the real API
+handler on moto: a 4xx in the one error shape with a dotted code, and nothing written."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from api.bodies import MAX_DEPTH, nesting_depth_exceeds
+from billow.local.stack import add_tenant
+from billow.storage.models import BillowItem
+
+from tests.support import InProcessClient, make_contact, make_product
+
+KEY = "bk_test_input_tenant"
+
+
+@pytest.fixture
+def api(moto_table: str) -> Iterator[InProcessClient]:
+    add_tenant("input-tenant", "Input Tenant", KEY)
+    yield InProcessClient(KEY)
+
+
+def item_count() -> int:
+    return sum(1 for _ in BillowItem.scan())
+
+
+def refused(reply: object, status: int, code: str, field: str | None = None) -> None:
+    body = reply.body
+    assert reply.status == status, body
+    assert set(body) >= {"error", "message", "fields"} and body["error"] == code, body
+    if field is not None:
+        named = [f["field"] for f in body["fields"]]
+        assert any(n == field or n.startswith((f"{field}.", f"{field}[")) for n in named), body
+
+
+# -- point 7: bodies nested too deep, bodies that are not JSON ----------------------------------------
+def nested(depth: int) -> bytes:
+    return b'{"name": ' + b"[" * depth + b"]" * depth + b"}"
+
+
+def test_a_body_of_a_thousand_nested_arrays_is_a_400_not_a_crash(api: InProcessClient) -> None:
+    before = item_count()
+    refused(api.post("/products", raw=b"[" * 1000 + b"]" * 1000), 400, "request.too_deep", "body")
+    refused(api.post("/contacts", raw=nested(100_000)), 400, "request.too_deep", "body")
+    assert item_count() == before
+
+
+def test_the_depth_limit_counts_brackets_not_strings() -> None:
+    assert not nesting_depth_exceeds("[" * MAX_DEPTH + "]" * MAX_DEPTH)
+    assert nesting_depth_exceeds("[" * (MAX_DEPTH + 1) + "]" * (MAX_DEPTH + 1))
+    assert nesting_depth_exceeds('{"a": ' * (MAX_DEPTH + 1) + "1" + "}" * (MAX_DEPTH + 1))
+    assert not nesting_depth_exceeds('{"name": "' + "[" * 5000 + '\\"[["}')
+
+
+def test_a_body_within_the_limit_is_validated_as_usual(api: InProcessClient) -> None:
+    reply = api.post("/contacts", raw=nested(MAX_DEPTH - 1))
+    refused(reply, 422, reply.body["error"], "name")
+    assert reply.body["error"] != "request.too_deep"
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"[" * 5000,  # unbalanced and deep
+        b'{"name": NaN, "email": "a@example.com"}',  # NaN is not JSON
+        b'{"name": "Ann", "email": "a@example.com", "classification": ' + b"1" * 5000 + b"}",  # too long an int
+    ],
+)
+def test_what_is_not_json_is_a_400_malformed_body(api: InProcessClient, raw: bytes) -> None:
+    before = item_count()
+    reply = api.post("/contacts", raw=raw)
+    assert reply.status == 400 and set(reply.body) >= {"error", "message", "fields"}, reply.body
+    assert item_count() == before
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "multipart/form-data",
+        "multipart/form-data; boundary=xyz",
+        "application/x-www-form-urlencoded",
+        "text/plain",
+        "application/xml",
+    ],
+)
+def test_a_body_that_is_not_json_is_a_415(api: InProcessClient, content_type: str) -> None:
+    before = item_count()
+    form = b'--xyz\r\nContent-Disposition: form-data; name="name"\r\n\r\nAnn\r\n--xyz--\r\n'
+    reply = api.post("/products", raw=form, headers={"Content-Type": content_type})
+    refused(reply, 415, "request.unsupported_media_type", "Content-Type")
+    assert item_count() == before
+
+
+def test_json_with_a_charset_is_json(api: InProcessClient) -> None:
+    reply = api.post(
+        "/contacts",
+        raw=b'{"name": "Ann", "email": "a@example.com"}',
+        headers={"Content-Type": "application/json; charset=utf-8"},
+    )
+    assert reply.status == 201, reply.body
+
+
+# -- point 8: amounts parsed exactly from their string, against their currency's decimals -------------
+def terms(price: str = "10.00", currency: str = "USD", **more: str) -> dict[str, object]:
+    return {"price": price, "currency": currency, "cycle": "month", "billing_model": "advance", **more}
+
+
+def product_with(client: InProcessClient, **fields: object) -> object:
+    return client.post("/products", {"name": "Pro", "terms": [fields]})
+
+
+def order_invoice(api: InProcessClient, price: str) -> dict[str, object]:
+    product = make_product(api, terms(price))
+    contact = make_contact(api)
+    item = {"product_id": product["id"], "terms_id": product["terms"][0]["id"]}
+    placed = api.post("/orders", {"contact_id": contact["id"], "items": [item]})
+    assert placed.status == 201, placed.body
+    return dict(placed.body["invoices"][0])
+
+
+@pytest.mark.parametrize(
+    ("amount", "currency"),
+    [
+        ("28.99999999999999999999999999999", "USD"),  # was stored as 29.00
+        ("10.001", "USD"),
+        ("10.000", "USD"),  # a decimal more than USD has, even a zero
+        ("1000.5", "JPY"),
+        ("1000.0", "JPY"),
+        ("1.2345", "KWD"),
+    ],
+)
+def test_more_decimals_than_the_currency_has_is_a_422_never_rounded(
+    api: InProcessClient, amount: str, currency: str
+) -> None:
+    before = item_count()
+    refused(product_with(api, **terms(amount, currency)), 422, "money.too_many_decimals", "terms[0].price")
+    assert item_count() == before
+
+
+@pytest.mark.parametrize(
+    ("amount", "currency", "shown"), [("1000", "JPY", "1000"), ("1.234", "KWD", "1.234"), ("0.5", "USD", "0.50")]
+)
+def test_as_many_decimals_as_the_currency_has_are_taken_exactly(
+    api: InProcessClient, amount: str, currency: str, shown: str
+) -> None:
+    reply = product_with(api, **terms(amount, currency))
+    assert reply.status == 201, reply.body
+    assert reply.body["terms"][0]["price"] == {"amount": shown, "currency": currency}
+
+
+NOT_DECIMAL_STRINGS: list[object] = [
+    "1e-999999999",  # was stored as 0.00
+    "1E2",
+    "1_000",  # was accepted as 1000
+    " 5",
+    "5 ",
+    "+5",
+    "-5",
+    "5.",
+    ".5",
+    "0x10",
+    "Infinity",
+    "NaN",
+    "١٢",  # Arabic-Indic digits are digits to Python's Decimal
+    "",
+    "1" * 16,
+    5,
+    19.99,
+    True,
+]
+
+
+@pytest.mark.parametrize("amount", NOT_DECIMAL_STRINGS)
+def test_only_a_plain_decimal_string_is_an_amount(api: InProcessClient, amount: object) -> None:
+    before = item_count()
+    reply = api.post("/products", {"name": "Pro", "terms": [terms(amount)]})  # type: ignore[arg-type]
+    refused(reply, 422, reply.body.get("error", ""), "terms[0].price")
+    assert item_count() == before
+
+
+def test_every_money_input_is_checked_against_its_currency(api: InProcessClient) -> None:
+    before = item_count()
+    for field in ("setup_fee", "cancellation_fee"):
+        extra = {field: "1.001", "contract_cycles": 12} if field == "cancellation_fee" else {field: "1.001"}
+        refused(product_with(api, **terms(**extra)), 422, "money.too_many_decimals", f"terms[0].{field}")
+        refused(product_with(api, **terms(**{field: "1e2"})), 422, "request.validation_failed", f"terms[0].{field}")
+    contact = {"name": "Ann", "email": "a@example.com"}
+    limit = {"amount": "100.5", "currency": "JPY"}
+    refused(
+        api.post("/contacts", {**contact, "credit_limit": limit}), 422, "money.too_many_decimals", "credit_limit.amount"
+    )
+    limit = {"amount": "1_000", "currency": "JPY"}
+    refused(
+        api.post("/contacts", {**contact, "credit_limit": limit}),
+        422,
+        "request.validation_failed",
+        "credit_limit.amount",
+    )
+    assert item_count() == before
+    preview = {"terms": terms("9.999"), "start": "2025-01-01", "as_of": "2025-01-01"}
+    refused(api.post("/billing/preview", preview), 422, "money.too_many_decimals", "terms.price")
+    preview = {"terms": terms("10.00", setup_fee="1e1"), "start": "2025-01-01", "as_of": "2025-01-01"}
+    refused(api.post("/billing/preview", preview), 422, "request.validation_failed", "terms.setup_fee")
+
+
+def test_a_payment_a_hair_under_the_invoice_does_not_pay_it(api: InProcessClient) -> None:
+    invoice = order_invoice(api, "7.00")
+    pay = f"/invoices/{invoice['id']}/payments"
+    payment = {"currency": "USD", "reference": "t-1", "received_on": "2025-01-01"}
+    for amount, code in [
+        ("6.999999999999999999999999999999", "money.too_many_decimals"),
+        ("7e0", "request.validation_failed"),
+    ]:
+        refused(api.post(pay, {**payment, "amount": amount}), 422, code, "amount")
+    shown = api.get(f"/invoices/{invoice['id']}").body
+    assert shown["status"] == "open" and shown["payments"] == []
+
+
+def test_the_openapi_document_types_amounts_as_decimal_strings() -> None:
+    from billow.domain.money import AMOUNT_PATTERN
+    from billow.local.lambda_runtime import handler
+
+    document = handler("api.handler.app").get_openapi_schema(title="Billow API", version="0.1.0")
+    schemas = document.model_dump(by_alias=True, exclude_none=True)["components"]["schemas"]
+    price = schemas["PriceTermsBody"]["properties"]["price"]
+    assert (price["type"], price["pattern"]) == ("string", AMOUNT_PATTERN)
+    assert schemas["ManualPaymentBody"]["properties"]["amount"]["pattern"] == AMOUNT_PATTERN
+
+
+# -- point 9: a payment's received_on, between the invoice's issue (less a window) and the contact's today
+def test_a_payment_is_received_neither_after_the_contacts_today_nor_absurdly_early(api: InProcessClient) -> None:
+    product = make_product(api, terms("100.00"))
+    contact = make_contact(api)
+    api.post(f"/contacts/{contact['id']}/test-clock", {"frozen_time": "2025-01-01T10:00:00Z"})
+    item = {"product_id": product["id"], "terms_id": product["terms"][0]["id"]}
+    (invoice,) = api.post("/orders", {"contact_id": contact["id"], "items": [item]}).body["invoices"]
+    assert invoice["issue_date"] == "2025-01-01"
+    pay = f"/invoices/{invoice['id']}/payments"
+    payment = {"amount": "10.00", "currency": "USD", "reference": "r"}
+
+    for day in ("9999-12-31", "2025-01-02"):  # after the test clock's today, though before real time's
+        reply = api.post(pay, {**payment, "received_on": day})
+        refused(reply, 422, "payment.received_in_future", "received_on")
+        assert "2025-01-01" in reply.body["message"]
+    for day in ("0001-01-01", "2024-10-02"):  # the earliest is 90 days before the invoice was issued
+        reply = api.post(pay, {**payment, "received_on": day})
+        refused(reply, 422, "payment.received_too_early", "received_on")
+        assert "90 days before" in reply.body["message"] and "2024-10-03" in reply.body["message"]
+    assert api.get(f"/invoices/{invoice['id']}").body["payments"] == []
+
+    assert api.post(pay, {**payment, "reference": "early", "received_on": "2024-10-03"}).status == 201
+    assert api.post(pay, {**payment, "reference": "today", "received_on": "2025-01-01"}).status == 201
+    api.post(f"/contacts/{contact['id']}/test-clock/advance", {"to": "2025-01-05T10:00:00Z"})
+    assert api.post(pay, {**payment, "reference": "later", "received_on": "2025-01-05"}).status == 201
+    assert len(api.get(f"/invoices/{invoice['id']}").body["payments"]) == 3
+
+
+# -- point 10: control characters, debt thresholds with currencies, rules that make no sense ----------
+def contact_body(**fields: object) -> dict[str, object]:
+    return {"name": "Ann", "email": "ann@example.com", **fields}
+
+
+ADDRESS = {"line1": "1 Main St", "city": "Springfield", "country": "US"}
+
+
+@pytest.mark.parametrize("character", ["\x00", "\x07", "\x1b", "\x7f", "\x85", "\n", "\ud800"])
+def test_control_characters_in_text_are_refused_naming_the_field(api: InProcessClient, character: str) -> None:
+    before = item_count()
+    cases: list[tuple[str, dict[str, object], str]] = [
+        ("/contacts", contact_body(name=f"Ann{character}Example"), "name"),
+        ("/contacts", contact_body(email=f"ann{character}@example.com"), "email"),
+        (
+            "/contacts",
+            contact_body(billing_address={**ADDRESS, "line1": f"1 Main{character}St"}),
+            "billing_address.line1",
+        ),
+        ("/contacts", contact_body(classification=f"v{character}ip"), "classification"),
+        ("/products", {"name": f"Pro{character}Plan", "terms": [terms()]}, "name"),
+        (
+            "/products",
+            {"name": "Pro", "description": f"a{character}b" if character != "\n" else "a\x00b"},
+            "description",
+        ),
+    ]
+    for path, body, field in cases:
+        reply = api.post(path, body)
+        refused(reply, 422, "request.validation_failed", field)
+    reasons = {"reasons": {"cancel": [f"moved{character}away"]}}
+    refused(api.patch("/settings/subscriptions", reasons), 422, "request.validation_failed", "reasons")
+    assert item_count() == before
+
+
+def test_a_payment_reference_or_an_order_reference_carries_no_control_character(api: InProcessClient) -> None:
+    invoice = order_invoice(api, "7.00")
+    payment = {"amount": "7.00", "currency": "USD", "reference": "TRF\x001", "received_on": invoice["issue_date"]}
+    refused(api.post(f"/invoices/{invoice['id']}/payments", payment), 422, "request.validation_failed", "reference")
+    product = make_product(api, terms())
+    item = {"product_id": product["id"], "terms_id": product["terms"][0]["id"]}
+    order = {"contact_id": invoice["contact_id"], "items": [item], "reference": "po\x00"}
+    refused(api.post("/orders", order), 422, "request.validation_failed", "reference")
+
+
+def test_a_product_description_may_span_lines(api: InProcessClient) -> None:
+    reply = api.post("/products", {"name": "Pro", "description": "Line one\nLine two\twith a tab", "terms": [terms()]})
+    assert reply.status == 201, reply.body
+    assert reply.body["description"] == "Line one\nLine two\twith a tab"
+
+
+def test_a_debt_threshold_is_money_in_a_currency(api: InProcessClient) -> None:
+    settings = "/settings/subscriptions"
+    refused(api.patch(settings, {"debt_threshold": "100.00"}), 422, "request.validation_failed", "debt_threshold")
+    refused(
+        api.patch(settings, {"debt_threshold": {"USD": "1e2"}}), 422, "request.validation_failed", "debt_threshold.USD"
+    )
+    for currency, amount in [("USD", "100.001"), ("JPY", "10000.5"), ("KWD", "1.0001")]:
+        reply = api.patch(settings, {"debt_threshold": {currency: amount}})
+        refused(reply, 422, "money.too_many_decimals", f"debt_threshold.{currency}")
+    refused(api.patch(settings, {"debt_threshold": {"XYZ": "1"}}), 422, "money.unknown_currency", "debt_threshold.XYZ")
+
+    thresholds = {"USD": "100.00", "JPY": "10000", "KWD": "1.500"}
+    assert api.patch(settings, {"debt_threshold": thresholds}).status == 200
+    assert api.get("/settings").body["subscriptions"]["debt_threshold"] == thresholds
+
+
+def test_activation_compares_the_debt_in_each_currency_with_that_currencys_threshold(api: InProcessClient) -> None:
+    invoice = order_invoice(api, "31.00")  # the contact owes 31.00 USD
+    subscription = api.get(f"/subscriptions/{invoice['subscription_id']}").body
+    service = f"/subscriptions/{subscription['id']}/services/{subscription['services'][0]['id']}"
+    assert api.post(f"{service}/deactivate", {}).status == 201
+
+    api.patch("/settings/subscriptions", {"debt_threshold": {"JPY": "100000"}})  # none for USD: no USD debt
+    refused_ = api.post(f"{service}/activate", {})
+    assert refused_.status == 409 and refused_.body["error"] == "activation.debt_threshold"
+    assert "31.00 USD" in refused_.body["message"] and "no debt_threshold for USD" in refused_.body["message"]
+    api.patch("/settings/subscriptions", {"debt_threshold": {"USD": "30.99"}})
+    assert api.post(f"{service}/activate", {}).body["error"] == "activation.debt_threshold"
+    api.patch("/settings/subscriptions", {"debt_threshold": {"USD": "31.00"}})
+    assert api.post(f"{service}/activate", {}).status == 201
+
+
+@pytest.mark.parametrize(
+    ("requires", "circle"),
+    [
+        ({"a": ["a"]}, "a requires a"),
+        ({"a": ["b"], "b": ["a"]}, "a requires b requires a"),
+        ({"a": ["b"], "b": ["c"], "c": ["a"]}, "a requires b requires c requires a"),
+        ({"a": ["x"], "b": ["c"], "c": ["d"], "d": ["b"]}, "b requires c requires d requires b"),
+    ],
+)
+def test_products_cannot_require_each_other_in_a_circle(
+    api: InProcessClient, requires: dict[str, list[str]], circle: str
+) -> None:
+    names = {p for product, needs in requires.items() for p in (product, *needs)}
+    ids = {name: make_product(api, terms(), name=name)["id"] for name in sorted(names)}
+    by_id = {ids[product]: [ids[n] for n in needs] for product, needs in requires.items()}
+    reply = api.patch("/settings/subscriptions", {"requires": by_id})
+    refused(reply, 422, "policy.circular_requires")
+    named = reply.body["message"].split("(", 1)[1].split(")", 1)[0].split(" requires ")  # where it starts may vary
+    expected = [ids[name] for name in circle.split(" requires ")]
+    assert named[0] == named[-1] and sorted(named[1:]) == sorted(expected[1:]), reply.body
+    assert reply.body["fields"][0]["field"] == f"requires.{named[0]}"
+    assert api.get("/settings").body["subscriptions"]["requires"] == {}
+
+
+def test_a_chain_of_requirements_without_a_circle_is_kept(api: InProcessClient) -> None:
+    a, b, c = (make_product(api, terms(), name=n)["id"] for n in "abc")
+    requires = {a: [b, c], b: [c]}
+    assert api.patch("/settings/subscriptions", {"requires": requires}).status == 200
+    assert api.get("/settings").body["subscriptions"]["requires"] == requires
+
+
+def test_no_billable_states_and_an_empty_reason_list_are_refused(api: InProcessClient) -> None:
+    refused(
+        api.patch("/settings/billing", {"billable_states": []}), 422, "request.validation_failed", "billable_states"
+    )
+    reply = api.patch("/settings/subscriptions", {"reasons": {"cancel": []}})
+    refused(reply, 422, "request.validation_failed", "reasons.cancel")
+    settings = api.get("/settings").body
+    assert settings["billing"]["billable_states"] == ["effective"]
+    assert settings["subscriptions"]["reasons"] == {}
+
+
+def test_the_rules_themselves_refuse_no_billable_states_and_empty_reason_lists() -> None:
+    from billow.domain.actions import ActionKind
+    from billow.domain.errors import InvalidInput
+    from billow.domain.policy import SubscriptionPolicy
+    from billow.domain.rules import BillingRules
+
+    with pytest.raises(InvalidInput) as caught:
+        BillingRules(billable_states=frozenset())
+    assert (caught.value.code, caught.value.field) == ("billing.no_billable_states", "billable_states")
+    with pytest.raises(InvalidInput) as caught:
+        SubscriptionPolicy.from_json({"reasons": {"cancel": []}})
+    assert (caught.value.code, caught.value.field) == ("policy.no_reasons", "reasons.cancel")
+    assert SubscriptionPolicy.from_json({"reasons": {"cancel": ["moved"]}}).reasons == {ActionKind.CANCEL: ("moved",)}
