@@ -65,6 +65,7 @@ class Seeded:
         assert scheduled.status == 202, scheduled.body
         self.ids = {
             "product_id": product["id"],
+            "terms_id": product["terms"][0]["id"],
             "contact_id": contact["id"],
             "order_id": placed.body["order"]["id"],
             "invoice_id": placed.body["invoices"][0]["id"],
@@ -89,17 +90,28 @@ def seeded() -> Iterator[Seeded]:
 
 
 def _with_real_ids(case: Any, ids: dict[str, str]) -> bool:
-    """Put the seeded ids in the case's path and body; whether anything changed."""
+    """Put the seeded ids in the case's path and body (at any depth: an order's items name a product
+    and its terms); whether anything changed."""
     changed = False
     for name in list(case.path_parameters or {}):
         if name in ids:
             case.path_parameters[name] = ids[name]
             changed = True
-    if isinstance(case.body, dict):
-        for name in list(case.body):
-            if name in ids and isinstance(case.body[name], str):
-                case.body[name] = ids[name]
-                changed = True
+
+    def replace(node: Any) -> None:
+        nonlocal changed
+        if isinstance(node, list):
+            for item in node:
+                replace(item)
+        elif isinstance(node, dict):
+            for name, value in node.items():
+                if name in ids and isinstance(value, str):
+                    node[name] = ids[name]
+                    changed = True
+                else:
+                    replace(value)
+
+    replace(case.body)
     return changed
 
 
