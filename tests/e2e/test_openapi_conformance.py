@@ -8,6 +8,8 @@ with the ids of real entities seeded below, so the happy paths and the state rul
 
 from __future__ import annotations
 
+import socket
+import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -129,3 +131,19 @@ def test_a_method_without_a_route_is_a_405_in_the_error_shape(seeded: Seeded, me
     reply = seeded.client.request(method, "/products")
     assert reply.status == 405, reply.body
     assert set(reply.body) >= {"error", "message", "fields"}
+
+
+def test_a_head_request_is_answered_with_headers_and_no_body(seeded: Seeded) -> None:
+    # HEAD reaches the API like any method (no route takes it: 405), and its answer carries no body:
+    # bytes after the headers would be read by the client as the start of the next answer
+    host, port = urllib.parse.urlsplit(seeded.client.base_url).netloc.rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=30) as connection:
+        request = f"HEAD /products HTTP/1.0\r\nHost: {host}\r\nAuthorization: Bearer {KEY}\r\n\r\n"
+        connection.sendall(request.encode())
+        answer = b""
+        while chunk := connection.recv(65536):
+            answer += chunk
+    head, _, rest = answer.partition(b"\r\n\r\n")
+    assert head.split(b"\r\n")[0].split(b" ")[1] == b"405", head
+    assert b"\r\nallow: get, post" in head.lower(), head
+    assert rest == b"", rest
