@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from billow.local import gateway, stack
+from billow.local import clocks, gateway, stack
 
 
 @dataclass
@@ -104,6 +104,20 @@ def make_contact(client: HttpClient, name: str = "Ann Example") -> dict[str, Any
     reply = client.post("/contacts", {"name": name, "email": "ann@example.com"})
     assert reply.status == 201, reply.body
     return dict(reply.body)
+
+
+def as_call(client: HttpClient) -> clocks.Call:
+    def call(method: str, path: str, body: dict[str, Any] | None) -> tuple[int, Any]:
+        reply = client.request(method, path, body)
+        return reply.status, reply.body
+
+    return call
+
+
+def advance_clock(client: HttpClient, contact_id: str, to: str) -> dict[str, Any]:
+    """Advance the contact's test clock to `to` (several bounded advances if need be) and wait
+    until it is ready: what became due is billed by then."""
+    return clocks.advance_clock(as_call(client), contact_id, to)
 
 
 @contextmanager

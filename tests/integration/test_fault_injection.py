@@ -26,6 +26,7 @@ from billow.domain.rules import BillingRules
 from billow.domain.tenants import TenantSettings
 from billow.local.dynamodb import DynamoDBLocal
 from billow.services.billing import InvoiceNumbers, bill_due_subscriptions
+from billow.services.context import Scope
 from billow.storage import codec
 from billow.storage.repository import DynamoStore
 from pynamodb.connection.base import Connection
@@ -114,7 +115,7 @@ def seed(store: DynamoStore, tenant_id: str) -> datetime:
             test_clock=False,
             rules=BillingRules(),
         )
-        store.place_order(tenant_id, plan.order, plan.subscriptions, plan.new_subscription_ids)
+        store.place_order(Scope(tenant_id, "live"), plan.order, plan.subscriptions, plan.new_subscription_ids)
     return datetime(2024, 4, 20, 0, 5, tzinfo=UTC)
 
 
