@@ -140,3 +140,14 @@ SETTINGS_CHANGES: list[dict[str, Any]] = [
     {"cancel_in_contract": "immediate"},
 ]
 """Six changes of different subscription rules, none of them the default: made at once by the race tests."""
+
+
+class RecordingInvoker:
+    """An `AsyncInvoker` that only records what it was asked to invoke: the test delivers the
+    events itself (or not, to hold an advance under way)."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, dict[str, Any]]] = []
+
+    def invoke_async(self, concern: str, event: dict[str, Any]) -> None:
+        self.events.append((concern, event))

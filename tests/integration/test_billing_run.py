@@ -239,3 +239,23 @@ def test_two_orders_racing_share_the_one_subscription_of_their_cycle(local_table
     assert len(placed) == 2  # the loser retried and joined the winner's subscription
     (subscription,) = store.subscriptions_of(ctx.scope, contact.id)
     assert len(subscription.services) == 2
+
+
+def test_the_daily_run_bills_each_mode_in_its_own_world_with_its_own_numbers(local_table: str) -> None:
+    """Test-mode subscriptions without a clock are billed by the daily run like live ones, each in
+    its own mode: a live key never sees the test invoices, and they use no live invoice number."""
+    store = DynamoStore()
+    test = setup_tenant(store)
+    live = TenantContext(test.tenant_id, "live", test.settings)
+    start = FixedClock(datetime(2024, 1, 15, 9, tzinfo=UTC))
+    test_contacts = subscribe(store, test, start, 3)
+    live_contacts = subscribe(store, live, start, 2)
+
+    report = bill_due_subscriptions(store, datetime(2024, 3, 15, 0, 5, tzinfo=UTC), InvoiceNumbers(store))
+
+    assert report.failures == [] and report.invoices_created == 3 * 2 + 2 * 2
+    for ctx, own, other in ((test, test_contacts, live_contacts), (live, live_contacts, test_contacts)):
+        assert len(all_invoices(store, ctx, own)) == len(own) * 3  # ordering, February, March
+        assert all_invoices(store, ctx, other) == []  # the other mode's contacts do not exist here
+        numbers = sorted(int(i.number.rsplit("-", 1)[-1]) for c in own for i in store.invoices_of(ctx.scope, c))
+        assert numbers[0] == 1 and len(set(numbers)) == len(numbers)  # each mode numbers from 1, no repeats

@@ -15,21 +15,29 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from decimal import Decimal
 from typing import Any
 
 import pytest
 from billow.domain.calendar import Cycle
 from billow.domain.catalog import BillingModel, PriceTerms, Product
+from billow.domain.contacts import ClockStatus
 from billow.domain.money import Money
 from billow.domain.ordering import OrderItem, plan_order
 from billow.domain.rules import BillingRules
 from billow.domain.tenants import TenantSettings
+from billow.gateways.invoke import handler_of
 from billow.local.dynamodb import DynamoDBLocal
+from billow.local.lambda_runtime import invoke
+from billow.services import catalog, contacts, ordering, time_travel
 from billow.services.billing import InvoiceNumbers, bill_due_subscriptions
-from billow.services.context import Scope
+from billow.services.context import Scope, TenantContext, new_id
 from billow.storage import codec
 from billow.storage.repository import DynamoStore
 from pynamodb.connection.base import Connection
+
+from tests.integration.test_billing_run import FixedClock
+from tests.support import RecordingInvoker
 
 pytestmark = pytest.mark.integration
 
@@ -206,3 +214,75 @@ def test_the_same_run_delivered_twice_concurrently_bills_once(local_table: str, 
     table.restore(seeded)
     assert run_twice_at_once(store, instant) == []
     assert table.invoices() == expected
+
+
+ADVANCE_TO = datetime(2024, 3, 31, 10, tzinfo=UTC)  # the bound: two months from 31 January
+
+
+def seed_clock(store: DynamoStore) -> tuple[TenantContext, str, RecordingInvoker]:
+    """A test-mode contact on a clock at 31 January with a monthly in-advance and a monthly
+    in-arrears subscription, its clock advance requested (held: the test delivers the event)."""
+    settings = TenantSettings("t1", "t1")
+    store.put_settings(settings)
+    ctx = TenantContext("t1", "test", settings)
+    clock = FixedClock(datetime(2024, 1, 31, 10, tzinfo=UTC))
+    contact = contacts.create_contact(
+        store,
+        ctx,
+        name="Ann",
+        email="ann@example.com",
+        billing_address=None,
+        classification=None,
+        credit_limit=None,
+        preferred_payment_method=None,
+        clock=clock,
+        new_id=new_id,
+    )
+    contacts.create_test_clock(store, ctx, contact.id, clock.now())
+    terms = [
+        catalog.PriceTermsInput(Decimal("31.00"), "USD", Cycle.MONTH, BillingModel.ADVANCE),
+        catalog.PriceTermsInput(Decimal("10.00"), "USD", Cycle.MONTH, BillingModel.ARREARS),
+    ]
+    product = catalog.create_product(store, ctx, name="Pro", description="", terms=terms, new_id=new_id)
+    items = [ordering.OrderItemInput(product.id, t.id) for t in product.terms]
+    ordering.place_order(store, ctx, contact.id, items, None, None, clock, new_id, InvoiceNumbers(store))
+    invoker = RecordingInvoker()
+    assert time_travel.request_advance(store, ctx, contact.id, ADVANCE_TO, invoker).status is ClockStatus.ADVANCING
+    return ctx, contact.id, invoker
+
+
+def deliver(store: DynamoStore, invoker: RecordingInvoker) -> None:
+    """Run the clock-advance function on the last event handed to it, as Lambda would, in a fresh
+    container (a crashed one is gone, with the invoice numbers it had reserved)."""
+    import clock_advance.handler
+
+    concern, event = invoker.events[-1]
+    assert concern == "clock-advance"
+    clock_advance.handler.numbers = InvoiceNumbers(store)
+    invoke(handler_of(concern), event)
+
+
+def test_an_interrupted_clock_advance_resumes_and_bills_each_period_once(
+    local_table: str, dynamodb_local: DynamoDBLocal
+) -> None:
+    """Crash the clock-advance function after each of its DynamoDB calls in turn; the client then
+    asks for the same advance again (202: it resumes) and the invoices are exactly those of an
+    uninterrupted advance, the clock ready."""
+    store = DynamoStore()
+    table = Table(dynamodb_local, local_table)
+    ctx, contact_id, invoker = seed_clock(store)
+    seeded = table.items()
+    with crash_after(None) as calls:
+        deliver(store, invoker)
+    expected = table.invoices()
+    assert len(expected) == 3 + 2  # in advance: Jan (at ordering), Feb, Mar; in arrears: Jan-Feb, Feb-Mar
+    assert store.get_clock(ctx.scope, contact_id).status is ClockStatus.READY  # type: ignore[union-attr]
+    for k in range(1, calls.made + 1):
+        table.restore(seeded)
+        with pytest.raises(Crash), crash_after(k):
+            deliver(store, invoker)
+        resumed = time_travel.request_advance(store, ctx, contact_id, ADVANCE_TO, invoker)
+        if resumed.status is ClockStatus.ADVANCING:  # the crash came before the clock was marked ready
+            deliver(store, invoker)
+        assert table.invoices() == expected, f"crash after call {k} of {calls.made}"
+        assert store.get_clock(ctx.scope, contact_id).status is ClockStatus.READY  # type: ignore[union-attr]

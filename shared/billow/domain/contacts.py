@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 
-from billow.domain.calendar import Cycle, add_cycles
+from billow.domain.calendar import Cycle, add_months
 from billow.domain.errors import Conflict, InvalidInput
 from billow.domain.money import Money
 
@@ -72,7 +72,12 @@ class TestClock:
         """The furthest instant one advance may reach: `ADVANCE_INTERVALS` intervals of the
         shortest of `cycles` (the contact's subscriptions') after the clock's time."""
         shortest = min(cycles, key=lambda c: (c.months, c is not Cycle.WEEK), default=UNBOUNDED_CYCLE)
-        day = add_cycles(self.frozen_time.date(), shortest, ADVANCE_INTERVALS)
+        start = self.frozen_time.date()
+        day = (
+            start + timedelta(weeks=ADVANCE_INTERVALS)
+            if shortest is Cycle.WEEK
+            else add_months(start, shortest.months * ADVANCE_INTERVALS)  # 31 Jan -> 31 Mar
+        )
         return datetime.combine(day, self.frozen_time.timetz())
 
     def advanced_to(self, instant: datetime, limit: datetime) -> TestClock:

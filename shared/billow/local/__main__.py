@@ -59,7 +59,8 @@ Try:
                 f'       -d \'{{"to": "2026-06-30T09:00:00+00:00"}}\' \\\n'
                 f"       {local.url}/contacts/{ids['grace']}/test-clock/advance\n"
                 f"then read it until its status is ready (the invoices are made in the background):\n"
-                f"  curl -s -H 'Authorization: Bearer {demo.DEMO_KEY}' {local.url}/contacts/{ids['grace']}/test-clock\n",
+                f"  curl -s -H 'Authorization: Bearer {demo.DEMO_KEY}' \\\n"
+                f"       {local.url}/contacts/{ids['grace']}/test-clock\n",
                 flush=True,
             )
         print("Docs: README.md, docs/. Press Ctrl-C to stop everything.", flush=True)
