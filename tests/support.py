@@ -114,6 +114,11 @@ def as_call(client: HttpClient) -> clocks.Call:
     return call
 
 
+def wait_until_ready(client: HttpClient, contact_id: str) -> dict[str, Any]:
+    """The contact's test clock, once what its last advance made due is billed."""
+    return clocks.wait_until_ready(as_call(client), contact_id)
+
+
 def advance_clock(client: HttpClient, contact_id: str, to: str) -> dict[str, Any]:
     """Advance the contact's test clock to `to` (several bounded advances if need be) and wait
     until it is ready: what became due is billed by then."""
