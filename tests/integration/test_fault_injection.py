@@ -36,7 +36,7 @@ from billow.storage import codec
 from billow.storage.repository import DynamoStore
 from pynamodb.connection.base import Connection
 
-from tests.integration.test_billing_run import FixedClock
+from tests.integration.test_billing_run import FixedClock, new_contact, setup_tenant
 from tests.support import RecordingInvoker
 
 pytestmark = pytest.mark.integration
@@ -222,22 +222,9 @@ ADVANCE_TO = datetime(2024, 3, 31, 10, tzinfo=UTC)  # the bound: two months from
 def seed_clock(store: DynamoStore) -> tuple[TenantContext, str, RecordingInvoker]:
     """A test-mode contact on a clock at 31 January with a monthly in-advance and a monthly
     in-arrears subscription, its clock advance requested (held: the test delivers the event)."""
-    settings = TenantSettings("t1", "t1")
-    store.put_settings(settings)
-    ctx = TenantContext("t1", "test", settings)
+    ctx = setup_tenant(store)
     clock = FixedClock(datetime(2024, 1, 31, 10, tzinfo=UTC))
-    contact = contacts.create_contact(
-        store,
-        ctx,
-        name="Ann",
-        email="ann@example.com",
-        billing_address=None,
-        classification=None,
-        credit_limit=None,
-        preferred_payment_method=None,
-        clock=clock,
-        new_id=new_id,
-    )
+    contact = new_contact(store, ctx, clock, "Ann", "ann@example.com")
     contacts.create_test_clock(store, ctx, contact.id, clock.now())
     terms = [
         catalog.PriceTermsInput(Decimal("31.00"), "USD", Cycle.MONTH, BillingModel.ADVANCE),
