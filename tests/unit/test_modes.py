@@ -25,7 +25,13 @@ SHARED = {
     ("POST", "/products"),
     ("GET", "/products/<product_id>"),
     ("POST", "/products/<product_id>/terms"),
+    ("PATCH", "/products/<product_id>"),
+    ("POST", "/products/<product_id>/archive"),
+    ("POST", "/products/<product_id>/unarchive"),
+    ("PATCH", "/products/<product_id>/terms/<terms_id>"),
+    ("POST", "/products/<product_id>/terms/<terms_id>/archive"),
     ("GET", "/settings"),
+    ("PATCH", "/settings/profile"),
     ("PATCH", "/settings/billing"),
     ("PATCH", "/settings/subscriptions"),
     ("POST", "/billing/preview"),  # a dry run: reads and writes no data
@@ -33,6 +39,7 @@ SHARED = {
 WHEN: dict[str, Any] = {}
 BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/contacts"): {"name": "Other", "email": "other@example.com"},
+    ("PATCH", "/contacts/<contact_id>"): {"name": "Renamed"},
     ("POST", "/contacts/<contact_id>/test-clock"): {"frozen_time": "2024-01-01T00:00:00Z"},
     ("POST", "/contacts/<contact_id>/test-clock/advance"): {"to": "2024-01-15T00:00:00Z"},
     ("POST", "/orders"): {"contact_id": "{contact_id}", "items": "{items}"},
