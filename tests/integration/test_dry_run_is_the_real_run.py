@@ -9,11 +9,11 @@ from dataclasses import replace
 from datetime import date, timedelta
 
 import pytest
-from billow.services.context import TenantContext
 from billow.domain.ordering import Order, OrderedService
 from billow.domain.preview import PreviewTerms, dry_run, preview_subscription
 from billow.domain.tenants import TenantSettings
 from billow.services.billing import InvoiceNumbers, bill_subscription
+from billow.services.context import TenantContext
 from billow.storage.repository import DynamoStore
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st

@@ -52,10 +52,17 @@ class LambdaInvoker:
         )
 
 
-def invoker_from_environment() -> AsyncInvoker:
-    spec = os.environ.get("BILLOW_ASYNC_INVOKER", "")
-    if not spec:
-        return LambdaInvoker()
-    module, _, name = spec.partition(":")
-    invoker: AsyncInvoker = getattr(importlib.import_module(module), name)()
-    return invoker
+class EnvironmentInvoker:
+    """The implementation `BILLOW_ASYNC_INVOKER` names, chosen at the first invocation (not at
+    import: a process may import the handlers before its environment is complete)."""
+
+    def __init__(self) -> None:
+        self._chosen: AsyncInvoker | None = None
+
+    def invoke_async(self, concern: str, event: dict[str, Any]) -> None:
+        if self._chosen is None:
+            spec = os.environ.get("BILLOW_ASYNC_INVOKER", "")
+            module, _, name = spec.partition(":")
+            self._chosen = getattr(importlib.import_module(module), name)() if spec else LambdaInvoker()
+        assert self._chosen is not None
+        self._chosen.invoke_async(concern, event)
