@@ -15,7 +15,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
-from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -227,8 +226,8 @@ def seed_clock(store: DynamoStore) -> tuple[TenantContext, str, RecordingInvoker
     contact = new_contact(store, ctx, clock, "Ann", "ann@example.com")
     contacts.create_test_clock(store, ctx, contact.id, clock.now())
     terms = [
-        catalog.PriceTermsInput(Decimal("31.00"), "USD", Cycle.MONTH, BillingModel.ADVANCE),
-        catalog.PriceTermsInput(Decimal("10.00"), "USD", Cycle.MONTH, BillingModel.ARREARS),
+        catalog.PriceTermsInput("31.00", "USD", Cycle.MONTH, BillingModel.ADVANCE),
+        catalog.PriceTermsInput("10.00", "USD", Cycle.MONTH, BillingModel.ARREARS),
     ]
     product = catalog.create_product(store, ctx, name="Pro", description="", terms=terms, new_id=new_id)
     items = [ordering.OrderItemInput(product.id, t.id) for t in product.terms]
