@@ -59,7 +59,7 @@ def place_order(body: OrderBody) -> Response[dict[str, Any]]:
 @router.get("/orders/<order_id>", summary="Get an order")
 def get_order(order_id: Annotated[Id, Path()]) -> dict[str, Any]:
     ctx = current_tenant(router.current_event)
-    order = store.get_order(ctx.tenant_id, order_id)
+    order = store.get_order(ctx.scope, order_id)
     if order is None:
         raise NotFound(f"no order {order_id}", field="order_id")
     return presenters.order(order)
@@ -68,7 +68,7 @@ def get_order(order_id: Annotated[Id, Path()]) -> dict[str, Any]:
 @router.get("/subscriptions/<subscription_id>", summary="Get a subscription and its services")
 def get_subscription(subscription_id: Annotated[Id, Path()]) -> dict[str, Any]:
     ctx = current_tenant(router.current_event)
-    subscription = store.get_subscription(ctx.tenant_id, subscription_id)
+    subscription = store.get_subscription(ctx.scope, subscription_id)
     if subscription is None:
         raise NotFound(f"no subscription {subscription_id}", field="subscription_id")
     return presenters.subscription(subscription, contact_today(store, ctx, subscription.contact_id, clock))
