@@ -178,6 +178,7 @@ def clock_response(ctx: TenantContext, test_clock: TestClock) -> dict[str, Any]:
     "/contacts/<contact_id>/test-clock/advance",
     summary="Move the test clock forward; what became due is billed in the background (poll until `ready`)",
 )
+@answers(202)
 def advance_test_clock(contact_id: Annotated[Id, Path()], body: AdvanceClockBody) -> tuple[dict[str, Any], int]:
     ctx = current_tenant(router.current_event)
     return presenters.clock(time_travel.request_advance(store, ctx, contact_id, body.to, invoker)), 202
