@@ -44,7 +44,7 @@ test-e2e: setup
 lint: setup      ## ruff
 	$(VENV)/bin/ruff check .
 
-typecheck: setup ## mypy (strict) over shared/ and functions/
+typecheck: setup ## mypy (strict) over shared/, functions/ and bench/
 	$(VENV)/bin/mypy
 
 synth: setup     ## synthesize the CDK app into cdk.out/ (offline, no credentials)
