@@ -531,25 +531,56 @@ class DynamoStore:
 
     def get_clock(self, scope: Scope, contact_id: str) -> TestClock | None:
         with _translated("test clock"):
-            item = _get(contact_pk(scope, contact_id), "CLOCK")
+            item = _get(contact_pk(scope, contact_id), "CLOCK", consistent_read=True)
         return None if item is None else codec.clock_in(json.loads(item.data or "{}"), int(item.version or 0))
 
     def save_clock(self, scope: Scope, clock: TestClock) -> TestClock:
+        """The clock's status, only if still at `clock.version` (absent for 0). A write that moves
+        the clock's time is `move_clock`."""
         saved = replace(clock, version=clock.version + 1)
-        item = _entity(
-            contact_pk(scope, clock.contact_id),
-            "CLOCK",
-            "test_clock",
-            codec.clock_out(clock),
-            version=saved.version,
-        )
         condition = _absent() if clock.version == 0 else BillowItem.version == clock.version
         try:
             with _translated("test clock"):
-                item.save(condition=condition)
+                self._clock_item(scope, clock, saved.version).save(condition=condition)
         except Conflict as error:
             raise ConcurrentModification("the test clock was changed concurrently; reload and retry") from error
         return saved
+
+    def move_clock(
+        self, scope: Scope, clock: TestClock, contact_version: int, subscriptions: Sequence[Subscription]
+    ) -> TestClock:
+        """Create the clock or move its time, in one transaction that also moves on the version of
+        the contact and of each of its `subscriptions`, each only if still at the version it was
+        read at. Every write that depends on the contact's today (an order: the contact's version;
+        an action or a move: its subscription's) is conditioned on one of those, so a writer that
+        read the old time loses and re-reads; and the clock is not moved if an order or a move
+        changed the subscriptions it was checked against (attach before ordering, the advance's
+        bound) since they were read."""
+        saved = replace(clock, version=clock.version + 1)
+        pk = contact_pk(scope, clock.contact_id)
+        with _translated("test clock"), TransactWrite(connection=connection()) as tx:
+            tx.save(
+                self._clock_item(scope, clock, saved.version),
+                condition=_absent() if clock.version == 0 else BillowItem.version == clock.version,
+            )
+            tx.update(
+                BillowItem(pk, "CONTACT"),
+                actions=[BillowItem.version.add(1)],
+                condition=BillowItem.version == contact_version,
+            )
+            for subscription in subscriptions:
+                tx.update(
+                    BillowItem(pk, f"SUB#{subscription.id}"),
+                    actions=[BillowItem.version.add(1)],
+                    condition=BillowItem.version == subscription.version,
+                )
+        return saved
+
+    @staticmethod
+    def _clock_item(scope: Scope, clock: TestClock, version: int) -> BillowItem:
+        return _entity(
+            contact_pk(scope, clock.contact_id), "CLOCK", "test_clock", codec.clock_out(clock), version=version
+        )
 
     # -- orders and subscriptions -------------------------------------------------------------------
     def _subscription_item(self, scope: Scope, subscription: Subscription, version: int) -> BillowItem:
