@@ -1,7 +1,8 @@
 """Hypothesis drives one service through random actions (immediate and scheduled) and clock
 advances. Changes go to price terms of any cycle and billing model, so the service moves between
-the contact's subscriptions as the service layer moves it. After every step: no service moved
-along a transition the table does not have, and no day of a service is billed twice. At the end
+the contact's subscriptions as the service layer moves it; the subscription's billing day changes
+too. After every step: no service moved along a transition the table does not have, and no day of
+a service is billed twice. At the end
 (the service cancelled and everything settled): the charges minus the credits, over every
 subscription, equal the price of the time the service was billable, computed here from the
 executed actions alone, stretch by stretch, period by period of the subscription it was in."""
@@ -33,9 +34,11 @@ PRICES = ["5.00", "31.00", "99.99", "12.34"]
 KINDS = [
     *[ActionKind.PAUSE, ActionKind.RESUME, ActionKind.DEACTIVATE, ActionKind.ACTIVATE, ActionKind.CHANGE] * 3,
     *[ActionKind.CHANGE] * 3,
+    *[ActionKind.CHANGE_BILLING_DAY] * 4,
     ActionKind.CANCEL,
     ActionKind.REGRET,
 ]
+BILLING_DAY = ActionKind.CHANGE_BILLING_DAY
 STOPS = {ActionKind.PAUSE, ActionKind.DEACTIVATE, ActionKind.CANCEL, ActionKind.EXPIRE}
 STARTS = {ActionKind.RESUME, ActionKind.ACTIVATE, ActionKind.RENEW}
 # Moves the engine makes by itself, outside the action table.
@@ -107,7 +110,11 @@ class LifecycleMachine(RuleBasedStateMachine):
             ran = True
             self.subscriptions[key] = step.subscription
             schedule = step.subscription.schedule
-            self.executed += [(a, schedule) for a in step.actions if a.status is ActionStatus.EXECUTED and a.service_id]
+            self.executed += [
+                (a, schedule)
+                for a in step.actions
+                if a.status is ActionStatus.EXECUTED and (a.service_id or (a.kind is BILLING_DAY and key == self.home))
+            ]
             if step.invoice is not None:
                 self.lines += step.invoice.lines
             if (transfer := step.transfer) is not None:
@@ -138,6 +145,7 @@ class LifecycleMachine(RuleBasedStateMachine):
         quantity=st.integers(1, 3),
         cycle=st.sampled_from(CYCLES),
         model=st.sampled_from([BillingModel.ADVANCE, BillingModel.ARREARS]),
+        billing_day=st.integers(1, 31),
     )
     def request(
         self,
@@ -148,6 +156,7 @@ class LifecycleMachine(RuleBasedStateMachine):
         quantity: int,
         cycle: Cycle,
         model: BillingModel,
+        billing_day: int,
     ) -> None:
         terms = _terms(price, model if cycle is not Cycle.MONTH else self.model, cycle)
         change = ServiceChange("p1", "Pro", terms, quantity) if kind is ActionKind.CHANGE else None
@@ -156,9 +165,12 @@ class LifecycleMachine(RuleBasedStateMachine):
             kind=kind,
             on=self.today + timedelta(days=later),
             requested_on=self.today,
-            service_id=self.service.id,
+            service_id=None if kind is BILLING_DAY else self.service.id,
             days=days if kind is ActionKind.PAUSE else None,
             change=change,
+            billing_day=(billing_day % 7 if self.subscription.cycle is Cycle.WEEK else billing_day)
+            if kind is BILLING_DAY
+            else None,
         )
         self.subscription = replace(self.subscription, actions=(*self.subscription.actions, action))
         if later == 0:
@@ -211,6 +223,10 @@ class LifecycleMachine(RuleBasedStateMachine):
                 if open_at is None and stretches:
                     stretches.pop()
                 open_at = None
+            elif action.kind is BILLING_DAY and open_at is not None:
+                # the days before it on the old schedule, the days from it on the new one
+                stretches.append((open_at, day, price, schedule))
+                open_at = day
             elif action.kind is ActionKind.CHANGE and action.change is not None:
                 if open_at is not None:
                     stretches.append((open_at, day, price, schedule))

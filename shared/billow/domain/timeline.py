@@ -69,6 +69,7 @@ class _Effect:
         self.adjustments: list[Adjustment] = []
         self.logged: list[Action] = []  # actions the execution schedules or cancels
         self.pending = [a for a in subscription.actions if a.id != action.id]
+        self.waiting = list(subscription.adjustments)  # lines settled by earlier actions
         self.moving: tuple[Service, SubscriptionKey] | None = None
         self.moved: list[Action] = []
 
@@ -87,6 +88,14 @@ class _Effect:
             service, self.subscription, on, credit_on=credit_on, credit=creditable, charge=billable
         )
         self.adjustments += adjustments
+        # Credits an earlier action left waiting for a later invoice (a change, a new billing day)
+        # are due no later than this stop's: a cancellation credits them the same day.
+        self.waiting = [
+            replace(a, run_on=credit_on)
+            if a.run_on > credit_on and a.line.kind == "credit" and a.line.service_id == service.id
+            else a
+            for a in self.waiting
+        ]
         return replace(settled, stopped_on=on) if billable else settled
 
     def move(self, service: Service, key: SubscriptionKey) -> None:
@@ -340,12 +349,23 @@ def _subscription_effect(effect: _Effect) -> tuple[Subscription, str]:
             )
         day = action.billing_day
         assert day is not None
+        if day == subscription.schedule.billing_day:
+            raise RuleViolation(f"the billing day is {day} already", rule="billing_day.unchanged")
         cycle = subscription.cycle
         schedule = BillingSchedule(cycle, day, day_on_or_after(on, cycle, day))
-        next_invoice = schedule.period_containing(on).end
+        # The credit goes on the invoice that charges the new cycle's first days: today's, when
+        # today is the new billing day.
+        next_invoice = schedule.next_on_or_after(on)
         services = []
+        rules = subscription.rules
         for service in subscription.services:
-            if service.state in FINAL_STATES or service.in_trial(on) or service.state is ServiceState.DRAFT:
+            if (
+                service.state in FINAL_STATES
+                or service.in_trial(on)
+                or service.state is ServiceState.DRAFT
+                or not rules.is_billable(service.state, service.billable_states)
+            ):
+                # Nothing running to settle: a paused service restarts on the new day when resumed.
                 services.append(service)
                 continue
             settled = effect.settle(service, on, credit_on=next_invoice)
@@ -375,7 +395,7 @@ def execute(subscription: Subscription, action: Action) -> BillingStep:
     except Conflict as refusal:  # an illegal transition, a rule, a missing service: logged by its code
         left = replace(subscription, actions=tuple(effect.pending))
         return BillingStep(left, None, (action.rejected(refusal.message, refusal.code),))
-    done = replace(updated.with_actions(effect.pending), adjustments=(*subscription.adjustments, *effect.adjustments))
+    done = replace(updated.with_actions(effect.pending), adjustments=(*effect.waiting, *effect.adjustments))
     record = action.executed(outcome)
     transfer = None
     if effect.moving is not None:
