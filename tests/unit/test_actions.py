@@ -274,14 +274,6 @@ def test_a_change_to_todays_day_credits_the_old_cycle_on_todays_invoice() -> Non
     assert set(issued_days(run).values()) == {1}
 
 
-def test_a_billing_day_change_leaves_a_paused_service_to_restart_when_it_resumes() -> None:
-    # paused, the billing day moved, then regretted: everything charged is credited
-    run = Run(subscribe(D(2024, 1, 2), terms("5.00"))).to(D(2024, 1, 2))
-    run.request(ActionKind.PAUSE, D(2024, 1, 16)).to(D(2024, 1, 16))
-    billing_day(run, D(2024, 1, 16), 1)
-    run.request(ActionKind.REGRET, D(2024, 1, 17)).to(D(2024, 6, 1))
-    assert run.service.state is ServiceState.REGRETTED
-    assert sum((i.total for i in run.invoices), usd("0")) == usd("0.00")
 
 
 @settings(max_examples=150, deadline=None)

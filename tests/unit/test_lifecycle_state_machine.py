@@ -211,6 +211,7 @@ class LifecycleMachine(RuleBasedStateMachine):
         price = self.first_price
         open_at: date | None = self.service.start_date
         schedule = self.first_schedule
+        settled = 0  # stretches before a billing-day change, which a regret does not credit
         for action, ran_on in self.executed:
             day = action.on
             if action.kind in STOPS and open_at is not None:
@@ -220,13 +221,15 @@ class LifecycleMachine(RuleBasedStateMachine):
                 open_at = day
             elif action.kind is ActionKind.REGRET:
                 # a full credit of the stretch it was in (or the last one, if stopped since)
-                if open_at is None and stretches:
+                if open_at is None and len(stretches) > settled:
                     stretches.pop()
                 open_at = None
-            elif action.kind is BILLING_DAY and open_at is not None:
-                # the days before it on the old schedule, the days from it on the new one
-                stretches.append((open_at, day, price, schedule))
-                open_at = day
+            elif action.kind is BILLING_DAY:
+                # the days before it on the old schedule, settled for good; the days from it on the new one
+                if open_at is not None:
+                    stretches.append((open_at, day, price, schedule))
+                    open_at = day
+                settled = len(stretches)
             elif action.kind is ActionKind.CHANGE and action.change is not None:
                 if open_at is not None:
                     stretches.append((open_at, day, price, schedule))

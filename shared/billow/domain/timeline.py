@@ -357,15 +357,8 @@ def _subscription_effect(effect: _Effect) -> tuple[Subscription, str]:
         # today is the new billing day.
         next_invoice = schedule.next_on_or_after(on)
         services = []
-        rules = subscription.rules
         for service in subscription.services:
-            if (
-                service.state in FINAL_STATES
-                or service.in_trial(on)
-                or service.state is ServiceState.DRAFT
-                or not rules.is_billable(service.state, service.billable_states)
-            ):
-                # Nothing running to settle: a paused service restarts on the new day when resumed.
+            if service.state in FINAL_STATES or service.in_trial(on) or service.state is ServiceState.DRAFT:
                 services.append(service)
                 continue
             settled = effect.settle(service, on, credit_on=next_invoice)
