@@ -8,7 +8,7 @@ from billow.domain.calendar import Cycle
 from billow.domain.catalog import BillingModel, PricingModel
 from billow.domain.invoices import InvoiceKind, PaymentMethod
 from billow.domain.rules import Alignment
-from billow.services.inputs import Amount, BillingDay, BillingInstant, Body, Currency, Day, FromString
+from billow.services.inputs import Amount, BillingDay, BillingInstant, Body, Currency, Day, FromString, Name
 
 __all__ = ["Amount", "BillingDay", "Body", "Currency", "Cursor", "Id", "InvoiceKind", "Limit"]
 from aws_lambda_powertools.event_handler.openapi.params import Query
@@ -59,7 +59,7 @@ class PriceTermsBody(Body):
 class ProductBody(Body):
     multiline = frozenset({"description"})
 
-    name: str = Field(min_length=1, max_length=200)
+    name: Name = Field(min_length=1, max_length=200)
     description: str = Field(default="", max_length=2000)
     terms: list[PriceTermsBody] = Field(default_factory=list, max_length=50)
 
@@ -69,7 +69,7 @@ class ProductPatchBody(Body):
 
     multiline = frozenset({"description"})
 
-    name: str | None = Field(default=None, min_length=1, max_length=200)
+    name: Name | None = Field(default=None, min_length=1, max_length=200)
     description: str | None = Field(default=None, max_length=2000)
 
 
@@ -106,7 +106,7 @@ class MoneyBody(Body):
 
 
 class ContactBody(Body):
-    name: str = Field(min_length=1, max_length=200)
+    name: Name = Field(min_length=1, max_length=200)
     email: str = Field(pattern=r"^[^@\s]+@[^@\s]+$", max_length=254)
     billing_address: AddressBody | None = None
     classification: str | None = Field(default=None, max_length=50)
@@ -118,7 +118,7 @@ class ContactPatchBody(Body):
     """Only the fields given change; `null` clears an optional one (billing_address,
     classification, credit_limit, preferred_payment_method)."""
 
-    name: str | None = Field(default=None, min_length=1, max_length=200)
+    name: Name | None = Field(default=None, min_length=1, max_length=200)
     email: str | None = Field(default=None, pattern=r"^[^@\s]+@[^@\s]+$", max_length=254)
     billing_address: AddressBody | None = None
     classification: str | None = Field(default=None, max_length=50)

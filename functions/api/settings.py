@@ -10,7 +10,7 @@ from billow.domain.calendar import WEEKDAYS
 from billow.domain.policy import Timing, TrialLimit
 from billow.domain.rules import Alignment, BillingRules, CalendarMode, ServiceState, weekday_number
 from billow.domain.tenants import TenantSettings
-from billow.services.inputs import FromString
+from billow.services.inputs import FromString, Name
 from billow.services.tenants import update_billing_rules, update_profile, update_subscription_policy
 from pydantic import Field, Strict
 from runtime import store
@@ -141,7 +141,7 @@ def patch_subscription_policy(body: SubscriptionPolicyBody) -> dict[str, Any]:
 class ProfileBody(Body):
     """Only the fields given change."""
 
-    name: str | None = Field(default=None, min_length=1, max_length=200)
+    name: Name | None = Field(default=None, min_length=1, max_length=200)
     timezone: str | None = Field(default=None, min_length=1, max_length=64, description="an IANA time zone name")
     invoice_prefix: str | None = Field(default=None, min_length=1, max_length=10, pattern=r"^[A-Za-z0-9]+$")
     payment_terms_days: int | None = Field(default=None, ge=0, le=365)

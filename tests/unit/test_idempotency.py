@@ -251,9 +251,7 @@ def test_refused_terms_leave_their_key_free_for_the_corrected_request(api: InPro
     assert corrected.status == 201, corrected.body
 
 
-def _while_placing(
-    api: InProcessClient, monkeypatch: pytest.MonkeyPatch, during: Callable[[], Reply]
-) -> list[Reply]:
+def _while_placing(api: InProcessClient, monkeypatch: pytest.MonkeyPatch, during: Callable[[], Reply]) -> list[Reply]:
     """Run `during` while an order is being placed (after its reference is claimed, before it is
     stored), as another request would arrive from another container; its replies are returned."""
     from billow.services import ordering

@@ -101,6 +101,42 @@ def test_json_with_a_charset_is_json(api: InProcessClient) -> None:
     assert reply.status == 201, reply.body
 
 
+@pytest.mark.parametrize(
+    "content_type", ["APPLICATION/JSON", "Application/Json; Charset=UTF-8", 'application/json;charset="utf-8"']
+)
+def test_a_json_media_type_is_json_in_any_case(api: InProcessClient, content_type: str) -> None:
+    reply = api.post(
+        "/contacts", raw=b'{"name": "Ann", "email": "a@example.com"}', headers={"Content-Type": content_type}
+    )
+    assert reply.status == 201, reply.body
+
+
+@pytest.mark.parametrize(
+    "content_type", ["application/json; charset=latin-1", "application/json; charset=utf-16", None]
+)
+def test_json_in_another_charset_or_a_body_without_a_type_is_a_415(
+    api: InProcessClient, content_type: str | None
+) -> None:
+    body = b'{"name": "Ann", "email": "a@example.com"}'  # what the charset names is refused, whatever it holds
+    headers = {"Authorization": f"Bearer {KEY}"} | ({"Content-Type": content_type} if content_type else {})
+    reply = api.send("POST", "/contacts", headers, body)
+    refused(reply, 415, "request.unsupported_media_type", "Content-Type")
+    assert api.get("/contacts").body["items"] == []
+
+
+def test_a_route_that_takes_no_body_refuses_a_body_that_is_not_json_and_ignores_json(api: InProcessClient) -> None:
+    product = make_product(api)
+    archive = f"/products/{product['id']}/archive"
+    refused(
+        api.post(archive, raw=b"now", headers={"Content-Type": "text/plain"}), 415, "request.unsupported_media_type"
+    )
+    refused(
+        api.send("POST", archive, {"Authorization": f"Bearer {KEY}"}, b"now"), 415, "request.unsupported_media_type"
+    )
+    assert api.get(f"/products/{product['id']}").body["archived"] is False
+    assert api.post(archive, raw=b"{}").body["archived"] is True
+
+
 # -- point 8: amounts parsed exactly from their string, against their currency's decimals -------------
 def terms(price: str = "10.00", currency: str = "USD", **more: str) -> dict[str, object]:
     return {"price": price, "currency": currency, "cycle": "month", "billing_model": "advance", **more}
@@ -469,3 +505,18 @@ def test_a_page_size_in_digits_is_taken(api: InProcessClient) -> None:
     make_product(api, terms())
     assert len(api.get("/products?limit=1").body["items"]) == 1
     assert len(api.get("/products?limit=100").body["items"]) == 2
+
+
+# -- names show something -----------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["\u200b", "\ufeff", "\u202e", "\u2028", "\u200b \u2060\u3000", "\u00a0\u2029"])
+def test_a_name_of_only_invisible_characters_is_refused(api: InProcessClient, name: str) -> None:
+    before = item_count()
+    refused(api.post("/contacts", {"name": name, "email": "a@example.com"}), 422, "request.validation_failed", "name")
+    refused(api.post("/products", {"name": name}), 422, "request.validation_failed", "name")
+    refused(api.patch("/settings/profile", {"name": name}), 422, "request.validation_failed", "name")
+    assert item_count() == before
+
+
+def test_a_name_with_invisible_characters_among_visible_ones_is_kept(api: InProcessClient) -> None:
+    reply = api.post("/contacts", {"name": "\u200bAnn\u200d", "email": "a@example.com"})
+    assert reply.status == 201 and reply.body["name"] == "\u200bAnn\u200d", reply.body

@@ -7,6 +7,7 @@ amounts are decimal strings, never JSON numbers."""
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Mapping, Sequence
 from datetime import date, datetime
 from typing import Annotated, Any, ClassVar, TypeVar
@@ -106,6 +107,18 @@ def _control_character(value: Any, multiline: bool) -> str | None:
     if isinstance(value, list | tuple | set | frozenset):
         return next((c for item in value if (c := _control_character(item, multiline)) is not None), None)
     return None
+
+
+def _visible(text: str) -> str:
+    """Text that shows something: not only spaces, separators (U+2028...) or invisible formatting
+    characters (zero-width U+200B, U+FEFF, direction marks U+202E: Unicode category Cf)."""
+    if not any(not c.isspace() and unicodedata.category(c) not in ("Cf", "Zs", "Zl", "Zp") for c in text):
+        raise ValueError("must show something: not only spaces or invisible characters")
+    return text
+
+
+Name = Annotated[str, AfterValidator(_visible)]
+"""A required name (a product's, a contact's, the business's)."""
 
 
 class Body(BaseModel):
