@@ -12,7 +12,7 @@ from aws_lambda_powertools.event_handler.exceptions import UnauthorizedError
 from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent
 from billow.domain.errors import DomainError, InvalidInput
 from billow.services.context import TenantContext, keyed_ids, new_id
-from billow.services.idempotency import RETENTION, bound_key, fingerprint
+from billow.services.idempotency import RETENTION, bound_key, claim_key, fingerprint
 from billow.services.tenants import tenant_context
 from pydantic import BaseModel
 from runtime import clock, store
@@ -75,17 +75,10 @@ def idempotent(
             raise InvalidInput("Idempotency-Key is at most 255 characters", field="Idempotency-Key")
         scope, key, field, retention = f"{ctx.mode}:Idempotency-Key", given, "Idempotency-Key", RETENTION
     request = request_fingerprint(event, body)
-    with bound_key(
-        store,
-        ctx.tenant_id,
-        scope=scope,
-        key=key,
-        request=request,
-        field=field,
-        clock=clock,
-        retention=retention,
-        released=released,
-    ) as claimed:
+    claimed = claim_key(
+        store, ctx.tenant_id, scope=scope, key=key, request=request, field=field, clock=clock, retention=retention
+    )
+    with bound_key(store, ctx.tenant_id, claimed, clock=clock, released=released):
         yield RequestIds(keyed_ids(f"{ctx.tenant_id}:{claimed.claim.nonce}", key), keyed=True, replay=claimed.seen)
 
 

@@ -316,7 +316,7 @@ def test_a_claim_is_in_progress_while_its_request_may_run_then_bound(moto_table:
     with pytest.raises(Exception, match="first used with another request"):
         claim(other)
     kw: dict[str, Any] = {"scope": "k", "field": "Idempotency-Key", "clock": clock}
-    with bound_key(store, "t1", key="key-2", request=first, **kw):
+    with bound_key(store, "t1", claim_key(store, "t1", key="key-2", request=first, **kw), clock=clock):
         pass  # answered at once
     with pytest.raises(Exception, match="first used with another request"):
         claim_key(store, "t1", key="key-2", request=other, **kw)

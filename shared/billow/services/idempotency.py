@@ -100,24 +100,17 @@ def claim_key(
 def bound_key(
     store: Store,
     tenant_id: str,
+    claimed: ClaimedKey,
     *,
-    scope: str,
-    key: str,
-    request: str,
-    field: str,
     clock: Clock,
-    retention: timedelta | None = RETENTION,
     released: tuple[type[DomainError], ...] = (DomainError,),
 ) -> Iterator[ClaimedKey]:
-    """Run a request under its claimed key (`claim_key`). When it answers, the claim is marked done,
+    """Run a request under the key it claimed (`claim_key`). When it answers, the claim is marked done,
     so another request with the key is told it reuses it. A refusal of the `released` kinds wrote
     nothing: a claim this request made is released, so the corrected request may use the key; any
     other refusal is the request's answer and keeps the key bound. A crash leaves the claim
     unfinished: the same request again resumes it, and answers for the claim once the request that
     made it can no longer be executing."""
-    claimed = claim_key(
-        store, tenant_id, scope=scope, key=key, request=request, field=field, clock=clock, retention=retention
-    )
     try:
         yield claimed
     except DomainError as refusal:
