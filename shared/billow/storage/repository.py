@@ -377,8 +377,14 @@ class DynamoStore:
                     held = _get(pk, "IDEM", consistent_read=True)
                 if held is not None:  # else the TTL deleted it in between: claim it again
                     found = json.loads(held.data or "{}")
-                    expires = None if held.expires_at is None else datetime.fromtimestamp(held.expires_at, UTC)
-                    return IdempotencyClaim(claim.key_hash, found["fingerprint"], found["nonce"], expires)
+                    return IdempotencyClaim(
+                        claim.key_hash,
+                        found["fingerprint"],
+                        found["nonce"],
+                        None if held.expires_at is None else datetime.fromtimestamp(held.expires_at, UTC),
+                        None if "claimed_at" not in found else datetime.fromisoformat(found["claimed_at"]),
+                        done=found.get("done", True),  # a claim from before `done` was kept: done
+                    )
         raise ConcurrentModification("the idempotency key kept changing; try again")
 
     def release_idempotency_key(self, tenant_id: str, claim: IdempotencyClaim) -> None:
@@ -386,10 +392,21 @@ class DynamoStore:
         with suppress(Conflict), _translated("idempotency key"):
             BillowItem(pk, "IDEM").delete(condition=BillowItem.data == _dump(body))
 
+    def finish_idempotency_key(self, tenant_id: str, claim: IdempotencyClaim) -> None:
+        pk, body = self._claim_key(tenant_id, claim)
+        finished = _dump(self._claim_key(tenant_id, replace(claim, done=True))[1])
+        with suppress(Conflict), _translated("idempotency key"):
+            BillowItem(pk, "IDEM").update(
+                actions=[BillowItem.data.set(finished)], condition=BillowItem.data == _dump(body)
+            )
+
     @staticmethod
     def _claim_key(tenant_id: str, claim: IdempotencyClaim) -> tuple[str, dict[str, Any]]:
         """The claim's partition key (one per key: claims never crowd a partition) and body."""
-        return f"{tenant_pk(tenant_id)}#IDEM#{claim.key_hash}", {"fingerprint": claim.fingerprint, "nonce": claim.nonce}
+        body: dict[str, Any] = {"fingerprint": claim.fingerprint, "nonce": claim.nonce}
+        if claim.claimed_at is not None:
+            body |= {"claimed_at": claim.claimed_at.isoformat(), "done": claim.done}
+        return f"{tenant_pk(tenant_id)}#IDEM#{claim.key_hash}", body
 
     def reserve_invoice_numbers(self, scope: Scope, count: int) -> range:
         """Reserve `count` consecutive invoice numbers of one mode with one atomic counter update:
