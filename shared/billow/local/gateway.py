@@ -123,7 +123,7 @@ def authorize(method: str, raw_path: str, headers: dict[str, str]) -> dict[str, 
 
 
 def _json(status: int, payload: dict[str, Any]) -> Answer:
-    return status, {"Content-Type": "application/json"}, json.dumps(payload).encode()
+    return status, {"Content-Type": "application/json"}, json.dumps(payload, separators=(",", ":")).encode()
 
 
 def handle(method: str, raw_path: str, headers: dict[str, str], body: str | None) -> Answer | None:

@@ -89,7 +89,7 @@ def claim_key(
             )
         raise InvalidInput(
             f"{field} '{key}' was first used with another request (another route or body); "
-            "repeat that request exactly, or use a new key for a new one",
+            f"repeat that request exactly, or use a new {field} for a new one",
             field=field,
             code="idempotency.key_reused",
         )
