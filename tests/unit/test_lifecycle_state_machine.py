@@ -1,7 +1,10 @@
-"""Hypothesis drives one service through random actions (immediate and scheduled) and clock
-advances. Changes go to price terms of any cycle and billing model, so the service moves between
-the contact's subscriptions as the service layer moves it. After every step: no service moved
-along a transition the table does not have, and no day of a service is billed twice. At the end
+"""Hypothesis drives one service through random actions (immediate and scheduled), billing
+upcoming cycles ahead and clock advances. Changes go to price terms of any cycle and billing model,
+so the service moves between the contact's subscriptions as the service layer moves it. After
+every step: no service moved along a transition the table does not have, no day of a service is
+billed twice, no period is invoiced again while its charge stands (a day is charged again only
+after an earlier document credited it, and no document credits and charges one day at one
+price), and every credit line lies inside one charged period. At the end
 (the service cancelled and everything settled): the charges minus the credits, over every
 subscription, equal the price of the time the service was billable, computed here from the
 executed actions alone, stretch by stretch, period by period of the subscription it was in."""
@@ -76,6 +79,7 @@ class LifecycleMachine(RuleBasedStateMachine):
         self.first_price = terms.price
         self.today = start
         self.lines: list[LineDraft] = []
+        self.documents: list[tuple[LineDraft, ...]] = []
         self.executed: list[tuple[Action, BillingSchedule]] = []  # with the schedule it ran on
         self.states = [self.service.state]
         self.ids = itertools.count()
@@ -110,6 +114,7 @@ class LifecycleMachine(RuleBasedStateMachine):
             self.executed += [(a, schedule) for a in step.actions if a.status is ActionStatus.EXECUTED and a.service_id]
             if step.invoice is not None:
                 self.lines += step.invoice.lines
+                self.documents.append(step.invoice.lines)
             if (transfer := step.transfer) is not None:
                 target = self.subscriptions.get(transfer.key)
                 if target is None:
@@ -129,6 +134,18 @@ class LifecycleMachine(RuleBasedStateMachine):
     @rule(days=st.integers(1, 45))
     def advance(self, days: int) -> None:
         self.move(self.today + timedelta(days=days))
+
+    @rule(until=st.integers(1, 100), later=st.integers(0, 40))
+    def bill_ahead(self, until: int, later: int) -> None:
+        """Bill upcoming cycles up to `until` days after the day it runs (`{"until"}` in the API)."""
+        on = self.today + timedelta(days=later)
+        action = Action(
+            id=f"a{next(self.ids):03d}", kind=ActionKind.BILL_AHEAD, on=on, requested_on=self.today,
+            until=on + timedelta(days=until),
+        )  # fmt: skip
+        self.subscription = replace(self.subscription, actions=(*self.subscription.actions, action))
+        if later == 0:
+            self.move(self.today)
 
     @rule(
         kind=st.sampled_from(KINDS),
@@ -150,6 +167,8 @@ class LifecycleMachine(RuleBasedStateMachine):
         model: BillingModel,
     ) -> None:
         terms = _terms(price, model if cycle is not Cycle.MONTH else self.model, cycle)
+        if kind is ActionKind.CHANGE and terms == self.service.terms and quantity == self.service.quantity:
+            return  # the service layer refuses a change that changes nothing
         change = ServiceChange("p1", "Pro", terms, quantity) if kind is ActionKind.CHANGE else None
         action = Action(
             id=f"a{next(self.ids):03d}",
@@ -180,6 +199,45 @@ class LifecycleMachine(RuleBasedStateMachine):
             for offset in range(line.period.days):
                 net[line.period.start + timedelta(days=offset)] += sign
         assert set(net.values()) <= {0, 1}, sorted(d for d, n in net.items() if n not in (0, 1))[:5]
+
+    @invariant()
+    def no_period_invoiced_twice(self) -> None:
+        """Line by line, document by document: a day of a service is charged only while no charge
+        of it stands, credited only while one does; no document credits a day and charges it again
+        at the same price (a pause's credit is the paused days, not the periods billed ahead)."""
+        net: Counter[tuple[str, date]] = Counter()
+        for lines in self.documents:
+            credited: set[tuple[str, date, Money, int | object]] = set()
+            for line in lines:
+                if line.period is None or line.kind not in ("recurring", "prorated", "credit"):
+                    continue
+                sign = -1 if line.kind == "credit" else 1
+                for offset in range(line.period.days):
+                    day = line.period.start + timedelta(days=offset)
+                    net[line.service_id, day] += sign
+                    assert net[line.service_id, day] in (0, 1), (line, day)
+                    same_price = (line.service_id, day, line.unit_price, line.quantity)
+                    if sign < 0:
+                        credited.add(same_price)
+                    else:
+                        assert same_price not in credited, f"{day} credited and charged again on one document"
+
+    @invariant()
+    def credits_lie_in_one_charged_period(self) -> None:
+        charged: list[LineDraft] = []
+        for lines in self.documents:
+            charged += [line for line in lines if line.kind in ("recurring", "prorated")]
+            for line in lines:
+                if line.kind != "credit" or line.period is None:
+                    continue
+                period = line.period
+                assert any(
+                    c.service_id == line.service_id
+                    and c.period is not None
+                    and c.period.start <= period.start
+                    and period.end <= c.period.end
+                    for c in charged
+                ), f"credit {period} spans charged periods"
 
     def teardown(self) -> None:
         if not hasattr(self, "subscription"):

@@ -231,13 +231,15 @@ class _Due:
             self.usage = usage_pieces(service, subscription, end)
             self.usage_head = next(self.usage, None)
 
-    def run_date(self, lead: timedelta) -> date | None:
+    def run_date(self, lead: timedelta, as_of: date = date.max, ahead: date = date.max) -> date | None:
+        """The earliest date something is due: credits and usage up to `as_of`, recurring
+        charges (billed `lead` early) up to `ahead`; None when nothing is."""
         dates = []
-        if self.credit_on is not None:
+        if self.credit_on is not None and self.credit_on <= as_of:
             dates.append(self.credit_on)
-        if self.head is not None:
+        if self.head is not None and self.head.billing_date - lead <= ahead:
             dates.append(self.head.billing_date - lead)
-        if self.usage_head is not None:
+        if self.usage_head is not None and self.usage_head.billing_date <= as_of:
             dates.append(self.usage_head.billing_date)
         return min(dates, default=None)
 
@@ -335,11 +337,18 @@ def one_time_line(service: Service, kind: str, description: str, amount: Money) 
 
 
 def _credit_line(service: Service, piece: Piece, kept: Period | None) -> LineDraft:
+    """The credit of the days of a charged piece after `kept` (all of it when None)."""
+    price = service.terms.period_price(service.quantity)
+    kept_price = price.scaled(Fraction(kept.days, piece.billing_period.days)) if kept else Money.zero(price.currency)
+    credited = Period(kept.end if kept else piece.covered.start, piece.covered.end)
+    return _credit(service, piece, credited, kept_price)
+
+
+def _credit(service: Service, piece: Piece, credited: Period, kept_price: Money) -> LineDraft:
+    """A credit line for the `credited` days of a charged piece: what the piece was charged minus
+    `kept_price`, the price of its other days as they are (or will be) counted when credited."""
     price = service.terms.period_price(service.quantity)
     period_days = piece.billing_period.days
-    kept_fraction = Fraction(kept.days, period_days) if kept else Fraction(0)
-    charged = price.scaled(Fraction(piece.covered.days, period_days))
-    credited = Period(kept.end if kept else piece.covered.start, piece.covered.end)
     return LineDraft(
         kind="credit",
         description=f"{service.product_name}: unused time credited",
@@ -348,7 +357,7 @@ def _credit_line(service: Service, piece: Piece, kept: Period | None) -> LineDra
         quantity=service.quantity,
         unit_price=service.terms.price,
         fraction=-Fraction(credited.days, period_days),
-        amount=price.scaled(kept_fraction) - charged,
+        amount=kept_price - price.scaled(Fraction(piece.covered.days, period_days)),
         period=credited,
     )
 
@@ -371,7 +380,8 @@ def settle(
     - its days from `on` already invoiced are credited on `credit_on`, unless `credit` is False
       (the new state is not creditable), as the engine credits them (charged minus kept).
 
-    Returns the service billed through `on` and the adjustments for the subscription."""
+    Returns the service billed through `on` (remembering, in `credited_through`, how far it was
+    billed when days after `on` were credited) and the adjustments for the subscription."""
     lead = timedelta(days=subscription.rules.bill_days_before)
     adjustments: list[Adjustment] = []
     if charge and service.unbilled_from < on:
@@ -379,16 +389,77 @@ def settle(
         if pieces and service.billed_through is None and (fee := _setup_fee_line(service)) is not None:
             adjustments.append(Adjustment(fee, max(pieces[0].billing_date - lead, on)))
         adjustments += [Adjustment(_charge_line(service, p), max(p.billing_date - lead, on)) for p in pieces]
-    if credit:
-        adjustments += [
-            Adjustment(_credit_line(service, p, kept), credit_on)
-            for p, kept in credit_pieces(service, subscription, on)
-        ]
+    credits = credit_pieces(service, subscription, on) if credit else []
+    adjustments += [Adjustment(_credit_line(service, p, kept), credit_on) for p, kept in credits]
     billed = service.billed_through
     if adjustments or (billed is not None and billed > on):
-        return replace(service, billed_through=on), adjustments
+        return replace(service, billed_through=on, credited_through=billed if credits else None), adjustments
     # Nothing charged or credited: days it never billed stay unbilled (and a setup fee still due).
     return service, adjustments
+
+
+def restart(service: Service, subscription: Subscription, on: date) -> tuple[Service, tuple[Adjustment, ...]]:
+    """Billing starts again on `on` (a resume, an activation, a renewal) after an action stopped it.
+
+    If that action credited days already invoiced past its day (billed ahead) and its credit is
+    still pending, the days from `on` are neither credited nor charged again: the credit is
+    trimmed to the days the service was stopped, one line per invoiced period, and the service
+    stays invoiced through where it was. Each trimmed line is what its piece was charged minus
+    the price of its days kept before the stop and after `on`, counted as a later credit will
+    count them, so charges minus credits still equal the price of the days kept, to the minor
+    unit. Otherwise (the credit is invoiced already) billing restarts on `on` like a service
+    joining mid-period. Returns the service restarted and the subscription's adjustments."""
+    stopped, through = service.stopped_on, service.credited_through
+    restarted = replace(service, restarted_on=on, stopped_on=None, credited_through=None)
+    adjustments = subscription.adjustments
+    if stopped is None or through is None or not stopped < on < through:
+        return restarted, adjustments
+    charged = credit_pieces(replace(service, billed_through=through), subscription, stopped)
+    positions = _positions(adjustments, [_credit_line(service, piece, kept) for piece, kept in charged])
+    if positions is None:
+        return restarted, adjustments  # the credit is invoiced already (or the schedule changed)
+    resumed = replace(restarted, billed_through=through)
+    after = list(recurring_pieces(resumed, subscription, start=on, end=through))
+    price = service.terms.period_price(service.quantity)
+    trimmed: dict[int, Adjustment | None] = {}
+    placed = 0
+    for (piece, kept), at in zip(charged, positions, strict=True):
+        covered = piece.covered
+        inside = [p for p in after if covered.start <= p.covered.start and p.covered.end <= covered.end]
+        placed += len(inside)
+        kept_price = sum_money([price.scaled(p.fraction) for p in inside], price.currency)
+        if kept is not None:
+            kept_price = kept_price + price.scaled(Fraction(kept.days, piece.billing_period.days))
+        hole_start, hole_end = max(covered.start, stopped), min(covered.end, on)
+        if hole_start < hole_end:
+            line = _credit(service, piece, Period(hole_start, hole_end), kept_price)
+            trimmed[at] = Adjustment(line, adjustments[at].run_on)
+        elif kept_price == price.scaled(piece.fraction):
+            trimmed[at] = None  # kept whole: nothing to credit
+        else:
+            return restarted, adjustments  # cannot be split exactly
+    if placed != len(after):
+        return restarted, adjustments  # the pieces after `on` do not fall inside the charged ones
+    remaining = [trimmed.get(i, a) for i, a in enumerate(adjustments)]
+    return resumed, tuple(a for a in remaining if a is not None)
+
+
+def _positions(adjustments: tuple[Adjustment, ...], lines: list[LineDraft]) -> list[int] | None:
+    """Where each of `lines` waits among the pending `adjustments`, or None if one does not."""
+    positions: list[int] = []
+    for line in lines:
+        at = next((i for i, a in enumerate(adjustments) if a.line == line and i not in positions), None)
+        if at is None:
+            return None
+        positions.append(at)
+    return positions
+
+
+def charge_again(service: Service, subscription: Subscription, until: date, run_on: date) -> list[Adjustment]:
+    """The service's days from its restart up to `until`, already invoiced (billed ahead) before a
+    change credited them, charged at its new terms on the invoice of `run_on`, one line per
+    period, beside the credit: the period is adjusted, never invoiced a second time."""
+    return [Adjustment(_charge_line(service, p), run_on) for p in recurring_pieces(service, subscription, end=until)]
 
 
 def _usage_lines(rater: UsageRater, subscription: Subscription, service: Service, piece: Piece) -> list[LineDraft]:
@@ -420,33 +491,42 @@ def _same_date(head: Piece, rest: Iterator[Piece]) -> list[Piece]:
 
 # -- the step -----------------------------------------------------------------------------------
 def next_billing_step(
-    subscription: Subscription, as_of: date, *, today: date | None = None, rater: UsageRater = NO_USAGE
+    subscription: Subscription,
+    as_of: date,
+    *,
+    today: date | None = None,
+    rater: UsageRater = NO_USAGE,
+    ahead: date | None = None,
 ) -> BillingStep | None:
     """The earliest due invoice of `subscription` at `as_of`, or None when nothing is due.
 
-    `today`, when earlier than the invoice's run date (billing upcoming cycles ahead of time),
-    becomes its issue date."""
-    services = _activated(subscription.services, as_of)
+    `ahead`, later than `as_of`, bills upcoming cycles: recurring charges the run would invoice up
+    to that day are invoiced now, issued `today`. Credits, adjustments and usage are never billed
+    ahead: they go on the invoice of their own date, so a credit note is dated the day it is issued."""
+    horizon = as_of if ahead is None or ahead < as_of else ahead
+    services = _activated(subscription.services, horizon)
     current = subscription if services is subscription.services else replace(subscription, services=services)
     lead = timedelta(days=subscription.rules.bill_days_before)
     dues = [_Due(s, current) for s in services]
     run_date: date | None = None
-    candidates = [due.run_date(lead) for due in dues] + [a.run_on for a in current.adjustments]
+    candidates = [due.run_date(lead, as_of, horizon) for due in dues]
+    candidates += [a.run_on for a in current.adjustments if a.run_on <= as_of]
     for candidate in candidates:
-        if candidate is not None and candidate <= as_of and (run_date is None or candidate < run_date):
+        if candidate is not None and candidate <= horizon and (run_date is None or candidate < run_date):
             run_date = candidate
     if run_date is None:
         return None if current is subscription else BillingStep(current, None)
 
-    lines: list[LineDraft] = [a.line for a in current.adjustments if a.run_on <= run_date]
-    pending = tuple(a for a in current.adjustments if a.run_on > run_date)
+    settling = run_date <= as_of  # else only recurring charges billed ahead
+    lines: list[LineDraft] = [a.line for a in current.adjustments if a.run_on <= run_date] if settling else []
+    pending = tuple(a for a in current.adjustments if a.run_on > run_date) if settling else current.adjustments
     advanced: list[Service] = []
     billing_dates: list[date] = [run_date] if lines else []
     issue_floor = run_date
     for due in dues:
         service = due.service
         changes: dict[str, date] = {}
-        if due.credit_on == run_date:
+        if due.credit_on == run_date and settling:
             for piece, kept in credit_pieces(service, current, run_date):
                 lines.append(_credit_line(service, piece, kept))
             changes["billed_through"] = run_date
@@ -461,7 +541,7 @@ def next_billing_step(
             lines.extend(_charge_line(service, piece) for piece in taken)
             changes["billed_through"] = taken[-1].covered.end
             billing_dates.append(due.head.billing_date)
-        if due.usage_head is not None and due.usage_head.billing_date == run_date:
+        if settling and due.usage_head is not None and due.usage_head.billing_date == run_date:
             lines.extend(_usage_lines(rater, current, service, due.usage_head))
             changes["usage_billed_through"] = due.usage_head.covered.end
             billing_dates.append(run_date)

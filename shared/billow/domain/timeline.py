@@ -28,8 +28,10 @@ from billow.domain.actions import Action, ActionKind, Requester, ServiceChange
 from billow.domain.billing import (
     BillingStep,
     InvoiceDraft,
+    charge_again,
     next_billing_step,
     one_time_line,
+    restart,
     settle,
 )
 from billow.domain.calendar import BillingSchedule, Cycle, Period, add_cycles, day_on_or_after
@@ -67,6 +69,7 @@ class _Effect:
         self.subscription = subscription
         self.action = action
         self.adjustments: list[Adjustment] = []
+        self.settled = subscription.adjustments  # pending before the action (a restart trims them)
         self.logged: list[Action] = []  # actions the execution schedules or cancels
         self.pending = [a for a in subscription.actions if a.id != action.id]
         self.moving: tuple[Service, SubscriptionKey] | None = None
@@ -88,6 +91,14 @@ class _Effect:
         )
         self.adjustments += adjustments
         return replace(settled, stopped_on=on) if billable else settled
+
+    def restart(self, service: Service, on: date) -> Service:
+        """Billing starts again on `on`, if an action had stopped it; a credit of days billed
+        ahead that is still pending is trimmed to the days it was stopped (`billing.restart`)."""
+        if service.stopped_on is None:
+            return service
+        restarted, self.settled = restart(service, replace(self.subscription, adjustments=self.settled), on)
+        return restarted
 
     def move(self, service: Service, key: SubscriptionKey) -> None:
         """The service leaves for the subscription of `key`; its pending actions go with it."""
@@ -111,13 +122,6 @@ class _Effect:
 
 def _state_change(service: Service, action: StateAction, on: date) -> Service:
     return replace(service, state=next_state(service.state, action), state_since=on)
-
-
-def _restarted(service: Service, on: date) -> Service:
-    """Billing starts again on `on`, if an action had stopped it."""
-    if service.stopped_on is None:
-        return service
-    return replace(service, restarted_on=on, stopped_on=None)
 
 
 def _not_final(service: Service, kind: ActionKind) -> None:
@@ -149,7 +153,7 @@ def _service_effect(effect: _Effect, service: Service) -> tuple[Service, str]:
             return replace(_state_change(service, StateAction.ACTIVATE, on), start_date=min(on, service.start_date)), (
                 "activated"
             )
-        return _restarted(_state_change(service, StateAction.ACTIVATE, on), on), "activated; billing restarts"
+        return effect.restart(_state_change(service, StateAction.ACTIVATE, on), on), "activated; billing restarts"
     if kind is ActionKind.DEACTIVATE:
         grace = subscription.grace_until
         if grace is not None and on < grace and action.by is not Requester.BACK_OFFICE:
@@ -161,8 +165,12 @@ def _service_effect(effect: _Effect, service: Service) -> tuple[Service, str]:
     if kind is ActionKind.PAUSE:
         paused = _state_change(service, StateAction.PAUSE, on)
         days = action.days or 0
+        credit_on = cycle_end(subscription, on)
         if days:
             resume_on = on + timedelta(days=days)
+            # credited on the first invoice after the pause ends: the resume trims the credit of
+            # days billed ahead to the paused days, before it is issued
+            credit_on = cycle_end(subscription, resume_on - _DAY)
             paused = replace(paused, pauses=(*service.pauses, Period(on, resume_on)))
             effect.schedule(
                 Action(
@@ -175,10 +183,10 @@ def _service_effect(effect: _Effect, service: Service) -> tuple[Service, str]:
                     by=Requester.SYSTEM,
                 )
             )
-        settled = effect.settle(paused, on, credit_on=cycle_end(subscription, on))
+        settled = effect.settle(paused, on, credit_on=credit_on)
         return settled, f"paused for {days} days" if days else "paused"
     if kind is ActionKind.RESUME:
-        resumed = _restarted(_state_change(service, StateAction.RESUME, on), on)
+        resumed = effect.restart(_state_change(service, StateAction.RESUME, on), on)
         effect.drop_pending(service.id, f"service resumed on {on}", frozenset({ActionKind.RESUME}))
         return resumed, "resumed; billing restarts"
     if kind is ActionKind.CANCEL:
@@ -196,7 +204,9 @@ def _service_effect(effect: _Effect, service: Service) -> tuple[Service, str]:
         start = service.charged_from
         regretted = replace(_state_change(service, StateAction.REGRET, on), end_date=start)
         had_invoice = service.billed_through is not None
-        settled = effect.settle(regretted, start, credit_on=on)
+        # Days charged in arrears on an invoice still to come are credited on that invoice.
+        charges = [a.run_on for a in effect.settled if a.line.service_id == service.id and a.line.kind != "credit"]
+        settled = effect.settle(regretted, start, credit_on=max([on, *charges]))
         fee = service.terms.setup_fee
         if had_invoice and fee is not None and not fee.is_zero:
             line = one_time_line(service, "credit", f"{service.product_name} setup fee credited", -fee)
@@ -212,7 +222,7 @@ def _service_effect(effect: _Effect, service: Service) -> tuple[Service, str]:
             raise RuleViolation(f"service {service.id} has not expired; activate it instead", rule="renew.expired_only")
         term_end = add_cycles(on, subscription.cycle, _termed(service))
         renewed = _state_change(service, StateAction.RENEW, on)
-        renewed = replace(_restarted(renewed, on), term_end=term_end, expired=False)
+        renewed = replace(effect.restart(renewed, on), term_end=term_end, expired=False)
         return renewed, f"renewed until {term_end}"
     if kind is ActionKind.EXPIRE:
         expired = replace(service, state=ServiceState.NOT_EFFECTIVE, state_since=on, expired=True)
@@ -309,7 +319,12 @@ def _change(effect: _Effect, service: Service) -> tuple[Service, str]:
     elif service.state is not ServiceState.DRAFT:
         credit_on = on if moving else cycle_end(subscription, on)
         settled = effect.settle(service, on, credit_on=credit_on)
-        changed = replace(changed, billed_through=settled.billed_through, restarted_on=on)
+        changed = replace(changed, billed_through=settled.billed_through, restarted_on=on, credited_through=None)
+        billed_ahead = settled.credited_through
+        if not moving and billed_ahead is not None:
+            # Periods invoiced ahead are adjusted beside their credit, not invoiced again.
+            effect.adjustments += charge_again(changed, subscription, billed_ahead, credit_on)
+            changed = replace(changed, billed_through=billed_ahead)
         what = f"{what}; the old price is settled to {on}"
     if moving:
         effect.move(changed, key)
@@ -345,7 +360,8 @@ def _subscription_effect(effect: _Effect) -> tuple[Subscription, str]:
                 services.append(service)
                 continue
             settled = effect.settle(service, on, credit_on=next_invoice)
-            services.append(replace(settled, restarted_on=on) if settled.billed_through is not None else settled)
+            restarted = replace(settled, restarted_on=on, credited_through=None)
+            services.append(restarted if settled.billed_through is not None else settled)
         moved = replace(subscription, schedule=schedule, services=tuple(services))
         return moved, f"billing day {day} from {on}; the current cycle is settled to {on}"
     raise AssertionError(f"{kind} is not a subscription action")
@@ -371,7 +387,7 @@ def execute(subscription: Subscription, action: Action) -> BillingStep:
     except Conflict as refusal:  # an illegal transition, a rule, a missing service: logged by its code
         left = replace(subscription, actions=tuple(effect.pending))
         return BillingStep(left, None, (action.rejected(refusal.message, refusal.code),))
-    done = replace(updated.with_actions(effect.pending), adjustments=(*subscription.adjustments, *effect.adjustments))
+    done = replace(updated.with_actions(effect.pending), adjustments=(*effect.settled, *effect.adjustments))
     record = action.executed(outcome)
     transfer = None
     if effect.moving is not None:
@@ -453,7 +469,7 @@ def next_step(
         return execute(subscription, action)
     ahead = subscription.bill_ahead_until
     if ahead is not None and ahead > as_of:
-        return next_billing_step(subscription, ahead, today=today or as_of, rater=rater)
+        return next_billing_step(subscription, as_of, today=today or as_of, rater=rater, ahead=ahead)
     return next_billing_step(subscription, as_of, today=today, rater=rater)
 
 

@@ -1,0 +1,121 @@
+"""Stopping a service whose periods were billed ahead (issue 10, point 13): each billed period is
+credited on its own line with its own period, a credit note is dated the day it is issued, and a
+period already invoiced is never invoiced again (a restart does not charge it a second time).
+
+120.00 a month from 1 May 2025; May has 31 days."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import date
+from typing import Any
+
+import pytest
+from billow.domain.actions import Action, ActionKind, ServiceChange
+from billow.domain.calendar import Period
+from billow.local.stack import add_tenant
+
+from tests.support import InProcessClient, make_contact, make_product
+from tests.unit.test_actions import D, Run, subscribe, terms
+
+KEY = "bk_test_billed_ahead"
+
+
+@pytest.fixture
+def api(moto_table: str) -> Iterator[InProcessClient]:
+    add_tenant("tenant-ahead", "Tenant Ahead", KEY)
+    yield InProcessClient(KEY)
+
+
+def test_a_three_day_pause_after_billing_two_cycles_ahead_credits_three_days(api: InProcessClient) -> None:
+    product = make_product(api, {"price": "120.00", "currency": "USD", "cycle": "month", "billing_model": "advance"})
+    contact = make_contact(api)
+    api.post(f"/contacts/{contact['id']}/test-clock", {"frozen_time": "2025-05-01T10:00:00Z"})
+    item = {"product_id": product["id"], "terms_id": product["terms"][0]["id"]}
+    ordered = api.post("/orders", {"contact_id": contact["id"], "items": [item]}).body["order"]["services"][0]
+    subscription, service = ordered["subscription_id"], ordered["service_id"]
+
+    def advance(day: str) -> None:
+        assert api.post(f"/contacts/{contact['id']}/test-clock/advance", {"to": f"{day}T10:00:00Z"}).status == 200
+
+    advance("2025-05-10")
+    assert api.post(f"/subscriptions/{subscription}/bill-ahead", {"cycles": 2}).status == 201
+    paused = api.post(f"/subscriptions/{subscription}/services/{service}/pause", {"days": 3})
+    assert paused.status == 201, paused.body
+    assert paused.body["invoices"] == []  # nothing is billed ahead but charges
+    advance("2025-08-02")
+
+    invoices: list[dict[str, Any]] = []
+    for listed in api.get(f"/contacts/{contact['id']}/invoices").body["items"]:
+        full = api.get(f"/invoices/{listed['id']}").body
+        lines = [(x["kind"], x["period"]["start"], x["period"]["end"], x["amount"]["amount"]) for x in full["lines"]]
+        invoices.append({**full, "lines": lines})
+    # (listed by billing date) each month invoiced once; the pause credited on one line with its
+    # three days, on a credit note issued and dated on the next billing day
+    assert [(i["kind"], i["billing_date"], i["issue_date"], i["lines"]) for i in invoices] == [
+        ("invoice", "2025-05-01", "2025-05-01", [("recurring", "2025-05-01", "2025-06-01", "120.00")]),
+        ("invoice", "2025-06-01", "2025-05-10", [("recurring", "2025-06-01", "2025-07-01", "120.00")]),
+        ("credit_note", "2025-06-01", "2025-06-01", [("credit", "2025-05-10", "2025-05-13", "-11.61")]),
+        ("invoice", "2025-07-01", "2025-05-10", [("recurring", "2025-07-01", "2025-08-01", "120.00")]),
+        ("invoice", "2025-08-01", "2025-08-01", [("recurring", "2025-08-01", "2025-09-01", "120.00")]),
+    ]
+
+
+def billed_ahead() -> Run:
+    """120.00 a month from 1 May, billed ahead through July on 10 May."""
+    run = Run(subscribe(D(2025, 5, 1), terms("120.00"))).to(D(2025, 5, 1))
+    ahead = Action("ahead", ActionKind.BILL_AHEAD, D(2025, 5, 10), requested_on=D(2025, 5, 10), until=D(2025, 7, 2))
+    run.subscription = replace(run.subscription, actions=(ahead,))
+    return run.to(D(2025, 5, 10))
+
+
+def charges(run: Run) -> list[Period]:
+    lines = [line for i in run.invoices for line in i.lines if line.kind in ("recurring", "prorated")]
+    return [line.period for line in lines if line.period is not None]
+
+
+def credits(run: Run) -> list[tuple[Period | None, str, date, date]]:
+    return [
+        (line.period, line.amount.amount_str(), i.billing_date, i.issue_date)
+        for i in run.invoices
+        for line in i.lines
+        if line.kind == "credit"
+    ]
+
+
+def test_a_deactivation_and_an_activation_before_its_credit_is_issued_credit_the_days_between() -> None:
+    run = billed_ahead().request(ActionKind.DEACTIVATE, D(2025, 5, 20)).to(D(2025, 5, 20))
+    run.request(ActionKind.ACTIVATE, D(2025, 5, 25)).to(D(2025, 8, 1))
+    assert credits(run) == [(Period(D(2025, 5, 20), D(2025, 5, 25)), "-19.35", D(2025, 6, 1), D(2025, 6, 1))]
+    assert charges(run) == [Period(D(2025, m, 1), D(2025, m + 1, 1)) for m in (5, 6, 7, 8)]
+
+
+def test_a_cancellation_credits_each_billed_period_on_its_own_line_the_same_day() -> None:
+    run = billed_ahead().request(ActionKind.CANCEL, D(2025, 5, 20)).to(D(2025, 9, 1))
+    assert credits(run) == [
+        (Period(D(2025, 5, 20), D(2025, 6, 1)), "-46.45", D(2025, 5, 20), D(2025, 5, 20)),
+        (Period(D(2025, 6, 1), D(2025, 7, 1)), "-120.00", D(2025, 5, 20), D(2025, 5, 20)),
+        (Period(D(2025, 7, 1), D(2025, 8, 1)), "-120.00", D(2025, 5, 20), D(2025, 5, 20)),
+    ]
+    assert len(run.invoices) == 4  # May, June, July, the credit note
+
+
+def test_an_upgrade_adjusts_each_billed_period_on_the_next_invoice_and_invoices_none_again() -> None:
+    run = billed_ahead()
+    change = ServiceChange("p1", "Pro", terms("240.00"), 1)
+    upgrade = Action("up", ActionKind.CHANGE, D(2025, 5, 20), D(2025, 5, 20), service_id=run.service.id, change=change)
+    run.subscription = replace(run.subscription, actions=(upgrade,))
+    run.to(D(2025, 8, 1))
+    assert [i.billing_date for i in run.invoices] == [D(2025, m, 1) for m in (5, 6, 7, 6, 8)]
+    adjusted = run.invoices[3]
+    assert adjusted.issue_date == D(2025, 6, 1)
+    assert [(x.kind, x.period, x.amount.amount_str()) for x in adjusted.lines] == [
+        ("credit", Period(D(2025, 5, 20), D(2025, 6, 1)), "-46.45"),
+        ("credit", Period(D(2025, 6, 1), D(2025, 7, 1)), "-120.00"),
+        ("credit", Period(D(2025, 7, 1), D(2025, 8, 1)), "-120.00"),
+        ("prorated", Period(D(2025, 5, 20), D(2025, 6, 1)), "92.90"),
+        ("recurring", Period(D(2025, 6, 1), D(2025, 7, 1)), "240.00"),
+        ("recurring", Period(D(2025, 7, 1), D(2025, 8, 1)), "240.00"),
+    ]
+    assert run.invoices[4].total.amount_str() == "240.00"  # August at the new price, July not again
