@@ -23,7 +23,9 @@ When a service leaves the billable states (`rules.billable_states`, overridable 
 reaches its end date, billing stops there; days already billed past that point are credited
 unless the new state is non-creditable. The credit of a piece is what was charged for it minus
 what the kept days cost, so charges minus credits always equal the price of the days kept, to the
-minor unit. A step whose lines sum below zero is a credit note.
+minor unit. Each credit line lies in one billed period. A step whose lines sum below zero is a
+credit note; billing ahead (`ahead`) pulls only recurring charges forward, so a credit note is
+dated the day it is issued.
 
 `next_billing_step` takes the earliest date on which a subscription has something due and returns
 the one invoice for it plus the subscription with every covered service advanced. Applying steps

@@ -11,7 +11,9 @@ What each action does to billing (docs/lifecycle.md):
 - stopping a service (pause, deactivate, cancel, regret, expire, change) settles it at the day:
   days already invoiced past it are credited, unbilled days before it are charged (`settle`);
 - starting it again (resume, activate, renew, change) restarts billing from that day, as if it had
-  just joined mid-period (prorated, no first-piece rules).
+  just joined mid-period (prorated, no first-piece rules); days already invoiced past that day
+  (billed ahead) are not invoiced again: a restart trims the stop's pending credit to the stopped
+  days, and a change charges its new terms for them beside their credit.
 Credits of a pause, a deactivation or a change go on the next invoice; those of a cancellation, a
 regret or a change that moves the service to the subscription of its new cycle go on an invoice
 the same day.
