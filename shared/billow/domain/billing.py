@@ -414,12 +414,15 @@ def restart(service: Service, subscription: Subscription, on: date) -> tuple[Ser
     stopped, through = service.stopped_on, service.credited_through
     restarted = replace(service, restarted_on=on, stopped_on=None, credited_through=None)
     adjustments = subscription.adjustments
-    if stopped is None or through is None or not stopped < on < through:
+    if stopped is None or through is None or not stopped <= on < through:
         return restarted, adjustments
     charged = credit_pieces(replace(service, billed_through=through), subscription, stopped)
     positions = _positions(adjustments, [_credit_line(service, piece, kept) for piece, kept in charged])
     if positions is None:
         return restarted, adjustments  # the credit is invoiced already (or the schedule changed)
+    if on == stopped:  # restarted the day it stopped: as if it never had
+        unstopped = replace(service, billed_through=through, stopped_on=None, credited_through=None)
+        return unstopped, tuple(a for i, a in enumerate(adjustments) if i not in positions)
     resumed = replace(restarted, billed_through=through)
     after = list(recurring_pieces(resumed, subscription, start=on, end=through))
     price = service.terms.period_price(service.quantity)

@@ -306,6 +306,9 @@ def _change(effect: _Effect, service: Service) -> tuple[Service, str]:
             current_state=service.state.value,
         )
     terms, on = change.terms, action.on
+    if (change.product_id, terms, change.quantity) == (service.product_id, service.terms, service.quantity):
+        # scheduled when it was a change: crediting and charging the same price is no change
+        raise RuleViolation("the service is on these terms already: the change changes nothing", rule="change.nothing")
     check_same_currency(subscription, terms)
     key = SubscriptionKey.of(terms)
     moving = key != subscription.key
