@@ -51,7 +51,8 @@ def test_a_three_day_pause_after_billing_two_cycles_ahead_credits_three_days(api
         full = api.get(f"/invoices/{listed['id']}").body
         lines = [(x["kind"], x["period"]["start"], x["period"]["end"], x["amount"]["amount"]) for x in full["lines"]]
         invoices.append({**full, "lines": lines})
-    # (listed by billing date) each month invoiced once; the pause credited on one line with its
+    invoices.sort(key=lambda i: (i["billing_date"], i["issue_date"]))
+    # (by billing date) each month invoiced once; the pause credited on one line with its
     # three days, on a credit note issued and dated on the next billing day
     assert [(i["kind"], i["billing_date"], i["issue_date"], i["lines"]) for i in invoices] == [
         ("invoice", "2025-05-01", "2025-05-01", [("recurring", "2025-05-01", "2025-06-01", "120.00")]),
