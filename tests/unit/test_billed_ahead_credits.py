@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 from billow.domain.actions import Action, ActionKind, ServiceChange
 from billow.domain.calendar import Period
+from billow.domain.catalog import BillingModel, PriceTerms
 from billow.local.stack import add_tenant
 
 from tests.support import InProcessClient, make_contact, make_product
@@ -120,3 +121,69 @@ def test_an_upgrade_adjusts_each_billed_period_on_the_next_invoice_and_invoices_
         ("recurring", Period(D(2025, 7, 1), D(2025, 8, 1)), "240.00"),
     ]
     assert run.invoices[4].total.amount_str() == "240.00"  # August at the new price, July not again
+
+
+# -- regressions the lifecycle state machine found ---------------------------------------------------
+def arrears(price: str) -> PriceTerms:
+    return replace(terms(price), billing_model=BillingModel.ARREARS)
+
+
+def lines(run: Run) -> list[list[tuple[str, Period | None, str]]]:
+    return [[(x.kind, x.period, x.amount.amount_str()) for x in i.lines] for i in run.invoices]
+
+
+def test_a_regret_of_days_whose_charge_is_still_pending_drops_the_charge_instead_of_crediting_it() -> None:
+    # In arrears, a pause on 2 Jan charges 1 Jan on the February invoice; a regret the same day
+    # leaves nothing to charge: no document charges 1 Jan and credits it again.
+    run = Run(subscribe(D(2024, 1, 1), arrears("5.00"))).to(D(2024, 1, 2))
+    run.request(ActionKind.PAUSE, D(2024, 1, 2)).request(ActionKind.REGRET, D(2024, 1, 2)).to(D(2024, 4, 1))
+    assert lines(run) == []
+
+
+def test_a_pause_after_a_resume_in_the_middle_of_an_invoiced_period_cuts_the_pending_charge() -> None:
+    # Resumed on 29 Feb (one day, charged on the March invoice), paused again on 1 March: the
+    # pending charge of 29 Feb stays, then a regret that day leaves it uncharged, not charged
+    # and credited on one invoice.
+    run = Run(subscribe(D(2024, 1, 1), terms("5.00"))).to(D(2024, 1, 1))
+    run.request(ActionKind.PAUSE, D(2024, 1, 1)).to(D(2024, 2, 29))
+    run.request(ActionKind.RESUME, D(2024, 2, 29)).to(D(2024, 2, 29))
+    run.request(ActionKind.PAUSE, D(2024, 3, 1)).request(ActionKind.REGRET, D(2024, 3, 1)).to(D(2024, 5, 1))
+    assert lines(run) == [
+        [("recurring", Period(D(2024, 1, 1), D(2024, 2, 1)), "5.00")],
+        [("credit", Period(D(2024, 1, 1), D(2024, 2, 1)), "-5.00")],
+    ]
+
+
+@pytest.mark.parametrize("model", [BillingModel.ADVANCE, BillingModel.ARREARS])
+def test_a_service_paused_and_resumed_the_same_day_is_billed_as_if_never_paused(model: BillingModel) -> None:
+    # 5.00 a month: 12 days (1.94) and 4 days (0.65) rounded apart would make 2.59; one stretch
+    # of 16 days, as if it never stopped, is 2.58 — one line rounded once.
+    run = Run(subscribe(D(2024, 1, 1), arrears("5.00") if model is BillingModel.ARREARS else terms("5.00"))).to(
+        D(2024, 1, 13)
+    )
+    run.request(ActionKind.PAUSE, D(2024, 1, 13)).request(ActionKind.RESUME, D(2024, 1, 13)).to(D(2024, 1, 13))
+    run.request(ActionKind.CANCEL, D(2024, 1, 17)).to(D(2024, 3, 1))
+    assert sum(i.total.minor for i in run.invoices) == 258
+    assert all(len([x for x in i.lines if x.kind != "credit"]) <= 1 for i in run.invoices)
+
+
+def test_a_deactivation_undone_the_same_day_leaves_the_whole_stretch_to_a_regret() -> None:
+    run = Run(subscribe(D(2024, 1, 1), terms("5.00"))).to(D(2024, 1, 2))
+    run.request(ActionKind.DEACTIVATE, D(2024, 1, 2)).request(ActionKind.ACTIVATE, D(2024, 1, 2))
+    run.request(ActionKind.REGRET, D(2024, 1, 2)).to(D(2024, 3, 1))
+    assert sum(i.total.minor for i in run.invoices) == 0
+
+
+def test_a_deactivation_while_paused_keeps_the_pause_for_the_activation_to_trim() -> None:
+    # February invoiced, paused on 1 Feb, deactivated on 2 Feb (already stopped), activated on
+    # 2 Feb: one day credited on the March invoice, February not charged again beside it.
+    run = Run(subscribe(D(2024, 1, 1), terms("5.00"))).to(D(2024, 2, 1))
+    run.request(ActionKind.PAUSE, D(2024, 2, 1)).request(ActionKind.DEACTIVATE, D(2024, 2, 2))
+    run.request(ActionKind.ACTIVATE, D(2024, 2, 2)).to(D(2024, 3, 1))
+    assert lines(run)[1:] == [
+        [("recurring", Period(D(2024, 2, 1), D(2024, 3, 1)), "5.00")],
+        [
+            ("credit", Period(D(2024, 2, 1), D(2024, 2, 2)), "-0.17"),
+            ("recurring", Period(D(2024, 3, 1), D(2024, 4, 1)), "5.00"),
+        ],
+    ]

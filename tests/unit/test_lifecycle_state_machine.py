@@ -265,6 +265,8 @@ class LifecycleMachine(RuleBasedStateMachine):
                 open_at = None
             elif action.kind in STARTS and open_at is None:
                 open_at = day
+                if stretches and stretches[-1][1] == day:  # started again the day it stopped: no stop
+                    open_at = stretches.pop()[0]
             elif action.kind is ActionKind.REGRET:
                 # a full credit of the stretch it was in (or the last one, if stopped since)
                 if open_at is None and stretches:

@@ -372,7 +372,7 @@ def settle(
     credit_on: date,
     credit: bool = True,
     charge: bool = True,
-) -> tuple[Service, list[Adjustment]]:
+) -> tuple[Service, tuple[Adjustment, ...]]:
     """Stop the service's billing at `on` (an action's day) and settle what billing would have
     done, so that billing can restart later from any day without looking back:
 
@@ -380,49 +380,89 @@ def settle(
       the setup fee if nothing was invoiced yet, unless `charge` is False (those days were not
       billable: the service was paused or not effective already);
     - its days from `on` already invoiced are credited on `credit_on`, unless `credit` is False
-      (the new state is not creditable), as the engine credits them (charged minus kept).
+      (the new state is not creditable), as the engine credits them (charged minus kept), or on
+      the invoice of a pending charge of those days if that is later;
+    - days from `on` whose charge is still pending (an earlier action settled them, their invoice
+      has not gone out) are not credited: that charge is cut down to the days kept (or dropped),
+      so no document charges and credits the same days at one price. The amount is the same as
+      charge plus credit: the price of the days kept, rounded once.
 
-    Returns the service billed through `on` (remembering, in `credited_through`, how far it was
-    billed when days after `on` were credited) and the adjustments for the subscription."""
+    Returns the service billed through `on` and the subscription's adjustments."""
     lead = timedelta(days=subscription.rules.bill_days_before)
-    adjustments: list[Adjustment] = []
+    pending = list(subscription.adjustments)
+    added: list[Adjustment] = []
     if charge and service.unbilled_from < on:
         pieces = list(recurring_pieces(service, subscription, end=on))
         if pieces and service.billed_through is None and (fee := _setup_fee_line(service)) is not None:
-            adjustments.append(Adjustment(fee, max(pieces[0].billing_date - lead, on)))
-        adjustments += [Adjustment(_charge_line(service, p), max(p.billing_date - lead, on)) for p in pieces]
-    credits = credit_pieces(service, subscription, on) if credit else []
-    adjustments += [Adjustment(_credit_line(service, p, kept), credit_on) for p, kept in credits]
+            added.append(Adjustment(fee, max(pieces[0].billing_date - lead, on)))
+        added += [Adjustment(_charge_line(service, p), max(p.billing_date - lead, on)) for p in pieces]
+    for piece, kept in credit_pieces(service, subscription, on) if credit else []:
+        at = _position(pending, _charge_line(service, piece))
+        if at is None:
+            line = _credit_line(service, piece, kept)
+            added.append(Adjustment(line, max([credit_on, *_charged_on(pending, line)])))
+            continue
+        netted = pending.pop(at)
+        if kept is not None:
+            kept_piece = Piece(piece.billing_date, piece.billing_period, kept)
+            pending.insert(at, Adjustment(_charge_line(service, kept_piece), netted.run_on))
     billed = service.billed_through
-    if adjustments or (billed is not None and billed > on):
-        return replace(service, billed_through=on, credited_through=billed if credits else None), adjustments
+    adjustments = (*pending, *added)
+    if added or (billed is not None and billed > on):
+        return replace(service, billed_through=on), adjustments
     # Nothing charged or credited: days it never billed stay unbilled (and a setup fee still due).
     return service, adjustments
+
+
+def _charged_on(adjustments: list[Adjustment], credit: LineDraft) -> list[date]:
+    """Run dates of pending charges of some of the days `credit` credits: the credit goes on
+    their invoice, never before it."""
+    days = credit.period
+    assert days is not None
+    return [
+        a.run_on
+        for a in adjustments
+        if a.line.service_id == credit.service_id
+        and a.line.kind in ("recurring", "prorated")
+        and a.line.period is not None
+        and a.line.period.start < days.end
+        and days.start < a.line.period.end
+    ]
+
+
+def _position(adjustments: list[Adjustment], line: LineDraft) -> int | None:
+    """Where `line` waits among the pending `adjustments`, or None."""
+    return next((i for i, a in enumerate(adjustments) if a.line == line), None)
 
 
 def restart(service: Service, subscription: Subscription, on: date) -> tuple[Service, tuple[Adjustment, ...]]:
     """Billing starts again on `on` (a resume, an activation, a renewal) after an action stopped it.
 
-    If that action credited days already invoiced past its day (billed ahead) and its credit is
-    still pending, the days from `on` are neither credited nor charged again: the credit is
-    trimmed to the days the service was stopped, one line per invoiced period, and the service
-    stays invoiced through where it was. Each trimmed line is what its piece was charged minus
-    the price of its days kept before the stop and after `on`, counted as a later credit will
-    count them, so charges minus credits still equal the price of the days kept, to the minor
-    unit. Otherwise (the credit is invoiced already) billing restarts on `on` like a service
-    joining mid-period. Returns the service restarted and the subscription's adjustments."""
-    stopped, through = service.stopped_on, service.credited_through
-    restarted = replace(service, restarted_on=on, stopped_on=None, credited_through=None)
+    On the day of the stop, while the lines the stop settled are all still pending, the stop is
+    undone: those lines are dropped and the service is billed as if it had never stopped (one
+    stretch, rounded once). Later, if the stop credited days already invoiced past its day
+    (billed ahead) and its credit is still pending, the days from `on` are neither credited nor
+    charged again: the credit is trimmed to the days the service was stopped, one line per
+    invoiced period, and the service stays invoiced through where it was. Each trimmed line is
+    what its piece was charged minus the price of its days kept before the stop and after `on`,
+    counted as a later credit will count them, so charges minus credits still equal the price of
+    the days kept, to the minor unit. Otherwise (the credit is invoiced already, or it cannot be
+    split exactly) billing restarts on `on` like a service joining mid-period. Returns the service
+    restarted and the subscription's adjustments."""
+    stopped, before = service.stopped_on, service.billed_at_stop
+    restarted = replace(service, restarted_on=on, stopped_on=None, billed_at_stop=None)
     adjustments = subscription.adjustments
-    if stopped is None or through is None or not stopped <= on < through:
+    if stopped is None:
+        return restarted, adjustments
+    if on == stopped and (undone := _undo_stop(service, subscription, stopped)) is not None:
+        return undone
+    through = before
+    if through is None or not stopped <= on < through:
         return restarted, adjustments
     charged = credit_pieces(replace(service, billed_through=through), subscription, stopped)
     positions = _positions(adjustments, [_credit_line(service, piece, kept) for piece, kept in charged])
     if positions is None:
         return restarted, adjustments  # the credit is invoiced already (or the schedule changed)
-    if on == stopped:  # restarted the day it stopped: as if it never had
-        unstopped = replace(service, billed_through=through, stopped_on=None, credited_through=None)
-        return unstopped, tuple(a for i, a in enumerate(adjustments) if i not in positions)
     resumed = replace(restarted, billed_through=through)
     after = list(recurring_pieces(resumed, subscription, start=on, end=through))
     price = service.terms.period_price(service.quantity)
@@ -447,6 +487,25 @@ def restart(service: Service, subscription: Subscription, on: date) -> tuple[Ser
         return restarted, adjustments  # the pieces after `on` do not fall inside the charged ones
     remaining = [trimmed.get(i, a) for i, a in enumerate(adjustments)]
     return resumed, tuple(a for a in remaining if a is not None)
+
+
+def _undo_stop(
+    service: Service, subscription: Subscription, stopped: date
+) -> tuple[Service, tuple[Adjustment, ...]] | None:
+    """The service as it was before the stop of `stopped` settled it, with the lines that stop
+    settled dropped from the pending adjustments; None if one of them is not pending any more."""
+    before = replace(service, billed_through=service.billed_at_stop, stopped_on=None, billed_at_stop=None)
+    lines: list[LineDraft] = []
+    if before.unbilled_from < stopped:
+        pieces = list(recurring_pieces(before, subscription, end=stopped))
+        if pieces and before.billed_through is None and (fee := _setup_fee_line(before)) is not None:
+            lines.append(fee)
+        lines += [_charge_line(before, p) for p in pieces]
+    lines += [_credit_line(before, p, kept) for p, kept in credit_pieces(before, subscription, stopped)]
+    positions = _positions(subscription.adjustments, lines)
+    if positions is None:
+        return None
+    return before, tuple(a for i, a in enumerate(subscription.adjustments) if i not in positions)
 
 
 def _positions(adjustments: tuple[Adjustment, ...], lines: list[LineDraft]) -> list[int] | None:

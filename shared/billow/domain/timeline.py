@@ -70,8 +70,7 @@ class _Effect:
     def __init__(self, subscription: Subscription, action: Action) -> None:
         self.subscription = subscription
         self.action = action
-        self.adjustments: list[Adjustment] = []
-        self.settled = subscription.adjustments  # pending before the action (a restart trims them)
+        self.adjustments = subscription.adjustments  # pending: settling and restarting change them
         self.logged: list[Action] = []  # actions the execution schedules or cancels
         self.pending = [a for a in subscription.actions if a.id != action.id]
         self.moving: tuple[Service, SubscriptionKey] | None = None
@@ -88,19 +87,25 @@ class _Effect:
             return service  # the business bills the new state too: billing goes on
         after = ServiceState.CANCELLED if still_billable else service.state
         creditable = rules.is_creditable(after, service.non_creditable_states)
-        settled, adjustments = settle(
-            service, self.subscription, on, credit_on=credit_on, credit=creditable, charge=billable
+        settled, self.adjustments = settle(
+            service, self._pending(), on, credit_on=credit_on, credit=creditable, charge=billable
         )
-        self.adjustments += adjustments
-        return replace(settled, stopped_on=on) if billable else settled
+        return replace(settled, stopped_on=on, billed_at_stop=service.billed_through) if billable else settled
 
     def restart(self, service: Service, on: date) -> Service:
         """Billing starts again on `on`, if an action had stopped it; a credit of days billed
         ahead that is still pending is trimmed to the days it was stopped (`billing.restart`)."""
         if service.stopped_on is None:
             return service
-        restarted, self.settled = restart(service, replace(self.subscription, adjustments=self.settled), on)
+        restarted, self.adjustments = restart(service, self._pending(), on)
         return restarted
+
+    def _pending(self) -> Subscription:
+        """The subscription as the action found it, with the adjustments pending so far."""
+        return replace(self.subscription, adjustments=self.adjustments)
+
+    def add(self, *adjustments: Adjustment) -> None:
+        self.adjustments = (*self.adjustments, *adjustments)
 
     def move(self, service: Service, key: SubscriptionKey) -> None:
         """The service leaves for the subscription of `key`; its pending actions go with it."""
@@ -198,7 +203,7 @@ def _service_effect(effect: _Effect, service: Service) -> tuple[Service, str]:
         outcome = "cancelled"
         if fee is not None and not fee.is_zero and service.in_contract(on):
             line = one_time_line(service, "cancellation_fee", f"{service.product_name} cancellation fee", fee)
-            effect.adjustments.append(Adjustment(line, on))
+            effect.add(Adjustment(line, on))
             outcome = f"cancelled inside the contract period (until {service.contract_end}): fee {fee}"
         effect.drop_pending(service.id, f"service cancelled on {on}")
         return settled, outcome
@@ -206,13 +211,11 @@ def _service_effect(effect: _Effect, service: Service) -> tuple[Service, str]:
         start = service.charged_from
         regretted = replace(_state_change(service, StateAction.REGRET, on), end_date=start)
         had_invoice = service.billed_through is not None
-        # Days charged in arrears on an invoice still to come are credited on that invoice.
-        charges = [a.run_on for a in effect.settled if a.line.service_id == service.id and a.line.kind != "credit"]
-        settled = effect.settle(regretted, start, credit_on=max([on, *charges]))
+        settled = effect.settle(regretted, start, credit_on=on)
         fee = service.terms.setup_fee
         if had_invoice and fee is not None and not fee.is_zero:
             line = one_time_line(service, "credit", f"{service.product_name} setup fee credited", -fee)
-            effect.adjustments.append(Adjustment(line, on))
+            effect.add(Adjustment(line, on))
         effect.drop_pending(service.id, f"service regretted on {on}")
         return settled, "regretted: everything charged since it started is credited"
     if kind is ActionKind.RENEW:
@@ -324,11 +327,11 @@ def _change(effect: _Effect, service: Service) -> tuple[Service, str]:
     elif service.state is not ServiceState.DRAFT:
         credit_on = on if moving else cycle_end(subscription, on)
         settled = effect.settle(service, on, credit_on=credit_on)
-        changed = replace(changed, billed_through=settled.billed_through, restarted_on=on, credited_through=None)
-        billed_ahead = settled.credited_through
-        if not moving and billed_ahead is not None:
+        changed = replace(changed, billed_through=settled.billed_through, restarted_on=on, billed_at_stop=None)
+        billed_ahead = settled.billed_at_stop
+        if not moving and billed_ahead is not None and billed_ahead > on:
             # Periods invoiced ahead are adjusted beside their credit, not invoiced again.
-            effect.adjustments += charge_again(changed, subscription, billed_ahead, credit_on)
+            effect.add(*charge_again(changed, subscription, billed_ahead, credit_on))
             changed = replace(changed, billed_through=billed_ahead)
         what = f"{what}; the old price is settled to {on}"
     if moving:
@@ -365,7 +368,7 @@ def _subscription_effect(effect: _Effect) -> tuple[Subscription, str]:
                 services.append(service)
                 continue
             settled = effect.settle(service, on, credit_on=next_invoice)
-            restarted = replace(settled, restarted_on=on, credited_through=None)
+            restarted = replace(settled, restarted_on=on, billed_at_stop=None)
             services.append(restarted if settled.billed_through is not None else settled)
         moved = replace(subscription, schedule=schedule, services=tuple(services))
         return moved, f"billing day {day} from {on}; the current cycle is settled to {on}"
@@ -392,7 +395,7 @@ def execute(subscription: Subscription, action: Action) -> BillingStep:
     except Conflict as refusal:  # an illegal transition, a rule, a missing service: logged by its code
         left = replace(subscription, actions=tuple(effect.pending))
         return BillingStep(left, None, (action.rejected(refusal.message, refusal.code),))
-    done = replace(updated.with_actions(effect.pending), adjustments=(*effect.settled, *effect.adjustments))
+    done = replace(updated.with_actions(effect.pending), adjustments=effect.adjustments)
     record = action.executed(outcome)
     transfer = None
     if effect.moving is not None:
