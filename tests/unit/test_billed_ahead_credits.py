@@ -187,3 +187,17 @@ def test_a_deactivation_while_paused_keeps_the_pause_for_the_activation_to_trim(
             ("recurring", Period(D(2024, 3, 1), D(2024, 4, 1)), "5.00"),
         ],
     ]
+
+
+def test_a_change_undone_before_its_invoice_leaves_the_period_as_it_was_invoiced() -> None:
+    # January invoiced at 5.00; changed to two units and back to one on 1 January: the February
+    # invoice neither credits January at 5.00 nor charges it at 5.00 again.
+    run = Run(subscribe(D(2024, 1, 1), terms("5.00"))).to(D(2024, 1, 1))
+    for quantity in (2, 1):
+        change = ServiceChange("p1", "Pro", run.service.terms, quantity)
+        run.request(ActionKind.CHANGE, D(2024, 1, 1), change=change).to(D(2024, 1, 1))
+    run.to(D(2024, 2, 1))
+    assert lines(run) == [
+        [("recurring", Period(D(2024, 1, 1), D(2024, 2, 1)), "5.00")],
+        [("recurring", Period(D(2024, 2, 1), D(2024, 3, 1)), "5.00")],
+    ]

@@ -519,11 +519,33 @@ def _positions(adjustments: tuple[Adjustment, ...], lines: list[LineDraft]) -> l
     return positions
 
 
-def charge_again(service: Service, subscription: Subscription, until: date, run_on: date) -> list[Adjustment]:
+def charge_again(service: Service, subscription: Subscription, until: date, run_on: date) -> tuple[Adjustment, ...]:
     """The service's days from its restart up to `until`, already invoiced (billed ahead) before a
     change credited them, charged at its new terms on the invoice of `run_on`, one line per
-    period, beside the credit: the period is adjusted, never invoiced a second time."""
-    return [Adjustment(_charge_line(service, p), run_on) for p in recurring_pieces(service, subscription, end=until)]
+    period, beside the credit: the period is adjusted, never invoiced a second time. A pending
+    credit of exactly those days at exactly that amount (an earlier change away from these terms,
+    not invoiced yet) is dropped instead: no document credits and charges them at one price.
+    Returns the subscription's adjustments."""
+    pending = list(subscription.adjustments)
+    added: list[Adjustment] = []
+    for piece in recurring_pieces(service, subscription, end=until):
+        line = _charge_line(service, piece)
+        at = next((i for i, a in enumerate(pending) if _cancels(a.line, line)), None)
+        if at is None:
+            added.append(Adjustment(line, run_on))
+        else:
+            del pending[at]
+    return (*pending, *added)
+
+
+def _cancels(credit: LineDraft, charge: LineDraft) -> bool:
+    """Whether `credit` undoes `charge` exactly: same service, terms, days and amount."""
+    return (
+        credit.kind == "credit"
+        and (credit.service_id, credit.product_id, credit.quantity, credit.unit_price, credit.period)
+        == (charge.service_id, charge.product_id, charge.quantity, charge.unit_price, charge.period)
+        and (credit.amount + charge.amount).is_zero
+    )
 
 
 def _usage_lines(rater: UsageRater, subscription: Subscription, service: Service, piece: Piece) -> list[LineDraft]:

@@ -88,7 +88,7 @@ class _Effect:
         after = ServiceState.CANCELLED if still_billable else service.state
         creditable = rules.is_creditable(after, service.non_creditable_states)
         settled, self.adjustments = settle(
-            service, self._pending(), on, credit_on=credit_on, credit=creditable, charge=billable
+            service, self.pending_subscription(), on, credit_on=credit_on, credit=creditable, charge=billable
         )
         return replace(settled, stopped_on=on, billed_at_stop=service.billed_through) if billable else settled
 
@@ -97,10 +97,10 @@ class _Effect:
         ahead that is still pending is trimmed to the days it was stopped (`billing.restart`)."""
         if service.stopped_on is None:
             return service
-        restarted, self.adjustments = restart(service, self._pending(), on)
+        restarted, self.adjustments = restart(service, self.pending_subscription(), on)
         return restarted
 
-    def _pending(self) -> Subscription:
+    def pending_subscription(self) -> Subscription:
         """The subscription as the action found it, with the adjustments pending so far."""
         return replace(self.subscription, adjustments=self.adjustments)
 
@@ -331,7 +331,7 @@ def _change(effect: _Effect, service: Service) -> tuple[Service, str]:
         billed_ahead = settled.billed_at_stop
         if not moving and billed_ahead is not None and billed_ahead > on:
             # Periods invoiced ahead are adjusted beside their credit, not invoiced again.
-            effect.add(*charge_again(changed, subscription, billed_ahead, credit_on))
+            effect.adjustments = charge_again(changed, effect.pending_subscription(), billed_ahead, credit_on)
             changed = replace(changed, billed_through=billed_ahead)
         what = f"{what}; the old price is settled to {on}"
     if moving:
