@@ -201,3 +201,18 @@ def test_a_change_undone_before_its_invoice_leaves_the_period_as_it_was_invoiced
         [("recurring", Period(D(2024, 1, 1), D(2024, 2, 1)), "5.00")],
         [("recurring", Period(D(2024, 2, 1), D(2024, 3, 1)), "5.00")],
     ]
+
+
+def test_a_change_back_a_day_later_trims_the_pending_credit_to_the_day_between() -> None:
+    # Two units on 1 January, one again on 2 January: January at one unit is credited for 1 January
+    # only, beside that day at two units; no day credited and charged again at one price.
+    run = Run(subscribe(D(2024, 1, 1), terms("5.00"))).to(D(2024, 1, 1))
+    for day, quantity in ((1, 2), (2, 1)):
+        change = ServiceChange("p1", "Pro", run.service.terms, quantity)
+        run.request(ActionKind.CHANGE, D(2024, 1, day), change=change).to(D(2024, 1, day))
+    run.to(D(2024, 2, 1))
+    assert lines(run)[1] == [
+        ("credit", Period(D(2024, 1, 1), D(2024, 1, 2)), "-0.16"),
+        ("prorated", Period(D(2024, 1, 1), D(2024, 1, 2)), "0.32"),
+        ("recurring", Period(D(2024, 2, 1), D(2024, 3, 1)), "5.00"),
+    ]

@@ -40,7 +40,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import date, timedelta
 from fractions import Fraction
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from billow.domain.actions import Action
 from billow.domain.calendar import Period, add_cycle, day_on_or_after
@@ -530,22 +530,37 @@ def charge_again(service: Service, subscription: Subscription, until: date, run_
     added: list[Adjustment] = []
     for piece in recurring_pieces(service, subscription, end=until):
         line = _charge_line(service, piece)
-        at = next((i for i, a in enumerate(pending) if _cancels(a.line, line)), None)
-        if at is None:
-            added.append(Adjustment(line, run_on))
+        for at, adjustment in enumerate(pending):
+            netted = _netted(adjustment.line, line)
+            if netted is not False:
+                if netted is None:
+                    del pending[at]
+                else:
+                    pending[at] = Adjustment(netted, adjustment.run_on)
+                break
         else:
-            del pending[at]
+            added.append(Adjustment(line, run_on))
     return (*pending, *added)
 
 
-def _cancels(credit: LineDraft, charge: LineDraft) -> bool:
-    """Whether `credit` undoes `charge` exactly: same service, terms, days and amount."""
-    return (
-        credit.kind == "credit"
-        and (credit.service_id, credit.product_id, credit.quantity, credit.unit_price, credit.period)
-        == (charge.service_id, charge.product_id, charge.quantity, charge.unit_price, charge.period)
-        and (credit.amount + charge.amount).is_zero
-    )
+def _netted(credit: LineDraft, charge: LineDraft) -> LineDraft | Literal[False] | None:
+    """A pending `credit` of the last days of a period cut down by a `charge` of its last days at
+    the same terms: the credit of the days before them (None when nothing is left), or False
+    when they do not net exactly. Credit plus charge keep their sum to the minor unit."""
+    same = (credit.service_id, credit.product_id, credit.quantity, credit.unit_price)
+    if credit.kind != "credit" or same != (charge.service_id, charge.product_id, charge.quantity, charge.unit_price):
+        return False
+    days, cut = credit.period, charge.period
+    if days is None or cut is None or not (days.start <= cut.start and cut.end == days.end):
+        return False
+    amount = credit.amount + charge.amount
+    if cut.start == days.start:
+        return None if amount.is_zero else False
+    if not amount.is_negative:
+        return False
+    period_days = Fraction(days.days) / -credit.fraction
+    left = Period(days.start, cut.start)
+    return replace(credit, fraction=-Fraction(left.days) / period_days, amount=amount, period=left)
 
 
 def _usage_lines(rater: UsageRater, subscription: Subscription, service: Service, piece: Piece) -> list[LineDraft]:
