@@ -44,7 +44,7 @@ test-e2e: setup
 lint: setup      ## ruff
 	$(VENV)/bin/ruff check .
 
-typecheck: setup ## mypy (strict) over shared/ and functions/
+typecheck: setup ## mypy (strict) over shared/, functions/ and bench/
 	$(VENV)/bin/mypy
 
 synth: setup     ## synthesize the CDK app into cdk.out/ (offline, no credentials)
@@ -63,7 +63,7 @@ bench: setup     ## billing-run benchmark on DynamoDB Local (N=2000 by default)
 	$(PY) bench/billing_run.py
 
 openapi: setup   ## write docs/openapi.json from the API's routes
-	$(PY) -c "import json,sys; sys.path[:0]=['shared','functions']; from api.handler import app; print(app.get_openapi_json_schema(title='Billow API', version='0.1.0'))" > docs/openapi.json
+	$(PY) -c "import sys; from api.handler import app; from api.openapi import document_json; sys.stdout.write(document_json(app))" > docs/openapi.json
 
 clean:
 	rm -rf cdk.out build .pytest_cache .mypy_cache .ruff_cache

@@ -37,6 +37,7 @@ from billow.domain.timeline import next_step  # noqa: E402
 from billow.local import dynamodb  # noqa: E402
 from billow.local.dynamodb import LOCAL_CREDENTIALS  # noqa: E402
 from billow.services.billing import InvoiceNumbers, RunReport, bill_due_subscriptions  # noqa: E402
+from billow.services.context import Scope  # noqa: E402
 from billow.storage.models import configure  # noqa: E402
 from billow.storage.repository import DynamoStore  # noqa: E402
 from pynamodb.connection.base import Connection  # noqa: E402
@@ -71,7 +72,7 @@ class RequestCounter:
                     counter.read_units += units
             return result
 
-        Connection.dispatch = dispatch  # type: ignore[method-assign]
+        Connection.dispatch = dispatch  # type: ignore[method-assign,assignment]
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -123,11 +124,11 @@ def engine_rate(count: int) -> tuple[float, int]:
     return count / elapsed, lines
 
 
-def seed(store: DynamoStore, tenant_id: str, count: int, start: date) -> None:
+def seed(store: DynamoStore, scope: Scope, count: int, start: date) -> None:
     products = two_line_products()
     for i in range(count):
         plan = two_line_order(i, products, start)
-        store.place_order(tenant_id, plan.order, plan.subscriptions, plan.new_subscription_ids)
+        store.place_order(scope, plan.order, plan.subscriptions, plan.new_subscription_ids)
 
 
 def end_to_end(
@@ -137,7 +138,7 @@ def end_to_end(
     configure(table_name=table, endpoint=local.endpoint, region="us-east-1")
     store = DynamoStore()
     store.put_settings(TenantSettings("bench", "Bench"))
-    seed(store, "bench", count, RUN_DAY)
+    seed(store, Scope("bench", "live"), count, RUN_DAY)
     with RequestCounter() as counter:
         began, cpu = time.perf_counter(), time.process_time()
         report = bill_due_subscriptions(

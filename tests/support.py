@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from billow.local import gateway, stack
+from billow.local import clocks, gateway, stack
 
 
 @dataclass
@@ -106,6 +106,25 @@ def make_contact(client: HttpClient, name: str = "Ann Example") -> dict[str, Any
     return dict(reply.body)
 
 
+def as_call(client: HttpClient) -> clocks.Call:
+    def call(method: str, path: str, body: dict[str, Any] | None) -> tuple[int, Any]:
+        reply = client.request(method, path, body)
+        return reply.status, reply.body
+
+    return call
+
+
+def wait_until_ready(client: HttpClient, contact_id: str) -> dict[str, Any]:
+    """The contact's test clock, once what its last advance made due is billed."""
+    return clocks.wait_until_ready(as_call(client), contact_id)
+
+
+def advance_clock(client: HttpClient, contact_id: str, to: str) -> dict[str, Any]:
+    """Advance the contact's test clock to `to` (several bounded advances if need be) and wait
+    until it is ready: what became due is billed by then."""
+    return clocks.advance_clock(as_call(client), contact_id, to)
+
+
 @contextmanager
 def local_api(table: str, tenant: str, key: str) -> Iterator[HttpClient]:
     """The local stack on its own table with one test-mode tenant, for one e2e module."""
@@ -126,3 +145,14 @@ SETTINGS_CHANGES: list[dict[str, Any]] = [
     {"cancel_in_contract": "immediate"},
 ]
 """Six changes of different subscription rules, none of them the default: made at once by the race tests."""
+
+
+class RecordingInvoker:
+    """An `AsyncInvoker` that only records what it was asked to invoke: the test delivers the
+    events itself (or not, to hold an advance under way)."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, dict[str, Any]]] = []
+
+    def invoke_async(self, concern: str, event: dict[str, Any]) -> None:
+        self.events.append((concern, event))

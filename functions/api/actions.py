@@ -18,6 +18,7 @@ from runtime import clock, numbers, store
 
 from api import presenters
 from api.context import created, current_tenant, idempotent
+from api.openapi import answers
 from api.schemas import BillingDay, Body, Cursor, Id, Limit
 
 router = APIGatewayRouter()
@@ -81,6 +82,10 @@ def _request(kind: ActionKind, service_id: str | None, body: When, **params: Any
     )
 
 
+an_action = answers(201, 202, 200)
+"""An action's handler answers 201 (executed now), 202 (scheduled) or 200 (a replay of its key): `_respond`."""
+
+
 def _respond(result: ActionResult) -> Response[dict[str, Any]]:
     body = {
         "action": presenters.action(result.action),
@@ -110,7 +115,7 @@ def _service_route(path: str, kind: ActionKind, summary: str) -> None:
         return _act(subscription_id, body, _request(kind, service_id, body))
 
     handler.__name__ = f"{kind.value}_service"
-    router.post(f"{SVC}/{path}", summary=summary)(handler)
+    router.post(f"{SVC}/{path}", summary=summary)(an_action(handler))
 
 
 _service_route("activate", ActionKind.ACTIVATE, "Activate a draft or not-effective service (activation rules apply)")
@@ -125,6 +130,7 @@ _service_route("renew", ActionKind.RENEW, "Renew an expired service for one more
     SVC + "/pause",
     summary="Pause a service, for N days or until resumed",
 )
+@an_action
 def pause(subscription_id: SubscriptionId, service_id: ServiceId, body: PauseBody) -> Response[dict[str, Any]]:
     return _act(subscription_id, body, _request(ActionKind.PAUSE, service_id, body, days=body.days))
 
@@ -144,6 +150,7 @@ def _change_request(service_id: str, body: ChangeBody) -> ActionRequest:
     SVC + "/change",
     summary="Change a service's product, price terms or quantity (upgrade or downgrade timing rules apply)",
 )
+@an_action
 def change(subscription_id: SubscriptionId, service_id: ServiceId, body: ChangeBody) -> Response[dict[str, Any]]:
     return _act(subscription_id, body, _change_request(service_id, body))
 
@@ -166,6 +173,7 @@ def preview_change(subscription_id: SubscriptionId, service_id: ServiceId, body:
     SVC + "/auto-renew",
     summary="Opt a termed service in or out of auto-renewal",
 )
+@an_action
 def auto_renew(subscription_id: SubscriptionId, service_id: ServiceId, body: AutoRenewBody) -> Response[dict[str, Any]]:
     return _act(subscription_id, body, _request(ActionKind.AUTO_RENEW, service_id, body, auto_renew=body.auto_renew))
 
@@ -174,6 +182,7 @@ def auto_renew(subscription_id: SubscriptionId, service_id: ServiceId, body: Aut
     SVC + "/extend-term",
     summary="Postpone the end of the termed period by N days",
 )
+@an_action
 def extend_term(subscription_id: SubscriptionId, service_id: ServiceId, body: DaysBody) -> Response[dict[str, Any]]:
     return _act(subscription_id, body, _request(ActionKind.EXTEND_TERM, service_id, body, days=body.days))
 
@@ -182,11 +191,13 @@ def extend_term(subscription_id: SubscriptionId, service_id: ServiceId, body: Da
     SVC + "/extend-trial",
     summary="Extend a trial by N days (back office, once)",
 )
+@an_action
 def extend_trial(subscription_id: SubscriptionId, service_id: ServiceId, body: DaysBody) -> Response[dict[str, Any]]:
     return _act(subscription_id, body, _request(ActionKind.EXTEND_TRIAL, service_id, body, days=body.days))
 
 
 @router.post(SUB + "/billing-day", summary="Change the billing day (anniversary billing only)")
+@an_action
 def change_billing_day(subscription_id: SubscriptionId, body: BillingDayBody) -> Response[dict[str, Any]]:
     return _act(
         subscription_id, body, _request(ActionKind.CHANGE_BILLING_DAY, None, body, billing_day=body.billing_day)
@@ -197,11 +208,13 @@ def change_billing_day(subscription_id: SubscriptionId, body: BillingDayBody) ->
     SUB + "/grace-period",
     summary="Set a grace period of N days (no deactivation before its end)",
 )
+@an_action
 def set_grace_period(subscription_id: SubscriptionId, body: DaysBody) -> Response[dict[str, Any]]:
     return _act(subscription_id, body, _request(ActionKind.SET_GRACE_PERIOD, None, body, days=body.days))
 
 
 @router.post(SUB + "/payment-method", summary="Set the payment method that pays this subscription")
+@an_action
 def change_payment_method(subscription_id: SubscriptionId, body: PaymentMethodBody) -> Response[dict[str, Any]]:
     return _act(
         subscription_id,
@@ -214,6 +227,7 @@ def change_payment_method(subscription_id: SubscriptionId, body: PaymentMethodBo
     SUB + "/bill-ahead",
     summary="Bill upcoming cycles now (N cycles or up to a date); repeating it the same day bills nothing more",
 )
+@an_action
 def bill_ahead(subscription_id: SubscriptionId, body: BillAheadBody) -> Response[dict[str, Any]]:
     return _act(
         subscription_id, body, _request(ActionKind.BILL_AHEAD, None, body, cycles=body.cycles, until=body.until)

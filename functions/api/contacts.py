@@ -8,15 +8,16 @@ from typing import Annotated, Any
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 from aws_lambda_powertools.event_handler.router import APIGatewayRouter
-from billow.domain.contacts import Address
+from billow.domain.contacts import Address, ClockStatus, TestClock
 from billow.services import contacts, invoices, time_travel
 from billow.services.contacts import contact_today
 from billow.services.context import TenantContext
 from billow.services.invoices import InvoiceFilter
-from runtime import clock, numbers, store
+from runtime import clock, invoker, store
 
 from api import presenters
 from api.context import created, current_tenant, idempotent
+from api.openapi import answers
 from api.schemas import (
     AddressBody,
     AdvanceClockBody,
@@ -42,6 +43,7 @@ def _credit_limit(body: MoneyBody | None) -> contacts.CreditLimitInput | None:
 
 
 @router.post("/contacts", summary="Create a contact (subscriber)")
+@answers(201)
 def create_contact(body: ContactBody) -> Response[dict[str, Any]]:
     ctx = current_tenant(router.current_event)
     method = None if body.preferred_payment_method is None else body.preferred_payment_method.value
@@ -116,7 +118,7 @@ def contact_subscriptions(
 ) -> dict[str, Any]:
     ctx = current_tenant(router.current_event)
     contacts.get_contact(store, ctx, contact_id)
-    page = store.subscriptions_page(ctx.tenant_id, contact_id, limit, cursor)
+    page = store.subscriptions_page(ctx.scope, contact_id, limit, cursor)
     today = contact_today(store, ctx, contact_id, clock)
     return {"items": [presenters.subscription(s, today) for s in page.items], "cursor": page.cursor}
 
@@ -155,25 +157,28 @@ def invoice_page(ctx: TenantContext, filters: InvoiceFilter, limit: int, cursor:
 
 
 @router.post("/contacts/<contact_id>/test-clock", summary="Attach a test clock (test mode only)")
+@answers(201)
 def create_test_clock(contact_id: Annotated[Id, Path()], body: TestClockBody) -> tuple[dict[str, Any], int]:
     ctx = current_tenant(router.current_event)
-    return presenters.clock(contacts.create_test_clock(store, ctx, contact_id, body.frozen_time)), 201
+    return clock_response(ctx, contacts.create_test_clock(store, ctx, contact_id, body.frozen_time)), 201
 
 
-@router.get("/contacts/<contact_id>/test-clock", summary="Read a contact's test clock")
+@router.get("/contacts/<contact_id>/test-clock", summary="Read a contact's test clock: `ready` or `advancing`")
 def get_test_clock(contact_id: Annotated[Id, Path()]) -> dict[str, Any]:
     ctx = current_tenant(router.current_event)
-    return presenters.clock(contacts.get_test_clock(store, ctx, contact_id))
+    return clock_response(ctx, contacts.get_test_clock(store, ctx, contact_id))
+
+
+def clock_response(ctx: TenantContext, test_clock: TestClock) -> dict[str, Any]:
+    ready = test_clock.status is ClockStatus.READY
+    return presenters.clock(test_clock, time_travel.advance_limit(store, ctx, test_clock) if ready else None)
 
 
 @router.post(
     "/contacts/<contact_id>/test-clock/advance",
-    summary="Move the test clock forward and run everything that became due",
+    summary="Move the test clock forward; what became due is billed in the background (poll until `ready`)",
 )
-def advance_test_clock(contact_id: Annotated[Id, Path()], body: AdvanceClockBody) -> dict[str, Any]:
+@answers(202)
+def advance_test_clock(contact_id: Annotated[Id, Path()], body: AdvanceClockBody) -> tuple[dict[str, Any], int]:
     ctx = current_tenant(router.current_event)
-    result = time_travel.advance_test_clock(store, ctx, contact_id, body.to, numbers)
-    return {
-        "clock": presenters.clock(result.clock),
-        "invoices_created": [presenters.invoice(i, result.today) for i in result.invoices],
-    }
+    return presenters.clock(time_travel.request_advance(store, ctx, contact_id, body.to, invoker)), 202

@@ -24,7 +24,7 @@ from billow.domain.errors import (
     TemporaryFailure,
     error_body,
 )
-from billow.services.inputs import field_path
+from billow.services.inputs import validation_code, validation_problems
 from runtime import logger, metrics, tracer
 
 from api import actions, billing, catalog, contacts, orders, settings
@@ -78,8 +78,8 @@ def error_response(
 
 @app.exception_handler(RequestValidationError)
 def invalid_request(error: RequestValidationError) -> Response[Any]:
-    fields = []
-    for problem in error.errors():
+    problems = error.errors()
+    for problem in problems:
         if problem.get("type") == "json_invalid":
             return error_response(
                 400,
@@ -87,10 +87,9 @@ def invalid_request(error: RequestValidationError) -> Response[Any]:
                 "the request body is not valid JSON",
                 [{"field": "body", "reason": str(problem.get("msg", "invalid JSON"))}],
             )
-        reason = "unknown field" if problem.get("type") == "extra_forbidden" else str(problem.get("msg"))
-        fields.append({"field": field_path(tuple(problem.get("loc", ()))), "reason": reason})
+    fields = validation_problems(problems)
     names = ", ".join(f["field"] for f in fields)
-    return error_response(422, "request.validation_failed", f"invalid request: {names}", fields)
+    return error_response(422, validation_code(problems), f"invalid request: {names}", fields)
 
 
 @app.exception_handler(RequestUnsupportedContentType)

@@ -17,6 +17,7 @@ from runtime import clock, new_id, numbers, store
 from api import presenters
 from api.contacts import InvoiceStatusFilter, IssuedBefore, IssuedFrom, invoice_page
 from api.context import created, current_tenant, idempotent
+from api.openapi import answers
 from api.schemas import Cursor, Id, InvoiceKind, Limit, ManualPaymentBody, OrderBody, QuoteBody
 
 router = APIGatewayRouter()
@@ -38,6 +39,7 @@ def quote_order(body: QuoteBody) -> dict[str, Any]:
 
 
 @router.post("/orders", summary="Place an order (idempotent on `reference`)")
+@answers(201, 200)
 def place_order(body: OrderBody) -> Response[dict[str, Any]]:
     ctx = current_tenant(router.current_event)
     reference = None if body.reference is None else (f"order:{body.contact_id}", body.reference)
@@ -57,7 +59,7 @@ def place_order(body: OrderBody) -> Response[dict[str, Any]]:
 @router.get("/orders/<order_id>", summary="Get an order")
 def get_order(order_id: Annotated[Id, Path()]) -> dict[str, Any]:
     ctx = current_tenant(router.current_event)
-    order = store.get_order(ctx.tenant_id, order_id)
+    order = store.get_order(ctx.scope, order_id)
     if order is None:
         raise NotFound(f"no order {order_id}", field="order_id")
     return presenters.order(order)
@@ -66,7 +68,7 @@ def get_order(order_id: Annotated[Id, Path()]) -> dict[str, Any]:
 @router.get("/subscriptions/<subscription_id>", summary="Get a subscription and its services")
 def get_subscription(subscription_id: Annotated[Id, Path()]) -> dict[str, Any]:
     ctx = current_tenant(router.current_event)
-    subscription = store.get_subscription(ctx.tenant_id, subscription_id)
+    subscription = store.get_subscription(ctx.scope, subscription_id)
     if subscription is None:
         raise NotFound(f"no subscription {subscription_id}", field="subscription_id")
     return presenters.subscription(subscription, contact_today(store, ctx, subscription.contact_id, clock))
@@ -101,6 +103,7 @@ def get_invoice(invoice_id: Annotated[Id, Path()]) -> dict[str, Any]:
     "/invoices/<invoice_id>/payments",
     summary="Record a manual payment (bank transfer confirmed by staff); idempotent on `reference`",
 )
+@answers(201, 200)
 def record_payment(invoice_id: Annotated[Id, Path()], body: ManualPaymentBody) -> Response[dict[str, Any]]:
     ctx = current_tenant(router.current_event)
     spec = ManualPaymentInput(body.amount, body.currency, body.method, body.reference, body.received_on)

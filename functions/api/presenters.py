@@ -4,7 +4,7 @@ shared views (`billow.services.views`), as the dry run shows them."""
 from __future__ import annotations
 
 from dataclasses import asdict
-from datetime import date
+from datetime import date, datetime
 
 from billow.domain.actions import Action
 from billow.domain.catalog import PriceTerms, Product, terms_json
@@ -47,8 +47,14 @@ def contact(c: Contact) -> Json:
     }
 
 
-def clock(c: TestClock) -> Json:
-    return {"contact_id": c.contact_id, "frozen_time": c.frozen_time.isoformat()}
+def clock(c: TestClock, advance_limit: datetime | None = None) -> Json:
+    """`advance_limit`: the furthest one advance may reach now (null while an advance is under way)."""
+    return {
+        "contact_id": c.contact_id,
+        "frozen_time": c.frozen_time.isoformat(),
+        "status": c.status.value,
+        "advance_limit": None if advance_limit is None else advance_limit.isoformat(),
+    }
 
 
 def invoice(i: Invoice, today: date) -> Json:

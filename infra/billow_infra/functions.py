@@ -5,10 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from aws_cdk import Duration, Stack
+from aws_cdk import ArnFormat, Duration, Stack
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
+from billow.gateways.invoke import CLOCK_ADVANCE, function_env, handler_of
 from constructs import Construct
 
 from billow_infra import logs, naming
@@ -29,11 +30,21 @@ class FunctionSpec:
     table_actions: tuple[str, ...]
     timeout: Duration
     memory_mb: int = 512
+    invokes: tuple[str, ...] = ()
+    """Concerns whose functions this one invokes asynchronously (InvocationType=Event): it gets
+    their names in its environment (billow.gateways.invoke) and lambda:InvokeFunction on them."""
+    invoked_async: bool = False
+    """Invoked with events only: Lambda retries a failed event twice, within an hour."""
 
 
 SPECS = (
     FunctionSpec(
-        "api", "api.handler.lambda_handler", "Billow REST API", (*READ_ACTIONS, *WRITE_ACTIONS), Duration.seconds(29)
+        "api",
+        "api.handler.lambda_handler",
+        "Billow REST API",
+        (*READ_ACTIONS, *WRITE_ACTIONS),
+        Duration.seconds(29),
+        invokes=(CLOCK_ADVANCE,),
     ),
     FunctionSpec(
         "authorizer",
@@ -50,6 +61,15 @@ SPECS = (
         (*READ_ACTIONS, *WRITE_ACTIONS),
         Duration.minutes(15),
         1024,
+    ),
+    FunctionSpec(
+        CLOCK_ADVANCE,
+        handler_of(CLOCK_ADVANCE),
+        "Billow test-clock advance: bills what became due, off the request path",
+        (*READ_ACTIONS, *WRITE_ACTIONS),
+        Duration.minutes(5),
+        invokes=(CLOCK_ADVANCE,),  # hands the rest of a long advance to a fresh invocation
+        invoked_async=True,
     ),
 )
 
@@ -113,6 +133,20 @@ class BillowFunctions(Construct):
         role.add_to_policy(xray)
         table_resources = [table.table_arn, f"{table.table_arn}/index/*"]
         role.add_to_policy(iam.PolicyStatement(actions=list(spec.table_actions), resources=table_resources))
+        environment = {
+            "BILLOW_TABLE": table.table_name,
+            "POWERTOOLS_SERVICE_NAME": "billow",
+            "POWERTOOLS_METRICS_NAMESPACE": "Billow",
+            "POWERTOOLS_LOG_LEVEL": "INFO",
+        }
+        for concern in spec.invokes:
+            # By name, not by construct: a function may invoke itself without a dependency cycle.
+            target = naming.name(stage, concern)
+            arn = Stack.of(self).format_arn(
+                service="lambda", resource="function", resource_name=target, arn_format=ArnFormat.COLON_RESOURCE_NAME
+            )
+            role.add_to_policy(iam.PolicyStatement(actions=["lambda:InvokeFunction"], resources=[arn]))
+            environment[function_env(concern)] = target
         acknowledge(
             role,
             "AwsSolutions-IAM5[Resource::*]",
@@ -138,13 +172,10 @@ class BillowFunctions(Construct):
             memory_size=spec.memory_mb,
             tracing=lambda_.Tracing.ACTIVE,
             log_group=log_group,
-            environment={
-                "BILLOW_TABLE": table.table_name,
-                "POWERTOOLS_SERVICE_NAME": "billow",
-                "POWERTOOLS_METRICS_NAMESPACE": "Billow",
-                "POWERTOOLS_LOG_LEVEL": "INFO",
-            },
+            environment=environment,
         )
+        if spec.invoked_async:
+            function.configure_async_invoke(retry_attempts=2, max_event_age=Duration.hours(1))
         return function
 
     @staticmethod

@@ -63,7 +63,7 @@ def bill_preview(stdin: TextIO, stdout: TextIO, stderr: TextIO) -> int:
     except ValidationError as error:
         if any(p.get("type") == "json_invalid" for p in error.errors()):
             return _fail(stderr, [("stdin", "not one valid JSON object")])
-        return _fail(stderr, [(p["field"], p["reason"]) for p in validation_problems(error)])
+        return _fail(stderr, [(p["field"], p["reason"]) for p in validation_problems(error.errors())])
     try:
         result = preview(request)
     except DomainError as error:

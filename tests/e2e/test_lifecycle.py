@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.support import HttpClient, local_api, make_contact, make_product
+from tests.support import HttpClient, advance_clock, local_api, make_contact, make_product
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e")]
 KEY = "bk_test_lifecycle"
@@ -40,8 +40,7 @@ class Customer:
         self.subscription_id, self.service_id = ordered["subscription_id"], ordered["service_id"]
 
     def advance(self, day: str) -> None:
-        reply = self.api.post(f"/contacts/{self.contact['id']}/test-clock/advance", {"to": f"{day}T10:00:00Z"})
-        assert reply.status == 200, reply.body
+        advance_clock(self.api, self.contact["id"], f"{day}T10:00:00Z")
 
     def act(self, action: str, body: dict[str, Any] | None = None) -> Any:
         return self.api.post(f"/subscriptions/{self.subscription_id}/services/{self.service_id}/{action}", body or {})

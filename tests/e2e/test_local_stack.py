@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from billow.local import stack
 
-from tests.support import HttpClient, Reply, local_api, make_contact, make_product
+from tests.support import HttpClient, Reply, advance_clock, local_api, make_contact, make_product
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e")]
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,8 +44,8 @@ def test_three_billing_cycles_by_time_travel_then_nothing_twice(api: HttpClient)
     assert placed.status == 201 and placed.body["invoices"] == []
 
     # When the clock crosses three billing days (29 Feb, 31 Mar, 30 Apr)
-    advanced = api.post(f"/contacts/{contact['id']}/test-clock/advance", {"to": "2024-05-01T10:00:00Z"})
-    assert advanced.status == 200
+    advanced = advance_clock(api, contact["id"], "2024-05-01T10:00:00Z")
+    assert advanced["frozen_time"] == "2024-05-01T10:00:00+00:00" and advanced["status"] == "ready"
 
     # Then there are exactly three invoices with the right periods and amounts
     invoices = api.get(f"/contacts/{contact['id']}/invoices").body["items"]
@@ -57,8 +57,7 @@ def test_three_billing_cycles_by_time_travel_then_nothing_twice(api: HttpClient)
     assert len({i["number"] for i in invoices}) == 3
 
     # And advancing again to the same instant creates nothing new
-    again = api.post(f"/contacts/{contact['id']}/test-clock/advance", {"to": "2024-05-01T10:00:00Z"})
-    assert again.status == 200 and again.body["invoices_created"] == []
+    advance_clock(api, contact["id"], "2024-05-01T10:00:00Z")
     assert len(api.get(f"/invoices?contact_id={contact['id']}").body["items"]) == 3
 
     # And the subscription shows where it stands
@@ -79,7 +78,7 @@ def test_another_contacts_clock_is_untouched(api: HttpClient) -> None:
                 "items": [{"product_id": product["id"], "terms_id": product["terms"][0]["id"]}],
             },
         )
-    api.post(f"/contacts/{mover['id']}/test-clock/advance", {"to": "2024-03-25T08:00:00Z"})
+    advance_clock(api, mover["id"], "2024-03-25T08:00:00Z")
     assert len(api.get(f"/contacts/{mover['id']}/invoices").body["items"]) == 4
     assert len(api.get(f"/contacts/{stayer['id']}/invoices").body["items"]) == 1
 
@@ -189,7 +188,7 @@ def test_dry_run_view_bill_and_billing_cycles_ahead_over_http(api: HttpClient) -
     assert both.status == 422 and both.body["fields"][0]["field"] == "cycles"
 
     # Time travel past those days bills nothing twice
-    api.post(f"/contacts/{contact['id']}/test-clock/advance", {"to": "2024-04-01T10:00:00Z"})
+    advance_clock(api, contact["id"], "2024-04-01T10:00:00Z")
     invoices = api.get(f"/contacts/{contact['id']}/invoices").body["items"]
     assert [i["period"]["start"] for i in invoices] == ["2024-01-31", "2024-02-29", "2024-03-31"]
 

@@ -56,9 +56,10 @@ def test_functions_with_their_own_roles(synthesized: tuple[Template, Path]) -> N
         "api.handler.lambda_handler",
         "authorizer.handler.lambda_handler",
         "billing_run.handler.lambda_handler",
+        "clock_advance.handler.lambda_handler",
     }
     roles = {json.dumps(f["Properties"]["Role"]) for f in functions.values()}
-    assert len(roles) == 3, "each function has a role of its own"
+    assert len(roles) == 4, "each function has a role of its own"
     assert all(f["Properties"]["TracingConfig"] == {"Mode": "Active"} for f in functions.values())
     assert all(len(f["Properties"]["Layers"]) == 2 for f in functions.values())
 
@@ -77,6 +78,28 @@ def test_the_authorizer_may_only_read_single_items(synthesized: tuple[Template, 
     for p in policies.values():
         for statement in p["Properties"]["PolicyDocument"]["Statement"]:
             assert statement["Action"] != "dynamodb:*" and "*" not in json.dumps(statement["Action"])
+
+
+def test_the_api_hands_clock_advances_to_their_function_asynchronously(synthesized: tuple[Template, Path]) -> None:
+    """The API may invoke the clock-advance function (and it itself, to continue a long advance),
+    nothing else; both know it by name; Lambda retries a failed event twice within an hour."""
+    template, _ = synthesized
+    functions = {f["Properties"]["Handler"]: f for f in template.find_resources("AWS::Lambda::Function").values()}
+    for handler in ("api.handler.lambda_handler", "clock_advance.handler.lambda_handler"):
+        variables = functions[handler]["Properties"]["Environment"]["Variables"]
+        assert variables["BILLOW_FUNCTION_CLOCK_ADVANCE"] == "billow-test-clock-advance"
+    assert "BILLOW_FUNCTION_CLOCK_ADVANCE" not in json.dumps(functions["billing_run.handler.lambda_handler"])
+    invokes = [
+        (name, json.dumps(statement["Resource"]))
+        for name, policy in template.find_resources("AWS::IAM::Policy").items()
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]
+        if statement["Action"] == "lambda:InvokeFunction"
+    ]
+    granted = sorted(name.split("Role")[0] for name, resource in invokes if "clock-advance" in resource)
+    assert granted == ["Functionsapi", "Functionsclockadvance"]
+    template.has_resource_properties(
+        "AWS::Lambda::EventInvokeConfig", {"MaximumRetryAttempts": 2, "MaximumEventAgeInSeconds": 3600}
+    )
 
 
 def test_the_daily_schedule_starts_the_billing_run_state_machine(synthesized: tuple[Template, Path]) -> None:

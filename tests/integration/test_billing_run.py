@@ -15,7 +15,7 @@ from billow.domain.subscriptions import Subscription
 from billow.domain.tenants import TenantSettings
 from billow.services import catalog, contacts, ordering
 from billow.services.billing import InvoiceNumbers, bill_due_subscriptions
-from billow.services.context import TenantContext, new_id
+from billow.services.context import Scope, TenantContext, new_id
 from billow.services.ordering import OrderItemInput
 from billow.storage.repository import DynamoStore
 
@@ -88,7 +88,7 @@ def subscribe(
 
 def all_invoices(store: DynamoStore, ctx: TenantContext, contact_ids: list[str]) -> list[tuple[str, date, date]]:
     return sorted(
-        (i.contact_id, i.period.start, i.period.end) for c in contact_ids for i in store.invoices_of(ctx.tenant_id, c)
+        (i.contact_id, i.period.start, i.period.end) for c in contact_ids for i in store.invoices_of(ctx.scope, c)
     )
 
 
@@ -133,7 +133,7 @@ def test_the_same_run_delivered_twice_concurrently_bills_once(local_table: str) 
     invoices = all_invoices(store, ctx, contact_ids)
     assert len(invoices) == 8
     assert sum(r.invoices_created for r in reports) == 8
-    numbers = [i.number for c in contact_ids for i in store.invoices_of(ctx.tenant_id, c)]
+    numbers = [i.number for c in contact_ids for i in store.invoices_of(ctx.scope, c)]
     assert len(set(numbers)) == len(numbers)
 
 
@@ -152,10 +152,10 @@ def test_a_stale_billing_step_is_refused(local_table: str) -> None:
     store = DynamoStore()
     ctx = setup_tenant(store)
     (contact_id,) = subscribe(store, ctx, FixedClock(datetime(2024, 1, 10, tzinfo=UTC)), 1)
-    (subscription,) = store.subscriptions_of(ctx.tenant_id, contact_id)
-    store.apply_billing_step(ctx.tenant_id, subscription, subscription.version, None)
+    (subscription,) = store.subscriptions_of(ctx.scope, contact_id)
+    store.apply_billing_step(ctx.scope, subscription, subscription.version, None)
     with pytest.raises(ConcurrentModification):
-        store.apply_billing_step(ctx.tenant_id, subscription, subscription.version, None)
+        store.apply_billing_step(ctx.scope, subscription, subscription.version, None)
 
 
 def test_a_crash_between_ordering_and_billing_is_healed_by_the_next_run(local_table: str) -> None:
@@ -175,12 +175,12 @@ def test_a_crash_between_ordering_and_billing_is_healed_by_the_next_run(local_ta
 
     with pytest.raises(RuntimeError):
         place(CrashAfterOrder())
-    assert store.invoices_of(ctx.tenant_id, contact.id) == []
+    assert store.invoices_of(ctx.scope, contact.id) == []
     report = bill_due_subscriptions(store, clock.instant, InvoiceNumbers(store))
     assert report.invoices_created == 1
     replay = place(store)
     assert replay.replayed and replay.invoices == []
-    (invoice,) = store.invoices_of(ctx.tenant_id, contact.id)
+    (invoice,) = store.invoices_of(ctx.scope, contact.id)
     assert (invoice.period.start, invoice.period.end) == (date(2024, 5, 31), date(2024, 6, 30))
 
 
@@ -188,13 +188,13 @@ def test_one_subscription_that_cannot_be_billed_does_not_stop_the_run(local_tabl
     store = DynamoStore()
     ctx = setup_tenant(store)
     contact_ids = subscribe(store, ctx, FixedClock(datetime(2024, 1, 10, tzinfo=UTC)), 5, BillingModel.ARREARS)
-    (broken,) = store.subscriptions_of(ctx.tenant_id, contact_ids[2])
+    (broken,) = store.subscriptions_of(ctx.scope, contact_ids[2])
 
     class OneBrokenItem(DynamoStore):
-        def load_subscription(self, tenant_id: str, contact_id: str, subscription_id: str) -> Subscription | None:
+        def load_subscription(self, scope: Scope, contact_id: str, subscription_id: str) -> Subscription | None:
             if subscription_id == broken.id:
                 raise ValueError("corrupt item")
-            return super().load_subscription(tenant_id, contact_id, subscription_id)
+            return super().load_subscription(scope, contact_id, subscription_id)
 
     run_at = datetime(2024, 2, 10, 0, 5, tzinfo=UTC)
     report = bill_due_subscriptions(OneBrokenItem(), run_at, InvoiceNumbers(store))
@@ -237,5 +237,25 @@ def test_two_orders_racing_share_the_one_subscription_of_their_cycle(local_table
     for thread in threads:
         thread.join()
     assert len(placed) == 2  # the loser retried and joined the winner's subscription
-    (subscription,) = store.subscriptions_of(ctx.tenant_id, contact.id)
+    (subscription,) = store.subscriptions_of(ctx.scope, contact.id)
     assert len(subscription.services) == 2
+
+
+def test_the_daily_run_bills_each_mode_in_its_own_world_with_its_own_numbers(local_table: str) -> None:
+    """Test-mode subscriptions without a clock are billed by the daily run like live ones, each in
+    its own mode: a live key never sees the test invoices, and they use no live invoice number."""
+    store = DynamoStore()
+    test = setup_tenant(store)
+    live = TenantContext(test.tenant_id, "live", test.settings)
+    start = FixedClock(datetime(2024, 1, 15, 9, tzinfo=UTC))
+    test_contacts = subscribe(store, test, start, 3)
+    live_contacts = subscribe(store, live, start, 2)
+
+    report = bill_due_subscriptions(store, datetime(2024, 3, 15, 0, 5, tzinfo=UTC), InvoiceNumbers(store))
+
+    assert report.failures == [] and report.invoices_created == 3 * 2 + 2 * 2
+    for ctx, own, other in ((test, test_contacts, live_contacts), (live, live_contacts, test_contacts)):
+        assert len(all_invoices(store, ctx, own)) == len(own) * 3  # ordering, February, March
+        assert all_invoices(store, ctx, other) == []  # the other mode's contacts do not exist here
+        numbers = sorted(int(i.number.rsplit("-", 1)[-1]) for c in own for i in store.invoices_of(ctx.scope, c))
+        assert numbers[0] == 1 and len(set(numbers)) == len(numbers)  # each mode numbers from 1, no repeats

@@ -74,7 +74,7 @@ def test_a_subscription_that_cannot_be_billed_fails_the_execution_after_the_othe
     store = DynamoStore()
     ctx = setup_tenant(store)
     contact_ids = subscribe(store, ctx, FixedClock(datetime(2024, 1, 10, 9, tzinfo=UTC)), 6)
-    broken = store.subscriptions_of(ctx.tenant_id, contact_ids[0])[0].id
+    broken = store.subscriptions_of(ctx.scope, contact_ids[0])[0].id
     real = billing.bill_subscription
 
     def bill_or_fail(*args: Any, **kwargs: Any) -> Any:

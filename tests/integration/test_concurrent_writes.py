@@ -15,12 +15,15 @@ from billow.domain.ordering import OrderItem, plan_order
 from billow.domain.rules import BillingRules
 from billow.domain.tenants import TenantSettings
 from billow.local.dynamodb import DynamoDBLocal
+from billow.services.context import Scope
 from billow.services.tenants import tenant_context, update_subscription_policy
 from billow.storage.models import configure
 from billow.storage.repository import DynamoStore
 
 from tests.integration.test_fault_injection import _products
 from tests.support import SETTINGS_CHANGES
+
+T1 = Scope("t1", "test")
 
 pytestmark = pytest.mark.integration
 
@@ -43,26 +46,26 @@ def test_a_final_log_record_is_never_written_over(local_table: str) -> None:
         test_clock=False,
         rules=BillingRules(),
     )
-    store.place_order("t1", plan.order, plan.subscriptions, plan.new_subscription_ids)
-    (subscription,) = store.subscriptions_of("t1", "con_1")
+    store.place_order(T1, plan.order, plan.subscriptions, plan.new_subscription_ids)
+    (subscription,) = store.subscriptions_of(T1, "con_1")
     action = Action("act_1", ActionKind.CANCEL, DAY, DAY, subscription.services[0].id)
 
-    store.apply_billing_step("t1", subscription, subscription.version, None, [action.executed("cancelled")])
+    store.apply_billing_step(T1, subscription, subscription.version, None, [action.executed("cancelled")])
     with pytest.raises(ConcurrentModification):  # a retry's refusal does not replace the executed record
-        store.log_actions("t1", subscription, [action.rejected("already cancelled", "lifecycle")])
-    current = store.load_subscription("t1", "con_1", subscription.id)
+        store.log_actions(T1, subscription, [action.rejected("already cancelled", "lifecycle")])
+    current = store.load_subscription(T1, "con_1", subscription.id)
     assert current is not None
     with pytest.raises(ConcurrentModification):  # nor does a retry's scheduling, even at the current version
-        store.apply_billing_step("t1", current, current.version, None, [action])
-    (record,) = store.actions_of("t1", "con_1", subscription.id)
+        store.apply_billing_step(T1, current, current.version, None, [action])
+    (record,) = store.actions_of(T1, "con_1", subscription.id)
     assert (record.id, record.status) == ("act_1", ActionStatus.EXECUTED)
 
     scheduled = Action("act_2", ActionKind.PAUSE, DAY, DAY, subscription.services[0].id)
-    store.apply_billing_step("t1", current, current.version, None, [scheduled])  # new: written
-    again = store.load_subscription("t1", "con_1", subscription.id)
+    store.apply_billing_step(T1, current, current.version, None, [scheduled])  # new: written
+    again = store.load_subscription(T1, "con_1", subscription.id)
     assert again is not None
-    store.apply_billing_step("t1", again, again.version, None, [scheduled.cancelled("withdrawn")])  # was scheduled
-    assert {a.id: a.status for a in store.actions_of("t1", "con_1", subscription.id)} == {
+    store.apply_billing_step(T1, again, again.version, None, [scheduled.cancelled("withdrawn")])  # was scheduled
+    assert {a.id: a.status for a in store.actions_of(T1, "con_1", subscription.id)} == {
         "act_1": ActionStatus.EXECUTED,
         "act_2": ActionStatus.CANCELLED,
     }

@@ -13,6 +13,7 @@ from billow.domain.ordering import Order, OrderedService
 from billow.domain.preview import PreviewTerms, dry_run, preview_subscription
 from billow.domain.tenants import TenantSettings
 from billow.services.billing import InvoiceNumbers, bill_subscription
+from billow.services.context import TenantContext
 from billow.storage.repository import DynamoStore
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -46,13 +47,14 @@ def test_a_dry_run_at_d_equals_the_real_run_at_d(
         start,
         (OrderedService(service.id, sub.id, service.product_id, service.terms.id, service.quantity),),
     )
-    store.place_order(tenant.tenant_id, order, [sub], frozenset({sub.id}))
+    ctx = TenantContext(tenant.tenant_id, "live", tenant)
+    store.place_order(ctx.scope, order, [sub], frozenset({sub.id}))
 
-    real = bill_subscription(store, tenant, sub.contact_id, sub.id, as_of, InvoiceNumbers(store))
+    real = bill_subscription(store, ctx, sub.contact_id, sub.id, as_of, InvoiceNumbers(store))
     dry = dry_run(terms, start, end, as_of)
 
     assert [(i.billing_date, i.issue_date, i.period, i.lines) for i in real] == [
         (d.billing_date, d.issue_date, d.period, d.lines) for d in dry
     ]
-    stored = sorted(store.invoices_of(tenant.tenant_id, sub.contact_id), key=lambda i: i.id)
+    stored = sorted(store.invoices_of(ctx.scope, sub.contact_id), key=lambda i: i.id)
     assert [(i.period, i.lines, i.total) for i in stored] == [(d.period, d.lines, d.total) for d in dry]

@@ -20,15 +20,23 @@ from typing import Any
 import pytest
 from billow.domain.calendar import Cycle
 from billow.domain.catalog import BillingModel, PriceTerms, Product
+from billow.domain.contacts import ClockStatus
 from billow.domain.money import Money
 from billow.domain.ordering import OrderItem, plan_order
 from billow.domain.rules import BillingRules
 from billow.domain.tenants import TenantSettings
+from billow.gateways.invoke import handler_of
 from billow.local.dynamodb import DynamoDBLocal
+from billow.local.lambda_runtime import invoke
+from billow.services import catalog, contacts, ordering, time_travel
 from billow.services.billing import InvoiceNumbers, bill_due_subscriptions
+from billow.services.context import Scope, TenantContext, new_id
 from billow.storage import codec
 from billow.storage.repository import DynamoStore
 from pynamodb.connection.base import Connection
+
+from tests.integration.test_billing_run import FixedClock, new_contact, setup_tenant
+from tests.support import RecordingInvoker
 
 pytestmark = pytest.mark.integration
 
@@ -114,7 +122,7 @@ def seed(store: DynamoStore, tenant_id: str) -> datetime:
             test_clock=False,
             rules=BillingRules(),
         )
-        store.place_order(tenant_id, plan.order, plan.subscriptions, plan.new_subscription_ids)
+        store.place_order(Scope(tenant_id, "live"), plan.order, plan.subscriptions, plan.new_subscription_ids)
     return datetime(2024, 4, 20, 0, 5, tzinfo=UTC)
 
 
@@ -205,3 +213,62 @@ def test_the_same_run_delivered_twice_concurrently_bills_once(local_table: str, 
     table.restore(seeded)
     assert run_twice_at_once(store, instant) == []
     assert table.invoices() == expected
+
+
+ADVANCE_TO = datetime(2024, 3, 31, 10, tzinfo=UTC)  # the bound: two months from 31 January
+
+
+def seed_clock(store: DynamoStore) -> tuple[TenantContext, str, RecordingInvoker]:
+    """A test-mode contact on a clock at 31 January with a monthly in-advance and a monthly
+    in-arrears subscription, its clock advance requested (held: the test delivers the event)."""
+    ctx = setup_tenant(store)
+    clock = FixedClock(datetime(2024, 1, 31, 10, tzinfo=UTC))
+    contact = new_contact(store, ctx, clock, "Ann", "ann@example.com")
+    contacts.create_test_clock(store, ctx, contact.id, clock.now())
+    terms = [
+        catalog.PriceTermsInput("31.00", "USD", Cycle.MONTH, BillingModel.ADVANCE),
+        catalog.PriceTermsInput("10.00", "USD", Cycle.MONTH, BillingModel.ARREARS),
+    ]
+    product = catalog.create_product(store, ctx, name="Pro", description="", terms=terms, new_id=new_id)
+    items = [ordering.OrderItemInput(product.id, t.id) for t in product.terms]
+    ordering.place_order(store, ctx, contact.id, items, None, None, clock, new_id, InvoiceNumbers(store))
+    invoker = RecordingInvoker()
+    assert time_travel.request_advance(store, ctx, contact.id, ADVANCE_TO, invoker).status is ClockStatus.ADVANCING
+    return ctx, contact.id, invoker
+
+
+def deliver(store: DynamoStore, invoker: RecordingInvoker) -> None:
+    """Run the clock-advance function on the last event handed to it, as Lambda would, in a fresh
+    container (a crashed one is gone, with the invoice numbers it had reserved)."""
+    import clock_advance.handler
+
+    concern, event = invoker.events[-1]
+    assert concern == "clock-advance"
+    clock_advance.handler.numbers = InvoiceNumbers(store)
+    invoke(handler_of(concern), event)
+
+
+def test_an_interrupted_clock_advance_resumes_and_bills_each_period_once(
+    local_table: str, dynamodb_local: DynamoDBLocal
+) -> None:
+    """Crash the clock-advance function after each of its DynamoDB calls in turn; the client then
+    asks for the same advance again (202: it resumes) and the invoices are exactly those of an
+    uninterrupted advance, the clock ready."""
+    store = DynamoStore()
+    table = Table(dynamodb_local, local_table)
+    ctx, contact_id, invoker = seed_clock(store)
+    seeded = table.items()
+    with crash_after(None) as calls:
+        deliver(store, invoker)
+    expected = table.invoices()
+    assert len(expected) == 3 + 2  # in advance: Jan (at ordering), Feb, Mar; in arrears: Jan-Feb, Feb-Mar
+    assert store.get_clock(ctx.scope, contact_id).status is ClockStatus.READY  # type: ignore[union-attr]
+    for k in range(1, calls.made + 1):
+        table.restore(seeded)
+        with pytest.raises(Crash), crash_after(k):
+            deliver(store, invoker)
+        resumed = time_travel.request_advance(store, ctx, contact_id, ADVANCE_TO, invoker)
+        if resumed.status is ClockStatus.ADVANCING:  # the crash came before the clock was marked ready
+            deliver(store, invoker)
+        assert table.invoices() == expected, f"crash after call {k} of {calls.made}"
+        assert store.get_clock(ctx.scope, contact_id).status is ClockStatus.READY  # type: ignore[union-attr]

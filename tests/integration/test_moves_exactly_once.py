@@ -19,6 +19,7 @@ from billow.domain.ordering import OrderItem, plan_order
 from billow.domain.rules import BillingRules
 from billow.domain.tenants import TenantSettings
 from billow.local.dynamodb import DynamoDBLocal
+from billow.services.context import Scope
 from billow.storage import codec
 from billow.storage.repository import DynamoStore
 
@@ -27,6 +28,7 @@ from tests.integration.test_fault_injection import Crash, Table, crash_after, ru
 pytestmark = pytest.mark.integration
 
 SHARDS = 2
+LIVE = Scope("t1", "live")
 MONTHLY = PriceTerms("terms_m", "prod_a", Money.parse("31.00", "USD"), Cycle.MONTH, BillingModel.ADVANCE)
 QUARTERLY = PriceTerms("terms_q", "prod_a", Money.parse("90.00", "USD"), Cycle.QUARTER, BillingModel.ADVANCE)
 OTHER = PriceTerms("terms_o", "prod_b", Money.parse("60.00", "USD"), Cycle.QUARTER, BillingModel.ADVANCE)
@@ -43,7 +45,7 @@ def _place(store: DynamoStore, contact: str, terms: PriceTerms, start: date, *, 
         items=[OrderItem(product, terms, 1)],
         start_date=start,
         today=start,
-        existing=store.subscriptions_of("t1", contact),
+        existing=store.subscriptions_of(LIVE, contact),
         new_id=lambda prefix: f"{prefix}_{contact}_{terms.id}_{next(counter)}",
         test_clock=False,
         rules=BillingRules(),
@@ -56,7 +58,7 @@ def _place(store: DynamoStore, contact: str, terms: PriceTerms, start: date, *, 
         move = Action(f"act_{contact}", ActionKind.CHANGE, move_on, start, service.id, change=change)
         cancel = Action(f"act_{contact}_cancel", ActionKind.CANCEL, date(2025, 3, 10), start, service.id)
         subscriptions = (subscription.with_actions([move, cancel]),)
-    store.place_order("t1", plan.order, subscriptions, plan.new_subscription_ids)
+    store.place_order(LIVE, plan.order, subscriptions, plan.new_subscription_ids)
 
 
 def seed(store: DynamoStore) -> datetime:

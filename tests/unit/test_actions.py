@@ -141,6 +141,14 @@ def test_upgrade_mid_cycle_credits_the_old_price_and_charges_the_new_on_the_next
     assert run.lines(1) == [("credit", "-21.00"), ("prorated", "42.00"), ("recurring", "62.00")]
 
 
+def test_an_upgrade_to_terms_with_a_trial_gives_a_paying_service_no_free_days() -> None:
+    """The new terms' trial is for new services: a service already charged keeps charging."""
+    run = Run(subscribe(D(2025, 1, 1))).to(D(2025, 1, 1))
+    change = ServiceChange("p2", "Enterprise", terms("62.00", trial_days=14), 1)
+    run.request(ActionKind.CHANGE, D(2025, 1, 5), change=change).to(D(2025, 2, 1))
+    assert run.lines(1) == [("credit", "-27.00"), ("prorated", "54.00"), ("recurring", "62.00")]
+
+
 def test_downgrade_at_the_end_of_the_cycle_bills_the_new_price_after() -> None:
     run = Run(subscribe(D(2025, 1, 1))).to(D(2025, 1, 1))
     change = ServiceChange("p3", "Basic", terms("10.00"), 1)

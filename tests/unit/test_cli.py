@@ -106,7 +106,7 @@ def test_weekly_arrears_with_a_weekday_name_and_an_end_date() -> None:
         (
             '{"terms": {"cycle": "month", "billing_model": "advance", "price": 19.99, "currency": "USD"}, '
             '"start": "2024-01-01", "as_of": "2024-02-01"}',
-            "terms.price: Value error, send amounts as decimal strings",
+            "terms.price: send amounts as decimal strings",
         ),
         (
             '{"terms": {"cycle": "month", "billing_model": "advance", "price": "1.001", "currency": "USD"}, '

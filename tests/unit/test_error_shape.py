@@ -77,19 +77,22 @@ def test_every_refusal_has_fields_even_when_empty(api: InProcessClient) -> None:
 
 
 def raised_codes() -> set[str]:
-    """Every code the source can answer: class defaults, `code=`, `rule=` and the handlers' literals."""
+    """Every code the source can answer: class defaults, `code=`, `rule=`, the handlers' literals,
+    the named kinds of a refused body (`PydanticCustomError`) and the generic one."""
     found: set[str] = set()
     patterns = (
         r"""\bcode = "([^"]+)\"""",
         r"""\b(?:code|rule)="([^"]+)\"""",
         r"""error_(?:response|body)\(\s*(?:\d+,\s*)?"([^"]+)\"""",
         r""""error": "([^"]+)\"""",
+        r"""PydanticCustomError\(\s*"([^"]+)\"""",
+        r"""\bVALIDATION_FAILED = "([^"]+)\"""",
     )
     for folder in ("shared/billow", "functions", "infra/billow_infra"):
         for source in (ROOT / folder).rglob("*.py"):
             text = source.read_text()
             for pattern in patterns:
-                found.update(re.findall(pattern, text))
+                found.update(re.findall(pattern, text, re.MULTILINE))
     return found
 
 

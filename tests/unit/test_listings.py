@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from billow.local.stack import add_tenant
 
-from tests.support import InProcessClient, make_contact, make_product
+from tests.support import InProcessClient, advance_clock, make_contact, make_product
 
 KEY = "bk_test_listings"
 KEY_B = "bk_test_listings_b"
@@ -125,7 +125,7 @@ def test_invoices_list_tenant_wide_with_filters_and_pages(api: InProcessClient) 
     b = subscribed(api)
     contact_a = a["contact"]["id"]
     # Three monthly invoices for A (Jan, Feb, Mar), one for B (Jan); B's is paid.
-    api.post(f"/contacts/{contact_a}/test-clock/advance", {"to": "2024-03-10T12:00:00+00:00"})
+    advance_clock(api, contact_a, "2024-03-10T12:00:00+00:00")
     (b_invoice,) = b["placed"]["invoices"]
     paid = api.post(
         f"/invoices/{b_invoice['id']}/payments",
@@ -168,7 +168,7 @@ def test_invoices_list_tenant_wide_with_filters_and_pages(api: InProcessClient) 
 def test_the_contact_route_lists_the_same_invoices(api: InProcessClient) -> None:
     a = subscribed(api)
     contact = a["contact"]["id"]
-    api.post(f"/contacts/{contact}/test-clock/advance", {"to": "2024-04-10T12:00:00+00:00"})
+    advance_clock(api, contact, "2024-04-10T12:00:00+00:00")
     pages = every_page(api, f"/contacts/{contact}/invoices")
     assert [i["id"] for page in pages for i in page] == [i["id"] for i in api.get("/invoices").body["items"]]
     assert api.get(f"/contacts/{contact}/invoices?status=paid").body == {"items": [], "cursor": None}

@@ -18,6 +18,7 @@ from billow.domain.subscriptions import MAX_SERVICES_PER_SUBSCRIPTION, Subscript
 from billow.domain.tenants import TenantSettings
 from billow.domain.timeline import receive, receiving_subscription, steps
 from billow.services.billing import InvoiceNumbers, bill_subscription
+from billow.services.context import TenantContext
 from billow.storage.repository import DynamoStore
 
 from tests.unit.test_actions import D, Run, subscribe, terms, usd
@@ -145,19 +146,19 @@ def test_a_scheduled_move_into_a_subscription_that_filled_up_is_rejected(moto_ta
     """Checked when requested, the room is gone when the move runs: the change is rejected with
     its rule and the service stays where it is, billed as before."""
     store = DynamoStore()
-    settings = TenantSettings("t1", "t1")
+    ctx = TenantContext("t1", "live", TenantSettings("t1", "t1"))
     monthly = change_to(Run(subscribe(D(2025, 1, 1))), D(2025, 1, 16), quarterly()).subscription
     full = subscribe(D(2025, 1, 1), quarterly("93.00"))
     one = full.services[0]
     full = replace(full, services=tuple(replace(one, id=f"svc_q{n}") for n in range(MAX_SERVICES_PER_SUBSCRIPTION)))
     for subscription in (monthly, full):
         order = Order(f"ord_{subscription.id}", "c1", None, D(2025, 1, 1), ())
-        store.place_order("t1", order, [subscription], frozenset({subscription.id}))
+        store.place_order(ctx.scope, order, [subscription], frozenset({subscription.id}))
 
-    invoices = bill_subscription(store, settings, "c1", monthly.id, D(2025, 2, 1), InvoiceNumbers(store))
+    invoices = bill_subscription(store, ctx, "c1", monthly.id, D(2025, 2, 1), InvoiceNumbers(store))
     own = [i.total for i in invoices if i.subscription_id == monthly.id]
     assert own == [usd("31.00"), usd("31.00")]  # January, then February: not moved, nothing credited
-    (record,) = store.actions_of("t1", "c1", monthly.id)
+    (record,) = store.actions_of(ctx.scope, "c1", monthly.id)
     assert (record.status, record.rule, record.executed_on) == (ActionStatus.REJECTED, "change.subscription_full", None)
-    assert store.load_subscription("t1", "c1", monthly.id).services[0].terms.cycle is Cycle.MONTH  # type: ignore[union-attr]
-    assert store.actions_of("t1", "c1", full.id) == []
+    assert store.load_subscription(ctx.scope, "c1", monthly.id).services[0].terms.cycle is Cycle.MONTH  # type: ignore[union-attr]
+    assert store.actions_of(ctx.scope, "c1", full.id) == []

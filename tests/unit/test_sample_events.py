@@ -69,3 +69,16 @@ def test_a_run_with_failures_fails_in_the_summary_so_the_execution_fails(moto_ta
     event = {"time": "2026-12-01T00:05:00Z", "results": [{"subscriptions": 3, "invoices": 2, "failures": 1}]}
     with pytest.raises(module.BillingRunIncomplete, match="1 of 3 subscriptions not billed"):
         invoke("billing_run.handler.lambda_handler", event)
+
+
+def test_clock_advance_event(moto_table: str) -> None:
+    """An advance that is not under way (here: no such clock) is a no-op, as a duplicate is."""
+    add_tenant("sample", "Sample", "bk_test_sample_key")
+    assert invoke("clock_advance.handler.lambda_handler", load("clock_advance")) == {
+        "done": True,
+        "invoices_created": 0,
+    }
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError):  # test clocks exist only in test mode
+        invoke("clock_advance.handler.lambda_handler", {**load("clock_advance"), "mode": "live"})

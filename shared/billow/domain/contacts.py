@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
+from enum import StrEnum
 
+from billow.domain.calendar import Cycle, add_months
 from billow.domain.errors import Conflict, InvalidInput
 from billow.domain.money import Money
+
+ADVANCE_INTERVALS = 2
+"""One advance of a test clock reaches at most this many billing intervals of the contact's
+shortest subscription cycle (as Stripe bounds it), so one advance bills a bounded amount."""
+UNBOUNDED_CYCLE = Cycle.YEAR
+"""The cycle that bounds an advance of a contact with no subscription yet."""
+
+
+class ClockStatus(StrEnum):
+    READY = "ready"
+    ADVANCING = "advancing"  # moved; what became due is still being billed, off the request path
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,18 +62,49 @@ class TestClock:
     contact_id: str
     frozen_time: datetime
     version: int = 0
+    status: ClockStatus = ClockStatus.READY
 
     def __post_init__(self) -> None:
         if self.frozen_time.tzinfo is None:
             raise InvalidInput("frozen_time must carry a time zone offset", field="frozen_time")
 
-    def advanced_to(self, instant: datetime) -> TestClock:
+    def advance_limit(self, cycles: Iterable[Cycle]) -> datetime:
+        """The furthest instant one advance may reach: `ADVANCE_INTERVALS` intervals of the
+        shortest of `cycles` (the contact's subscriptions') after the clock's time."""
+        shortest = min(cycles, key=lambda c: (c.months, c is not Cycle.WEEK), default=UNBOUNDED_CYCLE)
+        start = self.frozen_time.date()
+        day = (
+            start + timedelta(weeks=ADVANCE_INTERVALS)
+            if shortest is Cycle.WEEK
+            else add_months(start, shortest.months * ADVANCE_INTERVALS)  # 31 Jan -> 31 Mar
+        )
+        return datetime.combine(day, self.frozen_time.timetz())
+
+    def advanced_to(self, instant: datetime, limit: datetime) -> TestClock:
+        """The clock moved to `instant`, advancing (a repeat of the advance under way is itself)."""
         if instant.tzinfo is None:
             raise InvalidInput("frozen_time must carry a time zone offset", field="frozen_time")
+        if self.status is ClockStatus.ADVANCING:
+            if instant == self.frozen_time:
+                return self  # a retry: resume the advance under way
+            raise Conflict(
+                f"the test clock is still advancing to {self.frozen_time.isoformat()}; wait until it is ready",
+                code="test_clock.advancing",
+            )
         if instant < self.frozen_time:
             raise Conflict(
                 f"a test clock only moves forward: it is at {self.frozen_time.isoformat()}, "
                 f"asked for {instant.isoformat()}",
                 code="test_clock.backwards",
             )
-        return replace(self, frozen_time=instant)
+        if instant > limit:
+            raise InvalidInput(
+                f"one advance reaches at most {ADVANCE_INTERVALS} billing intervals of the contact's shortest "
+                f"subscription cycle: at most {limit.isoformat()} from {self.frozen_time.isoformat()}",
+                field="to",
+                code="test_clock.advance_too_far",
+            )
+        return replace(self, frozen_time=instant, status=ClockStatus.ADVANCING)
+
+    def done(self) -> TestClock:
+        return replace(self, status=ClockStatus.READY)

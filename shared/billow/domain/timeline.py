@@ -322,8 +322,12 @@ def _change(effect: _Effect, service: Service) -> tuple[Service, str]:
         )
     changed = _with_new_terms(service, change, key.cycle, on)
     what = f"changed to {change.product_name} x{change.quantity} at {terms.price} per {terms.cycle.value}"
+    if service.state is not ServiceState.DRAFT:
+        # A started service keeps the trial it had (none, running or over): the new terms' trial
+        # is for services that start on them, not free days for a paying one.
+        changed = replace(changed, trial_ends_on=service.billing_start)
     if service.in_trial(on) and service.state is not ServiceState.DRAFT:
-        changed, what = replace(changed, trial_ends_on=service.billing_start), f"{what} (in trial)"
+        what = f"{what} (in trial)"
     elif service.state is not ServiceState.DRAFT:
         credit_on = on if moving else cycle_end(subscription, on)
         settled = effect.settle(service, on, credit_on=credit_on)

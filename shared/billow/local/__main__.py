@@ -54,10 +54,13 @@ Try:
         if ids:
             print(
                 f"  curl -s -H 'Authorization: Bearer {demo.DEMO_KEY}' {local.url}/contacts/{ids['grace']}/invoices\n"
-                f"\nGrace ({ids['grace']}) is on a test clock; advance it with\n"
+                f"\nGrace ({ids['grace']}) is on a test clock; advance it (up to two months at a time) with\n"
                 f"  curl -s -X POST -H 'Authorization: Bearer {demo.DEMO_KEY}' -H 'Content-Type: application/json' \\\n"
-                f'       -d \'{{"to": "2026-07-31T09:00:00+00:00"}}\' \\\n'
-                f"       {local.url}/contacts/{ids['grace']}/test-clock/advance\n",
+                f'       -d \'{{"to": "2026-06-30T09:00:00+00:00"}}\' \\\n'
+                f"       {local.url}/contacts/{ids['grace']}/test-clock/advance\n"
+                f"then read it until its status is ready (the invoices are made in the background):\n"
+                f"  curl -s -H 'Authorization: Bearer {demo.DEMO_KEY}' \\\n"
+                f"       {local.url}/contacts/{ids['grace']}/test-clock\n",
                 flush=True,
             )
         print("Docs: README.md, docs/. Press Ctrl-C to stop everything.", flush=True)

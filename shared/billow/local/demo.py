@@ -7,6 +7,8 @@ import urllib.request
 from datetime import UTC, datetime
 from typing import Any
 
+from billow.local.clocks import advance_clock
+
 DEMO_TENANT = "demo"
 DEMO_KEY = "bk_test_demo_local_only"
 
@@ -77,6 +79,7 @@ def load(url: str, key: str = DEMO_KEY) -> dict[str, Any]:
     # Grace is on a test clock started on 31 January: advancing it shows month-end billing days.
     post(f"/contacts/{grace['id']}/test-clock", {"frozen_time": datetime(2026, 1, 31, 9, tzinfo=UTC).isoformat()})
     order(grace, "demo-grace", (team, 5), (starter, 1))
-    post(f"/contacts/{grace['id']}/test-clock/advance", {"to": datetime(2026, 4, 30, 9, tzinfo=UTC).isoformat()})
+    # One advance reaches two months (the shortest cycle's two intervals): this takes two.
+    advance_clock(lambda m, p, b: call(url, m, p, key, b), grace["id"], datetime(2026, 4, 30, 9, tzinfo=UTC))
     order(kenji, "demo-kenji", (tokyo, 1))
     return {"ada": ada["id"], "grace": grace["id"], "kenji": kenji["id"]}

@@ -215,7 +215,8 @@ class _Handler(BaseHTTPRequestHandler):
         if self.close_connection:
             self.send_header("Connection", "close")
         self.end_headers()
-        self.wfile.write(body)
+        if self.command != "HEAD":  # a HEAD answer has the headers of a GET and no body
+            self.wfile.write(body)
 
     def _drain(self, length: int) -> None:
         """Read and drop a refused body, so that the client gets to read the answer."""
@@ -254,7 +255,12 @@ class _Handler(BaseHTTPRequestHandler):
             answer = None
         self._send(answer or _json(502, error_body("service.internal_error", "internal server error")))
 
-    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
+    def __getattr__(self, name: str) -> Any:
+        # Every method (TRACE, QUERY...) reaches the API, as API Gateway's ANY method does: one it has
+        # no route for is a 405 in the error shape, never the HTTP server's own 501 page.
+        if name.startswith("do_"):
+            return self._handle
+        raise AttributeError(name)
 
 
 def serve(port: int, *, workers: int = DEFAULT_WORKERS, verbose: bool = False, target: Target = handle) -> Gateway:

@@ -45,6 +45,8 @@ def prepare_environment(functions_dir: Path = FUNCTIONS_DIR) -> None:
     warnings.filterwarnings("ignore", message="No application metrics to publish")
     for key, value in LOCAL_POWERTOOLS_ENV.items():
         os.environ.setdefault(key, value)
+    # Asynchronous invocations (a test-clock advance) run the handler on a background thread.
+    os.environ.setdefault("BILLOW_ASYNC_INVOKER", "billow.local.invoke:BackgroundInvoker")
     if str(functions_dir) not in sys.path:
         sys.path.insert(0, str(functions_dir))
 

@@ -248,7 +248,7 @@ def _check_contact(
     other_product = change.product_id != service.product_id
     if not other_product and key == subscription.key:
         return
-    held = store.subscriptions_of(ctx.tenant_id, subscription.contact_id)
+    held = store.subscriptions_of(ctx.scope, subscription.contact_id)
     if other_product:
         services = (s for sub in held for s in sub.services if s.id != service.id)
         products = [s.product_id for s in services if s.state not in FINAL_STATES]
@@ -289,7 +289,7 @@ def outstanding(invoices: list[Invoice]) -> dict[str, Money]:
 def _check_activation(store: Store, ctx: TenantContext, subscription: Subscription) -> None:
     """Activation rules: no debt above the business's threshold in its currency, and the credit
     limit kept."""
-    owed = outstanding(store.invoices_of(ctx.tenant_id, subscription.contact_id))
+    owed = outstanding(store.invoices_of(ctx.scope, subscription.contact_id))
     policy = ctx.settings.subscriptions
     for currency, amount in sorted(owed.items()):
         allowed = policy.debt_allowed(currency)
@@ -369,7 +369,7 @@ def request_action(
         if keyed and (earlier := _logged(store, ctx, subscription, action_id)) is not None:
             return _replay(store, ctx, subscription, earlier, today, numbers)
         # Bring it up to today first: the action is checked against the state it will act on.
-        created, subscription = bill_loaded(store, ctx.settings, subscription, today, numbers)
+        created, subscription = bill_loaded(store, ctx, subscription, today, numbers)
         invoices += created
         action: Action | None = None
         try:
@@ -380,7 +380,7 @@ def request_action(
         except (RuleViolation, IllegalTransition) as refusal:
             refused = action or _unbuilt(request, today, action_id)
             try:
-                store.log_actions(ctx.tenant_id, subscription, [refused.rejected(refusal.message, refusal.rule)])
+                store.log_actions(ctx.scope, subscription, [refused.rejected(refusal.message, refusal.rule)])
             except ConcurrentModification:
                 continue  # an attempt with the same key logged first: answer as it did
             raise
@@ -391,14 +391,14 @@ def request_action(
             )
         scheduled = subscription.with_actions((*subscription.actions, action))
         try:
-            store.apply_billing_step(ctx.tenant_id, scheduled, subscription.version, None, [action])
+            store.apply_billing_step(ctx.scope, scheduled, subscription.version, None, [action])
         except ConcurrentModification:
             continue
         scheduled = replace(scheduled, version=subscription.version + 1)
         if action.on > today:
             return ActionResult(action, scheduled, invoices, today)
         # Its day has come: execute it as the run would (it is the outcome checked above).
-        created, done = bill_loaded(store, ctx.settings, scheduled, today, numbers)
+        created, done = bill_loaded(store, ctx, scheduled, today, numbers)
         if _moves(subscription, action):  # the record names the subscription it moved to
             record = _logged(store, ctx, subscription, action.id) or record
         return ActionResult(record, done, invoices + created, today)
@@ -414,7 +414,7 @@ def _replay(
     attempt is executing it right now, the caller hears that it is in progress."""
     if earlier.status is ActionStatus.SCHEDULED and earlier.on <= today:
         with suppress(ConcurrentModification):  # another attempt is executing it: see below
-            _, subscription = bill_loaded(store, ctx.settings, subscription, today, numbers)
+            _, subscription = bill_loaded(store, ctx, subscription, today, numbers)
         earlier = _logged(store, ctx, subscription, earlier.id) or earlier
         if earlier.status is ActionStatus.SCHEDULED:
             raise Conflict(
@@ -432,7 +432,7 @@ def _moves(subscription: Subscription, action: Action) -> bool:
 
 
 def _logged(store: Store, ctx: TenantContext, subscription: Subscription, action_id: str) -> Action | None:
-    log = store.actions_of(ctx.tenant_id, subscription.contact_id, subscription.id)
+    log = store.actions_of(ctx.scope, subscription.contact_id, subscription.id)
     return next((a for a in log if a.id == action_id), None)
 
 
@@ -471,7 +471,7 @@ def _edit_pending(
         others = subscription.with_actions(a for a in subscription.actions if a.id != action_id)
         updated, record = edit(others, action, today)
         try:
-            store.apply_billing_step(ctx.tenant_id, updated, subscription.version, None, [record])
+            store.apply_billing_step(ctx.scope, updated, subscription.version, None, [record])
         except ConcurrentModification:
             continue
         return record
@@ -509,7 +509,7 @@ def action_log(
 ) -> Page[Action]:
     """One page of the action log, by day, then request day, then id."""
     subscription = subscription_by_id(store, ctx, subscription_id)
-    return store.actions_page(ctx.tenant_id, subscription.contact_id, subscription_id, limit, cursor)
+    return store.actions_page(ctx.scope, subscription.contact_id, subscription_id, limit, cursor)
 
 
 @dataclass(frozen=True, slots=True)
@@ -550,7 +550,7 @@ def preview_action(
 def _received(store: Store, ctx: TenantContext, source: Subscription, transfer: Transfer) -> tuple[Subscription, bool]:
     """The subscription a moving service joins, as it will be right after (a dry run), and whether
     the move creates it."""
-    target = subscription_for(store, ctx.tenant_id, source.contact_id, transfer.key)
+    target = subscription_for(store, ctx.scope, source.contact_id, transfer.key)
     if target is None:
         return receive(receiving_subscription(source, transfer, ctx.settings.billing), transfer, new=True), True
     for step in steps(target, transfer.record.on - timedelta(days=1)):

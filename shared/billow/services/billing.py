@@ -25,7 +25,7 @@ from billow.domain.subscriptions import Subscription, SubscriptionKey
 from billow.domain.tenants import TenantSettings
 from billow.domain.timeline import next_step, receive, receiving_subscription, upcoming_invoices
 from billow.domain.usage import NO_USAGE, UsageRater
-from billow.services.context import TenantContext
+from billow.services.context import Scope, TenantContext
 from billow.services.ports import DueSubscription, Store
 
 MAX_CONFLICT_RETRIES = 5
@@ -37,21 +37,22 @@ _LATEST_ZONE_OFFSET = timedelta(hours=14)
 class InvoiceNumbers:
     """Hands out invoice numbers from blocks reserved with one write each.
 
-    Numbers are unique and increase per tenant. A process that dies with part of a block unused
+    Numbers are unique and increase per tenant and mode (test invoices have their own sequence).
+    A process that dies with part of a block unused
     leaves a gap: numbering is unique, not gapless (see docs/billing.md)."""
 
     def __init__(self, store: Store, block: int = NUMBER_BLOCK) -> None:
         self._store = store
         self._block = block
-        self._free: dict[str, list[int]] = {}
+        self._free: dict[Scope, list[int]] = {}
         self._lock = threading.Lock()
 
-    def next(self, settings: TenantSettings) -> str:
+    def next(self, ctx: TenantContext) -> str:
         with self._lock:
-            free = self._free.setdefault(settings.tenant_id, [])
+            free = self._free.setdefault(ctx.scope, [])
             if not free:
-                free.extend(reversed(self._store.reserve_invoice_numbers(settings.tenant_id, self._block)))
-            return settings.invoice_number(free.pop())
+                free.extend(reversed(self._store.reserve_invoice_numbers(ctx.scope, self._block)))
+            return ctx.settings.invoice_number(free.pop())
 
 
 def invoice_id_for(subscription: Subscription) -> str:
@@ -61,7 +62,7 @@ def invoice_id_for(subscription: Subscription) -> str:
 
 def bill_subscription(
     store: Store,
-    settings: TenantSettings,
+    ctx: TenantContext,
     contact_id: str,
     subscription_id: str,
     as_of: date,
@@ -73,15 +74,15 @@ def bill_subscription(
     """Create every invoice of the subscription due at `as_of`, one atomic step at a time.
 
     `today` is given when billing ahead of time (as_of in the future): it is the issue date."""
-    subscription = store.load_subscription(settings.tenant_id, contact_id, subscription_id)
+    subscription = store.load_subscription(ctx.scope, contact_id, subscription_id)
     if subscription is None:
         return []
-    return bill_loaded(store, settings, subscription, as_of, numbers, today=today, rater=rater)[0]
+    return bill_loaded(store, ctx, subscription, as_of, numbers, today=today, rater=rater)[0]
 
 
 def bill_loaded(
     store: Store,
-    settings: TenantSettings,
+    ctx: TenantContext,
     subscription: Subscription,
     as_of: date,
     numbers: InvoiceNumbers,
@@ -103,21 +104,21 @@ def bill_loaded(
             invoice = Invoice.issue(
                 step.invoice,
                 invoice_id=invoice_id_for(step.subscription),
-                number=numbers.next(settings),
-                payment_terms_days=settings.payment_terms_days,
+                number=numbers.next(ctx),
+                payment_terms_days=ctx.settings.payment_terms_days,
             )
         written = step.subscription
         try:
             if step.transfer is not None:
-                moved, written = _move(store, settings, current, step, as_of, numbers, today=today, rater=rater)
+                moved, written = _move(store, ctx, current, step, as_of, numbers, today=today, rater=rater)
                 created += moved
             else:
-                store.apply_billing_step(settings.tenant_id, written, current.version, invoice, step.actions)
+                store.apply_billing_step(ctx.scope, written, current.version, invoice, step.actions)
         except ConcurrentModification:
             conflicts += 1
             if conflicts > MAX_CONFLICT_RETRIES:
                 raise
-            current = store.load_subscription(settings.tenant_id, subscription.contact_id, subscription.id)
+            current = store.load_subscription(ctx.scope, subscription.contact_id, subscription.id)
             continue
         if invoice is not None:
             created.append(invoice)
@@ -126,14 +127,14 @@ def bill_loaded(
     raise NotFound(f"no subscription {subscription.id}", field="subscription_id")
 
 
-def subscription_for(store: Store, tenant_id: str, contact_id: str, key: SubscriptionKey) -> Subscription | None:
+def subscription_for(store: Store, scope: Scope, contact_id: str, key: SubscriptionKey) -> Subscription | None:
     """The contact's subscription that bills services of this cycle, billing model and currency."""
-    return next((s for s in store.subscriptions_of(tenant_id, contact_id) if s.key == key), None)
+    return next((s for s in store.subscriptions_of(scope, contact_id) if s.key == key), None)
 
 
 def _move(
     store: Store,
-    settings: TenantSettings,
+    ctx: TenantContext,
     source: Subscription,
     step: BillingStep,
     as_of: date,
@@ -152,23 +153,23 @@ def _move(
     assert transfer is not None
     on = transfer.record.on
     created: list[Invoice] = []
-    target = subscription_for(store, settings.tenant_id, source.contact_id, transfer.key)
+    target = subscription_for(store, ctx.scope, source.contact_id, transfer.key)
     if target is None:
-        target, target_version = receiving_subscription(source, transfer, settings.billing), None
+        target, target_version = receiving_subscription(source, transfer, ctx.settings.billing), None
     else:
-        created, target = bill_loaded(store, settings, target, on - timedelta(days=1), numbers, rater=rater)
+        created, target = bill_loaded(store, ctx, target, on - timedelta(days=1), numbers, rater=rater)
         target_version = target.version
     try:
         joined = receive(target, transfer, new=target_version is None)
     except RuleViolation as full:  # it filled up since the change was requested: nothing moves
         pending = source.with_actions(a for a in source.actions if a.id != transfer.record.id)
         refused = replace(transfer.record, executed_on=None).rejected(full.message, full.rule)
-        store.apply_billing_step(settings.tenant_id, pending, source.version, None, [refused])
+        store.apply_billing_step(ctx.scope, pending, source.version, None, [refused])
         return created, pending
     record = replace(transfer.record, moved_to=joined.id)
     source_log = [record if a.id == record.id else a for a in step.actions]
     store.move_service(
-        settings.tenant_id,
+        ctx.scope,
         step.subscription,
         source.version,
         joined,
@@ -177,7 +178,7 @@ def _move(
         [record, *transfer.actions],
     )
     written = replace(joined, version=(target_version or 0) + 1)
-    created += bill_loaded(store, settings, written, as_of, numbers, today=today, rater=rater)[0]
+    created += bill_loaded(store, ctx, written, as_of, numbers, today=today, rater=rater)[0]
     return created, step.subscription
 
 
@@ -240,9 +241,10 @@ def bill_due_page(
     page = store.due_page(horizon, shard, limit, cursor)
 
     def bill(due: DueSubscription) -> list[Invoice]:
-        tenant = settings_of(due.tenant_id)
+        tenant = settings_of(due.scope.tenant_id)
         as_of = local_date(instant, tenant_zone(tenant.timezone))
-        return bill_subscription(store, tenant, due.contact_id, due.subscription_id, as_of, numbers)
+        ctx = TenantContext(due.scope.tenant_id, due.scope.mode, tenant)
+        return bill_subscription(store, ctx, due.contact_id, due.subscription_id, as_of, numbers)
 
     if workers > 1 and len(page.items) > 1:
         with ThreadPoolExecutor(max_workers=workers) as pool:
@@ -297,7 +299,7 @@ MAX_UPCOMING = 12
 
 
 def subscription_by_id(store: Store, ctx: TenantContext, subscription_id: str) -> Subscription:
-    subscription = store.get_subscription(ctx.tenant_id, subscription_id)
+    subscription = store.get_subscription(ctx.scope, subscription_id)
     if subscription is None:
         raise NotFound(f"no subscription {subscription_id}", field="subscription_id")
     return subscription

@@ -62,10 +62,10 @@ def create_contact(
         created_at=clock.now(),
     )
     try:
-        store.add_contact(ctx.tenant_id, contact)
+        store.add_contact(ctx.scope, contact)
     except Conflict:
         # Ids derived from an idempotency key: this is a retry, answer with the first result.
-        existing = store.get_contact(ctx.tenant_id, contact.id)
+        existing = store.get_contact(ctx.scope, contact.id)
         if existing is None:
             raise
         return existing
@@ -73,7 +73,7 @@ def create_contact(
 
 
 def get_contact(store: Store, ctx: TenantContext, contact_id: str) -> Contact:
-    contact = store.get_contact(ctx.tenant_id, contact_id)
+    contact = store.get_contact(ctx.scope, contact_id)
     if contact is None:
         raise NotFound(f"no contact {contact_id}", field="contact_id")
     return contact
@@ -89,7 +89,7 @@ def _change_contact(
 ) -> Contact:
     return edit_versioned(
         lambda: get_contact(store, ctx, contact_id),
-        lambda contact: store.save_contact(ctx.tenant_id, contact),
+        lambda contact: store.save_contact(ctx.scope, contact),
         change,
         f"contact {contact_id}",
     )
@@ -125,7 +125,7 @@ def set_contact_archived(store: Store, ctx: TenantContext, contact_id: str, arch
         if archived:
             live = [
                 s.id
-                for sub in store.subscriptions_of(ctx.tenant_id, contact_id)
+                for sub in store.subscriptions_of(ctx.scope, contact_id)
                 for s in sub.services
                 if s.state not in FINAL_STATES
             ]
@@ -149,7 +149,7 @@ def check_orderable(contact: Contact) -> None:
 
 
 def list_contacts(store: Store, ctx: TenantContext, *, limit: int, cursor: str | None) -> Page[Contact]:
-    return store.list_contacts(ctx.tenant_id, limit, cursor)
+    return store.list_contacts(ctx.scope, limit, cursor)
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,7 +163,7 @@ class ContactTime:
 
 def contact_time(store: Store, ctx: TenantContext, contact_id: str, clock: Clock) -> ContactTime:
     """One read of the contact's clock item; pass the result on rather than reading it again."""
-    test_clock = store.get_clock(ctx.tenant_id, contact_id)
+    test_clock = store.get_clock(ctx.scope, contact_id)
     now = test_clock.frozen_time if test_clock is not None else clock.now()
     return ContactTime(now, local_date(now, tenant_zone(ctx.settings.timezone)), test_clock is not None)
 
@@ -175,37 +175,38 @@ def contact_today(store: Store, ctx: TenantContext, contact_id: str, clock: Cloc
 def create_test_clock(store: Store, ctx: TenantContext, contact_id: str, frozen_time: datetime) -> TestClock:
     """Give a test-mode contact its own clock. Only before it has subscriptions: a clock attached
     later would have to rewrite billing history that real time already made."""
-    if not ctx.test_mode:
-        raise Conflict("test clocks need a test-mode API key", code="test_clock.live_mode")
-    contact = get_contact(store, ctx, contact_id)
-    if not contact.test_mode:
-        raise Conflict(
-            f"contact {contact_id} was created in live mode; test clocks are for test contacts",
-            code="test_clock.live_mode",
-        )
+    _test_mode_only(ctx)
+    get_contact(store, ctx, contact_id)
     for _ in range(2):
-        existing = store.get_clock(ctx.tenant_id, contact_id)
+        existing = store.get_clock(ctx.scope, contact_id)
         if existing is not None:
             if existing.frozen_time == frozen_time:
                 return existing  # a retry of the create that made it
             raise Conflict(
                 f"contact {contact_id} already has a test clock; advance it instead", code="test_clock.exists"
             )
-        if store.subscriptions_of(ctx.tenant_id, contact_id):
+        if store.subscriptions_of(ctx.scope, contact_id):
             raise Conflict(
                 f"contact {contact_id} already has subscriptions; attach a test clock before ordering",
                 code="test_clock.after_ordering",
             )
         try:
-            return store.save_clock(ctx.tenant_id, TestClock(contact_id, frozen_time))
+            return store.save_clock(ctx.scope, TestClock(contact_id, frozen_time))
         except ConcurrentModification:
             continue  # created concurrently: answer as the loop's first check does
     raise ConcurrentModification(f"the test clock of contact {contact_id} kept changing; try again")
 
 
+def _test_mode_only(ctx: TenantContext) -> None:
+    """Test clocks exist only in test mode (a live key cannot even see a test contact)."""
+    if not ctx.test_mode:
+        raise Conflict("test clocks exist only in test mode: use a test-mode API key", code="test_clock.live_mode")
+
+
 def get_test_clock(store: Store, ctx: TenantContext, contact_id: str) -> TestClock:
+    _test_mode_only(ctx)
     get_contact(store, ctx, contact_id)
-    found = store.get_clock(ctx.tenant_id, contact_id)
+    found = store.get_clock(ctx.scope, contact_id)
     if found is None:
         raise NotFound(f"contact {contact_id} has no test clock", field="contact_id")
     return found

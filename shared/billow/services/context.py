@@ -26,11 +26,37 @@ class SystemClock:
         return datetime.now(UTC)
 
 
+MODES = ("test", "live")
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """One mode of one tenant: the key space of its contacts and everything beneath them
+    (subscriptions, orders, invoices, payments, actions, test clocks) and of its invoice numbers.
+    Test mode and live mode are separate worlds: the storage port takes a `Scope`, never a bare
+    tenant id, for all of those, so no request can reach the other mode's data (docs/auth.md)."""
+
+    tenant_id: str
+    mode: str  # "test" or "live"
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"mode is one of {', '.join(MODES)}, not {self.mode!r}")
+
+    @property
+    def test_mode(self) -> bool:
+        return self.mode == "test"
+
+
 @dataclass(frozen=True, slots=True)
 class TenantContext:
     tenant_id: str
-    mode: str  # "test" keys may use test clocks; "live" keys may not
+    mode: str  # the key's mode: it sees only the contacts of its mode; only "test" has test clocks
     settings: TenantSettings
+
+    @property
+    def scope(self) -> Scope:
+        return Scope(self.tenant_id, self.mode)
 
     @property
     def test_mode(self) -> bool:

@@ -5,6 +5,7 @@ numbers."""
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from datetime import date, datetime
 from typing import Annotated, Any, ClassVar
 
@@ -15,10 +16,10 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
-    ValidationError,
     ValidationInfo,
     field_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from billow.domain.money import AMOUNT_PATTERN, MAX_WHOLE_DIGITS
 
@@ -27,11 +28,14 @@ def _decimal_string(value: Any) -> Any:
     """Amounts are taken as they were sent: a JSON number was already rounded to a binary float by
     the client's encoder, and a string is not stripped of spaces before it is checked."""
     if isinstance(value, int | float) and not isinstance(value, bool):
-        raise ValueError('send amounts as decimal strings, e.g. "19.99", never as JSON numbers')
+        raise PydanticCustomError(
+            "money.not_a_decimal", 'send amounts as decimal strings, e.g. "19.99", never as JSON numbers'
+        )
     if isinstance(value, str) and not re.fullmatch(AMOUNT_PATTERN, value):
-        raise ValueError(
+        raise PydanticCustomError(
+            "money.not_a_decimal",
             'an amount is a decimal string of digits, optionally a point and decimals, e.g. "19.99": '
-            f"no sign, exponent, spaces or underscores, at most {MAX_WHOLE_DIGITS} digits before the point"
+            f"no sign, exponent, spaces or underscores, at most {MAX_WHOLE_DIGITS} digits before the point",
         )
     return value
 
@@ -97,7 +101,11 @@ class Body(BaseModel):
     def _no_control_characters(cls, value: Any, info: ValidationInfo) -> Any:
         found = _control_character(value, info.field_name in cls.multiline)
         if found is not None:
-            raise ValueError(f"text must not contain control characters (found U+{ord(found):04X})")
+            raise PydanticCustomError(
+                "text.control_character",
+                "text must not contain control characters (found U+{code})",
+                {"code": f"{ord(found):04X}"},
+            )
         return value
 
 
@@ -110,12 +118,23 @@ def field_path(loc: tuple[Any, ...]) -> str:
     return path or "body"
 
 
-def validation_problems(error: ValidationError) -> list[dict[str, str]]:
-    """Each problem of a validation error as {"field": "terms.price", "reason": "..."}."""
-    return [
-        {
-            "field": field_path(tuple(p.get("loc", ()))),
-            "reason": "unknown field" if p.get("type") == "extra_forbidden" else str(p.get("msg")),
-        }
-        for p in error.errors()
-    ]
+VALIDATION_FAILED = "request.validation_failed"
+
+
+def validation_problems(problems: Sequence[Mapping[str, Any]]) -> list[dict[str, str]]:
+    """Each problem of a validation error (pydantic's `errors()`) as {"field": "terms.price",
+    "reason": "..."}."""
+    return [{"field": field_path(tuple(p.get("loc", ()))), "reason": _reason(p)} for p in problems]
+
+
+def _reason(problem: Mapping[str, Any]) -> str:
+    if problem.get("type") == "extra_forbidden":
+        return "unknown field"
+    return str(problem.get("msg")).removeprefix("Value error, ")
+
+
+def validation_code(problems: Sequence[Mapping[str, Any]]) -> str:
+    """The error code of a refused body: the one dotted code its problems share when they are all
+    of one kind we name (`money.not_a_decimal`, `text.control_character`), else the generic one."""
+    codes = {str(p.get("type")) for p in problems}
+    return codes.pop() if len(codes) == 1 and "." in next(iter(codes)) else VALIDATION_FAILED

@@ -33,7 +33,7 @@ class PaymentResult:
 
 
 def get_invoice(store: Store, ctx: TenantContext, invoice_id: str) -> Invoice:
-    invoice = store.get_invoice(ctx.tenant_id, invoice_id)
+    invoice = store.get_invoice(ctx.scope, invoice_id)
     if invoice is None:
         raise NotFound(f"no invoice {invoice_id}", field="invoice_id")
     return invoice
@@ -78,7 +78,7 @@ def list_invoices(
     if filters.status is not None:
         stored = frozenset({InvoiceStatus.OPEN if filters.status == "overdue" else InvoiceStatus(filters.status)})
     query = InvoiceQuery(filters.contact_id, stored, filters.kind, filters.issued_from, filters.issued_before)
-    page = store.list_invoices(ctx.tenant_id, query, limit, cursor)
+    page = store.list_invoices(ctx.scope, query, limit, cursor)
     todays: dict[str, date] = {}
     shown = []
     for invoice in page.items:
@@ -109,7 +109,7 @@ def record_manual_payment(
     payment_id = payment_id_for(invoice_id, spec.reference)
     for _ in range(MAX_CONFLICT_RETRIES + 1):
         invoice = get_invoice(store, ctx, invoice_id)
-        earlier = store.get_payment(ctx.tenant_id, invoice.contact_id, invoice.id, payment_id)
+        earlier = store.get_payment(ctx.scope, invoice.contact_id, invoice.id, payment_id)
         if earlier is not None:
             if earlier.amount != amount or earlier.method is not spec.method:
                 raise InvalidInput(
@@ -123,7 +123,7 @@ def record_manual_payment(
         payment = Payment(payment_id, invoice.id, amount, spec.method, spec.reference, spec.received_on, clock.now())
         paid = invoice.apply_payment(payment)
         try:
-            store.record_payment(ctx.tenant_id, paid, invoice.version, payment)
+            store.record_payment(ctx.scope, paid, invoice.version, payment)
         except ConcurrentModification:
             continue
         return PaymentResult(paid, payment, replayed=False)
@@ -131,4 +131,4 @@ def record_manual_payment(
 
 
 def payments_of_invoice(store: Store, ctx: TenantContext, invoice: Invoice) -> list[Payment]:
-    return store.payments_of(ctx.tenant_id, invoice.contact_id, invoice.id)
+    return store.payments_of(ctx.scope, invoice.contact_id, invoice.id)

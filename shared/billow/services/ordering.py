@@ -72,7 +72,7 @@ def _plan(
         items=_resolve(store, ctx, items),
         start_date=start_date or time.today,
         today=time.today,
-        existing=store.subscriptions_of(ctx.tenant_id, contact_id),
+        existing=store.subscriptions_of(ctx.scope, contact_id),
         new_id=new_id,
         test_clock=time.on_test_clock,
         rules=ctx.settings.billing,
@@ -121,13 +121,13 @@ def place_order(
     for attempt in range(MAX_CONFLICT_RETRIES + 1):
         contact = get_contact(store, ctx, contact_id)
         if reference is not None:
-            earlier = store.find_order_by_reference(ctx.tenant_id, contact_id, reference)
+            earlier = store.find_order_by_reference(ctx.scope, contact_id, reference)
             if earlier is not None:
                 return PlacedOrder(earlier, _bill_order(store, ctx, earlier, time.today, numbers), True, time.today)
         check_orderable(contact)
         plan = _plan(store, ctx, contact_id, items, start_date, reference, time, new_id, contact.classification)
         try:
-            store.place_order(ctx.tenant_id, plan.order, plan.subscriptions, plan.new_subscription_ids, contact.version)
+            store.place_order(ctx.scope, plan.order, plan.subscriptions, plan.new_subscription_ids, contact.version)
         except (ConcurrentModification, Conflict):
             if attempt == MAX_CONFLICT_RETRIES:
                 raise
@@ -139,5 +139,5 @@ def place_order(
 def _bill_order(store: Store, ctx: TenantContext, order: Order, today: date, numbers: InvoiceNumbers) -> list[Invoice]:
     invoices: list[Invoice] = []
     for subscription_id in dict.fromkeys(s.subscription_id for s in order.services):
-        invoices += bill_subscription(store, ctx.settings, order.contact_id, subscription_id, today, numbers)
+        invoices += bill_subscription(store, ctx, order.contact_id, subscription_id, today, numbers)
     return invoices

@@ -1,40 +1,97 @@
-"""Advancing a contact's test clock runs everything that became due for that contact, and only it."""
+"""Test clocks: advancing a contact's clock runs everything that became due for that contact, and
+only it, off the request path.
+
+An advance is two halves. `request_advance` (the API, synchronous) moves the clock, marks it
+`advancing` in one versioned write and hands the billing to the clock-advance function; it answers
+at once. `run_advance` (that function, asynchronous) bills the contact's subscriptions as of the
+clock's new day, one subscription at a time, and marks the clock `ready` when all are billed.
+Billing is idempotent per period (billow.services.billing), so a step that is retried, delivered
+twice or resumed after a crash bills nothing twice; and one advance is bounded
+(`TestClock.advance_limit`), so the work of one advance is bounded too (docs/lifecycle.md).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import date, datetime
+from collections.abc import Callable
+from contextlib import suppress
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
 
 from billow.domain.calendar import local_date, tenant_zone
-from billow.domain.contacts import TestClock
+from billow.domain.contacts import ClockStatus, TestClock
+from billow.domain.errors import ConcurrentModification
 from billow.domain.invoices import Invoice
-from billow.services.billing import InvoiceNumbers, bill_subscription
+from billow.gateways.invoke import CLOCK_ADVANCE, AsyncInvoker
+from billow.services.billing import MAX_CONFLICT_RETRIES, InvoiceNumbers, bill_subscription
 from billow.services.contacts import get_test_clock
 from billow.services.context import TenantContext
 from billow.services.ports import Store
 
 
-@dataclass(frozen=True, slots=True)
-class ClockAdvance:
-    clock: TestClock
-    today: date  # the clock's day in the tenant's time zone: what was billed up to
-    invoices: list[Invoice]
+def advance_limit(store: Store, ctx: TenantContext, clock: TestClock) -> datetime:
+    """The furthest instant the clock may be advanced to in one step, from its contact's subscriptions."""
+    return clock.advance_limit(s.key.cycle for s in store.subscriptions_of(ctx.scope, clock.contact_id))
 
 
-def advance_test_clock(
-    store: Store, ctx: TenantContext, contact_id: str, to: datetime, numbers: InvoiceNumbers
-) -> ClockAdvance:
-    """Move the clock to `to`, then bill the contact's subscriptions as of that day.
+def advance_event(ctx: TenantContext, contact_id: str, to: datetime) -> dict[str, Any]:
+    """What the clock-advance function is invoked with (functions/clock_advance)."""
+    return {"tenant_id": ctx.tenant_id, "mode": ctx.mode, "contact_id": contact_id, "to": to.isoformat()}
 
-    The clock is saved first: if billing is interrupted, advancing again to the same instant (or
-    any later one) finishes it, and billing never runs twice for a period either way.
+
+def request_advance(
+    store: Store, ctx: TenantContext, contact_id: str, to: datetime, invoker: AsyncInvoker
+) -> TestClock:
+    """Move the clock to `to` and start billing what became due, asynchronously.
+
+    Refused while another advance is under way (409 `test_clock.advancing`), backwards, or beyond
+    the bound (422 `test_clock.advance_too_far`). Asking again for the advance under way (same
+    `to`) hands it to the clock-advance function again: that is how an interrupted advance resumes.
     """
-    clock = get_test_clock(store, ctx, contact_id)
-    moved = clock.advanced_to(to)
-    if moved != clock:
-        moved = store.save_clock(ctx.tenant_id, moved)
-    as_of = local_date(moved.frozen_time, tenant_zone(ctx.settings.timezone))
-    invoices: list[Invoice] = []
-    for subscription in store.subscriptions_of(ctx.tenant_id, contact_id):
-        invoices += bill_subscription(store, ctx.settings, contact_id, subscription.id, as_of, numbers)
-    return ClockAdvance(moved, as_of, invoices)
+    for _ in range(MAX_CONFLICT_RETRIES):
+        clock = get_test_clock(store, ctx, contact_id)
+        moved = clock.advanced_to(to, advance_limit(store, ctx, clock))
+        if moved is not clock:
+            try:
+                moved = store.save_clock(ctx.scope, moved)
+            except ConcurrentModification:
+                continue  # another request moved it first: answer as that request's outcome allows
+        invoker.invoke_async(CLOCK_ADVANCE, advance_event(ctx, contact_id, to))
+        return moved
+    raise ConcurrentModification(f"the test clock of contact {contact_id} kept changing; try again")
+
+
+@dataclass
+class AdvanceRun:
+    done: bool  # False: stopped early (out of time); invoke again with the same event to go on
+    invoices: list[Invoice] = field(default_factory=list)
+
+
+def run_advance(
+    store: Store,
+    ctx: TenantContext,
+    contact_id: str,
+    to: datetime,
+    numbers: InvoiceNumbers,
+    *,
+    keep_going: Callable[[], bool] = lambda: True,
+) -> AdvanceRun:
+    """Bill the contact's subscriptions as of the clock's day, then mark the clock ready.
+
+    An event for an advance that is no longer under way (already finished, or delivered twice) does
+    nothing. `keep_going` is asked before each subscription; when it says no, the run stops with
+    `done=False` and the same event continues it, billing only what is still due."""
+    clock = store.get_clock(ctx.scope, contact_id)
+    if clock is None or clock.status is not ClockStatus.ADVANCING or clock.frozen_time != to:
+        return AdvanceRun(done=True)
+    as_of = local_date(to, tenant_zone(ctx.settings.timezone))
+    run = AdvanceRun(done=False)
+    for subscription in store.subscriptions_of(ctx.scope, contact_id):
+        if not keep_going():
+            return run
+        run.invoices += bill_subscription(store, ctx, contact_id, subscription.id, as_of, numbers)
+    # A second delivery of this event may have finished it first (a new advance needs a ready clock).
+    with suppress(ConcurrentModification):
+        store.save_clock(ctx.scope, clock.done())
+    run.done = True
+    return run

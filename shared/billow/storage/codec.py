@@ -12,7 +12,7 @@ from typing import Any
 from billow.domain.actions import Action, ActionKind, ActionStatus, Requester, ServiceChange
 from billow.domain.calendar import BillingSchedule, Cycle, Period
 from billow.domain.catalog import BillingModel, PriceTerms, PricingModel, Product, terms_json
-from billow.domain.contacts import Address, Contact, TestClock
+from billow.domain.contacts import Address, ClockStatus, Contact, TestClock
 from billow.domain.invoices import Invoice, InvoiceStatus, Payment, PaymentMethod
 from billow.domain.lines import Adjustment, LineDraft
 from billow.domain.money import Money
@@ -178,11 +178,12 @@ def contact_in(d: Json, version: int = 0) -> Contact:
 
 
 def clock_out(c: TestClock) -> Json:
-    return {"contact_id": c.contact_id, "frozen_time": c.frozen_time.isoformat()}
+    return {"contact_id": c.contact_id, "frozen_time": c.frozen_time.isoformat(), "status": c.status.value}
 
 
 def clock_in(d: Json, version: int) -> TestClock:
-    return TestClock(d["contact_id"], datetime.fromisoformat(d["frozen_time"]), version)
+    status = ClockStatus(d.get("status", ClockStatus.READY.value))
+    return TestClock(d["contact_id"], datetime.fromisoformat(d["frozen_time"]), version, status)
 
 
 def service_out(s: Service) -> Json:

@@ -35,6 +35,7 @@ from billow.domain.invoices import Invoice, Payment
 from billow.domain.ordering import Order
 from billow.domain.subscriptions import Subscription
 from billow.domain.tenants import TenantSettings
+from billow.services.context import Scope
 from billow.services.ports import DUE_SHARDS, ApiKey, DueSubscription, IdempotencyClaim, InvoiceQuery, Page
 from billow.storage import codec
 from billow.storage.models import BillowItem, connection
@@ -56,21 +57,27 @@ def tenant_pk(tenant_id: str) -> str:
     return f"T#{tenant_id}"
 
 
-def contact_pk(tenant_id: str, contact_id: str) -> str:
-    return f"T#{tenant_id}#C#{contact_id}"
+def scope_key(scope: Scope) -> str:
+    """`<tenant>#LIVE` or `<tenant>#TEST`: the prefix of every key of a mode's contact-level data."""
+    return f"{scope.tenant_id}#{scope.mode.upper()}"
+
+
+def contact_pk(scope: Scope, contact_id: str) -> str:
+    return f"T#{scope_key(scope)}#C#{contact_id}"
 
 
 def catalog_pk(tenant_id: str) -> str:
     return f"T#{tenant_id}#CATALOG"
 
 
-def by_id(tenant_id: str, entity_id: str) -> str:
-    return f"{tenant_id}#{entity_id}"
+def by_id(owner: str, entity_id: str) -> str:
+    """The by-id index key: `owner` is a tenant (catalog) or a `scope_key` (a mode's data)."""
+    return f"{owner}#{entity_id}"
 
 
-def listing(tenant_id: str, kind: str) -> str:
-    """The partition of a tenant-wide listing of `kind` (GSI3PK, before any bucket)."""
-    return by_id(tenant_id, kind)
+def listing(scope: Scope, kind: str) -> str:
+    """The partition of a mode's tenant-wide listing of `kind` (GSI3PK, before any bucket)."""
+    return by_id(scope_key(scope), kind)
 
 
 def invoice_position(invoice: Invoice) -> str:
@@ -82,14 +89,22 @@ def due_partition(shard: int) -> str:
     return f"DUE#{shard:03d}"
 
 
-def due_keys(tenant_id: str, subscription: Subscription, shards: int) -> tuple[str | None, str | None]:
+def due_keys(scope: Scope, subscription: Subscription, shards: int) -> tuple[str | None, str | None]:
     """Due-index keys, or (None, None) to leave the subscription out of the daily run: nothing left
-    to bill, or a test-clock contact's subscription, which only its clock bills."""
+    to bill, or a test-clock contact's subscription, which only its clock bills. The sort key is
+    `<date>#<tenant>#<MODE>#<contact>#<subscription>`: the run bills each in its own mode."""
     due = next_due_date(subscription)
     if due is None or subscription.test_clock:
         return None, None
     shard = shard_of(subscription.id, shards)
-    return due_partition(shard), f"{due.isoformat()}#{tenant_id}#{subscription.contact_id}#{subscription.id}"
+    return due_partition(shard), f"{due.isoformat()}#{scope_key(scope)}#{subscription.contact_id}#{subscription.id}"
+
+
+def due_entry(sort_key: str) -> DueSubscription:
+    """The subscription a due-index sort key names (read from the right: a tenant id may hold '#')."""
+    day_and_tenant, mode, contact_id, subscription_id = sort_key.rsplit("#", 3)
+    tenant_id = day_and_tenant.split("#", 1)[1]
+    return DueSubscription(Scope(tenant_id, mode.lower()), contact_id, subscription_id)
 
 
 def _get(pk: str, sk: str, *, consistent_read: bool = False) -> BillowItem | None:
@@ -105,15 +120,15 @@ def _entity(
     kind: str,
     body: dict[str, Any],
     *,
-    tenant_id: str | None = None,
+    owner: str | None = None,
     entity_id: str | None = None,
     version: int = 1,
     **indexes: Any,
 ) -> BillowItem:
-    """A versioned item holding `body`; given a tenant and an entity id it is also findable by that
-    id alone (GSI2, sort key = the kind in capitals)."""
-    if tenant_id is not None and entity_id is not None:
-        indexes.update(gsi2pk=by_id(tenant_id, entity_id), gsi2sk=kind.upper())
+    """A versioned item holding `body`; given its owner (see `by_id`) and an entity id it is also
+    findable by that id alone (GSI2, sort key = the kind in capitals)."""
+    if owner is not None and entity_id is not None:
+        indexes.update(gsi2pk=by_id(owner, entity_id), gsi2sk=kind.upper())
     return BillowItem(pk, sk, kind=kind, data=_dump(body), version=version, **indexes)
 
 
@@ -376,9 +391,10 @@ class DynamoStore:
         """The claim's partition key (one per key: claims never crowd a partition) and body."""
         return f"{tenant_pk(tenant_id)}#IDEM#{claim.key_hash}", {"fingerprint": claim.fingerprint, "nonce": claim.nonce}
 
-    def reserve_invoice_numbers(self, tenant_id: str, count: int) -> range:
-        """Reserve `count` consecutive invoice numbers with one atomic counter update."""
-        item = BillowItem(tenant_pk(tenant_id), "SEQ#INVOICE", kind="sequence")
+    def reserve_invoice_numbers(self, scope: Scope, count: int) -> range:
+        """Reserve `count` consecutive invoice numbers of one mode with one atomic counter update:
+        test invoices never consume live invoice numbers."""
+        item = BillowItem(tenant_pk(scope.tenant_id), f"SEQ#INVOICE#{scope.mode.upper()}", kind="sequence")
         with _translated("invoice number sequence"):
             item.update(actions=[BillowItem.counter.add(count), BillowItem.kind.set("sequence")])
         end = int(item.counter or 0) + 1
@@ -391,7 +407,7 @@ class DynamoStore:
             f"PROD#{product.id}",
             "product",
             codec.product_out(product),
-            tenant_id=tenant_id,
+            owner=tenant_id,
             entity_id=product.id,
             version=version,
         )
@@ -468,42 +484,40 @@ class DynamoStore:
         return [codec.product_in(b, terms.get(b["id"], []), v) for b, v in bodies]
 
     # -- contacts and clocks ------------------------------------------------------------------------
-    def _contact_item(self, tenant_id: str, contact: Contact, version: int) -> BillowItem:
+    def _contact_item(self, scope: Scope, contact: Contact, version: int) -> BillowItem:
         return _entity(
-            contact_pk(tenant_id, contact.id),
+            contact_pk(scope, contact.id),
             "CONTACT",
             "contact",
             codec.contact_out(contact),
-            tenant_id=tenant_id,
+            owner=scope_key(scope),
             entity_id=contact.id,
             version=version,
-            gsi3pk=listing(tenant_id, "CONTACT"),
+            gsi3pk=listing(scope, "CONTACT"),
             gsi3sk=f"{contact.created_at.isoformat()}#{contact.id}",
         )
 
-    def add_contact(self, tenant_id: str, contact: Contact) -> None:
+    def add_contact(self, scope: Scope, contact: Contact) -> None:
         with _translated(f"contact {contact.id}"):
-            self._contact_item(tenant_id, contact, 1).save(condition=_absent())
+            self._contact_item(scope, contact, 1).save(condition=_absent())
 
-    def save_contact(self, tenant_id: str, contact: Contact) -> Contact:
+    def save_contact(self, scope: Scope, contact: Contact) -> Contact:
         """The changed contact, only if still at `contact.version`."""
         saved = replace(contact, version=contact.version + 1)
         try:
             with _translated(f"contact {contact.id}"):
-                self._contact_item(tenant_id, saved, saved.version).save(
-                    condition=BillowItem.version == contact.version
-                )
+                self._contact_item(scope, saved, saved.version).save(condition=BillowItem.version == contact.version)
         except Conflict as error:
             raise ConcurrentModification(f"contact {contact.id} was changed concurrently; reload and retry") from error
         return saved
 
-    def get_contact(self, tenant_id: str, contact_id: str) -> Contact | None:
+    def get_contact(self, scope: Scope, contact_id: str) -> Contact | None:
         with _translated(f"contact {contact_id}"):
-            item = _get(contact_pk(tenant_id, contact_id), "CONTACT", consistent_read=True)
+            item = _get(contact_pk(scope, contact_id), "CONTACT", consistent_read=True)
         return None if item is None else codec.contact_in(json.loads(item.data or "{}"), int(item.version or 0))
 
-    def list_contacts(self, tenant_id: str, limit: int, cursor: str | None) -> Page[Contact]:
-        partition = listing(tenant_id, "CONTACT")
+    def list_contacts(self, scope: Scope, limit: int, cursor: str | None) -> Page[Contact]:
+        partition = listing(scope, "CONTACT")
         with _translated("contacts"):
             items, next_cursor = _page(
                 lambda condition, size: BillowItem.listing.query(partition, condition, page_size=size),
@@ -515,15 +529,15 @@ class DynamoStore:
             contacts = [codec.contact_in(json.loads(i.data or "{}"), int(i.version or 0)) for i in items]
         return Page(contacts, next_cursor)
 
-    def get_clock(self, tenant_id: str, contact_id: str) -> TestClock | None:
+    def get_clock(self, scope: Scope, contact_id: str) -> TestClock | None:
         with _translated("test clock"):
-            item = _get(contact_pk(tenant_id, contact_id), "CLOCK")
+            item = _get(contact_pk(scope, contact_id), "CLOCK")
         return None if item is None else codec.clock_in(json.loads(item.data or "{}"), int(item.version or 0))
 
-    def save_clock(self, tenant_id: str, clock: TestClock) -> TestClock:
-        saved = TestClock(clock.contact_id, clock.frozen_time, clock.version + 1)
+    def save_clock(self, scope: Scope, clock: TestClock) -> TestClock:
+        saved = replace(clock, version=clock.version + 1)
         item = _entity(
-            contact_pk(tenant_id, clock.contact_id),
+            contact_pk(scope, clock.contact_id),
             "CLOCK",
             "test_clock",
             codec.clock_out(clock),
@@ -538,14 +552,14 @@ class DynamoStore:
         return saved
 
     # -- orders and subscriptions -------------------------------------------------------------------
-    def _subscription_item(self, tenant_id: str, subscription: Subscription, version: int) -> BillowItem:
-        due_pk, due_sk = due_keys(tenant_id, subscription, self.due_shards)
+    def _subscription_item(self, scope: Scope, subscription: Subscription, version: int) -> BillowItem:
+        due_pk, due_sk = due_keys(scope, subscription, self.due_shards)
         return _entity(
-            contact_pk(tenant_id, subscription.contact_id),
+            contact_pk(scope, subscription.contact_id),
             f"SUB#{subscription.id}",
             "subscription",
             codec.subscription_out(subscription),
-            tenant_id=tenant_id,
+            owner=scope_key(scope),
             entity_id=subscription.id,
             version=version,
             gsi1pk=due_pk,
@@ -554,7 +568,7 @@ class DynamoStore:
 
     def place_order(
         self,
-        tenant_id: str,
+        scope: Scope,
         order: Order,
         subscriptions: Sequence[Subscription],
         new_subscription_ids: frozenset[str],
@@ -562,7 +576,7 @@ class DynamoStore:
     ) -> None:
         """The order and its subscriptions; the contact's version moves on too, so that an order
         and archiving the contact (which checks it has no live services) cannot both succeed."""
-        pk = contact_pk(tenant_id, order.contact_id)
+        pk = contact_pk(scope, order.contact_id)
         with _translated(f"order {order.id}"), TransactWrite(connection=connection()) as tx:
             if contact_version is not None:
                 tx.update(
@@ -572,7 +586,7 @@ class DynamoStore:
                 )
             tx.save(
                 _entity(
-                    pk, f"ORD#{order.id}", "order", codec.order_out(order), tenant_id=tenant_id, entity_id=order.id
+                    pk, f"ORD#{order.id}", "order", codec.order_out(order), owner=scope_key(scope), entity_id=order.id
                 ),
                 condition=_absent(),
             )
@@ -582,51 +596,52 @@ class DynamoStore:
             for subscription in subscriptions:
                 new = subscription.id in new_subscription_ids
                 tx.save(
-                    self._subscription_item(tenant_id, subscription, subscription.version + 1),
+                    self._subscription_item(scope, subscription, subscription.version + 1),
                     condition=_absent() if new else BillowItem.version == subscription.version,
                 )
                 if new:
                     tx.save(_key_marker(pk, subscription), condition=_absent())
 
-    def get_order(self, tenant_id: str, order_id: str) -> Order | None:
-        item = self._by_id(tenant_id, order_id, "ORDER")
+    def get_order(self, scope: Scope, order_id: str) -> Order | None:
+        item = self._by_id(scope, order_id, "ORDER")
         return None if item is None else codec.order_in(json.loads(item.data or "{}"))
 
-    def find_order_by_reference(self, tenant_id: str, contact_id: str, reference: str) -> Order | None:
+    def find_order_by_reference(self, scope: Scope, contact_id: str, reference: str) -> Order | None:
         with _translated("order reference"):
-            marker = _get(contact_pk(tenant_id, contact_id), f"ORDREF#{reference}")
+            marker = _get(contact_pk(scope, contact_id), f"ORDREF#{reference}")
             if marker is None:
                 return None
-            item = _get(contact_pk(tenant_id, contact_id), f"ORD#{json.loads(marker.data or '{}')['order_id']}")
+            item = _get(contact_pk(scope, contact_id), f"ORD#{json.loads(marker.data or '{}')['order_id']}")
         return None if item is None else codec.order_in(json.loads(item.data or "{}"))
 
-    def _by_id(self, tenant_id: str, entity_id: str, kind: str) -> BillowItem | None:
+    def _by_id(self, scope: Scope, entity_id: str, kind: str) -> BillowItem | None:
         """The item with this id: its keys from the (keys-only, eventually consistent) by-id
         index, then the item itself, read consistently for its current version."""
         with _translated(f"{kind.lower()} {entity_id}"):
             keys = next(
-                iter(BillowItem.by_id.query(by_id(tenant_id, entity_id), BillowItem.gsi2sk == kind, limit=1)), None
+                iter(BillowItem.by_id.query(by_id(scope_key(scope), entity_id), BillowItem.gsi2sk == kind, limit=1)),
+                None,
             )
             return None if keys is None else _get(keys.pk, keys.sk, consistent_read=True)
 
-    def get_subscription(self, tenant_id: str, subscription_id: str) -> Subscription | None:
-        item = self._by_id(tenant_id, subscription_id, "SUBSCRIPTION")
+    def get_subscription(self, scope: Scope, subscription_id: str) -> Subscription | None:
+        item = self._by_id(scope, subscription_id, "SUBSCRIPTION")
         return None if item is None else codec.subscription_in(json.loads(item.data or "{}"), int(item.version or 0))
 
-    def load_subscription(self, tenant_id: str, contact_id: str, subscription_id: str) -> Subscription | None:
+    def load_subscription(self, scope: Scope, contact_id: str, subscription_id: str) -> Subscription | None:
         with _translated(f"subscription {subscription_id}"):
-            item = _get(contact_pk(tenant_id, contact_id), f"SUB#{subscription_id}", consistent_read=True)
+            item = _get(contact_pk(scope, contact_id), f"SUB#{subscription_id}", consistent_read=True)
         return None if item is None else codec.subscription_in(json.loads(item.data or "{}"), int(item.version or 0))
 
-    def subscriptions_of(self, tenant_id: str, contact_id: str) -> list[Subscription]:
+    def subscriptions_of(self, scope: Scope, contact_id: str) -> list[Subscription]:
         with _translated("subscriptions"):
             items = BillowItem.query(
-                contact_pk(tenant_id, contact_id), BillowItem.sk.startswith("SUB#"), consistent_read=True
+                contact_pk(scope, contact_id), BillowItem.sk.startswith("SUB#"), consistent_read=True
             )
             return [codec.subscription_in(json.loads(i.data or "{}"), int(i.version or 0)) for i in items]
 
-    def subscriptions_page(self, tenant_id: str, contact_id: str, limit: int, cursor: str | None) -> Page[Subscription]:
-        pk = contact_pk(tenant_id, contact_id)
+    def subscriptions_page(self, scope: Scope, contact_id: str, limit: int, cursor: str | None) -> Page[Subscription]:
+        pk = contact_pk(scope, contact_id)
         with _translated("subscriptions"):
             items, next_cursor = _page(
                 lambda condition, size: BillowItem.query(pk, condition, page_size=size, consistent_read=True),
@@ -640,7 +655,7 @@ class DynamoStore:
 
     def apply_billing_step(
         self,
-        tenant_id: str,
+        scope: Scope,
         subscription: Subscription,
         expected_version: int,
         invoice: Invoice | None,
@@ -651,17 +666,17 @@ class DynamoStore:
         executed, scheduled, cancelled or rejected."""
         with _translated(f"billing subscription {subscription.id}"), TransactWrite(connection=connection()) as tx:
             tx.save(
-                self._subscription_item(tenant_id, subscription, expected_version + 1),
+                self._subscription_item(scope, subscription, expected_version + 1),
                 condition=BillowItem.version == expected_version,
             )
             if invoice is not None:
-                tx.save(self._invoice_item(tenant_id, invoice, 1), condition=_absent())
+                tx.save(self._invoice_item(scope, invoice, 1), condition=_absent())
             for action in actions:
-                tx.save(self._action_item(tenant_id, subscription, action), condition=_still_pending())
+                tx.save(self._action_item(scope, subscription, action), condition=_still_pending())
 
     def move_service(
         self,
-        tenant_id: str,
+        scope: Scope,
         source: Subscription,
         source_version: int,
         target: Subscription,
@@ -674,22 +689,22 @@ class DynamoStore:
         `target_version` is None) and both action logs."""
         with _translated(f"moving a service to subscription {target.id}"), TransactWrite(connection=connection()) as tx:
             tx.save(
-                self._subscription_item(tenant_id, source, source_version + 1),
+                self._subscription_item(scope, source, source_version + 1),
                 condition=BillowItem.version == source_version,
             )
             tx.save(
-                self._subscription_item(tenant_id, target, (target_version or 0) + 1),
+                self._subscription_item(scope, target, (target_version or 0) + 1),
                 condition=_absent() if target_version is None else BillowItem.version == target_version,
             )
             if target_version is None:
-                tx.save(_key_marker(contact_pk(tenant_id, target.contact_id), target), condition=_absent())
+                tx.save(_key_marker(contact_pk(scope, target.contact_id), target), condition=_absent())
             for subscription, log in ((source, source_log), (target, target_log)):
                 for action in log:
-                    tx.save(self._action_item(tenant_id, subscription, action), condition=_still_pending())
+                    tx.save(self._action_item(scope, subscription, action), condition=_still_pending())
 
-    def _action_item(self, tenant_id: str, subscription: Subscription, action: Action) -> BillowItem:
+    def _action_item(self, scope: Scope, subscription: Subscription, action: Action) -> BillowItem:
         item = _entity(
-            contact_pk(tenant_id, subscription.contact_id),
+            contact_pk(scope, subscription.contact_id),
             f"ACT#{subscription.id}#{action.id}",
             "action",
             codec.action_out(action),
@@ -697,26 +712,26 @@ class DynamoStore:
         item.status = action.status.value
         return item
 
-    def log_actions(self, tenant_id: str, subscription: Subscription, actions: Sequence[Action]) -> None:
+    def log_actions(self, scope: Scope, subscription: Subscription, actions: Sequence[Action]) -> None:
         """Records for the log alone (a refused request changes nothing else), each only if new:
         a refusal never overwrites the record of an earlier attempt with the same id."""
         with _translated(f"actions of subscription {subscription.id}"), TransactWrite(connection=connection()) as tx:
             for action in actions:
-                tx.save(self._action_item(tenant_id, subscription, action), condition=_absent())
+                tx.save(self._action_item(scope, subscription, action), condition=_absent())
 
     def actions_page(
-        self, tenant_id: str, contact_id: str, subscription_id: str, limit: int, cursor: str | None
+        self, scope: Scope, contact_id: str, subscription_id: str, limit: int, cursor: str | None
     ) -> Page[Action]:
         """A subscription's action log by day, then request day, then id: read whole (it is bounded
         by the subscription's actions) and paged by position."""
-        log = self.actions_of(tenant_id, contact_id, subscription_id)
+        log = self.actions_of(scope, contact_id, subscription_id)
         positioned = ((f"{a.on.isoformat()}#{a.requested_on.isoformat()}#{a.id}", a) for a in log)
-        return _slice(positioned, _Listing(f"{contact_pk(tenant_id, contact_id)}#ACT#{subscription_id}"), cursor, limit)
+        return _slice(positioned, _Listing(f"{contact_pk(scope, contact_id)}#ACT#{subscription_id}"), cursor, limit)
 
-    def actions_of(self, tenant_id: str, contact_id: str, subscription_id: str) -> list[Action]:
+    def actions_of(self, scope: Scope, contact_id: str, subscription_id: str) -> list[Action]:
         with _translated("action log"):
             items = BillowItem.query(
-                contact_pk(tenant_id, contact_id),
+                contact_pk(scope, contact_id),
                 BillowItem.sk.startswith(f"ACT#{subscription_id}#"),
                 consistent_read=True,
             )
@@ -733,40 +748,37 @@ class DynamoStore:
                 limit=limit,
                 last_evaluated_key=_decode_cursor(cursor, partition, "GSI1", upper),
             )
-            due = []
-            for item in result:
-                _, tenant_id, contact_id, subscription_id = (item.gsi1sk or "").split("#", 3)
-                due.append(DueSubscription(tenant_id, contact_id, subscription_id))
+            due = [due_entry(item.gsi1sk or "") for item in result]
         return Page(due, _encode_cursor(result.last_evaluated_key))
 
     # -- invoices and payments ----------------------------------------------------------------------
-    def _invoice_item(self, tenant_id: str, invoice: Invoice, version: int) -> BillowItem:
+    def _invoice_item(self, scope: Scope, invoice: Invoice, version: int) -> BillowItem:
         return _entity(
-            contact_pk(tenant_id, invoice.contact_id),
+            contact_pk(scope, invoice.contact_id),
             f"INV#{invoice.id}",
             "invoice",
             codec.invoice_out(invoice),
-            tenant_id=tenant_id,
+            owner=scope_key(scope),
             entity_id=invoice.id,
             version=version,
-            gsi3pk=self._invoice_shard(tenant_id, shard_of(invoice.id, INVOICE_LIST_SHARDS)),
+            gsi3pk=self._invoice_shard(scope, shard_of(invoice.id, INVOICE_LIST_SHARDS)),
             gsi3sk=invoice_position(invoice),
             status=invoice.status.value,
             invoice_kind=invoice.kind.value,
         )
 
     @staticmethod
-    def _invoice_shard(tenant_id: str, shard: int) -> str:
-        return f"{listing(tenant_id, 'INVOICE')}#{shard:02d}"
+    def _invoice_shard(scope: Scope, shard: int) -> str:
+        return f"{listing(scope, 'INVOICE')}#{shard:02d}"
 
-    def list_invoices(self, tenant_id: str, query: InvoiceQuery, limit: int, cursor: str | None) -> Page[Invoice]:
+    def list_invoices(self, scope: Scope, query: InvoiceQuery, limit: int, cursor: str | None) -> Page[Invoice]:
         """Invoices oldest first (issue day, then id), filtered; a contact's from its own partition,
         the tenant's by merging the listing shards (docs/data-model.md, pattern 8)."""
         if query.contact_id is not None:
-            found = self.invoices_of(tenant_id, query.contact_id)
-            listed = _Listing(f"{contact_pk(tenant_id, query.contact_id)}#INV", pattern=_INVOICE_POSITION)
+            found = self.invoices_of(scope, query.contact_id)
+            listed = _Listing(f"{contact_pk(scope, query.contact_id)}#INV", pattern=_INVOICE_POSITION)
             return _slice(((invoice_position(i), i) for i in found if query.matches(i)), listed, cursor, limit)
-        listed = _Listing(listing(tenant_id, "INVOICE"), pattern=_INVOICE_POSITION)
+        listed = _Listing(listing(scope, "INVOICE"), pattern=_INVOICE_POSITION)
         after = listed.after(cursor)
         lower = query.issued_from.isoformat() if query.issued_from else "0"
         if after is not None:
@@ -778,12 +790,12 @@ class DynamoStore:
         if query.kind is not None:
             kind = BillowItem.invoice_kind == query.kind.value
             filters = kind if filters is None else filters & kind
-        items, next_position = self._merge_shards(tenant_id, lower, upper, filters, limit)
+        items, next_position = self._merge_shards(scope, lower, upper, filters, limit)
         invoices = [codec.invoice_in(json.loads(i.data or "{}"), int(i.version or 0)) for i in items]
         return Page(invoices, listed.cursor(next_position))
 
     def _merge_shards(
-        self, tenant_id: str, lower: str, upper: str, filters: Condition | None, limit: int
+        self, scope: Scope, lower: str, upper: str, filters: Condition | None, limit: int
     ) -> tuple[list[BillowItem], str | None]:
         """Up to `limit` listing items with positions in [lower, upper], in position order, from
         every shard, and the position the next page continues after (None when nothing is left)."""
@@ -795,7 +807,7 @@ class DynamoStore:
             condition = BillowItem.gsi3sk.between(lower, upper)
 
             def read(shard: int, condition: Condition = condition) -> tuple[list[BillowItem], str | None]:
-                return self._shard_page(tenant_id, shard, condition, filters, per_shard)
+                return self._shard_page(scope, shard, condition, filters, per_shard)
 
             with _translated("invoices"), ThreadPoolExecutor(_MERGE_WORKERS) as pool:
                 pages = list(pool.map(read, range(INVOICE_LIST_SHARDS)))
@@ -813,32 +825,32 @@ class DynamoStore:
         return found, bound
 
     def _shard_page(
-        self, tenant_id: str, shard: int, condition: Condition, filters: Condition | None, size: int
+        self, scope: Scope, shard: int, condition: Condition, filters: Condition | None, size: int
     ) -> tuple[list[BillowItem], str | None]:
         """One Query of one listing shard: its matching items and, when it stopped early, the
         position it stopped at."""
         result = BillowItem.listing.query(
-            self._invoice_shard(tenant_id, shard), condition, filter_condition=filters, page_size=size
+            self._invoice_shard(scope, shard), condition, filter_condition=filters, page_size=size
         )
         page = next(result.page_iter)
         items = [BillowItem.from_raw_data(raw) for raw in page.get("Items", [])]
         stop = page.get("LastEvaluatedKey")
         return items, None if stop is None else str(stop["GSI3SK"]["S"])
 
-    def get_invoice(self, tenant_id: str, invoice_id: str) -> Invoice | None:
-        item = self._by_id(tenant_id, invoice_id, "INVOICE")
+    def get_invoice(self, scope: Scope, invoice_id: str) -> Invoice | None:
+        item = self._by_id(scope, invoice_id, "INVOICE")
         return None if item is None else codec.invoice_in(json.loads(item.data or "{}"), int(item.version or 0))
 
-    def invoices_of(self, tenant_id: str, contact_id: str) -> list[Invoice]:
+    def invoices_of(self, scope: Scope, contact_id: str) -> list[Invoice]:
         with _translated("invoices"):
-            items = BillowItem.query(contact_pk(tenant_id, contact_id), BillowItem.sk.startswith("INV#"))
+            items = BillowItem.query(contact_pk(scope, contact_id), BillowItem.sk.startswith("INV#"))
             return [codec.invoice_in(json.loads(i.data or "{}"), int(i.version or 0)) for i in items]
 
-    def record_payment(self, tenant_id: str, invoice: Invoice, expected_version: int, payment: Payment) -> None:
-        pk = contact_pk(tenant_id, invoice.contact_id)
+    def record_payment(self, scope: Scope, invoice: Invoice, expected_version: int, payment: Payment) -> None:
+        pk = contact_pk(scope, invoice.contact_id)
         with _translated(f"payment on invoice {invoice.id}"), TransactWrite(connection=connection()) as tx:
             tx.save(
-                self._invoice_item(tenant_id, invoice, expected_version + 1),
+                self._invoice_item(scope, invoice, expected_version + 1),
                 condition=BillowItem.version == expected_version,
             )
             payment_item = _entity(
@@ -846,17 +858,17 @@ class DynamoStore:
                 f"PAY#{invoice.id}#{payment.id}",
                 "payment",
                 codec.payment_out(payment),
-                tenant_id=tenant_id,
+                owner=scope_key(scope),
                 entity_id=payment.id,
             )
             tx.save(payment_item, condition=_absent())
 
-    def get_payment(self, tenant_id: str, contact_id: str, invoice_id: str, payment_id: str) -> Payment | None:
+    def get_payment(self, scope: Scope, contact_id: str, invoice_id: str, payment_id: str) -> Payment | None:
         with _translated(f"payment {payment_id}"):
-            item = _get(contact_pk(tenant_id, contact_id), f"PAY#{invoice_id}#{payment_id}", consistent_read=True)
+            item = _get(contact_pk(scope, contact_id), f"PAY#{invoice_id}#{payment_id}", consistent_read=True)
         return None if item is None else codec.payment_in(json.loads(item.data or "{}"))
 
-    def payments_of(self, tenant_id: str, contact_id: str, invoice_id: str) -> list[Payment]:
+    def payments_of(self, scope: Scope, contact_id: str, invoice_id: str) -> list[Payment]:
         with _translated("payments"):
-            items = BillowItem.query(contact_pk(tenant_id, contact_id), BillowItem.sk.startswith(f"PAY#{invoice_id}#"))
+            items = BillowItem.query(contact_pk(scope, contact_id), BillowItem.sk.startswith(f"PAY#{invoice_id}#"))
             return [codec.payment_in(json.loads(i.data or "{}")) for i in items]

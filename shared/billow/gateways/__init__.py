@@ -1,0 +1,1 @@
+"""Adapters to services outside the table (AWS Lambda today; payment providers later)."""

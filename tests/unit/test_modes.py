@@ -1,0 +1,187 @@
+"""Test mode and live mode are separate worlds: every route of the API, called with a key of the
+other mode of the same tenant, finds nothing of this mode's contacts (and all beneath them), and
+test clocks exist only in test mode. The routes come from the app's own route table, so a new
+route is covered (or must be classified here) automatically."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import date, timedelta
+from typing import Any
+
+import pytest
+from api.handler import app
+from billow.local.stack import add_tenant
+
+from tests.support import InProcessClient, make_contact, make_product
+
+KEYS = {"test": "bk_test_modes", "live": "bk_live_modes"}
+ROUTES = sorted({(r.method, r.path) for r in app._static_routes + app._dynamic_routes})
+
+SHARED = {
+    # The catalog and the tenant's settings are shared by both modes (docs/auth.md).
+    ("GET", "/products"),
+    ("POST", "/products"),
+    ("GET", "/products/<product_id>"),
+    ("POST", "/products/<product_id>/terms"),
+    ("PATCH", "/products/<product_id>"),
+    ("POST", "/products/<product_id>/archive"),
+    ("POST", "/products/<product_id>/unarchive"),
+    ("PATCH", "/products/<product_id>/terms/<terms_id>"),
+    ("POST", "/products/<product_id>/terms/<terms_id>/archive"),
+    ("GET", "/settings"),
+    ("PATCH", "/settings/profile"),
+    ("PATCH", "/settings/billing"),
+    ("PATCH", "/settings/subscriptions"),
+    ("POST", "/billing/preview"),  # a dry run: reads and writes no data
+}
+WHEN: dict[str, Any] = {}
+BODIES: dict[tuple[str, str], dict[str, Any]] = {
+    ("POST", "/contacts"): {"name": "Other", "email": "other@example.com"},
+    ("PATCH", "/contacts/<contact_id>"): {"name": "Renamed"},
+    ("POST", "/contacts/<contact_id>/test-clock"): {"frozen_time": "2024-01-01T00:00:00Z"},
+    ("POST", "/contacts/<contact_id>/test-clock/advance"): {"to": "2024-01-15T00:00:00Z"},
+    ("POST", "/orders"): {"contact_id": "{contact_id}", "items": "{items}"},
+    ("POST", "/orders/quote"): {"contact_id": "{contact_id}", "items": "{items}"},
+    ("POST", "/invoices/<invoice_id>/payments"): {
+        "amount": "1.00",
+        "currency": "USD",
+        "reference": "cross-mode",
+        "received_on": "{issue_date}",
+    },
+    ("POST", "/subscriptions/<subscription_id>/services/<service_id>/change"): {"quantity": 2},
+    ("POST", "/subscriptions/<subscription_id>/services/<service_id>/change/preview"): {"quantity": 2},
+    ("POST", "/subscriptions/<subscription_id>/services/<service_id>/auto-renew"): {"auto_renew": False},
+    ("POST", "/subscriptions/<subscription_id>/services/<service_id>/extend-term"): {"days": 5},
+    ("POST", "/subscriptions/<subscription_id>/services/<service_id>/extend-trial"): {"days": 5},
+    ("POST", "/subscriptions/<subscription_id>/billing-day"): {"billing_day": 5},
+    ("POST", "/subscriptions/<subscription_id>/grace-period"): {"days": 5},
+    ("POST", "/subscriptions/<subscription_id>/payment-method"): {"payment_method": "card"},
+    ("POST", "/subscriptions/<subscription_id>/bill-ahead"): {"cycles": 1},
+    ("PATCH", "/subscriptions/<subscription_id>/actions/<action_id>"): {"on": "{later}"},
+}
+QUERIES = {("GET", "/invoices"): "?contact_id={contact_id}"}
+
+
+@dataclass
+class World:
+    """One mode's data: a contact on a test clock (test mode) with a subscription, its first
+    invoice, a payment on it and a scheduled action."""
+
+    ids: dict[str, str]
+    items: list[dict[str, Any]]
+    days: dict[str, str]  # the invoice's issue date, a day two months later
+
+    def fill(self, text: str) -> str:
+        for name, value in {**self.ids, **self.days}.items():
+            text = text.replace(f"<{name}>", value).replace(f"{{{name}}}", value)
+        return text
+
+    def body(self, template: dict[str, Any] | None) -> dict[str, Any] | None:
+        if template is None:
+            return None
+        return {
+            k: self.items if v == "{items}" else self.fill(v) if isinstance(v, str) else v for k, v in template.items()
+        }
+
+    def snapshot(self, api: InProcessClient) -> str:
+        """Everything a user of this mode sees of the contact (compared before and after)."""
+        paths = [
+            "/contacts/<contact_id>",
+            "/contacts/<contact_id>/subscriptions",
+            "/contacts/<contact_id>/invoices",
+            "/subscriptions/<subscription_id>/actions",
+            "/invoices/<invoice_id>/payments",
+        ]
+        return json.dumps([api.get(self.fill(p)).body for p in paths], sort_keys=True)
+
+
+def build_world(api: InProcessClient, mode: str, product: dict[str, Any]) -> World:
+    contact = make_contact(api, f"{mode} contact")
+    if mode == "test":
+        clock = api.post(f"/contacts/{contact['id']}/test-clock", {"frozen_time": "2024-01-01T10:00:00Z"})
+        assert clock.status == 201, clock.body
+    items = [{"product_id": product["id"], "terms_id": product["terms"][0]["id"]}]
+    placed = api.post("/orders", {"contact_id": contact["id"], "items": items})
+    assert placed.status == 201, placed.body
+    ordered = placed.body["order"]["services"][0]
+    (invoice,) = placed.body["invoices"]
+    paid = api.post(
+        f"/invoices/{invoice['id']}/payments",
+        {"amount": "1.00", "currency": "USD", "reference": f"{mode}-1", "received_on": invoice["issue_date"]},
+    )
+    assert paid.status == 201, paid.body
+    path = f"/subscriptions/{ordered['subscription_id']}/services/{ordered['service_id']}/cancel"
+    scheduled = api.post(path, {"in_days": 30})
+    assert scheduled.status in (200, 201, 202), scheduled.body
+    return World(
+        {
+            "contact_id": contact["id"],
+            "subscription_id": ordered["subscription_id"],
+            "service_id": ordered["service_id"],
+            "order_id": placed.body["order"]["id"],
+            "invoice_id": invoice["id"],
+            "action_id": scheduled.body["action"]["id"],
+            "product_id": product["id"],
+        },
+        items,
+        {"issue_date": invoice["issue_date"], "later": str(date.fromisoformat(invoice["issue_date"]) + timedelta(60))},
+    )
+
+
+@pytest.fixture
+def clients(moto_table: str) -> dict[str, InProcessClient]:
+    add_tenant("modes", "Modes", KEYS["test"], mode="test")
+    add_tenant("modes", "Modes", KEYS["live"], mode="live")
+    return {mode: InProcessClient(key) for mode, key in KEYS.items()}
+
+
+def test_every_route_is_classified() -> None:
+    """A route that reads or writes no contact-level data must say so here; every other one is
+    called across modes below."""
+    paths = {path for _, path in ROUTES}
+    assert {path for _, path in SHARED} <= paths
+    assert {key for key in BODIES if key not in ROUTES} == set()
+
+
+@pytest.mark.parametrize("owner", ["test", "live"])
+@pytest.mark.parametrize(("method", "path"), [r for r in ROUTES if r not in SHARED])
+def test_a_key_of_the_other_mode_finds_nothing(
+    clients: dict[str, InProcessClient], owner: str, method: str, path: str
+) -> None:
+    other = "live" if owner == "test" else "test"
+    product = make_product(clients[owner], {"price": "31.00", "currency": "USD", "cycle": "month"})
+    world = build_world(clients[owner], owner, product)
+    before = world.snapshot(clients[owner])
+
+    target = world.fill(path) + world.fill(QUERIES.get((method, path), ""))
+    body = world.body(BODIES.get((method, path), {} if method in ("POST", "PATCH") else None))
+    reply = clients[other].request(method, target, body)
+
+    if (method, path) == ("POST", "/contacts"):
+        assert reply.status == 201, reply.body  # created in its own mode, invisible to the owner
+        assert clients[owner].get(f"/contacts/{reply.body['id']}").status == 404
+    elif path.startswith("/contacts/<contact_id>/test-clock") and other == "live":
+        assert reply.status == 409 and reply.body["error"] == "test_clock.live_mode", reply.body
+    elif reply.status == 200 and "items" in reply.body:
+        assert world.ids["contact_id"] not in json.dumps(reply.body)
+        assert all(i.get("contact_id") != world.ids["contact_id"] for i in reply.body["items"])
+    else:
+        assert reply.status == 404, (reply.status, reply.body)
+    asked = target + json.dumps(body)
+    leaked = {name for name, value in world.ids.items() if value in json.dumps(reply.body) and value not in asked}
+    assert leaked == set(), reply.body  # nothing of the owner's beyond what the request itself named
+    assert world.snapshot(clients[owner]) == before  # and nothing of the owner's changed
+
+
+def test_test_clocks_exist_only_in_test_mode(clients: dict[str, InProcessClient]) -> None:
+    live = clients["live"]
+    contact = make_contact(live)
+    for method, path, body in (
+        ("POST", "/test-clock", {"frozen_time": "2024-01-01T00:00:00Z"}),
+        ("GET", "/test-clock", None),
+        ("POST", "/test-clock/advance", {"to": "2024-01-02T00:00:00Z"}),
+    ):
+        reply = live.request(method, f"/contacts/{contact['id']}{path}", body)
+        assert reply.status == 409 and reply.body["error"] == "test_clock.live_mode", reply.body
