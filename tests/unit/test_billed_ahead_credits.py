@@ -17,7 +17,7 @@ from billow.domain.calendar import Period
 from billow.domain.catalog import BillingModel, PriceTerms
 from billow.local.stack import add_tenant
 
-from tests.support import InProcessClient, make_contact, make_product
+from tests.support import InProcessClient, advance_clock, make_contact, make_product
 from tests.unit.test_actions import D, Run, subscribe, terms
 
 KEY = "bk_test_billed_ahead"
@@ -38,7 +38,7 @@ def test_a_three_day_pause_after_billing_two_cycles_ahead_credits_three_days(api
     subscription, service = ordered["subscription_id"], ordered["service_id"]
 
     def advance(day: str) -> None:
-        assert api.post(f"/contacts/{contact['id']}/test-clock/advance", {"to": f"{day}T10:00:00Z"}).status == 200
+        advance_clock(api, contact["id"], f"{day}T10:00:00Z")
 
     advance("2025-05-10")
     assert api.post(f"/subscriptions/{subscription}/bill-ahead", {"cycles": 2}).status == 201
