@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from billow.domain.actions import Action, ActionKind, ServiceChange
-from billow.domain.calendar import Period
+from billow.domain.calendar import Cycle, Period
 from billow.domain.catalog import BillingModel, PriceTerms
 from billow.local.stack import add_tenant
 
@@ -215,4 +215,19 @@ def test_a_change_back_a_day_later_trims_the_pending_credit_to_the_day_between()
         ("credit", Period(D(2024, 1, 1), D(2024, 1, 2)), "-0.16"),
         ("prorated", Period(D(2024, 1, 1), D(2024, 1, 2)), "0.32"),
         ("recurring", Period(D(2024, 2, 1), D(2024, 3, 1)), "5.00"),
+    ]
+
+
+def test_a_service_moving_away_takes_no_credit_of_an_earlier_change_past_the_move() -> None:
+    # Two units on 1 January (January at one unit credited on the February invoice), then moved to
+    # quarterly terms the same day: the old subscription credits January on the day of the move,
+    # not a month after the quarterly subscription charged it.
+    run = Run(subscribe(D(2024, 1, 1), terms("5.00"))).to(D(2024, 1, 1))
+    change = ServiceChange("p1", "Pro", run.service.terms, 2)
+    run.request(ActionKind.CHANGE, D(2024, 1, 1), change=change).to(D(2024, 1, 1))
+    quarterly = replace(terms("5.00"), cycle=Cycle.QUARTER)
+    run.request(ActionKind.CHANGE, D(2024, 1, 1), change=ServiceChange("p1", "Pro", quarterly, 1)).to(D(2024, 3, 1))
+    assert [(i.billing_date, i.issue_date, lines) for i, lines in zip(run.invoices, lines(run), strict=True)] == [
+        (D(2024, 1, 1), D(2024, 1, 1), [("recurring", Period(D(2024, 1, 1), D(2024, 2, 1)), "5.00")]),
+        (D(2024, 1, 1), D(2024, 1, 1), [("credit", Period(D(2024, 1, 1), D(2024, 2, 1)), "-5.00")]),
     ]

@@ -339,6 +339,12 @@ def _change(effect: _Effect, service: Service) -> tuple[Service, str]:
             changed = replace(changed, billed_through=billed_ahead)
         what = f"{what}; the old price is settled to {on}"
     if moving:
+        # It leaves settled: what it still has pending here goes on this subscription's invoice
+        # of the day (a credit of an earlier change included), before it is billed there.
+        effect.adjustments = tuple(
+            replace(a, run_on=on) if a.line.service_id == service.id and a.run_on > on else a
+            for a in effect.adjustments
+        )
         effect.move(changed, key)
         what = f"{what}; moved to the contact's {key.cycle.adjective} {key.billing_model.value} subscription"
     return changed, what
