@@ -10,6 +10,7 @@ from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.params import Path
 from aws_lambda_powertools.event_handler.router import APIGatewayRouter
 from billow.domain.actions import ActionKind
+from billow.domain.errors import InvalidInput, NotFound
 from billow.services import actions, views
 from billow.services.actions import ActionRequest, ActionResult
 from billow.services.billing import MAX_CYCLES_AHEAD
@@ -101,7 +102,9 @@ def _respond(result: ActionResult) -> Response[dict[str, Any]]:
 def _act(subscription_id: str, body: When, request: ActionRequest) -> Response[dict[str, Any]]:
     event = router.current_event
     ctx = current_tenant(event)
-    with idempotent(event, ctx, body) as ids:
+    # A refused action is logged and its key replays the refusal (`actions.request_action`); one
+    # scheduled but not executed is resumed by its retry: only invalid requests release the key.
+    with idempotent(event, ctx, body, released=(InvalidInput, NotFound)) as ids:
         result = actions.request_action(
             store, ctx, subscription_id, request, clock=clock, numbers=numbers, new_id=ids.new_id, keyed=ids.keyed
         )

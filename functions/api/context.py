@@ -10,9 +10,9 @@ from typing import Any
 from aws_lambda_powertools.event_handler import Response, content_types
 from aws_lambda_powertools.event_handler.exceptions import UnauthorizedError
 from aws_lambda_powertools.utilities.data_classes import APIGatewayProxyEvent
-from billow.domain.errors import InvalidInput, NotFound
+from billow.domain.errors import DomainError, InvalidInput
 from billow.services.context import TenantContext, keyed_ids, new_id
-from billow.services.idempotency import RETENTION, claim_key, fingerprint
+from billow.services.idempotency import RETENTION, bound_key, claim_key, fingerprint
 from billow.services.tenants import tenant_context
 from pydantic import BaseModel
 from runtime import clock, store
@@ -57,12 +57,13 @@ def idempotent(
     *,
     reference: tuple[str, str] | None = None,
     header: bool = True,
+    released: tuple[type[DomainError], ...] = (DomainError,),
 ) -> Iterator[RequestIds]:
-    """Claim the request's idempotency key for this request (`billow.services.idempotency`): the
+    """Run the request under its idempotency key (`billow.services.idempotency.bound_key`): the
     `Idempotency-Key` header (unless `header` is False), or with `reference` = (scope, value) a
-    body field acting as one. The ids are derived from the key when there is one. A request
-    refused as invalid (422, 404) wrote nothing and releases a key it claimed, so the corrected
-    request may use the key again."""
+    body field acting as one. The ids are derived from the key when there is one. A request refused
+    with an error of the `released` kinds wrote nothing and releases a key it claimed, so the
+    corrected request may use it again; another refusal is the request's answer and keeps it."""
     if reference is not None:
         scope, key, field, retention = f"{ctx.mode}:{reference[0]}", reference[1], "reference", None
     else:
@@ -73,22 +74,12 @@ def idempotent(
         if len(given) > 255:
             raise InvalidInput("Idempotency-Key is at most 255 characters", field="Idempotency-Key")
         scope, key, field, retention = f"{ctx.mode}:Idempotency-Key", given, "Idempotency-Key", RETENTION
+    request = request_fingerprint(event, body)
     claimed = claim_key(
-        store,
-        ctx.tenant_id,
-        scope=scope,
-        key=key,
-        request=request_fingerprint(event, body),
-        field=field,
-        clock=clock,
-        retention=retention,
+        store, ctx.tenant_id, scope=scope, key=key, request=request, field=field, clock=clock, retention=retention
     )
-    try:
+    with bound_key(store, ctx.tenant_id, claimed, clock=clock, released=released):
         yield RequestIds(keyed_ids(f"{ctx.tenant_id}:{claimed.claim.nonce}", key), keyed=True, replay=claimed.seen)
-    except (InvalidInput, NotFound):
-        if not claimed.seen:
-            store.release_idempotency_key(ctx.tenant_id, claimed.claim)
-        raise
 
 
 def created(body: dict[str, Any], status: int, *, replay: bool) -> Response[dict[str, Any]]:

@@ -55,7 +55,33 @@ def refuse_unknown_query_parameters(app: APIGatewayRestResolver, next_middleware
     return next_middleware(app)
 
 
-app.use(middlewares=[refuse_unknown_query_parameters])
+def methods_at(path: str) -> list[str]:
+    """The methods `path` takes. A path a static route names is that route's alone: a parameter
+    does not take it (`/orders/quote` is not `/orders/{order_id}`), as API Gateway routes."""
+    static = {route.method for route in app._static_routes if route.rule.match(path)}
+    return sorted(static or {route.method for route in app._dynamic_routes if route.rule.match(path)})
+
+
+def method_not_allowed(path: str, allowed: list[str]) -> Response[Any]:
+    method = app.current_event.http_method.upper()
+    return error_response(
+        405,
+        "route.method_not_allowed",
+        f"{path} does not take {method}; it takes {', '.join(allowed)}",
+        headers={"Allow": ", ".join(allowed)},
+    )
+
+
+def static_paths_are_their_own(app: APIGatewayRestResolver, next_middleware: NextMiddleware) -> Response[Any]:
+    """Powertools matches a parameter against a static route's path under another method (GET
+    /orders/quote was GET /orders/{order_id} with the id "quote"): refused as `methods_at` says."""
+    route, path = app.context.get("_route"), app.current_event.path
+    if route is not None and route in app._dynamic_routes and any(r.rule.match(path) for r in app._static_routes):
+        return method_not_allowed(path, methods_at(path))
+    return next_middleware(app)
+
+
+app.use(middlewares=[static_paths_are_their_own, refuse_unknown_query_parameters])
 app.include_router(catalog.router)
 app.include_router(contacts.router)
 app.include_router(orders.router)
@@ -94,11 +120,11 @@ def invalid_request(error: RequestValidationError) -> Response[Any]:
 
 @app.exception_handler(RequestUnsupportedContentType)
 def unsupported_media_type(error: RequestUnsupportedContentType) -> Response[Any]:
-    content_type = app.current_event.headers.get("content-type", "")
+    content_type = app.current_event.headers.get("content-type") or "a body without a Content-Type"
     return error_response(
         415,
         "request.unsupported_media_type",
-        f"bodies are JSON (Content-Type: application/json), not {content_type}",
+        f"bodies are JSON (Content-Type: application/json, UTF-8), not {content_type[:100]}",
         [{"field": "Content-Type", "reason": "unsupported content type"}],
     )
 
@@ -108,16 +134,9 @@ def no_route(_: NotFoundError) -> Response[Any]:
     """No route matches: 405 with `Allow` when the path is known under other methods, else 404.
     Powertools answers neither in our shape, so both are decided here against its routes."""
     path = app.current_event.path
-    routes = [*app._static_routes, *app._dynamic_routes]  # the resolver's own route table
-    allowed = sorted({route.method for route in routes if route.rule.match(path)})
+    allowed = methods_at(path)
     if allowed:
-        method = app.current_event.http_method.upper()
-        return error_response(
-            405,
-            "route.method_not_allowed",
-            f"{path} does not take {method}; it takes {', '.join(allowed)}",
-            headers={"Allow": ", ".join(allowed)},
-        )
+        return method_not_allowed(path, allowed)
     return error_response(404, "route.not_found", f"no route {path}")
 
 

@@ -2,21 +2,30 @@
 
 from __future__ import annotations
 
-from datetime import date
-from typing import Annotated
+from typing import Annotated, Any
 
 from billow.domain.calendar import Cycle
 from billow.domain.catalog import BillingModel, PricingModel
 from billow.domain.invoices import InvoiceKind, PaymentMethod
 from billow.domain.rules import Alignment
-from billow.services.inputs import Amount, BillingDay, BillingInstant, Body, Currency
+from billow.services.inputs import Amount, BillingDay, BillingInstant, Body, Currency, Day, FromString, Name
 
 __all__ = ["Amount", "BillingDay", "Body", "Currency", "Cursor", "Id", "InvoiceKind", "Limit"]
 from aws_lambda_powertools.event_handler.openapi.params import Query
-from pydantic import Field
+from pydantic import BeforeValidator, Field
+from pydantic_core import PydanticKnownError
 
 Id = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_\-]+$")]
-Limit = Annotated[int, Query(ge=1, le=100, description="most items on one page")]
+
+
+def _digits(value: Any) -> Any:
+    """A query parameter is text: a count is ASCII digits only (pydantic would take " 5" or "5_0")."""
+    if (isinstance(value, str) and not value.isascii()) or (isinstance(value, str) and not value.isdigit()):
+        raise PydanticKnownError("int_parsing")
+    return value
+
+
+Limit = Annotated[int, Field(ge=1, le=100), BeforeValidator(_digits), Query(description="most items on one page")]
 Cursor = Annotated[
     str | None,
     Query(max_length=2000, description="the `cursor` of the previous page; a page may be short, follow until null"),
@@ -26,12 +35,12 @@ Cursor = Annotated[
 class PriceTermsBody(Body):
     price: Amount
     currency: Currency
-    cycle: Cycle
-    billing_model: BillingModel = BillingModel.ADVANCE
-    pricing_model: PricingModel = PricingModel.FLAT
+    cycle: FromString[Cycle]
+    billing_model: FromString[BillingModel] = BillingModel.ADVANCE
+    pricing_model: FromString[PricingModel] = PricingModel.FLAT
     setup_fee: Amount | None = None
     trial_days: int = Field(default=0, ge=0, le=366, description="days at the start that are not charged")
-    alignment: Alignment | None = Field(
+    alignment: FromString[Alignment] | None = Field(
         default=None, description="overrides the business's alignment when added to an existing subscription"
     )
     meter: str | None = Field(
@@ -50,7 +59,7 @@ class PriceTermsBody(Body):
 class ProductBody(Body):
     multiline = frozenset({"description"})
 
-    name: str = Field(min_length=1, max_length=200)
+    name: Name = Field(min_length=1, max_length=200)
     description: str = Field(default="", max_length=2000)
     terms: list[PriceTermsBody] = Field(default_factory=list, max_length=50)
 
@@ -60,7 +69,7 @@ class ProductPatchBody(Body):
 
     multiline = frozenset({"description"})
 
-    name: str | None = Field(default=None, min_length=1, max_length=200)
+    name: Name | None = Field(default=None, min_length=1, max_length=200)
     description: str | None = Field(default=None, max_length=2000)
 
 
@@ -69,12 +78,12 @@ class PriceTermsPatchBody(Body):
 
     price: Amount | None = None
     currency: Currency | None = None
-    cycle: Cycle | None = None
-    billing_model: BillingModel | None = None
-    pricing_model: PricingModel | None = None
+    cycle: FromString[Cycle] | None = None
+    billing_model: FromString[BillingModel] | None = None
+    pricing_model: FromString[PricingModel] | None = None
     setup_fee: Amount | None = None
     trial_days: int | None = Field(default=None, ge=0, le=366)
-    alignment: Alignment | None = None
+    alignment: FromString[Alignment] | None = None
     meter: str | None = Field(default=None, max_length=64, pattern=r"^[a-z0-9_]+$")
     term_cycles: int | None = Field(default=None, ge=1, le=120)
     auto_renew: bool | None = None
@@ -97,24 +106,24 @@ class MoneyBody(Body):
 
 
 class ContactBody(Body):
-    name: str = Field(min_length=1, max_length=200)
+    name: Name = Field(min_length=1, max_length=200)
     email: str = Field(pattern=r"^[^@\s]+@[^@\s]+$", max_length=254)
     billing_address: AddressBody | None = None
     classification: str | None = Field(default=None, max_length=50)
     credit_limit: MoneyBody | None = None
-    preferred_payment_method: PaymentMethod | None = None
+    preferred_payment_method: FromString[PaymentMethod] | None = None
 
 
 class ContactPatchBody(Body):
     """Only the fields given change; `null` clears an optional one (billing_address,
     classification, credit_limit, preferred_payment_method)."""
 
-    name: str | None = Field(default=None, min_length=1, max_length=200)
+    name: Name | None = Field(default=None, min_length=1, max_length=200)
     email: str | None = Field(default=None, pattern=r"^[^@\s]+@[^@\s]+$", max_length=254)
     billing_address: AddressBody | None = None
     classification: str | None = Field(default=None, max_length=50)
     credit_limit: MoneyBody | None = None
-    preferred_payment_method: PaymentMethod | None = None
+    preferred_payment_method: FromString[PaymentMethod] | None = None
 
 
 class OrderItemBody(Body):
@@ -152,6 +161,6 @@ class AdvanceClockBody(Body):
 class ManualPaymentBody(Body):
     amount: Amount
     currency: Currency
-    method: PaymentMethod = PaymentMethod.BANK_TRANSFER
+    method: FromString[PaymentMethod] = PaymentMethod.BANK_TRANSFER
     reference: str = Field(min_length=1, max_length=100, description="bank reference; idempotency key")
-    received_on: date
+    received_on: Day

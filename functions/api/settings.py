@@ -10,8 +10,9 @@ from billow.domain.calendar import WEEKDAYS
 from billow.domain.policy import Timing, TrialLimit
 from billow.domain.rules import Alignment, BillingRules, CalendarMode, ServiceState, weekday_number
 from billow.domain.tenants import TenantSettings
+from billow.services.inputs import FromString, Name
 from billow.services.tenants import update_billing_rules, update_profile, update_subscription_policy
-from pydantic import Field
+from pydantic import Field, Strict
 from runtime import store
 
 from api.context import current_tenant
@@ -25,16 +26,16 @@ Weekday = Literal["monday", "tuesday", "wednesday", "thursday", "friday", "satur
 class BillingRulesBody(Body):
     """Only the rules given change; `null` clears an optional one (threshold, cut-off)."""
 
-    calendar: CalendarMode | None = None
+    calendar: FromString[CalendarMode] | None = None
     period_day: int | None = Field(default=None, ge=1, le=31)
     period_weekday: Weekday | None = None
     threshold_day: int | None = Field(default=None, ge=1, le=31)
     threshold_weekday: Weekday | None = None
-    alignment: Alignment | None = None
+    alignment: FromString[Alignment] | None = None
     bill_days_before: int | None = Field(default=None, ge=0, le=28)
     post_bill_cutoff_day: int | None = Field(default=None, ge=1, le=31)
-    billable_states: list[ServiceState] | None = Field(default=None, min_length=1)
-    non_creditable_states: list[ServiceState] | None = None
+    billable_states: list[FromString[ServiceState]] | None = Field(default=None, min_length=1)
+    non_creditable_states: list[FromString[ServiceState]] | None = None
 
 
 _CLEARABLE = {"threshold_day", "threshold_weekday", "post_bill_cutoff_day"}
@@ -86,13 +87,13 @@ Days = Annotated[int, Field(ge=0, le=3660)]
 class SubscriptionPolicyBody(Body):
     """Only the rules given change; `null` clears a pause limit."""
 
-    trial_limit: TrialLimit | None = None
+    trial_limit: FromString[TrialLimit] | None = None
     trial_extension: bool | None = None
     max_trial_extension_days: Days | None = None
-    cancel_in_contract: Timing | None = None
-    cancel_out_of_contract: Timing | None = None
-    upgrade: Timing | None = None
-    downgrade: Timing | None = None
+    cancel_in_contract: FromString[Timing] | None = None
+    cancel_out_of_contract: FromString[Timing] | None = None
+    upgrade: FromString[Timing] | None = None
+    downgrade: FromString[Timing] | None = None
     regret_days: Days | None = None
     pause_max_times: Days | None = None
     pause_max_days: Days | None = None
@@ -109,12 +110,15 @@ class SubscriptionPolicyBody(Body):
         default=None, max_length=50, description="account classification -> most non-churned services"
     )
     reasons: (
-        dict[ActionKind, Annotated[list[Annotated[str, Field(min_length=1, max_length=200)]], Field(min_length=1)]]
+        dict[
+            FromString[ActionKind],
+            Annotated[list[Annotated[str, Field(min_length=1, max_length=200)]], Field(min_length=1)],
+        ]
         | None
     ) = Field(default=None, description="per action, the reasons a request must choose from (at least one)")
     tier_paths: list[list[ProductId]] | None = Field(default=None, max_length=50)
     requires: dict[ProductId, list[ProductId]] | None = Field(default=None, max_length=200)
-    excludes: list[tuple[ProductId, ProductId]] | None = Field(default=None, max_length=200)
+    excludes: list[Annotated[tuple[ProductId, ProductId], Strict(False)]] | None = Field(default=None, max_length=200)
 
 
 _POLICY_CLEARABLE = {"pause_max_times", "pause_max_days"}
@@ -137,7 +141,7 @@ def patch_subscription_policy(body: SubscriptionPolicyBody) -> dict[str, Any]:
 class ProfileBody(Body):
     """Only the fields given change."""
 
-    name: str | None = Field(default=None, min_length=1, max_length=200)
+    name: Name | None = Field(default=None, min_length=1, max_length=200)
     timezone: str | None = Field(default=None, min_length=1, max_length=64, description="an IANA time zone name")
     invoice_prefix: str | None = Field(default=None, min_length=1, max_length=10, pattern=r"^[A-Za-z0-9]+$")
     payment_terms_days: int | None = Field(default=None, ge=0, le=365)

@@ -93,3 +93,35 @@ def test_6_settings_changes_at_once_all_survive(api: HttpClient, round_: int) ->
     assert [r.status for r in replies] == [200] * len(changes), [r.body for r in replies]
     stored: dict[str, Any] = api.get("/settings").body["subscriptions"]
     assert {name: stored[name] for c in changes for name in c} == {k: v for c in changes for k, v in c.items()}
+
+
+def test_one_reference_sent_with_15_refused_bodies_and_one_valid_at_once_places_the_valid_order(
+    api: HttpClient,
+) -> None:
+    """While the request holding a reference executes, another body with it is told to retry (409
+    `idempotency.in_progress`), never that the reference is taken; a refused holder releases it."""
+    contact, good, gone = make_contact(api), make_product(api, ADVANCE), make_product(api, ADVANCE, name="Old")
+    assert api.post(f"/products/{gone['id']}/archive").status == 200
+
+    def order(product: dict[str, Any]) -> Callable[[], Reply]:
+        items = [{"product_id": product["id"], "terms_id": product["terms"][0]["id"]}]
+        return lambda: api.post("/orders", {"contact_id": contact["id"], "items": items, "reference": "po-race"})
+
+    replies = at_once([order(gone)] * 8 + [order(good)] + [order(gone)] * 7)
+    valid, refused = replies[8], replies[:8] + replies[9:]
+
+    in_progress = (409, "idempotency.in_progress")
+    assert (valid.status, valid.body.get("error")) in {(201, None), in_progress}, valid.body
+    outcomes = Counter((r.status, r.body.get("error")) for r in refused)
+    assert set(outcomes) <= {(409, "catalog.product_archived"), in_progress, (422, "idempotency.key_reused")}, outcomes
+    if outcomes[(422, "idempotency.key_reused")]:  # only once the valid order holds the reference
+        assert valid.status == 201
+    retry = order(good)()
+    for _ in range(20):  # a holder still executing (another request racing the retry) answers shortly
+        if retry.status != 409:
+            break
+        retry = order(good)()
+    assert retry.status in (200, 201), retry.body
+    assert retry.status == (200 if valid.status == 201 else 201)
+    invoiced = [i["subscription_id"] for i in api.get(f"/contacts/{contact['id']}/invoices").body["items"]]
+    assert invoiced == [retry.body["order"]["services"][0]["subscription_id"]]  # one order, billed once

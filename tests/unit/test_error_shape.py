@@ -50,6 +50,16 @@ def test_a_known_path_with_another_method_is_a_405_naming_the_allowed_ones(api: 
     assert one.status == 405 and one.headers["Allow"] == "GET, PATCH"
 
 
+@pytest.mark.parametrize("method", ["OPTIONS", "GET", "DELETE"])
+def test_a_static_path_takes_only_its_own_methods_not_a_parameters(api: InProcessClient, method: str) -> None:
+    reply = api.request(method, "/orders/quote")  # not the order "quote" of GET /orders/{order_id}
+    assert (reply.status, reply.headers.get("Allow")) == (405, "POST"), reply.body
+    assert_shape(reply.body, "route.method_not_allowed")
+    order = api.request("OPTIONS", "/orders/ord_1")
+    assert (order.status, order.headers.get("Allow")) == (405, "GET")
+    assert api.get("/orders/ord_1").body["error"] == "resource.not_found"
+
+
 def test_a_body_that_is_not_json_is_a_415_in_the_error_shape(api: InProcessClient) -> None:
     reply = api.post("/contacts", raw=b"name=Ann", headers={"Content-Type": "text/plain"})
     assert reply.status == 415

@@ -221,3 +221,102 @@ def test_an_action_crashed_between_scheduling_and_executing_is_executed_once_by_
     assert [(a["id"], a["status"]) for a in log] == [(pending["id"], "executed")]
     kinds = sorted(i["kind"] for i in api.get(f"/contacts/{contact_id}/invoices").body["items"])
     assert kinds == ["credit_note", "invoice"]  # credited once
+
+
+def test_a_refused_order_leaves_its_reference_free_for_the_corrected_order(api: InProcessClient) -> None:
+    contact, good, gone = make_contact(api), make_product(api, ADVANCE), make_product(api, ADVANCE, name="Old")
+    assert api.post(f"/products/{gone['id']}/archive").status == 200
+
+    def order(product: dict[str, Any]) -> Reply:
+        items = [{"product_id": product["id"], "terms_id": product["terms"][0]["id"]}]
+        return api.post("/orders", {"contact_id": contact["id"], "items": items, "reference": "po-123"})
+
+    refused = order(gone)
+    assert (refused.status, refused.body["error"]) == (409, "catalog.product_archived"), refused.body
+    corrected = order(good)
+    assert corrected.status == 201, corrected.body
+    assert corrected.body["order"]["reference"] == "po-123"
+    again = order(gone)  # now the reference is bound to the order placed
+    assert (again.status, again.body["error"]) == (422, "idempotency.key_reused"), again.body
+
+
+def test_refused_terms_leave_their_key_free_for_the_corrected_request(api: InProcessClient) -> None:
+    product = make_product(api, ADVANCE)
+    assert api.post(f"/products/{product['id']}/archive").status == 200
+    path, terms = f"/products/{product['id']}/terms", {**ADVANCE, "cycle": "year"}
+    refused = api.post(path, terms, **keyed("terms-409"))
+    assert (refused.status, refused.body["error"]) == (409, "catalog.product_archived"), refused.body
+    assert api.post(f"/products/{product['id']}/unarchive").status == 200
+    corrected = api.post(path, {**terms, "price": "90.00"}, **keyed("terms-409"))
+    assert corrected.status == 201, corrected.body
+
+
+def _while_placing(api: InProcessClient, monkeypatch: pytest.MonkeyPatch, during: Callable[[], Reply]) -> list[Reply]:
+    """Run `during` while an order is being placed (after its reference is claimed, before it is
+    stored), as another request would arrive from another container; its replies are returned."""
+    from billow.services import ordering
+
+    original, replies = ordering.place_order, []
+
+    def place_order(*args: Any, **kwargs: Any) -> Any:
+        replies.append(during())
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(ordering, "place_order", place_order)
+    return replies
+
+
+def test_a_reference_held_by_an_executing_request_answers_in_progress_then_key_reused(
+    api: InProcessClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = _order(api, {}, "po-9")  # makes the product and the contact before the patch
+    assert first.status == 201
+    other_body = {"start_date": "2031-01-01"}
+    during = _while_placing(api, monkeypatch, lambda: _order(api, other_body, "po-10"))
+    placed = _order(api, {}, "po-10")
+    monkeypatch.undo()
+    assert placed.status == 201, placed.body
+    (busy,) = during
+    assert (busy.status, busy.body["error"]) == (409, "idempotency.in_progress"), busy.body
+    assert busy.body["fields"][0]["field"] == "reference"
+    after = _order(api, other_body, "po-10")  # the holder has answered: the reference is bound
+    assert (after.status, after.body["error"]) == (422, "idempotency.key_reused"), after.body
+
+
+def test_a_reference_held_by_a_request_then_refused_is_free_for_the_next(
+    api: InProcessClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert _order(api, {}, "po-1").status == 201
+    bad = {"items": [{"product_id": "prod_none", "terms_id": "terms_none"}]}
+    during = _while_placing(api, monkeypatch, lambda: _order(api, {}, "po-2"))
+    refused = _order(api, bad, "po-2")
+    monkeypatch.undo()
+    assert (refused.status, refused.body["error"]) == (404, "resource.not_found"), refused.body
+    assert (during[0].status, during[0].body["error"]) == (409, "idempotency.in_progress"), during[0].body
+    retry = _order(api, {}, "po-2")
+    assert retry.status == 201, retry.body
+
+
+def test_a_claim_is_in_progress_while_its_request_may_run_then_bound(moto_table: str) -> None:
+    from billow.services.idempotency import EXECUTING_AT_MOST, bound_key
+
+    store, clock = DynamoStore(), At(datetime(2026, 3, 1, 9, tzinfo=UTC))
+    first, other = fingerprint("POST", "/contacts", {"name": "Ann"}), fingerprint("POST", "/contacts", {"name": "Bob"})
+
+    def claim(request: str) -> Any:
+        return claim_key(store, "t1", scope="k", key="key-1", request=request, field="Idempotency-Key", clock=clock)
+
+    made = claim(first)  # its request crashes: the claim is never marked done
+    assert not made.claim.done
+    clock.at += EXECUTING_AT_MOST - timedelta(seconds=1)
+    with pytest.raises(Exception, match="still being executed") as busy:
+        claim(other)
+    assert getattr(busy.value, "code", None) == "idempotency.in_progress"
+    clock.at += timedelta(seconds=2)  # it cannot be running any more
+    with pytest.raises(Exception, match="first used with another request"):
+        claim(other)
+    kw: dict[str, Any] = {"scope": "k", "field": "Idempotency-Key", "clock": clock}
+    with bound_key(store, "t1", claim_key(store, "t1", key="key-2", request=first, **kw), clock=clock):
+        pass  # answered at once
+    with pytest.raises(Exception, match="first used with another request"):
+        claim_key(store, "t1", key="key-2", request=other, **kw)

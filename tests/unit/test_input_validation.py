@@ -101,6 +101,42 @@ def test_json_with_a_charset_is_json(api: InProcessClient) -> None:
     assert reply.status == 201, reply.body
 
 
+@pytest.mark.parametrize(
+    "content_type", ["APPLICATION/JSON", "Application/Json; Charset=UTF-8", 'application/json;charset="utf-8"']
+)
+def test_a_json_media_type_is_json_in_any_case(api: InProcessClient, content_type: str) -> None:
+    reply = api.post(
+        "/contacts", raw=b'{"name": "Ann", "email": "a@example.com"}', headers={"Content-Type": content_type}
+    )
+    assert reply.status == 201, reply.body
+
+
+@pytest.mark.parametrize(
+    "content_type", ["application/json; charset=latin-1", "application/json; charset=utf-16", None]
+)
+def test_json_in_another_charset_or_a_body_without_a_type_is_a_415(
+    api: InProcessClient, content_type: str | None
+) -> None:
+    body = b'{"name": "Ann", "email": "a@example.com"}'  # what the charset names is refused, whatever it holds
+    headers = {"Authorization": f"Bearer {KEY}"} | ({"Content-Type": content_type} if content_type else {})
+    reply = api.send("POST", "/contacts", headers, body)
+    refused(reply, 415, "request.unsupported_media_type", "Content-Type")
+    assert api.get("/contacts").body["items"] == []
+
+
+def test_a_route_that_takes_no_body_refuses_a_body_that_is_not_json_and_ignores_json(api: InProcessClient) -> None:
+    product = make_product(api)
+    archive = f"/products/{product['id']}/archive"
+    refused(
+        api.post(archive, raw=b"now", headers={"Content-Type": "text/plain"}), 415, "request.unsupported_media_type"
+    )
+    refused(
+        api.send("POST", archive, {"Authorization": f"Bearer {KEY}"}, b"now"), 415, "request.unsupported_media_type"
+    )
+    assert api.get(f"/products/{product['id']}").body["archived"] is False
+    assert api.post(archive, raw=b"{}").body["archived"] is True
+
+
 # -- point 8: amounts parsed exactly from their string, against their currency's decimals -------------
 def terms(price: str = "10.00", currency: str = "USD", **more: str) -> dict[str, object]:
     return {"price": price, "currency": currency, "cycle": "month", "billing_model": "advance", **more}
@@ -317,9 +353,7 @@ def test_a_product_description_may_span_lines(api: InProcessClient) -> None:
 def test_a_debt_threshold_is_money_in_a_currency(api: InProcessClient) -> None:
     settings = "/settings/subscriptions"
     refused(api.patch(settings, {"debt_threshold": "100.00"}), 422, "request.validation_failed", "debt_threshold")
-    refused(
-        api.patch(settings, {"debt_threshold": {"USD": "1e2"}}), 422, "money.not_a_decimal", "debt_threshold.USD"
-    )
+    refused(api.patch(settings, {"debt_threshold": {"USD": "1e2"}}), 422, "money.not_a_decimal", "debt_threshold.USD")
     for currency, amount in [("USD", "100.001"), ("JPY", "10000.5"), ("KWD", "1.0001")]:
         reply = api.patch(settings, {"debt_threshold": {currency: amount}})
         refused(reply, 422, "money.too_many_decimals", f"debt_threshold.{currency}")
@@ -401,3 +435,88 @@ def test_the_rules_themselves_refuse_no_billable_states_and_empty_reason_lists()
         SubscriptionPolicy.from_json({"reasons": {"cancel": []}})
     assert (caught.value.code, caught.value.field) == ("policy.no_reasons", "reasons.cancel")
     assert SubscriptionPolicy.from_json({"reasons": {"cancel": ["moved"]}}).reasons == {ActionKind.CANCEL: ("moved",)}
+
+
+# -- strict JSON types: a mistyped field is refused, never converted ----------------------------------
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("/settings/billing", {"bill_days_before": False}, "bill_days_before"),
+        ("/settings/billing", {"period_day": 5.0}, "period_day"),
+        ("/settings/subscriptions", {"grace_max_days": "30"}, "grace_max_days"),
+        ("/settings/subscriptions", {"grace_max_days": 30.0}, "grace_max_days"),
+        ("/settings/subscriptions", {"trial_extension": "true"}, "trial_extension"),
+        ("/settings/subscriptions", {"max_services": {"gold": "3"}}, "max_services"),
+        ("/settings/profile", {"payment_terms_days": "14"}, "payment_terms_days"),
+        ("/settings/profile", {"name": 7}, "name"),
+    ],
+)
+def test_a_setting_of_the_wrong_json_type_is_refused_and_not_changed(
+    api: InProcessClient, path: str, body: dict[str, object], field: str
+) -> None:
+    before = api.get("/settings").body
+    refused(api.patch(path, body), 422, "request.validation_failed", field)
+    assert api.get("/settings").body == before
+
+
+@pytest.mark.parametrize(
+    ("given", "field"),
+    [
+        ({"auto_renew": "yes"}, "auto_renew"),
+        ({"auto_renew": 0}, "auto_renew"),
+        ({"trial_days": "3"}, "trial_days"),
+        ({"trial_days": 3.0}, "trial_days"),
+        ({"term_cycles": True}, "term_cycles"),
+        ({"cycle": 1}, "cycle"),
+    ],
+)
+def test_terms_of_the_wrong_json_type_are_refused(api: InProcessClient, given: dict[str, object], field: str) -> None:
+    before = item_count()
+    refused(product_with(api, **{**terms(), **given}), 422, "request.validation_failed", f"terms[0].{field}")
+    assert item_count() == before
+
+
+def test_days_instants_and_choices_are_read_from_their_json_strings_only(api: InProcessClient) -> None:
+    good = make_product(api, {**terms(), "term_cycles": 12, "auto_renew": False, "trial_days": 3, "cycle": "year"})
+    assert (good["terms"][0]["cycle"], good["terms"][0]["auto_renew"], good["terms"][0]["trial_days"]) == (
+        "year",
+        False,
+        3,
+    )
+    contact = make_contact(api)
+    item = {"product_id": good["id"], "terms_id": good["terms"][0]["id"]}
+    order = {"contact_id": contact["id"], "items": [item]}
+    refused(api.post("/orders", {**order, "start_date": 0}), 422, "request.validation_failed", "start_date")
+    refused(api.post("/orders", {**order, "items": [{**item, "quantity": "2"}]}), 422, "request.validation_failed")
+    clock = f"/contacts/{contact['id']}/test-clock"
+    refused(api.post(clock, {"frozen_time": 1767225600}), 422, "request.validation_failed", "frozen_time")
+    assert api.post(clock, {"frozen_time": "2026-01-01T00:00:00Z"}).status == 201
+    placed = api.post("/orders", {**order, "start_date": "2026-01-01"})
+    assert placed.status == 201, placed.body
+
+
+@pytest.mark.parametrize("limit", ["%205", "5%20", "5.0", "%2B5", "5_0", "%D9%A5", "0", "101"])
+def test_a_page_size_is_plain_digits_from_1_to_100(api: InProcessClient, limit: str) -> None:
+    refused(api.get(f"/products?limit={limit}"), 422, "request.validation_failed", "limit")
+
+
+def test_a_page_size_in_digits_is_taken(api: InProcessClient) -> None:
+    make_product(api, terms())
+    make_product(api, terms())
+    assert len(api.get("/products?limit=1").body["items"]) == 1
+    assert len(api.get("/products?limit=100").body["items"]) == 2
+
+
+# -- names show something -----------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["\u200b", "\ufeff", "\u202e", "\u2028", "\u200b \u2060\u3000", "\u00a0\u2029"])
+def test_a_name_of_only_invisible_characters_is_refused(api: InProcessClient, name: str) -> None:
+    before = item_count()
+    refused(api.post("/contacts", {"name": name, "email": "a@example.com"}), 422, "request.validation_failed", "name")
+    refused(api.post("/products", {"name": name}), 422, "request.validation_failed", "name")
+    refused(api.patch("/settings/profile", {"name": name}), 422, "request.validation_failed", "name")
+    assert item_count() == before
+
+
+def test_a_name_with_invisible_characters_among_visible_ones_is_kept(api: InProcessClient) -> None:
+    reply = api.post("/contacts", {"name": "\u200bAnn\u200d", "email": "a@example.com"})
+    assert reply.status == 201 and reply.body["name"] == "\u200bAnn\u200d", reply.body

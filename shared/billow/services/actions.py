@@ -359,18 +359,21 @@ def request_action(
     the same refusal) instead of acting twice. The log is read again after every lost race, and a
     record once written is never replaced by a later attempt's (`Store.log_actions` writes only new
     records; the step's write is conditioned on the subscription's version)."""
-    subscription = subscription_by_id(store, ctx, subscription_id)
-    today = contact_today(store, ctx, subscription.contact_id, clock)
     action_id = new_id("act")
     invoices: list[Invoice] = []
-    for attempt in range(MAX_CONFLICT_RETRIES + 1):
-        if attempt:
-            subscription = subscription_by_id(store, ctx, subscription_id)
+    for _ in range(MAX_CONFLICT_RETRIES + 1):
+        # The subscription first, then the contact's today: moving a test clock moves the
+        # subscription's version on, so a write of an attempt that read the old day loses and the
+        # next attempt reads the new one.
+        subscription = subscription_by_id(store, ctx, subscription_id)
+        today = contact_today(store, ctx, subscription.contact_id, clock)
         if keyed and (earlier := _logged(store, ctx, subscription, action_id)) is not None:
             return _replay(store, ctx, subscription, earlier, today, numbers)
         # Bring it up to today first: the action is checked against the state it will act on.
         created, subscription = bill_loaded(store, ctx, subscription, today, numbers)
         invoices += created
+        if contact_today(store, ctx, subscription.contact_id, clock) != today:
+            continue  # the clock moved while billing lost a race to it and read back the moved subscription
         action: Action | None = None
         try:
             action = build_action(store, ctx, subscription, request, today, action_id)

@@ -12,7 +12,7 @@ from billow.domain.contacts import Address, Contact, TestClock
 from billow.domain.errors import ConcurrentModification, Conflict, InvalidInput, NotFound
 from billow.domain.lifecycle import FINAL_STATES
 from billow.domain.money import Money
-from billow.services.context import Clock, TenantContext, edit_versioned
+from billow.services.context import MAX_EDIT_RETRIES, Clock, TenantContext, edit_versioned
 from billow.services.ports import Page, Store
 
 
@@ -162,7 +162,11 @@ class ContactTime:
 
 
 def contact_time(store: Store, ctx: TenantContext, contact_id: str, clock: Clock) -> ContactTime:
-    """One read of the contact's clock item; pass the result on rather than reading it again."""
+    """One read of the contact's clock item; pass the result on rather than reading it again.
+
+    A write that depends on it must be conditioned on a version read *before* it: the contact's
+    (an order) or the subscription's it writes (an action), since moving a clock moves both on
+    (`Store.move_clock`). A writer that read the old time then loses, and reads the new one."""
     test_clock = store.get_clock(ctx.scope, contact_id)
     now = test_clock.frozen_time if test_clock is not None else clock.now()
     return ContactTime(now, local_date(now, tenant_zone(ctx.settings.timezone)), test_clock is not None)
@@ -174,26 +178,30 @@ def contact_today(store: Store, ctx: TenantContext, contact_id: str, clock: Cloc
 
 def create_test_clock(store: Store, ctx: TenantContext, contact_id: str, frozen_time: datetime) -> TestClock:
     """Give a test-mode contact its own clock. Only before it has subscriptions: a clock attached
-    later would have to rewrite billing history that real time already made."""
+    later would have to rewrite billing history that real time already made (409
+    `test_clock.after_ordering`). The clock is written conditioned on the contact's version, which
+    every order moves on: of an order and a clock racing, one retries and sees the other (the order
+    then starts on the clock's day, or the clock is refused)."""
     _test_mode_only(ctx)
-    get_contact(store, ctx, contact_id)
-    for _ in range(2):
-        existing = store.get_clock(ctx.scope, contact_id)
+    for _ in range(MAX_EDIT_RETRIES + 1):
+        contact = get_contact(store, ctx, contact_id)  # first: the write is conditioned on its version
+        ordered = store.subscriptions_of(ctx.scope, contact_id)
+        existing = store.get_clock(ctx.scope, contact_id)  # after: orders placed under it are its own
         if existing is not None:
             if existing.frozen_time == frozen_time:
                 return existing  # a retry of the create that made it
             raise Conflict(
                 f"contact {contact_id} already has a test clock; advance it instead", code="test_clock.exists"
             )
-        if store.subscriptions_of(ctx.scope, contact_id):
+        if ordered:
             raise Conflict(
                 f"contact {contact_id} already has subscriptions; attach a test clock before ordering",
                 code="test_clock.after_ordering",
             )
         try:
-            return store.save_clock(ctx.scope, TestClock(contact_id, frozen_time))
+            return store.move_clock(ctx.scope, TestClock(contact_id, frozen_time), contact.version, ())
         except ConcurrentModification:
-            continue  # created concurrently: answer as the loop's first check does
+            continue  # a clock, an order or an edit came first: check again against what it wrote
     raise ConcurrentModification(f"the test clock of contact {contact_id} kept changing; try again")
 
 
@@ -204,9 +212,15 @@ def _test_mode_only(ctx: TenantContext) -> None:
 
 
 def get_test_clock(store: Store, ctx: TenantContext, contact_id: str) -> TestClock:
+    return contact_and_clock(store, ctx, contact_id)[1]
+
+
+def contact_and_clock(store: Store, ctx: TenantContext, contact_id: str) -> tuple[Contact, TestClock]:
+    """The contact, then its test clock, read in that order (a write moving the clock is
+    conditioned on the contact's version read first)."""
     _test_mode_only(ctx)
-    get_contact(store, ctx, contact_id)
+    contact = get_contact(store, ctx, contact_id)
     found = store.get_clock(ctx.scope, contact_id)
     if found is None:
         raise NotFound(f"contact {contact_id} has no test clock", field="contact_id")
-    return found
+    return contact, found

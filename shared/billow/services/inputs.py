@@ -1,13 +1,16 @@
 """Input types shared by every front door (the REST API and the command line): unknown fields
-are refused, text carries no control characters, and amounts are decimal strings, never JSON
-numbers."""
+are refused, every field takes its own JSON type only (an integer is a JSON integer, a flag a JSON
+boolean, text a JSON string: `"30"`, `30.0` or `0` for a flag are refused, never converted), days,
+instants and choices are read from their JSON strings, text carries no control characters, and
+amounts are decimal strings, never JSON numbers."""
 
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Mapping, Sequence
 from datetime import date, datetime
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any, ClassVar, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -16,10 +19,11 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    Strict,
     ValidationInfo,
     field_validator,
 )
-from pydantic_core import PydanticCustomError
+from pydantic_core import PydanticCustomError, PydanticKnownError
 
 from billow.domain.money import AMOUNT_PATTERN, MAX_WHOLE_DIGITS
 
@@ -51,11 +55,27 @@ Amount = Annotated[
     BeforeValidator(_decimal_string),
 ]
 """A non-negative amount, exactly as sent; `Money.parse` checks its decimals against its currency."""
+
+
+def _json_string(value: Any) -> Any:
+    """A day, an instant or a choice is sent as a JSON string: a number is not a day (pydantic
+    would read 0 as 1970-01-01), nor a choice."""
+    if isinstance(value, bool | int | float | list | dict):
+        raise PydanticKnownError("string_type")
+    return value
+
+
+T = TypeVar("T")
+FromString = Annotated[T, Strict(False), BeforeValidator(_json_string)]
+"""A type read from its JSON string in a strict `Body`: a day ("2025-01-31"), an instant or an
+enum's value. (Request bodies are validated as Python objects after JSON parsing, where strict mode
+would take only `date` and enum instances.)"""
+Day = FromString[date]
 EARLIEST_DAY, LATEST_DAY = date(1900, 1, 1), date(2999, 12, 31)
 """Billing days the API accepts: the engine computes periods and catch-ups beyond any day it is
 given, and Python's calendar ends in the year 9999."""
 
-BillingDay = Annotated[date, Field(ge=EARLIEST_DAY, le=LATEST_DAY)]
+BillingDay = FromString[Annotated[date, Field(ge=EARLIEST_DAY, le=LATEST_DAY)]]
 
 
 def _in_range(instant: datetime) -> datetime:
@@ -64,7 +84,7 @@ def _in_range(instant: datetime) -> datetime:
     return instant
 
 
-BillingInstant = Annotated[AwareDatetime, AfterValidator(_in_range)]
+BillingInstant = Annotated[FromString[AwareDatetime], AfterValidator(_in_range)]
 Currency = Annotated[str, Field(min_length=3, max_length=3, pattern=r"^[A-Z]{3}$", examples=["USD"])]
 
 
@@ -89,11 +109,24 @@ def _control_character(value: Any, multiline: bool) -> str | None:
     return None
 
 
+def _visible(text: str) -> str:
+    """Text that shows something: not only spaces, separators (U+2028...) or invisible formatting
+    characters (zero-width U+200B, U+FEFF, direction marks U+202E: Unicode category Cf)."""
+    if not any(not c.isspace() and unicodedata.category(c) not in ("Cf", "Zs", "Zl", "Zp") for c in text):
+        raise ValueError("must show something: not only spaces or invisible characters")
+    return text
+
+
+Name = Annotated[str, AfterValidator(_visible)]
+"""A required name (a product's, a contact's, the business's)."""
+
+
 class Body(BaseModel):
-    """A request body: unknown fields are refused and no text carries a control character (the
+    """A request body: unknown fields are refused, every field takes its JSON type only (strict:
+    days, instants and choices are `FromString`), and no text carries a control character (the
     fields named in `multiline` may hold line breaks and tabs)."""
 
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, strict=True)
     multiline: ClassVar[frozenset[str]] = frozenset()
 
     @field_validator("*", mode="after")

@@ -117,9 +117,12 @@ def place_order(
     """
     if reference is not None and not reference.strip():
         raise InvalidInput("reference must not be blank", field="reference")
-    time = contact_time(store, ctx, contact_id, clock)
     for attempt in range(MAX_CONFLICT_RETRIES + 1):
+        # The contact first, then its clock: the write below is conditioned on the contact's
+        # version, which creating or moving the clock moves on, so an order never lands on a
+        # time that is no longer the contact's (docs/billing.md, test clocks).
         contact = get_contact(store, ctx, contact_id)
+        time = contact_time(store, ctx, contact_id, clock)
         if reference is not None:
             earlier = store.find_order_by_reference(ctx.scope, contact_id, reference)
             if earlier is not None:

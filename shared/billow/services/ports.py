@@ -45,6 +45,10 @@ class IdempotencyClaim:
     used again after its claim expired makes new ids."""
     expires_at: datetime | None
     """None: never expires."""
+    claimed_at: datetime | None = None
+    """When the request that holds it claimed it (None on a claim from before this was kept)."""
+    done: bool = True
+    """The request that claimed it has answered: False while it may still be executing."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +102,11 @@ class Store(Protocol):
         ...
 
     def release_idempotency_key(self, tenant_id: str, claim: IdempotencyClaim) -> None:
-        """Delete `claim` if it still holds its key."""
+        """Delete `claim` if it still holds its key, unfinished."""
+        ...
+
+    def finish_idempotency_key(self, tenant_id: str, claim: IdempotencyClaim) -> None:
+        """Mark `claim` done if it still holds its key, unfinished."""
         ...
 
     # -- catalog --------------------------------------------------------------------------------
@@ -115,6 +123,9 @@ class Store(Protocol):
     def list_contacts(self, scope: Scope, limit: int, cursor: str | None) -> Page[Contact]: ...
     def get_clock(self, scope: Scope, contact_id: str) -> TestClock | None: ...
     def save_clock(self, scope: Scope, clock: TestClock) -> TestClock: ...
+    def move_clock(
+        self, scope: Scope, clock: TestClock, contact_version: int, subscriptions: Sequence[Subscription]
+    ) -> TestClock: ...
 
     # -- orders and subscriptions ---------------------------------------------------------------
     def place_order(

@@ -22,16 +22,16 @@ from billow.domain.preview import (
     dry_run,
 )
 from billow.domain.rules import CalendarMode, weekday_number
-from billow.services.inputs import Amount, BillingDay, Body, Currency
+from billow.services.inputs import Amount, BillingDay, Body, Currency, FromString
 from billow.services.views import draft, money
 
 _TERMS_FIELDS = {"price", "setup_fee", "quantity", "trial_days", "billing_day", "threshold_day"}
 
 
 class PreviewTermsInput(Body):
-    cycle: Cycle
-    billing_model: BillingModel
-    calendar: CalendarMode = CalendarMode.ANNIVERSARY
+    cycle: FromString[Cycle]
+    billing_model: FromString[BillingModel]
+    calendar: FromString[CalendarMode] = CalendarMode.ANNIVERSARY
     billing_day: int | str | None = Field(
         default=None,
         description="1-31; for weekly cycles a weekday, 0 (Monday)-6 or its name; default: from the start date",

@@ -12,26 +12,38 @@ twice or resumed after a crash bills nothing twice; and one advance is bounded
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from billow.domain.calendar import local_date, tenant_zone
+from billow.domain.calendar import Cycle, local_date, tenant_zone
 from billow.domain.contacts import ClockStatus, TestClock
 from billow.domain.errors import ConcurrentModification
 from billow.domain.invoices import Invoice
+from billow.domain.subscriptions import Subscription
 from billow.gateways.invoke import CLOCK_ADVANCE, AsyncInvoker
 from billow.services.billing import MAX_CONFLICT_RETRIES, InvoiceNumbers, bill_subscription
-from billow.services.contacts import get_test_clock
+from billow.services.contacts import contact_and_clock
 from billow.services.context import TenantContext
 from billow.services.ports import Store
 
 
 def advance_limit(store: Store, ctx: TenantContext, clock: TestClock) -> datetime:
     """The furthest instant the clock may be advanced to in one step, from its contact's subscriptions."""
-    return clock.advance_limit(s.key.cycle for s in store.subscriptions_of(ctx.scope, clock.contact_id))
+    return limit_of(clock, store.subscriptions_of(ctx.scope, clock.contact_id))
+
+
+def limit_of(clock: TestClock, subscriptions: Iterable[Subscription]) -> datetime:
+    """The bound of one advance from these subscriptions: their cycles, and those of the price
+    terms their pending changes move services to (an advance executing such a change starts a
+    subscription of that cycle and bills it up to the clock's new day)."""
+    cycles: list[Cycle] = []
+    for subscription in subscriptions:
+        cycles.append(subscription.key.cycle)
+        cycles += (a.change.terms.cycle for a in subscription.actions if a.change is not None)
+    return clock.advance_limit(cycles)
 
 
 def advance_event(ctx: TenantContext, contact_id: str, to: datetime) -> dict[str, Any]:
@@ -49,13 +61,18 @@ def request_advance(
     `to`) hands it to the clock-advance function again: that is how an interrupted advance resumes.
     """
     for _ in range(MAX_CONFLICT_RETRIES):
-        clock = get_test_clock(store, ctx, contact_id)
-        moved = clock.advanced_to(to, advance_limit(store, ctx, clock))
+        # In this order, each read consistently: the contact (its version), the clock, then the
+        # subscriptions the bound is computed from. The move is conditioned on the versions of the
+        # contact and of those subscriptions: an order, a move or an action that came in between
+        # makes it read again and check the bound against what they wrote (Store.move_clock).
+        contact, clock = contact_and_clock(store, ctx, contact_id)
+        subscriptions = store.subscriptions_of(ctx.scope, contact_id)
+        moved = clock.advanced_to(to, limit_of(clock, subscriptions))
         if moved is not clock:
             try:
-                moved = store.save_clock(ctx.scope, moved)
+                moved = store.move_clock(ctx.scope, moved, contact.version, subscriptions)
             except ConcurrentModification:
-                continue  # another request moved it first: answer as that request's outcome allows
+                continue  # another request moved it first, or the subscriptions changed: check again
         invoker.invoke_async(CLOCK_ADVANCE, advance_event(ctx, contact_id, to))
         return moved
     raise ConcurrentModification(f"the test clock of contact {contact_id} kept changing; try again")

@@ -377,8 +377,14 @@ class DynamoStore:
                     held = _get(pk, "IDEM", consistent_read=True)
                 if held is not None:  # else the TTL deleted it in between: claim it again
                     found = json.loads(held.data or "{}")
-                    expires = None if held.expires_at is None else datetime.fromtimestamp(held.expires_at, UTC)
-                    return IdempotencyClaim(claim.key_hash, found["fingerprint"], found["nonce"], expires)
+                    return IdempotencyClaim(
+                        claim.key_hash,
+                        found["fingerprint"],
+                        found["nonce"],
+                        None if held.expires_at is None else datetime.fromtimestamp(held.expires_at, UTC),
+                        None if "claimed_at" not in found else datetime.fromisoformat(found["claimed_at"]),
+                        done=found.get("done", True),  # a claim from before `done` was kept: done
+                    )
         raise ConcurrentModification("the idempotency key kept changing; try again")
 
     def release_idempotency_key(self, tenant_id: str, claim: IdempotencyClaim) -> None:
@@ -386,10 +392,21 @@ class DynamoStore:
         with suppress(Conflict), _translated("idempotency key"):
             BillowItem(pk, "IDEM").delete(condition=BillowItem.data == _dump(body))
 
+    def finish_idempotency_key(self, tenant_id: str, claim: IdempotencyClaim) -> None:
+        pk, body = self._claim_key(tenant_id, claim)
+        finished = _dump(self._claim_key(tenant_id, replace(claim, done=True))[1])
+        with suppress(Conflict), _translated("idempotency key"):
+            BillowItem(pk, "IDEM").update(
+                actions=[BillowItem.data.set(finished)], condition=BillowItem.data == _dump(body)
+            )
+
     @staticmethod
     def _claim_key(tenant_id: str, claim: IdempotencyClaim) -> tuple[str, dict[str, Any]]:
         """The claim's partition key (one per key: claims never crowd a partition) and body."""
-        return f"{tenant_pk(tenant_id)}#IDEM#{claim.key_hash}", {"fingerprint": claim.fingerprint, "nonce": claim.nonce}
+        body: dict[str, Any] = {"fingerprint": claim.fingerprint, "nonce": claim.nonce}
+        if claim.claimed_at is not None:
+            body |= {"claimed_at": claim.claimed_at.isoformat(), "done": claim.done}
+        return f"{tenant_pk(tenant_id)}#IDEM#{claim.key_hash}", body
 
     def reserve_invoice_numbers(self, scope: Scope, count: int) -> range:
         """Reserve `count` consecutive invoice numbers of one mode with one atomic counter update:
@@ -531,25 +548,56 @@ class DynamoStore:
 
     def get_clock(self, scope: Scope, contact_id: str) -> TestClock | None:
         with _translated("test clock"):
-            item = _get(contact_pk(scope, contact_id), "CLOCK")
+            item = _get(contact_pk(scope, contact_id), "CLOCK", consistent_read=True)
         return None if item is None else codec.clock_in(json.loads(item.data or "{}"), int(item.version or 0))
 
     def save_clock(self, scope: Scope, clock: TestClock) -> TestClock:
+        """The clock's status, only if still at `clock.version` (absent for 0). A write that moves
+        the clock's time is `move_clock`."""
         saved = replace(clock, version=clock.version + 1)
-        item = _entity(
-            contact_pk(scope, clock.contact_id),
-            "CLOCK",
-            "test_clock",
-            codec.clock_out(clock),
-            version=saved.version,
-        )
         condition = _absent() if clock.version == 0 else BillowItem.version == clock.version
         try:
             with _translated("test clock"):
-                item.save(condition=condition)
+                self._clock_item(scope, clock, saved.version).save(condition=condition)
         except Conflict as error:
             raise ConcurrentModification("the test clock was changed concurrently; reload and retry") from error
         return saved
+
+    def move_clock(
+        self, scope: Scope, clock: TestClock, contact_version: int, subscriptions: Sequence[Subscription]
+    ) -> TestClock:
+        """Create the clock or move its time, in one transaction that also moves on the version of
+        the contact and of each of its `subscriptions`, each only if still at the version it was
+        read at. Every write that depends on the contact's today (an order: the contact's version;
+        an action or a move: its subscription's) is conditioned on one of those, so a writer that
+        read the old time loses and re-reads; and the clock is not moved if an order or a move
+        changed the subscriptions it was checked against (attach before ordering, the advance's
+        bound) since they were read."""
+        saved = replace(clock, version=clock.version + 1)
+        pk = contact_pk(scope, clock.contact_id)
+        with _translated("test clock"), TransactWrite(connection=connection()) as tx:
+            tx.save(
+                self._clock_item(scope, clock, saved.version),
+                condition=_absent() if clock.version == 0 else BillowItem.version == clock.version,
+            )
+            tx.update(
+                BillowItem(pk, "CONTACT"),
+                actions=[BillowItem.version.add(1)],
+                condition=BillowItem.version == contact_version,
+            )
+            for subscription in subscriptions:
+                tx.update(
+                    BillowItem(pk, f"SUB#{subscription.id}"),
+                    actions=[BillowItem.version.add(1)],
+                    condition=BillowItem.version == subscription.version,
+                )
+        return saved
+
+    @staticmethod
+    def _clock_item(scope: Scope, clock: TestClock, version: int) -> BillowItem:
+        return _entity(
+            contact_pk(scope, clock.contact_id), "CLOCK", "test_clock", codec.clock_out(clock), version=version
+        )
 
     # -- orders and subscriptions -------------------------------------------------------------------
     def _subscription_item(self, scope: Scope, subscription: Subscription, version: int) -> BillowItem:
