@@ -311,12 +311,15 @@ def test_subscription_actions_and_settings(api: HttpClient) -> None:
     assert method.body["subscription"]["payment_method"] == "pm_card_visa"
     day = api.post(f"{base}/billing-day", {"billing_day": 15})
     assert day.status == 201 and day.body["subscription"]["billing_day"] == 15
-    # changed on its first day: 1-14 January is billed at once on the new cycle, and on the 15th
-    # January's old charge is credited with the new cycle's first charge
+    assert api.post(f"{base}/billing-day", {"billing_day": 15}).body["error"] == "billing_day.unchanged"
+    # changed on its first day: on the 15th January's old charge is credited with the new cycle's
+    # first days, 1-14 January, and its first full cycle (no day is invoiced twice meanwhile)
     ann.advance("2025-01-15")
-    *_, days, cycle = ann.invoices()
-    assert (days["billing_date"], ann.lines(days)) == ("2025-01-01", [("prorated", "14.00")])
-    assert (cycle["billing_date"], ann.lines(cycle)) == ("2025-01-15", [("credit", "-31.00"), ("recurring", "31.00")])
+    *_, cycle = ann.invoices()
+    assert (cycle["billing_date"], ann.lines(cycle)) == (
+        "2025-01-15",
+        [("credit", "-31.00"), ("prorated", "14.00"), ("recurring", "31.00")],
+    )
     settings = api.get("/settings").body["subscriptions"]
     assert settings["regret_days"] == 14 and settings["downgrade"] == "end_of_cycle"
     bad = api.patch("/settings/subscriptions", {"tier_paths": [["prod_nope"]]})

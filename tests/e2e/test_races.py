@@ -82,6 +82,20 @@ def test_20_different_actions_at_once_on_one_subscription_lose_nothing(api: Http
     assert {a["id"]: a["status"] for a in log} == dict.fromkeys(accepted, "scheduled")
 
 
+def test_one_billing_day_change_sent_8_times_at_once_bills_nothing_twice(api: HttpClient) -> None:
+    contact, subscription, _ = subscribed(api)
+    path = f"/subscriptions/{subscription}/billing-day"
+    replies = at_once([lambda: api.post(path, {"billing_day": 20})] * 8)
+
+    outcomes = Counter((r.status, r.body.get("error")) for r in replies)
+    assert outcomes[(201, None)] == 1, outcomes  # the others find the day set, or lose the write
+    assert set(outcomes) <= {(201, None), (409, "billing_day.unchanged"), (409, "resource.concurrent_modification")}
+    assert api.get(f"/subscriptions/{subscription}").body["billing_day"] == 20
+    # January is charged once; its credit and the new cycle's first days wait for 20 January
+    invoices = api.get(f"/contacts/{contact}/invoices").body["items"]
+    assert [i["total"]["amount"] for i in invoices] == ["30.00"]
+
+
 @pytest.mark.parametrize("round_", range(2))
 def test_6_settings_changes_at_once_all_survive(api: HttpClient, round_: int) -> None:
     changes = [

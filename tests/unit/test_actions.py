@@ -6,18 +6,21 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import replace
-from datetime import date
+from datetime import date, timedelta
+from fractions import Fraction
 
 import pytest
 from billow.domain.actions import Action, ActionKind, ActionStatus, Requester, ServiceChange
 from billow.domain.billing import InvoiceDraft
-from billow.domain.calendar import Cycle, Period
+from billow.domain.calendar import BillingSchedule, Cycle, Period
 from billow.domain.catalog import BillingModel, PriceTerms, Product
 from billow.domain.money import Money
 from billow.domain.ordering import OrderItem, plan_order
 from billow.domain.rules import DEFAULT_RULES, BillingRules, ServiceState
 from billow.domain.subscriptions import Subscription
 from billow.domain.timeline import execute, steps, upcoming_invoices
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 D = date
 _ids = itertools.count(1)
@@ -217,6 +220,101 @@ def test_a_change_of_billing_day_settles_the_cycle_and_bills_each_day_once(model
     # 1-9 January at the old schedule, 10-14 January prorated on the new one, then two full cycles
     assert sum((i.total for i in run.invoices), usd("0")) == usd("76.00")
     assert run.subscription.schedule.billing_day == 15
+
+
+def billing_day(run: Run, on: date, day: int) -> Run:
+    action = Action(f"a{next(_ids)}", ActionKind.CHANGE_BILLING_DAY, on, requested_on=on, billing_day=day)
+    run.subscription = replace(run.subscription, actions=(*run.subscription.actions, action))
+    return run.to(on)
+
+
+def issued_days(run: Run) -> dict[date, int]:
+    """How many times each day is charged, net of credits, by the invoices issued so far."""
+    net: dict[date, int] = {}
+    for line in (line for invoice in run.invoices for line in invoice.lines):
+        if line.period is not None and line.kind in ("recurring", "prorated", "credit"):
+            for offset in range(line.period.days):
+                day = line.period.start + timedelta(days=offset)
+                net[day] = net.get(day, 0) + (-1 if line.kind == "credit" else 1)
+    return net
+
+
+def test_a_repeated_billing_day_change_is_refused_and_no_day_is_invoiced_twice() -> None:
+    # $10 a month from 1 December; the billing day moved to the 20th three times on that day
+    run = Run(subscribe(D(2026, 12, 1), terms("10.00"))).to(D(2026, 12, 1))
+    for _ in range(3):
+        billing_day(run, D(2026, 12, 1), 20)
+    assert [(a.status, a.rule) for a in run.log] == [
+        (ActionStatus.EXECUTED, None),
+        (ActionStatus.REJECTED, "billing_day.unchanged"),
+        (ActionStatus.REJECTED, "billing_day.unchanged"),
+    ]
+    assert [run.lines(i) for i in range(len(run.invoices))] == [[("recurring", "10.00")]]
+    # the new cycle's first days go on the invoice that credits December's charge
+    run.to(D(2027, 1, 20))
+    assert run.invoices[1].billing_date == D(2026, 12, 20)
+    assert run.lines(1) == [("credit", "-10.00"), ("prorated", "6.33"), ("recurring", "10.00")]
+    assert set(issued_days(run).values()) == {1}
+
+
+def test_a_cancel_right_after_a_billing_day_change_credits_everything_the_same_day() -> None:
+    run = Run(subscribe(D(2026, 12, 1), terms("10.00"))).to(D(2026, 12, 1))
+    billing_day(run, D(2026, 12, 1), 20)
+    run.request(ActionKind.CANCEL, D(2026, 12, 1)).to(D(2026, 12, 1))
+    assert run.lines(1) == [("credit", "-10.00")]
+    assert sum((i.total for i in run.invoices), usd("0")) == usd("0.00")
+    assert run.subscription.adjustments == ()  # nothing left waiting for a billing day that never comes
+    assert run.to(D(2027, 6, 1)).invoices[2:] == []
+
+
+def test_a_change_to_todays_day_credits_the_old_cycle_on_todays_invoice() -> None:
+    run = Run(subscribe(D(2026, 12, 1), terms("10.00"))).to(D(2026, 12, 1))
+    billing_day(run, D(2026, 12, 20), 20)
+    # 20-31 December credited on the invoice that charges them again, not a month later
+    assert run.lines(1) == [("credit", "-3.87"), ("recurring", "10.00")]
+    assert set(issued_days(run).values()) == {1}
+
+
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    model=st.sampled_from(list(BillingModel)),
+    changes=st.lists(st.tuples(st.integers(0, 40), st.integers(1, 31)), min_size=1, max_size=6),
+    stop=st.integers(0, 40),
+)
+def test_no_sequence_of_billing_day_changes_invoices_a_day_twice_or_loses_a_credit(
+    model: BillingModel, changes: list[tuple[int, int]], stop: int
+) -> None:
+    """Billing-day changes on any days (several on one day, back and forth), then a cancel: no
+    issued invoice ever charges a day already charged and not credited, and in the end what was
+    charged is the price of the days used, each stretch on its own schedule."""
+    start = D(2026, 12, 1)
+    run = Run(subscribe(start, replace(terms("10.00"), billing_model=model))).to(start)
+    stretches: list[tuple[date, date, BillingSchedule]] = []
+    day = begin = start
+    for later, new_day in changes:
+        day += timedelta(days=later)
+        before = run.subscription.schedule
+        billing_day(run, day, new_day)
+        assert max(issued_days(run).values(), default=0) <= 1
+        if run.subscription.schedule != before and day > begin:
+            stretches.append((begin, day, before))
+            begin = day
+    end = day + timedelta(days=stop)
+    run.to(end).request(ActionKind.CANCEL, end).to(end)
+    assert max(issued_days(run).values(), default=0) <= 1
+    run.to(end + timedelta(days=200))
+    stretches.append((begin, end, run.subscription.schedule))
+    price = usd("10.00")
+    expected = usd("0")
+    for first, last, schedule in stretches:
+        while first < last:
+            period = schedule.period_containing(first)
+            part = Period(first, min(period.end, last))
+            expected += price.scaled(Fraction(part.days, period.days))
+            first = part.end
+    assert sum((i.total for i in run.invoices), usd("0")) == expected
 
 
 def test_execute_names_a_missing_service() -> None:

@@ -1,10 +1,11 @@
 """Hypothesis drives one service through random actions (immediate and scheduled), billing
 upcoming cycles ahead and clock advances. Changes go to price terms of any cycle and billing model,
-so the service moves between the contact's subscriptions as the service layer moves it. After
-every step: no service moved along a transition the table does not have, no day of a service is
-billed twice, no period is invoiced again while its charge stands (a day is charged again only
-after an earlier document credited it, and no document credits and charges one day at one
-price), and every credit line lies inside one charged period. At the end
+so the service moves between the contact's subscriptions as the service layer moves it; the
+subscription's billing day changes too. After every step: no service moved along a transition the
+table does not have, no day of a service is billed twice, no period is invoiced again while its
+charge stands (a day is charged again only after an earlier document credited it, and no document
+credits and charges one day at one price), and every credit line lies inside one charged period.
+At the end
 (the service cancelled and everything settled): the charges minus the credits, over every
 subscription, equal the price of the time the service was billable, computed here from the
 executed actions alone, stretch by stretch, period by period of the subscription it was in."""
@@ -36,9 +37,11 @@ PRICES = ["5.00", "31.00", "99.99", "12.34"]
 KINDS = [
     *[ActionKind.PAUSE, ActionKind.RESUME, ActionKind.DEACTIVATE, ActionKind.ACTIVATE, ActionKind.CHANGE] * 3,
     *[ActionKind.CHANGE] * 3,
+    *[ActionKind.CHANGE_BILLING_DAY] * 4,
     ActionKind.CANCEL,
     ActionKind.REGRET,
 ]
+BILLING_DAY = ActionKind.CHANGE_BILLING_DAY
 STOPS = {ActionKind.PAUSE, ActionKind.DEACTIVATE, ActionKind.CANCEL, ActionKind.EXPIRE}
 STARTS = {ActionKind.RESUME, ActionKind.ACTIVATE, ActionKind.RENEW}
 # Moves the engine makes by itself, outside the action table.
@@ -111,7 +114,11 @@ class LifecycleMachine(RuleBasedStateMachine):
             ran = True
             self.subscriptions[key] = step.subscription
             schedule = step.subscription.schedule
-            self.executed += [(a, schedule) for a in step.actions if a.status is ActionStatus.EXECUTED and a.service_id]
+            self.executed += [
+                (a, schedule)
+                for a in step.actions
+                if a.status is ActionStatus.EXECUTED and (a.service_id or (a.kind is BILLING_DAY and key == self.home))
+            ]
             if step.invoice is not None:
                 self.lines += step.invoice.lines
                 self.documents.append(step.invoice.lines)
@@ -155,6 +162,7 @@ class LifecycleMachine(RuleBasedStateMachine):
         quantity=st.integers(1, 3),
         cycle=st.sampled_from(CYCLES),
         model=st.sampled_from([BillingModel.ADVANCE, BillingModel.ARREARS]),
+        billing_day=st.integers(1, 31),
     )
     def request(
         self,
@@ -165,6 +173,7 @@ class LifecycleMachine(RuleBasedStateMachine):
         quantity: int,
         cycle: Cycle,
         model: BillingModel,
+        billing_day: int,
     ) -> None:
         terms = _terms(price, model if cycle is not Cycle.MONTH else self.model, cycle)
         if kind is ActionKind.CHANGE and terms == self.service.terms and quantity == self.service.quantity:
@@ -175,9 +184,12 @@ class LifecycleMachine(RuleBasedStateMachine):
             kind=kind,
             on=self.today + timedelta(days=later),
             requested_on=self.today,
-            service_id=self.service.id,
+            service_id=None if kind is BILLING_DAY else self.service.id,
             days=days if kind is ActionKind.PAUSE else None,
             change=change,
+            billing_day=(billing_day % 7 if self.subscription.cycle is Cycle.WEEK else billing_day)
+            if kind is BILLING_DAY
+            else None,
         )
         self.subscription = replace(self.subscription, actions=(*self.subscription.actions, action))
         if later == 0:
@@ -205,7 +217,9 @@ class LifecycleMachine(RuleBasedStateMachine):
         """Document by document: a day of a service is charged only while no charge of it stands,
         credited only while one does; and no document credits a day and charges it again at the
         same price unless a change re-priced it there (a pause's credit is the paused days, not the
-        periods billed ahead)."""
+        periods billed ahead). A billing-day change credits the old cycle from its day and charges
+        those days again on the new schedule, on one invoice: that re-prices them too."""
+        rescheduled = {a.on for a, _ in self.executed if a.kind is BILLING_DAY}
         net: Counter[tuple[str, date]] = Counter()
         for lines in self.documents:
             prices: dict[tuple[str, date, int], set[tuple[Money, object]]] = {}
@@ -216,6 +230,8 @@ class LifecycleMachine(RuleBasedStateMachine):
                 for offset in range(line.period.days):
                     day = line.period.start + timedelta(days=offset)
                     net[line.service_id, day] += sign
+                    if sign < 0 and line.period.start in rescheduled:
+                        continue
                     prices.setdefault((line.service_id, day, sign), set()).add((line.unit_price, line.quantity))
             for (service_id, day, sign), charged in prices.items():
                 assert net[service_id, day] in (0, 1), (service_id, day)
@@ -258,6 +274,7 @@ class LifecycleMachine(RuleBasedStateMachine):
         price = self.first_price
         open_at: date | None = self.service.start_date
         schedule = self.first_schedule
+        settled = 0  # stretches before a billing-day change, which a regret does not credit
         for action, ran_on in self.executed:
             day = action.on
             if action.kind in STOPS and open_at is not None:
@@ -269,9 +286,15 @@ class LifecycleMachine(RuleBasedStateMachine):
                     open_at = stretches.pop()[0]
             elif action.kind is ActionKind.REGRET:
                 # a full credit of the stretch it was in (or the last one, if stopped since)
-                if open_at is None and stretches:
+                if open_at is None and len(stretches) > settled:
                     stretches.pop()
                 open_at = None
+            elif action.kind is BILLING_DAY:
+                # the days before it on the old schedule, settled for good; the days from it on the new one
+                if open_at is not None:
+                    stretches.append((open_at, day, price, schedule))
+                    open_at = day
+                settled = len(stretches)
             elif action.kind is ActionKind.CHANGE and action.change is not None:
                 if open_at is not None:
                     stretches.append((open_at, day, price, schedule))

@@ -134,10 +134,11 @@ def recurring_pieces(
     billing_start = service.billing_start
     charged_from = service.charged_from
     begin = service.unbilled_from if start is None else start
-    first = begin == billing_start and charged_from == billing_start
-    # The first piece of a stretch restarted mid-period (a resume, a change) goes on the next
-    # invoice with the credit of the stretch before it, as prorations do.
-    restarting = begin == charged_from and begin != billing_start
+    # The first piece of a stretch restarted mid-period (a resume, a change, a new billing day)
+    # goes on the next invoice with the credit of the stretch before it, as prorations do: also
+    # when it restarts on the service's first charged day (a change the day it was ordered).
+    restarting = begin == charged_from and begin == service.restarted_on
+    first = begin == billing_start and charged_from == billing_start and not restarting
     cutoff = None if advance else rules.cutoff_for(cycle)
     periods = schedule if cutoff is None else schedule.cutoff_schedule(cutoff)
 
@@ -428,6 +429,15 @@ def _charged_on(adjustments: list[Adjustment], credit: LineDraft) -> list[date]:
         and a.line.period.start < days.end
         and days.start < a.line.period.end
     ]
+
+
+def bring_forward(adjustments: tuple[Adjustment, ...], service_id: str, due: date) -> tuple[Adjustment, ...]:
+    """The service's pending credits moved up to `due` (a stop's credit date) when they wait for a
+    later invoice: a cancellation right after a change credits everything the same day."""
+    return tuple(
+        replace(a, run_on=due) if a.run_on > due and a.line.kind == "credit" and a.line.service_id == service_id else a
+        for a in adjustments
+    )
 
 
 def _position(adjustments: list[Adjustment], line: LineDraft) -> int | None:

@@ -30,6 +30,7 @@ from billow.domain.actions import Action, ActionKind, Requester, ServiceChange
 from billow.domain.billing import (
     BillingStep,
     InvoiceDraft,
+    bring_forward,
     charge_again,
     next_billing_step,
     one_time_line,
@@ -90,6 +91,9 @@ class _Effect:
         settled, self.adjustments = settle(
             service, self.pending_subscription(), on, credit_on=credit_on, credit=creditable, charge=billable
         )
+        # Credits an earlier action left waiting for a later invoice (a change, a new billing day)
+        # are due no later than this stop's: a cancellation credits them the same day.
+        self.adjustments = bring_forward(self.adjustments, service.id, credit_on)
         return replace(settled, stopped_on=on, billed_at_stop=service.billed_through) if billable else settled
 
     def restart(self, service: Service, on: date) -> Service:
@@ -369,9 +373,13 @@ def _subscription_effect(effect: _Effect) -> tuple[Subscription, str]:
             )
         day = action.billing_day
         assert day is not None
+        if day == subscription.schedule.billing_day:
+            raise RuleViolation(f"the billing day is {day} already", rule="billing_day.unchanged")
         cycle = subscription.cycle
         schedule = BillingSchedule(cycle, day, day_on_or_after(on, cycle, day))
-        next_invoice = schedule.period_containing(on).end
+        # The credit goes on the invoice that charges the new cycle's first days: today's, when
+        # today is the new billing day.
+        next_invoice = schedule.next_on_or_after(on)
         services = []
         for service in subscription.services:
             if service.state in FINAL_STATES or service.in_trial(on) or service.state is ServiceState.DRAFT:
