@@ -231,3 +231,26 @@ def test_a_service_moving_away_takes_no_credit_of_an_earlier_change_past_the_mov
         (D(2024, 1, 1), D(2024, 1, 1), [("recurring", Period(D(2024, 1, 1), D(2024, 2, 1)), "5.00")]),
         (D(2024, 1, 1), D(2024, 1, 1), [("credit", Period(D(2024, 1, 1), D(2024, 2, 1)), "-5.00")]),
     ]
+
+
+def test_a_one_day_pause_after_a_change_and_billing_ahead_charges_the_rest_of_the_cut_period_once() -> None:
+    # Two units from 1 January (January at two units still pending), billed ahead through February,
+    # paused on 2 January for one day: January's pending charge is cut to 1 January, February's
+    # invoiced charge is credited. The resume on 3 January charges 3-31 January on that invoice and
+    # drops February's credit: February is not credited and invoiced again on one document.
+    run = Run(subscribe(D(2024, 1, 1), terms("5.00"))).to(D(2024, 1, 1))
+    run.request(ActionKind.CHANGE, D(2024, 1, 1), change=ServiceChange("p1", "Pro", run.service.terms, 2))
+    run.to(D(2024, 1, 1))
+    ahead = Action("ahead", ActionKind.BILL_AHEAD, D(2024, 1, 1), requested_on=D(2024, 1, 1), until=D(2024, 2, 2))
+    run.subscription = replace(run.subscription, actions=(ahead,))
+    run.to(D(2024, 1, 1)).request(ActionKind.PAUSE, D(2024, 1, 2), days=1).to(D(2024, 3, 1))
+    assert lines(run) == [
+        [("recurring", Period(D(2024, 1, 1), D(2024, 2, 1)), "5.00")],
+        [("recurring", Period(D(2024, 2, 1), D(2024, 3, 1)), "10.00")],
+        [
+            ("credit", Period(D(2024, 1, 1), D(2024, 2, 1)), "-5.00"),
+            ("prorated", Period(D(2024, 1, 1), D(2024, 1, 2)), "0.32"),
+            ("prorated", Period(D(2024, 1, 3), D(2024, 2, 1)), "9.35"),
+        ],
+        [("recurring", Period(D(2024, 3, 1), D(2024, 4, 1)), "10.00")],
+    ]

@@ -456,8 +456,10 @@ def restart(service: Service, subscription: Subscription, on: date) -> tuple[Ser
     invoiced period, and the service stays invoiced through where it was. Each trimmed line is
     what its piece was charged minus the price of its days kept before the stop and after `on`,
     counted as a later credit will count them, so charges minus credits still equal the price of
-    the days kept, to the minor unit. Otherwise (the credit is invoiced already, or it cannot be
-    split exactly) billing restarts on `on` like a service joining mid-period. Returns the service
+    the days kept, to the minor unit. A period with no credit pending (its pending charge was cut
+    to the days before the stop, or its credit was issued) gets a pending charge of its days from
+    `on`, on the cut charge's invoice if it still waits. Otherwise (no credit pending at all, or
+    one cannot be split exactly) billing restarts on `on` like a service joining mid-period. Returns the service
     restarted and the subscription's adjustments."""
     stopped, before = service.stopped_on, service.billed_at_stop
     restarted = replace(service, restarted_on=on, stopped_on=None, billed_at_stop=None)
@@ -470,18 +472,34 @@ def restart(service: Service, subscription: Subscription, on: date) -> tuple[Ser
     if through is None or not stopped <= on < through:
         return restarted, adjustments
     charged = credit_pieces(replace(service, billed_through=through), subscription, stopped)
-    positions = _positions(adjustments, [_credit_line(service, piece, kept) for piece, kept in charged])
-    if positions is None:
+    found = [_position(list(adjustments), _credit_line(service, piece, kept)) for piece, kept in charged]
+    if all(at is None for at in found):
         return restarted, adjustments  # the credit is invoiced already (or the schedule changed)
     resumed = replace(restarted, billed_through=through)
     after = list(recurring_pieces(resumed, subscription, start=on, end=through))
     price = service.terms.period_price(service.quantity)
+    lead = timedelta(days=subscription.rules.bill_days_before)
     trimmed: dict[int, Adjustment | None] = {}
+    charged_again: list[Adjustment] = []
     placed = 0
-    for (piece, kept), at in zip(charged, positions, strict=True):
+    for (piece, kept), at in zip(charged, found, strict=True):
         covered = piece.covered
         inside = [p for p in after if covered.start <= p.covered.start and p.covered.end <= covered.end]
         placed += len(inside)
+        if at is None:
+            # No credit of this period is pending: its charge was cut to the days before the stop
+            # (it was still pending) or its credit was issued. The days from `on` are charged
+            # again, on the invoice of the cut charge if it still waits, else as a restart is.
+            cut = Piece(piece.billing_date, piece.billing_period, kept) if kept is not None else None
+            waits = None if cut is None else _position(list(adjustments), _charge_line(service, cut))
+            charged_again += [
+                Adjustment(
+                    _charge_line(resumed, p),
+                    adjustments[waits].run_on if waits is not None else max(p.billing_date - lead, on),
+                )
+                for p in inside
+            ]
+            continue
         kept_price = sum_money([price.scaled(p.fraction) for p in inside], price.currency)
         if kept is not None:
             kept_price = kept_price + price.scaled(Fraction(kept.days, piece.billing_period.days))
@@ -496,7 +514,7 @@ def restart(service: Service, subscription: Subscription, on: date) -> tuple[Ser
     if placed != len(after):
         return restarted, adjustments  # the pieces after `on` do not fall inside the charged ones
     remaining = [trimmed.get(i, a) for i, a in enumerate(adjustments)]
-    return resumed, tuple(a for a in remaining if a is not None)
+    return resumed, (*(a for a in remaining if a is not None), *charged_again)
 
 
 def _undo_stop(
