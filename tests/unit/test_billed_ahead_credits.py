@@ -254,3 +254,34 @@ def test_a_one_day_pause_after_a_change_and_billing_ahead_charges_the_rest_of_th
         ],
         [("recurring", Period(D(2024, 3, 1), D(2024, 4, 1)), "10.00")],
     ]
+
+
+def test_a_billing_day_change_while_billed_ahead_credits_the_old_cycle_the_day_the_new_one_is_invoiced() -> None:
+    # Billed ahead through February from 3 January; the billing day moved to the 1st that day: the
+    # new cycle's first invoice (1 February) goes out ahead today, so the old cycle's credit goes
+    # out today too, not on 1 February while 3 January - 1 February stands charged twice.
+    run = Run(subscribe(D(2024, 1, 3), terms("5.00"))).to(D(2024, 1, 3))
+    ahead = Action("ahead", ActionKind.BILL_AHEAD, D(2024, 1, 3), requested_on=D(2024, 1, 3), until=D(2024, 2, 4))
+    run.subscription = replace(run.subscription, actions=(ahead,))
+    day = Action("day", ActionKind.CHANGE_BILLING_DAY, D(2024, 1, 3), requested_on=D(2024, 1, 3), billing_day=1)
+    run.to(D(2024, 1, 3))
+    run.subscription = replace(run.subscription, actions=(day,))
+    run.to(D(2024, 1, 3))
+    assert [(i.billing_date, i.issue_date, lines) for i, lines in zip(run.invoices, lines(run), strict=True)][2:] == [
+        (
+            D(2024, 1, 3),
+            D(2024, 1, 3),
+            [
+                ("credit", Period(D(2024, 1, 3), D(2024, 2, 3)), "-5.00"),
+                ("credit", Period(D(2024, 2, 3), D(2024, 3, 3)), "-5.00"),
+            ],
+        ),
+        (
+            D(2024, 2, 1),
+            D(2024, 1, 3),
+            [
+                ("prorated", Period(D(2024, 1, 3), D(2024, 2, 1)), "4.68"),
+                ("recurring", Period(D(2024, 2, 1), D(2024, 3, 1)), "5.00"),
+            ],
+        ),
+    ]

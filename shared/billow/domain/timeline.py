@@ -378,8 +378,11 @@ def _subscription_effect(effect: _Effect) -> tuple[Subscription, str]:
         cycle = subscription.cycle
         schedule = BillingSchedule(cycle, day, day_on_or_after(on, cycle, day))
         # The credit goes on the invoice that charges the new cycle's first days: today's, when
-        # today is the new billing day.
+        # today is the new billing day or that invoice is billed ahead (it goes out today).
         next_invoice = schedule.next_on_or_after(on)
+        lead = timedelta(days=subscription.rules.bill_days_before)
+        if subscription.bill_ahead_until is not None and next_invoice - lead <= subscription.bill_ahead_until:
+            next_invoice = on
         services = []
         for service in subscription.services:
             if service.state in FINAL_STATES or service.in_trial(on) or service.state is ServiceState.DRAFT:
