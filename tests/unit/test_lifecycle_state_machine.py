@@ -217,8 +217,9 @@ class LifecycleMachine(RuleBasedStateMachine):
         """Document by document: a day of a service is charged only while no charge of it stands,
         credited only while one does; and no document credits a day and charges it again at the
         same price unless a change re-priced it there (a pause's credit is the paused days, not the
-        periods billed ahead). A billing-day change credits the old cycle from its day and charges
-        those days again on the new schedule, on one invoice: that re-prices them too."""
+        periods billed ahead). A billing-day change re-cuts the periods: a credit of the old
+        schedule from or across its day beside the charge of those days on the new schedule, on
+        one invoice, re-prices them too."""
         rescheduled = {a.on for a, _ in self.executed if a.kind is BILLING_DAY}
         net: Counter[tuple[str, date]] = Counter()
         for lines in self.documents:
@@ -230,8 +231,8 @@ class LifecycleMachine(RuleBasedStateMachine):
                 for offset in range(line.period.days):
                     day = line.period.start + timedelta(days=offset)
                     net[line.service_id, day] += sign
-                    if sign < 0 and line.period.start in rescheduled:
-                        continue
+                    if sign < 0 and any(line.period.start <= r < line.period.end for r in rescheduled):
+                        continue  # a credit of the old schedule across a billing-day change
                     prices.setdefault((line.service_id, day, sign), set()).add((line.unit_price, line.quantity))
             for (service_id, day, sign), charged in prices.items():
                 assert net[service_id, day] in (0, 1), (service_id, day)
