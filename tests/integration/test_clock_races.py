@@ -79,8 +79,12 @@ def _advance(store: DynamoStore, contact_id: str, to: datetime = FAR) -> None:
 
 
 def _change_to_weekly(store: DynamoStore, contact_id: str) -> None:
-    (yearly,) = [s for s in store.subscriptions_of(_context(store).scope, contact_id) if s.key.cycle is Cycle.YEAR]
-    request = ActionRequest(ActionKind.CHANGE, yearly.services[0].id, product_id=PRODUCT.id, terms_id=WEEKLY.id)
+    held = store.subscriptions_of(_context(store).scope, contact_id)
+    (yearly,) = [s for s in held if s.key.cycle is Cycle.YEAR]
+    # The service the client knows, wherever it is now: another process's change may have moved it
+    # out of the yearly subscription already (then this request finds it gone there: a 404).
+    (service_id,) = {service.id for subscription in held for service in subscription.services}
+    request = ActionRequest(ActionKind.CHANGE, service_id, product_id=PRODUCT.id, terms_id=WEEKLY.id)
     request_action(
         store,
         _context(store),
