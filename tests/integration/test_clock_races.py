@@ -148,6 +148,8 @@ def _play(table: str, endpoint: str, role: str, contacts: list[str], barrier: An
             outcome = "ok"
         except DomainError as refused:
             outcome = refused.code
+        except Exception as crash:  # reported, so the race fails with it instead of waiting on the queue
+            outcome = f"crashed: {crash!r}"
         results.put((contact_id, role, outcome))
 
 
