@@ -9,11 +9,25 @@ from typing import Annotated, Any
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.params import Path
 from aws_lambda_powertools.event_handler.router import APIGatewayRouter
-from billow.domain.actions import ActionKind
+from billow.domain.actions import MAX_DAYS_SCHEDULED, ActionKind, Days, NoParams
+from billow.domain.actions.activate import ACTIVATE
+from billow.domain.actions.auto_renew import AUTO_RENEW, AutoRenew
+from billow.domain.actions.bill_ahead import BILL_AHEAD, MAX_CYCLES_AHEAD, AheadAsked
+from billow.domain.actions.cancel import CANCEL
+from billow.domain.actions.change import CHANGE, ChangeAsked
+from billow.domain.actions.change_billing_day import CHANGE_BILLING_DAY, NewBillingDay
+from billow.domain.actions.change_payment_method import CHANGE_PAYMENT_METHOD, PaymentMethod
+from billow.domain.actions.deactivate import DEACTIVATE
+from billow.domain.actions.extend_term import EXTEND_TERM
+from billow.domain.actions.extend_trial import EXTEND_TRIAL
+from billow.domain.actions.pause import PAUSE
+from billow.domain.actions.regret import REGRET
+from billow.domain.actions.renew import RENEW
+from billow.domain.actions.resume import RESUME
+from billow.domain.actions.set_grace_period import SET_GRACE_PERIOD
 from billow.domain.errors import InvalidInput, NotFound
 from billow.services import actions, views
 from billow.services.actions import ActionRequest, ActionResult
-from billow.services.billing import MAX_CYCLES_AHEAD
 from pydantic import Field
 from runtime import clock, numbers, store
 
@@ -31,7 +45,7 @@ SVC = SUB + "/services/<service_id>"
 class When(Body):
     on: BillingDay | None = Field(default=None, description="the day it takes effect (default: today, immediately)")
     in_days: int | None = Field(
-        default=None, ge=0, le=actions.MAX_DAYS_SCHEDULED, description="or: this many days from today"
+        default=None, ge=0, le=MAX_DAYS_SCHEDULED, description="or: this many days from today"
     )
     reason: str | None = Field(
         default=None, min_length=1, max_length=200, description="why (the business may require one of a list)"
@@ -77,9 +91,9 @@ SubscriptionId = Annotated[Id, Path()]
 ServiceId = Annotated[Id, Path()]
 
 
-def _request(kind: ActionKind, service_id: str | None, body: When, **params: Any) -> ActionRequest:
+def _request(kind: ActionKind[Any, Any], service_id: str | None, body: When, params: object = None) -> ActionRequest:
     return ActionRequest(
-        kind=kind, service_id=service_id, on=body.on, in_days=body.in_days, reason=body.reason, **params
+        kind=kind, service_id=service_id, on=body.on, in_days=body.in_days, reason=body.reason, params=params
     )
 
 
@@ -111,22 +125,22 @@ def _act(subscription_id: str, body: When, request: ActionRequest) -> Response[d
     return _respond(result)
 
 
-def _service_route(path: str, kind: ActionKind, summary: str) -> None:
+def _service_route(path: str, kind: ActionKind[NoParams, NoParams], summary: str) -> None:
     """POST /subscriptions/{id}/services/{service_id}/<path> for an action that takes only a day."""
 
     def handler(subscription_id: SubscriptionId, service_id: ServiceId, body: When) -> Response[dict[str, Any]]:
         return _act(subscription_id, body, _request(kind, service_id, body))
 
-    handler.__name__ = f"{kind.value}_service"
+    handler.__name__ = f"{kind.name}_service"
     router.post(f"{SVC}/{path}", summary=summary)(an_action(handler))
 
 
-_service_route("activate", ActionKind.ACTIVATE, "Activate a draft or not-effective service (activation rules apply)")
-_service_route("deactivate", ActionKind.DEACTIVATE, "Deactivate a service; billed days after it are credited")
-_service_route("resume", ActionKind.RESUME, "Resume a paused service; billing restarts that day")
-_service_route("regret", ActionKind.REGRET, "Regret a service inside the regret period: a full credit")
-_service_route("cancel", ActionKind.CANCEL, "Cancel a service (the contract rules may move it to the cycle end)")
-_service_route("renew", ActionKind.RENEW, "Renew an expired service for one more termed period")
+_service_route("activate", ACTIVATE, "Activate a draft or not-effective service (activation rules apply)")
+_service_route("deactivate", DEACTIVATE, "Deactivate a service; billed days after it are credited")
+_service_route("resume", RESUME, "Resume a paused service; billing restarts that day")
+_service_route("regret", REGRET, "Regret a service inside the regret period: a full credit")
+_service_route("cancel", CANCEL, "Cancel a service (the contract rules may move it to the cycle end)")
+_service_route("renew", RENEW, "Renew an expired service for one more termed period")
 
 
 @router.post(
@@ -135,18 +149,11 @@ _service_route("renew", ActionKind.RENEW, "Renew an expired service for one more
 )
 @an_action
 def pause(subscription_id: SubscriptionId, service_id: ServiceId, body: PauseBody) -> Response[dict[str, Any]]:
-    return _act(subscription_id, body, _request(ActionKind.PAUSE, service_id, body, days=body.days))
+    return _act(subscription_id, body, _request(PAUSE, service_id, body, Days(body.days)))
 
 
 def _change_request(service_id: str, body: ChangeBody) -> ActionRequest:
-    return _request(
-        ActionKind.CHANGE,
-        service_id,
-        body,
-        product_id=body.product_id,
-        terms_id=body.terms_id,
-        quantity=body.quantity,
-    )
+    return _request(CHANGE, service_id, body, ChangeAsked(body.product_id, body.terms_id, body.quantity))
 
 
 @router.post(
@@ -178,7 +185,7 @@ def preview_change(subscription_id: SubscriptionId, service_id: ServiceId, body:
 )
 @an_action
 def auto_renew(subscription_id: SubscriptionId, service_id: ServiceId, body: AutoRenewBody) -> Response[dict[str, Any]]:
-    return _act(subscription_id, body, _request(ActionKind.AUTO_RENEW, service_id, body, auto_renew=body.auto_renew))
+    return _act(subscription_id, body, _request(AUTO_RENEW, service_id, body, AutoRenew(body.auto_renew)))
 
 
 @router.post(
@@ -187,7 +194,7 @@ def auto_renew(subscription_id: SubscriptionId, service_id: ServiceId, body: Aut
 )
 @an_action
 def extend_term(subscription_id: SubscriptionId, service_id: ServiceId, body: DaysBody) -> Response[dict[str, Any]]:
-    return _act(subscription_id, body, _request(ActionKind.EXTEND_TERM, service_id, body, days=body.days))
+    return _act(subscription_id, body, _request(EXTEND_TERM, service_id, body, Days(body.days)))
 
 
 @router.post(
@@ -196,15 +203,13 @@ def extend_term(subscription_id: SubscriptionId, service_id: ServiceId, body: Da
 )
 @an_action
 def extend_trial(subscription_id: SubscriptionId, service_id: ServiceId, body: DaysBody) -> Response[dict[str, Any]]:
-    return _act(subscription_id, body, _request(ActionKind.EXTEND_TRIAL, service_id, body, days=body.days))
+    return _act(subscription_id, body, _request(EXTEND_TRIAL, service_id, body, Days(body.days)))
 
 
 @router.post(SUB + "/billing-day", summary="Change the billing day (anniversary billing only)")
 @an_action
 def change_billing_day(subscription_id: SubscriptionId, body: BillingDayBody) -> Response[dict[str, Any]]:
-    return _act(
-        subscription_id, body, _request(ActionKind.CHANGE_BILLING_DAY, None, body, billing_day=body.billing_day)
-    )
+    return _act(subscription_id, body, _request(CHANGE_BILLING_DAY, None, body, NewBillingDay(body.billing_day)))
 
 
 @router.post(
@@ -213,7 +218,7 @@ def change_billing_day(subscription_id: SubscriptionId, body: BillingDayBody) ->
 )
 @an_action
 def set_grace_period(subscription_id: SubscriptionId, body: DaysBody) -> Response[dict[str, Any]]:
-    return _act(subscription_id, body, _request(ActionKind.SET_GRACE_PERIOD, None, body, days=body.days))
+    return _act(subscription_id, body, _request(SET_GRACE_PERIOD, None, body, Days(body.days)))
 
 
 @router.post(SUB + "/payment-method", summary="Set the payment method that pays this subscription")
@@ -222,7 +227,7 @@ def change_payment_method(subscription_id: SubscriptionId, body: PaymentMethodBo
     return _act(
         subscription_id,
         body,
-        _request(ActionKind.CHANGE_PAYMENT_METHOD, None, body, payment_method=body.payment_method),
+        _request(CHANGE_PAYMENT_METHOD, None, body, PaymentMethod(body.payment_method)),
     )
 
 
@@ -232,9 +237,7 @@ def change_payment_method(subscription_id: SubscriptionId, body: PaymentMethodBo
 )
 @an_action
 def bill_ahead(subscription_id: SubscriptionId, body: BillAheadBody) -> Response[dict[str, Any]]:
-    return _act(
-        subscription_id, body, _request(ActionKind.BILL_AHEAD, None, body, cycles=body.cycles, until=body.until)
-    )
+    return _act(subscription_id, body, _request(BILL_AHEAD, None, body, AheadAsked(body.cycles, body.until)))
 
 
 @router.get(

@@ -133,10 +133,9 @@ def subscription(s: Subscription, today: date) -> Json:
 
 
 def action(a: Action) -> Json:
-    change = a.change
     return {
         "id": a.id,
-        "action": a.kind.value,
+        "action": a.kind.name,
         "service_id": a.service_id,
         "status": a.status.value,
         "on": a.on.isoformat(),
@@ -146,24 +145,7 @@ def action(a: Action) -> Json:
         "outcome": a.outcome,
         "rule": a.rule,
         "moved_to": a.moved_to,
-        "parameters": {
-            name: value
-            for name, value in (
-                ("days", a.days),
-                ("until", day(a.until)),
-                ("auto_renew", a.auto_renew),
-                ("billing_day", a.billing_day),
-                ("payment_method", a.payment_method),
-                ("upgrade", a.upgrade),
-                (
-                    "change",
-                    None
-                    if change is None
-                    else {"product_id": change.product_id, "terms_id": change.terms.id, "quantity": change.quantity},
-                ),
-            )
-            if value is not None
-        },
+        "parameters": {} if a.params is None else a.kind.show(a.params),
     }
 
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from enum import StrEnum
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from aws_lambda_powertools.event_handler.router import APIGatewayRouter
-from billow.domain.actions import ActionKind
+from billow.domain.actions import kinds
 from billow.domain.calendar import WEEKDAYS
 from billow.domain.policy import Timing, TrialLimit
 from billow.domain.rules import Alignment, BillingRules, CalendarMode, ServiceState, weekday_number
@@ -17,6 +18,11 @@ from runtime import store
 
 from api.context import current_tenant
 from api.schemas import Amount, Body, Currency
+
+if TYPE_CHECKING:
+    ActionKind = str
+else:  # the API's schema lists every kind of action registered (billow.domain.actions)
+    ActionKind = StrEnum("ActionKind", {kind.name.upper(): kind.name for kind in kinds()})
 
 router = APIGatewayRouter()
 

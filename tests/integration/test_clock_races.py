@@ -13,7 +13,7 @@ from typing import Any
 from uuid import uuid4
 
 import pytest
-from billow.domain.actions import ActionKind
+from billow.domain.actions.change import CHANGE, ChangeAsked
 from billow.domain.calendar import Cycle
 from billow.domain.catalog import BillingModel, PriceTerms, Product
 from billow.domain.errors import DomainError
@@ -84,7 +84,7 @@ def _change_to_weekly(store: DynamoStore, contact_id: str) -> None:
     # The service the client knows, wherever it is now: another process's change may have moved it
     # out of the yearly subscription already (then this request finds it gone there: a 404).
     (service_id,) = {service.id for subscription in held for service in subscription.services}
-    request = ActionRequest(ActionKind.CHANGE, service_id, product_id=PRODUCT.id, terms_id=WEEKLY.id)
+    request = ActionRequest(CHANGE, service_id, params=ChangeAsked(PRODUCT.id, WEEKLY.id))
     request_action(
         store,
         _context(store),
@@ -342,7 +342,7 @@ def test_a_pending_change_to_a_shorter_cycle_bounds_the_advance(local_table: str
     (contact_id,) = seed(store, 1, on_clock=True)
     (yearly,) = subscriptions(store, contact_id, Cycle.YEAR)
     request = ActionRequest(
-        ActionKind.CHANGE, yearly.services[0].id, on=date(2026, 1, 12), product_id=PRODUCT.id, terms_id=WEEKLY.id
+        CHANGE, yearly.services[0].id, on=date(2026, 1, 12), params=ChangeAsked(PRODUCT.id, WEEKLY.id)
     )
     request_action(
         store, _context(store), yearly.id, request, clock=RealClock(), numbers=InvoiceNumbers(store), new_id=_ids("s")

@@ -9,7 +9,9 @@ from datetime import date
 from typing import Any
 
 import pytest
-from billow.domain.actions import Action, ActionKind, ActionStatus
+from billow.domain.actions import Action, ActionStatus, Days, NoParams
+from billow.domain.actions.cancel import CANCEL
+from billow.domain.actions.pause import PAUSE
 from billow.domain.errors import ConcurrentModification
 from billow.domain.ordering import OrderItem, plan_order
 from billow.domain.rules import BillingRules
@@ -48,7 +50,7 @@ def test_a_final_log_record_is_never_written_over(local_table: str) -> None:
     )
     store.place_order(T1, plan.order, plan.subscriptions, plan.new_subscription_ids)
     (subscription,) = store.subscriptions_of(T1, "con_1")
-    action = Action("act_1", ActionKind.CANCEL, DAY, DAY, subscription.services[0].id)
+    action = Action("act_1", CANCEL, DAY, DAY, subscription.services[0].id, params=NoParams())
 
     store.apply_billing_step(T1, subscription, subscription.version, None, [action.executed("cancelled")])
     with pytest.raises(ConcurrentModification):  # a retry's refusal does not replace the executed record
@@ -60,7 +62,7 @@ def test_a_final_log_record_is_never_written_over(local_table: str) -> None:
     (record,) = store.actions_of(T1, "con_1", subscription.id)
     assert (record.id, record.status) == ("act_1", ActionStatus.EXECUTED)
 
-    scheduled = Action("act_2", ActionKind.PAUSE, DAY, DAY, subscription.services[0].id)
+    scheduled = Action("act_2", PAUSE, DAY, DAY, subscription.services[0].id, params=Days())
     store.apply_billing_step(T1, current, current.version, None, [scheduled])  # new: written
     again = store.load_subscription(T1, "con_1", subscription.id)
     assert again is not None

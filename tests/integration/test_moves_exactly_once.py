@@ -11,7 +11,9 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 import pytest
-from billow.domain.actions import Action, ActionKind, ServiceChange
+from billow.domain.actions import Action, ServiceChange
+from billow.domain.actions.cancel import CANCEL
+from billow.domain.actions.change import CHANGE, Changed
 from billow.domain.calendar import Cycle
 from billow.domain.catalog import BillingModel, PriceTerms, Product
 from billow.domain.money import Money
@@ -55,8 +57,8 @@ def _place(store: DynamoStore, contact: str, terms: PriceTerms, start: date, *, 
         (subscription,) = subscriptions
         service = subscription.services[0]
         change = ServiceChange("prod_a", "Pro", QUARTERLY, 1)
-        move = Action(f"act_{contact}", ActionKind.CHANGE, move_on, start, service.id, change=change)
-        cancel = Action(f"act_{contact}_cancel", ActionKind.CANCEL, date(2025, 3, 10), start, service.id)
+        move = Action(f"act_{contact}", CHANGE, move_on, start, service.id, params=Changed(change))
+        cancel = Action(f"act_{contact}_cancel", CANCEL, date(2025, 3, 10), start, service.id)
         subscriptions = (subscription.with_actions([move, cancel]),)
     store.place_order(LIVE, plan.order, subscriptions, plan.new_subscription_ids)
 

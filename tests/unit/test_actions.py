@@ -8,9 +8,19 @@ import itertools
 from dataclasses import replace
 from datetime import date, timedelta
 from fractions import Fraction
+from typing import Any
 
 import pytest
-from billow.domain.actions import Action, ActionKind, ActionStatus, Requester, ServiceChange
+from billow.domain.actions import Action, ActionKind, ActionStatus, Days, Requester, ServiceChange
+from billow.domain.actions.activate import ACTIVATE
+from billow.domain.actions.cancel import CANCEL
+from billow.domain.actions.change import CHANGE
+from billow.domain.actions.change_billing_day import CHANGE_BILLING_DAY, NewBillingDay
+from billow.domain.actions.expire import EXPIRE
+from billow.domain.actions.pause import PAUSE
+from billow.domain.actions.regret import REGRET
+from billow.domain.actions.renew import RENEW
+from billow.domain.actions.resume import RESUME
 from billow.domain.billing import InvoiceDraft
 from billow.domain.calendar import BillingSchedule, Cycle, Period
 from billow.domain.catalog import BillingModel, PriceTerms, Product
@@ -77,9 +87,9 @@ class Run:
                 self.invoices.append(step.invoice)
         return self
 
-    def request(self, kind: ActionKind, on: date, **params: object) -> Run:
+    def request(self, kind: ActionKind[Any, Any], on: date, **params: object) -> Run:
         service = self.subscription.services[0].id
-        action = Action(f"a{next(_ids)}", kind, on, requested_on=on, service_id=service, **params)  # type: ignore[arg-type]
+        action = Action(f"a{next(_ids)}", kind, on, requested_on=on, service_id=service, params=kind.holds(**params))
         self.subscription = replace(self.subscription, actions=(*self.subscription.actions, action))
         return self
 
@@ -93,11 +103,11 @@ class Run:
 
 def test_pause_on_the_10th_for_10_days_credits_those_days_on_the_next_invoice() -> None:
     run = Run(subscribe(D(2025, 1, 1))).to(D(2025, 1, 1))
-    run.request(ActionKind.PAUSE, D(2025, 1, 10), days=10).to(D(2025, 1, 15))
+    run.request(PAUSE, D(2025, 1, 10), days=10).to(D(2025, 1, 15))
     assert run.service.state is ServiceState.PAUSED
     assert [(a.kind, a.status) for a in run.log] == [
-        (ActionKind.PAUSE, ActionStatus.EXECUTED),
-        (ActionKind.RESUME, ActionStatus.SCHEDULED),
+        (PAUSE, ActionStatus.EXECUTED),
+        (RESUME, ActionStatus.SCHEDULED),
     ]
     run.to(D(2025, 2, 1))
     assert run.service.state is ServiceState.EFFECTIVE
@@ -113,7 +123,7 @@ def test_pause_on_the_10th_for_10_days_credits_those_days_on_the_next_invoice() 
 def test_regret_inside_the_regret_period_is_a_full_credit_note() -> None:
     run = Run(subscribe(D(2025, 1, 1), terms(setup_fee=usd("5.00")))).to(D(2025, 1, 1))
     assert run.invoices[0].total == usd("36.00")
-    run.request(ActionKind.REGRET, D(2025, 1, 6)).to(D(2025, 1, 6))
+    run.request(REGRET, D(2025, 1, 6)).to(D(2025, 1, 6))
     assert run.service.state is ServiceState.REGRETTED
     note = run.invoices[1]
     assert note.is_credit_note and note.total == usd("-36.00")
@@ -123,7 +133,7 @@ def test_regret_inside_the_regret_period_is_a_full_credit_note() -> None:
 def test_cancel_inside_the_contract_period_adds_the_fee() -> None:
     contract = terms(contract_cycles=12, cancellation_fee=usd("50.00"))
     run = Run(subscribe(D(2025, 1, 1), contract)).to(D(2025, 1, 1))
-    run.request(ActionKind.CANCEL, D(2025, 1, 21)).to(D(2025, 1, 21))
+    run.request(CANCEL, D(2025, 1, 21)).to(D(2025, 1, 21))
     assert run.lines(1) == [("credit", "-11.00"), ("cancellation_fee", "50.00")]
     assert run.subscription.state.value == "churned"
 
@@ -131,14 +141,14 @@ def test_cancel_inside_the_contract_period_adds_the_fee() -> None:
 def test_cancel_after_the_contract_period_has_no_fee() -> None:
     contract = terms(contract_cycles=1, cancellation_fee=usd("50.00"))
     run = Run(subscribe(D(2025, 1, 1), contract)).to(D(2025, 2, 1))
-    run.request(ActionKind.CANCEL, D(2025, 2, 15)).to(D(2025, 2, 15))
+    run.request(CANCEL, D(2025, 2, 15)).to(D(2025, 2, 15))
     assert [kind for kind, _ in run.lines(2)] == ["credit"]
 
 
 def test_upgrade_mid_cycle_credits_the_old_price_and_charges_the_new_on_the_next_invoice() -> None:
     run = Run(subscribe(D(2025, 1, 1))).to(D(2025, 1, 1))
     change = ServiceChange("p2", "Enterprise", terms("62.00"), 1)
-    run.request(ActionKind.CHANGE, D(2025, 1, 11), change=change).to(D(2025, 2, 1))
+    run.request(CHANGE, D(2025, 1, 11), change=change).to(D(2025, 2, 1))
     assert run.service.product_name == "Enterprise"
     assert run.lines(1) == [("credit", "-21.00"), ("prorated", "42.00"), ("recurring", "62.00")]
 
@@ -147,15 +157,15 @@ def test_an_upgrade_to_terms_with_a_trial_gives_a_paying_service_no_free_days() 
     """The new terms' trial is for new services: a service already charged keeps charging."""
     run = Run(subscribe(D(2025, 1, 1))).to(D(2025, 1, 1))
     change = ServiceChange("p2", "Enterprise", terms("62.00", trial_days=14), 1)
-    run.request(ActionKind.CHANGE, D(2025, 1, 5), change=change).to(D(2025, 2, 1))
+    run.request(CHANGE, D(2025, 1, 5), change=change).to(D(2025, 2, 1))
     assert run.lines(1) == [("credit", "-27.00"), ("prorated", "54.00"), ("recurring", "62.00")]
 
 
 def test_downgrade_at_the_end_of_the_cycle_bills_the_new_price_after() -> None:
     run = Run(subscribe(D(2025, 1, 1))).to(D(2025, 1, 1))
     change = ServiceChange("p3", "Basic", terms("10.00"), 1)
-    run.request(ActionKind.CHANGE, D(2025, 2, 1), change=change).to(D(2025, 1, 20))
-    assert [a.kind for a in run.subscription.actions] == [ActionKind.CHANGE]
+    run.request(CHANGE, D(2025, 2, 1), change=change).to(D(2025, 1, 20))
+    assert [a.kind for a in run.subscription.actions] == [CHANGE]
     assert [i.total for i in upcoming_invoices(run.subscription, 2)] == [usd("10.00"), usd("10.00")]
     run.to(D(2025, 3, 1))
     assert [i.total for i in run.invoices] == [usd("31.00"), usd("10.00"), usd("10.00")]
@@ -172,10 +182,10 @@ def test_a_termed_service_without_auto_renew_expires_and_stops_billing() -> None
     run = Run(subscribe(D(2025, 1, 1), terms(term_cycles=2, auto_renew=False))).to(D(2025, 6, 1))
     assert [i.billing_date for i in run.invoices] == [D(2025, 1, 1), D(2025, 2, 1)]
     assert run.service.state is ServiceState.NOT_EFFECTIVE and run.service.expired
-    assert (run.log[-1].kind, run.log[-1].by) == (ActionKind.EXPIRE, Requester.SYSTEM)
-    run.request(ActionKind.ACTIVATE, D(2025, 6, 2)).to(D(2025, 6, 2))
+    assert (run.log[-1].kind, run.log[-1].by) == (EXPIRE, Requester.SYSTEM)
+    run.request(ACTIVATE, D(2025, 6, 2)).to(D(2025, 6, 2))
     assert run.log[-1].status is ActionStatus.REJECTED and run.log[-1].rule == "activation.not_expired"
-    run.request(ActionKind.RENEW, D(2025, 6, 10)).to(D(2025, 7, 1))
+    run.request(RENEW, D(2025, 6, 10)).to(D(2025, 7, 1))
     assert run.service.term_end == D(2025, 8, 10)
     first = run.invoices[-1].lines[0].period
     assert first is not None and first.start == D(2025, 6, 10)
@@ -192,7 +202,7 @@ def test_auto_renewal_keeps_billing_and_moves_the_term() -> None:
 
 def test_an_illegal_scheduled_action_is_rejected_with_the_rule() -> None:
     run = Run(subscribe(D(2025, 1, 1))).to(D(2025, 1, 1))
-    run.request(ActionKind.RESUME, D(2025, 1, 5)).to(D(2025, 1, 5))
+    run.request(RESUME, D(2025, 1, 5)).to(D(2025, 1, 5))
     rejected = run.log[-1]
     assert rejected.status is ActionStatus.REJECTED and rejected.rule == "lifecycle.illegal_transition"
     assert rejected.outcome == "cannot resume a effective service: only paused services can be resumed"
@@ -201,11 +211,11 @@ def test_an_illegal_scheduled_action_is_rejected_with_the_rule() -> None:
 
 def test_resuming_early_cancels_the_automatic_resume() -> None:
     run = Run(subscribe(D(2025, 1, 1))).to(D(2025, 1, 1))
-    run.request(ActionKind.PAUSE, D(2025, 1, 10), days=10).to(D(2025, 1, 10))
-    run.request(ActionKind.RESUME, D(2025, 1, 12)).to(D(2025, 2, 1))
+    run.request(PAUSE, D(2025, 1, 10), days=10).to(D(2025, 1, 10))
+    run.request(RESUME, D(2025, 1, 12)).to(D(2025, 2, 1))
     assert [(a.kind, a.status) for a in run.log][-2:] == [
-        (ActionKind.RESUME, ActionStatus.EXECUTED),
-        (ActionKind.RESUME, ActionStatus.CANCELLED),
+        (RESUME, ActionStatus.EXECUTED),
+        (RESUME, ActionStatus.CANCELLED),
     ]
     assert run.invoices[1].total == usd("29.00")  # Jan 10 and 11 credited: -22 + 20 + 31
 
@@ -214,15 +224,15 @@ def test_resuming_early_cancels_the_automatic_resume() -> None:
 def test_a_change_of_billing_day_settles_the_cycle_and_bills_each_day_once(model: BillingModel) -> None:
     price = replace(terms(), billing_model=model)
     run = Run(subscribe(D(2025, 1, 1), price)).to(D(2025, 1, 1))
-    run.request(ActionKind.CHANGE_BILLING_DAY, D(2025, 1, 10), billing_day=15).to(D(2025, 3, 15))
-    run.request(ActionKind.CANCEL, D(2025, 3, 15)).to(D(2025, 5, 1))
+    run.request(CHANGE_BILLING_DAY, D(2025, 1, 10), billing_day=15).to(D(2025, 3, 15))
+    run.request(CANCEL, D(2025, 3, 15)).to(D(2025, 5, 1))
     # 1-9 January at the old schedule, 10-14 January prorated on the new one, then two full cycles
     assert sum((i.total for i in run.invoices), usd("0")) == usd("76.00")
     assert run.subscription.schedule.billing_day == 15
 
 
 def billing_day(run: Run, on: date, day: int) -> Run:
-    action = Action(f"a{next(_ids)}", ActionKind.CHANGE_BILLING_DAY, on, requested_on=on, billing_day=day)
+    action = Action(f"a{next(_ids)}", CHANGE_BILLING_DAY, on, requested_on=on, params=NewBillingDay(day))
     run.subscription = replace(run.subscription, actions=(*run.subscription.actions, action))
     return run.to(on)
 
@@ -259,7 +269,7 @@ def test_a_repeated_billing_day_change_is_refused_and_no_day_is_invoiced_twice()
 def test_a_cancel_right_after_a_billing_day_change_credits_everything_the_same_day() -> None:
     run = Run(subscribe(D(2026, 12, 1), terms("10.00"))).to(D(2026, 12, 1))
     billing_day(run, D(2026, 12, 1), 20)
-    run.request(ActionKind.CANCEL, D(2026, 12, 1)).to(D(2026, 12, 1))
+    run.request(CANCEL, D(2026, 12, 1)).to(D(2026, 12, 1))
     assert run.lines(1) == [("credit", "-10.00")]
     assert sum((i.total for i in run.invoices), usd("0")) == usd("0.00")
     assert run.subscription.adjustments == ()  # nothing left waiting for a billing day that never comes
@@ -272,8 +282,6 @@ def test_a_change_to_todays_day_credits_the_old_cycle_on_todays_invoice() -> Non
     # 20-31 December credited on the invoice that charges them again, not a month later
     assert run.lines(1) == [("credit", "-3.87"), ("recurring", "10.00")]
     assert set(issued_days(run).values()) == {1}
-
-
 
 
 @settings(max_examples=150, deadline=None)
@@ -301,7 +309,7 @@ def test_no_sequence_of_billing_day_changes_invoices_a_day_twice_or_loses_a_cred
             stretches.append((begin, day, before))
             begin = day
     end = day + timedelta(days=stop)
-    run.to(end).request(ActionKind.CANCEL, end).to(end)
+    run.to(end).request(CANCEL, end).to(end)
     assert max(issued_days(run).values(), default=0) <= 1
     run.to(end + timedelta(days=200))
     stretches.append((begin, end, run.subscription.schedule))
@@ -318,7 +326,7 @@ def test_no_sequence_of_billing_day_changes_invoices_a_day_twice_or_loses_a_cred
 
 def test_execute_names_a_missing_service() -> None:
     sub = subscribe(D(2025, 1, 1))
-    action = Action("a1", ActionKind.PAUSE, D(2025, 1, 2), requested_on=D(2025, 1, 2), service_id="svc_nope")
+    action = Action("a1", PAUSE, D(2025, 1, 2), requested_on=D(2025, 1, 2), service_id="svc_nope", params=Days())
     (record,) = execute(sub, action).actions
     assert record.status is ActionStatus.REJECTED and "no service svc_nope" in (record.outcome or "")
 
@@ -326,6 +334,6 @@ def test_execute_names_a_missing_service() -> None:
 def test_a_pause_the_business_bills_does_not_stop_billing() -> None:
     rules = BillingRules(billable_states=frozenset({ServiceState.EFFECTIVE, ServiceState.PAUSED}))
     run = Run(subscribe(D(2025, 1, 1), rules=rules)).to(D(2025, 1, 1))
-    run.request(ActionKind.PAUSE, D(2025, 1, 10), days=10).to(D(2025, 3, 1))
+    run.request(PAUSE, D(2025, 1, 10), days=10).to(D(2025, 3, 1))
     assert run.service.state is ServiceState.EFFECTIVE
     assert [i.total for i in run.invoices] == [usd("31.00")] * 3

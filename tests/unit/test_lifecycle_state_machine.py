@@ -14,8 +14,19 @@ from collections import Counter
 from dataclasses import replace
 from datetime import date, timedelta
 from fractions import Fraction
+from typing import Any
 
-from billow.domain.actions import Action, ActionKind, ActionStatus, ServiceChange
+from billow.domain.actions import Action, ActionKind, ActionStatus, Days, NoParams, ServiceChange
+from billow.domain.actions.activate import ACTIVATE
+from billow.domain.actions.cancel import CANCEL
+from billow.domain.actions.change import CHANGE, Changed
+from billow.domain.actions.change_billing_day import CHANGE_BILLING_DAY, NewBillingDay
+from billow.domain.actions.deactivate import DEACTIVATE
+from billow.domain.actions.expire import EXPIRE
+from billow.domain.actions.pause import PAUSE
+from billow.domain.actions.regret import REGRET
+from billow.domain.actions.renew import RENEW
+from billow.domain.actions.resume import RESUME
 from billow.domain.calendar import BillingSchedule, Cycle, Period
 from billow.domain.catalog import BillingModel, PriceTerms, PricingModel, Product
 from billow.domain.lifecycle import TRANSITIONS
@@ -32,15 +43,15 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 PRICES = ["5.00", "31.00", "99.99", "12.34"]
 # Final actions (cancel, regret) are rarer, so that most lives have a few pauses and changes first.
 KINDS = [
-    *[ActionKind.PAUSE, ActionKind.RESUME, ActionKind.DEACTIVATE, ActionKind.ACTIVATE, ActionKind.CHANGE] * 3,
-    *[ActionKind.CHANGE] * 3,
-    *[ActionKind.CHANGE_BILLING_DAY] * 4,
-    ActionKind.CANCEL,
-    ActionKind.REGRET,
+    *[PAUSE, RESUME, DEACTIVATE, ACTIVATE, CHANGE] * 3,
+    *[CHANGE] * 3,
+    *[CHANGE_BILLING_DAY] * 4,
+    CANCEL,
+    REGRET,
 ]
-BILLING_DAY = ActionKind.CHANGE_BILLING_DAY
-STOPS = {ActionKind.PAUSE, ActionKind.DEACTIVATE, ActionKind.CANCEL, ActionKind.EXPIRE}
-STARTS = {ActionKind.RESUME, ActionKind.ACTIVATE, ActionKind.RENEW}
+BILLING_DAY = CHANGE_BILLING_DAY
+STOPS = {PAUSE, DEACTIVATE, CANCEL, EXPIRE}
+STARTS = {RESUME, ACTIVATE, RENEW}
 # Moves the engine makes by itself, outside the action table.
 AUTOMATIC = {(ServiceState.DRAFT, ServiceState.EFFECTIVE), (ServiceState.EFFECTIVE, ServiceState.NOT_EFFECTIVE)}
 LEGAL = {(before, after) for (before, _), after in TRANSITIONS.items()} | AUTOMATIC
@@ -149,7 +160,7 @@ class LifecycleMachine(RuleBasedStateMachine):
     )
     def request(
         self,
-        kind: ActionKind,
+        kind: ActionKind[Any, Any],
         later: int,
         days: int | None,
         price: str,
@@ -159,18 +170,23 @@ class LifecycleMachine(RuleBasedStateMachine):
         billing_day: int,
     ) -> None:
         terms = _terms(price, model if cycle is not Cycle.MONTH else self.model, cycle)
-        change = ServiceChange("p1", "Pro", terms, quantity) if kind is ActionKind.CHANGE else None
+        day = billing_day % 7 if self.subscription.cycle is Cycle.WEEK else billing_day
+        params: object = (
+            Days(days)
+            if kind is PAUSE
+            else Changed(ServiceChange("p1", "Pro", terms, quantity))
+            if kind is CHANGE
+            else NewBillingDay(day)
+            if kind is BILLING_DAY
+            else NoParams()
+        )
         action = Action(
             id=f"a{next(self.ids):03d}",
             kind=kind,
             on=self.today + timedelta(days=later),
             requested_on=self.today,
             service_id=None if kind is BILLING_DAY else self.service.id,
-            days=days if kind is ActionKind.PAUSE else None,
-            change=change,
-            billing_day=(billing_day % 7 if self.subscription.cycle is Cycle.WEEK else billing_day)
-            if kind is BILLING_DAY
-            else None,
+            params=params,
         )
         self.subscription = replace(self.subscription, actions=(*self.subscription.actions, action))
         if later == 0:
@@ -198,7 +214,7 @@ class LifecycleMachine(RuleBasedStateMachine):
             return
         if self.service.state not in (ServiceState.CANCELLED, ServiceState.REGRETTED):
             self.subscription = replace(self.subscription, actions=())
-            cancel = Action("zz", ActionKind.CANCEL, self.today, self.today, service_id=self.service.id)
+            cancel = Action("zz", CANCEL, self.today, self.today, service_id=self.service.id, params=NoParams())
             self.subscription = replace(self.subscription, actions=(cancel,))
         self.move(self.today + timedelta(days=400))
         charged = sum((line.amount for line in self.lines), Money.zero("EUR"))
@@ -219,7 +235,7 @@ class LifecycleMachine(RuleBasedStateMachine):
                 open_at = None
             elif action.kind in STARTS and open_at is None:
                 open_at = day
-            elif action.kind is ActionKind.REGRET:
+            elif action.kind is REGRET:
                 # a full credit of the stretch it was in (or the last one, if stopped since)
                 if open_at is None and len(stretches) > settled:
                     stretches.pop()
@@ -230,11 +246,12 @@ class LifecycleMachine(RuleBasedStateMachine):
                     stretches.append((open_at, day, price, schedule))
                     open_at = day
                 settled = len(stretches)
-            elif action.kind is ActionKind.CHANGE and action.change is not None:
+            elif action.kind is CHANGE:
                 if open_at is not None:
                     stretches.append((open_at, day, price, schedule))
                     open_at = day
-                price = action.change.terms.price.times(action.change.quantity)
+                change = CHANGE.params(action).change
+                price = change.terms.price.times(change.quantity)
             schedule = ran_on
         total = Money.zero("EUR")
         for begin, end, amount, schedule in stretches:

@@ -8,7 +8,9 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import date
 
-from billow.domain.actions import Action, ActionKind, ActionStatus, ServiceChange
+from billow.domain.actions import Action, ActionStatus, ServiceChange
+from billow.domain.actions.cancel import CANCEL
+from billow.domain.actions.change import CHANGE, Changed
 from billow.domain.calendar import Cycle
 from billow.domain.catalog import BillingModel, PriceTerms
 from billow.domain.money import Money
@@ -30,7 +32,7 @@ def quarterly(price: str = "90.00", **extra: object) -> PriceTerms:
 
 def change_to(run: Run, on: date, new_terms: PriceTerms, *, action_id: str = "act_move") -> Run:
     change = ServiceChange("p1", "Pro", new_terms, 1)
-    action = Action(action_id, ActionKind.CHANGE, on, requested_on=on, service_id=run.service.id, change=change)
+    action = Action(action_id, CHANGE, on, requested_on=on, service_id=run.service.id, params=Changed(change))
     run.subscription = run.subscription.with_actions((*run.subscription.actions, action))
     return run
 
@@ -86,14 +88,14 @@ def test_joining_an_existing_subscription_bills_the_rest_of_its_period_on_its_ne
 
 def test_pending_actions_of_the_service_move_with_it() -> None:
     run = Run(subscribe(D(2025, 1, 1))).to(D(2025, 1, 1))
-    run.request(ActionKind.CANCEL, D(2025, 6, 1))
+    run.request(CANCEL, D(2025, 6, 1))
     change_to(run, D(2025, 1, 16), quarterly())
     transfer = moved(run, D(2025, 1, 16))
-    assert [(a.kind, a.on) for a in transfer.actions] == [(ActionKind.CANCEL, D(2025, 6, 1))]
+    assert [(a.kind, a.on) for a in transfer.actions] == [(CANCEL, D(2025, 6, 1))]
     assert run.subscription.actions == ()
-    assert (run.log[-1].kind, run.log[-1].status) == (ActionKind.CANCEL, ActionStatus.CANCELLED)
+    assert (run.log[-1].kind, run.log[-1].status) == (CANCEL, ActionStatus.CANCELLED)
     target = receive(receiving_subscription(run.subscription, transfer, DEFAULT_RULES), transfer, new=True)
-    assert [a.kind for a in target.actions] == [ActionKind.CANCEL]
+    assert [a.kind for a in target.actions] == [CANCEL]
     invoices = bill(target, D(2025, 7, 1))
     # The quarter from 16 January, the next from 16 April, whose 45 days from 1 June (of 91) are
     # credited on that day: 90.00 x 45/91 = 44.505 -> 44.51.
@@ -131,7 +133,7 @@ def test_a_change_to_terms_without_a_term_ends_the_term() -> None:
     run = Run(subscribe(D(2025, 1, 1), terms(term_cycles=2))).to(D(2025, 1, 1))
     change_to(run, D(2025, 1, 16), terms("62.00")).to(D(2025, 6, 1))
     assert run.service.term_end is None and run.service.state is ServiceState.EFFECTIVE
-    assert [a.kind for a in run.log] == [ActionKind.CHANGE]  # no renewal or expiry follows
+    assert [a.kind for a in run.log] == [CHANGE]  # no renewal or expiry follows
     assert len(run.invoices) == 6
 
 

@@ -11,7 +11,7 @@ from datetime import date, timedelta
 from enum import StrEnum
 from typing import Any
 
-from billow.domain.actions import ActionKind
+from billow.domain.actions import ActionKind, kind_named
 from billow.domain.calendar import Period
 from billow.domain.errors import InvalidInput, RuleViolation
 from billow.domain.money import Money
@@ -54,7 +54,7 @@ class SubscriptionPolicy:
     currency not listed allows no debt at all (its threshold is zero)."""
     max_services: Mapping[str, int] = field(default_factory=dict)
     """Account classification -> most non-churned services a contact of it may have."""
-    reasons: Mapping[ActionKind, tuple[str, ...]] = field(default_factory=dict)
+    reasons: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     """Per action: the reasons a request must choose from (an action not listed takes any or none)."""
     tier_paths: tuple[tuple[str, ...], ...] = ()
     """Products a service may change between; with paths set, a change of product must stay in one."""
@@ -81,8 +81,8 @@ class SubscriptionPolicy:
         for kind, allowed in self.reasons.items():
             if not allowed:
                 raise InvalidInput(
-                    f"list at least one reason for {kind.value}, or leave {kind.value} out to take any reason",
-                    field=f"reasons.{kind.value}",
+                    f"list at least one reason for {kind}, or leave {kind} out to take any reason",
+                    field=f"reasons.{kind}",
                     code="policy.no_reasons",
                 )
         cycle = _requirement_cycle(self.requires)
@@ -110,7 +110,7 @@ class SubscriptionPolicy:
             "downgrade": self.downgrade.value,
             "debt_threshold": {currency: m.amount_str() for currency, m in sorted(self.debt_threshold.items())},
             "max_services": dict(self.max_services),
-            "reasons": {kind.value: list(reasons) for kind, reasons in self.reasons.items()},
+            "reasons": {kind: list(reasons) for kind, reasons in self.reasons.items()},
             "tier_paths": [list(path) for path in self.tier_paths],
             "requires": {product: list(needs) for product, needs in self.requires.items()},
             "excludes": [list(pair) for pair in self.excludes],
@@ -128,7 +128,7 @@ class SubscriptionPolicy:
         if "debt_threshold" in values:
             values["debt_threshold"] = _thresholds(values["debt_threshold"])
         if "reasons" in values:
-            values["reasons"] = {ActionKind(k): tuple(v) for k, v in values["reasons"].items()}
+            values["reasons"] = {kind_named(k).name: tuple(v) for k, v in values["reasons"].items()}
         if "tier_paths" in values:
             values["tier_paths"] = tuple(tuple(path) for path in values["tier_paths"])
         if "requires" in values:
@@ -142,11 +142,11 @@ class SubscriptionPolicy:
         """The most a contact may owe in `currency` and still have services activated."""
         return self.debt_threshold.get(currency, Money.zero(currency))
 
-    def check_reason(self, kind: ActionKind, reason: str | None) -> None:
-        allowed = self.reasons.get(kind)
+    def check_reason(self, kind: ActionKind[Any, Any], reason: str | None) -> None:
+        allowed = self.reasons.get(kind.name)
         if allowed and reason not in allowed:
             raise RuleViolation(
-                f"a {kind.value} needs one of these reasons: {', '.join(allowed)}",
+                f"a {kind.name} needs one of these reasons: {', '.join(allowed)}",
                 rule="reason.not_allowed",
                 field="reason",
             )

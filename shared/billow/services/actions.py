@@ -1,8 +1,9 @@
 """Subscription actions: request one (now or scheduled), cancel or reschedule a pending one, read
 the log, and preview what an action does to the next invoices.
 
-A request is checked in three layers, and a refusal in any of them is logged (status rejected,
-with the rule) and answered with a 4xx naming the rule (its code):
+What each kind of action asks for, checks and does is its own module of `billow.domain.actions`;
+this module runs any of them. A request is checked in three layers, and a refusal in any of them
+is logged (status rejected, with the rule) and answered with a 4xx naming the rule (its code):
 0. the transition table first: an action the service's state forbids on its day is an illegal
    transition, whatever else applies;
 1. the business's subscription policy (reasons, regret period, pause and grace limits, tier paths,
@@ -21,11 +22,20 @@ from collections.abc import Callable
 from contextlib import suppress
 from dataclasses import dataclass, replace
 from datetime import date, timedelta
-from typing import NoReturn
+from typing import Any, NoReturn
 
-from billow.domain.actions import MAX_PENDING_ACTIONS, Action, ActionKind, ActionStatus, Requester, ServiceChange
+from billow.domain.actions import (
+    MAX_DAYS_SCHEDULED,
+    MAX_PENDING_ACTIONS,
+    Action,
+    ActionKind,
+    ActionStatus,
+    Asked,
+    Requester,
+)
 from billow.domain.billing import BillingStep, InvoiceDraft
-from billow.domain.calendar import Cycle, Period
+from billow.domain.catalog import Product
+from billow.domain.contacts import Contact
 from billow.domain.errors import (
     ConcurrentModification,
     Conflict,
@@ -36,53 +46,30 @@ from billow.domain.errors import (
     refusal_for,
 )
 from billow.domain.invoices import Invoice, InvoiceStatus
-from billow.domain.lifecycle import FINAL_STATES
 from billow.domain.money import Money
-from billow.domain.policy import Timing
-from billow.domain.subscriptions import Service, Subscription, SubscriptionKey, Transfer
-from billow.domain.timeline import (
-    check_room,
-    check_same_currency,
-    cycle_end,
-    receive,
-    receiving_subscription,
-    steps,
-    upcoming_invoices,
-)
-from billow.services.billing import (
-    MAX_CYCLES_AHEAD,
-    MAX_DAYS_AHEAD,
-    InvoiceNumbers,
-    bill_loaded,
-    subscription_by_id,
-    subscription_for,
-)
+from billow.domain.subscriptions import Service, Subscription, Transfer
+from billow.domain.timeline import receive, receiving_subscription, steps, upcoming_invoices
+from billow.services.billing import InvoiceNumbers, bill_loaded, subscription_by_id, subscription_for
 from billow.services.contacts import contact_today, get_contact
 from billow.services.context import Clock, TenantContext
 from billow.services.ports import Page, Store
 
-MAX_DAYS_SCHEDULED = 3 * 366
 MAX_CONFLICT_RETRIES = 3
 
 
 @dataclass(frozen=True, slots=True)
 class ActionRequest:
-    kind: ActionKind
+    kind: ActionKind[Any, Any]
     service_id: str | None = None
     on: date | None = None
     """The day it takes effect; with `in_days`, that many days from today; neither: today."""
     in_days: int | None = None
     reason: str | None = None
     by: Requester = Requester.BACK_OFFICE
-    days: int | None = None
-    until: date | None = None
-    cycles: int | None = None
-    product_id: str | None = None
-    terms_id: str | None = None
-    quantity: int | None = None
-    auto_renew: bool | None = None
-    billing_day: int | None = None
-    payment_method: str | None = None
+    """Who asks: Billow itself (`Requester.SYSTEM`) for a system action, such as one a rule of its
+    own triggers, named in its parameters."""
+    params: object = None
+    """What the kind asks for (`kind.asks`; None: nothing given)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,49 +94,49 @@ def _day(request: ActionRequest, today: date) -> date:
     return on
 
 
-def _change(store: Store, ctx: TenantContext, request: ActionRequest, service: Service) -> ServiceChange:
-    product_id = request.product_id or service.product_id
-    product = store.get_product(ctx.tenant_id, product_id)
-    if product is None:
-        raise NotFound(f"no product {product_id}", field="product_id")
-    terms_id = request.terms_id or (service.terms.id if product_id == service.product_id else None)
-    if terms_id is None:
-        raise InvalidInput("a change of product needs the new product's terms_id", field="terms_id")
-    if (product.id, terms_id) == (service.product_id, service.terms.id):
-        terms = service.terms  # a change of quantity alone: the service keeps the terms it has
-    else:
-        terms = product.orderable_terms(terms_id)
-    quantity = request.quantity if request.quantity is not None else service.quantity
-    try:
-        terms.check_quantity(quantity)
-    except InvalidInput as error:
-        raise InvalidInput(error.message, field="quantity") from None
-    if (product.id, terms.id, quantity) == (service.product_id, service.terms.id, service.quantity):
-        raise InvalidInput("the change changes nothing: give another product, terms_id or quantity", field="terms_id")
-    return ServiceChange(product.id, product.name, terms, quantity)
+@dataclass(frozen=True, slots=True)
+class _StoreLookups:
+    """What a kind's checks read beyond the subscription (`billow.domain.actions.Lookups`)."""
 
+    store: Store
+    ctx: TenantContext
+    contact_id: str
 
-def _needed(value: object, name: str, kind: ActionKind) -> None:
-    if value is None:
-        raise InvalidInput(f"a {kind.value} action needs {name}", field=name)
+    def product(self, product_id: str) -> Product | None:
+        return self.store.get_product(self.ctx.tenant_id, product_id)
+
+    def subscriptions(self) -> list[Subscription]:
+        return self.store.subscriptions_of(self.ctx.scope, self.contact_id)
+
+    def owed(self) -> dict[str, Money]:
+        return outstanding(self.store.invoices_of(self.ctx.scope, self.contact_id))
+
+    def contact(self) -> Contact:
+        return get_contact(self.store, self.ctx, self.contact_id)
 
 
 def build_action(
     store: Store, ctx: TenantContext, subscription: Subscription, request: ActionRequest, today: date, action_id: str
-) -> Action:
-    """The action the request asks for, on the day the business's rules allow; raises when the
-    request is malformed (422) or a rule refuses it (409, logged by the caller)."""
+) -> tuple[Action, Asked[Any]]:
+    """The action the request asks for, on the day the business's rules allow, and the request as
+    its kind's checks see it; raises when the request is malformed (422) or a rule refuses it (409,
+    logged by the caller)."""
     kind = request.kind
     policy = ctx.settings.subscriptions
     on = _day(request, today)
     service: Service | None = None
     if kind.on_service:
-        _needed(request.service_id, "service_id", kind)
+        kind.needed(request.service_id, "service_id")
         service = subscription.service(request.service_id or "")
         if service is None:
             raise NotFound(f"subscription {subscription.id} has no service {request.service_id}", field="service_id")
     elif request.service_id is not None:
-        raise InvalidInput(f"{kind.value} acts on the whole subscription: leave service_id out", field="service_id")
+        raise InvalidInput(f"{kind.name} acts on the whole subscription: leave service_id out", field="service_id")
+    if request.by not in kind.requesters:
+        raise InvalidInput(kind.not_requested or f"{kind.name} is not requested by {request.by}", field="action")
+    params = kind.asks() if request.params is None else request.params
+    lookups = _StoreLookups(store, ctx, subscription.contact_id)
+    asked = Asked(params, subscription, service, request.by, policy, lookups)
     action = Action(
         id=action_id,
         kind=kind,
@@ -158,122 +145,12 @@ def build_action(
         service_id=request.service_id,
         reason=request.reason,
         by=request.by,
-        days=request.days,
-        auto_renew=request.auto_renew,
-        billing_day=request.billing_day,
-        payment_method=request.payment_method,
+        params=kind.prepare(asked),
     )
-    if kind is ActionKind.EXPIRE:
-        raise InvalidInput("services expire by themselves at the end of their termed period", field="action")
     if service is not None:
-        if kind is ActionKind.CHANGE:
-            action = replace(action, change=_change(store, ctx, request, service))
         _check_state(subscription, action)
     policy.check_reason(kind, request.reason)
-    if kind is ActionKind.PAUSE:
-        assert service is not None
-        if request.days is not None and request.days < 1:
-            raise InvalidInput("a pause lasts at least 1 day", field="days")
-        planned = [
-            Period(a.on, a.on + timedelta(days=a.days or 1))
-            for a in subscription.actions
-            if a.kind is ActionKind.PAUSE and a.service_id == service.id
-        ]
-        policy.check_pause([*service.pauses, *planned], on, request.days)
-    elif kind is ActionKind.REGRET:
-        assert service is not None
-        last = service.start_date + timedelta(days=policy.regret_days)
-        if on > last:
-            raise RuleViolation(
-                f"the regret period ended on {last} ({policy.regret_days} days from the service's start on "
-                f"{service.start_date}); cancel the service instead",
-                rule="regret.period",
-            )
-    elif kind is ActionKind.CANCEL:
-        assert service is not None
-        timing = policy.cancel_in_contract if service.in_contract(on) else policy.cancel_out_of_contract
-        if timing is Timing.END_OF_CYCLE:
-            action = replace(action, on=max(on, cycle_end(subscription, on)))
-    elif kind is ActionKind.CHANGE:
-        assert service is not None
-        change = action.change
-        assert change is not None
-        policy.check_tier_path(service.product_id, change.product_id)
-        check_same_currency(subscription, change.terms)
-        _check_contact(store, ctx, subscription, service, change)
-        # Terms of any cycle compare by what they charge over a year.
-        upgrade = change.terms.yearly_rate(change.quantity) > service.terms.yearly_rate(service.quantity)
-        timing = policy.upgrade if upgrade else policy.downgrade
-        if timing is Timing.END_OF_CYCLE:
-            on = max(on, cycle_end(subscription, on))
-        action = replace(action, on=on, change=change, upgrade=upgrade)
-    elif kind is ActionKind.SET_GRACE_PERIOD:
-        _needed(request.days, "days", kind)
-        policy.check_grace(request.days or 0)
-    elif kind is ActionKind.EXTEND_TRIAL:
-        if request.by is not Requester.BACK_OFFICE or not policy.trial_extension:
-            raise RuleViolation(
-                "only back-office users extend trials, where the business allows it", rule="trial.extension"
-            )
-        _needed(request.days, "days", kind)
-        if not 1 <= (request.days or 0) <= policy.max_trial_extension_days:
-            raise InvalidInput(f"days is 1 to {policy.max_trial_extension_days}", field="days")
-    elif kind is ActionKind.EXTEND_TERM:
-        _needed(request.days, "days", kind)
-        if not 1 <= (request.days or 0) <= MAX_DAYS_SCHEDULED:
-            raise InvalidInput(f"days is 1 to {MAX_DAYS_SCHEDULED}", field="days")
-    elif kind is ActionKind.AUTO_RENEW:
-        _needed(request.auto_renew, "auto_renew", kind)
-    elif kind is ActionKind.CHANGE_BILLING_DAY:
-        _needed(request.billing_day, "billing_day", kind)
-        top = 6 if subscription.cycle is Cycle.WEEK else 31
-        if not 0 <= (request.billing_day or 0) <= top or (top == 31 and request.billing_day == 0):
-            raise InvalidInput(
-                "billing_day is a weekday 0-6 for weekly cycles, else a day of month 1-31", field="billing_day"
-            )
-    elif kind is ActionKind.CHANGE_PAYMENT_METHOD:
-        _needed(request.payment_method, "payment_method", kind)
-    elif kind is ActionKind.BILL_AHEAD:
-        action = replace(action, until=_bill_ahead_until(subscription, request, on))
-    return action
-
-
-def _check_contact(
-    store: Store, ctx: TenantContext, subscription: Subscription, service: Service, change: ServiceChange
-) -> None:
-    """What a change is checked against beyond its own subscription, from one read of the
-    contact's subscriptions: the dependency rules, for another product; room for the service in
-    the subscription it moves to, for terms of another cycle or billing model."""
-    key = SubscriptionKey.of(change.terms)
-    other_product = change.product_id != service.product_id
-    if not other_product and key == subscription.key:
-        return
-    held = store.subscriptions_of(ctx.scope, subscription.contact_id)
-    if other_product:
-        services = (s for sub in held for s in sub.services if s.id != service.id)
-        products = [s.product_id for s in services if s.state not in FINAL_STATES]
-        ctx.settings.subscriptions.check_dependencies([*products, change.product_id], field_name="product_id")
-    target = next((sub for sub in held if sub.key == key), None)
-    if key != subscription.key and target is not None:
-        check_room(target)
-
-
-def _bill_ahead_until(subscription: Subscription, request: ActionRequest, on: date) -> date:
-    """The as-of date billing ahead bills up to: the next `cycles` billing dates or `until`."""
-    if (request.cycles is None) == (request.until is None):
-        raise InvalidInput("give either cycles or until", field="cycles")
-    if request.cycles is not None:
-        if not 1 <= request.cycles <= MAX_CYCLES_AHEAD:
-            raise InvalidInput(f"cycles is 1 to {MAX_CYCLES_AHEAD}", field="cycles")
-        schedule = subscription.schedule
-        horizon = schedule.billing_date(schedule.index_of(on) + request.cycles)
-    else:
-        assert request.until is not None
-        if not on < request.until <= on + timedelta(days=MAX_DAYS_AHEAD):
-            raise InvalidInput(f"until is after {on} and at most {MAX_DAYS_AHEAD} days ahead", field="until")
-        horizon = request.until
-    # The run invoices a charge `bill_days_before` days ahead of its billing date: undo that here.
-    return max(horizon - timedelta(days=subscription.rules.bill_days_before), on)
+    return kind.check(asked, action), asked
 
 
 def outstanding(invoices: list[Invoice]) -> dict[str, Money]:
@@ -284,25 +161,6 @@ def outstanding(invoices: list[Invoice]) -> dict[str, Money]:
             due = invoice.amount_due if invoice.status is InvoiceStatus.OPEN else invoice.total
             owed[invoice.currency] = owed.get(invoice.currency, Money.zero(invoice.currency)) + due
     return owed
-
-
-def _check_activation(store: Store, ctx: TenantContext, subscription: Subscription) -> None:
-    """Activation rules: no debt above the business's threshold in its currency, and the credit
-    limit kept."""
-    owed = outstanding(store.invoices_of(ctx.scope, subscription.contact_id))
-    policy = ctx.settings.subscriptions
-    for currency, amount in sorted(owed.items()):
-        allowed = policy.debt_allowed(currency)
-        if amount > allowed:
-            raise RuleViolation(
-                f"the contact owes {amount}, above the {allowed} the business allows"
-                + ("" if currency in policy.debt_threshold else f" (no debt_threshold for {currency}: no debt)"),
-                rule="activation.debt_threshold",
-            )
-    contact = get_contact(store, ctx, subscription.contact_id)
-    limit = contact.credit_limit
-    if limit is not None and owed.get(limit.currency, Money.zero(limit.currency)) > limit:
-        raise RuleViolation(f"the contact owes more than its credit limit of {limit}", rule="activation.credit_limit")
 
 
 # -- the use cases ---------------------------------------------------------------------------------
@@ -376,10 +234,9 @@ def request_action(
             continue  # the clock moved while billing lost a race to it and read back the moved subscription
         action: Action | None = None
         try:
-            action = build_action(store, ctx, subscription, request, today, action_id)
-            _, record = _check_outcome(subscription, action)
-            if action.kind is ActionKind.ACTIVATE:
-                _check_activation(store, ctx, subscription)
+            action, asked = build_action(store, ctx, subscription, request, today, action_id)
+            step, record = _check_outcome(subscription, action)
+            action.kind.admit(asked, action)
         except (RuleViolation, IllegalTransition) as refusal:
             refused = action or _unbuilt(request, today, action_id)
             try:
@@ -402,7 +259,7 @@ def request_action(
             return ActionResult(action, scheduled, invoices, today)
         # Its day has come: execute it as the run would (it is the outcome checked above).
         created, done = bill_loaded(store, ctx, scheduled, today, numbers)
-        if _moves(subscription, action):  # the record names the subscription it moved to
+        if step.transfer is not None:  # the record names the subscription it moved to
             record = _logged(store, ctx, subscription, action.id) or record
         return ActionResult(record, done, invoices + created, today)
     raise ConcurrentModification(f"subscription {subscription_id} kept changing; try again")
@@ -428,10 +285,6 @@ def _replay(
     if earlier.status is ActionStatus.REJECTED:
         _raise_refusal(earlier, subscription)
     return ActionResult(earlier, subscription, [], today, replayed=True)
-
-
-def _moves(subscription: Subscription, action: Action) -> bool:
-    return action.change is not None and SubscriptionKey.of(action.change.terms) != subscription.key
 
 
 def _logged(store: Store, ctx: TenantContext, subscription: Subscription, action_id: str) -> Action | None:
@@ -536,7 +389,7 @@ def preview_action(
     current = subscription
     for step in steps(subscription, today):  # as the request would find it
         current = step.subscription
-    action = build_action(store, ctx, current, request, today, "act_preview")
+    action, _ = build_action(store, ctx, current, request, today, "act_preview")
     step, record = _check_outcome(current, action)
     with_action = replace(current, actions=(*current.actions, action))
     invoices = upcoming_invoices(with_action, count + 1)

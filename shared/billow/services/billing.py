@@ -293,8 +293,6 @@ def bill_due_subscriptions(
     return report
 
 
-MAX_CYCLES_AHEAD = 36
-MAX_DAYS_AHEAD = 3 * 366
 MAX_UPCOMING = 12
 
 

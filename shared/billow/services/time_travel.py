@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from billow.domain.actions.change import pending_cycle
 from billow.domain.calendar import Cycle, local_date, tenant_zone
 from billow.domain.contacts import ClockStatus, TestClock
 from billow.domain.errors import ConcurrentModification
@@ -42,7 +43,7 @@ def limit_of(clock: TestClock, subscriptions: Iterable[Subscription]) -> datetim
     cycles: list[Cycle] = []
     for subscription in subscriptions:
         cycles.append(subscription.key.cycle)
-        cycles += (a.change.terms.cycle for a in subscription.actions if a.change is not None)
+        cycles += (c for c in map(pending_cycle, subscription.actions) if c is not None)
     return clock.advance_limit(cycles)
 
 

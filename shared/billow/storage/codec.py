@@ -3,13 +3,14 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, fields
+from dataclasses import MISSING, asdict, fields, is_dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from fractions import Fraction
-from typing import Any
+from types import UnionType
+from typing import Any, Union, get_args, get_origin, get_type_hints
 
-from billow.domain.actions import Action, ActionKind, ActionStatus, Requester, ServiceChange
+from billow.domain.actions import RECORD_FIELDS, Action, ActionStatus, Requester, kind_named
 from billow.domain.calendar import BillingSchedule, Cycle, Period
 from billow.domain.catalog import BillingModel, PriceTerms, PricingModel, Product, terms_json
 from billow.domain.contacts import Address, ClockStatus, Contact, TestClock
@@ -297,31 +298,89 @@ def subscription_in(d: Json, version: int) -> Subscription:
     )
 
 
-_ACTION_DATES = ("on", "requested_on", "until", "executed_on")
+_ACTION_DATES = ("on", "requested_on", "executed_on")
 
 
 def action_out(a: Action) -> Json:
-    body = {f.name: getattr(a, f.name) for f in fields(a) if f.name != "change"}
+    """A log record: its own fields, and beside them (by name) what its kind holds."""
+    body = {f.name: getattr(a, f.name) for f in fields(a) if f.name != "params"}
+    body["kind"] = a.kind.name
     for name in _ACTION_DATES:
         body[name] = _date_out(body[name])
-    body["change"] = None if a.change is None else {**asdict(a.change), "terms": terms_out(a.change.terms)}
+    if a.params is not None:
+        body |= {name: _value_out(value) for name, value in _param_values(a.params)}
     return body
 
 
 def action_in(d: Json) -> Action:
-    body = dict(d)
+    kind = kind_named(d["kind"])
+    body: dict[str, Any] = {name: d.get(name) for name in RECORD_FIELDS}
     for name in _ACTION_DATES:
-        body[name] = _date_in(body.get(name))
-    change = body.pop("change", None)
+        body[name] = _date_in(body[name])
     return Action(
         **{
             **body,
-            "kind": ActionKind(body["kind"]),
+            "kind": kind,
             "status": ActionStatus(body["status"]),
             "by": Requester(body["by"]),
-            "change": None if change is None else ServiceChange(**{**change, "terms": terms_in(change["terms"])}),
+            "params": _params_in(kind.holds, d),
         }
     )
+
+
+def _param_values(params: object) -> list[tuple[str, object]]:
+    return [(f.name, getattr(params, f.name)) for f in fields(params)]  # type: ignore[arg-type]
+
+
+def _value_out(value: object) -> object:
+    """An action's parameter as stored: plain values as they are, days in ISO, money in minor
+    units, price terms whole, dataclasses field by field."""
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, Money):
+        return money_out(value)
+    if isinstance(value, PriceTerms):
+        return terms_out(value)
+    if is_dataclass(value) and not isinstance(value, type):
+        return {name: _value_out(v) for name, v in _param_values(value)}
+    return value
+
+
+_HINTS: dict[type[Any], dict[str, Any]] = {}
+
+
+def _hints(shape: type[Any]) -> dict[str, Any]:
+    hints = _HINTS.get(shape)
+    if hints is None:
+        hints = _HINTS[shape] = get_type_hints(shape)
+    return hints
+
+
+def _value_in(raw: Any, hint: Any) -> Any:
+    """The inverse of `_value_out`, by the parameter's type."""
+    if raw is None:
+        return None
+    if get_origin(hint) in (Union, UnionType):  # `X | None`
+        hint = next(h for h in get_args(hint) if h is not type(None))
+    if hint is date:
+        return date.fromisoformat(raw)
+    if hint is Money:
+        return _money(raw)
+    if hint is PriceTerms:
+        return terms_in(raw)
+    if isinstance(hint, type) and is_dataclass(hint):
+        return _params_in(hint, raw)
+    return raw
+
+
+def _params_in(shape: type[Any], d: Json) -> Any:
+    """What an action of a kind holding `shape` holds; None on the record of a request refused
+    before its required parameters were read (they are stored as null)."""
+    values = {name: _value_in(d.get(name), hint) for name, hint in _hints(shape).items()}
+    required = {f.name for f in fields(shape) if f.default is MISSING and f.default_factory is MISSING}
+    if any(values[name] is None for name in required):
+        return None
+    return shape(**values)
 
 
 def line_out(line: LineDraft) -> Json:

@@ -1,0 +1,51 @@
+"""Activate a draft or not-effective service: a draft starts (from that day, if earlier than its
+start), a deactivated one restarts billing. Activation rules: no debt above the business's
+threshold in its currency, and the contact's credit limit kept."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from billow.domain.actions import Action, Asked, NoParams, ServiceKind, register
+from billow.domain.effects import Effect, restarted, state_change
+from billow.domain.errors import RuleViolation
+from billow.domain.lifecycle import StateAction
+from billow.domain.money import Money
+from billow.domain.rules import ServiceState
+from billow.domain.subscriptions import Service
+
+
+class Activate(ServiceKind[NoParams, NoParams]):
+    name = "activate"
+
+    def admit(self, asked: Asked[NoParams], action: Action) -> None:
+        owed = asked.lookups.owed()
+        policy = asked.policy
+        for currency, amount in sorted(owed.items()):
+            allowed = policy.debt_allowed(currency)
+            if amount > allowed:
+                raise RuleViolation(
+                    f"the contact owes {amount}, above the {allowed} the business allows"
+                    + ("" if currency in policy.debt_threshold else f" (no debt_threshold for {currency}: no debt)"),
+                    rule="activation.debt_threshold",
+                )
+        limit = asked.lookups.contact().credit_limit
+        if limit is not None and owed.get(limit.currency, Money.zero(limit.currency)) > limit:
+            raise RuleViolation(
+                f"the contact owes more than its credit limit of {limit}", rule="activation.credit_limit"
+            )
+
+    def apply(self, effect: Effect, service: Service) -> tuple[Service, str]:
+        on = effect.on
+        if service.expired:
+            raise RuleViolation(
+                f"service {service.id} expired at the end of its termed period; renew it instead",
+                rule="activation.not_expired",
+            )
+        if service.state is ServiceState.DRAFT:
+            started = state_change(service, StateAction.ACTIVATE, on)
+            return replace(started, start_date=min(on, service.start_date)), "activated"
+        return restarted(state_change(service, StateAction.ACTIVATE, on), on), "activated; billing restarts"
+
+
+ACTIVATE = register(Activate())

@@ -1,0 +1,61 @@
+"""Change the billing day (anniversary billing only): the current cycle is settled to the day of
+the change, and the new cycle billed from it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from billow.domain.actions import Action, Asked, SubscriptionKind, register
+from billow.domain.calendar import BillingSchedule, Cycle, day_on_or_after
+from billow.domain.effects import Effect
+from billow.domain.errors import InvalidInput, RuleViolation
+from billow.domain.lifecycle import FINAL_STATES
+from billow.domain.rules import CalendarMode, ServiceState
+from billow.domain.subscriptions import Subscription
+
+
+@dataclass(frozen=True, slots=True)
+class NewBillingDay:
+    billing_day: int | None = None
+
+
+class ChangeBillingDay(SubscriptionKind[NewBillingDay, NewBillingDay]):
+    name = "change_billing_day"
+    asks = holds = NewBillingDay
+
+    def check(self, asked: Asked[NewBillingDay], action: Action) -> Action:
+        day = self.needed(asked.params.billing_day, "billing_day")
+        top = 6 if asked.subscription.cycle is Cycle.WEEK else 31
+        if not 0 <= day <= top or (top == 31 and day == 0):
+            raise InvalidInput(
+                "billing_day is a weekday 0-6 for weekly cycles, else a day of month 1-31", field="billing_day"
+            )
+        return action
+
+    def apply(self, effect: Effect) -> tuple[Subscription, str]:
+        subscription, on = effect.subscription, effect.on
+        if subscription.rules.calendar is not CalendarMode.ANNIVERSARY:
+            raise RuleViolation(
+                "the billing day changes only under anniversary billing", rule="billing_day.anniversary"
+            )
+        day = self.params(effect.action).billing_day
+        assert day is not None
+        if day == subscription.schedule.billing_day:
+            raise RuleViolation(f"the billing day is {day} already", rule="billing_day.unchanged")
+        cycle = subscription.cycle
+        schedule = BillingSchedule(cycle, day, day_on_or_after(on, cycle, day))
+        # The credit goes on the invoice that charges the new cycle's first days: today's, when
+        # today is the new billing day.
+        next_invoice = schedule.next_on_or_after(on)
+        services = []
+        for service in subscription.services:
+            if service.state in FINAL_STATES or service.in_trial(on) or service.state is ServiceState.DRAFT:
+                services.append(service)
+                continue
+            settled = effect.settle(service, on, credit_on=next_invoice)
+            services.append(replace(settled, restarted_on=on) if settled.billed_through is not None else settled)
+        moved = replace(subscription, schedule=schedule, services=tuple(services))
+        return moved, f"billing day {day} from {on}; the current cycle is settled to {on}"
+
+
+CHANGE_BILLING_DAY = register(ChangeBillingDay())
