@@ -215,6 +215,10 @@ class ActionKind(Generic[A, P]):
     def __repr__(self) -> str:
         return f"<action {self.name}>"
 
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        """A kind pickles (to another process) and copies as its name: the one registered."""
+        return kind_named, (self.name,)
+
 
 class ServiceKind(ActionKind[A, P]):
     """An action on one service of the subscription."""
