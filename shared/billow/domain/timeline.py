@@ -20,7 +20,7 @@ from dataclasses import replace
 from datetime import date, timedelta
 from itertools import islice
 
-from billow.domain.actions import Action, Requester, ServiceKind, SubscriptionKind
+from billow.domain.actions import Action, ServiceKind, SubscriptionKind
 from billow.domain.actions.expire import EXPIRE
 from billow.domain.actions.renew import RENEW
 from billow.domain.billing import BillingStep, InvoiceDraft, next_billing_step
@@ -110,18 +110,9 @@ def _term_actions(subscription: Subscription, as_of: date) -> list[Action]:
         if end is None or end > as_of:
             continue
         kind = RENEW if service.auto_renew else EXPIRE
-        due.append(
-            Action(
-                id=f"act_{service.id.removeprefix('svc_')}_{kind.name}_{end:%Y%m%d}",
-                kind=kind,
-                on=end,
-                requested_on=end,
-                service_id=service.id,
-                reason="end of the termed period",
-                by=Requester.SYSTEM,
-                params=kind.asks(),
-            )
-        )
+        action_id = f"act_{service.id.removeprefix('svc_')}_{kind.name}_{end:%Y%m%d}"
+        reason = "end of the termed period"
+        due.append(kind.by_system(action_id, end, requested_on=end, reason=reason, service_id=service.id))
     return due
 
 

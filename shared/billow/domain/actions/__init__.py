@@ -208,6 +208,21 @@ class ActionKind(Generic[A, P]):
             raise InvalidInput(f"a {self.name} action needs {name}", field=name)
         return value
 
+    def by_system(
+        self,
+        action_id: str,
+        on: date,
+        *,
+        requested_on: date,
+        reason: str,
+        service_id: str | None = None,
+        params: P | None = None,
+    ) -> Action:
+        """An action of this kind Billow itself requests (the end of a pause, a term's end, a rule
+        of its own), for `on`; `params`: what it holds (by default, its parameters' defaults)."""
+        held = self.holds() if params is None else params
+        return Action(action_id, self, on, requested_on, service_id, reason=reason, by=Requester.SYSTEM, params=held)
+
     @property
     def words(self) -> str:
         return self.name.replace("_", " ")

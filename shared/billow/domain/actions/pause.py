@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import timedelta
 
-from billow.domain.actions import Action, Asked, Days, Requester, ServiceKind, register
+from billow.domain.actions import Action, Asked, Days, ServiceKind, register
 from billow.domain.actions.resume import RESUME
 from billow.domain.calendar import Period
 from billow.domain.effects import Effect, cycle_end, state_change
@@ -39,18 +39,10 @@ class Pause(ServiceKind[Days, Days]):
         if days:
             resume_on = on + timedelta(days=days)
             paused = replace(paused, pauses=(*service.pauses, Period(on, resume_on)))
-            effect.schedule(
-                Action(
-                    id=f"{action.id}-resume",
-                    kind=RESUME,
-                    on=resume_on,
-                    requested_on=on,
-                    service_id=service.id,
-                    reason="end of pause",
-                    by=Requester.SYSTEM,
-                    params=RESUME.asks(),
-                )
+            resume = RESUME.by_system(
+                f"{action.id}-resume", resume_on, requested_on=on, reason="end of pause", service_id=service.id
             )
+            effect.schedule(resume)
         settled = effect.settle(paused, on, credit_on=cycle_end(effect.subscription, on))
         return settled, f"paused for {days} days" if days else "paused"
 
