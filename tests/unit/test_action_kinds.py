@@ -29,6 +29,7 @@ from billow.domain.effects import Effect
 from billow.domain.errors import InvalidInput, RuleViolation
 from billow.domain.policy import SubscriptionPolicy
 from billow.domain.subscriptions import Service, Subscription
+from billow.local.lambda_runtime import handler
 from billow.local.stack import add_tenant
 from billow.services.actions import ActionRequest, ActionResult, action_log, request_action
 from billow.services.billing import InvoiceNumbers
@@ -86,6 +87,8 @@ NOTE, FLAG = Note(), Flag()
 
 @pytest.fixture
 def registered(moto_table: str) -> Iterator[InProcessClient]:
+    # The API's schema lists the kinds registered when it is imported: import it before these.
+    handler("api.handler.app")
     register(NOTE)
     register(FLAG)
     add_tenant("tenant-k", "Tenant K", KEY)
