@@ -44,9 +44,7 @@ SVC = SUB + "/services/<service_id>"
 
 class When(Body):
     on: BillingDay | None = Field(default=None, description="the day it takes effect (default: today, immediately)")
-    in_days: int | None = Field(
-        default=None, ge=0, le=MAX_DAYS_SCHEDULED, description="or: this many days from today"
-    )
+    in_days: int | None = Field(default=None, ge=0, le=MAX_DAYS_SCHEDULED, description="or: this many days from today")
     reason: str | None = Field(
         default=None, min_length=1, max_length=200, description="why (the business may require one of a list)"
     )
