@@ -1,8 +1,11 @@
-"""Hypothesis drives one service through random actions (immediate and scheduled) and clock
-advances. Changes go to price terms of any cycle and billing model, so the service moves between
-the contact's subscriptions as the service layer moves it; the subscription's billing day changes
-too. After every step: no service moved along a transition the table does not have, and no day of
-a service is billed twice. At the end
+"""Hypothesis drives one service through random actions (immediate and scheduled), billing
+upcoming cycles ahead and clock advances. Changes go to price terms of any cycle and billing model,
+so the service moves between the contact's subscriptions as the service layer moves it; the
+subscription's billing day changes too. After every step: no service moved along a transition the
+table does not have, no day of a service is billed twice, no period is invoiced again while its
+charge stands (a day is charged again only after an earlier document credited it, and no document
+credits and charges one day at one price), and every credit line lies inside one charged period.
+At the end
 (the service cancelled and everything settled): the charges minus the credits, over every
 subscription, equal the price of the time the service was billable, computed here from the
 executed actions alone, stretch by stretch, period by period of the subscription it was in."""
@@ -79,6 +82,7 @@ class LifecycleMachine(RuleBasedStateMachine):
         self.first_price = terms.price
         self.today = start
         self.lines: list[LineDraft] = []
+        self.documents: list[tuple[LineDraft, ...]] = []
         self.executed: list[tuple[Action, BillingSchedule]] = []  # with the schedule it ran on
         self.states = [self.service.state]
         self.ids = itertools.count()
@@ -117,6 +121,7 @@ class LifecycleMachine(RuleBasedStateMachine):
             ]
             if step.invoice is not None:
                 self.lines += step.invoice.lines
+                self.documents.append(step.invoice.lines)
             if (transfer := step.transfer) is not None:
                 target = self.subscriptions.get(transfer.key)
                 if target is None:
@@ -136,6 +141,18 @@ class LifecycleMachine(RuleBasedStateMachine):
     @rule(days=st.integers(1, 45))
     def advance(self, days: int) -> None:
         self.move(self.today + timedelta(days=days))
+
+    @rule(until=st.integers(1, 100), later=st.integers(0, 40))
+    def bill_ahead(self, until: int, later: int) -> None:
+        """Bill upcoming cycles up to `until` days after the day it runs (`{"until"}` in the API)."""
+        on = self.today + timedelta(days=later)
+        action = Action(
+            id=f"a{next(self.ids):03d}", kind=ActionKind.BILL_AHEAD, on=on, requested_on=self.today,
+            until=on + timedelta(days=until),
+        )  # fmt: skip
+        self.subscription = replace(self.subscription, actions=(*self.subscription.actions, action))
+        if later == 0:
+            self.move(self.today)
 
     @rule(
         kind=st.sampled_from(KINDS),
@@ -159,6 +176,8 @@ class LifecycleMachine(RuleBasedStateMachine):
         billing_day: int,
     ) -> None:
         terms = _terms(price, model if cycle is not Cycle.MONTH else self.model, cycle)
+        if kind is ActionKind.CHANGE and terms == self.service.terms and quantity == self.service.quantity:
+            return  # the service layer refuses a change that changes nothing
         change = ServiceChange("p1", "Pro", terms, quantity) if kind is ActionKind.CHANGE else None
         action = Action(
             id=f"a{next(self.ids):03d}",
@@ -193,6 +212,51 @@ class LifecycleMachine(RuleBasedStateMachine):
                 net[line.period.start + timedelta(days=offset)] += sign
         assert set(net.values()) <= {0, 1}, sorted(d for d, n in net.items() if n not in (0, 1))[:5]
 
+    @invariant()
+    def no_period_invoiced_twice(self) -> None:
+        """Document by document: a day of a service is charged only while no charge of it stands,
+        credited only while one does; and no document credits a day and charges it again at the
+        same price unless a change re-priced it there (a pause's credit is the paused days, not the
+        periods billed ahead). A billing-day change re-cuts the periods: a credit of the old
+        schedule from or across its day beside the charge of those days on the new schedule, on
+        one invoice, re-prices them too."""
+        rescheduled = {a.on for a, _ in self.executed if a.kind is BILLING_DAY}
+        net: Counter[tuple[str, date]] = Counter()
+        for lines in self.documents:
+            prices: dict[tuple[str, date, int], set[tuple[Money, object]]] = {}
+            for line in lines:
+                if line.period is None or line.kind not in ("recurring", "prorated", "credit"):
+                    continue
+                sign = -1 if line.kind == "credit" else 1
+                for offset in range(line.period.days):
+                    day = line.period.start + timedelta(days=offset)
+                    net[line.service_id, day] += sign
+                    if sign < 0 and any(line.period.start <= r < line.period.end for r in rescheduled):
+                        continue  # a credit of the old schedule across a billing-day change
+                    prices.setdefault((line.service_id, day, sign), set()).add((line.unit_price, line.quantity))
+            for (service_id, day, sign), charged in prices.items():
+                assert net[service_id, day] in (0, 1), (service_id, day)
+                credited = prices.get((service_id, day, -1), set()) if sign > 0 else set()
+                repriced = len(charged | credited) > 1
+                assert repriced or not charged & credited, f"{day} credited and charged again on one document"
+
+    @invariant()
+    def credits_lie_in_one_charged_period(self) -> None:
+        charged: list[LineDraft] = []
+        for lines in self.documents:
+            charged += [line for line in lines if line.kind in ("recurring", "prorated")]
+            for line in lines:
+                if line.kind != "credit" or line.period is None:
+                    continue
+                period = line.period
+                assert any(
+                    c.service_id == line.service_id
+                    and c.period is not None
+                    and c.period.start <= period.start
+                    and period.end <= c.period.end
+                    for c in charged
+                ), f"credit {period} spans charged periods"
+
     def teardown(self) -> None:
         if not hasattr(self, "subscription"):
             return
@@ -219,6 +283,8 @@ class LifecycleMachine(RuleBasedStateMachine):
                 open_at = None
             elif action.kind in STARTS and open_at is None:
                 open_at = day
+                if stretches and stretches[-1][1] == day:  # started again the day it stopped: no stop
+                    open_at = stretches.pop()[0]
             elif action.kind is ActionKind.REGRET:
                 # a full credit of the stretch it was in (or the last one, if stopped since)
                 if open_at is None and len(stretches) > settled:

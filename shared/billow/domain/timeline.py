@@ -11,7 +11,9 @@ What each action does to billing (docs/lifecycle.md):
 - stopping a service (pause, deactivate, cancel, regret, expire, change) settles it at the day:
   days already invoiced past it are credited, unbilled days before it are charged (`settle`);
 - starting it again (resume, activate, renew, change) restarts billing from that day, as if it had
-  just joined mid-period (prorated, no first-piece rules).
+  just joined mid-period (prorated, no first-piece rules); days already invoiced past that day
+  (billed ahead) are not invoiced again: a restart trims the stop's pending credit to the stopped
+  days, and a change charges its new terms for them beside their credit.
 Credits of a pause, a deactivation or a change go on the next invoice; those of a cancellation, a
 regret or a change that moves the service to the subscription of its new cycle go on an invoice
 the same day.
@@ -28,8 +30,11 @@ from billow.domain.actions import Action, ActionKind, Requester, ServiceChange
 from billow.domain.billing import (
     BillingStep,
     InvoiceDraft,
+    bring_forward,
+    charge_again,
     next_billing_step,
     one_time_line,
+    restart,
     settle,
 )
 from billow.domain.calendar import BillingSchedule, Cycle, Period, add_cycles, day_on_or_after
@@ -66,10 +71,9 @@ class _Effect:
     def __init__(self, subscription: Subscription, action: Action) -> None:
         self.subscription = subscription
         self.action = action
-        self.adjustments: list[Adjustment] = []
+        self.adjustments = subscription.adjustments  # pending: settling and restarting change them
         self.logged: list[Action] = []  # actions the execution schedules or cancels
         self.pending = [a for a in subscription.actions if a.id != action.id]
-        self.waiting = list(subscription.adjustments)  # lines settled by earlier actions
         self.moving: tuple[Service, SubscriptionKey] | None = None
         self.moved: list[Action] = []
 
@@ -84,19 +88,28 @@ class _Effect:
             return service  # the business bills the new state too: billing goes on
         after = ServiceState.CANCELLED if still_billable else service.state
         creditable = rules.is_creditable(after, service.non_creditable_states)
-        settled, adjustments = settle(
-            service, self.subscription, on, credit_on=credit_on, credit=creditable, charge=billable
+        settled, self.adjustments = settle(
+            service, self.pending_subscription(), on, credit_on=credit_on, credit=creditable, charge=billable
         )
-        self.adjustments += adjustments
         # Credits an earlier action left waiting for a later invoice (a change, a new billing day)
         # are due no later than this stop's: a cancellation credits them the same day.
-        self.waiting = [
-            replace(a, run_on=credit_on)
-            if a.run_on > credit_on and a.line.kind == "credit" and a.line.service_id == service.id
-            else a
-            for a in self.waiting
-        ]
-        return replace(settled, stopped_on=on) if billable else settled
+        self.adjustments = bring_forward(self.adjustments, service.id, credit_on)
+        return replace(settled, stopped_on=on, billed_at_stop=service.billed_through) if billable else settled
+
+    def restart(self, service: Service, on: date) -> Service:
+        """Billing starts again on `on`, if an action had stopped it; a credit of days billed
+        ahead that is still pending is trimmed to the days it was stopped (`billing.restart`)."""
+        if service.stopped_on is None:
+            return service
+        restarted, self.adjustments = restart(service, self.pending_subscription(), on)
+        return restarted
+
+    def pending_subscription(self) -> Subscription:
+        """The subscription as the action found it, with the adjustments pending so far."""
+        return replace(self.subscription, adjustments=self.adjustments)
+
+    def add(self, *adjustments: Adjustment) -> None:
+        self.adjustments = (*self.adjustments, *adjustments)
 
     def move(self, service: Service, key: SubscriptionKey) -> None:
         """The service leaves for the subscription of `key`; its pending actions go with it."""
@@ -120,13 +133,6 @@ class _Effect:
 
 def _state_change(service: Service, action: StateAction, on: date) -> Service:
     return replace(service, state=next_state(service.state, action), state_since=on)
-
-
-def _restarted(service: Service, on: date) -> Service:
-    """Billing starts again on `on`, if an action had stopped it."""
-    if service.stopped_on is None:
-        return service
-    return replace(service, restarted_on=on, stopped_on=None)
 
 
 def _not_final(service: Service, kind: ActionKind) -> None:
@@ -158,7 +164,7 @@ def _service_effect(effect: _Effect, service: Service) -> tuple[Service, str]:
             return replace(_state_change(service, StateAction.ACTIVATE, on), start_date=min(on, service.start_date)), (
                 "activated"
             )
-        return _restarted(_state_change(service, StateAction.ACTIVATE, on), on), "activated; billing restarts"
+        return effect.restart(_state_change(service, StateAction.ACTIVATE, on), on), "activated; billing restarts"
     if kind is ActionKind.DEACTIVATE:
         grace = subscription.grace_until
         if grace is not None and on < grace and action.by is not Requester.BACK_OFFICE:
@@ -170,8 +176,12 @@ def _service_effect(effect: _Effect, service: Service) -> tuple[Service, str]:
     if kind is ActionKind.PAUSE:
         paused = _state_change(service, StateAction.PAUSE, on)
         days = action.days or 0
+        credit_on = cycle_end(subscription, on)
         if days:
             resume_on = on + timedelta(days=days)
+            # credited on the first invoice after the pause ends: the resume trims the credit of
+            # days billed ahead to the paused days, before it is issued
+            credit_on = cycle_end(subscription, resume_on - _DAY)
             paused = replace(paused, pauses=(*service.pauses, Period(on, resume_on)))
             effect.schedule(
                 Action(
@@ -184,10 +194,10 @@ def _service_effect(effect: _Effect, service: Service) -> tuple[Service, str]:
                     by=Requester.SYSTEM,
                 )
             )
-        settled = effect.settle(paused, on, credit_on=cycle_end(subscription, on))
+        settled = effect.settle(paused, on, credit_on=credit_on)
         return settled, f"paused for {days} days" if days else "paused"
     if kind is ActionKind.RESUME:
-        resumed = _restarted(_state_change(service, StateAction.RESUME, on), on)
+        resumed = effect.restart(_state_change(service, StateAction.RESUME, on), on)
         effect.drop_pending(service.id, f"service resumed on {on}", frozenset({ActionKind.RESUME}))
         return resumed, "resumed; billing restarts"
     if kind is ActionKind.CANCEL:
@@ -197,7 +207,7 @@ def _service_effect(effect: _Effect, service: Service) -> tuple[Service, str]:
         outcome = "cancelled"
         if fee is not None and not fee.is_zero and service.in_contract(on):
             line = one_time_line(service, "cancellation_fee", f"{service.product_name} cancellation fee", fee)
-            effect.adjustments.append(Adjustment(line, on))
+            effect.add(Adjustment(line, on))
             outcome = f"cancelled inside the contract period (until {service.contract_end}): fee {fee}"
         effect.drop_pending(service.id, f"service cancelled on {on}")
         return settled, outcome
@@ -209,7 +219,7 @@ def _service_effect(effect: _Effect, service: Service) -> tuple[Service, str]:
         fee = service.terms.setup_fee
         if had_invoice and fee is not None and not fee.is_zero:
             line = one_time_line(service, "credit", f"{service.product_name} setup fee credited", -fee)
-            effect.adjustments.append(Adjustment(line, on))
+            effect.add(Adjustment(line, on))
         effect.drop_pending(service.id, f"service regretted on {on}")
         return settled, "regretted: everything charged since it started is credited"
     if kind is ActionKind.RENEW:
@@ -221,7 +231,7 @@ def _service_effect(effect: _Effect, service: Service) -> tuple[Service, str]:
             raise RuleViolation(f"service {service.id} has not expired; activate it instead", rule="renew.expired_only")
         term_end = add_cycles(on, subscription.cycle, _termed(service))
         renewed = _state_change(service, StateAction.RENEW, on)
-        renewed = replace(_restarted(renewed, on), term_end=term_end, expired=False)
+        renewed = replace(effect.restart(renewed, on), term_end=term_end, expired=False)
         return renewed, f"renewed until {term_end}"
     if kind is ActionKind.EXPIRE:
         expired = replace(service, state=ServiceState.NOT_EFFECTIVE, state_since=on, expired=True)
@@ -303,6 +313,9 @@ def _change(effect: _Effect, service: Service) -> tuple[Service, str]:
             current_state=service.state.value,
         )
     terms, on = change.terms, action.on
+    if (change.product_id, terms, change.quantity) == (service.product_id, service.terms, service.quantity):
+        # scheduled when it was a change: crediting and charging the same price is no change
+        raise RuleViolation("the service is on these terms already: the change changes nothing", rule="change.nothing")
     check_same_currency(subscription, terms)
     key = SubscriptionKey.of(terms)
     moving = key != subscription.key
@@ -322,9 +335,20 @@ def _change(effect: _Effect, service: Service) -> tuple[Service, str]:
     elif service.state is not ServiceState.DRAFT:
         credit_on = on if moving else cycle_end(subscription, on)
         settled = effect.settle(service, on, credit_on=credit_on)
-        changed = replace(changed, billed_through=settled.billed_through, restarted_on=on)
+        changed = replace(changed, billed_through=settled.billed_through, restarted_on=on, billed_at_stop=None)
+        billed_ahead = settled.billed_at_stop
+        if not moving and billed_ahead is not None and billed_ahead > on:
+            # Periods invoiced ahead are adjusted beside their credit, not invoiced again.
+            effect.adjustments = charge_again(changed, effect.pending_subscription(), billed_ahead, credit_on)
+            changed = replace(changed, billed_through=billed_ahead)
         what = f"{what}; the old price is settled to {on}"
     if moving:
+        # It leaves settled: what it still has pending here goes on this subscription's invoice
+        # of the day (a credit of an earlier change included), before it is billed there.
+        effect.adjustments = tuple(
+            replace(a, run_on=on) if a.line.service_id == service.id and a.run_on > on else a
+            for a in effect.adjustments
+        )
         effect.move(changed, key)
         what = f"{what}; moved to the contact's {key.cycle.adjective} {key.billing_model.value} subscription"
     return changed, what
@@ -354,15 +378,19 @@ def _subscription_effect(effect: _Effect) -> tuple[Subscription, str]:
         cycle = subscription.cycle
         schedule = BillingSchedule(cycle, day, day_on_or_after(on, cycle, day))
         # The credit goes on the invoice that charges the new cycle's first days: today's, when
-        # today is the new billing day.
+        # today is the new billing day or that invoice is billed ahead (it goes out today).
         next_invoice = schedule.next_on_or_after(on)
+        lead = timedelta(days=subscription.rules.bill_days_before)
+        if subscription.bill_ahead_until is not None and next_invoice - lead <= subscription.bill_ahead_until:
+            next_invoice = on
         services = []
         for service in subscription.services:
             if service.state in FINAL_STATES or service.in_trial(on) or service.state is ServiceState.DRAFT:
                 services.append(service)
                 continue
             settled = effect.settle(service, on, credit_on=next_invoice)
-            services.append(replace(settled, restarted_on=on) if settled.billed_through is not None else settled)
+            restarted = replace(settled, restarted_on=on, billed_at_stop=None)
+            services.append(restarted if settled.billed_through is not None else settled)
         moved = replace(subscription, schedule=schedule, services=tuple(services))
         return moved, f"billing day {day} from {on}; the current cycle is settled to {on}"
     raise AssertionError(f"{kind} is not a subscription action")
@@ -388,7 +416,7 @@ def execute(subscription: Subscription, action: Action) -> BillingStep:
     except Conflict as refusal:  # an illegal transition, a rule, a missing service: logged by its code
         left = replace(subscription, actions=tuple(effect.pending))
         return BillingStep(left, None, (action.rejected(refusal.message, refusal.code),))
-    done = replace(updated.with_actions(effect.pending), adjustments=(*effect.waiting, *effect.adjustments))
+    done = replace(updated.with_actions(effect.pending), adjustments=effect.adjustments)
     record = action.executed(outcome)
     transfer = None
     if effect.moving is not None:
@@ -470,7 +498,7 @@ def next_step(
         return execute(subscription, action)
     ahead = subscription.bill_ahead_until
     if ahead is not None and ahead > as_of:
-        return next_billing_step(subscription, ahead, today=today or as_of, rater=rater)
+        return next_billing_step(subscription, as_of, today=today or as_of, rater=rater, ahead=ahead)
     return next_billing_step(subscription, as_of, today=today, rater=rater)
 
 
