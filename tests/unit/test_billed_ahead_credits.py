@@ -285,3 +285,29 @@ def test_a_billing_day_change_while_billed_ahead_credits_the_old_cycle_the_day_t
             ],
         ),
     ]
+
+
+def test_billing_ahead_after_a_billing_day_change_takes_the_old_cycles_credit_onto_its_invoice() -> None:
+    # Charged 17 January - 17 February; the billing day moved to the 1st on 17 January (the old
+    # period's credit waits for the new cycle's first invoice); billed ahead through February on
+    # 18 January: that invoice charges 17 January - 1 February again, so it carries the credit of
+    # the old period too, instead of leaving those days charged twice until 1 February.
+    run = Run(subscribe(D(2024, 1, 17), terms("5.00"))).to(D(2024, 1, 17))
+    day = Action("day", ActionKind.CHANGE_BILLING_DAY, D(2024, 1, 17), requested_on=D(2024, 1, 17), billing_day=1)
+    run.subscription = replace(run.subscription, actions=(day,))
+    run.to(D(2024, 1, 17))
+    ahead = Action("ahead", ActionKind.BILL_AHEAD, D(2024, 1, 18), requested_on=D(2024, 1, 17), until=D(2024, 2, 1))
+    run.subscription = replace(run.subscription, actions=(ahead,))
+    run.to(D(2024, 1, 18))
+    assert [(i.issue_date, lines) for i, lines in zip(run.invoices, lines(run), strict=True)] == [
+        (D(2024, 1, 17), [("recurring", Period(D(2024, 1, 17), D(2024, 2, 17)), "5.00")]),
+        (
+            D(2024, 1, 18),
+            [
+                ("credit", Period(D(2024, 1, 17), D(2024, 2, 17)), "-5.00"),
+                ("prorated", Period(D(2024, 1, 17), D(2024, 2, 1)), "2.42"),
+                ("recurring", Period(D(2024, 2, 1), D(2024, 3, 1)), "5.00"),
+            ],
+        ),
+    ]
+    assert run.subscription.adjustments == ()

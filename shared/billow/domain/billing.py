@@ -608,6 +608,34 @@ def _usage_lines(rater: UsageRater, subscription: Subscription, service: Service
     ]
 
 
+def _overlaps(a: Period, b: Period) -> bool:
+    return a.start < b.end and b.start < a.end
+
+
+def _with_waiting_credits(
+    lines: list[LineDraft], pending: tuple[Adjustment, ...]
+) -> tuple[list[LineDraft], tuple[Adjustment, ...]]:
+    """A document that charges days of a service also takes the service's pending credits of any
+    of those days, though they wait for a later invoice (a billing-day change's credit of the old
+    period, then the new periods billed ahead): no invoice charges a day again while the credit of
+    its earlier charge is still to come."""
+    charged = [
+        (line.service_id, line.period)
+        for line in lines
+        if line.kind in ("recurring", "prorated") and line.period is not None
+    ]
+    taken = [
+        a
+        for a in pending
+        if a.line.kind == "credit"
+        and (days := a.line.period) is not None
+        and any(sid == a.line.service_id and _overlaps(period, days) for sid, period in charged)
+    ]
+    if not taken:
+        return lines, pending
+    return [*(a.line for a in taken), *lines], tuple(a for a in pending if a not in taken)
+
+
 def _same_date(head: Piece, rest: Iterator[Piece]) -> list[Piece]:
     """The head and the pieces right after it billed on the same date (the threshold rule)."""
     taken = [head]
@@ -631,7 +659,8 @@ def next_billing_step(
 
     `ahead`, later than `as_of`, bills upcoming cycles: recurring charges the run would invoice up
     to that day are invoiced now, issued `today`. Credits, adjustments and usage are never billed
-    ahead: they go on the invoice of their own date, so a credit note is dated the day it is issued."""
+    ahead: they go on the invoice of their own date, so a credit note is dated the day it is issued;
+    except a pending credit of days the invoice charges again (`_with_waiting_credits`)."""
     horizon = as_of if ahead is None or ahead < as_of else ahead
     services = _activated(subscription.services, horizon)
     current = subscription if services is subscription.services else replace(subscription, services=services)
@@ -680,6 +709,7 @@ def next_billing_step(
             service = _evolve(service, changes)
         advanced.append(service)
 
+    lines, pending = _with_waiting_credits(lines, pending)
     # Fees alone (a cancellation fee) cover no days: such an invoice's period is its billing day.
     covered = [line.period for line in lines if line.period is not None] or [Period(run_date, run_date + _DAY)]
     invoice = InvoiceDraft(
