@@ -83,6 +83,7 @@ class LifecycleMachine(RuleBasedStateMachine):
         self.today = start
         self.lines: list[LineDraft] = []
         self.documents: list[tuple[LineDraft, ...]] = []
+        self.issued_after: list[int] = []  # per document, how many actions had executed when it was issued
         self.executed: list[tuple[Action, BillingSchedule]] = []  # with the schedule it ran on
         self.states = [self.service.state]
         self.ids = itertools.count()
@@ -122,6 +123,7 @@ class LifecycleMachine(RuleBasedStateMachine):
             if step.invoice is not None:
                 self.lines += step.invoice.lines
                 self.documents.append(step.invoice.lines)
+                self.issued_after.append(len(self.executed))
             if (transfer := step.transfer) is not None:
                 target = self.subscriptions.get(transfer.key)
                 if target is None:
@@ -217,28 +219,53 @@ class LifecycleMachine(RuleBasedStateMachine):
         """Document by document: a day of a service is charged only while no charge of it stands,
         credited only while one does; and no document credits a day and charges it again at the
         same price unless a change re-priced it there (a pause's credit is the paused days, not the
-        periods billed ahead). A billing-day change re-cuts the periods: a credit of the old
-        schedule from or across its day beside the charge of those days on the new schedule, on
-        one invoice, re-prices them too."""
-        rescheduled = {a.on for a, _ in self.executed if a.kind is BILLING_DAY}
+        periods billed ahead). A billing-day change re-cuts the periods: the credit of a period
+        charged before a billing-day change, of days from that day on, beside the charge of those
+        days on the new schedule, on one invoice, re-prices them too."""
         net: Counter[tuple[str, date]] = Counter()
-        for lines in self.documents:
+        for at, lines in enumerate(self.documents):
             prices: dict[tuple[str, date, int], set[tuple[Money, object]]] = {}
             for line in lines:
                 if line.period is None or line.kind not in ("recurring", "prorated", "credit"):
                     continue
                 sign = -1 if line.kind == "credit" else 1
+                recut = sign < 0 and self.recut(at, line)
                 for offset in range(line.period.days):
                     day = line.period.start + timedelta(days=offset)
                     net[line.service_id, day] += sign
-                    if sign < 0 and any(line.period.start <= r < line.period.end for r in rescheduled):
-                        continue  # a credit of the old schedule across a billing-day change
-                    prices.setdefault((line.service_id, day, sign), set()).add((line.unit_price, line.quantity))
+                    if not recut:
+                        prices.setdefault((line.service_id, day, sign), set()).add((line.unit_price, line.quantity))
             for (service_id, day, sign), charged in prices.items():
                 assert net[service_id, day] in (0, 1), (service_id, day)
                 credited = prices.get((service_id, day, -1), set()) if sign > 0 else set()
                 repriced = len(charged | credited) > 1
                 assert repriced or not charged & credited, f"{day} credited and charged again on one document"
+
+    def recut(self, at: int, credit: LineDraft) -> bool:
+        """Whether `credit` (on document `at`) credits a period charged on a schedule a billing-day
+        change replaced since: the change executed after that charge was issued, on a day before
+        the period's end."""
+        days = credit.period
+        assert days is not None
+        charged_by = next(
+            (
+                i
+                for i in reversed(range(at))
+                for line in self.documents[i]
+                if line.kind in ("recurring", "prorated")
+                and line.service_id == credit.service_id
+                and line.period is not None
+                and line.period.start <= days.start
+                and days.end <= line.period.end
+            ),
+            None,
+        )
+        if charged_by is None:
+            return False
+        return any(
+            action.kind is BILLING_DAY and action.on < days.end
+            for action, _ in self.executed[self.issued_after[charged_by] :]
+        )
 
     @invariant()
     def credits_lie_in_one_charged_period(self) -> None:
