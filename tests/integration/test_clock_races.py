@@ -113,7 +113,9 @@ def seed(store: DynamoStore, contacts: int, *, on_clock: bool) -> list[str]:
     """A tenant with the product, and `contacts` test-mode contacts; `on_clock`: each on a clock at
     ON_CLOCK with a yearly subscription (so one advance may reach FAR)."""
     store.put_settings(TenantSettings(TENANT, TENANT))
-    store.add_product(TENANT, PRODUCT)
+    work = store.unit_of_work("seed")
+    work.add_product(TENANT, PRODUCT)
+    work.commit()
     ctx = _context(store)
     ids = []
     for n in range(contacts):
