@@ -34,11 +34,16 @@ def a_contact(contact_id: str = "con_1") -> Contact:
     return Contact(contact_id, "C", "c@example.com", None, None, None, None, False, datetime(2024, 1, 1, tzinfo=UTC))
 
 
-def test_nothing_is_written_before_the_commit_and_everything_at_it(moto_table: str) -> None:
+def stored_contact() -> tuple[DynamoStore, Contact]:
     store = DynamoStore()
     store.add_contact(LIVE, a_contact())
     contact = store.get_contact(LIVE, "con_1")
     assert contact is not None
+    return store, contact
+
+
+def test_nothing_is_written_before_the_commit_and_everything_at_it(moto_table: str) -> None:
+    store, contact = stored_contact()
     invoice = an_invoice("con_1")
     payment = Payment(
         "pay_1", invoice.id, invoice.total, PaymentMethod.BANK_TRANSFER, "r1", date(2024, 1, 2), datetime.now(UTC)
@@ -58,10 +63,7 @@ def test_nothing_is_written_before_the_commit_and_everything_at_it(moto_table: s
 
 
 def test_one_failed_condition_writes_none_of_them(moto_table: str) -> None:
-    store = DynamoStore()
-    store.add_contact(LIVE, a_contact())
-    contact = store.get_contact(LIVE, "con_1")
-    assert contact is not None
+    store, contact = stored_contact()
     invoice = an_invoice("con_1")
 
     work = store.unit_of_work("a stale write")
