@@ -8,6 +8,7 @@ the billing engine). bench/cold_start.py measures it.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -90,14 +91,18 @@ _FACTORIES: dict[str, Callable[[], Any]] = {
 }
 
 
+_MAKING = threading.RLock()  # one of each, even when two threads import handlers at once (locally)
+
+
 def __getattr__(name: str) -> Any:
     """The shared object `name`, made at its first use and kept (module attribute from then on)."""
     factory = _FACTORIES.get(name)
     if factory is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = factory()
-    globals()[name] = value
-    return value
+    with _MAKING:
+        if name not in globals():
+            globals()[name] = factory()
+        return globals()[name]
 
 
 __all__ = ["clock", "invoker", "logger", "metrics", "new_id", "numbers", "store", "tracer"]
