@@ -140,6 +140,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     times = measure(modules, args.runs)
     baseline = statistics.median(times[BASELINE])
     print(f"Import time, -X importtime cumulative, median of {args.runs} fresh interpreters (Lambda's environment)")
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"machine: {os.cpu_count()} cores, load average {load} (load inflates every figure: compare ratios)")
     print(f"{'module':<24}{'median ms':>10}{'min ms':>9}{'max ms':>9}{'x boto3':>9}  target {args.target_ms:g} ms")
     missed = []
     for name, samples in times.items():
