@@ -13,6 +13,7 @@ from billow.gateways.invoke import CLOCK_ADVANCE, function_env, handler_of
 from constructs import Construct
 
 from billow_infra import logs, naming
+from billow_infra.environment import function_environment
 from billow_infra.nag import acknowledge
 from billow_infra.packaging import ASSET_EXCLUDES, FUNCTIONS_DIR
 
@@ -133,12 +134,7 @@ class BillowFunctions(Construct):
         role.add_to_policy(xray)
         table_resources = [table.table_arn, f"{table.table_arn}/index/*"]
         role.add_to_policy(iam.PolicyStatement(actions=list(spec.table_actions), resources=table_resources))
-        environment = {
-            "BILLOW_TABLE": table.table_name,
-            "POWERTOOLS_SERVICE_NAME": "billow",
-            "POWERTOOLS_METRICS_NAMESPACE": "Billow",
-            "POWERTOOLS_LOG_LEVEL": "INFO",
-        }
+        environment = function_environment(table.table_name)
         for concern in spec.invokes:
             # By name, not by construct: a function may invoke itself without a dependency cycle.
             target = naming.name(stage, concern)
