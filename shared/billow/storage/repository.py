@@ -10,6 +10,7 @@ import re
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
+from contextvars import ContextVar
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from itertools import islice
@@ -122,6 +123,20 @@ def _get(pk: str, sk: str, *, consistent_read: bool = False) -> BillowItem | Non
         return None
 
 
+_CLOCK_TIMES: ContextVar[dict[str, datetime]] = ContextVar("billow_clock_times")
+"""Per contact partition, the test-clock time this context last read or wrote. Every use case that
+acts for a contact on a test clock reads its clock first (`billow.services.contacts.contact_time`,
+the clock advance), and every write that depends on that time is conditioned on a version the
+clock's move changes: so the items a use case writes are stamped with the clock's time of their
+change (`clock_time`), which their events carry (docs/events.md), without a write of its own."""
+
+
+def _note_clock(scope: Scope, clock: TestClock) -> None:
+    times = dict(_CLOCK_TIMES.get({}))
+    times[contact_pk(scope, clock.contact_id)] = clock.frozen_time
+    _CLOCK_TIMES.set(times)
+
+
 def _entity(
     pk: str,
     sk: str,
@@ -137,6 +152,9 @@ def _entity(
     findable by that id alone (GSI2, sort key = the kind in capitals)."""
     if owner is not None and entity_id is not None:
         indexes.update(gsi2pk=by_id(owner, entity_id), gsi2sk=kind.upper())
+    clock_time = _CLOCK_TIMES.get({}).get(pk)
+    if clock_time is not None:
+        indexes.update(clock_time=clock_time.isoformat())
     return BillowItem(pk, sk, kind=kind, data=_dump(body), version=version, **indexes)
 
 
@@ -475,6 +493,7 @@ def _contact_saved(scope: Scope, contact: Contact) -> tuple[Contact, _Write]:
 
 def _clock_saved(scope: Scope, clock: TestClock) -> tuple[TestClock, _Write]:
     saved = replace(clock, version=clock.version + 1)
+    _note_clock(scope, clock)
     return saved, _Write(_clock_item(scope, clock, saved.version), _created_or_versioned(clock.version))
 
 
@@ -761,7 +780,11 @@ class DynamoStore:
     def get_clock(self, scope: Scope, contact_id: str) -> TestClock | None:
         with _translated("test clock"):
             item = _get(contact_pk(scope, contact_id), "CLOCK", consistent_read=True)
-        return None if item is None else codec.clock_in(json.loads(item.data or "{}"), int(item.version or 0))
+        if item is None:
+            return None
+        clock = codec.clock_in(json.loads(item.data or "{}"), int(item.version or 0))
+        _note_clock(scope, clock)
+        return clock
 
     def save_clock(self, scope: Scope, clock: TestClock) -> TestClock:
         """The clock's status, only if still at `clock.version` (absent for 0). A write that moves
