@@ -30,11 +30,18 @@ def record_handler(record: SQSRecord) -> str:
         raise NotABillowEvent(f"message {record.message_id} is not a Billow event of version {SCHEMA_VERSION}")
     logger.info(
         "billow event",
-        extra={"event_id": detail["id"], "type": detail["type"], "tenant_id": detail["tenant_id"], "mode": detail["mode"]},
+        extra={
+            "event_id": detail["id"],
+            "type": detail["type"],
+            "tenant_id": detail["tenant_id"],
+            "mode": detail["mode"],
+        },
     )
     return str(detail["id"])
 
 
 @logger.inject_lambda_context(log_event=False)
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    return dict(process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context))
+    return dict(
+        process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)
+    )

@@ -274,7 +274,11 @@ class StreamPoller:
                 for start in range(0, len(records), self._batch_size):
                     batch = records[start : start + self._batch_size]
                     failed = self._publish(batch) if publish else None
-                    done = batch if failed is None else batch[: [r["dynamodb"]["SequenceNumber"] for r in batch].index(failed)]
+                    done = (
+                        batch
+                        if failed is None
+                        else batch[: [r["dynamodb"]["SequenceNumber"] for r in batch].index(failed)]
+                    )
                     if done:
                         self._positions[shard] = done[-1]["dynamodb"]["SequenceNumber"]
                     handled += len(done)

@@ -5,9 +5,11 @@ the item before and after, decoded by `billow.storage.stream` into a `Change` of
 `events_of` turns a change into events, purely, by the deriver registered for the item's kind:
 adding an event is one function here (or one more line in an existing one), nothing else.
 
-Every event's id is derived from the item's key, the version the write gave it, the event type and
-the part of the item it is about (a service of a subscription): a stream record delivered twice,
-or read again after a crash, yields the same ids, so consumers de-duplicate on `id`.
+Every event's id is derived from the item's key, the event type and what identifies the change:
+by default the version the write gave the item; for a subscription, whose version also moves on
+with writes that change nothing in it (a test clock's move), the transition itself (the service,
+its states before and after, since when). A stream record delivered twice, or a change reached
+again after a crash and a rerun, yields the same id, so consumers de-duplicate on `id`.
 """
 
 from __future__ import annotations
@@ -78,8 +80,8 @@ class Event:
         }
 
 
-Derived = tuple[str, str, Json]
-"""(event type, the part of the item it is about ("" for the whole item), data)."""
+Derived = tuple[str, str | None, Json]
+"""(event type, what identifies the change within the item (None: the item's version), data)."""
 Deriver = Callable[[Change], Iterable[Derived]]
 DERIVERS: dict[str, Deriver] = {}
 """Item kind -> the function deriving its events: the one place to add an event."""
@@ -93,8 +95,9 @@ def derives(kind: str) -> Callable[[Deriver], Deriver]:
     return register
 
 
-def event_id(change: Change, event_type: str, part: str) -> str:
-    digest = hashlib.sha256("\x00".join((change.key, str(change.version), event_type, part)).encode())
+def event_id(change: Change, event_type: str, identity: str | None) -> str:
+    which = f"v{change.version}" if identity is None else identity
+    digest = hashlib.sha256("\x00".join((change.key, event_type, which)).encode())
     return "evt_" + digest.hexdigest()[:32]
 
 
@@ -104,8 +107,10 @@ def events_of(change: Change) -> list[Event]:
     if deriver is None or change.new is None:
         return []
     return [
-        Event(event_id(change, kind, part), kind, change.scope, change.contact_id, change.time, data, change.version)
-        for kind, part, data in deriver(change)
+        Event(
+            event_id(change, kind, identity), kind, change.scope, change.contact_id, change.time, data, change.version
+        )
+        for kind, identity, data in deriver(change)
     ]
 
 
@@ -139,12 +144,12 @@ def _invoice(change: Change) -> Iterator[Derived]:
     new: Invoice = change.new
     if old is None:
         kind = "credit_note.issued" if new.kind is InvoiceKind.CREDIT_NOTE else "invoice.issued"
-        yield kind, "", invoice_data(new)
+        yield kind, None, invoice_data(new)
         if new.kind is InvoiceKind.INVOICE and new.status is InvoiceStatus.PAID:  # nothing to collect
-            yield "invoice.paid", "", invoice_data(new)
+            yield "invoice.paid", None, invoice_data(new)
         return
     if old.status is not new.status and new.status in INVOICE_STATUS_EVENTS:
-        yield INVOICE_STATUS_EVENTS[new.status], "", invoice_data(new)
+        yield INVOICE_STATUS_EVENTS[new.status], None, invoice_data(new)
 
 
 # -- payments -------------------------------------------------------------------------------------
@@ -154,7 +159,7 @@ def _payment(change: Change) -> Iterator[Derived]:
         payment: Payment = change.new
         yield (
             "payment.received",
-            "",
+            None,
             {
                 "payment_id": payment.id,
                 "invoice_id": payment.invoice_id,
@@ -177,7 +182,7 @@ def _action(change: Change) -> Iterator[Derived]:
     if new.status in ACTION_EVENTS and (old is None or old.status is not new.status):
         yield (
             ACTION_EVENTS[new.status],
-            "",
+            None,
             {
                 "action_id": new.id,
                 "subscription_id": change.key.rsplit("#", 2)[-2],
@@ -214,13 +219,15 @@ def _subscription(change: Change) -> Iterator[Derived]:
     for service in new.services:
         previous = before.get(service.id)
         if previous is None or previous.state is not service.state:
-            yield "service.state_changed", service.id, _service_data(new, service, previous)
+            data = _service_data(new, service, previous)
+            # A service enters a state at most once a day, but for pauses (counted) on one day.
+            identity = f"{service.id}:{data['from']}:{data['to']}:{data['since']}:{len(service.pauses)}"
+            yield "service.state_changed", identity, data
     if old is None or old.state is not new.state:
-        yield (
-            "subscription.state_changed",
-            "",
-            {"subscription_id": new.id, "from": None if old is None else old.state.value, "to": new.state.value},
-        )
+        was = None if old is None else old.state.value
+        since = max((day(s.state_since or s.start_date) or "" for s in new.services), default="")
+        data = {"subscription_id": new.id, "from": was, "to": new.state.value, "since": since or None}
+        yield "subscription.state_changed", f"{was}:{new.state.value}:{since}", data
 
 
 EVENT_TYPES = (
