@@ -46,7 +46,13 @@ class Subscriber:
     def unique(self) -> dict[str, tuple[Any, ...]]:
         """By id, as a consumer de-duplicates: what each event says (its `sequence`, the item's
         version, depends on how many writes led there, and may differ after a crash)."""
-        return {d["id"]: (d["type"], d["time"], d["contact_id"], d["data"]) for d in self.details()}
+        return {d["id"]: (d["type"], d["time"], d["contact_id"], _comparable(d["data"])) for d in self.details()}
+
+
+def _comparable(data: dict[str, Any]) -> dict[str, Any]:
+    """An event's data, but the invoice number: numbers are unique, not gapless, so an invoice
+    issued after a crash that lost a reserved block has another number (docs/billing.md)."""
+    return {k: v for k, v in data.items() if k != "number"}
 
 
 @pytest.fixture
