@@ -78,6 +78,14 @@ def seed(store: DynamoStore) -> tuple[TenantContext, str, str]:
     return ctx, contact.id, product.id
 
 
+def begin(
+    dynamodb_local: DynamoDBLocal, table: str
+) -> tuple[DynamoStore, StreamPoller, tuple[TenantContext, str, str]]:
+    store = DynamoStore()
+    poller = StreamPoller(dynamodb_local.endpoint, table)
+    return store, poller, seed(store)
+
+
 def advance(store: DynamoStore, ctx: TenantContext, contact_id: str, to: datetime) -> None:
     """Advance the clock to `to` and run the advance, as the API and the clock-advance function do.
     A rerun finding the clock past `to` already goes on (a client retrying knows where it is)."""
@@ -176,9 +184,7 @@ def assert_per_entity_order(details: list[dict[str, Any]]) -> None:
 def test_one_order_over_three_cycles_publishes_exactly_the_documented_events_once_each(
     local_table: str, dynamodb_local: DynamoDBLocal, subscriber: Subscriber
 ) -> None:
-    store = DynamoStore()
-    poller = StreamPoller(dynamodb_local.endpoint, local_table)
-    ctx, contact_id, product_id = seed(store)
+    store, poller, (ctx, contact_id, product_id) = begin(dynamodb_local, local_table)
     scenario(store, ctx, contact_id, product_id)
     poller.drain()
     details = subscriber.details()
@@ -196,9 +202,7 @@ def test_one_order_over_three_cycles_publishes_exactly_the_documented_events_onc
 def test_a_test_clock_advance_publishes_events_stamped_with_the_clocks_time(
     local_table: str, dynamodb_local: DynamoDBLocal, subscriber: Subscriber
 ) -> None:
-    store = DynamoStore()
-    poller = StreamPoller(dynamodb_local.endpoint, local_table)
-    ctx, contact_id, product_id = seed(store)
+    store, poller, (ctx, contact_id, product_id) = begin(dynamodb_local, local_table)
     terms = store.get_product(ctx.tenant_id, product_id).terms[0]  # type: ignore[union-attr]
     ordering.place_order(
         store, ctx, contact_id, [ordering.OrderItemInput(product_id, terms.id)], None, None,
