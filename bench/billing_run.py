@@ -38,6 +38,7 @@ from billow.local import dynamodb  # noqa: E402
 from billow.local.dynamodb import LOCAL_CREDENTIALS  # noqa: E402
 from billow.services.billing import InvoiceNumbers, RunReport, bill_due_subscriptions  # noqa: E402
 from billow.services.context import Scope  # noqa: E402
+from billow.services.ordering import commit_order  # noqa: E402
 from billow.storage.models import configure  # noqa: E402
 from billow.storage.repository import DynamoStore  # noqa: E402
 from pynamodb.connection.base import Connection  # noqa: E402
@@ -128,7 +129,7 @@ def seed(store: DynamoStore, scope: Scope, count: int, start: date) -> None:
     products = two_line_products()
     for i in range(count):
         plan = two_line_order(i, products, start)
-        store.place_order(scope, plan.order, plan.subscriptions, plan.new_subscription_ids)
+        commit_order(store, scope, plan)
 
 
 def end_to_end(

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 ROOT = Path(__file__).resolve().parents[1]
 for path in (ROOT / "shared", ROOT / "functions", ROOT / "infra", ROOT):
@@ -16,6 +17,13 @@ for path in (ROOT / "shared", ROOT / "functions", ROOT / "infra", ROOT):
 
 from billow.local.dynamodb import LOCAL_CREDENTIALS  # noqa: E402
 from billow.local.lambda_runtime import prepare_environment  # noqa: E402
+
+# Property tests explore new random examples on every developer run; in CI (`CI` set, as every CI
+# service sets it) they replay a fixed sequence, so a run fails only on a change of the code, never
+# on the luck of the draw. A failure found locally prints its seed (`--hypothesis-seed=N`) to replay.
+settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 for _key, _value in LOCAL_CREDENTIALS.items():
     os.environ.setdefault(_key, _value)

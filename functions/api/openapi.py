@@ -13,7 +13,9 @@ is added here from what each route is:
   id (path, query or body), 409 on a route that acts on stored data, 503 on a route that reads
   storage.
 
-`make openapi` writes the document, and a unit test fails when the committed one is stale.
+`make openapi` writes the document, and a unit test fails when the committed one is stale. The
+document is built on demand, never when the handler is imported: what only it needs (Powertools'
+OpenAPI models) is imported then, and its own models are built then (`defer_build`).
 """
 
 from __future__ import annotations
@@ -25,7 +27,6 @@ from typing import Any, TypeVar
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver, Response
 from aws_lambda_powertools.event_handler.api_gateway import Route
-from aws_lambda_powertools.event_handler.openapi.models import APIKey, APIKeyIn, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 
 TITLE, VERSION = "Billow API", "0.1.0"
@@ -54,7 +55,7 @@ PURE_ROUTES = frozenset({("POST", "/billing/preview")})
 
 
 class FieldProblem(BaseModel):
-    model_config = ConfigDict(title="FieldProblem")
+    model_config = ConfigDict(title="FieldProblem", defer_build=True)
     field: str = Field(description='the input at fault, as a path: "terms[0].price", "contact_id", "body"')
     reason: str
 
@@ -62,7 +63,7 @@ class FieldProblem(BaseModel):
 class Error(BaseModel):
     """Every 4xx and 5xx the API answers."""
 
-    model_config = ConfigDict(title="Error", extra="allow")
+    model_config = ConfigDict(title="Error", extra="allow", defer_build=True)
     error: str = Field(description="a stable, machine-readable code: messages may change, codes may not")
     message: str = Field(description="for people")
     fields: list[FieldProblem] = Field(description="each input at fault (possibly none)")
@@ -135,6 +136,8 @@ def _routes(app: APIGatewayRestResolver) -> dict[tuple[str, str], Route]:
 
 def document(app: APIGatewayRestResolver) -> dict[str, Any]:
     """The OpenAPI document of `app`, with every status each operation answers."""
+    from aws_lambda_powertools.event_handler.openapi.models import APIKey, APIKeyIn, HTTPBearer
+
     generated = json.loads(
         app.get_openapi_json_schema(
             title=TITLE,

@@ -1,14 +1,15 @@
-"""Domain objects as JSON responses. Money, periods, lines and invoices not yet issued are the
+"""Domain objects as JSON responses: the API's own form, written here field by field and never by the
+storage codec (`billow.storage.codec`), so renaming a field of the API is no storage migration and
+the reverse (tests/unit/test_json_forms.py). Money, periods, lines and invoices not yet issued are the
 shared views (`billow.services.views`), as the dry run shows them."""
 
 from __future__ import annotations
 
-from dataclasses import asdict
 from datetime import date, datetime
 
 from billow.domain.actions import Action
-from billow.domain.catalog import PriceTerms, Product, terms_json
-from billow.domain.contacts import Contact, TestClock
+from billow.domain.catalog import PriceTerms, Product
+from billow.domain.contacts import Address, Contact, TestClock
 from billow.domain.invoices import Invoice, Payment
 from billow.domain.ordering import Order
 from billow.domain.subscriptions import Subscription
@@ -17,7 +18,22 @@ from billow.services.views import Json, day, line, money, period
 
 
 def terms(t: PriceTerms) -> Json:
-    return terms_json(t, money)
+    return {
+        "id": t.id,
+        "product_id": t.product_id,
+        "price": money(t.price),
+        "cycle": t.cycle.value,
+        "billing_model": t.billing_model.value,
+        "pricing_model": t.pricing_model.value,
+        "setup_fee": money(t.setup_fee),
+        "trial_days": t.trial_days,
+        "alignment": None if t.alignment is None else t.alignment.value,
+        "meter": t.meter,
+        "term_cycles": t.term_cycles,
+        "auto_renew": t.auto_renew,
+        "contract_cycles": t.contract_cycles,
+        "cancellation_fee": money(t.cancellation_fee),
+    }
 
 
 def product(p: Product) -> Json:
@@ -32,12 +48,23 @@ def product(p: Product) -> Json:
     }
 
 
+def address(a: Address) -> Json:
+    return {
+        "line1": a.line1,
+        "city": a.city,
+        "country": a.country,
+        "postal_code": a.postal_code,
+        "line2": a.line2,
+        "region": a.region,
+    }
+
+
 def contact(c: Contact) -> Json:
     return {
         "id": c.id,
         "name": c.name,
         "email": c.email,
-        "billing_address": None if c.billing_address is None else asdict(c.billing_address),
+        "billing_address": None if c.billing_address is None else address(c.billing_address),
         "classification": c.classification,
         "credit_limit": money(c.credit_limit),
         "preferred_payment_method": c.preferred_payment_method,
@@ -89,11 +116,11 @@ def payment(p: Payment) -> Json:
     }
 
 
-def subscription(s: Subscription, today: date) -> Json:
-    """`today`: the contact's (its test clock's, in test mode), for what depends on it (`trialing`)."""
-    upcoming = upcoming_invoices(s, 1)
-    due = upcoming[0].billing_date if upcoming else None
-    return {
+def subscription(s: Subscription, today: date, *, next_billing_date: bool = True) -> Json:
+    """`today`: the contact's (its test clock's, in test mode), for what depends on it (`trialing`).
+    `next_billing_date` runs the billing engine ahead to find the day of the next invoice: one
+    subscription's view shows it; a listing leaves it out unless asked (`include=next_billing_date`)."""
+    shown: Json = {
         "id": s.id,
         "contact_id": s.contact_id,
         "state": s.state.value,
@@ -101,7 +128,6 @@ def subscription(s: Subscription, today: date) -> Json:
         "billing_model": s.billing_model.value,
         "currency": s.currency,
         "billing_day": s.schedule.billing_day,
-        "next_billing_date": None if due is None else due.isoformat(),
         "invoice_count": s.invoice_count,
         "services": [
             {
@@ -130,6 +156,10 @@ def subscription(s: Subscription, today: date) -> Json:
         "grace_until": day(s.grace_until),
         "pending_actions": [action(a) for a in s.actions],
     }
+    if next_billing_date:
+        upcoming = upcoming_invoices(s, 1)
+        shown["next_billing_date"] = upcoming[0].billing_date.isoformat() if upcoming else None
+    return shown
 
 
 def action(a: Action) -> Json:
@@ -155,5 +185,14 @@ def order(o: Order) -> Json:
         "contact_id": o.contact_id,
         "reference": o.reference,
         "start_date": o.start_date.isoformat(),
-        "services": [asdict(s) for s in o.services],
+        "services": [
+            {
+                "service_id": s.service_id,
+                "subscription_id": s.subscription_id,
+                "product_id": s.product_id,
+                "terms_id": s.terms_id,
+                "quantity": s.quantity,
+            }
+            for s in o.services
+        ],
     }

@@ -1,24 +1,108 @@
 """What every handler shares: observability objects and the wiring of ports to adapters.
 
-Created once per Lambda container (module import), reused across invocations."""
+Created once per Lambda container, reused across invocations, and each only when a handler first
+names it (`from runtime import logger, store`): a handler's cold start pays for what it uses, not
+for the others' (the authorizer neither traces nor bills, so it imports neither the X-Ray SDK nor
+the billing engine). bench/cold_start.py measures it.
+"""
 
 from __future__ import annotations
 
-from aws_lambda_powertools import Logger, Metrics, Tracer
-from billow.gateways.invoke import EnvironmentInvoker
-from billow.services.billing import InvoiceNumbers
-from billow.services.context import SystemClock, new_id
-from billow.storage.repository import DynamoStore
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from billow.services.context import new_id
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools import Logger, Metrics, Tracer
+    from billow.gateways.invoke import EnvironmentInvoker
+    from billow.services.billing import InvoiceNumbers
+    from billow.services.context import SystemClock
+    from billow.storage.repository import DynamoStore
+
+    logger: Logger
+    tracer: Tracer
+    metrics: Metrics
+    store: DynamoStore
+    clock: SystemClock
+    numbers: InvoiceNumbers
+    invoker: EnvironmentInvoker
 
 SERVICE = "billow"
 
-logger = Logger(service=SERVICE)
-tracer = Tracer(service=SERVICE)
-metrics = Metrics(namespace="Billow", service=SERVICE)
+TRACED_LIBRARIES = ("botocore",)
+"""What X-Ray traces: every AWS call (pynamodb's DynamoDB requests go through botocore's client).
+Not Powertools' default, which imports and patches every library X-Ray supports that is installed
+(httpx, requests...: ~100 ms of a cold start) and traced each DynamoDB request twice (pynamodb's
+patch wraps botocore's HTTP session under botocore's own)."""
 
-store = DynamoStore()
-clock = SystemClock()
-numbers = InvoiceNumbers(store)
-invoker = EnvironmentInvoker()
+
+def _logger() -> Any:
+    from aws_lambda_powertools import Logger
+
+    return Logger(service=SERVICE)
+
+
+def _tracer() -> Any:
+    from aws_lambda_powertools import Tracer
+
+    return Tracer(service=SERVICE, patch_modules=TRACED_LIBRARIES)
+
+
+def _metrics() -> Any:
+    from aws_lambda_powertools import Metrics
+
+    return Metrics(namespace="Billow", service=SERVICE)
+
+
+def _store() -> Any:
+    from billow.storage.repository import DynamoStore
+
+    return DynamoStore()
+
+
+def _clock() -> Any:
+    from billow.services.context import SystemClock
+
+    return SystemClock()
+
+
+def _numbers() -> Any:
+    from billow.services.billing import InvoiceNumbers
+
+    return InvoiceNumbers(__getattr__("store"))
+
+
+def _invoker() -> Any:
+    from billow.gateways.invoke import EnvironmentInvoker
+
+    return EnvironmentInvoker()
+
+
+_FACTORIES: dict[str, Callable[[], Any]] = {
+    "logger": _logger,
+    "tracer": _tracer,
+    "metrics": _metrics,
+    "store": _store,
+    "clock": _clock,
+    "numbers": _numbers,
+    "invoker": _invoker,
+}
+
+
+_MAKING = threading.RLock()  # one of each, even when two threads import handlers at once (locally)
+
+
+def __getattr__(name: str) -> Any:
+    """The shared object `name`, made at its first use and kept (module attribute from then on)."""
+    factory = _FACTORIES.get(name)
+    if factory is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    with _MAKING:
+        if name not in globals():
+            globals()[name] = factory()
+        return globals()[name]
+
 
 __all__ = ["clock", "invoker", "logger", "metrics", "new_id", "numbers", "store", "tracer"]

@@ -13,6 +13,7 @@ from billow.gateways.invoke import CLOCK_ADVANCE, function_env, handler_of
 from constructs import Construct
 
 from billow_infra import logs, naming
+from billow_infra.environment import function_environment
 from billow_infra.nag import acknowledge
 from billow_infra.packaging import ASSET_EXCLUDES, FUNCTIONS_DIR
 
@@ -70,6 +71,22 @@ SPECS = (
         Duration.minutes(5),
         invokes=(CLOCK_ADVANCE,),  # hands the rest of a long advance to a fresh invocation
         invoked_async=True,
+    ),
+    FunctionSpec(
+        "events-publisher",
+        "events_publisher.handler.lambda_handler",
+        "Billow events: publishes the table's committed changes to the bus",
+        (),  # the stream read is granted by its event source mapping
+        Duration.minutes(1),
+        256,
+    ),
+    FunctionSpec(
+        "events-consumer",
+        "events_consumer.handler.lambda_handler",
+        "Billow events: example consumer of a rule's queue",
+        (),
+        Duration.seconds(30),
+        256,
     ),
 )
 
@@ -132,13 +149,9 @@ class BillowFunctions(Construct):
         xray = iam.PolicyStatement(actions=["xray:PutTraceSegments", "xray:PutTelemetryRecords"], resources=["*"])
         role.add_to_policy(xray)
         table_resources = [table.table_arn, f"{table.table_arn}/index/*"]
-        role.add_to_policy(iam.PolicyStatement(actions=list(spec.table_actions), resources=table_resources))
-        environment = {
-            "BILLOW_TABLE": table.table_name,
-            "POWERTOOLS_SERVICE_NAME": "billow",
-            "POWERTOOLS_METRICS_NAMESPACE": "Billow",
-            "POWERTOOLS_LOG_LEVEL": "INFO",
-        }
+        if spec.table_actions:
+            role.add_to_policy(iam.PolicyStatement(actions=list(spec.table_actions), resources=table_resources))
+        environment = function_environment(table.table_name)
         for concern in spec.invokes:
             # By name, not by construct: a function may invoke itself without a dependency cycle.
             target = naming.name(stage, concern)
@@ -152,11 +165,12 @@ class BillowFunctions(Construct):
             "AwsSolutions-IAM5[Resource::*]",
             "X-Ray PutTraceSegments/PutTelemetryRecords support no resource-level permissions.",
         )
-        acknowledge(
-            role,
-            f"AwsSolutions-IAM5[Resource::<{self._logical_table_ref(table)}.Arn>/index/*]",
-            "Queries the table's own GSIs (due index, by-id, listings); scoped to this one table.",
-        )
+        if spec.table_actions:
+            acknowledge(
+                role,
+                f"AwsSolutions-IAM5[Resource::<{self._logical_table_ref(table)}.Arn>/index/*]",
+                "Queries the table's own GSIs (due index, by-id, listings); scoped to this one table.",
+            )
         function = lambda_.Function(
             scope,
             "Function",

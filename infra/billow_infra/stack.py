@@ -11,6 +11,7 @@ from constructs import Construct
 from billow_infra import naming
 from billow_infra.api import BillowApi
 from billow_infra.billing_run import BillingRun
+from billow_infra.events import BillowEvents
 from billow_infra.functions import BillowFunctions
 from billow_infra.table import BillowTable
 
@@ -46,8 +47,17 @@ class BillowStack(Stack):
         billing = BillingRun(
             self, "Billing", stage=stage, billing_run=functions.by_concern["billing-run"], shards=DUE_SHARDS
         )
+        bus = BillowEvents(
+            self,
+            "Events",
+            stage=stage,
+            table=table,
+            publisher=functions.by_concern["events-publisher"],
+            consumer=functions.by_concern["events-consumer"],
+        ).bus
 
         CfnOutput(self, "ApiUrl", value=api.api.url, description="Base URL of the Billow API")
         CfnOutput(self, "TableName", value=table.table_name)
+        CfnOutput(self, "EventBusName", value=bus.event_bus_name)
         CfnOutput(self, "BillingRunFunctionName", value=functions.by_concern["billing-run"].function_name)
         CfnOutput(self, "BillingRunStateMachineArn", value=billing.state_machine.state_machine_arn)

@@ -28,6 +28,7 @@ class BillowTable(Construct):
             encryption=dynamodb.TableEncryption.AWS_MANAGED,
             removal_policy=RemovalPolicy.RETAIN,
             time_to_live_attribute=TTL_ATTRIBUTE,
+            stream=dynamodb.StreamViewType.NEW_AND_OLD_IMAGES,  # the events' outbox (docs/events.md)
         )
         for index_name, projection in GSIS:
             self.table.add_global_secondary_index(

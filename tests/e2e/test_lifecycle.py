@@ -76,8 +76,8 @@ def test_pause_on_the_10th_for_10_days_is_credited_on_the_next_invoice(api: Http
     assert ("resume", "executed", "2025-01-20") in ann.log()
     _, february = ann.invoices()
     assert february["billing_date"] == "2025-02-01"
-    # the 22 days from the pause credited, the 12 from the resume charged: 10 days credited net
-    assert ann.lines(february) == [("credit", "-22.00"), ("prorated", "12.00"), ("recurring", "31.00")]
+    # the 10 paused days credited (the days after the resume stay invoiced), February in full
+    assert ann.lines(february) == [("credit", "-10.00"), ("recurring", "31.00")]
     assert february["total"]["amount"] == "21.00"
 
 
@@ -351,4 +351,4 @@ def test_term_and_trial_actions_move_the_dates_billing_follows(api: HttpClient) 
     resumed = cat.act("resume")
     assert resumed.status == 201 and cat.service["state"] == "effective"
     cat.advance("2025-02-01")
-    assert cat.lines(cat.invoices()[-1]) == [("credit", "-27.00"), ("prorated", "7.00"), ("recurring", "31.00")]
+    assert cat.lines(cat.invoices()[-1]) == [("credit", "-20.00"), ("recurring", "31.00")]

@@ -60,9 +60,10 @@ def test_three_billing_cycles_by_time_travel_then_nothing_twice(api: HttpClient)
     advance_clock(api, contact["id"], "2024-05-01T10:00:00Z")
     assert len(api.get(f"/invoices?contact_id={contact['id']}").body["items"]) == 3
 
-    # And the subscription shows where it stands
-    (subscription,) = api.get(f"/contacts/{contact['id']}/subscriptions").body["items"]
+    # And the subscription shows where it stands (a listing shows the next billing date when asked)
+    (subscription,) = api.get(f"/contacts/{contact['id']}/subscriptions?include=next_billing_date").body["items"]
     assert subscription["next_billing_date"] == "2024-05-31"
+    assert api.get(f"/subscriptions/{subscription['id']}").body["next_billing_date"] == "2024-05-31"
     assert subscription["billing_day"] == 31
 
 

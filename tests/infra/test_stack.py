@@ -57,9 +57,11 @@ def test_functions_with_their_own_roles(synthesized: tuple[Template, Path]) -> N
         "authorizer.handler.lambda_handler",
         "billing_run.handler.lambda_handler",
         "clock_advance.handler.lambda_handler",
+        "events_publisher.handler.lambda_handler",
+        "events_consumer.handler.lambda_handler",
     }
     roles = {json.dumps(f["Properties"]["Role"]) for f in functions.values()}
-    assert len(roles) == 4, "each function has a role of its own"
+    assert len(roles) == len(functions), "each function has a role of its own"
     assert all(f["Properties"]["TracingConfig"] == {"Mode": "Active"} for f in functions.values())
     assert all(len(f["Properties"]["Layers"]) == 2 for f in functions.values())
 
@@ -190,3 +192,49 @@ def test_cdk_nag_does_fail_synth_on_a_violation(tmp_path: Path) -> None:
     sqs.Queue(stack, "CarelessQueue", encryption=sqs.QueueEncryption.UNENCRYPTED)
     with pytest.raises(RuntimeError, match="AwsSolutions-SQS4"):
         app.synth()
+
+
+def test_events_bus_stream_publisher_and_consumer_queues(synthesized: tuple[Template, Path]) -> None:
+    """docs/events.md: the table's stream feeds the publisher (bisected and retried on error, then
+    to a failure queue; batch item failures reported), which puts on billow-<stage>; each consumer
+    rule feeds an SQS queue with a dead-letter queue, read with partial batch failures."""
+    from billow.gateways.events import CONSUMER_RULES
+    from billow.local.events import LocalBus, rules_from_template
+
+    template, _ = synthesized
+    template.has_resource_properties(
+        "AWS::DynamoDB::Table", {"StreamSpecification": {"StreamViewType": "NEW_AND_OLD_IMAGES"}}
+    )
+    template.has_resource_properties("AWS::Events::EventBus", {"Name": "billow-test"})
+    template.has_resource_properties(
+        "AWS::Lambda::EventSourceMapping",
+        {
+            "EventSourceArn": {"Fn::GetAtt": [Match.any_value(), "StreamArn"]},
+            "BisectBatchOnFunctionError": True,
+            "MaximumRetryAttempts": 10,
+            "FunctionResponseTypes": ["ReportBatchItemFailures"],
+            "ParallelizationFactor": 1,
+            "DestinationConfig": {"OnFailure": {"Destination": Match.any_value()}},
+        },
+    )
+    template.has_resource_properties(
+        "AWS::Lambda::EventSourceMapping",
+        {"EventSourceArn": {"Fn::GetAtt": [Match.string_like_regexp("alleventsqueue"), "Arn"]},
+         "FunctionResponseTypes": ["ReportBatchItemFailures"]},
+    )  # fmt: skip
+    template.has_resource_properties(
+        "AWS::SQS::Queue",
+        {"QueueName": "billow-test-events-all-events", "RedrivePolicy": Match.object_like({"maxReceiveCount": 5})},
+    )
+    # The rules the local bus routes by are exactly those synthesized.
+    rules = rules_from_template(template.to_json())
+    expected = {f"billow-test-events-{name}": pattern for name, pattern in CONSUMER_RULES.items()}
+    assert {n: p for n, p in rules.items() if n.startswith("billow-test-events-")} == expected
+    bus = LocalBus(rules)
+    seen: list[str] = []
+    for name in expected:
+        bus.subscribe(name, lambda event: seen.append(event["detail-type"]))
+    detail = '{"id": "evt_1", "version": 1}'
+    bus.put([{"Source": "billow", "DetailType": "billow.invoice.issued", "Detail": detail}])
+    bus.put([{"Source": "elsewhere", "DetailType": "billow.invoice.issued", "Detail": detail}])
+    assert seen == ["billow.invoice.issued"]

@@ -14,10 +14,10 @@ from billow.domain.errors import ConcurrentModification
 from billow.domain.subscriptions import Subscription
 from billow.domain.tenants import TenantSettings
 from billow.services import catalog, contacts, ordering
-from billow.services.billing import InvoiceNumbers, bill_due_subscriptions
+from billow.services.billing import InvoiceNumbers, bill_due_subscriptions, commit_step
 from billow.services.context import Scope, TenantContext, new_id
 from billow.services.ordering import OrderItemInput
-from billow.storage.repository import DynamoStore
+from billow.storage.repository import DynamoStore, DynamoUnitOfWork
 
 pytestmark = pytest.mark.integration
 
@@ -153,9 +153,9 @@ def test_a_stale_billing_step_is_refused(local_table: str) -> None:
     ctx = setup_tenant(store)
     (contact_id,) = subscribe(store, ctx, FixedClock(datetime(2024, 1, 10, tzinfo=UTC)), 1)
     (subscription,) = store.subscriptions_of(ctx.scope, contact_id)
-    store.apply_billing_step(ctx.scope, subscription, subscription.version, None)
+    commit_step(store, ctx.scope, subscription, subscription.version)
     with pytest.raises(ConcurrentModification):
-        store.apply_billing_step(ctx.scope, subscription, subscription.version, None)
+        commit_step(store, ctx.scope, subscription, subscription.version)
 
 
 def test_a_crash_between_ordering_and_billing_is_healed_by_the_next_run(local_table: str) -> None:
@@ -166,8 +166,10 @@ def test_a_crash_between_ordering_and_billing_is_healed_by_the_next_run(local_ta
     contact = new_contact(store, ctx, clock, "C", "c@example.com")
 
     class CrashAfterOrder(DynamoStore):
-        def apply_billing_step(self, *args: object, **kwargs: object) -> None:
-            raise RuntimeError("process died")
+        def unit_of_work(self, what: str) -> DynamoUnitOfWork:
+            if what.startswith("billing"):  # the first billing step, before anything of it is written
+                raise RuntimeError("process died")
+            return super().unit_of_work(what)
 
     def place(via: DynamoStore) -> ordering.PlacedOrder:
         items = [OrderItemInput(product.id, product.terms[0].id)]

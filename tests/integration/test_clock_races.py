@@ -113,7 +113,9 @@ def seed(store: DynamoStore, contacts: int, *, on_clock: bool) -> list[str]:
     """A tenant with the product, and `contacts` test-mode contacts; `on_clock`: each on a clock at
     ON_CLOCK with a yearly subscription (so one advance may reach FAR)."""
     store.put_settings(TenantSettings(TENANT, TENANT))
-    store.add_product(TENANT, PRODUCT)
+    work = store.unit_of_work("seed")
+    work.add_product(TENANT, PRODUCT)
+    work.commit()
     ctx = _context(store)
     ids = []
     for n in range(contacts):
@@ -371,7 +373,8 @@ def test_a_change_whose_billing_lost_to_an_advance_acts_on_the_new_day(local_tab
         finish_advance(other, contact_id)
         _advance(other, contact_id)  # to FAR: within the yearly bound, the change not requested yet
 
-    inject_after(store, "apply_billing_step", run_and_advance_again, before=True)
+    # Its first write is that billing step: the competitor lands just before the step is staged and committed.
+    inject_after(store, "unit_of_work", run_and_advance_again, before=True)
 
     _change_to_weekly(store, contact_id)
 

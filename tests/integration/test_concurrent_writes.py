@@ -17,7 +17,9 @@ from billow.domain.ordering import OrderItem, plan_order
 from billow.domain.rules import BillingRules
 from billow.domain.tenants import TenantSettings
 from billow.local.dynamodb import DynamoDBLocal
+from billow.services.billing import commit_step
 from billow.services.context import Scope
+from billow.services.ordering import commit_order
 from billow.services.tenants import tenant_context, update_subscription_policy
 from billow.storage.models import configure
 from billow.storage.repository import DynamoStore
@@ -48,25 +50,27 @@ def test_a_final_log_record_is_never_written_over(local_table: str) -> None:
         test_clock=False,
         rules=BillingRules(),
     )
-    store.place_order(T1, plan.order, plan.subscriptions, plan.new_subscription_ids)
+    commit_order(store, T1, plan)
     (subscription,) = store.subscriptions_of(T1, "con_1")
     action = Action("act_1", CANCEL, DAY, DAY, subscription.services[0].id, params=NoParams())
 
-    store.apply_billing_step(T1, subscription, subscription.version, None, [action.executed("cancelled")])
+    commit_step(store, T1, subscription, subscription.version, None, [action.executed("cancelled")])
     with pytest.raises(ConcurrentModification):  # a retry's refusal does not replace the executed record
-        store.log_actions(T1, subscription, [action.rejected("already cancelled", "lifecycle")])
+        work = store.unit_of_work("a refusal")
+        work.log_action(T1, subscription, action.rejected("already cancelled", "lifecycle"), only_new=True)
+        work.commit()
     current = store.load_subscription(T1, "con_1", subscription.id)
     assert current is not None
     with pytest.raises(ConcurrentModification):  # nor does a retry's scheduling, even at the current version
-        store.apply_billing_step(T1, current, current.version, None, [action])
+        commit_step(store, T1, current, current.version, None, [action])
     (record,) = store.actions_of(T1, "con_1", subscription.id)
     assert (record.id, record.status) == ("act_1", ActionStatus.EXECUTED)
 
     scheduled = Action("act_2", PAUSE, DAY, DAY, subscription.services[0].id, params=Days())
-    store.apply_billing_step(T1, current, current.version, None, [scheduled])  # new: written
+    commit_step(store, T1, current, current.version, None, [scheduled])  # new: written
     again = store.load_subscription(T1, "con_1", subscription.id)
     assert again is not None
-    store.apply_billing_step(T1, again, again.version, None, [scheduled.cancelled("withdrawn")])  # was scheduled
+    commit_step(store, T1, again, again.version, None, [scheduled.cancelled("withdrawn")])  # was scheduled
     assert {a.id: a.status for a in store.actions_of(T1, "con_1", subscription.id)} == {
         "act_1": ActionStatus.EXECUTED,
         "act_2": ActionStatus.CANCELLED,

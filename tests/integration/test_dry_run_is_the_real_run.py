@@ -9,11 +9,12 @@ from dataclasses import replace
 from datetime import date, timedelta
 
 import pytest
-from billow.domain.ordering import Order, OrderedService
+from billow.domain.ordering import Order, OrderedService, OrderPlan
 from billow.domain.preview import PreviewTerms, dry_run, preview_subscription
 from billow.domain.tenants import TenantSettings
 from billow.services.billing import InvoiceNumbers, bill_subscription
 from billow.services.context import TenantContext
+from billow.services.ordering import commit_order
 from billow.storage.repository import DynamoStore
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -48,7 +49,7 @@ def test_a_dry_run_at_d_equals_the_real_run_at_d(
         (OrderedService(service.id, sub.id, service.product_id, service.terms.id, service.quantity),),
     )
     ctx = TenantContext(tenant.tenant_id, "live", tenant)
-    store.place_order(ctx.scope, order, [sub], frozenset({sub.id}))
+    commit_order(store, ctx.scope, OrderPlan(order, (sub,), frozenset({sub.id})))
 
     real = bill_subscription(store, ctx, sub.contact_id, sub.id, as_of, InvoiceNumbers(store))
     dry = dry_run(terms, start, end, as_of)

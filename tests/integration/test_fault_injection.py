@@ -31,6 +31,7 @@ from billow.local.lambda_runtime import invoke
 from billow.services import catalog, contacts, ordering, time_travel
 from billow.services.billing import InvoiceNumbers, bill_due_subscriptions
 from billow.services.context import Scope, TenantContext, new_id
+from billow.services.ordering import commit_order
 from billow.storage import codec
 from billow.storage.repository import DynamoStore
 from pynamodb.connection.base import Connection
@@ -122,7 +123,7 @@ def seed(store: DynamoStore, tenant_id: str) -> datetime:
             test_clock=False,
             rules=BillingRules(),
         )
-        store.place_order(Scope(tenant_id, "live"), plan.order, plan.subscriptions, plan.new_subscription_ids)
+        commit_order(store, Scope(tenant_id, "live"), plan)
     return datetime(2024, 4, 20, 0, 5, tzinfo=UTC)
 
 

@@ -22,6 +22,7 @@ from billow.domain.rules import BillingRules
 from billow.domain.tenants import TenantSettings
 from billow.local.dynamodb import DynamoDBLocal
 from billow.services.context import Scope
+from billow.services.ordering import commit_order
 from billow.storage import codec
 from billow.storage.repository import DynamoStore
 
@@ -60,7 +61,7 @@ def _place(store: DynamoStore, contact: str, terms: PriceTerms, start: date, *, 
         move = Action(f"act_{contact}", CHANGE, move_on, start, service.id, params=Changed(change))
         cancel = Action(f"act_{contact}_cancel", CANCEL, date(2025, 3, 10), start, service.id)
         subscriptions = (subscription.with_actions([move, cancel]),)
-    store.place_order(LIVE, plan.order, subscriptions, plan.new_subscription_ids)
+    commit_order(store, LIVE, replace(plan, subscriptions=subscriptions))
 
 
 def seed(store: DynamoStore) -> datetime:

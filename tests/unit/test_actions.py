@@ -114,9 +114,10 @@ def test_pause_on_the_10th_for_10_days_credits_those_days_on_the_next_invoice() 
     assert len(run.invoices) == 2  # the January charge, then the next invoice on 1 February
     feb = run.invoices[1]
     assert feb.billing_date == D(2025, 2, 1)
-    # the 22 days from the pause credited, the 12 from the resume charged again (10 paused days
-    # credited net), and February at full price
-    assert run.lines(1) == [("credit", "-22.00"), ("prorated", "12.00"), ("recurring", "31.00")]
+    # the 10 paused days credited, one line with their period (the days after the resume stay
+    # invoiced, not credited and charged again), and February at full price
+    assert run.lines(1) == [("credit", "-10.00"), ("recurring", "31.00")]
+    assert feb.lines[0].period == Period(D(2025, 1, 10), D(2025, 1, 20))
     assert feb.total == usd("21.00")
 
 

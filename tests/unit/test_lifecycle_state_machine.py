@@ -1,8 +1,11 @@
-"""Hypothesis drives one service through random actions (immediate and scheduled) and clock
-advances. Changes go to price terms of any cycle and billing model, so the service moves between
-the contact's subscriptions as the service layer moves it; the subscription's billing day changes
-too. After every step: no service moved along a transition the table does not have, and no day of
-a service is billed twice. At the end
+"""Hypothesis drives one service through random actions (immediate and scheduled), billing
+upcoming cycles ahead and clock advances. Changes go to price terms of any cycle and billing model,
+so the service moves between the contact's subscriptions as the service layer moves it; the
+subscription's billing day changes too. After every step: no service moved along a transition the
+table does not have, no day of a service is billed twice, no period is invoiced again while its
+charge stands (a day is charged again only after an earlier document credited it, and no document
+credits and charges one day at one price), and every credit line lies inside one charged period.
+At the end
 (the service cancelled and everything settled): the charges minus the credits, over every
 subscription, equal the price of the time the service was billable, computed here from the
 executed actions alone, stretch by stretch, period by period of the subscription it was in."""
@@ -18,6 +21,7 @@ from typing import Any
 
 from billow.domain.actions import Action, ActionKind, ActionStatus, Days, NoParams, ServiceChange
 from billow.domain.actions.activate import ACTIVATE
+from billow.domain.actions.bill_ahead import BILL_AHEAD, Ahead
 from billow.domain.actions.cancel import CANCEL
 from billow.domain.actions.change import CHANGE, Changed
 from billow.domain.actions.change_billing_day import CHANGE_BILLING_DAY, NewBillingDay
@@ -90,6 +94,8 @@ class LifecycleMachine(RuleBasedStateMachine):
         self.first_price = terms.price
         self.today = start
         self.lines: list[LineDraft] = []
+        self.documents: list[tuple[LineDraft, ...]] = []
+        self.issued_after: list[int] = []  # per document, how many actions had executed when it was issued
         self.executed: list[tuple[Action, BillingSchedule]] = []  # with the schedule it ran on
         self.states = [self.service.state]
         self.ids = itertools.count()
@@ -128,6 +134,8 @@ class LifecycleMachine(RuleBasedStateMachine):
             ]
             if step.invoice is not None:
                 self.lines += step.invoice.lines
+                self.documents.append(step.invoice.lines)
+                self.issued_after.append(len(self.executed))
             if (transfer := step.transfer) is not None:
                 target = self.subscriptions.get(transfer.key)
                 if target is None:
@@ -147,6 +155,18 @@ class LifecycleMachine(RuleBasedStateMachine):
     @rule(days=st.integers(1, 45))
     def advance(self, days: int) -> None:
         self.move(self.today + timedelta(days=days))
+
+    @rule(until=st.integers(1, 100), later=st.integers(0, 40))
+    def bill_ahead(self, until: int, later: int) -> None:
+        """Bill upcoming cycles up to `until` days after the day it runs (`{"until"}` in the API)."""
+        on = self.today + timedelta(days=later)
+        action = Action(
+            id=f"a{next(self.ids):03d}", kind=BILL_AHEAD, on=on, requested_on=self.today,
+            params=Ahead(on + timedelta(days=until)),
+        )  # fmt: skip
+        self.subscription = replace(self.subscription, actions=(*self.subscription.actions, action))
+        if later == 0:
+            self.move(self.today)
 
     @rule(
         kind=st.sampled_from(KINDS),
@@ -170,6 +190,8 @@ class LifecycleMachine(RuleBasedStateMachine):
         billing_day: int,
     ) -> None:
         terms = _terms(price, model if cycle is not Cycle.MONTH else self.model, cycle)
+        if kind is CHANGE and terms == self.service.terms and quantity == self.service.quantity:
+            return  # the service layer refuses a change that changes nothing
         day = billing_day % 7 if self.subscription.cycle is Cycle.WEEK else billing_day
         params: object = (
             Days(days)
@@ -209,6 +231,76 @@ class LifecycleMachine(RuleBasedStateMachine):
                 net[line.period.start + timedelta(days=offset)] += sign
         assert set(net.values()) <= {0, 1}, sorted(d for d, n in net.items() if n not in (0, 1))[:5]
 
+    @invariant()
+    def no_period_invoiced_twice(self) -> None:
+        """Document by document: a day of a service is charged only while no charge of it stands,
+        credited only while one does; and no document credits a day and charges it again at the
+        same price unless a change re-priced it there (a pause's credit is the paused days, not the
+        periods billed ahead). A billing-day change re-cuts the periods: the credit of a period
+        charged before a billing-day change, of days from that day on, beside the charge of those
+        days on the new schedule, on one invoice, re-prices them too."""
+        net: Counter[tuple[str, date]] = Counter()
+        for at, lines in enumerate(self.documents):
+            prices: dict[tuple[str, date, int], set[tuple[Money, object]]] = {}
+            for line in lines:
+                if line.period is None or line.kind not in ("recurring", "prorated", "credit"):
+                    continue
+                sign = -1 if line.kind == "credit" else 1
+                recut = sign < 0 and self.recut(at, line)
+                for offset in range(line.period.days):
+                    day = line.period.start + timedelta(days=offset)
+                    net[line.service_id, day] += sign
+                    if not recut:
+                        prices.setdefault((line.service_id, day, sign), set()).add((line.unit_price, line.quantity))
+            for (service_id, day, sign), charged in prices.items():
+                assert net[service_id, day] in (0, 1), (service_id, day)
+                credited = prices.get((service_id, day, -1), set()) if sign > 0 else set()
+                repriced = len(charged | credited) > 1
+                assert repriced or not charged & credited, f"{day} credited and charged again on one document"
+
+    def recut(self, at: int, credit: LineDraft) -> bool:
+        """Whether `credit` (on document `at`) credits a period charged on a schedule a billing-day
+        change replaced since: the change executed after that charge was issued, on a day before
+        the period's end."""
+        days = credit.period
+        assert days is not None
+        charged_by = next(
+            (
+                i
+                for i in reversed(range(at))
+                for line in self.documents[i]
+                if line.kind in ("recurring", "prorated")
+                and line.service_id == credit.service_id
+                and line.period is not None
+                and line.period.start <= days.start
+                and days.end <= line.period.end
+            ),
+            None,
+        )
+        if charged_by is None:
+            return False
+        return any(
+            action.kind is BILLING_DAY and action.on < days.end
+            for action, _ in self.executed[self.issued_after[charged_by] :]
+        )
+
+    @invariant()
+    def credits_lie_in_one_charged_period(self) -> None:
+        charged: list[LineDraft] = []
+        for lines in self.documents:
+            charged += [line for line in lines if line.kind in ("recurring", "prorated")]
+            for line in lines:
+                if line.kind != "credit" or line.period is None:
+                    continue
+                period = line.period
+                assert any(
+                    c.service_id == line.service_id
+                    and c.period is not None
+                    and c.period.start <= period.start
+                    and period.end <= c.period.end
+                    for c in charged
+                ), f"credit {period} spans charged periods"
+
     def teardown(self) -> None:
         if not hasattr(self, "subscription"):
             return
@@ -235,6 +327,8 @@ class LifecycleMachine(RuleBasedStateMachine):
                 open_at = None
             elif action.kind in STARTS and open_at is None:
                 open_at = day
+                if stretches and stretches[-1][1] == day:  # started again the day it stopped: no stop
+                    open_at = stretches.pop()[0]
             elif action.kind is REGRET:
                 # a full credit of the stretch it was in (or the last one, if stopped since)
                 if open_at is None and len(stretches) > settled:

@@ -14,13 +14,14 @@ from billow.domain.actions.change import CHANGE, Changed
 from billow.domain.calendar import Cycle
 from billow.domain.catalog import BillingModel, PriceTerms
 from billow.domain.money import Money
-from billow.domain.ordering import Order
+from billow.domain.ordering import Order, OrderPlan
 from billow.domain.rules import DEFAULT_RULES, ServiceState
 from billow.domain.subscriptions import MAX_SERVICES_PER_SUBSCRIPTION, Subscription, SubscriptionKey, Transfer
 from billow.domain.tenants import TenantSettings
 from billow.domain.timeline import receive, receiving_subscription, steps
 from billow.services.billing import InvoiceNumbers, bill_subscription
 from billow.services.context import TenantContext
+from billow.services.ordering import commit_order
 from billow.storage.repository import DynamoStore
 
 from tests.unit.test_actions import D, Run, subscribe, terms, usd
@@ -155,7 +156,7 @@ def test_a_scheduled_move_into_a_subscription_that_filled_up_is_rejected(moto_ta
     full = replace(full, services=tuple(replace(one, id=f"svc_q{n}") for n in range(MAX_SERVICES_PER_SUBSCRIPTION)))
     for subscription in (monthly, full):
         order = Order(f"ord_{subscription.id}", "c1", None, D(2025, 1, 1), ())
-        store.place_order(ctx.scope, order, [subscription], frozenset({subscription.id}))
+        commit_order(store, ctx.scope, OrderPlan(order, (subscription,), frozenset({subscription.id})))
 
     invoices = bill_subscription(store, ctx, "c1", monthly.id, D(2025, 2, 1), InvoiceNumbers(store))
     own = [i.total for i in invoices if i.subscription_id == monthly.id]

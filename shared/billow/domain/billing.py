@@ -23,7 +23,9 @@ When a service leaves the billable states (`rules.billable_states`, overridable 
 reaches its end date, billing stops there; days already billed past that point are credited
 unless the new state is non-creditable. The credit of a piece is what was charged for it minus
 what the kept days cost, so charges minus credits always equal the price of the days kept, to the
-minor unit. A step whose lines sum below zero is a credit note.
+minor unit. Each credit line lies in one billed period. A step whose lines sum below zero is a
+credit note; billing ahead (`ahead`) pulls only recurring charges forward, so a credit note is
+dated the day it is issued.
 
 `next_billing_step` takes the earliest date on which a subscription has something due and returns
 the one invoice for it plus the subscription with every covered service advanced. Applying steps
@@ -38,7 +40,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import date, timedelta
 from fractions import Fraction
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from billow.domain.actions import Action
 from billow.domain.calendar import Period, add_cycle, day_on_or_after
@@ -232,13 +234,15 @@ class _Due:
             self.usage = usage_pieces(service, subscription, end)
             self.usage_head = next(self.usage, None)
 
-    def run_date(self, lead: timedelta) -> date | None:
+    def run_date(self, lead: timedelta, as_of: date = date.max, ahead: date = date.max) -> date | None:
+        """The earliest date something is due: credits and usage up to `as_of`, recurring
+        charges (billed `lead` early) up to `ahead`; None when nothing is."""
         dates = []
-        if self.credit_on is not None:
+        if self.credit_on is not None and self.credit_on <= as_of:
             dates.append(self.credit_on)
-        if self.head is not None:
+        if self.head is not None and self.head.billing_date - lead <= ahead:
             dates.append(self.head.billing_date - lead)
-        if self.usage_head is not None:
+        if self.usage_head is not None and self.usage_head.billing_date <= as_of:
             dates.append(self.usage_head.billing_date)
         return min(dates, default=None)
 
@@ -336,11 +340,18 @@ def one_time_line(service: Service, kind: str, description: str, amount: Money) 
 
 
 def _credit_line(service: Service, piece: Piece, kept: Period | None) -> LineDraft:
+    """The credit of the days of a charged piece after `kept` (all of it when None)."""
+    price = service.terms.period_price(service.quantity)
+    kept_price = price.scaled(Fraction(kept.days, piece.billing_period.days)) if kept else Money.zero(price.currency)
+    credited = Period(kept.end if kept else piece.covered.start, piece.covered.end)
+    return _credit(service, piece, credited, kept_price)
+
+
+def _credit(service: Service, piece: Piece, credited: Period, kept_price: Money) -> LineDraft:
+    """A credit line for the `credited` days of a charged piece: what the piece was charged minus
+    `kept_price`, the price of its other days as they are (or will be) counted when credited."""
     price = service.terms.period_price(service.quantity)
     period_days = piece.billing_period.days
-    kept_fraction = Fraction(kept.days, period_days) if kept else Fraction(0)
-    charged = price.scaled(Fraction(piece.covered.days, period_days))
-    credited = Period(kept.end if kept else piece.covered.start, piece.covered.end)
     return LineDraft(
         kind="credit",
         description=f"{service.product_name}: unused time credited",
@@ -349,7 +360,7 @@ def _credit_line(service: Service, piece: Piece, kept: Period | None) -> LineDra
         quantity=service.quantity,
         unit_price=service.terms.price,
         fraction=-Fraction(credited.days, period_days),
-        amount=price.scaled(kept_fraction) - charged,
+        amount=kept_price - price.scaled(Fraction(piece.covered.days, period_days)),
         period=credited,
     )
 
@@ -362,7 +373,7 @@ def settle(
     credit_on: date,
     credit: bool = True,
     charge: bool = True,
-) -> tuple[Service, list[Adjustment]]:
+) -> tuple[Service, tuple[Adjustment, ...]]:
     """Stop the service's billing at `on` (an action's day) and settle what billing would have
     done, so that billing can restart later from any day without looking back:
 
@@ -370,26 +381,214 @@ def settle(
       the setup fee if nothing was invoiced yet, unless `charge` is False (those days were not
       billable: the service was paused or not effective already);
     - its days from `on` already invoiced are credited on `credit_on`, unless `credit` is False
-      (the new state is not creditable), as the engine credits them (charged minus kept).
+      (the new state is not creditable), as the engine credits them (charged minus kept), or on
+      the invoice of a pending charge of those days if that is later;
+    - days from `on` whose charge is still pending (an earlier action settled them, their invoice
+      has not gone out) are not credited: that charge is cut down to the days kept (or dropped),
+      so no document charges and credits the same days at one price. The amount is the same as
+      charge plus credit: the price of the days kept, rounded once.
 
-    Returns the service billed through `on` and the adjustments for the subscription."""
+    Returns the service billed through `on` and the subscription's adjustments."""
     lead = timedelta(days=subscription.rules.bill_days_before)
-    adjustments: list[Adjustment] = []
+    pending = list(subscription.adjustments)
+    added: list[Adjustment] = []
     if charge and service.unbilled_from < on:
         pieces = list(recurring_pieces(service, subscription, end=on))
         if pieces and service.billed_through is None and (fee := _setup_fee_line(service)) is not None:
-            adjustments.append(Adjustment(fee, max(pieces[0].billing_date - lead, on)))
-        adjustments += [Adjustment(_charge_line(service, p), max(p.billing_date - lead, on)) for p in pieces]
-    if credit:
-        adjustments += [
-            Adjustment(_credit_line(service, p, kept), credit_on)
-            for p, kept in credit_pieces(service, subscription, on)
-        ]
+            added.append(Adjustment(fee, max(pieces[0].billing_date - lead, on)))
+        added += [Adjustment(_charge_line(service, p), max(p.billing_date - lead, on)) for p in pieces]
+    for piece, kept in credit_pieces(service, subscription, on) if credit else []:
+        at = _position(pending, _charge_line(service, piece))
+        if at is None:
+            line = _credit_line(service, piece, kept)
+            added.append(Adjustment(line, max([credit_on, *_charged_on(pending, line)])))
+            continue
+        netted = pending.pop(at)
+        if kept is not None:
+            kept_piece = Piece(piece.billing_date, piece.billing_period, kept)
+            pending.insert(at, Adjustment(_charge_line(service, kept_piece), netted.run_on))
     billed = service.billed_through
-    if adjustments or (billed is not None and billed > on):
+    adjustments = (*pending, *added)
+    if added or (billed is not None and billed > on):
         return replace(service, billed_through=on), adjustments
     # Nothing charged or credited: days it never billed stay unbilled (and a setup fee still due).
     return service, adjustments
+
+
+def _charged_on(adjustments: list[Adjustment], credit: LineDraft) -> list[date]:
+    """Run dates of pending charges of some of the days `credit` credits: the credit goes on
+    their invoice, never before it."""
+    days = credit.period
+    assert days is not None
+    return [
+        a.run_on
+        for a in adjustments
+        if a.line.service_id == credit.service_id
+        and a.line.kind in ("recurring", "prorated")
+        and a.line.period is not None
+        and a.line.period.start < days.end
+        and days.start < a.line.period.end
+    ]
+
+
+def bring_forward(adjustments: tuple[Adjustment, ...], service_id: str, due: date) -> tuple[Adjustment, ...]:
+    """The service's pending credits moved up to `due` (a stop's credit date) when they wait for a
+    later invoice: a cancellation right after a change credits everything the same day."""
+    return tuple(
+        replace(a, run_on=due) if a.run_on > due and a.line.kind == "credit" and a.line.service_id == service_id else a
+        for a in adjustments
+    )
+
+
+def _position(adjustments: list[Adjustment], line: LineDraft) -> int | None:
+    """Where `line` waits among the pending `adjustments`, or None."""
+    return next((i for i, a in enumerate(adjustments) if a.line == line), None)
+
+
+def restart(service: Service, subscription: Subscription, on: date) -> tuple[Service, tuple[Adjustment, ...]]:
+    """Billing starts again on `on` (a resume, an activation, a renewal) after an action stopped it.
+
+    On the day of the stop, while the lines the stop settled are all still pending, the stop is
+    undone: those lines are dropped and the service is billed as if it had never stopped (one
+    stretch, rounded once). Later, if the stop credited days already invoiced past its day
+    (billed ahead) and its credit is still pending, the days from `on` are neither credited nor
+    charged again: the credit is trimmed to the days the service was stopped, one line per
+    invoiced period, and the service stays invoiced through where it was. Each trimmed line is
+    what its piece was charged minus the price of its days kept before the stop and after `on`,
+    counted as a later credit will count them, so charges minus credits still equal the price of
+    the days kept, to the minor unit. A period with no credit pending (its pending charge was cut
+    to the days before the stop, or its credit was issued) gets a pending charge of its days from
+    `on`, on the cut charge's invoice if it still waits. Otherwise (no credit pending at all, or
+    one cannot be split exactly) billing restarts on `on` like a service joining mid-period. Returns the service
+    restarted and the subscription's adjustments."""
+    stopped, before = service.stopped_on, service.billed_at_stop
+    restarted = replace(service, restarted_on=on, stopped_on=None, billed_at_stop=None)
+    adjustments = subscription.adjustments
+    if stopped is None:
+        return restarted, adjustments
+    if on == stopped and (undone := _undo_stop(service, subscription, stopped)) is not None:
+        return undone
+    through = before
+    if through is None or not stopped <= on < through:
+        return restarted, adjustments
+    charged = credit_pieces(replace(service, billed_through=through), subscription, stopped)
+    found = [_position(list(adjustments), _credit_line(service, piece, kept)) for piece, kept in charged]
+    if all(at is None for at in found):
+        return restarted, adjustments  # the credit is invoiced already (or the schedule changed)
+    resumed = replace(restarted, billed_through=through)
+    after = list(recurring_pieces(resumed, subscription, start=on, end=through))
+    price = service.terms.period_price(service.quantity)
+    lead = timedelta(days=subscription.rules.bill_days_before)
+    trimmed: dict[int, Adjustment | None] = {}
+    charged_again: list[Adjustment] = []
+    placed = 0
+    for (piece, kept), at in zip(charged, found, strict=True):
+        covered = piece.covered
+        inside = [p for p in after if covered.start <= p.covered.start and p.covered.end <= covered.end]
+        placed += len(inside)
+        if at is None:
+            # No credit of this period is pending: its charge was cut to the days before the stop
+            # (it was still pending) or its credit was issued. The days from `on` are charged
+            # again, on the invoice of the cut charge if it still waits, else as a restart is.
+            cut = Piece(piece.billing_date, piece.billing_period, kept) if kept is not None else None
+            waits = None if cut is None else _position(list(adjustments), _charge_line(service, cut))
+            charged_again += [
+                Adjustment(
+                    _charge_line(resumed, p),
+                    adjustments[waits].run_on if waits is not None else max(p.billing_date - lead, on),
+                )
+                for p in inside
+            ]
+            continue
+        kept_price = sum_money([price.scaled(p.fraction) for p in inside], price.currency)
+        if kept is not None:
+            kept_price = kept_price + price.scaled(Fraction(kept.days, piece.billing_period.days))
+        hole_start, hole_end = max(covered.start, stopped), min(covered.end, on)
+        if hole_start < hole_end:
+            line = _credit(service, piece, Period(hole_start, hole_end), kept_price)
+            trimmed[at] = Adjustment(line, adjustments[at].run_on)
+        elif kept_price == price.scaled(piece.fraction):
+            trimmed[at] = None  # kept whole: nothing to credit
+        else:
+            return restarted, adjustments  # cannot be split exactly
+    if placed != len(after):
+        return restarted, adjustments  # the pieces after `on` do not fall inside the charged ones
+    remaining = [trimmed.get(i, a) for i, a in enumerate(adjustments)]
+    return resumed, (*(a for a in remaining if a is not None), *charged_again)
+
+
+def _undo_stop(
+    service: Service, subscription: Subscription, stopped: date
+) -> tuple[Service, tuple[Adjustment, ...]] | None:
+    """The service as it was before the stop of `stopped` settled it, with the lines that stop
+    settled dropped from the pending adjustments; None if one of them is not pending any more."""
+    before = replace(service, billed_through=service.billed_at_stop, stopped_on=None, billed_at_stop=None)
+    lines: list[LineDraft] = []
+    if before.unbilled_from < stopped:
+        pieces = list(recurring_pieces(before, subscription, end=stopped))
+        if pieces and before.billed_through is None and (fee := _setup_fee_line(before)) is not None:
+            lines.append(fee)
+        lines += [_charge_line(before, p) for p in pieces]
+    lines += [_credit_line(before, p, kept) for p, kept in credit_pieces(before, subscription, stopped)]
+    positions = _positions(subscription.adjustments, lines)
+    if positions is None:
+        return None
+    return before, tuple(a for i, a in enumerate(subscription.adjustments) if i not in positions)
+
+
+def _positions(adjustments: tuple[Adjustment, ...], lines: list[LineDraft]) -> list[int] | None:
+    """Where each of `lines` waits among the pending `adjustments`, or None if one does not."""
+    positions: list[int] = []
+    for line in lines:
+        at = next((i for i, a in enumerate(adjustments) if a.line == line and i not in positions), None)
+        if at is None:
+            return None
+        positions.append(at)
+    return positions
+
+
+def charge_again(service: Service, subscription: Subscription, until: date, run_on: date) -> tuple[Adjustment, ...]:
+    """The service's days from its restart up to `until`, already invoiced (billed ahead) before a
+    change credited them, charged at its new terms on the invoice of `run_on`, one line per
+    period, beside the credit: the period is adjusted, never invoiced a second time. A pending
+    credit of exactly those days at exactly that amount (an earlier change away from these terms,
+    not invoiced yet) is dropped instead: no document credits and charges them at one price.
+    Returns the subscription's adjustments."""
+    pending = list(subscription.adjustments)
+    added: list[Adjustment] = []
+    for piece in recurring_pieces(service, subscription, end=until):
+        line = _charge_line(service, piece)
+        for at, adjustment in enumerate(pending):
+            netted = _netted(adjustment.line, line)
+            if netted is not False:
+                if netted is None:
+                    del pending[at]
+                else:
+                    pending[at] = Adjustment(netted, adjustment.run_on)
+                break
+        else:
+            added.append(Adjustment(line, run_on))
+    return (*pending, *added)
+
+
+def _netted(credit: LineDraft, charge: LineDraft) -> LineDraft | Literal[False] | None:
+    """A pending `credit` of the last days of a period cut down by a `charge` of its last days at
+    the same terms: the credit of the days before them (None when nothing is left), or False
+    when they do not net exactly. Credit plus charge keep their sum to the minor unit."""
+    same = (credit.service_id, credit.product_id, credit.quantity, credit.unit_price)
+    if credit.kind != "credit" or same != (charge.service_id, charge.product_id, charge.quantity, charge.unit_price):
+        return False
+    days, cut = credit.period, charge.period
+    if days is None or cut is None or not (days.start <= cut.start and cut.end == days.end):
+        return False
+    amount = credit.amount + charge.amount
+    if cut.start == days.start:
+        return None if amount.is_zero else False
+    if not amount.is_negative:
+        return False
+    period_days = Fraction(days.days) / -credit.fraction
+    left = Period(days.start, cut.start)
+    return replace(credit, fraction=-Fraction(left.days) / period_days, amount=amount, period=left)
 
 
 def _usage_lines(rater: UsageRater, subscription: Subscription, service: Service, piece: Piece) -> list[LineDraft]:
@@ -409,6 +608,34 @@ def _usage_lines(rater: UsageRater, subscription: Subscription, service: Service
     ]
 
 
+def _overlaps(a: Period, b: Period) -> bool:
+    return a.start < b.end and b.start < a.end
+
+
+def _with_waiting_credits(
+    lines: list[LineDraft], pending: tuple[Adjustment, ...]
+) -> tuple[list[LineDraft], tuple[Adjustment, ...]]:
+    """A document that charges days of a service also takes the service's pending credits of any
+    of those days, though they wait for a later invoice (a billing-day change's credit of the old
+    period, then the new periods billed ahead): no invoice charges a day again while the credit of
+    its earlier charge is still to come."""
+    charged = [
+        (line.service_id, line.period)
+        for line in lines
+        if line.kind in ("recurring", "prorated") and line.period is not None
+    ]
+    taken = [
+        a
+        for a in pending
+        if a.line.kind == "credit"
+        and (days := a.line.period) is not None
+        and any(sid == a.line.service_id and _overlaps(period, days) for sid, period in charged)
+    ]
+    if not taken:
+        return lines, pending
+    return [*(a.line for a in taken), *lines], tuple(a for a in pending if a not in taken)
+
+
 def _same_date(head: Piece, rest: Iterator[Piece]) -> list[Piece]:
     """The head and the pieces right after it billed on the same date (the threshold rule)."""
     taken = [head]
@@ -421,33 +648,43 @@ def _same_date(head: Piece, rest: Iterator[Piece]) -> list[Piece]:
 
 # -- the step -----------------------------------------------------------------------------------
 def next_billing_step(
-    subscription: Subscription, as_of: date, *, today: date | None = None, rater: UsageRater = NO_USAGE
+    subscription: Subscription,
+    as_of: date,
+    *,
+    today: date | None = None,
+    rater: UsageRater = NO_USAGE,
+    ahead: date | None = None,
 ) -> BillingStep | None:
     """The earliest due invoice of `subscription` at `as_of`, or None when nothing is due.
 
-    `today`, when earlier than the invoice's run date (billing upcoming cycles ahead of time),
-    becomes its issue date."""
-    services = _activated(subscription.services, as_of)
+    `ahead`, later than `as_of`, bills upcoming cycles: recurring charges the run would invoice up
+    to that day are invoiced now, issued `today`. Credits, adjustments and usage are never billed
+    ahead: they go on the invoice of their own date, so a credit note is dated the day it is issued;
+    except a pending credit of days the invoice charges again (`_with_waiting_credits`)."""
+    horizon = as_of if ahead is None or ahead < as_of else ahead
+    services = _activated(subscription.services, horizon)
     current = subscription if services is subscription.services else replace(subscription, services=services)
     lead = timedelta(days=subscription.rules.bill_days_before)
     dues = [_Due(s, current) for s in services]
     run_date: date | None = None
-    candidates = [due.run_date(lead) for due in dues] + [a.run_on for a in current.adjustments]
+    candidates = [due.run_date(lead, as_of, horizon) for due in dues]
+    candidates += [a.run_on for a in current.adjustments if a.run_on <= as_of]
     for candidate in candidates:
-        if candidate is not None and candidate <= as_of and (run_date is None or candidate < run_date):
+        if candidate is not None and candidate <= horizon and (run_date is None or candidate < run_date):
             run_date = candidate
     if run_date is None:
         return None if current is subscription else BillingStep(current, None)
 
-    lines: list[LineDraft] = [a.line for a in current.adjustments if a.run_on <= run_date]
-    pending = tuple(a for a in current.adjustments if a.run_on > run_date)
+    settling = run_date <= as_of  # else only recurring charges billed ahead
+    lines: list[LineDraft] = [a.line for a in current.adjustments if a.run_on <= run_date] if settling else []
+    pending = tuple(a for a in current.adjustments if a.run_on > run_date) if settling else current.adjustments
     advanced: list[Service] = []
     billing_dates: list[date] = [run_date] if lines else []
     issue_floor = run_date
     for due in dues:
         service = due.service
         changes: dict[str, date] = {}
-        if due.credit_on == run_date:
+        if due.credit_on == run_date and settling:
             for piece, kept in credit_pieces(service, current, run_date):
                 lines.append(_credit_line(service, piece, kept))
             changes["billed_through"] = run_date
@@ -462,7 +699,7 @@ def next_billing_step(
             lines.extend(_charge_line(service, piece) for piece in taken)
             changes["billed_through"] = taken[-1].covered.end
             billing_dates.append(due.head.billing_date)
-        if due.usage_head is not None and due.usage_head.billing_date == run_date:
+        if settling and due.usage_head is not None and due.usage_head.billing_date == run_date:
             lines.extend(_usage_lines(rater, current, service, due.usage_head))
             changes["usage_billed_through"] = due.usage_head.covered.end
             billing_dates.append(run_date)
@@ -472,6 +709,7 @@ def next_billing_step(
             service = _evolve(service, changes)
         advanced.append(service)
 
+    lines, pending = _with_waiting_credits(lines, pending)
     # Fees alone (a cancellation fee) cover no days: such an invoice's period is its billing day.
     covered = [line.period for line in lines if line.period is not None] or [Period(run_date, run_date + _DAY)]
     invoice = InvoiceDraft(

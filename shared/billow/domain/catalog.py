@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from fractions import Fraction
-from typing import Any
 
 from billow.domain.calendar import Cycle
 from billow.domain.errors import Conflict, InvalidInput, NotFound
@@ -96,27 +94,6 @@ class PriceTerms:
         price terms of different cycles (a change from monthly to yearly is an upgrade or not)."""
         per_year = Fraction(1461, 28) if self.cycle is Cycle.WEEK else Fraction(12, self.cycle.months)
         return self.period_price(quantity).minor * per_year
-
-
-def terms_json(t: PriceTerms, money: Callable[[Money | None], Any]) -> dict[str, Any]:
-    """Price terms as JSON, amounts written by `money`: storage writes minor units, the API decimal
-    strings; every other field is written the same way by both."""
-    return {
-        "id": t.id,
-        "product_id": t.product_id,
-        "price": money(t.price),
-        "cycle": t.cycle.value,
-        "billing_model": t.billing_model.value,
-        "pricing_model": t.pricing_model.value,
-        "setup_fee": money(t.setup_fee),
-        "trial_days": t.trial_days,
-        "alignment": None if t.alignment is None else t.alignment.value,
-        "meter": t.meter,
-        "term_cycles": t.term_cycles,
-        "auto_renew": t.auto_renew,
-        "contract_cycles": t.contract_cycles,
-        "cancellation_fee": money(t.cancellation_fee),
-    }
 
 
 @dataclass(frozen=True, slots=True)

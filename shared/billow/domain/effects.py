@@ -6,7 +6,9 @@ What each action does to billing (docs/lifecycle.md):
 - stopping a service (pause, deactivate, cancel, regret, expire, change) settles it at the day:
   days already invoiced past it are credited, unbilled days before it are charged (`Effect.settle`);
 - starting it again (resume, activate, renew, change) restarts billing from that day, as if it had
-  just joined mid-period (prorated, no first-piece rules: `restarted`).
+  just joined mid-period (prorated, no first-piece rules: `Effect.restart`); days already
+  invoiced past that day (billed ahead) are not invoiced again: a restart trims the stop's pending
+  credit to the stopped days, and a change charges its new terms for them beside their credit.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from datetime import date
 from typing import Any
 
 from billow.domain.actions import Action, ActionKind
-from billow.domain.billing import settle
+from billow.domain.billing import bring_forward, restart, settle
 from billow.domain.errors import IllegalTransition, RuleViolation
 from billow.domain.lifecycle import FINAL_RULE, FINAL_STATES, StateAction, next_state
 from billow.domain.lines import Adjustment
@@ -36,10 +38,9 @@ class Effect:
     def __init__(self, subscription: Subscription, action: Action) -> None:
         self.subscription = subscription
         self.action = action
-        self.adjustments: list[Adjustment] = []
+        self.adjustments = subscription.adjustments  # pending: settling and restarting change them
         self.logged: list[Action] = []  # actions the execution schedules or cancels
         self.pending = [a for a in subscription.actions if a.id != action.id]
-        self.waiting = list(subscription.adjustments)  # lines settled by earlier actions
         self.moving: tuple[Service, SubscriptionKey] | None = None
         self.moved: list[Action] = []
 
@@ -58,19 +59,28 @@ class Effect:
             return service  # the business bills the new state too: billing goes on
         after = ServiceState.CANCELLED if still_billable else service.state
         creditable = rules.is_creditable(after, service.non_creditable_states)
-        settled, adjustments = settle(
-            service, self.subscription, on, credit_on=credit_on, credit=creditable, charge=billable
+        settled, self.adjustments = settle(
+            service, self.pending_subscription(), on, credit_on=credit_on, credit=creditable, charge=billable
         )
-        self.adjustments += adjustments
         # Credits an earlier action left waiting for a later invoice (a change, a new billing day)
         # are due no later than this stop's: a cancellation credits them the same day.
-        self.waiting = [
-            replace(a, run_on=credit_on)
-            if a.run_on > credit_on and a.line.kind == "credit" and a.line.service_id == service.id
-            else a
-            for a in self.waiting
-        ]
-        return replace(settled, stopped_on=on) if billable else settled
+        self.adjustments = bring_forward(self.adjustments, service.id, credit_on)
+        return replace(settled, stopped_on=on, billed_at_stop=service.billed_through) if billable else settled
+
+    def restart(self, service: Service, on: date) -> Service:
+        """Billing starts again on `on`, if an action had stopped it; a credit of days billed
+        ahead that is still pending is trimmed to the days it was stopped (`billing.restart`)."""
+        if service.stopped_on is None:
+            return service
+        restarted, self.adjustments = restart(service, self.pending_subscription(), on)
+        return restarted
+
+    def pending_subscription(self) -> Subscription:
+        """The subscription as the action found it, with the adjustments pending so far."""
+        return replace(self.subscription, adjustments=self.adjustments)
+
+    def add(self, *adjustments: Adjustment) -> None:
+        self.adjustments = (*self.adjustments, *adjustments)
 
     def move(self, service: Service, key: SubscriptionKey) -> None:
         """The service leaves for the subscription of `key`; its pending actions go with it."""
@@ -94,13 +104,6 @@ class Effect:
 
 def state_change(service: Service, action: StateAction, on: date) -> Service:
     return replace(service, state=next_state(service.state, action), state_since=on)
-
-
-def restarted(service: Service, on: date) -> Service:
-    """Billing starts again on `on`, if an action had stopped it."""
-    if service.stopped_on is None:
-        return service
-    return replace(service, restarted_on=on, stopped_on=None)
 
 
 def not_final(service: Service, kind: ActionKind[Any, Any]) -> None:

@@ -99,7 +99,7 @@ class SubscriptionPolicy:
             if len(pair) != 2 or pair[0] == pair[1]:
                 raise InvalidInput("an exclusion names two different products", field=f"excludes[{index}]")
 
-    # -- its JSON form (stored, and shown by the API) ----------------------------------------------
+    # -- its JSON form as the API shows and takes it (storage has its own: billow.storage.codec) ---
     def as_json(self) -> dict[str, Any]:
         return {
             **{f.name: getattr(self, f.name) for f in fields(self)},

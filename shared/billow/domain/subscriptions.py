@@ -79,6 +79,11 @@ class Service:
     restarted_on: date | None = None
     """The first day of the current billable stretch, when billing stopped and restarted (a pause,
     a deactivation, a change): days before it were settled by the action that stopped billing."""
+    billed_at_stop: date | None = None
+    """Where `billed_through` was just before the action that stopped billing on `stopped_on` (None
+    if nothing was billed yet): a restart on the day of the stop undoes the stop's pending lines,
+    and a restart before that day while the stop's credit is pending trims the credit to the days
+    the service was stopped, the days after staying invoiced."""
     term_end: date | None = None
     """Exclusive end of the current termed period (termed price terms only)."""
     auto_renew: bool = True

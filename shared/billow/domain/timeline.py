@@ -8,9 +8,16 @@ date) or one invoice. Applying steps until none is due is exactly once by constr
 write removes the action it executed, and advances the services it billed.
 
 Each kind of action says what executing it does (`billow.domain.actions`, docs/lifecycle.md);
-`execute` runs one on its day and gathers its records. Credits of a pause, a deactivation or a
-change go on the next invoice; those of a cancellation, a regret or a change that moves the service
-to the subscription of its new cycle go on an invoice the same day.
+`execute` runs one on its day and gathers its records. In short:
+- stopping a service (pause, deactivate, cancel, regret, expire, change) settles it at the day:
+  days already invoiced past it are credited, unbilled days before it are charged (`settle`);
+- starting it again (resume, activate, renew, change) restarts billing from that day, as if it had
+  just joined mid-period (prorated, no first-piece rules); days already invoiced past that day
+  (billed ahead) are not invoiced again: a restart trims the stop's pending credit to the stopped
+  days, and a change charges its new terms for them beside their credit.
+Credits of a pause, a deactivation or a change go on the next invoice; those of a cancellation, a
+regret or a change that moves the service to the subscription of its new cycle go on an invoice
+the same day.
 """
 
 from __future__ import annotations
@@ -57,7 +64,7 @@ def execute(subscription: Subscription, action: Action) -> BillingStep:
     except Conflict as refusal:  # an illegal transition, a rule, a missing service: logged by its code
         left = replace(subscription, actions=tuple(effect.pending))
         return BillingStep(left, None, (action.rejected(refusal.message, refusal.code),))
-    done = replace(updated.with_actions(effect.pending), adjustments=(*effect.waiting, *effect.adjustments))
+    done = replace(updated.with_actions(effect.pending), adjustments=effect.adjustments)
     record = action.executed(outcome)
     transfer = None
     if effect.moving is not None:
@@ -131,7 +138,7 @@ def next_step(
         return execute(subscription, action)
     ahead = subscription.bill_ahead_until
     if ahead is not None and ahead > as_of:
-        return next_billing_step(subscription, ahead, today=today or as_of, rater=rater)
+        return next_billing_step(subscription, as_of, today=today or as_of, rater=rater, ahead=ahead)
     return next_billing_step(subscription, as_of, today=today, rater=rater)
 
 

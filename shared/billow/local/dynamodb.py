@@ -65,6 +65,9 @@ class DynamoDBLocal:
         when it was created."""
         client = self.client()
         if table_name in client.list_tables()["TableNames"]:
+            if "StreamSpecification" not in client.describe_table(TableName=table_name)["Table"]:
+                stream = create_table_request(table_name)["StreamSpecification"]  # kept from before events
+                client.update_table(TableName=table_name, StreamSpecification=stream)
             return False
         client.create_table(**create_table_request(table_name))
         client.get_waiter("table_exists").wait(TableName=table_name)

@@ -47,6 +47,9 @@ def prepare_environment(functions_dir: Path = FUNCTIONS_DIR) -> None:
         os.environ.setdefault(key, value)
     # Asynchronous invocations (a test-clock advance) run the handler on a background thread.
     os.environ.setdefault("BILLOW_ASYNC_INVOKER", "billow.local.invoke:BackgroundInvoker")
+    # The events publisher puts on the in-process bus (billow.local.events).
+    os.environ.setdefault("BILLOW_EVENT_BUS_CLIENT", "billow.local.events:LocalBusClient")
+    os.environ.setdefault("BILLOW_EVENT_BUS", "billow-local")
     if str(functions_dir) not in sys.path:
         sys.path.insert(0, str(functions_dir))
 

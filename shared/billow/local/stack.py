@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from billow.domain.tenants import TenantSettings
 from billow.local import dynamodb, gateway
 from billow.local.dynamodb import LOCAL_CREDENTIALS, DynamoDBLocal
+from billow.local.events import StreamPoller, local_bus, sqs_target
 from billow.local.lambda_runtime import prepare_environment
 from billow.local.scheduler import DailyScheduler
 from billow.services.tenants import provision_tenant
@@ -24,9 +26,12 @@ class LocalStack:
     dynamo: DynamoDBLocal
     server: gateway.Gateway
     scheduler: DailyScheduler | None
+    events: StreamPoller
+    """Publishes the table's changes to the local bus (`billow.local.events.local_bus()`)."""
     url: str
     table_name: str
     fresh: bool = True
+    unsubscribe: list[Callable[[], None]] = field(default_factory=list)
     """False when the table came from the data directory of an earlier run."""
     _stopped: threading.Event = field(default_factory=threading.Event)
 
@@ -37,6 +42,9 @@ class LocalStack:
         if self.scheduler is not None:
             self.scheduler.stop()
         self.server.stop()
+        self.events.stop()
+        for unsubscribe in self.unsubscribe:
+            unsubscribe()
         self.dynamo.stop()
 
 
@@ -61,8 +69,9 @@ def start(
     workers: int = gateway.DEFAULT_WORKERS,
 ) -> LocalStack:
     """DynamoDB Local + table + handlers over HTTP on 127.0.0.1, served by `workers` processes
-    (+ the daily scheduler). With `data_dir` the data (scheduled actions included) outlives the
-    process: start again on the same directory and everything is where it was."""
+    (+ the daily scheduler, and the stream poller publishing events to the local bus). With
+    `data_dir` the data (scheduled actions included) outlives the process: start again on the same
+    directory and everything is where it was."""
     for key, value in LOCAL_CREDENTIALS.items():
         os.environ.setdefault(key, value)
     if data_dir is not None:
@@ -74,6 +83,12 @@ def start(
         os.environ["BILLOW_DYNAMODB_ENDPOINT"] = dynamo.endpoint
         configure(table_name=table_name, endpoint=dynamo.endpoint, region="us-east-1")
         prepare_environment()
+        events = StreamPoller(dynamo.endpoint, table_name)
+        if not fresh:
+            events.skip()  # published by the run that made those changes
+        # The example consumer, called as its queue would call it.
+        unsubscribe = [local_bus().subscribe(rule, sqs_target()) for rule in local_bus().rules]
+        events.start()
         port = port or dynamodb.free_port()
         server = gateway.serve(port, workers=workers, verbose=verbose)
     except BaseException:
@@ -82,4 +97,4 @@ def start(
     scheduler = DailyScheduler() if schedule else None
     if scheduler is not None:
         scheduler.start()
-    return LocalStack(dynamo, server, scheduler, f"http://127.0.0.1:{port}", table_name, fresh)
+    return LocalStack(dynamo, server, scheduler, events, f"http://127.0.0.1:{port}", table_name, fresh, unsubscribe)

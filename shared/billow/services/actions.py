@@ -49,7 +49,7 @@ from billow.domain.invoices import Invoice, InvoiceStatus
 from billow.domain.money import Money
 from billow.domain.subscriptions import Service, Subscription, Transfer
 from billow.domain.timeline import receive, receiving_subscription, steps, upcoming_invoices
-from billow.services.billing import InvoiceNumbers, bill_loaded, subscription_by_id, subscription_for
+from billow.services.billing import InvoiceNumbers, bill_loaded, commit_step, subscription_by_id, subscription_for
 from billow.services.contacts import contact_today, get_contact
 from billow.services.context import Clock, TenantContext
 from billow.services.ports import Page, Store
@@ -215,8 +215,8 @@ def request_action(
     `keyed`: the ids come from the caller's idempotency key, so a retry (or a copy of the request
     racing it) finds the first attempt's record in the log and answers as it did (the record, or
     the same refusal) instead of acting twice. The log is read again after every lost race, and a
-    record once written is never replaced by a later attempt's (`Store.log_actions` writes only new
-    records; the step's write is conditioned on the subscription's version)."""
+    record once written is never replaced by a later attempt's (a refusal's record is written only
+    if new; the step's write is conditioned on the subscription's version)."""
     action_id = new_id("act")
     invoices: list[Invoice] = []
     for _ in range(MAX_CONFLICT_RETRIES + 1):
@@ -240,7 +240,11 @@ def request_action(
         except (RuleViolation, IllegalTransition) as refusal:
             refused = action or _unbuilt(request, today, action_id)
             try:
-                store.log_actions(ctx.scope, subscription, [refused.rejected(refusal.message, refusal.rule)])
+                # The log alone (a refusal changes nothing else), only if new: it never replaces
+                # the record of an earlier attempt with the same id.
+                work = store.unit_of_work(f"actions of subscription {subscription.id}")
+                work.log_action(ctx.scope, subscription, refused.rejected(refusal.message, refusal.rule), only_new=True)
+                work.commit()
             except ConcurrentModification:
                 continue  # an attempt with the same key logged first: answer as it did
             raise
@@ -251,7 +255,7 @@ def request_action(
             )
         scheduled = subscription.with_actions((*subscription.actions, action))
         try:
-            store.apply_billing_step(ctx.scope, scheduled, subscription.version, None, [action])
+            commit_step(store, ctx.scope, scheduled, subscription.version, None, [action])
         except ConcurrentModification:
             continue
         scheduled = replace(scheduled, version=subscription.version + 1)
@@ -327,7 +331,7 @@ def _edit_pending(
         others = subscription.with_actions(a for a in subscription.actions if a.id != action_id)
         updated, record = edit(others, action, today)
         try:
-            store.apply_billing_step(ctx.scope, updated, subscription.version, None, [record])
+            commit_step(store, ctx.scope, updated, subscription.version, None, [record])
         except ConcurrentModification:
             continue
         return record

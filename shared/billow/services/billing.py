@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from functools import partial
 
+from billow.domain.actions import Action
 from billow.domain.billing import BillingStep, InvoiceDraft
 from billow.domain.calendar import local_date, tenant_zone
 from billow.domain.errors import ConcurrentModification, InvalidInput, NotFound, RuleViolation
@@ -26,7 +27,15 @@ from billow.domain.tenants import TenantSettings
 from billow.domain.timeline import next_step, receive, receiving_subscription, upcoming_invoices
 from billow.domain.usage import NO_USAGE, UsageRater
 from billow.services.context import Scope, TenantContext
-from billow.services.ports import DueSubscription, Store
+from billow.services.ports import (
+    BillingPorts,
+    DueSubscription,
+    InvoiceStore,
+    RunPorts,
+    SubscriptionStore,
+    TenantStore,
+    Transactions,
+)
 
 MAX_CONFLICT_RETRIES = 5
 NUMBER_BLOCK = 25
@@ -41,7 +50,7 @@ class InvoiceNumbers:
     A process that dies with part of a block unused
     leaves a gap: numbering is unique, not gapless (see docs/billing.md)."""
 
-    def __init__(self, store: Store, block: int = NUMBER_BLOCK) -> None:
+    def __init__(self, store: InvoiceStore, block: int = NUMBER_BLOCK) -> None:
         self._store = store
         self._block = block
         self._free: dict[Scope, list[int]] = {}
@@ -60,8 +69,28 @@ def invoice_id_for(subscription: Subscription) -> str:
     return f"inv_{subscription.id.removeprefix('sub_')}_{subscription.invoice_count:04d}"
 
 
+def commit_step(
+    store: Transactions,
+    scope: Scope,
+    subscription: Subscription,
+    expected_version: int,
+    invoice: Invoice | None = None,
+    actions: Iterable[Action] = (),
+) -> None:
+    """One billing step as one transaction: the advanced subscription (only if still at
+    `expected_version`), its new invoice (only if that invoice id is new) and the log records of
+    the actions the step executed, scheduled, cancelled or rejected."""
+    work = store.unit_of_work(f"billing subscription {subscription.id}")
+    work.save_subscription(scope, subscription, expected_version)
+    if invoice is not None:
+        work.add_invoice(scope, invoice)
+    for action in actions:
+        work.log_action(scope, subscription, action)
+    work.commit()
+
+
 def bill_subscription(
-    store: Store,
+    store: BillingPorts,
     ctx: TenantContext,
     contact_id: str,
     subscription_id: str,
@@ -81,7 +110,7 @@ def bill_subscription(
 
 
 def bill_loaded(
-    store: Store,
+    store: BillingPorts,
     ctx: TenantContext,
     subscription: Subscription,
     as_of: date,
@@ -113,7 +142,7 @@ def bill_loaded(
                 moved, written = _move(store, ctx, current, step, as_of, numbers, today=today, rater=rater)
                 created += moved
             else:
-                store.apply_billing_step(ctx.scope, written, current.version, invoice, step.actions)
+                commit_step(store, ctx.scope, written, current.version, invoice, step.actions)
         except ConcurrentModification:
             conflicts += 1
             if conflicts > MAX_CONFLICT_RETRIES:
@@ -127,13 +156,15 @@ def bill_loaded(
     raise NotFound(f"no subscription {subscription.id}", field="subscription_id")
 
 
-def subscription_for(store: Store, scope: Scope, contact_id: str, key: SubscriptionKey) -> Subscription | None:
+def subscription_for(
+    store: SubscriptionStore, scope: Scope, contact_id: str, key: SubscriptionKey
+) -> Subscription | None:
     """The contact's subscription that bills services of this cycle, billing model and currency."""
     return next((s for s in store.subscriptions_of(scope, contact_id) if s.key == key), None)
 
 
 def _move(
-    store: Store,
+    store: BillingPorts,
     ctx: TenantContext,
     source: Subscription,
     step: BillingStep,
@@ -164,19 +195,19 @@ def _move(
     except RuleViolation as full:  # it filled up since the change was requested: nothing moves
         pending = source.with_actions(a for a in source.actions if a.id != transfer.record.id)
         refused = replace(transfer.record, executed_on=None).rejected(full.message, full.rule)
-        store.apply_billing_step(ctx.scope, pending, source.version, None, [refused])
+        commit_step(store, ctx.scope, pending, source.version, None, [refused])
         return created, pending
     record = replace(transfer.record, moved_to=joined.id)
     source_log = [record if a.id == record.id else a for a in step.actions]
-    store.move_service(
-        ctx.scope,
-        step.subscription,
-        source.version,
-        joined,
-        target_version,
-        source_log,
-        [record, *transfer.actions],
-    )
+    # One transaction: both subscriptions (each only if still at its version; the receiving one
+    # only if new when it is) and both action logs.
+    work = store.unit_of_work(f"moving a service to subscription {joined.id}")
+    work.save_subscription(ctx.scope, step.subscription, source.version)
+    work.save_subscription(ctx.scope, joined, target_version or 0, new=target_version is None)
+    for subscription, log in ((step.subscription, source_log), (joined, [record, *transfer.actions])):
+        for action in log:
+            work.log_action(ctx.scope, subscription, action)
+    work.commit()
     written = replace(joined, version=(target_version or 0) + 1)
     created += bill_loaded(store, ctx, written, as_of, numbers, today=today, rater=rater)[0]
     return created, step.subscription
@@ -206,7 +237,7 @@ PAGE_SIZE = 200
 class SettingsCache:
     """Tenant settings read once per run (or per invocation), shared by the worker threads."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: TenantStore) -> None:
         self._store = store
         self._cache: dict[str, TenantSettings] = {}
 
@@ -219,7 +250,7 @@ class SettingsCache:
 
 
 def bill_due_page(
-    store: Store,
+    store: RunPorts,
     instant: datetime,
     numbers: InvoiceNumbers,
     shard: int,
@@ -271,7 +302,7 @@ def _outcome(call: Callable[[], list[Invoice]]) -> tuple[list[Invoice], str | No
 
 
 def bill_due_subscriptions(
-    store: Store,
+    store: RunPorts,
     instant: datetime,
     numbers: InvoiceNumbers,
     shards: Iterable[int] | None = None,
@@ -296,7 +327,7 @@ def bill_due_subscriptions(
 MAX_UPCOMING = 12
 
 
-def subscription_by_id(store: Store, ctx: TenantContext, subscription_id: str) -> Subscription:
+def subscription_by_id(store: SubscriptionStore, ctx: TenantContext, subscription_id: str) -> Subscription:
     subscription = store.get_subscription(ctx.scope, subscription_id)
     if subscription is None:
         raise NotFound(f"no subscription {subscription_id}", field="subscription_id")
@@ -304,7 +335,7 @@ def subscription_by_id(store: Store, ctx: TenantContext, subscription_id: str) -
 
 
 def view_bill(
-    store: Store, ctx: TenantContext, subscription_id: str, count: int = 3, rater: UsageRater = NO_USAGE
+    store: SubscriptionStore, ctx: TenantContext, subscription_id: str, count: int = 3, rater: UsageRater = NO_USAGE
 ) -> list[InvoiceDraft]:
     """The next `count` invoices of a subscription, as the billing run will create them."""
     if not 1 <= count <= MAX_UPCOMING:

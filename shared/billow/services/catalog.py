@@ -12,7 +12,7 @@ from billow.domain.errors import ConcurrentModification, Conflict, InvalidInput,
 from billow.domain.money import Money
 from billow.domain.rules import Alignment
 from billow.services.context import TenantContext, edit_versioned
-from billow.services.ports import Page, Store
+from billow.services.ports import CatalogPorts, CatalogStore, Page
 
 MAX_CONFLICT_RETRIES = 5
 
@@ -62,7 +62,7 @@ def _build_terms(terms_id: str, product_id: str, spec: PriceTermsInput, field: s
 
 
 def create_product(
-    store: Store,
+    store: CatalogPorts,
     ctx: TenantContext,
     *,
     name: str,
@@ -74,7 +74,9 @@ def create_product(
     built = tuple(_build_terms(new_id("terms"), product_id, spec, f"terms[{i}]") for i, spec in enumerate(terms))
     product = Product(product_id, name, description, built)
     try:
-        store.add_product(ctx.tenant_id, product)
+        work = store.unit_of_work(f"product {product.id}")
+        work.add_product(ctx.tenant_id, product)
+        work.commit()
     except Conflict:
         # Ids derived from an idempotency key: this is a retry, answer with the first result.
         existing = store.get_product(ctx.tenant_id, product_id)
@@ -85,7 +87,7 @@ def create_product(
 
 
 def add_price_terms(
-    store: Store, ctx: TenantContext, product_id: str, spec: PriceTermsInput, new_id: Callable[[str], str]
+    store: CatalogPorts, ctx: TenantContext, product_id: str, spec: PriceTermsInput, new_id: Callable[[str], str]
 ) -> PriceTerms:
     terms_id = new_id("terms")
     for _ in range(MAX_CONFLICT_RETRIES + 1):
@@ -96,7 +98,7 @@ def add_price_terms(
         _check_not_archived(product)
         terms = _build_terms(terms_id, product.id, spec, "body")
         try:
-            store.save_product(ctx.tenant_id, product.with_terms(terms), terms)
+            _save_product(store, ctx.tenant_id, product.with_terms(terms), terms)
         except ConcurrentModification:
             continue  # the product changed (or the terms were just added): look again
         return terms
@@ -112,19 +114,29 @@ def _check_not_archived(product: Product) -> None:
         )
 
 
+def _save_product(
+    store: CatalogPorts, tenant_id: str, product: Product, new_terms: PriceTerms | None = None
+) -> Product:
+    """The changed product, only if still at its version, with new price terms when given."""
+    work = store.unit_of_work(f"product {product.id}")
+    saved = work.save_product(tenant_id, product, new_terms)
+    work.commit()
+    return saved
+
+
 def _change_product(
-    store: Store, ctx: TenantContext, product_id: str, change: Callable[[Product], Product | None]
+    store: CatalogPorts, ctx: TenantContext, product_id: str, change: Callable[[Product], Product | None]
 ) -> Product:
     return edit_versioned(
         lambda: get_product(store, ctx, product_id),
-        lambda product: store.save_product(ctx.tenant_id, product),
+        lambda product: _save_product(store, ctx.tenant_id, product),
         change,
         f"product {product_id}",
     )
 
 
 def update_product(
-    store: Store, ctx: TenantContext, product_id: str, *, name: str | None, description: str | None
+    store: CatalogPorts, ctx: TenantContext, product_id: str, *, name: str | None, description: str | None
 ) -> Product:
     """Rename or redescribe a product. Subscriptions keep the name they were ordered under on
     their services; new orders and invoices of new orders use the new one."""
@@ -141,7 +153,7 @@ def update_product(
     return _change_product(store, ctx, product_id, change)
 
 
-def set_product_archived(store: Store, ctx: TenantContext, product_id: str, archived: bool) -> Product:
+def set_product_archived(store: CatalogPorts, ctx: TenantContext, product_id: str, archived: bool) -> Product:
     """Archive (or unarchive) a product: an archived product cannot be ordered or changed to; the
     services already on it keep billing. Repeating it changes nothing."""
     return _change_product(
@@ -152,7 +164,7 @@ def set_product_archived(store: Store, ctx: TenantContext, product_id: str, arch
     )
 
 
-def archive_terms(store: Store, ctx: TenantContext, product_id: str, terms_id: str) -> Product:
+def archive_terms(store: CatalogPorts, ctx: TenantContext, product_id: str, terms_id: str) -> Product:
     """Archive price terms: no new order or change may use them; services on them keep them."""
 
     def change(product: Product) -> Product | None:
@@ -187,7 +199,7 @@ def _input_of(terms: PriceTerms) -> PriceTermsInput:
 
 
 def new_terms_version(
-    store: Store,
+    store: CatalogPorts,
     ctx: TenantContext,
     product_id: str,
     terms_id: str,
@@ -212,19 +224,19 @@ def new_terms_version(
         old = product.editable_terms(terms_id)
         new = _build_terms(version_id, product.id, replace(_input_of(old), **changes), "body")
         try:
-            store.save_product(ctx.tenant_id, product.with_new_version(old, new), new)
+            _save_product(store, ctx.tenant_id, product.with_new_version(old, new), new)
         except ConcurrentModification:
             continue
         return new
     raise ConcurrentModification(f"product {product_id} kept changing; try again")
 
 
-def get_product(store: Store, ctx: TenantContext, product_id: str) -> Product:
+def get_product(store: CatalogStore, ctx: TenantContext, product_id: str) -> Product:
     product = store.get_product(ctx.tenant_id, product_id)
     if product is None:
         raise NotFound(f"no product {product_id}", field="product_id")
     return product
 
 
-def list_products(store: Store, ctx: TenantContext, *, limit: int, cursor: str | None) -> Page[Product]:
+def list_products(store: CatalogStore, ctx: TenantContext, *, limit: int, cursor: str | None) -> Page[Product]:
     return store.products_page(ctx.tenant_id, limit, cursor)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import date, datetime
 from typing import Any
@@ -12,8 +12,9 @@ from billow.domain.contacts import Address, Contact, TestClock
 from billow.domain.errors import ConcurrentModification, Conflict, InvalidInput, NotFound
 from billow.domain.lifecycle import FINAL_STATES
 from billow.domain.money import Money
-from billow.services.context import MAX_EDIT_RETRIES, Clock, TenantContext, edit_versioned
-from billow.services.ports import Page, Store
+from billow.domain.subscriptions import Subscription
+from billow.services.context import MAX_EDIT_RETRIES, Clock, Scope, TenantContext, edit_versioned
+from billow.services.ports import ContactPorts, ContactStore, Page, Transactions
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,7 +38,7 @@ def _credit_limit(credit_limit: CreditLimitInput | None) -> Money | None:
 
 
 def create_contact(
-    store: Store,
+    store: ContactStore,
     ctx: TenantContext,
     *,
     name: str,
@@ -72,7 +73,7 @@ def create_contact(
     return contact
 
 
-def get_contact(store: Store, ctx: TenantContext, contact_id: str) -> Contact:
+def get_contact(store: ContactStore, ctx: TenantContext, contact_id: str) -> Contact:
     contact = store.get_contact(ctx.scope, contact_id)
     if contact is None:
         raise NotFound(f"no contact {contact_id}", field="contact_id")
@@ -85,7 +86,7 @@ CONTACT_FIELDS = frozenset(
 
 
 def _change_contact(
-    store: Store, ctx: TenantContext, contact_id: str, change: Callable[[Contact], Contact | None]
+    store: ContactStore, ctx: TenantContext, contact_id: str, change: Callable[[Contact], Contact | None]
 ) -> Contact:
     return edit_versioned(
         lambda: get_contact(store, ctx, contact_id),
@@ -95,7 +96,7 @@ def _change_contact(
     )
 
 
-def update_contact(store: Store, ctx: TenantContext, contact_id: str, changes: dict[str, Any]) -> Contact:
+def update_contact(store: ContactStore, ctx: TenantContext, contact_id: str, changes: dict[str, Any]) -> Contact:
     """Change some of a contact's details (`None` clears an optional one). Invoices already issued
     keep what they show; the classification counts from the next order or change, the credit
     limit and preferred payment method from the next time they are checked."""
@@ -112,7 +113,7 @@ def update_contact(store: Store, ctx: TenantContext, contact_id: str, changes: d
     return _change_contact(store, ctx, contact_id, change)
 
 
-def set_contact_archived(store: Store, ctx: TenantContext, contact_id: str, archived: bool) -> Contact:
+def set_contact_archived(store: ContactPorts, ctx: TenantContext, contact_id: str, archived: bool) -> Contact:
     """Archive (or unarchive) a contact. Only a contact whose services have all ended (cancelled
     or regretted) can be archived: 409 `contact.has_live_services` otherwise. An archived contact
     takes no new orders (409 `contact.archived`); its invoices stay readable and payable. The
@@ -148,7 +149,7 @@ def check_orderable(contact: Contact) -> None:
         )
 
 
-def list_contacts(store: Store, ctx: TenantContext, *, limit: int, cursor: str | None) -> Page[Contact]:
+def list_contacts(store: ContactStore, ctx: TenantContext, *, limit: int, cursor: str | None) -> Page[Contact]:
     return store.list_contacts(ctx.scope, limit, cursor)
 
 
@@ -161,22 +162,22 @@ class ContactTime:
     on_test_clock: bool
 
 
-def contact_time(store: Store, ctx: TenantContext, contact_id: str, clock: Clock) -> ContactTime:
+def contact_time(store: ContactStore, ctx: TenantContext, contact_id: str, clock: Clock) -> ContactTime:
     """One read of the contact's clock item; pass the result on rather than reading it again.
 
     A write that depends on it must be conditioned on a version read *before* it: the contact's
     (an order) or the subscription's it writes (an action), since moving a clock moves both on
-    (`Store.move_clock`). A writer that read the old time then loses, and reads the new one."""
+    (`move_clock`). A writer that read the old time then loses, and reads the new one."""
     test_clock = store.get_clock(ctx.scope, contact_id)
     now = test_clock.frozen_time if test_clock is not None else clock.now()
     return ContactTime(now, local_date(now, tenant_zone(ctx.settings.timezone)), test_clock is not None)
 
 
-def contact_today(store: Store, ctx: TenantContext, contact_id: str, clock: Clock) -> date:
+def contact_today(store: ContactStore, ctx: TenantContext, contact_id: str, clock: Clock) -> date:
     return contact_time(store, ctx, contact_id, clock).today
 
 
-def create_test_clock(store: Store, ctx: TenantContext, contact_id: str, frozen_time: datetime) -> TestClock:
+def create_test_clock(store: ContactPorts, ctx: TenantContext, contact_id: str, frozen_time: datetime) -> TestClock:
     """Give a test-mode contact its own clock. Only before it has subscriptions: a clock attached
     later would have to rewrite billing history that real time already made (409
     `test_clock.after_ordering`). The clock is written conditioned on the contact's version, which
@@ -199,10 +200,29 @@ def create_test_clock(store: Store, ctx: TenantContext, contact_id: str, frozen_
                 code="test_clock.after_ordering",
             )
         try:
-            return store.move_clock(ctx.scope, TestClock(contact_id, frozen_time), contact.version, ())
+            return move_clock(store, ctx.scope, TestClock(contact_id, frozen_time), contact.version, ())
         except ConcurrentModification:
             continue  # a clock, an order or an edit came first: check again against what it wrote
     raise ConcurrentModification(f"the test clock of contact {contact_id} kept changing; try again")
+
+
+def move_clock(
+    store: Transactions, scope: Scope, clock: TestClock, contact_version: int, subscriptions: Iterable[Subscription]
+) -> TestClock:
+    """Create the clock or move its time, in one transaction that also moves on the version of
+    the contact and of each of its `subscriptions`, each only if still at the version it was
+    read at. Every write that depends on the contact's today (an order: the contact's version;
+    an action or a move: its subscription's) is conditioned on one of those, so a writer that
+    read the old time loses and re-reads; and the clock is not moved if an order or a move
+    changed the subscriptions it was checked against (attach before ordering, the advance's
+    bound) since they were read."""
+    work = store.unit_of_work("test clock")
+    moved = work.save_clock(scope, clock)
+    work.touch_contact(scope, clock.contact_id, contact_version)
+    for subscription in subscriptions:
+        work.touch_subscription(scope, subscription)
+    work.commit()
+    return moved
 
 
 def _test_mode_only(ctx: TenantContext) -> None:
@@ -211,11 +231,11 @@ def _test_mode_only(ctx: TenantContext) -> None:
         raise Conflict("test clocks exist only in test mode: use a test-mode API key", code="test_clock.live_mode")
 
 
-def get_test_clock(store: Store, ctx: TenantContext, contact_id: str) -> TestClock:
+def get_test_clock(store: ContactStore, ctx: TenantContext, contact_id: str) -> TestClock:
     return contact_and_clock(store, ctx, contact_id)[1]
 
 
-def contact_and_clock(store: Store, ctx: TenantContext, contact_id: str) -> tuple[Contact, TestClock]:
+def contact_and_clock(store: ContactStore, ctx: TenantContext, contact_id: str) -> tuple[Contact, TestClock]:
     """The contact, then its test clock, read in that order (a write moving the clock is
     conditioned on the contact's version read first)."""
     _test_mode_only(ctx)

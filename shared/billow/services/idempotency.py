@@ -35,7 +35,7 @@ from typing import Any
 
 from billow.domain.errors import Conflict, DomainError, InvalidInput
 from billow.services.context import Clock
-from billow.services.ports import IdempotencyClaim, Store
+from billow.services.ports import IdempotencyClaim, IdempotencyStore
 
 RETENTION = timedelta(hours=24)
 """How long an `Idempotency-Key` stays bound to its request (at least: DynamoDB's TTL deletes
@@ -61,7 +61,7 @@ def fingerprint(method: str, path: str, body: dict[str, Any] | None) -> str:
 
 
 def claim_key(
-    store: Store,
+    store: IdempotencyStore,
     tenant_id: str,
     *,
     scope: str,
@@ -98,7 +98,7 @@ def claim_key(
 
 @contextmanager
 def bound_key(
-    store: Store,
+    store: IdempotencyStore,
     tenant_id: str,
     claimed: ClaimedKey,
     *,
@@ -129,6 +129,6 @@ def _executing(claim: IdempotencyClaim, now: datetime) -> bool:
     return not claim.done and claim.claimed_at is not None and now < claim.claimed_at + EXECUTING_AT_MOST
 
 
-def _finish(store: Store, tenant_id: str, claimed: ClaimedKey) -> None:
+def _finish(store: IdempotencyStore, tenant_id: str, claimed: ClaimedKey) -> None:
     if not claimed.claim.done:
         store.finish_idempotency_key(tenant_id, claimed.claim)

@@ -126,7 +126,7 @@ class Body(BaseModel):
     days, instants and choices are `FromString`), and no text carries a control character (the
     fields named in `multiline` may hold line breaks and tabs)."""
 
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, strict=True)
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True, strict=True, defer_build=True)
     multiline: ClassVar[frozenset[str]] = frozenset()
 
     @field_validator("*", mode="after")

@@ -11,7 +11,7 @@ from billow.domain.invoices import Invoice, InvoiceKind, InvoiceStatus, Payment,
 from billow.domain.money import Money
 from billow.services.contacts import contact_today, get_contact
 from billow.services.context import Clock, TenantContext
-from billow.services.ports import InvoiceQuery, Page, Store
+from billow.services.ports import InvoicePorts, InvoiceQuery, InvoiceStore, Page
 
 MAX_CONFLICT_RETRIES = 5
 
@@ -32,7 +32,7 @@ class PaymentResult:
     replayed: bool
 
 
-def get_invoice(store: Store, ctx: TenantContext, invoice_id: str) -> Invoice:
+def get_invoice(store: InvoiceStore, ctx: TenantContext, invoice_id: str) -> Invoice:
     invoice = store.get_invoice(ctx.scope, invoice_id)
     if invoice is None:
         raise NotFound(f"no invoice {invoice_id}", field="invoice_id")
@@ -62,7 +62,7 @@ class ShownInvoice:
 
 
 def list_invoices(
-    store: Store, ctx: TenantContext, filters: InvoiceFilter, *, limit: int, cursor: str | None, clock: Clock
+    store: InvoicePorts, ctx: TenantContext, filters: InvoiceFilter, *, limit: int, cursor: str | None, clock: Clock
 ) -> Page[ShownInvoice]:
     """Invoices oldest first (issue day, then id), one page. The store filters on the stored status
     (open for both open and overdue); which open invoices are overdue is decided here, on each
@@ -96,7 +96,7 @@ def payment_id_for(invoice_id: str, reference: str) -> str:
 
 
 def record_manual_payment(
-    store: Store, ctx: TenantContext, invoice_id: str, spec: ManualPaymentInput, clock: Clock
+    store: InvoicePorts, ctx: TenantContext, invoice_id: str, spec: ManualPaymentInput, clock: Clock
 ) -> PaymentResult:
     """Staff confirm money received outside the card rail (a bank transfer, say).
 
@@ -123,12 +123,16 @@ def record_manual_payment(
         payment = Payment(payment_id, invoice.id, amount, spec.method, spec.reference, spec.received_on, clock.now())
         paid = invoice.apply_payment(payment)
         try:
-            store.record_payment(ctx.scope, paid, invoice.version, payment)
+            # One transaction: the invoice (only if still at its version) and the new payment.
+            work = store.unit_of_work(f"payment on invoice {invoice.id}")
+            work.save_invoice(ctx.scope, paid, invoice.version)
+            work.add_payment(ctx.scope, paid, payment)
+            work.commit()
         except ConcurrentModification:
             continue
         return PaymentResult(paid, payment, replayed=False)
     raise ConcurrentModification(f"invoice {invoice_id} kept changing; try again")
 
 
-def payments_of_invoice(store: Store, ctx: TenantContext, invoice: Invoice) -> list[Payment]:
+def payments_of_invoice(store: InvoiceStore, ctx: TenantContext, invoice: Invoice) -> list[Payment]:
     return store.payments_of(ctx.scope, invoice.contact_id, invoice.id)

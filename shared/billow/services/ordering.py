@@ -12,8 +12,8 @@ from billow.domain.invoices import Invoice
 from billow.domain.ordering import Order, OrderItem, OrderPlan, plan_order, quote_order
 from billow.services.billing import InvoiceNumbers, bill_subscription
 from billow.services.contacts import ContactTime, check_orderable, contact_time, get_contact
-from billow.services.context import Clock, TenantContext
-from billow.services.ports import Store
+from billow.services.context import Clock, Scope, TenantContext
+from billow.services.ports import CatalogStore, OrderingPorts, Transactions
 
 MAX_CONFLICT_RETRIES = 3
 
@@ -43,7 +43,7 @@ class PlacedOrder:
     today: date  # the day the order was placed and billed on, on the contact's clock
 
 
-def _resolve(store: Store, ctx: TenantContext, items: Sequence[OrderItemInput]) -> list[OrderItem]:
+def _resolve(store: CatalogStore, ctx: TenantContext, items: Sequence[OrderItemInput]) -> list[OrderItem]:
     resolved = []
     for index, item in enumerate(items):
         product = store.get_product(ctx.tenant_id, item.product_id)
@@ -55,7 +55,7 @@ def _resolve(store: Store, ctx: TenantContext, items: Sequence[OrderItemInput]) 
 
 
 def _plan(
-    store: Store,
+    store: OrderingPorts,
     ctx: TenantContext,
     contact_id: str,
     items: Sequence[OrderItemInput],
@@ -82,7 +82,7 @@ def _plan(
 
 
 def quote(
-    store: Store,
+    store: OrderingPorts,
     ctx: TenantContext,
     contact_id: str,
     items: Sequence[OrderItemInput],
@@ -99,7 +99,7 @@ def quote(
 
 
 def place_order(
-    store: Store,
+    store: OrderingPorts,
     ctx: TenantContext,
     contact_id: str,
     items: Sequence[OrderItemInput],
@@ -130,7 +130,7 @@ def place_order(
         check_orderable(contact)
         plan = _plan(store, ctx, contact_id, items, start_date, reference, time, new_id, contact.classification)
         try:
-            store.place_order(ctx.scope, plan.order, plan.subscriptions, plan.new_subscription_ids, contact.version)
+            commit_order(store, ctx.scope, plan, contact.version)
         except (ConcurrentModification, Conflict):
             if attempt == MAX_CONFLICT_RETRIES:
                 raise
@@ -139,7 +139,24 @@ def place_order(
     raise AssertionError("unreachable")
 
 
-def _bill_order(store: Store, ctx: TenantContext, order: Order, today: date, numbers: InvoiceNumbers) -> list[Invoice]:
+def commit_order(store: Transactions, scope: Scope, plan: OrderPlan, contact_version: int | None = None) -> None:
+    """One transaction: the order and its subscriptions (the new ones only if new, the others only
+    if still at their version). Given `contact_version`, the contact's version moves on too, so that
+    an order and archiving the contact (which checks it has no live services) cannot both succeed."""
+    work = store.unit_of_work(f"order {plan.order.id}")
+    if contact_version is not None:
+        work.touch_contact(scope, plan.order.contact_id, contact_version)
+    work.add_order(scope, plan.order)
+    for subscription in plan.subscriptions:
+        work.save_subscription(
+            scope, subscription, subscription.version, new=subscription.id in plan.new_subscription_ids
+        )
+    work.commit()
+
+
+def _bill_order(
+    store: OrderingPorts, ctx: TenantContext, order: Order, today: date, numbers: InvoiceNumbers
+) -> list[Invoice]:
     invoices: list[Invoice] = []
     for subscription_id in dict.fromkeys(s.subscription_id for s in order.services):
         invoices += bill_subscription(store, ctx, order.contact_id, subscription_id, today, numbers)

@@ -1,9 +1,9 @@
-"""The storage port the use cases need. `billow.storage.repository.DynamoStore` implements it over
-DynamoDB; every method either fully happens or raises, never half-writes."""
+"""The storage ports the use cases need, one per aggregate, and the unit of work that commits a
+use case's writes as one transaction. `billow.storage.repository.DynamoStore` implements them over
+DynamoDB; every write either fully happens or raises, never half-writes."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Generic, Protocol, TypeVar
@@ -86,16 +86,110 @@ class DueSubscription:
     subscription_id: str
 
 
-class Store(Protocol):
-    """Tenant-level data (settings, API keys, the catalog) is keyed by the tenant id; everything of
-    a contact (and invoice numbering) by a `Scope`, the tenant and a mode."""
+MAX_TRANSACTION_WRITES = 100
+"""Writes one unit of work may hold: DynamoDB's TransactWriteItems limit."""
 
-    # -- tenants --------------------------------------------------------------------------------
+
+class UnitOfWork(Protocol):
+    """The writes of one use case, staged with their conditions and committed together: `commit`
+    writes all of them or none (one DynamoDB transaction). A use case that needs several items
+    changed atomically stages them here instead of adding a port method; staging writes nothing.
+
+    Every staged write carries its condition: a create, that the item is absent; a change, that
+    the item is still at the version it was read at. A failed condition (or a concurrent
+    transaction on one of the items) fails the whole commit with `ConcurrentModification`: the
+    caller reloads and retries, and a retry that finds its work done writes nothing."""
+
+    # -- contacts and clocks --------------------------------------------------------------------
+    def save_contact(self, scope: Scope, contact: Contact) -> Contact:
+        """The changed contact, only if still at `contact.version`; returns it as it will be stored."""
+        ...
+
+    def touch_contact(self, scope: Scope, contact_id: str, expected_version: int) -> None:
+        """Move the contact's version on, only if still at `expected_version`: a write that
+        depends on the contact as read (its clock, its archiving) loses to a concurrent change."""
+        ...
+
+    def save_clock(self, scope: Scope, clock: TestClock) -> TestClock:
+        """Create the clock (version 0) or change it, only if still at `clock.version`."""
+        ...
+
+    # -- catalog --------------------------------------------------------------------------------
+    def add_product(self, tenant_id: str, product: Product) -> None:
+        """A new product and its price terms, each only if new."""
+        ...
+
+    def save_product(self, tenant_id: str, product: Product, new_terms: PriceTerms | None = None) -> Product:
+        """The changed product, only if still at `product.version`, with new price terms when given
+        (price terms are written once, never changed); returns it as it will be stored."""
+        ...
+
+    # -- orders, subscriptions and their action logs --------------------------------------------
+    def add_order(self, scope: Scope, order: Order) -> None:
+        """A new order (and its reference's marker), only if new."""
+        ...
+
+    def save_subscription(
+        self, scope: Scope, subscription: Subscription, expected_version: int, *, new: bool = False
+    ) -> None:
+        """The subscription at `expected_version + 1`, only if still at `expected_version`; with
+        `new`, only if absent, and the marker that makes it the contact's only subscription of its
+        cycle, billing model and currency."""
+        ...
+
+    def touch_subscription(self, scope: Scope, subscription: Subscription) -> None:
+        """Move the subscription's version on, only if still at `subscription.version`."""
+        ...
+
+    def check_subscription(self, scope: Scope, subscription: Subscription) -> None:
+        """Write nothing to the subscription but commit only if it is still at `subscription.version`."""
+        ...
+
+    def log_action(self, scope: Scope, subscription: Subscription, action: Action, *, only_new: bool = False) -> None:
+        """The action's log record, only if new or still scheduled (executed, cancelled and rejected
+        records are final); with `only_new`, only if new."""
+        ...
+
+    # -- invoices and payments ------------------------------------------------------------------
+    def add_invoice(self, scope: Scope, invoice: Invoice) -> None:
+        """A new invoice, only if its id is new."""
+        ...
+
+    def save_invoice(self, scope: Scope, invoice: Invoice, expected_version: int) -> None:
+        """The changed invoice at `expected_version + 1`, only if still at `expected_version`."""
+        ...
+
+    def add_payment(self, scope: Scope, invoice: Invoice, payment: Payment) -> None:
+        """A new payment of `invoice`, only if its id is new."""
+        ...
+
+    def commit(self) -> None:
+        """Write everything staged, all or nothing; a unit of work with nothing staged writes
+        nothing. `ConcurrentModification` when a condition failed, `TemporaryFailure` when throttled."""
+        ...
+
+
+class Transactions(Protocol):
+    def unit_of_work(self, what: str) -> UnitOfWork:
+        """A new, empty unit of work; `what` names it in errors ("billing subscription sub_1")."""
+        ...
+
+
+# -- the ports, one per aggregate: a use case depends on the ones it reads and writes ------------
+class TenantStore(Protocol):
+    """Tenant settings and API keys, keyed by the tenant id."""
+
     def get_settings(self, tenant_id: str) -> TenantSettings | None: ...
-    def put_settings(self, settings: TenantSettings) -> TenantSettings: ...
+    def put_settings(self, settings: TenantSettings) -> TenantSettings:
+        """The settings, only if the stored ones are still at `settings.version` (absent for 0);
+        returns them as stored. `ConcurrentModification` if not."""
+        ...
+
     def find_api_key(self, key_hash: str) -> ApiKey | None: ...
     def put_api_key(self, key: ApiKey) -> None: ...
-    def reserve_invoice_numbers(self, scope: Scope, count: int) -> range: ...
+
+
+class IdempotencyStore(Protocol):
     def claim_idempotency_key(self, tenant_id: str, claim: IdempotencyClaim, now: datetime) -> IdempotencyClaim:
         """Store `claim` unless an unexpired claim of its key exists; return the claim that holds
         the key (`claim`, or the earlier one)."""
@@ -109,33 +203,41 @@ class Store(Protocol):
         """Mark `claim` done if it still holds its key, unfinished."""
         ...
 
-    # -- catalog --------------------------------------------------------------------------------
-    def add_product(self, tenant_id: str, product: Product) -> None: ...
-    def save_product(self, tenant_id: str, product: Product, new_terms: PriceTerms | None = None) -> Product: ...
+
+class CatalogStore(Protocol):
+    """Products and their price terms, keyed by the tenant id (written through a `UnitOfWork`)."""
+
     def get_product(self, tenant_id: str, product_id: str) -> Product | None: ...
     def list_products(self, tenant_id: str) -> list[Product]: ...
     def products_page(self, tenant_id: str, limit: int, cursor: str | None) -> Page[Product]: ...
 
-    # -- contacts and clocks --------------------------------------------------------------------
-    def add_contact(self, scope: Scope, contact: Contact) -> None: ...
-    def save_contact(self, scope: Scope, contact: Contact) -> Contact: ...
+
+class ContactStore(Protocol):
+    """Contacts and their test clocks. Single-item writes are methods here (one conditional write,
+    not a transaction); to change a contact or clock together with other items, stage it in a
+    `UnitOfWork`."""
+
+    def add_contact(self, scope: Scope, contact: Contact) -> None:
+        """The new contact, only if new (`Conflict` if it exists)."""
+        ...
+
+    def save_contact(self, scope: Scope, contact: Contact) -> Contact:
+        """`UnitOfWork.save_contact` written alone."""
+        ...
+
     def get_contact(self, scope: Scope, contact_id: str) -> Contact | None: ...
     def list_contacts(self, scope: Scope, limit: int, cursor: str | None) -> Page[Contact]: ...
     def get_clock(self, scope: Scope, contact_id: str) -> TestClock | None: ...
-    def save_clock(self, scope: Scope, clock: TestClock) -> TestClock: ...
-    def move_clock(
-        self, scope: Scope, clock: TestClock, contact_version: int, subscriptions: Sequence[Subscription]
-    ) -> TestClock: ...
+    def save_clock(self, scope: Scope, clock: TestClock) -> TestClock:
+        """`UnitOfWork.save_clock` written alone: a change of the clock's status. A write that moves
+        the clock's time also moves on the versions of its contact and subscriptions
+        (`billow.services.contacts.move_clock`)."""
+        ...
 
-    # -- orders and subscriptions ---------------------------------------------------------------
-    def place_order(
-        self,
-        scope: Scope,
-        order: Order,
-        subscriptions: Sequence[Subscription],
-        new_subscription_ids: frozenset[str],
-        contact_version: int | None = None,
-    ) -> None: ...
+
+class SubscriptionStore(Protocol):
+    """Orders, subscriptions and their action logs, by contact (written through a `UnitOfWork`)."""
+
     def get_order(self, scope: Scope, order_id: str) -> Order | None: ...
     def find_order_by_reference(self, scope: Scope, contact_id: str, reference: str) -> Order | None: ...
     def get_subscription(self, scope: Scope, subscription_id: str) -> Subscription | None: ...
@@ -144,38 +246,73 @@ class Store(Protocol):
     def subscriptions_page(
         self, scope: Scope, contact_id: str, limit: int, cursor: str | None
     ) -> Page[Subscription]: ...
-    def apply_billing_step(
-        self,
-        scope: Scope,
-        subscription: Subscription,
-        expected_version: int,
-        invoice: Invoice | None,
-        actions: Sequence[Action] = (),
-    ) -> None: ...
-    def move_service(
-        self,
-        scope: Scope,
-        source: Subscription,
-        source_version: int,
-        target: Subscription,
-        target_version: int | None,
-        source_log: Sequence[Action],
-        target_log: Sequence[Action],
-    ) -> None: ...
-    def log_actions(self, scope: Scope, subscription: Subscription, actions: Sequence[Action]) -> None: ...
     def actions_of(self, scope: Scope, contact_id: str, subscription_id: str) -> list[Action]: ...
     def actions_page(
         self, scope: Scope, contact_id: str, subscription_id: str, limit: int, cursor: str | None
     ) -> Page[Action]: ...
 
+
+class InvoiceStore(Protocol):
+    """Invoices and payments (written through a `UnitOfWork`), and invoice numbering."""
+
+    def reserve_invoice_numbers(self, scope: Scope, count: int) -> range: ...
+    def get_invoice(self, scope: Scope, invoice_id: str) -> Invoice | None: ...
+    def invoices_of(self, scope: Scope, contact_id: str) -> list[Invoice]: ...
+    def list_invoices(self, scope: Scope, query: InvoiceQuery, limit: int, cursor: str | None) -> Page[Invoice]: ...
+    def get_payment(self, scope: Scope, contact_id: str, invoice_id: str, payment_id: str) -> Payment | None: ...
+    def payments_of(self, scope: Scope, contact_id: str, invoice_id: str) -> list[Payment]: ...
+
+
+class DueIndex(Protocol):
     due_shards: int
 
     def due_page(self, as_of: date, shard: int, limit: int, cursor: str | None) -> Page[DueSubscription]: ...
 
-    # -- invoices and payments ------------------------------------------------------------------
-    def get_invoice(self, scope: Scope, invoice_id: str) -> Invoice | None: ...
-    def invoices_of(self, scope: Scope, contact_id: str) -> list[Invoice]: ...
-    def list_invoices(self, scope: Scope, query: InvoiceQuery, limit: int, cursor: str | None) -> Page[Invoice]: ...
-    def record_payment(self, scope: Scope, invoice: Invoice, expected_version: int, payment: Payment) -> None: ...
-    def get_payment(self, scope: Scope, contact_id: str, invoice_id: str, payment_id: str) -> Payment | None: ...
-    def payments_of(self, scope: Scope, contact_id: str, invoice_id: str) -> list[Payment]: ...
+
+class Store(
+    TenantStore,
+    IdempotencyStore,
+    CatalogStore,
+    ContactStore,
+    SubscriptionStore,
+    InvoiceStore,
+    DueIndex,
+    Transactions,
+    Protocol,
+):
+    """Every port: what the handlers wire (`DynamoStore` implements it); a use case names the
+    narrow ports it uses. Tenant-level data (settings, API keys, the catalog) is keyed by the
+    tenant id; everything of a contact (and invoice numbering) by a `Scope`, the tenant and a mode."""
+
+
+# Use cases that read and write several aggregates name them together.
+class BillingPorts(SubscriptionStore, InvoiceStore, Transactions, Protocol):
+    """Billing a subscription: read it, number and write its invoices and steps."""
+
+
+class ContactPorts(ContactStore, SubscriptionStore, Transactions, Protocol):
+    """A contact with its subscriptions and its test clock (archiving, attaching a clock)."""
+
+
+class ClockPorts(BillingPorts, ContactStore, Protocol):
+    """Advancing a test clock and billing what became due."""
+
+
+class CatalogPorts(CatalogStore, Transactions, Protocol):
+    """Reading and writing the catalog."""
+
+
+class SettingsPorts(TenantStore, CatalogStore, Protocol):
+    """Tenant settings that name products (the subscription policy)."""
+
+
+class InvoicePorts(InvoiceStore, ContactStore, Transactions, Protocol):
+    """Invoices and their payments, on the contact's clock."""
+
+
+class OrderingPorts(BillingPorts, ContactStore, CatalogStore, Protocol):
+    """Quoting and placing an order: the contact and its clock, the catalog, then billing."""
+
+
+class RunPorts(BillingPorts, DueIndex, TenantStore, Protocol):
+    """The daily run: the due index, each tenant's settings, then billing."""

@@ -13,7 +13,7 @@ from billow.domain.policy import SubscriptionPolicy
 from billow.domain.rules import BillingRules
 from billow.domain.tenants import TenantSettings
 from billow.services.context import TenantContext, edit_versioned
-from billow.services.ports import ApiKey, Store
+from billow.services.ports import ApiKey, SettingsPorts, TenantStore
 
 KEY_MODES = ("test", "live")
 
@@ -28,7 +28,7 @@ def generate_api_key(mode: str) -> str:
     return f"bk_{mode}_{secrets.token_urlsafe(24)}"
 
 
-def provision_tenant(store: Store, settings: TenantSettings, *, secret: str, mode: str, key_name: str) -> ApiKey:
+def provision_tenant(store: TenantStore, settings: TenantSettings, *, secret: str, mode: str, key_name: str) -> ApiKey:
     """Create (or update) a tenant's settings and register one API key for it."""
     if mode not in KEY_MODES:
         raise InvalidInput(f"mode is one of {', '.join(KEY_MODES)}", field="mode")
@@ -39,20 +39,20 @@ def provision_tenant(store: Store, settings: TenantSettings, *, secret: str, mod
     return key
 
 
-def authenticate(store: Store, secret: str | None) -> ApiKey | None:
+def authenticate(store: TenantStore, secret: str | None) -> ApiKey | None:
     """The API key a presented secret belongs to, or None. Only the hash is ever looked up."""
     if not secret or len(secret) > 200:
         return None
     return store.find_api_key(hash_api_key(secret))
 
 
-def tenant_context(store: Store, tenant_id: str, mode: str) -> TenantContext:
+def tenant_context(store: TenantStore, tenant_id: str, mode: str) -> TenantContext:
     settings = store.get_settings(tenant_id) or TenantSettings(tenant_id=tenant_id, name=tenant_id)
     return TenantContext(tenant_id, mode, settings)
 
 
 def update_settings(
-    store: Store, ctx: TenantContext, change: Callable[[TenantSettings], TenantSettings]
+    store: TenantStore, ctx: TenantContext, change: Callable[[TenantSettings], TenantSettings]
 ) -> TenantSettings:
     """Apply `change` to the tenant's settings as last stored and store them, conditioned on the
     version read: when another change was stored in between, read them again and apply `change`
@@ -62,7 +62,7 @@ def update_settings(
     )
 
 
-def update_billing_rules(store: Store, ctx: TenantContext, changes: dict[str, Any]) -> TenantSettings:
+def update_billing_rules(store: TenantStore, ctx: TenantContext, changes: dict[str, Any]) -> TenantSettings:
     """Change some of the business's billing rules. Subscriptions created from now on are billed
     under the new rules; existing ones keep the rules they were created under (docs/billing.md)."""
     unknown = set(changes) - {f.name for f in fields(BillingRules)}
@@ -74,7 +74,7 @@ def update_billing_rules(store: Store, ctx: TenantContext, changes: dict[str, An
 PROFILE_FIELDS = frozenset({"name", "timezone", "invoice_prefix", "payment_terms_days"})
 
 
-def update_profile(store: Store, ctx: TenantContext, changes: dict[str, Any]) -> TenantSettings:
+def update_profile(store: TenantStore, ctx: TenantContext, changes: dict[str, Any]) -> TenantSettings:
     """Change the business profile (docs/billing.md#the-business-profile). A new time zone moves
     the hour each contact's day turns over from now on; billing dates, periods and due dates
     already set are calendar days and stay. New payment terms and a new invoice prefix apply to
@@ -86,7 +86,7 @@ def update_profile(store: Store, ctx: TenantContext, changes: dict[str, Any]) ->
     return update_settings(store, ctx, lambda s: replace(s, **changes))
 
 
-def update_subscription_policy(store: Store, ctx: TenantContext, changes: dict[str, Any]) -> TenantSettings:
+def update_subscription_policy(store: SettingsPorts, ctx: TenantContext, changes: dict[str, Any]) -> TenantSettings:
     """Change some of the business's subscription-management rules (JSON form, as the API shows
     them). They apply to the next action requested, for every subscription."""
     unknown = set(changes) - set(ctx.settings.subscriptions.as_json())

@@ -26,12 +26,12 @@ from billow.domain.invoices import Invoice
 from billow.domain.subscriptions import Subscription
 from billow.gateways.invoke import CLOCK_ADVANCE, AsyncInvoker
 from billow.services.billing import MAX_CONFLICT_RETRIES, InvoiceNumbers, bill_subscription
-from billow.services.contacts import contact_and_clock
+from billow.services.contacts import contact_and_clock, move_clock
 from billow.services.context import TenantContext
-from billow.services.ports import Store
+from billow.services.ports import ClockPorts, ContactPorts, SubscriptionStore
 
 
-def advance_limit(store: Store, ctx: TenantContext, clock: TestClock) -> datetime:
+def advance_limit(store: SubscriptionStore, ctx: TenantContext, clock: TestClock) -> datetime:
     """The furthest instant the clock may be advanced to in one step, from its contact's subscriptions."""
     return limit_of(clock, store.subscriptions_of(ctx.scope, clock.contact_id))
 
@@ -53,7 +53,7 @@ def advance_event(ctx: TenantContext, contact_id: str, to: datetime) -> dict[str
 
 
 def request_advance(
-    store: Store, ctx: TenantContext, contact_id: str, to: datetime, invoker: AsyncInvoker
+    store: ContactPorts, ctx: TenantContext, contact_id: str, to: datetime, invoker: AsyncInvoker
 ) -> TestClock:
     """Move the clock to `to` and start billing what became due, asynchronously.
 
@@ -65,13 +65,13 @@ def request_advance(
         # In this order, each read consistently: the contact (its version), the clock, then the
         # subscriptions the bound is computed from. The move is conditioned on the versions of the
         # contact and of those subscriptions: an order, a move or an action that came in between
-        # makes it read again and check the bound against what they wrote (Store.move_clock).
+        # makes it read again and check the bound against what they wrote (`move_clock`).
         contact, clock = contact_and_clock(store, ctx, contact_id)
         subscriptions = store.subscriptions_of(ctx.scope, contact_id)
         moved = clock.advanced_to(to, limit_of(clock, subscriptions))
         if moved is not clock:
             try:
-                moved = store.move_clock(ctx.scope, moved, contact.version, subscriptions)
+                moved = move_clock(store, ctx.scope, moved, contact.version, subscriptions)
             except ConcurrentModification:
                 continue  # another request moved it first, or the subscriptions changed: check again
         invoker.invoke_async(CLOCK_ADVANCE, advance_event(ctx, contact_id, to))
@@ -86,7 +86,7 @@ class AdvanceRun:
 
 
 def run_advance(
-    store: Store,
+    store: ClockPorts,
     ctx: TenantContext,
     contact_id: str,
     to: datetime,

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from dataclasses import MISSING, asdict, fields, is_dataclass
+from dataclasses import MISSING, fields, is_dataclass
 from datetime import date, datetime
 from decimal import Decimal
 from fractions import Fraction
@@ -12,13 +12,13 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 
 from billow.domain.actions import RECORD_FIELDS, Action, ActionStatus, Requester, kind_named
 from billow.domain.calendar import BillingSchedule, Cycle, Period
-from billow.domain.catalog import BillingModel, PriceTerms, PricingModel, Product, terms_json
+from billow.domain.catalog import BillingModel, PriceTerms, PricingModel, Product
 from billow.domain.contacts import Address, ClockStatus, Contact, TestClock
 from billow.domain.invoices import Invoice, InvoiceStatus, Payment, PaymentMethod
 from billow.domain.lines import Adjustment, LineDraft
 from billow.domain.money import Money
 from billow.domain.ordering import Order, OrderedService
-from billow.domain.policy import SubscriptionPolicy
+from billow.domain.policy import SubscriptionPolicy, Timing, TrialLimit
 from billow.domain.rules import Alignment, BillingRules, CalendarMode
 from billow.domain.subscriptions import Service, ServiceState, Subscription, SubscriptionKey
 from billow.domain.tenants import TenantSettings
@@ -92,7 +92,22 @@ def rules_in(d: Json | None) -> BillingRules:
 
 
 def terms_out(t: PriceTerms) -> Json:
-    return terms_json(t, money_out)
+    return {
+        "id": t.id,
+        "product_id": t.product_id,
+        "price": money_out(t.price),
+        "cycle": t.cycle.value,
+        "billing_model": t.billing_model.value,
+        "pricing_model": t.pricing_model.value,
+        "setup_fee": money_out(t.setup_fee),
+        "trial_days": t.trial_days,
+        "alignment": None if t.alignment is None else t.alignment.value,
+        "meter": t.meter,
+        "term_cycles": t.term_cycles,
+        "auto_renew": t.auto_renew,
+        "contract_cycles": t.contract_cycles,
+        "cancellation_fee": money_out(t.cancellation_fee),
+    }
 
 
 def terms_in(d: Json) -> PriceTerms:
@@ -151,7 +166,7 @@ def contact_out(c: Contact) -> Json:
         "id": c.id,
         "name": c.name,
         "email": c.email,
-        "billing_address": None if c.billing_address is None else asdict(c.billing_address),
+        "billing_address": None if c.billing_address is None else _address_out(c.billing_address),
         "classification": c.classification,
         "credit_limit": money_out(c.credit_limit),
         "preferred_payment_method": c.preferred_payment_method,
@@ -161,13 +176,35 @@ def contact_out(c: Contact) -> Json:
     }
 
 
+def _address_out(a: Address) -> Json:
+    return {
+        "line1": a.line1,
+        "city": a.city,
+        "country": a.country,
+        "postal_code": a.postal_code,
+        "line2": a.line2,
+        "region": a.region,
+    }
+
+
+def _address_in(d: Json) -> Address:
+    return Address(
+        line1=d["line1"],
+        city=d["city"],
+        country=d["country"],
+        postal_code=d.get("postal_code", ""),
+        line2=d.get("line2", ""),
+        region=d.get("region", ""),
+    )
+
+
 def contact_in(d: Json, version: int = 0) -> Contact:
     a = d.get("billing_address")
     return Contact(
         id=d["id"],
         name=d["name"],
         email=d["email"],
-        billing_address=None if a is None else Address(**a),
+        billing_address=None if a is None else _address_in(a),
         classification=d.get("classification"),
         credit_limit=money_in(d.get("credit_limit")),
         preferred_payment_method=d.get("preferred_payment_method"),
@@ -209,6 +246,7 @@ def service_out(s: Service) -> Json:
         "trial_extended": s.trial_extended,
         "stopped_on": _date_out(s.stopped_on),
         "restarted_on": _date_out(s.restarted_on),
+        "billed_at_stop": _date_out(s.billed_at_stop),
         "term_end": _date_out(s.term_end),
         "auto_renew": s.auto_renew,
         "contract_end": _date_out(s.contract_end),
@@ -239,6 +277,7 @@ def service_in(d: Json) -> Service:
         trial_extended=bool(d.get("trial_extended", False)),
         stopped_on=_date_in(d.get("stopped_on")),
         restarted_on=_date_in(d.get("restarted_on")),
+        billed_at_stop=_date_in(d.get("billed_at_stop")),
         term_end=_date_in(d.get("term_end")),
         auto_renew=bool(d.get("auto_renew", True)),
         contract_end=_date_in(d.get("contract_end")),
@@ -478,7 +517,16 @@ def order_out(o: Order) -> Json:
         "contact_id": o.contact_id,
         "reference": o.reference,
         "start_date": o.start_date.isoformat(),
-        "services": [asdict(s) for s in o.services],
+        "services": [
+            {
+                "service_id": s.service_id,
+                "subscription_id": s.subscription_id,
+                "product_id": s.product_id,
+                "terms_id": s.terms_id,
+                "quantity": s.quantity,
+            }
+            for s in o.services
+        ],
     }
 
 
@@ -488,7 +536,10 @@ def order_in(d: Json) -> Order:
         contact_id=d["contact_id"],
         reference=d.get("reference"),
         start_date=date.fromisoformat(d["start_date"]),
-        services=tuple(OrderedService(**s) for s in d["services"]),
+        services=tuple(
+            OrderedService(s["service_id"], s["subscription_id"], s["product_id"], s["terms_id"], s["quantity"])
+            for s in d["services"]
+        ),
     )
 
 
@@ -500,10 +551,71 @@ def settings_out(s: TenantSettings) -> Json:
         "payment_terms_days": s.payment_terms_days,
         "invoice_prefix": s.invoice_prefix,
         "billing": rules_out(s.billing),
-        "subscriptions": s.subscriptions.as_json(),
+        "subscriptions": policy_out(s.subscriptions),
     }
 
 
 def settings_in(d: Json, version: int) -> TenantSettings:
-    policy = SubscriptionPolicy.from_json(d.get("subscriptions") or {})
+    policy = policy_in(d.get("subscriptions") or {})
     return TenantSettings(**{**d, "billing": rules_in(d.get("billing")), "subscriptions": policy, "version": version})
+
+
+def policy_out(p: SubscriptionPolicy) -> Json:
+    return {
+        "trial_limit": p.trial_limit.value,
+        "trial_extension": p.trial_extension,
+        "max_trial_extension_days": p.max_trial_extension_days,
+        "cancel_in_contract": p.cancel_in_contract.value,
+        "cancel_out_of_contract": p.cancel_out_of_contract.value,
+        "upgrade": p.upgrade.value,
+        "downgrade": p.downgrade.value,
+        "regret_days": p.regret_days,
+        "pause_max_times": p.pause_max_times,
+        "pause_max_days": p.pause_max_days,
+        "grace_min_days": p.grace_min_days,
+        "grace_max_days": p.grace_max_days,
+        "debt_threshold": {currency: m.amount_str() for currency, m in sorted(p.debt_threshold.items())},
+        "max_services": dict(p.max_services),
+        "reasons": {kind: list(reasons) for kind, reasons in p.reasons.items()},
+        "tier_paths": [list(path) for path in p.tier_paths],
+        "requires": {product: list(needs) for product, needs in p.requires.items()},
+        "excludes": [list(pair) for pair in p.excludes],
+    }
+
+
+_POLICY_PLAIN = (
+    "trial_extension",
+    "max_trial_extension_days",
+    "regret_days",
+    "pause_max_times",
+    "pause_max_days",
+    "grace_min_days",
+    "grace_max_days",
+)
+_POLICY_ENUMS: dict[str, type[TrialLimit] | type[Timing]] = {
+    "trial_limit": TrialLimit,
+    "cancel_in_contract": Timing,
+    "cancel_out_of_contract": Timing,
+    "upgrade": Timing,
+    "downgrade": Timing,
+}
+
+
+def policy_in(d: Json) -> SubscriptionPolicy:
+    """A missing key keeps its default (the rule did not exist when the settings were stored)."""
+    values: dict[str, Any] = {name: d[name] for name in _POLICY_PLAIN if name in d}
+    values |= {name: kind(d[name]) for name, kind in _POLICY_ENUMS.items() if name in d}
+    thresholds = d.get("debt_threshold")
+    if isinstance(thresholds, dict):  # a bare amount stored before thresholds had currencies: none
+        values["debt_threshold"] = {c: Money.parse(a, c) for c, a in thresholds.items()}
+    if "max_services" in d:
+        values["max_services"] = dict(d["max_services"])
+    if "reasons" in d:
+        values["reasons"] = {kind_named(k).name: tuple(v) for k, v in d["reasons"].items()}
+    if "tier_paths" in d:
+        values["tier_paths"] = tuple(tuple(path) for path in d["tier_paths"])
+    if "requires" in d:
+        values["requires"] = {k: tuple(v) for k, v in d["requires"].items()}
+    if "excludes" in d:
+        values["excludes"] = tuple((a, b) for a, b in d["excludes"])
+    return SubscriptionPolicy(**values)

@@ -11,7 +11,14 @@ from pynamodb.connection import Connection
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, KeysOnlyProjection
 from pynamodb.models import Model
 
-from billow.storage.table import BY_ID_INDEX, DEFAULT_TABLE_NAME, DUE_INDEX, LISTING_INDEX, TTL_ATTRIBUTE
+from billow.storage.table import (
+    BY_ID_INDEX,
+    CLOCK_TIME,
+    DEFAULT_TABLE_NAME,
+    DUE_INDEX,
+    LISTING_INDEX,
+    TTL_ATTRIBUTE,
+)
 
 
 class DueIndex(GlobalSecondaryIndex["BillowItem"]):
@@ -58,6 +65,9 @@ class BillowItem(Model):
     """An action log record's status, outside `data` so that a write can be conditioned on it."""
     expires_at = NumberAttribute(null=True, attr_name=TTL_ATTRIBUTE)
     """Epoch seconds after which DynamoDB's TTL deletes the item (idempotency claims)."""
+    clock_time = UnicodeAttribute(null=True, attr_name=CLOCK_TIME)
+    """On items of a test-clock contact: the clock's time when the item was written (ISO 8601), the
+    business time its events carry (docs/events.md)."""
     gsi1pk = UnicodeAttribute(null=True, attr_name="GSI1PK")
     gsi1sk = UnicodeAttribute(null=True, attr_name="GSI1SK")
     gsi2pk = UnicodeAttribute(null=True, attr_name="GSI2PK")

@@ -7,9 +7,10 @@ import base64
 import hashlib
 import json
 import re
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
+from contextvars import ContextVar
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from itertools import islice
@@ -36,7 +37,15 @@ from billow.domain.ordering import Order
 from billow.domain.subscriptions import Subscription
 from billow.domain.tenants import TenantSettings
 from billow.services.context import Scope
-from billow.services.ports import DUE_SHARDS, ApiKey, DueSubscription, IdempotencyClaim, InvoiceQuery, Page
+from billow.services.ports import (
+    DUE_SHARDS,
+    MAX_TRANSACTION_WRITES,
+    ApiKey,
+    DueSubscription,
+    IdempotencyClaim,
+    InvoiceQuery,
+    Page,
+)
 from billow.storage import codec
 from billow.storage.models import BillowItem, connection
 from billow.storage.table import INVOICE_LIST_SHARDS, shard_of
@@ -114,6 +123,20 @@ def _get(pk: str, sk: str, *, consistent_read: bool = False) -> BillowItem | Non
         return None
 
 
+_CLOCK_TIMES: ContextVar[dict[str, datetime]] = ContextVar("billow_clock_times")
+"""Per contact partition, the test-clock time this context last read or wrote. Every use case that
+acts for a contact on a test clock reads its clock first (`billow.services.contacts.contact_time`,
+the clock advance), and every write that depends on that time is conditioned on a version the
+clock's move changes: so the items a use case writes are stamped with the clock's time of their
+change (`clock_time`), which their events carry (docs/events.md), without a write of its own."""
+
+
+def _note_clock(scope: Scope, clock: TestClock) -> None:
+    times = dict(_CLOCK_TIMES.get({}))
+    times[contact_pk(scope, clock.contact_id)] = clock.frozen_time
+    _CLOCK_TIMES.set(times)
+
+
 def _entity(
     pk: str,
     sk: str,
@@ -129,6 +152,9 @@ def _entity(
     findable by that id alone (GSI2, sort key = the kind in capitals)."""
     if owner is not None and entity_id is not None:
         indexes.update(gsi2pk=by_id(owner, entity_id), gsi2sk=kind.upper())
+    clock_time = _CLOCK_TIMES.get({}).get(pk)
+    if clock_time is not None:
+        indexes.update(clock_time=clock_time.isoformat())
     return BillowItem(pk, sk, kind=kind, data=_dump(body), version=version, **indexes)
 
 
@@ -318,11 +344,265 @@ _MERGE_ROUNDS = 4
 _MERGE_WORKERS = 16
 
 
+# -- items: one builder per kind, shared by every write of it -------------------------------------
+def _versioned(expected_version: int) -> Condition:
+    """The condition of every change: the item is still at the version it was read at."""
+    return BillowItem.version == expected_version
+
+
+def _created_or_versioned(version: int) -> Condition:
+    """An item whose version 0 means "not stored yet" (settings, a clock)."""
+    return _absent() if version == 0 else _versioned(version)
+
+
+def _settings_item(settings: TenantSettings, version: int) -> BillowItem:
+    return _entity(tenant_pk(settings.tenant_id), "SETTINGS", "settings", codec.settings_out(settings), version=version)
+
+
+def _product_item(tenant_id: str, product: Product, version: int) -> BillowItem:
+    return _entity(
+        catalog_pk(tenant_id),
+        f"PROD#{product.id}",
+        "product",
+        codec.product_out(product),
+        owner=tenant_id,
+        entity_id=product.id,
+        version=version,
+    )
+
+
+def _terms_item(tenant_id: str, terms: PriceTerms) -> BillowItem:
+    return _entity(catalog_pk(tenant_id), f"PROD#{terms.product_id}#TERMS#{terms.id}", "terms", codec.terms_out(terms))
+
+
+def _contact_item(scope: Scope, contact: Contact, version: int) -> BillowItem:
+    return _entity(
+        contact_pk(scope, contact.id),
+        "CONTACT",
+        "contact",
+        codec.contact_out(contact),
+        owner=scope_key(scope),
+        entity_id=contact.id,
+        version=version,
+        gsi3pk=listing(scope, "CONTACT"),
+        gsi3sk=f"{contact.created_at.isoformat()}#{contact.id}",
+    )
+
+
+def _clock_item(scope: Scope, clock: TestClock, version: int) -> BillowItem:
+    return _entity(contact_pk(scope, clock.contact_id), "CLOCK", "test_clock", codec.clock_out(clock), version=version)
+
+
+def _subscription_item(scope: Scope, subscription: Subscription, version: int, due_shards: int) -> BillowItem:
+    due_pk, due_sk = due_keys(scope, subscription, due_shards)
+    return _entity(
+        contact_pk(scope, subscription.contact_id),
+        f"SUB#{subscription.id}",
+        "subscription",
+        codec.subscription_out(subscription),
+        owner=scope_key(scope),
+        entity_id=subscription.id,
+        version=version,
+        gsi1pk=due_pk,
+        gsi1sk=due_sk,
+    )
+
+
+def _action_item(scope: Scope, subscription: Subscription, action: Action) -> BillowItem:
+    item = _entity(
+        contact_pk(scope, subscription.contact_id),
+        f"ACT#{subscription.id}#{action.id}",
+        "action",
+        codec.action_out(action),
+    )
+    item.status = action.status.value
+    return item
+
+
+def invoice_shard(scope: Scope, shard: int) -> str:
+    """The partition of one shard of a mode's invoice listing (GSI3PK)."""
+    return f"{listing(scope, 'INVOICE')}#{shard:02d}"
+
+
+def _invoice_item(scope: Scope, invoice: Invoice, version: int) -> BillowItem:
+    return _entity(
+        contact_pk(scope, invoice.contact_id),
+        f"INV#{invoice.id}",
+        "invoice",
+        codec.invoice_out(invoice),
+        owner=scope_key(scope),
+        entity_id=invoice.id,
+        version=version,
+        gsi3pk=invoice_shard(scope, shard_of(invoice.id, INVOICE_LIST_SHARDS)),
+        gsi3sk=invoice_position(invoice),
+        status=invoice.status.value,
+        invoice_kind=invoice.kind.value,
+    )
+
+
+def _payment_item(scope: Scope, invoice: Invoice, payment: Payment) -> BillowItem:
+    return _entity(
+        contact_pk(scope, invoice.contact_id),
+        f"PAY#{invoice.id}#{payment.id}",
+        "payment",
+        codec.payment_out(payment),
+        owner=scope_key(scope),
+        entity_id=payment.id,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class _Write:
+    """One write with its condition: a put of the whole item, an update (`actions`), or a
+    condition check that writes nothing (`check`)."""
+
+    item: BillowItem
+    condition: Condition | None
+    actions: tuple[Any, ...] | None = None
+    check: bool = False
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return str(self.item.pk), str(self.item.sk)
+
+    def alone(self) -> None:
+        """Written on its own: one conditional PutItem or UpdateItem (not a transaction)."""
+        if self.actions is not None:
+            self.item.update(actions=list(self.actions), condition=self.condition)
+        else:
+            self.item.save(condition=self.condition)
+
+    def into(self, tx: TransactWrite) -> None:
+        if self.check:
+            tx.condition_check(BillowItem, self.item.pk, self.item.sk, condition=self.condition)
+        elif self.actions is not None:
+            tx.update(self.item, actions=list(self.actions), condition=self.condition)
+        else:
+            tx.save(self.item, condition=self.condition)
+
+
+def _version_moved_on(pk: str, sk: str, expected_version: int) -> _Write:
+    """The item's version + 1, only if still at `expected_version`; nothing else of it changes."""
+    return _Write(BillowItem(pk, sk), _versioned(expected_version), (BillowItem.version.add(1),))
+
+
+def _contact_saved(scope: Scope, contact: Contact) -> tuple[Contact, _Write]:
+    saved = replace(contact, version=contact.version + 1)
+    return saved, _Write(_contact_item(scope, saved, saved.version), _versioned(contact.version))
+
+
+def _clock_saved(scope: Scope, clock: TestClock) -> tuple[TestClock, _Write]:
+    saved = replace(clock, version=clock.version + 1)
+    _note_clock(scope, clock)
+    return saved, _Write(_clock_item(scope, clock, saved.version), _created_or_versioned(clock.version))
+
+
+class DynamoUnitOfWork:
+    """Implements `billow.services.ports.UnitOfWork`: staged writes, committed as one
+    TransactWriteItems. A failed condition or a transaction conflict on any item cancels all of
+    them and is `ConcurrentModification`; throttling is `TemporaryFailure`."""
+
+    def __init__(self, what: str, due_shards: int = DUE_SHARDS) -> None:
+        self.what = what
+        self._due_shards = due_shards
+        self._writes: list[_Write] = []
+
+    @property
+    def staged(self) -> int:
+        return len(self._writes)
+
+    def _stage(self, write: _Write) -> None:
+        # Both are a use case's mistake, not a request's: DynamoDB would refuse the transaction.
+        if len(self._writes) == MAX_TRANSACTION_WRITES:
+            raise ValueError(f"{self.what}: over {MAX_TRANSACTION_WRITES} writes in one transaction")
+        if any(w.key == write.key for w in self._writes):
+            raise ValueError(f"{self.what}: item {write.key} staged twice in one transaction")
+        self._writes.append(write)
+
+    # -- contacts and clocks --------------------------------------------------------------------
+    def save_contact(self, scope: Scope, contact: Contact) -> Contact:
+        saved, write = _contact_saved(scope, contact)
+        self._stage(write)
+        return saved
+
+    def touch_contact(self, scope: Scope, contact_id: str, expected_version: int) -> None:
+        self._stage(_version_moved_on(contact_pk(scope, contact_id), "CONTACT", expected_version))
+
+    def save_clock(self, scope: Scope, clock: TestClock) -> TestClock:
+        saved, write = _clock_saved(scope, clock)
+        self._stage(write)
+        return saved
+
+    # -- catalog --------------------------------------------------------------------------------
+    def add_product(self, tenant_id: str, product: Product) -> None:
+        self._stage(_Write(_product_item(tenant_id, product, 1), _absent()))
+        for terms in product.terms:
+            self._stage(_Write(_terms_item(tenant_id, terms), _absent()))
+
+    def save_product(self, tenant_id: str, product: Product, new_terms: PriceTerms | None = None) -> Product:
+        saved = replace(product, version=product.version + 1)
+        self._stage(_Write(_product_item(tenant_id, saved, saved.version), _versioned(product.version)))
+        if new_terms is not None:
+            self._stage(_Write(_terms_item(tenant_id, new_terms), _absent()))
+        return saved
+
+    # -- orders, subscriptions and their action logs --------------------------------------------
+    def add_order(self, scope: Scope, order: Order) -> None:
+        pk = contact_pk(scope, order.contact_id)
+        item = _entity(
+            pk, f"ORD#{order.id}", "order", codec.order_out(order), owner=scope_key(scope), entity_id=order.id
+        )
+        self._stage(_Write(item, _absent()))
+        if order.reference is not None:
+            marker = _entity(pk, f"ORDREF#{order.reference}", "order_reference", {"order_id": order.id})
+            self._stage(_Write(marker, _absent()))
+
+    def save_subscription(
+        self, scope: Scope, subscription: Subscription, expected_version: int, *, new: bool = False
+    ) -> None:
+        item = _subscription_item(scope, subscription, expected_version + 1, self._due_shards)
+        self._stage(_Write(item, _absent() if new else _versioned(expected_version)))
+        if new:
+            self._stage(_Write(_key_marker(contact_pk(scope, subscription.contact_id), subscription), _absent()))
+
+    def touch_subscription(self, scope: Scope, subscription: Subscription) -> None:
+        pk = contact_pk(scope, subscription.contact_id)
+        self._stage(_version_moved_on(pk, f"SUB#{subscription.id}", subscription.version))
+
+    def check_subscription(self, scope: Scope, subscription: Subscription) -> None:
+        item = BillowItem(contact_pk(scope, subscription.contact_id), f"SUB#{subscription.id}")
+        self._stage(_Write(item, _versioned(subscription.version), check=True))
+
+    def log_action(self, scope: Scope, subscription: Subscription, action: Action, *, only_new: bool = False) -> None:
+        self._stage(_Write(_action_item(scope, subscription, action), _absent() if only_new else _still_pending()))
+
+    # -- invoices and payments ------------------------------------------------------------------
+    def add_invoice(self, scope: Scope, invoice: Invoice) -> None:
+        self._stage(_Write(_invoice_item(scope, invoice, 1), _absent()))
+
+    def save_invoice(self, scope: Scope, invoice: Invoice, expected_version: int) -> None:
+        self._stage(_Write(_invoice_item(scope, invoice, expected_version + 1), _versioned(expected_version)))
+
+    def add_payment(self, scope: Scope, invoice: Invoice, payment: Payment) -> None:
+        self._stage(_Write(_payment_item(scope, invoice, payment), _absent()))
+
+    def commit(self) -> None:
+        writes, self._writes = self._writes, []
+        if not writes:
+            return
+        with _translated(self.what), TransactWrite(connection=connection()) as tx:
+            for write in writes:
+                write.into(tx)
+
+
 class DynamoStore:
-    """Implements `billow.services.ports.Store`."""
+    """Implements `billow.services.ports.Store`: every port, and units of work over the table."""
 
     def __init__(self, due_shards: int = DUE_SHARDS) -> None:
         self.due_shards = due_shards
+
+    def unit_of_work(self, what: str) -> DynamoUnitOfWork:
+        return DynamoUnitOfWork(what, self.due_shards)
 
     # -- tenants ------------------------------------------------------------------------------------
     def get_settings(self, tenant_id: str) -> TenantSettings | None:
@@ -336,12 +616,10 @@ class DynamoStore:
         """Write the settings only if the stored ones are still at `settings.version` (absent for
         0); returns them as stored, at the next version."""
         saved = replace(settings, version=settings.version + 1)
-        body = codec.settings_out(settings)
-        item = _entity(tenant_pk(settings.tenant_id), "SETTINGS", "settings", body, version=saved.version)
-        condition = _absent() if settings.version == 0 else BillowItem.version == settings.version
+        write = _Write(_settings_item(settings, saved.version), _created_or_versioned(settings.version))
         try:
             with _translated("tenant settings"):
-                item.save(condition=condition)
+                write.alone()
         except Conflict as error:
             raise ConcurrentModification(
                 "the settings were changed concurrently; reload and retry", code="resource.concurrent_modification"
@@ -418,40 +696,6 @@ class DynamoStore:
         return range(end - count, end)
 
     # -- catalog ------------------------------------------------------------------------------------
-    def _product_item(self, tenant_id: str, product: Product, version: int) -> BillowItem:
-        return _entity(
-            catalog_pk(tenant_id),
-            f"PROD#{product.id}",
-            "product",
-            codec.product_out(product),
-            owner=tenant_id,
-            entity_id=product.id,
-            version=version,
-        )
-
-    def add_product(self, tenant_id: str, product: Product) -> None:
-        with _translated(f"product {product.id}"), TransactWrite(connection=connection()) as tx:
-            tx.save(self._product_item(tenant_id, product, 1), condition=_absent())
-            for terms in product.terms:
-                tx.save(self._terms_item(tenant_id, terms), condition=_absent())
-
-    def _terms_item(self, tenant_id: str, terms: PriceTerms) -> BillowItem:
-        return _entity(
-            catalog_pk(tenant_id), f"PROD#{terms.product_id}#TERMS#{terms.id}", "terms", codec.terms_out(terms)
-        )
-
-    def save_product(self, tenant_id: str, product: Product, new_terms: PriceTerms | None = None) -> Product:
-        """The changed product item, only if still at `product.version`, with new price terms when
-        given (price terms items are written once, never changed; the product item keeps their order)."""
-        saved = replace(product, version=product.version + 1)
-        with _translated(f"product {product.id}"), TransactWrite(connection=connection()) as tx:
-            tx.save(
-                self._product_item(tenant_id, saved, saved.version), condition=BillowItem.version == product.version
-            )
-            if new_terms is not None:
-                tx.save(self._terms_item(tenant_id, new_terms), condition=_absent())
-        return saved
-
     def get_product(self, tenant_id: str, product_id: str) -> Product | None:
         with _translated(f"product {product_id}"):
             items = list(
@@ -501,29 +745,16 @@ class DynamoStore:
         return [codec.product_in(b, terms.get(b["id"], []), v) for b, v in bodies]
 
     # -- contacts and clocks ------------------------------------------------------------------------
-    def _contact_item(self, scope: Scope, contact: Contact, version: int) -> BillowItem:
-        return _entity(
-            contact_pk(scope, contact.id),
-            "CONTACT",
-            "contact",
-            codec.contact_out(contact),
-            owner=scope_key(scope),
-            entity_id=contact.id,
-            version=version,
-            gsi3pk=listing(scope, "CONTACT"),
-            gsi3sk=f"{contact.created_at.isoformat()}#{contact.id}",
-        )
-
     def add_contact(self, scope: Scope, contact: Contact) -> None:
         with _translated(f"contact {contact.id}"):
-            self._contact_item(scope, contact, 1).save(condition=_absent())
+            _Write(_contact_item(scope, contact, 1), _absent()).alone()
 
     def save_contact(self, scope: Scope, contact: Contact) -> Contact:
         """The changed contact, only if still at `contact.version`."""
-        saved = replace(contact, version=contact.version + 1)
+        saved, write = _contact_saved(scope, contact)
         try:
             with _translated(f"contact {contact.id}"):
-                self._contact_item(scope, saved, saved.version).save(condition=BillowItem.version == contact.version)
+                write.alone()
         except Conflict as error:
             raise ConcurrentModification(f"contact {contact.id} was changed concurrently; reload and retry") from error
         return saved
@@ -549,107 +780,24 @@ class DynamoStore:
     def get_clock(self, scope: Scope, contact_id: str) -> TestClock | None:
         with _translated("test clock"):
             item = _get(contact_pk(scope, contact_id), "CLOCK", consistent_read=True)
-        return None if item is None else codec.clock_in(json.loads(item.data or "{}"), int(item.version or 0))
+        if item is None:
+            return None
+        clock = codec.clock_in(json.loads(item.data or "{}"), int(item.version or 0))
+        _note_clock(scope, clock)
+        return clock
 
     def save_clock(self, scope: Scope, clock: TestClock) -> TestClock:
         """The clock's status, only if still at `clock.version` (absent for 0). A write that moves
-        the clock's time is `move_clock`."""
-        saved = replace(clock, version=clock.version + 1)
-        condition = _absent() if clock.version == 0 else BillowItem.version == clock.version
+        the clock's time is `billow.services.contacts.move_clock`."""
+        saved, write = _clock_saved(scope, clock)
         try:
             with _translated("test clock"):
-                self._clock_item(scope, clock, saved.version).save(condition=condition)
+                write.alone()
         except Conflict as error:
             raise ConcurrentModification("the test clock was changed concurrently; reload and retry") from error
         return saved
 
-    def move_clock(
-        self, scope: Scope, clock: TestClock, contact_version: int, subscriptions: Sequence[Subscription]
-    ) -> TestClock:
-        """Create the clock or move its time, in one transaction that also moves on the version of
-        the contact and of each of its `subscriptions`, each only if still at the version it was
-        read at. Every write that depends on the contact's today (an order: the contact's version;
-        an action or a move: its subscription's) is conditioned on one of those, so a writer that
-        read the old time loses and re-reads; and the clock is not moved if an order or a move
-        changed the subscriptions it was checked against (attach before ordering, the advance's
-        bound) since they were read."""
-        saved = replace(clock, version=clock.version + 1)
-        pk = contact_pk(scope, clock.contact_id)
-        with _translated("test clock"), TransactWrite(connection=connection()) as tx:
-            tx.save(
-                self._clock_item(scope, clock, saved.version),
-                condition=_absent() if clock.version == 0 else BillowItem.version == clock.version,
-            )
-            tx.update(
-                BillowItem(pk, "CONTACT"),
-                actions=[BillowItem.version.add(1)],
-                condition=BillowItem.version == contact_version,
-            )
-            for subscription in subscriptions:
-                tx.update(
-                    BillowItem(pk, f"SUB#{subscription.id}"),
-                    actions=[BillowItem.version.add(1)],
-                    condition=BillowItem.version == subscription.version,
-                )
-        return saved
-
-    @staticmethod
-    def _clock_item(scope: Scope, clock: TestClock, version: int) -> BillowItem:
-        return _entity(
-            contact_pk(scope, clock.contact_id), "CLOCK", "test_clock", codec.clock_out(clock), version=version
-        )
-
     # -- orders and subscriptions -------------------------------------------------------------------
-    def _subscription_item(self, scope: Scope, subscription: Subscription, version: int) -> BillowItem:
-        due_pk, due_sk = due_keys(scope, subscription, self.due_shards)
-        return _entity(
-            contact_pk(scope, subscription.contact_id),
-            f"SUB#{subscription.id}",
-            "subscription",
-            codec.subscription_out(subscription),
-            owner=scope_key(scope),
-            entity_id=subscription.id,
-            version=version,
-            gsi1pk=due_pk,
-            gsi1sk=due_sk,
-        )
-
-    def place_order(
-        self,
-        scope: Scope,
-        order: Order,
-        subscriptions: Sequence[Subscription],
-        new_subscription_ids: frozenset[str],
-        contact_version: int | None = None,
-    ) -> None:
-        """The order and its subscriptions; the contact's version moves on too, so that an order
-        and archiving the contact (which checks it has no live services) cannot both succeed."""
-        pk = contact_pk(scope, order.contact_id)
-        with _translated(f"order {order.id}"), TransactWrite(connection=connection()) as tx:
-            if contact_version is not None:
-                tx.update(
-                    BillowItem(pk, "CONTACT"),
-                    actions=[BillowItem.version.add(1)],
-                    condition=BillowItem.version == contact_version,
-                )
-            tx.save(
-                _entity(
-                    pk, f"ORD#{order.id}", "order", codec.order_out(order), owner=scope_key(scope), entity_id=order.id
-                ),
-                condition=_absent(),
-            )
-            if order.reference is not None:
-                marker = _entity(pk, f"ORDREF#{order.reference}", "order_reference", {"order_id": order.id})
-                tx.save(marker, condition=_absent())
-            for subscription in subscriptions:
-                new = subscription.id in new_subscription_ids
-                tx.save(
-                    self._subscription_item(scope, subscription, subscription.version + 1),
-                    condition=_absent() if new else BillowItem.version == subscription.version,
-                )
-                if new:
-                    tx.save(_key_marker(pk, subscription), condition=_absent())
-
     def get_order(self, scope: Scope, order_id: str) -> Order | None:
         item = self._by_id(scope, order_id, "ORDER")
         return None if item is None else codec.order_in(json.loads(item.data or "{}"))
@@ -701,72 +849,6 @@ class DynamoStore:
             found = [codec.subscription_in(json.loads(i.data or "{}"), int(i.version or 0)) for i in items]
         return Page(found, next_cursor)
 
-    def apply_billing_step(
-        self,
-        scope: Scope,
-        subscription: Subscription,
-        expected_version: int,
-        invoice: Invoice | None,
-        actions: Sequence[Action] = (),
-    ) -> None:
-        """One atomic write: the advanced subscription (only if still at `expected_version`), its
-        new invoice (only if that invoice id is new) and the log records of the actions the step
-        executed, scheduled, cancelled or rejected."""
-        with _translated(f"billing subscription {subscription.id}"), TransactWrite(connection=connection()) as tx:
-            tx.save(
-                self._subscription_item(scope, subscription, expected_version + 1),
-                condition=BillowItem.version == expected_version,
-            )
-            if invoice is not None:
-                tx.save(self._invoice_item(scope, invoice, 1), condition=_absent())
-            for action in actions:
-                tx.save(self._action_item(scope, subscription, action), condition=_still_pending())
-
-    def move_service(
-        self,
-        scope: Scope,
-        source: Subscription,
-        source_version: int,
-        target: Subscription,
-        target_version: int | None,
-        source_log: Sequence[Action],
-        target_log: Sequence[Action],
-    ) -> None:
-        """One atomic write moving a service between two of a contact's subscriptions: both
-        subscriptions (each only if still at its version; the target only if new, when
-        `target_version` is None) and both action logs."""
-        with _translated(f"moving a service to subscription {target.id}"), TransactWrite(connection=connection()) as tx:
-            tx.save(
-                self._subscription_item(scope, source, source_version + 1),
-                condition=BillowItem.version == source_version,
-            )
-            tx.save(
-                self._subscription_item(scope, target, (target_version or 0) + 1),
-                condition=_absent() if target_version is None else BillowItem.version == target_version,
-            )
-            if target_version is None:
-                tx.save(_key_marker(contact_pk(scope, target.contact_id), target), condition=_absent())
-            for subscription, log in ((source, source_log), (target, target_log)):
-                for action in log:
-                    tx.save(self._action_item(scope, subscription, action), condition=_still_pending())
-
-    def _action_item(self, scope: Scope, subscription: Subscription, action: Action) -> BillowItem:
-        item = _entity(
-            contact_pk(scope, subscription.contact_id),
-            f"ACT#{subscription.id}#{action.id}",
-            "action",
-            codec.action_out(action),
-        )
-        item.status = action.status.value
-        return item
-
-    def log_actions(self, scope: Scope, subscription: Subscription, actions: Sequence[Action]) -> None:
-        """Records for the log alone (a refused request changes nothing else), each only if new:
-        a refusal never overwrites the record of an earlier attempt with the same id."""
-        with _translated(f"actions of subscription {subscription.id}"), TransactWrite(connection=connection()) as tx:
-            for action in actions:
-                tx.save(self._action_item(scope, subscription, action), condition=_absent())
-
     def actions_page(
         self, scope: Scope, contact_id: str, subscription_id: str, limit: int, cursor: str | None
     ) -> Page[Action]:
@@ -800,25 +882,6 @@ class DynamoStore:
         return Page(due, _encode_cursor(result.last_evaluated_key))
 
     # -- invoices and payments ----------------------------------------------------------------------
-    def _invoice_item(self, scope: Scope, invoice: Invoice, version: int) -> BillowItem:
-        return _entity(
-            contact_pk(scope, invoice.contact_id),
-            f"INV#{invoice.id}",
-            "invoice",
-            codec.invoice_out(invoice),
-            owner=scope_key(scope),
-            entity_id=invoice.id,
-            version=version,
-            gsi3pk=self._invoice_shard(scope, shard_of(invoice.id, INVOICE_LIST_SHARDS)),
-            gsi3sk=invoice_position(invoice),
-            status=invoice.status.value,
-            invoice_kind=invoice.kind.value,
-        )
-
-    @staticmethod
-    def _invoice_shard(scope: Scope, shard: int) -> str:
-        return f"{listing(scope, 'INVOICE')}#{shard:02d}"
-
     def list_invoices(self, scope: Scope, query: InvoiceQuery, limit: int, cursor: str | None) -> Page[Invoice]:
         """Invoices oldest first (issue day, then id), filtered; a contact's from its own partition,
         the tenant's by merging the listing shards (docs/data-model.md, pattern 8)."""
@@ -878,7 +941,7 @@ class DynamoStore:
         """One Query of one listing shard: its matching items and, when it stopped early, the
         position it stopped at."""
         result = BillowItem.listing.query(
-            self._invoice_shard(scope, shard), condition, filter_condition=filters, page_size=size
+            invoice_shard(scope, shard), condition, filter_condition=filters, page_size=size
         )
         page = next(result.page_iter)
         items = [BillowItem.from_raw_data(raw) for raw in page.get("Items", [])]
@@ -893,23 +956,6 @@ class DynamoStore:
         with _translated("invoices"):
             items = BillowItem.query(contact_pk(scope, contact_id), BillowItem.sk.startswith("INV#"))
             return [codec.invoice_in(json.loads(i.data or "{}"), int(i.version or 0)) for i in items]
-
-    def record_payment(self, scope: Scope, invoice: Invoice, expected_version: int, payment: Payment) -> None:
-        pk = contact_pk(scope, invoice.contact_id)
-        with _translated(f"payment on invoice {invoice.id}"), TransactWrite(connection=connection()) as tx:
-            tx.save(
-                self._invoice_item(scope, invoice, expected_version + 1),
-                condition=BillowItem.version == expected_version,
-            )
-            payment_item = _entity(
-                pk,
-                f"PAY#{invoice.id}#{payment.id}",
-                "payment",
-                codec.payment_out(payment),
-                owner=scope_key(scope),
-                entity_id=payment.id,
-            )
-            tx.save(payment_item, condition=_absent())
 
     def get_payment(self, scope: Scope, contact_id: str, invoice_id: str, payment_id: str) -> Payment | None:
         with _translated(f"payment {payment_id}"):

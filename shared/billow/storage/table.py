@@ -14,7 +14,12 @@ DUE_INDEX = "GSI1"  # due-for-billing, sharded: GSI1PK = DUE#<shard>, GSI1SK = <
 BY_ID_INDEX = "GSI2"  # direct lookup by id: GSI2PK = <tenant>#<id>
 LISTING_INDEX = "GSI3"  # tenant-wide listings: GSI3PK = <tenant>#<kind>#<bucket>, GSI3SK sortable
 
+CLOCK_TIME = "clock_time"  # on items of a test-clock contact: the clock's time when written (events' time)
 TTL_ATTRIBUTE = "expires_at"  # epoch seconds; DynamoDB deletes the item some time after it
+
+STREAM_VIEW = "NEW_AND_OLD_IMAGES"
+"""The table's stream: every committed write with the item before and after it, the outbox the
+events publisher reads (docs/events.md)."""
 
 INVOICE_LIST_SHARDS = 64
 """Invoices created on one day are spread over this many listing partitions, so that a million
@@ -36,6 +41,7 @@ def create_table_request(table_name: str) -> dict[str, Any]:
     return {
         "TableName": table_name,
         "BillingMode": "PAY_PER_REQUEST",
+        "StreamSpecification": {"StreamEnabled": True, "StreamViewType": STREAM_VIEW},
         "AttributeDefinitions": [{"AttributeName": a, "AttributeType": "S"} for a in attributes],
         "KeySchema": [{"AttributeName": "PK", "KeyType": "HASH"}, {"AttributeName": "SK", "KeyType": "RANGE"}],
         "GlobalSecondaryIndexes": [

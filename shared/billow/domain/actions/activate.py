@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from billow.domain.actions import Action, Asked, NoParams, ServiceKind, register
-from billow.domain.effects import Effect, restarted, state_change
+from billow.domain.effects import Effect, state_change
 from billow.domain.errors import RuleViolation
 from billow.domain.lifecycle import StateAction
 from billow.domain.money import Money
@@ -45,7 +45,7 @@ class Activate(ServiceKind[NoParams, NoParams]):
         if service.state is ServiceState.DRAFT:
             started = state_change(service, StateAction.ACTIVATE, on)
             return replace(started, start_date=min(on, service.start_date)), "activated"
-        return restarted(state_change(service, StateAction.ACTIVATE, on), on), "activated; billing restarts"
+        return effect.restart(state_change(service, StateAction.ACTIVATE, on), on), "activated; billing restarts"
 
 
 ACTIVATE = register(Activate())

@@ -33,7 +33,7 @@ class Cancel(ServiceKind[NoParams, NoParams]):
         outcome = "cancelled"
         if fee is not None and not fee.is_zero and service.in_contract(on):
             line = one_time_line(service, "cancellation_fee", f"{service.product_name} cancellation fee", fee)
-            effect.adjustments.append(Adjustment(line, on))
+            effect.add(Adjustment(line, on))
             outcome = f"cancelled inside the contract period (until {service.contract_end}): fee {fee}"
         effect.drop_pending(service.id, f"service cancelled on {on}")
         return settled, outcome

@@ -10,6 +10,7 @@ from dataclasses import dataclass, replace
 from datetime import date
 
 from billow.domain.actions import Action, Asked, ServiceChange, ServiceKind, register
+from billow.domain.billing import charge_again
 from billow.domain.calendar import Cycle
 from billow.domain.catalog import PriceTerms
 from billow.domain.effects import Effect, cycle_end, not_final
@@ -91,6 +92,11 @@ class Change(ServiceKind[ChangeAsked, Changed]):
                 current_state=service.state.value,
             )
         terms, on = change.terms, action.on
+        if (change.product_id, terms, change.quantity) == (service.product_id, service.terms, service.quantity):
+            # scheduled when it was a change: crediting and charging the same price is no change
+            raise RuleViolation(
+                "the service is on these terms already: the change changes nothing", rule="change.nothing"
+            )
         check_same_currency(subscription, terms)
         key = SubscriptionKey.of(terms)
         moving = key != subscription.key
@@ -110,9 +116,20 @@ class Change(ServiceKind[ChangeAsked, Changed]):
         elif service.state is not ServiceState.DRAFT:
             credit_on = on if moving else cycle_end(subscription, on)
             settled = effect.settle(service, on, credit_on=credit_on)
-            changed = replace(changed, billed_through=settled.billed_through, restarted_on=on)
+            changed = replace(changed, billed_through=settled.billed_through, restarted_on=on, billed_at_stop=None)
+            billed_ahead = settled.billed_at_stop
+            if not moving and billed_ahead is not None and billed_ahead > on:
+                # Periods invoiced ahead are adjusted beside their credit, not invoiced again.
+                effect.adjustments = charge_again(changed, effect.pending_subscription(), billed_ahead, credit_on)
+                changed = replace(changed, billed_through=billed_ahead)
             what = f"{what}; the old price is settled to {on}"
         if moving:
+            # It leaves settled: what it still has pending here goes on this subscription's invoice
+            # of the day (a credit of an earlier change included), before it is billed there.
+            effect.adjustments = tuple(
+                replace(a, run_on=on) if a.line.service_id == service.id and a.run_on > on else a
+                for a in effect.adjustments
+            )
             effect.move(changed, key)
             what = f"{what}; moved to the contact's {key.cycle.adjective} {key.billing_model.value} subscription"
         return changed, what

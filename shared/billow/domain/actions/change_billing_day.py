@@ -4,6 +4,7 @@ the change, and the new cycle billed from it."""
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from datetime import timedelta
 
 from billow.domain.actions import Action, Asked, SubscriptionKind, register
 from billow.domain.calendar import BillingSchedule, Cycle, day_on_or_after
@@ -45,15 +46,19 @@ class ChangeBillingDay(SubscriptionKind[NewBillingDay, NewBillingDay]):
         cycle = subscription.cycle
         schedule = BillingSchedule(cycle, day, day_on_or_after(on, cycle, day))
         # The credit goes on the invoice that charges the new cycle's first days: today's, when
-        # today is the new billing day.
+        # today is the new billing day or that invoice is billed ahead (it goes out today).
         next_invoice = schedule.next_on_or_after(on)
+        lead = timedelta(days=subscription.rules.bill_days_before)
+        if subscription.bill_ahead_until is not None and next_invoice - lead <= subscription.bill_ahead_until:
+            next_invoice = on
         services = []
         for service in subscription.services:
             if service.state in FINAL_STATES or service.in_trial(on) or service.state is ServiceState.DRAFT:
                 services.append(service)
                 continue
             settled = effect.settle(service, on, credit_on=next_invoice)
-            services.append(replace(settled, restarted_on=on) if settled.billed_through is not None else settled)
+            restarted = replace(settled, restarted_on=on, billed_at_stop=None)
+            services.append(restarted if settled.billed_through is not None else settled)
         moved = replace(subscription, schedule=schedule, services=tuple(services))
         return moved, f"billing day {day} from {on}; the current cycle is settled to {on}"
 

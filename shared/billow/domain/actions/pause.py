@@ -36,14 +36,18 @@ class Pause(ServiceKind[Days, Days]):
         action, on = effect.action, effect.on
         paused = state_change(service, StateAction.PAUSE, on)
         days = self.params(action).days or 0
+        credit_on = cycle_end(effect.subscription, on)
         if days:
             resume_on = on + timedelta(days=days)
+            # credited on the first invoice after the pause ends: the resume trims the credit of
+            # days billed ahead to the paused days, before it is issued
+            credit_on = cycle_end(effect.subscription, resume_on - timedelta(days=1))
             paused = replace(paused, pauses=(*service.pauses, Period(on, resume_on)))
             resume = RESUME.by_system(
                 f"{action.id}-resume", resume_on, requested_on=on, reason="end of pause", service_id=service.id
             )
             effect.schedule(resume)
-        settled = effect.settle(paused, on, credit_on=cycle_end(effect.subscription, on))
+        settled = effect.settle(paused, on, credit_on=credit_on)
         return settled, f"paused for {days} days" if days else "paused"
 
 

@@ -39,7 +39,7 @@ class Regret(ServiceKind[NoParams, NoParams]):
         fee = service.terms.setup_fee
         if had_invoice and fee is not None and not fee.is_zero:
             line = one_time_line(service, "credit", f"{service.product_name} setup fee credited", -fee)
-            effect.adjustments.append(Adjustment(line, on))
+            effect.add(Adjustment(line, on))
         effect.drop_pending(service.id, f"service regretted on {on}")
         return settled, "regretted: everything charged since it started is credited"
 

@@ -7,7 +7,7 @@ from dataclasses import replace
 
 from billow.domain.actions import NoParams, Requester, ServiceKind, register
 from billow.domain.calendar import add_cycles
-from billow.domain.effects import Effect, restarted, state_change, termed
+from billow.domain.effects import Effect, state_change, termed
 from billow.domain.errors import RuleViolation
 from billow.domain.lifecycle import StateAction, next_state
 from billow.domain.rules import ServiceState
@@ -27,7 +27,7 @@ class Renew(ServiceKind[NoParams, NoParams]):
             raise RuleViolation(f"service {service.id} has not expired; activate it instead", rule="renew.expired_only")
         term_end = add_cycles(on, cycle, termed(service))
         renewed = state_change(service, StateAction.RENEW, on)
-        renewed = replace(restarted(renewed, on), term_end=term_end, expired=False)
+        renewed = replace(effect.restart(renewed, on), term_end=term_end, expired=False)
         return renewed, f"renewed until {term_end}"
 
 

@@ -1,0 +1,98 @@
+"""The "put events on the bus" port, its EventBridge implementation, and the consumer rules.
+
+On AWS the events publisher calls `PutEvents` on the bus `billow-<stage>`; locally
+`billow.local.events.LocalBusClient` routes them in-process by the same rules. `BILLOW_EVENT_BUS_CLIENT`
+names the implementation (`module:Class`; the default is EventBridge), so no handler imports the
+local stack. boto3 is imported at the first put, not at import (cold start).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import time
+from collections.abc import Sequence
+from typing import Any, Protocol
+
+from billow.services.events import SOURCE, Event
+
+Entry = dict[str, Any]
+
+MAX_BATCH = 10
+"""Entries per PutEvents request (EventBridge's limit)."""
+PUT_ATTEMPTS = 4
+"""Tries per entry before the stream record is reported failed (and retried by the stream)."""
+BUS_ENV = "BILLOW_EVENT_BUS"
+
+CONSUMER_RULES: dict[str, dict[str, Any]] = {
+    "all-events": {"source": [SOURCE], "detail-type": [{"prefix": f"{SOURCE}."}]},
+}
+"""Rule name -> event pattern. CDK synthesizes one AWS::Events::Rule per entry (each feeding an
+SQS queue with a dead-letter queue, infra/billow_infra/events.py); the local bus routes by the
+same patterns (tests/infra asserts the synthesized ones equal these)."""
+
+
+class EventBusClient(Protocol):
+    def put(self, entries: Sequence[Entry]) -> list[Entry]:
+        """Put up to `MAX_BATCH` entries; returns those that were not accepted."""
+        ...
+
+
+class PublishFailed(Exception):
+    """Some events could not be put after every attempt: the stream record is retried."""
+
+
+def entry(event: Event, bus_name: str) -> Entry:
+    return {
+        "Source": SOURCE,
+        "DetailType": event.detail_type,
+        "Detail": json.dumps(event.detail(), separators=(",", ":"), sort_keys=True),
+        "Time": event.time,
+        "Resources": [],
+        "EventBusName": bus_name,
+    }
+
+
+def publish(client: EventBusClient, events: Sequence[Event], bus_name: str | None = None) -> None:
+    """Put every event, in order, in batches of `MAX_BATCH`; entries refused (throttling, an
+    internal error) are put again with backoff; raises `PublishFailed` when some never were."""
+    name = bus_name or os.environ.get(BUS_ENV, "default")
+    entries = [entry(e, name) for e in events]
+    for start in range(0, len(entries), MAX_BATCH):
+        pending = entries[start : start + MAX_BATCH]
+        for attempt in range(PUT_ATTEMPTS):
+            pending = client.put(pending)
+            if not pending:
+                break
+            time.sleep(0.05 * 2**attempt)
+        if pending:
+            raise PublishFailed(f"{len(pending)} event(s) not accepted by the bus {name}")
+
+
+class EventBridgeClient:
+    def __init__(self) -> None:
+        self._client: Any = None
+
+    def put(self, entries: Sequence[Entry]) -> list[Entry]:
+        if self._client is None:
+            import boto3
+
+            self._client = boto3.client("events")
+        answer = self._client.put_events(Entries=list(entries))
+        return [e for e, result in zip(entries, answer["Entries"], strict=True) if result.get("ErrorCode")]
+
+
+class EnvironmentBusClient:
+    """The implementation `BILLOW_EVENT_BUS_CLIENT` names, chosen at the first put."""
+
+    def __init__(self) -> None:
+        self._chosen: EventBusClient | None = None
+
+    def put(self, entries: Sequence[Entry]) -> list[Entry]:
+        if self._chosen is None:
+            spec = os.environ.get("BILLOW_EVENT_BUS_CLIENT", "")
+            module, _, name = spec.partition(":")
+            self._chosen = getattr(importlib.import_module(module), name)() if spec else EventBridgeClient()
+        assert self._chosen is not None
+        return self._chosen.put(entries)

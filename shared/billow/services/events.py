@@ -1,0 +1,244 @@
+"""Events out: what a committed change of the table means to the world outside Billow.
+
+The table's stream is the outbox (docs/events.md): every committed write arrives as a record with
+the item before and after, decoded by `billow.storage.stream` into a `Change` of domain objects.
+`events_of` turns a change into events, purely, by the deriver registered for the item's kind:
+adding an event is one function here (or one more line in an existing one), nothing else.
+
+Every event's id is derived from the item's key, the event type and what identifies the change:
+by default the version the write gave the item; for a subscription, whose version also moves on
+with writes that change nothing in it (a test clock's move), the transition itself (the service,
+its states before and after, since when). A stream record delivered twice, or a change reached
+again after a crash and a rerun, yields the same id, so consumers de-duplicate on `id`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from billow.domain.actions import Action, ActionStatus
+from billow.domain.invoices import Invoice, InvoiceKind, InvoiceStatus, Payment
+from billow.domain.subscriptions import Service, Subscription
+from billow.services.context import Scope
+from billow.services.views import day, money, period
+
+Json = dict[str, Any]
+
+SOURCE = "billow"
+"""The `source` of every event Billow puts on its bus."""
+SCHEMA_VERSION = 1
+"""`detail.version`: raised only for a change a consumer could trip over (a field removed or its
+meaning changed); new fields and new event types keep it (docs/events.md, versioning)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One committed write of one item, as the stream reported it."""
+
+    scope: Scope
+    contact_id: str
+    key: str  # "<PK>|<SK>": with `version`, names the write
+    kind: str  # the item's `type` (invoice, payment, action, subscription, ...)
+    old: Any  # the domain object before (None: the write created it)
+    new: Any  # after (None: the item was removed)
+    version: int  # the item's version after the write (before it, for a removal)
+    time: datetime
+    """The business time of the change: the contact's test-clock time when the write happened on
+    one, else when the write was committed."""
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    id: str
+    type: str  # "invoice.issued"
+    scope: Scope
+    contact_id: str
+    time: datetime
+    data: Json
+    sequence: int
+    """The changed item's version: orders the events of one entity (docs/events.md, ordering)."""
+
+    @property
+    def detail_type(self) -> str:
+        return f"{SOURCE}.{self.type}"
+
+    def detail(self) -> Json:
+        return {
+            "id": self.id,
+            "type": self.type,
+            "version": SCHEMA_VERSION,
+            "tenant_id": self.scope.tenant_id,
+            "mode": self.scope.mode,
+            "contact_id": self.contact_id,
+            "time": self.time.isoformat(),
+            "sequence": self.sequence,
+            "data": self.data,
+        }
+
+
+Derived = tuple[str, str | None, Json]
+"""(event type, what identifies the change within the item (None: the item's version), data)."""
+Deriver = Callable[[Change], Iterable[Derived]]
+DERIVERS: dict[str, Deriver] = {}
+"""Item kind -> the function deriving its events: the one place to add an event."""
+
+
+def derives(kind: str) -> Callable[[Deriver], Deriver]:
+    def register(deriver: Deriver) -> Deriver:
+        DERIVERS[kind] = deriver
+        return deriver
+
+    return register
+
+
+def event_id(change: Change, event_type: str, identity: str | None) -> str:
+    which = f"v{change.version}" if identity is None else identity
+    digest = hashlib.sha256("\x00".join((change.key, event_type, which)).encode())
+    return "evt_" + digest.hexdigest()[:32]
+
+
+def events_of(change: Change) -> list[Event]:
+    """The events a committed change means (none for most: a version bump, a claim, a removal)."""
+    deriver = DERIVERS.get(change.kind)
+    if deriver is None or change.new is None:
+        return []
+    return [
+        Event(
+            event_id(change, kind, identity), kind, change.scope, change.contact_id, change.time, data, change.version
+        )
+        for kind, identity, data in deriver(change)
+    ]
+
+
+# -- invoices and credit notes ---------------------------------------------------------------------
+def invoice_data(invoice: Invoice) -> Json:
+    return {
+        "invoice_id": invoice.id,
+        "number": invoice.number,
+        "kind": invoice.kind.value,
+        "subscription_id": invoice.subscription_id,
+        "status": invoice.status.value,
+        "total": money(invoice.total),
+        "amount_paid": money(invoice.amount_paid),
+        "amount_due": money(invoice.amount_due),
+        "issue_date": day(invoice.issue_date),
+        "due_date": day(invoice.due_date),
+        "period": period(invoice.period),
+    }
+
+
+INVOICE_STATUS_EVENTS = {
+    InvoiceStatus.PAID: "invoice.paid",
+    InvoiceStatus.VOID: "invoice.voided",
+}
+"""An invoice's status moving to one of these is that event (the receivables issue adds more)."""
+
+
+@derives("invoice")
+def _invoice(change: Change) -> Iterator[Derived]:
+    old: Invoice | None = change.old
+    new: Invoice = change.new
+    if old is None:
+        kind = "credit_note.issued" if new.kind is InvoiceKind.CREDIT_NOTE else "invoice.issued"
+        yield kind, None, invoice_data(new)
+        if new.kind is InvoiceKind.INVOICE and new.status is InvoiceStatus.PAID:  # nothing to collect
+            yield "invoice.paid", None, invoice_data(new)
+        return
+    if old.status is not new.status and new.status in INVOICE_STATUS_EVENTS:
+        yield INVOICE_STATUS_EVENTS[new.status], None, invoice_data(new)
+
+
+# -- payments -------------------------------------------------------------------------------------
+@derives("payment")
+def _payment(change: Change) -> Iterator[Derived]:
+    if change.old is None:
+        payment: Payment = change.new
+        yield (
+            "payment.received",
+            None,
+            {
+                "payment_id": payment.id,
+                "invoice_id": payment.invoice_id,
+                "amount": money(payment.amount),
+                "method": payment.method.value,
+                "reference": payment.reference,
+                "received_on": day(payment.received_on),
+            },
+        )
+
+
+# -- actions --------------------------------------------------------------------------------------
+ACTION_EVENTS = {ActionStatus.EXECUTED: "action.executed", ActionStatus.REJECTED: "action.rejected"}
+
+
+@derives("action")
+def _action(change: Change) -> Iterator[Derived]:
+    old: Action | None = change.old
+    new: Action = change.new
+    if new.status in ACTION_EVENTS and (old is None or old.status is not new.status):
+        yield (
+            ACTION_EVENTS[new.status],
+            None,
+            {
+                "action_id": new.id,
+                "subscription_id": change.key.rsplit("#", 2)[-2],
+                "service_id": new.service_id,
+                "kind": new.kind.name,
+                "on": day(new.on),
+                "requested_on": day(new.requested_on),
+                "by": new.by.value,
+                "outcome": new.outcome,
+                "rule": new.rule,
+                "moved_to": new.moved_to,
+            },
+        )
+
+
+# -- subscriptions and their services ---------------------------------------------------------------
+def _service_data(subscription: Subscription, service: Service, before: Service | None) -> Json:
+    return {
+        "subscription_id": subscription.id,
+        "service_id": service.id,
+        "product_id": service.product_id,
+        "terms_id": service.terms.id,
+        "from": None if before is None else before.state.value,
+        "to": service.state.value,
+        "since": day(service.state_since or service.start_date),
+    }
+
+
+@derives("subscription")
+def _subscription(change: Change) -> Iterator[Derived]:
+    old: Subscription | None = change.old
+    new: Subscription = change.new
+    before = {} if old is None else {s.id: s for s in old.services}
+    for service in new.services:
+        previous = before.get(service.id)
+        if previous is None or previous.state is not service.state:
+            data = _service_data(new, service, previous)
+            # A service enters a state at most once a day, but for pauses (counted) on one day.
+            identity = f"{service.id}:{data['from']}:{data['to']}:{data['since']}:{len(service.pauses)}"
+            yield "service.state_changed", identity, data
+    if old is None or old.state is not new.state:
+        was = None if old is None else old.state.value
+        since = max((day(s.state_since or s.start_date) or "" for s in new.services), default="")
+        data = {"subscription_id": new.id, "from": was, "to": new.state.value, "since": since or None}
+        yield "subscription.state_changed", f"{was}:{new.state.value}:{since}", data
+
+
+EVENT_TYPES = (
+    "invoice.issued",
+    "invoice.paid",
+    "invoice.voided",
+    "credit_note.issued",
+    "payment.received",
+    "action.executed",
+    "action.rejected",
+    "service.state_changed",
+    "subscription.state_changed",
+)
+"""Every event type Billow publishes (docs/events.md documents each; a test keeps them in step)."""
