@@ -34,6 +34,7 @@ from billow.domain.actions.resume import RESUME
 from billow.domain.calendar import BillingSchedule, Cycle, Period
 from billow.domain.catalog import BillingModel, PriceTerms, PricingModel, Product
 from billow.domain.lifecycle import TRANSITIONS
+from billow.domain.billing import InvoiceDraft
 from billow.domain.lines import LineDraft
 from billow.domain.money import Money
 from billow.domain.ordering import OrderItem, plan_order
@@ -71,6 +72,17 @@ def _terms(price: str, model: BillingModel, cycle: Cycle = Cycle.MONTH) -> Price
     )  # fmt: skip
 
 
+def _documents(invoices: list[InvoiceDraft]) -> list[tuple[object, ...]]:
+    """Invoices as a reader compares them: whose, dated when, which lines (in any order of issue)."""
+    return sorted(
+        (
+            (i.subscription_id, i.issue_date, i.billing_date, sorted((line.kind, str(line.period), str(line.amount)) for line in i.lines))
+            for i in invoices
+        ),
+        key=repr,
+    )
+
+
 class LifecycleMachine(RuleBasedStateMachine):
     @initialize(
         start=st.dates(date(2024, 1, 1), date(2025, 12, 31)),
@@ -78,6 +90,9 @@ class LifecycleMachine(RuleBasedStateMachine):
         model=st.sampled_from([BillingModel.ADVANCE, BillingModel.ARREARS]),
     )
     def subscribe(self, start: date, price: str, model: BillingModel) -> None:
+        self.started = (start, price, model)
+        self.inserted: list[tuple[date, Action]] = []  # every action given, with the day it was given
+        self.ran_ahead_of_a_move = False
         self.model = model
         terms = _terms(price, model)
         ids = itertools.count()
@@ -95,6 +110,7 @@ class LifecycleMachine(RuleBasedStateMachine):
         self.today = start
         self.lines: list[LineDraft] = []
         self.documents: list[tuple[LineDraft, ...]] = []
+        self.invoices: list[InvoiceDraft] = []
         self.issued_after: list[int] = []  # per document, how many actions had executed when it was issued
         self.executed: list[tuple[Action, BillingSchedule]] = []  # with the schedule it ran on
         self.states = [self.service.state]
@@ -135,6 +151,7 @@ class LifecycleMachine(RuleBasedStateMachine):
             if step.invoice is not None:
                 self.lines += step.invoice.lines
                 self.documents.append(step.invoice.lines)
+                self.invoices.append(step.invoice)
                 self.issued_after.append(len(self.executed))
             if (transfer := step.transfer) is not None:
                 target = self.subscriptions.get(transfer.key)
@@ -143,6 +160,10 @@ class LifecycleMachine(RuleBasedStateMachine):
                     self.subscriptions[transfer.key] = receive(new, transfer, new=True)
                 else:
                     self.run(transfer.key, transfer.record.on - timedelta(days=1))
+                    acted = self.subscriptions[transfer.key].acted_on
+                    # The subscriptions are billed one after the other: this one already ran an
+                    # action of a later day than the move reaching it (docs/lifecycle.md).
+                    self.ran_ahead_of_a_move |= acted is not None and acted > transfer.record.on
                     self.subscriptions[transfer.key] = receive(self.subscriptions[transfer.key], transfer, new=False)
                 self.home = transfer.key
                 self.executed[-1] = (transfer.record, self.subscription.schedule)  # it bills there from now
@@ -164,9 +185,13 @@ class LifecycleMachine(RuleBasedStateMachine):
             id=f"a{next(self.ids):03d}", kind=BILL_AHEAD, on=on, requested_on=self.today,
             params=Ahead(on + timedelta(days=until)),
         )  # fmt: skip
-        self.subscription = replace(self.subscription, actions=(*self.subscription.actions, action))
+        self.give(action)
         if later == 0:
             self.move(self.today)
+
+    def give(self, action: Action) -> None:
+        self.inserted.append((self.today, action))
+        self.subscription = replace(self.subscription, actions=(*self.subscription.actions, action))
 
     @rule(
         kind=st.sampled_from(KINDS),
@@ -210,7 +235,7 @@ class LifecycleMachine(RuleBasedStateMachine):
             service_id=None if kind is BILLING_DAY else self.service.id,
             params=params,
         )
-        self.subscription = replace(self.subscription, actions=(*self.subscription.actions, action))
+        self.give(action)
         if later == 0:
             self.move(self.today)
 
@@ -307,10 +332,30 @@ class LifecycleMachine(RuleBasedStateMachine):
         if self.service.state not in (ServiceState.CANCELLED, ServiceState.REGRETTED):
             self.subscription = replace(self.subscription, actions=())
             cancel = Action("zz", CANCEL, self.today, self.today, service_id=self.service.id, params=NoParams())
-            self.subscription = replace(self.subscription, actions=(cancel,))
+            self.give(cancel)
         self.move(self.today + timedelta(days=400))
         charged = sum((line.amount for line in self.lines), Money.zero("EUR"))
         assert charged == self.billable_price(), (charged, self.billable_price(), self.executed)
+        if not self.ran_ahead_of_a_move:
+            self.same_documents_day_by_day()
+
+    def same_documents_day_by_day(self) -> None:
+        """The same actions, given on the same days, with the clock moved one day at a time: the
+        same documents, lines and dates (how far a clock jumps changes nothing)."""
+        replay = LifecycleMachine()
+        replay.subscribe(*self.started)
+        day = self.started[0]
+        given = list(self.inserted)
+        while day <= self.today:
+            replay.move(day)
+            while given and given[0][0] == day:
+                action = given.pop(0)[1]
+                if action.id == "zz":  # the teardown's cancel replaces what is still pending
+                    replay.subscription = replace(replay.subscription, actions=())
+                replay.give(action)
+                replay.move(day)
+            day += timedelta(days=1)
+        assert _documents(replay.invoices) == _documents(self.invoices)
 
     def billable_price(self) -> Money:
         """Stretches of billable days, each at its price and on the schedule of the subscription

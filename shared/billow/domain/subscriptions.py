@@ -169,6 +169,13 @@ class Subscription:
     """Pays this subscription's invoices (None: the contact's preferred method)."""
     bill_ahead_until: date | None = None
     """Billing upcoming cycles: recurring charges up to this day are invoiced ahead of time."""
+    bill_ahead_steps: tuple[tuple[date, date], ...] = ()
+    """Each bill-ahead that moved `bill_ahead_until` on and is not past: (the day it ran, its
+    until), both increasing. A charge became billable ahead on the day of the first that covers it."""
+    acted_on: date | None = None
+    """The day of the last action executed (or service received): billing ahead catches up as of
+    that day (or the day of the bill-ahead, if later) before anything later, as a clock moving one
+    day at a time would have billed it."""
     grace_until: date | None = None
     """Exclusive end of the subscription's grace period: no service is deactivated before it."""
 

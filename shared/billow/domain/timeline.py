@@ -64,7 +64,7 @@ def execute(subscription: Subscription, action: Action) -> BillingStep:
     except Conflict as refusal:  # an illegal transition, a rule, a missing service: logged by its code
         left = replace(subscription, actions=tuple(effect.pending))
         return BillingStep(left, None, (action.rejected(refusal.message, refusal.code),))
-    done = replace(updated.with_actions(effect.pending), adjustments=effect.adjustments)
+    done = replace(updated.with_actions(effect.pending), adjustments=effect.adjustments, acted_on=action.on)
     record = action.executed(outcome)
     transfer = None
     if effect.moving is not None:
@@ -105,7 +105,10 @@ def receive(subscription: Subscription, transfer: Transfer, *, new: bool) -> Sub
     check_room(subscription)
     alignment = Alignment.IMMEDIATE if new else (transfer.service.terms.alignment or subscription.rules.alignment)
     service = replace(transfer.service, alignment=alignment)
-    return subscription.adding([service]).with_actions((*subscription.actions, *transfer.actions))
+    received = subscription.adding([service]).with_actions((*subscription.actions, *transfer.actions))
+    # Billing ahead bills the newcomer as of the day it joined, issued that day, even when the
+    # subscription ran later actions before the move reached it.
+    return replace(received, acted_on=transfer.record.on)
 
 
 # -- what is due ------------------------------------------------------------------------------------
@@ -123,15 +126,38 @@ def _term_actions(subscription: Subscription, as_of: date) -> list[Action]:
     return due
 
 
+def _billed_ahead_late(
+    subscription: Subscription, before: date, rater: UsageRater
+) -> BillingStep | None:
+    """What billing ahead would have billed before `before` had the clock moved one day at a time:
+    for each bill-ahead, as of the later of its day and the last action's, issued that day."""
+    acted = subscription.acted_on
+    for ran_on, until in subscription.bill_ahead_steps:
+        day = ran_on if acted is None else max(ran_on, acted)
+        if day < before and day < until:
+            step = next_billing_step(subscription, day, today=day, rater=rater, ahead=until)
+            if step is not None:
+                return step
+    return None
+
+
 def next_step(
     subscription: Subscription, as_of: date, *, today: date | None = None, rater: UsageRater = NO_USAGE
 ) -> BillingStep | None:
-    """The earliest thing due at `as_of`: an action (before any billing of its day), else an invoice."""
+    """The earliest thing due at `as_of`: an action (before any billing of its day), else an invoice.
+
+    While billing ahead is on, what it bills is billed as of the day of the last action first (the
+    day the bill-ahead ran, a service restarted or moved in), issued that day, before anything
+    later: the documents and their dates do not depend on how far the clock moved at once."""
     due = [a for a in subscription.actions if a.on <= as_of]
     if any(s.term_end is not None for s in subscription.services):
         due += _term_actions(subscription, as_of)
-    if due:
-        action = min(due, key=lambda a: (a.on, a.id))
+    action = min(due, key=lambda a: (a.on, a.id)) if due else None
+    if subscription.bill_ahead_steps:
+        step = _billed_ahead_late(subscription, as_of if action is None else action.on, rater)
+        if step is not None:
+            return step
+    if action is not None:
         step = next_billing_step(subscription, action.on - _DAY, rater=rater)
         if step is not None:
             return step

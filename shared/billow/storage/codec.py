@@ -310,6 +310,8 @@ def subscription_out(s: Subscription) -> Json:
         "adjustments": [{"line": line_out(a.line), "run_on": a.run_on.isoformat()} for a in s.adjustments],
         "payment_method": s.payment_method,
         "bill_ahead_until": _date_out(s.bill_ahead_until),
+        "bill_ahead_steps": [[_date_out(ran_on), _date_out(until)] for ran_on, until in s.bill_ahead_steps],
+        "acted_on": _date_out(s.acted_on),
         "grace_until": _date_out(s.grace_until),
     }
 
@@ -333,6 +335,10 @@ def subscription_in(d: Json, version: int) -> Subscription:
         ),
         payment_method=d.get("payment_method"),
         bill_ahead_until=_date_in(d.get("bill_ahead_until")),
+        bill_ahead_steps=tuple(
+            (date.fromisoformat(ran_on), date.fromisoformat(until)) for ran_on, until in d.get("bill_ahead_steps") or ()
+        ),
+        acted_on=_date_in(d.get("acted_on")),
         grace_until=_date_in(d.get("grace_until")),
     )
 

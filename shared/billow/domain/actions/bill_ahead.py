@@ -59,8 +59,15 @@ class BillAhead(SubscriptionKind[AheadAsked, Ahead]):
         until = self.params(effect.action).until
         assert until is not None
         subscription = effect.subscription
-        ahead = max(until, subscription.bill_ahead_until or until)
-        return replace(subscription, bill_ahead_until=ahead), f"billing ahead up to {until}"
+        before = subscription.bill_ahead_until
+        if before is not None and until <= before:  # nothing more to bill ahead than already
+            return subscription, f"billing ahead up to {until}"
+        on = effect.action.on
+        # A service moving in on an earlier day (a move another subscription ran late) is billed
+        # ahead by the steps in force that day: keep a year of them.
+        kept = tuple(step for step in subscription.bill_ahead_steps if step[1] > on - timedelta(days=366))
+        updated = replace(subscription, bill_ahead_until=until, bill_ahead_steps=(*kept, (on, until)))
+        return updated, f"billing ahead up to {until}"
 
 
 BILL_AHEAD = register(BillAhead())
