@@ -26,6 +26,7 @@ from api.schemas import (
     Cursor,
     Id,
     InvoiceKind,
+    InvoiceStatus,
     Limit,
     MoneyBody,
     TestClockBody,
@@ -135,11 +136,8 @@ def contact_subscriptions(
 
 
 InvoiceStatusFilter = Annotated[
-    str | None,
-    Query(
-        pattern="^(open|overdue|paid|void|issued)$",
-        description="as shown: overdue = open and past its due date on the contact's clock",
-    ),
+    InvoiceStatus | None,
+    Query(description="stored status: overdue from the day after the due date, on the contact's clock"),
 ]
 IssuedFrom = Annotated[date | None, Query(description="issued on or after this day")]
 IssuedBefore = Annotated[date | None, Query(description="issued before this day")]
@@ -162,9 +160,8 @@ def contact_invoices(
 
 
 def invoice_page(ctx: TenantContext, filters: InvoiceFilter, limit: int, cursor: str | None) -> dict[str, Any]:
-    """Invoices shown with their status on each contact's own clock (overdue is relative to it)."""
-    page = invoices.list_invoices(store, ctx, filters, limit=limit, cursor=cursor, clock=clock)
-    return {"items": [presenters.invoice(s.invoice, s.today) for s in page.items], "cursor": page.cursor}
+    page = invoices.list_invoices(store, ctx, filters, limit=limit, cursor=cursor)
+    return {"items": [presenters.invoice(i) for i in page.items], "cursor": page.cursor}
 
 
 @router.post("/contacts/<contact_id>/test-clock", summary="Attach a test clock (test mode only)")

@@ -6,11 +6,11 @@ from typing import Annotated, Any
 
 from billow.domain.calendar import Cycle
 from billow.domain.catalog import BillingModel, PricingModel
-from billow.domain.invoices import InvoiceKind, PaymentMethod
+from billow.domain.invoices import InvoiceKind, InvoiceStatus, PaymentMethod
 from billow.domain.rules import Alignment
 from billow.services.inputs import Amount, BillingDay, BillingInstant, Body, Currency, Day, FromString, Name
 
-__all__ = ["Amount", "BillingDay", "Body", "Currency", "Cursor", "Id", "InvoiceKind", "Limit"]
+__all__ = ["Amount", "BillingDay", "Body", "Currency", "Cursor", "Id", "InvoiceKind", "InvoiceStatus", "Limit"]
 from aws_lambda_powertools.event_handler.openapi.params import Query
 from pydantic import BeforeValidator, Field
 from pydantic_core import PydanticKnownError
@@ -164,3 +164,29 @@ class ManualPaymentBody(Body):
     method: FromString[PaymentMethod] = PaymentMethod.BANK_TRANSFER
     reference: str = Field(min_length=1, max_length=100, description="bank reference; idempotency key")
     received_on: Day
+
+
+Reason = Annotated[str, Field(min_length=1, max_length=500)]
+
+
+class VoidBody(Body):
+    reason: Reason = Field(description="why the invoice is cancelled (kept on the invoice)")
+
+
+class WriteOffBody(Body):
+    reason: Reason | None = Field(default=None, description="why it is written off")
+
+
+class ApplyCreditBody(Body):
+    invoice_id: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_\-]+$")]
+    amount: Amount | None = Field(
+        default=None, description="in the credit note's currency; default: as much as remains and is due"
+    )
+    currency: Currency | None = Field(default=None, description="default: the credit note's")
+
+
+class RefundBody(Body):
+    amount: Amount | None = Field(default=None, description="default: all that remains of the credit note")
+    currency: Currency | None = Field(default=None, description="default: the credit note's")
+    method: FromString[PaymentMethod] = PaymentMethod.BANK_TRANSFER
+    reference: str = Field(min_length=1, max_length=100, description="the refund's bank reference")

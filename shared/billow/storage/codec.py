@@ -19,6 +19,7 @@ from billow.domain.lines import Adjustment, LineDraft
 from billow.domain.money import Money
 from billow.domain.ordering import Order, OrderedService
 from billow.domain.policy import SubscriptionPolicy, Timing, TrialLimit
+from billow.domain.receivables import CreditApplication, Refund
 from billow.domain.rules import Alignment, BillingRules, CalendarMode
 from billow.domain.subscriptions import Service, ServiceState, Subscription, SubscriptionKey
 from billow.domain.tenants import TenantSettings
@@ -463,7 +464,14 @@ def invoice_out(i: Invoice) -> Json:
         "period": period_out(i.period),
         "lines": [line_out(x) for x in i.lines],
         "amount_paid": money_out(i.amount_paid),
+        "amount_credited": money_out(i.credited),
+        "amount_applied": money_out(i.applied),
+        "amount_refunded": money_out(i.refunded),
         "status": i.status.value,
+        "status_on": i.status_on.isoformat() if i.status_on else None,
+        "status_reason": i.status_reason,
+        "review_until": i.review_until.isoformat() if i.review_until else None,
+        "test_clock": i.test_clock,
     }
 
 
@@ -484,6 +492,62 @@ def invoice_in(d: Json, version: int) -> Invoice:
         amount_paid=_money(d["amount_paid"]),
         status=InvoiceStatus(d["status"]),
         version=version,
+        # Invoices stored before receivables: nothing credited, applied or refunded; issued that day.
+        amount_credited=money_in(d.get("amount_credited")),
+        amount_applied=money_in(d.get("amount_applied")),
+        amount_refunded=money_in(d.get("amount_refunded")),
+        status_on=date.fromisoformat(d.get("status_on") or d["issue_date"]),
+        status_reason=d.get("status_reason"),
+        review_until=date.fromisoformat(d["review_until"]) if d.get("review_until") else None,
+        test_clock=bool(d.get("test_clock", False)),
+    )
+
+
+def application_out(a: CreditApplication) -> Json:
+    return {
+        "id": a.id,
+        "credit_note_id": a.credit_note_id,
+        "invoice_id": a.invoice_id,
+        "amount": money_out(a.amount),
+        "applied_on": a.applied_on.isoformat(),
+        "recorded_at": a.recorded_at.isoformat(),
+        "reversed_on": a.reversed_on.isoformat() if a.reversed_on else None,
+    }
+
+
+def application_in(d: Json) -> CreditApplication:
+    return CreditApplication(
+        id=d["id"],
+        credit_note_id=d["credit_note_id"],
+        invoice_id=d["invoice_id"],
+        amount=_money(d["amount"]),
+        applied_on=date.fromisoformat(d["applied_on"]),
+        recorded_at=datetime.fromisoformat(d["recorded_at"]),
+        reversed_on=date.fromisoformat(d["reversed_on"]) if d.get("reversed_on") else None,
+    )
+
+
+def refund_out(r: Refund) -> Json:
+    return {
+        "id": r.id,
+        "credit_note_id": r.credit_note_id,
+        "amount": money_out(r.amount),
+        "method": r.method.value,
+        "reference": r.reference,
+        "refunded_on": r.refunded_on.isoformat(),
+        "recorded_at": r.recorded_at.isoformat(),
+    }
+
+
+def refund_in(d: Json) -> Refund:
+    return Refund(
+        id=d["id"],
+        credit_note_id=d["credit_note_id"],
+        amount=_money(d["amount"]),
+        method=PaymentMethod(d["method"]),
+        reference=d["reference"],
+        refunded_on=date.fromisoformat(d["refunded_on"]),
+        recorded_at=datetime.fromisoformat(d["recorded_at"]),
     )
 
 
@@ -550,6 +614,8 @@ def settings_out(s: TenantSettings) -> Json:
         "timezone": s.timezone,
         "payment_terms_days": s.payment_terms_days,
         "invoice_prefix": s.invoice_prefix,
+        "invoice_review_days": s.invoice_review_days,
+        "auto_apply_credit": s.auto_apply_credit,
         "billing": rules_out(s.billing),
         "subscriptions": policy_out(s.subscriptions),
     }
