@@ -17,7 +17,7 @@ from billow.domain.lines import LineDraft
 from billow.domain.money import Money
 from billow.domain.receivables import apply_credit, balances, consume_credit, net_owed, refund_credit, void
 from billow.services.context import Scope
-from billow.services.ports import Settlement
+from billow.services.receivables import Settlement
 from billow.storage.repository import DynamoStore
 
 NOW = datetime(2025, 1, 10, 12, tzinfo=UTC)
@@ -193,14 +193,17 @@ def test_a_second_write_from_the_same_read_is_refused(moto_table: str) -> None:
     the same credit computed from one read cannot both be written."""
     store, scope = DynamoStore(), Scope("t", "test")
     note, invoice_a, invoice_b = issued(2, "-50.00"), issued(1, "50.00"), issued(4, "50.00")
-    store.settle(scope, Settlement(((note, None), (invoice_a, None), (invoice_b, None))))
+    work = store.unit_of_work("invoices")
+    for invoice in (note, invoice_a, invoice_b):
+        work.add_invoice(scope, invoice)
+    work.commit()
     note, invoice_a, invoice_b = (store.get_invoice(scope, i) for i in ("inv_2", "inv_1", "inv_4"))
     assert note is not None and invoice_a is not None and invoice_b is not None
     n1, a, app_a = apply_credit(note, invoice_a, None, application_id="cap_a", on=DAY, now=NOW)
     n2, b, app_b = apply_credit(note, invoice_b, None, application_id="cap_b", on=DAY, now=NOW)
-    store.settle(scope, Settlement(((n1, note.version), (a, invoice_a.version)), (app_a,)))
+    Settlement(((n1, note.version), (a, invoice_a.version)), (app_a,)).commit(store, scope, "a")
     with pytest.raises(ConcurrentModification):
-        store.settle(scope, Settlement(((n2, note.version), (b, invoice_b.version)), (app_b,)))
+        Settlement(((n2, note.version), (b, invoice_b.version)), (app_b,)).commit(store, scope, "b")
     stored = store.get_invoice(scope, "inv_2")
     assert stored is not None and stored.credit_remaining.is_zero
     assert [x.id for x in store.applications_of(scope, "con_1")] == ["cap_a"]
