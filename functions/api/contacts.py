@@ -28,7 +28,6 @@ from api.schemas import (
     InvoiceKind,
     InvoiceStatus,
     Limit,
-    MoneyBody,
     TestClockBody,
 )
 
@@ -37,10 +36,6 @@ router = APIGatewayRouter()
 
 def _address(body: AddressBody | None) -> Address | None:
     return None if body is None else Address(**body.model_dump())
-
-
-def _credit_limit(body: MoneyBody | None) -> contacts.CreditLimitInput | None:
-    return None if body is None else contacts.CreditLimitInput(body.amount, body.currency)
 
 
 @router.post("/contacts", summary="Create a contact (subscriber)")
@@ -56,7 +51,7 @@ def create_contact(body: ContactBody) -> Response[dict[str, Any]]:
             email=body.email,
             billing_address=_address(body.billing_address),
             classification=body.classification,
-            credit_limit=_credit_limit(body.credit_limit),
+            credit_limit=body.credit_limit,
             preferred_payment_method=method,
             clock=clock,
             new_id=ids.new_id,
@@ -90,8 +85,6 @@ def update_contact(contact_id: Annotated[Id, Path()], body: ContactPatchBody) ->
             continue
         if name == "billing_address":
             value = _address(value)
-        elif name == "credit_limit":
-            value = _credit_limit(value)
         elif name == "preferred_payment_method" and value is not None:
             value = value.value
         changes[name] = value

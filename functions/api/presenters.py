@@ -68,7 +68,7 @@ def contact(c: Contact) -> Json:
         "email": c.email,
         "billing_address": None if c.billing_address is None else address(c.billing_address),
         "classification": c.classification,
-        "credit_limit": money(c.credit_limit),
+        "credit_limit": {currency: m.amount_str() for currency, m in sorted(c.credit_limit.items())},
         "preferred_payment_method": c.preferred_payment_method,
         "test_mode": c.test_mode,
         "created_at": c.created_at.isoformat(),

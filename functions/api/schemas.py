@@ -100,9 +100,15 @@ class AddressBody(Body):
     country: str = Field(pattern=r"^[A-Z]{2}$", description="ISO 3166-1 alpha-2")
 
 
-class MoneyBody(Body):
-    amount: Amount
-    currency: Currency
+CreditLimit = Annotated[
+    dict[Currency, Amount] | None,
+    Field(
+        max_length=50,
+        description="per currency, the most the contact may owe in it and still have services activated "
+        "(a currency not listed has no limit); replaces the previous map, null clears it",
+        examples=[{"EUR": "100.00", "JPY": "10000"}],
+    ),
+]
 
 
 class ContactBody(Body):
@@ -110,7 +116,7 @@ class ContactBody(Body):
     email: str = Field(pattern=r"^[^@\s]+@[^@\s]+$", max_length=254)
     billing_address: AddressBody | None = None
     classification: str | None = Field(default=None, max_length=50)
-    credit_limit: MoneyBody | None = None
+    credit_limit: CreditLimit = None
     preferred_payment_method: FromString[PaymentMethod] | None = None
 
 
@@ -122,7 +128,7 @@ class ContactPatchBody(Body):
     email: str | None = Field(default=None, pattern=r"^[^@\s]+@[^@\s]+$", max_length=254)
     billing_address: AddressBody | None = None
     classification: str | None = Field(default=None, max_length=50)
-    credit_limit: MoneyBody | None = None
+    credit_limit: CreditLimit = None
     preferred_payment_method: FromString[PaymentMethod] | None = None
 
 

@@ -46,8 +46,8 @@ from billow.domain.errors import (
     refusal_for,
 )
 from billow.domain.invoices import Invoice
-from billow.domain.receivables import net_owed
 from billow.domain.money import Money
+from billow.domain.receivables import net_owed
 from billow.domain.subscriptions import Service, Subscription, Transfer
 from billow.domain.timeline import receive, receiving_subscription, steps, upcoming_invoices
 from billow.services.billing import InvoiceNumbers, bill_loaded, commit_step, subscription_by_id, subscription_for

@@ -169,7 +169,7 @@ def contact_out(c: Contact) -> Json:
         "email": c.email,
         "billing_address": None if c.billing_address is None else _address_out(c.billing_address),
         "classification": c.classification,
-        "credit_limit": money_out(c.credit_limit),
+        "credit_limit": {currency: money_out(m) for currency, m in sorted(c.credit_limit.items())},
         "preferred_payment_method": c.preferred_payment_method,
         "test_mode": c.test_mode,
         "created_at": c.created_at.isoformat(),
@@ -199,6 +199,16 @@ def _address_in(d: Json) -> Address:
     )
 
 
+def _credit_limit_in(d: Json | None) -> dict[str, Money]:
+    """Per-currency limits; a contact stored when it had one limit (a single Money, or none) reads
+    as that one currency's limit (or none)."""
+    if not d:
+        return {}
+    if "minor" in d:
+        return {d["currency"]: _money(d)}
+    return {currency: _money(m) for currency, m in d.items()}
+
+
 def contact_in(d: Json, version: int = 0) -> Contact:
     a = d.get("billing_address")
     return Contact(
@@ -207,7 +217,7 @@ def contact_in(d: Json, version: int = 0) -> Contact:
         email=d["email"],
         billing_address=None if a is None else _address_in(a),
         classification=d.get("classification"),
-        credit_limit=money_in(d.get("credit_limit")),
+        credit_limit=_credit_limit_in(d.get("credit_limit")),
         preferred_payment_method=d.get("preferred_payment_method"),
         test_mode=bool(d["test_mode"]),
         created_at=datetime.fromisoformat(d["created_at"]),
