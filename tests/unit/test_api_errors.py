@@ -163,9 +163,7 @@ def test_contacts_page_by_cursor_and_refuse_a_cursor_from_elsewhere(api: InProce
 
 
 def test_an_unknown_credit_limit_currency_names_its_own_field(api: InProcessClient) -> None:
-    reply = api.post(
-        "/contacts", {"name": "Ann", "email": "a@example.com", "credit_limit": {"ABC": "100"}}
-    )
+    reply = api.post("/contacts", {"name": "Ann", "email": "a@example.com", "credit_limit": {"ABC": "100"}})
     assert reply.status == 422
     assert reply.body["fields"][0]["field"] == "credit_limit.ABC"
 
