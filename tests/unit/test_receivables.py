@@ -4,9 +4,11 @@ balance per currency; and the store refusing a second write from the same read."
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import replace
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from fractions import Fraction
+from typing import Any
 
 import pytest
 from billow.domain.billing import InvoiceDraft
@@ -16,9 +18,13 @@ from billow.domain.invoices import Invoice, InvoiceStatus, Payment, PaymentMetho
 from billow.domain.lines import LineDraft
 from billow.domain.money import Money
 from billow.domain.receivables import apply_credit, balances, consume_credit, net_owed, refund_credit, void
+from billow.local.stack import add_tenant
+from billow.services.billing import InvoiceNumbers, bill_due_subscriptions
 from billow.services.context import Scope
 from billow.services.receivables import Settlement
 from billow.storage.repository import DynamoStore
+
+from tests.support import InProcessClient, advance_clock, make_contact, make_product
 
 NOW = datetime(2025, 1, 10, 12, tzinfo=UTC)
 DAY = date(2025, 1, 10)
@@ -221,3 +227,62 @@ def test_a_payment_amount_in_a_credit_notes_currency_is_checked() -> None:
             on=DAY,
             now=NOW,
         )
+
+
+# -- the statuses' days, through the API, the test clock and the daily run -------------------------
+KEY = "bk_test_receivables_unit"
+MONTHLY = {"price": "31.00", "currency": "USD", "cycle": "month", "billing_model": "advance"}
+
+
+@pytest.fixture
+def api(moto_table: str) -> Iterator[InProcessClient]:
+    add_tenant("tenant-rcv", "Receivables", KEY)
+    yield InProcessClient(KEY)
+
+
+def ordered(api: InProcessClient, clock: str | None = "2025-01-01T10:00:00Z") -> tuple[str, dict[str, Any]]:
+    """A contact (on a test clock from `clock`, or on the real clock) with a monthly service: its
+    id and the order's first invoice."""
+    product, contact = make_product(api, MONTHLY), make_contact(api)
+    if clock is not None:
+        assert api.post(f"/contacts/{contact['id']}/test-clock", {"frozen_time": clock}).status == 201
+    items = [{"product_id": product["id"], "terms_id": product["terms"][0]["id"]}]
+    placed = api.post("/orders", {"contact_id": contact["id"], "items": items})
+    assert placed.status == 201, placed.body
+    return contact["id"], placed.body["invoices"][0]
+
+
+def test_a_review_window_holds_invoices_as_unnumbered_drafts_until_finalised(api: InProcessClient) -> None:
+    assert api.patch("/settings/profile", {"invoice_review_days": 3}).body["invoice_review_days"] == 3
+    contact, draft = ordered(api)
+    assert (draft["status"], draft["number"], draft["review_until"]) == ("draft", "", "2025-01-04")
+    pay = {"amount": "31.00", "currency": "USD", "reference": "w", "received_on": "2025-01-01"}
+    early = api.post(f"/invoices/{draft['id']}/payments", pay)
+    assert early.status == 409 and early.body["error"] == "payment.invoice_not_open"
+    final = api.post(f"/invoices/{draft['id']}/finalize")
+    assert final.status == 200, final.body
+    assert (final.body["status"], final.body["status_on"], final.body["review_until"]) == ("open", "2025-01-01", None)
+    assert final.body["number"].startswith("INV-")
+    again = api.post(f"/invoices/{draft['id']}/finalize")
+    assert again.status == 409 and again.body["error"] == "invoice.not_draft"
+
+    advance_clock(api, contact, "2025-02-02T10:00:00Z")
+    february = api.get(f"/contacts/{contact}/invoices").body["items"][-1]
+    assert (february["status"], february["number"]) == ("draft", "")
+    advance_clock(api, contact, "2025-02-05T10:00:00Z")  # its window ended on the 4th: finalised that day
+    february = api.get(f"/invoices/{february['id']}").body
+    assert (february["status"], february["status_on"]) == ("open", "2025-02-04") and february["number"]
+    january = api.get(f"/invoices/{draft['id']}").body
+    assert (january["status"], january["status_on"]) == ("overdue", "2025-01-16")
+
+
+def test_the_daily_run_marks_an_unpaid_invoice_overdue_the_day_after_its_due_date(api: InProcessClient) -> None:
+    contact, invoice = ordered(api, clock=None)  # on the real clock: the daily run moves it
+    due = date.fromisoformat(invoice["due_date"])
+    store, numbers = DynamoStore(), InvoiceNumbers(DynamoStore())
+    bill_due_subscriptions(store, datetime.combine(due, time(12), UTC), numbers)
+    assert api.get(f"/invoices/{invoice['id']}").body["status"] == "open"  # due that day: not overdue yet
+    bill_due_subscriptions(store, datetime.combine(due + timedelta(days=1), time(12), UTC), numbers)
+    shown = api.get(f"/invoices/{invoice['id']}").body
+    assert (shown["status"], shown["status_on"]) == ("overdue", (due + timedelta(days=1)).isoformat())
+    assert api.get(f"/contacts/{contact}/balance").body["currencies"][0]["overdue"]["amount"] == "31.00"

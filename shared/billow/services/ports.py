@@ -60,9 +60,8 @@ class Page(Generic[T]):
 
 @dataclass(frozen=True, slots=True)
 class InvoiceQuery:
-    """Which invoices a listing returns. `statuses` are stored statuses (overdue is open, shown
-    overdue on the contact's clock: the use case tells them apart); the issue-day range is
-    half-open, [issued_from, issued_before)."""
+    """Which invoices a listing returns. `statuses` are stored statuses (overdue is one, stored
+    the day after the due date); the issue-day range is half-open, [issued_from, issued_before)."""
 
     contact_id: str | None = None
     statuses: frozenset[InvoiceStatus] | None = None
