@@ -49,6 +49,15 @@ class PaymentMethod(StrEnum):
     CARD = "card"
 
 
+def check_recorded(amount: Money, recorded_at: datetime, what: str, code: str | None = None) -> None:
+    """A money movement's record (a payment, a credit applied, a refund): a positive amount,
+    recorded at a timezone-aware instant."""
+    if amount.minor <= 0:
+        raise InvalidInput(f"{what} must be positive", field="amount", code=code)
+    if recorded_at.tzinfo is None:
+        raise ValueError("recorded_at must be timezone-aware")
+
+
 @dataclass(frozen=True, slots=True)
 class Payment:
     id: str
@@ -60,10 +69,7 @@ class Payment:
     recorded_at: datetime
 
     def __post_init__(self) -> None:
-        if self.amount.minor <= 0:
-            raise InvalidInput("a payment amount must be positive", field="amount")
-        if self.recorded_at.tzinfo is None:
-            raise ValueError("recorded_at must be timezone-aware")
+        check_recorded(self.amount, self.recorded_at, "a payment amount")
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,7 @@ from dataclasses import dataclass, replace
 from datetime import date, datetime
 
 from billow.domain.errors import Conflict, InvalidInput
-from billow.domain.invoices import Invoice, InvoiceKind, InvoiceStatus, PaymentMethod
+from billow.domain.invoices import Invoice, InvoiceKind, InvoiceStatus, PaymentMethod, check_recorded
 from billow.domain.money import Money
 
 
@@ -39,10 +39,7 @@ class CreditApplication:
     """The invoice was voided that day: the credit went back to the credit note."""
 
     def __post_init__(self) -> None:
-        if self.amount.minor <= 0:
-            raise InvalidInput("an applied amount must be positive", field="amount", code="credit.amount_not_positive")
-        if self.recorded_at.tzinfo is None:
-            raise ValueError("recorded_at must be timezone-aware")
+        check_recorded(self.amount, self.recorded_at, "an applied amount", "credit.amount_not_positive")
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,10 +55,7 @@ class Refund:
     recorded_at: datetime
 
     def __post_init__(self) -> None:
-        if self.amount.minor <= 0:
-            raise InvalidInput("a refund amount must be positive", field="amount", code="credit.amount_not_positive")
-        if self.recorded_at.tzinfo is None:
-            raise ValueError("recorded_at must be timezone-aware")
+        check_recorded(self.amount, self.recorded_at, "a refund amount", "credit.amount_not_positive")
 
 
 def _check_credit_note(note: Invoice) -> None:

@@ -129,6 +129,20 @@ def due_entry(sort_key: str) -> DueSubscription:
     return DueSubscription(Scope(tenant_id, mode.lower()), contact_id, subscription_id)
 
 
+def _record(pk: str, sk: str, decode: Callable[[dict[str, Any]], T], what: str) -> T | None:
+    """One record of a contact (a payment, a credit application, a refund), read consistently."""
+    with _translated(what):
+        item = _get(pk, sk, consistent_read=True)
+    return None if item is None else decode(json.loads(item.data or "{}"))
+
+
+def _records(pk: str, prefix: str, decode: Callable[[dict[str, Any]], T], what: str) -> list[T]:
+    """A contact's records whose sort key starts with `prefix`, read consistently."""
+    with _translated(what):
+        items = BillowItem.query(pk, BillowItem.sk.startswith(prefix), consistent_read=True)
+        return [decode(json.loads(i.data or "{}")) for i in items]
+
+
 def _get(pk: str, sk: str, *, consistent_read: bool = False) -> BillowItem | None:
     try:
         return BillowItem.get(pk, sk, consistent_read=consistent_read)
@@ -1014,14 +1028,11 @@ class DynamoStore:
             return [codec.invoice_in(json.loads(i.data or "{}"), int(i.version or 0)) for i in items]
 
     def get_payment(self, scope: Scope, contact_id: str, invoice_id: str, payment_id: str) -> Payment | None:
-        with _translated(f"payment {payment_id}"):
-            item = _get(contact_pk(scope, contact_id), f"PAY#{invoice_id}#{payment_id}", consistent_read=True)
-        return None if item is None else codec.payment_in(json.loads(item.data or "{}"))
+        sk = f"PAY#{invoice_id}#{payment_id}"
+        return _record(contact_pk(scope, contact_id), sk, codec.payment_in, f"payment {payment_id}")
 
     def payments_of(self, scope: Scope, contact_id: str, invoice_id: str) -> list[Payment]:
-        with _translated("payments"):
-            items = BillowItem.query(contact_pk(scope, contact_id), BillowItem.sk.startswith(f"PAY#{invoice_id}#"))
-            return [codec.payment_in(json.loads(i.data or "{}")) for i in items]
+        return _records(contact_pk(scope, contact_id), f"PAY#{invoice_id}#", codec.payment_in, "payments")
 
     # -- receivables ---------------------------------------------------------------------------------
     def credit_notes_with_credit(self, scope: Scope, contact_id: str, currency: str) -> list[Invoice]:
@@ -1035,27 +1046,15 @@ class DynamoStore:
     def get_application(
         self, scope: Scope, contact_id: str, credit_note_id: str, application_id: str
     ) -> CreditApplication | None:
-        with _translated(f"credit application {application_id}"):
-            item = _get(contact_pk(scope, contact_id), f"CRAPP#{credit_note_id}#{application_id}", consistent_read=True)
-        return None if item is None else codec.application_in(json.loads(item.data or "{}"))
+        sk = f"CRAPP#{credit_note_id}#{application_id}"
+        return _record(contact_pk(scope, contact_id), sk, codec.application_in, f"credit application {application_id}")
 
     def applications_of(self, scope: Scope, contact_id: str) -> list[CreditApplication]:
-        with _translated("credit applications"):
-            items = BillowItem.query(
-                contact_pk(scope, contact_id), BillowItem.sk.startswith("CRAPP#"), consistent_read=True
-            )
-            return [codec.application_in(json.loads(i.data or "{}")) for i in items]
+        return _records(contact_pk(scope, contact_id), "CRAPP#", codec.application_in, "credit applications")
 
     def get_refund(self, scope: Scope, contact_id: str, credit_note_id: str, refund_id: str) -> Refund | None:
-        with _translated(f"refund {refund_id}"):
-            item = _get(contact_pk(scope, contact_id), f"REFUND#{credit_note_id}#{refund_id}", consistent_read=True)
-        return None if item is None else codec.refund_in(json.loads(item.data or "{}"))
+        sk = f"REFUND#{credit_note_id}#{refund_id}"
+        return _record(contact_pk(scope, contact_id), sk, codec.refund_in, f"refund {refund_id}")
 
     def refunds_of(self, scope: Scope, contact_id: str, credit_note_id: str) -> list[Refund]:
-        with _translated("refunds"):
-            items = BillowItem.query(
-                contact_pk(scope, contact_id),
-                BillowItem.sk.startswith(f"REFUND#{credit_note_id}#"),
-                consistent_read=True,
-            )
-            return [codec.refund_in(json.loads(i.data or "{}")) for i in items]
+        return _records(contact_pk(scope, contact_id), f"REFUND#{credit_note_id}#", codec.refund_in, "refunds")
