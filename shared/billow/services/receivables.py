@@ -210,27 +210,27 @@ def _change_status(
     store: InvoicePorts,
     ctx: TenantContext,
     invoice_id: str,
-    target: InvoiceStatus,
+    done: frozenset[InvoiceStatus],
     *,
     clock: Clock,
     replay: bool,
     change: Callable[[Invoice, date], Settlement],
 ) -> Invoice:
     """Read the invoice, `change` it on its contact's today, write that. A replayed request (same
-    Idempotency-Key and body) that finds the invoice already `target` answers it as it is."""
-    done: list[Invoice] = []
+    Idempotency-Key and body) that finds the invoice in one of the `done` statuses answers it as it is."""
+    written: list[Invoice] = []
 
     def attempt() -> None:
         invoice = get_invoice(store, ctx, invoice_id)
-        if replay and invoice.status is target:
-            done.append(invoice)
+        if replay and invoice.status in done:
+            written.append(invoice)
             return
         settlement = change(invoice, contact_time(store, ctx, invoice.contact_id, clock).today)
         settlement.commit(store, ctx.scope, f"invoice {invoice.id}")
-        done.append(next(i for i, _ in settlement.invoices if i.id == invoice.id))
+        written.append(next(i for i, _ in settlement.invoices if i.id == invoice.id))
 
     _retrying(f"invoice {invoice_id}", attempt)
-    return done[-1]
+    return written[-1]
 
 
 def void_invoice(
@@ -251,7 +251,8 @@ def void_invoice(
         written = ((voided, invoice.version), *((n, versions[n.id]) for n in released))
         return Settlement(written, tuple(reversed_))
 
-    return _change_status(store, ctx, invoice_id, InvoiceStatus.VOID, clock=clock, replay=replay, change=change)
+    done = frozenset({InvoiceStatus.VOID})
+    return _change_status(store, ctx, invoice_id, done, clock=clock, replay=replay, change=change)
 
 
 def mark_uncollectible(
@@ -262,8 +263,8 @@ def mark_uncollectible(
     def change(invoice: Invoice, today: date) -> Settlement:
         return Settlement(((invoice.written_off(reason, today), invoice.version),))
 
-    target = InvoiceStatus.UNCOLLECTIBLE
-    return _change_status(store, ctx, invoice_id, target, clock=clock, replay=replay, change=change)
+    done = frozenset({InvoiceStatus.UNCOLLECTIBLE})
+    return _change_status(store, ctx, invoice_id, done, clock=clock, replay=replay, change=change)
 
 
 def finalize_invoice(
@@ -280,7 +281,8 @@ def finalize_invoice(
     def change(invoice: Invoice, today: date) -> Settlement:
         return _finalized(store, ctx, invoice, numbers, today)
 
-    return _change_status(store, ctx, invoice_id, InvoiceStatus.OPEN, clock=clock, replay=replay, change=change)
+    done = frozenset({InvoiceStatus.OPEN, InvoiceStatus.OVERDUE, InvoiceStatus.PAID})  # finalised, maybe paid by credit
+    return _change_status(store, ctx, invoice_id, done, clock=clock, replay=replay, change=change)
 
 
 def _finalized(
