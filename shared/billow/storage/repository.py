@@ -485,7 +485,9 @@ def _credit_marker(scope: Scope, note: Invoice) -> _Write:
 def _application_item(scope: Scope, note: Invoice, application: CreditApplication) -> BillowItem:
     pk = contact_pk(scope, note.contact_id)
     sk = f"CRAPP#{application.credit_note_id}#{application.id}"
-    return _entity(pk, sk, "credit_application", codec.application_out(application))
+    # Written at most twice: applied (version 1), then reversed (version 2) if its invoice is voided.
+    version = 1 if application.reversed_on is None else 2
+    return _entity(pk, sk, "credit_application", codec.application_out(application), version=version)
 
 
 def _refund_item(scope: Scope, note: Invoice, refund: Refund) -> BillowItem:
