@@ -4,13 +4,17 @@ applied and refunded, and a contact's balance. Each write is idempotent under an
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.params import Path
 from aws_lambda_powertools.event_handler.router import APIGatewayRouter
+from billow.domain.invoices import Invoice
 from billow.services import receivables
+from billow.services.context import TenantContext
 from billow.services.receivables import RefundInput
+from pydantic import BaseModel
 from runtime import clock, numbers, store
 
 from api import presenters
@@ -21,35 +25,44 @@ from api.schemas import ApplyCreditBody, Id, RefundBody, VoidBody, WriteOffBody
 router = APIGatewayRouter()
 
 
-def _answer(invoice: Any, replay: bool) -> Response[dict[str, Any]]:
-    return created(presenters.invoice(invoice), 200, replay=replay)
+def _status_change(
+    body: BaseModel | None, change: Callable[[TenantContext, bool], Invoice]
+) -> Response[dict[str, Any]]:
+    """Run one invoice status change under the request's Idempotency-Key; a replay answers the
+    invoice as it stands (`Idempotent-Replayed: true`)."""
+    ctx = current_tenant(router.current_event)
+    with idempotent(router.current_event, ctx, body) as ids:
+        invoice = change(ctx, ids.replay)
+    return created(presenters.invoice(invoice), 200, replay=ids.replay)
 
 
 @router.post("/invoices/<invoice_id>/void", summary="Void an open, overdue or draft invoice (its credits go back)")
 @answers(200)
 def void_invoice(invoice_id: Annotated[Id, Path()], body: VoidBody) -> Response[dict[str, Any]]:
-    ctx = current_tenant(router.current_event)
-    with idempotent(router.current_event, ctx, body) as ids:
-        invoice = receivables.void_invoice(store, ctx, invoice_id, body.reason, clock=clock, replay=ids.replay)
-    return _answer(invoice, ids.replay)
+    return _status_change(
+        body,
+        lambda ctx, replay: receivables.void_invoice(store, ctx, invoice_id, body.reason, clock=clock, replay=replay),
+    )
 
 
 @router.post("/invoices/<invoice_id>/mark-uncollectible", summary="Write off an open or overdue invoice")
 @answers(200)
 def mark_uncollectible(invoice_id: Annotated[Id, Path()], body: WriteOffBody) -> Response[dict[str, Any]]:
-    ctx = current_tenant(router.current_event)
-    with idempotent(router.current_event, ctx, body) as ids:
-        invoice = receivables.mark_uncollectible(store, ctx, invoice_id, body.reason, clock=clock, replay=ids.replay)
-    return _answer(invoice, ids.replay)
+    return _status_change(
+        body,
+        lambda ctx, replay: receivables.mark_uncollectible(
+            store, ctx, invoice_id, body.reason, clock=clock, replay=replay
+        ),
+    )
 
 
 @router.post("/invoices/<invoice_id>/finalize", summary="Finalise a draft invoice now: numbered and open")
 @answers(200)
 def finalize_invoice(invoice_id: Annotated[Id, Path()]) -> Response[dict[str, Any]]:
-    ctx = current_tenant(router.current_event)
-    with idempotent(router.current_event, ctx, None) as ids:
-        invoice = receivables.finalize_invoice(store, ctx, invoice_id, numbers, clock=clock, replay=ids.replay)
-    return _answer(invoice, ids.replay)
+    return _status_change(
+        None,
+        lambda ctx, replay: receivables.finalize_invoice(store, ctx, invoice_id, numbers, clock=clock, replay=replay),
+    )
 
 
 @router.get("/credit-notes/<credit_note_id>", summary="Get a credit note with its applications and refunds")

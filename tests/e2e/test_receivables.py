@@ -44,6 +44,11 @@ def amount(money: dict[str, str]) -> str:
     return money["amount"]
 
 
+def balance(**given: str) -> dict[str, str]:
+    """A balance as `Customer.balance` reads it: every amount 0.00 but those given."""
+    return {**dict.fromkeys(("outstanding", "overdue", "credit", "net", "uncollectible"), "0.00"), **given}
+
+
 class Customer:
     """A contact on its own test clock (from 1 January 2025) with one service of `terms`."""
 
@@ -105,13 +110,7 @@ def test_a_regretted_paid_invoice_is_refunded_through_its_credit_note(api: HttpC
     assert regret.status == 201, regret.body
     (note,) = regret.body["invoices"]
     assert (note["kind"], note["status"], amount(note["credit_remaining"])) == ("credit_note", "issued", "31.00")
-    assert ann.balance() == {
-        "outstanding": "0.00",
-        "overdue": "0.00",
-        "credit": "31.00",
-        "net": "-31.00",
-        "uncollectible": "0.00",
-    }
+    assert ann.balance() == balance(credit="31.00", net="-31.00")
 
     key = {"Idempotency-Key": "refund-ann"}
     body = {"reference": "REFUND-0001", "method": "bank_transfer"}
@@ -156,13 +155,7 @@ def test_a_downgrade_credit_note_is_consumed_by_the_next_invoices_under_the_tena
         ("2025-02-11", "10.00"),
         ("2025-03-11", "10.00"),
     ]
-    assert bob.balance() == {
-        "outstanding": "0.00",
-        "overdue": "0.00",
-        "credit": "60.00",
-        "net": "-60.00",
-        "uncollectible": "0.00",
-    }
+    assert bob.balance() == balance(credit="60.00", net="-60.00")
 
 
 def test_without_the_setting_a_downgrade_credit_note_is_applied_by_hand(api: HttpClient) -> None:
@@ -194,13 +187,7 @@ def test_without_the_setting_a_downgrade_credit_note_is_applied_by_hand(api: Htt
         "open",
         "10.00",
     )
-    assert cat.balance() == {
-        "outstanding": "10.00",
-        "overdue": "0.00",
-        "credit": "70.00",
-        "net": "-60.00",
-        "uncollectible": "0.00",
-    }
+    assert cat.balance() == balance(outstanding="10.00", credit="70.00", net="-60.00")
 
 
 def test_a_void_and_a_write_off_change_the_contacts_outstanding(api: HttpClient) -> None:
@@ -209,13 +196,7 @@ def test_a_void_and_a_write_off_change_the_contacts_outstanding(api: HttpClient)
     january, february = dan.invoices()
     assert (january["status"], january["status_on"]) == ("overdue", "2025-01-16")  # the day after its due date
     assert february["status"] == "open"
-    assert dan.balance() == {
-        "outstanding": "62.00",
-        "overdue": "31.00",
-        "credit": "0.00",
-        "net": "62.00",
-        "uncollectible": "0.00",
-    }
+    assert dan.balance() == balance(outstanding="62.00", overdue="31.00", net="62.00")
     assert {i["id"] for i in api.get(f"/invoices?status=overdue&contact_id={dan.contact_id}").body["items"]} == {
         january["id"]
     }
@@ -237,13 +218,7 @@ def test_a_void_and_a_write_off_change_the_contacts_outstanding(api: HttpClient)
 
     written_off = api.post(f"/invoices/{january['id']}/mark-uncollectible", {"reason": "customer gone"})
     assert written_off.status == 200 and written_off.body["status"] == "uncollectible", written_off.body
-    assert dan.balance() == {
-        "outstanding": "0.00",
-        "overdue": "0.00",
-        "credit": "0.00",
-        "net": "0.00",
-        "uncollectible": "31.00",
-    }
+    assert dan.balance() == balance(uncollectible="31.00")
     again = api.post(f"/invoices/{february['id']}/void", {"reason": "again"})
     assert again.status == 409 and again.body["error"] == "invoice.not_open"
 
@@ -264,13 +239,7 @@ def test_voiding_an_invoice_gives_back_the_credit_applied_to_it(api: HttpClient)
     shown = api.get(f"/credit-notes/{note['id']}").body
     assert amount(shown["credit_remaining"]) == "80.00"
     assert [a["reversed_on"] for a in shown["applications"]] == ["2025-01-11"]
-    assert fay.balance() == {
-        "outstanding": "0.00",
-        "overdue": "0.00",
-        "credit": "80.00",
-        "net": "-80.00",
-        "uncollectible": "0.00",
-    }
+    assert fay.balance() == balance(credit="80.00", net="-80.00")
 
 
 @pytest.mark.parametrize("same_key", [True, False])
@@ -310,10 +279,4 @@ def test_the_same_credit_spent_twice_at_once_from_separate_processes_takes_effec
         "70.00",
         "0.00",
     )
-    assert gus.balance() == {
-        "outstanding": "0.00",
-        "overdue": "0.00",
-        "credit": "0.00",
-        "net": "0.00",
-        "uncollectible": "0.00",
-    }
+    assert gus.balance() == balance()
