@@ -286,3 +286,47 @@ def test_the_daily_run_marks_an_unpaid_invoice_overdue_the_day_after_its_due_dat
     shown = api.get(f"/invoices/{invoice['id']}").body
     assert (shown["status"], shown["status_on"]) == ("overdue", (due + timedelta(days=1)).isoformat())
     assert api.get(f"/contacts/{contact}/balance").body["currencies"][0]["overdue"]["amount"] == "31.00"
+
+
+def test_a_twin_request_with_the_same_key_that_writes_between_the_reads_is_answered_as_a_replay(
+    moto_table: str,
+) -> None:
+    """Two requests with one Idempotency-Key run at once (both hold the claim): when the twin's write
+    lands after this request read the credit note but before it read the invoice, this request
+    still answers the twin's application, not 409 `credit.invoice_not_open`."""
+    from billow.domain.tenants import TenantSettings
+    from billow.services import receivables
+    from billow.services.context import TenantContext, keyed_ids
+
+    from tests.integration.test_billing_run import FixedClock
+
+    store, ctx = DynamoStore(), TenantContext("t", "live", TenantSettings("t", "T"))
+    note, invoice = issued(2, "-50.00"), issued(1, "10.00")
+    work = store.unit_of_work("seed")
+    for item in (note, invoice):
+        work.add_invoice(ctx.scope, item)
+    work.commit()
+    clock = FixedClock(NOW)
+
+    def apply(on: Any) -> receivables.Applied:
+        return receivables.apply_credit_note(on, ctx, note.id, invoice.id, None, None, clock, keyed_ids("k", "apply"))
+
+    class TwinWritesFirst:
+        """The store, with the twin request's whole apply landing just before the first invoice read."""
+
+        def __init__(self) -> None:
+            self.twin: receivables.Applied | None = None
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(store, name)
+
+        def get_invoice(self, scope: Scope, invoice_id: str) -> Invoice | None:
+            if self.twin is None and invoice_id == invoice.id:
+                self.twin = apply(store)
+            return store.get_invoice(scope, invoice_id)
+
+    racing = TwinWritesFirst()
+    answer = apply(racing)
+    assert racing.twin is not None and not racing.twin.replayed
+    assert answer.replayed and answer.application == racing.twin.application
+    assert [a.id for a in store.applications_of(ctx.scope, "con_1")] == [answer.application.id]

@@ -122,12 +122,14 @@ def apply_credit_note(
     done: list[Applied] = []
 
     def attempt() -> None:
+        # Both read before looking for the record: a twin request (same key) that wrote after these
+        # reads is found below, or makes this write fail on their versions and be tried again.
         note = get_credit_note(store, ctx, credit_note_id)
+        invoice = get_invoice(store, ctx, invoice_id)
         earlier = store.get_application(ctx.scope, note.contact_id, note.id, application_id)
         if earlier is not None:  # a retry of a request that was written
             done.append(Applied(note, get_invoice(store, ctx, earlier.invoice_id), earlier, replayed=True))
             return
-        invoice = get_invoice(store, ctx, invoice_id)
         when = contact_time(store, ctx, note.contact_id, clock)
         note2, invoice2, application = apply_credit(
             note,
@@ -173,7 +175,7 @@ def refund_credit_note(
     done: list[Refunded] = []
 
     def attempt() -> None:
-        note = get_credit_note(store, ctx, credit_note_id)
+        note = get_credit_note(store, ctx, credit_note_id)  # before looking for the record (as above)
         earlier = store.get_refund(ctx.scope, note.contact_id, note.id, refund_id)
         if earlier is not None:
             done.append(Refunded(note, earlier, replayed=True))
