@@ -4,6 +4,9 @@ gateway builds) or over HTTP, and a table per test on DynamoDB Local or moto."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import time
 import urllib.error
 import urllib.request
 import uuid
@@ -85,6 +88,43 @@ class InProcessClient(HttpClient):
             **{k: ", ".join(v) for k, v in (result.get("multiValueHeaders") or {}).items()},
         }
         return Reply(int(result["statusCode"]), json.loads(result["body"] or "null"), headers)
+
+
+_POSTER = """
+import json, sys, time, urllib.error, urllib.request
+url, headers, body, start = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3].encode(), float(sys.argv[4])
+request = urllib.request.Request(url, data=body, method="POST", headers=headers)
+time.sleep(max(0.0, start - time.time()))
+try:
+    with urllib.request.urlopen(request, timeout=60) as response:
+        print(json.dumps([response.status, json.loads(response.read())]))
+except urllib.error.HTTPError as error:
+    print(json.dumps([error.code, json.loads(error.read())]))
+"""
+
+
+def post_from_processes(client: HttpClient, requests: list[tuple[str, Any, dict[str, str]]]) -> list[Reply]:
+    """POST each (path, body, extra headers) from its own process (as separate clients would),
+    all released at the same instant; their replies in order."""
+    start = time.time() + 2.0  # every process started and waiting by then
+    processes = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                _POSTER,
+                client.base_url + path,
+                json.dumps(client.headers(True, extra)),
+                json.dumps(body),
+                str(start),
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for path, body, extra in requests
+    ]
+    replies = [json.loads(p.communicate(timeout=90)[0]) for p in processes]
+    return [Reply(status, body) for status, body in replies]
 
 
 def unique(prefix: str) -> str:

@@ -104,7 +104,7 @@ def _respond(result: ActionResult) -> Response[dict[str, Any]]:
         "action": presenters.action(result.action),
         "subscription": presenters.subscription(result.subscription, result.today),
         "today": result.today.isoformat(),
-        "invoices": [presenters.invoice(i, result.today) for i in result.invoices],
+        "invoices": [presenters.invoice(i) for i in result.invoices],
         "replayed": result.replayed,
     }
     status = 200 if result.replayed else 202 if result.action.status.value == "scheduled" else 201

@@ -26,8 +26,8 @@ from api.schemas import (
     Cursor,
     Id,
     InvoiceKind,
+    InvoiceStatus,
     Limit,
-    MoneyBody,
     TestClockBody,
 )
 
@@ -36,10 +36,6 @@ router = APIGatewayRouter()
 
 def _address(body: AddressBody | None) -> Address | None:
     return None if body is None else Address(**body.model_dump())
-
-
-def _credit_limit(body: MoneyBody | None) -> contacts.CreditLimitInput | None:
-    return None if body is None else contacts.CreditLimitInput(body.amount, body.currency)
 
 
 @router.post("/contacts", summary="Create a contact (subscriber)")
@@ -55,7 +51,7 @@ def create_contact(body: ContactBody) -> Response[dict[str, Any]]:
             email=body.email,
             billing_address=_address(body.billing_address),
             classification=body.classification,
-            credit_limit=_credit_limit(body.credit_limit),
+            credit_limit=body.credit_limit,
             preferred_payment_method=method,
             clock=clock,
             new_id=ids.new_id,
@@ -89,8 +85,6 @@ def update_contact(contact_id: Annotated[Id, Path()], body: ContactPatchBody) ->
             continue
         if name == "billing_address":
             value = _address(value)
-        elif name == "credit_limit":
-            value = _credit_limit(value)
         elif name == "preferred_payment_method" and value is not None:
             value = value.value
         changes[name] = value
@@ -135,11 +129,8 @@ def contact_subscriptions(
 
 
 InvoiceStatusFilter = Annotated[
-    str | None,
-    Query(
-        pattern="^(open|overdue|paid|void|issued)$",
-        description="as shown: overdue = open and past its due date on the contact's clock",
-    ),
+    InvoiceStatus | None,
+    Query(description="stored status: overdue from the day after the due date, on the contact's clock"),
 ]
 IssuedFrom = Annotated[date | None, Query(description="issued on or after this day")]
 IssuedBefore = Annotated[date | None, Query(description="issued before this day")]
@@ -162,9 +153,8 @@ def contact_invoices(
 
 
 def invoice_page(ctx: TenantContext, filters: InvoiceFilter, limit: int, cursor: str | None) -> dict[str, Any]:
-    """Invoices shown with their status on each contact's own clock (overdue is relative to it)."""
-    page = invoices.list_invoices(store, ctx, filters, limit=limit, cursor=cursor, clock=clock)
-    return {"items": [presenters.invoice(s.invoice, s.today) for s in page.items], "cursor": page.cursor}
+    page = invoices.list_invoices(store, ctx, filters, limit=limit, cursor=cursor)
+    return {"items": [presenters.invoice(i) for i in page.items], "cursor": page.cursor}
 
 
 @router.post("/contacts/<contact_id>/test-clock", summary="Attach a test clock (test mode only)")

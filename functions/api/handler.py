@@ -27,7 +27,7 @@ from billow.domain.errors import (
 from billow.services.inputs import validation_code, validation_problems
 from runtime import logger, metrics, tracer
 
-from api import actions, billing, catalog, contacts, orders, settings
+from api import actions, billing, catalog, contacts, orders, receivables, settings
 from api.bodies import BodyTooDeep, JsonRequestValidation, parse_json
 
 app = APIGatewayRestResolver(enable_validation=True, json_body_deserializer=parse_json)
@@ -88,6 +88,7 @@ app.include_router(orders.router)
 app.include_router(billing.router)
 app.include_router(settings.router)
 app.include_router(actions.router)
+app.include_router(receivables.router)
 
 
 def error_response(

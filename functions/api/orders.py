@@ -47,10 +47,9 @@ def place_order(body: OrderBody) -> Response[dict[str, Any]]:
         placed = ordering.place_order(
             store, ctx, body.contact_id, _items(body), body.start_date, body.reference, clock, new_id, numbers
         )
-    today = placed.today
     answer = {
         "order": presenters.order(placed.order),
-        "invoices": [presenters.invoice(i, today) for i in placed.invoices],
+        "invoices": [presenters.invoice(i) for i in placed.invoices],
         "replayed": placed.replayed,
     }
     return created(answer, 200 if placed.replayed else 201, replay=placed.replayed)
@@ -92,9 +91,8 @@ def list_invoices(
 def get_invoice(invoice_id: Annotated[Id, Path()]) -> dict[str, Any]:
     ctx = current_tenant(router.current_event)
     invoice = invoices.get_invoice(store, ctx, invoice_id)
-    today = contact_today(store, ctx, invoice.contact_id, clock)
     return {
-        **presenters.invoice(invoice, today),
+        **presenters.invoice(invoice),
         "payments": [presenters.payment(p) for p in invoices.payments_of_invoice(store, ctx, invoice)],
     }
 
@@ -109,9 +107,8 @@ def record_payment(invoice_id: Annotated[Id, Path()], body: ManualPaymentBody) -
     spec = ManualPaymentInput(body.amount, body.currency, body.method, body.reference, body.received_on)
     with idempotent(router.current_event, ctx, body, reference=(f"payment:{invoice_id}", body.reference)):
         result = invoices.record_manual_payment(store, ctx, invoice_id, spec, clock)
-    today = contact_today(store, ctx, result.invoice.contact_id, clock)
     answer = {
-        "invoice": presenters.invoice(result.invoice, today),
+        "invoice": presenters.invoice(result.invoice),
         "payment": presenters.payment(result.payment),
         "replayed": result.replayed,
     }

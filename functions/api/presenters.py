@@ -5,13 +5,15 @@ shared views (`billow.services.views`), as the dry run shows them."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import date, datetime
 
 from billow.domain.actions import Action
 from billow.domain.catalog import PriceTerms, Product
 from billow.domain.contacts import Address, Contact, TestClock
-from billow.domain.invoices import Invoice, Payment
+from billow.domain.invoices import Invoice, InvoiceKind, Payment
 from billow.domain.ordering import Order
+from billow.domain.receivables import Balance, CreditApplication, Refund
 from billow.domain.subscriptions import Subscription
 from billow.domain.timeline import upcoming_invoices
 from billow.services.views import Json, day, line, money, period
@@ -66,7 +68,7 @@ def contact(c: Contact) -> Json:
         "email": c.email,
         "billing_address": None if c.billing_address is None else address(c.billing_address),
         "classification": c.classification,
-        "credit_limit": money(c.credit_limit),
+        "credit_limit": {currency: m.amount_str() for currency, m in sorted(c.credit_limit.items())},
         "preferred_payment_method": c.preferred_payment_method,
         "test_mode": c.test_mode,
         "created_at": c.created_at.isoformat(),
@@ -84,14 +86,17 @@ def clock(c: TestClock, advance_limit: datetime | None = None) -> Json:
     }
 
 
-def invoice(i: Invoice, today: date) -> Json:
+def invoice(i: Invoice) -> Json:
+    """An invoice or credit note: its amounts, and for a credit note what remains of it."""
     return {
         "id": i.id,
         "number": i.number,
         "contact_id": i.contact_id,
         "subscription_id": i.subscription_id,
         "kind": i.kind.value,
-        "status": i.display_status(today),
+        "status": i.status.value,
+        "status_on": day(i.status_on),
+        "status_reason": i.status_reason,
         "currency": i.currency,
         "billing_date": i.billing_date.isoformat(),
         "issue_date": i.issue_date.isoformat(),
@@ -100,7 +105,59 @@ def invoice(i: Invoice, today: date) -> Json:
         "lines": [line(x) for x in i.lines],
         "total": money(i.total),
         "amount_paid": money(i.amount_paid),
+        "amount_credited": money(i.credited),
         "amount_due": money(i.amount_due),
+        **(
+            {
+                "amount_applied": money(i.applied),
+                "amount_refunded": money(i.refunded),
+                "credit_remaining": money(i.credit_remaining),
+            }
+            if i.kind is InvoiceKind.CREDIT_NOTE
+            else {}
+        ),
+        "review_until": day(i.review_until),
+    }
+
+
+def application(a: CreditApplication) -> Json:
+    return {
+        "id": a.id,
+        "credit_note_id": a.credit_note_id,
+        "invoice_id": a.invoice_id,
+        "amount": money(a.amount),
+        "applied_on": a.applied_on.isoformat(),
+        "recorded_at": a.recorded_at.isoformat(),
+        "reversed_on": day(a.reversed_on),
+    }
+
+
+def refund(r: Refund) -> Json:
+    return {
+        "id": r.id,
+        "credit_note_id": r.credit_note_id,
+        "amount": money(r.amount),
+        "method": r.method.value,
+        "reference": r.reference,
+        "refunded_on": r.refunded_on.isoformat(),
+        "recorded_at": r.recorded_at.isoformat(),
+    }
+
+
+def balance(contact_id: str, balances: Mapping[str, Balance]) -> Json:
+    return {
+        "contact_id": contact_id,
+        "currencies": [
+            {
+                "currency": b.currency,
+                "outstanding": money(b.outstanding),
+                "overdue": money(b.overdue),
+                "credit": money(b.credit),
+                "net": money(b.net),
+                "uncollectible": money(b.uncollectible),
+            }
+            for b in balances.values()
+        ],
     }
 
 

@@ -6,11 +6,11 @@ from typing import Annotated, Any
 
 from billow.domain.calendar import Cycle
 from billow.domain.catalog import BillingModel, PricingModel
-from billow.domain.invoices import InvoiceKind, PaymentMethod
+from billow.domain.invoices import InvoiceKind, InvoiceStatus, PaymentMethod
 from billow.domain.rules import Alignment
 from billow.services.inputs import Amount, BillingDay, BillingInstant, Body, Currency, Day, FromString, Name
 
-__all__ = ["Amount", "BillingDay", "Body", "Currency", "Cursor", "Id", "InvoiceKind", "Limit"]
+__all__ = ["Amount", "BillingDay", "Body", "Currency", "Cursor", "Id", "InvoiceKind", "InvoiceStatus", "Limit"]
 from aws_lambda_powertools.event_handler.openapi.params import Query
 from pydantic import BeforeValidator, Field
 from pydantic_core import PydanticKnownError
@@ -100,9 +100,15 @@ class AddressBody(Body):
     country: str = Field(pattern=r"^[A-Z]{2}$", description="ISO 3166-1 alpha-2")
 
 
-class MoneyBody(Body):
-    amount: Amount
-    currency: Currency
+CreditLimit = Annotated[
+    dict[Currency, Amount] | None,
+    Field(
+        max_length=50,
+        description="per currency, the most the contact may owe in it and still have services activated "
+        "(a currency not listed has no limit); replaces the previous map, null clears it",
+        examples=[{"EUR": "100.00", "JPY": "10000"}],
+    ),
+]
 
 
 class ContactBody(Body):
@@ -110,7 +116,7 @@ class ContactBody(Body):
     email: str = Field(pattern=r"^[^@\s]+@[^@\s]+$", max_length=254)
     billing_address: AddressBody | None = None
     classification: str | None = Field(default=None, max_length=50)
-    credit_limit: MoneyBody | None = None
+    credit_limit: CreditLimit = None
     preferred_payment_method: FromString[PaymentMethod] | None = None
 
 
@@ -122,7 +128,7 @@ class ContactPatchBody(Body):
     email: str | None = Field(default=None, pattern=r"^[^@\s]+@[^@\s]+$", max_length=254)
     billing_address: AddressBody | None = None
     classification: str | None = Field(default=None, max_length=50)
-    credit_limit: MoneyBody | None = None
+    credit_limit: CreditLimit = None
     preferred_payment_method: FromString[PaymentMethod] | None = None
 
 
@@ -164,3 +170,29 @@ class ManualPaymentBody(Body):
     method: FromString[PaymentMethod] = PaymentMethod.BANK_TRANSFER
     reference: str = Field(min_length=1, max_length=100, description="bank reference; idempotency key")
     received_on: Day
+
+
+Reason = Annotated[str, Field(min_length=1, max_length=500)]
+
+
+class VoidBody(Body):
+    reason: Reason = Field(description="why the invoice is cancelled (kept on the invoice)")
+
+
+class WriteOffBody(Body):
+    reason: Reason | None = Field(default=None, description="why it is written off")
+
+
+class ApplyCreditBody(Body):
+    invoice_id: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_\-]+$")]
+    amount: Amount | None = Field(
+        default=None, description="in the credit note's currency; default: as much as remains and is due"
+    )
+    currency: Currency | None = Field(default=None, description="default: the credit note's")
+
+
+class RefundBody(Body):
+    amount: Amount | None = Field(default=None, description="default: all that remains of the credit note")
+    currency: Currency | None = Field(default=None, description="default: the credit note's")
+    method: FromString[PaymentMethod] = PaymentMethod.BANK_TRANSFER
+    reference: str = Field(min_length=1, max_length=100, description="the refund's bank reference")

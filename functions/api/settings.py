@@ -81,6 +81,8 @@ def _settings(s: TenantSettings) -> dict[str, Any]:
         "timezone": s.timezone,
         "payment_terms_days": s.payment_terms_days,
         "invoice_prefix": s.invoice_prefix,
+        "invoice_review_days": s.invoice_review_days,
+        "auto_apply_credit": s.auto_apply_credit,
         "billing": _rules(s.billing),
         "subscriptions": s.subscriptions.as_json(),
     }
@@ -151,12 +153,18 @@ class ProfileBody(Body):
     timezone: str | None = Field(default=None, min_length=1, max_length=64, description="an IANA time zone name")
     invoice_prefix: str | None = Field(default=None, min_length=1, max_length=10, pattern=r"^[A-Za-z0-9]+$")
     payment_terms_days: int | None = Field(default=None, ge=0, le=365)
+    invoice_review_days: int | None = Field(
+        default=None, ge=0, le=30, description="days a new invoice stays a draft for review (0: finalised at once)"
+    )
+    auto_apply_credit: bool | None = Field(
+        default=None, description="new invoices consume the contact's credit balance as they are finalised"
+    )
 
 
 @router.patch(
     "/settings/profile",
-    summary="Change the business profile: name, time zone, invoice prefix, payment terms "
-    "(they apply from now on; issued invoices keep theirs)",
+    summary="Change the business profile: name, time zone, invoice prefix, payment terms, invoice review "
+    "window, automatic use of credit (they apply from now on; issued invoices keep theirs)",
 )
 def patch_profile(body: ProfileBody) -> dict[str, Any]:
     ctx = current_tenant(router.current_event)

@@ -4,32 +4,23 @@ consistent; either way no period is billed twice."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-import time
 from collections import Counter
 from collections.abc import Iterator
 
 import pytest
 
-from tests.support import HttpClient, advance_clock, local_api, make_contact, make_product, wait_until_ready
+from tests.support import (
+    HttpClient,
+    advance_clock,
+    local_api,
+    make_contact,
+    make_product,
+    post_from_processes,
+    wait_until_ready,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e")]
 KEY = "bk_test_clock_race"
-
-CLIENT = """
-import json, sys, time, urllib.error, urllib.request
-url, key, body, start = sys.argv[1], sys.argv[2], sys.argv[3].encode(), float(sys.argv[4])
-request = urllib.request.Request(url, data=body, method="POST",
-    headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
-time.sleep(max(0.0, start - time.time()))
-try:
-    with urllib.request.urlopen(request, timeout=60) as response:
-        print(json.dumps([response.status, json.loads(response.read())]))
-except urllib.error.HTTPError as error:
-    print(json.dumps([error.code, json.loads(error.read())]))
-"""
 
 
 @pytest.fixture(scope="module")
@@ -40,17 +31,8 @@ def api() -> Iterator[HttpClient]:
 
 def advance_at_once(api: HttpClient, contact_id: str, targets: list[str]) -> list[tuple[int, dict]]:
     """POST each advance from its own process, all released at the same instant."""
-    url = f"{api.base_url}/contacts/{contact_id}/test-clock/advance"
-    start = time.time() + 2.0  # every process started and waiting by then
-    processes = [
-        subprocess.Popen(
-            [sys.executable, "-c", CLIENT, url, KEY, json.dumps({"to": to}), str(start)],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        for to in targets
-    ]
-    return [tuple(json.loads(p.communicate(timeout=90)[0])) for p in processes]  # type: ignore[misc]
+    path = f"/contacts/{contact_id}/test-clock/advance"
+    return [(r.status, r.body) for r in post_from_processes(api, [(path, {"to": to}, {}) for to in targets])]
 
 
 def contact_on_clock(api: HttpClient) -> str:

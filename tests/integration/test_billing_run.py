@@ -49,7 +49,7 @@ def new_contact(store: DynamoStore, ctx: TenantContext, clock: FixedClock, name:
         email=email,
         billing_address=None,
         classification=None,
-        credit_limit=None,
+        credit_limit={},
         preferred_payment_method=None,
         clock=clock,
         new_id=new_id,

@@ -126,7 +126,7 @@ def seed(store: DynamoStore, contacts: int, *, on_clock: bool) -> list[str]:
             email=f"c{n}@example.com",
             billing_address=None,
             classification=None,
-            credit_limit=None,
+            credit_limit={},
             preferred_payment_method=None,
             clock=RealClock(),
             new_id=lambda kind, n=n: f"{kind}_{n}",  # type: ignore[misc]

@@ -146,15 +146,18 @@ EXPECTED = [
     ("invoice.issued", "open"),
     ("service.state_changed", "paused"),
     ("action.executed", "pause"),
-    # the advance to 10 March: the pause's end, the March invoice; then the cancel and its credit
+    # the advance to 10 March: the pause's end, the March invoice, February's unpaid invoice overdue
+    # since 25 February; then the cancel and its credit
     ("service.state_changed", "effective"),
     ("action.executed", "resume"),
     ("invoice.issued", "open"),
+    ("invoice.overdue", "overdue"),
     ("service.state_changed", "cancelled"),
     ("subscription.state_changed", "churned"),
     ("action.executed", "cancel"),
     ("credit_note.issued", "issued"),
-    # the advance to 10 April: nothing left to bill, nothing published
+    # the advance to 10 April: nothing left to bill; March's unpaid invoice overdue since 25 March
+    ("invoice.overdue", "overdue"),
 ]
 """The scenario's events in the order published, as docs/events.md lists them (with what each
 changed to: a state, a status, an action's kind)."""
@@ -216,8 +219,10 @@ def test_a_test_clock_advance_publishes_events_stamped_with_the_clocks_time(
     to = datetime(2024, 2, 10, 17, 45, 12, tzinfo=UTC)
     advance(store, ctx, contact_id, to)
     poller.drain()
-    assert [d["type"] for d in subscriber.details()] == ["invoice.issued"]
-    assert subscriber.details()[0]["time"] == to.isoformat()
+    # February's invoice, and January's unpaid one overdue (its business day: the day after its due date)
+    assert [d["type"] for d in subscriber.details()] == ["invoice.issued", "invoice.overdue"]
+    assert {d["time"] for d in subscriber.details()} == {to.isoformat()}
+    assert subscriber.details()[1]["data"]["status_on"] == "2024-01-25"
     assert subscriber.received[0]["time"] == "2024-02-10T17:45:12Z"  # EventBridge's own `time` too
 
 

@@ -71,7 +71,9 @@ def test_a_tenant_wide_invoice_listing_pages_with_filters(
         status = InvoiceStatus.ISSUED if amount < 0 else statuses[n % 3]
         invoices.append(_invoice(n, contacts[n % 3], day, status, amount))
     for invoice in invoices:
-        store._invoice_item(Scope(TENANT, "test"), invoice, 1).save()  # the key is a test-mode key
+        work = store.unit_of_work("seeding invoices")
+        work.add_invoice(Scope(TENANT, "test"), invoice)  # the key is a test-mode key
+        work.commit()
 
     def no_scan(*args: Any, **kwargs: Any) -> None:
         raise AssertionError("a listing must Query, never Scan")

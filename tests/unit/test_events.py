@@ -172,3 +172,45 @@ def test_event_patterns_match_as_eventbridge_does(
 def test_an_unknown_pattern_operator_is_refused_not_ignored() -> None:
     with pytest.raises(ValueError, match="not supported"):
         matches({"source": [{"cidr": "10.0.0.0/8"}]}, {"source": "10.0.0.1"})
+
+
+def test_receivables_changes_are_their_events_once() -> None:
+    """Overdue and write-off are status events; a draft is drafted, then issued when finalised; a
+    credit application is applied once and reversed once; a refund is refunded once."""
+    from dataclasses import replace
+
+    from billow.domain.invoices import PaymentMethod
+    from billow.domain.receivables import CreditApplication, Refund
+
+    def types(new: dict[str, Any], old: dict[str, Any] | None = None) -> list[str]:
+        change = change_of(record(new, old))
+        assert change is not None
+        return [e.type for e in events_of(change)]
+
+    opened = invoice()
+    overdue = replace(opened, status=InvoiceStatus.OVERDUE, status_on=date(2024, 1, 25))
+    assert types(image(overdue, 2), image(opened, 1)) == ["invoice.overdue"]
+    written_off = replace(overdue, status=InvoiceStatus.UNCOLLECTIBLE)
+    assert types(image(written_off, 3), image(overdue, 2)) == ["invoice.uncollectible"]
+    draft = replace(opened, status=InvoiceStatus.DRAFT, number="")
+    assert types(image(draft, 1)) == ["invoice.drafted"]
+    assert types(image(opened, 2), image(draft, 1)) == ["invoice.issued"]
+    assert types(image(replace(draft, status=InvoiceStatus.VOID), 2), image(draft, 1)) == ["invoice.voided"]
+
+    now = datetime(2024, 1, 12, tzinfo=UTC)
+    applied = CreditApplication("cap_1", "inv_2", "inv_1", Money(500, "USD"), date(2024, 1, 12), now)
+    reversed_ = replace(applied, reversed_on=date(2024, 1, 20))
+
+    def item(kind: str, sk: str, body: dict[str, Any], version: int) -> dict[str, Any]:
+        return {
+            "PK": {"S": PK}, "SK": {"S": sk}, "type": {"S": kind}, "version": {"N": str(version)},
+            "data": {"S": json.dumps(body)},
+        }  # fmt: skip
+
+    app_sk = "CRAPP#inv_2#cap_1"
+    new_application = item("credit_application", app_sk, codec.application_out(applied), 1)
+    assert types(new_application) == ["credit_note.applied"]
+    again = item("credit_application", app_sk, codec.application_out(reversed_), 2)
+    assert types(again, new_application) == ["credit_note.application_reversed"]
+    refund = Refund("ref_1", "inv_2", Money(500, "USD"), PaymentMethod.BANK_TRANSFER, "R-1", date(2024, 1, 12), now)
+    assert types(item("refund", "REFUND#inv_2#ref_1", codec.refund_out(refund), 1)) == ["credit_note.refunded"]

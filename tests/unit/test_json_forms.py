@@ -151,7 +151,7 @@ def test_the_stored_forms_are_unchanged() -> None:
     assert codec.terms_in(codec.terms_out(terms)) == terms
 
     address = Address("1 Main St", "Springfield", "US", "12345", "Suite 2", "IL")
-    contact = Contact("con_1", "C", "c@example.com", address, None, None, None, False, datetime(2024, 1, 1, tzinfo=UTC))
+    contact = Contact("con_1", "C", "c@example.com", address, None, {}, None, False, datetime(2024, 1, 1, tzinfo=UTC))
     assert codec.contact_out(contact)["billing_address"] == {
         "line1": "1 Main St",
         "city": "Springfield",
@@ -161,6 +161,10 @@ def test_the_stored_forms_are_unchanged() -> None:
         "region": "IL",
     }
     assert codec.contact_in(codec.contact_out(contact)).billing_address == address
+    # A contact stored with one credit limit (a single amount) reads as that currency's limit.
+    old = {**codec.contact_out(contact), "credit_limit": {"minor": 500000, "currency": "KWD"}}
+    assert codec.contact_in(old).credit_limit == {"KWD": Money.parse("500.000", "KWD")}
+    assert codec.contact_in({**old, "credit_limit": None}).credit_limit == {}
 
     order = Order(
         "ord_1", "con_1", "po-1", date(2024, 1, 1), (OrderedService("svc_1", "sub_1", "prod_1", "terms_1", 2),)
@@ -180,7 +184,7 @@ def test_the_stored_forms_are_unchanged() -> None:
 def test_renaming_an_api_field_changes_no_stored_field(monkeypatch: pytest.MonkeyPatch) -> None:
     """The API's form of the same objects can change on its own."""
     address = Address("1 Main St", "Springfield", "US")
-    contact = Contact("con_1", "C", "c@example.com", address, None, None, None, False, datetime(2024, 1, 1, tzinfo=UTC))
+    contact = Contact("con_1", "C", "c@example.com", address, None, {}, None, False, datetime(2024, 1, 1, tzinfo=UTC))
     stored = codec.contact_out(contact)
     monkeypatch.setattr(presenters, "address", lambda a: {"street": a.line1})
     assert presenters.contact(contact)["billing_address"] == {"street": "1 Main St"}

@@ -60,6 +60,9 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/subscriptions/<subscription_id>/payment-method"): {"payment_method": "card"},
     ("POST", "/subscriptions/<subscription_id>/bill-ahead"): {"cycles": 1},
     ("PATCH", "/subscriptions/<subscription_id>/actions/<action_id>"): {"on": "{later}"},
+    ("POST", "/invoices/<invoice_id>/void"): {"reason": "cross-mode"},
+    ("POST", "/credit-notes/<credit_note_id>/apply"): {"invoice_id": "{invoice_id}"},
+    ("POST", "/credit-notes/<credit_note_id>/refund"): {"reference": "cross-mode"},
 }
 QUERIES = {("GET", "/invoices"): "?contact_id={contact_id}"}
 
@@ -122,6 +125,7 @@ def build_world(api: InProcessClient, mode: str, product: dict[str, Any]) -> Wor
             "service_id": ordered["service_id"],
             "order_id": placed.body["order"]["id"],
             "invoice_id": invoice["id"],
+            "credit_note_id": invoice["id"],  # an id of this mode's: the other mode must not find it at all
             "action_id": scheduled.body["action"]["id"],
             "product_id": product["id"],
         },

@@ -87,7 +87,7 @@ def test_reasons_pause_limits_and_credit_limit(api: InProcessClient) -> None:
         {"reasons": {"pause": ["holiday", "illness"]}, "pause_max_times": 1, "pause_max_days": 20},
     )
     contact = api.post(
-        "/contacts", {"name": "Ann", "email": "a@example.com", "credit_limit": {"amount": "10.00", "currency": "USD"}}
+        "/contacts", {"name": "Ann", "email": "a@example.com", "credit_limit": {"USD": "10.00", "EUR": "0.00"}}
     ).body
     subscription_id, service_id = first_service(order(api, contact, product))
     pause = f"/subscriptions/{subscription_id}/services/{service_id}/pause"

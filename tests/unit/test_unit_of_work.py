@@ -31,7 +31,7 @@ def an_invoice(contact_id: str, invoice_id: str = "inv_1") -> Invoice:
 
 
 def a_contact(contact_id: str = "con_1") -> Contact:
-    return Contact(contact_id, "C", "c@example.com", None, None, None, None, False, datetime(2024, 1, 1, tzinfo=UTC))
+    return Contact(contact_id, "C", "c@example.com", None, None, {}, None, False, datetime(2024, 1, 1, tzinfo=UTC))
 
 
 def stored_contact() -> tuple[DynamoStore, Contact]:

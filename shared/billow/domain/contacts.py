@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -40,7 +40,9 @@ class Contact:
     email: str
     billing_address: Address | None
     classification: str | None
-    credit_limit: Money | None
+    credit_limit: Mapping[str, Money]
+    """Per currency, the most the contact may owe in it and still have services activated (a
+    currency not listed has no limit)."""
     preferred_payment_method: str | None
     test_mode: bool
     created_at: datetime

@@ -1,4 +1,10 @@
-"""Invoices and the payments recorded against them."""
+"""Invoices and the payments recorded against them, and each invoice's status transitions.
+
+An invoice's amount due is its total less the payments and the credits applied to it. Its status
+moves draft -> open -> (overdue) -> paid, or from open or overdue to void (cancelled, with a reason)
+or uncollectible (written off). Each transition records its business day (`status_on`, on the
+contact's clock) on the invoice item, so what reacts to it (events, dunning) reads when it happened.
+A credit note (a negative total) is `issued`; how much of it remains is in `billow.domain.receivables`."""
 
 from __future__ import annotations
 
@@ -18,10 +24,17 @@ issued (a customer paying ahead), not earlier: an older date is a typing error, 
 
 
 class InvoiceStatus(StrEnum):
-    OPEN = "open"  # issued, awaiting payment
+    DRAFT = "draft"  # in the tenant's review window: not numbered, not owed yet
+    OPEN = "open"  # finalised, awaiting payment
+    OVERDUE = "overdue"  # open past its due date: the transition the day after it
     PAID = "paid"
-    VOID = "void"
+    VOID = "void"  # cancelled, with its reason
+    UNCOLLECTIBLE = "uncollectible"  # written off
     ISSUED = "issued"  # a credit note: the credit is the customer's
+
+
+OWED = frozenset({InvoiceStatus.OPEN, InvoiceStatus.OVERDUE})
+"""Statuses of an invoice the contact owes its amount due on (payments and credits apply)."""
 
 
 class InvoiceKind(StrEnum):
@@ -36,6 +49,15 @@ class PaymentMethod(StrEnum):
     CARD = "card"
 
 
+def check_recorded(amount: Money, recorded_at: datetime, what: str, code: str | None = None) -> None:
+    """A money movement's record (a payment, a credit applied, a refund): a positive amount,
+    recorded at a timezone-aware instant."""
+    if amount.minor <= 0:
+        raise InvalidInput(f"{what} must be positive", field="amount", code=code)
+    if recorded_at.tzinfo is None:
+        raise ValueError("recorded_at must be timezone-aware")
+
+
 @dataclass(frozen=True, slots=True)
 class Payment:
     id: str
@@ -47,10 +69,7 @@ class Payment:
     recorded_at: datetime
 
     def __post_init__(self) -> None:
-        if self.amount.minor <= 0:
-            raise InvalidInput("a payment amount must be positive", field="amount")
-        if self.recorded_at.tzinfo is None:
-            raise ValueError("recorded_at must be timezone-aware")
+        check_recorded(self.amount, self.recorded_at, "a payment amount")
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,14 +87,48 @@ class Invoice:
     amount_paid: Money
     status: InvoiceStatus
     version: int = 0
+    amount_credited: Money | None = None
+    """An invoice: credit from credit notes applied to it (None reads as zero)."""
+    amount_applied: Money | None = None
+    """A credit note: how much of it was applied to invoices (None reads as zero)."""
+    amount_refunded: Money | None = None
+    """A credit note: how much of it was refunded (None reads as zero)."""
+    status_on: date | None = None
+    """The business day of the last status change (the issue day when it never changed)."""
+    status_reason: str | None = None
+    """Why it was voided or written off."""
+    review_until: date | None = None
+    """A draft: the day it is finalised unless staff finalise it before."""
+    test_clock: bool = False
+    """Its contact is on a test clock: only advancing that clock moves its status, not the daily run."""
+
+    def __post_init__(self) -> None:
+        zero = Money.zero(self.currency)
+        for name in ("amount_credited", "amount_applied", "amount_refunded"):
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, zero)
 
     @classmethod
-    def issue(cls, draft: InvoiceDraft, *, invoice_id: str, number: str, payment_terms_days: int) -> Invoice:
+    def issue(
+        cls,
+        draft: InvoiceDraft,
+        *,
+        invoice_id: str,
+        number: str,
+        payment_terms_days: int,
+        review_days: int = 0,
+        test_clock: bool = False,
+    ) -> Invoice:
+        """The invoice of `draft`. With `review_days`, an invoice (not a credit note, nor a free
+        invoice) is a draft, without a number, until it is finalised."""
         total = draft.total
         # A credit note is the customer's once issued; nothing to collect on a free plan's invoice.
         status = (
             InvoiceStatus.ISSUED if total.is_negative else InvoiceStatus.PAID if total.is_zero else InvoiceStatus.OPEN
         )
+        review = review_days > 0 and status is InvoiceStatus.OPEN
+        if review:
+            status, number = InvoiceStatus.DRAFT, ""
         return cls(
             id=invoice_id,
             number=number,
@@ -89,6 +142,9 @@ class Invoice:
             lines=draft.lines,
             amount_paid=Money.zero(draft.currency),
             status=status,
+            status_on=draft.issue_date,
+            review_until=draft.issue_date + timedelta(days=review_days) if review else None,
+            test_clock=test_clock,
         )
 
     @property
@@ -100,14 +156,97 @@ class Invoice:
         return InvoiceKind.CREDIT_NOTE if self.total.is_negative else InvoiceKind.INVOICE
 
     @property
+    def credited(self) -> Money:
+        assert self.amount_credited is not None
+        return self.amount_credited
+
+    @property
+    def applied(self) -> Money:
+        assert self.amount_applied is not None
+        return self.amount_applied
+
+    @property
+    def refunded(self) -> Money:
+        assert self.amount_refunded is not None
+        return self.amount_refunded
+
+    @property
     def amount_due(self) -> Money:
-        return self.total - self.amount_paid
+        """total - payments - credits applied (a credit note owes nothing: zero)."""
+        if self.kind is InvoiceKind.CREDIT_NOTE:
+            return Money.zero(self.currency)
+        return self.total - self.amount_paid - self.credited
 
-    def is_overdue(self, today: date) -> bool:
-        return self.status is InvoiceStatus.OPEN and today > self.due_date
+    @property
+    def credit_remaining(self) -> Money:
+        """A credit note: what is left to apply or refund (zero for an invoice)."""
+        if self.kind is not InvoiceKind.CREDIT_NOTE or self.status is not InvoiceStatus.ISSUED:
+            return Money.zero(self.currency)
+        return -self.total - self.applied - self.refunded
 
-    def display_status(self, today: date) -> str:
-        return "overdue" if self.is_overdue(today) else self.status.value
+    @property
+    def owed(self) -> bool:
+        return self.status in OWED
+
+    def _moved(self, status: InvoiceStatus, on: date, reason: str | None = None) -> Invoice:
+        return replace(self, status=status, status_on=on, status_reason=reason)
+
+    def settled_if_covered(self, on: date) -> Invoice:
+        """Paid once payments and credits cover the total."""
+        return self._moved(InvoiceStatus.PAID, on) if self.owed and self.amount_due.is_zero else self
+
+    def finalized(self, number: str, on: date) -> Invoice:
+        """A draft numbered and open (paid when credits already cover it)."""
+        if self.status is not InvoiceStatus.DRAFT:
+            raise Conflict(
+                f"invoice {self.number} is {self.status.value}; only a draft is finalised", code="invoice.not_draft"
+            )
+        return replace(self, number=number, review_until=None)._moved(InvoiceStatus.OPEN, on).settled_if_covered(on)
+
+    def overdue_from(self) -> date:
+        """The day an unpaid invoice becomes overdue: the day after its due date."""
+        return self.due_date + timedelta(days=1)
+
+    def went_overdue(self, today: date) -> Invoice:
+        """Open past its due date on `today`: overdue, since the day after the due date. Otherwise itself."""
+        if self.status is InvoiceStatus.OPEN and today >= self.overdue_from():
+            return self._moved(InvoiceStatus.OVERDUE, self.overdue_from())
+        return self
+
+    def next_transition(self) -> date | None:
+        """The day the daily run has something to do to this invoice: finalise a draft, or mark it overdue."""
+        if self.status is InvoiceStatus.DRAFT:
+            return self.review_until
+        if self.status is InvoiceStatus.OPEN:
+            return self.overdue_from()
+        return None
+
+    def voided(self, reason: str, on: date) -> Invoice:
+        """Cancelled with its reason: an open, overdue or draft invoice nothing was paid on. The
+        credits applied to it are released (`billow.domain.receivables.void`)."""
+        self._check_cancellable("voided")
+        if not self.amount_paid.is_zero:
+            raise Conflict(
+                f"invoice {self.number} has {self.amount_paid} paid on it; refund the payments before voiding it",
+                code="invoice.has_payments",
+            )
+        return replace(self, amount_credited=Money.zero(self.currency))._moved(InvoiceStatus.VOID, on, reason)
+
+    def written_off(self, reason: str | None, on: date) -> Invoice:
+        """Uncollectible: the amount due is no longer counted as owed (a later payment is still taken)."""
+        self._check_cancellable("marked uncollectible")
+        if self.status is InvoiceStatus.DRAFT:
+            raise Conflict(f"invoice {self.id} is a draft; finalise or void it", code="invoice.not_open")
+        return self._moved(InvoiceStatus.UNCOLLECTIBLE, on, reason)
+
+    def _check_cancellable(self, what: str) -> None:
+        if self.kind is InvoiceKind.CREDIT_NOTE:
+            raise Conflict(f"{self.number} is a credit note: it cannot be {what}", code="invoice.credit_note")
+        if self.status not in (*OWED, InvoiceStatus.DRAFT):
+            raise Conflict(
+                f"invoice {self.number} is {self.status.value}; only an open or overdue invoice can be {what}",
+                code="invoice.not_open",
+            )
 
     def check_received_on(self, received_on: date, today: date) -> None:
         """A payment of this invoice is received on the contact's `today` (its test clock's, in test
@@ -131,9 +270,10 @@ class Invoice:
     def apply_payment(self, payment: Payment) -> Invoice:
         if self.kind is InvoiceKind.CREDIT_NOTE:
             raise Conflict(f"{self.number} is a credit note; it takes no payments", code="payment.credit_note")
-        if self.status is not InvoiceStatus.OPEN:
+        if self.status not in (*OWED, InvoiceStatus.UNCOLLECTIBLE):
             raise Conflict(
-                f"invoice {self.number} is {self.status.value}; only open invoices take payments",
+                f"invoice {self.number} is {self.status.value}; "
+                "only open, overdue or uncollectible invoices take payments",
                 code="payment.invoice_not_open",
             )
         if payment.amount.currency != self.currency:
@@ -148,6 +288,7 @@ class Invoice:
                 field="amount",
                 code="payment.exceeds_amount_due",
             )
-        paid = self.amount_paid + payment.amount
-        status = InvoiceStatus.PAID if paid == self.total else InvoiceStatus.OPEN
-        return replace(self, amount_paid=paid, status=status)
+        paid = replace(self, amount_paid=self.amount_paid + payment.amount)
+        if paid.amount_due.is_zero:
+            return paid._moved(InvoiceStatus.PAID, payment.received_on)
+        return paid

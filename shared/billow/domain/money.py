@@ -15,6 +15,7 @@ of rounded lines, so an invoice always equals the sum of what it shows.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from decimal import Decimal
 from fractions import Fraction
@@ -159,6 +160,19 @@ class Money:
 
     def __str__(self) -> str:
         return f"{self.amount_str()} {self.currency}"
+
+
+def amounts_per_currency(value: Mapping[str, str], field: str) -> dict[str, Money]:
+    """Per-currency amounts from their JSON form ({"EUR": "100.00", "JPY": "10000"}), each parsed
+    exactly in its own currency and not negative; errors name `<field>.<currency>`."""
+    amounts = {}
+    for currency, amount in value.items():
+        name = f"{field}.{currency}"
+        money = Money.parse(amount, currency, field=name, currency_field=name)
+        if money.is_negative:
+            raise InvalidInput(f"{name} must not be negative", field=name)
+        amounts[currency] = money
+    return amounts
 
 
 def sum_money(amounts: list[Money], currency: str) -> Money:

@@ -14,7 +14,7 @@ from typing import Any
 from billow.domain.actions import ActionKind, kind_named
 from billow.domain.calendar import Period
 from billow.domain.errors import InvalidInput, RuleViolation
-from billow.domain.money import Money
+from billow.domain.money import Money, amounts_per_currency
 
 PAUSE_WINDOW = timedelta(days=365)
 """Pause limits count the pauses that started in the year before a new one."""
@@ -215,11 +215,7 @@ def _thresholds(value: Any) -> dict[str, Money]:
     bare amount stored before thresholds had currencies names none, so it allows no debt."""
     if not isinstance(value, Mapping):
         return {}
-    thresholds = {}
-    for currency, amount in value.items():
-        name = f"debt_threshold.{currency}"
-        thresholds[currency] = Money.parse(amount, currency, field=name, currency_field=name)
-    return thresholds
+    return amounts_per_currency(value, "debt_threshold")
 
 
 def _requirement_cycle(requires: Mapping[str, Sequence[str]]) -> list[str]:

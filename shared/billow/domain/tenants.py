@@ -9,6 +9,8 @@ from billow.domain.errors import InvalidInput
 from billow.domain.policy import DEFAULT_POLICY, SubscriptionPolicy
 from billow.domain.rules import DEFAULT_RULES, BillingRules
 
+MAX_REVIEW_DAYS = 30
+
 
 @dataclass(frozen=True, slots=True)
 class TenantSettings:
@@ -19,6 +21,12 @@ class TenantSettings:
     payment_terms_days: int = 14
     """An invoice is due this many days after its billing date (0 = due on receipt)."""
     invoice_prefix: str = "INV"
+    invoice_review_days: int = 0
+    """Days a new invoice stays a draft (unnumbered, not owed) for review before it is finalised;
+    0 finalises it at once."""
+    auto_apply_credit: bool = False
+    """New invoices consume the contact's credit balance (its credit notes' remaining credit, oldest
+    first) as they are finalised; off, credit notes are applied or refunded by hand."""
     billing: BillingRules = DEFAULT_RULES
     """Billing rules new subscriptions are created under."""
     subscriptions: SubscriptionPolicy = DEFAULT_POLICY
@@ -30,6 +38,8 @@ class TenantSettings:
         tenant_zone(self.timezone)
         if not 0 <= self.payment_terms_days <= 365:
             raise InvalidInput("payment_terms_days is 0 to 365", field="payment_terms_days")
+        if not 0 <= self.invoice_review_days <= MAX_REVIEW_DAYS:
+            raise InvalidInput(f"invoice_review_days is 0 to {MAX_REVIEW_DAYS}", field="invoice_review_days")
         if not self.invoice_prefix.isalnum() or len(self.invoice_prefix) > 10:
             raise InvalidInput("invoice_prefix is 1 to 10 letters or digits", field="invoice_prefix")
 

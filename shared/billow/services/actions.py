@@ -45,8 +45,9 @@ from billow.domain.errors import (
     RuleViolation,
     refusal_for,
 )
-from billow.domain.invoices import Invoice, InvoiceStatus
+from billow.domain.invoices import Invoice
 from billow.domain.money import Money
+from billow.domain.receivables import net_owed
 from billow.domain.subscriptions import Service, Subscription, Transfer
 from billow.domain.timeline import receive, receiving_subscription, steps, upcoming_invoices
 from billow.services.billing import InvoiceNumbers, bill_loaded, commit_step, subscription_by_id, subscription_for
@@ -109,7 +110,7 @@ class _StoreLookups:
         return self.store.subscriptions_of(self.ctx.scope, self.contact_id)
 
     def owed(self) -> dict[str, Money]:
-        return outstanding(self.store.invoices_of(self.ctx.scope, self.contact_id))
+        return net_owed(self.store.invoices_of(self.ctx.scope, self.contact_id))
 
     def contact(self) -> Contact:
         return get_contact(self.store, self.ctx, self.contact_id)
@@ -151,16 +152,6 @@ def build_action(
         _check_state(subscription, action)
     policy.check_reason(kind, request.reason)
     return kind.check(asked, action), asked
-
-
-def outstanding(invoices: list[Invoice]) -> dict[str, Money]:
-    """What a contact owes per currency: the unpaid part of open invoices, less unused credit notes."""
-    owed: dict[str, Money] = {}
-    for invoice in invoices:
-        if invoice.status in (InvoiceStatus.OPEN, InvoiceStatus.ISSUED):
-            due = invoice.amount_due if invoice.status is InvoiceStatus.OPEN else invoice.total
-            owed[invoice.currency] = owed.get(invoice.currency, Money.zero(invoice.currency)) + due
-    return owed
 
 
 # -- the use cases ---------------------------------------------------------------------------------

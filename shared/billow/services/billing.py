@@ -36,6 +36,7 @@ from billow.services.ports import (
     TenantStore,
     Transactions,
 )
+from billow.services.receivables import Settlement, consumed_credit, move_due_invoice
 
 MAX_CONFLICT_RETRIES = 5
 NUMBER_BLOCK = 25
@@ -76,16 +77,20 @@ def commit_step(
     expected_version: int,
     invoice: Invoice | None = None,
     actions: Iterable[Action] = (),
+    credit: Settlement | None = None,
 ) -> None:
     """One billing step as one transaction: the advanced subscription (only if still at
-    `expected_version`), its new invoice (only if that invoice id is new) and the log records of
-    the actions the step executed, scheduled, cancelled or rejected."""
+    `expected_version`), its new invoice (only if that invoice id is new), the log records of
+    the actions the step executed, scheduled, cancelled or rejected, and the credit the invoice
+    consumed (its credit notes, each only if still at the version read)."""
     work = store.unit_of_work(f"billing subscription {subscription.id}")
     work.save_subscription(scope, subscription, expected_version)
     if invoice is not None:
         work.add_invoice(scope, invoice)
     for action in actions:
         work.log_action(scope, subscription, action)
+    if credit is not None:
+        credit.stage(work, scope)
     work.commit()
 
 
@@ -128,21 +133,16 @@ def bill_loaded(
         step = next_step(current, as_of, today=today, rater=rater)
         if step is None:
             return created, current
-        invoice = None
+        invoice, credit = None, None
         if step.invoice is not None:
-            invoice = Invoice.issue(
-                step.invoice,
-                invoice_id=invoice_id_for(step.subscription),
-                number=numbers.next(ctx),
-                payment_terms_days=ctx.settings.payment_terms_days,
-            )
+            invoice, credit = _issued(store, ctx, step, step.invoice, numbers)
         written = step.subscription
         try:
             if step.transfer is not None:
                 moved, written = _move(store, ctx, current, step, as_of, numbers, today=today, rater=rater)
                 created += moved
             else:
-                commit_step(store, ctx.scope, written, current.version, invoice, step.actions)
+                commit_step(store, ctx.scope, written, current.version, invoice, step.actions, credit)
         except ConcurrentModification:
             conflicts += 1
             if conflicts > MAX_CONFLICT_RETRIES:
@@ -154,6 +154,26 @@ def bill_loaded(
         # What was just written is the current state: no need to read it back.
         current = replace(written, version=current.version + 1)
     raise NotFound(f"no subscription {subscription.id}", field="subscription_id")
+
+
+def _issued(
+    store: BillingPorts, ctx: TenantContext, step: BillingStep, draft: InvoiceDraft, numbers: InvoiceNumbers
+) -> tuple[Invoice, Settlement | None]:
+    """The invoice of a billing step: a draft (unnumbered) under the tenant's review window, else
+    numbered and, under `auto_apply_credit`, consuming the contact's credit (the settlement to
+    write with it; None when there is none, so a step without credit writes what it always did)."""
+    review = ctx.settings.invoice_review_days
+    unnumbered = review > 0 and not draft.total.is_negative and not draft.total.is_zero
+    invoice = Invoice.issue(
+        draft,
+        invoice_id=invoice_id_for(step.subscription),
+        number="" if unnumbered else numbers.next(ctx),
+        payment_terms_days=ctx.settings.payment_terms_days,
+        review_days=review,
+        test_clock=step.subscription.test_clock,
+    )
+    invoice, settlement = consumed_credit(store, ctx, invoice, invoice.issue_date)
+    return invoice, settlement if settlement.invoices else None
 
 
 def subscription_for(
@@ -261,7 +281,8 @@ def bill_due_page(
     settings: Callable[[str], TenantSettings] | None = None,
 ) -> RunReport:
     """Bill one page of one due-index shard: every subscription in it due at `instant` in its
-    tenant's time zone. The report's `cursor` continues the shard (None: the shard is done).
+    tenant's time zone, and every invoice whose status moves by then (a draft finalised, an unpaid
+    invoice overdue the day after its due date). The report's `cursor` continues the shard (None: the shard is done).
 
     One subscription that cannot be billed (a corrupt item, a conflict that outlasts the retries)
     is recorded in `failures` and skipped, so it does not stop the others; it stays due, so the
@@ -275,6 +296,9 @@ def bill_due_page(
         tenant = settings_of(due.scope.tenant_id)
         as_of = local_date(instant, tenant_zone(tenant.timezone))
         ctx = TenantContext(due.scope.tenant_id, due.scope.mode, tenant)
+        if due.is_invoice:  # a draft to finalise or an unpaid invoice going overdue: no invoice created
+            move_due_invoice(store, ctx, due.contact_id, due.subscription_id, as_of, numbers)
+            return []
         return bill_subscription(store, ctx, due.contact_id, due.subscription_id, as_of, numbers)
 
     if workers > 1 and len(page.items) > 1:

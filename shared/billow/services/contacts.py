@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import date, datetime
 from typing import Any
@@ -11,30 +11,15 @@ from billow.domain.calendar import local_date, tenant_zone
 from billow.domain.contacts import Address, Contact, TestClock
 from billow.domain.errors import ConcurrentModification, Conflict, InvalidInput, NotFound
 from billow.domain.lifecycle import FINAL_STATES
-from billow.domain.money import Money
+from billow.domain.money import Money, amounts_per_currency
 from billow.domain.subscriptions import Subscription
 from billow.services.context import MAX_EDIT_RETRIES, Clock, Scope, TenantContext, edit_versioned
 from billow.services.ports import ContactPorts, ContactStore, Page, Transactions
 
 
-@dataclass(frozen=True, slots=True)
-class CreditLimitInput:
-    amount: str
-    currency: str
-
-
-def _credit_limit(credit_limit: CreditLimitInput | None) -> Money | None:
-    if credit_limit is None:
-        return None
-    limit = Money.parse(
-        credit_limit.amount,
-        credit_limit.currency,
-        field="credit_limit.amount",
-        currency_field="credit_limit.currency",
-    )
-    if limit.is_negative:
-        raise InvalidInput("credit_limit must not be negative", field="credit_limit.amount")
-    return limit
+def _credit_limit(credit_limit: Mapping[str, str] | None) -> dict[str, Money]:
+    """Per-currency limits as the API takes them ({"EUR": "100.00"}); None clears them."""
+    return {} if credit_limit is None else amounts_per_currency(credit_limit, "credit_limit")
 
 
 def create_contact(
@@ -45,7 +30,7 @@ def create_contact(
     email: str,
     billing_address: Address | None,
     classification: str | None,
-    credit_limit: CreditLimitInput | None,
+    credit_limit: Mapping[str, str] | None,
     preferred_payment_method: str | None,
     clock: Clock,
     new_id: Callable[[str], str],

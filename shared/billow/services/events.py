@@ -22,6 +22,7 @@ from typing import Any
 
 from billow.domain.actions import Action, ActionStatus
 from billow.domain.invoices import Invoice, InvoiceKind, InvoiceStatus, Payment
+from billow.domain.receivables import CreditApplication, Refund
 from billow.domain.subscriptions import Service, Subscription
 from billow.services.context import Scope
 from billow.services.views import day, money, period
@@ -124,32 +125,79 @@ def invoice_data(invoice: Invoice) -> Json:
         "status": invoice.status.value,
         "total": money(invoice.total),
         "amount_paid": money(invoice.amount_paid),
+        "amount_credited": money(invoice.credited),
         "amount_due": money(invoice.amount_due),
         "issue_date": day(invoice.issue_date),
         "due_date": day(invoice.due_date),
         "period": period(invoice.period),
+        "status_on": day(invoice.status_on),
+        "status_reason": invoice.status_reason,
+        **({"credit_remaining": money(invoice.credit_remaining)} if invoice.kind is InvoiceKind.CREDIT_NOTE else {}),
     }
 
 
 INVOICE_STATUS_EVENTS = {
     InvoiceStatus.PAID: "invoice.paid",
+    InvoiceStatus.OVERDUE: "invoice.overdue",
     InvoiceStatus.VOID: "invoice.voided",
+    InvoiceStatus.UNCOLLECTIBLE: "invoice.uncollectible",
 }
-"""An invoice's status moving to one of these is that event (the receivables issue adds more)."""
+"""An invoice's status moving to one of these is that event."""
 
 
 @derives("invoice")
 def _invoice(change: Change) -> Iterator[Derived]:
     old: Invoice | None = change.old
     new: Invoice = change.new
-    if old is None:
+    if old is None and new.status is InvoiceStatus.DRAFT:
+        yield "invoice.drafted", None, invoice_data(new)
+        return
+    issued = old is None or (old.status is InvoiceStatus.DRAFT and new.status is not InvoiceStatus.DRAFT)
+    if issued and new.status is not InvoiceStatus.VOID:  # created final, or a draft finalised (not voided)
         kind = "credit_note.issued" if new.kind is InvoiceKind.CREDIT_NOTE else "invoice.issued"
         yield kind, None, invoice_data(new)
-        if new.kind is InvoiceKind.INVOICE and new.status is InvoiceStatus.PAID:  # nothing to collect
+        if new.kind is InvoiceKind.INVOICE and new.status is InvoiceStatus.PAID:  # nothing (left) to collect
             yield "invoice.paid", None, invoice_data(new)
         return
-    if old.status is not new.status and new.status in INVOICE_STATUS_EVENTS:
+    if (old is None or old.status is not new.status) and new.status in INVOICE_STATUS_EVENTS:
         yield INVOICE_STATUS_EVENTS[new.status], None, invoice_data(new)
+
+
+# -- credit notes applied and refunded ------------------------------------------------------------
+@derives("credit_application")
+def _credit_application(change: Change) -> Iterator[Derived]:
+    old: CreditApplication | None = change.old
+    new: CreditApplication = change.new
+    data = {
+        "application_id": new.id,
+        "credit_note_id": new.credit_note_id,
+        "invoice_id": new.invoice_id,
+        "amount": money(new.amount),
+        "applied_on": day(new.applied_on),
+        "reversed_on": day(new.reversed_on),
+    }
+    if old is None:
+        yield "credit_note.applied", None, data
+    if new.reversed_on is not None and (old is None or old.reversed_on is None):
+        yield "credit_note.application_reversed", None, data
+
+
+@derives("refund")
+def _refund(change: Change) -> Iterator[Derived]:
+    if change.old is None:
+        refund: Refund = change.new
+        yield (
+            "credit_note.refunded",
+            None,
+            {
+                "refund_id": refund.id,
+                "credit_note_id": refund.credit_note_id,
+                "amount": money(refund.amount),
+                "method": refund.method.value,
+                "reference": refund.reference,
+                "refunded_on": day(refund.refunded_on),
+            },
+        )
 
 
 # -- payments -------------------------------------------------------------------------------------
@@ -231,10 +279,16 @@ def _subscription(change: Change) -> Iterator[Derived]:
 
 
 EVENT_TYPES = (
+    "invoice.drafted",
     "invoice.issued",
     "invoice.paid",
+    "invoice.overdue",
     "invoice.voided",
+    "invoice.uncollectible",
     "credit_note.issued",
+    "credit_note.applied",
+    "credit_note.application_reversed",
+    "credit_note.refunded",
     "payment.received",
     "action.executed",
     "action.rejected",

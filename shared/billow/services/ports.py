@@ -13,6 +13,7 @@ from billow.domain.catalog import PriceTerms, Product
 from billow.domain.contacts import Contact, TestClock
 from billow.domain.invoices import Invoice, InvoiceKind, InvoiceStatus, Payment
 from billow.domain.ordering import Order
+from billow.domain.receivables import CreditApplication, Refund
 from billow.domain.subscriptions import Subscription
 from billow.domain.tenants import TenantSettings
 from billow.services.context import Scope
@@ -59,9 +60,8 @@ class Page(Generic[T]):
 
 @dataclass(frozen=True, slots=True)
 class InvoiceQuery:
-    """Which invoices a listing returns. `statuses` are stored statuses (overdue is open, shown
-    overdue on the contact's clock: the use case tells them apart); the issue-day range is
-    half-open, [issued_from, issued_before)."""
+    """Which invoices a listing returns. `statuses` are stored statuses (overdue is one, stored
+    the day after the due date); the issue-day range is half-open, [issued_from, issued_before)."""
 
     contact_id: str | None = None
     statuses: frozenset[InvoiceStatus] | None = None
@@ -84,6 +84,11 @@ class DueSubscription:
     scope: Scope  # the tenant and the mode it is billed in
     contact_id: str
     subscription_id: str
+    """The due entity: a subscription, or an invoice (`inv_...`) whose status moves on a day."""
+
+    @property
+    def is_invoice(self) -> bool:
+        return self.subscription_id.startswith("inv_")
 
 
 MAX_TRANSACTION_WRITES = 100
@@ -152,11 +157,21 @@ class UnitOfWork(Protocol):
 
     # -- invoices and payments ------------------------------------------------------------------
     def add_invoice(self, scope: Scope, invoice: Invoice) -> None:
-        """A new invoice, only if its id is new."""
+        """A new invoice, only if its id is new. A credit note keeps a marker exactly while credit
+        remains of it (`InvoiceStore.credit_notes_with_credit`), here and in `save_invoice`."""
         ...
 
     def save_invoice(self, scope: Scope, invoice: Invoice, expected_version: int) -> None:
         """The changed invoice at `expected_version + 1`, only if still at `expected_version`."""
+        ...
+
+    def record_credit_application(self, scope: Scope, note: Invoice, application: CreditApplication) -> None:
+        """Credit note `note`'s application: a new one only if new; a reversed one over its record
+        (stage it with the invoices it changes: their versions guard it)."""
+        ...
+
+    def add_refund(self, scope: Scope, note: Invoice, refund: Refund) -> None:
+        """A new refund of credit note `note`, only if its id is new."""
         ...
 
     def add_payment(self, scope: Scope, invoice: Invoice, payment: Payment) -> None:
@@ -261,6 +276,17 @@ class InvoiceStore(Protocol):
     def list_invoices(self, scope: Scope, query: InvoiceQuery, limit: int, cursor: str | None) -> Page[Invoice]: ...
     def get_payment(self, scope: Scope, contact_id: str, invoice_id: str, payment_id: str) -> Payment | None: ...
     def payments_of(self, scope: Scope, contact_id: str, invoice_id: str) -> list[Payment]: ...
+    def credit_notes_with_credit(self, scope: Scope, contact_id: str, currency: str) -> list[Invoice]:
+        """The contact's credit notes in `currency` with credit remaining, read consistently: one
+        small Query of their markers (`UnitOfWork.add_invoice`), which finds none when there is none."""
+        ...
+
+    def get_application(
+        self, scope: Scope, contact_id: str, credit_note_id: str, application_id: str
+    ) -> CreditApplication | None: ...
+    def applications_of(self, scope: Scope, contact_id: str) -> list[CreditApplication]: ...
+    def get_refund(self, scope: Scope, contact_id: str, credit_note_id: str, refund_id: str) -> Refund | None: ...
+    def refunds_of(self, scope: Scope, contact_id: str, credit_note_id: str) -> list[Refund]: ...
 
 
 class DueIndex(Protocol):
@@ -307,7 +333,7 @@ class SettingsPorts(TenantStore, CatalogStore, Protocol):
 
 
 class InvoicePorts(InvoiceStore, ContactStore, Transactions, Protocol):
-    """Invoices and their payments, on the contact's clock."""
+    """Invoices, their payments and credits, on the contact's clock."""
 
 
 class OrderingPorts(BillingPorts, ContactStore, CatalogStore, Protocol):

@@ -71,7 +71,9 @@ def update_billing_rules(store: TenantStore, ctx: TenantContext, changes: dict[s
     return update_settings(store, ctx, lambda s: replace(s, billing=replace(s.billing, **changes)))
 
 
-PROFILE_FIELDS = frozenset({"name", "timezone", "invoice_prefix", "payment_terms_days"})
+PROFILE_FIELDS = frozenset(
+    {"name", "timezone", "invoice_prefix", "payment_terms_days", "invoice_review_days", "auto_apply_credit"}
+)
 
 
 def update_profile(store: TenantStore, ctx: TenantContext, changes: dict[str, Any]) -> TenantSettings:

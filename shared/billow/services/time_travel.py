@@ -29,6 +29,7 @@ from billow.services.billing import MAX_CONFLICT_RETRIES, InvoiceNumbers, bill_s
 from billow.services.contacts import contact_and_clock, move_clock
 from billow.services.context import TenantContext
 from billow.services.ports import ClockPorts, ContactPorts, SubscriptionStore
+from billow.services.receivables import move_contact_invoices
 
 
 def advance_limit(store: SubscriptionStore, ctx: TenantContext, clock: TestClock) -> datetime:
@@ -94,7 +95,8 @@ def run_advance(
     *,
     keep_going: Callable[[], bool] = lambda: True,
 ) -> AdvanceRun:
-    """Bill the contact's subscriptions as of the clock's day, then mark the clock ready.
+    """Bill the contact's subscriptions as of the clock's day, move its invoices on to that day
+    (finalise drafts, mark unpaid ones overdue), then mark the clock ready.
 
     An event for an advance that is no longer under way (already finished, or delivered twice) does
     nothing. `keep_going` is asked before each subscription; when it says no, the run stops with
@@ -108,6 +110,8 @@ def run_advance(
         if not keep_going():
             return run
         run.invoices += bill_subscription(store, ctx, contact_id, subscription.id, as_of, numbers)
+    # Then the invoices' own days, on the clock's: drafts whose review ended, unpaid ones past due.
+    move_contact_invoices(store, ctx, contact_id, as_of, numbers)
     # A second delivery of this event may have finished it first (a new advance needs a ready clock).
     with suppress(ConcurrentModification):
         store.save_clock(ctx.scope, clock.done())

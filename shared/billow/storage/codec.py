@@ -19,6 +19,7 @@ from billow.domain.lines import Adjustment, LineDraft
 from billow.domain.money import Money
 from billow.domain.ordering import Order, OrderedService
 from billow.domain.policy import SubscriptionPolicy, Timing, TrialLimit
+from billow.domain.receivables import CreditApplication, Refund
 from billow.domain.rules import Alignment, BillingRules, CalendarMode
 from billow.domain.subscriptions import Service, ServiceState, Subscription, SubscriptionKey
 from billow.domain.tenants import TenantSettings
@@ -168,7 +169,7 @@ def contact_out(c: Contact) -> Json:
         "email": c.email,
         "billing_address": None if c.billing_address is None else _address_out(c.billing_address),
         "classification": c.classification,
-        "credit_limit": money_out(c.credit_limit),
+        "credit_limit": {currency: money_out(m) for currency, m in sorted(c.credit_limit.items())},
         "preferred_payment_method": c.preferred_payment_method,
         "test_mode": c.test_mode,
         "created_at": c.created_at.isoformat(),
@@ -198,6 +199,16 @@ def _address_in(d: Json) -> Address:
     )
 
 
+def _credit_limit_in(d: Json | None) -> dict[str, Money]:
+    """Per-currency limits; a contact stored when it had one limit (a single Money, or none) reads
+    as that one currency's limit (or none)."""
+    if not d:
+        return {}
+    if "minor" in d:
+        return {d["currency"]: _money(d)}
+    return {currency: _money(m) for currency, m in d.items()}
+
+
 def contact_in(d: Json, version: int = 0) -> Contact:
     a = d.get("billing_address")
     return Contact(
@@ -206,7 +217,7 @@ def contact_in(d: Json, version: int = 0) -> Contact:
         email=d["email"],
         billing_address=None if a is None else _address_in(a),
         classification=d.get("classification"),
-        credit_limit=money_in(d.get("credit_limit")),
+        credit_limit=_credit_limit_in(d.get("credit_limit")),
         preferred_payment_method=d.get("preferred_payment_method"),
         test_mode=bool(d["test_mode"]),
         created_at=datetime.fromisoformat(d["created_at"]),
@@ -469,7 +480,14 @@ def invoice_out(i: Invoice) -> Json:
         "period": period_out(i.period),
         "lines": [line_out(x) for x in i.lines],
         "amount_paid": money_out(i.amount_paid),
+        "amount_credited": money_out(i.credited),
+        "amount_applied": money_out(i.applied),
+        "amount_refunded": money_out(i.refunded),
         "status": i.status.value,
+        "status_on": i.status_on.isoformat() if i.status_on else None,
+        "status_reason": i.status_reason,
+        "review_until": i.review_until.isoformat() if i.review_until else None,
+        "test_clock": i.test_clock,
     }
 
 
@@ -490,6 +508,62 @@ def invoice_in(d: Json, version: int) -> Invoice:
         amount_paid=_money(d["amount_paid"]),
         status=InvoiceStatus(d["status"]),
         version=version,
+        # Invoices stored before receivables: nothing credited, applied or refunded; issued that day.
+        amount_credited=money_in(d.get("amount_credited")),
+        amount_applied=money_in(d.get("amount_applied")),
+        amount_refunded=money_in(d.get("amount_refunded")),
+        status_on=date.fromisoformat(d.get("status_on") or d["issue_date"]),
+        status_reason=d.get("status_reason"),
+        review_until=date.fromisoformat(d["review_until"]) if d.get("review_until") else None,
+        test_clock=bool(d.get("test_clock", False)),
+    )
+
+
+def application_out(a: CreditApplication) -> Json:
+    return {
+        "id": a.id,
+        "credit_note_id": a.credit_note_id,
+        "invoice_id": a.invoice_id,
+        "amount": money_out(a.amount),
+        "applied_on": a.applied_on.isoformat(),
+        "recorded_at": a.recorded_at.isoformat(),
+        "reversed_on": a.reversed_on.isoformat() if a.reversed_on else None,
+    }
+
+
+def application_in(d: Json) -> CreditApplication:
+    return CreditApplication(
+        id=d["id"],
+        credit_note_id=d["credit_note_id"],
+        invoice_id=d["invoice_id"],
+        amount=_money(d["amount"]),
+        applied_on=date.fromisoformat(d["applied_on"]),
+        recorded_at=datetime.fromisoformat(d["recorded_at"]),
+        reversed_on=date.fromisoformat(d["reversed_on"]) if d.get("reversed_on") else None,
+    )
+
+
+def refund_out(r: Refund) -> Json:
+    return {
+        "id": r.id,
+        "credit_note_id": r.credit_note_id,
+        "amount": money_out(r.amount),
+        "method": r.method.value,
+        "reference": r.reference,
+        "refunded_on": r.refunded_on.isoformat(),
+        "recorded_at": r.recorded_at.isoformat(),
+    }
+
+
+def refund_in(d: Json) -> Refund:
+    return Refund(
+        id=d["id"],
+        credit_note_id=d["credit_note_id"],
+        amount=_money(d["amount"]),
+        method=PaymentMethod(d["method"]),
+        reference=d["reference"],
+        refunded_on=date.fromisoformat(d["refunded_on"]),
+        recorded_at=datetime.fromisoformat(d["recorded_at"]),
     )
 
 
@@ -556,6 +630,8 @@ def settings_out(s: TenantSettings) -> Json:
         "timezone": s.timezone,
         "payment_terms_days": s.payment_terms_days,
         "invoice_prefix": s.invoice_prefix,
+        "invoice_review_days": s.invoice_review_days,
+        "auto_apply_credit": s.auto_apply_credit,
         "billing": rules_out(s.billing),
         "subscriptions": policy_out(s.subscriptions),
     }

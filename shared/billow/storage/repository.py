@@ -32,8 +32,9 @@ from billow.domain.billing import next_due_date
 from billow.domain.catalog import PriceTerms, Product
 from billow.domain.contacts import Contact, TestClock
 from billow.domain.errors import ConcurrentModification, Conflict, InvalidInput, TemporaryFailure
-from billow.domain.invoices import Invoice, Payment
+from billow.domain.invoices import Invoice, InvoiceKind, Payment
 from billow.domain.ordering import Order
+from billow.domain.receivables import CreditApplication, Refund
 from billow.domain.subscriptions import Subscription
 from billow.domain.tenants import TenantSettings
 from billow.services.context import Scope
@@ -103,10 +104,22 @@ def due_keys(scope: Scope, subscription: Subscription, shards: int) -> tuple[str
     to bill, or a test-clock contact's subscription, which only its clock bills. The sort key is
     `<date>#<tenant>#<MODE>#<contact>#<subscription>`: the run bills each in its own mode."""
     due = next_due_date(subscription)
-    if due is None or subscription.test_clock:
+    return _due_on(scope, due, subscription.test_clock, subscription.contact_id, subscription.id, shards)
+
+
+def invoice_due_keys(scope: Scope, invoice: Invoice, shards: int) -> tuple[str | None, str | None]:
+    """Due-index keys of an invoice whose status moves on a day (a draft finalised, an open invoice
+    overdue), the same form as a subscription's; a test-clock contact's invoice is left out."""
+    return _due_on(scope, invoice.next_transition(), invoice.test_clock, invoice.contact_id, invoice.id, shards)
+
+
+def _due_on(
+    scope: Scope, due: date | None, test_clock: bool, contact_id: str, entity_id: str, shards: int
+) -> tuple[str | None, str | None]:
+    if due is None or test_clock:
         return None, None
-    shard = shard_of(subscription.id, shards)
-    return due_partition(shard), f"{due.isoformat()}#{scope_key(scope)}#{subscription.contact_id}#{subscription.id}"
+    shard = shard_of(entity_id, shards)
+    return due_partition(shard), f"{due.isoformat()}#{scope_key(scope)}#{contact_id}#{entity_id}"
 
 
 def due_entry(sort_key: str) -> DueSubscription:
@@ -114,6 +127,20 @@ def due_entry(sort_key: str) -> DueSubscription:
     day_and_tenant, mode, contact_id, subscription_id = sort_key.rsplit("#", 3)
     tenant_id = day_and_tenant.split("#", 1)[1]
     return DueSubscription(Scope(tenant_id, mode.lower()), contact_id, subscription_id)
+
+
+def _record(pk: str, sk: str, decode: Callable[[dict[str, Any]], T], what: str) -> T | None:
+    """One record of a contact (a payment, a credit application, a refund), read consistently."""
+    with _translated(what):
+        item = _get(pk, sk, consistent_read=True)
+    return None if item is None else decode(json.loads(item.data or "{}"))
+
+
+def _records(pk: str, prefix: str, decode: Callable[[dict[str, Any]], T], what: str) -> list[T]:
+    """A contact's records whose sort key starts with `prefix`, read consistently."""
+    with _translated(what):
+        items = BillowItem.query(pk, BillowItem.sk.startswith(prefix), consistent_read=True)
+        return [decode(json.loads(i.data or "{}")) for i in items]
 
 
 def _get(pk: str, sk: str, *, consistent_read: bool = False) -> BillowItem | None:
@@ -424,7 +451,8 @@ def invoice_shard(scope: Scope, shard: int) -> str:
     return f"{listing(scope, 'INVOICE')}#{shard:02d}"
 
 
-def _invoice_item(scope: Scope, invoice: Invoice, version: int) -> BillowItem:
+def _invoice_item(scope: Scope, invoice: Invoice, version: int, due_shards: int) -> BillowItem:
+    due_pk, due_sk = invoice_due_keys(scope, invoice, due_shards)
     return _entity(
         contact_pk(scope, invoice.contact_id),
         f"INV#{invoice.id}",
@@ -433,11 +461,38 @@ def _invoice_item(scope: Scope, invoice: Invoice, version: int) -> BillowItem:
         owner=scope_key(scope),
         entity_id=invoice.id,
         version=version,
+        gsi1pk=due_pk,
+        gsi1sk=due_sk,
         gsi3pk=invoice_shard(scope, shard_of(invoice.id, INVOICE_LIST_SHARDS)),
         gsi3sk=invoice_position(invoice),
         status=invoice.status.value,
         invoice_kind=invoice.kind.value,
     )
+
+
+def _credit_marker(scope: Scope, note: Invoice) -> _Write:
+    """A credit note's `CREDIT#<currency>#<id>` marker, put while credit remains of it and deleted
+    once none does: the engine finds a contact's credit with one small Query, none when there is none."""
+    item = _entity(
+        contact_pk(scope, note.contact_id),
+        f"CREDIT#{note.currency}#{note.id}",
+        "credit_marker",
+        {"credit_note": note.id},
+    )
+    return _Write(item, None, delete=note.credit_remaining.is_zero)
+
+
+def _application_item(scope: Scope, note: Invoice, application: CreditApplication) -> BillowItem:
+    pk = contact_pk(scope, note.contact_id)
+    sk = f"CRAPP#{application.credit_note_id}#{application.id}"
+    # Written at most twice: applied (version 1), then reversed (version 2) if its invoice is voided.
+    version = 1 if application.reversed_on is None else 2
+    return _entity(pk, sk, "credit_application", codec.application_out(application), version=version)
+
+
+def _refund_item(scope: Scope, note: Invoice, refund: Refund) -> BillowItem:
+    pk = contact_pk(scope, note.contact_id)
+    return _entity(pk, f"REFUND#{refund.credit_note_id}#{refund.id}", "refund", codec.refund_out(refund))
 
 
 def _payment_item(scope: Scope, invoice: Invoice, payment: Payment) -> BillowItem:
@@ -460,6 +515,7 @@ class _Write:
     condition: Condition | None
     actions: tuple[Any, ...] | None = None
     check: bool = False
+    delete: bool = False
 
     @property
     def key(self) -> tuple[str, str]:
@@ -467,7 +523,9 @@ class _Write:
 
     def alone(self) -> None:
         """Written on its own: one conditional PutItem or UpdateItem (not a transaction)."""
-        if self.actions is not None:
+        if self.delete:
+            self.item.delete(condition=self.condition)
+        elif self.actions is not None:
             self.item.update(actions=list(self.actions), condition=self.condition)
         else:
             self.item.save(condition=self.condition)
@@ -475,6 +533,8 @@ class _Write:
     def into(self, tx: TransactWrite) -> None:
         if self.check:
             tx.condition_check(BillowItem, self.item.pk, self.item.sk, condition=self.condition)
+        elif self.delete:
+            tx.delete(self.item, condition=self.condition)
         elif self.actions is not None:
             tx.update(self.item, actions=list(self.actions), condition=self.condition)
         else:
@@ -578,10 +638,22 @@ class DynamoUnitOfWork:
 
     # -- invoices and payments ------------------------------------------------------------------
     def add_invoice(self, scope: Scope, invoice: Invoice) -> None:
-        self._stage(_Write(_invoice_item(scope, invoice, 1), _absent()))
+        self._stage(_Write(_invoice_item(scope, invoice, 1, self._due_shards), _absent()))
+        if invoice.kind is InvoiceKind.CREDIT_NOTE:
+            self._stage(_credit_marker(scope, invoice))
 
     def save_invoice(self, scope: Scope, invoice: Invoice, expected_version: int) -> None:
-        self._stage(_Write(_invoice_item(scope, invoice, expected_version + 1), _versioned(expected_version)))
+        item = _invoice_item(scope, invoice, expected_version + 1, self._due_shards)
+        self._stage(_Write(item, _versioned(expected_version)))
+        if invoice.kind is InvoiceKind.CREDIT_NOTE:
+            self._stage(_credit_marker(scope, invoice))
+
+    def record_credit_application(self, scope: Scope, note: Invoice, application: CreditApplication) -> None:
+        new = application.reversed_on is None
+        self._stage(_Write(_application_item(scope, note, application), _absent() if new else None))
+
+    def add_refund(self, scope: Scope, note: Invoice, refund: Refund) -> None:
+        self._stage(_Write(_refund_item(scope, note, refund), _absent()))
 
     def add_payment(self, scope: Scope, invoice: Invoice, payment: Payment) -> None:
         self._stage(_Write(_payment_item(scope, invoice, payment), _absent()))
@@ -958,11 +1030,33 @@ class DynamoStore:
             return [codec.invoice_in(json.loads(i.data or "{}"), int(i.version or 0)) for i in items]
 
     def get_payment(self, scope: Scope, contact_id: str, invoice_id: str, payment_id: str) -> Payment | None:
-        with _translated(f"payment {payment_id}"):
-            item = _get(contact_pk(scope, contact_id), f"PAY#{invoice_id}#{payment_id}", consistent_read=True)
-        return None if item is None else codec.payment_in(json.loads(item.data or "{}"))
+        sk = f"PAY#{invoice_id}#{payment_id}"
+        return _record(contact_pk(scope, contact_id), sk, codec.payment_in, f"payment {payment_id}")
 
     def payments_of(self, scope: Scope, contact_id: str, invoice_id: str) -> list[Payment]:
-        with _translated("payments"):
-            items = BillowItem.query(contact_pk(scope, contact_id), BillowItem.sk.startswith(f"PAY#{invoice_id}#"))
-            return [codec.payment_in(json.loads(i.data or "{}")) for i in items]
+        return _records(contact_pk(scope, contact_id), f"PAY#{invoice_id}#", codec.payment_in, "payments")
+
+    # -- receivables ---------------------------------------------------------------------------------
+    def credit_notes_with_credit(self, scope: Scope, contact_id: str, currency: str) -> list[Invoice]:
+        pk = contact_pk(scope, contact_id)
+        with _translated("credit balance"):
+            markers = list(BillowItem.query(pk, BillowItem.sk.startswith(f"CREDIT#{currency}#"), consistent_read=True))
+            notes = [_get(pk, f"INV#{m.sk.rsplit('#', 1)[1]}", consistent_read=True) for m in markers]
+        found = [codec.invoice_in(json.loads(i.data or "{}"), int(i.version or 0)) for i in notes if i is not None]
+        return [n for n in found if not n.credit_remaining.is_zero]
+
+    def get_application(
+        self, scope: Scope, contact_id: str, credit_note_id: str, application_id: str
+    ) -> CreditApplication | None:
+        sk = f"CRAPP#{credit_note_id}#{application_id}"
+        return _record(contact_pk(scope, contact_id), sk, codec.application_in, f"credit application {application_id}")
+
+    def applications_of(self, scope: Scope, contact_id: str) -> list[CreditApplication]:
+        return _records(contact_pk(scope, contact_id), "CRAPP#", codec.application_in, "credit applications")
+
+    def get_refund(self, scope: Scope, contact_id: str, credit_note_id: str, refund_id: str) -> Refund | None:
+        sk = f"REFUND#{credit_note_id}#{refund_id}"
+        return _record(contact_pk(scope, contact_id), sk, codec.refund_in, f"refund {refund_id}")
+
+    def refunds_of(self, scope: Scope, contact_id: str, credit_note_id: str) -> list[Refund]:
+        return _records(contact_pk(scope, contact_id), f"REFUND#{credit_note_id}#", codec.refund_in, "refunds")

@@ -23,6 +23,8 @@ Image = dict[str, dict[str, Any]]
 DECODERS: dict[str, Callable[[dict[str, Any], int], Any]] = {
     "invoice": codec.invoice_in,
     "payment": lambda body, _version: codec.payment_in(body),
+    "credit_application": lambda body, _version: codec.application_in(body),
+    "refund": lambda body, _version: codec.refund_in(body),
     "action": lambda body, _version: codec.action_in(body),
     "subscription": codec.subscription_in,
 }

@@ -1,6 +1,7 @@
 """Activate a draft or not-effective service: a draft starts (from that day, if earlier than its
 start), a deactivated one restarts billing. Activation rules: no debt above the business's
-threshold in its currency, and the contact's credit limit kept."""
+threshold in its currency, and the contact's credit limit in each currency kept (what it owes is
+net of its unused credit: `billow.domain.receivables.net_owed`)."""
 
 from __future__ import annotations
 
@@ -29,11 +30,12 @@ class Activate(ServiceKind[NoParams, NoParams]):
                     + ("" if currency in policy.debt_threshold else f" (no debt_threshold for {currency}: no debt)"),
                     rule="activation.debt_threshold",
                 )
-        limit = asked.lookups.contact().credit_limit
-        if limit is not None and owed.get(limit.currency, Money.zero(limit.currency)) > limit:
-            raise RuleViolation(
-                f"the contact owes more than its credit limit of {limit}", rule="activation.credit_limit"
-            )
+        for currency, limit in sorted(asked.lookups.contact().credit_limit.items()):
+            if owed.get(currency, Money.zero(currency)) > limit:
+                raise RuleViolation(
+                    f"the contact owes {owed[currency]}, more than its credit limit of {limit}",
+                    rule="activation.credit_limit",
+                )
 
     def apply(self, effect: Effect, service: Service) -> tuple[Service, str]:
         on = effect.on

@@ -1,0 +1,118 @@
+"""Receivables routes: an invoice's status changes (void, uncollectible, finalise), credit notes
+applied and refunded, and a contact's balance. Each write is idempotent under an
+`Idempotency-Key` (a retry answers as the first attempt did, `Idempotent-Replayed: true`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Annotated, Any
+
+from aws_lambda_powertools.event_handler import Response
+from aws_lambda_powertools.event_handler.openapi.params import Path
+from aws_lambda_powertools.event_handler.router import APIGatewayRouter
+from billow.domain.invoices import Invoice
+from billow.services import receivables
+from billow.services.context import TenantContext
+from billow.services.receivables import RefundInput
+from pydantic import BaseModel
+from runtime import clock, numbers, store
+
+from api import presenters
+from api.context import created, current_tenant, idempotent
+from api.openapi import answers
+from api.schemas import ApplyCreditBody, Id, RefundBody, VoidBody, WriteOffBody
+
+router = APIGatewayRouter()
+
+
+def _status_change(
+    body: BaseModel | None, change: Callable[[TenantContext, bool], Invoice]
+) -> Response[dict[str, Any]]:
+    """Run one invoice status change under the request's Idempotency-Key; a replay answers the
+    invoice as it stands (`Idempotent-Replayed: true`)."""
+    ctx = current_tenant(router.current_event)
+    with idempotent(router.current_event, ctx, body) as ids:
+        invoice = change(ctx, ids.replay)
+    return created(presenters.invoice(invoice), 200, replay=ids.replay)
+
+
+@router.post("/invoices/<invoice_id>/void", summary="Void an open, overdue or draft invoice (its credits go back)")
+@answers(200)
+def void_invoice(invoice_id: Annotated[Id, Path()], body: VoidBody) -> Response[dict[str, Any]]:
+    return _status_change(
+        body,
+        lambda ctx, replay: receivables.void_invoice(store, ctx, invoice_id, body.reason, clock=clock, replay=replay),
+    )
+
+
+@router.post("/invoices/<invoice_id>/mark-uncollectible", summary="Write off an open or overdue invoice")
+@answers(200)
+def mark_uncollectible(invoice_id: Annotated[Id, Path()], body: WriteOffBody) -> Response[dict[str, Any]]:
+    return _status_change(
+        body,
+        lambda ctx, replay: receivables.mark_uncollectible(
+            store, ctx, invoice_id, body.reason, clock=clock, replay=replay
+        ),
+    )
+
+
+@router.post("/invoices/<invoice_id>/finalize", summary="Finalise a draft invoice now: numbered and open")
+@answers(200)
+def finalize_invoice(invoice_id: Annotated[Id, Path()]) -> Response[dict[str, Any]]:
+    return _status_change(
+        None,
+        lambda ctx, replay: receivables.finalize_invoice(store, ctx, invoice_id, numbers, clock=clock, replay=replay),
+    )
+
+
+@router.get("/credit-notes/<credit_note_id>", summary="Get a credit note with its applications and refunds")
+def get_credit_note(credit_note_id: Annotated[Id, Path()]) -> dict[str, Any]:
+    ctx = current_tenant(router.current_event)
+    note = receivables.get_credit_note(store, ctx, credit_note_id)
+    applications, refunds = receivables.credit_note_records(store, ctx, note)
+    return {
+        **presenters.invoice(note),
+        "applications": [presenters.application(a) for a in applications],
+        "refunds": [presenters.refund(r) for r in refunds],
+    }
+
+
+@router.post(
+    "/credit-notes/<credit_note_id>/apply",
+    summary="Apply a credit note to an open or overdue invoice of the same contact and currency",
+)
+@answers(201, 200)
+def apply_credit_note(credit_note_id: Annotated[Id, Path()], body: ApplyCreditBody) -> Response[dict[str, Any]]:
+    ctx = current_tenant(router.current_event)
+    with idempotent(router.current_event, ctx, body) as ids:
+        result = receivables.apply_credit_note(
+            store, ctx, credit_note_id, body.invoice_id, body.amount, body.currency, clock, ids.new_id
+        )
+    answer = {
+        "credit_note": presenters.invoice(result.credit_note),
+        "invoice": presenters.invoice(result.invoice),
+        "application": presenters.application(result.application),
+        "replayed": result.replayed,
+    }
+    return created(answer, 200 if result.replayed else 201, replay=result.replayed)
+
+
+@router.post("/credit-notes/<credit_note_id>/refund", summary="Record a manual refund of a credit note")
+@answers(201, 200)
+def refund_credit_note(credit_note_id: Annotated[Id, Path()], body: RefundBody) -> Response[dict[str, Any]]:
+    ctx = current_tenant(router.current_event)
+    spec = RefundInput(body.amount, body.currency, body.method, body.reference)
+    with idempotent(router.current_event, ctx, body) as ids:
+        result = receivables.refund_credit_note(store, ctx, credit_note_id, spec, clock, ids.new_id)
+    answer = {
+        "credit_note": presenters.invoice(result.credit_note),
+        "refund": presenters.refund(result.refund),
+        "replayed": result.replayed,
+    }
+    return created(answer, 200 if result.replayed else 201, replay=result.replayed)
+
+
+@router.get("/contacts/<contact_id>/balance", summary="A contact's outstanding, overdue and credit, per currency")
+def contact_balance(contact_id: Annotated[Id, Path()]) -> dict[str, Any]:
+    ctx = current_tenant(router.current_event)
+    return presenters.balance(contact_id, receivables.contact_balance(store, ctx, contact_id))

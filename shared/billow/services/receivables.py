@@ -1,0 +1,372 @@
+"""Receivables use cases: apply and refund credit notes, void, write off and finalise invoices,
+move invoices' statuses on their days (daily run, test-clock advance), the credit new invoices
+consume, and a contact's balance.
+
+Every write is one `Store.settle` (or rides in the billing step's transaction), each invoice and
+credit note in it conditioned on the version it was read at: two requests spending the same credit
+at once cannot both be written; the loser reads again and finds less remaining (409
+`credit.exceeds_remaining`) or the invoice already paid. Records created by a request (an
+application, a refund) take ids derived from its Idempotency-Key, so a retry finds the first
+attempt's record and answers it again.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import TYPE_CHECKING, Protocol
+
+from billow.domain.errors import ConcurrentModification, Conflict, NotFound
+from billow.domain.invoices import Invoice, InvoiceKind, InvoiceStatus, PaymentMethod
+from billow.domain.money import Money
+from billow.domain.receivables import (
+    Balance,
+    CreditApplication,
+    Refund,
+    apply_credit,
+    balances,
+    consume_credit,
+    refund_credit,
+    void,
+)
+from billow.services.contacts import contact_time, get_contact
+from billow.services.context import Clock, Scope, TenantContext
+from billow.services.invoices import get_invoice
+from billow.services.ports import InvoicePorts, InvoiceStore, Transactions, UnitOfWork
+
+if TYPE_CHECKING:
+    from billow.services.billing import InvoiceNumbers
+
+MAX_CONFLICT_RETRIES = 5
+
+
+class ReceivablePorts(InvoiceStore, Transactions, Protocol):
+    """What moving receivables needs: invoices, credit notes and their records, and units of work."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    """Receivable changes committed together: each changed invoice or credit note only if still at
+    the version it was read at (so nothing is applied, refunded or released twice), the new or
+    reversed applications and the new refunds of those credit notes."""
+
+    invoices: tuple[tuple[Invoice, int], ...] = ()
+    """(the invoice or credit note as changed, the version it was read at)."""
+    applications: tuple[CreditApplication, ...] = ()
+    refunds: tuple[Refund, ...] = ()
+
+    def stage(self, work: UnitOfWork, scope: Scope) -> None:
+        notes = {invoice.id: invoice for invoice, _ in self.invoices}
+        for invoice, version in self.invoices:
+            work.save_invoice(scope, invoice, version)
+        for application in self.applications:
+            work.record_credit_application(scope, notes[application.credit_note_id], application)
+        for refund in self.refunds:
+            work.add_refund(scope, notes[refund.credit_note_id], refund)
+
+    def commit(self, store: Transactions, scope: Scope, what: str) -> None:
+        work = store.unit_of_work(what)
+        self.stage(work, scope)
+        work.commit()
+
+
+def _amount(amount: str | None, currency: str | None, note: Invoice) -> Money | None:
+    if amount is None:
+        return None
+    return Money.parse(amount, currency or note.currency, field="amount")
+
+
+def get_credit_note(store: InvoiceStore, ctx: TenantContext, credit_note_id: str) -> Invoice:
+    note = store.get_invoice(ctx.scope, credit_note_id)
+    if note is None:
+        raise NotFound(f"no credit note {credit_note_id}", field="credit_note_id")
+    if note.kind is not InvoiceKind.CREDIT_NOTE:
+        raise Conflict(f"{note.number} is an invoice, not a credit note", code="credit.not_a_credit_note")
+    return note
+
+
+def _retrying(what: str, attempt: Callable[[], object]) -> None:
+    """Run `attempt` (read, decide, one conditional write) until it is not outrun by another writer."""
+    for _ in range(MAX_CONFLICT_RETRIES + 1):
+        try:
+            attempt()
+            return
+        except ConcurrentModification:
+            continue
+    raise ConcurrentModification(f"{what} kept changing; try again")
+
+
+# -- credit notes ------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Applied:
+    credit_note: Invoice
+    invoice: Invoice
+    application: CreditApplication
+    replayed: bool
+
+
+def apply_credit_note(
+    store: InvoicePorts,
+    ctx: TenantContext,
+    credit_note_id: str,
+    invoice_id: str,
+    amount: str | None,
+    currency: str | None,
+    clock: Clock,
+    new_id: Callable[[str], str],
+) -> Applied:
+    """Apply credit note `credit_note_id` to invoice `invoice_id` of the same contact and currency:
+    `amount`, or as much as both allow (the credit remaining, the amount due)."""
+    application_id = new_id("cap")
+    done: list[Applied] = []
+
+    def attempt() -> None:
+        # Both read before looking for the record: a twin request (same key) that wrote after these
+        # reads is found below, or makes this write fail on their versions and be tried again.
+        note = get_credit_note(store, ctx, credit_note_id)
+        invoice = get_invoice(store, ctx, invoice_id)
+        earlier = store.get_application(ctx.scope, note.contact_id, note.id, application_id)
+        if earlier is not None:  # a retry of a request that was written
+            done.append(Applied(note, get_invoice(store, ctx, earlier.invoice_id), earlier, replayed=True))
+            return
+        when = contact_time(store, ctx, note.contact_id, clock)
+        note2, invoice2, application = apply_credit(
+            note,
+            invoice,
+            _amount(amount, currency, note),
+            application_id=application_id,
+            on=when.today,
+            now=clock.now(),
+        )
+        settlement = Settlement(((note2, note.version), (invoice2, invoice.version)), (application,))
+        settlement.commit(store, ctx.scope, f"applying credit note {note.id}")
+        done.append(Applied(note2, invoice2, application, replayed=False))
+
+    _retrying(f"credit note {credit_note_id}", attempt)
+    return done[-1]
+
+
+@dataclass(frozen=True, slots=True)
+class RefundInput:
+    amount: str | None
+    currency: str | None
+    method: PaymentMethod
+    reference: str
+
+
+@dataclass(frozen=True, slots=True)
+class Refunded:
+    credit_note: Invoice
+    refund: Refund
+    replayed: bool
+
+
+def refund_credit_note(
+    store: InvoicePorts,
+    ctx: TenantContext,
+    credit_note_id: str,
+    spec: RefundInput,
+    clock: Clock,
+    new_id: Callable[[str], str],
+) -> Refunded:
+    """Record a manual refund of `spec.amount` (or all that remains) of a credit note."""
+    refund_id = new_id("ref")
+    done: list[Refunded] = []
+
+    def attempt() -> None:
+        note = get_credit_note(store, ctx, credit_note_id)  # before looking for the record (as above)
+        earlier = store.get_refund(ctx.scope, note.contact_id, note.id, refund_id)
+        if earlier is not None:
+            done.append(Refunded(note, earlier, replayed=True))
+            return
+        when = contact_time(store, ctx, note.contact_id, clock)
+        note2, refund = refund_credit(
+            note,
+            _amount(spec.amount, spec.currency, note),
+            refund_id=refund_id,
+            method=spec.method,
+            reference=spec.reference,
+            on=when.today,
+            now=clock.now(),
+        )
+        Settlement(((note2, note.version),), refunds=(refund,)).commit(
+            store, ctx.scope, f"refunding credit note {note.id}"
+        )
+        done.append(Refunded(note2, refund, replayed=False))
+
+    _retrying(f"credit note {credit_note_id}", attempt)
+    return done[-1]
+
+
+def credit_note_records(
+    store: InvoiceStore, ctx: TenantContext, note: Invoice
+) -> tuple[list[CreditApplication], list[Refund]]:
+    """A credit note's applications (reversed ones too) and refunds."""
+    applications = [a for a in store.applications_of(ctx.scope, note.contact_id) if a.credit_note_id == note.id]
+    return applications, store.refunds_of(ctx.scope, note.contact_id, note.id)
+
+
+# -- invoice statuses --------------------------------------------------------------------------------
+def _change_status(
+    store: InvoicePorts,
+    ctx: TenantContext,
+    invoice_id: str,
+    done: frozenset[InvoiceStatus],
+    *,
+    clock: Clock,
+    replay: bool,
+    change: Callable[[Invoice, date], Settlement],
+) -> Invoice:
+    """Read the invoice, `change` it on its contact's today, write that. A replayed request (same
+    Idempotency-Key and body) that finds the invoice in one of the `done` statuses answers it as it is."""
+    written: list[Invoice] = []
+
+    def attempt() -> None:
+        invoice = get_invoice(store, ctx, invoice_id)
+        if replay and invoice.status in done:
+            written.append(invoice)
+            return
+        settlement = change(invoice, contact_time(store, ctx, invoice.contact_id, clock).today)
+        settlement.commit(store, ctx.scope, f"invoice {invoice.id}")
+        written.append(next(i for i, _ in settlement.invoices if i.id == invoice.id))
+
+    _retrying(f"invoice {invoice_id}", attempt)
+    return written[-1]
+
+
+def void_invoice(
+    store: InvoicePorts, ctx: TenantContext, invoice_id: str, reason: str, *, clock: Clock, replay: bool = False
+) -> Invoice:
+    """Cancel an open, overdue or draft invoice nothing was paid on, with its reason; the credit
+    applied to it goes back to its credit notes."""
+
+    def change(invoice: Invoice, today: date) -> Settlement:
+        applications = [
+            a
+            for a in store.applications_of(ctx.scope, invoice.contact_id)
+            if a.invoice_id == invoice.id and a.reversed_on is None
+        ]
+        notes = [get_invoice(store, ctx, note_id) for note_id in sorted({a.credit_note_id for a in applications})]
+        voided, released, reversed_ = void(invoice, reason, today, applications, notes)
+        versions = {n.id: n.version for n in notes}
+        written = ((voided, invoice.version), *((n, versions[n.id]) for n in released))
+        return Settlement(written, tuple(reversed_))
+
+    done = frozenset({InvoiceStatus.VOID})
+    return _change_status(store, ctx, invoice_id, done, clock=clock, replay=replay, change=change)
+
+
+def mark_uncollectible(
+    store: InvoicePorts, ctx: TenantContext, invoice_id: str, reason: str | None, *, clock: Clock, replay: bool = False
+) -> Invoice:
+    """Write off an open or overdue invoice: its amount due no longer counts as owed."""
+
+    def change(invoice: Invoice, today: date) -> Settlement:
+        return Settlement(((invoice.written_off(reason, today), invoice.version),))
+
+    done = frozenset({InvoiceStatus.UNCOLLECTIBLE})
+    return _change_status(store, ctx, invoice_id, done, clock=clock, replay=replay, change=change)
+
+
+def finalize_invoice(
+    store: InvoicePorts,
+    ctx: TenantContext,
+    invoice_id: str,
+    numbers: InvoiceNumbers,
+    *,
+    clock: Clock,
+    replay: bool = False,
+) -> Invoice:
+    """Finalise a draft before its review window ends: numbered, open (or paid by credit)."""
+
+    def change(invoice: Invoice, today: date) -> Settlement:
+        return _finalized(store, ctx, invoice, numbers, today)
+
+    done = frozenset({InvoiceStatus.OPEN, InvoiceStatus.OVERDUE, InvoiceStatus.PAID})  # finalised, maybe paid by credit
+    return _change_status(store, ctx, invoice_id, done, clock=clock, replay=replay, change=change)
+
+
+def _finalized(
+    store: ReceivablePorts, ctx: TenantContext, invoice: Invoice, numbers: InvoiceNumbers, today: date
+) -> Settlement:
+    if invoice.status is not InvoiceStatus.DRAFT:
+        invoice.finalized("", today)  # raises invoice.not_draft
+    final, consumed = consumed_credit(store, ctx, invoice.finalized(numbers.next(ctx), today), today)
+    return Settlement(((final, invoice.version), *consumed.invoices), consumed.applications)
+
+
+def consumed_credit(
+    store: ReceivablePorts, ctx: TenantContext, invoice: Invoice, on: date
+) -> tuple[Invoice, Settlement]:
+    """Under the tenant's `auto_apply_credit`, `invoice` (just issued or finalised) consuming the
+    contact's credit in its currency, and the credit notes it drew on (with the versions read) and
+    the applications, to write with it. Off, or for a draft or a paid invoice, nothing is read."""
+    if not ctx.settings.auto_apply_credit or not invoice.owed:
+        return invoice, Settlement()
+    notes = store.credit_notes_with_credit(ctx.scope, invoice.contact_id, invoice.currency)
+    if not notes:
+        return invoice, Settlement()
+    versions = {n.id: n.version for n in notes}
+    # Derived ids: a retried step makes the same applications, written only once.
+    consumer, used, applications = consume_credit(
+        invoice, notes, on=on, now=datetime.now(UTC), application_id=f"cap_{invoice.id}"
+    )
+    return consumer, Settlement(tuple((n, versions[n.id]) for n in used), tuple(applications))
+
+
+def _moved_on(
+    store: ReceivablePorts, ctx: TenantContext, invoice: Invoice, today: date, numbers: InvoiceNumbers
+) -> bool:
+    """Write what `today` does to the invoice: finalise a draft whose review ended, mark an open
+    invoice overdue the day after its due date. False when there was nothing to do."""
+    if invoice.status is InvoiceStatus.DRAFT and invoice.review_until is not None and invoice.review_until <= today:
+        _finalized(store, ctx, invoice, numbers, invoice.review_until).commit(store, ctx.scope, f"invoice {invoice.id}")
+        return True
+    overdue = invoice.went_overdue(today)
+    if overdue is invoice:
+        return False
+    Settlement(((overdue, invoice.version),)).commit(store, ctx.scope, f"invoice {invoice.id}")
+    return True
+
+
+def move_due_invoice(
+    store: ReceivablePorts, ctx: TenantContext, contact_id: str, invoice_id: str, today: date, numbers: InvoiceNumbers
+) -> list[Invoice]:
+    """The daily run's part for an invoice in the due index: its transitions due by `today`
+    (a draft finalised may go overdue the same run). Returns the invoice as written, if it moved."""
+    moved: list[Invoice] = []
+
+    def attempt() -> None:
+        for _ in range(2):  # a draft finalised, then overdue
+            invoice = store.get_invoice(ctx.scope, invoice_id)
+            if (
+                invoice is None
+                or invoice.contact_id != contact_id
+                or not _moved_on(store, ctx, invoice, today, numbers)
+            ):
+                return
+            moved.append(invoice)
+
+    _retrying(f"invoice {invoice_id}", attempt)
+    return moved
+
+
+def move_contact_invoices(
+    store: ReceivablePorts, ctx: TenantContext, contact_id: str, today: date, numbers: InvoiceNumbers
+) -> int:
+    """A test-clock advance's part: every invoice of the contact moved on to `today` (drafts whose
+    review ended finalised, unpaid invoices past due overdue). Returns how many moved."""
+    count = 0
+    for invoice in store.invoices_of(ctx.scope, contact_id):
+        due = invoice.next_transition()
+        if due is not None and due <= today:
+            count += len(move_due_invoice(store, ctx, contact_id, invoice.id, today, numbers))
+    return count
+
+
+# -- balance -----------------------------------------------------------------------------------------
+def contact_balance(store: InvoicePorts, ctx: TenantContext, contact_id: str) -> dict[str, Balance]:
+    """Per currency: the contact's outstanding, overdue, credit and written-off amounts."""
+    get_contact(store, ctx, contact_id)
+    return balances(store.invoices_of(ctx.scope, contact_id))
