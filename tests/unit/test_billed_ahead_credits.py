@@ -320,3 +320,60 @@ def test_billing_ahead_after_a_billing_day_change_takes_the_old_cycles_credit_on
         ),
     ]
     assert run.subscription.adjustments == ()
+
+
+def test_billing_ahead_after_a_cancellation_is_refused_with_its_rule(api: InProcessClient) -> None:
+    product = make_product(api, {"price": "120.00", "currency": "USD", "cycle": "month", "billing_model": "advance"})
+    contact = make_contact(api)
+    item = {"product_id": product["id"], "terms_id": product["terms"][0]["id"]}
+    ordered = api.post("/orders", {"contact_id": contact["id"], "items": [item]}).body["order"]["services"][0]
+    subscription, service = ordered["subscription_id"], ordered["service_id"]
+    assert api.post(f"/subscriptions/{subscription}/services/{service}/cancel", {}).status == 201
+    refused = api.post(f"/subscriptions/{subscription}/bill-ahead", {"cycles": 2})
+    assert refused.status == 409, refused.body
+    assert refused.body["error"] == "bill_ahead.nothing_billable"
+
+
+def _moved(run: Run, until: date, *, one_day_at_a_time: bool) -> Run:
+    if not one_day_at_a_time:
+        return run.to(until)
+    day = run.invoices[-1].issue_date
+    while day <= until:
+        run.to(day)
+        day = date.fromordinal(day.toordinal() + 1)
+    return run
+
+
+@pytest.mark.parametrize("one_day_at_a_time", [False, True])
+def test_billing_ahead_while_paused_bills_the_day_the_service_resumes_however_the_clock_moves(
+    one_day_at_a_time: bool,
+) -> None:
+    # Billed ahead through July on 10 May, paused 10-13 May, then billed ahead through August on
+    # 11 May: August is invoiced the day the service resumes, whether the clock then moves to
+    # 2 September at once or one day at a time.
+    run = billed_ahead().request(PAUSE, D(2025, 5, 10), days=3).to(D(2025, 5, 11))
+    ahead = Action("more", BILL_AHEAD, D(2025, 5, 11), requested_on=D(2025, 5, 11), params=Ahead(D(2025, 8, 2)))
+    run.subscription = replace(run.subscription, actions=(*run.subscription.actions, ahead))
+    _moved(run.to(D(2025, 5, 11)), D(2025, 9, 2), one_day_at_a_time=one_day_at_a_time)
+    august = [i for i in run.invoices if i.billing_date == D(2025, 8, 1)]
+    assert [i.issue_date for i in august] == [D(2025, 5, 13)]
+
+
+def test_an_upgrade_then_a_pause_after_billing_ahead_gives_the_same_documents_however_the_clock_moves() -> None:
+    def scenario(one_day_at_a_time: bool) -> list[tuple[date, date, list[tuple[str, Period | None, str]]]]:
+        run = billed_ahead().to(D(2025, 5, 15))
+        run.request(CHANGE, D(2025, 5, 15), change=ServiceChange("p1", "Pro", run.service.terms, 2))
+        run.to(D(2025, 5, 20)).request(PAUSE, D(2025, 5, 20), days=4)
+        _moved(run, D(2025, 8, 2), one_day_at_a_time=one_day_at_a_time)
+        return [(i.billing_date, i.issue_date, x) for i, x in zip(run.invoices, lines(run), strict=True)]
+
+    at_once = scenario(False)
+    assert at_once == scenario(True)
+    # each period charged once net, July never on a second invoice of its own
+    july = [
+        (b, x)
+        for b, _, x in at_once
+        if any(k == "recurring" and p == Period(D(2025, 7, 1), D(2025, 8, 1)) for k, p, _ in x)
+    ]
+    assert [b for b, _ in july] == [D(2025, 7, 1), D(2025, 7, 1)]
+    assert [k for k, p, _ in july[1][1] if p == Period(D(2025, 7, 1), D(2025, 8, 1))] == ["credit", "recurring"]

@@ -8,7 +8,8 @@ from datetime import date, timedelta
 
 from billow.domain.actions import Action, Asked, SubscriptionKind, register
 from billow.domain.effects import Effect
-from billow.domain.errors import InvalidInput
+from billow.domain.errors import InvalidInput, RuleViolation
+from billow.domain.lifecycle import FINAL_STATES
 from billow.domain.subscriptions import Subscription
 
 MAX_CYCLES_AHEAD = 36
@@ -59,6 +60,11 @@ class BillAhead(SubscriptionKind[AheadAsked, Ahead]):
         until = self.params(effect.action).until
         assert until is not None
         subscription = effect.subscription
+        if all(service.state in FINAL_STATES for service in subscription.services):
+            raise RuleViolation(
+                f"subscription {subscription.id} has no service left to bill (cancelled or regretted)",
+                rule="bill_ahead.nothing_billable",
+            )
         before = subscription.bill_ahead_until
         if before is not None and until <= before:  # nothing more to bill ahead than already
             return subscription, f"billing ahead up to {until}"
