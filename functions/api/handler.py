@@ -3,6 +3,10 @@ generated), routers per concern, and the one place where errors become HTTP resp
 
 from __future__ import annotations
 
+import gc
+
+gc.disable()  # no collection while the function's code is imported: see runtime.imported
+
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -25,7 +29,7 @@ from billow.domain.errors import (
     error_body,
 )
 from billow.services.inputs import validation_code, validation_problems
-from runtime import logger, metrics, tracer
+from runtime import imported, logger, metrics, tracer
 
 from api import actions, billing, catalog, contacts, orders, receivables, settings
 from api.bodies import BodyTooDeep, JsonRequestValidation, parse_json
@@ -173,3 +177,6 @@ def temporary_failure(error: TemporaryFailure) -> Response[Any]:
 @tracer.capture_lambda_handler(capture_response=False)  # billing payloads carry personal data
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     return app.resolve(event, context)
+
+
+imported()

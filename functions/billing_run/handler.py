@@ -9,6 +9,10 @@ and a late one catches up.
 
 from __future__ import annotations
 
+import gc
+
+gc.disable()  # no collection while the function's code is imported: see runtime.imported
+
 from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
@@ -17,7 +21,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from billow.services.billing import SettingsCache, bill_due_page
 from billow.services.ports import DUE_SHARDS
 from pydantic import AwareDatetime, ConfigDict, Field, model_validator
-from runtime import logger, metrics, numbers, store, tracer
+from runtime import imported, logger, metrics, numbers, store, tracer
 
 WORKERS = 2
 """Subscriptions billed concurrently per invocation: enough to hide some DynamoDB latency, few
@@ -102,3 +106,6 @@ def summarize(event: BillingRunEvent) -> dict[str, Any]:
 @event_parser(model=BillingRunEvent)
 def lambda_handler(event: BillingRunEvent, context: LambdaContext) -> dict[str, Any]:
     return bill_shard(event, context) if event.shard is not None else summarize(event)
+
+
+imported()

@@ -15,8 +15,11 @@ from bench.cold_start import cumulative_us, handler_modules, lambda_environment,
 HANDLERS = ("api.handler", "authorizer.handler", "billing_run.handler", "clock_advance.handler")
 
 PROBE = """
-import json, sys
+import gc, json, sys
+collections = []
+gc.callbacks.append(lambda phase, info: phase == "stop" and collections.append(info["generation"]))
 import {module}
+collected_while_importing = list(collections)
 loaded = sorted(sys.modules)
 from billow.services.inputs import Body
 
@@ -36,6 +39,8 @@ print(json.dumps({{
     "modules": loaded,
     "bodies_built": sorted(m.__name__ for m in bodies if m.__pydantic_complete__),
     "traced": traced,
+    "collected_while_importing": collected_while_importing,
+    "gc": {{"enabled": gc.isenabled(), "frozen": gc.get_freeze_count()}},
 }}))
 """
 
@@ -111,3 +116,16 @@ def test_the_authorizer_loads_neither_the_tracer_nor_the_billing_engine(
     assert "aws_xray_sdk" not in modules
     assert "billow.services.billing" not in modules
     assert "aws_lambda_powertools.event_handler" not in modules
+
+
+@pytest.mark.parametrize("module", ["api.handler", "billing_run.handler", "clock_advance.handler"])
+def test_no_garbage_collection_runs_while_a_handler_imports(
+    imported: dict[str, dict[str, object]], module: str
+) -> None:
+    # The collector ran full collections over the objects the import makes (all long-lived): it is
+    # off during the import, then those objects are frozen and it is back on for the requests.
+    # (A young-generation pass may run while the handler's own source compiles, before it can stop.)
+    assert [g for g in imported[module]["collected_while_importing"] if g > 0] == []  # type: ignore[attr-defined]
+    gc = imported[module]["gc"]
+    assert gc["enabled"] is True  # type: ignore[index]
+    assert gc["frozen"] > 10_000  # type: ignore[index,operator]
