@@ -31,10 +31,10 @@ from billow.domain.actions.pause import PAUSE
 from billow.domain.actions.regret import REGRET
 from billow.domain.actions.renew import RENEW
 from billow.domain.actions.resume import RESUME
+from billow.domain.billing import InvoiceDraft
 from billow.domain.calendar import BillingSchedule, Cycle, Period
 from billow.domain.catalog import BillingModel, PriceTerms, PricingModel, Product
 from billow.domain.lifecycle import TRANSITIONS
-from billow.domain.billing import InvoiceDraft
 from billow.domain.lines import LineDraft
 from billow.domain.money import Money
 from billow.domain.ordering import OrderItem, plan_order
