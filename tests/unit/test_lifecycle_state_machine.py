@@ -72,13 +72,14 @@ def _terms(price: str, model: BillingModel, cycle: Cycle = Cycle.MONTH) -> Price
     )  # fmt: skip
 
 
+def _line(line: LineDraft) -> tuple[str, str, str]:
+    return line.kind, str(line.period), str(line.amount)
+
+
 def _documents(invoices: list[InvoiceDraft]) -> list[tuple[object, ...]]:
     """Invoices as a reader compares them: whose, dated when, which lines (in any order of issue)."""
     return sorted(
-        (
-            (i.subscription_id, i.issue_date, i.billing_date, sorted((line.kind, str(line.period), str(line.amount)) for line in i.lines))
-            for i in invoices
-        ),
+        ((i.subscription_id, i.issue_date, i.billing_date, sorted(map(_line, i.lines))) for i in invoices),
         key=repr,
     )
 

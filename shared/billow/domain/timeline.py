@@ -126,9 +126,7 @@ def _term_actions(subscription: Subscription, as_of: date) -> list[Action]:
     return due
 
 
-def _billed_ahead_late(
-    subscription: Subscription, before: date, rater: UsageRater
-) -> BillingStep | None:
+def _billed_ahead_late(subscription: Subscription, before: date, rater: UsageRater) -> BillingStep | None:
     """What billing ahead would have billed before `before` had the clock moved one day at a time:
     for each bill-ahead, as of the later of its day and the last action's, issued that day."""
     acted = subscription.acted_on
