@@ -94,6 +94,7 @@ class LifecycleMachine(RuleBasedStateMachine):
         self.started = (start, price, model)
         self.inserted: list[tuple[date, Action]] = []  # every action given, with the day it was given
         self.ran_ahead_of_a_move = False
+        self.acted: dict[SubscriptionKey, date] = {}  # per subscription, the latest day of an action it ran
         self.model = model
         terms = _terms(price, model)
         ids = itertools.count()
@@ -142,6 +143,8 @@ class LifecycleMachine(RuleBasedStateMachine):
         ran = False
         for step in steps(self.subscriptions[key], day):
             ran = True
+            ran_on = [a.on for a in step.actions if a.status is not ActionStatus.SCHEDULED]
+            self.acted[key] = max([self.acted.get(key, date.min), *ran_on])
             self.subscriptions[key] = step.subscription
             schedule = step.subscription.schedule
             self.executed += [
@@ -161,10 +164,9 @@ class LifecycleMachine(RuleBasedStateMachine):
                     self.subscriptions[transfer.key] = receive(new, transfer, new=True)
                 else:
                     self.run(transfer.key, transfer.record.on - timedelta(days=1))
-                    acted = self.subscriptions[transfer.key].acted_on
                     # The subscriptions are billed one after the other: this one already ran an
                     # action of a later day than the move reaching it (docs/lifecycle.md).
-                    self.ran_ahead_of_a_move |= acted is not None and acted > transfer.record.on
+                    self.ran_ahead_of_a_move |= self.acted.get(transfer.key, date.min) > transfer.record.on
                     self.subscriptions[transfer.key] = receive(self.subscriptions[transfer.key], transfer, new=False)
                 self.home = transfer.key
                 self.executed[-1] = (transfer.record, self.subscription.schedule)  # it bills there from now

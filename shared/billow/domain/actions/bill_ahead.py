@@ -60,7 +60,7 @@ class BillAhead(SubscriptionKind[AheadAsked, Ahead]):
         until = self.params(effect.action).until
         assert until is not None
         subscription = effect.subscription
-        if all(service.state in FINAL_STATES for service in subscription.services):
+        if subscription.services and all(service.state in FINAL_STATES for service in subscription.services):
             raise RuleViolation(
                 f"subscription {subscription.id} has no service left to bill (cancelled or regretted)",
                 rule="bill_ahead.nothing_billable",
