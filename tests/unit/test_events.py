@@ -214,3 +214,29 @@ def test_receivables_changes_are_their_events_once() -> None:
     assert types(again, new_application) == ["credit_note.application_reversed"]
     refund = Refund("ref_1", "inv_2", Money(500, "USD"), PaymentMethod.BANK_TRANSFER, "R-1", date(2024, 1, 12), now)
     assert types(item("refund", "REFUND#inv_2#ref_1", codec.refund_out(refund), 1)) == ["credit_note.refunded"]
+
+
+def test_events_of_one_change_keep_their_order_when_the_bus_refuses_the_first_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # An invoice written already paid is issued, then paid. The bus refuses the first entry once:
+    # it lands after the second, and (sequence, position) puts them back in order.
+    monkeypatch.setattr(gateway.time, "sleep", lambda _s: None)
+    change = change_of(record(image(invoice(InvoiceStatus.PAID, 3100), 1)))
+    assert change is not None
+    derived = events_of(change)
+    assert [e.type for e in derived] == ["invoice.issued", "invoice.paid"]
+    bus = FlakyBus(refusals=1)
+    delivered: list[dict[str, Any]] = []
+    put = bus.put
+
+    def accept(entries: Any) -> list[Any]:
+        refused = put(entries)
+        delivered.extend(json.loads(e["Detail"]) for e in entries if e not in refused)
+        return refused
+
+    monkeypatch.setattr(bus, "put", accept)
+    gateway.publish(bus, derived, "billow-test")
+    assert [d["type"] for d in delivered] == ["invoice.paid", "invoice.issued"]
+    ordered = sorted(delivered, key=lambda d: (d["sequence"], d["position"]))
+    assert [d["type"] for d in ordered] == ["invoice.issued", "invoice.paid"]

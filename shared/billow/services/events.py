@@ -62,6 +62,8 @@ class Event:
     data: Json
     sequence: int
     """The changed item's version: orders the events of one entity (docs/events.md, ordering)."""
+    position: int = 0
+    """Its place among the events of one change (an invoice created paid: issued 0, paid 1)."""
 
     @property
     def detail_type(self) -> str:
@@ -77,6 +79,7 @@ class Event:
             "contact_id": self.contact_id,
             "time": self.time.isoformat(),
             "sequence": self.sequence,
+            "position": self.position,
             "data": self.data,
         }
 
@@ -109,9 +112,16 @@ def events_of(change: Change) -> list[Event]:
         return []
     return [
         Event(
-            event_id(change, kind, identity), kind, change.scope, change.contact_id, change.time, data, change.version
+            event_id(change, kind, identity),
+            kind,
+            change.scope,
+            change.contact_id,
+            change.time,
+            data,
+            change.version,
+            position,
         )
-        for kind, identity, data in deriver(change)
+        for position, (kind, identity, data) in enumerate(deriver(change))
     ]
 
 
