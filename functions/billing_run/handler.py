@@ -40,6 +40,7 @@ class ShardTotals(BaseModel):
     model_config = ConfigDict(extra="forbid")
     subscriptions: int = Field(default=0, ge=0)
     invoices: int = Field(default=0, ge=0)
+    invoices_checked: int = Field(default=0, ge=0, description="due invoices finalised or moved overdue")
     failures: int = Field(default=0, ge=0)
 
 
@@ -69,6 +70,7 @@ def bill_shard(event: BillingRunEvent, context: LambdaContext) -> dict[str, Any]
             store, event.time, numbers, event.shard, cursor, limit=PAGE_SIZE, workers=WORKERS, settings=settings
         )
         totals.subscriptions += page.subscriptions_seen
+        totals.invoices_checked += page.invoices_checked
         totals.invoices += page.invoices_created
         totals.failures += len(page.failures)
         if page.failures:
@@ -90,14 +92,20 @@ def summarize(event: BillingRunEvent) -> dict[str, Any]:
     subscriptions = sum(r.subscriptions for r in event.results)
     invoices = sum(r.invoices for r in event.results)
     failures = sum(r.failures for r in event.results)
+    checked = sum(r.invoices_checked for r in event.results)
     metrics.add_metric(name="SubscriptionsBilled", unit=MetricUnit.Count, value=subscriptions)
     metrics.add_metric(name="InvoicesCreated", unit=MetricUnit.Count, value=invoices)
     metrics.add_metric(name="SubscriptionsFailed", unit=MetricUnit.Count, value=failures)
     logger.info("billing run finished", extra={"time": event.time.isoformat(), "invoices": invoices})
     if failures:
         # Fails the execution (alarmed); the failed subscriptions stay due and the next run retries them.
-        raise BillingRunIncomplete(f"{failures} of {subscriptions} subscriptions not billed")
-    return {"time": event.time.isoformat(), "subscriptions": subscriptions, "invoices_created": invoices}
+        raise BillingRunIncomplete(f"{failures} of {subscriptions} subscriptions and {checked} invoices due not done")
+    return {
+        "time": event.time.isoformat(),
+        "subscriptions": subscriptions,
+        "invoices_created": invoices,
+        "invoices_checked": checked,
+    }
 
 
 @logger.inject_lambda_context(log_event=False)

@@ -52,7 +52,12 @@ def test_the_synthesized_state_machine_bills_every_due_subscription_once(
         machine = sfn.create(name, definition)
         run = sfn.run(machine, "billing-2024-02-10", event)
         assert run.status == "SUCCEEDED", (run.error, run.cause)
-        assert run.output == {"time": "2024-02-10T00:05:00+00:00", "subscriptions": 20, "invoices_created": 20}
+        assert run.output == {
+            "time": "2024-02-10T00:05:00+00:00",
+            "subscriptions": 20,
+            "invoices_created": 20,
+            "invoices_checked": 20,  # January's invoices, unpaid, overdue since 25 January
+        }
         billed_shards = {e["shard"] for _, e in sfn.invocations if e.get("shard") is not None}
         assert billed_shards == set(range(DUE_SHARDS))  # every shard was visited, empty or not
         assert sum(1 for _, e in sfn.invocations if e.get("cursor")) > 0  # some shard took several pages
@@ -88,5 +93,5 @@ def test_a_subscription_that_cannot_be_billed_fails_the_execution_after_the_othe
     with LocalStepFunctions({function: HANDLER}) as sfn:
         run = sfn.run(sfn.create(name, definition), "billing-2024-02-10", event)
     assert run.status == "FAILED"
-    assert "1 of 6 subscriptions not billed" in json.dumps([run.error, run.cause])
+    assert "1 of 6 subscriptions and 6 invoices due not done" in json.dumps([run.error, run.cause])
     assert len(all_invoices(store, ctx, contact_ids)) == 6 + 5

@@ -40,10 +40,15 @@ def test_billing_run_events(moto_table: str) -> None:
         "shard": 0,
         "cursor": None,
         "done": True,
-        "totals": {"subscriptions": 0, "invoices": 0, "failures": 0},
+        "totals": {"subscriptions": 0, "invoices": 0, "invoices_checked": 0, "failures": 0},
     }
     summary = invoke("billing_run.handler.lambda_handler", load("billing_run_summary"))
-    assert summary == {"time": "2026-12-01T00:05:00+00:00", "subscriptions": 5, "invoices_created": 5}
+    assert summary == {
+        "time": "2026-12-01T00:05:00+00:00",
+        "subscriptions": 5,
+        "invoices_created": 5,
+        "invoices_checked": 0,
+    }
 
 
 def test_the_state_machine_input_is_the_scheduled_event() -> None:
@@ -67,7 +72,7 @@ def test_a_run_with_failures_fails_in_the_summary_so_the_execution_fails(moto_ta
     import billing_run.handler as module
 
     event = {"time": "2026-12-01T00:05:00Z", "results": [{"subscriptions": 3, "invoices": 2, "failures": 1}]}
-    with pytest.raises(module.BillingRunIncomplete, match="1 of 3 subscriptions not billed"):
+    with pytest.raises(module.BillingRunIncomplete, match="1 of 3 subscriptions and 0 invoices due not done"):
         invoke("billing_run.handler.lambda_handler", event)
 
 

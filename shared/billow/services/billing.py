@@ -237,6 +237,8 @@ def _move(
 class RunReport:
     as_of_utc: date
     subscriptions_seen: int = 0
+    invoices_checked: int = 0
+    """Due invoices seen: drafts to finalise, unpaid invoices to move overdue."""
     invoices_created: int = 0
     invoice_ids: list[str] = field(default_factory=list)
     failures: list[tuple[str, str]] = field(default_factory=list)
@@ -246,6 +248,7 @@ class RunReport:
 
     def merge(self, other: RunReport) -> None:
         self.subscriptions_seen += other.subscriptions_seen
+        self.invoices_checked += other.invoices_checked
         self.invoices_created += other.invoices_created
         self.invoice_ids += other.invoice_ids
         self.failures += other.failures
@@ -308,7 +311,10 @@ def bill_due_page(
     else:
         outcomes = [_outcome(partial(bill, due)) for due in page.items]
     for due, (invoices, error) in zip(page.items, outcomes, strict=True):
-        report.subscriptions_seen += 1
+        if due.is_invoice:
+            report.invoices_checked += 1
+        else:
+            report.subscriptions_seen += 1
         if error is not None:
             report.failures.append((due.subscription_id, error))
             continue
