@@ -37,7 +37,7 @@ def _terms_input(body: PriceTermsBody) -> catalog.PriceTermsInput:
 
 
 @router.post("/products", summary="Create a product with its price terms")
-@answers(201)
+@answers(201, 200)
 def create_product(body: ProductBody) -> Response[dict[str, Any]]:
     ctx = current_tenant(router.current_event)
     with idempotent(router.current_event, ctx, body) as ids:
@@ -102,7 +102,7 @@ _TERMS_CLEARABLE = {"setup_fee", "alignment", "meter", "term_cycles", "contract_
     summary="Edit price terms: makes a new version (new id) for new orders and archives these; "
     "subscriptions keep the terms they have",
 )
-@answers(201)
+@answers(201, 200)
 def new_terms_version(product_id: ProductId, terms_id: TermsId, body: PriceTermsPatchBody) -> Response[dict[str, Any]]:
     ctx = current_tenant(router.current_event)
     changes = {
@@ -125,7 +125,7 @@ def archive_terms(product_id: ProductId, terms_id: TermsId) -> dict[str, Any]:
 
 
 @router.post("/products/<product_id>/terms", summary="Add price terms to a product")
-@answers(201)
+@answers(201, 200)
 def add_terms(product_id: Annotated[Id, Path()], body: PriceTermsBody) -> Response[dict[str, Any]]:
     ctx = current_tenant(router.current_event)
     with idempotent(router.current_event, ctx, body) as ids:

@@ -39,7 +39,7 @@ def _address(body: AddressBody | None) -> Address | None:
 
 
 @router.post("/contacts", summary="Create a contact (subscriber)")
-@answers(201)
+@answers(201, 200)
 def create_contact(body: ContactBody) -> Response[dict[str, Any]]:
     ctx = current_tenant(router.current_event)
     method = None if body.preferred_payment_method is None else body.preferred_payment_method.value

@@ -83,6 +83,8 @@ def idempotent(
 
 
 def created(body: dict[str, Any], status: int, *, replay: bool) -> Response[dict[str, Any]]:
-    """A create's answer; a replay says so in the `Idempotent-Replayed` header (as Stripe does)."""
+    """A create's answer. A replay answers 200 (nothing was created now) with the first result's body
+    and says so in the `Idempotent-Replayed` header (as Stripe does), on every route alike."""
     headers = {"Idempotent-Replayed": "true"} if replay else None
-    return Response(status_code=status, content_type=content_types.APPLICATION_JSON, body=body, headers=headers)
+    code = 200 if replay else status
+    return Response(status_code=code, content_type=content_types.APPLICATION_JSON, body=body, headers=headers)
