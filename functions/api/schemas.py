@@ -179,6 +179,10 @@ class VoidBody(Body):
     reason: Reason = Field(description="why the invoice is cancelled (kept on the invoice)")
 
 
+class FinalizeBody(Body):
+    """No fields: an empty object (or no body at all); anything in it is refused."""
+
+
 class WriteOffBody(Body):
     reason: Reason | None = Field(default=None, description="why it is written off")
 

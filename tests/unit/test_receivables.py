@@ -259,12 +259,17 @@ def test_a_review_window_holds_invoices_as_unnumbered_drafts_until_finalised(api
     pay = {"amount": "31.00", "currency": "USD", "reference": "w", "received_on": "2025-01-01"}
     early = api.post(f"/invoices/{draft['id']}/payments", pay)
     assert early.status == 409 and early.body["error"] == "payment.invoice_not_open"
-    final = api.post(f"/invoices/{draft['id']}/finalize")
+    for path in ("finalize", "void", "mark-uncollectible"):  # a body with a field no route takes: refused
+        unknown = api.post(f"/invoices/{draft['id']}/{path}", {"reason": "r", "x": 1})
+        assert (unknown.status, unknown.body["error"]) == (422, "request.validation_failed"), (path, unknown.body)
+        assert {"field": "x", "reason": "unknown field"} in unknown.body["fields"], unknown.body
+    assert api.post(f"/invoices/{draft['id']}/finalize", {"x": 1}).status == 422
+    assert api.get(f"/invoices/{draft['id']}").body["status"] == "draft"  # nothing was written
+    final = api.post(f"/invoices/{draft['id']}/finalize", {})  # an empty object, like no body at all
     assert final.status == 200, final.body
+    assert api.post(f"/invoices/{draft['id']}/finalize").body["error"] == "invoice.not_draft"  # no body: read
     assert (final.body["status"], final.body["status_on"], final.body["review_until"]) == ("open", "2025-01-01", None)
     assert final.body["number"].startswith("INV-")
-    again = api.post(f"/invoices/{draft['id']}/finalize")
-    assert again.status == 409 and again.body["error"] == "invoice.not_draft"
 
     advance_clock(api, contact, "2025-02-02T10:00:00Z")
     february = api.get(f"/contacts/{contact}/invoices").body["items"][-1]
