@@ -21,6 +21,8 @@ from billow.domain.receivables import apply_credit, balances, consume_credit, ne
 from billow.local.stack import add_tenant
 from billow.services.billing import InvoiceNumbers, bill_due_subscriptions
 from billow.services.context import Scope
+from billow.services.events import invoice_data
+from billow.services.views import money
 from billow.services.receivables import Settlement
 from billow.storage.repository import DynamoStore
 
@@ -109,7 +111,12 @@ def test_voiding_releases_the_credits_applied_to_the_invoice_and_nothing_else() 
     other = replace(a1, id="c9", invoice_id="inv_9")  # another invoice's application of the same note
     voided, released, reversed_ = void(invoice, "duplicate", DAY, [a1, a2, other], [first, second])
     assert (voided.status, voided.status_reason, voided.status_on) == (InvoiceStatus.VOID, "duplicate", DAY)
-    assert voided.amount_due == usd("100.00") and voided.credited.is_zero
+    # Nothing is due on a void invoice, in the domain and in its `invoice.voided` event; its total stays.
+    assert (voided.amount_due, voided.total, voided.credited) == (usd("0.00"), usd("100.00"), usd("0.00"))
+    data = invoice_data(voided)
+    assert (data["amount_due"], data["total"]) == (money(usd("0.00")), money(usd("100.00")))
+    # A written-off invoice keeps what remains due: it may still be paid.
+    assert invoice.written_off("gone", DAY).amount_due == usd("65.00")
     assert {n.id: n.credit_remaining for n in released} == {"inv_2": usd("30.00"), "inv_3": usd("30.00")}
     assert [(a.id, a.reversed_on) for a in reversed_] == [("c1", DAY), ("c2", DAY)]
 
