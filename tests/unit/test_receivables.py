@@ -223,6 +223,17 @@ def test_a_second_write_from_the_same_read_is_refused(moto_table: str) -> None:
     assert store.credit_notes_with_credit(scope, "con_1", "USD") == []  # its marker went with its credit
 
 
+def test_a_refund_is_recorded_only_as_money_returned_outside_billow() -> None:
+    note = issued(2, "-5.00")
+    with pytest.raises(InvalidInput) as card:
+        refund_credit(note, None, refund_id="r", method=PaymentMethod.CARD, reference="x", on=DAY, now=NOW)
+    assert (card.value.code, card.value.field) == ("refund.method_not_manual", "method")
+    assert "bank_transfer, cash, check" in card.value.message
+    for method in (PaymentMethod.BANK_TRANSFER, PaymentMethod.CASH, PaymentMethod.CHECK):
+        _, refund = refund_credit(note, None, refund_id="r", method=method, reference="x", on=DAY, now=NOW)
+        assert refund.method is method
+
+
 def test_a_payment_amount_in_a_credit_notes_currency_is_checked() -> None:
     with pytest.raises(InvalidInput):
         refund_credit(
