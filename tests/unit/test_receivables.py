@@ -22,8 +22,8 @@ from billow.local.stack import add_tenant
 from billow.services.billing import InvoiceNumbers, bill_due_subscriptions
 from billow.services.context import Scope
 from billow.services.events import invoice_data
-from billow.services.views import money
 from billow.services.receivables import Settlement
+from billow.services.views import money
 from billow.storage.repository import DynamoStore
 
 from tests.support import InProcessClient, advance_clock, make_contact, make_product
