@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -49,6 +50,20 @@ def request_fingerprint(event: APIGatewayProxyEvent, body: BaseModel | None) -> 
     return fingerprint(event.http_method, event.path, None if body is None else body.model_dump(mode="json"))
 
 
+_KEY = re.compile(r"[\x21-\x7e]{1,255}")
+"""An Idempotency-Key: 1 to 255 printable ASCII characters, no space (as Stripe takes them)."""
+
+
+def _check_key(given: str) -> None:
+    if not _KEY.fullmatch(given):
+        raise InvalidInput(
+            "Idempotency-Key is 1 to 255 printable ASCII characters (0x21-0x7E: letters, digits, "
+            "punctuation; no spaces, control or non-ASCII characters), e.g. a UUID",
+            field="Idempotency-Key",
+            code="idempotency.key_invalid",
+        )
+
+
 @contextmanager
 def idempotent(
     event: APIGatewayProxyEvent,
@@ -71,8 +86,7 @@ def idempotent(
         if not given:
             yield RequestIds(new_id)
             return
-        if len(given) > 255:
-            raise InvalidInput("Idempotency-Key is at most 255 characters", field="Idempotency-Key")
+        _check_key(given)
         scope, key, field, retention = f"{ctx.mode}:Idempotency-Key", given, "Idempotency-Key", RETENTION
     request = request_fingerprint(event, body)
     claimed = claim_key(

@@ -20,7 +20,7 @@ from runtime import clock, numbers, store
 from api import presenters
 from api.context import created, current_tenant, idempotent
 from api.openapi import answers
-from api.schemas import ApplyCreditBody, Id, RefundBody, VoidBody, WriteOffBody
+from api.schemas import ApplyCreditBody, FinalizeBody, Id, RefundBody, VoidBody, WriteOffBody
 
 router = APIGatewayRouter()
 
@@ -58,9 +58,9 @@ def mark_uncollectible(invoice_id: Annotated[Id, Path()], body: WriteOffBody) ->
 
 @router.post("/invoices/<invoice_id>/finalize", summary="Finalise a draft invoice now: numbered and open")
 @answers(200)
-def finalize_invoice(invoice_id: Annotated[Id, Path()]) -> Response[dict[str, Any]]:
+def finalize_invoice(invoice_id: Annotated[Id, Path()], body: FinalizeBody | None = None) -> Response[dict[str, Any]]:
     return _status_change(
-        None,
+        body,
         lambda ctx, replay: receivables.finalize_invoice(store, ctx, invoice_id, numbers, clock=clock, replay=replay),
     )
 

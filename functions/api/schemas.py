@@ -179,6 +179,10 @@ class VoidBody(Body):
     reason: Reason = Field(description="why the invoice is cancelled (kept on the invoice)")
 
 
+class FinalizeBody(Body):
+    """No fields: an empty object (or no body at all); anything in it is refused."""
+
+
 class WriteOffBody(Body):
     reason: Reason | None = Field(default=None, description="why it is written off")
 
@@ -194,5 +198,9 @@ class ApplyCreditBody(Body):
 class RefundBody(Body):
     amount: Amount | None = Field(default=None, description="default: all that remains of the credit note")
     currency: Currency | None = Field(default=None, description="default: the credit note's")
-    method: FromString[PaymentMethod] = PaymentMethod.BANK_TRANSFER
+    method: FromString[PaymentMethod] = Field(
+        default=PaymentMethod.BANK_TRANSFER,
+        description="how the money was returned outside Billow: bank_transfer, cash or check "
+        "(card: 422 refund.method_not_manual)",
+    )
     reference: str = Field(min_length=1, max_length=100, description="the refund's bank reference")

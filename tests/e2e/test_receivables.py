@@ -112,6 +112,13 @@ def test_a_regretted_paid_invoice_is_refunded_through_its_credit_note(api: HttpC
     assert (note["kind"], note["status"], amount(note["credit_remaining"])) == ("credit_note", "issued", "31.00")
     assert ann.balance() == balance(credit="31.00", net="-31.00")
 
+    # Billow moved no money: a refund "by card" is not one staff can record by hand.
+    card = api.post(f"/credit-notes/{note['id']}/refund", {"reference": "REFUND-0001", "method": "card"})
+    assert (card.status, card.body["error"]) == (422, "refund.method_not_manual"), card.body
+    assert [f["field"] for f in card.body["fields"]] == ["method"], card.body
+    assert "bank_transfer, cash, check" in card.body["message"]
+    assert ann.balance()["credit"] == "31.00"  # nothing refunded
+
     key = {"Idempotency-Key": "refund-ann"}
     body = {"reference": "REFUND-0001", "method": "bank_transfer"}
     refunded = api.post(f"/credit-notes/{note['id']}/refund", body, headers=key)
@@ -214,10 +221,12 @@ def test_a_void_and_a_write_off_change_the_contacts_outstanding(api: HttpClient)
         f"/invoices/{february['id']}/void", {"reason": "billed in error"}, headers={"Idempotency-Key": "v1"}
     )
     assert replay.status == 200 and replay.headers.get("Idempotent-Replayed") == "true"
+    assert (amount(voided.body["amount_due"]), amount(voided.body["total"])) == ("0.00", "31.00")  # nothing due
     assert dan.balance()["outstanding"] == "31.00"
 
     written_off = api.post(f"/invoices/{january['id']}/mark-uncollectible", {"reason": "customer gone"})
     assert written_off.status == 200 and written_off.body["status"] == "uncollectible", written_off.body
+    assert amount(written_off.body["amount_due"]) == "31.00"  # still payable
     assert dan.balance() == balance(uncollectible="31.00")
     again = api.post(f"/invoices/{february['id']}/void", {"reason": "again"})
     assert again.status == 409 and again.body["error"] == "invoice.not_open"
@@ -235,7 +244,9 @@ def test_voiding_an_invoice_gives_back_the_credit_applied_to_it(api: HttpClient)
     (monthly,) = [i for i in fay.invoices() if i["issue_date"] == "2025-01-11"]
     assert api.post(f"/credit-notes/{note['id']}/apply", {"invoice_id": monthly["id"], "amount": "6.00"}).status == 201
     assert fay.balance()["credit"] == "74.00"
-    assert api.post(f"/invoices/{monthly['id']}/void", {"reason": "goodwill"}).status == 200
+    voided = api.post(f"/invoices/{monthly['id']}/void", {"reason": "goodwill"})
+    assert voided.status == 200 and amount(voided.body["amount_due"]) == "0.00", voided.body  # its credit went back
+    assert amount(api.get(f"/invoices/{monthly['id']}").body["amount_due"]) == "0.00"
     shown = api.get(f"/credit-notes/{note['id']}").body
     assert amount(shown["credit_remaining"]) == "80.00"
     assert [a["reversed_on"] for a in shown["applications"]] == ["2025-01-11"]

@@ -294,7 +294,12 @@ def contact_body(**fields: object) -> dict[str, object]:
 ADDRESS = {"line1": "1 Main St", "city": "Springfield", "country": "US"}
 
 
-@pytest.mark.parametrize("character", ["\x00", "\x07", "\x1b", "\x7f", "\x85", "\n", "\ud800"])
+@pytest.mark.parametrize(
+    "character",
+    # control characters, a lone surrogate, and the invisible ones: line and paragraph separators,
+    # a right-to-left override, a zero-width space, a byte-order mark
+    ["\x00", "\x07", "\x1b", "\x7f", "\x85", "\n", "\ud800", "\u2028", "\u2029", "\u202e", "\u200b", "\ufeff"],
+)
 def test_control_characters_in_text_are_refused_naming_the_field(api: InProcessClient, character: str) -> None:
     before = item_count()
     cases: list[tuple[str, dict[str, object], str]] = [
@@ -336,6 +341,31 @@ def test_a_payment_reference_or_an_order_reference_carries_no_control_character(
     item = {"product_id": product["id"], "terms_id": product["terms"][0]["id"]}
     order = {"contact_id": invoice["contact_id"], "items": [item], "reference": "po\x00"}
     refused(api.post("/orders", order), 422, "text.control_character", "reference")
+
+
+@pytest.mark.parametrize("character", ["\u2028", "\u202e", "\x7f"])
+def test_a_void_reason_carries_no_control_or_invisible_character(api: InProcessClient, character: str) -> None:
+    invoice = order_invoice(api, "7.00")
+    void = f"/invoices/{invoice['id']}/void"
+    refused(api.post(void, {"reason": f"sent{character}twice"}), 422, "text.control_character", "reason")
+    assert api.get(f"/invoices/{invoice['id']}").body["status"] == "open"
+    assert api.post(void, {"reason": "sent  twice\u00a0— doppelt"}).status == 200  # spaces and any script stay
+
+
+def test_text_of_any_script_with_its_joiners_and_spaces_is_kept(api: InProcessClient) -> None:
+    name = "Zoë Ñandú 東京 \u0645\u06cc\u200c\u062e\u0648\u0627\u0645 \U0001f469\u200d\U0001f4bb\u3000Ltd"
+    reply = api.post("/contacts", contact_body(name=name))
+    assert reply.status == 201 and reply.body["name"] == name, reply.body
+
+
+@pytest.mark.parametrize("key", ["k\x7fey", "two words", "clé", "tab\tkey", "x" * 256])
+def test_an_idempotency_key_is_printable_ascii(api: InProcessClient, key: str) -> None:
+    before = item_count()
+    reply = api.post("/contacts", contact_body(), headers={"Idempotency-Key": key})
+    refused(reply, 422, "idempotency.key_invalid", "Idempotency-Key")
+    assert item_count() == before
+    fine = "550e8400-e29b-41d4-a716-446655440000:~!" + "x" * 216  # 255 printable characters
+    assert api.post("/contacts", contact_body(), headers={"Idempotency-Key": fine}).status == 201
 
 
 def test_a_product_description_may_span_lines(api: InProcessClient) -> None:
@@ -510,6 +540,10 @@ def test_a_name_of_only_invisible_characters_is_refused(api: InProcessClient, na
     assert item_count() == before
 
 
-def test_a_name_with_invisible_characters_among_visible_ones_is_kept(api: InProcessClient) -> None:
-    reply = api.post("/contacts", {"name": "\u200bAnn\u200d", "email": "a@example.com"})
-    assert reply.status == 201 and reply.body["name"] == "\u200bAnn\u200d", reply.body
+def test_a_name_with_invisible_characters_among_visible_ones_is_refused_but_joiners_are_kept(
+    api: InProcessClient,
+) -> None:
+    hidden = api.post("/contacts", {"name": "\u200bAnn", "email": "a@example.com"})
+    refused(hidden, 422, "text.control_character", "name")
+    reply = api.post("/contacts", {"name": "Ann\u200dBob", "email": "a@example.com"})
+    assert reply.status == 201 and reply.body["name"] == "Ann\u200dBob", reply.body

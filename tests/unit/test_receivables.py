@@ -21,7 +21,9 @@ from billow.domain.receivables import apply_credit, balances, consume_credit, ne
 from billow.local.stack import add_tenant
 from billow.services.billing import InvoiceNumbers, bill_due_subscriptions
 from billow.services.context import Scope
+from billow.services.events import invoice_data
 from billow.services.receivables import Settlement
+from billow.services.views import money
 from billow.storage.repository import DynamoStore
 
 from tests.support import InProcessClient, advance_clock, make_contact, make_product
@@ -109,7 +111,12 @@ def test_voiding_releases_the_credits_applied_to_the_invoice_and_nothing_else() 
     other = replace(a1, id="c9", invoice_id="inv_9")  # another invoice's application of the same note
     voided, released, reversed_ = void(invoice, "duplicate", DAY, [a1, a2, other], [first, second])
     assert (voided.status, voided.status_reason, voided.status_on) == (InvoiceStatus.VOID, "duplicate", DAY)
-    assert voided.amount_due == usd("100.00") and voided.credited.is_zero
+    # Nothing is due on a void invoice, in the domain and in its `invoice.voided` event; its total stays.
+    assert (voided.amount_due, voided.total, voided.credited) == (usd("0.00"), usd("100.00"), usd("0.00"))
+    data = invoice_data(voided)
+    assert (data["amount_due"], data["total"]) == (money(usd("0.00")), money(usd("100.00")))
+    # A written-off invoice keeps what remains due: it may still be paid.
+    assert invoice.written_off("gone", DAY).amount_due == usd("65.00")
     assert {n.id: n.credit_remaining for n in released} == {"inv_2": usd("30.00"), "inv_3": usd("30.00")}
     assert [(a.id, a.reversed_on) for a in reversed_] == [("c1", DAY), ("c2", DAY)]
 
@@ -216,6 +223,17 @@ def test_a_second_write_from_the_same_read_is_refused(moto_table: str) -> None:
     assert store.credit_notes_with_credit(scope, "con_1", "USD") == []  # its marker went with its credit
 
 
+def test_a_refund_is_recorded_only_as_money_returned_outside_billow() -> None:
+    note = issued(2, "-5.00")
+    with pytest.raises(InvalidInput) as card:
+        refund_credit(note, None, refund_id="r", method=PaymentMethod.CARD, reference="x", on=DAY, now=NOW)
+    assert (card.value.code, card.value.field) == ("refund.method_not_manual", "method")
+    assert "bank_transfer, cash, check" in card.value.message
+    for method in (PaymentMethod.BANK_TRANSFER, PaymentMethod.CASH, PaymentMethod.CHECK):
+        _, refund = refund_credit(note, None, refund_id="r", method=method, reference="x", on=DAY, now=NOW)
+        assert refund.method is method
+
+
 def test_a_payment_amount_in_a_credit_notes_currency_is_checked() -> None:
     with pytest.raises(InvalidInput):
         refund_credit(
@@ -259,12 +277,17 @@ def test_a_review_window_holds_invoices_as_unnumbered_drafts_until_finalised(api
     pay = {"amount": "31.00", "currency": "USD", "reference": "w", "received_on": "2025-01-01"}
     early = api.post(f"/invoices/{draft['id']}/payments", pay)
     assert early.status == 409 and early.body["error"] == "payment.invoice_not_open"
-    final = api.post(f"/invoices/{draft['id']}/finalize")
+    for path in ("finalize", "void", "mark-uncollectible"):  # a body with a field no route takes: refused
+        unknown = api.post(f"/invoices/{draft['id']}/{path}", {"reason": "r", "x": 1})
+        assert (unknown.status, unknown.body["error"]) == (422, "request.validation_failed"), (path, unknown.body)
+        assert {"field": "x", "reason": "unknown field"} in unknown.body["fields"], unknown.body
+    assert api.post(f"/invoices/{draft['id']}/finalize", {"x": 1}).status == 422
+    assert api.get(f"/invoices/{draft['id']}").body["status"] == "draft"  # nothing was written
+    final = api.post(f"/invoices/{draft['id']}/finalize", {})  # an empty object, like no body at all
     assert final.status == 200, final.body
+    assert api.post(f"/invoices/{draft['id']}/finalize").body["error"] == "invoice.not_draft"  # no body: read
     assert (final.body["status"], final.body["status_on"], final.body["review_until"]) == ("open", "2025-01-01", None)
     assert final.body["number"].startswith("INV-")
-    again = api.post(f"/invoices/{draft['id']}/finalize")
-    assert again.status == 409 and again.body["error"] == "invoice.not_draft"
 
     advance_clock(api, contact, "2025-02-02T10:00:00Z")
     february = api.get(f"/contacts/{contact}/invoices").body["items"][-1]

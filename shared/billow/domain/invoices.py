@@ -172,8 +172,10 @@ class Invoice:
 
     @property
     def amount_due(self) -> Money:
-        """total - payments - credits applied (a credit note owes nothing: zero)."""
-        if self.kind is InvoiceKind.CREDIT_NOTE:
+        """total - payments - credits applied. Zero for a credit note (it owes nothing) and for a
+        void invoice (cancelled: nothing is due on it; its total stays). An uncollectible invoice
+        keeps what remains due: it may still be paid."""
+        if self.kind is InvoiceKind.CREDIT_NOTE or self.status is InvoiceStatus.VOID:
             return Money.zero(self.currency)
         return self.total - self.amount_paid - self.credited
 

@@ -123,6 +123,22 @@ def apply_credit(
     return replace(note, amount_applied=note.applied + amount), credited, application
 
 
+MANUAL_REFUND_METHODS = (PaymentMethod.BANK_TRANSFER, PaymentMethod.CASH, PaymentMethod.CHECK)
+"""How staff may say they returned a credit note's money outside Billow. Not `card`: a card refund
+is one Billow makes through the card processor (the payments issue routes it there), never one
+recorded as done by hand."""
+
+
+def check_manual_refund_method(method: PaymentMethod) -> None:
+    if method not in MANUAL_REFUND_METHODS:
+        allowed = ", ".join(m.value for m in MANUAL_REFUND_METHODS)
+        raise InvalidInput(
+            f"a refund recorded here is money returned outside Billow: method is one of {allowed}, not {method.value}",
+            field="method",
+            code="refund.method_not_manual",
+        )
+
+
 def refund_credit(
     note: Invoice,
     amount: Money | None,
@@ -133,7 +149,9 @@ def refund_credit(
     on: date,
     now: datetime,
 ) -> tuple[Invoice, Refund]:
-    """Refund `amount` of what remains of credit note `note` (None: all of it)."""
+    """Record a manual refund (`MANUAL_REFUND_METHODS`) of `amount` of what remains of credit note
+    `note` (None: all of it)."""
+    check_manual_refund_method(method)
     _check_credit_note(note)
     if amount is None:
         amount = note.credit_remaining

@@ -14,7 +14,7 @@ from billow.domain.lifecycle import FINAL_STATES
 from billow.domain.money import Money, amounts_per_currency
 from billow.domain.subscriptions import Subscription
 from billow.services.context import MAX_EDIT_RETRIES, Clock, Scope, TenantContext, edit_versioned
-from billow.services.ports import ContactPorts, ContactStore, Page, Transactions
+from billow.services.ports import ContactPorts, ContactStore, Page, Transactions, UnitOfWork
 
 
 def _credit_limit(credit_limit: Mapping[str, str] | None) -> dict[str, Money]:
@@ -144,18 +144,32 @@ class ContactTime:
 
     now: datetime
     today: date  # the calendar day of `now` in the tenant's time zone
-    on_test_clock: bool
+    test_clock: TestClock | None  # as read: `guard` conditions a write on it
+
+    @property
+    def on_test_clock(self) -> bool:
+        return self.test_clock is not None
+
+    def guard(self, work: UnitOfWork, scope: Scope) -> None:
+        """Commit `work` only if the contact's clock has not moved since it was read: a write
+        stamped with this time and day (its `clock_time`, a refund's day) loses to a concurrent
+        advance and is retried on the new time. Nothing for a contact on real time (no clock to
+        move, no cost); a condition check writes nothing."""
+        if self.test_clock is not None:
+            work.check_clock(scope, self.test_clock)
 
 
 def contact_time(store: ContactStore, ctx: TenantContext, contact_id: str, clock: Clock) -> ContactTime:
     """One read of the contact's clock item; pass the result on rather than reading it again.
 
-    A write that depends on it must be conditioned on a version read *before* it: the contact's
-    (an order) or the subscription's it writes (an action), since moving a clock moves both on
-    (`move_clock`). A writer that read the old time then loses, and reads the new one."""
+    A write that depends on it must be conditioned on what a clock move changes: the contact's
+    version read *before* it (an order), the version of the subscription it writes (an action),
+    since moving a clock moves both on (`move_clock`), or else the clock item itself
+    (`ContactTime.guard`: receivables and payments, which write neither). A writer that read the
+    old time then loses, and reads the new one."""
     test_clock = store.get_clock(ctx.scope, contact_id)
     now = test_clock.frozen_time if test_clock is not None else clock.now()
-    return ContactTime(now, local_date(now, tenant_zone(ctx.settings.timezone)), test_clock is not None)
+    return ContactTime(now, local_date(now, tenant_zone(ctx.settings.timezone)), test_clock)
 
 
 def contact_today(store: ContactStore, ctx: TenantContext, contact_id: str, clock: Clock) -> date:

@@ -88,20 +88,34 @@ BillingInstant = Annotated[FromString[AwareDatetime], AfterValidator(_in_range)]
 Currency = Annotated[str, Field(min_length=3, max_length=3, pattern=r"^[A-Z]{3}$", examples=["USD"])]
 
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
-"""Control characters (C0, DEL, C1) and lone surrogates: never part of a name, an email, a
-reference or any other text a business keeps; they corrupt documents, logs and exports."""
+_REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+"""Characters no text a business keeps (a name, an email, a reference, a reason) may carry: control
+characters (Cc: C0, DEL, C1), invisible formatting (Cf: direction overrides such as U+202E that
+reorder what a reader sees, zero-width spaces, U+FEFF), lone surrogates (Cs) and the line and
+paragraph separators U+2028/U+2029 (Zl, Zp). They corrupt documents, logs and exports, or make
+text read otherwise than it is. Ordinary spaces (Zs) and printable text of any script stay."""
+_JOINERS = frozenset("\u200c\u200d")
+"""Zero-width non-joiner and joiner (Cf) are kept: they are spelling in Persian and Indic scripts
+and join emoji sequences, and reorder nothing."""
 _LINE_BREAKS = frozenset("\t\n\r")
 
 
+def _refused_character(text: str, multiline: bool) -> str | None:
+    for character in text:
+        if " " <= character < "\x7f":
+            continue  # printable ASCII: the common case, no lookup
+        if (multiline and character in _LINE_BREAKS) or character in _JOINERS:
+            continue
+        if unicodedata.category(character) in _REFUSED_CATEGORIES:
+            return character
+    return None
+
+
 def _control_character(value: Any, multiline: bool) -> str | None:
-    """The first control character in a string, or in the strings (keys included) of a list or a
-    mapping; nested bodies check their own fields."""
+    """The first refused character (`_REFUSED_CATEGORIES`) in a string, or in the strings (keys
+    included) of a list or a mapping; nested bodies check their own fields."""
     if isinstance(value, str):
-        for match in _CONTROL.finditer(value):
-            if not (multiline and match.group() in _LINE_BREAKS):
-                return match.group()
-        return None
+        return _refused_character(value, multiline)
     if isinstance(value, dict):
         value = [*value.keys(), *value.values()]
     if isinstance(value, list | tuple | set | frozenset):
@@ -136,7 +150,7 @@ class Body(BaseModel):
         if found is not None:
             raise PydanticCustomError(
                 "text.control_character",
-                "text must not contain control characters (found U+{code})",
+                "text must not contain control or invisible formatting characters (found U+{code})",
                 {"code": f"{ord(found):04X}"},
             )
         return value

@@ -9,7 +9,7 @@ from datetime import date
 from billow.domain.errors import ConcurrentModification, InvalidInput, NotFound
 from billow.domain.invoices import Invoice, InvoiceKind, InvoiceStatus, Payment, PaymentMethod
 from billow.domain.money import Money
-from billow.services.contacts import contact_today, get_contact
+from billow.services.contacts import contact_time, get_contact
 from billow.services.context import Clock, TenantContext
 from billow.services.ports import InvoicePorts, InvoiceQuery, InvoiceStore, Page
 
@@ -93,7 +93,8 @@ def record_manual_payment(
                     code="idempotency.key_reused",
                 )
             return PaymentResult(invoice, earlier, replayed=True)
-        invoice.check_received_on(spec.received_on, contact_today(store, ctx, invoice.contact_id, clock))
+        when = contact_time(store, ctx, invoice.contact_id, clock)
+        invoice.check_received_on(spec.received_on, when.today)
         payment = Payment(payment_id, invoice.id, amount, spec.method, spec.reference, spec.received_on, clock.now())
         paid = invoice.apply_payment(payment)
         try:
@@ -101,6 +102,7 @@ def record_manual_payment(
             work = store.unit_of_work(f"payment on invoice {invoice.id}")
             work.save_invoice(ctx.scope, paid, invoice.version)
             work.add_payment(ctx.scope, paid, payment)
+            when.guard(work, ctx.scope)  # stamped with the clock's time: not if the clock moved since
             work.commit()
         except ConcurrentModification:
             continue

@@ -119,6 +119,11 @@ class UnitOfWork(Protocol):
         """Create the clock (version 0) or change it, only if still at `clock.version`."""
         ...
 
+    def check_clock(self, scope: Scope, clock: TestClock) -> None:
+        """Write nothing to the clock but commit only if it is still at `clock.version`: a write
+        stamped with the clock's time loses to a concurrent move of it."""
+        ...
+
     # -- catalog --------------------------------------------------------------------------------
     def add_product(self, tenant_id: str, product: Product) -> None:
         """A new product and its price terms, each only if new."""

@@ -30,7 +30,7 @@ from billow.domain.receivables import (
     refund_credit,
     void,
 )
-from billow.services.contacts import contact_time, get_contact
+from billow.services.contacts import ContactTime, contact_time, get_contact
 from billow.services.context import Clock, Scope, TenantContext
 from billow.services.invoices import get_invoice
 from billow.services.ports import InvoicePorts, InvoiceStore, Transactions, UnitOfWork
@@ -65,9 +65,13 @@ class Settlement:
         for refund in self.refunds:
             work.add_refund(scope, notes[refund.credit_note_id], refund)
 
-    def commit(self, store: Transactions, scope: Scope, what: str) -> None:
+    def commit(self, store: Transactions, scope: Scope, what: str, time: ContactTime | None = None) -> None:
+        """Commit the settlement; given the contact's `time` it was decided on, only if the
+        contact's test clock has not moved since (`ContactTime.guard`)."""
         work = store.unit_of_work(what)
         self.stage(work, scope)
+        if time is not None:
+            time.guard(work, scope)
         work.commit()
 
 
@@ -140,7 +144,7 @@ def apply_credit_note(
             now=clock.now(),
         )
         settlement = Settlement(((note2, note.version), (invoice2, invoice.version)), (application,))
-        settlement.commit(store, ctx.scope, f"applying credit note {note.id}")
+        settlement.commit(store, ctx.scope, f"applying credit note {note.id}", when)
         done.append(Applied(note2, invoice2, application, replayed=False))
 
     _retrying(f"credit note {credit_note_id}", attempt)
@@ -191,7 +195,7 @@ def refund_credit_note(
             now=clock.now(),
         )
         Settlement(((note2, note.version),), refunds=(refund,)).commit(
-            store, ctx.scope, f"refunding credit note {note.id}"
+            store, ctx.scope, f"refunding credit note {note.id}", when
         )
         done.append(Refunded(note2, refund, replayed=False))
 
@@ -227,8 +231,9 @@ def _change_status(
         if replay and invoice.status in done:
             written.append(invoice)
             return
-        settlement = change(invoice, contact_time(store, ctx, invoice.contact_id, clock).today)
-        settlement.commit(store, ctx.scope, f"invoice {invoice.id}")
+        when = contact_time(store, ctx, invoice.contact_id, clock)
+        settlement = change(invoice, when.today)
+        settlement.commit(store, ctx.scope, f"invoice {invoice.id}", when)
         written.append(next(i for i, _ in settlement.invoices if i.id == invoice.id))
 
     _retrying(f"invoice {invoice_id}", attempt)

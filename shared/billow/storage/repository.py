@@ -593,6 +593,10 @@ class DynamoUnitOfWork:
         self._stage(write)
         return saved
 
+    def check_clock(self, scope: Scope, clock: TestClock) -> None:
+        item = BillowItem(contact_pk(scope, clock.contact_id), "CLOCK")
+        self._stage(_Write(item, _versioned(clock.version), check=True))
+
     # -- catalog --------------------------------------------------------------------------------
     def add_product(self, tenant_id: str, product: Product) -> None:
         self._stage(_Write(_product_item(tenant_id, product, 1), _absent()))
