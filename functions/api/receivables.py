@@ -1,6 +1,7 @@
 """Receivables routes: an invoice's status changes (void, uncollectible, finalise), credit notes
 applied and refunded, and a contact's balance. Each write is idempotent under an
-`Idempotency-Key` (a retry answers as the first attempt did, `Idempotent-Replayed: true`)."""
+`Idempotency-Key`, a refund on its bank `reference` (a retry answers as the first attempt did,
+`Idempotent-Replayed: true`)."""
 
 from __future__ import annotations
 
@@ -97,12 +98,17 @@ def apply_credit_note(credit_note_id: Annotated[Id, Path()], body: ApplyCreditBo
     return created(answer, 200 if result.replayed else 201, replay=result.replayed)
 
 
-@router.post("/credit-notes/<credit_note_id>/refund", summary="Record a manual refund of a credit note")
+@router.post(
+    "/credit-notes/<credit_note_id>/refund",
+    summary="Record a manual refund of a credit note; idempotent on `reference`",
+)
 @answers(201, 200)
 def refund_credit_note(credit_note_id: Annotated[Id, Path()], body: RefundBody) -> Response[dict[str, Any]]:
     ctx = current_tenant(router.current_event)
     spec = RefundInput(body.amount, body.currency, body.method, body.reference)
-    with idempotent(router.current_event, ctx, body) as ids:
+    # The bank reference is the key (within the credit note's refunds), as a manual payment's is.
+    reference = (f"refund:{credit_note_id}", body.reference)
+    with idempotent(router.current_event, ctx, body, reference=reference) as ids:
         result = receivables.refund_credit_note(store, ctx, credit_note_id, spec, clock, ids.new_id)
     answer = {
         "credit_note": presenters.invoice(result.credit_note),

@@ -203,4 +203,6 @@ class RefundBody(Body):
         description="how the money was returned outside Billow: bank_transfer, cash or check "
         "(card: 422 refund.method_not_manual)",
     )
-    reference: str = Field(min_length=1, max_length=100, description="the refund's bank reference")
+    reference: str = Field(
+        min_length=1, max_length=100, description="the refund's bank reference; idempotency key (per credit note)"
+    )

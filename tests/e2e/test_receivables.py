@@ -271,7 +271,9 @@ def test_the_same_credit_spent_twice_at_once_from_separate_processes_takes_effec
     apply = f"/credit-notes/{note['id']}/apply"
     applied = post_from_processes(api, [(apply, {"invoice_id": monthly["id"]}, headers(n, "apply")) for n in range(2)])
     refund = f"/credit-notes/{note['id']}/refund"
-    refunds = post_from_processes(api, [(refund, {"reference": "R-1"}, headers(n, "refund")) for n in range(2)])
+    # A refund's key is its reference: one reference with one key, or two refunds with their own.
+    bodies = [{"reference": "R-1" if same_key else f"R-{n}"} for n in range(2)]
+    refunds = post_from_processes(api, [(refund, bodies[n], headers(n, "refund")) for n in range(2)])
 
     for replies in (applied, refunds):
         outcomes = Counter((r.status, r.body.get("error")) for r in replies)
@@ -291,3 +293,36 @@ def test_the_same_credit_spent_twice_at_once_from_separate_processes_takes_effec
         "0.00",
     )
     assert gus.balance() == balance()
+
+
+def test_a_refund_sent_again_with_its_bank_reference_is_recorded_once(api: HttpClient) -> None:
+    """No Idempotency-Key: the refund's bank reference is its key, within the credit note's refunds.
+    Sent three times at once, each from its own process, it is recorded once; sent again later it
+    answers the first refund; the same reference with another amount is refused."""
+    dan = Customer(api, QUARTERLY)
+    dan.pay(dan.first)
+    note = dan.downgrade()
+    refund = f"/credit-notes/{note['id']}/refund"
+    body = {"reference": "r-a", "amount": "10.00"}
+    replies = post_from_processes(api, [(refund, body, {}) for _ in range(3)])
+    outcomes = Counter((r.status, r.body.get("error")) for r in replies)
+    assert outcomes[(201, None)] == 1, [r.body for r in replies]
+    assert set(outcomes) <= {(201, None), (200, None), (409, "idempotency.in_progress")}, outcomes
+    (first,) = [r.body for r in replies if r.status == 201]
+    assert all(r.body["refund"]["id"] == first["refund"]["id"] for r in replies if r.status == 200)
+
+    again = api.post(refund, body)  # a retry, later: the first refund, nothing recorded
+    assert again.status == 200 and again.headers.get("Idempotent-Replayed") == "true", again.body
+    assert again.body["refund"]["id"] == first["refund"]["id"]
+    assert amount(again.body["credit_note"]["credit_remaining"]) == "70.00"
+    other = api.post(refund, {**body, "amount": "5.00"})
+    assert (other.status, other.body["error"]) == (422, "idempotency.key_reused"), other.body
+    assert [f["field"] for f in other.body["fields"]] == ["reference"], other.body
+    assert api.post(refund, {"reference": "r-b", "amount": "10.00"}).status == 201  # another refund
+    shown = api.get(f"/credit-notes/{note['id']}").body
+    assert sorted((amount(r["amount"]), r["reference"]) for r in shown["refunds"]) == [
+        ("10.00", "r-a"),
+        ("10.00", "r-b"),
+    ]
+    assert amount(shown["credit_remaining"]) == "60.00"
+    assert dan.balance() == balance(outstanding="10.00", credit="60.00", net="-50.00")  # 10.00 billed monthly

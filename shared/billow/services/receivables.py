@@ -6,8 +6,8 @@ Every write is one `Store.settle` (or rides in the billing step's transaction), 
 credit note in it conditioned on the version it was read at: two requests spending the same credit
 at once cannot both be written; the loser reads again and finds less remaining (409
 `credit.exceeds_remaining`) or the invoice already paid. Records created by a request (an
-application, a refund) take ids derived from its Idempotency-Key, so a retry finds the first
-attempt's record and answers it again.
+application, a refund) take ids derived from its Idempotency-Key (a refund's: from its bank
+reference's claim, per credit note), so a retry finds the first attempt's record and answers it again.
 """
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ def get_credit_note(store: InvoiceStore, ctx: TenantContext, credit_note_id: str
     if note is None:
         raise NotFound(f"no credit note {credit_note_id}", field="credit_note_id")
     if note.kind is not InvoiceKind.CREDIT_NOTE:
-        raise Conflict(f"{note.number} is an invoice, not a credit note", code="credit.not_a_credit_note")
+        raise Conflict(f"{note.label} is an invoice, not a credit note", code="credit.not_a_credit_note")
     return note
 
 
@@ -174,7 +174,8 @@ def refund_credit_note(
     clock: Clock,
     new_id: Callable[[str], str],
 ) -> Refunded:
-    """Record a manual refund of `spec.amount` (or all that remains) of a credit note."""
+    """Record a manual refund of `spec.amount` (or all that remains) of a credit note. `new_id`
+    derives from the claim of the refund's reference (the API's), so a retry finds the first refund."""
     refund_id = new_id("ref")
     done: list[Refunded] = []
 
