@@ -135,6 +135,38 @@ def test_only_an_unpaid_open_invoice_is_voided(invoice: Invoice, code: str) -> N
     assert refused.value.code == code
 
 
+def test_refusals_name_the_invoice_and_say_what_can_be_done() -> None:
+    """A draft has no number yet: a refusal names it by id. Voiding a paid invoice names every status
+    that can be voided (a draft too), and one with payments says what can be done instead, since
+    no route refunds a payment yet."""
+    draft, partly = issued(1, "10.00", review=3), paid(issued(2, "10.00"), "4.00")
+    refusals: dict[str, DomainError] = {}
+    for name, attempt in {
+        "pay a draft": lambda: paid(draft, "5.00"),
+        "write off a draft": lambda: draft.written_off(None, DAY),
+        "apply to a draft": lambda: apply_credit(issued(3, "-5.00"), draft, None, application_id="c", on=DAY, now=NOW),
+        "void a paid one": lambda: void(paid(issued(4, "10.00"), "10.00"), "mistake", DAY, [], []),
+        "write off a paid one": lambda: paid(issued(5, "10.00"), "10.00").written_off(None, DAY),
+        "void a partly paid one": lambda: void(partly, "mistake", DAY, [], []),
+    }.items():
+        with pytest.raises(DomainError) as refused:
+            attempt()
+        refusals[name] = refused.value
+    for name in ("pay a draft", "write off a draft", "apply to a draft"):
+        assert refusals[name].message.startswith("invoice inv_1 is "), refusals[name].message
+    assert refusals["void a paid one"].message == (
+        "invoice INV-000004 is paid; only a draft, open or overdue invoice can be voided"
+    )
+    assert refusals["write off a paid one"].message == (
+        "invoice INV-000005 is paid; only an open or overdue invoice can be marked uncollectible"
+    )
+    has_payments = refusals["void a partly paid one"]
+    assert has_payments.code == "invoice.has_payments" and "refund the payments" not in has_payments.message
+    assert "cannot be voided" in has_payments.message and "/invoices/inv_2/mark-uncollectible" in has_payments.message
+    assert "cancel or regret the service" in has_payments.message
+    assert all("  " not in r.message for r in refusals.values()), refusals
+
+
 def test_a_write_off_and_a_void_leave_the_outstanding_and_overdue_shows_the_day_after_the_due_date() -> None:
     jan, feb, note = issued(1, "100.00"), issued(2, "40.00", day=date(2025, 2, 1)), issued(3, "-15.00")
     assert jan.due_date == date(2025, 1, 15)
@@ -179,6 +211,8 @@ def test_a_new_invoice_consumes_the_oldest_credit_first_up_to_its_amount_due() -
 
 def test_a_review_window_issues_an_unnumbered_draft_finalised_later() -> None:
     draft = issued(1, "30.00", review=3)
+    drafted = date(2025, 1, 1)
+    assert (draft.issue_date, draft.due_date) == (drafted, date(2025, 1, 15))
     assert (draft.status, draft.number, draft.review_until, draft.next_transition()) == (
         InvoiceStatus.DRAFT,
         "",
@@ -193,8 +227,10 @@ def test_a_review_window_issues_an_unnumbered_draft_finalised_later() -> None:
         InvoiceStatus.OPEN,
         "INV-000009",
         None,
-        date(2025, 1, 16),
+        date(2025, 1, 17),
     )
+    # Issued the day it is finalised, due the payment terms (14 days) after that.
+    assert (final.issue_date, final.due_date, final.billing_date) == (date(2025, 1, 2), date(2025, 1, 16), drafted)
     with pytest.raises(Conflict) as twice:
         final.finalized("INV-000010", date(2025, 1, 2))
     assert twice.value.code == "invoice.not_draft"
@@ -283,20 +319,29 @@ def test_a_review_window_holds_invoices_as_unnumbered_drafts_until_finalised(api
         assert {"field": "x", "reason": "unknown field"} in unknown.body["fields"], unknown.body
     assert api.post(f"/invoices/{draft['id']}/finalize", {"x": 1}).status == 422
     assert api.get(f"/invoices/{draft['id']}").body["status"] == "draft"  # nothing was written
+    assert (draft["issue_date"], draft["due_date"]) == ("2025-01-01", "2025-01-15")
+    advance_clock(api, contact, "2025-01-03T10:00:00Z")  # staff finalise it on the 3rd, within its window
     final = api.post(f"/invoices/{draft['id']}/finalize", {})  # an empty object, like no body at all
     assert final.status == 200, final.body
     assert api.post(f"/invoices/{draft['id']}/finalize").body["error"] == "invoice.not_draft"  # no body: read
-    assert (final.body["status"], final.body["status_on"], final.body["review_until"]) == ("open", "2025-01-01", None)
+    assert (final.body["status"], final.body["status_on"], final.body["review_until"]) == ("open", "2025-01-03", None)
     assert final.body["number"].startswith("INV-")
+    # Issued the day it was finalised, due 14 days (the payment terms) after that; billed for the 1st.
+    assert (final.body["billing_date"], final.body["issue_date"], final.body["due_date"]) == (
+        "2025-01-01",
+        "2025-01-03",
+        "2025-01-17",
+    )
 
     advance_clock(api, contact, "2025-02-02T10:00:00Z")
     february = api.get(f"/contacts/{contact}/invoices").body["items"][-1]
-    assert (february["status"], february["number"]) == ("draft", "")
+    assert (february["status"], february["number"], february["issue_date"]) == ("draft", "", "2025-02-01")
     advance_clock(api, contact, "2025-02-05T10:00:00Z")  # its window ended on the 4th: finalised that day
     february = api.get(f"/invoices/{february['id']}").body
     assert (february["status"], february["status_on"]) == ("open", "2025-02-04") and february["number"]
+    assert (february["issue_date"], february["due_date"]) == ("2025-02-04", "2025-02-18")
     january = api.get(f"/invoices/{draft['id']}").body
-    assert (january["status"], january["status_on"]) == ("overdue", "2025-01-16")
+    assert (january["status"], january["status_on"]) == ("overdue", "2025-01-18")  # the day after the 17th
 
 
 def test_the_daily_run_marks_an_unpaid_invoice_overdue_the_day_after_its_due_date(api: InProcessClient) -> None:

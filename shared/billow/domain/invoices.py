@@ -8,6 +8,7 @@ A credit note (a negative total) is `issued`; how much of it remains is in `bill
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from enum import StrEnum
@@ -190,6 +191,11 @@ class Invoice:
     def owed(self) -> bool:
         return self.status in OWED
 
+    @property
+    def label(self) -> str:
+        """How a message names it: its number, or its id while a draft has none."""
+        return self.number or self.id
+
     def _moved(self, status: InvoiceStatus, on: date, reason: str | None = None) -> Invoice:
         return replace(self, status=status, status_on=on, status_reason=reason)
 
@@ -198,12 +204,18 @@ class Invoice:
         return self._moved(InvoiceStatus.PAID, on) if self.owed and self.amount_due.is_zero else self
 
     def finalized(self, number: str, on: date) -> Invoice:
-        """A draft numbered and open (paid when credits already cover it)."""
+        """A draft numbered and open on `on` (paid when credits already cover it). It is issued that
+        day, as Stripe's finalisation is the invoice's effective date: `issue_date` becomes the
+        finalisation day and the due date counts from it, under the payment terms it was drafted with
+        (the same number of days after the issue date)."""
         if self.status is not InvoiceStatus.DRAFT:
             raise Conflict(
-                f"invoice {self.number} is {self.status.value}; only a draft is finalised", code="invoice.not_draft"
+                f"invoice {self.label} is {self.status.value}; only a draft is finalised", code="invoice.not_draft"
             )
-        return replace(self, number=number, review_until=None)._moved(InvoiceStatus.OPEN, on).settled_if_covered(on)
+        issued = max(on, self.issue_date)
+        terms = self.due_date - self.issue_date
+        final = replace(self, number=number, review_until=None, issue_date=issued, due_date=issued + terms)
+        return final._moved(InvoiceStatus.OPEN, issued).settled_if_covered(issued)
 
     def overdue_from(self) -> date:
         """The day an unpaid invoice becomes overdue: the day after its due date."""
@@ -226,27 +238,31 @@ class Invoice:
     def voided(self, reason: str, on: date) -> Invoice:
         """Cancelled with its reason: an open, overdue or draft invoice nothing was paid on. The
         credits applied to it are released (`billow.domain.receivables.void`)."""
-        self._check_cancellable("voided")
+        self._check_cancellable("voided", (*OWED, InvoiceStatus.DRAFT))
         if not self.amount_paid.is_zero:
             raise Conflict(
-                f"invoice {self.number} has {self.amount_paid} paid on it; refund the payments before voiding it",
+                f"invoice {self.label} has {self.amount_paid} paid on it, so it cannot be voided (a payment cannot "
+                "be refunded yet). To stop collecting what remains, write it off "
+                f"(POST /invoices/{self.id}/mark-uncollectible); to give the customer money back, cancel or regret "
+                "the service: its credit note can be applied to what is due or refunded",
                 code="invoice.has_payments",
             )
         return replace(self, amount_credited=Money.zero(self.currency))._moved(InvoiceStatus.VOID, on, reason)
 
     def written_off(self, reason: str | None, on: date) -> Invoice:
         """Uncollectible: the amount due is no longer counted as owed (a later payment is still taken)."""
-        self._check_cancellable("marked uncollectible")
         if self.status is InvoiceStatus.DRAFT:
-            raise Conflict(f"invoice {self.id} is a draft; finalise or void it", code="invoice.not_open")
+            raise Conflict(f"invoice {self.label} is a draft; finalise or void it", code="invoice.not_open")
+        self._check_cancellable("marked uncollectible", OWED)
         return self._moved(InvoiceStatus.UNCOLLECTIBLE, on, reason)
 
-    def _check_cancellable(self, what: str) -> None:
+    def _check_cancellable(self, what: str, allowed: Collection[InvoiceStatus]) -> None:
         if self.kind is InvoiceKind.CREDIT_NOTE:
-            raise Conflict(f"{self.number} is a credit note: it cannot be {what}", code="invoice.credit_note")
-        if self.status not in (*OWED, InvoiceStatus.DRAFT):
+            raise Conflict(f"{self.label} is a credit note: it cannot be {what}", code="invoice.credit_note")
+        if self.status not in allowed:
+            listed = "a draft, open or overdue" if InvoiceStatus.DRAFT in allowed else "an open or overdue"
             raise Conflict(
-                f"invoice {self.number} is {self.status.value}; only an open or overdue invoice can be {what}",
+                f"invoice {self.label} is {self.status.value}; only {listed} invoice can be {what}",
                 code="invoice.not_open",
             )
 
@@ -263,7 +279,7 @@ class Invoice:
         earliest = self.issue_date - timedelta(days=EARLY_PAYMENT_DAYS)
         if received_on < earliest:
             raise InvalidInput(
-                f"received_on {received_on} is more than {EARLY_PAYMENT_DAYS} days before invoice {self.number} "
+                f"received_on {received_on} is more than {EARLY_PAYMENT_DAYS} days before invoice {self.label} "
                 f"was issued ({self.issue_date}); the earliest is {earliest}",
                 field="received_on",
                 code="payment.received_too_early",
@@ -271,22 +287,22 @@ class Invoice:
 
     def apply_payment(self, payment: Payment) -> Invoice:
         if self.kind is InvoiceKind.CREDIT_NOTE:
-            raise Conflict(f"{self.number} is a credit note; it takes no payments", code="payment.credit_note")
+            raise Conflict(f"{self.label} is a credit note; it takes no payments", code="payment.credit_note")
         if self.status not in (*OWED, InvoiceStatus.UNCOLLECTIBLE):
             raise Conflict(
-                f"invoice {self.number} is {self.status.value}; "
+                f"invoice {self.label} is {self.status.value}; "
                 "only open, overdue or uncollectible invoices take payments",
                 code="payment.invoice_not_open",
             )
         if payment.amount.currency != self.currency:
             raise InvalidInput(
-                f"invoice {self.number} is in {self.currency}, the payment in {payment.amount.currency}",
+                f"invoice {self.label} is in {self.currency}, the payment in {payment.amount.currency}",
                 field="currency",
                 code="money.currency_mismatch",
             )
         if payment.amount > self.amount_due:
             raise InvalidInput(
-                f"payment {payment.amount} exceeds the {self.amount_due} due on invoice {self.number}",
+                f"payment {payment.amount} exceeds the {self.amount_due} due on invoice {self.label}",
                 field="amount",
                 code="payment.exceeds_amount_due",
             )

@@ -60,19 +60,19 @@ class Refund:
 
 def _check_credit_note(note: Invoice) -> None:
     if note.kind is not InvoiceKind.CREDIT_NOTE:
-        raise Conflict(f"{note.number} is an invoice, not a credit note", code="credit.not_a_credit_note")
+        raise Conflict(f"{note.label} is an invoice, not a credit note", code="credit.not_a_credit_note")
 
 
 def _check_remaining(note: Invoice, amount: Money, field: str = "amount") -> None:
     if amount.currency != note.currency:
         raise InvalidInput(
-            f"credit note {note.number} is in {note.currency}, the amount in {amount.currency}",
+            f"credit note {note.label} is in {note.currency}, the amount in {amount.currency}",
             field="currency",
             code="money.currency_mismatch",
         )
     if amount > note.credit_remaining:
         raise Conflict(
-            f"{amount} is more than the {note.credit_remaining} that remains of credit note {note.number}",
+            f"{amount} is more than the {note.credit_remaining} that remains of credit note {note.label}",
             field=field,
             code="credit.exceeds_remaining",
         )
@@ -85,36 +85,35 @@ def apply_credit(
     credit note, the invoice (paid when covered) and the application record."""
     _check_credit_note(note)
     if invoice.kind is not InvoiceKind.INVOICE:
-        raise Conflict(f"{invoice.number} is a credit note; credit applies to invoices", code="credit.not_an_invoice")
+        raise Conflict(f"{invoice.label} is a credit note; credit applies to invoices", code="credit.not_an_invoice")
     if invoice.contact_id != note.contact_id:
         raise InvalidInput(
-            f"invoice {invoice.number} is another contact's than credit note {note.number}",
+            f"invoice {invoice.label} is another contact's than credit note {note.label}",
             field="invoice_id",
             code="credit.other_contact",
         )
     if invoice.currency != note.currency:
         raise InvalidInput(
-            f"invoice {invoice.number} is in {invoice.currency}, credit note {note.number} in {note.currency}",
+            f"invoice {invoice.label} is in {invoice.currency}, credit note {note.label} in {note.currency}",
             field="invoice_id",
             code="credit.currency_mismatch",
         )
     if not invoice.owed:
         raise Conflict(
-            f"invoice {invoice.number or invoice.id} is {invoice.status.value}; "
-            "credit applies to open or overdue invoices",
+            f"invoice {invoice.label} is {invoice.status.value}; credit applies to open or overdue invoices",
             field="invoice_id",
             code="credit.invoice_not_open",
         )
     if amount is None:
         amount = min(note.credit_remaining, invoice.amount_due)
         if amount.is_zero:
-            raise Conflict(f"nothing remains of credit note {note.number}", code="credit.exceeds_remaining")
+            raise Conflict(f"nothing remains of credit note {note.label}", code="credit.exceeds_remaining")
     elif amount.minor <= 0:
         raise InvalidInput("the amount to apply must be positive", field="amount", code="credit.amount_not_positive")
     _check_remaining(note, amount)
     if amount > invoice.amount_due:
         raise Conflict(
-            f"{amount} is more than the {invoice.amount_due} due on invoice {invoice.number}",
+            f"{amount} is more than the {invoice.amount_due} due on invoice {invoice.label}",
             field="amount",
             code="credit.exceeds_amount_due",
         )
@@ -156,7 +155,7 @@ def refund_credit(
     if amount is None:
         amount = note.credit_remaining
         if amount.is_zero:
-            raise Conflict(f"nothing remains of credit note {note.number}", code="credit.exceeds_remaining")
+            raise Conflict(f"nothing remains of credit note {note.label}", code="credit.exceeds_remaining")
     elif amount.minor <= 0:
         raise InvalidInput("the amount to refund must be positive", field="amount", code="credit.amount_not_positive")
     _check_remaining(note, amount)

@@ -87,7 +87,7 @@ def record_manual_payment(
         if earlier is not None:
             if earlier.amount != amount or earlier.method is not spec.method:
                 raise InvalidInput(
-                    f"reference '{spec.reference}' was already recorded on invoice {invoice.number} "
+                    f"reference '{spec.reference}' was already recorded on invoice {invoice.label} "
                     f"as {earlier.amount} by {earlier.method.value}",
                     field="reference",
                     code="idempotency.key_reused",
