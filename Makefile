@@ -23,8 +23,12 @@ node_modules/.installed: package.json
 	npm install --no-audit --no-fund --loglevel=error
 	touch $@
 
-run: setup       ## start the local stack with demo data (Ctrl-C stops it)
-	$(PY) -m billow.local
+# `make run PORT=9090 WORKERS=2 DATA_DIR=.billow-data EVENTS_FILE=/tmp/events.jsonl NO_DEMO=1 VERBOSE=1`
+RUN_ARGS = $(if $(PORT),--port $(PORT)) $(if $(WORKERS),--workers $(WORKERS)) \
+           $(if $(DATA_DIR),--data-dir $(DATA_DIR)) $(if $(EVENTS_FILE),--events-file $(EVENTS_FILE)) \
+           $(if $(NO_DEMO),--no-demo) $(if $(VERBOSE),--verbose)
+run: setup       ## start the local stack with demo data (Ctrl-C stops it; PORT=, WORKERS=, DATA_DIR=... see README)
+	$(PY) -m billow.local $(strip $(RUN_ARGS))
 
 test: setup lint typecheck ## lint, types, then the whole suite: unit, integration, infra, e2e
 	$(PY) -m pytest -n 2 --dist loadgroup -q

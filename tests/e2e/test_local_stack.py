@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -100,12 +101,12 @@ def test_a_manual_payment_over_http(api: HttpClient) -> None:
     assert api.get(f"/invoices/{invoice['id']}").body["status"] == "paid"
 
 
-def test_make_run_prints_a_curl_that_returns_data() -> None:
+def test_make_run_prints_a_curl_that_returns_data_and_where_events_are_written(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": f"{ROOT / 'shared'}:{ROOT / 'functions'}"}
     port = stack.dynamodb.free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "billow.local", "--port", str(port)],
-        cwd=ROOT,
+        cwd=tmp_path,  # where `make run` would be: the events file is written beneath it
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -127,6 +128,26 @@ def test_make_run_prints_a_curl_that_returns_data() -> None:
             match.group(1), shell=True, capture_output=True, text=True, timeout=30, check=True
         )
         assert '"name": "Starter"' in result.stdout or '"name":"Starter"' in result.stdout
+
+        # The events file it names receives an order's event whole, its data included
+        watched = re.search(r"tail -f (\S+)$", output, re.MULTILINE)
+        assert watched, output
+        events_file = tmp_path / watched.group(1)
+        api = HttpClient(f"http://127.0.0.1:{port}", "bk_test_demo_local_only")
+        product = make_product(api, {"price": "12.34", "currency": "EUR", "cycle": "month", "billing_model": "advance"})
+        contact = make_contact(api)
+        item = {"product_id": product["id"], "terms_id": product["terms"][0]["id"]}
+        placed = api.post("/orders", {"contact_id": contact["id"], "items": [item]})
+        (invoice,) = placed.body["invoices"]
+        issued = None
+        while issued is None and time.monotonic() < deadline + 60:
+            events = [json.loads(line) for line in events_file.read_text().splitlines()]
+            issued = next((e for e in events if e["detail"]["data"].get("invoice_id") == invoice["id"]), None)
+            time.sleep(0.2)
+        assert issued is not None, events_file.read_text()[-2000:]
+        assert issued["detail-type"] == "billow.invoice.issued" and issued["source"] == "billow"
+        assert issued["detail"]["contact_id"] == contact["id"] and issued["detail"]["mode"] == "test"
+        assert issued["detail"]["data"]["total"] == {"amount": "12.34", "currency": "EUR"}
     finally:
         process.send_signal(signal.SIGINT)
         process.wait(timeout=30)

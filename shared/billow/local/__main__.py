@@ -10,6 +10,8 @@ from pathlib import Path
 
 from billow.local import demo, gateway, stack
 
+EVENTS_FILE = Path(".billow") / "events.jsonl"
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m billow.local", description=__doc__)
@@ -29,10 +31,20 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="keep the data (and scheduled actions) in this directory across restarts (default: in memory)",
     )
+    parser.add_argument(
+        "--events-file",
+        type=Path,
+        default=None,
+        help="write every event the local bus delivers to this file, one JSON line each "
+        f"(default: {EVENTS_FILE.name} in the data directory, or {EVENTS_FILE})",
+    )
     args = parser.parse_args(argv)
+    events_file = args.events_file or (args.data_dir / EVENTS_FILE.name if args.data_dir else EVENTS_FILE)
 
     print("Starting DynamoDB Local and the Billow handlers ...", flush=True)
-    local = stack.start(port=args.port, verbose=args.verbose, data_dir=args.data_dir, workers=args.workers)
+    local = stack.start(
+        port=args.port, verbose=args.verbose, data_dir=args.data_dir, workers=args.workers, events_file=events_file
+    )
     done = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: done.set())
     signal.signal(signal.SIGTERM, lambda *_: done.set())
@@ -45,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
             f"""
 Billow is running at {local.url}   (DynamoDB Local at {local.dynamo.endpoint}, table {local.table_name})
 Tenant "{demo.DEMO_TENANT}", test-mode API key: {demo.DEMO_KEY}
+Events (every one the local bus delivers, one JSON per line): tail -f {events_file}
 
 Try:
   curl -s -H 'Authorization: Bearer {demo.DEMO_KEY}' {local.url}/products

@@ -10,7 +10,8 @@ in this process routes what it puts by the rules CDK synthesizes, to in-process 
   matches. Its rules are `billow.gateways.events.CONSUMER_RULES`, the patterns CDK synthesizes;
   `rules_from_template` reads them back from a synthesized template. Tests `subscribe` a callable
   to a rule; the local stack subscribes the example consumer's handler, called with an SQS-shaped
-  event, as its queue would.
+  event, as its queue would, and subscribes `file_target` to every event, writing every event to a
+  file (`make run`: .billow/events.jsonl).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import threading
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -137,12 +139,13 @@ class LocalBus:
 
     def __init__(self, rules: Mapping[str, Mapping[str, Any]]) -> None:
         self.rules = {name: dict(pattern) for name, pattern in rules.items()}
-        self._targets: dict[str, list[Target]] = {name: [] for name in self.rules}
+        self._targets: dict[str | None, list[Target]] = {None: [], **{name: [] for name in self.rules}}
         self._lock = threading.Lock()
-        self.undelivered: list[tuple[str, dict[str, Any], str]] = []
+        self.undelivered: list[tuple[str | None, dict[str, Any], str]] = []
 
-    def subscribe(self, rule: str, target: Target) -> Callable[[], None]:
-        """Call `target` with every event `rule` matches; returns the unsubscribe."""
+    def subscribe(self, rule: str | None, target: Target) -> Callable[[], None]:
+        """Call `target` with every event `rule` matches (with every event put, once, for None);
+        returns the unsubscribe."""
         with self._lock:
             self._targets[rule].append(target)
 
@@ -156,7 +159,8 @@ class LocalBus:
         for entry in entries:
             event = envelope(entry)
             with self._lock:
-                routed = [(n, list(self._targets[n])) for n, p in self.rules.items() if matches(p, event)]
+                names = [None, *(n for n, p in self.rules.items() if matches(p, event))]
+                routed = [(n, list(self._targets[n])) for n in names]
             for rule, targets in routed:
                 for target in targets:
                     try:
@@ -208,6 +212,19 @@ def sqs_target(handler: str = CONSUMER) -> Target:
             raise RuntimeError(f"{handler} failed on {event['detail-type']}")
 
     return deliver
+
+
+def file_target(path: Path) -> Target:
+    """A target appending each event, whole (EventBridge's envelope, Billow's `detail` in it), as
+    one JSON line to `path`: what `make run` writes for `tail -f` (docs/events.md)."""
+    lock = threading.Lock()
+
+    def write(event: dict[str, Any]) -> None:
+        line = json.dumps(event, sort_keys=True) + "\n"
+        with lock, path.open("a", encoding="utf-8") as out:
+            out.write(line)
+
+    return write
 
 
 # -- the stream -----------------------------------------------------------------------------------

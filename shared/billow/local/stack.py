@@ -11,7 +11,7 @@ from pathlib import Path
 from billow.domain.tenants import TenantSettings
 from billow.local import dynamodb, gateway
 from billow.local.dynamodb import LOCAL_CREDENTIALS, DynamoDBLocal
-from billow.local.events import StreamPoller, local_bus, sqs_target
+from billow.local.events import StreamPoller, file_target, local_bus, sqs_target
 from billow.local.lambda_runtime import prepare_environment
 from billow.local.scheduler import DailyScheduler
 from billow.services.tenants import provision_tenant
@@ -31,8 +31,10 @@ class LocalStack:
     url: str
     table_name: str
     fresh: bool = True
-    unsubscribe: list[Callable[[], None]] = field(default_factory=list)
     """False when the table came from the data directory of an earlier run."""
+    events_file: Path | None = None
+    """Every event the local bus delivers, one JSON line each (EventBridge's envelope, `detail` in it)."""
+    unsubscribe: list[Callable[[], None]] = field(default_factory=list)
     _stopped: threading.Event = field(default_factory=threading.Event)
 
     def stop(self) -> None:
@@ -67,11 +69,13 @@ def start(
     verbose: bool = False,
     data_dir: Path | None = None,
     workers: int = gateway.DEFAULT_WORKERS,
+    events_file: Path | None = None,
 ) -> LocalStack:
     """DynamoDB Local + table + handlers over HTTP on 127.0.0.1, served by `workers` processes
     (+ the daily scheduler, and the stream poller publishing events to the local bus). With
     `data_dir` the data (scheduled actions included) outlives the process: start again on the same
-    directory and everything is where it was."""
+    directory and everything is where it was. With `events_file` every event the local bus
+    delivers is appended to it, whole, one JSON line each (emptied first unless the data was kept)."""
     for key, value in LOCAL_CREDENTIALS.items():
         os.environ.setdefault(key, value)
     if data_dir is not None:
@@ -88,6 +92,11 @@ def start(
             events.skip()  # published by the run that made those changes
         # The example consumer, called as its queue would call it.
         unsubscribe = [local_bus().subscribe(rule, sqs_target()) for rule in local_bus().rules]
+        if events_file is not None:
+            events_file.parent.mkdir(parents=True, exist_ok=True)
+            if fresh:
+                events_file.write_text("", encoding="utf-8")
+            unsubscribe.append(local_bus().subscribe(None, file_target(events_file)))
         events.start()
         port = port or dynamodb.free_port()
         server = gateway.serve(port, workers=workers, verbose=verbose)
@@ -97,4 +106,5 @@ def start(
     scheduler = DailyScheduler() if schedule else None
     if scheduler is not None:
         scheduler.start()
-    return LocalStack(dynamo, server, scheduler, events, f"http://127.0.0.1:{port}", table_name, fresh, unsubscribe)
+    url = f"http://127.0.0.1:{port}"
+    return LocalStack(dynamo, server, scheduler, events, url, table_name, fresh, events_file, unsubscribe)
