@@ -90,7 +90,8 @@ def test_editing_price_terms_makes_a_new_version_and_subscriptions_keep_theirs(a
     again = api.patch(
         f"/products/{product['id']}/terms/{old['id']}", {"price": "12.50"}, headers={"Idempotency-Key": "v2"}
     )
-    assert again.status == 201 and again.body["id"] == new["id"]  # a retry makes no third version
+    assert again.status == 200 and again.headers.get("Idempotent-Replayed") == "true"  # a replay
+    assert again.body["id"] == new["id"]  # a retry makes no third version
 
     shown = {t["id"]: t for t in api.get(f"/products/{product['id']}").body["terms"]}
     assert len(shown) == 2
