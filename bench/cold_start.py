@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -141,6 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     baseline = statistics.median(times[BASELINE])
     print(f"Import time, -X importtime cumulative, median of {args.runs} fresh interpreters (Lambda's environment)")
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(f"command: {shlex.join([sys.executable, *sys.argv])}; Python {sys.version.split()[0]} (Lambda runs 3.14)")
     print(f"machine: {os.cpu_count()} cores, load average {load} (load inflates every figure: compare ratios)")
     print(f"{'module':<24}{'median ms':>10}{'min ms':>9}{'max ms':>9}{'x boto3':>9}  target {args.target_ms:g} ms")
     missed = []

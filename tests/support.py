@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 import uuid
@@ -91,10 +90,11 @@ class InProcessClient(HttpClient):
 
 
 _POSTER = """
-import json, sys, time, urllib.error, urllib.request
-url, headers, body, start = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3].encode(), float(sys.argv[4])
+import json, sys, urllib.error, urllib.request
+url, headers, body = sys.argv[1], json.loads(sys.argv[2]), sys.argv[3].encode()
 request = urllib.request.Request(url, data=body, method="POST", headers=headers)
-time.sleep(max(0.0, start - time.time()))
+print("ready", flush=True)
+sys.stdin.readline()  # go
 try:
     with urllib.request.urlopen(request, timeout=60) as response:
         print(json.dumps([response.status, json.loads(response.read())]))
@@ -105,8 +105,8 @@ except urllib.error.HTTPError as error:
 
 def post_from_processes(client: HttpClient, requests: list[tuple[str, Any, dict[str, str]]]) -> list[Reply]:
     """POST each (path, body, extra headers) from its own process (as separate clients would),
-    all released at the same instant; their replies in order."""
-    start = time.time() + 2.0  # every process started and waiting by then
+    all released together once every process is ready (no guess of how long starting takes);
+    their replies in order."""
     processes = [
         subprocess.Popen(
             [
@@ -116,13 +116,19 @@ def post_from_processes(client: HttpClient, requests: list[tuple[str, Any, dict[
                 client.base_url + path,
                 json.dumps(client.headers(True, extra)),
                 json.dumps(body),
-                str(start),
             ],
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
         )
         for path, body, extra in requests
     ]
+    for process in processes:
+        assert process.stdout is not None and process.stdout.readline().strip() == "ready"
+    for process in processes:
+        assert process.stdin is not None
+        process.stdin.write("go\n")
+        process.stdin.flush()
     replies = [json.loads(p.communicate(timeout=90)[0]) for p in processes]
     return [Reply(status, body) for status, body in replies]
 

@@ -114,7 +114,7 @@ def _respond(result: ActionResult) -> Response[dict[str, Any]]:
         "invoices": [presenters.invoice(i) for i in result.invoices],
         "replayed": result.replayed,
     }
-    status = 200 if result.replayed else 202 if result.action.status.value == "scheduled" else 201
+    status = 202 if result.action.status.value == "scheduled" else 201  # a replay answers 200: `created`
     return created(body, status, replay=result.replayed)
 
 

@@ -29,7 +29,7 @@ from billow.domain.errors import (
     error_body,
 )
 from billow.services.inputs import validation_code, validation_problems
-from runtime import imported, logger, metrics, tracer
+from runtime import imported, invocation, logger, metrics, tracer
 
 from api import actions, billing, catalog, contacts, orders, receivables, settings
 from api.bodies import BodyTooDeep, JsonRequestValidation, parse_json
@@ -176,6 +176,7 @@ def temporary_failure(error: TemporaryFailure) -> Response[Any]:
 @metrics.log_metrics
 @tracer.capture_lambda_handler(capture_response=False)  # billing payloads carry personal data
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    invocation()
     return app.resolve(event, context)
 
 

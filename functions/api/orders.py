@@ -52,7 +52,7 @@ def place_order(body: OrderBody) -> Response[dict[str, Any]]:
         "invoices": [presenters.invoice(i) for i in placed.invoices],
         "replayed": placed.replayed,
     }
-    return created(answer, 200 if placed.replayed else 201, replay=placed.replayed)
+    return created(answer, 201, replay=placed.replayed)
 
 
 @router.get("/orders/<order_id>", summary="Get an order")
@@ -112,4 +112,4 @@ def record_payment(invoice_id: Annotated[Id, Path()], body: ManualPaymentBody) -
         "payment": presenters.payment(result.payment),
         "replayed": result.replayed,
     }
-    return created(answer, 200 if result.replayed else 201, replay=result.replayed)
+    return created(answer, 201, replay=result.replayed)

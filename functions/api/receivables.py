@@ -95,7 +95,7 @@ def apply_credit_note(credit_note_id: Annotated[Id, Path()], body: ApplyCreditBo
         "application": presenters.application(result.application),
         "replayed": result.replayed,
     }
-    return created(answer, 200 if result.replayed else 201, replay=result.replayed)
+    return created(answer, 201, replay=result.replayed)
 
 
 @router.post(
@@ -115,7 +115,7 @@ def refund_credit_note(credit_note_id: Annotated[Id, Path()], body: RefundBody) 
         "refund": presenters.refund(result.refund),
         "replayed": result.replayed,
     }
-    return created(answer, 200 if result.replayed else 201, replay=result.replayed)
+    return created(answer, 201, replay=result.replayed)
 
 
 @router.get("/contacts/<contact_id>/balance", summary="A contact's outstanding, overdue and credit, per currency")

@@ -21,7 +21,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from billow.services.billing import SettingsCache, bill_due_page
 from billow.services.ports import DUE_SHARDS
 from pydantic import AwareDatetime, ConfigDict, Field, model_validator
-from runtime import imported, logger, metrics, numbers, store, tracer
+from runtime import imported, invocation, logger, metrics, numbers, store, tracer
 
 WORKERS = 2
 """Subscriptions billed concurrently per invocation: enough to hide some DynamoDB latency, few
@@ -113,6 +113,7 @@ def summarize(event: BillingRunEvent) -> dict[str, Any]:
 @tracer.capture_lambda_handler(capture_response=False)
 @event_parser(model=BillingRunEvent)
 def lambda_handler(event: BillingRunEvent, context: LambdaContext) -> dict[str, Any]:
+    invocation()
     return bill_shard(event, context) if event.shard is not None else summarize(event)
 
 

@@ -17,7 +17,7 @@ from billow.gateways.invoke import CLOCK_ADVANCE
 from billow.services import time_travel
 from billow.services.tenants import tenant_context
 from pydantic import AwareDatetime, ConfigDict, Field
-from runtime import imported, invoker, logger, metrics, numbers, store, tracer
+from runtime import imported, invocation, invoker, logger, metrics, numbers, store, tracer
 
 TIME_LEFT_MS = 60_000
 """Start no further subscription with less than this left; continue in a new invocation."""
@@ -36,6 +36,7 @@ class ClockAdvanceEvent(BaseModel):
 @tracer.capture_lambda_handler(capture_response=False)
 @event_parser(model=ClockAdvanceEvent)
 def lambda_handler(event: ClockAdvanceEvent, context: LambdaContext) -> dict[str, Any]:
+    invocation()
     ctx = tenant_context(store, event.tenant_id, event.mode)
     run = time_travel.run_advance(
         store,

@@ -9,6 +9,7 @@ the billing engine). bench/cold_start.py measures it.
 from __future__ import annotations
 
 import gc
+import sys
 import threading
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -99,6 +100,15 @@ def imported() -> None:
     API cold start, bench/cold_start.py). Frozen now, later collections skip them too."""
     gc.freeze()
     gc.enable()
+
+
+def invocation() -> None:
+    """The first call of every invocation of a handler that writes: state kept per request (the
+    test-clock times noted while reading clocks) starts empty, never carried from the previous one."""
+    if "billow.storage.repository" in sys.modules:
+        from billow.storage.repository import forget_clock_times
+
+        forget_clock_times()
 
 
 _MAKING = threading.RLock()  # one of each, even when two threads import handlers at once (locally)

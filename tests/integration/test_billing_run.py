@@ -214,6 +214,7 @@ def test_two_orders_racing_share_the_one_subscription_of_their_cycle(local_table
     product = monthly_product(store, ctx, BillingModel.ADVANCE)
     contact = new_contact(store, ctx, clock, "C", "c@example.com")
     barrier = threading.Barrier(2)
+    waited: list[str] = []
 
     class BothSeeNone(DynamoStore):
         """Each order reads the contact's subscriptions before the other has written its own."""
@@ -221,6 +222,7 @@ def test_two_orders_racing_share_the_one_subscription_of_their_cycle(local_table
         def subscriptions_of(self, tenant_id: str, contact_id: str) -> list[Subscription]:
             found = super().subscriptions_of(tenant_id, contact_id)
             if not found:
+                waited.append(contact_id)
                 barrier.wait(timeout=10)
             return found
 
@@ -238,6 +240,7 @@ def test_two_orders_racing_share_the_one_subscription_of_their_cycle(local_table
         thread.start()
     for thread in threads:
         thread.join()
+    assert len(waited) == 2  # both really read "no subscription" before either wrote
     assert len(placed) == 2  # the loser retried and joined the winner's subscription
     (subscription,) = store.subscriptions_of(ctx.scope, contact.id)
     assert len(subscription.services) == 2

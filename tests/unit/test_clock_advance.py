@@ -88,3 +88,25 @@ def test_a_contact_without_subscriptions_advances_two_years_at_most(api: InProce
     assert api.get(f"/contacts/{contact['id']}/test-clock").body["advance_limit"] == "2026-02-28T00:00:00+00:00"
     far = api.post(f"/contacts/{contact['id']}/test-clock/advance", {"to": "2026-03-01T00:00:00Z"})
     assert far.status == 422 and far.body["error"] == "test_clock.advance_too_far"
+
+
+def test_a_clock_time_noted_in_one_invocation_stamps_nothing_of_the_next(
+    api: InProcessClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A container runs invocations one after another in one context: a test-clock time noted by
+    # an earlier request must not be there when the next one writes.
+    from datetime import UTC, datetime
+
+    from billow.storage import repository
+
+    repository._CLOCK_TIMES.set({"T#elsewhere#TEST#C#con_1": datetime(2020, 1, 1, tzinfo=UTC)})
+    seen: list[dict[str, datetime]] = []
+    settings_read = repository.DynamoStore.get_settings
+
+    def noting(self: repository.DynamoStore, tenant_id: str) -> object:
+        seen.append(dict(repository._CLOCK_TIMES.get({})))
+        return settings_read(self, tenant_id)
+
+    monkeypatch.setattr(repository.DynamoStore, "get_settings", noting)
+    assert api.get("/settings").status == 200
+    assert seen and all(times == {} for times in seen)

@@ -4,6 +4,7 @@ matching (docs/events.md)."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, date, datetime
 from fractions import Fraction
 from pathlib import Path
@@ -65,6 +66,9 @@ def test_a_new_invoice_is_issued_once_with_tenant_mode_contact_and_a_stable_id()
     assert detail["data"]["total"] == {"amount": "31.00", "currency": "USD"}
     assert detail["time"] == datetime.fromtimestamp(1_700_000_000, UTC).isoformat()  # committed then
     assert [e.id for e in events_of(change_of(record(image(invoice(), 1))))] == [event.id]  # type: ignore[arg-type]
+    other = replace(invoice(), id="inv_2")
+    other_record = record({**image(other, 1), "SK": {"S": "INV#inv_2"}})
+    assert [e.id for e in events_of(change_of(other_record))] != [event.id]  # type: ignore[arg-type]
 
 
 def test_a_paid_invoice_is_paid_once_and_a_clock_time_stamp_is_the_events_time() -> None:

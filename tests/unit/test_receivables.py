@@ -17,7 +17,15 @@ from billow.domain.errors import ConcurrentModification, Conflict, DomainError, 
 from billow.domain.invoices import Invoice, InvoiceStatus, Payment, PaymentMethod
 from billow.domain.lines import LineDraft
 from billow.domain.money import Money
-from billow.domain.receivables import apply_credit, balances, consume_credit, net_owed, refund_credit, void
+from billow.domain.receivables import (
+    MAX_NOTES_PER_INVOICE,
+    apply_credit,
+    balances,
+    consume_credit,
+    net_owed,
+    refund_credit,
+    void,
+)
 from billow.local.stack import add_tenant
 from billow.services.billing import InvoiceNumbers, bill_due_subscriptions
 from billow.services.context import Scope
@@ -207,6 +215,16 @@ def test_a_new_invoice_consumes_the_oldest_credit_first_up_to_its_amount_due() -
     ]
     untouched, none_used, _ = consume_credit(issued(5, "30.00"), [eur], on=DAY, now=NOW, application_id="b")
     assert untouched.amount_due == usd("30.00") and none_used == []
+
+
+def test_a_new_invoice_draws_on_at_most_20_credit_notes_so_its_transaction_fits() -> None:
+    # 40 notes of 1.00 each and a 100.00 invoice: 20 notes used (60 writes beside the subscription,
+    # the invoice and its action records, under DynamoDB's 100), 80.00 still due.
+    notes = [issued(n, "-1.00", day=date(2024, 12, 1) + timedelta(n)) for n in range(2, 42)]
+    invoice, used, applications = consume_credit(issued(1, "100.00"), notes, on=DAY, now=NOW, application_id="a")
+    assert len(used) == len(applications) == MAX_NOTES_PER_INVOICE == 20
+    assert [n.id for n in used] == [f"inv_{n}" for n in range(2, 22)]  # the oldest first
+    assert invoice.amount_due == usd("80.00")
 
 
 def test_a_review_window_issues_an_unnumbered_draft_finalised_later() -> None:

@@ -181,11 +181,19 @@ def void(
     return voided, [n for n in by_id.values() if any(a.credit_note_id == n.id for a in reversed_)], reversed_
 
 
+MAX_NOTES_PER_INVOICE = 20
+"""Credit notes one invoice draws on automatically: each is three writes (the note, its credit
+marker, the application) in the invoice's transaction, which holds at most 100 with the
+subscription, the invoice and up to 20 action records. What is left stays owed, and the next
+invoice (or staff, by hand) uses the remaining credit."""
+
+
 def consume_credit(
     invoice: Invoice, notes: Iterable[Invoice], *, on: date, now: datetime, application_id: str
 ) -> tuple[Invoice, list[Invoice], list[CreditApplication]]:
     """The contact's credit balance consumed by a new invoice: its credit notes of that currency,
-    oldest first, applied up to its amount due. `application_id` is suffixed per credit note."""
+    oldest first, applied up to its amount due, at most `MAX_NOTES_PER_INVOICE` of them.
+    `application_id` is suffixed per credit note."""
     applied: list[Invoice] = []
     applications: list[CreditApplication] = []
     ordered = sorted(
@@ -193,7 +201,7 @@ def consume_credit(
         key=lambda n: (n.issue_date, n.number, n.id),
     )
     for note in ordered:
-        if not invoice.owed or invoice.amount_due.is_zero:
+        if not invoice.owed or invoice.amount_due.is_zero or len(applied) == MAX_NOTES_PER_INVOICE:
             break
         if note.credit_remaining.is_zero:
             continue

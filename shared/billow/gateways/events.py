@@ -63,7 +63,7 @@ def publish(client: EventBusClient, events: Sequence[Event], bus_name: str | Non
         pending = entries[start : start + MAX_BATCH]
         for attempt in range(PUT_ATTEMPTS):
             pending = client.put(pending)
-            if not pending:
+            if not pending or attempt == PUT_ATTEMPTS - 1:
                 break
             time.sleep(0.05 * 2**attempt)
         if pending:

@@ -151,10 +151,6 @@ class UnitOfWork(Protocol):
         """Move the subscription's version on, only if still at `subscription.version`."""
         ...
 
-    def check_subscription(self, scope: Scope, subscription: Subscription) -> None:
-        """Write nothing to the subscription but commit only if it is still at `subscription.version`."""
-        ...
-
     def log_action(self, scope: Scope, subscription: Subscription, action: Action, *, only_new: bool = False) -> None:
         """The action's log record, only if new or still scheduled (executed, cancelled and rejected
         records are final); with `only_new`, only if new."""
@@ -289,7 +285,12 @@ class InvoiceStore(Protocol):
     def get_application(
         self, scope: Scope, contact_id: str, credit_note_id: str, application_id: str
     ) -> CreditApplication | None: ...
-    def applications_of(self, scope: Scope, contact_id: str) -> list[CreditApplication]: ...
+    def applications_of(
+        self, scope: Scope, contact_id: str, credit_note_id: str | None = None
+    ) -> list[CreditApplication]:
+        """The contact's credit applications (reversed ones too), or one credit note's."""
+        ...
+
     def get_refund(self, scope: Scope, contact_id: str, credit_note_id: str, refund_id: str) -> Refund | None: ...
     def refunds_of(self, scope: Scope, contact_id: str, credit_note_id: str) -> list[Refund]: ...
 

@@ -132,7 +132,7 @@ def apply_credit_note(
         invoice = get_invoice(store, ctx, invoice_id)
         earlier = store.get_application(ctx.scope, note.contact_id, note.id, application_id)
         if earlier is not None:  # a retry of a request that was written
-            done.append(Applied(note, get_invoice(store, ctx, earlier.invoice_id), earlier, replayed=True))
+            done.append(Applied(note, invoice, earlier, replayed=True))  # the key binds the invoice id
             return
         when = contact_time(store, ctx, note.contact_id, clock)
         note2, invoice2, application = apply_credit(
@@ -208,7 +208,7 @@ def credit_note_records(
     store: InvoiceStore, ctx: TenantContext, note: Invoice
 ) -> tuple[list[CreditApplication], list[Refund]]:
     """A credit note's applications (reversed ones too) and refunds."""
-    applications = [a for a in store.applications_of(ctx.scope, note.contact_id) if a.credit_note_id == note.id]
+    applications = store.applications_of(ctx.scope, note.contact_id, note.id)
     return applications, store.refunds_of(ctx.scope, note.contact_id, note.id)
 
 
@@ -255,8 +255,7 @@ def void_invoice(
         ]
         notes = [get_invoice(store, ctx, note_id) for note_id in sorted({a.credit_note_id for a in applications})]
         voided, released, reversed_ = void(invoice, reason, today, applications, notes)
-        versions = {n.id: n.version for n in notes}
-        written = ((voided, invoice.version), *((n, versions[n.id]) for n in released))
+        written = ((voided, invoice.version), *((n, n.version) for n in released))  # replace() keeps the version read
         return Settlement(written, tuple(reversed_))
 
     done = frozenset({InvoiceStatus.VOID})
@@ -313,12 +312,11 @@ def consumed_credit(
     notes = store.credit_notes_with_credit(ctx.scope, invoice.contact_id, invoice.currency)
     if not notes:
         return invoice, Settlement()
-    versions = {n.id: n.version for n in notes}
     # Derived ids: a retried step makes the same applications, written only once.
     consumer, used, applications = consume_credit(
         invoice, notes, on=on, now=datetime.now(UTC), application_id=f"cap_{invoice.id}"
     )
-    return consumer, Settlement(tuple((n, versions[n.id]) for n in used), tuple(applications))
+    return consumer, Settlement(tuple((n, n.version) for n in used), tuple(applications))  # versions as read
 
 
 def _moved_on(

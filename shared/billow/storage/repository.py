@@ -158,6 +158,13 @@ clock's move changes: so the items a use case writes are stamped with the clock'
 change (`clock_time`), which their events carry (docs/events.md), without a write of its own."""
 
 
+def forget_clock_times() -> None:
+    """Start an invocation with no clock time noted: a Lambda container runs its invocations one
+    after another in one context, so a time noted by an earlier one could otherwise stamp a later
+    one's items (`runtime.invocation` calls this first)."""
+    _CLOCK_TIMES.set({})
+
+
 def _note_clock(scope: Scope, clock: TestClock) -> None:
     times = dict(_CLOCK_TIMES.get({}))
     times[contact_pk(scope, clock.contact_id)] = clock.frozen_time
@@ -523,6 +530,7 @@ class _Write:
 
     def alone(self) -> None:
         """Written on its own: one conditional PutItem or UpdateItem (not a transaction)."""
+        assert not self.check, "a condition check writes nothing on its own: stage it with a write"
         if self.delete:
             self.item.delete(condition=self.condition)
         elif self.actions is not None:
@@ -632,10 +640,6 @@ class DynamoUnitOfWork:
     def touch_subscription(self, scope: Scope, subscription: Subscription) -> None:
         pk = contact_pk(scope, subscription.contact_id)
         self._stage(_version_moved_on(pk, f"SUB#{subscription.id}", subscription.version))
-
-    def check_subscription(self, scope: Scope, subscription: Subscription) -> None:
-        item = BillowItem(contact_pk(scope, subscription.contact_id), f"SUB#{subscription.id}")
-        self._stage(_Write(item, _versioned(subscription.version), check=True))
 
     def log_action(self, scope: Scope, subscription: Subscription, action: Action, *, only_new: bool = False) -> None:
         self._stage(_Write(_action_item(scope, subscription, action), _absent() if only_new else _still_pending()))
@@ -1055,8 +1059,11 @@ class DynamoStore:
         sk = f"CRAPP#{credit_note_id}#{application_id}"
         return _record(contact_pk(scope, contact_id), sk, codec.application_in, f"credit application {application_id}")
 
-    def applications_of(self, scope: Scope, contact_id: str) -> list[CreditApplication]:
-        return _records(contact_pk(scope, contact_id), "CRAPP#", codec.application_in, "credit applications")
+    def applications_of(
+        self, scope: Scope, contact_id: str, credit_note_id: str | None = None
+    ) -> list[CreditApplication]:
+        prefix = "CRAPP#" if credit_note_id is None else f"CRAPP#{credit_note_id}#"
+        return _records(contact_pk(scope, contact_id), prefix, codec.application_in, "credit applications")
 
     def get_refund(self, scope: Scope, contact_id: str, credit_note_id: str, refund_id: str) -> Refund | None:
         sk = f"REFUND#{credit_note_id}#{refund_id}"
