@@ -69,8 +69,8 @@ bench: setup     ## billing-run benchmark on DynamoDB Local (N=2000 by default)
 cold-start: setup ## each Lambda handler's import time against the 300 ms target (fails above it)
 	$(PY) bench/cold_start.py
 
-openapi: setup   ## write docs/openapi.json from the API's routes
-	$(PY) -c "import sys; from api.handler import app; from api.openapi import document_json; sys.stdout.write(document_json(app))" > docs/openapi.json
+openapi: setup   ## write docs/openapi.json and functions/api/routes.json from the API's routes
+	$(PY) -c "from api.handler import complete_app; from api.openapi import write; write(complete_app())"
 
 clean:
 	rm -rf cdk.out build .pytest_cache .mypy_cache .ruff_cache

@@ -12,6 +12,12 @@ is judged against the target (300 ms): the exit status is 1 when one misses it (
 
     .venv/bin/python bench/cold_start.py [--runs 5] [--target-ms 300] [--no-fail] [--handler api]
 
+The API imports each route area (catalog, contacts, actions...: functions/api/areas.py) on a
+container's first request in it, so its cold start is the handler's import plus that area's. Those
+are printed too, for information (the target is the handler's): what each area's first request adds
+(the imports it triggers, `-X importtime` top-level figures after the handler's), and the whole app
+(every area loaded, as a container that has served them all holds).
+
 The interpreter sees what a function sees on Lambda:
 - the code as it is deployed: functions/ and the billow layer staged by the infra's own packaging
   (billow_infra.packaging: without bytecode caches and without billow.local), imported without
@@ -110,6 +116,51 @@ def cumulative_us(importtime_report: str, module: str) -> int:
     return found
 
 
+def imported_after_us(importtime_report: str, module: str) -> int:
+    """The cumulative µs of every top-level import after `module`'s own (what the code run after
+    importing it imported)."""
+    total, seen = 0, False
+    for line in importtime_report.splitlines():
+        if not line.startswith("import time:"):
+            continue
+        fields = line.removeprefix("import time:").split("|")
+        if len(fields) != 3 or fields[2].startswith("  "):
+            continue  # the header, or a nested import (counted in its parent's cumulative)
+        if seen:
+            total += int(fields[1])
+        seen = seen or fields[2].strip() == module
+    if not seen:
+        raise SystemExit(f"-X importtime reported no import of {module}")
+    return total
+
+
+def area_import_us(areas: Sequence[str], env: Mapping[str, str], cwd: Path) -> int:
+    """What loading `areas` imports after a fresh `import api.handler`, in µs."""
+    code = f"import api.handler as api; api.areas.load({list(areas)!r})"
+    run = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", code], env=dict(env), cwd=cwd, capture_output=True, text=True
+    )
+    if run.returncode != 0:
+        raise SystemExit(f"loading the API's areas {areas} failed:\n{run.stderr[-4000:]}")
+    return imported_after_us(run.stderr, "api.handler")
+
+
+def measure_areas(runs: int) -> dict[str, list[float]]:
+    """Each API route area's first-request imports in ms, and every area's together ("all")."""
+    sys.path[:0] = [str(FUNCTIONS_DIR)]
+    from api.areas import AREAS
+
+    groups = {**{area: [area] for area in AREAS}, "all": list(AREAS)}
+    times: dict[str, list[float]] = {name: [] for name in groups}
+    with tempfile.TemporaryDirectory(prefix="billow-cold-start-") as tmp:
+        task_root, layer = stage(Path(tmp))
+        env = lambda_environment(task_root, layer, "api.handler")
+        for _ in range(runs):
+            for name, areas in groups.items():
+                times[name].append(area_import_us(areas, env, task_root) / 1000)
+    return times
+
+
 def measure(modules: Sequence[str], runs: int) -> dict[str, list[float]]:
     """Each module's import times in ms (plus the baseline's), `runs` rounds interleaved."""
     times: dict[str, list[float]] = {name: [] for name in (BASELINE, *modules)}
@@ -156,6 +207,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 missed.append(name)
         ratio = median / baseline
         print(f"{name:<24}{median:>10.1f}{min(samples):>9.1f}{max(samples):>9.1f}{ratio:>9.2f}  {verdict}")
+    if "api.handler" in times:
+        api = statistics.median(times["api.handler"])
+        print("api.handler's route areas, imported on a container's first request in each (information):")
+        print(f"{'area':<24}{'median ms':>10}{'min ms':>9}{'max ms':>9}  {'+ api.handler':>13}")
+        for area, samples in measure_areas(args.runs).items():
+            median = statistics.median(samples)
+            label = "all (the complete app)" if area == "all" else area
+            print(f"{label:<24}{median:>10.1f}{min(samples):>9.1f}{max(samples):>9.1f}  {api + median:>13.1f}")
     if missed:
         print(f"FAIL: {', '.join(missed)} over {args.target_ms:g} ms")
         return 0 if args.no_fail else 1

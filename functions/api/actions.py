@@ -1,13 +1,10 @@
 """Subscription action routes: one route per action, the action log, and cancelling, rescheduling
 or previewing actions. Every action is immediate (no `on`) or scheduled (`on`, or `in_days`);
-`Idempotency-Key` makes a retried request answer with the first one's record.
-
-The action service (`billow.services.actions`, which only these routes use) is imported by a
-container's first action request, not by its cold start: most containers never serve one."""
+`Idempotency-Key` makes a retried request answer with the first one's record."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.params import Path
@@ -29,7 +26,8 @@ from billow.domain.actions.renew import RENEW
 from billow.domain.actions.resume import RESUME
 from billow.domain.actions.set_grace_period import SET_GRACE_PERIOD
 from billow.domain.errors import InvalidInput, NotFound
-from billow.services import views
+from billow.services import actions, views
+from billow.services.actions import ActionRequest, ActionResult
 from pydantic import Field
 from runtime import clock, numbers, store
 
@@ -37,9 +35,6 @@ from api import presenters
 from api.context import created, current_tenant, idempotent
 from api.openapi import answers
 from api.schemas import BillingDay, Body, Cursor, Id, Limit
-
-if TYPE_CHECKING:
-    from billow.services.actions import ActionRequest, ActionResult
 
 router = APIGatewayRouter()
 MAX_DAYS = 3660
@@ -95,8 +90,6 @@ ServiceId = Annotated[Id, Path()]
 
 
 def _request(kind: ActionKind[Any, Any], service_id: str | None, body: When, params: object = None) -> ActionRequest:
-    from billow.services.actions import ActionRequest
-
     return ActionRequest(
         kind=kind, service_id=service_id, on=body.on, in_days=body.in_days, reason=body.reason, params=params
     )
@@ -119,8 +112,6 @@ def _respond(result: ActionResult) -> Response[dict[str, Any]]:
 
 
 def _act(subscription_id: str, body: When, request: ActionRequest) -> Response[dict[str, Any]]:
-    from billow.services import actions
-
     event = router.current_event
     ctx = current_tenant(event)
     # A refused action is logged and its key replays the refusal (`actions.request_action`); one
@@ -177,8 +168,6 @@ def change(subscription_id: SubscriptionId, service_id: ServiceId, body: ChangeB
     summary="Preview a change: when it would take effect and the next invoices with it (nothing is saved)",
 )
 def preview_change(subscription_id: SubscriptionId, service_id: ServiceId, body: ChangeBody) -> dict[str, Any]:
-    from billow.services import actions
-
     ctx = current_tenant(router.current_event)
     preview = actions.preview_action(store, ctx, subscription_id, _change_request(service_id, body), clock=clock)
     terms_days = ctx.settings.payment_terms_days
@@ -254,8 +243,6 @@ def bill_ahead(subscription_id: SubscriptionId, body: BillAheadBody) -> Response
     summary="The action log: executed, scheduled, cancelled and rejected actions",
 )
 def list_actions(subscription_id: SubscriptionId, limit: Limit = 50, cursor: Cursor = None) -> dict[str, Any]:
-    from billow.services import actions
-
     ctx = current_tenant(router.current_event)
     log = actions.action_log(store, ctx, subscription_id, limit=limit, cursor=cursor)
     return {
@@ -267,8 +254,6 @@ def list_actions(subscription_id: SubscriptionId, limit: Limit = 50, cursor: Cur
 
 @router.delete(SUB + "/actions/<action_id>", summary="Cancel a pending action")
 def cancel_action(subscription_id: SubscriptionId, action_id: Annotated[Id, Path()]) -> dict[str, Any]:
-    from billow.services import actions
-
     ctx = current_tenant(router.current_event)
     return presenters.action(actions.cancel_action(store, ctx, subscription_id, action_id, clock))
 
@@ -277,7 +262,5 @@ def cancel_action(subscription_id: SubscriptionId, action_id: Annotated[Id, Path
 def reschedule_action(
     subscription_id: SubscriptionId, action_id: Annotated[Id, Path()], body: RescheduleBody
 ) -> dict[str, Any]:
-    from billow.services import actions
-
     ctx = current_tenant(router.current_event)
     return presenters.action(actions.reschedule_action(store, ctx, subscription_id, action_id, body.on, clock))

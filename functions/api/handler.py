@@ -31,7 +31,7 @@ from billow.domain.errors import (
 from billow.services.inputs import validation_code, validation_problems
 from runtime import imported, invocation, logger, metrics, tracer
 
-from api import actions, billing, catalog, contacts, orders, receivables, settings
+from api.areas import RouteAreas
 from api.bodies import BodyTooDeep, JsonRequestValidation, parse_json
 
 app = APIGatewayRestResolver(enable_validation=True, json_body_deserializer=parse_json)
@@ -86,13 +86,13 @@ def static_paths_are_their_own(app: APIGatewayRestResolver, next_middleware: Nex
 
 
 app.use(middlewares=[static_paths_are_their_own, refuse_unknown_query_parameters])
-app.include_router(catalog.router)
-app.include_router(contacts.router)
-app.include_router(orders.router)
-app.include_router(billing.router)
-app.include_router(settings.router)
-app.include_router(actions.router)
-app.include_router(receivables.router)
+areas = RouteAreas.from_index_file(app)
+"""The route modules (api.catalog, api.contacts...), each imported when a request first needs it."""
+
+
+def complete_app() -> APIGatewayRestResolver:
+    """The app with every route area loaded: what the OpenAPI document and route-wide tests read."""
+    return areas.load_all()
 
 
 def error_response(
@@ -177,6 +177,7 @@ def temporary_failure(error: TemporaryFailure) -> Response[Any]:
 @tracer.capture_lambda_handler(capture_response=False)  # billing payloads carry personal data
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     invocation()
+    areas.load_for(str(event.get("path") or "/"))
     return app.resolve(event, context)
 
 

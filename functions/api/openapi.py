@@ -206,3 +206,12 @@ def _referenced(node: Any, schemas: dict[str, Any], found: set[str] | None = Non
 
 def document_json(app: APIGatewayRestResolver) -> str:
     return json.dumps(document(app), indent=2) + "\n"
+
+
+def write(app: APIGatewayRestResolver) -> None:
+    """`make openapi`: docs/openapi.json, and the route index the handler loads areas by
+    (functions/api/routes.json, `api.areas`), from the complete app."""
+    from api.areas import INDEX_FILE, route_index_json
+
+    (INDEX_FILE.parents[2] / "docs" / "openapi.json").write_text(document_json(app), encoding="utf-8")
+    INDEX_FILE.write_text(route_index_json(app), encoding="utf-8")

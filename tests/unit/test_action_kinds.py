@@ -88,7 +88,7 @@ NOTE, FLAG = Note(), Flag()
 @pytest.fixture
 def registered(moto_table: str) -> Iterator[InProcessClient]:
     # The API's schema lists the kinds registered when it is imported: import it before these.
-    handler("api.handler.app")
+    handler("api.handler.complete_app")()
     register(NOTE)
     register(FLAG)
     add_tenant("tenant-k", "Tenant K", KEY)

@@ -129,12 +129,3 @@ def test_no_garbage_collection_runs_while_a_handler_imports(
     gc = imported[module]["gc"]
     assert gc["enabled"] is True  # type: ignore[index]
     assert gc["frozen"] > 10_000  # type: ignore[index,operator]
-
-
-def test_the_api_imports_the_action_service_on_a_first_action_request_only(
-    imported: dict[str, dict[str, object]],
-) -> None:
-    # Only the action routes use it (~8 ms of the API's cold start): most containers serve none.
-    modules = set(imported["api.handler"]["modules"])  # type: ignore[arg-type]
-    assert "api.actions" in modules
-    assert "billow.services.actions" not in modules

@@ -251,7 +251,7 @@ def test_the_openapi_document_types_amounts_as_decimal_strings() -> None:
     from billow.domain.money import AMOUNT_PATTERN
     from billow.local.lambda_runtime import handler
 
-    document = handler("api.handler.app").get_openapi_schema(title="Billow API", version="0.1.0")
+    document = handler("api.handler.complete_app")().get_openapi_schema(title="Billow API", version="0.1.0")
     schemas = document.model_dump(by_alias=True, exclude_none=True)["components"]["schemas"]
     price = schemas["PriceTermsBody"]["properties"]["price"]
     assert (price["type"], price["pattern"]) == ("string", AMOUNT_PATTERN)

@@ -12,13 +12,14 @@ from datetime import date, timedelta
 from typing import Any
 
 import pytest
-from api.handler import app
+from api.handler import complete_app
 from api.openapi import document_json
 from billow.local.stack import add_tenant
 
 from tests.support import InProcessClient, make_contact, make_product
 
 KEYS = {"test": "bk_test_modes", "live": "bk_live_modes"}
+app = complete_app()
 ROUTES = sorted({(r.method, r.path) for r in app._static_routes + app._dynamic_routes})
 
 SHARED = {

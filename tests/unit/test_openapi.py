@@ -18,7 +18,7 @@ DOC = Path(__file__).resolve().parents[2] / "docs" / "openapi.json"
 def generated() -> dict[str, Any]:
     from api.openapi import document
 
-    return document(handler("api.handler.app"))
+    return document(handler("api.handler.complete_app")())
 
 
 def operations(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:

@@ -153,13 +153,18 @@ def _start_worker(env: dict[str, str]) -> None:
     prepare_environment()
     for name in HANDLERS:
         handler(name)
+    handler("api.handler.complete_app")()  # the route areas (preloaded by the server process)
 
 
 def _worker_context() -> Any:
     """Workers are forked from a clean server process that imported the handlers once (cheap to
     start, nothing of this process inherited); `_start_worker` then sets each one up."""
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["billow.local.gateway", "api.handler", "authorizer.handler"])
+    prepare_environment()  # functions/ on the path
+    from api.areas import AREAS
+
+    areas = [f"api.{area}" for area in AREAS]
+    context.set_forkserver_preload(["billow.local.gateway", "api.handler", *areas, "authorizer.handler"])
     return context
 
 
