@@ -1,0 +1,167 @@
+"""The payment gateway port: what Billow asks of a payment rail (save a payment method, charge it
+off-session, refund a charge, verify and read a webhook), in Billow's terms. Amounts are `Money`;
+the rail's own units and rules (Stripe's minor units, zero- and three-decimal currencies, minimum
+charges) stay inside its implementation in `billow.gateways`. Nothing above `billow.gateways`
+imports a rail's SDK.
+
+Implementations: `billow.gateways.stripe.StripeGateway` (the official `stripe` SDK; locally pointed
+at localstripe) and `billow.gateways.manual.ManualGateway` (bank transfer confirmed by staff: it
+saves no card and charges nothing, so collection by it leaves the invoice to be paid by transfer).
+
+Exactly-once charging does not rest on the rail's idempotency keys (localstripe ignores them; real
+Stripe keeps them 24 h): a charge is created unconfirmed, its reference recorded on Billow's attempt,
+and only a recorded charge is ever confirmed (docs/payments.md). The keys are still sent, so real
+Stripe de-duplicates a retried request too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Protocol
+
+from billow.domain.money import Money
+
+
+class ChargeStatus(StrEnum):
+    """A charge's state on the rail, reduced to what Billow acts on."""
+
+    CREATED = "created"  # exists, not confirmed: no money moved
+    PROCESSING = "processing"  # confirmed, outcome not known yet (some methods settle later)
+    REQUIRES_ACTION = "requires_action"  # the customer must authenticate (3-D Secure): not off-session
+    SUCCEEDED = "succeeded"  # money received
+    FAILED = "failed"  # declined or errored: `decline_code` says why
+    CANCELED = "canceled"  # will never move money
+
+
+@dataclass(frozen=True, slots=True)
+class ChargeState:
+    """A charge as the rail reports it now."""
+
+    ref: str  # the rail's id (a Stripe PaymentIntent id)
+    status: ChargeStatus
+    amount: Money
+    received: Money  # what was actually captured (0 unless SUCCEEDED)
+    metadata: Mapping[str, str] = field(default_factory=dict)  # what Billow attached when creating it
+    decline_code: str | None = None  # "card_declined", "insufficient_funds", "expired_card"...
+    failure_message: str | None = None
+    hard_decline: bool = False
+    """No retry can succeed with this method (missing, expired, lost or stolen card): dunning waits
+    for a new method instead of retrying."""
+
+
+@dataclass(frozen=True, slots=True)
+class ChargeRequest:
+    customer_ref: str
+    method_ref: str
+    amount: Money
+    idempotency_key: str
+    metadata: Mapping[str, str]
+    """Always carries `tenant_id`, `mode`, `invoice_id`, `attempt_id`: the rail's objects name the
+    Billow records they belong to, so a webhook finds them and a tenant never reaches another's."""
+    description: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RefundState:
+    ref: str  # the rail's refund id
+    charge_ref: str
+    amount: Money
+    status: str  # "succeeded", "pending", "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class SavedMethod:
+    """A payment method saved on the rail for a customer (a card: brand, last 4, expiry)."""
+
+    ref: str  # a Stripe PaymentMethod id
+    customer_ref: str
+    kind: str  # "card"
+    brand: str | None = None
+    last4: str | None = None
+    exp_month: int | None = None
+    exp_year: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SetupStarted:
+    """A method being saved: the client confirms it with `client_secret` (Stripe.js), then Billow
+    reads the outcome with `SetupState`."""
+
+    ref: str  # a Stripe SetupIntent id
+    client_secret: str
+
+
+@dataclass(frozen=True, slots=True)
+class SetupState:
+    ref: str
+    customer_ref: str
+    succeeded: bool
+    method: SavedMethod | None  # the saved method once `succeeded`
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayEvent:
+    """A verified webhook event: its id (de-duplication), type, whether live, and the object it is
+    about (a charge's state, a setup's, a refund's), as sent: Billow re-reads the object from the
+    rail before acting, so the order events arrive in never matters."""
+
+    id: str
+    type: str  # "payment_intent.succeeded", "payment_intent.payment_failed", "setup_intent.succeeded"...
+    live: bool
+    created: datetime
+    object_ref: str
+    metadata: Mapping[str, str]
+
+
+class GatewayUnavailable(Exception):
+    """The rail could not be reached or answered 5xx/429: retry later (nothing known changed)."""
+
+
+class WebhookRejected(Exception):
+    """A webhook whose signature does not verify, or whose timestamp is outside the tolerance."""
+
+
+class PaymentGateway(Protocol):
+    name: str  # "stripe", "manual"
+
+    def ensure_customer(
+        self, *, existing_ref: str | None, email: str, name: str, metadata: Mapping[str, str], idempotency_key: str
+    ) -> str:
+        """The rail's customer for a contact: `existing_ref` when it has one, else a new one."""
+        ...
+
+    def start_setup(self, customer_ref: str, *, idempotency_key: str, metadata: Mapping[str, str]) -> SetupStarted:
+        """Begin saving a method for off-session use (a SetupIntent, `usage=off_session`)."""
+        ...
+
+    def setup_state(self, setup_ref: str) -> SetupState: ...
+
+    def methods(self, customer_ref: str) -> list[SavedMethod]: ...
+
+    def remove_method(self, method_ref: str) -> None:
+        """Detach it from its customer: it can no longer be charged."""
+        ...
+
+    def create_charge(self, request: ChargeRequest) -> ChargeState:
+        """Create the charge, unconfirmed (no money moves): its `ref` is recorded before `confirm`."""
+        ...
+
+    def confirm_charge(self, charge_ref: str, *, idempotency_key: str) -> ChargeState:
+        """Confirm it off-session; a decline is a FAILED state with its code, not an exception."""
+        ...
+
+    def charge_state(self, charge_ref: str) -> ChargeState: ...
+
+    def cancel_charge(self, charge_ref: str) -> ChargeState: ...
+
+    def refund(
+        self, charge_ref: str, amount: Money, *, idempotency_key: str, metadata: Mapping[str, str]
+    ) -> RefundState: ...
+
+    def verify_webhook(self, payload: bytes, signature: str, secret: str, *, now: datetime) -> GatewayEvent:
+        """The event, if `signature` verifies against `secret` and its timestamp is within 5
+        minutes of `now`; else `WebhookRejected`."""
+        ...
