@@ -116,6 +116,24 @@ class GatewayEvent:
     metadata: Mapping[str, str]
 
 
+@dataclass(frozen=True, slots=True)
+class RailSecrets:
+    """A tenant's secrets for one mode on a rail: the API key Billow calls it with, and the secret
+    its webhooks are signed with. Never logged, never stored in the table."""
+
+    api_key: str
+    webhook_secret: str
+
+
+class SecretsSource(Protocol):
+    """Where rail secrets live: Secrets Manager on AWS (one secret per tenant, read once per
+    container), the local stack's configuration locally."""
+
+    def rail_secrets(self, rail: str, tenant_id: str, mode: str) -> RailSecrets | None:
+        """None: the tenant has no account on that rail in that mode."""
+        ...
+
+
 class GatewayUnavailable(Exception):
     """The rail could not be reached or answered 5xx/429: retry later (nothing known changed)."""
 
