@@ -58,7 +58,7 @@ lambda-deps: setup ## build the Lambda dependencies layer (build/lambda-deps) fo
 	rm -rf build/lambda-deps && mkdir -p build/lambda-deps/python
 	$(VENV)/bin/pip install --quiet --target build/lambda-deps/python --platform manylinux2014_x86_64 \
 	  --implementation cp --python-version 3.14 --only-binary=:all: \
-	  'aws-lambda-powertools[tracer]>=3,<4' 'pydantic>=2.6,<3' 'pynamodb>=6,<7'
+	  'aws-lambda-powertools[tracer]>=3,<4' 'pydantic>=2.6,<3' 'pynamodb>=6,<7' 'stripe>=16,<17'
 
 deploy: lambda-deps ## deploy to the AWS account in your environment (needs credentials; not run in CI)
 	npx cdk deploy --app "$(PY) infra/app.py" -c dependencies_layer=build/lambda-deps $(CDK_ARGS)

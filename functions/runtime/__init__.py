@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from billow.gateways.invoke import EnvironmentInvoker
     from billow.services.billing import InvoiceNumbers
     from billow.services.context import SystemClock
+    from billow.services.gateway import SecretsSource
     from billow.storage.repository import DynamoStore
 
     logger: Logger
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     clock: SystemClock
     numbers: InvoiceNumbers
     invoker: EnvironmentInvoker
+    secrets: SecretsSource
 
 SERVICE = "billow"
 
@@ -82,6 +84,19 @@ def _invoker() -> Any:
     return EnvironmentInvoker()
 
 
+DEFAULT_SECRETS_SOURCE = "billow.gateways.secrets:SecretsManagerSecrets"
+"""Where rail secrets are read on AWS; `BILLOW_SECRETS_SOURCE` (`module:Class`) names another (the
+local stack's configuration: billow.local.secrets)."""
+
+
+def _secrets() -> Any:
+    import importlib
+    import os
+
+    module, _, name = os.environ.get("BILLOW_SECRETS_SOURCE", DEFAULT_SECRETS_SOURCE).partition(":")
+    return getattr(importlib.import_module(module), name)()
+
+
 _FACTORIES: dict[str, Callable[[], Any]] = {
     "logger": _logger,
     "tracer": _tracer,
@@ -90,6 +105,7 @@ _FACTORIES: dict[str, Callable[[], Any]] = {
     "clock": _clock,
     "numbers": _numbers,
     "invoker": _invoker,
+    "secrets": _secrets,
 }
 
 
@@ -125,4 +141,4 @@ def __getattr__(name: str) -> Any:
         return globals()[name]
 
 
-__all__ = ["clock", "imported", "invoker", "logger", "metrics", "new_id", "numbers", "store", "tracer"]
+__all__ = ["clock", "imported", "invoker", "logger", "metrics", "new_id", "numbers", "secrets", "store", "tracer"]

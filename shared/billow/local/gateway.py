@@ -38,7 +38,10 @@ DEFAULT_WORKERS = 4
 LISTEN_BACKLOG = 128
 """Connections the listening socket queues while every handler thread is busy (a burst of 100)."""
 REQUEST_TIMEOUT_SECONDS = 900.0  # Lambda's own limit
-HANDLERS = ("authorizer.handler.lambda_handler", "api.handler.lambda_handler")
+HANDLERS = ("authorizer.handler.lambda_handler", "api.handler.lambda_handler", "webhooks.handler.lambda_handler")
+UNAUTHORIZED_ROUTES = (("POST", "/webhooks/stripe/", "webhooks.handler.lambda_handler"),)
+"""Method, path prefix and handler of the routes outside the API-key authorizer (each on a
+function of its own, as infra/ builds them): Stripe signs its webhooks instead."""
 _ENV_PREFIXES = ("AWS_", "BILLOW_", "POWERTOOLS_")
 
 Answer = tuple[int, dict[str, str], bytes]
@@ -127,16 +130,35 @@ def _json(status: int, payload: dict[str, Any]) -> Answer:
 
 
 def handle(method: str, raw_path: str, headers: dict[str, str], body: str | None) -> Answer | None:
-    """One request, as API Gateway and Lambda run it: the authorizer, then the API handler. None
-    when a function failed (the gateway answers 502, as API Gateway does)."""
+    """One request, as API Gateway and Lambda run it: the authorizer, then the API handler (or, on
+    a route outside the authorizer, that route's handler alone). None when a function failed (the
+    gateway answers 502, as API Gateway does)."""
+    path = urlsplit(raw_path).path
+    unauthorized = next((h for m, prefix, h in UNAUTHORIZED_ROUTES if m == method and path.startswith(prefix)), None)
+    if unauthorized is not None and path.count("/") == 3:
+        return _answer(lambda: invoke(unauthorized, api_gateway_event(method, raw_path, headers, body, None)))
+    return _answer(lambda: _authorized(method, raw_path, headers, body))
+
+
+def _authorized(method: str, raw_path: str, headers: dict[str, str], body: str | None) -> dict[str, Any] | Answer:
+    context = authorize(method, raw_path, headers)
+    if context is None:
+        return _json(401, UNAUTHORIZED_BODY)
+    result: dict[str, Any] = invoke(
+        "api.handler.lambda_handler", api_gateway_event(method, raw_path, headers, body, context)
+    )
+    return result
+
+
+def _answer(run: Callable[[], dict[str, Any] | Answer]) -> Answer | None:
+    """A function's result as HTTP; None when it failed (the gateway answers 502, as API Gateway)."""
     try:
-        context = authorize(method, raw_path, headers)
-        if context is None:
-            return _json(401, UNAUTHORIZED_BODY)
-        result = invoke("api.handler.lambda_handler", api_gateway_event(method, raw_path, headers, body, context))
+        result = run()
     except Exception:
         traceback.print_exc()
         return None
+    if isinstance(result, tuple):
+        return result
     out_headers = dict(result.get("headers") or {})
     for name, values in (result.get("multiValueHeaders") or {}).items():
         out_headers[name] = ", ".join(values)
@@ -164,7 +186,9 @@ def _worker_context() -> Any:
     from api.areas import AREAS
 
     areas = [f"api.{area}" for area in AREAS]
-    context.set_forkserver_preload(["billow.local.gateway", "api.handler", *areas, "authorizer.handler"])
+    context.set_forkserver_preload(
+        ["billow.local.gateway", "api.handler", *areas, "authorizer.handler", "webhooks.handler"]
+    )
     return context
 
 

@@ -50,6 +50,8 @@ def prepare_environment(functions_dir: Path = FUNCTIONS_DIR) -> None:
     # The events publisher puts on the in-process bus (billow.local.events).
     os.environ.setdefault("BILLOW_EVENT_BUS_CLIENT", "billow.local.events:LocalBusClient")
     os.environ.setdefault("BILLOW_EVENT_BUS", "billow-local")
+    # Rail secrets (Stripe keys, webhook endpoint secrets) come from the local configuration.
+    os.environ.setdefault("BILLOW_SECRETS_SOURCE", "billow.local.secrets:LocalSecrets")
     if str(functions_dir) not in sys.path:
         sys.path.insert(0, str(functions_dir))
 

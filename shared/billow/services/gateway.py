@@ -139,7 +139,12 @@ class GatewayUnavailable(Exception):
 
 
 class WebhookRejected(Exception):
-    """A webhook whose signature does not verify, or whose timestamp is outside the tolerance."""
+    """A webhook whose signature does not verify (`webhook.bad_signature`), or whose timestamp is
+    outside the tolerance (`webhook.stale`): answered 400 with `code`, nothing stored or applied."""
+
+    def __init__(self, message: str, *, code: str = "webhook.bad_signature") -> None:
+        super().__init__(message)
+        self.code = code
 
 
 class PaymentGateway(Protocol):

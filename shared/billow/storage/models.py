@@ -65,6 +65,9 @@ class BillowItem(Model):
     """An action log record's status, outside `data` so that a write can be conditioned on it."""
     expires_at = NumberAttribute(null=True, attr_name=TTL_ATTRIBUTE)
     """Epoch seconds after which DynamoDB's TTL deletes the item (idempotency claims)."""
+    lease_until = NumberAttribute(null=True)
+    """On a webhook event record still being applied: epoch seconds until which the delivery
+    applying it holds it (billow.services.webhooks)."""
     clock_time = UnicodeAttribute(null=True, attr_name=CLOCK_TIME)
     """On items of a test-clock contact: the clock's time when the item was written (ISO 8601), the
     business time its events carry (docs/events.md)."""

@@ -12,7 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from contextvars import ContextVar
 from dataclasses import dataclass, replace
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from itertools import islice
 from typing import Any, TypeVar
 
@@ -38,6 +38,7 @@ from billow.domain.receivables import CreditApplication, Refund
 from billow.domain.subscriptions import Subscription
 from billow.domain.tenants import TenantSettings
 from billow.services.context import Scope
+from billow.services.gateway import GatewayEvent
 from billow.services.ports import (
     DUE_SHARDS,
     MAX_TRANSACTION_WRITES,
@@ -47,6 +48,7 @@ from billow.services.ports import (
     InvoiceQuery,
     Page,
 )
+from billow.services.webhooks import EventClaim
 from billow.storage import codec
 from billow.storage.models import BillowItem, connection
 from billow.storage.table import INVOICE_LIST_SHARDS, shard_of
@@ -74,6 +76,11 @@ def scope_key(scope: Scope) -> str:
 
 def contact_pk(scope: Scope, contact_id: str) -> str:
     return f"T#{scope_key(scope)}#C#{contact_id}"
+
+
+def webhook_event_pk(scope: Scope, rail: str, event_id: str) -> str:
+    """One partition per event received (ids are the rail's, unique): records never crowd one."""
+    return f"T#{scope_key(scope)}#WHEVT#{rail}#{event_id}"
 
 
 def catalog_pk(tenant_id: str) -> str:
@@ -1071,3 +1078,49 @@ class DynamoStore:
 
     def refunds_of(self, scope: Scope, contact_id: str, credit_note_id: str) -> list[Refund]:
         return _records(contact_pk(scope, contact_id), f"REFUND#{credit_note_id}#", codec.refund_in, "refunds")
+
+    # -- webhook events ------------------------------------------------------------------------------
+    def claim_webhook_event(
+        self, scope: Scope, rail: str, event: GatewayEvent, *, now: datetime, lease: timedelta, keep: timedelta
+    ) -> EventClaim:
+        """A conditional put records the event, leased to this delivery; else a conditional update
+        takes over an unapplied record whose lease ran out; else the record is read back."""
+        pk = webhook_event_pk(scope, rail, event.id)
+        leased_until = int((now + lease).timestamp())
+        body = {"type": event.type, "object_ref": event.object_ref, "received_at": now.isoformat()}
+        item = _entity(pk, "WHEVT", "webhook_event", body, status="received", lease_until=leased_until)
+        item.expires_at = int((now + keep).timestamp())
+        for _ in range(3):
+            try:
+                with _translated("webhook event"):
+                    item.save(condition=_absent())
+                return EventClaim.CLAIMED
+            except Conflict:
+                pass
+            try:
+                with _translated("webhook event"):
+                    BillowItem(pk, "WHEVT").update(
+                        actions=[BillowItem.lease_until.set(leased_until)],
+                        condition=(BillowItem.status == "received") & (BillowItem.lease_until < int(now.timestamp())),
+                    )
+                return EventClaim.CLAIMED
+            except Conflict:
+                pass
+            with _translated("webhook event"):
+                held = _get(pk, "WHEVT", consistent_read=True)
+            if held is not None:  # else the TTL deleted it in between: record it again
+                return EventClaim.APPLIED if held.status == "applied" else EventClaim.IN_PROGRESS
+        raise ConcurrentModification("the webhook event record kept changing; try again")
+
+    def release_webhook_event(self, scope: Scope, rail: str, event_id: str) -> None:
+        with suppress(Conflict), _translated("webhook event"):
+            BillowItem(webhook_event_pk(scope, rail, event_id), "WHEVT").update(
+                actions=[BillowItem.lease_until.set(0)], condition=BillowItem.status == "received"
+            )
+
+    def finish_webhook_event(self, scope: Scope, rail: str, event_id: str) -> None:
+        with _translated("webhook event"):
+            BillowItem(webhook_event_pk(scope, rail, event_id), "WHEVT").update(
+                actions=[BillowItem.status.set("applied"), BillowItem.lease_until.remove()],
+                condition=BillowItem.pk.exists(),
+            )

@@ -1,0 +1,98 @@
+"""Stripe webhooks: read the mode a delivery claims, verify its `Stripe-Signature` with the official
+SDK, and turn the event into Billow's `GatewayEvent`.
+
+Stripe signs `"{t}.{body}"` with the endpoint's secret (HMAC-SHA256, the `v1` scheme) and sends
+`Stripe-Signature: t=<unix time>,v1=<hex>[,v1=...]`. The signature is checked by
+`stripe.WebhookSignature.verify_header`; the timestamp against `now` (injectable, so tests sign
+payloads at any time) within `TOLERANCE`, as the SDK's own tolerance does with the wall clock.
+Nothing here trusts the body before the signature verifies, except `claimed_mode`, which only picks
+the secret to verify with (a body that lies about its mode fails verification).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from stripe import SignatureVerificationError, WebhookSignature
+
+from billow.services.gateway import GatewayEvent, WebhookRejected
+from billow.services.webhooks import MalformedDelivery
+
+TOLERANCE = timedelta(seconds=300)
+"""Stripe's default: a delivery signed more than 5 minutes before (or after) `now` is refused, so a
+captured request cannot be replayed later."""
+
+
+class StripeWebhooks:
+    """Stripe's webhook format, as `billow.services.webhooks` reads a rail's (`WebhookVerifier`)."""
+
+    def mode_of(self, payload: bytes) -> str:
+        return claimed_mode(parse_body(payload))
+
+    def verify(self, payload: bytes, signature: str | None, secret: str, *, now: datetime) -> GatewayEvent:
+        return verify(payload, signature, secret, now=now)
+
+
+def parse_body(payload: bytes) -> dict[str, Any]:
+    """The body as a JSON object with an id and a type, else `MalformedDelivery`. Not yet trusted."""
+    try:
+        body = json.loads(payload)
+    except (UnicodeDecodeError, ValueError) as error:
+        raise MalformedDelivery("the body is not JSON") from error
+    if not isinstance(body, dict) or body.get("object") != "event":
+        raise MalformedDelivery("the body is not a Stripe event")
+    if not isinstance(body.get("id"), str) or not isinstance(body.get("type"), str):
+        raise MalformedDelivery("the event has no id or no type")
+    data = body.get("data")
+    if not isinstance(data, dict) or not isinstance(data.get("object"), dict):
+        raise MalformedDelivery("the event has no data.object")
+    return body
+
+
+def claimed_mode(body: Mapping[str, Any]) -> str:
+    """The mode the (unverified) event says it is from: its endpoint secret is that mode's."""
+    return "live" if body.get("livemode") is True else "test"
+
+
+def signed_at(signature: str) -> datetime:
+    """The `t=` of a `Stripe-Signature` header."""
+    for part in signature.split(","):
+        name, _, value = part.strip().partition("=")
+        if name == "t" and value.isdigit():
+            return datetime.fromtimestamp(int(value), UTC)
+    raise WebhookRejected("the Stripe-Signature header has no timestamp")
+
+
+def verify(payload: bytes, signature: str | None, secret: str, *, now: datetime) -> GatewayEvent:
+    """The event, if `signature` is a valid `v1` signature of `payload` with `secret`, made within
+    `TOLERANCE` of `now`; else `WebhookRejected` (`webhook.bad_signature` or `webhook.stale`)."""
+    if not signature:
+        raise WebhookRejected("the Stripe-Signature header is missing")
+    try:
+        WebhookSignature.verify_header(payload, signature, secret, tolerance=None)
+    except SignatureVerificationError as error:
+        raise WebhookRejected("the Stripe-Signature does not verify with this endpoint's secret") from error
+    sent = signed_at(signature)
+    if abs(now - sent) > TOLERANCE:
+        raise WebhookRejected(
+            f"the delivery was signed at {sent.isoformat()}, more than 5 minutes from now", code="webhook.stale"
+        )
+    return event_of(parse_body(payload))
+
+
+def event_of(body: Mapping[str, Any]) -> GatewayEvent:
+    """A verified event in Billow's terms: the object it is about and the metadata Billow gave it."""
+    thing = body["data"]["object"]
+    metadata = thing.get("metadata") or {}
+    created = body.get("created")
+    return GatewayEvent(
+        id=body["id"],
+        type=body["type"],
+        live=body.get("livemode") is True,
+        created=datetime.fromtimestamp(created if isinstance(created, int) else 0, UTC),
+        object_ref=str(thing.get("id") or ""),
+        metadata={str(k): str(v) for k, v in metadata.items()} if isinstance(metadata, dict) else {},
+    )
