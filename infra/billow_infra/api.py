@@ -1,4 +1,5 @@
-"""The REST API: every route behind the API-key REQUEST authorizer, proxied to the API function."""
+"""The REST API: every route behind the API-key REQUEST authorizer, proxied to the API function,
+except Stripe's webhooks (signed by Stripe), on a function of their own."""
 
 from __future__ import annotations
 
@@ -46,6 +47,7 @@ class BillowApi(Construct):
         stage: str,
         handler: lambda_.IFunction,
         authorizer_function: lambda_.IFunction,
+        webhooks_function: lambda_.IFunction,
     ) -> None:
         super().__init__(scope, construct_id)
         access_logs = logs.LogGroup(
@@ -90,6 +92,22 @@ class BillowApi(Construct):
         self.api.root.add_method("ANY", integration, **options)
         self.api.root.add_proxy(
             default_integration=integration, default_method_options=apigw.MethodOptions(**options), any_method=True
+        )
+        # Stripe's webhooks: signed by Stripe (the function verifies the signature with the
+        # tenant's endpoint secret), so outside the API-key authorizer, on a function of its own.
+        webhook = (
+            self.api.root.add_resource("webhooks")
+            .add_resource("stripe")
+            .add_resource("{tenant_id}")
+            .add_method(
+                "POST", apigw.LambdaIntegration(webhooks_function), authorization_type=apigw.AuthorizationType.NONE
+            )
+        )
+        acknowledge(
+            webhook,
+            "AwsSolutions-APIG4",
+            "Stripe cannot send an API key: each delivery is authenticated by its Stripe-Signature (HMAC-SHA256 "
+            "with the tenant's endpoint secret, 5-minute tolerance), verified by the webhook function.",
         )
         for response_type, status, template in GATEWAY_ERRORS:
             self.api.add_gateway_response(

@@ -18,6 +18,11 @@ from billow_infra.nag import acknowledge
 from billow_infra.packaging import ASSET_EXCLUDES, FUNCTIONS_DIR
 
 RUNTIME = lambda_.Runtime.PYTHON_3_14
+WEBHOOK_TIMEOUT_SECONDS = 29
+"""Shorter than the lease a delivery holds on the event it applies (billow.services.webhooks.LEASE):
+a lease that ran out belongs to a delivery that is dead."""
+RAIL_SECRETS = "billow/{stage}/rail/*"
+"""The tenants' rail secrets in Secrets Manager (one per tenant, read once per container)."""
 
 READ_ACTIONS = ["dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query", "dynamodb:ConditionCheckItem"]
 WRITE_ACTIONS = ["dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem"]
@@ -36,6 +41,8 @@ class FunctionSpec:
     their names in its environment (billow.gateways.invoke) and lambda:InvokeFunction on them."""
     invoked_async: bool = False
     """Invoked with events only: Lambda retries a failed event twice, within an hour."""
+    reads_rail_secrets: bool = False
+    """Reads the tenants' payment-rail secrets (Secrets Manager, `RAIL_SECRETS` names)."""
 
 
 SPECS = (
@@ -71,6 +78,14 @@ SPECS = (
         Duration.minutes(5),
         invokes=(CLOCK_ADVANCE,),  # hands the rest of a long advance to a fresh invocation
         invoked_async=True,
+    ),
+    FunctionSpec(
+        "webhooks",
+        "webhooks.handler.lambda_handler",
+        "Billow Stripe webhooks: verified, recorded once by event id, applied (outside the API-key authorizer)",
+        (*READ_ACTIONS, *WRITE_ACTIONS),
+        Duration.seconds(WEBHOOK_TIMEOUT_SECONDS),
+        reads_rail_secrets=True,
     ),
     FunctionSpec(
         "events-publisher",
@@ -151,6 +166,21 @@ class BillowFunctions(Construct):
         table_resources = [table.table_arn, f"{table.table_arn}/index/*"]
         if spec.table_actions:
             role.add_to_policy(iam.PolicyStatement(actions=list(spec.table_actions), resources=table_resources))
+        if spec.reads_rail_secrets:
+            secrets = Stack.of(self).format_arn(
+                service="secretsmanager",
+                resource="secret",
+                resource_name=RAIL_SECRETS.format(stage=stage),
+                arn_format=ArnFormat.COLON_RESOURCE_NAME,
+            )
+            role.add_to_policy(iam.PolicyStatement(actions=["secretsmanager:GetSecretValue"], resources=[secrets]))
+            acknowledge(
+                role,
+                "AwsSolutions-IAM5[Resource::arn:<AWS::Partition>:secretsmanager:<AWS::Region>:<AWS::AccountId>:secret:"
+                + RAIL_SECRETS.format(stage=stage)
+                + "]",
+                "One secret per tenant, created as tenants join: scoped to this stage's rail secrets by name.",
+            )
         environment = function_environment(table.table_name)
         for concern in spec.invokes:
             # By name, not by construct: a function may invoke itself without a dependency cycle.

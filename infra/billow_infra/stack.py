@@ -43,6 +43,7 @@ class BillowStack(Stack):
             stage=stage,
             handler=functions.by_concern["api"],
             authorizer_function=functions.by_concern["authorizer"],
+            webhooks_function=functions.by_concern["webhooks"],
         )
         billing = BillingRun(
             self, "Billing", stage=stage, billing_run=functions.by_concern["billing-run"], shards=DUE_SHARDS

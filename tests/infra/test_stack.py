@@ -57,6 +57,7 @@ def test_functions_with_their_own_roles(synthesized: tuple[Template, Path]) -> N
         "authorizer.handler.lambda_handler",
         "billing_run.handler.lambda_handler",
         "clock_advance.handler.lambda_handler",
+        "webhooks.handler.lambda_handler",
         "events_publisher.handler.lambda_handler",
         "events_consumer.handler.lambda_handler",
     }
@@ -148,15 +149,54 @@ def test_the_billing_run_fans_out_over_every_due_shard_with_a_distributed_map(
     assert any("TemporaryFailure" in r["ErrorEquals"] for r in page["Retry"])
 
 
-def test_every_api_method_requires_the_authorizer(synthesized: tuple[Template, Path]) -> None:
+def test_every_api_method_requires_the_authorizer_but_stripes_webhooks(synthesized: tuple[Template, Path]) -> None:
     template, _ = synthesized
     template.resource_count_is("AWS::ApiGateway::Authorizer", 1)
     template.has_resource_properties(
         "AWS::ApiGateway::Authorizer", {"Type": "REQUEST", "IdentitySource": "method.request.header.Authorization"}
     )
     methods = template.find_resources("AWS::ApiGateway::Method")
-    assert methods
-    assert all(m["Properties"]["AuthorizationType"] == "CUSTOM" for m in methods.values())
+    resources = template.find_resources("AWS::ApiGateway::Resource")
+    open_methods = {k: m for k, m in methods.items() if m["Properties"]["AuthorizationType"] != "CUSTOM"}
+    assert len(methods) > len(open_methods) == 1
+    ((_, webhook),) = open_methods.items()
+    assert webhook["Properties"]["AuthorizationType"] == "NONE" and webhook["Properties"]["HttpMethod"] == "POST"
+
+    def path_of(ref: dict[str, Any]) -> str:
+        if "Ref" not in ref:
+            return ""  # the API's root
+        resource = resources[ref["Ref"]]["Properties"]
+        return path_of(resource["ParentId"]) + "/" + resource["PathPart"]
+
+    assert path_of(webhook["Properties"]["ResourceId"]) == "/webhooks/stripe/{tenant_id}"
+    uri = json.dumps(webhook["Properties"]["Integration"]["Uri"])
+    functions = template.find_resources("AWS::Lambda::Function")
+    (webhooks_function,) = [k for k, f in functions.items() if f["Properties"]["Handler"].startswith("webhooks.")]
+    assert webhooks_function in uri and all(
+        k not in uri for k, f in functions.items() if k != webhooks_function
+    ), "the webhook route reaches the webhook function only"
+
+
+def test_the_webhook_function_has_its_own_role_reading_only_rail_secrets(synthesized: tuple[Template, Path]) -> None:
+    template, _ = synthesized
+    functions = template.find_resources("AWS::Lambda::Function")
+    (webhooks_function,) = [f for f in functions.values() if f["Properties"]["Handler"].startswith("webhooks.")]
+    role = webhooks_function["Properties"]["Role"]["Fn::GetAtt"][0]
+    policies = [
+        p for p in template.find_resources("AWS::IAM::Policy").values() if {"Ref": role} in p["Properties"]["Roles"]
+    ]
+    statements = [s for p in policies for s in p["Properties"]["PolicyDocument"]["Statement"]]
+    secrets = [s for s in statements if "secretsmanager:GetSecretValue" in json.dumps(s["Action"])]
+    assert len(secrets) == 1 and "billow/test/rail/*" in json.dumps(secrets[0]["Resource"])
+    others = [
+        f for f in functions.values() if f is not webhooks_function and "api.handler" not in f["Properties"]["Handler"]
+    ]
+    assert others
+    for other in others:  # the billing run, the authorizer... read no rail secret
+        other_role = other["Properties"]["Role"]["Fn::GetAtt"][0]
+        for policy in template.find_resources("AWS::IAM::Policy").values():
+            if {"Ref": other_role} in policy["Properties"]["Roles"]:
+                assert "secretsmanager" not in json.dumps(policy["Properties"]["PolicyDocument"])
 
 
 def test_api_gateways_own_refusals_answer_the_one_error_shape(synthesized: tuple[Template, Path]) -> None:
