@@ -45,7 +45,7 @@ def ports() -> webhooks.WebhookPorts:
     )
 
 
-def refused(status: int, code: str, message: str) -> Response[Any]:
+def refused(status: int, message: str, *, code: str) -> Response[Any]:
     return Response(status, content_types.APPLICATION_JSON, error_body(code, message))
 
 
@@ -56,7 +56,8 @@ def log(message: str, extra: dict[str, Any]) -> None:
 @app.post("/webhooks/stripe/<tenant_id>")
 def stripe_webhook(tenant_id: str) -> Response[Any]:
     if len(tenant_id) > MAX_TENANT_ID:
-        return refused(400, "webhook.bad_signature", "the Stripe-Signature does not verify with this endpoint's secret")
+        message = "the Stripe-Signature does not verify with this endpoint's secret"
+        return refused(400, message, code="webhook.bad_signature")
     event = app.current_event
     payload = (event.decoded_body or "").encode("utf-8")
     signature = event.headers.get("Stripe-Signature") or event.headers.get("stripe-signature")
@@ -68,27 +69,27 @@ def stripe_webhook(tenant_id: str) -> Response[Any]:
 
 @app.exception_handler(webhooks.MalformedDelivery)
 def malformed(error: webhooks.MalformedDelivery) -> Response[Any]:
-    return refused(400, error.code, str(error))
+    return refused(400, str(error), code=error.code)
 
 
 @app.exception_handler(WebhookRejected)
 def rejected(error: WebhookRejected) -> Response[Any]:
-    return refused(400, error.code, str(error))
+    return refused(400, str(error), code=error.code)
 
 
 @app.exception_handler(Conflict)
 def in_progress(error: Conflict) -> Response[Any]:
-    return refused(409, error.code, error.message)
+    return refused(409, error.message, code=error.code)
 
 
 @app.exception_handler(TemporaryFailure)
 def retry_later(error: TemporaryFailure) -> Response[Any]:
-    return refused(503, "webhook.retry_later", str(error))
+    return refused(503, str(error), code="webhook.retry_later")
 
 
 @app.not_found
 def no_route(_: NotFoundError) -> Response[Any]:
-    return refused(404, "route.not_found", f"no route {app.current_event.http_method} {app.current_event.path}")
+    return refused(404, f"no route {app.current_event.http_method} {app.current_event.path}", code="route.not_found")
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)

@@ -36,7 +36,9 @@ def api() -> Iterator[HttpClient]:
 
 
 def send(api: HttpClient, payload: bytes, signature: str | None, path: str = PATH) -> tuple[int, dict[str, object]]:
-    headers = {"Content-Type": "application/json; charset=utf-8"} | ({"Stripe-Signature": signature} if signature else {})
+    headers = {"Content-Type": "application/json; charset=utf-8"}
+    if signature:
+        headers["Stripe-Signature"] = signature
     reply = api.send("POST", path, headers, payload)  # as Stripe sends it: no API key
     return reply.status, reply.body
 

@@ -16,8 +16,6 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from stripe import SignatureVerificationError, WebhookSignature
-
 from billow.services.gateway import GatewayEvent, WebhookRejected
 from billow.services.webhooks import MalformedDelivery
 
@@ -71,6 +69,8 @@ def verify(payload: bytes, signature: str | None, secret: str, *, now: datetime)
     `TOLERANCE` of `now`; else `WebhookRejected` (`webhook.bad_signature` or `webhook.stale`)."""
     if not signature:
         raise WebhookRejected("the Stripe-Signature header is missing")
+    from stripe import SignatureVerificationError, WebhookSignature  # at the first delivery, not at cold start
+
     try:
         WebhookSignature.verify_header(payload, signature, secret, tolerance=None)
     except SignatureVerificationError as error:

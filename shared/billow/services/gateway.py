@@ -142,9 +142,12 @@ class WebhookRejected(Exception):
     """A webhook whose signature does not verify (`webhook.bad_signature`), or whose timestamp is
     outside the tolerance (`webhook.stale`): answered 400 with `code`, nothing stored or applied."""
 
-    def __init__(self, message: str, *, code: str = "webhook.bad_signature") -> None:
+    code = "webhook.bad_signature"
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
         super().__init__(message)
-        self.code = code
+        if code is not None:
+            self.code = code
 
 
 class PaymentGateway(Protocol):

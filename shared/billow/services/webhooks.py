@@ -62,9 +62,12 @@ Applier = Callable[[Any, PaymentGateway, Scope, str], object]
 class MalformedDelivery(Exception):
     """A delivery that is not an event at all (too big, not JSON): 400, nothing read further."""
 
-    def __init__(self, message: str, *, code: str = "webhook.malformed") -> None:
+    code = "webhook.malformed"
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
         super().__init__(message)
-        self.code = code
+        if code is not None:
+            self.code = code
 
 
 class WebhookVerifier(Protocol):
