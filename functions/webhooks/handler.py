@@ -67,11 +67,6 @@ def stripe_webhook(tenant_id: str) -> Response[Any]:
     return Response(200, content_types.APPLICATION_JSON, body)
 
 
-@app.exception_handler(webhooks.MalformedDelivery)
-def malformed(error: webhooks.MalformedDelivery) -> Response[Any]:
-    return refused(400, str(error), code=error.code)
-
-
 @app.exception_handler(WebhookRejected)
 def rejected(error: WebhookRejected) -> Response[Any]:
     return refused(400, str(error), code=error.code)

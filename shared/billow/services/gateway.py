@@ -140,7 +140,8 @@ class GatewayUnavailable(Exception):
 
 class WebhookRejected(Exception):
     """A webhook whose signature does not verify (`webhook.bad_signature`), or whose timestamp is
-    outside the tolerance (`webhook.stale`): answered 400 with `code`, nothing stored or applied."""
+    outside the tolerance (`webhook.stale`), or that is no event at all (`webhook.malformed`,
+    `billow.services.webhooks.MalformedDelivery`): answered 400 with `code`, nothing stored or applied."""
 
     code = "webhook.bad_signature"
 

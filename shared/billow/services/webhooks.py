@@ -59,15 +59,10 @@ Every other type is acknowledged and ignored."""
 Applier = Callable[[Any, PaymentGateway, Scope, str], object]
 
 
-class MalformedDelivery(Exception):
+class MalformedDelivery(WebhookRejected):
     """A delivery that is not an event at all (too big, not JSON): 400, nothing read further."""
 
     code = "webhook.malformed"
-
-    def __init__(self, message: str, *, code: str | None = None) -> None:
-        super().__init__(message)
-        if code is not None:
-            self.code = code
 
 
 class WebhookVerifier(Protocol):

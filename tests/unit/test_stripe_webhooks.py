@@ -1,0 +1,55 @@
+"""Stripe's webhook signatures as the official SDK makes and checks them, read by
+`billow.gateways.stripe_webhooks` with an injected clock."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import stripe
+from billow.gateways.stripe_webhooks import StripeWebhooks, verify
+from billow.services.gateway import WebhookRejected
+
+from tests.webhook_support import event_body, sign
+
+NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+SECRET = "whsec_unit"
+
+
+def test_the_hand_signed_header_is_the_one_the_sdk_makes_and_accepts() -> None:
+    payload = event_body("evt_sdk")
+    ours = sign(payload, SECRET, NOW)
+    assert ours == stripe.WebhookSignature.generate_signature_header(payload.decode(), SECRET, int(NOW.timestamp()))
+    assert stripe.WebhookSignature.verify_header(payload, ours, SECRET, tolerance=None)
+
+
+def test_a_verified_event_names_its_object_mode_and_metadata() -> None:
+    payload = event_body("evt_one", "payment_intent.payment_failed", tenant="acme", mode="live", ref="pi_9")
+    event = verify(payload, sign(payload, SECRET, NOW), SECRET, now=NOW + timedelta(minutes=4))
+    assert (event.id, event.type, event.live, event.object_ref) == (
+        "evt_one",
+        "payment_intent.payment_failed",
+        True,
+        "pi_9",
+    )
+    assert dict(event.metadata) == {"tenant_id": "acme", "mode": "live"}
+    assert StripeWebhooks().mode_of(payload) == "live"
+
+
+def test_during_a_secret_roll_any_of_the_v1_signatures_may_match() -> None:
+    payload = event_body("evt_roll")
+    old = sign(payload, "whsec_old", NOW).split(",")[1]
+    header = sign(payload, SECRET, NOW) + "," + old
+    assert verify(payload, header, SECRET, now=NOW).id == "evt_roll"
+    assert verify(payload, header, "whsec_old", now=NOW).id == "evt_roll"
+    with pytest.raises(WebhookRejected):
+        verify(payload, header, "whsec_other", now=NOW)
+
+
+def test_the_tolerance_is_5_minutes_against_the_injected_clock() -> None:
+    payload = event_body("evt_clock")
+    header = sign(payload, SECRET, NOW)
+    assert verify(payload, header, SECRET, now=NOW + timedelta(seconds=300)).id == "evt_clock"
+    with pytest.raises(WebhookRejected) as stale:
+        verify(payload, header, SECRET, now=NOW + timedelta(seconds=301))
+    assert stale.value.code == "webhook.stale"
