@@ -124,8 +124,10 @@ def test_a_delivery_signed_6_minutes_away_is_refused_as_stale(local_table: str, 
 def test_an_event_about_another_tenants_object_is_acknowledged_and_applied_nowhere(local_table: str) -> None:
     # Signed with acme's secret, delivered to acme, about globex's payment: acknowledged, ignored.
     theirs = event_body("evt_theirs", tenant="globex", ref="pi_theirs")
-    receipt = deliver(theirs)
+    logged: list[tuple[str, dict[str, Any]]] = []
+    receipt = deliver(theirs, log=lambda message, extra: logged.append((message, extra)))
     assert (receipt.outcome, receipt.reason) == (webhooks.Outcome.IGNORED, "not_this_tenant")
+    assert [extra["event_id"] for _, extra in logged] == ["evt_theirs"]  # logged, for the tenant to see
     # Signed with globex's secret, delivered to acme's endpoint: it does not verify with acme's.
     with pytest.raises(WebhookRejected):
         deliver(event_body("evt_cross", tenant="acme", ref="pi_cross"), secret=SECRETS["globex"])
