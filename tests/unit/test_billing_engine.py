@@ -107,3 +107,27 @@ def test_a_future_start_is_draft_until_its_day() -> None:
     step = next_billing_step(sub, date(2024, 2, 10))
     assert step is not None and step.invoice is not None
     assert step.subscription.services[0].state is ServiceState.EFFECTIVE
+
+
+def test_a_stop_brings_credits_forward_but_not_before_a_pending_charge_of_their_days() -> None:
+    # A change on Jul 20 re-priced Jul 20-24: the old price's credit and the new price's charge wait
+    # for one invoice (Aug 6). A cancellation on Jul 24 brings the service's other waiting credits
+    # to its own day, but this one stays with its charge: the re-price is one document, and no
+    # credit note goes out for days whose charge has not.
+    from billow.domain.billing import Adjustment, bring_forward
+    from billow.domain.lines import LineDraft
+
+    days = Period(date(2024, 7, 20), date(2024, 7, 24))
+    old_price, new_price = Money.parse("99.99", "USD"), Money.parse("96.75", "USD")
+
+    def line(kind: str, price: Money, fraction: Fraction, period: Period) -> LineDraft:
+        return LineDraft(kind, "Pro", "s1", "p1", 1, price, fraction, price.scaled(fraction), period)
+
+    repriced = Adjustment(line("credit", old_price, Fraction(-2, 15), days), date(2024, 8, 6))
+    charge = Adjustment(line("prorated", new_price, Fraction(2, 15), days), date(2024, 8, 6))
+    later = Period(date(2024, 7, 24), date(2024, 8, 4))
+    other = Adjustment(line("credit", old_price, Fraction(-11, 15), later), date(2024, 8, 6))
+
+    moved = bring_forward((repriced, charge, other), "s1", date(2024, 7, 24))
+
+    assert [a.run_on for a in moved] == [date(2024, 8, 6), date(2024, 8, 6), date(2024, 7, 24)]

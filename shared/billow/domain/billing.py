@@ -433,9 +433,14 @@ def _charged_on(adjustments: list[Adjustment], credit: LineDraft) -> list[date]:
 
 def bring_forward(adjustments: tuple[Adjustment, ...], service_id: str, due: date) -> tuple[Adjustment, ...]:
     """The service's pending credits moved up to `due` (a stop's credit date) when they wait for a
-    later invoice: a cancellation right after a change credits everything the same day."""
+    later invoice: a cancellation right after a change credits everything the same day. Never
+    before a pending charge of the days a credit credits (`settle` put it on that charge's
+    invoice): a document never credits days no earlier document charged."""
+    pending = list(adjustments)
     return tuple(
-        replace(a, run_on=due) if a.run_on > due and a.line.kind == "credit" and a.line.service_id == service_id else a
+        replace(a, run_on=max([due, *_charged_on(pending, a.line)]))
+        if a.run_on > due and a.line.kind == "credit" and a.line.service_id == service_id
+        else a
         for a in adjustments
     )
 
