@@ -45,7 +45,16 @@ def place_order(body: OrderBody) -> Response[dict[str, Any]]:
     reference = None if body.reference is None else (f"order:{body.contact_id}", body.reference)
     with idempotent(router.current_event, ctx, body, reference=reference, header=False):
         placed = ordering.place_order(
-            store, ctx, body.contact_id, _items(body), body.start_date, body.reference, clock, new_id, numbers
+            store,
+            ctx,
+            body.contact_id,
+            _items(body),
+            body.start_date,
+            body.reference,
+            clock,
+            new_id,
+            numbers,
+            activate_on_payment=body.activate_on_payment,
         )
     answer = {
         "order": presenters.order(placed.order),

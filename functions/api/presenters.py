@@ -117,6 +117,7 @@ def invoice(i: Invoice) -> Json:
             else {}
         ),
         "review_until": day(i.review_until),
+        "lapses_on": day(i.lapses_on),
     }
 
 
@@ -206,6 +207,7 @@ def subscription(s: Subscription, today: date, *, next_billing_date: bool = True
                 "auto_renew": x.auto_renew,
                 "contract_end": day(x.contract_end),
                 "expired": x.expired,
+                "lapses_on": day(x.lapses_on),
             }
             for x in s.services
         ],

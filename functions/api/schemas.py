@@ -148,6 +148,12 @@ class OrderBody(Body):
         max_length=100,
         description="your idempotency key: repeating it returns the first order",
     )
+    activate_on_payment: bool | None = Field(
+        default=None,
+        description="access on payment: the services whose first charge is invoiced with the order stay draft "
+        "until that invoice is paid, and lapse if it is still unpaid after the business's unpaid_order_lapse_days "
+        "(default: the business's activate_on_payment setting)",
+    )
 
 
 class QuoteBody(Body):

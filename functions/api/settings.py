@@ -127,6 +127,18 @@ class SubscriptionPolicyBody(Body):
     tier_paths: list[list[ProductId]] | None = Field(default=None, max_length=50)
     requires: dict[ProductId, list[ProductId]] | None = Field(default=None, max_length=200)
     excludes: list[Annotated[tuple[ProductId, ProductId], Strict(False)]] | None = Field(default=None, max_length=200)
+    activate_on_payment: bool | None = Field(
+        default=None,
+        description="access on payment: a new order's services whose first charge is invoiced with the order stay "
+        "draft until that invoice is paid (an order's activate_on_payment overrides it)",
+    )
+    unpaid_order_lapse_days: int | None = Field(
+        default=None,
+        ge=1,
+        le=365,
+        description="such an order whose first invoice is still unpaid this many days after the order day lapses: "
+        "its services are cancelled and the invoice voided",
+    )
 
 
 _POLICY_CLEARABLE = {"pause_max_times", "pause_max_days"}

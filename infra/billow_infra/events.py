@@ -1,7 +1,10 @@
 """Events out (docs/events.md): the bus `billow-<stage>`, the publisher reading the table's stream,
-and per consumer rule an SQS queue with a dead-letter queue feeding the example consumer."""
+and per consumer rule an SQS queue with a dead-letter queue feeding its consumer (the example
+consumer, or the function `RULE_CONSUMERS` names)."""
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 from aws_cdk import Duration
 from aws_cdk import aws_dynamodb as dynamodb
@@ -10,7 +13,7 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_lambda_event_sources as sources
 from aws_cdk import aws_sqs as sqs
-from billow.gateways.events import BUS_ENV, CONSUMER_RULES
+from billow.gateways.events import BUS_ENV, CONSUMER_RULES, consumer_of
 from constructs import Construct
 
 from billow_infra import naming
@@ -43,8 +46,9 @@ class BillowEvents(Construct):
         stage: str,
         table: dynamodb.Table,
         publisher: lambda_.Function,
-        consumer: lambda_.Function,
+        consumers: Mapping[str, lambda_.Function],
     ) -> None:
+        """`consumers`: the functions by concern (each rule's queue feeds `consumer_of(rule)`)."""
         super().__init__(scope, construct_id)
         self.bus = events.EventBus(self, "Bus", event_bus_name=f"billow-{stage}")
         publisher.add_environment(BUS_ENV, self.bus.event_bus_name)
@@ -71,6 +75,7 @@ class BillowEvents(Construct):
 
         self.queues: dict[str, sqs.Queue] = {}
         for rule_name, pattern in CONSUMER_RULES.items():
+            consumer = consumers[consumer_of(rule_name)]
             dead_letters = _queue(self, f"{rule_name}-dlq", naming.name(stage, f"events-{rule_name}-dlq"))
             acknowledge(dead_letters, "AwsSolutions-SQS3", "This queue is itself a consumer's dead-letter queue.")
             queue = _queue(

@@ -103,6 +103,14 @@ SPECS = (
         Duration.seconds(30),
         256,
     ),
+    FunctionSpec(
+        "activation",
+        "activation.handler.lambda_handler",
+        "Billow access on payment: activates the services waiting for a paid invoice (invoice.paid)",
+        (*READ_ACTIONS, *WRITE_ACTIONS),
+        Duration.seconds(30),
+        512,
+    ),
 )
 
 

@@ -54,7 +54,7 @@ class BillowStack(Stack):
             stage=stage,
             table=table,
             publisher=functions.by_concern["events-publisher"],
-            consumer=functions.by_concern["events-consumer"],
+            consumers=functions.by_concern,
         ).bus
 
         CfnOutput(self, "ApiUrl", value=api.api.url, description="Base URL of the Billow API")

@@ -60,6 +60,7 @@ def test_functions_with_their_own_roles(synthesized: tuple[Template, Path]) -> N
         "webhooks.handler.lambda_handler",
         "events_publisher.handler.lambda_handler",
         "events_consumer.handler.lambda_handler",
+        "activation.handler.lambda_handler",
     }
     roles = {json.dumps(f["Properties"]["Role"]) for f in functions.values()}
     assert len(roles) == len(functions), "each function has a role of its own"
@@ -278,3 +279,12 @@ def test_events_bus_stream_publisher_and_consumer_queues(synthesized: tuple[Temp
     bus.put([{"Source": "billow", "DetailType": "billow.invoice.issued", "Detail": detail}])
     bus.put([{"Source": "elsewhere", "DetailType": "billow.invoice.issued", "Detail": detail}])
     assert seen == ["billow.invoice.issued"]
+    # Access on payment: invoice.paid also reaches the activation function's own queue.
+    template.has_resource_properties(
+        "AWS::Lambda::EventSourceMapping",
+        {"EventSourceArn": {"Fn::GetAtt": [Match.string_like_regexp("activationqueue"), "Arn"]},
+         "FunctionName": {"Ref": Match.string_like_regexp("activation")},
+         "FunctionResponseTypes": ["ReportBatchItemFailures"]},
+    )  # fmt: skip
+    bus.put([{"Source": "billow", "DetailType": "billow.invoice.paid", "Detail": detail}])
+    assert sorted(seen[1:]) == ["billow.invoice.paid", "billow.invoice.paid"]

@@ -224,6 +224,8 @@ class _Due:
         self.recurring: Iterator[Piece] | None = None
         self.usage: Iterator[Piece] | None = None
         billed = service.billed_through
+        if billed is not None and service.awaiting_payment:
+            return  # its first invoice is out: nothing more until it is paid (then activated)
         if end is not None and billed is not None and billed > end:
             if subscription.rules.is_creditable(after, service.non_creditable_states):
                 self.credit_on = end
@@ -270,14 +272,16 @@ def _copier(slots: tuple[str, ...]) -> Callable[[Any, dict[str, Any]], Any]:
     return namespace["copy"]
 
 
+def _starts(service: Service, as_of: date) -> bool:
+    """A draft starting by `as_of` turns effective, unless it waits for its first invoice's payment."""
+    return service.state is ServiceState.DRAFT and service.start_date <= as_of and service.lapses_on is None
+
+
 def _activated(services: tuple[Service, ...], as_of: date) -> tuple[Service, ...]:
-    if all(s.state is not ServiceState.DRAFT or s.start_date > as_of for s in services):
+    if not any(_starts(s, as_of) for s in services):
         return services
     return tuple(
-        replace(s, state=ServiceState.EFFECTIVE, state_since=s.start_date)
-        if s.state is ServiceState.DRAFT and s.start_date <= as_of
-        else s
-        for s in services
+        replace(s, state=ServiceState.EFFECTIVE, state_since=s.start_date) if _starts(s, as_of) else s for s in services
     )
 
 
@@ -291,7 +295,7 @@ def next_due_date(subscription: Subscription) -> date | None:
     dates: list[date] = [a.on for a in subscription.actions]
     dates += [a.run_on for a in subscription.adjustments]
     for service in subscription.services:
-        if service.state is ServiceState.DRAFT:
+        if service.state is ServiceState.DRAFT and service.lapses_on is None:
             dates.append(service.start_date)
         if (term_end := service.open_term_end) is not None:
             dates.append(term_end)

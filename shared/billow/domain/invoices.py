@@ -102,6 +102,10 @@ class Invoice:
     """A draft: the day it is finalised unless staff finalise it before."""
     test_clock: bool = False
     """Its contact is on a test clock: only advancing that clock moves its status, not the daily run."""
+    lapses_on: date | None = None
+    """Access on payment: the first invoice of services kept draft until it is paid. Once paid they
+    are activated (then this is cleared); still unpaid on this day, their order lapses
+    (`billow.services.activation`, docs/payments.md)."""
 
     def __post_init__(self) -> None:
         zero = Money.zero(self.currency)
@@ -119,6 +123,7 @@ class Invoice:
         payment_terms_days: int,
         review_days: int = 0,
         test_clock: bool = False,
+        lapses_on: date | None = None,
     ) -> Invoice:
         """The invoice of `draft`. With `review_days`, an invoice (not a credit note, nor a free
         invoice) is a draft, without a number, until it is finalised."""
@@ -146,6 +151,7 @@ class Invoice:
             status_on=draft.issue_date,
             review_until=draft.issue_date + timedelta(days=review_days) if review else None,
             test_clock=test_clock,
+            lapses_on=lapses_on,
         )
 
     @property
@@ -228,11 +234,30 @@ class Invoice:
         return self
 
     def next_transition(self) -> date | None:
-        """The day the daily run has something to do to this invoice: finalise a draft, or mark it overdue."""
+        """The day the daily run has something to do to this invoice: finalise a draft, mark it
+        overdue, or (access on payment) lapse its order if still unpaid, or activate its services
+        if nothing is owed on it any more and they are not activated yet (`activation_due`)."""
+        days = [self._status_transition(), self.activation_due()]
+        return min((d for d in days if d is not None), default=None)
+
+    def _status_transition(self) -> date | None:
         if self.status is InvoiceStatus.DRAFT:
             return self.review_until
         if self.status is InvoiceStatus.OPEN:
             return self.overdue_from()
+        return None
+
+    def activation_due(self) -> date | None:
+        """Access on payment: the day something is due for the services waiting for this invoice:
+        paid (or owing nothing: a credit note), they are activated at once (the day it was paid, a
+        backstop for the invoice.paid consumer); unpaid, their order lapses on `lapses_on`; partly
+        paid or written off, nothing (they wait for the rest: docs/payments.md)."""
+        if self.lapses_on is None:
+            return None
+        if self.status in (InvoiceStatus.PAID, InvoiceStatus.ISSUED):
+            return self.status_on or self.issue_date
+        if self.status in (*OWED, InvoiceStatus.DRAFT) and self.amount_paid.is_zero:
+            return self.lapses_on
         return None
 
     def voided(self, reason: str, on: date) -> Invoice:

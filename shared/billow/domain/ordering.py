@@ -8,11 +8,11 @@ subscriptions, so the quoted invoice is the invoice the billing run will create.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, timedelta
 
 from billow.domain.billing import InvoiceDraft
-from billow.domain.catalog import PriceTerms, Product
+from billow.domain.catalog import BillingModel, PriceTerms, Product
 from billow.domain.errors import InvalidInput
 from billow.domain.lifecycle import FINAL_STATES
 from billow.domain.policy import DEFAULT_POLICY, SubscriptionPolicy, TrialLimit
@@ -75,6 +75,7 @@ def plan_order(
     rules: BillingRules,
     policy: SubscriptionPolicy = DEFAULT_POLICY,
     classification: str | None = None,
+    activate_on_payment: bool | None = None,
 ) -> OrderPlan:
     """Services for each item, added to the contact's subscription of the same cycle, billing model
     and currency, or to a new subscription billed under `rules` (its billing day comes from the
@@ -82,7 +83,14 @@ def plan_order(
 
     A service joining a subscription that already had services is aligned as its price terms say,
     else as the subscription's rules say; the services a new subscription starts with are aligned
-    immediately."""
+    immediately.
+
+    Access on payment (`activate_on_payment`, None: the business's `policy.activate_on_payment`):
+    each service whose first charge is invoiced with the order (billed in advance, starting today,
+    no trial) stays draft until that invoice is paid, and lapses `policy.unpaid_order_lapse_days`
+    after today if it is not (`Service.lapses_on`); the others start as they would anyway."""
+    on_payment = policy.activate_on_payment if activate_on_payment is None else activate_on_payment
+    lapses_on = today + timedelta(days=policy.unpaid_order_lapse_days) if on_payment else None
     if not items:
         raise InvalidInput("an order needs at least one item", field="items")
     if len(items) > MAX_ITEMS_PER_ORDER:
@@ -136,6 +144,8 @@ def plan_order(
             auto_renew=item.terms.auto_renew,
             trial_ends_on=None if trial_days == item.terms.trial_days else start_date,
         )
+        if lapses_on is not None and _invoiced_with_order(service, key, today):
+            service = replace(service, state=ServiceState.DRAFT, lapses_on=lapses_on)
         service = service.with_periods_from(service.billing_start, subscription.cycle)
         by_key[key] = subscription.adding([service])
         ordered.append(OrderedService(service.id, subscription.id, item.product.id, item.terms.id, item.quantity))
@@ -144,6 +154,12 @@ def plan_order(
     order = Order(order_id, contact_id, reference, start_date, tuple(ordered))
     changed = tuple(s for s in by_key.values() if s.id in touched)
     return OrderPlan(order, changed, frozenset(new_ids))
+
+
+def _invoiced_with_order(service: Service, key: SubscriptionKey, today: date) -> bool:
+    """Whether the service's first charge is invoiced the day it is ordered: billed in advance,
+    starting today, with no trial (access on payment waits for that invoice)."""
+    return key.billing_model is BillingModel.ADVANCE and service.start_date == today == service.billing_start
 
 
 class _Trials:

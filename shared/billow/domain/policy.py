@@ -16,6 +16,7 @@ from billow.domain.calendar import Period
 from billow.domain.errors import InvalidInput, RuleViolation
 from billow.domain.money import Money, amounts_per_currency
 
+MAX_LAPSE_DAYS = 365
 PAUSE_WINDOW = timedelta(days=365)
 """Pause limits count the pauses that started in the year before a new one."""
 
@@ -62,11 +63,19 @@ class SubscriptionPolicy:
     """Product -> products the contact must also have (not churned) to order it."""
     excludes: tuple[tuple[str, str], ...] = ()
     """Pairs of products a contact cannot have at the same time."""
+    activate_on_payment: bool = False
+    """Access on payment: a new order's services whose first charge is invoiced with the order stay
+    draft until that invoice is paid (an order may choose otherwise; docs/payments.md)."""
+    unpaid_order_lapse_days: int = 14
+    """Days after the order day that such an order's first invoice may stay unpaid: on that day it
+    lapses (its services cancelled, the invoice voided)."""
 
     def __post_init__(self) -> None:
         for name in ("regret_days", "grace_min_days", "grace_max_days", "max_trial_extension_days"):
             if not 0 <= getattr(self, name) <= 3660:
                 raise InvalidInput(f"{name} is 0 to 3660", field=name)
+        if not 1 <= self.unpaid_order_lapse_days <= MAX_LAPSE_DAYS:
+            raise InvalidInput(f"unpaid_order_lapse_days is 1 to {MAX_LAPSE_DAYS}", field="unpaid_order_lapse_days")
         for name in ("pause_max_times", "pause_max_days"):
             value = getattr(self, name)
             if value is not None and value < 0:

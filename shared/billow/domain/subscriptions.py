@@ -93,6 +93,14 @@ class Service:
     """Not effective because its termed period ended without renewal (renew, not activate)."""
     pauses: tuple[Period, ...] = ()
     """Every pause so far, as planned when it started ([first paused day, resume day))."""
+    lapses_on: date | None = None
+    """Access on payment: the service stays draft until the first invoice that bills it is paid,
+    and lapses on this day if that invoice is still unpaid (None: not waiting for a payment).
+    While it waits, nothing after that first invoice is billed for it (docs/payments.md)."""
+
+    @property
+    def awaiting_payment(self) -> bool:
+        return self.lapses_on is not None and self.state is ServiceState.DRAFT
 
     @property
     def billing_start(self) -> date:
@@ -216,6 +224,11 @@ class Subscription:
 
     def adding(self, new_services: list[Service]) -> Subscription:
         return replace(self, services=(*self.services, *new_services))
+
+    def waiting_for_payment(self, service_ids: Iterable[str]) -> list[Service]:
+        """Those of `service_ids` that wait for their first invoice's payment (access on payment)."""
+        wanted = set(service_ids)
+        return [s for s in self.services if s.id in wanted and s.awaiting_payment]
 
     def without(self, service_id: str) -> Subscription:
         return replace(self, services=tuple(s for s in self.services if s.id != service_id))

@@ -27,10 +27,20 @@ BUS_ENV = "BILLOW_EVENT_BUS"
 
 CONSUMER_RULES: dict[str, dict[str, Any]] = {
     "all-events": {"source": [SOURCE], "detail-type": [{"prefix": f"{SOURCE}."}]},
+    "activation": {"source": [SOURCE], "detail-type": [f"{SOURCE}.invoice.paid"]},
 }
 """Rule name -> event pattern. CDK synthesizes one AWS::Events::Rule per entry (each feeding an
 SQS queue with a dead-letter queue, infra/billow_infra/events.py); the local bus routes by the
 same patterns (tests/infra asserts the synthesized ones equal these)."""
+EXAMPLE_CONSUMER = "events-consumer"
+RULE_CONSUMERS: dict[str, str] = {"activation": "activation"}
+"""Rule name -> the concern of the function its queue feeds (`billow.gateways.invoke.handler_of`
+names its handler); a rule not listed feeds the example consumer."""
+
+
+def consumer_of(rule: str) -> str:
+    """The concern of the function that consumes `rule`'s queue."""
+    return RULE_CONSUMERS.get(rule, EXAMPLE_CONSUMER)
 
 
 class EventBusClient(Protocol):

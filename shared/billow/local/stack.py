@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from billow.domain.tenants import TenantSettings
+from billow.gateways.events import consumer_of
+from billow.gateways.invoke import handler_of
 from billow.local import dynamodb, gateway
 from billow.local.dynamodb import LOCAL_CREDENTIALS, DynamoDBLocal
 from billow.local.events import StreamPoller, file_target, local_bus, sqs_target
@@ -90,8 +92,11 @@ def start(
         events = StreamPoller(dynamo.endpoint, table_name)
         if not fresh:
             events.skip()  # published by the run that made those changes
-        # The example consumer, called as its queue would call it.
-        unsubscribe = [local_bus().subscribe(rule, sqs_target()) for rule in local_bus().rules]
+        # Each rule's consumer (the example one, or the function RULE_CONSUMERS names), called as
+        # its queue would call it.
+        unsubscribe = [
+            local_bus().subscribe(rule, sqs_target(handler_of(consumer_of(rule)))) for rule in local_bus().rules
+        ]
         if events_file is not None:
             events_file.parent.mkdir(parents=True, exist_ok=True)
             if fresh:

@@ -164,6 +164,8 @@ def _issued(
     write with it; None when there is none, so a step without credit writes what it always did)."""
     review = ctx.settings.invoice_review_days
     unnumbered = review > 0 and not draft.total.is_negative and not draft.total.is_zero
+    # Access on payment: the first invoice of services kept draft until it is paid lapses with them.
+    waiting = step.subscription.waiting_for_payment(line.service_id for line in draft.lines)
     invoice = Invoice.issue(
         draft,
         invoice_id=invoice_id_for(step.subscription),
@@ -171,6 +173,7 @@ def _issued(
         payment_terms_days=ctx.settings.payment_terms_days,
         review_days=review,
         test_clock=step.subscription.test_clock,
+        lapses_on=min((s.lapses_on for s in waiting if s.lapses_on is not None), default=None),
     )
     invoice, settlement = consumed_credit(store, ctx, invoice, invoice.issue_date)
     return invoice, settlement if settlement.invoices else None

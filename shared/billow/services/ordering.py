@@ -64,6 +64,7 @@ def _plan(
     time: ContactTime,
     new_id: Callable[[str], str],
     classification: str | None,
+    activate_on_payment: bool | None = None,
 ) -> OrderPlan:
     return plan_order(
         order_id=new_id("ord"),
@@ -78,6 +79,7 @@ def _plan(
         rules=ctx.settings.billing,
         policy=ctx.settings.subscriptions,
         classification=classification,
+        activate_on_payment=activate_on_payment,
     )
 
 
@@ -108,12 +110,16 @@ def place_order(
     clock: Clock,
     new_id: Callable[[str], str],
     numbers: InvoiceNumbers,
+    activate_on_payment: bool | None = None,
 ) -> PlacedOrder:
     """Place the order and bill what is due at once (the first in-advance invoice).
 
     With a `reference`, placing is idempotent: a repeat returns the order placed the first time.
     If the process dies after the order is stored but before billing, the subscriptions are in the
     due index already and the next run (or a repeat of this call) bills them.
+
+    `activate_on_payment` (None: the business's setting) keeps the services whose first charge is
+    invoiced now draft until that invoice is paid (`billow.services.activation`).
     """
     if reference is not None and not reference.strip():
         raise InvalidInput("reference must not be blank", field="reference")
@@ -128,7 +134,18 @@ def place_order(
             if earlier is not None:
                 return PlacedOrder(earlier, _bill_order(store, ctx, earlier, time.today, numbers), True, time.today)
         check_orderable(contact)
-        plan = _plan(store, ctx, contact_id, items, start_date, reference, time, new_id, contact.classification)
+        plan = _plan(
+            store,
+            ctx,
+            contact_id,
+            items,
+            start_date,
+            reference,
+            time,
+            new_id,
+            contact.classification,
+            activate_on_payment,
+        )
         try:
             commit_order(store, ctx.scope, plan, contact.version)
         except (ConcurrentModification, Conflict):

@@ -33,7 +33,7 @@ from billow.domain.receivables import (
 from billow.services.contacts import ContactTime, contact_time, get_contact
 from billow.services.context import Clock, Scope, TenantContext
 from billow.services.invoices import get_invoice
-from billow.services.ports import InvoicePorts, InvoiceStore, Transactions, UnitOfWork
+from billow.services.ports import InvoicePorts, InvoiceStore, SubscriptionStore, Transactions, UnitOfWork
 
 if TYPE_CHECKING:
     from billow.services.billing import InvoiceNumbers
@@ -43,6 +43,10 @@ MAX_CONFLICT_RETRIES = 5
 
 class ReceivablePorts(InvoiceStore, Transactions, Protocol):
     """What moving receivables needs: invoices, credit notes and their records, and units of work."""
+
+
+class DueInvoicePorts(ReceivablePorts, SubscriptionStore, Protocol):
+    """Moving an invoice on in time: also the subscription whose services wait for its payment."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,6 +245,20 @@ def _change_status(
     return written[-1]
 
 
+def voiding(store: ReceivablePorts, ctx: TenantContext, invoice: Invoice, reason: str, today: date) -> Settlement:
+    """What voiding `invoice` on `today` writes: the invoice (only if still at its version), and the
+    credit applied to it given back to its credit notes."""
+    applications = [
+        a
+        for a in store.applications_of(ctx.scope, invoice.contact_id)
+        if a.invoice_id == invoice.id and a.reversed_on is None
+    ]
+    notes = [get_invoice(store, ctx, note_id) for note_id in sorted({a.credit_note_id for a in applications})]
+    voided, released, reversed_ = void(invoice, reason, today, applications, notes)
+    written = ((voided, invoice.version), *((n, n.version) for n in released))  # replace() keeps the version read
+    return Settlement(written, tuple(reversed_))
+
+
 def void_invoice(
     store: InvoicePorts, ctx: TenantContext, invoice_id: str, reason: str, *, clock: Clock, replay: bool = False
 ) -> Invoice:
@@ -248,15 +266,7 @@ def void_invoice(
     applied to it goes back to its credit notes."""
 
     def change(invoice: Invoice, today: date) -> Settlement:
-        applications = [
-            a
-            for a in store.applications_of(ctx.scope, invoice.contact_id)
-            if a.invoice_id == invoice.id and a.reversed_on is None
-        ]
-        notes = [get_invoice(store, ctx, note_id) for note_id in sorted({a.credit_note_id for a in applications})]
-        voided, released, reversed_ = void(invoice, reason, today, applications, notes)
-        written = ((voided, invoice.version), *((n, n.version) for n in released))  # replace() keeps the version read
-        return Settlement(written, tuple(reversed_))
+        return voiding(store, ctx, invoice, reason, today)
 
     done = frozenset({InvoiceStatus.VOID})
     return _change_status(store, ctx, invoice_id, done, clock=clock, replay=replay, change=change)
@@ -320,10 +330,17 @@ def consumed_credit(
 
 
 def _moved_on(
-    store: ReceivablePorts, ctx: TenantContext, invoice: Invoice, today: date, numbers: InvoiceNumbers
+    store: DueInvoicePorts, ctx: TenantContext, invoice: Invoice, today: date, numbers: InvoiceNumbers
 ) -> bool:
-    """Write what `today` does to the invoice: finalise a draft whose review ended, mark an open
-    invoice overdue the day after its due date. False when there was nothing to do."""
+    """Write what `today` does to the invoice: activate or lapse the services waiting for its
+    payment (access on payment), finalise a draft whose review ended, mark an open invoice overdue
+    the day after its due date. False when there was nothing to do."""
+    waiting = invoice.activation_due()
+    if waiting is not None and waiting <= today:
+        from billow.services.activation import settle_waiting  # it bills: billing imports this module
+
+        settle_waiting(store, ctx, invoice, today, numbers)
+        return True
     if invoice.status is InvoiceStatus.DRAFT and invoice.review_until is not None and invoice.review_until <= today:
         _finalized(store, ctx, invoice, numbers, invoice.review_until).commit(store, ctx.scope, f"invoice {invoice.id}")
         return True
@@ -335,7 +352,7 @@ def _moved_on(
 
 
 def move_due_invoice(
-    store: ReceivablePorts, ctx: TenantContext, contact_id: str, invoice_id: str, today: date, numbers: InvoiceNumbers
+    store: DueInvoicePorts, ctx: TenantContext, contact_id: str, invoice_id: str, today: date, numbers: InvoiceNumbers
 ) -> list[Invoice]:
     """The daily run's part for an invoice in the due index: its transitions due by `today`
     (a draft finalised may go overdue the same run). Returns the invoice as written, if it moved."""
@@ -357,7 +374,7 @@ def move_due_invoice(
 
 
 def move_contact_invoices(
-    store: ReceivablePorts, ctx: TenantContext, contact_id: str, today: date, numbers: InvoiceNumbers
+    store: DueInvoicePorts, ctx: TenantContext, contact_id: str, today: date, numbers: InvoiceNumbers
 ) -> int:
     """A test-clock advance's part: every invoice of the contact moved on to `today` (drafts whose
     review ended finalised, unpaid invoices past due overdue). Returns how many moved."""

@@ -263,6 +263,7 @@ def service_out(s: Service) -> Json:
         "contract_end": _date_out(s.contract_end),
         "expired": s.expired,
         "pauses": [period_out(p) for p in s.pauses],
+        "lapses_on": _date_out(s.lapses_on),
     }
 
 
@@ -294,6 +295,7 @@ def service_in(d: Json) -> Service:
         contract_end=_date_in(d.get("contract_end")),
         expired=bool(d.get("expired", False)),
         pauses=tuple(_period(p) for p in d.get("pauses", ())),
+        lapses_on=_date_in(d.get("lapses_on")),
     )
 
 
@@ -488,6 +490,7 @@ def invoice_out(i: Invoice) -> Json:
         "status_reason": i.status_reason,
         "review_until": i.review_until.isoformat() if i.review_until else None,
         "test_clock": i.test_clock,
+        "lapses_on": _date_out(i.lapses_on),
     }
 
 
@@ -516,6 +519,7 @@ def invoice_in(d: Json, version: int) -> Invoice:
         status_reason=d.get("status_reason"),
         review_until=date.fromisoformat(d["review_until"]) if d.get("review_until") else None,
         test_clock=bool(d.get("test_clock", False)),
+        lapses_on=_date_in(d.get("lapses_on")),
     )
 
 
@@ -662,6 +666,8 @@ def policy_out(p: SubscriptionPolicy) -> Json:
         "tier_paths": [list(path) for path in p.tier_paths],
         "requires": {product: list(needs) for product, needs in p.requires.items()},
         "excludes": [list(pair) for pair in p.excludes],
+        "activate_on_payment": p.activate_on_payment,
+        "unpaid_order_lapse_days": p.unpaid_order_lapse_days,
     }
 
 
@@ -673,6 +679,8 @@ _POLICY_PLAIN = (
     "pause_max_days",
     "grace_min_days",
     "grace_max_days",
+    "activate_on_payment",
+    "unpaid_order_lapse_days",
 )
 _POLICY_ENUMS: dict[str, type[TrialLimit] | type[Timing]] = {
     "trial_limit": TrialLimit,

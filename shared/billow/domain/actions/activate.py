@@ -46,7 +46,8 @@ class Activate(ServiceKind[NoParams, NoParams]):
             )
         if service.state is ServiceState.DRAFT:
             started = state_change(service, StateAction.ACTIVATE, on)
-            return replace(started, start_date=min(on, service.start_date)), "activated"
+            # Activated by hand before its first invoice was paid: no longer waiting for it.
+            return replace(started, start_date=min(on, service.start_date), lapses_on=None), "activated"
         return effect.restart(state_change(service, StateAction.ACTIVATE, on), on), "activated; billing restarts"
 
 
