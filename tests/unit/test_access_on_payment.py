@@ -156,7 +156,11 @@ def test_an_unpaid_order_lapses_on_its_day_on_the_contacts_clock(api: InProcessC
     service = cid.service()
     assert (service["state"], service["state_since"], service["end_date"]) == ("cancelled", "2024-01-17", "2024-01-10")
     (lapse,) = [a for a in cid.actions() if a["action"] == "lapse"]
-    assert (lapse["status"], lapse["requested_by"], lapse["parameters"]) == ("executed", "system", {"invoice_id": invoice["id"]})
+    assert (lapse["status"], lapse["requested_by"], lapse["parameters"]) == (
+        "executed",
+        "system",
+        {"invoice_id": invoice["id"]},
+    )
 
     # Nothing more is billed, and a payment after the lapse does not bring the service back.
     advance_clock(api, cid.id, "2024-03-20T09:00:00Z")
@@ -187,3 +191,14 @@ def test_a_paid_invoice_whose_event_was_lost_is_activated_by_the_next_advance(ap
     assert (service["state"], service["state_since"]) == ("effective", "2024-01-13")
     deliver_paid(invoice)  # delivered late after all: nothing more happens
     assert [a["action"] for a in eve.actions()].count("activate_on_payment") == 1
+
+
+def test_an_order_whose_invoice_staff_voided_still_lapses_on_its_day(api: InProcessClient) -> None:
+    fay = Customer(api, MONTHLY)
+    (invoice,) = fay.order(activate_on_payment=True)["invoices"]
+    voided = api.post(f"/invoices/{invoice['id']}/void", {"reason": "wrong plan"})
+    assert voided.status == 200, voided.body
+    advance_clock(api, fay.id, "2024-01-24T09:00:00Z")
+    assert fay.service()["state"] == "cancelled"
+    kept = api.get(f"/invoices/{invoice['id']}").body
+    assert (kept["status"], kept["status_reason"], kept["lapses_on"]) == ("void", "wrong plan", None)

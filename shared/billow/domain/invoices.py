@@ -251,14 +251,15 @@ class Invoice:
         """Access on payment: the day something is due for the services waiting for this invoice:
         paid (or owing nothing: a credit note), they are activated at once (the day it was paid, a
         backstop for the invoice.paid consumer); unpaid, their order lapses on `lapses_on`; partly
-        paid or written off, nothing (they wait for the rest: docs/payments.md)."""
+        paid, nothing (they wait for the rest); voided or written off by staff, they lapse on the day
+        (docs/payments.md)."""
         if self.lapses_on is None:
             return None
         if self.status in (InvoiceStatus.PAID, InvoiceStatus.ISSUED):
             return self.status_on or self.issue_date
-        if self.status in (*OWED, InvoiceStatus.DRAFT) and self.amount_paid.is_zero:
-            return self.lapses_on
-        return None
+        if self.status in (*OWED, InvoiceStatus.DRAFT) and not self.amount_paid.is_zero:
+            return None
+        return self.lapses_on
 
     def voided(self, reason: str, on: date) -> Invoice:
         """Cancelled with its reason: an open, overdue or draft invoice nothing was paid on. The

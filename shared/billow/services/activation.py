@@ -24,7 +24,7 @@ from billow.domain.actions import Action
 from billow.domain.actions.activate_on_payment import ACTIVATE_ON_PAYMENT, FirstInvoice
 from billow.domain.actions.lapse import LAPSE
 from billow.domain.errors import ConcurrentModification
-from billow.domain.invoices import Invoice, InvoiceStatus
+from billow.domain.invoices import OWED, Invoice, InvoiceStatus
 from billow.domain.timeline import execute
 from billow.services.billing import InvoiceNumbers, bill_loaded
 from billow.services.contacts import contact_today
@@ -73,7 +73,8 @@ def settle_waiting(
     )
     cleared = replace(invoice, lapses_on=None)
     reason = f"unpaid: its order lapsed on {invoice.lapses_on}"
-    settlement = Settlement(((cleared, invoice.version),)) if paid or not waiting else None
+    voidable = invoice.status in (*OWED, InvoiceStatus.DRAFT)  # not if staff voided or wrote it off
+    settlement = Settlement(((cleared, invoice.version),)) if paid or not waiting or not voidable else None
     work = store.unit_of_work(f"access on payment: invoice {invoice.id}")
     records: list[Action] = []
     if subscription is not None and waiting:
