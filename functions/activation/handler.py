@@ -24,23 +24,18 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from billow.domain.tenants import TenantSettings
 from billow.services.activation import activate_paid
 from billow.services.context import TenantContext
-from billow.services.events import SCHEMA_VERSION, SOURCE
+from billow.services.events import NotABillowEvent, billow_detail
 from runtime import clock, imported, invocation, logger, numbers, store
 
 PAID = "invoice.paid"
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 
 
-class NotAnInvoicePaidEvent(ValueError):
-    pass
-
-
 def record_handler(record: SQSRecord) -> int:
     """Activate what waits for the paid invoice; returns how many services were activated."""
-    event = json.loads(record.body)
-    detail = event.get("detail") or {}
-    if event.get("source") != SOURCE or detail.get("version") != SCHEMA_VERSION or detail.get("type") != PAID:
-        raise NotAnInvoicePaidEvent(f"message {record.message_id} is not a Billow {PAID} event")
+    detail = billow_detail(json.loads(record.body), f"message {record.message_id}")
+    if detail.get("type") != PAID:
+        raise NotABillowEvent(f"message {record.message_id} is not {PAID} (the activation rule routes only that)")
     tenant_id = detail["tenant_id"]
     settings = store.get_settings(tenant_id) or TenantSettings(tenant_id, tenant_id)
     ctx = TenantContext(tenant_id, detail["mode"], settings)

@@ -13,21 +13,14 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from billow.services.events import SCHEMA_VERSION, SOURCE
+from billow.services.events import billow_detail
 
 logger = Logger(service="billow")
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 
 
-class NotABillowEvent(ValueError):
-    pass
-
-
 def record_handler(record: SQSRecord) -> str:
-    event = json.loads(record.body)
-    detail = event.get("detail") or {}
-    if event.get("source") != SOURCE or detail.get("version") != SCHEMA_VERSION or not detail.get("id"):
-        raise NotABillowEvent(f"message {record.message_id} is not a Billow event of version {SCHEMA_VERSION}")
+    detail = billow_detail(json.loads(record.body), f"message {record.message_id}")
     logger.info(
         "billow event",
         extra={

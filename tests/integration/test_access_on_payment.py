@@ -179,10 +179,16 @@ def test_the_same_event_delivered_by_separate_processes_at_once_and_again_activa
     assert outcome(store, ordered) == (ServiceState.EFFECTIVE, ["activate_on_payment:executed"], None, version + 1)
 
 
-def _pay_in_own_process(table: str, endpoint: str, ordered: Ordered, go: Any, answers: Any) -> None:
+def _store_in_own_process(table: str, endpoint: str, go: Any) -> DynamoStore:
+    """This process's store on the test's table, once every process is ready to go."""
     configure(table_name=table, endpoint=endpoint, region="us-east-1")
     store = DynamoStore()
     go.wait(60)
+    return store
+
+
+def _pay_in_own_process(table: str, endpoint: str, ordered: Ordered, go: Any, answers: Any) -> None:
+    store = _store_in_own_process(table, endpoint, go)
     try:
         pay(store, ordered, reference="racing")
         answers.put("paid")
@@ -191,9 +197,7 @@ def _pay_in_own_process(table: str, endpoint: str, ordered: Ordered, go: Any, an
 
 
 def _lapse_in_own_process(table: str, endpoint: str, ordered: Ordered, go: Any) -> None:
-    configure(table_name=table, endpoint=endpoint, region="us-east-1")
-    store = DynamoStore()
-    go.wait(60)
+    store = _store_in_own_process(table, endpoint, go)
     assert ordered.invoice.lapses_on is not None
     move_due_invoice(
         store, ordered.ctx, ordered.contact_id, ordered.invoice.id, ordered.invoice.lapses_on, InvoiceNumbers(store)

@@ -15,7 +15,7 @@ again after a crash and a rerun, yields the same id, so consumers de-duplicate o
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -34,6 +34,19 @@ SOURCE = "billow"
 SCHEMA_VERSION = 1
 """`detail.version`: raised only for a change a consumer could trip over (a field removed or its
 meaning changed); new fields and new event types keep it (docs/events.md, versioning)."""
+
+
+class NotABillowEvent(ValueError):
+    pass
+
+
+def billow_detail(envelope: Mapping[str, Any], what: str) -> Json:
+    """The `detail` of a Billow event of this schema version as EventBridge delivers it (what a
+    consumer's queue message holds); `NotABillowEvent` naming `what` (the message) otherwise."""
+    detail = envelope.get("detail") or {}
+    if envelope.get("source") != SOURCE or detail.get("version") != SCHEMA_VERSION or not detail.get("id"):
+        raise NotABillowEvent(f"{what} is not a Billow event of version {SCHEMA_VERSION}")
+    return dict(detail)
 
 
 @dataclass(frozen=True, slots=True)

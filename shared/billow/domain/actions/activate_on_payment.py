@@ -20,6 +20,12 @@ class FirstInvoice:
     """The first invoice of the order: paid (activation) or unpaid (a lapse)."""
 
 
+def check_waiting(service: Service) -> None:
+    """Only a service still waiting for its first invoice's payment is activated or lapsed by it."""
+    if not service.awaiting_payment:
+        raise RuleViolation(f"service {service.id} is not waiting for a payment", rule="activation.not_waiting")
+
+
 class ActivateOnPayment(ServiceKind[NoParams, FirstInvoice]):
     name = "activate_on_payment"
     holds = FirstInvoice
@@ -28,8 +34,7 @@ class ActivateOnPayment(ServiceKind[NoParams, FirstInvoice]):
 
     def apply(self, effect: Effect, service: Service) -> tuple[Service, str]:
         on = effect.on
-        if not service.awaiting_payment:
-            raise RuleViolation(f"service {service.id} is not waiting for a payment", rule="activation.not_waiting")
+        check_waiting(service)
         started = state_change(service, StateAction.ACTIVATE, on)
         billed = service.billed_through
         # Paid after the days its first invoice covered (a long lapse period, a short cycle):

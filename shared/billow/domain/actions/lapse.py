@@ -11,9 +11,8 @@ from __future__ import annotations
 from dataclasses import replace
 
 from billow.domain.actions import NoParams, Requester, ServiceKind, register
-from billow.domain.actions.activate_on_payment import FirstInvoice
+from billow.domain.actions.activate_on_payment import FirstInvoice, check_waiting
 from billow.domain.effects import Effect, state_change
-from billow.domain.errors import RuleViolation
 from billow.domain.lifecycle import StateAction
 from billow.domain.subscriptions import Service
 
@@ -26,8 +25,7 @@ class Lapse(ServiceKind[NoParams, FirstInvoice]):
 
     def apply(self, effect: Effect, service: Service) -> tuple[Service, str]:
         on = effect.on
-        if not service.awaiting_payment:
-            raise RuleViolation(f"service {service.id} is not waiting for a payment", rule="activation.not_waiting")
+        check_waiting(service)
         cancelled = state_change(service, StateAction.CANCEL, on)
         effect.drop_pending(service.id, f"its order lapsed unpaid on {on}")
         invoice = self.params(effect.action).invoice_id
