@@ -102,6 +102,8 @@ def test_the_stored_forms_are_unchanged() -> None:
         tier_paths=(("basic", "pro"),),
         requires={"addon": ("basic",)},
         excludes=(("basic", "legacy"),),
+        activate_on_payment=True,
+        unpaid_order_lapse_days=5,
     )
     stored = codec.settings_out(TenantSettings("t1", "T1", subscriptions=policy))["subscriptions"]
     assert stored == {
@@ -123,10 +125,15 @@ def test_the_stored_forms_are_unchanged() -> None:
         "tier_paths": [["basic", "pro"]],
         "requires": {"addon": ["basic"]},
         "excludes": [["basic", "legacy"]],
+        "activate_on_payment": True,
+        "unpaid_order_lapse_days": 5,
     }
     settings = TenantSettings("t1", "T1", subscriptions=policy)
     assert codec.settings_in(json.loads(json.dumps(codec.settings_out(settings))), 1).subscriptions == policy
     assert codec.policy_in({"debt_threshold": 100}).debt_threshold == {}  # a bare amount of old: no debt allowed
+    # Settings stored before access on payment: off, with the default lapse.
+    older = codec.policy_in({"regret_days": 7})
+    assert (older.activate_on_payment, older.unpaid_order_lapse_days) == (False, 14)
 
     terms = PriceTerms(
         "terms_1", "prod_1", Money.parse("9.99", "USD"), Cycle.MONTH, BillingModel.ADVANCE, PricingModel.FLAT,
