@@ -202,3 +202,31 @@ def test_an_order_whose_invoice_staff_voided_still_lapses_on_its_day(api: InProc
     assert fay.service()["state"] == "cancelled"
     kept = api.get(f"/invoices/{invoice['id']}").body
     assert (kept["status"], kept["status_reason"], kept["lapses_on"]) == ("void", "wrong plan", None)
+
+
+def test_a_free_first_invoice_is_paid_at_once_and_activates(api: InProcessClient) -> None:
+    gus = Customer(api, {**MONTHLY, "price": "0.00"})
+    (invoice,) = gus.order(activate_on_payment=True)["invoices"]
+    assert invoice["status"] == "paid"  # nothing to pay: issued paid, and published as invoice.paid
+    deliver_paid(invoice)
+    assert gus.service()["state"] == "effective"
+
+
+def test_a_partly_paid_first_invoice_does_not_lapse_its_services_wait_for_the_rest(api: InProcessClient) -> None:
+    hal = Customer(api, MONTHLY)
+    (invoice,) = hal.order(activate_on_payment=True)["invoices"]
+    part = {
+        "amount": "10.00",
+        "currency": "USD",
+        "method": "bank_transfer",
+        "reference": "part",
+        "received_on": "2024-01-10",
+    }
+    assert api.post(f"/invoices/{invoice['id']}/payments", part).status == 201
+    advance_clock(api, hal.id, "2024-01-30T09:00:00Z")  # past its lapse day (24 January)
+    assert hal.service()["state"] == "draft"
+    assert api.get(f"/invoices/{invoice['id']}").body["status"] == "overdue"
+    rest = {**part, "amount": "21.00", "reference": "rest", "received_on": "2024-01-30"}
+    assert api.post(f"/invoices/{invoice['id']}/payments", rest).status == 201
+    deliver_paid(invoice)
+    assert (hal.service()["state"], hal.service()["state_since"]) == ("effective", "2024-01-30")
