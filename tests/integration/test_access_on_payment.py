@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -28,7 +28,7 @@ from billow.gateways.invoke import handler_of
 from billow.local.dynamodb import DynamoDBLocal
 from billow.local.lambda_runtime import invoke, prepare_environment
 from billow.services import ordering
-from billow.services.billing import InvoiceNumbers
+from billow.services.billing import InvoiceNumbers, bill_due_subscriptions
 from billow.services.contacts import create_contact
 from billow.services.context import SystemClock, TenantContext, new_id
 from billow.services.invoices import ManualPaymentInput, record_manual_payment
@@ -237,3 +237,22 @@ def test_a_payment_racing_the_lapse_either_activates_or_is_refused(
     else:  # the lapse landed first: the payment was refused, nothing was taken
         assert (state, kinds, invoice.status) == (ServiceState.CANCELLED, ["lapse:executed"], InvoiceStatus.VOID)
         assert invoice.amount_paid.is_zero
+
+
+def test_the_daily_run_lapses_an_unpaid_order_on_its_day_through_the_due_index(local_table: str) -> None:
+    store = DynamoStore()
+    ordered = order_waiting_for_payment(store)
+    lapses_on = ordered.invoice.lapses_on
+    assert lapses_on is not None
+    day_before = datetime(lapses_on.year, lapses_on.month, lapses_on.day, 0, 5, tzinfo=UTC) - timedelta(days=1)
+    bill_due_subscriptions(store, day_before, InvoiceNumbers(store))
+    assert outcome(store, ordered)[:3] == (ServiceState.DRAFT, [], lapses_on)
+    report = bill_due_subscriptions(store, day_before + timedelta(days=1), InvoiceNumbers(store))
+    assert report.failures == [] and report.invoices_created == 0
+    assert outcome(store, ordered)[:3] == (ServiceState.CANCELLED, ["lapse:executed"], None)
+    invoice = store.get_invoice(ordered.ctx.scope, ordered.invoice.id)
+    assert invoice is not None and (invoice.status, invoice.status_on) == (InvoiceStatus.VOID, lapses_on)
+    # Run again, and a month later: nothing more is billed or changed.
+    bill_due_subscriptions(store, day_before + timedelta(days=40), InvoiceNumbers(store))
+    assert outcome(store, ordered)[:3] == (ServiceState.CANCELLED, ["lapse:executed"], None)
+    assert [i.id for i in store.invoices_of(ordered.ctx.scope, ordered.contact_id)] == [ordered.invoice.id]
