@@ -230,3 +230,24 @@ def test_a_partly_paid_first_invoice_does_not_lapse_its_services_wait_for_the_re
     assert api.post(f"/invoices/{invoice['id']}/payments", rest).status == 201
     deliver_paid(invoice)
     assert (hal.service()["state"], hal.service()["state_since"]) == ("effective", "2024-01-30")
+
+
+def test_a_service_joining_a_subscription_waits_on_its_prorated_first_invoice(api: InProcessClient) -> None:
+    ivy = Customer(api, MONTHLY, frozen_time="2024-01-01T09:00:00Z")
+    ivy.order()  # effective from 1 January: the subscription bills on the 1st
+    addon = make_product(api, {**MONTHLY, "price": "62.00"})
+    advance_clock(api, ivy.id, "2024-01-11T09:00:00Z")
+    item = {"product_id": addon["id"], "terms_id": addon["terms"][0]["id"]}
+    placed = api.post("/orders", {"contact_id": ivy.id, "items": [item], "activate_on_payment": True})
+    (invoice,) = placed.body["invoices"]
+    # Prorated from the order day to the subscription's billing day, as without access on payment.
+    assert (invoice["period"], invoice["total"]["amount"]) == ({"start": "2024-01-11", "end": "2024-02-01"}, "42.00")
+    (subscription,) = api.get(f"/contacts/{ivy.id}/subscriptions").body["items"]
+    states = {s["product_id"]: s["state"] for s in subscription["services"]}
+    assert states == {ivy.product["id"]: "effective", addon["id"]: "draft"}
+    assert ivy.pay(invoice, "2024-01-11").status == 201
+    deliver_paid(invoice)
+    advance_clock(api, ivy.id, "2024-02-01T09:00:00Z")
+    february = ivy.invoices()[-1]
+    assert february["period"] == {"start": "2024-02-01", "end": "2024-03-01"}
+    assert february["total"]["amount"] == "93.00"  # both services, full months: nothing twice, nothing shifted
