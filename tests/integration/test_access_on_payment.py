@@ -90,6 +90,16 @@ def pay(store: DynamoStore, ordered: Ordered, reference: str = "bank-1") -> Invo
     return record_manual_payment(store, ordered.ctx, ordered.invoice.id, spec, SystemClock()).invoice
 
 
+def paid_order(store: DynamoStore) -> tuple[Ordered, int]:
+    """An order waiting for payment, its invoice just paid (no event delivered yet), and the
+    subscription's version then."""
+    ordered = order_waiting_for_payment(store)
+    pay(store, ordered)
+    state, kinds, mark, version = outcome(store, ordered)
+    assert (state, kinds, mark) == (ServiceState.DRAFT, [], ordered.invoice.lapses_on)
+    return ordered, version
+
+
 def message(ordered: Ordered) -> dict[str, Any]:
     """The SQS event the activation function receives for the invoice.paid event of the order's invoice."""
     detail = {
@@ -127,16 +137,13 @@ def test_a_crash_after_any_request_of_the_consumer_then_a_redelivery_activates_o
     local_table: str, dynamodb_local: DynamoDBLocal
 ) -> None:
     store = DynamoStore()
-    ordered = order_waiting_for_payment(store)
-    pay(store, ordered)
+    ordered, version = paid_order(store)
     table = Table(dynamodb_local, local_table)
     paid = table.items()
-    before = outcome(store, ordered)
-    assert before[:3] == (ServiceState.DRAFT, [], ordered.invoice.lapses_on)
     with crash_after(None) as calls:
         deliver(message(ordered))
     expected = outcome(store, ordered)
-    assert expected == (ServiceState.EFFECTIVE, ["activate_on_payment:executed"], None, before[3] + 1)
+    assert expected == (ServiceState.EFFECTIVE, ["activate_on_payment:executed"], None, version + 1)
     assert calls.made > 3
     for k in range(1, calls.made + 1):
         table.restore(paid)
@@ -158,9 +165,7 @@ def test_the_same_event_delivered_by_separate_processes_at_once_and_again_activa
     local_table: str, dynamodb_local: DynamoDBLocal
 ) -> None:
     store = DynamoStore()
-    ordered = order_waiting_for_payment(store)
-    pay(store, ordered)
-    version = outcome(store, ordered)[3]
+    ordered, version = paid_order(store)
     spawn = multiprocessing.get_context("spawn")
     go = spawn.Event()
     event = message(ordered)
