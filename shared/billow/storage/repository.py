@@ -30,6 +30,7 @@ from pynamodb.transactions import TransactWrite
 from billow.domain.actions import Action
 from billow.domain.billing import next_due_date
 from billow.domain.catalog import PriceTerms, Product
+from billow.domain.collection import PaymentAttempt
 from billow.domain.contacts import Contact, TestClock
 from billow.domain.errors import ConcurrentModification, Conflict, InvalidInput, TemporaryFailure
 from billow.domain.invoices import Invoice, InvoiceKind, Payment
@@ -520,6 +521,26 @@ def _payment_item(scope: Scope, invoice: Invoice, payment: Payment) -> BillowIte
     )
 
 
+def _attempt_sk(invoice_id: str, number: int) -> str:
+    return f"ATT#{invoice_id}#{number:04d}"
+
+
+def _attempt_saved(scope: Scope, attempt: PaymentAttempt) -> tuple[PaymentAttempt, _Write]:
+    saved = replace(attempt, version=attempt.version + 1)
+    item = _entity(
+        contact_pk(scope, attempt.contact_id),
+        _attempt_sk(attempt.invoice_id, attempt.number),
+        "payment_attempt",
+        codec.attempt_out(saved),
+        version=saved.version,
+    )
+    return saved, _Write(item, _created_or_versioned(attempt.version))
+
+
+def _attempts(items: Iterable[BillowItem]) -> list[PaymentAttempt]:
+    return [codec.attempt_in(json.loads(i.data or "{}"), int(i.version or 0)) for i in items]
+
+
 @dataclass(frozen=True, slots=True)
 class _Write:
     """One write with its condition: a put of the whole item, an update (`actions`), or a
@@ -672,6 +693,11 @@ class DynamoUnitOfWork:
 
     def add_payment(self, scope: Scope, invoice: Invoice, payment: Payment) -> None:
         self._stage(_Write(_payment_item(scope, invoice, payment), _absent()))
+
+    def save_attempt(self, scope: Scope, attempt: PaymentAttempt) -> PaymentAttempt:
+        saved, write = _attempt_saved(scope, attempt)
+        self._stage(write)
+        return saved
 
     def commit(self) -> None:
         writes, self._writes = self._writes, []
@@ -1050,6 +1076,35 @@ class DynamoStore:
 
     def payments_of(self, scope: Scope, contact_id: str, invoice_id: str) -> list[Payment]:
         return _records(contact_pk(scope, contact_id), f"PAY#{invoice_id}#", codec.payment_in, "payments")
+
+    # -- payment attempts ----------------------------------------------------------------------------
+    def attempts_of(self, scope: Scope, contact_id: str) -> list[PaymentAttempt]:
+        with _translated("payment attempts"):
+            pk = contact_pk(scope, contact_id)
+            return _attempts(BillowItem.query(pk, BillowItem.sk.startswith("ATT#"), consistent_read=True))
+
+    def latest_attempt(self, scope: Scope, contact_id: str, invoice_id: str) -> PaymentAttempt | None:
+        with _translated("payment attempts"):
+            pk = contact_pk(scope, contact_id)
+            items = BillowItem.query(
+                pk, BillowItem.sk.startswith(f"ATT#{invoice_id}#"), consistent_read=True, scan_index_forward=False, limit=1
+            )
+            found = _attempts(items)
+        return found[0] if found else None
+
+    def get_attempt(self, scope: Scope, contact_id: str, invoice_id: str, number: int) -> PaymentAttempt | None:
+        with _translated(f"payment attempt {number} of invoice {invoice_id}"):
+            item = _get(contact_pk(scope, contact_id), _attempt_sk(invoice_id, number), consistent_read=True)
+        return None if item is None else _attempts([item])[0]
+
+    def save_attempt(self, scope: Scope, attempt: PaymentAttempt) -> PaymentAttempt:
+        saved, write = _attempt_saved(scope, attempt)
+        try:
+            with _translated(f"payment attempt {attempt.id}"):
+                write.alone()
+        except Conflict as error:
+            raise ConcurrentModification(f"payment attempt {attempt.id} was written concurrently") from error
+        return saved
 
     # -- receivables ---------------------------------------------------------------------------------
     def credit_notes_with_credit(self, scope: Scope, contact_id: str, currency: str) -> list[Invoice]:
