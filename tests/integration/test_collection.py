@@ -301,3 +301,48 @@ def test_a_charge_that_is_not_the_recorded_one_is_cancelled_if_unconfirmed(store
     assert reconcile_charge(store, rail, SCOPE, orphan.ref, clock=CLOCK) == attempt
     assert rail.charge_state(orphan.ref).status is ChargeStatus.CANCELED
     _assert_paid_once(store, rail, "inv_1")
+
+
+# -- events out --------------------------------------------------------------------------------------
+def test_payment_succeeded_and_failed_are_published_from_the_committed_attempts(
+    store: DynamoStore, rail: FakeRail, local_table: str, dynamodb_local: DynamoDBLocal
+) -> None:
+    from billow.local.events import StreamPoller, local_bus
+
+    from tests.integration.test_events import RULE, Subscriber
+
+    seed_contact(store, "con_1")
+    declining_contact(store, "con_2")
+    seed_contact(store, "con_3", method=None)
+    for i in (1, 2, 3):
+        seed_invoice(store, f"con_{i}", f"inv_{i}", "30.00")
+    poller = StreamPoller(dynamodb_local.endpoint, local_table)
+    poller.skip()
+    subscriber = Subscriber()
+    unsubscribe = local_bus().subscribe(RULE, subscriber)
+    try:
+        for i in (1, 2, 3):
+            _collect(store, rail, f"inv_{i}")
+            _collect(store, rail, f"inv_{i}")  # a duplicate event publishes nothing more
+        poller.drain()
+    finally:
+        unsubscribe()
+    payments = {
+        (d["type"], d["data"]["invoice_id"]): d["data"]
+        for d in subscriber.details()
+        if d["type"] in ("payment.succeeded", "payment.failed")
+    }
+    assert sorted(payments) == [
+        ("payment.failed", "inv_2"),
+        ("payment.failed", "inv_3"),
+        ("payment.succeeded", "inv_1"),
+    ]
+    assert len([d for d in subscriber.details() if d["type"].startswith("payment.")]) == 4  # + payment.received
+    succeeded = payments[("payment.succeeded", "inv_1")]
+    assert succeeded["amount"] == {"amount": "30.00", "currency": "USD"} and succeeded["charge_ref"].startswith("pi_")
+    assert (payments[("payment.failed", "inv_2")]["decline_code"], payments[("payment.failed", "inv_2")]["hard_decline"]) == (
+        "card_declined",
+        False,
+    )
+    assert payments[("payment.failed", "inv_3")]["decline_code"] == "no_payment_method"
+    assert payments[("payment.failed", "inv_3")]["hard_decline"] is True
