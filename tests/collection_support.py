@@ -63,11 +63,14 @@ def declining_contact(store: DynamoStore, contact_id: str) -> Contact:
     return seed_contact(store, contact_id, method=DECLINING)
 
 
-def seed_invoice(store: DynamoStore, contact_id: str, invoice_id: str, amount: str, currency: str = "USD") -> Invoice:
+def make_invoice(
+    contact_id: str, invoice_id: str, amount: str, currency: str = "USD", status: InvoiceStatus = InvoiceStatus.OPEN
+) -> Invoice:
+    """An invoice (a credit note for a negative amount) of one line, issued on `DAY`."""
     price = Money.parse(amount, currency)
     period = Period(DAY, date(2024, 6, 1))
     line = LineDraft("recurring", "Pro", "svc_1", "prod_1", 1, price, Fraction(1), price, period)
-    invoice = Invoice(
+    return Invoice(
         invoice_id,
         f"INV-{invoice_id}",
         contact_id,
@@ -79,9 +82,13 @@ def seed_invoice(store: DynamoStore, contact_id: str, invoice_id: str, amount: s
         period,
         (line,),
         Money.zero(currency),
-        InvoiceStatus.OPEN,
+        status,
         status_on=DAY,
     )
+
+
+def seed_invoice(store: DynamoStore, contact_id: str, invoice_id: str, amount: str, currency: str = "USD") -> Invoice:
+    invoice = make_invoice(contact_id, invoice_id, amount, currency)
     work = store.unit_of_work("seeding")
     work.add_invoice(SCOPE, invoice)
     work.commit()

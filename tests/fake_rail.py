@@ -116,9 +116,7 @@ class FakeRail:
         minor, currency, status, metadata, decline, hard = row
         amount = Money(minor, currency)
         received = amount if status == ChargeStatus.SUCCEEDED.value else Money.zero(currency)
-        return ChargeState(
-            ref, ChargeStatus(status), amount, received, json.loads(metadata), decline, None, bool(hard)
-        )
+        return ChargeState(ref, ChargeStatus(status), amount, received, json.loads(metadata), decline, None, bool(hard))
 
     def create_charge(self, request: ChargeRequest) -> ChargeState:
         self._request("create_charge")
@@ -164,7 +162,8 @@ class FakeRail:
             elif row[1] == EXPIRED:
                 status, decline, hard = ChargeStatus.FAILED.value, "expired_card", 1
             db.execute(
-                "UPDATE charges SET status = ?, decline = ?, hard = ? WHERE ref = ?", (status, decline, hard, charge_ref)
+                "UPDATE charges SET status = ?, decline = ?, hard = ? WHERE ref = ?",
+                (status, decline, hard, charge_ref),
             )
             db.execute("COMMIT")
         state = self._state(charge_ref)
@@ -212,7 +211,9 @@ class FakeRail:
         method_ref = setup_ref.replace("seti_", "pm_")
         with self._db() as db:
             (customer,) = db.execute("SELECT customer FROM methods WHERE ref = ?", (method_ref,)).fetchone()
-        return SetupState(setup_ref, customer, True, SavedMethod(method_ref, customer, "card", "visa", "4242", 12, 2034))
+        return SetupState(
+            setup_ref, customer, True, SavedMethod(method_ref, customer, "card", "visa", "4242", 12, 2034)
+        )
 
     def methods(self, customer_ref: str) -> list[SavedMethod]:
         with self._db() as db:

@@ -92,7 +92,11 @@ def test_a_declined_card_leaves_the_invoice_open_with_the_decline_code_and_is_no
     declining_contact(store, "con_1")
     seed_invoice(store, "con_1", "inv_1", "30.00")
     attempt = _collect(store, rail, "inv_1")
-    assert (attempt.status, attempt.decline_code, attempt.hard_decline) == (AttemptStatus.FAILED, "card_declined", False)
+    assert (attempt.status, attempt.decline_code, attempt.hard_decline) == (
+        AttemptStatus.FAILED,
+        "card_declined",
+        False,
+    )
     assert stored_invoice(store, "inv_1").status is InvoiceStatus.OPEN
     assert _collect(store, rail, "inv_1") == attempt  # final: dunning retries, not the collector
     assert len(rail.charges()) == 1
@@ -194,9 +198,7 @@ def test_a_collector_crashed_after_any_dynamodb_request_then_rerun_charges_once(
         _assert_paid_once(store, rail, f"inv_{k}")
 
 
-def test_a_collector_crashed_after_any_rail_request_then_rerun_charges_once(
-    store: DynamoStore, tmp_path: Path
-) -> None:
+def test_a_collector_crashed_after_any_rail_request_then_rerun_charges_once(store: DynamoStore, tmp_path: Path) -> None:
     _, rail_requests = _uninterrupted_requests(store, tmp_path)
     assert rail_requests >= 3  # create, read, confirm
     path = tmp_path / "rail.sqlite"
@@ -340,7 +342,10 @@ def test_payment_succeeded_and_failed_are_published_from_the_committed_attempts(
     assert len([d for d in subscriber.details() if d["type"].startswith("payment.")]) == 4  # + payment.received
     succeeded = payments[("payment.succeeded", "inv_1")]
     assert succeeded["amount"] == {"amount": "30.00", "currency": "USD"} and succeeded["charge_ref"].startswith("pi_")
-    assert (payments[("payment.failed", "inv_2")]["decline_code"], payments[("payment.failed", "inv_2")]["hard_decline"]) == (
+    assert (
+        payments[("payment.failed", "inv_2")]["decline_code"],
+        payments[("payment.failed", "inv_2")]["hard_decline"],
+    ) == (
         "card_declined",
         False,
     )

@@ -150,7 +150,9 @@ class PaymentAttempt:
     def covered_ids(self) -> set[str]:
         return {invoice_id for invoice_id, _ in self.covers}
 
-    def _to(self, status: AttemptStatus, now: datetime, allowed: Iterable[AttemptStatus], **changes: object) -> PaymentAttempt:
+    def _to(
+        self, status: AttemptStatus, now: datetime, allowed: Iterable[AttemptStatus], **changes: object
+    ) -> PaymentAttempt:
         if self.status not in allowed:
             raise Conflict(
                 f"payment attempt {self.id} is {self.status.value}; it cannot become {status.value}",

@@ -26,7 +26,6 @@ sweep): idempotent and order-free, since it never trusts an event's content, onl
 from __future__ import annotations
 
 import logging
-from datetime import datetime
 
 from billow.domain.collection import (
     AttemptStatus,

@@ -376,6 +376,8 @@ class RunPorts(BillingPorts, DueIndex, TenantStore, Protocol):
     """The daily run: the due index, each tenant's settings, then billing."""
 
 
-class CollectionPorts(InvoiceStore, ContactStore, SubscriptionStore, TenantStore, CollectionStore, Transactions, Protocol):
+class CollectionPorts(
+    InvoiceStore, ContactStore, SubscriptionStore, TenantStore, CollectionStore, Transactions, Protocol
+):
     """Collecting an invoice: the tenant's settings, the contact, its invoices and attempts, and
     the subscription naming the payment method."""

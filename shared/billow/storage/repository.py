@@ -1087,7 +1087,11 @@ class DynamoStore:
         with _translated("payment attempts"):
             pk = contact_pk(scope, contact_id)
             items = BillowItem.query(
-                pk, BillowItem.sk.startswith(f"ATT#{invoice_id}#"), consistent_read=True, scan_index_forward=False, limit=1
+                pk,
+                BillowItem.sk.startswith(f"ATT#{invoice_id}#"),
+                consistent_read=True,
+                scan_index_forward=False,
+                limit=1,
             )
             found = _attempts(items)
         return found[0] if found else None
