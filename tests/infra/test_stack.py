@@ -61,6 +61,7 @@ def test_functions_with_their_own_roles(synthesized: tuple[Template, Path]) -> N
         "events_publisher.handler.lambda_handler",
         "events_consumer.handler.lambda_handler",
         "activation.handler.lambda_handler",
+        "collector.handler.lambda_handler",
     }
     roles = {json.dumps(f["Properties"]["Role"]) for f in functions.values()}
     assert len(roles) == len(functions), "each function has a role of its own"
@@ -267,18 +268,34 @@ def test_events_bus_stream_publisher_and_consumer_queues(synthesized: tuple[Temp
         "AWS::SQS::Queue",
         {"QueueName": "billow-test-events-all-events", "RedrivePolicy": Match.object_like({"maxReceiveCount": 5})},
     )
+    # The collector reads the invoice-issued rule's queue at a bounded concurrency (docs/payments.md).
+    template.has_resource_properties(
+        "AWS::Lambda::EventSourceMapping",
+        {"EventSourceArn": {"Fn::GetAtt": [Match.string_like_regexp("invoiceissuedqueue"), "Arn"]},
+         "FunctionName": {"Ref": Match.string_like_regexp("collector")},
+         "ScalingConfig": {"MaximumConcurrency": 10},
+         "FunctionResponseTypes": ["ReportBatchItemFailures"]},
+    )  # fmt: skip
     # The rules the local bus routes by are exactly those synthesized.
     rules = rules_from_template(template.to_json())
     expected = {f"billow-test-events-{name}": pattern for name, pattern in CONSUMER_RULES.items()}
     assert {n: p for n, p in rules.items() if n.startswith("billow-test-events-")} == expected
     bus = LocalBus(rules)
-    seen: list[str] = []
+    seen: list[tuple[str, str]] = []
     for name in expected:
-        bus.subscribe(name, lambda event: seen.append(event["detail-type"]))
+        bus.subscribe(
+            name, lambda event, name=name: seen.append((name.removeprefix("billow-test-events-"), event["detail-type"]))
+        )
     detail = '{"id": "evt_1", "version": 1}'
     bus.put([{"Source": "billow", "DetailType": "billow.invoice.issued", "Detail": detail}])
+    bus.put([{"Source": "billow", "DetailType": "billow.invoice.paid", "Detail": detail}])
     bus.put([{"Source": "elsewhere", "DetailType": "billow.invoice.issued", "Detail": detail}])
-    assert seen == ["billow.invoice.issued"]
+    assert sorted(seen) == [
+        ("activation", "billow.invoice.paid"),  # access on payment
+        ("all-events", "billow.invoice.issued"),
+        ("all-events", "billow.invoice.paid"),
+        ("invoice-issued", "billow.invoice.issued"),  # the collector's
+    ]
     # Access on payment: invoice.paid also reaches the activation function's own queue.
     template.has_resource_properties(
         "AWS::Lambda::EventSourceMapping",
@@ -286,5 +303,3 @@ def test_events_bus_stream_publisher_and_consumer_queues(synthesized: tuple[Temp
          "FunctionName": {"Ref": Match.string_like_regexp("activation")},
          "FunctionResponseTypes": ["ReportBatchItemFailures"]},
     )  # fmt: skip
-    bus.put([{"Source": "billow", "DetailType": "billow.invoice.paid", "Detail": detail}])
-    assert sorted(seen[1:]) == ["billow.invoice.paid", "billow.invoice.paid"]

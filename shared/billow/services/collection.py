@@ -156,12 +156,14 @@ def resume(
 ) -> PaymentAttempt:
     """Take a live attempt on from its recorded state to a final one (or to created, when the rail
     is still settling the charge)."""
+    state: ChargeState | None = None
     if attempt.status is AttemptStatus.PENDING:
-        attempt = _create_charge(ports, gateway, scope, attempt, clock)
+        attempt, state = _create_charge(ports, gateway, scope, attempt, clock)
     if attempt.status is not AttemptStatus.CREATED:
         return attempt
     assert attempt.charge_ref is not None
-    state = gateway.charge_state(attempt.charge_ref)
+    if state is None or state.ref != attempt.charge_ref:  # resumed, or another collector's charge
+        state = gateway.charge_state(attempt.charge_ref)
     if state.status is ChargeStatus.CREATED:
         state = _confirm(gateway, attempt)
     return apply_state(ports, scope, attempt, state, clock=clock)
@@ -169,8 +171,9 @@ def resume(
 
 def _create_charge(
     ports: CollectionPorts, gateway: PaymentGateway, scope: Scope, attempt: PaymentAttempt, clock: Clock
-) -> PaymentAttempt:
-    """Create the charge unconfirmed and record its reference; the attempt as recorded after."""
+) -> tuple[PaymentAttempt, ChargeState]:
+    """Create the charge unconfirmed and record its reference: the attempt as recorded after, and
+    the charge created (not the recorded one when another collector's was recorded first)."""
     state = gateway.create_charge(_request(scope, attempt))
     if state.status is ChargeStatus.FAILED:  # refused outright (below the rail's minimum, say): no charge
         reason = NotCollectable.BELOW_MINIMUM if state.decline_code == "amount_too_small" else NotCollectable.REFUSED
@@ -178,13 +181,13 @@ def _create_charge(
     else:
         recorded = attempt.created(state.ref, clock.now())
     try:
-        return ports.save_attempt(scope, recorded)
+        return ports.save_attempt(scope, recorded), state
     except ConcurrentModification:
         current = ports.get_attempt(scope, attempt.contact_id, attempt.invoice_id, attempt.number)
         assert current is not None
         if current.charge_ref != state.ref and state.status is ChargeStatus.CREATED:
             gateway.cancel_charge(state.ref)  # another collector's charge was recorded first
-        return current
+        return current, state
 
 
 def _confirm(gateway: PaymentGateway, attempt: PaymentAttempt) -> ChargeState:
