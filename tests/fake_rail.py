@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from pathlib import Path
 
@@ -57,6 +57,8 @@ class FakeRail:
         self.path = path
         self.crash_after: int | None = None
         self.unavailable_at: int | None = None
+        self.interleave: dict[str, Callable[[], None]] = {}
+        """op -> what another process does right after this rail answered that op (once)."""
         self.attempted = 0
         self.requests = 0
         with self._db() as db:
@@ -83,6 +85,9 @@ class FakeRail:
         self.requests += 1
         with self._db() as db:
             db.execute("INSERT INTO log VALUES (?)", (op,))
+        meanwhile = self.interleave.pop(op, None)
+        if meanwhile is not None:
+            meanwhile()
         if self.requests == self.crash_after:
             raise Crash(f"after rail request {self.requests} ({op})")
 

@@ -216,6 +216,26 @@ def test_a_collector_crashed_after_any_rail_request_then_rerun_charges_once(stor
     assert all(c.status in (ChargeStatus.SUCCEEDED, ChargeStatus.CREATED) for c in FakeRail(path).charges())
 
 
+def test_a_collector_whose_charge_lost_the_record_cancels_it_and_confirms_the_recorded_one(
+    store: DynamoStore, rail: FakeRail
+) -> None:
+    """Two collectors resume the same pending attempt: each creates a charge; the second records its
+    own first (it runs entirely between the first's create and its record)."""
+    seed_contact(store, "con_1")
+    seed_invoice(store, "con_1", "inv_1", "30.00")
+    rail.unavailable_at = 1  # a first run writes the attempt, then cannot reach the rail
+    with pytest.raises(GatewayUnavailable):
+        _collect(store, rail, "inv_1")
+    first, second = FakeRail(rail.path), FakeRail(rail.path)
+    first.interleave["create_charge"] = lambda: _collect(store, second, "inv_1")
+    attempt = _collect(store, first, "inv_1")
+    assert attempt.status is AttemptStatus.SUCCEEDED
+    mine, recorded = rail.charges()
+    assert attempt.charge_ref == recorded.ref
+    assert (mine.status, recorded.status) == (ChargeStatus.CANCELED, ChargeStatus.SUCCEEDED)
+    _assert_paid_once(store, rail, "inv_1")
+
+
 def _collector(table: str, endpoint: str, rail_path: Path, invoice_ids: list[str], barrier: Any) -> None:
     """One collector in its own process (its own Lambda container)."""
     configure(table_name=table, endpoint=endpoint, region="us-east-1")
