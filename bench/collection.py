@@ -26,9 +26,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(ROOT / "shared"), str(ROOT), str(ROOT / "bench")]
+sys.path[:0] = [str(ROOT / "shared"), str(ROOT)]
 
-from billing_run import WRITES, RequestCounter  # noqa: E402
 from billow.domain.collection import AttemptStatus  # noqa: E402
 from billow.local import dynamodb  # noqa: E402
 from billow.local.dynamodb import LOCAL_CREDENTIALS  # noqa: E402
@@ -36,6 +35,7 @@ from billow.services.collection import collect_invoice  # noqa: E402
 from billow.storage.models import configure  # noqa: E402
 from billow.storage.repository import DynamoStore  # noqa: E402
 
+from bench.billing_run import WRITES, RequestCounter  # noqa: E402
 from tests.collection_support import SCOPE, FixedClock, seed_contact, seed_invoice, seed_tenant  # noqa: E402
 from tests.fake_rail import FakeRail  # noqa: E402
 

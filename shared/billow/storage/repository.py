@@ -577,6 +577,16 @@ class _Write:
             tx.save(self.item, condition=self.condition)
 
 
+def _alone_versioned(write: _Write, what: str, *, code: str | None = None) -> None:
+    """One conditioned write on its own (not a transaction); its condition failing (another writer
+    came first) is `ConcurrentModification`: the caller reloads and retries."""
+    try:
+        with _translated(what):
+            write.alone()
+    except Conflict as error:
+        raise ConcurrentModification(f"{what}: changed concurrently; reload and retry", code=code) from error
+
+
 def _version_moved_on(pk: str, sk: str, expected_version: int) -> _Write:
     """The item's version + 1, only if still at `expected_version`; nothing else of it changes."""
     return _Write(BillowItem(pk, sk), _versioned(expected_version), (BillowItem.version.add(1),))
@@ -730,13 +740,7 @@ class DynamoStore:
         0); returns them as stored, at the next version."""
         saved = replace(settings, version=settings.version + 1)
         write = _Write(_settings_item(settings, saved.version), _created_or_versioned(settings.version))
-        try:
-            with _translated("tenant settings"):
-                write.alone()
-        except Conflict as error:
-            raise ConcurrentModification(
-                "the settings were changed concurrently; reload and retry", code="resource.concurrent_modification"
-            ) from error
+        _alone_versioned(write, "the settings", code="resource.concurrent_modification")
         return saved
 
     def find_api_key(self, key_hash: str) -> ApiKey | None:
@@ -865,11 +869,7 @@ class DynamoStore:
     def save_contact(self, scope: Scope, contact: Contact) -> Contact:
         """The changed contact, only if still at `contact.version`."""
         saved, write = _contact_saved(scope, contact)
-        try:
-            with _translated(f"contact {contact.id}"):
-                write.alone()
-        except Conflict as error:
-            raise ConcurrentModification(f"contact {contact.id} was changed concurrently; reload and retry") from error
+        _alone_versioned(write, f"contact {contact.id}")
         return saved
 
     def get_contact(self, scope: Scope, contact_id: str) -> Contact | None:
@@ -903,11 +903,7 @@ class DynamoStore:
         """The clock's status, only if still at `clock.version` (absent for 0). A write that moves
         the clock's time is `billow.services.contacts.move_clock`."""
         saved, write = _clock_saved(scope, clock)
-        try:
-            with _translated("test clock"):
-                write.alone()
-        except Conflict as error:
-            raise ConcurrentModification("the test clock was changed concurrently; reload and retry") from error
+        _alone_versioned(write, "the test clock")
         return saved
 
     # -- orders and subscriptions -------------------------------------------------------------------
@@ -1103,11 +1099,7 @@ class DynamoStore:
 
     def save_attempt(self, scope: Scope, attempt: PaymentAttempt) -> PaymentAttempt:
         saved, write = _attempt_saved(scope, attempt)
-        try:
-            with _translated(f"payment attempt {attempt.id}"):
-                write.alone()
-        except Conflict as error:
-            raise ConcurrentModification(f"payment attempt {attempt.id} was written concurrently") from error
+        _alone_versioned(write, f"payment attempt {attempt.id}")
         return saved
 
     # -- receivables ---------------------------------------------------------------------------------
