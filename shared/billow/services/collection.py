@@ -110,10 +110,12 @@ def _start(ports: CollectionPorts, scope: Scope, invoice: Invoice, clock: Clock)
         return None
     settings = _settings(ports, scope)
     attempts = ports.attempts_of(scope, contact.id)
-    owed = ports.invoices_of(scope, contact.id)
+    mode = collection_mode(contact, settings)
+    # Only the credit limit weighs the contact's other invoices.
+    owed = ports.invoices_of(scope, contact.id) if mode is CollectionMode.CREDIT_LIMIT else [invoice]
     covers = to_charge(
         invoice,
-        collection_mode(contact, settings),
+        mode,
         settings.collection,
         owed=owed,
         credit_limit=contact.credit_limit,
@@ -250,9 +252,9 @@ def _record_success(
         invoice = ports.get_invoice(scope, invoice_id)
         if invoice is None:
             continue
+        # No payment of this charge exists yet: it is written only with the attempt's success, and
+        # a concurrent writer of that success makes this transaction fail on the attempt's version.
         payment_id = payment_id_for(invoice.id, state.ref)
-        if ports.get_payment(scope, invoice.contact_id, invoice.id, payment_id) is not None:
-            continue  # applied before (a webhook, a crashed run)
         if invoice.status not in PAYABLE or invoice.amount_due.is_zero:
             log.warning("charge %s: invoice %s has nothing due any more", state.ref, invoice.id)
             continue
