@@ -42,7 +42,7 @@ from billow.domain.invoices import OWED, Invoice, InvoiceStatus, Payment, Paymen
 from billow.domain.subscriptions import Subscription
 from billow.domain.tenants import TenantSettings
 from billow.services.contacts import contact_time
-from billow.services.context import Clock, Scope, TenantContext
+from billow.services.context import Clock, Scope, SystemClock, TenantContext
 from billow.services.gateway import ChargeRequest, ChargeState, ChargeStatus, GatewayUnavailable, PaymentGateway
 from billow.services.invoices import payment_id_for
 from billow.services.ports import CollectionPorts
@@ -269,12 +269,14 @@ def _record_success(
 
 
 def reconcile_charge(
-    ports: CollectionPorts, gateway: PaymentGateway, scope: Scope, charge_ref: str, *, clock: Clock
+    ports: CollectionPorts, gateway: PaymentGateway, scope: Scope, charge_ref: str, *, clock: Clock | None = None
 ) -> PaymentAttempt | None:
     """Read the charge from the rail and apply its state to its attempt (found by the charge's
     metadata). A charge of another tenant or mode than `scope`, or of no attempt, changes nothing
     (None). A charge that is not the one its attempt recorded (a collector's that lost the race, or
-    one created before a crash) is cancelled if it is still unconfirmed."""
+    one created before a crash) is cancelled if it is still unconfirmed. Called as a webhook applier
+    (billow.services.webhooks.APPLIERS) without `clock`: now."""
+    clock = clock or SystemClock()
     state = gateway.charge_state(charge_ref)
     meta = state.metadata
     if meta.get("tenant_id") != scope.tenant_id or meta.get("mode") != scope.mode:
