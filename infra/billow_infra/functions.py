@@ -101,6 +101,7 @@ SPECS = (
         "Billow collection: charges each issued invoice on its tenant's payment rail",
         (*READ_ACTIONS, *WRITE_ACTIONS),
         Duration.seconds(60),
+        reads_rail_secrets=True,
     ),
     FunctionSpec(
         "events-consumer",
