@@ -371,3 +371,35 @@ def test_payment_succeeded_and_failed_are_published_from_the_committed_attempts(
     )
     assert payments[("payment.failed", "inv_3")]["decline_code"] == "no_payment_method"
     assert payments[("payment.failed", "inv_3")]["hard_decline"] is True
+
+
+class _Interleaved(DynamoStore):
+    """A store that lets another collector run to the end just before this one commits its attempt."""
+
+    def __init__(self, meanwhile: Any) -> None:
+        super().__init__()
+        self.meanwhile = meanwhile
+
+    def unit_of_work(self, what: str) -> Any:
+        if what.startswith("payment attempt of invoice") and self.meanwhile is not None:
+            meanwhile, self.meanwhile = self.meanwhile, None
+            meanwhile()
+        return super().unit_of_work(what)
+
+
+def test_two_collectors_deciding_on_one_contacts_whole_debt_at_once_charge_it_once(
+    local_table: str, rail: FakeRail
+) -> None:
+    """Under a credit limit with the whole debt: the (late) event of the first invoice and the event
+    of the invoice that crossed the limit are collected at once; each decides to charge both."""
+    store = DynamoStore()
+    seed_tenant(store, CollectionSettings(CollectionMode.CREDIT_LIMIT, collect_whole_debt=True))
+    seed_contact(store, "con_1", credit_limit={"USD": Money.parse("50.00", "USD")})
+    seed_invoice(store, "con_1", "inv_1", "30.00")
+    seed_invoice(store, "con_1", "inv_2", "30.00")
+    late = _Interleaved(lambda: _collect(store, rail, "inv_2"))
+    assert _collect(late, rail, "inv_1") is None  # decided again: inv_2's attempt covers both
+    (charge,) = [c for c in rail.charges() if c.status is ChargeStatus.SUCCEEDED]
+    assert charge.amount == Money.parse("60.00", "USD")
+    for invoice_id in ("inv_1", "inv_2"):
+        assert stored_invoice(store, invoice_id).status is InvoiceStatus.PAID
