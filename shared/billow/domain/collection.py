@@ -19,11 +19,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from billow.domain.errors import Conflict, InvalidInput
-from billow.domain.invoices import Invoice, InvoiceKind
 from billow.domain.money import Money, sum_money
-from billow.domain.receivables import net_owed
+
+if TYPE_CHECKING:
+    from billow.domain.invoices import Invoice
 
 
 class CollectionMode(StrEnum):
@@ -223,6 +225,11 @@ def to_charge(
     contact's balance in the invoice's currency (what it owes there less its credit,
     `receivables.net_owed`, as the debt threshold is checked) must exceed its credit limit in that
     currency; a currency without a limit is never charged."""
+    # Imported here, not with the module: tenant settings and contacts name the modes, and every
+    # function's cold start (the authorizer's too) imports those, never the invoices.
+    from billow.domain.invoices import InvoiceKind
+    from billow.domain.receivables import net_owed
+
     if (
         mode is CollectionMode.MANUAL
         or invoice.kind is not InvoiceKind.INVOICE
