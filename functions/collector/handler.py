@@ -25,28 +25,18 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from billow.services.collection import collect_invoice
 from billow.services.context import Scope
-from billow.services.events import SCHEMA_VERSION, SOURCE
+from billow.services.events import NotABillowEvent, billow_detail
 from runtime import imported, invocation, logger
 
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 
-COLLECTED = frozenset({"invoice.issued"})
-
-
-class NotAnInvoiceEvent(ValueError):
-    pass
+ISSUED = "invoice.issued"
 
 
 def record_handler(record: SQSRecord) -> str:
-    event = json.loads(record.body)
-    detail = event.get("detail") or {}
-    if (
-        event.get("source") != SOURCE
-        or detail.get("version") != SCHEMA_VERSION
-        or detail.get("type") not in COLLECTED
-        or not (detail.get("data") or {}).get("invoice_id")
-    ):
-        raise NotAnInvoiceEvent(f"message {record.message_id} is not a Billow invoice.issued event")
+    detail = billow_detail(json.loads(record.body), f"message {record.message_id}")
+    if detail.get("type") != ISSUED or not (detail.get("data") or {}).get("invoice_id"):
+        raise NotABillowEvent(f"message {record.message_id} is not {ISSUED} (the invoice-issued rule routes only that)")
     scope = Scope(detail["tenant_id"], detail["mode"])
     invoice_id = detail["data"]["invoice_id"]
     gateway = runtime.payment_gateway(scope)
