@@ -55,6 +55,7 @@ def create_contact(body: ContactBody) -> Response[dict[str, Any]]:
             preferred_payment_method=method,
             clock=clock,
             new_id=ids.new_id,
+            collection=body.collection,
         )
     return created(presenters.contact(contact), 201, replay=ids.replay)
 
@@ -85,7 +86,7 @@ def update_contact(contact_id: Annotated[Id, Path()], body: ContactPatchBody) ->
             continue
         if name == "billing_address":
             value = _address(value)
-        elif name == "preferred_payment_method" and value is not None:
+        elif name in ("preferred_payment_method", "collection") and value is not None:
             value = value.value
         changes[name] = value
     return presenters.contact(contacts.update_contact(store, ctx, contact_id, changes))

@@ -73,6 +73,7 @@ def contact(c: Contact) -> Json:
         "test_mode": c.test_mode,
         "created_at": c.created_at.isoformat(),
         "archived": c.archived,
+        "collection": None if c.collection is None else c.collection.value,
     }
 
 

@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 from billow.domain.calendar import Cycle
 from billow.domain.catalog import BillingModel, PricingModel
+from billow.domain.collection import CollectionMode
 from billow.domain.invoices import InvoiceKind, InvoiceStatus, PaymentMethod
 from billow.domain.rules import Alignment
 from billow.services.inputs import Amount, BillingDay, BillingInstant, Body, Currency, Day, FromString, Name
@@ -111,6 +112,12 @@ CreditLimit = Annotated[
 ]
 
 
+COLLECTION_HELP = (
+    "how the contact's invoices are collected: automatic (charged when issued), credit_limit (charged once its "
+    "balance exceeds its credit limit) or manual (paid by transfer); null: the tenant's default"
+)
+
+
 class ContactBody(Body):
     name: Name = Field(min_length=1, max_length=200)
     email: str = Field(pattern=r"^[^@\s]+@[^@\s]+$", max_length=254)
@@ -118,6 +125,7 @@ class ContactBody(Body):
     classification: str | None = Field(default=None, max_length=50)
     credit_limit: CreditLimit = None
     preferred_payment_method: FromString[PaymentMethod] | None = None
+    collection: FromString[CollectionMode] | None = Field(default=None, description=COLLECTION_HELP)
 
 
 class ContactPatchBody(Body):
@@ -130,6 +138,7 @@ class ContactPatchBody(Body):
     classification: str | None = Field(default=None, max_length=50)
     credit_limit: CreditLimit = None
     preferred_payment_method: FromString[PaymentMethod] | None = None
+    collection: FromString[CollectionMode] | None = Field(default=None, description=COLLECTION_HELP)
 
 
 class OrderItemBody(Body):

@@ -8,11 +8,17 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from aws_lambda_powertools.event_handler.router import APIGatewayRouter
 from billow.domain.actions import kinds
 from billow.domain.calendar import WEEKDAYS
+from billow.domain.collection import CollectionMode
 from billow.domain.policy import Timing, TrialLimit
 from billow.domain.rules import Alignment, BillingRules, CalendarMode, ServiceState, weekday_number
 from billow.domain.tenants import TenantSettings
 from billow.services.inputs import FromString, Name
-from billow.services.tenants import update_billing_rules, update_profile, update_subscription_policy
+from billow.services.tenants import (
+    update_billing_rules,
+    update_collection,
+    update_profile,
+    update_subscription_policy,
+)
 from pydantic import Field, Strict
 from runtime import store
 
@@ -85,6 +91,7 @@ def _settings(s: TenantSettings) -> dict[str, Any]:
         "auto_apply_credit": s.auto_apply_credit,
         "billing": _rules(s.billing),
         "subscriptions": s.subscriptions.as_json(),
+        "collection": {"mode": s.collection.mode.value, "collect_whole_debt": s.collection.collect_whole_debt},
     }
 
 
@@ -196,3 +203,28 @@ def get_settings() -> dict[str, Any]:
 def patch_billing_rules(body: BillingRulesBody) -> dict[str, Any]:
     ctx = current_tenant(router.current_event)
     return _settings(update_billing_rules(store, ctx, _changes(body)))
+
+
+class CollectionBody(Body):
+    """Only the fields given change."""
+
+    mode: FromString[CollectionMode] | None = Field(
+        default=None,
+        description="how the invoices of a contact that names no mode are collected: automatic (charged when "
+        "issued), credit_limit (charged once the contact's balance exceeds its credit limit) or manual",
+    )
+    collect_whole_debt: bool | None = Field(
+        default=None,
+        description="under credit_limit: once the limit is crossed, charge everything the contact owes in that "
+        "currency, not only the new invoice",
+    )
+
+
+@router.patch(
+    "/settings/collection",
+    summary="Change how invoices are collected: the default mode (automatic, credit_limit, manual) and whether "
+    "crossing a credit limit collects the whole debt (invoices issued from now on)",
+)
+def patch_collection(body: CollectionBody) -> dict[str, Any]:
+    ctx = current_tenant(router.current_event)
+    return _settings(update_collection(store, ctx, body.model_dump(exclude_unset=True, exclude_none=True)))

@@ -9,6 +9,8 @@ the billing engine). bench/cold_start.py measures it.
 from __future__ import annotations
 
 import gc
+import importlib
+import os
 import sys
 import threading
 from collections.abc import Callable
@@ -20,8 +22,8 @@ if TYPE_CHECKING:
     from aws_lambda_powertools import Logger, Metrics, Tracer
     from billow.gateways.invoke import EnvironmentInvoker
     from billow.services.billing import InvoiceNumbers
-    from billow.services.context import SystemClock
-    from billow.services.gateway import SecretsSource
+    from billow.services.context import Scope, SystemClock
+    from billow.services.gateway import PaymentGateway, SecretsSource
     from billow.storage.repository import DynamoStore
 
     logger: Logger
@@ -32,6 +34,7 @@ if TYPE_CHECKING:
     numbers: InvoiceNumbers
     invoker: EnvironmentInvoker
     secrets: SecretsSource
+    payment_gateway: Callable[[Scope], PaymentGateway | None]
 
 SERVICE = "billow"
 
@@ -90,11 +93,28 @@ local stack's configuration: billow.local.secrets)."""
 
 
 def _secrets() -> Any:
-    import importlib
-    import os
-
     module, _, name = os.environ.get("BILLOW_SECRETS_SOURCE", DEFAULT_SECRETS_SOURCE).partition(":")
     return getattr(importlib.import_module(module), name)()
+
+
+PAYMENT_GATEWAYS_ENV = "BILLOW_PAYMENT_GATEWAYS"
+
+
+def _no_rail(scope: Any) -> None:
+    """No tenant has an account on a payment rail: invoices are paid by transfer."""
+    return None
+
+
+def _payment_gateway() -> Any:
+    """`Scope -> PaymentGateway | None`: the rail a tenant's mode is charged on, None when it has no
+    account on one (its invoices are paid by transfer). `BILLOW_PAYMENT_GATEWAYS` names the
+    function (`module:name`), imported at the first collection, not at cold start; tests set
+    `runtime.payment_gateway` itself."""
+    spec = os.environ.get(PAYMENT_GATEWAYS_ENV, "")
+    if not spec:
+        return _no_rail
+    module, _, name = spec.partition(":")
+    return getattr(importlib.import_module(module), name)
 
 
 _FACTORIES: dict[str, Callable[[], Any]] = {
@@ -106,6 +126,7 @@ _FACTORIES: dict[str, Callable[[], Any]] = {
     "numbers": _numbers,
     "invoker": _invoker,
     "secrets": _secrets,
+    "payment_gateway": _payment_gateway,
 }
 
 
@@ -141,4 +162,16 @@ def __getattr__(name: str) -> Any:
         return globals()[name]
 
 
-__all__ = ["clock", "imported", "invoker", "logger", "metrics", "new_id", "numbers", "secrets", "store", "tracer"]
+__all__ = [
+    "clock",
+    "imported",
+    "invoker",
+    "logger",
+    "metrics",
+    "new_id",
+    "numbers",
+    "payment_gateway",
+    "secrets",
+    "store",
+    "tracer",
+]

@@ -96,6 +96,14 @@ SPECS = (
         256,
     ),
     FunctionSpec(
+        "collector",
+        "collector.handler.lambda_handler",
+        "Billow collection: charges each issued invoice on its tenant's payment rail",
+        (*READ_ACTIONS, *WRITE_ACTIONS),
+        Duration.seconds(60),
+        reads_rail_secrets=True,
+    ),
+    FunctionSpec(
         "events-consumer",
         "events_consumer.handler.lambda_handler",
         "Billow events: example consumer of a rule's queue",

@@ -61,6 +61,7 @@ def test_functions_with_their_own_roles(synthesized: tuple[Template, Path]) -> N
         "events_publisher.handler.lambda_handler",
         "events_consumer.handler.lambda_handler",
         "activation.handler.lambda_handler",
+        "collector.handler.lambda_handler",
     }
     roles = {json.dumps(f["Properties"]["Role"]) for f in functions.values()}
     assert len(roles) == len(functions), "each function has a role of its own"
@@ -189,8 +190,11 @@ def test_the_webhook_function_has_its_own_role_reading_only_rail_secrets(synthes
     statements = [s for p in policies for s in p["Properties"]["PolicyDocument"]["Statement"]]
     secrets = [s for s in statements if "secretsmanager:GetSecretValue" in json.dumps(s["Action"])]
     assert len(secrets) == 1 and "billow/test/rail/*" in json.dumps(secrets[0]["Resource"])
+    readers = ("api.handler", "collector.handler")  # the collector charges with the tenant's key
     others = [
-        f for f in functions.values() if f is not webhooks_function and "api.handler" not in f["Properties"]["Handler"]
+        f
+        for f in functions.values()
+        if f is not webhooks_function and not f["Properties"]["Handler"].startswith(readers)
     ]
     assert others
     for other in others:  # the billing run, the authorizer... read no rail secret
@@ -267,18 +271,34 @@ def test_events_bus_stream_publisher_and_consumer_queues(synthesized: tuple[Temp
         "AWS::SQS::Queue",
         {"QueueName": "billow-test-events-all-events", "RedrivePolicy": Match.object_like({"maxReceiveCount": 5})},
     )
+    # The collector reads the invoice-issued rule's queue at a bounded concurrency (docs/payments.md).
+    template.has_resource_properties(
+        "AWS::Lambda::EventSourceMapping",
+        {"EventSourceArn": {"Fn::GetAtt": [Match.string_like_regexp("invoiceissuedqueue"), "Arn"]},
+         "FunctionName": {"Ref": Match.string_like_regexp("collector")},
+         "ScalingConfig": {"MaximumConcurrency": 10},
+         "FunctionResponseTypes": ["ReportBatchItemFailures"]},
+    )  # fmt: skip
     # The rules the local bus routes by are exactly those synthesized.
     rules = rules_from_template(template.to_json())
     expected = {f"billow-test-events-{name}": pattern for name, pattern in CONSUMER_RULES.items()}
     assert {n: p for n, p in rules.items() if n.startswith("billow-test-events-")} == expected
     bus = LocalBus(rules)
-    seen: list[str] = []
+    seen: list[tuple[str, str]] = []
     for name in expected:
-        bus.subscribe(name, lambda event: seen.append(event["detail-type"]))
+        bus.subscribe(
+            name, lambda event, name=name: seen.append((name.removeprefix("billow-test-events-"), event["detail-type"]))
+        )
     detail = '{"id": "evt_1", "version": 1}'
     bus.put([{"Source": "billow", "DetailType": "billow.invoice.issued", "Detail": detail}])
+    bus.put([{"Source": "billow", "DetailType": "billow.invoice.paid", "Detail": detail}])
     bus.put([{"Source": "elsewhere", "DetailType": "billow.invoice.issued", "Detail": detail}])
-    assert seen == ["billow.invoice.issued"]
+    assert sorted(seen) == [
+        ("activation", "billow.invoice.paid"),  # access on payment
+        ("all-events", "billow.invoice.issued"),
+        ("all-events", "billow.invoice.paid"),
+        ("invoice-issued", "billow.invoice.issued"),  # the collector's
+    ]
     # Access on payment: invoice.paid also reaches the activation function's own queue.
     template.has_resource_properties(
         "AWS::Lambda::EventSourceMapping",
@@ -286,5 +306,3 @@ def test_events_bus_stream_publisher_and_consumer_queues(synthesized: tuple[Temp
          "FunctionName": {"Ref": Match.string_like_regexp("activation")},
          "FunctionResponseTypes": ["ReportBatchItemFailures"]},
     )  # fmt: skip
-    bus.put([{"Source": "billow", "DetailType": "billow.invoice.paid", "Detail": detail}])
-    assert sorted(seen[1:]) == ["billow.invoice.paid", "billow.invoice.paid"]

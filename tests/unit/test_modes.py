@@ -37,6 +37,7 @@ SHARED = {
     ("PATCH", "/settings/profile"),
     ("PATCH", "/settings/billing"),
     ("PATCH", "/settings/subscriptions"),
+    ("PATCH", "/settings/collection"),
     ("POST", "/billing/preview"),  # a dry run: reads and writes no data
 }
 WHEN: dict[str, Any] = {}

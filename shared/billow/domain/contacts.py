@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from billow.domain.calendar import Cycle, add_months
+from billow.domain.collection import CollectionMode
 from billow.domain.errors import Conflict, InvalidInput
 from billow.domain.money import Money
 
@@ -49,6 +50,12 @@ class Contact:
     archived: bool = False
     """An archived contact takes no new orders; its invoices stay readable and payable."""
     version: int = 0
+    collection: CollectionMode | None = None
+    """How its invoices are collected (docs/payments.md); None: its tenant's default."""
+    gateway_customer_ref: str | None = None
+    """Its customer on the payment rail (a Stripe customer id), made when it first needs one."""
+    default_method_ref: str | None = None
+    """Its default saved payment method on the rail (a Stripe PaymentMethod id)."""
 
 
 @dataclass(frozen=True, slots=True)

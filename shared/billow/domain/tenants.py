@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from billow.domain.calendar import tenant_zone
+from billow.domain.collection import DEFAULT_COLLECTION, CollectionSettings
 from billow.domain.errors import InvalidInput
 from billow.domain.policy import DEFAULT_POLICY, SubscriptionPolicy
 from billow.domain.rules import DEFAULT_RULES, BillingRules
@@ -31,6 +32,8 @@ class TenantSettings:
     """Billing rules new subscriptions are created under."""
     subscriptions: SubscriptionPolicy = DEFAULT_POLICY
     """Subscription-management rules, checked when actions are requested."""
+    collection: CollectionSettings = DEFAULT_COLLECTION
+    """How invoices are collected: the default mode of a contact that names none (docs/payments.md)."""
     version: int = 0
     """The stored item's version (0: never stored); a write is conditioned on it."""
 

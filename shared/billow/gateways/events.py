@@ -28,14 +28,24 @@ BUS_ENV = "BILLOW_EVENT_BUS"
 CONSUMER_RULES: dict[str, dict[str, Any]] = {
     "all-events": {"source": [SOURCE], "detail-type": [{"prefix": f"{SOURCE}."}]},
     "activation": {"source": [SOURCE], "detail-type": [f"{SOURCE}.invoice.paid"]},
+    "invoice-issued": {"source": [SOURCE], "detail-type": [f"{SOURCE}.invoice.issued"]},
 }
 """Rule name -> event pattern. CDK synthesizes one AWS::Events::Rule per entry (each feeding an
 SQS queue with a dead-letter queue, infra/billow_infra/events.py); the local bus routes by the
 same patterns (tests/infra asserts the synthesized ones equal these)."""
 EXAMPLE_CONSUMER = "events-consumer"
-RULE_CONSUMERS: dict[str, str] = {"activation": "activation"}
+RULE_CONSUMERS: dict[str, str] = {"activation": "activation", "invoice-issued": "collector"}
 """Rule name -> the concern of the function its queue feeds (`billow.gateways.invoke.handler_of`
 names its handler); a rule not listed feeds the example consumer."""
+
+COLLECTOR_CONCURRENCY = 10
+"""Collectors charging at once. One collection makes 2 rail requests (create, confirm), one after
+the other, each at least ~100 ms: at most 10 requests/s per collector, so 10 collectors stay within
+Stripe's live limit of 100 requests/s per account even at its fastest (docs/payments.md has the
+arithmetic, and the test-mode case)."""
+MAX_CONCURRENCY: dict[str, int] = {"collector": COLLECTOR_CONCURRENCY}
+"""Concern -> at most this many of its instances read its queue at once (the SQS event source's
+maximum concurrency, 2 to 1000); a concern not listed scales as Lambda does."""
 
 
 def consumer_of(rule: str) -> str:

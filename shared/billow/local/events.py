@@ -191,23 +191,27 @@ class LocalBusClient:
         return local_bus().put(entries)
 
 
+def sqs_message(event: dict[str, Any]) -> dict[str, Any]:
+    """The SQS record a rule's queue hands its function for one event."""
+    return {
+        "messageId": str(uuid.uuid4()),
+        "receiptHandle": "local",
+        "body": json.dumps(event),
+        "attributes": {"ApproximateReceiveCount": "1"},
+        "messageAttributes": {},
+        "md5OfBody": "",
+        "eventSource": "aws:sqs",
+        "eventSourceARN": "arn:aws:sqs:us-east-1:000000000000:local",
+        "awsRegion": "us-east-1",
+    }
+
+
 def sqs_target(handler: str = CONSUMER) -> Target:
     """A target calling a consumer's handler as its SQS queue would: one message per event; a
     reported batch item failure raises (the message would be received again, then dead-lettered)."""
 
     def deliver(event: dict[str, Any]) -> None:
-        message = {
-            "messageId": str(uuid.uuid4()),
-            "receiptHandle": "local",
-            "body": json.dumps(event),
-            "attributes": {"ApproximateReceiveCount": "1"},
-            "messageAttributes": {},
-            "md5OfBody": "",
-            "eventSource": "aws:sqs",
-            "eventSourceARN": "arn:aws:sqs:us-east-1:000000000000:local",
-            "awsRegion": "us-east-1",
-        }
-        answer = invoke(handler, {"Records": [message]})
+        answer = invoke(handler, {"Records": [sqs_message(event)]})
         if answer.get("batchItemFailures"):
             raise RuntimeError(f"{handler} failed on {event['detail-type']}")
 

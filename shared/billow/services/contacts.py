@@ -8,6 +8,7 @@ from datetime import date, datetime
 from typing import Any
 
 from billow.domain.calendar import local_date, tenant_zone
+from billow.domain.collection import CollectionMode
 from billow.domain.contacts import Address, Contact, TestClock
 from billow.domain.errors import ConcurrentModification, Conflict, InvalidInput, NotFound
 from billow.domain.lifecycle import FINAL_STATES
@@ -34,6 +35,7 @@ def create_contact(
     preferred_payment_method: str | None,
     clock: Clock,
     new_id: Callable[[str], str],
+    collection: CollectionMode | None = None,
 ) -> Contact:
     limit = _credit_limit(credit_limit)
     contact = Contact(
@@ -46,6 +48,7 @@ def create_contact(
         preferred_payment_method=preferred_payment_method,
         test_mode=ctx.test_mode,
         created_at=clock.now(),
+        collection=collection,
     )
     try:
         store.add_contact(ctx.scope, contact)
@@ -66,7 +69,7 @@ def get_contact(store: ContactStore, ctx: TenantContext, contact_id: str) -> Con
 
 
 CONTACT_FIELDS = frozenset(
-    {"name", "email", "billing_address", "classification", "credit_limit", "preferred_payment_method"}
+    {"name", "email", "billing_address", "classification", "credit_limit", "preferred_payment_method", "collection"}
 )
 
 
@@ -90,6 +93,8 @@ def update_contact(store: ContactStore, ctx: TenantContext, contact_id: str, cha
         raise InvalidInput("not a contact field", field=sorted(unknown)[0])
     if "credit_limit" in changes:
         changes = {**changes, "credit_limit": _credit_limit(changes["credit_limit"])}
+    if changes.get("collection") is not None:
+        changes = {**changes, "collection": CollectionMode(changes["collection"])}
 
     def change(contact: Contact) -> Contact | None:
         changed = replace(contact, **changes)

@@ -21,6 +21,7 @@ from datetime import datetime
 from typing import Any
 
 from billow.domain.actions import Action, ActionStatus
+from billow.domain.collection import AttemptStatus, PaymentAttempt
 from billow.domain.invoices import Invoice, InvoiceKind, InvoiceStatus, Payment
 from billow.domain.receivables import CreditApplication, Refund
 from billow.domain.subscriptions import Service, Subscription
@@ -242,6 +243,42 @@ def _payment(change: Change) -> Iterator[Derived]:
         )
 
 
+# -- payment attempts on the rail (collection) ---------------------------------------------------------
+def attempt_data(attempt: PaymentAttempt) -> Json:
+    return {
+        "attempt_id": attempt.id,
+        "invoice_id": attempt.invoice_id,
+        "attempt": attempt.number,
+        "amount": money(attempt.amount),
+        "invoices": [{"invoice_id": i, "amount": money(m)} for i, m in attempt.covers],
+        "charge_ref": attempt.charge_ref,
+        "method_ref": attempt.method_ref,
+        "status": attempt.status.value,
+        "decline_code": attempt.decline_code,
+        "hard_decline": attempt.hard_decline,
+    }
+
+
+PAYMENT_ATTEMPT_EVENTS = {
+    AttemptStatus.SUCCEEDED: "payment.succeeded",
+    AttemptStatus.FAILED: "payment.failed",
+    AttemptStatus.NOT_COLLECTABLE: "payment.failed",
+}
+"""An attempt reaching one of these is that event: a declined charge, or one that could not be made
+(`decline_code` is then the reason, e.g. no_payment_method, a hard decline)."""
+
+
+@derives("payment_attempt")
+def _payment_attempt(change: Change) -> Iterator[Derived]:
+    old: PaymentAttempt | None = change.old
+    new: PaymentAttempt = change.new
+    if new.status in PAYMENT_ATTEMPT_EVENTS and (old is None or old.status is not new.status):
+        data = attempt_data(new)
+        if new.status is AttemptStatus.NOT_COLLECTABLE:
+            data |= {"decline_code": new.reason, "hard_decline": True}
+        yield PAYMENT_ATTEMPT_EVENTS[new.status], new.status.value, data
+
+
 # -- actions --------------------------------------------------------------------------------------
 ACTION_EVENTS = {ActionStatus.EXECUTED: "action.executed", ActionStatus.REJECTED: "action.rejected"}
 
@@ -313,6 +350,8 @@ EVENT_TYPES = (
     "credit_note.application_reversed",
     "credit_note.refunded",
     "payment.received",
+    "payment.succeeded",
+    "payment.failed",
     "action.executed",
     "action.rejected",
     "service.state_changed",

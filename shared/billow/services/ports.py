@@ -10,6 +10,7 @@ from typing import Generic, Protocol, TypeVar
 
 from billow.domain.actions import Action
 from billow.domain.catalog import PriceTerms, Product
+from billow.domain.collection import PaymentAttempt
 from billow.domain.contacts import Contact, TestClock
 from billow.domain.invoices import Invoice, InvoiceKind, InvoiceStatus, Payment
 from billow.domain.ordering import Order
@@ -179,6 +180,11 @@ class UnitOfWork(Protocol):
         """A new payment of `invoice`, only if its id is new."""
         ...
 
+    def save_attempt(self, scope: Scope, attempt: PaymentAttempt) -> PaymentAttempt:
+        """The payment attempt: new (version 0) only if absent, else only if still at
+        `attempt.version`; returns it as it will be stored."""
+        ...
+
     def commit(self) -> None:
         """Write everything staged, all or nothing; a unit of work with nothing staged writes
         nothing. `ConcurrentModification` when a condition failed, `TemporaryFailure` when throttled."""
@@ -295,6 +301,25 @@ class InvoiceStore(Protocol):
     def refunds_of(self, scope: Scope, contact_id: str, credit_note_id: str) -> list[Refund]: ...
 
 
+class CollectionStore(Protocol):
+    """Payment attempts, under their contact, keyed by invoice and attempt number."""
+
+    def attempts_of(self, scope: Scope, contact_id: str) -> list[PaymentAttempt]:
+        """The contact's attempts, every invoice's, read consistently."""
+        ...
+
+    def latest_attempt(self, scope: Scope, contact_id: str, invoice_id: str) -> PaymentAttempt | None:
+        """The invoice's attempt of the highest number, read consistently."""
+        ...
+
+    def get_attempt(self, scope: Scope, contact_id: str, invoice_id: str, number: int) -> PaymentAttempt | None: ...
+
+    def save_attempt(self, scope: Scope, attempt: PaymentAttempt) -> PaymentAttempt:
+        """`UnitOfWork.save_attempt` written alone (one conditional write); `ConcurrentModification`
+        when another writer got there first."""
+        ...
+
+
 class DueIndex(Protocol):
     due_shards: int
 
@@ -308,6 +333,7 @@ class Store(
     ContactStore,
     SubscriptionStore,
     InvoiceStore,
+    CollectionStore,
     DueIndex,
     Transactions,
     Protocol,
@@ -348,3 +374,10 @@ class OrderingPorts(BillingPorts, ContactStore, CatalogStore, Protocol):
 
 class RunPorts(BillingPorts, DueIndex, TenantStore, Protocol):
     """The daily run: the due index, each tenant's settings, then billing."""
+
+
+class CollectionPorts(
+    InvoiceStore, ContactStore, SubscriptionStore, TenantStore, CollectionStore, Transactions, Protocol
+):
+    """Collecting an invoice: the tenant's settings, the contact, its invoices and attempts, and
+    the subscription naming the payment method."""

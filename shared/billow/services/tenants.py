@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import fields, replace
 from typing import Any
 
+from billow.domain.collection import CollectionMode, CollectionSettings
 from billow.domain.errors import InvalidInput
 from billow.domain.policy import SubscriptionPolicy
 from billow.domain.rules import BillingRules
@@ -111,3 +112,15 @@ def update_subscription_policy(store: SettingsPorts, ctx: TenantContext, changes
         return replace(settings, subscriptions=policy)
 
     return update_settings(store, ctx, change)
+
+
+def update_collection(store: TenantStore, ctx: TenantContext, changes: dict[str, Any]) -> TenantSettings:
+    """Change how invoices are collected (docs/payments.md): the default mode of contacts that name
+    none, and whether crossing a credit limit collects the whole debt. Applies to invoices issued
+    from now on."""
+    unknown = set(changes) - {f.name for f in fields(CollectionSettings)}
+    if unknown:
+        raise InvalidInput("not a collection setting", field=sorted(unknown)[0])
+    if "mode" in changes:
+        changes = {**changes, "mode": CollectionMode(changes["mode"])}
+    return update_settings(store, ctx, lambda s: replace(s, collection=replace(s.collection, **changes)))

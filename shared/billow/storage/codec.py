@@ -13,6 +13,7 @@ from typing import Any, Union, get_args, get_origin, get_type_hints
 from billow.domain.actions import RECORD_FIELDS, Action, ActionStatus, Requester, kind_named
 from billow.domain.calendar import BillingSchedule, Cycle, Period
 from billow.domain.catalog import BillingModel, PriceTerms, PricingModel, Product
+from billow.domain.collection import AttemptStatus, CollectionMode, CollectionSettings, PaymentAttempt
 from billow.domain.contacts import Address, ClockStatus, Contact, TestClock
 from billow.domain.invoices import Invoice, InvoiceStatus, Payment, PaymentMethod
 from billow.domain.lines import Adjustment, LineDraft
@@ -174,6 +175,9 @@ def contact_out(c: Contact) -> Json:
         "test_mode": c.test_mode,
         "created_at": c.created_at.isoformat(),
         "archived": c.archived,
+        **({"collection": c.collection.value} if c.collection is not None else {}),
+        **({"gateway_customer_ref": c.gateway_customer_ref} if c.gateway_customer_ref else {}),
+        **({"default_method_ref": c.default_method_ref} if c.default_method_ref else {}),
     }
 
 
@@ -223,6 +227,9 @@ def contact_in(d: Json, version: int = 0) -> Contact:
         created_at=datetime.fromisoformat(d["created_at"]),
         archived=bool(d.get("archived", False)),
         version=version,
+        collection=CollectionMode(d["collection"]) if d.get("collection") else None,
+        gateway_customer_ref=d.get("gateway_customer_ref"),
+        default_method_ref=d.get("default_method_ref"),
     )
 
 
@@ -595,6 +602,47 @@ def payment_in(d: Json) -> Payment:
     )
 
 
+def attempt_out(a: PaymentAttempt) -> Json:
+    return {
+        "id": a.id,
+        "invoice_id": a.invoice_id,
+        "contact_id": a.contact_id,
+        "number": a.number,
+        "amount": money_out(a.amount),
+        "covers": [[invoice_id, money_out(m)] for invoice_id, m in a.covers],
+        "method_ref": a.method_ref,
+        "customer_ref": a.customer_ref,
+        "status": a.status.value,
+        "created_at": a.created_at.isoformat(),
+        "updated_at": a.updated_at.isoformat(),
+        "charge_ref": a.charge_ref,
+        "decline_code": a.decline_code,
+        "hard_decline": a.hard_decline,
+        "reason": a.reason,
+    }
+
+
+def attempt_in(d: Json, version: int) -> PaymentAttempt:
+    return PaymentAttempt(
+        id=d["id"],
+        invoice_id=d["invoice_id"],
+        contact_id=d["contact_id"],
+        number=int(d["number"]),
+        amount=_money(d["amount"]),
+        covers=tuple((invoice_id, _money(m)) for invoice_id, m in d["covers"]),
+        method_ref=d.get("method_ref"),
+        customer_ref=d.get("customer_ref"),
+        status=AttemptStatus(d["status"]),
+        created_at=datetime.fromisoformat(d["created_at"]),
+        updated_at=datetime.fromisoformat(d["updated_at"]),
+        charge_ref=d.get("charge_ref"),
+        decline_code=d.get("decline_code"),
+        hard_decline=bool(d.get("hard_decline", False)),
+        reason=d.get("reason"),
+        version=version,
+    )
+
+
 def order_out(o: Order) -> Json:
     return {
         "id": o.id,
@@ -638,12 +686,29 @@ def settings_out(s: TenantSettings) -> Json:
         "auto_apply_credit": s.auto_apply_credit,
         "billing": rules_out(s.billing),
         "subscriptions": policy_out(s.subscriptions),
+        "collection": {"mode": s.collection.mode.value, "collect_whole_debt": s.collection.collect_whole_debt},
     }
 
 
 def settings_in(d: Json, version: int) -> TenantSettings:
     policy = policy_in(d.get("subscriptions") or {})
-    return TenantSettings(**{**d, "billing": rules_in(d.get("billing")), "subscriptions": policy, "version": version})
+    collection = collection_in(d.get("collection"))
+    return TenantSettings(
+        **{
+            **d,
+            "billing": rules_in(d.get("billing")),
+            "subscriptions": policy,
+            "collection": collection,
+            "version": version,
+        }
+    )
+
+
+def collection_in(d: Json | None) -> CollectionSettings:
+    """Absent (stored before collection existed): the default."""
+    if not d:
+        return CollectionSettings()
+    return CollectionSettings(CollectionMode(d["mode"]), bool(d.get("collect_whole_debt", False)))
 
 
 def policy_out(p: SubscriptionPolicy) -> Json:

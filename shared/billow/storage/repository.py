@@ -30,6 +30,7 @@ from pynamodb.transactions import TransactWrite
 from billow.domain.actions import Action
 from billow.domain.billing import next_due_date
 from billow.domain.catalog import PriceTerms, Product
+from billow.domain.collection import PaymentAttempt
 from billow.domain.contacts import Contact, TestClock
 from billow.domain.errors import ConcurrentModification, Conflict, InvalidInput, TemporaryFailure
 from billow.domain.invoices import Invoice, InvoiceKind, Payment
@@ -520,6 +521,26 @@ def _payment_item(scope: Scope, invoice: Invoice, payment: Payment) -> BillowIte
     )
 
 
+def _attempt_sk(invoice_id: str, number: int) -> str:
+    return f"ATT#{invoice_id}#{number:04d}"
+
+
+def _attempt_saved(scope: Scope, attempt: PaymentAttempt) -> tuple[PaymentAttempt, _Write]:
+    saved = replace(attempt, version=attempt.version + 1)
+    item = _entity(
+        contact_pk(scope, attempt.contact_id),
+        _attempt_sk(attempt.invoice_id, attempt.number),
+        "payment_attempt",
+        codec.attempt_out(saved),
+        version=saved.version,
+    )
+    return saved, _Write(item, _created_or_versioned(attempt.version))
+
+
+def _attempts(items: Iterable[BillowItem]) -> list[PaymentAttempt]:
+    return [codec.attempt_in(json.loads(i.data or "{}"), int(i.version or 0)) for i in items]
+
+
 @dataclass(frozen=True, slots=True)
 class _Write:
     """One write with its condition: a put of the whole item, an update (`actions`), or a
@@ -554,6 +575,16 @@ class _Write:
             tx.update(self.item, actions=list(self.actions), condition=self.condition)
         else:
             tx.save(self.item, condition=self.condition)
+
+
+def _alone_versioned(write: _Write, what: str, *, code: str | None = None) -> None:
+    """One conditioned write on its own (not a transaction); its condition failing (another writer
+    came first) is `ConcurrentModification`: the caller reloads and retries."""
+    try:
+        with _translated(what):
+            write.alone()
+    except Conflict as error:
+        raise ConcurrentModification(f"{what}: changed concurrently; reload and retry", code=code) from error
 
 
 def _version_moved_on(pk: str, sk: str, expected_version: int) -> _Write:
@@ -673,6 +704,11 @@ class DynamoUnitOfWork:
     def add_payment(self, scope: Scope, invoice: Invoice, payment: Payment) -> None:
         self._stage(_Write(_payment_item(scope, invoice, payment), _absent()))
 
+    def save_attempt(self, scope: Scope, attempt: PaymentAttempt) -> PaymentAttempt:
+        saved, write = _attempt_saved(scope, attempt)
+        self._stage(write)
+        return saved
+
     def commit(self) -> None:
         writes, self._writes = self._writes, []
         if not writes:
@@ -704,13 +740,7 @@ class DynamoStore:
         0); returns them as stored, at the next version."""
         saved = replace(settings, version=settings.version + 1)
         write = _Write(_settings_item(settings, saved.version), _created_or_versioned(settings.version))
-        try:
-            with _translated("tenant settings"):
-                write.alone()
-        except Conflict as error:
-            raise ConcurrentModification(
-                "the settings were changed concurrently; reload and retry", code="resource.concurrent_modification"
-            ) from error
+        _alone_versioned(write, "the settings", code="resource.concurrent_modification")
         return saved
 
     def find_api_key(self, key_hash: str) -> ApiKey | None:
@@ -839,11 +869,7 @@ class DynamoStore:
     def save_contact(self, scope: Scope, contact: Contact) -> Contact:
         """The changed contact, only if still at `contact.version`."""
         saved, write = _contact_saved(scope, contact)
-        try:
-            with _translated(f"contact {contact.id}"):
-                write.alone()
-        except Conflict as error:
-            raise ConcurrentModification(f"contact {contact.id} was changed concurrently; reload and retry") from error
+        _alone_versioned(write, f"contact {contact.id}")
         return saved
 
     def get_contact(self, scope: Scope, contact_id: str) -> Contact | None:
@@ -877,11 +903,7 @@ class DynamoStore:
         """The clock's status, only if still at `clock.version` (absent for 0). A write that moves
         the clock's time is `billow.services.contacts.move_clock`."""
         saved, write = _clock_saved(scope, clock)
-        try:
-            with _translated("test clock"):
-                write.alone()
-        except Conflict as error:
-            raise ConcurrentModification("the test clock was changed concurrently; reload and retry") from error
+        _alone_versioned(write, "the test clock")
         return saved
 
     # -- orders and subscriptions -------------------------------------------------------------------
@@ -1050,6 +1072,35 @@ class DynamoStore:
 
     def payments_of(self, scope: Scope, contact_id: str, invoice_id: str) -> list[Payment]:
         return _records(contact_pk(scope, contact_id), f"PAY#{invoice_id}#", codec.payment_in, "payments")
+
+    # -- payment attempts ----------------------------------------------------------------------------
+    def attempts_of(self, scope: Scope, contact_id: str) -> list[PaymentAttempt]:
+        with _translated("payment attempts"):
+            pk = contact_pk(scope, contact_id)
+            return _attempts(BillowItem.query(pk, BillowItem.sk.startswith("ATT#"), consistent_read=True))
+
+    def latest_attempt(self, scope: Scope, contact_id: str, invoice_id: str) -> PaymentAttempt | None:
+        with _translated("payment attempts"):
+            pk = contact_pk(scope, contact_id)
+            items = BillowItem.query(
+                pk,
+                BillowItem.sk.startswith(f"ATT#{invoice_id}#"),
+                consistent_read=True,
+                scan_index_forward=False,
+                limit=1,
+            )
+            found = _attempts(items)
+        return found[0] if found else None
+
+    def get_attempt(self, scope: Scope, contact_id: str, invoice_id: str, number: int) -> PaymentAttempt | None:
+        with _translated(f"payment attempt {number} of invoice {invoice_id}"):
+            item = _get(contact_pk(scope, contact_id), _attempt_sk(invoice_id, number), consistent_read=True)
+        return None if item is None else _attempts([item])[0]
+
+    def save_attempt(self, scope: Scope, attempt: PaymentAttempt) -> PaymentAttempt:
+        saved, write = _attempt_saved(scope, attempt)
+        _alone_versioned(write, f"payment attempt {attempt.id}")
+        return saved
 
     # -- receivables ---------------------------------------------------------------------------------
     def credit_notes_with_credit(self, scope: Scope, contact_id: str, currency: str) -> list[Invoice]:

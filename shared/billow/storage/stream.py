@@ -27,6 +27,7 @@ DECODERS: dict[str, Callable[[dict[str, Any], int], Any]] = {
     "refund": lambda body, _version: codec.refund_in(body),
     "action": lambda body, _version: codec.action_in(body),
     "subscription": codec.subscription_in,
+    "payment_attempt": codec.attempt_in,
 }
 """Item kind -> its domain object from (body, version): the kinds events are derived from."""
 

@@ -1,0 +1,63 @@
+"""The collector: charges each issued invoice on its tenant's payment rail (docs/payments.md,
+"Collection"), after billing, off its transaction.
+
+Fed by the bus rule `invoice-issued` (billow.gateways.events: an invoice created final, or a draft
+finalised) through an SQS queue with a dead-letter queue, at a bounded concurrency that keeps the
+rail's request rate under its limit. Each message is one event, processed with Powertools batch
+processing: one that fails (the rail unreachable or rate-limiting, DynamoDB throttling) is reported
+as a batch item failure, so SQS redelivers only it, and the rerun resumes the invoice's attempt
+from its recorded state (billow.services.collection). Events arrive at least once: a duplicate
+finds the attempt and charges nothing.
+"""
+
+from __future__ import annotations
+
+import gc
+
+gc.disable()  # no collection while the function's code is imported: see runtime.imported
+
+import json
+from typing import Any
+
+import runtime
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from billow.services.collection import collect_invoice
+from billow.services.context import Scope
+from billow.services.events import NotABillowEvent, billow_detail
+from runtime import imported, invocation, logger
+
+processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
+
+ISSUED = "invoice.issued"
+
+
+def record_handler(record: SQSRecord) -> str:
+    detail = billow_detail(json.loads(record.body), f"message {record.message_id}")
+    if detail.get("type") != ISSUED or not (detail.get("data") or {}).get("invoice_id"):
+        raise NotABillowEvent(f"message {record.message_id} is not {ISSUED} (the invoice-issued rule routes only that)")
+    scope = Scope(detail["tenant_id"], detail["mode"])
+    invoice_id = detail["data"]["invoice_id"]
+    gateway = runtime.payment_gateway(scope)
+    if gateway is None:
+        logger.info("no payment rail: left to be paid by transfer", extra={"invoice_id": invoice_id})
+        return "no_rail"
+    attempt = collect_invoice(runtime.store, gateway, scope, invoice_id, clock=runtime.clock)
+    outcome = "nothing_to_collect" if attempt is None else attempt.status.value
+    logger.info(
+        "collected",
+        extra={"invoice_id": invoice_id, "tenant_id": scope.tenant_id, "mode": scope.mode, "outcome": outcome},
+    )
+    return outcome
+
+
+@logger.inject_lambda_context(log_event=False)
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    invocation()
+    return dict(
+        process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)
+    )
+
+
+imported()

@@ -1,0 +1,300 @@
+"""Collection use cases: charge an issued invoice on the payment rail exactly once, and apply what
+the rail says about a charge (docs/payments.md, "Collection").
+
+`collect_invoice` runs after billing (fed by the invoice.issued event, never inside the billing
+transaction). Its exactly-once argument rests on Billow's records, not on the rail's idempotency keys
+(localstripe ignores them; Stripe keeps them 24 h):
+
+1. The attempt is written (pending) before the rail is called, in a transaction with the contact's
+   version: two collectors deciding at once cannot both write an attempt for the same invoice.
+2. The charge is created unconfirmed (no money moves) and its reference recorded on the attempt by
+   a conditional write. A collector that loses that write cancels its own charge and goes on with
+   the recorded one; a crash before the record leaves an unconfirmed charge that never moves money.
+3. Only the recorded charge is ever confirmed. Confirming it again (a rerun, a second collector) is
+   refused by the rail or finds it settled: the outcome is then read from the rail.
+4. Success is one transaction: the attempt succeeded, a payment per covered invoice (its id derived
+   from the charge reference, so the collector and a webhook applying the same charge write one
+   payment) and the invoices paid down. Failure records the decline code.
+
+A rerun resumes the invoice's latest attempt from its recorded state; a final one (succeeded,
+failed, not collectable) is not retried here (dunning retries failures).
+
+`reconcile_charge` applies a charge's state as the rail reports it to its attempt (webhooks, a
+sweep): idempotent and order-free, since it never trusts an event's content, only the rail's object.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from billow.domain.collection import (
+    AttemptStatus,
+    CollectionMode,
+    NotCollectable,
+    PaymentAttempt,
+    attempt_number,
+    covered_by_attempts,
+    to_charge,
+)
+from billow.domain.contacts import Contact
+from billow.domain.errors import ConcurrentModification, NotFound
+from billow.domain.invoices import OWED, Invoice, InvoiceStatus, Payment, PaymentMethod
+from billow.domain.subscriptions import Subscription
+from billow.domain.tenants import TenantSettings
+from billow.services.contacts import contact_time
+from billow.services.context import Clock, Scope, SystemClock, TenantContext
+from billow.services.gateway import ChargeRequest, ChargeState, ChargeStatus, GatewayUnavailable, PaymentGateway
+from billow.services.invoices import payment_id_for
+from billow.services.ports import CollectionPorts
+
+log = logging.getLogger(__name__)
+
+MAX_CONFLICT_RETRIES = 5
+SETTLED = frozenset({ChargeStatus.SUCCEEDED, ChargeStatus.FAILED, ChargeStatus.CANCELED, ChargeStatus.REQUIRES_ACTION})
+"""Charge states that end an attempt (off-session, a charge needing the customer's action failed)."""
+PAYABLE = frozenset({*OWED, InvoiceStatus.UNCOLLECTIBLE})
+"""Statuses of an invoice a payment still applies to (`Invoice.apply_payment`)."""
+LEGACY_METHODS = frozenset(m.value for m in PaymentMethod)
+"""A subscription's `payment_method` from before saved methods ("card", "bank_transfer"): not a
+saved method's reference, so the contact's default applies."""
+
+
+def charge_target(contact: Contact, subscription: Subscription | None) -> tuple[str | None, str | None]:
+    """(the rail's customer, the saved method) an invoice of `subscription` is charged with: the
+    subscription's own method, else the contact's default; None when there is none."""
+    own = None if subscription is None else subscription.payment_method
+    method = own if own and own not in LEGACY_METHODS else contact.default_method_ref
+    return contact.gateway_customer_ref, method
+
+
+def collection_mode(contact: Contact, settings: TenantSettings) -> CollectionMode:
+    return contact.collection or settings.collection.mode
+
+
+def _settings(ports: CollectionPorts, scope: Scope) -> TenantSettings:
+    settings = ports.get_settings(scope.tenant_id)
+    if settings is None:
+        raise NotFound(f"no tenant {scope.tenant_id}", field="tenant_id")
+    return settings
+
+
+def collect_invoice(
+    ports: CollectionPorts, gateway: PaymentGateway, scope: Scope, invoice_id: str, *, clock: Clock
+) -> PaymentAttempt | None:
+    """Collect an issued invoice by its contact's mode: the attempt that charges it (resumed if
+    one is live, as recorded if final), or None when nothing is to be charged (manual, under the
+    credit limit, paid, a credit note, another attempt covers it). `GatewayUnavailable` leaves the
+    attempt as recorded: the caller retries and resumes it."""
+    for _ in range(MAX_CONFLICT_RETRIES + 1):
+        invoice = ports.get_invoice(scope, invoice_id)
+        if invoice is None:
+            return None
+        latest = ports.latest_attempt(scope, invoice.contact_id, invoice.id)
+        if latest is not None:
+            return resume(ports, gateway, scope, latest, clock=clock) if latest.live else latest
+        try:
+            attempt = _start(ports, scope, invoice, clock)
+        except ConcurrentModification:
+            continue  # another collector (or a change of the contact) came first: decide again
+        if attempt is None or not attempt.live:
+            return attempt
+        return resume(ports, gateway, scope, attempt, clock=clock)
+    raise ConcurrentModification(f"collecting invoice {invoice_id} kept conflicting; try again")
+
+
+def _start(ports: CollectionPorts, scope: Scope, invoice: Invoice, clock: Clock) -> PaymentAttempt | None:
+    """Decide what to charge and write the attempt (pending, or not collectable), conditioned on the
+    contact's version read before its invoices and attempts; None: nothing to charge."""
+    contact = ports.get_contact(scope, invoice.contact_id)
+    if contact is None:
+        return None
+    settings = _settings(ports, scope)
+    attempts = ports.attempts_of(scope, contact.id)
+    mode = collection_mode(contact, settings)
+    # Only the credit limit weighs the contact's other invoices.
+    owed = ports.invoices_of(scope, contact.id) if mode is CollectionMode.CREDIT_LIMIT else [invoice]
+    covers = to_charge(
+        invoice,
+        mode,
+        settings.collection,
+        owed=owed,
+        credit_limit=contact.credit_limit,
+        covered=covered_by_attempts(attempts),
+    )
+    if not covers:
+        return None
+    subscription = ports.load_subscription(scope, contact.id, invoice.subscription_id)
+    customer_ref, method_ref = charge_target(contact, subscription)
+    attempt = PaymentAttempt.start(
+        invoice, 1, covers, customer_ref=customer_ref, method_ref=method_ref, now=clock.now()
+    )
+    work = ports.unit_of_work(f"payment attempt of invoice {invoice.id}")
+    saved = work.save_attempt(scope, attempt)
+    work.touch_contact(scope, contact.id, contact.version)
+    work.commit()
+    return saved
+
+
+def _request(scope: Scope, attempt: PaymentAttempt) -> ChargeRequest:
+    assert attempt.customer_ref is not None and attempt.method_ref is not None
+    return ChargeRequest(
+        customer_ref=attempt.customer_ref,
+        method_ref=attempt.method_ref,
+        amount=attempt.amount,
+        idempotency_key=f"{attempt.id}:create",
+        metadata={
+            "tenant_id": scope.tenant_id,
+            "mode": scope.mode,
+            "invoice_id": attempt.invoice_id,
+            "attempt_id": attempt.id,
+            "contact_id": attempt.contact_id,
+        },
+        description=f"Invoice {attempt.invoice_id}",
+    )
+
+
+def resume(
+    ports: CollectionPorts, gateway: PaymentGateway, scope: Scope, attempt: PaymentAttempt, *, clock: Clock
+) -> PaymentAttempt:
+    """Take a live attempt on from its recorded state to a final one (or to created, when the rail
+    is still settling the charge)."""
+    state: ChargeState | None = None
+    if attempt.status is AttemptStatus.PENDING:
+        attempt, state = _create_charge(ports, gateway, scope, attempt, clock)
+    if attempt.status is not AttemptStatus.CREATED:
+        return attempt
+    assert attempt.charge_ref is not None
+    if state is None or state.ref != attempt.charge_ref:  # resumed, or another collector's charge
+        state = gateway.charge_state(attempt.charge_ref)
+    if state.status is ChargeStatus.CREATED:
+        state = _confirm(gateway, attempt)
+    return apply_state(ports, scope, attempt, state, clock=clock)
+
+
+def _create_charge(
+    ports: CollectionPorts, gateway: PaymentGateway, scope: Scope, attempt: PaymentAttempt, clock: Clock
+) -> tuple[PaymentAttempt, ChargeState]:
+    """Create the charge unconfirmed and record its reference: the attempt as recorded after, and
+    the charge created (not the recorded one when another collector's was recorded first)."""
+    state = gateway.create_charge(_request(scope, attempt))
+    if state.status is ChargeStatus.FAILED:  # refused outright (below the rail's minimum, say): no charge
+        reason = NotCollectable.BELOW_MINIMUM if state.decline_code == "amount_too_small" else NotCollectable.REFUSED
+        recorded = attempt.not_collectable(reason, clock.now(), state.decline_code)
+    else:
+        recorded = attempt.created(state.ref, clock.now())
+    try:
+        return ports.save_attempt(scope, recorded), state
+    except ConcurrentModification:
+        current = ports.get_attempt(scope, attempt.contact_id, attempt.invoice_id, attempt.number)
+        assert current is not None
+        if current.charge_ref != state.ref and state.status is ChargeStatus.CREATED:
+            gateway.cancel_charge(state.ref)  # another collector's charge was recorded first
+        return current, state
+
+
+def _confirm(gateway: PaymentGateway, attempt: PaymentAttempt) -> ChargeState:
+    assert attempt.charge_ref is not None
+    try:
+        return gateway.confirm_charge(attempt.charge_ref, idempotency_key=f"{attempt.id}:confirm")
+    except GatewayUnavailable:
+        raise
+    except Exception:
+        # Refused: another collector confirmed it between our read and our confirm. The rail's
+        # object says what happened; still unconfirmed, the refusal was something else.
+        state = gateway.charge_state(attempt.charge_ref)
+        if state.status is ChargeStatus.CREATED:
+            raise
+        return state
+
+
+def apply_state(
+    ports: CollectionPorts, scope: Scope, attempt: PaymentAttempt, state: ChargeState, *, clock: Clock
+) -> PaymentAttempt:
+    """Record `state` (the rail's, read now) of the attempt's charge: success with its payments,
+    failure with its decline code; a charge still settling changes nothing. Idempotent: applying a
+    state twice, or a failure after a success, writes nothing."""
+    for _ in range(MAX_CONFLICT_RETRIES + 1):
+        if attempt.charge_ref not in (None, state.ref):
+            log.warning("charge %s is not the one recorded on attempt %s", state.ref, attempt.id)
+            return attempt
+        try:
+            if state.status is ChargeStatus.SUCCEEDED:
+                if attempt.status is AttemptStatus.SUCCEEDED:
+                    return attempt
+                return _record_success(ports, scope, attempt, state, clock)
+            if state.status in SETTLED:
+                if not attempt.live:
+                    return attempt
+                code = state.decline_code or (
+                    "authentication_required" if state.status is ChargeStatus.REQUIRES_ACTION else state.status.value
+                )
+                return ports.save_attempt(scope, attempt.failed(state.ref, code, state.hard_decline, clock.now()))
+            if attempt.status is AttemptStatus.PENDING:  # settling, not recorded yet: record the charge
+                return ports.save_attempt(scope, attempt.created(state.ref, clock.now()))
+            return attempt
+        except ConcurrentModification:
+            reread = ports.get_attempt(scope, attempt.contact_id, attempt.invoice_id, attempt.number)
+            assert reread is not None
+            attempt = reread
+    raise ConcurrentModification(f"payment attempt {attempt.id} kept changing; try again")
+
+
+def _record_success(
+    ports: CollectionPorts, scope: Scope, attempt: PaymentAttempt, state: ChargeState, clock: Clock
+) -> PaymentAttempt:
+    """One transaction: the attempt succeeded, and a payment of each invoice it covers, up to what
+    is still due on it (an invoice paid meanwhile by other means takes nothing more)."""
+    ctx = TenantContext(scope.tenant_id, scope.mode, _settings(ports, scope))
+    when = contact_time(ports, ctx, attempt.contact_id, clock)
+    work = ports.unit_of_work(f"payment attempt {attempt.id} succeeded")
+    saved = work.save_attempt(scope, attempt.succeeded(state.ref, clock.now()))
+    for invoice_id, amount in attempt.covers:
+        invoice = ports.get_invoice(scope, invoice_id)
+        if invoice is None:
+            continue
+        # No payment of this charge exists yet: it is written only with the attempt's success, and
+        # a concurrent writer of that success makes this transaction fail on the attempt's version.
+        payment_id = payment_id_for(invoice.id, state.ref)
+        if invoice.status not in PAYABLE or invoice.amount_due.is_zero:
+            log.warning("charge %s: invoice %s has nothing due any more", state.ref, invoice.id)
+            continue
+        paid_amount = min(amount, invoice.amount_due)
+        payment = Payment(payment_id, invoice.id, paid_amount, PaymentMethod.CARD, state.ref, when.today, clock.now())
+        paid = invoice.apply_payment(payment)
+        work.save_invoice(scope, paid, invoice.version)
+        work.add_payment(scope, paid, payment)
+    when.guard(work, scope)
+    work.commit()
+    return saved
+
+
+def reconcile_charge(
+    ports: CollectionPorts, gateway: PaymentGateway, scope: Scope, charge_ref: str, *, clock: Clock | None = None
+) -> PaymentAttempt | None:
+    """Read the charge from the rail and apply its state to its attempt (found by the charge's
+    metadata). A charge of another tenant or mode than `scope`, or of no attempt, changes nothing
+    (None). A charge that is not the one its attempt recorded (a collector's that lost the race, or
+    one created before a crash) is cancelled if it is still unconfirmed. Called as a webhook applier
+    (billow.services.webhooks.APPLIERS) without `clock`: now."""
+    clock = clock or SystemClock()
+    state = gateway.charge_state(charge_ref)
+    meta = state.metadata
+    if meta.get("tenant_id") != scope.tenant_id or meta.get("mode") != scope.mode:
+        return None
+    invoice_id, attempt_ref = meta.get("invoice_id"), meta.get("attempt_id")
+    if not invoice_id or not attempt_ref:
+        return None
+    contact_id = meta.get("contact_id")
+    if not contact_id:
+        invoice = ports.get_invoice(scope, invoice_id)
+        if invoice is None:
+            return None
+        contact_id = invoice.contact_id
+    attempt = ports.get_attempt(scope, contact_id, invoice_id, attempt_number(attempt_ref))
+    if attempt is None or attempt.id != attempt_ref:
+        return None
+    if attempt.charge_ref not in (None, state.ref):
+        if state.status is ChargeStatus.CREATED:
+            gateway.cancel_charge(state.ref)
+        return attempt
+    return apply_state(ports, scope, attempt, state, clock=clock)
