@@ -85,3 +85,14 @@ def synthesized_app(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str,
     app.synth()  # raises if cdk-nag reports an unacknowledged error
     template = json.loads((out / stack.template_file).read_text())
     return template, out
+
+
+@pytest.fixture(scope="session")
+def local_stripe() -> Iterator[object]:
+    """One localstripe per test process, on 127.0.0.1 and a free port, its store in memory only
+    (billow.local.stripe). Tests keep apart by their own customers (localstripe has no accounts)."""
+    from billow.local import stripe as local
+
+    server = local.start()
+    yield server
+    server.stop()

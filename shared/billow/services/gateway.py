@@ -22,6 +22,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Protocol
 
+from billow.domain.errors import Conflict
 from billow.domain.money import Money
 
 
@@ -138,6 +139,18 @@ class GatewayUnavailable(Exception):
     """The rail could not be reached or answered 5xx/429: retry later (nothing known changed)."""
 
 
+class ChargeNotPossible(Conflict):
+    """This rail cannot charge this amount or this contact at all, whatever is retried: an outcome
+    collection records (with `code`) without calling the rail, not a failure to retry. Codes:
+    `rail.amount_too_small` (below the rail's minimum charge in that currency),
+    `rail.amount_too_large`, `rail.amount_precision` (a fraction the rail cannot charge: a KWD
+    amount not a multiple of 0.010), `rail.amount_not_positive`, and `rail.not_collectable`
+    (the manual rail: the invoice is paid by transfer). A `Conflict` (409) if a route surfaces it."""
+
+    def __init__(self, message: str, *, code: str) -> None:
+        super().__init__(message, code=code)
+
+
 class WebhookRejected(Exception):
     """A webhook whose signature does not verify (`webhook.bad_signature`), or whose timestamp is
     outside the tolerance (`webhook.stale`), or that is no event at all (`webhook.malformed`,
@@ -153,6 +166,12 @@ class WebhookRejected(Exception):
 
 class PaymentGateway(Protocol):
     name: str  # "stripe", "manual"
+
+    def chargeable(self, amount: Money) -> None:
+        """Nothing if this rail can charge `amount` as it is; else `ChargeNotPossible` with its code.
+        Local and free (no request): collection asks before writing an attempt. `create_charge`
+        checks it again."""
+        ...
 
     def ensure_customer(
         self, *, existing_ref: str | None, email: str, name: str, metadata: Mapping[str, str], idempotency_key: str

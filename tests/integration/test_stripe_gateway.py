@@ -1,0 +1,113 @@
+"""StripeGateway against a real localstripe on loopback: customers, saving a card with a SetupIntent
+(confirmed as Stripe.js would), unconfirmed charges confirmed off-session, declines as states,
+refunds, detaching; and Stripe out of reach as GatewayUnavailable."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+from billow.domain.money import Money
+from billow.gateways.stripe import StripeGateway
+from billow.local.stripe import TEST_API_KEY, LocalStripe
+from billow.services.gateway import ChargeNotPossible, ChargeRequest, ChargeStatus, GatewayUnavailable
+
+from tests.stripe_support import DECLINES_AT_CHARGE, VISA, confirm_setup, stripe_client
+from tests.support import unique
+
+pytestmark = pytest.mark.integration
+
+
+def _gateway(server: LocalStripe) -> StripeGateway:
+    return StripeGateway(TEST_API_KEY, api_base=server.url, localstripe=True)
+
+
+def _saved(server: LocalStripe, gateway: StripeGateway, card: str = VISA) -> tuple[str, str]:
+    customer = gateway.ensure_customer(
+        existing_ref=None, email="ada@example.com", name="Ada", metadata={"tenant_id": "t1"}, idempotency_key=unique("c")
+    )
+    setup = gateway.start_setup(customer, idempotency_key=unique("s"), metadata={"contact_id": "con_1"})
+    assert setup.client_secret.startswith(setup.ref)
+    before = gateway.setup_state(setup.ref)
+    assert not before.succeeded and before.method is None
+    confirm_setup(server, setup.ref, card)
+    after = gateway.setup_state(setup.ref)
+    assert after.succeeded and after.method is not None and after.customer_ref == customer
+    return customer, after.method.ref
+
+
+def _request(customer: str, method: str, amount: str = "25.00", currency: str = "EUR") -> ChargeRequest:
+    metadata = {"tenant_id": "t1", "mode": "test", "invoice_id": "inv_1", "attempt_id": unique("att")}
+    return ChargeRequest(customer, method, Money.parse(amount, currency), unique("idem"), metadata)
+
+
+def test_a_saved_card_is_listed_charged_and_refunded(local_stripe: LocalStripe) -> None:
+    gateway = _gateway(local_stripe)
+    customer, method = _saved(local_stripe, gateway)
+    assert gateway.ensure_customer(
+        existing_ref=customer, email="x", name="x", metadata={}, idempotency_key="k"
+    ) == customer  # no second customer
+    [listed] = gateway.methods(customer)
+    assert (listed.ref, listed.brand, listed.last4, listed.customer_ref) == (method, "visa", "4242", customer)
+
+    created = gateway.create_charge(_request(customer, method))
+    assert created.status is ChargeStatus.CREATED and created.received == Money.zero("EUR")
+    assert created.metadata["invoice_id"] == "inv_1"
+    assert gateway.charge_state(created.ref).status is ChargeStatus.CREATED  # no money moved yet
+
+    paid = gateway.confirm_charge(created.ref, idempotency_key=unique("confirm"))
+    assert paid.status is ChargeStatus.SUCCEEDED and paid.received == Money.parse("25.00", "EUR")
+
+    refund = gateway.refund(created.ref, Money.parse("10.00", "EUR"), idempotency_key=unique("r"), metadata={})
+    assert refund.amount == Money.parse("10.00", "EUR") and refund.status == "succeeded"
+    [seen] = stripe_client(local_stripe).v1.refunds.list({"payment_intent": created.ref}).data
+    assert seen.amount == 1000
+
+
+def test_a_declining_card_fails_with_its_code(local_stripe: LocalStripe) -> None:
+    gateway = _gateway(local_stripe)
+    customer, method = _saved(local_stripe, gateway, DECLINES_AT_CHARGE)
+    created = gateway.create_charge(_request(customer, method))
+    failed = gateway.confirm_charge(created.ref, idempotency_key=unique("confirm"))
+    assert failed.status is ChargeStatus.FAILED
+    assert failed.decline_code == "card_declined" and not failed.hard_decline
+    assert failed.received == Money.zero("EUR")
+    assert gateway.charge_state(created.ref).status is ChargeStatus.FAILED  # as read again later
+
+
+def test_a_created_charge_can_be_canceled(local_stripe: LocalStripe) -> None:
+    gateway = _gateway(local_stripe)
+    customer, method = _saved(local_stripe, gateway)
+    created = gateway.create_charge(_request(customer, method, "5000", "JPY"))
+    assert created.amount == Money(5000, "JPY")
+    assert stripe_client(local_stripe).v1.payment_intents.retrieve(created.ref).amount == 5000  # yen as they are
+    assert gateway.cancel_charge(created.ref).status is ChargeStatus.CANCELED
+
+
+def test_an_amount_stripe_cannot_charge_is_refused_without_a_request(local_stripe: LocalStripe) -> None:
+    gateway = _gateway(local_stripe)
+    customer, method = _saved(local_stripe, gateway)
+    for amount, currency, code in (("0.30", "EUR", "rail.amount_too_small"), ("5.125", "KWD", "rail.amount_precision")):
+        with pytest.raises(ChargeNotPossible) as refused:
+            gateway.create_charge(_request(customer, method, amount, currency))
+        assert refused.value.code == code
+    assert not stripe_client(local_stripe).v1.payment_intents.list({}).data or all(
+        pi.customer != customer for pi in stripe_client(local_stripe).v1.payment_intents.list({}).data
+    )
+
+
+def test_a_removed_method_is_gone(local_stripe: LocalStripe) -> None:
+    gateway = _gateway(local_stripe)
+    customer, method = _saved(local_stripe, gateway)
+    gateway.remove_method(method)
+    assert gateway.methods(customer) == []
+    gateway.remove_method(method)  # a retry of the removal: nothing to do
+
+
+def test_stripe_out_of_reach_is_unavailable() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # closed again: nothing listens there
+    gateway = StripeGateway(TEST_API_KEY, api_base=f"http://127.0.0.1:{port}", localstripe=True)
+    with pytest.raises(GatewayUnavailable):
+        gateway.charge_state("pi_123")
