@@ -28,6 +28,7 @@ from billow.domain.errors import (
     TemporaryFailure,
     error_body,
 )
+from billow.services.gateway import GatewayUnavailable
 from billow.services.inputs import validation_code, validation_problems
 from runtime import imported, invocation, logger, metrics, tracer
 
@@ -170,6 +171,11 @@ def domain_error(error: DomainError) -> Response[Any]:
 @app.exception_handler(TemporaryFailure)
 def temporary_failure(error: TemporaryFailure) -> Response[Any]:
     return error_response(503, TemporaryFailure.code, "storage is busy; retry shortly")
+
+
+@app.exception_handler(GatewayUnavailable)
+def rail_unavailable(error: GatewayUnavailable) -> Response[Any]:
+    return error_response(503, "rail.unavailable", "the payment rail did not answer; retry shortly")
 
 
 @logger.inject_lambda_context(correlation_id_path=correlation_paths.API_GATEWAY_REST)

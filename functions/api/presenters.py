@@ -13,6 +13,7 @@ from billow.domain.catalog import PriceTerms, Product
 from billow.domain.contacts import Address, Contact, TestClock
 from billow.domain.invoices import Invoice, InvoiceKind, Payment
 from billow.domain.ordering import Order
+from billow.domain.payment_methods import SavedPaymentMethod
 from billow.domain.receivables import Balance, CreditApplication, Refund
 from billow.domain.subscriptions import Subscription
 from billow.domain.timeline import upcoming_invoices
@@ -74,6 +75,25 @@ def contact(c: Contact) -> Json:
         "created_at": c.created_at.isoformat(),
         "archived": c.archived,
         "collection": None if c.collection is None else c.collection.value,
+        "gateway_customer_ref": c.gateway_customer_ref,
+        "default_payment_method": c.default_method_ref,
+    }
+
+
+def payment_method(m: SavedPaymentMethod, default: str | None) -> Json:
+    return {
+        "id": m.id,
+        "contact_id": m.contact_id,
+        "rail": m.rail,
+        "kind": m.kind,
+        "brand": m.brand,
+        "last4": m.last4,
+        "exp_month": m.exp_month,
+        "exp_year": m.exp_year,
+        "default": m.id == default,
+        "setup_id": m.setup_ref,
+        "saved_at": m.saved_at.isoformat(),
+        "removed_at": None if m.removed_at is None else m.removed_at.isoformat(),
     }
 
 

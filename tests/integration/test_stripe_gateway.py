@@ -24,7 +24,11 @@ def _gateway(server: LocalStripe) -> StripeGateway:
 
 def _saved(server: LocalStripe, gateway: StripeGateway, card: str = VISA) -> tuple[str, str]:
     customer = gateway.ensure_customer(
-        existing_ref=None, email="ada@example.com", name="Ada", metadata={"tenant_id": "t1"}, idempotency_key=unique("c")
+        existing_ref=None,
+        email="ada@example.com",
+        name="Ada",
+        metadata={"tenant_id": "t1"},
+        idempotency_key=unique("c"),
     )
     setup = gateway.start_setup(customer, idempotency_key=unique("s"), metadata={"contact_id": "con_1"})
     assert setup.client_secret.startswith(setup.ref)
@@ -44,9 +48,10 @@ def _request(customer: str, method: str, amount: str = "25.00", currency: str = 
 def test_a_saved_card_is_listed_charged_and_refunded(local_stripe: LocalStripe) -> None:
     gateway = _gateway(local_stripe)
     customer, method = _saved(local_stripe, gateway)
-    assert gateway.ensure_customer(
-        existing_ref=customer, email="x", name="x", metadata={}, idempotency_key="k"
-    ) == customer  # no second customer
+    assert (
+        gateway.ensure_customer(existing_ref=customer, email="x", name="x", metadata={}, idempotency_key="k")
+        == customer
+    )  # no second customer
     [listed] = gateway.methods(customer)
     assert (listed.ref, listed.brand, listed.last4, listed.customer_ref) == (method, "visa", "4242", customer)
 

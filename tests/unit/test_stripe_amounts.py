@@ -92,7 +92,9 @@ def test_a_declined_intent_is_a_failed_state_with_its_code() -> None:
     assert state.status is ChargeStatus.FAILED
     assert state.decline_code == "expired_card" and state.hard_decline
     assert state.received == Money.zero("EUR") and state.amount == Money.parse("10.00", "EUR")
-    soft = charge_state({**declined, "last_payment_error": {"code": "card_declined", "decline_code": "generic_decline"}})
+    soft = charge_state(
+        {**declined, "last_payment_error": {"code": "card_declined", "decline_code": "generic_decline"}}
+    )
     assert soft.status is ChargeStatus.FAILED and not soft.hard_decline
     created = charge_state({**declined, "status": "requires_confirmation", "last_payment_error": None})
     assert created.status is ChargeStatus.CREATED and created.decline_code is None

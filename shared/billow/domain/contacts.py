@@ -53,9 +53,10 @@ class Contact:
     collection: CollectionMode | None = None
     """How its invoices are collected (docs/payments.md); None: its tenant's default."""
     gateway_customer_ref: str | None = None
-    """Its customer on the payment rail (a Stripe customer id), made when it first needs one."""
+    """The contact's customer on the payment rail (a Stripe customer id), made when first needed."""
     default_method_ref: str | None = None
-    """Its default saved payment method on the rail (a Stripe PaymentMethod id)."""
+    """Its default saved payment method (`SavedPaymentMethod.id`): what pays an invoice whose
+    subscription names none. Cleared when that method is removed."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -266,4 +266,3 @@ class StripeGateway:
             amount=from_stripe_units(int(refund["amount"]), str(refund["currency"])),
             status=str(refund.get("status") or "succeeded"),
         )
-

@@ -115,6 +115,10 @@ class _StoreLookups:
     def contact(self) -> Contact:
         return get_contact(self.store, self.ctx, self.contact_id)
 
+    def has_saved_method(self, method_id: str) -> bool:
+        method = self.store.get_payment_method(self.ctx.scope, self.contact_id, method_id)
+        return method is not None and not method.removed
+
 
 def build_action(
     store: Store, ctx: TenantContext, subscription: Subscription, request: ActionRequest, today: date, action_id: str

@@ -23,6 +23,7 @@ from typing import Any
 from billow.domain.actions import Action, ActionStatus
 from billow.domain.collection import AttemptStatus, PaymentAttempt
 from billow.domain.invoices import Invoice, InvoiceKind, InvoiceStatus, Payment
+from billow.domain.payment_methods import SavedPaymentMethod
 from billow.domain.receivables import CreditApplication, Refund
 from billow.domain.subscriptions import Service, Subscription
 from billow.services.context import Scope
@@ -279,6 +280,26 @@ def _payment_attempt(change: Change) -> Iterator[Derived]:
         yield PAYMENT_ATTEMPT_EVENTS[new.status], new.status.value, data
 
 
+# -- payment methods ------------------------------------------------------------------------------
+@derives("payment_method")
+def _payment_method(change: Change) -> Iterator[Derived]:
+    old: SavedPaymentMethod | None = change.old
+    new: SavedPaymentMethod = change.new
+    data = {
+        "payment_method_id": new.id,
+        "rail": new.rail,
+        "kind": new.kind,
+        "brand": new.brand,
+        "last4": new.last4,
+        "exp_month": new.exp_month,
+        "exp_year": new.exp_year,
+    }
+    if old is None:
+        yield "payment_method.saved", None, data
+    if new.removed and (old is None or not old.removed):
+        yield "payment_method.removed", None, data
+
+
 # -- actions --------------------------------------------------------------------------------------
 ACTION_EVENTS = {ActionStatus.EXECUTED: "action.executed", ActionStatus.REJECTED: "action.rejected"}
 
@@ -352,6 +373,8 @@ EVENT_TYPES = (
     "payment.received",
     "payment.succeeded",
     "payment.failed",
+    "payment_method.saved",
+    "payment_method.removed",
     "action.executed",
     "action.rejected",
     "service.state_changed",

@@ -14,6 +14,7 @@ from billow.domain.collection import PaymentAttempt
 from billow.domain.contacts import Contact, TestClock
 from billow.domain.invoices import Invoice, InvoiceKind, InvoiceStatus, Payment
 from billow.domain.ordering import Order
+from billow.domain.payment_methods import SavedPaymentMethod
 from billow.domain.receivables import CreditApplication, Refund
 from billow.domain.subscriptions import Subscription
 from billow.domain.tenants import TenantSettings
@@ -123,6 +124,11 @@ class UnitOfWork(Protocol):
     def check_clock(self, scope: Scope, clock: TestClock) -> None:
         """Write nothing to the clock but commit only if it is still at `clock.version`: a write
         stamped with the clock's time loses to a concurrent move of it."""
+        ...
+
+    def save_payment_method(self, scope: Scope, method: SavedPaymentMethod) -> SavedPaymentMethod:
+        """Record a saved method (version 0: only if new) or change it (only if still at its
+        version); returns it as it will be stored."""
         ...
 
     # -- catalog --------------------------------------------------------------------------------
@@ -326,6 +332,15 @@ class DueIndex(Protocol):
     def due_page(self, as_of: date, shard: int, limit: int, cursor: str | None) -> Page[DueSubscription]: ...
 
 
+class PaymentMethodStore(Protocol):
+    """A contact's saved payment methods (written through a `UnitOfWork`)."""
+
+    def get_payment_method(self, scope: Scope, contact_id: str, method_id: str) -> SavedPaymentMethod | None: ...
+    def payment_methods_of(self, scope: Scope, contact_id: str) -> list[SavedPaymentMethod]:
+        """Every method the contact saved, removed ones too, in id order."""
+        ...
+
+
 class Store(
     TenantStore,
     IdempotencyStore,
@@ -334,6 +349,7 @@ class Store(
     SubscriptionStore,
     InvoiceStore,
     CollectionStore,
+    PaymentMethodStore,
     DueIndex,
     Transactions,
     Protocol,
@@ -346,6 +362,10 @@ class Store(
 # Use cases that read and write several aggregates name them together.
 class BillingPorts(SubscriptionStore, InvoiceStore, Transactions, Protocol):
     """Billing a subscription: read it, number and write its invoices and steps."""
+
+
+class PaymentMethodPorts(ContactStore, PaymentMethodStore, Transactions, Protocol):
+    """Saving, listing and removing a contact's payment methods."""
 
 
 class ContactPorts(ContactStore, SubscriptionStore, Transactions, Protocol):

@@ -19,6 +19,7 @@ from billow.domain.invoices import Invoice, InvoiceStatus, Payment, PaymentMetho
 from billow.domain.lines import Adjustment, LineDraft
 from billow.domain.money import Money
 from billow.domain.ordering import Order, OrderedService
+from billow.domain.payment_methods import SavedPaymentMethod
 from billow.domain.policy import SubscriptionPolicy, Timing, TrialLimit
 from billow.domain.receivables import CreditApplication, Refund
 from billow.domain.rules import Alignment, BillingRules, CalendarMode
@@ -230,6 +231,42 @@ def contact_in(d: Json, version: int = 0) -> Contact:
         collection=CollectionMode(d["collection"]) if d.get("collection") else None,
         gateway_customer_ref=d.get("gateway_customer_ref"),
         default_method_ref=d.get("default_method_ref"),
+    )
+
+
+def payment_method_out(m: SavedPaymentMethod) -> Json:
+    return {
+        "id": m.id,
+        "contact_id": m.contact_id,
+        "rail": m.rail,
+        "customer_ref": m.customer_ref,
+        "setup_ref": m.setup_ref,
+        "kind": m.kind,
+        "brand": m.brand,
+        "last4": m.last4,
+        "exp_month": m.exp_month,
+        "exp_year": m.exp_year,
+        "saved_at": m.saved_at.isoformat(),
+        "removed_at": None if m.removed_at is None else m.removed_at.isoformat(),
+    }
+
+
+def payment_method_in(d: Json, version: int = 0) -> SavedPaymentMethod:
+    removed = d.get("removed_at")
+    return SavedPaymentMethod(
+        id=d["id"],
+        contact_id=d["contact_id"],
+        rail=d["rail"],
+        customer_ref=d["customer_ref"],
+        setup_ref=d["setup_ref"],
+        kind=d["kind"],
+        brand=d.get("brand"),
+        last4=d.get("last4"),
+        exp_month=d.get("exp_month"),
+        exp_year=d.get("exp_year"),
+        saved_at=datetime.fromisoformat(d["saved_at"]),
+        removed_at=None if removed is None else datetime.fromisoformat(removed),
+        version=version,
     )
 
 

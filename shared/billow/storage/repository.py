@@ -35,6 +35,7 @@ from billow.domain.contacts import Contact, TestClock
 from billow.domain.errors import ConcurrentModification, Conflict, InvalidInput, TemporaryFailure
 from billow.domain.invoices import Invoice, InvoiceKind, Payment
 from billow.domain.ordering import Order
+from billow.domain.payment_methods import SavedPaymentMethod
 from billow.domain.receivables import CreditApplication, Refund
 from billow.domain.subscriptions import Subscription
 from billow.domain.tenants import TenantSettings
@@ -431,6 +432,11 @@ def _contact_item(scope: Scope, contact: Contact, version: int) -> BillowItem:
     )
 
 
+def _payment_method_item(scope: Scope, method: SavedPaymentMethod, version: int) -> BillowItem:
+    pk = contact_pk(scope, method.contact_id)
+    return _entity(pk, f"PM#{method.id}", "payment_method", codec.payment_method_out(method), version=version)
+
+
 def _clock_item(scope: Scope, clock: TestClock, version: int) -> BillowItem:
     return _entity(contact_pk(scope, clock.contact_id), "CLOCK", "test_clock", codec.clock_out(clock), version=version)
 
@@ -633,6 +639,12 @@ class DynamoUnitOfWork:
 
     def touch_contact(self, scope: Scope, contact_id: str, expected_version: int) -> None:
         self._stage(_version_moved_on(contact_pk(scope, contact_id), "CONTACT", expected_version))
+
+    def save_payment_method(self, scope: Scope, method: SavedPaymentMethod) -> SavedPaymentMethod:
+        saved = replace(method, version=method.version + 1)
+        item = _payment_method_item(scope, saved, saved.version)
+        self._stage(_Write(item, _created_or_versioned(method.version)))
+        return saved
 
     def save_clock(self, scope: Scope, clock: TestClock) -> TestClock:
         saved, write = _clock_saved(scope, clock)
@@ -889,6 +901,16 @@ class DynamoStore:
             )
             contacts = [codec.contact_in(json.loads(i.data or "{}"), int(i.version or 0)) for i in items]
         return Page(contacts, next_cursor)
+
+    def get_payment_method(self, scope: Scope, contact_id: str, method_id: str) -> SavedPaymentMethod | None:
+        with _translated(f"payment method {method_id}"):
+            item = _get(contact_pk(scope, contact_id), f"PM#{method_id}", consistent_read=True)
+        return None if item is None else codec.payment_method_in(json.loads(item.data or "{}"), int(item.version or 0))
+
+    def payment_methods_of(self, scope: Scope, contact_id: str) -> list[SavedPaymentMethod]:
+        with _translated("payment methods"):
+            items = BillowItem.query(contact_pk(scope, contact_id), BillowItem.sk.startswith("PM#"), consistent_read=True)
+            return [codec.payment_method_in(json.loads(i.data or "{}"), int(i.version or 0)) for i in items]
 
     def get_clock(self, scope: Scope, contact_id: str) -> TestClock | None:
         with _translated("test clock"):

@@ -28,6 +28,7 @@ DECODERS: dict[str, Callable[[dict[str, Any], int], Any]] = {
     "action": lambda body, _version: codec.action_in(body),
     "subscription": codec.subscription_in,
     "payment_attempt": codec.attempt_in,
+    "payment_method": codec.payment_method_in,
 }
 """Item kind -> its domain object from (body, version): the kinds events are derived from."""
 

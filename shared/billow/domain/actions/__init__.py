@@ -134,6 +134,10 @@ class Lookups(Protocol):
 
     def contact(self) -> Contact: ...
 
+    def has_saved_method(self, method_id: str) -> bool:
+        """Whether the contact saved `method_id` and has not removed it."""
+        ...
+
 
 A = TypeVar("A")
 P = TypeVar("P")

@@ -1,4 +1,6 @@
-"""Set the payment method that pays the subscription."""
+"""Set the payment method that pays the subscription: one the subscription's contact saved (its
+`POST /contacts/{id}/payment-methods`) and has not removed. A subscription naming none is paid with
+the contact's default method."""
 
 from __future__ import annotations
 
@@ -6,6 +8,7 @@ from dataclasses import dataclass, replace
 
 from billow.domain.actions import Action, Asked, SubscriptionKind, register
 from billow.domain.effects import Effect
+from billow.domain.errors import RuleViolation
 from billow.domain.subscriptions import Subscription
 
 
@@ -19,7 +22,14 @@ class ChangePaymentMethod(SubscriptionKind[PaymentMethod, PaymentMethod]):
     asks = holds = PaymentMethod
 
     def check(self, asked: Asked[PaymentMethod], action: Action) -> Action:
-        self.needed(asked.params.payment_method, "payment_method")
+        method = self.needed(asked.params.payment_method, "payment_method")
+        if not asked.lookups.has_saved_method(method):
+            raise RuleViolation(
+                f"contact {asked.subscription.contact_id} has no saved payment method {method}: "
+                "save it first (POST /contacts/{contact_id}/payment-methods)",
+                rule="payment_method.not_saved",
+                field="payment_method",
+            )
         return action
 
     def apply(self, effect: Effect) -> tuple[Subscription, str]:

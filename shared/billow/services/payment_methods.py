@@ -1,0 +1,187 @@
+"""A contact's saved payment methods: start a setup, record it once it succeeded, list, choose the
+default, remove. The rail (`PaymentGateway`) holds the card; Billow records which methods are the
+contact's, so what a tenant lists, names and charges is always its own contact's (the rail is asked
+only about objects Billow recorded for that contact).
+
+Flow (docs/payments.md): `start_setup` makes the contact's rail customer on first need and a setup
+for off-session use, whose client secret the tenant's page hands to Stripe.js; the customer
+confirms it there; `record_setup` then reads the setup from the rail and records the saved method
+(idempotent on the setup: recording it again answers the same method). The contact's first method
+becomes its default.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from billow.domain.contacts import Contact
+from billow.domain.errors import ConcurrentModification, Conflict, NotFound
+from billow.domain.payment_methods import SavedPaymentMethod
+from billow.services.contacts import _change_contact, get_contact
+from billow.services.context import MAX_EDIT_RETRIES, Clock, Scope, TenantContext
+from billow.services.gateway import PaymentGateway, SetupStarted
+from billow.services.ports import ContactStore, PaymentMethodPorts, PaymentMethodStore
+
+
+def _metadata(ctx: TenantContext, contact_id: str) -> dict[str, str]:
+    """What the rail's objects carry, so a webhook or a reader finds whose they are."""
+    return {"tenant_id": ctx.tenant_id, "mode": ctx.mode, "contact_id": contact_id}
+
+
+def rail_customer(store: ContactStore, ctx: TenantContext, contact: Contact, gateway: PaymentGateway) -> str:
+    """The contact's customer on the rail, made at its first need and recorded on the contact.
+    Two requests racing both ask the rail (with one idempotency key: Stripe answers both with one
+    customer); the contact records the first, and the second uses it."""
+    if contact.gateway_customer_ref is not None:
+        return contact.gateway_customer_ref
+    made = gateway.ensure_customer(
+        existing_ref=None,
+        email=contact.email,
+        name=contact.name,
+        metadata=_metadata(ctx, contact.id),
+        idempotency_key=f"billow:{ctx.tenant_id}:{ctx.mode}:{contact.id}:customer",
+    )
+
+    def record(current: Contact) -> Contact | None:
+        return None if current.gateway_customer_ref is not None else replace(current, gateway_customer_ref=made)
+
+    recorded = _change_contact(store, ctx, contact.id, record)
+    return recorded.gateway_customer_ref or made
+
+
+def start_setup(
+    store: ContactStore, ctx: TenantContext, contact_id: str, gateway: PaymentGateway, *, request_id: str
+) -> SetupStarted:
+    """A setup the customer confirms with Stripe.js (its `client_secret`). `request_id` is the
+    rail's idempotency key (derived from the request's Idempotency-Key when it has one)."""
+    contact = get_contact(store, ctx, contact_id)
+    customer = rail_customer(store, ctx, contact, gateway)
+    return gateway.start_setup(
+        customer, idempotency_key=f"billow:{ctx.tenant_id}:{request_id}", metadata=_metadata(ctx, contact_id)
+    )
+
+
+def record_setup(
+    store: PaymentMethodPorts,
+    ctx: TenantContext,
+    contact_id: str,
+    setup_ref: str,
+    gateway: PaymentGateway,
+    clock: Clock,
+) -> tuple[SavedPaymentMethod, bool]:
+    """(the method the setup saved, whether this call recorded it). Refused unless the setup is
+    this contact's (`payment_method.setup_not_found`, 404: another contact's or tenant's setup is
+    not even acknowledged) and succeeded (`payment_method.setup_incomplete`, 409)."""
+    contact = get_contact(store, ctx, contact_id)
+    not_found = NotFound(
+        f"contact {contact_id} has no setup {setup_ref}", field="setup_id", code="payment_method.setup_not_found"
+    )
+    if contact.gateway_customer_ref is None:
+        raise not_found
+    state = gateway.setup_state(setup_ref)
+    if state.customer_ref != contact.gateway_customer_ref:
+        raise not_found
+    if not state.succeeded or state.method is None:
+        raise Conflict(
+            f"setup {setup_ref} has not succeeded yet: the customer confirms it with Stripe.js first",
+            field="setup_id",
+            code="payment_method.setup_incomplete",
+        )
+    saved = state.method
+    for _ in range(MAX_EDIT_RETRIES + 1):
+        contact = get_contact(store, ctx, contact_id)  # first: the default is set on its version
+        existing = store.get_payment_method(ctx.scope, contact_id, saved.ref)
+        if existing is not None:
+            if existing.removed:
+                raise Conflict(
+                    f"payment method {saved.ref} was removed; save the card again with a new setup",
+                    field="setup_id",
+                    code="payment_method.removed",
+                )
+            return existing, False  # a retry: recorded already
+        method = SavedPaymentMethod(
+            id=saved.ref,
+            contact_id=contact_id,
+            rail=gateway.name,
+            customer_ref=saved.customer_ref,
+            setup_ref=setup_ref,
+            kind=saved.kind,
+            brand=saved.brand,
+            last4=saved.last4,
+            exp_month=saved.exp_month,
+            exp_year=saved.exp_year,
+            saved_at=clock.now(),
+        )
+        work = store.unit_of_work(f"payment method {saved.ref}")
+        recorded = work.save_payment_method(ctx.scope, method)
+        if contact.default_method_ref is None:
+            work.save_contact(ctx.scope, replace(contact, default_method_ref=method.id))
+        try:
+            work.commit()
+        except ConcurrentModification:
+            continue  # recorded by a racing retry, or the contact changed: look again
+        return recorded, True
+    raise ConcurrentModification(f"contact {contact_id} kept changing; try again")
+
+
+def saved_method(store: PaymentMethodStore, scope: Scope, contact_id: str, method_id: str) -> SavedPaymentMethod:
+    """A method the contact saved and has not removed, else `payment_method.not_found` (404)."""
+    method = store.get_payment_method(scope, contact_id, method_id)
+    if method is None or method.removed:
+        raise NotFound(
+            f"contact {contact_id} has no saved payment method {method_id}",
+            field="payment_method",
+            code="payment_method.not_found",
+        )
+    return method
+
+
+def list_methods(
+    store: PaymentMethodPorts, ctx: TenantContext, contact_id: str
+) -> tuple[Contact, list[SavedPaymentMethod]]:
+    """The contact and its saved methods (not the removed ones)."""
+    contact = get_contact(store, ctx, contact_id)
+    return contact, [m for m in store.payment_methods_of(ctx.scope, contact_id) if not m.removed]
+
+
+def set_default(store: PaymentMethodPorts, ctx: TenantContext, contact_id: str, method_id: str) -> Contact:
+    saved_method(store, ctx.scope, contact_id, method_id)
+
+    def change(contact: Contact) -> Contact | None:
+        return None if contact.default_method_ref == method_id else replace(contact, default_method_ref=method_id)
+
+    return _change_contact(store, ctx, contact_id, change)
+
+
+def remove_method(
+    store: PaymentMethodPorts,
+    ctx: TenantContext,
+    contact_id: str,
+    method_id: str,
+    gateway: PaymentGateway,
+    clock: Clock,
+) -> SavedPaymentMethod:
+    """Detach it on the rail (it can no longer be charged), then record it removed and, if it was
+    the contact's default, clear that, in one transaction. A retry after a crash between the two
+    detaches again (nothing to do) and records; removing a removed method answers it as it is."""
+    method = store.get_payment_method(ctx.scope, contact_id, method_id)
+    get_contact(store, ctx, contact_id)
+    if method is not None and method.removed:
+        return method
+    method = saved_method(store, ctx.scope, contact_id, method_id)
+    gateway.remove_method(method_id)
+    for _ in range(MAX_EDIT_RETRIES + 1):
+        contact = get_contact(store, ctx, contact_id)
+        current = store.get_payment_method(ctx.scope, contact_id, method_id) or method
+        if current.removed:
+            return current  # a racing removal recorded it
+        work = store.unit_of_work(f"payment method {method_id}")
+        removed = work.save_payment_method(ctx.scope, replace(current, removed_at=clock.now()))
+        if contact.default_method_ref == method_id:
+            work.save_contact(ctx.scope, replace(contact, default_method_ref=None))
+        try:
+            work.commit()
+        except ConcurrentModification:
+            continue
+        return removed
+    raise ConcurrentModification(f"payment method {method_id} kept changing; try again")
