@@ -177,6 +177,7 @@ def local_api(table: str, tenant: str, key: str) -> Iterator[HttpClient]:
     local = stack.start(schedule=False, table_name=table)
     try:
         stack.add_tenant(tenant, f"{tenant.title()} Tenant", key)
+        local.register_stripe_webhook(tenant)
         yield HttpClient(local.url, key)
     finally:
         local.stop()
@@ -202,3 +203,21 @@ class RecordingInvoker:
 
     def invoke_async(self, concern: str, event: dict[str, Any]) -> None:
         self.events.append((concern, event))
+
+
+def saved_method_records(contact_id: str, method_ids: list[str], tenant: str, mode: str = "test") -> None:
+    """Record saved payment methods for a contact straight in the table (as a confirmed setup
+    would): for tests of actions naming a method, which need one the contact saved, not a card."""
+    from datetime import UTC, datetime
+
+    from billow.domain.payment_methods import SavedPaymentMethod
+    from billow.services.context import Scope
+    from billow.storage.repository import DynamoStore
+
+    work = DynamoStore().unit_of_work("saved methods")
+    for method_id in method_ids:
+        saved = SavedPaymentMethod(
+            method_id, contact_id, "stripe", "cus_test", "seti_test", "card", "visa", "4242", 12, 2034, datetime.now(UTC)
+        )
+        work.save_payment_method(Scope(tenant, mode), saved)
+    work.commit()

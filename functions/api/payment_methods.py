@@ -52,7 +52,7 @@ def start_setup(contact_id: Annotated[Id, Path()]) -> Response[dict[str, Any]]:
 @answers(201, 200)
 def record_setup(contact_id: Annotated[Id, Path()], body: SetupBody) -> Response[dict[str, Any]]:
     ctx = current_tenant(router.current_event)
-    method, new = payment_methods.record_setup(store, ctx, contact_id, body.setup_id, _gateway(ctx), clock)
+    method, new = payment_methods.save_from_setup(store, ctx.scope, contact_id, body.setup_id, _gateway(ctx), clock)
     contact = store.get_contact(ctx.scope, contact_id)
     default = None if contact is None else contact.default_method_ref
     return created(presenters.payment_method(method, default), 201, replay=not new)

@@ -34,7 +34,8 @@ def stripe_gateway(scope: Scope) -> PaymentGateway:
     found = runtime.secrets.rail_secrets("stripe", scope.tenant_id, scope.mode)
     if found is None:
         raise TemporaryFailure(f"no Stripe account configured for {scope.tenant_id} ({scope.mode})")
-    gateway: PaymentGateway = importlib.import_module("billow.gateways.stripe").StripeGateway(api_key=found.api_key)
+    rails = importlib.import_module("billow.gateways.rails")  # the one place a gateway is built
+    gateway: PaymentGateway = rails.payment_gateway(runtime.secrets, scope.tenant_id, scope.mode)
     return gateway
 
 

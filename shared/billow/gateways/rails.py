@@ -10,7 +10,6 @@ then allows for (`StripeGateway(localstripe=True)`).
 from __future__ import annotations
 
 import os
-from typing import cast
 
 from billow.gateways.manual import ManualGateway
 from billow.services.gateway import PaymentGateway, SecretsSource
@@ -26,6 +25,4 @@ def payment_gateway(secrets: SecretsSource, tenant_id: str, mode: str) -> Paymen
     from billow.gateways.stripe import StripeGateway  # the SDK only where a Stripe rail is used
 
     api_base = os.environ.get(API_BASE_ENV) or None
-    gateway = StripeGateway(found.api_key, api_base=api_base, localstripe=api_base is not None)
-    # verify_webhook: billow.gateways.stripe_webhooks (helper "webhooks"), not this gateway.
-    return cast(PaymentGateway, gateway)
+    return StripeGateway(found.api_key, api_base=api_base, localstripe=api_base is not None)

@@ -17,6 +17,7 @@ metadata and idempotency key, then confirmed off-session once Billow recorded th
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 import stripe
@@ -28,6 +29,7 @@ from billow.services.gateway import (
     ChargeRequest,
     ChargeState,
     ChargeStatus,
+    GatewayEvent,
     GatewayUnavailable,
     RefundState,
     SavedMethod,
@@ -182,13 +184,14 @@ class StripeGateway:
         customer = _ref(intent.get("customer")) or ""
         succeeded = intent.get("status") == "succeeded"
         method_ref = _ref(intent.get("payment_method"))
+        metadata = dict(intent.get("metadata") or {})
         if not succeeded or method_ref is None:
-            return SetupState(str(intent["id"]), customer, False, None)
+            return SetupState(str(intent["id"]), customer, False, None, metadata)
         method = _translated(self._client.v1.payment_methods.retrieve, method_ref)
         if not method.get("customer") and customer:
             # Stripe attaches a SetupIntent's method to its customer; localstripe does not.
             method = _translated(self._client.v1.payment_methods.attach, method_ref, {"customer": customer})
-        return SetupState(str(intent["id"]), customer, True, _saved_method(method, customer))
+        return SetupState(str(intent["id"]), customer, True, _saved_method(method, customer), metadata)
 
     def methods(self, customer_ref: str) -> list[SavedMethod]:
         listed = _translated(self._client.v1.payment_methods.list, {"customer": customer_ref, "type": "card"})
@@ -251,6 +254,12 @@ class StripeGateway:
             if state.status in (ChargeStatus.SUCCEEDED, ChargeStatus.CANCELED):
                 return state
             raise
+
+    def verify_webhook(self, payload: bytes, signature: str, secret: str, *, now: datetime) -> GatewayEvent:
+        """billow.gateways.stripe_webhooks.verify: one place verifies Stripe's signatures."""
+        from billow.gateways.stripe_webhooks import verify
+
+        return verify(payload, signature, secret, now=now)
 
     def refund(
         self, charge_ref: str, amount: Money, *, idempotency_key: str, metadata: Mapping[str, str]

@@ -52,12 +52,16 @@ def main(argv: list[str] | None = None) -> int:
         ids = {}
         if local.fresh:  # a kept data directory has its tenant and demo data already
             stack.add_tenant(demo.DEMO_TENANT, "Demo SaaS Ltd", demo.DEMO_KEY)
+        webhook = local.register_stripe_webhook(demo.DEMO_TENANT)
+        if local.fresh:
             ids = demo.load(local.url) if not args.no_demo else {}
         print(
             f"""
 Billow is running at {local.url}   (DynamoDB Local at {local.dynamo.endpoint}, table {local.table_name})
 Tenant "{demo.DEMO_TENANT}", test-mode API key: {demo.DEMO_KEY}
 Events (every one the local bus delivers, one JSON per line): tail -f {events_file}
+localstripe (every local tenant's Stripe, on loopback): {local.stripe.url if local.stripe else "off"}
+  its webhooks go to {webhook}
 
 Try:
   curl -s -H 'Authorization: Bearer {demo.DEMO_KEY}' {local.url}/products

@@ -20,9 +20,15 @@ def key(rail: str, tenant_id: str, mode: str) -> str:
     return f"{rail}/{tenant_id}/{mode}"
 
 
+EVERY_TENANT = "*"
+"""A tenant id in the configuration standing for every tenant without an entry of its own (the
+local stack's one localstripe account serves every local tenant)."""
+
+
 class LocalSecrets:
     def rail_secrets(self, rail: str, tenant_id: str, mode: str) -> RailSecrets | None:
-        found = json.loads(os.environ.get(ENV) or "{}").get(key(rail, tenant_id, mode))
+        configured = json.loads(os.environ.get(ENV) or "{}")
+        found = configured.get(key(rail, tenant_id, mode)) or configured.get(key(rail, EVERY_TENANT, mode))
         return None if found is None else RailSecrets(found["api_key"], found["webhook_secret"])
 
 

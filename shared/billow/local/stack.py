@@ -11,11 +11,14 @@ from pathlib import Path
 from billow.domain.tenants import TenantSettings
 from billow.gateways.events import consumer_of
 from billow.gateways.invoke import handler_of
-from billow.local import dynamodb, gateway
+from billow.gateways.rails import API_BASE_ENV
+from billow.local import dynamodb, gateway, secrets
+from billow.local import stripe as local_stripe
 from billow.local.dynamodb import LOCAL_CREDENTIALS, DynamoDBLocal
 from billow.local.events import StreamPoller, file_target, local_bus, sqs_target
 from billow.local.lambda_runtime import prepare_environment
 from billow.local.scheduler import DailyScheduler
+from billow.services.gateway import RailSecrets
 from billow.services.tenants import provision_tenant
 from billow.storage.models import configure
 from billow.storage.repository import DynamoStore
@@ -37,6 +40,8 @@ class LocalStack:
     events_file: Path | None = None
     """Every event the local bus delivers, one JSON line each (EventBridge's envelope, `detail` in it)."""
     unsubscribe: list[Callable[[], None]] = field(default_factory=list)
+    stripe: local_stripe.LocalStripe | None = None
+    """localstripe on loopback, the Stripe of every local tenant (`BILLOW_STRIPE_API_BASE`)."""
     _stopped: threading.Event = field(default_factory=threading.Event)
 
     def stop(self) -> None:
@@ -46,10 +51,36 @@ class LocalStack:
         if self.scheduler is not None:
             self.scheduler.stop()
         self.server.stop()
+        if self.stripe is not None:
+            self.stripe.stop()
         self.events.stop()
         for unsubscribe in self.unsubscribe:
             unsubscribe()
         self.dynamo.stop()
+
+
+    def register_stripe_webhook(self, tenant_id: str) -> str | None:
+        """Point localstripe's webhooks at the tenant's `POST /webhooks/stripe/{tenant_id}`, signed
+        with the local webhook secret; the endpoint's URL (None without localstripe)."""
+        if self.stripe is None:
+            return None
+        url = f"{self.url}/webhooks/stripe/{tenant_id}"
+        self.stripe.register_webhook(tenant_id, url, LOCAL_WEBHOOK_SECRET)
+        return url
+
+
+LOCAL_WEBHOOK_SECRET = "whsec_billow_local"  # noqa: S105 - a local stand-in's, signs localstripe's events
+"""The webhook secret of every local tenant (both modes), as localstripe signs with it."""
+
+
+def stripe_secrets() -> str:
+    """`BILLOW_LOCAL_RAIL_SECRETS` for localstripe: one account for every tenant, both modes."""
+    return secrets.configured(
+        {
+            ("stripe", secrets.EVERY_TENANT, "test"): RailSecrets(local_stripe.TEST_API_KEY, LOCAL_WEBHOOK_SECRET),
+            ("stripe", secrets.EVERY_TENANT, "live"): RailSecrets(local_stripe.LIVE_API_KEY, LOCAL_WEBHOOK_SECRET),
+        }
+    )
 
 
 def add_tenant(tenant_id: str, name: str, secret: str, mode: str = "test") -> None:
@@ -72,18 +103,26 @@ def start(
     data_dir: Path | None = None,
     workers: int = gateway.DEFAULT_WORKERS,
     events_file: Path | None = None,
+    stripe: bool = True,
 ) -> LocalStack:
     """DynamoDB Local + table + handlers over HTTP on 127.0.0.1, served by `workers` processes
     (+ the daily scheduler, and the stream poller publishing events to the local bus). With
     `data_dir` the data (scheduled actions included) outlives the process: start again on the same
     directory and everything is where it was. With `events_file` every event the local bus
-    delivers is appended to it, whole, one JSON line each (emptied first unless the data was kept)."""
+    delivers is appended to it, whole, one JSON line each (emptied first unless the data was kept).
+    With `stripe` localstripe runs beside it (billow.local.stripe) and every tenant's Stripe is it:
+    its address and keys are in the handlers' environment before the workers start."""
     for key, value in LOCAL_CREDENTIALS.items():
         os.environ.setdefault(key, value)
     if data_dir is not None:
         data_dir.mkdir(parents=True, exist_ok=True)
     dynamo = dynamodb.start(dynamodb_port, data_dir=data_dir)
+    fake_stripe: local_stripe.LocalStripe | None = None
     try:
+        if stripe:
+            fake_stripe = local_stripe.start()
+            os.environ[API_BASE_ENV] = fake_stripe.url
+            os.environ[secrets.ENV] = stripe_secrets()
         fresh = dynamo.create_table(table_name)
         os.environ["BILLOW_TABLE"] = table_name
         os.environ["BILLOW_DYNAMODB_ENDPOINT"] = dynamo.endpoint
@@ -106,10 +145,14 @@ def start(
         port = port or dynamodb.free_port()
         server = gateway.serve(port, workers=workers, verbose=verbose)
     except BaseException:
+        if fake_stripe is not None:
+            fake_stripe.stop()
         dynamo.stop()
         raise
     scheduler = DailyScheduler() if schedule else None
     if scheduler is not None:
         scheduler.start()
     url = f"http://127.0.0.1:{port}"
-    return LocalStack(dynamo, server, scheduler, events, url, table_name, fresh, events_file, unsubscribe)
+    return LocalStack(
+        dynamo, server, scheduler, events, url, table_name, fresh, events_file, unsubscribe, fake_stripe
+    )

@@ -101,6 +101,7 @@ class SetupState:
     customer_ref: str
     succeeded: bool
     method: SavedMethod | None  # the saved method once `succeeded`
+    metadata: Mapping[str, str] = field(default_factory=dict)  # what Billow attached (tenant, mode, contact)
 
 
 @dataclass(frozen=True, slots=True)

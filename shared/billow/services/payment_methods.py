@@ -18,7 +18,7 @@ from billow.domain.contacts import Contact
 from billow.domain.errors import ConcurrentModification, Conflict, NotFound
 from billow.domain.payment_methods import SavedPaymentMethod
 from billow.services.contacts import _change_contact, get_contact
-from billow.services.context import MAX_EDIT_RETRIES, Clock, Scope, TenantContext
+from billow.services.context import MAX_EDIT_RETRIES, Clock, Scope, SystemClock, TenantContext
 from billow.services.gateway import PaymentGateway, SetupStarted
 from billow.services.ports import ContactStore, PaymentMethodPorts, PaymentMethodStore
 
@@ -61,18 +61,13 @@ def start_setup(
     )
 
 
-def record_setup(
-    store: PaymentMethodPorts,
-    ctx: TenantContext,
-    contact_id: str,
-    setup_ref: str,
-    gateway: PaymentGateway,
-    clock: Clock,
+def save_from_setup(
+    store: PaymentMethodPorts, scope: Scope, contact_id: str, setup_ref: str, gateway: PaymentGateway, clock: Clock
 ) -> tuple[SavedPaymentMethod, bool]:
     """(the method the setup saved, whether this call recorded it). Refused unless the setup is
     this contact's (`payment_method.setup_not_found`, 404: another contact's or tenant's setup is
     not even acknowledged) and succeeded (`payment_method.setup_incomplete`, 409)."""
-    contact = get_contact(store, ctx, contact_id)
+    contact = _contact(store, scope, contact_id)
     not_found = NotFound(
         f"contact {contact_id} has no setup {setup_ref}", field="setup_id", code="payment_method.setup_not_found"
     )
@@ -89,8 +84,8 @@ def record_setup(
         )
     saved = state.method
     for _ in range(MAX_EDIT_RETRIES + 1):
-        contact = get_contact(store, ctx, contact_id)  # first: the default is set on its version
-        existing = store.get_payment_method(ctx.scope, contact_id, saved.ref)
+        contact = _contact(store, scope, contact_id)  # first: the default is set on its version
+        existing = store.get_payment_method(scope, contact_id, saved.ref)
         if existing is not None:
             if existing.removed:
                 raise Conflict(
@@ -113,15 +108,32 @@ def record_setup(
             saved_at=clock.now(),
         )
         work = store.unit_of_work(f"payment method {saved.ref}")
-        recorded = work.save_payment_method(ctx.scope, method)
+        recorded = work.save_payment_method(scope, method)
         if contact.default_method_ref is None:
-            work.save_contact(ctx.scope, replace(contact, default_method_ref=method.id))
+            work.save_contact(scope, replace(contact, default_method_ref=method.id))
         try:
             work.commit()
         except ConcurrentModification:
             continue  # recorded by a racing retry, or the contact changed: look again
         return recorded, True
     raise ConcurrentModification(f"contact {contact_id} kept changing; try again")
+
+
+def record_setup(store: PaymentMethodPorts, gateway: PaymentGateway, scope: Scope, setup_ref: str) -> object:
+    """The `setup_intent.succeeded` webhook's applier (billow.services.webhooks.APPLIERS): records
+    the method as `POST /contacts/{id}/payment-methods` would, for the contact the setup names
+    (its metadata, which Billow set), so a card is saved even if the tenant's page never calls back."""
+    contact_id = gateway.setup_state(setup_ref).metadata.get("contact_id")
+    if not contact_id:
+        return None  # not a setup Billow started: nothing of Billow's to record
+    return save_from_setup(store, scope, contact_id, setup_ref, gateway, SystemClock())
+
+
+def _contact(store: ContactStore, scope: Scope, contact_id: str) -> Contact:
+    contact = store.get_contact(scope, contact_id)
+    if contact is None:
+        raise NotFound(f"no contact {contact_id}", field="contact_id")
+    return contact
 
 
 def saved_method(store: PaymentMethodStore, scope: Scope, contact_id: str, method_id: str) -> SavedPaymentMethod:

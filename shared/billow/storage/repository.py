@@ -909,7 +909,8 @@ class DynamoStore:
 
     def payment_methods_of(self, scope: Scope, contact_id: str) -> list[SavedPaymentMethod]:
         with _translated("payment methods"):
-            items = BillowItem.query(contact_pk(scope, contact_id), BillowItem.sk.startswith("PM#"), consistent_read=True)
+            pk = contact_pk(scope, contact_id)
+            items = BillowItem.query(pk, BillowItem.sk.startswith("PM#"), consistent_read=True)
             return [codec.payment_method_in(json.loads(i.data or "{}"), int(i.version or 0)) for i in items]
 
     def get_clock(self, scope: Scope, contact_id: str) -> TestClock | None:
