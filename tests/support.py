@@ -217,7 +217,17 @@ def saved_method_records(contact_id: str, method_ids: list[str], tenant: str, mo
     work = DynamoStore().unit_of_work("saved methods")
     for method_id in method_ids:
         saved = SavedPaymentMethod(
-            method_id, contact_id, "stripe", "cus_test", "seti_test", "card", "visa", "4242", 12, 2034, datetime.now(UTC)
+            method_id,
+            contact_id,
+            "stripe",
+            "cus_test",
+            "seti_test",
+            "card",
+            "visa",
+            "4242",
+            12,
+            2034,
+            datetime.now(UTC),
         )
         work.save_payment_method(Scope(tenant, mode), saved)
     work.commit()

@@ -53,6 +53,7 @@ SPECS = (
         (*READ_ACTIONS, *WRITE_ACTIONS),
         Duration.seconds(29),
         invokes=(CLOCK_ADVANCE,),
+        reads_rail_secrets=True,  # saving a contact's card calls Stripe with the tenant's key
     ),
     FunctionSpec(
         "authorizer",
@@ -198,6 +199,8 @@ class BillowFunctions(Construct):
                 "One secret per tenant, created as tenants join: scoped to this stage's rail secrets by name.",
             )
         environment = function_environment(table.table_name)
+        if spec.reads_rail_secrets:  # billow.gateways.secrets: the secret of tenant t is <prefix>t
+            environment["BILLOW_RAIL_SECRETS_PREFIX"] = RAIL_SECRETS.format(stage=stage).removesuffix("*")
         for concern in spec.invokes:
             # By name, not by construct: a function may invoke itself without a dependency cycle.
             target = naming.name(stage, concern)

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.support import HttpClient, advance_clock, local_api, make_contact, make_product
+from tests.support import HttpClient, advance_clock, local_api, make_contact, make_product, saved_method_records
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e")]
 KEY = "bk_test_lifecycle"
@@ -307,8 +307,9 @@ def test_subscription_actions_and_settings(api: HttpClient) -> None:
     grace = api.post(f"{base}/grace-period", {"days": 10})
     assert grace.status == 201 and grace.body["subscription"]["grace_until"] == "2025-01-11"
     assert api.post(f"{base}/grace-period", {"days": 90}).body["error"] == "grace.days"
-    method = api.post(f"{base}/payment-method", {"payment_method": "pm_card_visa"})
-    assert method.body["subscription"]["payment_method"] == "pm_card_visa"
+    saved_method_records(ann.contact["id"], ["pm_saved_visa"], "life")
+    method = api.post(f"{base}/payment-method", {"payment_method": "pm_saved_visa"})
+    assert method.body["subscription"]["payment_method"] == "pm_saved_visa"
     day = api.post(f"{base}/billing-day", {"billing_day": 15})
     assert day.status == 201 and day.body["subscription"]["billing_day"] == 15
     assert api.post(f"{base}/billing-day", {"billing_day": 15}).body["error"] == "billing_day.unchanged"

@@ -12,7 +12,15 @@ from typing import Any
 
 import pytest
 
-from tests.support import SETTINGS_CHANGES, HttpClient, Reply, local_api, make_contact, make_product
+from tests.support import (
+    SETTINGS_CHANGES,
+    HttpClient,
+    Reply,
+    local_api,
+    make_contact,
+    make_product,
+    saved_method_records,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e")]
 KEY = "bk_test_races"
@@ -63,7 +71,8 @@ def test_one_action_sent_20_times_at_once_with_one_key_happens_once(api: HttpCli
 
 
 def test_20_different_actions_at_once_on_one_subscription_lose_nothing(api: HttpClient) -> None:
-    _, subscription, _ = subscribed(api)
+    contact, subscription, _ = subscribed(api)
+    saved_method_records(contact, [f"pm_{day}" for day in range(1, 21)], "races")
     path = f"/subscriptions/{subscription}/payment-method"
 
     def schedule(day: int) -> Callable[[], Reply]:

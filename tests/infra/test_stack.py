@@ -204,6 +204,23 @@ def test_the_webhook_function_has_its_own_role_reading_only_rail_secrets(synthes
                 assert "secretsmanager" not in json.dumps(policy["Properties"]["PolicyDocument"])
 
 
+def test_the_api_reads_the_rail_secrets_by_their_prefix(synthesized: tuple[Template, Path]) -> None:
+    """Saving a card calls Stripe with the tenant's key: the API function reads exactly this
+    stage's rail secrets, and knows their names (billow.gateways.secrets)."""
+    template, _ = synthesized
+    functions = template.find_resources("AWS::Lambda::Function")
+    (api,) = [f for f in functions.values() if f["Properties"]["Handler"] == "api.handler.lambda_handler"]
+    assert api["Properties"]["Environment"]["Variables"]["BILLOW_RAIL_SECRETS_PREFIX"] == "billow/test/rail/"
+    role = api["Properties"]["Role"]["Fn::GetAtt"][0]
+    policies = [
+        p for p in template.find_resources("AWS::IAM::Policy").values() if {"Ref": role} in p["Properties"]["Roles"]
+    ]
+    statements = [s for p in policies for s in p["Properties"]["PolicyDocument"]["Statement"]]
+    secrets = [s for s in statements if "secretsmanager" in json.dumps(s["Action"])]
+    assert len(secrets) == 1 and secrets[0]["Action"] == "secretsmanager:GetSecretValue"
+    assert "billow/test/rail/*" in json.dumps(secrets[0]["Resource"])
+
+
 def test_api_gateways_own_refusals_answer_the_one_error_shape(synthesized: tuple[Template, Path]) -> None:
     template, _ = synthesized
     responses = template.find_resources("AWS::ApiGateway::GatewayResponse")

@@ -16,7 +16,7 @@ from api.handler import complete_app
 from api.openapi import document_json
 from billow.local.stack import add_tenant
 
-from tests.support import InProcessClient, make_contact, make_product
+from tests.support import InProcessClient, make_contact, make_product, saved_method_records
 
 KEYS = {"test": "bk_test_modes", "live": "bk_live_modes"}
 app = complete_app()
@@ -153,6 +153,8 @@ def build_world(api: InProcessClient, mode: str, product: dict[str, Any]) -> Wor
     path = f"/subscriptions/{ordered['subscription_id']}/services/{ordered['service_id']}/cancel"
     scheduled = api.post(path, {"in_days": 30})
     assert scheduled.status in (200, 201, 202), scheduled.body
+    method_id = f"pm_{mode}_saved"
+    saved_method_records(contact["id"], [method_id], "modes", mode)
     return World(
         {
             "contact_id": contact["id"],
@@ -163,6 +165,7 @@ def build_world(api: InProcessClient, mode: str, product: dict[str, Any]) -> Wor
             "credit_note_id": invoice["id"],  # an id of this mode's: the other mode must not find it at all
             "action_id": scheduled.body["action"]["id"],
             "product_id": product["id"],
+            "method_id": method_id,
         },
         items,
         {"issue_date": invoice["issue_date"], "later": str(date.fromisoformat(invoice["issue_date"]) + timedelta(60))},

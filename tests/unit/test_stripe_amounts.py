@@ -43,8 +43,8 @@ def test_amounts_in_stripe_units(amount: str, currency: str, units: int) -> None
 )
 def test_amounts_stripe_cannot_charge_have_a_code(amount: str, currency: str, code: str) -> None:
     refusal = charge_refusal(Money.parse(amount, currency))
-    assert refusal is not None and refusal[0] == code
-    assert currency in refusal[1]
+    assert refusal is not None and refusal.code == code
+    assert currency in refusal.message
 
 
 @pytest.mark.parametrize(

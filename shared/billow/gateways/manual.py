@@ -25,9 +25,6 @@ from billow.services.gateway import (
     WebhookRejected,
 )
 
-NOT_COLLECTABLE = "rail.not_collectable"
-
-
 class ManualGateway:
     name = "manual"
 
@@ -57,7 +54,7 @@ class ManualGateway:
     def chargeable(self, amount: Money) -> None:
         raise ChargeNotPossible(
             f"{amount} is paid by bank transfer, confirmed by staff: the manual rail charges nothing",
-            code=NOT_COLLECTABLE,
+            code="rail.not_collectable",
         )
 
     def create_charge(self, request: ChargeRequest) -> ChargeState:
@@ -65,7 +62,7 @@ class ManualGateway:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _no_charges(self, charge_ref: str) -> ChargeNotPossible:
-        return ChargeNotPossible(f"the manual rail made no charge {charge_ref}", code=NOT_COLLECTABLE)
+        return ChargeNotPossible(f"the manual rail made no charge {charge_ref}", code="rail.not_collectable")
 
     def confirm_charge(self, charge_ref: str, *, idempotency_key: str) -> ChargeState:
         raise self._no_charges(charge_ref)

@@ -208,7 +208,7 @@ class StripeGateway:
     def chargeable(self, amount: Money) -> None:
         refusal = charge_refusal(amount)
         if refusal is not None:
-            raise ChargeNotPossible(refusal[1], code=refusal[0])
+            raise ChargeNotPossible(refusal.message, code=refusal.code)
 
     def create_charge(self, request: ChargeRequest) -> ChargeState:
         self.chargeable(request.amount)

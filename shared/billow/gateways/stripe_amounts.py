@@ -19,6 +19,8 @@ the invoice's): `charge_refusal` says why, with a stable code, and the gateway r
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from billow.domain.money import Money, currency_exponent
 
 STRIPE_ZERO_DECIMAL = frozenset(
@@ -101,29 +103,35 @@ def from_stripe_units(units: int, currency: str) -> Money:
     return Money(units * 10**shift if shift >= 0 else units // 10**-shift, code)
 
 
-def charge_refusal(amount: Money) -> tuple[str, str] | None:
-    """(code, message) when Stripe cannot charge `amount` as it is; None when it can."""
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    code: str
+    message: str
+
+
+def charge_refusal(amount: Money) -> Refusal | None:
+    """Why Stripe cannot charge `amount` as it is (a stable code, a message); None when it can."""
     currency = amount.currency
     if amount.minor <= 0:
-        return "rail.amount_not_positive", f"a charge must be positive, not {amount}"
+        return Refusal(code="rail.amount_not_positive", message=f"a charge must be positive, not {amount}")
     units = to_stripe_units(amount)
     if units is None:
         step = from_stripe_units(_granularity(currency), currency)
-        return (
-            "rail.amount_precision",
-            f"Stripe charges {currency} only in multiples of {step.amount_str()}; {amount} is not one",
+        return Refusal(
+            code="rail.amount_precision",
+            message=f"Stripe charges {currency} only in multiples of {step.amount_str()}; {amount} is not one",
         )
     minimum = STRIPE_MINIMUM.get(currency)
     if minimum is not None and units < minimum:
-        return (
-            "rail.amount_too_small",
-            f"Stripe's minimum charge in {currency} is {from_stripe_units(minimum, currency).amount_str()}; "
-            f"{amount} is below it",
+        return Refusal(
+            code="rail.amount_too_small",
+            message=f"Stripe's minimum charge in {currency} is "
+            f"{from_stripe_units(minimum, currency).amount_str()}; {amount} is below it",
         )
     digits = MAX_DIGITS_BY_CURRENCY.get(currency, MAX_DIGITS)
     if units >= 10**digits:
-        return (
-            "rail.amount_too_large",
-            f"Stripe charges at most {digits} digits of {currency} minor units in one charge; {amount} is more",
+        return Refusal(
+            code="rail.amount_too_large",
+            message=f"Stripe charges at most {digits} digits of {currency} minor units in one charge; {amount} is more",
         )
     return None
