@@ -25,6 +25,7 @@ from billow.services.gateway import (
     WebhookRejected,
 )
 
+
 class ManualGateway:
     name = "manual"
 
