@@ -129,6 +129,19 @@ def test_make_run_prints_a_curl_that_returns_data_and_where_events_are_written(t
         )
         assert '"name": "Starter"' in result.stdout or '"name":"Starter"' in result.stdout
 
+        # localstripe runs beside it on loopback, and the demo contacts pay as the demo promises
+        stripe_url = re.search(r"^localstripe .*: (http://127\.0\.0\.1:\d+)$", output, re.MULTILINE)
+        assert stripe_url, output
+        demo = HttpClient(f"http://127.0.0.1:{port}", "bk_test_demo_local_only")
+        people = {c["name"]: c for c in demo.get("/contacts").body["items"]}
+        cards = {
+            name: [m["last4"] for m in demo.get(f"/contacts/{c['id']}/payment-methods").body["items"]]
+            for name, c in people.items()
+        }
+        assert cards == {"Ada Lovelace": ["4242"], "Grace Hopper": ["0341"], "Kenji Sato": []}
+        assert people["Kenji Sato"]["preferred_payment_method"] == "bank_transfer"
+        assert people["Ada Lovelace"]["default_payment_method"]
+
         # The events file it names receives an order's event whole, its data included
         watched = re.search(r"tail -f (\S+)$", output, re.MULTILINE)
         assert watched, output

@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
             stack.add_tenant(demo.DEMO_TENANT, "Demo SaaS Ltd", demo.DEMO_KEY)
         webhook = local.register_stripe_webhook(demo.DEMO_TENANT)
         if local.fresh:
-            ids = demo.load(local.url) if not args.no_demo else {}
+            ids = demo.load(local.url, stripe=local.stripe) if not args.no_demo else {}
         print(
             f"""
 Billow is running at {local.url}   (DynamoDB Local at {local.dynamo.endpoint}, table {local.table_name})

@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from billow.local.clocks import advance_clock
+from billow.local.stripe import DECLINES_AT_CHARGE, VISA, LocalStripe
 
 DEMO_TENANT = "demo"
 DEMO_KEY = "bk_test_demo_local_only"
@@ -28,8 +29,10 @@ def call(url: str, method: str, path: str, key: str, body: dict[str, Any] | None
         return error.code, json.loads(error.read() or b"null")
 
 
-def load(url: str, key: str = DEMO_KEY) -> dict[str, Any]:
-    """Three products, three contacts, their orders; one contact on a test clock, advanced a quarter."""
+def load(url: str, key: str = DEMO_KEY, stripe: LocalStripe | None = None) -> dict[str, Any]:
+    """Three products, three contacts, their orders; one contact on a test clock, advanced a quarter.
+    With localstripe: Ada saved a card that pays (4242...), Grace one that is declined at every
+    charge (4000000000000341); Kenji pays by bank transfer."""
 
     def post(path: str, body: dict[str, Any]) -> Any:
         status, reply = call(url, "POST", path, key, body)
@@ -73,8 +76,17 @@ def load(url: str, key: str = DEMO_KEY) -> dict[str, Any]:
         billing_address={"line1": "12 St James's Square", "city": "London", "country": "GB"},
     )
     grace = contact("Grace Hopper", "grace@example.com")
-    kenji = contact("Kenji Sato", "kenji@example.jp")
+    kenji = contact("Kenji Sato", "kenji@example.jp", preferred_payment_method="bank_transfer")
 
+    def save_card(who: dict[str, Any], card: str) -> None:
+        if stripe is None:
+            return
+        setup = post(f"/contacts/{who['id']}/payment-methods/setup", {})
+        stripe.confirm_setup(setup["setup_id"], card)  # as Stripe.js would, on the tenant's page
+        post(f"/contacts/{who['id']}/payment-methods", {"setup_id": setup["setup_id"]})
+
+    save_card(ada, VISA)
+    save_card(grace, DECLINES_AT_CHARGE)
     order(ada, "demo-ada", (starter, 1))
     # Grace is on a test clock started on 31 January: advancing it shows month-end billing days.
     post(f"/contacts/{grace['id']}/test-clock", {"frozen_time": datetime(2026, 1, 31, 9, tzinfo=UTC).isoformat()})

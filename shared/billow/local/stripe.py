@@ -23,6 +23,8 @@ from typing import IO, Any
 TEST_API_KEY = "sk_test_billow_local"
 LIVE_API_KEY = "sk_live_billow_local"
 READY = "localstripe listening on "
+VISA = "4242424242424242"  # Stripe's test card that pays
+DECLINES_AT_CHARGE = "4000000000000341"  # saves fine, then every charge of it is declined
 
 
 @dataclass
@@ -54,6 +56,15 @@ class LocalStripe:
         with urllib.request.urlopen(request, timeout=10) as response:
             body = response.read()
         return json.loads(body) if body else None
+
+    def confirm_setup(self, setup_ref: str, card: str = VISA) -> None:
+        """What Stripe.js does when the customer types `card` on the tenant's page: confirm the
+        SetupIntent with it (the demo data and the tests; never Billow itself)."""
+        import stripe
+
+        client = stripe.StripeClient(TEST_API_KEY, base_addresses={"api": self.url}, max_network_retries=0)
+        data = {"type": "card", "card": {"number": card, "exp_month": 12, "exp_year": 2034, "cvc": "123"}}
+        client.v1.setup_intents.confirm(setup_ref, {"payment_method_data": data})  # type: ignore[arg-type]
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
