@@ -116,3 +116,22 @@ def test_stripe_out_of_reach_is_unavailable() -> None:
     gateway = StripeGateway(TEST_API_KEY, api_base=f"http://127.0.0.1:{port}", localstripe=True)
     with pytest.raises(GatewayUnavailable):
         gateway.charge_state("pi_123")
+
+
+def test_localstripe_listens_on_loopback_only_and_keeps_no_pickle(local_stripe: LocalStripe) -> None:
+    """localstripe's own CLI binds every interface and pickles its store to /tmp after each write."""
+    from pathlib import Path
+    from urllib.parse import urlparse
+
+    address = urlparse(local_stripe.url)
+    assert address.hostname == "127.0.0.1"
+    pickle = Path("/tmp/localstripe.pickle")
+    before = pickle.stat().st_mtime_ns if pickle.exists() else None
+    _saved(local_stripe, _gateway(local_stripe))  # a few writes
+    after = pickle.stat().st_mtime_ns if pickle.exists() else None
+    assert before == after
+    with socket.socket() as probe:  # not reachable on another address of this machine
+        probe.settimeout(1)
+        others = [a for a in {socket.gethostbyname(socket.gethostname())} if not a.startswith("127.")]
+        for other in others:
+            assert probe.connect_ex((other, address.port or 0)) != 0

@@ -1,0 +1,75 @@
+"""Rail secrets: Secrets Manager read once per tenant per container (moto), the local
+configuration, and the rail a tenant gets from them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import boto3
+import pytest
+from billow.gateways.manual import ManualGateway
+from billow.gateways.rails import payment_gateway
+from billow.gateways.secrets import SecretsManagerSecrets
+from billow.local import secrets as local_secrets
+from billow.services.gateway import RailSecrets
+from moto import mock_aws
+
+SECRET = {
+    "stripe": {
+        "test": {"api_key": "sk_test_acme", "webhook_secret": "whsec_test"},
+        "live": {"api_key": "sk_live_acme", "webhook_secret": "whsec_live"},
+    }
+}
+
+
+@pytest.fixture
+def secrets_manager() -> object:
+    with mock_aws():
+        client = boto3.client("secretsmanager", region_name="us-east-1")
+        client.create_secret(Name="billow/prod/rail/acme", SecretString=json.dumps(SECRET))
+        yield client
+
+
+def test_a_tenants_secret_is_read_once_per_container(secrets_manager: object) -> None:
+    source = SecretsManagerSecrets(prefix="billow/prod/rail/", client=secrets_manager)
+    assert source.rail_secrets("stripe", "acme", "test") == RailSecrets("sk_test_acme", "whsec_test")
+    assert source.rail_secrets("stripe", "acme", "live") == RailSecrets("sk_live_acme", "whsec_live")
+    for _ in range(5):
+        source.rail_secrets("stripe", "acme", "test")
+    assert source.reads == 1
+    assert source.rail_secrets("stripe", "other", "test") is None  # no secret: no Stripe account
+    assert source.rail_secrets("stripe", "other", "test") is None
+    assert source.reads == 2  # the miss is remembered too
+    assert source.rail_secrets("paypal", "acme", "test") is None
+
+
+def test_the_prefix_comes_from_the_functions_environment(
+    secrets_manager: object, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BILLOW_RAIL_SECRETS_PREFIX", "billow/prod/rail/")
+    assert SecretsManagerSecrets(client=secrets_manager).rail_secrets("stripe", "acme", "test") is not None
+    monkeypatch.setenv("BILLOW_RAIL_SECRETS_PREFIX", "billow/dev/rail/")  # another stage's: not this one
+    assert SecretsManagerSecrets(client=secrets_manager).rail_secrets("stripe", "acme", "test") is None
+
+
+def test_a_tenant_without_stripe_is_collected_by_hand(monkeypatch: pytest.MonkeyPatch) -> None:
+    configured = local_secrets.configured({("stripe", "acme", "test"): RailSecrets("sk_test_acme", "whsec_acme")})
+    monkeypatch.setenv(local_secrets.ENV, configured)
+    source = local_secrets.LocalSecrets()
+    assert payment_gateway(source, "acme", "test").name == "stripe"
+    assert isinstance(payment_gateway(source, "acme", "live"), ManualGateway)
+    assert isinstance(payment_gateway(source, "someone-else", "test"), ManualGateway)
+
+
+def test_boto3_and_stripe_wait_for_their_first_use() -> None:
+    """Cold start: building the secrets source and the rail module imports neither SDK."""
+    code = (
+        "import sys; from billow.gateways.secrets import SecretsManagerSecrets; import billow.gateways.rails; "
+        "SecretsManagerSecrets(); print('boto3' in sys.modules, 'stripe' in sys.modules)"
+    )
+    shown = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, env={"PYTHONPATH": "shared"}
+    )
+    assert shown.stdout.split() == ["False", "False"]
