@@ -12,7 +12,7 @@ from billow.local import stack
 from billow.local.stripe import LocalStripe
 
 from tests.stripe_support import DECLINES_AT_CHARGE, VISA, confirm_setup, stripe_client
-from tests.support import HttpClient, make_contact, make_product
+from tests.support import HttpClient, make_contact, make_product, post_from_processes
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e")]
 KEY, OTHER_KEY, LIVE_KEY = "bk_test_pm", "bk_test_pm_other", "bk_live_pm"
@@ -127,3 +127,16 @@ def test_bad_input_is_a_coded_4xx(api: HttpClient, local: stack.LocalStack) -> N
     assert (missing.status, missing.body["error"]) == (404, "resource.not_found")
     gone = api.delete(f"/contacts/{contact['id']}/payment-methods/pm_nope")
     assert (gone.status, gone.body["error"]) == (404, "payment_method.not_found")
+
+
+def test_one_setup_recorded_from_six_processes_at_once_is_saved_once(api: HttpClient, local: stack.LocalStack) -> None:
+    contact = make_contact(api)
+    setup = api.post(f"/contacts/{contact['id']}/payment-methods/setup").body
+    _fake(local).confirm_setup(setup["setup_id"])
+    path = f"/contacts/{contact['id']}/payment-methods"
+    replies = post_from_processes(api, [(path, {"setup_id": setup["setup_id"]}, {})] * 6)
+    assert sorted(r.status for r in replies) == [200, 200, 200, 200, 200, 201], [r.body for r in replies]
+    assert len({r.body["id"] for r in replies}) == 1
+    listed = api.get(path).body
+    assert [m["id"] for m in listed["items"]] == [replies[0].body["id"]]
+    assert listed["default_payment_method"] == replies[0].body["id"]
