@@ -130,13 +130,16 @@ def test_bad_input_is_a_coded_4xx(api: HttpClient, local: stack.LocalStack) -> N
 
 
 def test_one_setup_recorded_from_six_processes_at_once_is_saved_once(api: HttpClient, local: stack.LocalStack) -> None:
-    contact = make_contact(api)
-    setup = api.post(f"/contacts/{contact['id']}/payment-methods/setup").body
-    _fake(local).confirm_setup(setup["setup_id"])
-    path = f"/contacts/{contact['id']}/payment-methods"
-    replies = post_from_processes(api, [(path, {"setup_id": setup["setup_id"]}, {})] * 6)
-    assert sorted(r.status for r in replies) == [200, 200, 200, 200, 200, 201], [r.body for r in replies]
-    assert len({r.body["id"] for r in replies}) == 1
-    listed = api.get(path).body
-    assert [m["id"] for m in listed["items"]] == [replies[0].body["id"]]
-    assert listed["default_payment_method"] == replies[0].body["id"]
+    for has_default in (False, True):  # the first card (it becomes the default), then a second one
+        contact = make_contact(api)
+        first = save_card(api, local, contact["id"]) if has_default else None
+        setup = api.post(f"/contacts/{contact['id']}/payment-methods/setup").body
+        _fake(local).confirm_setup(setup["setup_id"])
+        path = f"/contacts/{contact['id']}/payment-methods"
+        replies = post_from_processes(api, [(path, {"setup_id": setup["setup_id"]}, {})] * 6)
+        assert sorted(r.status for r in replies) == [200, 200, 200, 200, 200, 201], [r.body for r in replies]
+        assert len({r.body["id"] for r in replies}) == 1
+        listed = api.get(path).body
+        saved = replies[0].body["id"]
+        assert [m["id"] for m in listed["items"] if m["id"] != (first or {}).get("id")] == [saved]
+        assert listed["default_payment_method"] == (first["id"] if first else saved)
