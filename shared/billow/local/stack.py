@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 from collections.abc import Callable
@@ -42,6 +43,9 @@ class LocalStack:
     unsubscribe: list[Callable[[], None]] = field(default_factory=list)
     stripe: local_stripe.LocalStripe | None = None
     """localstripe on loopback, the Stripe of every local tenant (`BILLOW_STRIPE_API_BASE`)."""
+    environment_before: dict[str, str | None] = field(default_factory=dict)
+    """The variables it set pointing at its localstripe, as they were: put back by `stop`, so a
+    process that runs a stack then other tests does not send them to a stopped localstripe."""
     _stopped: threading.Event = field(default_factory=threading.Event)
 
     def stop(self) -> None:
@@ -53,11 +57,15 @@ class LocalStack:
         self.server.stop()
         if self.stripe is not None:
             self.stripe.stop()
+        for name, value in self.environment_before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
         self.events.stop()
         for unsubscribe in self.unsubscribe:
             unsubscribe()
         self.dynamo.stop()
-
 
     def register_stripe_webhook(self, tenant_id: str) -> str | None:
         """Point localstripe's webhooks at the tenant's `POST /webhooks/stripe/{tenant_id}`, signed
@@ -73,14 +81,16 @@ LOCAL_WEBHOOK_SECRET = "whsec_billow_local"  # noqa: S105 - a local stand-in's, 
 """The webhook secret of every local tenant (both modes), as localstripe signs with it."""
 
 
-def stripe_secrets() -> str:
-    """`BILLOW_LOCAL_RAIL_SECRETS` for localstripe: one account for every tenant, both modes."""
-    return secrets.configured(
+def stripe_secrets(configured: str | None) -> str:
+    """`BILLOW_LOCAL_RAIL_SECRETS` with localstripe as the account of every tenant, both modes,
+    beside what was `configured` already (a tenant's own entry stays first: tests set theirs)."""
+    every = secrets.configured(
         {
             ("stripe", secrets.EVERY_TENANT, "test"): RailSecrets(local_stripe.TEST_API_KEY, LOCAL_WEBHOOK_SECRET),
             ("stripe", secrets.EVERY_TENANT, "live"): RailSecrets(local_stripe.LIVE_API_KEY, LOCAL_WEBHOOK_SECRET),
         }
     )
+    return json.dumps({**json.loads(every), **json.loads(configured or "{}")})
 
 
 def add_tenant(tenant_id: str, name: str, secret: str, mode: str = "test") -> None:
@@ -118,11 +128,12 @@ def start(
         data_dir.mkdir(parents=True, exist_ok=True)
     dynamo = dynamodb.start(dynamodb_port, data_dir=data_dir)
     fake_stripe: local_stripe.LocalStripe | None = None
+    environment_before = {name: os.environ.get(name) for name in (API_BASE_ENV, secrets.ENV)} if stripe else {}
     try:
         if stripe:
             fake_stripe = local_stripe.start()
             os.environ[API_BASE_ENV] = fake_stripe.url
-            os.environ[secrets.ENV] = stripe_secrets()
+            os.environ[secrets.ENV] = stripe_secrets(os.environ.get(secrets.ENV))
         fresh = dynamo.create_table(table_name)
         os.environ["BILLOW_TABLE"] = table_name
         os.environ["BILLOW_DYNAMODB_ENDPOINT"] = dynamo.endpoint
@@ -154,5 +165,15 @@ def start(
         scheduler.start()
     url = f"http://127.0.0.1:{port}"
     return LocalStack(
-        dynamo, server, scheduler, events, url, table_name, fresh, events_file, unsubscribe, fake_stripe
+        dynamo,
+        server,
+        scheduler,
+        events,
+        url,
+        table_name,
+        fresh,
+        events_file,
+        unsubscribe,
+        fake_stripe,
+        environment_before,
     )
