@@ -121,6 +121,8 @@ def test_bad_input_is_a_coded_4xx(api: HttpClient, local: stack.LocalStack) -> N
     unconfirmed = api.post(f"/contacts/{contact['id']}/payment-methods", {"setup_id": setup["setup_id"]})
     assert (unconfirmed.status, unconfirmed.body["error"]) == (409, "payment_method.setup_incomplete")
     assert api.post(f"/contacts/{contact['id']}/payment-methods", {}).status == 422
+    unknown = api.post(f"/contacts/{contact['id']}/payment-methods", {"setup_id": "seti_nowhere"})
+    assert (unknown.status, unknown.body["error"]) == (404, "payment_method.setup_not_found")
     bad = api.post(f"/contacts/{contact['id']}/payment-methods", {"setup_id": "no spaces allowed"})
     assert bad.status == 422 and bad.body["fields"]
     missing = api.post("/contacts/con_missing/payment-methods/setup")

@@ -180,7 +180,12 @@ class StripeGateway:
         return SetupStarted(str(intent["id"]), str(intent["client_secret"]))
 
     def setup_state(self, setup_ref: str) -> SetupState:
-        intent = _translated(self._client.v1.setup_intents.retrieve, setup_ref)
+        try:
+            intent = _translated(self._client.v1.setup_intents.retrieve, setup_ref)
+        except stripe.InvalidRequestError as error:
+            if error.http_status != 404:
+                raise
+            return SetupState(setup_ref, "", False, None)  # no such setup: nobody's
         customer = _ref(intent.get("customer")) or ""
         succeeded = intent.get("status") == "succeeded"
         method_ref = _ref(intent.get("payment_method"))
