@@ -6,7 +6,8 @@ Faithful where collection's safety is at stake:
 - a created charge is unconfirmed (no money moves) until `confirm_charge`;
 - confirming a charge that is not unconfirmed is an error (Stripe's `payment_intent_unexpected_state`);
 - a method in `DECLINING` declines at confirmation (4000000000000341's behaviour), `EXPIRED` hard;
-- an amount below `MINIMUM_MINOR` is refused at creation (`amount_too_small`), as a FAILED state.
+- an amount below `MINIMUM_MINOR` cannot be charged: `chargeable` and `create_charge` raise
+  `ChargeNotPossible` (`rail.amount_too_small`) without recording a charge, as StripeGateway does.
 
 Its state lives in a SQLite file, so collectors in separate processes share one rail, as separate
 Lambda containers share Stripe. Faults: `crash_after` raises `Crash` (a BaseException: the process
@@ -25,6 +26,7 @@ from pathlib import Path
 
 from billow.domain.money import Money
 from billow.services.gateway import (
+    ChargeNotPossible,
     ChargeRequest,
     ChargeState,
     ChargeStatus,
@@ -123,12 +125,15 @@ class FakeRail:
         received = amount if status == ChargeStatus.SUCCEEDED.value else Money.zero(currency)
         return ChargeState(ref, ChargeStatus(status), amount, received, json.loads(metadata), decline, None, bool(hard))
 
+    def chargeable(self, amount: Money) -> None:
+        if amount.minor < MINIMUM_MINOR:
+            raise ChargeNotPossible(f"{amount} is below the minimum charge", code="rail.amount_too_small")
+
     def create_charge(self, request: ChargeRequest) -> ChargeState:
+        self.chargeable(request.amount)
         self._request("create_charge")
         ref = "pi_" + uuid.uuid4().hex[:24]
         status, decline = ChargeStatus.CREATED, None
-        if request.amount.minor < MINIMUM_MINOR:
-            status, decline = ChargeStatus.FAILED, "amount_too_small"
         with self._db() as db:
             db.execute("BEGIN IMMEDIATE")
             (seq,) = db.execute("SELECT COUNT(*) FROM charges").fetchone()

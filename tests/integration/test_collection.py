@@ -114,7 +114,7 @@ def test_without_a_payment_method_or_below_the_minimum_nothing_is_charged(store:
     assert (small.status, small.reason, small.decline_code) == (
         AttemptStatus.NOT_COLLECTABLE,
         "below_minimum",
-        "amount_too_small",
+        "rail.amount_too_small",
     )
     assert stored_invoice(store, "inv_2").status is InvoiceStatus.OPEN
 

@@ -135,3 +135,30 @@ def test_localstripe_listens_on_loopback_only_and_keeps_no_pickle(local_stripe: 
         others = [a for a in {socket.gethostbyname(socket.gethostname())} if not a.startswith("127.")]
         for other in others:
             assert probe.connect_ex((other, address.port or 0)) != 0
+
+
+def test_collection_records_an_amount_stripe_cannot_charge_without_calling_it(
+    local_table: str, local_stripe: LocalStripe
+) -> None:
+    """0.30 EUR is below Stripe's minimum: the attempt is not collectable (below_minimum), the
+    invoice stays open, and no PaymentIntent is made."""
+    from billow.domain.collection import AttemptStatus
+    from billow.services.collection import collect_invoice
+    from billow.services.context import SystemClock
+    from billow.storage.repository import DynamoStore
+
+    from tests.collection_support import SCOPE, seed_contact, seed_invoice, seed_tenant
+
+    store = DynamoStore()
+    seed_tenant(store)
+    seed_contact(store, "con_small")
+    seed_invoice(store, "con_small", "inv_small", "0.30", "EUR")
+    before = len(stripe_client(local_stripe).v1.payment_intents.list({"limit": 100}).data)
+    attempt = collect_invoice(store, _gateway(local_stripe), SCOPE, "inv_small", clock=SystemClock())
+    assert attempt is not None
+    assert (attempt.status, attempt.reason, attempt.decline_code) == (
+        AttemptStatus.NOT_COLLECTABLE,
+        "below_minimum",
+        "rail.amount_too_small",
+    )
+    assert len(stripe_client(local_stripe).v1.payment_intents.list({"limit": 100}).data) == before

@@ -39,11 +39,19 @@ from billow.domain.collection import (
 from billow.domain.contacts import Contact
 from billow.domain.errors import ConcurrentModification, NotFound
 from billow.domain.invoices import OWED, Invoice, InvoiceStatus, Payment, PaymentMethod
+from billow.domain.money import Money
 from billow.domain.subscriptions import Subscription
 from billow.domain.tenants import TenantSettings
 from billow.services.contacts import contact_time
 from billow.services.context import Clock, Scope, SystemClock, TenantContext
-from billow.services.gateway import ChargeRequest, ChargeState, ChargeStatus, GatewayUnavailable, PaymentGateway
+from billow.services.gateway import (
+    ChargeNotPossible,
+    ChargeRequest,
+    ChargeState,
+    ChargeStatus,
+    GatewayUnavailable,
+    PaymentGateway,
+)
 from billow.services.invoices import payment_id_for
 from billow.services.ports import CollectionPorts
 
@@ -176,9 +184,14 @@ def _create_charge(
 ) -> tuple[PaymentAttempt, ChargeState]:
     """Create the charge unconfirmed and record its reference: the attempt as recorded after, and
     the charge created (not the recorded one when another collector's was recorded first)."""
-    state = gateway.create_charge(_request(scope, attempt))
+    try:
+        state = gateway.create_charge(_request(scope, attempt))
+    except ChargeNotPossible as refused:  # the rail cannot charge this amount (its minimum...): no charge made
+        zero = Money.zero(attempt.amount.currency)
+        state = ChargeState("", ChargeStatus.FAILED, attempt.amount, zero, decline_code=refused.code)
     if state.status is ChargeStatus.FAILED:  # refused outright (below the rail's minimum, say): no charge
-        reason = NotCollectable.BELOW_MINIMUM if state.decline_code == "amount_too_small" else NotCollectable.REFUSED
+        below = state.decline_code in ("amount_too_small", "rail.amount_too_small")
+        reason = NotCollectable.BELOW_MINIMUM if below else NotCollectable.REFUSED
         recorded = attempt.not_collectable(reason, clock.now(), state.decline_code)
     else:
         recorded = attempt.created(state.ref, clock.now())
