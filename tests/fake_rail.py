@@ -7,7 +7,10 @@ Faithful where collection's safety is at stake:
 - confirming a charge that is not unconfirmed is an error (Stripe's `payment_intent_unexpected_state`);
 - a method in `DECLINING` declines at confirmation (4000000000000341's behaviour), `EXPIRED` hard;
 - an amount below `MINIMUM_MINOR` cannot be charged: `chargeable` and `create_charge` raise
-  `ChargeNotPossible` (`rail.amount_too_small`) without recording a charge, as StripeGateway does.
+  `ChargeNotPossible` (`rail.amount_too_small`) without recording a charge, as StripeGateway does;
+- refunds are kept (`refunds_of` lists a charge's, with their metadata, as Stripe's
+  `Refund.list(payment_intent=...)` does) and, as localstripe, OVER-REFUNDS ARE ACCEPTED: a refund
+  of a charge that never succeeded is refused, any amount of one that did is not.
 
 Its state lives in a SQLite file, so collectors in separate processes share one rail, as separate
 Lambda containers share Stripe. Faults: `crash_after` raises `Crash` (a BaseException: the process
@@ -71,6 +74,10 @@ class FakeRail:
             )
             db.execute("CREATE TABLE IF NOT EXISTS log (op TEXT)")
             db.execute("CREATE TABLE IF NOT EXISTS methods (ref TEXT PRIMARY KEY, customer TEXT)")
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS refunds (ref TEXT PRIMARY KEY, seq INTEGER, charge TEXT, minor INTEGER,"
+                " currency TEXT, metadata TEXT, idempotency_key TEXT)"
+            )
 
     def _db(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
@@ -234,10 +241,41 @@ class FakeRail:
         with self._db() as db:
             db.execute("DELETE FROM methods WHERE ref = ?", (method_ref,))
 
+    # -- refunds -------------------------------------------------------------------------------------
     def refund(
         self, charge_ref: str, amount: Money, *, idempotency_key: str, metadata: Mapping[str, str]
     ) -> RefundState:
-        return RefundState("re_" + uuid.uuid4().hex[:14], charge_ref, amount, "succeeded")
+        self._request("refund")
+        if self._state(charge_ref).status is not ChargeStatus.SUCCEEDED:
+            raise UnexpectedState(f"payment intent {charge_ref} did not succeed: nothing to refund")
+        ref = "re_" + uuid.uuid4().hex[:14]
+        with self._db() as db:
+            db.execute("BEGIN IMMEDIATE")
+            (seq,) = db.execute("SELECT COUNT(*) FROM refunds").fetchone()
+            db.execute(  # no check of what the charge received: localstripe accepts over-refunds
+                "INSERT INTO refunds VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (ref, seq, charge_ref, amount.minor, amount.currency, json.dumps(dict(metadata)), idempotency_key),
+            )
+            db.execute("COMMIT")
+        state = RefundState(ref, charge_ref, amount, "succeeded", dict(metadata))
+        self._answered("refund")
+        return state
+
+    def refunds_of(self, charge_ref: str) -> list[RefundState]:
+        self._request("refunds_of")
+        with self._db() as db:
+            rows = db.execute(
+                "SELECT ref, minor, currency, metadata FROM refunds WHERE charge = ? ORDER BY seq DESC", (charge_ref,)
+            ).fetchall()
+        found = [RefundState(ref, charge_ref, Money(m, c), "succeeded", json.loads(md)) for ref, m, c, md in rows]
+        self._answered("refunds_of")
+        return found
+
+    def refunded(self, charge_ref: str) -> list[Money]:
+        """The amounts of the charge's refunds (a test's look at the rail, not counted as a request)."""
+        with self._db() as db:
+            rows = db.execute("SELECT minor, currency FROM refunds WHERE charge = ? ORDER BY seq", (charge_ref,))
+            return [Money(m, c) for m, c in rows.fetchall()]
 
     def verify_webhook(self, payload: bytes, signature: str, secret: str, *, now: datetime) -> GatewayEvent:
         raise WebhookRejected("the fake rail signs no webhooks")

@@ -163,6 +163,11 @@ def refund(r: Refund) -> Json:
         "reference": r.reference,
         "refunded_on": r.refunded_on.isoformat(),
         "recorded_at": r.recorded_at.isoformat(),
+        "status": r.status.value,
+        "invoice_id": r.invoice_id,
+        "payment_id": r.payment_id,
+        "rail_ref": r.rail_ref,
+        "failure": r.failure,
     }
 
 

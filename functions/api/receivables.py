@@ -11,11 +11,12 @@ from typing import Annotated, Any
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.params import Path
 from aws_lambda_powertools.event_handler.router import APIGatewayRouter
-from billow.domain.invoices import Invoice
+from billow.domain.invoices import Invoice, PaymentMethod
 from billow.services import receivables
-from billow.services.context import TenantContext
+from billow.services.context import TenantContext, keyed_ids
 from billow.services.receivables import RefundInput
 from pydantic import BaseModel
+import runtime
 from runtime import clock, numbers, store
 
 from api import presenters
@@ -100,16 +101,22 @@ def apply_credit_note(credit_note_id: Annotated[Id, Path()], body: ApplyCreditBo
 
 @router.post(
     "/credit-notes/<credit_note_id>/refund",
-    summary="Record a manual refund of a credit note; idempotent on `reference`",
+    summary="Refund a credit note to the card payment it credits, or record a manual refund; idempotent on `reference`",
 )
 @answers(201, 200)
 def refund_credit_note(credit_note_id: Annotated[Id, Path()], body: RefundBody) -> Response[dict[str, Any]]:
     ctx = current_tenant(router.current_event)
-    spec = RefundInput(body.amount, body.currency, body.method, body.reference)
-    # The bank reference is the key (within the credit note's refunds), as a manual payment's is.
+    spec = RefundInput(body.amount, body.currency, body.method, body.reference, body.payment_id)
+    # The reference is the key (within the credit note's refunds), as a manual payment's is.
     reference = (f"refund:{credit_note_id}", body.reference)
     with idempotent(router.current_event, ctx, body, reference=reference) as ids:
-        result = receivables.refund_credit_note(store, ctx, credit_note_id, spec, clock, ids.new_id)
+        new_id, gateway = ids.new_id, None
+        if body.method is PaymentMethod.CARD:
+            # A card refund's id is the reference's alone, not its claim's: a retry after the claim
+            # was released (a refusal once the refund was pending) still finds that refund.
+            new_id = keyed_ids(f"{ctx.tenant_id}:{ctx.mode}:refund:{credit_note_id}", body.reference)
+            gateway = runtime.payment_gateway(ctx.scope)
+        result = receivables.refund_credit_note(store, ctx, credit_note_id, spec, clock, new_id, gateway)
     answer = {
         "credit_note": presenters.invoice(result.credit_note),
         "refund": presenters.refund(result.refund),

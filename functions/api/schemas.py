@@ -215,9 +215,19 @@ class RefundBody(Body):
     currency: Currency | None = Field(default=None, description="default: the credit note's")
     method: FromString[PaymentMethod] = Field(
         default=PaymentMethod.BANK_TRANSFER,
-        description="how the money was returned outside Billow: bank_transfer, cash or check "
-        "(card: 422 refund.method_not_manual)",
+        description="card: refunded through the card processor to a card payment of an invoice the credit "
+        "note credits; bank_transfer, cash or check: money returned outside Billow, recorded",
     )
     reference: str = Field(
-        min_length=1, max_length=100, description="the refund's bank reference; idempotency key (per credit note)"
+        min_length=1,
+        max_length=100,
+        description="the refund's reference (a bank reference, a ticket); idempotency key (per credit note)",
+    )
+    payment_id: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9_\-]+$",
+        description="card: the payment to refund (default: the newest card payment of an invoice the credit note "
+        "credits that can take the whole amount); not with another method (422 refund.payment_not_card)",
     )

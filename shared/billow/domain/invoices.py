@@ -68,9 +68,26 @@ class Payment:
     reference: str
     received_on: date
     recorded_at: datetime
+    amount_refunded: Money | None = None
+    """Refunded of it to the card so far, pending refunds included (None reads as zero):
+    `billow.domain.receivables.refund_to_payment`. Only a card payment is refunded through Billow."""
+    version: int = 0
+    """The stored item's version (0: not stored yet); a refund writes the payment conditioned on it."""
 
     def __post_init__(self) -> None:
         check_recorded(self.amount, self.recorded_at, "a payment amount")
+        if self.amount_refunded is None:
+            object.__setattr__(self, "amount_refunded", Money.zero(self.amount.currency))
+
+    @property
+    def refunded(self) -> Money:
+        assert self.amount_refunded is not None
+        return self.amount_refunded
+
+    @property
+    def refundable(self) -> Money:
+        """What the payment received net of its refunds (pending ones included)."""
+        return self.amount - self.refunded
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,7 +3,10 @@
 A credit note (an invoice item whose lines sum below zero, `InvoiceKind.CREDIT_NOTE`) is money owed
 to the contact. What remains of it (`Invoice.credit_remaining`: -total - applied - refunded) can be
 (a) applied to open or overdue invoices of the same contact and currency, each application a
-`CreditApplication` record; (b) refunded, a `Refund` record (a manual refund for now); or (c) left
+`CreditApplication` record; (b) refunded, a `Refund` record: recorded by staff as done outside
+Billow (a manual refund), or made to the card payment of an invoice whose days the credit note
+credits (`credited_invoices`, `refund_to_payment`: never beyond what that payment received net of
+its earlier refunds); or (c) left
 as the contact's credit balance, which invoices consume automatically when the tenant's
 `auto_apply_credit` setting is on (`consume_credit`). Nothing is applied or refunded beyond what
 remains: every function here checks it on the versions it is given, and the store writes the
@@ -16,12 +19,13 @@ else (`void`).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass, replace
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
+from enum import StrEnum
 
 from billow.domain.errors import Conflict, InvalidInput
-from billow.domain.invoices import Invoice, InvoiceKind, InvoiceStatus, PaymentMethod, check_recorded
+from billow.domain.invoices import Invoice, InvoiceKind, InvoiceStatus, Payment, PaymentMethod, check_recorded
 from billow.domain.money import Money
 
 
@@ -42,9 +46,22 @@ class CreditApplication:
         check_recorded(self.amount, self.recorded_at, "an applied amount", "credit.amount_not_positive")
 
 
+class RefundStatus(StrEnum):
+    PENDING = "pending"  # a card refund written, the rail's outcome not recorded yet
+    SUCCEEDED = "succeeded"  # money returned (a manual refund is recorded succeeded)
+    FAILED = "failed"  # the rail refused it: its amount went back to the credit note and the payment
+
+
+RAIL_CALL_AT_MOST = timedelta(minutes=2)
+"""How long a card refund's call to the rail may still be running after it was leased
+(`refund_leased`): longer than an API request can run (29 s) and than the rail client's timeout. A
+lease older than this was left by a request that died, and the next retry takes it over."""
+
+
 @dataclass(frozen=True, slots=True)
 class Refund:
-    """Part of a credit note paid back to the contact (recorded by staff: a manual refund)."""
+    """Part of a credit note paid back to the contact: recorded by staff (a manual refund), or made
+    to a card payment (`payment_id`) through the payment rail, pending until the rail answers."""
 
     id: str
     credit_note_id: str
@@ -53,6 +70,19 @@ class Refund:
     reference: str
     refunded_on: date
     recorded_at: datetime
+    invoice_id: str | None = None
+    """A card refund: the invoice the refunded payment paid."""
+    payment_id: str | None = None
+    """A card refund: the payment refunded (None: a manual refund)."""
+    status: RefundStatus = RefundStatus.SUCCEEDED
+    rail_ref: str | None = None
+    """The rail's refund id, once it answered."""
+    failure: str | None = None
+    """Why the rail refused it (status failed)."""
+    leased_until: datetime | None = None
+    """A pending card refund being sent to the rail by a request, until then (`RAIL_CALL_AT_MOST`)."""
+    version: int = 0
+    """The stored item's version (0: not stored yet)."""
 
     def __post_init__(self) -> None:
         check_recorded(self.amount, self.recorded_at, "a refund amount", "credit.amount_not_positive")
@@ -161,6 +191,119 @@ def refund_credit(
     _check_remaining(note, amount)
     refund = Refund(refund_id, note.id, amount, method, reference, on, now)
     return replace(note, amount_refunded=note.refunded + amount), refund
+
+
+def credited_invoices(note: Invoice, invoices: Iterable[Invoice]) -> list[Invoice]:
+    """The invoices whose days credit note `note` credits: of its subscription and currency, each
+    with a charge (a line of a positive amount over days) of a service the note credits, over some
+    of the days that credit line credits. The engine never credits days no earlier document charged
+    (`billow.domain.billing`), so the link needs no stored field: the lines are it. Newest first."""
+    credits = [(line.service_id, line.period) for line in note.lines if line.kind == "credit" and line.period]
+    found = [
+        invoice
+        for invoice in invoices
+        if invoice.kind is InvoiceKind.INVOICE
+        and invoice.id != note.id
+        and invoice.subscription_id == note.subscription_id
+        and invoice.currency == note.currency
+        and any(
+            line.period is not None
+            and line.amount.minor > 0
+            and line.service_id == service_id
+            and line.period.start < credited.end
+            and credited.start < line.period.end
+            for line in invoice.lines
+            for service_id, credited in credits
+        )
+    ]
+    return sorted(found, key=lambda i: (i.issue_date, i.number, i.id), reverse=True)
+
+
+def refund_to_payment(
+    note: Invoice,
+    payment: Payment,
+    amount: Money | None,
+    *,
+    credited: Collection[str],
+    refund_id: str,
+    reference: str,
+    on: date,
+    now: datetime,
+) -> tuple[Invoice, Payment, Refund]:
+    """A refund of `amount` (None: as much as both allow) of credit note `note` to card `payment`
+    of one of the invoices it credits (`credited`: their ids), pending until the rail answers:
+    the credit note and the payment already count it, so no other refund can spend it too."""
+    _check_credit_note(note)
+    if payment.method is not PaymentMethod.CARD:
+        raise Conflict(
+            f"payment {payment.id} was made by {payment.method.value}; only a card payment is refunded "
+            "through the card processor (record a refund made outside Billow with its method)",
+            field="payment_id",
+            code="refund.not_a_card_payment",
+        )
+    if payment.invoice_id not in credited:
+        raise Conflict(
+            f"payment {payment.id} paid invoice {payment.invoice_id}, whose days credit note {note.label} "
+            "does not credit; refund it to a payment of an invoice it credits",
+            field="payment_id",
+            code="refund.payment_not_credited",
+        )
+    if amount is None:
+        if note.credit_remaining.is_zero:
+            raise Conflict(f"nothing remains of credit note {note.label}", code="credit.exceeds_remaining")
+        if payment.refundable.is_zero:
+            raise Conflict(f"payment {payment.id} was refunded in full already", code="refund.exceeds_payment")
+        amount = min(note.credit_remaining, payment.refundable)
+    elif amount.minor <= 0:
+        raise InvalidInput("the amount to refund must be positive", field="amount", code="credit.amount_not_positive")
+    _check_remaining(note, amount)
+    if amount > payment.refundable:
+        raise Conflict(
+            f"{amount} is more than the {payment.refundable} payment {payment.id} received net of its refunds",
+            field="amount",
+            code="refund.exceeds_payment",
+        )
+    refund = Refund(
+        refund_id,
+        note.id,
+        amount,
+        PaymentMethod.CARD,
+        reference,
+        on,
+        now,
+        invoice_id=payment.invoice_id,
+        payment_id=payment.id,
+        status=RefundStatus.PENDING,
+    )
+    refunded = replace(payment, amount_refunded=payment.refunded + amount)
+    return replace(note, amount_refunded=note.refunded + amount), refunded, refund
+
+
+def refund_leased(refund: Refund, now: datetime) -> Refund:
+    """A pending card refund taken by one request to be sent to the rail, until `RAIL_CALL_AT_MOST`
+    from `now`; refused while another request's lease runs (409 `refund.in_progress`)."""
+    if refund.status is not RefundStatus.PENDING:
+        raise ValueError(f"refund {refund.id} is {refund.status.value}, not pending")
+    if refund.leased_until is not None and refund.leased_until > now:
+        raise Conflict(
+            f"refund {refund.id} is being sent to the card processor by another request; retry shortly",
+            code="refund.in_progress",
+        )
+    return replace(refund, leased_until=now + RAIL_CALL_AT_MOST)
+
+
+def refund_settled(
+    note: Invoice, payment: Payment, refund: Refund, *, rail_ref: str | None, failure: str | None
+) -> tuple[Invoice, Payment, Refund]:
+    """A pending card refund as the rail answered: succeeded with its `rail_ref`; or failed
+    (`failure`), its amount given back to the credit note and to the payment."""
+    if refund.status is not RefundStatus.PENDING:
+        raise ValueError(f"refund {refund.id} is {refund.status.value}, not pending")
+    if failure is None:
+        return note, payment, replace(refund, status=RefundStatus.SUCCEEDED, rail_ref=rail_ref, leased_until=None)
+    failed = replace(refund, status=RefundStatus.FAILED, rail_ref=rail_ref, failure=failure, leased_until=None)
+    back = replace(note, amount_refunded=note.refunded - refund.amount)
+    return back, replace(payment, amount_refunded=payment.refunded - refund.amount), failed
 
 
 def void(

@@ -24,7 +24,7 @@ from billow.domain.actions import Action, ActionStatus
 from billow.domain.collection import AttemptStatus, PaymentAttempt
 from billow.domain.invoices import Invoice, InvoiceKind, InvoiceStatus, Payment
 from billow.domain.payment_methods import SavedPaymentMethod
-from billow.domain.receivables import CreditApplication, Refund
+from billow.domain.receivables import CreditApplication, Refund, RefundStatus
 from billow.domain.subscriptions import Service, Subscription
 from billow.services.context import Scope
 from billow.services.views import day, money, period
@@ -209,19 +209,27 @@ def _credit_application(change: Change) -> Iterator[Derived]:
 
 @derives("refund")
 def _refund(change: Change) -> Iterator[Derived]:
-    if change.old is None:
-        refund: Refund = change.new
+    """A refund once it succeeded: a manual one when recorded, a card refund when the rail's
+    outcome is recorded (pending, or failed, it returned nothing). A card refund is also the
+    payment's: `payment.refunded`."""
+    old: Refund | None = change.old
+    refund: Refund = change.new
+    if refund.status is not RefundStatus.SUCCEEDED or (old is not None and old.status is RefundStatus.SUCCEEDED):
+        return
+    data = {
+        "refund_id": refund.id,
+        "credit_note_id": refund.credit_note_id,
+        "amount": money(refund.amount),
+        "method": refund.method.value,
+        "reference": refund.reference,
+        "refunded_on": day(refund.refunded_on),
+    }
+    yield "credit_note.refunded", None, data
+    if refund.payment_id is not None:
         yield (
-            "credit_note.refunded",
+            "payment.refunded",
             None,
-            {
-                "refund_id": refund.id,
-                "credit_note_id": refund.credit_note_id,
-                "amount": money(refund.amount),
-                "method": refund.method.value,
-                "reference": refund.reference,
-                "refunded_on": day(refund.refunded_on),
-            },
+            {**data, "payment_id": refund.payment_id, "invoice_id": refund.invoice_id, "rail_ref": refund.rail_ref},
         )
 
 
@@ -373,6 +381,7 @@ EVENT_TYPES = (
     "payment.received",
     "payment.succeeded",
     "payment.failed",
+    "payment.refunded",
     "payment_method.saved",
     "payment_method.removed",
     "action.executed",

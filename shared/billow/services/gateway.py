@@ -71,6 +71,9 @@ class RefundState:
     charge_ref: str
     amount: Money
     status: str  # "succeeded", "pending", "failed"
+    metadata: Mapping[str, str] = field(default_factory=dict)
+    """What Billow attached when creating it: `tenant_id`, `mode`, `refund_id` (Billow's)."""
+    failure: str | None = None  # why it failed (status "failed")
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,7 +209,17 @@ class PaymentGateway(Protocol):
 
     def refund(
         self, charge_ref: str, amount: Money, *, idempotency_key: str, metadata: Mapping[str, str]
-    ) -> RefundState: ...
+    ) -> RefundState:
+        """Refund `amount` of the charge. The rail may accept more than the charge received
+        (localstripe does): Billow checks that before calling."""
+        ...
+
+    def refunds_of(self, charge_ref: str) -> list[RefundState]:
+        """Every refund of the charge with its metadata (Stripe: `Refund.list(payment_intent=...)`,
+        all pages). A card refund resumed after a crash looks here for its `refund_id` before
+        refunding, since the rail's idempotency keys cannot be relied on (localstripe ignores
+        them; Stripe keeps them 24 h)."""
+        ...
 
     def verify_webhook(self, payload: bytes, signature: str, secret: str, *, now: datetime) -> GatewayEvent:
         """The event, if `signature` verifies against `secret` and its timestamp is within 5

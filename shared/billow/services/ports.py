@@ -182,6 +182,10 @@ class UnitOfWork(Protocol):
         """A new refund of credit note `note`, only if its id is new."""
         ...
 
+    def save_refund(self, scope: Scope, contact_id: str, refund: Refund) -> None:
+        """A card refund changed (leased, settled), only if still at `refund.version`."""
+        ...
+
     def add_payment(self, scope: Scope, invoice: Invoice, payment: Payment) -> None:
         """A new payment of `invoice`, only if its id is new."""
         ...
@@ -189,6 +193,10 @@ class UnitOfWork(Protocol):
     def save_attempt(self, scope: Scope, attempt: PaymentAttempt) -> PaymentAttempt:
         """The payment attempt: new (version 0) only if absent, else only if still at
         `attempt.version`; returns it as it will be stored."""
+        ...
+
+    def save_payment(self, scope: Scope, contact_id: str, payment: Payment) -> None:
+        """A payment changed (refunded to the card), only if still at `payment.version`."""
         ...
 
     def commit(self) -> None:

@@ -13,25 +13,31 @@ reference's claim, per credit note), so a retry finds the first attempt's record
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Protocol
 
-from billow.domain.errors import ConcurrentModification, Conflict, NotFound
-from billow.domain.invoices import Invoice, InvoiceKind, InvoiceStatus, PaymentMethod
+from billow.domain.errors import ConcurrentModification, Conflict, InvalidInput, NotFound
+from billow.domain.invoices import Invoice, InvoiceKind, InvoiceStatus, Payment, PaymentMethod
 from billow.domain.money import Money
 from billow.domain.receivables import (
     Balance,
     CreditApplication,
     Refund,
+    RefundStatus,
     apply_credit,
     balances,
     consume_credit,
+    credited_invoices,
     refund_credit,
+    refund_leased,
+    refund_settled,
+    refund_to_payment,
     void,
 )
 from billow.services.contacts import ContactTime, contact_time, get_contact
 from billow.services.context import Clock, Scope, TenantContext
+from billow.services.gateway import PaymentGateway, RefundState
 from billow.services.invoices import get_invoice
 from billow.services.ports import InvoicePorts, InvoiceStore, SubscriptionStore, Transactions, UnitOfWork
 
@@ -59,6 +65,8 @@ class Settlement:
     """(the invoice or credit note as changed, the version it was read at)."""
     applications: tuple[CreditApplication, ...] = ()
     refunds: tuple[Refund, ...] = ()
+    payments: tuple[Payment, ...] = ()
+    """Payments refunded to the card, each only if still at its version (of the notes' contact)."""
 
     def stage(self, work: UnitOfWork, scope: Scope) -> None:
         notes = {invoice.id: invoice for invoice, _ in self.invoices}
@@ -68,6 +76,8 @@ class Settlement:
             work.record_credit_application(scope, notes[application.credit_note_id], application)
         for refund in self.refunds:
             work.add_refund(scope, notes[refund.credit_note_id], refund)
+        for payment in self.payments:
+            work.save_payment(scope, next(iter(notes.values())).contact_id, payment)
 
     def commit(self, store: Transactions, scope: Scope, what: str, time: ContactTime | None = None) -> None:
         """Commit the settlement; given the contact's `time` it was decided on, only if the
@@ -161,6 +171,9 @@ class RefundInput:
     currency: str | None
     method: PaymentMethod
     reference: str
+    payment_id: str | None = None
+    """A card refund: the payment to refund (None: the newest card payment of the invoices the
+    credit note credits that can take the whole amount)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,9 +190,21 @@ def refund_credit_note(
     spec: RefundInput,
     clock: Clock,
     new_id: Callable[[str], str],
+    gateway: PaymentGateway | None = None,
 ) -> Refunded:
-    """Record a manual refund of `spec.amount` (or all that remains) of a credit note. `new_id`
-    derives from the claim of the refund's reference (the API's), so a retry finds the first refund."""
+    """Refund `spec.amount` (or all that can be) of a credit note: to a card payment through
+    `gateway` (`method` card: `refund_to_card`), or recorded as done outside Billow (a manual
+    refund). `new_id` derives from the claim of the refund's reference (the API's), so a retry
+    finds the first refund."""
+    if spec.method is PaymentMethod.CARD:
+        return refund_to_card(store, ctx, credit_note_id, spec, clock, new_id("ref"), gateway)
+    if spec.payment_id is not None:
+        raise InvalidInput(
+            f"a {spec.method.value} refund is money returned outside Billow: payment_id names the card payment "
+            "a card refund goes to",
+            field="payment_id",
+            code="refund.payment_not_card",
+        )
     refund_id = new_id("ref")
     done: list[Refunded] = []
 
@@ -205,6 +230,170 @@ def refund_credit_note(
         done.append(Refunded(note2, refund, replayed=False))
 
     _retrying(f"credit note {credit_note_id}", attempt)
+    return done[-1]
+
+
+# -- card refunds ------------------------------------------------------------------------------------
+def refund_to_card(
+    store: InvoicePorts,
+    ctx: TenantContext,
+    credit_note_id: str,
+    spec: RefundInput,
+    clock: Clock,
+    refund_id: str,
+    gateway: PaymentGateway | None,
+) -> Refunded:
+    """Refund part of a credit note to a card payment of an invoice it credits, exactly once.
+
+    1. Reserve: one transaction writes the refund `pending` and counts its amount on the credit
+       note and the payment, each conditioned on the version read, so no two refunds (racing
+       processes) spend the same credit or the same payment. An over-refund writes nothing and
+       sends nothing (409 `refund.exceeds_payment`, `credit.exceeds_remaining`).
+    2. Lease: the pending refund is leased to this request (`RAIL_CALL_AT_MOST`): no two requests
+       send it to the rail at once (409 `refund.in_progress`).
+    3. Rail: the charge's refunds are listed first; one carrying this `refund_id` in its metadata
+       is this refund, made by an earlier attempt that crashed before recording it. Only when none
+       is found is the refund sent (idempotency key `refund_<id>`, which real Stripe honours but
+       localstripe ignores: the listing is what makes a retry safe).
+    4. Record: the outcome, on the refund (conditioned on its leased version); a refusal gives the
+       amount back to the credit note and the payment.
+    A retry (same reference) finds the refund at whatever step it reached and carries it on."""
+    done: list[Refunded] = []
+
+    def reserve() -> None:
+        note = get_credit_note(store, ctx, credit_note_id)  # before looking for the record (as above)
+        earlier = store.get_refund(ctx.scope, note.contact_id, note.id, refund_id)
+        if earlier is not None:
+            done.append(Refunded(note, earlier, replayed=True))
+            return
+        when = contact_time(store, ctx, note.contact_id, clock)
+        amount = _amount(spec.amount, spec.currency, note)
+        invoices = credited_invoices(note, store.invoices_of(ctx.scope, note.contact_id))
+        payment = _payment_to_refund(store, ctx, note, invoices, spec.payment_id, amount)
+        note2, payment2, refund = refund_to_payment(
+            note,
+            payment,
+            amount,
+            credited={i.id for i in invoices},
+            refund_id=refund_id,
+            reference=spec.reference,
+            on=when.today,
+            now=clock.now(),
+        )
+        if gateway is None:
+            raise Conflict("this tenant has no card processor in this mode", code="refund.no_rail")
+        Settlement(((note2, note.version),), refunds=(refund,), payments=(payment2,)).commit(
+            store, ctx.scope, f"refunding credit note {note.id} to payment {payment.id}", when
+        )
+        done.append(Refunded(note2, replace(refund, version=1), replayed=False))
+
+    _retrying(f"credit note {credit_note_id}", reserve)
+    found = done[-1]
+    if found.refund.status is not RefundStatus.PENDING:
+        return found
+    if gateway is None:
+        raise Conflict("this tenant has no card processor in this mode", code="refund.no_rail")
+    contact_id = found.credit_note.contact_id
+    leased = _leased(store, ctx, contact_id, found.refund, clock)
+    state = _on_rail(store, ctx, contact_id, leased, gateway)
+    return _record_outcome(store, ctx, leased, state, found.replayed)
+
+
+def _payment_to_refund(
+    store: InvoiceStore,
+    ctx: TenantContext,
+    note: Invoice,
+    invoices: list[Invoice],
+    payment_id: str | None,
+    amount: Money | None,
+) -> Payment:
+    """The payment named, or the newest card payment of `invoices` that can take `amount` whole."""
+    if payment_id is not None:
+        for invoice in invoices:
+            payment = store.get_payment(ctx.scope, note.contact_id, invoice.id, payment_id)
+            if payment is not None:
+                return payment
+        raise Conflict(
+            f"payment {payment_id} is not a payment of an invoice whose days credit note {note.label} credits",
+            field="payment_id",
+            code="refund.payment_not_credited",
+        )
+    cards = [
+        p
+        for invoice in invoices
+        for p in sorted(store.payments_of(ctx.scope, note.contact_id, invoice.id), key=lambda p: p.recorded_at)[::-1]
+        if p.method is PaymentMethod.CARD
+    ]
+    if not cards:
+        raise Conflict(
+            f"no invoice whose days credit note {note.label} credits was paid by card",
+            code="refund.no_card_payment",
+        )
+    wanted = amount or Money(1, note.currency)
+    return next((p for p in cards if p.refundable >= wanted), cards[0])  # none can: refused with its amount
+
+
+def _leased(store: InvoicePorts, ctx: TenantContext, contact_id: str, refund: Refund, clock: Clock) -> Refund:
+    """The pending refund leased to this request (read again: an earlier reader may be stale)."""
+    current = store.get_refund(ctx.scope, contact_id, refund.credit_note_id, refund.id) or refund
+    if current.status is not RefundStatus.PENDING:
+        return current
+    leased = refund_leased(current, clock.now())
+    work = store.unit_of_work(f"sending refund {refund.id}")
+    work.save_refund(ctx.scope, contact_id, leased)
+    try:
+        work.commit()
+    except ConcurrentModification:
+        raise Conflict(
+            f"refund {refund.id} is being sent to the card processor by another request; retry shortly",
+            code="refund.in_progress",
+        ) from None
+    return replace(leased, version=current.version + 1)
+
+
+def _on_rail(
+    store: InvoiceStore, ctx: TenantContext, contact_id: str, refund: Refund, gateway: PaymentGateway
+) -> RefundState | None:
+    """This refund on the rail: found among the charge's refunds by its id, else made now. None
+    when the refund is no longer pending (another request recorded it)."""
+    if refund.status is not RefundStatus.PENDING:
+        return None
+    assert refund.invoice_id is not None and refund.payment_id is not None
+    payment = store.get_payment(ctx.scope, contact_id, refund.invoice_id, refund.payment_id)
+    if payment is None:  # written with the refund, never deleted
+        raise NotFound(f"no payment {refund.payment_id}", field="payment_id")
+    for made in gateway.refunds_of(payment.reference):
+        if made.metadata.get("refund_id") == refund.id:
+            return made
+    metadata = {"tenant_id": ctx.scope.tenant_id, "mode": ctx.scope.mode, "refund_id": refund.id}
+    metadata["credit_note_id"] = refund.credit_note_id
+    return gateway.refund(payment.reference, refund.amount, idempotency_key=f"refund_{refund.id}", metadata=metadata)
+
+
+def _record_outcome(
+    store: InvoicePorts, ctx: TenantContext, leased: Refund, state: RefundState | None, replayed: bool
+) -> Refunded:
+    done: list[Refunded] = []
+
+    def attempt() -> None:
+        note = get_credit_note(store, ctx, leased.credit_note_id)
+        refund = store.get_refund(ctx.scope, note.contact_id, note.id, leased.id)
+        assert refund is not None and refund.invoice_id is not None and refund.payment_id is not None
+        if refund.status is not RefundStatus.PENDING or state is None:
+            done.append(Refunded(note, refund, replayed=True))
+            return
+        payment = store.get_payment(ctx.scope, note.contact_id, refund.invoice_id, refund.payment_id)
+        assert payment is not None
+        failure = None if state.status != "failed" else state.failure or "refused by the card processor"
+        note2, payment2, settled = refund_settled(note, payment, refund, rail_ref=state.ref, failure=failure)
+        work = store.unit_of_work(f"refund {refund.id}")
+        work.save_refund(ctx.scope, note.contact_id, settled)
+        if failure is not None:  # its amount back to the credit note and the payment
+            Settlement(((note2, note.version),), payments=(payment2,)).stage(work, ctx.scope)
+        work.commit()
+        done.append(Refunded(note2, replace(settled, version=refund.version + 1), replayed=replayed))
+
+    _retrying(f"refund {leased.id}", attempt)
     return done[-1]
 
 

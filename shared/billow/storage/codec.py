@@ -21,7 +21,7 @@ from billow.domain.money import Money
 from billow.domain.ordering import Order, OrderedService
 from billow.domain.payment_methods import SavedPaymentMethod
 from billow.domain.policy import SubscriptionPolicy, Timing, TrialLimit
-from billow.domain.receivables import CreditApplication, Refund
+from billow.domain.receivables import CreditApplication, Refund, RefundStatus
 from billow.domain.rules import Alignment, BillingRules, CalendarMode
 from billow.domain.subscriptions import Service, ServiceState, Subscription, SubscriptionKey
 from billow.domain.tenants import TenantSettings
@@ -579,7 +579,7 @@ def application_out(a: CreditApplication) -> Json:
     }
 
 
-def application_in(d: Json) -> CreditApplication:
+def application_in(d: Json, version: int = 0) -> CreditApplication:
     return CreditApplication(
         id=d["id"],
         credit_note_id=d["credit_note_id"],
@@ -600,10 +600,17 @@ def refund_out(r: Refund) -> Json:
         "reference": r.reference,
         "refunded_on": r.refunded_on.isoformat(),
         "recorded_at": r.recorded_at.isoformat(),
+        "invoice_id": r.invoice_id,
+        "payment_id": r.payment_id,
+        "status": r.status.value,
+        "rail_ref": r.rail_ref,
+        "failure": r.failure,
+        "leased_until": r.leased_until.isoformat() if r.leased_until else None,
     }
 
 
-def refund_in(d: Json) -> Refund:
+def refund_in(d: Json, version: int = 0) -> Refund:
+    # Refunds stored before card refunds: manual, succeeded when recorded.
     return Refund(
         id=d["id"],
         credit_note_id=d["credit_note_id"],
@@ -612,6 +619,13 @@ def refund_in(d: Json) -> Refund:
         reference=d["reference"],
         refunded_on=date.fromisoformat(d["refunded_on"]),
         recorded_at=datetime.fromisoformat(d["recorded_at"]),
+        invoice_id=d.get("invoice_id"),
+        payment_id=d.get("payment_id"),
+        status=RefundStatus(d.get("status") or RefundStatus.SUCCEEDED.value),
+        rail_ref=d.get("rail_ref"),
+        failure=d.get("failure"),
+        leased_until=datetime.fromisoformat(d["leased_until"]) if d.get("leased_until") else None,
+        version=version,
     )
 
 
@@ -624,10 +638,11 @@ def payment_out(p: Payment) -> Json:
         "reference": p.reference,
         "received_on": p.received_on.isoformat(),
         "recorded_at": p.recorded_at.isoformat(),
+        "amount_refunded": money_out(p.refunded),
     }
 
 
-def payment_in(d: Json) -> Payment:
+def payment_in(d: Json, version: int = 0) -> Payment:
     return Payment(
         id=d["id"],
         invoice_id=d["invoice_id"],
@@ -636,6 +651,8 @@ def payment_in(d: Json) -> Payment:
         reference=d["reference"],
         received_on=date.fromisoformat(d["received_on"]),
         recorded_at=datetime.fromisoformat(d["recorded_at"]),
+        amount_refunded=money_in(d.get("amount_refunded")),  # None (stored before refunds): nothing refunded
+        version=version,
     )
 
 

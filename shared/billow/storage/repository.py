@@ -138,18 +138,19 @@ def due_entry(sort_key: str) -> DueSubscription:
     return DueSubscription(Scope(tenant_id, mode.lower()), contact_id, subscription_id)
 
 
-def _record(pk: str, sk: str, decode: Callable[[dict[str, Any]], T], what: str) -> T | None:
-    """One record of a contact (a payment, a credit application, a refund), read consistently."""
+def _record(pk: str, sk: str, decode: Callable[[dict[str, Any], int], T], what: str) -> T | None:
+    """One record of a contact (a payment, a credit application, a refund) with its item's
+    version, read consistently."""
     with _translated(what):
         item = _get(pk, sk, consistent_read=True)
-    return None if item is None else decode(json.loads(item.data or "{}"))
+    return None if item is None else decode(json.loads(item.data or "{}"), int(item.version or 0))
 
 
-def _records(pk: str, prefix: str, decode: Callable[[dict[str, Any]], T], what: str) -> list[T]:
-    """A contact's records whose sort key starts with `prefix`, read consistently."""
+def _records(pk: str, prefix: str, decode: Callable[[dict[str, Any], int], T], what: str) -> list[T]:
+    """A contact's records whose sort key starts with `prefix`, with their versions, read consistently."""
     with _translated(what):
         items = BillowItem.query(pk, BillowItem.sk.startswith(prefix), consistent_read=True)
-        return [decode(json.loads(i.data or "{}")) for i in items]
+        return [decode(json.loads(i.data or "{}"), int(i.version or 0)) for i in items]
 
 
 def _get(pk: str, sk: str, *, consistent_read: bool = False) -> BillowItem | None:
@@ -511,19 +512,21 @@ def _application_item(scope: Scope, note: Invoice, application: CreditApplicatio
     return _entity(pk, sk, "credit_application", codec.application_out(application), version=version)
 
 
-def _refund_item(scope: Scope, note: Invoice, refund: Refund) -> BillowItem:
-    pk = contact_pk(scope, note.contact_id)
-    return _entity(pk, f"REFUND#{refund.credit_note_id}#{refund.id}", "refund", codec.refund_out(refund))
+def _refund_item(scope: Scope, contact_id: str, refund: Refund, version: int = 1) -> BillowItem:
+    pk = contact_pk(scope, contact_id)
+    sk = f"REFUND#{refund.credit_note_id}#{refund.id}"
+    return _entity(pk, sk, "refund", codec.refund_out(refund), version=version)
 
 
-def _payment_item(scope: Scope, invoice: Invoice, payment: Payment) -> BillowItem:
+def _payment_item(scope: Scope, contact_id: str, payment: Payment, version: int = 1) -> BillowItem:
     return _entity(
-        contact_pk(scope, invoice.contact_id),
-        f"PAY#{invoice.id}#{payment.id}",
+        contact_pk(scope, contact_id),
+        f"PAY#{payment.invoice_id}#{payment.id}",
         "payment",
         codec.payment_out(payment),
         owner=scope_key(scope),
         entity_id=payment.id,
+        version=version,
     )
 
 
@@ -711,10 +714,18 @@ class DynamoUnitOfWork:
         self._stage(_Write(_application_item(scope, note, application), _absent() if new else None))
 
     def add_refund(self, scope: Scope, note: Invoice, refund: Refund) -> None:
-        self._stage(_Write(_refund_item(scope, note, refund), _absent()))
+        self._stage(_Write(_refund_item(scope, note.contact_id, refund), _absent()))
+
+    def save_refund(self, scope: Scope, contact_id: str, refund: Refund) -> None:
+        item = _refund_item(scope, contact_id, refund, refund.version + 1)
+        self._stage(_Write(item, _versioned(refund.version)))
 
     def add_payment(self, scope: Scope, invoice: Invoice, payment: Payment) -> None:
-        self._stage(_Write(_payment_item(scope, invoice, payment), _absent()))
+        self._stage(_Write(_payment_item(scope, invoice.contact_id, payment), _absent()))
+
+    def save_payment(self, scope: Scope, contact_id: str, payment: Payment) -> None:
+        item = _payment_item(scope, contact_id, payment, payment.version + 1)
+        self._stage(_Write(item, _versioned(payment.version)))
 
     def save_attempt(self, scope: Scope, attempt: PaymentAttempt) -> PaymentAttempt:
         saved, write = _attempt_saved(scope, attempt)

@@ -22,9 +22,9 @@ Image = dict[str, dict[str, Any]]
 
 DECODERS: dict[str, Callable[[dict[str, Any], int], Any]] = {
     "invoice": codec.invoice_in,
-    "payment": lambda body, _version: codec.payment_in(body),
-    "credit_application": lambda body, _version: codec.application_in(body),
-    "refund": lambda body, _version: codec.refund_in(body),
+    "payment": codec.payment_in,
+    "credit_application": codec.application_in,
+    "refund": codec.refund_in,
     "action": lambda body, _version: codec.action_in(body),
     "subscription": codec.subscription_in,
     "payment_attempt": codec.attempt_in,

@@ -1,0 +1,131 @@
+"""A credit note to refund to a card: a contact's first invoice paid by card on the fake rail, then
+its service regretted (its credit note credits the invoice's days), or two invoices and two credit
+notes. Shared by the unit (moto) and integration (DynamoDB Local) tests of card refunds.
+
+The card payment is recorded through the lowest layer that exists on this branch (the unit of
+work's `add_payment`, as the collector does once the charge succeeded: payment id derived from the
+charge ref, method card, reference = the charge ref), since collection is another helper's work.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+
+from billow.domain.actions.regret import REGRET
+from billow.domain.calendar import Cycle
+from billow.domain.catalog import BillingModel
+from billow.domain.invoices import Invoice, Payment, PaymentMethod
+from billow.domain.money import Money
+from billow.domain.tenants import TenantSettings
+from billow.services import actions, catalog, contacts, invoices, ordering
+from billow.services.actions import ActionRequest
+from billow.services.billing import InvoiceNumbers
+from billow.services.context import TenantContext, keyed_ids
+from billow.services.gateway import ChargeRequest, ChargeStatus
+from billow.services.invoices import payment_id_for
+from billow.services.receivables import RefundInput, Refunded, refund_credit_note
+from billow.storage.repository import DynamoStore
+
+from tests.fake_rail import FakeRail
+
+START = datetime(2025, 1, 1, 10, tzinfo=UTC)
+
+
+class Clock:
+    def __init__(self, instant: datetime) -> None:
+        self.instant = instant
+
+    def now(self) -> datetime:
+        return self.instant
+
+
+@dataclass
+class Seeded:
+    ctx: TenantContext
+    contact_id: str
+    invoice: Invoice
+    payment: Payment
+    note: Invoice
+
+
+def pay_by_card(
+    store: DynamoStore, rail: FakeRail, ctx: TenantContext, invoice: Invoice, when: date, amount: Money | None = None
+) -> Payment:
+    """Charge `amount` (default: the invoice's amount due) on the rail and record the payment as
+    collection does."""
+    request = ChargeRequest(
+        "cus_1",
+        "pm_card_visa",
+        amount or invoice.amount_due,
+        f"charge_{invoice.id}",
+        {"tenant_id": ctx.tenant_id, "mode": ctx.mode, "invoice_id": invoice.id, "attempt_id": "att_1"},
+    )
+    charge = rail.confirm_charge(rail.create_charge(request).ref, idempotency_key=f"confirm_{invoice.id}")
+    assert charge.status is ChargeStatus.SUCCEEDED
+    payment = Payment(
+        payment_id_for(invoice.id, charge.ref), invoice.id, charge.received, PaymentMethod.CARD, charge.ref, when, START
+    )
+    work = store.unit_of_work(f"card payment of {invoice.id}")
+    work.save_invoice(ctx.scope, invoice.apply_payment(payment), invoice.version)
+    work.add_payment(ctx.scope, invoice, payment)
+    work.commit()
+    found = store.get_payment(ctx.scope, invoice.contact_id, invoice.id, payment.id)
+    assert found is not None
+    return found
+
+
+def seed(
+    store: DynamoStore, rail: FakeRail, tenant_id: str = "t1", price: str = "31.00", by_card: str | None = None
+) -> Seeded:
+    """A contact on a test clock whose first monthly invoice (`price`, billed in advance on 1
+    January 2025) was paid by card (`by_card` of it; the rest by bank transfer), and its service
+    regretted the same day: a credit note of `price`."""
+    settings = store.get_settings(tenant_id) or store.put_settings(TenantSettings(tenant_id, "Tenant One"))
+    ctx = TenantContext(tenant_id, "test", settings)
+    clock = Clock(START)
+    new_id = keyed_ids(tenant_id, "seed")
+    contact = contacts.create_contact(
+        store, ctx, name="Ann", email="ann@example.com", billing_address=None, classification=None,
+        credit_limit=None, preferred_payment_method=None, clock=clock, new_id=new_id,
+    )  # fmt: skip
+    contacts.create_test_clock(store, ctx, contact.id, START)
+    terms = [catalog.PriceTermsInput(price, "USD", Cycle.MONTH, BillingModel.ADVANCE)]
+    product = catalog.create_product(store, ctx, name="Pro", description="", terms=terms, new_id=new_id)
+    items = [ordering.OrderItemInput(product.id, product.terms[0].id)]
+    numbers = InvoiceNumbers(store)
+    ordering.place_order(store, ctx, contact.id, items, None, "order-1", clock, new_id, numbers)
+    (invoice,) = store.invoices_of(ctx.scope, contact.id)
+    payment = pay_by_card(store, rail, ctx, invoice, START.date(), by_card and Money.parse(by_card, "USD"))
+    if by_card is not None:
+        due = store.get_invoice(ctx.scope, invoice.id)
+        assert due is not None
+        rest = (due.amount_due.amount_str(), "USD", PaymentMethod.BANK_TRANSFER, "wire-1", START.date())
+        invoices.record_manual_payment(store, ctx, invoice.id, invoices.ManualPaymentInput(*rest), clock)
+    (subscription,) = store.subscriptions_of(ctx.scope, contact.id)
+    regret = ActionRequest(REGRET, service_id=subscription.services[0].id, reason="changed my mind")
+    actions.request_action(
+        store, ctx, subscription.id, regret, clock=clock, numbers=numbers, new_id=keyed_ids(tenant_id, "regret")
+    )
+    (note,) = [i for i in store.invoices_of(ctx.scope, contact.id) if i.total.is_negative]
+    paid = store.get_invoice(ctx.scope, invoice.id)
+    assert paid is not None
+    return Seeded(ctx, contact.id, paid, payment, note)
+
+
+def refund(
+    store: DynamoStore,
+    rail: FakeRail | None,
+    seeded: Seeded,
+    reference: str,
+    amount: str | None = None,
+    *,
+    note_id: str | None = None,
+    payment_id: str | None = None,
+    at: datetime = START + timedelta(days=5),
+) -> Refunded:
+    """A card refund as the API makes it: its id derived from its reference alone."""
+    note_id = note_id or seeded.note.id
+    spec = RefundInput(amount, None, PaymentMethod.CARD, reference, payment_id)
+    new_id = keyed_ids(f"{seeded.ctx.tenant_id}:{seeded.ctx.mode}:refund:{note_id}", reference)
+    return refund_credit_note(store, seeded.ctx, note_id, spec, Clock(at), new_id, rail)

@@ -1,0 +1,245 @@
+"""Card refunds of credit notes: the link from a credit note to the invoices it credits, the
+bounds (what the payment received net of its refunds, what remains of the credit note), the
+pending record before the rail is called, and the route's answers (on moto, with the fake rail,
+which like localstripe accepts over-refunds)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import UTC, date, datetime, timedelta
+from fractions import Fraction
+from pathlib import Path
+
+import pytest
+from billow.domain.billing import InvoiceDraft
+from billow.domain.calendar import Period
+from billow.domain.errors import Conflict, DomainError
+from billow.domain.invoices import Invoice, Payment, PaymentMethod
+from billow.domain.lines import LineDraft
+from billow.domain.money import Money
+from billow.domain.receivables import (
+    RefundStatus,
+    credited_invoices,
+    refund_leased,
+    refund_settled,
+    refund_to_payment,
+)
+from billow.local.stack import add_tenant
+from billow.services.events import Change, events_of
+from billow.storage.repository import DynamoStore
+
+from tests.fake_rail import FakeRail
+from tests.support import InProcessClient
+from tests.refund_support import Seeded, refund, seed
+
+NOW = datetime(2025, 1, 10, 12, tzinfo=UTC)
+DAY = date(2025, 1, 10)
+JAN = Period(date(2025, 1, 1), date(2025, 2, 1))
+
+
+def usd(amount: str) -> Money:
+    return Money.parse(amount, "USD")
+
+
+def line(kind: str, amount: str, period: Period, service: str = "svc_1") -> LineDraft:
+    money = usd(amount.lstrip("-"))
+    money = -money if amount.startswith("-") else money
+    return LineDraft(kind, "Pro", service, "prod_1", 1, money, Fraction(1), money, period)
+
+
+def document(n: int, *lines: LineDraft, subscription: str = "sub_1") -> Invoice:
+    draft = InvoiceDraft(subscription, "con_1", "USD", JAN.start, JAN.start, JAN, tuple(lines))
+    return Invoice.issue(draft, invoice_id=f"inv_{n}", number=f"INV-{n}", payment_terms_days=14)
+
+
+NOTE = document(9, line("credit", "-20.00", Period(date(2025, 1, 11), date(2025, 2, 1))))
+
+
+def card(invoice_id: str = "inv_1", amount: str = "31.00", refunded: str = "0.00") -> Payment:
+    return Payment("pay_1", invoice_id, usd(amount), PaymentMethod.CARD, "pi_1", DAY, NOW, usd(refunded), version=1)
+
+
+def test_a_credit_note_credits_the_invoices_that_charged_its_days() -> None:
+    charged = document(1, line("recurring", "31.00", JAN))
+    later = document(2, line("recurring", "28.00", Period(date(2025, 2, 1), date(2025, 3, 1))))
+    other_service = document(3, line("recurring", "31.00", JAN, service="svc_2"))
+    other_subscription = document(4, line("recurring", "31.00", JAN), subscription="sub_2")
+    prorated = document(5, line("prorated", "10.00", Period(date(2025, 1, 20), date(2025, 2, 1))))
+    found = credited_invoices(NOTE, [charged, later, other_service, other_subscription, prorated, NOTE])
+    assert {i.id for i in found} == {"inv_1", "inv_5"}
+
+
+def test_a_refund_to_a_card_payment_is_bounded_by_the_payment_net_of_refunds_and_by_the_credit() -> None:
+    note, payment, refund_ = refund_to_payment(
+        NOTE, card(), usd("15.00"), credited={"inv_1"}, refund_id="ref_1", reference="r", on=DAY, now=NOW
+    )
+    assert (refund_.status, refund_.payment_id, refund_.invoice_id) == (RefundStatus.PENDING, "pay_1", "inv_1")
+    assert note.credit_remaining == usd("5.00") and payment.refundable == usd("16.00")
+    # Nothing given: as much as both allow (the credit remaining, here below the payment's net).
+    _, _, whole = refund_to_payment(NOTE, card(), None, credited={"inv_1"}, refund_id="r2", reference="r", on=DAY, now=NOW)
+    assert whole.amount == usd("20.00")
+    _, _, net = refund_to_payment(
+        NOTE, card(refunded="25.00"), None, credited={"inv_1"}, refund_id="r3", reference="r", on=DAY, now=NOW
+    )
+    assert net.amount == usd("6.00")
+
+
+@pytest.mark.parametrize(
+    ("payment", "amount", "credited", "code"),
+    [
+        (card(refunded="25.00"), "6.01", {"inv_1"}, "refund.exceeds_payment"),  # beyond what it received, net
+        (card(refunded="31.00"), None, {"inv_1"}, "refund.exceeds_payment"),
+        (card(), "20.01", {"inv_1"}, "credit.exceeds_remaining"),
+        (card(), "5.00", {"inv_2"}, "refund.payment_not_credited"),
+        (replace(card(), method=PaymentMethod.BANK_TRANSFER), "5.00", {"inv_1"}, "refund.not_a_card_payment"),
+        (card(), "0.00", {"inv_1"}, "credit.amount_not_positive"),
+    ],
+)
+def test_an_over_refund_or_a_payment_it_does_not_credit_is_refused(
+    payment: Payment, amount: str | None, credited: set[str], code: str
+) -> None:
+    with pytest.raises(DomainError) as refused:
+        refund_to_payment(
+            NOTE,
+            payment,
+            None if amount is None else usd(amount),
+            credited=credited,
+            refund_id="r",
+            reference="r",
+            on=DAY,
+            now=NOW,
+        )
+    assert refused.value.code == code
+
+
+def test_a_refused_rail_refund_gives_its_amount_back_and_a_lease_excludes_a_second_sender() -> None:
+    note, payment, pending = refund_to_payment(
+        NOTE, card(), usd("15.00"), credited={"inv_1"}, refund_id="r", reference="r", on=DAY, now=NOW
+    )
+    leased = refund_leased(pending, NOW)
+    with pytest.raises(Conflict) as busy:
+        refund_leased(leased, NOW + timedelta(seconds=90))
+    assert busy.value.code == "refund.in_progress"
+    assert refund_leased(leased, NOW + timedelta(minutes=3)).leased_until == NOW + timedelta(minutes=5)  # died: taken over
+    back, released, failed = refund_settled(note, payment, leased, rail_ref="re_1", failure="card closed")
+    assert (failed.status, back.credit_remaining, released.refundable) == (RefundStatus.FAILED, usd("20.00"), usd("31.00"))
+    kept, charged, done = refund_settled(note, payment, leased, rail_ref="re_1", failure=None)
+    assert (done.status, done.rail_ref, kept.credit_remaining) == (RefundStatus.SUCCEEDED, "re_1", usd("5.00"))
+
+
+def test_payment_refunded_is_published_once_when_the_rail_refund_is_recorded() -> None:
+    from billow.services.context import Scope
+
+    _, _, pending = refund_to_payment(
+        NOTE, card(), usd("15.00"), credited={"inv_1"}, refund_id="r", reference="r", on=DAY, now=NOW
+    )
+    _, _, done = refund_settled(NOTE, card(), pending, rail_ref="re_1", failure=None)
+    _, _, failed = refund_settled(NOTE, card(), pending, rail_ref=None, failure="no")
+
+    def types(old: object, new: object, version: int) -> list[str]:
+        change = Change(Scope("t1", "test"), "con_1", "pk|sk", "refund", old, new, version, NOW)
+        return [e.type for e in events_of(change)]
+
+    assert types(None, pending, 1) == [] and types(pending, failed, 3) == []
+    assert types(pending, done, 3) == ["credit_note.refunded", "payment.refunded"]
+    assert types(done, done, 4) == []
+    (event,) = [e for e in events_of(Change(Scope("t1", "test"), "con_1", "k", "refund", pending, done, 3, NOW)) if e.type == "payment.refunded"]
+    assert event.data["payment_id"] == "pay_1" and event.data["rail_ref"] == "re_1" and event.data["amount"]["amount"] == "15.00"
+
+
+# -- the use case on moto, with the fake rail ----------------------------------------------------------
+@pytest.fixture
+def rail(tmp_path: Path) -> FakeRail:
+    return FakeRail(tmp_path / "rail.sqlite")
+
+
+@pytest.fixture
+def seeded(moto_table: str, rail: FakeRail) -> Iterator[Seeded]:
+    yield seed(DynamoStore(), rail)
+
+
+def test_a_regrets_credit_note_is_refunded_to_the_card_partly_then_fully_and_no_further(
+    seeded: Seeded, rail: FakeRail
+) -> None:
+    store = DynamoStore()
+    assert seeded.note.credit_remaining == usd("31.00")
+    first = refund(store, rail, seeded, "ticket-1", "10.00")
+    assert (first.refund.status, first.refund.amount, first.replayed) == (RefundStatus.SUCCEEDED, usd("10.00"), False)
+    assert rail.refunded(seeded.payment.reference) == [usd("10.00")]
+    rest = refund(store, rail, seeded, "ticket-2")  # all that remains
+    assert rest.refund.amount == usd("21.00") and rest.credit_note.credit_remaining.is_zero
+    payment = store.get_payment(seeded.ctx.scope, seeded.contact_id, seeded.invoice.id, seeded.payment.id)
+    assert payment is not None and payment.refundable.is_zero
+    with pytest.raises(Conflict) as over:
+        refund(store, rail, seeded, "ticket-3", "0.01")
+    assert over.value.code == "credit.exceeds_remaining"
+    again = refund(store, rail, seeded, "ticket-1", "10.00")  # a retry: the first refund, not another
+    assert again.replayed and again.refund.id == first.refund.id
+    assert rail.refunded(seeded.payment.reference) == [usd("10.00"), usd("21.00")]  # nothing more sent
+
+
+def test_an_over_refund_writes_nothing_and_sends_nothing(seeded: Seeded, rail: FakeRail) -> None:
+    store = DynamoStore()
+    before = rail.request_count()
+    with pytest.raises(Conflict) as over:
+        refund(store, rail, seeded, "too-much", "31.01")
+    assert over.value.code == "credit.exceeds_remaining"
+    assert rail.request_count() == before and rail.refunded(seeded.payment.reference) == []
+    note = store.get_invoice(seeded.ctx.scope, seeded.note.id)
+    assert note is not None and note.version == seeded.note.version
+    assert store.refunds_of(seeded.ctx.scope, seeded.contact_id, seeded.note.id) == []
+
+
+def test_a_refund_beyond_what_the_card_payment_received_is_refused_though_credit_remains(
+    moto_table: str, rail: FakeRail
+) -> None:
+    store = DynamoStore()
+    seeded = seed(store, rail, by_card="20.00")  # 11.00 of the invoice came by bank transfer
+    assert seeded.note.credit_remaining == usd("31.00") and seeded.payment.amount == usd("20.00")
+    with pytest.raises(Conflict) as over:
+        refund(store, rail, seeded, "all", "31.00")  # localstripe would take it; Billow does not send it
+    assert (over.value.code, over.value.field) == ("refund.exceeds_payment", "amount")
+    assert rail.refunded(seeded.payment.reference) == []
+    done = refund(store, rail, seeded, "all-it-can")  # nothing given: as much as the payment received
+    assert done.refund.amount == usd("20.00") and done.credit_note.credit_remaining == usd("11.00")
+    assert rail.refunded(seeded.payment.reference) == [usd("20.00")]
+
+
+# -- the route -------------------------------------------------------------------------------------------
+KEY = "bk_test_card_refunds_unit"
+
+
+@pytest.fixture
+def api(moto_table: str, rail: FakeRail, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[InProcessClient, Seeded]]:
+    import runtime
+
+    add_tenant("t-card", "Card Refunds", KEY)
+    monkeypatch.setattr(runtime, "payment_gateway", lambda scope: rail, raising=False)
+    yield InProcessClient(KEY), seed(DynamoStore(), rail, tenant_id="t-card")
+
+
+def test_the_refund_route_sends_a_card_refund_and_answers_its_refusals_in_the_error_shape(
+    api: tuple[InProcessClient, Seeded], rail: FakeRail
+) -> None:
+    client, seeded = api
+    path = f"/credit-notes/{seeded.note.id}/refund"
+    over = client.post(path, {"method": "card", "reference": "r-over", "amount": "31.01"})
+    assert (over.status, over.body["error"]) == (409, "credit.exceeds_remaining")
+    assert [f["field"] for f in over.body["fields"]] == ["amount"]
+    manual_with_payment = client.post(path, {"reference": "r-x", "payment_id": seeded.payment.id})
+    assert (manual_with_payment.status, manual_with_payment.body["error"]) == (422, "refund.payment_not_card")
+    other = client.post(path, {"method": "card", "reference": "r-other", "payment_id": "pay_unknown"})
+    assert (other.status, other.body["error"]) == (409, "refund.payment_not_credited"), other.body
+    assert rail.refunded(seeded.payment.reference) == []
+
+    done = client.post(path, {"method": "card", "reference": "r-1", "amount": "12.50"})
+    assert done.status == 201, done.body
+    shown = done.body["refund"]
+    assert (shown["status"], shown["payment_id"], shown["method"]) == ("succeeded", seeded.payment.id, "card")
+    assert shown["rail_ref"].startswith("re_") and done.body["credit_note"]["credit_remaining"]["amount"] == "18.50"
+    again = client.post(path, {"method": "card", "reference": "r-1", "amount": "12.50"})
+    assert again.status == 200 and again.body["refund"]["id"] == shown["id"], again.body
+    assert rail.refunded(seeded.payment.reference) == [usd("12.50")]
+    listed = client.get(f"/credit-notes/{seeded.note.id}").body["refunds"]
+    assert [(r["status"], r["rail_ref"]) for r in listed] == [("succeeded", shown["rail_ref"])]
