@@ -24,7 +24,7 @@ from billow.services.billing import InvoiceNumbers
 from billow.services.context import TenantContext, keyed_ids
 from billow.services.gateway import ChargeRequest, ChargeStatus
 from billow.services.invoices import payment_id_for
-from billow.services.receivables import RefundInput, Refunded, refund_credit_note
+from billow.services.receivables import Refunded, RefundInput, refund_credit_note
 from billow.storage.repository import DynamoStore
 
 from tests.fake_rail import FakeRail
@@ -47,6 +47,8 @@ class Seeded:
     invoice: Invoice
     payment: Payment
     note: Invoice
+    notes: tuple[Invoice, ...] = ()
+    """Every credit note, one per service regretted (`note` is the first)."""
 
 
 def pay_by_card(
@@ -76,11 +78,19 @@ def pay_by_card(
 
 
 def seed(
-    store: DynamoStore, rail: FakeRail, tenant_id: str = "t1", price: str = "31.00", by_card: str | None = None
+    store: DynamoStore,
+    rail: FakeRail,
+    tenant_id: str = "t1",
+    price: str = "31.00",
+    by_card: str | None = None,
+    services: int = 1,
+    test_clock: bool = True,
 ) -> Seeded:
-    """A contact on a test clock whose first monthly invoice (`price`, billed in advance on 1
-    January 2025) was paid by card (`by_card` of it; the rest by bank transfer), and its service
-    regretted the same day: a credit note of `price`."""
+    """A contact on a test clock whose first monthly invoice (`services` services of `price`, billed
+    in advance on 1 January 2025) was paid by card (`by_card` of it; the rest by bank transfer),
+    and each service regretted the same day: a credit note of `price` each, crediting that invoice.
+    Without `test_clock`, the contact is on the tests' fixed clock (no clock item whose check would
+    serialise its writes)."""
     settings = store.get_settings(tenant_id) or store.put_settings(TenantSettings(tenant_id, "Tenant One"))
     ctx = TenantContext(tenant_id, "test", settings)
     clock = Clock(START)
@@ -89,10 +99,11 @@ def seed(
         store, ctx, name="Ann", email="ann@example.com", billing_address=None, classification=None,
         credit_limit=None, preferred_payment_method=None, clock=clock, new_id=new_id,
     )  # fmt: skip
-    contacts.create_test_clock(store, ctx, contact.id, START)
+    if test_clock:
+        contacts.create_test_clock(store, ctx, contact.id, START)
     terms = [catalog.PriceTermsInput(price, "USD", Cycle.MONTH, BillingModel.ADVANCE)]
     product = catalog.create_product(store, ctx, name="Pro", description="", terms=terms, new_id=new_id)
-    items = [ordering.OrderItemInput(product.id, product.terms[0].id)]
+    items = [ordering.OrderItemInput(product.id, product.terms[0].id)] * services
     numbers = InvoiceNumbers(store)
     ordering.place_order(store, ctx, contact.id, items, None, "order-1", clock, new_id, numbers)
     (invoice,) = store.invoices_of(ctx.scope, contact.id)
@@ -103,14 +114,15 @@ def seed(
         rest = (due.amount_due.amount_str(), "USD", PaymentMethod.BANK_TRANSFER, "wire-1", START.date())
         invoices.record_manual_payment(store, ctx, invoice.id, invoices.ManualPaymentInput(*rest), clock)
     (subscription,) = store.subscriptions_of(ctx.scope, contact.id)
-    regret = ActionRequest(REGRET, service_id=subscription.services[0].id, reason="changed my mind")
-    actions.request_action(
-        store, ctx, subscription.id, regret, clock=clock, numbers=numbers, new_id=keyed_ids(tenant_id, "regret")
-    )
-    (note,) = [i for i in store.invoices_of(ctx.scope, contact.id) if i.total.is_negative]
+    for n, service in enumerate(subscription.services):
+        regret = ActionRequest(REGRET, service_id=service.id, reason="changed my mind")
+        ids = keyed_ids(tenant_id, f"regret-{n}")
+        actions.request_action(store, ctx, subscription.id, regret, clock=clock, numbers=numbers, new_id=ids)
+    notes = sorted((i for i in store.invoices_of(ctx.scope, contact.id) if i.total.is_negative), key=lambda i: i.number)
+    assert len(notes) == services
     paid = store.get_invoice(ctx.scope, invoice.id)
     assert paid is not None
-    return Seeded(ctx, contact.id, paid, payment, note)
+    return Seeded(ctx, contact.id, paid, payment, notes[0], tuple(notes))
 
 
 def refund(

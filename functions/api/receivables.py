@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated, Any
 
+import runtime
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.params import Path
 from aws_lambda_powertools.event_handler.router import APIGatewayRouter
@@ -16,7 +17,6 @@ from billow.services import receivables
 from billow.services.context import TenantContext, keyed_ids
 from billow.services.receivables import RefundInput
 from pydantic import BaseModel
-import runtime
 from runtime import clock, numbers, store
 
 from api import presenters

@@ -30,8 +30,8 @@ from billow.services.events import Change, events_of
 from billow.storage.repository import DynamoStore
 
 from tests.fake_rail import FakeRail
-from tests.support import InProcessClient
 from tests.refund_support import Seeded, refund, seed
+from tests.support import InProcessClient
 
 NOW = datetime(2025, 1, 10, 12, tzinfo=UTC)
 DAY = date(2025, 1, 10)
@@ -77,7 +77,9 @@ def test_a_refund_to_a_card_payment_is_bounded_by_the_payment_net_of_refunds_and
     assert (refund_.status, refund_.payment_id, refund_.invoice_id) == (RefundStatus.PENDING, "pay_1", "inv_1")
     assert note.credit_remaining == usd("5.00") and payment.refundable == usd("16.00")
     # Nothing given: as much as both allow (the credit remaining, here below the payment's net).
-    _, _, whole = refund_to_payment(NOTE, card(), None, credited={"inv_1"}, refund_id="r2", reference="r", on=DAY, now=NOW)
+    _, _, whole = refund_to_payment(
+        NOTE, card(), None, credited={"inv_1"}, refund_id="r2", reference="r", on=DAY, now=NOW
+    )
     assert whole.amount == usd("20.00")
     _, _, net = refund_to_payment(
         NOTE, card(refunded="25.00"), None, credited={"inv_1"}, refund_id="r3", reference="r", on=DAY, now=NOW
@@ -121,10 +123,16 @@ def test_a_refused_rail_refund_gives_its_amount_back_and_a_lease_excludes_a_seco
     with pytest.raises(Conflict) as busy:
         refund_leased(leased, NOW + timedelta(seconds=90))
     assert busy.value.code == "refund.in_progress"
-    assert refund_leased(leased, NOW + timedelta(minutes=3)).leased_until == NOW + timedelta(minutes=5)  # died: taken over
+    assert refund_leased(leased, NOW + timedelta(minutes=3)).leased_until == NOW + timedelta(
+        minutes=5
+    )  # died: taken over
     back, released, failed = refund_settled(note, payment, leased, rail_ref="re_1", failure="card closed")
-    assert (failed.status, back.credit_remaining, released.refundable) == (RefundStatus.FAILED, usd("20.00"), usd("31.00"))
-    kept, charged, done = refund_settled(note, payment, leased, rail_ref="re_1", failure=None)
+    assert (failed.status, back.credit_remaining, released.refundable) == (
+        RefundStatus.FAILED,
+        usd("20.00"),
+        usd("31.00"),
+    )
+    kept, _, done = refund_settled(note, payment, leased, rail_ref="re_1", failure=None)
     assert (done.status, done.rail_ref, kept.credit_remaining) == (RefundStatus.SUCCEEDED, "re_1", usd("5.00"))
 
 
@@ -144,8 +152,16 @@ def test_payment_refunded_is_published_once_when_the_rail_refund_is_recorded() -
     assert types(None, pending, 1) == [] and types(pending, failed, 3) == []
     assert types(pending, done, 3) == ["credit_note.refunded", "payment.refunded"]
     assert types(done, done, 4) == []
-    (event,) = [e for e in events_of(Change(Scope("t1", "test"), "con_1", "k", "refund", pending, done, 3, NOW)) if e.type == "payment.refunded"]
-    assert event.data["payment_id"] == "pay_1" and event.data["rail_ref"] == "re_1" and event.data["amount"]["amount"] == "15.00"
+    (event,) = [
+        e
+        for e in events_of(Change(Scope("t1", "test"), "con_1", "k", "refund", pending, done, 3, NOW))
+        if e.type == "payment.refunded"
+    ]
+    assert (
+        event.data["payment_id"] == "pay_1"
+        and event.data["rail_ref"] == "re_1"
+        and event.data["amount"]["amount"] == "15.00"
+    )
 
 
 # -- the use case on moto, with the fake rail ----------------------------------------------------------
