@@ -284,8 +284,8 @@ class Invoice:
         self._check_cancellable("voided", (*OWED, InvoiceStatus.DRAFT))
         if not self.amount_paid.is_zero:
             raise Conflict(
-                f"invoice {self.label} has {self.amount_paid} paid on it, so it cannot be voided (a payment cannot "
-                "be refunded yet). To stop collecting what remains, write it off "
+                f"invoice {self.label} has {self.amount_paid} paid on it, so it cannot be voided (a payment is "
+                "given back through a credit note). To stop collecting what remains, write it off "
                 f"(POST /invoices/{self.id}/mark-uncollectible); to give the customer money back, cancel or regret "
                 "the service: its credit note can be applied to what is due or refunded",
                 code="invoice.has_payments",

@@ -154,8 +154,8 @@ def apply_credit(
 
 MANUAL_REFUND_METHODS = (PaymentMethod.BANK_TRANSFER, PaymentMethod.CASH, PaymentMethod.CHECK)
 """How staff may say they returned a credit note's money outside Billow. Not `card`: a card refund
-is one Billow makes through the card processor (the payments issue routes it there), never one
-recorded as done by hand."""
+is one Billow makes through the card processor (`refund_to_payment`,
+`billow.services.receivables.refund_to_card`), never one recorded as done by hand."""
 
 
 def check_manual_refund_method(method: PaymentMethod) -> None:
