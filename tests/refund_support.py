@@ -9,8 +9,10 @@ charge ref, method card, reference = the charge ref), since collection is anothe
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 
 from billow.domain.actions.regret import REGRET
 from billow.domain.calendar import Cycle
@@ -141,3 +143,13 @@ def refund(
     spec = RefundInput(amount, None, PaymentMethod.CARD, reference, payment_id)
     new_id = keyed_ids(f"{seeded.ctx.tenant_id}:{seeded.ctx.mode}:refund:{note_id}", reference)
     return refund_credit_note(store, seeded.ctx, note_id, spec, Clock(at), new_id, rail)
+
+
+FAKE_RAIL_ENV = "BILLOW_FAKE_RAIL"
+"""The fake rail's SQLite file, for the local stack's workers (`fake_rail_gateway`)."""
+
+
+def fake_rail_gateway(scope: object) -> FakeRail:
+    """`runtime.payment_gateway` for the local stack in e2e tests (`BILLOW_PAYMENT_GATEWAYS` names
+    it): every tenant's rail is the fake one in `BILLOW_FAKE_RAIL`, shared by all worker processes."""
+    return FakeRail(Path(os.environ[FAKE_RAIL_ENV]))
