@@ -108,6 +108,18 @@ def _check_remaining(note: Invoice, amount: Money, field: str = "amount") -> Non
         )
 
 
+def _amount_of(note: Invoice, amount: Money | None, limit: Money, verb: str) -> Money:
+    """`amount` if positive; None: as much as remains of credit note `note` within `limit` (refused
+    when nothing remains). The caller checks its own `limit`."""
+    if amount is None:
+        if note.credit_remaining.is_zero:
+            raise Conflict(f"nothing remains of credit note {note.label}", code="credit.exceeds_remaining")
+        return min(note.credit_remaining, limit)
+    if amount.minor <= 0:
+        raise InvalidInput(f"the amount to {verb} must be positive", field="amount", code="credit.amount_not_positive")
+    return amount
+
+
 def apply_credit(
     note: Invoice, invoice: Invoice, amount: Money | None, *, application_id: str, on: date, now: datetime
 ) -> tuple[Invoice, Invoice, CreditApplication]:
@@ -134,12 +146,7 @@ def apply_credit(
             field="invoice_id",
             code="credit.invoice_not_open",
         )
-    if amount is None:
-        amount = min(note.credit_remaining, invoice.amount_due)
-        if amount.is_zero:
-            raise Conflict(f"nothing remains of credit note {note.label}", code="credit.exceeds_remaining")
-    elif amount.minor <= 0:
-        raise InvalidInput("the amount to apply must be positive", field="amount", code="credit.amount_not_positive")
+    amount = _amount_of(note, amount, invoice.amount_due, "apply")
     _check_remaining(note, amount)
     if amount > invoice.amount_due:
         raise Conflict(
@@ -182,12 +189,7 @@ def refund_credit(
     `note` (None: all of it)."""
     check_manual_refund_method(method)
     _check_credit_note(note)
-    if amount is None:
-        amount = note.credit_remaining
-        if amount.is_zero:
-            raise Conflict(f"nothing remains of credit note {note.label}", code="credit.exceeds_remaining")
-    elif amount.minor <= 0:
-        raise InvalidInput("the amount to refund must be positive", field="amount", code="credit.amount_not_positive")
+    amount = _amount_of(note, amount, note.credit_remaining, "refund")
     _check_remaining(note, amount)
     refund = Refund(refund_id, note.id, amount, method, reference, on, now)
     return replace(note, amount_refunded=note.refunded + amount), refund
@@ -248,18 +250,12 @@ def refund_to_payment(
             field="payment_id",
             code="refund.payment_not_credited",
         )
-    if amount is None:
-        if note.credit_remaining.is_zero:
-            raise Conflict(f"nothing remains of credit note {note.label}", code="credit.exceeds_remaining")
-        if payment.refundable.is_zero:
-            raise Conflict(f"payment {payment.id} was refunded in full already", code="refund.exceeds_payment")
-        amount = min(note.credit_remaining, payment.refundable)
-    elif amount.minor <= 0:
-        raise InvalidInput("the amount to refund must be positive", field="amount", code="credit.amount_not_positive")
+    amount = _amount_of(note, amount, payment.refundable, "refund")
     _check_remaining(note, amount)
-    if amount > payment.refundable:
+    if amount.is_zero or amount > payment.refundable:
         raise Conflict(
-            f"{amount} is more than the {payment.refundable} payment {payment.id} received net of its refunds",
+            f"payment {payment.id} received {payment.amount}, {payment.refunded} of it refunded already: "
+            f"at most {payment.refundable} more can be refunded to it",
             field="amount",
             code="refund.exceeds_payment",
         )

@@ -205,16 +205,8 @@ def refund_credit_note(
             field="payment_id",
             code="refund.payment_not_card",
         )
-    refund_id = new_id("ref")
-    done: list[Refunded] = []
 
-    def attempt() -> None:
-        note = get_credit_note(store, ctx, credit_note_id)  # before looking for the record (as above)
-        earlier = store.get_refund(ctx.scope, note.contact_id, note.id, refund_id)
-        if earlier is not None:
-            done.append(Refunded(note, earlier, replayed=True))
-            return
-        when = contact_time(store, ctx, note.contact_id, clock)
+    def record(note: Invoice, when: ContactTime) -> Refunded:
         note2, refund = refund_credit(
             note,
             _amount(spec.amount, spec.currency, note),
@@ -227,7 +219,31 @@ def refund_credit_note(
         Settlement(((note2, note.version),), refunds=(refund,)).commit(
             store, ctx.scope, f"refunding credit note {note.id}", when
         )
-        done.append(Refunded(note2, refund, replayed=False))
+        return Refunded(note2, refund, replayed=False)
+
+    refund_id = new_id("ref")
+    return _refunded_once(store, ctx, credit_note_id, refund_id, clock, record)
+
+
+def _refunded_once(
+    store: InvoicePorts,
+    ctx: TenantContext,
+    credit_note_id: str,
+    refund_id: str,
+    clock: Clock,
+    record: Callable[[Invoice, ContactTime], Refunded],
+) -> Refunded:
+    """The refund `refund_id` of the credit note: found (a retry), or `record`ed on the credit note
+    as read and its contact's time, again after every lost race."""
+    done: list[Refunded] = []
+
+    def attempt() -> None:
+        note = get_credit_note(store, ctx, credit_note_id)  # before looking for the record (as above)
+        earlier = store.get_refund(ctx.scope, note.contact_id, note.id, refund_id)
+        if earlier is not None:
+            done.append(Refunded(note, earlier, replayed=True))
+            return
+        done.append(record(note, contact_time(store, ctx, note.contact_id, clock)))
 
     _retrying(f"credit note {credit_note_id}", attempt)
     return done[-1]
@@ -258,15 +274,8 @@ def refund_to_card(
     4. Record: the outcome, on the refund (conditioned on its leased version); a refusal gives the
        amount back to the credit note and the payment.
     A retry (same reference) finds the refund at whatever step it reached and carries it on."""
-    done: list[Refunded] = []
 
-    def reserve() -> None:
-        note = get_credit_note(store, ctx, credit_note_id)  # before looking for the record (as above)
-        earlier = store.get_refund(ctx.scope, note.contact_id, note.id, refund_id)
-        if earlier is not None:
-            done.append(Refunded(note, earlier, replayed=True))
-            return
-        when = contact_time(store, ctx, note.contact_id, clock)
+    def reserve(note: Invoice, when: ContactTime) -> Refunded:
         amount = _amount(spec.amount, spec.currency, note)
         invoices = credited_invoices(note, store.invoices_of(ctx.scope, note.contact_id))
         payment = _payment_to_refund(store, ctx, note, invoices, spec.payment_id, amount)
@@ -285,10 +294,9 @@ def refund_to_card(
         Settlement(((note2, note.version),), refunds=(refund,), payments=(payment2,)).commit(
             store, ctx.scope, f"refunding credit note {note.id} to payment {payment.id}", when
         )
-        done.append(Refunded(note2, replace(refund, version=1), replayed=False))
+        return Refunded(note2, replace(refund, version=1), replayed=False)
 
-    _retrying(f"credit note {credit_note_id}", reserve)
-    found = done[-1]
+    found = _refunded_once(store, ctx, credit_note_id, refund_id, clock, reserve)
     if found.refund.status is not RefundStatus.PENDING:
         return found
     if gateway is None:
