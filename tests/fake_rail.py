@@ -66,6 +66,8 @@ class FakeRail:
         """op -> what another process does right after this rail answered that op (once)."""
         self.attempted = 0
         self.requests = 0
+        self.refund_failure: str | None = None
+        """A refund this rail object makes fails with this reason (a closed card account, say)."""
         with self._db() as db:
             db.execute(
                 "CREATE TABLE IF NOT EXISTS charges (ref TEXT PRIMARY KEY, seq INTEGER, customer TEXT, method TEXT,"
@@ -257,7 +259,8 @@ class FakeRail:
                 (ref, seq, charge_ref, amount.minor, amount.currency, json.dumps(dict(metadata)), idempotency_key),
             )
             db.execute("COMMIT")
-        state = RefundState(ref, charge_ref, amount, "succeeded", dict(metadata))
+        status = "succeeded" if self.refund_failure is None else "failed"
+        state = RefundState(ref, charge_ref, amount, status, dict(metadata), self.refund_failure)
         self._answered("refund")
         return state
 

@@ -259,3 +259,18 @@ def test_the_refund_route_sends_a_card_refund_and_answers_its_refusals_in_the_er
     assert rail.refunded(seeded.payment.reference) == [usd("12.50")]
     listed = client.get(f"/credit-notes/{seeded.note.id}").body["refunds"]
     assert [(r["status"], r["rail_ref"]) for r in listed] == [("succeeded", shown["rail_ref"])]
+
+
+def test_a_refund_the_rail_refuses_is_recorded_failed_and_its_amount_given_back(seeded: Seeded, rail: FakeRail) -> None:
+    store = DynamoStore()
+    rail.refund_failure = "expired_or_canceled_card"
+    failed = refund(store, rail, seeded, "ticket-1", "10.00")
+    assert (failed.refund.status, failed.refund.failure) == (RefundStatus.FAILED, "expired_or_canceled_card")
+    assert failed.credit_note.credit_remaining == usd("31.00")
+    payment = store.get_payment(seeded.ctx.scope, seeded.contact_id, seeded.invoice.id, seeded.payment.id)
+    assert payment is not None and payment.refundable == usd("31.00")
+    rail.refund_failure = None
+    again = refund(store, rail, seeded, "ticket-1", "10.00")  # the same refund: failed, not tried again
+    assert again.replayed and again.refund.status is RefundStatus.FAILED
+    done = refund(store, rail, seeded, "ticket-2", "31.00")  # a new one may take all of it
+    assert done.refund.status is RefundStatus.SUCCEEDED

@@ -250,6 +250,10 @@ def _refunded_once(
 
 
 # -- card refunds ------------------------------------------------------------------------------------
+RAIL_REFUSED = frozenset({"failed", "canceled"})
+"""A rail refund's statuses that mean no money goes back. Any other (`succeeded`; `pending`, which
+Stripe reports for some methods and settles later) is recorded succeeded: the rail took the refund."""
+
 def refund_to_card(
     store: InvoicePorts,
     ctx: TenantContext,
@@ -392,7 +396,8 @@ def _record_outcome(
             return
         payment = store.get_payment(ctx.scope, note.contact_id, refund.invoice_id, refund.payment_id)
         assert payment is not None
-        failure = None if state.status != "failed" else state.failure or "refused by the card processor"
+        refused = state.status in RAIL_REFUSED
+        failure = (state.failure or f"the card processor answered {state.status}") if refused else None
         note2, payment2, settled = refund_settled(note, payment, refund, rail_ref=state.ref, failure=failure)
         work = store.unit_of_work(f"refund {refund.id}")
         work.save_refund(ctx.scope, note.contact_id, settled)
