@@ -274,3 +274,27 @@ def test_a_refund_the_rail_refuses_is_recorded_failed_and_its_amount_given_back(
     assert again.replayed and again.refund.status is RefundStatus.FAILED
     done = refund(store, rail, seeded, "ticket-2", "31.00")  # a new one may take all of it
     assert done.refund.status is RefundStatus.SUCCEEDED
+
+
+def test_refunds_and_payments_stored_before_card_refunds_read_as_manual_and_unrefunded() -> None:
+    from billow.storage import codec
+
+    manual = {
+        "id": "ref_1",
+        "credit_note_id": "inv_9",
+        "amount": codec.money_out(usd("5.00")),
+        "method": "bank_transfer",
+        "reference": "wire",
+        "refunded_on": "2025-01-10",
+        "recorded_at": NOW.isoformat(),
+    }
+    old = codec.refund_in(manual, 1)
+    assert (old.status, old.payment_id, old.version) == (RefundStatus.SUCCEEDED, None, 1)
+    payment = {k: v for k, v in codec.payment_out(card()).items() if k != "amount_refunded"}
+    assert codec.payment_in(payment, 1).refunded == usd("0.00")
+    _, paid, pending = refund_to_payment(
+        NOTE, card(), usd("15.00"), credited={"inv_1"}, refund_id="r", reference="r", on=DAY, now=NOW
+    )
+    leased = refund_leased(pending, NOW)
+    assert codec.refund_in(codec.refund_out(leased), 2) == replace(leased, version=2)
+    assert codec.payment_in(codec.payment_out(paid), 2) == replace(paid, version=2)
