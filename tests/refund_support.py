@@ -2,30 +2,29 @@
 its service regretted (its credit note credits the invoice's days), or two invoices and two credit
 notes. Shared by the unit (moto) and integration (DynamoDB Local) tests of card refunds.
 
-The card payment is recorded through the lowest layer that exists on this branch (the unit of
-work's `add_payment`, as the collector does once the charge succeeded: payment id derived from the
-charge ref, method card, reference = the charge ref), since collection is another helper's work.
+The card payment is collected as the collector collects an issued invoice (`collect_invoice` on the
+fake rail: payment id derived from the charge ref, method card, reference = the charge ref).
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from billow.domain.actions.regret import REGRET
 from billow.domain.calendar import Cycle
 from billow.domain.catalog import BillingModel
+from billow.domain.collection import AttemptStatus
 from billow.domain.invoices import Invoice, Payment, PaymentMethod
 from billow.domain.money import Money
 from billow.domain.tenants import TenantSettings
 from billow.services import actions, catalog, contacts, invoices, ordering
 from billow.services.actions import ActionRequest
 from billow.services.billing import InvoiceNumbers
+from billow.services.collection import collect_invoice
 from billow.services.context import TenantContext, keyed_ids
-from billow.services.gateway import ChargeRequest, ChargeStatus
-from billow.services.invoices import payment_id_for
 from billow.services.receivables import Refunded, RefundInput, refund_credit_note
 from billow.storage.repository import DynamoStore
 
@@ -53,30 +52,23 @@ class Seeded:
     """Every credit note, one per service regretted (`note` is the first)."""
 
 
-def pay_by_card(
-    store: DynamoStore, rail: FakeRail, ctx: TenantContext, invoice: Invoice, when: date, amount: Money | None = None
-) -> Payment:
-    """Charge `amount` (default: the invoice's amount due) on the rail and record the payment as
-    collection does."""
-    request = ChargeRequest(
-        "cus_1",
-        "pm_card_visa",
-        amount or invoice.amount_due,
-        f"charge_{invoice.id}",
-        {"tenant_id": ctx.tenant_id, "mode": ctx.mode, "invoice_id": invoice.id, "attempt_id": "att_1"},
-    )
-    charge = rail.confirm_charge(rail.create_charge(request).ref, idempotency_key=f"confirm_{invoice.id}")
-    assert charge.status is ChargeStatus.SUCCEEDED
-    payment = Payment(
-        payment_id_for(invoice.id, charge.ref), invoice.id, charge.received, PaymentMethod.CARD, charge.ref, when, START
-    )
-    work = store.unit_of_work(f"card payment of {invoice.id}")
-    work.save_invoice(ctx.scope, invoice.apply_payment(payment), invoice.version)
-    work.add_payment(ctx.scope, invoice, payment)
-    work.commit()
-    found = store.get_payment(ctx.scope, invoice.contact_id, invoice.id, payment.id)
-    assert found is not None
-    return found
+def pay_by_card(store: DynamoStore, rail: FakeRail, ctx: TenantContext, invoice_id: str, clock: Clock) -> Payment:
+    """Collect what is due on the invoice by card, as the collector does when it is issued: the
+    contact gets a (fake) rail customer and default card, then `collect_invoice` charges it and
+    records the payment (method card, reference = the charge ref)."""
+    invoice = store.get_invoice(ctx.scope, invoice_id)
+    contact = store.get_contact(ctx.scope, invoice.contact_id) if invoice else None
+    assert invoice is not None and contact is not None
+    if contact.default_method_ref is None:
+        store.save_contact(
+            ctx.scope, replace(contact, gateway_customer_ref=f"cus_{contact.id}", default_method_ref="pm_card_visa")
+        )
+    attempt = collect_invoice(store, rail, ctx.scope, invoice_id, clock=clock)
+    assert attempt is not None and attempt.status is AttemptStatus.SUCCEEDED, attempt
+    (payment,) = [
+        p for p in store.payments_of(ctx.scope, invoice.contact_id, invoice_id) if p.method is PaymentMethod.CARD
+    ]
+    return payment
 
 
 def seed(
@@ -109,12 +101,11 @@ def seed(
     numbers = InvoiceNumbers(store)
     ordering.place_order(store, ctx, contact.id, items, None, "order-1", clock, new_id, numbers)
     (invoice,) = store.invoices_of(ctx.scope, contact.id)
-    payment = pay_by_card(store, rail, ctx, invoice, START.date(), by_card and Money.parse(by_card, "USD"))
-    if by_card is not None:
-        due = store.get_invoice(ctx.scope, invoice.id)
-        assert due is not None
-        rest = (due.amount_due.amount_str(), "USD", PaymentMethod.BANK_TRANSFER, "wire-1", START.date())
-        invoices.record_manual_payment(store, ctx, invoice.id, invoices.ManualPaymentInput(*rest), clock)
+    if by_card is not None:  # the rest first, by bank transfer: collection charges what is due
+        wired = (invoice.amount_due - Money.parse(by_card, "USD")).amount_str()
+        rest = invoices.ManualPaymentInput(wired, "USD", PaymentMethod.BANK_TRANSFER, "wire-1", START.date())
+        invoices.record_manual_payment(store, ctx, invoice.id, rest, clock)
+    payment = pay_by_card(store, rail, ctx, invoice.id, clock)
     (subscription,) = store.subscriptions_of(ctx.scope, contact.id)
     for n, service in enumerate(subscription.services):
         regret = ActionRequest(REGRET, service_id=service.id, reason="changed my mind")

@@ -26,7 +26,9 @@ from billow.domain.receivables import (
     refund_to_payment,
 )
 from billow.local.stack import add_tenant
+from billow.services.context import Scope
 from billow.services.events import Change, events_of
+from billow.services.receivables import Refunded
 from billow.storage.repository import DynamoStore
 
 from tests.fake_rail import FakeRail
@@ -298,3 +300,23 @@ def test_refunds_and_payments_stored_before_card_refunds_read_as_manual_and_unre
     leased = refund_leased(pending, NOW)
     assert codec.refund_in(codec.refund_out(leased), 2) == replace(leased, version=2)
     assert codec.payment_in(codec.payment_out(paid), 2) == replace(paid, version=2)
+
+
+def test_a_twin_request_that_refunds_between_the_credit_note_read_and_the_payment_read_is_answered_not_refused(
+    seeded: Seeded, rail: FakeRail
+) -> None:
+    """Two requests with one reference (a client retrying at once): the second reads the credit
+    note, finds no refund yet, and the first writes it all before the second reads the payment.
+    The second must answer that refund (the payment refunded in full is this very refund), not
+    refuse it as exceeding the payment."""
+
+    class TwinWritesMeanwhile(DynamoStore):
+        def payments_of(self, scope: Scope, contact_id: str, invoice_id: str) -> list[Payment]:
+            if not twin:
+                twin.append(refund(DynamoStore(), rail, seeded, "ticket-1"))
+            return super().payments_of(scope, contact_id, invoice_id)
+
+    twin: list[Refunded] = []
+    second = refund(TwinWritesMeanwhile(), rail, seeded, "ticket-1")
+    assert second.replayed and second.refund.id == twin[0].refund.id
+    assert rail.refunded(seeded.payment.reference) == [usd("31.00")]

@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Protocol
 
-from billow.domain.errors import ConcurrentModification, Conflict, InvalidInput, NotFound
+from billow.domain.errors import ConcurrentModification, Conflict, DomainError, InvalidInput, NotFound
 from billow.domain.invoices import Invoice, InvoiceKind, InvoiceStatus, Payment, PaymentMethod
 from billow.domain.money import Money
 from billow.domain.receivables import (
@@ -234,16 +234,24 @@ def _refunded_once(
     record: Callable[[Invoice, ContactTime], Refunded],
 ) -> Refunded:
     """The refund `refund_id` of the credit note: found (a retry), or `record`ed on the credit note
-    as read and its contact's time, again after every lost race."""
+    as read and its contact's time, again after every lost race. A refusal is looked at again: a
+    twin request (same reference) may have written this very refund after the lookup, and what it
+    spent, read by `record` after the credit note (a card refund's payment), refused this one."""
     done: list[Refunded] = []
 
     def attempt() -> None:
         note = get_credit_note(store, ctx, credit_note_id)  # before looking for the record (as above)
         earlier = store.get_refund(ctx.scope, note.contact_id, note.id, refund_id)
-        if earlier is not None:
-            done.append(Refunded(note, earlier, replayed=True))
-            return
-        done.append(record(note, contact_time(store, ctx, note.contact_id, clock)))
+        if earlier is None:
+            try:
+                done.append(record(note, contact_time(store, ctx, note.contact_id, clock)))
+                return
+            except DomainError:
+                earlier = store.get_refund(ctx.scope, note.contact_id, note.id, refund_id)
+                if earlier is None:
+                    raise
+                note = get_credit_note(store, ctx, credit_note_id)
+        done.append(Refunded(note, earlier, replayed=True))
 
     _retrying(f"credit note {credit_note_id}", attempt)
     return done[-1]
