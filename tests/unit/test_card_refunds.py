@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from billow.domain.billing import InvoiceDraft
 from billow.domain.calendar import Period
-from billow.domain.errors import Conflict, DomainError
+from billow.domain.errors import Conflict, DomainError, InvalidInput
 from billow.domain.invoices import Invoice, Payment, PaymentMethod
 from billow.domain.lines import LineDraft
 from billow.domain.money import Money
@@ -320,3 +320,18 @@ def test_a_twin_request_that_refunds_between_the_credit_note_read_and_the_paymen
     second = refund(TwinWritesMeanwhile(), rail, seeded, "ticket-1")
     assert second.replayed and second.refund.id == twin[0].refund.id
     assert rail.refunded(seeded.payment.reference) == [usd("31.00")]
+
+
+def test_a_reference_once_used_for_a_card_refund_is_not_answered_for_another_amount(
+    seeded: Seeded, rail: FakeRail
+) -> None:
+    """Below the API's claim of the reference (which a refusal releases), the refund the reference
+    names answers only for the amount and payment it was made with."""
+    store = DynamoStore()
+    first = refund(store, rail, seeded, "ticket-1", "10.00")
+    assert refund(store, rail, seeded, "ticket-1", "10.00").refund.id == first.refund.id
+    assert refund(store, rail, seeded, "ticket-1").refund.id == first.refund.id  # the default: as made
+    with pytest.raises(InvalidInput) as reused:
+        refund(store, rail, seeded, "ticket-1", "12.00")
+    assert (reused.value.code, reused.value.field) == ("idempotency.key_reused", "reference")
+    assert rail.refunded(seeded.payment.reference) == [usd("10.00")]

@@ -309,6 +309,8 @@ def refund_to_card(
         return Refunded(note2, replace(refund, version=1), replayed=False)
 
     found = _refunded_once(store, ctx, credit_note_id, refund_id, clock, reserve)
+    if found.replayed:
+        _check_same_refund(found, spec)
     if found.refund.status is not RefundStatus.PENDING:
         return found
     if gateway is None:
@@ -317,6 +319,22 @@ def refund_to_card(
     leased = _leased(store, ctx, contact_id, found.refund, clock)
     state = _on_rail(store, ctx, contact_id, leased, gateway)
     return _record_outcome(store, ctx, leased, state, found.replayed)
+
+
+def _check_same_refund(found: Refunded, spec: RefundInput) -> None:
+    """A retry names what the refund it finds was made with (or leaves it to the default): its
+    reference bound to another amount or payment is refused, even if its claim was released."""
+    amount = _amount(spec.amount, spec.currency, found.credit_note)
+    if (amount is not None and amount != found.refund.amount) or spec.payment_id not in (
+        None,
+        found.refund.payment_id,
+    ):
+        raise InvalidInput(
+            f"reference '{spec.reference}' was first used for refund {found.refund.id} of {found.refund.amount} "
+            f"to payment {found.refund.payment_id}; repeat that request exactly, or use a new reference",
+            field="reference",
+            code="idempotency.key_reused",
+        )
 
 
 def _payment_to_refund(
