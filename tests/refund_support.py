@@ -25,6 +25,7 @@ from billow.services.actions import ActionRequest
 from billow.services.billing import InvoiceNumbers
 from billow.services.collection import collect_invoice
 from billow.services.context import TenantContext, keyed_ids
+from billow.services.gateway import PaymentGateway
 from billow.services.receivables import Refunded, RefundInput, refund_credit_note
 from billow.storage.repository import DynamoStore
 
@@ -52,17 +53,24 @@ class Seeded:
     """Every credit note, one per service regretted (`note` is the first)."""
 
 
-def pay_by_card(store: DynamoStore, rail: FakeRail, ctx: TenantContext, invoice_id: str, clock: Clock) -> Payment:
+def pay_by_card(
+    store: DynamoStore,
+    rail: PaymentGateway,
+    ctx: TenantContext,
+    invoice_id: str,
+    clock: Clock,
+    card: tuple[str, str] | None = None,
+) -> Payment:
     """Collect what is due on the invoice by card, as the collector does when it is issued: the
     contact gets a (fake) rail customer and default card, then `collect_invoice` charges it and
-    records the payment (method card, reference = the charge ref)."""
+    records the payment (method card, reference = the charge ref). `card`: the rail's (customer,
+    saved method) to charge (default: made-up ones, which the fake rail takes)."""
     invoice = store.get_invoice(ctx.scope, invoice_id)
     contact = store.get_contact(ctx.scope, invoice.contact_id) if invoice else None
     assert invoice is not None and contact is not None
     if contact.default_method_ref is None:
-        store.save_contact(
-            ctx.scope, replace(contact, gateway_customer_ref=f"cus_{contact.id}", default_method_ref="pm_card_visa")
-        )
+        customer, method = card or (f"cus_{contact.id}", "pm_card_visa")
+        store.save_contact(ctx.scope, replace(contact, gateway_customer_ref=customer, default_method_ref=method))
     attempt = collect_invoice(store, rail, ctx.scope, invoice_id, clock=clock)
     assert attempt is not None and attempt.status is AttemptStatus.SUCCEEDED, attempt
     (payment,) = [
@@ -73,12 +81,13 @@ def pay_by_card(store: DynamoStore, rail: FakeRail, ctx: TenantContext, invoice_
 
 def seed(
     store: DynamoStore,
-    rail: FakeRail,
+    rail: PaymentGateway,
     tenant_id: str = "t1",
     price: str = "31.00",
     by_card: str | None = None,
     services: int = 1,
     test_clock: bool = True,
+    card: tuple[str, str] | None = None,
 ) -> Seeded:
     """A contact on a test clock whose first monthly invoice (`services` services of `price`, billed
     in advance on 1 January 2025) was paid by card (`by_card` of it; the rest by bank transfer),
@@ -105,7 +114,7 @@ def seed(
         wired = (invoice.amount_due - Money.parse(by_card, "USD")).amount_str()
         rest = invoices.ManualPaymentInput(wired, "USD", PaymentMethod.BANK_TRANSFER, "wire-1", START.date())
         invoices.record_manual_payment(store, ctx, invoice.id, rest, clock)
-    payment = pay_by_card(store, rail, ctx, invoice.id, clock)
+    payment = pay_by_card(store, rail, ctx, invoice.id, clock, card)
     (subscription,) = store.subscriptions_of(ctx.scope, contact.id)
     for n, service in enumerate(subscription.services):
         regret = ActionRequest(REGRET, service_id=service.id, reason="changed my mind")
@@ -120,7 +129,7 @@ def seed(
 
 def refund(
     store: DynamoStore,
-    rail: FakeRail | None,
+    rail: PaymentGateway | None,
     seeded: Seeded,
     reference: str,
     amount: str | None = None,
