@@ -28,6 +28,7 @@ from billow.domain.receivables import (
 from billow.local.stack import add_tenant
 from billow.services.context import Scope
 from billow.services.events import Change, events_of
+from billow.services.gateway import GatewayUnavailable
 from billow.services.receivables import Refunded
 from billow.storage.repository import DynamoStore
 
@@ -334,4 +335,18 @@ def test_a_reference_once_used_for_a_card_refund_is_not_answered_for_another_amo
     with pytest.raises(InvalidInput) as reused:
         refund(store, rail, seeded, "ticket-1", "12.00")
     assert (reused.value.code, reused.value.field) == ("idempotency.key_reused", "reference")
+    assert rail.refunded(seeded.payment.reference) == [usd("10.00")]
+
+
+def test_a_rail_out_of_reach_leaves_the_refund_pending_and_the_retry_carries_it_on_at_once(
+    seeded: Seeded, rail: FakeRail
+) -> None:
+    store = DynamoStore()
+    rail.unavailable_at = rail.attempted + 2  # listing the charge's refunds answers; the refund does not
+    with pytest.raises(GatewayUnavailable):
+        refund(store, rail, seeded, "ticket-1", "10.00")
+    (pending,) = store.refunds_of(seeded.ctx.scope, seeded.contact_id, seeded.note.id)
+    assert (pending.status, pending.leased_until) == (RefundStatus.PENDING, None)
+    done = refund(store, rail, seeded, "ticket-1", "10.00")  # no wait for a lease
+    assert done.refund.status is RefundStatus.SUCCEEDED
     assert rail.refunded(seeded.payment.reference) == [usd("10.00")]

@@ -12,6 +12,7 @@ reference's claim, per credit note), so a retry finds the first attempt's record
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
@@ -37,7 +38,7 @@ from billow.domain.receivables import (
 )
 from billow.services.contacts import ContactTime, contact_time, get_contact
 from billow.services.context import Clock, Scope, TenantContext
-from billow.services.gateway import PaymentGateway, RefundState
+from billow.services.gateway import GatewayUnavailable, PaymentGateway, RefundState
 from billow.services.invoices import get_invoice
 from billow.services.ports import InvoicePorts, InvoiceStore, SubscriptionStore, Transactions, UnitOfWork
 
@@ -262,6 +263,7 @@ RAIL_REFUSED = frozenset({"failed", "canceled"})
 """A rail refund's statuses that mean no money goes back. Any other (`succeeded`; `pending`, which
 Stripe reports for some methods and settles later) is recorded succeeded: the rail took the refund."""
 
+
 def refund_to_card(
     store: InvoicePorts,
     ctx: TenantContext,
@@ -317,8 +319,24 @@ def refund_to_card(
         raise Conflict("this tenant has no card processor in this mode", code="refund.no_rail")
     contact_id = found.credit_note.contact_id
     leased = _leased(store, ctx, contact_id, found.refund, clock)
-    state = _on_rail(store, ctx, contact_id, leased, gateway)
+    try:
+        state = _on_rail(store, ctx, contact_id, leased, gateway)
+    except GatewayUnavailable:
+        _release(store, ctx, contact_id, leased)
+        raise
     return _record_outcome(store, ctx, leased, state, found.replayed)
+
+
+def _release(store: InvoicePorts, ctx: TenantContext, contact_id: str, leased: Refund) -> None:
+    """The rail did not answer: the lease is given up so the client's retry carries the refund on at
+    once, listing the charge's refunds first (a refund the rail made anyway is found there, and real
+    Stripe also answers a resent request with the first one's result, by its idempotency key)."""
+    if leased.status is not RefundStatus.PENDING:
+        return
+    work = store.unit_of_work(f"releasing refund {leased.id}")
+    work.save_refund(ctx.scope, contact_id, replace(leased, leased_until=None))
+    with contextlib.suppress(ConcurrentModification):  # taken over meanwhile: the taker goes on
+        work.commit()
 
 
 def _check_same_refund(found: Refunded, spec: RefundInput) -> None:
