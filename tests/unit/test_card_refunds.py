@@ -350,3 +350,13 @@ def test_a_rail_out_of_reach_leaves_the_refund_pending_and_the_retry_carries_it_
     done = refund(store, rail, seeded, "ticket-1", "10.00")  # no wait for a lease
     assert done.refund.status is RefundStatus.SUCCEEDED
     assert rail.refunded(seeded.payment.reference) == [usd("10.00")]
+
+
+def test_a_tenant_without_a_card_processor_is_told_so_and_nothing_is_written(seeded: Seeded) -> None:
+    store = DynamoStore()
+    with pytest.raises(Conflict) as no_rail:
+        refund(store, None, seeded, "ticket-1", "10.00")
+    assert no_rail.value.code == "refund.no_rail"
+    assert store.refunds_of(seeded.ctx.scope, seeded.contact_id, seeded.note.id) == []
+    note = store.get_invoice(seeded.ctx.scope, seeded.note.id)
+    assert note is not None and note.credit_remaining == usd("31.00")
