@@ -9,6 +9,7 @@ fake rail: payment id derived from the charge ref, method card, reference = the 
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -71,7 +72,11 @@ def pay_by_card(
     if contact.default_method_ref is None:
         customer, method = card or (f"cus_{contact.id}", "pm_card_visa")
         store.save_contact(ctx.scope, replace(contact, gateway_customer_ref=customer, default_method_ref=method))
-    attempt = collect_invoice(store, rail, ctx.scope, invoice_id, clock=clock)
+    for _ in range(40):  # a collector (the local stack's) may hold the attempt meanwhile: wait for it
+        attempt = collect_invoice(store, rail, ctx.scope, invoice_id, clock=clock)
+        if attempt is not None and attempt.status is AttemptStatus.SUCCEEDED:
+            break
+        time.sleep(0.25)
     assert attempt is not None and attempt.status is AttemptStatus.SUCCEEDED, attempt
     (payment,) = [
         p for p in store.payments_of(ctx.scope, invoice.contact_id, invoice_id) if p.method is PaymentMethod.CARD

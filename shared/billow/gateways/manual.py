@@ -79,5 +79,8 @@ class ManualGateway:
     ) -> RefundState:
         raise self._no_charges(charge_ref)
 
+    def refunds_of(self, charge_ref: str) -> list[RefundState]:
+        raise self._no_charges(charge_ref)
+
     def verify_webhook(self, payload: bytes, signature: str, secret: str, *, now: datetime) -> GatewayEvent:
         raise WebhookRejected("the manual rail sends no webhooks")

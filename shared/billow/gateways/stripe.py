@@ -94,6 +94,18 @@ def _translated(call: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
         raise
 
 
+def refund_state(refund: Mapping[str, Any], charge_ref: str) -> RefundState:
+    """A Refund (as a dict) in the port's terms."""
+    return RefundState(
+        ref=str(refund["id"]),
+        charge_ref=charge_ref,
+        amount=from_stripe_units(int(refund["amount"]), str(refund["currency"])),
+        status=str(refund.get("status") or "succeeded"),
+        metadata={str(k): str(v) for k, v in (refund.get("metadata") or {}).items()},
+        failure=refund.get("failure_reason"),
+    )
+
+
 def charge_state(intent: Mapping[str, Any]) -> ChargeState:
     """A PaymentIntent (as a dict) in the port's terms."""
     currency = str(intent["currency"])
@@ -274,9 +286,16 @@ class StripeGateway:
             raise ChargeNotPossible(f"Stripe cannot refund {amount} exactly", code="rail.amount_precision")
         params = {"payment_intent": charge_ref, "amount": units, "metadata": dict(metadata)}
         refund = _translated(self._client.v1.refunds.create, params, {"idempotency_key": idempotency_key})
-        return RefundState(
-            ref=str(refund["id"]),
-            charge_ref=charge_ref,
-            amount=from_stripe_units(int(refund["amount"]), str(refund["currency"])),
-            status=str(refund.get("status") or "succeeded"),
-        )
+        return refund_state(refund, charge_ref)
+
+    def refunds_of(self, charge_ref: str) -> list[RefundState]:
+        """Every refund of the PaymentIntent, newest first, all pages (`Refund.list(payment_intent=)`,
+        which localstripe supports too), with the metadata each was created with."""
+        found: list[RefundState] = []
+        params: dict[str, Any] = {"payment_intent": charge_ref, "limit": 100}
+        while True:
+            page = _translated(self._client.v1.refunds.list, params)
+            found += [refund_state(r, charge_ref) for r in page["data"]]
+            if not page.get("has_more") or not page["data"]:
+                return found
+            params["starting_after"] = page["data"][-1]["id"]
