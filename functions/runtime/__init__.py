@@ -100,19 +100,22 @@ def _secrets() -> Any:
 PAYMENT_GATEWAYS_ENV = "BILLOW_PAYMENT_GATEWAYS"
 
 
-def _no_rail(scope: Any) -> None:
-    """No tenant has an account on a payment rail: invoices are paid by transfer."""
-    return None
+def _charging_gateway(scope: Any) -> Any:
+    """The rail the tenant's secrets name for the scope's mode (billow.gateways.rails)."""
+    from billow.gateways.rails import charging_gateway
+
+    return charging_gateway(__getattr__("secrets"), scope.tenant_id, scope.mode)
 
 
 def _payment_gateway() -> Any:
     """`Scope -> PaymentGateway | None`: the rail a tenant's mode is charged on, None when it has no
-    account on one (its invoices are paid by transfer). `BILLOW_PAYMENT_GATEWAYS` names the
-    function (`module:name`), imported at the first collection, not at cold start; tests set
+    account on one (its invoices are paid by transfer). By default the one its rail secrets name
+    (`billow.gateways.rails.charging_gateway`, imported at the first collection, not at cold start);
+    `BILLOW_PAYMENT_GATEWAYS` names another function (`module:name`); tests set
     `runtime.payment_gateway` itself."""
     spec = os.environ.get(PAYMENT_GATEWAYS_ENV, "")
     if not spec:
-        return _no_rail
+        return _charging_gateway
     module, _, name = spec.partition(":")
     return getattr(importlib.import_module(module), name)
 

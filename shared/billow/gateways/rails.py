@@ -19,9 +19,15 @@ STRIPE = "stripe"
 
 
 def payment_gateway(secrets: SecretsSource, tenant_id: str, mode: str) -> PaymentGateway:
+    return charging_gateway(secrets, tenant_id, mode) or ManualGateway()
+
+
+def charging_gateway(secrets: SecretsSource, tenant_id: str, mode: str) -> PaymentGateway | None:
+    """The rail that charges the tenant's saved methods in `mode`; None when it has no account on
+    one (its invoices are paid by transfer: the collector leaves them alone)."""
     found = secrets.rail_secrets(STRIPE, tenant_id, mode)
     if found is None:
-        return ManualGateway()
+        return None
     from billow.gateways.stripe import StripeGateway  # the SDK only where a Stripe rail is used
 
     api_base = os.environ.get(API_BASE_ENV) or None

@@ -1,0 +1,238 @@
+"""Collection by card, end to end on the local stack with localstripe (docs/payments.md,
+"Collection" and "Webhooks"): a contact saves a card over HTTP (its SetupIntent confirmed as
+Stripe.js would), an order issues an invoice, the invoice.issued event on the local bus feeds the
+collector, which charges the card on localstripe and the invoice becomes paid; a card declined at
+charge time leaves the invoice open and publishes payment.failed with its decline code; a
+credit-limit contact is charged only once its balance crosses its limit; a collector that dies
+right after confirming the charge still gets its invoice paid, by localstripe's
+payment_intent.succeeded webhook to the endpoint the stack registered; and with activation on
+payment the order's service stays draft until the card pays its first invoice."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from billow.local import stack
+from billow.local.events import local_bus
+from billow.local.stripe import LocalStripe
+
+from tests.stripe_support import DECLINES_AT_CHARGE, VISA, confirm_setup, stripe_client
+from tests.support import HttpClient, make_product
+
+pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e")]
+KEY = "bk_test_card_collection"
+TENANT = "cardco"
+MONTHLY = {"price": "31.00", "currency": "USD", "cycle": "month", "billing_model": "advance"}
+
+
+@pytest.fixture(scope="module")
+def local() -> Iterator[stack.LocalStack]:
+    running = stack.start(schedule=False, table_name="billow-e2e-card-collection")
+    try:
+        stack.add_tenant(TENANT, "Card Co", KEY)
+        assert running.register_stripe_webhook(TENANT)
+        yield running
+    finally:
+        running.stop()
+
+
+@pytest.fixture(scope="module")
+def api(local: stack.LocalStack) -> HttpClient:
+    return HttpClient(local.url, KEY)
+
+
+@pytest.fixture
+def events() -> Iterator[list[dict[str, Any]]]:
+    """Every event the local bus delivers while the test runs (its `detail`)."""
+    seen: list[dict[str, Any]] = []
+    unsubscribe = local_bus().subscribe(None, lambda event: seen.append(event["detail"]))
+    yield seen
+    unsubscribe()
+
+
+@pytest.fixture
+def collected() -> Iterator[list[str]]:
+    """The invoices whose invoice.issued the collector has handled: the rule's targets run in
+    order, and this one was subscribed after the collector."""
+    seen: list[str] = []
+    unsubscribe = local_bus().subscribe(
+        "invoice-issued", lambda event: seen.append(event["detail"]["data"]["invoice_id"])
+    )
+    yield seen
+    unsubscribe()
+
+
+def fake(local: stack.LocalStack) -> LocalStripe:
+    assert local.stripe is not None
+    return local.stripe
+
+
+def eventually(check: Callable[[], Any], timeout: float = 30.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(0.2)
+
+
+def customer_with_card(api: HttpClient, local: stack.LocalStack, card: str = VISA, **contact: Any) -> str:
+    """A contact (with `contact`'s fields) who saved `card` through a SetupIntent: its id."""
+    made = api.post("/contacts", {"name": "Ann Card", "email": "ann@example.com", **contact})
+    assert made.status == 201, made.body
+    contact_id = made.body["id"]
+    setup = api.post(f"/contacts/{contact_id}/payment-methods/setup")
+    assert setup.status == 201, setup.body
+    confirm_setup(fake(local), setup.body["setup_id"], card)  # the customer, in Stripe.js
+    saved = api.post(f"/contacts/{contact_id}/payment-methods", {"setup_id": setup.body["setup_id"]})
+    assert saved.status == 201 and saved.body["default"] is True, saved.body
+    return str(contact_id)
+
+
+def place_order(api: HttpClient, contact_id: str, product: dict[str, Any]) -> dict[str, Any]:
+    """The order's first invoice (issued at once: billed in advance)."""
+    item = {"product_id": product["id"], "terms_id": product["terms"][0]["id"]}
+    placed = api.post("/orders", {"contact_id": contact_id, "items": [item]})
+    assert placed.status == 201, placed.body
+    (invoice,) = placed.body["invoices"]
+    assert invoice["status"] == "open", invoice
+    return dict(invoice)
+
+
+def invoice_status(api: HttpClient, invoice_id: str) -> str:
+    return str(api.get(f"/invoices/{invoice_id}").body["status"])
+
+
+def charges_of(local: stack.LocalStack, invoice_id: str) -> list[Any]:
+    """The PaymentIntents localstripe holds for the invoice (found by the metadata Billow attaches)."""
+    every = stripe_client(fake(local)).v1.payment_intents.list({"limit": 100})
+    return [p for p in every.auto_paging_iter() if p.to_dict().get("metadata", {}).get("invoice_id") == invoice_id]
+
+
+def of_type(events: list[dict[str, Any]], kind: str, contact_id: str) -> list[dict[str, Any]]:
+    return [e for e in events if e["type"] == kind and e["contact_id"] == contact_id]
+
+
+def test_a_saved_card_pays_the_invoice_of_an_order_by_itself(
+    api: HttpClient, local: stack.LocalStack, events: list[dict[str, Any]]
+) -> None:
+    contact = customer_with_card(api, local)
+    invoice = place_order(api, contact, make_product(api, MONTHLY))
+    assert eventually(lambda: invoice_status(api, invoice["id"]) == "paid"), (
+        [e["type"] for e in events],
+        local_bus().undelivered,
+    )
+    (charge,) = charges_of(local, invoice["id"])
+    assert (charge.status, charge.amount, charge.currency) == ("succeeded", 3100, "usd")
+    (paid,) = api.get(f"/invoices/{invoice['id']}").body["payments"]
+    assert (paid["method"], paid["reference"]) == ("card", charge.id)
+    assert paid["amount"] == {"amount": "31.00", "currency": "USD"}
+    (succeeded,) = eventually(lambda: of_type(events, "payment.succeeded", contact), 5)
+    assert succeeded["data"]["charge_ref"] == charge.id and succeeded["data"]["invoice_id"] == invoice["id"]
+
+
+def test_a_card_declined_at_charge_time_leaves_the_invoice_open(
+    api: HttpClient, local: stack.LocalStack, events: list[dict[str, Any]]
+) -> None:
+    contact = customer_with_card(api, local, DECLINES_AT_CHARGE)
+    invoice = place_order(api, contact, make_product(api, MONTHLY))
+    (failed,) = eventually(lambda: of_type(events, "payment.failed", contact))
+    assert (failed["data"]["invoice_id"], failed["data"]["status"]) == (invoice["id"], "failed")
+    assert failed["data"]["decline_code"] == "card_declined"
+    assert invoice_status(api, invoice["id"]) == "open"
+    assert not of_type(events, "payment.succeeded", contact)
+    assert api.get(f"/invoices/{invoice['id']}").body["payments"] == []
+
+
+def test_a_credit_limit_contact_is_charged_only_once_its_balance_crosses_the_limit(
+    api: HttpClient, local: stack.LocalStack, events: list[dict[str, Any]], collected: list[str]
+) -> None:
+    contact = customer_with_card(api, local, collection="credit_limit", credit_limit={"USD": "50.00"})
+    product = make_product(api, MONTHLY)
+    first = place_order(api, contact, product)  # owes 31.00: under the limit
+    assert eventually(lambda: first["id"] in collected)
+    assert charges_of(local, first["id"]) == [] and invoice_status(api, first["id"]) == "open"
+    second = place_order(api, contact, product)  # owes 62.00: over it
+    assert eventually(lambda: invoice_status(api, second["id"]) == "paid")
+    assert invoice_status(api, first["id"]) == "open" and charges_of(local, first["id"]) == []
+    (charge,) = charges_of(local, second["id"])
+    assert (charge.status, charge.amount) == ("succeeded", 3100)  # the new invoice only (not the whole debt)
+    (succeeded,) = eventually(lambda: of_type(events, "payment.succeeded", contact), 5)
+    assert succeeded["data"]["invoices"] == [{"invoice_id": second["id"], "amount": second["total"]}]
+
+
+class CollectorDied(BaseException):
+    """The collector's container is gone (not an error it could handle)."""
+
+
+def test_a_charge_confirmed_by_a_collector_that_died_is_applied_by_the_webhook(
+    api: HttpClient, local: stack.LocalStack, collected: list[str]
+) -> None:
+    """The collector of a manual contact's invoice does nothing; the contact then turns automatic
+    and the test collects the invoice itself, as the collector would, with
+    a rail that dies right after Stripe confirmed the charge: the attempt is left as created, and
+    localstripe's payment_intent.succeeded (sent about a second later to the endpoint the stack
+    registered) makes the invoice paid, once."""
+    from billow.gateways.rails import charging_gateway
+    from billow.local.secrets import LocalSecrets
+    from billow.services.collection import collect_invoice
+    from billow.services.context import Scope, SystemClock
+    from billow.storage.repository import DynamoStore
+
+    contact = customer_with_card(api, local, collection="manual")
+    invoice = place_order(api, contact, make_product(api, MONTHLY))
+    assert eventually(lambda: invoice["id"] in collected) and charges_of(local, invoice["id"]) == []
+    assert api.patch(f"/contacts/{contact}", {"collection": "automatic"}).status == 200
+    rail = charging_gateway(LocalSecrets(), TENANT, "test")
+    assert rail is not None
+    confirm = rail.confirm_charge
+
+    def confirm_then_die(*args: Any, **kwargs: Any) -> Any:
+        confirm(*args, **kwargs)
+        raise CollectorDied
+
+    rail.confirm_charge = confirm_then_die  # type: ignore[method-assign]
+    with pytest.raises(CollectorDied):
+        collect_invoice(DynamoStore(), rail, Scope(TENANT, "test"), invoice["id"], clock=SystemClock())
+    assert invoice_status(api, invoice["id"]) == "open"  # Stripe has the money; Billow has not recorded it
+
+    assert eventually(lambda: invoice_status(api, invoice["id"]) == "paid")
+    (charge,) = charges_of(local, invoice["id"])
+    assert charge.status == "succeeded"
+    (paid,) = api.get(f"/invoices/{invoice['id']}").body["payments"]
+    assert paid["reference"] == charge.id
+
+
+def test_with_activation_on_payment_the_service_waits_for_the_card(
+    api: HttpClient, local: stack.LocalStack, events: list[dict[str, Any]]
+) -> None:
+    """The tenant's setting on: the order's service stays draft while its first invoice is unpaid,
+    and becomes effective once the collector's charge pays it (invoice.paid -> activation)."""
+    on = api.patch("/settings/subscriptions", {"activate_on_payment": True, "unpaid_order_lapse_days": 7})
+    assert on.status == 200, on.body
+    try:
+        declined = customer_with_card(api, local, DECLINES_AT_CHARGE)
+        pays = customer_with_card(api, local)
+        product = make_product(api, MONTHLY)
+        unpaid = place_order(api, declined, product)
+        paid = place_order(api, pays, product)
+        assert eventually(lambda: invoice_status(api, paid["id"]) == "paid")
+
+        def state(invoice: dict[str, Any]) -> str:
+            (only,) = api.get(f"/subscriptions/{invoice['subscription_id']}").body["services"]
+            return str(only["state"])
+
+        assert eventually(lambda: state(paid) == "effective"), state(paid)
+        assert eventually(lambda: of_type(events, "payment.failed", declined))
+        assert (invoice_status(api, unpaid["id"]), state(unpaid)) == ("open", "draft")
+
+        def activated() -> list[tuple[str, str]]:
+            changes = of_type(events, "service.state_changed", pays)
+            return [(e["data"]["from"], e["data"]["to"]) for e in changes if e["data"]["to"] == "effective"]
+
+        assert eventually(activated, 5) == [("draft", "effective")]
+    finally:
+        api.patch("/settings/subscriptions", {"activate_on_payment": False})
