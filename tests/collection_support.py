@@ -40,6 +40,7 @@ def seed_contact(
     method: str | None = "pm_card_visa",
     mode: CollectionMode | None = None,
     credit_limit: Mapping[str, Money] | None = None,
+    customer_ref: str | None = None,
 ) -> Contact:
     contact = Contact(
         contact_id,
@@ -52,7 +53,7 @@ def seed_contact(
         True,
         NOW,
         collection=mode,
-        gateway_customer_ref=None if method is None else f"cus_{contact_id}",
+        gateway_customer_ref=customer_ref or (None if method is None else f"cus_{contact_id}"),
         default_method_ref=method,
     )
     store.add_contact(SCOPE, contact)

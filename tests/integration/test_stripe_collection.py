@@ -1,0 +1,277 @@
+"""Collection and its webhooks against a real localstripe (one per test process) and DynamoDB
+Local, with the real StripeGateway and the real `reconcile_charge` applier: Billow's records, not
+the fake's idempotency keys (localstripe ignores them), keep every invoice charged at most once, and
+a charge Stripe made is never lost.
+
+- Webhooks: the events of one payment (created, failed, succeeded) delivered in every order, each
+  5 times, signed as Stripe signs them: the invoice ends as the PaymentIntent really is, with one
+  payment or none; a bad signature, a timestamp 6 minutes old, an event claiming this tenant about
+  another tenant's PaymentIntent: nothing applied.
+- Fault injection: the collector dies after each of its DynamoDB requests, and after each of its
+  Stripe requests, then the event is delivered again: one succeeded PaymentIntent per invoice
+  (counted in localstripe by the metadata Billow attaches), and the invoice paid once.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+import stripe
+from billow.domain.collection import AttemptStatus
+from billow.domain.invoices import InvoiceStatus
+from billow.gateways.stripe import StripeGateway
+from billow.gateways.stripe_webhooks import StripeWebhooks
+from billow.local.secrets import ENV as SECRETS_ENV
+from billow.local.secrets import LocalSecrets, configured
+from billow.local.stripe import TEST_API_KEY, LocalStripe
+from billow.services import webhooks
+from billow.services.collection import collect_invoice
+from billow.services.context import Scope, SystemClock
+from billow.services.gateway import ChargeRequest, RailSecrets, WebhookRejected
+from billow.storage.repository import DynamoStore
+
+from tests.collection_support import SCOPE, seed_contact, seed_invoice, seed_tenant, stored_invoice
+from tests.integration.test_fault_injection import Crash as DynamoCrash
+from tests.integration.test_fault_injection import crash_after
+from tests.stripe_support import DECLINES_AT_CHARGE, VISA, confirm_setup, stripe_client
+from tests.support import unique
+from tests.webhook_support import sign
+
+pytestmark = pytest.mark.integration
+
+SECRET = "whsec_t1_localstripe"
+CLOCK = SystemClock()
+OTHER = Scope("t2", "test")
+
+
+@pytest.fixture
+def store(local_table: str, monkeypatch: pytest.MonkeyPatch) -> DynamoStore:
+    monkeypatch.setenv(
+        SECRETS_ENV,
+        configured({("stripe", t, "test"): RailSecrets(TEST_API_KEY, SECRET) for t in ("t1", "t2")}),
+    )
+    store = DynamoStore()
+    seed_tenant(store)
+    return store
+
+
+@pytest.fixture
+def rail(local_stripe: LocalStripe) -> StripeGateway:
+    return StripeGateway(TEST_API_KEY, api_base=local_stripe.url, localstripe=True)
+
+
+def card_holder(store: DynamoStore, server: LocalStripe, rail: StripeGateway, card: str = VISA) -> str:
+    """A contact with a Stripe customer and a saved `card` (its SetupIntent confirmed as Stripe.js would)."""
+    contact_id = unique("con")
+    customer = rail.ensure_customer(
+        existing_ref=None, email="ada@example.com", name="Ada", metadata={}, idempotency_key=unique("c")
+    )
+    setup = rail.start_setup(customer, idempotency_key=unique("s"), metadata={})
+    confirm_setup(server, setup.ref, card)
+    method = rail.setup_state(setup.ref).method
+    assert method is not None
+    seed_contact(store, contact_id, method=method.ref, customer_ref=customer)
+    return contact_id
+
+
+def intents_of(server: LocalStripe, invoice_id: str) -> list[Any]:
+    """The PaymentIntents localstripe holds for the invoice, found by the metadata Billow attaches
+    (localstripe does not list by customer)."""
+    every = stripe_client(server).v1.payment_intents.list({"limit": 100}).auto_paging_iter()
+    return [p for p in every if p.to_dict().get("metadata", {}).get("invoice_id") == invoice_id]
+
+
+def succeeded_intents(server: LocalStripe, invoice_id: str) -> int:
+    return Counter(p.status for p in intents_of(server, invoice_id))["succeeded"]
+
+
+def assert_paid_once(store: DynamoStore, server: LocalStripe, invoice_id: str) -> None:
+    assert succeeded_intents(server, invoice_id) == 1
+    invoice = stored_invoice(store, invoice_id)
+    assert invoice.status is InvoiceStatus.PAID
+    (payment,) = store.payments_of(SCOPE, invoice.contact_id, invoice_id)
+    assert payment.amount == invoice.total
+
+
+# -- webhooks -------------------------------------------------------------------------------------
+def ports(rail: StripeGateway) -> webhooks.WebhookPorts:
+    store = DynamoStore()
+    return webhooks.WebhookPorts(
+        events=store, store=store, secrets=LocalSecrets(), verifier=StripeWebhooks(), gateway_for=lambda scope: rail
+    )
+
+
+def event_of(intent: Any, event_type: str, *, metadata: dict[str, str] | None = None) -> bytes:
+    """The event Stripe sends about `intent` (its object as Stripe holds it, or with `metadata`)."""
+    thing = intent.to_dict()
+    if metadata is not None:
+        thing["metadata"] = metadata
+    body = {
+        "id": unique("evt"),
+        "object": "event",
+        "api_version": "2024-06-20",
+        "created": int(datetime.now(UTC).timestamp()),
+        "livemode": False,
+        "type": event_type,
+        "data": {"object": thing},
+    }
+    return json.dumps(body).encode()
+
+
+def deliver(rail: StripeGateway, payload: bytes, *, age: timedelta = timedelta(0), secret: str = SECRET) -> Any:
+    now = datetime.now(UTC)
+    return webhooks.receive(ports(rail), "stripe", "t1", payload, sign(payload, secret, now - age), now=now)
+
+
+class CollectorDied(BaseException):
+    pass
+
+
+def charged_then_died(store: DynamoStore, server: LocalStripe, rail: StripeGateway, invoice_id: str) -> Any:
+    """The collector confirms the charge on Stripe and dies before recording anything more: the
+    PaymentIntent as Stripe holds it now."""
+    confirm = rail.confirm_charge
+
+    def confirm_then_die(*args: Any, **kwargs: Any) -> Any:
+        confirm(*args, **kwargs)
+        raise CollectorDied
+
+    rail.confirm_charge = confirm_then_die  # type: ignore[method-assign]
+    try:
+        with pytest.raises(CollectorDied):
+            collect_invoice(store, rail, SCOPE, invoice_id, clock=CLOCK)
+    finally:
+        del rail.confirm_charge
+    attempt = store.latest_attempt(SCOPE, stored_invoice(store, invoice_id).contact_id, invoice_id)
+    assert attempt is not None and attempt.status is AttemptStatus.CREATED
+    (intent,) = intents_of(server, invoice_id)
+    return intent
+
+
+@pytest.fixture
+def server(local_stripe: LocalStripe) -> LocalStripe:
+    return local_stripe
+
+
+TYPES = ("payment_intent.created", "payment_intent.payment_failed", "payment_intent.succeeded")
+
+
+@pytest.mark.parametrize("card", [VISA, DECLINES_AT_CHARGE], ids=["pays", "declines"])
+def test_the_events_of_one_payment_in_every_order_5_times_each_end_as_stripe_has_it(
+    store: DynamoStore, rail: StripeGateway, server: LocalStripe, card: str
+) -> None:
+    for order in itertools.permutations(TYPES):
+        contact_id = card_holder(store, server, rail, card)
+        invoice_id = unique("inv")
+        seed_invoice(store, contact_id, invoice_id, "30.00")
+        intent = charged_then_died(store, server, rail, invoice_id)
+        payloads = [event_of(intent, t) for t in order]
+        outcomes = [deliver(rail, p).outcome for _ in range(5) for p in payloads]
+        applied = [o for o in outcomes if o is webhooks.Outcome.APPLIED]
+        assert len(applied) == 2  # the failed and the succeeded event, once each; created is not handled
+        invoice = stored_invoice(store, invoice_id)
+        attempt = store.latest_attempt(SCOPE, contact_id, invoice_id)
+        assert attempt is not None
+        payments = store.payments_of(SCOPE, contact_id, invoice_id)
+        if card == VISA:
+            assert intent.status == "succeeded"
+            assert (invoice.status, attempt.status, len(payments)) == (InvoiceStatus.PAID, AttemptStatus.SUCCEEDED, 1)
+        else:
+            assert intent.status == "requires_payment_method"
+            assert (invoice.status, attempt.status, payments) == (InvoiceStatus.OPEN, AttemptStatus.FAILED, [])
+            assert attempt.decline_code == "card_declined"
+
+
+def test_refused_deliveries_and_another_tenants_object_apply_nothing(
+    store: DynamoStore, rail: StripeGateway, server: LocalStripe
+) -> None:
+    contact_id = card_holder(store, server, rail)
+    invoice_id = unique("inv")
+    seed_invoice(store, contact_id, invoice_id, "30.00")
+    intent = charged_then_died(store, server, rail, invoice_id)
+    succeeded = event_of(intent, "payment_intent.succeeded")
+    with pytest.raises(WebhookRejected) as bad:
+        deliver(rail, succeeded, secret="whsec_not_ours")
+    assert bad.value.code == "webhook.bad_signature"
+    with pytest.raises(WebhookRejected) as stale:
+        deliver(rail, succeeded, age=timedelta(minutes=6))
+    assert stale.value.code == "webhook.stale"
+
+    # t2's PaymentIntent (paid), naming this very invoice and attempt, in an event that says it is
+    # t1's: signed with t1's secret, acknowledged, and applied nowhere (Stripe's object is not t1's)
+    attempt = store.latest_attempt(SCOPE, contact_id, invoice_id)
+    assert attempt is not None and attempt.customer_ref and attempt.method_ref
+    meta = {"tenant_id": OTHER.tenant_id, "mode": "test", "invoice_id": invoice_id, "attempt_id": attempt.id}
+    request = ChargeRequest(attempt.customer_ref, attempt.method_ref, attempt.amount, unique("k"), meta)
+    theirs = rail.confirm_charge(rail.create_charge(request).ref, idempotency_key=unique("k"))
+    their_intent = stripe_client(server).v1.payment_intents.retrieve(theirs.ref)
+    lying = event_of(their_intent, "payment_intent.succeeded", metadata={"tenant_id": "t1", "mode": "test"})
+    assert deliver(rail, lying).outcome is webhooks.Outcome.APPLIED  # acknowledged, recorded; changed nothing
+    assert stored_invoice(store, invoice_id).status is InvoiceStatus.OPEN
+    assert store.payments_of(SCOPE, contact_id, invoice_id) == []
+    assert deliver(rail, succeeded).outcome is webhooks.Outcome.APPLIED  # the genuine one still applies
+    assert stored_invoice(store, invoice_id).status is InvoiceStatus.PAID
+
+
+# -- fault injection ------------------------------------------------------------------------------
+class StripeCrash(BaseException):
+    pass
+
+
+class StripeRequests:
+    """Counts the Stripe SDK's HTTP requests; after the k-th one returns (or fails), dies."""
+
+    def __init__(self, k: int | None) -> None:
+        self.k, self.made = k, 0
+
+    def __enter__(self) -> StripeRequests:
+        http = stripe._http_client.HTTPClient
+        self._original = original = http.request_with_retries
+        counter = self
+
+        def request_with_retries(client: Any, *args: Any, **kwargs: Any) -> Any:
+            try:
+                return original(client, *args, **kwargs)
+            finally:
+                counter.made += 1
+                if counter.made == counter.k:
+                    raise StripeCrash(f"after Stripe request {counter.k}")
+
+        http.request_with_retries = request_with_retries  # type: ignore[method-assign,assignment]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        stripe._http_client.HTTPClient.request_with_retries = self._original  # type: ignore[method-assign]
+
+
+def test_a_collector_crashed_after_every_dynamodb_and_every_stripe_request_then_rerun_charges_once(
+    store: DynamoStore, rail: StripeGateway, server: LocalStripe
+) -> None:
+    def fresh_invoice() -> str:
+        invoice_id = unique("inv")
+        seed_invoice(store, card_holder(store, server, rail), invoice_id, "30.00")
+        return invoice_id
+
+    probe = fresh_invoice()
+    with crash_after(None) as dynamodb, StripeRequests(None) as stripe_requests:
+        collect_invoice(store, rail, SCOPE, probe, clock=CLOCK)
+    assert_paid_once(store, server, probe)
+    assert dynamodb.made > 5 and stripe_requests.made >= 2
+
+    crashes: list[tuple[type[BaseException], Any]] = []
+    for k in range(1, dynamodb.made + 1):
+        crashes.append((DynamoCrash, crash_after(k)))
+    for k in range(1, stripe_requests.made + 1):
+        crashes.append((StripeCrash, StripeRequests(k)))
+    for crash, fault in crashes:
+        invoice_id = fresh_invoice()
+        with pytest.raises(crash), fault:
+            collect_invoice(store, rail, SCOPE, invoice_id, clock=CLOCK)
+        collect_invoice(store, rail, SCOPE, invoice_id, clock=CLOCK)  # the event delivered again
+        collect_invoice(store, rail, SCOPE, invoice_id, clock=CLOCK)  # and once more
+        assert_paid_once(store, server, invoice_id)
