@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from dataclasses import replace
 from datetime import UTC, date, datetime
 from fractions import Fraction
+from typing import TYPE_CHECKING
+from uuid import uuid4
 
 from billow.domain.calendar import Period
 from billow.domain.collection import CollectionMode, CollectionSettings
@@ -14,10 +16,15 @@ from billow.domain.invoices import Invoice, InvoiceStatus
 from billow.domain.lines import LineDraft
 from billow.domain.money import Money
 from billow.domain.tenants import TenantSettings
+from billow.local.stripe import VISA, LocalStripe
 from billow.services.context import Scope
 from billow.storage.repository import DynamoStore
 
 from tests.fake_rail import DECLINING
+from tests.stripe_support import confirm_setup
+
+if TYPE_CHECKING:
+    from billow.gateways.stripe import StripeGateway
 
 SCOPE = Scope("t1", "test")
 NOW = datetime(2024, 5, 1, 9, 0, tzinfo=UTC)
@@ -100,3 +107,17 @@ def stored_invoice(store: DynamoStore, invoice_id: str) -> Invoice:
     invoice = store.get_invoice(SCOPE, invoice_id)
     assert invoice is not None
     return invoice
+
+
+def card_holder(store: DynamoStore, server: LocalStripe, rail: StripeGateway, card: str = VISA) -> str:
+    """A contact with a Stripe customer and a saved `card` (its SetupIntent confirmed as Stripe.js would)."""
+    contact_id = f"con-{uuid4().hex[:10]}"
+    customer = rail.ensure_customer(
+        existing_ref=None, email="ada@example.com", name="Ada", metadata={}, idempotency_key=uuid4().hex
+    )
+    setup = rail.start_setup(customer, idempotency_key=uuid4().hex, metadata={})
+    confirm_setup(server, setup.ref, card)
+    method = rail.setup_state(setup.ref).method
+    assert method is not None
+    seed_contact(store, contact_id, method=method.ref, customer_ref=customer)
+    return contact_id

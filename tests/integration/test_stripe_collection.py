@@ -21,7 +21,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-import stripe
 from billow.domain.collection import AttemptStatus
 from billow.domain.invoices import InvoiceStatus
 from billow.gateways.stripe import StripeGateway
@@ -35,10 +34,10 @@ from billow.services.context import Scope, SystemClock
 from billow.services.gateway import ChargeRequest, RailSecrets, WebhookRejected
 from billow.storage.repository import DynamoStore
 
-from tests.collection_support import SCOPE, seed_contact, seed_invoice, seed_tenant, stored_invoice
+from tests.collection_support import SCOPE, card_holder, seed_invoice, seed_tenant, stored_invoice
 from tests.integration.test_fault_injection import Crash as DynamoCrash
 from tests.integration.test_fault_injection import crash_after
-from tests.stripe_support import DECLINES_AT_CHARGE, VISA, confirm_setup, stripe_client
+from tests.stripe_support import DECLINES_AT_CHARGE, VISA, StripeCrash, StripeRequests, intents_of, stripe_client
 from tests.support import unique
 from tests.webhook_support import sign
 
@@ -63,27 +62,6 @@ def store(local_table: str, monkeypatch: pytest.MonkeyPatch) -> DynamoStore:
 @pytest.fixture
 def rail(local_stripe: LocalStripe) -> StripeGateway:
     return StripeGateway(TEST_API_KEY, api_base=local_stripe.url, localstripe=True)
-
-
-def card_holder(store: DynamoStore, server: LocalStripe, rail: StripeGateway, card: str = VISA) -> str:
-    """A contact with a Stripe customer and a saved `card` (its SetupIntent confirmed as Stripe.js would)."""
-    contact_id = unique("con")
-    customer = rail.ensure_customer(
-        existing_ref=None, email="ada@example.com", name="Ada", metadata={}, idempotency_key=unique("c")
-    )
-    setup = rail.start_setup(customer, idempotency_key=unique("s"), metadata={})
-    confirm_setup(server, setup.ref, card)
-    method = rail.setup_state(setup.ref).method
-    assert method is not None
-    seed_contact(store, contact_id, method=method.ref, customer_ref=customer)
-    return contact_id
-
-
-def intents_of(server: LocalStripe, invoice_id: str) -> list[Any]:
-    """The PaymentIntents localstripe holds for the invoice, found by the metadata Billow attaches
-    (localstripe does not list by customer)."""
-    every = stripe_client(server).v1.payment_intents.list({"limit": 100}).auto_paging_iter()
-    return [p for p in every if p.to_dict().get("metadata", {}).get("invoice_id") == invoice_id]
 
 
 def succeeded_intents(server: LocalStripe, invoice_id: str) -> int:
@@ -219,36 +197,6 @@ def test_refused_deliveries_and_another_tenants_object_apply_nothing(
 
 
 # -- fault injection ------------------------------------------------------------------------------
-class StripeCrash(BaseException):
-    pass
-
-
-class StripeRequests:
-    """Counts the Stripe SDK's HTTP requests; after the k-th one returns (or fails), dies."""
-
-    def __init__(self, k: int | None) -> None:
-        self.k, self.made = k, 0
-
-    def __enter__(self) -> StripeRequests:
-        http = stripe._http_client.HTTPClient
-        self._original = original = http.request_with_retries
-        counter = self
-
-        def request_with_retries(client: Any, *args: Any, **kwargs: Any) -> Any:
-            try:
-                return original(client, *args, **kwargs)
-            finally:
-                counter.made += 1
-                if counter.made == counter.k:
-                    raise StripeCrash(f"after Stripe request {counter.k}")
-
-        http.request_with_retries = request_with_retries  # type: ignore[method-assign,assignment]
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        stripe._http_client.HTTPClient.request_with_retries = self._original  # type: ignore[method-assign]
-
-
 def test_a_collector_crashed_after_every_dynamodb_and_every_stripe_request_then_rerun_charges_once(
     store: DynamoStore, rail: StripeGateway, server: LocalStripe
 ) -> None:
