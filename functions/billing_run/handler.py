@@ -13,12 +13,14 @@ import gc
 
 gc.disable()  # no collection while the function's code is imported: see runtime.imported
 
+from datetime import UTC
 from typing import Any
 
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.parser import BaseModel, event_parser
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from billow.services.billing import SettingsCache, bill_due_page
+from billow.services.payment_methods import announce_expiring
 from billow.services.ports import DUE_SHARDS
 from pydantic import AwareDatetime, ConfigDict, Field, model_validator
 from runtime import imported, invocation, logger, metrics, numbers, store, tracer
@@ -42,6 +44,7 @@ class ShardTotals(BaseModel):
     invoices: int = Field(default=0, ge=0)
     invoices_checked: int = Field(default=0, ge=0, description="due invoices finalised or moved overdue")
     failures: int = Field(default=0, ge=0)
+    cards_expiring: int = Field(default=0, ge=0, description="payment_method.expiring announced")
 
 
 class BillingRunEvent(BaseModel):
@@ -65,6 +68,8 @@ def bill_shard(event: BillingRunEvent, context: LambdaContext) -> dict[str, Any]
     totals = event.totals.model_copy()
     cursor = event.cursor
     settings = SettingsCache(store)  # one read per tenant per invocation, not per page
+    if cursor is None:  # the shard's first call of the day: its cards expiring at the end of next month
+        totals.cards_expiring += announce_expiring(store, event.time.astimezone(UTC).date(), event.shard)
     while True:
         page = bill_due_page(
             store, event.time, numbers, event.shard, cursor, limit=PAGE_SIZE, workers=WORKERS, settings=settings
@@ -105,6 +110,7 @@ def summarize(event: BillingRunEvent) -> dict[str, Any]:
         "subscriptions": subscriptions,
         "invoices_created": invoices,
         "invoices_checked": checked,
+        "cards_expiring": sum(r.cards_expiring for r in event.results),
     }
 
 

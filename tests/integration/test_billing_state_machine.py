@@ -57,6 +57,7 @@ def test_the_synthesized_state_machine_bills_every_due_subscription_once(
             "subscriptions": 20,
             "invoices_created": 20,
             "invoices_checked": 20,  # January's invoices, unpaid, overdue since 25 January
+            "cards_expiring": 0,
         }
         billed_shards = {e["shard"] for _, e in sfn.invocations if e.get("shard") is not None}
         assert billed_shards == set(range(DUE_SHARDS))  # every shard was visited, empty or not

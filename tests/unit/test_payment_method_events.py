@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 from billow.domain.payment_methods import SavedPaymentMethod
 from billow.services.events import events_of
@@ -52,3 +52,18 @@ def test_saving_then_removing_a_method_are_two_events_each_once() -> None:
     assert removed is not None
     assert [e.type for e in events_of(removed)] == ["payment_method.removed"]
     assert events_of(removed)[0].id == events_of(change_of(_record(SAVED, removed_method, 2)))[0].id  # type: ignore[arg-type]
+
+
+def test_a_method_announced_expiring_is_one_event_once() -> None:
+    announced = replace(SAVED, expiring_announced_on=date(2034, 11, 1))
+    change = change_of(_record(SAVED, announced, 2))
+    assert change is not None
+    [event] = events_of(change)
+    assert (event.type, event.data["payment_method_id"], event.data["expires_in"]) == (
+        "payment_method.expiring",
+        "pm_1",
+        "2034-12",
+    )
+    assert events_of(change_of(_record(SAVED, announced, 2)))[0].id == event.id  # type: ignore[arg-type]
+    later = replace(announced, removed_at=datetime(2034, 11, 5, tzinfo=UTC))
+    assert [e.type for e in events_of(change_of(_record(announced, later, 3)))] == ["payment_method.removed"]  # type: ignore[arg-type]

@@ -40,7 +40,7 @@ def test_billing_run_events(moto_table: str) -> None:
         "shard": 0,
         "cursor": None,
         "done": True,
-        "totals": {"subscriptions": 0, "invoices": 0, "invoices_checked": 0, "failures": 0},
+        "totals": {"subscriptions": 0, "invoices": 0, "invoices_checked": 0, "failures": 0, "cards_expiring": 0},
     }
     summary = invoke("billing_run.handler.lambda_handler", load("billing_run_summary"))
     assert summary == {
@@ -48,6 +48,7 @@ def test_billing_run_events(moto_table: str) -> None:
         "subscriptions": 5,
         "invoices_created": 5,
         "invoices_checked": 0,
+        "cards_expiring": 0,
     }
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,8 +26,29 @@ class SavedPaymentMethod:
     exp_year: int | None
     saved_at: datetime
     removed_at: datetime | None = None
+    expiring_announced_on: date | None = None
+    """The day `payment_method.expiring` was announced (once per method: docs/events.md)."""
     version: int = 0
 
     @property
     def removed(self) -> bool:
         return self.removed_at is not None
+
+    @property
+    def expires_in(self) -> str | None:
+        """The month it expires at the end of, "YYYY-MM"; None when it has no expiry."""
+        if self.exp_month is None or self.exp_year is None:
+            return None
+        return f"{self.exp_year:04d}-{self.exp_month:02d}"
+
+    @property
+    def to_announce(self) -> bool:
+        """Whether `payment_method.expiring` may still be announced for it (not removed, expires,
+        not announced yet)."""
+        return not self.removed and self.expires_in is not None and self.expiring_announced_on is None
+
+
+def next_month(today: date) -> str:
+    """The month after `today`'s, "YYYY-MM": a card expiring at its end is announced today."""
+    year, month = (today.year + 1, 1) if today.month == 12 else (today.year, today.month + 1)
+    return f"{year:04d}-{month:02d}"

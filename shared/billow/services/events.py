@@ -306,6 +306,8 @@ def _payment_method(change: Change) -> Iterator[Derived]:
         yield "payment_method.saved", None, data
     if new.removed and (old is None or not old.removed):
         yield "payment_method.removed", None, data
+    if new.expiring_announced_on is not None and (old is None or old.expiring_announced_on is None):
+        yield "payment_method.expiring", None, data | {"expires_in": new.expires_in}
 
 
 # -- actions --------------------------------------------------------------------------------------
@@ -384,6 +386,7 @@ EVENT_TYPES = (
     "payment.refunded",
     "payment_method.saved",
     "payment_method.removed",
+    "payment_method.expiring",
     "action.executed",
     "action.rejected",
     "service.state_changed",

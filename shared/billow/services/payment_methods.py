@@ -13,10 +13,11 @@ becomes its default.
 from __future__ import annotations
 
 from dataclasses import replace
+from datetime import date
 
 from billow.domain.contacts import Contact
 from billow.domain.errors import ConcurrentModification, Conflict, NotFound
-from billow.domain.payment_methods import SavedPaymentMethod
+from billow.domain.payment_methods import SavedPaymentMethod, next_month
 from billow.services.contacts import _change_contact, get_contact
 from billow.services.context import MAX_EDIT_RETRIES, Clock, Scope, SystemClock, TenantContext
 from billow.services.gateway import PaymentGateway, SetupStarted
@@ -197,3 +198,29 @@ def remove_method(
             continue
         return removed
     raise ConcurrentModification(f"payment method {method_id} kept changing; try again")
+
+
+def announce_expiring(store: PaymentMethodPorts, today: date, shard: int) -> int:
+    """Mark every method of the due shard that expires at the end of next month as announced
+    today (its stream record becomes `payment_method.expiring`, billow.services.events): once per
+    method, since a marked one leaves the index and the mark is a versioned write (a second run,
+    or a racing one, finds it marked, or loses the write and finds it marked on reading again).
+    Called by each shard of the daily billing run. Returns how many were announced."""
+    announced = 0
+    for scope, method in store.expiring_methods(next_month(today), shard):
+        for _ in range(MAX_EDIT_RETRIES + 1):
+            if not method.to_announce:
+                break
+            work = store.unit_of_work(f"payment method {method.id} expiring")
+            work.save_payment_method(scope, replace(method, expiring_announced_on=today))
+            try:
+                work.commit()
+            except ConcurrentModification:
+                again = store.get_payment_method(scope, method.contact_id, method.id)
+                if again is None:
+                    break
+                method = again
+                continue
+            announced += 1
+            break
+    return announced

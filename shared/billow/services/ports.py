@@ -348,6 +348,11 @@ class PaymentMethodStore(Protocol):
         """Every method the contact saved, removed ones too, in id order."""
         ...
 
+    def expiring_methods(self, month: str, shard: int) -> list[tuple[Scope, SavedPaymentMethod]]:
+        """Every tenant's methods of one due shard expiring at the end of `month` ("YYYY-MM"),
+        not removed and not announced yet."""
+        ...
+
 
 class Store(
     TenantStore,

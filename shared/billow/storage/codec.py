@@ -248,11 +248,12 @@ def payment_method_out(m: SavedPaymentMethod) -> Json:
         "exp_year": m.exp_year,
         "saved_at": m.saved_at.isoformat(),
         "removed_at": None if m.removed_at is None else m.removed_at.isoformat(),
+        "expiring_announced_on": None if m.expiring_announced_on is None else m.expiring_announced_on.isoformat(),
     }
 
 
 def payment_method_in(d: Json, version: int = 0) -> SavedPaymentMethod:
-    removed = d.get("removed_at")
+    removed, announced = d.get("removed_at"), d.get("expiring_announced_on")
     return SavedPaymentMethod(
         id=d["id"],
         contact_id=d["contact_id"],
@@ -266,6 +267,7 @@ def payment_method_in(d: Json, version: int = 0) -> SavedPaymentMethod:
         exp_year=d.get("exp_year"),
         saved_at=datetime.fromisoformat(d["saved_at"]),
         removed_at=None if removed is None else datetime.fromisoformat(removed),
+        expiring_announced_on=None if announced is None else date.fromisoformat(announced),
         version=version,
     )
 

@@ -433,9 +433,20 @@ def _contact_item(scope: Scope, contact: Contact, version: int) -> BillowItem:
     )
 
 
+def expiring_partition(month: str, shard: int) -> str:
+    """The listing-index partition of the methods expiring at the end of `month` ("YYYY-MM") not
+    announced yet, one per due shard (the billing run's shard announces its own)."""
+    return f"EXPIRES#{month}#{shard:03d}"
+
+
 def _payment_method_item(scope: Scope, method: SavedPaymentMethod, version: int) -> BillowItem:
     pk = contact_pk(scope, method.contact_id)
-    return _entity(pk, f"PM#{method.id}", "payment_method", codec.payment_method_out(method), version=version)
+    indexes: dict[str, str] = {}
+    if method.to_announce and method.expires_in is not None:  # sparse: gone once announced or removed
+        partition = expiring_partition(method.expires_in, shard_of(method.id, DUE_SHARDS))
+        indexes = {"gsi3pk": partition, "gsi3sk": f"{scope_key(scope)}#{method.contact_id}#{method.id}"}
+    body = codec.payment_method_out(method)
+    return _entity(pk, f"PM#{method.id}", "payment_method", body, version=version, **indexes)
 
 
 def _clock_item(scope: Scope, clock: TestClock, version: int) -> BillowItem:
@@ -917,6 +928,19 @@ class DynamoStore:
         with _translated(f"payment method {method_id}"):
             item = _get(contact_pk(scope, contact_id), f"PM#{method_id}", consistent_read=True)
         return None if item is None else codec.payment_method_in(json.loads(item.data or "{}"), int(item.version or 0))
+
+    def expiring_methods(self, month: str, shard: int) -> list[tuple[Scope, SavedPaymentMethod]]:
+        """Every tenant's saved methods of one due shard expiring at the end of `month` whose
+        expiry is not announced yet (the sparse listing partition `expiring_partition`)."""
+        with _translated("expiring payment methods"):
+            found = []
+            for item in BillowItem.listing.query(expiring_partition(month, shard)):
+                scope_and_contact, _ = (item.gsi3sk or "").rsplit("#", 1)
+                tenant_and_mode, _ = scope_and_contact.rsplit("#", 1)
+                tenant_id, mode = tenant_and_mode.rsplit("#", 1)
+                method = codec.payment_method_in(json.loads(item.data or "{}"), int(item.version or 0))
+                found.append((Scope(tenant_id, mode.lower()), method))
+            return found
 
     def payment_methods_of(self, scope: Scope, contact_id: str) -> list[SavedPaymentMethod]:
         with _translated("payment methods"):
