@@ -6,10 +6,11 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -172,15 +173,46 @@ def advance_clock(client: HttpClient, contact_id: str, to: str) -> dict[str, Any
 
 
 @contextmanager
-def local_api(table: str, tenant: str, key: str) -> Iterator[HttpClient]:
-    """The local stack on its own table with one test-mode tenant, for one e2e module."""
+def local_stack(table: str, tenant: str, key: str) -> Iterator[stack.LocalStack]:
+    """The local stack on its own table with one test-mode tenant (localstripe's webhooks sent to
+    its endpoint), for one e2e module."""
     local = stack.start(schedule=False, table_name=table)
     try:
         stack.add_tenant(tenant, f"{tenant.title()} Tenant", key)
         local.register_stripe_webhook(tenant)
-        yield HttpClient(local.url, key)
+        yield local
     finally:
         local.stop()
+
+
+@contextmanager
+def local_api(table: str, tenant: str, key: str) -> Iterator[HttpClient]:
+    """`local_stack`'s API, called with `key`."""
+    with local_stack(table, tenant, key) as local:
+        yield HttpClient(local.url, key)
+
+
+@contextmanager
+def bus_events() -> Iterator[list[dict[str, Any]]]:
+    """Every event the local bus delivers meanwhile (its `detail`)."""
+    from billow.local.events import local_bus
+
+    seen: list[dict[str, Any]] = []
+    unsubscribe = local_bus().subscribe(None, lambda event: seen.append(event["detail"]))
+    try:
+        yield seen
+    finally:
+        unsubscribe()
+
+
+def eventually(check: Callable[[], Any], timeout: float = 30.0) -> Any:
+    """`check()` once it is truthy, or its last value after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(0.2)
 
 
 SETTINGS_CHANGES: list[dict[str, Any]] = [

@@ -7,14 +7,12 @@ its events, once."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from billow.local.events import local_bus
 
-from tests.support import HttpClient, advance_clock, local_api, make_contact, make_product
+from tests.support import HttpClient, advance_clock, bus_events, eventually, local_api, make_contact, make_product
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e")]
 KEY = "bk_test_access_on_payment"
@@ -31,11 +29,8 @@ def api() -> Iterator[HttpClient]:
 
 @pytest.fixture
 def events() -> Iterator[list[dict[str, Any]]]:
-    """Every event the local bus delivers while the test runs (its `detail`)."""
-    seen: list[dict[str, Any]] = []
-    unsubscribe = local_bus().subscribe(None, lambda event: seen.append(event["detail"]))
-    yield seen
-    unsubscribe()
+    with bus_events() as seen:
+        yield seen
 
 
 def order(api: HttpClient) -> tuple[str, dict[str, Any], str]:
@@ -53,15 +48,6 @@ def order(api: HttpClient) -> tuple[str, dict[str, Any], str]:
 def service(api: HttpClient, subscription_id: str) -> dict[str, Any]:
     (only,) = api.get(f"/subscriptions/{subscription_id}").body["services"]
     return dict(only)
-
-
-def eventually(check: Any, timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(0.2)
 
 
 def of_contact(events: list[dict[str, Any]], contact: str) -> list[tuple[str, Any]]:

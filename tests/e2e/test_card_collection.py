@@ -10,8 +10,7 @@ payment the order's service stays draft until the card pays its first invoice.""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -20,7 +19,7 @@ from billow.local.events import local_bus
 from billow.local.stripe import LocalStripe
 
 from tests.stripe_support import DECLINES_AT_CHARGE, VISA, confirm_setup, stripe_client
-from tests.support import HttpClient, make_product
+from tests.support import HttpClient, bus_events, eventually, local_stack, make_product
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e")]
 KEY = "bk_test_card_collection"
@@ -30,13 +29,8 @@ MONTHLY = {"price": "31.00", "currency": "USD", "cycle": "month", "billing_model
 
 @pytest.fixture(scope="module")
 def local() -> Iterator[stack.LocalStack]:
-    running = stack.start(schedule=False, table_name="billow-e2e-card-collection")
-    try:
-        stack.add_tenant(TENANT, "Card Co", KEY)
-        assert running.register_stripe_webhook(TENANT)
+    with local_stack("billow-e2e-card-collection", TENANT, KEY) as running:
         yield running
-    finally:
-        running.stop()
 
 
 @pytest.fixture(scope="module")
@@ -46,11 +40,8 @@ def api(local: stack.LocalStack) -> HttpClient:
 
 @pytest.fixture
 def events() -> Iterator[list[dict[str, Any]]]:
-    """Every event the local bus delivers while the test runs (its `detail`)."""
-    seen: list[dict[str, Any]] = []
-    unsubscribe = local_bus().subscribe(None, lambda event: seen.append(event["detail"]))
-    yield seen
-    unsubscribe()
+    with bus_events() as seen:
+        yield seen
 
 
 @pytest.fixture
@@ -68,15 +59,6 @@ def collected() -> Iterator[list[str]]:
 def fake(local: stack.LocalStack) -> LocalStripe:
     assert local.stripe is not None
     return local.stripe
-
-
-def eventually(check: Callable[[], Any], timeout: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(0.2)
 
 
 def customer_with_card(api: HttpClient, local: stack.LocalStack, card: str = VISA, **contact: Any) -> str:
