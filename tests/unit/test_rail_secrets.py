@@ -13,6 +13,7 @@ from billow.gateways.manual import ManualGateway
 from billow.gateways.rails import payment_gateway
 from billow.gateways.secrets import SecretsManagerSecrets
 from billow.local import secrets as local_secrets
+from billow.services.context import Scope
 from billow.services.gateway import RailSecrets
 from moto import mock_aws
 
@@ -73,3 +74,24 @@ def test_boto3_and_stripe_wait_for_their_first_use() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, env={"PYTHONPATH": "shared"}
     )
     assert shown.stdout.split() == ["False", "False"]
+
+
+def test_the_collector_and_refunds_charge_on_the_rail_the_tenants_secrets_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`runtime.payment_gateway` (what the collector and card refunds use) is, by default, the
+    tenant's Stripe when its secrets name one, and None (pay by transfer) otherwise."""
+    import runtime
+
+    configured = local_secrets.configured({("stripe", "acme", "test"): RailSecrets("sk_test_acme", "whsec_acme")})
+    monkeypatch.setenv(local_secrets.ENV, configured)
+    monkeypatch.setenv("BILLOW_SECRETS_SOURCE", "billow.local.secrets:LocalSecrets")
+    monkeypatch.delenv("BILLOW_PAYMENT_GATEWAYS", raising=False)
+    for made in ("payment_gateway", "secrets"):
+        monkeypatch.delitem(vars(runtime), made, raising=False)
+    try:
+        rail = runtime.payment_gateway(Scope("acme", "test"))
+        assert rail is not None and rail.name == "stripe"
+        assert runtime.payment_gateway(Scope("acme", "live")) is None
+        assert runtime.payment_gateway(Scope("someone-else", "test")) is None
+    finally:
+        for made in ("payment_gateway", "secrets"):
+            vars(runtime).pop(made, None)
