@@ -174,9 +174,9 @@ def test_every_api_method_requires_the_authorizer_but_stripes_webhooks(synthesiz
     uri = json.dumps(webhook["Properties"]["Integration"]["Uri"])
     functions = template.find_resources("AWS::Lambda::Function")
     (webhooks_function,) = [k for k, f in functions.items() if f["Properties"]["Handler"].startswith("webhooks.")]
-    assert webhooks_function in uri and all(k not in uri for k, f in functions.items() if k != webhooks_function), (
-        "the webhook route reaches the webhook function only"
-    )
+    assert webhooks_function in uri and all(
+        k not in uri for k, f in functions.items() if k != webhooks_function
+    ), "the webhook route reaches the webhook function only"
 
 
 def test_the_webhook_function_has_its_own_role_reading_only_rail_secrets(synthesized: tuple[Template, Path]) -> None:
