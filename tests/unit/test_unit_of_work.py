@@ -58,7 +58,7 @@ def test_nothing_is_written_before_the_commit_and_everything_at_it(moto_table: s
     work.commit()
 
     assert store.invoices_of(LIVE, "con_1") == [replace(invoice, version=1)]
-    assert store.payments_of(LIVE, "con_1", invoice.id) == [payment]
+    assert store.payments_of(LIVE, "con_1", invoice.id) == [replace(payment, version=1)]
     assert store.get_contact(LIVE, "con_1") == replace(contact, version=contact.version + 1)
 
 

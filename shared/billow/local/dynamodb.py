@@ -6,6 +6,7 @@ import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,6 +81,11 @@ class DynamoDBLocal:
         self.client().delete_table(TableName=table_name)
 
 
+LAUNCH_ATTEMPTS = 3
+"""Tries with a fresh free port when DynamoDB Local exits at once on a port it chose: another
+process may take a free port between `free_port` and the JVM binding it (tests start many)."""
+
+
 def start(port: int | None = None, *, timeout: float = 60.0, data_dir: Path | None = None) -> DynamoDBLocal:
     """Start DynamoDB Local and wait until it answers: in memory, or keeping its data in
     `data_dir` across restarts. It has no bind-address option; Billow only ever talks to it on
@@ -90,34 +96,50 @@ def start(port: int | None = None, *, timeout: float = 60.0, data_dir: Path | No
             "Java 17+ is needed for DynamoDB Local: install a JRE (apt-get install openjdk-17-jre-headless)"
         )
     jar = find_jar()
-    port = port or free_port()
-    process = subprocess.Popen(
-        [
-            java,
-            f"-Djava.library.path={jar.parent / 'DynamoDBLocal_lib'}",
-            "-jar",
-            str(jar),
-            *(["-inMemory"] if data_dir is None else ["-dbPath", str(data_dir.resolve())]),
-            "-sharedDb",
-            "-disableTelemetry",
-            "-port",
-            str(port),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        cwd=jar.parent,
-        start_new_session=True,
-        env={**os.environ},
-    )
-    local = DynamoDBLocal(process, f"http://127.0.0.1:{port}")
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"DynamoDB Local exited with code {process.returncode}")
+    for attempt in range(1, LAUNCH_ATTEMPTS + 1):
         try:
-            local.client().list_tables()
-            return local
-        except Exception:
-            time.sleep(0.2)
-    local.stop()
-    raise RuntimeError(f"DynamoDB Local did not answer on port {port} within {timeout}s")
+            return _launch(java, jar, port or free_port(), timeout, data_dir)
+        except _ExitedEarly as exited:
+            if port is not None or attempt == LAUNCH_ATTEMPTS:
+                raise RuntimeError(str(exited)) from None
+    raise AssertionError("unreachable")
+
+
+class _ExitedEarly(Exception):
+    pass
+
+
+def _launch(java: str, jar: Path, port: int, timeout: float, data_dir: Path | None) -> DynamoDBLocal:
+    with tempfile.TemporaryFile() as errors:
+        process = subprocess.Popen(
+            [
+                java,
+                f"-Djava.library.path={jar.parent / 'DynamoDBLocal_lib'}",
+                "-jar",
+                str(jar),
+                *(["-inMemory"] if data_dir is None else ["-dbPath", str(data_dir.resolve())]),
+                "-sharedDb",
+                "-disableTelemetry",
+                "-port",
+                str(port),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=errors,
+            cwd=jar.parent,
+            start_new_session=True,
+            env={**os.environ},
+        )
+        local = DynamoDBLocal(process, f"http://127.0.0.1:{port}")
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                errors.seek(0)
+                said = errors.read().decode(errors="replace").strip().splitlines()[-3:]
+                raise _ExitedEarly(f"DynamoDB Local exited with code {process.returncode} on port {port}: {said}")
+            try:
+                local.client().list_tables()
+                return local
+            except Exception:
+                time.sleep(0.2)
+        local.stop()
+        raise RuntimeError(f"DynamoDB Local did not answer on port {port} within {timeout}s")
