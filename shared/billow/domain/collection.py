@@ -72,6 +72,9 @@ class NotCollectable(StrEnum):
     NO_PAYMENT_METHOD = "no_payment_method"
     BELOW_MINIMUM = "below_minimum"
     REFUSED = "refused"  # the rail refused to create the charge (its code in `decline_code`)
+    NOT_PAYABLE = "invoice_not_payable"
+    """An invoice it covers no longer owes what it charges (paid by other means, voided, written off,
+    credited) before the charge was confirmed: its unconfirmed charge is cancelled, nothing is taken."""
 
 
 def attempt_id(invoice_id: str, number: int) -> str:
@@ -168,11 +171,15 @@ class PaymentAttempt:
     def succeeded(self, charge_ref: str, now: datetime) -> PaymentAttempt:
         """Money received on `charge_ref` (recorded now if it was not: a success read before the
         collector recorded its charge). A failure read earlier does not stand: the rail's object
-        says what happened (a failed charge confirmed again with another method)."""
+        says what happened (a failed charge confirmed again with another method, a 3-D Secure
+        completed later); nor does an end for an invoice no longer payable whose charge another
+        collector confirmed meanwhile: money the rail took is always recorded."""
         self._check_ref(charge_ref)
-        live_or_failed = (*LIVE, AttemptStatus.FAILED)
+        allowed: tuple[AttemptStatus, ...] = (*LIVE, AttemptStatus.FAILED)
+        if self.charge_ref is not None:
+            allowed = (*allowed, AttemptStatus.NOT_COLLECTABLE)
         return self._to(
-            AttemptStatus.SUCCEEDED, now, live_or_failed, charge_ref=charge_ref, decline_code=None, hard_decline=False
+            AttemptStatus.SUCCEEDED, now, allowed, charge_ref=charge_ref, decline_code=None, hard_decline=False
         )
 
     def failed(self, charge_ref: str, decline_code: str | None, hard: bool, now: datetime) -> PaymentAttempt:
@@ -187,9 +194,20 @@ class PaymentAttempt:
         )
 
     def not_collectable(self, reason: NotCollectable, now: datetime, decline_code: str | None = None) -> PaymentAttempt:
-        return self._to(
-            AttemptStatus.NOT_COLLECTABLE, now, (AttemptStatus.PENDING,), reason=reason.value, decline_code=decline_code
-        )
+        """Nothing charged: from pending, or from created when its charge is not confirmed (it is
+        then cancelled) because an invoice it covers is no longer payable."""
+        allowed = LIVE if reason is NotCollectable.NOT_PAYABLE else (AttemptStatus.PENDING,)
+        return self._to(AttemptStatus.NOT_COLLECTABLE, now, allowed, reason=reason.value, decline_code=decline_code)
+
+    def payable(self, invoices: Mapping[str, Invoice]) -> bool:
+        """Whether every invoice it covers (`invoices`: read now, by id) still owes at least what it
+        charges of it: an invoice paid, voided, written off or credited meanwhile must not be
+        charged (`NotCollectable.NOT_PAYABLE`)."""
+        for invoice_id, amount in self.covers:
+            invoice = invoices.get(invoice_id)
+            if invoice is None or not invoice.owed or invoice.amount_due < amount:
+                return False
+        return True
 
     def _check_ref(self, charge_ref: str) -> None:
         if self.charge_ref is not None and self.charge_ref != charge_ref:

@@ -168,6 +168,8 @@ def resume(
     is still settling the charge)."""
     state: ChargeState | None = None
     if attempt.status is AttemptStatus.PENDING:
+        if not _still_payable(ports, scope, attempt):
+            return _end_not_payable(ports, gateway, scope, attempt, clock)
         attempt, state = _create_charge(ports, gateway, scope, attempt, clock)
     if attempt.status is not AttemptStatus.CREATED:
         return attempt
@@ -175,8 +177,47 @@ def resume(
     if state is None or state.ref != attempt.charge_ref:  # resumed, or another collector's charge
         state = gateway.charge_state(attempt.charge_ref)
     if state.status is ChargeStatus.CREATED:
+        # Read the invoices again just before money moves: paid by transfer, voided by staff or by
+        # a lapse while the attempt waited (the rail was out of reach, the message redelivered).
+        if not _still_payable(ports, scope, attempt):
+            return _end_not_payable(ports, gateway, scope, attempt, clock)
         state = _confirm(gateway, attempt)
     return apply_state(ports, scope, attempt, state, clock=clock)
+
+
+def _still_payable(ports: CollectionPorts, scope: Scope, attempt: PaymentAttempt) -> bool:
+    invoices = {i: ports.get_invoice(scope, i) for i in attempt.covered_ids()}
+    return attempt.payable({i: invoice for i, invoice in invoices.items() if invoice is not None})
+
+
+def _end_not_payable(
+    ports: CollectionPorts, gateway: PaymentGateway, scope: Scope, attempt: PaymentAttempt, clock: Clock
+) -> PaymentAttempt:
+    """End a live attempt whose invoices no longer take its charge: recorded first (conditioned on
+    its version: a collector confirming it meanwhile makes this write fail, and its success is
+    applied instead), then its unconfirmed charge cancelled. A crash in between leaves an
+    unconfirmed charge no one confirms (only a live attempt's charge is) and that moves no money;
+    `reconcile_charge` cancels it when its webhook arrives."""
+    try:
+        ended = ports.save_attempt(scope, attempt.not_collectable(NotCollectable.NOT_PAYABLE, clock.now()))
+    except ConcurrentModification:
+        current = ports.get_attempt(scope, attempt.contact_id, attempt.invoice_id, attempt.number)
+        assert current is not None
+        return resume(ports, gateway, scope, current, clock=clock) if current.live else current
+    log.info("payment attempt %s ended: an invoice it covers is no longer payable", attempt.id)
+    if ended.charge_ref is not None:
+        _cancel_quietly(gateway, ended.charge_ref)
+    return ended
+
+
+def _cancel_quietly(gateway: PaymentGateway, charge_ref: str) -> None:
+    """Cancel a charge that must never be confirmed, if the rail still allows it. Refused (it is
+    settled already) or out of reach, it is logged: whatever the rail took is applied from its
+    state by `reconcile_charge` (its webhook, a sweep)."""
+    try:
+        gateway.cancel_charge(charge_ref)
+    except Exception:  # best effort: the records already say it must not be taken
+        log.warning("charge %s could not be cancelled", charge_ref, exc_info=True)
 
 
 def _create_charge(
@@ -306,7 +347,8 @@ def reconcile_charge(
     attempt = ports.get_attempt(scope, contact_id, invoice_id, attempt_number(attempt_ref))
     if attempt is None or attempt.id != attempt_ref:
         return None
-    if attempt.charge_ref not in (None, state.ref):
+    if attempt.charge_ref not in (None, state.ref) or (not attempt.live and state.status is ChargeStatus.CREATED):
+        # Not its attempt's charge, or its attempt ended without it: never to be confirmed.
         if state.status is ChargeStatus.CREATED:
             gateway.cancel_charge(state.ref)
         return attempt

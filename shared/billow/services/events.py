@@ -21,7 +21,7 @@ from datetime import datetime
 from typing import Any
 
 from billow.domain.actions import Action, ActionStatus
-from billow.domain.collection import AttemptStatus, PaymentAttempt
+from billow.domain.collection import AttemptStatus, NotCollectable, PaymentAttempt
 from billow.domain.invoices import Invoice, InvoiceKind, InvoiceStatus, Payment
 from billow.domain.payment_methods import SavedPaymentMethod
 from billow.domain.receivables import CreditApplication, Refund, RefundStatus
@@ -282,6 +282,8 @@ def _payment_attempt(change: Change) -> Iterator[Derived]:
     old: PaymentAttempt | None = change.old
     new: PaymentAttempt = change.new
     if new.status in PAYMENT_ATTEMPT_EVENTS and (old is None or old.status is not new.status):
+        if new.reason == NotCollectable.NOT_PAYABLE:
+            return  # its invoices were paid or cancelled otherwise: no failure for dunning to chase
         data = attempt_data(new)
         if new.status is AttemptStatus.NOT_COLLECTABLE:
             data |= {"decline_code": new.reason, "hard_decline": True}
