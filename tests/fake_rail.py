@@ -39,6 +39,7 @@ from billow.services.gateway import (
     SavedMethod,
     SetupStarted,
     SetupState,
+    UnknownObject,
     WebhookRejected,
 )
 
@@ -128,7 +129,7 @@ class FakeRail:
                 "SELECT minor, currency, status, metadata, decline, hard FROM charges WHERE ref = ?", (ref,)
             ).fetchone()
         if row is None:
-            raise UnexpectedState(f"no such payment intent {ref}")
+            raise UnknownObject(f"no such payment intent {ref}")
         minor, currency, status, metadata, decline, hard = row
         amount = Money(minor, currency)
         received = amount if status == ChargeStatus.SUCCEEDED.value else Money.zero(currency)

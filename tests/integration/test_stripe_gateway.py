@@ -10,7 +10,7 @@ import pytest
 from billow.domain.money import Money
 from billow.gateways.stripe import StripeGateway
 from billow.local.stripe import TEST_API_KEY, LocalStripe
-from billow.services.gateway import ChargeNotPossible, ChargeRequest, ChargeStatus, GatewayUnavailable
+from billow.services.gateway import ChargeNotPossible, ChargeRequest, ChargeStatus, GatewayUnavailable, UnknownObject
 
 from tests.stripe_support import DECLINES_AT_CHARGE, VISA, confirm_setup, stripe_client
 from tests.support import unique
@@ -162,3 +162,10 @@ def test_collection_records_an_amount_stripe_cannot_charge_without_calling_it(
         "rail.amount_too_small",
     )
     assert len(stripe_client(local_stripe).v1.payment_intents.list({"limit": 100}).data) == before
+
+
+def test_a_payment_intent_stripe_does_not_have_is_an_unknown_object(local_stripe: LocalStripe) -> None:
+    gateway = _gateway(local_stripe)
+    for ref in ("pi_billow_never_created", "seti_1abc"):  # missing, and another kind's id (no request)
+        with pytest.raises(UnknownObject):
+            gateway.charge_state(ref)

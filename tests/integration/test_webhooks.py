@@ -248,3 +248,39 @@ def test_separate_processes_delivering_one_event_at_once_apply_it_once(local_tab
     assert outcomes.count((200, "applied")) == 1, outcomes
     assert set(outcomes) <= {(200, "applied"), (200, "duplicate"), (409, "webhook.in_progress")}, outcomes
     assert applications(ACME, "pi_race") == 1
+
+
+@pytest.mark.parametrize(
+    ("event_type", "ref"),
+    [
+        ("payment_intent.succeeded", "pi_billow_never_created"),
+        ("payment_intent.payment_failed", "seti_1abc"),  # a SetupIntent's id under payment_intent.*
+        ("payment_intent.succeeded", ""),  # no data.object.id
+    ],
+)
+def test_an_event_about_an_object_that_will_never_exist_is_acknowledged_not_retried(
+    local_table: str, tmp_path: Any, event_type: str, ref: str
+) -> None:
+    """Stripe retries a non-2xx answer for 3 days and may then disable the endpoint: an event no
+    redelivery can apply is acknowledged (ignored, logged); only a transient failure is a retry."""
+    from tests.fake_rail import FakeRail
+
+    rail = FakeRail(tmp_path / "rail.sqlite")
+    real = webhooks.WebhookPorts(
+        events=DynamoStore(),
+        store=DynamoStore(),
+        secrets=LocalSecrets(),
+        verifier=StripeWebhooks(),
+        gateway_for=lambda scope: rail,
+    )
+    payload = event_body(f"evt_never_{event_type}_{ref}", event_type, ref=ref)
+    logged: list[str] = []
+    receipt = deliver(payload, ports=real, log=lambda message, extra: logged.append(message))
+    assert receipt.outcome is webhooks.Outcome.IGNORED
+    assert logged  # said why
+    assert deliver(payload, ports=real, at=NOW + timedelta(days=3)).outcome is not webhooks.Outcome.APPLIED
+
+    rail.unavailable_at = rail.attempted + 1  # the rail out of reach: that one is retried
+    transient = event_body("evt_transient", ref="pi_billow_never_created")
+    with pytest.raises(TemporaryFailure):
+        deliver(transient, ports=real)

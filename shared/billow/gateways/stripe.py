@@ -35,6 +35,7 @@ from billow.services.gateway import (
     SavedMethod,
     SetupStarted,
     SetupState,
+    UnknownObject,
 )
 
 HARD_DECLINES = frozenset(
@@ -261,7 +262,14 @@ class StripeGateway:
         return charge_state(intent)
 
     def charge_state(self, charge_ref: str) -> ChargeState:
-        return charge_state(_translated(self._client.v1.payment_intents.retrieve, charge_ref))
+        if not charge_ref.startswith("pi_"):  # another kind's id (a webhook's): no request
+            raise UnknownObject(f"{charge_ref!r} is not a PaymentIntent")
+        try:
+            return charge_state(_translated(self._client.v1.payment_intents.retrieve, charge_ref))
+        except stripe.InvalidRequestError as error:
+            if error.http_status == 404 or error.code == "resource_missing":
+                raise UnknownObject(f"Stripe has no PaymentIntent {charge_ref}") from error
+            raise
 
     def cancel_charge(self, charge_ref: str) -> ChargeState:
         try:

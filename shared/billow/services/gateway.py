@@ -143,6 +143,12 @@ class GatewayUnavailable(Exception):
     """The rail could not be reached or answered 5xx/429: retry later (nothing known changed)."""
 
 
+class UnknownObject(Exception):
+    """The rail has no such object of the kind asked for (a reference Billow never made, or another
+    kind's id, a SetupIntent's given as a PaymentIntent's): nothing to apply, now or later. A webhook
+    about it is acknowledged and ignored, never retried."""
+
+
 class ChargeNotPossible(Conflict):
     """This rail cannot charge this amount or this contact at all, whatever is retried: an outcome
     collection records (with `code`) without calling the rail, not a failure to retry. Codes:
@@ -203,7 +209,9 @@ class PaymentGateway(Protocol):
         """Confirm it off-session; a decline is a FAILED state with its code, not an exception."""
         ...
 
-    def charge_state(self, charge_ref: str) -> ChargeState: ...
+    def charge_state(self, charge_ref: str) -> ChargeState:
+        """The charge as the rail has it now; `UnknownObject` when it has no such charge."""
+        ...
 
     def cancel_charge(self, charge_ref: str) -> ChargeState: ...
 

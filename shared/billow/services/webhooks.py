@@ -27,9 +27,9 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Protocol
 
-from billow.domain.errors import Conflict, TemporaryFailure
+from billow.domain.errors import ConcurrentModification, Conflict, DomainError, TemporaryFailure
 from billow.services.context import Scope
-from billow.services.gateway import GatewayEvent, PaymentGateway, SecretsSource, WebhookRejected
+from billow.services.gateway import GatewayEvent, PaymentGateway, SecretsSource, UnknownObject, WebhookRejected
 
 RETENTION = timedelta(days=30)
 """How long an event id is kept (the table's TTL): far beyond Stripe's 3 days of redeliveries."""
@@ -57,6 +57,16 @@ APPLIERS: dict[str, dict[str, str]] = {
 Every other type is acknowledged and ignored."""
 
 Applier = Callable[[Any, PaymentGateway, Scope, str], object]
+
+
+def never_applicable(error: Exception) -> bool:
+    """An applier's failure no redelivery can cure: the rail has no such object (a PaymentIntent
+    Billow never created, another kind's id), or Billow's records refuse it (a `DomainError`).
+    Only a transient one (the rail or the table out of reach or busy, a concurrent write, or
+    anything unexpected) is worth the rail's next delivery."""
+    return isinstance(error, UnknownObject) or (
+        isinstance(error, DomainError) and not isinstance(error, ConcurrentModification)
+    )
 
 
 class MalformedDelivery(WebhookRejected):
@@ -173,6 +183,9 @@ def receive(
     if target is None:
         return Receipt(Outcome.IGNORED, event.id, event.type, "unhandled_type")
     scope = Scope(tenant_id, mode)
+    if not event.object_ref:
+        log("webhook event about no object ignored", {"event_id": event.id, "event_type": event.type})
+        return Receipt(Outcome.IGNORED, event.id, event.type, "no_object")
     owner = (event.metadata.get("tenant_id"), event.metadata.get("mode"))
     if owner != (tenant_id, mode):
         log(
@@ -191,6 +204,11 @@ def receive(
     try:
         applier(target)(ports.store, ports.gateway_for(scope), scope, event.object_ref)
     except Exception as error:
+        if never_applicable(error):
+            # Delivering it again for 3 days would change nothing and get the endpoint disabled.
+            ports.events.finish_webhook_event(scope, rail, event.id)
+            log("webhook event ignored", {"event_id": event.id, "event_type": event.type, "error": repr(error)})
+            return Receipt(Outcome.IGNORED, event.id, event.type, "not_applicable")
         ports.events.release_webhook_event(scope, rail, event.id)
         log("webhook event not applied", {"event_id": event.id, "event_type": event.type, "error": repr(error)})
         raise TemporaryFailure(f"event {event.id} could not be applied now; deliver it again later") from error
