@@ -140,6 +140,7 @@ def test_make_run_prints_a_curl_that_returns_data_and_where_events_are_written(t
         }
         assert cards == {"Ada Lovelace": ["4242"], "Grace Hopper": ["0341"], "Kenji Sato": []}
         assert people["Kenji Sato"]["preferred_payment_method"] == "bank_transfer"
+        assert people["Kenji Sato"]["collection"] == "manual"  # never charged, never payment.failed
         assert people["Ada Lovelace"]["default_payment_method"]
 
         # The events file it names receives an order's event whole, its data included
@@ -161,6 +162,12 @@ def test_make_run_prints_a_curl_that_returns_data_and_where_events_are_written(t
         assert issued["detail-type"] == "billow.invoice.issued" and issued["source"] == "billow"
         assert issued["detail"]["contact_id"] == contact["id"] and issued["detail"]["mode"] == "test"
         assert issued["detail"]["data"]["total"] == {"amount": "12.34", "currency": "EUR"}
+        kenji_failed = [
+            e
+            for e in events
+            if e["detail-type"] == "billow.payment.failed" and e["detail"]["contact_id"] == people["Kenji Sato"]["id"]
+        ]
+        assert kenji_failed == []  # a transfer payer's invoice is not a failed card payment
     finally:
         process.send_signal(signal.SIGINT)
         process.wait(timeout=30)
