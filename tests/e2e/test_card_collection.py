@@ -218,3 +218,46 @@ def test_with_activation_on_payment_the_service_waits_for_the_card(
         assert eventually(activated, 5) == [("draft", "effective")]
     finally:
         api.patch("/settings/subscriptions", {"activate_on_payment": False})
+
+
+def _save_another(api: HttpClient, local: stack.LocalStack, contact_id: str) -> str:
+    setup = api.post(f"/contacts/{contact_id}/payment-methods/setup").body
+    confirm_setup(fake(local), setup["setup_id"], VISA)
+    saved = api.post(f"/contacts/{contact_id}/payment-methods", {"setup_id": setup["setup_id"]})
+    assert saved.status == 201, saved.body
+    return str(saved.body["id"])
+
+
+@pytest.mark.parametrize("keeps_a_default", [True, False])
+def test_a_removed_card_is_never_charged(api: HttpClient, local: stack.LocalStack, keeps_a_default: bool) -> None:
+    """A subscription names a saved card, which is then removed: its next invoice is charged on the
+    contact's default, or, with none left, not at all (no_payment_method) — never on the removed card."""
+    from billow.gateways.stripe import StripeGateway
+    from billow.local.stripe import TEST_API_KEY
+    from billow.services.collection import collect_invoice
+    from billow.services.context import Scope, SystemClock
+    from billow.storage.repository import DynamoStore
+
+    contact = customer_with_card(api, local, collection="manual")  # not charged while the card is named
+    default = api.get(f"/contacts/{contact}").body["default_payment_method"]
+    named = _save_another(api, local, contact)
+    if not keeps_a_default:
+        assert api.delete(f"/contacts/{contact}/payment-methods/{default}").status == 200
+        api.post(f"/contacts/{contact}/payment-methods/{named}/default")
+    invoice = place_order(api, contact, make_product(api, MONTHLY))
+    subscription = api.get(f"/invoices/{invoice['id']}").body["subscription_id"]
+    assert api.post(f"/subscriptions/{subscription}/payment-method", {"payment_method": named}).status == 201
+    assert api.delete(f"/contacts/{contact}/payment-methods/{named}").status == 200
+    assert api.patch(f"/contacts/{contact}", {"collection": "automatic"}).status == 200
+
+    rail = StripeGateway(TEST_API_KEY, api_base=fake(local).url, localstripe=True)
+    attempt = collect_invoice(DynamoStore(), rail, Scope(TENANT, "test"), invoice["id"], clock=SystemClock())
+    assert attempt is not None
+    charged = [c.to_dict().get("payment_method") for c in charges_of(local, invoice["id"])]
+    assert named not in charged
+    if keeps_a_default:
+        assert attempt.status.value == "succeeded" and charged == [default]
+        assert invoice_status(api, invoice["id"]) == "paid"
+    else:
+        assert (attempt.status.value, attempt.reason) == ("not_collectable", "no_payment_method")
+        assert charged == [] and invoice_status(api, invoice["id"]) == "open"

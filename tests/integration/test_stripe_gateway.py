@@ -169,3 +169,59 @@ def test_a_payment_intent_stripe_does_not_have_is_an_unknown_object(local_stripe
     for ref in ("pi_billow_never_created", "seti_1abc"):  # missing, and another kind's id (no request)
         with pytest.raises(UnknownObject):
             gateway.charge_state(ref)
+
+
+def test_a_method_stripe_cannot_use_is_a_hard_failure_recorded_on_the_attempt(
+    local_table: str, local_stripe: LocalStripe
+) -> None:
+    """A charge naming a method Stripe refuses (detached by a removal, or gone) ends the attempt
+    (no_payment_method, rail.method_unusable) instead of raising and leaving it pending forever."""
+    from billow.domain.collection import AttemptStatus
+    from billow.services.collection import collect_invoice
+    from billow.services.context import SystemClock
+    from billow.storage.repository import DynamoStore
+
+    from tests.collection_support import SCOPE, seed_contact, seed_invoice, seed_tenant
+
+    store = DynamoStore()
+    seed_tenant(store)
+    gateway = _gateway(local_stripe)
+    customer = gateway.ensure_customer(
+        existing_ref=None, email="a@example.com", name="A", metadata={}, idempotency_key=unique("c")
+    )
+    seed_contact(store, "con_gone", method="pm_detached_or_gone", customer_ref=customer)
+    seed_invoice(store, "con_gone", "inv_gone", "30.00")
+    attempt = collect_invoice(store, gateway, SCOPE, "inv_gone", clock=SystemClock())
+    assert attempt is not None
+    assert (attempt.status, attempt.reason, attempt.decline_code) == (
+        AttemptStatus.NOT_COLLECTABLE,
+        "no_payment_method",
+        "rail.method_unusable",
+    )
+    assert collect_invoice(store, gateway, SCOPE, "inv_gone", clock=SystemClock()) == attempt  # final
+
+
+def test_a_confirm_refused_for_the_method_is_a_hard_decline() -> None:
+    """Stripe refuses the confirm of a charge whose method was detached after the charge was made
+    (localstripe confirms it anyway, so Stripe's answer is played by its SDK's own error)."""
+    import stripe
+
+    gateway = StripeGateway(TEST_API_KEY, api_base="http://127.0.0.1:9", localstripe=True)
+    intent = {"id": "pi_1", "status": "requires_confirmation", "amount": 3000, "currency": "usd", "metadata": {}}
+
+    def confirm(*args: object, **kwargs: object) -> None:
+        raise stripe.InvalidRequestError(
+            "The PaymentMethod pm_1 was detached from this customer", param="payment_method", http_status=400
+        )
+
+    class Intents:
+        retrieve = staticmethod(lambda *a, **k: stripe.PaymentIntent.construct_from(intent, "sk"))
+
+    Intents.confirm = staticmethod(confirm)  # type: ignore[attr-defined]
+    gateway._client = type("Client", (), {"v1": type("V1", (), {"payment_intents": Intents})})()  # type: ignore[assignment]
+    state = gateway.confirm_charge("pi_1", idempotency_key="k")
+    assert (state.status, state.decline_code, state.hard_decline) == (
+        ChargeStatus.FAILED,
+        "rail.method_unusable",
+        True,
+    )

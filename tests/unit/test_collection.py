@@ -149,13 +149,18 @@ def test_the_charge_target_is_the_subscriptions_saved_method_else_the_contacts_d
     from billow.domain.subscriptions import Subscription
 
     contact = Contact("con_1", "A", "a@x.io", None, None, {}, None, True, NOW, gateway_customer_ref="cus_1")
-    assert charge_target(contact, None) == ("cus_1", None)
+    kept = lambda ref: False  # noqa: E731 - no method removed
+    assert charge_target(contact, None, kept) == ("cus_1", None)
     with_default = replace(contact, default_method_ref="pm_default")
-    assert charge_target(with_default, None) == ("cus_1", "pm_default")
+    assert charge_target(with_default, None, kept) == ("cus_1", "pm_default")
     subscription = Subscription.__new__(Subscription)
     for own, expected in (("pm_own", "pm_own"), ("card", "pm_default"), (None, "pm_default")):
         object.__setattr__(subscription, "payment_method", own)
-        assert charge_target(with_default, subscription) == ("cus_1", expected)
+        assert charge_target(with_default, subscription, kept) == ("cus_1", expected)
+    # a removed method is never charged: the subscription's falls back to the default, and none is left
+    object.__setattr__(subscription, "payment_method", "pm_own")
+    assert charge_target(with_default, subscription, lambda ref: ref == "pm_own") == ("cus_1", "pm_default")
+    assert charge_target(with_default, subscription, lambda ref: True) == ("cus_1", None)
 
 
 # -- through the API -----------------------------------------------------------------------------------

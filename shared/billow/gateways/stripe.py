@@ -17,6 +17,7 @@ metadata and idempotency key, then confirmed off-session once Billow recorded th
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -25,6 +26,7 @@ import stripe
 from billow.domain.money import Money
 from billow.gateways.stripe_amounts import charge_refusal, from_stripe_units, to_stripe_units
 from billow.services.gateway import (
+    METHOD_UNUSABLE,
     ChargeNotPossible,
     ChargeRequest,
     ChargeState,
@@ -77,6 +79,13 @@ _STATUSES = {
 
 TIMEOUT_SECONDS = 20
 """Per request: a Lambda invocation must outlive its calls (the API's is 29 s)."""
+
+
+_METHOD_CODES = frozenset({"resource_missing", "payment_method_unexpected_state", "payment_method_not_available"})
+
+
+def _method_unusable(error: stripe.InvalidRequestError) -> bool:
+    return error.http_status == 404 or getattr(error, "param", None) == "payment_method" or error.code in _METHOD_CODES
 
 
 def _unavailable(error: stripe.StripeError) -> bool:
@@ -248,6 +257,8 @@ class StripeGateway:
         except stripe.InvalidRequestError as error:
             if error.code == "amount_too_small":  # a currency whose minimum Billow cannot know
                 raise ChargeNotPossible(str(error.user_message or error), code="rail.amount_too_small") from error
+            if _method_unusable(error):
+                raise ChargeNotPossible(str(error.user_message or error), code=METHOD_UNUSABLE) from error
             raise
         return charge_state(intent)
 
@@ -259,6 +270,15 @@ class StripeGateway:
             )
         except stripe.CardError:
             return self.charge_state(charge_ref)  # declined: the intent carries the decline
+        except stripe.InvalidRequestError as error:
+            if not _method_unusable(error):
+                raise
+            # The method was detached (removed) or is gone since the charge was created: no retry
+            # with it can succeed, a hard failure, not an error that leaves the attempt live.
+            state = self.charge_state(charge_ref)
+            if state.status is not ChargeStatus.CREATED:
+                return state
+            return replace(state, status=ChargeStatus.FAILED, decline_code=METHOD_UNUSABLE, hard_decline=True)
         return charge_state(intent)
 
     def charge_state(self, charge_ref: str) -> ChargeState:

@@ -26,6 +26,7 @@ sweep): idempotent and order-free, since it never trusts an event's content, onl
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from billow.domain.collection import (
     AttemptStatus,
@@ -45,6 +46,7 @@ from billow.domain.tenants import TenantSettings
 from billow.services.contacts import contact_time
 from billow.services.context import Clock, Scope, SystemClock, TenantContext
 from billow.services.gateway import (
+    METHOD_UNUSABLE,
     ChargeNotPossible,
     ChargeRequest,
     ChargeState,
@@ -67,12 +69,26 @@ LEGACY_METHODS = frozenset(m.value for m in PaymentMethod)
 saved method's reference, so the contact's default applies."""
 
 
-def charge_target(contact: Contact, subscription: Subscription | None) -> tuple[str | None, str | None]:
+def charge_target(
+    contact: Contact, subscription: Subscription | None, removed: Callable[[str], bool]
+) -> tuple[str | None, str | None]:
     """(the rail's customer, the saved method) an invoice of `subscription` is charged with: the
-    subscription's own method, else the contact's default; None when there is none."""
+    subscription's own method, else the contact's default; None when there is none. A method
+    recorded removed (`removed(ref)`) is never charged: a subscription still naming one (removal
+    leaves subscriptions as they are) falls back to the contact's default."""
     own = None if subscription is None else subscription.payment_method
-    method = own if own and own not in LEGACY_METHODS else contact.default_method_ref
-    return contact.gateway_customer_ref, method
+    for method in (own, contact.default_method_ref):
+        if method and method not in LEGACY_METHODS and not removed(method):
+            return contact.gateway_customer_ref, method
+    return contact.gateway_customer_ref, None
+
+
+def _removed(ports: CollectionPorts, scope: Scope, contact_id: str) -> Callable[[str], bool]:
+    def removed(method_ref: str) -> bool:
+        method = ports.get_payment_method(scope, contact_id, method_ref)
+        return method is not None and method.removed
+
+    return removed
 
 
 def collection_mode(contact: Contact, settings: TenantSettings) -> CollectionMode:
@@ -132,7 +148,7 @@ def _start(ports: CollectionPorts, scope: Scope, invoice: Invoice, clock: Clock)
     if not covers:
         return None
     subscription = ports.load_subscription(scope, contact.id, invoice.subscription_id)
-    customer_ref, method_ref = charge_target(contact, subscription)
+    customer_ref, method_ref = charge_target(contact, subscription, _removed(ports, scope, contact.id))
     attempt = PaymentAttempt.start(
         invoice, 1, covers, customer_ref=customer_ref, method_ref=method_ref, now=clock.now()
     )
@@ -233,6 +249,8 @@ def _create_charge(
     if state.status is ChargeStatus.FAILED:  # refused outright (below the rail's minimum, say): no charge
         below = state.decline_code in ("amount_too_small", "rail.amount_too_small")
         reason = NotCollectable.BELOW_MINIMUM if below else NotCollectable.REFUSED
+        if state.decline_code == METHOD_UNUSABLE:  # detached or gone on the rail: as good as none
+            reason = NotCollectable.NO_PAYMENT_METHOD
         recorded = attempt.not_collectable(reason, clock.now(), state.decline_code)
     else:
         recorded = attempt.created(state.ref, clock.now())

@@ -143,6 +143,12 @@ class GatewayUnavailable(Exception):
     """The rail could not be reached or answered 5xx/429: retry later (nothing known changed)."""
 
 
+METHOD_UNUSABLE = "rail.method_unusable"
+"""The charge names a payment method the rail cannot use for the customer: detached (removed), never
+attached, or gone. A refused create is `ChargeNotPossible` with this code; a refused confirm is a
+hard FAILED `ChargeState` with it as the decline code (collection records either; never retried)."""
+
+
 class UnknownObject(Exception):
     """The rail has no such object of the kind asked for (a reference Billow never made, or another
     kind's id, a SetupIntent's given as a PaymentIntent's): nothing to apply, now or later. A webhook
@@ -154,7 +160,8 @@ class ChargeNotPossible(Conflict):
     collection records (with `code`) without calling the rail, not a failure to retry. Codes:
     `rail.amount_too_small` (below the rail's minimum charge in that currency),
     `rail.amount_too_large`, `rail.amount_precision` (a fraction the rail cannot charge: a KWD
-    amount not a multiple of 0.010), `rail.amount_not_positive`, and `rail.not_collectable`
+    amount not a multiple of 0.010), `rail.amount_not_positive`, `rail.method_unusable`
+    (`METHOD_UNUSABLE`), and `rail.not_collectable`
     (the manual rail: the invoice is paid by transfer). A `Conflict` (409) if a route surfaces it."""
 
     def __init__(self, message: str, *, code: str) -> None:

@@ -410,7 +410,14 @@ class RunPorts(BillingPorts, DueIndex, TenantStore, Protocol):
 
 
 class CollectionPorts(
-    InvoiceStore, ContactStore, SubscriptionStore, TenantStore, CollectionStore, Transactions, Protocol
+    InvoiceStore,
+    ContactStore,
+    SubscriptionStore,
+    TenantStore,
+    CollectionStore,
+    PaymentMethodStore,
+    Transactions,
+    Protocol,
 ):
-    """Collecting an invoice: the tenant's settings, the contact, its invoices and attempts, and
-    the subscription naming the payment method."""
+    """Collecting an invoice: the tenant's settings, the contact, its invoices and attempts, the
+    subscription naming the payment method, and that method (never charged once removed)."""
