@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from billow.domain.collection import AttemptStatus, NotCollectable
 from billow.domain.invoices import InvoiceStatus, PaymentMethod
+from billow.domain.money import Money
 from billow.services.collection import collect_invoice
 from billow.services.context import TenantContext
 from billow.services.gateway import ChargeStatus, GatewayUnavailable
@@ -22,6 +23,7 @@ from tests.fake_rail import FakeRail
 
 pytestmark = pytest.mark.integration
 CLOCK = FixedClock()
+USD30 = Money.parse("30.00", "USD")
 
 
 @pytest.fixture
@@ -88,3 +90,59 @@ def test_an_invoice_paid_by_transfer_while_its_attempt_waited_is_not_charged_aga
     assert _succeeded_charges(rail) == []
     (payment,) = store.payments_of(SCOPE, "con_m", "inv_m")
     assert payment.method is PaymentMethod.BANK_TRANSFER
+
+
+def test_a_declined_charge_is_cancelled_and_one_that_succeeds_anyway_after_a_transfer_is_kept_as_credit(
+    store: DynamoStore, rail: FakeRail
+) -> None:
+    """Declined (or waiting for 3-D Secure): the attempt fails and its charge is cancelled, so it
+    cannot succeed later. Should the rail report it succeeded anyway after the customer paid by
+    transfer, the card's money is recorded, as the contact's credit, refundable to the card."""
+    from billow.domain.receivables import balances
+    from billow.services.collection import reconcile_charge
+
+    from tests.collection_support import declining_contact
+
+    declining_contact(store, "con_f")
+    seed_invoice(store, "con_f", "inv_f", "30.00")
+    failed = collect_invoice(store, rail, SCOPE, "inv_f", clock=CLOCK)
+    assert failed is not None and failed.status is AttemptStatus.FAILED and failed.charge_ref
+    assert rail.charge_state(failed.charge_ref).status is ChargeStatus.CANCELED
+
+    spec = ManualPaymentInput("30.00", "USD", PaymentMethod.BANK_TRANSFER, "bank-9", DAY)
+    record_manual_payment(store, _ctx(store), "inv_f", spec, CLOCK)
+    rail.settle(failed.charge_ref, ChargeStatus.SUCCEEDED)  # what the rail's object says after all
+    after = reconcile_charge(store, rail, SCOPE, failed.charge_ref, clock=CLOCK)
+    assert after is not None and after.status is AttemptStatus.SUCCEEDED
+    assert reconcile_charge(store, rail, SCOPE, failed.charge_ref, clock=CLOCK) == after  # once
+
+    payments = {p.method: p for p in store.payments_of(SCOPE, "con_f", "inv_f")}
+    card = payments[PaymentMethod.CARD]
+    assert (card.amount, card.unapplied, card.reference) == (USD30, USD30, failed.charge_ref)
+    assert card.refundable == USD30  # refundable to the card
+    invoice = stored_invoice(store, "inv_f")
+    assert invoice.status is InvoiceStatus.PAID and invoice.amount_paid == USD30  # the transfer only
+    (usd,) = balances(store.invoices_of(SCOPE, "con_f")).values()
+    assert (usd.outstanding, usd.credit) == (Money.zero("USD"), USD30)  # the card's 30.00 is the contact's credit
+
+
+def test_a_charge_confirmed_for_an_invoice_voided_meanwhile_is_kept_as_credit(
+    store: DynamoStore, rail: FakeRail
+) -> None:
+    """The race the pre-confirm check cannot close (voided between the check and the confirm):
+    the money is recorded on the void invoice as the contact's credit, never dropped."""
+    from billow.domain.receivables import balances
+    from billow.services.collection import reconcile_charge
+
+    assert _left_live(store, rail, "con_r", "inv_r", 2) is AttemptStatus.CREATED
+    attempt = store.latest_attempt(SCOPE, "con_r", "inv_r")
+    assert attempt is not None and attempt.charge_ref
+    FakeRail(rail.path).confirm_charge(attempt.charge_ref, idempotency_key="k")  # confirmed, not recorded yet
+    void_invoice(store, _ctx(store), "inv_r", "customer cancelled", clock=CLOCK)
+    after = reconcile_charge(store, rail, SCOPE, attempt.charge_ref, clock=CLOCK)
+    assert after is not None and after.status is AttemptStatus.SUCCEEDED
+    (card,) = store.payments_of(SCOPE, "con_r", "inv_r")
+    assert (card.amount, card.unapplied) == (USD30, USD30)
+    assert stored_invoice(store, "inv_r").status is InvoiceStatus.VOID
+    (usd,) = balances(store.invoices_of(SCOPE, "con_r")).values()
+    assert usd.credit == USD30

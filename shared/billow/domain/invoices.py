@@ -73,11 +73,17 @@ class Payment:
     `billow.domain.receivables.refund_to_payment`. Only a card payment is refunded through Billow."""
     version: int = 0
     """The stored item's version (0: not stored yet); a refund writes the payment conditioned on it."""
+    unapplied: Money | None = None
+    """Of `amount`, what its invoice could not take (a card charge that succeeded after the invoice
+    was paid by other means, voided or credited): kept as the contact's credit
+    (`Invoice.amount_unapplied`), refundable to the card like the rest (None reads as zero)."""
 
     def __post_init__(self) -> None:
         check_recorded(self.amount, self.recorded_at, "a payment amount")
         if self.amount_refunded is None:
             object.__setattr__(self, "amount_refunded", Money.zero(self.amount.currency))
+        if self.unapplied is None:
+            object.__setattr__(self, "unapplied", Money.zero(self.amount.currency))
 
     @property
     def refunded(self) -> Money:
@@ -123,10 +129,13 @@ class Invoice:
     """Access on payment: the first invoice of services kept draft until it is paid. Once paid they
     are activated (then this is cleared); still unpaid on this day, their order lapses
     (`billow.services.activation`, docs/payments.md)."""
+    amount_unapplied: Money | None = None
+    """Money a card charge took for it beyond what it owed (`take_charge`): the contact's credit
+    (`billow.domain.receivables.balances`), refundable to that card. None reads as zero."""
 
     def __post_init__(self) -> None:
         zero = Money.zero(self.currency)
-        for name in ("amount_credited", "amount_applied", "amount_refunded"):
+        for name in ("amount_credited", "amount_applied", "amount_refunded", "amount_unapplied"):
             if getattr(self, name) is None:
                 object.__setattr__(self, name, zero)
 
@@ -202,6 +211,11 @@ class Invoice:
         if self.kind is InvoiceKind.CREDIT_NOTE or self.status is InvoiceStatus.VOID:
             return Money.zero(self.currency)
         return self.total - self.amount_paid - self.credited
+
+    @property
+    def unapplied(self) -> Money:
+        assert self.amount_unapplied is not None
+        return self.amount_unapplied
 
     @property
     def credit_remaining(self) -> Money:
@@ -327,6 +341,19 @@ class Invoice:
                 field="received_on",
                 code="payment.received_too_early",
             )
+
+    def take_charge(self, payment: Payment) -> tuple[Invoice, Payment]:
+        """Money the rail already took for this invoice (`payment`, a card charge's share of it):
+        applied up to what is still due when the invoice takes payments; the rest, all of it for an
+        invoice paid by other means, voided or credited meanwhile, is recorded, never dropped: on
+        the payment as `unapplied` and on the invoice as `amount_unapplied`, the contact's credit."""
+        takes = self.kind is InvoiceKind.INVOICE and self.status in (*OWED, InvoiceStatus.UNCOLLECTIBLE)
+        applied = min(payment.amount, self.amount_due) if takes else Money.zero(self.currency)
+        invoice = self if applied.is_zero else self.apply_payment(replace(payment, amount=applied))
+        rest = payment.amount - applied
+        if rest.is_zero:
+            return invoice, payment
+        return replace(invoice, amount_unapplied=self.unapplied + rest), replace(payment, unapplied=rest)
 
     def apply_payment(self, payment: Payment) -> Invoice:
         if self.kind is InvoiceKind.CREDIT_NOTE:

@@ -362,7 +362,8 @@ class Balance:
     overdue: Money
     """The part of `outstanding` on overdue invoices."""
     credit: Money
-    """What remains of its credit notes: its credit balance."""
+    """What remains of its credit notes, and money a card charge took beyond what its invoices
+    owed (`Invoice.amount_unapplied`): its credit balance."""
     uncollectible: Money
     """Unpaid amounts written off."""
 
@@ -386,7 +387,7 @@ def balances(invoices: Iterable[Invoice]) -> dict[str, Balance]:
                 parts["overdue"] += invoice.amount_due
         elif invoice.status is InvoiceStatus.UNCOLLECTIBLE:
             parts["uncollectible"] += invoice.amount_due
-        parts["credit"] += invoice.credit_remaining
+        parts["credit"] += invoice.credit_remaining + invoice.unapplied
     return {currency: Balance(currency, **parts) for currency, parts in sorted(sums.items())}
 
 

@@ -34,6 +34,4 @@ class LocalSecrets:
 
 def configured(secrets: dict[tuple[str, str, str], RailSecrets]) -> str:
     """The value of `BILLOW_LOCAL_RAIL_SECRETS` that holds `secrets` (keyed rail, tenant, mode)."""
-    return json.dumps(
-        {key(*k): {"api_key": v.api_key, "webhook_secret": v.webhook_secret} for k, v in secrets.items()}
-    )
+    return json.dumps({key(*k): {"api_key": v.api_key, "webhook_secret": v.webhook_secret} for k, v in secrets.items()})

@@ -39,7 +39,7 @@ from billow.domain.collection import (
 )
 from billow.domain.contacts import Contact
 from billow.domain.errors import ConcurrentModification, NotFound
-from billow.domain.invoices import OWED, Invoice, InvoiceStatus, Payment, PaymentMethod
+from billow.domain.invoices import Invoice, Payment, PaymentMethod
 from billow.domain.money import Money
 from billow.domain.subscriptions import Subscription
 from billow.domain.tenants import TenantSettings
@@ -62,8 +62,6 @@ log = logging.getLogger(__name__)
 MAX_CONFLICT_RETRIES = 5
 SETTLED = frozenset({ChargeStatus.SUCCEEDED, ChargeStatus.FAILED, ChargeStatus.CANCELED, ChargeStatus.REQUIRES_ACTION})
 """Charge states that end an attempt (off-session, a charge needing the customer's action failed)."""
-PAYABLE = frozenset({*OWED, InvoiceStatus.UNCOLLECTIBLE})
-"""Statuses of an invoice a payment still applies to (`Invoice.apply_payment`)."""
 LEGACY_METHODS = frozenset(m.value for m in PaymentMethod)
 """A subscription's `payment_method` from before saved methods ("card", "bank_transfer"): not a
 saved method's reference, so the contact's default applies."""
@@ -198,7 +196,25 @@ def resume(
         if not _still_payable(ports, scope, attempt):
             return _end_not_payable(ports, gateway, scope, attempt, clock)
         state = _confirm(gateway, attempt)
-    return apply_state(ports, scope, attempt, state, clock=clock)
+    return _apply(ports, gateway, scope, attempt, state, clock)
+
+
+def _apply(
+    ports: CollectionPorts,
+    gateway: PaymentGateway,
+    scope: Scope,
+    attempt: PaymentAttempt,
+    state: ChargeState,
+    clock: Clock,
+) -> PaymentAttempt:
+    """`apply_state`, then a declined charge (or one waiting for an authentication no one
+    off-session will give) cancelled while the rail allows, so it cannot succeed later (a 3-D
+    Secure completed after the customer paid otherwise); should it succeed anyway, the money is
+    recorded as credit (`_record_success`)."""
+    applied = apply_state(ports, scope, attempt, state, clock=clock)
+    if applied.status is AttemptStatus.FAILED and state.status in (ChargeStatus.FAILED, ChargeStatus.REQUIRES_ACTION):
+        _cancel_quietly(gateway, state.ref)
+    return applied
 
 
 def _still_payable(ports: CollectionPorts, scope: Scope, attempt: PaymentAttempt) -> bool:
@@ -314,8 +330,11 @@ def apply_state(
 def _record_success(
     ports: CollectionPorts, scope: Scope, attempt: PaymentAttempt, state: ChargeState, clock: Clock
 ) -> PaymentAttempt:
-    """One transaction: the attempt succeeded, and a payment of each invoice it covers, up to what
-    is still due on it (an invoice paid meanwhile by other means takes nothing more)."""
+    """One transaction: the attempt succeeded, and a payment of each invoice it covers for what the
+    charge took for it. Money the rail took is always recorded: what an invoice can no longer take
+    (paid by other means, voided, lapsed, credited while the charge was in flight, or a failed
+    charge that succeeded later) stays on the payment and the invoice as unapplied, the contact's
+    credit, refundable to the card (`Invoice.take_charge`)."""
     ctx = TenantContext(scope.tenant_id, scope.mode, _settings(ports, scope))
     when = contact_time(ports, ctx, attempt.contact_id, clock)
     work = ports.unit_of_work(f"payment attempt {attempt.id} succeeded")
@@ -323,18 +342,17 @@ def _record_success(
     for invoice_id, amount in attempt.covers:
         invoice = ports.get_invoice(scope, invoice_id)
         if invoice is None:
+            log.error("charge %s: invoice %s is gone; %s not recorded on it", state.ref, invoice_id, amount)
             continue
         # No payment of this charge exists yet: it is written only with the attempt's success, and
         # a concurrent writer of that success makes this transaction fail on the attempt's version.
         payment_id = payment_id_for(invoice.id, state.ref)
-        if invoice.status not in PAYABLE or invoice.amount_due.is_zero:
-            log.warning("charge %s: invoice %s has nothing due any more", state.ref, invoice.id)
-            continue
-        paid_amount = min(amount, invoice.amount_due)
-        payment = Payment(payment_id, invoice.id, paid_amount, PaymentMethod.CARD, state.ref, when.today, clock.now())
-        paid = invoice.apply_payment(payment)
-        work.save_invoice(scope, paid, invoice.version)
-        work.add_payment(scope, paid, payment)
+        received = Payment(payment_id, invoice.id, amount, PaymentMethod.CARD, state.ref, when.today, clock.now())
+        taken, payment = invoice.take_charge(received)
+        if payment.unapplied:
+            log.warning("charge %s: %s of it kept as credit on invoice %s", state.ref, payment.unapplied, invoice.id)
+        work.save_invoice(scope, taken, invoice.version)
+        work.add_payment(scope, taken, payment)
     when.guard(work, scope)
     work.commit()
     return saved
@@ -370,4 +388,4 @@ def reconcile_charge(
         if state.status is ChargeStatus.CREATED:
             gateway.cancel_charge(state.ref)
         return attempt
-    return apply_state(ports, scope, attempt, state, clock=clock)
+    return _apply(ports, gateway, scope, attempt, state, clock)

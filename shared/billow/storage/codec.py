@@ -537,6 +537,7 @@ def invoice_out(i: Invoice) -> Json:
         "review_until": i.review_until.isoformat() if i.review_until else None,
         "test_clock": i.test_clock,
         "lapses_on": _date_out(i.lapses_on),
+        "amount_unapplied": money_out(i.unapplied),
     }
 
 
@@ -566,6 +567,7 @@ def invoice_in(d: Json, version: int) -> Invoice:
         review_until=date.fromisoformat(d["review_until"]) if d.get("review_until") else None,
         test_clock=bool(d.get("test_clock", False)),
         lapses_on=_date_in(d.get("lapses_on")),
+        amount_unapplied=money_in(d.get("amount_unapplied")),
     )
 
 
@@ -641,6 +643,7 @@ def payment_out(p: Payment) -> Json:
         "received_on": p.received_on.isoformat(),
         "recorded_at": p.recorded_at.isoformat(),
         "amount_refunded": money_out(p.refunded),
+        "unapplied": money_out(p.unapplied),
     }
 
 
@@ -655,6 +658,7 @@ def payment_in(d: Json, version: int = 0) -> Payment:
         recorded_at=datetime.fromisoformat(d["recorded_at"]),
         amount_refunded=money_in(d.get("amount_refunded")),  # None (stored before refunds): nothing refunded
         version=version,
+        unapplied=money_in(d.get("unapplied")),
     )
 
 
