@@ -128,6 +128,7 @@ def invoice(i: Invoice) -> Json:
         "amount_paid": money(i.amount_paid),
         "amount_credited": money(i.credited),
         "amount_due": money(i.amount_due),
+        "amount_unapplied": money(i.unapplied),
         **(
             {
                 "amount_applied": money(i.applied),
@@ -197,6 +198,7 @@ def payment(p: Payment) -> Json:
         "reference": p.reference,
         "received_on": p.received_on.isoformat(),
         "recorded_at": p.recorded_at.isoformat(),
+        "unapplied": money(p.unapplied),
     }
 
 
