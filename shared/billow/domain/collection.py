@@ -173,11 +173,10 @@ class PaymentAttempt:
         collector recorded its charge). A failure read earlier does not stand: the rail's object
         says what happened (a failed charge confirmed again with another method, a 3-D Secure
         completed later); nor does an end for an invoice no longer payable whose charge another
-        collector confirmed meanwhile: money the rail took is always recorded."""
+        collector confirmed meanwhile, or whose cancel the rail did not take: money the rail took
+        is always recorded."""
         self._check_ref(charge_ref)
-        allowed: tuple[AttemptStatus, ...] = (*LIVE, AttemptStatus.FAILED)
-        if self.charge_ref is not None:
-            allowed = (*allowed, AttemptStatus.NOT_COLLECTABLE)
+        allowed = (*LIVE, AttemptStatus.FAILED, AttemptStatus.NOT_COLLECTABLE)
         return self._to(
             AttemptStatus.SUCCEEDED, now, allowed, charge_ref=charge_ref, decline_code=None, hard_decline=False
         )
