@@ -28,6 +28,7 @@ from datetime import datetime
 from pathlib import Path
 
 from billow.domain.money import Money
+from billow.gateways.stripe_amounts import refund_refusal
 from billow.services.gateway import (
     ChargeNotPossible,
     ChargeRequest,
@@ -35,6 +36,7 @@ from billow.services.gateway import (
     ChargeStatus,
     GatewayEvent,
     GatewayUnavailable,
+    RailRefused,
     RefundState,
     SavedMethod,
     SetupStarted,
@@ -69,6 +71,9 @@ class FakeRail:
         self.requests = 0
         self.refund_failure: str | None = None
         """A refund this rail object makes fails with this reason (a closed card account, say)."""
+        self.refund_refused: str | None = None
+        """A refund this rail object is asked for is refused as an invalid request with this message
+        (Stripe's `charge_already_refunded` after a refund made on its dashboard, say): `RailRefused`."""
         with self._db() as db:
             db.execute(
                 "CREATE TABLE IF NOT EXISTS charges (ref TEXT PRIMARY KEY, seq INTEGER, customer TEXT, method TEXT,"
@@ -248,9 +253,16 @@ class FakeRail:
     def refund(
         self, charge_ref: str, amount: Money, *, idempotency_key: str, metadata: Mapping[str, str]
     ) -> RefundState:
+        self.refundable(amount)
         self._request("refund")
-        if self._state(charge_ref).status is not ChargeStatus.SUCCEEDED:
-            raise UnexpectedState(f"payment intent {charge_ref} did not succeed: nothing to refund")
+        if self.refund_refused is not None:
+            raise RailRefused(self.refund_refused)
+        try:  # Stripe's InvalidRequestError, as StripeGateway reports it
+            succeeded = self._state(charge_ref).status is ChargeStatus.SUCCEEDED
+        except UnexpectedState as unknown:
+            raise RailRefused(str(unknown)) from unknown
+        if not succeeded:
+            raise RailRefused(f"payment intent {charge_ref} did not succeed: nothing to refund")
         ref = "re_" + uuid.uuid4().hex[:14]
         with self._db() as db:
             db.execute("BEGIN IMMEDIATE")
@@ -264,6 +276,12 @@ class FakeRail:
         state = RefundState(ref, charge_ref, amount, status, dict(metadata), self.refund_failure)
         self._answered("refund")
         return state
+
+    def refundable(self, amount: Money) -> None:
+        """Stripe's units (a KWD refund in multiples of 0.010), as StripeGateway checks them."""
+        refusal = refund_refusal(amount)
+        if refusal is not None:
+            raise ChargeNotPossible(refusal.message, code=refusal.code)
 
     def refunds_of(self, charge_ref: str) -> list[RefundState]:
         self._request("refunds_of")

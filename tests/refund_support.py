@@ -93,6 +93,7 @@ def seed(
     services: int = 1,
     test_clock: bool = True,
     card: tuple[str, str] | None = None,
+    currency: str = "USD",
 ) -> Seeded:
     """A contact on a test clock whose first monthly invoice (`services` services of `price`, billed
     in advance on 1 January 2025) was paid by card (`by_card` of it; the rest by bank transfer),
@@ -109,15 +110,15 @@ def seed(
     )  # fmt: skip
     if test_clock:
         contacts.create_test_clock(store, ctx, contact.id, START)
-    terms = [catalog.PriceTermsInput(price, "USD", Cycle.MONTH, BillingModel.ADVANCE)]
+    terms = [catalog.PriceTermsInput(price, currency, Cycle.MONTH, BillingModel.ADVANCE)]
     product = catalog.create_product(store, ctx, name="Pro", description="", terms=terms, new_id=new_id)
     items = [ordering.OrderItemInput(product.id, product.terms[0].id)] * services
     numbers = InvoiceNumbers(store)
     ordering.place_order(store, ctx, contact.id, items, None, "order-1", clock, new_id, numbers)
     (invoice,) = store.invoices_of(ctx.scope, contact.id)
     if by_card is not None:  # the rest first, by bank transfer: collection charges what is due
-        wired = (invoice.amount_due - Money.parse(by_card, "USD")).amount_str()
-        rest = invoices.ManualPaymentInput(wired, "USD", PaymentMethod.BANK_TRANSFER, "wire-1", START.date())
+        wired = (invoice.amount_due - Money.parse(by_card, currency)).amount_str()
+        rest = invoices.ManualPaymentInput(wired, currency, PaymentMethod.BANK_TRANSFER, "wire-1", START.date())
         invoices.record_manual_payment(store, ctx, invoice.id, rest, clock)
     payment = pay_by_card(store, rail, ctx, invoice.id, clock, card)
     (subscription,) = store.subscriptions_of(ctx.scope, contact.id)

@@ -360,3 +360,45 @@ def test_a_tenant_without_a_card_processor_is_told_so_and_nothing_is_written(see
     assert store.refunds_of(seeded.ctx.scope, seeded.contact_id, seeded.note.id) == []
     note = store.get_invoice(seeded.ctx.scope, seeded.note.id)
     assert note is not None and note.credit_remaining == usd("31.00")
+
+
+# -- what the rail cannot take ---------------------------------------------------------------------------
+def _refund_records(store: DynamoStore, seeded: Seeded) -> list[tuple[RefundStatus, Money]]:
+    return [(r.status, r.amount) for r in store.refunds_of(seeded.ctx.scope, seeded.contact_id, seeded.note.id)]
+
+
+def test_a_kwd_refund_stripe_cannot_take_is_refused_before_anything_is_reserved(
+    moto_table: str, rail: FakeRail
+) -> None:
+    store = DynamoStore()
+    seeded = seed(store, rail, price="10.000", currency="KWD")  # Stripe takes KWD in multiples of 0.010
+    for attempt in range(2):  # the same reference again: the same refusal, not `refund.in_progress`
+        with pytest.raises(Conflict) as refused:
+            refund(store, rail, seeded, "ticket-kwd", "1.005")
+        assert refused.value.code == "rail.amount_precision", attempt
+        assert "1.000" in str(refused.value)  # the nearest amount it can take
+    assert _refund_records(store, seeded) == [] and rail.refunded(seeded.payment.reference) == []
+    payment = store.get_payment(seeded.ctx.scope, seeded.contact_id, seeded.invoice.id, seeded.payment.id)
+    assert payment is not None and payment.refunded.is_zero
+    done = refund(store, rail, seeded, "ticket-full", "10.000")  # nothing held: the whole payment can go back
+    assert done.refund.status is RefundStatus.SUCCEEDED and done.credit_note.credit_remaining.is_zero
+
+
+def test_a_refund_the_rail_refuses_as_invalid_ends_failed_gives_its_amount_back_and_answers_a_coded_409(
+    seeded: Seeded, rail: FakeRail
+) -> None:
+    store = DynamoStore()
+    rail.refund_refused = "charge_already_refunded"
+    with pytest.raises(Conflict) as refused:
+        refund(store, rail, seeded, "ticket-1", "10.00")
+    assert refused.value.code == "rail.refused"
+    assert _refund_records(store, seeded) == [(RefundStatus.FAILED, usd("10.00"))]
+    payment = store.get_payment(seeded.ctx.scope, seeded.contact_id, seeded.invoice.id, seeded.payment.id)
+    note = store.get_invoice(seeded.ctx.scope, seeded.note.id)
+    assert payment is not None and payment.refunded.is_zero
+    assert note is not None and note.credit_remaining == usd("31.00")
+    rail.refund_refused = None
+    again = refund(store, rail, seeded, "ticket-1", "10.00")  # its reference answers the failed refund
+    assert again.replayed and again.refund.status is RefundStatus.FAILED
+    done = refund(store, rail, seeded, "ticket-2", "31.00")  # nothing held back
+    assert done.refund.status is RefundStatus.SUCCEEDED

@@ -58,6 +58,12 @@ class ManualGateway:
             code="rail.not_collectable",
         )
 
+    def refundable(self, amount: Money) -> None:
+        raise ChargeNotPossible(
+            f"the {self.name} rail refunds nothing: a payment by transfer is refunded outside Billow",
+            code="rail.not_collectable",
+        )
+
     def create_charge(self, request: ChargeRequest) -> ChargeState:
         self.chargeable(request.amount)
         raise AssertionError("unreachable")  # pragma: no cover

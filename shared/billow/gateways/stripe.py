@@ -6,7 +6,8 @@ reduced to the port's terms here and nowhere else:
 - a decline is a FAILED `ChargeState` with Stripe's `decline_code` (or error code), never an
   exception; `hard_decline` when no retry with that method can succeed;
 - 429, 5xx, a connection error or a timeout is `GatewayUnavailable` (retry later: nothing known
-  changed); any other refusal of Stripe's is a programming or configuration error and raises as is;
+  changed); a refund Stripe refuses as invalid is `RailRefused` (a coded 409); any other refusal of
+  Stripe's is a programming or configuration error and raises as is;
 - amounts go through `billow.gateways.stripe_amounts` (Stripe's units, its minimum charges):
   an amount Stripe cannot charge is `ChargeNotPossible` before any request.
 
@@ -24,7 +25,7 @@ from typing import Any
 import stripe
 
 from billow.domain.money import Money
-from billow.gateways.stripe_amounts import charge_refusal, from_stripe_units, to_stripe_units
+from billow.gateways.stripe_amounts import charge_refusal, from_stripe_units, refund_refusal, to_stripe_units
 from billow.services.gateway import (
     METHOD_UNUSABLE,
     ChargeNotPossible,
@@ -33,6 +34,7 @@ from billow.services.gateway import (
     ChargeStatus,
     GatewayEvent,
     GatewayUnavailable,
+    RailRefused,
     RefundState,
     SavedMethod,
     SetupStarted,
@@ -102,6 +104,12 @@ def _translated(call: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
         if _unavailable(error):
             raise GatewayUnavailable(f"Stripe: {error.user_message or error}") from error
         raise
+
+
+def _refused(error: stripe.InvalidRequestError) -> RailRefused:
+    """Stripe's refusal of an invalid request (no such object, a wrong state...) as a coded refusal."""
+    reason = error.code or "invalid_request"
+    return RailRefused(f"Stripe refused the request ({reason}): {error.user_message or error}")
 
 
 def refund_state(refund: Mapping[str, Any], charge_ref: str) -> RefundState:
@@ -309,12 +317,18 @@ class StripeGateway:
     def refund(
         self, charge_ref: str, amount: Money, *, idempotency_key: str, metadata: Mapping[str, str]
     ) -> RefundState:
-        units = to_stripe_units(amount)
-        if units is None or units <= 0:
-            raise ChargeNotPossible(f"Stripe cannot refund {amount} exactly", code="rail.amount_precision")
-        params = {"payment_intent": charge_ref, "amount": units, "metadata": dict(metadata)}
-        refund = _translated(self._client.v1.refunds.create, params, {"idempotency_key": idempotency_key})
+        self.refundable(amount)
+        params = {"payment_intent": charge_ref, "amount": to_stripe_units(amount), "metadata": dict(metadata)}
+        try:
+            refund = _translated(self._client.v1.refunds.create, params, {"idempotency_key": idempotency_key})
+        except stripe.InvalidRequestError as error:
+            raise _refused(error) from error
         return refund_state(refund, charge_ref)
+
+    def refundable(self, amount: Money) -> None:
+        refusal = refund_refusal(amount)
+        if refusal is not None:
+            raise ChargeNotPossible(refusal.message, code=refusal.code)
 
     def refunds_of(self, charge_ref: str) -> list[RefundState]:
         """Every refund of the PaymentIntent, newest first, all pages (`Refund.list(payment_intent=)`,
@@ -322,7 +336,10 @@ class StripeGateway:
         found: list[RefundState] = []
         params: dict[str, Any] = {"payment_intent": charge_ref, "limit": 100}
         while True:
-            page = _translated(self._client.v1.refunds.list, params)
+            try:
+                page = _translated(self._client.v1.refunds.list, params)
+            except stripe.InvalidRequestError as error:
+                raise _refused(error) from error
             found += [refund_state(r, charge_ref) for r in page["data"]]
             if not page.get("has_more") or not page["data"]:
                 return found

@@ -109,18 +109,36 @@ class Refusal:
     message: str
 
 
+def _unit_refusal(amount: Money, what: str) -> Refusal | None:
+    """Why `amount` has no exact Stripe amount (not positive, a fraction Stripe does not take)."""
+    currency = amount.currency
+    if amount.minor <= 0:
+        return Refusal(code="rail.amount_not_positive", message=f"a {what} must be positive, not {amount}")
+    if to_stripe_units(amount) is None:
+        step = from_stripe_units(_granularity(currency), currency)
+        below = Money(amount.minor - amount.minor % step.minor, currency)
+        return Refusal(
+            code="rail.amount_precision",
+            message=f"Stripe takes {currency} only in multiples of {step.amount_str()}; {amount} is not one "
+            f"(the nearest below is {below.amount_str()})",
+        )
+    return None
+
+
+def refund_refusal(amount: Money) -> Refusal | None:
+    """Why Stripe cannot refund `amount` exactly (a stable code, a message); None when it can. A
+    refund has no minimum, but the same units as a charge (a KWD refund in multiples of 0.010)."""
+    return _unit_refusal(amount, "refund")
+
+
 def charge_refusal(amount: Money) -> Refusal | None:
     """Why Stripe cannot charge `amount` as it is (a stable code, a message); None when it can."""
     currency = amount.currency
-    if amount.minor <= 0:
-        return Refusal(code="rail.amount_not_positive", message=f"a charge must be positive, not {amount}")
+    refusal = _unit_refusal(amount, "charge")
+    if refusal is not None:
+        return refusal
     units = to_stripe_units(amount)
-    if units is None:
-        step = from_stripe_units(_granularity(currency), currency)
-        return Refusal(
-            code="rail.amount_precision",
-            message=f"Stripe charges {currency} only in multiples of {step.amount_str()}; {amount} is not one",
-        )
+    assert units is not None
     minimum = STRIPE_MINIMUM.get(currency)
     if minimum is not None and units < minimum:
         return Refusal(

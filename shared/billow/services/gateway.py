@@ -168,6 +168,15 @@ class ChargeNotPossible(Conflict):
         super().__init__(message, code=code)
 
 
+class RailRefused(Conflict):
+    """The rail refused a request as invalid, whatever is retried (Stripe's `InvalidRequestError`:
+    no such charge, a charge already refunded in full, a charge of another account): a coded
+    refusal (`rail.refused`, 409), never a failure to retry."""
+
+    def __init__(self, message: str, *, code: str = "rail.refused") -> None:
+        super().__init__(message, code=code)
+
+
 class WebhookRejected(Exception):
     """A webhook whose signature does not verify (`webhook.bad_signature`), or whose timestamp is
     outside the tolerance (`webhook.stale`), or that is no event at all (`webhook.malformed`,
@@ -188,6 +197,12 @@ class PaymentGateway(Protocol):
         """Nothing if this rail can charge `amount` as it is; else `ChargeNotPossible` with its code.
         Local and free (no request): collection asks before writing an attempt. `create_charge`
         checks it again."""
+        ...
+
+    def refundable(self, amount: Money) -> None:
+        """Nothing if this rail can refund `amount` exactly; else `ChargeNotPossible` with its code
+        (`rail.amount_precision`, `rail.amount_not_positive`). Local and free (no request): a card
+        refund asks before reserving anything. `refund` checks it again."""
         ...
 
     def ensure_customer(
@@ -226,7 +241,8 @@ class PaymentGateway(Protocol):
         self, charge_ref: str, amount: Money, *, idempotency_key: str, metadata: Mapping[str, str]
     ) -> RefundState:
         """Refund `amount` of the charge. The rail may accept more than the charge received
-        (localstripe does): Billow checks that before calling."""
+        (localstripe does): Billow checks that before calling. An amount it cannot take is
+        `ChargeNotPossible`; a request it refuses as invalid (an unknown charge...) `RailRefused`."""
         ...
 
     def refunds_of(self, charge_ref: str) -> list[RefundState]:

@@ -38,7 +38,7 @@ from billow.domain.receivables import (
 )
 from billow.services.contacts import ContactTime, contact_time, get_contact
 from billow.services.context import Clock, Scope, TenantContext
-from billow.services.gateway import GatewayUnavailable, PaymentGateway, RefundState
+from billow.services.gateway import ChargeNotPossible, GatewayUnavailable, PaymentGateway, RailRefused, RefundState
 from billow.services.invoices import get_invoice
 from billow.services.ports import InvoicePorts, InvoiceStore, SubscriptionStore, Transactions, UnitOfWork
 
@@ -305,6 +305,7 @@ def refund_to_card(
         )
         if gateway is None:
             raise Conflict("this tenant has no card processor in this mode", code="refund.no_rail")
+        gateway.refundable(refund.amount)  # an amount the rail cannot take: refused, nothing reserved
         Settlement(((note2, note.version),), refunds=(refund,), payments=(payment2,)).commit(
             store, ctx.scope, f"refunding credit note {note.id} to payment {payment.id}", when
         )
@@ -323,6 +324,9 @@ def refund_to_card(
         state = _on_rail(store, ctx, contact_id, leased, gateway)
     except GatewayUnavailable:
         _release(store, ctx, contact_id, leased)
+        raise
+    except (ChargeNotPossible, RailRefused) as refused:  # whatever is retried: failed, its amount back
+        _record_outcome(store, ctx, leased, None, found.replayed, failure=f"{refused.code}: {refused}")
         raise
     return _record_outcome(store, ctx, leased, state, found.replayed)
 
@@ -427,25 +431,37 @@ def _on_rail(
 
 
 def _record_outcome(
-    store: InvoicePorts, ctx: TenantContext, leased: Refund, state: RefundState | None, replayed: bool
+    store: InvoicePorts,
+    ctx: TenantContext,
+    leased: Refund,
+    state: RefundState | None,
+    replayed: bool,
+    *,
+    failure: str | None = None,
 ) -> Refunded:
+    """The rail's answer `state` recorded on the pending refund; or, with `failure` (the rail
+    refused the request itself), the refund failed without a rail refund. Either failure gives the
+    amount back to the credit note and the payment. None and no `failure`: nothing to record."""
     done: list[Refunded] = []
 
     def attempt() -> None:
         note = get_credit_note(store, ctx, leased.credit_note_id)
         refund = store.get_refund(ctx.scope, note.contact_id, note.id, leased.id)
         assert refund is not None and refund.invoice_id is not None and refund.payment_id is not None
-        if refund.status is not RefundStatus.PENDING or state is None:
+        if refund.status is not RefundStatus.PENDING or (state is None and failure is None):
             done.append(Refunded(note, refund, replayed=True))
             return
         payment = store.get_payment(ctx.scope, note.contact_id, refund.invoice_id, refund.payment_id)
         assert payment is not None
-        refused = state.status in RAIL_REFUSED
-        failure = (state.failure or f"the card processor answered {state.status}") if refused else None
-        note2, payment2, settled = refund_settled(note, payment, refund, rail_ref=state.ref, failure=failure)
+        why, rail_ref = failure, None
+        if state is not None:
+            rail_ref = state.ref
+            if state.status in RAIL_REFUSED:
+                why = state.failure or f"the card processor answered {state.status}"
+        note2, payment2, settled = refund_settled(note, payment, refund, rail_ref=rail_ref, failure=why)
         work = store.unit_of_work(f"refund {refund.id}")
         work.save_refund(ctx.scope, note.contact_id, settled)
-        if failure is not None:  # its amount back to the credit note and the payment
+        if why is not None:  # its amount back to the credit note and the payment
             Settlement(((note2, note.version),), payments=(payment2,)).stage(work, ctx.scope)
         work.commit()
         done.append(Refunded(note2, replace(settled, version=refund.version + 1), replayed=replayed))
