@@ -79,7 +79,7 @@ def pay_by_card(
         time.sleep(0.25)
     assert attempt is not None and attempt.status is AttemptStatus.SUCCEEDED, attempt
     (payment,) = [
-        p for p in store.payments_of(ctx.scope, invoice.contact_id, invoice_id) if p.method is PaymentMethod.CARD
+        p for p in store.payments_of(ctx.scope, invoice.contact_id, invoice_id) if p.reference == attempt.charge_ref
     ]
     return payment
 
@@ -94,16 +94,19 @@ def seed(
     test_clock: bool = True,
     card: tuple[str, str] | None = None,
     currency: str = "USD",
+    wired: tuple[PaymentMethod, str] = (PaymentMethod.BANK_TRANSFER, "wire-1"),
+    key: str = "seed",
 ) -> Seeded:
     """A contact on a test clock whose first monthly invoice (`services` services of `price`, billed
     in advance on 1 January 2025) was paid by card (`by_card` of it; the rest by bank transfer),
     and each service regretted the same day: a credit note of `price` each, crediting that invoice.
     Without `test_clock`, the contact is on the tests' fixed clock (no clock item whose check would
-    serialise its writes)."""
+    serialise its writes). `wired`: the method and reference staff record the rest with; `key`: the
+    seed's idempotency keys (another key seeds another contact of the same tenant)."""
     settings = store.get_settings(tenant_id) or store.put_settings(TenantSettings(tenant_id, "Tenant One"))
     ctx = TenantContext(tenant_id, "test", settings)
     clock = Clock(START)
-    new_id = keyed_ids(tenant_id, "seed")
+    new_id = keyed_ids(tenant_id, key)
     contact = contacts.create_contact(
         store, ctx, name="Ann", email="ann@example.com", billing_address=None, classification=None,
         credit_limit=None, preferred_payment_method=None, clock=clock, new_id=new_id,
@@ -114,17 +117,17 @@ def seed(
     product = catalog.create_product(store, ctx, name="Pro", description="", terms=terms, new_id=new_id)
     items = [ordering.OrderItemInput(product.id, product.terms[0].id)] * services
     numbers = InvoiceNumbers(store)
-    ordering.place_order(store, ctx, contact.id, items, None, "order-1", clock, new_id, numbers)
+    ordering.place_order(store, ctx, contact.id, items, None, f"order-{key}", clock, new_id, numbers)
     (invoice,) = store.invoices_of(ctx.scope, contact.id)
     if by_card is not None:  # the rest first, by bank transfer: collection charges what is due
-        wired = (invoice.amount_due - Money.parse(by_card, currency)).amount_str()
-        rest = invoices.ManualPaymentInput(wired, currency, PaymentMethod.BANK_TRANSFER, "wire-1", START.date())
+        rest_amount = (invoice.amount_due - Money.parse(by_card, currency)).amount_str()
+        rest = invoices.ManualPaymentInput(rest_amount, currency, *wired, START.date())
         invoices.record_manual_payment(store, ctx, invoice.id, rest, clock)
     payment = pay_by_card(store, rail, ctx, invoice.id, clock, card)
     (subscription,) = store.subscriptions_of(ctx.scope, contact.id)
     for n, service in enumerate(subscription.services):
         regret = ActionRequest(REGRET, service_id=service.id, reason="changed my mind")
-        ids = keyed_ids(tenant_id, f"regret-{n}")
+        ids = keyed_ids(tenant_id, f"regret-{key}-{n}")
         actions.request_action(store, ctx, subscription.id, regret, clock=clock, numbers=numbers, new_id=ids)
     notes = sorted((i for i in store.invoices_of(ctx.scope, contact.id) if i.total.is_negative), key=lambda i: i.number)
     assert len(notes) == services

@@ -10,7 +10,14 @@ import pytest
 from billow.domain.money import Money
 from billow.gateways.stripe import StripeGateway
 from billow.local.stripe import TEST_API_KEY, LocalStripe
-from billow.services.gateway import ChargeNotPossible, ChargeRequest, ChargeStatus, GatewayUnavailable, UnknownObject
+from billow.services.gateway import (
+    ChargeNotPossible,
+    ChargeRequest,
+    ChargeStatus,
+    GatewayUnavailable,
+    RailRefused,
+    UnknownObject,
+)
 
 from tests.stripe_support import DECLINES_AT_CHARGE, VISA, confirm_setup, stripe_client
 from tests.support import unique
@@ -225,3 +232,17 @@ def test_a_confirm_refused_for_the_method_is_a_hard_decline() -> None:
         "rail.method_unusable",
         True,
     )
+
+
+def test_a_refund_stripe_refuses_as_invalid_is_a_coded_refusal_not_an_sdk_error(local_stripe: LocalStripe) -> None:
+    """A charge ref Stripe does not know (a staff-typed reference, say) is refused `rail.refused` (a
+    409 through the API), and an amount it cannot take exactly is refused without a request."""
+    gateway = _gateway(local_stripe)
+    with pytest.raises(RailRefused) as unknown:
+        gateway.refund("POS-TERMINAL-778", Money.parse("10.00", "EUR"), idempotency_key=unique("r"), metadata={})
+    assert unknown.value.code == "rail.refused"
+    with pytest.raises(RailRefused):
+        gateway.refunds_of("POS-TERMINAL-778")
+    with pytest.raises(ChargeNotPossible) as precision:
+        gateway.refund("pi_any", Money.parse("1.005", "KWD"), idempotency_key=unique("r"), metadata={})
+    assert precision.value.code == "rail.amount_precision"

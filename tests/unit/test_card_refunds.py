@@ -29,6 +29,7 @@ from billow.local.stack import add_tenant
 from billow.services.context import Scope
 from billow.services.events import Change, events_of
 from billow.services.gateway import GatewayUnavailable
+from billow.services.invoices import payment_id_for
 from billow.services.receivables import Refunded
 from billow.storage.repository import DynamoStore
 
@@ -402,3 +403,31 @@ def test_a_refund_the_rail_refuses_as_invalid_ends_failed_gives_its_amount_back_
     assert again.replayed and again.refund.status is RefundStatus.FAILED
     done = refund(store, rail, seeded, "ticket-2", "31.00")  # nothing held back
     assert done.refund.status is RefundStatus.SUCCEEDED
+
+
+# -- only what collection recorded goes back to a card ---------------------------------------------------
+def test_a_card_payment_staff_recorded_is_never_refunded_through_the_rail_even_quoting_anothers_charge(
+    moto_table: str, rail: FakeRail
+) -> None:
+    """Staff record B's invoice as paid "by card", quoting A's PaymentIntent as the reference: a card
+    refund of B's credit note must send no money back, least of all to A's card."""
+    store = DynamoStore()
+    victim = seed(store, rail, tenant_id="t-cards")  # A paid 31.00 by card, collected by Billow
+    charge_of_a = victim.payment.reference
+    other = seed(
+        store, rail, tenant_id="t-cards", by_card="1.00", wired=(PaymentMethod.CARD, charge_of_a), key="b"
+    )  # B: 30.00 recorded by staff as "card" with A's charge as reference, 1.00 collected by card
+    assert other.contact_id != victim.contact_id
+    by_staff = payment_id_for(other.invoice.id, charge_of_a)
+    with pytest.raises(Conflict) as named:
+        refund(store, rail, other, "ticket-b", "20.00", payment_id=by_staff)
+    assert (named.value.code, named.value.field) == ("refund.not_collected", "payment_id")
+    with pytest.raises(Conflict) as default:  # the default payment is the collected one, which got 1.00
+        refund(store, rail, other, "ticket-c", "20.00")
+    assert default.value.code == "refund.exceeds_payment"
+    assert rail.refunded(charge_of_a) == [] and _refund_records(store, other) == []
+    payment = store.get_payment(other.ctx.scope, other.contact_id, other.invoice.id, by_staff)
+    assert payment is not None and payment.method is PaymentMethod.CARD and payment.refunded.is_zero
+    done = refund(store, rail, other, "ticket-d")  # what B's collected card payment received goes back to it
+    assert (done.refund.payment_id, done.refund.amount) == (other.payment.id, usd("1.00"))
+    assert rail.refunded(other.payment.reference) == [usd("1.00")] and rail.refunded(charge_of_a) == []

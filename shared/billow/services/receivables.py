@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Protocol
 
+from billow.domain.collection import AttemptStatus
 from billow.domain.errors import ConcurrentModification, Conflict, DomainError, InvalidInput, NotFound
 from billow.domain.invoices import Invoice, InvoiceKind, InvoiceStatus, Payment, PaymentMethod
 from billow.domain.money import Money
@@ -40,7 +41,14 @@ from billow.services.contacts import ContactTime, contact_time, get_contact
 from billow.services.context import Clock, Scope, TenantContext
 from billow.services.gateway import ChargeNotPossible, GatewayUnavailable, PaymentGateway, RailRefused, RefundState
 from billow.services.invoices import get_invoice
-from billow.services.ports import InvoicePorts, InvoiceStore, SubscriptionStore, Transactions, UnitOfWork
+from billow.services.ports import (
+    CollectionStore,
+    InvoicePorts,
+    InvoiceStore,
+    SubscriptionStore,
+    Transactions,
+    UnitOfWork,
+)
 
 if TYPE_CHECKING:
     from billow.services.billing import InvoiceNumbers
@@ -50,6 +58,10 @@ MAX_CONFLICT_RETRIES = 5
 
 class ReceivablePorts(InvoiceStore, Transactions, Protocol):
     """What moving receivables needs: invoices, credit notes and their records, and units of work."""
+
+
+class RefundPorts(InvoicePorts, CollectionStore, Protocol):
+    """Refunding a credit note: to a card, only a payment collection recorded (its attempts)."""
 
 
 class DueInvoicePorts(ReceivablePorts, SubscriptionStore, Protocol):
@@ -185,7 +197,7 @@ class Refunded:
 
 
 def refund_credit_note(
-    store: InvoicePorts,
+    store: RefundPorts,
     ctx: TenantContext,
     credit_note_id: str,
     spec: RefundInput,
@@ -265,7 +277,7 @@ Stripe reports for some methods and settles later) is recorded succeeded: the ra
 
 
 def refund_to_card(
-    store: InvoicePorts,
+    store: RefundPorts,
     ctx: TenantContext,
     credit_note_id: str,
     spec: RefundInput,
@@ -359,20 +371,43 @@ def _check_same_refund(found: Refunded, spec: RefundInput) -> None:
         )
 
 
+def _collected(store: CollectionStore, ctx: TenantContext, contact_id: str) -> set[tuple[str, str]]:
+    """(invoice id, charge ref) of each payment collection recorded for the contact: the charges of
+    its succeeded attempts, per invoice they cover. Only those are refunded to the card: a payment
+    staff recorded with method `card` (`POST /invoices/{id}/payments`, a card terminal's receipt,
+    any text as reference) names no charge of Billow's on the rail, perhaps another customer's."""
+    return {
+        (invoice_id, attempt.charge_ref)
+        for attempt in store.attempts_of(ctx.scope, contact_id)
+        if attempt.status is AttemptStatus.SUCCEEDED and attempt.charge_ref is not None
+        for invoice_id, _ in attempt.covers
+    }
+
+
 def _payment_to_refund(
-    store: InvoiceStore,
+    store: RefundPorts,
     ctx: TenantContext,
     note: Invoice,
     invoices: list[Invoice],
     payment_id: str | None,
     amount: Money | None,
 ) -> Payment:
-    """The payment named, or the newest card payment of `invoices` that can take `amount` whole."""
+    """The payment named, or the newest card payment collection recorded of `invoices` that can
+    take `amount` whole."""
+    collected = _collected(store, ctx, note.contact_id)
     if payment_id is not None:
         for invoice in invoices:
             payment = store.get_payment(ctx.scope, note.contact_id, invoice.id, payment_id)
-            if payment is not None:
-                return payment
+            if payment is None:
+                continue
+            if payment.method is PaymentMethod.CARD and (payment.invoice_id, payment.reference) not in collected:
+                raise Conflict(
+                    f"payment {payment.id} was recorded by staff as paid by card, not collected by Billow on the "
+                    "card processor: refund it where it was taken and record that refund with its method",
+                    field="payment_id",
+                    code="refund.not_collected",
+                )
+            return payment
         raise Conflict(
             f"payment {payment_id} is not a payment of an invoice whose days credit note {note.label} credits",
             field="payment_id",
@@ -382,7 +417,7 @@ def _payment_to_refund(
         p
         for invoice in invoices
         for p in sorted(store.payments_of(ctx.scope, note.contact_id, invoice.id), key=lambda p: p.recorded_at)[::-1]
-        if p.method is PaymentMethod.CARD
+        if p.method is PaymentMethod.CARD and (p.invoice_id, p.reference) in collected
     ]
     if not cards:
         raise Conflict(
