@@ -9,8 +9,6 @@ any Billow request is refused before `json.loads` sees it."""
 
 from __future__ import annotations
 
-import json
-import re
 from typing import Any
 
 from aws_lambda_powertools.event_handler.middlewares.openapi_validation import OpenAPIRequestValidationMiddleware
@@ -18,51 +16,9 @@ from aws_lambda_powertools.event_handler.openapi.exceptions import (
     RequestUnsupportedContentType,
     RequestValidationError,
 )
+from billow.domain.json_text import MAX_DEPTH, BodyTooDeep, nesting_depth_exceeds, parse_json
 
-MAX_DEPTH = 32
-"""Nesting of arrays and objects a body may have; the deepest Billow request has 3."""
-
-_STRING = re.compile(r'"(?:[^"\\]++|\\.)*+"', re.DOTALL)
-_NOT_BRACKET = re.compile(r"[^\[\]{}]++")
-_INNERMOST = re.compile(r"\[\]|\{\}")
-
-
-class BodyTooDeep(ValueError):
-    """A JSON body nests arrays or objects deeper than `MAX_DEPTH`."""
-
-
-def nesting_depth_exceeds(text: str, limit: int = MAX_DEPTH) -> bool:
-    """Whether `text` nests brackets deeper than `limit`, found without recursion: strings are
-    dropped, then the innermost empty pairs are removed `limit` times; brackets left over are
-    deeper than the limit (or unbalanced, which `json.loads` then reports without recursing far)."""
-    brackets = _NOT_BRACKET.sub("", _STRING.sub("", text))
-    for _ in range(limit):
-        if not brackets:
-            return False
-        brackets, removed = _INNERMOST.subn("", brackets)
-        if not removed:
-            return False  # unbalanced at a shallow depth: malformed, json.loads says so
-    return bool(brackets) and _INNERMOST.search(brackets) is not None
-
-
-def _refuse_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
-def parse_json(text: str | bytes | bytearray) -> Any:
-    """The JSON body of a request, or JSONDecodeError for anything that is not one (what the request
-    validation reports as malformed JSON), or `BodyTooDeep`. NaN and Infinity are not JSON, and
-    an integer too long for Python's int conversion is malformed rather than a crash."""
-    if isinstance(text, bytes | bytearray):
-        text = text.decode()
-    if nesting_depth_exceeds(text):
-        raise BodyTooDeep(f"the body nests arrays or objects more than {MAX_DEPTH} levels deep")
-    try:
-        return json.loads(text, parse_constant=_refuse_constant)
-    except json.JSONDecodeError:
-        raise
-    except (ValueError, RecursionError) as error:
-        raise json.JSONDecodeError(str(error), text, 0) from None
+__all__ = ["MAX_DEPTH", "BodyTooDeep", "JsonRequestValidation", "is_json", "nesting_depth_exceeds", "parse_json"]
 
 
 def is_json(content_type: str) -> bool:

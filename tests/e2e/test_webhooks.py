@@ -79,6 +79,7 @@ def test_a_bad_or_stale_signature_is_400_in_the_error_shape(
         (b"{not json", None, "webhook.malformed"),
         (b'{"object": "list"}', None, "webhook.malformed"),
         (event_body("evt_e2e_nosig"), None, "webhook.bad_signature"),
+        (b'{"object": "event", "data": ' + b"[" * 2000 + b"]" * 2000 + b"}", "t=1,v1=00", "webhook.malformed"),
     ],
 )
 def test_what_is_not_a_signed_event_is_400(api: HttpClient, payload: bytes, signature: str | None, code: str) -> None:

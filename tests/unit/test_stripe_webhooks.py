@@ -53,3 +53,16 @@ def test_the_tolerance_is_5_minutes_against_the_injected_clock() -> None:
     with pytest.raises(WebhookRejected) as stale:
         verify(payload, header, SECRET, now=NOW + timedelta(seconds=301))
     assert stale.value.code == "webhook.stale"
+
+
+def test_a_deeply_nested_body_is_malformed_before_any_recursion() -> None:
+    """~4 kB of brackets exhaust json.loads' recursion (RecursionError, a 502 at the route): it is
+    refused as malformed, whether its mode is read or it is verified (signed or not)."""
+    from billow.services.webhooks import MalformedDelivery
+
+    deep = b'{"object": "event", "id": "evt_deep", "type": "x", "data": {"object": ' + b"[" * 2000 + b"]" * 2000 + b"}}"
+    with pytest.raises(MalformedDelivery) as mode:
+        StripeWebhooks().mode_of(deep)
+    assert mode.value.code == "webhook.malformed"
+    with pytest.raises(MalformedDelivery):
+        verify(deep, sign(deep, SECRET, NOW), SECRET, now=NOW)

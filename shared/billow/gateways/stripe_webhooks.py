@@ -11,17 +11,20 @@ the secret to verify with (a body that lies about its mode fails verification).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from billow.domain.json_text import BodyTooDeep, parse_json
 from billow.services.gateway import GatewayEvent, WebhookRejected
 from billow.services.webhooks import MalformedDelivery
 
 TOLERANCE = timedelta(seconds=300)
 """Stripe's default: a delivery signed more than 5 minutes before (or after) `now` is refused, so a
 captured request cannot be replayed later."""
+MAX_EVENT_DEPTH = 64
+"""Nesting a delivery may have: Stripe's events nest about 10 levels (an event, its object, a
+charge's payment method details...). A deeper body is malformed, refused before it is parsed."""
 
 
 class StripeWebhooks:
@@ -37,8 +40,10 @@ class StripeWebhooks:
 def parse_body(payload: bytes) -> dict[str, Any]:
     """The body as a JSON object with an id and a type, else `MalformedDelivery`. Not yet trusted."""
     try:
-        body = json.loads(payload)
-    except (UnicodeDecodeError, ValueError) as error:
+        body = parse_json(payload, limit=MAX_EVENT_DEPTH)  # never json.loads: a deep body exhausts its recursion
+    except BodyTooDeep as error:
+        raise MalformedDelivery(str(error)) from error
+    except ValueError as error:  # not UTF-8, not JSON
         raise MalformedDelivery("the body is not JSON") from error
     if not isinstance(body, dict) or body.get("object") != "event":
         raise MalformedDelivery("the body is not a Stripe event")
