@@ -240,6 +240,9 @@ class FakeRail:
             setup_ref, customer, True, SavedMethod(method_ref, customer, "card", "visa", "4242", 12, 2034)
         )
 
+    def attach_method(self, method_ref: str, customer_ref: str) -> None:
+        """Its methods are attached when made: nothing to do."""
+
     def methods(self, customer_ref: str) -> list[SavedMethod]:
         with self._db() as db:
             rows = db.execute("SELECT ref FROM methods WHERE customer = ?", (customer_ref,)).fetchall()

@@ -78,6 +78,23 @@ def test_save_list_default_and_remove(api: HttpClient, local: stack.LocalStack) 
     assert api.delete(f"/contacts/{contact['id']}/payment-methods/{second['id']}").status == 200  # a retry
 
 
+def test_a_removed_card_stays_detached_when_its_setup_is_recorded_again(
+    api: HttpClient, local: stack.LocalStack
+) -> None:
+    """Posting a removed card's setup again (or its setup_intent.succeeded arriving late) is refused
+    and must not attach the card to the customer again: it could be charged on the rail."""
+    contact = make_contact(api)
+    saved = save_card(api, local, contact["id"])
+    assert api.delete(f"/contacts/{contact['id']}/payment-methods/{saved['id']}").status == 200
+    rail = stripe_client(_fake(local))
+    assert rail.v1.payment_methods.retrieve(saved["id"]).customer is None  # detached
+    again = api.post(f"/contacts/{contact['id']}/payment-methods", {"setup_id": saved["setup_id"]})
+    assert (again.status, again.body["error"]) == (409, "payment_method.removed")
+    assert rail.v1.payment_methods.retrieve(saved["id"]).customer is None  # still detached
+    customer = api.get(f"/contacts/{contact['id']}").body["gateway_customer_ref"]
+    assert rail.v1.payment_methods.list({"customer": customer, "type": "card"}).data == []
+
+
 def test_a_subscription_names_only_a_saved_method(api: HttpClient, local: stack.LocalStack) -> None:
     contact = make_contact(api)
     card = save_card(api, local, contact["id"])

@@ -46,6 +46,9 @@ class ManualGateway:
     def setup_state(self, setup_ref: str) -> SetupState:
         raise self._no_methods()
 
+    def attach_method(self, method_ref: str, customer_ref: str) -> None:
+        raise self._no_methods()
+
     def methods(self, customer_ref: str) -> list[SavedMethod]:
         return []
 

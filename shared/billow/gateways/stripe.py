@@ -223,10 +223,14 @@ class StripeGateway:
         if not succeeded or method_ref is None:
             return SetupState(str(intent["id"]), customer, False, None, metadata)
         method = _translated(self._client.v1.payment_methods.retrieve, method_ref)
-        if not method.get("customer") and customer:
-            # Stripe attaches a SetupIntent's method to its customer; localstripe does not.
-            method = _translated(self._client.v1.payment_methods.attach, method_ref, {"customer": customer})
         return SetupState(str(intent["id"]), customer, True, _saved_method(method, customer), metadata)
+
+    def attach_method(self, method_ref: str, customer_ref: str) -> None:
+        """Stripe attaches a SetupIntent's method to its customer itself; localstripe does not, so
+        the method is attached here when it is still nobody's (a method attached is left as it is)."""
+        method = _translated(self._client.v1.payment_methods.retrieve, method_ref)
+        if not method.get("customer"):
+            _translated(self._client.v1.payment_methods.attach, method_ref, {"customer": customer_ref})
 
     def methods(self, customer_ref: str) -> list[SavedMethod]:
         listed = _translated(self._client.v1.payment_methods.list, {"customer": customer_ref, "type": "card"})

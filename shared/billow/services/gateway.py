@@ -215,7 +215,16 @@ class PaymentGateway(Protocol):
         """Begin saving a method for off-session use (a SetupIntent, `usage=off_session`)."""
         ...
 
-    def setup_state(self, setup_ref: str) -> SetupState: ...
+    def setup_state(self, setup_ref: str) -> SetupState:
+        """The setup as the rail has it: a read, with no side effect (a method Billow recorded
+        removed, read again by a replayed webhook or a refused re-record, stays detached)."""
+        ...
+
+    def attach_method(self, method_ref: str, customer_ref: str) -> None:
+        """The saved method attached to the customer, if it is not yet (Stripe attaches a
+        SetupIntent's method itself; localstripe does not). Called only to record a method Billow
+        has not recorded before, never for one it recorded removed."""
+        ...
 
     def methods(self, customer_ref: str) -> list[SavedMethod]: ...
 

@@ -108,6 +108,7 @@ def save_from_setup(
             exp_year=saved.exp_year,
             saved_at=clock.now(),
         )
+        gateway.attach_method(saved.ref, state.customer_ref)  # new to Billow: never a removed one
         work = store.unit_of_work(f"payment method {saved.ref}")
         recorded = work.save_payment_method(scope, method)
         if contact.default_method_ref is None:
@@ -176,10 +177,12 @@ def remove_method(
 ) -> SavedPaymentMethod:
     """Detach it on the rail (it can no longer be charged), then record it removed and, if it was
     the contact's default, clear that, in one transaction. A retry after a crash between the two
-    detaches again (nothing to do) and records; removing a removed method answers it as it is."""
+    detaches again (nothing to do) and records; removing a removed method detaches it again (a no-op
+    unless something attached it since) and answers it as it is."""
     method = store.get_payment_method(ctx.scope, contact_id, method_id)
     get_contact(store, ctx, contact_id)
     if method is not None and method.removed:
+        gateway.remove_method(method_id)  # detached again, should anything have attached it since
         return method
     method = saved_method(store, ctx.scope, contact_id, method_id)
     gateway.remove_method(method_id)
