@@ -18,9 +18,13 @@ from runtime import clock, secrets, store
 from api import presenters
 from api.context import created, current_tenant, idempotent
 from api.openapi import answers
-from api.schemas import Id
+from api.schemas import Cursor, Id, Limit
 
 router = APIGatewayRouter()
+
+
+class StartSetupBody(Body):
+    """Nothing to give (the body may be left out): an unknown field is refused like on every route."""
 
 
 class SetupBody(Body):
@@ -38,9 +42,9 @@ def _gateway(ctx: TenantContext) -> PaymentGateway:
     summary="Start saving a card: a setup whose client secret Stripe.js confirms with the customer",
 )
 @answers(201)
-def start_setup(contact_id: Annotated[Id, Path()]) -> Response[dict[str, Any]]:
+def start_setup(contact_id: Annotated[Id, Path()], body: StartSetupBody | None = None) -> Response[dict[str, Any]]:
     ctx = current_tenant(router.current_event)
-    with idempotent(router.current_event, ctx, None) as ids:
+    with idempotent(router.current_event, ctx, None) as ids:  # `body` has nothing to compare
         setup = payment_methods.start_setup(store, ctx, contact_id, _gateway(ctx), request_id=ids.new_id("setup"))
     return created({"setup_id": setup.ref, "client_secret": setup.client_secret}, 201, replay=ids.replay)
 
@@ -59,11 +63,12 @@ def record_setup(contact_id: Annotated[Id, Path()], body: SetupBody) -> Response
 
 
 @router.get("/contacts/<contact_id>/payment-methods", summary="The contact's saved payment methods and its default")
-def list_methods(contact_id: Annotated[Id, Path()]) -> dict[str, Any]:
+def list_methods(contact_id: Annotated[Id, Path()], limit: Limit = 50, cursor: Cursor = None) -> dict[str, Any]:
     ctx = current_tenant(router.current_event)
-    contact, methods = payment_methods.list_methods(store, ctx, contact_id)
+    contact, page = payment_methods.list_methods(store, ctx, contact_id, limit=limit, cursor=cursor)
     default = contact.default_method_ref
-    return {"items": [presenters.payment_method(m, default) for m in methods], "default_payment_method": default}
+    items = [presenters.payment_method(m, default) for m in page.items]
+    return {"items": items, "cursor": page.cursor, "default_payment_method": default}
 
 
 @router.post(

@@ -132,6 +132,25 @@ def test_tenants_modes_and_contacts_are_kept_apart(api: HttpClient, local: stack
     assert api.get(f"/contacts/{contact['id']}/payment-methods").body["items"][0]["id"] == card["id"]
 
 
+def test_setup_refuses_unknown_fields_and_the_list_pages_like_every_list(
+    api: HttpClient, local: stack.LocalStack
+) -> None:
+    contact = make_contact(api)
+    unknown = api.post(f"/contacts/{contact['id']}/payment-methods/setup", {"x": 1})
+    assert (unknown.status, unknown.body["error"]) == (422, "request.validation_failed"), unknown.body
+    assert api.post(f"/contacts/{contact['id']}/payment-methods/setup").status == 201  # no body is fine
+    cards = sorted(save_card(api, local, contact["id"])["id"] for _ in range(3))
+    seen, cursor = [], None
+    for _ in range(3):
+        page = api.get(f"/contacts/{contact['id']}/payment-methods?limit=2" + (f"&cursor={cursor}" if cursor else ""))
+        assert page.status == 200, page.body
+        seen += [m["id"] for m in page.body["items"]]
+        cursor = page.body["cursor"]
+        if cursor is None:
+            break
+    assert seen == cards  # in id order, each once, the last page without a cursor
+
+
 def test_bad_input_is_a_coded_4xx(api: HttpClient, local: stack.LocalStack) -> None:
     contact = make_contact(api)
     setup = api.post(f"/contacts/{contact['id']}/payment-methods/setup").body

@@ -431,3 +431,14 @@ def test_a_card_payment_staff_recorded_is_never_refunded_through_the_rail_even_q
     done = refund(store, rail, other, "ticket-d")  # what B's collected card payment received goes back to it
     assert (done.refund.payment_id, done.refund.amount) == (other.payment.id, usd("1.00"))
     assert rail.refunded(other.payment.reference) == [usd("1.00")] and rail.refunded(charge_of_a) == []
+
+
+def test_a_refund_in_another_currency_names_the_currency_field(api: tuple[InProcessClient, Seeded]) -> None:
+    client, seeded = api
+    path = f"/credit-notes/{seeded.note.id}/refund"
+    for method in ("card", "bank_transfer"):
+        other = client.post(
+            path, {"method": method, "reference": f"r-eur-{method}", "amount": "10.00", "currency": "EUR"}
+        )
+        assert (other.status, other.body["error"]) == (422, "money.currency_mismatch"), other.body
+        assert [f["field"] for f in other.body["fields"]] == ["currency"]

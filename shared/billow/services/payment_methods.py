@@ -21,7 +21,7 @@ from billow.domain.payment_methods import SavedPaymentMethod, next_month
 from billow.services.contacts import _change_contact, get_contact
 from billow.services.context import MAX_EDIT_RETRIES, Clock, Scope, SystemClock, TenantContext
 from billow.services.gateway import PaymentGateway, SetupStarted
-from billow.services.ports import ContactStore, PaymentMethodPorts, PaymentMethodStore
+from billow.services.ports import ContactStore, Page, PaymentMethodPorts, PaymentMethodStore
 
 
 def _metadata(ctx: TenantContext, contact_id: str) -> dict[str, str]:
@@ -151,11 +151,11 @@ def saved_method(store: PaymentMethodStore, scope: Scope, contact_id: str, metho
 
 
 def list_methods(
-    store: PaymentMethodPorts, ctx: TenantContext, contact_id: str
-) -> tuple[Contact, list[SavedPaymentMethod]]:
-    """The contact and its saved methods (not the removed ones)."""
+    store: PaymentMethodPorts, ctx: TenantContext, contact_id: str, *, limit: int, cursor: str | None
+) -> tuple[Contact, Page[SavedPaymentMethod]]:
+    """The contact and a page of its saved methods (not the removed ones), in id order."""
     contact = get_contact(store, ctx, contact_id)
-    return contact, [m for m in store.payment_methods_of(ctx.scope, contact_id) if not m.removed]
+    return contact, store.payment_methods_page(ctx.scope, contact_id, limit, cursor)
 
 
 def set_default(store: PaymentMethodPorts, ctx: TenantContext, contact_id: str, method_id: str) -> Contact:

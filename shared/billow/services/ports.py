@@ -348,6 +348,12 @@ class PaymentMethodStore(Protocol):
         """Every method the contact saved, removed ones too, in id order."""
         ...
 
+    def payment_methods_page(
+        self, scope: Scope, contact_id: str, limit: int, cursor: str | None
+    ) -> Page[SavedPaymentMethod]:
+        """One page of the contact's methods not removed, in id order."""
+        ...
+
     def expiring_methods(self, month: str, shard: int) -> list[tuple[Scope, SavedPaymentMethod]]:
         """Every tenant's methods of one due shard expiring at the end of `month` ("YYYY-MM"),
         not removed and not announced yet."""

@@ -103,8 +103,16 @@ class Settlement:
 
 
 def _amount(amount: str | None, currency: str | None, note: Invoice) -> Money | None:
+    """The amount asked for, in the credit note's currency (another is refused, naming `currency`,
+    before it meets the note's or a payment's amounts)."""
     if amount is None:
         return None
+    if currency is not None and currency != note.currency:
+        raise InvalidInput(
+            f"credit note {note.label} is in {note.currency}, the amount in {currency}",
+            field="currency",
+            code="money.currency_mismatch",
+        )
     return Money.parse(amount, currency or note.currency, field="amount")
 
 

@@ -948,6 +948,14 @@ class DynamoStore:
             items = BillowItem.query(pk, BillowItem.sk.startswith("PM#"), consistent_read=True)
             return [codec.payment_method_in(json.loads(i.data or "{}"), int(i.version or 0)) for i in items]
 
+    def payment_methods_page(
+        self, scope: Scope, contact_id: str, limit: int, cursor: str | None
+    ) -> Page[SavedPaymentMethod]:
+        """The contact's methods not removed, in id order: read whole (a contact saves a few) and
+        paged by position, as a subscription's action log is."""
+        kept = ((m.id, m) for m in self.payment_methods_of(scope, contact_id) if not m.removed)
+        return _slice(kept, _Listing(f"{contact_pk(scope, contact_id)}#PM"), cursor, limit)
+
     def get_clock(self, scope: Scope, contact_id: str) -> TestClock | None:
         with _translated("test clock"):
             item = _get(contact_pk(scope, contact_id), "CLOCK", consistent_read=True)
