@@ -119,5 +119,6 @@ def card_holder(store: DynamoStore, server: LocalStripe, rail: StripeGateway, ca
     confirm_setup(server, setup.ref, card)
     method = rail.setup_state(setup.ref).method
     assert method is not None
+    rail.attach_method(method.ref, customer)  # as recording it does (localstripe does not attach it)
     seed_contact(store, contact_id, method=method.ref, customer_ref=customer)
     return contact_id

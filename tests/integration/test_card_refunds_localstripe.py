@@ -51,6 +51,7 @@ def saved_card(server: LocalStripe, gateway: StripeGateway) -> tuple[str, str]:
     confirm_setup(server, setup.ref, VISA)
     state = gateway.setup_state(setup.ref)
     assert state.succeeded and state.method is not None
+    gateway.attach_method(state.method.ref, customer)  # as recording it does (localstripe does not attach it)
     return customer, state.method.ref
 
 

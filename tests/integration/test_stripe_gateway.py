@@ -44,6 +44,7 @@ def _saved(server: LocalStripe, gateway: StripeGateway, card: str = VISA) -> tup
     confirm_setup(server, setup.ref, card)
     after = gateway.setup_state(setup.ref)
     assert after.succeeded and after.method is not None and after.customer_ref == customer
+    gateway.attach_method(after.method.ref, customer)  # as recording it does (localstripe does not attach it)
     return customer, after.method.ref
 
 
