@@ -173,8 +173,8 @@ class RailRefused(Conflict):
     no such charge, a charge already refunded in full, a charge of another account): a coded
     refusal (`rail.refused`, 409), never a failure to retry."""
 
-    def __init__(self, message: str, *, code: str = "rail.refused") -> None:
-        super().__init__(message, code=code)
+    def __init__(self, message: str) -> None:
+        super().__init__(message, code="rail.refused")
 
 
 class WebhookRejected(Exception):
