@@ -24,7 +24,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from billow.domain.tenants import TenantSettings
 from billow.services.activation import activate_paid
 from billow.services.context import TenantContext
-from billow.services.events import NotABillowEvent, billow_detail
+from billow.services.events import billow_detail
 from runtime import clock, imported, invocation, logger, numbers, store
 
 PAID = "invoice.paid"
@@ -33,9 +33,7 @@ processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failu
 
 def record_handler(record: SQSRecord) -> int:
     """Activate what waits for the paid invoice; returns how many services were activated."""
-    detail = billow_detail(json.loads(record.body), f"message {record.message_id}")
-    if detail.get("type") != PAID:
-        raise NotABillowEvent(f"message {record.message_id} is not {PAID} (the activation rule routes only that)")
+    detail = billow_detail(json.loads(record.body), f"message {record.message_id}", of_type=PAID)
     tenant_id = detail["tenant_id"]
     settings = store.get_settings(tenant_id) or TenantSettings(tenant_id, tenant_id)
     ctx = TenantContext(tenant_id, detail["mode"], settings)

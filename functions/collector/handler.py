@@ -25,7 +25,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from billow.services.collection import collect_invoice
 from billow.services.context import Scope
-from billow.services.events import NotABillowEvent, billow_detail
+from billow.services.events import billow_detail
 from runtime import imported, invocation, logger
 
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
@@ -34,9 +34,7 @@ ISSUED = "invoice.issued"
 
 
 def record_handler(record: SQSRecord) -> str:
-    detail = billow_detail(json.loads(record.body), f"message {record.message_id}")
-    if detail.get("type") != ISSUED or not (detail.get("data") or {}).get("invoice_id"):
-        raise NotABillowEvent(f"message {record.message_id} is not {ISSUED} (the invoice-issued rule routes only that)")
+    detail = billow_detail(json.loads(record.body), f"message {record.message_id}", of_type=ISSUED)
     scope = Scope(detail["tenant_id"], detail["mode"])
     invoice_id = detail["data"]["invoice_id"]
     gateway = runtime.payment_gateway(scope)
