@@ -10,7 +10,6 @@ import gc
 
 gc.disable()  # no collection while the function's code is imported: see runtime.imported
 
-import importlib
 from typing import Any
 
 import runtime
@@ -30,12 +29,11 @@ MAX_TENANT_ID = 200
 
 
 def stripe_gateway(scope: Scope) -> PaymentGateway:
-    """The Stripe gateway (billow.gateways.stripe) with the tenant's API key for the mode."""
-    found = runtime.secrets.rail_secrets("stripe", scope.tenant_id, scope.mode)
-    if found is None:
+    """The rail the tenant's mode is charged on (`runtime.payment_gateway`, as the collector's): a
+    verified event for a tenant with no account on it is retried once one is configured."""
+    gateway = runtime.payment_gateway(scope)
+    if gateway is None:
         raise TemporaryFailure(f"no Stripe account configured for {scope.tenant_id} ({scope.mode})")
-    rails = importlib.import_module("billow.gateways.rails")  # the one place a gateway is built
-    gateway: PaymentGateway = rails.payment_gateway(runtime.secrets, scope.tenant_id, scope.mode)
     return gateway
 
 
