@@ -33,7 +33,7 @@ from tests.collection_support import (
     seed_tenant,
     stored_invoice,
 )
-from tests.fake_rail import Crash, FakeRail
+from tests.fake_rail import DECLINING, Crash, FakeRail
 from tests.integration.test_fault_injection import Crash as DynamoCrash
 from tests.integration.test_fault_injection import crash_after
 
@@ -520,3 +520,79 @@ def test_a_charge_confirmed_for_an_invoice_voided_meanwhile_is_kept_as_credit(
     assert stored_invoice(store, "inv_r").status is InvoiceStatus.VOID
     (usd,) = balances(store.invoices_of(SCOPE, "con_r")).values()
     assert usd.credit == USD30
+
+
+# -- a failure is recorded only once its charge can no longer take money ---------------------------
+def test_a_declined_charge_whose_cancel_fails_stays_live_and_its_invoice_is_not_charged_again_meanwhile(
+    local_table: str, rail: FakeRail
+) -> None:
+    """The rail out of reach for the cancel of a declined charge (still confirmable on Stripe, in
+    requires_payment_method): its attempt stays live, so a whole-debt attempt for the next invoice
+    leaves the first invoice out; only once the rerun cancelled it and recorded the failure does a
+    later attempt take the first invoice again, and the first charge can never take money."""
+    store = DynamoStore()
+    seed_tenant(store, CollectionSettings(CollectionMode.CREDIT_LIMIT, collect_whole_debt=True))
+    seed_contact(store, "con_d", method=DECLINING, credit_limit={"USD": Money.parse("50.00", "USD")})
+    seed_invoice(store, "con_d", "inv_1", "60.00")
+    outage = FakeRail(rail.path)
+    outage.unavailable_at = 3  # create, confirm (declined), then the cancel
+    with pytest.raises(GatewayUnavailable):
+        collect_invoice(store, outage, SCOPE, "inv_1", clock=CLOCK)
+    first = store.latest_attempt(SCOPE, "con_d", "inv_1")
+    assert first is not None and first.status is AttemptStatus.CREATED and first.charge_ref
+    assert rail.charge_state(first.charge_ref).status is ChargeStatus.FAILED  # declined, still open
+
+    seed_invoice(store, "con_d", "inv_2", "20.00")
+    second = collect_invoice(store, FakeRail(rail.path), SCOPE, "inv_2", clock=CLOCK)
+    assert second is not None and second.covered_ids() == {"inv_2"}  # not inv_1: its charge is open
+
+    ended = collect_invoice(store, FakeRail(rail.path), SCOPE, "inv_1", clock=CLOCK)  # the redelivery
+    assert ended is not None and (ended.status, ended.decline_code) == (AttemptStatus.FAILED, "card_declined")
+    assert rail.charge_state(first.charge_ref).status is ChargeStatus.CANCELED
+
+    seed_invoice(store, "con_d", "inv_3", "10.00")
+    third = collect_invoice(store, FakeRail(rail.path), SCOPE, "inv_3", clock=CLOCK)
+    assert third is not None and third.covered_ids() == {"inv_1", "inv_2", "inv_3"}  # now it may
+
+
+def test_a_declined_charge_the_rail_will_not_cancel_because_it_succeeded_is_recorded_paid(
+    store: DynamoStore, rail: FakeRail
+) -> None:
+    """Declined, then confirmed again on the rail (another card, a 3-D Secure) before Billow cancels
+    it: the cancel is refused, and the success is applied, not a failure."""
+    declining_contact(store, "con_s")
+    seed_invoice(store, "con_s", "inv_s", "30.00")
+
+    def confirmed_again() -> None:
+        (charge,) = rail.charges()
+        rail.settle(charge.ref, ChargeStatus.SUCCEEDED)
+
+    rail.interleave["confirm_charge"] = confirmed_again
+    attempt = _collect(store, rail, "inv_s")
+    assert attempt.status is AttemptStatus.SUCCEEDED
+    _assert_paid_once(store, rail, "inv_s")
+
+
+def test_a_failure_applied_by_a_webhook_is_recorded_only_once_its_charge_is_cancelled(
+    store: DynamoStore, rail: FakeRail
+) -> None:
+    """The same order when the decline arrives by `reconcile_charge` (the collector died after
+    confirming): the rail out of reach for the cancel leaves the attempt live (the webhook is
+    answered 503 and delivered again); the next delivery cancels it and records the failure."""
+    declining_contact(store, "con_w")
+    seed_invoice(store, "con_w", "inv_w", "30.00")
+    dies = FakeRail(rail.path)
+    dies.crash_after = 2  # create, confirm (declined): dies before reading the outcome back
+    with pytest.raises(Crash):
+        _collect(store, dies, "inv_w")
+    attempt = store.latest_attempt(SCOPE, "con_w", "inv_w")
+    assert attempt is not None and attempt.status is AttemptStatus.CREATED and attempt.charge_ref
+    outage = FakeRail(rail.path)
+    outage.unavailable_at = 2  # the read of the charge, then its cancel
+    with pytest.raises(GatewayUnavailable):
+        reconcile_charge(store, outage, SCOPE, attempt.charge_ref, clock=CLOCK)
+    live = store.latest_attempt(SCOPE, "con_w", "inv_w")
+    assert live is not None and live.status is AttemptStatus.CREATED
+    failed = reconcile_charge(store, FakeRail(rail.path), SCOPE, attempt.charge_ref, clock=CLOCK)
+    assert failed is not None and (failed.status, failed.decline_code) == (AttemptStatus.FAILED, "card_declined")
+    assert rail.charge_state(attempt.charge_ref).status is ChargeStatus.CANCELED

@@ -10,7 +10,9 @@ A contact is collected in one of three modes (its own, else its tenant's default
 
 A payment attempt moves pending -> created (the rail's charge reference recorded) -> succeeded |
 failed, or from pending to not_collectable (nothing could be charged: no payment method, below the
-rail's minimum). Pending and created are live: a rerun resumes them; the others are final.
+rail's minimum). Pending and created are live: a rerun resumes them; the others are final. An
+attempt becomes failed only once its charge can no longer take money (cancelled on the rail), and
+not_collectable from created only once its charge is cancelled (billow.services.collection).
 """
 
 from __future__ import annotations
@@ -71,6 +73,9 @@ class NotCollectable(StrEnum):
 
     NO_PAYMENT_METHOD = "no_payment_method"
     BELOW_MINIMUM = "below_minimum"
+    AMOUNT_PRECISION = "amount_precision"
+    """A fraction the rail cannot charge (a KWD amount not a multiple of 0.010: `rail.amount_precision`)."""
+    ABOVE_MAXIMUM = "above_maximum"  # more than the rail takes in one charge (`rail.amount_too_large`)
     REFUSED = "refused"  # the rail refused to create the charge (its code in `decline_code`)
     NOT_PAYABLE = "invoice_not_payable"
     """An invoice it covers no longer owes what it charges (paid by other means, voided, written off,

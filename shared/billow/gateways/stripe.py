@@ -136,7 +136,9 @@ def charge_state(intent: Mapping[str, Any]) -> ChargeState:
     if received is None:  # localstripe leaves it out: what a succeeded intent received is its amount
         received = intent["amount"] if status is ChargeStatus.SUCCEEDED else 0
     decline = None
-    if status is ChargeStatus.FAILED and error:
+    # A declined intent cancelled since (Billow cancels it before recording the failure) keeps the
+    # decline while Stripe keeps `last_payment_error` (localstripe always; Stripe clears it on updates).
+    if status in (ChargeStatus.FAILED, ChargeStatus.CANCELED) and error:
         decline = error.get("decline_code") or error.get("code") or "card_declined"
     return ChargeState(
         ref=str(intent["id"]),

@@ -14,7 +14,9 @@ transaction). Its exactly-once argument rests on Billow's records, not on the ra
    refused by the rail or finds it settled: the outcome is then read from the rail.
 4. Success is one transaction: the attempt succeeded, a payment per covered invoice (its id derived
    from the charge reference, so the collector and a webhook applying the same charge write one
-   payment) and the invoices paid down. Failure records the decline code.
+   payment) and the invoices paid down. Failure records the decline code, and only once the
+   declined charge is cancelled on the rail (`_apply`): a failed attempt covers nothing, so its
+   invoices may be charged again, which must never let the first charge take money too.
 
 A rerun resumes the invoice's latest attempt from its recorded state; a final one (succeeded,
 failed, not collectable) is not retried here (dunning retries failures).
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 
 from billow.domain.collection import (
     AttemptStatus,
@@ -62,6 +65,20 @@ log = logging.getLogger(__name__)
 MAX_CONFLICT_RETRIES = 5
 SETTLED = frozenset({ChargeStatus.SUCCEEDED, ChargeStatus.FAILED, ChargeStatus.CANCELED, ChargeStatus.REQUIRES_ACTION})
 """Charge states that end an attempt (off-session, a charge needing the customer's action failed)."""
+OPEN = frozenset({ChargeStatus.CREATED, ChargeStatus.FAILED, ChargeStatus.REQUIRES_ACTION})
+"""Charge states in which the rail can still take money (confirmed, or confirmed again: Stripe's
+`requires_confirmation`, `requires_payment_method`, `requires_action`) and can still cancel it."""
+OPEN_FAILURES = OPEN - {ChargeStatus.CREATED}
+"""A failed charge still open: its attempt is recorded failed only once it is cancelled (`_apply`)."""
+REFUSAL_REASONS = {
+    "amount_too_small": NotCollectable.BELOW_MINIMUM,
+    "rail.amount_too_small": NotCollectable.BELOW_MINIMUM,
+    "rail.amount_precision": NotCollectable.AMOUNT_PRECISION,
+    "rail.amount_too_large": NotCollectable.ABOVE_MAXIMUM,
+    METHOD_UNUSABLE: NotCollectable.NO_PAYMENT_METHOD,  # detached or gone on the rail: as good as none
+}
+"""Why nothing was charged, by the code of the rail's refusal to create the charge
+(`ChargeNotPossible`); any other code is `refused`."""
 LEGACY_METHODS = frozenset(m.value for m in PaymentMethod)
 """A subscription's `payment_method` from before saved methods ("card", "bank_transfer"): not a
 saved method's reference, so the contact's default applies."""
@@ -207,14 +224,41 @@ def _apply(
     state: ChargeState,
     clock: Clock,
 ) -> PaymentAttempt:
-    """`apply_state`, then a declined charge (or one waiting for an authentication no one
-    off-session will give) cancelled while the rail allows, so it cannot succeed later (a 3-D
-    Secure completed after the customer paid otherwise); should it succeed anyway, the money is
-    recorded as credit (`_record_success`)."""
-    applied = apply_state(ports, scope, attempt, state, clock=clock)
-    if applied.status is AttemptStatus.FAILED and state.status in (ChargeStatus.FAILED, ChargeStatus.REQUIRES_ACTION):
-        _cancel_quietly(gateway, state.ref)
-    return applied
+    """`apply_state`, a failure only once its charge can no longer take money. A declined charge
+    (or one waiting for an authentication no one off-session will give) is still open on the rail:
+    Stripe lets a PaymentIntent in `requires_payment_method` or `requires_action` be confirmed
+    later (another card, a 3-D Secure completed), and a failed attempt covers nothing, so a later
+    attempt could charge its invoices again. So the charge is cancelled first (`_cancel`), and the
+    attempt recorded failed only once the rail says it is cancelled: the rail out of reach
+    (`GatewayUnavailable`) leaves the attempt live, to be resumed by a retry or a sweep; a cancel
+    refused because the charge succeeded after all applies that success."""
+    open_failure = state.status in OPEN_FAILURES and attempt.charge_ref in (None, state.ref)
+    if open_failure and attempt.status is not AttemptStatus.SUCCEEDED:
+        code = state.decline_code or (
+            "authentication_required" if state.status is ChargeStatus.REQUIRES_ACTION else None
+        )
+        ended = _cancel(gateway, state.ref)
+        if ended.status is ChargeStatus.CANCELED:
+            hard = ended.hard_decline or state.hard_decline
+            ended = replace(ended, decline_code=ended.decline_code or code, hard_decline=hard)
+        state = ended
+    return apply_state(ports, scope, attempt, state, clock=clock)
+
+
+def _cancel(gateway: PaymentGateway, charge_ref: str) -> ChargeState:
+    """Cancel the charge on the rail: the charge as it is after, cancelled, or what it became
+    instead when the rail refused the cancel (succeeded after all, or settling). `GatewayUnavailable`
+    propagates (nothing known changed); a refusal of a charge still open propagates too (the attempt
+    stays live and a rerun tries again)."""
+    try:
+        return gateway.cancel_charge(charge_ref)
+    except GatewayUnavailable:
+        raise
+    except Exception:
+        state = gateway.charge_state(charge_ref)
+        if state.status in OPEN:
+            raise
+        return state
 
 
 def _still_payable(ports: CollectionPorts, scope: Scope, attempt: PaymentAttempt) -> bool:
@@ -225,11 +269,16 @@ def _still_payable(ports: CollectionPorts, scope: Scope, attempt: PaymentAttempt
 def _end_not_payable(
     ports: CollectionPorts, gateway: PaymentGateway, scope: Scope, attempt: PaymentAttempt, clock: Clock
 ) -> PaymentAttempt:
-    """End a live attempt whose invoices no longer take its charge: recorded first (conditioned on
-    its version: a collector confirming it meanwhile makes this write fail, and its success is
-    applied instead), then its unconfirmed charge cancelled. A crash in between leaves an
-    unconfirmed charge no one confirms (only a live attempt's charge is) and that moves no money;
-    `reconcile_charge` cancels it when its webhook arrives."""
+    """End a live attempt whose invoices no longer take its charge, the charge first: cancelled on
+    the rail (`_cancel`; the rail out of reach leaves the attempt live, for a retry or a sweep to
+    end), then the attempt recorded not collectable, conditioned on its version. A charge the rail
+    would not cancel because another collector confirmed it meanwhile has its state applied
+    instead (money taken is recorded as credit). A crash between the cancel and the record leaves
+    a live attempt whose charge is cancelled: its rerun reads it so and ends it (`apply_state`)."""
+    if attempt.charge_ref is not None:
+        state = _cancel(gateway, attempt.charge_ref)
+        if state.status is not ChargeStatus.CANCELED:
+            return _apply(ports, gateway, scope, attempt, state, clock)
     try:
         ended = ports.save_attempt(scope, attempt.not_collectable(NotCollectable.NOT_PAYABLE, clock.now()))
     except ConcurrentModification:
@@ -237,19 +286,7 @@ def _end_not_payable(
         assert current is not None
         return resume(ports, gateway, scope, current, clock=clock) if current.live else current
     log.info("payment attempt %s ended: an invoice it covers is no longer payable", attempt.id)
-    if ended.charge_ref is not None:
-        _cancel_quietly(gateway, ended.charge_ref)
     return ended
-
-
-def _cancel_quietly(gateway: PaymentGateway, charge_ref: str) -> None:
-    """Cancel a charge that must never be confirmed, if the rail still allows it. Refused (it is
-    settled already) or out of reach, it is logged: whatever the rail took is applied from its
-    state by `reconcile_charge` (its webhook, a sweep)."""
-    try:
-        gateway.cancel_charge(charge_ref)
-    except Exception:  # best effort: the records already say it must not be taken
-        log.warning("charge %s could not be cancelled", charge_ref, exc_info=True)
 
 
 def _create_charge(
@@ -263,10 +300,7 @@ def _create_charge(
         zero = Money.zero(attempt.amount.currency)
         state = ChargeState("", ChargeStatus.FAILED, attempt.amount, zero, decline_code=refused.code)
     if state.status is ChargeStatus.FAILED:  # refused outright (below the rail's minimum, say): no charge
-        below = state.decline_code in ("amount_too_small", "rail.amount_too_small")
-        reason = NotCollectable.BELOW_MINIMUM if below else NotCollectable.REFUSED
-        if state.decline_code == METHOD_UNUSABLE:  # detached or gone on the rail: as good as none
-            reason = NotCollectable.NO_PAYMENT_METHOD
+        reason = REFUSAL_REASONS.get(state.decline_code or "", NotCollectable.REFUSED)
         recorded = attempt.not_collectable(reason, clock.now(), state.decline_code)
     else:
         recorded = attempt.created(state.ref, clock.now())
@@ -313,6 +347,12 @@ def apply_state(
             if state.status in SETTLED:
                 if not attempt.live:
                     return attempt
+                if (
+                    state.status is ChargeStatus.CANCELED
+                    and state.decline_code is None
+                    and not _still_payable(ports, scope, attempt)
+                ):  # cancelled by `_end_not_payable`, which died before recording it
+                    return ports.save_attempt(scope, attempt.not_collectable(NotCollectable.NOT_PAYABLE, clock.now()))
                 code = state.decline_code or (
                     "authentication_required" if state.status is ChargeStatus.REQUIRES_ACTION else state.status.value
                 )
