@@ -17,6 +17,7 @@ from __future__ import annotations
 import itertools
 import json
 from collections import Counter
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -31,7 +32,7 @@ from billow.local.stripe import TEST_API_KEY, LocalStripe
 from billow.services import webhooks
 from billow.services.collection import collect_invoice
 from billow.services.context import Scope, SystemClock
-from billow.services.gateway import ChargeRequest, RailSecrets, WebhookRejected
+from billow.services.gateway import ChargeRequest, GatewayUnavailable, RailSecrets, WebhookRejected
 from billow.storage.repository import DynamoStore
 
 from tests.collection_support import SCOPE, card_holder, seed_invoice, seed_tenant, stored_invoice
@@ -223,3 +224,60 @@ def test_a_collector_crashed_after_every_dynamodb_and_every_stripe_request_then_
         collect_invoice(store, rail, SCOPE, invoice_id, clock=CLOCK)  # the event delivered again
         collect_invoice(store, rail, SCOPE, invoice_id, clock=CLOCK)  # and once more
         assert_paid_once(store, server, invoice_id)
+
+
+# -- a failure is recorded only once its PaymentIntent can no longer take money ---------------------
+class CancelOutage(StripeGateway):
+    """Stripe out of reach for the next `outages` cancels (a 503), otherwise the real gateway."""
+
+    outages = 1
+
+    def cancel_charge(self, charge_ref: str) -> Any:
+        if self.outages:
+            self.outages -= 1
+            raise GatewayUnavailable("Stripe answered 503 to the cancel")
+        return super().cancel_charge(charge_ref)
+
+
+def test_a_declined_whole_debt_contact_gets_no_second_payment_intent_for_its_invoices_while_the_first_is_open(
+    local_table: str, server: LocalStripe, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A declined PaymentIntent (requires_payment_method: Stripe lets it be confirmed again) whose
+    cancel Stripe did not take keeps its attempt live: the next invoice's whole-debt charge is for
+    that invoice alone. The redelivery cancels the first (canceled in localstripe) and records the
+    failure; only then does a whole-debt charge take the first invoice again."""
+    from billow.domain.collection import CollectionMode, CollectionSettings
+    from billow.domain.money import Money
+
+    store = DynamoStore()
+    seed_tenant(store, CollectionSettings(CollectionMode.CREDIT_LIMIT, collect_whole_debt=True))
+    rail = CancelOutage(TEST_API_KEY, api_base=server.url, localstripe=True)
+    contact = card_holder(store, server, rail, DECLINES_AT_CHARGE)
+    stored = store.get_contact(SCOPE, contact)
+    assert stored is not None
+    store.save_contact(SCOPE, replace(stored, credit_limit={"USD": Money.parse("50.00", "USD")}))
+    first, second, third = unique("inv"), unique("inv"), unique("inv")
+
+    seed_invoice(store, contact, first, "60.00")
+    with pytest.raises(GatewayUnavailable):
+        collect_invoice(store, rail, SCOPE, first, clock=CLOCK)
+    (open_intent,) = intents_of(server, first)
+    assert open_intent.status == "requires_payment_method"  # declined, still confirmable
+
+    seed_invoice(store, contact, second, "20.00")
+    attempt = collect_invoice(store, rail, SCOPE, second, clock=CLOCK)
+    assert attempt is not None and attempt.covered_ids() == {second}
+    (intent,) = intents_of(server, second)
+    assert intent.amount == 2000  # the second invoice alone: the first is the open intent's
+    assert len(intents_of(server, first)) == 1
+
+    ended = collect_invoice(store, rail, SCOPE, first, clock=CLOCK)  # the event delivered again
+    assert ended is not None and (ended.status, ended.decline_code) == (AttemptStatus.FAILED, "card_declined")
+    (canceled,) = intents_of(server, first)
+    assert canceled.status == "canceled"
+
+    seed_invoice(store, contact, third, "10.00")
+    whole = collect_invoice(store, rail, SCOPE, third, clock=CLOCK)
+    assert whole is not None and whole.covered_ids() == {first, second, third}
+    (whole_intent,) = intents_of(server, third)
+    assert (whole_intent.amount, whole_intent.status) == (9000, "canceled")  # declined, then cancelled
