@@ -145,11 +145,19 @@ def test_localstripe_listens_on_loopback_only_and_keeps_no_pickle(local_stripe: 
             assert probe.connect_ex((other, address.port or 0)) != 0
 
 
+@pytest.mark.parametrize(
+    ("amount", "currency", "reason", "code"),
+    [
+        ("0.30", "EUR", "below_minimum", "rail.amount_too_small"),
+        ("1.235", "KWD", "amount_precision", "rail.amount_precision"),
+    ],
+)
 def test_collection_records_an_amount_stripe_cannot_charge_without_calling_it(
-    local_table: str, local_stripe: LocalStripe
+    local_table: str, local_stripe: LocalStripe, amount: str, currency: str, reason: str, code: str
 ) -> None:
-    """0.30 EUR is below Stripe's minimum: the attempt is not collectable (below_minimum), the
-    invoice stays open, and no PaymentIntent is made."""
+    """0.30 EUR is below Stripe's minimum; 1.235 KWD is not a multiple of 0.010, which Stripe
+    requires of three-decimal currencies: the attempt is not collectable with that outcome (never the
+    catch-all `refused`), the invoice stays open, and no PaymentIntent is made."""
     from billow.domain.collection import AttemptStatus
     from billow.services.collection import collect_invoice
     from billow.services.context import SystemClock
@@ -160,15 +168,11 @@ def test_collection_records_an_amount_stripe_cannot_charge_without_calling_it(
     store = DynamoStore()
     seed_tenant(store)
     seed_contact(store, "con_small")
-    seed_invoice(store, "con_small", "inv_small", "0.30", "EUR")
+    seed_invoice(store, "con_small", "inv_small", amount, currency)
     before = len(stripe_client(local_stripe).v1.payment_intents.list({"limit": 100}).data)
     attempt = collect_invoice(store, _gateway(local_stripe), SCOPE, "inv_small", clock=SystemClock())
     assert attempt is not None
-    assert (attempt.status, attempt.reason, attempt.decline_code) == (
-        AttemptStatus.NOT_COLLECTABLE,
-        "below_minimum",
-        "rail.amount_too_small",
-    )
+    assert (attempt.status, attempt.reason, attempt.decline_code) == (AttemptStatus.NOT_COLLECTABLE, reason, code)
     assert len(stripe_client(local_stripe).v1.payment_intents.list({"limit": 100}).data) == before
 
 
