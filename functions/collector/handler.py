@@ -1,5 +1,6 @@
 """The collector: charges each issued invoice on its tenant's payment rail (docs/payments.md,
-"Collection"), after billing, off its transaction.
+"Collection"), after billing, off its transaction; and ends the live payment attempts of an
+invoice voided (by staff, or by its order's lapse) or written off, cancelling their charges.
 
 Fed by the bus rule `invoice-issued` (billow.gateways.events: an invoice created final, or a draft
 finalised) through an SQS queue with a dead-letter queue, at a bounded concurrency that keeps the
@@ -8,6 +9,10 @@ processing: one that fails (the rail unreachable or rate-limiting, DynamoDB thro
 as a batch item failure, so SQS redelivers only it, and the rerun resumes the invoice's attempt
 from its recorded state (billow.services.collection). Events arrive at least once: a duplicate
 finds the attempt and charges nothing.
+
+Fed also by the rule `invoice-ended` (`invoice.voided`, `invoice.uncollectible`), its own queue:
+each live attempt covering the invoice is resumed, finds it not payable and ends, its charge
+cancelled on the rail (`end_attempts_covering`). A duplicate finds nothing live.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import runtime
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from billow.services.collection import collect_invoice
+from billow.services.collection import collect_invoice, end_attempts_covering
 from billow.services.context import Scope
 from billow.services.events import billow_detail
 from runtime import imported, invocation, logger
@@ -31,18 +36,23 @@ from runtime import imported, invocation, logger
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 
 ISSUED = "invoice.issued"
+ENDED = ("invoice.voided", "invoice.uncollectible")
 
 
 def record_handler(record: SQSRecord) -> str:
-    detail = billow_detail(json.loads(record.body), f"message {record.message_id}", of_type=ISSUED)
+    detail = billow_detail(json.loads(record.body), f"message {record.message_id}", of_type=(ISSUED, *ENDED))
     scope = Scope(detail["tenant_id"], detail["mode"])
     invoice_id = detail["data"]["invoice_id"]
     gateway = runtime.payment_gateway(scope)
     if gateway is None:
         logger.info("no payment rail: left to be paid by transfer", extra={"invoice_id": invoice_id})
         return "no_rail"
-    attempt = collect_invoice(runtime.store, gateway, scope, invoice_id, clock=runtime.clock)
-    outcome = "nothing_to_collect" if attempt is None else attempt.status.value
+    if detail["type"] in ENDED:
+        ended = end_attempts_covering(runtime.store, gateway, scope, invoice_id, clock=runtime.clock)
+        outcome = ",".join(a.status.value for a in ended) or "nothing_live"
+    else:
+        attempt = collect_invoice(runtime.store, gateway, scope, invoice_id, clock=runtime.clock)
+        outcome = "nothing_to_collect" if attempt is None else attempt.status.value
     logger.info(
         "collected",
         extra={"invoice_id": invoice_id, "tenant_id": scope.tenant_id, "mode": scope.mode, "outcome": outcome},

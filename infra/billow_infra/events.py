@@ -13,7 +13,7 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_lambda_event_sources as sources
 from aws_cdk import aws_sqs as sqs
-from billow.gateways.events import BUS_ENV, CONSUMER_RULES, MAX_CONCURRENCY, consumer_of
+from billow.gateways.events import BUS_ENV, CONSUMER_RULES, consumer_of, max_concurrency
 from constructs import Construct
 
 from billow_infra import naming
@@ -109,7 +109,7 @@ class BillowEvents(Construct):
                     queue,
                     batch_size=10,
                     report_batch_item_failures=True,
-                    max_concurrency=MAX_CONCURRENCY.get(consumer_of(rule_name)),  # the collector's: Stripe's limits
+                    max_concurrency=max_concurrency(rule_name),  # the collector's: Stripe's limits
                 )
             )
             self.queues[rule_name] = queue

@@ -29,12 +29,20 @@ CONSUMER_RULES: dict[str, dict[str, Any]] = {
     "all-events": {"source": [SOURCE], "detail-type": [{"prefix": f"{SOURCE}."}]},
     "activation": {"source": [SOURCE], "detail-type": [f"{SOURCE}.invoice.paid"]},
     "invoice-issued": {"source": [SOURCE], "detail-type": [f"{SOURCE}.invoice.issued"]},
+    "invoice-ended": {
+        "source": [SOURCE],
+        "detail-type": [f"{SOURCE}.invoice.voided", f"{SOURCE}.invoice.uncollectible"],
+    },
 }
 """Rule name -> event pattern. CDK synthesizes one AWS::Events::Rule per entry (each feeding an
 SQS queue with a dead-letter queue, infra/billow_infra/events.py); the local bus routes by the
 same patterns (tests/infra asserts the synthesized ones equal these)."""
 EXAMPLE_CONSUMER = "events-consumer"
-RULE_CONSUMERS: dict[str, str] = {"activation": "activation", "invoice-issued": "collector"}
+RULE_CONSUMERS: dict[str, str] = {
+    "activation": "activation",
+    "invoice-issued": "collector",
+    "invoice-ended": "collector",  # ends the live attempts of an invoice voided or written off
+}
 """Rule name -> the concern of the function its queue feeds (`billow.gateways.invoke.handler_of`
 names its handler); a rule not listed feeds the example consumer."""
 
@@ -43,9 +51,19 @@ COLLECTOR_CONCURRENCY = 10
 the other, each at least ~100 ms: at most 10 requests/s per collector, so 10 collectors stay within
 Stripe's live limit of 100 requests/s per account even at its fastest (docs/payments.md has the
 arithmetic, and the test-mode case)."""
-MAX_CONCURRENCY: dict[str, int] = {"collector": COLLECTOR_CONCURRENCY}
-"""Concern -> at most this many of its instances read its queue at once (the SQS event source's
-maximum concurrency, 2 to 1000); a concern not listed scales as Lambda does."""
+ENDED_CONCURRENCY = 2
+"""Collectors ending attempts of voided or written-off invoices at once (the `invoice-ended`
+queue): rare events, each at most 2 rail requests (read, cancel) per live attempt; on top of the
+collectors' 10, at most 2 x 10 more requests/s (docs/payments.md)."""
+MAX_CONCURRENCY: dict[str, int] = {"collector": COLLECTOR_CONCURRENCY, "invoice-ended": ENDED_CONCURRENCY}
+"""Rule or concern -> at most this many instances read that rule's queue (or each queue of that
+concern) at once (the SQS event source's maximum concurrency, 2 to 1000; a rule's own entry comes
+first); neither listed: as Lambda scales."""
+
+
+def max_concurrency(rule: str) -> int | None:
+    """The maximum concurrency of the consumer reading `rule`'s queue (`MAX_CONCURRENCY`)."""
+    return MAX_CONCURRENCY.get(rule, MAX_CONCURRENCY.get(consumer_of(rule)))
 
 
 def consumer_of(rule: str) -> str:

@@ -174,6 +174,23 @@ def _start(ports: CollectionPorts, scope: Scope, invoice: Invoice, clock: Clock)
     return saved
 
 
+def end_attempts_covering(
+    ports: CollectionPorts, gateway: PaymentGateway, scope: Scope, invoice_id: str, *, clock: Clock
+) -> list[PaymentAttempt]:
+    """The contact's live attempts that cover `invoice_id`, resumed now that the invoice can no
+    longer be charged (voided by staff or by its order's lapse, written off): each finds it not
+    payable and ends not collectable, its charge cancelled on the rail first (`_end_not_payable`),
+    so no PaymentIntent is left open for an invoice that owes nothing. A charge confirmed meanwhile
+    records its outcome instead (money taken is kept as credit). `GatewayUnavailable` leaves an
+    attempt live: the caller retries. Fed by the `invoice.voided` and `invoice.uncollectible` events
+    (the collector). Answers the attempts as they end (none: nothing was live)."""
+    invoice = ports.get_invoice(scope, invoice_id)
+    if invoice is None or invoice.owed:
+        return []
+    covering = [a for a in ports.attempts_of(scope, invoice.contact_id) if a.live and invoice_id in a.covered_ids()]
+    return [resume(ports, gateway, scope, attempt, clock=clock) for attempt in covering]
+
+
 def _request(scope: Scope, attempt: PaymentAttempt) -> ChargeRequest:
     assert attempt.customer_ref is not None and attempt.method_ref is not None
     return ChargeRequest(

@@ -42,14 +42,18 @@ class NotABillowEvent(ValueError):
     pass
 
 
-def billow_detail(envelope: Mapping[str, Any], what: str, *, of_type: str | None = None) -> Json:
+def billow_detail(
+    envelope: Mapping[str, Any], what: str, *, of_type: str | tuple[str, ...] | None = None
+) -> Json:
     """The `detail` of a Billow event of this schema version as EventBridge delivers it (what a
-    consumer's queue message holds) — of type `of_type` and naming its invoice when given (a
-    consumer's rule routes it only that); `NotABillowEvent` naming `what` (the message) otherwise."""
+    consumer's queue message holds) — of type `of_type` (or one of them) and naming its invoice when
+    given (a consumer's rules route it only those); `NotABillowEvent` naming `what` (the message)
+    otherwise."""
     detail = envelope.get("detail") or {}
     if envelope.get("source") != SOURCE or detail.get("version") != SCHEMA_VERSION or not detail.get("id"):
         raise NotABillowEvent(f"{what} is not a Billow event of version {SCHEMA_VERSION}")
-    if of_type is not None and (detail.get("type") != of_type or not (detail.get("data") or {}).get("invoice_id")):
+    types = (of_type,) if isinstance(of_type, str) else of_type
+    if types is not None and (detail.get("type") not in types or not (detail.get("data") or {}).get("invoice_id")):
         raise NotABillowEvent(f"{what} is not {of_type} naming its invoice (its rule routes only that)")
     return dict(detail)
 
