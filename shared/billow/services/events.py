@@ -42,9 +42,7 @@ class NotABillowEvent(ValueError):
     pass
 
 
-def billow_detail(
-    envelope: Mapping[str, Any], what: str, *, of_type: str | tuple[str, ...] | None = None
-) -> Json:
+def billow_detail(envelope: Mapping[str, Any], what: str, *, of_type: str | tuple[str, ...] | None = None) -> Json:
     """The `detail` of a Billow event of this schema version as EventBridge delivers it (what a
     consumer's queue message holds) — of type `of_type` (or one of them) and naming its invoice when
     given (a consumer's rules route it only those); `NotABillowEvent` naming `what` (the message)
