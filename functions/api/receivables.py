@@ -13,7 +13,8 @@ from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.params import Path
 from aws_lambda_powertools.event_handler.router import APIGatewayRouter
 from billow.domain.invoices import Invoice, PaymentMethod
-from billow.services import receivables
+from billow.services import invoices, receivables
+from billow.services.collection import attempts_covering
 from billow.services.context import TenantContext, keyed_ids
 from billow.services.receivables import RefundInput
 from pydantic import BaseModel
@@ -65,6 +66,17 @@ def finalize_invoice(invoice_id: Annotated[Id, Path()], body: FinalizeBody | Non
         body,
         lambda ctx, replay: receivables.finalize_invoice(store, ctx, invoice_id, numbers, clock=clock, replay=replay),
     )
+
+
+@router.get(
+    "/invoices/<invoice_id>/payment-attempts",
+    summary="The payment attempts that charge the invoice on the card (its own and whole-debt ones), oldest first",
+)
+def invoice_payment_attempts(invoice_id: Annotated[Id, Path()]) -> dict[str, Any]:
+    ctx = current_tenant(router.current_event)
+    invoice = invoices.get_invoice(store, ctx, invoice_id)
+    attempts = attempts_covering(store, ctx.scope, invoice)
+    return {"invoice_id": invoice.id, "items": [presenters.payment_attempt(a) for a in attempts]}
 
 
 @router.get("/credit-notes/<credit_note_id>", summary="Get a credit note with its applications and refunds")

@@ -19,7 +19,7 @@ from billow.local.events import local_bus
 from billow.local.stripe import LocalStripe
 
 from tests.stripe_support import DECLINES_AT_CHARGE, VISA, confirm_setup, stripe_client
-from tests.support import HttpClient, bus_events, eventually, local_stack, make_product
+from tests.support import HttpClient, advance_clock, bus_events, eventually, local_stack, make_product
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e")]
 KEY = "bk_test_card_collection"
@@ -261,3 +261,68 @@ def test_a_removed_card_is_never_charged(api: HttpClient, local: stack.LocalStac
     else:
         assert (attempt.status.value, attempt.reason) == ("not_collectable", "no_payment_method")
         assert charged == [] and invoice_status(api, invoice["id"]) == "open"
+
+
+def _left_live(api: HttpClient, local: stack.LocalStack, invoice_id: str) -> str:
+    """The invoice's charge created on localstripe and recorded, then its collector died before
+    confirming it (a live attempt, created, its PaymentIntent open): the PaymentIntent's id."""
+    from billow.gateways.rails import charging_gateway
+    from billow.local.secrets import LocalSecrets
+    from billow.services.collection import collect_invoice
+    from billow.services.context import Scope, SystemClock
+    from billow.storage.repository import DynamoStore
+
+    rail = charging_gateway(LocalSecrets(), TENANT, "test")
+    assert rail is not None
+
+    def die(*args: Any, **kwargs: Any) -> Any:
+        raise CollectorDied
+
+    rail.confirm_charge = die  # type: ignore[method-assign]
+    with pytest.raises(CollectorDied):
+        collect_invoice(DynamoStore(), rail, Scope(TENANT, "test"), invoice_id, clock=SystemClock())
+    (attempt,) = api.get(f"/invoices/{invoice_id}/payment-attempts").body["items"]
+    assert attempt["status"] == "created", attempt
+    (intent,) = charges_of(local, invoice_id)
+    assert (intent.id, intent.status) == (attempt["charge_ref"], "requires_confirmation")
+    return str(intent.id)
+
+
+@pytest.mark.parametrize("ended_by", ["staff_void", "lapse"])
+def test_an_invoice_voided_while_its_charge_is_open_ends_the_attempt_and_cancels_the_charge(
+    api: HttpClient, local: stack.LocalStack, collected: list[str], ended_by: str
+) -> None:
+    """An attempt left live (its PaymentIntent created, not confirmed), then its invoice voided by
+    staff, or by the order's lapse (activation on payment, the contact's test clock past the lapse
+    day): invoice.voided reaches the collector, which ends the attempt not_collectable and cancels
+    the PaymentIntent in localstripe, so nothing can take money for a void invoice."""
+    lapse = ended_by == "lapse"
+    if lapse:
+        on = api.patch("/settings/subscriptions", {"activate_on_payment": True, "unpaid_order_lapse_days": 7})
+        assert on.status == 200, on.body
+    try:
+        contact = customer_with_card(api, local, collection="manual")
+        if lapse:
+            clock = api.post(f"/contacts/{contact}/test-clock", {"frozen_time": "2025-01-01T10:00:00Z"})
+            assert clock.status == 201, clock.body
+        invoice = place_order(api, contact, make_product(api, MONTHLY))
+        assert eventually(lambda: invoice["id"] in collected) and charges_of(local, invoice["id"]) == []
+        assert api.patch(f"/contacts/{contact}", {"collection": "automatic"}).status == 200
+        intent = _left_live(api, local, invoice["id"])
+        if lapse:
+            assert invoice["lapses_on"] == "2025-01-08"
+            advance_clock(api, contact, "2025-01-08T10:00:00Z")
+        else:
+            assert api.post(f"/invoices/{invoice['id']}/void", {"reason": "ordered by mistake"}).status == 200
+        assert invoice_status(api, invoice["id"]) == "void"
+
+        def intent_status() -> str:
+            return str(stripe_client(fake(local)).v1.payment_intents.retrieve(intent).status)
+
+        assert eventually(lambda: intent_status() == "canceled"), intent_status()
+        (attempt,) = api.get(f"/invoices/{invoice['id']}/payment-attempts").body["items"]
+        assert (attempt["status"], attempt["reason"]) == ("not_collectable", "invoice_not_payable")
+        assert api.get(f"/invoices/{invoice['id']}").body["payments"] == []
+    finally:
+        if lapse:
+            api.patch("/settings/subscriptions", {"activate_on_payment": False})

@@ -187,8 +187,15 @@ def end_attempts_covering(
     invoice = ports.get_invoice(scope, invoice_id)
     if invoice is None or invoice.owed:
         return []
-    covering = [a for a in ports.attempts_of(scope, invoice.contact_id) if a.live and invoice_id in a.covered_ids()]
-    return [resume(ports, gateway, scope, attempt, clock=clock) for attempt in covering]
+    live = [a for a in attempts_covering(ports, scope, invoice) if a.live]
+    return [resume(ports, gateway, scope, attempt, clock=clock) for attempt in live]
+
+
+def attempts_covering(ports: CollectionPorts, scope: Scope, invoice: Invoice) -> list[PaymentAttempt]:
+    """Every payment attempt of the invoice's contact that charges (or charged, or tried to) the
+    invoice: its own, and whole-debt attempts started by another invoice that cover it; oldest first."""
+    covering = [a for a in ports.attempts_of(scope, invoice.contact_id) if invoice.id in a.covered_ids()]
+    return sorted(covering, key=lambda a: (a.created_at, a.invoice_id, a.number))
 
 
 def _request(scope: Scope, attempt: PaymentAttempt) -> ChargeRequest:
