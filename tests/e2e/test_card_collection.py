@@ -326,3 +326,42 @@ def test_an_invoice_voided_while_its_charge_is_open_ends_the_attempt_and_cancels
     finally:
         if lapse:
             api.patch("/settings/subscriptions", {"activate_on_payment": False})
+
+
+def test_an_invoices_payment_attempts_are_read_over_http_by_its_tenant_and_mode_only(
+    api: HttpClient, local: stack.LocalStack, events: list[dict[str, Any]]
+) -> None:
+    """GET /invoices/{id}/payment-attempts: the declined attempt as recorded (status, amount, the
+    invoices it covers, the PaymentIntent, the decline code, times); another tenant, and the same
+    tenant's live mode, get 404 as for an invoice they do not have."""
+    contact = customer_with_card(api, local, DECLINES_AT_CHARGE)
+    invoice = place_order(api, contact, make_product(api, MONTHLY))
+    eventually(lambda: of_type(events, "payment.failed", contact))
+    answer = api.get(f"/invoices/{invoice['id']}/payment-attempts")
+    assert answer.status == 200, answer.body
+    (attempt,) = answer.body["items"]
+    (intent,) = charges_of(local, invoice["id"])
+    assert answer.body["invoice_id"] == invoice["id"]
+    assert {k: attempt[k] for k in ("number", "invoice_id", "status", "charge_ref", "decline_code", "reason")} == {
+        "number": 1,
+        "invoice_id": invoice["id"],
+        "status": "failed",
+        "charge_ref": intent.id,
+        "decline_code": "card_declined",
+        "reason": None,
+    }
+    assert attempt["id"].startswith("att_") and attempt["hard_decline"] is False
+    assert attempt["amount"] == {"amount": "31.00", "currency": "USD"}
+    assert attempt["invoices"] == [{"invoice_id": invoice["id"], "amount": {"amount": "31.00", "currency": "USD"}}]
+    assert attempt["payment_method"] == api.get(f"/contacts/{contact}").body["default_payment_method"]
+    assert attempt["created_at"] <= attempt["updated_at"] and attempt["created_at"].endswith("+00:00")
+    assert intent.status == "canceled"  # declined, then cancelled before the failure was recorded
+
+    stack.add_tenant("cardco-other", "Other Tenant", "bk_test_cardco_other")
+    stack.add_tenant(TENANT, "Cardco Tenant", "bk_live_cardco_attempts", mode="live")
+    for key in ("bk_test_cardco_other", "bk_live_cardco_attempts"):
+        refused = HttpClient(local.url, key).get(f"/invoices/{invoice['id']}/payment-attempts")
+        assert (refused.status, refused.body["error"]) == (404, "resource.not_found"), (key, refused.body)
+        assert refused.body["fields"] == [{"field": "invoice_id", "reason": f"no invoice {invoice['id']}"}]
+    missing = api.get("/invoices/inv_none/payment-attempts")
+    assert (missing.status, missing.body["error"]) == (404, "resource.not_found")
