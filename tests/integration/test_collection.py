@@ -596,3 +596,22 @@ def test_a_failure_applied_by_a_webhook_is_recorded_only_once_its_charge_is_canc
     failed = reconcile_charge(store, FakeRail(rail.path), SCOPE, attempt.charge_ref, clock=CLOCK)
     assert failed is not None and (failed.status, failed.decline_code) == (AttemptStatus.FAILED, "card_declined")
     assert rail.charge_state(attempt.charge_ref).status is ChargeStatus.CANCELED
+
+
+def test_a_collector_dying_between_the_cancel_and_the_record_of_a_void_invoices_attempt_ends_it_on_rerun(
+    store: DynamoStore, rail: FakeRail
+) -> None:
+    """Ending an attempt whose invoice was voided cancels its charge first; dying right after the
+    cancel leaves the attempt live with its charge cancelled: the rerun ends it not_collectable
+    (invoice_not_payable, no payment.failed), not failed with `canceled`."""
+    assert _left_live(store, rail, "con_x", "inv_x", 2) is AttemptStatus.CREATED
+    void_invoice(store, _ctx(store), "inv_x", "customer cancelled", clock=CLOCK)
+    dies = FakeRail(rail.path)
+    dies.crash_after = 2  # the read of the charge, then its cancel
+    with pytest.raises(Crash):
+        collect_invoice(store, dies, SCOPE, "inv_x", clock=CLOCK)
+    live = store.latest_attempt(SCOPE, "con_x", "inv_x")
+    assert live is not None and live.status is AttemptStatus.CREATED and live.charge_ref
+    assert rail.charge_state(live.charge_ref).status is ChargeStatus.CANCELED
+    ended = collect_invoice(store, FakeRail(rail.path), SCOPE, "inv_x", clock=CLOCK)
+    assert ended is not None and (ended.status, ended.reason) == (AttemptStatus.NOT_COLLECTABLE, "invoice_not_payable")
