@@ -48,6 +48,12 @@ MAX_CONCURRENCY: dict[str, int] = {"collector": COLLECTOR_CONCURRENCY}
 maximum concurrency, 2 to 1000); a concern not listed scales as Lambda does."""
 
 
+CONSUMER_RECEIVES = 5
+"""Receives of one message by its consumer before it moves to the consumer's dead-letter queue (the
+queues' `maxReceiveCount`, infra/billow_infra/events.py; the local bus redelivers as many times,
+billow.local.events.sqs_target)."""
+
+
 def consumer_of(rule: str) -> str:
     """The concern of the function that consumes `rule`'s queue."""
     return RULE_CONSUMERS.get(rule, EXAMPLE_CONSUMER)
