@@ -223,3 +223,22 @@ def test_a_collector_crashed_after_every_dynamodb_and_every_stripe_request_then_
         collect_invoice(store, rail, SCOPE, invoice_id, clock=CLOCK)  # the event delivered again
         collect_invoice(store, rail, SCOPE, invoice_id, clock=CLOCK)  # and once more
         assert_paid_once(store, server, invoice_id)
+
+
+def test_a_charge_created_before_a_crash_is_taken_on_by_the_rerun_not_left_beside_a_second(
+    store: DynamoStore, rail: StripeGateway, server: LocalStripe
+) -> None:
+    """The collector dies right after Stripe created the PaymentIntent, before Billow recorded it
+    (localstripe ignores the create's idempotency key, so sending it again would make another): the
+    rerun finds it by the attempt's metadata and confirms it. One PaymentIntent of the attempt is
+    left that is not canceled, the one recorded and succeeded."""
+    invoice_id = unique("inv")
+    seed_invoice(store, card_holder(store, server, rail), invoice_id, "30.00")
+    with pytest.raises(StripeCrash), StripeRequests(1):  # 1: the create
+        collect_invoice(store, rail, SCOPE, invoice_id, clock=CLOCK)
+    (orphan,) = intents_of(server, invoice_id)
+    attempt = collect_invoice(store, rail, SCOPE, invoice_id, clock=CLOCK)
+    assert attempt is not None and attempt.status is AttemptStatus.SUCCEEDED
+    (kept,) = [p for p in intents_of(server, invoice_id) if p.status != "canceled"]
+    assert kept.id == orphan.id == attempt.charge_ref and kept.status == "succeeded"
+    assert_paid_once(store, server, invoice_id)
