@@ -8,7 +8,6 @@ from aws_cdk import Duration
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_lambda as lambda_
-
 from billow.services.sweep import SWEEP_EVERY, SWEEP_GROUPS
 from constructs import Construct
 

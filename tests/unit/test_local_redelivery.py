@@ -9,7 +9,6 @@ from collections import Counter
 from typing import Any
 
 import pytest
-
 from billow.gateways.events import CONSUMER_RECEIVES, CONSUMER_RULES
 from billow.local.events import LocalBus, sqs_target
 

@@ -344,7 +344,9 @@ class StripeGateway:
             params |= {"customer": customer_ref, "created": {"gte": int(since.timestamp()) - 60}}
         while True:
             page = _translated(self._client.v1.payment_intents.list, params)
-            found += [charge_state(i) for i in page["data"] if (i.get("metadata") or {}).get("attempt_id") == attempt_id]
+            found += [
+                charge_state(i) for i in page["data"] if (i.get("metadata") or {}).get("attempt_id") == attempt_id
+            ]
             if not page.get("has_more") or not page["data"]:
                 return found
             params["starting_after"] = page["data"][-1]["id"]

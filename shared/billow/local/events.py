@@ -223,7 +223,9 @@ class DeadLettered(RuntimeError):
     """Every receive of a message failed: SQS would move it to the consumer's dead-letter queue."""
 
 
-def sqs_target(handler: str = CONSUMER, *, receives: int = CONSUMER_RECEIVES, pause: float = REDELIVERY_PAUSE) -> Target:
+def sqs_target(
+    handler: str = CONSUMER, *, receives: int = CONSUMER_RECEIVES, pause: float = REDELIVERY_PAUSE
+) -> Target:
     """A target calling a consumer's handler as its SQS queue would: one message per event. A
     reported batch item failure, or the handler raising (on AWS the whole batch then fails), has the
     same message (same id, receive count up) received again after a short pause, up to `receives`

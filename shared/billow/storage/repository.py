@@ -171,9 +171,7 @@ def unfinished_entry(sort_key: str) -> Unfinished:
     return Unfinished(Scope(tenant_id, mode.lower()), contact_id, what, parent_id, item_id)
 
 
-def _due_index_page(
-    partition: str, upper: str, limit: int, cursor: str | None, entry: Callable[[str], T]
-) -> Page[T]:
+def _due_index_page(partition: str, upper: str, limit: int, cursor: str | None, entry: Callable[[str], T]) -> Page[T]:
     """Up to `limit` entries of one partition of the due index (GSI1) with sort keys up to `upper`."""
     with _translated("due index"):
         result = BillowItem.due_index.query(
