@@ -18,7 +18,8 @@ from billow.domain.collection import AttemptStatus
 from billow.domain.invoices import InvoiceStatus
 from billow.domain.receivables import RefundStatus
 from billow.local.dynamodb import DynamoDBLocal
-from billow.local.scheduler import run_sweep
+from billow.local.lambda_runtime import invoke
+from billow.local.scheduler import SWEEPER, run_sweep
 from billow.services.collection import collect_invoice
 from billow.services.gateway import GatewayUnavailable
 from billow.services.ports import DUE_SHARDS
@@ -140,6 +141,27 @@ def test_a_rail_out_of_reach_leaves_the_entry_for_the_next_sweep(local_table: st
     assert [e.parent_id for e in unfinished(store, NOW + GRACE)] == ["inv_1"]
     assert totals(run_sweep(NOW + GRACE + timedelta(minutes=16)))["taken"] == 1
     assert_paid_once(store, rail, "inv_1")
+
+
+def test_one_sweep_takes_a_bounded_batch_in_pages_and_the_next_takes_the_rest(
+    local_table: str, rail: FakeRail, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from sweeper import handler
+
+    store = DynamoStore()
+    seed_tenant(store)
+    for i in range(3):
+        left_pending(store, rail, f"inv_{i}")
+    monkeypatch.setattr(handler, "PAGE_SIZE", 1)
+    monkeypatch.setattr(handler, "MAX_ENTRIES", 2)
+    event = {"time": (NOW + GRACE + timedelta(minutes=1)).isoformat(), "group": 0, "groups": 1}
+    first = invoke(SWEEPER, event)
+    assert (first["taken"], first["complete"]) == (2, False)
+    assert len(unfinished(store, NOW + GRACE)) == 1
+    second = invoke(SWEEPER, event)
+    assert (second["taken"], second["complete"]) == (1, True)
+    for i in range(3):
+        assert_paid_once(store, rail, f"inv_{i}")
 
 
 def _sweeper(table: str, endpoint: str, rail_path: Path, at: datetime, barrier: Any) -> None:

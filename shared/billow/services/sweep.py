@@ -71,11 +71,11 @@ def sweep_page(
     of the next page (None: the shard is done)."""
     page = store.unfinished_page(now - GRACE, shard, limit, cursor)
     for entry in page.items:
-        gateway = gateway_of(entry.scope)
-        if gateway is None:
-            totals.no_rail += 1
-            continue
         try:
+            gateway = gateway_of(entry.scope)  # a tenant's secrets unreadable: its entries wait
+            if gateway is None:
+                totals.no_rail += 1
+                continue
             outcome = _resume(store, gateway, entry, clock)
         except Exception as error:  # one entry never stops the others: it stays for the next sweep
             log.warning("sweep: %s %s/%s not resumed: %s", entry.kind, entry.parent_id, entry.item_id, error)
