@@ -279,12 +279,7 @@ def _orphan(gateway: PaymentGateway, attempt: PaymentAttempt) -> ChargeState | N
 
 
 def _create_charge(
-    ports: CollectionPorts,
-    gateway: PaymentGateway,
-    scope: Scope,
-    attempt: PaymentAttempt,
-    clock: Clock,
-    fresh: bool = False,
+    ports: CollectionPorts, gateway: PaymentGateway, scope: Scope, attempt: PaymentAttempt, clock: Clock, fresh: bool
 ) -> tuple[PaymentAttempt, ChargeState]:
     """Create the charge unconfirmed (or, resuming, take the one an earlier run created: `_orphan`)
     and record its reference: the attempt as recorded after, and the charge created (not the
