@@ -286,6 +286,12 @@ class FakeRail:
         if refusal is not None:
             raise ChargeNotPossible(refusal.message, code=refusal.code)
 
+    def charges_of_attempt(self, customer_ref: str, attempt_id: str, *, since: datetime) -> list[ChargeState]:
+        self._request("charges_of_attempt")
+        found = [c for c in reversed(self.charges()) if c.metadata.get("attempt_id") == attempt_id]
+        self._answered("charges_of_attempt")
+        return found
+
     def refunds_of(self, charge_ref: str) -> list[RefundState]:
         self._request("refunds_of")
         with self._db() as db:

@@ -13,7 +13,7 @@ from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_lambda_event_sources as sources
 from aws_cdk import aws_sqs as sqs
-from billow.gateways.events import BUS_ENV, CONSUMER_RULES, consumer_of, max_concurrency
+from billow.gateways.events import BUS_ENV, CONSUMER_RECEIVES, CONSUMER_RULES, consumer_of, max_concurrency
 from constructs import Construct
 
 from billow_infra import naming
@@ -21,8 +21,6 @@ from billow_infra.nag import acknowledge
 
 STREAM_RETRIES = 10
 """Attempts per stream batch (halved on each error) before its records go to the failure queue."""
-CONSUMER_RECEIVES = 5
-"""Receives of one message by the consumer before it moves to the consumer's dead-letter queue."""
 
 
 def _queue(scope: Construct, construct_id: str, name: str, **kwargs: object) -> sqs.Queue:

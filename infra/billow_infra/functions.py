@@ -26,6 +26,17 @@ RAIL_SECRETS = "billow/{stage}/rail/*"
 
 READ_ACTIONS = ["dynamodb:GetItem", "dynamodb:BatchGetItem", "dynamodb:Query", "dynamodb:ConditionCheckItem"]
 WRITE_ACTIONS = ["dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem"]
+SWEEPER_TABLE_ACTIONS = (
+    "dynamodb:GetItem",
+    "dynamodb:Query",
+    "dynamodb:ConditionCheckItem",
+    "dynamodb:PutItem",
+    "dynamodb:UpdateItem",
+    "dynamodb:DeleteItem",
+)
+"""The sweeper's: its index and the items it resumes (single reads and Queries, conditional writes
+alone and in transactions, a credit marker deleted when a failed refund's credit comes back), no
+batch reads or writes."""
 
 
 @dataclass(frozen=True)
@@ -103,6 +114,14 @@ SPECS = (
         (*READ_ACTIONS, *WRITE_ACTIONS),
         Duration.seconds(60),
         reads_rail_secrets=True,
+    ),
+    FunctionSpec(
+        "sweeper",
+        "sweeper.handler.lambda_handler",
+        "Billow sweep: resumes payment attempts left live and card refunds left pending (every 15 minutes)",
+        SWEEPER_TABLE_ACTIONS,
+        Duration.minutes(5),
+        reads_rail_secrets=True,  # resumes charges and refunds with the tenant's key
     ),
     FunctionSpec(
         "events-consumer",

@@ -1,4 +1,4 @@
-"""The Billow stack: table, functions, API, billing schedule."""
+"""The Billow stack: table, functions, API, billing schedule, sweep schedule."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from billow_infra.api import BillowApi
 from billow_infra.billing_run import BillingRun
 from billow_infra.events import BillowEvents
 from billow_infra.functions import BillowFunctions
+from billow_infra.sweep import Sweep
 from billow_infra.table import BillowTable
 
 
@@ -48,6 +49,7 @@ class BillowStack(Stack):
         billing = BillingRun(
             self, "Billing", stage=stage, billing_run=functions.by_concern["billing-run"], shards=DUE_SHARDS
         )
+        Sweep(self, "Sweep", stage=stage, sweeper=functions.by_concern["sweeper"])
         bus = BillowEvents(
             self,
             "Events",

@@ -62,6 +62,7 @@ def test_functions_with_their_own_roles(synthesized: tuple[Template, Path]) -> N
         "events_consumer.handler.lambda_handler",
         "activation.handler.lambda_handler",
         "collector.handler.lambda_handler",
+        "sweeper.handler.lambda_handler",
     }
     roles = {json.dumps(f["Properties"]["Role"]) for f in functions.values()}
     assert len(roles) == len(functions), "each function has a role of its own"
@@ -174,9 +175,9 @@ def test_every_api_method_requires_the_authorizer_but_stripes_webhooks(synthesiz
     uri = json.dumps(webhook["Properties"]["Integration"]["Uri"])
     functions = template.find_resources("AWS::Lambda::Function")
     (webhooks_function,) = [k for k, f in functions.items() if f["Properties"]["Handler"].startswith("webhooks.")]
-    assert webhooks_function in uri and all(
-        k not in uri for k, f in functions.items() if k != webhooks_function
-    ), "the webhook route reaches the webhook function only"
+    assert webhooks_function in uri and all(k not in uri for k, f in functions.items() if k != webhooks_function), (
+        "the webhook route reaches the webhook function only"
+    )
 
 
 def test_the_webhook_function_has_its_own_role_reading_only_rail_secrets(synthesized: tuple[Template, Path]) -> None:
@@ -190,7 +191,7 @@ def test_the_webhook_function_has_its_own_role_reading_only_rail_secrets(synthes
     statements = [s for p in policies for s in p["Properties"]["PolicyDocument"]["Statement"]]
     secrets = [s for s in statements if "secretsmanager:GetSecretValue" in json.dumps(s["Action"])]
     assert len(secrets) == 1 and "billow/test/rail/*" in json.dumps(secrets[0]["Resource"])
-    readers = ("api.handler", "collector.handler")  # the collector charges with the tenant's key
+    readers = ("api.handler", "collector.handler", "sweeper.handler")  # both charge with the tenant's key
     others = [
         f
         for f in functions.values()
@@ -322,4 +323,46 @@ def test_events_bus_stream_publisher_and_consumer_queues(synthesized: tuple[Temp
         {"EventSourceArn": {"Fn::GetAtt": [Match.string_like_regexp("activationqueue"), "Arn"]},
          "FunctionName": {"Ref": Match.string_like_regexp("activation")},
          "FunctionResponseTypes": ["ReportBatchItemFailures"]},
+    )  # fmt: skip
+
+
+def test_the_sweep_schedule_fires_the_sweeper_per_group_of_shards_on_its_own_narrow_role(
+    synthesized: tuple[Template, Path],
+) -> None:
+    """Every 15 minutes, one sweeper per group of the sweep index's shards (docs/payments.md#sweep);
+    its role reads and writes single items and transactions, queries the table's indexes and reads
+    the rail secrets, nothing else (no batch actions, no Scan)."""
+    from billow.services.sweep import SWEEP_GROUPS
+    from billow_infra.functions import SWEEPER_TABLE_ACTIONS
+
+    template, _ = synthesized
+    functions = template.find_resources("AWS::Lambda::Function")
+    [(sweeper_id, sweeper)] = [
+        (n, f) for n, f in functions.items() if f["Properties"]["Handler"].startswith("sweeper.")
+    ]
+    rules = [
+        r["Properties"]
+        for r in template.find_resources("AWS::Events::Rule").values()
+        if r["Properties"].get("ScheduleExpression") == "rate(15 minutes)"
+    ]
+    (rule,) = rules
+    assert [t["Arn"] for t in rule["Targets"]] == [{"Fn::GetAtt": [sweeper_id, "Arn"]}] * SWEEP_GROUPS
+    inputs = [json.loads(t["InputTransformer"]["InputTemplate"].replace("<time>", '"t"')) for t in rule["Targets"]]
+    assert [(i["group"], i["groups"]) for i in inputs] == [(g, SWEEP_GROUPS) for g in range(SWEEP_GROUPS)]
+    role = sweeper["Properties"]["Role"]["Fn::GetAtt"][0]
+    statements = [
+        s
+        for p in template.find_resources("AWS::IAM::Policy").values()
+        if {"Ref": role} in p["Properties"]["Roles"]
+        for s in p["Properties"]["PolicyDocument"]["Statement"]
+    ]
+    table_actions = {a for s in statements for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])}
+    table_actions = {a for a in table_actions if a.startswith("dynamodb:")}
+    assert table_actions == set(SWEEPER_TABLE_ACTIONS)
+    assert "dynamodb:Query" in table_actions and "dynamodb:PutItem" in table_actions
+    assert not [a for a in table_actions if "Batch" in a or "Scan" in a or "Transact" in a]
+    template.has_resource_properties(
+        "AWS::Lambda::Permission",
+        {"Action": "lambda:InvokeFunction", "Principal": "events.amazonaws.com",
+         "FunctionName": {"Fn::GetAtt": [sweeper_id, "Arn"]}},
     )  # fmt: skip

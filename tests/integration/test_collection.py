@@ -164,8 +164,9 @@ def test_a_rail_outage_leaves_the_attempt_to_resume(store: DynamoStore, rail: Fa
     seed_contact(store, "con_1")
     seed_invoice(store, "con_1", "inv_1", "30.00")
     statuses = []
-    # 503 on: the create; the read after recording it; the confirm.
-    for failing in (1, 2, 2):
+    # 503 on: the create; resumed pending, the confirm (after the look for an orphan charge and the
+    # create); resumed created, the confirm (after the read).
+    for failing in (1, 3, 2):
         run = FakeRail(rail.path)
         run.unavailable_at = failing
         with pytest.raises(GatewayUnavailable):
@@ -226,19 +227,38 @@ def test_a_collector_whose_charge_lost_the_record_cancels_it_and_confirms_the_re
     store: DynamoStore, rail: FakeRail
 ) -> None:
     """Two collectors resume the same pending attempt: each creates a charge; the second records its
-    own first (it runs entirely between the first's create and its record)."""
+    own first (it runs entirely between the first's look for an orphan charge and its create)."""
     seed_contact(store, "con_1")
     seed_invoice(store, "con_1", "inv_1", "30.00")
     rail.unavailable_at = 1  # a first run writes the attempt, then cannot reach the rail
     with pytest.raises(GatewayUnavailable):
         _collect(store, rail, "inv_1")
     first, second = FakeRail(rail.path), FakeRail(rail.path)
-    first.interleave["create_charge"] = lambda: _collect(store, second, "inv_1")
+    first.interleave["charges_of_attempt"] = lambda: _collect(store, second, "inv_1")
     attempt = _collect(store, first, "inv_1")
     assert attempt.status is AttemptStatus.SUCCEEDED
-    mine, recorded = rail.charges()
+    recorded, mine = rail.charges()
     assert attempt.charge_ref == recorded.ref
     assert (mine.status, recorded.status) == (ChargeStatus.CANCELED, ChargeStatus.SUCCEEDED)
+    _assert_paid_once(store, rail, "inv_1")
+
+
+def test_a_collector_resuming_takes_the_charge_another_created_and_has_not_recorded_yet(
+    store: DynamoStore, rail: FakeRail
+) -> None:
+    """Two collectors resume the same pending attempt; the second runs entirely between the first's
+    create and its record: it finds that charge by the attempt's metadata and goes on with it, so the
+    rail holds one charge, not two."""
+    seed_contact(store, "con_1")
+    seed_invoice(store, "con_1", "inv_1", "30.00")
+    rail.unavailable_at = 1
+    with pytest.raises(GatewayUnavailable):
+        _collect(store, rail, "inv_1")
+    first, second = FakeRail(rail.path), FakeRail(rail.path)
+    first.interleave["create_charge"] = lambda: _collect(store, second, "inv_1")
+    attempt = _collect(store, first, "inv_1")
+    (charge,) = rail.charges()
+    assert attempt.status is AttemptStatus.SUCCEEDED and attempt.charge_ref == charge.ref
     _assert_paid_once(store, rail, "inv_1")
 
 

@@ -281,3 +281,22 @@ def test_a_declined_whole_debt_contact_gets_no_second_payment_intent_for_its_inv
     assert whole is not None and whole.covered_ids() == {first, second, third}
     (whole_intent,) = intents_of(server, third)
     assert (whole_intent.amount, whole_intent.status) == (9000, "canceled")  # declined, then cancelled
+
+
+def test_a_charge_created_before_a_crash_is_taken_on_by_the_rerun_not_left_beside_a_second(
+    store: DynamoStore, rail: StripeGateway, server: LocalStripe
+) -> None:
+    """The collector dies right after Stripe created the PaymentIntent, before Billow recorded it
+    (localstripe ignores the create's idempotency key, so sending it again would make another): the
+    rerun finds it by the attempt's metadata and confirms it. One PaymentIntent of the attempt is
+    left that is not canceled, the one recorded and succeeded."""
+    invoice_id = unique("inv")
+    seed_invoice(store, card_holder(store, server, rail), invoice_id, "30.00")
+    with pytest.raises(StripeCrash), StripeRequests(1):  # 1: the create
+        collect_invoice(store, rail, SCOPE, invoice_id, clock=CLOCK)
+    (orphan,) = intents_of(server, invoice_id)
+    attempt = collect_invoice(store, rail, SCOPE, invoice_id, clock=CLOCK)
+    assert attempt is not None and attempt.status is AttemptStatus.SUCCEEDED
+    (kept,) = [p for p in intents_of(server, invoice_id) if p.status != "canceled"]
+    assert kept.id == orphan.id == attempt.charge_ref and kept.status == "succeeded"
+    assert_paid_once(store, server, invoice_id)

@@ -46,9 +46,7 @@ def test_no_path_is_matched_by_two_dynamic_routes_of_one_method() -> None:
     # So the order areas are loaded in cannot change which route answers (Powertools tries dynamic
     # routes in registration order, after every static one).
     dynamic = [(r.method, r.path) for r in complete_app()._dynamic_routes]
-    clashes = [
-        (a, b) for a, b in combinations(dynamic, 2) if a[0] == b[0] and _could_both_match(a[1], b[1])
-    ]
+    clashes = [(a, b) for a, b in combinations(dynamic, 2) if a[0] == b[0] and _could_both_match(a[1], b[1])]
     assert clashes == []
     assert _could_both_match("/orders/<order_id>", "/orders/quote")  # the check itself
 

@@ -66,6 +66,12 @@ def max_concurrency(rule: str) -> int | None:
     return MAX_CONCURRENCY.get(rule, MAX_CONCURRENCY.get(consumer_of(rule)))
 
 
+CONSUMER_RECEIVES = 5
+"""Receives of one message by its consumer before it moves to the consumer's dead-letter queue (the
+queues' `maxReceiveCount`, infra/billow_infra/events.py; the local bus redelivers as many times,
+billow.local.events.sqs_target)."""
+
+
 def consumer_of(rule: str) -> str:
     """The concern of the function that consumes `rule`'s queue."""
     return RULE_CONSUMERS.get(rule, EXAMPLE_CONSUMER)

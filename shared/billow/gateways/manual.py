@@ -91,5 +91,8 @@ class ManualGateway:
     def refunds_of(self, charge_ref: str) -> list[RefundState]:
         raise self._no_charges(charge_ref)
 
+    def charges_of_attempt(self, customer_ref: str, attempt_id: str, *, since: datetime) -> list[ChargeState]:
+        return []  # it makes no charges
+
     def verify_webhook(self, payload: bytes, signature: str, secret: str, *, now: datetime) -> GatewayEvent:
         raise WebhookRejected("the manual rail sends no webhooks")

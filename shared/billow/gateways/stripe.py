@@ -336,6 +336,23 @@ class StripeGateway:
         if refusal is not None:
             raise ChargeNotPossible(refusal.message, code=refusal.code)
 
+    def charges_of_attempt(self, customer_ref: str, attempt_id: str, *, since: datetime) -> list[ChargeState]:
+        """The customer's PaymentIntents created since `since` (a minute earlier: clocks differ),
+        all pages, those whose metadata names the attempt. localstripe filters lists by neither
+        customer nor creation: there, every PaymentIntent is listed."""
+        found: list[ChargeState] = []
+        params: dict[str, Any] = {"limit": 100}
+        if not self._localstripe:
+            params |= {"customer": customer_ref, "created": {"gte": int(since.timestamp()) - 60}}
+        while True:
+            page = _translated(self._client.v1.payment_intents.list, params)
+            found += [
+                charge_state(i) for i in page["data"] if (i.get("metadata") or {}).get("attempt_id") == attempt_id
+            ]
+            if not page.get("has_more") or not page["data"]:
+                return found
+            params["starting_after"] = page["data"][-1]["id"]
+
     def refunds_of(self, charge_ref: str) -> list[RefundState]:
         """Every refund of the PaymentIntent, newest first, all pages (`Refund.list(payment_intent=)`,
         which localstripe supports too), with the metadata each was created with."""

@@ -12,6 +12,11 @@ in this process routes what it puts by the rules CDK synthesizes, to in-process 
   to a rule; the local stack subscribes the example consumer's handler, called with an SQS-shaped
   event, as its queue would, and subscribes `file_target` to every event, writing every event to a
   file (`make run`: .billow/events.jsonl).
+- `sqs_target` is a rule's queue: a message its consumer fails on (a batch item failure, or the
+  handler raising) is received again, the same message with its receive count up, up to
+  `CONSUMER_RECEIVES` times (the queues' `maxReceiveCount`), after a short pause instead of the
+  visibility timeout; then it is dead-lettered: logged as an error and kept in the bus's
+  `undelivered` list, the local dead-letter queue.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import fnmatch
 import json
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -28,7 +34,7 @@ from typing import Any
 
 import boto3
 
-from billow.gateways.events import CONSUMER_RULES, Entry
+from billow.gateways.events import CONSUMER_RECEIVES, CONSUMER_RULES, Entry
 from billow.local.lambda_runtime import invoke
 
 log = logging.getLogger(__name__)
@@ -135,13 +141,15 @@ def envelope(entry: Entry) -> dict[str, Any]:
 
 class LocalBus:
     """Routes each event to the targets of every rule whose pattern it matches. A target that
-    raises leaves the event in `undelivered` (what a consumer's dead-letter queue would hold)."""
+    raises (an `sqs_target` after every receive of its message failed) leaves the event in
+    `undelivered`, the local dead-letter queue, logged as an error."""
 
     def __init__(self, rules: Mapping[str, Mapping[str, Any]]) -> None:
         self.rules = {name: dict(pattern) for name, pattern in rules.items()}
         self._targets: dict[str | None, list[Target]] = {None: [], **{name: [] for name in self.rules}}
         self._lock = threading.Lock()
         self.undelivered: list[tuple[str | None, dict[str, Any], str]] = []
+        """(rule, event, why) of each event a target could not take: what its dead-letter queue holds."""
 
     def subscribe(self, rule: str | None, target: Target) -> Callable[[], None]:
         """Call `target` with every event `rule` matches (with every event put, once, for None);
@@ -166,7 +174,7 @@ class LocalBus:
                     try:
                         target(event)
                     except Exception as error:
-                        log.warning("local consumer of rule %s failed on %s: %s", rule, event["detail-type"], error)
+                        log.error("local consumer of rule %s: %s dead-lettered: %s", rule, event["detail-type"], error)
                         self.undelivered.append((rule, event, repr(error)))
         return []
 
@@ -191,13 +199,13 @@ class LocalBusClient:
         return local_bus().put(entries)
 
 
-def sqs_message(event: dict[str, Any]) -> dict[str, Any]:
-    """The SQS record a rule's queue hands its function for one event."""
+def sqs_message(event: dict[str, Any], *, message_id: str | None = None, receives: int = 1) -> dict[str, Any]:
+    """The SQS record a rule's queue hands its function for one event (received `receives` times)."""
     return {
-        "messageId": str(uuid.uuid4()),
+        "messageId": message_id or str(uuid.uuid4()),
         "receiptHandle": "local",
         "body": json.dumps(event),
-        "attributes": {"ApproximateReceiveCount": "1"},
+        "attributes": {"ApproximateReceiveCount": str(receives)},
         "messageAttributes": {},
         "md5OfBody": "",
         "eventSource": "aws:sqs",
@@ -206,14 +214,40 @@ def sqs_message(event: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def sqs_target(handler: str = CONSUMER) -> Target:
-    """A target calling a consumer's handler as its SQS queue would: one message per event; a
-    reported batch item failure raises (the message would be received again, then dead-lettered)."""
+REDELIVERY_PAUSE = 0.05
+"""Seconds before a failed message is received again locally, doubled each time (SQS waits for the
+queue's visibility timeout: 6 x the consumer's timeout)."""
+
+
+class DeadLettered(RuntimeError):
+    """Every receive of a message failed: SQS would move it to the consumer's dead-letter queue."""
+
+
+def sqs_target(
+    handler: str = CONSUMER, *, receives: int = CONSUMER_RECEIVES, pause: float = REDELIVERY_PAUSE
+) -> Target:
+    """A target calling a consumer's handler as its SQS queue would: one message per event. A
+    reported batch item failure, or the handler raising (on AWS the whole batch then fails), has the
+    same message (same id, receive count up) received again after a short pause, up to `receives`
+    times; then `DeadLettered` is raised (the bus keeps the event in `undelivered`)."""
 
     def deliver(event: dict[str, Any]) -> None:
-        answer = invoke(handler, {"Records": [sqs_message(event)]})
-        if answer.get("batchItemFailures"):
-            raise RuntimeError(f"{handler} failed on {event['detail-type']}")
+        message_id = str(uuid.uuid4())
+        why = ""
+        for receive in range(1, receives + 1):
+            if receive > 1:
+                time.sleep(pause * 2 ** (receive - 2))
+            message = sqs_message(event, message_id=message_id, receives=receive)
+            try:
+                answer = invoke(handler, {"Records": [message]})
+            except Exception as error:
+                why = f"{type(error).__name__}: {error}"
+            else:
+                if not answer or not answer.get("batchItemFailures"):
+                    return
+                why = "a batch item failure"
+            log.warning("%s failed on %s (receive %d of %d): %s", handler, event["detail-type"], receive, receives, why)
+        raise DeadLettered(f"{handler} failed on {event['detail-type']} {receives} times; last: {why}")
 
     return deliver
 

@@ -1,5 +1,6 @@
-"""EventBridge schedules do not fire locally; this thread fires the scheduled handlers instead:
-once at start, then whenever the UTC day turns."""
+"""EventBridge schedules do not fire locally; this thread fires the scheduled handlers instead: the
+billing run once at start, then whenever the UTC day turns; the sweep (every group of shards) at
+start, then every `SWEEP_EVERY`."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any
 
 from billow.local.lambda_runtime import invoke
 from billow.services.ports import DUE_SHARDS
+from billow.services.sweep import SWEEP_EVERY, SWEEP_GROUPS
 
 
 def scheduled_event(instant: datetime, rule: str) -> dict[str, Any]:
@@ -48,13 +50,31 @@ def run_billing(instant: datetime, shards: int = DUE_SHARDS) -> dict[str, Any]:
     return summary
 
 
+SWEEPER = "sweeper.handler.lambda_handler"
+
+
+def run_sweep(instant: datetime) -> list[dict[str, Any]]:
+    """What the sweep schedule does on AWS: the sweeper invoked once per group of shards (one after
+    the other here), with the schedule's time. A sweep that raised is reported, not raised."""
+    time = scheduled_event(instant, "billow-sweep")["time"]
+    results: list[dict[str, Any]] = []
+    for group in range(SWEEP_GROUPS):
+        try:
+            results.append(invoke(SWEEPER, {"time": time, "group": group, "groups": SWEEP_GROUPS}))
+        except Exception as error:
+            results.append({"time": time, "group": group, "error": f"{type(error).__name__}: {error}"})
+    return results
+
+
 class DailyScheduler:
     def __init__(self, now: Callable[[], datetime] = lambda: datetime.now(UTC), poll_seconds: float = 30.0) -> None:
         self._now = now
         self._poll = poll_seconds
         self._stop = threading.Event()
         self._last_day: date | None = None
+        self._last_sweep: datetime | None = None
         self.runs: list[dict[str, Any]] = []
+        self.sweeps: list[list[dict[str, Any]]] = []
         self._thread = threading.Thread(target=self._loop, name="billow-scheduler", daemon=True)
 
     def start(self) -> None:
@@ -69,6 +89,9 @@ class DailyScheduler:
         if instant.date() != self._last_day:
             self._last_day = instant.date()
             self.runs.append(run_billing(instant))
+        if self._last_sweep is None or instant - self._last_sweep >= SWEEP_EVERY:
+            self._last_sweep = instant
+            self.sweeps.append(run_sweep(instant))
 
     def _loop(self) -> None:
         while not self._stop.is_set():

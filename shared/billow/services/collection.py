@@ -30,6 +30,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import replace
+from datetime import timedelta
 
 from billow.domain.collection import (
     AttemptStatus,
@@ -137,7 +138,7 @@ def collect_invoice(
             continue  # another collector (or a change of the contact) came first: decide again
         if attempt is None or not attempt.live:
             return attempt
-        return resume(ports, gateway, scope, attempt, clock=clock)
+        return resume(ports, gateway, scope, attempt, clock=clock, fresh=True)
     raise ConcurrentModification(f"collecting invoice {invoice_id} kept conflicting; try again")
 
 
@@ -217,15 +218,22 @@ def _request(scope: Scope, attempt: PaymentAttempt) -> ChargeRequest:
 
 
 def resume(
-    ports: CollectionPorts, gateway: PaymentGateway, scope: Scope, attempt: PaymentAttempt, *, clock: Clock
+    ports: CollectionPorts,
+    gateway: PaymentGateway,
+    scope: Scope,
+    attempt: PaymentAttempt,
+    *,
+    clock: Clock,
+    fresh: bool = False,
 ) -> PaymentAttempt:
     """Take a live attempt on from its recorded state to a final one (or to created, when the rail
-    is still settling the charge)."""
+    is still settling the charge). `fresh`: the attempt was just written by this run, so no earlier
+    run can have created a charge of it (`_orphan` is not looked for)."""
     state: ChargeState | None = None
     if attempt.status is AttemptStatus.PENDING:
         if not _still_payable(ports, scope, attempt):
             return _end_not_payable(ports, gateway, scope, attempt, clock)
-        attempt, state = _create_charge(ports, gateway, scope, attempt, clock)
+        attempt, state = _create_charge(ports, gateway, scope, attempt, clock, fresh)
     if attempt.status is not AttemptStatus.CREATED:
         return attempt
     assert attempt.charge_ref is not None
@@ -313,13 +321,42 @@ def _end_not_payable(
     return ended
 
 
-def _create_charge(
-    ports: CollectionPorts, gateway: PaymentGateway, scope: Scope, attempt: PaymentAttempt, clock: Clock
-) -> tuple[PaymentAttempt, ChargeState]:
-    """Create the charge unconfirmed and record its reference: the attempt as recorded after, and
-    the charge created (not the recorded one when another collector's was recorded first)."""
+def _cancel_orphan(gateway: PaymentGateway, charge_ref: str) -> None:
+    """Cancel an unrecorded, unconfirmed charge, if the rail still allows it. No attempt records
+    it, so no one ever confirms it and it moves no money: a cancel refused or out of reach is only
+    logged (its webhook cancels it later, `reconcile_charge`)."""
     try:
-        state = gateway.create_charge(_request(scope, attempt))
+        gateway.cancel_charge(charge_ref)
+    except Exception:  # best effort: nothing will confirm it
+        log.warning("charge %s could not be cancelled", charge_ref, exc_info=True)
+
+
+CLOCK_SKEW = timedelta(minutes=5)
+"""How much earlier than its attempt's `created_at` (Billow's clock) a charge (the rail's) may
+appear to have been created."""
+
+
+def _orphan(gateway: PaymentGateway, attempt: PaymentAttempt) -> ChargeState | None:
+    """An unconfirmed charge an earlier run created for this pending attempt and died before
+    recording (found on the rail by its metadata): the one to record instead of creating another.
+    Any other unconfirmed one is cancelled (none of them ever moved money: only a recorded charge
+    is confirmed)."""
+    assert attempt.customer_ref is not None
+    found = gateway.charges_of_attempt(attempt.customer_ref, attempt.id, since=attempt.created_at - CLOCK_SKEW)
+    unconfirmed = [c for c in found if c.status is ChargeStatus.CREATED]
+    for extra in unconfirmed[1:]:
+        _cancel_orphan(gateway, extra.ref)
+    return unconfirmed[0] if unconfirmed else None
+
+
+def _create_charge(
+    ports: CollectionPorts, gateway: PaymentGateway, scope: Scope, attempt: PaymentAttempt, clock: Clock, fresh: bool
+) -> tuple[PaymentAttempt, ChargeState]:
+    """Create the charge unconfirmed (or, resuming, take the one an earlier run created: `_orphan`)
+    and record its reference: the attempt as recorded after, and the charge created (not the
+    recorded one when another collector's was recorded first)."""
+    try:
+        state = (None if fresh else _orphan(gateway, attempt)) or gateway.create_charge(_request(scope, attempt))
     except ChargeNotPossible as refused:  # the rail cannot charge this amount (its minimum...): no charge made
         zero = Money.zero(attempt.amount.currency)
         state = ChargeState("", ChargeStatus.FAILED, attempt.amount, zero, decline_code=refused.code)

@@ -246,6 +246,14 @@ class PaymentGateway(Protocol):
 
     def cancel_charge(self, charge_ref: str) -> ChargeState: ...
 
+    def charges_of_attempt(self, customer_ref: str, attempt_id: str, *, since: datetime) -> list[ChargeState]:
+        """The charges of the customer created since `since` whose metadata names `attempt_id`,
+        newest first, all pages (Stripe: `PaymentIntent.list(customer=, created[gte]=)`, read after
+        write, unlike its search). An attempt resumed from pending looks here for a charge an
+        earlier run created and died before recording, since the rail's idempotency keys cannot be
+        relied on (localstripe ignores them; Stripe keeps them 24 h)."""
+        ...
+
     def refund(
         self, charge_ref: str, amount: Money, *, idempotency_key: str, metadata: Mapping[str, str]
     ) -> RefundState:

@@ -340,6 +340,27 @@ class DueIndex(Protocol):
     def due_page(self, as_of: date, shard: int, limit: int, cursor: str | None) -> Page[DueSubscription]: ...
 
 
+@dataclass(frozen=True, slots=True)
+class Unfinished:
+    """A payment attempt left live or a card refund left pending, as the sweep index names it
+    (docs/payments.md, "Sweep"): an attempt is (invoice id, its number), a refund (credit note id,
+    refund id)."""
+
+    scope: Scope
+    contact_id: str
+    kind: str
+    """`attempt` or `refund`."""
+    parent_id: str
+    item_id: str
+
+
+class SweepIndex(Protocol):
+    def unfinished_page(self, before: datetime, shard: int, limit: int, cursor: str | None) -> Page[Unfinished]:
+        """Up to `limit` live attempts and pending card refunds of one shard that became so before
+        `before`, oldest first."""
+        ...
+
+
 class PaymentMethodStore(Protocol):
     """A contact's saved payment methods (written through a `UnitOfWork`)."""
 
@@ -370,6 +391,7 @@ class Store(
     CollectionStore,
     PaymentMethodStore,
     DueIndex,
+    SweepIndex,
     Transactions,
     Protocol,
 ):

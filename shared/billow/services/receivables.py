@@ -338,17 +338,48 @@ def refund_to_card(
         return found
     if gateway is None:
         raise Conflict("this tenant has no card processor in this mode", code="refund.no_rail")
-    contact_id = found.credit_note.contact_id
-    leased = _leased(store, ctx, contact_id, found.refund, clock)
+    return _sent(store, ctx, found.credit_note.contact_id, found.refund, clock, gateway, found.replayed)
+
+
+def resume_refund(
+    store: RefundPorts,
+    ctx: TenantContext,
+    contact_id: str,
+    credit_note_id: str,
+    refund_id: str,
+    clock: Clock,
+    gateway: PaymentGateway,
+) -> Refund | None:
+    """Carry a card refund left pending on (the sweep, docs/payments.md#sweep) as a retry of its
+    request would: leased, found on the rail or sent, recorded. None when there is no such refund;
+    a refund no longer pending is returned as it is. 409 `refund.in_progress` while a request holds
+    its lease."""
+    refund = store.get_refund(ctx.scope, contact_id, credit_note_id, refund_id)
+    if refund is None or refund.status is not RefundStatus.PENDING:
+        return refund
+    return _sent(store, ctx, contact_id, refund, clock, gateway, replayed=True).refund
+
+
+def _sent(
+    store: RefundPorts,
+    ctx: TenantContext,
+    contact_id: str,
+    refund: Refund,
+    clock: Clock,
+    gateway: PaymentGateway,
+    replayed: bool,
+) -> Refunded:
+    """Steps 2 to 4 of `refund_to_card` for a pending refund: leased, on the rail, recorded."""
+    leased = _leased(store, ctx, contact_id, refund, clock)
     try:
         state = _on_rail(store, ctx, contact_id, leased, gateway)
     except GatewayUnavailable:
         _release(store, ctx, contact_id, leased)
         raise
     except (ChargeNotPossible, RailRefused) as refused:  # whatever is retried: failed, its amount back
-        _record_outcome(store, ctx, leased, None, found.replayed, failure=f"{refused.code}: {refused}")
+        _record_outcome(store, ctx, leased, None, replayed, failure=f"{refused.code}: {refused}")
         raise
-    return _record_outcome(store, ctx, leased, state, found.replayed)
+    return _record_outcome(store, ctx, leased, state, replayed)
 
 
 def _release(store: InvoicePorts, ctx: TenantContext, contact_id: str, leased: Refund) -> None:

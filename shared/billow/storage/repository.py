@@ -36,7 +36,7 @@ from billow.domain.errors import ConcurrentModification, Conflict, InvalidInput,
 from billow.domain.invoices import Invoice, InvoiceKind, Payment
 from billow.domain.ordering import Order
 from billow.domain.payment_methods import SavedPaymentMethod
-from billow.domain.receivables import CreditApplication, Refund
+from billow.domain.receivables import CreditApplication, Refund, RefundStatus
 from billow.domain.subscriptions import Subscription
 from billow.domain.tenants import TenantSettings
 from billow.services.context import Scope
@@ -49,6 +49,7 @@ from billow.services.ports import (
     IdempotencyClaim,
     InvoiceQuery,
     Page,
+    Unfinished,
 )
 from billow.services.webhooks import EventClaim
 from billow.storage import codec
@@ -136,6 +137,51 @@ def due_entry(sort_key: str) -> DueSubscription:
     day_and_tenant, mode, contact_id, subscription_id = sort_key.rsplit("#", 3)
     tenant_id = day_and_tenant.split("#", 1)[1]
     return DueSubscription(Scope(tenant_id, mode.lower()), contact_id, subscription_id)
+
+
+SWEEP_ATTEMPT, SWEEP_REFUND = "ATT", "REFUND"
+
+
+def sweep_partition(shard: int) -> str:
+    return f"SWEEP#{shard:03d}"
+
+
+def _sweep_instant(instant: datetime) -> str:
+    """An instant as it sorts in the sweep index: UTC, fixed width."""
+    return instant.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def sweep_keys(
+    scope: Scope, contact_id: str, since: datetime, kind: str, parent_id: str, item_id: str, entity_id: str
+) -> dict[str, str]:
+    """The due index's (GSI1) keys of an attempt left live or a card refund left pending, in its
+    own partitions `SWEEP#<shard>` (shard: of `entity_id`), sorted by the instant it became so:
+    `<since>#<tenant>#<MODE>#<contact>#<ATT|REFUND>#<invoice|credit note>#<number|refund>`. Put by
+    the write that makes it live, gone with the write that makes it final (docs/data-model.md)."""
+    shard = shard_of(entity_id, DUE_SHARDS)
+    key = f"{_sweep_instant(since)}#{scope_key(scope)}#{contact_id}#{kind}#{parent_id}#{item_id}"
+    return {"gsi1pk": sweep_partition(shard), "gsi1sk": key}
+
+
+def unfinished_entry(sort_key: str) -> Unfinished:
+    """What a sweep-index sort key names (read from the right: a tenant id may hold '#')."""
+    _, rest = sort_key.split("#", 1)
+    tenant_id, mode, contact_id, kind, parent_id, item_id = rest.rsplit("#", 5)
+    what = "attempt" if kind == SWEEP_ATTEMPT else "refund"
+    return Unfinished(Scope(tenant_id, mode.lower()), contact_id, what, parent_id, item_id)
+
+
+def _due_index_page(partition: str, upper: str, limit: int, cursor: str | None, entry: Callable[[str], T]) -> Page[T]:
+    """Up to `limit` entries of one partition of the due index (GSI1) with sort keys up to `upper`."""
+    with _translated("due index"):
+        result = BillowItem.due_index.query(
+            partition,
+            BillowItem.gsi1sk <= upper,
+            limit=limit,
+            last_evaluated_key=_decode_cursor(cursor, partition, "GSI1", upper),
+        )
+        found = [entry(item.gsi1sk or "") for item in result]
+    return Page(found, _encode_cursor(result.last_evaluated_key))
 
 
 def _record(pk: str, sk: str, decode: Callable[[dict[str, Any], int], T], what: str) -> T | None:
@@ -526,7 +572,12 @@ def _application_item(scope: Scope, note: Invoice, application: CreditApplicatio
 def _refund_item(scope: Scope, contact_id: str, refund: Refund, version: int = 1) -> BillowItem:
     pk = contact_pk(scope, contact_id)
     sk = f"REFUND#{refund.credit_note_id}#{refund.id}"
-    return _entity(pk, sk, "refund", codec.refund_out(refund), version=version)
+    indexes: dict[str, str] = {}
+    if refund.status is RefundStatus.PENDING:  # sparse: the sweep finishes it if its sender died
+        indexes = sweep_keys(
+            scope, contact_id, refund.recorded_at, SWEEP_REFUND, refund.credit_note_id, refund.id, refund.id
+        )
+    return _entity(pk, sk, "refund", codec.refund_out(refund), version=version, **indexes)
 
 
 def _payment_item(scope: Scope, contact_id: str, payment: Payment, version: int = 1) -> BillowItem:
@@ -547,12 +598,19 @@ def _attempt_sk(invoice_id: str, number: int) -> str:
 
 def _attempt_saved(scope: Scope, attempt: PaymentAttempt) -> tuple[PaymentAttempt, _Write]:
     saved = replace(attempt, version=attempt.version + 1)
+    indexes: dict[str, str] = {}
+    if saved.live:  # sparse: the sweep resumes it if its collector died
+        number = f"{attempt.number:04d}"
+        indexes = sweep_keys(
+            scope, attempt.contact_id, attempt.created_at, SWEEP_ATTEMPT, attempt.invoice_id, number, attempt.id
+        )
     item = _entity(
         contact_pk(scope, attempt.contact_id),
         _attempt_sk(attempt.invoice_id, attempt.number),
         "payment_attempt",
         codec.attempt_out(saved),
         version=saved.version,
+        **indexes,
     )
     return saved, _Write(item, _created_or_versioned(attempt.version))
 
@@ -1044,17 +1102,12 @@ class DynamoStore:
 
     def due_page(self, as_of: date, shard: int, limit: int, cursor: str | None) -> Page[DueSubscription]:
         """Up to `limit` subscriptions of one due-index shard due on or before `as_of`."""
-        partition = due_partition(shard)
-        upper = f"{as_of.isoformat()}#\uffff"
-        with _translated("due index"):
-            result = BillowItem.due_index.query(
-                partition,
-                BillowItem.gsi1sk <= upper,
-                limit=limit,
-                last_evaluated_key=_decode_cursor(cursor, partition, "GSI1", upper),
-            )
-            due = [due_entry(item.gsi1sk or "") for item in result]
-        return Page(due, _encode_cursor(result.last_evaluated_key))
+        return _due_index_page(due_partition(shard), f"{as_of.isoformat()}#\uffff", limit, cursor, due_entry)
+
+    def unfinished_page(self, before: datetime, shard: int, limit: int, cursor: str | None) -> Page[Unfinished]:
+        """Up to `limit` entries of one sweep shard that became live or pending before `before`."""
+        upper = f"{_sweep_instant(before)}#\uffff"
+        return _due_index_page(sweep_partition(shard), upper, limit, cursor, unfinished_entry)
 
     # -- invoices and payments ----------------------------------------------------------------------
     def list_invoices(self, scope: Scope, query: InvoiceQuery, limit: int, cursor: str | None) -> Page[Invoice]:
