@@ -8,8 +8,10 @@ from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 from aws_lambda_powertools.event_handler.router import APIGatewayRouter
 from billow.domain.errors import NotFound
+from billow.domain.invoices import Invoice
 from billow.services import invoices, ordering, views
 from billow.services.contacts import contact_today
+from billow.services.context import TenantContext
 from billow.services.invoices import InvoiceFilter, ManualPaymentInput
 from billow.services.ordering import OrderItemInput
 from runtime import clock, new_id, numbers, store
@@ -102,8 +104,20 @@ def get_invoice(invoice_id: Annotated[Id, Path()]) -> dict[str, Any]:
     invoice = invoices.get_invoice(store, ctx, invoice_id)
     return {
         **presenters.invoice(invoice),
-        "payments": [presenters.payment(p) for p in invoices.payments_of_invoice(store, ctx, invoice)],
+        "payments": _payments(ctx, invoice),
     }
+
+
+@router.get("/invoices/<invoice_id>/payments", summary="An invoice's payments, oldest first (an empty list when none)")
+def list_payments(invoice_id: Annotated[Id, Path()]) -> dict[str, Any]:
+    ctx = current_tenant(router.current_event)
+    invoice = invoices.get_invoice(store, ctx, invoice_id)
+    return {"invoice_id": invoice.id, "items": _payments(ctx, invoice)}
+
+
+def _payments(ctx: TenantContext, invoice: Invoice) -> list[dict[str, Any]]:
+    paid = sorted(invoices.payments_of_invoice(store, ctx, invoice), key=lambda p: (p.recorded_at, p.id))
+    return [presenters.payment(p) for p in paid]
 
 
 @router.post(

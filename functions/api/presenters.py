@@ -219,7 +219,8 @@ def payment(p: Payment) -> Json:
         "reference": p.reference,
         "received_on": p.received_on.isoformat(),
         "recorded_at": p.recorded_at.isoformat(),
-        "unapplied": money(p.unapplied),
+        "amount_refunded": money(p.refunded),
+        "amount_unapplied": money(p.unapplied),
     }
 
 
