@@ -447,7 +447,7 @@ def _record_success(
             continue
         # No payment of this charge exists yet: it is written only with the attempt's success, and
         # a concurrent writer of that success makes this transaction fail on the attempt's version.
-        payment_id = payment_id_for(invoice.id, state.ref)
+        payment_id = payment_id_for(invoice.id, state.ref, collected=True)
         received = Payment(payment_id, invoice.id, amount, PaymentMethod.CARD, state.ref, when.today, clock.now())
         taken, payment = invoice.take_charge(received)
         if payment.unapplied:

@@ -6,7 +6,7 @@ import hashlib
 from dataclasses import dataclass
 from datetime import date
 
-from billow.domain.errors import ConcurrentModification, InvalidInput, NotFound
+from billow.domain.errors import ConcurrentModification, Conflict, InvalidInput, NotFound
 from billow.domain.invoices import Invoice, InvoiceKind, InvoiceStatus, Payment, PaymentMethod
 from billow.domain.money import Money
 from billow.services.contacts import contact_time, get_contact
@@ -64,9 +64,25 @@ def list_invoices(
     return store.list_invoices(ctx.scope, query, limit, cursor)
 
 
-def payment_id_for(invoice_id: str, reference: str) -> str:
-    """Deterministic: the same bank reference on the same invoice is the same payment."""
-    return "pay_" + hashlib.sha256(f"{invoice_id}\x00{reference}".encode()).hexdigest()[:26]
+def payment_id_for(invoice_id: str, reference: str, *, collected: bool = False) -> str:
+    """Deterministic: the same bank reference on the same invoice is the same payment. A payment
+    collection recorded (`collected`: its reference is the charge's) is hashed apart, so a staff
+    payment quoting that charge's reference never takes its id (nor replays or overwrites it)."""
+    source = "\x00collected" if collected else ""  # staff payments keep the ids they always had
+    return "pay_" + hashlib.sha256(f"{invoice_id}\x00{reference}{source}".encode()).hexdigest()[:26]
+
+
+def _check_reference_free(store: InvoiceStore, ctx: TenantContext, invoice: Invoice, reference: str) -> None:
+    """A reference another payment of the invoice already has (one collection recorded: the card
+    charge's id) is refused: that money is recorded already, recording it again would count it twice."""
+    for taken in store.payments_of(ctx.scope, invoice.contact_id, invoice.id):
+        if taken.reference == reference:
+            raise Conflict(
+                f"payment {taken.id} of invoice {invoice.label} ({taken.amount} by {taken.method.value}) already "
+                f"has reference '{reference}': that money is recorded; record another payment with its own reference",
+                field="reference",
+                code="payment.reference_taken",
+            )
 
 
 def record_manual_payment(
@@ -93,6 +109,7 @@ def record_manual_payment(
                     code="idempotency.key_reused",
                 )
             return PaymentResult(invoice, earlier, replayed=True)
+        _check_reference_free(store, ctx, invoice, spec.reference)
         when = contact_time(store, ctx, invoice.contact_id, clock)
         invoice.check_received_on(spec.received_on, when.today)
         payment = Payment(payment_id, invoice.id, amount, spec.method, spec.reference, spec.received_on, clock.now())
