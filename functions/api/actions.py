@@ -73,7 +73,12 @@ class BillingDayBody(When):
 
 
 class PaymentMethodBody(When):
-    payment_method: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_\-]+$")
+    payment_method: str | None = Field(
+        min_length=1,
+        max_length=100,
+        pattern=r"^[A-Za-z0-9_\-]+$",
+        description="a method the contact saved, or null: the contact's default pays the subscription",
+    )
 
 
 class BillAheadBody(When):

@@ -45,7 +45,9 @@ def _gateway(ctx: TenantContext) -> PaymentGateway:
 def start_setup(contact_id: Annotated[Id, Path()], body: StartSetupBody | None = None) -> Response[dict[str, Any]]:
     ctx = current_tenant(router.current_event)
     with idempotent(router.current_event, ctx, None) as ids:  # `body` has nothing to compare
-        setup = payment_methods.start_setup(store, ctx, contact_id, _gateway(ctx), request_id=ids.new_id("setup"))
+        setup = payment_methods.start_setup(
+            store, ctx, contact_id, _gateway(ctx), clock, request_id=ids.new_id("setup"), keyed=ids.keyed
+        )
     return created({"setup_id": setup.ref, "client_secret": setup.client_secret}, 201, replay=ids.replay)
 
 

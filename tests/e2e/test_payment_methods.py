@@ -181,3 +181,59 @@ def test_one_setup_recorded_from_six_processes_at_once_is_saved_once(api: HttpCl
         saved = replies[0].body["id"]
         assert [m["id"] for m in listed["items"] if m["id"] != (first or {}).get("id")] == [saved]
         assert listed["default_payment_method"] == (first["id"] if first else saved)
+
+
+def test_a_setup_replayed_with_its_idempotency_key_answers_the_same_setup(
+    api: HttpClient, local: stack.LocalStack
+) -> None:
+    """localstripe ignores idempotency keys (real Stripe forgets them after 24 h): the replay must
+    find the setup Billow recorded, not start another with a new client secret."""
+    contact = make_contact(api)
+    path = f"/contacts/{contact['id']}/payment-methods/setup"
+    first = api.post(path, headers={"Idempotency-Key": "setup-once"})
+    assert first.status == 201, first.body
+    again = api.post(path, headers={"Idempotency-Key": "setup-once"})
+    assert (again.status, again.headers.get("Idempotent-Replayed")) == (200, "true"), again.body
+    assert again.body == first.body
+    twins = post_from_processes(api, [(path, {}, {"Idempotency-Key": "setup-twins"})] * 4)
+    assert {r.status for r in twins} <= {200, 201} and len({r.body["client_secret"] for r in twins}) == 1, [
+        r.body for r in twins
+    ]
+    assert twins[0].body["setup_id"] != first.body["setup_id"]  # another key: another setup
+    confirm_setup(_fake(local), first.body["setup_id"])  # the replayed answer is the setup that saves the card
+    saved = api.post(f"/contacts/{contact['id']}/payment-methods", {"setup_id": again.body["setup_id"]})
+    assert saved.status == 201, saved.body
+
+
+def _subscription_of(api: HttpClient, contact_id: str) -> str:
+    product = make_product(api)
+    item = {"product_id": product["id"], "terms_id": product["terms"][0]["id"]}
+    order = api.post("/orders", {"contact_id": contact_id, "items": [item]})
+    assert order.status == 201, order.body
+    return str(order.body["order"]["services"][0]["subscription_id"])
+
+
+def test_a_subscription_goes_back_to_the_default_by_null_and_when_its_method_is_removed(
+    api: HttpClient, local: stack.LocalStack
+) -> None:
+    contact = make_contact(api)
+    default, own = save_card(api, local, contact["id"]), save_card(api, local, contact["id"])
+    subscription = _subscription_of(api, contact["id"])
+    path = f"/subscriptions/{subscription}/payment-method"
+    assert api.post(path, {"payment_method": own["id"]}).body["subscription"]["payment_method"] == own["id"]
+    back = api.post(path, {"payment_method": None})
+    assert back.status == 201, back.body
+    assert back.body["subscription"]["payment_method"] is None  # the contact's default pays it
+    assert api.post(path, {}).status == 422  # null is said, not left out
+
+    assert api.post(path, {"payment_method": own["id"]}).status == 201
+    other = _subscription_of(api, contact["id"])
+    removed = api.delete(f"/contacts/{contact['id']}/payment-methods/{own['id']}")
+    assert removed.status == 200, removed.body
+    shown = api.get(f"/subscriptions/{subscription}").body
+    assert shown["payment_method"] is None  # no stale reference to a removed card
+    assert api.get(f"/contacts/{contact['id']}").body["default_payment_method"] == default["id"]
+    logged = api.get(f"/subscriptions/{subscription}/actions").body["actions"]
+    (followed,) = [a for a in logged if a["action"] == "change_payment_method" and a["requested_by"] == "system"]
+    assert followed["status"] == "executed" and own["id"] in followed["reason"], followed
+    assert api.get(f"/subscriptions/{other}").body["payment_method"] is None  # never named it: untouched

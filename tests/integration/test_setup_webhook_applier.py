@@ -12,7 +12,7 @@ from billow.domain.tenants import TenantSettings
 from billow.gateways.stripe import StripeGateway
 from billow.local.stripe import TEST_API_KEY, LocalStripe
 from billow.services import payment_methods
-from billow.services.context import TenantContext
+from billow.services.context import SystemClock, TenantContext
 from billow.storage.repository import DynamoStore
 
 from tests.support import unique
@@ -26,7 +26,7 @@ def test_the_webhook_records_a_confirmed_setup_once(local_table: str, local_stri
     contact = Contact("con_hook", "Ada", "ada@example.com", None, None, {}, None, True, datetime.now(UTC))
     store.add_contact(ctx.scope, contact)
     gateway = StripeGateway(TEST_API_KEY, api_base=local_stripe.url, localstripe=True)
-    setup = payment_methods.start_setup(store, ctx, contact.id, gateway, request_id=unique("setup"))
+    setup = payment_methods.start_setup(store, ctx, contact.id, gateway, SystemClock(), request_id=unique("setup"))
     local_stripe.confirm_setup(setup.ref)
 
     for _ in range(3):  # delivered again: the same method, recorded once

@@ -222,10 +222,11 @@ class StripeGateway:
         succeeded = intent.get("status") == "succeeded"
         method_ref = _ref(intent.get("payment_method"))
         metadata = dict(intent.get("metadata") or {})
+        secret = None if intent.get("client_secret") is None else str(intent["client_secret"])
         if not succeeded or method_ref is None:
-            return SetupState(str(intent["id"]), customer, False, None, metadata)
+            return SetupState(str(intent["id"]), customer, False, None, metadata, secret)
         method = _translated(self._client.v1.payment_methods.retrieve, method_ref)
-        return SetupState(str(intent["id"]), customer, True, _saved_method(method, customer), metadata)
+        return SetupState(str(intent["id"]), customer, True, _saved_method(method, customer), metadata, secret)
 
     def attach_method(self, method_ref: str, customer_ref: str) -> None:
         """Stripe attaches a SetupIntent's method to its customer itself; localstripe does not, so

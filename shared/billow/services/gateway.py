@@ -105,6 +105,8 @@ class SetupState:
     succeeded: bool
     method: SavedMethod | None  # the saved method once `succeeded`
     metadata: Mapping[str, str] = field(default_factory=dict)  # what Billow attached (tenant, mode, contact)
+    client_secret: str | None = None
+    """What Stripe.js confirms it with (as `SetupStarted` gave it): a replayed setup request answers it again."""
 
 
 @dataclass(frozen=True, slots=True)

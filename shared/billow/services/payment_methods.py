@@ -12,16 +12,25 @@ becomes its default.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from dataclasses import replace
 from datetime import date
 
+from billow.domain.actions.change_payment_method import CHANGE_PAYMENT_METHOD
+from billow.domain.actions.change_payment_method import PaymentMethod as ChosenMethod
 from billow.domain.contacts import Contact
 from billow.domain.errors import ConcurrentModification, Conflict, NotFound
 from billow.domain.payment_methods import SavedPaymentMethod, next_month
-from billow.services.contacts import _change_contact, get_contact
+from billow.domain.subscriptions import Subscription
+from billow.domain.timeline import execute
+from billow.services.contacts import _change_contact, contact_today, get_contact
 from billow.services.context import MAX_EDIT_RETRIES, Clock, Scope, SystemClock, TenantContext
-from billow.services.gateway import PaymentGateway, SetupStarted
-from billow.services.ports import ContactStore, Page, PaymentMethodPorts, PaymentMethodStore
+from billow.services.gateway import GatewayUnavailable, PaymentGateway, SetupStarted
+from billow.services.idempotency import RETENTION
+from billow.services.ports import ContactStore, Page, PaymentMethodPorts, PaymentMethodStore, UnitOfWork
+
+log = logging.getLogger(__name__)
 
 
 def _metadata(ctx: TenantContext, contact_id: str) -> dict[str, str]:
@@ -51,15 +60,39 @@ def rail_customer(store: ContactStore, ctx: TenantContext, contact: Contact, gat
 
 
 def start_setup(
-    store: ContactStore, ctx: TenantContext, contact_id: str, gateway: PaymentGateway, *, request_id: str
+    store: PaymentMethodPorts,
+    ctx: TenantContext,
+    contact_id: str,
+    gateway: PaymentGateway,
+    clock: Clock,
+    *,
+    request_id: str,
+    keyed: bool = False,
 ) -> SetupStarted:
     """A setup the customer confirms with Stripe.js (its `client_secret`). `request_id` is the
-    rail's idempotency key (derived from the request's Idempotency-Key when it has one)."""
+    rail's idempotency key (derived from the request's Idempotency-Key when it has one: `keyed`).
+    A keyed request records the setup it started, so its replay answers that same setup (its
+    client secret read again from the rail) instead of starting another: the rail's idempotency
+    keys are not relied on (localstripe ignores them; Stripe keeps them 24 h). Of twins racing,
+    the setup recorded first is every one's answer (another started meanwhile is never confirmed)."""
     contact = get_contact(store, ctx, contact_id)
+    if keyed and (started := store.started_setup(ctx.scope, contact_id, request_id)) is not None:
+        return _started(gateway, started)
     customer = rail_customer(store, ctx, contact, gateway)
-    return gateway.start_setup(
+    made = gateway.start_setup(
         customer, idempotency_key=f"billow:{ctx.tenant_id}:{request_id}", metadata=_metadata(ctx, contact_id)
     )
+    if not keyed:
+        return made
+    recorded = store.remember_setup(ctx.scope, contact_id, request_id, made.ref, clock.now() + RETENTION)
+    return made if recorded == made.ref else _started(gateway, recorded)
+
+
+def _started(gateway: PaymentGateway, setup_ref: str) -> SetupStarted:
+    state = gateway.setup_state(setup_ref)
+    if state.client_secret is None:
+        raise GatewayUnavailable(f"the rail did not give setup {setup_ref}'s client secret; retry")
+    return SetupStarted(setup_ref, state.client_secret)
 
 
 def save_from_setup(
@@ -167,6 +200,14 @@ def set_default(store: PaymentMethodPorts, ctx: TenantContext, contact_id: str, 
     return _change_contact(store, ctx, contact_id, change)
 
 
+MAX_SUBSCRIPTIONS_FOLLOWING = 45
+"""Subscriptions set back to the contact's default in one transaction (two items each, with the
+method and the contact: within DynamoDB's 100). The removal's transaction takes the first ones;
+any further ones follow in transactions of their own right after it (and again on a retry of the
+removal, should it die in between: meanwhile they name a removed method, which is never charged,
+collection falling back to the default)."""
+
+
 def remove_method(
     store: PaymentMethodPorts,
     ctx: TenantContext,
@@ -175,14 +216,16 @@ def remove_method(
     gateway: PaymentGateway,
     clock: Clock,
 ) -> SavedPaymentMethod:
-    """Detach it on the rail (it can no longer be charged), then record it removed and, if it was
-    the contact's default, clear that, in one transaction. A retry after a crash between the two
-    detaches again (nothing to do) and records; removing a removed method detaches it again (a no-op
-    unless something attached it since) and answers it as it is."""
+    """Detach it on the rail (it can no longer be charged), then, in one transaction, record it
+    removed, clear it as the contact's default if it was, and set every subscription naming it back
+    to the contact's default (each logged as a `change_payment_method` by the system). A retry
+    after a crash between the two detaches again (nothing to do) and records; removing a removed
+    method detaches it again (a no-op unless something attached it since) and answers it as it is."""
     method = store.get_payment_method(ctx.scope, contact_id, method_id)
     get_contact(store, ctx, contact_id)
     if method is not None and method.removed:
         gateway.remove_method(method_id)  # detached again, should anything have attached it since
+        _all_follow_default(store, ctx, contact_id, method_id, clock)
         return method
     method = saved_method(store, ctx.scope, contact_id, method_id)
     gateway.remove_method(method_id)
@@ -195,12 +238,53 @@ def remove_method(
         removed = work.save_payment_method(ctx.scope, replace(current, removed_at=clock.now()))
         if contact.default_method_ref == method_id:
             work.save_contact(ctx.scope, replace(contact, default_method_ref=None))
+        _follow_default(store, ctx, work, contact_id, method_id, clock)
         try:
             work.commit()
         except ConcurrentModification:
             continue
+        _all_follow_default(store, ctx, contact_id, method_id, clock)
         return removed
     raise ConcurrentModification(f"payment method {method_id} kept changing; try again")
+
+
+def _all_follow_default(
+    store: PaymentMethodPorts, ctx: TenantContext, contact_id: str, method_id: str, clock: Clock
+) -> None:
+    """The subscriptions still naming the removed method (beyond the removal's transaction), set
+    back to the default in transactions of their own."""
+    for _ in range(200):  # each pass sets up to MAX_SUBSCRIPTIONS_FOLLOWING back, or loses a race and reads again
+        work = store.unit_of_work(f"subscriptions of removed payment method {method_id}")
+        if not _follow_default(store, ctx, work, contact_id, method_id, clock):
+            return
+        with contextlib.suppress(ConcurrentModification):  # a subscription changed: read again
+            work.commit()
+
+
+def _follow_default(
+    store: PaymentMethodPorts, ctx: TenantContext, work: UnitOfWork, contact_id: str, method_id: str, clock: Clock
+) -> bool:
+    """Stage the subscriptions naming `method_id` (at most `MAX_SUBSCRIPTIONS_FOLLOWING`) set back
+    to the contact's default, each only if still at the version read, with its log record. False
+    when none names it."""
+    naming = [s for s in store.subscriptions_of(ctx.scope, contact_id) if s.payment_method == method_id]
+    if not naming:
+        return False
+    today = contact_today(store, ctx, contact_id, clock)
+    for subscription in naming[:MAX_SUBSCRIPTIONS_FOLLOWING]:
+        action = CHANGE_PAYMENT_METHOD.by_system(
+            f"act_{subscription.id.removeprefix('sub_')}_pm_{method_id}_removed",
+            today,
+            requested_on=today,
+            reason=f"payment method {method_id} removed: the contact's default pays it",
+            params=ChosenMethod(None),
+        )
+        step = execute(subscription, action)
+        work.save_subscription(ctx.scope, step.subscription, subscription.version)
+        for record in step.actions:
+            work.log_action(ctx.scope, step.subscription, record)
+        log.info("subscription %s: payment method %s removed, the contact's default pays it", subscription.id, method_id)
+    return True
 
 
 def announce_expiring(store: PaymentMethodPorts, today: date, shard: int) -> int:

@@ -380,6 +380,17 @@ class PaymentMethodStore(Protocol):
         not removed and not announced yet."""
         ...
 
+    def started_setup(self, scope: Scope, contact_id: str, request_id: str) -> str | None:
+        """The rail's setup a keyed setup request started (`remember_setup`), if any."""
+        ...
+
+    def remember_setup(
+        self, scope: Scope, contact_id: str, request_id: str, setup_ref: str, expires_at: datetime
+    ) -> str:
+        """Record that request `request_id` started `setup_ref` (one conditional put, deleted by the
+        TTL after `expires_at`); returns the setup recorded first when a racing twin recorded one."""
+        ...
+
 
 class Store(
     TenantStore,
@@ -405,8 +416,8 @@ class BillingPorts(SubscriptionStore, InvoiceStore, Transactions, Protocol):
     """Billing a subscription: read it, number and write its invoices and steps."""
 
 
-class PaymentMethodPorts(ContactStore, PaymentMethodStore, Transactions, Protocol):
-    """Saving, listing and removing a contact's payment methods."""
+class PaymentMethodPorts(ContactStore, PaymentMethodStore, SubscriptionStore, Transactions, Protocol):
+    """Saving, listing and removing a contact's payment methods (and the subscriptions naming one)."""
 
 
 class ContactPorts(ContactStore, SubscriptionStore, Transactions, Protocol):

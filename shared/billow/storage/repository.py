@@ -987,6 +987,23 @@ class DynamoStore:
             item = _get(contact_pk(scope, contact_id), f"PM#{method_id}", consistent_read=True)
         return None if item is None else codec.payment_method_in(json.loads(item.data or "{}"), int(item.version or 0))
 
+    def started_setup(self, scope: Scope, contact_id: str, request_id: str) -> str | None:
+        with _translated("payment method setup"):
+            item = _get(contact_pk(scope, contact_id), f"SETUP#{request_id}", consistent_read=True)
+        return None if item is None else str(json.loads(item.data or "{}")["setup_ref"])
+
+    def remember_setup(
+        self, scope: Scope, contact_id: str, request_id: str, setup_ref: str, expires_at: datetime
+    ) -> str:
+        item = _entity(contact_pk(scope, contact_id), f"SETUP#{request_id}", "setup_started", {"setup_ref": setup_ref})
+        item.expires_at = int(expires_at.timestamp())
+        try:
+            with _translated("payment method setup"):
+                item.save(condition=_absent())
+        except Conflict:
+            return self.started_setup(scope, contact_id, request_id) or setup_ref
+        return setup_ref
+
     def expiring_methods(self, month: str, shard: int) -> list[tuple[Scope, SavedPaymentMethod]]:
         """Every tenant's saved methods of one due shard expiring at the end of `month` whose
         expiry is not announced yet (the sparse listing partition `expiring_partition`)."""

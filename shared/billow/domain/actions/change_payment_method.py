@@ -1,6 +1,7 @@
 """Set the payment method that pays the subscription: one the subscription's contact saved (its
-`POST /contacts/{id}/payment-methods`) and has not removed. A subscription naming none is paid with
-the contact's default method."""
+`POST /contacts/{id}/payment-methods`) and has not removed, or none (`null`): the subscription is
+then paid with the contact's default method. Removing a saved method sets every subscription naming
+it back to none, logged as this action by the system (billow.services.payment_methods.remove_method)."""
 
 from __future__ import annotations
 
@@ -22,8 +23,8 @@ class ChangePaymentMethod(SubscriptionKind[PaymentMethod, PaymentMethod]):
     asks = holds = PaymentMethod
 
     def check(self, asked: Asked[PaymentMethod], action: Action) -> Action:
-        method = self.needed(asked.params.payment_method, "payment_method")
-        if not asked.lookups.has_saved_method(method):
+        method = asked.params.payment_method
+        if method is not None and not asked.lookups.has_saved_method(method):
             raise RuleViolation(
                 f"contact {asked.subscription.contact_id} has no saved payment method {method}: "
                 "save it first (POST /contacts/{contact_id}/payment-methods)",
@@ -34,7 +35,8 @@ class ChangePaymentMethod(SubscriptionKind[PaymentMethod, PaymentMethod]):
 
     def apply(self, effect: Effect) -> tuple[Subscription, str]:
         method = self.params(effect.action).payment_method
-        return replace(effect.subscription, payment_method=method), f"payment method {method}"
+        shown = "the contact's default" if method is None else method
+        return replace(effect.subscription, payment_method=method), f"payment method {shown}"
 
 
 CHANGE_PAYMENT_METHOD = register(ChangePaymentMethod())
