@@ -159,7 +159,8 @@ def application(a: CreditApplication) -> Json:
 def refund(r: Refund) -> Json:
     return {
         "id": r.id,
-        "credit_note_id": r.credit_note_id,
+        "credit_note_id": None if r.unapplied else r.credit_note_id,
+        "unapplied": r.unapplied,
         "amount": money(r.amount),
         "method": r.method.value,
         "reference": r.reference,

@@ -23,7 +23,7 @@ from runtime import clock, numbers, store
 from api import presenters
 from api.context import created, current_tenant, idempotent
 from api.openapi import answers
-from api.schemas import ApplyCreditBody, FinalizeBody, Id, RefundBody, VoidBody, WriteOffBody
+from api.schemas import ApplyCreditBody, FinalizeBody, Id, RefundBody, UnappliedRefundBody, VoidBody, WriteOffBody
 
 router = APIGatewayRouter()
 
@@ -131,6 +131,32 @@ def refund_credit_note(credit_note_id: Annotated[Id, Path()], body: RefundBody) 
         result = receivables.refund_credit_note(store, ctx, credit_note_id, spec, clock, new_id, gateway)
     answer = {
         "credit_note": presenters.invoice(result.credit_note),
+        "refund": presenters.refund(result.refund),
+        "replayed": result.replayed,
+    }
+    return created(answer, 201, replay=result.replayed)
+
+
+@router.post(
+    "/invoices/<invoice_id>/payments/<payment_id>/refund-unapplied",
+    summary="Refund a card payment's unapplied money (what its invoice never took) to its card; idempotent on "
+    "`reference`",
+)
+@answers(201, 200)
+def refund_unapplied(
+    invoice_id: Annotated[Id, Path()], payment_id: Annotated[Id, Path()], body: UnappliedRefundBody
+) -> Response[dict[str, Any]]:
+    ctx = current_tenant(router.current_event)
+    spec = RefundInput(body.amount, body.currency, PaymentMethod.CARD, body.reference, payment_id)
+    with idempotent(router.current_event, ctx, body, reference=(f"refund:{payment_id}", body.reference)):
+        # The refund's id is the reference's alone (as a credit note's card refund's).
+        new_id = keyed_ids(f"{ctx.tenant_id}:{ctx.mode}:refund-unapplied:{payment_id}", body.reference)
+        gateway = runtime.payment_gateway(ctx.scope)
+        result = receivables.refund_unapplied_to_card(store, ctx, invoice_id, spec, clock, new_id("ref"), gateway)
+    payment = store.get_payment(ctx.scope, result.credit_note.contact_id, invoice_id, payment_id)
+    answer = {
+        "invoice": presenters.invoice(result.credit_note),
+        "payment": None if payment is None else presenters.payment(payment),
         "refund": presenters.refund(result.refund),
         "replayed": result.replayed,
     }

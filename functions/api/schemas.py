@@ -210,6 +210,14 @@ class ApplyCreditBody(Body):
     currency: Currency | None = Field(default=None, description="default: the credit note's")
 
 
+class UnappliedRefundBody(Body):
+    amount: Amount | None = Field(default=None, description="default: all the payment's unapplied money")
+    currency: Currency | None = Field(default=None, description="default: the payment's")
+    reference: str = Field(
+        min_length=1, max_length=100, description="the refund's reference (a ticket); idempotency key (per payment)"
+    )
+
+
 class RefundBody(Body):
     amount: Amount | None = Field(default=None, description="default: all that remains of the credit note")
     currency: Currency | None = Field(default=None, description="default: the credit note's")

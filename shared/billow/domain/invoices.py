@@ -95,6 +95,14 @@ class Payment:
         """What the payment received net of its refunds (pending ones included)."""
         return self.amount - self.refunded
 
+    @property
+    def refundable_for_credit(self) -> Money:
+        """What a credit note's refund can take of it: what its invoice took, net of those refunds.
+        Its `unapplied` part (money the invoice never took) is refunded by itself
+        (`billow.domain.receivables.refund_unapplied`), which lowers `unapplied` as it raises
+        `amount_refunded`: so the two kinds of refund never spend the same money."""
+        return self.refundable - self.unapplied
+
 
 @dataclass(frozen=True, slots=True)
 class Invoice:

@@ -83,6 +83,10 @@ class Refund:
     """A pending card refund being sent to the rail by a request, until then (`RAIL_CALL_AT_MOST`)."""
     version: int = 0
     """The stored item's version (0: not stored yet)."""
+    unapplied: bool = False
+    """A refund of a card payment's unapplied money (`refund_unapplied`), no credit note's:
+    `credit_note_id` then names the invoice that holds that money (`Invoice.amount_unapplied`),
+    under which the refund is recorded, as a credit note's are under it."""
 
     def __post_init__(self) -> None:
         check_recorded(self.amount, self.recorded_at, "a refund amount", "credit.amount_not_positive")
@@ -250,12 +254,13 @@ def refund_to_payment(
             field="payment_id",
             code="refund.payment_not_credited",
         )
-    amount = _amount_of(note, amount, payment.refundable, "refund")
+    amount = _amount_of(note, amount, payment.refundable_for_credit, "refund")
     _check_remaining(note, amount)
-    if amount.is_zero or amount > payment.refundable:
+    if amount.is_zero or amount > payment.refundable_for_credit:
+        kept = f", {payment.unapplied} its invoice never took (refunded by itself)" if payment.unapplied else ""
         raise Conflict(
-            f"payment {payment.id} received {payment.amount}, {payment.refunded} of it refunded already: "
-            f"at most {payment.refundable} more can be refunded to it",
+            f"payment {payment.id} received {payment.amount}, {payment.refunded} of it refunded already{kept}: "
+            f"at most {payment.refundable_for_credit} more of a credit note can be refunded to it",
             field="amount",
             code="refund.exceeds_payment",
         )
@@ -273,6 +278,64 @@ def refund_to_payment(
     )
     refunded = replace(payment, amount_refunded=payment.refunded + amount)
     return replace(note, amount_refunded=note.refunded + amount), refunded, refund
+
+
+def refund_unapplied(
+    invoice: Invoice,
+    payment: Payment,
+    amount: Money | None,
+    *,
+    refund_id: str,
+    reference: str,
+    on: date,
+    now: datetime,
+) -> tuple[Invoice, Payment, Refund]:
+    """A refund of `amount` (None: all of it) of card `payment`'s unapplied money, held by its
+    `invoice`, pending until the rail answers: the invoice and the payment already count it (less
+    unapplied, more refunded), so no other refund can spend it too. Never beyond what is unapplied
+    (409 `refund.exceeds_unapplied`)."""
+    if payment.method is not PaymentMethod.CARD:
+        raise Conflict(
+            f"payment {payment.id} was made by {payment.method.value}; only a card payment is refunded "
+            "through the card processor",
+            field="payment_id",
+            code="refund.not_a_card_payment",
+        )
+    if amount is not None and amount.currency != payment.amount.currency:
+        raise InvalidInput(
+            f"payment {payment.id} is in {payment.amount.currency}, the amount in {amount.currency}",
+            field="currency",
+            code="money.currency_mismatch",
+        )
+    amount = payment.unapplied if amount is None else amount
+    if amount.is_zero or amount.is_negative:
+        if payment.unapplied.is_zero:
+            raise Conflict(
+                f"payment {payment.id} has no unapplied money left to refund", code="refund.exceeds_unapplied"
+            )
+        raise InvalidInput("a refund amount must be positive", field="amount", code="credit.amount_not_positive")
+    if amount > payment.unapplied:
+        raise Conflict(
+            f"payment {payment.id} has {payment.unapplied} unapplied (money its invoice never took) left to "
+            f"refund, less than {amount}",
+            field="amount",
+            code="refund.exceeds_unapplied",
+        )
+    refund = Refund(
+        refund_id,
+        invoice.id,
+        amount,
+        PaymentMethod.CARD,
+        reference,
+        on,
+        now,
+        invoice_id=payment.invoice_id,
+        payment_id=payment.id,
+        status=RefundStatus.PENDING,
+        unapplied=True,
+    )
+    spent = replace(payment, amount_refunded=payment.refunded + amount, unapplied=payment.unapplied - amount)
+    return replace(invoice, amount_unapplied=invoice.unapplied - amount), spent, refund
 
 
 def refund_leased(refund: Refund, now: datetime) -> Refund:
@@ -298,8 +361,12 @@ def refund_settled(
     if failure is None:
         return note, payment, replace(refund, status=RefundStatus.SUCCEEDED, rail_ref=rail_ref, leased_until=None)
     failed = replace(refund, status=RefundStatus.FAILED, rail_ref=rail_ref, failure=failure, leased_until=None)
+    paid_back = replace(payment, amount_refunded=payment.refunded - refund.amount)
+    if refund.unapplied:  # `note` is the invoice holding the unapplied money: it is unapplied again
+        back = replace(note, amount_unapplied=note.unapplied + refund.amount)
+        return back, replace(paid_back, unapplied=payment.unapplied + refund.amount), failed
     back = replace(note, amount_refunded=note.refunded - refund.amount)
-    return back, replace(payment, amount_refunded=payment.refunded - refund.amount), failed
+    return back, paid_back, failed
 
 
 def void(

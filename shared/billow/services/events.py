@@ -216,26 +216,25 @@ def _credit_application(change: Change) -> Iterator[Derived]:
 def _refund(change: Change) -> Iterator[Derived]:
     """A refund once it succeeded: a manual one when recorded, a card refund when the rail's
     outcome is recorded (pending, or failed, it returned nothing). A card refund is also the
-    payment's: `payment.refunded`."""
+    payment's: `payment.refunded`. A refund of a payment's unapplied money is only the payment's
+    (`unapplied: true`, `credit_note_id` null)."""
     old: Refund | None = change.old
     refund: Refund = change.new
     if refund.status is not RefundStatus.SUCCEEDED or (old is not None and old.status is RefundStatus.SUCCEEDED):
         return
     data = {
         "refund_id": refund.id,
-        "credit_note_id": refund.credit_note_id,
+        "credit_note_id": None if refund.unapplied else refund.credit_note_id,
         "amount": money(refund.amount),
         "method": refund.method.value,
         "reference": refund.reference,
         "refunded_on": day(refund.refunded_on),
     }
-    yield "credit_note.refunded", None, data
+    if not refund.unapplied:
+        yield "credit_note.refunded", None, data
     if refund.payment_id is not None:
-        yield (
-            "payment.refunded",
-            None,
-            {**data, "payment_id": refund.payment_id, "invoice_id": refund.invoice_id, "rail_ref": refund.rail_ref},
-        )
+        paid = {"payment_id": refund.payment_id, "invoice_id": refund.invoice_id, "rail_ref": refund.rail_ref}
+        yield "payment.refunded", None, {**data, **paid, "unapplied": refund.unapplied}
 
 
 # -- payments -------------------------------------------------------------------------------------

@@ -35,6 +35,7 @@ from billow.domain.receivables import (
     refund_leased,
     refund_settled,
     refund_to_payment,
+    refund_unapplied,
     void,
 )
 from billow.services.contacts import ContactTime, contact_time, get_contact
@@ -253,15 +254,17 @@ def _refunded_once(
     refund_id: str,
     clock: Clock,
     record: Callable[[Invoice, ContactTime], Refunded],
+    holder: Callable[[InvoiceStore, TenantContext, str], Invoice] = get_credit_note,
 ) -> Refunded:
     """The refund `refund_id` of the credit note: found (a retry), or `record`ed on the credit note
     as read and its contact's time, again after every lost race. A refusal is looked at again: a
     twin request (same reference) may have written this very refund after the lookup, and what it
-    spent, read by `record` after the credit note (a card refund's payment), refused this one."""
+    spent, read by `record` after the credit note (a card refund's payment), refused this one.
+    `holder`: what the refund is recorded under (the credit note; an unapplied refund's invoice)."""
     done: list[Refunded] = []
 
     def attempt() -> None:
-        note = get_credit_note(store, ctx, credit_note_id)  # before looking for the record (as above)
+        note = holder(store, ctx, credit_note_id)  # before looking for the record (as above)
         earlier = store.get_refund(ctx.scope, note.contact_id, note.id, refund_id)
         if earlier is None:
             try:
@@ -271,7 +274,7 @@ def _refunded_once(
                 earlier = store.get_refund(ctx.scope, note.contact_id, note.id, refund_id)
                 if earlier is None:
                     raise
-                note = get_credit_note(store, ctx, credit_note_id)
+                note = holder(store, ctx, credit_note_id)
         done.append(Refunded(note, earlier, replayed=True))
 
     _retrying(f"credit note {credit_note_id}", attempt)
@@ -332,6 +335,18 @@ def refund_to_card(
         return Refunded(note2, replace(refund, version=1), replayed=False)
 
     found = _refunded_once(store, ctx, credit_note_id, refund_id, clock, reserve)
+    return _sent(store, ctx, found, spec, clock, gateway)
+
+
+def _sent(
+    store: RefundPorts,
+    ctx: TenantContext,
+    found: Refunded,
+    spec: RefundInput,
+    clock: Clock,
+    gateway: PaymentGateway | None,
+) -> Refunded:
+    """Steps 2 to 4 of a card refund reserved (or found, by a retry: checked to be the same)."""
     if found.replayed:
         _check_same_refund(found, spec)
     if found.refund.status is not RefundStatus.PENDING:
@@ -464,7 +479,7 @@ def _payment_to_refund(
             code="refund.no_card_payment",
         )
     wanted = amount or Money(1, note.currency)
-    return next((p for p in cards if p.refundable >= wanted), cards[0])  # none can: refused with its amount
+    return next((p for p in cards if p.refundable_for_credit >= wanted), cards[0])  # none can: refused with its amount
 
 
 def _leased(store: InvoicePorts, ctx: TenantContext, contact_id: str, refund: Refund, clock: Clock) -> Refund:
@@ -500,7 +515,7 @@ def _on_rail(
         if made.metadata.get("refund_id") == refund.id:
             return made
     metadata = {"tenant_id": ctx.scope.tenant_id, "mode": ctx.scope.mode, "refund_id": refund.id}
-    metadata["credit_note_id"] = refund.credit_note_id
+    metadata["invoice_id" if refund.unapplied else "credit_note_id"] = refund.credit_note_id
     return gateway.refund(payment.reference, refund.amount, idempotency_key=f"refund_{refund.id}", metadata=metadata)
 
 
@@ -519,7 +534,7 @@ def _record_outcome(
     done: list[Refunded] = []
 
     def attempt() -> None:
-        note = get_credit_note(store, ctx, leased.credit_note_id)
+        note = _holder(leased)(store, ctx, leased.credit_note_id)
         refund = store.get_refund(ctx.scope, note.contact_id, note.id, leased.id)
         assert refund is not None and refund.invoice_id is not None and refund.payment_id is not None
         if refund.status is not RefundStatus.PENDING or (state is None and failure is None):
@@ -542,6 +557,62 @@ def _record_outcome(
 
     _retrying(f"refund {leased.id}", attempt)
     return done[-1]
+
+
+def _holder(refund: Refund) -> Callable[[InvoiceStore, TenantContext, str], Invoice]:
+    """What a refund is recorded under: its credit note, or (unapplied money) its payment's invoice."""
+    return get_invoice if refund.unapplied else get_credit_note
+
+
+def refund_unapplied_to_card(
+    store: RefundPorts,
+    ctx: TenantContext,
+    invoice_id: str,
+    spec: RefundInput,
+    clock: Clock,
+    refund_id: str,
+    gateway: PaymentGateway | None,
+) -> Refunded:
+    """Refund (part of) the unapplied money of card payment `spec.payment_id` of the invoice (what
+    the charge took that the invoice could not: `Payment.unapplied`) to its card, exactly once, as
+    `refund_to_card` does a credit note's: reserved pending in one transaction of the invoice (less
+    `amount_unapplied`), the payment (less `unapplied`, more `amount_refunded`) and the refund, each
+    conditioned on its version, so racing refunds never exceed what is unapplied (409
+    `refund.exceeds_unapplied`); then leased, looked for on the rail by its id, sent, recorded. The
+    refund is recorded under the invoice (`Refund.unapplied`); `Refunded.credit_note` is the invoice."""
+    assert spec.payment_id is not None
+
+    def reserve(invoice: Invoice, when: ContactTime) -> Refunded:
+        payment = store.get_payment(ctx.scope, invoice.contact_id, invoice.id, spec.payment_id or "")
+        if payment is None:
+            raise NotFound(
+                f"invoice {invoice.label} has no payment {spec.payment_id}",
+                field="payment_id",
+                code="payment.not_found",
+            )
+        if payment.method is PaymentMethod.CARD and (invoice.id, payment.reference) not in _collected(
+            store, ctx, invoice.contact_id
+        ):
+            raise Conflict(
+                f"payment {payment.id} was recorded by staff as paid by card, not collected by Billow on the card "
+                "processor: refund it where it was taken",
+                field="payment_id",
+                code="refund.not_collected",
+            )
+        amount = _amount(spec.amount, spec.currency, invoice)
+        invoice2, payment2, refund = refund_unapplied(
+            invoice, payment, amount, refund_id=refund_id, reference=spec.reference, on=when.today, now=clock.now()
+        )
+        if gateway is None:
+            raise Conflict("this tenant has no card processor in this mode", code="refund.no_rail")
+        gateway.refundable(refund.amount)  # an amount the rail cannot take: refused, nothing reserved
+        Settlement(((invoice2, invoice.version),), refunds=(refund,), payments=(payment2,)).commit(
+            store, ctx.scope, f"refunding payment {payment.id}'s unapplied money", when
+        )
+        return Refunded(invoice2, replace(refund, version=1), replayed=False)
+
+    found = _refunded_once(store, ctx, invoice_id, refund_id, clock, reserve, holder=get_invoice)
+    return _sent(store, ctx, found, spec, clock, gateway)
 
 
 def credit_note_records(

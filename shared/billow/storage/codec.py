@@ -610,6 +610,7 @@ def refund_out(r: Refund) -> Json:
         "rail_ref": r.rail_ref,
         "failure": r.failure,
         "leased_until": r.leased_until.isoformat() if r.leased_until else None,
+        **({"unapplied": True} if r.unapplied else {}),
     }
 
 
@@ -630,6 +631,7 @@ def refund_in(d: Json, version: int = 0) -> Refund:
         failure=d.get("failure"),
         leased_until=datetime.fromisoformat(d["leased_until"]) if d.get("leased_until") else None,
         version=version,
+        unapplied=bool(d.get("unapplied")),
     )
 
 
