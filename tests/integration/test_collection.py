@@ -76,7 +76,8 @@ def test_an_issued_invoice_is_charged_and_paid_and_a_duplicate_event_charges_not
     assert attempt.status is AttemptStatus.SUCCEEDED
     _assert_paid_once(store, rail, "inv_1")
     (payment,) = store.payments_of(SCOPE, "con_1", "inv_1")
-    assert payment.id == payment_id_for("inv_1", attempt.charge_ref, collected=True)  # the collector and a webhook: one payment
+    # the collector and a webhook: one payment
+    assert payment.id == payment_id_for("inv_1", attempt.charge_ref, collected=True)
     (charge,) = rail.charges()
     assert dict(charge.metadata) == {
         "tenant_id": "t1",

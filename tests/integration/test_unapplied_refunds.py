@@ -59,9 +59,7 @@ def unapplied_card_payment(store: DynamoStore, rail: FakeRail, contact_id: str =
     return card
 
 
-def refund(
-    store: DynamoStore, rail: FakeRail, payment: Payment, reference: str, amount: str | None = None
-) -> Refunded:
+def refund(store: DynamoStore, rail: FakeRail, payment: Payment, reference: str, amount: str | None = None) -> Refunded:
     """As the route makes it: its id derived from its reference alone."""
     spec = RefundInput(amount, None, PaymentMethod.CARD, reference, payment.id)
     refund_id = keyed_ids(f"{SCOPE.tenant_id}:{SCOPE.mode}:refund-unapplied:{payment.id}", reference)("ref")
@@ -83,7 +81,11 @@ def test_unapplied_money_is_refunded_to_the_card_partly_then_wholly_and_no_furth
     store, rail = DynamoStore(), FakeRail(tmp_path / "rail.sqlite")
     card = unapplied_card_payment(store, rail)
     part = refund(store, rail, card, "ticket-1", "12.00")
-    assert (part.refund.status, part.refund.amount, part.refund.unapplied) == (RefundStatus.SUCCEEDED, usd("12.00"), True)
+    assert (part.refund.status, part.refund.amount, part.refund.unapplied) == (
+        RefundStatus.SUCCEEDED,
+        usd("12.00"),
+        True,
+    )
     assert _state(store, card) == (usd("18.00"), usd("12.00"), usd("18.00"), usd("18.00"))
     assert refund(store, rail, card, "ticket-1", "12.00").replayed  # a retry: the same refund, nothing more
 

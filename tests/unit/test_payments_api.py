@@ -70,7 +70,13 @@ def test_a_staff_payment_quoting_a_collected_charge_is_refused_and_the_charge_st
     charge = seeded.payment.reference
     path = f"/invoices/{seeded.invoice.id}/payments"
     for method in ("card", "bank_transfer"):
-        staff = {"amount": "31.00", "currency": "USD", "method": method, "reference": charge, "received_on": "2025-01-01"}
+        staff = {
+            "amount": "31.00",
+            "currency": "USD",
+            "method": method,
+            "reference": charge,
+            "received_on": "2025-01-01",
+        }
         refused = client.post(path, staff)
         assert (refused.status, refused.body["error"]) == (409, "payment.reference_taken"), refused.body
         assert [f["field"] for f in refused.body["fields"]] == ["reference"]

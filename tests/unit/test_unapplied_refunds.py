@@ -33,7 +33,9 @@ def usd(amount: str) -> Money:
 
 def test_a_credit_notes_refund_and_an_unapplied_refund_never_spend_the_same_money() -> None:
     invoice = replace(make_invoice("con_1", "inv_1", "31.00"), amount_unapplied=usd("10.00"))
-    card = Payment("pay_1", "inv_1", usd("41.00"), PaymentMethod.CARD, "pi_1", DAY, NOW, version=1, unapplied=usd("10.00"))
+    card = Payment(
+        "pay_1", "inv_1", usd("41.00"), PaymentMethod.CARD, "pi_1", DAY, NOW, version=1, unapplied=usd("10.00")
+    )
     note = replace(make_invoice("con_1", "cn_1", "-31.00"), status=InvoiceStatus.ISSUED)  # a credit note
     assert note.kind is InvoiceKind.CREDIT_NOTE
     assert card.refundable_for_credit == usd("31.00")
@@ -41,22 +43,32 @@ def test_a_credit_notes_refund_and_an_unapplied_refund_never_spend_the_same_mone
         refund_to_payment(note, card, usd("31.01"), credited={"inv_1"}, refund_id="r1", reference="a", on=DAY, now=NOW)
     assert beyond.value.code in ("refund.exceeds_payment", "credit.exceeds_remaining")
 
-    invoice2, card2, unapplied = refund_unapplied(invoice, card, usd("4.00"), refund_id="r2", reference="b", on=DAY, now=NOW)
+    invoice2, card2, unapplied = refund_unapplied(
+        invoice, card, usd("4.00"), refund_id="r2", reference="b", on=DAY, now=NOW
+    )
     assert (card2.unapplied, card2.refunded, invoice2.unapplied) == (usd("6.00"), usd("4.00"), usd("6.00"))
     assert card2.refundable_for_credit == usd("31.00")  # unchanged: the unapplied refund took its own money
     with pytest.raises(Conflict) as over:
         refund_unapplied(invoice2, card2, usd("6.01"), refund_id="r3", reference="c", on=DAY, now=NOW)
     assert (over.value.code, over.value.field) == ("refund.exceeds_unapplied", "amount")
-    _, card3, _ = refund_to_payment(note, card2, usd("31.00"), credited={"inv_1"}, refund_id="r4", reference="d", on=DAY, now=NOW)
+    _, card3, _ = refund_to_payment(
+        note, card2, usd("31.00"), credited={"inv_1"}, refund_id="r4", reference="d", on=DAY, now=NOW
+    )
     assert (card3.refundable, card3.refundable_for_credit, card3.unapplied) == (usd("6.00"), usd("0.00"), usd("6.00"))
 
     back_invoice, back_card, failed = refund_settled(invoice2, card2, unapplied, rail_ref=None, failure="refused")
-    assert (back_card.unapplied, back_card.refunded, back_invoice.unapplied) == (usd("10.00"), usd("0.00"), usd("10.00"))
+    assert (back_card.unapplied, back_card.refunded, back_invoice.unapplied) == (
+        usd("10.00"),
+        usd("0.00"),
+        usd("10.00"),
+    )
     assert failed.unapplied and back_invoice.refunded == invoice.refunded  # an invoice's refunded is untouched
 
 
 @pytest.fixture
-def api(moto_table: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[InProcessClient, Payment, FakeRail]]:
+def api(
+    moto_table: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[InProcessClient, Payment, FakeRail]]:
     import runtime
 
     rail = FakeRail(tmp_path / "rail.sqlite")
@@ -86,7 +98,11 @@ def test_the_route_refunds_unapplied_money_and_answers_refusals_in_the_error_sha
     reused = client.post(path, {"reference": "t-1", "amount": "1.00"})
     assert (reused.status, reused.body["error"]) == (422, "idempotency.key_reused")
     over = client.post(path, {"reference": "t-2", "amount": "17.51"})
-    assert (over.status, over.body["error"], over.body["fields"][0]["field"]) == (409, "refund.exceeds_unapplied", "amount")
+    assert (over.status, over.body["error"], over.body["fields"][0]["field"]) == (
+        409,
+        "refund.exceeds_unapplied",
+        "amount",
+    )
     other = client.post(path, {"reference": "t-3", "amount": "1.00", "currency": "EUR"})
     assert (other.status, other.body["error"]) == (422, "money.currency_mismatch")
     precise = client.post(path, {"reference": "t-4", "amount": "1.001"})
@@ -94,6 +110,8 @@ def test_the_route_refunds_unapplied_money_and_answers_refusals_in_the_error_sha
     missing = client.post(f"/invoices/{card.invoice_id}/payments/pay_nowhere/refund-unapplied", {"reference": "t-5"})
     assert (missing.status, missing.body["error"]) == (404, "payment.not_found")
     bank = next(p for p in client.get(f"/invoices/{card.invoice_id}/payments").body["items"] if p["method"] != "card")
-    by_transfer = client.post(f"/invoices/{card.invoice_id}/payments/{bank['id']}/refund-unapplied", {"reference": "t-6"})
+    by_transfer = client.post(
+        f"/invoices/{card.invoice_id}/payments/{bank['id']}/refund-unapplied", {"reference": "t-6"}
+    )
     assert (by_transfer.status, by_transfer.body["error"]) == (409, "refund.not_a_card_payment")
     assert [r.amount for r in rail.refunds_of(card.reference)] == [usd("12.50")]

@@ -101,6 +101,7 @@ class Payment:
         Its `unapplied` part (money the invoice never took) is refunded by itself
         (`billow.domain.receivables.refund_unapplied`), which lowers `unapplied` as it raises
         `amount_refunded`: so the two kinds of refund never spend the same money."""
+        assert self.unapplied is not None
         return self.refundable - self.unapplied
 
 

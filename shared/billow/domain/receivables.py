@@ -307,16 +307,18 @@ def refund_unapplied(
             field="currency",
             code="money.currency_mismatch",
         )
-    amount = payment.unapplied if amount is None else amount
+    kept = payment.unapplied
+    assert kept is not None
+    amount = kept if amount is None else amount
     if amount.is_zero or amount.is_negative:
-        if payment.unapplied.is_zero:
+        if kept.is_zero:
             raise Conflict(
                 f"payment {payment.id} has no unapplied money left to refund", code="refund.exceeds_unapplied"
             )
         raise InvalidInput("a refund amount must be positive", field="amount", code="credit.amount_not_positive")
-    if amount > payment.unapplied:
+    if amount > kept:
         raise Conflict(
-            f"payment {payment.id} has {payment.unapplied} unapplied (money its invoice never took) left to "
+            f"payment {payment.id} has {kept} unapplied (money its invoice never took) left to "
             f"refund, less than {amount}",
             field="amount",
             code="refund.exceeds_unapplied",
@@ -334,7 +336,7 @@ def refund_unapplied(
         status=RefundStatus.PENDING,
         unapplied=True,
     )
-    spent = replace(payment, amount_refunded=payment.refunded + amount, unapplied=payment.unapplied - amount)
+    spent = replace(payment, amount_refunded=payment.refunded + amount, unapplied=kept - amount)
     return replace(invoice, amount_unapplied=invoice.unapplied - amount), spent, refund
 
 
@@ -364,6 +366,7 @@ def refund_settled(
     paid_back = replace(payment, amount_refunded=payment.refunded - refund.amount)
     if refund.unapplied:  # `note` is the invoice holding the unapplied money: it is unapplied again
         back = replace(note, amount_unapplied=note.unapplied + refund.amount)
+        assert payment.unapplied is not None
         return back, replace(paid_back, unapplied=payment.unapplied + refund.amount), failed
     back = replace(note, amount_refunded=note.refunded - refund.amount)
     return back, paid_back, failed

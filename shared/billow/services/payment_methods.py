@@ -22,7 +22,6 @@ from billow.domain.actions.change_payment_method import PaymentMethod as ChosenM
 from billow.domain.contacts import Contact
 from billow.domain.errors import ConcurrentModification, Conflict, NotFound
 from billow.domain.payment_methods import SavedPaymentMethod, next_month
-from billow.domain.subscriptions import Subscription
 from billow.domain.timeline import execute
 from billow.services.contacts import _change_contact, contact_today, get_contact
 from billow.services.context import MAX_EDIT_RETRIES, Clock, Scope, SystemClock, TenantContext
@@ -283,7 +282,9 @@ def _follow_default(
         work.save_subscription(ctx.scope, step.subscription, subscription.version)
         for record in step.actions:
             work.log_action(ctx.scope, step.subscription, record)
-        log.info("subscription %s: payment method %s removed, the contact's default pays it", subscription.id, method_id)
+        log.info(
+            "subscription %s: payment method %s removed, the contact's default pays it", subscription.id, method_id
+        )
     return True
 
 
