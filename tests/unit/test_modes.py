@@ -162,6 +162,7 @@ def build_world(api: InProcessClient, mode: str, product: dict[str, Any]) -> Wor
             "service_id": ordered["service_id"],
             "order_id": placed.body["order"]["id"],
             "invoice_id": invoice["id"],
+            "payment_id": paid.body["payment"]["id"],
             "credit_note_id": invoice["id"],  # an id of this mode's: the other mode must not find it at all
             "action_id": scheduled.body["action"]["id"],
             "product_id": product["id"],
