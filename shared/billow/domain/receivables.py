@@ -264,9 +264,26 @@ def refund_to_payment(
             field="amount",
             code="refund.exceeds_payment",
         )
-    refund = Refund(
+    refund = _pending_to_card(note.id, payment, amount, refund_id, reference, on, now)
+    refunded = replace(payment, amount_refunded=payment.refunded + amount)
+    return replace(note, amount_refunded=note.refunded + amount), refunded, refund
+
+
+def _pending_to_card(
+    holder_id: str,
+    payment: Payment,
+    amount: Money,
+    refund_id: str,
+    reference: str,
+    on: date,
+    now: datetime,
+    *,
+    unapplied: bool = False,
+) -> Refund:
+    """A card refund of `payment`, pending until the rail answers, recorded under `holder_id`."""
+    return Refund(
         refund_id,
-        note.id,
+        holder_id,
         amount,
         PaymentMethod.CARD,
         reference,
@@ -275,9 +292,8 @@ def refund_to_payment(
         invoice_id=payment.invoice_id,
         payment_id=payment.id,
         status=RefundStatus.PENDING,
+        unapplied=unapplied,
     )
-    refunded = replace(payment, amount_refunded=payment.refunded + amount)
-    return replace(note, amount_refunded=note.refunded + amount), refunded, refund
 
 
 def refund_unapplied(
@@ -323,19 +339,7 @@ def refund_unapplied(
             field="amount",
             code="refund.exceeds_unapplied",
         )
-    refund = Refund(
-        refund_id,
-        invoice.id,
-        amount,
-        PaymentMethod.CARD,
-        reference,
-        on,
-        now,
-        invoice_id=payment.invoice_id,
-        payment_id=payment.id,
-        status=RefundStatus.PENDING,
-        unapplied=True,
-    )
+    refund = _pending_to_card(invoice.id, payment, amount, refund_id, reference, on, now, unapplied=True)
     spent = replace(payment, amount_refunded=payment.refunded + amount, unapplied=kept - amount)
     return replace(invoice, amount_unapplied=invoice.unapplied - amount), spent, refund
 

@@ -326,16 +326,30 @@ def refund_to_card(
             on=when.today,
             now=clock.now(),
         )
-        if gateway is None:
-            raise Conflict("this tenant has no card processor in this mode", code="refund.no_rail")
-        gateway.refundable(refund.amount)  # an amount the rail cannot take: refused, nothing reserved
-        Settlement(((note2, note.version),), refunds=(refund,), payments=(payment2,)).commit(
-            store, ctx.scope, f"refunding credit note {note.id} to payment {payment.id}", when
-        )
-        return Refunded(note2, replace(refund, version=1), replayed=False)
+        what = f"refunding credit note {note.id} to payment {payment.id}"
+        return _reserved(store, ctx, gateway, (note2, note.version), payment2, refund, what, when)
 
     found = _refunded_once(store, ctx, credit_note_id, refund_id, clock, reserve)
     return _sent(store, ctx, found, spec, clock, gateway)
+
+
+def _reserved(
+    store: RefundPorts,
+    ctx: TenantContext,
+    gateway: PaymentGateway | None,
+    holder: tuple[Invoice, int],
+    payment: Payment,
+    refund: Refund,
+    what: str,
+    when: ContactTime,
+) -> Refunded:
+    """Step 1 of a card refund: the pending `refund` written with its `holder` (the credit note or
+    invoice as changed, the version it was read at) and `payment`, if the rail can take its amount."""
+    if gateway is None:
+        raise Conflict("this tenant has no card processor in this mode", code="refund.no_rail")
+    gateway.refundable(refund.amount)  # an amount the rail cannot take: refused, nothing reserved
+    Settlement((holder,), refunds=(refund,), payments=(payment,)).commit(store, ctx.scope, what, when)
+    return Refunded(holder[0], replace(refund, version=1), replayed=False)
 
 
 def _sent(
@@ -603,13 +617,8 @@ def refund_unapplied_to_card(
         invoice2, payment2, refund = refund_unapplied(
             invoice, payment, amount, refund_id=refund_id, reference=spec.reference, on=when.today, now=clock.now()
         )
-        if gateway is None:
-            raise Conflict("this tenant has no card processor in this mode", code="refund.no_rail")
-        gateway.refundable(refund.amount)  # an amount the rail cannot take: refused, nothing reserved
-        Settlement(((invoice2, invoice.version),), refunds=(refund,), payments=(payment2,)).commit(
-            store, ctx.scope, f"refunding payment {payment.id}'s unapplied money", when
-        )
-        return Refunded(invoice2, replace(refund, version=1), replayed=False)
+        what = f"refunding payment {payment.id}'s unapplied money"
+        return _reserved(store, ctx, gateway, (invoice2, invoice.version), payment2, refund, what, when)
 
     found = _refunded_once(store, ctx, invoice_id, refund_id, clock, reserve, holder=get_invoice)
     return _sent(store, ctx, found, spec, clock, gateway)
