@@ -4,6 +4,7 @@ gateway builds) or over HTTP, and a table per test on DynamoDB Local or moto."""
 from __future__ import annotations
 
 import json
+import multiprocessing
 import subprocess
 import sys
 import time
@@ -132,6 +133,23 @@ def post_from_processes(client: HttpClient, requests: list[tuple[str, Any, dict[
         process.stdin.flush()
     replies = [json.loads(p.communicate(timeout=90)[0]) for p in processes]
     return [Reply(status, body) for status, body in replies]
+
+
+def in_processes(target: Callable[..., None], each: list[tuple[Any, ...]], *, meet: int) -> list[Any]:
+    """Run `target(*args, go, out, met)` for each `args` in its own process (spawned: as separate
+    Lambda containers), all released by `go` together; `met` is a barrier of `meet` parties they may
+    wait at (to hold each other at one step). What each put on `out`, in the order they came."""
+    spawn = multiprocessing.get_context("spawn")
+    go, out, met = spawn.Event(), spawn.Queue(), spawn.Barrier(meet)
+    processes = [spawn.Process(target=target, args=(*args, go, out, met)) for args in each]
+    for process in processes:
+        process.start()
+    go.set()
+    results = [out.get(timeout=180) for _ in processes]
+    for process in processes:
+        process.join(60)
+        assert process.exitcode == 0
+    return results
 
 
 def unique(prefix: str) -> str:

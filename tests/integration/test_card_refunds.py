@@ -6,7 +6,6 @@ the payment received, and the same refund sent from several processes reaches th
 from __future__ import annotations
 
 import contextlib
-import multiprocessing
 import threading
 from datetime import timedelta
 from pathlib import Path
@@ -24,6 +23,7 @@ from tests.fake_rail import Crash as RailCrash
 from tests.fake_rail import FakeRail
 from tests.integration.test_fault_injection import Crash, crash_after
 from tests.refund_support import START, Seeded, refund, seed
+from tests.support import in_processes
 
 pytestmark = pytest.mark.integration
 
@@ -127,22 +127,8 @@ def _refund_in_own_process(
 def race(
     dynamodb_local: DynamoDBLocal, table: str, rail: FakeRail, seeded: Seeded, asks: list[tuple[str, str]]
 ) -> list[tuple[str, str, str | None]]:
-    spawn = multiprocessing.get_context("spawn")
-    go, out, at_rail = spawn.Event(), spawn.Queue(), spawn.Barrier(2)
-    processes = [
-        spawn.Process(
-            target=_refund_in_own_process,
-            args=(table, dynamodb_local.endpoint, str(rail.path), seeded, reference, amount, go, out, at_rail),
-        )
-        for reference, amount in asks
-    ]
-    for process in processes:
-        process.start()
-    go.set()
-    results = [out.get(timeout=180) for _ in processes]
-    for process in processes:
-        process.join(60)
-        assert process.exitcode == 0
+    each = [(table, dynamodb_local.endpoint, str(rail.path), seeded, reference, amount) for reference, amount in asks]
+    results = in_processes(_refund_in_own_process, each, meet=2)
     return sorted(results)
 
 
@@ -209,21 +195,8 @@ def test_two_credit_notes_racing_to_refund_one_payment_never_exceed_what_it_rece
     test clock: its check would serialise the two transactions anyway)."""
     store, rail = DynamoStore(), FakeRail(tmp_path / "rail.sqlite")
     seeded = seed(store, rail, by_card="40.00", services=2, test_clock=False)
-    spawn = multiprocessing.get_context("spawn")
-    go, out, both_read = spawn.Event(), spawn.Queue(), spawn.Barrier(2)
-    processes = [
-        spawn.Process(
-            target=_refund_note_in_own_process,
-            args=(local_table, dynamodb_local.endpoint, str(rail.path), seeded, note.id, go, out, both_read),
-        )
-        for note in seeded.notes
-    ]
-    for process in processes:
-        process.start()
-    go.set()
-    outcomes = sorted(out.get(timeout=180) for _ in processes)
-    for process in processes:
-        process.join(60)
+    each = [(local_table, dynamodb_local.endpoint, str(rail.path), seeded, note.id) for note in seeded.notes]
+    outcomes = sorted(in_processes(_refund_note_in_own_process, each, meet=2))
     assert outcomes == ["ok", "refund.exceeds_payment"], outcomes
     assert [r.amount for r in rail.refunds_of(seeded.payment.reference)] == [usd("31.00")]
     payment = store.get_payment(seeded.ctx.scope, seeded.contact_id, seeded.invoice.id, seeded.payment.id)

@@ -5,7 +5,6 @@ credit move together; refunds racing from separate processes never exceed it."""
 
 from __future__ import annotations
 
-import multiprocessing
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ from billow.storage.repository import DynamoStore
 
 from tests.collection_support import DAY, SCOPE, FixedClock, declining_contact, seed_invoice, seed_tenant
 from tests.fake_rail import FakeRail
+from tests.support import in_processes
 
 pytestmark = pytest.mark.integration
 CLOCK = FixedClock()
@@ -148,22 +148,9 @@ def test_two_refunds_racing_from_separate_processes_never_exceed_what_is_unappli
 ) -> None:
     store, rail = DynamoStore(), FakeRail(tmp_path / "rail.sqlite")
     card = unapplied_card_payment(store, rail)  # 30.00 unapplied; each asks 20.00
-    spawn = multiprocessing.get_context("spawn")
-    go, out, both_read = spawn.Event(), spawn.Queue(), spawn.Barrier(2)
-    processes = [
-        spawn.Process(
-            target=_refund_in_own_process,
-            args=(local_table, dynamodb_local.endpoint, str(rail.path), card, f"ticket-{n}", go, out, both_read),
-        )
-        for n in range(2)
-    ]
-    for process in processes:
-        process.start()
-    go.set()
-    outcomes = sorted(out.get(timeout=180) for _ in processes)
-    for process in processes:
-        process.join(60)
-        assert process.exitcode == 0
+    endpoint = dynamodb_local.endpoint
+    each = [(local_table, endpoint, str(rail.path), card, f"ticket-{n}") for n in range(2)]
+    outcomes = sorted(in_processes(_refund_in_own_process, each, meet=2))
     assert outcomes == ["ok", "refund.exceeds_unapplied"], outcomes
     assert [r.amount for r in rail.refunds_of(card.reference)] == [usd("20.00")]
     assert _state(store, card) == (usd("10.00"), usd("20.00"), usd("10.00"), usd("10.00"))

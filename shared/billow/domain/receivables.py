@@ -225,6 +225,16 @@ def credited_invoices(note: Invoice, invoices: Iterable[Invoice]) -> list[Invoic
     return sorted(found, key=lambda i: (i.issue_date, i.number, i.id), reverse=True)
 
 
+def _check_card(payment: Payment) -> None:
+    if payment.method is not PaymentMethod.CARD:
+        raise Conflict(
+            f"payment {payment.id} was made by {payment.method.value}; only a card payment is refunded "
+            "through the card processor (record a refund made outside Billow with its method)",
+            field="payment_id",
+            code="refund.not_a_card_payment",
+        )
+
+
 def refund_to_payment(
     note: Invoice,
     payment: Payment,
@@ -240,13 +250,7 @@ def refund_to_payment(
     of one of the invoices it credits (`credited`: their ids), pending until the rail answers:
     the credit note and the payment already count it, so no other refund can spend it too."""
     _check_credit_note(note)
-    if payment.method is not PaymentMethod.CARD:
-        raise Conflict(
-            f"payment {payment.id} was made by {payment.method.value}; only a card payment is refunded "
-            "through the card processor (record a refund made outside Billow with its method)",
-            field="payment_id",
-            code="refund.not_a_card_payment",
-        )
+    _check_card(payment)
     if payment.invoice_id not in credited:
         raise Conflict(
             f"payment {payment.id} paid invoice {payment.invoice_id}, whose days credit note {note.label} "
@@ -310,13 +314,7 @@ def refund_unapplied(
     `invoice`, pending until the rail answers: the invoice and the payment already count it (less
     unapplied, more refunded), so no other refund can spend it too. Never beyond what is unapplied
     (409 `refund.exceeds_unapplied`)."""
-    if payment.method is not PaymentMethod.CARD:
-        raise Conflict(
-            f"payment {payment.id} was made by {payment.method.value}; only a card payment is refunded "
-            "through the card processor",
-            field="payment_id",
-            code="refund.not_a_card_payment",
-        )
+    _check_card(payment)
     if amount is not None and amount.currency != payment.amount.currency:
         raise InvalidInput(
             f"payment {payment.id} is in {payment.amount.currency}, the amount in {amount.currency}",
