@@ -5,6 +5,7 @@ credit move together; refunds racing from separate processes never exceed it."""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -14,16 +15,18 @@ from billow.domain.invoices import Payment, PaymentMethod
 from billow.domain.money import Money
 from billow.domain.receivables import RefundStatus, balances
 from billow.local.dynamodb import DynamoDBLocal
+from billow.local.scheduler import run_sweep
 from billow.services.collection import collect_invoice, reconcile_charge
 from billow.services.context import TenantContext, keyed_ids
 from billow.services.gateway import ChargeStatus
 from billow.services.invoices import ManualPaymentInput, record_manual_payment
 from billow.services.receivables import Refunded, RefundInput, refund_unapplied_to_card
+from billow.services.sweep import GRACE
 from billow.storage.models import configure
 from billow.storage.repository import DynamoStore
 
-from tests.collection_support import DAY, SCOPE, FixedClock, declining_contact, seed_invoice, seed_tenant
-from tests.fake_rail import FakeRail
+from tests.collection_support import DAY, NOW, SCOPE, FixedClock, declining_contact, seed_invoice, seed_tenant
+from tests.fake_rail import Crash, FakeRail
 from tests.support import in_processes
 
 pytestmark = pytest.mark.integration
@@ -154,3 +157,25 @@ def test_two_refunds_racing_from_separate_processes_never_exceed_what_is_unappli
     assert outcomes == ["ok", "refund.exceeds_unapplied"], outcomes
     assert [r.amount for r in rail.refunds_of(card.reference)] == [usd("20.00")]
     assert _state(store, card) == (usd("10.00"), usd("20.00"), usd("10.00"), usd("10.00"))
+
+
+def test_an_unapplied_refund_whose_request_died_after_the_rail_refunded_is_finished_by_the_sweep(
+    local_table: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import runtime
+
+    store, rail = DynamoStore(), FakeRail(tmp_path / "rail.sqlite")
+    monkeypatch.setattr(runtime, "payment_gateway", lambda scope: rail, raising=False)
+    card = unapplied_card_payment(store, rail)
+    rail.crash_after = rail.requests + 2  # list the charge's refunds, then refund: dies before recording
+    with pytest.raises(Crash):
+        refund(store, rail, card, "ticket-1", "12.00")
+    rail.crash_after = None
+    (pending,) = store.refunds_of(SCOPE, "con_u", card.invoice_id)
+    assert pending.status is RefundStatus.PENDING and pending.unapplied
+    swept = run_sweep(NOW + GRACE + timedelta(minutes=1))
+    assert sum(r["taken"] for r in swept) == 1, swept
+    (made,) = rail.refunds_of(card.reference)  # found on the rail by its id, not refunded again
+    (done,) = store.refunds_of(SCOPE, "con_u", card.invoice_id)
+    assert (done.status, done.rail_ref, made.amount) == (RefundStatus.SUCCEEDED, made.ref, usd("12.00"))
+    assert _state(store, card) == (usd("18.00"), usd("12.00"), usd("18.00"), usd("18.00"))

@@ -330,7 +330,7 @@ def refund_to_card(
         return _reserved(store, ctx, gateway, (note2, note.version), payment2, refund, what, when)
 
     found = _refunded_once(store, ctx, credit_note_id, refund_id, clock, reserve)
-    return _sent(store, ctx, found, spec, clock, gateway)
+    return _carried_on(store, ctx, found, spec, clock, gateway)
 
 
 def _reserved(
@@ -352,7 +352,7 @@ def _reserved(
     return Refunded(holder[0], replace(refund, version=1), replayed=False)
 
 
-def _sent(
+def _carried_on(
     store: RefundPorts,
     ctx: TenantContext,
     found: Refunded,
@@ -621,7 +621,7 @@ def refund_unapplied_to_card(
         return _reserved(store, ctx, gateway, (invoice2, invoice.version), payment2, refund, what, when)
 
     found = _refunded_once(store, ctx, invoice_id, refund_id, clock, reserve, holder=get_invoice)
-    return _sent(store, ctx, found, spec, clock, gateway)
+    return _carried_on(store, ctx, found, spec, clock, gateway)
 
 
 def credit_note_records(
