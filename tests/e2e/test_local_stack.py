@@ -170,7 +170,12 @@ def test_make_run_prints_a_curl_that_returns_data_and_where_events_are_written(t
         assert kenji_failed == []  # a transfer payer's invoice is not a failed card payment
     finally:
         process.send_signal(signal.SIGINT)
-        process.wait(timeout=30)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:  # leave nothing running (its JVM dies with it)
+            process.kill()
+            process.wait()
+            raise
     assert process.returncode == 0
 
 

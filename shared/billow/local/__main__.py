@@ -41,13 +41,26 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     events_file = args.events_file or (args.data_dir / EVENTS_FILE.name if args.data_dir else EVENTS_FILE)
 
-    print("Starting DynamoDB Local and the Billow handlers ...", flush=True)
-    local = stack.start(
-        port=args.port, verbose=args.verbose, data_dir=args.data_dir, workers=args.workers, events_file=events_file
-    )
+    ready = threading.Event()
     done = threading.Event()
-    signal.signal(signal.SIGINT, lambda *_: done.set())
-    signal.signal(signal.SIGTERM, lambda *_: done.set())
+
+    def stop(signum: int, _frame: object) -> None:
+        """SIGINT (Ctrl-C) or SIGTERM (`kill`, `timeout`, a service manager): once running, stop
+        everything in order and exit 0; still starting, unwind (what started is stopped)."""
+        if not ready.is_set():
+            raise KeyboardInterrupt
+        done.set()
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    print("Starting DynamoDB Local and the Billow handlers ...", flush=True)
+    try:
+        local = stack.start(
+            port=args.port, verbose=args.verbose, data_dir=args.data_dir, workers=args.workers, events_file=events_file
+        )
+    except KeyboardInterrupt:
+        print("Stopped while starting.", flush=True)
+        return 0
     try:
         ids = {}
         if local.fresh:  # a kept data directory has its tenant and demo data already
@@ -81,7 +94,10 @@ Try:
                 flush=True,
             )
         print("Docs: README.md, docs/. Press Ctrl-C to stop everything.", flush=True)
+        ready.set()
         done.wait()
+    except KeyboardInterrupt:
+        pass  # stopped while loading the demo data
     finally:
         print("Stopping ...", flush=True)
         local.stop()
