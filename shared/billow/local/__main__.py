@@ -68,13 +68,16 @@ def main(argv: list[str] | None = None) -> int:
         webhook = local.register_stripe_webhook(demo.DEMO_TENANT)
         if local.fresh:
             ids = demo.load(local.url, stripe=local.stripe) if not args.no_demo else {}
+        test_secret, live_secret = (local.webhook_secret(demo.DEMO_TENANT, mode) for mode in ("test", "live"))
         print(
             f"""
 Billow is running at {local.url}   (DynamoDB Local at {local.dynamo.endpoint}, table {local.table_name})
 Tenant "{demo.DEMO_TENANT}", test-mode API key: {demo.DEMO_KEY}
 Events (every one the local bus delivers, one JSON per line): tail -f {events_file}
 localstripe (every local tenant's Stripe, on loopback): {local.stripe.url if local.stripe else "off"}
-  its webhooks go to {webhook}
+  its webhooks go to {webhook}, signed with the tenant's test-mode endpoint secret
+Webhook endpoint secrets of "{demo.DEMO_TENANT}" (each tenant and mode has its own, new at each start):
+  test {test_secret}   live {live_secret}
 
 Try:
   curl -s -H 'Authorization: Bearer {demo.DEMO_KEY}' {local.url}/products
