@@ -13,6 +13,17 @@ from billow.local import demo, gateway, stack
 EVENTS_FILE = Path(".billow") / "events.jsonl"
 
 
+def _stop(signum: int, _frame: object) -> None:
+    """SIGINT (Ctrl-C) or SIGTERM (`kill`, `timeout`, a service manager): unwind from wherever the
+    main thread is (starting, or waiting), stopping what started, and exit 0. Further ones are
+    ignored: stopping is not interrupted, and a second signal (`make` passes SIGTERM on to its
+    child, which got one already) never runs a handler inside this one. It takes no lock: a handler
+    that did (`threading.Event.set`) deadlocked when a second signal came while it held it."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m billow.local", description=__doc__)
     parser.add_argument("--port", type=int, default=8080, help="HTTP port on 127.0.0.1 (default 8080)")
@@ -41,18 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     events_file = args.events_file or (args.data_dir / EVENTS_FILE.name if args.data_dir else EVENTS_FILE)
 
-    ready = threading.Event()
-    done = threading.Event()
-
-    def stop(signum: int, _frame: object) -> None:
-        """SIGINT (Ctrl-C) or SIGTERM (`kill`, `timeout`, a service manager): once running, stop
-        everything in order and exit 0; still starting, unwind (what started is stopped)."""
-        if not ready.is_set():
-            raise KeyboardInterrupt
-        done.set()
-
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
     print("Starting DynamoDB Local and the Billow handlers ...", flush=True)
     try:
         local = stack.start(
@@ -97,10 +98,9 @@ Try:
                 flush=True,
             )
         print("Docs: README.md, docs/. Press Ctrl-C to stop everything.", flush=True)
-        ready.set()
-        done.wait()
+        threading.Event().wait()  # until SIGINT or SIGTERM (`_stop`)
     except KeyboardInterrupt:
-        pass  # stopped while loading the demo data
+        pass
     finally:
         print("Stopping ...", flush=True)
         local.stop()
