@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -14,7 +13,8 @@ from pathlib import Path
 import pytest
 from billow.local.dynamodb import free_port
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support import banner, run_local_stack
+
 STOP_SECONDS = 20.0
 """How long stopping may take: the JVM's own shutdown takes a few seconds on a loaded machine."""
 
@@ -63,26 +63,12 @@ def command(pid: int) -> str:
 def test_a_signal_to_its_process_group_stops_the_whole_local_stack_within_seconds(
     signum: signal.Signals, tmp_path: Path
 ) -> None:
-    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'shared'}:{ROOT / 'functions'}"}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "billow.local", "--port", str(free_port()), "--no-demo", "--workers", "2"],
-        cwd=tmp_path,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,  # its own process group, as `make run` in a terminal or under `timeout`
-    )
+    options = ("--port", str(free_port()), "--no-demo", "--workers", "2")
+    # its own process group, as `make run` in a terminal or under `timeout`
+    process = run_local_stack(*options, cwd=tmp_path, own_group=True)
     started: set[int] = set()
     try:
-        output = ""
-        deadline = time.monotonic() + 180
-        assert process.stdout is not None
-        while "Press Ctrl-C" not in output and time.monotonic() < deadline:
-            line = process.stdout.readline()
-            if not line:
-                break
-            output += line
+        output = banner(process, timeout=180)
         assert "Press Ctrl-C" in output, output
         started = descendants(process.pid)
         names = " ".join(command(pid) for pid in started)
