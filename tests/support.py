@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import os
 import subprocess
 import sys
 import time
@@ -14,6 +15,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from billow.local import clocks, gateway, stack
@@ -188,6 +190,34 @@ def advance_clock(client: HttpClient, contact_id: str, to: str) -> dict[str, Any
     """Advance the contact's test clock to `to` (several bounded advances if need be) and wait
     until it is ready: what became due is billed by then."""
     return clocks.advance_clock(as_call(client), contact_id, to)
+
+
+def run_local_stack(*options: str, cwd: Path, own_group: bool = False) -> subprocess.Popen[str]:
+    """`python -m billow.local` (what `make run` runs) in a child process run from `cwd`, its
+    output piped; with `own_group` in a process group of its own, as `make run` in a terminal."""
+    root = Path(__file__).resolve().parents[1]
+    return subprocess.Popen(
+        [sys.executable, "-m", "billow.local", *options],
+        cwd=cwd,
+        env={**os.environ, "PYTHONPATH": f"{root / 'shared'}:{root / 'functions'}"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=own_group,
+    )
+
+
+def banner(process: subprocess.Popen[str], timeout: float = 120) -> str:
+    """What the local stack printed until it is ready ("Press Ctrl-C"), stopped, or `timeout` passed."""
+    output = ""
+    deadline = time.monotonic() + timeout
+    assert process.stdout is not None
+    while "Press Ctrl-C" not in output and time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            break
+        output += line
+    return output
 
 
 @contextmanager

@@ -6,7 +6,8 @@ is one `billow.invoice.paid` event; its invoice's services that wait for that pa
 or an event for an invoice that is not an order's first finds nothing to do. A message that fails
 (DynamoDB unavailable, a conflict that outlasts the retries) is reported as a batch item failure,
 so SQS redelivers it, then dead-letters it; the daily run's backstop (`Invoice.activation_due`)
-activates the services anyway.
+activates the services anyway. An event for a tenant that does not exist is refused the same way
+(logged, redelivered, dead-lettered), never applied with default settings.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from billow.domain.tenants import TenantSettings
+from billow.domain.errors import NotFound
 from billow.services.activation import activate_paid
 from billow.services.context import TenantContext
 from billow.services.events import billow_detail
@@ -35,7 +36,14 @@ def record_handler(record: SQSRecord) -> int:
     """Activate what waits for the paid invoice; returns how many services were activated."""
     detail = billow_detail(json.loads(record.body), f"message {record.message_id}", of_type=PAID)
     tenant_id = detail["tenant_id"]
-    settings = store.get_settings(tenant_id) or TenantSettings(tenant_id, tenant_id)
+    settings = store.get_settings(tenant_id)
+    if settings is None:
+        # No such tenant (or not any more): nothing is done on guessed settings. Refused as the
+        # collector refuses one: a batch item failure, redelivered, then dead-lettered for a look.
+        logger.error(
+            "invoice.paid for an unknown tenant refused", extra={"event_id": detail["id"], "tenant_id": tenant_id}
+        )
+        raise NotFound(f"no tenant {tenant_id}", field="tenant_id")
     ctx = TenantContext(tenant_id, detail["mode"], settings)
     records = activate_paid(store, ctx, detail["data"]["invoice_id"], clock=clock, numbers=numbers)
     if records:

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,10 +14,18 @@ from typing import Any
 import pytest
 from billow.local import stack
 
-from tests.support import HttpClient, Reply, advance_clock, local_api, make_contact, make_product
+from tests.support import (
+    HttpClient,
+    Reply,
+    advance_clock,
+    banner,
+    local_api,
+    make_contact,
+    make_product,
+    run_local_stack,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e")]
-ROOT = Path(__file__).resolve().parents[2]
 KEY = "bk_test_e2e"
 
 
@@ -102,25 +108,12 @@ def test_a_manual_payment_over_http(api: HttpClient) -> None:
 
 
 def test_make_run_prints_a_curl_that_returns_data_and_where_events_are_written(tmp_path: Path) -> None:
-    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'shared'}:{ROOT / 'functions'}"}
     port = stack.dynamodb.free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "billow.local", "--port", str(port)],
-        cwd=tmp_path,  # where `make run` would be: the events file is written beneath it
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    # run where `make run` would be: the events file is written beneath it
+    process = run_local_stack("--port", str(port), cwd=tmp_path)
     try:
-        output = ""
         deadline = time.monotonic() + 120
-        assert process.stdout is not None
-        while "Press Ctrl-C" not in output and time.monotonic() < deadline:
-            line = process.stdout.readline()
-            if not line:
-                break
-            output += line
+        output = banner(process)
         match = re.search(r"^\s*(curl -s -H .*/products)$", output, re.MULTILINE)
         assert match, output
         # Run the printed line through a shell exactly as a user pasting it would.
@@ -170,7 +163,12 @@ def test_make_run_prints_a_curl_that_returns_data_and_where_events_are_written(t
         assert kenji_failed == []  # a transfer payer's invoice is not a failed card payment
     finally:
         process.send_signal(signal.SIGINT)
-        process.wait(timeout=30)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:  # leave nothing running (its JVM dies with it)
+            process.kill()
+            process.wait()
+            raise
     assert process.returncode == 0
 
 

@@ -11,9 +11,14 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from billow.local import stack
 from billow.local.secrets import ENV as SECRETS_ENV
+from billow.local.secrets import LocalSecrets
+from billow.services.context import Scope
+from billow.storage.models import BillowItem
+from billow.storage.repository import webhook_event_pk
 
-from tests.support import HttpClient, local_api
+from tests.support import HttpClient, local_stack
 from tests.webhook_support import SECRETS, configured_secrets, event_body, sign
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e")]
@@ -21,18 +26,32 @@ KEY = "bk_test_webhooks"
 PATH = "/webhooks/stripe/acme"
 
 
+OTHERS = ("initech", "umbrella")
+"""Tenants with no secrets configured: each gets the local stack's own, derived for it and each mode."""
+
+
 @pytest.fixture(scope="module")
 def api() -> Iterator[HttpClient]:
     before = os.environ.get(SECRETS_ENV)
     os.environ[SECRETS_ENV] = configured_secrets()  # the workers' configuration: acme's endpoint secrets
     try:
-        with local_api("billow-webhooks", "acme", KEY) as client:
-            yield client
+        with local_stack("billow-webhooks", "acme", KEY) as local:
+            for tenant in OTHERS:
+                stack.add_tenant(tenant, tenant.title(), f"bk_test_{tenant}")
+                local.register_stripe_webhook(tenant)
+            yield HttpClient(local.url, KEY)
     finally:
         if before is None:
             os.environ.pop(SECRETS_ENV, None)
         else:
             os.environ[SECRETS_ENV] = before
+
+
+def local_secret(tenant: str, mode: str) -> str:
+    """The tenant's endpoint secret in `mode`, as the stack configured its webhook function."""
+    found = LocalSecrets().rail_secrets("stripe", tenant, mode)
+    assert found is not None
+    return found.webhook_secret
 
 
 def send(api: HttpClient, payload: bytes, signature: str | None, path: str = PATH) -> tuple[int, dict[str, object]]:
@@ -73,18 +92,49 @@ def test_a_bad_or_stale_signature_is_400_in_the_error_shape(
     assert body["error"] == code and isinstance(body["message"], str) and body["fields"] == []
 
 
+DEEP = b'{"object": "event", "data": ' + b"[" * 2000 + b"]" * 2000 + b"}"
+
+
 @pytest.mark.parametrize(
-    ("payload", "signature", "code"),
+    ("payload", "signed", "code"),
     [
-        (b"{not json", None, "webhook.malformed"),
-        (b'{"object": "list"}', None, "webhook.malformed"),
-        (event_body("evt_e2e_nosig"), None, "webhook.bad_signature"),
-        (b'{"object": "event", "data": ' + b"[" * 2000 + b"]" * 2000 + b"}", "t=1,v1=00", "webhook.malformed"),
+        (b"{not json", True, "webhook.malformed"),
+        (b'{"object": "list"}', True, "webhook.malformed"),
+        (DEEP, True, "webhook.malformed"),
+        (b"{not json", False, "webhook.bad_signature"),  # nothing of an unverified body is read
+        (DEEP, False, "webhook.bad_signature"),
+        (event_body("evt_e2e_nosig"), False, "webhook.bad_signature"),
     ],
 )
-def test_what_is_not_a_signed_event_is_400(api: HttpClient, payload: bytes, signature: str | None, code: str) -> None:
-    status, body = send(api, payload, signature)
+def test_what_is_not_a_signed_event_is_400(api: HttpClient, payload: bytes, signed: bool, code: str) -> None:
+    status, body = send(api, payload, sign(payload, SECRETS["acme"], datetime.now(UTC)) if signed else None)
     assert (status, body["error"]) == (400, code)
+
+
+def test_each_local_tenant_and_mode_has_its_own_endpoint_secret(api: HttpClient) -> None:
+    secrets = {(tenant, mode): local_secret(tenant, mode) for tenant in OTHERS for mode in ("test", "live")}
+    assert len(set(secrets.values())) == 4
+    payload = event_body("evt_e2e_own", "customer.created", tenant="initech", ref="cus_own")
+    own = send(api, payload, sign(payload, secrets["initech", "test"], datetime.now(UTC)), "/webhooks/stripe/initech")
+    assert (own[0], own[1]["outcome"]) == (200, "ignored")
+    # initech's secret on umbrella's endpoint does not verify: 400, whatever the body says
+    for about in ("initech", "umbrella"):
+        theirs = event_body(f"evt_e2e_cross_{about}", tenant=about, ref="pi_cross")
+        status, body = send(
+            api, theirs, sign(theirs, secrets["initech", "test"], datetime.now(UTC)), "/webhooks/stripe/umbrella"
+        )
+        assert (status, body["error"]) == (400, "webhook.bad_signature")
+
+
+def test_a_test_mode_signature_on_a_body_claiming_livemode_is_400_and_applies_nothing(api: HttpClient) -> None:
+    claims_live = event_body("evt_e2e_claims_live", tenant="initech", mode="live", ref="pi_claims_live")
+    signature = sign(claims_live, local_secret("initech", "test"), datetime.now(UTC))
+    status, body = send(api, claims_live, signature, "/webhooks/stripe/initech")
+    assert (status, body["error"]) == (400, "webhook.mode_mismatch")
+    for mode in ("test", "live"):  # not even recorded as received
+        key = webhook_event_pk(Scope("initech", mode), "stripe", "evt_e2e_claims_live")
+        with pytest.raises(BillowItem.DoesNotExist):
+            BillowItem.get(key, "WHEVT", consistent_read=True)
 
 
 def test_an_unknown_tenant_is_refused_like_a_bad_signature(api: HttpClient) -> None:

@@ -35,8 +35,8 @@ from billow.services.invoices import ManualPaymentInput, record_manual_payment
 from billow.services.ordering import OrderItemInput
 from billow.services.receivables import move_due_invoice
 from billow.services.tenants import tenant_context
-from billow.storage.models import configure
-from billow.storage.repository import DynamoStore
+from billow.storage.models import BillowItem, configure
+from billow.storage.repository import DynamoStore, tenant_pk
 
 from tests.integration.test_fault_injection import Crash, Table, crash_after
 
@@ -152,6 +152,18 @@ def test_a_crash_after_any_request_of_the_consumer_then_a_redelivery_activates_o
         deliver(message(ordered))  # SQS delivers it again (the crashed one was never acknowledged)
         deliver(message(ordered))  # and once more, late
         assert outcome(store, ordered) == expected, f"crashed after request {k}"
+
+
+def test_an_event_for_a_tenant_that_does_not_exist_is_refused_and_applied_nowhere(local_table: str) -> None:
+    """The consumer never runs on guessed settings: an invoice.paid event of a tenant without
+    settings (gone, or never made) is a failed batch item (SQS redelivers it, then dead-letters it),
+    as the collector refuses one; its services stay as they were."""
+    store = DynamoStore()
+    ordered, version = paid_order(store)
+    BillowItem(tenant_pk(TENANT), "SETTINGS").delete()  # the tenant is gone
+    answer = invoke(handler_of("activation"), message(ordered))
+    assert answer == {"batchItemFailures": [{"itemIdentifier": "m-1"}]}
+    assert outcome(store, ordered) == (ServiceState.DRAFT, [], ordered.invoice.lapses_on, version)
 
 
 def _deliver_in_own_process(table: str, endpoint: str, event: dict[str, Any], go: Any) -> None:

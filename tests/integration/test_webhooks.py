@@ -151,13 +151,39 @@ def test_a_live_event_verifies_with_the_live_secret_only(local_table: str) -> No
         deliver(event_body("evt_flip", mode="test", ref="pi_live"), secret="whsec_acme_live")
 
 
+def test_a_test_mode_signature_on_a_body_claiming_livemode_is_refused_and_nothing_applied(local_table: str) -> None:
+    # Signed with acme's test endpoint secret, the body says livemode: true (about a live object):
+    # the signature proves test mode, the body disagrees.
+    claims_live = event_body("evt_claims_live", mode="live", ref="pi_claims_live")
+    with pytest.raises(WebhookRejected) as refused:
+        deliver(claims_live)
+    assert refused.value.code == "webhook.mode_mismatch"
+    for scope in (ACME, Scope("acme", "live")):
+        assert recorded(scope, "evt_claims_live") is None and applications(scope, "pi_claims_live") == 0
+
+
+def test_a_tenant_whose_modes_share_one_secret_gets_nothing_applied(
+    local_table: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from billow.local.secrets import configured
+    from billow.services.gateway import RailSecrets
+
+    shared = {("stripe", "acme", mode): RailSecrets(f"sk_{mode}_acme", SECRETS["acme"]) for mode in ("test", "live")}
+    monkeypatch.setenv(SECRETS_ENV, configured(shared))
+    for payload in (event_body("evt_shared_test", ref="pi_shared"), event_body("evt_shared_live", mode="live")):
+        with pytest.raises(WebhookRejected) as refused:
+            deliver(payload)
+        assert refused.value.code == "webhook.mode_unproven"
+    assert applications(ACME, "pi_shared") == applications(Scope("acme", "live"), "pi_1") == 0
+
+
 def test_unknown_types_are_acknowledged_and_ignored(local_table: str) -> None:
     receipt = deliver(event_body("evt_customer", "customer.created", ref="cus_1"))
     assert (receipt.outcome, receipt.reason) == (webhooks.Outcome.IGNORED, "unhandled_type")
     assert recorded(ACME, "evt_customer") is None
 
 
-def test_not_json_or_too_big_is_refused_before_anything_else(local_table: str) -> None:
+def test_not_json_or_too_big_is_refused_as_malformed(local_table: str) -> None:
     with pytest.raises(webhooks.MalformedDelivery) as refused:
         webhooks.receive(ports(), "stripe", "acme", b"not json", sign(b"not json", SECRETS["acme"], NOW), now=NOW)
     assert refused.value.code == "webhook.malformed"

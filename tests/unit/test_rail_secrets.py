@@ -95,3 +95,22 @@ def test_the_collector_and_refunds_charge_on_the_rail_the_tenants_secrets_name(m
     finally:
         for made in ("payment_gateway", "secrets"):
             vars(runtime).pop(made, None)
+
+
+def test_locally_each_tenant_and_mode_has_its_own_webhook_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The local stack's configuration gives every tenant localstripe's keys and a webhook endpoint
+    secret derived from its seed for that tenant and mode; a tenant configured itself keeps its own."""
+    every = json.loads(local_secrets.every_tenant("stripe", {"test": "sk_test_l", "live": "sk_live_l"}, seed="s1"))
+    own = json.loads(local_secrets.configured({("stripe", "acme", "test"): RailSecrets("sk_test_acme", "whsec_acme")}))
+    monkeypatch.setenv(local_secrets.ENV, json.dumps({**every, **own}))
+    source = local_secrets.LocalSecrets()
+    found = {(t, m): source.rail_secrets("stripe", t, m) for t in ("initech", "umbrella") for m in ("test", "live")}
+    assert {s.api_key for (_, m), s in found.items() if s and m == "test"} == {"sk_test_l"}
+    secrets = [s.webhook_secret for s in found.values() if s]
+    assert len(set(secrets)) == 4 and all(s.startswith("whsec_") for s in secrets)
+    assert source.rail_secrets("stripe", "acme", "test") == RailSecrets("sk_test_acme", "whsec_acme")
+    assert source.rail_secrets("stripe", "initech", "test") == found["initech", "test"]  # the same at every read
+    other_seed = local_secrets.every_tenant("stripe", {"test": "sk_test_l"}, seed="s2")
+    monkeypatch.setenv(local_secrets.ENV, other_seed)  # another start: other secrets
+    again = source.rail_secrets("stripe", "initech", "test")
+    assert again is not None and again.webhook_secret != secrets[0]

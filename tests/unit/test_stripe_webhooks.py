@@ -33,7 +33,23 @@ def test_a_verified_event_names_its_object_mode_and_metadata() -> None:
         "pi_9",
     )
     assert dict(event.metadata) == {"tenant_id": "acme", "mode": "live"}
-    assert StripeWebhooks().mode_of(payload) == "live"
+
+
+def test_the_mode_is_the_one_whose_secret_verifies_the_signature() -> None:
+    payload = event_body("evt_modes", mode="live")
+    secrets = {"test": "whsec_unit_test", "live": SECRET}
+    mode, event = StripeWebhooks().verify(payload, sign(payload, SECRET, NOW), secrets, now=NOW)
+    assert (mode, event.live) == ("live", True)
+    # the same body signed with the test secret is from test mode, whatever it says (the service refuses it)
+    mode, event = StripeWebhooks().verify(payload, sign(payload, "whsec_unit_test", NOW), secrets, now=NOW)
+    assert (mode, event.live) == ("test", True)
+
+
+def test_a_secret_both_modes_share_proves_no_mode() -> None:
+    payload = event_body("evt_shared")
+    with pytest.raises(WebhookRejected) as refused:
+        StripeWebhooks().verify(payload, sign(payload, SECRET, NOW), {"test": SECRET, "live": SECRET}, now=NOW)
+    assert refused.value.code == "webhook.mode_unproven"
 
 
 def test_during_a_secret_roll_any_of_the_v1_signatures_may_match() -> None:
@@ -56,13 +72,21 @@ def test_the_tolerance_is_5_minutes_against_the_injected_clock() -> None:
 
 
 def test_a_deeply_nested_body_is_malformed_before_any_recursion() -> None:
-    """~4 kB of brackets exhaust json.loads' recursion (RecursionError, a 502 at the route): it is
-    refused as malformed, whether its mode is read or it is verified (signed or not)."""
+    """~4 kB of brackets exhaust json.loads' recursion (RecursionError, a 502 at the route): signed,
+    it is refused as malformed; unsigned, it is refused before anything of it is read."""
     from billow.services.webhooks import MalformedDelivery
 
     deep = b'{"object": "event", "id": "evt_deep", "type": "x", "data": {"object": ' + b"[" * 2000 + b"]" * 2000 + b"}}"
-    with pytest.raises(MalformedDelivery) as mode:
-        StripeWebhooks().mode_of(deep)
-    assert mode.value.code == "webhook.malformed"
-    with pytest.raises(MalformedDelivery):
+    with pytest.raises(MalformedDelivery) as malformed:
         verify(deep, sign(deep, SECRET, NOW), SECRET, now=NOW)
+    assert malformed.value.code == "webhook.malformed"
+    with pytest.raises(WebhookRejected) as unsigned:
+        verify(deep, sign(deep, "whsec_other", NOW), SECRET, now=NOW)
+    assert unsigned.value.code == "webhook.bad_signature"
+
+
+def test_a_body_that_is_not_utf8_is_malformed() -> None:
+    from billow.services.webhooks import MalformedDelivery
+
+    with pytest.raises(MalformedDelivery):
+        verify(b"\xff\xfe", sign(b"\xff\xfe", SECRET, NOW), SECRET, now=NOW)

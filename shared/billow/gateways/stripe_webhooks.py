@@ -1,12 +1,13 @@
-"""Stripe webhooks: read the mode a delivery claims, verify its `Stripe-Signature` with the official
-SDK, and turn the event into Billow's `GatewayEvent`.
+"""Stripe webhooks: verify a delivery's `Stripe-Signature` with the official SDK against the
+endpoint's secrets, and turn the event into Billow's `GatewayEvent`.
 
 Stripe signs `"{t}.{body}"` with the endpoint's secret (HMAC-SHA256, the `v1` scheme) and sends
 `Stripe-Signature: t=<unix time>,v1=<hex>[,v1=...]`. The signature is checked by
 `stripe.WebhookSignature.verify_header`; the timestamp against `now` (injectable, so tests sign
 payloads at any time) within `TOLERANCE`, as the SDK's own tolerance does with the wall clock.
-Nothing here trusts the body before the signature verifies, except `claimed_mode`, which only picks
-the secret to verify with (a body that lies about its mode fails verification).
+Nothing of the body is read before the signature verifies: a tenant's endpoint has a secret per
+mode, and the mode a delivery is from is the one whose secret verifies it (`verify_with`), never
+what its body says.
 """
 
 from __future__ import annotations
@@ -30,11 +31,10 @@ charge's payment method details...). A deeper body is malformed, refused before 
 class StripeWebhooks:
     """Stripe's webhook format, as `billow.services.webhooks` reads a rail's (`WebhookVerifier`)."""
 
-    def mode_of(self, payload: bytes) -> str:
-        return claimed_mode(parse_body(payload))
-
-    def verify(self, payload: bytes, signature: str | None, secret: str, *, now: datetime) -> GatewayEvent:
-        return verify(payload, signature, secret, now=now)
+    def verify(
+        self, payload: bytes, signature: str | None, secrets: Mapping[str, str], *, now: datetime
+    ) -> tuple[str, GatewayEvent]:
+        return verify_with(payload, signature, secrets, now=now)
 
 
 def parse_body(payload: bytes) -> dict[str, Any]:
@@ -55,11 +55,6 @@ def parse_body(payload: bytes) -> dict[str, Any]:
     return body
 
 
-def claimed_mode(body: Mapping[str, Any]) -> str:
-    """The mode the (unverified) event says it is from: its endpoint secret is that mode's."""
-    return "live" if body.get("livemode") is True else "test"
-
-
 def signed_at(signature: str) -> datetime:
     """The `t=` of a `Stripe-Signature` header."""
     for part in signature.split(","):
@@ -72,20 +67,44 @@ def signed_at(signature: str) -> datetime:
 def verify(payload: bytes, signature: str | None, secret: str, *, now: datetime) -> GatewayEvent:
     """The event, if `signature` is a valid `v1` signature of `payload` with `secret`, made within
     `TOLERANCE` of `now`; else `WebhookRejected` (`webhook.bad_signature` or `webhook.stale`)."""
+    return verify_with(payload, signature, {"": secret}, now=now)[1]
+
+
+def verify_with(
+    payload: bytes, signature: str | None, secrets: Mapping[str, str], *, now: datetime
+) -> tuple[str, GatewayEvent]:
+    """The name of the one secret among `secrets` (an endpoint's, by mode) that `signature` is a
+    valid `v1` signature of `payload` with, made within `TOLERANCE` of `now`, and the event; else
+    `WebhookRejected`: `webhook.bad_signature` (none verifies), `webhook.mode_unproven` (more than
+    one does: the secrets are the same, so the signature proves no mode) or `webhook.stale`. The
+    body is read only once it verified (`MalformedDelivery` if it is not an event)."""
     if not signature:
         raise WebhookRejected("the Stripe-Signature header is missing")
     from stripe import SignatureVerificationError, WebhookSignature  # at the first delivery, not at cold start
 
-    try:
-        WebhookSignature.verify_header(payload, signature, secret, tolerance=None)
-    except SignatureVerificationError as error:
-        raise WebhookRejected("the Stripe-Signature does not verify with this endpoint's secret") from error
+    signed_with = []
+    for name, secret in secrets.items():
+        try:
+            WebhookSignature.verify_header(payload, signature, secret, tolerance=None)
+        except SignatureVerificationError:
+            continue
+        except UnicodeDecodeError as error:  # what Stripe signs is UTF-8 text
+            raise MalformedDelivery("the body is not UTF-8 text") from error
+        signed_with.append(name)
+    if not signed_with:
+        raise WebhookRejected("the Stripe-Signature does not verify with this endpoint's secret")
+    if len(signed_with) > 1:
+        raise WebhookRejected(
+            f"the Stripe-Signature verifies with the secrets of {' and '.join(signed_with)} alike: "
+            "each mode's endpoint needs its own secret",
+            code="webhook.mode_unproven",
+        )
     sent = signed_at(signature)
     if abs(now - sent) > TOLERANCE:
         raise WebhookRejected(
             f"the delivery was signed at {sent.isoformat()}, more than 5 minutes from now", code="webhook.stale"
         )
-    return event_of(parse_body(payload))
+    return signed_with[0], event_of(parse_body(payload))
 
 
 def event_of(body: Mapping[str, Any]) -> GatewayEvent:

@@ -13,6 +13,17 @@ from billow.local import demo, gateway, stack
 EVENTS_FILE = Path(".billow") / "events.jsonl"
 
 
+def _stop(signum: int, _frame: object) -> None:
+    """SIGINT (Ctrl-C) or SIGTERM (`kill`, `timeout`, a service manager): unwind from wherever the
+    main thread is (starting, or waiting), stopping what started, and exit 0. Further ones are
+    ignored: stopping is not interrupted, and a second signal (`make` passes SIGTERM on to its
+    child, which got one already) never runs a handler inside this one. It takes no lock: a handler
+    that did (`threading.Event.set`) deadlocked when a second signal came while it held it."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m billow.local", description=__doc__)
     parser.add_argument("--port", type=int, default=8080, help="HTTP port on 127.0.0.1 (default 8080)")
@@ -41,13 +52,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     events_file = args.events_file or (args.data_dir / EVENTS_FILE.name if args.data_dir else EVENTS_FILE)
 
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
     print("Starting DynamoDB Local and the Billow handlers ...", flush=True)
-    local = stack.start(
-        port=args.port, verbose=args.verbose, data_dir=args.data_dir, workers=args.workers, events_file=events_file
-    )
-    done = threading.Event()
-    signal.signal(signal.SIGINT, lambda *_: done.set())
-    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    try:
+        local = stack.start(
+            port=args.port, verbose=args.verbose, data_dir=args.data_dir, workers=args.workers, events_file=events_file
+        )
+    except KeyboardInterrupt:
+        print("Stopped while starting.", flush=True)
+        return 0
     try:
         ids = {}
         if local.fresh:  # a kept data directory has its tenant and demo data already
@@ -55,13 +69,16 @@ def main(argv: list[str] | None = None) -> int:
         webhook = local.register_stripe_webhook(demo.DEMO_TENANT)
         if local.fresh:
             ids = demo.load(local.url, stripe=local.stripe) if not args.no_demo else {}
+        test_secret, live_secret = (local.webhook_secret(demo.DEMO_TENANT, mode) for mode in ("test", "live"))
         print(
             f"""
 Billow is running at {local.url}   (DynamoDB Local at {local.dynamo.endpoint}, table {local.table_name})
 Tenant "{demo.DEMO_TENANT}", test-mode API key: {demo.DEMO_KEY}
 Events (every one the local bus delivers, one JSON per line): tail -f {events_file}
 localstripe (every local tenant's Stripe, on loopback): {local.stripe.url if local.stripe else "off"}
-  its webhooks go to {webhook}
+  its webhooks go to {webhook}, signed with the tenant's test-mode endpoint secret
+Webhook endpoint secrets of "{demo.DEMO_TENANT}" (each tenant and mode has its own, new at each start):
+  test {test_secret}   live {live_secret}
 
 Try:
   curl -s -H 'Authorization: Bearer {demo.DEMO_KEY}' {local.url}/products
@@ -81,7 +98,9 @@ Try:
                 flush=True,
             )
         print("Docs: README.md, docs/. Press Ctrl-C to stop everything.", flush=True)
-        done.wait()
+        threading.Event().wait()  # until SIGINT or SIGTERM (`_stop`)
+    except KeyboardInterrupt:
+        pass
     finally:
         print("Stopping ...", flush=True)
         local.stop()

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import os
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,12 +50,14 @@ class DynamoDBLocal:
     endpoint: str
 
     def stop(self) -> None:
+        """Stop the JVM (its whole process group: it leads one of its own) and wait for it."""
         if self.process.poll() is None:
-            self.process.terminate()
+            _signal_group(self.process, signal.SIGTERM)
             try:
                 self.process.wait(timeout=10)
             except subprocess.TimeoutExpired:
-                self.process.kill()
+                _signal_group(self.process, signal.SIGKILL)
+                self.process.wait()
 
     def client(self) -> Any:
         return boto3.client(
@@ -109,6 +116,33 @@ class _ExitedEarly(Exception):
     pass
 
 
+def _signal_group(process: subprocess.Popen[bytes], signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError):  # already gone
+        os.killpg(process.pid, signum)
+
+
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def _dies_with_its_parent() -> Callable[[], None] | None:
+    """A `preexec_fn` making the JVM get SIGTERM when the process that started it dies, however it
+    dies (SIGKILL, a crash, a test run stopped): no DynamoDB Local outlives its owner. Linux only
+    (None elsewhere). The JVM runs in the very process started (the `java` launcher does not fork),
+    so the signal reaches it. Linux sends it when the *thread* that started it ends: start it from
+    a thread that lives as long as it should (the main thread)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up here, not in the forked child
+    parent = os.getpid()
+
+    def preexec() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before the line above: nobody will signal
+            os._exit(1)
+
+    return preexec
+
+
 def _launch(java: str, jar: Path, port: int, timeout: float, data_dir: Path | None) -> DynamoDBLocal:
     with tempfile.TemporaryFile() as errors:
         process = subprocess.Popen(
@@ -126,20 +160,24 @@ def _launch(java: str, jar: Path, port: int, timeout: float, data_dir: Path | No
             stdout=subprocess.DEVNULL,
             stderr=errors,
             cwd=jar.parent,
-            start_new_session=True,
+            start_new_session=True,  # the owner stops it, after what uses it (not Ctrl-C at once)
+            preexec_fn=_dies_with_its_parent(),
             env={**os.environ},
         )
         local = DynamoDBLocal(process, f"http://127.0.0.1:{port}")
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                errors.seek(0)
-                said = errors.read().decode(errors="replace").strip().splitlines()[-3:]
-                raise _ExitedEarly(f"DynamoDB Local exited with code {process.returncode} on port {port}: {said}")
-            try:
-                local.client().list_tables()
-                return local
-            except Exception:
-                time.sleep(0.2)
-        local.stop()
-        raise RuntimeError(f"DynamoDB Local did not answer on port {port} within {timeout}s")
+        try:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                if process.poll() is not None:
+                    errors.seek(0)
+                    said = errors.read().decode(errors="replace").strip().splitlines()[-3:]
+                    raise _ExitedEarly(f"DynamoDB Local exited with code {process.returncode} on port {port}: {said}")
+                try:
+                    local.client().list_tables()
+                    return local
+                except Exception:
+                    time.sleep(0.2)
+            raise RuntimeError(f"DynamoDB Local did not answer on port {port} within {timeout}s")
+        except BaseException:  # not answering, or interrupted while waiting: no JVM left behind
+            local.stop()
+            raise

@@ -19,6 +19,7 @@ import traceback
 import uuid
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from multiprocessing import forkserver, resource_tracker
 from multiprocessing.pool import Pool
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -167,7 +168,13 @@ def _answer(run: Callable[[], dict[str, Any] | Answer]) -> Answer | None:
 
 def _start_worker(env: dict[str, str]) -> None:
     """A worker process's cold start: the stack's environment, the table, the handlers imported."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the gateway, which stops its workers
+    # Out of the caller's process group (see GROUP_SIGNALS), then SIGTERM as usual again (a pending
+    # one, sent to the group before, is dropped): Pool.terminate() stops a busy worker with it.
+    os.setpgrp()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, GROUP_SIGNALS)
     os.environ.update(env)
     configure(
         table_name=env.get("BILLOW_TABLE"), endpoint=env.get("BILLOW_DYNAMODB_ENDPOINT"), region=env.get("AWS_REGION")
@@ -189,7 +196,24 @@ def _worker_context() -> Any:
     context.set_forkserver_preload(
         ["billow.local.gateway", "api.handler", *areas, "authorizer.handler", "webhooks.handler"]
     )
+    resource_tracker.ensure_running()  # first: starting it unblocks SIGINT and SIGTERM when done
+    old_mask = signal.pthread_sigmask(signal.SIG_BLOCK, GROUP_SIGNALS)
+    try:  # the fork server and what it forks start with GROUP_SIGNALS blocked (the mask is inherited)
+        forkserver.ensure_running()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old_mask)
     return context
+
+
+GROUP_SIGNALS = {signal.SIGINT, signal.SIGTERM}
+"""Signals sent to the caller's whole process group (Ctrl-C, `kill -TERM -<pgid>`, `timeout make
+run`) reach the gateway's process, which stops its workers: they must not reach the workers or their
+fork server themselves. A worker killed directly can die holding the read lock of the pool's task
+queue (an idle worker waits on the queue holding it), and Pool.terminate() then waits for that lock
+forever; a fork server killed makes the pool take its workers for dead and fail replacing them, so
+they never get the pool's order to stop. Either way `make run` hung on SIGTERM. So the fork server
+starts with them blocked (it exits by itself when the gateway's process is gone), and each worker
+leaves the group. Start the first gateway before another user of the fork server does."""
 
 
 class Gateway(ThreadingHTTPServer):

@@ -8,6 +8,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from secrets import token_hex
 
 from billow.domain.tenants import TenantSettings
 from billow.gateways.events import consumer_of
@@ -19,7 +20,6 @@ from billow.local.dynamodb import LOCAL_CREDENTIALS, DynamoDBLocal
 from billow.local.events import StreamPoller, file_target, local_bus, sqs_target
 from billow.local.lambda_runtime import prepare_environment
 from billow.local.scheduler import DailyScheduler
-from billow.services.gateway import RailSecrets
 from billow.services.tenants import provision_tenant
 from billow.storage.models import configure
 from billow.storage.repository import DynamoStore
@@ -69,27 +69,31 @@ class LocalStack:
 
     def register_stripe_webhook(self, tenant_id: str) -> str | None:
         """Point localstripe's webhooks at the tenant's `POST /webhooks/stripe/{tenant_id}`, signed
-        with the local webhook secret; the endpoint's URL (None without localstripe)."""
+        with the tenant's own test-mode endpoint secret; the endpoint's URL (None without
+        localstripe). localstripe has no live mode (its events all say `livemode: false`), so only
+        the test endpoint is registered: a live-mode delivery is one signed by hand with
+        `webhook_secret(tenant, "live")`."""
         if self.stripe is None:
             return None
         url = f"{self.url}/webhooks/stripe/{tenant_id}"
-        self.stripe.register_webhook(tenant_id, url, LOCAL_WEBHOOK_SECRET)
+        self.stripe.register_webhook(tenant_id, url, self.webhook_secret(tenant_id, "test"))
         return url
 
-
-LOCAL_WEBHOOK_SECRET = "whsec_billow_local"  # noqa: S105 - a local stand-in's, signs localstripe's events
-"""The webhook secret of every local tenant (both modes), as localstripe signs with it."""
+    def webhook_secret(self, tenant_id: str, mode: str) -> str:
+        """The tenant's Stripe webhook endpoint secret in `mode`, as its webhook function reads it
+        (billow.local.secrets: derived from this stack's seed, unless configured for the tenant)."""
+        found = secrets.LocalSecrets().rail_secrets("stripe", tenant_id, mode)
+        if found is None:
+            raise LookupError(f"no Stripe secrets for {tenant_id} ({mode}): the stack runs without localstripe")
+        return found.webhook_secret
 
 
 def stripe_secrets(configured: str | None) -> str:
     """`BILLOW_LOCAL_RAIL_SECRETS` with localstripe as the account of every tenant, both modes,
-    beside what was `configured` already (a tenant's own entry stays first: tests set theirs)."""
-    every = secrets.configured(
-        {
-            ("stripe", secrets.EVERY_TENANT, "test"): RailSecrets(local_stripe.TEST_API_KEY, LOCAL_WEBHOOK_SECRET),
-            ("stripe", secrets.EVERY_TENANT, "live"): RailSecrets(local_stripe.LIVE_API_KEY, LOCAL_WEBHOOK_SECRET),
-        }
-    )
+    each tenant and mode with its own webhook secret derived from a seed new at each start, beside
+    what was `configured` already (a tenant's own entry comes first: tests set theirs)."""
+    keys = {"test": local_stripe.TEST_API_KEY, "live": local_stripe.LIVE_API_KEY}
+    every = secrets.every_tenant("stripe", keys, seed=token_hex(16))
     return json.dumps({**json.loads(every), **json.loads(configured or "{}")})
 
 

@@ -2,7 +2,8 @@
 recorded once by event id, and applied once (docs/payments.md, "Webhooks").
 
 A delivery is for the tenant in its path, and is trusted only once its signature verifies with
-THAT tenant's endpoint secret for the mode the event is from. An event about another tenant's or
+one of THAT tenant's endpoint secrets (one per mode): the mode is the one whose secret verified it
+(the body's `livemode` must agree), never what the unverified body says. An event about another tenant's or
 another mode's object (its metadata says so), or of a type Billow does not handle, is acknowledged
 (2xx, so the rail stops sending it) and applied nowhere.
 
@@ -21,14 +22,14 @@ record only keeps a redelivery from doing the work again.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Protocol
 
 from billow.domain.errors import ConcurrentModification, Conflict, DomainError, TemporaryFailure
-from billow.services.context import Scope
+from billow.services.context import MODES, Scope
 from billow.services.gateway import GatewayEvent, PaymentGateway, SecretsSource, UnknownObject, WebhookRejected
 
 RETENTION = timedelta(days=30)
@@ -78,14 +79,13 @@ class MalformedDelivery(WebhookRejected):
 class WebhookVerifier(Protocol):
     """A rail's webhook format (`billow.gateways.stripe_webhooks.StripeWebhooks`)."""
 
-    def mode_of(self, payload: bytes) -> str:
-        """The mode the unverified body says it is from (its secret is that mode's), or
-        `MalformedDelivery` when it is not an event."""
-        ...
-
-    def verify(self, payload: bytes, signature: str | None, secret: str, *, now: datetime) -> GatewayEvent:
-        """The event, if `signature` verifies with `secret` within 5 minutes of `now`; else
-        `WebhookRejected`."""
+    def verify(
+        self, payload: bytes, signature: str | None, secrets: Mapping[str, str], *, now: datetime
+    ) -> tuple[str, GatewayEvent]:
+        """The mode (a key of `secrets`, the endpoint's secret of each mode) whose secret
+        `signature` verifies with, within 5 minutes of `now`, and the event; else
+        `WebhookRejected` (`MalformedDelivery` when what verified is not an event). Nothing of the
+        body is read before its signature verifies."""
         ...
 
 
@@ -161,23 +161,31 @@ def receive(
     now: datetime,
     log: Callable[[str, dict[str, Any]], None] = lambda message, extra: None,
 ) -> Receipt:
-    """One delivery of a webhook for `tenant_id`. It is verified with that tenant's secret for the
-    mode its body claims, so the claim is proven or the delivery refused.
+    """One delivery of a webhook for `tenant_id`. It is verified with that tenant's endpoint
+    secrets (test and live) before its body is read: the mode is the one whose secret verified it,
+    and the body's `livemode` must say the same.
 
     Raises `MalformedDelivery` and `WebhookRejected` (400: too big, not an event, bad signature,
-    stale), `Conflict` `webhook.in_progress` (409: another delivery is applying it, deliver again
-    later) and `TemporaryFailure` (503: applying failed, deliver again later)."""
+    stale, a mode the body and the signature disagree on), `Conflict` `webhook.in_progress` (409:
+    another delivery is applying it, deliver again later) and `TemporaryFailure` (503: applying
+    failed, deliver again later)."""
     if len(payload) > MAX_BODY_BYTES:
         raise MalformedDelivery(
             f"the body is {len(payload)} bytes; events are at most {MAX_BODY_BYTES}", code="webhook.too_large"
         )
-    mode = ports.verifier.mode_of(payload)
-    rail_secrets = ports.secrets.rail_secrets(rail, tenant_id, mode)
-    if rail_secrets is None:
-        # No endpoint for this tenant and mode: nothing can verify (said the same way as a bad
-        # signature, so that the route does not tell which tenants exist).
+    secrets = {
+        mode: found.webhook_secret for mode in MODES if (found := ports.secrets.rail_secrets(rail, tenant_id, mode))
+    }
+    if not secrets:
+        # No endpoint for this tenant: nothing can verify (said the same way as a bad signature,
+        # so that the route does not tell which tenants exist).
         raise WebhookRejected("the Stripe-Signature does not verify with this endpoint's secret")
-    event = ports.verifier.verify(payload, signature, rail_secrets.webhook_secret, now=now)
+    mode, event = ports.verifier.verify(payload, signature, secrets, now=now)
+    if event.live != (mode == "live"):
+        raise WebhookRejected(
+            f"the event says livemode {str(event.live).lower()} but is signed with the {mode}-mode endpoint secret",
+            code="webhook.mode_mismatch",
+        )
     appliers = APPLIERS[rail] if ports.appliers is None else ports.appliers
     target = appliers.get(event.type)
     if target is None:
