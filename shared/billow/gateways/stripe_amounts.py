@@ -59,7 +59,9 @@ STRIPE_MINIMUM = {
     "THB": 1000,
 }
 """Stripe's minimum charge per currency, in Stripe's units of it (docs.stripe.com/currencies,
-"Minimum and maximum charge amounts"). For a currency not listed Stripe's minimum is the equivalent
+"Minimum and maximum charge amounts"; checked against the copy of that table MemberPress ships,
+app/data/minimum_charge_amounts.php, which agrees on every currency here; it also lists HRK, gone
+since Croatia took the euro in 2023). For a currency not listed Stripe's minimum is the equivalent
 of USD 0.50 at the day's rate, which Billow cannot know: Stripe refuses such a charge with
 `amount_too_small`, which the gateway reports as the same outcome (`rail.amount_too_small`)."""
 MAX_DIGITS = 8
