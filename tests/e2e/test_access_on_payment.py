@@ -92,6 +92,21 @@ def test_a_service_stays_draft_until_its_first_invoice_is_paid(api: HttpClient, 
     assert service(api, subscription)["state"] == "effective"
 
 
+def test_the_first_invoice_is_due_before_its_order_lapses_and_paying_on_the_due_day_activates(api: HttpClient) -> None:
+    """The tenant's payment terms (14 days) would make the invoice due after its order lapses
+    (7 days): it is due the day before the lapse, and a transfer received on that day is taken."""
+    contact, invoice, subscription = order(api)
+    assert (invoice["due_date"], invoice["lapses_on"]) == ("2025-01-07", "2025-01-08")
+    advance_clock(api, contact, "2025-01-07T22:00:00Z")
+    body = {**invoice["total"], "method": "bank_transfer", "reference": "tr-due", "received_on": "2025-01-07"}
+    paid = api.post(f"/invoices/{invoice['id']}/payments", body)
+    assert paid.status == 201, paid.body
+    assert eventually(lambda: service(api, subscription)["state"] == "effective")
+    advance_clock(api, contact, "2025-01-09T10:00:00Z")
+    assert service(api, subscription)["state"] == "effective"
+    assert api.get(f"/invoices/{invoice['id']}").body["status"] == "paid"
+
+
 def test_an_order_unpaid_past_its_lapse_day_lapses(api: HttpClient, events: list[dict[str, Any]]) -> None:
     contact, invoice, subscription = order(api)
     advance_clock(api, contact, "2025-01-07T10:00:00Z")

@@ -170,6 +170,7 @@ class Invoice:
         review = review_days > 0 and status is InvoiceStatus.OPEN
         if review:
             status, number = InvoiceStatus.DRAFT, ""
+        due_date, lapses_on = _due_before_lapse(draft.issue_date, draft.due_date(payment_terms_days), lapses_on)
         return cls(
             id=invoice_id,
             number=number,
@@ -178,7 +179,7 @@ class Invoice:
             currency=draft.currency,
             billing_date=draft.billing_date,
             issue_date=draft.issue_date,
-            due_date=draft.due_date(payment_terms_days),
+            due_date=due_date,
             period=draft.period,
             lines=draft.lines,
             amount_paid=Money.zero(draft.currency),
@@ -260,7 +261,10 @@ class Invoice:
             )
         issued = max(on, self.issue_date)
         terms = self.due_date - self.issue_date
-        final = replace(self, number=number, review_until=None, issue_date=issued, due_date=issued + terms)
+        due_date, lapses_on = _due_before_lapse(issued, issued + terms, self.lapses_on)
+        final = replace(
+            self, number=number, review_until=None, issue_date=issued, due_date=due_date, lapses_on=lapses_on
+        )
         return final._moved(InvoiceStatus.OPEN, issued).settled_if_covered(issued)
 
     def overdue_from(self) -> date:
@@ -389,3 +393,14 @@ class Invoice:
         if paid.amount_due.is_zero:
             return paid._moved(InvoiceStatus.PAID, payment.received_on)
         return paid
+
+
+def _due_before_lapse(issued: date, due: date, lapses_on: date | None) -> tuple[date, date | None]:
+    """The due date and lapse day of an order's first invoice waiting for payment (access on
+    payment): due the day before its order lapses when the payment terms would make it due later
+    (never before its issue day), so a customer who pays by the due date it shows is never refused;
+    and never lapsing before it is overdue (an invoice finalised late)."""
+    if lapses_on is None:
+        return due, None
+    due = max(issued, min(due, lapses_on - timedelta(days=1)))
+    return due, max(lapses_on, due + timedelta(days=1))

@@ -68,7 +68,8 @@ class SubscriptionPolicy:
     draft until that invoice is paid (an order may choose otherwise; docs/payments.md)."""
     unpaid_order_lapse_days: int = 14
     """Days after the order day that such an order's first invoice may stay unpaid: on that day it
-    lapses (its services cancelled, the invoice voided)."""
+    lapses (its services cancelled, the invoice voided). The invoice is due the day before, when the
+    payment terms would make it due later (`Invoice.issue`)."""
 
     def __post_init__(self) -> None:
         for name in ("regret_days", "grace_min_days", "grace_max_days", "max_trial_extension_days"):
