@@ -221,10 +221,12 @@ class UnappliedRefundBody(Body):
 class RefundBody(Body):
     amount: Amount | None = Field(default=None, description="default: all that remains of the credit note")
     currency: Currency | None = Field(default=None, description="default: the credit note's")
-    method: FromString[PaymentMethod] = Field(
-        default=PaymentMethod.BANK_TRANSFER,
+    method: FromString[PaymentMethod] | None = Field(
+        default=None,
         description="card: refunded through the card processor to a card payment of an invoice the credit "
-        "note credits; bank_transfer, cash or check: money returned outside Billow, recorded",
+        "note credits; bank_transfer, cash or check: money returned outside Billow, recorded. Default: "
+        "bank_transfer, unless an invoice the credit note credits was paid by a card charge Billow collected "
+        "(422 refund.method_required: choose)",
     )
     reference: str = Field(
         min_length=1,

@@ -56,6 +56,11 @@ def test_a_regrets_credit_note_is_refunded_to_the_card_in_localstripe_and_an_ove
     assert (note["kind"], note["credit_remaining"]["amount"]) == ("credit_note", "31.00")
     path = f"/credit-notes/{note['id']}/refund"
 
+    unsaid = api.post(path, {"reference": "ls-no-method", "amount": "10.00"})  # not silently a transfer
+    assert (unsaid.status, unsaid.body["error"]) == (422, "refund.method_required"), unsaid.body
+    assert [f["field"] for f in unsaid.body["fields"]] == ["method"]
+    assert api.get(f"/credit-notes/{note['id']}").body["refunds"] == [] and not refunds_in_localstripe(local, charge.id)
+
     part = api.post(path, {"method": "card", "reference": "ls-ticket-1", "amount": "10.00"})
     assert part.status == 201, part.body
     refund = part.body["refund"]

@@ -191,7 +191,9 @@ def apply_credit_note(
 class RefundInput:
     amount: str | None
     currency: str | None
-    method: PaymentMethod
+    method: PaymentMethod | None
+    """None: recorded as a bank transfer, unless the credit note credits a card payment collection
+    recorded (`refund.method_required`: say whether the money goes back to the card)."""
     reference: str
     payment_id: str | None = None
     """A card refund: the payment to refund (None: the newest card payment of the invoices the
@@ -222,18 +224,20 @@ def refund_credit_note(
         return refund_to_card(store, ctx, credit_note_id, spec, clock, new_id("ref"), gateway)
     if spec.payment_id is not None:
         raise InvalidInput(
-            f"a {spec.method.value} refund is money returned outside Billow: payment_id names the card payment "
-            "a card refund goes to",
+            f"a {(spec.method or PaymentMethod.BANK_TRANSFER).value} refund is money returned outside Billow: "
+            "payment_id names the card payment a card refund goes to",
             field="payment_id",
             code="refund.payment_not_card",
         )
+
+    method = spec.method or _manual_by_default(store, ctx, credit_note_id)
 
     def record(note: Invoice, when: ContactTime) -> Refunded:
         note2, refund = refund_credit(
             note,
             _amount(spec.amount, spec.currency, note),
             refund_id=refund_id,
-            method=spec.method,
+            method=method,
             reference=spec.reference,
             on=when.today,
             now=clock.now(),
@@ -245,6 +249,26 @@ def refund_credit_note(
 
     refund_id = new_id("ref")
     return _refunded_once(store, ctx, credit_note_id, refund_id, clock, record)
+
+
+def _manual_by_default(store: RefundPorts, ctx: TenantContext, credit_note_id: str) -> PaymentMethod:
+    """A refund that names no method is recorded as a bank transfer, unless money of the credited
+    invoices was collected on a card that could take it back: then the caller must choose (refunding
+    to the card, or recording money returned otherwise), or a transfer would be recorded while the
+    customer expects the card refund no one sent."""
+    note = get_credit_note(store, ctx, credit_note_id)
+    collected = _collected(store, ctx, note.contact_id)
+    for invoice in credited_invoices(note, store.invoices_of(ctx.scope, note.contact_id)):
+        for payment in store.payments_of(ctx.scope, note.contact_id, invoice.id):
+            card = payment.method is PaymentMethod.CARD and (payment.invoice_id, payment.reference) in collected
+            if card and not payment.refundable_for_credit.is_zero:
+                raise InvalidInput(
+                    f"credit note {note.label} credits {invoice.label}, paid by card: say `method` card to refund "
+                    "the card, or the method the money was returned by",
+                    field="method",
+                    code="refund.method_required",
+                )
+    return PaymentMethod.BANK_TRANSFER
 
 
 def _refunded_once(
