@@ -71,6 +71,25 @@ def test_the_tolerance_is_5_minutes_against_the_injected_clock() -> None:
     assert stale.value.code == "webhook.stale"
 
 
+@pytest.mark.parametrize(
+    "forge",
+    [
+        lambda old, fresh: f"{old.split(',')[1]}, t={fresh},{old.split(',')[0]}",  # v1=<sig>, t=<now>,t=<old>
+        lambda old, fresh: f"t= {old.split(',')[0][2:]},{old.split(',')[1]},t={fresh}",  # t= <old>,v1=<sig>,t=<now>
+        lambda old, fresh: f"{old},t={fresh}",  # a second t after the signed one
+    ],
+)
+def test_an_old_delivery_cannot_pass_as_fresh_with_a_second_timestamp(forge: object) -> None:
+    """The age is read from the very `t` the signature is verified with: a captured header with a
+    fresh `t` added (which the SDK skips, verifying against the old one) is refused."""
+    payload = event_body("evt_replayed")
+    captured = sign(payload, SECRET, NOW - timedelta(days=40))
+    header = forge(captured, int(NOW.timestamp()))  # type: ignore[operator]
+    with pytest.raises(WebhookRejected) as refused:
+        verify(payload, header, SECRET, now=NOW)
+    assert refused.value.code in ("webhook.stale", "webhook.bad_signature")
+
+
 def test_a_deeply_nested_body_is_malformed_before_any_recursion() -> None:
     """~4 kB of brackets exhaust json.loads' recursion (RecursionError, a 502 at the route): signed,
     it is refused as malformed; unsigned, it is refused before anything of it is read."""

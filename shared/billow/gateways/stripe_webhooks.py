@@ -56,12 +56,14 @@ def parse_body(payload: bytes) -> dict[str, Any]:
 
 
 def signed_at(signature: str) -> datetime:
-    """The `t=` of a `Stripe-Signature` header."""
-    for part in signature.split(","):
-        name, _, value = part.strip().partition("=")
-        if name == "t" and value.isdigit():
-            return datetime.fromtimestamp(int(value), UTC)
-    raise WebhookRejected("the Stripe-Signature header has no timestamp")
+    """The `t=` of a `Stripe-Signature` header: the very item the SDK verifies the signature with
+    (the first named exactly `t`, split as the SDK splits), and the only one. A header with another
+    `t` (` t=`, a second `t=`) is refused: the signature would be checked against one time and the
+    age against another, letting an old delivery pass as fresh."""
+    times = [item.split("=", 2) for item in signature.split(",") if item.split("=", 1)[0].strip() == "t"]
+    if len(times) != 1 or times[0][0] != "t" or len(times[0]) != 2 or not times[0][1].isdigit():
+        raise WebhookRejected("the Stripe-Signature header must have exactly one timestamp, t=<seconds>")
+    return datetime.fromtimestamp(int(times[0][1]), UTC)
 
 
 def verify(payload: bytes, signature: str | None, secret: str, *, now: datetime) -> GatewayEvent:
