@@ -300,3 +300,48 @@ def test_a_charge_created_before_a_crash_is_taken_on_by_the_rerun_not_left_besid
     (kept,) = [p for p in intents_of(server, invoice_id) if p.status != "canceled"]
     assert kept.id == orphan.id == attempt.charge_ref and kept.status == "succeeded"
     assert_paid_once(store, server, invoice_id)
+
+
+def test_a_resumer_never_cancels_a_charge_another_run_is_about_to_record(
+    store: DynamoStore, rail: StripeGateway, server: LocalStripe
+) -> None:
+    """Two runs each created a charge of one pending attempt, neither recorded yet. A third,
+    resuming, finds both and takes one; before it records that one, the run owning the other records
+    and confirms it. The resumer must not have cancelled that other charge as an extra (it did: the
+    recorded charge was cancelled, the attempt failed `canceled`, a good card's invoice left unpaid):
+    extras are cancelled only once the resumer's own record is won; losing, it cancels what it took."""
+    from billow.services import collection
+
+    invoice_id = unique("inv")
+    seed_invoice(store, card_holder(store, server, rail), invoice_id, "30.00")
+    attempt = collection._start(store, SCOPE, stored_invoice(store, invoice_id), CLOCK)
+    assert attempt is not None and attempt.status is AttemptStatus.PENDING
+    first = rail.create_charge(collection._request(SCOPE, attempt))
+    second = rail.create_charge(collection._request(SCOPE, attempt))
+    (taken, *_) = [
+        c
+        for c in rail.charges_of_attempt(
+            attempt.customer_ref or "", attempt.id, since=attempt.created_at - collection.CLOCK_SKEW
+        )
+        if c.status.value == "created"
+    ]
+    owner_charge = second.ref if taken.ref == first.ref else first.ref  # the charge the resumer did not take
+
+    save = store.save_attempt
+    owner_ran: list[AttemptStatus] = []
+
+    def owner_records_first(scope: Scope, recorded: Any) -> Any:
+        if not owner_ran:  # the resumer is about to record: the owner of the other charge records it first
+            mine = save(scope, attempt.created(owner_charge, CLOCK.now()))
+            owner_ran.append(collection.resume(store, rail, SCOPE, mine, clock=CLOCK).status)
+        return save(scope, recorded)
+
+    store.save_attempt = owner_records_first  # type: ignore[method-assign]
+    try:
+        resumed = collection.resume(store, rail, SCOPE, attempt, clock=CLOCK)
+    finally:
+        store.save_attempt = save  # type: ignore[method-assign]
+    assert owner_ran == [AttemptStatus.SUCCEEDED] and resumed.status is AttemptStatus.SUCCEEDED
+    assert resumed.charge_ref == owner_charge
+    assert_paid_once(store, server, invoice_id)
+    assert Counter(p.status for p in intents_of(server, invoice_id)) == {"succeeded": 1, "canceled": 1}

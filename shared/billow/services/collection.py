@@ -228,7 +228,7 @@ def resume(
 ) -> PaymentAttempt:
     """Take a live attempt on from its recorded state to a final one (or to created, when the rail
     is still settling the charge). `fresh`: the attempt was just written by this run, so no earlier
-    run can have created a charge of it (`_orphan` is not looked for)."""
+    run can have created a charge of it (`_orphans` are not looked for)."""
     state: ChargeState | None = None
     if attempt.status is AttemptStatus.PENDING:
         if not _still_payable(ports, scope, attempt):
@@ -336,27 +336,26 @@ CLOCK_SKEW = timedelta(minutes=5)
 appear to have been created."""
 
 
-def _orphan(gateway: PaymentGateway, attempt: PaymentAttempt) -> ChargeState | None:
-    """An unconfirmed charge an earlier run created for this pending attempt and died before
-    recording (found on the rail by its metadata): the one to record instead of creating another.
-    Any other unconfirmed one is cancelled (none of them ever moved money: only a recorded charge
-    is confirmed)."""
+def _orphans(gateway: PaymentGateway, attempt: PaymentAttempt) -> list[ChargeState]:
+    """The unconfirmed charges earlier runs created for this pending attempt and had not recorded
+    (found on the rail by its metadata; none of them ever moved money: only a recorded charge is
+    confirmed). The first is the one to record instead of creating another; the others are
+    cancelled only once that record is won (`_create_charge`): until then one of them may be a
+    live run's, about to be recorded and confirmed by it."""
     assert attempt.customer_ref is not None
     found = gateway.charges_of_attempt(attempt.customer_ref, attempt.id, since=attempt.created_at - CLOCK_SKEW)
-    unconfirmed = [c for c in found if c.status is ChargeStatus.CREATED]
-    for extra in unconfirmed[1:]:
-        _cancel_orphan(gateway, extra.ref)
-    return unconfirmed[0] if unconfirmed else None
+    return [c for c in found if c.status is ChargeStatus.CREATED]
 
 
 def _create_charge(
     ports: CollectionPorts, gateway: PaymentGateway, scope: Scope, attempt: PaymentAttempt, clock: Clock, fresh: bool
 ) -> tuple[PaymentAttempt, ChargeState]:
-    """Create the charge unconfirmed (or, resuming, take the one an earlier run created: `_orphan`)
+    """Create the charge unconfirmed (or, resuming, take the one an earlier run created: `_orphans`)
     and record its reference: the attempt as recorded after, and the charge created (not the
     recorded one when another collector's was recorded first)."""
+    orphans = [] if fresh else _orphans(gateway, attempt)
     try:
-        state = (None if fresh else _orphan(gateway, attempt)) or gateway.create_charge(_request(scope, attempt))
+        state = orphans[0] if orphans else gateway.create_charge(_request(scope, attempt))
     except ChargeNotPossible as refused:  # the rail cannot charge this amount (its minimum...): no charge made
         zero = Money.zero(attempt.amount.currency)
         state = ChargeState("", ChargeStatus.FAILED, attempt.amount, zero, decline_code=refused.code)
@@ -366,13 +365,16 @@ def _create_charge(
     else:
         recorded = attempt.created(state.ref, clock.now())
     try:
-        return ports.save_attempt(scope, recorded), state
+        saved = ports.save_attempt(scope, recorded)
     except ConcurrentModification:
         current = ports.get_attempt(scope, attempt.contact_id, attempt.invoice_id, attempt.number)
         assert current is not None
         if current.charge_ref != state.ref and state.status is ChargeStatus.CREATED:
             gateway.cancel_charge(state.ref)  # another collector's charge was recorded first
         return current, state
+    for extra in orphans[1:]:  # the record is won: no one will ever confirm these
+        _cancel_orphan(gateway, extra.ref)
+    return saved, state
 
 
 def _confirm(gateway: PaymentGateway, attempt: PaymentAttempt) -> ChargeState:
