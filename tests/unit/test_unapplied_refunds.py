@@ -105,6 +105,7 @@ def test_the_route_refunds_unapplied_money_and_answers_refusals_in_the_error_sha
     )
     other = client.post(path, {"reference": "t-3", "amount": "1.00", "currency": "EUR"})
     assert (other.status, other.body["error"]) == (422, "money.currency_mismatch")
+    assert other.body["fields"][0]["reason"].startswith("invoice "), other.body
     precise = client.post(path, {"reference": "t-4", "amount": "1.001"})
     assert precise.status == 422 and precise.body["fields"]
     missing = client.post(f"/invoices/{card.invoice_id}/payments/pay_nowhere/refund-unapplied", {"reference": "t-5"})

@@ -110,7 +110,7 @@ def _amount(amount: str | None, currency: str | None, note: Invoice) -> Money | 
         return None
     if currency is not None and currency != note.currency:
         raise InvalidInput(
-            f"credit note {note.label} is in {note.currency}, the amount in {currency}",
+            f"{note.kind.value.replace('_', ' ')} {note.label} is in {note.currency}, the amount in {currency}",
             field="currency",
             code="money.currency_mismatch",
         )
