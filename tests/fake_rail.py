@@ -131,14 +131,15 @@ class FakeRail:
     def _state(self, ref: str) -> ChargeState:
         with self._db() as db:
             row = db.execute(
-                "SELECT minor, currency, status, metadata, decline, hard FROM charges WHERE ref = ?", (ref,)
+                "SELECT minor, currency, status, metadata, decline, hard, customer FROM charges WHERE ref = ?", (ref,)
             ).fetchone()
         if row is None:
             raise UnknownObject(f"no such payment intent {ref}")
-        minor, currency, status, metadata, decline, hard = row
+        minor, currency, status, metadata, decline, hard, customer = row
         amount = Money(minor, currency)
         received = amount if status == ChargeStatus.SUCCEEDED.value else Money.zero(currency)
-        return ChargeState(ref, ChargeStatus(status), amount, received, json.loads(metadata), decline, None, bool(hard))
+        meta = json.loads(metadata)
+        return ChargeState(ref, ChargeStatus(status), amount, received, meta, decline, None, bool(hard), customer)
 
     def chargeable(self, amount: Money) -> None:
         if amount.minor < MINIMUM_MINOR:

@@ -10,7 +10,6 @@ from datetime import date, datetime
 
 from billow.domain.actions import Action
 from billow.domain.catalog import PriceTerms, Product
-from billow.domain.collection import PaymentAttempt
 from billow.domain.contacts import Address, Contact, TestClock
 from billow.domain.invoices import Invoice, InvoiceKind, Payment
 from billow.domain.ordering import Order
@@ -19,6 +18,7 @@ from billow.domain.receivables import Balance, CreditApplication, Refund
 from billow.domain.subscriptions import Subscription
 from billow.domain.timeline import upcoming_invoices
 from billow.services.views import Json, day, line, money, period
+from billow.services.views import payment_attempt as payment_attempt  # the API's attempt is the events' too
 
 
 def terms(t: PriceTerms) -> Json:
@@ -188,26 +188,6 @@ def balance(contact_id: str, balances: Mapping[str, Balance]) -> Json:
             }
             for b in balances.values()
         ],
-    }
-
-
-def payment_attempt(a: PaymentAttempt) -> Json:
-    """A charge of the contact's card for one or more invoices (docs/payments.md, the states of a
-    payment attempt)."""
-    return {
-        "id": a.id,
-        "number": a.number,
-        "invoice_id": a.invoice_id,
-        "status": a.status.value,
-        "amount": money(a.amount),
-        "invoices": [{"invoice_id": i, "amount": money(m)} for i, m in a.covers],
-        "payment_method": a.method_ref,
-        "charge_ref": a.charge_ref,
-        "decline_code": a.decline_code,
-        "hard_decline": a.hard_decline,
-        "reason": a.reason,
-        "created_at": a.created_at.isoformat(),
-        "updated_at": a.updated_at.isoformat(),
     }
 
 

@@ -109,7 +109,12 @@ class PaymentAttempt:
     updated_at: datetime
     charge_ref: str | None = None
     decline_code: str | None = None
-    hard_decline: bool = False
+    """The rail's decline code (`card_declined`, `expired_card`...), or Billow's code for a charge
+    the rail cannot take (`rail.amount_too_small`, `rail.method_unusable`...); None when the rail
+    was never asked (no payment method, an invoice no longer payable: `reason` says why)."""
+    rail_hard_decline: bool = False
+    """The rail's verdict on a declined charge: no retry with this method can succeed (stored as
+    `hard_decline`; what the API and the events show is the `hard_decline` property)."""
     reason: str | None = None
     """not_collectable: a `NotCollectable` code."""
     version: int = 0
@@ -157,6 +162,16 @@ class PaymentAttempt:
     def live(self) -> bool:
         return self.status in LIVE
 
+    @property
+    def hard_decline(self) -> bool:
+        """No retry of this charge as it is can succeed: declined hard by the rail (a missing,
+        expired, lost or stolen card), or nothing could be charged (not collectable: no payment
+        method, an amount the rail cannot take). Dunning waits for a change (a new method, a new
+        amount) instead of retrying. The one value the API's attempt and the payment events show."""
+        if self.status is AttemptStatus.NOT_COLLECTABLE:
+            return True
+        return self.status is AttemptStatus.FAILED and self.rail_hard_decline
+
     def covered_ids(self) -> set[str]:
         return {invoice_id for invoice_id, _ in self.covers}
 
@@ -183,7 +198,7 @@ class PaymentAttempt:
         self._check_ref(charge_ref)
         allowed = (*LIVE, AttemptStatus.FAILED, AttemptStatus.NOT_COLLECTABLE)
         return self._to(
-            AttemptStatus.SUCCEEDED, now, allowed, charge_ref=charge_ref, decline_code=None, hard_decline=False
+            AttemptStatus.SUCCEEDED, now, allowed, charge_ref=charge_ref, decline_code=None, rail_hard_decline=False
         )
 
     def failed(self, charge_ref: str, decline_code: str | None, hard: bool, now: datetime) -> PaymentAttempt:
@@ -194,7 +209,7 @@ class PaymentAttempt:
             LIVE,
             charge_ref=charge_ref,
             decline_code=decline_code or "declined",
-            hard_decline=hard,
+            rail_hard_decline=hard,
         )
 
     def not_collectable(self, reason: NotCollectable, now: datetime, decline_code: str | None = None) -> PaymentAttempt:

@@ -77,6 +77,11 @@ class Payment:
     """Of `amount`, what its invoice could not take (a card charge that succeeded after the invoice
     was paid by other means, voided or credited): kept as the contact's credit
     (`Invoice.amount_unapplied`), refundable to the card like the rest (None reads as zero)."""
+    stray_charge: bool = False
+    """A charge on the rail that no payment attempt recorded (made outside Billow's collection,
+    naming the invoice in its metadata), found by a webhook or a sweep and recorded so that money
+    is never lost (`billow.services.collection.reconcile_charge`): its `payment.succeeded` event
+    comes from this payment, not from an attempt."""
 
     def __post_init__(self) -> None:
         check_recorded(self.amount, self.recorded_at, "a payment amount")

@@ -149,6 +149,7 @@ def charge_state(intent: Mapping[str, Any]) -> ChargeState:
         decline_code=decline,
         failure_message=None if not error else error.get("message"),
         hard_decline=decline in HARD_DECLINES,
+        customer_ref=_ref(intent.get("customer")),
     )
 
 

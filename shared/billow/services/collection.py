@@ -452,7 +452,7 @@ def _record_success(
         payment_id = payment_id_for(invoice.id, state.ref, collected=True)
         received = Payment(payment_id, invoice.id, amount, PaymentMethod.CARD, state.ref, when.today, clock.now())
         taken, payment = invoice.take_charge(received)
-        if payment.unapplied:
+        if payment.unapplied is not None and not payment.unapplied.is_zero:
             log.warning("charge %s: %s of it kept as credit on invoice %s", state.ref, payment.unapplied, invoice.id)
         work.save_invoice(scope, taken, invoice.version)
         work.add_payment(scope, taken, payment)
@@ -465,30 +465,111 @@ def reconcile_charge(
     ports: CollectionPorts, gateway: PaymentGateway, scope: Scope, charge_ref: str, *, clock: Clock | None = None
 ) -> PaymentAttempt | None:
     """Read the charge from the rail and apply its state to its attempt (found by the charge's
-    metadata). A charge of another tenant or mode than `scope`, or of no attempt, changes nothing
-    (None). A charge that is not the one its attempt recorded (a collector's that lost the race, or
-    one created before a crash) is cancelled if it is still unconfirmed. Called as a webhook applier
-    (billow.services.webhooks.APPLIERS) without `clock`: now."""
+    metadata). A charge of another tenant or mode than `scope`, or naming no invoice, changes
+    nothing (None). A charge that is not its attempt's (`_attempts_charge`: a collector's that lost
+    the race, one created before a crash, one made outside Billow with the attempt's metadata) is
+    cancelled if it is still unconfirmed; one that succeeded, also naming no attempt or one that
+    does not exist, is recorded (`_record_stray`): a charge the rail made is never lost. Called as a
+    webhook applier (billow.services.webhooks.APPLIERS) without `clock`: now. Answers the attempt
+    the charge names (None: none)."""
     clock = clock or SystemClock()
     state = gateway.charge_state(charge_ref)
     meta = state.metadata
     if meta.get("tenant_id") != scope.tenant_id or meta.get("mode") != scope.mode:
         return None
     invoice_id, attempt_ref = meta.get("invoice_id"), meta.get("attempt_id")
-    if not invoice_id or not attempt_ref:
+    if not invoice_id:
         return None
+    invoice = None
     contact_id = meta.get("contact_id")
     if not contact_id:
         invoice = ports.get_invoice(scope, invoice_id)
         if invoice is None:
             return None
         contact_id = invoice.contact_id
-    attempt = ports.get_attempt(scope, contact_id, invoice_id, attempt_number(attempt_ref))
-    if attempt is None or attempt.id != attempt_ref:
-        return None
-    if attempt.charge_ref not in (None, state.ref) or (not attempt.live and state.status is ChargeStatus.CREATED):
-        # Not its attempt's charge, or its attempt ended without it: never to be confirmed.
-        if state.status is ChargeStatus.CREATED:
+    attempt = None
+    if attempt_ref and attempt_ref.rsplit("_", 1)[-1].isdigit():
+        attempt = ports.get_attempt(scope, contact_id, invoice_id, attempt_number(attempt_ref))
+        attempt = attempt if attempt is not None and attempt.id == attempt_ref else None
+    if attempt is not None and _attempts_charge(attempt, state):
+        return _apply(ports, gateway, scope, attempt, state, clock)
+    # Not its attempt's charge, or its attempt ended without it: never to be confirmed by Billow.
+    if state.status is ChargeStatus.CREATED:
+        if attempt is not None:
             gateway.cancel_charge(state.ref)
-        return attempt
-    return _apply(ports, gateway, scope, attempt, state, clock)
+    elif state.status is ChargeStatus.SUCCEEDED:
+        _record_stray(ports, scope, invoice or ports.get_invoice(scope, invoice_id), contact_id, state, clock)
+    return attempt
+
+
+def _attempts_charge(attempt: PaymentAttempt, state: ChargeState) -> bool:
+    """Whether `state` is the charge of `attempt`: the one it recorded, or, while it is live and has
+    recorded none, one for its customer and amount (a success read before the collector recorded
+    its charge)."""
+    if attempt.charge_ref is not None:
+        return attempt.charge_ref == state.ref
+    return attempt.live and state.customer_ref == attempt.customer_ref and state.amount == attempt.amount
+
+
+def _record_stray(
+    ports: CollectionPorts, scope: Scope, invoice: Invoice | None, contact_id: str, state: ChargeState, clock: Clock
+) -> None:
+    """Record a succeeded charge no attempt recorded, naming `invoice` of `contact_id` in its
+    metadata, as a payment of that invoice (`Payment.stray_charge`): applied if the invoice still
+    takes it, otherwise kept as unapplied credit (`Invoice.take_charge`), refundable. Its id is the
+    one a collected payment of that charge would have (hash(invoice, charge ref)), written only if
+    absent, with the invoice conditioned on its version: a duplicate webhook, a sweep or another
+    process recording it at once write one payment. A charge for another customer than the
+    contact's, or an invoice of another contact, is not this contact's money: ignored, logged."""
+    for _ in range(MAX_CONFLICT_RETRIES + 1):
+        if invoice is None or invoice.contact_id != contact_id:
+            log.warning("charge %s names an invoice that is not contact %s's: ignored", state.ref, contact_id)
+            return
+        contact = ports.get_contact(scope, contact_id)
+        if contact is None or state.customer_ref is None or contact.gateway_customer_ref != state.customer_ref:
+            log.warning(
+                "charge %s is for customer %s, not contact %s's: another customer's object, ignored",
+                state.ref,
+                state.customer_ref,
+                contact_id,
+            )
+            return
+        payment_id = payment_id_for(invoice.id, state.ref, collected=True)
+        if ports.get_payment(scope, contact_id, invoice.id, payment_id) is not None:
+            return  # recorded already (a duplicate delivery, a sweep)
+        if state.received.is_zero or state.received.currency != invoice.currency:
+            log.error("charge %s succeeded for %s: not recordable on invoice %s", state.ref, state.received, invoice.id)
+            return
+        ctx = TenantContext(scope.tenant_id, scope.mode, _settings(ports, scope))
+        when = contact_time(ports, ctx, contact_id, clock)
+        received = Payment(
+            payment_id,
+            invoice.id,
+            state.received,
+            PaymentMethod.CARD,
+            state.ref,
+            when.today,
+            clock.now(),
+            stray_charge=True,
+        )
+        taken, payment = invoice.take_charge(received)
+        work = ports.unit_of_work(f"recording charge {state.ref}")
+        work.save_invoice(scope, taken, invoice.version)
+        work.add_payment(scope, taken, payment)
+        when.guard(work, scope)
+        try:
+            work.commit()
+        except ConcurrentModification:
+            invoice = ports.get_invoice(scope, invoice.id)  # recorded meanwhile, or the invoice changed
+            continue
+        log.warning(
+            "charge %s (%s) was recorded by no payment attempt: recorded as payment %s of invoice %s, %s of it"
+            " kept as credit",
+            state.ref,
+            state.received,
+            payment.id,
+            invoice.id,
+            payment.unapplied,
+        )
+        return
+    raise ConcurrentModification(f"recording charge {state.ref} kept conflicting; try again")

@@ -27,7 +27,7 @@ from billow.domain.payment_methods import SavedPaymentMethod
 from billow.domain.receivables import CreditApplication, Refund, RefundStatus
 from billow.domain.subscriptions import Service, Subscription
 from billow.services.context import Scope
-from billow.services.views import day, money, period
+from billow.services.views import day, money, payment_attempt, period
 
 Json = dict[str, Any]
 
@@ -254,21 +254,35 @@ def _payment(change: Change) -> Iterator[Derived]:
                 "received_on": day(payment.received_on),
             },
         )
+        if payment.stray_charge:
+            yield "payment.succeeded", None, stray_charge_data(payment)
 
 
 # -- payment attempts on the rail (collection) ---------------------------------------------------------
 def attempt_data(attempt: PaymentAttempt) -> Json:
+    """The attempt as the API shows it (`GET /invoices/{id}/payment-attempts`), with the names the
+    events had first (`attempt_id`, `attempt`, `method_ref`: docs/events.md)."""
+    legacy = {"attempt_id": attempt.id, "attempt": attempt.number, "method_ref": attempt.method_ref}
+    return payment_attempt(attempt) | legacy
+
+
+def stray_charge_data(payment: Payment) -> Json:
+    """`payment.succeeded` of a charge no attempt recorded (`Payment.stray_charge`): the attempt's
+    fields, those of an attempt null, and the payment's."""
+    amount = money(payment.amount)
     return {
-        "attempt_id": attempt.id,
-        "invoice_id": attempt.invoice_id,
-        "attempt": attempt.number,
-        "amount": money(attempt.amount),
-        "invoices": [{"invoice_id": i, "amount": money(m)} for i, m in attempt.covers],
-        "charge_ref": attempt.charge_ref,
-        "method_ref": attempt.method_ref,
-        "status": attempt.status.value,
-        "decline_code": attempt.decline_code,
-        "hard_decline": attempt.hard_decline,
+        **dict.fromkeys(("id", "attempt_id", "number", "attempt", "payment_method", "method_ref", "reason")),
+        "invoice_id": payment.invoice_id,
+        "status": "succeeded",
+        "amount": amount,
+        "invoices": [{"invoice_id": payment.invoice_id, "amount": amount}],
+        "charge_ref": payment.reference,
+        "decline_code": None,
+        "hard_decline": False,
+        "created_at": payment.recorded_at.isoformat(),
+        "updated_at": payment.recorded_at.isoformat(),
+        "payment_id": payment.id,
+        "unapplied": money(payment.unapplied),
     }
 
 
@@ -278,7 +292,7 @@ PAYMENT_ATTEMPT_EVENTS = {
     AttemptStatus.NOT_COLLECTABLE: "payment.failed",
 }
 """An attempt reaching one of these is that event: a declined charge, or one that could not be made
-(`decline_code` is then the reason, e.g. no_payment_method, a hard decline)."""
+(`reason` says why, e.g. no_payment_method; `hard_decline`)."""
 
 
 @derives("payment_attempt")
@@ -288,10 +302,7 @@ def _payment_attempt(change: Change) -> Iterator[Derived]:
     if new.status in PAYMENT_ATTEMPT_EVENTS and (old is None or old.status is not new.status):
         if new.reason == NotCollectable.NOT_PAYABLE:
             return  # its invoices were paid or cancelled otherwise: no failure for dunning to chase
-        data = attempt_data(new)
-        if new.status is AttemptStatus.NOT_COLLECTABLE:
-            data |= {"decline_code": new.reason, "hard_decline": True}
-        yield PAYMENT_ATTEMPT_EVENTS[new.status], new.status.value, data
+        yield PAYMENT_ATTEMPT_EVENTS[new.status], new.status.value, attempt_data(new)
 
 
 # -- payment methods ------------------------------------------------------------------------------

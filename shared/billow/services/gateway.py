@@ -51,6 +51,9 @@ class ChargeState:
     hard_decline: bool = False
     """No retry can succeed with this method (missing, expired, lost or stolen card): dunning waits
     for a new method instead of retrying."""
+    customer_ref: str | None = None
+    """The rail's customer the charge is for (a Stripe customer id): a charge naming a contact's
+    invoice is that contact's only when it is for the contact's customer (`reconcile_charge`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,10 +167,11 @@ class ChargeNotPossible(Conflict):
     `rail.amount_too_large`, `rail.amount_precision` (a fraction the rail cannot charge: a KWD
     amount not a multiple of 0.010), `rail.amount_not_positive`, `rail.method_unusable`
     (`METHOD_UNUSABLE`), and `rail.not_collectable`
-    (the manual rail: the invoice is paid by transfer). A `Conflict` (409) if a route surfaces it."""
+    (the manual rail: the invoice is paid by transfer). A `Conflict` (409) if a route surfaces it,
+    naming `amount` in its `fields` for the `rail.amount_*` codes (the amount is at fault)."""
 
     def __init__(self, message: str, *, code: str) -> None:
-        super().__init__(message, code=code)
+        super().__init__(message, code=code, field="amount" if code.startswith("rail.amount_") else None)
 
 
 class RailRefused(Conflict):

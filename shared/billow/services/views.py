@@ -16,6 +16,7 @@ from typing import Any
 
 from billow.domain.billing import InvoiceDraft
 from billow.domain.calendar import Period
+from billow.domain.collection import PaymentAttempt
 from billow.domain.invoices import InvoiceKind
 from billow.domain.lines import LineDraft
 from billow.domain.money import Money
@@ -79,4 +80,25 @@ def draft(d: InvoiceDraft, payment_terms_days: int | None, invented: Collection[
         "period": period(d.period),
         "lines": [line(x, invented) for x in d.lines],
         "total": money(d.total),
+    }
+
+
+def payment_attempt(a: PaymentAttempt) -> Json:
+    """A charge of the contact's card for one or more invoices (docs/payments.md, the states of a
+    payment attempt): the API's attempt, and the `payment.succeeded` / `payment.failed` events'
+    data (which add the names they had first: `attempt_id`, `attempt`, `method_ref`)."""
+    return {
+        "id": a.id,
+        "number": a.number,
+        "invoice_id": a.invoice_id,
+        "status": a.status.value,
+        "amount": money(a.amount),
+        "invoices": [{"invoice_id": i, "amount": money(m)} for i, m in a.covers],
+        "payment_method": a.method_ref,
+        "charge_ref": a.charge_ref,
+        "decline_code": a.decline_code,
+        "hard_decline": a.hard_decline,
+        "reason": a.reason,
+        "created_at": a.created_at.isoformat(),
+        "updated_at": a.updated_at.isoformat(),
     }

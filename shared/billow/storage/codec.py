@@ -646,6 +646,7 @@ def payment_out(p: Payment) -> Json:
         "recorded_at": p.recorded_at.isoformat(),
         "amount_refunded": money_out(p.refunded),
         "unapplied": money_out(p.unapplied),
+        **({"stray_charge": True} if p.stray_charge else {}),
     }
 
 
@@ -661,6 +662,7 @@ def payment_in(d: Json, version: int = 0) -> Payment:
         amount_refunded=money_in(d.get("amount_refunded")),  # None (stored before refunds): nothing refunded
         version=version,
         unapplied=money_in(d.get("unapplied")),
+        stray_charge=bool(d.get("stray_charge", False)),
     )
 
 
@@ -679,7 +681,7 @@ def attempt_out(a: PaymentAttempt) -> Json:
         "updated_at": a.updated_at.isoformat(),
         "charge_ref": a.charge_ref,
         "decline_code": a.decline_code,
-        "hard_decline": a.hard_decline,
+        "hard_decline": a.rail_hard_decline,
         "reason": a.reason,
     }
 
@@ -699,7 +701,7 @@ def attempt_in(d: Json, version: int) -> PaymentAttempt:
         updated_at=datetime.fromisoformat(d["updated_at"]),
         charge_ref=d.get("charge_ref"),
         decline_code=d.get("decline_code"),
-        hard_decline=bool(d.get("hard_decline", False)),
+        rail_hard_decline=bool(d.get("hard_decline", False)),
         reason=d.get("reason"),
         version=version,
     )
