@@ -265,6 +265,22 @@ def test_the_refund_route_sends_a_card_refund_and_answers_its_refusals_in_the_er
     assert [(r["status"], r["rail_ref"]) for r in listed] == [("succeeded", shown["rail_ref"])]
 
 
+def test_a_kwd_refund_of_a_fraction_stripe_cannot_take_names_the_amount_in_the_409s_fields(
+    api: tuple[InProcessClient, Seeded], rail: FakeRail
+) -> None:
+    """rail.amount_precision (and every rail.amount_* refusal) reaching the API says which input is at
+    fault, like every other amount refusal."""
+    client, _ = api
+    add_tenant("t-card-kwd", "Card Refunds KWD", KEY + "_kwd")
+    kwd = seed(DynamoStore(), rail, tenant_id="t-card-kwd", price="10.000", currency="KWD")
+    answer = InProcessClient(KEY + "_kwd").post(
+        f"/credit-notes/{kwd.note.id}/refund", {"method": "card", "reference": "r-fils", "amount": "0.005"}
+    )
+    assert (answer.status, answer.body["error"]) == (409, "rail.amount_precision"), answer.body
+    assert [f["field"] for f in answer.body["fields"]] == ["amount"]
+    assert rail.refunded(kwd.payment.reference) == []
+
+
 def test_a_refund_the_rail_refuses_is_recorded_failed_and_its_amount_given_back(seeded: Seeded, rail: FakeRail) -> None:
     store = DynamoStore()
     rail.refund_failure = "expired_or_canceled_card"

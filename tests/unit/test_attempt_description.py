@@ -1,0 +1,79 @@
+"""One payment attempt, one description: the API's attempt (`GET /invoices/{id}/payment-attempts`)
+and the `payment.succeeded` / `payment.failed` event of the same attempt carry the same fields with
+the same values (the event adds the names it had first: `attempt_id`, `attempt`, `method_ref`);
+and a normal success logs no warning. Collection on moto with the fake rail."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+from billow.local.stack import add_tenant
+from billow.services.collection import collect_invoice
+from billow.services.events import Change, events_of
+from billow.storage.repository import DynamoStore
+
+from tests.collection_support import NOW, SCOPE, FixedClock, declining_contact, seed_contact, seed_invoice
+from tests.fake_rail import EXPIRED, FakeRail
+from tests.support import InProcessClient
+
+KEY = "bk_test_attempt_description"
+
+
+@pytest.fixture
+def rail(moto_table: str, tmp_path: Path) -> FakeRail:
+    add_tenant(SCOPE.tenant_id, "Tenant One", KEY)
+    return FakeRail(tmp_path / "rail.sqlite")
+
+
+def test_the_api_and_the_event_describe_each_attempt_alike(rail: FakeRail) -> None:
+    store = DynamoStore()
+    seed_contact(store, "con_none", method=None)
+    seed_contact(store, "con_small")
+    declining_contact(store, "con_declined")
+    seed_contact(store, "con_expired", method=EXPIRED)
+    seed_contact(store, "con_pays")
+    expected = {  # contact: (amount, status, decline_code, reason, hard_decline, event)
+        "con_none": ("30.00", "not_collectable", None, "no_payment_method", True, "payment.failed"),
+        "con_small": ("0.30", "not_collectable", "rail.amount_too_small", "below_minimum", True, "payment.failed"),
+        "con_declined": ("30.00", "failed", "card_declined", None, False, "payment.failed"),
+        "con_expired": ("30.00", "failed", "expired_card", None, True, "payment.failed"),
+        "con_pays": ("30.00", "succeeded", None, None, False, "payment.succeeded"),
+    }
+    client = InProcessClient(KEY)
+    for contact_id, (amount, status, decline_code, reason, hard, event_type) in expected.items():
+        invoice_id = f"inv_{contact_id}"
+        seed_invoice(store, contact_id, invoice_id, amount)
+        attempt = collect_invoice(store, rail, SCOPE, invoice_id, clock=FixedClock())
+        assert attempt is not None
+        answer = client.get(f"/invoices/{invoice_id}/payment-attempts")
+        assert answer.status == 200, answer.body
+        (shown,) = answer.body["items"]
+        assert (shown["status"], shown["decline_code"], shown["reason"], shown["hard_decline"]) == (
+            status,
+            decline_code,
+            reason,
+            hard,
+        ), contact_id
+        stored = store.get_attempt(SCOPE, contact_id, invoice_id, attempt.number)
+        change = Change(SCOPE, contact_id, "pk|sk", "payment_attempt", None, stored, attempt.version, NOW)
+        (event,) = events_of(change)
+        assert event.type == event_type
+        assert {k: event.data[k] for k in shown} == shown, contact_id  # the API's fields, the same values
+        assert (event.data["attempt_id"], event.data["attempt"], event.data["method_ref"]) == (
+            shown["id"],
+            shown["number"],
+            shown["payment_method"],
+        )
+
+
+def test_a_normal_success_logs_no_warning(rail: FakeRail, caplog: pytest.LogCaptureFixture) -> None:
+    store = DynamoStore()
+    seed_contact(store, "con_1")
+    seed_invoice(store, "con_1", "inv_1", "30.00")
+    with caplog.at_level(logging.INFO, logger="billow"):
+        attempt = collect_invoice(store, rail, SCOPE, "inv_1", clock=FixedClock())
+    assert attempt is not None and attempt.status.value == "succeeded"
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert warnings == []
