@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
+import multiprocessing
 from collections import Counter
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -23,22 +25,34 @@ from typing import Any
 
 import pytest
 from billow.domain.collection import AttemptStatus
-from billow.domain.invoices import InvoiceStatus
+from billow.domain.invoices import InvoiceStatus, PaymentMethod
+from billow.domain.money import Money
 from billow.gateways.stripe import StripeGateway
 from billow.gateways.stripe_webhooks import StripeWebhooks
+from billow.local.dynamodb import DynamoDBLocal
 from billow.local.secrets import ENV as SECRETS_ENV
 from billow.local.secrets import LocalSecrets, configured
 from billow.local.stripe import TEST_API_KEY, LocalStripe
 from billow.services import webhooks
-from billow.services.collection import collect_invoice
-from billow.services.context import Scope, SystemClock
-from billow.services.gateway import ChargeRequest, GatewayUnavailable, RailSecrets, WebhookRejected
+from billow.services.collection import collect_invoice, reconcile_charge
+from billow.services.context import Scope, SystemClock, TenantContext
+from billow.services.gateway import ChargeRequest, ChargeStatus, GatewayUnavailable, RailSecrets, WebhookRejected
+from billow.services.invoices import ManualPaymentInput, payment_id_for, record_manual_payment
+from billow.storage.models import configure
 from billow.storage.repository import DynamoStore
 
 from tests.collection_support import SCOPE, card_holder, seed_invoice, seed_tenant, stored_invoice
 from tests.integration.test_fault_injection import Crash as DynamoCrash
 from tests.integration.test_fault_injection import crash_after
-from tests.stripe_support import DECLINES_AT_CHARGE, VISA, StripeCrash, StripeRequests, intents_of, stripe_client
+from tests.stripe_support import (
+    DECLINES_AT_CHARGE,
+    VISA,
+    StripeCrash,
+    StripeRequests,
+    confirm_setup,
+    intents_of,
+    stripe_client,
+)
 from tests.support import unique
 from tests.webhook_support import sign
 
@@ -345,3 +359,154 @@ def test_a_resumer_never_cancels_a_charge_another_run_is_about_to_record(
     assert resumed.charge_ref == owner_charge
     assert_paid_once(store, server, invoice_id)
     assert Counter(p.status for p in intents_of(server, invoice_id)) == {"succeeded": 1, "canceled": 1}
+
+
+# -- a charge no attempt recorded is recorded, once -----------------------------------------------
+def paying_method(server: LocalStripe, rail: StripeGateway, customer_ref: str) -> str:
+    """A card that pays, saved on `customer_ref` as Stripe.js and recording it would."""
+    setup = rail.start_setup(customer_ref, idempotency_key=unique("k"), metadata={})
+    confirm_setup(server, setup.ref, VISA)
+    method = rail.setup_state(setup.ref).method
+    assert method is not None
+    rail.attach_method(method.ref, customer_ref)
+    return method.ref
+
+
+def charge_outside_billow(
+    store: DynamoStore, server: LocalStripe, rail: StripeGateway, contact_id: str, meta: dict[str, str], amount: str
+) -> Any:
+    """A PaymentIntent made and confirmed on Stripe, not by Billow's collector, on the contact's
+    customer, with `meta` (Billow's metadata): succeeded. As Stripe holds it."""
+    contact = store.get_contact(SCOPE, contact_id)
+    assert contact is not None and contact.gateway_customer_ref is not None
+    customer = contact.gateway_customer_ref
+    request = ChargeRequest(customer, paying_method(server, rail, customer), usd(amount), unique("k"), meta)
+    made = rail.confirm_charge(rail.create_charge(request).ref, idempotency_key=unique("k"))
+    assert made.status is ChargeStatus.SUCCEEDED
+    return stripe_client(server).v1.payment_intents.retrieve(made.ref)
+
+
+def usd(amount: str) -> Money:
+    return Money.parse(amount, "USD")
+
+
+def unrecorded_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno == logging.WARNING and "no payment attempt" in r.getMessage()
+    ]
+
+
+def test_a_charge_of_a_failed_attempt_made_after_the_invoice_was_paid_by_transfer_is_kept_as_credit_once(
+    store: DynamoStore, rail: StripeGateway, server: LocalStripe, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The attempt failed, the invoice was then paid by transfer, and a PaymentIntent with that
+    attempt's metadata succeeded on the contact's customer: its webhook records 20.00 as the
+    contact's credit on the invoice, delivered 5 times, as another event, and reconciled again: one payment."""
+    contact_id = card_holder(store, server, rail, DECLINES_AT_CHARGE)
+    invoice_id = unique("inv")
+    seed_invoice(store, contact_id, invoice_id, "30.00")
+    failed = collect_invoice(store, rail, SCOPE, invoice_id, clock=CLOCK)
+    assert failed is not None and failed.status is AttemptStatus.FAILED
+    settings = store.get_settings(SCOPE.tenant_id)
+    assert settings is not None
+    spec = ManualPaymentInput(
+        "30.00", "USD", PaymentMethod.BANK_TRANSFER, unique("wire"), datetime.now(UTC).date() - timedelta(days=1)
+    )
+    record_manual_payment(store, TenantContext(SCOPE.tenant_id, SCOPE.mode, settings), invoice_id, spec, CLOCK)
+    meta = {
+        "tenant_id": "t1",
+        "mode": "test",
+        "invoice_id": invoice_id,
+        "attempt_id": failed.id,
+        "contact_id": contact_id,
+    }
+    intent = charge_outside_billow(store, server, rail, contact_id, meta, "20.00")
+
+    succeeded = event_of(intent, "payment_intent.succeeded")
+    with caplog.at_level(logging.WARNING, logger="billow"):
+        outcomes = [deliver(rail, succeeded).outcome for _ in range(5)]
+        outcomes.append(deliver(rail, event_of(intent, "payment_intent.succeeded")).outcome)  # another event id
+        reconcile_charge(store, rail, SCOPE, intent.id, clock=CLOCK)  # a sweep
+    assert outcomes.count(webhooks.Outcome.APPLIED) == 2
+    card = [p for p in store.payments_of(SCOPE, contact_id, invoice_id) if p.method is PaymentMethod.CARD]
+    assert [(p.reference, p.amount, p.unapplied, p.stray_charge) for p in card] == [
+        (intent.id, usd("20.00"), usd("20.00"), True)
+    ]
+    assert card[0].id == payment_id_for(invoice_id, intent.id, collected=True)
+    invoice = stored_invoice(store, invoice_id)
+    assert (invoice.status, invoice.unapplied) == (InvoiceStatus.PAID, usd("20.00"))
+    attempt = store.latest_attempt(SCOPE, contact_id, invoice_id)
+    assert attempt is not None and attempt.status is AttemptStatus.FAILED  # still the declined charge's
+    assert len(unrecorded_warnings(caplog)) == 1
+
+
+def test_a_charge_naming_no_attempt_or_a_missing_one_is_applied_and_another_customers_is_not(
+    store: DynamoStore, rail: StripeGateway, server: LocalStripe, caplog: pytest.LogCaptureFixture
+) -> None:
+    contact_id = card_holder(store, server, rail)
+    invoice_id = unique("inv")
+    seed_invoice(store, contact_id, invoice_id, "30.00")
+    base = {"tenant_id": "t1", "mode": "test", "invoice_id": invoice_id}
+    missing = charge_outside_billow(
+        store, server, rail, contact_id, base | {"attempt_id": f"att_{invoice_id}_7", "contact_id": contact_id}, "20.00"
+    )
+    assert reconcile_charge(store, rail, SCOPE, missing.id, clock=CLOCK) is None
+    invoice = stored_invoice(store, invoice_id)
+    assert (invoice.amount_due, invoice.unapplied) == (usd("10.00"), usd("0.00"))  # applied: it still took it
+
+    # another customer's PaymentIntent naming this contact's invoice: not this contact's money
+    other = card_holder(store, server, rail)
+    theirs = charge_outside_billow(store, server, rail, other, base | {"contact_id": contact_id}, "5.00")
+    # and this contact's, naming another contact as its owner
+    misnamed = charge_outside_billow(store, server, rail, contact_id, base | {"contact_id": other}, "5.00")
+    with caplog.at_level(logging.WARNING, logger="billow"):
+        for ref in (theirs.id, misnamed.id):
+            assert reconcile_charge(store, rail, SCOPE, ref, clock=CLOCK) is None
+    assert stored_invoice(store, invoice_id).amount_due == usd("10.00")
+    assert [m for m in (r.getMessage() for r in caplog.records) if "ignored" in m] != []
+
+    bare = charge_outside_billow(store, server, rail, contact_id, base, "15.00")  # no attempt, no contact named
+    assert reconcile_charge(store, rail, SCOPE, bare.id, clock=CLOCK) is None
+    invoice = stored_invoice(store, invoice_id)
+    assert (invoice.status, invoice.unapplied) == (InvoiceStatus.PAID, usd("5.00"))
+    recorded = sorted((p.amount.minor, p.unapplied.minor) for p in store.payments_of(SCOPE, contact_id, invoice_id))
+    assert recorded == [(1500, 500), (2000, 0)]
+
+
+def _reconciler(table: str, endpoint: str, stripe_url: str, charge_ref: str, barrier: Any) -> None:
+    """A webhook applier in its own process (its own Lambda container)."""
+    configure(table_name=table, endpoint=endpoint, region="us-east-1")
+    rail = StripeGateway(TEST_API_KEY, api_base=stripe_url, localstripe=True)
+    barrier.wait()
+    reconcile_charge(DynamoStore(), rail, SCOPE, charge_ref, clock=CLOCK)
+
+
+def test_processes_recording_the_same_unrecorded_charge_at_once_write_one_payment(
+    store: DynamoStore,
+    rail: StripeGateway,
+    server: LocalStripe,
+    local_table: str,
+    dynamodb_local: DynamoDBLocal,
+) -> None:
+    contact_id = card_holder(store, server, rail)
+    invoice_id = unique("inv")
+    seed_invoice(store, contact_id, invoice_id, "30.00")
+    meta = {"tenant_id": "t1", "mode": "test", "invoice_id": invoice_id, "contact_id": contact_id}
+    intent = charge_outside_billow(store, server, rail, contact_id, meta, "20.00")
+    spawn = multiprocessing.get_context("spawn")
+    barrier = spawn.Barrier(3)
+    processes = [
+        spawn.Process(target=_reconciler, args=(local_table, dynamodb_local.endpoint, server.url, intent.id, barrier))
+        for _ in range(3)
+    ]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(180)
+    assert [p.exitcode for p in processes] == [0, 0, 0]
+    (payment,) = store.payments_of(SCOPE, contact_id, invoice_id)
+    assert (payment.reference, payment.amount, payment.stray_charge) == (intent.id, usd("20.00"), True)
+    invoice = stored_invoice(store, invoice_id)
+    assert (invoice.amount_due, invoice.unapplied) == (usd("10.00"), usd("0.00"))

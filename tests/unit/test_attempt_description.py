@@ -6,9 +6,12 @@ and a normal success logs no warning. Collection on moto with the fake rail."""
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from billow.domain.invoices import Payment, PaymentMethod
+from billow.domain.money import Money
 from billow.local.stack import add_tenant
 from billow.services.collection import collect_invoice
 from billow.services.events import Change, events_of
@@ -77,3 +80,27 @@ def test_a_normal_success_logs_no_warning(rail: FakeRail, caplog: pytest.LogCapt
     assert attempt is not None and attempt.status.value == "succeeded"
     warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
     assert warnings == []
+
+
+def test_a_charge_no_attempt_recorded_is_payment_succeeded_from_its_payment() -> None:
+    """`reconcile_charge` records such a charge as a payment (`stray_charge`): its event has the
+    attempt's fields (those of an attempt null) and the payment's; a staff payment has none."""
+    usd20 = Money.parse("20.00", "USD")
+    stray = Payment(
+        "pay_1", "inv_1", usd20, PaymentMethod.CARD, "pi_1", NOW.date(), NOW, unapplied=usd20, stray_charge=True
+    )
+    events = events_of(Change(SCOPE, "con_1", "pk|sk", "payment", None, stray, 1, NOW))
+    assert [e.type for e in events] == ["payment.received", "payment.succeeded"]
+    data = events[1].data
+    assert (data["invoice_id"], data["charge_ref"], data["status"], data["attempt_id"]) == (
+        "inv_1",
+        "pi_1",
+        "succeeded",
+        None,
+    )
+    assert data["amount"] == data["unapplied"] == {"amount": "20.00", "currency": "USD"}
+    assert data["invoices"] == [{"invoice_id": "inv_1", "amount": {"amount": "20.00", "currency": "USD"}}]
+    staff = replace(stray, stray_charge=False, method=PaymentMethod.BANK_TRANSFER)
+    assert [e.type for e in events_of(Change(SCOPE, "con_1", "pk|sk", "payment", None, staff, 1, NOW))] == [
+        "payment.received"
+    ]

@@ -269,8 +269,7 @@ def test_a_kwd_refund_of_a_fraction_stripe_cannot_take_names_the_amount_in_the_4
     api: tuple[InProcessClient, Seeded], rail: FakeRail
 ) -> None:
     """rail.amount_precision (and every rail.amount_* refusal) reaching the API says which input is at
-    fault, like every other amount refusal."""
-    client, _ = api
+    fault, like every other amount refusal. (`api`: the route's rail is the fake one.)"""
     add_tenant("t-card-kwd", "Card Refunds KWD", KEY + "_kwd")
     kwd = seed(DynamoStore(), rail, tenant_id="t-card-kwd", price="10.000", currency="KWD")
     answer = InProcessClient(KEY + "_kwd").post(
