@@ -17,7 +17,6 @@ from __future__ import annotations
 import itertools
 import json
 import logging
-import multiprocessing
 from collections import Counter
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -53,7 +52,7 @@ from tests.stripe_support import (
     intents_of,
     stripe_client,
 )
-from tests.support import unique
+from tests.support import in_processes, unique
 from tests.webhook_support import sign
 
 pytestmark = pytest.mark.integration
@@ -475,12 +474,14 @@ def test_a_charge_naming_no_attempt_or_a_missing_one_is_applied_and_another_cust
     assert recorded == [(1500, 500), (2000, 0)]
 
 
-def _reconciler(table: str, endpoint: str, stripe_url: str, charge_ref: str, barrier: Any) -> None:
+def _reconciler(table: str, endpoint: str, stripe_url: str, charge_ref: str, go: Any, out: Any, met: Any) -> None:
     """A webhook applier in its own process (its own Lambda container)."""
     configure(table_name=table, endpoint=endpoint, region="us-east-1")
     rail = StripeGateway(TEST_API_KEY, api_base=stripe_url, localstripe=True)
-    barrier.wait()
+    go.wait()
+    met.wait()
     reconcile_charge(DynamoStore(), rail, SCOPE, charge_ref, clock=CLOCK)
+    out.put("done")
 
 
 def test_processes_recording_the_same_unrecorded_charge_at_once_write_one_payment(
@@ -495,17 +496,8 @@ def test_processes_recording_the_same_unrecorded_charge_at_once_write_one_paymen
     seed_invoice(store, contact_id, invoice_id, "30.00")
     meta = {"tenant_id": "t1", "mode": "test", "invoice_id": invoice_id, "contact_id": contact_id}
     intent = charge_outside_billow(store, server, rail, contact_id, meta, "20.00")
-    spawn = multiprocessing.get_context("spawn")
-    barrier = spawn.Barrier(3)
-    processes = [
-        spawn.Process(target=_reconciler, args=(local_table, dynamodb_local.endpoint, server.url, intent.id, barrier))
-        for _ in range(3)
-    ]
-    for process in processes:
-        process.start()
-    for process in processes:
-        process.join(180)
-    assert [p.exitcode for p in processes] == [0, 0, 0]
+    each = [(local_table, dynamodb_local.endpoint, server.url, intent.id)] * 3
+    assert in_processes(_reconciler, each, meet=3) == ["done"] * 3
     (payment,) = store.payments_of(SCOPE, contact_id, invoice_id)
     assert (payment.reference, payment.amount, payment.stray_charge) == (intent.id, usd("20.00"), True)
     invoice = stored_invoice(store, invoice_id)
