@@ -502,3 +502,24 @@ def test_processes_recording_the_same_unrecorded_charge_at_once_write_one_paymen
     assert (payment.reference, payment.amount, payment.stray_charge) == (intent.id, usd("20.00"), True)
     invoice = stored_invoice(store, invoice_id)
     assert (invoice.amount_due, invoice.unapplied) == (usd("10.00"), usd("0.00"))
+
+
+def test_an_unrecorded_charge_cancelled_does_not_end_its_pending_attempt(
+    store: DynamoStore, rail: StripeGateway, server: LocalStripe
+) -> None:
+    """A charge of a pending attempt that no run recorded, then cancelled (an extra, or by hand on
+    Stripe): its `payment_intent.canceled` must not record the attempt failed (it did: `canceled`,
+    a good card's invoice left unpaid). The next run charges the invoice once."""
+    from billow.services import collection
+
+    invoice_id = unique("inv")
+    seed_invoice(store, card_holder(store, server, rail), invoice_id, "30.00")
+    attempt = collection._start(store, SCOPE, stored_invoice(store, invoice_id), CLOCK)
+    assert attempt is not None and attempt.status is AttemptStatus.PENDING
+    extra = rail.create_charge(collection._request(SCOPE, attempt))
+    rail.cancel_charge(extra.ref)
+    after = collection.reconcile_charge(store, rail, SCOPE, extra.ref, clock=CLOCK)  # its webhook
+    assert after is not None and after.status is AttemptStatus.PENDING
+    paid = collect_invoice(store, rail, SCOPE, invoice_id, clock=CLOCK)  # the redelivery
+    assert paid is not None and paid.status is AttemptStatus.SUCCEEDED
+    assert_paid_once(store, server, invoice_id)

@@ -504,11 +504,17 @@ def reconcile_charge(
 
 def _attempts_charge(attempt: PaymentAttempt, state: ChargeState) -> bool:
     """Whether `state` is the charge of `attempt`: the one it recorded, or, while it is live and has
-    recorded none, one for its customer and amount (a success read before the collector recorded
-    its charge)."""
+    recorded none, one for its customer and amount that is unconfirmed (a run's, about to record
+    it) or succeeded (a success read before the collector recorded its charge). An unrecorded charge
+    cancelled or declined is not: only a recorded charge is ever confirmed by Billow, so it is an
+    extra a resumer cancelled, or one moved outside Billow, and must not end the attempt (it did:
+    the attempt failed `canceled` while a run's charge of it was still to be confirmed)."""
     if attempt.charge_ref is not None:
         return attempt.charge_ref == state.ref
-    return attempt.live and state.customer_ref == attempt.customer_ref and state.amount == attempt.amount
+    unrecorded_ok = state.status in (ChargeStatus.CREATED, ChargeStatus.SUCCEEDED)
+    return (
+        attempt.live and unrecorded_ok and state.customer_ref == attempt.customer_ref and state.amount == attempt.amount
+    )
 
 
 def _record_stray(
