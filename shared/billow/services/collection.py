@@ -442,6 +442,7 @@ def _record_success(
     when = contact_time(ports, ctx, attempt.contact_id, clock)
     work = ports.unit_of_work(f"payment attempt {attempt.id} succeeded")
     saved = work.save_attempt(scope, attempt.succeeded(state.ref, clock.now()))
+    kept: list[tuple[Money, str]] = []  # logged once committed: a writer that loses the race kept nothing
     for invoice_id, amount in attempt.covers:
         invoice = ports.get_invoice(scope, invoice_id)
         if invoice is None:
@@ -453,11 +454,13 @@ def _record_success(
         received = Payment(payment_id, invoice.id, amount, PaymentMethod.CARD, state.ref, when.today, clock.now())
         taken, payment = invoice.take_charge(received)
         if payment.unapplied is not None and not payment.unapplied.is_zero:
-            log.warning("charge %s: %s of it kept as credit on invoice %s", state.ref, payment.unapplied, invoice.id)
+            kept.append((payment.unapplied, invoice.id))
         work.save_invoice(scope, taken, invoice.version)
         work.add_payment(scope, taken, payment)
     when.guard(work, scope)
     work.commit()
+    for unapplied, invoice_id in kept:
+        log.warning("charge %s: %s of it kept as credit on invoice %s", state.ref, unapplied, invoice_id)
     return saved
 
 
