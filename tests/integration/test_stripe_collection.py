@@ -523,3 +523,44 @@ def test_an_unrecorded_charge_cancelled_does_not_end_its_pending_attempt(
     paid = collect_invoice(store, rail, SCOPE, invoice_id, clock=CLOCK)  # the redelivery
     assert paid is not None and paid.status is AttemptStatus.SUCCEEDED
     assert_paid_once(store, server, invoice_id)
+
+
+def test_a_success_read_as_the_attempts_is_kept_when_the_collector_records_its_own_charge_first(
+    store: DynamoStore, rail: StripeGateway, server: LocalStripe
+) -> None:
+    """A charge made outside the collector with a pending attempt's metadata and amount succeeds;
+    its webhook reads the attempt (no charge recorded yet, so the charge reads as the attempt's),
+    and before it writes, the collector records and confirms its own. The webhook's write loses:
+    the outside money must still be recorded, as a stray kept as credit (it was recorded nowhere,
+    and its event id was spent)."""
+    from billow.services import collection
+
+    contact_id = card_holder(store, server, rail)
+    invoice_id = unique("inv")
+    seed_invoice(store, contact_id, invoice_id, "30.00")
+    attempt = collection._start(store, SCOPE, stored_invoice(store, invoice_id), CLOCK)
+    assert attempt is not None
+    meta = {"tenant_id": "t1", "mode": "test", "invoice_id": invoice_id, "attempt_id": attempt.id}
+    outside = charge_outside_billow(store, server, rail, contact_id, {**meta, "contact_id": contact_id}, "30.00")
+
+    read = store.get_attempt
+    collector_ran: list[AttemptStatus] = []
+
+    def collector_goes_first(*args: Any, **kwargs: Any) -> Any:
+        got = read(*args, **kwargs)
+        if not collector_ran:  # the webhook has read the attempt: the collector records and confirms its charge
+            collector_ran.append(collection.resume(store, rail, SCOPE, got, clock=CLOCK).status)
+        return got
+
+    store.get_attempt = collector_goes_first  # type: ignore[method-assign]
+    try:
+        reconcile_charge(store, rail, SCOPE, outside.id, clock=CLOCK)
+    finally:
+        store.get_attempt = read  # type: ignore[method-assign]
+    assert collector_ran == [AttemptStatus.SUCCEEDED]
+    succeeded = sorted(p.id for p in intents_of(server, invoice_id) if p.status == "succeeded")
+    payments = store.payments_of(SCOPE, contact_id, invoice_id)
+    assert sorted(p.reference for p in payments) == succeeded and len(succeeded) == 2
+    (stray,) = [p for p in payments if p.reference == outside.id]
+    assert stray.stray_charge and stray.unapplied == usd("30.00")
+    assert stored_invoice(store, invoice_id).status is InvoiceStatus.PAID

@@ -179,3 +179,30 @@ def test_an_unapplied_refund_whose_request_died_after_the_rail_refunded_is_finis
     (done,) = store.refunds_of(SCOPE, "con_u", card.invoice_id)
     assert (done.status, done.rail_ref, made.amount) == (RefundStatus.SUCCEEDED, made.ref, usd("12.00"))
     assert _state(store, card) == (usd("18.00"), usd("12.00"), usd("18.00"), usd("18.00"))
+
+
+def test_a_stray_charge_kept_as_credit_is_refunded_to_its_card(local_table: str, tmp_path: Path) -> None:
+    """Money a charge no attempt recorded took (made outside Billow's collection, naming the invoice;
+    recorded by `reconcile_charge` as a stray) is a charge Billow knows on the rail: its unapplied
+    money goes back to the card (it was refused as 'recorded by staff', refund.not_collected)."""
+    from billow.services.gateway import ChargeRequest
+
+    store, rail = DynamoStore(), FakeRail(tmp_path / "rail.sqlite")
+    seed_tenant(store)
+    declining_contact(store, "con_u")
+    seed_invoice(store, "con_u", "inv_stray", "30.00")
+    spec = ManualPaymentInput("30.00", "USD", PaymentMethod.BANK_TRANSFER, "bank-1", DAY)
+    record_manual_payment(store, _ctx(store), "inv_stray", spec, CLOCK)
+    contact = store.get_contact(SCOPE, "con_u")
+    assert contact is not None and contact.gateway_customer_ref and contact.default_method_ref
+    meta = {"tenant_id": SCOPE.tenant_id, "mode": SCOPE.mode, "invoice_id": "inv_stray", "contact_id": "con_u"}
+    request = ChargeRequest(contact.gateway_customer_ref, contact.default_method_ref, usd("12.00"), "k-stray", meta)
+    charge = rail.create_charge(request)
+    rail.settle(charge.ref, ChargeStatus.SUCCEEDED)
+    reconcile_charge(store, rail, SCOPE, charge.ref, clock=CLOCK)
+    (stray,) = [p for p in store.payments_of(SCOPE, "con_u", "inv_stray") if p.reference == charge.ref]
+    assert stray.stray_charge and stray.unapplied == usd("12.00")
+
+    done = refund(store, rail, stray, "ticket-stray")
+    assert (done.refund.status, done.refund.amount) == (RefundStatus.SUCCEEDED, usd("12.00"))
+    assert [r.amount for r in rail.refunds_of(charge.ref)] == [usd("12.00")]

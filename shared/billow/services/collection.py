@@ -495,12 +495,17 @@ def reconcile_charge(
         attempt = ports.get_attempt(scope, contact_id, invoice_id, attempt_number(attempt_ref))
         attempt = attempt if attempt is not None and attempt.id == attempt_ref else None
     if attempt is not None and _attempts_charge(attempt, state):
-        return _apply(ports, gateway, scope, attempt, state, clock)
-    # Not its attempt's charge, or its attempt ended without it: never to be confirmed by Billow.
-    if state.status is ChargeStatus.CREATED:
+        applied = _apply(ports, gateway, scope, attempt, state, clock)
+        if state.status is not ChargeStatus.SUCCEEDED or applied.charge_ref == state.ref:
+            return applied
+        # Meanwhile its attempt recorded another charge (a collector's): this one's money is a stray.
+        attempt = applied
+    elif state.status is ChargeStatus.CREATED:
+        # Not its attempt's charge, or its attempt ended without it: never to be confirmed by Billow.
         if attempt is not None:
             gateway.cancel_charge(state.ref)
-    elif state.status is ChargeStatus.SUCCEEDED:
+        return attempt
+    if state.status is ChargeStatus.SUCCEEDED:
         _record_stray(ports, scope, invoice or ports.get_invoice(scope, invoice_id), contact_id, state, clock)
     return attempt
 

@@ -257,11 +257,10 @@ def _manual_by_default(store: RefundPorts, ctx: TenantContext, credit_note_id: s
     to the card, or recording money returned otherwise), or a transfer would be recorded while the
     customer expects the card refund no one sent."""
     note = get_credit_note(store, ctx, credit_note_id)
-    collected = _collected(store, ctx, note.contact_id)
+    on_rail = _refundable_on_rail(store, ctx, note.contact_id)
     for invoice in credited_invoices(note, store.invoices_of(ctx.scope, note.contact_id)):
         for payment in store.payments_of(ctx.scope, note.contact_id, invoice.id):
-            card = payment.method is PaymentMethod.CARD and (payment.invoice_id, payment.reference) in collected
-            if card and not payment.refundable_for_credit.is_zero:
+            if on_rail(payment) and not payment.refundable_for_credit.is_zero:
                 raise InvalidInput(
                     f"credit note {note.label} credits {invoice.label}, paid by card: say `method` card to refund "
                     "the card, or the method the money was returned by",
@@ -463,17 +462,25 @@ def _check_same_refund(found: Refunded, spec: RefundInput) -> None:
         )
 
 
-def _collected(store: CollectionStore, ctx: TenantContext, contact_id: str) -> set[tuple[str, str]]:
-    """(invoice id, charge ref) of each payment collection recorded for the contact: the charges of
-    its succeeded attempts, per invoice they cover. Only those are refunded to the card: a payment
-    staff recorded with method `card` (`POST /invoices/{id}/payments`, a card terminal's receipt,
-    any text as reference) names no charge of Billow's on the rail, perhaps another customer's."""
-    return {
+def _refundable_on_rail(store: CollectionStore, ctx: TenantContext, contact_id: str) -> Callable[[Payment], bool]:
+    """Whether a payment of the contact is a charge Billow knows on the rail, so refundable to the
+    card: one its collection recorded (the charge of a succeeded attempt, per invoice it covers) or a
+    stray charge it found there and recorded (`Payment.stray_charge`: the rail's own object, of
+    this contact's customer). A payment staff recorded with method `card` (`POST
+    /invoices/{id}/payments`, a card terminal's receipt, any text as reference) names no charge of
+    Billow's on the rail, perhaps another customer's: never refunded through it."""
+    collected = {
         (invoice_id, attempt.charge_ref)
         for attempt in store.attempts_of(ctx.scope, contact_id)
         if attempt.status is AttemptStatus.SUCCEEDED and attempt.charge_ref is not None
         for invoice_id, _ in attempt.covers
     }
+
+    def on_rail(payment: Payment) -> bool:
+        known = payment.stray_charge or (payment.invoice_id, payment.reference) in collected
+        return payment.method is PaymentMethod.CARD and known
+
+    return on_rail
 
 
 def _payment_to_refund(
@@ -486,13 +493,13 @@ def _payment_to_refund(
 ) -> Payment:
     """The payment named, or the newest card payment collection recorded of `invoices` that can
     take `amount` whole."""
-    collected = _collected(store, ctx, note.contact_id)
+    on_rail = _refundable_on_rail(store, ctx, note.contact_id)
     if payment_id is not None:
         for invoice in invoices:
             payment = store.get_payment(ctx.scope, note.contact_id, invoice.id, payment_id)
             if payment is None:
                 continue
-            if payment.method is PaymentMethod.CARD and (payment.invoice_id, payment.reference) not in collected:
+            if payment.method is PaymentMethod.CARD and not on_rail(payment):
                 raise Conflict(
                     f"payment {payment.id} was recorded by staff as paid by card, not collected by Billow on the "
                     "card processor: refund it where it was taken and record that refund with its method",
@@ -509,7 +516,7 @@ def _payment_to_refund(
         p
         for invoice in invoices
         for p in sorted(store.payments_of(ctx.scope, note.contact_id, invoice.id), key=lambda p: p.recorded_at)[::-1]
-        if p.method is PaymentMethod.CARD and (p.invoice_id, p.reference) in collected
+        if on_rail(p)
     ]
     if not cards:
         raise Conflict(
@@ -628,9 +635,7 @@ def refund_unapplied_to_card(
                 field="payment_id",
                 code="payment.not_found",
             )
-        if payment.method is PaymentMethod.CARD and (invoice.id, payment.reference) not in _collected(
-            store, ctx, invoice.contact_id
-        ):
+        if payment.method is PaymentMethod.CARD and not _refundable_on_rail(store, ctx, invoice.contact_id)(payment):
             raise Conflict(
                 f"payment {payment.id} was recorded by staff as paid by card, not collected by Billow on the card "
                 "processor: refund it where it was taken",
