@@ -171,6 +171,27 @@ def test_an_unpaid_order_lapses_on_its_day_on_the_contacts_clock(api: InProcessC
     assert cid.service()["state"] == "cancelled"
 
 
+def test_an_orders_first_invoice_is_never_held_for_review_so_it_can_be_paid_before_the_lapse(
+    api: InProcessClient,
+) -> None:
+    """With a review window longer than the lapse (10 days, 7), the first invoice of an order waiting
+    for payment is issued at once, due before the lapse, and paid (it was a draft until the lapse
+    voided it: the customer never had an invoice to pay). Other invoices keep the review window."""
+    assert api.patch("/settings/profile", {"invoice_review_days": 10}).status == 200
+    assert api.patch("/settings/subscriptions", {"activate_on_payment": True, "unpaid_order_lapse_days": 7}).status
+    cid = Customer(api, MONTHLY)
+    (invoice,) = cid.order()["invoices"]
+    assert (invoice["status"], invoice["due_date"], invoice["lapses_on"]) == ("open", "2024-01-16", "2024-01-17")
+    assert invoice["number"]
+    advance_clock(api, cid.id, "2024-01-16T09:00:00Z")
+    assert cid.pay(invoice, "2024-01-16").status == 201
+    deliver_paid(invoice)
+    assert cid.service()["state"] == "effective"
+    advance_clock(api, cid.id, "2024-02-10T09:00:00Z")  # the next cycle's invoice: held for review as usual
+    renewal = [i for i in cid.invoices() if i["id"] != invoice["id"]]
+    assert [i["status"] for i in renewal] == ["draft"]
+
+
 def test_an_order_may_choose_otherwise_and_only_orders_invoiced_at_once_wait(api: InProcessClient) -> None:
     assert api.patch("/settings/subscriptions", {"activate_on_payment": True}).status == 200
     dee = Customer(api, MONTHLY)

@@ -90,6 +90,15 @@ def test_an_old_delivery_cannot_pass_as_fresh_with_a_second_timestamp(forge: obj
     assert refused.value.code in ("webhook.stale", "webhook.bad_signature")
 
 
+@pytest.mark.parametrize("t", [10**15, 10**30])
+def test_a_signed_timestamp_beyond_any_date_is_stale_not_an_error(t: int) -> None:
+    payload = event_body("evt_far")
+    header = stripe.WebhookSignature.generate_signature_header(payload.decode(), SECRET, timestamp=t)
+    with pytest.raises(WebhookRejected) as refused:
+        verify(payload, header, SECRET, now=NOW)
+    assert refused.value.code == "webhook.stale"
+
+
 def test_a_deeply_nested_body_is_malformed_before_any_recursion() -> None:
     """~4 kB of brackets exhaust json.loads' recursion (RecursionError, a 502 at the route): signed,
     it is refused as malformed; unsigned, it is refused before anything of it is read."""

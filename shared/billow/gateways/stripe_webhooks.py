@@ -63,7 +63,10 @@ def signed_at(signature: str) -> datetime:
     times = [item.split("=", 2) for item in signature.split(",") if item.split("=", 1)[0].strip() == "t"]
     if len(times) != 1 or times[0][0] != "t" or len(times[0]) != 2 or not times[0][1].isdigit():
         raise WebhookRejected("the Stripe-Signature header must have exactly one timestamp, t=<seconds>")
-    return datetime.fromtimestamp(int(times[0][1]), UTC)
+    try:
+        return datetime.fromtimestamp(int(times[0][1]), UTC)
+    except (OverflowError, OSError, ValueError):  # beyond any date: not a delivery of now
+        raise WebhookRejected("the Stripe-Signature timestamp is not a time", code="webhook.stale") from None
 
 
 def verify(payload: bytes, signature: str | None, secret: str, *, now: datetime) -> GatewayEvent:

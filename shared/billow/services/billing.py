@@ -162,10 +162,12 @@ def _issued(
     """The invoice of a billing step: a draft (unnumbered) under the tenant's review window, else
     numbered and, under `auto_apply_credit`, consuming the contact's credit (the settlement to
     write with it; None when there is none, so a step without credit writes what it always did)."""
-    review = ctx.settings.invoice_review_days
-    unnumbered = review > 0 and not draft.total.is_negative and not draft.total.is_zero
-    # Access on payment: the first invoice of services kept draft until it is paid lapses with them.
+    # Access on payment: the first invoice of services kept draft until it is paid lapses with them,
+    # and is never held for review: the customer must be able to pay it at once, and a draft cannot
+    # be paid (the order itself was the business's check).
     waiting = step.subscription.waiting_for_payment(line.service_id for line in draft.lines)
+    review = 0 if waiting else ctx.settings.invoice_review_days
+    unnumbered = review > 0 and not draft.total.is_negative and not draft.total.is_zero
     invoice = Invoice.issue(
         draft,
         invoice_id=invoice_id_for(step.subscription),
