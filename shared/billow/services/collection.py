@@ -294,7 +294,7 @@ def _cancel(gateway: PaymentGateway, charge_ref: str) -> ChargeState:
 
 
 def _still_payable(ports: CollectionPorts, scope: Scope, attempt: PaymentAttempt) -> bool:
-    invoices = {i: ports.get_invoice(scope, i) for i in attempt.covered_ids()}
+    invoices = {i: ports.contact_invoice(scope, attempt.contact_id, i) for i in attempt.covered_ids()}
     return attempt.payable({i: invoice for i, invoice in invoices.items() if invoice is not None})
 
 
@@ -444,7 +444,7 @@ def _record_success(
     saved = work.save_attempt(scope, attempt.succeeded(state.ref, clock.now()))
     kept: list[tuple[Money, str]] = []  # logged once committed: a writer that loses the race kept nothing
     for invoice_id, amount in attempt.covers:
-        invoice = ports.get_invoice(scope, invoice_id)
+        invoice = ports.contact_invoice(scope, attempt.contact_id, invoice_id)
         if invoice is None:
             log.error("charge %s: invoice %s is gone; %s not recorded on it", state.ref, invoice_id, amount)
             continue

@@ -1197,6 +1197,9 @@ class DynamoStore:
         item = self._by_id(scope, invoice_id, "INVOICE")
         return None if item is None else codec.invoice_in(json.loads(item.data or "{}"), int(item.version or 0))
 
+    def contact_invoice(self, scope: Scope, contact_id: str, invoice_id: str) -> Invoice | None:
+        return _record(contact_pk(scope, contact_id), f"INV#{invoice_id}", codec.invoice_in, f"invoice {invoice_id}")
+
     def invoices_of(self, scope: Scope, contact_id: str) -> list[Invoice]:
         with _translated("invoices"):
             items = BillowItem.query(contact_pk(scope, contact_id), BillowItem.sk.startswith("INV#"))
