@@ -47,7 +47,7 @@ from billow.domain.invoices import Invoice, Payment, PaymentMethod
 from billow.domain.money import Money
 from billow.domain.subscriptions import Subscription
 from billow.domain.tenants import TenantSettings
-from billow.services.contacts import contact_time
+from billow.services.contacts import ContactTime, contact_time
 from billow.services.context import Clock, Scope, SystemClock, TenantContext
 from billow.services.gateway import (
     METHOD_UNUSABLE,
@@ -59,7 +59,7 @@ from billow.services.gateway import (
     PaymentGateway,
 )
 from billow.services.invoices import payment_id_for
-from billow.services.ports import CollectionPorts
+from billow.services.ports import CollectionPorts, UnitOfWork
 
 log = logging.getLogger(__name__)
 
@@ -430,6 +430,34 @@ def apply_state(
     raise ConcurrentModification(f"payment attempt {attempt.id} kept changing; try again")
 
 
+def _contact_time(ports: CollectionPorts, scope: Scope, contact_id: str, clock: Clock) -> ContactTime:
+    return contact_time(ports, TenantContext(scope.tenant_id, scope.mode, _settings(ports, scope)), contact_id, clock)
+
+
+def _take_charge(
+    work: UnitOfWork,
+    scope: Scope,
+    invoice: Invoice,
+    received: Money,
+    charge_ref: str,
+    when: ContactTime,
+    clock: Clock,
+    *,
+    stray: bool = False,
+) -> Payment:
+    """Stage the card payment of `received` from the charge on `invoice` (its id hashed from the
+    invoice and the charge, as every writer of it names it): what the invoice can take applied, the
+    rest kept as unapplied credit (`Invoice.take_charge`)."""
+    payment_id = payment_id_for(invoice.id, charge_ref, collected=True)
+    paid = Payment(
+        payment_id, invoice.id, received, PaymentMethod.CARD, charge_ref, when.today, clock.now(), stray_charge=stray
+    )
+    taken, payment = invoice.take_charge(paid)
+    work.save_invoice(scope, taken, invoice.version)
+    work.add_payment(scope, taken, payment)
+    return payment
+
+
 def _record_success(
     ports: CollectionPorts, scope: Scope, attempt: PaymentAttempt, state: ChargeState, clock: Clock
 ) -> PaymentAttempt:
@@ -438,8 +466,7 @@ def _record_success(
     (paid by other means, voided, lapsed, credited while the charge was in flight, or a failed
     charge that succeeded later) stays on the payment and the invoice as unapplied, the contact's
     credit, refundable to the card (`Invoice.take_charge`)."""
-    ctx = TenantContext(scope.tenant_id, scope.mode, _settings(ports, scope))
-    when = contact_time(ports, ctx, attempt.contact_id, clock)
+    when = _contact_time(ports, scope, attempt.contact_id, clock)
     work = ports.unit_of_work(f"payment attempt {attempt.id} succeeded")
     saved = work.save_attempt(scope, attempt.succeeded(state.ref, clock.now()))
     kept: list[tuple[Money, str]] = []  # logged once committed: a writer that loses the race kept nothing
@@ -450,13 +477,9 @@ def _record_success(
             continue
         # No payment of this charge exists yet: it is written only with the attempt's success, and
         # a concurrent writer of that success makes this transaction fail on the attempt's version.
-        payment_id = payment_id_for(invoice.id, state.ref, collected=True)
-        received = Payment(payment_id, invoice.id, amount, PaymentMethod.CARD, state.ref, when.today, clock.now())
-        taken, payment = invoice.take_charge(received)
+        payment = _take_charge(work, scope, invoice, amount, state.ref, when, clock)
         if payment.unapplied is not None and not payment.unapplied.is_zero:
             kept.append((payment.unapplied, invoice.id))
-        work.save_invoice(scope, taken, invoice.version)
-        work.add_payment(scope, taken, payment)
     when.guard(work, scope)
     work.commit()
     for unapplied, invoice_id in kept:
@@ -506,7 +529,9 @@ def reconcile_charge(
             gateway.cancel_charge(state.ref)
         return attempt
     if state.status is ChargeStatus.SUCCEEDED:
-        _record_stray(ports, scope, invoice or ports.get_invoice(scope, invoice_id), contact_id, state, clock)
+        _record_stray(
+            ports, scope, invoice or ports.contact_invoice(scope, contact_id, invoice_id), contact_id, state, clock
+        )
     return attempt
 
 
@@ -554,27 +579,14 @@ def _record_stray(
         if state.received.is_zero or state.received.currency != invoice.currency:
             log.error("charge %s succeeded for %s: not recordable on invoice %s", state.ref, state.received, invoice.id)
             return
-        ctx = TenantContext(scope.tenant_id, scope.mode, _settings(ports, scope))
-        when = contact_time(ports, ctx, contact_id, clock)
-        received = Payment(
-            payment_id,
-            invoice.id,
-            state.received,
-            PaymentMethod.CARD,
-            state.ref,
-            when.today,
-            clock.now(),
-            stray_charge=True,
-        )
-        taken, payment = invoice.take_charge(received)
+        when = _contact_time(ports, scope, contact_id, clock)
         work = ports.unit_of_work(f"recording charge {state.ref}")
-        work.save_invoice(scope, taken, invoice.version)
-        work.add_payment(scope, taken, payment)
+        payment = _take_charge(work, scope, invoice, state.received, state.ref, when, clock, stray=True)
         when.guard(work, scope)
         try:
             work.commit()
-        except ConcurrentModification:
-            invoice = ports.get_invoice(scope, invoice.id)  # recorded meanwhile, or the invoice changed
+        except ConcurrentModification:  # recorded meanwhile, or the invoice changed
+            invoice = ports.contact_invoice(scope, contact_id, invoice.id)
             continue
         log.warning(
             "charge %s (%s) was recorded by no payment attempt: recorded as payment %s of invoice %s, %s of it"
