@@ -368,9 +368,7 @@ def _reserved(
 ) -> Refunded:
     """Step 1 of a card refund: the pending `refund` written with its `holder` (the credit note or
     invoice as changed, the version it was read at) and `payment`, if the rail can take its amount."""
-    if gateway is None:
-        raise Conflict("this tenant has no card processor in this mode", code="refund.no_rail")
-    gateway.refundable(refund.amount)  # an amount the rail cannot take: refused, nothing reserved
+    _card_rail(gateway).refundable(refund.amount)  # an amount the rail cannot take: refused, nothing reserved
     Settlement((holder,), refunds=(refund,), payments=(payment,)).commit(store, ctx.scope, what, when)
     return Refunded(holder[0], replace(refund, version=1), replayed=False)
 
@@ -388,9 +386,13 @@ def _carried_on(
         _check_same_refund(found, spec)
     if found.refund.status is not RefundStatus.PENDING:
         return found
+    return _sent(store, ctx, found.credit_note.contact_id, found.refund, clock, _card_rail(gateway), found.replayed)
+
+
+def _card_rail(gateway: PaymentGateway | None) -> PaymentGateway:
     if gateway is None:
         raise Conflict("this tenant has no card processor in this mode", code="refund.no_rail")
-    return _sent(store, ctx, found.credit_note.contact_id, found.refund, clock, gateway, found.replayed)
+    return gateway
 
 
 def resume_refund(
