@@ -178,7 +178,8 @@ def test_an_orders_first_invoice_is_never_held_for_review_so_it_can_be_paid_befo
     for payment is issued at once, due before the lapse, and paid (it was a draft until the lapse
     voided it: the customer never had an invoice to pay). Other invoices keep the review window."""
     assert api.patch("/settings/profile", {"invoice_review_days": 10}).status == 200
-    assert api.patch("/settings/subscriptions", {"activate_on_payment": True, "unpaid_order_lapse_days": 7}).status
+    on = api.patch("/settings/subscriptions", {"activate_on_payment": True, "unpaid_order_lapse_days": 7})
+    assert on.status == 200, on.body
     cid = Customer(api, MONTHLY)
     (invoice,) = cid.order()["invoices"]
     assert (invoice["status"], invoice["due_date"], invoice["lapses_on"]) == ("open", "2024-01-16", "2024-01-17")
