@@ -233,11 +233,8 @@ class RefundBody(Body):
         max_length=100,
         description="the refund's reference (a bank reference, a ticket); idempotency key (per credit note)",
     )
-    payment_id: str | None = Field(
+    payment_id: Id | None = Field(
         default=None,
-        min_length=1,
-        max_length=64,
-        pattern=r"^[A-Za-z0-9_\-]+$",
         description="card: the payment to refund (default: the newest card payment of an invoice the credit note "
         "credits that can take the whole amount); not with another method (422 refund.payment_not_card)",
     )
