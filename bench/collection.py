@@ -107,6 +107,7 @@ def main() -> int:
     server = local_stripe.start() if args.localstripe else None
     try:
         on = "localstripe over HTTP (StripeGateway)" if server else "the fake rail (tests/fake_rail.py)"
+        print("command:", " ".join([Path(sys.executable).name, *sys.argv]))
         print(f"collection on DynamoDB Local with {on}: {n} issued invoices")
         results = {workers: run(local, n, workers, rail_dir, server) for workers in (1, 4)}
         for workers, (elapsed, _, _) in results.items():
@@ -119,7 +120,7 @@ def main() -> int:
             f"({', '.join(f'{op} {k / n:.2f}' for op, k in sorted(counter.requests.items()))}); "
             f"writes {writes / n:.2f}"
         )
-        print(f"  rail requests per collected invoice: {rail_requests / n:.2f} (create, confirm)")
+        print(f"  rail requests per collected invoice: {rail_requests / n:.2f} (every request the rail answered)")
         print(
             "  capacity units per collected invoice as DynamoDB Local reports them: "
             f"write {counter.write_units / n:.2f}, read {counter.read_units / n:.2f}"
