@@ -9,7 +9,6 @@ then allows for (`StripeGateway(localstripe=True)`).
 
 from __future__ import annotations
 
-import functools
 import os
 
 from billow.gateways.manual import ManualGateway
@@ -29,14 +28,7 @@ def charging_gateway(secrets: SecretsSource, tenant_id: str, mode: str) -> Payme
     found = secrets.rail_secrets(STRIPE, tenant_id, mode)
     if found is None:
         return None
-    return _stripe(found.api_key, os.environ.get(API_BASE_ENV) or None)
-
-
-@functools.lru_cache(maxsize=256)
-def _stripe(api_key: str, api_base: str | None) -> PaymentGateway:
-    """One gateway (one SDK client, its HTTP connections kept) per key for the container's life: a
-    collector, a sweep or a webhook function reaches the same tenant's rail again and again. A key
-    rolled in the secrets is another entry."""
     from billow.gateways.stripe import StripeGateway  # the SDK only where a Stripe rail is used
 
-    return StripeGateway(api_key, api_base=api_base, localstripe=api_base is not None)
+    api_base = os.environ.get(API_BASE_ENV) or None
+    return StripeGateway(found.api_key, api_base=api_base, localstripe=api_base is not None)
