@@ -16,6 +16,7 @@ from billow.services.inputs import FromString, Name
 from billow.services.tenants import (
     update_billing_rules,
     update_collection,
+    update_dunning_policy,
     update_profile,
     update_subscription_policy,
 )
@@ -92,6 +93,7 @@ def _settings(s: TenantSettings) -> dict[str, Any]:
         "billing": _rules(s.billing),
         "subscriptions": s.subscriptions.as_json(),
         "collection": {"mode": s.collection.mode.value, "collect_whole_debt": s.collection.collect_whole_debt},
+        "dunning": s.dunning.as_json(),
     }
 
 
@@ -228,3 +230,64 @@ class CollectionBody(Body):
 def patch_collection(body: CollectionBody) -> dict[str, Any]:
     ctx = current_tenant(router.current_event)
     return _settings(update_collection(store, ctx, body.model_dump(exclude_unset=True, exclude_none=True)))
+
+
+DunningDays = Annotated[list[Annotated[int, Field(ge=0, le=365)]], Field(max_length=10)]
+Classification = Annotated[str, Field(min_length=1, max_length=64)]
+
+
+class DunningBody(Body):
+    """Only the rules given change; `null` clears `cancel_after_days` (never cancel). A change makes
+    the policy's next `version`: cases already open keep theirs."""
+
+    retry_days: DunningDays | None = Field(
+        default=None,
+        description="days after an invoice's first failed charge on which it is retried (1 to 365, strictly "
+        "increasing); a hard decline waits for a new payment method instead",
+        examples=[[1, 3, 5, 7]],
+    )
+    reminder_days: DunningDays | None = Field(
+        default=None, description="days after the case opened on which the customer is reminded (0 to 365)"
+    )
+    grace_days: int | None = Field(
+        default=None, ge=0, le=365, description="days after the case opened before any service is deactivated"
+    )
+    deactivation_threshold: dict[Currency, Amount] | None = Field(
+        default=None,
+        max_length=200,
+        description="per currency, services billed to the debt are deactivated only while it is over this amount "
+        "(0: any debt); replaces the previous map; a currency not listed is never deactivated",
+        examples=[{"USD": "50.00"}],
+    )
+    cancel_after_days: int | None = Field(
+        default=None, ge=1, le=365, description="days deactivated before dunning cancels a service; null: never"
+    )
+    excluded_from_deactivation: list[Classification] | None = Field(
+        default=None, max_length=50, description="account classifications never deactivated (nor cancelled)"
+    )
+    excluded_from_cancellation: list[Classification] | None = Field(
+        default=None, max_length=50, description="account classifications whose services are never cancelled"
+    )
+    cancel_with_fees: bool | None = Field(
+        default=None, description="a cancellation by dunning charges the usual fees (a cancellation fee in contract)"
+    )
+
+
+@router.get("/settings/dunning", summary="The dunning policy: retries, reminders, grace, deactivation, cancellation")
+def get_dunning_policy() -> dict[str, Any]:
+    return current_tenant(router.current_event).settings.dunning.as_json()
+
+
+@router.patch(
+    "/settings/dunning",
+    summary="Change the dunning policy (cases opened from now on follow it; open cases keep the version they "
+    "were opened under)",
+)
+def patch_dunning_policy(body: DunningBody) -> dict[str, Any]:
+    ctx = current_tenant(router.current_event)
+    changes = {
+        name: value
+        for name, value in body.model_dump(mode="json", exclude_unset=True).items()
+        if value is not None or name == "cancel_after_days"
+    }
+    return _settings(update_dunning_policy(store, ctx, changes))

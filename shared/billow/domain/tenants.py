@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from billow.domain.calendar import tenant_zone
 from billow.domain.collection import DEFAULT_COLLECTION, CollectionSettings
+from billow.domain.dunning import DEFAULT_DUNNING, DunningPolicy
 from billow.domain.errors import InvalidInput
 from billow.domain.policy import DEFAULT_POLICY, SubscriptionPolicy
 from billow.domain.rules import DEFAULT_RULES, BillingRules
@@ -34,6 +35,8 @@ class TenantSettings:
     """Subscription-management rules, checked when actions are requested."""
     collection: CollectionSettings = DEFAULT_COLLECTION
     """How invoices are collected: the default mode of a contact that names none (docs/payments.md)."""
+    dunning: DunningPolicy = DEFAULT_DUNNING
+    """What is done about unpaid debt: retries, reminders, grace, deactivation (docs/dunning.md)."""
     version: int = 0
     """The stored item's version (0: never stored); a write is conditioned on it."""
 

@@ -124,3 +124,10 @@ def update_collection(store: TenantStore, ctx: TenantContext, changes: dict[str,
     if "mode" in changes:
         changes = {**changes, "mode": CollectionMode(changes["mode"])}
     return update_settings(store, ctx, lambda s: replace(s, collection=replace(s.collection, **changes)))
+
+
+def update_dunning_policy(store: TenantStore, ctx: TenantContext, changes: dict[str, Any]) -> TenantSettings:
+    """Change some of the business's dunning rules (JSON form, as the API shows them;
+    docs/dunning.md). A change makes the policy's next version; cases already open keep the
+    version they were opened under, cases opened from now on follow the new one."""
+    return update_settings(store, ctx, lambda s: replace(s, dunning=s.dunning.changed(changes)))

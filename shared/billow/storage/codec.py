@@ -15,6 +15,7 @@ from billow.domain.calendar import BillingSchedule, Cycle, Period
 from billow.domain.catalog import BillingModel, PriceTerms, PricingModel, Product
 from billow.domain.collection import AttemptStatus, CollectionMode, CollectionSettings, PaymentAttempt
 from billow.domain.contacts import Address, ClockStatus, Contact, TestClock
+from billow.domain.dunning import DunningPolicy
 from billow.domain.invoices import Invoice, InvoiceStatus, Payment, PaymentMethod
 from billow.domain.lines import Adjustment, LineDraft
 from billow.domain.money import Money
@@ -751,6 +752,7 @@ def settings_out(s: TenantSettings) -> Json:
         "billing": rules_out(s.billing),
         "subscriptions": policy_out(s.subscriptions),
         "collection": {"mode": s.collection.mode.value, "collect_whole_debt": s.collection.collect_whole_debt},
+        "dunning": dunning_out(s.dunning),
     }
 
 
@@ -763,6 +765,7 @@ def settings_in(d: Json, version: int) -> TenantSettings:
             "billing": rules_in(d.get("billing")),
             "subscriptions": policy,
             "collection": collection,
+            "dunning": dunning_in(d.get("dunning")),
             "version": version,
         }
     )
@@ -773,6 +776,38 @@ def collection_in(d: Json | None) -> CollectionSettings:
     if not d:
         return CollectionSettings()
     return CollectionSettings(CollectionMode(d["mode"]), bool(d.get("collect_whole_debt", False)))
+
+
+def dunning_out(p: DunningPolicy) -> Json:
+    """A dunning policy as stored: in the tenant's settings, and kept by each case it opened."""
+    return {
+        "retry_days": list(p.retry_days),
+        "reminder_days": list(p.reminder_days),
+        "grace_days": p.grace_days,
+        "threshold": {currency: m.amount_str() for currency, m in sorted(p.deactivation_threshold.items())},
+        "cancel_after_days": p.cancel_after_days,
+        "no_deactivation": list(p.excluded_from_deactivation),
+        "no_cancellation": list(p.excluded_from_cancellation),
+        "cancel_with_fees": p.cancel_with_fees,
+        "version": p.version,
+    }
+
+
+def dunning_in(d: Json | None) -> DunningPolicy:
+    """Absent (stored before dunning existed): the default."""
+    if not d:
+        return DunningPolicy()
+    return DunningPolicy(
+        retry_days=tuple(d["retry_days"]),
+        reminder_days=tuple(d["reminder_days"]),
+        grace_days=d["grace_days"],
+        deactivation_threshold={c: Money.parse(a, c) for c, a in d["threshold"].items()},
+        cancel_after_days=d["cancel_after_days"],
+        excluded_from_deactivation=tuple(d["no_deactivation"]),
+        excluded_from_cancellation=tuple(d["no_cancellation"]),
+        cancel_with_fees=d["cancel_with_fees"],
+        version=d["version"],
+    )
 
 
 def policy_out(p: SubscriptionPolicy) -> Json:
