@@ -391,14 +391,14 @@ class DunningCase:
         """The case once `decision` was carried out on `on`. `done`: what it touched, when not all
         the decision named (a service an action refused is left out). Recording the step just
         recorded again changes nothing (a duplicate delivery). A wait is not a step."""
-        if self.ended:
-            raise Conflict(f"dunning case {self.id} has ended", code="dunning.case_ended")
         if isinstance(decision, Wait):
             return self
         named = _targets(decision)
         step = Step(on, StepKind(decision.kind), tuple(named if done is None else done), outcome)
         if self.history and self.history[-1] == step:
             return self
+        if self.ended:
+            raise Conflict(f"dunning case {self.id} has ended", code="dunning.case_ended")
         ended = CaseStatus.ENDED if isinstance(decision, End) else self.status
         return replace(self, history=(*self.history, step), status=ended)
 
