@@ -69,8 +69,8 @@ class DunningPolicy:
     """Bumped by every change of the policy (`changed`); each case keeps the version it follows."""
 
     def __post_init__(self) -> None:
-        _check_schedule(self.retry_days, "retry_days", 1)
-        _check_schedule(self.reminder_days, "reminder_days", 0)
+        _check_schedule(self.retry_days, "retry_days", 1, code="dunning.retry_days")
+        _check_schedule(self.reminder_days, "reminder_days", 0, code="dunning.reminder_days")
         if not 0 <= self.grace_days <= MAX_DAYS:
             raise InvalidInput(f"grace_days is 0 to {MAX_DAYS}", field="grace_days", code="dunning.grace_days")
         if self.cancel_after_days is not None and not 1 <= self.cancel_after_days <= MAX_DAYS:
@@ -141,7 +141,7 @@ class DunningPolicy:
         return replace(self, deactivation_threshold=kept)
 
 
-def _check_schedule(days: Sequence[int], name: str, first: int) -> None:
+def _check_schedule(days: Sequence[int], name: str, first: int, *, code: str) -> None:
     if (
         len(days) > MAX_SCHEDULE
         or any(not isinstance(d, int) or isinstance(d, bool) or not first <= d <= MAX_DAYS for d in days)
@@ -150,7 +150,7 @@ def _check_schedule(days: Sequence[int], name: str, first: int) -> None:
         raise InvalidInput(
             f"{name} lists at most {MAX_SCHEDULE} days, each {first} to {MAX_DAYS}, strictly increasing",
             field=name,
-            code=f"dunning.{name}",
+            code=code,
         )
 
 
