@@ -150,7 +150,7 @@ class SubscriptionPolicyBody(Body):
     )
 
 
-_POLICY_CLEARABLE = {"pause_max_times", "pause_max_days"}
+_POLICY_CLEARABLE = frozenset({"pause_max_times", "pause_max_days"})
 
 
 @router.patch(
@@ -159,12 +159,13 @@ _POLICY_CLEARABLE = {"pause_max_times", "pause_max_days"}
 )
 def patch_subscription_policy(body: SubscriptionPolicyBody) -> dict[str, Any]:
     ctx = current_tenant(router.current_event)
-    changes = {
-        name: value
-        for name, value in body.model_dump(mode="json", exclude_unset=True).items()
-        if value is not None or name in _POLICY_CLEARABLE
-    }
-    return _settings(update_subscription_policy(store, ctx, changes))
+    return _settings(update_subscription_policy(store, ctx, _given(body, _POLICY_CLEARABLE)))
+
+
+def _given(body: Body, clearable: frozenset[str]) -> dict[str, Any]:
+    """The rules a body gives, in their JSON form; a `null` only for those it clears."""
+    given = body.model_dump(mode="json", exclude_unset=True).items()
+    return {name: value for name, value in given if value is not None or name in clearable}
 
 
 class ProfileBody(Body):
@@ -285,9 +286,4 @@ def get_dunning_policy() -> dict[str, Any]:
 )
 def patch_dunning_policy(body: DunningBody) -> dict[str, Any]:
     ctx = current_tenant(router.current_event)
-    changes = {
-        name: value
-        for name, value in body.model_dump(mode="json", exclude_unset=True).items()
-        if value is not None or name == "cancel_after_days"
-    }
-    return _settings(update_dunning_policy(store, ctx, changes))
+    return _settings(update_dunning_policy(store, ctx, _given(body, frozenset({"cancel_after_days"}))))
