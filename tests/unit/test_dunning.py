@@ -15,6 +15,7 @@ from billow.domain.dunning import (
     AttemptFacts,
     Cancel,
     CaseFacts,
+    CaseStatus,
     Deactivate,
     DunningCase,
     DunningPolicy,
@@ -63,8 +64,16 @@ def invoice(latest: AttemptFacts | None, amount: int = 8_000, **kw: Any) -> Invo
     return InvoiceFacts("inv_1", usd(amount), kw.pop("due_date", day(14)), first, latest, **kw)
 
 
+CASE = "dun_con_1_USD_1"
+
+
 def service(sid: str, state: ServiceState = ServiceState.EFFECTIVE, grace: date | None = None) -> ServiceFacts:
     return ServiceFacts(sid, f"sub_{sid}", state, grace, frozenset({"inv_1"}))
+
+
+def stopped(sid: str, by: str | None = CASE) -> ServiceFacts:
+    """Not effective: deactivated by the case (its action the last on the service), or by staff."""
+    return ServiceFacts(sid, f"sub_{sid}", ServiceState.NOT_EFFECTIVE, None, frozenset({"inv_1"}), by)
 
 
 def facts(*invoices: InvoiceFacts, services: tuple[ServiceFacts, ...] = (), **kw: Any) -> CaseFacts:
@@ -150,7 +159,7 @@ def test_a_declined_card_is_retried_on_the_schedule_reminded_deactivated_after_g
     assert decide(case, after_last, day(9)) == Wait(day(10))
     assert decide(case, after_last, day(10)) == Deactivate(("s1",))
     case = case.record(Deactivate(("s1",)), day(10))
-    deactivated = facts(invoice(failed(5, 7)), services=(service("s1", ServiceState.NOT_EFFECTIVE),))
+    deactivated = facts(invoice(failed(5, 7)), services=(stopped("s1"),))
     assert decide(case, deactivated, day(10)) == Wait(day(40))
     assert decide(case, deactivated, day(40)) == Cancel(("s1",), with_fees=True)
     case = case.record(Cancel(("s1",), True), day(40))
@@ -198,7 +207,7 @@ def test_no_deactivation_under_the_threshold_nor_for_an_excluded_classification_
     assert decide(case, facts(invoice(late), classification="vip"), day(20)) == Wait(None)
     graced = (service("s1", grace=day(25)), service("s2"))
     assert decide(case, facts(invoice(late), services=graced), day(20)) == Deactivate(("s2",))
-    one_left = (service("s1", grace=day(25)), service("s2", ServiceState.NOT_EFFECTIVE))
+    one_left = (service("s1", grace=day(25)), stopped("s2"))
     case = case.record(Deactivate(("s2",)), day(20))
     assert decide(case, facts(invoice(late), services=one_left), day(20)) == Wait(day(25))
     assert decide(case, facts(invoice(late), services=one_left), day(25)) == Deactivate(("s1",))
@@ -215,21 +224,24 @@ def test_only_services_billed_to_the_debt_are_deactivated() -> None:
 def test_an_excluded_classification_is_deactivated_but_not_cancelled() -> None:
     case = opened(replace(POLICY, reminder_days=(), retry_days=(), excluded_from_cancellation=("gov",)))
     case = case.record(Deactivate(("s1",)), day(10))
-    stopped = facts(invoice(failed(1, 0)), services=(service("s1", ServiceState.NOT_EFFECTIVE),), classification="gov")
-    assert decide(case, stopped, day(90)) == Wait(None)
-    assert decide(case, replace(stopped, classification=None), day(90)) == Cancel(("s1",), True)
+    held = facts(invoice(failed(1, 0)), services=(stopped("s1"),), classification="gov")
+    assert decide(case, held, day(90)) == Wait(None)
+    assert decide(case, replace(held, classification=None), day(90)) == Cancel(("s1",), True)
     no_fees = replace(case, policy=replace(case.policy, cancel_with_fees=False))
-    assert decide(no_fees, replace(stopped, classification=None), day(90)) == Cancel(("s1",), False)
+    assert decide(no_fees, replace(held, classification=None), day(90)) == Cancel(("s1",), False)
 
 
 def test_paid_ends_the_case_and_reactivates_only_what_it_deactivated() -> None:
     case = opened(replace(POLICY, reminder_days=(), retry_days=()))
-    case = case.record(Deactivate(("s1", "s2")), day(10))
+    case = case.record(Deactivate(("s1", "s2", "s4")), day(10))
     services = (
-        service("s1", ServiceState.NOT_EFFECTIVE),  # dunning's
+        stopped("s1"),  # dunning's
         service("s2", ServiceState.EFFECTIVE),  # dunning's, reactivated by staff since
-        service("s3", ServiceState.NOT_EFFECTIVE),  # staff's
+        stopped("s3", by=None),  # staff's
+        stopped("s4", by=None),  # dunning's, then reactivated and deactivated again by staff
     )
+    owing = facts(invoice(failed(1, 0)), services=services)
+    assert decide(case, owing, day(40)) == Cancel(("s1",), True), "staff's word on s4 stands"
     paid = facts(invoice(failed(1, 0), amount=0), services=services)
     assert decide(case, paid, day(12)) == End(("s1",))
     ended = case.record(End(("s1",)), day(12))
@@ -250,7 +262,7 @@ def test_credit_covering_the_debt_ends_the_case_and_a_transfer_invoice_is_in_deb
     upcoming = InvoiceFacts("inv_2", usd(100), day(20))
     assert decide(case, facts(transfer, upcoming), day(6)) == Wait(day(10))
     assert decide(case, facts(transfer, upcoming), day(12)) == Deactivate(("s1",))
-    still = facts(transfer, upcoming, services=(service("s1", ServiceState.NOT_EFFECTIVE),))
+    still = facts(transfer, upcoming, services=(stopped("s1"),))
     deactivated = case.record(Deactivate(("s1",)), day(12))
     assert decide(deactivated, still, day(12)) == Wait(day(21)), "inv_2 falls overdue on day 21"
 
@@ -293,3 +305,24 @@ def test_the_dunning_policy_is_read_changed_versioned_and_validated(api: InProce
         assert refused.status == 422, (body, refused.body)
         assert refused.body["error"] == code and refused.body["fields"][0]["field"] == field, refused.body
     assert api.get("/settings/dunning").body == cleared, "nothing half-written"
+
+
+def test_a_step_delivered_again_later_changes_nothing() -> None:
+    case = opened().record(Deactivate(("s1",)), day(10)).record(Remind(2), day(11))
+    assert case.record(Deactivate(("s1",)), day(10)) == case
+    assert case.deactivated == {"s1": day(10)}
+
+
+def test_a_paused_case_does_nothing_but_end_and_catches_up_once_resumed() -> None:
+    case = opened(replace(POLICY, reminder_days=())).paused(day(0), "customer disputes the invoice")
+    assert case.paused(day(1)) == case, "pausing a paused case changes nothing"
+    assert decide(case, facts(invoice(failed(1, 0))), day(20)) == Wait(None)
+    assert decide(case, facts(invoice(failed(1, 0), amount=0)), day(20)) == End()
+    resumed = case.resumed(day(20))
+    assert resumed.status is CaseStatus.OPEN and resumed.resumed(day(20)) == resumed
+    assert decide(resumed, facts(invoice(failed(1, 0))), day(20)) == Retry((("inv_1", 2),))
+    again = resumed.paused(day(20)).resumed(day(20)).paused(day(20))
+    assert again.status is CaseStatus.PAUSED, "a pause may come and go on one day"
+    assert [s.kind for s in again.history][-3:] == ["pause", "resume", "pause"]
+    with pytest.raises(Conflict):
+        resumed.record(End(), day(21)).paused(day(22))

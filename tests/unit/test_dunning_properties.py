@@ -1,5 +1,6 @@
 """Properties of dunning's rule (`billow.domain.dunning.decide`) over random interleavings of
-charges failing, payments, credit, new cards, staff deactivations, grace periods, days passing
+charges failing, payments, credit, new cards, staff deactivations, grace periods, days passing,
+operators pausing and resuming the case
 and duplicated deliveries, played against a small model of one contact's world (its invoices,
 their charge attempts, its services). After every event the case is driven as its flow will
 drive it: decide, carry the step out, record it, until it waits or ends.
@@ -9,6 +10,7 @@ drive it: decide, carry the step out, record it, until it waits or ends.
   and its subscription's, never for an excluded classification, and only if billed to the debt;
 - every retry charges an (invoice, attempt number) never used before, the invoice's next number,
   and a hard decline is retried only once a new card was saved;
+- a paused case does nothing but end;
 - when a case ends, exactly the services it deactivated (and did not cancel) are reactivated:
   services staff deactivated stay deactivated, services staff reactivated are left alone.
 """
@@ -24,6 +26,7 @@ from billow.domain.dunning import (
     AttemptFacts,
     Cancel,
     CaseFacts,
+    CaseStatus,
     Deactivate,
     DunningCase,
     DunningPolicy,
@@ -71,7 +74,8 @@ class World:
     states: dict[str, ServiceState] = field(default_factory=lambda: dict.fromkeys(SERVICES, ServiceState.EFFECTIVE))
     grace_until: dict[str, date] = field(default_factory=dict)
     by_dunning: set[str] = field(default_factory=set)
-    """Services dunning deactivated and did not cancel or reactivate (the model's own record)."""
+    """Services dunning deactivated and did not cancel or reactivate, and staff did not touch since
+    (the model's own record; what the action log tells the flow, as `ServiceFacts.stopped_by`)."""
     by_staff: set[str] = field(default_factory=set)
     left_alone: set[str] = field(default_factory=set)
     """Services staff reactivated after the open case deactivated them: it leaves them alone."""
@@ -134,6 +138,7 @@ class World:
                 state,
                 self.grace_until.get(sid),
                 frozenset(i for i in open_ids if sid in self.invoices[i].services),
+                self.case.id if self.case is not None and sid in self.by_dunning else None,
             )
             for sid, state in sorted(self.states.items())
         )
@@ -170,6 +175,8 @@ class World:
         owed = self.owed()
         policy = self.case.policy
         event(type(decision).__name__)
+        if self.case.status is CaseStatus.PAUSED:
+            assert isinstance(decision, End), "a paused case did something but end"
         match decision:
             case End(reactivate=services):
                 assert owed == 0, "a case ended with something owed"
@@ -260,6 +267,8 @@ EVENTS = st.one_of(
     st.tuples(st.just("staff_activates"), st.integers(0, 3)),
     st.tuples(st.just("grace"), st.sampled_from(SERVICES), st.integers(1, 20)),
     st.tuples(st.just("duplicate")),
+    st.tuples(st.just("pause")),
+    st.tuples(st.just("resume")),
     st.tuples(st.just("crash")),
 )
 
@@ -310,6 +319,14 @@ def play(world: World, happening: tuple[Any, ...]) -> None:
             world.run()
         case ("crash",):
             world.run(crash=True)
+        case ("pause",):  # an operator pauses the open case
+            if world.case is not None:
+                world.case = world.case.paused(world.today)
+            world.run()
+        case ("resume",):
+            if world.case is not None:
+                world.case = world.case.resumed(world.today)
+            world.run()
 
 
 @settings(max_examples=400, deadline=None)

@@ -210,6 +210,14 @@ class ServiceFacts:
     """Its subscription's grace period: no deactivation before this day."""
     invoice_ids: frozenset[str] = frozenset()
     """The open invoices that bill it."""
+    stopped_by: str | None = None
+    """The dunning case whose deactivation left it in its current state (its subscription's
+    action log: the last state change was that case's system deactivation); None: any other (an
+    operator's deactivation, or reactivation, since)."""
+
+    def stopped_by_case(self, case_id: str) -> bool:
+        """Not effective because `case_id` deactivated it, and nothing changed it since."""
+        return self.state is ServiceState.NOT_EFFECTIVE and self.stopped_by == case_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,6 +257,8 @@ class StepKind(StrEnum):
     DEACTIVATE = "deactivate"
     CANCEL = "cancel"
     END = "end"
+    PAUSE = "pause"  # by an operator: nothing is done until it is resumed, but ending
+    RESUME = "resume"
 
 
 @dataclass(frozen=True, slots=True)
@@ -303,6 +313,7 @@ Decision = End | Retry | Remind | Deactivate | Cancel | Wait
 # -- the case -----------------------------------------------------------------------------------------
 class CaseStatus(StrEnum):
     OPEN = "open"
+    PAUSED = "paused"  # by an operator: it only ends (nothing owed), until resumed
     ENDED = "ended"
 
 
@@ -371,7 +382,11 @@ class DunningCase:
     def deactivated(self) -> dict[str, date]:
         """The services this case deactivated and has not cancelled, with the day it did."""
         cancelled = self.cancelled
-        return {sid: on for sid, on in self._targets(StepKind.DEACTIVATE) if sid not in cancelled}
+        days: dict[str, date] = {}
+        for sid, on in self._targets(StepKind.DEACTIVATE):
+            if sid not in cancelled:
+                days.setdefault(sid, on)
+        return days
 
     @property
     def cancelled(self) -> frozenset[str]:
@@ -389,18 +404,37 @@ class DunningCase:
 
     def record(self, decision: Decision, on: date, outcome: str = "", done: Iterable[str] | None = None) -> DunningCase:
         """The case once `decision` was carried out on `on`. `done`: what it touched, when not all
-        the decision named (a service an action refused is left out). Recording the step just
-        recorded again changes nothing (a duplicate delivery). A wait is not a step."""
+        the decision named (a service an action refused is left out). Recording a step already
+        recorded changes nothing (a duplicate delivery: no step is ever legitimately taken twice
+        on one day with the same targets). A wait is not a step."""
         if isinstance(decision, Wait):
             return self
         named = _targets(decision)
         step = Step(on, StepKind(decision.kind), tuple(named if done is None else done), outcome)
-        if self.history and self.history[-1] == step:
+        return self._with(step, CaseStatus.ENDED if isinstance(decision, End) else self.status)
+
+    def paused(self, on: date, outcome: str = "") -> DunningCase:
+        """Paused by an operator: no retry, reminder, deactivation or cancellation until resumed;
+        it still ends when nothing is owed. Pausing a paused case changes nothing."""
+        if self.status is CaseStatus.PAUSED:
+            return self
+        return self._with(Step(on, StepKind.PAUSE, outcome=outcome), CaseStatus.PAUSED, once=False)
+
+    def resumed(self, on: date, outcome: str = "") -> DunningCase:
+        """Resumed: what fell due while it was paused is decided at once (one retry, one reminder
+        for the days missed, as after any days jumped over); a pause does not lengthen the grace
+        period. Resuming a case not paused changes nothing."""
+        if self.status is not CaseStatus.PAUSED:
+            return self
+        return self._with(Step(on, StepKind.RESUME, outcome=outcome), CaseStatus.OPEN, once=False)
+
+    def _with(self, step: Step, status: CaseStatus, *, once: bool = True) -> DunningCase:
+        """`once`: a step that can be taken only once (a pause and a resume may come and go on one day)."""
+        if once and step in self.history:  # a duplicate delivery of a step recorded
             return self
         if self.ended:
             raise Conflict(f"dunning case {self.id} has ended", code="dunning.case_ended")
-        ended = CaseStatus.ENDED if isinstance(decision, End) else self.status
-        return replace(self, history=(*self.history, step), status=ended)
+        return replace(self, history=(*self.history, step), status=status)
 
 
 def _targets(decision: Decision) -> tuple[str, ...]:
@@ -426,9 +460,9 @@ def decide(case: DunningCase, facts: CaseFacts, today: date) -> Decision:
     policy = case.policy
     owed = facts.owed(today)
     if owed.is_zero:
-        states = {s.service_id: s.state for s in facts.services}
-        back = sorted(sid for sid in case.deactivated if states.get(sid) is ServiceState.NOT_EFFECTIVE)
-        return End(tuple(back))
+        return End(tuple(sid for sid in sorted(case.deactivated) if _stopped(facts, sid, case.id)))
+    if case.status is CaseStatus.PAUSED:
+        return Wait(None)
     in_debt = facts.in_debt(today)
     dates: list[date] = [i.due_date + timedelta(days=1) for i in facts.invoices if not i.in_debt(today)]
 
@@ -449,8 +483,7 @@ def decide(case: DunningCase, facts: CaseFacts, today: date) -> Decision:
         if cancel_after is not None and facts.classification not in policy.excluded_from_cancellation:
             cancels = []
             for sid, since in sorted(case.deactivated.items()):
-                service = facts.service(sid)
-                if service is None or service.state is not ServiceState.NOT_EFFECTIVE:
+                if not _stopped(facts, sid, case.id):
                     continue
                 on = since + timedelta(days=cancel_after)
                 if on <= today:
@@ -482,6 +515,11 @@ def decide(case: DunningCase, facts: CaseFacts, today: date) -> Decision:
     later = [case.opened_on + timedelta(days=d) for d in policy.reminder_days[len(slots) :]]
     dates.extend(later[:1])
     return Wait(min((d for d in dates if d > today), default=None))
+
+
+def _stopped(facts: CaseFacts, service_id: str, case_id: str) -> bool:
+    service = facts.service(service_id)
+    return service is not None and service.stopped_by_case(case_id)
 
 
 def _retry_due(invoice: InvoiceFacts, policy: DunningPolicy, retried: frozenset[str]) -> date | None:
