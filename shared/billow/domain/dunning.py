@@ -222,6 +222,9 @@ class ServiceFacts:
 
 @dataclass(frozen=True, slots=True)
 class CaseFacts:
+    """What `decide` reads, fresh before each decision: one contact's world in the case's currency,
+    its days on the contact's clock."""
+
     currency: str
     invoices: tuple[InvoiceFacts, ...] = ()
     services: tuple[ServiceFacts, ...] = ()
@@ -234,6 +237,8 @@ class CaseFacts:
         for invoice in self.invoices:
             if invoice.amount_due.currency != self.currency:
                 raise ValueError(f"invoice {invoice.invoice_id} is not in {self.currency}")
+        if self.credit is not None and (self.credit.currency != self.currency or self.credit.is_negative):
+            raise ValueError(f"credit is a non-negative amount in {self.currency}")
 
     def in_debt(self, today: date) -> tuple[InvoiceFacts, ...]:
         return tuple(i for i in self.invoices if i.in_debt(today))
