@@ -38,6 +38,8 @@ SHARED = {
     ("PATCH", "/settings/billing"),
     ("PATCH", "/settings/subscriptions"),
     ("PATCH", "/settings/collection"),
+    ("GET", "/settings/dunning"),
+    ("PATCH", "/settings/dunning"),
     ("POST", "/billing/preview"),  # a dry run: reads and writes no data
 }
 WHEN: dict[str, Any] = {}
