@@ -326,3 +326,12 @@ def test_a_paused_case_does_nothing_but_end_and_catches_up_once_resumed() -> Non
     assert [s.kind for s in again.history][-3:] == ["pause", "resume", "pause"]
     with pytest.raises(Conflict):
         resumed.record(End(), day(21)).paused(day(22))
+
+
+def test_a_deactivation_an_action_refused_is_not_tried_again_nor_undone() -> None:
+    case = opened(replace(POLICY, reminder_days=(), retry_days=()))
+    world = facts(invoice(failed(1, 0)))
+    assert decide(case, world, day(10)) == Deactivate(("s1",))
+    refused = case.record(Deactivate(("s1",)), day(10), "s1: lifecycle.illegal_transition")
+    assert decide(refused, world, day(10)) == Wait(None), "s1 is still effective: not asked again"
+    assert decide(refused, facts(invoice(failed(1, 0), amount=0)), day(11)) == End(())

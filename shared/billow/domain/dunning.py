@@ -20,7 +20,7 @@ is recorded (`DunningCase.record`) or shows in the facts, so the next decision m
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 from enum import StrEnum
@@ -160,7 +160,9 @@ DEFAULT_DUNNING = DunningPolicy()
 # -- what is true now ---------------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class AttemptFacts:
-    """An invoice's latest charge attempt (`collection.PaymentAttempt`), as dunning reads it."""
+    """An invoice's latest charge attempt (`collection.PaymentAttempt`), as dunning reads it: the
+    latest attempt charging it (its own, or a whole-debt attempt another invoice started), but
+    `number` is the highest number of its own attempts, so `number + 1` is a new attempt id."""
 
     number: int
     status: AttemptStatus
@@ -407,15 +409,15 @@ class DunningCase:
         """The number of the last reminder sent (0: none)."""
         return max((int(n) for n, _ in self._targets(StepKind.REMIND)), default=0)
 
-    def record(self, decision: Decision, on: date, outcome: str = "", done: Iterable[str] | None = None) -> DunningCase:
-        """The case once `decision` was carried out on `on`. `done`: what it touched, when not all
-        the decision named (a service an action refused is left out). Recording a step already
-        recorded changes nothing (a duplicate delivery: no step is ever legitimately taken twice
-        on one day with the same targets). A wait is not a step."""
+    def record(self, decision: Decision, on: date, outcome: str = "") -> DunningCase:
+        """The case once `decision` was carried out on `on`, with everything it named, even what
+        an action refused (`outcome` says so): the case never tries a step's target twice, so a
+        refusal cannot loop; what it really stopped is read from the facts (`stopped_by`).
+        Recording a step already recorded changes nothing (a duplicate delivery: no step is ever
+        legitimately taken twice on one day with the same targets). A wait is not a step."""
         if isinstance(decision, Wait):
             return self
-        named = _targets(decision)
-        step = Step(on, StepKind(decision.kind), tuple(named if done is None else done), outcome)
+        step = Step(on, StepKind(decision.kind), _targets(decision), outcome)
         return self._with(step, CaseStatus.ENDED if isinstance(decision, End) else self.status)
 
     def paused(self, on: date, outcome: str = "") -> DunningCase:
