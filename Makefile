@@ -5,7 +5,7 @@ PY    := $(VENV)/bin/python
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export PYTHONPATH := shared:functions
 
-.PHONY: help setup run test test-unit test-integration test-infra test-e2e lint typecheck synth deploy bench cold-start openapi clean
+.PHONY: help setup run test test-unit test-integration test-infra test-e2e lint typecheck synth deploy bench cold-start openapi definitions clean
 
 help:            ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/'
@@ -69,8 +69,11 @@ bench: setup     ## billing-run benchmark on DynamoDB Local (N=2000 by default)
 cold-start: setup ## each Lambda handler's import time against the 300 ms target (fails above it)
 	$(PY) bench/cold_start.py
 
-openapi: setup   ## write docs/openapi.json and functions/api/routes.json from the API's routes
+openapi: setup definitions ## write docs/openapi.json and functions/api/routes.json from the API's routes (and the definitions)
 	$(PY) -c "from api.handler import complete_app; from api.openapi import write; write(complete_app())"
+
+definitions: setup ## write shared/billow/local/definitions/ (the state machines the local stack runs) from the synthesized template
+	$(PY) infra/app.py --definitions
 
 clean:
 	rm -rf cdk.out build .pytest_cache .mypy_cache .ruff_cache

@@ -38,6 +38,27 @@ def build_app(outdir: str | None = None, context: dict[str, str] | None = None) 
     return app, stack
 
 
+def write_local_definitions() -> None:
+    """`make definitions`: synthesize (in a scratch directory) and write the artifacts of the state
+    machines the local stack runs (billow.local.stepfunctions.write_definitions)."""
+    import json
+    import tempfile
+
+    from billow.local.stepfunctions import LOCAL_STAGE, write_definitions
+
+    with tempfile.TemporaryDirectory() as scratch:
+        (Path(scratch) / "deps" / "python").mkdir(parents=True)
+        context = {"stage": LOCAL_STAGE, "dependencies_layer": str(Path(scratch) / "deps")}
+        app, stack = build_app(outdir=str(Path(scratch) / "cdk.out"), context=context)
+        app.synth()
+        template = json.loads((Path(app.outdir) / stack.template_file).read_text())
+    for path in write_definitions(template, LOCAL_STAGE):
+        print(path.relative_to(ROOT))
+
+
 if __name__ == "__main__":
-    # The CDK CLI passes CDK_OUTDIR; `make synth` runs this file directly and writes cdk.out/.
-    build_app(outdir=os.environ.get("CDK_OUTDIR", str(ROOT / "cdk.out")))[0].synth()
+    if sys.argv[1:] == ["--definitions"]:
+        write_local_definitions()
+    else:
+        # The CDK CLI passes CDK_OUTDIR; `make synth` runs this file directly and writes cdk.out/.
+        build_app(outdir=os.environ.get("CDK_OUTDIR", str(ROOT / "cdk.out")))[0].synth()

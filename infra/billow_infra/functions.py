@@ -9,6 +9,7 @@ from aws_cdk import ArnFormat, Duration, Stack
 from aws_cdk import aws_dynamodb as dynamodb
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_lambda as lambda_
+from billow.gateways.flows import DUNNING, state_machine_env
 from billow.gateways.invoke import CLOCK_ADVANCE, function_env, handler_of
 from constructs import Construct
 
@@ -54,6 +55,9 @@ class FunctionSpec:
     """Invoked with events only: Lambda retries a failed event twice, within an hour."""
     reads_rail_secrets: bool = False
     """Reads the tenants' payment-rail secrets (Secrets Manager, `RAIL_SECRETS` names)."""
+    flows: tuple[str, ...] = ()
+    """Concerns of the state machines this function starts and resumes (billow.gateways.flows):
+    their ARNs in its environment, StartExecution and SendTaskSuccess on them."""
 
 
 SPECS = (
@@ -90,6 +94,15 @@ SPECS = (
         Duration.minutes(5),
         invokes=(CLOCK_ADVANCE,),  # hands the rest of a long advance to a fresh invocation
         invoked_async=True,
+    ),
+    FunctionSpec(
+        DUNNING,
+        handler_of(DUNNING),
+        "Billow dunning: the steps of each case's flow, its wakes (hourly, clock advances, payment events)",
+        (*READ_ACTIONS, *WRITE_ACTIONS),
+        Duration.seconds(60),
+        reads_rail_secrets=True,  # a retry charges the card with the tenant's key
+        flows=(DUNNING,),  # starts a case's execution, resumes it when it is woken
     ),
     FunctionSpec(
         "webhooks",
@@ -228,6 +241,18 @@ class BillowFunctions(Construct):
             )
             role.add_to_policy(iam.PolicyStatement(actions=["lambda:InvokeFunction"], resources=[arn]))
             environment[function_env(concern)] = target
+        for concern in spec.flows:
+            # By name, not by construct: the machine invokes this very function (no dependency cycle).
+            machine = Stack.of(self).format_arn(
+                service="states",
+                resource="stateMachine",
+                resource_name=naming.name(stage, concern),
+                arn_format=ArnFormat.COLON_RESOURCE_NAME,
+            )
+            role.add_to_policy(
+                iam.PolicyStatement(actions=["states:StartExecution", "states:SendTaskSuccess"], resources=[machine])
+            )
+            environment[state_machine_env(concern)] = machine
         acknowledge(
             role,
             "AwsSolutions-IAM5[Resource::*]",

@@ -1,16 +1,18 @@
-"""The Billow stack: table, functions, API, billing schedule, sweep schedule."""
+"""The Billow stack: table, functions, API, billing schedule, sweep schedule, dunning flows."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from aws_cdk import CfnOutput, Stack
+from billow.gateways.flows import DUNNING
 from billow.services.ports import DUE_SHARDS
 from constructs import Construct
 
 from billow_infra import naming
 from billow_infra.api import BillowApi
 from billow_infra.billing_run import BillingRun
+from billow_infra.dunning import Dunning
 from billow_infra.events import BillowEvents
 from billow_infra.functions import BillowFunctions
 from billow_infra.sweep import Sweep
@@ -50,6 +52,7 @@ class BillowStack(Stack):
             self, "Billing", stage=stage, billing_run=functions.by_concern["billing-run"], shards=DUE_SHARDS
         )
         Sweep(self, "Sweep", stage=stage, sweeper=functions.by_concern["sweeper"])
+        dunning = Dunning(self, "Dunning", stage=stage, function=functions.by_concern[DUNNING])
         bus = BillowEvents(
             self,
             "Events",
@@ -64,3 +67,4 @@ class BillowStack(Stack):
         CfnOutput(self, "EventBusName", value=bus.event_bus_name)
         CfnOutput(self, "BillingRunFunctionName", value=functions.by_concern["billing-run"].function_name)
         CfnOutput(self, "BillingRunStateMachineArn", value=billing.state_machine.state_machine_arn)
+        CfnOutput(self, "DunningStateMachineArn", value=dunning.state_machine.state_machine_arn)
