@@ -27,7 +27,7 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_sqs as sqs
 from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
-from billow.gateways.flows import DUNNING
+from billow.gateways.flows import DUNNING, WAKE_EVERY
 from constructs import Construct
 
 from billow_infra import logs, naming
@@ -39,7 +39,7 @@ TASK_ERRORS = [*TRANSIENT_ERRORS, "ConcurrentModification"]
 (its version-conditioned write lost: the retry re-reads and re-decides)."""
 PARK_TIMEOUT = Duration.days(1)
 """The safety net: a parked execution decides again after a day even if no wake came."""
-WAKE_EVERY = Duration.hours(1)
+EVERY = Duration.minutes(WAKE_EVERY.total_seconds() // 60)
 ACTIONS = ("retry", "remind", "deactivate", "cancel", "end")
 """The decisions carried out by a task of their own (`wait` parks, `ended` succeeds)."""
 
@@ -130,13 +130,13 @@ class Dunning(Construct):
             "Wake",
             rule_name=naming.name(stage, "dunning-wake"),
             description="Wake the dunning cases whose day came (contacts without a test clock)",
-            schedule=events.Schedule.rate(WAKE_EVERY),
+            schedule=events.Schedule.rate(EVERY),
         )
         self.rule.add_target(
             targets.LambdaFunction(
                 function,
                 dead_letter_queue=self.dead_letters,
                 retry_attempts=4,
-                max_event_age=WAKE_EVERY,  # a wake missed is made good by the next one
+                max_event_age=EVERY,  # a wake missed is made good by the next one
             )
         )

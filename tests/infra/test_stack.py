@@ -63,6 +63,7 @@ def test_functions_with_their_own_roles(synthesized: tuple[Template, Path]) -> N
         "activation.handler.lambda_handler",
         "collector.handler.lambda_handler",
         "sweeper.handler.lambda_handler",
+        "dunning.handler.lambda_handler",
     }
     roles = {json.dumps(f["Properties"]["Role"]) for f in functions.values()}
     assert len(roles) == len(functions), "each function has a role of its own"
@@ -110,8 +111,9 @@ def test_the_api_hands_clock_advances_to_their_function_asynchronously(synthesiz
 
 def test_the_daily_schedule_starts_the_billing_run_state_machine(synthesized: tuple[Template, Path]) -> None:
     template, _ = synthesized
-    machines = template.find_resources("AWS::StepFunctions::StateMachine")
-    assert len(machines) == 1
+    machines = template.find_resources(
+        "AWS::StepFunctions::StateMachine", {"Properties": {"StateMachineName": "billow-test-billing-run"}}
+    )
     [(machine_id, machine)] = machines.items()
     template.has_resource_properties(
         "AWS::Events::Rule",
@@ -140,7 +142,12 @@ def test_the_billing_run_fans_out_over_every_due_shard_with_a_distributed_map(
     from billow.services.ports import DUE_SHARDS
 
     template, _ = synthesized_app
-    [machine_id] = [k for k, v in template["Resources"].items() if v["Type"] == "AWS::StepFunctions::StateMachine"]
+    [machine_id] = [
+        k
+        for k, v in template["Resources"].items()
+        if v["Type"] == "AWS::StepFunctions::StateMachine"
+        and v["Properties"]["StateMachineName"] == "billow-test-billing-run"
+    ]
     states = json.loads(resolve_definition(template, machine_id))["States"]
     fan_out = states["BillShards"]
     assert fan_out["Type"] == "Map"
@@ -191,7 +198,8 @@ def test_the_webhook_function_has_its_own_role_reading_only_rail_secrets(synthes
     statements = [s for p in policies for s in p["Properties"]["PolicyDocument"]["Statement"]]
     secrets = [s for s in statements if "secretsmanager:GetSecretValue" in json.dumps(s["Action"])]
     assert len(secrets) == 1 and "billow/test/rail/*" in json.dumps(secrets[0]["Resource"])
-    readers = ("api.handler", "collector.handler", "sweeper.handler")  # both charge with the tenant's key
+    # each charges with the tenant's key (dunning: its retries)
+    readers = ("api.handler", "collector.handler", "sweeper.handler", "dunning.handler")
     others = [
         f
         for f in functions.values()
@@ -366,3 +374,130 @@ def test_the_sweep_schedule_fires_the_sweeper_per_group_of_shards_on_its_own_nar
         {"Action": "lambda:InvokeFunction", "Principal": "events.amazonaws.com",
          "FunctionName": {"Fn::GetAtt": [sweeper_id, "Arn"]}},
     )  # fmt: skip
+
+
+def test_the_dunning_state_machine_parks_on_a_task_token_with_a_days_safety_net(
+    synthesized_app: tuple[dict[str, Any], Path],
+) -> None:
+    """The contract of docs/dunning.md "The flow": every state, each task the dunning function with
+    the case and its task name, retried on transient errors and lost races; Park waits for its token
+    a day at most, then decides again."""
+    from billow.local.stepfunctions import local_definition
+
+    template, _ = synthesized_app
+    [machine] = [
+        v
+        for v in template["Resources"].values()
+        if v["Type"] == "AWS::StepFunctions::StateMachine"
+        and v["Properties"]["StateMachineName"] == "billow-test-dunning"
+    ]
+    assert machine["Properties"]["StateMachineType"] == "STANDARD"
+    assert machine["Properties"]["TracingConfiguration"] == {"Enabled": True}
+    assert machine["Properties"]["LoggingConfiguration"]["Level"] == "ALL"
+    definition = json.loads(local_definition(template, "test", "dunning"))
+    states = definition["States"]
+    assert definition["StartAt"] == "Decide"
+    assert set(states) == {"Decide", "Route", "Retry", "Remind", "Deactivate", "Cancel", "End", "Park", "Ended"}
+    function = "arn:aws:lambda:us-east-1:123456789012:function:billow-local-dunning"
+    case = {"tenant_id.$": "$.tenant_id", "mode.$": "$.mode", "case_id.$": "$.case_id"}
+    for name, task in (
+        ("Decide", "decide"),
+        *((a.title(), a) for a in ("retry", "remind", "deactivate", "cancel", "end")),
+    ):
+        state = states[name]
+        assert state["Resource"] == "arn:aws:states:::lambda:invoke"
+        assert state["Parameters"] == {"FunctionName": function, "Payload": {"task": task, **case}}
+        assert state["OutputPath"] == "$.Payload" and state["Next"] == "Route"
+        [retry] = state["Retry"]
+        assert {"ConcurrentModification", "TemporaryFailure", "Lambda.TooManyRequestsException"} <= set(
+            retry["ErrorEquals"]
+        )
+        assert retry["BackoffRate"] > 1
+    routes = {c["StringEquals"]: c["Next"] for c in states["Route"]["Choices"] if c["Variable"] == "$.action"}
+    assert routes == {
+        "retry": "Retry",
+        "remind": "Remind",
+        "deactivate": "Deactivate",
+        "cancel": "Cancel",
+        "end": "End",
+        "wait": "Park",
+        "ended": "Ended",
+    }
+    assert states["Ended"] == {"Type": "Succeed"}
+    park = states["Park"]
+    assert park["Resource"] == "arn:aws:states:::lambda:invoke.waitForTaskToken"
+    assert park["Parameters"]["Payload"] == {
+        "task": "park",
+        **case,
+        "wake_seq.$": "$.wake_seq",
+        "token.$": "$$.Task.Token",
+    }
+    assert park["ResultPath"] is None and park["Next"] == "Decide"
+    assert park["TimeoutSeconds"] == 86400
+    assert [(c["ErrorEquals"], c["Next"]) for c in park["Catch"]] == [(["States.Timeout"], "Decide")]
+
+
+def test_the_local_stack_runs_the_synthesized_dunning_definition(synthesized_app: tuple[dict[str, Any], Path]) -> None:
+    """The artifact the local stack executes (`make definitions`) is what CDK synthesizes now."""
+    from billow.local.stepfunctions import LOCAL_MACHINES, definition_file, local_definition
+
+    template, _ = synthesized_app
+    assert "dunning" in LOCAL_MACHINES
+    for concern in LOCAL_MACHINES:
+        assert definition_file(concern).read_text(encoding="utf-8") == local_definition(template, "test", concern), (
+            f"{definition_file(concern)} is stale: run `make definitions`"
+        )
+
+
+def test_the_dunning_function_starts_and_resumes_only_its_machine_known_by_name(
+    synthesized: tuple[Template, Path],
+) -> None:
+    template, _ = synthesized
+    functions = template.find_resources("AWS::Lambda::Function")
+    [(function_id, function)] = [
+        (k, f) for k, f in functions.items() if f["Properties"]["Handler"] == "dunning.handler.lambda_handler"
+    ]
+    assert function["Properties"]["FunctionName"] == "billow-test-dunning"
+    machine_arn = {
+        "Fn::Join": [
+            "",
+            [
+                "arn:",
+                {"Ref": "AWS::Partition"},
+                ":states:",
+                {"Ref": "AWS::Region"},
+                ":",
+                {"Ref": "AWS::AccountId"},
+                ":stateMachine:billow-test-dunning",
+            ],
+        ]
+    }
+    assert function["Properties"]["Environment"]["Variables"]["BILLOW_DUNNING_STATE_MACHINE_ARN"] == machine_arn
+    states_grants = [
+        (name, statement)
+        for name, policy in template.find_resources("AWS::IAM::Policy").items()
+        for statement in policy["Properties"]["PolicyDocument"]["Statement"]
+        if "states:" in json.dumps(statement["Action"]) and "Role" in name and name.startswith("Functions")
+    ]
+    assert [(name.split("Role")[0], s["Action"], s["Resource"]) for name, s in states_grants] == [
+        ("Functionsdunning", ["states:StartExecution", "states:SendTaskSuccess"], machine_arn)
+    ]
+    # Hourly, retried, dead-lettered; its events are EventBridge's "Scheduled Event" envelopes.
+    template.has_resource_properties(
+        "AWS::Events::Rule",
+        {
+            "ScheduleExpression": "rate(1 hour)",
+            "Targets": [
+                Match.object_like(
+                    {
+                        "Arn": {"Fn::GetAtt": [function_id, "Arn"]},
+                        "RetryPolicy": {"MaximumRetryAttempts": 4, "MaximumEventAgeInSeconds": 3600},
+                        "DeadLetterConfig": Match.any_value(),
+                    }
+                )
+            ],
+        },
+    )
+    assert "Input" not in json.dumps(
+        [r for r in template.find_resources("AWS::Events::Rule").values() if "rate(1 hour)" in json.dumps(r)]
+    )

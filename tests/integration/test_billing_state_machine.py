@@ -24,7 +24,12 @@ HANDLER = "billing_run.handler.lambda_handler"
 def _machine(template: dict[str, Any]) -> tuple[str, str, str]:
     """(definition, state machine name, billing-run function name) from the synthesized template."""
     resources = template["Resources"]
-    [machine_id] = [k for k, v in resources.items() if v["Type"] == "AWS::StepFunctions::StateMachine"]
+    [machine_id] = [
+        k
+        for k, v in resources.items()
+        if v["Type"] == "AWS::StepFunctions::StateMachine"
+        and v["Properties"]["StateMachineName"] == "billow-test-billing-run"
+    ]
     [function] = [
         v["Properties"]["FunctionName"]
         for v in resources.values()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+from datetime import timedelta
 from functools import cache
 from typing import Any
 
@@ -25,6 +26,9 @@ def state_machine_env(concern: str) -> str:
 
 
 STATE_MACHINE_ENV = state_machine_env(DUNNING)  # BILLOW_DUNNING_STATE_MACHINE_ARN
+WAKE_EVERY = timedelta(hours=1)
+"""The dunning function's wake schedule (EventBridge on AWS, billow.local.scheduler locally): it
+wakes the cases whose day came."""
 ENDPOINT_ENV = "BILLOW_STEPFUNCTIONS_ENDPOINT"
 TOKEN_GONE = frozenset({"TaskTimedOut", "InvalidToken", "TaskDoesNotExist"})
 """SendTaskSuccess's refusals of a token nothing waits on any more: the task was resumed already,

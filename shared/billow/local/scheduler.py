@@ -1,6 +1,6 @@
 """EventBridge schedules do not fire locally; this thread fires the scheduled handlers instead: the
 billing run once at start, then whenever the UTC day turns; the sweep (every group of shards) at
-start, then every `SWEEP_EVERY`."""
+start, then every `SWEEP_EVERY`; the dunning wake at start, then every `WAKE_EVERY`."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from collections.abc import Callable
 from datetime import UTC, date, datetime
 from typing import Any
 
+from billow.gateways.flows import DUNNING, WAKE_EVERY
+from billow.gateways.invoke import handler_of
 from billow.local.lambda_runtime import invoke
 from billow.services.ports import DUE_SHARDS
 from billow.services.sweep import SWEEP_EVERY, SWEEP_GROUPS
@@ -66,6 +68,20 @@ def run_sweep(instant: datetime) -> list[dict[str, Any]]:
     return results
 
 
+DUNNING_HANDLER = handler_of(DUNNING)
+
+
+def run_dunning_wake(instant: datetime) -> dict[str, Any]:
+    """What the hourly dunning schedule does on AWS: the dunning function invoked with EventBridge's
+    "Scheduled Event". A wake that raised is reported, not raised."""
+    event = scheduled_event(instant, "billow-dunning-wake")
+    try:
+        result: dict[str, Any] = invoke(DUNNING_HANDLER, event) or {}
+    except Exception as error:
+        return {"time": event["time"], "error": f"{type(error).__name__}: {error}"}
+    return result
+
+
 class DailyScheduler:
     def __init__(self, now: Callable[[], datetime] = lambda: datetime.now(UTC), poll_seconds: float = 30.0) -> None:
         self._now = now
@@ -73,8 +89,10 @@ class DailyScheduler:
         self._stop = threading.Event()
         self._last_day: date | None = None
         self._last_sweep: datetime | None = None
+        self._last_wake: datetime | None = None
         self.runs: list[dict[str, Any]] = []
         self.sweeps: list[list[dict[str, Any]]] = []
+        self.wakes: list[dict[str, Any]] = []
         self._thread = threading.Thread(target=self._loop, name="billow-scheduler", daemon=True)
 
     def start(self) -> None:
@@ -92,6 +110,9 @@ class DailyScheduler:
         if self._last_sweep is None or instant - self._last_sweep >= SWEEP_EVERY:
             self._last_sweep = instant
             self.sweeps.append(run_sweep(instant))
+        if self._last_wake is None or instant - self._last_wake >= WAKE_EVERY:
+            self._last_wake = instant
+            self.wakes.append(run_dunning_wake(instant))
 
     def _loop(self) -> None:
         while not self._stop.is_set():

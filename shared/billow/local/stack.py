@@ -12,6 +12,7 @@ from secrets import token_hex
 
 from billow.domain.tenants import TenantSettings
 from billow.gateways.events import consumer_of
+from billow.gateways.flows import ENDPOINT_ENV, state_machine_env
 from billow.gateways.invoke import handler_of
 from billow.gateways.rails import API_BASE_ENV
 from billow.local import dynamodb, gateway, secrets
@@ -20,6 +21,7 @@ from billow.local.dynamodb import LOCAL_CREDENTIALS, DynamoDBLocal
 from billow.local.events import StreamPoller, file_target, local_bus, sqs_target
 from billow.local.lambda_runtime import prepare_environment
 from billow.local.scheduler import DailyScheduler
+from billow.local.stepfunctions import LOCAL_MACHINES, LocalStepFunctions, load_definition, local_name
 from billow.services.tenants import provision_tenant
 from billow.storage.models import configure
 from billow.storage.repository import DynamoStore
@@ -44,8 +46,12 @@ class LocalStack:
     stripe: local_stripe.LocalStripe | None = None
     """localstripe on loopback, the Stripe of every local tenant (`BILLOW_STRIPE_API_BASE`)."""
     environment_before: dict[str, str | None] = field(default_factory=dict)
-    """The variables it set pointing at its localstripe, as they were: put back by `stop`, so a
-    process that runs a stack then other tests does not send them to a stopped localstripe."""
+    """The variables it set pointing at its localstripe and its Step Functions, as they were: put
+    back by `stop`, so a process that runs a stack then other tests does not send them to a stopped
+    localstripe or moto server."""
+    flows: LocalStepFunctions | None = None
+    """moto's server on loopback running the dunning state machine (the synthesized definition),
+    its Lambda tasks run in this process by the real handlers (billow.local.stepfunctions)."""
     _stopped: threading.Event = field(default_factory=threading.Event)
 
     def stop(self) -> None:
@@ -57,11 +63,9 @@ class LocalStack:
         self.server.stop()
         if self.stripe is not None:
             self.stripe.stop()
-        for name, value in self.environment_before.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+        if self.flows is not None:
+            self.flows.stop()
+        restore_environment(self.environment_before)
         self.events.stop()
         for unsubscribe in self.unsubscribe:
             unsubscribe()
@@ -88,6 +92,15 @@ class LocalStack:
         return found.webhook_secret
 
 
+def restore_environment(before: dict[str, str | None]) -> None:
+    """Put the variables back as they were (None: unset)."""
+    for name, value in before.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
 def stripe_secrets(configured: str | None) -> str:
     """`BILLOW_LOCAL_RAIL_SECRETS` with localstripe as the account of every tenant, both modes,
     each tenant and mode with its own webhook secret derived from a seed new at each start, beside
@@ -105,6 +118,23 @@ def add_tenant(tenant_id: str, name: str, secret: str, mode: str = "test") -> No
         mode=mode,
         key_name=f"{tenant_id}-{mode}",
     )
+
+
+def start_flows() -> tuple[LocalStepFunctions, dict[str, str]]:
+    """moto's server on loopback with the state machines of LOCAL_MACHINES created from their
+    artifacts, each named and invoking functions as in the stage "local"; and the variables that
+    point the handlers at them."""
+    flows = LocalStepFunctions({local_name(concern): handler_of(concern) for concern in LOCAL_MACHINES}, serve=True)
+    flows.start()
+    try:
+        assert flows.endpoint is not None
+        environment = {ENDPOINT_ENV: flows.endpoint}
+        for concern in LOCAL_MACHINES:
+            environment[state_machine_env(concern)] = flows.create(local_name(concern), load_definition(concern))
+    except BaseException:
+        flows.stop()
+        raise
+    return flows, environment
 
 
 def start(
@@ -125,15 +155,21 @@ def start(
     directory and everything is where it was. With `events_file` every event the local bus
     delivers is appended to it, whole, one JSON line each (emptied first unless the data was kept).
     With `stripe` localstripe runs beside it (billow.local.stripe) and every tenant's Stripe is it:
-    its address and keys are in the handlers' environment before the workers start."""
+    its address and keys are in the handlers' environment before the workers start. The dunning
+    flows run in moto's Step Functions on loopback (`start_flows`), its address and the state
+    machine's ARN in the handlers' environment too."""
     for key, value in LOCAL_CREDENTIALS.items():
         os.environ.setdefault(key, value)
     if data_dir is not None:
         data_dir.mkdir(parents=True, exist_ok=True)
     dynamo = dynamodb.start(dynamodb_port, data_dir=data_dir)
     fake_stripe: local_stripe.LocalStripe | None = None
+    flows: LocalStepFunctions | None = None
     environment_before = {name: os.environ.get(name) for name in (API_BASE_ENV, secrets.ENV)} if stripe else {}
     try:
+        flows, flows_environment = start_flows()
+        environment_before.update({name: os.environ.get(name) for name in flows_environment})
+        os.environ.update(flows_environment)
         if stripe:
             fake_stripe = local_stripe.start()
             os.environ[API_BASE_ENV] = fake_stripe.url
@@ -162,6 +198,9 @@ def start(
     except BaseException:
         if fake_stripe is not None:
             fake_stripe.stop()
+        if flows is not None:
+            flows.stop()
+        restore_environment(environment_before)
         dynamo.stop()
         raise
     scheduler = DailyScheduler() if schedule else None
@@ -180,4 +219,5 @@ def start(
         unsubscribe,
         fake_stripe,
         environment_before,
+        flows,
     )

@@ -90,14 +90,6 @@ def resolve_definition(
     return str(definition)
 
 
-@dataclass
-class Execution:
-    status: str
-    output: Any
-    error: str | None
-    cause: str | None
-
-
 def local_definition(template: dict[str, Any], stage: str, concern: str) -> str:
     """The definition of the state machine `billow-<stage>-<concern>` of a synthesized template as
     the local stack runs it: resolved, its functions renamed to the local stage, indented JSON (the
@@ -206,6 +198,8 @@ class LocalStepFunctions:
     def start(self) -> LocalStepFunctions:
         import boto3
 
+        make_client: Any = boto3.client  # by a service name held in a str
+
         try:
             self._stack.enter_context(_patched(self._handlers, self.invocations))
             client: Callable[[str], Any]
@@ -214,12 +208,12 @@ class LocalStepFunctions:
                 endpoint = self.endpoint
 
                 def client(service: str) -> Any:
-                    return boto3.client(
+                    return make_client(
                         service,
                         region_name=REGION,
                         endpoint_url=endpoint,
                         aws_access_key_id="local",
-                        aws_secret_access_key="local",
+                        aws_secret_access_key="local",  # noqa: S106 - moto accepts any credentials
                     )
 
             else:
@@ -228,7 +222,7 @@ class LocalStepFunctions:
                 self._stack.enter_context(mock_aws(config=MOTO_CONFIG))
 
                 def client(service: str) -> Any:
-                    return boto3.client(service, region_name=REGION)
+                    return make_client(service, region_name=REGION)
 
             iam = client("iam")
             self._role = iam.create_role(RoleName="billow-local-sfn", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
