@@ -17,17 +17,17 @@ from __future__ import annotations
 
 import json
 
-from aws_cdk import Duration, Stack
+from aws_cdk import Duration
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_lambda as lambda_
-from aws_cdk import aws_sqs as sqs
 from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
 from constructs import Construct
 
 from billow_infra import logs, naming
-from billow_infra.nag import acknowledge
+from billow_infra.events import dead_letter_queue
+from billow_infra.nag import acknowledge, logical_id
 
 TRANSIENT_ERRORS = ["TemporaryFailure", "Lambda.TooManyRequestsException", "Lambda.ServiceException"]
 
@@ -93,13 +93,13 @@ class BillingRun(Construct):
             tracing_enabled=True,
             logs=sfn.LogOptions(destination=log_group, level=sfn.LogLevel.ALL),
         )
-        machine_name = {"Fn::Select": [6, {"Fn::Split": [":", {"Ref": _logical_id(self.state_machine)}]}]}
+        machine_name = {"Fn::Select": [6, {"Fn::Split": [":", {"Ref": logical_id(self.state_machine)}]}]}
         account = "arn:<AWS::Partition>:states:<AWS::Region>:<AWS::AccountId>"
         execution_arn = f"{account}:execution:{json.dumps(machine_name, separators=(',', ':'))}"
         for rule_id, reason in (
             ("Resource::*", "Step Functions log delivery and X-Ray actions support no resource-level permissions."),
             (
-                f"Resource::<{_logical_id(billing_run)}.Arn>:*",
+                f"Resource::<{logical_id(billing_run)}.Arn>:*",
                 "Invoking the billing-run function's versions and aliases (CDK's LambdaInvoke grant).",
             ),
             (f"Resource::{execution_arn}:*", "The distributed map manages its own child executions, and only them."),
@@ -107,18 +107,8 @@ class BillingRun(Construct):
         ):
             acknowledge(self.state_machine, f"AwsSolutions-IAM5[{rule_id}]", reason)
 
-        self.dead_letters = sqs.Queue(
-            self,
-            "FailedStarts",
-            queue_name=naming.name(stage, "billing-run-failures"),
-            retention_period=Duration.days(14),
-            enforce_ssl=True,
-            encryption=sqs.QueueEncryption.SQS_MANAGED,
-        )
-        acknowledge(
-            self.dead_letters,
-            "AwsSolutions-SQS3",
-            "This queue is itself the dead-letter queue of the billing schedule.",
+        self.dead_letters = dead_letter_queue(
+            self, "FailedStarts", naming.name(stage, "billing-run-failures"), "the billing schedule"
         )
         self.rule = events.Rule(
             self,
@@ -135,9 +125,3 @@ class BillingRun(Construct):
                 max_event_age=Duration.hours(6),
             )
         )
-
-
-def _logical_id(construct: Construct) -> str:
-    child = construct.node.default_child
-    assert child is not None
-    return Stack.of(construct).get_logical_id(child)  # type: ignore[arg-type]

@@ -24,15 +24,15 @@ from aws_cdk import Duration
 from aws_cdk import aws_events as events
 from aws_cdk import aws_events_targets as targets
 from aws_cdk import aws_lambda as lambda_
-from aws_cdk import aws_sqs as sqs
 from aws_cdk import aws_stepfunctions as sfn
 from aws_cdk import aws_stepfunctions_tasks as tasks
 from billow.gateways.flows import DUNNING, WAKE_EVERY
 from constructs import Construct
 
 from billow_infra import logs, naming
-from billow_infra.billing_run import TRANSIENT_ERRORS, _logical_id
-from billow_infra.nag import acknowledge
+from billow_infra.billing_run import TRANSIENT_ERRORS
+from billow_infra.events import dead_letter_queue
+from billow_infra.nag import acknowledge, logical_id
 
 TASK_ERRORS = [*TRANSIENT_ERRORS, "ConcurrentModification"]
 """Retried with backoff: Lambda's throttles and service errors, and a case changed under a task
@@ -108,22 +108,14 @@ class Dunning(Construct):
         for rule_id, reason in (
             ("Resource::*", "Step Functions log delivery and X-Ray actions support no resource-level permissions."),
             (
-                f"Resource::<{_logical_id(function)}.Arn>:*",
+                f"Resource::<{logical_id(function)}.Arn>:*",
                 "Invoking the dunning function's versions and aliases (CDK's LambdaInvoke grant).",
             ),
         ):
             acknowledge(self.state_machine, f"AwsSolutions-IAM5[{rule_id}]", reason)
 
-        self.dead_letters = sqs.Queue(
-            self,
-            "FailedWakes",
-            queue_name=naming.name(stage, "dunning-wake-failures"),
-            retention_period=Duration.days(14),
-            enforce_ssl=True,
-            encryption=sqs.QueueEncryption.SQS_MANAGED,
-        )
-        acknowledge(
-            self.dead_letters, "AwsSolutions-SQS3", "This queue is itself the dead-letter queue of the dunning wake."
+        self.dead_letters = dead_letter_queue(
+            self, "FailedWakes", naming.name(stage, "dunning-wake-failures"), "the dunning wake"
         )
         self.rule = events.Rule(
             self,

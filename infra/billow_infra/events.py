@@ -23,7 +23,8 @@ STREAM_RETRIES = 10
 """Attempts per stream batch (halved on each error) before its records go to the failure queue."""
 
 
-def _queue(scope: Construct, construct_id: str, name: str, **kwargs: object) -> sqs.Queue:
+def queue(scope: Construct, construct_id: str, name: str, **kwargs: object) -> sqs.Queue:
+    """An SQS queue as Billow makes them: 14 days' retention, TLS only, SQS-managed encryption."""
     return sqs.Queue(
         scope,
         construct_id,
@@ -33,6 +34,13 @@ def _queue(scope: Construct, construct_id: str, name: str, **kwargs: object) -> 
         encryption=sqs.QueueEncryption.SQS_MANAGED,
         **kwargs,  # type: ignore[arg-type]
     )
+
+
+def dead_letter_queue(scope: Construct, construct_id: str, name: str, of: str) -> sqs.Queue:
+    """A `queue` that is itself the dead-letter queue `of` something (so has none of its own)."""
+    dead_letters = queue(scope, construct_id, name)
+    acknowledge(dead_letters, "AwsSolutions-SQS3", f"This queue is itself the dead-letter queue of {of}.")
+    return dead_letters
 
 
 class BillowEvents(Construct):
@@ -52,7 +60,7 @@ class BillowEvents(Construct):
         publisher.add_environment(BUS_ENV, self.bus.event_bus_name)
         self.bus.grant_put_events_to(publisher)
 
-        self.publish_failures = _queue(self, "PublishFailures", naming.name(stage, "events-publish-failures"))
+        self.publish_failures = queue(self, "PublishFailures", naming.name(stage, "events-publish-failures"))
         acknowledge(
             self.publish_failures,
             "AwsSolutions-SQS3",
@@ -74,9 +82,10 @@ class BillowEvents(Construct):
         self.queues: dict[str, sqs.Queue] = {}
         for rule_name, pattern in CONSUMER_RULES.items():
             consumer = consumers[consumer_of(rule_name)]
-            dead_letters = _queue(self, f"{rule_name}-dlq", naming.name(stage, f"events-{rule_name}-dlq"))
-            acknowledge(dead_letters, "AwsSolutions-SQS3", "This queue is itself a consumer's dead-letter queue.")
-            queue = _queue(
+            dead_letters = dead_letter_queue(
+                self, f"{rule_name}-dlq", naming.name(stage, f"events-{rule_name}-dlq"), "a consumer's queue"
+            )
+            rule_queue = queue(
                 self,
                 f"{rule_name}-queue",
                 naming.name(stage, f"events-{rule_name}"),
@@ -92,22 +101,22 @@ class BillowEvents(Construct):
                 event_bus_name=self.bus.event_bus_name,
                 event_pattern=pattern,
                 state="ENABLED",
-                targets=[events.CfnRule.TargetProperty(arn=queue.queue_arn, id="queue")],
+                targets=[events.CfnRule.TargetProperty(arn=rule_queue.queue_arn, id="queue")],
             )
-            queue.add_to_resource_policy(
+            rule_queue.add_to_resource_policy(
                 iam.PolicyStatement(
                     principals=[iam.ServicePrincipal("events.amazonaws.com")],
                     actions=["sqs:SendMessage"],
-                    resources=[queue.queue_arn],
+                    resources=[rule_queue.queue_arn],
                     conditions={"ArnEquals": {"aws:SourceArn": rule.attr_arn}},
                 )
             )
             consumer.add_event_source(
                 sources.SqsEventSource(
-                    queue,
+                    rule_queue,
                     batch_size=10,
                     report_batch_item_failures=True,
                     max_concurrency=max_concurrency(rule_name),  # the collector's: Stripe's limits
                 )
             )
-            self.queues[rule_name] = queue
+            self.queues[rule_name] = rule_queue
