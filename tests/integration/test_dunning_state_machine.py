@@ -85,12 +85,12 @@ def test_a_duplicate_start_is_refused_by_step_functions_and_is_success_for_the_g
     flows.start("dun_c2_EUR_1", payload)  # the schedule firing twice
     flows.start("dun_c2_EUR_1", {**payload, "extra": 1})  # another input: ExecutionAlreadyExists
     with pytest.raises(Exception, match="ExecutionAlreadyExists"):
-        sfn._client.start_execution(stateMachineArn=machine, name="dun_c2_EUR_1", input=json.dumps({"x": 1}))
+        sfn.client.start_execution(stateMachineArn=machine, name="dun_c2_EUR_1", input=json.dumps({"x": 1}))
 
     assert stand_in.wake("dun_c2_EUR_1") is True
     assert sfn.wait(_execution(machine, "dun_c2_EUR_1"), timeout_s=30).status == "SUCCEEDED"
     flows.start("dun_c2_EUR_1", payload)  # the event delivered again after the case ended
-    executions = sfn._client.list_executions(stateMachineArn=machine)["executions"]
+    executions = sfn.client.list_executions(stateMachineArn=machine)["executions"]
     assert [e["name"] for e in executions].count("dun_c2_EUR_1") == 1
     assert stand_in.CASES["dun_c2_EUR_1"].tasks == ["decide", "park", "decide"]  # never run twice
 
@@ -153,6 +153,6 @@ def test_a_park_that_times_out_decides_again(server: tuple[LocalStepFunctions, s
     assert done.status == "SUCCEEDED", (done.error, done.cause)
     case = stand_in.CASES["dun_c5_EUR_1"]
     assert case.tasks == ["decide", "park", "decide"]  # nobody woke it: the timeout did
-    history = sfn._client.get_execution_history(executionArn=_execution(machine, "dun_c5_EUR_1"))["events"]
+    history = sfn.client.get_execution_history(executionArn=_execution(machine, "dun_c5_EUR_1"))["events"]
     assert "TaskTimedOut" in {event["type"] for event in history}
     assert flows.resume(case.tokens[0]) is False  # the timed-out token

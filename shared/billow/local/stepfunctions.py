@@ -187,6 +187,8 @@ class LocalStepFunctions:
         self.invocations: list[tuple[str, dict[str, Any]]] = []
         self.endpoint: str | None = None
         """The server's URL (`serve=True`), for clients in other processes."""
+        self.client: Any = None
+        """Its Step Functions client (once started)."""
         self._machines: list[str] = []
 
     def __enter__(self) -> LocalStepFunctions:
@@ -235,7 +237,7 @@ class LocalStepFunctions:
                     Handler="routed.in_process",
                     Code={"ZipFile": b"routed in-process"},
                 )
-            self._client = client("stepfunctions")
+            self.client = client("stepfunctions")
         except BaseException:
             self._stack.close()
             raise
@@ -247,15 +249,15 @@ class LocalStepFunctions:
         try:
             if self._serve:
                 for machine in self._machines:
-                    for running in self._client.list_executions(stateMachineArn=machine, statusFilter="RUNNING")[
+                    for running in self.client.list_executions(stateMachineArn=machine, statusFilter="RUNNING")[
                         "executions"
                     ]:
-                        self._client.stop_execution(executionArn=running["executionArn"])
+                        self.client.stop_execution(executionArn=running["executionArn"])
         finally:
             self._stack.close()
 
     def create(self, name: str, definition: str) -> str:
-        arn: str = self._client.create_state_machine(name=name, definition=definition, roleArn=self._role)[
+        arn: str = self.client.create_state_machine(name=name, definition=definition, roleArn=self._role)[
             "stateMachineArn"
         ]
         self._machines.append(arn)
@@ -263,13 +265,13 @@ class LocalStepFunctions:
 
     def run(self, state_machine_arn: str, name: str, payload: dict[str, Any], timeout_s: float = 120) -> Execution:
         """Start a named execution and wait for it to end."""
-        execution = self._client.start_execution(
+        execution = self.client.start_execution(
             stateMachineArn=state_machine_arn, name=name, input=json.dumps(payload)
         )["executionArn"]
         return self.wait(execution, timeout_s)
 
     def describe(self, execution_arn: str) -> dict[str, Any]:
-        described: dict[str, Any] = self._client.describe_execution(executionArn=execution_arn)
+        described: dict[str, Any] = self.client.describe_execution(executionArn=execution_arn)
         return described
 
     def wait(
