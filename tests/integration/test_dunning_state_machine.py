@@ -114,10 +114,11 @@ def test_a_token_takes_one_answer_a_used_one_is_refused(server: tuple[LocalStepF
     assert flows_from_env().resume(case.tokens[-1]) is False  # its execution ended
 
 
-def test_a_wake_between_the_decision_and_the_park_resumes_it_at_once(server: tuple[LocalStepFunctions, str]) -> None:
+def test_a_wake_between_the_decision_and_the_park_resumes_it_at_once(
+    server: tuple[LocalStepFunctions, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     sfn, machine = server
     payload = _case("dun_c4_EUR_1", "remind", "wait", "ended")
-    stand_in.CASES["dun_c4_EUR_1"].wake_seq = 0
     # The wake lands after `remind` decided "wait" (wake_seq 0) and before `park` ran: simulated by
     # bumping wake_seq once the remind task ran, before the park is invoked.
     original = stand_in._decision
@@ -128,22 +129,19 @@ def test_a_wake_between_the_decision_and_the_park_resumes_it_at_once(server: tup
             case.wake_seq += 1  # nothing parked yet: nothing to resume
         return decision
 
-    stand_in._decision = decide_then_wake  # type: ignore[assignment]
-    try:
-        flows_from_env().start("dun_c4_EUR_1", payload)
-        done = sfn.wait(_execution(machine, "dun_c4_EUR_1"), timeout_s=30)
-    finally:
-        stand_in._decision = original  # type: ignore[assignment]
+    monkeypatch.setattr(stand_in, "_decision", decide_then_wake)
+    flows_from_env().start("dun_c4_EUR_1", payload)
+    done = sfn.wait(_execution(machine, "dun_c4_EUR_1"), timeout_s=30)
     assert done.status == "SUCCEEDED", (done.error, done.cause)
     assert stand_in.CASES["dun_c4_EUR_1"].tasks == ["decide", "remind", "park", "decide"]
 
 
 def test_a_park_that_times_out_decides_again(server: tuple[LocalStepFunctions, str]) -> None:
-    """moto honours a task's TimeoutSeconds (in real seconds): the artifact's day is made a second."""
+    """moto honours a task's TimeoutSeconds (in real seconds): the artifact's day is made 2 s."""
     sfn, _ = server
     definition = json.loads(load_definition("dunning"))
     assert definition["States"]["Park"]["TimeoutSeconds"] == 86400
-    definition["States"]["Park"]["TimeoutSeconds"] = 1
+    definition["States"]["Park"]["TimeoutSeconds"] = 2
     machine = sfn.create(f"{FUNCTION}-short-park", json.dumps(definition))
     flows = StepFunctionsFlows(machine, sfn.endpoint)
     payload = _case("dun_c5_EUR_1", "wait", "ended")
