@@ -76,6 +76,7 @@ Billow is running at {local.url}   (DynamoDB Local at {local.dynamo.endpoint}, t
 Tenant "{demo.DEMO_TENANT}", test-mode API key: {demo.DEMO_KEY}
 Events (every one the local bus delivers, one JSON per line): tail -f {events_file}
 localstripe (every local tenant's Stripe, on loopback): {local.stripe.url if local.stripe else "off"}
+Step Functions (moto, the dunning flows as synthesized): {local.flows.endpoint if local.flows else "off"}
   its webhooks go to {webhook}, signed with the tenant's test-mode endpoint secret
 Webhook endpoint secrets of "{demo.DEMO_TENANT}" (each tenant and mode has its own, new at each start):
   test {test_secret}   live {live_secret}
