@@ -154,3 +154,13 @@ def test_a_park_that_times_out_decides_again(server: tuple[LocalStepFunctions, s
     history = sfn.client.get_execution_history(executionArn=_execution(machine, "dun_c5_EUR_1"))["events"]
     assert "TaskTimedOut" in {event["type"] for event in history}
     assert flows.resume(case.tokens[0]) is False  # the timed-out token
+
+
+def test_any_other_refusal_is_raised_not_taken_for_success(server: tuple[LocalStepFunctions, str]) -> None:
+    from billow.local.stepfunctions import state_machine_arn
+    from botocore.exceptions import ClientError
+
+    sfn, _ = server
+    missing = StepFunctionsFlows(state_machine_arn("billow-local-no-such-machine"), sfn.endpoint)
+    with pytest.raises(ClientError, match="StateMachineDoesNotExist"):
+        missing.start("dun_c6_EUR_1", {"tenant_id": "t", "mode": "test", "case_id": "dun_c6_EUR_1"})
