@@ -15,12 +15,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from billow.domain.actions import Action
 from billow.domain.calendar import Cycle
 from billow.domain.catalog import BillingModel
 from billow.domain.collection import AttemptStatus
 from billow.domain.dunning import DunningPolicy, StepKind
 from billow.domain.invoices import Invoice, PaymentMethod
 from billow.domain.money import Money
+from billow.domain.rules import ServiceState
 from billow.domain.tenants import TenantSettings
 from billow.services import catalog, contacts, dunning, invoices, ordering
 from billow.services.billing import InvoiceNumbers
@@ -185,3 +187,22 @@ def pay(store: DynamoStore, debtor: Debtor, clock: Clock) -> None:
     due = invoice.amount_due.amount_str()
     spec = invoices.ManualPaymentInput(due, "USD", PaymentMethod.BANK_TRANSFER, "wire-1", clock.now().date())
     invoices.record_manual_payment(store, debtor.ctx, invoice.id, spec, clock)
+
+
+def with_case(store: DynamoStore, rail: FakeRail, flows: RecordingFlows, **seed: Any) -> tuple[Debtor, str]:
+    """A debtor (`seed_debtor(**seed)`) and its case, opened."""
+    debtor = seed_debtor(store, rail, **seed)
+    return debtor, opened(store, debtor, flows)
+
+
+def service_state(store: DynamoStore, debtor: Debtor) -> ServiceState:
+    subscription = store.load_subscription(debtor.ctx.scope, debtor.contact_id, debtor.subscription_id)
+    service = None if subscription is None else subscription.service(debtor.service_id)
+    assert service is not None
+    return service.state
+
+
+def logged(store: DynamoStore, debtor: Debtor, kind: str) -> list[Action]:
+    """The records of `kind` in the debtor's subscription's action log."""
+    log = store.actions_of(debtor.ctx.scope, debtor.contact_id, debtor.subscription_id)
+    return [a for a in log if a.kind.name == kind]

@@ -19,7 +19,19 @@ from billow.services.context import Scope, TenantContext
 from billow.storage.models import configure
 from billow.storage.repository import DynamoStore
 
-from tests.dunning_support import START, Clock, Debtor, RecordingFlows, opened, pay, seed_debtor, step, take_steps
+from tests.dunning_support import (
+    START,
+    Clock,
+    Debtor,
+    RecordingFlows,
+    logged,
+    opened,
+    pay,
+    seed_debtor,
+    service_state,
+    step,
+    take_steps,
+)
 from tests.fake_rail import Crash, FakeRail
 from tests.support import in_processes
 
@@ -148,11 +160,8 @@ def test_a_payment_between_the_decision_and_the_deactivation_ends_the_case_inste
         racing, _context(store), case_id, StepKind.DEACTIVATE, clock=day2, gateway=rail, numbers=InvoiceNumbers(store)
     )
     assert racing.paid and decided.action == "end"
-    subscription = store.load_subscription(SCOPE, debtor.contact_id, debtor.subscription_id)
-    assert subscription is not None and subscription.service(debtor.service_id).state is ServiceState.EFFECTIVE  # type: ignore[union-attr]
-    assert [
-        a for a in store.actions_of(SCOPE, debtor.contact_id, debtor.subscription_id) if a.kind.name == "deactivate"
-    ] == []
+    assert service_state(store, debtor) is ServiceState.EFFECTIVE
+    assert logged(store, debtor, "deactivate") == []
     ended = step(store, debtor, case_id, StepKind.END, day2, rail)
     assert ended.action == "ended" and ended.stored.case.status is CaseStatus.ENDED
 

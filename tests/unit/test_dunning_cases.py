@@ -21,7 +21,19 @@ from billow.services.billing import InvoiceNumbers
 from billow.services.context import keyed_ids
 from billow.storage.repository import DynamoStore
 
-from tests.dunning_support import POLICY, Clock, RecordingFlows, opened, pay, seed_debtor, step, take_steps
+from tests.dunning_support import (
+    POLICY,
+    Clock,
+    RecordingFlows,
+    logged,
+    opened,
+    pay,
+    seed_debtor,
+    service_state,
+    step,
+    take_steps,
+    with_case,
+)
 from tests.fake_rail import FakeRail
 
 
@@ -44,8 +56,7 @@ def test_a_declined_charge_opens_one_case_and_starts_its_execution_once(
     store: DynamoStore, rail: FakeRail, flows: RecordingFlows
 ) -> None:
     clock = Clock()
-    debtor = seed_debtor(store, rail, clock=clock)
-    case_id = opened(store, debtor, flows, clock)
+    debtor, case_id = with_case(store, rail, flows)
     again = opened(store, debtor, flows, clock)
     assert again == case_id == f"dun_{debtor.contact_id}_USD_1"
     assert flows.started == [case_id]
@@ -64,8 +75,7 @@ def test_nothing_owed_opens_no_case(store: DynamoStore, rail: FakeRail, flows: R
 
 def test_each_decision_is_stored_with_its_due_day(store: DynamoStore, rail: FakeRail, flows: RecordingFlows) -> None:
     clock = Clock()
-    debtor = seed_debtor(store, rail, clock=clock)
-    case_id = opened(store, debtor, flows, clock)
+    debtor, case_id = with_case(store, rail, flows)
     today = clock.now().date()
     decided = dunning.decide_case(store, debtor.ctx, case_id, clock=clock)
     expected = {"tenant_id": "t1", "mode": "test", "case_id": case_id, "action": "remind", "wake_seq": 0}
@@ -78,8 +88,7 @@ def test_each_decision_is_stored_with_its_due_day(store: DynamoStore, rail: Fake
 
 def test_a_step_not_due_on_fresh_facts_is_not_taken(store: DynamoStore, rail: FakeRail, flows: RecordingFlows) -> None:
     clock = Clock()
-    debtor = seed_debtor(store, rail, clock=clock)
-    case_id = opened(store, debtor, flows, clock)
+    debtor, case_id = with_case(store, rail, flows)
     decided = step(store, debtor, case_id, StepKind.RETRY, clock, rail)  # the retry is tomorrow's
     assert decided.action == "remind"
     assert [a.number for a in store.attempts_of(debtor.ctx.scope, debtor.contact_id)] == [1]
@@ -88,8 +97,7 @@ def test_a_step_not_due_on_fresh_facts_is_not_taken(store: DynamoStore, rail: Fa
 
 def test_a_retry_taken_twice_charges_once(store: DynamoStore, rail: FakeRail, flows: RecordingFlows) -> None:
     clock = Clock()
-    debtor = seed_debtor(store, rail, clock=clock)
-    case_id = opened(store, debtor, flows, clock)
+    debtor, case_id = with_case(store, rail, flows)
     step(store, debtor, case_id, StepKind.REMIND, clock, rail)
     later = clock.days(1)
     first = step(store, debtor, case_id, StepKind.RETRY, later, rail)
@@ -106,30 +114,28 @@ def test_deactivation_past_grace_then_payment_ends_and_reactivates(
     store: DynamoStore, rail: FakeRail, flows: RecordingFlows
 ) -> None:
     clock = Clock()
-    debtor = seed_debtor(store, rail, clock=clock)
-    case_id = opened(store, debtor, flows, clock)
+    debtor, case_id = with_case(store, rail, flows)
     take_steps(store, debtor, case_id, rail, 2)
     day2 = clock.days(2)
     decided = dunning.decide_case(store, debtor.ctx, case_id, clock=day2)
     assert decided.action == "deactivate"
     after = step(store, debtor, case_id, StepKind.DEACTIVATE, day2, rail)
     scope = debtor.ctx.scope
-    subscription = store.load_subscription(scope, debtor.contact_id, debtor.subscription_id)
-    assert subscription is not None
-    assert subscription.service(debtor.service_id).state is ServiceState.NOT_EFFECTIVE  # type: ignore[union-attr]
-    (logged,) = [
-        a for a in store.actions_of(scope, debtor.contact_id, debtor.subscription_id) if a.kind.name == "deactivate"
-    ]
-    assert (logged.by, logged.status, logged.on) == (Requester.SYSTEM, ActionStatus.EXECUTED, day2.now().date())
-    assert case_id in (logged.reason or "")
+    assert service_state(store, debtor) is ServiceState.NOT_EFFECTIVE
+    (deactivated,) = logged(store, debtor, "deactivate")
+    assert (deactivated.by, deactivated.status, deactivated.on) == (
+        Requester.SYSTEM,
+        ActionStatus.EXECUTED,
+        day2.now().date(),
+    )
+    assert case_id in (deactivated.reason or "")
     assert after.stored.case.deactivated == {debtor.service_id: day2.now().date()}
 
     pay(store, debtor, day2)
     assert dunning.decide_case(store, debtor.ctx, case_id, clock=day2).action == "end"
     ended = step(store, debtor, case_id, StepKind.END, day2, rail)
     assert ended.action == "ended" and ended.stored.case.status is CaseStatus.ENDED and ended.stored.due is None
-    subscription = store.load_subscription(scope, debtor.contact_id, debtor.subscription_id)
-    assert subscription is not None and subscription.service(debtor.service_id).state is ServiceState.EFFECTIVE  # type: ignore[union-attr]
+    assert service_state(store, debtor) is ServiceState.EFFECTIVE
     assert store.open_case_of(scope, debtor.contact_id, "USD") is None
     assert [
         e for s in range(64) for e in store.due_cases(s, day2.now().date() + timedelta(days=30), 50, None).items
@@ -163,9 +169,7 @@ def test_the_end_reactivates_only_what_the_case_still_holds_stopped(
     pay(store, debtor, day2)
     ended = step(store, debtor, case_id, StepKind.END, day2, rail)
     assert ended.action == "ended"
-    subscription = store.load_subscription(ctx.scope, debtor.contact_id, debtor.subscription_id)
-    assert subscription is not None
-    assert subscription.service(debtor.service_id).state is ServiceState.NOT_EFFECTIVE  # type: ignore[union-attr]
+    assert service_state(store, debtor) is ServiceState.NOT_EFFECTIVE
 
 
 @pytest.mark.parametrize("with_fees", [True, False])
@@ -174,19 +178,15 @@ def test_cancellation_after_the_delay_charges_the_fee_only_if_the_policy_says_so
 ) -> None:
     clock = Clock()
     policy = replace(POLICY, cancel_with_fees=with_fees)
-    debtor = seed_debtor(store, rail, clock=clock, policy=policy, cancellation_fee="50.00")
-    case_id = opened(store, debtor, flows, clock)
+    debtor, case_id = with_case(store, rail, flows, policy=policy, cancellation_fee="50.00")
     take_steps(store, debtor, case_id, rail, 4)
     day5 = clock.days(5)
     assert dunning.decide_case(store, debtor.ctx, case_id, clock=day5).action == "cancel"
     step(store, debtor, case_id, StepKind.CANCEL, day5, rail)
-    scope = debtor.ctx.scope
-    subscription = store.load_subscription(scope, debtor.contact_id, debtor.subscription_id)
+    assert service_state(store, debtor) is ServiceState.CANCELLED
+    (cancelled,) = logged(store, debtor, "cancel")
+    subscription = store.load_subscription(debtor.ctx.scope, debtor.contact_id, debtor.subscription_id)
     assert subscription is not None
-    assert subscription.service(debtor.service_id).state is ServiceState.CANCELLED  # type: ignore[union-attr]
-    (cancelled,) = [
-        a for a in store.actions_of(scope, debtor.contact_id, debtor.subscription_id) if a.kind.name == "cancel"
-    ]
     assert cancelled.by is Requester.SYSTEM and cancelled.status is ActionStatus.EXECUTED
     fees = [a for a in subscription.adjustments if a.line.kind == "cancellation_fee"]
     assert len(fees) == (1 if with_fees else 0)
@@ -197,8 +197,7 @@ def test_a_park_after_a_wake_resumes_at_once_and_a_wake_resumes_once(
     store: DynamoStore, rail: FakeRail, flows: RecordingFlows
 ) -> None:
     clock = Clock()
-    debtor = seed_debtor(store, rail, clock=clock)
-    case_id = opened(store, debtor, flows, clock)
+    debtor, case_id = with_case(store, rail, flows)
     assert dunning.park(store, debtor.ctx, case_id, 0, "tok-1", flows)
     assert dunning.wake(store, debtor.ctx, case_id, flows, clock=clock)
     assert not dunning.wake(store, debtor.ctx, case_id, flows, clock=clock)
@@ -211,8 +210,7 @@ def test_a_case_with_no_live_execution_is_started_again_by_a_wake(
     store: DynamoStore, rail: FakeRail, flows: RecordingFlows
 ) -> None:
     clock = Clock()
-    debtor = seed_debtor(store, rail, clock=clock)
-    case_id = opened(store, debtor, flows, clock)
+    debtor, case_id = with_case(store, rail, flows)
     assert not dunning.wake(store, debtor.ctx, case_id, flows, clock=clock.days(0))  # just decided: alive
     assert flows.started == [case_id]
     later = Clock(clock.now() + dunning.STALE + timedelta(minutes=1))
@@ -243,8 +241,7 @@ def test_a_late_payment_after_the_case_ended_changes_nothing(
     store: DynamoStore, rail: FakeRail, flows: RecordingFlows
 ) -> None:
     clock = Clock()
-    debtor = seed_debtor(store, rail, clock=clock)
-    case_id = opened(store, debtor, flows, clock)
+    debtor, case_id = with_case(store, rail, flows)
     pay(store, debtor, clock)
     step(store, debtor, case_id, StepKind.END, clock, rail)
     ended = store.get_case(debtor.ctx.scope, case_id)
