@@ -5,8 +5,9 @@ invoked with and calls `billow.services.dunning`.
 - A task of the state machine, `{"task": decide|retry|remind|deactivate|cancel|end, "tenant_id",
   "mode", "case_id"}`, answers the case's next decision `{"tenant_id", "mode", "case_id", "action",
   "due", "wake_seq"}`; `park` (with `wake_seq` and the task `token`) answers `{}` (its result is
-  discarded). A case changed under a task raises `ConcurrentModification`, which the state machine
-  retries with backoff.
+  discarded). A case changed under a task raises `ConcurrentModification`, and the payment rail out
+  of reach `TemporaryFailure`: the state machine retries both with backoff (a retry resumes the
+  attempt it started: never a second charge).
 - The hourly schedule's "Scheduled Event" (or `{"task": "wake"}`) wakes every case whose day came.
 - SQS batches from the rule `dunning` (Powertools batch processing, as the collector): a
   `payment.failed` or `invoice.overdue` opens the contact's case (and starts its execution) when
@@ -28,11 +29,12 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from billow.domain.dunning import StepKind
-from billow.domain.errors import InvalidInput, NotFound
+from billow.domain.errors import InvalidInput, NotFound, TemporaryFailure
 from billow.gateways.events import DUNNING_OPENS, DUNNING_WAKES
 from billow.services import dunning
 from billow.services.context import TenantContext
 from billow.services.events import billow_detail
+from billow.services.gateway import GatewayUnavailable
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from runtime import imported, invocation, logger
 
@@ -74,9 +76,12 @@ def run_task(task: Task) -> dict[str, Any]:
         decided = dunning.decide_case(store, ctx, task.case_id, clock=clock)
     else:
         gateway = runtime.payment_gateway(ctx.scope)
-        decided = dunning.take_step(
-            store, ctx, task.case_id, STEPS[task.task], clock=clock, gateway=gateway, numbers=runtime.numbers
-        )
+        try:
+            decided = dunning.take_step(
+                store, ctx, task.case_id, STEPS[task.task], clock=clock, gateway=gateway, numbers=runtime.numbers
+            )
+        except GatewayUnavailable as error:  # the state machine retries a TemporaryFailure with backoff
+            raise TemporaryFailure(f"the payment rail is out of reach: {error}") from error
     logger.info("dunning task", extra={"task": task.task, "case_id": task.case_id, "next": decided.action})
     return decided.output()
 

@@ -14,7 +14,6 @@ from billow.domain.rules import ServiceState
 from billow.local.dynamodb import DynamoDBLocal
 from billow.services import dunning
 from billow.services.billing import InvoiceNumbers
-from billow.services.collection import resume
 from billow.services.context import Scope, TenantContext
 from billow.storage.models import configure
 from billow.storage.repository import DynamoStore
@@ -116,17 +115,14 @@ def test_a_retry_that_died_after_charging_is_resumed_not_charged_again(
     dying.crash_after = crash_after
     with pytest.raises(Crash):
         step(store, debtor, case_id, StepKind.RETRY, Clock().days(1), dying)
-    # Run again (the state machine retries the task): the attempt it started is live, so the fresh
-    # decision is not a retry: no second attempt, no second charge.
+    # Run again (the state machine retries the task): the attempt it started is taken on from its
+    # record, with the charge the dead run created: no second attempt, no second charge.
     again = step(store, debtor, case_id, StepKind.RETRY, Clock().days(1), FakeRail(tmp_path / "rail.db"))
     assert again.action == "wait"
     attempts = store.attempts_of(SCOPE, debtor.contact_id)
-    assert [a.number for a in attempts] == [1, 2] and attempts[1].live
+    assert [(a.number, a.status.value) for a in attempts] == [(1, "failed"), (2, "failed")]
     assert len(rail.charges()) == 2
-    # The sweep finishes it (as any collector's crash) with the charge the dead run created.
-    resume(store, rail, SCOPE, attempts[1], clock=Clock().days(1))
-    assert [a.status.value for a in store.attempts_of(SCOPE, debtor.contact_id)] == ["failed", "failed"]
-    assert len(rail.charges()) == 2
+    assert again.stored.case.retried == {f"att_{debtor.invoice.id}_2"}
     after = dunning.decide_case(store, debtor.ctx, case_id, clock=Clock().days(3))
     assert after.action == "retry"  # the schedule goes on from there: attempt 3
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 import runtime
-from billow.domain.errors import InvalidInput, NotFound
+from billow.domain.errors import InvalidInput, NotFound, TemporaryFailure
 from billow.gateways.events import CONSUMER_RULES, consumer_of
 from billow.gateways.invoke import handler_of
 from billow.local.events import sqs_message
@@ -117,3 +117,20 @@ def test_a_test_clock_advance_wakes_the_contacts_case_once_it_is_billed(
     assert decided["action"] == "retry"  # on the clock's day: the first retry (day 1) is due
     stored = store.get_case(debtor.ctx.scope, task["case_id"])
     assert stored is not None and stored.decided_on == to.date()
+
+
+def test_a_retry_the_rail_could_not_serve_fails_as_temporary_and_its_rerun_charges_once(
+    wired: tuple[DynamoStore, FakeRail, RecordingFlows],
+) -> None:
+    store, rail, _ = wired
+    debtor = seed_debtor(store, rail, clock=runtime.clock)  # type: ignore[attr-defined]
+    invoke(DUNNING, {"Records": [sqs_message(_event(debtor, "payment.failed", {"invoice_id": debtor.invoice.id}))]})
+    task = {"tenant_id": "t1", "mode": "test", "case_id": f"dun_{debtor.contact_id}_USD_1"}
+    invoke(DUNNING, {"task": "remind", **task})
+    runtime.clock = Clock().days(1)  # type: ignore[attr-defined]
+    rail.unavailable_at = rail.requests + 1  # the retry's first rail request answers 503
+    with pytest.raises(TemporaryFailure):
+        invoke(DUNNING, {"task": "retry", **task})
+    assert invoke(DUNNING, {"task": "retry", **task})["action"] == "wait"
+    assert [a.status.value for a in store.attempts_of(debtor.ctx.scope, debtor.contact_id)] == ["failed", "failed"]
+    assert len(rail.charges()) == 2

@@ -31,7 +31,7 @@ from billow.domain.actions.activate import ACTIVATE
 from billow.domain.actions.cancel import CANCEL, CancelTerms
 from billow.domain.actions.deactivate import DEACTIVATE
 from billow.domain.calendar import local_date, tenant_zone
-from billow.domain.collection import AttemptStatus, PaymentAttempt
+from billow.domain.collection import AttemptStatus, PaymentAttempt, attempt_id
 from billow.domain.contacts import Contact
 from billow.domain.dunning import (
     AttemptFacts,
@@ -55,7 +55,7 @@ from billow.domain.receivables import balances
 from billow.domain.subscriptions import Subscription
 from billow.domain.timeline import execute
 from billow.services.billing import InvoiceNumbers, bill_loaded
-from billow.services.collection import collect_invoice
+from billow.services.collection import collect_invoice, resume
 from billow.services.contacts import ContactTime, contact_time
 from billow.services.context import Clock, Scope, TenantContext
 from billow.services.gateway import PaymentGateway
@@ -121,6 +121,9 @@ class World:
     facts: CaseFacts
     debt: tuple[Invoice, ...]
     """The invoices in debt, as read."""
+    unfinished: tuple[PaymentAttempt, ...] = ()
+    """Retries (attempts numbered 2 and on) of its open invoices still live: a retry task that
+    died, or met the rail out of reach, after starting one."""
 
     @property
     def today(self) -> date:
@@ -136,9 +139,11 @@ def read_world(
     if contact is None:
         raise NotFound(f"no contact {contact_id}", field="contact_id")
     when = contact_time(ports, ctx, contact_id, clock)
-    facts, invoices = read_facts(ports, ctx, contact, currency, case, when)
+    facts, invoices, attempts = read_facts(ports, ctx, contact, currency, case, when)
     in_debt = {i.invoice_id for i in facts.in_debt(when.today)}
-    return World(contact, when, facts, tuple(i for i in invoices if i.id in in_debt))
+    owed = {i.id for i in invoices}
+    unfinished = tuple(a for a in attempts if a.live and a.number > 1 and a.invoice_id in owed)
+    return World(contact, when, facts, tuple(i for i in invoices if i.id in in_debt), unfinished)
 
 
 def read_facts(
@@ -148,8 +153,9 @@ def read_facts(
     currency: str,
     case: DunningCase | None,
     when: ContactTime,
-) -> tuple[CaseFacts, list[Invoice]]:
-    """`CaseFacts` of `contact` in `currency` on its day, and its open invoices read. Bounded reads:
+) -> tuple[CaseFacts, list[Invoice], list[PaymentAttempt]]:
+    """`CaseFacts` of `contact` in `currency` on its day, with its open invoices and its payment
+    attempts as read. Bounded reads:
     4 Queries of the contact's partition (its invoices, payment attempts, payment methods and
     subscriptions; each bounded by what one contact holds), and 1 Query per subscription holding a
     service `case` deactivated (its action log, for `stopped_by`)."""
@@ -170,6 +176,7 @@ def read_facts(
     return (
         CaseFacts(currency, facts, services, contact.classification, credit, *_excluded(contact)),
         open_invoices,
+        attempts,
     )
 
 
@@ -328,6 +335,12 @@ def take_step(
         case = stored.case
         world = read_world(ports, ctx, case.contact_id, case.currency, case, clock)
         decision = decide(case, world.facts, world.today)
+        if kind is StepKind.RETRY and world.unfinished and gateway is not None and not case.ended:
+            try:
+                _finish_retries(ports, ctx, stored, world, clock, gateway)
+            except ConcurrentModification:
+                continue
+            return decide_case(ports, ctx, case_id, clock=clock)
         if case.ended or decision.kind != kind:
             try:
                 return _stored(ports, ctx.scope, stored, decision, world, clock)
@@ -363,9 +376,7 @@ def _retry(
     gateway: PaymentGateway | None,
 ) -> None:
     """Charge each invoice again as the attempt number decided (`collect_invoice`: one attempt per
-    number, resumed if a run before this one died after starting it), then record the step. The
-    record alone is retried on a conflict: the charges are done, the decision that asked for them
-    is the one to record (recording it twice changes nothing)."""
+    number, whoever asks and however often), then record the step."""
     outcomes = []
     for invoice_id, number in decision.attempts:
         if gateway is None:
@@ -373,19 +384,42 @@ def _retry(
             continue
         attempt = collect_invoice(ports, gateway, ctx.scope, invoice_id, clock=clock, number=number)
         outcomes.append(f"{invoice_id}: {'nothing to charge' if attempt is None else attempt.status.value}")
-    outcome = "; ".join(outcomes)
+    _record_retry(ports, ctx.scope, stored, decision, world.today, "; ".join(outcomes))
+
+
+def _record_retry(
+    ports: DunningPorts, scope: Scope, stored: StoredCase, retry: Retry, today: date, outcome: str
+) -> None:
+    """Record the retry on the case. The record alone is retried on a conflict: the charges are
+    done, the decision that asked for them is the one to record (recording it twice changes nothing)."""
     for _ in _retrying():
         try:
             work = ports.unit_of_work(f"dunning case {stored.id}: retry")
-            recorded = replace(stored, case=stored.case.record(decision, world.today, outcome))
-            work.save_case(ctx.scope, recorded, stored.version)
+            work.save_case(scope, replace(stored, case=stored.case.record(retry, today, outcome)), stored.version)
             work.commit()
             return
         except ConcurrentModification:
-            stored = _load(ports, ctx.scope, stored.id)
+            stored = _load(ports, scope, stored.id)
             if stored.case.ended:
                 return
     raise ConcurrentModification(f"dunning case {stored.id} kept changing; try again")
+
+
+def _finish_retries(
+    ports: DunningPorts, ctx: TenantContext, stored: StoredCase, world: World, clock: Clock, gateway: PaymentGateway
+) -> None:
+    """A retry task run again after it died (or met the rail out of reach) having started its
+    attempt: that attempt is taken on from its recorded state (`collection.resume`, as the sweep
+    would: the charge an earlier run created is found, never a second one), and recorded as the
+    case's retry if it is not yet."""
+    attempts = tuple(sorted((a.invoice_id, a.number) for a in world.unfinished))
+    outcomes = [
+        f"{a.invoice_id}: {resume(ports, gateway, ctx.scope, a, clock=clock).status.value}" for a in world.unfinished
+    ]
+    retry = Retry(attempts)
+    if {attempt_id(i, n) for i, n in attempts} <= stored.case.retried:
+        return
+    _record_retry(ports, ctx.scope, stored, retry, world.today, "; ".join(outcomes) + " (resumed)")
 
 
 def _on_services(
