@@ -38,6 +38,8 @@ from billow.services.gateway import GatewayUnavailable
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from runtime import imported, invocation, logger
 
+TIME_LEFT_MS = 30_000
+"""The hourly wake reads no further page with less than this left (the next hour goes on)."""
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 
 STEPS = {k.value: k for k in (StepKind.RETRY, StepKind.REMIND, StepKind.DEACTIVATE, StepKind.CANCEL, StepKind.END)}
@@ -113,9 +115,14 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
             process_partial_response(event=event, record_handler=record_handler, processor=processor, context=context)
         )
     if _scheduled(event):
-        run = dunning.wake_due(runtime.store, runtime.flows, clock=runtime.clock)
-        logger.info("dunning wake", extra={"woken": run.woken, "seen": run.seen})
-        return {"woken": run.woken, "seen": run.seen}
+        run = dunning.wake_due(
+            runtime.store,
+            runtime.flows,
+            clock=runtime.clock,
+            keep_going=lambda: context.get_remaining_time_in_millis() >= TIME_LEFT_MS,
+        )
+        logger.info("dunning wake", extra={"woken": run.woken, "seen": run.seen, "done": run.done})
+        return {"woken": run.woken, "seen": run.seen, "done": run.done}
     try:
         task = Task.model_validate(event)
     except ValidationError as error:

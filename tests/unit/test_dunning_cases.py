@@ -233,6 +233,8 @@ def test_the_hourly_wake_wakes_cases_due_on_their_tenants_day(
     assert dunning.park(store, debtor.ctx, case_id, 0, "tok-a", flows)
     assert dunning.park(store, clocked.ctx, other, 0, "tok-b", flows)
     assert dunning.wake_due(store, flows, clock=clock).woken == 0
+    out_of_time = dunning.wake_due(store, flows, clock=clock.days(1), keep_going=lambda: False)
+    assert (out_of_time.done, out_of_time.woken, flows.resumed) == (False, 0, [])
     run = dunning.wake_due(store, flows, clock=clock.days(1))
     assert (run.woken, flows.resumed) == (1, ["tok-a"])  # the test-clock contact's case is its clock's
 

@@ -85,7 +85,7 @@ def test_the_schedule_wakes_due_cases(wired: tuple[DynamoStore, FakeRail, Record
     task = {"tenant_id": "t1", "mode": "test", "case_id": f"dun_{debtor.contact_id}_USD_1"}
     invoke(DUNNING, {"task": "park", **task, "wake_seq": 0, "token": "tok-1"})
     scheduled = {"source": "aws.events", "detail-type": "Scheduled Event", "time": "2025-03-03T11:00:00Z"}
-    assert invoke(DUNNING, scheduled) == {"woken": 1, "seen": 1}  # due today: its opening day
+    assert invoke(DUNNING, scheduled) == {"woken": 1, "seen": 1, "done": True}  # due today: its opening day
     assert flows.resumed == ["tok-1"]
 
 

@@ -593,15 +593,23 @@ def wake_contact(
 class WakeRun:
     woken: int
     seen: int
+    done: bool = True
 
 
 def wake_due(
-    ports: DunningPorts, flows: DunningFlows, *, clock: Clock, shards: int = DUE_SHARDS, page: int = WAKE_PAGE
+    ports: DunningPorts,
+    flows: DunningFlows,
+    *,
+    clock: Clock,
+    shards: int = DUE_SHARDS,
+    page: int = WAKE_PAGE,
+    keep_going: Callable[[], bool] = lambda: True,
 ) -> WakeRun:
     """The hourly schedule: every wake-up entry (contacts without a test clock) due on or before
     its tenant's today is woken. Per shard, pages of `page` entries up to the furthest day any
     zone has reached; each entry is checked against its tenant's day (settings read once per
-    tenant), then woken (one UpdateItem, and a resume)."""
+    tenant), then woken (one UpdateItem, and a resume). `keep_going` is asked before each page: a
+    run out of time stops (`done` False); what it left is still due, and the next hour wakes it."""
     now = clock.now()
     upper = (now.astimezone(UTC) + FURTHEST_AHEAD).date()
     contexts: dict[Scope, TenantContext] = {}
@@ -609,6 +617,8 @@ def wake_due(
     for shard in range(shards):
         cursor: str | None = None
         while True:
+            if not keep_going():
+                return WakeRun(woken, seen, done=False)
             entries = ports.due_cases(shard, upper, page, cursor)
             for entry in entries.items:
                 ctx = contexts.get(entry.scope)
