@@ -43,7 +43,8 @@ class Cancel(ServiceKind[NoParams, CancelTerms]):
         settled = effect.settle(cancelled, on, credit_on=on)
         fee = service.terms.cancellation_fee
         outcome = "cancelled"
-        waived = bool(self.params(effect.action).fee_waived)
+        held = effect.action.params  # NoParams on a record from before cancellations held terms
+        waived = isinstance(held, CancelTerms) and bool(held.fee_waived)
         if fee is not None and not fee.is_zero and service.in_contract(on) and not waived:
             line = one_time_line(service, "cancellation_fee", f"{service.product_name} cancellation fee", fee)
             effect.add(Adjustment(line, on))
