@@ -323,8 +323,16 @@ def test_events_bus_stream_publisher_and_consumer_queues(synthesized: tuple[Temp
         ("activation", "billow.invoice.paid"),  # access on payment
         ("all-events", "billow.invoice.issued"),
         ("all-events", "billow.invoice.paid"),
+        ("dunning", "billow.invoice.paid"),  # wakes the contact's dunning case
         ("invoice-issued", "billow.invoice.issued"),  # the collector's
     ]
+    # The dunning rule's queue feeds the dunning function (its failures, and the cases it opens and wakes).
+    template.has_resource_properties(
+        "AWS::Lambda::EventSourceMapping",
+        {"EventSourceArn": {"Fn::GetAtt": [Match.string_like_regexp("dunningqueue"), "Arn"]},
+         "FunctionName": {"Ref": Match.string_like_regexp("dunning")},
+         "FunctionResponseTypes": ["ReportBatchItemFailures"]},
+    )  # fmt: skip
     # Access on payment: invoice.paid also reaches the activation function's own queue.
     template.has_resource_properties(
         "AWS::Lambda::EventSourceMapping",
