@@ -73,7 +73,7 @@ def get_contact(contact_id: Annotated[Id, Path()]) -> dict[str, Any]:
     return presenters.contact(contacts.get_contact(store, ctx, contact_id))
 
 
-_CONTACT_REQUIRED = {"name", "email"}
+_CONTACT_REQUIRED = {"name", "email", "dunning_excluded"}  # a `null` for these changes nothing
 
 
 @router.patch("/contacts/<contact_id>", summary="Change a contact's details")

@@ -78,6 +78,7 @@ def contact(c: Contact) -> Json:
         "collection": None if c.collection is None else c.collection.value,
         "gateway_customer_ref": c.gateway_customer_ref,
         "default_payment_method": c.default_method_ref,
+        "dunning_excluded": c.dunning_excluded,
     }
 
 
