@@ -12,6 +12,7 @@ from billow.domain.actions import Action
 from billow.domain.catalog import PriceTerms, Product
 from billow.domain.collection import PaymentAttempt
 from billow.domain.contacts import Contact, TestClock
+from billow.domain.dunning import DunningCase
 from billow.domain.invoices import Invoice, InvoiceKind, InvoiceStatus, Payment
 from billow.domain.ordering import Order
 from billow.domain.payment_methods import SavedPaymentMethod
@@ -91,6 +92,48 @@ class DueSubscription:
     @property
     def is_invoice(self) -> bool:
         return self.subscription_id.startswith("inv_")
+
+
+@dataclass(frozen=True, slots=True)
+class StoredCase:
+    """A dunning case as stored (docs/dunning.md, "The flow"): the `DunningCase` and what its
+    Step Functions execution needs to follow the contact's clock."""
+
+    case: DunningCase
+    due: date | None = None
+    """The contact's day of the case's next decision; None: only an event wakes it."""
+    decided_on: date | None = None
+    """The contact's day of its last stored decision (a client polls it after a clock advance)."""
+    token: str | None = None
+    """The task token of its execution parked at the current `wake_seq`; None: not parked."""
+    wake_seq: int = 0
+    """Bumped by every wake: a park at an older one is resumed at once."""
+    run: int = 0
+    """Its execution's run: 0 is named `<case id>`, a restart `<case id>-r<run>`."""
+    clocked: bool = False
+    """Its contact has a test clock: only the clock's advances wake it (no wake-up entry)."""
+
+    @property
+    def id(self) -> str:
+        return self.case.id
+
+    @property
+    def version(self) -> int:
+        return self.case.version
+
+    @property
+    def execution_name(self) -> str:
+        return self.case.id if self.run == 0 else f"{self.case.id}-r{self.run}"
+
+
+@dataclass(frozen=True, slots=True)
+class DueCase:
+    """A wake-up entry of the dunning index: an open case due on `due`."""
+
+    scope: Scope
+    contact_id: str
+    case_id: str
+    due: date
 
 
 MAX_TRANSACTION_WRITES = 100
@@ -197,6 +240,12 @@ class UnitOfWork(Protocol):
 
     def save_payment(self, scope: Scope, contact_id: str, payment: Payment) -> None:
         """A payment changed (refunded to the card), only if still at `payment.version`."""
+        ...
+
+    # -- dunning cases --------------------------------------------------------------------------
+    def save_case(self, scope: Scope, stored: StoredCase, expected_version: int) -> StoredCase:
+        """The case (with its wake-up entry while it is open, due and not on a test clock), only if
+        still at `expected_version` (0: only if absent); returns it as it will be stored."""
         ...
 
     def commit(self) -> None:
@@ -397,6 +446,37 @@ class PaymentMethodStore(Protocol):
         ...
 
 
+class DunningStore(Protocol):
+    """Dunning cases, under their contact (written through a `UnitOfWork`), and their wake-ups."""
+
+    def get_case(self, scope: Scope, case_id: str) -> StoredCase | None:
+        """One consistent GetItem (the case id names its contact, currency and sequence)."""
+        ...
+
+    def cases_of(self, scope: Scope, contact_id: str) -> list[StoredCase]:
+        """The contact's cases, every currency's, newest first: one consistent Query."""
+        ...
+
+    def open_case_of(self, scope: Scope, contact_id: str, currency: str) -> StoredCase | None:
+        """The contact's case in `currency` if it has not ended: one consistent Query, limit 1."""
+        ...
+
+    def due_cases(self, shard: int, upper_day: date, limit: int, cursor: str | None) -> Page[DueCase]:
+        """Up to `limit` wake-up entries of one shard due on or before `upper_day`, earliest first."""
+        ...
+
+    def wake_case(self, scope: Scope, case_id: str) -> tuple[StoredCase, str | None] | None:
+        """Bump the case's `wake_seq` (one UpdateItem): the case after, and the token of the
+        execution parked at the previous one, which this wake alone is to resume (None: none
+        was). None: no such case."""
+        ...
+
+    def park_case(self, scope: Scope, case_id: str, wake_seq: int, token: str) -> bool:
+        """Store `token` (one UpdateItem) only if the case is still at `wake_seq` and has not
+        ended; False otherwise (a wake came in between: resume the token at once)."""
+        ...
+
+
 class Store(
     TenantStore,
     IdempotencyStore,
@@ -406,6 +486,7 @@ class Store(
     InvoiceStore,
     CollectionStore,
     PaymentMethodStore,
+    DunningStore,
     DueIndex,
     SweepIndex,
     Transactions,

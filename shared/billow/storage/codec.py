@@ -15,7 +15,7 @@ from billow.domain.calendar import BillingSchedule, Cycle, Period
 from billow.domain.catalog import BillingModel, PriceTerms, PricingModel, Product
 from billow.domain.collection import AttemptStatus, CollectionMode, CollectionSettings, PaymentAttempt
 from billow.domain.contacts import Address, ClockStatus, Contact, TestClock
-from billow.domain.dunning import DunningPolicy
+from billow.domain.dunning import CaseStatus, DunningCase, DunningPolicy, Step, StepKind
 from billow.domain.invoices import Invoice, InvoiceStatus, Payment, PaymentMethod
 from billow.domain.lines import Adjustment, LineDraft
 from billow.domain.money import Money
@@ -875,3 +875,35 @@ def policy_in(d: Json) -> SubscriptionPolicy:
     if "excludes" in d:
         values["excludes"] = tuple((a, b) for a, b in d["excludes"])
     return SubscriptionPolicy(**values)
+
+
+def case_out(c: DunningCase) -> Json:
+    """A dunning case's body (its flow fields are the item's: `billow.storage.repository`)."""
+    return {
+        "id": c.id,
+        "contact_id": c.contact_id,
+        "currency": c.currency,
+        "opened_on": c.opened_on.isoformat(),
+        "policy": dunning_out(c.policy),
+        "status": c.status.value,
+        "history": [
+            {"on": s.on.isoformat(), "kind": s.kind.value, "targets": list(s.targets), "outcome": s.outcome}
+            for s in c.history
+        ],
+    }
+
+
+def case_in(d: Json, version: int) -> DunningCase:
+    return DunningCase(
+        id=d["id"],
+        contact_id=d["contact_id"],
+        currency=d["currency"],
+        opened_on=date.fromisoformat(d["opened_on"]),
+        policy=dunning_in(d["policy"]),
+        status=CaseStatus(d["status"]),
+        history=tuple(
+            Step(date.fromisoformat(s["on"]), StepKind(s["kind"]), tuple(s["targets"]), s["outcome"])
+            for s in d["history"]
+        ),
+        version=version,
+    )

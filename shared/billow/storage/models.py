@@ -71,6 +71,12 @@ class BillowItem(Model):
     clock_time = UnicodeAttribute(null=True, attr_name=CLOCK_TIME)
     """On items of a test-clock contact: the clock's time when the item was written (ISO 8601), the
     business time its events carry (docs/events.md)."""
+    wake_seq = NumberAttribute(null=True)
+    """On a dunning case: bumped by every wake (`DynamoStore.wake_case`)."""
+    token = UnicodeAttribute(null=True)
+    """On a dunning case: the task token its execution parked with, valid while `token_seq` is
+    still `wake_seq` (a wake, one UpdateItem, bumps `wake_seq` and reads the token it ends)."""
+    token_seq = NumberAttribute(null=True)
     gsi1pk = UnicodeAttribute(null=True, attr_name="GSI1PK")
     gsi1sk = UnicodeAttribute(null=True, attr_name="GSI1SK")
     gsi2pk = UnicodeAttribute(null=True, attr_name="GSI2PK")

@@ -45,10 +45,12 @@ from billow.services.ports import (
     DUE_SHARDS,
     MAX_TRANSACTION_WRITES,
     ApiKey,
+    DueCase,
     DueSubscription,
     IdempotencyClaim,
     InvoiceQuery,
     Page,
+    StoredCase,
     Unfinished,
 )
 from billow.services.webhooks import EventClaim
@@ -169,6 +171,75 @@ def unfinished_entry(sort_key: str) -> Unfinished:
     tenant_id, mode, contact_id, kind, parent_id, item_id = rest.rsplit("#", 5)
     what = "attempt" if kind == SWEEP_ATTEMPT else "refund"
     return Unfinished(Scope(tenant_id, mode.lower()), contact_id, what, parent_id, item_id)
+
+
+def dunning_partition(shard: int) -> str:
+    return f"DUNNING#{shard:03d}"
+
+
+def case_sk(currency: str, sequence: int) -> str:
+    return f"DUNNING#{currency}#{sequence:06d}"
+
+
+def case_key(scope: Scope, case_id: str) -> tuple[str, str]:
+    """A case's item key from its id alone (`dun_<contact>_<currency>_<sequence>`, read from the
+    right: a contact id may hold '_'); `InvalidInput` for an id that is not a case's."""
+    parts = case_id.split("_")
+    if len(parts) < 4 or parts[0] != "dun" or not parts[-1].isdigit() or len(parts[-2]) != 3:
+        raise InvalidInput(f"{case_id!r} is not a dunning case id", field="case_id", code="dunning.case_id")
+    contact_id = "_".join(parts[1:-2])
+    return contact_pk(scope, contact_id), case_sk(parts[-2], int(parts[-1]))
+
+
+def case_wake_keys(scope: Scope, stored: StoredCase) -> dict[str, str]:
+    """The case's wake-up entry in the due index (GSI1): `DUNNING#<shard>` (shard of the case id) /
+    `<due>#<tenant>#<MODE>#<contact>#<case>`, only while it is open with a due day and its contact
+    has no test clock (the clock's advances wake those)."""
+    case = stored.case
+    if case.ended or stored.due is None or stored.clocked:
+        return {}
+    key = f"{stored.due.isoformat()}#{scope_key(scope)}#{case.contact_id}#{case.id}"
+    return {"gsi1pk": dunning_partition(shard_of(case.id, DUE_SHARDS)), "gsi1sk": key}
+
+
+def due_case_entry(sort_key: str) -> DueCase:
+    """What a dunning wake-up sort key names (read from the right: a tenant id may hold '#')."""
+    day_and_tenant, mode, contact_id, case_id = sort_key.rsplit("#", 3)
+    day, tenant_id = day_and_tenant.split("#", 1)
+    return DueCase(Scope(tenant_id, mode.lower()), contact_id, case_id, date.fromisoformat(day))
+
+
+def _case_item(scope: Scope, stored: StoredCase, version: int) -> BillowItem:
+    case = stored.case
+    body = {
+        "case": codec.case_out(case),
+        "due": None if stored.due is None else stored.due.isoformat(),
+        "decided_on": None if stored.decided_on is None else stored.decided_on.isoformat(),
+        "run": stored.run,
+        "clocked": stored.clocked,
+    }
+    pk, sk = case_key(scope, case.id)
+    item = _entity(pk, sk, "dunning_case", body, version=version, **case_wake_keys(scope, stored))
+    item.status = case.status.value
+    item.wake_seq = stored.wake_seq
+    if stored.token is not None:
+        item.token, item.token_seq = stored.token, stored.wake_seq
+    return item
+
+
+def _stored_case(item: BillowItem) -> StoredCase:
+    body = json.loads(item.data or "{}")
+    wake_seq = int(item.wake_seq or 0)
+    valid = item.token is not None and item.token_seq is not None and int(item.token_seq) == wake_seq
+    return StoredCase(
+        codec.case_in(body["case"], int(item.version or 0)),
+        due=None if body.get("due") is None else date.fromisoformat(body["due"]),
+        decided_on=None if body.get("decided_on") is None else date.fromisoformat(body["decided_on"]),
+        token=item.token if valid else None,
+        wake_seq=wake_seq,
+        run=int(body.get("run", 0)),
+        clocked=bool(body.get("clocked", False)),
+    )
 
 
 def _due_index_page(partition: str, upper: str, limit: int, cursor: str | None, entry: Callable[[str], T]) -> Page[T]:
@@ -801,6 +872,12 @@ class DynamoUnitOfWork:
         self._stage(write)
         return saved
 
+    def save_case(self, scope: Scope, stored: StoredCase, expected_version: int) -> StoredCase:
+        saved = replace(stored, case=replace(stored.case, version=expected_version + 1))
+        item = _case_item(scope, saved, saved.version)
+        self._stage(_Write(item, _created_or_versioned(expected_version)))
+        return saved
+
     def commit(self) -> None:
         writes, self._writes = self._writes, []
         if not writes:
@@ -1268,6 +1345,69 @@ class DynamoStore:
 
     def refunds_of(self, scope: Scope, contact_id: str, credit_note_id: str) -> list[Refund]:
         return _records(contact_pk(scope, contact_id), f"REFUND#{credit_note_id}#", codec.refund_in, "refunds")
+
+    # -- dunning cases -------------------------------------------------------------------------------
+    def get_case(self, scope: Scope, case_id: str) -> StoredCase | None:
+        pk, sk = case_key(scope, case_id)
+        with _translated(f"dunning case {case_id}"):
+            item = _get(pk, sk, consistent_read=True)
+        return None if item is None else _stored_case(item)
+
+    def cases_of(self, scope: Scope, contact_id: str) -> list[StoredCase]:
+        with _translated("dunning cases"):
+            items = BillowItem.query(
+                contact_pk(scope, contact_id), BillowItem.sk.startswith("DUNNING#"), consistent_read=True
+            )
+            found = [_stored_case(i) for i in items]
+        return sorted(found, key=lambda c: (c.case.opened_on, int(c.id.rsplit("_", 1)[1])), reverse=True)
+
+    def open_case_of(self, scope: Scope, contact_id: str, currency: str) -> StoredCase | None:
+        with _translated("dunning cases"):
+            items = BillowItem.query(
+                contact_pk(scope, contact_id),
+                BillowItem.sk.startswith(f"DUNNING#{currency}#"),
+                consistent_read=True,
+                scan_index_forward=False,
+                limit=1,
+            )
+            latest = next((_stored_case(i) for i in items), None)
+        return None if latest is None or latest.case.ended else latest
+
+    def due_cases(self, shard: int, upper_day: date, limit: int, cursor: str | None) -> Page[DueCase]:
+        return _due_index_page(
+            dunning_partition(shard), f"{upper_day.isoformat()}#\uffff", limit, cursor, due_case_entry
+        )
+
+    def wake_case(self, scope: Scope, case_id: str) -> tuple[StoredCase, str | None] | None:
+        pk, sk = case_key(scope, case_id)
+        item = BillowItem(pk, sk)
+        try:
+            with _translated(f"dunning case {case_id}"):
+                item.update(
+                    actions=[BillowItem.wake_seq.add(1), BillowItem.version.add(1)],
+                    condition=BillowItem.pk.exists(),
+                )
+        except Conflict:
+            return None
+        woken = _stored_case(item)
+        parked = item.token is not None and item.token_seq is not None and int(item.token_seq) == woken.wake_seq - 1
+        return woken, item.token if parked else None
+
+    def park_case(self, scope: Scope, case_id: str, wake_seq: int, token: str) -> bool:
+        pk, sk = case_key(scope, case_id)
+        try:
+            with _translated(f"dunning case {case_id}"):
+                BillowItem(pk, sk).update(
+                    actions=[
+                        BillowItem.token.set(token),
+                        BillowItem.token_seq.set(wake_seq),
+                        BillowItem.version.add(1),
+                    ],
+                    condition=(BillowItem.wake_seq == wake_seq) & (BillowItem.status != "ended"),
+                )
+        except Conflict:
+            return False
+        return True
 
     # -- webhook events ------------------------------------------------------------------------------
     def claim_webhook_event(
