@@ -17,7 +17,9 @@ from billow.domain.payment_methods import SavedPaymentMethod
 from billow.domain.receivables import Balance, CreditApplication, Refund
 from billow.domain.subscriptions import Subscription
 from billow.domain.timeline import upcoming_invoices
+from billow.services.ports import StoredCase
 from billow.services.views import Json, day, line, money, period
+from billow.services.views import dunning_case as _case
 from billow.services.views import payment_attempt as payment_attempt  # the API's attempt is the events' too
 
 
@@ -287,3 +289,10 @@ def order(o: Order) -> Json:
             for s in o.services
         ],
     }
+
+
+def dunning_case(stored: StoredCase) -> Json:
+    """The case (`billow.services.views.dunning_case`, the events' too) and its flow's days: `due`,
+    the contact's day of its next decision (null: only an event wakes it), and `decided_on`, of
+    its last (a client polls it to know the case caught up with a clock advance)."""
+    return {**_case(stored.case), "due": day(stored.due), "decided_on": day(stored.decided_on)}

@@ -357,5 +357,7 @@ def test_an_operator_ends_a_case_without_reactivating_and_says_so() -> None:
     paid = case.record(End(("s1",)), day(11))
     assert paid.ended_by_operator(day(12)) == paid
     assert decide(ended, facts(invoice(failed(1, 0)), services=(stopped("s1"),)), day(12)) == End()
-    with pytest.raises(Conflict):
-        ended.paused(day(12))
+    for step in (ended.paused, ended.resumed):
+        with pytest.raises(Conflict) as refused:
+            step(day(12))
+        assert refused.value.code == "dunning.case_ended"

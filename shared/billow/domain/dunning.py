@@ -338,11 +338,31 @@ class Step:
     outcome: str = ""
 
     @property
+    def owed(self) -> Money | None:
+        """A reminder's debt, when it was recorded with one (`reminder_outcome`); None otherwise."""
+        if self.kind != StepKind.REMIND or not self.outcome.startswith(_OWED):
+            return None
+        amount, _, currency = self.outcome.removeprefix(_OWED).partition(" ")
+        try:
+            return Money.parse(amount, currency)
+        except (InvalidInput, TypeError, ValueError):
+            return None
+
+    @property
     def by_operator(self) -> bool:
         """A pause, a resume, or an end an operator asked for (not one because nothing is owed)."""
         return self.kind in (StepKind.PAUSE, StepKind.RESUME) or (
             self.kind == StepKind.END and self.outcome.startswith(OPERATOR_END)
         )
+
+
+_OWED = "owed "
+
+
+def reminder_outcome(owed: Money) -> str:
+    """The outcome a reminder is recorded with: the debt it reminds of (`Step.owed` reads it back;
+    the `dunning.reminder_due` event carries it)."""
+    return f"{_OWED}{owed}"
 
 
 OPERATOR_END = "ended by an operator"
@@ -445,7 +465,10 @@ class DunningCase:
     def resumed(self, on: date, outcome: str = "") -> DunningCase:
         """Resumed: what fell due while it was paused is decided at once (one retry, one reminder
         for the days missed, as after any days jumped over); a pause does not lengthen the grace
-        period. Resuming a case not paused changes nothing."""
+        period. Resuming a case not paused changes nothing; resuming an ended one is refused
+        (`dunning.case_ended`), as pausing it is."""
+        if self.ended:
+            raise self._ended()
         if self.status is not CaseStatus.PAUSED:
             return self
         return self._with(Step(on, StepKind.RESUME, outcome=outcome), CaseStatus.OPEN, once=False)
@@ -461,12 +484,15 @@ class DunningCase:
         outcome = f"{OPERATOR_END}{why}; nothing reactivated"
         return self._with(Step(on, StepKind.END, outcome=outcome), CaseStatus.ENDED, once=False)
 
+    def _ended(self) -> Conflict:
+        return Conflict(f"dunning case {self.id} has ended", code="dunning.case_ended")
+
     def _with(self, step: Step, status: CaseStatus, *, once: bool = True) -> DunningCase:
         """`once`: a step that can be taken only once (a pause and a resume may come and go on one day)."""
         if once and step in self.history:  # a duplicate delivery of a step recorded
             return self
         if self.ended:
-            raise Conflict(f"dunning case {self.id} has ended", code="dunning.case_ended")
+            raise self._ended()
         return replace(self, history=(*self.history, step), status=status)
 
 

@@ -409,8 +409,7 @@ def _step_data(case: DunningCase, step: Step) -> Json:
         case StepKind.RETRY:
             data["attempt_ids"] = list(step.targets)
         case StepKind.REMIND:
-            # The debt when reminded is not on the case: the reader asks GET /dunning-cases/{id}.
-            data |= {"number": int(step.targets[0]) if step.targets else case.reminded, "owed": None}
+            data |= {"number": int(step.targets[0]), "owed": money(step.owed)}
         case StepKind.DEACTIVATE | StepKind.CANCEL | StepKind.END:
             data["service_ids"] = list(step.targets)
     if step.kind == StepKind.END:
