@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import date
 from typing import Annotated, Any, Literal
 
+import runtime
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 from aws_lambda_powertools.event_handler.router import APIGatewayRouter
@@ -89,7 +90,12 @@ def update_contact(contact_id: Annotated[Id, Path()], body: ContactPatchBody) ->
         elif name in ("preferred_payment_method", "collection") and value is not None:
             value = value.value
         changes[name] = value
-    return presenters.contact(contacts.update_contact(store, ctx, contact_id, changes))
+    contact = contacts.update_contact(store, ctx, contact_id, changes)
+    if "dunning_excluded" in changes:  # its cases decide again now: excluded, or chased again
+        from billow.services.dunning_cases import wake_cases_of
+
+        wake_cases_of(store, lambda: runtime.flows, ctx, contact_id)
+    return presenters.contact(contact)
 
 
 @router.post(

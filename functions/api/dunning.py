@@ -26,7 +26,9 @@ class CaseStepBody(Body):
     reason: Reason | None = Field(default=None, description="why (kept as the step's outcome in the case's history)")
 
 
-@router.get("/contacts/<contact_id>/dunning-cases", summary="The contact's dunning cases, every currency's, newest first")
+@router.get(
+    "/contacts/<contact_id>/dunning-cases", summary="The contact's dunning cases, every currency's, newest first"
+)
 def contact_dunning_cases(contact_id: Annotated[Id, Path()]) -> dict[str, Any]:
     ctx = current_tenant(router.current_event)
     cases = dunning_cases.cases_of(store, ctx, contact_id)
@@ -42,14 +44,10 @@ def get_dunning_case(case_id: Annotated[Id, Path()]) -> dict[str, Any]:
     return presenters.dunning_case(dunning_cases.get_case(store, ctx, case_id))
 
 
-def _flows() -> dunning_cases.Resumes:
-    return runtime.flows  # made on first use: a case with no parked execution needs none
-
-
 def _operate(case_id: str, step: OperatorStep, body: CaseStepBody | None) -> dict[str, Any]:
     ctx = current_tenant(router.current_event)
     reason = None if body is None else body.reason
-    stored = dunning_cases.operate(store, _flows, ctx, case_id, step, reason, clock)
+    stored = dunning_cases.operate(store, lambda: runtime.flows, ctx, case_id, step, reason, clock)
     return presenters.dunning_case(stored)
 
 

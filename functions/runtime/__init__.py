@@ -125,9 +125,7 @@ def _payment_gateway() -> Any:
 def _flows() -> Any:
     """The dunning flows (`billow.gateways.flows.flows_from_env`: Step Functions, or the local
     moto server), imported when a case is first woken."""
-    from billow.gateways.flows import flows_from_env
-
-    return flows_from_env()
+    return importlib.import_module("billow.gateways.flows").flows_from_env()
 
 
 _FACTORIES: dict[str, Callable[[], Any]] = {

@@ -121,13 +121,19 @@ def test_pause_resume_and_end_are_idempotent_and_wake_the_parked_flow(
 ) -> None:
     api, store, scope = clients["test"], DynamoStore(), Scope(TENANT, "test")
     contact = make_contact(api)["id"]
+    assert api.post(f"/contacts/{contact}/test-clock", {"frozen_time": "2027-04-02T10:00:00Z"}).status == 201
     case_id = store_case(contact)
     assert store.park_case(scope, case_id, 0, "token-1")
 
     paused = api.post(f"/dunning-cases/{case_id}/pause", {"reason": "customer disputes the invoice"})
     assert paused.status == 200, paused.body
     assert paused.body["status"] == "paused" and paused.body["step"] == "pause"
-    assert paused.body["history"][-1]["outcome"] == "customer disputes the invoice"
+    assert paused.body["history"][-1] == {
+        "on": "2027-04-02",
+        "kind": "pause",
+        "targets": [],
+        "outcome": "customer disputes the invoice",
+    }
     assert flows.resumed == ["token-1"], "the parked execution is resumed: the flow sees the pause at once"
     woken = store.get_case(scope, case_id)
     assert woken is not None and woken.wake_seq == 1 and woken.token is None
@@ -142,7 +148,7 @@ def test_pause_resume_and_end_are_idempotent_and_wake_the_parked_flow(
     ended = api.post(f"/dunning-cases/{case_id}/end", {"reason": "settled by phone"})
     assert ended.status == 200 and ended.body["status"] == "ended", ended.body
     assert ended.body["history"][-1] == {
-        "on": date.today().isoformat(),
+        "on": "2027-04-02",  # the contact's today: its test clock's
         "kind": "end",
         "targets": [],
         "outcome": "ended by an operator: settled by phone; nothing reactivated",
@@ -222,3 +228,20 @@ def test_a_contact_is_excluded_from_dunning_by_patch(clients: dict[str, InProces
     assert refused.status == 422 and refused.body["fields"][0]["field"] == "dunning_excluded", refused.body
     cleared = api.patch(f"/contacts/{contact['id']}", {"dunning_excluded": False})
     assert cleared.body["dunning_excluded"] is False
+
+
+def test_excluding_or_readmitting_a_contact_wakes_its_open_cases(
+    clients: dict[str, InProcessClient], flows: Flows
+) -> None:
+    """A case waiting with no day (excluded: as if paused) would not see the flag cleared: the
+    change wakes it, so the flow decides again at once."""
+    api, store, scope = clients["test"], DynamoStore(), Scope(TENANT, "test")
+    contact = make_contact(api)["id"]
+    case_id = store_case(contact)
+    assert store.park_case(scope, case_id, 0, "parked-while-excluded")
+    api.patch(f"/contacts/{contact}", {"name": "Renamed"})
+    assert flows.resumed == [], "another change of the contact wakes nothing"
+    assert api.patch(f"/contacts/{contact}", {"dunning_excluded": True}).status == 200
+    assert flows.resumed == ["parked-while-excluded"]
+    woken = store.get_case(scope, case_id)
+    assert woken is not None and woken.wake_seq == 1

@@ -118,7 +118,8 @@ def test_an_operator_pauses_resumes_and_ends_with_a_reason() -> None:
     assert pause.id not in {e.id for e in events(again, 4, resumed)}, "each step its own id"
 
     ended = resumed.record(Deactivate(("s1",)), day(14)).ended_by_operator(day(20), "settled by phone")
-    deactivated, end = events(ended, 5, resumed)
+    deactivation, end = events(ended, 5, resumed)
+    assert deactivation.type == "dunning.services_deactivated"
     assert end.type == "dunning.case_ended" and end.data["why"] == "operator"
     assert end.data["service_ids"] == [], "an operator's end reactivates nothing"
     assert end.data["reason"] == "ended by an operator: settled by phone; nothing reactivated"

@@ -64,6 +64,14 @@ def wake(store: DunningStore, flows: Callable[[], Resumes], ctx: TenantContext, 
     return stored
 
 
+def wake_cases_of(store: DunningStore, flows: Callable[[], Resumes], ctx: TenantContext, contact_id: str) -> None:
+    """Wake the contact's cases that have not ended: something the rule reads about the contact
+    changed (its exclusion from dunning), and a case waiting with no day would not see it."""
+    for stored in store.cases_of(ctx.scope, contact_id):
+        if not stored.case.ended:
+            wake(store, flows, ctx, stored.id)
+
+
 class OperatorStep(StrEnum):
     PAUSE = "pause"
     RESUME = "resume"
