@@ -128,7 +128,7 @@ def _act(subscription_id: str, body: When, request: ActionRequest) -> Response[d
     return _respond(result)
 
 
-def _service_route(path: str, kind: ActionKind[NoParams, NoParams], summary: str) -> None:
+def _service_route(path: str, kind: ActionKind[NoParams, Any], summary: str) -> None:
     """POST /subscriptions/{id}/services/{service_id}/<path> for an action that takes only a day."""
 
     def handler(subscription_id: SubscriptionId, service_id: ServiceId, body: When) -> Response[dict[str, Any]]:

@@ -119,21 +119,27 @@ def _settings(ports: CollectionPorts, scope: Scope) -> TenantSettings:
 
 
 def collect_invoice(
-    ports: CollectionPorts, gateway: PaymentGateway, scope: Scope, invoice_id: str, *, clock: Clock
+    ports: CollectionPorts, gateway: PaymentGateway, scope: Scope, invoice_id: str, *, clock: Clock, number: int = 1
 ) -> PaymentAttempt | None:
     """Collect an issued invoice by its contact's mode: the attempt that charges it (resumed if
     one is live, as recorded if final), or None when nothing is to be charged (manual, under the
     credit limit, paid, a credit note, another attempt covers it). `GatewayUnavailable` leaves the
-    attempt as recorded: the caller retries and resumes it."""
+    attempt as recorded: the caller retries and resumes it.
+
+    `number`: the attempt to make. Dunning retries a failed charge as attempt latest + 1; attempt
+    `number` (or a later one) existing already is resumed or answered as recorded, and a live
+    earlier one is resumed instead: one attempt per number, whoever asks and however often."""
     for _ in range(MAX_CONFLICT_RETRIES + 1):
         invoice = ports.get_invoice(scope, invoice_id)
         if invoice is None:
             return None
         latest = ports.latest_attempt(scope, invoice.contact_id, invoice.id)
-        if latest is not None:
+        if latest is not None and latest.number > number:
+            latest = ports.get_attempt(scope, invoice.contact_id, invoice.id, number) or latest
+        if latest is not None and (latest.number >= number or latest.live):
             return resume(ports, gateway, scope, latest, clock=clock) if latest.live else latest
         try:
-            attempt = _start(ports, scope, invoice, clock)
+            attempt = _start(ports, scope, invoice, clock, number)
         except ConcurrentModification:
             continue  # another collector (or a change of the contact) came first: decide again
         if attempt is None or not attempt.live:
@@ -142,7 +148,9 @@ def collect_invoice(
     raise ConcurrentModification(f"collecting invoice {invoice_id} kept conflicting; try again")
 
 
-def _start(ports: CollectionPorts, scope: Scope, invoice: Invoice, clock: Clock) -> PaymentAttempt | None:
+def _start(
+    ports: CollectionPorts, scope: Scope, invoice: Invoice, clock: Clock, number: int
+) -> PaymentAttempt | None:
     """Decide what to charge and write the attempt (pending, or not collectable), conditioned on the
     contact's version read before its invoices and attempts; None: nothing to charge."""
     contact = ports.get_contact(scope, invoice.contact_id)
@@ -166,7 +174,7 @@ def _start(ports: CollectionPorts, scope: Scope, invoice: Invoice, clock: Clock)
     subscription = ports.load_subscription(scope, contact.id, invoice.subscription_id)
     customer_ref, method_ref = charge_target(contact, subscription, _removed(ports, scope, contact.id))
     attempt = PaymentAttempt.start(
-        invoice, 1, covers, customer_ref=customer_ref, method_ref=method_ref, now=clock.now()
+        invoice, number, covers, customer_ref=customer_ref, method_ref=method_ref, now=clock.now()
     )
     work = ports.unit_of_work(f"payment attempt of invoice {invoice.id}")
     saved = work.save_attempt(scope, attempt)

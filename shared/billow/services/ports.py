@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from billow.domain.actions import Action
 from billow.domain.catalog import PriceTerms, Product
@@ -104,6 +104,9 @@ class StoredCase:
     """The contact's day of the case's next decision; None: only an event wakes it."""
     decided_on: date | None = None
     """The contact's day of its last stored decision (a client polls it after a clock advance)."""
+    decided_at: datetime | None = None
+    """When its last decision was stored (real time): a case neither parked nor decided for an
+    hour has no live execution (`billow.services.dunning.wake` restarts it)."""
     token: str | None = None
     """The task token of its execution parked at the current `wake_seq`; None: not parked."""
     wake_seq: int = 0
@@ -214,6 +217,11 @@ class UnitOfWork(Protocol):
 
     def save_invoice(self, scope: Scope, invoice: Invoice, expected_version: int) -> None:
         """The changed invoice at `expected_version + 1`, only if still at `expected_version`."""
+        ...
+
+    def check_invoice(self, scope: Scope, invoice: Invoice) -> None:
+        """Write nothing to the invoice but commit only if it is still at `invoice.version`: a step
+        decided on an invoice's debt (a deactivation) loses to a payment landing meanwhile."""
         ...
 
     def record_credit_application(self, scope: Scope, note: Invoice, application: CreditApplication) -> None:
@@ -546,3 +554,23 @@ class CollectionPorts(
 ):
     """Collecting an invoice: the tenant's settings, the contact, its invoices and attempts, the
     subscription naming the payment method, and that method (never charged once removed)."""
+
+
+class DunningFlows(Protocol):
+    """The dunning state machine (`billow.gateways.flows.StepFunctionsFlows`, `flows_from_env`):
+    one execution per case, named after it (docs/dunning.md, "The flow")."""
+
+    def start(self, execution_name: str, payload: dict[str, Any]) -> None:
+        """StartExecution of the dunning state machine; an execution of that name existing already is
+        success (a duplicate start is refused by Step Functions, which is what we want)."""
+        ...
+
+    def resume(self, token: str) -> bool:
+        """SendTaskSuccess(token, output "{}"); False when the token waits no more (TaskTimedOut,
+        InvalidToken, TaskDoesNotExist) — the execution has moved on and will re-read the case."""
+        ...
+
+
+class DunningPorts(CollectionPorts, DunningStore, Protocol):
+    """Dunning: its cases, and everything a decision reads and a step writes (invoices, attempts,
+    payment methods, subscriptions and their logs, the contact and its clock)."""

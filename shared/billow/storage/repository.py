@@ -215,6 +215,7 @@ def _case_item(scope: Scope, stored: StoredCase, version: int) -> BillowItem:
         "case": codec.case_out(case),
         "due": None if stored.due is None else stored.due.isoformat(),
         "decided_on": None if stored.decided_on is None else stored.decided_on.isoformat(),
+        "decided_at": None if stored.decided_at is None else stored.decided_at.isoformat(),
         "run": stored.run,
         "clocked": stored.clocked,
     }
@@ -235,6 +236,7 @@ def _stored_case(item: BillowItem) -> StoredCase:
         codec.case_in(body["case"], int(item.version or 0)),
         due=None if body.get("due") is None else date.fromisoformat(body["due"]),
         decided_on=None if body.get("decided_on") is None else date.fromisoformat(body["decided_on"]),
+        decided_at=None if body.get("decided_at") is None else datetime.fromisoformat(body["decided_at"]),
         token=item.token if valid else None,
         wake_seq=wake_seq,
         run=int(body.get("run", 0)),
@@ -848,6 +850,10 @@ class DynamoUnitOfWork:
         self._stage(_Write(item, _versioned(expected_version)))
         if invoice.kind is InvoiceKind.CREDIT_NOTE:
             self._stage(_credit_marker(scope, invoice))
+
+    def check_invoice(self, scope: Scope, invoice: Invoice) -> None:
+        item = BillowItem(contact_pk(scope, invoice.contact_id), f"INV#{invoice.id}")
+        self._stage(_Write(item, _versioned(invoice.version), check=True))
 
     def record_credit_application(self, scope: Scope, note: Invoice, application: CreditApplication) -> None:
         new = application.reversed_on is None

@@ -3,7 +3,7 @@ inside the contract period. The business's contract rules may move it to the end
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 from billow.domain.actions import Action, Asked, NoParams, ServiceKind, register
 from billow.domain.billing import one_time_line
@@ -14,8 +14,20 @@ from billow.domain.policy import Timing
 from billow.domain.subscriptions import Service
 
 
-class Cancel(ServiceKind[NoParams, NoParams]):
+@dataclass(frozen=True, slots=True)
+class CancelTerms:
+    """What a cancellation holds: only Billow's own may waive the fee (dunning's, when the tenant's
+    policy says `cancel_with_fees: false`); None or false: the usual fee."""
+
+    fee_waived: bool | None = None
+
+
+class Cancel(ServiceKind[NoParams, CancelTerms]):
     name = "cancel"
+    holds = CancelTerms
+
+    def prepare(self, asked: Asked[NoParams]) -> CancelTerms:
+        return CancelTerms()
 
     def check(self, asked: Asked[NoParams], action: Action) -> Action:
         service, policy, on = asked.service, asked.policy, action.on
@@ -31,7 +43,8 @@ class Cancel(ServiceKind[NoParams, NoParams]):
         settled = effect.settle(cancelled, on, credit_on=on)
         fee = service.terms.cancellation_fee
         outcome = "cancelled"
-        if fee is not None and not fee.is_zero and service.in_contract(on):
+        waived = bool(self.params(effect.action).fee_waived)
+        if fee is not None and not fee.is_zero and service.in_contract(on) and not waived:
             line = one_time_line(service, "cancellation_fee", f"{service.product_name} cancellation fee", fee)
             effect.add(Adjustment(line, on))
             outcome = f"cancelled inside the contract period (until {service.contract_end}): fee {fee}"

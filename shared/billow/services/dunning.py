@@ -1,0 +1,576 @@
+"""Dunning use cases: open a contact's case, decide it, take its steps, park and wake its flow
+(docs/dunning.md, "The flow"). The rule is `billow.domain.dunning.decide`; this module reads what
+it reads (`read_facts`), carries out what it decides, and records it on the case.
+
+Each use case is called by one task of the case's Step Functions execution (functions/dunning), by
+the hourly wake schedule, by events and by test-clock advances. Every one may run twice (a retried
+task, a duplicated event, a crash) and any two may run at once; none does a step twice:
+
+- a step re-decides on fresh facts and acts only if the fresh decision is of its kind;
+- a retry charges through `collection.collect_invoice` with the attempt number the decision gives:
+  one attempt per number, whoever asks and however often, so never two charges for one retry;
+- a deactivation, a cancellation and an end are one transaction of the subscriptions, their action
+  log records (system actions naming the case), the case's record (conditioned on its version) and
+  a check of each invoice in debt at the version the decision read: a payment landing in between
+  fails it, and the step decides again (it then ends the case instead of deactivating);
+- a wake bumps the case's `wake_seq` in one UpdateItem that hands the parked task token to that
+  wake alone; a park at an older `wake_seq` resumes itself at once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, date, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from billow.domain.actions import Action, ActionKind, Requester
+from billow.domain.actions.activate import ACTIVATE
+from billow.domain.actions.cancel import CANCEL, CancelTerms
+from billow.domain.actions.deactivate import DEACTIVATE
+from billow.domain.calendar import local_date, tenant_zone
+from billow.domain.collection import AttemptStatus, PaymentAttempt
+from billow.domain.contacts import Contact
+from billow.domain.dunning import (
+    AttemptFacts,
+    Cancel,
+    CaseFacts,
+    Deactivate,
+    Decision,
+    DunningCase,
+    End,
+    InvoiceFacts,
+    Retry,
+    ServiceFacts,
+    StepKind,
+    Wait,
+    decide,
+)
+from billow.domain.errors import ConcurrentModification, NotFound
+from billow.domain.invoices import Invoice, InvoiceKind
+from billow.domain.payment_methods import SavedPaymentMethod
+from billow.domain.receivables import balances
+from billow.domain.subscriptions import Subscription
+from billow.domain.timeline import execute
+from billow.services.billing import InvoiceNumbers, bill_loaded
+from billow.services.collection import collect_invoice
+from billow.services.contacts import ContactTime, contact_time
+from billow.services.context import Clock, Scope, TenantContext
+from billow.services.gateway import PaymentGateway
+from billow.services.ports import DUE_SHARDS, DunningFlows, DunningPorts, StoredCase
+
+log = logging.getLogger(__name__)
+
+MAX_CONFLICT_RETRIES = 5
+STALE = timedelta(hours=1)
+"""A case neither parked nor decided for this long has no live execution: a task takes seconds,
+its retries minutes. The hourly wake (and a clock advance) then starts it again."""
+FURTHEST_AHEAD = timedelta(hours=14)
+"""The furthest a time zone is ahead of UTC (UTC+14): no tenant's day is later than now + this."""
+WAKE_PAGE = 100
+FAILED = frozenset({AttemptStatus.FAILED, AttemptStatus.NOT_COLLECTABLE})
+STATE_KINDS = frozenset(
+    {"activate", "activate_on_payment", "deactivate", "cancel", "pause", "resume", "regret", "expire", "lapse"}
+)
+"""Actions that move a service to another state: the last of them says who stopped it."""
+
+
+# -- what a flow task answers -------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Decided:
+    """A case and its next decision, as stored (`due`, `decided_on`)."""
+
+    scope: Scope
+    stored: StoredCase
+    decision: Decision
+
+    @property
+    def action(self) -> str:
+        """What the flow does next: retry|remind|deactivate|cancel|end|wait, or ended."""
+        if self.stored.case.ended:
+            return "ended"
+        return str(self.decision.kind)
+
+    def output(self) -> dict[str, Any]:
+        """Every dunning task's output (docs/dunning.md, "The flow")."""
+        due = self.stored.due
+        return {
+            "tenant_id": self.scope.tenant_id,
+            "mode": self.scope.mode,
+            "case_id": self.stored.id,
+            "action": self.action,
+            "due": None if due is None else due.isoformat(),
+            "wake_seq": self.stored.wake_seq,
+        }
+
+
+def execution_input(scope: Scope, case_id: str) -> dict[str, Any]:
+    return {"tenant_id": scope.tenant_id, "mode": scope.mode, "case_id": case_id}
+
+
+# -- the facts ---------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class World:
+    """What one decision reads: the contact, its day and the facts, with the invoices behind them
+    (their versions guard a step's write)."""
+
+    contact: Contact
+    when: ContactTime
+    facts: CaseFacts
+    debt: tuple[Invoice, ...]
+    """The invoices in debt, as read."""
+
+    @property
+    def today(self) -> date:
+        return self.when.today
+
+
+def read_world(
+    ports: DunningPorts, ctx: TenantContext, contact_id: str, currency: str, case: DunningCase | None, clock: Clock
+) -> World:
+    """The contact, its clock and `read_facts`: 2 GetItems (contact, clock) and what
+    `read_facts` costs."""
+    contact = ports.get_contact(ctx.scope, contact_id)
+    if contact is None:
+        raise NotFound(f"no contact {contact_id}", field="contact_id")
+    when = contact_time(ports, ctx, contact_id, clock)
+    facts, invoices = read_facts(ports, ctx, contact, currency, case, when)
+    in_debt = {i.invoice_id for i in facts.in_debt(when.today)}
+    return World(contact, when, facts, tuple(i for i in invoices if i.id in in_debt))
+
+
+def read_facts(
+    ports: DunningPorts,
+    ctx: TenantContext,
+    contact: Contact,
+    currency: str,
+    case: DunningCase | None,
+    when: ContactTime,
+) -> tuple[CaseFacts, list[Invoice]]:
+    """`CaseFacts` of `contact` in `currency` on its day, and its open invoices read. Bounded reads:
+    4 Queries of the contact's partition (its invoices, payment attempts, payment methods and
+    subscriptions; each bounded by what one contact holds), and 1 Query per subscription holding a
+    service `case` deactivated (its action log, for `stopped_by`)."""
+    scope = ctx.scope
+    invoices = ports.invoices_of(scope, contact.id)
+    open_invoices = [
+        i
+        for i in invoices
+        if i.currency == currency and i.kind is InvoiceKind.INVOICE and i.owed and i.amount_due.minor > 0
+    ]
+    attempts = ports.attempts_of(scope, contact.id)
+    methods = ports.payment_methods_of(scope, contact.id)
+    days = _AttemptDays(case, when, tenant_zone(ctx.settings.timezone))
+    facts = tuple(_invoice_facts(i, attempts, methods, days) for i in open_invoices)
+    services = _service_facts(ports, scope, contact.id, open_invoices, case)
+    balance = balances(invoices).get(currency)
+    credit = None if balance is None or balance.credit.is_zero else balance.credit
+    return (
+        CaseFacts(currency, facts, services, contact.classification, credit, *_excluded(contact)),
+        open_invoices,
+    )
+
+
+def _excluded(contact: Contact) -> tuple[bool, ...]:
+    """`CaseFacts.excluded` where the contact's exclusion exists (`Contact.dunning_excluded`)."""
+    flag = getattr(contact, "dunning_excluded", None)
+    return () if flag is None else (bool(flag),)
+
+
+class _AttemptDays:
+    """The contact's day each attempt was made. A retry the case asked for: the day of its step.
+    Another attempt: its creation's day in the tenant's zone; for a test-clock contact, whose
+    attempts are stamped with real time, the case's opening day (a case opens on the failure)."""
+
+    def __init__(self, case: DunningCase | None, when: ContactTime, zone: ZoneInfo) -> None:
+        self._asked = {t: s.on for s in (case.history if case else ()) if s.kind is StepKind.RETRY for t in s.targets}
+        self._clocked = when.on_test_clock
+        self._opened = case.opened_on if case is not None else when.today
+        self._zone = zone
+
+    def of(self, attempt: PaymentAttempt) -> date:
+        asked = self._asked.get(attempt.id)
+        if asked is not None:
+            return asked
+        return self._opened if self._clocked else local_date(attempt.created_at, self._zone)
+
+
+def _invoice_facts(
+    invoice: Invoice, attempts: Sequence[PaymentAttempt], methods: Sequence[SavedPaymentMethod], days: _AttemptDays
+) -> InvoiceFacts:
+    covering = sorted(
+        (a for a in attempts if invoice.id in a.covered_ids()), key=lambda a: (a.created_at, a.invoice_id, a.number)
+    )
+    if not covering:
+        return InvoiceFacts(invoice.id, invoice.amount_due, invoice.due_date)
+    latest = covering[-1]
+    own = max((a.number for a in attempts if a.invoice_id == invoice.id), default=0)
+    failed = [days.of(a) for a in covering if a.status in FAILED]
+    new_method = any(not m.removed and m.saved_at > latest.created_at for m in methods)
+    return InvoiceFacts(
+        invoice.id,
+        invoice.amount_due,
+        invoice.due_date,
+        first_failed_on=min(failed, default=None),
+        latest_attempt=AttemptFacts(own, latest.status, latest.hard_decline, days.of(latest)),
+        new_method=new_method,
+    )
+
+
+def _service_facts(
+    ports: DunningPorts, scope: Scope, contact_id: str, invoices: Iterable[Invoice], case: DunningCase | None
+) -> tuple[ServiceFacts, ...]:
+    billed: dict[str, set[str]] = {}
+    for invoice in invoices:
+        for line in invoice.lines:
+            if line.service_id:
+                billed.setdefault(line.service_id, set()).add(invoice.id)
+    stopped = case.ever_deactivated if case is not None else frozenset()
+    found = []
+    for subscription in ports.subscriptions_of(scope, contact_id):
+        wanted = [s for s in subscription.services if s.id in billed or s.id in stopped]
+        if not wanted:
+            continue
+        log_of = ports.actions_of(scope, contact_id, subscription.id) if any(s.id in stopped for s in wanted) else []
+        for service in wanted:
+            found.append(
+                ServiceFacts(
+                    service.id,
+                    subscription.id,
+                    service.state,
+                    subscription.grace_until,
+                    frozenset(billed.get(service.id, ())),
+                    stopped_by(log_of, service.id),
+                )
+            )
+    return tuple(sorted(found, key=lambda s: s.service_id))
+
+
+def dunning_action_id(case_id: str, kind: ActionKind[Any, Any], service_id: str) -> str:
+    """The id of the system action a case takes on a service (one per case, kind and service)."""
+    return f"act_{case_id}_{kind.name}_{service_id}"
+
+
+def stopped_by(log_of: Iterable[Action], service_id: str) -> str | None:
+    """The case whose deactivation left the service in its current state: the last executed
+    action moving its state is a case's system deactivation (on one day, staff's comes last)."""
+    moves = [
+        a for a in log_of if a.service_id == service_id and a.executed_on is not None and a.kind.name in STATE_KINDS
+    ]
+    suffix = f"_{DEACTIVATE.name}_{service_id}"
+
+    def ours(a: Action) -> bool:
+        return a.by is Requester.SYSTEM and a.id.startswith("act_dun_") and a.id.endswith(suffix)
+
+    if not moves:
+        return None
+    last = max(moves, key=lambda a: (a.executed_on, not ours(a)))
+    return last.id.removeprefix("act_").removesuffix(suffix) if ours(last) else None
+
+
+# -- deciding ----------------------------------------------------------------------------------------
+def _load(ports: DunningPorts, scope: Scope, case_id: str) -> StoredCase:
+    stored = ports.get_case(scope, case_id)
+    if stored is None:
+        raise NotFound(f"no dunning case {case_id}", field="case_id", code="dunning.case_not_found")
+    return stored
+
+
+def _stored(
+    ports: DunningPorts, scope: Scope, stored: StoredCase, decision: Decision, world: World, clock: Clock
+) -> Decided:
+    """The decision stored on the case (`due`, `decided_on`, `decided_at`): one write conditioned on
+    the version read (`ConcurrentModification`: decide again)."""
+    due = None if stored.case.ended else (decision.until if isinstance(decision, Wait) else world.today)
+    changed = replace(stored, due=due, decided_on=world.today, decided_at=clock.now())
+    work = ports.unit_of_work(f"dunning case {stored.id}")
+    saved = work.save_case(scope, changed, stored.version)
+    work.commit()
+    return Decided(scope, saved, decision)
+
+
+def _retrying() -> range:
+    return range(MAX_CONFLICT_RETRIES + 1)
+
+
+def decide_case(ports: DunningPorts, ctx: TenantContext, case_id: str, *, clock: Clock) -> Decided:
+    """The case's next decision on fresh facts, stored (`due`, `decided_on`); no step is taken.
+    Costs `read_world` and one write."""
+    for _ in _retrying():
+        stored = _load(ports, ctx.scope, case_id)
+        world = read_world(ports, ctx, stored.case.contact_id, stored.case.currency, stored.case, clock)
+        decision = decide(stored.case, world.facts, world.today)
+        try:
+            return _stored(ports, ctx.scope, stored, decision, world, clock)
+        except ConcurrentModification:
+            continue
+    raise ConcurrentModification(f"dunning case {case_id} kept changing; try again")
+
+
+# -- steps -------------------------------------------------------------------------------------------
+def take_step(
+    ports: DunningPorts,
+    ctx: TenantContext,
+    case_id: str,
+    kind: StepKind,
+    *,
+    clock: Clock,
+    gateway: PaymentGateway | None,
+    numbers: InvoiceNumbers,
+) -> Decided:
+    """Decide again and, only if the fresh decision is a `kind` step, take it and record it; then
+    the next decision, stored. A step whose write loses to a concurrent change (a payment, a
+    wake, another run of the same task) decides again from the start."""
+    for _ in _retrying():
+        stored = _load(ports, ctx.scope, case_id)
+        case = stored.case
+        world = read_world(ports, ctx, case.contact_id, case.currency, case, clock)
+        decision = decide(case, world.facts, world.today)
+        if case.ended or decision.kind != kind:
+            try:
+                return _stored(ports, ctx.scope, stored, decision, world, clock)
+            except ConcurrentModification:
+                continue
+        try:
+            if isinstance(decision, Retry):
+                _retry(ports, ctx, stored, decision, world, clock, gateway)
+            elif isinstance(decision, Deactivate | Cancel | End):
+                _on_services(ports, ctx, stored, decision, world, numbers)
+            else:  # a reminder: recorded, its event derived from the case's change
+                _record(ports, ctx.scope, stored, decision, world.today)
+        except ConcurrentModification:
+            continue
+        return decide_case(ports, ctx, case_id, clock=clock)
+    raise ConcurrentModification(f"dunning case {case_id} kept changing; try again")
+
+
+def _record(ports: DunningPorts, scope: Scope, stored: StoredCase, decision: Decision, today: date) -> StoredCase:
+    work = ports.unit_of_work(f"dunning case {stored.id}: {decision.kind}")
+    saved = work.save_case(scope, replace(stored, case=stored.case.record(decision, today)), stored.version)
+    work.commit()
+    return saved
+
+
+def _retry(
+    ports: DunningPorts,
+    ctx: TenantContext,
+    stored: StoredCase,
+    decision: Retry,
+    world: World,
+    clock: Clock,
+    gateway: PaymentGateway | None,
+) -> None:
+    """Charge each invoice again as the attempt number decided (`collect_invoice`: one attempt per
+    number, resumed if a run before this one died after starting it), then record the step. The
+    record alone is retried on a conflict: the charges are done, the decision that asked for them
+    is the one to record (recording it twice changes nothing)."""
+    outcomes = []
+    for invoice_id, number in decision.attempts:
+        if gateway is None:
+            outcomes.append(f"{invoice_id}: no payment rail")
+            continue
+        attempt = collect_invoice(ports, gateway, ctx.scope, invoice_id, clock=clock, number=number)
+        outcomes.append(f"{invoice_id}: {'nothing to charge' if attempt is None else attempt.status.value}")
+    outcome = "; ".join(outcomes)
+    for _ in _retrying():
+        try:
+            work = ports.unit_of_work(f"dunning case {stored.id}: retry")
+            recorded = replace(stored, case=stored.case.record(decision, world.today, outcome))
+            work.save_case(ctx.scope, recorded, stored.version)
+            work.commit()
+            return
+        except ConcurrentModification:
+            stored = _load(ports, ctx.scope, stored.id)
+            if stored.case.ended:
+                return
+    raise ConcurrentModification(f"dunning case {stored.id} kept changing; try again")
+
+
+def _on_services(
+    ports: DunningPorts,
+    ctx: TenantContext,
+    stored: StoredCase,
+    decision: Deactivate | Cancel | End,
+    world: World,
+    numbers: InvoiceNumbers,
+) -> None:
+    """Deactivate, cancel or reactivate the decision's services as system actions naming the case,
+    each subscription billed up to the day before first (as any action on its day), then one
+    transaction: the subscriptions, their log records, the case's record at the version read and
+    every invoice in debt at the version the decision read, under the contact's clock as read."""
+    scope, today = ctx.scope, world.today
+    kind: ActionKind[Any, Any]
+    params: Any
+    match decision:
+        case Deactivate(services=services):
+            kind, params, why = DEACTIVATE, None, f"dunning {stored.id}: {world.facts.owed(today)} owed past grace"
+        case Cancel(services=services, with_fees=with_fees):
+            kind, why = CANCEL, f"dunning {stored.id}: deactivated for debt beyond the cancellation delay"
+            params = CancelTerms(fee_waived=True) if not with_fees else None
+        case End(reactivate=services):
+            kind, params, why = ACTIVATE, None, f"dunning {stored.id}: nothing owed"
+    by_subscription: dict[str, list[str]] = {}
+    for service_id in services:
+        found = world.facts.service(service_id)
+        if found is not None:
+            by_subscription.setdefault(found.subscription_id, []).append(service_id)
+    work = ports.unit_of_work(f"dunning case {stored.id}: {decision.kind}")
+    outcomes: list[str] = []
+    for subscription_id, service_ids in sorted(by_subscription.items()):
+        loaded = ports.load_subscription(scope, stored.case.contact_id, subscription_id)
+        if loaded is None:
+            continue
+        _, subscription = bill_loaded(ports, ctx, loaded, today - timedelta(days=1), numbers)
+        current: Subscription = subscription
+        records: list[Action] = []
+        for service_id in service_ids:
+            action = kind.by_system(
+                dunning_action_id(stored.id, kind, service_id),
+                today,
+                requested_on=today,
+                reason=why,
+                service_id=service_id,
+                params=params,
+            )
+            step = execute(current, action)
+            current = step.subscription
+            records += step.actions
+            done = step.actions[0]
+            outcomes.append(f"{service_id}: {done.outcome}" + (f" ({done.rule})" if done.rule else ""))
+        work.save_subscription(scope, current, subscription.version)
+        for record in records:
+            work.log_action(scope, current, record)
+    recorded = replace(stored, case=stored.case.record(decision, today, "; ".join(outcomes)), due=None)
+    work.save_case(scope, recorded, stored.version)
+    for invoice in world.debt:
+        work.check_invoice(scope, invoice)
+    world.when.guard(work, scope)
+    work.commit()
+
+
+# -- opening -----------------------------------------------------------------------------------------
+def open_case(
+    ports: DunningPorts, ctx: TenantContext, contact_id: str, currency: str, flows: DunningFlows, *, clock: Clock
+) -> StoredCase | None:
+    """On `payment.failed` and `invoice.overdue`: the contact's open case in `currency`, woken (a
+    new failure may change its decision), or a new one and its execution started, when something
+    is owed and the contact is not excluded; None otherwise. Two openers racing make one case: its
+    id is the next sequence's, created only if absent, and only the creator starts its execution."""
+    scope = ctx.scope
+    for _ in _retrying():
+        existing = ports.open_case_of(scope, contact_id, currency)
+        if existing is not None:
+            wake(ports, ctx, existing.id, flows, clock=clock)
+            return existing
+        world = read_world(ports, ctx, contact_id, currency, None, clock)
+        if world.facts.owed(world.today).is_zero or any(_excluded(world.contact)):
+            return None
+        # The contact's cases: one Query, bounded by the cases it ever had.
+        earlier = [c for c in ports.cases_of(scope, contact_id) if c.case.currency == currency]
+        sequence = 1 + max((int(c.id.rsplit("_", 1)[1]) for c in earlier), default=0)
+        case = DunningCase.open(contact_id, currency, sequence, ctx.settings.dunning, world.today)
+        opened = StoredCase(case, due=world.today, clocked=world.when.on_test_clock, decided_at=clock.now())
+        work = ports.unit_of_work(f"opening dunning case {case.id}")
+        try:
+            saved = work.save_case(scope, opened, 0)
+            work.commit()
+        except ConcurrentModification:
+            continue  # another opener came first: find its case
+        flows.start(saved.execution_name, execution_input(scope, saved.id))
+        log.info("dunning case %s opened", saved.id)
+        return saved
+    raise ConcurrentModification(f"opening a dunning case of contact {contact_id} kept conflicting; try again")
+
+
+# -- parking and waking ------------------------------------------------------------------------------
+def park(ports: DunningPorts, ctx: TenantContext, case_id: str, wake_seq: int, token: str, flows: DunningFlows) -> bool:
+    """The flow's Park task: store its token, unless a wake came since its decision (`wake_seq`
+    moved on) or the case ended: then resume it at once, to decide again. True: parked."""
+    if ports.park_case(ctx.scope, case_id, wake_seq, token):
+        return True
+    flows.resume(token)
+    return False
+
+
+def wake(
+    ports: DunningPorts,
+    ctx: TenantContext,
+    case_id: str,
+    flows: DunningFlows,
+    *,
+    clock: Clock,
+) -> bool:
+    """Bump the case's `wake_seq` and resume its parked execution, if one is parked (only this
+    wake resumes it). A case not ended whose execution is neither parked nor has decided for
+    `STALE` has none left: it is started again as the next run. True: an execution was resumed
+    or started."""
+    woken = ports.wake_case(ctx.scope, case_id)
+    if woken is None:
+        return False
+    stored, token = woken
+    if token is not None and flows.resume(token):
+        return True
+    if stored.case.ended or (stored.decided_at is not None and stored.decided_at > clock.now() - STALE):
+        return False
+    return _restart(ports, ctx.scope, stored, flows, clock)
+
+
+def _restart(ports: DunningPorts, scope: Scope, stored: StoredCase, flows: DunningFlows, clock: Clock) -> bool:
+    """The next run of the case's execution, claimed by one versioned write (two wakes at once
+    start one run)."""
+    work = ports.unit_of_work(f"restarting dunning case {stored.id}")
+    try:
+        saved = work.save_case(scope, replace(stored, run=stored.run + 1, decided_at=clock.now()), stored.version)
+        work.commit()
+    except ConcurrentModification:
+        return False
+    log.warning("dunning case %s had no live execution: started %s", stored.id, saved.execution_name)
+    flows.start(saved.execution_name, execution_input(scope, saved.id))
+    return True
+
+
+def wake_contact(ports: DunningPorts, ctx: TenantContext, contact_id: str, flows: DunningFlows, *, clock: Clock) -> int:
+    """Wake the contact's open cases (a payment, a credit, a new card, its test clock's advance).
+    One Query, then one UpdateItem per open case. Answers how many executions were resumed."""
+    return sum(
+        wake(ports, ctx, c.id, flows, clock=clock) for c in ports.cases_of(ctx.scope, contact_id) if not c.case.ended
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class WakeRun:
+    woken: int
+    seen: int
+
+
+def wake_due(
+    ports: DunningPorts, flows: DunningFlows, *, clock: Clock, shards: int = DUE_SHARDS, page: int = WAKE_PAGE
+) -> WakeRun:
+    """The hourly schedule: every wake-up entry (contacts without a test clock) due on or before
+    its tenant's today is woken. Per shard, pages of `page` entries up to the furthest day any
+    zone has reached; each entry is checked against its tenant's day (settings read once per
+    tenant), then woken (one UpdateItem, and a resume)."""
+    now = clock.now()
+    upper = (now.astimezone(UTC) + FURTHEST_AHEAD).date()
+    contexts: dict[Scope, TenantContext] = {}
+    woken = seen = 0
+    for shard in range(shards):
+        cursor: str | None = None
+        while True:
+            entries = ports.due_cases(shard, upper, page, cursor)
+            for entry in entries.items:
+                ctx = contexts.get(entry.scope)
+                if ctx is None:
+                    settings = ports.get_settings(entry.scope.tenant_id)
+                    if settings is None:
+                        continue
+                    ctx = contexts[entry.scope] = TenantContext(entry.scope.tenant_id, entry.scope.mode, settings)
+                seen += 1
+                if entry.due <= local_date(now, tenant_zone(ctx.settings.timezone)):
+                    woken += wake(ports, ctx, entry.case_id, flows, clock=clock)
+            cursor = entries.cursor
+            if cursor is None:
+                break
+    return WakeRun(woken, seen)

@@ -1,0 +1,257 @@
+"""The dunning use cases on moto: opening a case, its decisions stored, each step taken once on
+fresh facts, parking and waking its flow (a recording double of the state machine)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from billow.domain.actions import ActionStatus, Requester
+from billow.domain.dunning import CaseStatus, StepKind
+from billow.domain.invoices import InvoiceStatus, PaymentMethod
+from billow.domain.rules import ServiceState
+from billow.services import dunning, invoices
+from billow.services.billing import InvoiceNumbers
+from billow.services.dunning import Decided
+from billow.storage.repository import DynamoStore
+
+from tests.dunning_support import POLICY, Clock, Debtor, RecordingFlows, seed_debtor
+from tests.fake_rail import FakeRail
+
+
+@pytest.fixture
+def store(moto_table: str) -> DynamoStore:
+    return DynamoStore(due_shards=64)
+
+
+@pytest.fixture
+def rail(tmp_path: Path) -> FakeRail:
+    return FakeRail(tmp_path / "rail.db")
+
+
+@pytest.fixture
+def flows(tmp_path: Path) -> RecordingFlows:
+    return RecordingFlows(tmp_path / "flows.db")
+
+
+def opened(store: DynamoStore, debtor: Debtor, flows: RecordingFlows, clock: Clock) -> str:
+    stored = dunning.open_case(store, debtor.ctx, debtor.contact_id, "USD", flows, clock=clock)
+    assert stored is not None
+    return stored.id
+
+
+def step(store: DynamoStore, debtor: Debtor, case_id: str, kind: StepKind, clock: Clock, rail: FakeRail) -> Decided:
+    numbers = InvoiceNumbers(store)
+    return dunning.take_step(store, debtor.ctx, case_id, kind, clock=clock, gateway=rail, numbers=numbers)
+
+
+def pay(store: DynamoStore, debtor: Debtor, clock: Clock) -> None:
+    invoice = store.get_invoice(debtor.ctx.scope, debtor.invoice.id)
+    assert invoice is not None
+    spec = invoices.ManualPaymentInput(
+        invoice.amount_due.amount_str(), "USD", PaymentMethod.BANK_TRANSFER, "wire-1", clock.now().date()
+    )
+    invoices.record_manual_payment(store, debtor.ctx, invoice.id, spec, clock)
+
+
+def test_a_declined_charge_opens_one_case_and_starts_its_execution_once(
+    store: DynamoStore, rail: FakeRail, flows: RecordingFlows
+) -> None:
+    clock = Clock()
+    debtor = seed_debtor(store, rail, clock=clock)
+    case_id = opened(store, debtor, flows, clock)
+    again = opened(store, debtor, flows, clock)
+    assert again == case_id == f"dun_{debtor.contact_id}_USD_1"
+    assert flows.started == [case_id]
+    stored = store.get_case(debtor.ctx.scope, case_id)
+    assert stored is not None and stored.case.opened_on == clock.now().date() and stored.due == clock.now().date()
+    assert [s.kind for s in stored.case.history] == [StepKind.OPEN]
+
+
+def test_nothing_owed_opens_no_case(store: DynamoStore, rail: FakeRail, flows: RecordingFlows) -> None:
+    clock = Clock()
+    debtor = seed_debtor(store, rail, clock=clock)
+    pay(store, debtor, clock)
+    assert dunning.open_case(store, debtor.ctx, debtor.contact_id, "USD", flows, clock=clock) is None
+    assert store.cases_of(debtor.ctx.scope, debtor.contact_id) == [] and flows.started == []
+
+
+def test_each_decision_is_stored_with_its_due_day(store: DynamoStore, rail: FakeRail, flows: RecordingFlows) -> None:
+    clock = Clock()
+    debtor = seed_debtor(store, rail, clock=clock)
+    case_id = opened(store, debtor, flows, clock)
+    today = clock.now().date()
+    decided = dunning.decide_case(store, debtor.ctx, case_id, clock=clock)
+    expected = {"tenant_id": "t1", "mode": "test", "case_id": case_id, "action": "remind", "wake_seq": 0}
+    assert decided.output() == {**expected, "due": today.isoformat()}
+    reminded = step(store, debtor, case_id, StepKind.REMIND, clock, rail)
+    assert (reminded.action, reminded.stored.due) == ("wait", today + timedelta(days=1))  # the first retry's day
+    assert reminded.stored.decided_on == today
+    assert [s.kind for s in reminded.stored.case.history] == [StepKind.OPEN, StepKind.REMIND]
+
+
+def test_a_step_not_due_on_fresh_facts_is_not_taken(store: DynamoStore, rail: FakeRail, flows: RecordingFlows) -> None:
+    clock = Clock()
+    debtor = seed_debtor(store, rail, clock=clock)
+    case_id = opened(store, debtor, flows, clock)
+    decided = step(store, debtor, case_id, StepKind.RETRY, clock, rail)  # the retry is tomorrow's
+    assert decided.action == "remind"
+    assert [a.number for a in store.attempts_of(debtor.ctx.scope, debtor.contact_id)] == [1]
+    assert [s.kind for s in decided.stored.case.history] == [StepKind.OPEN]
+
+
+def test_a_retry_taken_twice_charges_once(store: DynamoStore, rail: FakeRail, flows: RecordingFlows) -> None:
+    clock = Clock()
+    debtor = seed_debtor(store, rail, clock=clock)
+    case_id = opened(store, debtor, flows, clock)
+    step(store, debtor, case_id, StepKind.REMIND, clock, rail)
+    later = clock.days(1)
+    first = step(store, debtor, case_id, StepKind.RETRY, later, rail)
+    second = step(store, debtor, case_id, StepKind.RETRY, later, rail)
+    attempts = store.attempts_of(debtor.ctx.scope, debtor.contact_id)
+    assert [a.number for a in attempts] == [1, 2]
+    assert len(rail.charges()) == 2
+    assert first.stored.case.retried == {f"att_{debtor.invoice.id}_2"} == second.stored.case.retried
+    grace_ends = clock.now().date() + timedelta(days=2)  # before the next retry's day
+    assert (second.action, second.stored.due) == ("wait", grace_ends)
+
+
+def test_deactivation_past_grace_then_payment_ends_and_reactivates(
+    store: DynamoStore, rail: FakeRail, flows: RecordingFlows
+) -> None:
+    clock = Clock()
+    debtor = seed_debtor(store, rail, clock=clock)
+    case_id = opened(store, debtor, flows, clock)
+    step(store, debtor, case_id, StepKind.REMIND, clock, rail)
+    step(store, debtor, case_id, StepKind.RETRY, clock.days(1), rail)
+    day2 = clock.days(2)
+    decided = dunning.decide_case(store, debtor.ctx, case_id, clock=day2)
+    assert decided.action == "deactivate"
+    after = step(store, debtor, case_id, StepKind.DEACTIVATE, day2, rail)
+    scope = debtor.ctx.scope
+    subscription = store.load_subscription(scope, debtor.contact_id, debtor.subscription_id)
+    assert subscription is not None
+    assert subscription.service(debtor.service_id).state is ServiceState.NOT_EFFECTIVE  # type: ignore[union-attr]
+    (logged,) = [
+        a for a in store.actions_of(scope, debtor.contact_id, debtor.subscription_id) if a.kind.name == "deactivate"
+    ]
+    assert (logged.by, logged.status, logged.on) == (Requester.SYSTEM, ActionStatus.EXECUTED, day2.now().date())
+    assert case_id in (logged.reason or "")
+    assert after.stored.case.deactivated == {debtor.service_id: day2.now().date()}
+
+    pay(store, debtor, day2)
+    assert dunning.decide_case(store, debtor.ctx, case_id, clock=day2).action == "end"
+    ended = step(store, debtor, case_id, StepKind.END, day2, rail)
+    assert ended.action == "ended" and ended.stored.case.status is CaseStatus.ENDED and ended.stored.due is None
+    subscription = store.load_subscription(scope, debtor.contact_id, debtor.subscription_id)
+    assert subscription is not None and subscription.service(debtor.service_id).state is ServiceState.EFFECTIVE  # type: ignore[union-attr]
+    assert store.open_case_of(scope, debtor.contact_id, "USD") is None
+    assert [
+        e for s in range(64) for e in store.due_cases(s, day2.now().date() + timedelta(days=30), 50, None).items
+    ] == []
+
+
+def test_a_case_stops_only_services_staff_did_not_take_back(
+    store: DynamoStore, rail: FakeRail, flows: RecordingFlows
+) -> None:
+    clock = Clock()
+    debtor = seed_debtor(store, rail, clock=clock)
+    case_id = opened(store, debtor, flows, clock)
+    step(store, debtor, case_id, StepKind.REMIND, clock, rail)
+    step(store, debtor, case_id, StepKind.RETRY, clock.days(1), rail)
+    step(store, debtor, case_id, StepKind.DEACTIVATE, clock.days(2), rail)
+    log = store.actions_of(debtor.ctx.scope, debtor.contact_id, debtor.subscription_id)
+    assert dunning.stopped_by(log, debtor.service_id) == case_id
+    assert dunning.stopped_by(log, "svc_other") is None
+
+
+@pytest.mark.parametrize("with_fees", [True, False])
+def test_cancellation_after_the_delay_charges_the_fee_only_if_the_policy_says_so(
+    store: DynamoStore, rail: FakeRail, flows: RecordingFlows, with_fees: bool
+) -> None:
+    clock = Clock()
+    policy = replace(POLICY, cancel_with_fees=with_fees)
+    debtor = seed_debtor(store, rail, clock=clock, policy=policy, cancellation_fee="50.00")
+    case_id = opened(store, debtor, flows, clock)
+    step(store, debtor, case_id, StepKind.REMIND, clock, rail)
+    step(store, debtor, case_id, StepKind.RETRY, clock.days(1), rail)
+    step(store, debtor, case_id, StepKind.DEACTIVATE, clock.days(2), rail)
+    step(store, debtor, case_id, StepKind.RETRY, clock.days(3), rail)
+    day5 = clock.days(5)
+    assert dunning.decide_case(store, debtor.ctx, case_id, clock=day5).action == "cancel"
+    step(store, debtor, case_id, StepKind.CANCEL, day5, rail)
+    scope = debtor.ctx.scope
+    subscription = store.load_subscription(scope, debtor.contact_id, debtor.subscription_id)
+    assert subscription is not None
+    assert subscription.service(debtor.service_id).state is ServiceState.CANCELLED  # type: ignore[union-attr]
+    (cancelled,) = [
+        a for a in store.actions_of(scope, debtor.contact_id, debtor.subscription_id) if a.kind.name == "cancel"
+    ]
+    assert cancelled.by is Requester.SYSTEM and cancelled.status is ActionStatus.EXECUTED
+    fees = [a for a in subscription.adjustments if a.line.kind == "cancellation_fee"]
+    assert len(fees) == (1 if with_fees else 0)
+    assert ("fee" in (cancelled.outcome or "")) is with_fees
+
+
+def test_a_park_after_a_wake_resumes_at_once_and_a_wake_resumes_once(
+    store: DynamoStore, rail: FakeRail, flows: RecordingFlows
+) -> None:
+    clock = Clock()
+    debtor = seed_debtor(store, rail, clock=clock)
+    case_id = opened(store, debtor, flows, clock)
+    assert dunning.park(store, debtor.ctx, case_id, 0, "tok-1", flows)
+    assert dunning.wake(store, debtor.ctx, case_id, flows, clock=clock)
+    assert not dunning.wake(store, debtor.ctx, case_id, flows, clock=clock)
+    assert flows.resumed == ["tok-1"]
+    assert not dunning.park(store, debtor.ctx, case_id, 0, "tok-2", flows)  # decided before the wakes
+    assert flows.resumed == ["tok-1", "tok-2"]
+
+
+def test_a_case_with_no_live_execution_is_started_again_by_a_wake(
+    store: DynamoStore, rail: FakeRail, flows: RecordingFlows
+) -> None:
+    clock = Clock()
+    debtor = seed_debtor(store, rail, clock=clock)
+    case_id = opened(store, debtor, flows, clock)
+    assert not dunning.wake(store, debtor.ctx, case_id, flows, clock=clock.days(0))  # just decided: alive
+    assert flows.started == [case_id]
+    later = Clock(clock.now() + dunning.STALE + timedelta(minutes=1))
+    assert dunning.wake(store, debtor.ctx, case_id, flows, clock=later)
+    assert flows.started == [case_id, f"{case_id}-r1"]
+    stored = store.get_case(debtor.ctx.scope, case_id)
+    assert stored is not None and stored.run == 1
+
+
+def test_the_hourly_wake_wakes_cases_due_on_their_tenants_day(
+    store: DynamoStore, rail: FakeRail, flows: RecordingFlows
+) -> None:
+    clock = Clock()
+    debtor = seed_debtor(store, rail, clock=clock)
+    clocked = seed_debtor(store, rail, clock=clock, test_clock=True, key="clocked")
+    case_id = opened(store, debtor, flows, clock)
+    other = opened(store, clocked, flows, clock)
+    step(store, debtor, case_id, StepKind.REMIND, clock, rail)  # due tomorrow now
+    step(store, clocked, other, StepKind.REMIND, clock, rail)
+    assert dunning.park(store, debtor.ctx, case_id, 0, "tok-a", flows)
+    assert dunning.park(store, clocked.ctx, other, 0, "tok-b", flows)
+    assert dunning.wake_due(store, flows, clock=clock).woken == 0
+    run = dunning.wake_due(store, flows, clock=clock.days(1))
+    assert (run.woken, flows.resumed) == (1, ["tok-a"])  # the test-clock contact's case is its clock's
+
+
+def test_a_late_payment_after_the_case_ended_changes_nothing(
+    store: DynamoStore, rail: FakeRail, flows: RecordingFlows
+) -> None:
+    clock = Clock()
+    debtor = seed_debtor(store, rail, clock=clock)
+    case_id = opened(store, debtor, flows, clock)
+    pay(store, debtor, clock)
+    step(store, debtor, case_id, StepKind.END, clock, rail)
+    ended = store.get_case(debtor.ctx.scope, case_id)
+    assert dunning.wake_contact(store, debtor.ctx, debtor.contact_id, flows, clock=clock.days(3)) == 0
+    assert dunning.open_case(store, debtor.ctx, debtor.contact_id, "USD", flows, clock=clock.days(3)) is None
+    assert store.get_case(debtor.ctx.scope, case_id) == ended
+    assert flows.started == [case_id] and flows.resumed == []
+    assert store.get_invoice(debtor.ctx.scope, debtor.invoice.id).status is InvoiceStatus.PAID  # type: ignore[union-attr]
