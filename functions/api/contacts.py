@@ -92,9 +92,9 @@ def update_contact(contact_id: Annotated[Id, Path()], body: ContactPatchBody) ->
         changes[name] = value
     contact = contacts.update_contact(store, ctx, contact_id, changes)
     if "dunning_excluded" in changes:  # its cases decide again now: excluded, or chased again
-        from billow.services.dunning_cases import wake_cases_of
+        from billow.services.dunning import wake_contact
 
-        wake_cases_of(store, lambda: runtime.flows, ctx, contact_id)
+        wake_contact(store, ctx, contact_id, runtime.flows, clock=clock)
     return presenters.contact(contact)
 
 

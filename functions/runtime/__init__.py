@@ -23,8 +23,8 @@ if TYPE_CHECKING:
     from billow.gateways.invoke import EnvironmentInvoker
     from billow.services.billing import InvoiceNumbers
     from billow.services.context import Scope, SystemClock
-    from billow.services.dunning_cases import Resumes as DunningFlows
     from billow.services.gateway import PaymentGateway, SecretsSource
+    from billow.services.ports import DunningFlows
     from billow.storage.repository import DynamoStore
 
     logger: Logger

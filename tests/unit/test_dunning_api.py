@@ -6,7 +6,7 @@ exclusion from dunning."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Any
 
 import pytest
@@ -27,10 +27,14 @@ POLICY = DunningPolicy(deactivation_threshold={"USD": Money(5_000, "USD")}, vers
 
 
 class Flows:
-    """The `DunningFlows` port: records the tokens resumed."""
+    """The `DunningFlows` port: records the tokens resumed and the executions started."""
 
     def __init__(self) -> None:
         self.resumed: list[str] = []
+        self.started: list[str] = []
+
+    def start(self, execution_name: str, payload: dict[str, Any]) -> None:
+        self.started.append(execution_name)
 
     def resume(self, token: str) -> bool:
         self.resumed.append(token)
@@ -58,6 +62,7 @@ def store_case(contact_id: str, sequence: int = 1, currency: str = "USD", mode: 
     case = case.record(Remind(1), DAY0, "owed 80.00 USD").record(Retry((("inv_1", 2),)), date(2027, 3, 2))
     case = case.record(Deactivate(("svc_1",)), date(2027, 3, 15))
     work = DynamoStore().unit_of_work("case")
+    flow = {"decided_at": datetime.now(UTC), **flow}  # its execution is live: a wake does not restart it
     work.save_case(Scope(TENANT, mode), StoredCase(case, **flow), 0)
     work.commit()
     return case.id

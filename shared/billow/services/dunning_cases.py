@@ -2,10 +2,11 @@
 case, and an operator's pause, resume and end.
 
 An operator's change is written conditioned on the case's version and retried on a conflict (the
-flow writes the same item), then the case is woken (`wake`: its `wake_seq` bumped, its parked
-execution resumed), so the flow decides on it at once rather than at its next due day. Each is
-idempotent: pausing a paused case, resuming a case not paused, ending an ended one changes nothing
-and answers the case as it stands (woken again, which is harmless: the flow only re-decides)."""
+flow writes the same item), then the case is woken (`billow.services.dunning.wake`: its `wake_seq`
+bumped, its parked execution resumed, or restarted when it has none left), so the flow decides on
+it at once rather than at its next due day. Each is idempotent: pausing a paused case, resuming a
+case not paused, ending an ended one changes nothing and answers the case as it stands (woken
+again, which is harmless: the flow only re-decides)."""
 
 from __future__ import annotations
 
@@ -13,24 +14,13 @@ from collections.abc import Callable
 from dataclasses import replace
 from datetime import date
 from enum import StrEnum
-from typing import Protocol
 
 from billow.domain.dunning import DunningCase
 from billow.domain.errors import InvalidInput, NotFound
 from billow.services.contacts import contact_today, get_contact
 from billow.services.context import Clock, TenantContext, edit_versioned
-from billow.services.ports import ContactStore, DunningStore, StoredCase, Transactions
-
-
-class CaseStore(DunningStore, ContactStore, Transactions, Protocol):
-    """What the case routes read and write."""
-
-
-class Resumes(Protocol):
-    """The part of the `DunningFlows` port a wake needs: resume a parked execution (False when the
-    token waits no more: the execution moved on and re-reads the case anyway)."""
-
-    def resume(self, token: str) -> bool: ...
+from billow.services.dunning import wake
+from billow.services.ports import DunningFlows, DunningPorts, DunningStore, StoredCase
 
 
 def get_case(store: DunningStore, ctx: TenantContext, case_id: str) -> StoredCase:
@@ -45,31 +35,10 @@ def get_case(store: DunningStore, ctx: TenantContext, case_id: str) -> StoredCas
     return stored
 
 
-def cases_of(store: CaseStore, ctx: TenantContext, contact_id: str) -> list[StoredCase]:
+def cases_of(store: DunningPorts, ctx: TenantContext, contact_id: str) -> list[StoredCase]:
     """The contact's cases, every currency's, newest first (404 `contact.not_found`)."""
     get_contact(store, ctx, contact_id)
     return store.cases_of(ctx.scope, contact_id)
-
-
-def wake(store: DunningStore, flows: Callable[[], Resumes], ctx: TenantContext, case_id: str) -> StoredCase | None:
-    """Bump the case's `wake_seq` and resume its parked execution, if one was parked (`flows` is
-    made only then: no Step Functions client otherwise): the flow decides again now (a park racing
-    this wake sees the new `wake_seq` and resumes itself)."""
-    woken = store.wake_case(ctx.scope, case_id)
-    if woken is None:
-        return None
-    stored, token = woken
-    if token is not None:
-        flows().resume(token)
-    return stored
-
-
-def wake_cases_of(store: DunningStore, flows: Callable[[], Resumes], ctx: TenantContext, contact_id: str) -> None:
-    """Wake the contact's cases that have not ended: something the rule reads about the contact
-    changed (its exclusion from dunning), and a case waiting with no day would not see it."""
-    for stored in store.cases_of(ctx.scope, contact_id):
-        if not stored.case.ended:
-            wake(store, flows, ctx, stored.id)
 
 
 class OperatorStep(StrEnum):
@@ -89,8 +58,8 @@ def _change(step: OperatorStep, today: date, reason: str) -> Callable[[DunningCa
 
 
 def operate(
-    store: CaseStore,
-    flows: Callable[[], Resumes],
+    store: DunningPorts,
+    flows: Callable[[], DunningFlows],
     ctx: TenantContext,
     case_id: str,
     step: OperatorStep,
@@ -115,5 +84,6 @@ def operate(
         work.commit()
         return saved
 
-    written = edit_versioned(lambda: get_case(store, ctx, case_id), save, changed, what)
-    return wake(store, flows, ctx, case_id) or written
+    edit_versioned(lambda: get_case(store, ctx, case_id), save, changed, what)
+    wake(store, ctx, case_id, flows(), clock=clock)
+    return get_case(store, ctx, case_id)
