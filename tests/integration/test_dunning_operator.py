@@ -75,9 +75,7 @@ def flow_reminds(store: DynamoStore, ctx: TenantContext, case_id: str) -> None:
     edit_versioned(lambda: get_case(store, ctx, case_id), save, remind, "flow")
 
 
-def _in_own_process(
-    table: str, endpoint: str, case_id: str, who: str, go: Any, out: Any, met: Any
-) -> None:
+def _in_own_process(table: str, endpoint: str, case_id: str, who: str, go: Any, out: Any, met: Any) -> None:
     configure(table_name=table, endpoint=endpoint, region="us-east-1")
     store = DynamoStore()
     ctx = tenant_context(store, "t1", "test")
