@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from billow.services.billing import InvoiceNumbers
     from billow.services.context import Scope, SystemClock
     from billow.services.gateway import PaymentGateway, SecretsSource
+    from billow.services.ports import DunningFlows
     from billow.storage.repository import DynamoStore
 
     logger: Logger
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
     invoker: EnvironmentInvoker
     secrets: SecretsSource
     payment_gateway: Callable[[Scope], PaymentGateway | None]
+    flows: DunningFlows
 
 SERVICE = "billow"
 
@@ -120,6 +122,14 @@ def _payment_gateway() -> Any:
     return getattr(importlib.import_module(module), name)
 
 
+def _flows() -> Any:
+    """The dunning state machine (billow.gateways.flows, from the environment); tests set
+    `runtime.flows` itself."""
+    from billow.gateways.flows import flows_from_env
+
+    return flows_from_env()
+
+
 _FACTORIES: dict[str, Callable[[], Any]] = {
     "logger": _logger,
     "tracer": _tracer,
@@ -130,6 +140,7 @@ _FACTORIES: dict[str, Callable[[], Any]] = {
     "invoker": _invoker,
     "secrets": _secrets,
     "payment_gateway": _payment_gateway,
+    "flows": _flows,
 }
 
 
@@ -167,6 +178,7 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "clock",
+    "flows",
     "imported",
     "invoker",
     "logger",

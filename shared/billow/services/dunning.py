@@ -484,6 +484,17 @@ def open_case(
     raise ConcurrentModification(f"opening a dunning case of contact {contact_id} kept conflicting; try again")
 
 
+def open_for_invoice(
+    ports: DunningPorts, ctx: TenantContext, invoice_id: str, flows: DunningFlows, *, clock: Clock
+) -> StoredCase | None:
+    """`open_case` for the contact and currency of `invoice_id` (its charge failed, or it fell
+    overdue): one read of the invoice by id, then `open_case`."""
+    invoice = ports.get_invoice(ctx.scope, invoice_id)
+    if invoice is None:
+        return None
+    return open_case(ports, ctx, invoice.contact_id, invoice.currency, flows, clock=clock)
+
+
 # -- parking and waking ------------------------------------------------------------------------------
 def park(ports: DunningPorts, ctx: TenantContext, case_id: str, wake_seq: int, token: str, flows: DunningFlows) -> bool:
     """The flow's Park task: store its token, unless a wake came since its decision (`wake_seq`
