@@ -11,13 +11,14 @@ gc.disable()  # no collection while the function's code is imported: see runtime
 
 from typing import Any, Literal
 
+import runtime
 from aws_lambda_powertools.utilities.parser import BaseModel, event_parser
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from billow.gateways.invoke import CLOCK_ADVANCE
-from billow.services import time_travel
+from billow.services import dunning, time_travel
 from billow.services.tenants import tenant_context
 from pydantic import AwareDatetime, ConfigDict, Field
-from runtime import imported, invocation, invoker, logger, metrics, numbers, store, tracer
+from runtime import clock, imported, invocation, invoker, logger, metrics, numbers, store, tracer
 
 TIME_LEFT_MS = 60_000
 """Start no further subscription with less than this left; continue in a new invocation."""
@@ -45,6 +46,7 @@ def lambda_handler(event: ClockAdvanceEvent, context: LambdaContext) -> dict[str
         event.to,
         numbers,
         keep_going=lambda: context.get_remaining_time_in_millis() >= TIME_LEFT_MS,
+        wake=lambda: dunning.wake_contact(store, ctx, event.contact_id, runtime.flows, clock=clock),
     )
     if not run.done:
         invoker.invoke_async(CLOCK_ADVANCE, event.model_dump(mode="json"))

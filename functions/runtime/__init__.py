@@ -123,9 +123,11 @@ def _payment_gateway() -> Any:
 
 
 def _flows() -> Any:
-    """The dunning flows (`billow.gateways.flows.flows_from_env`: Step Functions, or the local
-    moto server), imported when a case is first woken."""
-    return importlib.import_module("billow.gateways.flows").flows_from_env()
+    """The dunning state machine (billow.gateways.flows, from the environment); tests set
+    `runtime.flows` itself."""
+    from billow.gateways.flows import flows_from_env
+
+    return flows_from_env()
 
 
 _FACTORIES: dict[str, Callable[[], Any]] = {

@@ -25,6 +25,18 @@ PUT_ATTEMPTS = 4
 """Tries per entry before the stream record is reported failed (and retried by the stream)."""
 BUS_ENV = "BILLOW_EVENT_BUS"
 
+DUNNING_OPENS = ("payment.failed", "invoice.overdue")
+"""Events that open the contact's dunning case in the invoice's currency (functions/dunning)."""
+DUNNING_WAKES = (
+    "payment.succeeded",
+    "payment.received",
+    "invoice.paid",
+    "invoice.voided",
+    "invoice.uncollectible",
+    "credit_note.applied",
+    "payment_method.saved",
+)
+"""Events that can change a case's decision: they wake the contact's open cases."""
 CONSUMER_RULES: dict[str, dict[str, Any]] = {
     "all-events": {"source": [SOURCE], "detail-type": [{"prefix": f"{SOURCE}."}]},
     "activation": {"source": [SOURCE], "detail-type": [f"{SOURCE}.invoice.paid"]},
@@ -33,6 +45,7 @@ CONSUMER_RULES: dict[str, dict[str, Any]] = {
         "source": [SOURCE],
         "detail-type": [f"{SOURCE}.invoice.voided", f"{SOURCE}.invoice.uncollectible"],
     },
+    "dunning": {"source": [SOURCE], "detail-type": [f"{SOURCE}.{t}" for t in (*DUNNING_OPENS, *DUNNING_WAKES)]},
 }
 """Rule name -> event pattern. CDK synthesizes one AWS::Events::Rule per entry (each feeding an
 SQS queue with a dead-letter queue, infra/billow_infra/events.py); the local bus routes by the
@@ -42,6 +55,7 @@ RULE_CONSUMERS: dict[str, str] = {
     "activation": "activation",
     "invoice-issued": "collector",
     "invoice-ended": "collector",  # ends the live attempts of an invoice voided or written off
+    "dunning": "dunning",  # opens and wakes dunning cases (functions/dunning)
 }
 """Rule name -> the concern of the function its queue feeds (`billow.gateways.invoke.handler_of`
 names its handler); a rule not listed feeds the example consumer."""

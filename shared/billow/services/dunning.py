@@ -460,15 +460,17 @@ def open_case(
     id is the next sequence's, created only if absent, and only the creator starts its execution."""
     scope = ctx.scope
     for _ in _retrying():
-        existing = ports.open_case_of(scope, contact_id, currency)
+        # One Query of the contact's cases (bounded by the cases it ever had), so that "none is
+        # open" and the next sequence come from the same read: an opener that read before another
+        # created its case tries the same id, and loses.
+        earlier = [c for c in ports.cases_of(scope, contact_id) if c.case.currency == currency]
+        existing = next((c for c in earlier if not c.case.ended), None)
         if existing is not None:
             wake(ports, ctx, existing.id, flows, clock=clock)
             return existing
         world = read_world(ports, ctx, contact_id, currency, None, clock)
         if world.facts.owed(world.today).is_zero or any(_excluded(world.contact)):
             return None
-        # The contact's cases: one Query, bounded by the cases it ever had.
-        earlier = [c for c in ports.cases_of(scope, contact_id) if c.case.currency == currency]
         sequence = 1 + max((int(c.id.rsplit("_", 1)[1]) for c in earlier), default=0)
         case = DunningCase.open(contact_id, currency, sequence, ctx.settings.dunning, world.today)
         opened = StoredCase(case, due=world.today, clocked=world.when.on_test_clock, decided_at=clock.now())
@@ -482,6 +484,17 @@ def open_case(
         log.info("dunning case %s opened", saved.id)
         return saved
     raise ConcurrentModification(f"opening a dunning case of contact {contact_id} kept conflicting; try again")
+
+
+def open_for_invoice(
+    ports: DunningPorts, ctx: TenantContext, invoice_id: str, flows: DunningFlows, *, clock: Clock
+) -> StoredCase | None:
+    """`open_case` for the contact and currency of `invoice_id` (its charge failed, or it fell
+    overdue): one read of the invoice by id, then `open_case`."""
+    invoice = ports.get_invoice(ctx.scope, invoice_id)
+    if invoice is None:
+        return None
+    return open_case(ports, ctx, invoice.contact_id, invoice.currency, flows, clock=clock)
 
 
 # -- parking and waking ------------------------------------------------------------------------------

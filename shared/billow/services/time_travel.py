@@ -94,13 +94,17 @@ def run_advance(
     numbers: InvoiceNumbers,
     *,
     keep_going: Callable[[], bool] = lambda: True,
+    wake: Callable[[], object] = lambda: None,
 ) -> AdvanceRun:
     """Bill the contact's subscriptions as of the clock's day, move its invoices on to that day
     (finalise drafts, mark unpaid ones overdue), then mark the clock ready.
 
     An event for an advance that is no longer under way (already finished, or delivered twice) does
     nothing. `keep_going` is asked before each subscription; when it says no, the run stops with
-    `done=False` and the same event continues it, billing only what is still due."""
+    `done=False` and the same event continues it, billing only what is still due. `wake` (the
+    contact's dunning cases: `billow.services.dunning.wake_contact`) is called once everything is
+    billed and moved on, just before the clock is marked ready: a redelivery after a crash in
+    between wakes them again (a wake is idempotent), so none is left asleep."""
     clock = store.get_clock(ctx.scope, contact_id)
     if clock is None or clock.status is not ClockStatus.ADVANCING or clock.frozen_time != to:
         return AdvanceRun(done=True)
@@ -112,6 +116,7 @@ def run_advance(
         run.invoices += bill_subscription(store, ctx, contact_id, subscription.id, as_of, numbers)
     # Then the invoices' own days, on the clock's: drafts whose review ended, unpaid ones past due.
     move_contact_invoices(store, ctx, contact_id, as_of, numbers)
+    wake()
     # A second delivery of this event may have finished it first (a new advance needs a ready clock).
     with suppress(ConcurrentModification):
         store.save_clock(ctx.scope, clock.done())

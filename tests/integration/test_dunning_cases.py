@@ -1,0 +1,217 @@
+"""Dunning cases on DynamoDB Local, racing as separate processes (separate Lambda containers) and
+with faults injected: one case per debt however many open it at once, one charge per retry however
+often and however it dies, no deactivation once the debt is paid, nothing after the end, one resume
+per parked execution however many wake it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from billow.domain.dunning import CaseStatus, StepKind
+from billow.domain.invoices import PaymentMethod
+from billow.domain.rules import ServiceState
+from billow.local.dynamodb import DynamoDBLocal
+from billow.services import dunning, invoices
+from billow.services.billing import InvoiceNumbers
+from billow.services.collection import resume
+from billow.services.context import Scope, TenantContext
+from billow.storage.models import configure
+from billow.storage.repository import DynamoStore
+
+from tests.dunning_support import START, Clock, Debtor, RecordingFlows, seed_debtor
+from tests.fake_rail import Crash, FakeRail
+from tests.support import in_processes
+
+pytestmark = pytest.mark.integration
+
+SCOPE = Scope("t1", "test")
+
+
+@pytest.fixture
+def store(local_table: str) -> DynamoStore:
+    return DynamoStore()
+
+
+def _context(store: DynamoStore) -> TenantContext:
+    settings = store.get_settings(SCOPE.tenant_id)
+    assert settings is not None
+    return TenantContext(SCOPE.tenant_id, SCOPE.mode, settings)
+
+
+def _pay(store: DynamoStore, debtor: Debtor, clock: Clock) -> None:
+    invoice = store.get_invoice(SCOPE, debtor.invoice.id)
+    assert invoice is not None
+    due = invoice.amount_due.amount_str()
+    spec = invoices.ManualPaymentInput(due, "USD", PaymentMethod.BANK_TRANSFER, "wire-1", clock.now().date())
+    invoices.record_manual_payment(store, debtor.ctx, invoice.id, spec, clock)
+
+
+def _step(store: DynamoStore, case_id: str, kind: StepKind, clock: Clock, rail: FakeRail) -> dunning.Decided:
+    numbers = InvoiceNumbers(store)
+    return dunning.take_step(store, _context(store), case_id, kind, clock=clock, gateway=rail, numbers=numbers)
+
+
+# -- processes ---------------------------------------------------------------------------------------
+def _opener(table: str, endpoint: str, flows_path: str, contact_id: str, go: Any, out: Any, met: Any) -> None:
+    configure(table_name=table, endpoint=endpoint, region="us-east-1")
+    store = DynamoStore()
+    go.wait()
+    met.wait()
+    case = dunning.open_case(store, _context(store), contact_id, "USD", RecordingFlows(Path(flows_path)), clock=Clock())
+    out.put(None if case is None else case.id)
+
+
+def test_two_openers_in_separate_processes_make_one_case_and_one_start(
+    store: DynamoStore, local_table: str, dynamodb_local: DynamoDBLocal, tmp_path: Path
+) -> None:
+    debtor = seed_debtor(store, FakeRail(tmp_path / "rail.db"))
+    flows_path = str(tmp_path / "flows.db")
+    RecordingFlows(Path(flows_path))
+    each = [(local_table, dynamodb_local.endpoint, flows_path, debtor.contact_id)] * 3
+    opened = in_processes(_opener, each, meet=3)
+    case_id = f"dun_{debtor.contact_id}_USD_1"
+    assert opened == [case_id] * 3
+    assert [c.id for c in store.cases_of(SCOPE, debtor.contact_id)] == [case_id]
+    assert RecordingFlows(Path(flows_path)).started == [case_id]
+
+
+def _retrier(table: str, endpoint: str, rail_path: str, case_id: str, go: Any, out: Any, met: Any) -> None:
+    configure(table_name=table, endpoint=endpoint, region="us-east-1")
+    store = DynamoStore()
+    go.wait()
+    met.wait()
+    decided = _step(store, case_id, StepKind.RETRY, Clock().days(1), FakeRail(Path(rail_path)))
+    out.put(decided.action)
+
+
+def test_a_retry_run_by_two_processes_at_once_charges_once(
+    store: DynamoStore, local_table: str, dynamodb_local: DynamoDBLocal, tmp_path: Path
+) -> None:
+    rail_path = tmp_path / "rail.db"
+    debtor = seed_debtor(store, FakeRail(rail_path))
+    case = dunning.open_case(
+        store, debtor.ctx, debtor.contact_id, "USD", RecordingFlows(tmp_path / "f.db"), clock=Clock()
+    )
+    assert case is not None
+    _step(store, case.id, StepKind.REMIND, Clock(), FakeRail(rail_path))
+    each = [(local_table, dynamodb_local.endpoint, str(rail_path), case.id)] * 2
+    assert in_processes(_retrier, each, meet=2) == ["wait", "wait"]
+    assert [a.number for a in store.attempts_of(SCOPE, debtor.contact_id)] == [1, 2]
+    assert len(FakeRail(rail_path).charges()) == 2  # the first charge and one retry
+    stored = store.get_case(SCOPE, case.id)
+    assert stored is not None and [s.kind for s in stored.case.history].count(StepKind.RETRY) == 1
+
+
+@pytest.mark.parametrize("crash_after", [1, 2])  # after the charge is created; after it is confirmed
+def test_a_retry_that_died_after_charging_is_resumed_not_charged_again(
+    store: DynamoStore, tmp_path: Path, crash_after: int
+) -> None:
+    rail = FakeRail(tmp_path / "rail.db")
+    debtor = seed_debtor(store, rail)
+    case = dunning.open_case(
+        store, debtor.ctx, debtor.contact_id, "USD", RecordingFlows(tmp_path / "f.db"), clock=Clock()
+    )
+    assert case is not None
+    _step(store, case.id, StepKind.REMIND, Clock(), rail)
+    dying = FakeRail(tmp_path / "rail.db")
+    dying.crash_after = crash_after
+    with pytest.raises(Crash):
+        _step(store, case.id, StepKind.RETRY, Clock().days(1), dying)
+    # Run again (the state machine retries the task): the attempt it started is live, so the fresh
+    # decision is not a retry: no second attempt, no second charge.
+    again = _step(store, case.id, StepKind.RETRY, Clock().days(1), FakeRail(tmp_path / "rail.db"))
+    assert again.action == "wait"
+    attempts = store.attempts_of(SCOPE, debtor.contact_id)
+    assert [a.number for a in attempts] == [1, 2] and attempts[1].live
+    assert len(rail.charges()) == 2
+    # The sweep finishes it (as any collector's crash) with the charge the dead run created.
+    resume(store, rail, SCOPE, attempts[1], clock=Clock().days(1))
+    assert [a.status.value for a in store.attempts_of(SCOPE, debtor.contact_id)] == ["failed", "failed"]
+    assert len(rail.charges()) == 2
+    after = dunning.decide_case(store, debtor.ctx, case.id, clock=Clock().days(3))
+    assert after.action == "retry"  # the schedule goes on from there: attempt 3
+
+
+class PaidMeanwhile(DynamoStore):
+    """A store on which the debt is paid (by another process, a manual payment) right after the
+    deactivation step decided and before its write: when it loads the subscription to act on."""
+
+    def __init__(self, debtor: Debtor) -> None:
+        super().__init__()
+        self.debtor, self.paid = debtor, False
+
+    def load_subscription(self, scope: Scope, contact_id: str, subscription_id: str) -> Any:
+        if not self.paid:
+            self.paid = True
+            _pay(DynamoStore(), self.debtor, Clock().days(2))
+        return super().load_subscription(scope, contact_id, subscription_id)
+
+
+def test_a_payment_between_the_decision_and_the_deactivation_ends_the_case_instead(
+    store: DynamoStore, tmp_path: Path
+) -> None:
+    rail = FakeRail(tmp_path / "rail.db")
+    debtor = seed_debtor(store, rail)
+    case = dunning.open_case(
+        store, debtor.ctx, debtor.contact_id, "USD", RecordingFlows(tmp_path / "f.db"), clock=Clock()
+    )
+    assert case is not None
+    _step(store, case.id, StepKind.REMIND, Clock(), rail)
+    _step(store, case.id, StepKind.RETRY, Clock().days(1), rail)
+    racing = PaidMeanwhile(debtor)
+    day2 = Clock().days(2)
+    assert dunning.decide_case(racing, debtor.ctx, case.id, clock=day2).action == "deactivate"
+    decided = dunning.take_step(
+        racing, _context(store), case.id, StepKind.DEACTIVATE, clock=day2, gateway=rail, numbers=InvoiceNumbers(store)
+    )
+    assert racing.paid and decided.action == "end"
+    subscription = store.load_subscription(SCOPE, debtor.contact_id, debtor.subscription_id)
+    assert subscription is not None and subscription.service(debtor.service_id).state is ServiceState.EFFECTIVE  # type: ignore[union-attr]
+    assert [
+        a for a in store.actions_of(SCOPE, debtor.contact_id, debtor.subscription_id) if a.kind.name == "deactivate"
+    ] == []
+    ended = _step(store, case.id, StepKind.END, day2, rail)
+    assert ended.action == "ended" and ended.stored.case.status is CaseStatus.ENDED
+
+
+def test_a_payment_three_days_after_the_case_ended_changes_nothing(store: DynamoStore, tmp_path: Path) -> None:
+    rail = FakeRail(tmp_path / "rail.db")
+    flows = RecordingFlows(tmp_path / "f.db")
+    debtor = seed_debtor(store, rail)
+    case = dunning.open_case(store, debtor.ctx, debtor.contact_id, "USD", flows, clock=Clock())
+    assert case is not None
+    _pay(store, debtor, Clock())
+    _step(store, case.id, StepKind.END, Clock(), rail)
+    ended = store.get_case(SCOPE, case.id)
+    late = Clock().days(3)
+    # payment.succeeded (a webhook three days late) wakes the contact's open cases: none.
+    assert dunning.wake_contact(store, debtor.ctx, debtor.contact_id, flows, clock=late) == 0
+    assert dunning.open_for_invoice(store, debtor.ctx, debtor.invoice.id, flows, clock=late) is None
+    assert store.get_case(SCOPE, case.id) == ended
+    assert flows.started == [case.id] and flows.resumed == []
+
+
+def _waker(table: str, endpoint: str, flows_path: str, case_id: str, go: Any, out: Any, met: Any) -> None:
+    configure(table_name=table, endpoint=endpoint, region="us-east-1")
+    store = DynamoStore()
+    go.wait()
+    met.wait()
+    out.put(dunning.wake(store, _context(store), case_id, RecordingFlows(Path(flows_path)), clock=Clock()))
+
+
+def test_the_schedule_firing_twice_at_once_resumes_the_execution_once(
+    store: DynamoStore, local_table: str, dynamodb_local: DynamoDBLocal, tmp_path: Path
+) -> None:
+    flows_path = tmp_path / "flows.db"
+    debtor = seed_debtor(store, FakeRail(tmp_path / "rail.db"))
+    case = dunning.open_case(store, debtor.ctx, debtor.contact_id, "USD", RecordingFlows(flows_path), clock=Clock())
+    assert case is not None
+    assert dunning.park(store, debtor.ctx, case.id, 0, "tok-1", RecordingFlows(flows_path))
+    each = [(local_table, dynamodb_local.endpoint, str(flows_path), case.id)] * 3
+    assert sorted(in_processes(_waker, each, meet=3)) == [False, False, True]
+    assert RecordingFlows(flows_path).resumed == ["tok-1"]
+    stored = store.get_case(SCOPE, case.id)
+    assert stored is not None and stored.wake_seq == 3 and stored.token is None
+    assert START.date() == stored.case.opened_on
