@@ -37,18 +37,19 @@ def contact_dunning_cases(contact_id: Annotated[Id, Path()]) -> dict[str, Any]:
 
 @router.get(
     "/dunning-cases/<case_id>",
-    summary="A dunning case: its status, last step, next decision day, policy and history",
+    summary="A dunning case: its status, last step, next decision day, policy, history and what it owes now",
 )
 def get_dunning_case(case_id: Annotated[Id, Path()]) -> dict[str, Any]:
     ctx = current_tenant(router.current_event)
-    return presenters.dunning_case(dunning_cases.get_case(store, ctx, case_id))
+    stored = dunning_cases.get_case(store, ctx, case_id)
+    return presenters.dunning_case(stored, dunning_cases.owed_now(store, ctx, stored, clock))
 
 
 def _operate(case_id: str, step: OperatorStep, body: CaseStepBody | None) -> dict[str, Any]:
     ctx = current_tenant(router.current_event)
     reason = None if body is None else body.reason
     stored = dunning_cases.operate(store, lambda: runtime.flows, ctx, case_id, step, reason, clock)
-    return presenters.dunning_case(stored)
+    return presenters.dunning_case(stored, dunning_cases.owed_now(store, ctx, stored, clock))
 
 
 @router.post(

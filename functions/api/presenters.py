@@ -12,6 +12,7 @@ from billow.domain.actions import Action
 from billow.domain.catalog import PriceTerms, Product
 from billow.domain.contacts import Address, Contact, TestClock
 from billow.domain.invoices import Invoice, InvoiceKind, Payment
+from billow.domain.money import Money
 from billow.domain.ordering import Order
 from billow.domain.payment_methods import SavedPaymentMethod
 from billow.domain.receivables import Balance, CreditApplication, Refund
@@ -291,8 +292,10 @@ def order(o: Order) -> Json:
     }
 
 
-def dunning_case(stored: StoredCase) -> Json:
+def dunning_case(stored: StoredCase, owed: Money | None = None) -> Json:
     """The case (`billow.services.views.dunning_case`, the events' too) and its flow's days: `due`,
     the contact's day of its next decision (null: only an event wakes it), and `decided_on`, of
-    its last (a client polls it to know the case caught up with a clock advance)."""
-    return {**_case(stored.case), "due": day(stored.due), "decided_on": day(stored.decided_on)}
+    its last (a client polls it to know the case caught up with a clock advance); with `owed`, the
+    debt it follows now (one case's answer; a list leaves it out)."""
+    shown = {**_case(stored.case), "due": day(stored.due), "decided_on": day(stored.decided_on)}
+    return shown if owed is None else {**shown, "owed": money(owed)}

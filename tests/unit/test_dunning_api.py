@@ -6,6 +6,7 @@ exclusion from dunning."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -15,9 +16,12 @@ from billow.domain.dunning import Deactivate, DunningCase, DunningPolicy, Remind
 from billow.domain.money import Money
 from billow.local.stack import add_tenant
 from billow.services.context import Scope
+from billow.services.dunning import open_case
 from billow.services.ports import StoredCase
 from billow.storage.repository import DynamoStore
 
+from tests.dunning_support import Clock, seed_debtor
+from tests.fake_rail import FakeRail
 from tests.support import InProcessClient, make_contact
 
 KEYS = {"test": "bk_test_dunning_api", "live": "bk_live_dunning_api", "other": "bk_test_dunning_other"}
@@ -97,7 +101,24 @@ def test_a_contacts_cases_newest_first_and_one_case_with_its_history(clients: di
     ]
     assert case["deactivated"] == [{"service_id": "svc_1", "on": "2027-03-15"}] and case["cancelled"] == []
     assert (case["retries"], case["reminders_sent"], case["last_reminder"]) == (["att_inv_1_2"], 1, 1)
-    assert listed.body["items"][0] == case
+    assert case["owed"] == {"amount": "0.00", "currency": "USD"}, "no invoice in debt"
+    assert listed.body["items"][0] == {k: v for k, v in case.items() if k != "owed"}, "a list leaves owed out"
+
+
+def test_a_case_shows_what_its_debt_is_now(clients: dict[str, InProcessClient], tmp_path: Path) -> None:
+    api, store = clients["test"], DynamoStore()
+    debtor = seed_debtor(store, FakeRail(tmp_path / "rail.db"), tenant_id=TENANT)
+    opened = open_case(store, debtor.ctx, debtor.contact_id, "USD", Flows(), clock=Clock())
+    assert opened is not None
+    case = api.get(f"/dunning-cases/{opened.id}")
+    assert case.status == 200 and case.body["owed"] == {"amount": "30.00", "currency": "USD"}, case.body
+    paid = api.post(
+        f"/invoices/{debtor.invoice.id}/payments",
+        {"amount": "30.00", "currency": "USD", "reference": "wire-1", "received_on": "2025-03-04"},
+    )
+    assert paid.status == 201, paid.body
+    after = api.get(f"/dunning-cases/{opened.id}").body
+    assert after["owed"] == {"amount": "0.00", "currency": "USD"} and after["status"] == "open", "until it decides"
 
 
 def test_another_tenants_or_modes_case_is_not_found(clients: dict[str, InProcessClient]) -> None:

@@ -17,9 +17,10 @@ from enum import StrEnum
 
 from billow.domain.dunning import DunningCase
 from billow.domain.errors import InvalidInput, NotFound
+from billow.domain.money import Money
 from billow.services.contacts import contact_today, get_contact
 from billow.services.context import Clock, TenantContext, edit_versioned
-from billow.services.dunning import wake
+from billow.services.dunning import read_world, wake
 from billow.services.ports import DunningFlows, DunningPorts, DunningStore, StoredCase
 
 
@@ -39,6 +40,15 @@ def cases_of(store: DunningPorts, ctx: TenantContext, contact_id: str) -> list[S
     """The contact's cases, every currency's, newest first (404 `contact.not_found`)."""
     get_contact(store, ctx, contact_id)
     return store.cases_of(ctx.scope, contact_id)
+
+
+def owed_now(store: DunningPorts, ctx: TenantContext, stored: StoredCase, clock: Clock) -> Money:
+    """The debt the case follows as its next decision would read it, on the contact's today: the
+    invoices in debt in its currency (failed or overdue), less the contact's credit (the facts'
+    reads: a few Queries of the contact's partition, so for one case, not a list)."""
+    case = stored.case
+    world = read_world(store, ctx, case.contact_id, case.currency, case, clock)
+    return world.facts.owed(world.today)
 
 
 class OperatorStep(StrEnum):
