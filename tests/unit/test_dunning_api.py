@@ -6,8 +6,8 @@ exclusion from dunning."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 from datetime import UTC, date, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
