@@ -9,11 +9,16 @@ from pathlib import Path
 
 import pytest
 from billow.domain.actions import ActionStatus, Requester
+from billow.domain.actions.activate import ACTIVATE
+from billow.domain.actions.deactivate import DEACTIVATE
 from billow.domain.dunning import CaseStatus, StepKind
 from billow.domain.invoices import InvoiceStatus, PaymentMethod
+from billow.domain.money import Money
 from billow.domain.rules import ServiceState
-from billow.services import dunning, invoices
+from billow.services import actions, dunning, invoices
+from billow.services.actions import ActionRequest
 from billow.services.billing import InvoiceNumbers
+from billow.services.context import keyed_ids
 from billow.services.dunning import Decided
 from billow.storage.repository import DynamoStore
 
@@ -153,18 +158,38 @@ def test_deactivation_past_grace_then_payment_ends_and_reactivates(
     ] == []
 
 
-def test_a_case_stops_only_services_staff_did_not_take_back(
+def test_the_end_reactivates_only_what_the_case_still_holds_stopped(
     store: DynamoStore, rail: FakeRail, flows: RecordingFlows
 ) -> None:
     clock = Clock()
     debtor = seed_debtor(store, rail, clock=clock)
+    settings = debtor.ctx.settings
+    allowing = replace(settings.subscriptions, debt_threshold={"USD": Money.parse("1000.00", "USD")})
+    settings = store.put_settings(replace(settings, subscriptions=allowing))
+    ctx = replace(debtor.ctx, settings=settings)
+    debtor = replace(debtor, ctx=ctx)
     case_id = opened(store, debtor, flows, clock)
     step(store, debtor, case_id, StepKind.REMIND, clock, rail)
     step(store, debtor, case_id, StepKind.RETRY, clock.days(1), rail)
-    step(store, debtor, case_id, StepKind.DEACTIVATE, clock.days(2), rail)
-    log = store.actions_of(debtor.ctx.scope, debtor.contact_id, debtor.subscription_id)
+    day2 = clock.days(2)
+    step(store, debtor, case_id, StepKind.DEACTIVATE, day2, rail)
+    log = store.actions_of(ctx.scope, debtor.contact_id, debtor.subscription_id)
     assert dunning.stopped_by(log, debtor.service_id) == case_id
-    assert dunning.stopped_by(log, "svc_other") is None
+    # Staff take it back, then stop it themselves: it is theirs now.
+    for n, kind in enumerate((ACTIVATE, DEACTIVATE)):
+        request = ActionRequest(kind, service_id=debtor.service_id, reason="staff")
+        ids = keyed_ids("t1", f"staff-{n}")
+        actions.request_action(
+            store, ctx, debtor.subscription_id, request, clock=day2, numbers=InvoiceNumbers(store), new_id=ids
+        )
+    log = store.actions_of(ctx.scope, debtor.contact_id, debtor.subscription_id)
+    assert dunning.stopped_by(log, debtor.service_id) is None
+    pay(store, debtor, day2)
+    ended = step(store, debtor, case_id, StepKind.END, day2, rail)
+    assert ended.action == "ended"
+    subscription = store.load_subscription(ctx.scope, debtor.contact_id, debtor.subscription_id)
+    assert subscription is not None
+    assert subscription.service(debtor.service_id).state is ServiceState.NOT_EFFECTIVE  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize("with_fees", [True, False])
@@ -252,6 +277,7 @@ def test_a_late_payment_after_the_case_ended_changes_nothing(
     ended = store.get_case(debtor.ctx.scope, case_id)
     assert dunning.wake_contact(store, debtor.ctx, debtor.contact_id, flows, clock=clock.days(3)) == 0
     assert dunning.open_case(store, debtor.ctx, debtor.contact_id, "USD", flows, clock=clock.days(3)) is None
-    assert store.get_case(debtor.ctx.scope, case_id) == ended
+    assert store.get_case(debtor.ctx.scope, case_id) == ended  # not even woken
+    assert not dunning.wake(store, debtor.ctx, case_id, flows, clock=clock.days(3))  # ended: never restarted
     assert flows.started == [case_id] and flows.resumed == []
     assert store.get_invoice(debtor.ctx.scope, debtor.invoice.id).status is InvoiceStatus.PAID  # type: ignore[union-attr]
