@@ -18,14 +18,15 @@ from typing import Any
 from billow.domain.calendar import Cycle
 from billow.domain.catalog import BillingModel
 from billow.domain.collection import AttemptStatus
-from billow.domain.dunning import DunningPolicy
-from billow.domain.invoices import Invoice
+from billow.domain.dunning import DunningPolicy, StepKind
+from billow.domain.invoices import Invoice, PaymentMethod
 from billow.domain.money import Money
 from billow.domain.tenants import TenantSettings
-from billow.services import catalog, contacts, ordering
+from billow.services import catalog, contacts, dunning, invoices, ordering
 from billow.services.billing import InvoiceNumbers
 from billow.services.collection import collect_invoice
 from billow.services.context import TenantContext, keyed_ids
+from billow.services.dunning import Decided
 from billow.storage.repository import DynamoStore
 
 from tests.fake_rail import DECLINING, FakeRail
@@ -151,3 +152,36 @@ def seed_debtor(
     (subscription,) = store.subscriptions_of(ctx.scope, contact.id)
     (service,) = subscription.services
     return Debtor(ctx, contact.id, invoice, service.id, subscription.id)
+
+
+def opened(store: DynamoStore, debtor: Debtor, flows: RecordingFlows, clock: Clock | None = None) -> str:
+    """The debtor's case, opened as `payment.failed` opens it."""
+    stored = dunning.open_case(store, debtor.ctx, debtor.contact_id, "USD", flows, clock=clock or Clock())
+    assert stored is not None
+    return stored.id
+
+
+def step(store: DynamoStore, debtor: Debtor, case_id: str, kind: StepKind, clock: Clock, rail: FakeRail) -> Decided:
+    """A step task of the case's execution, on `clock`."""
+    numbers = InvoiceNumbers(store)
+    return dunning.take_step(store, debtor.ctx, case_id, kind, clock=clock, gateway=rail, numbers=numbers)
+
+
+SCHEDULE = ((0, StepKind.REMIND), (1, StepKind.RETRY), (2, StepKind.DEACTIVATE), (3, StepKind.RETRY))
+"""The steps of a debtor's case under `POLICY`, by day: reminded when opened, retried on day 1,
+deactivated on day 2 (the grace period's end), retried on day 3."""
+
+
+def take_steps(store: DynamoStore, debtor: Debtor, case_id: str, rail: FakeRail, count: int) -> None:
+    """The first `count` steps of `SCHEDULE`, each on its day."""
+    for days, kind in SCHEDULE[:count]:
+        assert step(store, debtor, case_id, kind, Clock().days(days), rail).stored.case.step is kind
+
+
+def pay(store: DynamoStore, debtor: Debtor, clock: Clock) -> None:
+    """What the debtor's invoice still owes, paid by transfer (recorded by staff)."""
+    invoice = store.get_invoice(debtor.ctx.scope, debtor.invoice.id)
+    assert invoice is not None
+    due = invoice.amount_due.amount_str()
+    spec = invoices.ManualPaymentInput(due, "USD", PaymentMethod.BANK_TRANSFER, "wire-1", clock.now().date())
+    invoices.record_manual_payment(store, debtor.ctx, invoice.id, spec, clock)

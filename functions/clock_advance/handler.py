@@ -46,7 +46,7 @@ def lambda_handler(event: ClockAdvanceEvent, context: LambdaContext) -> dict[str
         event.to,
         numbers,
         keep_going=lambda: context.get_remaining_time_in_millis() >= TIME_LEFT_MS,
-        wake=lambda: dunning.wake_contact(store, ctx, event.contact_id, runtime.flows, clock=clock),
+        wake=lambda: dunning.wake_contact(store, ctx, event.contact_id, lambda: runtime.flows, clock=clock),
     )
     if not run.done:
         invoker.invoke_async(CLOCK_ADVANCE, event.model_dump(mode="json"))

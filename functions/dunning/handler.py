@@ -92,7 +92,7 @@ def record_handler(record: SQSRecord) -> str:
             raise InvalidInput(f"message {record.message_id} names no invoice", field="invoice_id")
         case = dunning.open_for_invoice(runtime.store, ctx, invoice_id, runtime.flows, clock=runtime.clock)
         return "nothing_owed" if case is None else case.id
-    woken = dunning.wake_contact(runtime.store, ctx, detail["contact_id"], runtime.flows, clock=runtime.clock)
+    woken = dunning.wake_contact(runtime.store, ctx, detail["contact_id"], lambda: runtime.flows, clock=runtime.clock)
     return f"woken:{woken}"
 
 

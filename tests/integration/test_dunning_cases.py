@@ -10,17 +10,16 @@ from typing import Any
 
 import pytest
 from billow.domain.dunning import CaseStatus, StepKind
-from billow.domain.invoices import PaymentMethod
 from billow.domain.rules import ServiceState
 from billow.local.dynamodb import DynamoDBLocal
-from billow.services import dunning, invoices
+from billow.services import dunning
 from billow.services.billing import InvoiceNumbers
 from billow.services.collection import resume
 from billow.services.context import Scope, TenantContext
 from billow.storage.models import configure
 from billow.storage.repository import DynamoStore
 
-from tests.dunning_support import START, Clock, Debtor, RecordingFlows, seed_debtor
+from tests.dunning_support import START, Clock, Debtor, RecordingFlows, opened, pay, seed_debtor, step, take_steps
 from tests.fake_rail import Crash, FakeRail
 from tests.support import in_processes
 
@@ -38,14 +37,6 @@ def _context(store: DynamoStore) -> TenantContext:
     settings = store.get_settings(SCOPE.tenant_id)
     assert settings is not None
     return TenantContext(SCOPE.tenant_id, SCOPE.mode, settings)
-
-
-def _pay(store: DynamoStore, debtor: Debtor, clock: Clock) -> None:
-    invoice = store.get_invoice(SCOPE, debtor.invoice.id)
-    assert invoice is not None
-    due = invoice.amount_due.amount_str()
-    spec = invoices.ManualPaymentInput(due, "USD", PaymentMethod.BANK_TRANSFER, "wire-1", clock.now().date())
-    invoices.record_manual_payment(store, debtor.ctx, invoice.id, spec, clock)
 
 
 def _step(store: DynamoStore, case_id: str, kind: StepKind, clock: Clock, rail: FakeRail) -> dunning.Decided:
@@ -91,16 +82,13 @@ def test_a_retry_run_by_two_processes_at_once_charges_once(
 ) -> None:
     rail_path = tmp_path / "rail.db"
     debtor = seed_debtor(store, FakeRail(rail_path))
-    case = dunning.open_case(
-        store, debtor.ctx, debtor.contact_id, "USD", RecordingFlows(tmp_path / "f.db"), clock=Clock()
-    )
-    assert case is not None
-    _step(store, case.id, StepKind.REMIND, Clock(), FakeRail(rail_path))
-    each = [(local_table, dynamodb_local.endpoint, str(rail_path), case.id)] * 2
+    case_id = opened(store, debtor, RecordingFlows(tmp_path / "f.db"))
+    take_steps(store, debtor, case_id, FakeRail(rail_path), 1)
+    each = [(local_table, dynamodb_local.endpoint, str(rail_path), case_id)] * 2
     assert in_processes(_retrier, each, meet=2) == ["wait", "wait"]
     assert [a.number for a in store.attempts_of(SCOPE, debtor.contact_id)] == [1, 2]
     assert len(FakeRail(rail_path).charges()) == 2  # the first charge and one retry
-    stored = store.get_case(SCOPE, case.id)
+    stored = store.get_case(SCOPE, case_id)
     assert stored is not None and [s.kind for s in stored.case.history].count(StepKind.RETRY) == 1
 
 
@@ -110,18 +98,15 @@ def test_a_retry_that_died_after_charging_is_resumed_not_charged_again(
 ) -> None:
     rail = FakeRail(tmp_path / "rail.db")
     debtor = seed_debtor(store, rail)
-    case = dunning.open_case(
-        store, debtor.ctx, debtor.contact_id, "USD", RecordingFlows(tmp_path / "f.db"), clock=Clock()
-    )
-    assert case is not None
-    _step(store, case.id, StepKind.REMIND, Clock(), rail)
+    case_id = opened(store, debtor, RecordingFlows(tmp_path / "f.db"))
+    take_steps(store, debtor, case_id, rail, 1)
     dying = FakeRail(tmp_path / "rail.db")
     dying.crash_after = crash_after
     with pytest.raises(Crash):
-        _step(store, case.id, StepKind.RETRY, Clock().days(1), dying)
+        step(store, debtor, case_id, StepKind.RETRY, Clock().days(1), dying)
     # Run again (the state machine retries the task): the attempt it started is live, so the fresh
     # decision is not a retry: no second attempt, no second charge.
-    again = _step(store, case.id, StepKind.RETRY, Clock().days(1), FakeRail(tmp_path / "rail.db"))
+    again = step(store, debtor, case_id, StepKind.RETRY, Clock().days(1), FakeRail(tmp_path / "rail.db"))
     assert again.action == "wait"
     attempts = store.attempts_of(SCOPE, debtor.contact_id)
     assert [a.number for a in attempts] == [1, 2] and attempts[1].live
@@ -130,7 +115,7 @@ def test_a_retry_that_died_after_charging_is_resumed_not_charged_again(
     resume(store, rail, SCOPE, attempts[1], clock=Clock().days(1))
     assert [a.status.value for a in store.attempts_of(SCOPE, debtor.contact_id)] == ["failed", "failed"]
     assert len(rail.charges()) == 2
-    after = dunning.decide_case(store, debtor.ctx, case.id, clock=Clock().days(3))
+    after = dunning.decide_case(store, debtor.ctx, case_id, clock=Clock().days(3))
     assert after.action == "retry"  # the schedule goes on from there: attempt 3
 
 
@@ -145,7 +130,7 @@ class PaidMeanwhile(DynamoStore):
     def load_subscription(self, scope: Scope, contact_id: str, subscription_id: str) -> Any:
         if not self.paid:
             self.paid = True
-            _pay(DynamoStore(), self.debtor, Clock().days(2))
+            pay(DynamoStore(), self.debtor, Clock().days(2))
         return super().load_subscription(scope, contact_id, subscription_id)
 
 
@@ -154,17 +139,13 @@ def test_a_payment_between_the_decision_and_the_deactivation_ends_the_case_inste
 ) -> None:
     rail = FakeRail(tmp_path / "rail.db")
     debtor = seed_debtor(store, rail)
-    case = dunning.open_case(
-        store, debtor.ctx, debtor.contact_id, "USD", RecordingFlows(tmp_path / "f.db"), clock=Clock()
-    )
-    assert case is not None
-    _step(store, case.id, StepKind.REMIND, Clock(), rail)
-    _step(store, case.id, StepKind.RETRY, Clock().days(1), rail)
+    case_id = opened(store, debtor, RecordingFlows(tmp_path / "f.db"))
+    take_steps(store, debtor, case_id, rail, 2)
     racing = PaidMeanwhile(debtor)
     day2 = Clock().days(2)
-    assert dunning.decide_case(racing, debtor.ctx, case.id, clock=day2).action == "deactivate"
+    assert dunning.decide_case(racing, debtor.ctx, case_id, clock=day2).action == "deactivate"
     decided = dunning.take_step(
-        racing, _context(store), case.id, StepKind.DEACTIVATE, clock=day2, gateway=rail, numbers=InvoiceNumbers(store)
+        racing, _context(store), case_id, StepKind.DEACTIVATE, clock=day2, gateway=rail, numbers=InvoiceNumbers(store)
     )
     assert racing.paid and decided.action == "end"
     subscription = store.load_subscription(SCOPE, debtor.contact_id, debtor.subscription_id)
@@ -172,7 +153,7 @@ def test_a_payment_between_the_decision_and_the_deactivation_ends_the_case_inste
     assert [
         a for a in store.actions_of(SCOPE, debtor.contact_id, debtor.subscription_id) if a.kind.name == "deactivate"
     ] == []
-    ended = _step(store, case.id, StepKind.END, day2, rail)
+    ended = step(store, debtor, case_id, StepKind.END, day2, rail)
     assert ended.action == "ended" and ended.stored.case.status is CaseStatus.ENDED
 
 
@@ -180,17 +161,16 @@ def test_a_payment_three_days_after_the_case_ended_changes_nothing(store: Dynamo
     rail = FakeRail(tmp_path / "rail.db")
     flows = RecordingFlows(tmp_path / "f.db")
     debtor = seed_debtor(store, rail)
-    case = dunning.open_case(store, debtor.ctx, debtor.contact_id, "USD", flows, clock=Clock())
-    assert case is not None
-    _pay(store, debtor, Clock())
-    _step(store, case.id, StepKind.END, Clock(), rail)
-    ended = store.get_case(SCOPE, case.id)
+    case_id = opened(store, debtor, flows)
+    pay(store, debtor, Clock())
+    step(store, debtor, case_id, StepKind.END, Clock(), rail)
+    ended = store.get_case(SCOPE, case_id)
     late = Clock().days(3)
     # payment.succeeded (a webhook three days late) wakes the contact's open cases: none.
-    assert dunning.wake_contact(store, debtor.ctx, debtor.contact_id, flows, clock=late) == 0
+    assert dunning.wake_contact(store, debtor.ctx, debtor.contact_id, lambda: flows, clock=late) == 0
     assert dunning.open_for_invoice(store, debtor.ctx, debtor.invoice.id, flows, clock=late) is None
-    assert store.get_case(SCOPE, case.id) == ended
-    assert flows.started == [case.id] and flows.resumed == []
+    assert store.get_case(SCOPE, case_id) == ended
+    assert flows.started == [case_id] and flows.resumed == []
 
 
 def _waker(table: str, endpoint: str, flows_path: str, case_id: str, go: Any, out: Any, met: Any) -> None:
@@ -206,12 +186,11 @@ def test_the_schedule_firing_twice_at_once_resumes_the_execution_once(
 ) -> None:
     flows_path = tmp_path / "flows.db"
     debtor = seed_debtor(store, FakeRail(tmp_path / "rail.db"))
-    case = dunning.open_case(store, debtor.ctx, debtor.contact_id, "USD", RecordingFlows(flows_path), clock=Clock())
-    assert case is not None
-    assert dunning.park(store, debtor.ctx, case.id, 0, "tok-1", RecordingFlows(flows_path))
-    each = [(local_table, dynamodb_local.endpoint, str(flows_path), case.id)] * 3
+    case_id = opened(store, debtor, RecordingFlows(flows_path))
+    assert dunning.park(store, debtor.ctx, case_id, 0, "tok-1", RecordingFlows(flows_path))
+    each = [(local_table, dynamodb_local.endpoint, str(flows_path), case_id)] * 3
     assert sorted(in_processes(_waker, each, meet=3)) == [False, False, True]
     assert RecordingFlows(flows_path).resumed == ["tok-1"]
-    stored = store.get_case(SCOPE, case.id)
+    stored = store.get_case(SCOPE, case_id)
     assert stored is not None and stored.wake_seq == 3 and stored.token is None
     assert START.date() == stored.case.opened_on

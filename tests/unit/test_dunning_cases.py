@@ -9,15 +9,19 @@ from pathlib import Path
 
 import pytest
 from billow.domain.actions import ActionStatus, Requester
+from billow.domain.actions.activate import ACTIVATE
+from billow.domain.actions.deactivate import DEACTIVATE
 from billow.domain.dunning import CaseStatus, StepKind
-from billow.domain.invoices import InvoiceStatus, PaymentMethod
+from billow.domain.invoices import InvoiceStatus
+from billow.domain.money import Money
 from billow.domain.rules import ServiceState
-from billow.services import dunning, invoices
+from billow.services import actions, dunning
+from billow.services.actions import ActionRequest
 from billow.services.billing import InvoiceNumbers
-from billow.services.dunning import Decided
+from billow.services.context import keyed_ids
 from billow.storage.repository import DynamoStore
 
-from tests.dunning_support import POLICY, Clock, Debtor, RecordingFlows, seed_debtor
+from tests.dunning_support import POLICY, Clock, RecordingFlows, opened, pay, seed_debtor, step, take_steps
 from tests.fake_rail import FakeRail
 
 
@@ -34,26 +38,6 @@ def rail(tmp_path: Path) -> FakeRail:
 @pytest.fixture
 def flows(tmp_path: Path) -> RecordingFlows:
     return RecordingFlows(tmp_path / "flows.db")
-
-
-def opened(store: DynamoStore, debtor: Debtor, flows: RecordingFlows, clock: Clock) -> str:
-    stored = dunning.open_case(store, debtor.ctx, debtor.contact_id, "USD", flows, clock=clock)
-    assert stored is not None
-    return stored.id
-
-
-def step(store: DynamoStore, debtor: Debtor, case_id: str, kind: StepKind, clock: Clock, rail: FakeRail) -> Decided:
-    numbers = InvoiceNumbers(store)
-    return dunning.take_step(store, debtor.ctx, case_id, kind, clock=clock, gateway=rail, numbers=numbers)
-
-
-def pay(store: DynamoStore, debtor: Debtor, clock: Clock) -> None:
-    invoice = store.get_invoice(debtor.ctx.scope, debtor.invoice.id)
-    assert invoice is not None
-    spec = invoices.ManualPaymentInput(
-        invoice.amount_due.amount_str(), "USD", PaymentMethod.BANK_TRANSFER, "wire-1", clock.now().date()
-    )
-    invoices.record_manual_payment(store, debtor.ctx, invoice.id, spec, clock)
 
 
 def test_a_declined_charge_opens_one_case_and_starts_its_execution_once(
@@ -124,8 +108,7 @@ def test_deactivation_past_grace_then_payment_ends_and_reactivates(
     clock = Clock()
     debtor = seed_debtor(store, rail, clock=clock)
     case_id = opened(store, debtor, flows, clock)
-    step(store, debtor, case_id, StepKind.REMIND, clock, rail)
-    step(store, debtor, case_id, StepKind.RETRY, clock.days(1), rail)
+    take_steps(store, debtor, case_id, rail, 2)
     day2 = clock.days(2)
     decided = dunning.decide_case(store, debtor.ctx, case_id, clock=day2)
     assert decided.action == "deactivate"
@@ -153,18 +136,36 @@ def test_deactivation_past_grace_then_payment_ends_and_reactivates(
     ] == []
 
 
-def test_a_case_stops_only_services_staff_did_not_take_back(
+def test_the_end_reactivates_only_what_the_case_still_holds_stopped(
     store: DynamoStore, rail: FakeRail, flows: RecordingFlows
 ) -> None:
     clock = Clock()
     debtor = seed_debtor(store, rail, clock=clock)
+    settings = debtor.ctx.settings
+    allowing = replace(settings.subscriptions, debt_threshold={"USD": Money.parse("1000.00", "USD")})
+    settings = store.put_settings(replace(settings, subscriptions=allowing))
+    ctx = replace(debtor.ctx, settings=settings)
+    debtor = replace(debtor, ctx=ctx)
     case_id = opened(store, debtor, flows, clock)
-    step(store, debtor, case_id, StepKind.REMIND, clock, rail)
-    step(store, debtor, case_id, StepKind.RETRY, clock.days(1), rail)
-    step(store, debtor, case_id, StepKind.DEACTIVATE, clock.days(2), rail)
-    log = store.actions_of(debtor.ctx.scope, debtor.contact_id, debtor.subscription_id)
+    take_steps(store, debtor, case_id, rail, 3)
+    day2 = clock.days(2)
+    log = store.actions_of(ctx.scope, debtor.contact_id, debtor.subscription_id)
     assert dunning.stopped_by(log, debtor.service_id) == case_id
-    assert dunning.stopped_by(log, "svc_other") is None
+    # Staff take it back, then stop it themselves: it is theirs now.
+    for n, kind in enumerate((ACTIVATE, DEACTIVATE)):
+        request = ActionRequest(kind, service_id=debtor.service_id, reason="staff")
+        ids = keyed_ids("t1", f"staff-{n}")
+        actions.request_action(
+            store, ctx, debtor.subscription_id, request, clock=day2, numbers=InvoiceNumbers(store), new_id=ids
+        )
+    log = store.actions_of(ctx.scope, debtor.contact_id, debtor.subscription_id)
+    assert dunning.stopped_by(log, debtor.service_id) is None
+    pay(store, debtor, day2)
+    ended = step(store, debtor, case_id, StepKind.END, day2, rail)
+    assert ended.action == "ended"
+    subscription = store.load_subscription(ctx.scope, debtor.contact_id, debtor.subscription_id)
+    assert subscription is not None
+    assert subscription.service(debtor.service_id).state is ServiceState.NOT_EFFECTIVE  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize("with_fees", [True, False])
@@ -175,10 +176,7 @@ def test_cancellation_after_the_delay_charges_the_fee_only_if_the_policy_says_so
     policy = replace(POLICY, cancel_with_fees=with_fees)
     debtor = seed_debtor(store, rail, clock=clock, policy=policy, cancellation_fee="50.00")
     case_id = opened(store, debtor, flows, clock)
-    step(store, debtor, case_id, StepKind.REMIND, clock, rail)
-    step(store, debtor, case_id, StepKind.RETRY, clock.days(1), rail)
-    step(store, debtor, case_id, StepKind.DEACTIVATE, clock.days(2), rail)
-    step(store, debtor, case_id, StepKind.RETRY, clock.days(3), rail)
+    take_steps(store, debtor, case_id, rail, 4)
     day5 = clock.days(5)
     assert dunning.decide_case(store, debtor.ctx, case_id, clock=day5).action == "cancel"
     step(store, debtor, case_id, StepKind.CANCEL, day5, rail)
@@ -250,8 +248,9 @@ def test_a_late_payment_after_the_case_ended_changes_nothing(
     pay(store, debtor, clock)
     step(store, debtor, case_id, StepKind.END, clock, rail)
     ended = store.get_case(debtor.ctx.scope, case_id)
-    assert dunning.wake_contact(store, debtor.ctx, debtor.contact_id, flows, clock=clock.days(3)) == 0
+    assert dunning.wake_contact(store, debtor.ctx, debtor.contact_id, lambda: flows, clock=clock.days(3)) == 0
     assert dunning.open_case(store, debtor.ctx, debtor.contact_id, "USD", flows, clock=clock.days(3)) is None
-    assert store.get_case(debtor.ctx.scope, case_id) == ended
+    assert store.get_case(debtor.ctx.scope, case_id) == ended  # not even woken
+    assert not dunning.wake(store, debtor.ctx, case_id, flows, clock=clock.days(3))  # ended: never restarted
     assert flows.started == [case_id] and flows.resumed == []
     assert store.get_invoice(debtor.ctx.scope, debtor.invoice.id).status is InvoiceStatus.PAID  # type: ignore[union-attr]

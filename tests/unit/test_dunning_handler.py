@@ -4,6 +4,7 @@ the state machine's tasks with their output, the hourly schedule, and what it re
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -14,10 +15,12 @@ from billow.gateways.events import CONSUMER_RULES, consumer_of
 from billow.gateways.invoke import handler_of
 from billow.local.events import sqs_message
 from billow.local.lambda_runtime import invoke
+from billow.services import time_travel
 from billow.storage.repository import DynamoStore
 
-from tests.dunning_support import Clock, Debtor, RecordingFlows, seed_debtor
+from tests.dunning_support import START, Clock, Debtor, RecordingFlows, seed_debtor
 from tests.fake_rail import FakeRail
+from tests.support import RecordingInvoker
 
 DUNNING = "dunning.handler.lambda_handler"
 
@@ -93,3 +96,24 @@ def test_a_task_it_does_not_know_or_of_no_tenant_is_refused(
         invoke(DUNNING, {"task": "charge_twice", "tenant_id": "t1", "mode": "test", "case_id": "dun_c_USD_1"})
     with pytest.raises(NotFound):
         invoke(DUNNING, {"task": "decide", "tenant_id": "nobody", "mode": "test", "case_id": "dun_c_USD_1"})
+
+
+def test_a_test_clock_advance_wakes_the_contacts_case_once_it_is_billed(
+    wired: tuple[DynamoStore, FakeRail, RecordingFlows],
+) -> None:
+    store, rail, flows = wired
+    debtor = seed_debtor(store, rail, clock=runtime.clock, test_clock=True)  # type: ignore[attr-defined]
+    invoke(DUNNING, {"Records": [sqs_message(_event(debtor, "payment.failed", {"invoice_id": debtor.invoice.id}))]})
+    task = {"tenant_id": "t1", "mode": "test", "case_id": f"dun_{debtor.contact_id}_USD_1"}
+    invoke(DUNNING, {"task": "park", **task, "wake_seq": 0, "token": "tok-1"})
+    held = RecordingInvoker()
+    to = START + timedelta(days=2)
+    time_travel.request_advance(store, debtor.ctx, debtor.contact_id, to, held)
+    assert flows.resumed == []  # moved, not billed yet: not woken
+    ((_, event),) = held.events
+    invoke("clock_advance.handler.lambda_handler", event)
+    assert flows.resumed == ["tok-1"]
+    decided = invoke(DUNNING, {"task": "decide", **task})
+    assert decided["action"] == "retry"  # on the clock's day: the first retry (day 1) is due
+    stored = store.get_case(debtor.ctx.scope, task["case_id"])
+    assert stored is not None and stored.decided_on == to.date()

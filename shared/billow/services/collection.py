@@ -148,9 +148,7 @@ def collect_invoice(
     raise ConcurrentModification(f"collecting invoice {invoice_id} kept conflicting; try again")
 
 
-def _start(
-    ports: CollectionPorts, scope: Scope, invoice: Invoice, clock: Clock, number: int
-) -> PaymentAttempt | None:
+def _start(ports: CollectionPorts, scope: Scope, invoice: Invoice, clock: Clock, number: int) -> PaymentAttempt | None:
     """Decide what to charge and write the attempt (pending, or not collectable), conditioned on the
     contact's version read before its invoices and attempts; None: nothing to charge."""
     contact = ports.get_contact(scope, invoice.contact_id)

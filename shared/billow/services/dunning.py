@@ -20,7 +20,7 @@ task, a duplicated event, a crash) and any two may run at once; none does a step
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, date, timedelta
 from typing import Any
@@ -544,12 +544,15 @@ def _restart(ports: DunningPorts, scope: Scope, stored: StoredCase, flows: Dunni
     return True
 
 
-def wake_contact(ports: DunningPorts, ctx: TenantContext, contact_id: str, flows: DunningFlows, *, clock: Clock) -> int:
+def wake_contact(
+    ports: DunningPorts, ctx: TenantContext, contact_id: str, flows: Callable[[], DunningFlows], *, clock: Clock
+) -> int:
     """Wake the contact's open cases (a payment, a credit, a new card, its test clock's advance).
-    One Query, then one UpdateItem per open case. Answers how many executions were resumed."""
-    return sum(
-        wake(ports, ctx, c.id, flows, clock=clock) for c in ports.cases_of(ctx.scope, contact_id) if not c.case.ended
-    )
+    One Query, then one UpdateItem per open case; `flows` is asked for the state machine only when
+    a case is open (every clock advance calls this; most contacts have none). Answers how many
+    executions were resumed or started."""
+    open_cases = [c for c in ports.cases_of(ctx.scope, contact_id) if not c.case.ended]
+    return sum(wake(ports, ctx, c.id, flows(), clock=clock) for c in open_cases)
 
 
 @dataclass(frozen=True, slots=True)
