@@ -94,7 +94,7 @@ def update_contact(contact_id: Annotated[Id, Path()], body: ContactPatchBody) ->
     if "dunning_excluded" in changes:  # its cases decide again now: excluded, or chased again
         from billow.services.dunning import wake_contact
 
-        wake_contact(store, ctx, contact_id, runtime.flows, clock=clock)
+        wake_contact(store, ctx, contact_id, lambda: runtime.flows, clock=clock)
     return presenters.contact(contact)
 
 
