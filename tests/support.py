@@ -311,3 +311,20 @@ def saved_method_records(contact_id: str, method_ids: list[str], tenant: str, mo
         )
         work.save_payment_method(Scope(tenant, mode), saved)
     work.commit()
+
+
+def dunning_case_record(contact_id: str, tenant: str, mode: str = "test") -> str:
+    """Store an open dunning case for a contact straight in the table (as the flow opens one), for
+    tests of the case routes; its id."""
+    from datetime import date
+
+    from billow.domain.dunning import DunningCase, DunningPolicy
+    from billow.services.context import Scope
+    from billow.services.ports import StoredCase
+    from billow.storage.repository import DynamoStore
+
+    case = DunningCase.open(contact_id, "USD", 1, DunningPolicy(), date(2024, 1, 25))
+    work = DynamoStore().unit_of_work("dunning case")
+    work.save_case(Scope(tenant, mode), StoredCase(case), 0)
+    work.commit()
+    return case.id

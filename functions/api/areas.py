@@ -24,7 +24,17 @@ from typing import Any
 
 from aws_lambda_powertools.event_handler import APIGatewayRestResolver
 
-AREAS = ("catalog", "contacts", "orders", "billing", "settings", "actions", "receivables", "payment_methods")
+AREAS = (
+    "catalog",
+    "contacts",
+    "orders",
+    "billing",
+    "settings",
+    "actions",
+    "receivables",
+    "payment_methods",
+    "dunning",
+)
 """Every route area, in the order the complete app registers them (a new area is added here)."""
 INDEX_FILE = Path(__file__).with_name("routes.json")
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import date
 from typing import Annotated, Any, Literal
 
+import runtime
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 from aws_lambda_powertools.event_handler.router import APIGatewayRouter
@@ -73,7 +74,7 @@ def get_contact(contact_id: Annotated[Id, Path()]) -> dict[str, Any]:
     return presenters.contact(contacts.get_contact(store, ctx, contact_id))
 
 
-_CONTACT_REQUIRED = {"name", "email"}
+_CONTACT_REQUIRED = {"name", "email", "dunning_excluded"}  # a `null` for these changes nothing
 
 
 @router.patch("/contacts/<contact_id>", summary="Change a contact's details")
@@ -89,7 +90,12 @@ def update_contact(contact_id: Annotated[Id, Path()], body: ContactPatchBody) ->
         elif name in ("preferred_payment_method", "collection") and value is not None:
             value = value.value
         changes[name] = value
-    return presenters.contact(contacts.update_contact(store, ctx, contact_id, changes))
+    contact = contacts.update_contact(store, ctx, contact_id, changes)
+    if "dunning_excluded" in changes:  # its cases decide again now: excluded, or chased again
+        from billow.services.dunning import wake_contact
+
+        wake_contact(store, ctx, contact_id, lambda: runtime.flows, clock=clock)
+    return presenters.contact(contact)
 
 
 @router.post(

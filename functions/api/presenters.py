@@ -12,12 +12,15 @@ from billow.domain.actions import Action
 from billow.domain.catalog import PriceTerms, Product
 from billow.domain.contacts import Address, Contact, TestClock
 from billow.domain.invoices import Invoice, InvoiceKind, Payment
+from billow.domain.money import Money
 from billow.domain.ordering import Order
 from billow.domain.payment_methods import SavedPaymentMethod
 from billow.domain.receivables import Balance, CreditApplication, Refund
 from billow.domain.subscriptions import Subscription
 from billow.domain.timeline import upcoming_invoices
+from billow.services.ports import StoredCase
 from billow.services.views import Json, day, line, money, period
+from billow.services.views import dunning_case as _case
 from billow.services.views import payment_attempt as payment_attempt  # the API's attempt is the events' too
 
 
@@ -78,6 +81,7 @@ def contact(c: Contact) -> Json:
         "collection": None if c.collection is None else c.collection.value,
         "gateway_customer_ref": c.gateway_customer_ref,
         "default_payment_method": c.default_method_ref,
+        "dunning_excluded": c.dunning_excluded,
     }
 
 
@@ -286,3 +290,12 @@ def order(o: Order) -> Json:
             for s in o.services
         ],
     }
+
+
+def dunning_case(stored: StoredCase, owed: Money | None = None) -> Json:
+    """The case (`billow.services.views.dunning_case`, the events' too) and its flow's days: `due`,
+    the contact's day of its next decision (null: only an event wakes it), and `decided_on`, of
+    its last (a client polls it to know the case caught up with a clock advance); with `owed`, the
+    debt it follows now (one case's answer; a list leaves it out)."""
+    shown = {**_case(stored.case), "due": day(stored.due), "decided_on": day(stored.decided_on)}
+    return shown if owed is None else {**shown, "owed": money(owed)}

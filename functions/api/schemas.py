@@ -139,6 +139,11 @@ class ContactPatchBody(Body):
     credit_limit: CreditLimit = None
     preferred_payment_method: FromString[PaymentMethod] | None = None
     collection: FromString[CollectionMode] | None = Field(default=None, description=COLLECTION_HELP)
+    dunning_excluded: bool | None = Field(
+        default=None,
+        description="excluded from dunning: no dunning case opens for the contact, and its open case behaves as "
+        "paused (no retry, reminder, deactivation or cancellation; it still ends once nothing is owed)",
+    )
 
 
 class OrderItemBody(Body):

@@ -335,3 +335,29 @@ def test_a_deactivation_an_action_refused_is_not_tried_again_nor_undone() -> Non
     refused = case.record(Deactivate(("s1",)), day(10), "s1: lifecycle.illegal_transition")
     assert decide(refused, world, day(10)) == Wait(None), "s1 is still effective: not asked again"
     assert decide(refused, facts(invoice(failed(1, 0), amount=0)), day(11)) == End(())
+
+
+def test_an_excluded_contacts_case_does_nothing_but_end() -> None:
+    case = opened(replace(POLICY, reminder_days=(0,)))
+    owing = facts(invoice(failed(1, 0)))
+    assert decide(case, owing, day(20)) == Retry((("inv_1", 2),)), "not excluded: chased"
+    assert decide(case, replace(owing, excluded=True), day(20)) == Wait(None), "excluded: as if paused"
+    deactivated = case.record(Deactivate(("s1",)), day(12))
+    paid = facts(invoice(failed(1, 0), amount=0), services=(stopped("s1"),), excluded=True)
+    assert decide(deactivated, paid, day(20)) == End(("s1",)), "it still ends, reactivating what it stopped"
+
+
+def test_an_operator_ends_a_case_without_reactivating_and_says_so() -> None:
+    case = opened().record(Deactivate(("s1",)), day(10))
+    ended = case.ended_by_operator(day(11), "settled out of band")
+    assert ended.ended and ended.history[-1].kind is StepKind.END and ended.history[-1].targets == ()
+    assert ended.history[-1].outcome == "ended by an operator: settled out of band; nothing reactivated"
+    assert ended.history[-1].by_operator and not case.record(End(), day(11)).history[-1].by_operator
+    assert ended.ended_by_operator(day(12), "again") == ended, "ending an ended case changes nothing"
+    paid = case.record(End(("s1",)), day(11))
+    assert paid.ended_by_operator(day(12)) == paid
+    assert decide(ended, facts(invoice(failed(1, 0)), services=(stopped("s1"),)), day(12)) == End()
+    for step in (ended.paused, ended.resumed):
+        with pytest.raises(Conflict) as refused:
+            step(day(12))
+        assert refused.value.code == "dunning.case_ended"

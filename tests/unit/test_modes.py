@@ -16,7 +16,7 @@ from api.handler import complete_app
 from api.openapi import document_json
 from billow.local.stack import add_tenant
 
-from tests.support import InProcessClient, make_contact, make_product, saved_method_records
+from tests.support import InProcessClient, dunning_case_record, make_contact, make_product, saved_method_records
 
 KEYS = {"test": "bk_test_modes", "live": "bk_live_modes"}
 app = complete_app()
@@ -133,6 +133,7 @@ class World:
             "/contacts/<contact_id>/invoices",
             "/subscriptions/<subscription_id>/actions",
             "/invoices/<invoice_id>/payments",
+            "/dunning-cases/<case_id>",
         ]
         return json.dumps([api.get(self.fill(p)).body for p in paths], sort_keys=True)
 
@@ -157,6 +158,7 @@ def build_world(api: InProcessClient, mode: str, product: dict[str, Any]) -> Wor
     assert scheduled.status in (200, 201, 202), scheduled.body
     method_id = f"pm_{mode}_saved"
     saved_method_records(contact["id"], [method_id], "modes", mode)
+    case_id = dunning_case_record(contact["id"], "modes", mode)
     return World(
         {
             "contact_id": contact["id"],
@@ -169,6 +171,7 @@ def build_world(api: InProcessClient, mode: str, product: dict[str, Any]) -> Wor
             "action_id": scheduled.body["action"]["id"],
             "product_id": product["id"],
             "method_id": method_id,
+            "case_id": case_id,
         },
         items,
         {"issue_date": invoice["issue_date"], "later": str(date.fromisoformat(invoice["issue_date"]) + timedelta(60))},

@@ -57,6 +57,10 @@ class Contact:
     default_method_ref: str | None = None
     """Its default saved payment method (`SavedPaymentMethod.id`): what pays an invoice whose
     subscription names none. Cleared when that method is removed."""
+    dunning_excluded: bool = False
+    """Excluded from dunning by an operator (docs/dunning.md): no case opens for it, and its open
+    case behaves as paused (nothing is retried, reminded, deactivated or cancelled; it still ends
+    when nothing is owed) until the flag is cleared."""
 
 
 @dataclass(frozen=True, slots=True)

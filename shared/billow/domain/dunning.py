@@ -234,6 +234,9 @@ class CaseFacts:
     """The contact's account classification."""
     credit: Money | None = None
     """The contact's unused credit in the currency (None: none)."""
+    excluded: bool = False
+    """The contact is excluded from dunning (`Contact.dunning_excluded`, set by an operator): its
+    case behaves as paused, doing nothing but end when nothing is owed."""
 
     def __post_init__(self) -> None:
         for invoice in self.invoices:
@@ -334,6 +337,38 @@ class Step:
     targets: tuple[str, ...] = ()
     outcome: str = ""
 
+    @property
+    def owed(self) -> Money | None:
+        """A reminder's debt, when it was recorded with one (`reminder_outcome`); None otherwise."""
+        if self.kind != StepKind.REMIND or not self.outcome.startswith(_OWED):
+            return None
+        amount, _, currency = self.outcome.removeprefix(_OWED).partition(" ")
+        try:
+            return Money.parse(amount, currency)
+        except (InvalidInput, TypeError, ValueError):
+            return None
+
+    @property
+    def by_operator(self) -> bool:
+        """A pause, a resume, or an end an operator asked for (not one because nothing is owed)."""
+        return self.kind in (StepKind.PAUSE, StepKind.RESUME) or (
+            self.kind == StepKind.END and self.outcome.startswith(OPERATOR_END)
+        )
+
+
+_OWED = "owed "
+
+
+def reminder_outcome(owed: Money) -> str:
+    """The outcome a reminder is recorded with: the debt it reminds of (`Step.owed` reads it back;
+    the `dunning.reminder_due` event carries it)."""
+    return f"{_OWED}{owed}"
+
+
+OPERATOR_END = "ended by an operator"
+"""The outcome of an operator's end begins so (`DunningCase.ended_by_operator`); an end because
+nothing is owed is any other."""
+
 
 def case_id(contact_id: str, currency: str, sequence: int) -> str:
     """Deterministic: the contact's `sequence`-th case in `currency` has one id, whoever opens it
@@ -430,17 +465,34 @@ class DunningCase:
     def resumed(self, on: date, outcome: str = "") -> DunningCase:
         """Resumed: what fell due while it was paused is decided at once (one retry, one reminder
         for the days missed, as after any days jumped over); a pause does not lengthen the grace
-        period. Resuming a case not paused changes nothing."""
+        period. Resuming a case not paused changes nothing; resuming an ended one is refused
+        (`dunning.case_ended`), as pausing it is."""
+        if self.ended:
+            raise self._ended()
         if self.status is not CaseStatus.PAUSED:
             return self
         return self._with(Step(on, StepKind.RESUME, outcome=outcome), CaseStatus.OPEN, once=False)
+
+    def ended_by_operator(self, on: date, reason: str = "") -> DunningCase:
+        """Ended by an operator while something may still be owed: it stops chasing (no retry,
+        reminder, deactivation or cancellation again) and reactivates nothing: what it deactivated
+        stays so until staff reactivate it. The outcome says so. Ending an ended case (however it
+        ended) changes nothing."""
+        if self.ended:
+            return self
+        why = f": {reason}" if reason else ""
+        outcome = f"{OPERATOR_END}{why}; nothing reactivated"
+        return self._with(Step(on, StepKind.END, outcome=outcome), CaseStatus.ENDED, once=False)
+
+    def _ended(self) -> Conflict:
+        return Conflict(f"dunning case {self.id} has ended", code="dunning.case_ended")
 
     def _with(self, step: Step, status: CaseStatus, *, once: bool = True) -> DunningCase:
         """`once`: a step that can be taken only once (a pause and a resume may come and go on one day)."""
         if once and step in self.history:  # a duplicate delivery of a step recorded
             return self
         if self.ended:
-            raise Conflict(f"dunning case {self.id} has ended", code="dunning.case_ended")
+            raise self._ended()
         return replace(self, history=(*self.history, step), status=status)
 
 
@@ -468,7 +520,7 @@ def decide(case: DunningCase, facts: CaseFacts, today: date) -> Decision:
     owed = facts.owed(today)
     if owed.is_zero:
         return End(tuple(sid for sid in sorted(case.deactivated) if _stopped(facts, sid, case.id)))
-    if case.status is CaseStatus.PAUSED:
+    if case.status is CaseStatus.PAUSED or facts.excluded:
         return Wait(None)
     in_debt = facts.in_debt(today)
     dates: list[date] = [i.due_date + timedelta(days=1) for i in facts.invoices if not i.in_debt(today)]

@@ -69,7 +69,16 @@ def get_contact(store: ContactStore, ctx: TenantContext, contact_id: str) -> Con
 
 
 CONTACT_FIELDS = frozenset(
-    {"name", "email", "billing_address", "classification", "credit_limit", "preferred_payment_method", "collection"}
+    {
+        "name",
+        "email",
+        "billing_address",
+        "classification",
+        "credit_limit",
+        "preferred_payment_method",
+        "collection",
+        "dunning_excluded",
+    }
 )
 
 

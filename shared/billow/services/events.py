@@ -22,12 +22,13 @@ from typing import Any
 
 from billow.domain.actions import Action, ActionStatus
 from billow.domain.collection import AttemptStatus, NotCollectable, PaymentAttempt
+from billow.domain.dunning import DunningCase, Step, StepKind
 from billow.domain.invoices import Invoice, InvoiceKind, InvoiceStatus, Payment
 from billow.domain.payment_methods import SavedPaymentMethod
 from billow.domain.receivables import CreditApplication, Refund, RefundStatus
 from billow.domain.subscriptions import Service, Subscription
 from billow.services.context import Scope
-from billow.services.views import day, money, payment_attempt, period
+from billow.services.views import day, dunning_case, dunning_step, money, payment_attempt, period
 
 Json = dict[str, Any]
 
@@ -386,6 +387,54 @@ def _subscription(change: Change) -> Iterator[Derived]:
         yield "subscription.state_changed", f"{was}:{new.state.value}:{since}", data
 
 
+# -- dunning cases ------------------------------------------------------------------------------------
+DUNNING_STEP_EVENTS = {
+    StepKind.OPEN: "dunning.case_opened",
+    StepKind.RETRY: "dunning.retry_requested",
+    StepKind.REMIND: "dunning.reminder_due",
+    StepKind.DEACTIVATE: "dunning.services_deactivated",
+    StepKind.CANCEL: "dunning.services_cancelled",
+    StepKind.PAUSE: "dunning.case_paused",
+    StepKind.RESUME: "dunning.case_resumed",
+    StepKind.END: "dunning.case_ended",
+}
+"""A case's new step of this kind is that event (an end that reactivates services is also
+`dunning.services_reactivated`, first)."""
+
+
+def _step_data(case: DunningCase, step: Step) -> Json:
+    """What every `dunning.*` event says: the case (as this write left it) and the step."""
+    data: Json = {"case_id": case.id, "currency": case.currency, "step": dunning_step(step), "case": dunning_case(case)}
+    match step.kind:
+        case StepKind.RETRY:
+            data["attempt_ids"] = list(step.targets)
+        case StepKind.REMIND:
+            data |= {"number": int(step.targets[0]), "owed": money(step.owed)}
+        case StepKind.DEACTIVATE | StepKind.CANCEL | StepKind.END:
+            data["service_ids"] = list(step.targets)
+    if step.kind == StepKind.END:
+        data["why"] = "operator" if step.by_operator else "paid"
+    if step.kind in (StepKind.PAUSE, StepKind.RESUME) or step.by_operator:
+        data["reason"] = step.outcome
+    return data
+
+
+@derives("dunning_case")
+def _dunning_case(change: Change) -> Iterator[Derived]:
+    """One event per step the write added to the case's history (append-only), its id derived from
+    the step's place in it: a stream record delivered again gives the same ids, and a write adding
+    no step (a wake, a park, a decision to wait) gives none."""
+    old: DunningCase | None = change.old
+    new: DunningCase = change.new
+    known = 0 if old is None else len(old.history)
+    for index, step in enumerate(new.history[known:], start=known):
+        identity = f"{index}:{step.kind.value}:{step.on.isoformat()}"
+        data = _step_data(new, step)
+        if step.kind == StepKind.END and step.targets:
+            yield "dunning.services_reactivated", identity, data
+        yield DUNNING_STEP_EVENTS[step.kind], identity, data
+
+
 EVENT_TYPES = (
     "invoice.drafted",
     "invoice.issued",
@@ -408,5 +457,14 @@ EVENT_TYPES = (
     "action.rejected",
     "service.state_changed",
     "subscription.state_changed",
+    "dunning.case_opened",
+    "dunning.retry_requested",
+    "dunning.reminder_due",
+    "dunning.services_deactivated",
+    "dunning.services_cancelled",
+    "dunning.services_reactivated",
+    "dunning.case_paused",
+    "dunning.case_resumed",
+    "dunning.case_ended",
 )
 """Every event type Billow publishes (docs/events.md documents each; a test keeps them in step)."""

@@ -17,6 +17,7 @@ from typing import Any
 from billow.domain.billing import InvoiceDraft
 from billow.domain.calendar import Period
 from billow.domain.collection import PaymentAttempt
+from billow.domain.dunning import DunningCase, Step, StepKind
 from billow.domain.invoices import InvoiceKind
 from billow.domain.lines import LineDraft
 from billow.domain.money import Money
@@ -101,4 +102,30 @@ def payment_attempt(a: PaymentAttempt) -> Json:
         "reason": a.reason,
         "created_at": a.created_at.isoformat(),
         "updated_at": a.updated_at.isoformat(),
+    }
+
+
+def dunning_step(s: Step) -> Json:
+    """One step of a dunning case: its day, kind, what it touched (attempt ids, service ids, the
+    reminder's number) and its outcome."""
+    return {"on": s.on.isoformat(), "kind": s.kind.value, "targets": list(s.targets), "outcome": s.outcome}
+
+
+def dunning_case(c: DunningCase) -> Json:
+    """A dunning case (docs/dunning.md, "The case over the API"): the API's (which adds the flow's
+    `due` and `decided_on`, and what is owed) and the `dunning.*` events' `case`."""
+    return {
+        "id": c.id,
+        "contact_id": c.contact_id,
+        "currency": c.currency,
+        "status": c.status.value,
+        "step": c.step.value,
+        "opened_on": c.opened_on.isoformat(),
+        "policy": c.policy.as_json(),
+        "history": [dunning_step(s) for s in c.history],
+        "deactivated": [{"service_id": sid, "on": on.isoformat()} for sid, on in sorted(c.deactivated.items())],
+        "cancelled": sorted(c.cancelled),
+        "retries": sorted(c.retried),
+        "reminders_sent": sum(1 for s in c.history if s.kind == StepKind.REMIND),
+        "last_reminder": c.reminded,
     }

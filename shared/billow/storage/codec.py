@@ -180,6 +180,7 @@ def contact_out(c: Contact) -> Json:
         **({"collection": c.collection.value} if c.collection is not None else {}),
         **({"gateway_customer_ref": c.gateway_customer_ref} if c.gateway_customer_ref else {}),
         **({"default_method_ref": c.default_method_ref} if c.default_method_ref else {}),
+        **({"dunning_excluded": True} if c.dunning_excluded else {}),
     }
 
 
@@ -232,6 +233,7 @@ def contact_in(d: Json, version: int = 0) -> Contact:
         collection=CollectionMode(d["collection"]) if d.get("collection") else None,
         gateway_customer_ref=d.get("gateway_customer_ref"),
         default_method_ref=d.get("default_method_ref"),
+        dunning_excluded=bool(d.get("dunning_excluded", False)),
     )
 
 

@@ -1,0 +1,99 @@
+"""Dunning cases over the API (docs/dunning.md, "The case over the API"): a contact's cases, one
+case, and an operator's pause, resume and end.
+
+An operator's change is written conditioned on the case's version and retried on a conflict (the
+flow writes the same item), then the case is woken (`billow.services.dunning.wake`: its `wake_seq`
+bumped, its parked execution resumed, or restarted when it has none left), so the flow decides on
+it at once rather than at its next due day. Each is idempotent: pausing a paused case, resuming a
+case not paused, ending an ended one changes nothing and answers the case as it stands (woken
+again, which is harmless: the flow only re-decides)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import date
+from enum import StrEnum
+
+from billow.domain.dunning import DunningCase
+from billow.domain.errors import InvalidInput, NotFound
+from billow.domain.money import Money
+from billow.services.contacts import contact_today, get_contact
+from billow.services.context import Clock, TenantContext, edit_versioned
+from billow.services.dunning import read_world, wake
+from billow.services.ports import DunningFlows, DunningPorts, DunningStore, StoredCase
+
+
+def get_case(store: DunningStore, ctx: TenantContext, case_id: str) -> StoredCase:
+    """The case of the caller's tenant and mode; 404 `dunning.case_not_found` for any other
+    (another tenant's or mode's case is not found: its key is under their partition)."""
+    try:
+        stored = store.get_case(ctx.scope, case_id)
+    except InvalidInput:  # not a case id at all: no such case either
+        stored = None
+    if stored is None:
+        raise NotFound(f"no dunning case {case_id}", field="case_id", code="dunning.case_not_found")
+    return stored
+
+
+def cases_of(store: DunningPorts, ctx: TenantContext, contact_id: str) -> list[StoredCase]:
+    """The contact's cases, every currency's, newest first (404 `contact.not_found`)."""
+    get_contact(store, ctx, contact_id)
+    return store.cases_of(ctx.scope, contact_id)
+
+
+def owed_now(store: DunningPorts, ctx: TenantContext, stored: StoredCase, clock: Clock) -> Money:
+    """The debt the case follows as its next decision would read it, on the contact's today: the
+    invoices in debt in its currency (failed or overdue), less the contact's credit (the facts'
+    reads: a few Queries of the contact's partition, so for one case, not a list)."""
+    case = stored.case
+    world = read_world(store, ctx, case.contact_id, case.currency, case, clock)
+    return world.facts.owed(world.today)
+
+
+class OperatorStep(StrEnum):
+    PAUSE = "pause"
+    RESUME = "resume"
+    END = "end"
+
+
+def _change(step: OperatorStep, today: date, reason: str) -> Callable[[DunningCase], DunningCase]:
+    match step:
+        case OperatorStep.PAUSE:
+            return lambda case: case.paused(today, reason)
+        case OperatorStep.RESUME:
+            return lambda case: case.resumed(today, reason)
+        case OperatorStep.END:
+            return lambda case: case.ended_by_operator(today, reason)
+
+
+def operate(
+    store: DunningPorts,
+    flows: Callable[[], DunningFlows],
+    ctx: TenantContext,
+    case_id: str,
+    step: OperatorStep,
+    reason: str | None,
+    clock: Clock,
+) -> StoredCase:
+    """An operator pauses, resumes or ends the case on the contact's today (its test clock's in
+    test mode), `reason` kept as the step's outcome. 409 `dunning.case_ended` to pause or resume an
+    ended case; ending an ended case answers it. An end reactivates nothing (docs/dunning.md)."""
+    first = get_case(store, ctx, case_id)
+    today = contact_today(store, ctx, first.case.contact_id, clock)
+    change = _change(step, today, reason or "")
+    what = f"dunning case {case_id}"
+
+    def changed(stored: StoredCase) -> StoredCase | None:
+        case = change(stored.case)
+        return None if case == stored.case else replace(stored, case=case)
+
+    def save(stored: StoredCase) -> StoredCase:
+        work = store.unit_of_work(what)
+        saved = work.save_case(ctx.scope, stored, stored.version)
+        work.commit()
+        return saved
+
+    edit_versioned(lambda: get_case(store, ctx, case_id), save, changed, what)
+    wake(store, ctx, case_id, flows(), clock=clock)
+    return get_case(store, ctx, case_id)
