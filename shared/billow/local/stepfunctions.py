@@ -27,6 +27,7 @@ one differs from what CDK synthesizes.
 from __future__ import annotations
 
 import json
+import logging
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -304,6 +305,7 @@ def _server() -> Iterator[str]:
     from moto.stepfunctions.parser.asl.utils import boto_client
 
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # not a line per request, in tests and `make run`
     with ExitStack() as stack:
         stack.enter_context(mock.patch.dict(default_user_config, MOTO_CONFIG))
         _reset_backends()

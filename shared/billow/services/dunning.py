@@ -47,6 +47,7 @@ from billow.domain.dunning import (
     StepKind,
     Wait,
     decide,
+    reminder_outcome,
 )
 from billow.domain.errors import ConcurrentModification, NotFound
 from billow.domain.invoices import Invoice, InvoiceKind
@@ -174,16 +175,10 @@ def read_facts(
     balance = balances(invoices).get(currency)
     credit = None if balance is None or balance.credit.is_zero else balance.credit
     return (
-        CaseFacts(currency, facts, services, contact.classification, credit, *_excluded(contact)),
+        CaseFacts(currency, facts, services, contact.classification, credit, contact.dunning_excluded),
         open_invoices,
         attempts,
     )
-
-
-def _excluded(contact: Contact) -> tuple[bool, ...]:
-    """`CaseFacts.excluded` where the contact's exclusion exists (`Contact.dunning_excluded`)."""
-    flag = getattr(contact, "dunning_excluded", None)
-    return () if flag is None else (bool(flag),)
 
 
 class _AttemptDays:
@@ -351,17 +346,20 @@ def take_step(
                 _retry(ports, ctx, stored, decision, world, clock, gateway)
             elif isinstance(decision, Deactivate | Cancel | End):
                 _on_services(ports, ctx, stored, decision, world, numbers)
-            else:  # a reminder: recorded, its event derived from the case's change
-                _record(ports, ctx.scope, stored, decision, world.today)
+            else:  # a reminder: recorded with the debt it reminds of, its event derived from the case's change
+                owed = reminder_outcome(world.facts.owed(world.today))
+                _record(ports, ctx.scope, stored, decision, world.today, owed)
         except ConcurrentModification:
             continue
         return decide_case(ports, ctx, case_id, clock=clock)
     raise ConcurrentModification(f"dunning case {case_id} kept changing; try again")
 
 
-def _record(ports: DunningPorts, scope: Scope, stored: StoredCase, decision: Decision, today: date) -> StoredCase:
+def _record(
+    ports: DunningPorts, scope: Scope, stored: StoredCase, decision: Decision, today: date, outcome: str = ""
+) -> StoredCase:
     work = ports.unit_of_work(f"dunning case {stored.id}: {decision.kind}")
-    saved = work.save_case(scope, replace(stored, case=stored.case.record(decision, today)), stored.version)
+    saved = work.save_case(scope, replace(stored, case=stored.case.record(decision, today, outcome)), stored.version)
     work.commit()
     return saved
 
@@ -503,7 +501,7 @@ def open_case(
             wake(ports, ctx, existing.id, flows, clock=clock)
             return existing
         world = read_world(ports, ctx, contact_id, currency, None, clock)
-        if world.facts.owed(world.today).is_zero or any(_excluded(world.contact)):
+        if world.facts.owed(world.today).is_zero or world.contact.dunning_excluded:
             return None
         sequence = 1 + max((int(c.id.rsplit("_", 1)[1]) for c in earlier), default=0)
         case = DunningCase.open(contact_id, currency, sequence, ctx.settings.dunning, world.today)
