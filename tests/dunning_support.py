@@ -56,8 +56,8 @@ class Clock:
 
 
 class RecordingFlows:
-    """`DunningFlows` in a SQLite file: executions started (one per name) and tokens resumed (a
-    token resumes once; `gone` tokens wait no more)."""
+    """`DunningFlows` in a SQLite file: executions started (one per name, running until `end`) and
+    tokens resumed (a token resumes once; `gone` tokens wait no more)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -82,6 +82,15 @@ class RecordingFlows:
             db.execute("INSERT OR IGNORE INTO gone VALUES (?)", (token,))
             db.execute("COMMIT")
         return waiting
+
+    def running(self, execution_name: str) -> bool:
+        """Started and not `ended` (an execution that failed, or ended with its case)."""
+        return execution_name in self.started and execution_name not in self.calls("end")
+
+    def end(self, execution_name: str) -> None:
+        """The execution of that name is over (it failed: its retries ran out)."""
+        with self._db() as db:
+            db.execute("INSERT INTO calls (op, arg) VALUES ('end', ?)", (execution_name,))
 
     def calls(self, op: str) -> list[str]:
         with self._db() as db:

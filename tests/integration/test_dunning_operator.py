@@ -42,6 +42,9 @@ class Flows:
     def resume(self, token: str) -> bool:
         return True
 
+    def running(self, execution_name: str) -> bool:
+        return True
+
 
 def seed(store: DynamoStore) -> tuple[TenantContext, str]:
     """A tenant, a contact and its open case, decided just now (its execution is live)."""

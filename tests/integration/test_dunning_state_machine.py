@@ -66,12 +66,15 @@ def test_a_case_runs_its_steps_parks_and_a_wake_resumes_it_to_its_end(
     case = _parked("dun_c1_EUR_1")
     assert case.tasks == ["decide", "remind", "park"]
     assert sfn.describe(_execution(machine, "dun_c1_EUR_1"))["status"] == "RUNNING"
+    flows = flows_from_env()
+    assert flows.running("dun_c1_EUR_1") and not flows.running("dun_c1_EUR_1-r1")  # never started
 
     assert stand_in.wake("dun_c1_EUR_1") is True
     done = sfn.wait(_execution(machine, "dun_c1_EUR_1"), timeout_s=30)
     assert done.status == "SUCCEEDED", (done.error, done.cause)
     assert case.tasks == ["decide", "remind", "park", "decide", "retry", "end"]
     assert done.output == {**payload, "action": "ended", "due": None, "wake_seq": 1}
+    assert not flows.running("dun_c1_EUR_1")  # ended: a wake may start the next run
 
 
 def test_a_duplicate_start_is_refused_by_step_functions_and_is_success_for_the_gateway(

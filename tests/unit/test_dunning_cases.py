@@ -211,10 +211,13 @@ def test_a_case_with_no_live_execution_is_started_again_by_a_wake(
 ) -> None:
     clock = Clock()
     debtor, case_id = with_case(store, rail, flows)
-    assert not dunning.wake(store, debtor.ctx, case_id, flows, clock=clock.days(0))  # just decided: alive
+    assert not dunning.wake(store, debtor.ctx, case_id, flows, clock=clock.days(0))  # running: it re-reads
+    later = Clock(clock.now() + timedelta(days=2))
+    assert not dunning.wake(store, debtor.ctx, case_id, flows, clock=later)  # still running, however long ago
     assert flows.started == [case_id]
-    later = Clock(clock.now() + dunning.STALE + timedelta(minutes=1))
+    flows.end(case_id)  # its retries ran out: the execution failed
     assert dunning.wake(store, debtor.ctx, case_id, flows, clock=later)
+    assert not dunning.wake(store, debtor.ctx, case_id, flows, clock=later)  # the new run is running
     assert flows.started == [case_id, f"{case_id}-r1"]
     stored = store.get_case(debtor.ctx.scope, case_id)
     assert stored is not None and stored.run == 1
@@ -253,3 +256,71 @@ def test_a_late_payment_after_the_case_ended_changes_nothing(
     assert not dunning.wake(store, debtor.ctx, case_id, flows, clock=clock.days(3))  # ended: never restarted
     assert flows.started == [case_id] and flows.resumed == []
     assert store.get_invoice(debtor.ctx.scope, debtor.invoice.id).status is InvoiceStatus.PAID  # type: ignore[union-attr]
+
+
+def test_two_wakes_of_a_parked_case_resume_it_and_start_no_second_execution(
+    store: DynamoStore, rail: FakeRail, flows: RecordingFlows
+) -> None:
+    """invoice.paid and payment.succeeded for one payment (or the hourly schedule delivered twice)
+    wake a case parked since yesterday within a moment: the first takes the token and resumes the
+    execution; the second finds no token while the resumed execution has not decided yet, and
+    must not start another run beside it (found by an attacker: it did, as `-r1`)."""
+    debtor = seed_debtor(store, rail)
+    case_id = opened(store, debtor, flows)
+    waits = step(store, debtor, case_id, StepKind.REMIND, Clock(), rail)
+    assert waits.action == "wait"
+    assert dunning.park(store, debtor.ctx, case_id, waits.stored.wake_seq, "tok-1", flows)
+    later = Clock().days(1)
+    later.instant += timedelta(hours=2)
+    dunning.wake_contact(store, debtor.ctx, debtor.contact_id, lambda: flows, clock=later)
+    dunning.wake_due(store, flows, clock=later)
+    dunning.wake_contact(store, debtor.ctx, debtor.contact_id, lambda: flows, clock=later)
+    assert flows.resumed == ["tok-1"]
+    assert flows.started == [case_id]
+
+
+def test_a_failure_racing_the_end_of_the_case_opens_the_next_one(
+    store: DynamoStore, rail: FakeRail, flows: RecordingFlows, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A second invoice's charge fails while the contact's case is ending (its first debt paid):
+    the opener's Query finds the case open, then the End commits (it read the facts before the
+    failure), then the opener wakes an ended case. The new debt must get a case (found by an
+    attacker: it got none until the invoice went overdue)."""
+    from billow.domain.calendar import Cycle
+    from billow.domain.catalog import BillingModel
+    from billow.domain.collection import AttemptStatus
+    from billow.services import catalog, ordering
+    from billow.services.collection import collect_invoice
+
+    debtor = seed_debtor(store, rail)
+    case_id = opened(store, debtor, flows)
+    take_steps(store, debtor, case_id, rail, 1)
+    ctx, today = debtor.ctx, Clock().days(1)
+    new_id = keyed_ids("t1", "second")
+    terms = [catalog.PriceTermsInput("40.00", "USD", Cycle.MONTH, BillingModel.ADVANCE)]
+    product = catalog.create_product(store, ctx, name="Extra", description="", terms=terms, new_id=new_id)
+    item = ordering.OrderItemInput(product.id, product.terms[0].id)
+    ordering.place_order(store, ctx, debtor.contact_id, [item], None, "order-2", today, new_id, InvoiceNumbers(store))
+    (second,) = [i for i in store.invoices_of(ctx.scope, debtor.contact_id) if i.id != debtor.invoice.id]
+    pay(store, debtor, today)  # the first debt paid: the case's next decision is End
+    stored = store.get_case(ctx.scope, case_id)
+    assert stored is not None
+    before = dunning.read_world(store, ctx, debtor.contact_id, "USD", stored.case, today)  # the End's read
+    real_read, real_woken = dunning.read_world, dunning._woken
+    monkeypatch.setattr(dunning, "read_world", lambda *a, **k: before)
+    failed = collect_invoice(store, rail, ctx.scope, second.id, clock=today)
+    assert failed is not None and failed.status is AttemptStatus.FAILED
+
+    def end_commits_first(*args: object, **kwargs: object) -> object:
+        ended = dunning.take_step(
+            store, ctx, case_id, StepKind.END, clock=today, gateway=rail, numbers=InvoiceNumbers(store)
+        )
+        assert ended.stored.case.ended
+        monkeypatch.setattr(dunning, "read_world", real_read)
+        monkeypatch.setattr(dunning, "_woken", real_woken)
+        return real_woken(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(dunning, "_woken", end_commits_first)
+    got = dunning.open_for_invoice(store, ctx, second.id, flows, clock=today)
+    assert got is not None and got.id == f"{case_id.rsplit('_', 1)[0]}_2" and not got.case.ended
+    assert flows.started[-1] == got.id

@@ -80,6 +80,22 @@ class StepFunctionsFlows:
         return True
 
 
+    def running(self, execution_name: str) -> bool:
+        """DescribeExecution of the execution of that name: RUNNING; an execution that does not exist
+        (never started: a crash between a case's write and its start) is not running."""
+        from botocore.exceptions import ClientError
+
+        machine = self.state_machine_arn.split(":")
+        execution_arn = ":".join([*machine[:5], "execution", machine[6], execution_name])
+        try:
+            described = _client(self._region, self.endpoint).describe_execution(executionArn=execution_arn)
+        except ClientError as error:
+            if _error_code(error) == "ExecutionDoesNotExist":
+                return False
+            raise
+        return bool(described["status"] == "RUNNING")
+
+
 def flows_from_env() -> StepFunctionsFlows:
     """The flows of this function's environment (read now, not at import)."""
     return StepFunctionsFlows(os.environ[STATE_MACHINE_ENV], os.environ.get(ENDPOINT_ENV) or None)

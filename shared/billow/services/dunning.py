@@ -65,9 +65,6 @@ from billow.services.ports import DUE_SHARDS, DunningFlows, DunningPorts, Stored
 log = logging.getLogger(__name__)
 
 MAX_CONFLICT_RETRIES = 5
-STALE = timedelta(hours=1)
-"""A case neither parked nor decided for this long has no live execution: a task takes seconds,
-its retries minutes. The hourly wake (and a clock advance) then starts it again."""
 FURTHEST_AHEAD = timedelta(hours=14)
 """The furthest a time zone is ahead of UTC (UTC+14): no tenant's day is later than now + this."""
 WAKE_PAGE = 100
@@ -498,7 +495,13 @@ def open_case(
         earlier = [c for c in ports.cases_of(scope, contact_id) if c.case.currency == currency]
         existing = next((c for c in earlier if not c.case.ended), None)
         if existing is not None:
-            wake(ports, ctx, existing.id, flows, clock=clock)
+            # Woken (one write), the case is as that write left it: one that ended after the Query
+            # (its End read the facts before this failure was committed) follows nothing more, so
+            # read again and open the next. One not ended yet cannot end on facts older than this
+            # wake: the End's write is conditioned on the case's version, which the wake moved on.
+            current, _ = _woken(ports, ctx, existing.id, flows, clock)
+            if current is not None and current.case.ended:
+                continue
             return existing
         world = read_world(ports, ctx, contact_id, currency, None, clock)
         if world.facts.owed(world.today).is_zero or world.contact.dunning_excluded:
@@ -548,18 +551,26 @@ def wake(
     clock: Clock,
 ) -> bool:
     """Bump the case's `wake_seq` and resume its parked execution, if one is parked (only this
-    wake resumes it). A case not ended whose execution is neither parked nor has decided for
-    `STALE` has none left: it is started again as the next run. True: an execution was resumed
-    or started."""
+    wake resumes it). A case not ended with no parked token whose execution is not running (it
+    failed, or was never started: a crash between the case's write and its start) is started
+    again as the next run; one that runs (between two tasks, or resumed by another wake a moment
+    ago) re-reads the case at its next decision. True: an execution was resumed or started."""
+    return _woken(ports, ctx, case_id, flows, clock)[1]
+
+
+def _woken(
+    ports: DunningPorts, ctx: TenantContext, case_id: str, flows: DunningFlows, clock: Clock
+) -> tuple[StoredCase | None, bool]:
+    """`wake`, with the case as the wake's write left it (None: no such case)."""
     woken = ports.wake_case(ctx.scope, case_id)
     if woken is None:
-        return False
+        return None, False
     stored, token = woken
     if token is not None and flows.resume(token):
-        return True
-    if stored.case.ended or (stored.decided_at is not None and stored.decided_at > clock.now() - STALE):
-        return False
-    return _restart(ports, ctx.scope, stored, flows, clock)
+        return stored, True
+    if stored.case.ended or flows.running(stored.execution_name):
+        return stored, False
+    return stored, _restart(ports, ctx.scope, stored, flows, clock)
 
 
 def _restart(ports: DunningPorts, scope: Scope, stored: StoredCase, flows: DunningFlows, clock: Clock) -> bool:

@@ -570,6 +570,11 @@ class DunningFlows(Protocol):
         InvalidToken, TaskDoesNotExist) — the execution has moved on and will re-read the case."""
         ...
 
+    def running(self, execution_name: str) -> bool:
+        """Whether the execution of that name is running (DescribeExecution: RUNNING); False when it
+        ended (succeeded, failed, timed out, aborted) or never started."""
+        ...
+
 
 class DunningPorts(CollectionPorts, DunningStore, Protocol):
     """Dunning: its cases, and everything a decision reads and a step writes (invoices, attempts,
