@@ -327,7 +327,7 @@ def test_a_resumer_never_cancels_a_charge_another_run_is_about_to_record(
 
     invoice_id = unique("inv")
     seed_invoice(store, card_holder(store, server, rail), invoice_id, "30.00")
-    attempt = collection._start(store, SCOPE, stored_invoice(store, invoice_id), CLOCK)
+    attempt = collection._start(store, SCOPE, stored_invoice(store, invoice_id), CLOCK, 1)
     assert attempt is not None and attempt.status is AttemptStatus.PENDING
     first = rail.create_charge(collection._request(SCOPE, attempt))
     second = rail.create_charge(collection._request(SCOPE, attempt))
@@ -514,7 +514,7 @@ def test_an_unrecorded_charge_cancelled_does_not_end_its_pending_attempt(
 
     invoice_id = unique("inv")
     seed_invoice(store, card_holder(store, server, rail), invoice_id, "30.00")
-    attempt = collection._start(store, SCOPE, stored_invoice(store, invoice_id), CLOCK)
+    attempt = collection._start(store, SCOPE, stored_invoice(store, invoice_id), CLOCK, 1)
     assert attempt is not None and attempt.status is AttemptStatus.PENDING
     extra = rail.create_charge(collection._request(SCOPE, attempt))
     rail.cancel_charge(extra.ref)
@@ -538,7 +538,7 @@ def test_a_success_read_as_the_attempts_is_kept_when_the_collector_records_its_o
     contact_id = card_holder(store, server, rail)
     invoice_id = unique("inv")
     seed_invoice(store, contact_id, invoice_id, "30.00")
-    attempt = collection._start(store, SCOPE, stored_invoice(store, invoice_id), CLOCK)
+    attempt = collection._start(store, SCOPE, stored_invoice(store, invoice_id), CLOCK, 1)
     assert attempt is not None
     meta = {"tenant_id": "t1", "mode": "test", "invoice_id": invoice_id, "attempt_id": attempt.id}
     outside = charge_outside_billow(store, server, rail, contact_id, {**meta, "contact_id": contact_id}, "30.00")

@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from billow.domain.invoices import Payment, PaymentMethod
 from billow.domain.money import Money
 from billow.local.stack import add_tenant
+from billow.services import contacts
 from billow.services.collection import collect_invoice
+from billow.services.context import TenantContext
 from billow.services.events import Change, events_of
 from billow.storage.repository import DynamoStore
 
@@ -71,6 +74,30 @@ def test_the_api_and_the_event_describe_each_attempt_alike(rail: FakeRail) -> No
         )
 
 
+def test_an_attempt_shows_the_contacts_day_it_was_made_on(rail: FakeRail) -> None:
+    """`made_on`: the contact's day (its test clock's) when the attempt was made, in the API and in
+    its event; `created_at` stays real time. An attempt stored before attempts kept it: null."""
+    store = DynamoStore()
+    declining_contact(store, "con_clocked")
+    settings = store.get_settings(SCOPE.tenant_id)
+    assert settings is not None
+    ctx = TenantContext(SCOPE.tenant_id, SCOPE.mode, settings)
+    contacts.create_test_clock(store, ctx, "con_clocked", datetime(2023, 1, 10, 12, tzinfo=UTC))
+    seed_invoice(store, "con_clocked", "inv_clocked", "30.00")
+    attempt = collect_invoice(store, rail, SCOPE, "inv_clocked", clock=FixedClock())
+    assert attempt is not None
+    client = InProcessClient(KEY)
+    (shown,) = client.get("/invoices/inv_clocked/payment-attempts").body["items"]
+    assert (shown["made_on"], shown["created_at"]) == ("2023-01-10", NOW.isoformat())
+    change = Change(SCOPE, "con_clocked", "pk|sk", "payment_attempt", None, attempt, attempt.version, NOW)
+    (event,) = events_of(change)
+    assert (event.type, event.data["made_on"]) == ("payment.failed", "2023-01-10")
+
+    store.save_attempt(SCOPE, replace(attempt, made_on=None))
+    (legacy,) = client.get("/invoices/inv_clocked/payment-attempts").body["items"]
+    assert legacy["made_on"] is None and legacy["created_at"] == NOW.isoformat()
+
+
 def test_a_normal_success_logs_no_warning(rail: FakeRail, caplog: pytest.LogCaptureFixture) -> None:
     store = DynamoStore()
     seed_contact(store, "con_1")
@@ -98,6 +125,7 @@ def test_a_charge_no_attempt_recorded_is_payment_succeeded_from_its_payment() ->
         "succeeded",
         None,
     )
+    assert data["made_on"] == NOW.date().isoformat()  # the day it was received
     assert data["amount"] == data["unapplied"] == {"amount": "20.00", "currency": "USD"}
     assert data["invoices"] == [{"invoice_id": "inv_1", "amount": {"amount": "20.00", "currency": "USD"}}]
     staff = replace(stray, stray_charge=False, method=PaymentMethod.BANK_TRANSFER)

@@ -102,7 +102,13 @@ def test_credit_limit_with_the_whole_debt_charges_every_unpaid_invoice_of_that_c
 
 def _attempt(method: str | None = "pm_1") -> PaymentAttempt:
     return PaymentAttempt.start(
-        invoice("inv_1", "30.00"), 1, [("inv_1", usd("30.00"))], customer_ref="cus_1", method_ref=method, now=NOW
+        invoice("inv_1", "30.00"),
+        1,
+        [("inv_1", usd("30.00"))],
+        customer_ref="cus_1",
+        method_ref=method,
+        now=NOW,
+        made_on=NOW.date(),
     )
 
 

@@ -15,15 +15,18 @@ from billow.domain.dunning import CaseStatus, StepKind
 from billow.domain.invoices import InvoiceStatus
 from billow.domain.money import Money
 from billow.domain.rules import ServiceState
-from billow.services import actions, dunning
+from billow.services import actions, dunning, time_travel
 from billow.services.actions import ActionRequest
 from billow.services.billing import InvoiceNumbers
+from billow.services.collection import collect_invoice
 from billow.services.context import keyed_ids
 from billow.storage.repository import DynamoStore
 
 from tests.dunning_support import (
     POLICY,
+    START,
     Clock,
+    Debtor,
     RecordingFlows,
     logged,
     opened,
@@ -35,6 +38,7 @@ from tests.dunning_support import (
     with_case,
 )
 from tests.fake_rail import FakeRail
+from tests.support import RecordingInvoker
 
 
 @pytest.fixture
@@ -324,3 +328,39 @@ def test_a_failure_racing_the_end_of_the_case_opens_the_next_one(
     got = dunning.open_for_invoice(store, ctx, second.id, flows, clock=today)
     assert got is not None and got.id == f"{case_id.rsplit('_', 1)[0]}_2" and not got.case.ended
     assert flows.started[-1] == got.id
+
+
+def _advance(store: DynamoStore, debtor: Debtor, days: int) -> None:
+    """The debtor's test clock advanced to `days` after START, and what fell due billed."""
+    to = START + timedelta(days=days)
+    time_travel.request_advance(store, debtor.ctx, debtor.contact_id, to, RecordingInvoker())
+    assert time_travel.run_advance(store, debtor.ctx, debtor.contact_id, to, InvoiceNumbers(store)).done
+
+
+def test_an_invoice_failing_later_in_a_test_clock_case_is_retried_on_its_own_schedule(
+    store: DynamoStore, rail: FakeRail, flows: RecordingFlows
+) -> None:
+    """A second invoice whose charge fails on a later day of the contact's clock, while its case is
+    open: its retries count from ITS failure (retry_days 1 and 3 after it), not from the day the
+    case opened, whatever real time its attempts were made at."""
+    real = Clock(START + timedelta(days=400))  # real time: far from the contact's clock
+    policy = replace(POLICY, deactivation_threshold={})  # retries and reminders only
+    debtor = seed_debtor(store, rail, policy=policy, test_clock=True)
+    case_id = opened(store, debtor, flows, real)
+    for days, kind in ((0, StepKind.REMIND), (1, StepKind.RETRY), (3, StepKind.RETRY)):  # the first invoice's
+        _advance(store, debtor, days)
+        assert step(store, debtor, case_id, kind, real, rail).stored.case.step is kind
+    _advance(store, debtor, 31)  # the next month, billed: its charge fails too
+    second = next(i for i in store.invoices_of(debtor.ctx.scope, debtor.contact_id) if i.id != debtor.invoice.id)
+    failed_on = (START + timedelta(days=31)).date()
+    attempt = collect_invoice(store, rail, debtor.ctx.scope, second.id, clock=real)
+    assert attempt is not None and attempt.status.value == "failed" and attempt.made_on == failed_on
+
+    decided = dunning.decide_case(store, debtor.ctx, case_id, clock=real)
+    assert (decided.action, decided.stored.due) == ("wait", failed_on + timedelta(days=1))
+    _advance(store, debtor, 32)
+    retried = step(store, debtor, case_id, StepKind.RETRY, real, rail)
+    assert retried.stored.case.retried >= {f"att_{second.id}_2"}
+    assert (retried.action, retried.stored.due) == ("wait", failed_on + timedelta(days=3))
+    made = {a.id: a.made_on for a in store.attempts_of(debtor.ctx.scope, debtor.contact_id)}
+    assert made[f"att_{second.id}_2"] == failed_on + timedelta(days=1)

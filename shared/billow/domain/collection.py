@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import date, datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING
 
@@ -119,6 +119,10 @@ class PaymentAttempt:
     """not_collectable: a `NotCollectable` code."""
     version: int = 0
     """The stored item's version (0: not stored yet)."""
+    made_on: date | None = None
+    """The contact's day when the attempt was made (its test clock's, if it has one), which
+    dunning counts its retry schedule from; `created_at` is real time. None: an attempt recorded
+    before attempts kept their day."""
 
     def __post_init__(self) -> None:
         if self.amount.minor <= 0:
@@ -138,7 +142,9 @@ class PaymentAttempt:
         customer_ref: str | None,
         method_ref: str | None,
         now: datetime,
+        made_on: date,
     ) -> PaymentAttempt:
+        """Attempt `number` of `invoice`, made `now` (real time) on the contact's day `made_on`."""
         covered = tuple(covers)
         amount = sum_money([m for _, m in covered], invoice.currency)
         attempt = cls(
@@ -153,6 +159,7 @@ class PaymentAttempt:
             AttemptStatus.PENDING,
             now,
             now,
+            made_on=made_on,
         )
         if customer_ref is None or method_ref is None:
             return attempt.not_collectable(NotCollectable.NO_PAYMENT_METHOD, now)

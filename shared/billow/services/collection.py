@@ -149,12 +149,14 @@ def collect_invoice(
 
 
 def _start(ports: CollectionPorts, scope: Scope, invoice: Invoice, clock: Clock, number: int) -> PaymentAttempt | None:
-    """Decide what to charge and write the attempt (pending, or not collectable), conditioned on the
-    contact's version read before its invoices and attempts; None: nothing to charge."""
+    """Decide what to charge and write the attempt (pending, or not collectable) on the contact's
+    day, conditioned on the contact's version read before its clock, invoices and attempts (a
+    clock move changes that version); None: nothing to charge."""
     contact = ports.get_contact(scope, invoice.contact_id)
     if contact is None:
         return None
     settings = _settings(ports, scope)
+    when = contact_time(ports, TenantContext(scope.tenant_id, scope.mode, settings), contact.id, clock)
     attempts = ports.attempts_of(scope, contact.id)
     mode = collection_mode(contact, settings)
     # Only the credit limit weighs the contact's other invoices.
@@ -172,7 +174,7 @@ def _start(ports: CollectionPorts, scope: Scope, invoice: Invoice, clock: Clock,
     subscription = ports.load_subscription(scope, contact.id, invoice.subscription_id)
     customer_ref, method_ref = charge_target(contact, subscription, _removed(ports, scope, contact.id))
     attempt = PaymentAttempt.start(
-        invoice, number, covers, customer_ref=customer_ref, method_ref=method_ref, now=clock.now()
+        invoice, number, covers, customer_ref=customer_ref, method_ref=method_ref, now=clock.now(), made_on=when.today
     )
     work = ports.unit_of_work(f"payment attempt of invoice {invoice.id}")
     saved = work.save_attempt(scope, attempt)

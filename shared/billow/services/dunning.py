@@ -180,8 +180,9 @@ def read_facts(
 
 class _AttemptDays:
     """The contact's day each attempt was made. A retry the case asked for: the day of its step.
-    Another attempt: its creation's day in the tenant's zone; for a test-clock contact, whose
-    attempts are stamped with real time, the case's opening day (a case opens on the failure)."""
+    Another attempt: the day it records (`PaymentAttempt.made_on`, its contact's clock's). One
+    recorded before attempts kept their day, as before: its creation's day in the tenant's zone; for
+    a test-clock contact, whose attempts are stamped with real time, the case's opening day."""
 
     def __init__(self, case: DunningCase | None, when: ContactTime, zone: ZoneInfo) -> None:
         self._asked = {t: s.on for s in (case.history if case else ()) if s.kind is StepKind.RETRY for t in s.targets}
@@ -193,6 +194,8 @@ class _AttemptDays:
         asked = self._asked.get(attempt.id)
         if asked is not None:
             return asked
+        if attempt.made_on is not None:
+            return attempt.made_on
         return self._opened if self._clocked else local_date(attempt.created_at, self._zone)
 
 

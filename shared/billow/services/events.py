@@ -280,6 +280,7 @@ def stray_charge_data(payment: Payment) -> Json:
         "charge_ref": payment.reference,
         "decline_code": None,
         "hard_decline": False,
+        "made_on": day(payment.received_on),
         "created_at": payment.recorded_at.isoformat(),
         "updated_at": payment.recorded_at.isoformat(),
         "payment_id": payment.id,

@@ -100,6 +100,7 @@ def payment_attempt(a: PaymentAttempt) -> Json:
         "decline_code": a.decline_code,
         "hard_decline": a.hard_decline,
         "reason": a.reason,
+        "made_on": day(a.made_on),
         "created_at": a.created_at.isoformat(),
         "updated_at": a.updated_at.isoformat(),
     }

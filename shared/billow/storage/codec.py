@@ -686,6 +686,7 @@ def attempt_out(a: PaymentAttempt) -> Json:
         "decline_code": a.decline_code,
         "hard_decline": a.rail_hard_decline,
         "reason": a.reason,
+        "made_on": _date_out(a.made_on),
     }
 
 
@@ -707,6 +708,7 @@ def attempt_in(d: Json, version: int) -> PaymentAttempt:
         rail_hard_decline=bool(d.get("hard_decline", False)),
         reason=d.get("reason"),
         version=version,
+        made_on=_date_in(d.get("made_on")),  # None: stored before attempts kept their day
     )
 
 
