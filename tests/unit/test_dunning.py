@@ -361,3 +361,16 @@ def test_an_operator_ends_a_case_without_reactivating_and_says_so() -> None:
         with pytest.raises(Conflict) as refused:
             step(day(12))
         assert refused.value.code == "dunning.case_ended"
+
+
+def test_a_step_recorded_again_with_another_outcome_changes_nothing() -> None:
+    """Two runs of one retry step (two processes, or a rerun after a crash, maybe past midnight)
+    word its outcome differently: the case records the retry once (found racing processes)."""
+    case = DunningCase.open("c1", "USD", 1, DunningPolicy(), date(2025, 3, 3))
+    retry = Retry((("inv_1", 2),))
+    once = case.record(retry, date(2025, 3, 4), "inv_1: failed")
+    assert once.record(retry, date(2025, 3, 4), "inv_1: failed (recorded by another run)") == once
+    assert once.record(retry, date(2025, 3, 5), "inv_1: failed") == once
+    remind = Remind(1)
+    reminded = once.record(remind, date(2025, 3, 4), "owed 31.00 USD")
+    assert reminded.record(remind, date(2025, 3, 4), "owed 0.00 USD") == reminded

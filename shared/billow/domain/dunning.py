@@ -448,8 +448,9 @@ class DunningCase:
         """The case once `decision` was carried out on `on`, with everything it named, even what
         an action refused (`outcome` says so): the case never tries a step's target twice, so a
         refusal cannot loop; what it really stopped is read from the facts (`stopped_by`).
-        Recording a step already recorded changes nothing (a duplicate delivery: no step is ever
-        legitimately taken twice on one day with the same targets). A wait is not a step."""
+        Recording a step already recorded changes nothing, whatever its outcome says (a duplicate
+        delivery, or two runs of one step: no step is ever legitimately taken twice on one day with
+        the same targets, nor a retry of one attempt twice). A wait is not a step."""
         if isinstance(decision, Wait):
             return self
         step = Step(on, StepKind(decision.kind), _targets(decision), outcome)
@@ -489,11 +490,20 @@ class DunningCase:
 
     def _with(self, step: Step, status: CaseStatus, *, once: bool = True) -> DunningCase:
         """`once`: a step that can be taken only once (a pause and a resume may come and go on one day)."""
-        if once and step in self.history:  # a duplicate delivery of a step recorded
+        if once and any(_same(step, taken) for taken in self.history):  # a duplicate delivery of a step recorded
             return self
         if self.ended:
             raise self._ended()
         return replace(self, history=(*self.history, step), status=status)
+
+
+def _same(step: Step, taken: Step) -> bool:
+    """`step` repeats `taken`: the same kind and targets on the same day, whatever its outcome says
+    (two runs of one step may word it differently: one saw the charge fail, the other found it
+    already failed); a retry of an attempt asked for already, on any day (its id is used once)."""
+    if step.kind is not taken.kind or step.targets != taken.targets:
+        return False
+    return step.on == taken.on or step.kind is StepKind.RETRY
 
 
 def _targets(decision: Decision) -> tuple[str, ...]:
