@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from billow.domain.actions import ActionStatus, Requester
@@ -364,3 +365,31 @@ def test_an_invoice_failing_later_in_a_test_clock_case_is_retried_on_its_own_sch
     assert (retried.action, retried.stored.due) == ("wait", failed_on + timedelta(days=3))
     made = {a.id: a.made_on for a in store.attempts_of(debtor.ctx.scope, debtor.contact_id)}
     assert made[f"att_{second.id}_2"] == failed_on + timedelta(days=1)
+
+
+def test_an_exclusion_landing_before_the_deactivation_commits_stops_it(
+    store: DynamoStore, rail: FakeRail, flows: RecordingFlows, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Staff exclude the contact after the Deactivate task read its world and before it commits:
+    the write loses (it is conditioned on the contact's version), the step decides again and, the
+    contact excluded, deactivates nothing (found by an attacker: the service was deactivated, and
+    stayed so, an excluded case only waiting)."""
+    from billow.services import contacts
+
+    debtor = seed_debtor(store, rail)
+    case_id = opened(store, debtor, flows)
+    take_steps(store, debtor, case_id, rail, 2)
+    real = dunning.read_world
+    read: list[int] = []
+
+    def world_then_exclude(*args: Any, **kwargs: Any) -> dunning.World:
+        world = real(*args, **kwargs)
+        if not read:
+            read.append(1)
+            contacts.update_contact(store, debtor.ctx, debtor.contact_id, {"dunning_excluded": True})
+        return world
+
+    monkeypatch.setattr(dunning, "read_world", world_then_exclude)
+    after = step(store, debtor, case_id, StepKind.DEACTIVATE, Clock().days(2), rail)
+    assert after.action == "wait"
+    assert service_state(store, debtor) is ServiceState.EFFECTIVE

@@ -478,6 +478,7 @@ def _on_services(
     work.save_case(scope, recorded, stored.version)
     for invoice in world.debt:
         work.check_invoice(scope, invoice)
+    work.check_contact(scope, world.contact)  # its classification and exclusion, as decided on
     world.when.guard(work, scope)
     work.commit()
 

@@ -219,6 +219,12 @@ class UnitOfWork(Protocol):
         """The changed invoice at `expected_version + 1`, only if still at `expected_version`."""
         ...
 
+    def check_contact(self, scope: Scope, contact: Contact) -> None:
+        """Write nothing to the contact but commit only if it is still at `contact.version`: a step
+        decided on what the contact was (its classification, its exclusion from dunning) loses to
+        staff changing it meanwhile."""
+        ...
+
     def check_invoice(self, scope: Scope, invoice: Invoice) -> None:
         """Write nothing to the invoice but commit only if it is still at `invoice.version`: a step
         decided on an invoice's debt (a deactivation) loses to a payment landing meanwhile."""

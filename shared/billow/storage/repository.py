@@ -851,6 +851,10 @@ class DynamoUnitOfWork:
         if invoice.kind is InvoiceKind.CREDIT_NOTE:
             self._stage(_credit_marker(scope, invoice))
 
+    def check_contact(self, scope: Scope, contact: Contact) -> None:
+        item = BillowItem(contact_pk(scope, contact.id), "CONTACT")
+        self._stage(_Write(item, _versioned(contact.version), check=True))
+
     def check_invoice(self, scope: Scope, invoice: Invoice) -> None:
         item = BillowItem(contact_pk(scope, invoice.contact_id), f"INV#{invoice.id}")
         self._stage(_Write(item, _versioned(invoice.version), check=True))
