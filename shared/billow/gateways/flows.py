@@ -79,7 +79,6 @@ class StepFunctionsFlows:
             raise
         return True
 
-
     def running(self, execution_name: str) -> bool:
         """DescribeExecution of the execution of that name: RUNNING; an execution that does not exist
         (never started: a crash between a case's write and its start) is not running."""
