@@ -174,23 +174,32 @@ def test_pause_resume_and_end_are_idempotent_and_wake_the_parked_flow(
     assert api.post(f"/dunning-cases/{case_id}/resume", {}).body == resumed.body
 
     assert store.park_case(scope, case_id, store.get_case(scope, case_id).wake_seq, "token-2")  # type: ignore[union-attr]
+    nothing_owed = api.post(f"/dunning-cases/{case_id}/end", {"reason": "settled by phone"})
+    assert nothing_owed.status == 200 and nothing_owed.body["status"] == "open", nothing_owed.body
+    assert flows.resumed[-1] == "token-2", "nothing owed: woken, to end by itself and reactivate"
+    assert nothing_owed.body["history"] == resumed.body["history"]
+
+
+def test_an_operator_ends_a_case_with_debt_reactivating_nothing(
+    clients: dict[str, InProcessClient], flows: Flows, tmp_path: Path
+) -> None:
+    api, store = clients["test"], DynamoStore()
+    debtor = seed_debtor(store, FakeRail(tmp_path / "rail.db"), tenant_id=TENANT)
+    opened = open_case(store, debtor.ctx, debtor.contact_id, "USD", Flows(), clock=Clock())
+    assert opened is not None
+    case_id, scope = opened.id, debtor.ctx.scope
+    assert store.park_case(scope, case_id, 0, "token-1")
     ended = api.post(f"/dunning-cases/{case_id}/end", {"reason": "settled by phone"})
     assert ended.status == 200 and ended.body["status"] == "ended", ended.body
-    assert ended.body["history"][-1] == {
-        "on": "2027-04-02",  # the contact's today: its test clock's
-        "kind": "end",
-        "targets": [],
-        "outcome": "ended by an operator: settled by phone; nothing reactivated",
-    }
-    assert ended.body["deactivated"] == [{"service_id": "svc_1", "on": "2027-03-15"}], "reactivates nothing"
-    assert flows.resumed[-1] == "token-2"
+    assert ended.body["history"][-1]["kind"] == "end"
+    assert ended.body["history"][-1]["outcome"] == "ended by an operator: settled by phone; nothing reactivated"
+    assert flows.resumed[-1] == "token-1"
     assert api.post(f"/dunning-cases/{case_id}/end").body == ended.body, "ending an ended case answers it"
     for step in ("pause", "resume"):
         refused = api.post(f"/dunning-cases/{case_id}/{step}")
         assert refused.status == 409 and refused.body["error"] == "dunning.case_ended", refused.body
         assert refused.body["fields"] == []
     assert api.get(f"/dunning-cases/{case_id}").body == ended.body, "nothing written by the refusals"
-    assert [s["kind"] for s in ended.body["history"]].count("pause") == 1
 
 
 def test_the_write_is_conditioned_on_the_cases_version_and_retried(

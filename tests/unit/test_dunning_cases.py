@@ -315,6 +315,12 @@ def test_a_failure_racing_the_end_of_the_case_opens_the_next_one(
     monkeypatch.setattr(dunning, "read_world", lambda *a, **k: before)
     failed = collect_invoice(store, rail, ctx.scope, second.id, clock=today)
     assert failed is not None and failed.status is AttemptStatus.FAILED
+    # A charge moves the contact's version on, which alone fails such an End (its write checks
+    # the contact); a debt that does not (an invoice going overdue) would not: the End's read of
+    # the contact is made current so that only the opener's own check is left to catch it.
+    contact = store.get_contact(ctx.scope, debtor.contact_id)
+    assert contact is not None
+    before = replace(before, contact=contact)
 
     def end_commits_first(*args: object, **kwargs: object) -> object:
         ended = dunning.take_step(
@@ -392,4 +398,26 @@ def test_an_exclusion_landing_before_the_deactivation_commits_stops_it(
     monkeypatch.setattr(dunning, "read_world", world_then_exclude)
     after = step(store, debtor, case_id, StepKind.DEACTIVATE, Clock().days(2), rail)
     assert after.action == "wait"
+    assert service_state(store, debtor) is ServiceState.EFFECTIVE
+
+
+def test_an_operators_end_once_nothing_is_owed_leaves_the_case_to_end_itself_and_reactivate(
+    store: DynamoStore, rail: FakeRail, flows: RecordingFlows
+) -> None:
+    """The debt is paid and the case's End step (which reactivates) is on its way; an operator's
+    end landing first would leave the services off though nothing is owed (found by an attacker).
+    Nothing owed, the operator's end only wakes the case: it ends by itself, reactivating."""
+    from billow.services import dunning_cases
+
+    debtor = seed_debtor(store, rail)
+    case_id = opened(store, debtor, flows)
+    take_steps(store, debtor, case_id, rail, 3)
+    assert service_state(store, debtor) is ServiceState.NOT_EFFECTIVE
+    pay(store, debtor, Clock().days(2))
+    answered = dunning_cases.operate(
+        store, lambda: flows, debtor.ctx, case_id, dunning_cases.OperatorStep.END, "done", Clock().days(2)
+    )
+    assert not answered.case.ended
+    ended = step(store, debtor, case_id, StepKind.END, Clock().days(2), rail)
+    assert ended.stored.case.ended
     assert service_state(store, debtor) is ServiceState.EFFECTIVE

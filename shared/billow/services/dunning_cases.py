@@ -17,6 +17,7 @@ from enum import StrEnum
 
 from billow.domain.dunning import DunningCase
 from billow.domain.errors import InvalidInput, NotFound
+from billow.domain.invoices import Invoice
 from billow.domain.money import Money
 from billow.services.contacts import contact_today, get_contact
 from billow.services.context import Clock, TenantContext, edit_versioned
@@ -78,19 +79,36 @@ def operate(
 ) -> StoredCase:
     """An operator pauses, resumes or ends the case on the contact's today (its test clock's in
     test mode), `reason` kept as the step's outcome. 409 `dunning.case_ended` to pause or resume an
-    ended case; ending an ended case answers it. An end reactivates nothing (docs/dunning.md)."""
+    ended case; ending an ended case answers it. An end reactivates nothing (docs/dunning.md); when
+    nothing is owed the case is not ended by the operator but woken, to end by itself, reactivating
+    what it deactivated."""
     first = get_case(store, ctx, case_id)
     today = contact_today(store, ctx, first.case.contact_id, clock)
     change = _change(step, today, reason or "")
     what = f"dunning case {case_id}"
 
+    debt: list[Invoice] = []
+
     def changed(stored: StoredCase) -> StoredCase | None:
         case = change(stored.case)
-        return None if case == stored.case else replace(stored, case=case)
+        if case == stored.case:
+            return None
+        debt.clear()
+        if step is OperatorStep.END:
+            # Nothing owed: the case ends by itself at the decision this wake brings, reactivating
+            # what it deactivated; an operator's end would leave those services off. Else the end
+            # is written only if that debt is still as read: a payment landing meanwhile fails it.
+            world = read_world(store, ctx, case.contact_id, case.currency, stored.case, clock)
+            if world.facts.owed(world.today).is_zero:
+                return None
+            debt.extend(world.debt)
+        return replace(stored, case=case)
 
     def save(stored: StoredCase) -> StoredCase:
         work = store.unit_of_work(what)
         saved = work.save_case(ctx.scope, stored, stored.version)
+        for invoice in debt:
+            work.check_invoice(ctx.scope, invoice)
         work.commit()
         return saved
 
