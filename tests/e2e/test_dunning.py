@@ -4,7 +4,8 @@ case, the state machine CDK synthesizes runs it in moto's interpreter, and each 
 clock, advanced one day at a time, is the only thing that moves it on: retries on the scheduled
 days (their PaymentIntents visible in localstripe), reminders on theirs, the grace period, the
 services Not Effective on the right day and cancelled after the deactivation period; a working card
-saved on day 4 pays at the next retry, ends the case and brings the services back; an excluded
+saved on day 4 pays at the next retry, ends the case and brings the services back (saved as a
+second card, only once it is made the default); an excluded
 classification is never deactivated; a debt under the threshold is reminded but not deactivated."""
 
 from __future__ import annotations
@@ -67,16 +68,22 @@ def declining_customer(api: HttpClient, local: stack.LocalStack, **contact: Any)
     return contact_id
 
 
-def save_card(api: HttpClient, local: stack.LocalStack, contact_id: str, card: str) -> None:
+def save_card(api: HttpClient, local: stack.LocalStack, contact_id: str, card: str, *, default: bool = True) -> str:
+    """Save `card` (its id answered); made the contact's default unless `default` is False."""
     assert local.stripe is not None
     setup = api.post(f"/contacts/{contact_id}/payment-methods/setup")
     assert setup.status == 201, setup.body
     confirm_setup(local.stripe, setup.body["setup_id"], card)
     saved = api.post(f"/contacts/{contact_id}/payment-methods", {"setup_id": setup.body["setup_id"]})
     assert saved.status == 201, saved.body
-    if not saved.body["default"]:
-        chosen = api.post(f"/contacts/{contact_id}/payment-methods/{saved.body['id']}/default")
-        assert chosen.status == 200, chosen.body
+    if default and not saved.body["default"]:
+        make_default(api, contact_id, str(saved.body["id"]))
+    return str(saved.body["id"])
+
+
+def make_default(api: HttpClient, contact_id: str, method_id: str) -> None:
+    chosen = api.post(f"/contacts/{contact_id}/payment-methods/{method_id}/default")
+    assert chosen.status == 200, chosen.body
 
 
 def order(api: HttpClient, contact_id: str, terms: dict[str, Any] = MONTHLY) -> tuple[str, str]:
@@ -190,6 +197,24 @@ def test_a_working_card_saved_on_day_4_pays_at_once_ends_the_case_and_reactivate
         advance_clock(api, contact, f"{day(n)}T10:00:00Z")
     assert len(intents_of(local.stripe, invoice)) == 4
     assert api.get(f"/dunning-cases/{case['id']}").body["history"] == case["history"]
+
+
+def test_a_second_card_pays_once_made_the_default_and_not_before(api: HttpClient, local: stack.LocalStack) -> None:
+    assert local.stripe is not None
+    contact = declining_customer(api, local)
+    invoice, service = order(api, contact)
+    case = settled(api, the_case(api, contact)["id"], day(0))
+    for n in range(1, 5):
+        case = to_day(api, contact, case["id"], n)
+    card = save_card(api, local, contact, VISA, default=False)  # the declining card stays the default
+    case = settled(api, case["id"], day(4))
+    assert len(intents_of(local.stripe, invoice)) == 3  # day 0, 1, 3: the declining card not charged again
+    make_default(api, contact, card)
+    assert eventually(lambda: api.get(f"/invoices/{invoice}").body["status"] == "paid", 60)
+    case = settled(api, case["id"], day(4))
+    assert case["status"] == "ended" and service_state(api, service) == "effective"
+    charges = intents_of(local.stripe, invoice)
+    assert [p.status for p in charges].count("succeeded") == 1 and len(charges) == 4
 
 
 def test_an_excluded_classification_is_never_deactivated(api: HttpClient, local: stack.LocalStack) -> None:

@@ -12,11 +12,13 @@ import pytest
 from billow.domain.actions import ActionStatus, Requester
 from billow.domain.actions.activate import ACTIVATE
 from billow.domain.actions.deactivate import DEACTIVATE
+from billow.domain.collection import AttemptStatus
 from billow.domain.dunning import CaseStatus, StepKind
 from billow.domain.invoices import InvoiceStatus
 from billow.domain.money import Money
+from billow.domain.payment_methods import SavedPaymentMethod
 from billow.domain.rules import ServiceState
-from billow.services import actions, dunning, time_travel
+from billow.services import actions, dunning, payment_methods, time_travel
 from billow.services.actions import ActionRequest
 from billow.services.billing import InvoiceNumbers
 from billow.services.collection import collect_invoice
@@ -38,7 +40,7 @@ from tests.dunning_support import (
     take_steps,
     with_case,
 )
-from tests.fake_rail import FakeRail
+from tests.fake_rail import DECLINING, FakeRail
 from tests.support import RecordingInvoker
 
 
@@ -421,3 +423,55 @@ def test_an_operators_end_once_nothing_is_owed_leaves_the_case_to_end_itself_and
     ended = step(store, debtor, case_id, StepKind.END, Clock().days(2), rail)
     assert ended.stored.case.ended
     assert service_state(store, debtor) is ServiceState.EFFECTIVE
+
+
+def _save_card(store: DynamoStore, debtor: Debtor, method_id: str, clock: Clock) -> None:
+    """A working card saved for the debtor as `POST .../payment-methods` records it (not made the
+    default: the debtor has one)."""
+    method = SavedPaymentMethod(
+        method_id, debtor.contact_id, "fake", f"cus_{debtor.contact_id}", f"seti_{method_id}", "card",
+        "visa", "4242", 12, 2034, clock.now(),
+    )  # fmt: skip
+    work = store.unit_of_work("card")
+    work.save_payment_method(debtor.ctx.scope, method)
+    work.commit()
+
+
+def test_a_card_saved_not_as_default_is_tried_only_once_made_the_default(
+    store: DynamoStore, rail: FakeRail, flows: RecordingFlows
+) -> None:
+    clock = Clock()
+    debtor, case_id = with_case(store, rail, flows)
+    step(store, debtor, case_id, StepKind.REMIND, clock, rail)
+    later = Clock(clock.now() + timedelta(hours=2))
+    _save_card(store, debtor, "pm_card_visa", later)
+    # The declining default would be charged: saving another card changes nothing.
+    decided = dunning.decide_case(store, debtor.ctx, case_id, clock=later)
+    assert (decided.action, decided.stored.due) == ("wait", clock.now().date() + timedelta(days=1))
+    payment_methods.set_default(store, debtor.ctx, debtor.contact_id, "pm_card_visa")
+    assert dunning.decide_case(store, debtor.ctx, case_id, clock=later).action == "retry"
+    retried = step(store, debtor, case_id, StepKind.RETRY, later, rail)
+    attempts = store.attempts_of(debtor.ctx.scope, debtor.contact_id)
+    assert [(a.number, a.method_ref, a.status) for a in attempts] == [
+        (1, DECLINING, AttemptStatus.FAILED),
+        (2, "pm_card_visa", AttemptStatus.SUCCEEDED),
+    ]
+    assert retried.action == "end"
+
+
+def test_a_card_made_the_default_after_the_last_one_was_removed_is_tried_at_once(
+    store: DynamoStore, rail: FakeRail, flows: RecordingFlows
+) -> None:
+    clock = Clock()
+    debtor, case_id = with_case(store, rail, flows)
+    step(store, debtor, case_id, StepKind.REMIND, clock, rail)
+    later = Clock(clock.now() + timedelta(hours=2))
+    contact = store.get_contact(debtor.ctx.scope, debtor.contact_id)
+    assert contact is not None
+    store.save_contact(debtor.ctx.scope, replace(contact, default_method_ref=None))  # the declining card removed
+    assert dunning.decide_case(store, debtor.ctx, case_id, clock=later).action == "wait"
+    _save_card(store, debtor, "pm_card_visa", later)
+    payment_methods.set_default(store, debtor.ctx, debtor.contact_id, "pm_card_visa")  # as saving the only card does
+    assert dunning.decide_case(store, debtor.ctx, case_id, clock=later).action == "retry"
+    # One retry per new method: the same card declining would wait for the schedule.
+    assert step(store, debtor, case_id, StepKind.RETRY, later, rail).action == "end"

@@ -5,7 +5,8 @@ often a record is delivered."""
 from __future__ import annotations
 
 import json
-from datetime import date, timedelta
+from dataclasses import replace
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from billow.domain.dunning import (
@@ -18,7 +19,9 @@ from billow.domain.dunning import (
     Retry,
     reminder_outcome,
 )
+from billow.domain.contacts import Contact
 from billow.domain.money import Money
+from billow.gateways.events import DUNNING_WAKES
 from billow.services.events import Event, events_of
 from billow.storage import codec
 from billow.storage.stream import change_of
@@ -124,3 +127,27 @@ def test_an_operator_pauses_resumes_and_ends_with_a_reason() -> None:
     assert end.type == "dunning.case_ended" and end.data["why"] == "operator"
     assert end.data["service_ids"] == [], "an operator's end reactivates nothing"
     assert end.data["reason"] == "ended by an operator: settled by phone; nothing reactivated"
+
+
+def test_a_default_payment_method_changing_is_an_event_dunning_wakes_on() -> None:
+    contact = Contact(
+        "con_1", "Ann", "ann@example.com", None, None, {}, None, True, datetime(2027, 3, 1, tzinfo=UTC),
+        default_method_ref="pm_old",
+    )  # fmt: skip
+
+    def contact_image(c: Contact, version: int) -> dict[str, Any]:
+        return {
+            "PK": {"S": PK}, "SK": {"S": "CONTACT"}, "type": {"S": "contact"},
+            "version": {"N": str(version)}, "data": {"S": json.dumps(codec.contact_out(c))},
+        }  # fmt: skip
+
+    def derived(old: Contact, new: Contact) -> list[Event]:
+        change = change_of(record(contact_image(new, 2), contact_image(old, 1)))
+        assert change is not None
+        return events_of(change)
+
+    [event] = derived(contact, replace(contact, default_method_ref="pm_new"))
+    assert event.type == "payment_method.default_changed" and event.contact_id == "con_1"
+    assert event.data == {"payment_method_id": "pm_new", "previous_payment_method_id": "pm_old"}
+    assert derived(contact, replace(contact, name="Ann B")) == []  # another change of the contact: none
+    assert event.type in DUNNING_WAKES and "subscription.payment_method_changed" in DUNNING_WAKES

@@ -183,7 +183,9 @@ class InvoiceFacts:
     never charged, or not failed (it is in debt from the day after its due date)."""
     latest_attempt: AttemptFacts | None = None
     new_method: bool = False
-    """A payment method was saved after its latest attempt was made."""
+    """The method it would be charged with now (its subscription's, else the contact's default) is
+    not the one its latest attempt was made with, or was saved after it: a card saved but not made
+    the default changes nothing; making it the default does."""
 
     def __post_init__(self) -> None:
         latest = self.latest_attempt

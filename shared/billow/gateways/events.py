@@ -35,6 +35,8 @@ DUNNING_WAKES = (
     "invoice.uncollectible",
     "credit_note.applied",
     "payment_method.saved",
+    "payment_method.default_changed",
+    "subscription.payment_method_changed",
 )
 """Events that can change a case's decision: they wake the contact's open cases."""
 CONSUMER_RULES: dict[str, dict[str, Any]] = {

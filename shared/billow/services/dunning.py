@@ -56,7 +56,7 @@ from billow.domain.receivables import balances
 from billow.domain.subscriptions import Subscription
 from billow.domain.timeline import execute
 from billow.services.billing import InvoiceNumbers, bill_loaded
-from billow.services.collection import collect_invoice, resume
+from billow.services.collection import charge_target, collect_invoice, resume
 from billow.services.contacts import ContactTime, contact_time
 from billow.services.context import Clock, Scope, TenantContext
 from billow.services.gateway import PaymentGateway
@@ -166,9 +166,11 @@ def read_facts(
     ]
     attempts = ports.attempts_of(scope, contact.id)
     methods = ports.payment_methods_of(scope, contact.id)
+    subscriptions = ports.subscriptions_of(scope, contact.id)
     days = _AttemptDays(case, when, tenant_zone(ctx.settings.timezone))
-    facts = tuple(_invoice_facts(i, attempts, methods, days) for i in open_invoices)
-    services = _service_facts(ports, scope, contact.id, open_invoices, case)
+    charged_with = _charged_with(contact, subscriptions, methods)
+    facts = tuple(_invoice_facts(i, attempts, methods, days, charged_with(i)) for i in open_invoices)
+    services = _service_facts(ports, scope, contact.id, subscriptions, open_invoices, case)
     balance = balances(invoices).get(currency)
     credit = None if balance is None or balance.credit.is_zero else balance.credit
     return (
@@ -199,9 +201,25 @@ class _AttemptDays:
         return self._opened if self._clocked else local_date(attempt.created_at, self._zone)
 
 
+def _charged_with(
+    contact: Contact, subscriptions: Sequence[Subscription], methods: Sequence[SavedPaymentMethod]
+) -> Callable[[Invoice], str | None]:
+    """The saved method an invoice would be charged with now (`collection.charge_target`: its
+    subscription's method, else the contact's default; never a removed one)."""
+    by_id = {s.id: s for s in subscriptions}
+    removed = {m.id for m in methods if m.removed}
+    return lambda invoice: charge_target(contact, by_id.get(invoice.subscription_id), removed.__contains__)[1]
+
+
 def _invoice_facts(
-    invoice: Invoice, attempts: Sequence[PaymentAttempt], methods: Sequence[SavedPaymentMethod], days: _AttemptDays
+    invoice: Invoice,
+    attempts: Sequence[PaymentAttempt],
+    methods: Sequence[SavedPaymentMethod],
+    days: _AttemptDays,
+    method: str | None,
 ) -> InvoiceFacts:
+    """`method`: the saved method it would be charged with now; it is a new method when it is not
+    the one its latest attempt was made with, or was saved after that attempt."""
     covering = sorted(
         (a for a in attempts if invoice.id in a.covered_ids()), key=lambda a: (a.created_at, a.invoice_id, a.number)
     )
@@ -210,7 +228,10 @@ def _invoice_facts(
     latest = covering[-1]
     own = max((a.number for a in attempts if a.invoice_id == invoice.id), default=0)
     failed = [days.of(a) for a in covering if a.status in FAILED]
-    new_method = any(not m.removed and m.saved_at > latest.created_at for m in methods)
+    saved_at = {m.id: m.saved_at for m in methods}
+    new_method = method is not None and (
+        method != latest.method_ref or saved_at.get(method, latest.created_at) > latest.created_at
+    )
     return InvoiceFacts(
         invoice.id,
         invoice.amount_due,
@@ -222,7 +243,12 @@ def _invoice_facts(
 
 
 def _service_facts(
-    ports: DunningPorts, scope: Scope, contact_id: str, invoices: Iterable[Invoice], case: DunningCase | None
+    ports: DunningPorts,
+    scope: Scope,
+    contact_id: str,
+    subscriptions: Iterable[Subscription],
+    invoices: Iterable[Invoice],
+    case: DunningCase | None,
 ) -> tuple[ServiceFacts, ...]:
     billed: dict[str, set[str]] = {}
     for invoice in invoices:
@@ -231,7 +257,7 @@ def _service_facts(
                 billed.setdefault(line.service_id, set()).add(invoice.id)
     stopped = case.ever_deactivated if case is not None else frozenset()
     found = []
-    for subscription in ports.subscriptions_of(scope, contact_id):
+    for subscription in subscriptions:
         wanted = [s for s in subscription.services if s.id in billed or s.id in stopped]
         if not wanted:
             continue

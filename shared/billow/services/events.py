@@ -22,6 +22,7 @@ from typing import Any
 
 from billow.domain.actions import Action, ActionStatus
 from billow.domain.collection import AttemptStatus, NotCollectable, PaymentAttempt
+from billow.domain.contacts import Contact
 from billow.domain.dunning import DunningCase, Step, StepKind
 from billow.domain.invoices import Invoice, InvoiceKind, InvoiceStatus, Payment
 from billow.domain.payment_methods import SavedPaymentMethod
@@ -329,6 +330,17 @@ def _payment_method(change: Change) -> Iterator[Derived]:
         yield "payment_method.expiring", None, data | {"expires_in": new.expires_in}
 
 
+@derives("contact")
+def _contact(change: Change) -> Iterator[Derived]:
+    """The contact's default payment method changing (made the default, the first card saved, the
+    default removed): what pays its subscriptions that name none changed."""
+    old: Contact | None = change.old
+    new: Contact = change.new
+    if old is not None and old.default_method_ref != new.default_method_ref:
+        data = {"payment_method_id": new.default_method_ref, "previous_payment_method_id": old.default_method_ref}
+        yield "payment_method.default_changed", None, data
+
+
 # -- actions --------------------------------------------------------------------------------------
 ACTION_EVENTS = {ActionStatus.EXECUTED: "action.executed", ActionStatus.REJECTED: "action.rejected"}
 
@@ -386,6 +398,9 @@ def _subscription(change: Change) -> Iterator[Derived]:
         since = max((day(s.state_since or s.start_date) or "" for s in new.services), default="")
         data = {"subscription_id": new.id, "from": was, "to": new.state.value, "since": since or None}
         yield "subscription.state_changed", f"{was}:{new.state.value}:{since}", data
+    if old is not None and old.payment_method != new.payment_method:
+        data = {"subscription_id": new.id, "payment_method": new.payment_method, "previous": old.payment_method}
+        yield "subscription.payment_method_changed", None, data
 
 
 # -- dunning cases ------------------------------------------------------------------------------------
@@ -454,10 +469,12 @@ EVENT_TYPES = (
     "payment_method.saved",
     "payment_method.removed",
     "payment_method.expiring",
+    "payment_method.default_changed",
     "action.executed",
     "action.rejected",
     "service.state_changed",
     "subscription.state_changed",
+    "subscription.payment_method_changed",
     "dunning.case_opened",
     "dunning.retry_requested",
     "dunning.reminder_due",

@@ -29,6 +29,7 @@ DECODERS: dict[str, Callable[[dict[str, Any], int], Any]] = {
     "subscription": codec.subscription_in,
     "payment_attempt": codec.attempt_in,
     "payment_method": codec.payment_method_in,
+    "contact": codec.contact_in,
     "dunning_case": lambda body, version: codec.case_in(body["case"], version),  # its flow fields left out
 }
 """Item kind -> its domain object from (body, version): the kinds events are derived from."""
