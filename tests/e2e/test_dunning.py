@@ -207,14 +207,17 @@ def test_a_second_card_pays_once_made_the_default_and_not_before(api: HttpClient
     for n in range(1, 5):
         case = to_day(api, contact, case["id"], n)
     card = save_card(api, local, contact, VISA, default=False)  # the declining card stays the default
-    case = settled(api, case["id"], day(4))
-    assert len(intents_of(local.stripe, invoice)) == 3  # day 0, 1, 3: the declining card not charged again
+    case = to_day(api, contact, case["id"], 5)
+    # Day 0, 1, 3 and the scheduled day 5, all declined: the saved card is not the one charged, and
+    # saving it did not make the declining one be charged again at once.
+    assert [p.status for p in intents_of(local.stripe, invoice)].count("succeeded") == 0
+    assert len(intents_of(local.stripe, invoice)) == 4 and service_state(api, service) == "not_effective"
     make_default(api, contact, card)
     assert eventually(lambda: api.get(f"/invoices/{invoice}").body["status"] == "paid", 60)
-    case = settled(api, case["id"], day(4))
+    case = settled(api, case["id"], day(5))
     assert case["status"] == "ended" and service_state(api, service) == "effective"
     charges = intents_of(local.stripe, invoice)
-    assert [p.status for p in charges].count("succeeded") == 1 and len(charges) == 4
+    assert [p.status for p in charges].count("succeeded") == 1 and len(charges) == 5
 
 
 def test_an_excluded_classification_is_never_deactivated(api: HttpClient, local: stack.LocalStack) -> None:

@@ -3,6 +3,7 @@ fresh facts, parking and waking its flow (a recording double of the state machin
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
@@ -18,11 +19,13 @@ from billow.domain.invoices import InvoiceStatus
 from billow.domain.money import Money
 from billow.domain.payment_methods import SavedPaymentMethod
 from billow.domain.rules import ServiceState
-from billow.services import actions, dunning, payment_methods, time_travel
+from billow.gateways.events import DUNNING_WAKES
+from billow.services import actions, dunning, payment_methods, receivables, time_travel
 from billow.services.actions import ActionRequest
 from billow.services.billing import InvoiceNumbers
 from billow.services.collection import collect_invoice
 from billow.services.context import keyed_ids
+from billow.services.events import Change, events_of
 from billow.storage.repository import DynamoStore
 
 from tests.dunning_support import (
@@ -475,3 +478,61 @@ def test_a_card_made_the_default_after_the_last_one_was_removed_is_tried_at_once
     assert dunning.decide_case(store, debtor.ctx, case_id, clock=later).action == "retry"
     # One retry per new method: the same card declining would wait for the schedule.
     assert step(store, debtor, case_id, StepKind.RETRY, later, rail).action == "end"
+
+
+def test_a_reminder_records_the_debt_what_the_invoices_owe_and_the_credit(
+    store: DynamoStore, rail: FakeRail, flows: RecordingFlows
+) -> None:
+    clock = Clock()
+    debtor, case_id = with_case(store, rail, flows)
+    reminded = step(store, debtor, case_id, StepKind.REMIND, clock, rail).stored.case.history[-1]
+    usd = Money.parse("30.00", "USD")
+    assert (reminded.owed, reminded.due, reminded.credit) == (usd, usd, Money.zero("USD"))
+
+
+@pytest.mark.parametrize(
+    ("settle", "why"),
+    [
+        (lambda store, debtor, clock: pay(store, debtor, clock), "paid"),
+        (lambda store, d, c: receivables.void_invoice(store, d.ctx, d.invoice.id, "billed twice", clock=c), "voided"),
+        (
+            lambda store, d, c: receivables.mark_uncollectible(store, d.ctx, d.invoice.id, "gone", clock=c),
+            "written_off",
+        ),
+    ],
+)
+def test_an_end_says_why_nothing_is_owed(
+    store: DynamoStore, rail: FakeRail, flows: RecordingFlows, settle: Callable[..., object], why: str
+) -> None:
+    clock = Clock()
+    debtor, case_id = with_case(store, rail, flows)
+    take_steps(store, debtor, case_id, rail, 3)  # deactivated on day 2
+    day2 = clock.days(2)
+    settle(store, debtor, day2)
+    ended = step(store, debtor, case_id, StepKind.END, day2, rail).stored.case.history[-1]
+    assert ended.outcome.startswith(f"nothing owed ({why}); {debtor.service_id}: ")
+    assert ended.why == why
+
+
+def test_a_subscription_naming_the_new_card_has_it_tried_and_its_change_is_an_event(
+    store: DynamoStore, rail: FakeRail, flows: RecordingFlows
+) -> None:
+    clock = Clock()
+    debtor, case_id = with_case(store, rail, flows)
+    step(store, debtor, case_id, StepKind.REMIND, clock, rail)
+    later = Clock(clock.now() + timedelta(hours=2))
+    _save_card(store, debtor, "pm_card_visa", later)
+    scope = debtor.ctx.scope
+    subscription = store.load_subscription(scope, debtor.contact_id, debtor.subscription_id)
+    assert subscription is not None
+    naming = replace(subscription, payment_method="pm_card_visa")
+    work = store.unit_of_work("subscription")
+    work.save_subscription(scope, naming, subscription.version)
+    work.commit()
+    assert dunning.decide_case(store, debtor.ctx, case_id, clock=later).action == "retry"
+    change = Change(scope, debtor.contact_id, "k", "subscription", subscription, naming, 2, later.now())
+    [event] = [e for e in events_of(change) if e.type == "subscription.payment_method_changed"]
+    assert event.data == {"subscription_id": subscription.id, "payment_method": "pm_card_visa", "previous": None}
+    assert event.type in DUNNING_WAKES
+    same = Change(scope, debtor.contact_id, "k", "subscription", naming, naming, 3, later.now())
+    assert [e.type for e in events_of(same)] == []

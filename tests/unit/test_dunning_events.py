@@ -9,6 +9,7 @@ from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
+from billow.domain.contacts import Contact
 from billow.domain.dunning import (
     Cancel,
     Deactivate,
@@ -17,9 +18,9 @@ from billow.domain.dunning import (
     End,
     Remind,
     Retry,
+    end_outcome,
     reminder_outcome,
 )
-from billow.domain.contacts import Contact
 from billow.domain.money import Money
 from billow.gateways.events import DUNNING_WAKES
 from billow.services.events import Event, events_of
@@ -69,14 +70,19 @@ def test_an_opened_case_is_one_event_with_the_case_and_a_stable_id() -> None:
 
 def test_a_reminder_is_the_reminder_event_with_its_number_and_the_debt() -> None:
     case = opened()
-    reminded = case.record(Remind(2), day(7), reminder_outcome(Money(8_050, "USD")))
+    outcome = reminder_outcome(Money(8_050, "USD"), Money(10_050, "USD"), Money(2_000, "USD"))
+    reminded = case.record(Remind(2), day(7), outcome)
     [event] = events(reminded, 2, case)
     assert event.type == "dunning.reminder_due"
     data = event.data
     assert data["number"] == 2 and data["owed"] == {"amount": "80.50", "currency": "USD"}
+    assert data["amount_due"] == {"amount": "100.50", "currency": "USD"}, "what the invoices owe, gross"
+    assert data["credit"] == {"amount": "20.00", "currency": "USD"}
     assert data["case"]["last_reminder"] == 2 and data["case"]["reminders_sent"] == 1
     unknown = case.record(Remind(1), day(0))
-    assert events(unknown, 2, case)[0].data["owed"] is None, "recorded without its debt: null"
+    assert [events(unknown, 2, case)[0].data[k] for k in ("owed", "amount_due", "credit")] == [None] * 3
+    only_owed = events(case.record(Remind(1), day(0), reminder_outcome(Money(100, "USD"))), 2, case)[0].data
+    assert (only_owed["owed"], only_owed["amount_due"]) == ({"amount": "1.00", "currency": "USD"}, None)
 
 
 def test_a_write_adding_no_step_emits_nothing() -> None:
@@ -101,11 +107,26 @@ def test_each_new_step_is_its_event_in_order_and_a_redelivery_gives_the_same_ids
     assert [e.id for e in events(cancelled, 4, retried)] == [e.id for e in both]
     assert len({e.id for e in (retry, *both)}) == 3
 
-    paid = cancelled.record(End(("s1",)), day(50))
+    paid = cancelled.record(End(("s1",)), day(50), f"{end_outcome(['paid'])}; s1: executed")
     reactivated, ended = events(paid, 5, cancelled)
     assert (reactivated.type, reactivated.data["service_ids"]) == ("dunning.services_reactivated", ["s1"])
     assert ended.type == "dunning.case_ended" and ended.data["why"] == "paid" and "reason" not in ended.data
     assert reactivated.id != ended.id and ended.data["case"]["status"] == "ended"
+
+
+def test_an_end_without_payment_does_not_say_paid() -> None:
+    case = opened()
+    for reasons, why in (
+        (["written_off"], "written_off"),
+        (["voided"], "voided"),
+        (["credited"], "credited"),
+        (["paid", "voided"], "nothing_owed"),
+        ([], "nothing_owed"),
+    ):
+        [ended] = events(case.record(End(), day(9), end_outcome(reasons)), 2, case)
+        assert ended.data["why"] == why, reasons
+    [legacy] = events(case.record(End(), day(9)), 2, case)  # recorded before ends said why
+    assert legacy.data["why"] == "nothing_owed"
 
 
 def test_an_operator_pauses_resumes_and_ends_with_a_reason() -> None:

@@ -250,9 +250,14 @@ class CaseFacts:
     def in_debt(self, today: date) -> tuple[InvoiceFacts, ...]:
         return tuple(i for i in self.invoices if i.in_debt(today))
 
+    def due(self, today: date) -> Money:
+        """What the invoices in debt still owe, gross of the contact's credit: what retrying their
+        charges would charge, together."""
+        return sum_money([i.amount_due for i in self.in_debt(today)], self.currency)
+
     def owed(self, today: date) -> Money:
         """The debt: what the invoices in debt still owe, less the contact's credit; never below 0."""
-        debt = sum_money([i.amount_due for i in self.in_debt(today)], self.currency)
+        debt = self.due(today)
         if self.credit is not None:
             debt = debt - self.credit
         return debt if not debt.is_negative else Money.zero(self.currency)
@@ -341,14 +346,45 @@ class Step:
 
     @property
     def owed(self) -> Money | None:
-        """A reminder's debt, when it was recorded with one (`reminder_outcome`); None otherwise."""
-        if self.kind != StepKind.REMIND or not self.outcome.startswith(_OWED):
+        """A reminder's debt (net of credit), when it was recorded with one (`reminder_outcome`);
+        None otherwise."""
+        return self._reminded(_OWED)
+
+    @property
+    def due(self) -> Money | None:
+        """What a reminder's invoices in debt still owed, gross of credit (what their retries
+        charge), when it was recorded with it; None otherwise."""
+        return self._reminded(_DUE)
+
+    @property
+    def credit(self) -> Money | None:
+        """The contact's unused credit when a reminder was sent, when recorded with it; None otherwise."""
+        return self._reminded(_CREDIT)
+
+    def _reminded(self, label: str) -> Money | None:
+        if self.kind != StepKind.REMIND:
             return None
-        amount, _, currency = self.outcome.removeprefix(_OWED).partition(" ")
+        part = next((p for p in self.outcome.split(_SEP) if p.startswith(label)), None)
+        if part is None:
+            return None
+        amount, _, currency = part.removeprefix(label).partition(" ")
         try:
             return Money.parse(amount, currency)
         except (InvalidInput, TypeError, ValueError):
             return None
+
+    @property
+    def why(self) -> str | None:
+        """Why an end step ended the case: `operator`, or why nothing was owed (`paid`, `credited`,
+        `voided`, `written_off`, as `end_outcome` recorded it; `nothing_owed` when it says several
+        or none); None for any other step."""
+        if self.kind != StepKind.END:
+            return None
+        if self.by_operator:
+            return "operator"
+        head = self.outcome.split(_SEP, 1)[0]
+        reasons = head.removeprefix(NOTHING_OWED).strip(" ()").split(", ") if head.startswith(NOTHING_OWED) else []
+        return reasons[0] if len(reasons) == 1 and reasons[0] in END_REASONS else "nothing_owed"
 
     @property
     def by_operator(self) -> bool:
@@ -359,12 +395,30 @@ class Step:
 
 
 _OWED = "owed "
+_DUE = "invoices due "
+_CREDIT = "credit "
+_SEP = "; "
 
 
-def reminder_outcome(owed: Money) -> str:
-    """The outcome a reminder is recorded with: the debt it reminds of (`Step.owed` reads it back;
-    the `dunning.reminder_due` event carries it)."""
-    return f"{_OWED}{owed}"
+def reminder_outcome(owed: Money, due: Money | None = None, credit: Money | None = None) -> str:
+    """The outcome a reminder is recorded with: the debt it reminds of (net of credit), what the
+    invoices in debt still owe (gross) and the credit available (`Step.owed`, `Step.due`,
+    `Step.credit` read them back; the `dunning.reminder_due` event carries them)."""
+    parts = [(_OWED, owed), (_DUE, due), (_CREDIT, credit)]
+    return _SEP.join(f"{label}{amount}" for label, amount in parts if amount is not None)
+
+
+NOTHING_OWED = "nothing owed"
+END_REASONS = ("paid", "credited", "voided", "written_off")
+"""Why nothing is owed, as far as an end's facts tell (`end_outcome`, `Step.why`)."""
+
+
+def end_outcome(reasons: Sequence[str]) -> str:
+    """How an end because nothing is owed begins its outcome: `nothing owed (<reasons>)`
+    (`END_REASONS`, in that order; none known: `nothing owed`); what it reactivated follows,
+    after "; "."""
+    known = [r for r in END_REASONS if r in reasons]
+    return f"{NOTHING_OWED} ({', '.join(known)})" if known else NOTHING_OWED
 
 
 OPERATOR_END = "ended by an operator"

@@ -47,10 +47,12 @@ from billow.domain.dunning import (
     StepKind,
     Wait,
     decide,
+    end_outcome,
     reminder_outcome,
 )
 from billow.domain.errors import ConcurrentModification, NotFound
-from billow.domain.invoices import Invoice, InvoiceKind
+from billow.domain.invoices import Invoice, InvoiceKind, InvoiceStatus
+from billow.domain.money import Money
 from billow.domain.payment_methods import SavedPaymentMethod
 from billow.domain.receivables import balances
 from billow.domain.subscriptions import Subscription
@@ -69,6 +71,8 @@ FURTHEST_AHEAD = timedelta(hours=14)
 """The furthest a time zone is ahead of UTC (UTC+14): no tenant's day is later than now + this."""
 WAKE_PAGE = 100
 FAILED = frozenset({AttemptStatus.FAILED, AttemptStatus.NOT_COLLECTABLE})
+SETTLED = {InvoiceStatus.PAID: "paid", InvoiceStatus.VOID: "voided", InvoiceStatus.UNCOLLECTIBLE: "written_off"}
+"""Invoice statuses that owe nothing, by the reason an end gives (`END_REASONS`)."""
 STATE_KINDS = frozenset(
     {"activate", "activate_on_payment", "deactivate", "cancel", "pause", "resume", "regret", "expire", "lapse"}
 )
@@ -122,6 +126,8 @@ class World:
     unfinished: tuple[PaymentAttempt, ...] = ()
     """Retries (attempts numbered 2 and on) of its open invoices still live: a retry task that
     died, or met the rail out of reach, after starting one."""
+    settled: tuple[Invoice, ...] = ()
+    """The contact's invoices in the currency paid, voided or written off (as read)."""
 
     @property
     def today(self) -> date:
@@ -139,9 +145,12 @@ def read_world(
     when = contact_time(ports, ctx, contact_id, clock)
     facts, invoices, attempts = read_facts(ports, ctx, contact, currency, case, when)
     in_debt = {i.invoice_id for i in facts.in_debt(when.today)}
-    owed = {i.id for i in invoices}
+    owed = {i.invoice_id for i in facts.invoices}
     unfinished = tuple(a for a in attempts if a.live and a.number > 1 and a.invoice_id in owed)
-    return World(contact, when, facts, tuple(i for i in invoices if i.id in in_debt), unfinished)
+    settled = tuple(
+        i for i in invoices if i.currency == currency and i.kind is InvoiceKind.INVOICE and i.status in SETTLED
+    )
+    return World(contact, when, facts, tuple(i for i in invoices if i.id in in_debt), unfinished, settled)
 
 
 def read_facts(
@@ -152,7 +161,7 @@ def read_facts(
     case: DunningCase | None,
     when: ContactTime,
 ) -> tuple[CaseFacts, list[Invoice], list[PaymentAttempt]]:
-    """`CaseFacts` of `contact` in `currency` on its day, with its open invoices and its payment
+    """`CaseFacts` of `contact` in `currency` on its day, with all its invoices and its payment
     attempts as read. Bounded reads:
     4 Queries of the contact's partition (its invoices, payment attempts, payment methods and
     subscriptions; each bounded by what one contact holds), and 1 Query per subscription holding a
@@ -175,7 +184,7 @@ def read_facts(
     credit = None if balance is None or balance.credit.is_zero else balance.credit
     return (
         CaseFacts(currency, facts, services, contact.classification, credit, contact.dunning_excluded),
-        open_invoices,
+        invoices,
         attempts,
     )
 
@@ -373,8 +382,10 @@ def take_step(
             elif isinstance(decision, Deactivate | Cancel | End):
                 _on_services(ports, ctx, stored, decision, world, numbers)
             else:  # a reminder: recorded with the debt it reminds of, its event derived from the case's change
-                owed = reminder_outcome(world.facts.owed(world.today))
-                _record(ports, ctx.scope, stored, decision, world.today, owed)
+                facts, today = world.facts, world.today
+                credit = facts.credit or Money.zero(facts.currency)
+                reminded = reminder_outcome(facts.owed(today), facts.due(today), credit)
+                _record(ports, ctx.scope, stored, decision, world.today, reminded)
         except ConcurrentModification:
             continue
         return decide_case(ports, ctx, case_id, clock=clock)
@@ -461,6 +472,7 @@ def _on_services(
     scope, today = ctx.scope, world.today
     kind: ActionKind[Any, Any]
     params: Any
+    outcomes: list[str] = []
     match decision:
         case Deactivate(services=services):
             kind, params, why = DEACTIVATE, None, f"dunning {stored.id}: {world.facts.owed(today)} owed past grace"
@@ -469,13 +481,13 @@ def _on_services(
             params = CancelTerms(fee_waived=True) if not with_fees else None
         case End(reactivate=services):
             kind, params, why = ACTIVATE, None, f"dunning {stored.id}: nothing owed"
+            outcomes.append(end_outcome(_why_nothing_owed(stored.case, world)))
     by_subscription: dict[str, list[str]] = {}
     for service_id in services:
         found = world.facts.service(service_id)
         if found is not None:
             by_subscription.setdefault(found.subscription_id, []).append(service_id)
     work = ports.unit_of_work(f"dunning case {stored.id}: {decision.kind}")
-    outcomes: list[str] = []
     for subscription_id, service_ids in sorted(by_subscription.items()):
         loaded = ports.load_subscription(scope, stored.case.contact_id, subscription_id)
         if loaded is None:
@@ -507,6 +519,16 @@ def _on_services(
     work.check_contact(scope, world.contact)  # its classification and exclusion, as decided on
     world.when.guard(work, scope)
     work.commit()
+
+
+def _why_nothing_owed(case: DunningCase, world: World) -> list[str]:
+    """Why nothing is owed, as far as what the end read tells (`END_REASONS`): the invoices in the
+    currency settled since the case opened (paid, voided, written off), and credit covering what
+    the open ones still owe."""
+    reasons = [SETTLED[i.status] for i in world.settled if i.status_on is None or i.status_on >= case.opened_on]
+    if world.facts.credit is not None and not world.facts.due(world.today).is_zero:
+        reasons.append("credited")
+    return reasons
 
 
 # -- opening -----------------------------------------------------------------------------------------

@@ -425,11 +425,16 @@ def _step_data(case: DunningCase, step: Step) -> Json:
         case StepKind.RETRY:
             data["attempt_ids"] = list(step.targets)
         case StepKind.REMIND:
-            data |= {"number": int(step.targets[0]), "owed": money(step.owed)}
+            data |= {
+                "number": int(step.targets[0]),
+                "owed": money(step.owed),
+                "amount_due": money(step.due),
+                "credit": money(step.credit),
+            }
         case StepKind.DEACTIVATE | StepKind.CANCEL | StepKind.END:
             data["service_ids"] = list(step.targets)
     if step.kind == StepKind.END:
-        data["why"] = "operator" if step.by_operator else "paid"
+        data["why"] = step.why
     if step.kind in (StepKind.PAUSE, StepKind.RESUME) or step.by_operator:
         data["reason"] = step.outcome
     return data
