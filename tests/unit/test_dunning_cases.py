@@ -536,3 +536,42 @@ def test_a_subscription_naming_the_new_card_has_it_tried_and_its_change_is_an_ev
     assert event.type in DUNNING_WAKES
     same = Change(scope, debtor.contact_id, "k", "subscription", naming, naming, 3, later.now())
     assert [e.type for e in events_of(same)] == []
+
+
+def _until_it_waits(store: DynamoStore, debtor: Debtor, case_id: str, clock: Clock, rail: FakeRail) -> None:
+    """Every step due on `clock`'s day, as the flow takes them."""
+    for _ in range(10):
+        decided = dunning.decide_case(store, debtor.ctx, case_id, clock=clock)
+        if decided.action in ("wait", "ended"):
+            return
+        step(store, debtor, case_id, StepKind(decided.action), clock, rail)
+    raise AssertionError("never waits")
+
+
+def test_a_clock_jumping_over_the_days_deactivates_and_cancels_as_going_day_by_day(
+    store: DynamoStore, rail: FakeRail, flows: RecordingFlows
+) -> None:
+    clock = Clock()
+    outcomes = []
+    for key, days in (("daily", range(7)), ("jump", (0, 6))):
+        debtor = seed_debtor(store, rail, clock=clock, key=key)
+        case_id = opened(store, debtor, flows, clock)
+        for n in days:
+            _until_it_waits(store, debtor, case_id, clock.days(n), rail)
+        stored = store.get_case(debtor.ctx.scope, case_id)
+        assert stored is not None
+        moves = [(s.kind, s.on) for s in stored.case.history if s.kind in (StepKind.DEACTIVATE, StepKind.CANCEL)]
+        acted = sorted(
+            (a.kind.name, a.on) for a in logged(store, debtor, "deactivate") + logged(store, debtor, "cancel")
+        )
+        documents = sorted((i.kind.value, i.total) for i in store.invoices_of(debtor.ctx.scope, debtor.contact_id))
+        subscription = store.load_subscription(debtor.ctx.scope, debtor.contact_id, debtor.subscription_id)
+        service = None if subscription is None else subscription.service(debtor.service_id)
+        assert service is not None
+        outcomes.append((moves, acted, documents, (service.state, service.state_since, service.end_date)))
+    daily, jump = outcomes
+    day2, day5 = Clock().days(2).now().date(), Clock().days(5).now().date()
+    assert daily[0] == [(StepKind.DEACTIVATE, day2), (StepKind.CANCEL, day5)]
+    assert daily[1] == [("cancel", day5), ("deactivate", day2)]
+    assert daily[3][:2] == (ServiceState.CANCELLED, day5)
+    assert jump == daily

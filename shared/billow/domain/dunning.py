@@ -305,6 +305,10 @@ class Remind:
 @dataclass(frozen=True, slots=True)
 class Deactivate:
     services: tuple[str, ...]
+    on: date | None = field(default=None, compare=False)
+    """The day it fell due (its grace ended), not before the case's last step on services or its
+    status (`DunningCase.acted_on`): a clock jumping over it deactivates as of that day, as going
+    day by day would. None: today."""
     kind: ClassVar[str] = StepKind.DEACTIVATE
 
 
@@ -312,6 +316,8 @@ class Deactivate:
 class Cancel:
     services: tuple[str, ...]
     with_fees: bool
+    on: date | None = field(default=None, compare=False)
+    """The day it fell due (deactivated `cancel_after_days` before), as `Deactivate.on`."""
     kind: ClassVar[str] = StepKind.CANCEL
 
 
@@ -487,6 +493,14 @@ class DunningCase:
         return days
 
     @property
+    def acted_on(self) -> date:
+        """The day of its last step on services or on its status (open, pause, resume, deactivate,
+        cancel): a deactivation or cancellation falling due earlier is taken as of this day, never
+        before (retries and reminders happen when they happen, and do not count)."""
+        kinds = (StepKind.OPEN, StepKind.PAUSE, StepKind.RESUME, StepKind.DEACTIVATE, StepKind.CANCEL)
+        return max((s.on for s in self.history if s.kind in kinds), default=self.opened_on)
+
+    @property
     def cancelled(self) -> frozenset[str]:
         return frozenset(sid for sid, _ in self._targets(StepKind.CANCEL))
 
@@ -604,23 +618,22 @@ def decide(case: DunningCase, facts: CaseFacts, today: date) -> Decision:
     threshold = policy.threshold(case.currency)
     over = threshold is not None and threshold < owed
     if over and facts.classification not in policy.excluded_from_deactivation:
+        floor = case.acted_on
         cancel_after = policy.cancel_after_days
+        cancels: dict[str, date] = {}
         if cancel_after is not None and facts.classification not in policy.excluded_from_cancellation:
-            cancels = []
             for sid, since in sorted(case.deactivated.items()):
                 if not _stopped(facts, sid, case.id):
                     continue
                 on = since + timedelta(days=cancel_after)
                 if on <= today:
-                    cancels.append(sid)
+                    cancels[sid] = max(on, floor)
                 else:
                     dates.append(on)
-            if cancels:
-                return Cancel(tuple(cancels), policy.cancel_with_fees)
         grace_ends = case.opened_on + timedelta(days=policy.grace_days)
         debt_ids = {i.invoice_id for i in in_debt}
         ever = case.ever_deactivated
-        deactivate = []
+        deactivate: dict[str, date] = {}
         for service in facts.services:
             if service.state is not ServiceState.EFFECTIVE or service.service_id in ever:
                 continue
@@ -628,11 +641,16 @@ def decide(case: DunningCase, facts: CaseFacts, today: date) -> Decision:
                 continue
             on = max(grace_ends, service.grace_until or grace_ends)
             if on <= today:
-                deactivate.append(service.service_id)
+                deactivate[service.service_id] = max(on, floor)
             else:
                 dates.append(on)
-        if deactivate:
-            return Deactivate(tuple(sorted(deactivate)))
+        # What fell due first is taken first, as of its day (a cancellation before a deactivation
+        # on the same day): a clock jumping over several days takes them as going day by day would.
+        first = min((*cancels.values(), *deactivate.values()), default=None)
+        if first is not None and first in cancels.values():
+            return Cancel(_due_on(cancels, first), policy.cancel_with_fees, first)
+        if first is not None:
+            return Deactivate(_due_on(deactivate, first), first)
 
     slots = [n for n, d in enumerate(policy.reminder_days, 1) if case.opened_on + timedelta(days=d) <= today]
     if slots and slots[-1] > case.reminded:
@@ -640,6 +658,10 @@ def decide(case: DunningCase, facts: CaseFacts, today: date) -> Decision:
     later = [case.opened_on + timedelta(days=d) for d in policy.reminder_days[len(slots) :]]
     dates.extend(later[:1])
     return Wait(min((d for d in dates if d > today), default=None))
+
+
+def _due_on(due: Mapping[str, date], day: date) -> tuple[str, ...]:
+    return tuple(sorted(sid for sid, on in due.items() if on == day))
 
 
 def _stopped(facts: CaseFacts, service_id: str, case_id: str) -> bool:

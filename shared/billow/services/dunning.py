@@ -470,12 +470,15 @@ def _on_services(
     transaction: the subscriptions, their log records, the case's record at the version read and
     every invoice in debt at the version the decision read, under the contact's clock as read."""
     scope, today = ctx.scope, world.today
+    owed = world.facts.owed(today)
+    if isinstance(decision, Deactivate | Cancel) and decision.on is not None:
+        today = decision.on  # as of the day it fell due (a clock jumped over it): docs/dunning.md
     kind: ActionKind[Any, Any]
     params: Any
     outcomes: list[str] = []
     match decision:
         case Deactivate(services=services):
-            kind, params, why = DEACTIVATE, None, f"dunning {stored.id}: {world.facts.owed(today)} owed past grace"
+            kind, params, why = DEACTIVATE, None, f"dunning {stored.id}: {owed} owed past grace"
         case Cancel(services=services, with_fees=with_fees):
             kind, why = CANCEL, f"dunning {stored.id}: deactivated for debt beyond the cancellation delay"
             params = CancelTerms(fee_waived=True) if not with_fees else None
