@@ -174,15 +174,21 @@ def test_a_declining_card_is_retried_reminded_deactivated_and_cancelled_on_its_d
     assert all(p.status != "succeeded" for p in intents_of(local.stripe, invoice))
 
 
-def test_a_working_card_saved_on_day_4_pays_at_once_ends_the_case_and_reactivates(
-    api: HttpClient, local: stack.LocalStack, events: list[dict[str, Any]]
-) -> None:
-    assert local.stripe is not None
+def declined_until_day_4(api: HttpClient, local: stack.LocalStack) -> tuple[str, str, str, dict[str, Any]]:
+    """(contact, invoice, service, case) of a declining customer's order, its clock on day 4."""
     contact = declining_customer(api, local)
     invoice, service = order(api, contact)
     case = settled(api, the_case(api, contact)["id"], day(0))
     for n in range(1, 5):
         case = to_day(api, contact, case["id"], n)
+    return contact, invoice, service, case
+
+
+def test_a_working_card_saved_on_day_4_pays_at_once_ends_the_case_and_reactivates(
+    api: HttpClient, local: stack.LocalStack, events: list[dict[str, Any]]
+) -> None:
+    contact, invoice, service, case = declined_until_day_4(api, local)
+    assert local.stripe is not None
     assert service_state(api, service) == "not_effective"
     save_card(api, local, contact, VISA)
     assert eventually(lambda: api.get(f"/invoices/{invoice}").body["status"] == "paid", 60)
@@ -200,12 +206,8 @@ def test_a_working_card_saved_on_day_4_pays_at_once_ends_the_case_and_reactivate
 
 
 def test_a_second_card_pays_once_made_the_default_and_not_before(api: HttpClient, local: stack.LocalStack) -> None:
+    contact, invoice, service, case = declined_until_day_4(api, local)
     assert local.stripe is not None
-    contact = declining_customer(api, local)
-    invoice, service = order(api, contact)
-    case = settled(api, the_case(api, contact)["id"], day(0))
-    for n in range(1, 5):
-        case = to_day(api, contact, case["id"], n)
     card = save_card(api, local, contact, VISA, default=False)  # the declining card stays the default
     case = to_day(api, contact, case["id"], 5)
     # Day 0, 1, 3 and the scheduled day 5, all declined: the saved card is not the one charged, and

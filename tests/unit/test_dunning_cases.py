@@ -440,13 +440,18 @@ def _save_card(store: DynamoStore, debtor: Debtor, method_id: str, clock: Clock)
     work.commit()
 
 
+def _reminded(store: DynamoStore, rail: FakeRail, flows: RecordingFlows) -> tuple[Debtor, str, Clock]:
+    """A debtor's case, reminded on day 0, and a clock two hours later that day."""
+    debtor, case_id = with_case(store, rail, flows)
+    step(store, debtor, case_id, StepKind.REMIND, Clock(), rail)
+    return debtor, case_id, Clock(Clock().now() + timedelta(hours=2))
+
+
 def test_a_card_saved_not_as_default_is_tried_only_once_made_the_default(
     store: DynamoStore, rail: FakeRail, flows: RecordingFlows
 ) -> None:
     clock = Clock()
-    debtor, case_id = with_case(store, rail, flows)
-    step(store, debtor, case_id, StepKind.REMIND, clock, rail)
-    later = Clock(clock.now() + timedelta(hours=2))
+    debtor, case_id, later = _reminded(store, rail, flows)
     _save_card(store, debtor, "pm_card_visa", later)
     # The declining default would be charged: saving another card changes nothing.
     decided = dunning.decide_case(store, debtor.ctx, case_id, clock=later)
@@ -465,10 +470,7 @@ def test_a_card_saved_not_as_default_is_tried_only_once_made_the_default(
 def test_a_card_made_the_default_after_the_last_one_was_removed_is_tried_at_once(
     store: DynamoStore, rail: FakeRail, flows: RecordingFlows
 ) -> None:
-    clock = Clock()
-    debtor, case_id = with_case(store, rail, flows)
-    step(store, debtor, case_id, StepKind.REMIND, clock, rail)
-    later = Clock(clock.now() + timedelta(hours=2))
+    debtor, case_id, later = _reminded(store, rail, flows)
     contact = store.get_contact(debtor.ctx.scope, debtor.contact_id)
     assert contact is not None
     store.save_contact(debtor.ctx.scope, replace(contact, default_method_ref=None))  # the declining card removed
@@ -517,10 +519,7 @@ def test_an_end_says_why_nothing_is_owed(
 def test_a_subscription_naming_the_new_card_has_it_tried_and_its_change_is_an_event(
     store: DynamoStore, rail: FakeRail, flows: RecordingFlows
 ) -> None:
-    clock = Clock()
-    debtor, case_id = with_case(store, rail, flows)
-    step(store, debtor, case_id, StepKind.REMIND, clock, rail)
-    later = Clock(clock.now() + timedelta(hours=2))
+    debtor, case_id, later = _reminded(store, rail, flows)
     _save_card(store, debtor, "pm_card_visa", later)
     scope = debtor.ctx.scope
     subscription = store.load_subscription(scope, debtor.contact_id, debtor.subscription_id)
