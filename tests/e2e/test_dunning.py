@@ -112,8 +112,13 @@ def settled(api: HttpClient, case_id: str, day: date) -> dict[str, Any]:
         done = case["status"] == "ended" or waits
         return dict(case) if done else None
 
-    case = eventually(check, 60)
-    assert case, api.get(f"/dunning-cases/{case_id}").body
+    case = eventually(check, 120)
+    if not case:
+        now = api.get(f"/dunning-cases/{case_id}").body
+        raise AssertionError(
+            f"not settled on {day}: decided_on {now['decided_on']}, due {now['due']}, {now['status']}, "
+            f"last steps {now['history'][-3:]}"
+        )
     return case
 
 
