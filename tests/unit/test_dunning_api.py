@@ -283,3 +283,21 @@ def test_excluding_or_readmitting_a_contact_wakes_its_open_cases(
     assert flows.resumed == ["parked-while-excluded"]
     woken = store.get_case(scope, case_id)
     assert woken is not None and woken.wake_seq == 1
+
+
+def test_clearing_a_contacts_exclusion_opens_a_case_for_what_it_owes(
+    clients: dict[str, InProcessClient], flows: Flows, tmp_path: Path
+) -> None:
+    """Excluded when its card was declined, no case opened; clearing the flag opens one at once
+    (not days later, when the invoice falls overdue) and starts its execution."""
+    api, store = clients["test"], DynamoStore()
+    debtor = seed_debtor(store, FakeRail(tmp_path / "rail.db"), tenant_id=TENANT)
+    assert api.patch(f"/contacts/{debtor.contact_id}", {"dunning_excluded": True}).status == 200
+    assert open_case(store, debtor.ctx, debtor.contact_id, "USD", flows, clock=Clock()) is None, "excluded"
+    assert api.get(f"/contacts/{debtor.contact_id}/dunning-cases").body["items"] == []
+    assert api.patch(f"/contacts/{debtor.contact_id}", {"dunning_excluded": False}).status == 200
+    (case,) = api.get(f"/contacts/{debtor.contact_id}/dunning-cases").body["items"]
+    assert case["status"] == "open" and case["currency"] == "USD", case
+    assert flows.started == [case["id"]], "its execution started"
+    assert api.patch(f"/contacts/{debtor.contact_id}", {"dunning_excluded": False}).status == 200
+    assert len(api.get(f"/contacts/{debtor.contact_id}/dunning-cases").body["items"]) == 1, "no second case"

@@ -21,7 +21,8 @@ from billow.domain.invoices import Invoice
 from billow.domain.money import Money
 from billow.services.contacts import contact_today, get_contact
 from billow.services.context import Clock, TenantContext, edit_versioned
-from billow.services.dunning import read_world, wake
+from billow.domain.invoices import InvoiceKind
+from billow.services.dunning import open_case, read_world, wake, wake_contact
 from billow.services.ports import DunningFlows, DunningPorts, DunningStore, StoredCase
 
 
@@ -115,3 +116,30 @@ def operate(
     edit_versioned(lambda: get_case(store, ctx, case_id), save, changed, what)
     wake(store, ctx, case_id, flows(), clock=clock)
     return get_case(store, ctx, case_id)
+
+
+def exclusion_changed(
+    store: DunningPorts,
+    ctx: TenantContext,
+    contact_id: str,
+    excluded: bool,
+    flows: Callable[[], DunningFlows],
+    clock: Clock,
+) -> None:
+    """After `PATCH /contacts/{id}` set or cleared `dunning_excluded`: excluded, its open cases are
+    woken (they wait, as if paused); cleared, each currency it owes in, or has an open case in, is
+    `open_case`d: an open case is woken and chased again at once, and a debt that opened no case
+    while it was excluded (a failed charge) opens one now rather than when the invoice falls
+    overdue. One Query of its cases and one of its invoices more than a wake."""
+    if excluded:
+        wake_contact(store, ctx, contact_id, flows, clock=clock)
+        return
+    scope = ctx.scope
+    currencies = {c.case.currency for c in store.cases_of(scope, contact_id) if not c.case.ended}
+    currencies |= {
+        i.currency
+        for i in store.invoices_of(scope, contact_id)
+        if i.kind is InvoiceKind.INVOICE and i.owed and i.amount_due.minor > 0
+    }
+    for currency in sorted(currencies):
+        open_case(store, ctx, contact_id, currency, flows(), clock=clock)
