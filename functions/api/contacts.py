@@ -57,6 +57,7 @@ def create_contact(body: ContactBody) -> Response[dict[str, Any]]:
             clock=clock,
             new_id=ids.new_id,
             collection=body.collection,
+            dunning_excluded=body.dunning_excluded,
         )
     return created(presenters.contact(contact), 201, replay=ids.replay)
 

@@ -10,10 +10,10 @@ from aws_lambda_powertools.event_handler.router import APIGatewayRouter
 from billow.domain.actions import kinds
 from billow.domain.calendar import WEEKDAYS
 from billow.domain.collection import CollectionMode
+from billow.domain.money import AMOUNT_PATTERN
 from billow.domain.policy import Timing, TrialLimit
 from billow.domain.rules import Alignment, BillingRules, CalendarMode, ServiceState, weekday_number
 from billow.domain.tenants import TenantSettings
-from billow.domain.money import AMOUNT_PATTERN
 from billow.services.inputs import FromString, Name, coded
 from billow.services.tenants import (
     update_billing_rules,
