@@ -14,20 +14,19 @@ from typing import Any
 import pytest
 import runtime
 from billow.domain.actions.activate import ACTIVATE
-from billow.domain.dunning import StepKind
+from billow.domain.dunning import Deactivate, DunningCase, DunningPolicy, Remind, Retry, StepKind
+from billow.domain.money import Money
+from billow.local.stack import add_tenant
 from billow.services import actions
 from billow.services.actions import ActionRequest
 from billow.services.billing import InvoiceNumbers
-from billow.services.context import keyed_ids
-from billow.domain.dunning import Deactivate, DunningCase, DunningPolicy, Remind, Retry
-from billow.domain.money import Money
-from billow.local.stack import add_tenant
-from billow.services.context import Scope
+from billow.services.context import Scope, keyed_ids
 from billow.services.dunning import open_case
 from billow.services.ports import StoredCase
 from billow.storage.repository import DynamoStore
 
-from tests.dunning_support import Clock, opened, pay, seed_debtor, step, take_steps
+from tests import dunning_support
+from tests.dunning_support import Clock, opened, pay, seed_debtor, take_steps
 from tests.fake_rail import FakeRail
 from tests.support import InProcessClient, make_contact
 
@@ -309,6 +308,7 @@ def test_clearing_a_contacts_exclusion_opens_a_case_for_what_it_owes(
     assert api.patch(f"/contacts/{debtor.contact_id}", {"dunning_excluded": False}).status == 200
     (case,) = api.get(f"/contacts/{debtor.contact_id}/dunning-cases").body["items"]
     assert case["status"] == "open" and case["currency"] == "USD", case
+    assert case["history"][0]["outcome"].startswith("exclusion_cleared; "), "what opened it"
     assert flows.started == [case["id"]], "its execution started"
     assert api.patch(f"/contacts/{debtor.contact_id}", {"dunning_excluded": False}).status == 200
     assert len(api.get(f"/contacts/{debtor.contact_id}/dunning-cases").body["items"]) == 1, "no second case"
@@ -341,7 +341,7 @@ def test_a_case_lists_only_what_it_still_holds_deactivated_and_owes_nothing_once
     # Paid: the end reactivates it, and the case no longer lists it, nor a debt.
     paid_case = store.cases_of(paid.ctx.scope, paid.contact_id)[0].id
     pay(store, paid, Clock().days(3))
-    assert step(store, paid, paid_case, StepKind.END, Clock().days(3), rail).action == "ended"
+    assert dunning_support.step(store, paid, paid_case, StepKind.END, Clock().days(3), rail).action == "ended"
     ended = api.get(f"/dunning-cases/{paid_case}").body
     assert ended["status"] == "ended" and ended["deactivated"] == [] and ended["owed"] is None, ended
     (listed,) = api.get(f"/contacts/{paid.contact_id}/dunning-cases").body["items"]

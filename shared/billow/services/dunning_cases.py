@@ -137,6 +137,10 @@ def operate(
     return get_case(store, ctx, case_id)
 
 
+EXCLUSION_CLEARED = "exclusion_cleared"
+"""What opened a case opened by clearing its contact's exclusion (`dunning.case_opened`'s `cause`)."""
+
+
 def exclusion_changed(
     store: DunningPorts,
     ctx: TenantContext,
@@ -161,4 +165,4 @@ def exclusion_changed(
         if i.kind is InvoiceKind.INVOICE and i.owed and i.amount_due.minor > 0
     }
     for currency in sorted(currencies):
-        open_case(store, ctx, contact_id, currency, flows(), clock=clock)
+        open_case(store, ctx, contact_id, currency, flows(), clock=clock, cause=EXCLUSION_CLEARED)
