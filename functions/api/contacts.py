@@ -57,6 +57,7 @@ def create_contact(body: ContactBody) -> Response[dict[str, Any]]:
             clock=clock,
             new_id=ids.new_id,
             collection=body.collection,
+            dunning_excluded=body.dunning_excluded,
         )
     return created(presenters.contact(contact), 201, replay=ids.replay)
 
@@ -91,10 +92,10 @@ def update_contact(contact_id: Annotated[Id, Path()], body: ContactPatchBody) ->
             value = value.value
         changes[name] = value
     contact = contacts.update_contact(store, ctx, contact_id, changes)
-    if "dunning_excluded" in changes:  # its cases decide again now: excluded, or chased again
-        from billow.services.dunning import wake_contact
+    if "dunning_excluded" in changes:  # its cases decide again now: excluded, or chased (opened) again
+        from billow.services.dunning_cases import exclusion_changed
 
-        wake_contact(store, ctx, contact_id, lambda: runtime.flows, clock=clock)
+        exclusion_changed(store, ctx, contact_id, contact.dunning_excluded, lambda: runtime.flows, clock)
     return presenters.contact(contact)
 
 

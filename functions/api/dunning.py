@@ -31,8 +31,8 @@ class CaseStepBody(Body):
 )
 def contact_dunning_cases(contact_id: Annotated[Id, Path()]) -> dict[str, Any]:
     ctx = current_tenant(router.current_event)
-    cases = dunning_cases.cases_of(store, ctx, contact_id)
-    return {"contact_id": contact_id, "items": [presenters.dunning_case(c) for c in cases]}
+    excluded, cases = dunning_cases.cases_of(store, ctx, contact_id)
+    return {"contact_id": contact_id, "items": [presenters.dunning_case(c, excluded=excluded) for c in cases]}
 
 
 @router.get(
@@ -42,14 +42,14 @@ def contact_dunning_cases(contact_id: Annotated[Id, Path()]) -> dict[str, Any]:
 def get_dunning_case(case_id: Annotated[Id, Path()]) -> dict[str, Any]:
     ctx = current_tenant(router.current_event)
     stored = dunning_cases.get_case(store, ctx, case_id)
-    return presenters.dunning_case(stored, dunning_cases.owed_now(store, ctx, stored, clock))
+    return presenters.case_now(stored, dunning_cases.case_now(store, ctx, stored, clock))
 
 
 def _operate(case_id: str, step: OperatorStep, body: CaseStepBody | None) -> dict[str, Any]:
     ctx = current_tenant(router.current_event)
     reason = None if body is None else body.reason
     stored = dunning_cases.operate(store, lambda: runtime.flows, ctx, case_id, step, reason, clock)
-    return presenters.dunning_case(stored, dunning_cases.owed_now(store, ctx, stored, clock))
+    return presenters.case_now(stored, dunning_cases.case_now(store, ctx, stored, clock))
 
 
 @router.post(

@@ -7,12 +7,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import date, datetime
+from typing import TYPE_CHECKING
 
 from billow.domain.actions import Action
 from billow.domain.catalog import PriceTerms, Product
 from billow.domain.contacts import Address, Contact, TestClock
+from billow.domain.dunning import CaseStatus
 from billow.domain.invoices import Invoice, InvoiceKind, Payment
-from billow.domain.money import Money
 from billow.domain.ordering import Order
 from billow.domain.payment_methods import SavedPaymentMethod
 from billow.domain.receivables import Balance, CreditApplication, Refund
@@ -22,6 +23,9 @@ from billow.services.ports import StoredCase
 from billow.services.views import Json, day, line, money, period
 from billow.services.views import dunning_case as _case
 from billow.services.views import payment_attempt as payment_attempt  # the API's attempt is the events' too
+
+if TYPE_CHECKING:
+    from billow.services.dunning_cases import CaseNow
 
 
 def terms(t: PriceTerms) -> Json:
@@ -292,10 +296,20 @@ def order(o: Order) -> Json:
     }
 
 
-def dunning_case(stored: StoredCase, owed: Money | None = None) -> Json:
-    """The case (`billow.services.views.dunning_case`, the events' too) and its flow's days: `due`,
-    the contact's day of its next decision (null: only an event wakes it), and `decided_on`, of
-    its last (a client polls it to know the case caught up with a clock advance); with `owed`, the
-    debt it follows now (one case's answer; a list leaves it out)."""
-    shown = {**_case(stored.case), "due": day(stored.due), "decided_on": day(stored.decided_on)}
-    return shown if owed is None else {**shown, "owed": money(owed)}
+def dunning_case(stored: StoredCase, *, excluded: bool) -> Json:
+    """The case (`billow.services.views.dunning_case`, the events' too), whether its contact is
+    `excluded` (the case waits, as if paused), and its flow's days: `due`, the contact's day of its
+    next decision (null: only an event wakes it; always null for a paused or ended case, whose
+    flow waits with no day), and `decided_on`, of its last (a client polls it to know the case
+    caught up with a clock advance or an operator's resume)."""
+    case = stored.case
+    due = stored.due if case.status is CaseStatus.OPEN else None
+    return {**_case(case), "excluded": excluded, "due": day(due), "decided_on": day(stored.decided_on)}
+
+
+def case_now(stored: StoredCase, now: CaseNow) -> Json:
+    """One case's answer: as listed, with `owed`, the debt it follows now (null once ended), and
+    `deactivated` narrowed to what it still holds deactivated (staff reactivated none of them)."""
+    shown = dunning_case(stored, excluded=now.excluded)
+    held = [d for d in shown["deactivated"] if d["service_id"] in now.holding]
+    return {**shown, "deactivated": held, "owed": None if now.owed is None else money(now.owed)}

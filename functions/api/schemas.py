@@ -118,6 +118,12 @@ COLLECTION_HELP = (
 )
 
 
+DUNNING_EXCLUDED_HELP = (
+    "excluded from dunning: no dunning case opens for the contact, and its open case behaves as paused (no "
+    "retry, reminder, deactivation or cancellation; it still ends once nothing is owed)"
+)
+
+
 class ContactBody(Body):
     name: Name = Field(min_length=1, max_length=200)
     email: str = Field(pattern=r"^[^@\s]+@[^@\s]+$", max_length=254)
@@ -126,6 +132,7 @@ class ContactBody(Body):
     credit_limit: CreditLimit = None
     preferred_payment_method: FromString[PaymentMethod] | None = None
     collection: FromString[CollectionMode] | None = Field(default=None, description=COLLECTION_HELP)
+    dunning_excluded: bool = Field(default=False, description=DUNNING_EXCLUDED_HELP)
 
 
 class ContactPatchBody(Body):
@@ -139,11 +146,7 @@ class ContactPatchBody(Body):
     credit_limit: CreditLimit = None
     preferred_payment_method: FromString[PaymentMethod] | None = None
     collection: FromString[CollectionMode] | None = Field(default=None, description=COLLECTION_HELP)
-    dunning_excluded: bool | None = Field(
-        default=None,
-        description="excluded from dunning: no dunning case opens for the contact, and its open case behaves as "
-        "paused (no retry, reminder, deactivation or cancellation; it still ends once nothing is owed)",
-    )
+    dunning_excluded: bool | None = Field(default=None, description=DUNNING_EXCLUDED_HELP)
 
 
 class OrderItemBody(Body):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -9,10 +10,11 @@ from aws_lambda_powertools.event_handler.router import APIGatewayRouter
 from billow.domain.actions import kinds
 from billow.domain.calendar import WEEKDAYS
 from billow.domain.collection import CollectionMode
+from billow.domain.money import AMOUNT_PATTERN
 from billow.domain.policy import Timing, TrialLimit
 from billow.domain.rules import Alignment, BillingRules, CalendarMode, ServiceState, weekday_number
 from billow.domain.tenants import TenantSettings
-from billow.services.inputs import FromString, Name
+from billow.services.inputs import FromString, Name, coded
 from billow.services.tenants import (
     update_billing_rules,
     update_collection,
@@ -20,7 +22,8 @@ from billow.services.tenants import (
     update_profile,
     update_subscription_policy,
 )
-from pydantic import Field, Strict
+from pydantic import BeforeValidator, Field, Strict
+from pydantic_core import PydanticCustomError
 from runtime import store
 
 from api.context import current_tenant
@@ -233,41 +236,72 @@ def patch_collection(body: CollectionBody) -> dict[str, Any]:
     return _settings(update_collection(store, ctx, body.model_dump(exclude_unset=True, exclude_none=True)))
 
 
-DunningDays = Annotated[list[Annotated[int, Field(ge=0, le=365)]], Field(max_length=10)]
-Classification = Annotated[str, Field(min_length=1, max_length=64)]
+# Each rule's violation answers the domain's code for it (docs/dunning.md, the policy's table), the
+# bounds shown in the schema; the domain checks them again (`DunningPolicy`).
+_SCHEDULE = "lists at most 10 days, strictly increasing, each"
+RetryDays = Annotated[
+    list[Annotated[int, Field(ge=1, le=365)]],
+    Field(max_length=10),
+    coded("dunning.retry_days", f"retry_days {_SCHEDULE} 1 to 365"),
+]
+ReminderDays = Annotated[
+    list[Annotated[int, Field(ge=0, le=365)]],
+    Field(max_length=10),
+    coded("dunning.reminder_days", f"reminder_days {_SCHEDULE} 0 to 365"),
+]
+Classifications = Annotated[
+    list[Annotated[str, Field(min_length=1, max_length=64)]],
+    Field(max_length=50),
+    coded("dunning.classifications", "lists at most 50 different, non-empty classifications (up to 64 characters)"),
+]
+
+
+def _not_negative(value: Any) -> Any:
+    if isinstance(value, str) and value.startswith("-") and re.fullmatch(AMOUNT_PATTERN, value[1:]):
+        raise PydanticCustomError("dunning.threshold", "a deactivation threshold is not negative")
+    return value
+
+
+Threshold = Annotated[Amount, BeforeValidator(_not_negative)]
 
 
 class DunningBody(Body):
     """Only the rules given change; `null` clears `cancel_after_days` (never cancel). A change makes
     the policy's next `version`: cases already open keep theirs."""
 
-    retry_days: DunningDays | None = Field(
+    retry_days: RetryDays | None = Field(
         default=None,
         description="days after an invoice's first failed charge on which it is retried (1 to 365, strictly "
         "increasing); a hard decline waits for a new payment method instead",
         examples=[[1, 3, 5, 7]],
     )
-    reminder_days: DunningDays | None = Field(
-        default=None, description="days after the case opened on which the customer is reminded (0 to 365)"
+    reminder_days: ReminderDays | None = Field(
+        default=None,
+        description="days after the case opened on which the customer is reminded (0 to 365, strictly increasing)",
     )
-    grace_days: int | None = Field(
-        default=None, ge=0, le=365, description="days after the case opened before any service is deactivated"
+    grace_days: Annotated[int, Field(ge=0, le=365), coded("dunning.grace_days", "grace_days is 0 to 365")] | None = (
+        Field(default=None, description="days after the case opened before any service is deactivated")
     )
-    deactivation_threshold: dict[Currency, Amount] | None = Field(
+    deactivation_threshold: dict[Currency, Threshold] | None = Field(
         default=None,
         max_length=200,
         description="per currency, services billed to the debt are deactivated only while it is over this amount "
         "(0: any debt); replaces the previous map; a currency not listed is never deactivated",
         examples=[{"USD": "50.00"}],
     )
-    cancel_after_days: int | None = Field(
-        default=None, ge=1, le=365, description="days deactivated before dunning cancels a service; null: never"
+    cancel_after_days: (
+        Annotated[
+            int,
+            Field(ge=1, le=365),
+            coded("dunning.cancel_after_days", "cancel_after_days is 1 to 365, or null (never cancel)"),
+        ]
+        | None
+    ) = Field(default=None, description="days deactivated before dunning cancels a service; null: never")
+    excluded_from_deactivation: Classifications | None = Field(
+        default=None, description="account classifications never deactivated (nor cancelled)"
     )
-    excluded_from_deactivation: list[Classification] | None = Field(
-        default=None, max_length=50, description="account classifications never deactivated (nor cancelled)"
-    )
-    excluded_from_cancellation: list[Classification] | None = Field(
-        default=None, max_length=50, description="account classifications whose services are never cancelled"
+    excluded_from_cancellation: Classifications | None = Field(
+        default=None, description="account classifications whose services are never cancelled"
     )
     cancel_with_fees: bool | None = Field(
         default=None, description="a cancellation by dunning charges the usual fees (a cancellation fee in contract)"

@@ -97,7 +97,9 @@ def record_handler(record: SQSRecord) -> str:
         invoice_id = (detail.get("data") or {}).get("invoice_id")
         if not invoice_id:
             raise InvalidInput(f"message {record.message_id} names no invoice", field="invoice_id")
-        case = dunning.open_for_invoice(runtime.store, ctx, invoice_id, runtime.flows, clock=runtime.clock)
+        case = dunning.open_for_invoice(
+            runtime.store, ctx, invoice_id, runtime.flows, clock=runtime.clock, cause=detail["type"]
+        )
         return "nothing_owed" if case is None else case.id
     woken = dunning.wake_contact(runtime.store, ctx, detail["contact_id"], lambda: runtime.flows, clock=runtime.clock)
     return f"woken:{woken}"

@@ -136,6 +136,17 @@ def test_make_run_prints_a_curl_that_returns_data_and_where_events_are_written(t
         assert people["Kenji Sato"]["collection"] == "manual"  # never charged, never payment.failed
         assert people["Ada Lovelace"]["default_payment_method"]
 
+        # Grace's declined card: the banner names her dunning case and a curl that shows it, under
+        # the demo's policy (a threshold, so a deactivation can be seen)
+        dunning = re.search(r"^\s*(curl -s -H .*/dunning-cases/\S+)$", output, re.MULTILINE)
+        assert dunning, output
+        shown = subprocess.run(  # noqa: S602
+            dunning.group(1), shell=True, capture_output=True, text=True, timeout=30, check=True
+        )
+        case = json.loads(shown.stdout)
+        assert case["contact_id"] == people["Grace Hopper"]["id"], case
+        assert case["policy"]["deactivation_threshold"] == {"USD": "50.00"}
+
         # The events file it names receives an order's event whole, its data included
         watched = re.search(r"tail -f (\S+)$", output, re.MULTILINE)
         assert watched, output

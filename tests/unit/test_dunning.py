@@ -299,7 +299,18 @@ def test_the_dunning_policy_is_read_changed_versioned_and_validated(api: InProce
         ({"deactivation_threshold": {"USD": "1.005"}}, "money.too_many_decimals", "deactivation_threshold.USD"),
         ({"excluded_from_deactivation": ["vip", "vip"]}, "dunning.classifications", "excluded_from_deactivation"),
         ({"version": 9}, "request.validation_failed", "version"),
-        ({"grace_days": 400}, "request.validation_failed", "grace_days"),
+        # each rule's bounds answer its own code (docs/dunning.md's table, docs/errors.md)
+        ({"grace_days": 400}, "dunning.grace_days", "grace_days"),
+        ({"grace_days": -1}, "dunning.grace_days", "grace_days"),
+        ({"cancel_after_days": 0}, "dunning.cancel_after_days", "cancel_after_days"),
+        ({"excluded_from_deactivation": [""]}, "dunning.classifications", "excluded_from_deactivation"),
+        ({"excluded_from_cancellation": ["x"] * 51}, "dunning.classifications", "excluded_from_cancellation"),
+        ({"retry_days": list(range(1, 12))}, "dunning.retry_days", "retry_days"),
+        ({"retry_days": [1, 400]}, "dunning.retry_days", "retry_days"),
+        ({"reminder_days": [-1]}, "dunning.reminder_days", "reminder_days"),
+        ({"deactivation_threshold": {"USD": "-1"}}, "dunning.threshold", "deactivation_threshold.USD"),
+        ({"deactivation_threshold": {"USD": 5}}, "money.not_a_decimal", "deactivation_threshold.USD"),
+        ({"grace_days": "3"}, "dunning.grace_days", "grace_days"),
     ):
         refused = api.patch("/settings/dunning", body)
         assert refused.status == 422, (body, refused.body)

@@ -6,21 +6,27 @@ exclusion from dunning."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 import runtime
-from billow.domain.dunning import Deactivate, DunningCase, DunningPolicy, Remind, Retry
+from billow.domain.actions.activate import ACTIVATE
+from billow.domain.dunning import Deactivate, DunningCase, DunningPolicy, Remind, Retry, StepKind
 from billow.domain.money import Money
 from billow.local.stack import add_tenant
-from billow.services.context import Scope
+from billow.services import actions
+from billow.services.actions import ActionRequest
+from billow.services.billing import InvoiceNumbers
+from billow.services.context import Scope, keyed_ids
 from billow.services.dunning import open_case
 from billow.services.ports import StoredCase
 from billow.storage.repository import DynamoStore
 
-from tests.dunning_support import Clock, seed_debtor
+from tests import dunning_support
+from tests.dunning_support import Clock, opened, pay, seed_debtor, take_steps
 from tests.fake_rail import FakeRail
 from tests.support import InProcessClient, make_contact
 
@@ -102,10 +108,14 @@ def test_a_contacts_cases_newest_first_and_one_case_with_its_history(clients: di
         ("2027-03-02", "retry", ["att_inv_1_2"]),
         ("2027-03-15", "deactivate", ["svc_1"]),
     ]
-    assert case["deactivated"] == [{"service_id": "svc_1", "on": "2027-03-15"}] and case["cancelled"] == []
+    assert case["deactivated"] == [] and case["cancelled"] == [], "svc_1 is no service of the contact: not held"
     assert (case["retries"], case["reminders_sent"], case["last_reminder"]) == (["att_inv_1_2"], 1, 1)
     assert case["owed"] == {"amount": "0.00", "currency": "USD"}, "no invoice in debt"
-    assert listed.body["items"][0] == {k: v for k, v in case.items() if k != "owed"}, "a list leaves owed out"
+    fresh = ("owed", "deactivated")  # read fresh for one case only
+    assert {k: v for k, v in listed.body["items"][0].items() if k not in fresh} == {
+        k: v for k, v in case.items() if k not in fresh
+    }, "a list leaves owed out"
+    assert listed.body["items"][0]["deactivated"] == [{"service_id": "svc_1", "on": "2027-03-15"}], "its history's"
 
 
 def test_a_case_shows_what_its_debt_is_now(clients: dict[str, InProcessClient], tmp_path: Path) -> None:
@@ -283,3 +293,85 @@ def test_excluding_or_readmitting_a_contact_wakes_its_open_cases(
     assert flows.resumed == ["parked-while-excluded"]
     woken = store.get_case(scope, case_id)
     assert woken is not None and woken.wake_seq == 1
+
+
+def test_clearing_a_contacts_exclusion_opens_a_case_for_what_it_owes(
+    clients: dict[str, InProcessClient], flows: Flows, tmp_path: Path
+) -> None:
+    """Excluded when its card was declined, no case opened; clearing the flag opens one at once
+    (not days later, when the invoice falls overdue) and starts its execution."""
+    api, store = clients["test"], DynamoStore()
+    debtor = seed_debtor(store, FakeRail(tmp_path / "rail.db"), tenant_id=TENANT)
+    assert api.patch(f"/contacts/{debtor.contact_id}", {"dunning_excluded": True}).status == 200
+    assert open_case(store, debtor.ctx, debtor.contact_id, "USD", flows, clock=Clock()) is None, "excluded"
+    assert api.get(f"/contacts/{debtor.contact_id}/dunning-cases").body["items"] == []
+    assert api.patch(f"/contacts/{debtor.contact_id}", {"dunning_excluded": False}).status == 200
+    (case,) = api.get(f"/contacts/{debtor.contact_id}/dunning-cases").body["items"]
+    assert case["status"] == "open" and case["currency"] == "USD", case
+    assert case["history"][0]["outcome"].startswith("exclusion_cleared; "), "what opened it"
+    assert flows.started == [case["id"]], "its execution started"
+    assert api.patch(f"/contacts/{debtor.contact_id}", {"dunning_excluded": False}).status == 200
+    assert len(api.get(f"/contacts/{debtor.contact_id}/dunning-cases").body["items"]) == 1, "no second case"
+
+
+DEACTIVATING = {
+    "retry_days": [1, 3],
+    "reminder_days": [0],
+    "grace_days": 2,
+    "deactivation_threshold": {"USD": "0.00"},
+    "cancel_after_days": 3,
+}  # tests.dunning_support.POLICY: reminded on day 0, retried on day 1, deactivated on day 2
+
+
+def test_a_case_lists_only_what_it_still_holds_deactivated_and_owes_nothing_once_ended(
+    clients: dict[str, InProcessClient], flows: Flows, tmp_path: Path
+) -> None:
+    api, store, rail = clients["test"], DynamoStore(), FakeRail(tmp_path / "rail.db")
+    assert api.patch("/settings/dunning", DEACTIVATING).status == 200
+    # debt allowed, so that staff may activate a service of a contact in debt (activation.debt_threshold)
+    assert api.patch("/settings/subscriptions", {"debt_threshold": {"USD": "1000.00"}}).status == 200
+    paid, staff = (seed_debtor(store, rail, tenant_id=TENANT, key=key) for key in ("paid", "staff"))
+    for debtor in (paid, staff):
+        case_id = opened(store, debtor, flows)
+        take_steps(store, debtor, case_id, rail, 3)
+        held = api.get(f"/dunning-cases/{case_id}").body
+        assert held["deactivated"] == [{"service_id": debtor.service_id, "on": "2025-03-05"}], held
+        assert held["owed"] == {"amount": "30.00", "currency": "USD"}
+
+    # Paid: the end reactivates it, and the case no longer lists it, nor a debt.
+    paid_case = store.cases_of(paid.ctx.scope, paid.contact_id)[0].id
+    pay(store, paid, Clock().days(3))
+    assert dunning_support.step(store, paid, paid_case, StepKind.END, Clock().days(3), rail).action == "ended"
+    ended = api.get(f"/dunning-cases/{paid_case}").body
+    assert ended["status"] == "ended" and ended["deactivated"] == [] and ended["owed"] is None, ended
+    (listed,) = api.get(f"/contacts/{paid.contact_id}/dunning-cases").body["items"]
+    assert listed["deactivated"] == [], "the list (and the events' case) leave out what its end reactivated"
+
+    # Staff reactivate it: the case no longer holds it (its answer reads the action log).
+    staff_case = store.cases_of(staff.ctx.scope, staff.contact_id)[0].id
+    request = ActionRequest(ACTIVATE, service_id=staff.service_id, reason="staff")
+    ctx = replace(staff.ctx, settings=store.get_settings(TENANT))
+    actions.request_action(
+        store, ctx, staff.subscription_id, request, clock=Clock().days(3), numbers=InvoiceNumbers(store),
+        new_id=keyed_ids(TENANT, "staff-activate"),
+    )  # fmt: skip
+    taken_back = api.get(f"/dunning-cases/{staff_case}").body
+    assert taken_back["status"] == "open" and taken_back["deactivated"] == [], taken_back
+
+
+def test_a_case_says_its_contact_is_excluded_and_a_paused_case_has_no_due_day(
+    clients: dict[str, InProcessClient], flows: Flows
+) -> None:
+    api = clients["test"]
+    contact = api.post("/contacts", {"name": "Ann", "email": "ann@example.com", "dunning_excluded": True})
+    assert contact.status == 201 and contact.body["dunning_excluded"] is True, contact.body
+    assert api.get(f"/contacts/{contact.body['id']}").body["dunning_excluded"] is True, "stored"
+    case_id = store_case(contact.body["id"], due=date(2027, 3, 20), decided_on=date(2027, 3, 15))
+    case = api.get(f"/dunning-cases/{case_id}").body
+    assert case["excluded"] is True and case["due"] == "2027-03-20", case
+    (listed,) = api.get(f"/contacts/{contact.body['id']}/dunning-cases").body["items"]
+    assert listed["excluded"] is True
+    paused = api.post(f"/dunning-cases/{case_id}/pause").body
+    assert paused["status"] == "paused" and paused["due"] is None, "paused: it waits with no day, answered at once"
+    assert api.patch(f"/contacts/{contact.body['id']}", {"dunning_excluded": False}).status == 200
+    assert api.get(f"/dunning-cases/{case_id}").body["excluded"] is False

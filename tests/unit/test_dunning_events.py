@@ -66,6 +66,15 @@ def test_an_opened_case_is_one_event_with_the_case_and_a_stable_id() -> None:
     assert data["step"] == {"on": "2027-03-01", "kind": "open", "targets": [], "outcome": "policy version 0"}
     assert data["case"]["status"] == "open" and data["case"]["policy"] == POLICY.for_currency("USD").as_json()
     assert [e.id for e in events(opened(), 1)] == [event.id], "a record delivered again: the same id"
+    assert (data["cause"], data["invoice_id"]) == (None, None), "opened without saying why (before it was kept)"
+
+
+def test_an_opened_case_says_what_opened_it() -> None:
+    case = DunningCase.open("con_1", "USD", 1, POLICY, DAY0, cause="invoice.overdue", invoice_id="inv_7")
+    [event] = events(case, 1)
+    data = event.detail()["data"]
+    assert (data["cause"], data["invoice_id"]) == ("invoice.overdue", "inv_7")
+    assert data["step"]["targets"] == ["inv_7"] and data["step"]["outcome"] == "invoice.overdue; policy version 0"
 
 
 def test_a_reminder_is_the_reminder_event_with_its_number_and_the_debt() -> None:

@@ -65,6 +65,10 @@ def test_payment_failed_opens_a_case_and_tasks_run_it(wired: tuple[DynamoStore, 
     assert [f["itemIdentifier"] for f in answer["batchItemFailures"]] == [stranger["messageId"]]
     case_id = f"dun_{debtor.contact_id}_USD_1"
     assert flows.started == [case_id]
+    stored = store.get_case(debtor.ctx.scope, case_id)
+    assert stored is not None
+    (opening,) = stored.case.history
+    assert opening.targets == (debtor.invoice.id,) and opening.opened_by == "payment.failed", "what opened it"
 
     task = {"tenant_id": "t1", "mode": "test", "case_id": case_id}
     decided = invoke(DUNNING, {"task": "decide", **task})

@@ -393,6 +393,14 @@ class Step:
         return reasons[0] if len(reasons) == 1 and reasons[0] in END_REASONS else "nothing_owed"
 
     @property
+    def opened_by(self) -> str | None:
+        """What opened the case, for its open step recorded with it (`DunningCase.open`'s
+        `cause`); None otherwise."""
+        if self.kind != StepKind.OPEN or _SEP not in self.outcome:
+            return None
+        return self.outcome.partition(_SEP)[0]
+
+    @property
     def by_operator(self) -> bool:
         """A pause, a resume, or an end an operator asked for (not one because nothing is owed)."""
         return self.kind in (StepKind.PAUSE, StepKind.RESUME) or (
@@ -453,8 +461,23 @@ class DunningCase:
     """The stored item's version (0: not stored yet)."""
 
     @classmethod
-    def open(cls, contact_id: str, currency: str, sequence: int, policy: DunningPolicy, on: date) -> DunningCase:
-        opened = Step(on, StepKind.OPEN, outcome=f"policy version {policy.version}")
+    def open(
+        cls,
+        contact_id: str,
+        currency: str,
+        sequence: int,
+        policy: DunningPolicy,
+        on: date,
+        *,
+        cause: str | None = None,
+        invoice_id: str | None = None,
+    ) -> DunningCase:
+        """Case `sequence` of the contact in `currency`, opened on `on` under `policy`; its open
+        step records what opened it (`cause`: the event, e.g. `payment.failed`, and the invoice it
+        named; `Step.opened_by` reads it back)."""
+        version = f"policy version {policy.version}"
+        outcome = version if cause is None else f"{cause}{_SEP}{version}"
+        opened = Step(on, StepKind.OPEN, targets=() if invoice_id is None else (invoice_id,), outcome=outcome)
         return cls(
             case_id(contact_id, currency, sequence),
             contact_id,

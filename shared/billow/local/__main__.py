@@ -98,6 +98,15 @@ Try:
                 f"       {local.url}/contacts/{ids['grace']}/test-clock\n",
                 flush=True,
             )
+            case = ids.get("grace_case")
+            path = f"/dunning-cases/{case}" if case else f"/contacts/{ids['grace']}/dunning-cases"
+            print(
+                f"Grace's card is declined at every charge: her dunning case {case or '(opening: list hers)'}\n"
+                "retries, reminds, and deactivates her services past the grace period while she owes over\n"
+                "50.00 USD (the demo's policy: GET /settings/dunning); advance her clock and read it again:\n"
+                f"  curl -s -H 'Authorization: Bearer {demo.DEMO_KEY}' {local.url}{path}\n",
+                flush=True,
+            )
         print("Docs: README.md, docs/. Press Ctrl-C to stop everything.", flush=True)
         threading.Event().wait()  # until SIGINT or SIGTERM (`_stop`)
     except KeyboardInterrupt:

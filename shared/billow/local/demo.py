@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import urllib.request
 from datetime import UTC, datetime
 from typing import Any
@@ -29,16 +30,27 @@ def call(url: str, method: str, path: str, key: str, body: dict[str, Any] | None
         return error.code, json.loads(error.read() or b"null")
 
 
+DEMO_DUNNING = {"deactivation_threshold": {"USD": "50.00"}}
+"""The demo's dunning policy: the default schedule, and services deactivated while a USD debt is
+over 50.00 (past the 14 days' grace), so that Grace's case shows a deactivation."""
+
+
 def load(url: str, key: str = DEMO_KEY, stripe: LocalStripe | None = None) -> dict[str, Any]:
     """Three products, three contacts, their orders; one contact on a test clock, advanced a quarter.
     With localstripe: Ada saved a card that pays (4242...), Grace one that is declined at every
-    charge (4000000000000341); Kenji pays by bank transfer."""
+    charge (4000000000000341), so a dunning case follows her debt (its id answered as
+    `grace_case`, None when it did not open in time); Kenji pays by bank transfer."""
+
+    def send(method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        status, reply = call(url, method, path, key, body)
+        if status >= 400:
+            raise RuntimeError(f"demo data failed: {method} {path} -> {status} {reply}")
+        return reply
 
     def post(path: str, body: dict[str, Any]) -> Any:
-        status, reply = call(url, "POST", path, key, body)
-        if status >= 400:
-            raise RuntimeError(f"demo data failed: POST {path} -> {status} {reply}")
-        return reply
+        return send("POST", path, body)
+
+    send("PATCH", "/settings/dunning", DEMO_DUNNING)
 
     def product(name: str, description: str = "", **terms: str) -> Any:
         return post("/products", {"name": name, "description": description, "terms": [terms]})
@@ -96,4 +108,15 @@ def load(url: str, key: str = DEMO_KEY, stripe: LocalStripe | None = None) -> di
     # One advance reaches two months (the shortest cycle's two intervals): this takes two.
     advance_clock(lambda m, p, b: call(url, m, p, key, b), grace["id"], datetime(2026, 4, 30, 9, tzinfo=UTC))
     order(kenji, "demo-kenji", (tokyo, 1))
-    return {"ada": ada["id"], "grace": grace["id"], "kenji": kenji["id"]}
+    return {"ada": ada["id"], "grace": grace["id"], "kenji": kenji["id"], "grace_case": first_case(send, grace["id"])}
+
+
+def first_case(send: Any, contact_id: str, wait: float = 30.0) -> str | None:
+    """The contact's newest dunning case, once its failed charge's event opened it (the local bus
+    delivers in the background): polled for `wait` seconds at most."""
+    deadline = time.monotonic() + wait
+    while True:
+        items = send("GET", f"/contacts/{contact_id}/dunning-cases")["items"]
+        if items or time.monotonic() > deadline:
+            return items[0]["id"] if items else None
+        time.sleep(0.25)

@@ -36,6 +36,7 @@ def create_contact(
     clock: Clock,
     new_id: Callable[[str], str],
     collection: CollectionMode | None = None,
+    dunning_excluded: bool = False,
 ) -> Contact:
     limit = _credit_limit(credit_limit)
     contact = Contact(
@@ -49,6 +50,7 @@ def create_contact(
         test_mode=ctx.test_mode,
         created_at=clock.now(),
         collection=collection,
+        dunning_excluded=dunning_excluded,
     )
     try:
         store.add_contact(ctx.scope, contact)

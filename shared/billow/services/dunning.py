@@ -536,11 +536,20 @@ def _why_nothing_owed(case: DunningCase, world: World) -> list[str]:
 
 # -- opening -----------------------------------------------------------------------------------------
 def open_case(
-    ports: DunningPorts, ctx: TenantContext, contact_id: str, currency: str, flows: DunningFlows, *, clock: Clock
+    ports: DunningPorts,
+    ctx: TenantContext,
+    contact_id: str,
+    currency: str,
+    flows: DunningFlows,
+    *,
+    clock: Clock,
+    cause: str | None = None,
+    invoice_id: str | None = None,
 ) -> StoredCase | None:
     """On `payment.failed` and `invoice.overdue`: the contact's open case in `currency`, woken (a
     new failure may change its decision), or a new one and its execution started, when something
-    is owed and the contact is not excluded; None otherwise. Two openers racing make one case: its
+    is owed and the contact is not excluded (its open step recording `cause` and `invoice_id`: what
+    opened it); None otherwise. Two openers racing make one case: its
     id is the next sequence's, created only if absent, and only the creator starts its execution."""
     scope = ctx.scope
     for _ in _retrying():
@@ -562,7 +571,8 @@ def open_case(
         if world.facts.owed(world.today).is_zero or world.contact.dunning_excluded:
             return None
         sequence = 1 + max((int(c.id.rsplit("_", 1)[1]) for c in earlier), default=0)
-        case = DunningCase.open(contact_id, currency, sequence, ctx.settings.dunning, world.today)
+        policy = ctx.settings.dunning
+        case = DunningCase.open(contact_id, currency, sequence, policy, world.today, cause=cause, invoice_id=invoice_id)
         opened = StoredCase(case, due=world.today, clocked=world.when.on_test_clock, decided_at=clock.now())
         work = ports.unit_of_work(f"opening dunning case {case.id}")
         try:
@@ -577,14 +587,22 @@ def open_case(
 
 
 def open_for_invoice(
-    ports: DunningPorts, ctx: TenantContext, invoice_id: str, flows: DunningFlows, *, clock: Clock
+    ports: DunningPorts,
+    ctx: TenantContext,
+    invoice_id: str,
+    flows: DunningFlows,
+    *,
+    clock: Clock,
+    cause: str | None = None,
 ) -> StoredCase | None:
     """`open_case` for the contact and currency of `invoice_id` (its charge failed, or it fell
-    overdue): one read of the invoice by id, then `open_case`."""
+    overdue: `cause`, the event's type): one read of the invoice by id, then `open_case`."""
     invoice = ports.get_invoice(ctx.scope, invoice_id)
     if invoice is None:
         return None
-    return open_case(ports, ctx, invoice.contact_id, invoice.currency, flows, clock=clock)
+    return open_case(
+        ports, ctx, invoice.contact_id, invoice.currency, flows, clock=clock, cause=cause, invoice_id=invoice_id
+    )
 
 
 # -- parking and waking ------------------------------------------------------------------------------

@@ -11,17 +11,17 @@ again, which is harmless: the flow only re-decides)."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import date
 from enum import StrEnum
 
 from billow.domain.dunning import DunningCase
 from billow.domain.errors import InvalidInput, NotFound
-from billow.domain.invoices import Invoice
+from billow.domain.invoices import Invoice, InvoiceKind
 from billow.domain.money import Money
 from billow.services.contacts import contact_today, get_contact
 from billow.services.context import Clock, TenantContext, edit_versioned
-from billow.services.dunning import read_world, wake
+from billow.services.dunning import open_case, read_world, wake, wake_contact
 from billow.services.ports import DunningFlows, DunningPorts, DunningStore, StoredCase
 
 
@@ -37,19 +37,39 @@ def get_case(store: DunningStore, ctx: TenantContext, case_id: str) -> StoredCas
     return stored
 
 
-def cases_of(store: DunningPorts, ctx: TenantContext, contact_id: str) -> list[StoredCase]:
-    """The contact's cases, every currency's, newest first (404 `contact.not_found`)."""
-    get_contact(store, ctx, contact_id)
-    return store.cases_of(ctx.scope, contact_id)
+def cases_of(store: DunningPorts, ctx: TenantContext, contact_id: str) -> tuple[bool, list[StoredCase]]:
+    """Whether the contact is excluded from dunning, and its cases, every currency's, newest first
+    (404 `contact.not_found`)."""
+    contact = get_contact(store, ctx, contact_id)
+    return contact.dunning_excluded, store.cases_of(ctx.scope, contact_id)
 
 
-def owed_now(store: DunningPorts, ctx: TenantContext, stored: StoredCase, clock: Clock) -> Money:
-    """The debt the case follows as its next decision would read it, on the contact's today: the
-    invoices in debt in its currency (failed or overdue), less the contact's credit (the facts'
-    reads: a few Queries of the contact's partition, so for one case, not a list)."""
+@dataclass(frozen=True, slots=True)
+class CaseNow:
+    """What one case's answer reads fresh (`case_now`)."""
+
+    owed: Money | None
+    """The debt it follows now; None once it ended (what the contact owes then is its balance's)."""
+    excluded: bool
+    """Its contact is excluded from dunning: the case waits, as if paused."""
+    holding: frozenset[str]
+    """The services it deactivated that it still holds so (not effective, and neither staff nor its
+    end reactivated them since: `ServiceFacts.stopped_by_case`)."""
+
+
+def case_now(store: DunningPorts, ctx: TenantContext, stored: StoredCase, clock: Clock) -> CaseNow:
+    """The case's debt as its next decision would read it, on the contact's today (the invoices in
+    debt in its currency, failed or overdue, less the contact's credit), its contact's exclusion and
+    the services it still holds deactivated: the facts' reads (a few Queries of the contact's
+    partition, so for one case, not a list)."""
     case = stored.case
     world = read_world(store, ctx, case.contact_id, case.currency, case, clock)
-    return world.facts.owed(world.today)
+    deactivated = case.deactivated
+    holding = frozenset(
+        s.service_id for s in world.facts.services if s.service_id in deactivated and s.stopped_by_case(case.id)
+    )
+    owed = None if case.ended else world.facts.owed(world.today)
+    return CaseNow(owed, world.contact.dunning_excluded, holding)
 
 
 class OperatorStep(StrEnum):
@@ -115,3 +135,34 @@ def operate(
     edit_versioned(lambda: get_case(store, ctx, case_id), save, changed, what)
     wake(store, ctx, case_id, flows(), clock=clock)
     return get_case(store, ctx, case_id)
+
+
+EXCLUSION_CLEARED = "exclusion_cleared"
+"""What opened a case opened by clearing its contact's exclusion (`dunning.case_opened`'s `cause`)."""
+
+
+def exclusion_changed(
+    store: DunningPorts,
+    ctx: TenantContext,
+    contact_id: str,
+    excluded: bool,
+    flows: Callable[[], DunningFlows],
+    clock: Clock,
+) -> None:
+    """After `PATCH /contacts/{id}` set or cleared `dunning_excluded`: excluded, its open cases are
+    woken (they wait, as if paused); cleared, each currency it owes in, or has an open case in, is
+    `open_case`d: an open case is woken and chased again at once, and a debt that opened no case
+    while it was excluded (a failed charge) opens one now rather than when the invoice falls
+    overdue. One Query of its cases and one of its invoices more than a wake."""
+    if excluded:
+        wake_contact(store, ctx, contact_id, flows, clock=clock)
+        return
+    scope = ctx.scope
+    currencies = {c.case.currency for c in store.cases_of(scope, contact_id) if not c.case.ended}
+    currencies |= {
+        i.currency
+        for i in store.invoices_of(scope, contact_id)
+        if i.kind is InvoiceKind.INVOICE and i.owed and i.amount_due.minor > 0
+    }
+    for currency in sorted(currencies):
+        open_case(store, ctx, contact_id, currency, flows(), clock=clock, cause=EXCLUSION_CLEARED)

@@ -422,6 +422,8 @@ def _step_data(case: DunningCase, step: Step) -> Json:
     """What every `dunning.*` event says: the case (as this write left it) and the step."""
     data: Json = {"case_id": case.id, "currency": case.currency, "step": dunning_step(step), "case": dunning_case(case)}
     match step.kind:
+        case StepKind.OPEN:
+            data |= {"cause": step.opened_by, "invoice_id": step.targets[0] if step.targets else None}
         case StepKind.RETRY:
             data["attempt_ids"] = list(step.targets)
         case StepKind.REMIND:

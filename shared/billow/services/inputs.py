@@ -20,7 +20,10 @@ from pydantic import (
     ConfigDict,
     Field,
     Strict,
+    ValidationError,
     ValidationInfo,
+    ValidatorFunctionWrapHandler,
+    WrapValidator,
     field_validator,
 )
 from pydantic_core import PydanticCustomError, PydanticKnownError
@@ -55,6 +58,23 @@ Amount = Annotated[
     BeforeValidator(_decimal_string),
 ]
 """A non-negative amount, exactly as sent; `Money.parse` checks its decimals against its currency."""
+
+
+def coded(code: str, message: str) -> WrapValidator:
+    """Annotated after a type and its bounds (`Annotated[int, Field(ge=0, le=365), coded(...)]`):
+    any violation of them answers the domain rule's own code and message (`dunning.grace_days`)
+    instead of pydantic's generic one, the field named; the bounds stay in the OpenAPI schema. A
+    problem that has a dotted code already (`text.control_character`) keeps it."""
+
+    def recode(value: Any, handler: ValidatorFunctionWrapHandler) -> Any:
+        try:
+            return handler(value)
+        except ValidationError as error:
+            if all("." in e["type"] for e in error.errors()):
+                raise
+            raise PydanticCustomError(code, message) from None
+
+    return WrapValidator(recode)
 
 
 def _json_string(value: Any) -> Any:

@@ -114,7 +114,9 @@ def dunning_step(s: Step) -> Json:
 
 def dunning_case(c: DunningCase) -> Json:
     """A dunning case (docs/dunning.md, "The case over the API"): the API's (which adds the flow's
-    `due` and `decided_on`, and what is owed) and the `dunning.*` events' `case`."""
+    `due` and `decided_on`, and what is owed) and the `dunning.*` events' `case`. `deactivated`:
+    the services it deactivated and has neither cancelled nor reactivated by its end."""
+    ended = {sid for s in c.history if s.kind == StepKind.END for sid in s.targets}
     return {
         "id": c.id,
         "contact_id": c.contact_id,
@@ -124,7 +126,9 @@ def dunning_case(c: DunningCase) -> Json:
         "opened_on": c.opened_on.isoformat(),
         "policy": c.policy.as_json(),
         "history": [dunning_step(s) for s in c.history],
-        "deactivated": [{"service_id": sid, "on": on.isoformat()} for sid, on in sorted(c.deactivated.items())],
+        "deactivated": [
+            {"service_id": sid, "on": on.isoformat()} for sid, on in sorted(c.deactivated.items()) if sid not in ended
+        ],
         "cancelled": sorted(c.cancelled),
         "retries": sorted(c.retried),
         "reminders_sent": sum(1 for s in c.history if s.kind == StepKind.REMIND),
