@@ -125,9 +125,9 @@ def _payment_gateway() -> Any:
 def _flows() -> Any:
     """The dunning state machine (billow.gateways.flows, from the environment); tests set
     `runtime.flows` itself."""
-    from billow.gateways.flows import flows_from_env
+    from billow.gateways.flows import EnvironmentFlows
 
-    return flows_from_env()
+    return EnvironmentFlows()
 
 
 _FACTORIES: dict[str, Callable[[], Any]] = {

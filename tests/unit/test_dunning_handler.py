@@ -138,3 +138,23 @@ def test_a_retry_the_rail_could_not_serve_fails_as_temporary_and_its_rerun_charg
     assert invoke(DUNNING, {"task": "retry", **task})["action"] == "wait"
     assert [a.status.value for a in store.attempts_of(debtor.ctx.scope, debtor.contact_id)] == ["failed", "failed"]
     assert len(rail.charges()) == 2
+
+
+def test_the_functions_flows_follow_the_environment_at_each_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`runtime.flows` is made once per process; a process running one local stack after another
+    (the e2e tests) must reach each stack's own Step Functions, not the first one's (found when
+    the dunning e2e ran after another e2e module: its starts went to a stopped server)."""
+    from billow.gateways import flows as gateway
+
+    reached: list[tuple[str, str | None]] = []
+    monkeypatch.setattr(
+        gateway.StepFunctionsFlows,
+        "start",
+        lambda self, name, payload: reached.append((self.state_machine_arn, self.endpoint)),
+    )
+    kept = gateway.EnvironmentFlows()
+    for port in (1111, 2222):
+        monkeypatch.setenv(gateway.STATE_MACHINE_ENV, f"arn:aws:states:us-east-1:123456789012:stateMachine:m{port}")
+        monkeypatch.setenv(gateway.ENDPOINT_ENV, f"http://127.0.0.1:{port}")
+        kept.start("dun_c_USD_1", {})
+    assert [endpoint for _, endpoint in reached] == ["http://127.0.0.1:1111", "http://127.0.0.1:2222"]

@@ -98,3 +98,18 @@ class StepFunctionsFlows:
 def flows_from_env() -> StepFunctionsFlows:
     """The flows of this function's environment (read now, not at import)."""
     return StepFunctionsFlows(os.environ[STATE_MACHINE_ENV], os.environ.get(ENDPOINT_ENV) or None)
+
+
+class EnvironmentFlows:
+    """`DunningFlows` on the state machine the environment names at each call (`flows_from_env`): what
+    a function keeps for its lifetime (`runtime.flows`). On AWS the environment never changes; a
+    process that runs one local stack after another (the e2e tests) reaches each stack's own."""
+
+    def start(self, execution_name: str, payload: dict[str, Any]) -> None:
+        flows_from_env().start(execution_name, payload)
+
+    def resume(self, token: str) -> bool:
+        return flows_from_env().resume(token)
+
+    def running(self, execution_name: str) -> bool:
+        return flows_from_env().running(execution_name)
