@@ -375,3 +375,25 @@ def test_a_case_says_its_contact_is_excluded_and_a_paused_case_has_no_due_day(
     assert paused["status"] == "paused" and paused["due"] is None, "paused: it waits with no day, answered at once"
     assert api.patch(f"/contacts/{contact.body['id']}", {"dunning_excluded": False}).status == 200
     assert api.get(f"/dunning-cases/{case_id}").body["excluded"] is False
+
+
+def test_a_pause_stands_and_answers_when_step_functions_is_out_of_reach(
+    clients: dict[str, InProcessClient], flows: Flows, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The wake after an operator's committed change fails (Step Functions throttled or out of
+    reach): the change is answered, not turned into a 500 over a write already made; the flow
+    catches up at its park's timeout or the next wake."""
+    api, store, scope = clients["test"], DynamoStore(), Scope(TENANT, "test")
+    contact = make_contact(api)["id"]
+    case_id = store_case(contact)
+    assert store.park_case(scope, case_id, 0, "token-1")
+
+    def unreachable(token: str) -> bool:
+        raise ConnectionError("Step Functions out of reach")
+
+    monkeypatch.setattr(flows, "resume", unreachable)
+    paused = api.post(f"/dunning-cases/{case_id}/pause", {"reason": "disputed"})
+    assert paused.status == 200 and paused.body["status"] == "paused", paused.body
+    assert api.get(f"/dunning-cases/{case_id}").body["status"] == "paused"
+    cleared = api.patch(f"/contacts/{contact}", {"dunning_excluded": True})
+    assert cleared.status == 200 and cleared.body["dunning_excluded"] is True, cleared.body

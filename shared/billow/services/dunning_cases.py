@@ -10,10 +10,12 @@ again, which is harmless: the flow only re-decides)."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import date
 from enum import StrEnum
+from functools import partial
 
 from billow.domain.dunning import DunningCase
 from billow.domain.errors import InvalidInput, NotFound
@@ -23,6 +25,8 @@ from billow.services.contacts import contact_today, get_contact
 from billow.services.context import Clock, TenantContext, edit_versioned
 from billow.services.dunning import open_case, read_world, wake, wake_contact
 from billow.services.ports import DunningFlows, DunningPorts, DunningStore, StoredCase
+
+log = logging.getLogger(__name__)
 
 
 def get_case(store: DunningStore, ctx: TenantContext, case_id: str) -> StoredCase:
@@ -133,7 +137,7 @@ def operate(
         return saved
 
     edit_versioned(lambda: get_case(store, ctx, case_id), save, changed, what)
-    wake(store, ctx, case_id, flows(), clock=clock)
+    _after_commit(lambda: wake(store, ctx, case_id, flows(), clock=clock), case_id)
     return get_case(store, ctx, case_id)
 
 
@@ -155,7 +159,7 @@ def exclusion_changed(
     while it was excluded (a failed charge) opens one now rather than when the invoice falls
     overdue. One Query of its cases and one of its invoices more than a wake."""
     if excluded:
-        wake_contact(store, ctx, contact_id, flows, clock=clock)
+        _after_commit(lambda: wake_contact(store, ctx, contact_id, flows, clock=clock), contact_id)
         return
     scope = ctx.scope
     currencies = {c.case.currency for c in store.cases_of(scope, contact_id) if not c.case.ended}
@@ -165,4 +169,27 @@ def exclusion_changed(
         if i.kind is InvoiceKind.INVOICE and i.owed and i.amount_due.minor > 0
     }
     for currency in sorted(currencies):
-        open_case(store, ctx, contact_id, currency, flows(), clock=clock, cause=EXCLUSION_CLEARED)
+        _after_commit(partial(_open_again, store, ctx, contact_id, currency, flows, clock), contact_id)
+
+
+def _open_again(
+    store: DunningPorts,
+    ctx: TenantContext,
+    contact_id: str,
+    currency: str,
+    flows: Callable[[], DunningFlows],
+    clock: Clock,
+) -> None:
+    open_case(store, ctx, contact_id, currency, flows(), clock=clock, cause=EXCLUSION_CLEARED)
+
+
+def _after_commit(wake_up: Callable[[], object], what: str) -> None:
+    """A wake (or an opening) that follows an operator's committed change: the change stands and is
+    answered whatever Step Functions says. A wake that fails (Step Functions out of reach, throttled)
+    is logged, not raised as a 500 over a change already made: the case's park times out within a
+    day and decides again, the hourly wake reaches a case due, and a case written without its
+    execution is restarted by its next wake (`billow.services.dunning.wake`)."""
+    try:
+        wake_up()
+    except Exception:
+        log.warning("dunning: waking %s after an operator's change failed; the flow catches up", what, exc_info=True)
