@@ -39,6 +39,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import date, timedelta
+from decimal import Decimal
 from fractions import Fraction
 from typing import Any, Literal, TypeVar
 
@@ -49,7 +50,7 @@ from billow.domain.lines import Adjustment, LineDraft
 from billow.domain.money import Money, sum_money
 from billow.domain.rules import Alignment, ServiceState
 from billow.domain.subscriptions import Service, Subscription, Transfer
-from billow.domain.usage import NO_USAGE, UsageRater
+from billow.domain.usage import NO_USAGE, BilledUsage, LateMarker, RatedUsage, UsageRater, billed_for, with_billed
 
 _ONE = Fraction(1)
 _DAY = timedelta(days=1)
@@ -105,6 +106,8 @@ class BillingStep:
     """Actions this step executed, rejected, scheduled or cancelled (for the action log)."""
     transfer: Transfer | None = None
     """A service this step moves to another of the contact's subscriptions (written with it)."""
+    cleared: tuple[LateMarker, ...] = ()
+    """Late-usage markers whose difference this step's invoice bills (cleared with it)."""
 
 
 # -- where a service's billable days end --------------------------------------------------------
@@ -127,6 +130,8 @@ def recurring_pieces(
     """The service's recurring pieces from `start` (default: its first unbilled day) up to `end`
     (exclusive; None for no end), in billing-date order. The first-piece rules (threshold,
     delayed alignment) apply when `start` is the service's first charged day."""
+    if service.terms.billing_model is BillingModel.NONE:
+        return  # "no billing": never invoiced
     schedule = subscription.schedule
     rules = subscription.rules
     cycle = schedule.cycle
@@ -184,6 +189,8 @@ def recurring_pieces(
 
 def usage_pieces(service: Service, subscription: Subscription, end: date | None) -> Iterator[Piece]:
     """A metered service's periods whose usage is not yet billed; always billed in arrears."""
+    if service.terms.billing_model is BillingModel.NONE:
+        return
     begin = service.usage_billed_through or service.billing_start
     while end is None or begin < end:
         period = subscription.schedule.period_containing(begin)
@@ -323,7 +330,7 @@ def _charge_line(service: Service, piece: Piece) -> LineDraft:
 
 def _setup_fee_line(service: Service) -> LineDraft | None:
     fee = service.terms.setup_fee
-    if fee is None or fee.is_zero:
+    if fee is None or fee.is_zero or service.terms.billing_model is BillingModel.NONE:
         return None
     return one_time_line(service, "setup_fee", f"{service.product_name} setup fee", fee)
 
@@ -600,21 +607,104 @@ def _netted(credit: LineDraft, charge: LineDraft) -> LineDraft | Literal[False] 
     return replace(credit, fraction=-Fraction(left.days) / period_days, amount=amount, period=left)
 
 
-def _usage_lines(rater: UsageRater, subscription: Subscription, service: Service, piece: Piece) -> list[LineDraft]:
-    return [
-        LineDraft(
-            kind="usage",
-            description=charge.description,
-            service_id=service.id,
-            product_id=service.product_id,
-            quantity=charge.quantity,
-            unit_price=charge.unit_price,
-            fraction=_ONE,
-            amount=charge.amount,
-            period=piece.covered,
-        )
-        for charge in rater.rate(subscription, service, piece.covered)
-    ]
+def _usage_line(service: Service, period: Period, rated: RatedUsage, before: BilledUsage | None, late: bool) -> LineDraft:
+    """The usage of `period` not billed yet: rated as it stands minus what was billed before."""
+    amount = rated.total if before is None else rated.total - before.amount
+    quantity = rated.quantity if before is None else rated.quantity - before.quantity
+    meter = service.terms.meter
+    if late:
+        description = f"{service.product_name}: late usage for {period.start} – {period.end} ({meter})"
+    elif before is not None and before.progressive:
+        description = f"{service.product_name} usage ({meter}), less {before.amount.amount_str()} invoiced before"
+    else:
+        description = f"{service.product_name} usage ({meter})"
+    return LineDraft(
+        kind="usage",
+        description=description,
+        service_id=service.id,
+        product_id=service.product_id,
+        quantity=quantity,
+        unit_price=rated.unit_price if rated.unit_price is not None else amount,
+        fraction=_ONE,
+        amount=amount,
+        period=period,
+    )
+
+
+def _billed_now(rated: RatedUsage, period_start: date, before: BilledUsage | None, progressive: int = 0) -> BilledUsage:
+    return BilledUsage(
+        period_start, rated.total, rated.quantity, rated.records, (before.progressive if before else 0) + progressive
+    )
+
+
+def _unbilled(rated: RatedUsage | None, before: BilledUsage | None) -> bool:
+    """Whether `rated` has anything the invoices so far did not bill."""
+    if rated is None:
+        return False
+    if before is None:
+        return rated.records > 0 or not rated.total.is_zero
+    return rated.total != before.amount or rated.quantity != before.quantity or rated.records != before.records
+
+
+def _usage_lines(
+    rater: UsageRater, subscription: Subscription, service: Service, piece: Piece
+) -> tuple[list[LineDraft], tuple[BilledUsage, ...], list[LateMarker]]:
+    """The usage lines of a period billed at its end: late differences of periods billed before
+    (each its own line naming its period), then the period's usage minus what its immediate
+    invoices billed. Returns the lines, the service's billed usage after them and the late
+    markers they settle."""
+    lines: list[LineDraft] = []
+    billed = service.usage_billed
+    cleared: list[LateMarker] = []
+    for late in rater.late(subscription, service):
+        cleared.append(late.marker)
+        start = late.marker.period_start
+        before = billed_for(billed, start)
+        if start >= piece.billing_period.start or before is None:
+            continue  # billed with its own period, or older than the history kept (not billed)
+        if _unbilled(late.rated, before):
+            lines.append(_usage_line(service, late.period, late.rated, before, late=True))
+            billed = with_billed(billed, _billed_now(late.rated, start, before))
+    rated = rater.rate(subscription, service, piece.covered)
+    before = billed_for(billed, piece.billing_period.start)
+    if rated is not None and _unbilled(rated, before):
+        lines.append(_usage_line(service, piece.covered, rated, before, late=False))
+    if rated is not None or before is not None:
+        final = rated or RatedUsage(Money.zero(subscription.currency), Decimal(0), 0)
+        billed = with_billed(billed, _billed_now(final, piece.billing_period.start, before))
+    return lines, billed, cleared
+
+
+def usage_so_far_step(
+    subscription: Subscription, service_id: str, period: Period, rated: RatedUsage, today: date
+) -> BillingStep | None:
+    """An immediate invoice of a service's usage so far in its open billing period (a charge limit
+    was crossed): rated minus what was billed of that period before, recorded on the service as
+    billed (a progressive invoice) so the period's final invoice bills only the rest. None when
+    nothing is unbilled."""
+    service = next(s for s in subscription.services if s.id == service_id)
+    if service.terms.billing_model is BillingModel.NONE:
+        return None
+    before = billed_for(service.usage_billed, period.start)
+    if not _unbilled(rated, before) or (before is not None and rated.total == before.amount):
+        return None
+    covered = Period(max(period.start, service.billing_start), min(period.end, today + _DAY))
+    line = _usage_line(service, covered, rated, before, late=False)
+    line = replace(line, description=f"{service.product_name} usage so far ({service.terms.meter}): charge limit reached")
+    advanced = _evolve(
+        service, {"usage_billed": with_billed(service.usage_billed, _billed_now(rated, period.start, before, 1))}
+    )
+    invoice = InvoiceDraft(
+        subscription_id=subscription.id,
+        contact_id=subscription.contact_id,
+        currency=subscription.currency,
+        billing_date=today,
+        issue_date=today,
+        period=covered,
+        lines=(line,),
+    )
+    services = tuple(advanced if s.id == service_id else s for s in subscription.services)
+    return BillingStep(_evolve(subscription, {"services": services}), invoice)
 
 
 def _overlaps(a: Period, b: Period) -> bool:
@@ -688,11 +778,12 @@ def next_billing_step(
     lines: list[LineDraft] = [a.line for a in current.adjustments if a.run_on <= run_date] if settling else []
     pending = tuple(a for a in current.adjustments if a.run_on > run_date) if settling else current.adjustments
     advanced: list[Service] = []
+    cleared: list[LateMarker] = []
     billing_dates: list[date] = [run_date] if lines else []
     issue_floor = run_date
     for due in dues:
         service = due.service
-        changes: dict[str, date] = {}
+        changes: dict[str, Any] = {}
         if due.credit_on == run_date and settling:
             for piece, kept in credit_pieces(service, current, run_date):
                 lines.append(_credit_line(service, piece, kept))
@@ -709,7 +800,9 @@ def next_billing_step(
             changes["billed_through"] = taken[-1].covered.end
             billing_dates.append(due.head.billing_date)
         if settling and due.usage_head is not None and due.usage_head.billing_date == run_date:
-            lines.extend(_usage_lines(rater, current, service, due.usage_head))
+            usage, changes["usage_billed"], markers = _usage_lines(rater, current, service, due.usage_head)
+            lines.extend(usage)
+            cleared.extend(markers)
             changes["usage_billed_through"] = due.usage_head.covered.end
             billing_dates.append(run_date)
         if changes:
@@ -733,4 +826,4 @@ def next_billing_step(
     updated = _evolve(
         current, {"services": tuple(advanced), "invoice_count": subscription.invoice_count + 1, "adjustments": pending}
     )
-    return BillingStep(updated, invoice)
+    return BillingStep(updated, invoice, cleared=tuple(cleared))

@@ -18,6 +18,7 @@ MAX_TERM_CYCLES = 120
 class BillingModel(StrEnum):
     ADVANCE = "advance"  # pre-bill: a period is invoiced on its first day
     ARREARS = "arrears"  # post-bill: a period is invoiced on the day after its last
+    NONE = "none"  # no billing: never invoiced (no recurring, usage or setup fee); usage still recorded
 
 
 class PricingModel(StrEnum):
@@ -69,6 +70,15 @@ class PriceTerms:
                 raise InvalidInput("a cancellation fee needs a contract period", field="cancellation_fee")
         if self.price.is_negative:
             raise InvalidInput("price must not be negative", field="price")
+        if self.billing_model is BillingModel.NONE:
+            for name in ("price", "setup_fee", "cancellation_fee"):
+                amount = getattr(self, name)
+                if amount is not None and not amount.is_zero:
+                    raise InvalidInput(
+                        f"a service that is never invoiced (billing_model none) has no {name}",
+                        field=name,
+                        code="catalog.no_billing_charge",
+                    )
         if self.setup_fee is not None:
             if self.setup_fee.currency != self.price.currency:
                 raise InvalidInput("setup_fee must be in the price's currency", field="setup_fee")

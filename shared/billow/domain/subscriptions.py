@@ -18,6 +18,7 @@ from billow.domain.catalog import BillingModel, PriceTerms
 from billow.domain.errors import InvalidInput
 from billow.domain.lifecycle import ACTIVE_STATES, DerivedState, derived_state
 from billow.domain.lines import Adjustment
+from billow.domain.usage import BilledUsage
 from billow.domain.rules import DEFAULT_RULES, Alignment, BillingRules, ServiceState
 
 MAX_SERVICES_PER_SUBSCRIPTION = 100  # keeps the subscription item far below DynamoDB's 400 KB
@@ -65,6 +66,9 @@ class Service:
     """The day the order was placed (None: its start date); no invoice is issued before it."""
     usage_billed_through: date | None = None
     """Exclusive end of the days whose usage is invoiced (metered services only)."""
+    usage_billed: tuple[BilledUsage, ...] = ()
+    """Usage billed per billing period: the open period's immediate (charge-limit) invoices and
+    the last `KEPT_BILLED_PERIODS` billed periods (late usage bills the difference)."""
     billable_states: frozenset[ServiceState] | None = None
     """Overrides the business's billable states for this service."""
     non_creditable_states: frozenset[ServiceState] | None = None

@@ -25,7 +25,7 @@ from billow.domain.invoices import Invoice
 from billow.domain.subscriptions import Subscription, SubscriptionKey
 from billow.domain.tenants import TenantSettings
 from billow.domain.timeline import next_step, receive, receiving_subscription, upcoming_invoices
-from billow.domain.usage import NO_USAGE, UsageRater
+from billow.domain.usage import LateMarker, UsageRater
 from billow.services.context import Scope, TenantContext
 from billow.services.ports import (
     BillingPorts,
@@ -37,6 +37,7 @@ from billow.services.ports import (
     Transactions,
 )
 from billow.services.receivables import Settlement, consumed_credit, move_due_invoice
+from billow.services.usage.rating import StoredUsage
 
 MAX_CONFLICT_RETRIES = 5
 NUMBER_BLOCK = 25
@@ -78,11 +79,13 @@ def commit_step(
     invoice: Invoice | None = None,
     actions: Iterable[Action] = (),
     credit: Settlement | None = None,
+    cleared: Iterable[LateMarker] = (),
 ) -> None:
     """One billing step as one transaction: the advanced subscription (only if still at
     `expected_version`), its new invoice (only if that invoice id is new), the log records of
-    the actions the step executed, scheduled, cancelled or rejected, and the credit the invoice
-    consumed (its credit notes, each only if still at the version read)."""
+    the actions the step executed, scheduled, cancelled or rejected, the credit the invoice
+    consumed (its credit notes, each only if still at the version read), and the late-usage
+    markers its invoice settles (each only if no later record moved it on)."""
     work = store.unit_of_work(f"billing subscription {subscription.id}")
     work.save_subscription(scope, subscription, expected_version)
     if invoice is not None:
@@ -91,6 +94,8 @@ def commit_step(
         work.log_action(scope, subscription, action)
     if credit is not None:
         credit.stage(work, scope)
+    for marker in cleared:
+        work.clear_late_marker(scope, subscription.contact_id, marker)
     work.commit()
 
 
@@ -103,7 +108,7 @@ def bill_subscription(
     numbers: InvoiceNumbers,
     *,
     today: date | None = None,
-    rater: UsageRater = NO_USAGE,
+    rater: UsageRater | None = None,
 ) -> list[Invoice]:
     """Create every invoice of the subscription due at `as_of`, one atomic step at a time.
 
@@ -122,10 +127,12 @@ def bill_loaded(
     numbers: InvoiceNumbers,
     *,
     today: date | None = None,
-    rater: UsageRater = NO_USAGE,
+    rater: UsageRater | None = None,
 ) -> tuple[list[Invoice], Subscription]:
     """`bill_subscription` for a subscription just read; also returns the subscription as written
-    (with its new version), so the caller need not read it back."""
+    (with its new version), so the caller need not read it back. Usage is rated from the stored
+    records unless `rater` says otherwise."""
+    rater = rater or StoredUsage(store, ctx)
     created: list[Invoice] = []
     conflicts = 0
     current: Subscription | None = subscription
@@ -135,14 +142,14 @@ def bill_loaded(
             return created, current
         invoice, credit = None, None
         if step.invoice is not None:
-            invoice, credit = _issued(store, ctx, step, step.invoice, numbers)
+            invoice, credit = issued(store, ctx, step, step.invoice, numbers)
         written = step.subscription
         try:
             if step.transfer is not None:
                 moved, written = _move(store, ctx, current, step, as_of, numbers, today=today, rater=rater)
                 created += moved
             else:
-                commit_step(store, ctx.scope, written, current.version, invoice, step.actions, credit)
+                commit_step(store, ctx.scope, written, current.version, invoice, step.actions, credit, step.cleared)
         except ConcurrentModification:
             conflicts += 1
             if conflicts > MAX_CONFLICT_RETRIES:
@@ -156,8 +163,13 @@ def bill_loaded(
     raise NotFound(f"no subscription {subscription.id}", field="subscription_id")
 
 
-def _issued(
-    store: BillingPorts, ctx: TenantContext, step: BillingStep, draft: InvoiceDraft, numbers: InvoiceNumbers
+def issued(
+    store: BillingPorts,
+    ctx: TenantContext,
+    step: BillingStep,
+    draft: InvoiceDraft,
+    numbers: InvoiceNumbers,
+    invoice_id: str | None = None,
 ) -> tuple[Invoice, Settlement | None]:
     """The invoice of a billing step: a draft (unnumbered) under the tenant's review window, else
     numbered and, under `auto_apply_credit`, consuming the contact's credit (the settlement to
@@ -170,7 +182,7 @@ def _issued(
     unnumbered = review > 0 and not draft.total.is_negative and not draft.total.is_zero
     invoice = Invoice.issue(
         draft,
-        invoice_id=invoice_id_for(step.subscription),
+        invoice_id=invoice_id or invoice_id_for(step.subscription),
         number="" if unnumbered else numbers.next(ctx),
         payment_terms_days=ctx.settings.payment_terms_days,
         review_days=review,
@@ -370,9 +382,10 @@ def subscription_by_id(store: SubscriptionStore, ctx: TenantContext, subscriptio
 
 
 def view_bill(
-    store: SubscriptionStore, ctx: TenantContext, subscription_id: str, count: int = 3, rater: UsageRater = NO_USAGE
+    store: SubscriptionStore, ctx: TenantContext, subscription_id: str, count: int = 3, rater: UsageRater | None = None
 ) -> list[InvoiceDraft]:
-    """The next `count` invoices of a subscription, as the billing run will create them."""
+    """The next `count` invoices of a subscription, as the billing run will create them; the
+    open period's usage is its usage so far, rated with the same code."""
     if not 1 <= count <= MAX_UPCOMING:
         raise InvalidInput(f"count is 1 to {MAX_UPCOMING}", field="count")
-    return upcoming_invoices(subscription_by_id(store, ctx, subscription_id), count, rater=rater)
+    return upcoming_invoices(subscription_by_id(store, ctx, subscription_id), count, rater=rater or StoredUsage(store, ctx))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, datetime
+from decimal import Decimal
 from typing import Any, Generic, Protocol, TypeVar
 
 from billow.domain.actions import Action
@@ -300,6 +301,23 @@ class IdempotencyStore(Protocol):
 
     def finish_idempotency_key(self, tenant_id: str, claim: IdempotencyClaim) -> None:
         """Mark `claim` done if it still holds its key, unfinished."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class UsageCount:
+    """A service-period's usage counter (charge limits): records and quantity accepted so far."""
+
+    records: int
+    quantity: Decimal
+
+
+class UsageLimitStore(Protocol):
+    def count_usage(
+        self, scope: Scope, contact_id: str, service_id: str, period_start: date, records: int, quantity: Decimal
+    ) -> UsageCount:
+        """Add an accepted batch to the service-period's counter (one atomic update, no
+        condition); returns the counter after it."""
         ...
 
 

@@ -26,6 +26,7 @@ from billow.domain.receivables import CreditApplication, Refund, RefundStatus
 from billow.domain.rules import Alignment, BillingRules, CalendarMode
 from billow.domain.subscriptions import Service, ServiceState, Subscription, SubscriptionKey
 from billow.domain.tenants import TenantSettings
+from billow.domain.usage import BilledUsage
 
 Json = dict[str, Any]
 
@@ -313,7 +314,28 @@ def service_out(s: Service) -> Json:
         "expired": s.expired,
         "pauses": [period_out(p) for p in s.pauses],
         "lapses_on": _date_out(s.lapses_on),
+        **({"usage_billed": [_billed_usage_out(b) for b in s.usage_billed]} if s.usage_billed else {}),
     }
+
+
+def _billed_usage_out(b: BilledUsage) -> Json:
+    return {
+        "period_start": b.period_start.isoformat(),
+        "amount": money_out(b.amount),
+        "quantity": str(b.quantity),
+        "records": b.records,
+        "progressive": b.progressive,
+    }
+
+
+def _billed_usage_in(d: Json) -> BilledUsage:
+    return BilledUsage(
+        date.fromisoformat(d["period_start"]),
+        _money(d["amount"]),
+        Decimal(d["quantity"]),
+        int(d["records"]),
+        int(d.get("progressive", 0)),
+    )
 
 
 def service_in(d: Json) -> Service:
@@ -345,6 +367,7 @@ def service_in(d: Json) -> Service:
         expired=bool(d.get("expired", False)),
         pauses=tuple(_period(p) for p in d.get("pauses", ())),
         lapses_on=_date_in(d.get("lapses_on")),
+        usage_billed=tuple(_billed_usage_in(b) for b in d.get("usage_billed", ())),
     )
 
 

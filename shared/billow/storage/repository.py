@@ -14,6 +14,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from itertools import islice
+from decimal import Decimal
 from typing import Any, TypeVar
 
 from pynamodb.exceptions import (
@@ -42,6 +43,7 @@ from billow.domain.tenants import TenantSettings
 from billow.services.context import Scope
 from billow.services.gateway import GatewayEvent
 from billow.services.ports import (
+    UsageCount,
     DUE_SHARDS,
     MAX_TRANSACTION_WRITES,
     ApiKey,
@@ -981,6 +983,27 @@ class DynamoStore:
         if claim.claimed_at is not None:
             body |= {"claimed_at": claim.claimed_at.isoformat(), "done": claim.done}
         return f"{tenant_pk(tenant_id)}#IDEM#{claim.key_hash}", body
+
+    def count_usage(
+        self, scope: Scope, contact_id: str, service_id: str, period_start: date, records: int, quantity: Decimal
+    ) -> UsageCount:
+        """One UpdateItem: `ADD records :n, quantity :q` on the contact's `ULIMIT#<service>#<period
+        start>` item, read back as updated (quantity kept exact: a DynamoDB number, never a float)."""
+        kwargs = {
+            "TableName": BillowItem.Meta.table_name,
+            "Key": {"PK": {"S": contact_pk(scope, contact_id)}, "SK": {"S": f"ULIMIT#{service_id}#{period_start}"}},
+            "UpdateExpression": "ADD #records :n, #quantity :q SET #type = :type",
+            "ExpressionAttributeNames": {"#records": "records", "#quantity": "quantity", "#type": "type"},
+            "ExpressionAttributeValues": {
+                ":n": {"N": str(records)},
+                ":q": {"N": str(quantity)},
+                ":type": {"S": "usage_limit"},
+            },
+            "ReturnValues": "ALL_NEW",
+        }
+        with _translated(f"usage counter of service {service_id}"):
+            item = connection().dispatch("UpdateItem", kwargs)["Attributes"]
+        return UsageCount(int(item["records"]["N"]), Decimal(item["quantity"]["N"]))
 
     def reserve_invoice_numbers(self, scope: Scope, count: int) -> range:
         """Reserve `count` consecutive invoice numbers of one mode with one atomic counter update:

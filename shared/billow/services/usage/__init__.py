@@ -1,0 +1,1 @@
+"""Usage use cases: recording usage, allowances, rating stored usage and charge limits."""
