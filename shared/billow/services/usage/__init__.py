@@ -1,1 +1,2 @@
-"""Usage use cases: recording usage, allowances, rating stored usage and charge limits."""
+"""Usage-based billing use cases: records submitted (`ingest`), allowances checked at submission
+(`allowances`), charge limits (`limits`) and rating (`rating`)."""
