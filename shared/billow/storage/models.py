@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 
-from pynamodb.attributes import NumberAttribute, UnicodeAttribute
+from pynamodb.attributes import MapAttribute, NumberAttribute, UnicodeAttribute
 from pynamodb.connection import Connection
 from pynamodb.indexes import AllProjection, GlobalSecondaryIndex, KeysOnlyProjection
 from pynamodb.models import Model
@@ -77,6 +77,11 @@ class BillowItem(Model):
     """On a dunning case: the task token its execution parked with, valid while `token_seq` is
     still `wake_seq` (a wake, one UpdateItem, bumps `wake_seq` and reads the token it ends)."""
     token_seq = NumberAttribute(null=True)
+    used = NumberAttribute(null=True)
+    """On a usage allowance counter: the quantity accepted in its billing cycle (written with `ADD`
+    and read raw, as an exact decimal: never through this attribute's float)."""
+    days = MapAttribute[str, object](null=True)
+    """On a usage allowance counter: day (ISO) -> the quantity accepted that day."""
     gsi1pk = UnicodeAttribute(null=True, attr_name="GSI1PK")
     gsi1sk = UnicodeAttribute(null=True, attr_name="GSI1SK")
     gsi2pk = UnicodeAttribute(null=True, attr_name="GSI2PK")

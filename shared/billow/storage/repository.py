@@ -803,6 +803,69 @@ def _clock_saved(scope: Scope, clock: TestClock) -> tuple[TestClock, _Write]:
     return saved, _Write(_clock_item(scope, clock, saved.version), _created_or_versioned(clock.version))
 
 
+# -- usage allowance counters (docs/billing.md, "Allowances") ----------------------------------------
+ALLOWANCE_COUNTER_KIND = "usage_allowance"
+_COUNT_ATTEMPTS = 40
+"""Transactions one record may lose to others on its counter (TransactionConflict) before the
+write gives up as `TemporaryFailure` (each retry after a short random pause)."""
+
+
+def allowance_counter_sk(service_id: str, period_start: date) -> str:
+    """A service's allowance counter for the billing cycle starting on `period_start`: a new cycle
+    is a new item, so counters reset with the cycle (and follow a test clock)."""
+    return f"UALLOW#{service_id}#{period_start.isoformat()}"
+
+
+def _number(value: Decimal) -> dict[str, str]:
+    """A DynamoDB number, exact (never through a float)."""
+    return {"N": format(value, "f")}
+
+
+def _used_in(raw: dict[str, Any] | None) -> Used:
+    """A counter's raw item (DynamoDB JSON) as what it counted."""
+    if not raw:
+        return Used()
+    days = (raw.get("days") or {}).get("M") or {}
+    return Used(
+        Decimal((raw.get("used") or {}).get("N", "0")),
+        {date.fromisoformat(d): Decimal(v["N"]) for d, v in days.items()},
+    )
+
+
+def _counter_key(scope: Scope, record: UsageRecord) -> tuple[str, str]:
+    return contact_pk(scope, record.contact_id), allowance_counter_sk(record.service_id, record.period_start)
+
+
+def _counted(scope: Scope, record: UsageRecord, allowance: Allowance) -> _Write:
+    """The counter update accepting `record`: `ADD used :q`, `days[day] += q`, conditioned on each
+    window the allowance sets still holding `q` (DynamoDB conditions take no arithmetic, so the
+    condition is `used <= limit - q`)."""
+    item = BillowItem(*_counter_key(scope, record), kind=ALLOWANCE_COUNTER_KIND)
+    q = record.quantity
+    day = BillowItem.days[record.day.isoformat()]
+    condition = BillowItem.days.exists()
+    if allowance.per_cycle is not None:
+        condition &= BillowItem.used <= _number(allowance.per_cycle - q)
+    if allowance.per_day is not None:
+        condition &= day.does_not_exist() | (day <= _number(allowance.per_day - q))
+    actions = (BillowItem.used.add(_number(q)), day.set((day | _number(Decimal(0))) + _number(q)))
+    return _Write(item, condition, actions)
+
+
+def _open_counter(scope: Scope, record: UsageRecord) -> None:
+    """Create the cycle's counter (`used` 0, no days) if it is not there: idempotent, so racing
+    openers are harmless."""
+    item = BillowItem(*_counter_key(scope, record), kind=ALLOWANCE_COUNTER_KIND)
+    with _translated("usage allowance counter"):
+        item.update(
+            actions=[
+                BillowItem.kind.set(ALLOWANCE_COUNTER_KIND),
+                BillowItem.used.set(BillowItem.used | _number(Decimal(0))),
+                BillowItem.days.set(BillowItem.days | {"M": {}}),
+            ]
+        )
+
+
 class DynamoUnitOfWork:
     """Implements `billow.services.ports.UnitOfWork`: staged writes, committed as one
     TransactWriteItems. A failed condition or a transaction conflict on any item cancels all of
@@ -1615,3 +1678,58 @@ class DynamoStore:
                 contact_pk(scope, contact_id), BillowItem.sk.startswith(prefix), consistent_read=True
             )
             return sorted(date.fromisoformat(str(i.sk).removeprefix(prefix)) for i in items)
+    # -- usage allowances (docs/billing.md, "Allowances") ----------------------------------------------
+    def add_counted_usage(self, scope: Scope, record: UsageRecord, allowance: Allowance, cycle: Period) -> Counted:
+        """The record and its counter in ONE TransactWriteItems: the record only if new
+        (`attribute_not_exists`), the counter only if every window still holds it. The
+        cancellation reasons tell the two apart: a duplicate counts nothing, an exhausted window
+        is refused with what remains (read from the counter as the failed condition saw it)."""
+        alone = refusal(allowance, record.quantity, record.day, cycle, Used())
+        if alone is not None:  # beyond a window even with nothing used: no write can accept it
+            return Counted("refused", alone)
+        put = _Write(_usage_item(scope, record), _absent())
+        for attempt in range(_COUNT_ATTEMPTS):
+            counter = _counted(scope, record, allowance)
+            try:
+                with TransactWrite(connection=connection()) as tx:
+                    put.into(tx)
+                    tx.update(
+                        counter.item,
+                        actions=list(counter.actions or ()),
+                        condition=counter.condition,
+                        return_values="ALL_OLD",
+                    )
+                return Counted("accepted")
+            except TransactWriteError as error:
+                # pynamodb sends puts before updates: the reasons are [record, counter].
+                reasons = list(error.cancellation_reasons or [])
+                on_record, on_counter = (reasons + [None, None])[:2]
+                if on_record is not None and on_record.code == "ConditionalCheckFailed":
+                    return Counted("duplicate")
+                if on_counter is not None and on_counter.code == "ConditionalCheckFailed":
+                    old = on_counter.raw_item
+                    if not old or "days" not in old:
+                        _open_counter(scope, record)  # the cycle's first record: open its counter
+                        continue
+                    found = refusal(allowance, record.quantity, record.day, cycle, _used_in(old))
+                    if found is not None:
+                        return Counted("refused", found)
+                    continue  # cannot happen: the condition is the refusal's; try again
+                codes = {r.code for r in reasons if r is not None}
+                if "TransactionConflict" in codes or codes & _THROTTLING or error.cause_response_code in _THROTTLING:
+                    time.sleep(random.uniform(0, min(0.25, 0.004 * 2**attempt)))
+                    continue
+                with _translated(f"usage record {record.id}"):
+                    raise
+        raise TemporaryFailure(f"usage record {record.id}: its allowance counter is too busy; retry")
+
+    def allowance_used(self, scope: Scope, contact_id: str, service_id: str, period_start: date) -> Used:
+        """What a service's allowance counter holds for the cycle starting on `period_start`."""
+        with _translated("usage allowance counter"):
+            raw = connection().get_item(
+                BillowItem.Meta.table_name,
+                contact_pk(scope, contact_id),
+                allowance_counter_sk(service_id, period_start),
+                consistent_read=True,
+            )
+        return _used_in(raw.get("Item"))
