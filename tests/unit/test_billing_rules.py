@@ -21,7 +21,7 @@ from billow.domain.rules import Alignment, BillingRules, CalendarMode, ServiceSt
 from billow.domain.subscriptions import Subscription
 from billow.domain.timeline import steps as billing_steps
 from billow.domain.timeline import upcoming_invoices
-from billow.domain.usage import UsageCharge
+from billow.domain.usage import LateUsage, RatedUsage
 
 D = date
 ADVANCE, ARREARS = BillingModel.ADVANCE, BillingModel.ARREARS
@@ -349,11 +349,14 @@ def test_a_trial_is_not_charged_and_the_view_bill_shows_the_first_paid_invoices(
 
 
 class PerDayRater:
-    def rate(self, subscription: Subscription, service: object, period: Period) -> list[UsageCharge]:
+    def rate(self, subscription: Subscription, service: object, period: Period) -> RatedUsage:
         from decimal import Decimal
 
         units = Decimal(period.days * 10)
-        return [UsageCharge("API calls", units, usd("0.01"), Money(int(units), "USD"))]
+        return RatedUsage(Money(int(units), "USD"), units, period.days, unit_price=usd("0.01"))
+
+    def late(self, subscription: Subscription, service: object) -> list[LateUsage]:
+        return []
 
 
 def test_usage_is_rated_per_billed_period_in_arrears_on_the_same_invoice() -> None:

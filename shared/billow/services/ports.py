@@ -21,7 +21,7 @@ from billow.domain.payment_methods import SavedPaymentMethod
 from billow.domain.receivables import CreditApplication, Refund
 from billow.domain.subscriptions import Subscription
 from billow.domain.tenants import TenantSettings
-from billow.domain.usage import UsageRecord
+from billow.domain.usage import LateMarker, UsageRecord
 from billow.services.context import Scope
 
 T = TypeVar("T")
@@ -270,8 +270,9 @@ class UnitOfWork(Protocol):
         the unit of work: `ConcurrentModification`); allowance counters write beside it."""
         ...
 
-    def clear_late_marker(self, scope: Scope, contact_id: str, service_id: str, period_start: date) -> None:
-        """Delete a period's late-usage marker (the invoice billing that period's late usage)."""
+    def clear_late_marker(self, scope: Scope, contact_id: str, marker: LateMarker) -> None:
+        """Delete a period's late-usage marker (the invoice billing that period's late usage),
+        only if no late record marked it again since it was read (its `token`)."""
         ...
 
     def commit(self) -> None:
@@ -543,8 +544,8 @@ class UsageStore(Protocol):
         """Mark a period whose usage was billed as having received records since (idempotent)."""
         ...
 
-    def late_markers(self, scope: Scope, contact_id: str, service_id: str) -> list[date]:
-        """The marked periods of a service, oldest first."""
+    def late_markers(self, scope: Scope, contact_id: str, service_id: str) -> list[LateMarker]:
+        """The marked periods of a service, oldest first, each with the token its clear needs."""
         ...
 
 

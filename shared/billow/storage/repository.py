@@ -40,7 +40,7 @@ from billow.domain.payment_methods import SavedPaymentMethod
 from billow.domain.receivables import CreditApplication, Refund, RefundStatus
 from billow.domain.subscriptions import Subscription
 from billow.domain.tenants import TenantSettings
-from billow.domain.usage import UsageRecord
+from billow.domain.usage import LateMarker, UsageRecord
 from billow.services.context import Scope
 from billow.services.gateway import GatewayEvent
 from billow.services.ports import (
@@ -1006,9 +1006,9 @@ class DynamoUnitOfWork:
         a duplicate cancels the transaction (`ConcurrentModification`)."""
         self._stage(_Write(_usage_item(scope, record), _absent()))
 
-    def clear_late_marker(self, scope: Scope, contact_id: str, service_id: str, period_start: date) -> None:
-        item = BillowItem(contact_pk(scope, contact_id), usage_late_sk(service_id, period_start))
-        self._stage(_Write(item, None, delete=True))
+    def clear_late_marker(self, scope: Scope, contact_id: str, marker: LateMarker) -> None:
+        item = BillowItem(contact_pk(scope, contact_id), usage_late_sk(marker.service_id, marker.period_start))
+        self._stage(_Write(item, BillowItem.counter == marker.token, delete=True))
 
     def commit(self) -> None:
         writes, self._writes = self._writes, []
@@ -1662,22 +1662,29 @@ class DynamoStore:
         return Page(records, listed.cursor(found[limit - 1][0]) if len(found) > limit else None)
 
     def put_late_marker(self, scope: Scope, contact_id: str, service_id: str, period_start: date) -> None:
-        """Marks a billed period that received records after it was billed (a plain put: idempotent)."""
+        """Marks a billed period that received records after it was billed: one UpdateItem that
+        also adds 1 to the marker's `counter`, so the billing step that clears it (conditioned on
+        the counter it read) loses to a late batch marked after it rated the period."""
         body = {"service_id": service_id, "period_start": period_start.isoformat()}
-        item = BillowItem(
-            contact_pk(scope, contact_id), usage_late_sk(service_id, period_start), kind="usage_late", data=_dump(body)
-        )
+        item = BillowItem(contact_pk(scope, contact_id), usage_late_sk(service_id, period_start))
         with _translated("late usage marker"):
-            item.save()
+            item.update(
+                actions=[BillowItem.kind.set("usage_late"), BillowItem.data.set(_dump(body)), BillowItem.counter.add(1)]
+            )
 
-    def late_markers(self, scope: Scope, contact_id: str, service_id: str) -> list[date]:
+    def late_markers(self, scope: Scope, contact_id: str, service_id: str) -> list[LateMarker]:
         """The periods of a service marked late, oldest first (read consistently)."""
         prefix = f"{USAGE_LATE_PREFIX}{service_id}#"
         with _translated("late usage markers"):
             items = BillowItem.query(
                 contact_pk(scope, contact_id), BillowItem.sk.startswith(prefix), consistent_read=True
             )
-            return sorted(date.fromisoformat(str(i.sk).removeprefix(prefix)) for i in items)
+            markers = [
+                LateMarker(service_id, date.fromisoformat(str(i.sk).removeprefix(prefix)), int(i.counter or 0))
+                for i in items
+            ]
+        return sorted(markers, key=lambda m: m.period_start)
+
     # -- usage allowances (docs/billing.md, "Allowances") ----------------------------------------------
     def add_counted_usage(self, scope: Scope, record: UsageRecord, allowance: Allowance, cycle: Period) -> Counted:
         """The record and its counter in ONE TransactWriteItems: the record only if new

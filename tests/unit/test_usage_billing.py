@@ -1,0 +1,165 @@
+"""The billing engine's usage side with a fake rater: what each invoice bills of a period's usage
+(rated minus billed so far), progressive invoices, late differences, the bounded history, and
+services that are never invoiced."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from decimal import Decimal
+
+import pytest
+from billow.domain.billing import next_due_date, usage_so_far_step
+from billow.domain.calendar import Cycle, Period
+from billow.domain.catalog import BillingModel, PriceTerms, Product
+from billow.domain.errors import InvalidInput
+from billow.domain.money import Money
+from billow.domain.ordering import OrderItem, plan_order
+from billow.domain.rules import BillingRules
+from billow.domain.subscriptions import Service, Subscription
+from billow.domain.timeline import steps, upcoming_invoices
+from billow.domain.usage import KEPT_BILLED_PERIODS, LateMarker, LateUsage, RatedUsage
+
+D = date
+CENT = Decimal("0.01")
+
+
+def usd(amount: str) -> Money:
+    return Money.parse(amount, "USD")
+
+
+@dataclass
+class FakeRater:
+    """Usage per day, one cent a unit; late markers as a test sets them."""
+
+    units: dict[date, Decimal] = field(default_factory=dict)
+    markers: list[LateMarker] = field(default_factory=list)
+    calls: list[Period] = field(default_factory=list)
+
+    def rate(self, subscription: Subscription, service: Service, period: Period) -> RatedUsage | None:
+        self.calls.append(period)
+        days = [d for d in self.units if period.start <= d < period.end]
+        if not days:
+            return None
+        quantity = sum((self.units[d] for d in days), Decimal(0))
+        return RatedUsage(Money.parse(str(quantity * CENT), "USD"), quantity, len(days), unit_price=usd("0.01"))
+
+    def late(self, subscription: Subscription, service: Service) -> Sequence[LateUsage]:
+        out = []
+        for marker in self.markers:
+            period = subscription.schedule.period_containing(marker.period_start)
+            rated = self.rate(subscription, service, period) or RatedUsage(usd("0.00"), Decimal(0), 0)
+            out.append(LateUsage(marker, period, rated))
+        return out
+
+
+def _metered(model: BillingModel = BillingModel.ADVANCE, price: str = "30.00", **extra: object) -> Subscription:
+    terms = PriceTerms("t1", "p1", usd(price), Cycle.MONTH, model, meter="api_calls", **extra)  # type: ignore[arg-type]
+    product = Product("p1", "API").with_terms(terms)
+    counter = iter(range(1000))
+    plan = plan_order(
+        order_id="o1",
+        contact_id="c1",
+        reference=None,
+        items=[OrderItem(product, terms, 1)],
+        start_date=D(2024, 1, 1),
+        today=D(2024, 1, 1),
+        existing=[],
+        new_id=lambda prefix: f"{prefix}_{next(counter)}",
+        test_clock=False,
+        rules=BillingRules(),
+    )
+    return plan.subscriptions[0]
+
+
+def _run(subscription: Subscription, as_of: date, rater: FakeRater) -> tuple[Subscription, list[object]]:
+    invoices = []
+    current = subscription
+    for step in steps(subscription, as_of, rater=rater):
+        current = step.subscription
+        if step.invoice is not None:
+            invoices.append(step)
+    return current, invoices
+
+
+def _usage_lines(step: object) -> list[tuple[str, str, Period | None]]:
+    invoice = step.invoice  # type: ignore[attr-defined]
+    return [(line.description, line.amount.amount_str(), line.period) for line in invoice.lines if line.kind == "usage"]
+
+
+def test_a_periods_usage_is_billed_at_its_end_and_recorded_on_the_service() -> None:
+    rater = FakeRater({D(2024, 1, 5): Decimal(300), D(2024, 1, 20): Decimal(200)})
+    sub, invoiced = _run(_metered(), D(2024, 2, 1), rater)
+    assert _usage_lines(invoiced[-1]) == [("API usage (api_calls)", "5.00", Period(D(2024, 1, 1), D(2024, 2, 1)))]
+    (billed,) = sub.services[0].usage_billed
+    assert (billed.period_start, billed.amount, billed.quantity, billed.records) == (D(2024, 1, 1), usd("5.00"), 500, 2)
+
+
+def test_the_final_invoice_bills_only_what_the_immediate_invoices_did_not() -> None:
+    rater = FakeRater({D(2024, 1, 5): Decimal(300)})
+    sub, _ = _run(_metered(), D(2024, 1, 10), rater)
+    rated = rater.rate(sub, sub.services[0], Period(D(2024, 1, 1), D(2024, 1, 11)))
+    assert rated is not None
+    early = usage_so_far_step(sub, sub.services[0].id, Period(D(2024, 1, 1), D(2024, 2, 1)), rated, D(2024, 1, 10))
+    assert early is not None and early.invoice is not None
+    assert early.invoice.total == usd("3.00") and early.invoice.issue_date == D(2024, 1, 10)
+    # nothing more to bill early until more usage arrives
+    again = usage_so_far_step(early.subscription, sub.services[0].id, Period(D(2024, 1, 1), D(2024, 2, 1)), rated, D(2024, 1, 10))
+    assert again is None
+    rater.units[D(2024, 1, 25)] = Decimal(450)
+    after, invoiced = _run(early.subscription, D(2024, 2, 1), rater)
+    (line,) = _usage_lines(invoiced[-1])
+    assert line[1] == "4.50"  # 7.50 in all, 3.00 invoiced before
+    assert "less 3.00 invoiced before" in line[0]
+    (billed,) = after.services[0].usage_billed
+    assert (billed.amount, billed.progressive) == (usd("7.50"), 1)
+
+
+def test_a_late_record_is_billed_once_on_the_next_invoice_in_its_own_line() -> None:
+    rater = FakeRater({D(2024, 1, 5): Decimal(100)})
+    sub, _ = _run(_metered(), D(2024, 2, 1), rater)
+    rater.units[D(2024, 1, 30)] = Decimal(250)  # recorded after January was billed
+    marker = LateMarker(sub.services[0].id, D(2024, 1, 1), token=1)
+    rater.markers.append(marker)
+    sub2, invoiced = _run(sub, D(2024, 3, 1), rater)
+    (step,) = invoiced
+    assert _usage_lines(step) == [
+        ("API: late usage for 2024-01-01 – 2024-02-01 (api_calls)", "2.50", Period(D(2024, 1, 1), D(2024, 2, 1)))
+    ]
+    assert step.cleared == (marker,)
+    # even if the marker were still there, the difference is billed: nothing again
+    _, later = _run(sub2, D(2024, 4, 1), rater)
+    (next_step,) = later
+    assert _usage_lines(next_step) == [] and next_step.cleared == (marker,)
+
+
+def test_the_view_bill_shows_the_open_periods_usage_so_far() -> None:
+    rater = FakeRater({D(2024, 1, 5): Decimal(120)})
+    sub, _ = _run(_metered(), D(2024, 1, 10), rater)
+    (upcoming,) = upcoming_invoices(sub, 1, rater=rater)
+    assert [(x.kind, x.amount.amount_str()) for x in upcoming.lines] == [("recurring", "30.00"), ("usage", "1.20")]
+
+
+def test_the_billed_usage_history_is_bounded() -> None:
+    rater = FakeRater({D(2024, 1, 1) + (D(2024, 2, 1) - D(2024, 1, 1)) * k: Decimal(1) for k in range(24)})
+    sub, _ = _run(_metered(), D(2026, 1, 1), rater)
+    billed = sub.services[0].usage_billed
+    assert len(billed) == KEPT_BILLED_PERIODS + 1
+    assert billed[-1].period_start == D(2025, 12, 1)
+
+
+def test_a_no_billing_service_is_never_invoiced() -> None:
+    rater = FakeRater({D(2024, 1, 5): Decimal(100)})
+    sub = _metered(BillingModel.NONE, price="0.00")
+    assert next_due_date(sub) is None
+    assert list(steps(sub, D(2024, 6, 1), rater=rater)) == [] or all(s.invoice is None for s in steps(sub, D(2024, 6, 1), rater=rater))
+    assert upcoming_invoices(sub, 3, rater=rater) == []
+    assert rater.calls == []
+
+
+@pytest.mark.parametrize("charge", [{"price": "5.00"}, {"price": "0.00", "setup_fee": usd("10.00")}])
+def test_no_billing_terms_refuse_any_charge(charge: dict[str, object]) -> None:
+    with pytest.raises(InvalidInput) as refused:
+        _metered(BillingModel.NONE, **charge)  # type: ignore[arg-type]
+    assert refused.value.code == "catalog.no_billing_charge"
