@@ -105,7 +105,9 @@ def test_the_final_invoice_bills_only_what_the_immediate_invoices_did_not() -> N
     assert early is not None and early.invoice is not None
     assert early.invoice.total == usd("3.00") and early.invoice.issue_date == D(2024, 1, 10)
     # nothing more to bill early until more usage arrives
-    again = usage_so_far_step(early.subscription, sub.services[0].id, Period(D(2024, 1, 1), D(2024, 2, 1)), rated, D(2024, 1, 10))
+    again = usage_so_far_step(
+        early.subscription, sub.services[0].id, Period(D(2024, 1, 1), D(2024, 2, 1)), rated, D(2024, 1, 10)
+    )
     assert again is None
     rater.units[D(2024, 1, 25)] = Decimal(450)
     after, invoiced = _run(early.subscription, D(2024, 2, 1), rater)
@@ -125,7 +127,7 @@ def test_a_late_record_is_billed_once_on_the_next_invoice_in_its_own_line() -> N
     sub2, invoiced = _run(sub, D(2024, 3, 1), rater)
     (step,) = invoiced
     assert _usage_lines(step) == [
-        ("API: late usage for 2024-01-01 – 2024-02-01 (api_calls)", "2.50", Period(D(2024, 1, 1), D(2024, 2, 1)))
+        ("API: late usage for 2024-01-01 – 2024-02-01 (api_calls)", "2.50", Period(D(2024, 1, 1), D(2024, 2, 1)))  # noqa: RUF001
     ]
     assert step.cleared == (marker,)
     # even if the marker were still there, the difference is billed: nothing again
@@ -153,7 +155,9 @@ def test_a_no_billing_service_is_never_invoiced() -> None:
     rater = FakeRater({D(2024, 1, 5): Decimal(100)})
     sub = _metered(BillingModel.NONE, price="0.00")
     assert next_due_date(sub) is None
-    assert list(steps(sub, D(2024, 6, 1), rater=rater)) == [] or all(s.invoice is None for s in steps(sub, D(2024, 6, 1), rater=rater))
+    assert list(steps(sub, D(2024, 6, 1), rater=rater)) == [] or all(
+        s.invoice is None for s in steps(sub, D(2024, 6, 1), rater=rater)
+    )
     assert upcoming_invoices(sub, 3, rater=rater) == []
     assert rater.calls == []
 

@@ -607,13 +607,15 @@ def _netted(credit: LineDraft, charge: LineDraft) -> LineDraft | Literal[False] 
     return replace(credit, fraction=-Fraction(left.days) / period_days, amount=amount, period=left)
 
 
-def _usage_line(service: Service, period: Period, rated: RatedUsage, before: BilledUsage | None, late: bool) -> LineDraft:
+def _usage_line(
+    service: Service, period: Period, rated: RatedUsage, before: BilledUsage | None, late: bool
+) -> LineDraft:
     """The usage of `period` not billed yet: rated as it stands minus what was billed before."""
     amount = rated.total if before is None else rated.total - before.amount
     quantity = rated.quantity if before is None else rated.quantity - before.quantity
     meter = service.terms.meter
     if late:
-        description = f"{service.product_name}: late usage for {period.start} – {period.end} ({meter})"
+        description = f"{service.product_name}: late usage for {period.start} – {period.end} ({meter})"  # noqa: RUF001 - the en dash of a date range
     elif before is not None and before.progressive:
         description = f"{service.product_name} usage ({meter}), less {before.amount.amount_str()} invoiced before"
     else:
@@ -690,7 +692,9 @@ def usage_so_far_step(
         return None
     covered = Period(max(period.start, service.billing_start), min(period.end, today + _DAY))
     line = _usage_line(service, covered, rated, before, late=False)
-    line = replace(line, description=f"{service.product_name} usage so far ({service.terms.meter}): charge limit reached")
+    line = replace(
+        line, description=f"{service.product_name} usage so far ({service.terms.meter}): charge limit reached"
+    )
     advanced = _evolve(
         service, {"usage_billed": with_billed(service.usage_billed, _billed_now(rated, period.start, before, 1))}
     )

@@ -18,8 +18,8 @@ from billow.domain.catalog import BillingModel, PriceTerms
 from billow.domain.errors import InvalidInput
 from billow.domain.lifecycle import ACTIVE_STATES, DerivedState, derived_state
 from billow.domain.lines import Adjustment
-from billow.domain.usage import BilledUsage
 from billow.domain.rules import DEFAULT_RULES, Alignment, BillingRules, ServiceState
+from billow.domain.usage import BilledUsage
 
 MAX_SERVICES_PER_SUBSCRIPTION = 100  # keeps the subscription item far below DynamoDB's 400 KB
 

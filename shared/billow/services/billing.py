@@ -388,4 +388,6 @@ def view_bill(
     open period's usage is its usage so far, rated with the same code."""
     if not 1 <= count <= MAX_UPCOMING:
         raise InvalidInput(f"count is 1 to {MAX_UPCOMING}", field="count")
-    return upcoming_invoices(subscription_by_id(store, ctx, subscription_id), count, rater=rater or StoredUsage(store, ctx))
+    return upcoming_invoices(
+        subscription_by_id(store, ctx, subscription_id), count, rater=rater or StoredUsage(store, ctx)
+    )

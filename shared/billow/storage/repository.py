@@ -13,8 +13,8 @@ from contextlib import contextmanager, suppress
 from contextvars import ContextVar
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
-from itertools import islice
 from decimal import Decimal
+from itertools import islice
 from typing import Any, TypeVar
 
 from pynamodb.exceptions import (
@@ -44,7 +44,6 @@ from billow.domain.usage import LateMarker, UsageRecord
 from billow.services.context import Scope
 from billow.services.gateway import GatewayEvent
 from billow.services.ports import (
-    UsageCount,
     DUE_SHARDS,
     MAX_TRANSACTION_WRITES,
     ApiKey,
@@ -55,6 +54,7 @@ from billow.services.ports import (
     Page,
     StoredCase,
     Unfinished,
+    UsageCount,
 )
 from billow.services.webhooks import EventClaim
 from billow.storage import codec

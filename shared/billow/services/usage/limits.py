@@ -37,8 +37,8 @@ from billow.domain.pricing import Aggregation, ChargeLimit, UsageModel, UsagePri
 from billow.domain.subscriptions import Service, Subscription
 from billow.domain.usage import BilledUsage, RatedUsage, UsageRecord, billed_for
 from billow.services.billing import MAX_CONFLICT_RETRIES, InvoiceNumbers, commit_step, issued
-from billow.services.context import Clock, TenantContext
 from billow.services.contacts import contact_today
+from billow.services.context import Clock, TenantContext
 from billow.services.ports import BillingPorts, UsageCount, UsageLimitStore
 from billow.services.usage.rating import RatingPorts, StoredUsage, service_period
 

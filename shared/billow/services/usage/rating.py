@@ -94,7 +94,9 @@ class StoredUsage:
         for marker in self._store.late_markers(self._ctx.scope, subscription.contact_id, service.id):
             period = service_period(subscription, service, marker.period_start)
             rated = self.rate(subscription, service, period)
-            late.append(LateUsage(marker, period, rated or RatedUsage(Money.zero(subscription.currency), Decimal(0), 0)))
+            late.append(
+                LateUsage(marker, period, rated or RatedUsage(Money.zero(subscription.currency), Decimal(0), 0))
+            )
         return late
 
 
