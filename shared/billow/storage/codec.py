@@ -22,6 +22,7 @@ from billow.domain.money import Money
 from billow.domain.ordering import Order, OrderedService
 from billow.domain.payment_methods import SavedPaymentMethod
 from billow.domain.policy import SubscriptionPolicy, Timing, TrialLimit
+from billow.domain.pricing import allowance_json, parse_allowance
 from billow.domain.receivables import CreditApplication, Refund, RefundStatus
 from billow.domain.rules import Alignment, BillingRules, CalendarMode
 from billow.domain.subscriptions import Service, ServiceState, Subscription, SubscriptionKey
@@ -181,6 +182,7 @@ def contact_out(c: Contact) -> Json:
         **({"gateway_customer_ref": c.gateway_customer_ref} if c.gateway_customer_ref else {}),
         **({"default_method_ref": c.default_method_ref} if c.default_method_ref else {}),
         **({"dunning_excluded": True} if c.dunning_excluded else {}),
+        **({"allowances": {m: allowance_json(a) for m, a in sorted(c.allowances.items())}} if c.allowances else {}),
     }
 
 
@@ -234,6 +236,7 @@ def contact_in(d: Json, version: int = 0) -> Contact:
         gateway_customer_ref=d.get("gateway_customer_ref"),
         default_method_ref=d.get("default_method_ref"),
         dunning_excluded=bool(d.get("dunning_excluded", False)),
+        allowances={m: parse_allowance(a) for m, a in (d.get("allowances") or {}).items()},
     )
 
 
