@@ -6,17 +6,25 @@ ended, and puts them on that billing date's invoice as "usage" lines. The period
 rater is recorded on the service (`usage_billed_through`) in the same atomic write as the invoice,
 so each period's usage is rated exactly once. Usage records and their rating come in a later
 issue; until then `NO_USAGE` rates every period at nothing.
+
+Usage records (`UsageRecord`) are what other systems submit (`POST /usage`): each belongs to one
+metered service and to the billing period of that service containing its day, and `aggregate`
+turns a period's records into the quantity a meter's aggregation gives.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import date, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Protocol
 
 from billow.domain.calendar import Period
+from billow.domain.errors import InvalidInput
 from billow.domain.money import Money
+from billow.domain.pricing import Aggregation
 
 if TYPE_CHECKING:
     from billow.domain.subscriptions import Service, Subscription
@@ -41,3 +49,116 @@ class _NoUsage:
 
 
 NO_USAGE: UsageRater = _NoUsage()
+
+
+# -- usage records ------------------------------------------------------------------------------
+RECORD_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+"""The caller's record id: its idempotency key (a record id seen before is a duplicate)."""
+MAX_QUANTITY_DECIMALS = 12
+"""Decimal places of a quantity or value: the same as a usage price's, so a unit price times a
+quantity is exact."""
+MAX_QUANTITY_DIGITS = 18
+"""Digits before the point of a quantity or value (10^18 - 1 at most: far beyond any meter)."""
+MAX_PROPERTIES = 20
+MAX_PROPERTY_KEY = 40
+MAX_PROPERTY_VALUE = 100
+"""Properties are at most 20 pairs of short strings: a record stays well under 1 KB, one write
+unit (docs/scale.md)."""
+_QUANTITY = re.compile(rf"(\d{{1,{MAX_QUANTITY_DIGITS}}})(?:\.(\d+))?")
+
+
+@dataclass(frozen=True, slots=True)
+class UsageRecord:
+    """One accepted usage record, as stored."""
+
+    id: str
+    """The caller's record id (1..128 characters of [A-Za-z0-9._:-])."""
+    subscription_id: str
+    service_id: str
+    contact_id: str
+    meter: str
+    at: datetime
+    """When it happened (aware)."""
+    day: date
+    """`at` in the tenant's time zone: the contact's day, which decides the period."""
+    quantity: Decimal
+    """The quantity, or the event's value for percentage models (never negative)."""
+    properties: Mapping[str, str]
+    period_start: date
+    """Start of the service's billing period containing `day`: the period it belongs to."""
+    received_at: datetime
+    """The contact's now when it was accepted (its test clock's time if it has one)."""
+
+    def __post_init__(self) -> None:
+        if self.at.tzinfo is None or self.received_at.tzinfo is None:
+            raise ValueError("usage record instants must be timezone-aware")
+
+
+def record_id(value: object, *, field: str = "id") -> str:
+    """A record id as given, or `usage.invalid_id`."""
+    if not isinstance(value, str) or not RECORD_ID.fullmatch(value):
+        raise InvalidInput(
+            "a record id is 1 to 128 characters of letters, digits and . _ : -",
+            field=field,
+            code="usage.invalid_id",
+        )
+    return value
+
+
+def parse_quantity(value: object, *, field: str = "quantity") -> Decimal:
+    """A quantity or value from its decimal string: digits, optionally a point and at most 12
+    decimals, never negative, never a float or an exponent (`usage.invalid_quantity`)."""
+    match = _QUANTITY.fullmatch(value) if isinstance(value, str) else None
+    if match is None or len(match.group(2) or "") > MAX_QUANTITY_DECIMALS:
+        raise InvalidInput(
+            f"{field} is a decimal string of at most {MAX_QUANTITY_DIGITS} digits before the point and "
+            f'{MAX_QUANTITY_DECIMALS} after it, never negative, e.g. "12.5"',
+            field=field,
+            code="usage.invalid_quantity",
+        )
+    return Decimal(value)  # type: ignore[arg-type]  # matched: a str
+
+
+def parse_properties(value: object, *, field: str = "properties") -> dict[str, str]:
+    """Free properties: at most 20 pairs of strings (`usage.invalid_properties`)."""
+    if value is None:
+        return {}
+    if (
+        not isinstance(value, dict)
+        or len(value) > MAX_PROPERTIES
+        or not all(
+            isinstance(k, str)
+            and isinstance(v, str)
+            and 0 < len(k) <= MAX_PROPERTY_KEY
+            and len(v) <= MAX_PROPERTY_VALUE
+            for k, v in value.items()
+        )
+    ):
+        raise InvalidInput(
+            f"properties are at most {MAX_PROPERTIES} pairs of strings (names 1 to {MAX_PROPERTY_KEY} "
+            f"characters, values at most {MAX_PROPERTY_VALUE})",
+            field=field,
+            code="usage.invalid_properties",
+        )
+    return dict(value)
+
+
+def aggregate(aggregation: Aggregation, records: Iterable[UsageRecord], property: str | None = None) -> Decimal:
+    """The quantity a meter's aggregation makes of a period's records: `sum` of the quantities,
+    `count` of the records, `max` quantity, `unique_count` of distinct values of `property` (records
+    without it are not counted), `latest` = the quantity of the record with the greatest `at`
+    (ties: the greatest id). No records: 0."""
+    if aggregation == Aggregation.SUM:
+        return sum((r.quantity for r in records), Decimal(0))
+    if aggregation == Aggregation.COUNT:
+        return Decimal(sum(1 for _ in records))
+    if aggregation == Aggregation.MAX:
+        return max((r.quantity for r in records), default=Decimal(0))
+    if aggregation == Aggregation.UNIQUE_COUNT:
+        if property is None:
+            raise ValueError("unique_count counts the distinct values of a property: name it")
+        return Decimal(len({r.properties[property] for r in records if property in r.properties}))
+    if aggregation == Aggregation.LATEST:
+        last = max(records, key=lambda r: (r.at, r.id), default=None)
+        return Decimal(0) if last is None else last.quantity
+    raise ValueError(f"unknown aggregation {aggregation!r}")

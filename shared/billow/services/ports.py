@@ -4,6 +4,7 @@ DynamoDB; every write either fully happens or raises, never half-writes."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, Generic, Protocol, TypeVar
@@ -22,6 +23,7 @@ from billow.domain.pricing import Allowance
 from billow.domain.receivables import CreditApplication, Refund
 from billow.domain.subscriptions import Subscription
 from billow.domain.tenants import TenantSettings
+from billow.domain.usage import UsageRecord
 from billow.services.context import Scope
 
 T = TypeVar("T")
@@ -263,6 +265,15 @@ class UnitOfWork(Protocol):
     def save_case(self, scope: Scope, stored: StoredCase, expected_version: int) -> StoredCase:
         """The case (with its wake-up entry while it is open, due and not on a test clock), only if
         still at `expected_version` (0: only if absent); returns it as it will be stored."""
+        ...
+
+    def add_usage_record(self, scope: Scope, record: UsageRecord) -> None:
+        """A usage record, only if its id is new for its service and period (a duplicate cancels
+        the unit of work: `ConcurrentModification`); allowance counters write beside it."""
+        ...
+
+    def clear_late_marker(self, scope: Scope, contact_id: str, service_id: str, period_start: date) -> None:
+        """Delete a period's late-usage marker (the invoice billing that period's late usage)."""
         ...
 
     def commit(self) -> None:
@@ -508,6 +519,34 @@ class DunningStore(Protocol):
         ...
 
 
+class UsageStore(Protocol):
+    """Usage records (docs/data-model.md): one item per record, spread over 16 partitions per
+    service and period; late markers in the contact's partition."""
+
+    def put_usage_records(self, scope: Scope, records: list[UsageRecord]) -> list[bool]:
+        """Each record written only if its id is new for its service and period: True where it
+        was, False for a duplicate (the stored record's values stay)."""
+        ...
+
+    def usage_records(
+        self, scope: Scope, contact_id: str, service_id: str, period_start: date
+    ) -> Iterator[UsageRecord]:
+        """Every record of a service's period, read consistently."""
+        ...
+
+    def usage_page(
+        self, scope: Scope, contact_id: str, service_id: str, period_start: date, limit: int, cursor: str | None
+    ) -> Page[UsageRecord]: ...
+
+    def put_late_marker(self, scope: Scope, contact_id: str, service_id: str, period_start: date) -> None:
+        """Mark a period whose usage was billed as having received records since (idempotent)."""
+        ...
+
+    def late_markers(self, scope: Scope, contact_id: str, service_id: str) -> list[date]:
+        """The marked periods of a service, oldest first."""
+        ...
+
+
 class Store(
     TenantStore,
     IdempotencyStore,
@@ -519,6 +558,7 @@ class Store(
     PaymentMethodStore,
     DunningStore,
     AllowanceStore,
+    UsageStore,
     DueIndex,
     SweepIndex,
     Transactions,

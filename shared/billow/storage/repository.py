@@ -6,13 +6,16 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import random
 import re
+import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from contextvars import ContextVar
 from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from itertools import islice
 from typing import Any, TypeVar
 
@@ -25,10 +28,13 @@ from pynamodb.exceptions import (
     UpdateError,
 )
 from pynamodb.expressions.condition import Condition
+from pynamodb.expressions.operand import Path
 from pynamodb.transactions import TransactWrite
 
 from billow.domain.actions import Action
+from billow.domain.allowances import Counted, Used, refusal
 from billow.domain.billing import next_due_date
+from billow.domain.calendar import Period
 from billow.domain.catalog import PriceTerms, Product
 from billow.domain.collection import PaymentAttempt
 from billow.domain.contacts import Contact, TestClock
@@ -36,9 +42,11 @@ from billow.domain.errors import ConcurrentModification, Conflict, InvalidInput,
 from billow.domain.invoices import Invoice, InvoiceKind, Payment
 from billow.domain.ordering import Order
 from billow.domain.payment_methods import SavedPaymentMethod
+from billow.domain.pricing import Allowance
 from billow.domain.receivables import CreditApplication, Refund, RefundStatus
 from billow.domain.subscriptions import Subscription
 from billow.domain.tenants import TenantSettings
+from billow.domain.usage import UsageRecord
 from billow.services.context import Scope
 from billow.services.gateway import GatewayEvent
 from billow.services.ports import (
@@ -139,6 +147,28 @@ def due_entry(sort_key: str) -> DueSubscription:
     day_and_tenant, mode, contact_id, subscription_id = sort_key.rsplit("#", 3)
     tenant_id = day_and_tenant.split("#", 1)[1]
     return DueSubscription(Scope(tenant_id, mode.lower()), contact_id, subscription_id)
+
+
+USAGE_SHARDS = 16
+"""A service's records of one period are spread over this many partitions: 16 x 1,000 write units a
+second per partition is the 10,000 records a second one busy service may send (docs/scale.md)."""
+USAGE_RECORD_PREFIX = "REC#"
+USAGE_LATE_PREFIX = "ULATE#"
+
+
+def usage_shard(record_id: str) -> int:
+    """The shard of a record: the first byte of sha256(record id) mod 16 (stable everywhere)."""
+    return hashlib.sha256(record_id.encode()).digest()[0] % USAGE_SHARDS
+
+
+def usage_partition(scope: Scope, contact_id: str, service_id: str, period_start: date, shard: int) -> str:
+    """`T#<s>#C#<c>#U#<service>#<period start>#<shard 00..15>`: a partition per service, period and
+    shard, off the contact's own partition."""
+    return f"{contact_pk(scope, contact_id)}#U#{service_id}#{period_start.isoformat()}#{shard:02d}"
+
+
+def usage_late_sk(service_id: str, period_start: date) -> str:
+    return f"{USAGE_LATE_PREFIX}{service_id}#{period_start.isoformat()}"
 
 
 SWEEP_ATTEMPT, SWEEP_REFUND = "ATT", "REFUND"
@@ -692,6 +722,30 @@ def _attempts(items: Iterable[BillowItem]) -> list[PaymentAttempt]:
     return [codec.attempt_in(json.loads(i.data or "{}"), int(i.version or 0)) for i in items]
 
 
+def _usage_item(scope: Scope, record: UsageRecord) -> BillowItem:
+    """A usage record's item: no version (it never changes), its body in `data`."""
+    pk = usage_partition(scope, record.contact_id, record.service_id, record.period_start, usage_shard(record.id))
+    return BillowItem(
+        pk, USAGE_RECORD_PREFIX + record.id, kind="usage_record", data=_dump(codec.usage_record_out(record))
+    )
+
+
+def _usage_record_in(item: BillowItem, contact_id: str, service_id: str, period_start: date) -> UsageRecord:
+    return codec.usage_record_in(
+        json.loads(item.data or "{}"),
+        record_id=str(item.sk).removeprefix(USAGE_RECORD_PREFIX),
+        contact_id=contact_id,
+        service_id=service_id,
+        period_start=period_start,
+    )
+
+
+_USAGE_POSITION = re.compile(r"\d{2}#REC#[A-Za-z0-9._:\-]{1,128}")
+"""A position in a service's usage listing: `<shard>#<sort key>` (shards in order, then ids)."""
+_USAGE_WRITERS = 16
+"""Concurrent conditional PutItems of one batch (one per record: BatchWriteItem takes no condition)."""
+
+
 @dataclass(frozen=True, slots=True)
 class _Write:
     """One write with its condition: a put of the whole item, an update (`actions`), or a
@@ -793,7 +847,7 @@ def _counted(scope: Scope, record: UsageRecord, allowance: Allowance) -> _Write:
     condition is `used <= limit - q`)."""
     item = BillowItem(*_counter_key(scope, record), kind=ALLOWANCE_COUNTER_KIND)
     q = record.quantity
-    day = BillowItem.days[record.day.isoformat()]
+    day = Path(["days", record.day.isoformat()])  # the map's entry of the record's day
     condition = BillowItem.days.exists()
     if allowance.per_cycle is not None:
         condition &= BillowItem.used <= _number(allowance.per_cycle - q)
@@ -950,6 +1004,16 @@ class DynamoUnitOfWork:
         item = _case_item(scope, saved, saved.version)
         self._stage(_Write(item, _created_or_versioned(expected_version)))
         return saved
+
+    # -- usage ------------------------------------------------------------------------------------
+    def add_usage_record(self, scope: Scope, record: UsageRecord) -> None:
+        """The record, only if its id is new for its service and period (`attribute_not_exists`):
+        a duplicate cancels the transaction (`ConcurrentModification`)."""
+        self._stage(_Write(_usage_item(scope, record), _absent()))
+
+    def clear_late_marker(self, scope: Scope, contact_id: str, service_id: str, period_start: date) -> None:
+        item = BillowItem(contact_pk(scope, contact_id), usage_late_sk(service_id, period_start))
+        self._stage(_Write(item, None, delete=True))
 
     def commit(self) -> None:
         writes, self._writes = self._writes, []
@@ -1553,7 +1617,7 @@ class DynamoStore:
             except TransactWriteError as error:
                 # pynamodb sends puts before updates: the reasons are [record, counter].
                 reasons = list(error.cancellation_reasons or [])
-                on_record, on_counter = (reasons + [None, None])[:2]
+                on_record, on_counter = [*reasons, None, None][:2]
                 if on_record is not None and on_record.code == "ConditionalCheckFailed":
                     return Counted("duplicate")
                 if on_counter is not None and on_counter.code == "ConditionalCheckFailed":
@@ -1583,3 +1647,74 @@ class DynamoStore:
                 consistent_read=True,
             )
         return _used_in(raw.get("Item"))
+
+    # -- usage ----------------------------------------------------------------------------------------
+    def put_usage_records(self, scope: Scope, records: list[UsageRecord]) -> list[bool]:
+        """Each record on its own conditional PutItem (`attribute_not_exists`), run concurrently:
+        True where it was written, False where its id was already stored (a duplicate: the first
+        record's values stay). Throttling is `TemporaryFailure` (the records written before stay
+        written; a resend answers them as duplicates)."""
+
+        def put(record: UsageRecord) -> bool:
+            try:
+                with _translated("usage record"):
+                    _usage_item(scope, record).save(condition=_absent())
+            except Conflict:
+                return False
+            return True
+
+        if len(records) <= 1:
+            return [put(r) for r in records]
+        with ThreadPoolExecutor(min(_USAGE_WRITERS, len(records))) as pool:
+            return list(pool.map(put, records))
+
+    def usage_records(
+        self, scope: Scope, contact_id: str, service_id: str, period_start: date
+    ) -> Iterator[UsageRecord]:
+        """Every record of a service's period: the 16 shards, each read whole and consistently."""
+        for shard in range(USAGE_SHARDS):
+            pk = usage_partition(scope, contact_id, service_id, period_start, shard)
+            with _translated("usage records"):
+                items = list(BillowItem.query(pk, BillowItem.sk.startswith(USAGE_RECORD_PREFIX), consistent_read=True))
+            for item in items:
+                yield _usage_record_in(item, contact_id, service_id, period_start)
+
+    def usage_page(
+        self, scope: Scope, contact_id: str, service_id: str, period_start: date, limit: int, cursor: str | None
+    ) -> Page[UsageRecord]:
+        """A page of a service's period records, shard after shard, by id within a shard; the
+        cursor holds the position `<shard>#REC#<id>` of the last record returned (pattern 7a)."""
+        base = usage_partition(scope, contact_id, service_id, period_start, 0)[:-3]
+        listed = _Listing(f"{base}#USAGE", pattern=_USAGE_POSITION)
+        after = listed.after(cursor)
+        first, after_sk = (0, None) if after is None else (int(after[:2]), after[3:])
+        found: list[tuple[str, BillowItem]] = []
+        for shard in range(first, USAGE_SHARDS):
+            pk = usage_partition(scope, contact_id, service_id, period_start, shard)
+            condition = _range(BillowItem.sk, USAGE_RECORD_PREFIX, after_sk if shard == first else None)
+            wanted = limit + 1 - len(found)
+            with _translated("usage records"):
+                items = list(islice(BillowItem.query(pk, condition, consistent_read=True, page_size=wanted), wanted))
+            found += [(f"{shard:02d}#{item.sk}", item) for item in items]
+            if len(found) > limit:
+                break
+        records = [_usage_record_in(item, contact_id, service_id, period_start) for _, item in found[:limit]]
+        return Page(records, listed.cursor(found[limit - 1][0]) if len(found) > limit else None)
+
+    def put_late_marker(self, scope: Scope, contact_id: str, service_id: str, period_start: date) -> None:
+        """Marks a billed period that received records after it was billed (a plain put: idempotent)."""
+        body = {"service_id": service_id, "period_start": period_start.isoformat()}
+        item = BillowItem(
+            contact_pk(scope, contact_id), usage_late_sk(service_id, period_start), kind="usage_late", data=_dump(body)
+        )
+        with _translated("late usage marker"):
+            item.save()
+
+    def late_markers(self, scope: Scope, contact_id: str, service_id: str) -> list[date]:
+        """The periods of a service marked late, oldest first (read consistently)."""
+        prefix = f"{USAGE_LATE_PREFIX}{service_id}#"
+        with _translated("late usage markers"):
+            items = BillowItem.query(
+                contact_pk(scope, contact_id), BillowItem.sk.startswith(prefix), consistent_read=True
+            )
+            return sorted(date.fromisoformat(str(i.sk).removeprefix(prefix)) for i in items)

@@ -1,0 +1,348 @@
+"""`POST /usage`: usage records submitted by other systems, one or a batch of up to 1,000.
+
+Each record is validated on its own: a refused record never blocks the others, and the answer
+names each record's outcome (`accepted`, `duplicate`, `refused` with its error). A record names its
+service in exactly one way: `subscription_id` + `service_id`, or `contact_id` + `meter` (the
+contact's one billable service on that meter). It belongs to the billing period of that service
+containing its day (its instant in the tenant's time zone), and is stored under that period
+whatever the time it arrives, so a retry, even days later, finds it: the record id is unique per
+service and period, and a record sent again is a `duplicate` whose first values stay (docs/billing.md).
+
+Per service: the subscription is read once (consistently), the records written, each with its own
+conditional PutItem, and the subscription read again (consistently). A record accepted into a
+period whose usage is already billed (`usage_billed_through`), as seen on either read, gets that
+period's late marker: its usage goes on the next usage invoice as a late line. Checking after the
+write as well closes the race with a billing run that moved on in between.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from typing import Any, Literal, Protocol
+
+from billow.domain.calendar import Period, local_date, tenant_zone
+from billow.domain.errors import DomainError, InvalidInput, NotFound
+from billow.domain.rules import ServiceState
+from billow.domain.subscriptions import Service, Subscription
+from billow.domain.usage import UsageRecord, parse_properties, parse_quantity, record_id
+from billow.services.contacts import ContactTime, contact_time
+from billow.services.context import Clock, TenantContext
+from billow.services.ports import ContactStore, SubscriptionStore, UsageStore
+
+MAX_BATCH = 1000
+"""Records in one `POST /usage`."""
+MAX_AHEAD = timedelta(minutes=5)
+"""How far past the contact's now a record's instant may be (clock skew of the sender)."""
+
+Status = Literal["accepted", "duplicate", "refused"]
+
+
+class IngestPorts(UsageStore, SubscriptionStore, ContactStore, Protocol):
+    """Submitting usage: the contact's clock, its subscriptions, and the records."""
+
+
+@dataclass(frozen=True, slots=True)
+class RecordInput:
+    """One record as the caller sent it (a JSON object): checked by `submit_usage`, record by record."""
+
+    raw: Mapping[str, Any]
+    field: str = ""
+    """Where it sits in the request (`records[3]`, or "" for a single record): prefixes error fields."""
+
+
+@dataclass(frozen=True, slots=True)
+class RecordOutcome:
+    id: str | None
+    """The record id as given (None when it was not a string)."""
+    status: Status
+    service_id: str | None = None
+    period: Period | None = None
+    late: bool = False
+    error: DomainError | None = None
+    """Why it was refused (its `code`, `message` and `field`)."""
+
+
+@dataclass(slots=True)
+class _Pending:
+    """A record checked so far, waiting for its service's write."""
+
+    index: int
+    record: UsageRecord
+    period: Period
+    late: bool
+
+
+@dataclass(slots=True)
+class _ServiceBatch:
+    contact_id: str
+    subscription_id: str
+    service_id: str
+    pending: list[_Pending] = field(default_factory=list)
+
+
+_RECORD_FIELDS = frozenset(
+    {"id", "subscription_id", "service_id", "contact_id", "meter", "quantity", "value", "at", "properties"}
+)
+
+
+def submit_usage(
+    store: IngestPorts, ctx: TenantContext, clock: Clock, records: Sequence[RecordInput]
+) -> list[RecordOutcome]:
+    """Every record's outcome, in the order given (see the module's docstring)."""
+    if len(records) > MAX_BATCH:
+        raise InvalidInput(
+            f"a batch holds at most {MAX_BATCH} records; got {len(records)}",
+            field="records",
+            code="usage.batch_too_large",
+        )
+    outcomes: list[RecordOutcome | None] = [None] * len(records)
+    reader = _Reader(store, ctx, clock)
+    batches: dict[tuple[str, str, str], _ServiceBatch] = {}
+    seen: set[tuple[str, date, str]] = set()
+    for index, given in enumerate(records):
+        try:
+            pending, subscription, service = reader.check(index, given)
+        except DomainError as error:
+            outcomes[index] = _refused(given, error)
+            continue
+        record = pending.record
+        if (record.service_id, record.period_start, record.id) in seen:  # the same record twice in one batch
+            outcomes[index] = _outcome(pending, "duplicate")
+            continue
+        seen.add((record.service_id, record.period_start, record.id))
+        key = (subscription.contact_id, subscription.id, service.id)
+        batches.setdefault(key, _ServiceBatch(*key)).pending.append(pending)
+    for batch in batches.values():
+        for index, outcome in _write_service(store, ctx, clock, reader, batch):
+            outcomes[index] = outcome
+    return [o for o in outcomes if o is not None]
+
+
+def _refused(given: RecordInput, error: DomainError) -> RecordOutcome:
+    if given.field and isinstance(error, InvalidInput):
+        error = error.under(given.field)
+    raw_id = given.raw.get("id") if isinstance(given.raw, Mapping) else None
+    return RecordOutcome(raw_id if isinstance(raw_id, str) else None, "refused", error=error)
+
+
+def _outcome(pending: _Pending, status: Status) -> RecordOutcome:
+    record = pending.record
+    return RecordOutcome(record.id, status, record.service_id, pending.period, pending.late)
+
+
+class _Reader:
+    """What a batch reads once: each contact's time, each subscription (consistently)."""
+
+    def __init__(self, store: IngestPorts, ctx: TenantContext, clock: Clock) -> None:
+        self.store, self.ctx, self.clock = store, ctx, clock
+        self.zone = tenant_zone(ctx.settings.timezone)
+        self._times: dict[str, ContactTime] = {}
+        self._subscriptions: dict[str, Subscription | None] = {}
+        self._of_contact: dict[str, list[Subscription]] = {}
+
+    def time_of(self, contact_id: str) -> ContactTime:
+        if contact_id not in self._times:
+            self._times[contact_id] = contact_time(self.store, self.ctx, contact_id, self.clock)
+        return self._times[contact_id]
+
+    def subscription(self, subscription_id: str) -> Subscription | None:
+        if subscription_id not in self._subscriptions:
+            self._subscriptions[subscription_id] = self.store.get_subscription(self.ctx.scope, subscription_id)
+        return self._subscriptions[subscription_id]
+
+    def subscriptions_of(self, contact_id: str) -> list[Subscription]:
+        if contact_id not in self._of_contact:
+            found = self.store.subscriptions_of(self.ctx.scope, contact_id)
+            self._of_contact[contact_id] = found
+            for subscription in found:
+                self._subscriptions.setdefault(subscription.id, subscription)
+        return self._of_contact[contact_id]
+
+    def check(self, index: int, given: RecordInput) -> tuple[_Pending, Subscription, Service]:
+        """The record as it will be stored, with its service; a `DomainError` refuses it."""
+        raw = given.raw
+        if not isinstance(raw, Mapping):
+            raise InvalidInput("a usage record is a JSON object", code="usage.invalid_record")
+        unknown = sorted(str(k) for k in raw if k not in _RECORD_FIELDS)
+        if unknown:
+            raise InvalidInput(
+                f"unknown field '{unknown[0]}' in a usage record", field=unknown[0], code="usage.unknown_field"
+            )
+        rid = record_id(raw.get("id"))
+        subscription, service = self.service_of(raw)
+        meter = service.terms.meter
+        if meter is None:
+            raise InvalidInput(
+                f"service {service.id} has no meter: it takes no usage", field="service_id", code="usage.not_metered"
+            )
+        if "quantity" in raw and "value" in raw:
+            raise InvalidInput("give either quantity or value, not both", field="value", code="usage.invalid_quantity")
+        name = "value" if "value" in raw else "quantity"
+        quantity = parse_quantity(raw.get(name), field=name)
+        properties = parse_properties(raw.get("properties"))
+        now = self.time_of(subscription.contact_id).now
+        at = _instant(raw.get("at"), now)
+        if at > now + MAX_AHEAD:
+            raise InvalidInput(
+                f"the record's instant {at.isoformat()} is later than the contact's now "
+                f"({now.isoformat()}) plus 5 minutes",
+                field="at",
+                code="usage.in_future",
+            )
+        day = local_date(at, self.zone)
+        if day < service.start_date or (service.end_date is not None and day >= service.end_date):
+            ends = "" if service.end_date is None else f", ending {service.end_date.isoformat()}"
+            raise InvalidInput(
+                f"the record's day {day.isoformat()} is outside service {service.id} "
+                f"(starting {service.start_date.isoformat()}{ends})",
+                field="at",
+                code="usage.outside_service",
+            )
+        period = subscription.schedule.period_containing(day)
+        record = UsageRecord(
+            id=rid,
+            subscription_id=subscription.id,
+            service_id=service.id,
+            contact_id=subscription.contact_id,
+            meter=meter,
+            at=at,
+            day=day,
+            quantity=quantity,
+            properties=properties,
+            period_start=period.start,
+            received_at=now,
+        )
+        return _Pending(index, record, period, _billed(service, period.start)), subscription, service
+
+    def service_of(self, raw: Mapping[str, Any]) -> tuple[Subscription, Service]:
+        """The service a record names: by subscription and service id, or by contact and meter."""
+        by_service = "subscription_id" in raw or "service_id" in raw
+        by_meter = "contact_id" in raw or "meter" in raw
+        if by_service == by_meter:
+            raise InvalidInput(
+                "name the service in exactly one way: subscription_id and service_id, or contact_id and meter",
+                field="service_id",
+                code="usage.service_unnamed",
+            )
+        names = ("subscription_id", "service_id") if by_service else ("contact_id", "meter")
+        for name in names:
+            if not isinstance(raw.get(name), str) or not raw[name]:
+                raise InvalidInput(
+                    f"{name} is required with {' and '.join(names)}", field=name, code="usage.service_unnamed"
+                )
+        if by_service:
+            subscription = self.subscription(raw["subscription_id"])
+            service = (
+                None
+                if subscription is None
+                else next((s for s in subscription.services if s.id == raw["service_id"]), None)
+            )
+            if subscription is None or service is None:
+                raise NotFound(
+                    f"no service {raw['service_id']} in subscription {raw['subscription_id']}",
+                    field="service_id",
+                    code="usage.unknown_service",
+                )
+            return subscription, service
+        contact_id, meter = raw["contact_id"], raw["meter"]
+        found = [
+            (subscription, service)
+            for subscription in self.subscriptions_of(contact_id)
+            for service in subscription.services
+            if service.terms.meter == meter
+            and service.state is not ServiceState.DRAFT
+            and subscription.rules.is_billable(service.state, service.billable_states)
+        ]
+        if not found:
+            raise NotFound(
+                f"contact {contact_id} has no billable service on meter '{meter}'",
+                field="meter",
+                code="usage.unknown_service",
+            )
+        if len(found) > 1:
+            ids = ", ".join(f"{sub.id}/{svc.id}" for sub, svc in found)
+            raise InvalidInput(
+                f"contact {contact_id} has {len(found)} billable services on meter '{meter}' ({ids}): name one by "
+                "subscription_id and service_id",
+                field="meter",
+                code="usage.ambiguous_service",
+            )
+        return found[0]
+
+
+def _instant(value: object, now: datetime) -> datetime:
+    """The record's instant: ISO 8601 with an offset, or the contact's now when not given."""
+    if value is None:
+        return now
+    parsed: datetime | None = None
+    if isinstance(value, str) and len(value) <= 40:
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            parsed = None
+    if parsed is None or parsed.tzinfo is None or parsed.utcoffset() is None:
+        raise InvalidInput(
+            'at is an ISO 8601 instant with a UTC offset, e.g. "2026-03-01T12:00:00Z"',
+            field="at",
+            code="usage.invalid_at",
+        )
+    return parsed
+
+
+def _billed(service: Service, period_start: date) -> bool:
+    """Whether the usage of the period starting on `period_start` is already invoiced."""
+    return service.usage_billed_through is not None and period_start < service.usage_billed_through
+
+
+def _write_service(
+    store: IngestPorts, ctx: TenantContext, clock: Clock, reader: _Reader, batch: _ServiceBatch
+) -> list[tuple[int, RecordOutcome]]:
+    """Write one service's records, then re-read its subscription for the late check."""
+    scope = ctx.scope
+    subscription = reader.subscription(batch.subscription_id)
+    assert subscription is not None  # checked when its records were
+    service = next(s for s in subscription.services if s.id == batch.service_id)
+    written = _write(store, ctx, subscription, service, [p.record for p in batch.pending])
+    after = store.load_subscription(scope, batch.contact_id, batch.subscription_id)
+    service_after = None if after is None else next((s for s in after.services if s.id == service.id), None)
+    late_periods: set[date] = set()
+    results: list[tuple[int, RecordOutcome]] = []
+    accepted: list[UsageRecord] = []
+    for pending, was_written in zip(batch.pending, written, strict=True):
+        if service_after is not None and _billed(service_after, pending.period.start):
+            pending.late = True
+        if pending.late:
+            # A duplicate too: its first write may have stopped before its marker (a marker too
+            # many only makes billing find nothing more to bill for that period).
+            late_periods.add(pending.period.start)
+        if was_written:
+            accepted.append(pending.record)
+        results.append((pending.index, _outcome(pending, "accepted" if was_written else "duplicate")))
+    for period_start in sorted(late_periods):
+        store.put_late_marker(scope, batch.contact_id, service.id, period_start)
+    if accepted:
+        _after_accept(store, ctx, clock, after or subscription, service_after or service, accepted)
+    return results
+
+
+def _write(
+    store: IngestPorts, ctx: TenantContext, subscription: Subscription, service: Service, records: list[UsageRecord]
+) -> list[bool]:
+    """THE place a service's records are written: each with its own conditional put (True where
+    written, False for a duplicate). A service whose allowance refuses usage beyond it writes
+    through `billow.services.usage.allowances.write` instead (record + counter in one transaction)."""
+    return store.put_usage_records(ctx.scope, records)
+
+
+def _after_accept(
+    store: IngestPorts,
+    ctx: TenantContext,
+    clock: Clock,
+    subscription: Subscription,
+    service: Service,
+    accepted: list[UsageRecord],
+) -> None:
+    """After a service's records are accepted: where `billow.services.usage.limits.after_accept`
+    (charge limits, owned by the billing side) is called. Nothing yet."""
