@@ -16,7 +16,7 @@ from billow.domain.dunning import CaseStatus
 from billow.domain.invoices import Invoice, InvoiceKind, Payment
 from billow.domain.ordering import Order
 from billow.domain.payment_methods import SavedPaymentMethod
-from billow.domain.pricing import usage_price_json
+from billow.domain.pricing import allowance_json, usage_price_json
 from billow.domain.receivables import Balance, CreditApplication, Refund
 from billow.domain.subscriptions import Subscription
 from billow.domain.timeline import upcoming_invoices
@@ -88,6 +88,7 @@ def contact(c: Contact) -> Json:
         "gateway_customer_ref": c.gateway_customer_ref,
         "default_payment_method": c.default_method_ref,
         "dunning_excluded": c.dunning_excluded,
+        "allowances": {meter: allowance_json(a) for meter, a in sorted(c.allowances.items())},
     }
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 
@@ -11,6 +11,7 @@ from billow.domain.calendar import Cycle, add_months
 from billow.domain.collection import CollectionMode
 from billow.domain.errors import Conflict, InvalidInput
 from billow.domain.money import Money
+from billow.domain.pricing import Allowance
 
 ADVANCE_INTERVALS = 2
 """One advance of a test clock reaches at most this many billing intervals of the contact's
@@ -61,6 +62,10 @@ class Contact:
     """Excluded from dunning by an operator (docs/dunning.md): no case opens for it, and its open
     case behaves as paused (nothing is retried, reminded, deactivated or cancelled; it still ends
     when nothing is owed) until the flag is cleared."""
+    allowances: Mapping[str, Allowance] = field(default_factory=dict)
+    """Per meter, the allowance agreed with this contact (a B2B deal): it replaces the one of the
+    price terms for every service of the contact on that meter, for records submitted after it is
+    set (docs/billing.md, "Allowances")."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,8 @@ from decimal import Decimal
 from typing import Any, Generic, Protocol, TypeVar
 
 from billow.domain.actions import Action
+from billow.domain.allowances import Counted, Used
+from billow.domain.calendar import Period
 from billow.domain.catalog import PriceTerms, Product
 from billow.domain.collection import PaymentAttempt
 from billow.domain.contacts import Contact, TestClock
@@ -18,6 +20,7 @@ from billow.domain.dunning import DunningCase
 from billow.domain.invoices import Invoice, InvoiceKind, InvoiceStatus, Payment
 from billow.domain.ordering import Order
 from billow.domain.payment_methods import SavedPaymentMethod
+from billow.domain.pricing import Allowance
 from billow.domain.receivables import CreditApplication, Refund
 from billow.domain.subscriptions import Subscription
 from billow.domain.tenants import TenantSettings
@@ -490,6 +493,20 @@ class PaymentMethodStore(Protocol):
         ...
 
 
+class AllowanceStore(Protocol):
+    """Allowance counters (docs/data-model.md): one item per service and billing cycle in the
+    contact's partition, written with the records they count."""
+
+    def add_counted_usage(self, scope: Scope, record: UsageRecord, allowance: Allowance, cycle: Period) -> Counted:
+        """The record (only if its id is new) and its cycle's counter (only if every window of
+        `allowance` still holds it) in one transaction; refused records and duplicates count nothing."""
+        ...
+
+    def allowance_used(self, scope: Scope, contact_id: str, service_id: str, period_start: date) -> Used:
+        """What the service's counter of the cycle starting on `period_start` holds (read consistently)."""
+        ...
+
+
 class DunningStore(Protocol):
     """Dunning cases, under their contact (written through a `UnitOfWork`), and their wake-ups."""
 
@@ -559,6 +576,7 @@ class Store(
     CollectionStore,
     PaymentMethodStore,
     DunningStore,
+    AllowanceStore,
     UsageStore,
     DueIndex,
     SweepIndex,

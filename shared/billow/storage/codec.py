@@ -32,6 +32,8 @@ from billow.domain.pricing import (
     Tier,
     UsageModel,
     UsagePrice,
+    allowance_json,
+    parse_allowance,
 )
 from billow.domain.receivables import CreditApplication, Refund, RefundStatus
 from billow.domain.rules import Alignment, BillingRules, CalendarMode
@@ -305,6 +307,7 @@ def contact_out(c: Contact) -> Json:
         **({"gateway_customer_ref": c.gateway_customer_ref} if c.gateway_customer_ref else {}),
         **({"default_method_ref": c.default_method_ref} if c.default_method_ref else {}),
         **({"dunning_excluded": True} if c.dunning_excluded else {}),
+        **({"allowances": {m: allowance_json(a) for m, a in sorted(c.allowances.items())}} if c.allowances else {}),
     }
 
 
@@ -358,6 +361,7 @@ def contact_in(d: Json, version: int = 0) -> Contact:
         gateway_customer_ref=d.get("gateway_customer_ref"),
         default_method_ref=d.get("default_method_ref"),
         dunning_excluded=bool(d.get("dunning_excluded", False)),
+        allowances={m: parse_allowance(a) for m, a in (d.get("allowances") or {}).items()},
     )
 
 

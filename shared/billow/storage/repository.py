@@ -6,7 +6,9 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import random
 import re
+import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
@@ -26,10 +28,13 @@ from pynamodb.exceptions import (
     UpdateError,
 )
 from pynamodb.expressions.condition import Condition
+from pynamodb.expressions.operand import Path
 from pynamodb.transactions import TransactWrite
 
 from billow.domain.actions import Action
+from billow.domain.allowances import Counted, Used, refusal
 from billow.domain.billing import next_due_date
+from billow.domain.calendar import Period
 from billow.domain.catalog import PriceTerms, Product
 from billow.domain.collection import PaymentAttempt
 from billow.domain.contacts import Contact, TestClock
@@ -37,6 +42,7 @@ from billow.domain.errors import ConcurrentModification, Conflict, InvalidInput,
 from billow.domain.invoices import Invoice, InvoiceKind, Payment
 from billow.domain.ordering import Order
 from billow.domain.payment_methods import SavedPaymentMethod
+from billow.domain.pricing import Allowance
 from billow.domain.receivables import CreditApplication, Refund, RefundStatus
 from billow.domain.subscriptions import Subscription
 from billow.domain.tenants import TenantSettings
@@ -842,7 +848,7 @@ def _counted(scope: Scope, record: UsageRecord, allowance: Allowance) -> _Write:
     condition is `used <= limit - q`)."""
     item = BillowItem(*_counter_key(scope, record), kind=ALLOWANCE_COUNTER_KIND)
     q = record.quantity
-    day = BillowItem.days[record.day.isoformat()]
+    day = Path(["days", record.day.isoformat()])  # the map's entry of the record's day
     condition = BillowItem.days.exists()
     if allowance.per_cycle is not None:
         condition &= BillowItem.used <= _number(allowance.per_cycle - q)
@@ -1608,6 +1614,62 @@ class DynamoStore:
                 condition=BillowItem.pk.exists(),
             )
 
+    # -- usage allowances (docs/billing.md, "Allowances") ----------------------------------------------
+    def add_counted_usage(self, scope: Scope, record: UsageRecord, allowance: Allowance, cycle: Period) -> Counted:
+        """The record and its counter in ONE TransactWriteItems: the record only if new
+        (`attribute_not_exists`), the counter only if every window still holds it. The
+        cancellation reasons tell the two apart: a duplicate counts nothing, an exhausted window
+        is refused with what remains (read from the counter as the failed condition saw it)."""
+        alone = refusal(allowance, record.quantity, record.day, cycle, Used())
+        if alone is not None:  # beyond a window even with nothing used: no write can accept it
+            return Counted("refused", alone)
+        put = _Write(_usage_item(scope, record), _absent())
+        for attempt in range(_COUNT_ATTEMPTS):
+            counter = _counted(scope, record, allowance)
+            try:
+                with TransactWrite(connection=connection()) as tx:
+                    put.into(tx)
+                    tx.update(
+                        counter.item,
+                        actions=list(counter.actions or ()),
+                        condition=counter.condition,
+                        return_values="ALL_OLD",
+                    )
+                return Counted("accepted")
+            except TransactWriteError as error:
+                # pynamodb sends puts before updates: the reasons are [record, counter].
+                reasons = list(error.cancellation_reasons or [])
+                on_record, on_counter = [*reasons, None, None][:2]
+                if on_record is not None and on_record.code == "ConditionalCheckFailed":
+                    return Counted("duplicate")
+                if on_counter is not None and on_counter.code == "ConditionalCheckFailed":
+                    old = on_counter.raw_item
+                    if not old or "days" not in old:
+                        _open_counter(scope, record)  # the cycle's first record: open its counter
+                        continue
+                    found = refusal(allowance, record.quantity, record.day, cycle, _used_in(old))
+                    if found is not None:
+                        return Counted("refused", found)
+                    continue  # cannot happen: the condition is the refusal's; try again
+                codes = {r.code for r in reasons if r is not None}
+                if "TransactionConflict" in codes or codes & _THROTTLING or error.cause_response_code in _THROTTLING:
+                    time.sleep(random.uniform(0, min(0.25, 0.004 * 2**attempt)))
+                    continue
+                with _translated(f"usage record {record.id}"):
+                    raise
+        raise TemporaryFailure(f"usage record {record.id}: its allowance counter is too busy; retry")
+
+    def allowance_used(self, scope: Scope, contact_id: str, service_id: str, period_start: date) -> Used:
+        """What a service's allowance counter holds for the cycle starting on `period_start`."""
+        with _translated("usage allowance counter"):
+            raw = connection().get_item(
+                BillowItem.Meta.table_name,
+                contact_pk(scope, contact_id),
+                allowance_counter_sk(service_id, period_start),
+                consistent_read=True,
+            )
+        return _used_in(raw.get("Item"))
+
     # -- usage ----------------------------------------------------------------------------------------
     def put_usage_records(self, scope: Scope, records: list[UsageRecord]) -> list[bool]:
         """Each record on its own conditional PutItem (`attribute_not_exists`), run concurrently:
@@ -1684,59 +1746,3 @@ class DynamoStore:
                 for i in items
             ]
         return sorted(markers, key=lambda m: m.period_start)
-
-    # -- usage allowances (docs/billing.md, "Allowances") ----------------------------------------------
-    def add_counted_usage(self, scope: Scope, record: UsageRecord, allowance: Allowance, cycle: Period) -> Counted:
-        """The record and its counter in ONE TransactWriteItems: the record only if new
-        (`attribute_not_exists`), the counter only if every window still holds it. The
-        cancellation reasons tell the two apart: a duplicate counts nothing, an exhausted window
-        is refused with what remains (read from the counter as the failed condition saw it)."""
-        alone = refusal(allowance, record.quantity, record.day, cycle, Used())
-        if alone is not None:  # beyond a window even with nothing used: no write can accept it
-            return Counted("refused", alone)
-        put = _Write(_usage_item(scope, record), _absent())
-        for attempt in range(_COUNT_ATTEMPTS):
-            counter = _counted(scope, record, allowance)
-            try:
-                with TransactWrite(connection=connection()) as tx:
-                    put.into(tx)
-                    tx.update(
-                        counter.item,
-                        actions=list(counter.actions or ()),
-                        condition=counter.condition,
-                        return_values="ALL_OLD",
-                    )
-                return Counted("accepted")
-            except TransactWriteError as error:
-                # pynamodb sends puts before updates: the reasons are [record, counter].
-                reasons = list(error.cancellation_reasons or [])
-                on_record, on_counter = (reasons + [None, None])[:2]
-                if on_record is not None and on_record.code == "ConditionalCheckFailed":
-                    return Counted("duplicate")
-                if on_counter is not None and on_counter.code == "ConditionalCheckFailed":
-                    old = on_counter.raw_item
-                    if not old or "days" not in old:
-                        _open_counter(scope, record)  # the cycle's first record: open its counter
-                        continue
-                    found = refusal(allowance, record.quantity, record.day, cycle, _used_in(old))
-                    if found is not None:
-                        return Counted("refused", found)
-                    continue  # cannot happen: the condition is the refusal's; try again
-                codes = {r.code for r in reasons if r is not None}
-                if "TransactionConflict" in codes or codes & _THROTTLING or error.cause_response_code in _THROTTLING:
-                    time.sleep(random.uniform(0, min(0.25, 0.004 * 2**attempt)))
-                    continue
-                with _translated(f"usage record {record.id}"):
-                    raise
-        raise TemporaryFailure(f"usage record {record.id}: its allowance counter is too busy; retry")
-
-    def allowance_used(self, scope: Scope, contact_id: str, service_id: str, period_start: date) -> Used:
-        """What a service's allowance counter holds for the cycle starting on `period_start`."""
-        with _translated("usage allowance counter"):
-            raw = connection().get_item(
-                BillowItem.Meta.table_name,
-                contact_pk(scope, contact_id),
-                allowance_counter_sk(service_id, period_start),
-                consistent_read=True,
-            )
-        return _used_in(raw.get("Item"))

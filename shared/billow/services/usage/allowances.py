@@ -1,0 +1,108 @@
+"""Allowances at submission, and the contact-level overrides (docs/billing.md, "Allowances").
+
+A service whose allowance (its usage price's, or the contact's override for that meter) refuses
+usage beyond it writes each record through `write`: the record and the service's counter for the
+record's billing cycle in ONE TransactWriteItems, the counter conditioned on every window still
+holding the record. Concurrent submissions, from any number of containers, can therefore never
+overdraw a window, and the counter is exactly what was accepted. Records are written one after
+another, in the order given: a batch that crosses the allowance accepts the records that fit and
+refuses the rest (each naming the window and what remains of it).
+
+An `overage` allowance refuses nothing and counts nothing at submission: billing prices what
+`billow.domain.allowances.billable` says is beyond the windows.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from typing import Any
+
+from billow.domain.allowances import Counted
+from billow.domain.calendar import Period
+from billow.domain.contacts import Contact
+from billow.domain.errors import InvalidInput
+from billow.domain.pricing import METER_MAX_LENGTH, METER_PATTERN, Allowance, Beyond, parse_allowance
+from billow.domain.usage import UsageRecord
+from billow.services.contacts import get_contact
+from billow.services.context import Scope, TenantContext, edit_versioned
+from billow.services.ports import AllowanceStore, ContactStore
+
+
+def effective(contact: Contact | None, meter: str | None, terms_allowance: Allowance | None) -> Allowance | None:
+    """The allowance a service's records on `meter` are held to: the contact's override for that
+    meter when it has one, else its price terms'."""
+    if contact is not None and meter is not None and meter in contact.allowances:
+        return contact.allowances[meter]
+    return terms_allowance
+
+
+def refuses(allowance: Allowance | None) -> bool:
+    """Whether records held to `allowance` go through `write` (counted at submission)."""
+    return allowance is not None and allowance.beyond is Beyond.REFUSE
+
+
+def write(
+    store: AllowanceStore,
+    scope: Scope,
+    allowance: Allowance,
+    records: Sequence[tuple[UsageRecord, Period]],
+) -> list[Counted]:
+    """Write one service's records (each with its billing period), in order, each with its
+    counter in one transaction: accepted, duplicate (nothing counted again) or refused (the
+    window and what remains)."""
+    return [store.add_counted_usage(scope, record, allowance, cycle) for record, cycle in records]
+
+
+# -- the contact-level override ------------------------------------------------------------------------
+def _meter(meter: str) -> str:
+    if len(meter) > METER_MAX_LENGTH or not re.fullmatch(METER_PATTERN, meter):
+        raise InvalidInput(
+            f"a meter is 1 to {METER_MAX_LENGTH} characters a-z, 0-9 and _", field="meter", code="usage.invalid_meter"
+        )
+    return meter
+
+
+def set_allowance(
+    store: ContactStore, ctx: TenantContext, contact_id: str, meter: str, raw: Mapping[str, Any]
+) -> Contact:
+    """Give the contact its own allowance on `meter` (the allowance JSON of price terms), replacing
+    the terms' for its services on that meter. Records submitted after it are held to it; the
+    counter of the current cycle keeps what was used (so a lower limit may already be reached)."""
+    allowance = parse_allowance(raw)
+    _meter(meter)
+
+    def change(contact: Contact) -> Contact | None:
+        if contact.allowances.get(meter) == allowance:
+            return None  # a repeat
+        return _with(contact, {**contact.allowances, meter: allowance})
+
+    return edit_versioned(
+        lambda: get_contact(store, ctx, contact_id),
+        lambda contact: store.save_contact(ctx.scope, contact),
+        change,
+        f"contact {contact_id}",
+    )
+
+
+def remove_allowance(store: ContactStore, ctx: TenantContext, contact_id: str, meter: str) -> Contact:
+    """Drop the contact's own allowance on `meter`: its services on that meter are held to their
+    terms' allowance again (a repeat changes nothing)."""
+    _meter(meter)
+
+    def change(contact: Contact) -> Contact | None:
+        if meter not in contact.allowances:
+            return None
+        return _with(contact, {m: a for m, a in contact.allowances.items() if m != meter})
+
+    return edit_versioned(
+        lambda: get_contact(store, ctx, contact_id),
+        lambda contact: store.save_contact(ctx.scope, contact),
+        change,
+        f"contact {contact_id}",
+    )
+
+
+def _with(contact: Contact, allowances: Mapping[str, Allowance]) -> Contact:
+    return replace(contact, allowances=allowances)
