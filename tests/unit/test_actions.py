@@ -287,7 +287,7 @@ def test_a_change_to_todays_day_credits_the_old_cycle_on_todays_invoice() -> Non
 
 @settings(max_examples=150, deadline=None)
 @given(
-    model=st.sampled_from(list(BillingModel)),
+    model=st.sampled_from([BillingModel.ADVANCE, BillingModel.ARREARS]),
     changes=st.lists(st.tuples(st.integers(0, 40), st.integers(1, 31)), min_size=1, max_size=6),
     stop=st.integers(0, 40),
 )

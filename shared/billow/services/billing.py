@@ -382,7 +382,7 @@ def subscription_by_id(store: SubscriptionStore, ctx: TenantContext, subscriptio
 
 
 def view_bill(
-    store: SubscriptionStore, ctx: TenantContext, subscription_id: str, count: int = 3, rater: UsageRater | None = None
+    store: BillingPorts, ctx: TenantContext, subscription_id: str, count: int = 3, rater: UsageRater | None = None
 ) -> list[InvoiceDraft]:
     """The next `count` invoices of a subscription, as the billing run will create them; the
     open period's usage is its usage so far, rated with the same code."""

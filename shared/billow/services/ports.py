@@ -589,8 +589,12 @@ class Store(
 
 
 # Use cases that read and write several aggregates name them together.
-class BillingPorts(SubscriptionStore, InvoiceStore, Transactions, Protocol):
-    """Billing a subscription: read it, number and write its invoices and steps."""
+class RatingPorts(ContactStore, UsageStore, Protocol):
+    """Rating stored usage: a service's records, its late markers, the contact's allowance overrides."""
+
+
+class BillingPorts(SubscriptionStore, InvoiceStore, Transactions, RatingPorts, Protocol):
+    """Billing a subscription: read it and its usage, number and write its invoices and steps."""
 
 
 class PaymentMethodPorts(ContactStore, PaymentMethodStore, SubscriptionStore, Transactions, Protocol):
@@ -659,6 +663,6 @@ class DunningFlows(Protocol):
         ...
 
 
-class DunningPorts(CollectionPorts, DunningStore, Protocol):
+class DunningPorts(CollectionPorts, DunningStore, UsageStore, Protocol):
     """Dunning: its cases, and everything a decision reads and a step writes (invoices, attempts,
     payment methods, subscriptions and their logs, the contact and its clock)."""

@@ -46,6 +46,7 @@ from billow.services.ports import (
     CollectionStore,
     InvoicePorts,
     InvoiceStore,
+    RatingPorts,
     SubscriptionStore,
     Transactions,
     UnitOfWork,
@@ -65,7 +66,7 @@ class RefundPorts(InvoicePorts, CollectionStore, Protocol):
     """Refunding a credit note: to a card, only a payment collection recorded (its attempts)."""
 
 
-class DueInvoicePorts(ReceivablePorts, SubscriptionStore, Protocol):
+class DueInvoicePorts(ReceivablePorts, SubscriptionStore, RatingPorts, Protocol):
     """Moving an invoice on in time: also the subscription whose services wait for its payment."""
 
 

@@ -14,23 +14,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import date
 from decimal import Decimal
-from typing import Protocol
 
+from billow.domain.allowances import billable
 from billow.domain.calendar import Period
 from billow.domain.contacts import Contact
 from billow.domain.money import Money
 from billow.domain.pricing import Allowance, UsageModel, UsagePrice, rate
 from billow.domain.subscriptions import Service, Subscription
-from billow.domain.usage import LateUsage, RatedUsage, UsageRecord, aggregate, billable
+from billow.domain.usage import LateUsage, RatedUsage, UsageRecord, aggregate
 from billow.services.context import TenantContext
-from billow.services.ports import ContactStore, UsageStore
+from billow.services.ports import RatingPorts
 
 EVENT_MODELS = frozenset({UsageModel.PERCENTAGE, UsageModel.GRADUATED_PERCENTAGE})
 """Models rated on each event's value rather than on an aggregated quantity."""
-
-
-class RatingPorts(ContactStore, UsageStore, Protocol):
-    """Reading a service's records, its late markers and the contact's allowance overrides."""
 
 
 def allowance_for(price: UsagePrice, contact: Contact | None) -> Allowance | None:
