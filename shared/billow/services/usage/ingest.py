@@ -29,7 +29,8 @@ from billow.domain.subscriptions import Service, Subscription
 from billow.domain.usage import UsageRecord, parse_properties, parse_quantity, record_id
 from billow.services.contacts import ContactTime, contact_time
 from billow.services.context import Clock, TenantContext
-from billow.services.ports import ContactStore, SubscriptionStore, UsageStore
+from billow.services.usage import limits
+from billow.services.usage.limits import LimitPorts
 
 MAX_BATCH = 1000
 """Records in one `POST /usage`."""
@@ -39,7 +40,7 @@ MAX_AHEAD = timedelta(minutes=5)
 Status = Literal["accepted", "duplicate", "refused"]
 
 
-class IngestPorts(UsageStore, SubscriptionStore, ContactStore, Protocol):
+class IngestPorts(LimitPorts, Protocol):
     """Submitting usage: the contact's clock, its subscriptions, and the records."""
 
 
@@ -344,5 +345,6 @@ def _after_accept(
     service: Service,
     accepted: list[UsageRecord],
 ) -> None:
-    """After a service's records are accepted: where `billow.services.usage.limits.after_accept`
-    (charge limits, owned by the billing side) is called. Nothing yet."""
+    """After a service's records are accepted: its charge limit (an immediate invoice once the
+    unbilled usage crosses it)."""
+    limits.after_accept(store, ctx, clock, subscription, service, accepted)
