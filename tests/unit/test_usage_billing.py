@@ -16,6 +16,7 @@ from billow.domain.catalog import BillingModel, PriceTerms, Product
 from billow.domain.errors import InvalidInput
 from billow.domain.money import Money
 from billow.domain.ordering import OrderItem, plan_order
+from billow.domain.pricing import Aggregation, UsageModel, UsagePrice
 from billow.domain.rules import BillingRules
 from billow.domain.subscriptions import Service, Subscription
 from billow.domain.timeline import steps, upcoming_invoices
@@ -55,7 +56,8 @@ class FakeRater:
 
 
 def _metered(model: BillingModel = BillingModel.ADVANCE, price: str = "30.00", **extra: object) -> Subscription:
-    terms = PriceTerms("t1", "p1", usd(price), Cycle.MONTH, model, meter="api_calls", **extra)  # type: ignore[arg-type]
+    usage = UsagePrice("api_calls", Aggregation.SUM, UsageModel.PER_UNIT, unit_price=CENT)
+    terms = PriceTerms("t1", "p1", usd(price), Cycle.MONTH, model, usage=usage, **extra)  # type: ignore[arg-type]
     product = Product("p1", "API").with_terms(terms)
     counter = iter(range(1000))
     plan = plan_order(

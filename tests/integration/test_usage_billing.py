@@ -1,0 +1,202 @@
+"""Usage billing on DynamoDB Local: charge limits issue one immediate invoice even when two
+processes cross the limit at once, a rerun after it issues nothing more, the period's final
+invoice bills only the rest, and a late record is billed once, on the next invoice."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from billow.domain.invoices import Invoice
+from billow.domain.usage import UsageRecord
+from billow.local.stack import add_tenant
+from billow.services.billing import InvoiceNumbers, bill_subscription
+from billow.services.context import SystemClock, TenantContext
+from billow.services.usage.ingest import RecordInput, submit_usage
+from billow.services.usage.limits import after_accept, charge_usage_so_far
+from billow.storage.models import configure
+from billow.storage.repository import DynamoStore
+
+from tests.support import InProcessClient, in_processes, make_contact, make_product
+
+KEY = "bk_test_usage_billing"
+TENANT = "tenant-ub"
+MARCH = date(2026, 3, 1)
+USAGE = {
+    "meter": "api_calls",
+    "aggregation": "sum",
+    "model": "per_unit",
+    "unit_price": "0.10",
+    "charge_limit": {"amount": "50.00"},
+}
+
+
+@pytest.fixture
+def api(local_table: str) -> Iterator[InProcessClient]:
+    add_tenant(TENANT, "Tenant UB", KEY)
+    yield InProcessClient(KEY)
+
+
+def context() -> TenantContext:
+    settings = DynamoStore().get_settings(TENANT)
+    assert settings is not None
+    return TenantContext(TENANT, "test", settings)
+
+
+def metered(api: InProcessClient) -> dict[str, str]:
+    """A contact on a test clock (1 March 2026) with a monthly service billed 0.10 per API call
+    in arrears, charge limit 50.00 of unbilled usage."""
+    terms = {"price": "0.00", "currency": "USD", "cycle": "month", "billing_model": "advance", "usage": USAGE}
+    product = make_product(api, terms)
+    contact = make_contact(api)
+    assert api.post(f"/contacts/{contact['id']}/test-clock", {"frozen_time": "2026-03-01T12:00:00+00:00"}).status == 201
+    placed = api.post(
+        "/orders",
+        {
+            "contact_id": contact["id"],
+            "items": [{"product_id": product["id"], "terms_id": product["terms"][0]["id"]}],
+        },
+    )
+    assert placed.status == 201, placed.body
+    (subscription,) = api.get(f"/contacts/{contact['id']}/subscriptions").body["items"]
+    return {
+        "contact_id": contact["id"],
+        "subscription_id": subscription["id"],
+        "service_id": subscription["services"][0]["id"],
+    }
+
+
+def records(
+    svc: dict[str, str], prefix: str, count: int, quantity: str, at: str = "2026-03-01T10:00:00Z"
+) -> list[dict[str, Any]]:
+    named = {"subscription_id": svc["subscription_id"], "service_id": svc["service_id"]}
+    return [{"id": f"{prefix}-{i}", "quantity": quantity, "at": at, **named} for i in range(count)]
+
+
+def submit(batch: list[dict[str, Any]]) -> list[Any]:
+    return submit_usage(DynamoStore(), context(), SystemClock(), [RecordInput(r) for r in batch])
+
+
+def usage_invoices(svc: dict[str, str]) -> list[Invoice]:
+    store = DynamoStore()
+    found = [store.get_invoice(context().scope, i) for i in _invoice_ids(svc)]
+    return [i for i in found if i is not None and any(line.kind == "usage" for line in i.lines)]
+
+
+def _invoice_ids(svc: dict[str, str]) -> list[str]:
+    client = InProcessClient(KEY)
+    reply = client.get(f"/invoices?contact_id={svc['contact_id']}&limit=100")
+    assert reply.status == 200, reply.body
+    return [i["id"] for i in reply.body["items"]]
+
+
+def stored(svc: dict[str, str], prefix: str, count: int, quantity: str) -> None:
+    """Records written straight to storage (the ingest's own write), without its limit check."""
+    at = datetime(2026, 3, 1, 10, tzinfo=UTC)
+    DynamoStore().put_usage_records(
+        context().scope,
+        [
+            UsageRecord(
+                f"{prefix}-{i}",
+                svc["subscription_id"],
+                svc["service_id"],
+                svc["contact_id"],
+                "api_calls",
+                at,
+                at.date(),
+                Decimal(quantity),
+                {},
+                MARCH,
+                at,
+            )
+            for i in range(count)
+        ],
+    )
+
+
+def _charge(table: str, endpoint: str, svc: dict[str, str], go: Any, out: Any, met: Any) -> None:
+    """One process (a separate Lambda container) that found the limit crossed: it reads, rates and
+    charges the usage so far, released at the same moment as the other."""
+    configure(table_name=table, endpoint=endpoint, region="us-east-1")
+    try:
+        store = DynamoStore()
+        subscription = store.load_subscription(context().scope, svc["contact_id"], svc["subscription_id"])
+        assert subscription is not None
+        go.wait(60)
+        met.wait(60)
+        invoice = charge_usage_so_far(store, context(), SystemClock(), subscription, svc["service_id"], MARCH)
+        out.put(None if invoice is None else invoice.id)
+    except Exception as crash:  # reported, so the test fails with it instead of waiting on the queue
+        out.put(f"crashed: {crash!r}")
+
+
+def test_two_processes_crossing_the_limit_at_once_issue_one_immediate_invoice(
+    api: InProcessClient, local_table: str, dynamodb_local: Any
+) -> None:
+    svc = metered(api)
+    stored(svc, "r", 300, "2")  # 60.00: over the 50.00 limit
+    results = in_processes(_charge, [(local_table, dynamodb_local.endpoint, svc)] * 2, meet=2)
+    issued = [invoice_id for invoice_id in results if invoice_id is not None]
+    (invoice,) = usage_invoices(svc)
+    assert issued == [invoice.id], results  # one process issued it; the other found it issued
+    assert invoice.total.amount_str() == "60.00" and invoice.number  # numbered, issued like any invoice
+    subscription = DynamoStore().load_subscription(context().scope, svc["contact_id"], svc["subscription_id"])
+    assert subscription is not None
+    (billed,) = subscription.services[0].usage_billed
+    assert (billed.amount.amount_str(), billed.records, billed.progressive) == ("60.00", 300, 1)
+
+
+def test_a_rerun_after_the_immediate_invoice_issues_nothing_and_the_final_invoice_bills_the_rest(
+    api: InProcessClient,
+) -> None:
+    svc = metered(api)
+    first = records(svc, "r", 300, "2")  # 60.00: over the limit
+    assert [o.status for o in submit(first)] == ["accepted"] * 300  # ingest's own check issues it
+    (immediate,) = usage_invoices(svc)
+    assert immediate.total.amount_str() == "60.00"
+    # the process "crashed" after the invoice, before answering: the rerun of the same batch
+    # answers duplicates, and even the check run again over it issues nothing more
+    assert [o.status for o in submit(first)] == ["duplicate"] * 300
+    store = DynamoStore()
+    subscription = store.load_subscription(context().scope, svc["contact_id"], svc["subscription_id"])
+    assert subscription is not None
+    accepted = list(store.usage_records(context().scope, svc["contact_id"], svc["service_id"], MARCH))
+    assert after_accept(store, context(), SystemClock(), subscription, subscription.services[0], accepted) == []
+    assert len(usage_invoices(svc)) == 1
+    # 25 more calls (2.50): under the limit, billed at the period's end with the rest
+    assert [o.status for o in submit(records(svc, "s", 25, "1"))] == ["accepted"] * 25
+    bill_subscription(
+        store, context(), svc["contact_id"], svc["subscription_id"], date(2026, 4, 1), InvoiceNumbers(store)
+    )
+    final = [i for i in usage_invoices(svc) if i.id != immediate.id]
+    (line,) = [x for i in final for x in i.lines if x.kind == "usage"]
+    assert line.amount.amount_str() == "2.50"  # 62.50 in all, 60.00 invoiced before
+
+
+def test_a_late_record_is_billed_once_on_the_next_invoice(api: InProcessClient) -> None:
+    svc = metered(api)
+    store = DynamoStore()
+    assert [o.status for o in submit(records(svc, "m", 10, "1"))] == ["accepted"] * 10  # 1.00 in March
+    bill_subscription(
+        store, context(), svc["contact_id"], svc["subscription_id"], date(2026, 4, 1), InvoiceNumbers(store)
+    )
+    (march,) = usage_invoices(svc)
+    # a record of March arrives after March was billed: the next invoice bills it, in its own line
+    (late,) = submit(records(svc, "late", 1, "7"))
+    assert late.status == "accepted" and late.late
+    assert store.late_markers(context().scope, svc["contact_id"], svc["service_id"])
+    bill_subscription(
+        store, context(), svc["contact_id"], svc["subscription_id"], date(2026, 5, 1), InvoiceNumbers(store)
+    )
+    april = [i for i in usage_invoices(svc) if i.id != march.id]
+    lines = [(x.description, x.amount.amount_str()) for i in april for x in i.lines if x.kind == "usage"]
+    assert lines == [("Pro: late usage for 2026-03-01 – 2026-04-01 (api_calls)", "0.70")]  # noqa: RUF001
+    assert store.late_markers(context().scope, svc["contact_id"], svc["service_id"]) == []
+    # and not again on the invoice after
+    bill_subscription(
+        store, context(), svc["contact_id"], svc["subscription_id"], date(2026, 6, 1), InvoiceNumbers(store)
+    )
+    assert [i.id for i in usage_invoices(svc)] == [march.id, *(i.id for i in april)]
