@@ -8,7 +8,7 @@ from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 from aws_lambda_powertools.event_handler.router import APIGatewayRouter
 from billow.services import billing, views
 from billow.services.preview import PreviewInput, preview
-from runtime import store
+from runtime import clock, store
 
 from api.context import authorized, current_tenant
 from api.schemas import Id
@@ -33,6 +33,9 @@ def view_bill(
     subscription_id: Annotated[Id, Path()], count: Annotated[int, Query(ge=1, le=billing.MAX_UPCOMING)] = 3
 ) -> dict[str, Any]:
     ctx = current_tenant(router.current_event)
-    drafts = billing.view_bill(store, ctx, subscription_id, count)
+    bill = billing.view_bill(store, ctx, subscription_id, count, clock=clock)
     terms_days = ctx.settings.payment_terms_days
-    return {"subscription_id": subscription_id, "invoices": [views.draft(d, terms_days) for d in drafts]}
+    return {
+        "subscription_id": subscription_id,
+        "invoices": [views.draft(d, terms_days, so_far_after=bill.today) for d in bill.invoices],
+    }

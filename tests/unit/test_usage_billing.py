@@ -169,3 +169,54 @@ def test_no_billing_terms_refuse_any_charge(charge: dict[str, object]) -> None:
     with pytest.raises(InvalidInput) as refused:
         _metered(BillingModel.NONE, **charge)  # type: ignore[arg-type]
     assert refused.value.code == "catalog.no_billing_charge"
+
+
+GRADUATED = {
+    "meter": "api_calls",
+    "aggregation": "sum",
+    "model": "graduated",
+    "tiers": [
+        {"up_to": "1000", "unit_price": "0.10", "flat_price": "5.00"},
+        {"up_to": None, "unit_price": "0.05", "flat_price": "10.00"},
+    ],
+}
+
+
+def _preview(usage: list[dict[str, object]], **terms: object) -> dict[str, object]:
+    from billow.services.preview import PreviewInput, preview
+
+    body = {
+        "terms": {
+            "cycle": "month",
+            "billing_model": "arrears",
+            "price": "0.00",
+            "currency": "USD",
+            "usage": GRADUATED,
+            **terms,
+        },
+        "start": "2026-03-01",
+        "as_of": "2026-05-01",
+        "usage": usage,
+    }
+    return preview(PreviewInput.model_validate(body))
+
+
+def test_the_dry_run_rates_each_periods_usage_with_the_engine() -> None:
+    answer = _preview([{"units": "1500"}, {"period_start": "2026-04-01", "units": "1000"}])
+    usage = [
+        (line["period"], line["amount"]["amount"])  # type: ignore[index]
+        for invoice in answer["invoices"]  # type: ignore[attr-defined]
+        for line in invoice["lines"]
+        if line["kind"] == "usage"
+    ]
+    # Stripe's example: 1,500 units graduated = 140.00; April exactly on the first tier's up_to
+    assert usage == [
+        ({"start": "2026-03-01", "end": "2026-04-01"}, "140.00"),
+        ({"start": "2026-04-01", "end": "2026-05-01"}, "105.00"),
+    ]
+
+
+def test_the_dry_run_refuses_usage_given_twice_for_a_period() -> None:
+    with pytest.raises(InvalidInput) as refused:
+        _preview([{"units": "1", "events": ["2"]}])
+    assert (refused.value.code, refused.value.field) == ("usage.invalid_preview", "usage[0]")

@@ -7,17 +7,21 @@ are thin wrappers around `dry_run`.
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
+from decimal import Decimal
 
 from billow.domain.billing import InvoiceDraft
-from billow.domain.calendar import BillingSchedule, Cycle
+from billow.domain.calendar import BillingSchedule, Cycle, Period
 from billow.domain.catalog import BillingModel, PriceTerms
 from billow.domain.errors import InvalidInput
 from billow.domain.money import Money
+from billow.domain.pricing import UsagePrice, rate
 from billow.domain.rules import BillingRules, CalendarMode, ServiceState
 from billow.domain.subscriptions import Service, Subscription, SubscriptionKey
 from billow.domain.timeline import steps
+from billow.domain.usage import LateUsage, RatedUsage
 
 PREVIEW_SUBSCRIPTION_ID, PREVIEW_SERVICE_ID, PREVIEW_PRODUCT_ID = "sub_preview", "svc_preview", "prod_preview"
 
@@ -35,6 +39,37 @@ class PreviewTerms:
     setup_fee: Money | None = None
     trial_days: int = 0
     quantity: int = 1
+    usage: UsagePrice | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PreviewUsage:
+    """A period's usage in the dry run: the billable quantity (`units`) or each event's value
+    (`events`, for percentage models), after aggregation and any allowance."""
+
+    units: Decimal | None = None
+    events: tuple[Decimal, ...] | None = None
+
+
+class PreviewRater:
+    """Rates each billing period's usage as the dry run's request gives it, with `rate`: the
+    period's own entry (by its start), else the entry for every period, else none."""
+
+    def __init__(self, usage: Mapping[date | None, PreviewUsage]) -> None:
+        self._usage = usage
+
+    def rate(self, subscription: Subscription, service: Service, period: Period) -> RatedUsage | None:
+        price = service.terms.usage
+        start = subscription.schedule.period_containing(period.start).start
+        given = self._usage.get(start, self._usage.get(None))
+        if price is None or given is None:
+            return None
+        rated = rate(price, subscription.currency, units=given.units, events=given.events)
+        count = len(given.events) if given.events is not None else 0
+        return RatedUsage(rated.total, rated.quantity, count)
+
+    def late(self, subscription: Subscription, service: Service) -> Sequence[LateUsage]:
+        return ()
 
 
 def preview_subscription(terms: PreviewTerms, start: date, end: date | None) -> Subscription:
@@ -59,6 +94,7 @@ def preview_subscription(terms: PreviewTerms, start: date, end: date | None) -> 
         terms.billing_model,
         setup_fee=terms.setup_fee,
         trial_days=terms.trial_days,
+        usage=terms.usage,
     )
     price_terms.check_quantity(terms.quantity)
     charged_from = start + timedelta(days=terms.trial_days)
@@ -88,7 +124,15 @@ def preview_subscription(terms: PreviewTerms, start: date, end: date | None) -> 
     )
 
 
-def dry_run(terms: PreviewTerms, start: date, end: date | None, as_of: date) -> list[InvoiceDraft]:
-    """Every invoice (with its lines) a billing run on `as_of` would create, oldest first."""
+def dry_run(
+    terms: PreviewTerms,
+    start: date,
+    end: date | None,
+    as_of: date,
+    usage: Mapping[date | None, PreviewUsage] | None = None,
+) -> list[InvoiceDraft]:
+    """Every invoice (with its lines) a billing run on `as_of` would create, oldest first; usage
+    of each billing period as `usage` gives it (by period start; the None key: every period)."""
     subscription = preview_subscription(terms, start, end)
-    return [step.invoice for step in steps(subscription, as_of) if step.invoice is not None]
+    rater = PreviewRater(usage or {})
+    return [step.invoice for step in steps(subscription, as_of, rater=rater) if step.invoice is not None]

@@ -54,6 +54,7 @@ from billow.services.billing import InvoiceNumbers, bill_loaded, commit_step, su
 from billow.services.contacts import contact_today, get_contact
 from billow.services.context import Clock, TenantContext
 from billow.services.ports import Page, Store
+from billow.services.usage.rating import StoredUsage
 
 MAX_CONFLICT_RETRIES = 3
 
@@ -385,17 +386,18 @@ def preview_action(
     by date."""
     subscription = subscription_by_id(store, ctx, subscription_id)
     today = contact_today(store, ctx, subscription.contact_id, clock)
+    rater = StoredUsage(store, ctx)
     current = subscription
-    for step in steps(subscription, today):  # as the request would find it
+    for step in steps(subscription, today, rater=rater):  # as the request would find it
         current = step.subscription
     action, _ = build_action(store, ctx, current, request, today, "act_preview")
     step, record = _check_outcome(current, action)
     with_action = replace(current, actions=(*current.actions, action))
-    invoices = upcoming_invoices(with_action, count + 1)
+    invoices = upcoming_invoices(with_action, count + 1, rater=rater)
     new_ids: frozenset[str] = frozenset()
     if step.transfer is not None:
         received, new = _received(store, ctx, current, step.transfer)
-        invoices += upcoming_invoices(received, count + 1)
+        invoices += upcoming_invoices(received, count + 1, rater=rater)
         new_ids = frozenset({received.id}) if new else new_ids
     upcoming = sorted((i for i in invoices if i.billing_date >= today), key=lambda i: i.billing_date)
     shown = record if action.on == today else action

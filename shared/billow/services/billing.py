@@ -26,7 +26,8 @@ from billow.domain.subscriptions import Subscription, SubscriptionKey
 from billow.domain.tenants import TenantSettings
 from billow.domain.timeline import next_step, receive, receiving_subscription, upcoming_invoices
 from billow.domain.usage import LateMarker, UsageRater
-from billow.services.context import Scope, TenantContext
+from billow.services.contacts import contact_today
+from billow.services.context import Clock, Scope, TenantContext
 from billow.services.ports import (
     BillingPorts,
     DueSubscription,
@@ -381,13 +382,20 @@ def subscription_by_id(store: SubscriptionStore, ctx: TenantContext, subscriptio
     return subscription
 
 
+@dataclass(frozen=True, slots=True)
+class ViewBill:
+    invoices: list[InvoiceDraft]
+    today: date
+    """The contact's today: usage lines of periods ending after it are the usage so far."""
+
+
 def view_bill(
-    store: BillingPorts, ctx: TenantContext, subscription_id: str, count: int = 3, rater: UsageRater | None = None
-) -> list[InvoiceDraft]:
+    store: BillingPorts, ctx: TenantContext, subscription_id: str, count: int = 3, *, clock: Clock
+) -> ViewBill:
     """The next `count` invoices of a subscription, as the billing run will create them; the
     open period's usage is its usage so far, rated with the same code."""
     if not 1 <= count <= MAX_UPCOMING:
         raise InvalidInput(f"count is 1 to {MAX_UPCOMING}", field="count")
-    return upcoming_invoices(
-        subscription_by_id(store, ctx, subscription_id), count, rater=rater or StoredUsage(store, ctx)
-    )
+    subscription = subscription_by_id(store, ctx, subscription_id)
+    today = contact_today(store, ctx, subscription.contact_id, clock)
+    return ViewBill(upcoming_invoices(subscription, count, rater=StoredUsage(store, ctx)), today)

@@ -6,6 +6,7 @@ may be added, the documented ones stay.
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Any
 
 from pydantic import Field
@@ -19,9 +20,12 @@ from billow.domain.preview import (
     PREVIEW_SERVICE_ID,
     PREVIEW_SUBSCRIPTION_ID,
     PreviewTerms,
+    PreviewUsage,
     dry_run,
 )
+from billow.domain.pricing import parse_usage_price
 from billow.domain.rules import CalendarMode, weekday_number
+from billow.domain.usage import parse_quantity
 from billow.services.inputs import Amount, BillingDay, Body, Currency, FromString
 from billow.services.views import draft, money
 
@@ -42,6 +46,19 @@ class PreviewTermsInput(Body):
     setup_fee: Amount | None = None
     trial_days: int = Field(default=0, ge=0, le=366)
     quantity: int = Field(default=1, ge=1, le=1_000_000)
+    usage: dict[str, Any] | None = Field(
+        default=None, description='the usage price, as on price terms (docs/billing.md, "Usage pricing")'
+    )
+
+
+class PreviewUsageInput(Body):
+    period_start: BillingDay | None = Field(
+        default=None, description="the billing period this usage is for; omitted: every period not listed"
+    )
+    units: str | None = Field(default=None, description="the period's billable quantity (decimal string)")
+    events: list[str] | None = Field(
+        default=None, max_length=10_000, description="each event's value (percentage models), decimal strings"
+    )
 
 
 class PreviewInput(Body):
@@ -49,6 +66,9 @@ class PreviewInput(Body):
     start: BillingDay
     end: BillingDay | None = Field(default=None, description="exclusive; null for an open-ended service")
     as_of: BillingDay
+    usage: list[PreviewUsageInput] = Field(
+        default_factory=list, max_length=120, description="usage per billing period (metered terms)"
+    )
 
 
 def _day(value: int | str | None, cycle: Cycle, field: str) -> int | None:
@@ -59,6 +79,22 @@ def _day(value: int | str | None, cycle: Cycle, field: str) -> int | None:
     if not isinstance(value, int) or not 1 <= value <= 31:
         raise InvalidInput("a day of month is a number from 1 to 31", field=field)
     return value
+
+
+def _usage(given: list[PreviewUsageInput]) -> dict[date | None, PreviewUsage]:
+    usage: dict[date | None, PreviewUsage] = {}
+    for n, u in enumerate(given):
+        field = f"usage[{n}]"
+        if (u.units is None) == (u.events is None):
+            raise InvalidInput("give a period's usage as units or as events", field=field, code="usage.invalid_preview")
+        if u.period_start in usage:
+            raise InvalidInput("one entry per period", field=f"{field}.period_start", code="usage.invalid_preview")
+        units = None if u.units is None else parse_quantity(u.units, field=f"{field}.units")
+        events = None
+        if u.events is not None:
+            events = tuple(parse_quantity(v, field=f"{field}.events[{i}]") for i, v in enumerate(u.events))
+        usage[u.period_start] = PreviewUsage(units, events)
+    return usage
 
 
 def preview(request: PreviewInput) -> dict[str, Any]:
@@ -75,9 +111,10 @@ def preview(request: PreviewInput) -> dict[str, Any]:
         else Money.parse(t.setup_fee, t.currency, field="terms.setup_fee", currency_field="terms.currency"),
         trial_days=t.trial_days,
         quantity=t.quantity,
+        usage=None if t.usage is None else parse_usage_price(t.usage, t.currency, field="terms.usage"),
     )
     try:
-        invoices = dry_run(terms, request.start, request.end, request.as_of)
+        invoices = dry_run(terms, request.start, request.end, request.as_of, _usage(request.usage))
     except InvalidInput as error:
         raise (error.under("terms") if error.field in _TERMS_FIELDS else error) from None
     # Ids the dry run makes up (its subscription, service and product) are not shown.

@@ -72,8 +72,13 @@ def _known(id_: str, invented: Collection[str]) -> str | None:
     return None if id_ in invented else id_
 
 
-def line(x: LineDraft, invented: Collection[str] = ()) -> Json:
-    """One invoice line; `period` is null for one-time charges (a setup fee, a cancellation fee)."""
+def line(x: LineDraft, invented: Collection[str] = (), so_far_after: date | None = None) -> Json:
+    """One invoice line; `period` is null for one-time charges (a setup fee, a cancellation fee).
+    With `so_far_after` (the view bill's today), a usage line of a period not ended by then says
+    so: `usage_so_far` (its usage rated as recorded so far)."""
+    so_far = {}
+    if so_far_after is not None and x.kind == "usage":
+        so_far = {"usage_so_far": x.period is not None and x.period.end > so_far_after}
     return {
         "kind": x.kind,
         "description": x.description,
@@ -85,10 +90,13 @@ def line(x: LineDraft, invented: Collection[str] = ()) -> Json:
         "fraction_exact": f"{x.fraction.numerator}/{x.fraction.denominator}",
         "amount": money(x.amount),
         "period": period(x.period),
+        **so_far,
     }
 
 
-def draft(d: InvoiceDraft, payment_terms_days: int | None, invented: Collection[str] = ()) -> Json:
+def draft(
+    d: InvoiceDraft, payment_terms_days: int | None, invented: Collection[str] = (), so_far_after: date | None = None
+) -> Json:
     """An invoice not yet issued, with the fields an issued one has: `due_date` when the business's
     payment terms are known (null in the dry run, which reads no business), `subscription_id`
     null when the subscription does not exist yet."""
@@ -101,7 +109,7 @@ def draft(d: InvoiceDraft, payment_terms_days: int | None, invented: Collection[
         "issue_date": d.issue_date.isoformat(),
         "due_date": day(due),
         "period": period(d.period),
-        "lines": [line(x, invented) for x in d.lines],
+        "lines": [line(x, invented, so_far_after) for x in d.lines],
         "total": money(d.total),
     }
 
