@@ -471,8 +471,14 @@ def parse_usage_price(raw: Mapping[str, Any], currency: str, *, field: str = "us
     )
 
 
+def decimal_str(value: Decimal) -> str:
+    """A decimal as the JSON shows it: plain digits ("0.000000000001", "1000"), never an exponent
+    ("1E-12"), which `parse_decimal` refuses."""
+    return format(value, "f")
+
+
 def _str(value: Decimal | None) -> str | None:
-    return None if value is None else str(value)
+    return None if value is None else decimal_str(value)
 
 
 def allowance_json(allowance: Allowance) -> dict[str, Any]:
@@ -491,31 +497,31 @@ def usage_price_json(price: UsagePrice) -> dict[str, Any]:
     if price.property is not None:
         out["property"] = price.property
     if price.unit_price is not None:
-        out["unit_price"] = str(price.unit_price)
+        out["unit_price"] = decimal_str(price.unit_price)
     if price.tiers:
         percentage = price.model is UsageModel.GRADUATED_PERCENTAGE
         out["tiers"] = [
             {"up_to": _str(t.up_to)}
-            | ({"rate": str(t.rate)} if percentage else {"unit_price": str(t.unit_price)})
-            | {"flat_price": str(t.flat_price)}
+            | ({"rate": decimal_str(t.rate)} if percentage else {"unit_price": decimal_str(t.unit_price)})
+            | {"flat_price": decimal_str(t.flat_price)}
             for t in price.tiers
         ]
     if price.package is not None:
         p = price.package
-        out["package"] = {"size": str(p.size), "price": str(p.price), "round": p.round}
+        out["package"] = {"size": decimal_str(p.size), "price": decimal_str(p.price), "round": p.round}
     if price.percentage is not None:
         c = price.percentage
         out["percentage"] = {
-            "rate": str(c.rate),
-            "fixed_price": str(c.fixed_price),
+            "rate": decimal_str(c.rate),
+            "fixed_price": decimal_str(c.fixed_price),
             "min_per_event": _str(c.min_per_event),
             "max_per_event": _str(c.max_per_event),
         }
     if price.model.event_valued:
         out["free_events"] = price.free_events
-        out["free_amount"] = str(price.free_amount)
+        out["free_amount"] = decimal_str(price.free_amount)
     else:
-        out["free_units"] = str(price.free_units)
+        out["free_units"] = decimal_str(price.free_units)
     if price.allowance is not None:
         out["allowance"] = allowance_json(price.allowance)
     if price.charge_limit is not None:
