@@ -1,9 +1,10 @@
-"""`billow bill preview`: the documented command-line dry run."""
+"""`billow bill preview` (the documented command-line dry run) and `billow rate` (usage pricing)."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -273,3 +274,17 @@ def test_rate_prints_tiny_exact_amounts_as_plain_decimals() -> None:
     answer = json.loads(done.stdout)
     assert answer["exact"] == "0.000000000003" and answer["total"] == {"amount": "0.00", "currency": "USD"}
     assert answer["breakdown"][0]["unit_price"] == "0.000000000001"
+
+
+def test_every_billow_rate_example_in_the_docs_prints_what_the_docs_show() -> None:
+    text = (ROOT / "docs/billing.md").read_text()
+    blocks = [b for b in re.findall(r"```console\n(.*?)```", text, re.DOTALL) if "| billow rate\n" in b]
+    examples = [re.fullmatch(r"\$ echo '(.*)' \| billow rate\n(.*)", b, re.DOTALL) for b in blocks]
+    assert all(examples) and len(examples) == 6
+    examples_run = [m.groups() for m in examples if m]
+    models = {json.loads(stdin)["usage"]["model"] for stdin, _ in examples_run}
+    assert models == {"per_unit", "graduated", "volume", "package", "percentage", "graduated_percentage"}
+    for stdin, shown in examples_run:
+        ran = rate(stdin)
+        assert ran.returncode == 0, ran.stderr
+        assert ran.stdout == shown, stdin
