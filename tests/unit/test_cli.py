@@ -14,10 +14,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def preview(stdin: str) -> subprocess.CompletedProcess[str]:
+def billow(stdin: str, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT / "shared")}
     return subprocess.run(
-        [sys.executable, "-m", "billow.cli", "bill", "preview"],
+        [sys.executable, "-m", "billow.cli", *args],
         input=stdin,
         capture_output=True,
         text=True,
@@ -25,6 +25,10 @@ def preview(stdin: str) -> subprocess.CompletedProcess[str]:
         timeout=60,
         check=False,
     )
+
+
+def preview(stdin: str) -> subprocess.CompletedProcess[str]:
+    return billow(stdin, "bill", "preview")
 
 
 def test_the_documented_request_prints_every_line_a_run_on_as_of_creates() -> None:
@@ -189,16 +193,7 @@ def test_help_documents_the_input_with_an_example_that_runs() -> None:
 
 
 def rate(stdin: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "shared")}
-    return subprocess.run(
-        [sys.executable, "-m", "billow.cli", "rate", *args],
-        input=stdin,
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-        check=False,
-    )
+    return billow(stdin, "rate", *args)
 
 
 def test_rate_help_documents_the_input_with_stripes_example_that_runs() -> None:

@@ -601,16 +601,7 @@ def test_terms_with_a_usage_price_round_trip_through_the_catalog_api(api: InProc
     created = api.post("/products", {"name": "API", "terms": [HYBRID]})
     assert created.status == 201, created.body
     terms = created.body["terms"][0]
-    expected = {
-        "meter": "api_calls",
-        "aggregation": "sum",
-        "model": "graduated",
-        "tiers": [
-            {"up_to": "1000", "unit_price": "0.10", "flat_price": "5.00"},
-            {"up_to": None, "unit_price": "0.05", "flat_price": "10.00"},
-        ],
-        "free_units": "0",
-    }
+    expected = {**HYBRID["usage"], "free_units": "0"}  # type: ignore[dict-item]  # decimals as they were sent
     assert terms["usage"] == expected and terms["meter"] == "api_calls"
     assert terms["price"] == {"amount": "49.00", "currency": "USD"}  # a hybrid: the fixed fee too
     read = api.get(f"/products/{created.body['id']}")
