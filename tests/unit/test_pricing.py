@@ -601,7 +601,7 @@ def test_terms_with_a_usage_price_round_trip_through_the_catalog_api(api: InProc
     created = api.post("/products", {"name": "API", "terms": [HYBRID]})
     assert created.status == 201, created.body
     terms = created.body["terms"][0]
-    expected = {**HYBRID["usage"], "free_units": "0"}  # type: ignore[dict-item]  # decimals as they were sent
+    expected = {**HYBRID["usage"], "free_units": "0"}  # decimals as they were sent
     assert terms["usage"] == expected and terms["meter"] == "api_calls"
     assert terms["price"] == {"amount": "49.00", "currency": "USD"}  # a hybrid: the fixed fee too
     read = api.get(f"/products/{created.body['id']}")
@@ -625,7 +625,7 @@ def test_editing_terms_replaces_or_removes_the_usage_price(api: InProcessClient)
 
 
 def test_a_bad_usage_price_is_a_422_naming_the_field(api: InProcessClient) -> None:
-    bad = {**HYBRID, "usage": {**HYBRID["usage"], "tiers": [STRIPE_TIERS[1], STRIPE_TIERS[0]]}}  # type: ignore[dict-item]
+    bad = {**HYBRID, "usage": {**HYBRID["usage"], "tiers": [STRIPE_TIERS[1], STRIPE_TIERS[0]]}}
     reply = api.post("/products", {"name": "API", "terms": [bad]})
     assert reply.status == 422, reply.body
     assert reply.body["error"] == "usage.tier_open_not_last"
