@@ -634,3 +634,16 @@ def test_a_bad_usage_price_is_a_422_naming_the_field(api: InProcessClient) -> No
     reply = api.post("/products", {"name": "API", "terms": [floats]})
     assert reply.status == 422 and reply.body["error"] == "usage.not_a_decimal"
     assert api.get("/products").body["items"] == []  # nothing half-written
+
+
+def test_terms_added_or_edited_with_a_bad_usage_price_name_the_field_as_the_body_does(api: InProcessClient) -> None:
+    product = api.post("/products", {"name": "API", "terms": [HYBRID]}).body
+    no_price = {"meter": "api_calls", "aggregation": "sum", "model": "per_unit"}
+    added = api.post(f"/products/{product['id']}/terms", {**HYBRID, "usage": no_price})
+    assert added.status == 422 and added.body["error"] == "usage.field_required"
+    assert added.body["fields"][0]["field"] == "usage.unit_price"
+    path = f"/products/{product['id']}/terms/{product['terms'][0]['id']}"
+    edited = api.patch(path, {"usage": {**no_price, "unit_price": "1", "per": "call"}})
+    assert edited.status == 422 and edited.body["error"] == "usage.unknown_field"
+    assert edited.body["fields"][0]["field"] == "usage.per"
+    assert len(api.get(f"/products/{product['id']}").body["terms"]) == 1
