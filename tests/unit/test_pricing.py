@@ -324,6 +324,20 @@ def test_the_breakdown_adds_up_to_the_exact_total(tiers: list[dict[str, Any]], q
     assert sum(r.units for r in rated.breakdown) == quantity
 
 
+event_values = st.decimals(min_value=0, max_value=10**4, places=2, allow_nan=False, allow_infinity=False)
+values = st.lists(event_values, max_size=8)
+
+
+@given(values, quantities)
+def test_a_free_amount_takes_exactly_that_much_value_off(events_: list[Decimal], free: Decimal) -> None:
+    """At 100 % of each value the charge is the value charged: the events' total less the free
+    amount (never below 0), whichever events it falls on."""
+    p = price("percentage", percentage={"rate": "100"}, free_amount=str(free))
+    rated = rate(p, "USD", events=events_)
+    assert rated.exact == max(sum(events_, D(0)) - free, D(0))
+    assert rated.breakdown == () or rated.breakdown[0].units == rated.exact
+
+
 # -- parsing -------------------------------------------------------------------------------------------
 
 
