@@ -53,7 +53,8 @@ def call(method: str, path: str, body: Any = None) -> tuple[int, Any]:
 
 def metered_service() -> dict[str, str]:
     """A contact (real time) with a monthly subscription to one service on the meter `api_calls`."""
-    terms = {"price": "0.00", "currency": "USD", "cycle": "month", "billing_model": "advance", "meter": "api_calls"}
+    usage = {"meter": "api_calls", "aggregation": "sum", "model": "per_unit", "unit_price": "0.001"}
+    terms = {"price": "0.00", "currency": "USD", "cycle": "month", "billing_model": "advance", "usage": usage}
     status, product = call("POST", "/products", {"name": "API", "terms": [terms]})
     assert status == 201, product
     status, contact = call("POST", "/contacts", {"name": "Bench Customer", "email": "bench@example.com"})
