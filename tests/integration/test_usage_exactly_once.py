@@ -146,3 +146,20 @@ def test_a_record_accepted_while_billing_moves_on_is_marked_late(api: InProcessC
     (outcome,) = submit_usage(store, ctx, FixedClock(), [RecordInput(r) for r in batch_of(svc, ["racing"])])
     assert (outcome.status, outcome.late) == ("accepted", True)
     assert store.late_markers(SCOPE, svc["contact_id"], svc["service_id"]) == [date(2026, 3, 10)]
+
+
+def test_a_forged_usage_cursor_is_a_422_never_a_dynamodb_refusal(api: InProcessClient) -> None:
+    import base64
+    import json
+
+    svc = metered(api)
+    post_batch(api, batch_of(svc, [f"c{i}" for i in range(5)]))
+    path = f"/subscriptions/{svc['subscription_id']}/services/{svc['service_id']}/usage?limit=2"
+    real = api.get(path).body["next_cursor"]
+    digest = json.loads(base64.urlsafe_b64decode(real))["of"]
+    for after in ["16#REC#c1", "99#REC#c1", "00#REC#", "00#REC#" + "x" * 129, "00#INV#c1", "0#REC#c1", "00#REC#c 1"]:
+        forged = base64.urlsafe_b64encode(json.dumps({"after": after, "of": digest}).encode()).decode()
+        reply = api.get(f"{path}&cursor={forged}")
+        assert (reply.status, reply.body["error"]) == (422, "listing.invalid_cursor"), after
+    edge = base64.urlsafe_b64encode(json.dumps({"after": "15#REC#" + "z" * 128, "of": digest}).encode()).decode()
+    assert api.get(f"{path}&cursor={edge}").body["records"] == []
