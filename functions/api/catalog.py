@@ -28,7 +28,7 @@ def _terms_input(body: PriceTermsBody) -> catalog.PriceTermsInput:
         body.setup_fee,
         body.trial_days,
         body.alignment,
-        body.meter,
+        body.usage,
         body.term_cycles,
         body.auto_renew,
         body.contract_cycles,
@@ -94,7 +94,7 @@ def unarchive_product(product_id: ProductId) -> dict[str, Any]:
     return presenters.product(catalog.set_product_archived(store, ctx, product_id, False))
 
 
-_TERMS_CLEARABLE = {"setup_fee", "alignment", "meter", "term_cycles", "contract_cycles", "cancellation_fee"}
+_TERMS_CLEARABLE = {"setup_fee", "alignment", "usage", "term_cycles", "contract_cycles", "cancellation_fee"}
 
 
 @router.patch(

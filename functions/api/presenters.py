@@ -16,7 +16,7 @@ from billow.domain.dunning import CaseStatus
 from billow.domain.invoices import Invoice, InvoiceKind, Payment
 from billow.domain.ordering import Order
 from billow.domain.payment_methods import SavedPaymentMethod
-from billow.domain.pricing import allowance_json
+from billow.domain.pricing import allowance_json, usage_price_json
 from billow.domain.receivables import Balance, CreditApplication, Refund
 from billow.domain.subscriptions import Subscription
 from billow.domain.timeline import upcoming_invoices
@@ -41,6 +41,7 @@ def terms(t: PriceTerms) -> Json:
         "trial_days": t.trial_days,
         "alignment": None if t.alignment is None else t.alignment.value,
         "meter": t.meter,
+        "usage": None if t.usage is None else usage_price_json(t.usage),
         "term_cycles": t.term_cycles,
         "auto_renew": t.auto_renew,
         "contract_cycles": t.contract_cycles,

@@ -33,6 +33,29 @@ Cursor = Annotated[
 ]
 
 
+UsageJson = Annotated[
+    dict[str, Any] | None,
+    Field(
+        description="how the service's usage is priced (metered terms; always billed in arrears): meter, "
+        "aggregation (sum, count, max, unique_count, latest), model (per_unit, graduated, volume, package, "
+        "percentage, graduated_percentage) and the model's prices as decimal strings; see docs/billing.md, "
+        '"Usage pricing". Checked strictly (usage.* codes); on an edit it replaces the whole usage price, null '
+        "removes it",
+        examples=[
+            {
+                "meter": "api_calls",
+                "aggregation": "sum",
+                "model": "graduated",
+                "tiers": [
+                    {"up_to": "1000", "unit_price": "0.10", "flat_price": "5.00"},
+                    {"up_to": None, "unit_price": "0.05", "flat_price": "10.00"},
+                ],
+            }
+        ],
+    ),
+]
+
+
 class PriceTermsBody(Body):
     price: Amount
     currency: Currency
@@ -44,9 +67,7 @@ class PriceTermsBody(Body):
     alignment: FromString[Alignment] | None = Field(
         default=None, description="overrides the business's alignment when added to an existing subscription"
     )
-    meter: str | None = Field(
-        default=None, max_length=64, pattern=r"^[a-z0-9_]+$", description="usage metric rated each period (arrears)"
-    )
+    usage: UsageJson = None
     term_cycles: int | None = Field(
         default=None, ge=1, le=120, description="termed period in cycles: then auto-renews or expires"
     )
@@ -85,7 +106,7 @@ class PriceTermsPatchBody(Body):
     setup_fee: Amount | None = None
     trial_days: int | None = Field(default=None, ge=0, le=366)
     alignment: FromString[Alignment] | None = None
-    meter: str | None = Field(default=None, max_length=64, pattern=r"^[a-z0-9_]+$")
+    usage: UsageJson = None
     term_cycles: int | None = Field(default=None, ge=1, le=120)
     auto_renew: bool | None = None
     contract_cycles: int | None = Field(default=None, ge=1, le=120)

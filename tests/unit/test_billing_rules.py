@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 from datetime import UTC, date, datetime
+from decimal import Decimal
 from fractions import Fraction
 
 import pytest
@@ -17,6 +18,7 @@ from billow.domain.invoices import Invoice, InvoiceKind, InvoiceStatus, Payment,
 from billow.domain.money import Money
 from billow.domain.ordering import OrderItem, plan_order
 from billow.domain.preview import PreviewTerms, dry_run, preview_subscription
+from billow.domain.pricing import Aggregation, UsageModel, UsagePrice
 from billow.domain.rules import Alignment, BillingRules, CalendarMode, ServiceState
 from billow.domain.subscriptions import Subscription
 from billow.domain.timeline import steps as billing_steps
@@ -356,9 +358,12 @@ class PerDayRater:
         return [UsageCharge("API calls", units, usd("0.01"), Money(int(units), "USD"))]
 
 
+_API_CALLS = UsagePrice("api_calls", Aggregation.SUM, UsageModel.PER_UNIT, unit_price=Decimal("0.01"))
+
+
 def test_usage_is_rated_per_billed_period_in_arrears_on_the_same_invoice() -> None:
     product = Product("p1", "Pro").with_terms(
-        PriceTerms("t1", "p1", usd("30.00"), Cycle.MONTH, ADVANCE, meter="api_calls")
+        PriceTerms("t1", "p1", usd("30.00"), Cycle.MONTH, ADVANCE, usage=_API_CALLS)
     )
     sub = _order(BillingRules(), D(2024, 1, 1), [], product)
     steps = [s.invoice for s in billing_steps(sub, D(2024, 2, 1), rater=PerDayRater()) if s.invoice]

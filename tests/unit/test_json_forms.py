@@ -149,7 +149,7 @@ def test_the_stored_forms_are_unchanged() -> None:
         "setup_fee": codec.money_out(terms.setup_fee),
         "trial_days": 0,
         "alignment": "delayed",
-        "meter": None,
+        "usage": None,
         "term_cycles": None,
         "auto_renew": True,
         "contract_cycles": None,

@@ -9,6 +9,7 @@ from fractions import Fraction
 from billow.domain.calendar import Cycle
 from billow.domain.errors import Conflict, InvalidInput, NotFound
 from billow.domain.money import Money
+from billow.domain.pricing import UsagePrice
 from billow.domain.rules import Alignment
 
 MAX_TRIAL_DAYS = 366
@@ -40,8 +41,10 @@ class PriceTerms:
     """Days at the start of a service that are not charged."""
     alignment: Alignment | None = None
     """Overrides the business's alignment for services added to an existing subscription."""
-    meter: str | None = None
-    """Name of the usage metric rated for each billed period (post-billed), if the service has usage."""
+    usage: UsagePrice | None = None
+    """How the service's usage is priced, rated for each billed period (always in arrears), if the
+    service is metered (docs/billing.md, "Usage pricing"); in the terms' currency. With a `price`
+    too, the terms are a hybrid: the fixed price per period plus the usage."""
     term_cycles: int | None = None
     """Termed period: the service runs this many cycles from its first charged day, then renews
     (`auto_renew`) or expires (stops billing; it can be renewed). None: open-ended."""
@@ -78,6 +81,11 @@ class PriceTerms:
     @property
     def currency(self) -> str:
         return self.price.currency
+
+    @property
+    def meter(self) -> str | None:
+        """The usage meter rated for each billed period: a service is metered when it is not None."""
+        return None if self.usage is None else self.usage.meter
 
     def check_quantity(self, quantity: int) -> None:
         if quantity < 1:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
@@ -10,6 +10,7 @@ from billow.domain.calendar import Cycle
 from billow.domain.catalog import BillingModel, PriceTerms, PricingModel, Product
 from billow.domain.errors import ConcurrentModification, Conflict, InvalidInput, NotFound
 from billow.domain.money import Money
+from billow.domain.pricing import parse_usage_price, usage_price_json
 from billow.domain.rules import Alignment
 from billow.services.context import TenantContext, edit_versioned
 from billow.services.ports import CatalogPorts, CatalogStore, Page
@@ -27,7 +28,8 @@ class PriceTermsInput:
     setup_fee: str | None = None
     trial_days: int = 0
     alignment: Alignment | None = None
-    meter: str | None = None
+    usage: Mapping[str, Any] | None = None
+    """The usage price's JSON (docs/billing.md, "Usage pricing"), parsed in the terms' currency."""
     term_cycles: int | None = None
     auto_renew: bool = True
     contract_cycles: int | None = None
@@ -41,6 +43,7 @@ def _build_terms(terms_id: str, product_id: str, spec: PriceTermsInput, field: s
         cancellation_fee = None
         if spec.cancellation_fee is not None:
             cancellation_fee = Money.parse(spec.cancellation_fee, spec.currency, field=f"{field}.cancellation_fee")
+        usage = None if spec.usage is None else parse_usage_price(spec.usage, spec.currency, field=f"{field}.usage")
         return PriceTerms(
             terms_id,
             product_id,
@@ -51,7 +54,7 @@ def _build_terms(terms_id: str, product_id: str, spec: PriceTermsInput, field: s
             fee,
             trial_days=spec.trial_days,
             alignment=spec.alignment,
-            meter=spec.meter,
+            usage=usage,
             term_cycles=spec.term_cycles,
             auto_renew=spec.auto_renew,
             contract_cycles=spec.contract_cycles,
@@ -190,7 +193,7 @@ def _input_of(terms: PriceTerms) -> PriceTermsInput:
         amount(terms.setup_fee),
         terms.trial_days,
         terms.alignment,
-        terms.meter,
+        None if terms.usage is None else usage_price_json(terms.usage),
         terms.term_cycles,
         terms.auto_renew,
         terms.contract_cycles,

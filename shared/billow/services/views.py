@@ -21,6 +21,7 @@ from billow.domain.dunning import DunningCase, Step, StepKind
 from billow.domain.invoices import InvoiceKind
 from billow.domain.lines import LineDraft
 from billow.domain.money import Money
+from billow.domain.pricing import Rated
 
 Json = dict[str, Any]
 FRACTION_PLACES = 12
@@ -36,6 +37,27 @@ def decimal_fraction(value: Fraction, places: int = FRACTION_PLACES) -> str:
 
 def money(m: Money | None) -> Json | None:
     return None if m is None else {"amount": m.amount_str(), "currency": m.currency}
+
+
+def rated(r: Rated) -> Json:
+    """What usage costs (`billow.domain.pricing.rate`): the billable quantity, the total rounded
+    once, the exact total and the exact per-tier breakdown, decimals as strings."""
+    return {
+        "quantity": str(r.quantity),
+        "total": money(r.total),
+        "exact": str(r.exact),
+        "breakdown": [
+            {
+                "tier": row.tier,
+                "units": str(row.units),
+                "unit_price": str(row.unit_price),
+                "rate": str(row.rate),
+                "flat_price": str(row.flat_price),
+                "amount": str(row.amount),
+            }
+            for row in r.breakdown
+        ],
+    }
 
 
 def period(p: Period | None) -> Json | None:

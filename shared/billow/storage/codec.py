@@ -22,7 +22,17 @@ from billow.domain.money import Money
 from billow.domain.ordering import Order, OrderedService
 from billow.domain.payment_methods import SavedPaymentMethod
 from billow.domain.policy import SubscriptionPolicy, Timing, TrialLimit
-from billow.domain.pricing import allowance_json, parse_allowance
+from billow.domain.pricing import (
+    Aggregation,
+    Allowance,
+    Beyond,
+    ChargeLimit,
+    Package,
+    Percentage,
+    Tier,
+    UsageModel,
+    UsagePrice,
+)
 from billow.domain.receivables import CreditApplication, Refund, RefundStatus
 from billow.domain.rules import Alignment, BillingRules, CalendarMode
 from billow.domain.subscriptions import Service, ServiceState, Subscription, SubscriptionKey
@@ -108,7 +118,7 @@ def terms_out(t: PriceTerms) -> Json:
         "setup_fee": money_out(t.setup_fee),
         "trial_days": t.trial_days,
         "alignment": None if t.alignment is None else t.alignment.value,
-        "meter": t.meter,
+        "usage": None if t.usage is None else usage_out(t.usage),
         "term_cycles": t.term_cycles,
         "auto_renew": t.auto_renew,
         "contract_cycles": t.contract_cycles,
@@ -127,12 +137,124 @@ def terms_in(d: Json) -> PriceTerms:
         setup_fee=money_in(d.get("setup_fee")),
         trial_days=int(d.get("trial_days", 0)),
         alignment=None if d.get("alignment") is None else Alignment(d["alignment"]),
-        meter=d.get("meter"),
+        usage=_usage_in(d),
         term_cycles=_int_in(d.get("term_cycles")),
         auto_renew=bool(d.get("auto_renew", True)),
         contract_cycles=_int_in(d.get("contract_cycles")),
         cancellation_fee=money_in(d.get("cancellation_fee")),
     )
+
+
+def _dec_out(value: Decimal | None) -> str | None:
+    return None if value is None else str(value)
+
+
+def _dec_in(value: str | None) -> Decimal | None:
+    return None if value is None else Decimal(value)
+
+
+def _dec0_in(value: str | None) -> Decimal:
+    return Decimal(value or 0)
+
+
+def allowance_out(a: Allowance) -> Json:
+    return {
+        "per_record": _dec_out(a.per_record),
+        "per_day": _dec_out(a.per_day),
+        "per_cycle": _dec_out(a.per_cycle),
+        "beyond": a.beyond.value,
+    }
+
+
+def allowance_in(d: Json) -> Allowance:
+    return Allowance(
+        _dec_in(d.get("per_record")), _dec_in(d.get("per_day")), _dec_in(d.get("per_cycle")), Beyond(d["beyond"])
+    )
+
+
+def usage_out(u: UsagePrice) -> Json:
+    """A usage price as stored (decimals as their exact strings; absent parts null)."""
+    package, pct, limit = u.package, u.percentage, u.charge_limit
+    return {
+        "meter": u.meter,
+        "aggregation": u.aggregation.value,
+        "model": u.model.value,
+        "property": u.property,
+        "unit_price": _dec_out(u.unit_price),
+        "tiers": [
+            {
+                "up_to": _dec_out(t.up_to),
+                "unit_price": str(t.unit_price),
+                "flat_price": str(t.flat_price),
+                "rate": str(t.rate),
+            }
+            for t in u.tiers
+        ],
+        "package": None
+        if package is None
+        else {"size": str(package.size), "price": str(package.price), "round": package.round},
+        "percentage": None
+        if pct is None
+        else {
+            "rate": str(pct.rate),
+            "fixed_price": str(pct.fixed_price),
+            "min_per_event": _dec_out(pct.min_per_event),
+            "max_per_event": _dec_out(pct.max_per_event),
+        },
+        "free_units": str(u.free_units),
+        "free_events": u.free_events,
+        "free_amount": str(u.free_amount),
+        "allowance": None if u.allowance is None else allowance_out(u.allowance),
+        "charge_limit": None if limit is None else {"amount": _dec_out(limit.amount), "records": limit.records},
+    }
+
+
+def usage_in(d: Json) -> UsagePrice:
+    package, pct, limit = d.get("package"), d.get("percentage"), d.get("charge_limit")
+    return UsagePrice(
+        meter=d["meter"],
+        aggregation=Aggregation(d["aggregation"]),
+        model=UsageModel(d["model"]),
+        property=d.get("property"),
+        unit_price=_dec_in(d.get("unit_price")),
+        tiers=tuple(
+            Tier(
+                _dec_in(t["up_to"]),
+                _dec0_in(t.get("unit_price")),
+                _dec0_in(t.get("flat_price")),
+                _dec0_in(t.get("rate")),
+            )
+            for t in d.get("tiers") or ()
+        ),
+        package=None
+        if package is None
+        else Package(Decimal(package["size"]), Decimal(package["price"]), package["round"]),
+        percentage=None
+        if pct is None
+        else Percentage(
+            Decimal(pct["rate"]),
+            _dec0_in(pct.get("fixed_price")),
+            _dec_in(pct.get("min_per_event")),
+            _dec_in(pct.get("max_per_event")),
+        ),
+        free_units=_dec0_in(d.get("free_units")),
+        free_events=int(d.get("free_events") or 0),
+        free_amount=_dec0_in(d.get("free_amount")),
+        allowance=None if d.get("allowance") is None else allowance_in(d["allowance"]),
+        charge_limit=None
+        if limit is None
+        else ChargeLimit(_dec_in(limit.get("amount")), _int_in(limit.get("records"))),
+    )
+
+
+def _usage_in(d: Json) -> UsagePrice | None:
+    """Terms' usage price as stored; terms stored before usage pricing name only a `meter`: they
+    read as a per_unit price of 0 on that meter, summed (what they billed: nothing)."""
+    if d.get("usage") is not None:
+        return usage_in(d["usage"])
+    if d.get("meter") is not None:
+        return UsagePrice(d["meter"], Aggregation.SUM, UsageModel.PER_UNIT, unit_price=Decimal(0))
+    return None
 
 
 def _int_in(value: Any) -> int | None:
@@ -183,7 +305,7 @@ def contact_out(c: Contact) -> Json:
         **({"gateway_customer_ref": c.gateway_customer_ref} if c.gateway_customer_ref else {}),
         **({"default_method_ref": c.default_method_ref} if c.default_method_ref else {}),
         **({"dunning_excluded": True} if c.dunning_excluded else {}),
-        **({"allowances": {m: allowance_json(a) for m, a in sorted(c.allowances.items())}} if c.allowances else {}),
+        **({"allowances": {m: allowance_out(a) for m, a in sorted(c.allowances.items())}} if c.allowances else {}),
     }
 
 
@@ -237,7 +359,7 @@ def contact_in(d: Json, version: int = 0) -> Contact:
         gateway_customer_ref=d.get("gateway_customer_ref"),
         default_method_ref=d.get("default_method_ref"),
         dunning_excluded=bool(d.get("dunning_excluded", False)),
-        allowances={m: parse_allowance(a) for m, a in (d.get("allowances") or {}).items()},
+        allowances={m: allowance_in(a) for m, a in (d.get("allowances") or {}).items()},
     )
 
 
