@@ -34,6 +34,7 @@ AREAS = (
     "receivables",
     "payment_methods",
     "dunning",
+    "usage",
 )
 """Every route area, in the order the complete app registers them (a new area is added here)."""
 INDEX_FILE = Path(__file__).with_name("routes.json")

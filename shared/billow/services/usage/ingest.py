@@ -121,8 +121,9 @@ def submit_usage(
 
 
 def _refused(given: RecordInput, error: DomainError) -> RecordOutcome:
-    if given.field and isinstance(error, InvalidInput):
-        error = error.under(given.field)
+    if given.field:  # where it sits in the batch: `records[3].quantity`
+        name = f"{given.field}.{error.field}" if error.field else given.field
+        error = type(error)(error.message, field=name, code=error.code)
     raw_id = given.raw.get("id") if isinstance(given.raw, Mapping) else None
     return RecordOutcome(raw_id if isinstance(raw_id, str) else None, "refused", error=error)
 
