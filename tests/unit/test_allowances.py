@@ -119,7 +119,8 @@ def test_billable_keeps_everything_but_the_quantity_and_is_the_usage_modules() -
     original = rec("a", "3", date(2026, 3, 4))
     (billed,) = usage_billable(allowance, [original])
     assert billed.quantity == D(2)
-    assert (billed.id, billed.at, billed.day, billed.period_start) == ("a", original.at, original.day, original.period_start)
+    assert (billed.id, billed.at, billed.day) == ("a", original.at, original.day)
+    assert billed.period_start == original.period_start
 
 
 @pytest.mark.parametrize("quantity", ["0", "0.000000000001"])
