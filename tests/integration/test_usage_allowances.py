@@ -12,11 +12,12 @@ from billow.domain.calendar import Period
 from billow.domain.pricing import Allowance, Beyond
 from billow.domain.usage import UsageRecord
 from billow.local.dynamodb import DynamoDBLocal
+from billow.local.stack import add_tenant
 from billow.services.context import Scope
 from billow.storage.models import configure
 from billow.storage.repository import DynamoStore
 
-from tests.support import in_processes
+from tests.support import InProcessClient, advance_clock, in_processes, make_contact, make_product
 
 SCOPE = Scope("t1", "test")
 CYCLE = Period(date(2026, 3, 1), date(2026, 4, 1))
@@ -144,3 +145,96 @@ def test_32_processes_never_overdraw_one_allowance_and_the_count_is_exact(
     store = DynamoStore()
     assert store.allowance_used(SCOPE, "c1", "svc_1", CYCLE.start).cycle == LIMIT
     assert {r.id for r in store.usage_records(SCOPE, "c1", "svc_1", CYCLE.start)} == accepted
+
+
+# -- over HTTP: submission, override, reset with the contact's clock --------------------------------
+KEY = "bk_test_allowance"
+TENANT = "tenant-a"
+NOW = "2026-03-10T12:00:00+00:00"
+
+
+def _metered(api: InProcessClient, allowance: dict[str, Any] | None) -> dict[str, str]:
+    """A contact on a test clock at NOW with one monthly service on meter api_calls."""
+    usage: dict[str, Any] = {"meter": "api_calls", "aggregation": "sum", "model": "per_unit", "unit_price": "0.01"}
+    if allowance is not None:
+        usage["allowance"] = allowance
+    terms = {"price": "10.00", "currency": "USD", "cycle": "month", "billing_model": "advance", "usage": usage}
+    product = make_product(api, terms)
+    contact = make_contact(api)
+    assert api.post(f"/contacts/{contact['id']}/test-clock", {"frozen_time": NOW}).status == 201
+    item = {"product_id": product["id"], "terms_id": product["terms"][0]["id"]}
+    placed = api.post("/orders", {"contact_id": contact["id"], "items": [item]})
+    assert placed.status == 201, placed.body
+    (subscription,) = api.get(f"/contacts/{contact['id']}/subscriptions").body["items"]
+    return {
+        "subscription_id": subscription["id"],
+        "service_id": subscription["services"][0]["id"],
+        "contact_id": contact["id"],
+    }
+
+
+def _records(svc: dict[str, str], *quantities: str, prefix: str = "r") -> list[dict[str, Any]]:
+    named = {"subscription_id": svc["subscription_id"], "service_id": svc["service_id"]}
+    return [{"id": f"{prefix}-{n}", "quantity": q, **named} for n, q in enumerate(quantities)]
+
+
+def test_over_http_a_refuse_allowance_refuses_with_what_remains_and_resets_the_next_day(local_table: str) -> None:
+    add_tenant(TENANT, "Tenant A", KEY)
+    api = InProcessClient(KEY)
+    svc = _metered(api, {"per_day": "100", "beyond": "refuse"})
+    assert api.post("/usage", _records(svc, "60", prefix="a")[0]).status == 200
+    refused = api.post("/usage", _records(svc, "50", prefix="b")[0])
+    assert refused.status == 409, refused.body
+    assert refused.body == {
+        "error": "usage.allowance_exceeded",
+        "message": "per_day allowance for 2026-03-10: 40 of 100 remain; this record carries 50",
+        "fields": [
+            {
+                "field": "quantity",
+                "reason": "per_day allowance for 2026-03-10: 40 of 100 remain; this record carries 50",
+            }
+        ],
+    }
+    # a batch crossing the allowance: in order, what fits is accepted and the rest refused
+    batch = api.post(
+        "/usage", {"records": [*_records(svc, "30", "20", "10", prefix="c"), _records(svc, "60", prefix="a")[0]]}
+    )
+    assert batch.status == 200, batch.body
+    assert [r["status"] for r in batch.body["records"]] == ["accepted", "refused", "accepted", "duplicate"]
+    assert batch.body["records"][1]["error"]["message"].startswith("per_day allowance for 2026-03-10: 10 of 100 remain")
+    used = DynamoStore().allowance_used(Scope(TENANT, "test"), svc["contact_id"], svc["service_id"], date(2026, 3, 10))
+    assert used.on(date(2026, 3, 10)) == Decimal(100)  # the duplicate counted once
+    advance_clock(api, svc["contact_id"], "2026-03-11T12:00:00+00:00")
+    assert api.post("/usage", _records(svc, "100", prefix="d")[0]).status == 200  # a new day's window
+
+
+def test_over_http_the_contacts_override_replaces_the_terms_and_the_cycle_resets_with_its_clock(
+    local_table: str,
+) -> None:
+    add_tenant(TENANT, "Tenant A", KEY)
+    api = InProcessClient(KEY)
+    svc = _metered(api, None)  # no allowance on the terms: nothing refused
+    assert api.post("/usage", _records(svc, "500", prefix="a")[0]).status == 200
+    path = f"/contacts/{svc['contact_id']}/allowances/api_calls"
+    put = api.request("PUT", path, {"per_cycle": "10", "beyond": "refuse"})
+    assert put.status == 200, put.body
+    assert put.body["allowances"] == {
+        "api_calls": {"per_record": None, "per_day": None, "per_cycle": "10", "beyond": "refuse"}
+    }
+    assert api.get(f"/contacts/{svc['contact_id']}").body["allowances"] == put.body["allowances"]
+    # the counter starts with the override: what was submitted before it is not counted
+    assert api.post("/usage", _records(svc, "10", prefix="b")[0]).status == 200
+    refused = api.post("/usage", _records(svc, "1", prefix="c")[0])
+    assert refused.status == 409
+    assert (
+        refused.body["message"]
+        == "per_cycle allowance for 2026-03-10..2026-04-10: 0 of 10 remain; this record carries 1"
+    )
+    advance_clock(api, svc["contact_id"], "2026-04-10T12:00:00+00:00")  # the next billing cycle
+    assert api.post("/usage", _records(svc, "10", prefix="d")[0]).status == 200
+    assert api.post("/usage", _records(svc, "1", prefix="e")[0]).status == 409
+    removed = api.delete(path)
+    assert removed.status == 200 and removed.body["allowances"] == {}
+    assert api.post("/usage", _records(svc, "1", prefix="e")[0]).status == 200  # held to the terms again: none
+    bad = api.request("PUT", path, {"beyond": "refuse"})
+    assert bad.status == 422 and bad.body["error"] == "usage.allowance_empty"

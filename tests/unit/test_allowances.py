@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 import pytest
 from billow.domain.allowances import AllowanceExceeded, Used, Window, billable, refusal, remaining
 from billow.domain.calendar import Period
+from billow.domain.contacts import Contact
 from billow.domain.pricing import Allowance, Beyond
 from billow.domain.usage import UsageRecord
 from billow.domain.usage import billable as usage_billable
+from billow.services.events import Event, events_of
+from billow.storage import codec
+from billow.storage.stream import change_of
+
+from tests.unit.test_events import record
 
 MARCH = Period(date(2026, 3, 1), date(2026, 4, 1))
 APRIL = Period(date(2026, 4, 1), date(2026, 5, 1))
@@ -126,3 +135,33 @@ def test_billable_keeps_everything_but_the_quantity_and_is_the_usage_modules() -
 @pytest.mark.parametrize("quantity", ["0", "0.000000000001"])
 def test_nothing_billable_within_the_allowance(quantity: str) -> None:
     assert billable(Allowance(per_cycle=D(1)), [rec("a", quantity, date(2026, 3, 4))]) == []
+
+
+# -- the contact's own allowance: stored, and an event --------------------------------------------
+def test_a_contacts_own_allowance_changing_is_an_event_per_meter() -> None:
+    contact = Contact("con_1", "Ann", "ann@example.com", None, None, {}, None, True, datetime(2027, 3, 1, tzinfo=UTC))
+
+    def image(c: Contact, version: int) -> dict[str, Any]:
+        return {
+            "PK": {"S": "T#t1#TEST#C#con_1"}, "SK": {"S": "CONTACT"}, "type": {"S": "contact"},
+            "version": {"N": str(version)}, "data": {"S": json.dumps(codec.contact_out(c))},
+        }  # fmt: skip
+
+    def derived(old: Contact, new: Contact) -> list[Event]:
+        change = change_of(record(image(new, 2), image(old, 1)))
+        assert change is not None
+        return events_of(change)
+
+    deal = Allowance(per_cycle=D("5000"), beyond=Beyond.REFUSE)
+    with_deal = replace(contact, allowances={"api_calls": deal})
+    assert codec.contact_in(codec.contact_out(with_deal)) == with_deal  # stored and read back
+    [event] = derived(contact, with_deal)
+    assert event.type == "contact.allowance_changed"
+    assert event.data == {
+        "meter": "api_calls",
+        "allowance": {"per_record": None, "per_day": None, "per_cycle": "5000", "beyond": "refuse"},
+        "previous": None,
+    }
+    [removed] = derived(with_deal, contact)
+    assert removed.data["allowance"] is None and removed.data["previous"] == event.data["allowance"]
+    assert derived(with_deal, replace(with_deal, name="Ann B")) == []  # another change: none
