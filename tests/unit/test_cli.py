@@ -1,9 +1,10 @@
-"""`billow bill preview`: the documented command-line dry run."""
+"""`billow bill preview` (the documented command-line dry run) and `billow rate` (usage pricing)."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -13,10 +14,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def preview(stdin: str) -> subprocess.CompletedProcess[str]:
+def billow(stdin: str, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT / "shared")}
     return subprocess.run(
-        [sys.executable, "-m", "billow.cli", "bill", "preview"],
+        [sys.executable, "-m", "billow.cli", *args],
         input=stdin,
         capture_output=True,
         text=True,
@@ -24,6 +25,10 @@ def preview(stdin: str) -> subprocess.CompletedProcess[str]:
         timeout=60,
         check=False,
     )
+
+
+def preview(stdin: str) -> subprocess.CompletedProcess[str]:
+    return billow(stdin, "bill", "preview")
 
 
 def test_the_documented_request_prints_every_line_a_run_on_as_of_creates() -> None:
@@ -185,3 +190,96 @@ def test_help_documents_the_input_with_an_example_that_runs() -> None:
     ran = preview(example)
     assert ran.returncode == 0, ran.stderr
     assert json.loads(ran.stdout)["total"] == {"amount": "71.61", "currency": "USD"}
+
+
+def rate(stdin: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return billow(stdin, "rate", *args)
+
+
+def test_rate_help_documents_the_input_with_stripes_example_that_runs() -> None:
+    done = rate("", "--help")
+    assert done.returncode == 0
+    for name in ("currency", "usage", "units", "events", "breakdown"):
+        assert name in done.stdout, name
+    example = done.stdout.split("echo '", 1)[1].split("' | billow rate", 1)[0]
+    ran = rate(example)
+    assert ran.returncode == 0, ran.stderr
+    answer = json.loads(ran.stdout)
+    assert answer["total"] == {"amount": "140.00", "currency": "USD"} and answer["quantity"] == "1500"
+    assert [(row["tier"], row["units"], row["amount"]) for row in answer["breakdown"]] == [
+        (1, "1000", "105.00"),
+        (2, "500", "35.00"),
+    ]
+
+
+def test_rate_prices_events_and_prints_the_exact_total_beside_the_rounded_one() -> None:
+    request = {
+        "currency": "USD",
+        "usage": {
+            "meter": "payments",
+            "aggregation": "sum",
+            "model": "percentage",
+            "percentage": {"rate": "2.9", "fixed_price": "0.30"},
+            "free_amount": "50.00",
+        },
+        "events": [{"value": "40.00"}, {"value": "25.55"}],
+    }
+    done = rate(json.dumps(request))
+    assert done.returncode == 0, done.stderr
+    answer = json.loads(done.stdout)
+    # the first 40.00 free, the second event pays on 15.55: 0.45095 + 0.30
+    assert answer["exact"] == "0.75095" and answer["total"] == {"amount": "0.75", "currency": "USD"}
+    assert answer["quantity"] == "1"
+
+
+@pytest.mark.parametrize(
+    ("request_", "message"),
+    [
+        ("not json", "billow rate: stdin: not one valid JSON object"),
+        ('{"currency": "USD", "units": "5"}', "billow rate: usage: required"),
+        ('{"currency": "XXX", "units": "5", "usage": {}}', "billow rate: currency: 'XXX' is not an ISO 4217"),
+        (
+            '{"currency": "USD", "units": 1500, "usage": {"meter": "m", "aggregation": "sum", "model": "per_unit",'
+            ' "unit_price": "1"}}',
+            "billow rate: units: units must be a decimal string",
+        ),
+        (
+            '{"currency": "USD", "units": "5", "usage": {"meter": "m", "aggregation": "sum", "model": "graduated",'
+            ' "tiers": [{"up_to": "10", "unit_price": "1"}, {"up_to": "10", "unit_price": "1"}]}}',
+            "billow rate: usage.tiers[1].up_to:",
+        ),
+        (
+            '{"currency": "USD", "units": "5", "usage": {"meter": "m", "aggregation": "sum", "model": "percentage",'
+            ' "percentage": {"rate": "1"}}}',
+            "billow rate: events: the percentage model prices events",
+        ),
+        ('{"currency": "USD", "units": "5", "usage": {}, "extra": 1}', "billow rate: extra: unknown field"),
+    ],
+)
+def test_rate_errors_name_the_field_and_exit_2(request_: str, message: str) -> None:
+    done = rate(request_)
+    assert done.returncode == 2 and done.stdout == ""
+    assert message in done.stderr, done.stderr
+
+
+def test_rate_prints_tiny_exact_amounts_as_plain_decimals() -> None:
+    usage = {"meter": "m", "aggregation": "sum", "model": "per_unit", "unit_price": "0.000000000001"}
+    done = rate(json.dumps({"currency": "USD", "units": "3", "usage": usage}))
+    assert done.returncode == 0, done.stderr
+    answer = json.loads(done.stdout)
+    assert answer["exact"] == "0.000000000003" and answer["total"] == {"amount": "0.00", "currency": "USD"}
+    assert answer["breakdown"][0]["unit_price"] == "0.000000000001"
+
+
+def test_every_billow_rate_example_in_the_docs_prints_what_the_docs_show() -> None:
+    text = (ROOT / "docs/billing.md").read_text()
+    blocks = [b for b in re.findall(r"```console\n(.*?)```", text, re.DOTALL) if "| billow rate\n" in b]
+    examples = [re.fullmatch(r"\$ echo '(.*)' \| billow rate\n(.*)", b, re.DOTALL) for b in blocks]
+    assert all(examples) and len(examples) == 6
+    examples_run = [m.groups() for m in examples if m]
+    models = {json.loads(stdin)["usage"]["model"] for stdin, _ in examples_run}
+    assert models == {"per_unit", "graduated", "volume", "package", "percentage", "graduated_percentage"}
+    for stdin, shown in examples_run:
+        ran = rate(stdin)
+        assert ran.returncode == 0, ran.stderr
+        assert ran.stdout == shown, stdin

@@ -191,17 +191,19 @@ class Rated:
 # -- parsing ---------------------------------------------------------------------------------------
 
 
-def _refuse(message: str, field: str, code: str) -> InvalidInput:
+def _refuse(message: str, field: str, *, code: str) -> InvalidInput:
     return InvalidInput(message, field=field, code=code)
 
 
 def _object(raw: Any, field: str, allowed: Sequence[str]) -> Mapping[str, Any]:
     if not isinstance(raw, Mapping):
-        raise _refuse(f"{field} must be an object", field, "usage.not_an_object")
+        raise _refuse(f"{field} must be an object", field, code="usage.not_an_object")
     for key in raw:
         if key not in allowed:
             name = f"{field}.{key}"
-            raise _refuse(f"unknown field {name} (allowed here: {', '.join(allowed)})", name, "usage.unknown_field")
+            raise _refuse(
+                f"unknown field {name} (allowed here: {', '.join(allowed)})", name, code="usage.unknown_field"
+            )
     return raw
 
 
@@ -210,7 +212,7 @@ def parse_decimal(raw: Any, field: str, *, places: int = MAX_PRICE_DECIMALS) -> 
     a binary float), no exponent, sign, spaces or underscores, at most `places` decimal places."""
     if not isinstance(raw, str):
         raise _refuse(
-            f'{field} must be a decimal string, e.g. "0.10" (never a JSON number)', field, "usage.not_a_decimal"
+            f'{field} must be a decimal string, e.g. "0.10" (never a JSON number)', field, code="usage.not_a_decimal"
         )
     match = _DECIMAL.fullmatch(raw)
     if match is None:
@@ -218,12 +220,12 @@ def parse_decimal(raw: Any, field: str, *, places: int = MAX_PRICE_DECIMALS) -> 
             f"{field} is not a decimal: digits, optionally a point and decimals (no exponent, spaces, "
             f"underscores or plus sign; at most {MAX_WHOLE_DIGITS} digits before the point)",
             field,
-            "usage.not_a_decimal",
+            code="usage.not_a_decimal",
         )
     if raw.startswith("-"):
-        raise _refuse(f"{field} must not be negative", field, "usage.negative")
+        raise _refuse(f"{field} must not be negative", field, code="usage.negative")
     if len(match.group(1) or "") > places:
-        raise _refuse(f"{field} has at most {places} decimal places", field, "usage.too_many_decimals")
+        raise _refuse(f"{field} has at most {places} decimal places", field, code="usage.too_many_decimals")
     return Decimal(raw)
 
 
@@ -234,26 +236,28 @@ def _opt_decimal(raw: Mapping[str, Any], key: str, field: str) -> Decimal | None
 
 def _positive(value: Decimal, field: str) -> Decimal:
     if value <= 0:
-        raise _refuse(f"{field} must be more than 0", field, "usage.not_positive")
+        raise _refuse(f"{field} must be more than 0", field, code="usage.not_positive")
     return value
 
 
 def _integer(raw: Any, field: str, *, minimum: int) -> int:
     if not isinstance(raw, int) or isinstance(raw, bool):
-        raise _refuse(f"{field} must be a JSON integer", field, "usage.not_an_integer")
+        raise _refuse(f"{field} must be a JSON integer", field, code="usage.not_an_integer")
     if raw < minimum:
-        raise _refuse(f"{field} must be at least {minimum}", field, "usage.out_of_range")
+        raise _refuse(f"{field} must be at least {minimum}", field, code="usage.out_of_range")
     return raw
 
 
 def _choice(raw: Any, kind: type[_E], field: str) -> _E:
     choices = ", ".join(e.value for e in kind)
     if not isinstance(raw, str):
-        raise _refuse(f"{field} must be one of: {choices}", field, "usage.invalid_choice")
+        raise _refuse(f"{field} must be one of: {choices}", field, code="usage.invalid_choice")
     try:
         return kind(raw)
     except ValueError:
-        raise _refuse(f"{field} must be one of: {choices} (got '{raw[:40]}')", field, "usage.invalid_choice") from None
+        raise _refuse(
+            f"{field} must be one of: {choices} (got '{raw[:40]}')", field, code="usage.invalid_choice"
+        ) from None
 
 
 _TIER_FIELDS = {True: ("up_to", "rate", "flat_price"), False: ("up_to", "unit_price", "flat_price")}
@@ -261,43 +265,47 @@ _TIER_FIELDS = {True: ("up_to", "rate", "flat_price"), False: ("up_to", "unit_pr
 
 def _tiers(raw: Any, model: UsageModel, field: str) -> tuple[Tier, ...]:
     if not isinstance(raw, list) or not raw:
-        raise _refuse(f"{field} must be a list of at least one tier", field, "usage.tiers_required")
+        raise _refuse(f"{field} must be a list of at least one tier", field, code="usage.tiers_required")
     if len(raw) > MAX_TIERS:
-        raise _refuse(f"{field} has at most {MAX_TIERS} tiers", field, "usage.too_many_tiers")
+        raise _refuse(f"{field} has at most {MAX_TIERS} tiers", field, code="usage.too_many_tiers")
     percentage = model is UsageModel.GRADUATED_PERCENTAGE
     tiers: list[Tier] = []
     for i, item in enumerate(raw):
         name = f"{field}[{i}]"
         t = _object(item, name, _TIER_FIELDS[percentage])
         if "up_to" not in t:
-            raise _refuse(f"{name}.up_to is required (null on the last tier)", f"{name}.up_to", "usage.field_required")
+            raise _refuse(
+                f"{name}.up_to is required (null on the last tier)", f"{name}.up_to", code="usage.field_required"
+            )
         last = i == len(raw) - 1
         up_to = None if t["up_to"] is None else _positive(parse_decimal(t["up_to"], f"{name}.up_to"), f"{name}.up_to")
         if up_to is None and not last:
             raise _refuse(
-                f"{name}.up_to is null: only the last tier is open-ended", f"{name}.up_to", "usage.tier_open_not_last"
+                f"{name}.up_to is null: only the last tier is open-ended",
+                f"{name}.up_to",
+                code="usage.tier_open_not_last",
             )
         if up_to is not None and last:
             raise _refuse(
                 f"{name}.up_to must be null: the last tier takes every quantity beyond the others",
                 f"{name}.up_to",
-                "usage.last_tier_bounded",
+                code="usage.last_tier_bounded",
             )
         previous = tiers[-1].up_to if tiers else None
         if up_to is not None and previous is not None and up_to <= previous:
             raise _refuse(
                 f"{name}.up_to must be more than the previous tier's ({previous}): tiers ascend",
                 f"{name}.up_to",
-                "usage.tiers_not_ascending",
+                code="usage.tiers_not_ascending",
             )
         flat = _opt_decimal(t, "flat_price", name) or _ZERO
         if percentage:
             if t.get("rate") is None:
-                raise _refuse(f"{name}.rate is required", f"{name}.rate", "usage.field_required")
+                raise _refuse(f"{name}.rate is required", f"{name}.rate", code="usage.field_required")
             tiers.append(Tier(up_to, flat_price=flat, rate=_percent(t["rate"], f"{name}.rate")))
         else:
             if t.get("unit_price") is None:
-                raise _refuse(f"{name}.unit_price is required", f"{name}.unit_price", "usage.field_required")
+                raise _refuse(f"{name}.unit_price is required", f"{name}.unit_price", code="usage.field_required")
             tiers.append(Tier(up_to, unit_price=parse_decimal(t["unit_price"], f"{name}.unit_price"), flat_price=flat))
     return tuple(tiers)
 
@@ -305,7 +313,7 @@ def _tiers(raw: Any, model: UsageModel, field: str) -> tuple[Tier, ...]:
 def _percent(raw: Any, field: str) -> Decimal:
     rate = parse_decimal(raw, field)
     if rate > _HUNDRED:
-        raise _refuse(f"{field} is a percentage: 0 to 100", field, "usage.rate_out_of_range")
+        raise _refuse(f"{field} is a percentage: 0 to 100", field, code="usage.rate_out_of_range")
     return rate
 
 
@@ -313,22 +321,22 @@ def _package(raw: Any, field: str) -> Package:
     p = _object(raw, field, ("size", "price", "round"))
     for key in ("size", "price"):
         if p.get(key) is None:
-            raise _refuse(f"{field}.{key} is required", f"{field}.{key}", "usage.field_required")
+            raise _refuse(f"{field}.{key} is required", f"{field}.{key}", code="usage.field_required")
     size = _positive(parse_decimal(p["size"], f"{field}.size"), f"{field}.size")
     rounding = p.get("round", "up")
     if rounding not in ("up", "down"):
-        raise _refuse(f"{field}.round must be up or down", f"{field}.round", "usage.invalid_choice")
+        raise _refuse(f"{field}.round must be up or down", f"{field}.round", code="usage.invalid_choice")
     return Package(size, parse_decimal(p["price"], f"{field}.price"), rounding)
 
 
 def _percentage(raw: Any, field: str) -> Percentage:
     p = _object(raw, field, ("rate", "fixed_price", "min_per_event", "max_per_event"))
     if p.get("rate") is None:
-        raise _refuse(f"{field}.rate is required", f"{field}.rate", "usage.field_required")
+        raise _refuse(f"{field}.rate is required", f"{field}.rate", code="usage.field_required")
     low, high = _opt_decimal(p, "min_per_event", field), _opt_decimal(p, "max_per_event", field)
     if low is not None and high is not None and low > high:
         raise _refuse(
-            f"{field}.min_per_event must not exceed max_per_event", f"{field}.min_per_event", "usage.min_above_max"
+            f"{field}.min_per_event must not exceed max_per_event", f"{field}.min_per_event", code="usage.min_above_max"
         )
     fixed = _opt_decimal(p, "fixed_price", field) or _ZERO
     return Percentage(_percent(p["rate"], f"{field}.rate"), fixed, low, high)
@@ -341,7 +349,7 @@ def parse_allowance(raw: Any, field: str = "allowance") -> Allowance:
     windows = {key: _opt_decimal(a, key, field) for key in ("per_record", "per_day", "per_cycle")}
     if all(w is None for w in windows.values()):
         raise _refuse(
-            f"{field} needs at least one window: per_record, per_day or per_cycle", field, "usage.allowance_empty"
+            f"{field} needs at least one window: per_record, per_day or per_cycle", field, code="usage.allowance_empty"
         )
     beyond = Beyond.OVERAGE if a.get("beyond") is None else _choice(a["beyond"], Beyond, f"{field}.beyond")
     return Allowance(windows["per_record"], windows["per_day"], windows["per_cycle"], beyond)
@@ -356,7 +364,7 @@ def _charge_limit(raw: Any, currency: str, field: str) -> ChargeLimit:
         amount = _positive(parsed, name)
     records = None if c.get("records") is None else _integer(c["records"], f"{field}.records", minimum=1)
     if amount is None and records is None:
-        raise _refuse(f"{field} needs an amount, a record count or both", field, "usage.charge_limit_empty")
+        raise _refuse(f"{field} needs an amount, a record count or both", field, code="usage.charge_limit_empty")
     return ChargeLimit(amount, records)
 
 
@@ -402,13 +410,13 @@ def parse_usage_price(raw: Mapping[str, Any], currency: str, *, field: str = "us
     u = _object(raw, field, _FIELDS)
     for key in ("meter", "aggregation", "model"):
         if u.get(key) is None:
-            raise _refuse(f"{field}.{key} is required", f"{field}.{key}", "usage.field_required")
+            raise _refuse(f"{field}.{key} is required", f"{field}.{key}", code="usage.field_required")
     meter = u["meter"]
     if not isinstance(meter, str) or len(meter) > METER_MAX_LENGTH or not re.fullmatch(METER_PATTERN, meter):
         raise _refuse(
             f"{field}.meter is 1 to {METER_MAX_LENGTH} characters a-z, 0-9 and _",
             f"{field}.meter",
-            "usage.invalid_meter",
+            code="usage.invalid_meter",
         )
     aggregation = _choice(u["aggregation"], Aggregation, f"{field}.aggregation")
     model = _choice(u["model"], UsageModel, f"{field}.model")
@@ -416,12 +424,16 @@ def parse_usage_price(raw: Mapping[str, Any], currency: str, *, field: str = "us
     for key in sorted(specific - _MODEL_FIELDS[model]):
         if u.get(key) is not None:
             raise _refuse(
-                f"{field}.{key} does not apply to the {model.value} model", f"{field}.{key}", "usage.field_not_allowed"
+                f"{field}.{key} does not apply to the {model.value} model",
+                f"{field}.{key}",
+                code="usage.field_not_allowed",
             )
     required = _REQUIRED[model]
     if u.get(required) is None:
         raise _refuse(
-            f"{field}.{required} is required by the {model.value} model", f"{field}.{required}", "usage.field_required"
+            f"{field}.{required} is required by the {model.value} model",
+            f"{field}.{required}",
+            code="usage.field_required",
         )
     prop = u.get("property")
     if aggregation is Aggregation.UNIQUE_COUNT:
@@ -429,25 +441,25 @@ def parse_usage_price(raw: Mapping[str, Any], currency: str, *, field: str = "us
             raise _refuse(
                 f"{field}.property is required by unique_count: the record property whose distinct values count",
                 f"{field}.property",
-                "usage.field_required",
+                code="usage.field_required",
             )
         if not isinstance(prop, str) or not re.fullmatch(PROPERTY_PATTERN, prop):
             raise _refuse(
                 f"{field}.property is 1 to 64 characters A-Z, a-z, 0-9, _ . : -",
                 f"{field}.property",
-                "usage.invalid_property",
+                code="usage.invalid_property",
             )
     elif prop is not None:
         raise _refuse(
             f"{field}.property applies to the unique_count aggregation only",
             f"{field}.property",
-            "usage.field_not_allowed",
+            code="usage.field_not_allowed",
         )
     if model.event_valued and aggregation is not Aggregation.SUM:
         raise _refuse(
             f"the {model.value} model prices each event's value: its aggregation is sum",
             f"{field}.aggregation",
-            "usage.aggregation_not_allowed",
+            code="usage.aggregation_not_allowed",
         )
     free_units = _opt_decimal(u, "free_units", field) or _ZERO
     free_amount = _opt_decimal(u, "free_amount", field) or _ZERO
@@ -471,8 +483,14 @@ def parse_usage_price(raw: Mapping[str, Any], currency: str, *, field: str = "us
     )
 
 
+def decimal_str(value: Decimal) -> str:
+    """A decimal as the JSON shows it: plain digits ("0.000000000001", "1000"), never an exponent
+    ("1E-12"), which `parse_decimal` refuses."""
+    return format(value, "f")
+
+
 def _str(value: Decimal | None) -> str | None:
-    return None if value is None else str(value)
+    return None if value is None else decimal_str(value)
 
 
 def allowance_json(allowance: Allowance) -> dict[str, Any]:
@@ -491,31 +509,31 @@ def usage_price_json(price: UsagePrice) -> dict[str, Any]:
     if price.property is not None:
         out["property"] = price.property
     if price.unit_price is not None:
-        out["unit_price"] = str(price.unit_price)
+        out["unit_price"] = decimal_str(price.unit_price)
     if price.tiers:
         percentage = price.model is UsageModel.GRADUATED_PERCENTAGE
         out["tiers"] = [
             {"up_to": _str(t.up_to)}
-            | ({"rate": str(t.rate)} if percentage else {"unit_price": str(t.unit_price)})
-            | {"flat_price": str(t.flat_price)}
+            | ({"rate": decimal_str(t.rate)} if percentage else {"unit_price": decimal_str(t.unit_price)})
+            | {"flat_price": decimal_str(t.flat_price)}
             for t in price.tiers
         ]
     if price.package is not None:
         p = price.package
-        out["package"] = {"size": str(p.size), "price": str(p.price), "round": p.round}
+        out["package"] = {"size": decimal_str(p.size), "price": decimal_str(p.price), "round": p.round}
     if price.percentage is not None:
         c = price.percentage
         out["percentage"] = {
-            "rate": str(c.rate),
-            "fixed_price": str(c.fixed_price),
+            "rate": decimal_str(c.rate),
+            "fixed_price": decimal_str(c.fixed_price),
             "min_per_event": _str(c.min_per_event),
             "max_per_event": _str(c.max_per_event),
         }
     if price.model.event_valued:
         out["free_events"] = price.free_events
-        out["free_amount"] = str(price.free_amount)
+        out["free_amount"] = decimal_str(price.free_amount)
     else:
-        out["free_units"] = str(price.free_units)
+        out["free_units"] = decimal_str(price.free_units)
     if price.allowance is not None:
         out["allowance"] = allowance_json(price.allowance)
     if price.charge_limit is not None:
@@ -594,9 +612,9 @@ def _percentage_rows(terms: Percentage, values: Sequence[Decimal]) -> list[TierC
 
 def _check_quantity(value: Decimal, field: str) -> None:
     if not isinstance(value, Decimal) or not value.is_finite():
-        raise _refuse(f"{field} must be a finite decimal", field, "usage.not_a_decimal")
+        raise _refuse(f"{field} must be a finite decimal", field, code="usage.not_a_decimal")
     if value < 0:
-        raise _refuse(f"{field} must not be negative", field, "usage.negative")
+        raise _refuse(f"{field} must not be negative", field, code="usage.negative")
 
 
 def _single(quantity: Decimal, price: Decimal) -> list[TierCharge]:
@@ -628,7 +646,7 @@ def rate(
         if price.model.event_valued:
             if events is None or units is not None:
                 message = f"the {model} model prices events: give each event's value"
-                raise _refuse(message, "events", "usage.events_required")
+                raise _refuse(message, "events", code="usage.events_required")
             for i, value in enumerate(events):
                 _check_quantity(value, f"events[{i}].value")
             values = _charged_values(price, events)
@@ -640,7 +658,7 @@ def rate(
             quantity = Decimal(len(values))
         else:
             if units is None or events is not None:
-                raise _refuse(f"the {model} model prices units: give units", "units", "usage.units_required")
+                raise _refuse(f"the {model} model prices units: give units", "units", code="usage.units_required")
             _check_quantity(units, "units")
             quantity = max(units - price.free_units, _ZERO)
             rows = _unit_rows(price, quantity)

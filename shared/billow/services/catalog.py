@@ -36,14 +36,20 @@ class PriceTermsInput:
     cancellation_fee: str | None = None
 
 
-def _build_terms(terms_id: str, product_id: str, spec: PriceTermsInput, field: str) -> PriceTerms:
+def _build_terms(terms_id: str, product_id: str, spec: PriceTermsInput, field: str = "") -> PriceTerms:
+    """Terms from their input; errors name the field as the request nests it (`field` is where the
+    terms are in the body: "terms[0]" when a product is created with them, "" when they are the body)."""
+
+    def at(name: str) -> str:
+        return f"{field}.{name}" if field else name
+
     try:
-        price = Money.parse(spec.price, spec.currency, field=f"{field}.price")
-        fee = None if spec.setup_fee is None else Money.parse(spec.setup_fee, spec.currency, field=f"{field}.setup_fee")
+        price = Money.parse(spec.price, spec.currency, field=at("price"))
+        fee = None if spec.setup_fee is None else Money.parse(spec.setup_fee, spec.currency, field=at("setup_fee"))
         cancellation_fee = None
         if spec.cancellation_fee is not None:
-            cancellation_fee = Money.parse(spec.cancellation_fee, spec.currency, field=f"{field}.cancellation_fee")
-        usage = None if spec.usage is None else parse_usage_price(spec.usage, spec.currency, field=f"{field}.usage")
+            cancellation_fee = Money.parse(spec.cancellation_fee, spec.currency, field=at("cancellation_fee"))
+        usage = None if spec.usage is None else parse_usage_price(spec.usage, spec.currency, field=at("usage"))
         return PriceTerms(
             terms_id,
             product_id,
@@ -99,7 +105,7 @@ def add_price_terms(
         if existing is not None:
             return existing  # ids derived from an idempotency key: a retry answers with the first result
         _check_not_archived(product)
-        terms = _build_terms(terms_id, product.id, spec, "body")
+        terms = _build_terms(terms_id, product.id, spec)
         try:
             _save_product(store, ctx.tenant_id, product.with_terms(terms), terms)
         except ConcurrentModification:
@@ -225,7 +231,7 @@ def new_terms_version(
                 return made
         _check_not_archived(product)
         old = product.editable_terms(terms_id)
-        new = _build_terms(version_id, product.id, replace(_input_of(old), **changes), "body")
+        new = _build_terms(version_id, product.id, replace(_input_of(old), **changes))
         try:
             _save_product(store, ctx.tenant_id, product.with_new_version(old, new), new)
         except ConcurrentModification:

@@ -21,7 +21,7 @@ from billow.domain.dunning import DunningCase, Step, StepKind
 from billow.domain.invoices import InvoiceKind
 from billow.domain.lines import LineDraft
 from billow.domain.money import Money
-from billow.domain.pricing import Rated
+from billow.domain.pricing import Rated, decimal_str
 
 Json = dict[str, Any]
 FRACTION_PLACES = 12
@@ -43,17 +43,17 @@ def rated(r: Rated) -> Json:
     """What usage costs (`billow.domain.pricing.rate`): the billable quantity, the total rounded
     once, the exact total and the exact per-tier breakdown, decimals as strings."""
     return {
-        "quantity": str(r.quantity),
+        "quantity": decimal_str(r.quantity),
         "total": money(r.total),
-        "exact": str(r.exact),
+        "exact": decimal_str(r.exact),
         "breakdown": [
             {
                 "tier": row.tier,
-                "units": str(row.units),
-                "unit_price": str(row.unit_price),
-                "rate": str(row.rate),
-                "flat_price": str(row.flat_price),
-                "amount": str(row.amount),
+                "units": decimal_str(row.units),
+                "unit_price": decimal_str(row.unit_price),
+                "rate": decimal_str(row.rate),
+                "flat_price": decimal_str(row.flat_price),
+                "amount": decimal_str(row.amount),
             }
             for row in r.breakdown
         ],

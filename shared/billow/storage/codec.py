@@ -145,8 +145,12 @@ def terms_in(d: Json) -> PriceTerms:
     )
 
 
+def _plain(value: Decimal) -> str:
+    return format(value, "f")  # "0.000000000001", never "1E-12"
+
+
 def _dec_out(value: Decimal | None) -> str | None:
-    return None if value is None else str(value)
+    return None if value is None else _plain(value)
 
 
 def _dec_in(value: str | None) -> Decimal | None:
@@ -184,26 +188,26 @@ def usage_out(u: UsagePrice) -> Json:
         "tiers": [
             {
                 "up_to": _dec_out(t.up_to),
-                "unit_price": str(t.unit_price),
-                "flat_price": str(t.flat_price),
-                "rate": str(t.rate),
+                "unit_price": _plain(t.unit_price),
+                "flat_price": _plain(t.flat_price),
+                "rate": _plain(t.rate),
             }
             for t in u.tiers
         ],
         "package": None
         if package is None
-        else {"size": str(package.size), "price": str(package.price), "round": package.round},
+        else {"size": _plain(package.size), "price": _plain(package.price), "round": package.round},
         "percentage": None
         if pct is None
         else {
-            "rate": str(pct.rate),
-            "fixed_price": str(pct.fixed_price),
+            "rate": _plain(pct.rate),
+            "fixed_price": _plain(pct.fixed_price),
             "min_per_event": _dec_out(pct.min_per_event),
             "max_per_event": _dec_out(pct.max_per_event),
         },
-        "free_units": str(u.free_units),
+        "free_units": _plain(u.free_units),
         "free_events": u.free_events,
-        "free_amount": str(u.free_amount),
+        "free_amount": _plain(u.free_amount),
         "allowance": None if u.allowance is None else allowance_out(u.allowance),
         "charge_limit": None if limit is None else {"amount": _dec_out(limit.amount), "records": limit.records},
     }
