@@ -14,6 +14,7 @@ from billow.services import contacts, invoices, time_travel
 from billow.services.contacts import contact_today
 from billow.services.context import TenantContext
 from billow.services.invoices import InvoiceFilter
+from billow.services.usage import allowances
 from runtime import clock, invoker, store
 
 from api import presenters
@@ -22,6 +23,7 @@ from api.openapi import answers
 from api.schemas import (
     AddressBody,
     AdvanceClockBody,
+    AllowanceBody,
     ContactBody,
     ContactPatchBody,
     Cursor,
@@ -112,6 +114,28 @@ def archive_contact(contact_id: Annotated[Id, Path()]) -> dict[str, Any]:
 def unarchive_contact(contact_id: Annotated[Id, Path()]) -> dict[str, Any]:
     ctx = current_tenant(router.current_event)
     return presenters.contact(contacts.set_contact_archived(store, ctx, contact_id, False))
+
+
+Meter = Annotated[str, Path(max_length=64, pattern=r"^[a-z0-9_]+$", description="the meter (of a usage price)")]
+
+
+@router.put(
+    "/contacts/<contact_id>/allowances/<meter>",
+    summary="Give the contact its own allowance on a meter (replaces the price terms' for its services on it)",
+)
+def set_allowance(contact_id: Annotated[Id, Path()], meter: Meter, body: AllowanceBody) -> dict[str, Any]:
+    ctx = current_tenant(router.current_event)
+    raw = body.model_dump(exclude_none=True)
+    return presenters.contact(allowances.set_allowance(store, ctx, contact_id, meter, raw))
+
+
+@router.delete(
+    "/contacts/<contact_id>/allowances/<meter>",
+    summary="Drop the contact's own allowance on a meter (its services are held to their terms' again)",
+)
+def remove_allowance(contact_id: Annotated[Id, Path()], meter: Meter) -> dict[str, Any]:
+    ctx = current_tenant(router.current_event)
+    return presenters.contact(allowances.remove_allowance(store, ctx, contact_id, meter))
 
 
 Include = Annotated[

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from billow.domain.calendar import Cycle
 from billow.domain.catalog import BillingModel, PricingModel
@@ -154,6 +154,31 @@ class ContactBody(Body):
     preferred_payment_method: FromString[PaymentMethod] | None = None
     collection: FromString[CollectionMode] | None = Field(default=None, description=COLLECTION_HELP)
     dunning_excluded: bool = Field(default=False, description=DUNNING_EXCLUDED_HELP)
+
+
+AllowanceQuantity = Annotated[
+    str | None,
+    Field(
+        pattern=r"^[0-9]+(\.[0-9]+)?$",
+        max_length=40,
+        examples=["1000"],
+        description="a decimal string; absent: no such window",
+    ),
+]
+
+
+class AllowanceBody(Body):
+    """A contact's own allowance on one meter (the `allowance` of a usage price, docs/billing.md
+    "Allowances"): at least one window."""
+
+    per_record: AllowanceQuantity = None
+    per_day: AllowanceQuantity = None
+    per_cycle: AllowanceQuantity = None
+    beyond: Literal["refuse", "overage"] = Field(
+        default="overage",
+        description="refuse: usage beyond a window is refused at submission (409 usage.allowance_exceeded); "
+        "overage: it is accepted and billed by the usage price",
+    )
 
 
 class ContactPatchBody(Body):

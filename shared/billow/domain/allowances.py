@@ -36,7 +36,6 @@ if TYPE_CHECKING:
     from billow.domain.usage import UsageRecord
 
 ZERO = Decimal(0)
-EXCEEDED = "usage.allowance_exceeded"
 
 
 class Window(StrEnum):
@@ -100,8 +99,10 @@ class Counted:
 class AllowanceExceeded(RuleViolation):
     """A record refused by an allowance whose `beyond` is `refuse` (409 `usage.allowance_exceeded`)."""
 
+    code = "usage.allowance_exceeded"
+
     def __init__(self, refusal: Refusal) -> None:
-        super().__init__(refusal.message, rule=EXCEEDED, field="quantity")
+        super().__init__(refusal.message, rule=AllowanceExceeded.code, field="quantity")
         self.refusal = refusal
 
 

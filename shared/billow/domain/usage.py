@@ -25,6 +25,7 @@ from datetime import date, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Protocol
 
+from billow.domain.allowances import billable as billable  # the billable overage: see that module
 from billow.domain.calendar import Period
 from billow.domain.errors import InvalidInput
 from billow.domain.money import Money

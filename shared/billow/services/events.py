@@ -26,6 +26,7 @@ from billow.domain.contacts import Contact
 from billow.domain.dunning import DunningCase, Step, StepKind
 from billow.domain.invoices import Invoice, InvoiceKind, InvoiceStatus, Payment
 from billow.domain.payment_methods import SavedPaymentMethod
+from billow.domain.pricing import allowance_json
 from billow.domain.receivables import CreditApplication, Refund, RefundStatus
 from billow.domain.subscriptions import Service, Subscription
 from billow.services.context import Scope
@@ -333,12 +334,26 @@ def _payment_method(change: Change) -> Iterator[Derived]:
 @derives("contact")
 def _contact(change: Change) -> Iterator[Derived]:
     """The contact's default payment method changing (made the default, the first card saved, the
-    default removed): what pays its subscriptions that name none changed."""
+    default removed): what pays its subscriptions that name none changed. Its own allowance on a
+    meter set, changed or removed: one event per meter (by the meter and the write's version)."""
     old: Contact | None = change.old
     new: Contact = change.new
     if old is not None and old.default_method_ref != new.default_method_ref:
-        data = {"payment_method_id": new.default_method_ref, "previous_payment_method_id": old.default_method_ref}
-        yield "payment_method.default_changed", None, data
+        changed: Json = {
+            "payment_method_id": new.default_method_ref,
+            "previous_payment_method_id": old.default_method_ref,
+        }
+        yield "payment_method.default_changed", None, changed
+    before = {} if old is None else old.allowances
+    for meter in sorted(set(before) | set(new.allowances)):
+        was, now = before.get(meter), new.allowances.get(meter)
+        if was != now:
+            data: Json = {
+                "meter": meter,
+                "allowance": None if now is None else allowance_json(now),
+                "previous": None if was is None else allowance_json(was),
+            }
+            yield "contact.allowance_changed", f"{meter}:v{change.version}", data
 
 
 # -- actions --------------------------------------------------------------------------------------
@@ -477,6 +492,7 @@ EVENT_TYPES = (
     "payment_method.removed",
     "payment_method.expiring",
     "payment_method.default_changed",
+    "contact.allowance_changed",
     "action.executed",
     "action.rejected",
     "service.state_changed",

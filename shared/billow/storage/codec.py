@@ -311,7 +311,7 @@ def contact_out(c: Contact) -> Json:
         **({"gateway_customer_ref": c.gateway_customer_ref} if c.gateway_customer_ref else {}),
         **({"default_method_ref": c.default_method_ref} if c.default_method_ref else {}),
         **({"dunning_excluded": True} if c.dunning_excluded else {}),
-        **({"allowances": {m: allowance_json(a) for m, a in sorted(c.allowances.items())}} if c.allowances else {}),
+        **({"allowances": {m: allowance_out(a) for m, a in sorted(c.allowances.items())}} if c.allowances else {}),
     }
 
 
@@ -365,7 +365,7 @@ def contact_in(d: Json, version: int = 0) -> Contact:
         gateway_customer_ref=d.get("gateway_customer_ref"),
         default_method_ref=d.get("default_method_ref"),
         dunning_excluded=bool(d.get("dunning_excluded", False)),
-        allowances={m: parse_allowance(a) for m, a in (d.get("allowances") or {}).items()},
+        allowances={m: allowance_in(a) for m, a in (d.get("allowances") or {}).items()},
     )
 
 

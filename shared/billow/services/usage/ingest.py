@@ -22,14 +22,17 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any, Literal, Protocol
 
+from billow.domain.allowances import Counted
 from billow.domain.calendar import Period, local_date, tenant_zone
+from billow.domain.contacts import Contact
 from billow.domain.errors import DomainError, InvalidInput, NotFound
 from billow.domain.rules import ServiceState
 from billow.domain.subscriptions import Service, Subscription
 from billow.domain.usage import UsageRecord, parse_properties, parse_quantity, record_id
 from billow.services.contacts import ContactTime, contact_time
 from billow.services.context import Clock, TenantContext
-from billow.services.usage import limits
+from billow.services.ports import AllowanceStore
+from billow.services.usage import allowances, limits
 from billow.services.usage.limits import LimitPorts
 
 MAX_BATCH = 1000
@@ -40,7 +43,7 @@ MAX_AHEAD = timedelta(minutes=5)
 Status = Literal["accepted", "duplicate", "refused"]
 
 
-class IngestPorts(LimitPorts, Protocol):
+class IngestPorts(LimitPorts, AllowanceStore, Protocol):
     """Submitting usage: the contact's clock, its subscriptions, and the records."""
 
 
@@ -142,12 +145,19 @@ class _Reader:
         self.zone = tenant_zone(ctx.settings.timezone)
         self._times: dict[str, ContactTime] = {}
         self._subscriptions: dict[str, Subscription | None] = {}
+        self._contacts: dict[str, Contact | None] = {}
         self._of_contact: dict[str, list[Subscription]] = {}
 
     def time_of(self, contact_id: str) -> ContactTime:
         if contact_id not in self._times:
             self._times[contact_id] = contact_time(self.store, self.ctx, contact_id, self.clock)
         return self._times[contact_id]
+
+    def contact(self, contact_id: str) -> Contact | None:
+        """The contact (its allowance overrides), read once per batch, when its records are written."""
+        if contact_id not in self._contacts:
+            self._contacts[contact_id] = self.store.get_contact(self.ctx.scope, contact_id)
+        return self._contacts[contact_id]
 
     def subscription(self, subscription_id: str) -> Subscription | None:
         if subscription_id not in self._subscriptions:
@@ -306,22 +316,29 @@ def _write_service(
     subscription = reader.subscription(batch.subscription_id)
     assert subscription is not None  # checked when its records were
     service = next(s for s in subscription.services if s.id == batch.service_id)
-    written = _write(store, ctx, subscription, service, [p.record for p in batch.pending])
+    contact = reader.contact(batch.contact_id)
+    written = _write(store, ctx, contact, service, [(p.record, p.period) for p in batch.pending])
     after = store.load_subscription(scope, batch.contact_id, batch.subscription_id)
     service_after = None if after is None else next((s for s in after.services if s.id == service.id), None)
     late_periods: set[date] = set()
     results: list[tuple[int, RecordOutcome]] = []
     accepted: list[UsageRecord] = []
-    for pending, was_written in zip(batch.pending, written, strict=True):
+    for pending, counted in zip(batch.pending, written, strict=True):
+        if counted.refusal is not None:  # beyond a `refuse` allowance: nothing stored or counted
+            refused = RecordOutcome(
+                pending.record.id, "refused", service.id, pending.period, False, counted.refusal.error()
+            )
+            results.append((pending.index, refused))
+            continue
         if service_after is not None and _billed(service_after, pending.period.start):
             pending.late = True
         if pending.late:
             # A duplicate too: its first write may have stopped before its marker (a marker too
             # many only makes billing find nothing more to bill for that period).
             late_periods.add(pending.period.start)
-        if was_written:
+        if counted.status == "accepted":
             accepted.append(pending.record)
-        results.append((pending.index, _outcome(pending, "accepted" if was_written else "duplicate")))
+        results.append((pending.index, _outcome(pending, counted.status)))
     for period_start in sorted(late_periods):
         store.put_late_marker(scope, batch.contact_id, service.id, period_start)
     if accepted:
@@ -330,12 +347,22 @@ def _write_service(
 
 
 def _write(
-    store: IngestPorts, ctx: TenantContext, subscription: Subscription, service: Service, records: list[UsageRecord]
-) -> list[bool]:
-    """THE place a service's records are written: each with its own conditional put (True where
-    written, False for a duplicate). A service whose allowance refuses usage beyond it writes
-    through `billow.services.usage.allowances.write` instead (record + counter in one transaction)."""
-    return store.put_usage_records(ctx.scope, records)
+    store: IngestPorts,
+    ctx: TenantContext,
+    contact: Contact | None,
+    service: Service,
+    records: list[tuple[UsageRecord, Period]],
+) -> list[Counted]:
+    """THE place a service's records are written (each with its billing period): each with its own
+    conditional put (accepted, or duplicate). A service whose allowance (the contact's override for
+    its meter, else its terms') refuses usage beyond it writes through
+    `billow.services.usage.allowances.write` instead (record + counter in one transaction, in order)."""
+    terms_allowance = None if service.terms.usage is None else service.terms.usage.allowance
+    allowance = allowances.effective(contact, service.terms.meter, terms_allowance)
+    if allowance is not None and allowances.refuses(allowance):
+        return allowances.write(store, ctx.scope, allowance, records)
+    written = store.put_usage_records(ctx.scope, [record for record, _ in records])
+    return [Counted("accepted" if new else "duplicate") for new in written]
 
 
 def _after_accept(
