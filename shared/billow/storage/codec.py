@@ -32,8 +32,6 @@ from billow.domain.pricing import (
     Tier,
     UsageModel,
     UsagePrice,
-    allowance_json,
-    parse_allowance,
 )
 from billow.domain.receivables import CreditApplication, Refund, RefundStatus
 from billow.domain.rules import Alignment, BillingRules, CalendarMode
