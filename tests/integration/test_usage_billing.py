@@ -10,6 +10,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+from billow.domain.errors import ConcurrentModification
 from billow.domain.invoices import Invoice
 from billow.domain.usage import UsageRecord
 from billow.local.stack import add_tenant
@@ -200,3 +201,21 @@ def test_a_late_record_is_billed_once_on_the_next_invoice(api: InProcessClient) 
         store, context(), svc["contact_id"], svc["subscription_id"], date(2026, 6, 1), InvoiceNumbers(store)
     )
     assert [i.id for i in usage_invoices(svc)] == [march.id, *(i.id for i in april)]
+
+
+def test_a_late_marker_is_not_cleared_over_a_late_batch_marked_after_billing_read_it(api: InProcessClient) -> None:
+    svc = metered(api)
+    store = DynamoStore()
+    scope = context().scope
+    store.put_late_marker(scope, svc["contact_id"], svc["service_id"], MARCH)
+    (read,) = store.late_markers(scope, svc["contact_id"], svc["service_id"])
+    store.put_late_marker(scope, svc["contact_id"], svc["service_id"], MARCH)  # a late batch lands meanwhile
+    work = store.unit_of_work("billing")
+    work.clear_late_marker(scope, svc["contact_id"], read)
+    with pytest.raises(ConcurrentModification):
+        work.commit()
+    (kept,) = store.late_markers(scope, svc["contact_id"], svc["service_id"])
+    work = store.unit_of_work("billing again")
+    work.clear_late_marker(scope, svc["contact_id"], kept)
+    work.commit()
+    assert store.late_markers(scope, svc["contact_id"], svc["service_id"]) == []

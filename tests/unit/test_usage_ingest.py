@@ -231,10 +231,11 @@ def test_a_record_in_a_billed_period_is_stored_there_and_marked_late(api: InProc
     work.commit()
     body = post_batch(api, [{"id": "late-1", "quantity": "2", "at": "2026-03-10T11:00:00Z", **named(svc)}])
     assert body["records"][0]["late"] is True and body["records"][0]["status"] == "accepted"
-    assert store.late_markers(SCOPE, svc["contact_id"], svc["service_id"]) == [date(2026, 3, 10)]
+    (marker,) = store.late_markers(SCOPE, svc["contact_id"], svc["service_id"])
+    assert marker.period_start == date(2026, 3, 10)
     assert [r.id for r in stored(svc)] == ["late-1"]
     work = store.unit_of_work("billing")
-    work.clear_late_marker(SCOPE, svc["contact_id"], svc["service_id"], date(2026, 3, 10))
+    work.clear_late_marker(SCOPE, svc["contact_id"], marker)
     work.commit()
     assert store.late_markers(SCOPE, svc["contact_id"], svc["service_id"]) == []
 
