@@ -22,6 +22,7 @@ invoice leaves nothing to redo: the service already counts it as billed.
 
 from __future__ import annotations
 
+import hashlib
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import date, timedelta
@@ -110,9 +111,11 @@ def crossed(limit: ChargeLimit, rated: RatedUsage, billed: BilledUsage | None) -
 
 
 def progressive_invoice_id(subscription: Subscription, service_id: str, period_start: date, sequence: int) -> str:
-    """Deterministic: the n-th immediate invoice of a service's period always has the same id."""
+    """Deterministic: the n-th immediate invoice of a service's period always has the same id
+    (the service, period and sequence hashed, so the id stays within an id's 64 characters)."""
     sub = subscription.id.removeprefix("sub_")
-    return f"inv_{sub}_{service_id.removeprefix('svc_')}_{period_start:%Y%m%d}_u{sequence:02d}"
+    digest = hashlib.sha256(f"{service_id}#{period_start}#{sequence}".encode()).hexdigest()
+    return f"inv_{sub}_u{digest[:20]}"
 
 
 def charge_usage_so_far(
