@@ -220,3 +220,45 @@ def test_the_dry_run_refuses_usage_given_twice_for_a_period() -> None:
     with pytest.raises(InvalidInput) as refused:
         _preview([{"units": "1", "events": ["2"]}])
     assert (refused.value.code, refused.value.field) == ("usage.invalid_preview", "usage[0]")
+
+
+def test_an_immediate_invoice_is_the_usage_charge_limit_reached_event_once() -> None:
+    from datetime import UTC, datetime
+
+    from billow.services.context import Scope
+    from billow.services.events import Change, events_of
+
+    rater = FakeRater({D(2024, 1, 5): Decimal(300)})
+    sub, _ = _run(_metered(), D(2024, 1, 10), rater)
+    rated = rater.rate(sub, sub.services[0], Period(D(2024, 1, 1), D(2024, 1, 11)))
+    assert rated is not None
+    step = usage_so_far_step(sub, sub.services[0].id, Period(D(2024, 1, 1), D(2024, 2, 1)), rated, D(2024, 1, 10))
+    assert step is not None
+
+    def types(old: Subscription, new: Subscription) -> list[str]:
+        change = Change(
+            Scope("t", "test"), "c1", "pk|sk", "subscription", old, new, 2, datetime(2024, 1, 10, tzinfo=UTC)
+        )
+        return [e.type for e in events_of(change)]
+
+    assert types(sub, step.subscription) == ["usage.charge_limit_reached"]
+    (event,) = events_of(
+        Change(
+            Scope("t", "test"),
+            "c1",
+            "pk|sk",
+            "subscription",
+            sub,
+            step.subscription,
+            2,
+            datetime(2024, 1, 10, tzinfo=UTC),
+        )
+    )
+    assert (event.data["sequence"], event.data["billed"]["amount"], event.data["period_start"]) == (
+        1,
+        "3.00",
+        "2024-01-01",
+    )
+    # the period's final invoice moves the amount on, not the sequence: no event
+    after, _ = _run(step.subscription, D(2024, 2, 1), rater)
+    assert types(step.subscription, after) == []

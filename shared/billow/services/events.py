@@ -29,6 +29,7 @@ from billow.domain.payment_methods import SavedPaymentMethod
 from billow.domain.pricing import allowance_json
 from billow.domain.receivables import CreditApplication, Refund, RefundStatus
 from billow.domain.subscriptions import Service, Subscription
+from billow.domain.usage import billed_for
 from billow.services.context import Scope
 from billow.services.views import day, dunning_case, dunning_step, money, payment_attempt, period
 
@@ -416,6 +417,26 @@ def _subscription(change: Change) -> Iterator[Derived]:
     if old is not None and old.payment_method != new.payment_method:
         data = {"subscription_id": new.id, "payment_method": new.payment_method, "previous": old.payment_method}
         yield "subscription.payment_method_changed", None, data
+    yield from _charge_limits(new, before)
+
+
+def _charge_limits(new: Subscription, before: Mapping[str, Service]) -> Iterator[Derived]:
+    """A service's period billed by one more immediate invoice (its charge limit was crossed)."""
+    for service in new.services:
+        previous = before.get(service.id)
+        for billed in service.usage_billed:
+            was = None if previous is None else billed_for(previous.usage_billed, billed.period_start)
+            if billed.progressive > (0 if was is None else was.progressive):
+                data = {
+                    "subscription_id": new.id,
+                    "service_id": service.id,
+                    "meter": service.terms.meter,
+                    "period_start": day(billed.period_start),
+                    "sequence": billed.progressive,
+                    "billed": money(billed.amount),
+                    "records": billed.records,
+                }
+                yield "usage.charge_limit_reached", f"{service.id}:{billed.period_start}:{billed.progressive}", data
 
 
 # -- dunning cases ------------------------------------------------------------------------------------
@@ -498,6 +519,7 @@ EVENT_TYPES = (
     "service.state_changed",
     "subscription.state_changed",
     "subscription.payment_method_changed",
+    "usage.charge_limit_reached",
     "dunning.case_opened",
     "dunning.retry_requested",
     "dunning.reminder_due",
