@@ -23,6 +23,7 @@ invoice leaves nothing to redo: the service already counts it as billed.
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import date, timedelta
@@ -32,7 +33,7 @@ from typing import Protocol
 from billow.domain.billing import usage_so_far_step
 from billow.domain.calendar import Period
 from billow.domain.catalog import BillingModel
-from billow.domain.errors import ConcurrentModification
+from billow.domain.errors import ConcurrentModification, TemporaryFailure
 from billow.domain.invoices import Invoice
 from billow.domain.pricing import Aggregation, ChargeLimit, UsageModel, UsagePrice, rate
 from billow.domain.subscriptions import Service, Subscription
@@ -42,6 +43,8 @@ from billow.services.contacts import contact_today
 from billow.services.context import Clock, TenantContext
 from billow.services.ports import BillingPorts, UsageCount, UsageLimitStore
 from billow.services.usage.rating import RatingPorts, StoredUsage, service_period
+
+log = logging.getLogger(__name__)
 
 GROWING = frozenset({UsageModel.PER_UNIT, UsageModel.GRADUATED, UsageModel.PACKAGE})
 """Models whose total never falls as the quantity grows: the counter's rating bounds the real one."""
@@ -74,10 +77,17 @@ def after_accept(
         if service.usage_billed_through is not None and start < service.usage_billed_through:
             continue  # late usage: the next invoice bills it
         quantity = sum((r.quantity for r in records), Decimal(0))
-        count = store.count_usage(ctx.scope, subscription.contact_id, service.id, start, len(records), quantity)
-        if not may_have_crossed(price, limit, subscription.currency, count, billed_for(service.usage_billed, start)):
+        try:
+            count = store.count_usage(ctx.scope, subscription.contact_id, service.id, start, len(records), quantity)
+            billed = billed_for(service.usage_billed, start)
+            if not may_have_crossed(price, limit, subscription.currency, count, billed):
+                continue
+            invoice = charge_usage_so_far(store, ctx, clock, subscription, service.id, start, numbers)
+        except TemporaryFailure as busy:
+            # The records are stored and answered: the next batch checks the limit again, and the
+            # period's final invoice bills everything anyway.
+            log.warning("charge limit of service %s not checked: %s", service.id, busy)
             continue
-        invoice = charge_usage_so_far(store, ctx, clock, subscription, service.id, start, numbers)
         if invoice is not None:
             invoices.append(invoice)
     return invoices
