@@ -5,7 +5,7 @@ PY    := $(VENV)/bin/python
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export PYTHONPATH := shared:functions
 
-.PHONY: help setup run test test-unit test-integration test-infra test-e2e lint typecheck synth deploy bench cold-start openapi definitions clean
+.PHONY: help setup run test test-unit test-integration test-infra test-e2e lint typecheck synth deploy bench bench-usage cold-start openapi definitions clean
 
 help:            ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/'
@@ -65,6 +65,9 @@ deploy: lambda-deps ## deploy to the AWS account in your environment (needs cred
 
 bench: setup     ## billing-run benchmark on DynamoDB Local (N=2000 by default)
 	$(PY) bench/billing_run.py
+
+bench-usage: setup ## usage-ingestion benchmark through the API handler on DynamoDB Local (5 batches of 1,000)
+	$(PY) bench/usage_ingest.py
 
 cold-start: setup ## each Lambda handler's import time against the 300 ms target (fails above it)
 	$(PY) bench/cold_start.py

@@ -29,12 +29,22 @@ def api(moto_table: str) -> Iterator[InProcessClient]:
 
 
 def metered(
-    api: InProcessClient, *, meter: str | None = "api_calls", contact: dict[str, Any] | None = None, items: int = 1
+    api: InProcessClient,
+    *,
+    meter: str | None = "api_calls",
+    contact: dict[str, Any] | None = None,
+    items: int = 1,
+    usage: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """A contact on a test clock at NOW with a monthly subscription of `items` services on `meter`."""
     terms: dict[str, Any] = {"price": "10.00", "currency": "USD", "cycle": "month", "billing_model": "advance"}
     if meter is not None:
-        terms["meter"] = meter
+        terms["usage"] = {
+            "meter": meter,
+            "model": "per_unit",
+            "unit_price": "0.10",
+            **(usage or {"aggregation": "sum"}),
+        }
     product = make_product(api, terms)
     if contact is None:
         contact = make_contact(api)
@@ -279,3 +289,15 @@ def test_usage_of_another_tenants_contact_is_not_found(api: InProcessClient) -> 
     refused = other.post("/usage", {"id": "x", "quantity": "1", **named(svc)})
     assert refused.status == 404 and refused.body["error"] == "usage.unknown_service"
     assert api.post("/usage", {"id": "x", "quantity": "1", **named(svc)}, key=None).status == 401
+
+
+def test_the_total_is_the_aggregation_the_usage_price_names(api: InProcessClient) -> None:
+    svc = metered(api, meter="active_users", usage={"aggregation": "unique_count", "property": "user"})
+    users = ["ann", "bob", "ann", "cy", "bob"]
+    post_batch(
+        api, [{"id": f"u{i}", "quantity": "1", "properties": {"user": u}, **named(svc)} for i, u in enumerate(users)]
+    )
+    usage = api.get(f"/subscriptions/{svc['subscription_id']}/services/{svc['service_id']}/usage").body
+    assert (usage["aggregation"], usage["total"], usage["count"]) == ("unique_count", "3", 5)
+    (meter,) = api.get(f"/contacts/{svc['contact_id']}/usage").body["meters"]
+    assert (meter["meter"], meter["total"]) == ("active_users", "3")

@@ -54,6 +54,9 @@ class BillowItem(Model):
         region = os.environ.get("AWS_REGION", os.environ.get("AWS_DEFAULT_REGION", "us-east-1"))
         host = os.environ.get("BILLOW_DYNAMODB_ENDPOINT") or None
         max_retry_attempts = 3
+        max_pool_connections = 16
+        """Keep-alive connections to DynamoDB: as many as the threads of one request (a usage
+        batch's concurrent puts, the invoice listing's shard reads), none reopened per request."""
 
     pk = UnicodeAttribute(hash_key=True, attr_name="PK")
     sk = UnicodeAttribute(range_key=True, attr_name="SK")

@@ -740,7 +740,7 @@ def _usage_record_in(item: BillowItem, contact_id: str, service_id: str, period_
     )
 
 
-_USAGE_POSITION = re.compile(r"\d{2}#REC#[A-Za-z0-9._:\-]{1,128}")
+_USAGE_POSITION = re.compile(r"(?:0\d|1[0-5])#REC#[A-Za-z0-9._:\-]{1,128}")
 """A position in a service's usage listing: `<shard>#<sort key>` (shards in order, then ids)."""
 _USAGE_WRITERS = 16
 """Concurrent conditional PutItems of one batch (one per record: BatchWriteItem takes no condition)."""

@@ -41,9 +41,12 @@ class ServiceUsage:
 
 
 def aggregation_of(service: Service) -> tuple[Aggregation, str | None]:
-    """How a service's meter aggregates its records (and the property `unique_count` counts).
-    Price terms name only the meter so far: their usage price decides once terms carry one."""
-    return Aggregation.SUM, None
+    """How a service's meter aggregates its records (and the property `unique_count` counts), as
+    its usage price says."""
+    price = service.terms.usage
+    if price is None:
+        return Aggregation.SUM, None
+    return price.aggregation, price.property
 
 
 def _metered(subscription: Subscription, service_id: str) -> Service:
