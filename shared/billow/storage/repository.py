@@ -743,8 +743,9 @@ def _usage_record_in(item: BillowItem, contact_id: str, service_id: str, period_
 
 _USAGE_POSITION = re.compile(r"(?:0\d|1[0-5])#REC#[A-Za-z0-9._:\-]{1,128}")
 """A position in a service's usage listing: `<shard>#<sort key>` (shards in order, then ids)."""
-_USAGE_WRITERS = 16
-"""Concurrent conditional PutItems of one batch (one per record: BatchWriteItem takes no condition)."""
+_USAGE_THREADS = 16
+"""Concurrent requests of one usage call: a batch's conditional PutItems (one per record:
+BatchWriteItem takes no condition), a period's 16 shard reads."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -1687,17 +1688,23 @@ class DynamoStore:
 
         if len(records) <= 1:
             return [put(r) for r in records]
-        with ThreadPoolExecutor(min(_USAGE_WRITERS, len(records))) as pool:
+        with ThreadPoolExecutor(min(_USAGE_THREADS, len(records))) as pool:
             return list(pool.map(put, records))
 
     def usage_records(
         self, scope: Scope, contact_id: str, service_id: str, period_start: date
     ) -> Iterator[UsageRecord]:
-        """Every record of a service's period: the 16 shards, each read whole and consistently."""
-        for shard in range(USAGE_SHARDS):
-            pk = usage_partition(scope, contact_id, service_id, period_start, shard)
+        """Every record of a service's period: the 16 shards read at once, each whole and
+        consistently, shard after shard."""
+
+        def shard(number: int) -> list[BillowItem]:
+            pk = usage_partition(scope, contact_id, service_id, period_start, number)
             with _translated("usage records"):
-                items = list(BillowItem.query(pk, BillowItem.sk.startswith(USAGE_RECORD_PREFIX), consistent_read=True))
+                return list(BillowItem.query(pk, BillowItem.sk.startswith(USAGE_RECORD_PREFIX), consistent_read=True))
+
+        with ThreadPoolExecutor(_USAGE_THREADS) as pool:
+            shards = list(pool.map(shard, range(USAGE_SHARDS)))
+        for items in shards:
             for item in items:
                 yield _usage_record_in(item, contact_id, service_id, period_start)
 

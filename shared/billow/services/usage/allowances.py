@@ -15,7 +15,7 @@ An `overage` allowance refuses nothing and counts nothing at submission: billing
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -73,17 +73,10 @@ def set_allowance(
     allowance = parse_allowance(raw)
     _meter(meter)
 
-    def change(contact: Contact) -> Contact | None:
-        if contact.allowances.get(meter) == allowance:
-            return None  # a repeat
-        return _with(contact, {**contact.allowances, meter: allowance})
+    def change(allowances: Mapping[str, Allowance]) -> Mapping[str, Allowance]:
+        return {**allowances, meter: allowance}
 
-    return edit_versioned(
-        lambda: get_contact(store, ctx, contact_id),
-        lambda contact: store.save_contact(ctx.scope, contact),
-        change,
-        f"contact {contact_id}",
-    )
+    return _change_allowances(store, ctx, contact_id, change)
 
 
 def remove_allowance(store: ContactStore, ctx: TenantContext, contact_id: str, meter: str) -> Contact:
@@ -91,18 +84,28 @@ def remove_allowance(store: ContactStore, ctx: TenantContext, contact_id: str, m
     terms' allowance again (a repeat changes nothing)."""
     _meter(meter)
 
-    def change(contact: Contact) -> Contact | None:
-        if meter not in contact.allowances:
-            return None
-        return _with(contact, {m: a for m, a in contact.allowances.items() if m != meter})
+    def change(allowances: Mapping[str, Allowance]) -> Mapping[str, Allowance]:
+        return {m: a for m, a in allowances.items() if m != meter}
+
+    return _change_allowances(store, ctx, contact_id, change)
+
+
+def _change_allowances(
+    store: ContactStore,
+    ctx: TenantContext,
+    contact_id: str,
+    change: Callable[[Mapping[str, Allowance]], Mapping[str, Allowance]],
+) -> Contact:
+    """The contact with its allowances changed, written conditioned on its version (retried when
+    someone else changed it first); nothing is written when they come out the same (a repeat)."""
+
+    def changed(contact: Contact) -> Contact | None:
+        allowances = change(contact.allowances)
+        return None if allowances == contact.allowances else replace(contact, allowances=allowances)
 
     return edit_versioned(
         lambda: get_contact(store, ctx, contact_id),
         lambda contact: store.save_contact(ctx.scope, contact),
-        change,
+        changed,
         f"contact {contact_id}",
     )
-
-
-def _with(contact: Contact, allowances: Mapping[str, Allowance]) -> Contact:
-    return replace(contact, allowances=allowances)
