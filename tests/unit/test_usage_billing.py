@@ -262,3 +262,33 @@ def test_an_immediate_invoice_is_the_usage_charge_limit_reached_event_once() -> 
     # the period's final invoice moves the amount on, not the sequence: no event
     after, _ = _run(step.subscription, D(2024, 2, 1), rater)
     assert types(step.subscription, after) == []
+
+
+def test_a_no_billing_service_is_orderable_records_usage_and_is_never_invoiced(moto_table: str) -> None:
+    from billow.local.stack import add_tenant
+
+    from tests.support import InProcessClient, advance_clock, make_contact
+
+    add_tenant("tenant-nb", "No Billing", "bk_test_nobilling")
+    api = InProcessClient("bk_test_nobilling")
+    usage = {"meter": "events", "aggregation": "count", "model": "per_unit", "unit_price": "1.00"}
+    terms = {"price": "0.00", "currency": "USD", "cycle": "month", "billing_model": "none", "usage": usage}
+    refused = api.post("/products", {"name": "Paid", "terms": [{**terms, "price": "5.00"}]})
+    assert refused.status == 422 and refused.body["error"] == "catalog.no_billing_charge", refused.body
+    created = api.post("/products", {"name": "Free", "terms": [terms]})
+    assert created.status == 201, created.body
+    contact = make_contact(api)
+    assert api.post(f"/contacts/{contact['id']}/test-clock", {"frozen_time": "2026-03-01T12:00:00+00:00"}).status == 201
+    item = {"product_id": created.body["id"], "terms_id": created.body["terms"][0]["id"]}
+    assert api.post("/orders", {"contact_id": contact["id"], "items": [item]}).status == 201
+    record = {
+        "id": "e-1",
+        "contact_id": contact["id"],
+        "meter": "events",
+        "quantity": "1",
+        "at": "2026-03-01T10:00:00Z",
+    }
+    assert api.post("/usage", record).body["accepted"] == 1
+    advance_clock(api, contact["id"], "2026-05-02T12:00:00+00:00")
+    invoices = api.get(f"/invoices?contact_id={contact['id']}")
+    assert invoices.status == 200 and invoices.body["items"] == []
