@@ -5,6 +5,7 @@ invoice bills only the rest, and a late record is billed once, on the next invoi
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
@@ -219,3 +220,56 @@ def test_a_late_marker_is_not_cleared_over_a_late_batch_marked_after_billing_rea
     work.clear_late_marker(scope, svc["contact_id"], kept)
     work.commit()
     assert store.late_markers(scope, svc["contact_id"], svc["service_id"]) == []
+
+
+class RecordLandsWhileBillingRates(DynamoStore):
+    """The billing run's store: right after the run has read the period's records, a sender (another
+    process: its own store) submits a record of that period, which has ended but is not billed yet."""
+
+    def __init__(self, svc: dict[str, str]) -> None:
+        super().__init__()
+        self.svc = svc
+        self.landed: list[Any] = []
+
+    def usage_records(self, scope: Any, contact_id: str, service_id: str, period_start: date) -> Iterator[UsageRecord]:
+        read = list(super().usage_records(scope, contact_id, service_id, period_start))
+        if not self.landed:
+            self.landed = submit(records(self.svc, "racing", 1, "7", at="2026-03-31T23:59:00Z"))
+        return iter(read)
+
+
+def test_a_record_of_an_ended_period_landing_while_billing_rates_it_is_billed_on_the_next_invoice(
+    api: InProcessClient,
+) -> None:
+    svc = metered(api)
+    assert [o.status for o in submit(records(svc, "m", 10, "1"))] == ["accepted"] * 10  # 1.00 in March
+    store = DynamoStore()
+    clock = store.get_clock(context().scope, svc["contact_id"])
+    assert clock is not None  # its day is 1 April: March has ended, its usage may be billed any moment
+    store.save_clock(context().scope, replace(clock, frozen_time=datetime(2026, 4, 1, 0, 5, tzinfo=UTC)))
+    racing = RecordLandsWhileBillingRates(svc)
+    bill_subscription(
+        racing, context(), svc["contact_id"], svc["subscription_id"], date(2026, 4, 1), InvoiceNumbers(racing)
+    )
+    (landed,) = racing.landed
+    assert landed.status == "accepted"
+    bill_subscription(
+        store, context(), svc["contact_id"], svc["subscription_id"], date(2026, 5, 1), InvoiceNumbers(store)
+    )
+    billed = [x.amount.amount_str() for i in usage_invoices(svc) for x in i.lines if x.kind == "usage"]
+    assert sorted(billed) == ["0.70", "1.00"] or billed == ["1.70"]  # the racing record billed, once
+
+
+def test_a_late_record_of_a_period_billed_with_no_usage_is_billed_on_the_next_invoice(api: InProcessClient) -> None:
+    svc = metered(api)
+    store = DynamoStore()
+    bill_subscription(  # March billed with no usage at all
+        store, context(), svc["contact_id"], svc["subscription_id"], date(2026, 4, 1), InvoiceNumbers(store)
+    )
+    (late,) = submit(records(svc, "late", 1, "7"))
+    assert late.status == "accepted" and late.late
+    bill_subscription(
+        store, context(), svc["contact_id"], svc["subscription_id"], date(2026, 5, 1), InvoiceNumbers(store)
+    )
+    lines = [(x.description, x.amount.amount_str()) for i in usage_invoices(svc) for x in i.lines if x.kind == "usage"]
+    assert lines == [("Pro: late usage for 2026-03-01 – 2026-04-01 (api_calls)", "0.70")]  # noqa: RUF001

@@ -21,7 +21,7 @@ from billow.storage.models import configure
 from billow.storage.repository import DynamoStore, usage_shard
 
 from tests.support import InProcessClient, advance_clock, in_processes
-from tests.unit.test_usage_ingest import KEY, SCOPE, TENANT, metered, named, post_batch, stored
+from tests.unit.test_usage_ingest import KEY, SCOPE, TENANT, billed_march, metered, named, post_batch, stored
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
@@ -125,7 +125,10 @@ class BillingMovesOnDuringTheWrite(DynamoStore):
     def put_usage_records(self, scope: Any, records: list[Any]) -> list[bool]:
         subscription = self.get_subscription(scope, self.subscription_id)
         assert subscription is not None
-        services = tuple(replace(s, usage_billed_through=self.billed_through) for s in subscription.services)
+        services = tuple(
+            replace(s, usage_billed_through=self.billed_through, usage_billed=billed_march(s))
+            for s in subscription.services
+        )
         work = self.unit_of_work("billing run")
         work.save_subscription(scope, replace(subscription, services=services), subscription.version)
         work.commit()
@@ -145,7 +148,9 @@ def test_a_record_accepted_while_billing_moves_on_is_marked_late(api: InProcessC
     ctx = TenantContext(TENANT, "test", settings)
     (outcome,) = submit_usage(store, ctx, FixedClock(), [RecordInput(r) for r in batch_of(svc, ["racing"])])
     assert (outcome.status, outcome.late) == ("accepted", True)
-    assert store.late_markers(SCOPE, svc["contact_id"], svc["service_id"]) == [date(2026, 3, 10)]
+    assert [m.period_start for m in store.late_markers(SCOPE, svc["contact_id"], svc["service_id"])] == [
+        date(2026, 3, 10)
+    ]
 
 
 def test_a_forged_usage_cursor_is_a_422_never_a_dynamodb_refusal(api: InProcessClient) -> None:

@@ -63,6 +63,13 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/invoices/<invoice_id>/void"): {"reason": "cross-mode"},
     ("POST", "/credit-notes/<credit_note_id>/apply"): {"invoice_id": "{invoice_id}"},
     ("POST", "/credit-notes/<credit_note_id>/refund"): {"reference": "cross-mode"},
+    ("POST", "/usage"): {
+        "id": "cross-mode",
+        "subscription_id": "{subscription_id}",
+        "service_id": "{service_id}",
+        "quantity": "1",
+    },
+    ("PUT", "/contacts/<contact_id>/allowances/<meter>"): {"per_cycle": "10", "beyond": "refuse"},
 }
 """Bodies naming the world's data, or that a rule beyond the schema needs. Any other route is
 sent `minimal_body`: each required field of its request schema at its smallest valid value, so a
@@ -172,6 +179,7 @@ def build_world(api: InProcessClient, mode: str, product: dict[str, Any]) -> Wor
             "product_id": product["id"],
             "method_id": method_id,
             "case_id": case_id,
+            "meter": "api_calls",
         },
         items,
         {"issue_date": invoice["issue_date"], "later": str(date.fromisoformat(invoice["issue_date"]) + timedelta(60))},

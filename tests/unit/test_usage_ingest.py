@@ -7,9 +7,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import date
+from decimal import Decimal
 from typing import Any
 
 import pytest
+from billow.domain.money import Money
+from billow.domain.usage import BilledUsage
 from billow.local.stack import add_tenant
 from billow.services.context import Scope
 from billow.storage.repository import DynamoStore
@@ -217,13 +220,20 @@ def test_contact_and_meter_name_the_contacts_one_service_on_that_meter(api: InPr
     assert body["records"][0]["error"]["error"] == "usage.ambiguous_service"
 
 
+def billed_march(service: Any) -> tuple[BilledUsage, ...]:
+    """The history a billing run of the period 10 March - 10 April leaves: billed, with no usage."""
+    return (BilledUsage(date(2026, 3, 10), Money.zero("USD"), Decimal(0), 0),)
+
+
 def test_a_record_in_a_billed_period_is_stored_there_and_marked_late(api: InProcessClient) -> None:
     svc = metered(api)
     store = DynamoStore()
     subscription = store.get_subscription(SCOPE, svc["subscription_id"])
     assert subscription is not None
     services = tuple(
-        replace(s, usage_billed_through=date(2026, 4, 10)) if s.id == svc["service_id"] else s
+        replace(s, usage_billed_through=date(2026, 4, 10), usage_billed=billed_march(s))
+        if s.id == svc["service_id"]
+        else s
         for s in subscription.services
     )
     work = store.unit_of_work("test")

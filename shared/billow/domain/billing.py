@@ -671,9 +671,9 @@ def _usage_lines(
     before = billed_for(billed, piece.billing_period.start)
     if rated is not None and _unbilled(rated, before):
         lines.append(_usage_line(service, piece.covered, rated, before, late=False))
-    if rated is not None or before is not None:
-        final = rated or RatedUsage(Money.zero(subscription.currency), Decimal(0), 0)
-        billed = with_billed(billed, _billed_now(final, piece.billing_period.start, before))
+    # Recorded even with no usage: a late record of the period is then billed as its difference.
+    final = rated or RatedUsage(Money.zero(subscription.currency), Decimal(0), 0)
+    billed = with_billed(billed, _billed_now(final, piece.billing_period.start, before))
     return lines, billed, cleared
 
 
