@@ -3,7 +3,9 @@
 
 Sends `--batches` batches of 1,000 usage records to one metered service with `POST /usage`, the
 handler called in-process with an API-key event as the local gateway builds it, then sends the
-same batches again (every record a duplicate). For each pass it prints records per second, the
+same batches again (every record a duplicate), then the same number of records to a service whose
+allowance refuses usage beyond it (the allowance check: record and counter in one transaction),
+measured side by side in one run. For each pass it prints records per second, the
 DynamoDB requests per record (by operation) and the capacity units per record: write units are
 what DynamoDB reports with ReturnConsumedCapacity=TOTAL, plus one per conditional put refused as a
 duplicate (DynamoDB bills a failed conditional write, at least 1 WRU, but its error answer carries
@@ -51,9 +53,14 @@ def call(method: str, path: str, body: Any = None) -> tuple[int, Any]:
     return int(result["statusCode"]), json.loads(result["body"] or "null")
 
 
-def metered_service() -> dict[str, str]:
-    """A contact (real time) with a monthly subscription to one service on the meter `api_calls`."""
-    usage = {"meter": "api_calls", "aggregation": "sum", "model": "per_unit", "unit_price": "0.001"}
+PLAIN = {"meter": "api_calls", "aggregation": "sum", "model": "per_unit", "unit_price": "0.001"}
+REFUSING = {**PLAIN, "allowance": {"per_day": "1000000000", "per_cycle": "1000000000", "beyond": "refuse"}}
+"""The same price with an allowance that refuses usage beyond it (never reached here): every record
+is checked against its day's and its cycle's windows at submission."""
+
+
+def metered_service(usage: dict[str, Any]) -> dict[str, str]:
+    """A contact (real time) with a monthly subscription to one service priced by `usage`."""
     terms = {"price": "0.00", "currency": "USD", "cycle": "month", "billing_model": "advance", "usage": usage}
     status, product = call("POST", "/products", {"name": "API", "terms": [terms]})
     assert status == 201, product
@@ -65,6 +72,12 @@ def metered_service() -> dict[str, str]:
     _, listed = call("GET", f"/contacts/{contact['id']}/subscriptions")
     subscription = listed["items"][0]
     return {"subscription_id": subscription["id"], "service_id": subscription["services"][0]["id"]}
+
+
+def batches_for(service: dict[str, str], prefix: str, count: int) -> list[list[dict[str, Any]]]:
+    return [
+        [{"id": f"{prefix}-{b:04d}-{i:04d}", "quantity": "1", **service} for i in range(BATCH)] for b in range(count)
+    ]
 
 
 def send(batches: list[list[dict[str, Any]]], expect: str) -> tuple[float, Capacity]:
@@ -79,7 +92,7 @@ def send(batches: list[list[dict[str, Any]]], expect: str) -> tuple[float, Capac
     return elapsed, capacity
 
 
-def report(title: str, records: int, elapsed: float, capacity: Capacity) -> None:
+def report(title: str, records: int, elapsed: float, capacity: Capacity) -> float:
     per_record = {op: n / records for op, n in sorted(capacity.requests.items())}
     wru = capacity.write_units / records
     print(f"{title}: {records} records in {elapsed:.2f}s = {records / elapsed:,.0f} records/s")
@@ -88,6 +101,7 @@ def report(title: str, records: int, elapsed: float, capacity: Capacity) -> None
         f"  write units per record: {wru:.3f}  (target <= {TARGET_WRU}; {capacity.failed_conditions} "
         f"duplicates refused by the condition, 1 WRU each)  read units per record: {capacity.read_units / records:.4f}"
     )
+    return elapsed
 
 
 def _shown(values: dict[str, float]) -> str:
@@ -109,17 +123,28 @@ def main() -> int:
         configure(table_name=table, endpoint=local.endpoint, region="us-east-1")
         os.environ["BILLOW_TABLE"], os.environ["BILLOW_DYNAMODB_ENDPOINT"] = table, local.endpoint
         add_tenant("bench", "Bench", KEY)
-        service = metered_service()
-        batches = [
-            [{"id": f"evt-{b:04d}-{i:04d}", "quantity": "1", **service} for i in range(BATCH)]
-            for b in range(args.batches)
-        ]
+        service = metered_service(PLAIN)
         records = BATCH * args.batches
         print(f"usage ingestion on DynamoDB Local: {args.batches} batches of {BATCH} records to one service")
-        report("new records", records, *send(batches, "accepted"))
-        report("the same batches again (all duplicates)", records, *send(batches, "duplicate"))
+        plain = report("new records", records, *send(batches_for(service, "evt", args.batches), "accepted"))
+        report(
+            "the same batches again (all duplicates)",
+            records,
+            *send(batches_for(service, "evt", args.batches), "duplicate"),
+        )
         _, total = call("GET", f"/subscriptions/{service['subscription_id']}/services/{service['service_id']}/usage")
         assert (total["count"], total["total"]) == (records, str(records)), total
+
+        checked = metered_service(REFUSING)
+        elapsed, capacity = send(batches_for(checked, "chk", args.batches), "accepted")
+        refusing = report("new records on a service whose allowance refuses beyond it", records, elapsed, capacity)
+        transacted = capacity.requests.get("TransactWriteItems", 0)
+        print(
+            f"  allowance check overhead: {refusing / plain:.1f}x the time of the plain path; each record is one "
+            f"TransactWriteItems of 2 items ({transacted / records:.3f} per record): DynamoDB Local reports "
+            f"{capacity.write_units / records:.3f} WRU per record, on AWS a transactional write costs 2 WRU per "
+            f"item, so ~{2 * capacity.write_units / records:.1f} WRU per record (vs 1 on the plain path)"
+        )
     finally:
         local.stop()
     return 0
