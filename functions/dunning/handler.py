@@ -89,6 +89,14 @@ def run_task(task: Task) -> dict[str, Any]:
 
 
 def record_handler(record: SQSRecord) -> str:
+    try:
+        return _follow(record)
+    except Exception:  # the batch answers this item as failed (retried, then dead-lettered): say why
+        logger.exception("dunning could not follow an event", extra={"message_id": record.message_id})
+        raise
+
+
+def _follow(record: SQSRecord) -> str:
     detail = billow_detail(json.loads(record.body), f"message {record.message_id}")
     if detail.get("type") not in (*DUNNING_OPENS, *DUNNING_WAKES):
         raise InvalidInput(f"message {record.message_id} is {detail.get('type')}, not an event dunning follows")

@@ -61,14 +61,16 @@ class LocalStack:
         if self.scheduler is not None:
             self.scheduler.stop()
         self.server.stop()
+        # The bus first: an event still being delivered must not reach a consumer whose Step
+        # Functions, Stripe or environment is already gone (it would fail and be dead-lettered).
+        self.events.stop()
+        for unsubscribe in self.unsubscribe:
+            unsubscribe()
         if self.stripe is not None:
             self.stripe.stop()
         if self.flows is not None:
             self.flows.stop()
         restore_environment(self.environment_before)
-        self.events.stop()
-        for unsubscribe in self.unsubscribe:
-            unsubscribe()
         self.dynamo.stop()
 
     def register_stripe_webhook(self, tenant_id: str) -> str | None:
