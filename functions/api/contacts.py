@@ -116,7 +116,12 @@ def unarchive_contact(contact_id: Annotated[Id, Path()]) -> dict[str, Any]:
     return presenters.contact(contacts.set_contact_archived(store, ctx, contact_id, False))
 
 
-Meter = Annotated[str, Path(max_length=64, pattern=r"^[a-z0-9_]+$", description="the meter (of a usage price)")]
+Meter = Annotated[
+    str,
+    # Checked by the use case (1 to 64 characters of a-z, 0-9 and _), which answers the documented
+    # `usage.invalid_meter` rather than the schema's generic refusal.
+    Path(description="the meter (of a usage price): 1 to 64 characters of a-z, 0-9 and _"),
+]
 
 
 @router.put(

@@ -13,7 +13,7 @@ from billow.services.inputs import Amount, BillingDay, BillingInstant, Body, Cur
 
 __all__ = ["Amount", "BillingDay", "Body", "Currency", "Cursor", "Id", "InvoiceKind", "InvoiceStatus", "Limit"]
 from aws_lambda_powertools.event_handler.openapi.params import Query
-from pydantic import BeforeValidator, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 from pydantic_core import PydanticKnownError
 
 Id = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_\-]+$")]
@@ -292,3 +292,41 @@ class RefundBody(Body):
         description="card: the payment to refund (default: the newest card payment of an invoice the credit note "
         "credits that can take the whole amount); not with another method (422 refund.payment_not_card)",
     )
+
+
+def _shown_as(schema: dict[str, Any], description: str) -> Any:
+    """A field the route checks itself, record by record (a refused record never blocks the
+    others): any JSON value passes the body's validation; the document shows what is expected."""
+    return Field(default=None, description=description, json_schema_extra=schema)
+
+
+class UsageRecordBody(BaseModel):
+    """One usage record (docs/billing.md, "Usage records"). Each field is checked by the route
+    itself, so that in a batch a refused record is answered on its own."""
+
+    model_config = ConfigDict(extra="allow", defer_build=True)
+
+    id: Any = _shown_as({"type": "string", "maxLength": 128}, "the caller's record id: its idempotency key")
+    subscription_id: Any = _shown_as({"type": "string"}, "with service_id: the metered service")
+    service_id: Any = _shown_as({"type": "string"}, "with subscription_id: the metered service")
+    contact_id: Any = _shown_as({"type": "string"}, "with meter: the contact's one billable service on that meter")
+    meter: Any = _shown_as({"type": "string"}, "with contact_id")
+    quantity: Any = _shown_as({"type": "string"}, "a decimal string, at most 12 decimal places")
+    value: Any = _shown_as({"type": "string"}, "instead of quantity: the event's value (percentage models)")
+    at: Any = _shown_as(
+        {"type": "string", "format": "date-time"}, "when it happened, with its offset; default: the contact's now"
+    )
+    properties: Any = _shown_as({"type": "object", "additionalProperties": {"type": "string"}}, "up to 20 string pairs")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _any(cls, value: Any) -> Any:
+        return value if isinstance(value, dict) else {}  # not an object: refused on its own, by the route
+
+
+class UsageBatchBody(BaseModel):
+    """A batch of up to 1,000 records, each answered on its own."""
+
+    model_config = ConfigDict(extra="allow", defer_build=True)
+
+    records: list[UsageRecordBody] = Field(json_schema_extra={"maxItems": 1000})

@@ -17,7 +17,7 @@ from billow.services.views import Json, period
 from runtime import clock, store
 
 from api.context import current_tenant
-from api.schemas import Cursor, Id
+from api.schemas import Cursor, Id, UsageBatchBody, UsageRecordBody
 
 router = APIGatewayRouter()
 
@@ -76,7 +76,7 @@ def _record(record: UsageRecord) -> Json:
     "/usage",
     summary="Submit usage: one record, or {records: [...]} up to 1,000, each answered accepted, duplicate or refused",
 )
-def submit() -> dict[str, Any]:
+def submit(body: UsageBatchBody | UsageRecordBody) -> dict[str, Any]:
     ctx = current_tenant(router.current_event)
     inputs, batch = _record_inputs(router.current_event.json_body)
     outcomes = submit_usage(store, ctx, clock, inputs)

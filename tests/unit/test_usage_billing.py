@@ -222,6 +222,13 @@ def test_the_dry_run_refuses_usage_given_twice_for_a_period() -> None:
     assert (refused.value.code, refused.value.field) == ("usage.invalid_preview", "usage[0]")
 
 
+def test_the_dry_run_refuses_usage_for_a_day_that_starts_no_period() -> None:
+    with pytest.raises(InvalidInput) as refused:
+        _preview([{"period_start": "2026-04-05", "units": "15"}])
+    assert (refused.value.code, refused.value.field) == ("usage.invalid_preview", "usage[0].period_start")
+    assert "its period starts 2026-04-01" in refused.value.message
+
+
 def test_an_immediate_invoice_is_the_usage_charge_limit_reached_event_once() -> None:
     from datetime import UTC, datetime
 
@@ -292,3 +299,47 @@ def test_a_no_billing_service_is_orderable_records_usage_and_is_never_invoiced(m
     advance_clock(api, contact["id"], "2026-05-02T12:00:00+00:00")
     invoices = api.get(f"/invoices?contact_id={contact['id']}")
     assert invoices.status == 200 and invoices.body["items"] == []
+
+
+def test_event_models_rate_records_in_the_order_they_happened_whatever_order_storage_gives() -> None:
+    """2.9 % + 0.30 per event, 0.50 to 10.00 an event, the first 50.00 free: 30 and 45 at 01:00
+    and 02:00 use the free amount (25.00 of the 45 charged), then 5 and 1000: 11.525 -> 11.53,
+    as `billow rate` says for the same events in that order."""
+    from datetime import UTC, datetime
+
+    from billow.domain.pricing import parse_usage_price, rate
+    from billow.domain.usage import UsageRecord
+    from billow.services.usage.rating import rate_records
+
+    price = parse_usage_price(
+        {
+            "meter": "payments",
+            "aggregation": "sum",
+            "model": "percentage",
+            "percentage": {"rate": "2.9", "fixed_price": "0.30", "min_per_event": "0.50", "max_per_event": "10.00"},
+            "free_amount": "50.00",
+        },
+        "USD",
+    )
+    values = ["30", "45", "5", "1000"]
+    records = [
+        UsageRecord(
+            f"{name}",
+            "sub",
+            "svc",
+            "con",
+            "payments",
+            datetime(2026, 4, 2, hour, tzinfo=UTC),
+            date(2026, 4, 2),
+            Decimal(value),
+            {},
+            date(2026, 4, 1),
+            datetime(2026, 4, 2, 5, tzinfo=UTC),
+        )
+        # ids sort against time: storage (by shard, then id) hands them over in another order
+        for name, hour, value in zip(["z", "y", "b", "a"], [1, 2, 3, 4], values, strict=True)
+    ]
+    expected = rate(price, "USD", events=[Decimal(v) for v in values]).total
+    assert expected == usd("11.53")
+    for order in (records, records[::-1], sorted(records, key=lambda r: r.id)):
+        assert rate_records(price, "USD", order, None).total == expected

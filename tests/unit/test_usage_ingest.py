@@ -312,3 +312,10 @@ def test_the_total_is_the_aggregation_the_usage_price_names(api: InProcessClient
     assert (usage["aggregation"], usage["total"], usage["count"]) == ("unique_count", "3", 5)
     (meter,) = api.get(f"/contacts/{svc['contact_id']}/usage").body["meters"]
     assert (meter["meter"], meter["total"]) == ("active_users", "3")
+
+
+def test_a_bad_meter_in_an_allowance_path_answers_the_documented_code(api: InProcessClient) -> None:
+    contact = make_contact(api)
+    reply = api.request("PUT", f"/contacts/{contact['id']}/allowances/Bad-Meter", {"per_cycle": "10"})
+    assert (reply.status, reply.body["error"]) == (422, "usage.invalid_meter"), reply.body
+    assert reply.body["fields"][0]["field"] == "meter"

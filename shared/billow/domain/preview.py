@@ -134,5 +134,13 @@ def dry_run(
     """Every invoice (with its lines) a billing run on `as_of` would create, oldest first; usage
     of each billing period as `usage` gives it (by period start; the None key: every period)."""
     subscription = preview_subscription(terms, start, end)
+    for n, period_start in enumerate(usage or {}):
+        if period_start is not None and subscription.schedule.period_containing(period_start).start != period_start:
+            first = subscription.schedule.period_containing(period_start).start
+            raise InvalidInput(
+                f"{period_start} is not the first day of a billing period (its period starts {first})",
+                field=f"usage[{n}].period_start",
+                code="usage.invalid_preview",
+            )
     rater = PreviewRater(usage or {})
     return [step.invoice for step in steps(subscription, as_of, rater=rater) if step.invoice is not None]

@@ -39,8 +39,11 @@ def allowance_for(price: UsagePrice, contact: Contact | None) -> Allowance | Non
 def rate_records(
     price: UsagePrice, currency: str, records: Sequence[UsageRecord], allowance: Allowance | None
 ) -> RatedUsage:
-    """`records` (one billing period's, or part of it) rated as the price says."""
-    charged = billable(allowance, records) if allowance is not None else list(records)
+    """`records` (one billing period's, or part of it) rated as the price says. Records are taken
+    in the order they happened (`at`, then id), whatever order storage gives them in: free events
+    and a free amount are the first ones."""
+    in_time = sorted(records, key=lambda r: (r.at, r.id))
+    charged = billable(allowance, in_time) if allowance is not None else in_time
     if price.model in EVENT_MODELS:
         rated = rate(price, currency, events=[r.quantity for r in charged])
     else:
