@@ -59,15 +59,12 @@ def local_table(dynamodb_local: object) -> Iterator[str]:
 @pytest.fixture
 def moto_table() -> Iterator[str]:
     """A table in moto's in-process DynamoDB: fast, for unit tests of handlers and use cases."""
-    import boto3
-    from billow.storage.models import configure
-    from billow.storage.table import create_table_request
     from moto import mock_aws
 
+    from tests.support import new_moto_table
+
     with mock_aws():
-        boto3.client("dynamodb", region_name="us-east-1").create_table(**create_table_request("billow-unit"))
-        configure(table_name="billow-unit", endpoint="", region="us-east-1")
-        yield "billow-unit"
+        yield new_moto_table()
 
 
 @pytest.fixture(scope="session")

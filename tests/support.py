@@ -328,3 +328,23 @@ def dunning_case_record(contact_id: str, tenant: str, mode: str = "test") -> str
     work.save_case(Scope(tenant, mode), StoredCase(case), 0)
     work.commit()
     return case.id
+
+
+MOTO_TABLE = "billow-unit"
+
+
+def new_moto_table() -> str:
+    """(Re)create the moto table `MOTO_TABLE`, empty, with the models pointed at it (inside
+    `mock_aws`). A property test on moto starts each example on a new one: moto copies every table
+    on each transaction (to roll back) and reads a partition's items by scanning the table, so the
+    items earlier examples left make each later step slower, and examples share nothing anyway."""
+    import boto3
+    from billow.storage.models import configure
+    from billow.storage.table import create_table_request
+
+    client = boto3.client("dynamodb", region_name="us-east-1")
+    if MOTO_TABLE in client.list_tables()["TableNames"]:
+        client.delete_table(TableName=MOTO_TABLE)
+    client.create_table(**create_table_request(MOTO_TABLE))
+    configure(table_name=MOTO_TABLE, endpoint="", region="us-east-1")
+    return MOTO_TABLE

@@ -43,6 +43,8 @@ class RequestIds:
     keyed: bool = False
     replay: bool = False
     """The key was claimed by an earlier request with the same body: answer as a replay."""
+    request: str | None = None
+    """The fingerprint the key is bound to (`request_fingerprint`), when there is a key."""
 
 
 def request_fingerprint(event: APIGatewayProxyEvent, body: BaseModel | None) -> str:
@@ -93,7 +95,8 @@ def idempotent(
         store, ctx.tenant_id, scope=scope, key=key, request=request, field=field, clock=clock, retention=retention
     )
     with bound_key(store, ctx.tenant_id, claimed, clock=clock, released=released):
-        yield RequestIds(keyed_ids(f"{ctx.tenant_id}:{claimed.claim.nonce}", key), keyed=True, replay=claimed.seen)
+        ids = keyed_ids(f"{ctx.tenant_id}:{claimed.claim.nonce}", key)
+        yield RequestIds(ids, keyed=True, replay=claimed.seen, request=request)
 
 
 def created(body: dict[str, Any], status: int, *, replay: bool) -> Response[dict[str, Any]]:

@@ -45,7 +45,7 @@ def quote_order(body: QuoteBody) -> dict[str, Any]:
 def place_order(body: OrderBody) -> Response[dict[str, Any]]:
     ctx = current_tenant(router.current_event)
     reference = None if body.reference is None else (f"order:{body.contact_id}", body.reference)
-    with idempotent(router.current_event, ctx, body, reference=reference, header=False):
+    with idempotent(router.current_event, ctx, body, reference=reference, header=False) as ids:
         placed = ordering.place_order(
             store,
             ctx,
@@ -57,6 +57,7 @@ def place_order(body: OrderBody) -> Response[dict[str, Any]]:
             new_id,
             numbers,
             activate_on_payment=body.activate_on_payment,
+            request=ids.request,
         )
     answer = {
         "order": presenters.order(placed.order),

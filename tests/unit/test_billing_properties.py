@@ -88,7 +88,7 @@ def test_prorated_pieces_of_a_period_sum_to_exactly_its_price(
 LATER = st.integers(-40, 5 * 366).map(lambda n: timedelta(days=n))
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)
 @given(subscriptions(), LATER)
 def test_billed_periods_tile_time_with_no_gap_or_overlap(
     case: tuple[Subscription, date, date | None], later: timedelta
@@ -117,7 +117,7 @@ def test_billed_periods_tile_time_with_no_gap_or_overlap(
             assert step.invoice.billing_date - lead <= as_of
 
 
-@settings(max_examples=200)
+@settings(max_examples=200, deadline=None)
 @given(subscriptions(), LATER, LATER)
 def test_billing_in_two_runs_equals_billing_in_one(
     case: tuple[Subscription, date, date | None], first: timedelta, second: timedelta
@@ -131,7 +131,7 @@ def test_billing_in_two_runs_equals_billing_in_one(
     assert [i for i in once if i] == [i for i in twice if i]
 
 
-@settings(max_examples=200)
+@settings(max_examples=200, deadline=None)
 @given(preview_terms(), DAYS, st.integers(1, 700), st.integers(0, 400))
 def test_billing_then_crediting_a_cancellation_equals_billing_up_to_it(
     terms: PreviewTerms, start: date, cancel_after: int, late: int

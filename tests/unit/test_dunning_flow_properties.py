@@ -62,7 +62,7 @@ from hypothesis.stateful import (
 
 from tests.dunning_support import RecordingFlows
 from tests.fake_rail import DECLINING, EXPIRED, Crash, FakeRail
-from tests.support import RecordingInvoker
+from tests.support import RecordingInvoker, new_moto_table
 
 START = datetime(2025, 3, 3, 10, tzinfo=UTC)
 THRESHOLD = Money.parse("25.00", "USD")
@@ -148,6 +148,7 @@ class DunningFlow(RuleBasedStateMachine):
 
     def __init__(self) -> None:
         super().__init__()
+        new_moto_table()  # each example on an empty table: moto slows down with every item it holds
         n = next(COUNTER)
         self.hooks = Hooks(observe=self._observe)
         self.store = HookedStore(self.hooks)

@@ -297,6 +297,62 @@ def test_a_reference_held_by_a_request_then_refused_is_free_for_the_next(
     assert retry.status == 201, retry.body
 
 
+def test_a_retry_of_a_refused_holder_reaching_an_order_another_body_placed_is_refused_not_answered_it(
+    api: InProcessClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The race of tests/e2e/test_races.py, its steps in order: a refused body claims a reference
+    and the same body arrives again (a retry: it runs too); the holder is refused and frees the
+    reference; another body claims it and places its order; only then the retry looks the reference
+    up. It finds an order its own body did not place: 422 `idempotency.key_reused`, not that order."""
+    from api import context
+    from billow.services import ordering
+
+    contact, good, gone = make_contact(api), make_product(api, ADVANCE), make_product(api, ADVANCE, name="Old")
+    assert api.post(f"/products/{gone['id']}/archive").status == 200
+
+    def order(product: dict[str, Any]) -> Reply:
+        items = [{"product_id": product["id"], "terms_id": product["terms"][0]["id"]}]
+        return api.post("/orders", {"contact_id": contact["id"], "items": items, "reference": "po-race"})
+
+    claims, steps = [], []
+    claim_key_, place_order = context.claim_key, ordering.place_order
+
+    def recorded(*args: Any, **kwargs: Any) -> Any:
+        claims.append(claim_key_(*args, **kwargs))
+        return claims[-1]
+
+    def placing(*args: Any, **kwargs: Any) -> Any:
+        if steps:
+            steps.pop(0)()
+        return place_order(*args, **kwargs)
+
+    def holder_stops() -> None:
+        raise Crash  # the holder of the reference is still executing (in another container)
+
+    replies: dict[str, Reply] = {}
+
+    def holder_refused_then_valid_body_placed() -> None:
+        holder = claims[0]
+        assert claims[1].seen and claims[1].claim.nonce == holder.claim.nonce  # the retry runs under its claim
+        DynamoStore().release_idempotency_key("tenant-i", holder.claim)  # the holder refused: reference freed
+        replies["valid"] = order(good)
+
+    monkeypatch.setattr(context, "claim_key", recorded)
+    monkeypatch.setattr(ordering, "place_order", placing)
+    steps.append(holder_stops)
+    with pytest.raises(Crash):
+        order(gone)
+    steps.append(holder_refused_then_valid_body_placed)
+    retry = order(gone)
+    monkeypatch.undo()
+
+    assert replies["valid"].status == 201, replies["valid"].body
+    assert (retry.status, retry.body.get("error")) == (422, "idempotency.key_reused"), retry.body
+    assert retry.body["fields"][0]["field"] == "reference" and "po-race" in retry.body["message"]
+    again = order(good)  # the valid body's retry is still answered its order
+    assert again.status == 200 and again.body["order"]["id"] == replies["valid"].body["order"]["id"]
+
+
 def test_a_claim_is_in_progress_while_its_request_may_run_then_bound(moto_table: str) -> None:
     from billow.services.idempotency import EXECUTING_AT_MOST, bound_key
 

@@ -46,6 +46,9 @@ class Order:
     reference: str | None
     start_date: date
     services: tuple[OrderedService, ...]
+    request: str | None = None
+    """The fingerprint of the request that placed it (`billow.services.idempotency.fingerprint`):
+    only that request is answered this order by its `reference`. None: placed without one."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +79,7 @@ def plan_order(
     policy: SubscriptionPolicy = DEFAULT_POLICY,
     classification: str | None = None,
     activate_on_payment: bool | None = None,
+    request: str | None = None,
 ) -> OrderPlan:
     """Services for each item, added to the contact's subscription of the same cycle, billing model
     and currency, or to a new subscription billed under `rules` (its billing day comes from the
@@ -88,7 +92,9 @@ def plan_order(
     Access on payment (`activate_on_payment`, None: the business's `policy.activate_on_payment`):
     each service whose first charge is invoiced with the order (billed in advance, starting today,
     no trial) stays draft until that invoice is paid, and lapses `policy.unpaid_order_lapse_days`
-    after today if it is not (`Service.lapses_on`); the others start as they would anyway."""
+    after today if it is not (`Service.lapses_on`); the others start as they would anyway.
+
+    `request`: the fingerprint of the request placing it, kept on the order (`Order.request`)."""
     on_payment = policy.activate_on_payment if activate_on_payment is None else activate_on_payment
     lapses_on = today + timedelta(days=policy.unpaid_order_lapse_days) if on_payment else None
     if not items:
@@ -151,7 +157,7 @@ def plan_order(
         ordered.append(OrderedService(service.id, subscription.id, item.product.id, item.terms.id, item.quantity))
 
     touched = {o.subscription_id for o in ordered}
-    order = Order(order_id, contact_id, reference, start_date, tuple(ordered))
+    order = Order(order_id, contact_id, reference, start_date, tuple(ordered), request)
     changed = tuple(s for s in by_key.values() if s.id in touched)
     return OrderPlan(order, changed, frozenset(new_ids))
 

@@ -87,13 +87,18 @@ def claim_key(
                 field=field,
                 code="idempotency.in_progress",
             )
-        raise InvalidInput(
-            f"{field} '{key}' was first used with another request (another route or body); "
-            f"repeat that request exactly, or use a new {field} for a new one",
-            field=field,
-            code="idempotency.key_reused",
-        )
+        raise key_reused(field, key)
     return ClaimedKey(held, seen=held.nonce != mine.nonce)
+
+
+def key_reused(field: str, key: str) -> InvalidInput:
+    """422 `idempotency.key_reused`: `key` (in `field`) is bound to another request."""
+    return InvalidInput(
+        f"{field} '{key}' was first used with another request (another route or body); "
+        f"repeat that request exactly, or use a new {field} for a new one",
+        field=field,
+        code="idempotency.key_reused",
+    )
 
 
 @contextmanager

@@ -13,6 +13,7 @@ from billow.domain.ordering import Order, OrderItem, OrderPlan, plan_order, quot
 from billow.services.billing import InvoiceNumbers, bill_subscription
 from billow.services.contacts import ContactTime, check_orderable, contact_time, get_contact
 from billow.services.context import Clock, Scope, TenantContext
+from billow.services.idempotency import key_reused
 from billow.services.ports import CatalogStore, OrderingPorts, Transactions
 
 MAX_CONFLICT_RETRIES = 3
@@ -65,6 +66,7 @@ def _plan(
     new_id: Callable[[str], str],
     classification: str | None,
     activate_on_payment: bool | None = None,
+    request: str | None = None,
 ) -> OrderPlan:
     return plan_order(
         order_id=new_id("ord"),
@@ -80,6 +82,7 @@ def _plan(
         policy=ctx.settings.subscriptions,
         classification=classification,
         activate_on_payment=activate_on_payment,
+        request=request,
     )
 
 
@@ -111,10 +114,15 @@ def place_order(
     new_id: Callable[[str], str],
     numbers: InvoiceNumbers,
     activate_on_payment: bool | None = None,
+    request: str | None = None,
 ) -> PlacedOrder:
     """Place the order and bill what is due at once (the first in-advance invoice).
 
     With a `reference`, placing is idempotent: a repeat returns the order placed the first time.
+    Given `request` (the fingerprint of the request placing it, kept on the order), only the same
+    request is answered that order: another one with the reference is refused with 422
+    `idempotency.key_reused`. The reference's claim refuses it first, except for a retry of a
+    refused request that was still running when the reference was freed and used by another body.
     If the process dies after the order is stored but before billing, the subscriptions are in the
     due index already and the next run (or a repeat of this call) bills them.
 
@@ -132,6 +140,8 @@ def place_order(
         if reference is not None:
             earlier = store.find_order_by_reference(ctx.scope, contact_id, reference)
             if earlier is not None:
+                if request is not None and earlier.request not in (None, request):
+                    raise key_reused("reference", reference)
                 return PlacedOrder(earlier, _bill_order(store, ctx, earlier, time.today, numbers), True, time.today)
         check_orderable(contact)
         plan = _plan(
@@ -145,6 +155,7 @@ def place_order(
             new_id,
             contact.classification,
             activate_on_payment,
+            request,
         )
         try:
             commit_order(store, ctx.scope, plan, contact.version)

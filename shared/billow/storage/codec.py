@@ -880,7 +880,7 @@ def order_out(o: Order) -> Json:
             }
             for s in o.services
         ],
-    }
+    } | ({} if o.request is None else {"request": o.request})
 
 
 def order_in(d: Json) -> Order:
@@ -893,6 +893,7 @@ def order_in(d: Json) -> Order:
             OrderedService(s["service_id"], s["subscription_id"], s["product_id"], s["terms_id"], s["quantity"])
             for s in d["services"]
         ),
+        request=d.get("request"),
     )
 
 
