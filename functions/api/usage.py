@@ -113,7 +113,7 @@ def service_usage(
         "total": str(usage.total),
         "count": usage.count,
         "records": [_record(r) for r in usage.records],
-        "next_cursor": usage.next_cursor,
+        "cursor": usage.next_cursor,
     }
 
 

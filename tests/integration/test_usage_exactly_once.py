@@ -160,7 +160,7 @@ def test_a_forged_usage_cursor_is_a_422_never_a_dynamodb_refusal(api: InProcessC
     svc = metered(api)
     post_batch(api, batch_of(svc, [f"c{i}" for i in range(5)]))
     path = f"/subscriptions/{svc['subscription_id']}/services/{svc['service_id']}/usage?limit=2"
-    real = api.get(path).body["next_cursor"]
+    real = api.get(path).body["cursor"]
     digest = json.loads(base64.urlsafe_b64decode(real))["of"]
     for after in ["16#REC#c1", "99#REC#c1", "00#REC#", "00#REC#" + "x" * 129, "00#INV#c1", "0#REC#c1", "00#REC#c 1"]:
         forged = base64.urlsafe_b64encode(json.dumps({"after": after, "of": digest}).encode()).decode()

@@ -265,14 +265,14 @@ def test_records_page_across_the_shards_with_a_checked_cursor(api: InProcessClie
         assert reply.body["count"] == 57
         seen += [r["id"] for r in reply.body["records"]]
         pages += 1
-        cursor = reply.body["next_cursor"]
+        cursor = reply.body["cursor"]
         if cursor is None:
             break
     assert sorted(seen) == ids and len(seen) == 57 and pages == 6
     other = metered(api)
     stranger = api.get(f"/subscriptions/{other['subscription_id']}/services/{other['service_id']}/usage?limit=10")
     assert stranger.body["records"] == []
-    first = api.get(path + "?limit=10").body["next_cursor"]
+    first = api.get(path + "?limit=10").body["cursor"]
     wrong = api.get(f"/subscriptions/{other['subscription_id']}/services/{other['service_id']}/usage?cursor={first}")
     assert wrong.status == 422 and wrong.body["error"] == "listing.invalid_cursor"
     assert api.get(path + "?cursor=garbage").body["error"] == "listing.invalid_cursor"
