@@ -273,3 +273,94 @@ def test_a_late_record_of_a_period_billed_with_no_usage_is_billed_on_the_next_in
     )
     lines = [(x.description, x.amount.amount_str()) for i in usage_invoices(svc) for x in i.lines if x.kind == "usage"]
     assert lines == [("Pro: late usage for 2026-03-01 – 2026-04-01 (api_calls)", "0.70")]  # noqa: RUF001
+
+
+class _HeldRun(DynamoStore):
+    """The billing run's store: says when it has read the period's records, and holds its commit
+    until ingest has re-read the subscription after its write."""
+
+    def __init__(self, read: Any, reread: Any) -> None:
+        super().__init__()
+        self.read, self.reread = read, reread
+
+    def usage_records(self, *args: Any, **kwargs: Any) -> Iterator[UsageRecord]:
+        out = list(super().usage_records(*args, **kwargs))
+        self.read.set()
+        return iter(out)
+
+    def unit_of_work(self, what: str) -> Any:
+        work = super().unit_of_work(what)
+        commit = work.commit
+
+        def held() -> None:
+            self.reread.wait(30)
+            commit()
+
+        work.commit = held  # type: ignore[method-assign]
+        return work
+
+
+class _SlowIngest(DynamoStore):
+    """Ingest's store: says when it has read the contact's clock (its now: the period's last
+    minute), writes only once the run has read the records, says when it re-read the subscription."""
+
+    def __init__(self, timed: Any, read: Any, reread: Any) -> None:
+        super().__init__()
+        self.timed, self.read, self.reread = timed, read, reread
+
+    def get_clock(self, *args: Any, **kwargs: Any) -> Any:
+        found = super().get_clock(*args, **kwargs)
+        self.timed.set()
+        return found
+
+    def put_usage_records(self, scope: Any, records: list[Any]) -> list[bool]:
+        self.read.wait(30)
+        return super().put_usage_records(scope, records)
+
+    def load_subscription(self, *args: Any, **kwargs: Any) -> Any:
+        found = super().load_subscription(*args, **kwargs)
+        if self.read.is_set():
+            self.reread.set()
+        return found
+
+
+def test_a_record_received_in_the_periods_last_minute_while_the_run_bills_it_is_billed_once(
+    api: InProcessClient,
+) -> None:
+    """Ingest reads the contact's now at 23:59:30 on the period's last day (not ended: nothing to
+    mark yet); the clock moves to the next day and the run reads the period's records; ingest
+    writes its record and re-reads the subscription (not billed yet: the run holds its commit);
+    the run commits. The record, missed by the run, is marked (ingest reads the contact's day again
+    after its write) and billed on the next invoice: 1.00 + 0.70, once."""
+    import threading
+
+    svc = metered(api)
+    assert [o.status for o in submit(records(svc, "pre", 10, "1"))] == ["accepted"] * 10
+    store = DynamoStore()
+    clock = store.get_clock(context().scope, svc["contact_id"])
+    assert clock is not None
+    store.save_clock(context().scope, replace(clock, frozen_time=datetime(2026, 3, 31, 23, 59, 30, tzinfo=UTC)))
+    timed, read, reread = threading.Event(), threading.Event(), threading.Event()
+
+    def run() -> None:
+        timed.wait(30)
+        moved = store.get_clock(context().scope, svc["contact_id"])
+        assert moved is not None
+        store.save_clock(context().scope, replace(moved, frozen_time=datetime(2026, 4, 1, 0, 0, 5, tzinfo=UTC)))
+        held = _HeldRun(read, reread)
+        bill_subscription(
+            held, context(), svc["contact_id"], svc["subscription_id"], date(2026, 4, 1), InvoiceNumbers(held)
+        )
+
+    billing = threading.Thread(target=run)
+    billing.start()
+    ingest = _SlowIngest(timed, read, reread)
+    (outcome,) = submit_usage(
+        ingest, context(), SystemClock(), [RecordInput(r) for r in records(svc, "edge", 1, "7", "2026-03-31T23:59:00Z")]
+    )
+    billing.join(60)
+    assert outcome.status == "accepted"
+    for day in (date(2026, 5, 1), date(2026, 6, 1)):
+        bill_subscription(store, context(), svc["contact_id"], svc["subscription_id"], day, InvoiceNumbers(store))
+    billed = sorted(x.amount.amount_str() for i in usage_invoices(svc) for x in i.lines if x.kind == "usage")
+    assert billed == ["0.70", "1.00"]

@@ -661,3 +661,33 @@ def test_terms_added_or_edited_with_a_bad_usage_price_name_the_field_as_the_body
     assert edited.status == 422 and edited.body["error"] == "usage.unknown_field"
     assert edited.body["fields"][0]["field"] == "usage.per"
     assert len(api.get(f"/products/{product['id']}").body["terms"]) == 1
+
+
+@pytest.mark.parametrize(
+    ("raw", "aggregation"),
+    [
+        (
+            {
+                "model": "volume",
+                "tiers": [{"up_to": "100", "unit_price": "1.00"}, {"up_to": None, "unit_price": "0.10"}],
+            },
+            "sum",
+        ),
+        ({"model": "per_unit", "unit_price": "0.10"}, "latest"),
+    ],
+)
+def test_a_charge_limit_needs_a_total_that_never_falls(raw: dict[str, Any], aggregation: str) -> None:
+    """Volume tiers (100 units at 1.00 = 100.00; 101 at 0.10 = 10.10) and `latest` can fall as usage
+    grows: an immediate invoice of the usage so far would be credited back by the final line."""
+    assert refusal({**raw, "aggregation": aggregation, "charge_limit": {"records": 2}}) == (
+        "usage.charge_limit_not_monotone",
+        "usage.charge_limit",
+    )
+    parse_usage_price({"meter": "api_calls", **raw, "aggregation": aggregation}, "USD")  # fine without a limit
+
+
+@pytest.mark.parametrize("where", ["free_events", "charge_limit"])
+def test_counts_are_bounded(where: str) -> None:
+    raw: dict[str, Any] = {"model": "percentage", "percentage": {"rate": "1"}}
+    raw[where] = 10**40 if where == "free_events" else {"records": 10**40}
+    assert refusal(raw)[0] == "usage.out_of_range"

@@ -319,3 +319,42 @@ def test_a_bad_meter_in_an_allowance_path_answers_the_documented_code(api: InPro
     reply = api.request("PUT", f"/contacts/{contact['id']}/allowances/Bad-Meter", {"per_cycle": "10"})
     assert (reply.status, reply.body["error"]) == (422, "usage.invalid_meter"), reply.body
     assert reply.body["fields"][0]["field"] == "meter"
+
+
+@pytest.mark.parametrize("quantity", ["١٢٣", "１２", "1٫5"])
+def test_a_quantity_takes_ascii_digits_only(api: InProcessClient, quantity: str) -> None:
+    svc = metered(api)
+    reply = api.post("/usage", {"id": "odd", "quantity": quantity, "at": NOW, **named(svc)})
+    assert (reply.status, reply.body["error"]) == (422, "usage.invalid_quantity"), reply.body
+    assert stored(svc) == []
+
+
+def test_an_instant_out_of_the_calendar_is_refused_on_its_own(api: InProcessClient) -> None:
+    svc = metered(api)
+    body = post_batch(
+        api,
+        [
+            {"id": "far", "quantity": "1", "at": "0001-01-01T00:00:00+01:00", **named(svc)},
+            {"id": "fine", "quantity": "1", "at": NOW, **named(svc)},
+        ],
+    )
+    assert [r["status"] for r in body["records"]] == ["refused", "accepted"]
+    assert body["records"][0]["error"]["error"] == "usage.invalid_at"
+
+
+def test_a_cancelled_service_takes_no_usage_from_its_cancellation(api: InProcessClient) -> None:
+    svc = metered(api)
+    cancel = api.post(f"/subscriptions/{svc['subscription_id']}/services/{svc['service_id']}/cancel", {})
+    assert cancel.status in (200, 201, 202), cancel.body
+    reply = api.post("/usage", {"id": "after", "quantity": "1", "at": NOW, **named(svc)})
+    assert (reply.status, reply.body["error"]) == (422, "usage.outside_service"), reply.body
+    assert stored(svc) == []
+
+
+def test_a_subscription_with_a_metered_service_keeps_its_billing_day(api: InProcessClient) -> None:
+    """Its usage records are kept by the billing period they fell in: moving the billing day would
+    leave the open period's records where the new periods never look (billed 1.00 of 4.00)."""
+    svc = metered(api)
+    assert post_batch(api, [{"id": f"r{i}", "quantity": "10", **named(svc)} for i in range(3)])["accepted"] == 3
+    changed = api.post(f"/subscriptions/{svc['subscription_id']}/billing-day", {"billing_day": 20})
+    assert (changed.status, changed.body["error"]) == (409, "billing_day.metered"), changed.body

@@ -683,12 +683,14 @@ def usage_so_far_step(
     """An immediate invoice of a service's usage so far in its open billing period (a charge limit
     was crossed): rated minus what was billed of that period before, recorded on the service as
     billed (a progressive invoice) so the period's final invoice bills only the rest. None when
-    nothing is unbilled."""
+    nothing is unbilled, or nothing to charge (an immediate invoice never credits: a total that fell
+    since is left to the period's final invoice)."""
     service = next(s for s in subscription.services if s.id == service_id)
     if service.terms.billing_model is BillingModel.NONE:
         return None
     before = billed_for(service.usage_billed, period.start)
-    if not _unbilled(rated, before) or (before is not None and rated.total == before.amount):
+    invoiced = before.amount if before is not None else Money.zero(rated.total.currency)
+    if not rated.total - invoiced > Money.zero(rated.total.currency):
         return None
     covered = Period(max(period.start, service.billing_start), min(period.end, today + _DAY))
     line = _usage_line(service, covered, rated, before, late=False)

@@ -240,11 +240,15 @@ def _positive(value: Decimal, field: str) -> Decimal:
     return value
 
 
+MAX_COUNT = 10**12
+"""The largest event or record count a usage price takes (free_events, charge_limit.records)."""
+
+
 def _integer(raw: Any, field: str, *, minimum: int) -> int:
     if not isinstance(raw, int) or isinstance(raw, bool):
         raise _refuse(f"{field} must be a JSON integer", field, code="usage.not_an_integer")
-    if raw < minimum:
-        raise _refuse(f"{field} must be at least {minimum}", field, code="usage.out_of_range")
+    if not minimum <= raw <= MAX_COUNT:
+        raise _refuse(f"{field} is {minimum} to {MAX_COUNT:,}", field, code="usage.out_of_range")
     return raw
 
 
@@ -464,6 +468,16 @@ def parse_usage_price(raw: Mapping[str, Any], currency: str, *, field: str = "us
     free_units = _opt_decimal(u, "free_units", field) or _ZERO
     free_amount = _opt_decimal(u, "free_amount", field) or _ZERO
     free_events = 0 if u.get("free_events") is None else _integer(u["free_events"], f"{field}.free_events", minimum=0)
+    if u.get("charge_limit") is not None and (model is UsageModel.VOLUME or aggregation is Aggregation.LATEST):
+        # A charge limit invoices the usage so far; a total that can fall later (volume tiers: more
+        # units, a lower price for all; `latest`: a smaller last value) would turn the period's
+        # final line into a credit of what was invoiced too early.
+        raise _refuse(
+            f"a charge limit needs a total that never falls as usage grows: not the volume model or "
+            f"the latest aggregation ({model.value}, {aggregation.value})",
+            f"{field}.charge_limit",
+            code="usage.charge_limit_not_monotone",
+        )
     return UsagePrice(
         meter=meter,
         aggregation=aggregation,

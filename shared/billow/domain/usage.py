@@ -127,7 +127,7 @@ MAX_PROPERTY_KEY = 40
 MAX_PROPERTY_VALUE = 100
 """Properties are at most 20 pairs of short strings: a record stays well under 1 KB, one write
 unit (docs/scale.md)."""
-_QUANTITY = re.compile(rf"(\d{{1,{MAX_QUANTITY_DIGITS}}})(?:\.(\d+))?")
+_QUANTITY = re.compile(rf"([0-9]{{1,{MAX_QUANTITY_DIGITS}}})(?:\.([0-9]+))?")  # ASCII digits only
 
 
 @dataclass(frozen=True, slots=True)

@@ -43,6 +43,12 @@ class ChangeBillingDay(SubscriptionKind[NewBillingDay, NewBillingDay]):
         assert day is not None
         if day == subscription.schedule.billing_day:
             raise RuleViolation(f"the billing day is {day} already", rule="billing_day.unchanged")
+        if any(s.terms.meter is not None and s.state not in FINAL_STATES for s in subscription.services):
+            # Usage records are kept by the billing period they fell in: new periods would not find
+            # the records of the open one (docs/billing.md, "Usage records").
+            raise RuleViolation(
+                "a subscription with metered services keeps its billing day", rule="billing_day.metered"
+            )
         cycle = subscription.cycle
         schedule = BillingSchedule(cycle, day, day_on_or_after(on, cycle, day))
         # The credit goes on the invoice that charges the new cycle's first days: today's, when

@@ -221,6 +221,14 @@ class _Reader:
                 field="at",
                 code="usage.outside_service",
             )
+        if service.state in ENDED_STATES and day >= (service.state_since or service.start_date):
+            raise InvalidInput(
+                f"service {service.id} is {service.state.value} since "
+                f"{(service.state_since or service.start_date).isoformat()}: it takes no usage of "
+                f"{day.isoformat()}",
+                field="at",
+                code="usage.outside_service",
+            )
         period = subscription.schedule.period_containing(day)
         if _billed(service, period.start) and billed_for(service.usage_billed, period.start) is None:
             raise InvalidInput(
@@ -300,6 +308,12 @@ class _Reader:
         return found[0]
 
 
+EARLIEST_YEAR, LATEST_YEAR = 1970, 9998
+ENDED_STATES = frozenset({ServiceState.CANCELLED, ServiceState.REGRETTED})
+"""A service in these states takes no usage of the days from the day it entered them (a cancelled
+service with no end date: cancelled at once)."""
+
+
 def _instant(value: object, now: datetime) -> datetime:
     """The record's instant: ISO 8601 with an offset, or the contact's now when not given."""
     if value is None:
@@ -316,18 +330,16 @@ def _instant(value: object, now: datetime) -> datetime:
             field="at",
             code="usage.invalid_at",
         )
+    if not EARLIEST_YEAR <= parsed.year <= LATEST_YEAR:  # any zone's day of it is a date (no overflow)
+        raise InvalidInput(
+            f"at is an instant of the years {EARLIEST_YEAR} to {LATEST_YEAR}", field="at", code="usage.invalid_at"
+        )
     return parsed
 
 
 def _billed(service: Service, period_start: date) -> bool:
     """Whether the usage of the period starting on `period_start` is already invoiced."""
     return service.usage_billed_through is not None and period_start < service.usage_billed_through
-
-
-def _ended(ctx: TenantContext, pending: _Pending) -> bool:
-    """Whether the record's billing period had ended by the contact's day it was received on: from
-    that day on, the period's usage may be billed at any moment."""
-    return pending.period.end <= local_date(pending.record.received_at, tenant_zone(ctx.settings.timezone))
 
 
 def _write_service(
@@ -341,6 +353,9 @@ def _write_service(
     contact = reader.contact(batch.contact_id)
     written = _write(store, ctx, contact, service, [(p.record, p.period) for p in batch.pending])
     after = store.load_subscription(scope, batch.contact_id, batch.subscription_id)
+    # The contact's day read again, after the write: a run billing a period runs on or after the
+    # day it ends, so a record of a period that has ended by now may have been missed by it.
+    today_after = contact_time(store, ctx, batch.contact_id, clock).today
     service_after = None if after is None else next((s for s in after.services if s.id == service.id), None)
     late_periods: set[date] = set()
     results: list[tuple[int, RecordOutcome]] = []
@@ -354,7 +369,7 @@ def _write_service(
             continue
         if service_after is not None and _billed(service_after, pending.period.start):
             pending.late = True
-        if pending.late or _ended(ctx, pending):
+        if pending.late or pending.period.end <= today_after:
             # A duplicate too: its first write may have stopped before its marker (a marker too
             # many only makes billing find nothing more to bill for that period). A record of a
             # period that has ended is marked even when that period reads unbilled: the billing
