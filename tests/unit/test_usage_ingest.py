@@ -321,7 +321,8 @@ def test_a_bad_meter_in_an_allowance_path_answers_the_documented_code(api: InPro
     assert reply.body["fields"][0]["field"] == "meter"
 
 
-@pytest.mark.parametrize("quantity", ["\u0661\u0662\u0663", "\uff11\uff12", "1\u066b5"])  # Arabic-Indic, full-width, Arabic decimal point
+# Arabic-Indic digits, full-width digits, the Arabic decimal point
+@pytest.mark.parametrize("quantity", ["\u0661\u0662\u0663", "\uff11\uff12", "1\u066b5"])
 def test_a_quantity_takes_ascii_digits_only(api: InProcessClient, quantity: str) -> None:
     svc = metered(api)
     reply = api.post("/usage", {"id": "odd", "quantity": quantity, "at": NOW, **named(svc)})
