@@ -359,3 +359,17 @@ def test_a_subscription_with_a_metered_service_keeps_its_billing_day(api: InProc
     assert post_batch(api, [{"id": f"r{i}", "quantity": "10", **named(svc)} for i in range(3)])["accepted"] == 3
     changed = api.post(f"/subscriptions/{svc['subscription_id']}/billing-day", {"billing_day": 20})
     assert (changed.status, changed.body["error"]) == (409, "billing_day.metered"), changed.body
+
+
+def test_a_refuse_override_set_mid_cycle_counts_the_usage_before_it(api: InProcessClient) -> None:
+    """Terms: overage, 10 per cycle; 8 used (never counted: overage counts nothing). The contact then
+    gets its own `refuse` allowance of 10: a record of 5 (13 > 10) is refused, one of 2 fits."""
+    svc = metered(api, usage={"aggregation": "sum", "allowance": {"per_cycle": "10", "beyond": "overage"}})
+    assert post_batch(api, [{"id": "a", "quantity": "8", **named(svc)}])["accepted"] == 1
+    put = api.request(
+        "PUT", f"/contacts/{svc['contact_id']}/allowances/api_calls", {"per_cycle": "10", "beyond": "refuse"}
+    )
+    assert put.status == 200, put.body
+    body = post_batch(api, [{"id": "b", "quantity": "5", **named(svc)}, {"id": "c", "quantity": "2", **named(svc)}])
+    assert [r["status"] for r in body["records"]] == ["refused", "accepted"], body
+    assert "2 of 10 remain" in body["records"][0]["error"]["message"]

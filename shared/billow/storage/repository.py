@@ -859,16 +859,21 @@ def _counted(scope: Scope, record: UsageRecord, allowance: Allowance) -> _Write:
     return _Write(item, condition, actions)
 
 
-def _open_counter(scope: Scope, record: UsageRecord) -> None:
-    """Create the cycle's counter (`used` 0, no days) if it is not there: idempotent, so racing
-    openers are harmless."""
+def _open_counter(scope: Scope, record: UsageRecord, stored: Iterable[UsageRecord]) -> None:
+    """Create the cycle's counter if it is not there, holding what the cycle's records `stored`
+    already use (records accepted before a `refuse` allowance applied to the service: a contact's
+    override set mid-cycle counts the usage before it). Idempotent: racing openers read the same
+    records, and a counter already there is left as it is."""
+    days: dict[str, Decimal] = {}
+    for old in stored:
+        days[old.day.isoformat()] = days.get(old.day.isoformat(), Decimal(0)) + old.quantity
     item = BillowItem(*_counter_key(scope, record), kind=ALLOWANCE_COUNTER_KIND)
     with _translated("usage allowance counter"):
         item.update(
             actions=[
                 BillowItem.kind.set(ALLOWANCE_COUNTER_KIND),
-                BillowItem.used.set(BillowItem.used | _number(Decimal(0))),
-                BillowItem.days.set(BillowItem.days | {"M": {}}),
+                BillowItem.used.set(BillowItem.used | _number(sum(days.values(), Decimal(0)))),
+                BillowItem.days.set(BillowItem.days | {"M": {day: _number(q) for day, q in days.items()}}),
             ]
         )
 
@@ -1646,7 +1651,9 @@ class DynamoStore:
                 if on_counter is not None and on_counter.code == "ConditionalCheckFailed":
                     old = on_counter.raw_item
                     if not old or "days" not in old:
-                        _open_counter(scope, record)  # the cycle's first record: open its counter
+                        # the cycle's first counted record: open its counter with what is used already
+                        stored = self.usage_records(scope, record.contact_id, record.service_id, record.period_start)
+                        _open_counter(scope, record, stored)
                         continue
                     found = refusal(allowance, record.quantity, record.day, cycle, _used_in(old))
                     if found is not None:

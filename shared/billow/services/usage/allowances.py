@@ -68,8 +68,8 @@ def set_allowance(
     store: ContactStore, ctx: TenantContext, contact_id: str, meter: str, raw: Mapping[str, Any]
 ) -> Contact:
     """Give the contact its own allowance on `meter` (the allowance JSON of price terms), replacing
-    the terms' for its services on that meter. Records submitted after it are held to it; the
-    counter of the current cycle keeps what was used (so a lower limit may already be reached)."""
+    the terms' for its services on that meter. Records submitted after it are held to it; a
+    counter opened for the cycle counts what the cycle used already (a lower limit may be reached)."""
     allowance = parse_allowance(raw)
     _meter(meter)
 
