@@ -143,7 +143,7 @@ def _event_value(event: Any, field: str) -> Decimal:
 def rate_usage(stdin: TextIO, stdout: TextIO, stderr: TextIO) -> int:
     try:
         raw = json.loads(stdin.read())
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested too deeply
         return _fail(stderr, [("stdin", "not one valid JSON object")], "rate")
     try:
         result = _rate_request(raw)

@@ -89,3 +89,10 @@ def test_a_minus_sign_parses_and_only_strings_are_amounts() -> None:
     assert Money.parse("999999999999999.99", "USD").minor == 99999999999999999
     with pytest.raises(TypeError):
         Money.parse(Decimal("1.00"), "USD")  # type: ignore[arg-type]
+
+
+def test_a_huge_amount_is_shown_exactly() -> None:
+    """A usage line can reach 33 digits (a 15-digit price with 12 decimals times an 18-digit
+    quantity): shown as it is, never rounded by the default 28-digit decimal context."""
+    amount = Money(999_999_999_999_999_999_999_999_998_999_123, "USD")
+    assert amount.amount_str() == "9999999999999999999999999989991.23"

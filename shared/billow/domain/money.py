@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from decimal import Decimal
+from decimal import Context, Decimal
 from fractions import Fraction
 from functools import total_ordering
 
@@ -151,7 +151,8 @@ class Money:
 
     # -- presentation -------------------------------------------------------------------------
     def to_decimal(self) -> Decimal:
-        return Decimal(self.minor).scaleb(-currency_exponent(self.currency))
+        """Exact whatever the size: `scaleb` under the default context (28 digits) would round."""
+        return Decimal(self.minor).scaleb(-currency_exponent(self.currency), context=_EXACT)
 
     def amount_str(self) -> str:
         """Major units with exactly the currency's decimal places: "19.90", "1200", "1.500"."""
@@ -160,6 +161,10 @@ class Money:
 
     def __str__(self) -> str:
         return f"{self.amount_str()} {self.currency}"
+
+
+_EXACT = Context(prec=1000)
+"""Enough digits for any amount a line can reach (12-decimal prices times 18-digit quantities)."""
 
 
 def amounts_per_currency(value: Mapping[str, str], field: str) -> dict[str, Money]:
