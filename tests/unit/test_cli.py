@@ -254,7 +254,7 @@ def test_rate_prices_events_and_prints_the_exact_total_beside_the_rounded_one() 
             "billow rate: events: the percentage model prices events",
         ),
         ('{"currency": "USD", "units": "5", "usage": {}, "extra": 1}', "billow rate: extra: unknown field"),
-        ("[" * 100_000, "billow rate: stdin: not one valid JSON object"),  # nested too deeply
+        pytest.param("[" * 100_000, "billow rate: stdin: not one valid JSON object", id="nested-too-deeply"),
     ],
 )
 def test_rate_errors_name_the_field_and_exit_2(request_: str, message: str) -> None:
