@@ -691,3 +691,14 @@ def test_counts_are_bounded(where: str) -> None:
     raw: dict[str, Any] = {"model": "percentage", "percentage": {"rate": "1"}}
     raw[where] = 10**40 if where == "free_events" else {"records": 10**40}
     assert refusal(raw)[0] == "usage.out_of_range"
+
+
+def test_stripes_inf_is_taken_for_the_open_last_tier() -> None:
+    tiers = [{"up_to": "1000", "unit_price": "0.10", "flat_price": "5.00"}, {"up_to": "inf", "unit_price": "0.05"}]
+    price = parse_usage_price({"meter": "api_calls", "aggregation": "sum", "model": "graduated", "tiers": tiers}, "USD")
+    assert price.tiers[-1].up_to is None
+    assert usage_price_json(price)["tiers"][-1]["up_to"] is None
+    inf_first = [{"up_to": "inf", "unit_price": "1"}, {"up_to": None, "unit_price": "1"}]
+    assert refusal({"model": "graduated", "tiers": inf_first}) == refusal(
+        {"model": "graduated", "tiers": [{"up_to": None, "unit_price": "1"}, {"up_to": None, "unit_price": "1"}]}
+    )

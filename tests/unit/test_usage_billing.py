@@ -182,7 +182,7 @@ GRADUATED = {
 }
 
 
-def _preview(usage: list[dict[str, object]], **terms: object) -> dict[str, object]:
+def _preview(records: list[dict[str, object]], **terms: object) -> dict[str, object]:
     from billow.services.preview import PreviewInput, preview
 
     body = {
@@ -196,7 +196,7 @@ def _preview(usage: list[dict[str, object]], **terms: object) -> dict[str, objec
         },
         "start": "2026-03-01",
         "as_of": "2026-05-01",
-        "usage": usage,
+        "usage": records,
     }
     return preview(PreviewInput.model_validate(body))
 
@@ -218,7 +218,7 @@ def test_the_dry_run_rates_each_periods_usage_with_the_engine() -> None:
 
 def test_the_dry_run_refuses_usage_given_twice_for_a_period() -> None:
     with pytest.raises(InvalidInput) as refused:
-        _preview([{"units": "1", "events": ["2"]}])
+        _preview([{"units": "1", "events": [{"value": "2"}]}])
     assert (refused.value.code, refused.value.field) == ("usage.invalid_preview", "usage[0]")
 
 
@@ -343,3 +343,21 @@ def test_event_models_rate_records_in_the_order_they_happened_whatever_order_sto
     assert expected == usd("11.53")
     for order in (records, records[::-1], sorted(records, key=lambda r: r.id)):
         assert rate_records(price, "USD", order, None).total == expected
+
+
+def test_the_dry_run_takes_events_as_billow_rate_does() -> None:
+    fee = {
+        "meter": "payments",
+        "aggregation": "sum",
+        "model": "percentage",
+        "percentage": {"rate": "2.9", "fixed_price": "0.30"},
+    }
+    events = [{"value": "100.00"}, {"value": "20.00"}]
+    answer = _preview([{"period_start": "2026-03-01", "events": events}], usage=fee)
+    (line,) = [
+        line
+        for invoice in answer["invoices"]  # type: ignore[attr-defined]
+        for line in invoice["lines"]
+        if line["kind"] == "usage"
+    ]
+    assert line["amount"]["amount"] == "4.08"  # 2.90 + 0.30 + 0.58 + 0.30

@@ -16,7 +16,8 @@ aggregate, and one pricing model:
   in it, plus its `flat_price` once if any value falls in it.
 
 Tiers: `up_to` is inclusive (a tier holds the quantities above the previous tier's `up_to` up to
-and including its own), ascending, and only the last tier is open (`up_to: null`). Quantities may be
+and including its own), ascending, and only the last tier is open (`up_to: null`, or Stripe's
+`"inf"`, answered as null). Quantities may be
 fractional: 1000.5 units with a first tier up to 1000 put 0.5 units in the second tier.
 
 Free usage comes off before pricing: `free_units` for the unit-valued models (per_unit, graduated,
@@ -282,7 +283,8 @@ def _tiers(raw: Any, model: UsageModel, field: str) -> tuple[Tier, ...]:
                 f"{name}.up_to is required (null on the last tier)", f"{name}.up_to", code="usage.field_required"
             )
         last = i == len(raw) - 1
-        up_to = None if t["up_to"] is None else _positive(parse_decimal(t["up_to"], f"{name}.up_to"), f"{name}.up_to")
+        open_ended = t["up_to"] is None or t["up_to"] == "inf"  # "inf": Stripe's spelling of null
+        up_to = None if open_ended else _positive(parse_decimal(t["up_to"], f"{name}.up_to"), f"{name}.up_to")
         if up_to is None and not last:
             raise _refuse(
                 f"{name}.up_to is null: only the last tier is open-ended",

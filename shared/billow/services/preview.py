@@ -51,13 +51,20 @@ class PreviewTermsInput(Body):
     )
 
 
+class PreviewEvent(Body):
+    value: str = Field(description="the event's value, a decimal string")
+
+
 class PreviewUsageInput(Body):
     period_start: BillingDay | None = Field(
         default=None, description="the billing period this usage is for; omitted: every period not listed"
     )
     units: str | None = Field(default=None, description="the period's billable quantity (decimal string)")
-    events: list[str] | None = Field(
-        default=None, max_length=10_000, description="each event's value (percentage models), decimal strings"
+    events: list[PreviewEvent] | None = Field(
+        default=None,
+        max_length=10_000,
+        description='each event, in the order they happened: {"value": "<decimal string>"} (percentage models), '
+        "as `billow rate` takes them",
     )
 
 
@@ -92,7 +99,7 @@ def _usage(given: list[PreviewUsageInput]) -> dict[date | None, PreviewUsage]:
         units = None if u.units is None else parse_quantity(u.units, field=f"{field}.units")
         events = None
         if u.events is not None:
-            events = tuple(parse_quantity(v, field=f"{field}.events[{i}]") for i, v in enumerate(u.events))
+            events = tuple(parse_quantity(e.value, field=f"{field}.events[{i}].value") for i, e in enumerate(u.events))
         usage[u.period_start] = PreviewUsage(units, events)
     return usage
 
