@@ -14,6 +14,7 @@ from aws_cdk import aws_lambda as lambda_
 from aws_cdk import aws_lambda_event_sources as sources
 from aws_cdk import aws_sqs as sqs
 from billow.gateways.events import BUS_ENV, CONSUMER_RECEIVES, CONSUMER_RULES, consumer_of, max_concurrency
+from billow.storage.stream import EVENT_KINDS
 from constructs import Construct
 
 from billow_infra import naming
@@ -76,6 +77,13 @@ class BillowEvents(Construct):
                 report_batch_item_failures=True,
                 parallelization_factor=1,  # one batch per shard at a time: per-entity order
                 on_failure=sources.SqsDlq(self.publish_failures),
+                # Only items events derive from reach the publisher: a busy usage meter's records
+                # (thousands a second) invoke nothing. A change is matched by its new image, a
+                # deletion by its old one.
+                filters=[
+                    lambda_.FilterCriteria.filter({"dynamodb": {image: {"type": {"S": list(EVENT_KINDS)}}}})
+                    for image in ("NewImage", "OldImage")
+                ],
             )
         )
 

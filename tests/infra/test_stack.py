@@ -288,6 +288,17 @@ def test_events_bus_stream_publisher_and_consumer_queues(synthesized: tuple[Temp
             "DestinationConfig": {"OnFailure": {"Destination": Match.any_value()}},
         },
     )
+    # Only the kinds events derive from invoke the publisher (a usage record never does).
+    from billow.storage.stream import DECODERS
+
+    (stream_mapping,) = [
+        m
+        for m in template.find_resources("AWS::Lambda::EventSourceMapping").values()
+        if "StreamArn" in json.dumps(m["Properties"]["EventSourceArn"])
+    ]
+    patterns = [json.loads(f["Pattern"]) for f in stream_mapping["Properties"]["FilterCriteria"]["Filters"]]
+    assert patterns == [{"dynamodb": {image: {"type": {"S": sorted(DECODERS)}}}} for image in ("NewImage", "OldImage")]
+    assert "usage_record" not in DECODERS
     template.has_resource_properties(
         "AWS::Lambda::EventSourceMapping",
         {"EventSourceArn": {"Fn::GetAtt": [Match.string_like_regexp("alleventsqueue"), "Arn"]},

@@ -34,6 +34,10 @@ DECODERS: dict[str, Callable[[dict[str, Any], int], Any]] = {
 }
 """Item kind -> its domain object from (body, version): the kinds events are derived from."""
 
+EVENT_KINDS = tuple(sorted(DECODERS))
+"""The item kinds whose stream records can become events: the stream's event source mapping lets
+only these reach the publisher (usage records, counters, claims and markers never invoke it)."""
+
 
 def contact_of(pk: str) -> tuple[Scope, str] | None:
     """The scope and contact of a contact partition key (read from the right: a tenant id may
