@@ -364,3 +364,84 @@ def test_a_record_received_in_the_periods_last_minute_while_the_run_bills_it_is_
         bill_subscription(store, context(), svc["contact_id"], svc["subscription_id"], day, InvoiceNumbers(store))
     billed = sorted(x.amount.amount_str() for i in usage_invoices(svc) for x in i.lines if x.kind == "usage")
     assert billed == ["0.70", "1.00"]
+def _move_clock(svc: dict[str, str], to: datetime) -> None:
+    store = DynamoStore()
+    clock = store.get_clock(context().scope, svc["contact_id"])
+    assert clock is not None
+    store.save_clock(context().scope, replace(clock, frozen_time=to))
+
+
+def _bill(svc: dict[str, str], as_of: date) -> None:
+    store = DynamoStore()
+    bill_subscription(store, context(), svc["contact_id"], svc["subscription_id"], as_of, InvoiceNumbers(store))
+
+
+@pytest.mark.parametrize("cancelled_on", [1, 10])
+def test_late_usage_of_a_cancelled_service_is_billed_once(api: InProcessClient, cancelled_on: int) -> None:
+    # Cancelled on 1 April (the day March is billed), the service bills no more usage periods:
+    # its late usage used to wait for a next usage invoice that never came.
+    svc = metered(api)
+    assert [o.status for o in submit(records(svc, "m", 10, "1"))] == ["accepted"] * 10  # 1.00 in March
+    _move_clock(svc, datetime(2026, 4, cancelled_on, 12, tzinfo=UTC))
+    _bill(svc, date(2026, 4, cancelled_on))
+    (before,) = submit(records(svc, "late-a", 1, "7"))  # March, after March was billed
+    assert before.status == "accepted" and before.late
+    path = f"/subscriptions/{svc['subscription_id']}/services/{svc['service_id']}"
+    cancelled = api.post(f"{path}/cancel", {})
+    assert cancelled.status in (200, 201, 202), cancelled.body
+    _bill(svc, date(2026, 4, cancelled_on))
+    (after,) = submit(records(svc, "late-b", 1, "5"))  # March again, the service now ended
+    assert after.status == "accepted" and after.late
+    now = [x.amount.amount_str() for i in usage_invoices(svc) for x in i.lines if "late usage" in x.description]
+    if cancelled_on == 1:  # billed at once: no billing run visits a service that bills nothing more
+        assert sorted(now) in (["1.20"], ["0.50", "0.70"]), now
+    else:  # its last usage period (1-10 April) is invoiced on 1 May: the late lines go there
+        assert now == []
+    _move_clock(svc, datetime(2026, 5, 1, 12, tzinfo=UTC))
+    _bill(svc, date(2026, 5, 1))
+    _bill(svc, date(2026, 6, 1))
+    lines = [(x.description, x.amount.amount_str()) for i in usage_invoices(svc) for x in i.lines if x.kind == "usage"]
+    late = [amount for description, amount in lines if "late usage for 2026-03-01" in description]
+    assert sorted(late) in (["1.20"], ["0.50", "0.70"]), lines  # both late records billed, once
+    store = DynamoStore()
+    assert store.late_markers(context().scope, svc["contact_id"], svc["service_id"]) == []
+
+
+class LateRecordLandsWhileEndingBills(DynamoStore):
+    """The billing run's store settling an ended service's late usage: right after it has read the
+    marked period's records, a sender (its own store: another process) submits another late record."""
+
+    def __init__(self, svc: dict[str, str]) -> None:
+        super().__init__()
+        self.svc = svc
+        self.landed: list[Any] = []
+
+    def usage_records(self, scope: Any, contact_id: str, service_id: str, period_start: date) -> Iterator[UsageRecord]:
+        read = list(super().usage_records(scope, contact_id, service_id, period_start))
+        if not self.landed:
+            self.landed = submit(records(self.svc, "racing", 1, "5", at="2026-03-20T10:00:00Z"))
+        return iter(read)
+
+
+def test_a_late_record_landing_while_an_ended_service_late_usage_is_billed_is_billed_once(
+    api: InProcessClient,
+) -> None:
+    svc = metered(api)
+    assert [o.status for o in submit(records(svc, "m", 10, "1"))] == ["accepted"] * 10  # 1.00 in March
+    _move_clock(svc, datetime(2026, 4, 1, 12, tzinfo=UTC))
+    _bill(svc, date(2026, 4, 1))
+    (first,) = submit(records(svc, "late-a", 1, "7"))
+    assert first.late
+    path = f"/subscriptions/{svc['subscription_id']}/services/{svc['service_id']}"
+    assert api.post(f"{path}/cancel", {}).status in (200, 201, 202)
+    # the cancellation, executed at once, billed late-a; late-c is billed at its submission, and
+    # while that rates March, another late record lands (submitted by another sender)
+    racing = LateRecordLandsWhileEndingBills(svc)
+    (third,) = submit_usage(racing, context(), SystemClock(), [RecordInput(r) for r in records(svc, "late-c", 1, "3")])
+    (landed,) = racing.landed
+    assert third.late and landed.status == "accepted" and landed.late
+    _bill(svc, date(2026, 6, 1))
+    late = [x.amount.amount_str() for i in usage_invoices(svc) for x in i.lines if "late usage" in x.description]
+    total = sum(Decimal(amount) for amount in late)
+    assert total == Decimal("1.50"), late  # 0.70 + 0.30 + 0.50: each late record billed, once
+    assert DynamoStore().late_markers(context().scope, svc["contact_id"], svc["service_id"]) == []

@@ -36,7 +36,7 @@ the view bill and the real run all call this one function.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import date, timedelta
 from decimal import Decimal
@@ -50,7 +50,16 @@ from billow.domain.lines import Adjustment, LineDraft
 from billow.domain.money import Money, sum_money
 from billow.domain.rules import Alignment, ServiceState
 from billow.domain.subscriptions import Service, Subscription, Transfer
-from billow.domain.usage import NO_USAGE, BilledUsage, LateMarker, RatedUsage, UsageRater, billed_for, with_billed
+from billow.domain.usage import (
+    NO_USAGE,
+    BilledUsage,
+    LateMarker,
+    LateUsage,
+    RatedUsage,
+    UsageRater,
+    billed_for,
+    with_billed,
+)
 
 _ONE = Fraction(1)
 _DAY = timedelta(days=1)
@@ -219,9 +228,9 @@ def credit_pieces(service: Service, subscription: Subscription, end: date) -> li
 class _Due:
     """The next thing each kind of work has due for one service."""
 
-    __slots__ = ("credit_on", "end", "head", "recurring", "service", "usage", "usage_head")
+    __slots__ = ("credit_on", "end", "head", "late", "late_on", "recurring", "service", "usage", "usage_head")
 
-    def __init__(self, service: Service, subscription: Subscription) -> None:
+    def __init__(self, service: Service, subscription: Subscription, rater: UsageRater = NO_USAGE) -> None:
         self.service = service
         end, after = billable_end(service, subscription)
         self.end = end
@@ -239,9 +248,17 @@ class _Due:
         else:
             self.recurring = recurring_pieces(service, subscription, end=end)
             self.head = next(self.recurring, None)
+        self.late: list[LateUsage] = []
+        self.late_on: date | None = None
         if service.terms.meter is not None:
             self.usage = usage_pieces(service, subscription, end)
             self.usage_head = next(self.usage, None)
+            settled = service.usage_billed_through
+            if self.usage_head is None and end is not None and settled is not None and settled >= end:
+                # An ended service whose every usage period is billed: no next usage invoice will
+                # take its late usage, so its markers are billed on their own, dated its end.
+                self.late = list(rater.late(subscription, service))
+                self.late_on = settled if self.late else None
 
     def run_date(self, lead: timedelta, as_of: date = date.max, ahead: date = date.max) -> date | None:
         """The earliest date something is due: credits and usage up to `as_of`, recurring
@@ -253,6 +270,8 @@ class _Due:
             dates.append(self.head.billing_date - lead)
         if self.usage_head is not None and self.usage_head.billing_date <= as_of:
             dates.append(self.usage_head.billing_date)
+        if self.late_on is not None:
+            dates.append(min(self.late_on, as_of))
         return min(dates, default=None)
 
 
@@ -648,6 +667,27 @@ def _unbilled(rated: RatedUsage | None, before: BilledUsage | None) -> bool:
     return rated.total != before.amount or rated.quantity != before.quantity or rated.records != before.records
 
 
+def _late_lines(
+    service: Service, lates: Sequence[LateUsage], before_start: date | None
+) -> tuple[list[LineDraft], tuple[BilledUsage, ...], list[LateMarker]]:
+    """The late lines of the marked periods billed before `before_start` (None: every one): each
+    period rated again minus what was billed for it. Returns the lines, the service's billed usage
+    after them and the markers they settle (every one read: a marker with nothing new bills nothing)."""
+    lines: list[LineDraft] = []
+    billed = service.usage_billed
+    cleared: list[LateMarker] = []
+    for late in lates:
+        cleared.append(late.marker)
+        start = late.marker.period_start
+        before = billed_for(billed, start)
+        if (before_start is not None and start >= before_start) or before is None:
+            continue  # billed with its own period, or older than the history kept (not billed)
+        if _unbilled(late.rated, before):
+            lines.append(_usage_line(service, late.period, late.rated, before, late=True))
+            billed = with_billed(billed, _billed_now(late.rated, start, before))
+    return lines, billed, cleared
+
+
 def _usage_lines(
     rater: UsageRater, subscription: Subscription, service: Service, piece: Piece
 ) -> tuple[list[LineDraft], tuple[BilledUsage, ...], list[LateMarker]]:
@@ -655,18 +695,7 @@ def _usage_lines(
     (each its own line naming its period), then the period's usage minus what its immediate
     invoices billed. Returns the lines, the service's billed usage after them and the late
     markers they settle."""
-    lines: list[LineDraft] = []
-    billed = service.usage_billed
-    cleared: list[LateMarker] = []
-    for late in rater.late(subscription, service):
-        cleared.append(late.marker)
-        start = late.marker.period_start
-        before = billed_for(billed, start)
-        if start >= piece.billing_period.start or before is None:
-            continue  # billed with its own period, or older than the history kept (not billed)
-        if _unbilled(late.rated, before):
-            lines.append(_usage_line(service, late.period, late.rated, before, late=True))
-            billed = with_billed(billed, _billed_now(late.rated, start, before))
+    lines, billed, cleared = _late_lines(service, rater.late(subscription, service), piece.billing_period.start)
     rated = rater.rate(subscription, service, piece.covered)
     before = billed_for(billed, piece.billing_period.start)
     if rated is not None and _unbilled(rated, before):
@@ -770,7 +799,7 @@ def next_billing_step(
     services = _activated(subscription.services, horizon)
     current = subscription if services is subscription.services else replace(subscription, services=services)
     lead = timedelta(days=subscription.rules.bill_days_before)
-    dues = [_Due(s, current) for s in services]
+    dues = [_Due(s, current, rater) for s in services]
     run_date: date | None = None
     candidates = [due.run_date(lead, as_of, horizon) for due in dues]
     candidates += [a.run_on for a in current.adjustments if a.run_on <= as_of]
@@ -787,6 +816,7 @@ def next_billing_step(
     cleared: list[LateMarker] = []
     billing_dates: list[date] = [run_date] if lines else []
     issue_floor = run_date
+    invoicing = bool(lines)  # anything but an ended service's late usage: the invoice is made
     for due in dues:
         service = due.service
         changes: dict[str, Any] = {}
@@ -795,6 +825,7 @@ def next_billing_step(
                 lines.append(_credit_line(service, piece, kept))
             changes["billed_through"] = run_date
             billing_dates.append(run_date)
+            invoicing = True
         elif due.head is not None and due.recurring is not None and due.head.billing_date - lead == run_date:
             # Only the first piece of a stretch shares its billing date with the next one (the
             # threshold rule; a restart mid-period).
@@ -805,11 +836,18 @@ def next_billing_step(
             lines.extend(_charge_line(service, piece) for piece in taken)
             changes["billed_through"] = taken[-1].covered.end
             billing_dates.append(due.head.billing_date)
+            invoicing = True
         if settling and due.usage_head is not None and due.usage_head.billing_date == run_date:
             usage, changes["usage_billed"], markers = _usage_lines(rater, current, service, due.usage_head)
             lines.extend(usage)
             cleared.extend(markers)
             changes["usage_billed_through"] = due.usage_head.covered.end
+            billing_dates.append(run_date)
+            invoicing = True
+        elif settling and due.late_on is not None and min(due.late_on, as_of) == run_date:
+            usage, changes["usage_billed"], markers = _late_lines(service, due.late, None)
+            lines.extend(usage)
+            cleared.extend(markers)
             billing_dates.append(run_date)
         if changes:
             if service.ordered_on is not None and service.ordered_on > issue_floor:
@@ -818,6 +856,9 @@ def next_billing_step(
         advanced.append(service)
 
     lines, pending = _with_waiting_credits(lines, pending)
+    if not lines and not invoicing:
+        # Only late markers of ended services, with nothing new to bill: cleared, no invoice.
+        return BillingStep(_evolve(current, {"services": tuple(advanced)}), None, cleared=tuple(cleared))
     # Fees alone (a cancellation fee) cover no days: such an invoice's period is its billing day.
     covered = [line.period for line in lines if line.period is not None] or [Period(run_date, run_date + _DAY)]
     invoice = InvoiceDraft(

@@ -25,6 +25,7 @@ from datetime import date, datetime, timedelta
 from typing import Any, Literal, Protocol
 
 from billow.domain.allowances import Counted
+from billow.domain.billing import billable_end, usage_pieces
 from billow.domain.calendar import Period, local_date, tenant_zone
 from billow.domain.contacts import Contact
 from billow.domain.errors import DomainError, InvalidInput, NotFound
@@ -38,7 +39,8 @@ from billow.domain.usage import (
     parse_quantity,
     record_id,
 )
-from billow.services.contacts import ContactTime, contact_time
+from billow.services.billing import InvoiceNumbers, bill_subscription
+from billow.services.contacts import ContactTime, contact_time, contact_today
 from billow.services.context import Clock, TenantContext
 from billow.services.ports import AllowanceStore
 from billow.services.usage import allowances, limits
@@ -381,9 +383,31 @@ def _write_service(
         results.append((pending.index, _outcome(pending, counted.status)))
     for period_start in sorted(late_periods):
         store.put_late_marker(scope, batch.contact_id, service.id, period_start)
+    if late_periods and service_after is not None and after is not None:
+        _bill_ended(store, ctx, clock, after, service_after)
     if accepted:
         _after_accept(store, ctx, clock, after or subscription, service_after or service, accepted)
     return results
+
+
+def _bill_ended(
+    store: IngestPorts, ctx: TenantContext, clock: Clock, subscription: Subscription, service: Service
+) -> None:
+    """Late usage of a service that has ended: no next usage invoice will take it, so it is billed
+    now, by the billing run's own steps as of the contact's today (a late line dated the service's
+    end; `billow.domain.billing`), each written on the subscription's version and clearing the
+    markers it read only if unchanged. Also when the service's last usage period is due but not
+    billed yet: the run may be billing it right now, having read the markers before this batch's,
+    so billing it here too makes sure the marker is seen (two steps from one version: one write
+    wins, the other reloads and finds it billed)."""
+    end, _ = billable_end(service, subscription)
+    if end is None:
+        return  # a next usage invoice will bill it
+    today = contact_today(store, ctx, subscription.contact_id, clock)
+    left = list(usage_pieces(service, subscription, end))
+    if any(piece.billing_date > today for piece in left):
+        return  # its last usage period is still to come: that invoice bills the late usage
+    bill_subscription(store, ctx, subscription.contact_id, subscription.id, today, InvoiceNumbers(store))
 
 
 def _write(
