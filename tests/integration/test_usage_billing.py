@@ -445,3 +445,18 @@ def test_a_late_record_landing_while_an_ended_service_late_usage_is_billed_is_bi
     total = sum(Decimal(amount) for amount in late)
     assert total == Decimal("1.50"), late  # 0.70 + 0.30 + 0.50: each late record billed, once
     assert DynamoStore().late_markers(context().scope, svc["contact_id"], svc["service_id"]) == []
+
+
+def test_a_retry_stamped_across_the_period_end_is_counted_and_billed_once(api: InProcessClient) -> None:
+    svc = metered(api)
+    _move_clock(svc, datetime(2026, 4, 1, 0, 2, tzinfo=UTC))
+    (first,) = submit(records(svc, "retry", 1, "3", at="2026-03-31T23:59:00Z"))
+    (again,) = submit(records(svc, "retry", 1, "3", at="2026-04-01T00:01:00Z"))  # re-stamped on retry
+    assert (first.status, again.status) == ("accepted", "duplicate")
+    assert again.period is not None and again.period.start == MARCH
+    store = DynamoStore()
+    assert list(store.usage_records(context().scope, svc["contact_id"], svc["service_id"], date(2026, 4, 1))) == []
+    _move_clock(svc, datetime(2026, 5, 1, 12, tzinfo=UTC))
+    _bill(svc, date(2026, 5, 1))
+    billed = [x.amount.amount_str() for i in usage_invoices(svc) for x in i.lines if x.kind == "usage"]
+    assert billed == ["0.30"]

@@ -38,9 +38,10 @@ def metered(
     contact: dict[str, Any] | None = None,
     items: int = 1,
     usage: dict[str, Any] | None = None,
+    cycle: str = "month",
 ) -> dict[str, Any]:
-    """A contact on a test clock at NOW with a monthly subscription of `items` services on `meter`."""
-    terms: dict[str, Any] = {"price": "10.00", "currency": "USD", "cycle": "month", "billing_model": "advance"}
+    """A contact on a test clock at NOW with a subscription of `items` services on `meter` (monthly)."""
+    terms: dict[str, Any] = {"price": "10.00", "currency": "USD", "cycle": cycle, "billing_model": "advance"}
     if meter is not None:
         terms["usage"] = {
             "meter": meter,
@@ -116,6 +117,52 @@ def test_the_same_id_twice_in_one_batch_is_written_once(api: InProcessClient) ->
     )
     assert [r["status"] for r in body["records"]] == ["accepted", "duplicate"]
     assert [str(r.quantity) for r in stored(svc)] == ["1"]
+
+
+def test_a_retry_stamped_in_the_next_period_is_a_duplicate_of_the_first(api: InProcessClient) -> None:
+    # A sender that stamps `at` again when it retries, across the end of a billing period.
+    svc = metered(api)
+    advance_clock(api, svc["contact_id"], "2026-04-10T00:02:00+00:00")
+    first = post_batch(api, [{"id": "retry-1", "quantity": "1", "at": "2026-04-09T23:59:00Z", **named(svc)}])
+    again = post_batch(api, [{"id": "retry-1", "quantity": "1", "at": "2026-04-10T00:01:00Z", **named(svc)}])
+    assert first["records"][0]["status"] == "accepted"
+    assert again["records"][0]["status"] == "duplicate"
+    assert again["records"][0]["period"] == {"start": "2026-03-10", "end": "2026-04-10"}  # where it is stored
+    assert stored(svc, date(2026, 4, 10)) == [] and len(stored(svc)) == 1
+    # the same within one batch, and with `at` left out (the contact's now) on the retry
+    both = post_batch(
+        api,
+        [
+            {"id": "retry-2", "quantity": "1", "at": "2026-04-09T23:58:00Z", **named(svc)},
+            {"id": "retry-2", "quantity": "1", **named(svc)},
+        ],
+    )
+    assert [r["status"] for r in both["records"]] == ["accepted", "duplicate"]
+    assert stored(svc, date(2026, 4, 10)) == []
+
+
+def test_a_weekly_service_finds_a_record_id_in_any_period_within_35_days(api: InProcessClient) -> None:
+    svc = metered(api, cycle="week")
+    assert (
+        post_batch(api, [{"id": "w-1", "quantity": "1", "at": "2026-03-10T11:00:00Z", **named(svc)}])["accepted"] == 1
+    )
+    advance_clock(api, svc["contact_id"], "2026-04-13T12:00:00+00:00")  # 34 days later, 5 weeks on
+    again = post_batch(api, [{"id": "w-1", "quantity": "1", **named(svc)}])
+    assert again["records"][0]["status"] == "duplicate"
+    assert again["records"][0]["period"]["start"] == "2026-03-10"
+
+
+def test_a_record_id_reused_more_than_35_days_later_is_another_record(api: InProcessClient) -> None:
+    # Documented: records are de-duplicated across periods for 35 days either side only.
+    svc = metered(api, cycle="week")
+    assert (
+        post_batch(api, [{"id": "old", "quantity": "1", "at": "2026-03-10T11:00:00Z", **named(svc)}])["accepted"] == 1
+    )
+    # 43 days later: 35 days before it (17 March) is past the whole week the first record is in
+    # (10-17 March), the earliest period checked
+    advance_clock(api, svc["contact_id"], "2026-04-22T12:00:00+00:00")
+    again = post_batch(api, [{"id": "old", "quantity": "1", **named(svc)}])
+    assert again["records"][0]["status"] == "accepted"
 
 
 def test_each_refused_record_names_its_reason_and_never_blocks_the_others(api: InProcessClient) -> None:

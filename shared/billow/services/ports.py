@@ -4,7 +4,7 @@ DynamoDB; every write either fully happens or raises, never half-writes."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
@@ -545,6 +545,12 @@ class UsageStore(Protocol):
     def put_usage_records(self, scope: Scope, records: list[UsageRecord]) -> list[bool]:
         """Each record written only if its id is new for its service and period: True where it
         was, False for a duplicate (the stored record's values stay)."""
+        ...
+
+    def stored_record_ids(
+        self, scope: Scope, contact_id: str, service_id: str, keys: Iterable[tuple[date, str]]
+    ) -> set[tuple[date, str]]:
+        """Which of the (period start, record id) keys of a service hold a stored record."""
         ...
 
     def usage_records(

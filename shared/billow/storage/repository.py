@@ -1698,6 +1698,24 @@ class DynamoStore:
         with ThreadPoolExecutor(min(_USAGE_THREADS, len(records))) as pool:
             return list(pool.map(put, records))
 
+    def stored_record_ids(
+        self, scope: Scope, contact_id: str, service_id: str, keys: Iterable[tuple[date, str]]
+    ) -> set[tuple[date, str]]:
+        """Which of the (period start, record id) keys of a service are stored: BatchGetItem, 100
+        keys a request, consistently, the keys alone projected (1 read unit a key)."""
+        wanted = {
+            (usage_partition(scope, contact_id, service_id, start, usage_shard(rid)), USAGE_RECORD_PREFIX + rid): (
+                start,
+                rid,
+            )
+            for start, rid in keys
+        }
+        if not wanted:
+            return set()
+        with _translated("usage records"):
+            found = list(BillowItem.batch_get(list(wanted), consistent_read=True, attributes_to_get=["PK", "SK"]))
+        return {wanted[(str(item.pk), str(item.sk))] for item in found}
+
     def usage_records(
         self, scope: Scope, contact_id: str, service_id: str, period_start: date
     ) -> Iterator[UsageRecord]:

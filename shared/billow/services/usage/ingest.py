@@ -20,7 +20,7 @@ only if no record marked it since).
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timedelta
 from typing import Any, Literal, Protocol
 
@@ -48,8 +48,13 @@ from billow.services.usage.limits import LimitPorts
 
 MAX_BATCH = 1000
 """Records in one `POST /usage`."""
+DEDUP_WINDOW = timedelta(days=35)
+"""A record id already stored for the service in another period within this many days of the
+record's day is a duplicate too (a sender that stamps `at` again on a retry across a period's end)."""
 MAX_AHEAD = timedelta(minutes=5)
 """How far past the contact's now a record's instant may be (clock skew of the sender)."""
+
+_DAY = timedelta(days=1)
 
 Status = Literal["accepted", "duplicate", "refused"]
 
@@ -115,7 +120,7 @@ def submit_usage(
     outcomes: list[RecordOutcome | None] = [None] * len(records)
     reader = _Reader(store, ctx, clock)
     batches: dict[tuple[str, str, str], _ServiceBatch] = {}
-    seen: set[tuple[str, date, str]] = set()
+    seen: dict[tuple[str, str], _Pending] = {}
     for index, given in enumerate(records):
         try:
             pending, subscription, service = reader.check(index, given)
@@ -123,10 +128,14 @@ def submit_usage(
             outcomes[index] = _refused(given, error)
             continue
         record = pending.record
-        if (record.service_id, record.period_start, record.id) in seen:  # the same record twice in one batch
-            outcomes[index] = _outcome(pending, "duplicate")
+        first = seen.get((record.service_id, record.id))
+        if first is not None and (
+            first.period.start == pending.period.start or abs(first.record.day - record.day) <= DEDUP_WINDOW
+        ):
+            # the same record twice in one batch (maybe stamped in another period): the first counts
+            outcomes[index] = _outcome(replace(first, index=index), "duplicate")
             continue
-        seen.add((record.service_id, record.period_start, record.id))
+        seen[(record.service_id, record.id)] = pending
         key = (subscription.contact_id, subscription.id, service.id)
         batches.setdefault(key, _ServiceBatch(*key)).pending.append(pending)
     for batch in batches.values():
@@ -353,7 +362,21 @@ def _write_service(
     assert subscription is not None  # checked when its records were
     service = next(s for s in subscription.services if s.id == batch.service_id)
     contact = reader.contact(batch.contact_id)
-    written = _write(store, ctx, contact, service, [(p.record, p.period) for p in batch.pending])
+    elsewhere = _stored_elsewhere(store, ctx, subscription, service, batch.pending)
+    fresh = [p for p in batch.pending if p.index not in elsewhere]
+    fresh_written = _write(store, ctx, contact, service, [(p.record, p.period) for p in fresh])
+    by_index = {p.index: c for p, c in zip(fresh, fresh_written, strict=True)}
+    written: list[Counted] = []
+    for number, pending in enumerate(batch.pending):
+        start = elsewhere.get(pending.index)
+        if start is None:
+            written.append(by_index[pending.index])
+            continue
+        # answered as the record stored in its first period (marked there if that one is late)
+        period = subscription.schedule.period_containing(start)
+        record = replace(pending.record, period_start=start)
+        batch.pending[number] = _Pending(pending.index, record, period, _billed(service, start))
+        written.append(Counted("duplicate"))
     after = store.load_subscription(scope, batch.contact_id, batch.subscription_id)
     # The contact's day read again, after the write: a run billing a period runs on or after the
     # day it ends, so a record of a period that has ended by now may have been missed by it.
@@ -388,6 +411,34 @@ def _write_service(
     if accepted:
         _after_accept(store, ctx, clock, after or subscription, service_after or service, accepted)
     return results
+
+
+def _stored_elsewhere(
+    store: IngestPorts, ctx: TenantContext, subscription: Subscription, service: Service, pending: list[_Pending]
+) -> dict[int, date]:
+    """The records whose id is already stored for the service in another of its billing periods
+    overlapping [day - 35 days, day + 35 days] (up to the contact's tomorrow: no later period holds
+    records yet), by index, with the earliest such period's start. One BatchGetItem (100 keys a
+    request, keys only) over every record's same-shard keys in those periods: ~2 keys a record for a
+    monthly cycle, up to ~10 for a weekly one. Two copies of one id stamped in different periods and
+    sent at the same moment by separate processes can both be stored: no condition spans two items."""
+    schedule = subscription.schedule
+    keys: dict[tuple[date, str], list[int]] = {}
+    for p in pending:
+        day, tomorrow = p.record.day, local_date(p.record.received_at, tenant_zone(ctx.settings.timezone)) + _DAY
+        begin, last = max(day - DEDUP_WINDOW, service.start_date), min(day + DEDUP_WINDOW, tomorrow)
+        while begin <= last:
+            period = schedule.period_containing(begin)
+            if period.start != p.period.start:
+                keys.setdefault((period.start, p.record.id), []).append(p.index)
+            begin = period.end
+    if not keys:
+        return {}
+    found: dict[int, date] = {}
+    for start, rid in sorted(store.stored_record_ids(ctx.scope, subscription.contact_id, service.id, keys)):
+        for index in keys[(start, rid)]:
+            found.setdefault(index, start)  # sorted: the earliest period first
+    return found
 
 
 def _bill_ended(
