@@ -25,6 +25,8 @@ import os
 import sys
 import time
 import uuid
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +37,10 @@ from billow.local import dynamodb, gateway  # noqa: E402
 from billow.local.dynamodb import LOCAL_CREDENTIALS  # noqa: E402
 from billow.local.lambda_runtime import invoke, prepare_environment  # noqa: E402
 from billow.local.stack import add_tenant  # noqa: E402
+from billow.services.context import Scope  # noqa: E402
 from billow.storage.capacity import Capacity, measured  # noqa: E402
 from billow.storage.models import configure  # noqa: E402
+from billow.storage.repository import DynamoStore  # noqa: E402
 
 KEY = "bk_test_bench_usage"
 BATCH = 1000
@@ -59,16 +63,30 @@ REFUSING = {**PLAIN, "allowance": {"per_day": "1000000000", "per_cycle": "100000
 is checked against its day's and its cycle's windows at submission."""
 
 
+AGE = timedelta(days=70)
+"""How long before now the benchmark's services start."""
+
+
 def metered_service(usage: dict[str, Any]) -> dict[str, str]:
-    """A contact (real time) with a monthly subscription to one service priced by `usage`."""
+    """A contact (real time) with a monthly subscription to one service priced by `usage`, started
+    70 days ago: the cross-period duplicate check reads the record ids' keys in its earlier periods
+    within 35 days (as for any service older than that)."""
     terms = {"price": "0.00", "currency": "USD", "cycle": "month", "billing_model": "advance", "usage": usage}
     status, product = call("POST", "/products", {"name": "API", "terms": [terms]})
     assert status == 201, product
     status, contact = call("POST", "/contacts", {"name": "Bench Customer", "email": "bench@example.com"})
     assert status == 201, contact
     item = {"product_id": product["id"], "terms_id": product["terms"][0]["id"]}
+    now = datetime.now(UTC)
+    status, clock = call("POST", f"/contacts/{contact['id']}/test-clock", {"frozen_time": (now - AGE).isoformat()})
+    assert status == 201, clock
     status, placed = call("POST", "/orders", {"contact_id": contact["id"], "items": [item]})
     assert status == 201, placed
+    # straight to now (the periods between bill nothing: a price of 0.00, no usage yet)
+    store, scope = DynamoStore(), Scope("bench", "test")
+    ticking = store.get_clock(scope, contact["id"])
+    assert ticking is not None
+    store.save_clock(scope, replace(ticking, frozen_time=now))
     _, listed = call("GET", f"/contacts/{contact['id']}/subscriptions")
     subscription = listed["items"][0]
     return {"subscription_id": subscription["id"], "service_id": subscription["services"][0]["id"]}
