@@ -223,18 +223,18 @@ def test_a_late_marker_is_not_cleared_over_a_late_batch_marked_after_billing_rea
 
 
 class RecordLandsWhileBillingRates(DynamoStore):
-    """The billing run's store: right after the run has read the period's records, a sender (another
-    process: its own store) submits a record of that period, which has ended but is not billed yet."""
+    """The billing run's store: right after the run has read a period's records, a sender (another
+    process: its own store) submits a record (by default of March, ended but not billed yet)."""
 
-    def __init__(self, svc: dict[str, str]) -> None:
+    def __init__(self, svc: dict[str, str], quantity: str = "7", at: str = "2026-03-31T23:59:00Z") -> None:
         super().__init__()
-        self.svc = svc
+        self.svc, self.quantity, self.at = svc, quantity, at
         self.landed: list[Any] = []
 
     def usage_records(self, scope: Any, contact_id: str, service_id: str, period_start: date) -> Iterator[UsageRecord]:
         read = list(super().usage_records(scope, contact_id, service_id, period_start))
         if not self.landed:
-            self.landed = submit(records(self.svc, "racing", 1, "7", at="2026-03-31T23:59:00Z"))
+            self.landed = submit(records(self.svc, "racing", 1, self.quantity, at=self.at))
         return iter(read)
 
 
@@ -407,22 +407,6 @@ def test_late_usage_of_a_cancelled_service_is_billed_once(api: InProcessClient, 
     assert store.late_markers(context().scope, svc["contact_id"], svc["service_id"]) == []
 
 
-class LateRecordLandsWhileEndingBills(DynamoStore):
-    """The billing run's store settling an ended service's late usage: right after it has read the
-    marked period's records, a sender (its own store: another process) submits another late record."""
-
-    def __init__(self, svc: dict[str, str]) -> None:
-        super().__init__()
-        self.svc = svc
-        self.landed: list[Any] = []
-
-    def usage_records(self, scope: Any, contact_id: str, service_id: str, period_start: date) -> Iterator[UsageRecord]:
-        read = list(super().usage_records(scope, contact_id, service_id, period_start))
-        if not self.landed:
-            self.landed = submit(records(self.svc, "racing", 1, "5", at="2026-03-20T10:00:00Z"))
-        return iter(read)
-
-
 def test_a_late_record_landing_while_an_ended_service_late_usage_is_billed_is_billed_once(
     api: InProcessClient,
 ) -> None:
@@ -436,7 +420,7 @@ def test_a_late_record_landing_while_an_ended_service_late_usage_is_billed_is_bi
     assert api.post(f"{path}/cancel", {}).status in (200, 201, 202)
     # the cancellation, executed at once, billed late-a; late-c is billed at its submission, and
     # while that rates March, another late record lands (submitted by another sender)
-    racing = LateRecordLandsWhileEndingBills(svc)
+    racing = RecordLandsWhileBillingRates(svc, "5", "2026-03-20T10:00:00Z")
     (third,) = submit_usage(racing, context(), SystemClock(), [RecordInput(r) for r in records(svc, "late-c", 1, "3")])
     (landed,) = racing.landed
     assert third.late and landed.status == "accepted" and landed.late

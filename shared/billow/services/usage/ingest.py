@@ -14,7 +14,12 @@ period whose usage is already billed (`usage_billed_through`), as seen on either
 period's late marker: its usage goes on the next usage invoice as a late line. Checking after the
 write as well narrows the race with a billing run that moved on in between; marking every record of
 a period that has ended closes it (the run reads the markers before the records and clears a marker
-only if no record marked it since).
+only if no record marked it since). A service that bills no more usage periods (ended) has no next
+usage invoice: its late usage is billed at once (`_bill_ended`).
+
+Before writing, a record id already stored for the service in another period within 35 days either
+side is answered `duplicate` too (`_stored_elsewhere`: a sender that stamps `at` again on a retry);
+this read is not atomic with the put (docs/billing.md, "Duplicates").
 """
 
 from __future__ import annotations
