@@ -364,6 +364,8 @@ def test_a_record_received_in_the_periods_last_minute_while_the_run_bills_it_is_
         bill_subscription(store, context(), svc["contact_id"], svc["subscription_id"], day, InvoiceNumbers(store))
     billed = sorted(x.amount.amount_str() for i in usage_invoices(svc) for x in i.lines if x.kind == "usage")
     assert billed == ["0.70", "1.00"]
+
+
 def _move_clock(svc: dict[str, str], to: datetime) -> None:
     store = DynamoStore()
     clock = store.get_clock(context().scope, svc["contact_id"])
