@@ -239,6 +239,8 @@ class _Due:
         self.usage_head: Piece | None = None
         self.recurring: Iterator[Piece] | None = None
         self.usage: Iterator[Piece] | None = None
+        self.late: list[LateUsage] = []
+        self.late_on: date | None = None
         billed = service.billed_through
         if billed is not None and service.awaiting_payment:
             return  # its first invoice is out: nothing more until it is paid (then activated)
@@ -248,8 +250,6 @@ class _Due:
         else:
             self.recurring = recurring_pieces(service, subscription, end=end)
             self.head = next(self.recurring, None)
-        self.late: list[LateUsage] = []
-        self.late_on: date | None = None
         if service.terms.meter is not None:
             self.usage = usage_pieces(service, subscription, end)
             self.usage_head = next(self.usage, None)
