@@ -147,6 +147,21 @@ def test_make_run_prints_a_curl_that_returns_data_and_where_events_are_written(t
         assert case["contact_id"] == people["Grace Hopper"]["id"], case
         assert case["policy"]["deactivation_threshold"] == {"USD": "50.00"}
 
+        # Ada's API calls: the banner's view-bill curl shows the usage so far, rated (1,500 calls, sent
+        # twice, counted once: Stripe's graduated tiers give 140.00)
+        upcoming = re.search(r"^\s*(curl -s -H .*/upcoming)$", output, re.MULTILINE)
+        assert upcoming, output
+        shown = subprocess.run(  # noqa: S602
+            upcoming.group(1), shell=True, capture_output=True, text=True, timeout=30, check=True
+        )
+        usage_lines = [
+            line
+            for invoice in json.loads(shown.stdout)["invoices"]
+            for line in invoice["lines"]
+            if line["kind"] == "usage"
+        ]
+        assert [line["amount"]["amount"] for line in usage_lines][:1] == ["140.00"], usage_lines
+
         # The events file it names receives an order's event whole, its data included
         watched = re.search(r"tail -f (\S+)$", output, re.MULTILINE)
         assert watched, output

@@ -107,6 +107,17 @@ Try:
                 f"  curl -s -H 'Authorization: Bearer {demo.DEMO_KEY}' {local.url}{path}\n",
                 flush=True,
             )
+        if ids.get("ada_usage"):
+            sub, svc = ids["ada_usage"]
+            print(
+                "Ada's API calls are billed by usage in arrears (Stripe's graduated tiers): 1,500 calls so far\n"
+                "this month (the same batch was sent twice; counted once). The period's usage, then its\n"
+                "rating so far on the view bill (140.00 USD on the usage line):\n"
+                f"  curl -s -H 'Authorization: Bearer {demo.DEMO_KEY}' \\\n"
+                f"       {local.url}/subscriptions/{sub}/services/{svc}/usage\n"
+                f"  curl -s -H 'Authorization: Bearer {demo.DEMO_KEY}' {local.url}/subscriptions/{sub}/upcoming\n",
+                flush=True,
+            )
         print("Docs: README.md, docs/. Press Ctrl-C to stop everything.", flush=True)
         threading.Event().wait()  # until SIGINT or SIGTERM (`_stop`)
     except KeyboardInterrupt:

@@ -35,6 +35,17 @@ DEMO_DUNNING = {"deactivation_threshold": {"USD": "50.00"}}
 over 50.00 (past the 14 days' grace), so that Grace's case shows a deactivation."""
 
 
+DEMO_USAGE_PRICE = {
+    "meter": "api_calls",
+    "aggregation": "sum",
+    "model": "graduated",
+    "tiers": [
+        {"up_to": "1000", "unit_price": "0.10", "flat_price": "5.00"},
+        {"up_to": None, "unit_price": "0.05", "flat_price": "10.00"},
+    ],
+}
+
+
 def load(url: str, key: str = DEMO_KEY, stripe: LocalStripe | None = None) -> dict[str, Any]:
     """Three products, three contacts, their orders; one contact on a test clock, advanced a quarter.
     With localstripe: Ada saved a card that pays (4242...), Grace one that is declined at every
@@ -81,6 +92,22 @@ def load(url: str, key: str = DEMO_KEY, stripe: LocalStripe | None = None) -> di
         pricing_model="per_unit",
     )
     tokyo = product("Tokyo annual", price="36000", currency="JPY", cycle="year")
+    api_calls = post(
+        "/products",
+        {
+            "name": "API calls",
+            "description": "Usage in arrears: Stripe's graduated tiers",
+            "terms": [
+                {
+                    "price": "0.00",
+                    "currency": "USD",
+                    "cycle": "month",
+                    "billing_model": "advance",
+                    "usage": DEMO_USAGE_PRICE,
+                }
+            ],
+        },
+    )
 
     ada = contact(
         "Ada Lovelace",
@@ -101,14 +128,33 @@ def load(url: str, key: str = DEMO_KEY, stripe: LocalStripe | None = None) -> di
 
     save_card(ada, VISA)
     save_card(grace, DECLINES_AT_CHARGE)
-    order(ada, "demo-ada", (starter, 1))
+    order(ada, "demo-ada", (starter, 1), (api_calls, 1))
+    metered = next(
+        (sub["id"], svc["id"])
+        for sub in send("GET", f"/contacts/{ada['id']}/subscriptions")["items"]
+        for svc in sub["services"]
+        if svc["product_id"] == api_calls["id"]
+    )
+    # 1,500 API calls so far this month, in three records (sent twice: the second time all duplicates).
+    calls = [
+        {"id": f"demo-calls-{n}", "subscription_id": metered[0], "service_id": metered[1], "quantity": q}
+        for n, q in enumerate(("1000", "400", "100"))
+    ]
+    post("/usage", {"records": calls})
+    post("/usage", {"records": calls})
     # Grace is on a test clock started on 31 January: advancing it shows month-end billing days.
     post(f"/contacts/{grace['id']}/test-clock", {"frozen_time": datetime(2026, 1, 31, 9, tzinfo=UTC).isoformat()})
     order(grace, "demo-grace", (team, 5), (starter, 1))
     # One advance reaches two months (the shortest cycle's two intervals): this takes two.
     advance_clock(lambda m, p, b: call(url, m, p, key, b), grace["id"], datetime(2026, 4, 30, 9, tzinfo=UTC))
     order(kenji, "demo-kenji", (tokyo, 1))
-    return {"ada": ada["id"], "grace": grace["id"], "kenji": kenji["id"], "grace_case": first_case(send, grace["id"])}
+    return {
+        "ada": ada["id"],
+        "grace": grace["id"],
+        "kenji": kenji["id"],
+        "grace_case": first_case(send, grace["id"]),
+        "ada_usage": metered,
+    }
 
 
 def first_case(send: Any, contact_id: str, wait: float = 30.0) -> str | None:
