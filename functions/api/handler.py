@@ -25,6 +25,7 @@ from billow.domain.errors import (
     DomainError,
     InvalidInput,
     NotFound,
+    PaymentRequired,
     TemporaryFailure,
     error_body,
 )
@@ -158,7 +159,13 @@ def body_too_deep(error: BodyTooDeep) -> Response[Any]:
     return error_response(400, "request.too_deep", str(error), [{"field": "body", "reason": str(error)}])
 
 
-_STATUS = ((NotFound, 404), (ConcurrentModification, 409), (Conflict, 409), (InvalidInput, 422))
+_STATUS = (
+    (NotFound, 404),
+    (PaymentRequired, 402),
+    (ConcurrentModification, 409),
+    (Conflict, 409),
+    (InvalidInput, 422),
+)
 
 
 @app.exception_handler(DomainError)

@@ -58,6 +58,11 @@ class Conflict(DomainError):
     code = "resource.conflict"
 
 
+class PaymentRequired(DomainError):
+    """The request needs credits or a payment the contact does not have (maps to 402); its raise
+    site names the precise code (`credits.insufficient`)."""
+
+
 class ConcurrentModification(Conflict):
     """Someone else changed the entity first; the caller may reload and retry."""
 
