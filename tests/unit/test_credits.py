@@ -201,7 +201,8 @@ def test_burn_order_included_then_promotional_by_expiry_then_purchased_oldest_fi
     day = at(date(2027, 1, 2))
     grants = [
         purchased("p_new", 1, at(date(2027, 1, 10)), expires_at=at(date(2027, 1, 21))),  # expiry ignored
-        purchased("p_old", 1, at(date(2027, 1, 3))),
+        purchased("p_old", 1, at(date(2027, 1, 3)), expires_at=at(date(2027, 6, 1))),
+        purchased("p_older", 1, at(date(2027, 1, 2))),
         promotional("promo_late", 1, day, at(date(2027, 3, 1))),
         promotional("promo_soon", 1, day, at(date(2027, 2, 1))),
         included(JAN, 1, service="svc2"),
@@ -213,10 +214,11 @@ def test_burn_order_included_then_promotional_by_expiry_then_purchased_oldest_fi
         "inc_svc1_2027-01-15",
         "promo_soon",
         "promo_late",
+        "p_older",
         "p_old",
         "p_new",
     ]
-    entry = only(consume(wallet, SMS, 6, now, request_id="r"))
+    entry = only(consume(wallet, SMS, 7, now, request_id="r"))
     assert [p.grant_id for p in entry.parts] == [h.grant.id for h in wallet.burn_order(now)]
 
 
