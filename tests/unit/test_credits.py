@@ -352,12 +352,17 @@ def test_a_price_list_refuses_bad_costs(costs: dict[str, object], code: str) -> 
         (lambda: purchased("g", 5, at(date(2027, 1, 2)), expires_at=at(date(2027, 1, 1))), "credits.expiry"),
         (lambda: purchased("g", -5, at(date(2027, 1, 2))), "credits.amount"),
         (lambda: purchased("g g", 5, at(date(2027, 1, 2))), "credits.reference"),
+        (lambda: Grant("g", "bonus", 5, at(date(2027, 1, 2))), "credits.grant_kind"),  # type: ignore[arg-type]
     ],
 )
 def test_a_grant_refuses_what_its_kind_does_not_allow(make: object, code: str) -> None:
     with pytest.raises(InvalidInput) as refused:
         make()  # type: ignore[operator]
     assert refused.value.code == code
+
+
+def test_a_grant_kind_given_as_text_is_the_kind() -> None:
+    assert Grant("g", "purchased", 5, at(date(2027, 1, 2))).kind is GrantKind.PURCHASED  # type: ignore[arg-type]
 
 
 def test_a_consumption_refuses_a_bad_quantity() -> None:

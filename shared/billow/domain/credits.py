@@ -205,6 +205,11 @@ class Grant:
 
     def __post_init__(self) -> None:
         _reference(self.id, "grant_id")
+        try:
+            object.__setattr__(self, "kind", GrantKind(self.kind))
+        except ValueError:
+            kinds = ", ".join(GrantKind)
+            raise InvalidInput(f"a grant is one of {kinds}", field="kind", code="credits.grant_kind") from None
         _credits(self.credits, "credits", code="credits.amount")
         _aware(self.granted_at, "granted_at")
         if self.expires_at is not None:
@@ -342,24 +347,19 @@ class LedgerEntry:
         return -self.credits
 
 
-def grant_entry_id(grant_id: str) -> str:
-    return f"crd_grant_{grant_id}"
+_ENTRY_PREFIX = {
+    EntryKind.GRANT: "crd_grant_",
+    EntryKind.CONSUMPTION: "crd_use_",
+    EntryKind.EXPIRY: "crd_exp_",
+    EntryKind.REFUND: "crd_ref_",
+    EntryKind.OVERDRAFT_INVOICED: "crd_od_",
+}
 
 
-def consumption_entry_id(request_id: str) -> str:
-    return f"crd_use_{request_id}"
-
-
-def expiry_entry_id(grant_id: str) -> str:
-    return f"crd_exp_{grant_id}"
-
-
-def refund_entry_id(grant_id: str) -> str:
-    return f"crd_ref_{grant_id}"
-
-
-def overdraft_entry_id(invoice_id: str) -> str:
-    return f"crd_od_{invoice_id}"
+def entry_id(kind: EntryKind, cause: str) -> str:
+    """An entry's id, from its cause: the grant's id (grant, expiry, refund), the caller's request id
+    (consumption), the invoice's id (overdraft invoiced). The same cause, the same id."""
+    return _ENTRY_PREFIX[kind] + cause
 
 
 @dataclass(frozen=True, slots=True)
@@ -396,7 +396,7 @@ def grant(wallet: Wallet, given: Grant) -> Change:
                 f"credit grant '{given.id}' exists and differs", field="grant_id", code="credits.grant_exists"
             )
     entry = LedgerEntry(
-        grant_entry_id(given.id),
+        entry_id(EntryKind.GRANT, given.id),
         EntryKind.GRANT,
         given.granted_at,
         given.credits,
@@ -448,7 +448,7 @@ def consume(
         left -= taken
     wallet = replace(wallet, overdrawn=wallet.overdrawn + left)
     entry = LedgerEntry(
-        consumption_entry_id(request_id),
+        entry_id(EntryKind.CONSUMPTION, request_id),
         EntryKind.CONSUMPTION,
         now,
         needed,
@@ -473,7 +473,7 @@ def expire(wallet: Wallet, now: datetime) -> Change:
             assert grant_.expires_at is not None
             entries.append(
                 LedgerEntry(
-                    expiry_entry_id(grant_.id),
+                    entry_id(EntryKind.EXPIRY, grant_.id),
                     EntryKind.EXPIRY,
                     grant_.expires_at,
                     holding.remaining,
@@ -501,7 +501,7 @@ def refund(wallet: Wallet, grant_id: str, now: datetime, *, reference: str) -> C
     if holding.refunded:
         return Change(wallet)
     entry = LedgerEntry(
-        refund_entry_id(grant_id),
+        entry_id(EntryKind.REFUND, grant_id),
         EntryKind.REFUND,
         now,
         holding.remaining,
@@ -519,7 +519,7 @@ def settle_overdraft(wallet: Wallet, now: datetime, *, invoice_id: str) -> Chang
     if not wallet.overdrawn:
         return Change(wallet)
     entry = LedgerEntry(
-        overdraft_entry_id(invoice_id),
+        entry_id(EntryKind.OVERDRAFT_INVOICED, invoice_id),
         EntryKind.OVERDRAFT_INVOICED,
         now,
         wallet.overdrawn,
