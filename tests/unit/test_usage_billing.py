@@ -361,3 +361,22 @@ def test_the_dry_run_takes_events_as_billow_rate_does() -> None:
         if line["kind"] == "usage"
     ]
     assert line["amount"]["amount"] == "4.08"  # 2.90 + 0.30 + 0.58 + 0.30
+
+
+def test_huge_quantities_are_summed_and_rated_exactly() -> None:
+    """Three records of 18 + 12 digits at a 15 + 12 digit unit price: 34 digits of money, exact (the
+    default 28-digit context rounded the sum, and the line was off by 1,000.00)."""
+    from datetime import UTC, datetime
+
+    from billow.domain.pricing import parse_usage_price, rate
+    from billow.domain.usage import UsageRecord, aggregate
+
+    at = datetime(2026, 3, 1, tzinfo=UTC)
+    q = Decimal("999999999999999999.999999999999")
+    records = [UsageRecord(f"r{i}", "s", "v", "c", "m", at, at.date(), q, {}, at.date(), at) for i in range(3)]
+    total = aggregate(Aggregation.SUM, records)
+    assert total == Decimal("2999999999999999999.999999999997")
+    price = parse_usage_price(
+        {"meter": "m", "aggregation": "sum", "model": "per_unit", "unit_price": "999999999999999.999999999999"}, "USD"
+    )
+    assert rate(price, "USD", units=total).total.amount_str() == "2999999999999999999999999996997000.00"

@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import date
-from decimal import Decimal
+from decimal import Context, Decimal, localcontext
 from enum import StrEnum
 from typing import TYPE_CHECKING, Literal
 
@@ -145,6 +145,11 @@ def billable(allowance: Allowance, records: Iterable[UsageRecord]) -> list[Usage
     left out; the others keep everything but their quantity. Exact: the windows' sums are those of
     the records, with no rounding.
     """
+    with localcontext(Context(prec=100)):  # window sums of 30-digit quantities stay exact
+        return _beyond(allowance, records)
+
+
+def _beyond(allowance: Allowance, records: Iterable[UsageRecord]) -> list[UsageRecord]:
     limits = dict(windows(allowance))
     used_cycle: dict[date, Decimal] = {}
     used_days: dict[date, Decimal] = {}

@@ -62,6 +62,8 @@ from billow.domain.usage import (
 )
 
 _ONE = Fraction(1)
+_ENDED = frozenset({ServiceState.CANCELLED, ServiceState.REGRETTED})
+"""States a service never leaves: no usage period will come (a paused service's will, on resume)."""
 _DAY = timedelta(days=1)
 _T = TypeVar("_T")
 
@@ -254,7 +256,13 @@ class _Due:
             self.usage = usage_pieces(service, subscription, end)
             self.usage_head = next(self.usage, None)
             settled = service.usage_billed_through
-            if self.usage_head is None and end is not None and settled is not None and settled >= end:
+            if (
+                self.usage_head is None
+                and (service.state in _ENDED or service.expired)
+                and end is not None
+                and settled is not None
+                and settled >= end
+            ):
                 # An ended service whose every usage period is billed: no next usage invoice will
                 # take its late usage, so its markers are billed on their own, dated its end.
                 self.late = list(rater.late(subscription, service))
@@ -696,7 +704,9 @@ def _usage_lines(
     invoices billed. Returns the lines, the service's billed usage after them and the late
     markers they settle."""
     lines, billed, cleared = _late_lines(service, rater.late(subscription, service), piece.billing_period.start)
-    rated = rater.rate(subscription, service, piece.covered)
+    # The period's usage so far, from its first day: a stretch after a restart (a resumed pause)
+    # is billed as the period's rating minus what its earlier stretch billed, never re-rated alone.
+    rated = rater.rate(subscription, service, Period(piece.billing_period.start, piece.covered.end))
     before = billed_for(billed, piece.billing_period.start)
     if rated is not None and _unbilled(rated, before):
         lines.append(_usage_line(service, piece.covered, rated, before, late=False))

@@ -22,7 +22,7 @@ import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
-from decimal import Decimal
+from decimal import Context, Decimal, Inexact, InvalidOperation, localcontext
 from typing import TYPE_CHECKING, Protocol
 
 from billow.domain.allowances import billable as billable  # the billable overage: see that module
@@ -206,13 +206,18 @@ def parse_properties(value: object, *, field: str = "properties") -> dict[str, s
     return dict(value)
 
 
+_EXACT_SUM = Context(prec=100, traps=[Inexact, InvalidOperation])
+"""Sums of quantities are exact: a rounded sum would be refused (`Inexact`), never billed."""
+
+
 def aggregate(aggregation: Aggregation, records: Iterable[UsageRecord], property: str | None = None) -> Decimal:
     """The quantity a meter's aggregation makes of a period's records: `sum` of the quantities,
     `count` of the records, `max` quantity, `unique_count` of distinct values of `property` (records
     without it are not counted), `latest` = the quantity of the record with the greatest `at`
     (ties: the greatest id). No records: 0."""
     if aggregation == Aggregation.SUM:
-        return sum((r.quantity for r in records), Decimal(0))
+        with localcontext(_EXACT_SUM):  # 18 + 12 digits per record: beyond the default 28
+            return sum((r.quantity for r in records), Decimal(0))
     if aggregation == Aggregation.COUNT:
         return Decimal(sum(1 for _ in records))
     if aggregation == Aggregation.MAX:

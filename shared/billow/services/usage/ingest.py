@@ -457,8 +457,8 @@ def _bill_ended(
     so billing it here too makes sure the marker is seen (two steps from one version: one write
     wins, the other reloads and finds it billed)."""
     end, _ = billable_end(service, subscription)
-    if end is None:
-        return  # a next usage invoice will bill it
+    if end is None or not (service.state in ENDED_STATES or service.expired):
+        return  # a next usage invoice will bill it (a paused service's, once resumed)
     today = contact_today(store, ctx, subscription.contact_id, clock)
     left = list(usage_pieces(service, subscription, end))
     if any(piece.billing_date > today for piece in left):
