@@ -12,7 +12,7 @@ from billow.domain.effects import Effect
 from billow.domain.errors import InvalidInput, RuleViolation
 from billow.domain.lifecycle import FINAL_STATES
 from billow.domain.rules import CalendarMode, ServiceState
-from billow.domain.subscriptions import Subscription
+from billow.domain.subscriptions import Service, Subscription
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,7 +43,7 @@ class ChangeBillingDay(SubscriptionKind[NewBillingDay, NewBillingDay]):
         assert day is not None
         if day == subscription.schedule.billing_day:
             raise RuleViolation(f"the billing day is {day} already", rule="billing_day.unchanged")
-        if any(s.terms.meter is not None and s.state not in FINAL_STATES for s in subscription.services):
+        if any(_usage_to_bill(s) for s in subscription.services):
             # Usage records are kept by the billing period they fell in: new periods would not find
             # the records of the open one (docs/billing.md, "Usage records").
             raise RuleViolation(
@@ -70,3 +70,14 @@ class ChangeBillingDay(SubscriptionKind[NewBillingDay, NewBillingDay]):
 
 
 CHANGE_BILLING_DAY = register(ChangeBillingDay())
+
+
+def _usage_to_bill(service: Service) -> bool:
+    """Whether a metered service may still have usage to bill: it runs, or it ended and its usage
+    is not yet invoiced through its end."""
+    if service.terms.meter is None:
+        return False
+    if service.state not in FINAL_STATES:
+        return True
+    end = service.end_date or service.state_since
+    return service.usage_billed_through is None or end is None or service.usage_billed_through < end
