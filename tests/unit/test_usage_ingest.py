@@ -420,3 +420,12 @@ def test_a_refuse_override_set_mid_cycle_counts_the_usage_before_it(api: InProce
     body = post_batch(api, [{"id": "b", "quantity": "5", **named(svc)}, {"id": "c", "quantity": "2", **named(svc)}])
     assert [r["status"] for r in body["records"]] == ["refused", "accepted"], body
     assert "2 of 10 remain" in body["records"][0]["error"]["message"]
+
+
+def test_a_cancelled_metered_service_with_usage_to_bill_keeps_the_billing_day(api: InProcessClient) -> None:
+    svc = metered(api)
+    assert post_batch(api, [{"id": "r", "quantity": "10", **named(svc)}])["accepted"] == 1
+    cancel = api.post(f"/subscriptions/{svc['subscription_id']}/services/{svc['service_id']}/cancel", {})
+    assert cancel.status in (200, 201, 202), cancel.body
+    changed = api.post(f"/subscriptions/{svc['subscription_id']}/billing-day", {"billing_day": 20})
+    assert (changed.status, changed.body["error"]) == (409, "billing_day.metered"), changed.body
