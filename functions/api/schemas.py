@@ -8,6 +8,7 @@ from billow.domain.calendar import Cycle
 from billow.domain.catalog import BillingModel, PricingModel
 from billow.domain.collection import CollectionMode
 from billow.domain.invoices import InvoiceKind, InvoiceStatus, PaymentMethod
+from billow.domain.pricing import EXAMPLE_USAGE_PRICE
 from billow.domain.rules import Alignment
 from billow.services.inputs import Amount, BillingDay, BillingInstant, Body, Currency, Day, FromString, Name
 
@@ -41,17 +42,7 @@ UsageJson = Annotated[
         "percentage, graduated_percentage) and the model's prices as decimal strings; see docs/billing.md, "
         '"Usage pricing". Checked strictly (usage.* codes); on an edit it replaces the whole usage price, null '
         "removes it",
-        examples=[
-            {
-                "meter": "api_calls",
-                "aggregation": "sum",
-                "model": "graduated",
-                "tiers": [
-                    {"up_to": "1000", "unit_price": "0.10", "flat_price": "5.00"},
-                    {"up_to": None, "unit_price": "0.05", "flat_price": "10.00"},
-                ],
-            }
-        ],
+        examples=[dict(EXAMPLE_USAGE_PRICE)],
     ),
 ]
 

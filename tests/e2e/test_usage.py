@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from billow.domain.pricing import EXAMPLE_USAGE_PRICE
 
 from tests.support import HttpClient, advance_clock, local_stack, make_contact, make_product
 
@@ -17,15 +18,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e")]
 KEY = "bk_test_usage_e2e"
 TENANT = "usageco"
 START = "2026-03-01T12:00:00+00:00"
-GRADUATED = {
-    "meter": "api_calls",
-    "aggregation": "sum",
-    "model": "graduated",
-    "tiers": [
-        {"up_to": "1000", "unit_price": "0.10", "flat_price": "5.00"},
-        {"up_to": None, "unit_price": "0.05", "flat_price": "10.00"},
-    ],
-}
+GRADUATED = dict(EXAMPLE_USAGE_PRICE)
 
 
 @pytest.fixture(scope="module")

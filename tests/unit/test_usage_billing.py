@@ -16,7 +16,7 @@ from billow.domain.catalog import BillingModel, PriceTerms, Product
 from billow.domain.errors import InvalidInput
 from billow.domain.money import Money
 from billow.domain.ordering import OrderItem, plan_order
-from billow.domain.pricing import Aggregation, UsageModel, UsagePrice
+from billow.domain.pricing import EXAMPLE_USAGE_PRICE, Aggregation, UsageModel, UsagePrice
 from billow.domain.rules import BillingRules
 from billow.domain.subscriptions import Service, Subscription
 from billow.domain.timeline import steps, upcoming_invoices
@@ -171,15 +171,7 @@ def test_no_billing_terms_refuse_any_charge(charge: dict[str, object]) -> None:
     assert refused.value.code == "catalog.no_billing_charge"
 
 
-GRADUATED = {
-    "meter": "api_calls",
-    "aggregation": "sum",
-    "model": "graduated",
-    "tiers": [
-        {"up_to": "1000", "unit_price": "0.10", "flat_price": "5.00"},
-        {"up_to": None, "unit_price": "0.05", "flat_price": "10.00"},
-    ],
-}
+GRADUATED = dict(EXAMPLE_USAGE_PRICE)
 
 
 def _preview(records: list[dict[str, object]], **terms: object) -> dict[str, object]:

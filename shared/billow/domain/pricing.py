@@ -680,3 +680,16 @@ def rate(
             rows = _unit_rows(price, quantity)
         exact = sum((row.amount for row in rows), _ZERO)
     return Rated(quantity, exact, _round_once(exact, currency), tuple(rows))
+
+
+EXAMPLE_USAGE_PRICE: Mapping[str, Any] = {
+    "meter": "api_calls",
+    "aggregation": "sum",
+    "model": "graduated",
+    "tiers": [
+        {"up_to": "1000", "unit_price": "0.10", "flat_price": "5.00"},
+        {"up_to": None, "unit_price": "0.05", "flat_price": "10.00"},
+    ],
+}
+"""Stripe's documented graduated tiers (1,500 units: 140.00 graduated, 85.00 volume), in the usage
+price JSON: the API's example, the demo's API-calls service and the tests' reference case."""

@@ -8,6 +8,7 @@ import urllib.request
 from datetime import UTC, datetime
 from typing import Any
 
+from billow.domain.pricing import EXAMPLE_USAGE_PRICE
 from billow.local.clocks import advance_clock
 from billow.local.stripe import DECLINES_AT_CHARGE, VISA, LocalStripe
 
@@ -35,15 +36,7 @@ DEMO_DUNNING = {"deactivation_threshold": {"USD": "50.00"}}
 over 50.00 (past the 14 days' grace), so that Grace's case shows a deactivation."""
 
 
-DEMO_USAGE_PRICE = {
-    "meter": "api_calls",
-    "aggregation": "sum",
-    "model": "graduated",
-    "tiers": [
-        {"up_to": "1000", "unit_price": "0.10", "flat_price": "5.00"},
-        {"up_to": None, "unit_price": "0.05", "flat_price": "10.00"},
-    ],
-}
+DEMO_USAGE_PRICE = EXAMPLE_USAGE_PRICE
 
 
 def load(url: str, key: str = DEMO_KEY, stripe: LocalStripe | None = None) -> dict[str, Any]:

@@ -24,16 +24,10 @@ from billow.domain.subscriptions import Service, Subscription
 from billow.domain.usage import LateUsage, RatedUsage, UsageRecord, aggregate
 from billow.services.context import TenantContext
 from billow.services.ports import RatingPorts
+from billow.services.usage.allowances import effective
 
 EVENT_MODELS = frozenset({UsageModel.PERCENTAGE, UsageModel.GRADUATED_PERCENTAGE})
 """Models rated on each event's value rather than on an aggregated quantity."""
-
-
-def allowance_for(price: UsagePrice, contact: Contact | None) -> Allowance | None:
-    """The allowance that applies: the contact's override for the meter first, else the price's."""
-    if contact is not None and price.meter in contact.allowances:
-        return contact.allowances[price.meter]
-    return price.allowance
 
 
 def rate_records(
@@ -83,7 +77,7 @@ class StoredUsage:
         records = self.records(subscription, service, period)
         if not records:
             return None
-        allowance = allowance_for(price, self._contact(subscription.contact_id))
+        allowance = effective(self._contact(subscription.contact_id), price.meter, price.allowance)
         return rate_records(price, subscription.currency, records, allowance)
 
     def late(self, subscription: Subscription, service: Service) -> Sequence[LateUsage]:
@@ -99,4 +93,4 @@ class StoredUsage:
         return late
 
 
-__all__ = ["RatingPorts", "StoredUsage", "allowance_for", "rate_records", "service_period"]
+__all__ = ["RatingPorts", "StoredUsage", "rate_records", "service_period"]
