@@ -237,3 +237,62 @@ def test_over_http_the_contacts_override_replaces_the_terms_and_the_cycle_resets
     assert api.post("/usage", _records(svc, "1", prefix="e")[0]).status == 200  # held to the terms again: none
     bad = api.request("PUT", path, {"beyond": "refuse"})
     assert bad.status == 422 and bad.body["error"] == "usage.allowance_empty"
+
+
+def _stored_ids(svc: dict[str, str], cycle_start: date = date(2026, 3, 10)) -> list[str]:
+    scope = Scope(TENANT, "test")
+    return sorted(r.id for r in DynamoStore().usage_records(scope, svc["contact_id"], svc["service_id"], cycle_start))
+
+
+def test_a_copy_after_a_refused_first_copy_in_one_batch_is_written_in_its_place(local_table: str) -> None:
+    add_tenant(TENANT, "Tenant A", KEY)
+    api = InProcessClient(KEY)
+    svc = _metered(api, {"per_cycle": "10", "beyond": "refuse"})
+    too_big, fits = _records(svc, "20", prefix="x")[0], _records(svc, "5", prefix="x")[0]
+    batch = api.post("/usage", {"records": [too_big, fits, fits]})
+    assert batch.status == 200, batch.body
+    # the first copy is refused (beyond the allowance): the second is written as if sent alone,
+    # the third is its duplicate; before, both were answered duplicate of a record never stored
+    assert [r["status"] for r in batch.body["records"]] == ["refused", "accepted", "duplicate"]
+    assert _stored_ids(svc) == ["x-0"]
+    used = DynamoStore().allowance_used(Scope(TENANT, "test"), svc["contact_id"], svc["service_id"], date(2026, 3, 10))
+    assert used.cycle == Decimal(5)
+
+
+def test_copies_in_one_batch_are_duplicates_by_the_rule_of_copies_sent_apart(local_table: str) -> None:
+    add_tenant(TENANT, "Tenant A", KEY)
+    api = InProcessClient(KEY)
+    svc = _metered(api, None)
+    advance_clock(api, svc["contact_id"], "2026-05-01T12:00:00+00:00")
+    named = {"subscription_id": svc["subscription_id"], "service_id": svc["service_id"]}
+    # 40 days apart, in two billing periods (10 March - 10 April, 10 April - 10 May): the second
+    # copy's 35-day window reaches into the first copy's period
+    first = {"id": "same", "quantity": "1", "at": "2026-03-12T12:00:00Z", **named}
+    second = {"id": "same", "quantity": "1", "at": "2026-04-21T12:00:00Z", **named}
+    together = api.post("/usage", {"records": [first, second]})
+    assert [r["status"] for r in together.body["records"]] == ["accepted", "duplicate"], together.body
+    svc_apart = _metered(api, None)
+    advance_clock(api, svc_apart["contact_id"], "2026-05-01T12:00:00+00:00")
+    named = {"subscription_id": svc_apart["subscription_id"], "service_id": svc_apart["service_id"]}
+    assert api.post("/usage", {**first, **named}).body["records"][0]["status"] == "accepted"
+    assert api.post("/usage", {**second, **named}).body["records"][0]["status"] == "duplicate"  # the same answer
+
+
+def test_an_override_refusing_again_after_an_overage_spell_counts_what_was_accepted_meanwhile(
+    local_table: str,
+) -> None:
+    add_tenant(TENANT, "Tenant A", KEY)
+    api = InProcessClient(KEY)
+    svc = _metered(api, None)
+    path = f"/contacts/{svc['contact_id']}/allowances/api_calls"
+    assert api.request("PUT", path, {"per_cycle": "10", "beyond": "refuse"}).status == 200
+    assert api.post("/usage", _records(svc, "8", prefix="a")[0]).status == 200  # counted: 8 of 10
+    assert api.request("PUT", path, {"per_cycle": "10", "beyond": "overage"}).status == 200
+    assert api.post("/usage", _records(svc, "5", prefix="b")[0]).status == 200  # overage: not counted
+    assert api.request("PUT", path, {"per_cycle": "10", "beyond": "refuse"}).status == 200
+    refused = api.post("/usage", _records(svc, "1", prefix="c")[0])
+    assert refused.status == 409, refused.body  # 13 used of 10: the counter counted b-0 when reopened
+    assert "0 of 10 remain" in refused.body["message"]
+    used = DynamoStore().allowance_used(Scope(TENANT, "test"), svc["contact_id"], svc["service_id"], date(2026, 3, 10))
+    assert used.cycle == Decimal(13)
+    assert _stored_ids(svc) == ["a-0", "b-0"]

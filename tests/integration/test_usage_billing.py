@@ -446,3 +446,79 @@ def test_a_retry_stamped_across_the_period_end_is_counted_and_billed_once(api: I
     _bill(svc, date(2026, 5, 1))
     billed = [x.amount.amount_str() for i in usage_invoices(svc) for x in i.lines if x.kind == "usage"]
     assert billed == ["0.30"]
+
+
+def _usage_lines(svc: dict[str, str]) -> list[tuple[str, str]]:
+    return [(x.description, x.amount.amount_str()) for i in usage_invoices(svc) for x in i.lines if x.kind == "usage"]
+
+
+@pytest.mark.parametrize("limit", [None, "5.00"])
+def test_a_downgrade_at_the_cycle_end_bills_the_ended_cycles_usage_at_the_old_price(
+    api: InProcessClient, limit: str | None
+) -> None:
+    # The change is executed on 1 April before that day's billing: the usage of March was rated on
+    # the new terms (0.60, and with a charge limit the final line credited the immediate invoice).
+    old = (
+        {**USAGE, "charge_limit": {"amount": limit}}
+        if limit
+        else {k: v for k, v in USAGE.items() if k != "charge_limit"}
+    )
+    pro = make_product(
+        api, {"price": "10.00", "currency": "USD", "cycle": "month", "billing_model": "advance", "usage": old}
+    )
+    cheap = {"meter": "api_calls", "aggregation": "sum", "model": "per_unit", "unit_price": "0.01"}
+    basic = make_product(
+        api, {"price": "5.00", "currency": "USD", "cycle": "month", "billing_model": "advance", "usage": cheap}, "Basic"
+    )
+    contact = make_contact(api)
+    assert api.post(f"/contacts/{contact['id']}/test-clock", {"frozen_time": "2026-03-01T12:00:00+00:00"}).status == 201
+    item = {"product_id": pro["id"], "terms_id": pro["terms"][0]["id"]}
+    assert api.post("/orders", {"contact_id": contact["id"], "items": [item]}).status == 201
+    (sub,) = api.get(f"/contacts/{contact['id']}/subscriptions").body["items"]
+    svc = {"contact_id": contact["id"], "subscription_id": sub["id"], "service_id": sub["services"][0]["id"]}
+    assert [o.status for o in submit(records(svc, "m", 60, "1"))] == ["accepted"] * 60
+    path = f"/subscriptions/{svc['subscription_id']}/services/{svc['service_id']}/change"
+    change = api.post(path, {"product_id": basic["id"], "terms_id": basic["terms"][0]["id"]})
+    assert change.status == 202 and change.body["action"]["on"] == "2026-04-01", change.body
+    _move_clock(svc, datetime(2026, 4, 1, 12, tzinfo=UTC))
+    _bill(svc, date(2026, 4, 1))
+    assert [o.status for o in submit(records(svc, "a", 10, "1", at="2026-04-01T10:00:00Z"))] == ["accepted"] * 10
+    _move_clock(svc, datetime(2026, 5, 1, 12, tzinfo=UTC))
+    _bill(svc, date(2026, 5, 1))
+    march = "Pro usage so far (api_calls): charge limit reached" if limit else "Pro usage (api_calls)"
+    assert _usage_lines(svc) == [(march, "6.00"), ("Basic usage (api_calls)", "0.10")]  # never a credit
+
+
+def test_an_allowance_raised_after_an_immediate_invoice_never_credits_it(api: InProcessClient) -> None:
+    svc = metered(api)
+    assert [o.status for o in submit(records(svc, "r", 300, "2"))] == ["accepted"] * 300  # 60.00: invoiced at once
+    path = f"/contacts/{svc['contact_id']}/allowances/api_calls"
+    assert api.request("PUT", path, {"per_cycle": "1000", "beyond": "overage"}).status == 200
+    assert [o.status for o in submit(records(svc, "s", 25, "10"))] == ["accepted"] * 25  # 850 in all: 0 beyond
+    _move_clock(svc, datetime(2026, 4, 1, 12, tzinfo=UTC))
+    _bill(svc, date(2026, 4, 1))
+    # 850 calls rate 0.00 under the new allowance: what was invoiced stands, nothing is credited
+    assert _usage_lines(svc) == [("Pro usage so far (api_calls): charge limit reached", "60.00")]
+    assert [o.status for o in submit(records(svc, "t", 100, "10"))] == ["accepted"] * 100  # late: 1,850
+    _move_clock(svc, datetime(2026, 5, 1, 12, tzinfo=UTC))
+    _bill(svc, date(2026, 5, 1))
+    # rated 85.00 now (850 beyond the 1,000): 25.00 more than the 60.00 invoiced
+    assert _usage_lines(svc)[1:] == [("Pro: late usage for 2026-03-01 – 2026-04-01 (api_calls)", "25.00")]  # noqa: RUF001
+
+
+def test_late_usage_of_an_ended_service_is_invoiced_the_day_it_is_found_not_born_overdue(
+    api: InProcessClient,
+) -> None:
+    svc = metered(api)
+    assert [o.status for o in submit(records(svc, "m", 10, "1"))] == ["accepted"] * 10
+    _move_clock(svc, datetime(2026, 4, 1, 12, tzinfo=UTC))
+    _bill(svc, date(2026, 4, 1))
+    path = f"/subscriptions/{svc['subscription_id']}/services/{svc['service_id']}"
+    assert api.post(f"{path}/cancel", {}).status in (200, 201, 202)
+    _bill(svc, date(2026, 4, 1))
+    _move_clock(svc, datetime(2026, 4, 20, 12, tzinfo=UTC))
+    (late,) = submit(records(svc, "late", 1, "7"))  # March's, submitted on 20 April
+    assert late.status == "accepted" and late.late
+    (invoice,) = [i for i in usage_invoices(svc) if any("late usage" in x.description for x in i.lines)]
+    assert invoice.issue_date == date(2026, 4, 20) and invoice.due_date is not None
+    assert invoice.due_date >= date(2026, 4, 20)

@@ -252,19 +252,20 @@ class _Due:
         else:
             self.recurring = recurring_pieces(service, subscription, end=end)
             self.head = next(self.recurring, None)
-        if service.terms.meter is not None:
-            self.usage = usage_pieces(service, subscription, end)
+        if service.meters_usage:
+            usage_end = service.usage_end(end)
+            self.usage = usage_pieces(service, subscription, usage_end)
             self.usage_head = next(self.usage, None)
             settled = service.usage_billed_through
             if (
                 self.usage_head is None
-                and (service.state in _ENDED or service.expired)
-                and end is not None
+                and (service.state in _ENDED or service.expired or service.terms.meter is None)
+                and usage_end is not None
                 and settled is not None
-                and settled >= end
+                and settled >= usage_end
             ):
-                # An ended service whose every usage period is billed: no next usage invoice will
-                # take its late usage, so its markers are billed on their own, dated its end.
+                # An ended (or no longer metered) service whose every usage period is billed: no
+                # next usage invoice will take its late usage, so its markers are billed on their own.
                 self.late = list(rater.late(subscription, service))
                 self.late_on = settled if self.late else None
 
@@ -639,14 +640,15 @@ def _usage_line(
 ) -> LineDraft:
     """The usage of `period` not billed yet: rated as it stands minus what was billed before."""
     amount = rated.total if before is None else rated.total - before.amount
-    quantity = rated.quantity if before is None else rated.quantity - before.quantity
-    meter = service.terms.meter
+    quantity = rated.quantity if before is None else max(rated.quantity - before.quantity, Decimal(0))
+    in_force = service.usage_terms(period)
+    name, meter = (service.product_name, None) if in_force is None else (in_force[0], in_force[1].meter)
     if late:
-        description = f"{service.product_name}: late usage for {period.start} – {period.end} ({meter})"  # noqa: RUF001 - the en dash of a date range
+        description = f"{name}: late usage for {period.start} – {period.end} ({meter})"  # noqa: RUF001 - the en dash of a date range
     elif before is not None and before.progressive:
-        description = f"{service.product_name} usage ({meter}), less {before.amount.amount_str()} invoiced before"
+        description = f"{name} usage ({meter}), less {before.amount.amount_str()} invoiced before"
     else:
-        description = f"{service.product_name} usage ({meter})"
+        description = f"{name} usage ({meter})"
     return LineDraft(
         kind="usage",
         description=description,
@@ -661,18 +663,31 @@ def _usage_line(
 
 
 def _billed_now(rated: RatedUsage, period_start: date, before: BilledUsage | None, progressive: int = 0) -> BilledUsage:
+    """What the period's invoices have billed once `rated` is: never less than they billed before
+    (a usage line never credits, `_unbilled`), so later usage is billed only beyond it."""
+    if before is None:
+        return BilledUsage(period_start, rated.total, rated.quantity, rated.records, progressive)
     return BilledUsage(
-        period_start, rated.total, rated.quantity, rated.records, (before.progressive if before else 0) + progressive
+        period_start,
+        max(rated.total, before.amount),
+        max(rated.quantity, before.quantity),
+        rated.records,
+        before.progressive + progressive,
     )
 
 
 def _unbilled(rated: RatedUsage | None, before: BilledUsage | None) -> bool:
-    """Whether `rated` has anything the invoices so far did not bill."""
+    """Whether `rated` has anything the invoices so far did not bill. A usage line never credits:
+    usage that rates lower than what its period's invoices billed (an allowance raised for the
+    contact after an immediate invoice, a `latest` value that fell) bills nothing, and the
+    invoiced amount stands (docs/billing.md, "Usage billed before")."""
     if rated is None:
         return False
     if before is None:
         return rated.records > 0 or not rated.total.is_zero
-    return rated.total != before.amount or rated.quantity != before.quantity or rated.records != before.records
+    if rated.total < before.amount:
+        return False
+    return rated.total != before.amount or rated.quantity > before.quantity or rated.records != before.records
 
 
 def _late_lines(
@@ -858,7 +873,10 @@ def next_billing_step(
             usage, changes["usage_billed"], markers = _late_lines(service, due.late, None)
             lines.extend(usage)
             cleared.extend(markers)
-            billing_dates.append(run_date)
+            # Billed the day it is found, not the service's end: an invoice dated then would be
+            # born overdue (its due date counts from its issue date).
+            billing_dates.append(as_of)
+            issue_floor = max(issue_floor, as_of)
         if changes:
             if service.ordered_on is not None and service.ordered_on > issue_floor:
                 issue_floor = service.ordered_on

@@ -66,6 +66,9 @@ class Contact:
     """Per meter, the allowance agreed with this contact (a B2B deal): it replaces the one of the
     price terms for every service of the contact on that meter, for records submitted after it is
     set (docs/billing.md, "Allowances")."""
+    allowances_revision: int = 0
+    """Bumped by every change of `allowances`: a `refuse` allowance's counter opened under another
+    revision counts the cycle's records again before it counts more (`DynamoStore.add_counted_usage`)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,7 +24,15 @@ from billow.domain.usage import BilledUsage
 MAX_SERVICES_PER_SUBSCRIPTION = 100  # keeps the subscription item far below DynamoDB's 400 KB
 
 
-__all__ = ["Service", "ServiceState", "Subscription", "SubscriptionKey", "SubscriptionState", "Transfer"]
+__all__ = [
+    "EarlierTerms",
+    "Service",
+    "ServiceState",
+    "Subscription",
+    "SubscriptionKey",
+    "SubscriptionState",
+    "Transfer",
+]
 
 
 SubscriptionState = DerivedState
@@ -42,6 +50,16 @@ class SubscriptionKey:
     @classmethod
     def of(cls, terms: PriceTerms) -> SubscriptionKey:
         return cls(terms.cycle, terms.billing_model, terms.currency)
+
+
+@dataclass(frozen=True, slots=True)
+class EarlierTerms:
+    """Price terms a metered service had before a change of terms on `until`: the usage of its
+    billing periods that ended by then is rated on them (`Service.usage_terms`)."""
+
+    product_name: str
+    terms: PriceTerms
+    until: date
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +119,9 @@ class Service:
     """Access on payment: the service stays draft until the first invoice that bills it is paid,
     and lapses on this day if that invoice is still unpaid (None: not waiting for a payment).
     While it waits, nothing after that first invoice is billed for it (docs/payments.md)."""
+    earlier_terms: tuple[EarlierTerms, ...] = ()
+    """A metered service's price terms before its changes, oldest first, kept while a period rated
+    on them may still take late usage (`with_earlier_terms`)."""
 
     @property
     def awaiting_payment(self) -> bool:
@@ -147,6 +168,43 @@ class Service:
     @property
     def since(self) -> date:
         return self.state_since or self.start_date
+
+    def usage_terms(self, period: Period) -> tuple[str, PriceTerms] | None:
+        """The product name and price terms the usage of the billing period `period` is rated on:
+        the latest terms in force during it that price usage (None: none did). A change at a
+        period's end (an end-of-cycle downgrade) leaves the period it ends on the old terms; a
+        change within a period rates the whole period on the new ones, unless they meter nothing."""
+        found: tuple[str, PriceTerms] | None = None
+        since = date.min
+        for earlier in self.earlier_terms:
+            if earlier.terms.usage is not None and since < period.end and earlier.until > period.start:
+                found = (earlier.product_name, earlier.terms)
+            since = earlier.until
+        if self.terms.usage is not None and since < period.end:
+            found = (self.product_name, self.terms)
+        return found
+
+    @property
+    def meters_usage(self) -> bool:
+        """Whether it has usage to bill: metered terms now, or before a change (their last periods)."""
+        return self.terms.meter is not None or any(e.terms.meter is not None for e in self.earlier_terms)
+
+    def usage_end(self, end: date | None) -> date | None:
+        """The exclusive end of its metered days, given its billable `end`: that end while its
+        terms are metered, else the day its last metered terms were changed (if earlier)."""
+        if self.terms.meter is not None:
+            return end
+        last = max((e.until for e in self.earlier_terms if e.terms.meter is not None), default=None)
+        return last if end is None or last is None else min(end, last)
+
+    def with_earlier_terms(self, before: Service, until: date, kept_from: date | None) -> Service:
+        """This service (`before` with new terms from `until`) remembering `before`'s terms for the
+        usage of the periods that end by `until`; entries whose periods all start before
+        `kept_from` (the oldest period whose usage is still billed again when late) are dropped."""
+        if before.terms.meter is None:
+            return self
+        kept = tuple(e for e in before.earlier_terms if kept_from is None or e.until > kept_from)
+        return replace(self, earlier_terms=(*kept, EarlierTerms(before.product_name, before.terms, until)))
 
     def with_periods_from(self, start: date, cycle: Cycle) -> Service:
         """The service with the termed and contract periods of its price terms counted in cycles

@@ -497,9 +497,13 @@ class AllowanceStore(Protocol):
     """Allowance counters (docs/data-model.md): one item per service and billing cycle in the
     contact's partition, written with the records they count."""
 
-    def add_counted_usage(self, scope: Scope, record: UsageRecord, allowance: Allowance, cycle: Period) -> Counted:
+    def add_counted_usage(
+        self, scope: Scope, record: UsageRecord, allowance: Allowance, cycle: Period, basis: str = ""
+    ) -> Counted:
         """The record (only if its id is new) and its cycle's counter (only if every window of
-        `allowance` still holds it) in one transaction; refused records and duplicates count nothing."""
+        `allowance` still holds it) in one transaction; refused records and duplicates count nothing.
+        A counter opened on another `basis` (the allowance's source) counts the cycle's stored
+        records again first."""
         ...
 
     def allowance_used(self, scope: Scope, contact_id: str, service_id: str, period_start: date) -> Used:

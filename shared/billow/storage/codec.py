@@ -35,7 +35,7 @@ from billow.domain.pricing import (
 )
 from billow.domain.receivables import CreditApplication, Refund, RefundStatus
 from billow.domain.rules import Alignment, BillingRules, CalendarMode
-from billow.domain.subscriptions import Service, ServiceState, Subscription, SubscriptionKey
+from billow.domain.subscriptions import EarlierTerms, Service, ServiceState, Subscription, SubscriptionKey
 from billow.domain.tenants import TenantSettings
 from billow.domain.usage import BilledUsage, UsageRecord
 
@@ -310,6 +310,7 @@ def contact_out(c: Contact) -> Json:
         **({"default_method_ref": c.default_method_ref} if c.default_method_ref else {}),
         **({"dunning_excluded": True} if c.dunning_excluded else {}),
         **({"allowances": {m: allowance_out(a) for m, a in sorted(c.allowances.items())}} if c.allowances else {}),
+        **({"allowances_revision": c.allowances_revision} if c.allowances_revision else {}),
     }
 
 
@@ -364,6 +365,7 @@ def contact_in(d: Json, version: int = 0) -> Contact:
         default_method_ref=d.get("default_method_ref"),
         dunning_excluded=bool(d.get("dunning_excluded", False)),
         allowances={m: allowance_in(a) for m, a in (d.get("allowances") or {}).items()},
+        allowances_revision=int(d.get("allowances_revision", 0)),
     )
 
 
@@ -444,7 +446,16 @@ def service_out(s: Service) -> Json:
         "pauses": [period_out(p) for p in s.pauses],
         "lapses_on": _date_out(s.lapses_on),
         **({"usage_billed": [_billed_usage_out(b) for b in s.usage_billed]} if s.usage_billed else {}),
+        **({"earlier_terms": [_earlier_out(e) for e in s.earlier_terms]} if s.earlier_terms else {}),
     }
+
+
+def _earlier_out(e: EarlierTerms) -> Json:
+    return {"product_name": e.product_name, "terms": terms_out(e.terms), "until": e.until.isoformat()}
+
+
+def _earlier_in(d: Json) -> EarlierTerms:
+    return EarlierTerms(d["product_name"], terms_in(d["terms"]), date.fromisoformat(d["until"]))
 
 
 def _billed_usage_out(b: BilledUsage) -> Json:
@@ -497,6 +508,7 @@ def service_in(d: Json) -> Service:
         pauses=tuple(_period(p) for p in d.get("pauses", ())),
         lapses_on=_date_in(d.get("lapses_on")),
         usage_billed=tuple(_billed_usage_in(b) for b in d.get("usage_billed", ())),
+        earlier_terms=tuple(_earlier_in(e) for e in d.get("earlier_terms", ())),
     )
 
 

@@ -85,6 +85,9 @@ class BillowItem(Model):
     and read raw, as an exact decimal: never through this attribute's float)."""
     days = MapAttribute[str, object](null=True)
     """On a usage allowance counter: day (ISO) -> the quantity accepted that day."""
+    basis = UnicodeAttribute(null=True)
+    """On a usage allowance counter: where the allowance it counts for came from when it was
+    (re)opened (`billow.services.usage.allowances.basis`)."""
     gsi1pk = UnicodeAttribute(null=True, attr_name="GSI1PK")
     gsi1sk = UnicodeAttribute(null=True, attr_name="GSI1SK")
     gsi2pk = UnicodeAttribute(null=True, attr_name="GSI2PK")

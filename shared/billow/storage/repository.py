@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from itertools import islice
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from pynamodb.exceptions import (
     DeleteError,
@@ -846,14 +846,14 @@ def _counter_key(scope: Scope, record: UsageRecord) -> tuple[str, str]:
     return contact_pk(scope, record.contact_id), allowance_counter_sk(record.service_id, record.period_start)
 
 
-def _counted(scope: Scope, record: UsageRecord, allowance: Allowance) -> _Write:
-    """The counter update accepting `record`: `ADD used :q`, `days[day] += q`, conditioned on each
-    window the allowance sets still holding `q` (DynamoDB conditions take no arithmetic, so the
-    condition is `used <= limit - q`)."""
+def _counted(scope: Scope, record: UsageRecord, allowance: Allowance, basis: str) -> _Write:
+    """The counter update accepting `record`: `ADD used :q`, `days[day] += q`, conditioned on the
+    counter being opened on `basis` and each window the allowance sets still holding `q` (DynamoDB
+    conditions take no arithmetic, so the condition is `used <= limit - q`)."""
     item = BillowItem(*_counter_key(scope, record), kind=ALLOWANCE_COUNTER_KIND)
     q = record.quantity
     day = Path(["days", record.day.isoformat()])  # the map's entry of the record's day
-    condition = BillowItem.days.exists()
+    condition = BillowItem.days.exists() & (BillowItem.basis == basis)
     if allowance.per_cycle is not None:
         condition &= BillowItem.used <= _number(allowance.per_cycle - q)
     if allowance.per_day is not None:
@@ -862,23 +862,41 @@ def _counted(scope: Scope, record: UsageRecord, allowance: Allowance) -> _Write:
     return _Write(item, condition, actions)
 
 
-def _open_counter(scope: Scope, record: UsageRecord, stored: Iterable[UsageRecord]) -> None:
-    """Create the cycle's counter if it is not there, holding what the cycle's records `stored`
-    already use (records accepted before a `refuse` allowance applied to the service: a contact's
-    override set mid-cycle counts the usage before it). Idempotent: racing openers read the same
-    records, and a counter already there is left as it is."""
+def _open_counter(
+    scope: Scope, record: UsageRecord, stored: Iterable[UsageRecord], basis: str, old: dict[str, Any] | None
+) -> None:
+    """(Re)open the cycle's counter on `basis`, holding what the cycle's records `stored` use
+    (records accepted before a `refuse` allowance applied to the service: a contact's override set
+    mid-cycle counts the usage before it; records an `overage` allowance accepted in between).
+
+    `old` is the counter as the failed transaction saw it, before `stored` was read: the write is
+    conditioned on it being unchanged (no record counted since, which the read may have missed),
+    else nothing is written and the caller tries again. Racing openers: one write wins."""
     days: dict[str, Decimal] = {}
-    for old in stored:
-        days[old.day.isoformat()] = days.get(old.day.isoformat(), Decimal(0)) + old.quantity
+    for found in stored:
+        days[found.day.isoformat()] = days.get(found.day.isoformat(), Decimal(0)) + found.quantity
     item = BillowItem(*_counter_key(scope, record), kind=ALLOWANCE_COUNTER_KIND)
-    with _translated("usage allowance counter"):
-        item.update(
-            actions=[
-                BillowItem.kind.set(ALLOWANCE_COUNTER_KIND),
-                BillowItem.used.set(BillowItem.used | _number(sum(days.values(), Decimal(0)))),
-                BillowItem.days.set(BillowItem.days | {"M": {day: _number(q) for day, q in days.items()}}),
-            ]
-        )
+    unchanged: Condition
+    if not old:
+        unchanged = BillowItem.pk.does_not_exist()
+    else:
+        used = (old.get("used") or {}).get("N")
+        unchanged = BillowItem.used.does_not_exist() if used is None else BillowItem.used == {"N": used}
+        was = (old.get("basis") or {}).get("S")
+        unchanged &= BillowItem.basis.does_not_exist() if was is None else BillowItem.basis == was
+    try:
+        with _translated("usage allowance counter"):
+            item.update(
+                actions=[
+                    BillowItem.kind.set(ALLOWANCE_COUNTER_KIND),
+                    BillowItem.used.set(cast(Any, _number(sum(days.values(), Decimal(0))))),  # exact
+                    BillowItem.days.set({"M": {day: _number(q) for day, q in days.items()}}),
+                    BillowItem.basis.set(basis),
+                ],
+                condition=unchanged,
+            )
+    except Conflict:
+        pass  # counted or opened by another writer meanwhile: the caller tries again
 
 
 class DynamoUnitOfWork:
@@ -1624,17 +1642,21 @@ class DynamoStore:
             )
 
     # -- usage allowances (docs/billing.md, "Allowances") ----------------------------------------------
-    def add_counted_usage(self, scope: Scope, record: UsageRecord, allowance: Allowance, cycle: Period) -> Counted:
+    def add_counted_usage(
+        self, scope: Scope, record: UsageRecord, allowance: Allowance, cycle: Period, basis: str = "-"
+    ) -> Counted:
         """The record and its counter in ONE TransactWriteItems: the record only if new
-        (`attribute_not_exists`), the counter only if every window still holds it. The
-        cancellation reasons tell the two apart: a duplicate counts nothing, an exhausted window
-        is refused with what remains (read from the counter as the failed condition saw it)."""
+        (`attribute_not_exists`), the counter only if every window still holds it and it was
+        opened on `basis`. The cancellation reasons tell the cases apart: a duplicate counts
+        nothing, a counter not there yet or opened on another basis is (re)opened from the cycle's
+        stored records, an exhausted window is refused with what remains (read from the counter as
+        the failed condition saw it)."""
         alone = refusal(allowance, record.quantity, record.day, cycle, Used())
         if alone is not None:  # beyond a window even with nothing used: no write can accept it
             return Counted("refused", alone)
         put = _Write(_usage_item(scope, record), _absent())
         for attempt in range(_COUNT_ATTEMPTS):
-            counter = _counted(scope, record, allowance)
+            counter = _counted(scope, record, allowance, basis)
             try:
                 with TransactWrite(connection=connection()) as tx:
                     put.into(tx)
@@ -1653,10 +1675,12 @@ class DynamoStore:
                     return Counted("duplicate")
                 if on_counter is not None and on_counter.code == "ConditionalCheckFailed":
                     old = on_counter.raw_item
-                    if not old or "days" not in old:
-                        # the cycle's first counted record: open its counter with what is used already
+                    if not old or "days" not in old or (old.get("basis") or {}).get("S") != basis:
+                        # the cycle's first counted record, or the allowance's source changed (an
+                        # override set, changed or removed; the service's terms changed): the
+                        # counter holds what the cycle's stored records use, whatever counted them
                         stored = self.usage_records(scope, record.contact_id, record.service_id, record.period_start)
-                        _open_counter(scope, record, stored)
+                        _open_counter(scope, record, stored, basis, old)
                         continue
                     found = refusal(allowance, record.quantity, record.day, cycle, _used_in(old))
                     if found is not None:

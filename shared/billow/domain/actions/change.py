@@ -106,6 +106,13 @@ class Change(ServiceKind[ChangeAsked, Changed]):
                 rule="change.metered",
             )
         changed = _with_new_terms(service, change, key.cycle, on)
+        if service.state is not ServiceState.DRAFT:
+            # usage of the periods ended by `on` is rated on the terms it was used under
+            oldest = min((b.period_start for b in service.usage_billed), default=None)
+            changed = changed.with_earlier_terms(service, on, oldest)
+            if service.terms.meter is None and terms.meter is not None and service.usage_billed_through is None:
+                # metered from the change: no usage of the days before it to bill
+                changed = replace(changed, usage_billed_through=max(on, service.billing_start))
         what = f"changed to {change.product_name} x{change.quantity} at {terms.price} per {terms.cycle.value}"
         if service.state is not ServiceState.DRAFT:
             # A started service keeps the trial it had (none, running or over): the new terms' trial

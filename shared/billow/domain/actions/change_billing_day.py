@@ -75,8 +75,11 @@ CHANGE_BILLING_DAY = register(ChangeBillingDay())
 def _usage_to_bill(service: Service) -> bool:
     """Whether a metered service may still have usage to bill: it runs, or it ended and its usage
     is not yet invoiced through its end."""
-    if service.terms.meter is None:
+    if not service.meters_usage:
         return False
+    if service.terms.meter is None:  # metered before a change: until its metered days are invoiced
+        until = service.usage_end(None)
+        return service.usage_billed_through is None or until is None or service.usage_billed_through < until
     if service.state not in FINAL_STATES:
         return True
     end = service.end_date or service.state_since

@@ -24,6 +24,7 @@ from billow.domain.calendar import Period
 from billow.domain.contacts import Contact
 from billow.domain.errors import InvalidInput
 from billow.domain.pricing import METER_MAX_LENGTH, METER_PATTERN, Allowance, Beyond, parse_allowance
+from billow.domain.subscriptions import Service
 from billow.domain.usage import UsageRecord
 from billow.services.contacts import get_contact
 from billow.services.context import Scope, TenantContext, edit_versioned
@@ -38,6 +39,17 @@ def effective(contact: Contact | None, meter: str | None, terms_allowance: Allow
     return terms_allowance
 
 
+def basis(contact: Contact | None, service: Service) -> str:
+    """What a service's allowance comes from, as its counter records it: the contact's override
+    (at its revision) or the service's price terms (as of their last change). A counter opened on
+    another basis may have missed records accepted meanwhile without counting (an `overage`
+    allowance in between): it is opened again from the stored records before it counts."""
+    meter = service.terms.meter
+    if contact is not None and meter is not None and meter in contact.allowances:
+        return f"contact:{contact.allowances_revision}"
+    return f"terms:{service.terms.id}:{service.restarted_on or service.start_date}"
+
+
 def refuses(allowance: Allowance | None) -> bool:
     """Whether records held to `allowance` go through `write` (counted at submission)."""
     return allowance is not None and allowance.beyond is Beyond.REFUSE
@@ -48,11 +60,12 @@ def write(
     scope: Scope,
     allowance: Allowance,
     records: Sequence[tuple[UsageRecord, Period]],
+    basis: str,
 ) -> list[Counted]:
     """Write one service's records (each with its billing period), in order, each with its
     counter in one transaction: accepted, duplicate (nothing counted again) or refused (the
-    window and what remains)."""
-    return [store.add_counted_usage(scope, record, allowance, cycle) for record, cycle in records]
+    window and what remains). `basis` says where the allowance comes from (`basis`)."""
+    return [store.add_counted_usage(scope, record, allowance, cycle, basis) for record, cycle in records]
 
 
 # -- the contact-level override ------------------------------------------------------------------------
@@ -101,7 +114,9 @@ def _change_allowances(
 
     def changed(contact: Contact) -> Contact | None:
         allowances = change(contact.allowances)
-        return None if allowances == contact.allowances else replace(contact, allowances=allowances)
+        if allowances == contact.allowances:
+            return None
+        return replace(contact, allowances=allowances, allowances_revision=contact.allowances_revision + 1)
 
     return edit_versioned(
         lambda: get_contact(store, ctx, contact_id),

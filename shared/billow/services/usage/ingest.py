@@ -97,6 +97,9 @@ class _Pending:
     record: UsageRecord
     period: Period
     late: bool
+    copies: list[_Pending] = field(default_factory=list)
+    """Later records of the batch with the same id (`_same_record`): answered `duplicate` of this
+    one, unless it is refused at its write; then the first of them is written in its place."""
 
 
 @dataclass(slots=True)
@@ -125,7 +128,7 @@ def submit_usage(
     outcomes: list[RecordOutcome | None] = [None] * len(records)
     reader = _Reader(store, ctx, clock)
     batches: dict[tuple[str, str, str], _ServiceBatch] = {}
-    seen: dict[tuple[str, str], _Pending] = {}
+    seen: dict[tuple[str, str], list[_Pending]] = {}
     for index, given in enumerate(records):
         try:
             pending, subscription, service = reader.check(index, given)
@@ -133,20 +136,45 @@ def submit_usage(
             outcomes[index] = _refused(given, error)
             continue
         record = pending.record
-        first = seen.get((record.service_id, record.id))
-        if first is not None and (
-            first.period.start == pending.period.start or abs(first.record.day - record.day) <= DEDUP_WINDOW
-        ):
-            # the same record twice in one batch (maybe stamped in another period): the first counts
-            outcomes[index] = _outcome(replace(first, index=index), "duplicate")
+        firsts = seen.setdefault((record.service_id, record.id), [])
+        first = next((f for f in firsts if _same_record(f, pending)), None)
+        if first is not None:  # the same record twice in one batch (maybe stamped in another period)
+            first.copies.append(pending)
             continue
-        seen[(record.service_id, record.id)] = pending
+        firsts.append(pending)
         key = (subscription.contact_id, subscription.id, service.id)
         batches.setdefault(key, _ServiceBatch(*key)).pending.append(pending)
-    for batch in batches.values():
-        for index, outcome in _write_service(store, ctx, clock, reader, batch):
-            outcomes[index] = outcome
+    while batches:
+        # A first copy refused at its write (beyond a `refuse` allowance) is not stored: its next
+        # copy is written in a round of its own, as if sent alone after it.
+        retry: dict[tuple[str, str, str], _ServiceBatch] = {}
+        for key, batch in batches.items():
+            copies = {p.index: p.copies for p in batch.pending if p.copies}
+            for index, outcome in _write_service(store, ctx, clock, reader, batch):
+                outcomes[index] = outcome
+                later = copies.get(index)
+                if not later:
+                    continue
+                if outcome.status == "refused":
+                    later[0].copies = later[1:]
+                    retry.setdefault(key, _ServiceBatch(*key)).pending.append(later[0])
+                else:
+                    for copy in later:
+                        outcomes[copy.index] = replace(outcome, status="duplicate")
+        batches = retry
     return [o for o in outcomes if o is not None]
+
+
+def within_window(period: Period, day: date) -> bool:
+    """Whether a record id stored in `period` makes a record of `day` with that id a duplicate:
+    the period overlaps [day - 35 days, day + 35 days] (`DEDUP_WINDOW`)."""
+    return period.start <= day + DEDUP_WINDOW and period.end > day - DEDUP_WINDOW
+
+
+def _same_record(first: _Pending, later: _Pending) -> bool:
+    """Whether `later` is a copy of `first` (same service and id): by the rule a copy stored before
+    it would be found by (`_stored_elsewhere`), so one batch and two batches answer alike."""
+    return first.period.start == later.period.start or within_window(first.period, later.record.day)
 
 
 def _refused(given: RecordInput, error: DomainError) -> RecordOutcome:
@@ -480,7 +508,7 @@ def _write(
     terms_allowance = None if service.terms.usage is None else service.terms.usage.allowance
     allowance = allowances.effective(contact, service.terms.meter, terms_allowance)
     if allowance is not None and allowances.refuses(allowance):
-        return allowances.write(store, ctx.scope, allowance, records)
+        return allowances.write(store, ctx.scope, allowance, records, allowances.basis(contact, service))
     written = store.put_usage_records(ctx.scope, [record for record, _ in records])
     return [Counted("accepted" if new else "duplicate") for new in written]
 

@@ -37,7 +37,7 @@ from billow.domain.errors import ConcurrentModification, TemporaryFailure
 from billow.domain.invoices import Invoice
 from billow.domain.pricing import Aggregation, ChargeLimit, UsageModel, UsagePrice, rate
 from billow.domain.subscriptions import Service, Subscription
-from billow.domain.usage import BilledUsage, RatedUsage, UsageRecord, billed_for
+from billow.domain.usage import BilledUsage, RatedUsage, UsageRecord, aggregate, billed_for
 from billow.services.billing import MAX_CONFLICT_RETRIES, InvoiceNumbers, commit_step, issued
 from billow.services.contacts import contact_today
 from billow.services.context import Clock, TenantContext
@@ -76,7 +76,7 @@ def after_accept(
     for start, records in sorted(by_period.items()):
         if service.usage_billed_through is not None and start < service.usage_billed_through:
             continue  # late usage: the next invoice bills it
-        quantity = sum((r.quantity for r in records), Decimal(0))
+        quantity = aggregate(Aggregation.SUM, records)  # exactly, as billing sums them
         try:
             count = store.count_usage(ctx.scope, subscription.contact_id, service.id, start, len(records), quantity)
             billed = billed_for(service.usage_billed, start)

@@ -71,7 +71,10 @@ class StoredUsage:
         return [r for r in stored if period.start <= r.day < period.end]
 
     def rate(self, subscription: Subscription, service: Service, period: Period) -> RatedUsage | None:
-        price = service.terms.usage
+        """The usage of `period` (days of one billing period) rated on the terms in force during
+        that billing period (`Service.usage_terms`: the old ones for a period a change ended)."""
+        in_force = service.usage_terms(subscription.schedule.period_containing(period.start))
+        price = None if in_force is None else in_force[1].usage
         if price is None:
             return None
         records = self.records(subscription, service, period)
@@ -81,7 +84,7 @@ class StoredUsage:
         return rate_records(price, subscription.currency, records, allowance)
 
     def late(self, subscription: Subscription, service: Service) -> Sequence[LateUsage]:
-        if service.terms.usage is None:
+        if not service.meters_usage:
             return ()
         late: list[LateUsage] = []
         for marker in self._store.late_markers(self._ctx.scope, subscription.contact_id, service.id):
