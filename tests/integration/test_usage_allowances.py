@@ -296,3 +296,18 @@ def test_an_override_refusing_again_after_an_overage_spell_counts_what_was_accep
     used = DynamoStore().allowance_used(Scope(TENANT, "test"), svc["contact_id"], svc["service_id"], date(2026, 3, 10))
     assert used.cycle == Decimal(13)
     assert _stored_ids(svc) == ["a-0", "b-0"]
+
+
+def test_a_record_of_zero_is_accepted_even_when_the_window_is_already_past_its_limit(local_table: str) -> None:
+    add_tenant(TENANT, "Tenant A", KEY)
+    api = InProcessClient(KEY)
+    svc = _metered(api, None)
+    assert api.post("/usage", _records(svc, "4", prefix="a")[0]).status == 200
+    path = f"/contacts/{svc['contact_id']}/allowances/api_calls"
+    assert api.request("PUT", path, {"per_cycle": "2", "beyond": "refuse"}).status == 200  # 4 used of 2
+    refused = api.post("/usage", _records(svc, "1", prefix="b")[0])
+    assert refused.status == 409 and "0 of 2 remain" in refused.body["message"]
+    zero = api.post("/usage", _records(svc, "0", prefix="z")[0])  # was a 503, forever: it uses nothing
+    assert zero.status == 200 and zero.body["records"][0]["status"] == "accepted", zero.body
+    tiny = api.post("/usage", _records(svc, "0.000000000001", prefix="t")[0])
+    assert tiny.status == 409 and "carries 0.000000000001" in tiny.body["message"]  # never "1E-12"

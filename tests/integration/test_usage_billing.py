@@ -522,3 +522,30 @@ def test_late_usage_of_an_ended_service_is_invoiced_the_day_it_is_found_not_born
     (invoice,) = [i for i in usage_invoices(svc) if any("late usage" in x.description for x in i.lines)]
     assert invoice.issue_date == date(2026, 4, 20) and invoice.due_date is not None
     assert invoice.due_date >= date(2026, 4, 20)
+
+
+def test_the_view_bill_of_a_cancelled_service_with_late_usage_pending_shows_its_late_invoice_once(
+    api: InProcessClient,
+) -> None:
+    svc = metered(api)
+    assert [o.status for o in submit(records(svc, "m", 10, "1"))] == ["accepted"] * 10
+    _move_clock(svc, datetime(2026, 4, 1, 12, tzinfo=UTC))
+    _bill(svc, date(2026, 4, 1))
+    assert [o.late for o in submit(records(svc, "late", 1, "7"))] == [True]  # marked for the next invoice
+    path = f"/subscriptions/{svc['subscription_id']}"
+    assert api.post(f"{path}/services/{svc['service_id']}/cancel", {"on": "2026-04-10"}).status in (200, 201, 202)
+    # the view bill simulates the steps ahead: the late usage's step used to repeat forever (422)
+    upcoming = api.get(f"{path}/upcoming?count=3")
+    assert upcoming.status == 200, upcoming.body
+    lines = [x for i in upcoming.body["invoices"] for x in i["lines"] if "late usage" in x["description"]]
+    assert [x["amount"]["amount"] for x in lines] == ["0.70"]
+
+
+def test_usage_named_by_contact_and_meter_reaches_a_paused_service(api: InProcessClient) -> None:
+    svc = metered(api)
+    path = f"/subscriptions/{svc['subscription_id']}/services/{svc['service_id']}"
+    paused = api.post(f"{path}/pause", {})
+    assert paused.status in (200, 201, 202), paused.body
+    by_meter = {"id": "p-1", "contact_id": svc["contact_id"], "meter": "api_calls", "quantity": "3"}
+    (outcome,) = submit([by_meter])
+    assert outcome.status == "accepted" and outcome.service_id == svc["service_id"], outcome

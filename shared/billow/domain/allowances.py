@@ -79,9 +79,11 @@ class Refusal:
 
     @property
     def message(self) -> str:
+        # plain digits, never an exponent ("1E-12"): as every quantity the API shows
+        limit, quantity = format(self.limit, "f"), format(self.quantity, "f")
         if self.window is Window.PER_RECORD:
-            return f"per_record allowance: a record may carry at most {self.limit}; this one carries {self.quantity}"
-        return f"{self.where}: {self.remaining} of {self.limit} remain; this record carries {self.quantity}"
+            return f"per_record allowance: a record may carry at most {limit}; this one carries {quantity}"
+        return f"{self.where}: {format(self.remaining, 'f')} of {limit} remain; this record carries {quantity}"
 
     def error(self) -> AllowanceExceeded:
         return AllowanceExceeded(self)

@@ -65,7 +65,7 @@ class Contact:
     allowances: Mapping[str, Allowance] = field(default_factory=dict)
     """Per meter, the allowance agreed with this contact (a B2B deal): it replaces the one of the
     price terms for every service of the contact on that meter, for records submitted after it is
-    set (docs/billing.md, "Allowances")."""
+    set (docs/billing.md, "Usage allowances")."""
     allowances_revision: int = 0
     """Bumped by every change of `allowances`: a `refuse` allowance's counter opened under another
     revision counts the cycle's records again before it counts more (`DynamoStore.add_counted_usage`)."""

@@ -22,7 +22,7 @@ the same day.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from datetime import date, timedelta
 from itertools import islice
@@ -31,11 +31,12 @@ from billow.domain.actions import Action, ServiceKind, SubscriptionKind
 from billow.domain.actions.expire import EXPIRE
 from billow.domain.actions.renew import RENEW
 from billow.domain.billing import BillingStep, InvoiceDraft, next_billing_step
+from billow.domain.calendar import Period
 from billow.domain.effects import Effect
 from billow.domain.errors import Conflict, InvalidInput, RuleViolation
 from billow.domain.rules import Alignment, BillingRules
-from billow.domain.subscriptions import MAX_SERVICES_PER_SUBSCRIPTION, Subscription, Transfer
-from billow.domain.usage import NO_USAGE, UsageRater
+from billow.domain.subscriptions import MAX_SERVICES_PER_SUBSCRIPTION, Service, Subscription, Transfer
+from billow.domain.usage import NO_USAGE, LateMarker, LateUsage, RatedUsage, UsageRater
 
 MAX_CATCH_UP_STEPS = 1000  # a subscription more than 1000 steps behind is a data error, not billing
 FAR_FUTURE = date(9000, 1, 1)
@@ -171,14 +172,33 @@ def steps(
 ) -> Iterator[BillingStep]:
     """Every step due at `as_of`, each applied to the result of the one before (a dry run)."""
     current = subscription
+    simulated = _ClearedOnce(rater)
     for _ in range(MAX_CATCH_UP_STEPS):
-        step = next_step(current, as_of, today=today, rater=rater)
+        step = next_step(current, as_of, today=today, rater=simulated)
         if step is None:
             return
         yield step
+        simulated.cleared.update(step.cleared)
         current = step.subscription
     # Over a thousand steps at once is a mistake (a far as-of date, or a corrupt item): refuse it.
     raise InvalidInput(f"billing up to {as_of} would create over {MAX_CATCH_UP_STEPS} invoices", field="as_of")
+
+
+class _ClearedOnce:
+    """A rater for a dry run: the late markers a step cleared are gone for the steps after it, as
+    they are from the table once a real step is written (else an ended service's markers would be
+    billed by every step after, forever)."""
+
+    def __init__(self, rater: UsageRater) -> None:
+        self.rater = rater
+        self.cleared: set[LateMarker] = set()
+
+    def rate(self, subscription: Subscription, service: Service, period: Period) -> RatedUsage | None:
+        return self.rater.rate(subscription, service, period)
+
+    def late(self, subscription: Subscription, service: Service) -> Sequence[LateUsage]:
+        found = self.rater.late(subscription, service)
+        return [late for late in found if late.marker not in self.cleared] if self.cleared else found
 
 
 def upcoming_invoices(

@@ -9,7 +9,7 @@ import json
 import random
 import re
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from contextvars import ContextVar
@@ -38,6 +38,7 @@ from billow.domain.calendar import Period
 from billow.domain.catalog import PriceTerms, Product
 from billow.domain.collection import PaymentAttempt
 from billow.domain.contacts import Contact, TestClock
+from billow.domain.credits import CreditPriceList, LedgerEntry, Wallet
 from billow.domain.errors import ConcurrentModification, Conflict, InvalidInput, TemporaryFailure
 from billow.domain.invoices import Invoice, InvoiceKind, Payment
 from billow.domain.ordering import Order
@@ -59,11 +60,12 @@ from billow.services.ports import (
     InvoiceQuery,
     Page,
     StoredCase,
+    StoredWallet,
     Unfinished,
     UsageCount,
 )
 from billow.services.webhooks import EventClaim
-from billow.storage import codec
+from billow.storage import codec, credits
 from billow.storage.models import BillowItem, connection
 from billow.storage.table import INVOICE_LIST_SHARDS, shard_of
 
@@ -854,6 +856,8 @@ def _counted(scope: Scope, record: UsageRecord, allowance: Allowance, basis: str
     q = record.quantity
     day = Path(["days", record.day.isoformat()])  # the map's entry of the record's day
     condition = BillowItem.days.exists() & (BillowItem.basis == basis)
+    if q == 0:  # uses nothing: fits any window, even one already over its limit (a lowered override)
+        return _Write(item, condition, (BillowItem.used.add(_number(q)),))
     if allowance.per_cycle is not None:
         condition &= BillowItem.used <= _number(allowance.per_cycle - q)
     if allowance.per_day is not None:
@@ -1057,6 +1061,52 @@ class DynamoStore:
 
     def __init__(self, due_shards: int = DUE_SHARDS) -> None:
         self.due_shards = due_shards
+
+    # -- credits (billow.storage.credits) -------------------------------------------------------------
+    def get_wallet(self, scope: Scope, contact_id: str) -> StoredWallet:
+        with _translated("credit wallet"):
+            return credits.get_wallet(contact_pk(scope, contact_id))
+
+    def commit_wallet(
+        self,
+        scope: Scope,
+        contact_id: str,
+        wallet: Wallet,
+        version: int,
+        entries: Sequence[LedgerEntry],
+        own: str | None = None,
+    ) -> int:
+        return credits.commit_wallet(contact_pk(scope, contact_id), wallet, version, entries, own)
+
+    def get_credit_entry(self, scope: Scope, contact_id: str, entry_id: str) -> LedgerEntry | None:
+        with _translated("credit ledger entry"):
+            return credits.get_entry(contact_pk(scope, contact_id), entry_id)
+
+    def credit_ledger(
+        self, scope: Scope, contact_id: str, start: datetime | None = None, end: datetime | None = None
+    ) -> Iterator[LedgerEntry]:
+        with _translated("credit ledger"):
+            yield from credits.ledger(contact_pk(scope, contact_id), start, end)
+
+    def credit_ledger_page(self, scope: Scope, contact_id: str, limit: int, cursor: str | None) -> Page[LedgerEntry]:
+        partition = credits.ledger_pk(contact_pk(scope, contact_id))
+        with _translated("credit ledger"):
+            items, next_cursor = _page(
+                lambda condition, size: BillowItem.listing.query(partition, condition, page_size=size),
+                "gsi3sk",
+                _Listing(partition),
+                cursor,
+                limit,
+            )
+        return Page([credits.entry_in(json.loads(i.data or "{}")) for i in items], next_cursor)
+
+    def get_credit_prices(self, tenant_id: str) -> tuple[CreditPriceList, int]:
+        with _translated("credit price list"):
+            return credits.get_prices(catalog_pk(tenant_id))
+
+    def save_credit_prices(self, tenant_id: str, prices: CreditPriceList, version: int) -> None:
+        with _translated("credit price list"):
+            credits.save_prices(catalog_pk(tenant_id), prices, version)
 
     def unit_of_work(self, what: str) -> DynamoUnitOfWork:
         return DynamoUnitOfWork(what, self.due_shards)

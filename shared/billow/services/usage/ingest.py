@@ -327,17 +327,19 @@ class _Reader:
                 )
             return subscription, service
         contact_id, meter = raw["contact_id"], raw["meter"]
-        found = [
+        on_meter = [
             (subscription, service)
             for subscription in self.subscriptions_of(contact_id)
             for service in subscription.services
-            if service.terms.meter == meter
-            and service.state is not ServiceState.DRAFT
-            and subscription.rules.is_billable(service.state, service.billable_states)
+            if service.terms.meter == meter and service.state is not ServiceState.DRAFT
         ]
+        # Its running services (effective, paused, deactivated: usage is billed whatever the state);
+        # if it has none, its ended ones (late usage of their days before the end)
+        found = [(sub, svc) for sub, svc in on_meter if svc.state not in ENDED_STATES and not svc.expired]
+        found = found or on_meter
         if not found:
             raise NotFound(
-                f"contact {contact_id} has no billable service on meter '{meter}'",
+                f"contact {contact_id} has no started service on meter '{meter}'",
                 field="meter",
                 code="usage.unknown_service",
             )
