@@ -35,6 +35,7 @@ AREAS = (
     "payment_methods",
     "dunning",
     "usage",
+    "credits",
 )
 """Every route area, in the order the complete app registers them (a new area is added here)."""
 INDEX_FILE = Path(__file__).with_name("routes.json")

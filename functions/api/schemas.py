@@ -321,3 +321,34 @@ class UsageBatchBody(BaseModel):
     model_config = ConfigDict(extra="allow", defer_build=True)
 
     records: list[UsageRecordBody] = Field(json_schema_extra={"maxItems": 1000})
+
+
+# -- credits (docs/credits.md) ------------------------------------------------------------------------
+CreditCount = Annotated[int, Field(ge=0, le=10**15, description="a whole number of credits")]
+CreditRef = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:-]+$")]
+ActionName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_.-]*$")]
+
+
+class CreditPricesBody(Body):
+    """A new version of the credit price list: each billable action's cost in credits (0 = free),
+    from `effective_from` (the contact's day; after the last version's day)."""
+
+    effective_from: Day
+    costs: dict[ActionName, CreditCount] = Field(min_length=1, max_length=500)
+
+
+class ConsumeBody(Body):
+    """Spend credits on a billable action: all or nothing, once per `request_id`."""
+
+    action: ActionName
+    quantity: int = Field(default=1, ge=1, le=10**9, description="how many of the action (cost times quantity)")
+    request_id: CreditRef = Field(description="the caller's id of this consumption: its idempotency key")
+
+
+class GrantBody(Body):
+    """Credits given by staff: promotional (with an expiry) or purchased (paid outside Billow)."""
+
+    id: CreditRef = Field(description="the grant's id: its idempotency key")
+    kind: Literal["promotional", "purchased"]
+    credits: CreditCount
+    expires_at: str | None = Field(default=None, description="ISO 8601 with a UTC offset; required for promotional")

@@ -93,6 +93,7 @@ def _settings(s: TenantSettings) -> dict[str, Any]:
         "invoice_prefix": s.invoice_prefix,
         "invoice_review_days": s.invoice_review_days,
         "auto_apply_credit": s.auto_apply_credit,
+        "credit_overdraft": s.credit_overdraft,
         "billing": _rules(s.billing),
         "subscriptions": s.subscriptions.as_json(),
         "collection": {"mode": s.collection.mode.value, "collect_whole_debt": s.collection.collect_whole_debt},
@@ -183,6 +184,12 @@ class ProfileBody(Body):
     )
     auto_apply_credit: bool | None = Field(
         default=None, description="new invoices consume the contact's credit balance as they are finalised"
+    )
+    credit_overdraft: int | None = Field(
+        default=None,
+        ge=0,
+        le=10**15,
+        description="credits a contact may consume beyond its balance, invoiced at the cycle end (0: none)",
     )
 
 

@@ -29,6 +29,9 @@ class TenantSettings:
     auto_apply_credit: bool = False
     """New invoices consume the contact's credit balance (its credit notes' remaining credit, oldest
     first) as they are finalised; off, credit notes are applied or refunded by hand."""
+    credit_overdraft: int = 0
+    """Credits a contact may consume beyond its balance (docs/credits.md, "Overdraft"): owed, and
+    invoiced at the cycle's end; 0 refuses any consumption the balance cannot cover (402)."""
     billing: BillingRules = DEFAULT_RULES
     """Billing rules new subscriptions are created under."""
     subscriptions: SubscriptionPolicy = DEFAULT_POLICY
@@ -46,6 +49,8 @@ class TenantSettings:
             raise InvalidInput("payment_terms_days is 0 to 365", field="payment_terms_days")
         if not 0 <= self.invoice_review_days <= MAX_REVIEW_DAYS:
             raise InvalidInput(f"invoice_review_days is 0 to {MAX_REVIEW_DAYS}", field="invoice_review_days")
+        if not 0 <= self.credit_overdraft <= 10**15:
+            raise InvalidInput("credit_overdraft is 0 to 10^15 credits", field="credit_overdraft")
         if not self.invoice_prefix.isalnum() or len(self.invoice_prefix) > 10:
             raise InvalidInput("invoice_prefix is 1 to 10 letters or digits", field="invoice_prefix")
 

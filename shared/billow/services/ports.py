@@ -4,7 +4,7 @@ DynamoDB; every write either fully happens or raises, never half-writes."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal
@@ -16,6 +16,7 @@ from billow.domain.calendar import Period
 from billow.domain.catalog import PriceTerms, Product
 from billow.domain.collection import PaymentAttempt
 from billow.domain.contacts import Contact, TestClock
+from billow.domain.credits import CreditPriceList, LedgerEntry, Wallet
 from billow.domain.dunning import DunningCase
 from billow.domain.invoices import Invoice, InvoiceKind, InvoiceStatus, Payment
 from billow.domain.ordering import Order
@@ -576,8 +577,68 @@ class UsageStore(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class StoredWallet:
+    wallet: Wallet
+    version: int
+    """0: no wallet stored yet (an empty one)."""
+
+
+class DuplicateEntry(Exception):
+    """A wallet change's own ledger entry is booked already: the operation was done before (a retry)."""
+
+    def __init__(self, entry_id: str) -> None:
+        super().__init__(entry_id)
+        self.entry_id = entry_id
+
+
+class CreditStore(Protocol):
+    """A contact's credit wallet and ledger, and the tenant's credit price list (docs/credits.md)."""
+
+    def get_wallet(self, scope: Scope, contact_id: str) -> StoredWallet:
+        """The contact's wallet, read consistently (an empty one at version 0 when none is stored)."""
+        ...
+
+    def commit_wallet(
+        self,
+        scope: Scope,
+        contact_id: str,
+        wallet: Wallet,
+        version: int,
+        entries: Sequence[LedgerEntry],
+        own: str | None = None,
+    ) -> int:
+        """The wallet at `version + 1`, only if still at `version`, with each entry only if new, in
+        one transaction; returns the new version. `DuplicateEntry` when the entry `own` is booked
+        already; `ConcurrentModification` when anything else moved (read again, retry)."""
+        ...
+
+    def get_credit_entry(self, scope: Scope, contact_id: str, entry_id: str) -> LedgerEntry | None:
+        """One ledger entry by id, read consistently."""
+        ...
+
+    def credit_ledger(
+        self, scope: Scope, contact_id: str, start: datetime | None = None, end: datetime | None = None
+    ) -> Iterator[LedgerEntry]:
+        """The contact's entries booked in [start, end), in time order (eventually consistent)."""
+        ...
+
+    def credit_ledger_page(self, scope: Scope, contact_id: str, limit: int, cursor: str | None) -> Page[LedgerEntry]:
+        """A page of the contact's entries in time order, after `cursor` (eventually consistent)."""
+        ...
+
+    def get_credit_prices(self, tenant_id: str) -> tuple[CreditPriceList, int]:
+        """The tenant's credit price list and its version (0: none yet)."""
+        ...
+
+    def save_credit_prices(self, tenant_id: str, prices: CreditPriceList, version: int) -> None:
+        """The price list, only if still at `version` (`ConcurrentModification` otherwise)."""
+        ...
+
+
 class Store(
     TenantStore,
+    CreditStore,
     IdempotencyStore,
     CatalogStore,
     ContactStore,

@@ -73,7 +73,15 @@ def update_billing_rules(store: TenantStore, ctx: TenantContext, changes: dict[s
 
 
 PROFILE_FIELDS = frozenset(
-    {"name", "timezone", "invoice_prefix", "payment_terms_days", "invoice_review_days", "auto_apply_credit"}
+    {
+        "name",
+        "timezone",
+        "invoice_prefix",
+        "payment_terms_days",
+        "invoice_review_days",
+        "auto_apply_credit",
+        "credit_overdraft",
+    }
 )
 
 

@@ -918,6 +918,7 @@ def settings_out(s: TenantSettings) -> Json:
         "invoice_prefix": s.invoice_prefix,
         "invoice_review_days": s.invoice_review_days,
         "auto_apply_credit": s.auto_apply_credit,
+        **({"credit_overdraft": s.credit_overdraft} if s.credit_overdraft else {}),
         "billing": rules_out(s.billing),
         "subscriptions": policy_out(s.subscriptions),
         "collection": {"mode": s.collection.mode.value, "collect_whole_debt": s.collection.collect_whole_debt},

@@ -1,0 +1,1 @@
+"""Credits use cases (docs/credits.md): one module per action over `billow.domain.credits`."""

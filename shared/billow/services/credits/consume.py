@@ -1,0 +1,81 @@
+"""`POST /contacts/{id}/credits/consume`: spend credits on a billable action, all or nothing, once
+per request id (docs/credits.md, "Consuming").
+
+The cost is the price list's on the contact's day; the consumption is booked by `change_wallet`
+(the wallet and one ledger entry in one transaction). A retry with the same request id answers the
+entry booked the first time (`replayed`), even once the balance could no longer cover it; the same
+id with another action or quantity is refused (422 `idempotency.key_reused`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from billow.domain.credits import (
+    ID_PATTERN,
+    MAX_QUANTITY,
+    EntryKind,
+    LedgerEntry,
+    Wallet,
+    check_action,
+    consume,
+    entry_id,
+)
+from billow.domain.errors import InvalidInput, NotFound
+from billow.services.contacts import contact_time
+from billow.services.context import Clock, TenantContext
+from billow.services.credits.wallet import WalletPorts, change_wallet
+from billow.services.idempotency import key_reused
+
+
+@dataclass(frozen=True, slots=True)
+class Consumed:
+    entry: LedgerEntry
+    wallet: Wallet
+    replayed: bool
+
+
+def _quantity(value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= MAX_QUANTITY:
+        raise InvalidInput(
+            f"quantity is a whole number from 1 to {MAX_QUANTITY}", field="quantity", code="credits.quantity"
+        )
+    return value
+
+
+def _request_id(value: Any) -> str:
+    if not isinstance(value, str) or not ID_PATTERN.match(value):
+        raise InvalidInput(
+            "request_id is the caller's id of this consumption, 1 to 128 of A-Z a-z 0-9 . _ : -",
+            field="request_id",
+            code="credits.request_id",
+        )
+    return value
+
+
+def consume_credits(
+    store: WalletPorts, ctx: TenantContext, clock: Clock, contact_id: str, action: Any, quantity: Any, request_id: Any
+) -> Consumed:
+    action = check_action(action)
+    quantity = _quantity(quantity)
+    request_id = _request_id(request_id)
+    own = entry_id(EntryKind.CONSUMPTION, request_id)
+    time = contact_time(store, ctx, contact_id, clock)
+    prices, _ = store.get_credit_prices(ctx.tenant_id)
+    cost = prices.cost_of(action, time.today)
+    applied = change_wallet(
+        store,
+        ctx,
+        contact_id,
+        time.now,
+        own,
+        lambda wallet: consume(
+            wallet, cost, quantity, time.now, request_id=request_id, overdraft_limit=ctx.settings.credit_overdraft
+        ),
+    )
+    entry = applied.entry
+    if entry is None:
+        raise NotFound(f"consumption {request_id} is not booked", field="request_id")  # cannot happen
+    if applied.replayed and (entry.action, entry.quantity) != (action, quantity):
+        raise key_reused("request_id", request_id)
+    return Consumed(entry, applied.wallet, applied.replayed)

@@ -1,0 +1,36 @@
+"""The tenant's credit price list (docs/credits.md, "The price list"): read it, and add a version
+from a day (a price change never rewrites a day already priced)."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+from billow.domain.credits import MAX_CREDITS, CreditPriceList
+from billow.domain.errors import InvalidInput
+from billow.services.context import TenantContext
+from billow.services.ports import CreditStore
+
+
+def price_list(store: CreditStore, ctx: TenantContext) -> CreditPriceList:
+    return store.get_credit_prices(ctx.tenant_id)[0]
+
+
+def add_price_version(store: CreditStore, ctx: TenantContext, effective_from: date, costs: Any) -> CreditPriceList:
+    """The list with a new version from `effective_from` (after the last version's day; 422
+    `credits.price_change_date` otherwise): `costs` maps each billable action to its whole cost in
+    credits (0 = free); an action not listed cannot be consumed from that day. Written conditioned
+    on the version read (a concurrent change makes this one fail with 409, to be sent again)."""
+    if not isinstance(costs, dict) or not costs:
+        raise InvalidInput("costs maps each billable action to its cost in credits", field="costs", code="credits.cost")
+    for action, cost in costs.items():
+        if not isinstance(cost, int) or isinstance(cost, bool) or not 0 <= cost <= MAX_CREDITS:
+            raise InvalidInput(
+                f"the cost of '{action}' is a whole number of credits from 0 to {MAX_CREDITS}",
+                field=f"costs.{action}",
+                code="credits.cost",
+            )
+    current, version = store.get_credit_prices(ctx.tenant_id)
+    changed = current.changed(effective_from, costs)
+    store.save_credit_prices(ctx.tenant_id, changed, version)
+    return changed

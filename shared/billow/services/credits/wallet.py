@@ -1,0 +1,90 @@
+"""THE read-change-write of a contact's credit wallet, every credits use case goes through it.
+
+`change_wallet` reads the wallet (consistently), books the expiry of every grant past its expiry
+at the contact's now, applies the operation (`billow.domain.credits`), and writes the wallet with
+the entries booked in ONE transaction conditioned on the version it read. Exactly once: the
+operation's own entry is keyed by its cause (a consumption's request id, a grant's id), so a
+retry or a racing copy of the same operation finds it booked (`DuplicateEntry`) and answers what
+was booked, never a second entry. A transaction that lost to another change of the wallet reads it
+again and retries after a short random pause (`MAX_ATTEMPTS`, then 503 to resend). The balance can
+never go below what the domain allows: each write is computed from the version it replaces.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import Protocol
+
+from billow.domain.credits import Change, InsufficientCredits, LedgerEntry, Wallet, expire
+from billow.domain.errors import ConcurrentModification, TemporaryFailure
+from billow.services.contacts import get_contact
+from billow.services.context import TenantContext
+from billow.services.ports import ContactStore, CreditStore, DuplicateEntry
+
+MAX_ATTEMPTS = 60
+"""Writes of one operation that may lose to concurrent changes of the same wallet before giving up
+(503 `service.temporarily_unavailable`: safe to resend, the operation is idempotent)."""
+
+
+class WalletPorts(CreditStore, ContactStore, Protocol):
+    """A contact's wallet and ledger, and the contact (it must exist)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """An operation's outcome: its own entry (None when it booked nothing, e.g. the same grant again
+    while its entry is not needed), the wallet after it, and whether it was done before (a retry)."""
+
+    entry: LedgerEntry | None
+    wallet: Wallet
+    replayed: bool
+
+
+def compact(wallet: Wallet, now: datetime) -> Wallet:
+    """The wallet without holdings that can never count again: nothing left and expired (its
+    expiry booked) or refunded. The ledger keeps their history; the item stays small."""
+    kept = tuple(h for h in wallet.holdings if h.remaining or not (h.refunded or h.grant.expired(now)))
+    return wallet if len(kept) == len(wallet.holdings) else replace(wallet, holdings=kept)
+
+
+def change_wallet(
+    store: WalletPorts,
+    ctx: TenantContext,
+    contact_id: str,
+    now: datetime,
+    own: str,
+    operation: Callable[[Wallet], Change],
+) -> Applied:
+    """Apply `operation` to the contact's wallet at `now`, exactly once per `own` entry id."""
+    scope = ctx.scope
+    for attempt in range(MAX_ATTEMPTS):
+        stored = store.get_wallet(scope, contact_id)
+        if stored.version == 0:
+            get_contact(store, ctx, contact_id)  # a wallet is made for a contact that exists
+        expired = expire(stored.wallet, now)
+        try:
+            changed = operation(expired.wallet)
+        except InsufficientCredits:
+            done = store.get_credit_entry(scope, contact_id, own)
+            if done is not None:  # done before, when there was enough
+                return Applied(done, stored.wallet, replayed=True)
+            raise
+        entries = (*expired.entries, *changed.entries)
+        mine = next((e for e in changed.entries if e.id == own), None)
+        if mine is None and not entries:  # nothing to do (the same grant again): what was booked
+            return Applied(store.get_credit_entry(scope, contact_id, own), stored.wallet, replayed=True)
+        try:
+            store.commit_wallet(scope, contact_id, compact(changed.wallet, now), stored.version, entries, own)
+        except DuplicateEntry:
+            return Applied(store.get_credit_entry(scope, contact_id, own), stored.wallet, replayed=True)
+        except ConcurrentModification:
+            time.sleep(random.uniform(0, min(0.5, 0.005 * 2**attempt)))  # full jitter: a herd spreads out
+            continue
+        if mine is None:  # only expiries were due
+            return Applied(store.get_credit_entry(scope, contact_id, own), changed.wallet, replayed=True)
+        return Applied(mine, changed.wallet, replayed=False)
+    raise TemporaryFailure(f"the credit wallet of contact {contact_id} is too busy; retry")

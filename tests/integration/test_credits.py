@@ -1,0 +1,220 @@
+"""Credits on DynamoDB Local (docs/credits.md): the wallet and one ledger entry per change in one
+transaction; consumption all or nothing and once per request id, whatever the races; over HTTP the
+price list, staff grants, the balance by kind, the breakdown and the ledger."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from billow.domain.credits import EntryKind
+from billow.domain.errors import PaymentRequired, TemporaryFailure
+from billow.local.dynamodb import DynamoDBLocal
+from billow.local.stack import add_tenant
+from billow.services.context import SystemClock, TenantContext
+from billow.services.credits.consume import consume_credits
+from billow.storage.models import configure
+from billow.storage.repository import DynamoStore
+
+from tests.support import InProcessClient, in_processes, make_contact
+
+KEY = "bk_test_credits"
+TENANT = "tenant-cr"
+PROCESSES, EACH, GRANTED = 32, 4, 150
+
+
+@pytest.fixture
+def api(local_table: str) -> Iterator[InProcessClient]:
+    add_tenant(TENANT, "Tenant CR", KEY)
+    yield InProcessClient(KEY)
+
+
+def context() -> TenantContext:
+    settings = DynamoStore().get_settings(TENANT)
+    assert settings is not None
+    return TenantContext(TENANT, "test", settings)
+
+
+def _priced(api: InProcessClient, **costs: int) -> None:
+    reply = api.post("/credits/prices", {"effective_from": "2020-01-01", "costs": costs or {"sms": 1, "ai_call": 5}})
+    assert reply.status == 201, reply.body
+
+
+def _grant(api: InProcessClient, contact_id: str, grant_id: str, kind: str, credits: int, **extra: Any) -> Any:
+    return api.post(
+        f"/contacts/{contact_id}/credits/grants", {"id": grant_id, "kind": kind, "credits": credits, **extra}
+    )
+
+
+def _consume(api: InProcessClient, contact_id: str, request_id: str, action: str = "sms", quantity: int = 1) -> Any:
+    body = {"action": action, "quantity": quantity, "request_id": request_id}
+    return api.post(f"/contacts/{contact_id}/credits/consume", body)
+
+
+def test_consuming_is_all_or_nothing_once_per_request_and_burns_promotional_before_purchased(
+    api: InProcessClient,
+) -> None:
+    _priced(api)
+    contact = make_contact(api)["id"]
+    assert _grant(api, contact, "bought-1", "purchased", 100).status == 201
+    assert _grant(api, contact, "promo-1", "promotional", 30, expires_at="2099-01-01T00:00:00Z").status == 201
+    first = _consume(api, contact, "req-1", "ai_call", 8)  # 40 credits: 30 promotional, then 10 purchased
+    assert first.status == 201, first.body
+    assert [(p["grant_id"], p["credits"]) for p in first.body["entry"]["parts"]] == [("promo-1", 30), ("bought-1", 10)]
+    assert first.body["balance"] == {"total": 90, "included": 0, "promotional": 0, "purchased": 90, "overdrawn": 0}
+    again = _consume(api, contact, "req-1", "ai_call", 8)  # a retry: the same answer, nothing taken twice
+    assert again.status == 200 and again.headers.get("Idempotent-Replayed") == "true"
+    assert again.body["entry"] == first.body["entry"]
+    assert api.get(f"/contacts/{contact}/credits").body["balance"]["total"] == 90
+    reused = _consume(api, contact, "req-1", "sms", 1)
+    assert reused.status == 422 and reused.body["error"] == "idempotency.key_reused"
+    short = _consume(api, contact, "req-2", "ai_call", 19)  # 95 > 90: refused whole
+    assert short.status == 402 and short.body["error"] == "credits.insufficient", short.body
+    assert "the balance is 90" in short.body["message"]
+    assert api.get(f"/contacts/{contact}/credits").body["balance"]["total"] == 90
+    assert _consume(api, contact, "req-3", "ai_call", 18).status == 201  # exactly 90
+    assert _consume(api, contact, "req-4").status == 402
+    assert _consume(api, contact, "req-1", "ai_call", 8).status == 200  # still answered, though 0 are left
+    ledger = api.get(f"/contacts/{contact}/credits/ledger?limit=2")
+    kinds = [e["kind"] for e in ledger.body["items"]]
+    rest = api.get(f"/contacts/{contact}/credits/ledger?limit=10&cursor={ledger.body['cursor']}").body
+    kinds += [e["kind"] for e in rest["items"]]
+    assert kinds == ["grant", "grant", "consumption", "consumption"] and rest["cursor"] is None
+    breakdown = api.get(f"/contacts/{contact}/credits/breakdown").body["actions"]
+    assert breakdown == [
+        {
+            "action": "ai_call",
+            "consumptions": 2,
+            "quantity": 26,
+            "credits": 130,
+            "by_kind": {"promotional": 30, "purchased": 100},
+            "overdrawn": 0,
+        }
+    ]
+
+
+def test_refusals_name_what_is_wrong(api: InProcessClient) -> None:
+    _priced(api)
+    contact = make_contact(api)["id"]
+    assert _consume(api, contact, "r", "fax").body["error"] == "credits.unknown_action"
+    assert _consume(api, "con_nobody", "r").status == 404
+    assert api.get("/contacts/con_nobody/credits").status == 404
+    bad = api.post(f"/contacts/{contact}/credits/consume", {"action": "sms", "quantity": 0, "request_id": "r"})
+    assert bad.status == 422 and bad.body["fields"][0]["field"] == "quantity"
+    promo = _grant(api, contact, "p", "promotional", 5)  # promotional credits expire
+    assert promo.status == 422 and promo.body["error"] == "credits.expiry"
+    assert _grant(api, contact, "i", "included", 5).status == 422
+    assert _grant(api, contact, "g", "purchased", 5).status == 201
+    assert _grant(api, contact, "g", "purchased", 5).status == 200  # a retry
+    clash = _grant(api, contact, "g", "purchased", 6)
+    assert clash.status == 409 and clash.body["error"] == "credits.grant_exists"
+    late = api.post("/credits/prices", {"effective_from": "2019-06-01", "costs": {"sms": 2}})
+    assert late.status == 422 and late.body["error"] == "credits.price_change_date"
+    assert api.get("/contacts/" + contact + "/credits").body["balance"]["total"] == 5
+
+
+def _consumer(table: str, endpoint: str, contact_id: str, worker: int, go: Any, out: Any, met: Any) -> None:
+    """One process (a separate Lambda container): EACH consumptions of 1 to 3 sms, one after another,
+    then its first again (a retry); every fourth request id is shared with the next worker (the
+    same request sent by two containers at once)."""
+    configure(table_name=table, endpoint=endpoint, region="us-east-1")
+    try:
+        store, ctx = DynamoStore(), context()
+        go.wait()
+        answers = []
+        for n in range(EACH):
+            request_id = f"shared-{(worker + 1) // 2}-{n}" if n % 4 == 0 else f"w{worker}-{n}"
+            quantity = 1 + (n % 3)
+            while True:  # as a client does: a 503 (too busy) is sent again
+                try:
+                    done = consume_credits(store, ctx, SystemClock(), contact_id, "sms", quantity, request_id)
+                    answers.append((request_id, quantity, "replayed" if done.replayed else "accepted"))
+                except PaymentRequired:
+                    answers.append((request_id, quantity, "refused"))
+                except TemporaryFailure:
+                    continue
+                break
+        first = f"shared-{(worker + 1) // 2}-0"
+        done = (
+            consume_credits(store, ctx, SystemClock(), contact_id, "sms", 1, first)
+            if answers[0][2] != "refused"
+            else None
+        )
+        answers.append((first, 1, "retry-replayed" if done is not None and done.replayed else "retry"))
+        out.put(answers)
+    except Exception as crash:  # reported, so the test fails with it instead of waiting on the queue
+        out.put(f"crashed: {crash!r}")
+
+
+def test_32_processes_consuming_from_one_wallet_never_overdraw_and_every_credit_is_accounted(
+    api: InProcessClient, local_table: str, dynamodb_local: DynamoDBLocal
+) -> None:
+    _priced(api)
+    contact = make_contact(api)["id"]
+    assert _grant(api, contact, "pack", "purchased", GRANTED).status == 201
+    each = [(local_table, dynamodb_local.endpoint, contact, w) for w in range(PROCESSES)]
+    results = in_processes(_consumer, each, meet=PROCESSES)
+    assert not [r for r in results if isinstance(r, str)], results
+    answers = [a for r in results for a in r]
+    accepted = {rid: q for rid, q, status in answers if status == "accepted"}
+    assert len(accepted) == len({rid for rid, _, status in answers if status == "accepted"})  # each booked once
+    assert all(status != "retry" for _, _, status in answers)  # a retry of a booked request is a replay
+    store = DynamoStore()
+    wallet = store.get_wallet(context().scope, contact).wallet
+    consumed = sum(accepted.values())
+    assert wallet.booked == GRANTED - consumed >= 0  # never negative; every accepted credit taken once
+    entries = [e for e in store.credit_ledger(context().scope, contact) if e.kind is EntryKind.CONSUMPTION]
+    assert {e.reference: e.credits for e in entries} == accepted  # the ledger is exactly what was accepted
+    refused = [q for _, q, status in answers if status == "refused"]
+    assert refused and min(refused) > wallet.booked  # only refused when it could not be covered at the end
+
+
+class _DiesAfterCommit(DynamoStore):
+    """A container that dies right after its wallet transaction, before it answers."""
+
+    def commit_wallet(self, *args: Any, **kwargs: Any) -> int:
+        super().commit_wallet(*args, **kwargs)
+        raise RuntimeError("the container died after the write")
+
+
+class _DiesBeforeCommit(DynamoStore):
+    def commit_wallet(self, *args: Any, **kwargs: Any) -> int:
+        raise RuntimeError("the container died before the write")
+
+
+def test_a_consumption_interrupted_by_a_crash_is_taken_once_when_retried(api: InProcessClient) -> None:
+    _priced(api)
+    contact = make_contact(api)["id"]
+    assert _grant(api, contact, "pack", "purchased", 10).status == 201
+    with pytest.raises(RuntimeError):
+        consume_credits(_DiesBeforeCommit(), context(), SystemClock(), contact, "ai_call", 1, "before")
+    with pytest.raises(RuntimeError):
+        consume_credits(_DiesAfterCommit(), context(), SystemClock(), contact, "ai_call", 1, "after")
+    assert api.get(f"/contacts/{contact}/credits").body["balance"]["total"] == 5  # "after" was taken
+    retried = [_consume(api, contact, rid, "ai_call", 1) for rid in ("before", "after")]
+    assert [r.status for r in retried] == [201, 200]  # "before" now, "after" answered as booked
+    assert api.get(f"/contacts/{contact}/credits").body["balance"]["total"] == 0
+    entries = [
+        e.reference for e in DynamoStore().credit_ledger(context().scope, contact) if e.kind is EntryKind.CONSUMPTION
+    ]
+    assert sorted(entries) == ["after", "before"]
+
+
+def test_a_tenant_overdraft_lets_a_consumption_go_below_zero_up_to_the_limit(api: InProcessClient) -> None:
+    _priced(api)
+    assert api.patch("/settings/profile", {"credit_overdraft": 10}).body["credit_overdraft"] == 10
+    contact = make_contact(api)["id"]
+    assert _grant(api, contact, "pack", "purchased", 5).status == 201
+    over = _consume(api, contact, "r1", "ai_call", 2)  # 10: 5 from the pack, 5 owed
+    assert over.status == 201, over.body
+    assert over.body["entry"]["overdrawn"] == 5 and over.body["balance"]["total"] == -5
+    assert _consume(api, contact, "r2", "ai_call", 2).status == 402  # 5 more than the overdraft allows
+    assert _consume(api, contact, "r3", "ai_call", 1).status == 201  # exactly to -10
+    assert api.get(f"/contacts/{contact}/credits").body["balance"] == {
+        "total": -10,
+        "included": 0,
+        "promotional": 0,
+        "purchased": 0,
+        "overdrawn": 10,
+    }
