@@ -33,6 +33,9 @@ def _terms_input(body: PriceTermsBody) -> catalog.PriceTermsInput:
         body.auto_renew,
         body.contract_cycles,
         body.cancellation_fee,
+        body.included_credits,
+        body.features,
+        body.limits,
     )
 
 

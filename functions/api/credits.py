@@ -1,5 +1,6 @@
-"""Credit routes (docs/credits.md): the tenant's credit price list, and per contact its credits —
-consume, staff grants, the balance, the breakdown per action and the ledger."""
+"""Credit and entitlement routes (docs/credits.md): the tenant's credit price list; per contact its
+credits (consume, staff grants, the balance, the breakdown per action, the ledger) and what it is
+entitled to now."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 from aws_lambda_powertools.event_handler.router import APIGatewayRouter
 from billow.domain.credits import ActionUsage, Balance, CreditPriceList, Holding, LedgerEntry
 from billow.services.credits import consume, grants, prices, views
+from billow.services.entitlements import entitlements_of
 from runtime import clock, store
 
 from api.context import created, current_tenant
@@ -152,6 +154,31 @@ def credit_breakdown(
         "contact_id": contact_id,
         "period": {"start": period.start.isoformat(), "end": period.end.isoformat()},
         "actions": [_usage(u) for u in rows],
+    }
+
+
+@router.get(
+    "/contacts/<contact_id>/entitlements",
+    summary="What the contact may use now: the features and limits its effective services grant (one query)",
+)
+def get_entitlements(contact_id: Annotated[Id, Path()]) -> dict[str, Any]:
+    ctx = current_tenant(router.current_event)
+    found = entitlements_of(store, ctx, contact_id)
+    return {
+        "contact_id": contact_id,
+        "features": sorted(found.features),
+        "limits": dict(found.limits),
+        "granted_by": [
+            {
+                "subscription_id": g.subscription_id,
+                "service_id": g.service_id,
+                "product_id": g.product_id,
+                "terms_id": g.terms_id,
+                "features": list(g.features),
+                "limits": dict(g.limits),
+            }
+            for g in found.granted_by
+        ],
     }
 
 

@@ -46,6 +46,9 @@ def terms(t: PriceTerms) -> Json:
         "auto_renew": t.auto_renew,
         "contract_cycles": t.contract_cycles,
         "cancellation_fee": money(t.cancellation_fee),
+        "included_credits": t.included_credits,
+        "features": list(t.features),
+        "limits": dict(t.limits),
     }
 
 

@@ -67,6 +67,18 @@ class PriceTermsBody(Body):
         default=None, ge=1, le=120, description="contract period in cycles (cancellation rules and fee apply)"
     )
     cancellation_fee: Amount | None = Field(default=None, description="charged on cancelling inside the contract")
+    included_credits: int = Field(
+        default=0,
+        ge=0,
+        le=10**15,
+        description="credits the plan includes each billing cycle (they reset, never roll over)",
+    )
+    features: list[str] = Field(
+        default_factory=list, max_length=50, description="features its effective services grant (entitlements)"
+    )
+    limits: dict[str, int] = Field(
+        default_factory=dict, max_length=50, description="limits its effective services grant: name to a whole number"
+    )
 
 
 class ProductBody(Body):
@@ -102,6 +114,9 @@ class PriceTermsPatchBody(Body):
     auto_renew: bool | None = None
     contract_cycles: int | None = Field(default=None, ge=1, le=120)
     cancellation_fee: Amount | None = None
+    included_credits: int | None = Field(default=None, ge=0, le=10**15)
+    features: list[str] | None = None
+    limits: dict[str, int] | None = None
 
 
 class AddressBody(Body):

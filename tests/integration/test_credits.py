@@ -17,7 +17,7 @@ from billow.services.credits.consume import consume_credits
 from billow.storage.models import configure
 from billow.storage.repository import DynamoStore
 
-from tests.support import InProcessClient, in_processes, make_contact
+from tests.support import InProcessClient, advance_clock, in_processes, make_contact, make_product
 
 KEY = "bk_test_credits"
 TENANT = "tenant-cr"
@@ -218,3 +218,45 @@ def test_a_tenant_overdraft_lets_a_consumption_go_below_zero_up_to_the_limit(api
         "purchased": 0,
         "overdrawn": 10,
     }
+
+
+def _plan(api: InProcessClient, included: int, start: str = "2026-03-01T12:00:00+00:00") -> str:
+    """A contact on a test clock with a monthly plan including `included` credits a cycle."""
+    terms = {"price": "20.00", "currency": "USD", "cycle": "month", "included_credits": included}
+    product = make_product(api, terms)
+    assert product["terms"][0]["included_credits"] == included
+    contact = make_contact(api)["id"]
+    assert api.post(f"/contacts/{contact}/test-clock", {"frozen_time": start}).status == 201
+    item = {"product_id": product["id"], "terms_id": product["terms"][0]["id"]}
+    assert api.post("/orders", {"contact_id": contact, "items": [item]}).status == 201
+    return contact
+
+
+def test_included_credits_reset_each_cycle_and_purchased_ones_roll_over(api: InProcessClient) -> None:
+    _priced(api, sms=1)
+    contact = _plan(api, 1000)
+    assert api.get(f"/contacts/{contact}/credits").body["balance"]["included"] == 1000
+    assert _consume(api, contact, "a", "sms", 800).status == 201
+    assert api.get(f"/contacts/{contact}/credits").body["balance"]["total"] == 200
+    advance_clock(api, contact, "2026-04-01T12:00:00+00:00")  # the next cycle: 1,000 again, not 1,200
+    assert api.get(f"/contacts/{contact}/credits").body["balance"]["total"] == 1000
+    assert _grant(api, contact, "bought", "purchased", 500).status == 201
+    used = _consume(api, contact, "b", "sms", 1200)  # included first, then 200 of the purchased
+    assert [(p["kind"], p["credits"]) for p in used.body["entry"]["parts"]] == [("included", 1000), ("purchased", 200)]
+    advance_clock(api, contact, "2026-05-01T12:00:00+00:00")  # the 300 purchased survive the reset
+    balance = api.get(f"/contacts/{contact}/credits").body["balance"]
+    assert (balance["included"], balance["purchased"], balance["total"]) == (1000, 300, 1300)
+    expiries = [e for e in _ledger(api, contact) if e["kind"] == "expiry"]
+    assert [(e["credits"], e["at"][:10]) for e in expiries] == [(200, "2026-04-01")]  # booked when next used
+    promo = _grant(api, contact, "spring", "promotional", 50, expires_at="2026-05-15T00:00:00+00:00")
+    assert promo.status == 201
+    advance_clock(api, contact, "2026-05-14T23:00:00+00:00")
+    assert api.get(f"/contacts/{contact}/credits").body["balance"]["promotional"] == 50
+    advance_clock(api, contact, "2026-05-15T00:00:00+00:00")  # gone on its day
+    assert api.get(f"/contacts/{contact}/credits").body["balance"]["promotional"] == 0
+
+
+def _ledger(api: InProcessClient, contact: str) -> list[dict[str, Any]]:
+    reply = api.get(f"/contacts/{contact}/credits/ledger?limit=1000")
+    assert reply.status == 200, reply.body
+    return list(reply.body["items"])

@@ -7,6 +7,7 @@ from enum import StrEnum
 from fractions import Fraction
 
 from billow.domain.calendar import Cycle
+from billow.domain.entitlements import check_grants
 from billow.domain.errors import Conflict, InvalidInput, NotFound
 from billow.domain.money import Money
 from billow.domain.pricing import UsagePrice
@@ -56,8 +57,22 @@ class PriceTerms:
     business's in-contract rule and costs `cancellation_fee`."""
     cancellation_fee: Money | None = None
     """Charged when the service is cancelled inside its contract period."""
+    included_credits: int = 0
+    """Credits the plan includes each billing cycle (docs/credits.md, "Included credits"): granted
+    to the contact's wallet for each period the service is effective in, gone at the period's end."""
+    features: tuple[str, ...] = ()
+    """Features its effective services grant (docs/credits.md, "Entitlements")."""
+    limits: tuple[tuple[str, int], ...] = ()
+    """Limits its effective services grant, by name (seats, projects, storage_gb...)."""
 
     def __post_init__(self) -> None:
+        features, limits = check_grants(self.features, dict(self.limits))
+        object.__setattr__(self, "features", features)
+        object.__setattr__(self, "limits", limits)
+        if not isinstance(self.included_credits, int) or not 0 <= self.included_credits <= 10**15:
+            raise InvalidInput(
+                "included_credits is a whole number of credits from 0 to 10^15", field="included_credits"
+            )
         if not 0 <= self.trial_days <= MAX_TRIAL_DAYS:
             raise InvalidInput(f"trial_days is 0 to {MAX_TRIAL_DAYS}", field="trial_days")
         for name in ("term_cycles", "contract_cycles"):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from billow.domain.calendar import Cycle
@@ -34,6 +34,9 @@ class PriceTermsInput:
     auto_renew: bool = True
     contract_cycles: int | None = None
     cancellation_fee: str | None = None
+    included_credits: int = 0
+    features: Sequence[str] = ()
+    limits: Mapping[str, int] = field(default_factory=dict)
 
 
 def _build_terms(terms_id: str, product_id: str, spec: PriceTermsInput, field: str = "") -> PriceTerms:
@@ -65,6 +68,9 @@ def _build_terms(terms_id: str, product_id: str, spec: PriceTermsInput, field: s
             auto_renew=spec.auto_renew,
             contract_cycles=spec.contract_cycles,
             cancellation_fee=cancellation_fee,
+            included_credits=spec.included_credits,
+            features=tuple(spec.features),
+            limits=tuple(spec.limits.items()),
         )
     except InvalidInput as error:
         raise error.under(field) from None
@@ -204,6 +210,9 @@ def _input_of(terms: PriceTerms) -> PriceTermsInput:
         terms.auto_renew,
         terms.contract_cycles,
         amount(terms.cancellation_fee),
+        terms.included_credits,
+        terms.features,
+        dict(terms.limits),
     )
 
 

@@ -24,6 +24,7 @@ from billow.domain.actions import Action, ActionStatus
 from billow.domain.collection import AttemptStatus, NotCollectable, PaymentAttempt
 from billow.domain.contacts import Contact
 from billow.domain.dunning import DunningCase, Step, StepKind
+from billow.domain.entitlements import entitlements, grantors_of
 from billow.domain.invoices import Invoice, InvoiceKind, InvoiceStatus, Payment
 from billow.domain.payment_methods import SavedPaymentMethod
 from billow.domain.pricing import allowance_json
@@ -418,6 +419,22 @@ def _subscription(change: Change) -> Iterator[Derived]:
         data = {"subscription_id": new.id, "payment_method": new.payment_method, "previous": old.payment_method}
         yield "subscription.payment_method_changed", None, data
     yield from _charge_limits(new, before)
+    yield from _entitlements(old, new)
+
+
+def _entitlements(old: Subscription | None, new: Subscription) -> Iterator[Derived]:
+    """What the subscription grants changed (a service started, upgraded, deactivated, re-activated,
+    paused, cancelled): the application enforcing access reads the contact's entitlements again."""
+    was = entitlements(grantors_of(old)) if old is not None else entitlements(())
+    now = entitlements(grantors_of(new))
+    if was.as_key != now.as_key:
+        data = {
+            "subscription_id": new.id,
+            "features": sorted(now.features),
+            "limits": dict(now.limits),
+            "previous": {"features": sorted(was.features), "limits": dict(was.limits)},
+        }
+        yield "entitlements.changed", None, data  # the write's version: a change back is another event
 
 
 def _charge_limits(new: Subscription, before: Mapping[str, Service]) -> Iterator[Derived]:
@@ -520,6 +537,7 @@ EVENT_TYPES = (
     "subscription.state_changed",
     "subscription.payment_method_changed",
     "usage.charge_limit_reached",
+    "entitlements.changed",
     "dunning.case_opened",
     "dunning.retry_requested",
     "dunning.reminder_due",

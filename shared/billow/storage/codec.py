@@ -123,6 +123,9 @@ def terms_out(t: PriceTerms) -> Json:
         "auto_renew": t.auto_renew,
         "contract_cycles": t.contract_cycles,
         "cancellation_fee": money_out(t.cancellation_fee),
+        **({"included_credits": t.included_credits} if t.included_credits else {}),
+        **({"features": list(t.features)} if t.features else {}),
+        **({"limits": dict(t.limits)} if t.limits else {}),
     }
 
 
@@ -142,6 +145,9 @@ def terms_in(d: Json) -> PriceTerms:
         auto_renew=bool(d.get("auto_renew", True)),
         contract_cycles=_int_in(d.get("contract_cycles")),
         cancellation_fee=money_in(d.get("cancellation_fee")),
+        included_credits=int(d.get("included_credits", 0)),
+        features=tuple(d.get("features", ())),
+        limits=tuple((k, int(v)) for k, v in (d.get("limits") or {}).items()),
     )
 
 

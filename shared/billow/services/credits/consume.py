@@ -24,6 +24,7 @@ from billow.domain.credits import (
 from billow.domain.errors import InvalidInput, NotFound
 from billow.services.contacts import contact_time
 from billow.services.context import Clock, TenantContext
+from billow.services.credits import included
 from billow.services.credits.wallet import WalletPorts, change_wallet
 from billow.services.idempotency import key_reused
 
@@ -61,6 +62,7 @@ def consume_credits(
     request_id = _request_id(request_id)
     own = entry_id(EntryKind.CONSUMPTION, request_id)
     time = contact_time(store, ctx, contact_id, clock)
+    granted = included.due(store, ctx, contact_id, time)
     prices, _ = store.get_credit_prices(ctx.tenant_id)
     cost = prices.cost_of(action, time.today)
     applied = change_wallet(
@@ -72,6 +74,7 @@ def consume_credits(
         lambda wallet: consume(
             wallet, cost, quantity, time.now, request_id=request_id, overdraft_limit=ctx.settings.credit_overdraft
         ),
+        granted,
     )
     entry = applied.entry
     if entry is None:

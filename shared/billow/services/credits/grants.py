@@ -15,6 +15,7 @@ from billow.domain.credits import EntryKind, Grant, GrantKind, LedgerEntry, Wall
 from billow.domain.errors import Conflict, InvalidInput
 from billow.services.contacts import contact_time
 from billow.services.context import Clock, TenantContext
+from billow.services.credits import included
 from billow.services.credits.wallet import WalletPorts, change_wallet
 
 STAFF_KINDS = frozenset({GrantKind.PROMOTIONAL, GrantKind.PURCHASED})
@@ -56,7 +57,8 @@ def give_credits(
             field="kind",
             code="credits.grant_kind",
         )
-    now = contact_time(store, ctx, contact_id, clock).now
+    time = contact_time(store, ctx, contact_id, clock)
+    now = time.now
     given = Grant(
         raw.get("id"),  # type: ignore[arg-type]  # checked by Grant
         GrantKind(kind),
@@ -66,7 +68,8 @@ def give_credits(
         source=source,
     )
     own = entry_id(EntryKind.GRANT, given.id)
-    applied = change_wallet(store, ctx, contact_id, now, own, lambda wallet: grant(wallet, given))
+    due = included.due(store, ctx, contact_id, time)
+    applied = change_wallet(store, ctx, contact_id, now, own, lambda wallet: grant(wallet, given), due)
     entry = applied.entry
     if entry is None:  # its holding is gone from the wallet (spent and expired) and no entry: cannot happen
         raise Conflict(f"credit grant '{given.id}' exists", field="id", code="credits.grant_exists")

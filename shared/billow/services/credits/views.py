@@ -7,11 +7,12 @@ from dataclasses import dataclass
 from datetime import date, datetime, time
 
 from billow.domain.calendar import Period, tenant_zone
-from billow.domain.credits import ActionUsage, Balance, Holding, LedgerEntry, breakdown
+from billow.domain.credits import ActionUsage, Balance, Holding, LedgerEntry, breakdown, expire
 from billow.domain.errors import InvalidInput
 from billow.services.contacts import contact_time, get_contact
 from billow.services.context import Clock, TenantContext
-from billow.services.credits.wallet import WalletPorts
+from billow.services.credits import included
+from billow.services.credits.wallet import WalletPorts, with_due
 from billow.services.ports import Page
 
 MAX_BREAKDOWN_DAYS = 366
@@ -30,8 +31,10 @@ def credits_of(store: WalletPorts, ctx: TenantContext, clock: Clock, contact_id:
     stored = store.get_wallet(ctx.scope, contact_id)
     if stored.version == 0:
         get_contact(store, ctx, contact_id)
-    now = contact_time(store, ctx, contact_id, clock).now
-    wallet = stored.wallet
+    time = contact_time(store, ctx, contact_id, clock)
+    now = time.now
+    # what the next use of the wallet books: the expiries due and this cycle's included credits
+    wallet = with_due(expire(stored.wallet, now), included.due(store, ctx, contact_id, time)).wallet
     return Credits(wallet.balance(now), tuple(wallet.burn_order(now)), now)
 
 

@@ -14,24 +14,25 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Protocol
 
-from billow.domain.credits import Change, InsufficientCredits, LedgerEntry, Wallet, expire
-from billow.domain.errors import ConcurrentModification, TemporaryFailure
+from billow.domain.credits import Change, Grant, InsufficientCredits, LedgerEntry, Wallet, expire, grant
+from billow.domain.errors import ConcurrentModification, Conflict, TemporaryFailure
 from billow.services.contacts import get_contact
 from billow.services.context import TenantContext
-from billow.services.ports import ContactStore, CreditStore, DuplicateEntry
+from billow.services.ports import ContactStore, CreditStore, DuplicateEntry, SubscriptionStore
 
 MAX_ATTEMPTS = 60
 """Writes of one operation that may lose to concurrent changes of the same wallet before giving up
 (503 `service.temporarily_unavailable`: safe to resend, the operation is idempotent)."""
 
 
-class WalletPorts(CreditStore, ContactStore, Protocol):
-    """A contact's wallet and ledger, and the contact (it must exist)."""
+class WalletPorts(CreditStore, ContactStore, SubscriptionStore, Protocol):
+    """A contact's wallet and ledger, the contact (it must exist) and its subscriptions (the
+    included credits they grant)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +52,19 @@ def compact(wallet: Wallet, now: datetime) -> Wallet:
     return wallet if len(kept) == len(wallet.holdings) else replace(wallet, holdings=kept)
 
 
+def with_due(change: Change, due: Sequence[Grant]) -> Change:
+    """`change` followed by each grant of `due` the wallet does not hold yet."""
+    wallet, entries = change.wallet, list(change.entries)
+    for given in due:
+        try:
+            granted = grant(wallet, given)
+        except Conflict:  # a grant of that id with other terms: the one booked stands
+            continue
+        wallet = granted.wallet
+        entries += granted.entries
+    return Change(wallet, tuple(entries))
+
+
 def change_wallet(
     store: WalletPorts,
     ctx: TenantContext,
@@ -58,14 +72,16 @@ def change_wallet(
     now: datetime,
     own: str,
     operation: Callable[[Wallet], Change],
+    due: Sequence[Grant] = (),
 ) -> Applied:
-    """Apply `operation` to the contact's wallet at `now`, exactly once per `own` entry id."""
+    """Apply `operation` to the contact's wallet at `now`, exactly once per `own` entry id, after
+    booking the grants `due` it does not hold yet (the included credits of the current cycle)."""
     scope = ctx.scope
     for attempt in range(MAX_ATTEMPTS):
         stored = store.get_wallet(scope, contact_id)
         if stored.version == 0:
             get_contact(store, ctx, contact_id)  # a wallet is made for a contact that exists
-        expired = expire(stored.wallet, now)
+        expired = with_due(expire(stored.wallet, now), due)
         try:
             changed = operation(expired.wallet)
         except InsufficientCredits:

@@ -1,0 +1,55 @@
+"""Included credits (docs/credits.md, "Included credits"): the credits a plan's price terms include
+each billing cycle, granted to the contact's wallet for the cycle it is in.
+
+They are granted when the wallet is next used in that cycle (a consumption, a staff grant) and
+shown by the balance before that: `due` names the grants the contact's effective services make for
+the period containing its today, and `change_wallet` books those not booked yet, in the same
+transaction as the operation. A grant's id is derived from the service, its price terms and the
+period (`inc_<service>_<terms>_<period start>`), so each is booked once whatever the races; it
+expires at the period's end (midnight in the tenant's zone, on the contact's clock), so what is
+left is gone and the next period's grant starts afresh: 1,000 included, 800 used → 1,000 next
+cycle, never 1,200. No read of the billing engine's state is needed: the subscription's schedule
+says which period the contact's today is in, whatever the billing run has done yet.
+
+Which services grant: effective ones whose start is on or before today and whose end (if any) is
+after it, a service in its trial included; paused, deactivated, cancelled and draft ones grant
+nothing. A change of price terms mid-cycle grants the new terms' credits for that cycle beside what
+is left of the old ones (at most one grant per terms and period); credits are never prorated."""
+
+from __future__ import annotations
+
+from datetime import datetime, time
+
+from billow.domain.calendar import tenant_zone
+from billow.domain.credits import Grant, included_grant
+from billow.domain.rules import ServiceState
+from billow.services.contacts import ContactTime
+from billow.services.context import TenantContext
+from billow.services.ports import SubscriptionStore
+
+
+def due(store: SubscriptionStore, ctx: TenantContext, contact_id: str, now: ContactTime) -> list[Grant]:
+    """The included grants of the period containing the contact's today, one per service and terms."""
+    zone = tenant_zone(ctx.settings.timezone)
+    today = now.today
+    grants: list[Grant] = []
+    for subscription in store.subscriptions_of(ctx.scope, contact_id):
+        for service in subscription.services:
+            credits = service.terms.included_credits
+            if not credits or service.state is not ServiceState.EFFECTIVE or service.start_date > today:
+                continue
+            if service.end_date is not None and service.end_date <= today:
+                continue
+            period = subscription.schedule.period_containing(today)
+            first = max(period.start, service.start_date)
+            grants.append(
+                included_grant(
+                    id=f"inc_{service.id}_{service.terms.id}_{period.start.isoformat()}",
+                    credits=credits,
+                    period=period,
+                    zone=zone,
+                    granted_at=min(datetime.combine(first, time(0), zone), now.now),
+                    source=f"{subscription.id}/{service.id}",
+                )
+            )
+    return grants
