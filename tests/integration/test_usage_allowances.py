@@ -311,3 +311,20 @@ def test_a_record_of_zero_is_accepted_even_when_the_window_is_already_past_its_l
     assert zero.status == 200 and zero.body["records"][0]["status"] == "accepted", zero.body
     tiny = api.post("/usage", _records(svc, "0.000000000001", prefix="t")[0])
     assert tiny.status == 409 and "carries 0.000000000001" in tiny.body["message"]  # never "1E-12"
+
+
+def test_read_backs_of_impossible_days_and_a_101st_override_are_refused(local_table: str) -> None:
+    # the attacker's review: 502 on period=0001-01-01, and overrides piling up past an item's 400 KB
+    add_tenant(TENANT, "Tenant A", KEY)
+    api = InProcessClient(KEY)
+    svc = _metered(api, None)
+    path = f"/subscriptions/{svc['subscription_id']}/services/{svc['service_id']}/usage"
+    for day in ("0001-01-01", "9999-12-31"):
+        reply = api.get(f"{path}?period={day}")
+        assert reply.status == 422 and reply.body["error"] == "usage.invalid_day", reply.body
+    assert api.get(f"/contacts/{svc['contact_id']}/usage?on=9999-12-31").body["error"] == "usage.invalid_day"
+    for n in range(100):
+        assert api.request("PUT", f"/contacts/{svc['contact_id']}/allowances/m{n}", {"per_cycle": "1"}).status == 200
+    extra = api.request("PUT", f"/contacts/{svc['contact_id']}/allowances/m100", {"per_cycle": "1"})
+    assert extra.status == 422 and extra.body["error"] == "usage.too_many_allowances", extra.body
+    assert api.request("PUT", f"/contacts/{svc['contact_id']}/allowances/m7", {"per_cycle": "2"}).status == 200

@@ -1702,8 +1702,12 @@ class DynamoStore:
         stored records, an exhausted window is refused with what remains (read from the counter as
         the failed condition saw it)."""
         alone = refusal(allowance, record.quantity, record.day, cycle, Used())
-        if alone is not None:  # beyond a window even with nothing used: no write can accept it
-            return Counted("refused", alone)
+        if alone is not None:  # beyond a window even with nothing used: no write can accept it,
+            # unless it is a retry of a record stored before (a duplicate counts nothing, ever)
+            item = _usage_item(scope, record)
+            with _translated("usage record"):
+                again = _get(str(item.pk), str(item.sk), consistent_read=True) is not None
+            return Counted("duplicate") if again else Counted("refused", alone)
         put = _Write(_usage_item(scope, record), _absent())
         for attempt in range(_COUNT_ATTEMPTS):
             counter = _counted(scope, record, allowance, basis)

@@ -105,12 +105,13 @@ class Change(ServiceKind[ChangeAsked, Changed]):
                 "a metered service changes price terms only within its billing cycle and model",
                 rule="change.metered",
             )
+        _check_meter(service, terms, subscription, on)
         changed = _with_new_terms(service, change, key.cycle, on)
         if service.state is not ServiceState.DRAFT:
             # usage of the periods ended by `on` is rated on the terms it was used under
             oldest = min((b.period_start for b in service.usage_billed), default=None)
             changed = changed.with_earlier_terms(service, on, oldest)
-            if service.terms.meter is None and terms.meter is not None and service.usage_billed_through is None:
+            if terms.meter is not None and not service.meters_usage and service.usage_billed_through is None:
                 # metered from the change: no usage of the days before it to bill
                 changed = replace(changed, usage_billed_through=max(on, service.billing_start))
         what = f"changed to {change.product_name} x{change.quantity} at {terms.price} per {terms.cycle.value}"
@@ -154,6 +155,24 @@ CHANGE = register(Change())
 def pending_cycle(action: Action) -> Cycle | None:
     """The cycle of the price terms a pending change switches its service to."""
     return CHANGE.params(action).change.terms.cycle if action.kind is CHANGE else None
+
+
+def _check_meter(service: Service, terms: PriceTerms, subscription: Subscription, on: date) -> None:
+    """A change to terms metering another meter than the service's (its last metered terms', if it
+    meters nothing now) takes effect only on the first day of a billing period: a period's usage is
+    rated on one usage price, and one meter's records are never rated at another meter's price
+    (docs/billing.md, "Price terms changed")."""
+    metered = [t.meter for t in (*(e.terms for e in service.earlier_terms), service.terms) if t.meter is not None]
+    current = metered[-1] if metered else None
+    if terms.meter is None or current is None or terms.meter == current:
+        return
+    period = subscription.schedule.period_containing(on)
+    if period.start != on:
+        raise RuleViolation(
+            f"a change from meter '{current}' to '{terms.meter}' takes effect at the start of a billing "
+            f"period: schedule it for {period.end.isoformat()}",
+            rule="change.meter",
+        )
 
 
 def check_same_currency(subscription: Subscription, terms: PriceTerms) -> None:

@@ -30,6 +30,9 @@ from billow.services.contacts import get_contact
 from billow.services.context import Scope, TenantContext, edit_versioned
 from billow.services.ports import AllowanceStore, ContactStore
 
+MAX_OVERRIDES = 100
+"""Meters a contact may have its own allowance on (the contact item stays small: every batch reads it)."""
+
 
 def effective(contact: Contact | None, meter: str | None, terms_allowance: Allowance | None) -> Allowance | None:
     """The allowance a service's records on `meter` are held to: the contact's override for that
@@ -87,6 +90,12 @@ def set_allowance(
     _meter(meter)
 
     def change(allowances: Mapping[str, Allowance]) -> Mapping[str, Allowance]:
+        if meter not in allowances and len(allowances) >= MAX_OVERRIDES:
+            raise InvalidInput(
+                f"a contact has its own allowance on at most {MAX_OVERRIDES} meters; remove one first",
+                field="meter",
+                code="usage.too_many_allowances",
+            )
         return {**allowances, meter: allowance}
 
     return _change_allowances(store, ctx, contact_id, change)

@@ -420,6 +420,7 @@ def _write_service(
     late_periods: set[date] = set()
     results: list[tuple[int, RecordOutcome]] = []
     accepted: list[UsageRecord] = []
+    duplicates: list[UsageRecord] = []  # a retry: its first write may have stopped before counting
     for pending, counted in zip(batch.pending, written, strict=True):
         if counted.refusal is not None:  # beyond a `refuse` allowance: nothing stored or counted
             refused = RecordOutcome(
@@ -438,13 +439,15 @@ def _write_service(
             late_periods.add(pending.period.start)
         if counted.status == "accepted":
             accepted.append(pending.record)
+        elif counted.status == "duplicate":
+            duplicates.append(pending.record)
         results.append((pending.index, _outcome(pending, counted.status)))
     for period_start in sorted(late_periods):
         store.put_late_marker(scope, batch.contact_id, service.id, period_start)
     if late_periods and service_after is not None and after is not None:
         _bill_ended(store, ctx, clock, after, service_after)
-    if accepted:
-        _after_accept(store, ctx, clock, after or subscription, service_after or service, accepted)
+    if accepted or duplicates:
+        limits.after_accept(store, ctx, clock, after or subscription, service_after or service, accepted, duplicates)
     return results
 
 
@@ -513,16 +516,3 @@ def _write(
         return allowances.write(store, ctx.scope, allowance, records, allowances.basis(contact, service))
     written = store.put_usage_records(ctx.scope, [record for record, _ in records])
     return [Counted("accepted" if new else "duplicate") for new in written]
-
-
-def _after_accept(
-    store: IngestPorts,
-    ctx: TenantContext,
-    clock: Clock,
-    subscription: Subscription,
-    service: Service,
-    accepted: list[UsageRecord],
-) -> None:
-    """After a service's records are accepted: its charge limit (an immediate invoice once the
-    unbilled usage crosses it)."""
-    limits.after_accept(store, ctx, clock, subscription, service, accepted)

@@ -61,26 +61,35 @@ def after_accept(
     subscription: Subscription,
     service: Service,
     accepted: Sequence[UsageRecord],
+    duplicates: Sequence[UsageRecord] = (),
     numbers: InvoiceNumbers | None = None,
 ) -> list[Invoice]:
     """Count a batch of the service's accepted records; issue the immediate invoice of each
-    period whose usage crossed the service's charge limit. Returns the invoices issued."""
+    period whose usage crossed the service's charge limit. Returns the invoices issued. A period
+    with `duplicates` (a retry: its first write may have stopped before it was counted, and a
+    duplicate is never counted) is checked precisely, whatever the counter says."""
     price = service.terms.usage
     limit = None if price is None else price.charge_limit
-    if price is None or limit is None or service.terms.billing_model is BillingModel.NONE or not accepted:
+    if price is None or limit is None or service.terms.billing_model is BillingModel.NONE:
         return []
     by_period: dict[date, list[UsageRecord]] = defaultdict(list)
     for record in accepted:
         by_period[record.period_start].append(record)
+    retried = {record.period_start for record in duplicates}
     invoices: list[Invoice] = []
-    for start, records in sorted(by_period.items()):
+    for start in sorted(set(by_period) | retried):
+        records = by_period.get(start, [])
         if service.usage_billed_through is not None and start < service.usage_billed_through:
             continue  # late usage: the next invoice bills it
-        quantity = aggregate(Aggregation.SUM, records)  # exactly, as billing sums them
         try:
-            count = store.count_usage(ctx.scope, subscription.contact_id, service.id, start, len(records), quantity)
-            billed = billed_for(service.usage_billed, start)
-            if not may_have_crossed(price, limit, subscription.currency, count, billed):
+            if records:
+                quantity = aggregate(Aggregation.SUM, records)  # exactly, as billing sums them
+                count = store.count_usage(ctx.scope, subscription.contact_id, service.id, start, len(records), quantity)
+                billed = billed_for(service.usage_billed, start)
+                maybe = may_have_crossed(price, limit, subscription.currency, count, billed)
+            else:
+                maybe = False
+            if not maybe and start not in retried:
                 continue
             invoice = charge_usage_so_far(store, ctx, clock, subscription, service.id, start, numbers)
         except TemporaryFailure as busy:

@@ -66,6 +66,13 @@ def _totals(service: Service, records: Iterable[UsageRecord]) -> tuple[Aggregati
     return aggregation, aggregate(aggregation, listed, prop), len(listed)
 
 
+def _day(on: date, name: str) -> date:
+    """A day asked for, within the years a usage record can be of (a period around it is a date)."""
+    if not 1970 <= on.year <= 9998:
+        raise InvalidInput(f"{name} is a day of the years 1970 to 9998", field=name, code="usage.invalid_day")
+    return on
+
+
 def service_usage(
     store: RecordsPorts,
     ctx: TenantContext,
@@ -82,7 +89,7 @@ def service_usage(
     if subscription is None:
         raise NotFound(f"no subscription {subscription_id}", field="subscription_id")
     service = _metered(subscription, service_id)
-    day = on if on is not None else contact_today(store, ctx, subscription.contact_id, clock)
+    day = _day(on, "period") if on is not None else contact_today(store, ctx, subscription.contact_id, clock)
     period = subscription.schedule.period_containing(day)
     every = store.usage_records(ctx.scope, subscription.contact_id, service.id, period.start)
     aggregation, total, count = _totals(service, every)
@@ -107,7 +114,7 @@ def contact_usage(
     """The contact's usage per meter, each metered service in its billing period containing `on`
     (default: the contact's today), by meter."""
     get_contact(store, ctx, contact_id)  # another tenant's or mode's contact is not found
-    day = on if on is not None else contact_today(store, ctx, contact_id, clock)
+    day = _day(on, "on") if on is not None else contact_today(store, ctx, contact_id, clock)
     by_meter: dict[str, list[tuple[ServiceUsage, Service, list[UsageRecord]]]] = {}
     for subscription in store.subscriptions_of(ctx.scope, contact_id):
         for service in subscription.services:
