@@ -385,3 +385,15 @@ def test_a_step_recorded_again_with_another_outcome_changes_nothing() -> None:
     remind = Remind(1)
     reminded = once.record(remind, date(2025, 3, 4), "owed 31.00 USD")
     assert reminded.record(remind, date(2025, 3, 4), "owed 0.00 USD") == reminded
+
+
+def test_a_clock_jump_deactivates_as_of_the_day_the_debt_went_over_the_threshold() -> None:
+    # The new user's review: under the threshold at the grace's end (day 10), over it only once a
+    # later invoice failed (day 20); a clock jumping from day 8 to day 25 deactivated as of day 10.
+    case = opened(replace(POLICY, reminder_days=(), retry_days=()))
+    small = InvoiceFacts("inv_1", usd(3_000), day(14), DAY0, failed(1, 0))
+    big = InvoiceFacts("inv_2", usd(8_000), day(34), day(20), failed(1, 20))
+    services = (ServiceFacts("s1", "sub_s1", ServiceState.EFFECTIVE, None, frozenset({"inv_1", "inv_2"})),)
+    decided = decide(case, facts(small, big, services=services), day(25))
+    assert decided == Deactivate(("s1",)) and decided.on == day(20)  # day by day: on day 20
+    assert decide(case, facts(small, services=services), day(25)) == Wait(None)  # 30.00: never over

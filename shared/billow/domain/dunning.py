@@ -664,7 +664,11 @@ def decide(case: DunningCase, facts: CaseFacts, today: date) -> Decision:
                 continue
             on = max(grace_ends, service.grace_until or grace_ends)
             if on <= today:
-                deactivate[service.service_id] = max(on, floor)
+                # as of the first day from then the debt was over the threshold (going day by day,
+                # a debt under it at the grace's end deactivates only once an invoice takes it over)
+                over_on = _over_from(facts, threshold, max(on, floor), today)
+                if over_on is not None:
+                    deactivate[service.service_id] = over_on
             else:
                 dates.append(on)
         # What fell due first is taken first, as of its day (a cancellation before a deactivation
@@ -681,6 +685,17 @@ def decide(case: DunningCase, facts: CaseFacts, today: date) -> Decision:
     later = [case.opened_on + timedelta(days=d) for d in policy.reminder_days[len(slots) :]]
     dates.extend(later[:1])
     return Wait(min((d for d in dates if d > today), default=None))
+
+
+def _over_from(facts: CaseFacts, threshold: Money | None, start: date, today: date) -> date | None:
+    """The first day from `start` to `today` the debt (as of that day: the invoices in debt then)
+    was over the threshold. The debt moves only on a day an invoice's charge failed or it went
+    overdue, so those days are the ones to look at."""
+    if threshold is None:
+        return None
+    moves = {d for i in facts.invoices for d in (i.first_failed_on, i.due_date + timedelta(days=1)) if d is not None}
+    days = sorted({start, today, *(d for d in moves if start < d <= today)})
+    return next((d for d in days if threshold < facts.owed(d)), None)
 
 
 def _due_on(due: Mapping[str, date], day: date) -> tuple[str, ...]:
