@@ -260,3 +260,55 @@ def _ledger(api: InProcessClient, contact: str) -> list[dict[str, Any]]:
     reply = api.get(f"/contacts/{contact}/credits/ledger?limit=1000")
     assert reply.status == 200, reply.body
     return list(reply.body["items"])
+
+
+def _subscription_events(before: Any, after: Any) -> list[tuple[str, dict[str, Any]]]:
+    from datetime import UTC, datetime
+
+    from billow.services.events import Change, events_of
+
+    change = Change(
+        context().scope, after.contact_id, "pk|sk", "subscription", before, after, after.version, datetime.now(UTC)
+    )
+    return [(e.type, e.data) for e in events_of(change) if e.type == "entitlements.changed"]
+
+
+def test_entitlements_follow_an_upgrade_at_once_vanish_on_deactivation_and_return_on_activation(
+    api: InProcessClient,
+) -> None:
+    monthly = {"currency": "USD", "cycle": "month"}
+    basic = make_product(api, {**monthly, "price": "10.00", "features": ["api"], "limits": {"seats": 3}}, "Basic")
+    pro = make_product(api, {**monthly, "price": "30.00", "features": ["api", "sso"], "limits": {"seats": 10}}, "Pro")
+    addon = make_product(api, {**monthly, "price": "5.00", "limits": {"seats": 5}}, "Seats")
+    contact = make_contact(api)["id"]
+    items = [{"product_id": p["id"], "terms_id": p["terms"][0]["id"]} for p in (basic, addon)]
+    assert api.post("/orders", {"contact_id": contact, "items": items}).status == 201
+    now = api.get(f"/contacts/{contact}/entitlements").body
+    assert (now["features"], now["limits"]) == (["api"], {"seats": 8})  # limits add up across services
+    (sub,) = api.get(f"/contacts/{contact}/subscriptions").body["items"]
+    base = f"/subscriptions/{sub['id']}/services/{sub['services'][0]['id']}"
+    store = DynamoStore()
+    before = store.get_subscription(context().scope, sub["id"])
+    upgrade = api.post(f"{base}/change", {"product_id": pro["id"], "terms_id": pro["terms"][0]["id"]})
+    assert upgrade.status == 201, upgrade.body  # an upgrade: at once
+    now = api.get(f"/contacts/{contact}/entitlements").body
+    assert (now["features"], now["limits"]) == (["api", "sso"], {"seats": 15})
+    after = store.get_subscription(context().scope, sub["id"])
+    ((_, data),) = _subscription_events(before, after)
+    assert data["features"] == ["api", "sso"] and data["previous"]["features"] == ["api"]
+    assert api.post(f"{base}/deactivate", {}).status == 201  # what dunning does (its system action)
+    now = api.get(f"/contacts/{contact}/entitlements").body
+    assert (now["features"], now["limits"]) == ([], {"seats": 5})  # the add-on still grants
+    deactivated = store.get_subscription(context().scope, sub["id"])
+    assert [d["features"] for _, d in _subscription_events(after, deactivated)] == [[]]
+    for invoice in api.get(f"/invoices?contact_id={contact}").body["items"]:  # the debt paid
+        due = invoice["amount_due"]
+        if due["amount"] != "0.00":
+            body = {**due, "reference": f"pay-{invoice['id']}", "received_on": invoice["issue_date"]}
+            assert api.post(f"/invoices/{invoice['id']}/payments", body).status == 201
+    activated = api.post(f"{base}/activate", {})  # what a payment's re-activation does
+    assert activated.status == 201, activated.body
+    assert api.get(f"/contacts/{contact}/entitlements").body["features"] == ["api", "sso"]
+    back = store.get_subscription(context().scope, sub["id"])
+    assert [d["features"] for _, d in _subscription_events(deactivated, back)] == [["api", "sso"]]
+    assert api.get("/contacts/con_nobody/entitlements").status == 404
