@@ -5,7 +5,7 @@ PY    := $(VENV)/bin/python
 export JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION := 20
 export PYTHONPATH := shared:functions
 
-.PHONY: help setup run test test-unit test-integration test-infra test-e2e lint typecheck synth deploy bench bench-usage cold-start openapi definitions clean
+.PHONY: help setup run test test-unit test-integration test-infra test-e2e lint typecheck synth deploy bench bench-usage bench-credits cold-start openapi definitions clean
 
 help:            ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/'
@@ -68,6 +68,10 @@ bench: setup     ## billing-run benchmark on DynamoDB Local (N=2000 by default)
 
 bench-usage: setup ## usage-ingestion benchmark through the API handler on DynamoDB Local (5 batches of 1,000)
 	$(PY) bench/usage_ingest.py
+
+# `make bench-credits CREDITS_ARGS="--processes 1,4,16,32 --seconds 20 --grants 1,10,50,100"` for a bigger run
+bench-credits: setup ## credits consume benchmark through the API handler on DynamoDB Local (1 hot wallet vs 1 wallet per process, 1/4/16 processes; < 2 min)
+	$(PY) bench/credits_consume.py $(CREDITS_ARGS)
 
 cold-start: setup ## each Lambda handler's import time against the 300 ms target (fails above it)
 	$(PY) bench/cold_start.py
