@@ -107,6 +107,8 @@ class Outcome:
     busy: int = 0
     """Consumes answered 503 (the wallet too busy after `MAX_ATTEMPTS` lost transactions): resent."""
     elapsed: float = 0.0
+    cpu: float = 0.0
+    """CPU seconds this process used (the handler, pynamodb, botocore; not DynamoDB Local's)."""
     latencies: list[float] = field(default_factory=list)
     """Seconds per booked consume, from its first send to its 201 (503s resent included)."""
     requests: Counter[str] = field(default_factory=Counter)
@@ -136,7 +138,7 @@ def consume_for(task: Task, context: dict[str, Any]) -> Outcome:
     prefix = f"{task.label}-{os.getpid()}"
     time.sleep(max(0.0, task.start_at - time.time()))
     with measured() as capacity:
-        began = time.perf_counter()
+        began, cpu = time.perf_counter(), time.process_time()
         deadline = began + task.seconds
         n = 0
         while time.perf_counter() < deadline:
@@ -151,7 +153,7 @@ def consume_for(task: Task, context: dict[str, Any]) -> Outcome:
             outcome.latencies.append(time.perf_counter() - sent)
             outcome.booked += 1
             n += 1
-        outcome.elapsed = time.perf_counter() - began
+        outcome.elapsed, outcome.cpu = time.perf_counter() - began, time.process_time() - cpu
     outcome.requests, outcome.consumed = capacity.requests, capacity.consumed
     outcome.cancelled, outcome.failed_conditions = capacity.cancelled, capacity.failed_conditions
     return outcome
@@ -160,7 +162,8 @@ def consume_for(task: Task, context: dict[str, Any]) -> Outcome:
 class Pool:
     """`size` spawned processes, started once and given one task each per pass."""
 
-    def __init__(self, size: int, table: str, endpoint: str) -> None:
+    def __init__(self, size: int, table: str, endpoint: str, local_pid: int) -> None:
+        self.local_pid = local_pid
         spawn = multiprocessing.get_context("spawn")
         self.tasks: list[Queue[Task | None]] = [spawn.Queue() for _ in range(size)]
         self.results: Queue[Outcome | str] = spawn.Queue()
@@ -179,12 +182,15 @@ class Pool:
             raise RuntimeError(got)
         return got
 
-    def run(self, label: str, contacts: list[str], seconds: float) -> list[Outcome]:
+    def run(self, title: str, label: str, contacts: list[str], seconds: float) -> Pass:
         """Each contact consumed by one process, all starting together."""
         start_at = time.time() + 0.5
+        before = cpu_seconds(self.local_pid)
         for tasks, contact_id in zip(self.tasks, contacts, strict=False):
             tasks.put(Task(label, contact_id, start_at, seconds))
-        return [self._take() for _ in contacts]
+        outcomes = [self._take() for _ in contacts]
+        after = cpu_seconds(self.local_pid)
+        return Pass(title, outcomes, None if before is None or after is None else after - before)
 
     def stop(self) -> None:
         for tasks in self.tasks:
@@ -282,10 +288,21 @@ def sizes(client: Any, table: str, contact_id: str) -> Sizes:
 
 
 # -- report ----------------------------------------------------------------------------------------
+def cpu_seconds(pid: int) -> float | None:
+    """CPU seconds process `pid` has used (user + system), where /proc tells (Linux)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @dataclass
 class Pass:
     title: str
     outcomes: list[Outcome]
+    local_cpu: float | None = None
+    """CPU seconds DynamoDB Local used during the pass."""
 
     @property
     def booked(self) -> int:
@@ -320,6 +337,8 @@ def report(p: Pass) -> None:
     latencies = sorted(x for o in p.outcomes for x in o.latencies)
     p50, p99 = statistics.median(latencies), latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))]
     print(f"{p.title}: {n} consumes in {max(o.elapsed for o in p.outcomes):.1f}s = {p.rate:,.0f} consumes/s")
+    local = "" if p.local_cpu is None else f", DynamoDB Local {p.local_cpu / n * 1000:.1f} ms"
+    print(f"  CPU per consume: consuming processes {sum(o.cpu for o in p.outcomes) / n * 1000:.1f} ms{local}")
     print(
         f"  wallet transactions lost to a concurrent one: {lost} of {transactions} "
         f"({lost / transactions:.1%}; {lost / n:.2f} retries per consume; {_reasons(cancelled)}); "
@@ -373,7 +392,7 @@ def main() -> int:
         add_tenant(TENANT, "Bench", KEY)
         status, priced = call("POST", "/credits/prices", {"effective_from": "2020-01-01", "costs": {ACTION: 1}})
         assert status == 201, priced
-        pool = Pool(max(args.processes), table, local.endpoint)
+        pool = Pool(max(args.processes), table, local.endpoint, local.process.pid)
         cores = os.cpu_count()
         print(
             f"credits consume on DynamoDB Local through the API handler: {args.seconds:g}s per pass, "
@@ -382,24 +401,19 @@ def main() -> int:
         print("-- one hot wallet (one grant), N processes consuming from it at once")
         for n in args.processes:
             contact_id = wallet()
-            hot = Pass(f"1 wallet, {plural(n, 'process')}", pool.run(f"hot{n}", [contact_id] * n, args.seconds))
+            hot = pool.run(f"1 wallet, {plural(n, 'process')}", f"hot{n}", [contact_id] * n, args.seconds)
             report(hot)
             _, credits = call("GET", f"/contacts/{contact_id}/credits")
             assert credits["balance"]["total"] == GRANT_CREDITS - hot.booked, credits  # each consume taken once
         print("-- one wallet per process (one grant each)")
         for n in args.processes:
-            report(
-                Pass(
-                    f"{plural(n, 'wallet')}, {plural(n, 'process')}",
-                    pool.run(f"spread{n}", [wallet() for _ in range(n)], args.seconds),
-                )
-            )
+            contacts = [wallet() for _ in range(n)]
+            report(pool.run(f"{plural(n, 'wallet')}, {plural(n, 'process')}", f"spread{n}", contacts, args.seconds))
         print("-- one process on a wallet of G grants (item sizes by DynamoDB's rules)")
         client = local.client()
         for g in args.grants:
             contact_id = wallet(g)
-            done = Pass(f"1 wallet of {g} grants, 1 process", pool.run(f"grants{g}", [contact_id], args.seconds))
-            report(done)
+            report(pool.run(f"1 wallet of {plural(g, 'grant')}, 1 process", f"grants{g}", [contact_id], args.seconds))
             size = sizes(client, table, contact_id)
             print(
                 f"  wallet item {size.wallet:,} bytes, ledger entry {size.entry:,} bytes: on AWS {size.aws_wru} WRU "
