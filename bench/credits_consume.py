@@ -398,6 +398,7 @@ def main() -> int:
             f"credits consume on DynamoDB Local through the API handler: {args.seconds:g}s per pass, "
             f"{cores} cores shared by DynamoDB Local and the consuming processes"
         )
+        pool.run("warm-up", "warm", [wallet()], 1.0)  # DynamoDB Local's JIT: not reported
         print("-- one hot wallet (one grant), N processes consuming from it at once")
         for n in args.processes:
             contact_id = wallet()
