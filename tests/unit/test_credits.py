@@ -4,6 +4,7 @@ the breakdown; and a property over random sequences of them."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -23,6 +24,7 @@ from billow.domain.credits import (
     Wallet,
     breakdown,
     consume,
+    entry_id,
     expire,
     grant,
     included_grant,
@@ -476,3 +478,36 @@ def test_the_ledger_always_adds_up_and_nothing_goes_below_its_bound(
         assert wallet.balance(now).total >= -overdraft_limit
         assert wallet.overdrawn <= overdraft_limit
         assert len({e.id for e in entries}) == len(entries)  # one cause, one entry
+
+
+def test_a_booked_ledger_entry_is_its_credits_event_once_for_its_contact() -> None:
+    from billow.services.events import events_of
+    from billow.storage.credits import entry_out
+    from billow.storage.stream import change_of
+
+    from tests.unit.test_events import record
+
+    entry = LedgerEntry(
+        entry_id(EntryKind.CONSUMPTION, "req-1"),
+        EntryKind.CONSUMPTION,
+        datetime(2027, 3, 1, 12, tzinfo=UTC),
+        40,
+        action="ai_call",
+        quantity=8,
+        unit_cost=5,
+        parts=(Part("promo", GrantKind.PROMOTIONAL, 30), Part("pack", GrantKind.PURCHASED, 10)),
+        reference="req-1",
+    )
+    image = {
+        "PK": {"S": "T#t1#TEST#C#con_1#L"}, "SK": {"S": f"E#{entry.id}"}, "type": {"S": "credit_entry"},
+        "version": {"N": "1"}, "data": {"S": json.dumps(entry_out(entry))},
+    }  # fmt: skip
+    change = change_of(record(image))
+    assert change is not None and change.contact_id == "con_1"  # its ledger partition is the contact's
+    (event,) = events_of(change)
+    assert event.type == "credits.consumed" and event.contact_id == "con_1"
+    assert (event.data["credits"], event.data["delta"], event.data["action"]) == (40, -40, "ai_call")
+    assert [p["kind"] for p in event.data["parts"]] == ["promotional", "purchased"]
+    assert events_of(change)[0].id == event.id  # delivered twice: the same id
+    again = change_of(record(image, image))  # a rewrite of an entry (never happens): no event
+    assert again is not None and events_of(again) == []

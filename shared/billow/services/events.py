@@ -23,6 +23,7 @@ from typing import Any
 from billow.domain.actions import Action, ActionStatus
 from billow.domain.collection import AttemptStatus, NotCollectable, PaymentAttempt
 from billow.domain.contacts import Contact
+from billow.domain.credits import EntryKind, LedgerEntry
 from billow.domain.dunning import DunningCase, Step, StepKind
 from billow.domain.entitlements import entitlements, grantors_of
 from billow.domain.invoices import Invoice, InvoiceKind, InvoiceStatus, Payment
@@ -456,6 +457,42 @@ def _charge_limits(new: Subscription, before: Mapping[str, Service]) -> Iterator
                 yield "usage.charge_limit_reached", f"{service.id}:{billed.period_start}:{billed.progressive}", data
 
 
+# -- credits --------------------------------------------------------------------------------------------
+CREDIT_EVENTS = {
+    EntryKind.GRANT: "credits.granted",
+    EntryKind.CONSUMPTION: "credits.consumed",
+    EntryKind.EXPIRY: "credits.expired",
+    EntryKind.REFUND: "credits.refunded",
+    EntryKind.OVERDRAFT_INVOICED: "credits.overdraft_invoiced",
+}
+"""A ledger entry booked is this event (docs/credits.md): one per entry, never changed after."""
+
+
+@derives("credit_entry")
+def _credit_entry(change: Change) -> Iterator[Derived]:
+    if change.old is not None:
+        return  # entries are immutable: only their booking is an event
+    entry: LedgerEntry = change.new
+    data: Json = {
+        "entry_id": entry.id,
+        "at": entry.at.isoformat(),
+        "credits": entry.credits,
+        "delta": entry.delta,
+        "grant_id": entry.grant_id,
+        "grant_kind": None if entry.grant_kind is None else entry.grant_kind.value,
+        "reference": entry.reference,
+    }
+    if entry.kind is EntryKind.CONSUMPTION:
+        data |= {
+            "action": entry.action,
+            "quantity": entry.quantity,
+            "unit_cost": entry.unit_cost,
+            "parts": [{"grant_id": p.grant_id, "kind": p.kind.value, "credits": p.credits} for p in entry.parts],
+            "overdrawn": entry.overdrawn,
+        }
+    yield CREDIT_EVENTS[entry.kind], None, data
+
+
 # -- dunning cases ------------------------------------------------------------------------------------
 DUNNING_STEP_EVENTS = {
     StepKind.OPEN: "dunning.case_opened",
@@ -538,6 +575,11 @@ EVENT_TYPES = (
     "subscription.payment_method_changed",
     "usage.charge_limit_reached",
     "entitlements.changed",
+    "credits.granted",
+    "credits.consumed",
+    "credits.expired",
+    "credits.refunded",
+    "credits.overdraft_invoiced",
     "dunning.case_opened",
     "dunning.retry_requested",
     "dunning.reminder_due",

@@ -15,7 +15,7 @@ from typing import Any
 
 from billow.services.context import Scope
 from billow.services.events import Change
-from billow.storage import codec
+from billow.storage import codec, credits
 from billow.storage.table import CLOCK_TIME
 
 Image = dict[str, dict[str, Any]]
@@ -31,6 +31,7 @@ DECODERS: dict[str, Callable[[dict[str, Any], int], Any]] = {
     "payment_method": codec.payment_method_in,
     "contact": codec.contact_in,
     "dunning_case": lambda body, version: codec.case_in(body["case"], version),  # its flow fields left out
+    "credit_entry": lambda body, _version: credits.entry_in(body),
 }
 """Item kind -> its domain object from (body, version): the kinds events are derived from."""
 
@@ -45,6 +46,7 @@ def contact_of(pk: str) -> tuple[Scope, str] | None:
     if not pk.startswith("T#") or "#C#" not in pk:
         return None
     owner, contact_id = pk[2:].rsplit("#C#", 1)
+    contact_id = contact_id.split("#", 1)[0]  # a contact's own partitions: its ledger `#L`
     tenant_id, _, mode = owner.rpartition("#")
     if mode not in ("LIVE", "TEST") or not tenant_id or not contact_id:
         return None
