@@ -312,3 +312,19 @@ def test_entitlements_follow_an_upgrade_at_once_vanish_on_deactivation_and_retur
     back = store.get_subscription(context().scope, sub["id"])
     assert [d["features"] for _, d in _subscription_events(deactivated, back)] == [["api", "sso"]]
     assert api.get("/contacts/con_nobody/entitlements").status == 404
+
+
+def test_a_billing_day_changed_mid_cycle_grants_the_cycle_once(api: InProcessClient) -> None:
+    _priced(api, sms=1)
+    contact = _plan(api, 1000)
+    assert _consume(api, contact, "a", "sms", 100).status == 201  # the 1-31 March grant
+    advance_clock(api, contact, "2026-03-10T12:00:00+00:00")
+    (sub,) = api.get(f"/contacts/{contact}/subscriptions").body["items"]
+    moved = api.post(f"/subscriptions/{sub['id']}/billing-day", {"billing_day": 15})
+    assert moved.status == 201, moved.body
+    assert _consume(api, contact, "b", "sms", 1).status == 201
+    assert api.get(f"/contacts/{contact}/credits").body["balance"]["included"] == 899  # not 1,899
+    advance_clock(api, contact, "2026-04-02T12:00:00+00:00")  # March's grant gone; 15 March - 15 April's
+    assert api.get(f"/contacts/{contact}/credits").body["balance"]["included"] == 1000
+    advance_clock(api, contact, "2026-04-16T12:00:00+00:00")
+    assert api.get(f"/contacts/{contact}/credits").body["balance"]["included"] == 1000

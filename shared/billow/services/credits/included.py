@@ -21,11 +21,29 @@ from __future__ import annotations
 from datetime import datetime, time
 
 from billow.domain.calendar import tenant_zone
-from billow.domain.credits import Grant, included_grant
+from billow.domain.credits import Grant, GrantKind, Wallet, included_grant
 from billow.domain.rules import ServiceState
 from billow.services.contacts import ContactTime
 from billow.services.context import TenantContext
 from billow.services.ports import SubscriptionStore
+
+
+def covered(wallet: Wallet, given: Grant, now: datetime) -> bool:
+    """Whether the wallet holds an included grant of the same service and terms, live at `now`,
+    for days of `given`'s period: a billing day changed mid-cycle shifts the periods, and the cycle
+    it is in was granted already (the shifted period is granted once that grant has expired)."""
+    if given.kind is not GrantKind.INCLUDED or given.period is None:
+        return False
+    series = given.id.rsplit("_", 1)[0]  # inc_<service>_<terms>
+    return any(
+        h.grant.id != given.id
+        and h.grant.live(now)
+        and h.grant.id.rsplit("_", 1)[0] == series
+        and h.grant.period is not None
+        and h.grant.period.start < given.period.end
+        and given.period.start < h.grant.period.end
+        for h in wallet.holdings
+    )
 
 
 def due(store: SubscriptionStore, ctx: TenantContext, contact_id: str, now: ContactTime) -> list[Grant]:

@@ -34,7 +34,7 @@ def credits_of(store: WalletPorts, ctx: TenantContext, clock: Clock, contact_id:
     time = contact_time(store, ctx, contact_id, clock)
     now = time.now
     # what the next use of the wallet books: the expiries due and this cycle's included credits
-    wallet = with_due(expire(stored.wallet, now), included.due(store, ctx, contact_id, time)).wallet
+    wallet = with_due(expire(stored.wallet, now), included.due(store, ctx, contact_id, time), now).wallet
     return Credits(wallet.balance(now), tuple(wallet.burn_order(now)), now)
 
 

@@ -23,6 +23,7 @@ from billow.domain.credits import Change, Grant, InsufficientCredits, LedgerEntr
 from billow.domain.errors import ConcurrentModification, Conflict, TemporaryFailure
 from billow.services.contacts import get_contact
 from billow.services.context import TenantContext
+from billow.services.credits import included
 from billow.services.ports import ContactStore, CreditStore, DuplicateEntry, SubscriptionStore
 
 MAX_ATTEMPTS = 60
@@ -52,10 +53,12 @@ def compact(wallet: Wallet, now: datetime) -> Wallet:
     return wallet if len(kept) == len(wallet.holdings) else replace(wallet, holdings=kept)
 
 
-def with_due(change: Change, due: Sequence[Grant]) -> Change:
+def with_due(change: Change, due: Sequence[Grant], now: datetime) -> Change:
     """`change` followed by each grant of `due` the wallet does not hold yet."""
     wallet, entries = change.wallet, list(change.entries)
     for given in due:
+        if included.covered(wallet, given, now):
+            continue
         try:
             granted = grant(wallet, given)
         except Conflict:  # a grant of that id with other terms: the one booked stands
@@ -81,7 +84,7 @@ def change_wallet(
         stored = store.get_wallet(scope, contact_id)
         if stored.version == 0:
             get_contact(store, ctx, contact_id)  # a wallet is made for a contact that exists
-        expired = with_due(expire(stored.wallet, now), due)
+        expired = with_due(expire(stored.wallet, now), due, now)
         try:
             changed = operation(expired.wallet)
         except InsufficientCredits:
