@@ -93,7 +93,7 @@ def get_prices() -> dict[str, Any]:
 @answers(201)
 def add_prices(body: CreditPricesBody) -> Response[dict[str, Any]]:
     ctx = current_tenant(router.current_event)
-    changed = prices.add_price_version(store, ctx, body.effective_from, dict(body.costs))
+    changed = prices.add_price_version(store, ctx, clock, body.effective_from, dict(body.costs))
     return created(_prices(changed), 201, replay=False)
 
 

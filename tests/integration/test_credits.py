@@ -5,6 +5,7 @@ price list, staff grants, the balance by kind, the breakdown and the ledger."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -328,3 +329,20 @@ def test_a_billing_day_changed_mid_cycle_grants_the_cycle_once(api: InProcessCli
     assert api.get(f"/contacts/{contact}/credits").body["balance"]["included"] == 1000
     advance_clock(api, contact, "2026-04-16T12:00:00+00:00")
     assert api.get(f"/contacts/{contact}/credits").body["balance"]["included"] == 1000
+
+
+def test_a_retry_after_the_actions_price_was_withdrawn_answers_what_was_booked(api: InProcessClient) -> None:
+    _priced(api)
+    contact = make_contact(api)["id"]
+    assert api.post(f"/contacts/{contact}/test-clock", {"frozen_time": "2027-06-01T12:00:00+00:00"}).status == 201
+    assert _grant(api, contact, "pack", "purchased", 100).status == 201
+    assert _consume(api, contact, "r1", "ai_call", 2).status == 201
+    today = datetime.now(UTC).date()
+    past = api.post("/credits/prices", {"effective_from": today.isoformat(), "costs": {"sms": 1}})
+    assert past.status == 422 and past.body["error"] == "credits.price_change_date"  # today may be priced
+    tomorrow = (today + timedelta(days=1)).isoformat()
+    assert api.post("/credits/prices", {"effective_from": tomorrow, "costs": {"sms": 1}}).status == 201
+    again = _consume(api, contact, "r1", "ai_call", 2)  # the contact's day (2027) has no ai_call any more
+    assert again.status == 200 and again.body["entry"]["credits"] == 10, again.body
+    assert _consume(api, contact, "r2", "ai_call", 1).body["error"] == "credits.unknown_action"
+    assert api.get("/credits/prices").body["versions"][-1] == {"effective_from": tomorrow, "costs": {"sms": 1}}

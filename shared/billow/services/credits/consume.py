@@ -64,7 +64,14 @@ def consume_credits(
     time = contact_time(store, ctx, contact_id, clock)
     granted = included.due(store, ctx, contact_id, time)
     prices, _ = store.get_credit_prices(ctx.tenant_id)
-    cost = prices.cost_of(action, time.today)
+    try:
+        cost = prices.cost_of(action, time.today)
+    except InvalidInput:
+        done = store.get_credit_entry(ctx.scope, contact_id, own)
+        if done is None:
+            raise
+        # a retry after the action's price was withdrawn: what was booked stands
+        return _replayed(store, ctx, contact_id, done, action, quantity, request_id)
     applied = change_wallet(
         store,
         ctx,
@@ -82,3 +89,17 @@ def consume_credits(
     if applied.replayed and (entry.action, entry.quantity) != (action, quantity):
         raise key_reused("request_id", request_id)
     return Consumed(entry, applied.wallet, applied.replayed)
+
+
+def _replayed(
+    store: WalletPorts,
+    ctx: TenantContext,
+    contact_id: str,
+    entry: LedgerEntry,
+    action: str,
+    quantity: int,
+    request_id: str,
+) -> Consumed:
+    if (entry.action, entry.quantity) != (action, quantity):
+        raise key_reused("request_id", request_id)
+    return Consumed(entry, store.get_wallet(ctx.scope, contact_id).wallet, replayed=True)

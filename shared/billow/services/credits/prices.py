@@ -6,9 +6,10 @@ from __future__ import annotations
 from datetime import date
 from typing import Any
 
+from billow.domain.calendar import local_date, tenant_zone
 from billow.domain.credits import MAX_CREDITS, CreditPriceList
 from billow.domain.errors import InvalidInput
-from billow.services.context import TenantContext
+from billow.services.context import Clock, TenantContext
 from billow.services.ports import CreditStore
 
 
@@ -16,11 +17,15 @@ def price_list(store: CreditStore, ctx: TenantContext) -> CreditPriceList:
     return store.get_credit_prices(ctx.tenant_id)[0]
 
 
-def add_price_version(store: CreditStore, ctx: TenantContext, effective_from: date, costs: Any) -> CreditPriceList:
-    """The list with a new version from `effective_from` (after the last version's day; 422
-    `credits.price_change_date` otherwise): `costs` maps each billable action to its whole cost in
-    credits (0 = free); an action not listed cannot be consumed from that day. Written conditioned
-    on the version read (a concurrent change makes this one fail with 409, to be sent again)."""
+def add_price_version(
+    store: CreditStore, ctx: TenantContext, clock: Clock, effective_from: date, costs: Any
+) -> CreditPriceList:
+    """The list with a new version from `effective_from` (422 `credits.price_change_date` unless
+    after the last version's day and, for a change, after the tenant's today: a price in force on a
+    day that may have been used is never rewritten): `costs` maps each billable action to its whole
+    cost in credits (0 = free); an action not listed cannot be consumed from that day. Written
+    conditioned on the version read (a concurrent change makes this one fail with 409, to be sent
+    again)."""
     if not isinstance(costs, dict) or not costs:
         raise InvalidInput("costs maps each billable action to its cost in credits", field="costs", code="credits.cost")
     for action, cost in costs.items():
@@ -31,6 +36,13 @@ def add_price_version(store: CreditStore, ctx: TenantContext, effective_from: da
                 code="credits.cost",
             )
     current, version = store.get_credit_prices(ctx.tenant_id)
+    today = local_date(clock.now(), tenant_zone(ctx.settings.timezone))
+    if current.versions and effective_from <= today:
+        raise InvalidInput(
+            f"a price change applies from a day after today ({today.isoformat()}): days up to today may be priced",
+            field="effective_from",
+            code="credits.price_change_date",
+        )
     changed = current.changed(effective_from, costs)
     store.save_credit_prices(ctx.tenant_id, changed, version)
     return changed
