@@ -162,6 +162,19 @@ def test_make_run_prints_a_curl_that_returns_data_and_where_events_are_written(t
         ]
         assert [line["amount"]["amount"] for line in usage_lines][:1] == ["140.00"], usage_lines
 
+        # Ada's credits and entitlements: the banner's curls show 880 included left and a promotional
+        # 200 (24 AI reports at 5), and what her Starter plan grants
+        for path, check in (
+            ("/credits", lambda body: body["balance"]["included"] == 880 and body["balance"]["promotional"] == 200),
+            ("/entitlements", lambda body: body["features"] == ["api", "exports"] and body["limits"] == {"seats": 5}),
+        ):
+            found = re.search(rf"^\s*(curl -s -H .*{path})$", output, re.MULTILINE)
+            assert found, output
+            shown = subprocess.run(  # noqa: S602
+                found.group(1), shell=True, capture_output=True, text=True, timeout=30, check=True
+            )
+            assert check(json.loads(shown.stdout)), shown.stdout
+
         # The events file it names receives an order's event whole, its data included
         watched = re.search(r"tail -f (\S+)$", output, re.MULTILINE)
         assert watched, output

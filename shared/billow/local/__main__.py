@@ -118,6 +118,15 @@ Try:
                 f"  curl -s -H 'Authorization: Bearer {demo.DEMO_KEY}' {local.url}/subscriptions/{sub}/upcoming\n",
                 flush=True,
             )
+            ada = f"{local.url}/contacts/{ids['ada']}"
+            print(
+                "Ada's Starter plan includes 1,000 credits a month and grants features and seats: her credits\n"
+                "(880 included left, a promotional 200), what used them, and what she may use now:\n"
+                f"  curl -s -H 'Authorization: Bearer {demo.DEMO_KEY}' {ada}/credits\n"
+                f"  curl -s -H 'Authorization: Bearer {demo.DEMO_KEY}' {ada}/credits/breakdown\n"
+                f"  curl -s -H 'Authorization: Bearer {demo.DEMO_KEY}' {ada}/entitlements\n",
+                flush=True,
+            )
         print("Docs: README.md, docs/. Press Ctrl-C to stop everything.", flush=True)
         threading.Event().wait()  # until SIGINT or SIGTERM (`_stop`)
     except KeyboardInterrupt:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 import urllib.request
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from billow.domain.pricing import EXAMPLE_USAGE_PRICE
@@ -14,6 +14,10 @@ from billow.local.stripe import DECLINES_AT_CHARGE, VISA, LocalStripe
 
 DEMO_TENANT = "demo"
 DEMO_KEY = "bk_test_demo_local_only"
+
+
+DEMO_CREDIT_COSTS = {"sms": 1, "ai_report": 5, "export": 0}
+"""The demo's credit price list: what each billable action costs in credits (0 = free)."""
 
 
 def call(url: str, method: str, path: str, key: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
@@ -55,8 +59,9 @@ def load(url: str, key: str = DEMO_KEY, stripe: LocalStripe | None = None) -> di
         return send("POST", path, body)
 
     send("PATCH", "/settings/dunning", DEMO_DUNNING)
+    post("/credits/prices", {"effective_from": "2020-01-01", "costs": DEMO_CREDIT_COSTS})
 
-    def product(name: str, description: str = "", **terms: str) -> Any:
+    def product(name: str, description: str = "", **terms: Any) -> Any:
         return post("/products", {"name": name, "description": description, "terms": [terms]})
 
     def contact(name: str, email: str, **extra: Any) -> Any:
@@ -74,6 +79,9 @@ def load(url: str, key: str = DEMO_KEY, stripe: LocalStripe | None = None) -> di
         cycle="month",
         billing_model="advance",
         setup_fee="49.00",
+        included_credits=1000,
+        features=["api", "exports"],
+        limits={"seats": 5},
     )
     team = product(
         "Team seats",
@@ -135,6 +143,17 @@ def load(url: str, key: str = DEMO_KEY, stripe: LocalStripe | None = None) -> di
     ]
     post("/usage", {"records": calls})
     post("/usage", {"records": calls})
+    # Ada's Starter plan includes 1,000 credits a month: 24 AI reports (5 each) used so far, and a
+    # promotional 200 that expires in 30 days (burned after the included ones).
+    promo_ends = (datetime.now(UTC) + timedelta(days=30)).replace(microsecond=0).isoformat()
+    post(
+        f"/contacts/{ada['id']}/credits/grants",
+        {"id": "demo-welcome", "kind": "promotional", "credits": 200, "expires_at": promo_ends},
+    )
+    post(
+        f"/contacts/{ada['id']}/credits/consume",
+        {"action": "ai_report", "quantity": 24, "request_id": "demo-reports-1"},
+    )
     # Grace is on a test clock started on 31 January: advancing it shows month-end billing days.
     post(f"/contacts/{grace['id']}/test-clock", {"frozen_time": datetime(2026, 1, 31, 9, tzinfo=UTC).isoformat()})
     order(grace, "demo-grace", (team, 5), (starter, 1))
