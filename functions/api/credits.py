@@ -163,7 +163,7 @@ def credit_breakdown(
 )
 def get_entitlements(contact_id: Annotated[Id, Path()]) -> dict[str, Any]:
     ctx = current_tenant(router.current_event)
-    found = entitlements_of(store, ctx, contact_id)
+    found = entitlements_of(store, ctx, clock, contact_id)
     return {
         "contact_id": contact_id,
         "features": sorted(found.features),

@@ -353,17 +353,27 @@ class CreditPricesBody(Body):
 
 
 class ConsumeBody(Body):
-    """Spend credits on a billable action: all or nothing, once per `request_id`."""
+    """Spend credits on a billable action: all or nothing, once per `request_id`. Its fields are
+    checked by the use case, with the `credits.*` codes of docs/errors.md."""
 
-    action: ActionName
-    quantity: int = Field(default=1, ge=1, le=10**9, description="how many of the action (cost times quantity)")
-    request_id: CreditRef = Field(description="the caller's id of this consumption: its idempotency key")
+    action: Any = _shown_as({"type": "string", "maxLength": 64}, "the billable action (on the price list)")
+    quantity: Any = Field(
+        default=1,
+        description="how many of the action, 1 to 10^9 (cost times quantity)",
+        json_schema_extra={"type": "integer", "minimum": 1, "maximum": 10**9},
+    )
+    request_id: Any = _shown_as(
+        {"type": "string", "maxLength": 128}, "the caller's id of this consumption: its idempotency key"
+    )
 
 
 class GrantBody(Body):
-    """Credits given by staff: promotional (with an expiry) or purchased (paid outside Billow)."""
+    """Credits given by staff: promotional (with an expiry) or purchased (paid outside Billow). Its
+    fields are checked by the use case, with the `credits.*` codes of docs/errors.md."""
 
-    id: CreditRef = Field(description="the grant's id: its idempotency key")
-    kind: Literal["promotional", "purchased"]
-    credits: CreditCount
-    expires_at: str | None = Field(default=None, description="ISO 8601 with a UTC offset; required for promotional")
+    id: Any = _shown_as({"type": "string", "maxLength": 128}, "the grant's id: its idempotency key")
+    kind: Any = _shown_as({"type": "string", "enum": ["promotional", "purchased"]}, "promotional or purchased")
+    credits: Any = _shown_as({"type": "integer", "minimum": 0}, "a whole number of credits")
+    expires_at: Any = _shown_as(
+        {"type": "string", "format": "date-time"}, "ISO 8601 with a UTC offset; required for promotional"
+    )

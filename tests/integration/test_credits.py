@@ -346,3 +346,84 @@ def test_a_retry_after_the_actions_price_was_withdrawn_answers_what_was_booked(a
     assert again.status == 200 and again.body["entry"]["credits"] == 10, again.body
     assert _consume(api, contact, "r2", "ai_call", 1).body["error"] == "credits.unknown_action"
     assert api.get("/credits/prices").body["versions"][-1] == {"effective_from": tomorrow, "costs": {"sms": 1}}
+
+
+def test_the_reviews_of_issue_15(api: InProcessClient) -> None:
+    """What the new user and the attacker found: each case answered as documented now."""
+    _priced(api)
+    contact = make_contact(api)["id"]
+    # the domain's codes, not the body validator's
+    bad = {"action": "sms", "quantity": 0, "request_id": "r"}
+    assert api.post(f"/contacts/{contact}/credits/consume", bad).body["error"] == "credits.quantity"
+    bad = {"action": "sms", "request_id": "bad id"}
+    assert api.post(f"/contacts/{contact}/credits/consume", bad).body["error"] == "credits.request_id"
+    assert _grant(api, contact, "x", "included", 5).body["error"] == "credits.grant_kind"
+    # a staff grant may not take an included grant's id
+    stolen = _grant(api, contact, "inc_svc_1_terms_1_2026-06-20", "purchased", 1)
+    assert stolen.status == 422 and stolen.body["error"] == "credits.reference"
+    far = _grant(api, contact, "far", "promotional", 1, expires_at="9999-12-31T23:59:59-23:59")
+    assert far.status == 422 and far.body["error"] == "credits.expiry"
+    # a grant clash names the request's field
+    assert _grant(api, contact, "g", "purchased", 5).status == 201
+    clash = _grant(api, contact, "g", "purchased", 6)
+    assert clash.status == 409 and clash.body["fields"][0]["field"] == "id"
+    # a spent promotional grant, expired and dropped from the wallet, answered again when retried;
+    # the same id with another expiry is another grant (409)
+    other = make_contact(api)["id"]
+    assert api.post(f"/contacts/{other}/test-clock", {"frozen_time": "2026-03-01T12:00:00+00:00"}).status == 201
+    promo = {"expires_at": "2026-03-10T00:00:00+00:00"}
+    assert _grant(api, other, "p", "promotional", 5, **promo).status == 201
+    assert _consume(api, other, "use", "ai_call", 1).status == 201  # spends it
+    advance_clock(api, other, "2026-03-11T12:00:00+00:00")
+    assert _grant(api, other, "pack", "purchased", 1).status == 201  # a change: the spent one dropped
+    again = _grant(api, other, "p", "promotional", 5, **promo)
+    assert again.status == 200, again.body
+    moved = _grant(api, other, "p", "promotional", 5, expires_at="2026-12-10T00:00:00+00:00")
+    assert moved.status == 409 and moved.body["error"] == "credits.grant_exists"
+    # the breakdown refuses impossible days
+    for query in ("from=9999-12-15", "from=0001-01-01&to=0001-02-01"):
+        reply = api.get(f"/contacts/{other}/credits/breakdown?{query}")
+        assert reply.status == 422 and reply.body["error"] == "credits.period", reply.body
+    # a tenant's lowered overdraft holds: owing more than it, nothing more is spent
+    assert api.patch("/settings/profile", {"credit_overdraft": 100}).status == 200
+    assert _consume(api, other, "owe", "ai_call", 20).status == 201  # 100: 1 purchased, 99 owed
+    assert api.get(f"/contacts/{other}/credits").body["balance"]["total"] == -99
+    assert api.patch("/settings/profile", {"credit_overdraft": 0}).status == 200
+    assert _grant(api, other, "pack2", "purchased", 20).status == 201
+    assert _consume(api, other, "after", "sms", 1).status == 402  # the balance is below -0 already
+    # the ledger of one frozen instant is in booking order
+    booked = [e["id"] for e in _ledger(api, other) if e["at"].startswith("2026-03-11")]
+    assert booked[-2:] == ["crd_use_owe", "crd_grant_pack2"], booked
+
+
+def test_credits_shown_for_a_cycle_stay_when_the_service_is_paused_in_it(api: InProcessClient) -> None:
+    # the new user's review: shown, not yet booked, then gone with a pause and no trace in the ledger
+    _priced(api, sms=1)
+    contact = _plan(api, 1000)
+    advance_clock(api, contact, "2026-03-05T12:00:00+00:00")
+    assert api.get(f"/contacts/{contact}/credits").body["balance"]["included"] == 1000
+    (sub,) = api.get(f"/contacts/{contact}/subscriptions").body["items"]
+    paused = api.post(f"/subscriptions/{sub['id']}/services/{sub['services'][0]['id']}/pause", {})
+    assert paused.status in (201, 202), paused.body
+    assert api.get(f"/contacts/{contact}/credits").body["balance"]["included"] == 1000
+    assert _consume(api, contact, "a", "sms", 10).status == 201  # booked now, still this cycle's
+    advance_clock(api, contact, "2026-04-05T12:00:00+00:00")  # paused all April: nothing
+    assert api.get(f"/contacts/{contact}/credits").body["balance"]["included"] == 0
+
+
+def test_the_wallet_and_the_price_list_stay_within_one_item(api: InProcessClient) -> None:
+    _priced(api)
+    contact = make_contact(api)["id"]
+    for n in range(5):
+        assert _grant(api, contact, f"pack-{n}", "purchased", 2).status == 201
+    assert _consume(api, contact, "all", "sms", 10).status == 201
+    assert DynamoStore().get_wallet(context().scope, contact).wallet.holdings == ()  # spent grants dropped
+    assert _grant(api, contact, "pack-0", "purchased", 2).status == 200  # still answered as booked
+    tomorrow = datetime.now(UTC).date() + timedelta(days=1)
+    costs = {f"{'a' * 60}{n:04d}": 1 for n in range(500)}
+    replies = [
+        api.post("/credits/prices", {"effective_from": (tomorrow + timedelta(days=d)).isoformat(), "costs": costs})
+        for d in range(10)
+    ]
+    assert {r.status for r in replies} == {201, 422}
+    assert {r.body["error"] for r in replies if r.status == 422} == {"credits.price_list_full"}

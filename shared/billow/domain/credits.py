@@ -338,6 +338,8 @@ class LedgerEntry:
     """Of a consumption: the credits no grant covered (owed); of an invoiced overdraft: those settled."""
     reference: str = ""
     """The cause outside the wallet: the grant's source, the consumption's request id, the invoice."""
+    expires_at: datetime | None = None
+    """Of a grant: when it expires (None: never)."""
 
     @property
     def delta(self) -> int:
@@ -403,6 +405,7 @@ def grant(wallet: Wallet, given: Grant) -> Change:
         grant_id=given.id,
         grant_kind=given.kind,
         reference=given.source,
+        expires_at=given.expires_at,
     )
     return Change(replace(wallet, holdings=(*wallet.holdings, Holding(given, given.credits))), (entry,))
 
@@ -434,7 +437,9 @@ def consume(
         )
     order = wallet.burn_order(now)
     live = sum(h.remaining for h in order)
-    available = live + max(overdraft_limit - wallet.overdrawn, 0)
+    # the balance after it never below -overdraft_limit (a contact already owing more than a
+    # lowered limit spends nothing more, not even its own grants)
+    available = max(live + overdraft_limit - wallet.overdrawn, 0)
     if needed > available:
         raise InsufficientCredits(needed, wallet.balance(now), available)
     parts: list[Part] = []

@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import date
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
@@ -21,7 +22,7 @@ from billow.domain.errors import InvalidInput
 from billow.domain.rules import ServiceState
 
 if TYPE_CHECKING:  # subscriptions import the catalog, which checks its grants here
-    from billow.domain.subscriptions import Subscription
+    from billow.domain.subscriptions import Service, Subscription
 
 NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 MAX_FEATURES = MAX_LIMITS = 50
@@ -94,10 +95,18 @@ def entitlements(grantors: Iterable[Grantor]) -> Entitlements:
     return Entitlements(frozenset(features), MappingProxyType(dict(sorted(limits.items()))), found)
 
 
-def grantors_of(subscription: Subscription) -> list[Grantor]:
-    """The subscription's services that grant something now (effective, with features or limits)."""
+def grantors_of(subscription: Subscription, today: date | None = None) -> list[Grantor]:
+    """The subscription's services that grant something (effective, with features or limits); given
+    `today`, not those whose end has come (a cancellation at the cycle's end, a term not renewed)
+    though the run that ends them has not executed yet."""
     return [
         Grantor(subscription.id, s.id, s.product_id, s.terms.id, s.terms.features, s.terms.limits)
         for s in subscription.services
-        if s.state in GRANTING and (s.terms.features or s.terms.limits)
+        if s.state in GRANTING and (s.terms.features or s.terms.limits) and (today is None or _running(s, today))
     ]
+
+
+def _running(service: Service, today: date) -> bool:
+    ended = service.end_date is not None and service.end_date <= today
+    expired = service.term_end is not None and not service.auto_renew and service.term_end <= today
+    return service.start_date <= today and not ended and not expired

@@ -116,6 +116,7 @@ def entry_out(e: LedgerEntry) -> dict[str, Any]:
         "parts": [{"grant_id": p.grant_id, "kind": p.kind.value, "credits": p.credits} for p in e.parts],
         "overdrawn": e.overdrawn,
         "reference": e.reference,
+        **({"expires_at": e.expires_at.isoformat()} if e.expires_at is not None else {}),
     }
 
 
@@ -133,6 +134,7 @@ def entry_in(d: dict[str, Any]) -> LedgerEntry:
         parts=tuple(Part(p["grant_id"], GrantKind(p["kind"]), int(p["credits"])) for p in d.get("parts", ())),
         overdrawn=int(d.get("overdrawn", 0)),
         reference=d.get("reference", ""),
+        expires_at=None if d.get("expires_at") is None else datetime.fromisoformat(d["expires_at"]),
     )
 
 
@@ -173,7 +175,9 @@ def get_entry(contact_pk: str, entry_id: str) -> LedgerEntry | None:
     return None if item is None else entry_in(json.loads(item.data or "{}"))
 
 
-def _entry_item(contact_pk: str, entry: LedgerEntry) -> BillowItem:
+def _entry_item(contact_pk: str, entry: LedgerEntry, version: int, position: int) -> BillowItem:
+    """`GSI3SK` = `<at>#<wallet version>#<position>#<entry id>`: entries in time order, and those of
+    one instant (a frozen test clock) in the order they were booked."""
     pk = ledger_pk(contact_pk)
     return BillowItem(
         pk,
@@ -182,7 +186,7 @@ def _entry_item(contact_pk: str, entry: LedgerEntry) -> BillowItem:
         data=_dump(entry_out(entry)),
         version=1,
         gsi3pk=pk,
-        gsi3sk=f"{_instant(entry.at)}#{entry.id}",
+        gsi3sk=f"{_instant(entry.at)}#{version:012d}#{position:02d}#{entry.id}",
     )
 
 
@@ -200,8 +204,9 @@ def commit_wallet(
     condition = BillowItem.pk.does_not_exist() if version == 0 else BillowItem.version == version
     try:
         with TransactWrite(connection=connection()) as tx:
-            for entry in entries:
-                tx.save(_entry_item(contact_pk, entry), condition=BillowItem.pk.does_not_exist())
+            for position, entry in enumerate(entries):
+                item_of = _entry_item(contact_pk, entry, version + 1, position)
+                tx.save(item_of, condition=BillowItem.pk.does_not_exist())
             tx.save(item, condition=condition)
     except TransactWriteError as error:
         reasons = list(error.cancellation_reasons or [])

@@ -62,7 +62,6 @@ def consume_credits(
     request_id = _request_id(request_id)
     own = entry_id(EntryKind.CONSUMPTION, request_id)
     time = contact_time(store, ctx, contact_id, clock)
-    granted = included.due(store, ctx, contact_id, time)
     prices, _ = store.get_credit_prices(ctx.tenant_id)
     try:
         cost = prices.cost_of(action, time.today)
@@ -72,16 +71,16 @@ def consume_credits(
             raise
         # a retry after the action's price was withdrawn: what was booked stands
         return _replayed(store, ctx, contact_id, done, action, quantity, request_id)
+
     applied = change_wallet(
         store,
         ctx,
         contact_id,
-        time.now,
+        included.moments(store, ctx, contact_id, clock, time),
         own,
-        lambda wallet: consume(
-            wallet, cost, quantity, time.now, request_id=request_id, overdraft_limit=ctx.settings.credit_overdraft
+        lambda wallet, now: consume(
+            wallet, cost, quantity, now, request_id=request_id, overdraft_limit=ctx.settings.credit_overdraft
         ),
-        granted,
     )
     entry = applied.entry
     if entry is None:

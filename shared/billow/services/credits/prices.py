@@ -12,6 +12,9 @@ from billow.domain.errors import InvalidInput
 from billow.services.context import Clock, TenantContext
 from billow.services.ports import CreditStore
 
+MAX_PRICE_LIST_BYTES = 300_000
+"""What the price list's one item may hold of versions and actions (DynamoDB's item limit is 400 KB)."""
+
 
 def price_list(store: CreditStore, ctx: TenantContext) -> CreditPriceList:
     return store.get_credit_prices(ctx.tenant_id)[0]
@@ -44,5 +47,13 @@ def add_price_version(
             code="credits.price_change_date",
         )
     changed = current.changed(effective_from, costs)
+    size = sum(16 + sum(len(a) + 8 for a in v.costs) for v in changed.versions)
+    if size > MAX_PRICE_LIST_BYTES:
+        raise InvalidInput(
+            f"the price list would hold about {size:,} bytes, over the {MAX_PRICE_LIST_BYTES:,} one item keeps: "
+            "fewer actions a version",
+            field="costs",
+            code="credits.price_list_full",
+        )
     store.save_credit_prices(ctx.tenant_id, changed, version)
     return changed

@@ -45,6 +45,9 @@ def usage_breakdown(
     calendar month of its today)."""
     get_contact(store, ctx, contact_id)
     today = contact_time(store, ctx, contact_id, clock).today
+    for name, day in (("from", start), ("to", end)):
+        if day is not None and not 1971 <= day.year <= 9998:
+            raise InvalidInput(f"{name} is a day of the years 1971 to 9998", field=name, code="credits.period")
     if start is None:
         start = today.replace(day=1)
     if end is None:

@@ -19,8 +19,8 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Protocol
 
-from billow.domain.credits import Change, Grant, InsufficientCredits, LedgerEntry, Wallet, expire, grant
-from billow.domain.errors import ConcurrentModification, Conflict, TemporaryFailure
+from billow.domain.credits import Change, Grant, GrantKind, InsufficientCredits, LedgerEntry, Wallet, expire, grant
+from billow.domain.errors import ConcurrentModification, Conflict, InvalidInput, RuleViolation, TemporaryFailure
 from billow.services.contacts import get_contact
 from billow.services.context import TenantContext
 from billow.services.credits import included
@@ -48,8 +48,14 @@ class Applied:
 
 def compact(wallet: Wallet, now: datetime) -> Wallet:
     """The wallet without holdings that can never count again: nothing left and expired (its
-    expiry booked) or refunded. The ledger keeps their history; the item stays small."""
-    kept = tuple(h for h in wallet.holdings if h.remaining or not (h.refunded or h.grant.expired(now)))
+    expiry booked), refunded, or a purchased or promotional grant spent (a retry of its grant
+    finds its ledger entry). Included grants stay until they expire: their cycle's grant is due
+    until then. The ledger keeps the history; the item stays small."""
+    kept = tuple(
+        h
+        for h in wallet.holdings
+        if h.remaining or not (h.refunded or h.grant.expired(now) or h.grant.kind is not GrantKind.INCLUDED)
+    )
     return wallet if len(kept) == len(wallet.holdings) else replace(wallet, holdings=kept)
 
 
@@ -68,28 +74,35 @@ def with_due(change: Change, due: Sequence[Grant], now: datetime) -> Change:
     return Change(wallet, tuple(entries))
 
 
+Moment = Callable[[], tuple[datetime, Sequence[Grant]]]
+"""The contact's now and the included grants due then: read again for each attempt (a retry that
+lost a race across a cycle's end books against the new cycle, not the one that has ended)."""
+
+
 def change_wallet(
     store: WalletPorts,
     ctx: TenantContext,
     contact_id: str,
-    now: datetime,
+    moment: Moment,
     own: str,
-    operation: Callable[[Wallet], Change],
-    due: Sequence[Grant] = (),
+    operation: Callable[[Wallet, datetime], Change],
 ) -> Applied:
-    """Apply `operation` to the contact's wallet at `now`, exactly once per `own` entry id, after
-    booking the grants `due` it does not hold yet (the included credits of the current cycle)."""
+    """Apply `operation` to the contact's wallet at its now, exactly once per `own` entry id, after
+    booking the expiries due and the grants due it does not hold yet (the included credits of the
+    current cycle). A refusal (not enough credits, an action no longer priced...) of an operation
+    booked before answers what was booked."""
     scope = ctx.scope
     for attempt in range(MAX_ATTEMPTS):
+        now, due = moment()
         stored = store.get_wallet(scope, contact_id)
         if stored.version == 0:
             get_contact(store, ctx, contact_id)  # a wallet is made for a contact that exists
         expired = with_due(expire(stored.wallet, now), due, now)
         try:
-            changed = operation(expired.wallet)
-        except InsufficientCredits:
+            changed = operation(expired.wallet, now)
+        except (InsufficientCredits, InvalidInput, RuleViolation):
             done = store.get_credit_entry(scope, contact_id, own)
-            if done is not None:  # done before, when there was enough
+            if done is not None:  # done before, when it could be
                 return Applied(done, stored.wallet, replayed=True)
             raise
         entries = (*expired.entries, *changed.entries)
