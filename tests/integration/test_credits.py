@@ -4,6 +4,7 @@ price list, staff grants, the balance by kind, the breakdown and the ledger."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -159,7 +160,8 @@ def test_32_processes_consuming_from_one_wallet_never_overdraw_and_every_credit_
     assert not [r for r in results if isinstance(r, str)], results
     answers = [a for r in results for a in r]
     accepted = {rid: q for rid, q, status in answers if status == "accepted"}
-    assert len(accepted) == len({rid for rid, _, status in answers if status == "accepted"})  # each booked once
+    booked = Counter(rid for rid, _, status in answers if status == "accepted")
+    assert max(booked.values()) == 1, booked  # a request id shared by two processes is booked by one
     assert all(status != "retry" for _, _, status in answers)  # a retry of a booked request is a replay
     store = DynamoStore()
     wallet = store.get_wallet(context().scope, contact).wallet
