@@ -41,6 +41,8 @@ SHARED = {
     ("GET", "/settings/dunning"),
     ("PATCH", "/settings/dunning"),
     ("POST", "/billing/preview"),  # a dry run: reads and writes no data
+    ("GET", "/credits/prices"),  # the credit price list is the tenant's, as the catalog (docs/credits.md)
+    ("POST", "/credits/prices"),
 }
 WHEN: dict[str, Any] = {}
 BODIES: dict[tuple[str, str], dict[str, Any]] = {
@@ -70,6 +72,8 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
         "quantity": "1",
     },
     ("PUT", "/contacts/<contact_id>/allowances/<meter>"): {"per_cycle": "10", "beyond": "refuse"},
+    ("POST", "/contacts/<contact_id>/credits/consume"): {"action": "sms", "quantity": 1, "request_id": "cross-mode"},
+    ("POST", "/contacts/<contact_id>/credits/grants"): {"id": "cross-mode", "kind": "purchased", "credits": 1},
 }
 """Bodies naming the world's data, or that a rule beyond the schema needs. Any other route is
 sent `minimal_body`: each required field of its request schema at its smallest valid value, so a

@@ -22,7 +22,7 @@ from billow.domain.credits import (
     entry_id,
 )
 from billow.domain.errors import InvalidInput, NotFound
-from billow.services.contacts import contact_time
+from billow.services.contacts import contact_time, get_contact
 from billow.services.context import Clock, TenantContext
 from billow.services.credits import included
 from billow.services.credits.wallet import WalletPorts, change_wallet
@@ -68,6 +68,7 @@ def consume_credits(
     except InvalidInput:
         done = store.get_credit_entry(ctx.scope, contact_id, own)
         if done is None:
+            get_contact(store, ctx, contact_id)  # 404 before 422 for a contact that does not exist
             raise
         # a retry after the action's price was withdrawn: what was booked stands
         return _replayed(store, ctx, contact_id, done, action, quantity, request_id)
