@@ -10,9 +10,10 @@ from typing import Annotated, Any
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 from aws_lambda_powertools.event_handler.router import APIGatewayRouter
-from billow.domain.credits import ActionUsage, Balance, CreditPriceList, Holding, LedgerEntry
+from billow.domain.credits import ActionUsage, Balance, CreditPriceList, Holding, LedgerEntry, Wallet
 from billow.services.credits import consume, grants, prices, views
 from billow.services.entitlements import entitlements_of
+from billow.services.views import ledger_entry
 from runtime import clock, store
 
 from api.context import created, current_tenant
@@ -51,22 +52,10 @@ def _holding(h: Holding) -> dict[str, Any]:
     }
 
 
-def _entry(e: LedgerEntry) -> dict[str, Any]:
-    return {
-        "id": e.id,
-        "kind": e.kind.value,
-        "at": e.at.isoformat(),
-        "credits": e.credits,
-        "delta": e.delta,
-        "grant_id": e.grant_id,
-        "grant_kind": None if e.grant_kind is None else e.grant_kind.value,
-        "action": e.action,
-        "quantity": e.quantity,
-        "unit_cost": e.unit_cost,
-        "parts": [{"grant_id": p.grant_id, "kind": p.kind.value, "credits": p.credits} for p in e.parts],
-        "overdrawn": e.overdrawn,
-        "reference": e.reference,
-    }
+def _booked(entry: LedgerEntry, wallet: Wallet, replayed: bool) -> Response[dict[str, Any]]:
+    """A consumption's or grant's answer: the entry booked and the balance after it (201; a retry 200)."""
+    answer = {"entry": ledger_entry(entry), "balance": _balance(wallet.balance(entry.at))}
+    return created(answer, 201, replay=replayed)
 
 
 def _usage(u: ActionUsage) -> dict[str, Any]:
@@ -105,8 +94,7 @@ def add_prices(body: CreditPricesBody) -> Response[dict[str, Any]]:
 def consume_credits(contact_id: Annotated[Id, Path()], body: ConsumeBody) -> Response[dict[str, Any]]:
     ctx = current_tenant(router.current_event)
     done = consume.consume_credits(store, ctx, clock, contact_id, body.action, body.quantity, body.request_id)
-    answer = {"entry": _entry(done.entry), "balance": _balance(done.wallet.balance(done.entry.at))}
-    return created(answer, 201, replay=done.replayed)
+    return _booked(done.entry, done.wallet, done.replayed)
 
 
 @router.post(
@@ -118,8 +106,7 @@ def give_credits(contact_id: Annotated[Id, Path()], body: GrantBody) -> Response
     ctx = current_tenant(router.current_event)
     raw = body.model_dump()
     done = grants.give_credits(store, ctx, clock, contact_id, raw, source=f"staff:{ctx.mode}")
-    answer = {"entry": _entry(done.entry), "balance": _balance(done.wallet.balance(done.entry.at))}
-    return created(answer, 201, replay=done.replayed)
+    return _booked(done.entry, done.wallet, done.replayed)
 
 
 @router.get(
@@ -186,4 +173,4 @@ def get_entitlements(contact_id: Annotated[Id, Path()]) -> dict[str, Any]:
 def credit_ledger(contact_id: Annotated[Id, Path()], limit: PageSize = 100, cursor: Cursor = None) -> dict[str, Any]:
     ctx = current_tenant(router.current_event)
     page = views.ledger_page(store, ctx, contact_id, limit, cursor)
-    return {"items": [_entry(e) for e in page.items], "cursor": page.cursor}
+    return {"items": [ledger_entry(e) for e in page.items], "cursor": page.cursor}

@@ -33,7 +33,7 @@ from billow.domain.receivables import CreditApplication, Refund, RefundStatus
 from billow.domain.subscriptions import Service, Subscription
 from billow.domain.usage import billed_for
 from billow.services.context import Scope
-from billow.services.views import day, dunning_case, dunning_step, money, payment_attempt, period
+from billow.services.views import credit_parts, day, dunning_case, dunning_step, money, payment_attempt, period
 
 Json = dict[str, Any]
 
@@ -487,7 +487,7 @@ def _credit_entry(change: Change) -> Iterator[Derived]:
             "action": entry.action,
             "quantity": entry.quantity,
             "unit_cost": entry.unit_cost,
-            "parts": [{"grant_id": p.grant_id, "kind": p.kind.value, "credits": p.credits} for p in entry.parts],
+            "parts": credit_parts(entry),
             "overdrawn": entry.overdrawn,
         }
     yield CREDIT_EVENTS[entry.kind], None, data

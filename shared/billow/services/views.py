@@ -17,6 +17,7 @@ from typing import Any
 from billow.domain.billing import InvoiceDraft
 from billow.domain.calendar import Period
 from billow.domain.collection import PaymentAttempt
+from billow.domain.credits import LedgerEntry
 from billow.domain.dunning import DunningCase, Step, StepKind
 from billow.domain.invoices import InvoiceKind
 from billow.domain.lines import LineDraft
@@ -163,4 +164,28 @@ def dunning_case(c: DunningCase) -> Json:
         "retries": sorted(c.retried),
         "reminders_sent": sum(1 for s in c.history if s.kind == StepKind.REMIND),
         "last_reminder": c.reminded,
+    }
+
+
+def credit_parts(e: LedgerEntry) -> list[Json]:
+    """A consumption's parts as the API and its events show them: per grant, in burn order."""
+    return [{"grant_id": p.grant_id, "kind": p.kind.value, "credits": p.credits} for p in e.parts]
+
+
+def ledger_entry(e: LedgerEntry) -> Json:
+    """A credit ledger entry as the API shows it (docs/credits.md)."""
+    return {
+        "id": e.id,
+        "kind": e.kind.value,
+        "at": e.at.isoformat(),
+        "credits": e.credits,
+        "delta": e.delta,
+        "grant_id": e.grant_id,
+        "grant_kind": None if e.grant_kind is None else e.grant_kind.value,
+        "action": e.action,
+        "quantity": e.quantity,
+        "unit_cost": e.unit_cost,
+        "parts": credit_parts(e),
+        "overdrawn": e.overdrawn,
+        "reference": e.reference,
     }
