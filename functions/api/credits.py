@@ -10,15 +10,17 @@ from typing import Annotated, Any
 from aws_lambda_powertools.event_handler import Response
 from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 from aws_lambda_powertools.event_handler.router import APIGatewayRouter
-from billow.domain.credits import ActionUsage, Balance, CreditPriceList, Holding, LedgerEntry, Wallet
-from billow.services.credits import consume, grants, prices, views
+from billow.domain.credits import ActionUsage, Balance, CreditPriceList, Holding, LedgerEntry, LowBalance, Wallet
+from billow.domain.errors import PaymentRequired
+from billow.gateways.rails import charging_gateway
+from billow.services.credits import consume, grants, low_balance, prices, top_ups, views
 from billow.services.entitlements import entitlements_of
-from billow.services.views import ledger_entry
-from runtime import clock, store
+from billow.services.views import ledger_entry, money
+from runtime import clock, numbers, secrets, store
 
 from api.context import created, current_tenant
 from api.openapi import answers
-from api.schemas import ConsumeBody, CreditPricesBody, Cursor, GrantBody, Id
+from api.schemas import ConsumeBody, CreditPricesBody, Cursor, GrantBody, Id, LowBalanceBody, TopUpBody
 
 router = APIGatewayRouter()
 
@@ -26,7 +28,19 @@ PageSize = Annotated[int, Query(ge=1, le=views.MAX_PAGE, description="most entri
 
 
 def _prices(p: CreditPriceList) -> dict[str, Any]:
-    return {"versions": [{"effective_from": v.effective_from.isoformat(), "costs": dict(v.costs)} for v in p.versions]}
+    return {
+        "versions": [
+            {
+                "effective_from": v.effective_from.isoformat(),
+                "costs": dict(v.costs),
+                "packs": {
+                    i: {"credits": k.credits, "price": k.price.amount_str(), "currency": k.price.currency}
+                    for i, k in v.packs.items()
+                },
+            }
+            for v in p.versions
+        ]
+    }
 
 
 def _balance(b: Balance) -> dict[str, Any]:
@@ -82,7 +96,7 @@ def get_prices() -> dict[str, Any]:
 @answers(201)
 def add_prices(body: CreditPricesBody) -> Response[dict[str, Any]]:
     ctx = current_tenant(router.current_event)
-    changed = prices.add_price_version(store, ctx, clock, body.effective_from, dict(body.costs))
+    changed = prices.add_price_version(store, ctx, clock, body.effective_from, dict(body.costs), body.packs)
     return created(_prices(changed), 201, replay=False)
 
 
@@ -167,6 +181,92 @@ def get_entitlements(contact_id: Annotated[Id, Path()]) -> dict[str, Any]:
             for g in found.granted_by
         ],
     }
+
+
+def _top_up(state: top_ups.TopUpState) -> dict[str, Any]:
+    invoice, top_up, attempt = state.invoice, state.top_up, state.attempt
+    return {
+        "id": invoice.id,
+        "contact_id": invoice.contact_id,
+        "status": state.status.value,
+        "pack": top_up.pack_id,
+        "credits": top_up.credits,
+        "amount": money(invoice.total),
+        "request_id": top_up.request_id,
+        "auto": top_up.auto,
+        "invoice_id": invoice.id,
+        "invoice_status": invoice.status.value,
+        "payment": None
+        if attempt is None
+        else {
+            "attempt_id": attempt.id,
+            "status": attempt.status.value,
+            "decline_code": attempt.decline_code,
+            "reason": attempt.reason,
+            "rail_ref": attempt.charge_ref,
+        },
+        "grant": None if state.grant is None else ledger_entry(state.grant),
+        "failure": invoice.status_reason if state.status is top_ups.TopUpStatus.FAILED else None,
+    }
+
+
+@router.post(
+    "/contacts/<contact_id>/credits/top-ups",
+    summary="Buy a credit pack, charged at once to the saved card: 201 granted, 202 settling, 402 declined",
+)
+@answers(201, 200, 202)
+def buy_top_up(contact_id: Annotated[Id, Path()], body: TopUpBody) -> Response[dict[str, Any]]:
+    ctx = current_tenant(router.current_event)
+    gateway = charging_gateway(secrets, ctx.tenant_id, ctx.mode)
+    state = top_ups.buy_top_up(store, gateway, ctx, clock, numbers, contact_id, body.pack, body.request_id)
+    return _top_up_answer(state)
+
+
+def _top_up_answer(state: top_ups.TopUpState) -> Response[dict[str, Any]]:
+    if state.status is top_ups.TopUpStatus.FAILED:
+        raise PaymentRequired(
+            f"top-up {state.invoice.id} failed ({state.invoice.status_reason}): nothing was charged or granted; "
+            "a new purchase needs a new request_id",
+            code="credits.top_up_failed",
+        )
+    if state.status is top_ups.TopUpStatus.PENDING:
+        return created(_top_up(state), 202, replay=state.replayed)
+    return created(_top_up(state), 201, replay=state.replayed)
+
+
+@router.get("/contacts/<contact_id>/credits/top-ups/<top_up_id>", summary="A top-up: its payment and its credits")
+def get_top_up(contact_id: Annotated[Id, Path()], top_up_id: Annotated[Id, Path()]) -> dict[str, Any]:
+    ctx = current_tenant(router.current_event)
+    return _top_up(top_ups.get_top_up(store, ctx, clock, contact_id, top_up_id))
+
+
+def _low(low: LowBalance | None) -> dict[str, Any]:
+    return {
+        "threshold": None if low is None else low.threshold,
+        "top_up_pack": None if low is None else low.top_up_pack,
+    }
+
+
+@router.get("/contacts/<contact_id>/credits/low-balance", summary="The low-balance threshold and auto top-up")
+def get_low_balance(contact_id: Annotated[Id, Path()]) -> dict[str, Any]:
+    ctx = current_tenant(router.current_event)
+    return _low(low_balance.low_balance_of(store, ctx, contact_id))
+
+
+@router.put(
+    "/contacts/<contact_id>/credits/low-balance",
+    summary="Set the low-balance threshold (credits.low_balance once per crossing) and the pack auto top-up buys",
+)
+def set_low_balance(contact_id: Annotated[Id, Path()], body: LowBalanceBody) -> dict[str, Any]:
+    ctx = current_tenant(router.current_event)
+    wallet = low_balance.set_low_balance(store, ctx, clock, contact_id, body.model_dump())
+    return _low(wallet.low_balance)
+
+
+@router.delete("/contacts/<contact_id>/credits/low-balance", summary="Stop watching the balance (and auto top-up)")
+def remove_low_balance(contact_id: Annotated[Id, Path()]) -> dict[str, Any]:
+    ctx = current_tenant(router.current_event)
+    return _low(low_balance.set_low_balance(store, ctx, clock, contact_id, None).low_balance)
 
 
 @router.get("/contacts/<contact_id>/credits/ledger", summary="The contact's credit ledger, oldest first (paged)")

@@ -350,6 +350,20 @@ class CreditPricesBody(Body):
 
     effective_from: Day
     costs: dict[ActionName, CreditCount] = Field(min_length=1, max_length=500)
+    packs: Any = _shown_as(
+        {
+            "type": "object",
+            "additionalProperties": {
+                "type": "object",
+                "properties": {
+                    "credits": {"type": "integer", "minimum": 1},
+                    "price": {"type": "string", "examples": ["10.00"]},
+                    "currency": {"type": "string", "examples": ["USD"]},
+                },
+            },
+        },
+        "credit packs for sale from that day, by id: credits, price (a decimal string), currency",
+    )
 
 
 class ConsumeBody(Body):
@@ -365,6 +379,23 @@ class ConsumeBody(Body):
     request_id: Any = _shown_as(
         {"type": "string", "maxLength": 128}, "the caller's id of this consumption: its idempotency key"
     )
+
+
+class TopUpBody(Body):
+    """Buy a credit pack, charged at once to the contact's saved card; once per `request_id`."""
+
+    pack: Any = _shown_as({"type": "string", "maxLength": 64}, "a credit pack of the price list")
+    request_id: Any = _shown_as(
+        {"type": "string", "maxLength": 128}, "the caller's id of this purchase: its idempotency key"
+    )
+
+
+class LowBalanceBody(Body):
+    """The contact's low-balance threshold, and the pack its auto top-up buys when the balance falls
+    below it (none: the event only)."""
+
+    threshold: Any = _shown_as({"type": "integer", "minimum": 1}, "a whole number of credits")
+    top_up_pack: Any = _shown_as({"type": "string", "maxLength": 64}, "the pack an auto top-up buys (or null)")
 
 
 class GrantBody(Body):

@@ -1,7 +1,9 @@
-"""Credits and entitlements end to end on the local stack, over HTTP with a test clock and the
-events its bus delivers: a plan's 1,000 included credits, 800 used, are 1,000 again the next cycle
-(not 1,200); 500 purchased then 1,200 consumed burn the included first and leave 300 purchased that
-survive the next reset; a promotional grant expires on its day; each ledger entry is an event.
+"""Credits and entitlements end to end on the local stack, over HTTP with a test clock, localstripe
+and the events its bus delivers: a plan's 1,000 included credits, 800 used, are 1,000 again the
+next cycle (not 1,200); 500 bought by a top-up charged to the saved card, then 1,200 consumed, burn
+the included first and leave 300 purchased that survive the next reset; a promotional grant expires
+on its day; each ledger entry is an event. A top-up with a declining card grants nothing; an auto
+top-up fires once when the balance crosses its threshold, however much is consumed below it.
 Entitlements follow an upgrade at once, vanish when the service is deactivated and return on its
 re-activation after payment, each with its `entitlements.changed` event."""
 
@@ -11,20 +13,45 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from billow.local import stack
 
-from tests.support import HttpClient, advance_clock, bus_events, eventually, local_api, make_contact, make_product
+from tests.stripe_support import DECLINES_AT_CHARGE, VISA, confirm_setup
+from tests.support import HttpClient, advance_clock, bus_events, eventually, local_stack, make_contact, make_product
 
 pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e")]
 KEY = "bk_test_credits_e2e"
 MONTHLY = {"currency": "USD", "cycle": "month"}
 
 
+PACK = {"credits": 500, "price": "10.00", "currency": "USD"}
+
+
 @pytest.fixture(scope="module")
-def api() -> Iterator[HttpClient]:
-    with local_api("billow-e2e-credits", "creditco", KEY) as client:
-        prices = client.post("/credits/prices", {"effective_from": "2020-01-01", "costs": {"sms": 1, "report": 0}})
+def local() -> Iterator[stack.LocalStack]:
+    with local_stack("billow-e2e-credits", "creditco", KEY) as running:
+        client = HttpClient(running.url, KEY)
+        body = {"effective_from": "2020-01-01", "costs": {"sms": 1, "report": 0}, "packs": {"pack_500": PACK}}
+        prices = client.post("/credits/prices", body)
         assert prices.status == 201, prices.body
-        yield client
+        yield running
+
+
+@pytest.fixture(scope="module")
+def api(local: stack.LocalStack) -> HttpClient:
+    return HttpClient(local.url, KEY)
+
+
+def _card(api: HttpClient, local: stack.LocalStack, contact: str, card: str = VISA) -> None:
+    """The contact saves `card` (its SetupIntent confirmed as Stripe.js would)."""
+    setup = api.post(f"/contacts/{contact}/payment-methods/setup")
+    assert setup.status == 201, setup.body
+    assert local.stripe is not None
+    confirm_setup(local.stripe, setup.body["setup_id"], card)
+    assert api.post(f"/contacts/{contact}/payment-methods", {"setup_id": setup.body["setup_id"]}).status == 201
+
+
+def _top_up(api: HttpClient, contact: str, request_id: str) -> Any:
+    return api.post(f"/contacts/{contact}/credits/top-ups", {"pack": "pack_500", "request_id": request_id})
 
 
 @pytest.fixture
@@ -54,18 +81,31 @@ def _consume(api: HttpClient, contact: str, request_id: str, quantity: int, acti
 
 
 def test_included_credits_reset_purchased_roll_over_promotional_expire(
-    api: HttpClient, events: list[dict[str, Any]]
+    api: HttpClient, local: stack.LocalStack, events: list[dict[str, Any]]
 ) -> None:
     plan = make_product(api, {**MONTHLY, "price": "20.00", "included_credits": 1000}, "Plan")
     contact, _ = _subscribed(api, plan)
+    _card(api, local, contact)
     assert _consume(api, contact, "march", 800).status == 201
     assert _consume(api, contact, "free", 3, "report").body["entry"]["credits"] == 0  # free, still counted
     assert _consume(api, contact, "march", 800).status == 200  # a retry: taken once
     assert _balance(api, contact)["total"] == 200
     advance_clock(api, contact, "2026-04-01T12:00:00+00:00")
     assert _balance(api, contact)["total"] == 1000  # not 1,200: the remainder never rolls over
-    bought = api.post(f"/contacts/{contact}/credits/grants", {"id": "pack-1", "kind": "purchased", "credits": 500})
+    bought = _top_up(api, contact, "april-pack")  # charged to the saved card, granted once paid
     assert bought.status == 201, bought.body
+    assert (bought.body["status"], bought.body["grant"]["credits"], bought.body["amount"]) == (
+        "succeeded",
+        500,
+        {"amount": "10.00", "currency": "USD"},
+    )
+    invoice = api.get(f"/invoices/{bought.body['invoice_id']}").body  # a line records the top-up
+    assert (invoice["status"], [line["description"] for line in invoice["lines"]]) == (
+        "paid",
+        ["500 credits (pack_500)"],
+    )
+    again = _top_up(api, contact, "april-pack")
+    assert again.status == 200 and again.body["grant"] == bought.body["grant"]  # a retry: bought once
     used = _consume(api, contact, "april", 1200)
     assert [(p["kind"], p["credits"]) for p in used.body["entry"]["parts"]] == [("included", 1000), ("purchased", 200)]
     advance_clock(api, contact, "2026-05-01T12:00:00+00:00")
@@ -92,6 +132,7 @@ def test_included_credits_reset_purchased_roll_over_promotional_expire(
         ("credits.expired", -200),
         ("credits.granted", 1000),
         ("credits.granted", 500),
+        ("credits.top_up_succeeded", 500),
         ("credits.consumed", -1200),
         ("credits.granted", 1000),
         ("credits.granted", 50),
@@ -101,6 +142,37 @@ def test_included_credits_reset_purchased_roll_over_promotional_expire(
     assert sorted(eventually(lambda: credit_events() if len(credit_events()) >= len(expected) else None)) == sorted(
         expected
     )
+
+
+def test_a_declined_top_up_grants_nothing_and_an_auto_top_up_fires_once_per_crossing(
+    api: HttpClient, local: stack.LocalStack, events: list[dict[str, Any]]
+) -> None:
+    declined = make_contact(api)["id"]
+    _card(api, local, declined, DECLINES_AT_CHARGE)
+    refused = _top_up(api, declined, "pack-1")
+    assert refused.status == 402 and refused.body["error"] == "credits.top_up_failed", refused.body
+    assert _balance(api, declined)["total"] == 0
+    assert _top_up(api, declined, "pack-1").status == 402  # the same purchase again: still failed, not charged again
+
+    contact = make_contact(api)["id"]
+    _card(api, local, contact)
+    assert _top_up(api, contact, "first").status == 201
+    low = api.request("PUT", f"/contacts/{contact}/credits/low-balance", {"threshold": 100, "top_up_pack": "pack_500"})
+    assert low.status == 200 and low.body == {"threshold": 100, "top_up_pack": "pack_500"}, low.body
+    assert _consume(api, contact, "a", 450).status == 201  # 50 left: below 100
+    for n in range(5):  # consumed on below the threshold: one crossing, one top-up
+        assert _consume(api, contact, f"b{n}", 1).status == 201
+    assert eventually(lambda: _balance(api, contact)["total"] == 545)  # 45 + the pack, bought once
+
+    def mine(kind: str) -> list[dict[str, Any]]:
+        return [e for e in events if e.get("contact_id") in (contact, declined) and e["type"] == kind]
+
+    assert [e["data"]["balance"] for e in eventually(lambda: mine("credits.low_balance"))] == [50]
+    assert eventually(lambda: len(mine("credits.top_up_succeeded")) == 2)
+    assert len({e["data"]["invoice_id"] for e in mine("credits.top_up_succeeded")}) == 2
+    failed = eventually(lambda: mine("credits.top_up_failed"))
+    assert [(e["contact_id"], e["data"]["pack"]) for e in failed] == [(declined, "pack_500")]
+    assert len(mine("credits.top_up_succeeded")) == 2
 
 
 def test_entitlements_follow_an_upgrade_a_deactivation_and_a_paid_reactivation(

@@ -114,6 +114,25 @@ def test_refusals_name_what_is_wrong(api: InProcessClient) -> None:
     late = api.post("/credits/prices", {"effective_from": "2019-06-01", "costs": {"sms": 2}})
     assert late.status == 422 and late.body["error"] == "credits.price_change_date"
     assert api.get("/contacts/" + contact + "/credits").body["balance"]["total"] == 5
+    for pack, field in (
+        ({"credits": 5, "price": "10.001", "currency": "USD"}, "packs.p.price"),  # finer than a cent
+        ({"credits": 5, "price": 10, "currency": "USD"}, "packs.p.price"),  # money is a string
+        ({"credits": 0, "price": "1.00", "currency": "USD"}, "packs.p.credits"),
+        ({"credits": 5, "price": "1.00", "currency": "XXY"}, "packs.p.currency"),
+    ):
+        body = {"effective_from": "2099-01-01", "costs": {"sms": 1}, "packs": {"p": pack}}
+        bad_pack = api.post("/credits/prices", body)
+        assert bad_pack.status == 422 and bad_pack.body["error"] == "credits.pack", bad_pack.body
+        assert bad_pack.body["fields"][0]["field"] == field, bad_pack.body
+    good = {"p": {"credits": 5, "price": "1.50", "currency": "JPY"}}  # JPY has no minor unit
+    assert (
+        api.post("/credits/prices", {"effective_from": "2099-01-01", "costs": {"sms": 1}, "packs": good}).status == 422
+    )
+    good = {"p": {"credits": 5, "price": "150", "currency": "JPY"}}
+    listed = api.post("/credits/prices", {"effective_from": "2099-01-01", "costs": {"sms": 1}, "packs": good})
+    assert listed.status == 201 and listed.body["versions"][-1]["packs"] == {
+        "p": {"credits": 5, "price": "150", "currency": "JPY"}
+    }, listed.body
 
 
 def _consumer(table: str, endpoint: str, contact_id: str, worker: int, go: Any, out: Any, met: Any) -> None:

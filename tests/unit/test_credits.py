@@ -511,3 +511,73 @@ def test_a_booked_ledger_entry_is_its_credits_event_once_for_its_contact() -> No
     assert events_of(change)[0].id == event.id  # delivered twice: the same id
     again = change_of(record(image, image))  # a rewrite of an entry (never happens): no event
     assert again is not None and events_of(again) == []
+
+
+# -- low balance and packs ------------------------------------------------------------------------
+def test_the_balance_falling_below_the_threshold_is_booked_once_per_crossing() -> None:
+    from billow.domain.credits import LowBalance, watch, watched
+
+    now = at(date(2027, 1, 5))
+    bought = Grant("bought", GrantKind.PURCHASED, 300, now - timedelta(days=1))
+    wallet = grant(watch(Wallet(), LowBalance(100, "pack_500")).wallet, bought).wallet
+    version = 1
+
+    def spend(wallet: Wallet, credits: int, request: str) -> Change:
+        nonlocal version
+        version += 1
+        return watched(consume(wallet, SMS, credits, now, request_id=request), now, version=version)
+
+    first = spend(wallet, 150, "a")  # 150 left: not below
+    assert [e.kind for e in first.entries] == [EntryKind.CONSUMPTION]
+    crossed = spend(first.wallet, 60, "b")  # 90: below
+    low = crossed.entries[-1]
+    assert (low.kind, low.id, low.balance, low.reference, low.delta) == (
+        EntryKind.LOW_BALANCE,
+        "crd_low_3",
+        90,
+        "crd_use_b",
+        0,
+    )
+    assert low.low_balance == LowBalance(100, "pack_500") and crossed.wallet.below
+    still = spend(crossed.wallet, 80, "c")  # 10: still below, nothing more
+    assert [e.kind for e in still.entries] == [EntryKind.CONSUMPTION]
+    topped = watched(grant(still.wallet, Grant("pack", GrantKind.PURCHASED, 500, now)), now, version=9)
+    assert not topped.wallet.below and [e.kind for e in topped.entries] == [EntryKind.GRANT]  # re-armed at 510
+    again = spend(topped.wallet, 420, "d")  # 90: a new crossing
+    assert again.entries[-1].kind is EntryKind.LOW_BALANCE
+    assert watched(Change(Wallet()), now, version=1).entries == ()  # no threshold: nothing watched
+    fresh = watched(watch(again.wallet, LowBalance(50)), now, version=20)  # a new threshold is watched afresh
+    assert fresh.entries == () and not fresh.wallet.below  # 90 is not below 50
+
+
+def test_a_threshold_set_while_below_it_is_booked_at_once() -> None:
+    from billow.domain.credits import LowBalance, watch, watched
+
+    now = at(date(2027, 1, 5))
+    wallet = grant(Wallet(), Grant("g", GrantKind.PURCHASED, 20, now)).wallet
+    set_ = watched(watch(wallet, LowBalance(100)), now, version=2)
+    assert [(e.kind, e.balance) for e in set_.entries] == [(EntryKind.LOW_BALANCE, 20)]
+    with pytest.raises(InvalidInput) as zero:
+        LowBalance(0)
+    assert zero.value.code == "credits.threshold"
+
+
+def test_packs_are_sold_from_their_version_and_refused_when_malformed() -> None:
+    from billow.domain.credits import CreditPack
+    from billow.domain.money import Money
+
+    pack = CreditPack("pack_500", 500, Money.parse("10.00", "USD"))
+    prices = CreditPriceList().changed(date(2027, 1, 1), {"sms": 1}, {"pack_500": pack})
+    prices = prices.changed(date(2027, 2, 1), {"sms": 1})  # the next version sells no pack
+    assert prices.pack_on("pack_500", date(2027, 1, 31)) == pack
+    for day, name in ((date(2027, 2, 1), "pack_500"), (date(2027, 1, 5), "pack_9"), (date(2026, 12, 31), "pack_500")):
+        with pytest.raises(InvalidInput) as unknown:
+            prices.pack_on(name, day)
+        assert unknown.value.code == "credits.unknown_pack"
+    for bad in (
+        lambda: CreditPack("pack", 0, Money.parse("1.00", "USD")),
+        lambda: CreditPack("pack", 5, Money.parse("0.00", "USD")),
+        lambda: CreditPack("Pack!", 5, Money.parse("1.00", "USD")),
+    ):
+        with pytest.raises(InvalidInput):
+            bad()

@@ -74,6 +74,8 @@ BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("PUT", "/contacts/<contact_id>/allowances/<meter>"): {"per_cycle": "10", "beyond": "refuse"},
     ("POST", "/contacts/<contact_id>/credits/consume"): {"action": "sms", "quantity": 1, "request_id": "cross-mode"},
     ("POST", "/contacts/<contact_id>/credits/grants"): {"id": "cross-mode", "kind": "purchased", "credits": 1},
+    ("POST", "/contacts/<contact_id>/credits/top-ups"): {"pack": "pack_1", "request_id": "cross-mode"},
+    ("PUT", "/contacts/<contact_id>/credits/low-balance"): {"threshold": 1, "top_up_pack": None},
 }
 """Bodies naming the world's data, or that a rule beyond the schema needs. Any other route is
 sent `minimal_body`: each required field of its request schema at its smallest valid value, so a
@@ -179,6 +181,7 @@ def build_world(api: InProcessClient, mode: str, product: dict[str, Any]) -> Wor
             "invoice_id": invoice["id"],
             "payment_id": paid.body["payment"]["id"],
             "credit_note_id": invoice["id"],  # an id of this mode's: the other mode must not find it at all
+            "top_up_id": invoice["id"],
             "action_id": scheduled.body["action"]["id"],
             "product_id": product["id"],
             "method_id": method_id,

@@ -62,6 +62,7 @@ from zoneinfo import ZoneInfo
 
 from billow.domain.calendar import Period, local_date
 from billow.domain.errors import Conflict, InvalidInput, NotFound, PaymentRequired, RuleViolation
+from billow.domain.money import Money
 
 MAX_CREDITS = 10**15
 """The most credits one grant, one action's cost or one consumption may hold."""
@@ -84,6 +85,8 @@ class EntryKind(StrEnum):
     EXPIRY = "expiry"
     REFUND = "refund"
     OVERDRAFT_INVOICED = "overdraft_invoiced"
+    LOW_BALANCE = "low_balance"
+    """Not a movement (0 credits): the balance fell below the contact's low-balance threshold."""
 
 
 _BURN_RANK = {GrantKind.INCLUDED: 0, GrantKind.PROMOTIONAL: 1, GrantKind.PURCHASED: 2}
@@ -127,18 +130,48 @@ class ActionCost:
     effective_from: date
 
 
+MAX_PACKS = 50
+"""Credit packs one price list version may sell."""
+
+
+@dataclass(frozen=True, slots=True)
+class CreditPack:
+    """Credits sold together at a price: a top-up buys one (docs/credits.md, "Top-ups")."""
+
+    id: str
+    credits: int
+    price: Money
+
+    def __post_init__(self) -> None:
+        check_action(self.id, f"packs.{self.id}")
+        if _credits(self.credits, f"packs.{self.id}.credits", code="credits.pack") < 1:
+            raise InvalidInput("a pack sells at least 1 credit", field=f"packs.{self.id}.credits", code="credits.pack")
+        if self.price.minor <= 0:
+            raise InvalidInput("a pack has a price above zero", field=f"packs.{self.id}.price", code="credits.pack")
+
+
 @dataclass(frozen=True, slots=True)
 class PriceListVersion:
-    """The credit cost of each billable action from `effective_from` (the contact's day) on."""
+    """The credit cost of each billable action, and the credit packs for sale, from
+    `effective_from` (the contact's day) on."""
 
     effective_from: date
     costs: Mapping[str, int]
+    packs: Mapping[str, CreditPack] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         checked = {
             check_action(a, f"costs.{a}"): _credits(c, f"costs.{a}", code="credits.cost") for a, c in self.costs.items()
         }
         object.__setattr__(self, "costs", MappingProxyType(dict(sorted(checked.items()))))
+        if len(self.packs) > MAX_PACKS:
+            raise InvalidInput(f"a version sells at most {MAX_PACKS} packs", field="packs", code="credits.pack")
+        for pack_id, pack in self.packs.items():
+            if pack.id != pack_id:
+                raise InvalidInput(
+                    f"pack '{pack_id}' is named {pack.id}", field=f"packs.{pack_id}", code="credits.pack"
+                )
+        object.__setattr__(self, "packs", MappingProxyType(dict(sorted(self.packs.items()))))
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,7 +189,9 @@ class CreditPriceList:
                 code="credits.price_change_date",
             )
 
-    def changed(self, effective_from: date, costs: Mapping[str, int]) -> CreditPriceList:
+    def changed(
+        self, effective_from: date, costs: Mapping[str, int], packs: Mapping[str, CreditPack] | None = None
+    ) -> CreditPriceList:
         """The list with a new version from `effective_from`, which must be after the last one's day:
         a price in force on a day, once used, is never rewritten."""
         last = self.versions[-1].effective_from if self.versions else None
@@ -166,7 +201,7 @@ class CreditPriceList:
                 field="effective_from",
                 code="credits.price_change_date",
             )
-        return CreditPriceList((*self.versions, PriceListVersion(effective_from, costs)))
+        return CreditPriceList((*self.versions, PriceListVersion(effective_from, costs, packs or {})))
 
     def version_on(self, on: date) -> PriceListVersion | None:
         found = None
@@ -186,6 +221,17 @@ class CreditPriceList:
                 code="credits.unknown_action",
             )
         return ActionCost(action, version.costs[action], version.effective_from)
+
+    def pack_on(self, pack_id: str, on: date) -> CreditPack:
+        """The pack `pack_id` as sold on day `on`; a pack not for sale that day is refused."""
+        version = self.version_on(on)
+        if version is None or pack_id not in version.packs:
+            raise InvalidInput(
+                f"'{pack_id}' is not a credit pack for sale on {on.isoformat()}",
+                field="pack",
+                code="credits.unknown_pack",
+            )
+        return version.packs[pack_id]
 
 
 # -- grants and the wallet ----------------------------------------------------------------------------
@@ -272,10 +318,31 @@ class Balance:
 
 
 @dataclass(frozen=True, slots=True)
+class LowBalance:
+    """A contact's low-balance threshold (credits): the balance falling below it is booked once
+    (a `low_balance` entry, the event `credits.low_balance`), and buys `top_up_pack` when one is
+    named (auto top-up)."""
+
+    threshold: int
+    top_up_pack: str | None = None
+
+    def __post_init__(self) -> None:
+        if _credits(self.threshold, "threshold", code="credits.threshold") < 1:
+            raise InvalidInput("threshold is at least 1 credit", field="threshold", code="credits.threshold")
+        if self.top_up_pack is not None:
+            check_action(self.top_up_pack, "top_up_pack")
+
+
+@dataclass(frozen=True, slots=True)
 class Wallet:
     holdings: tuple[Holding, ...] = ()
     overdrawn: int = 0
     """Credits consumed beyond the grants (within the overdraft), to be invoiced."""
+    low_balance: LowBalance | None = None
+    """The contact's low-balance threshold and auto top-up (None: not watched)."""
+    below: bool = False
+    """The balance fell below the threshold and that was booked: not booked again until the
+    balance is back at or above it (once per crossing)."""
 
     def holding(self, grant_id: str) -> Holding:
         for holding in self.holdings:
@@ -340,12 +407,18 @@ class LedgerEntry:
     """The cause outside the wallet: the grant's source, the consumption's request id, the invoice."""
     expires_at: datetime | None = None
     """Of a grant: when it expires (None: never)."""
+    balance: int | None = None
+    """Of a low-balance entry: the balance after the change that took it below the threshold."""
+    low_balance: LowBalance | None = None
+    """Of a low-balance entry: the threshold crossed, and the pack an auto top-up buys."""
 
     @property
     def delta(self) -> int:
         """Its effect on the booked balance."""
         if self.kind in (EntryKind.GRANT, EntryKind.OVERDRAFT_INVOICED):
             return self.credits
+        if self.kind is EntryKind.LOW_BALANCE:
+            return 0
         return -self.credits
 
 
@@ -355,7 +428,20 @@ _ENTRY_PREFIX = {
     EntryKind.EXPIRY: "crd_exp_",
     EntryKind.REFUND: "crd_ref_",
     EntryKind.OVERDRAFT_INVOICED: "crd_od_",
+    EntryKind.LOW_BALANCE: "crd_low_",
 }
+
+
+TOP_UP_GRANT_PREFIX = "topup_"
+
+
+def top_up_grant_id(invoice_id: str) -> str:
+    """The purchased grant a top-up's invoice buys: one per invoice."""
+    return TOP_UP_GRANT_PREFIX + invoice_id.removeprefix("inv_")
+
+
+def is_top_up_grant(grant_id: str | None) -> bool:
+    return grant_id is not None and grant_id.startswith(TOP_UP_GRANT_PREFIX)
 
 
 def entry_id(kind: EntryKind, cause: str) -> str:
@@ -532,6 +618,37 @@ def settle_overdraft(wallet: Wallet, now: datetime, *, invoice_id: str) -> Chang
         reference=invoice_id,
     )
     return Change(replace(wallet, overdrawn=0), (entry,))
+
+
+def watch(wallet: Wallet, low_balance: LowBalance | None) -> Change:
+    """The contact's low-balance threshold (and auto top-up pack) set, or removed with None. A new
+    threshold is watched afresh: a balance already below it is booked at once by `watched`."""
+    return Change(replace(wallet, low_balance=low_balance, below=False))
+
+
+def watched(change: Change, now: datetime, *, version: int) -> Change:
+    """`change` followed by the low-balance entry when it leaves the balance below the wallet's
+    threshold and that was not booked yet (`crd_low_<version>`, the wallet version this change
+    writes: one entry per crossing); a balance back at or above the threshold re-arms it."""
+    wallet = change.wallet
+    threshold = wallet.low_balance
+    if threshold is None:
+        return change
+    total = wallet.balance(now).total
+    if total >= threshold.threshold:
+        return change if not wallet.below else Change(replace(wallet, below=False), change.entries)
+    if wallet.below:
+        return change
+    entry = LedgerEntry(
+        entry_id(EntryKind.LOW_BALANCE, str(version)),
+        EntryKind.LOW_BALANCE,
+        now,
+        0,
+        reference=next((e.id for e in reversed(change.entries) if e.kind is not EntryKind.EXPIRY), ""),
+        balance=total,
+        low_balance=threshold,
+    )
+    return Change(replace(wallet, below=True), (*change.entries, entry))
 
 
 # -- the breakdown ------------------------------------------------------------------------------------

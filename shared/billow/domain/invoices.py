@@ -43,6 +43,19 @@ class InvoiceKind(StrEnum):
     CREDIT_NOTE = "credit_note"  # its lines sum below zero: money owed to the customer
 
 
+@dataclass(frozen=True, slots=True)
+class TopUp:
+    """What a credit top-up's invoice sells: once it is paid, `credits` purchased credits are granted
+    to the contact's wallet (once: the grant's id is derived from the invoice's)."""
+
+    pack_id: str
+    credits: int
+    request_id: str
+    """The caller's id of the purchase (an auto top-up's: derived from its low-balance entry)."""
+    auto: bool = False
+    """Bought by the contact's auto top-up, not asked for."""
+
+
 class PaymentMethod(StrEnum):
     BANK_TRANSFER = "bank_transfer"
     CASH = "cash"
@@ -146,6 +159,8 @@ class Invoice:
     amount_unapplied: Money | None = None
     """Money a card charge took for it beyond what it owed (`take_charge`): the contact's credit
     (`billow.domain.receivables.balances`), refundable to that card. None reads as zero."""
+    top_up: TopUp | None = None
+    """A credit top-up's invoice: what it sells (docs/credits.md, "Top-ups"); None for the others."""
 
     def __post_init__(self) -> None:
         zero = Money.zero(self.currency)

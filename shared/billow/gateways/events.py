@@ -48,6 +48,7 @@ CONSUMER_RULES: dict[str, dict[str, Any]] = {
         "detail-type": [f"{SOURCE}.invoice.voided", f"{SOURCE}.invoice.uncollectible"],
     },
     "dunning": {"source": [SOURCE], "detail-type": [f"{SOURCE}.{t}" for t in (*DUNNING_OPENS, *DUNNING_WAKES)]},
+    "low-balance": {"source": [SOURCE], "detail-type": [f"{SOURCE}.credits.low_balance"]},
 }
 """Rule name -> event pattern. CDK synthesizes one AWS::Events::Rule per entry (each feeding an
 SQS queue with a dead-letter queue, infra/billow_infra/events.py); the local bus routes by the
@@ -58,6 +59,7 @@ RULE_CONSUMERS: dict[str, str] = {
     "invoice-issued": "collector",
     "invoice-ended": "collector",  # ends the live attempts of an invoice voided or written off
     "dunning": "dunning",  # opens and wakes dunning cases (functions/dunning)
+    "low-balance": "collector",  # buys the auto top-up's pack and charges it
 }
 """Rule name -> the concern of the function its queue feeds (`billow.gateways.invoke.handler_of`
 names its handler); a rule not listed feeds the example consumer."""

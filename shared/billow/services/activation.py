@@ -28,16 +28,18 @@ from billow.domain.invoices import OWED, Invoice, InvoiceStatus
 from billow.domain.timeline import execute
 from billow.services.billing import InvoiceNumbers, bill_loaded
 from billow.services.contacts import contact_today
-from billow.services.context import Clock, TenantContext
-from billow.services.ports import BillingPorts, ContactStore
+from billow.services.context import Clock, SystemClock, TenantContext
+from billow.services.credits.top_ups import grant_paid_top_up
+from billow.services.ports import BillingPorts, ContactStore, CreditStore
 from billow.services.receivables import Settlement, voiding
 
 MAX_CONFLICT_RETRIES = 5
+SYSTEM_CLOCK = SystemClock()
 NOTHING_OWED = frozenset({InvoiceStatus.PAID, InvoiceStatus.ISSUED})
 
 
-class ActivationPorts(BillingPorts, ContactStore, Protocol):
-    """The invoice, its subscription and the contact's clock."""
+class ActivationPorts(BillingPorts, ContactStore, CreditStore, Protocol):
+    """The invoice, its subscription, the contact's clock, and its wallet (a top-up's credits)."""
 
 
 def activate_paid(
@@ -51,28 +53,42 @@ def activate_paid(
         if invoice is None or invoice.lapses_on is None or invoice.status not in NOTHING_OWED:
             return []
         try:
-            return settle_waiting(store, ctx, invoice, contact_today(store, ctx, invoice.contact_id, clock), numbers)
+            today = contact_today(store, ctx, invoice.contact_id, clock)
+            return settle_waiting(store, ctx, invoice, today, numbers, clock)
         except ConcurrentModification:
             continue
     raise ConcurrentModification(f"invoice {invoice_id} kept changing; try again")
 
 
 def settle_waiting(
-    store: BillingPorts, ctx: TenantContext, invoice: Invoice, today: date, numbers: InvoiceNumbers
+    store: ActivationPorts,
+    ctx: TenantContext,
+    invoice: Invoice,
+    today: date,
+    numbers: InvoiceNumbers,
+    clock: Clock = SYSTEM_CLOCK,
 ) -> list[Action]:
     """One write for the services waiting for `invoice` (read at its version): activated on `today`
     if nothing is owed on it, else lapsed on its `lapses_on` (the invoice voided with the reason);
-    the invoice's mark cleared either way. Raises ConcurrentModification when something changed
-    since it was read (the caller reads again)."""
+    the invoice's mark cleared either way. A credit top-up's invoice waits the same way: paid, its
+    credits are granted first (once, `grant_paid_top_up`), then its mark cleared; unpaid on its
+    lapse day, it is voided. Raises ConcurrentModification when something changed since it was
+    read (the caller reads again)."""
     assert invoice.lapses_on is not None
     paid = invoice.status in NOTHING_OWED
+    if paid and invoice.top_up is not None:
+        grant_paid_top_up(store, ctx, clock, invoice)  # before the mark goes: a crash leaves it to redo
     on = today if paid else invoice.lapses_on
     subscription = store.load_subscription(ctx.scope, invoice.contact_id, invoice.subscription_id)
     waiting = (
         [] if subscription is None else subscription.waiting_for_payment(line.service_id for line in invoice.lines)
     )
     cleared = replace(invoice, lapses_on=None)
-    reason = f"unpaid: its order lapsed on {invoice.lapses_on}"
+    reason = (
+        f"unpaid: its order lapsed on {invoice.lapses_on}"
+        if invoice.top_up is None
+        else f"top-up unpaid on {invoice.lapses_on}"
+    )
     voidable = invoice.status in (*OWED, InvoiceStatus.DRAFT)  # not if staff voided or wrote it off
     settlement = Settlement(((cleared, invoice.version),)) if paid or not waiting or not voidable else None
     work = store.unit_of_work(f"access on payment: invoice {invoice.id}")

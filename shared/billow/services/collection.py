@@ -158,7 +158,8 @@ def _start(ports: CollectionPorts, scope: Scope, invoice: Invoice, clock: Clock,
     settings = _settings(ports, scope)
     when = contact_time(ports, TenantContext(scope.tenant_id, scope.mode, settings), contact.id, clock)
     attempts = ports.attempts_of(scope, contact.id)
-    mode = collection_mode(contact, settings)
+    # A top-up is bought now: charged at once whatever the contact's mode (docs/credits.md).
+    mode = CollectionMode.AUTOMATIC if invoice.top_up is not None else collection_mode(contact, settings)
     # Only the credit limit weighs the contact's other invoices.
     owed = ports.invoices_of(scope, contact.id) if mode is CollectionMode.CREDIT_LIMIT else [invoice]
     covers = to_charge(

@@ -23,7 +23,7 @@ from typing import Any
 from billow.domain.actions import Action, ActionStatus
 from billow.domain.collection import AttemptStatus, NotCollectable, PaymentAttempt
 from billow.domain.contacts import Contact
-from billow.domain.credits import EntryKind, LedgerEntry
+from billow.domain.credits import EntryKind, LedgerEntry, is_top_up_grant
 from billow.domain.dunning import DunningCase, Step, StepKind
 from billow.domain.entitlements import entitlements, grantors_of
 from billow.domain.invoices import Invoice, InvoiceKind, InvoiceStatus, Payment
@@ -48,17 +48,23 @@ class NotABillowEvent(ValueError):
     pass
 
 
-def billow_detail(envelope: Mapping[str, Any], what: str, *, of_type: str | tuple[str, ...] | None = None) -> Json:
+def billow_detail(
+    envelope: Mapping[str, Any],
+    what: str,
+    *,
+    of_type: str | tuple[str, ...] | None = None,
+    naming: str = "invoice_id",
+) -> Json:
     """The `detail` of a Billow event of this schema version as EventBridge delivers it (what a
-    consumer's queue message holds) — of type `of_type` (or one of them) and naming its invoice when
-    given (a consumer's rules route it only those); `NotABillowEvent` naming `what` (the message)
-    otherwise."""
+    consumer's queue message holds) — of type `of_type` (or one of them) and naming its `naming`
+    (its invoice, by default) when given (a consumer's rules route it only those); `NotABillowEvent`
+    naming `what` (the message) otherwise."""
     detail = envelope.get("detail") or {}
     if envelope.get("source") != SOURCE or detail.get("version") != SCHEMA_VERSION or not detail.get("id"):
         raise NotABillowEvent(f"{what} is not a Billow event of version {SCHEMA_VERSION}")
     types = (of_type,) if isinstance(of_type, str) else of_type
-    if types is not None and (detail.get("type") not in types or not (detail.get("data") or {}).get("invoice_id")):
-        raise NotABillowEvent(f"{what} is not {of_type} naming its invoice (its rule routes only that)")
+    if types is not None and (detail.get("type") not in types or not (detail.get("data") or {}).get(naming)):
+        raise NotABillowEvent(f"{what} is not {of_type} naming its {naming} (its rule routes only that)")
     return dict(detail)
 
 
@@ -197,6 +203,22 @@ def _invoice(change: Change) -> Iterator[Derived]:
         return
     if (old is None or old.status is not new.status) and new.status in INVOICE_STATUS_EVENTS:
         yield INVOICE_STATUS_EVENTS[new.status], None, invoice_data(new)
+        if new.top_up is not None and new.status in (InvoiceStatus.VOID, InvoiceStatus.UNCOLLECTIBLE):
+            yield "credits.top_up_failed", None, top_up_data(new)
+
+
+def top_up_data(invoice: Invoice) -> Json:
+    assert invoice.top_up is not None
+    return {
+        "top_up_id": invoice.id,
+        "invoice_id": invoice.id,
+        "pack": invoice.top_up.pack_id,
+        "credits": invoice.top_up.credits,
+        "amount": money(invoice.total),
+        "request_id": invoice.top_up.request_id,
+        "auto": invoice.top_up.auto,
+        "reason": invoice.status_reason,
+    }
 
 
 # -- credit notes applied and refunded ------------------------------------------------------------
@@ -464,8 +486,10 @@ CREDIT_EVENTS = {
     EntryKind.EXPIRY: "credits.expired",
     EntryKind.REFUND: "credits.refunded",
     EntryKind.OVERDRAFT_INVOICED: "credits.overdraft_invoiced",
+    EntryKind.LOW_BALANCE: "credits.low_balance",
 }
-"""A ledger entry booked is this event (docs/credits.md): one per entry, never changed after."""
+"""A ledger entry booked is this event (docs/credits.md): one per entry, never changed after. A
+top-up's grant is also `credits.top_up_succeeded`."""
 
 
 @derives("credit_entry")
@@ -490,7 +514,16 @@ def _credit_entry(change: Change) -> Iterator[Derived]:
             "parts": credit_parts(entry),
             "overdrawn": entry.overdrawn,
         }
+    if entry.kind is EntryKind.LOW_BALANCE:
+        assert entry.low_balance is not None
+        data |= {
+            "balance": entry.balance,
+            "threshold": entry.low_balance.threshold,
+            "top_up_pack": entry.low_balance.top_up_pack,
+        }
     yield CREDIT_EVENTS[entry.kind], None, data
+    if entry.kind is EntryKind.GRANT and is_top_up_grant(entry.grant_id):
+        yield "credits.top_up_succeeded", None, data | {"invoice_id": entry.reference}
 
 
 # -- dunning cases ------------------------------------------------------------------------------------
@@ -580,6 +613,9 @@ EVENT_TYPES = (
     "credits.expired",
     "credits.refunded",
     "credits.overdraft_invoiced",
+    "credits.low_balance",
+    "credits.top_up_succeeded",
+    "credits.top_up_failed",
     "dunning.case_opened",
     "dunning.retry_requested",
     "dunning.reminder_due",

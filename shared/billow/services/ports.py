@@ -676,7 +676,7 @@ class ContactPorts(ContactStore, SubscriptionStore, Transactions, Protocol):
     """A contact with its subscriptions and its test clock (archiving, attaching a clock)."""
 
 
-class ClockPorts(BillingPorts, ContactStore, Protocol):
+class ClockPorts(BillingPorts, ContactStore, CreditStore, Protocol):
     """Advancing a test clock and billing what became due."""
 
 
@@ -696,7 +696,7 @@ class OrderingPorts(BillingPorts, ContactStore, CatalogStore, Protocol):
     """Quoting and placing an order: the contact and its clock, the catalog, then billing."""
 
 
-class RunPorts(BillingPorts, DueIndex, TenantStore, Protocol):
+class RunPorts(BillingPorts, DueIndex, TenantStore, CreditStore, Protocol):
     """The daily run: the due index, each tenant's settings, then billing."""
 
 

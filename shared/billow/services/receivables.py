@@ -44,6 +44,7 @@ from billow.services.gateway import ChargeNotPossible, GatewayUnavailable, Payme
 from billow.services.invoices import get_invoice
 from billow.services.ports import (
     CollectionStore,
+    CreditStore,
     InvoicePorts,
     InvoiceStore,
     RatingPorts,
@@ -66,7 +67,7 @@ class RefundPorts(InvoicePorts, CollectionStore, Protocol):
     """Refunding a credit note: to a card, only a payment collection recorded (its attempts)."""
 
 
-class DueInvoicePorts(ReceivablePorts, SubscriptionStore, RatingPorts, Protocol):
+class DueInvoicePorts(ReceivablePorts, SubscriptionStore, RatingPorts, CreditStore, Protocol):
     """Moving an invoice on in time: also the subscription whose services wait for its payment."""
 
 

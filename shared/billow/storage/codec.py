@@ -16,7 +16,7 @@ from billow.domain.catalog import BillingModel, PriceTerms, PricingModel, Produc
 from billow.domain.collection import AttemptStatus, CollectionMode, CollectionSettings, PaymentAttempt
 from billow.domain.contacts import Address, ClockStatus, Contact, TestClock
 from billow.domain.dunning import CaseStatus, DunningCase, DunningPolicy, Step, StepKind
-from billow.domain.invoices import Invoice, InvoiceStatus, Payment, PaymentMethod
+from billow.domain.invoices import Invoice, InvoiceStatus, Payment, PaymentMethod, TopUp
 from billow.domain.lines import Adjustment, LineDraft
 from billow.domain.money import Money
 from billow.domain.ordering import Order, OrderedService
@@ -711,7 +711,16 @@ def invoice_out(i: Invoice) -> Json:
         "test_clock": i.test_clock,
         "lapses_on": _date_out(i.lapses_on),
         "amount_unapplied": money_out(i.unapplied),
+        **({"top_up": _top_up_out(i.top_up)} if i.top_up is not None else {}),
     }
+
+
+def _top_up_out(t: TopUp) -> Json:
+    return {"pack_id": t.pack_id, "credits": t.credits, "request_id": t.request_id, "auto": t.auto}
+
+
+def _top_up_in(d: Json | None) -> TopUp | None:
+    return None if d is None else TopUp(d["pack_id"], int(d["credits"]), d["request_id"], bool(d.get("auto")))
 
 
 def invoice_in(d: Json, version: int) -> Invoice:
@@ -741,6 +750,7 @@ def invoice_in(d: Json, version: int) -> Invoice:
         test_clock=bool(d.get("test_clock", False)),
         lapses_on=_date_in(d.get("lapses_on")),
         amount_unapplied=money_in(d.get("amount_unapplied")),
+        top_up=_top_up_in(d.get("top_up")),
     )
 
 

@@ -27,17 +27,20 @@ from pynamodb.transactions import TransactWrite
 
 from billow.domain.calendar import Period
 from billow.domain.credits import (
+    CreditPack,
     CreditPriceList,
     EntryKind,
     Grant,
     GrantKind,
     Holding,
     LedgerEntry,
+    LowBalance,
     Part,
     PriceListVersion,
     Wallet,
 )
 from billow.domain.errors import ConcurrentModification, TemporaryFailure
+from billow.domain.money import Money
 from billow.services.ports import DuplicateEntry, StoredWallet
 from billow.storage.models import BillowItem, connection
 
@@ -90,7 +93,17 @@ def wallet_out(w: Wallet) -> dict[str, Any]:
             for h in w.holdings
         ],
         "overdrawn": w.overdrawn,
+        **({"low_balance": _low_out(w.low_balance)} if w.low_balance is not None else {}),
+        **({"below": True} if w.below else {}),
     }
+
+
+def _low_out(low: LowBalance) -> dict[str, Any]:
+    return {"threshold": low.threshold, "top_up_pack": low.top_up_pack}
+
+
+def _low_in(d: dict[str, Any] | None) -> LowBalance | None:
+    return None if d is None else LowBalance(int(d["threshold"]), d.get("top_up_pack"))
 
 
 def wallet_in(d: dict[str, Any]) -> Wallet:
@@ -99,6 +112,8 @@ def wallet_in(d: dict[str, Any]) -> Wallet:
             Holding(_grant_in(h["grant"]), int(h["remaining"]), bool(h.get("refunded", False))) for h in d["holdings"]
         ),
         int(d.get("overdrawn", 0)),
+        _low_in(d.get("low_balance")),
+        bool(d.get("below", False)),
     )
 
 
@@ -117,6 +132,8 @@ def entry_out(e: LedgerEntry) -> dict[str, Any]:
         "overdrawn": e.overdrawn,
         "reference": e.reference,
         **({"expires_at": e.expires_at.isoformat()} if e.expires_at is not None else {}),
+        **({"balance": e.balance} if e.balance is not None else {}),
+        **({"low_balance": _low_out(e.low_balance)} if e.low_balance is not None else {}),
     }
 
 
@@ -135,17 +152,39 @@ def entry_in(d: dict[str, Any]) -> LedgerEntry:
         overdrawn=int(d.get("overdrawn", 0)),
         reference=d.get("reference", ""),
         expires_at=None if d.get("expires_at") is None else datetime.fromisoformat(d["expires_at"]),
+        balance=None if d.get("balance") is None else int(d["balance"]),
+        low_balance=_low_in(d.get("low_balance")),
     )
 
 
+def _pack_out(p: CreditPack) -> dict[str, Any]:
+    return {"credits": p.credits, "price": p.price.minor, "currency": p.price.currency}
+
+
 def prices_out(p: CreditPriceList) -> dict[str, Any]:
-    return {"versions": [{"effective_from": v.effective_from.isoformat(), "costs": dict(v.costs)} for v in p.versions]}
+    return {
+        "versions": [
+            {
+                "effective_from": v.effective_from.isoformat(),
+                "costs": dict(v.costs),
+                **({"packs": {i: _pack_out(k) for i, k in v.packs.items()}} if v.packs else {}),
+            }
+            for v in p.versions
+        ]
+    }
 
 
 def prices_in(d: dict[str, Any]) -> CreditPriceList:
     return CreditPriceList(
         tuple(
-            PriceListVersion(date.fromisoformat(v["effective_from"]), {a: int(c) for a, c in v["costs"].items()})
+            PriceListVersion(
+                date.fromisoformat(v["effective_from"]),
+                {a: int(c) for a, c in v["costs"].items()},
+                {
+                    i: CreditPack(i, int(k["credits"]), Money(int(k["price"]), k["currency"]))
+                    for i, k in v.get("packs", {}).items()
+                },
+            )
             for v in d.get("versions", ())
         )
     )

@@ -11,7 +11,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from billow.domain.credits import ID_PATTERN, Change, EntryKind, Grant, GrantKind, LedgerEntry, Wallet, entry_id, grant
+from billow.domain.credits import (
+    ID_PATTERN,
+    TOP_UP_GRANT_PREFIX,
+    Change,
+    EntryKind,
+    Grant,
+    GrantKind,
+    LedgerEntry,
+    Wallet,
+    entry_id,
+    grant,
+)
 from billow.domain.errors import Conflict, InvalidInput, RuleViolation
 from billow.services.contacts import contact_time
 from billow.services.context import Clock, TenantContext
@@ -64,9 +75,11 @@ def give_credits(
             code="credits.grant_kind",
         )
     grant_id, credits, expires_at = raw.get("id"), raw.get("credits"), _expiry(raw.get("expires_at"))
-    if isinstance(grant_id, str) and grant_id.startswith("inc_"):
+    if isinstance(grant_id, str) and grant_id.startswith(("inc_", TOP_UP_GRANT_PREFIX)):
         raise InvalidInput(
-            "grant ids starting inc_ are the plan's included credits'", field="id", code="credits.reference"
+            f"grant ids starting inc_ are the plan's included credits', {TOP_UP_GRANT_PREFIX} top-ups'",
+            field="id",
+            code="credits.reference",
         )
     if isinstance(grant_id, str) and ID_PATTERN.match(grant_id):
         done = store.get_credit_entry(ctx.scope, contact_id, entry_id(EntryKind.GRANT, grant_id))

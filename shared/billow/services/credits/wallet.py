@@ -19,7 +19,17 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Protocol
 
-from billow.domain.credits import Change, Grant, GrantKind, InsufficientCredits, LedgerEntry, Wallet, expire, grant
+from billow.domain.credits import (
+    Change,
+    Grant,
+    GrantKind,
+    InsufficientCredits,
+    LedgerEntry,
+    Wallet,
+    expire,
+    grant,
+    watched,
+)
 from billow.domain.errors import ConcurrentModification, Conflict, InvalidInput, RuleViolation, TemporaryFailure
 from billow.services.contacts import get_contact
 from billow.services.context import TenantContext
@@ -74,6 +84,10 @@ def with_due(change: Change, due: Sequence[Grant], now: datetime) -> Change:
     return Change(wallet, tuple(entries))
 
 
+def _booked(store: WalletPorts, ctx: TenantContext, contact_id: str, own: str) -> LedgerEntry | None:
+    return store.get_credit_entry(ctx.scope, contact_id, own) if own else None
+
+
 Moment = Callable[[], tuple[datetime, Sequence[Grant]]]
 """The contact's now and the included grants due then: read again for each attempt (a retry that
 lost a race across a cycle's end books against the new cycle, not the one that has ended)."""
@@ -89,8 +103,10 @@ def change_wallet(
 ) -> Applied:
     """Apply `operation` to the contact's wallet at its now, exactly once per `own` entry id, after
     booking the expiries due and the grants due it does not hold yet (the included credits of the
-    current cycle). A refusal (not enough credits, an action no longer priced...) of an operation
-    booked before answers what was booked."""
+    current cycle), and before booking the balance's fall below the low-balance threshold
+    (`watched`). A refusal (not enough credits, an action no longer priced...) of an operation
+    booked before answers what was booked. `own` empty: an operation booking no entry of its own
+    (a setting of the wallet), answered with no entry."""
     scope = ctx.scope
     for attempt in range(MAX_ATTEMPTS):
         now, due = moment()
@@ -105,18 +121,19 @@ def change_wallet(
             if done is not None:  # done before, when it could be
                 return Applied(done, stored.wallet, replayed=True)
             raise
-        entries = (*expired.entries, *changed.entries)
-        mine = next((e for e in changed.entries if e.id == own), None)
-        if mine is None and not entries:  # nothing to do (the same grant again): what was booked
-            return Applied(store.get_credit_entry(scope, contact_id, own), stored.wallet, replayed=True)
+        after = watched(Change(changed.wallet, (*expired.entries, *changed.entries)), now, version=stored.version + 1)
+        entries = after.entries
+        mine = next((e for e in changed.entries if e.id == own), None) if own else None
+        if mine is None and not entries and after.wallet == expired.wallet:  # nothing to do (the same grant again)
+            return Applied(_booked(store, ctx, contact_id, own), stored.wallet, replayed=bool(own))
         try:
-            store.commit_wallet(scope, contact_id, compact(changed.wallet, now), stored.version, entries, own)
+            store.commit_wallet(scope, contact_id, compact(after.wallet, now), stored.version, entries, own or None)
         except DuplicateEntry:
             return Applied(store.get_credit_entry(scope, contact_id, own), stored.wallet, replayed=True)
         except ConcurrentModification:
             time.sleep(random.uniform(0, min(0.5, 0.005 * 2**attempt)))  # full jitter: a herd spreads out
             continue
-        if mine is None:  # only expiries were due
-            return Applied(store.get_credit_entry(scope, contact_id, own), changed.wallet, replayed=True)
-        return Applied(mine, changed.wallet, replayed=False)
+        if mine is None:  # only expiries were due, or a setting changed
+            return Applied(_booked(store, ctx, contact_id, own), after.wallet, replayed=bool(own))
+        return Applied(mine, after.wallet, replayed=False)
     raise TemporaryFailure(f"the credit wallet of contact {contact_id} is too busy; retry")

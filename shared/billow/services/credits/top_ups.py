@@ -1,0 +1,251 @@
+"""Top-ups (docs/credits.md, "Top-ups"): a contact buys a credit pack of the price list, charged to
+its saved card off-session; its credits are granted once the payment succeeded, exactly once.
+
+A top-up is an **invoice** of one line selling the pack (`Invoice.top_up` says what it sells; its
+id is derived from the contact and the caller's request id, so the same request is one invoice),
+issued due on the contact's today and collected at once through the path every invoice takes
+(`billow.services.collection.collect_invoice`: one attempt, one charge, whoever collects and however
+often), whatever the contact's collection mode. Its credits are one purchased grant whose id is
+derived from the invoice (`topup_<invoice id>`), booked by whoever first sees the invoice paid:
+this request once its charge succeeded, or the consumer of `invoice.paid` (a webhook that applied
+the charge first, the sweep, a retry of the request): the same grant, booked once by `change_wallet`.
+
+A declined charge (or nothing to charge it with) voids the invoice: the purchase failed, nothing is
+owed, nothing is granted, and the same request answers that failure again (a new purchase is a new
+request id). A charge still settling answers `pending`; its outcome is applied when the rail tells
+(webhook, sweep). An invoice left unpaid (the request died before the charge) is voided the next
+day by the daily run (its `lapses_on`, as an unpaid first invoice of access on payment lapses)."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from enum import StrEnum
+from fractions import Fraction
+from typing import Protocol
+
+from billow.domain.billing import InvoiceDraft
+from billow.domain.calendar import Period
+from billow.domain.collection import AttemptStatus, PaymentAttempt
+from billow.domain.credits import (
+    ID_PATTERN,
+    Change,
+    EntryKind,
+    Grant,
+    GrantKind,
+    LedgerEntry,
+    Wallet,
+    entry_id,
+    grant,
+    top_up_grant_id,
+)
+from billow.domain.errors import ConcurrentModification, Conflict, InvalidInput, NotFound, RuleViolation
+from billow.domain.invoices import Invoice, InvoiceStatus, TopUp
+from billow.domain.lines import LineDraft
+from billow.services.billing import InvoiceNumbers
+from billow.services.collection import collect_invoice
+from billow.services.contacts import contact_time, get_contact
+from billow.services.context import Clock, TenantContext
+from billow.services.credits import included
+from billow.services.credits.wallet import WalletPorts, change_wallet
+from billow.services.gateway import GatewayUnavailable, PaymentGateway
+from billow.services.idempotency import key_reused
+from billow.services.ports import CollectionPorts, InvoicePorts
+from billow.services.receivables import void_invoice
+
+INVOICE_PREFIX = "inv_top_"
+LINE_KIND = "credits"
+FAILED_ATTEMPTS = frozenset({AttemptStatus.FAILED, AttemptStatus.NOT_COLLECTABLE})
+
+
+class TopUpPorts(WalletPorts, CollectionPorts, InvoicePorts, Protocol):
+    """The wallet, the top-up's invoice and its payment attempts."""
+
+
+class TopUpStatus(StrEnum):
+    PENDING = "pending"  # the charge is settling (or the rail was out of reach): answered again later
+    SUCCEEDED = "succeeded"  # paid: the credits are granted
+    FAILED = "failed"  # declined, or nothing to charge: the invoice is void, nothing granted
+
+
+@dataclass(frozen=True, slots=True)
+class TopUpState:
+    """A top-up as it stands: its invoice, its latest payment attempt, and the grant once paid."""
+
+    invoice: Invoice
+    status: TopUpStatus
+    attempt: PaymentAttempt | None
+    grant: LedgerEntry | None
+    wallet: Wallet | None
+    replayed: bool = False
+
+    @property
+    def top_up(self) -> TopUp:
+        assert self.invoice.top_up is not None
+        return self.invoice.top_up
+
+
+def invoice_id_of(contact_id: str, request_id: str) -> str:
+    """The top-up's invoice id: the same contact and request id, the same invoice."""
+    return INVOICE_PREFIX + hashlib.sha256(f"{contact_id}\n{request_id}".encode()).hexdigest()[:24]
+
+
+def _request_id(value: object) -> str:
+    if not isinstance(value, str) or not ID_PATTERN.match(value):
+        raise InvalidInput(
+            "request_id is the caller's id of this purchase, 1 to 128 of A-Z a-z 0-9 . _ : -",
+            field="request_id",
+            code="credits.request_id",
+        )
+    return value
+
+
+def buy_top_up(
+    store: TopUpPorts,
+    gateway: PaymentGateway | None,
+    ctx: TenantContext,
+    clock: Clock,
+    numbers: InvoiceNumbers,
+    contact_id: str,
+    pack_id: object,
+    request_id: object,
+    *,
+    auto: bool = False,
+) -> TopUpState:
+    """Buy the pack `pack_id` for the contact, once per `request_id`: its invoice issued, charged,
+    and its credits granted once paid. The same request again answers the same top-up (`replayed`),
+    resuming it where it stopped; the same id with another pack is refused (422
+    `idempotency.key_reused`)."""
+    request_id = _request_id(request_id)
+    get_contact(store, ctx, contact_id)  # 404 before anything else
+    if gateway is None:
+        raise RuleViolation(
+            "the business has no payment rail in this mode: a top-up is charged to a saved card",
+            rule="credits.no_payment_rail",
+        )
+    if not isinstance(pack_id, str):
+        raise InvalidInput("pack names a credit pack of the price list", field="pack", code="credits.unknown_pack")
+    invoice_id = invoice_id_of(contact_id, request_id)
+    invoice = store.get_invoice(ctx.scope, invoice_id)
+    replayed = invoice is not None
+    if invoice is None:
+        invoice = _issue(store, ctx, clock, numbers, contact_id, pack_id, request_id, invoice_id, auto)
+    if invoice.top_up is None or invoice.contact_id != contact_id or invoice.top_up.pack_id != pack_id:
+        raise key_reused("request_id", request_id)
+    if invoice.status in (InvoiceStatus.OPEN, InvoiceStatus.OVERDUE):
+        with contextlib.suppress(GatewayUnavailable):  # the attempt stays as recorded: the sweep resumes it
+            collect_invoice(store, gateway, ctx.scope, invoice.id, clock=clock)
+    state = settle_top_up(store, ctx, clock, invoice.id)
+    return TopUpState(state.invoice, state.status, state.attempt, state.grant, state.wallet, replayed)
+
+
+def _issue(
+    store: TopUpPorts,
+    ctx: TenantContext,
+    clock: Clock,
+    numbers: InvoiceNumbers,
+    contact_id: str,
+    pack_id: str,
+    request_id: str,
+    invoice_id: str,
+    auto: bool,
+) -> Invoice:
+    """The top-up's invoice, issued on the contact's today and due then; a racing copy of the same
+    request that wrote it first: that one."""
+    time = contact_time(store, ctx, contact_id, clock)
+    pack = store.get_credit_prices(ctx.tenant_id)[0].pack_on(pack_id, time.today)
+    today = time.today
+    line = LineDraft(
+        LINE_KIND,
+        f"{pack.credits:,} credits ({pack.id})",
+        "",
+        "",
+        1,
+        pack.price,
+        Fraction(1),
+        pack.price,
+        None,
+    )
+    draft = InvoiceDraft(
+        "", contact_id, pack.price.currency, today, today, Period(today, today + timedelta(days=1)), (line,)
+    )
+    invoice = Invoice.issue(
+        draft,
+        invoice_id=invoice_id,
+        number=numbers.next(ctx),
+        payment_terms_days=0,
+        test_clock=time.on_test_clock,
+        lapses_on=today + timedelta(days=1),
+    )
+    invoice = replace(invoice, top_up=TopUp(pack.id, pack.credits, request_id, auto))
+    work = store.unit_of_work(f"top-up {invoice_id}")
+    work.add_invoice(ctx.scope, invoice)
+    time.guard(work, ctx.scope)
+    try:
+        work.commit()
+    except ConcurrentModification:
+        found = store.get_invoice(ctx.scope, invoice_id)
+        if found is None:
+            raise  # the contact's clock moved: sent again, it reads the new day
+        return found
+    return store.get_invoice(ctx.scope, invoice_id) or invoice
+
+
+def settle_top_up(store: TopUpPorts, ctx: TenantContext, clock: Clock, invoice_id: str) -> TopUpState:
+    """Bring the top-up to what its invoice and payment say: paid, its credits granted (once);
+    its charge declined or nothing to charge it with, the invoice voided; else pending."""
+    for _ in range(3):
+        invoice = store.get_invoice(ctx.scope, invoice_id)
+        if invoice is None or invoice.top_up is None:
+            raise NotFound(f"no top-up {invoice_id}", field="top_up_id")
+        attempt = store.latest_attempt(ctx.scope, invoice.contact_id, invoice.id)
+        if invoice.status is InvoiceStatus.PAID:
+            entry, wallet = grant_paid_top_up(store, ctx, clock, invoice)
+            return TopUpState(invoice, TopUpStatus.SUCCEEDED, attempt, entry, wallet)
+        if invoice.status in (InvoiceStatus.VOID, InvoiceStatus.UNCOLLECTIBLE):
+            return TopUpState(invoice, TopUpStatus.FAILED, attempt, None, None)
+        if attempt is not None and attempt.status in FAILED_ATTEMPTS and invoice.amount_paid.is_zero:
+            why = attempt.decline_code or attempt.reason or attempt.status.value
+            try:
+                voided = void_invoice(store, ctx, invoice.id, f"top-up failed: {why}", clock=clock, replay=True)
+            except (Conflict, RuleViolation, ConcurrentModification):
+                continue  # paid (or changed) meanwhile: read it again
+            return TopUpState(voided, TopUpStatus.FAILED, attempt, None, None)
+        return TopUpState(invoice, TopUpStatus.PENDING, attempt, None, None)
+    raise ConcurrentModification(f"top-up {invoice_id} kept changing; try again")
+
+
+def grant_paid_top_up(
+    store: WalletPorts, ctx: TenantContext, clock: Clock, invoice: Invoice
+) -> tuple[LedgerEntry | None, Wallet | None]:
+    """Grant the credits a paid top-up's invoice sold (purchased credits: they roll over), at most
+    once: the grant's id is derived from the invoice. Anything else: nothing."""
+    top_up = invoice.top_up
+    if top_up is None or invoice.status is not InvoiceStatus.PAID:
+        return None, None
+    own = entry_id(EntryKind.GRANT, top_up_grant_id(invoice.id))
+    done = store.get_credit_entry(ctx.scope, invoice.contact_id, own)
+    if done is not None:
+        return done, None
+    time = contact_time(store, ctx, invoice.contact_id, clock)
+
+    def operation(wallet: Wallet, now: datetime) -> Change:
+        return grant(
+            wallet, Grant(top_up_grant_id(invoice.id), GrantKind.PURCHASED, top_up.credits, now, source=invoice.id)
+        )
+
+    applied = change_wallet(
+        store, ctx, invoice.contact_id, included.moments(store, ctx, invoice.contact_id, clock, time), own, operation
+    )
+    return applied.entry, applied.wallet
+
+
+def get_top_up(store: TopUpPorts, ctx: TenantContext, clock: Clock, contact_id: str, top_up_id: str) -> TopUpState:
+    """A contact's top-up by its id (its invoice's), settled to what its payment says now."""
+    invoice = store.get_invoice(ctx.scope, top_up_id)
+    if invoice is None or invoice.top_up is None or invoice.contact_id != contact_id:
+        get_contact(store, ctx, contact_id)
+        raise NotFound(f"contact {contact_id} has no top-up {top_up_id}", field="top_up_id")
+    return settle_top_up(store, ctx, clock, top_up_id)

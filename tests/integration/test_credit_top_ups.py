@@ -1,0 +1,255 @@
+"""Credit top-ups and auto top-up against a real localstripe and DynamoDB Local (docs/credits.md,
+"Top-ups"): the pack charged off-session to the saved card through the collection path, its
+credits granted exactly once whoever sees the payment first (this request, a webhook delivered five
+times before it answers, the `invoice.paid` consumer, separate processes sending the same request),
+never for a declined card; an auto top-up bought once per crossing of the threshold."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from datetime import UTC, date, datetime
+from typing import Any
+
+import pytest
+from billow.domain.credits import CreditPack, CreditPriceList, EntryKind, PriceListVersion
+from billow.domain.errors import InvalidInput, RuleViolation
+from billow.domain.invoices import InvoiceStatus
+from billow.domain.money import Money
+from billow.gateways.stripe import StripeGateway
+from billow.gateways.stripe_webhooks import StripeWebhooks
+from billow.local.dynamodb import DynamoDBLocal
+from billow.local.secrets import ENV as SECRETS_ENV
+from billow.local.secrets import LocalSecrets, configured
+from billow.local.stripe import TEST_API_KEY, LocalStripe
+from billow.services import webhooks
+from billow.services.activation import activate_paid
+from billow.services.billing import InvoiceNumbers
+from billow.services.context import SystemClock, TenantContext
+from billow.services.credits.consume import consume_credits
+from billow.services.credits.grants import give_credits
+from billow.services.credits.low_balance import set_low_balance, top_up_on_low_balance
+from billow.services.credits.top_ups import TopUpStatus, buy_top_up, get_top_up, invoice_id_of
+from billow.services.gateway import ChargeState, RailSecrets
+from billow.storage.models import configure
+from billow.storage.repository import DynamoStore
+
+from tests.collection_support import SCOPE, card_holder, seed_tenant
+from tests.stripe_support import DECLINES_AT_CHARGE, intents_of
+from tests.support import in_processes, unique
+from tests.webhook_support import sign
+
+pytestmark = pytest.mark.integration
+
+SECRET = "whsec_t1_localstripe"
+CLOCK = SystemClock()
+PACK = CreditPack("pack_500", 500, Money.parse("10.00", "USD"))
+
+
+@pytest.fixture
+def store(local_table: str, monkeypatch: pytest.MonkeyPatch) -> DynamoStore:
+    monkeypatch.setenv(SECRETS_ENV, configured({("stripe", "t1", "test"): RailSecrets(TEST_API_KEY, SECRET)}))
+    store = DynamoStore()
+    seed_tenant(store)
+    prices = CreditPriceList((PriceListVersion(date(2020, 1, 1), {"sms": 1}, {PACK.id: PACK}),))
+    store.save_credit_prices("t1", prices, 0)
+    return store
+
+
+@pytest.fixture
+def rail(local_stripe: LocalStripe) -> StripeGateway:
+    return StripeGateway(TEST_API_KEY, api_base=local_stripe.url, localstripe=True)
+
+
+def context(store: DynamoStore) -> TenantContext:
+    settings = store.get_settings("t1")
+    assert settings is not None
+    return TenantContext("t1", "test", settings)
+
+
+def grants_of(store: DynamoStore, contact_id: str) -> list[Any]:
+    return [e for e in store.credit_ledger(SCOPE, contact_id) if e.kind is EntryKind.GRANT]
+
+
+def succeeded_charges(server: LocalStripe, invoice_id: str) -> int:
+    return Counter(p.status for p in intents_of(server, invoice_id))["succeeded"]
+
+
+def test_a_top_up_charges_the_saved_card_once_and_grants_its_credits_once(
+    store: DynamoStore, rail: StripeGateway, local_stripe: LocalStripe
+) -> None:
+    ctx, numbers = context(store), InvoiceNumbers(store)
+    contact = card_holder(store, local_stripe, rail)
+    bought = buy_top_up(store, rail, ctx, CLOCK, numbers, contact, "pack_500", "buy-1")
+    assert bought.status is TopUpStatus.SUCCEEDED and not bought.replayed
+    assert bought.invoice.status is InvoiceStatus.PAID and bought.invoice.total == PACK.price
+    (line,) = bought.invoice.lines  # an invoice line records the top-up
+    assert (line.kind, line.description, line.amount) == ("credits", "500 credits (pack_500)", PACK.price)
+    assert bought.grant is not None and bought.grant.credits == 500
+    again = buy_top_up(store, rail, ctx, CLOCK, numbers, contact, "pack_500", "buy-1")  # a retry
+    assert again.status is TopUpStatus.SUCCEEDED and again.replayed and again.grant == bought.grant
+    assert succeeded_charges(local_stripe, bought.invoice.id) == 1
+    assert [g.credits for g in grants_of(store, contact)] == [500]
+    assert store.get_wallet(SCOPE, contact).wallet.balance(datetime.now(UTC)).purchased == 500
+    with pytest.raises(InvalidInput) as reused:
+        buy_top_up(store, rail, ctx, CLOCK, numbers, contact, "pack_other", "buy-1")
+    assert reused.value.code == "idempotency.key_reused"
+
+
+def test_a_declining_card_grants_nothing_and_voids_the_top_up(
+    store: DynamoStore, rail: StripeGateway, local_stripe: LocalStripe
+) -> None:
+    ctx, numbers = context(store), InvoiceNumbers(store)
+    contact = card_holder(store, local_stripe, rail, card=DECLINES_AT_CHARGE)
+    failed = buy_top_up(store, rail, ctx, CLOCK, numbers, contact, "pack_500", "buy-1")
+    assert failed.status is TopUpStatus.FAILED and failed.grant is None
+    assert failed.invoice.status is InvoiceStatus.VOID and "declined" in (failed.invoice.status_reason or "")
+    assert failed.attempt is not None and failed.attempt.decline_code
+    again = buy_top_up(store, rail, ctx, CLOCK, numbers, contact, "pack_500", "buy-1")  # retried: still failed
+    assert again.status is TopUpStatus.FAILED and again.replayed
+    assert len(intents_of(local_stripe, failed.invoice.id)) == 1  # charged once, not retried by the retry
+    assert succeeded_charges(local_stripe, failed.invoice.id) == 0
+    assert grants_of(store, contact) == []
+    assert get_top_up(store, ctx, CLOCK, contact, failed.invoice.id).status is TopUpStatus.FAILED
+
+
+def test_no_rail_and_unknown_packs_are_refused_before_anything_is_written(
+    store: DynamoStore, rail: StripeGateway, local_stripe: LocalStripe
+) -> None:
+    ctx, numbers = context(store), InvoiceNumbers(store)
+    contact = card_holder(store, local_stripe, rail)
+    with pytest.raises(RuleViolation) as no_rail:
+        buy_top_up(store, None, ctx, CLOCK, numbers, contact, "pack_500", "buy-1")
+    assert no_rail.value.code == "credits.no_payment_rail"
+    with pytest.raises(InvalidInput) as unknown:
+        buy_top_up(store, rail, ctx, CLOCK, numbers, contact, "pack_9", "buy-2")
+    assert unknown.value.code == "credits.unknown_pack"
+    assert store.get_invoice(SCOPE, invoice_id_of(contact, "buy-2")) is None
+
+
+# -- the webhook first, five times ------------------------------------------------------------------
+def _deliver(rail: StripeGateway, intent: dict[str, Any]) -> None:
+    store = DynamoStore()
+    ports = webhooks.WebhookPorts(
+        events=store, store=store, secrets=LocalSecrets(), verifier=StripeWebhooks(), gateway_for=lambda scope: rail
+    )
+    now = datetime.now(UTC)
+    body = {
+        "id": unique("evt"),
+        "object": "event",
+        "api_version": "2024-06-20",
+        "created": int(now.timestamp()),
+        "livemode": False,
+        "type": "payment_intent.succeeded",
+        "data": {"object": intent},
+    }
+    payload = json.dumps(body).encode()
+    webhooks.receive(ports, "stripe", "t1", payload, sign(payload, SECRET, now), now=now)
+
+
+class WebhookFirst(StripeGateway):
+    """Stripe's webhook for the charge arrives five times, and the `invoice.paid` consumer runs after
+    each, before the confirmation's response reaches the request."""
+
+    def confirm_charge(self, charge_ref: str, *, idempotency_key: str) -> ChargeState:
+        state = super().confirm_charge(charge_ref, idempotency_key=idempotency_key)
+        store = DynamoStore()
+        ctx = context(store)
+        intent = self._client.v1.payment_intents.retrieve(charge_ref).to_dict()
+        for _ in range(5):
+            _deliver(self, intent)
+            invoice_id = intent["metadata"]["invoice_id"]
+            activate_paid(store, ctx, invoice_id, clock=CLOCK, numbers=InvoiceNumbers(store))
+        self.granted_before_the_answer = [g.credits for g in grants_of(store, intent["metadata"]["contact_id"])]
+        return state
+
+
+def test_the_webhook_five_times_before_the_response_grants_the_credits_once(
+    store: DynamoStore, rail: StripeGateway, local_stripe: LocalStripe
+) -> None:
+    ctx, numbers = context(store), InvoiceNumbers(store)
+    contact = card_holder(store, local_stripe, rail)
+    first = WebhookFirst(TEST_API_KEY, api_base=local_stripe.url, localstripe=True)
+    bought = buy_top_up(store, first, ctx, CLOCK, numbers, contact, "pack_500", "buy-1")
+    assert bought.status is TopUpStatus.SUCCEEDED and bought.grant is not None
+    assert first.granted_before_the_answer == [500]  # the consumer granted them on the webhook's payment
+    assert [g.credits for g in grants_of(store, contact)] == [500]  # and the request found them granted
+    (payment,) = store.payments_of(SCOPE, contact, bought.invoice.id)
+    assert payment.amount == PACK.price
+    assert store.get_wallet(SCOPE, contact).wallet.booked == 500
+    assert succeeded_charges(local_stripe, bought.invoice.id) == 1
+
+
+# -- separate processes sending the same purchase --------------------------------------------------
+def _buyer(table: str, endpoint: str, api_base: str, contact: str, worker: int, go: Any, out: Any, met: Any) -> None:
+    configure(table_name=table, endpoint=endpoint, region="us-east-1")
+    try:
+        store = DynamoStore()
+        rail = StripeGateway(TEST_API_KEY, api_base=api_base, localstripe=True)
+        go.wait()
+        met.wait()
+        state = buy_top_up(store, rail, context(store), CLOCK, InvoiceNumbers(store), contact, "pack_500", "same")
+        out.put(state.status.value)
+    except Exception as crash:
+        out.put(f"crashed: {crash!r}")
+
+
+def test_8_processes_sending_the_same_top_up_charge_once_and_grant_once(
+    store: DynamoStore, rail: StripeGateway, local_stripe: LocalStripe, local_table: str, dynamodb_local: DynamoDBLocal
+) -> None:
+    contact = card_holder(store, local_stripe, rail)
+    each = [(local_table, dynamodb_local.endpoint, local_stripe.url, contact, w) for w in range(8)]
+    results = in_processes(_buyer, each, meet=8)
+    assert not [r for r in results if r.startswith("crashed")], results
+    invoice_id = invoice_id_of(contact, "same")
+    assert succeeded_charges(local_stripe, invoice_id) == 1
+    assert [g.credits for g in grants_of(store, contact)] == [500]
+    # a process that answered before the charge settled says pending; asked again it has succeeded
+    assert set(results) <= {"succeeded", "pending"}
+    assert get_top_up(store, context(store), CLOCK, contact, invoice_id).status is TopUpStatus.SUCCEEDED
+
+
+# -- auto top-up ----------------------------------------------------------------------------------
+def _low_entries(store: DynamoStore, contact: str) -> list[Any]:
+    return [e for e in store.credit_ledger(SCOPE, contact) if e.kind is EntryKind.LOW_BALANCE]
+
+
+def test_an_auto_top_up_buys_the_pack_once_per_crossing_of_the_threshold(
+    store: DynamoStore, rail: StripeGateway, local_stripe: LocalStripe
+) -> None:
+    ctx, numbers = context(store), InvoiceNumbers(store)
+    contact = card_holder(store, local_stripe, rail)
+    assert buy_top_up(store, rail, ctx, CLOCK, numbers, contact, "pack_500", "first").status is TopUpStatus.SUCCEEDED
+    set_low_balance(store, ctx, CLOCK, contact, {"threshold": 100, "top_up_pack": "pack_500"})
+    assert _low_entries(store, contact) == []  # 500 is not low
+    consume_credits(store, ctx, CLOCK, contact, "sms", 350, "a")  # 150 left
+    consume_credits(store, ctx, CLOCK, contact, "sms", 100, "b")  # 50: crosses
+    consume_credits(store, ctx, CLOCK, contact, "sms", 10, "c")  # still below: no second crossing
+    (crossing,) = _low_entries(store, contact)
+    assert (crossing.balance, crossing.reference) == (50, "crd_use_b")
+    # the event delivered three times (and by two consumers): one top-up
+    states = [top_up_on_low_balance(store, rail, ctx, CLOCK, numbers, contact, crossing.id) for _ in range(3)]
+    assert all(s is not None and s.status is TopUpStatus.SUCCEEDED for s in states)
+    assert len({s.invoice.id for s in states if s is not None}) == 1
+    assert states[0] is not None and states[0].top_up.auto
+    assert store.get_wallet(SCOPE, contact).wallet.booked == 540  # 40 + 500
+    assert [g.credits for g in grants_of(store, contact)] == [500, 500]
+    consume_credits(store, ctx, CLOCK, contact, "sms", 460, "d")  # 80: a new crossing (re-armed at 540)
+    assert len(_low_entries(store, contact)) == 2
+
+
+def test_a_declined_auto_top_up_is_not_retried_until_the_next_crossing(
+    store: DynamoStore, rail: StripeGateway, local_stripe: LocalStripe
+) -> None:
+    ctx, numbers = context(store), InvoiceNumbers(store)
+    contact = card_holder(store, local_stripe, rail, card=DECLINES_AT_CHARGE)
+    give_credits(store, ctx, CLOCK, contact, {"id": "g", "kind": "purchased", "credits": 200}, source="staff")
+    set_low_balance(store, ctx, CLOCK, contact, {"threshold": 100, "top_up_pack": "pack_500"})
+    consume_credits(store, ctx, CLOCK, contact, "sms", 150, "a")
+    (crossing,) = _low_entries(store, contact)
+    state = top_up_on_low_balance(store, rail, ctx, CLOCK, numbers, contact, crossing.id)
+    assert state is not None and state.status is TopUpStatus.FAILED
+    for n in range(5):  # consuming on below the threshold: no storm of purchases
+        consume_credits(store, ctx, CLOCK, contact, "sms", 1, f"more-{n}")
+    assert len(_low_entries(store, contact)) == 1
+    assert len(intents_of(local_stripe, state.invoice.id)) == 1
