@@ -10,7 +10,6 @@ never both, never neither."""
 from __future__ import annotations
 
 import json
-import multiprocessing
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -39,6 +38,7 @@ from billow.storage.models import BillowItem, configure
 from billow.storage.repository import DynamoStore, tenant_pk
 
 from tests.integration.test_fault_injection import Crash, Table, crash_after
+from tests.support import separate_processes
 
 pytestmark = pytest.mark.integration
 
@@ -178,7 +178,7 @@ def test_the_same_event_delivered_by_separate_processes_at_once_and_again_activa
 ) -> None:
     store = DynamoStore()
     ordered, version = paid_order(store)
-    spawn = multiprocessing.get_context("spawn")
+    spawn = separate_processes()
     go = spawn.Event()
     event = message(ordered)
     processes = [
@@ -227,7 +227,7 @@ def test_a_payment_racing_the_lapse_either_activates_or_is_refused(
 ) -> None:
     store = DynamoStore()
     ordered = order_waiting_for_payment(store)
-    spawn = multiprocessing.get_context("spawn")
+    spawn = separate_processes()
     go, answers = spawn.Event(), spawn.Queue()
     endpoint = dynamodb_local.endpoint
     processes = [

@@ -6,7 +6,6 @@ a time that is no longer its contact's, and no advance bills more than its bound
 
 from __future__ import annotations
 
-import multiprocessing
 from collections.abc import Callable
 from datetime import UTC, date, datetime
 from typing import Any
@@ -32,7 +31,7 @@ from billow.services.time_travel import request_advance, run_advance
 from billow.storage.models import configure
 from billow.storage.repository import DynamoStore
 
-from tests.support import RecordingInvoker
+from tests.support import RecordingInvoker, separate_processes
 
 pytestmark = pytest.mark.integration
 
@@ -157,7 +156,7 @@ def _play(table: str, endpoint: str, role: str, contacts: list[str], barrier: An
 
 def race(local_table: str, endpoint: str, roles: list[str], contacts: list[str]) -> dict[str, list[tuple[str, str]]]:
     """Run each role in its own process against every contact; each contact's outcomes."""
-    spawn = multiprocessing.get_context("spawn")
+    spawn = separate_processes()
     barrier = spawn.Barrier(len(roles))
     results = spawn.Queue()
     processes = [

@@ -9,7 +9,6 @@ new time and day, never the previous day's."""
 
 from __future__ import annotations
 
-import multiprocessing
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from fractions import Fraction
@@ -34,7 +33,7 @@ from billow.storage.models import BillowItem, configure
 from billow.storage.repository import DynamoStore, contact_pk
 
 from tests.integration.test_clock_races import RealClock, inject_after
-from tests.support import RecordingInvoker
+from tests.support import RecordingInvoker, separate_processes
 
 pytestmark = pytest.mark.integration
 
@@ -95,9 +94,7 @@ def _advance_in_own_process(table: str, endpoint: str, contact_id: str) -> None:
 
 def advance_from_another_process(table: str, endpoint: str, contact_id: str) -> Callable[[], None]:
     def competing() -> None:
-        process = multiprocessing.get_context("spawn").Process(
-            target=_advance_in_own_process, args=(table, endpoint, contact_id)
-        )
+        process = separate_processes().Process(target=_advance_in_own_process, args=(table, endpoint, contact_id))
         process.start()
         process.join(120)
         assert process.exitcode == 0

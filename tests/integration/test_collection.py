@@ -6,7 +6,6 @@ as the contact's credit."""
 
 from __future__ import annotations
 
-import multiprocessing
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +35,7 @@ from tests.collection_support import (
 from tests.fake_rail import DECLINING, Crash, FakeRail
 from tests.integration.test_fault_injection import Crash as DynamoCrash
 from tests.integration.test_fault_injection import crash_after
+from tests.support import separate_processes
 
 pytestmark = pytest.mark.integration
 
@@ -281,7 +281,7 @@ def test_collectors_racing_in_separate_processes_charge_each_invoice_once(
         seed_invoice(store, f"con_{i}", invoice_id, "30.00")
     path = tmp_path / "rail.sqlite"
     FakeRail(path)
-    spawn = multiprocessing.get_context("spawn")
+    spawn = separate_processes()
     barrier = spawn.Barrier(3)
     orders = [invoices, invoices[::-1], invoices[3:] + invoices[:3]]
     processes = [

@@ -4,7 +4,6 @@ at once (separate Lambda containers) all survive."""
 
 from __future__ import annotations
 
-import multiprocessing
 from datetime import date
 from typing import Any
 
@@ -25,7 +24,7 @@ from billow.storage.models import configure
 from billow.storage.repository import DynamoStore
 
 from tests.integration.test_fault_injection import _products
-from tests.support import SETTINGS_CHANGES
+from tests.support import SETTINGS_CHANGES, separate_processes
 
 T1 = Scope("t1", "test")
 
@@ -91,7 +90,7 @@ def test_settings_changed_by_separate_processes_at_once_all_survive(
 ) -> None:
     store = DynamoStore()
     store.put_settings(TenantSettings("t1", "Tenant One"))
-    spawn = multiprocessing.get_context("spawn")
+    spawn = separate_processes()
     barrier = spawn.Barrier(len(SETTINGS_CHANGES))
     processes = [
         spawn.Process(target=_change_settings, args=(local_table, dynamodb_local.endpoint, change, barrier))

@@ -4,7 +4,6 @@ once in separate processes; a card expiring another month, or removed, is not an
 
 from __future__ import annotations
 
-import multiprocessing
 from dataclasses import replace
 from datetime import UTC, date, datetime
 from typing import Any
@@ -17,6 +16,8 @@ from billow.services.payment_methods import announce_expiring
 from billow.services.ports import DUE_SHARDS
 from billow.storage.models import configure
 from billow.storage.repository import DynamoStore
+
+from tests.support import separate_processes
 
 pytestmark = pytest.mark.integration
 
@@ -70,7 +71,7 @@ def test_each_card_expiring_at_the_end_of_next_month_is_announced_once(
     _save(store, acme, "pm_next_year_same_month", 12, 2027)
     _save(store, acme, "pm_removed", 12, 2026, removed=True)
 
-    spawn = multiprocessing.get_context("spawn")
+    spawn = separate_processes()
     barrier, counts = spawn.Barrier(3), spawn.Queue()
     processes = [
         spawn.Process(target=_announcer, args=(local_table, dynamodb_local.endpoint, barrier, counts)) for _ in range(3)

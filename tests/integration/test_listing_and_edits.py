@@ -4,7 +4,6 @@ Lambda containers would) each take effect, or are refused, never lost."""
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 from datetime import date, timedelta
 from fractions import Fraction
@@ -21,7 +20,7 @@ from billow.services.context import Scope
 from billow.storage.repository import DynamoStore
 from pynamodb.connection.base import Connection
 
-from tests.support import InProcessClient, make_contact, make_product
+from tests.support import InProcessClient, make_contact, make_product, separate_processes
 
 KEY = "bk_test_listing_race"
 TENANT = "tenant-race"
@@ -123,7 +122,7 @@ def _worker(table: str, endpoint: str, start: Any, method: str, path: str, body:
 
 
 def race(table: str, endpoint: str, requests: list[tuple[str, str, Any]]) -> list[tuple[str, Any, int, Any]]:
-    context = multiprocessing.get_context("spawn")
+    context = separate_processes()
     start = context.Barrier(len(requests))
     results = context.Queue()
     processes = [

@@ -6,7 +6,6 @@ than the grace, and taken on to the end, exactly once, by sweepers racing in sep
 
 from __future__ import annotations
 
-import multiprocessing
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -30,6 +29,7 @@ from billow.storage.repository import DynamoStore
 from tests.collection_support import NOW, SCOPE, FixedClock, seed_contact, seed_invoice, seed_tenant, stored_invoice
 from tests.fake_rail import Crash, FakeRail
 from tests.refund_support import START, Seeded, refund, seed
+from tests.support import separate_processes
 
 pytestmark = pytest.mark.integration
 
@@ -187,7 +187,7 @@ def test_sweepers_racing_in_separate_processes_finish_each_entry_once(
         left_confirmed(store, rail, invoice_id)
     refunded = left_refund(store, rail, "t9")
     at = datetime.now().astimezone() + timedelta(days=3650)  # past every entry's grace
-    spawn = multiprocessing.get_context("spawn")
+    spawn = separate_processes()
     barrier = spawn.Barrier(3)
     processes = [
         spawn.Process(target=_sweeper, args=(local_table, dynamodb_local.endpoint, rail.path, at, barrier))

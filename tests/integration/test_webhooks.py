@@ -6,7 +6,6 @@ redelivery when the delivery that recorded it died before applying it."""
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 import sys
 from datetime import UTC, datetime, timedelta
@@ -23,6 +22,7 @@ from billow.services.gateway import WebhookRejected
 from billow.storage.models import BillowItem
 from billow.storage.repository import DynamoStore, webhook_event_pk
 
+from tests.support import separate_processes
 from tests.webhook_support import (
     APPLIERS,
     SECRETS,
@@ -217,7 +217,7 @@ def test_a_crash_after_recording_and_before_applying_is_applied_on_redelivery(
     local_table: str, dynamodb_local: Any
 ) -> None:
     payload = event_body("evt_crash", ref="pi_crash")
-    process = multiprocessing.get_context("spawn").Process(
+    process = separate_processes().Process(
         target=_deliver_and_crash, args=(local_table, dynamodb_local.endpoint, configured_secrets(), payload)
     )
     process.start()
@@ -259,7 +259,7 @@ def _deliver_through_the_handler(
 def test_separate_processes_delivering_one_event_at_once_apply_it_once(local_table: str, dynamodb_local: Any) -> None:
     payload = event_body("evt_race", ref="pi_race")
     signature = sign(payload, SECRETS["acme"], datetime.now(UTC))
-    context = multiprocessing.get_context("spawn")
+    context = separate_processes()
     go, replies = context.Barrier(6), context.Queue()
     args = (local_table, dynamodb_local.endpoint, configured_secrets(), payload, signature, go, replies)
     processes = [context.Process(target=_deliver_through_the_handler, args=args) for _ in range(5)]
