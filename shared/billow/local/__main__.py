@@ -124,7 +124,14 @@ Try:
                 "(880 included left, a promotional 200), what used them, and what she may use now:\n"
                 f"  curl -s -H 'Authorization: Bearer {demo.DEMO_KEY}' {ada}/credits\n"
                 f"  curl -s -H 'Authorization: Bearer {demo.DEMO_KEY}' {ada}/credits/breakdown\n"
-                f"  curl -s -H 'Authorization: Bearer {demo.DEMO_KEY}' {ada}/entitlements\n",
+                f"  curl -s -H 'Authorization: Bearer {demo.DEMO_KEY}' {ada}/entitlements\n"
+                + (
+                    "A top-up: 500 credits for 10.00 USD charged to her saved card (once per request_id):\n"
+                    f"  curl -s -H 'Authorization: Bearer {demo.DEMO_KEY}' -H 'Content-Type: application/json' \\\n"
+                    f'       -d \'{{"pack":"pack_500","request_id":"my-first-top-up"}}\' {ada}/credits/top-ups\n'
+                    if local.stripe is not None
+                    else ""
+                ),
                 flush=True,
             )
         print("Docs: README.md, docs/. Press Ctrl-C to stop everything.", flush=True)

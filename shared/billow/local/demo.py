@@ -18,6 +18,8 @@ DEMO_KEY = "bk_test_demo_local_only"
 
 DEMO_CREDIT_COSTS = {"sms": 1, "ai_report": 5, "export": 0}
 """The demo's credit price list: what each billable action costs in credits (0 = free)."""
+DEMO_CREDIT_PACKS = {"pack_500": {"credits": 500, "price": "10.00", "currency": "USD"}}
+"""The credit packs the demo sells (a top-up buys one)."""
 
 
 def call(url: str, method: str, path: str, key: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
@@ -59,7 +61,7 @@ def load(url: str, key: str = DEMO_KEY, stripe: LocalStripe | None = None) -> di
         return send("POST", path, body)
 
     send("PATCH", "/settings/dunning", DEMO_DUNNING)
-    post("/credits/prices", {"effective_from": "2020-01-01", "costs": DEMO_CREDIT_COSTS})
+    post("/credits/prices", {"effective_from": "2020-01-01", "costs": DEMO_CREDIT_COSTS, "packs": DEMO_CREDIT_PACKS})
 
     def product(name: str, description: str = "", **terms: Any) -> Any:
         return post("/products", {"name": name, "description": description, "terms": [terms]})
