@@ -35,7 +35,6 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from billow.domain.errors import NotFound
 from billow.services.collection import collect_invoice, end_attempts_covering
 from billow.services.context import Scope, TenantContext
-from billow.services.credits.low_balance import top_up_on_low_balance
 from billow.services.events import billow_detail
 from runtime import imported, invocation, logger
 
@@ -72,6 +71,9 @@ def record_handler(record: SQSRecord) -> str:
 
 
 def _auto_top_up(scope: Scope, detail: dict[str, Any]) -> str:
+    # Imported on the first such event: it bills (a top-up is an invoice), which charging alone never needs.
+    from billow.services.credits.low_balance import top_up_on_low_balance
+
     settings = runtime.store.get_settings(scope.tenant_id)
     if settings is None:
         raise NotFound(f"no tenant {scope.tenant_id}", field="tenant_id")  # redelivered, then dead-lettered

@@ -21,6 +21,7 @@ from billow.gateways.stripe_webhooks import StripeWebhooks
 from billow.local.dynamodb import DynamoDBLocal
 from billow.local.secrets import ENV as SECRETS_ENV
 from billow.local.secrets import LocalSecrets, configured
+from billow.local.stack import add_tenant
 from billow.local.stripe import TEST_API_KEY, LocalStripe
 from billow.services import webhooks
 from billow.services.activation import activate_paid
@@ -30,18 +31,19 @@ from billow.services.credits.consume import consume_credits
 from billow.services.credits.grants import give_credits
 from billow.services.credits.low_balance import set_low_balance, top_up_on_low_balance
 from billow.services.credits.top_ups import TopUpStatus, buy_top_up, get_top_up, invoice_id_of
-from billow.services.gateway import ChargeState, RailSecrets
+from billow.services.gateway import ChargeState, GatewayUnavailable, RailSecrets
 from billow.storage.models import configure
 from billow.storage.repository import DynamoStore
 
 from tests.collection_support import SCOPE, card_holder, seed_tenant
 from tests.stripe_support import DECLINES_AT_CHARGE, intents_of
-from tests.support import in_processes, unique
+from tests.support import InProcessClient, advance_clock, in_processes, unique
 from tests.webhook_support import sign
 
 pytestmark = pytest.mark.integration
 
 SECRET = "whsec_t1_localstripe"
+KEY = "bk_test_top_ups"
 CLOCK = SystemClock()
 PACK = CreditPack("pack_500", 500, Money.parse("10.00", "USD"))
 
@@ -253,3 +255,42 @@ def test_a_declined_auto_top_up_is_not_retried_until_the_next_crossing(
         consume_credits(store, ctx, CLOCK, contact, "sms", 1, f"more-{n}")
     assert len(_low_entries(store, contact)) == 1
     assert len(intents_of(local_stripe, state.invoice.id)) == 1
+
+
+# -- what the next day does to a top-up left unfinished ---------------------------------------------
+class RailDown(StripeGateway):
+    def create_charge(self, request: Any) -> ChargeState:
+        raise GatewayUnavailable("the rail is out of reach")
+
+
+class DiesAtTheGrant(DynamoStore):
+    """A container that dies when it would book the credits (after the payment was recorded)."""
+
+    def commit_wallet(self, *args: Any, **kwargs: Any) -> int:
+        raise RuntimeError("the container died")
+
+
+def test_the_next_day_voids_a_top_up_left_unpaid_and_grants_one_paid_but_not_granted(
+    store: DynamoStore, rail: StripeGateway, local_stripe: LocalStripe
+) -> None:
+    add_tenant("t1", "Tenant One", KEY)
+    api = InProcessClient(KEY)
+    ctx, numbers = context(store), InvoiceNumbers(store)
+    unpaid, ungranted = card_holder(store, local_stripe, rail), card_holder(store, local_stripe, rail)
+    for contact in (unpaid, ungranted):
+        assert api.post(f"/contacts/{contact}/test-clock", {"frozen_time": "2026-03-01T12:00:00+00:00"}).status == 201
+    down = RailDown(TEST_API_KEY, api_base=local_stripe.url, localstripe=True)
+    pending = buy_top_up(store, down, ctx, CLOCK, numbers, unpaid, "pack_500", "r")
+    assert pending.status is TopUpStatus.PENDING and pending.invoice.lapses_on == date(2026, 3, 2)
+    with pytest.raises(RuntimeError):
+        buy_top_up(DiesAtTheGrant(), rail, ctx, CLOCK, numbers, ungranted, "pack_500", "r")
+    paid = store.get_invoice(SCOPE, invoice_id_of(ungranted, "r"))
+    assert paid is not None and paid.status is InvoiceStatus.PAID and grants_of(store, ungranted) == []
+    for contact in (unpaid, ungranted):
+        advance_clock(api, contact, "2026-03-02T12:00:00+00:00")
+    voided = store.get_invoice(SCOPE, pending.invoice.id)
+    assert voided is not None and voided.status is InvoiceStatus.VOID
+    assert voided.status_reason == "top-up unpaid on 2026-03-02" and grants_of(store, unpaid) == []
+    assert [g.credits for g in grants_of(store, ungranted)] == [500]  # the backstop granted them, once
+    late = buy_top_up(store, rail, ctx, CLOCK, numbers, unpaid, "pack_500", "r")  # the rail back, the request again
+    assert late.status is TopUpStatus.FAILED and intents_of(local_stripe, pending.invoice.id) == []

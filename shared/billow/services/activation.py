@@ -90,7 +90,8 @@ def settle_waiting(
         else f"top-up unpaid on {invoice.lapses_on}"
     )
     voidable = invoice.status in (*OWED, InvoiceStatus.DRAFT)  # not if staff voided or wrote it off
-    settlement = Settlement(((cleared, invoice.version),)) if paid or not waiting or not voidable else None
+    lapses = bool(waiting) or invoice.top_up is not None  # an unpaid top-up is voided as an order lapses
+    settlement = Settlement(((cleared, invoice.version),)) if paid or not lapses or not voidable else None
     work = store.unit_of_work(f"access on payment: invoice {invoice.id}")
     records: list[Action] = []
     if subscription is not None and waiting:
