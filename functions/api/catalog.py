@@ -36,6 +36,7 @@ def _terms_input(body: PriceTermsBody) -> catalog.PriceTermsInput:
         body.included_credits,
         body.features,
         body.limits,
+        body.prepaid_credits,
     )
 
 

@@ -224,8 +224,14 @@ def buy_top_up(contact_id: Annotated[Id, Path()], body: TopUpBody) -> Response[d
 
 def _top_up_answer(state: top_ups.TopUpState) -> Response[dict[str, Any]]:
     if state.status is top_ups.TopUpStatus.FAILED:
+        taken = state.invoice.unapplied
+        outcome = (
+            "nothing was charged or granted"
+            if taken.is_zero
+            else f"no credits were granted; the {taken} its charge took is the contact's credit (refundable)"
+        )
         raise PaymentRequired(
-            f"top-up {state.invoice.id} failed ({state.invoice.status_reason}): nothing was charged or granted; "
+            f"top-up {state.invoice.id} failed ({state.invoice.status_reason}): {outcome}; "
             "a new purchase needs a new request_id",
             code="credits.top_up_failed",
         )
@@ -237,7 +243,7 @@ def _top_up_answer(state: top_ups.TopUpState) -> Response[dict[str, Any]]:
 @router.get("/contacts/<contact_id>/credits/top-ups/<top_up_id>", summary="A top-up: its payment and its credits")
 def get_top_up(contact_id: Annotated[Id, Path()], top_up_id: Annotated[Id, Path()]) -> dict[str, Any]:
     ctx = current_tenant(router.current_event)
-    return _top_up(top_ups.get_top_up(store, ctx, clock, contact_id, top_up_id))
+    return _top_up(top_ups.get_top_up(store, ctx, clock, numbers, contact_id, top_up_id))
 
 
 def _low(low: LowBalance | None) -> dict[str, Any]:

@@ -52,6 +52,10 @@ def answers(*statuses: int) -> Callable[[Handler], Handler]:
 
 PURE_ROUTES = frozenset({("POST", "/billing/preview")})
 """Routes that read and write no stored data: no 404, 409 or 503."""
+PAYING_ROUTES = frozenset(
+    {("POST", "/contacts/<contact_id>/credits/consume"), ("POST", "/contacts/<contact_id>/credits/top-ups")}
+)
+"""Routes that answer 402: credits that cannot cover a consumption, a top-up whose charge failed."""
 
 
 class FieldProblem(BaseModel):
@@ -74,6 +78,7 @@ class Error(BaseModel):
 _ERROR_DESCRIPTIONS = {
     400: "Malformed body (not JSON, not UTF-8, nested too deeply)",
     401: "Missing or invalid API key",
+    402: "Not enough credits (credits.insufficient), or the top-up's charge failed (credits.top_up_failed)",
     404: "No such entity for this tenant and mode",
     409: "The entity's state or a business rule refuses the request, or it changed concurrently",
     413: "Body too large",
@@ -126,6 +131,8 @@ def error_statuses(route: Route, operation: dict[str, Any], components: dict[str
             statuses.add(404)
         if route.method != "GET":
             statuses.add(409)
+    if (route.method, route.path) in PAYING_ROUTES:
+        statuses.add(402)
     return sorted(statuses)
 
 

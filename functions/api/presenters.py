@@ -49,6 +49,7 @@ def terms(t: PriceTerms) -> Json:
         "included_credits": t.included_credits,
         "features": list(t.features),
         "limits": dict(t.limits),
+        "prepaid_credits": t.prepaid_credits,
     }
 
 

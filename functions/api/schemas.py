@@ -73,6 +73,12 @@ class PriceTermsBody(Body):
         le=10**15,
         description="credits the plan includes each billing cycle (they reset, never roll over)",
     )
+    prepaid_credits: int = Field(
+        default=0,
+        ge=0,
+        le=10**15,
+        description="payment-driven: credits taken from the wallet for each period instead of an invoice (price 0)",
+    )
     features: list[str] = Field(
         default_factory=list, max_length=50, description="features its effective services grant (entitlements)"
     )
@@ -115,6 +121,7 @@ class PriceTermsPatchBody(Body):
     contract_cycles: int | None = Field(default=None, ge=1, le=120)
     cancellation_fee: Amount | None = None
     included_credits: int | None = Field(default=None, ge=0, le=10**15)
+    prepaid_credits: int | None = Field(default=None, ge=0, le=10**15)
     features: list[str] | None = None
     limits: dict[str, int] | None = None
 

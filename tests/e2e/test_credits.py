@@ -175,6 +175,41 @@ def test_a_declined_top_up_grants_nothing_and_an_auto_top_up_fires_once_per_cros
     assert len(mine("credits.top_up_succeeded")) == 2
 
 
+def test_a_payment_driven_service_runs_while_the_wallet_pays_and_comes_back_on_a_top_up(
+    api: HttpClient, local: stack.LocalStack, events: list[dict[str, Any]]
+) -> None:
+    terms = {**MONTHLY, "price": "0.00", "billing_model": "advance", "prepaid_credits": 300, "features": ["bot"]}
+    plan = make_product(api, terms, "Wallet plan")
+    contact = make_contact(api)["id"]
+    _card(api, local, contact)
+    assert api.post(f"/contacts/{contact}/test-clock", {"frozen_time": "2026-03-01T12:00:00+00:00"}).status == 201
+    assert _top_up(api, contact, "start").status == 201  # 500 credits
+    item = {"product_id": plan["id"], "terms_id": plan["terms"][0]["id"]}
+    assert api.post("/orders", {"contact_id": contact, "items": [item]}).status == 201
+
+    def now() -> tuple[str, int, list[str]]:
+        (subscription,) = api.get(f"/contacts/{contact}/subscriptions").body["items"]
+        features = api.get(f"/contacts/{contact}/entitlements").body["features"]
+        return subscription["services"][0]["state"], _balance(api, contact)["total"], features
+
+    assert now() == ("effective", 200, ["bot"])  # March paid from the wallet
+    advance_clock(api, contact, "2026-04-01T12:00:00+00:00")
+    assert now() == ("not_effective", 200, [])  # April: 200 cannot pay 300
+    assert _top_up(api, contact, "refill").status == 201
+    assert now() == ("effective", 400, ["bot"])  # 700 - April's 300, re-activated
+    advance_clock(api, contact, "2026-05-01T12:00:00+00:00")
+    assert now() == ("effective", 100, ["bot"])
+
+    def changes() -> list[list[str]]:
+        mine = [e for e in events if e["contact_id"] == contact and e["type"] == "entitlements.changed"]
+        return [e["data"]["features"] for e in mine]
+
+    expected = [["bot"], [], ["bot"]]
+    assert eventually(lambda: changes() if len(changes()) >= len(expected) else None) == expected
+    invoices = api.get(f"/invoices?contact_id={contact}").body["items"]
+    assert {i["total"]["amount"] for i in invoices if not i["id"].startswith("inv_top_")} <= {"0.00"}
+
+
 def test_entitlements_follow_an_upgrade_a_deactivation_and_a_paid_reactivation(
     api: HttpClient, events: list[dict[str, Any]]
 ) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from billow.domain.credits import CreditPack, CreditPriceList, EntryKind, PriceListVersion
-from billow.domain.errors import InvalidInput, RuleViolation
+from billow.domain.errors import Conflict, InvalidInput, RuleViolation
 from billow.domain.invoices import InvoiceStatus
 from billow.domain.money import Money
 from billow.gateways.stripe import StripeGateway
@@ -26,6 +26,7 @@ from billow.local.stripe import TEST_API_KEY, LocalStripe
 from billow.services import webhooks
 from billow.services.activation import activate_paid
 from billow.services.billing import InvoiceNumbers
+from billow.services.contacts import set_contact_archived
 from billow.services.context import SystemClock, TenantContext
 from billow.services.credits.consume import consume_credits
 from billow.services.credits.grants import give_credits
@@ -35,7 +36,7 @@ from billow.services.gateway import ChargeState, GatewayUnavailable, RailSecrets
 from billow.storage.models import configure
 from billow.storage.repository import DynamoStore
 
-from tests.collection_support import SCOPE, card_holder, seed_tenant
+from tests.collection_support import SCOPE, card_holder, seed_contact, seed_tenant
 from tests.stripe_support import DECLINES_AT_CHARGE, intents_of
 from tests.support import InProcessClient, advance_clock, in_processes, unique
 from tests.webhook_support import sign
@@ -46,6 +47,7 @@ SECRET = "whsec_t1_localstripe"
 KEY = "bk_test_top_ups"
 CLOCK = SystemClock()
 PACK = CreditPack("pack_500", 500, Money.parse("10.00", "USD"))
+SMALL = CreditPack("pack_10", 10, Money.parse("1.00", "USD"))
 
 
 @pytest.fixture
@@ -53,7 +55,7 @@ def store(local_table: str, monkeypatch: pytest.MonkeyPatch) -> DynamoStore:
     monkeypatch.setenv(SECRETS_ENV, configured({("stripe", "t1", "test"): RailSecrets(TEST_API_KEY, SECRET)}))
     store = DynamoStore()
     seed_tenant(store)
-    prices = CreditPriceList((PriceListVersion(date(2020, 1, 1), {"sms": 1}, {PACK.id: PACK}),))
+    prices = CreditPriceList((PriceListVersion(date(2020, 1, 1), {"sms": 1}, {PACK.id: PACK, SMALL.id: SMALL}),))
     store.save_credit_prices("t1", prices, 0)
     return store
 
@@ -112,7 +114,7 @@ def test_a_declining_card_grants_nothing_and_voids_the_top_up(
     assert len(intents_of(local_stripe, failed.invoice.id)) == 1  # charged once, not retried by the retry
     assert succeeded_charges(local_stripe, failed.invoice.id) == 0
     assert grants_of(store, contact) == []
-    assert get_top_up(store, ctx, CLOCK, contact, failed.invoice.id).status is TopUpStatus.FAILED
+    assert get_top_up(store, ctx, CLOCK, numbers, contact, failed.invoice.id).status is TopUpStatus.FAILED
 
 
 def test_no_rail_and_unknown_packs_are_refused_before_anything_is_written(
@@ -127,6 +129,18 @@ def test_no_rail_and_unknown_packs_are_refused_before_anything_is_written(
         buy_top_up(store, rail, ctx, CLOCK, numbers, contact, "pack_9", "buy-2")
     assert unknown.value.code == "credits.unknown_pack"
     assert store.get_invoice(SCOPE, invoice_id_of(contact, "buy-2")) is None
+    with pytest.raises(InvalidInput) as reserved:  # the auto top-up's request ids are its own
+        buy_top_up(store, rail, ctx, CLOCK, numbers, contact, "pack_500", "auto_crd_low_7")
+    assert reserved.value.code == "credits.request_id"
+    cardless = seed_contact(store, "con-no-card", method=None)
+    with pytest.raises(Conflict) as no_card:  # refused before an invoice is issued (none voided)
+        buy_top_up(store, rail, ctx, CLOCK, numbers, cardless.id, "pack_500", "buy-3")
+    assert no_card.value.code == "credits.no_payment_method"
+    assert store.get_invoice(SCOPE, invoice_id_of(cardless.id, "buy-3")) is None
+    set_contact_archived(store, ctx, contact, True)
+    with pytest.raises(Conflict) as archived:
+        buy_top_up(store, rail, ctx, CLOCK, numbers, contact, "pack_500", "buy-4")
+    assert archived.value.code == "contact.archived"
 
 
 # -- the webhook first, five times ------------------------------------------------------------------
@@ -191,7 +205,7 @@ def _buyer(table: str, endpoint: str, api_base: str, contact: str, worker: int, 
         go.wait()
         met.wait()
         state = buy_top_up(store, rail, context(store), CLOCK, InvoiceNumbers(store), contact, "pack_500", "same")
-        out.put(state.status.value)
+        out.put((state.status.value, state.replayed))
     except Exception as crash:
         out.put(f"crashed: {crash!r}")
 
@@ -202,13 +216,17 @@ def test_8_processes_sending_the_same_top_up_charge_once_and_grant_once(
     contact = card_holder(store, local_stripe, rail)
     each = [(local_table, dynamodb_local.endpoint, local_stripe.url, contact, w) for w in range(8)]
     results = in_processes(_buyer, each, meet=8)
-    assert not [r for r in results if r.startswith("crashed")], results
+    assert not [r for r in results if isinstance(r, str)], results
     invoice_id = invoice_id_of(contact, "same")
     assert succeeded_charges(local_stripe, invoice_id) == 1
     assert [g.credits for g in grants_of(store, contact)] == [500]
     # a process that answered before the charge settled says pending; asked again it has succeeded
-    assert set(results) <= {"succeeded", "pending"}
-    assert get_top_up(store, context(store), CLOCK, contact, invoice_id).status is TopUpStatus.SUCCEEDED
+    assert {status for status, _ in results} <= {"succeeded", "pending"}
+    assert sum(1 for _, replayed in results if not replayed) == 1, results  # one purchase, seven replays
+    assert (
+        get_top_up(store, context(store), CLOCK, InvoiceNumbers(store), contact, invoice_id).status
+        is TopUpStatus.SUCCEEDED
+    )
 
 
 # -- auto top-up ----------------------------------------------------------------------------------
@@ -235,9 +253,21 @@ def test_an_auto_top_up_buys_the_pack_once_per_crossing_of_the_threshold(
     assert len({s.invoice.id for s in states if s is not None}) == 1
     assert states[0] is not None and states[0].top_up.auto
     assert store.get_wallet(SCOPE, contact).wallet.booked == 540  # 40 + 500
+    set_low_balance(store, ctx, CLOCK, contact, {"threshold": 100, "top_up_pack": "pack_10"})
+    redelivered = top_up_on_low_balance(store, rail, ctx, CLOCK, numbers, contact, crossing.id)
+    assert redelivered is not None and redelivered.invoice.id == states[0].invoice.id  # that purchase, not a new one
+    set_low_balance(store, ctx, CLOCK, contact, {"threshold": 100, "top_up_pack": "pack_500"})
     assert [g.credits for g in grants_of(store, contact)] == [500, 500]
     consume_credits(store, ctx, CLOCK, contact, "sms", 460, "d")  # 80: a new crossing (re-armed at 540)
     assert len(_low_entries(store, contact)) == 2
+    for threshold in (100, 100, 90):  # the setting sent again, or changed, while below: no new crossing
+        set_low_balance(store, ctx, CLOCK, contact, {"threshold": threshold, "top_up_pack": "pack_500"})
+    assert len(_low_entries(store, contact)) == 2
+    set_low_balance(store, ctx, CLOCK, contact, {"threshold": 50, "top_up_pack": "pack_500"})  # 80 is not below 50
+    set_low_balance(
+        store, ctx, CLOCK, contact, {"threshold": 100, "top_up_pack": "pack_500"}
+    )  # below again: a crossing
+    assert len(_low_entries(store, contact)) == 3
 
 
 def test_a_declined_auto_top_up_is_not_retried_until_the_next_crossing(
@@ -294,3 +324,86 @@ def test_the_next_day_voids_a_top_up_left_unpaid_and_grants_one_paid_but_not_gra
     assert [g.credits for g in grants_of(store, ungranted)] == [500]  # the backstop granted them, once
     late = buy_top_up(store, rail, ctx, CLOCK, numbers, unpaid, "pack_500", "r")  # the rail back, the request again
     assert late.status is TopUpStatus.FAILED and intents_of(local_stripe, pending.invoice.id) == []
+
+
+# -- payment-driven services ---------------------------------------------------------------------
+def test_a_payment_driven_service_runs_while_the_wallet_pays_stops_and_comes_back_on_a_top_up(
+    store: DynamoStore, rail: StripeGateway, local_stripe: LocalStripe
+) -> None:
+    add_tenant("t1", "Tenant One", KEY)
+    api = InProcessClient(KEY)
+    ctx, numbers = context(store), InvoiceNumbers(store)
+    terms = {"price": "0.00", "currency": "USD", "cycle": "month", "billing_model": "advance", "prepaid_credits": 300}
+    product = api.post("/products", {"name": "Wallet plan", "terms": [terms]}).body
+    assert product["terms"][0]["prepaid_credits"] == 300, product
+    contact = card_holder(store, local_stripe, rail)
+    assert api.post(f"/contacts/{contact}/test-clock", {"frozen_time": "2026-03-01T12:00:00+00:00"}).status == 201
+    give_credits(store, ctx, CLOCK, contact, {"id": "g", "kind": "purchased", "credits": 400}, source="staff")
+    item = {"product_id": product["id"], "terms_id": product["terms"][0]["id"]}
+    assert api.post("/orders", {"contact_id": contact, "items": [item]}).status == 201
+
+    def state() -> tuple[str, int]:
+        (subscription,) = api.get(f"/contacts/{contact}/subscriptions").body["items"]
+        return subscription["services"][0]["state"], api.get(f"/contacts/{contact}/credits").body["balance"]["total"]
+
+    assert state() == ("effective", 100)  # March paid with 300 credits
+    advance_clock(api, contact, "2026-04-01T12:00:00+00:00")
+    assert state() == ("not_effective", 100)  # April: 100 cannot pay 300, nothing taken
+    bought = buy_top_up(store, rail, ctx, CLOCK, numbers, contact, "pack_500", "refill")
+    assert bought.status is TopUpStatus.SUCCEEDED
+    assert state() == ("effective", 300)  # the top-up paid April (600 - 300) and re-activated it
+    again = buy_top_up(store, rail, ctx, CLOCK, numbers, contact, "pack_500", "refill")  # a retry: nothing more
+    assert again.replayed and state() == ("effective", 300)
+    advance_clock(api, contact, "2026-05-01T12:00:00+00:00")
+    assert state() == ("effective", 0)  # May paid
+    advance_clock(api, contact, "2026-06-01T12:00:00+00:00")
+    assert state() == ("not_effective", 0)
+    paid = [
+        (e.reference, e.credits)
+        for e in store.credit_ledger(SCOPE, contact)
+        if e.kind is EntryKind.CONSUMPTION and e.action == "service_period"
+    ]
+    (subscription,) = api.get(f"/contacts/{contact}/subscriptions").body["items"]
+    service = subscription["services"][0]["id"]
+    assert paid == [(f"prepaid_{service}_2026-0{m}-01", 300) for m in (3, 4, 5)]  # each period once
+    actions = api.get(f"/subscriptions/{subscription['id']}/actions").body["actions"]
+    executed = [
+        (a["action"], a["on"], a["requested_by"])
+        for a in actions
+        if a["status"] == "executed" and a["action"] in ("activate", "deactivate")
+    ]
+    assert sorted(executed) == [
+        ("activate", "2026-04-01", "system"),  # the top-up's re-activation
+        ("deactivate", "2026-04-01", "system"),
+        ("deactivate", "2026-06-01", "system"),
+    ], actions
+    owed = [i for i in api.get(f"/invoices?contact_id={contact}").body["items"] if i["amount_due"]["amount"] != "0.00"]
+    assert owed == []  # nothing invoiced for the service: the wallet paid
+
+
+def test_a_top_up_losing_every_race_is_pending_and_a_full_wallet_is_refused_before_any_charge(
+    store: DynamoStore, rail: StripeGateway, local_stripe: LocalStripe, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from billow.domain.credits import Grant, GrantKind, Holding, Wallet
+    from billow.domain.errors import ConcurrentModification
+    from billow.services.credits import top_ups
+
+    ctx, numbers = context(store), InvoiceNumbers(store)
+    contact = card_holder(store, local_stripe, rail)
+
+    def busy(*args: Any, **kwargs: Any) -> None:
+        raise ConcurrentModification("other collectors of the contact won every race")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(top_ups, "collect_invoice", busy)
+        raced = buy_top_up(store, rail, ctx, CLOCK, numbers, contact, "pack_500", "raced")
+    assert raced.status is TopUpStatus.PENDING and raced.invoice.status is InvoiceStatus.OPEN  # not a 409
+    assert buy_top_up(store, rail, ctx, CLOCK, numbers, contact, "pack_500", "raced").status is TopUpStatus.SUCCEEDED
+    now = datetime.now(UTC)
+    full = Wallet(tuple(Holding(Grant(f"g{n}", GrantKind.PURCHASED, 1, now), 1) for n in range(500)))
+    stored = store.get_wallet(SCOPE, contact)
+    store.commit_wallet(SCOPE, contact, full, stored.version, ())
+    with pytest.raises(RuleViolation) as too_many:
+        buy_top_up(store, rail, ctx, CLOCK, numbers, contact, "pack_500", "one-more")
+    assert too_many.value.code == "credits.too_many_grants"
+    assert store.get_invoice(SCOPE, invoice_id_of(contact, "one-more")) is None

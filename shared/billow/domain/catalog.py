@@ -64,6 +64,11 @@ class PriceTerms:
     """Features its effective services grant (docs/credits.md, "Entitlements")."""
     limits: tuple[tuple[str, int], ...] = ()
     """Limits its effective services grant, by name (seats, projects, storage_gb...)."""
+    prepaid_credits: int = 0
+    """Payment-driven (docs/credits.md, "Payment-driven services"): each billing period of a service
+    on these terms is paid with this many credits from the contact's wallet, taken on the period's
+    first day, instead of invoiced; a period the wallet cannot pay makes the service not effective
+    until a top-up pays it. 0: invoiced as usual."""
 
     def __post_init__(self) -> None:
         features, limits = check_grants(self.features, dict(self.limits))
@@ -73,6 +78,18 @@ class PriceTerms:
             raise InvalidInput(
                 "included_credits is a whole number of credits from 0 to 10^15", field="included_credits"
             )
+        if not isinstance(self.prepaid_credits, int) or not 0 <= self.prepaid_credits <= 10**15:
+            raise InvalidInput("prepaid_credits is a whole number of credits from 0 to 10^15", field="prepaid_credits")
+        if self.prepaid_credits:
+            fees = {"price": self.price, "setup_fee": self.setup_fee, "cancellation_fee": self.cancellation_fee}
+            charged = [name for name, fee in fees.items() if fee is not None and not fee.is_zero]
+            if charged or self.usage is not None or self.billing_model is not BillingModel.ADVANCE:
+                raise InvalidInput(
+                    "terms paid from the wallet (prepaid_credits) are billed in advance and charge no money: "
+                    "price 0, no setup or cancellation fee, no usage price",
+                    field="prepaid_credits",
+                    code="catalog.prepaid_terms",
+                )
         if not 0 <= self.trial_days <= MAX_TRIAL_DAYS:
             raise InvalidInput(f"trial_days is 0 to {MAX_TRIAL_DAYS}", field="trial_days")
         for name in ("term_cycles", "contract_cycles"):

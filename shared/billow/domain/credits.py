@@ -143,7 +143,12 @@ class CreditPack:
     price: Money
 
     def __post_init__(self) -> None:
-        check_action(self.id, f"packs.{self.id}")
+        if not isinstance(self.id, str) or not ACTION_PATTERN.match(self.id):
+            raise InvalidInput(
+                f"a pack id is 1 to 64 of a-z 0-9 _ . - (starting with a letter or digit): {self.id!r}",
+                field=f"packs.{self.id}",
+                code="credits.pack",
+            )
         if _credits(self.credits, f"packs.{self.id}.credits", code="credits.pack") < 1:
             raise InvalidInput("a pack sells at least 1 credit", field=f"packs.{self.id}.credits", code="credits.pack")
         if self.price.minor <= 0:
@@ -327,10 +332,22 @@ class LowBalance:
     top_up_pack: str | None = None
 
     def __post_init__(self) -> None:
-        if _credits(self.threshold, "threshold", code="credits.threshold") < 1:
-            raise InvalidInput("threshold is at least 1 credit", field="threshold", code="credits.threshold")
-        if self.top_up_pack is not None:
-            check_action(self.top_up_pack, "top_up_pack")
+        if (
+            not isinstance(self.threshold, int)
+            or isinstance(self.threshold, bool)
+            or not 1 <= self.threshold <= MAX_CREDITS
+        ):
+            raise InvalidInput(
+                f"threshold is a whole number of credits from 1 to {MAX_CREDITS}",
+                field="threshold",
+                code="credits.threshold",
+            )
+        if self.top_up_pack is not None and (
+            not isinstance(self.top_up_pack, str) or not ACTION_PATTERN.match(self.top_up_pack)
+        ):
+            raise InvalidInput(
+                "top_up_pack names a credit pack of the price list", field="top_up_pack", code="credits.unknown_pack"
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -621,9 +638,12 @@ def settle_overdraft(wallet: Wallet, now: datetime, *, invoice_id: str) -> Chang
 
 
 def watch(wallet: Wallet, low_balance: LowBalance | None) -> Change:
-    """The contact's low-balance threshold (and auto top-up pack) set, or removed with None. A new
-    threshold is watched afresh: a balance already below it is booked at once by `watched`."""
-    return Change(replace(wallet, low_balance=low_balance, below=False))
+    """The contact's low-balance threshold (and auto top-up pack) set, or removed with None. A first
+    threshold is watched afresh: a balance already below it is booked at once by `watched`. A
+    change of it (or the same again: a retried request) keeps a fall already booked as booked: it
+    re-arms only when the balance is at or above the threshold, never by being set again."""
+    below = wallet.below and low_balance is not None and wallet.low_balance is not None
+    return Change(replace(wallet, low_balance=low_balance, below=below))
 
 
 def watched(change: Change, now: datetime, *, version: int) -> Change:

@@ -30,7 +30,7 @@ from billow.services.billing import InvoiceNumbers, bill_loaded
 from billow.services.contacts import contact_today
 from billow.services.context import Clock, SystemClock, TenantContext
 from billow.services.credits.top_ups import grant_paid_top_up
-from billow.services.ports import BillingPorts, ContactStore, CreditStore
+from billow.services.ports import BillingPorts, ContactStore
 from billow.services.receivables import Settlement, voiding
 
 MAX_CONFLICT_RETRIES = 5
@@ -38,7 +38,7 @@ SYSTEM_CLOCK = SystemClock()
 NOTHING_OWED = frozenset({InvoiceStatus.PAID, InvoiceStatus.ISSUED})
 
 
-class ActivationPorts(BillingPorts, ContactStore, CreditStore, Protocol):
+class ActivationPorts(BillingPorts, ContactStore, Protocol):
     """The invoice, its subscription, the contact's clock, and its wallet (a top-up's credits)."""
 
 
@@ -50,6 +50,9 @@ def activate_paid(
     when there was nothing to do: not paid, not a first invoice, or done already)."""
     for _ in range(MAX_CONFLICT_RETRIES + 1):
         invoice = store.get_invoice(ctx.scope, invoice_id)
+        if invoice is not None and invoice.top_up is not None and invoice.lapses_on is None:
+            grant_paid_top_up(store, ctx, clock, numbers, invoice)  # paid after its mark went: granted all the same
+            return []
         if invoice is None or invoice.lapses_on is None or invoice.status not in NOTHING_OWED:
             return []
         try:
@@ -77,7 +80,7 @@ def settle_waiting(
     assert invoice.lapses_on is not None
     paid = invoice.status in NOTHING_OWED
     if paid and invoice.top_up is not None:
-        grant_paid_top_up(store, ctx, clock, invoice)  # before the mark goes: a crash leaves it to redo
+        grant_paid_top_up(store, ctx, clock, numbers, invoice)  # before the mark goes: a crash leaves it to redo
     on = today if paid else invoice.lapses_on
     subscription = store.load_subscription(ctx.scope, invoice.contact_id, invoice.subscription_id)
     waiting = (

@@ -28,6 +28,7 @@ from billow.domain.timeline import next_step, receive, receiving_subscription, u
 from billow.domain.usage import LateMarker, UsageRater
 from billow.services.contacts import contact_today
 from billow.services.context import Clock, Scope, TenantContext
+from billow.services.credits.prepaid import deactivate_unpaid, pay_periods
 from billow.services.ports import (
     BillingPorts,
     DueSubscription,
@@ -141,6 +142,20 @@ def bill_loaded(
         step = next_step(current, as_of, today=today, rater=rater)
         if step is None:
             return created, current
+        try:
+            # Payment-driven services: the periods this step bills are paid from the wallet first;
+            # one the wallet cannot pay stops its service instead (billow.services.credits.prepaid).
+            unpaid = [] if step.transfer is not None else pay_periods(store, ctx, current, step.subscription)
+            stopped = deactivate_unpaid(store, ctx, current, unpaid) if unpaid else None
+        except ConcurrentModification:
+            conflicts += 1
+            if conflicts > MAX_CONFLICT_RETRIES:
+                raise
+            current = store.load_subscription(ctx.scope, subscription.contact_id, subscription.id)
+            continue
+        if stopped is not None:
+            current = stopped
+            continue
         invoice, credit = None, None
         if step.invoice is not None:
             invoice, credit = issued(store, ctx, step, step.invoice, numbers)

@@ -37,6 +37,7 @@ class PriceTermsInput:
     included_credits: int = 0
     features: Sequence[str] = ()
     limits: Mapping[str, int] = field(default_factory=dict)
+    prepaid_credits: int = 0
 
 
 def _build_terms(terms_id: str, product_id: str, spec: PriceTermsInput, field: str = "") -> PriceTerms:
@@ -71,6 +72,7 @@ def _build_terms(terms_id: str, product_id: str, spec: PriceTermsInput, field: s
             included_credits=spec.included_credits,
             features=tuple(spec.features),
             limits=tuple(spec.limits.items()),
+            prepaid_credits=spec.prepaid_credits,
         )
     except InvalidInput as error:
         raise error.under(field) from None
@@ -213,6 +215,7 @@ def _input_of(terms: PriceTerms) -> PriceTermsInput:
         terms.included_credits,
         terms.features,
         dict(terms.limits),
+        terms.prepaid_credits,
     )
 
 

@@ -664,7 +664,7 @@ class RatingPorts(ContactStore, UsageStore, Protocol):
     """Rating stored usage: a service's records, its late markers, the contact's allowance overrides."""
 
 
-class BillingPorts(SubscriptionStore, InvoiceStore, Transactions, RatingPorts, Protocol):
+class BillingPorts(SubscriptionStore, InvoiceStore, Transactions, RatingPorts, CreditStore, Protocol):
     """Billing a subscription: read it and its usage, number and write its invoices and steps."""
 
 
@@ -676,7 +676,7 @@ class ContactPorts(ContactStore, SubscriptionStore, Transactions, Protocol):
     """A contact with its subscriptions and its test clock (archiving, attaching a clock)."""
 
 
-class ClockPorts(BillingPorts, ContactStore, CreditStore, Protocol):
+class ClockPorts(BillingPorts, ContactStore, Protocol):
     """Advancing a test clock and billing what became due."""
 
 
@@ -696,7 +696,7 @@ class OrderingPorts(BillingPorts, ContactStore, CatalogStore, Protocol):
     """Quoting and placing an order: the contact and its clock, the catalog, then billing."""
 
 
-class RunPorts(BillingPorts, DueIndex, TenantStore, CreditStore, Protocol):
+class RunPorts(BillingPorts, DueIndex, TenantStore, Protocol):
     """The daily run: the due index, each tenant's settings, then billing."""
 
 
@@ -734,6 +734,6 @@ class DunningFlows(Protocol):
         ...
 
 
-class DunningPorts(CollectionPorts, DunningStore, UsageStore, Protocol):
+class DunningPorts(CollectionPorts, DunningStore, UsageStore, CreditStore, Protocol):
     """Dunning: its cases, and everything a decision reads and a step writes (invoices, attempts,
     payment methods, subscriptions and their logs, the contact and its clock)."""

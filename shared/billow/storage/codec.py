@@ -126,6 +126,7 @@ def terms_out(t: PriceTerms) -> Json:
         **({"included_credits": t.included_credits} if t.included_credits else {}),
         **({"features": list(t.features)} if t.features else {}),
         **({"limits": dict(t.limits)} if t.limits else {}),
+        **({"prepaid_credits": t.prepaid_credits} if t.prepaid_credits else {}),
     }
 
 
@@ -148,6 +149,7 @@ def terms_in(d: Json) -> PriceTerms:
         included_credits=int(d.get("included_credits", 0)),
         features=tuple(d.get("features", ())),
         limits=tuple((k, int(v)) for k, v in (d.get("limits") or {}).items()),
+        prepaid_credits=int(d.get("prepaid_credits", 0)),
     )
 
 

@@ -11,20 +11,25 @@ stays declined (no storm: the next purchase waits for the next crossing)."""
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 from typing import Any
 
 from billow.domain.credits import Change, LowBalance, Wallet, watch
-from billow.domain.errors import InvalidInput, NotFound
+from billow.domain.errors import Conflict, InvalidInput, NotFound, RuleViolation
 from billow.services.billing import InvoiceNumbers
-from billow.services.contacts import contact_time
+from billow.services.contacts import contact_time, get_contact
 from billow.services.context import Clock, TenantContext
 from billow.services.credits import included
-from billow.services.credits.top_ups import TopUpPorts, TopUpState, buy_top_up
+from billow.services.credits.top_ups import AUTO_PREFIX, TopUpPorts, TopUpState, buy_top_up, invoice_id_of
 from billow.services.credits.wallet import WalletPorts, change_wallet
 from billow.services.gateway import PaymentGateway
 
-AUTO_PREFIX = "auto_"
+CANNOT_BUY = frozenset(
+    {"credits.unknown_pack", "credits.no_payment_method", "contact.archived", "credits.too_many_grants"}
+)
+"""Refusals of an auto top-up that a redelivery would meet again: logged, not retried."""
+log = logging.getLogger(__name__)
 
 
 def set_low_balance(
@@ -32,12 +37,16 @@ def set_low_balance(
 ) -> Wallet:
     """Set the contact's threshold `{"threshold": 100, "top_up_pack": "pack_500" | null}`, or remove
     it (None). A balance already below a new threshold is booked at once (and buys the pack)."""
+    get_contact(store, ctx, contact_id)  # 404 before anything else
     low = None
     if raw is not None:
         low = LowBalance(raw.get("threshold"), raw.get("top_up_pack"))  # type: ignore[arg-type]  # checked there
     time = contact_time(store, ctx, contact_id, clock)
     if low is not None and low.top_up_pack is not None:
-        store.get_credit_prices(ctx.tenant_id)[0].pack_on(low.top_up_pack, time.today)  # for sale today
+        try:
+            store.get_credit_prices(ctx.tenant_id)[0].pack_on(low.top_up_pack, time.today)  # for sale today
+        except InvalidInput as unknown:
+            raise InvalidInput(unknown.message, field="top_up_pack", code=unknown.code) from None
 
     def operation(wallet: Wallet, now: datetime) -> Change:
         return watch(wallet, low)
@@ -68,14 +77,23 @@ def top_up_on_low_balance(
     entry = store.get_credit_entry(ctx.scope, contact_id, entry_id)
     if entry is None or entry.low_balance is None:
         raise NotFound(f"no low-balance entry {entry_id} for contact {contact_id}", field="entry_id")
-    pack = store.get_wallet(ctx.scope, contact_id).wallet.low_balance
-    if pack is None or pack.top_up_pack is None or gateway is None:
+    bought = store.get_invoice(ctx.scope, invoice_id_of(contact_id, AUTO_PREFIX + entry_id))
+    if bought is not None and bought.top_up is not None:
+        pack_id: str | None = bought.top_up.pack_id  # a redelivery: that purchase, whatever is set now
+    else:
+        low = store.get_wallet(ctx.scope, contact_id).wallet.low_balance
+        pack_id = None if low is None else low.top_up_pack
+    if pack_id is None or gateway is None:
         return None  # turned off since (or never on), or no rail to charge: a low-balance event only
     try:
-        return buy_top_up(
-            store, gateway, ctx, clock, numbers, contact_id, pack.top_up_pack, AUTO_PREFIX + entry_id, auto=True
-        )
-    except InvalidInput as refused:
-        if refused.code == "credits.unknown_pack":
-            return None  # the pack is no longer for sale: nothing to buy (the event said the balance is low)
+        return buy_top_up(store, gateway, ctx, clock, numbers, contact_id, pack_id, AUTO_PREFIX + entry_id, auto=True)
+    except (InvalidInput, Conflict, RuleViolation) as refused:
+        if refused.code in CANNOT_BUY:
+            # Nothing to buy: the pack is no longer for sale, no saved card, an archived contact. The
+            # event said the balance is low; this is logged (the collector's outcome), not retried.
+            log.warning(
+                "auto top-up not bought",
+                extra={"contact_id": contact_id, "entry_id": entry_id, "code": refused.code, "why": refused.message},
+            )
+            return None
         raise

@@ -30,6 +30,7 @@ from billow.domain.billing import InvoiceDraft
 from billow.domain.calendar import Period
 from billow.domain.collection import AttemptStatus, PaymentAttempt
 from billow.domain.credits import (
+    ACTION_PATTERN,
     ID_PATTERN,
     Change,
     EntryKind,
@@ -46,21 +47,25 @@ from billow.domain.invoices import Invoice, InvoiceStatus, TopUp
 from billow.domain.lines import LineDraft
 from billow.services.billing import InvoiceNumbers
 from billow.services.collection import collect_invoice
-from billow.services.contacts import contact_time, get_contact
+from billow.services.contacts import check_orderable, contact_time, get_contact
 from billow.services.context import Clock, TenantContext
-from billow.services.credits import included
-from billow.services.credits.wallet import WalletPorts, change_wallet
+from billow.services.credits import included, prepaid
+from billow.services.credits.grants import MAX_LIVE_GRANTS
+from billow.services.credits.prepaid import PrepaidPorts
+from billow.services.credits.wallet import change_wallet
 from billow.services.gateway import GatewayUnavailable, PaymentGateway
 from billow.services.idempotency import key_reused
-from billow.services.ports import CollectionPorts, InvoicePorts
+from billow.services.ports import CollectionStore, PaymentMethodStore, TenantStore
 from billow.services.receivables import void_invoice
 
 INVOICE_PREFIX = "inv_top_"
+AUTO_PREFIX = "auto_"
+"""Request ids of the auto top-up's purchases (`auto_<low-balance entry id>`): refused from callers."""
 LINE_KIND = "credits"
 FAILED_ATTEMPTS = frozenset({AttemptStatus.FAILED, AttemptStatus.NOT_COLLECTABLE})
 
 
-class TopUpPorts(WalletPorts, CollectionPorts, InvoicePorts, Protocol):
+class TopUpPorts(PrepaidPorts, TenantStore, CollectionStore, PaymentMethodStore, Protocol):
     """The wallet, the top-up's invoice and its payment attempts."""
 
 
@@ -119,25 +124,47 @@ def buy_top_up(
     resuming it where it stopped; the same id with another pack is refused (422
     `idempotency.key_reused`)."""
     request_id = _request_id(request_id)
-    get_contact(store, ctx, contact_id)  # 404 before anything else
+    if request_id.startswith(AUTO_PREFIX) and not auto:
+        raise InvalidInput(
+            f"request ids starting {AUTO_PREFIX} are the auto top-up's", field="request_id", code="credits.request_id"
+        )
+    contact = get_contact(store, ctx, contact_id)  # 404 before anything else
     if gateway is None:
         raise RuleViolation(
             "the business has no payment rail in this mode: a top-up is charged to a saved card",
             rule="credits.no_payment_rail",
         )
-    if not isinstance(pack_id, str):
+    if not isinstance(pack_id, str) or not ACTION_PATTERN.match(pack_id):
         raise InvalidInput("pack names a credit pack of the price list", field="pack", code="credits.unknown_pack")
     invoice_id = invoice_id_of(contact_id, request_id)
     invoice = store.get_invoice(ctx.scope, invoice_id)
     replayed = invoice is not None
     if invoice is None:
-        invoice = _issue(store, ctx, clock, numbers, contact_id, pack_id, request_id, invoice_id, auto)
+        check_orderable(contact)  # an archived contact buys nothing (409 contact.archived)
+        if contact.gateway_customer_ref is None or contact.default_method_ref is None:
+            raise Conflict(
+                f"contact {contact_id} has no saved card to charge a top-up to: save one first "
+                f"(POST /contacts/{contact_id}/payment-methods/setup)",
+                field="contact_id",
+                code="credits.no_payment_method",
+            )
+        live = sum(1 for h in store.get_wallet(ctx.scope, contact_id).wallet.holdings if h.remaining)
+        if live >= MAX_LIVE_GRANTS:  # its grant could not be booked once paid: refused before any charge
+            raise RuleViolation(
+                f"the wallet holds {live} grants with credits left: no more until some are spent",
+                rule="credits.too_many_grants",
+                field="contact_id",
+            )
+        invoice, replayed = _issue(store, ctx, clock, numbers, contact_id, pack_id, request_id, invoice_id, auto)
     if invoice.top_up is None or invoice.contact_id != contact_id or invoice.top_up.pack_id != pack_id:
         raise key_reused("request_id", request_id)
     if invoice.status in (InvoiceStatus.OPEN, InvoiceStatus.OVERDUE):
-        with contextlib.suppress(GatewayUnavailable):  # the attempt stays as recorded: the sweep resumes it
+        # The rail out of reach, or other collectors of the contact's invoices winning every race: the
+        # attempt stays as recorded (or is yet to be made), answered pending; the sweep, or the
+        # collector fed by the invoice's invoice.issued, takes it on.
+        with contextlib.suppress(GatewayUnavailable, ConcurrentModification):
             collect_invoice(store, gateway, ctx.scope, invoice.id, clock=clock)
-    state = settle_top_up(store, ctx, clock, invoice.id)
+    state = settle_top_up(store, ctx, clock, numbers, invoice.id)
     return TopUpState(state.invoice, state.status, state.attempt, state.grant, state.wallet, replayed)
 
 
@@ -151,9 +178,9 @@ def _issue(
     request_id: str,
     invoice_id: str,
     auto: bool,
-) -> Invoice:
-    """The top-up's invoice, issued on the contact's today and due then; a racing copy of the same
-    request that wrote it first: that one."""
+) -> tuple[Invoice, bool]:
+    """The top-up's invoice, issued on the contact's today and due then, and False; a racing copy of
+    the same request that wrote it first: that one, and True (this request is a replay of it)."""
     time = contact_time(store, ctx, contact_id, clock)
     pack = store.get_credit_prices(ctx.tenant_id)[0].pack_on(pack_id, time.today)
     today = time.today
@@ -189,11 +216,13 @@ def _issue(
         found = store.get_invoice(ctx.scope, invoice_id)
         if found is None:
             raise  # the contact's clock moved: sent again, it reads the new day
-        return found
-    return store.get_invoice(ctx.scope, invoice_id) or invoice
+        return found, True
+    return store.get_invoice(ctx.scope, invoice_id) or invoice, False
 
 
-def settle_top_up(store: TopUpPorts, ctx: TenantContext, clock: Clock, invoice_id: str) -> TopUpState:
+def settle_top_up(
+    store: TopUpPorts, ctx: TenantContext, clock: Clock, numbers: InvoiceNumbers, invoice_id: str
+) -> TopUpState:
     """Bring the top-up to what its invoice and payment say: paid, its credits granted (once);
     its charge declined or nothing to charge it with, the invoice voided; else pending."""
     for _ in range(3):
@@ -202,7 +231,7 @@ def settle_top_up(store: TopUpPorts, ctx: TenantContext, clock: Clock, invoice_i
             raise NotFound(f"no top-up {invoice_id}", field="top_up_id")
         attempt = store.latest_attempt(ctx.scope, invoice.contact_id, invoice.id)
         if invoice.status is InvoiceStatus.PAID:
-            entry, wallet = grant_paid_top_up(store, ctx, clock, invoice)
+            entry, wallet = grant_paid_top_up(store, ctx, clock, numbers, invoice)
             return TopUpState(invoice, TopUpStatus.SUCCEEDED, attempt, entry, wallet)
         if invoice.status in (InvoiceStatus.VOID, InvoiceStatus.UNCOLLECTIBLE):
             return TopUpState(invoice, TopUpStatus.FAILED, attempt, None, None)
@@ -218,16 +247,19 @@ def settle_top_up(store: TopUpPorts, ctx: TenantContext, clock: Clock, invoice_i
 
 
 def grant_paid_top_up(
-    store: WalletPorts, ctx: TenantContext, clock: Clock, invoice: Invoice
+    store: PrepaidPorts, ctx: TenantContext, clock: Clock, numbers: InvoiceNumbers, invoice: Invoice
 ) -> tuple[LedgerEntry | None, Wallet | None]:
     """Grant the credits a paid top-up's invoice sold (purchased credits: they roll over), at most
-    once: the grant's id is derived from the invoice. Anything else: nothing."""
+    once: the grant's id is derived from the invoice; then re-activate the payment-driven services
+    the wallet can pay again (`prepaid.reactivate_paid`: also when the grant was booked before, by
+    a caller that died before re-activating). Anything else: nothing."""
     top_up = invoice.top_up
     if top_up is None or invoice.status is not InvoiceStatus.PAID:
         return None, None
     own = entry_id(EntryKind.GRANT, top_up_grant_id(invoice.id))
     done = store.get_credit_entry(ctx.scope, invoice.contact_id, own)
     if done is not None:
+        prepaid.reactivate_paid(store, ctx, clock, invoice.contact_id, numbers)
         return done, None
     time = contact_time(store, ctx, invoice.contact_id, clock)
 
@@ -239,13 +271,16 @@ def grant_paid_top_up(
     applied = change_wallet(
         store, ctx, invoice.contact_id, included.moments(store, ctx, invoice.contact_id, clock, time), own, operation
     )
+    prepaid.reactivate_paid(store, ctx, clock, invoice.contact_id, numbers)
     return applied.entry, applied.wallet
 
 
-def get_top_up(store: TopUpPorts, ctx: TenantContext, clock: Clock, contact_id: str, top_up_id: str) -> TopUpState:
+def get_top_up(
+    store: TopUpPorts, ctx: TenantContext, clock: Clock, numbers: InvoiceNumbers, contact_id: str, top_up_id: str
+) -> TopUpState:
     """A contact's top-up by its id (its invoice's), settled to what its payment says now."""
     invoice = store.get_invoice(ctx.scope, top_up_id)
     if invoice is None or invoice.top_up is None or invoice.contact_id != contact_id:
         get_contact(store, ctx, contact_id)
         raise NotFound(f"contact {contact_id} has no top-up {top_up_id}", field="top_up_id")
-    return settle_top_up(store, ctx, clock, top_up_id)
+    return settle_top_up(store, ctx, clock, numbers, top_up_id)

@@ -1,0 +1,184 @@
+"""Payment-driven services (docs/credits.md, "Payment-driven services"): price terms with
+`prepaid_credits` are paid each billing period with that many credits from the contact's wallet,
+instead of an invoice; a period the wallet cannot pay makes the service not effective; a top-up
+that can pay the current period re-activates it.
+
+**Paying a period.** Billing (`billow.services.billing.bill_loaded`) moves a subscription on one
+step at a time; before it writes a step that bills days of such a service, `pay_periods` takes the
+credits of every billing period those days fall in (`credits` is never prorated: a period started
+part-way costs its whole price, as included credits are granted whole), each a consumption with
+the request id `prepaid_<service>_<period start>` (action `service_period`): booked once whatever
+reruns, retries and races (`change_wallet`), and before the step, so a crash in between leaves a
+paid period that the rerun finds paid. No overdraft: a period is paid in full or not at all.
+
+**Not paid.** When the wallet cannot pay a period, the step is not written: the service is
+deactivated (a system `deactivate` action, `act_<service>_unfunded_<day>`, logged like any other,
+with its `service.state_changed` and `entitlements.changed` events) as of that period's first day
+(its first unpaid day), and billing goes on without it.
+
+**Re-activated on a top-up** (`reactivate_paid`, run once a top-up's credits are granted): each
+service this rule deactivated (and not staff or dunning) whose current period the wallet can now
+pay has that period paid, then a system `activate` action on the contact's today — the action
+dunning's re-activation executes — and billing goes on from there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import date, datetime, timedelta
+from typing import Protocol
+
+from billow.domain.actions import Action, ActionStatus
+from billow.domain.actions.activate import ACTIVATE
+from billow.domain.actions.deactivate import DEACTIVATE
+from billow.domain.credits import ActionCost, Change, EntryKind, InsufficientCredits, Wallet, consume, entry_id
+from billow.domain.rules import ServiceState
+from billow.domain.subscriptions import Service, Subscription
+from billow.domain.timeline import execute
+from billow.services.contacts import contact_time
+from billow.services.context import Clock, SystemClock, TenantContext
+from billow.services.credits import included
+from billow.services.credits.wallet import WalletPorts, change_wallet
+from billow.services.ports import BillingPorts
+
+ACTION = "service_period"
+"""The action a period's payment is booked as (the breakdown's row)."""
+SYSTEM_CLOCK = SystemClock()
+
+
+class PrepaidPorts(BillingPorts, Protocol):
+    """The wallet, the subscription written with the deactivation and its log, and billing (a
+    re-activated service is billed up to the day before first)."""
+
+
+def request_id(service_id: str, period_start: date) -> str:
+    return f"prepaid_{service_id}_{period_start.isoformat()}"
+
+
+def unfunded_action_id(service_id: str, on: date) -> str:
+    return f"act_{service_id.removeprefix('svc_')}_unfunded_{on.isoformat()}"
+
+
+def _periods(subscription: Subscription, first: date, end: date) -> Iterator[date]:
+    """The start of each billing period with days in [first, end)."""
+    period = subscription.schedule.period_containing(first)
+    while period.start < end:
+        yield period.start
+        period = subscription.schedule.period_containing(period.end)
+
+
+def _pay(store: WalletPorts, ctx: TenantContext, clock: Clock, contact_id: str, service: Service, start: date) -> bool:
+    """Take the credits of `service`'s period starting `start`, once; False when the wallet cannot."""
+    cost = ActionCost(ACTION, service.terms.prepaid_credits, start)
+    own = request_id(service.id, start)
+    time = contact_time(store, ctx, contact_id, clock)
+
+    def operation(wallet: Wallet, now: datetime) -> Change:
+        return consume(wallet, cost, 1, now, request_id=own)
+
+    moments = included.moments(store, ctx, contact_id, clock, time)
+    try:
+        change_wallet(store, ctx, contact_id, moments, entry_id(EntryKind.CONSUMPTION, own), operation)
+    except InsufficientCredits:
+        return False
+    return True
+
+
+def pay_periods(
+    store: PrepaidPorts, ctx: TenantContext, current: Subscription, billed: Subscription, clock: Clock = SYSTEM_CLOCK
+) -> list[tuple[Service, date]]:
+    """Before a billing step from `current` to `billed` is written: pay each period of the
+    payment-driven services whose billed days the step extends. Answers the services whose period
+    the wallet could not pay, each with its first unpaid day (the step must not be written)."""
+    before = {s.id: s for s in current.services}
+    unpaid: list[tuple[Service, date]] = []
+    for service in billed.services:
+        old = before.get(service.id)
+        if not service.terms.prepaid_credits or old is None or service.billed_through is None:
+            continue
+        first = old.unbilled_from
+        if service.billed_through <= first:
+            continue
+        for start in _periods(current, first, service.billed_through):
+            if not _pay(store, ctx, clock, current.contact_id, old, start):
+                unpaid.append((old, max(start, first)))
+                break
+    return unpaid
+
+
+def deactivate_unpaid(
+    store: PrepaidPorts, ctx: TenantContext, current: Subscription, unpaid: list[tuple[Service, date]]
+) -> Subscription | None:
+    """Deactivate each unpaid service as of its first unpaid day, in one write of the subscription
+    (at its version) with the log records. The subscription as written; None when every
+    deactivation was refused (the step is then written as computed: nothing would change)."""
+    subscription, records = current, list[Action]()
+    for service, on in unpaid:
+        credits = service.terms.prepaid_credits
+        action = DEACTIVATE.by_system(
+            unfunded_action_id(service.id, on),
+            on,
+            requested_on=on,
+            reason=f"the credit wallet cannot pay {credits} credits for the period from {on.isoformat()}",
+            service_id=service.id,
+            params=None,
+        )
+        step = execute(subscription, action)
+        subscription, records = step.subscription, records + list(step.actions)
+    if subscription is current:
+        return None
+    work = store.unit_of_work(f"unpaid payment-driven services of {current.id}")
+    work.save_subscription(ctx.scope, subscription, current.version)
+    for record in records:
+        work.log_action(ctx.scope, subscription, record)
+    work.commit()
+    return replace(subscription, version=current.version + 1)
+
+
+def _deactivated_here(service: Service, log: list[Action]) -> bool:
+    """Not effective because this rule deactivated it (its latest executed action is ours)."""
+    mine = [a for a in log if a.service_id == service.id and a.status is ActionStatus.EXECUTED]
+    return bool(mine) and "_unfunded_" in max(mine, key=lambda a: (a.executed_on or a.on, a.on)).id
+
+
+def reactivate_paid(store: PrepaidPorts, ctx: TenantContext, clock: Clock, contact_id: str, numbers: object) -> int:
+    """After a top-up's credits are granted: re-activate each service this rule deactivated whose
+    current period the wallet can pay (paid first, then a system `activate` on the contact's
+    today). Returns how many were re-activated."""
+    from billow.services.billing import InvoiceNumbers, bill_loaded  # billing imports this module
+
+    assert isinstance(numbers, InvoiceNumbers)
+    scope, done = ctx.scope, 0
+    for subscription in store.subscriptions_of(scope, contact_id):
+        stopped = [
+            s for s in subscription.services if s.terms.prepaid_credits and s.state is ServiceState.NOT_EFFECTIVE
+        ]
+        if not stopped:
+            continue
+        log = store.actions_of(scope, contact_id, subscription.id)
+        today = contact_time(store, ctx, contact_id, clock).today
+        _, billed = bill_loaded(store, ctx, subscription, today - timedelta(days=1), numbers)
+        current, records = billed, list[Action]()
+        for service in (s for s in stopped if _deactivated_here(s, log)):
+            start = current.schedule.period_containing(today).start
+            if not _pay(store, ctx, clock, contact_id, service, start):
+                continue
+            action = ACTIVATE.by_system(
+                f"act_{service.id.removeprefix('svc_')}_paid_{today.isoformat()}",
+                today,
+                requested_on=today,
+                reason=f"a top-up paid the period from {start.isoformat()} ({service.terms.prepaid_credits} credits)",
+                service_id=service.id,
+                params=None,
+            )
+            step = execute(current, action)
+            current, records = step.subscription, records + list(step.actions)
+            done += 1
+        if records:
+            work = store.unit_of_work(f"payment-driven services of {subscription.id} paid")
+            work.save_subscription(scope, current, billed.version)
+            for record in records:
+                work.log_action(scope, current, record)
+            work.commit()
+    return done
