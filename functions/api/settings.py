@@ -22,6 +22,7 @@ from billow.services.tenants import (
     update_profile,
     update_subscription_policy,
 )
+from billow.services.views import money
 from pydantic import BeforeValidator, Field, Strict
 from pydantic_core import PydanticCustomError
 from runtime import store
@@ -94,6 +95,7 @@ def _settings(s: TenantSettings) -> dict[str, Any]:
         "invoice_review_days": s.invoice_review_days,
         "auto_apply_credit": s.auto_apply_credit,
         "credit_overdraft": s.credit_overdraft,
+        "credit_overdraft_price": money(s.credit_overdraft_price),
         "billing": _rules(s.billing),
         "subscriptions": s.subscriptions.as_json(),
         "collection": {"mode": s.collection.mode.value, "collect_whole_debt": s.collection.collect_whole_debt},
@@ -172,6 +174,13 @@ def _given(body: Body, clearable: frozenset[str]) -> dict[str, Any]:
     return {name: value for name, value in given if value is not None or name in clearable}
 
 
+class OverdraftPrice(Body):
+    """A price per credit: an exact amount in the currency's exponent."""
+
+    amount: Amount
+    currency: Currency
+
+
 class ProfileBody(Body):
     """Only the fields given change."""
 
@@ -190,6 +199,9 @@ class ProfileBody(Body):
         ge=0,
         le=10**15,
         description="credits a contact may consume beyond its balance, invoiced at the cycle end (0: none)",
+    )
+    credit_overdraft_price: OverdraftPrice | None = Field(
+        default=None, description="what one overdrawn credit is invoiced at, on the contact's next invoice"
     )
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -446,3 +446,58 @@ def test_the_wallet_and_the_price_list_stay_within_one_item(api: InProcessClient
     ]
     assert {r.status for r in replies} == {201, 422}
     assert {r.body["error"] for r in replies if r.status == 422} == {"credits.price_list_full"}
+
+
+def test_what_is_overdrawn_is_billed_once_on_the_next_invoice_at_the_tenants_price(api: InProcessClient) -> None:
+    _priced(api, sms=1)
+    profile = {"credit_overdraft": 100, "credit_overdraft_price": {"amount": "0.01", "currency": "USD"}}
+    set_ = api.patch("/settings/profile", profile)
+    assert set_.status == 200 and set_.body["credit_overdraft_price"] == {"amount": "0.01", "currency": "USD"}
+    bad = api.patch("/settings/profile", {"credit_overdraft_price": {"amount": "0.001", "currency": "USD"}})
+    assert bad.status == 422 and bad.body["fields"][0]["field"] == "credit_overdraft_price.amount", bad.body
+    contact = _plan(api, 0)  # a monthly 20.00 plan billed in advance, on a test clock from 1 March
+    assert _grant(api, contact, "pack", "purchased", 5).status == 201
+    assert _consume(api, contact, "r1", "sms", 30).status == 201  # 5 from the pack, 25 owed
+    assert api.get(f"/contacts/{contact}/credits").body["balance"]["overdrawn"] == 25
+    advance_clock(api, contact, "2026-04-01T12:00:00+00:00")
+    april = [i for i in api.get(f"/invoices?contact_id={contact}").body["items"] if i["issue_date"] == "2026-04-01"]
+    (invoice,) = april
+    lines = api.get(f"/invoices/{invoice['id']}").body["lines"]
+    assert [(line["description"], line["amount"]["amount"]) for line in lines][-1] == (
+        "25 credits used beyond the balance",
+        "0.25",
+    )
+    assert invoice["total"] == {"amount": "20.25", "currency": "USD"}
+    assert api.get(f"/contacts/{contact}/credits").body["balance"]["overdrawn"] == 0
+    settled = [e for e in _ledger(api, contact) if e["kind"] == "overdraft_invoiced"]
+    assert [(e["credits"], e["reference"]) for e in settled] == [(25, invoice["id"])]
+    assert _consume(api, contact, "r2", "sms", 10).status == 201  # owed anew: the next invoice
+    advance_clock(api, contact, "2026-05-01T12:00:00+00:00")
+    may = [i for i in api.get(f"/invoices?contact_id={contact}").body["items"] if i["issue_date"] == "2026-05-01"]
+    assert [i["total"]["amount"] for i in may] == ["20.10"]
+
+
+def test_a_rerun_of_the_step_bills_the_overdraft_it_booked_and_no_more(api: InProcessClient) -> None:
+    from billow.domain.billing import BillingStep, InvoiceDraft
+    from billow.domain.calendar import Period
+    from billow.services.credits.overdraft import with_overdraft
+
+    _priced(api, sms=1)
+    api.patch(
+        "/settings/profile", {"credit_overdraft": 50, "credit_overdraft_price": {"amount": "0.02", "currency": "USD"}}
+    )
+    contact = _plan(api, 0)
+    assert _consume(api, contact, "r1", "sms", 7).status == 201
+    (subscription,) = api.get(f"/contacts/{contact}/subscriptions").body["items"]
+    store, ctx = DynamoStore(), context()
+    loaded = store.load_subscription(ctx.scope, contact, subscription["id"])
+    assert loaded is not None
+    day = date(2026, 4, 1)
+    draft = InvoiceDraft(loaded.id, contact, "USD", day, day, Period(day, day.replace(month=5)), ())
+    step = BillingStep(loaded, draft)
+    first = with_overdraft(store, ctx, step, "inv_rerun")  # the step's write then fails: a rerun
+    assert _consume(api, contact, "r2", "sms", 3).status == 201  # owed meanwhile: not this invoice's
+    again = with_overdraft(store, ctx, step, "inv_rerun")
+    assert first.invoice is not None and again.invoice == first.invoice
+    assert [(line.quantity, line.amount.minor) for line in first.invoice.lines] == [(7, 14)]
+    assert api.get(f"/contacts/{contact}/credits").body["balance"]["overdrawn"] == 3

@@ -8,6 +8,7 @@ from billow.domain.calendar import tenant_zone
 from billow.domain.collection import DEFAULT_COLLECTION, CollectionSettings
 from billow.domain.dunning import DEFAULT_DUNNING, DunningPolicy
 from billow.domain.errors import InvalidInput
+from billow.domain.money import Money
 from billow.domain.policy import DEFAULT_POLICY, SubscriptionPolicy
 from billow.domain.rules import DEFAULT_RULES, BillingRules
 
@@ -32,6 +33,10 @@ class TenantSettings:
     credit_overdraft: int = 0
     """Credits a contact may consume beyond its balance (docs/credits.md, "Overdraft"): owed, and
     invoiced at the cycle's end; 0 refuses any consumption the balance cannot cover (402)."""
+    credit_overdraft_price: Money | None = None
+    """What one overdrawn credit is invoiced at (exact in its currency's exponent): the next invoice
+    of the contact in that currency bills what it owes (docs/credits.md, "Overdraft"). None: what is
+    owed stays owed, never invoiced."""
     billing: BillingRules = DEFAULT_RULES
     """Billing rules new subscriptions are created under."""
     subscriptions: SubscriptionPolicy = DEFAULT_POLICY
@@ -51,6 +56,10 @@ class TenantSettings:
             raise InvalidInput(f"invoice_review_days is 0 to {MAX_REVIEW_DAYS}", field="invoice_review_days")
         if not 0 <= self.credit_overdraft <= 10**15:
             raise InvalidInput("credit_overdraft is 0 to 10^15 credits", field="credit_overdraft")
+        if self.credit_overdraft_price is not None and self.credit_overdraft_price.minor <= 0:
+            raise InvalidInput(
+                "credit_overdraft_price is above zero", field="credit_overdraft_price", code="settings.overdraft_price"
+            )
         if not self.invoice_prefix.isalnum() or len(self.invoice_prefix) > 10:
             raise InvalidInput("invoice_prefix is 1 to 10 letters or digits", field="invoice_prefix")
 

@@ -28,6 +28,7 @@ from billow.domain.timeline import next_step, receive, receiving_subscription, u
 from billow.domain.usage import LateMarker, UsageRater
 from billow.services.contacts import contact_today
 from billow.services.context import Clock, Scope, TenantContext
+from billow.services.credits.overdraft import with_overdraft
 from billow.services.credits.prepaid import deactivate_unpaid, pay_periods
 from billow.services.ports import (
     BillingPorts,
@@ -156,6 +157,8 @@ def bill_loaded(
         if stopped is not None:
             current = stopped
             continue
+        if step.invoice is not None and step.transfer is None and ctx.settings.credit_overdraft_price is not None:
+            step = with_overdraft(store, ctx, step, invoice_id_for(step.subscription))  # credits owed, billed once
         invoice, credit = None, None
         if step.invoice is not None:
             invoice, credit = issued(store, ctx, step, step.invoice, numbers)

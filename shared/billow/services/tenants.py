@@ -10,6 +10,7 @@ from typing import Any
 
 from billow.domain.collection import CollectionMode, CollectionSettings
 from billow.domain.errors import InvalidInput
+from billow.domain.money import Money
 from billow.domain.policy import SubscriptionPolicy
 from billow.domain.rules import BillingRules
 from billow.domain.tenants import TenantSettings
@@ -81,6 +82,7 @@ PROFILE_FIELDS = frozenset(
         "invoice_review_days",
         "auto_apply_credit",
         "credit_overdraft",
+        "credit_overdraft_price",
     }
 )
 
@@ -93,6 +95,17 @@ def update_profile(store: TenantStore, ctx: TenantContext, changes: dict[str, An
     unknown = set(changes) - PROFILE_FIELDS
     if unknown:
         raise InvalidInput("not a profile field", field=sorted(unknown)[0])
+    price = changes.get("credit_overdraft_price")
+    if isinstance(price, dict):  # {"amount": "0.01", "currency": "USD"}: exact in the currency's exponent
+        changes = {
+            **changes,
+            "credit_overdraft_price": Money.parse(
+                str(price.get("amount")),
+                str(price.get("currency")),
+                field="credit_overdraft_price.amount",
+                currency_field="credit_overdraft_price.currency",
+            ),
+        }
     # TenantSettings validates zone, prefix and terms
     return update_settings(store, ctx, lambda s: replace(s, **changes))
 

@@ -937,6 +937,7 @@ def settings_out(s: TenantSettings) -> Json:
         "invoice_review_days": s.invoice_review_days,
         "auto_apply_credit": s.auto_apply_credit,
         **({"credit_overdraft": s.credit_overdraft} if s.credit_overdraft else {}),
+        **({"credit_overdraft_price": money_out(s.credit_overdraft_price)} if s.credit_overdraft_price else {}),
         "billing": rules_out(s.billing),
         "subscriptions": policy_out(s.subscriptions),
         "collection": {"mode": s.collection.mode.value, "collect_whole_debt": s.collection.collect_whole_debt},
@@ -954,6 +955,7 @@ def settings_in(d: Json, version: int) -> TenantSettings:
             "subscriptions": policy,
             "collection": collection,
             "dunning": dunning_in(d.get("dunning")),
+            "credit_overdraft_price": money_in(d.get("credit_overdraft_price")),
             "version": version,
         }
     )
