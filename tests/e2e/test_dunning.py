@@ -24,7 +24,14 @@ pytestmark = [pytest.mark.e2e, pytest.mark.xdist_group("e2e")]
 KEY = "bk_test_dunning"
 TENANT = "dunco"
 DAY0 = date(2025, 3, 3)
-MONTHLY = {"price": "31.00", "currency": "USD", "cycle": "month", "billing_model": "advance"}
+MONTHLY = {
+    "price": "31.00",
+    "currency": "USD",
+    "cycle": "month",
+    "billing_model": "advance",
+    "features": ["reports"],
+    "limits": {"seats": 5},
+}
 POLICY = {
     "retry_days": [1, 3, 5, 7],
     "reminder_days": [0, 6],
@@ -194,12 +201,26 @@ def test_a_working_card_saved_on_day_4_pays_at_once_ends_the_case_and_reactivate
 ) -> None:
     contact, invoice, service, case = declined_until_day_4(api, local)
     assert local.stripe is not None
+
+    def entitled() -> tuple[list[str], dict[str, int]]:
+        body = api.get(f"/contacts/{contact}/entitlements").body
+        return body["features"], body["limits"]
+
     assert service_state(api, service) == "not_effective"
+    assert entitled() == ([], {})  # dunning's deactivation took the plan's entitlements away
     save_card(api, local, contact, VISA)
     assert eventually(lambda: api.get(f"/invoices/{invoice}").body["status"] == "paid", 60)
     case = settled(api, case["id"], day(4))
     assert case["status"] == "ended"
     assert service_state(api, service) == "effective"
+    assert entitled() == (["reports"], {"seats": 5})  # and the re-activation on payment gave them back
+    changed = eventually(lambda: len(of_type(events, "entitlements.changed", contact)) >= 3 or None)
+    assert changed
+    assert [e["data"]["features"] for e in of_type(events, "entitlements.changed", contact)] == [
+        ["reports"],  # the order
+        [],  # deactivated by the case
+        ["reports"],  # re-activated when paid
+    ]
     charges = intents_of(local.stripe, invoice)
     assert [p.status for p in charges].count("succeeded") == 1 and len(charges) == 4  # day 0, 1, 3; then the new card
     (ended,) = eventually(lambda: of_type(events, "dunning.case_ended", contact))
