@@ -194,6 +194,7 @@ def _top_up(state: top_ups.TopUpState) -> dict[str, Any]:
         "amount": money(invoice.total),
         "request_id": top_up.request_id,
         "auto": top_up.auto,
+        "confirm": "client" if top_up.on_session else "off_session",
         "invoice_id": invoice.id,
         "invoice_status": invoice.status.value,
         "payment": None
@@ -204,6 +205,7 @@ def _top_up(state: top_ups.TopUpState) -> dict[str, Any]:
             "decline_code": attempt.decline_code,
             "reason": attempt.reason,
             "rail_ref": attempt.charge_ref,
+            "client_secret": state.client_secret,
         },
         "grant": None if state.grant is None else ledger_entry(state.grant),
         "failure": invoice.status_reason if state.status is top_ups.TopUpStatus.FAILED else None,
@@ -218,7 +220,9 @@ def _top_up(state: top_ups.TopUpState) -> dict[str, Any]:
 def buy_top_up(contact_id: Annotated[Id, Path()], body: TopUpBody) -> Response[dict[str, Any]]:
     ctx = current_tenant(router.current_event)
     gateway = charging_gateway(secrets, ctx.tenant_id, ctx.mode)
-    state = top_ups.buy_top_up(store, gateway, ctx, clock, numbers, contact_id, body.pack, body.request_id)
+    state = top_ups.buy_top_up(
+        store, gateway, ctx, clock, numbers, contact_id, body.pack, body.request_id, on_session=body.confirm == "client"
+    )
     return _top_up_answer(state)
 
 

@@ -395,6 +395,11 @@ class TopUpBody(Body):
     request_id: Any = _shown_as(
         {"type": "string", "maxLength": 128}, "the caller's id of this purchase: its idempotency key"
     )
+    confirm: Literal["off_session", "client"] = Field(
+        default="off_session",
+        description="off_session: Billow charges the saved card now; client: the customer confirms the charge "
+        "with Stripe.js (the answer's payment.client_secret), its outcome comes by webhook",
+    )
 
 
 class LowBalanceBody(Body):

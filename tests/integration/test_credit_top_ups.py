@@ -37,7 +37,7 @@ from billow.storage.models import configure
 from billow.storage.repository import DynamoStore
 
 from tests.collection_support import SCOPE, card_holder, seed_contact, seed_tenant
-from tests.stripe_support import DECLINES_AT_CHARGE, intents_of
+from tests.stripe_support import DECLINES_AT_CHARGE, intents_of, stripe_client
 from tests.support import InProcessClient, advance_clock, in_processes, unique
 from tests.webhook_support import sign
 
@@ -407,3 +407,32 @@ def test_a_top_up_losing_every_race_is_pending_and_a_full_wallet_is_refused_befo
         buy_top_up(store, rail, ctx, CLOCK, numbers, contact, "pack_500", "one-more")
     assert too_many.value.code == "credits.too_many_grants"
     assert store.get_invoice(SCOPE, invoice_id_of(contact, "one-more")) is None
+
+
+def test_a_top_up_confirmed_by_the_customer_with_the_client_secret_is_granted_once_by_its_webhook(
+    store: DynamoStore, rail: StripeGateway, local_stripe: LocalStripe
+) -> None:
+    from billow.services.collection import collect_invoice
+
+    ctx, numbers = context(store), InvoiceNumbers(store)
+    contact = card_holder(store, local_stripe, rail)
+    started = buy_top_up(store, rail, ctx, CLOCK, numbers, contact, "pack_500", "web", on_session=True)
+    assert started.status is TopUpStatus.PENDING and started.attempt is not None and started.attempt.on_session
+    secret, intent_id = started.client_secret, started.attempt.charge_ref
+    assert intent_id is not None and secret is not None and secret.startswith(intent_id)
+    collect_invoice(store, rail, SCOPE, started.invoice.id, clock=CLOCK)  # a sweep, the collector: never confirm it
+    again = buy_top_up(store, rail, ctx, CLOCK, numbers, contact, "pack_500", "web", on_session=True)
+    assert again.replayed and again.status is TopUpStatus.PENDING and again.client_secret == secret
+    client = stripe_client(local_stripe)
+    assert client.v1.payment_intents.retrieve(intent_id).status == "requires_confirmation"
+    with pytest.raises(InvalidInput) as reused:  # the same purchase off-session is another request
+        buy_top_up(store, rail, ctx, CLOCK, numbers, contact, "pack_500", "web")
+    assert reused.value.code == "idempotency.key_reused"
+    confirmed = client.v1.payment_intents.confirm(intent_id)  # the customer, in Stripe.js
+    for _ in range(3):  # Stripe's webhook, delivered three times, each followed by invoice.paid's consumer
+        _deliver(rail, confirmed.to_dict())
+        activate_paid(store, ctx, started.invoice.id, clock=CLOCK, numbers=numbers)
+    assert [g.credits for g in grants_of(store, contact)] == [500]
+    done = get_top_up(store, ctx, CLOCK, numbers, contact, started.invoice.id)
+    assert done.status is TopUpStatus.SUCCEEDED and done.grant is not None
+    assert succeeded_charges(local_stripe, started.invoice.id) == 1

@@ -123,6 +123,10 @@ class PaymentAttempt:
     """The contact's day when the attempt was made (its test clock's, if it has one), which
     dunning counts its retry schedule from; `created_at` is real time. None: an attempt recorded
     before attempts kept their day."""
+    on_session: bool = False
+    """The customer confirms the charge (Stripe.js, with the client secret: a top-up bought
+    on-session): Billow creates it and never confirms it; the webhook (or a sweep) records the
+    outcome."""
 
     def __post_init__(self) -> None:
         if self.amount.minor <= 0:
@@ -143,6 +147,7 @@ class PaymentAttempt:
         method_ref: str | None,
         now: datetime,
         made_on: date,
+        on_session: bool = False,
     ) -> PaymentAttempt:
         """Attempt `number` of `invoice`, made `now` (real time) on the contact's day `made_on`."""
         covered = tuple(covers)
@@ -160,6 +165,7 @@ class PaymentAttempt:
             now,
             now,
             made_on=made_on,
+            on_session=on_session,
         )
         if customer_ref is None or method_ref is None:
             return attempt.not_collectable(NotCollectable.NO_PAYMENT_METHOD, now)

@@ -54,6 +54,9 @@ class TopUp:
     """The caller's id of the purchase (an auto top-up's: derived from its low-balance entry)."""
     auto: bool = False
     """Bought by the contact's auto top-up, not asked for."""
+    on_session: bool = False
+    """Paid on-session: the customer confirms the charge with Stripe.js (the client secret), Billow
+    never confirms it off-session."""
 
 
 class PaymentMethod(StrEnum):

@@ -150,6 +150,7 @@ def charge_state(intent: Mapping[str, Any]) -> ChargeState:
         failure_message=None if not error else error.get("message"),
         hard_decline=decline in HARD_DECLINES,
         customer_ref=_ref(intent.get("customer")),
+        client_secret=None if intent.get("client_secret") is None else str(intent["client_secret"]),
     )
 
 

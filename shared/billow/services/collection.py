@@ -175,7 +175,14 @@ def _start(ports: CollectionPorts, scope: Scope, invoice: Invoice, clock: Clock,
     subscription = ports.load_subscription(scope, contact.id, invoice.subscription_id)
     customer_ref, method_ref = charge_target(contact, subscription, _removed(ports, scope, contact.id))
     attempt = PaymentAttempt.start(
-        invoice, number, covers, customer_ref=customer_ref, method_ref=method_ref, now=clock.now(), made_on=when.today
+        invoice,
+        number,
+        covers,
+        customer_ref=customer_ref,
+        method_ref=method_ref,
+        now=clock.now(),
+        made_on=when.today,
+        on_session=invoice.top_up is not None and invoice.top_up.on_session,
     )
     work = ports.unit_of_work(f"payment attempt of invoice {invoice.id}")
     saved = work.save_attempt(scope, attempt)
@@ -253,6 +260,8 @@ def resume(
         # a lapse while the attempt waited (the rail was out of reach, the message redelivered).
         if not _still_payable(ports, scope, attempt):
             return _end_not_payable(ports, gateway, scope, attempt, clock)
+        if attempt.on_session:
+            return attempt  # the customer confirms it (Stripe.js): its outcome comes by webhook or sweep
         state = _confirm(gateway, attempt)
     return _apply(ports, gateway, scope, attempt, state, clock)
 
@@ -416,6 +425,8 @@ def apply_state(
                 if attempt.status is AttemptStatus.SUCCEEDED:
                     return attempt
                 return _record_success(ports, scope, attempt, state, clock)
+            if attempt.on_session and state.status is ChargeStatus.REQUIRES_ACTION:
+                return attempt  # the customer is authenticating it in Stripe.js: still settling
             if state.status in SETTLED:
                 if not attempt.live:
                     return attempt

@@ -54,6 +54,8 @@ class ChargeState:
     customer_ref: str | None = None
     """The rail's customer the charge is for (a Stripe customer id): a charge naming a contact's
     invoice is that contact's only when it is for the contact's customer (`reconcile_charge`)."""
+    client_secret: str | None = field(default=None, repr=False)
+    """What Stripe.js confirms the charge with, on-session (never stored by Billow, never logged)."""
 
 
 @dataclass(frozen=True, slots=True)

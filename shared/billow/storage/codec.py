@@ -718,11 +718,19 @@ def invoice_out(i: Invoice) -> Json:
 
 
 def _top_up_out(t: TopUp) -> Json:
-    return {"pack_id": t.pack_id, "credits": t.credits, "request_id": t.request_id, "auto": t.auto}
+    return {
+        "pack_id": t.pack_id,
+        "credits": t.credits,
+        "request_id": t.request_id,
+        "auto": t.auto,
+        **({"on_session": True} if t.on_session else {}),
+    }
 
 
 def _top_up_in(d: Json | None) -> TopUp | None:
-    return None if d is None else TopUp(d["pack_id"], int(d["credits"]), d["request_id"], bool(d.get("auto")))
+    if d is None:
+        return None
+    return TopUp(d["pack_id"], int(d["credits"]), d["request_id"], bool(d.get("auto")), bool(d.get("on_session")))
 
 
 def invoice_in(d: Json, version: int) -> Invoice:
@@ -869,6 +877,7 @@ def attempt_out(a: PaymentAttempt) -> Json:
         "hard_decline": a.rail_hard_decline,
         "reason": a.reason,
         "made_on": _date_out(a.made_on),
+        **({"on_session": True} if a.on_session else {}),
     }
 
 
@@ -891,6 +900,7 @@ def attempt_in(d: Json, version: int) -> PaymentAttempt:
         reason=d.get("reason"),
         version=version,
         made_on=_date_in(d.get("made_on")),  # None: stored before attempts kept their day
+        on_session=bool(d.get("on_session", False)),
     )
 
 

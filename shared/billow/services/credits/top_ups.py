@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 from fractions import Fraction
@@ -85,6 +85,8 @@ class TopUpState:
     grant: LedgerEntry | None
     wallet: Wallet | None
     replayed: bool = False
+    client_secret: str | None = field(default=None, repr=False)
+    """On-session and not paid yet: what Stripe.js confirms the charge with (read from the rail)."""
 
     @property
     def top_up(self) -> TopUp:
@@ -118,11 +120,14 @@ def buy_top_up(
     request_id: object,
     *,
     auto: bool = False,
+    on_session: bool = False,
 ) -> TopUpState:
     """Buy the pack `pack_id` for the contact, once per `request_id`: its invoice issued, charged,
     and its credits granted once paid. The same request again answers the same top-up (`replayed`),
     resuming it where it stopped; the same id with another pack is refused (422
-    `idempotency.key_reused`)."""
+    `idempotency.key_reused`). `on_session`: the charge is created for the saved card but the
+    customer confirms it with Stripe.js (the answer's `client_secret`); its outcome comes by
+    webhook."""
     request_id = _request_id(request_id)
     if request_id.startswith(AUTO_PREFIX) and not auto:
         raise InvalidInput(
@@ -155,8 +160,13 @@ def buy_top_up(
                 rule="credits.too_many_grants",
                 field="contact_id",
             )
-        invoice, replayed = _issue(store, ctx, clock, numbers, contact_id, pack_id, request_id, invoice_id, auto)
-    if invoice.top_up is None or invoice.contact_id != contact_id or invoice.top_up.pack_id != pack_id:
+        top_up = TopUp(pack_id, 0, request_id, auto, on_session)
+        invoice, replayed = _issue(store, ctx, clock, numbers, contact_id, top_up, invoice_id)
+    if (
+        invoice.top_up is None
+        or invoice.contact_id != contact_id
+        or (invoice.top_up.pack_id, invoice.top_up.on_session) != (pack_id, on_session)
+    ):
         raise key_reused("request_id", request_id)
     if invoice.status in (InvoiceStatus.OPEN, InvoiceStatus.OVERDUE):
         # The rail out of reach, or other collectors of the contact's invoices winning every race: the
@@ -165,7 +175,12 @@ def buy_top_up(
         with contextlib.suppress(GatewayUnavailable, ConcurrentModification):
             collect_invoice(store, gateway, ctx.scope, invoice.id, clock=clock)
     state = settle_top_up(store, ctx, clock, numbers, invoice.id)
-    return TopUpState(state.invoice, state.status, state.attempt, state.grant, state.wallet, replayed)
+    secret = None
+    attempt = state.attempt
+    if on_session and state.status is TopUpStatus.PENDING and attempt is not None and attempt.charge_ref:
+        with contextlib.suppress(GatewayUnavailable):
+            secret = gateway.charge_state(attempt.charge_ref).client_secret
+    return replace(state, replayed=replayed, client_secret=secret)
 
 
 def _issue(
@@ -174,15 +189,13 @@ def _issue(
     clock: Clock,
     numbers: InvoiceNumbers,
     contact_id: str,
-    pack_id: str,
-    request_id: str,
+    asked: TopUp,
     invoice_id: str,
-    auto: bool,
 ) -> tuple[Invoice, bool]:
     """The top-up's invoice, issued on the contact's today and due then, and False; a racing copy of
     the same request that wrote it first: that one, and True (this request is a replay of it)."""
     time = contact_time(store, ctx, contact_id, clock)
-    pack = store.get_credit_prices(ctx.tenant_id)[0].pack_on(pack_id, time.today)
+    pack = store.get_credit_prices(ctx.tenant_id)[0].pack_on(asked.pack_id, time.today)
     today = time.today
     line = LineDraft(
         LINE_KIND,
@@ -206,7 +219,7 @@ def _issue(
         test_clock=time.on_test_clock,
         lapses_on=today + timedelta(days=1),
     )
-    invoice = replace(invoice, top_up=TopUp(pack.id, pack.credits, request_id, auto))
+    invoice = replace(invoice, top_up=replace(asked, credits=pack.credits))
     work = store.unit_of_work(f"top-up {invoice_id}")
     work.add_invoice(ctx.scope, invoice)
     time.guard(work, ctx.scope)
