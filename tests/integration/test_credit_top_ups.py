@@ -364,8 +364,8 @@ def test_a_payment_driven_service_runs_while_the_wallet_pays_stops_and_comes_bac
         if e.kind is EntryKind.CONSUMPTION and e.action == "service_period"
     ]
     (subscription,) = api.get(f"/contacts/{contact}/subscriptions").body["items"]
-    service = subscription["services"][0]["id"]
-    assert paid == [(f"prepaid_{service}_2026-0{m}-01", 300) for m in (3, 4, 5)]  # each period once
+    service, terms_id = subscription["services"][0]["id"], product["terms"][0]["id"]
+    assert paid == [(f"prepaid_{service}_{terms_id}_2026-0{m}-01", 300) for m in (3, 4, 5)]  # each period once
     actions = api.get(f"/subscriptions/{subscription['id']}/actions").body["actions"]
     executed = [
         (a["action"], a["on"], a["requested_by"])
@@ -436,3 +436,63 @@ def test_a_top_up_confirmed_by_the_customer_with_the_client_secret_is_granted_on
     done = get_top_up(store, ctx, CLOCK, numbers, contact, started.invoice.id)
     assert done.status is TopUpStatus.SUCCEEDED and done.grant is not None
     assert succeeded_charges(local_stripe, started.invoice.id) == 1
+
+
+def _wallet_plan(api: InProcessClient, credits: int = 300) -> tuple[dict[str, Any], dict[str, Any]]:
+    terms = {"price": "0.00", "currency": "USD", "cycle": "month", "billing_model": "advance"}
+    product = api.post("/products", {"name": "Wallet plan", "terms": [{**terms, "prepaid_credits": credits}]}).body
+    return product, {"product_id": product["id"], "terms_id": product["terms"][0]["id"]}
+
+
+def _service(api: InProcessClient, contact: str) -> tuple[str, str, str]:
+    (subscription,) = api.get(f"/contacts/{contact}/subscriptions").body["items"]
+    service = subscription["services"][0]
+    return subscription["id"], service["id"], service["state"]
+
+
+def test_payment_driven_periods_are_paid_on_their_own_day_and_a_restart_pays_its_period_at_once(
+    store: DynamoStore, rail: StripeGateway, local_stripe: LocalStripe
+) -> None:
+    add_tenant("t1", "Tenant One", KEY)
+    api = InProcessClient(KEY)
+    ctx = context(store)
+    product, item = _wallet_plan(api)
+    jumper = card_holder(store, local_stripe, rail)
+    assert api.post(f"/contacts/{jumper}/test-clock", {"frozen_time": "2026-01-10T09:00:00+00:00"}).status == 201
+    give_credits(store, ctx, CLOCK, jumper, {"id": "g", "kind": "purchased", "credits": 500}, source="staff")
+    assert api.post("/orders", {"contact_id": jumper, "items": [item]}).status == 201  # January: 200 left
+    promo = {"id": "p", "kind": "promotional", "credits": 300, "expires_at": "2026-02-20T00:00:00+00:00"}
+    give_credits(store, ctx, CLOCK, jumper, promo, source="staff")
+    advance_clock(api, jumper, "2026-03-10T09:00:00+00:00")  # one jump over February's renewal
+    paid = {
+        e.reference.rsplit("_", 1)[-1]: [p.grant_id for p in e.parts]
+        for e in store.credit_ledger(SCOPE, jumper)
+        if e.action == "service_period"
+    }
+    # February was paid on 10 February, from the promotional credits live that day; March found 200
+    assert paid == {"2026-01-10": ["g"], "2026-02-10": ["p"]}
+    assert _service(api, jumper)[2] == "not_effective"
+
+    # a service re-activated by staff part-way through a period pays that period at once, or stops
+    restart = card_holder(store, local_stripe, rail)
+    assert api.post(f"/contacts/{restart}/test-clock", {"frozen_time": "2026-01-10T09:00:00+00:00"}).status == 201
+    assert api.post("/orders", {"contact_id": restart, "items": [item]}).status == 201  # an empty wallet
+    subscription, service, state = _service(api, restart)
+    assert state == "not_effective"
+    base = f"/subscriptions/{subscription}/services/{service}"
+    assert api.post(f"{base}/activate", {}).status in (200, 201)  # the same day, staff: nothing to pay with
+    assert _service(api, restart)[2] == "not_effective"  # stopped again, and the clock still moves
+    advance_clock(api, restart, "2026-01-20T09:00:00+00:00")
+    give_credits(store, ctx, CLOCK, restart, {"id": "g", "kind": "purchased", "credits": 400}, source="staff")
+    assert api.post(f"{base}/activate", {}).status in (200, 201)
+    assert _service(api, restart)[2] == "effective"
+    assert api.get(f"/contacts/{restart}/credits").body["balance"]["total"] == 100  # January paid at once
+    advance_clock(api, restart, "2026-02-10T09:00:00+00:00")
+    assert _service(api, restart)[2] == "not_effective"  # February: 100 cannot pay 300
+    consumed = [e.credits for e in store.credit_ledger(SCOPE, restart) if e.action == "service_period"]
+    assert consumed == [300]
+    refused = api.post(
+        f"/contacts/{restart}/credits/consume",
+        {"action": "sms", "quantity": 1, "request_id": f"prepaid_{service}_{product['terms'][0]['id']}_2026-02-10"},
+    )
+    assert refused.status == 422 and refused.body["error"] == "credits.request_id"  # a period is never paid by a caller

@@ -83,10 +83,16 @@ class PriceTerms:
         if self.prepaid_credits:
             fees = {"price": self.price, "setup_fee": self.setup_fee, "cancellation_fee": self.cancellation_fee}
             charged = [name for name, fee in fees.items() if fee is not None and not fee.is_zero]
-            if charged or self.usage is not None or self.billing_model is not BillingModel.ADVANCE:
+            if (
+                charged
+                or self.usage is not None
+                or self.billing_model is not BillingModel.ADVANCE
+                or self.included_credits
+            ):
                 raise InvalidInput(
-                    "terms paid from the wallet (prepaid_credits) are billed in advance and charge no money: "
-                    "price 0, no setup or cancellation fee, no usage price",
+                    "terms paid from the wallet (prepaid_credits) are billed in advance, charge no money and "
+                    "include no credits (they would pay for themselves): price 0, no setup or cancellation fee, "
+                    "no usage price, no included_credits",
                     field="prepaid_credits",
                     code="catalog.prepaid_terms",
                 )

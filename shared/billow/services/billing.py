@@ -29,7 +29,7 @@ from billow.domain.usage import LateMarker, UsageRater
 from billow.services.contacts import contact_today
 from billow.services.context import Clock, Scope, TenantContext
 from billow.services.credits.overdraft import with_overdraft
-from billow.services.credits.prepaid import deactivate_unpaid, pay_periods
+from billow.services.credits.prepaid import deactivate_unpaid, pay_periods, pay_running
 from billow.services.ports import (
     BillingPorts,
     DueSubscription,
@@ -141,12 +141,16 @@ def bill_loaded(
     current: Subscription | None = subscription
     while current is not None:
         step = next_step(current, as_of, today=today, rater=rater)
-        if step is None:
-            return created, current
         try:
-            # Payment-driven services: the periods this step bills are paid from the wallet first;
-            # one the wallet cannot pay stops its service instead (billow.services.credits.prepaid).
-            unpaid = [] if step.transfer is not None else pay_periods(store, ctx, current, step.subscription)
+            # Payment-driven services: the periods this step bills are paid from the wallet first
+            # (with none left to bill, those running ahead of their billing); one the wallet cannot
+            # pay stops its service instead (billow.services.credits.prepaid).
+            if step is None:
+                unpaid = pay_running(store, ctx, current, as_of)
+                if not unpaid:
+                    return created, current
+            else:
+                unpaid = [] if step.transfer is not None else pay_periods(store, ctx, current, step.subscription)
             stopped = deactivate_unpaid(store, ctx, current, unpaid) if unpaid else None
         except ConcurrentModification:
             conflicts += 1
@@ -154,7 +158,9 @@ def bill_loaded(
                 raise
             current = store.load_subscription(ctx.scope, subscription.contact_id, subscription.id)
             continue
-        if stopped is not None:
+        if stopped is not None or step is None:
+            if stopped is None:
+                return created, current  # every deactivation refused: nothing more to do
             current = stopped
             continue
         if step.invoice is not None and step.transfer is None and ctx.settings.credit_overdraft_price is not None:

@@ -44,10 +44,20 @@ def _quantity(value: Any) -> int:
     return value
 
 
+RESERVED = ("prepaid_",)
+"""Request ids of Billow's own consumptions (a payment-driven service's periods)."""
+
+
 def _request_id(value: Any) -> str:
     if not isinstance(value, str) or not ID_PATTERN.match(value):
         raise InvalidInput(
             "request_id is the caller's id of this consumption, 1 to 128 of A-Z a-z 0-9 . _ : -",
+            field="request_id",
+            code="credits.request_id",
+        )
+    if value.startswith(RESERVED):
+        raise InvalidInput(
+            "request ids starting prepaid_ are the payments of payment-driven services",
             field="request_id",
             code="credits.request_id",
         )

@@ -32,11 +32,12 @@ from typing import Protocol
 from billow.domain.actions import Action, ActionStatus
 from billow.domain.actions.activate import ACTIVATE
 from billow.domain.actions.deactivate import DEACTIVATE
-from billow.domain.credits import ActionCost, Change, EntryKind, InsufficientCredits, Wallet, consume, entry_id
+from billow.domain.calendar import tenant_zone
+from billow.domain.credits import ActionCost, Change, EntryKind, Grant, InsufficientCredits, Wallet, consume, entry_id
 from billow.domain.rules import ServiceState
 from billow.domain.subscriptions import Service, Subscription
 from billow.domain.timeline import execute
-from billow.services.contacts import contact_time
+from billow.services.contacts import ContactTime, contact_time
 from billow.services.context import Clock, SystemClock, TenantContext
 from billow.services.credits import included
 from billow.services.credits.wallet import WalletPorts, change_wallet
@@ -52,12 +53,20 @@ class PrepaidPorts(BillingPorts, Protocol):
     re-activated service is billed up to the day before first)."""
 
 
-def request_id(service_id: str, period_start: date) -> str:
-    return f"prepaid_{service_id}_{period_start.isoformat()}"
+PREFIX = "prepaid_"
+"""Request ids of periods' payments: refused from callers' consumptions (`credits.request_id`)."""
 
 
-def unfunded_action_id(service_id: str, on: date) -> str:
-    return f"act_{service_id.removeprefix('svc_')}_unfunded_{on.isoformat()}"
+def request_id(service: Service, period_start: date) -> str:
+    """A period's payment: one per service, price terms (a change of terms mid-period pays the new
+    terms' period) and period."""
+    return f"{PREFIX}{service.id}_{service.terms.id}_{period_start.isoformat()}"
+
+
+def unfunded_action_id(service_id: str, on: date, version: int) -> str:
+    """The deactivation's id: its day and the subscription version it is written over (a service
+    stopped, activated by staff and stopped again the same day is two deactivations)."""
+    return f"act_{service_id.removeprefix('svc_')}_unfunded_{on.isoformat()}_v{version}"
 
 
 def _periods(subscription: Subscription, first: date, end: date) -> Iterator[date]:
@@ -68,18 +77,30 @@ def _periods(subscription: Subscription, first: date, end: date) -> Iterator[dat
         period = subscription.schedule.period_containing(period.end)
 
 
-def _pay(store: WalletPorts, ctx: TenantContext, clock: Clock, contact_id: str, service: Service, start: date) -> bool:
-    """Take the credits of `service`'s period starting `start`, once; False when the wallet cannot."""
+def _pay(
+    store: WalletPorts, ctx: TenantContext, clock: Clock, contact_id: str, service: Service, start: date, on: date
+) -> bool:
+    """Take the credits of `service`'s period starting `start`, once, as of its day `on` (the first
+    day paid: its last instant in the tenant's zone, or the contact's now if earlier): a clock
+    jumping over periods pays each with the credits live that day, as days passing one by one
+    would. False when the wallet cannot."""
+    own = request_id(service, start)
+    if store.get_credit_entry(ctx.scope, contact_id, entry_id(EntryKind.CONSUMPTION, own)) is not None:
+        return True  # paid (the common case for a rerun, a resume within a paid period)
     cost = ActionCost(ACTION, service.terms.prepaid_credits, start)
-    own = request_id(service.id, start)
-    time = contact_time(store, ctx, contact_id, clock)
 
     def operation(wallet: Wallet, now: datetime) -> Change:
-        return consume(wallet, cost, 1, now, request_id=own)
+        return consume(wallet, cost, service.quantity, now, request_id=own)  # per unit: times the quantity
 
-    moments = included.moments(store, ctx, contact_id, clock, time)
+    def moment() -> tuple[datetime, list[Grant]]:
+        time = contact_time(store, ctx, contact_id, clock)
+        day_end = datetime.combine(on + timedelta(days=1), datetime.min.time(), tenant_zone(ctx.settings.timezone))
+        last = day_end - timedelta(microseconds=1)
+        then = time if time.now <= last else ContactTime(last, on, time.test_clock)
+        return then.now, included.due(store, ctx, contact_id, then)
+
     try:
-        change_wallet(store, ctx, contact_id, moments, entry_id(EntryKind.CONSUMPTION, own), operation)
+        change_wallet(store, ctx, contact_id, moment, entry_id(EntryKind.CONSUMPTION, own), operation)
     except InsufficientCredits:
         return False
     return True
@@ -101,8 +122,29 @@ def pay_periods(
         if service.billed_through <= first:
             continue
         for start in _periods(current, first, service.billed_through):
-            if not _pay(store, ctx, clock, current.contact_id, old, start):
+            if not _pay(store, ctx, clock, current.contact_id, old, start, max(start, first)):
                 unpaid.append((old, max(start, first)))
+                break
+    return unpaid
+
+
+def pay_running(
+    store: PrepaidPorts, ctx: TenantContext, current: Subscription, as_of: date, clock: Clock = SYSTEM_CLOCK
+) -> list[tuple[Service, date]]:
+    """Once billing is done up to `as_of`: pay the periods of payment-driven services that run
+    ahead of their billing (a resume, a re-activation, a change of terms part-way through a period:
+    the engine bills such a restarted stretch with the next period), from the first unbilled day up
+    to `as_of`. Answers those the wallet could not pay, as `pay_periods` does."""
+    unpaid: list[tuple[Service, date]] = []
+    for service in current.services:
+        if not service.terms.prepaid_credits or service.state is not ServiceState.EFFECTIVE:
+            continue
+        first = service.unbilled_from
+        if first > as_of:
+            continue
+        for start in _periods(current, first, as_of + timedelta(days=1)):
+            if not _pay(store, ctx, clock, current.contact_id, service, start, max(start, first)):
+                unpaid.append((service, max(start, first)))
                 break
     return unpaid
 
@@ -117,7 +159,7 @@ def deactivate_unpaid(
     for service, on in unpaid:
         credits = service.terms.prepaid_credits
         action = DEACTIVATE.by_system(
-            unfunded_action_id(service.id, on),
+            unfunded_action_id(service.id, on, current.version),
             on,
             requested_on=on,
             reason=f"the credit wallet cannot pay {credits} credits for the period from {on.isoformat()}",
@@ -162,7 +204,7 @@ def reactivate_paid(store: PrepaidPorts, ctx: TenantContext, clock: Clock, conta
         current, records = billed, list[Action]()
         for service in (s for s in stopped if _deactivated_here(s, log)):
             start = current.schedule.period_containing(today).start
-            if not _pay(store, ctx, clock, contact_id, service, start):
+            if not _pay(store, ctx, clock, contact_id, service, start, today):
                 continue
             action = ACTIVATE.by_system(
                 f"act_{service.id.removeprefix('svc_')}_paid_{today.isoformat()}",
