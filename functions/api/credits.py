@@ -13,7 +13,7 @@ from aws_lambda_powertools.event_handler.router import APIGatewayRouter
 from billow.domain.credits import ActionUsage, Balance, CreditPriceList, Holding, LedgerEntry, LowBalance, Wallet
 from billow.domain.errors import PaymentRequired
 from billow.gateways.rails import charging_gateway
-from billow.services.credits import consume, grants, low_balance, prices, top_ups, views
+from billow.services.credits import consume, grants, low_balance, prices, top_up_refunds, top_ups, views
 from billow.services.entitlements import entitlements_of
 from billow.services.views import ledger_entry, money
 from runtime import clock, numbers, secrets, store
@@ -248,6 +248,32 @@ def _top_up_answer(state: top_ups.TopUpState) -> Response[dict[str, Any]]:
 def get_top_up(contact_id: Annotated[Id, Path()], top_up_id: Annotated[Id, Path()]) -> dict[str, Any]:
     ctx = current_tenant(router.current_event)
     return _top_up(top_ups.get_top_up(store, ctx, clock, numbers, contact_id, top_up_id))
+
+
+@router.post(
+    "/contacts/<contact_id>/credits/top-ups/<top_up_id>/refund",
+    summary="Refund a top-up: what is left of its credits removed, that share of its price back to its card (once)",
+)
+def refund_top_up(contact_id: Annotated[Id, Path()], top_up_id: Annotated[Id, Path()]) -> dict[str, Any]:
+    ctx = current_tenant(router.current_event)
+    gateway = charging_gateway(secrets, ctx.tenant_id, ctx.mode)
+    done = top_up_refunds.refund_top_up(store, gateway, ctx, clock, numbers, contact_id, top_up_id)
+    refunded = done.refunded
+    return {
+        "top_up_id": done.invoice.id,
+        "credits_removed": 0 if done.entry is None else done.entry.credits,
+        "entry": None if done.entry is None else ledger_entry(done.entry),
+        "credit_note_id": None if refunded is None else refunded.credit_note.id,
+        "refund": None
+        if refunded is None
+        else {
+            "id": refunded.refund.id,
+            "status": refunded.refund.status.value,
+            "amount": money(refunded.refund.amount),
+            "payment_id": refunded.refund.payment_id,
+            "rail_ref": refunded.refund.rail_ref,
+        },
+    }
 
 
 def _low(low: LowBalance | None) -> dict[str, Any]:

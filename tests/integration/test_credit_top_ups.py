@@ -12,7 +12,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 import pytest
-from billow.domain.credits import CreditPack, CreditPriceList, EntryKind, PriceListVersion
+from billow.domain.credits import CreditPack, CreditPriceList, EntryKind, InsufficientCredits, PriceListVersion
 from billow.domain.errors import Conflict, InvalidInput, RuleViolation
 from billow.domain.invoices import InvoiceStatus
 from billow.domain.money import Money
@@ -496,3 +496,93 @@ def test_payment_driven_periods_are_paid_on_their_own_day_and_a_restart_pays_its
         {"action": "sms", "quantity": 1, "request_id": f"prepaid_{service}_{product['terms'][0]['id']}_2026-02-10"},
     )
     assert refused.status == 422 and refused.body["error"] == "credits.request_id"  # a period is never paid by a caller
+
+
+def test_a_refunded_top_up_removes_what_is_left_of_it_and_refunds_that_share_to_its_card_once(
+    store: DynamoStore, rail: StripeGateway, local_stripe: LocalStripe
+) -> None:
+    from billow.services.credits.top_up_refunds import refund_top_up
+
+    ctx, numbers = context(store), InvoiceNumbers(store)
+    contact = card_holder(store, local_stripe, rail)
+    bought = buy_top_up(store, rail, ctx, CLOCK, numbers, contact, "pack_500", "buy")
+    assert bought.status is TopUpStatus.SUCCEEDED
+    consume_credits(store, ctx, CLOCK, contact, "sms", 123, "used")  # 377 left of the 500
+    first = refund_top_up(store, rail, ctx, CLOCK, numbers, contact, bought.invoice.id)
+    assert first.entry is not None and first.entry.credits == 377
+    assert first.refunded is not None and first.refunded.refund.amount == Money.parse("7.54", "USD")  # 10.00 x 377/500
+    assert first.refunded.refund.status.value == "succeeded"
+    again = refund_top_up(store, rail, ctx, CLOCK, numbers, contact, bought.invoice.id)  # a retry: the same, once
+    assert again.entry == first.entry and again.refunded is not None
+    assert again.refunded.refund.id == first.refunded.refund.id
+    assert store.get_wallet(SCOPE, contact).wallet.booked == 0
+    refunds = rail.refunds_of(str(bought.attempt.charge_ref if bought.attempt else ""))
+    assert [r.amount for r in refunds] == [Money.parse("7.54", "USD")]  # one refund on the card
+    with pytest.raises(InsufficientCredits):  # nothing left to spend
+        consume_credits(store, ctx, CLOCK, contact, "sms", 1, "after")
+
+
+def test_payment_driven_services_under_a_billing_day_change_access_on_payment_and_a_top_up_racing_billing(
+    store: DynamoStore, rail: StripeGateway, local_stripe: LocalStripe, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from billow.services import billing
+
+    add_tenant("t1", "Tenant One", KEY)
+    api = InProcessClient(KEY)
+    ctx, numbers = context(store), InvoiceNumbers(store)
+    _, item = _wallet_plan(api)
+
+    def fresh(credits: int) -> str:
+        contact = card_holder(store, local_stripe, rail)
+        assert api.post(f"/contacts/{contact}/test-clock", {"frozen_time": "2026-03-01T12:00:00+00:00"}).status == 201
+        if credits:
+            give_credits(store, ctx, CLOCK, contact, {"id": "g", "kind": "purchased", "credits": credits}, source="s")
+        return contact
+
+    def paid(contact: str) -> list[str]:
+        return [
+            e.reference.rsplit("_", 1)[-1] for e in store.credit_ledger(SCOPE, contact) if e.action == "service_period"
+        ]
+
+    # a billing day changed part-way through a paid period: the shifted period overlapping it is not paid again
+    moved = fresh(3000)
+    assert api.post("/orders", {"contact_id": moved, "items": [item]}).status == 201
+    advance_clock(api, moved, "2026-03-05T12:00:00+00:00")
+    subscription, _, _ = _service(api, moved)
+    assert api.post(f"/subscriptions/{subscription}/billing-day", {"billing_day": 15}).status in (200, 201)
+    advance_clock(api, moved, "2026-03-16T12:00:00+00:00")
+    assert paid(moved) == ["2026-03-01"]  # the shifted periods overlapping March's are covered by it
+    advance_clock(api, moved, "2026-04-16T12:00:00+00:00")
+    assert paid(moved) == ["2026-03-01", "2026-04-15"]  # then whole periods again; never 15 February
+
+    # access on payment with an empty wallet: the draft service waits, nothing loops, the clock moves
+    waiting = fresh(0)
+    order = {"contact_id": waiting, "items": [item], "activate_on_payment": True}
+    assert api.post("/orders", order).status == 201
+    advance_clock(api, waiting, "2026-03-03T12:00:00+00:00")
+
+    # a top-up landing while billing decides to stop the service: billing pays with it instead
+    raced = fresh(300)
+    assert api.post("/orders", {"contact_id": raced, "items": [item]}).status == 201  # March paid: 0 left
+    original, landed = billing.deactivate_unpaid, []
+
+    def top_up_first(*args: Any, **kwargs: Any) -> Any:
+        if not landed:
+            landed.append(buy_top_up(store, rail, ctx, CLOCK, numbers, raced, "pack_500", "race"))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(billing, "deactivate_unpaid", top_up_first)
+    advance_clock(api, raced, "2026-04-02T12:00:00+00:00")
+    assert landed and landed[0].status is TopUpStatus.SUCCEEDED
+    assert _service(api, raced)[2] == "effective" and paid(raced) == ["2026-03-01", "2026-04-01"]
+
+    # an old top-up read again (or replayed) re-activates nothing
+    stopped = fresh(300)
+    first = buy_top_up(store, rail, ctx, CLOCK, numbers, stopped, "pack_10", "small")  # 310 credits
+    assert api.post("/orders", {"contact_id": stopped, "items": [item]}).status == 201  # 10 left
+    advance_clock(api, stopped, "2026-04-02T12:00:00+00:00")
+    assert _service(api, stopped)[2] == "not_effective"
+    give_credits(store, ctx, CLOCK, stopped, {"id": "staff", "kind": "purchased", "credits": 500}, source="s")
+    get_top_up(store, ctx, CLOCK, numbers, stopped, first.invoice.id)
+    buy_top_up(store, rail, ctx, CLOCK, numbers, stopped, "pack_10", "small")
+    assert _service(api, stopped)[2] == "not_effective"  # a staff grant pays nothing; only a new top-up does

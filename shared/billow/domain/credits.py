@@ -360,6 +360,10 @@ class Wallet:
     below: bool = False
     """The balance fell below the threshold and that was booked: not booked again until the
     balance is back at or above it (once per crossing)."""
+    paid_through: Mapping[str, date] = field(default_factory=dict)
+    """Payment-driven services: per `<service>/<terms>`, the day their paid periods end
+    (exclusive), kept with the balance so a period overlapping a paid one (a billing day changed)
+    is never paid twice (`pay_period`)."""
 
     def holding(self, grant_id: str) -> Holding:
         for holding in self.holdings:
@@ -487,6 +491,8 @@ class InsufficientCredits(PaymentRequired):
         self.needed = needed
         self.balance = balance
         self.available = available
+        self.wallet_version: int = 0
+        """The stored wallet's version that could not cover it (set by the use case that read it)."""
 
 
 # -- the operations -----------------------------------------------------------------------------------
@@ -635,6 +641,19 @@ def settle_overdraft(wallet: Wallet, now: datetime, *, invoice_id: str) -> Chang
         reference=invoice_id,
     )
     return Change(replace(wallet, overdrawn=0), (entry,))
+
+
+def pay_period(
+    wallet: Wallet, cost: ActionCost, quantity: int, now: datetime, *, request_id: str, paid_for: str, period: Period
+) -> Change:
+    """A payment-driven service's `period`, paid as a consumption (no overdraft), unless the wallet
+    has paid `paid_for` (its service and terms) past the period's start already (a billing day
+    changed: the shifted period overlaps a paid one): then nothing. Records the period's end."""
+    if wallet.paid_through.get(paid_for, date.min) > period.start:
+        return Change(wallet)
+    paid = consume(wallet, cost, quantity, now, request_id=request_id)
+    through = {**wallet.paid_through, paid_for: period.end}
+    return Change(replace(paid.wallet, paid_through=MappingProxyType(through)), paid.entries)
 
 
 def watch(wallet: Wallet, low_balance: LowBalance | None) -> Change:

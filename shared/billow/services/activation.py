@@ -80,7 +80,9 @@ def settle_waiting(
     assert invoice.lapses_on is not None
     paid = invoice.status in NOTHING_OWED
     if paid and invoice.top_up is not None:
-        grant_paid_top_up(store, ctx, clock, numbers, invoice)  # before the mark goes: a crash leaves it to redo
+        grant_paid_top_up(
+            store, ctx, clock, numbers, invoice, recover=True
+        )  # before the mark goes: redone after a crash
     on = today if paid else invoice.lapses_on
     subscription = store.load_subscription(ctx.scope, invoice.contact_id, invoice.subscription_id)
     waiting = (

@@ -237,6 +237,11 @@ class UnitOfWork(Protocol):
         decided on an invoice's debt (a deactivation) loses to a payment landing meanwhile."""
         ...
 
+    def check_wallet(self, scope: Scope, contact_id: str, version: int) -> None:
+        """Write nothing to the contact's credit wallet but commit only if it is still at `version`
+        (0: none yet): a deactivation decided on a wallet that could not pay loses to a top-up."""
+        ...
+
     def record_credit_application(self, scope: Scope, note: Invoice, application: CreditApplication) -> None:
         """Credit note `note`'s application: a new one only if new; a reversed one over its record
         (stage it with the invoices it changes: their versions guard it)."""
@@ -664,7 +669,7 @@ class RatingPorts(ContactStore, UsageStore, Protocol):
     """Rating stored usage: a service's records, its late markers, the contact's allowance overrides."""
 
 
-class BillingPorts(SubscriptionStore, InvoiceStore, Transactions, RatingPorts, CreditStore, Protocol):
+class BillingPorts(SubscriptionStore, InvoiceStore, Transactions, RatingPorts, CreditStore, DunningStore, Protocol):
     """Billing a subscription: read it and its usage, number and write its invoices and steps."""
 
 

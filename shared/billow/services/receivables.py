@@ -45,6 +45,7 @@ from billow.services.invoices import get_invoice
 from billow.services.ports import (
     CollectionStore,
     CreditStore,
+    DunningStore,
     InvoicePorts,
     InvoiceStore,
     RatingPorts,
@@ -67,7 +68,7 @@ class RefundPorts(InvoicePorts, CollectionStore, Protocol):
     """Refunding a credit note: to a card, only a payment collection recorded (its attempts)."""
 
 
-class DueInvoicePorts(ReceivablePorts, SubscriptionStore, RatingPorts, CreditStore, Protocol):
+class DueInvoicePorts(ReceivablePorts, SubscriptionStore, RatingPorts, CreditStore, DunningStore, Protocol):
     """Moving an invoice on in time: also the subscription whose services wait for its payment."""
 
 

@@ -95,6 +95,7 @@ def wallet_out(w: Wallet) -> dict[str, Any]:
         "overdrawn": w.overdrawn,
         **({"low_balance": _low_out(w.low_balance)} if w.low_balance is not None else {}),
         **({"below": True} if w.below else {}),
+        **({"paid_through": {k: d.isoformat() for k, d in w.paid_through.items()}} if w.paid_through else {}),
     }
 
 
@@ -114,6 +115,7 @@ def wallet_in(d: dict[str, Any]) -> Wallet:
         int(d.get("overdrawn", 0)),
         _low_in(d.get("low_balance")),
         bool(d.get("below", False)),
+        {k: date.fromisoformat(v) for k, v in (d.get("paid_through") or {}).items()},
     )
 
 

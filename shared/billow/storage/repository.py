@@ -1008,6 +1008,10 @@ class DynamoUnitOfWork:
         item = BillowItem(contact_pk(scope, invoice.contact_id), f"INV#{invoice.id}")
         self._stage(_Write(item, _versioned(invoice.version), check=True))
 
+    def check_wallet(self, scope: Scope, contact_id: str, version: int) -> None:
+        item = BillowItem(contact_pk(scope, contact_id), credits.WALLET_SK)
+        self._stage(_Write(item, _absent() if version == 0 else _versioned(version), check=True))
+
     def record_credit_application(self, scope: Scope, note: Invoice, application: CreditApplication) -> None:
         new = application.reversed_on is None
         self._stage(_Write(_application_item(scope, note, application), _absent() if new else None))

@@ -197,20 +197,13 @@ def _issue(
     time = contact_time(store, ctx, contact_id, clock)
     pack = store.get_credit_prices(ctx.tenant_id)[0].pack_on(asked.pack_id, time.today)
     today = time.today
+    # The line names the invoice as its "service" over its issue day: a refund's credit note credits
+    # that line, which is how it finds the payment it refunds (`credited_invoices`).
+    day = Period(today, today + timedelta(days=1))
     line = LineDraft(
-        LINE_KIND,
-        f"{pack.credits:,} credits ({pack.id})",
-        "",
-        "",
-        1,
-        pack.price,
-        Fraction(1),
-        pack.price,
-        None,
+        LINE_KIND, f"{pack.credits:,} credits ({pack.id})", invoice_id, "", 1, pack.price, Fraction(1), pack.price, day
     )
-    draft = InvoiceDraft(
-        "", contact_id, pack.price.currency, today, today, Period(today, today + timedelta(days=1)), (line,)
-    )
+    draft = InvoiceDraft("", contact_id, pack.price.currency, today, today, day, (line,))
     invoice = Invoice.issue(
         draft,
         invoice_id=invoice_id,
@@ -260,19 +253,27 @@ def settle_top_up(
 
 
 def grant_paid_top_up(
-    store: PrepaidPorts, ctx: TenantContext, clock: Clock, numbers: InvoiceNumbers, invoice: Invoice
+    store: PrepaidPorts,
+    ctx: TenantContext,
+    clock: Clock,
+    numbers: InvoiceNumbers,
+    invoice: Invoice,
+    *,
+    recover: bool = False,
 ) -> tuple[LedgerEntry | None, Wallet | None]:
     """Grant the credits a paid top-up's invoice sold (purchased credits: they roll over), at most
     once: the grant's id is derived from the invoice; then re-activate the payment-driven services
-    the wallet can pay again (`prepaid.reactivate_paid`: also when the grant was booked before, by
-    a caller that died before re-activating). Anything else: nothing."""
+    the wallet can pay again (`prepaid.reactivate_paid`), when the grant is new, or with `recover`
+    (the invoice's mark is still set: a caller died between the grant and the re-activation).
+    Anything else: nothing."""
     top_up = invoice.top_up
     if top_up is None or invoice.status is not InvoiceStatus.PAID:
         return None, None
     own = entry_id(EntryKind.GRANT, top_up_grant_id(invoice.id))
     done = store.get_credit_entry(ctx.scope, invoice.contact_id, own)
     if done is not None:
-        prepaid.reactivate_paid(store, ctx, clock, invoice.contact_id, numbers)
+        if recover:
+            prepaid.reactivate_paid(store, ctx, clock, invoice.contact_id, numbers)
         return done, None
     time = contact_time(store, ctx, invoice.contact_id, clock)
 
@@ -284,7 +285,8 @@ def grant_paid_top_up(
     applied = change_wallet(
         store, ctx, invoice.contact_id, included.moments(store, ctx, invoice.contact_id, clock, time), own, operation
     )
-    prepaid.reactivate_paid(store, ctx, clock, invoice.contact_id, numbers)
+    if not applied.replayed or recover:
+        prepaid.reactivate_paid(store, ctx, clock, invoice.contact_id, numbers)
     return applied.entry, applied.wallet
 
 

@@ -116,10 +116,12 @@ def change_wallet(
         expired = with_due(expire(stored.wallet, now), due, now)
         try:
             changed = operation(expired.wallet, now)
-        except (InsufficientCredits, InvalidInput, RuleViolation):
+        except (InsufficientCredits, InvalidInput, RuleViolation) as refused:
             done = store.get_credit_entry(scope, contact_id, own)
             if done is not None:  # done before, when it could be
                 return Applied(done, stored.wallet, replayed=True)
+            if isinstance(refused, InsufficientCredits):
+                refused.wallet_version = stored.version
             raise
         after = watched(Change(changed.wallet, (*expired.entries, *changed.entries)), now, version=stored.version + 1)
         entries = after.entries
