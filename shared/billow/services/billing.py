@@ -139,6 +139,15 @@ def bill_loaded(
     created: list[Invoice] = []
     conflicts = 0
     current: Subscription | None = subscription
+
+    def reloaded(lost: ConcurrentModification) -> Subscription | None:
+        """Another writer came first: the subscription read again (raises after too many)."""
+        nonlocal conflicts
+        conflicts += 1
+        if conflicts > MAX_CONFLICT_RETRIES:
+            raise lost
+        return store.load_subscription(ctx.scope, subscription.contact_id, subscription.id)
+
     while current is not None:
         step = next_step(current, as_of, today=today, rater=rater)
         try:
@@ -152,11 +161,8 @@ def bill_loaded(
             else:
                 unpaid = [] if step.transfer is not None else pay_periods(store, ctx, current, step.subscription)
             stopped = deactivate_unpaid(store, ctx, current, unpaid) if unpaid else None
-        except ConcurrentModification:
-            conflicts += 1
-            if conflicts > MAX_CONFLICT_RETRIES:
-                raise
-            current = store.load_subscription(ctx.scope, subscription.contact_id, subscription.id)
+        except ConcurrentModification as lost:
+            current = reloaded(lost)
             continue
         if stopped is not None or step is None:
             if stopped is None:
@@ -175,11 +181,8 @@ def bill_loaded(
                 created += moved
             else:
                 commit_step(store, ctx.scope, written, current.version, invoice, step.actions, credit, step.cleared)
-        except ConcurrentModification:
-            conflicts += 1
-            if conflicts > MAX_CONFLICT_RETRIES:
-                raise
-            current = store.load_subscription(ctx.scope, subscription.contact_id, subscription.id)
+        except ConcurrentModification as lost:
+            current = reloaded(lost)
             continue
         if invoice is not None:
             created.append(invoice)
