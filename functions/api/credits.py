@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import date
 from typing import Annotated, Any
 
-from aws_lambda_powertools.event_handler import Response
+from aws_lambda_powertools.event_handler import Response, content_types
 from aws_lambda_powertools.event_handler.openapi.params import Path, Query
 from aws_lambda_powertools.event_handler.router import APIGatewayRouter
 from billow.domain.credits import ActionUsage, Balance, CreditPriceList, Holding, LedgerEntry, LowBalance, Wallet
@@ -20,7 +20,16 @@ from runtime import clock, numbers, secrets, store
 
 from api.context import created, current_tenant
 from api.openapi import answers
-from api.schemas import ConsumeBody, CreditPricesBody, Cursor, GrantBody, Id, LowBalanceBody, TopUpBody
+from api.schemas import (
+    ConsumeBody,
+    CreditPricesBody,
+    Cursor,
+    GrantBody,
+    Id,
+    LowBalanceBody,
+    RefundTopUpBody,
+    TopUpBody,
+)
 
 router = APIGatewayRouter()
 
@@ -209,6 +218,7 @@ def _top_up(state: top_ups.TopUpState) -> dict[str, Any]:
         },
         "grant": None if state.grant is None else ledger_entry(state.grant),
         "failure": invoice.status_reason if state.status is top_ups.TopUpStatus.FAILED else None,
+        "credit_note_id": state.credit_note_id,
     }
 
 
@@ -239,22 +249,28 @@ def _top_up_answer(state: top_ups.TopUpState) -> Response[dict[str, Any]]:
             "a new purchase needs a new request_id",
             code="credits.top_up_failed",
         )
-    if state.status is top_ups.TopUpStatus.PENDING:
-        return created(_top_up(state), 202, replay=state.replayed)
+    if state.status is top_ups.TopUpStatus.PENDING:  # settling: 202, a replay too (not done yet)
+        headers = {"Idempotent-Replayed": "true"} if state.replayed else None
+        return Response(
+            status_code=202, content_type=content_types.APPLICATION_JSON, body=_top_up(state), headers=headers
+        )
     return created(_top_up(state), 201, replay=state.replayed)
 
 
 @router.get("/contacts/<contact_id>/credits/top-ups/<top_up_id>", summary="A top-up: its payment and its credits")
 def get_top_up(contact_id: Annotated[Id, Path()], top_up_id: Annotated[Id, Path()]) -> dict[str, Any]:
     ctx = current_tenant(router.current_event)
-    return _top_up(top_ups.get_top_up(store, ctx, clock, numbers, contact_id, top_up_id))
+    gateway = charging_gateway(secrets, ctx.tenant_id, ctx.mode)
+    return _top_up(top_ups.get_top_up(store, ctx, clock, numbers, contact_id, top_up_id, gateway))
 
 
 @router.post(
     "/contacts/<contact_id>/credits/top-ups/<top_up_id>/refund",
     summary="Refund a top-up: what is left of its credits removed, that share of its price back to its card (once)",
 )
-def refund_top_up(contact_id: Annotated[Id, Path()], top_up_id: Annotated[Id, Path()]) -> dict[str, Any]:
+def refund_top_up(
+    contact_id: Annotated[Id, Path()], top_up_id: Annotated[Id, Path()], body: RefundTopUpBody | None = None
+) -> dict[str, Any]:
     ctx = current_tenant(router.current_event)
     gateway = charging_gateway(secrets, ctx.tenant_id, ctx.mode)
     done = top_up_refunds.refund_top_up(store, gateway, ctx, clock, numbers, contact_id, top_up_id)

@@ -402,6 +402,10 @@ class TopUpBody(Body):
     )
 
 
+class RefundTopUpBody(Body):
+    """Nothing to give (the body may be left out): an unknown field is refused like on every route."""
+
+
 class LowBalanceBody(Body):
     """The contact's low-balance threshold, and the pack its auto top-up buys when the balance falls
     below it (none: the event only)."""

@@ -586,3 +586,24 @@ def test_payment_driven_services_under_a_billing_day_change_access_on_payment_an
     get_top_up(store, ctx, CLOCK, numbers, stopped, first.invoice.id)
     buy_top_up(store, rail, ctx, CLOCK, numbers, stopped, "pack_10", "small")
     assert _service(api, stopped)[2] == "not_effective"  # a staff grant pays nothing; only a new top-up does
+
+
+def test_a_card_declined_in_stripe_js_leaves_the_top_up_open_for_another_card(
+    store: DynamoStore, rail: StripeGateway, local_stripe: LocalStripe
+) -> None:
+    import stripe
+
+    ctx, numbers = context(store), InvoiceNumbers(store)
+    contact = card_holder(store, local_stripe, rail, card=DECLINES_AT_CHARGE)
+    started = buy_top_up(store, rail, ctx, CLOCK, numbers, contact, "pack_500", "web", on_session=True)
+    assert started.attempt is not None and started.attempt.charge_ref is not None
+    intent_id = started.attempt.charge_ref
+    client = stripe_client(local_stripe)
+    with pytest.raises(stripe.CardError):
+        client.v1.payment_intents.confirm(intent_id)  # the saved card declines, in Stripe.js
+    # Stripe's webhook about it: applied from the PaymentIntent as the rail has it (never the event's content)
+    _deliver(rail, client.v1.payment_intents.retrieve(intent_id).to_dict())
+    state = get_top_up(store, ctx, CLOCK, numbers, contact, started.invoice.id, rail)
+    assert state.status is TopUpStatus.PENDING and state.client_secret is not None  # still open for another card
+    assert client.v1.payment_intents.retrieve(intent_id).status != "canceled"
+    assert grants_of(store, contact) == []

@@ -283,6 +283,8 @@ def _apply(
     (`GatewayUnavailable`) leaves the attempt live, to be resumed by a retry or a sweep; a cancel
     refused because the charge succeeded after all applies that success."""
     open_failure = state.status in OPEN_FAILURES and attempt.charge_ref in (None, state.ref)
+    if open_failure and attempt.on_session and attempt.live:
+        return attempt  # the customer may try another card in Stripe.js: open until it lapses
     if open_failure and attempt.status is not AttemptStatus.SUCCEEDED:
         code = state.decline_code or (
             "authentication_required" if state.status is ChargeStatus.REQUIRES_ACTION else None
@@ -425,8 +427,8 @@ def apply_state(
                 if attempt.status is AttemptStatus.SUCCEEDED:
                     return attempt
                 return _record_success(ports, scope, attempt, state, clock)
-            if attempt.on_session and state.status is ChargeStatus.REQUIRES_ACTION:
-                return attempt  # the customer is authenticating it in Stripe.js: still settling
+            if attempt.on_session and attempt.live and state.status in OPEN_FAILURES:
+                return attempt  # the customer is authenticating, or may try another card: still open
             if state.status in SETTLED:
                 if not attempt.live:
                     return attempt

@@ -33,7 +33,7 @@ from billow.services.billing import InvoiceNumbers
 from billow.services.contacts import contact_time
 from billow.services.context import Clock, TenantContext
 from billow.services.credits import included
-from billow.services.credits.top_ups import TopUpPorts, grant_paid_top_up
+from billow.services.credits.top_ups import TopUpPorts, credit_note_id_of, grant_paid_top_up
 from billow.services.credits.wallet import change_wallet
 from billow.services.gateway import PaymentGateway
 from billow.services.receivables import Refunded, RefundInput, refund_to_card
@@ -121,7 +121,7 @@ def _credit_note(
     amount: Money,
 ) -> Invoice:
     """Step 2: the credit note of `amount` crediting the top-up's line (once: its id is the top-up's)."""
-    note_id = "cn_" + invoice.id.removeprefix("inv_")
+    note_id = credit_note_id_of(invoice.id)
     found = store.get_invoice(ctx.scope, note_id)
     if found is not None:
         return found

@@ -87,6 +87,8 @@ class TopUpState:
     replayed: bool = False
     client_secret: str | None = field(default=None, repr=False)
     """On-session and not paid yet: what Stripe.js confirms the charge with (read from the rail)."""
+    credit_note_id: str | None = None
+    """Refunded: the credit note its refund went through (`top_up_refunds`)."""
 
     @property
     def top_up(self) -> TopUp:
@@ -175,12 +177,19 @@ def buy_top_up(
         with contextlib.suppress(GatewayUnavailable, ConcurrentModification):
             collect_invoice(store, gateway, ctx.scope, invoice.id, clock=clock)
     state = settle_top_up(store, ctx, clock, numbers, invoice.id)
-    secret = None
+    return replace(_with_secret(state, gateway), replayed=replayed)
+
+
+def _with_secret(state: TopUpState, gateway: PaymentGateway | None) -> TopUpState:
+    """An on-session top-up not paid yet, with the client secret Stripe.js confirms it with."""
     attempt = state.attempt
-    if on_session and state.status is TopUpStatus.PENDING and attempt is not None and attempt.charge_ref:
-        with contextlib.suppress(GatewayUnavailable):
-            secret = gateway.charge_state(attempt.charge_ref).client_secret
-    return replace(state, replayed=replayed, client_secret=secret)
+    if gateway is None or state.status is not TopUpStatus.PENDING or attempt is None or not attempt.on_session:
+        return state
+    if not attempt.charge_ref:
+        return state
+    with contextlib.suppress(GatewayUnavailable):
+        return replace(state, client_secret=gateway.charge_state(attempt.charge_ref).client_secret)
+    return state
 
 
 def _issue(
@@ -290,12 +299,28 @@ def grant_paid_top_up(
     return applied.entry, applied.wallet
 
 
+def credit_note_id_of(invoice_id: str) -> str:
+    """The credit note a top-up's refund goes through (one per top-up)."""
+    return "cn_" + invoice_id.removeprefix("inv_")
+
+
 def get_top_up(
-    store: TopUpPorts, ctx: TenantContext, clock: Clock, numbers: InvoiceNumbers, contact_id: str, top_up_id: str
+    store: TopUpPorts,
+    ctx: TenantContext,
+    clock: Clock,
+    numbers: InvoiceNumbers,
+    contact_id: str,
+    top_up_id: str,
+    gateway: PaymentGateway | None = None,
 ) -> TopUpState:
-    """A contact's top-up by its id (its invoice's), settled to what its payment says now."""
+    """A contact's top-up by its id (its invoice's), settled to what its payment says now: with the
+    client secret while an on-session one waits for the customer, the credit note once refunded."""
     invoice = store.get_invoice(ctx.scope, top_up_id)
     if invoice is None or invoice.top_up is None or invoice.contact_id != contact_id:
         get_contact(store, ctx, contact_id)
         raise NotFound(f"contact {contact_id} has no top-up {top_up_id}", field="top_up_id")
-    return settle_top_up(store, ctx, clock, numbers, top_up_id)
+    state = _with_secret(settle_top_up(store, ctx, clock, numbers, top_up_id), gateway)
+    if state.status is TopUpStatus.SUCCEEDED:
+        note = store.get_invoice(ctx.scope, credit_note_id_of(top_up_id))
+        state = replace(state, credit_note_id=None if note is None else note.id)
+    return state
