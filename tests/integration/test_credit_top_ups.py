@@ -508,7 +508,22 @@ def test_a_refunded_top_up_removes_what_is_left_of_it_and_refunds_that_share_to_
     bought = buy_top_up(store, rail, ctx, CLOCK, numbers, contact, "pack_500", "buy")
     assert bought.status is TopUpStatus.SUCCEEDED
     consume_credits(store, ctx, CLOCK, contact, "sms", 123, "used")  # 377 left of the 500
-    first = refund_top_up(store, rail, ctx, CLOCK, numbers, contact, bought.invoice.id)
+    set_low_balance(store, ctx, CLOCK, contact, {"threshold": 100, "top_up_pack": "pack_500"})
+
+    class RacedByATwin(DynamoStore):
+        """A copy of the request refunds it all between this one's first read and its write."""
+
+        raced = False
+
+        def get_credit_entry(self, scope: Any, contact_id: str, entry_id: str) -> Any:
+            found = super().get_credit_entry(scope, contact_id, entry_id)
+            if entry_id.startswith("crd_ref_") and not RacedByATwin.raced:
+                RacedByATwin.raced = True
+                refund_top_up(DynamoStore(), rail, ctx, CLOCK, numbers, contact, bought.invoice.id)
+            return found
+
+    first = refund_top_up(RacedByATwin(), rail, ctx, CLOCK, numbers, contact, bought.invoice.id)
+    assert RacedByATwin.raced  # answered with what its twin booked, not "nothing refunded"
     assert first.entry is not None and first.entry.credits == 377
     assert first.refunded is not None and first.refunded.refund.amount == Money.parse("7.54", "USD")  # 10.00 x 377/500
     assert first.refunded.refund.status.value == "succeeded"
@@ -520,6 +535,8 @@ def test_a_refunded_top_up_removes_what_is_left_of_it_and_refunds_that_share_to_
     assert [r.amount for r in refunds] == [Money.parse("7.54", "USD")]  # one refund on the card
     with pytest.raises(InsufficientCredits):  # nothing left to spend
         consume_credits(store, ctx, CLOCK, contact, "sms", 1, "after")
+    lows = [e for e in store.credit_ledger(SCOPE, contact) if e.kind is EntryKind.LOW_BALANCE]
+    assert lows == []  # a refund is never a fall below the threshold: the auto top-up does not buy it back
 
 
 def test_payment_driven_services_under_a_billing_day_change_access_on_payment_and_a_top_up_racing_billing(

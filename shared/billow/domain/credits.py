@@ -678,6 +678,9 @@ def watched(change: Change, now: datetime, *, version: int) -> Change:
         return change if not wallet.below else Change(replace(wallet, below=False), change.entries)
     if wallet.below:
         return change
+    if any(e.kind is EntryKind.REFUND for e in change.entries):
+        # A refund takes back what was bought: never a crossing that buys it again (auto top-up).
+        return Change(replace(wallet, below=True), change.entries)
     entry = LedgerEntry(
         entry_id(EntryKind.LOW_BALANCE, str(version)),
         EntryKind.LOW_BALANCE,

@@ -169,8 +169,13 @@ def bill_loaded(
                 return created, current  # every deactivation refused: nothing more to do
             current = stopped
             continue
-        if step.invoice is not None and step.transfer is None and ctx.settings.credit_overdraft_price is not None:
-            step = with_overdraft(store, ctx, step, invoice_id_for(step.subscription))  # credits owed, billed once
+        if (
+            step.invoice is not None
+            and step.transfer is None
+            and ctx.settings.credit_overdraft_price is not None
+            and not step.subscription.waiting_for_payment(line.service_id for line in step.invoice.lines)
+        ):  # credits owed, billed once (not on an order's first invoice that may lapse: voided, it bills nothing)
+            step = with_overdraft(store, ctx, step, invoice_id_for(step.subscription))
         invoice, credit = None, None
         if step.invoice is not None:
             invoice, credit = issued(store, ctx, step, step.invoice, numbers)

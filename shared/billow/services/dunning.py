@@ -171,7 +171,11 @@ def read_facts(
     open_invoices = [
         i
         for i in invoices
-        if i.currency == currency and i.kind is InvoiceKind.INVOICE and i.owed and i.amount_due.minor > 0
+        if i.currency == currency
+        and i.kind is InvoiceKind.INVOICE
+        and i.owed
+        and i.amount_due.minor > 0
+        and i.top_up is None  # a credit top-up is a purchase, not a debt: voided when it fails or lapses
     ]
     attempts = ports.attempts_of(scope, contact.id)
     methods = ports.payment_methods_of(scope, contact.id)

@@ -40,15 +40,18 @@ def with_overdraft(store: WalletPorts, ctx: TenantContext, step: BillingStep, in
     own = entry_id(EntryKind.OVERDRAFT_INVOICED, invoice_id)
     entry = store.get_credit_entry(ctx.scope, contact_id, own)
     if entry is None:
-        if not store.get_wallet(ctx.scope, contact_id).wallet.overdrawn:
-            return step  # the common case: nothing owed, nothing written
+        if store.get_wallet(ctx.scope, contact_id).wallet.overdrawn:
 
-        def operation(wallet: Wallet, now: datetime) -> Change:
-            return settle_overdraft(wallet, now, invoice_id=invoice_id)
+            def operation(wallet: Wallet, now: datetime) -> Change:
+                return settle_overdraft(wallet, now, invoice_id=invoice_id)
 
-        time = contact_time(store, ctx, contact_id, CLOCK)
-        moments = included.moments(store, ctx, contact_id, CLOCK, time)
-        entry = change_wallet(store, ctx, contact_id, moments, own, operation).entry
+            time = contact_time(store, ctx, contact_id, CLOCK)
+            moments = included.moments(store, ctx, contact_id, CLOCK, time)
+            entry = change_wallet(store, ctx, contact_id, moments, own, operation).entry
+        else:
+            # Nothing owed (the common case: nothing written), or another biller of this very step
+            # booked it between the two reads (the wallet and its entry are one transaction).
+            entry = store.get_credit_entry(ctx.scope, contact_id, own)
     if entry is None or not entry.credits:
         return step
     line = LineDraft(

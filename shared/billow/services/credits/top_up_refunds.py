@@ -80,7 +80,8 @@ def refund_top_up(
     own = entry_id(EntryKind.REFUND, grant_id)
     entry = store.get_credit_entry(ctx.scope, contact_id, own)
     if entry is None:
-        grant_paid_top_up(store, ctx, clock, numbers, invoice)  # granted first if its grant was lost
+        # Granted first if its grant was lost; never spent on a stopped service: it is being refunded.
+        grant_paid_top_up(store, ctx, clock, numbers, invoice, reactivate=False)
         entry = _removed(store, ctx, clock, contact_id, grant_id, invoice.id, own)
     if entry is None or not entry.credits:
         return TopUpRefund(invoice, entry, None)
@@ -107,7 +108,9 @@ def _removed(
             store, ctx, contact_id, included.moments(store, ctx, contact_id, clock, time), own, operation
         )
     except NotFound:
-        return None  # spent to the last credit, and dropped from the wallet: nothing left to refund
+        # Dropped from the wallet: spent to the last credit, or refunded by a racing copy of this
+        # request (whose entry then answers).
+        return store.get_credit_entry(ctx.scope, contact_id, own)
     return applied.entry
 
 

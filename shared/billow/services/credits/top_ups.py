@@ -269,6 +269,7 @@ def grant_paid_top_up(
     invoice: Invoice,
     *,
     recover: bool = False,
+    reactivate: bool = True,
 ) -> tuple[LedgerEntry | None, Wallet | None]:
     """Grant the credits a paid top-up's invoice sold (purchased credits: they roll over), at most
     once: the grant's id is derived from the invoice; then re-activate the payment-driven services
@@ -281,7 +282,7 @@ def grant_paid_top_up(
     own = entry_id(EntryKind.GRANT, top_up_grant_id(invoice.id))
     done = store.get_credit_entry(ctx.scope, invoice.contact_id, own)
     if done is not None:
-        if recover:
+        if recover and reactivate:
             prepaid.reactivate_paid(store, ctx, clock, invoice.contact_id, numbers)
         return done, None
     time = contact_time(store, ctx, invoice.contact_id, clock)
@@ -294,7 +295,7 @@ def grant_paid_top_up(
     applied = change_wallet(
         store, ctx, invoice.contact_id, included.moments(store, ctx, invoice.contact_id, clock, time), own, operation
     )
-    if not applied.replayed or recover:
+    if reactivate and (not applied.replayed or recover):
         prepaid.reactivate_paid(store, ctx, clock, invoice.contact_id, numbers)
     return applied.entry, applied.wallet
 
