@@ -364,7 +364,11 @@ def test_a_retry_after_the_actions_price_was_withdrawn_answers_what_was_booked(a
     again = _consume(api, contact, "r1", "ai_call", 2)  # the contact's day (2027) has no ai_call any more
     assert again.status == 200 and again.body["entry"]["credits"] == 10, again.body
     assert _consume(api, contact, "r2", "ai_call", 1).body["error"] == "credits.unknown_action"
-    assert api.get("/credits/prices").body["versions"][-1] == {"effective_from": tomorrow, "costs": {"sms": 1}}
+    assert api.get("/credits/prices").body["versions"][-1] == {
+        "effective_from": tomorrow,
+        "costs": {"sms": 1},
+        "packs": {},
+    }
 
 
 def test_the_reviews_of_issue_15(api: InProcessClient) -> None:
