@@ -36,6 +36,7 @@ AREAS = (
     "dunning",
     "usage",
     "credits",
+    "top_ups",
 )
 """Every route area, in the order the complete app registers them (a new area is added here)."""
 INDEX_FILE = Path(__file__).with_name("routes.json")

@@ -104,6 +104,28 @@ def _credits(value: object, name: str, *, code: str) -> int:
     return value
 
 
+def check_request_id(value: object, what: str, *, reserved: tuple[str, ...] = ()) -> str:
+    """A caller's request id (`credits.request_id`): 1 to 128 of A-Z a-z 0-9 . _ : -, and none of
+    the `reserved` prefixes Billow's own requests of that kind use."""
+    if not isinstance(value, str) or not ID_PATTERN.match(value):
+        raise InvalidInput(
+            f"request_id is the caller's id of this {what}, 1 to 128 of A-Z a-z 0-9 . _ : -",
+            field="request_id",
+            code="credits.request_id",
+        )
+    if value.startswith(reserved):
+        raise InvalidInput(
+            f"request ids starting {' or '.join(reserved)} are Billow's own",
+            field="request_id",
+            code="credits.request_id",
+        )
+    return value
+
+
+LINE_KIND = "credits"
+"""The kind of an invoice line billing credits: a top-up's pack, overdrawn credits."""
+
+
 def _reference(value: str, name: str) -> str:
     if not isinstance(value, str) or not ID_PATTERN.match(value):
         raise InvalidInput(f"{name} is 1 to 128 of A-Z a-z 0-9 . _ : -", field=name, code="credits.reference")
@@ -370,6 +392,11 @@ class Wallet:
             if holding.grant.id == grant_id:
                 return holding
         raise NotFound(f"no credit grant '{grant_id}' in this wallet", field="grant_id", code="credits.unknown_grant")
+
+    @property
+    def live_grants(self) -> int:
+        """Grants with credits left (what the wallet's one item must keep bounded)."""
+        return sum(1 for h in self.holdings if h.remaining)
 
     def burn_order(self, now: datetime) -> list[Holding]:
         """The grants a consumption at `now` takes from, in the order it takes them."""

@@ -12,20 +12,19 @@ from dataclasses import dataclass
 from typing import Any
 
 from billow.domain.credits import (
-    ID_PATTERN,
     MAX_QUANTITY,
     EntryKind,
     LedgerEntry,
     Wallet,
     check_action,
+    check_request_id,
     consume,
     entry_id,
 )
 from billow.domain.errors import InvalidInput, NotFound
 from billow.services.contacts import contact_time, get_contact
 from billow.services.context import Clock, TenantContext
-from billow.services.credits import included
-from billow.services.credits.wallet import WalletPorts, change_wallet
+from billow.services.credits.wallet import WalletPorts, change_wallet_now
 from billow.services.idempotency import key_reused
 
 
@@ -49,19 +48,7 @@ RESERVED = ("prepaid_",)
 
 
 def _request_id(value: Any) -> str:
-    if not isinstance(value, str) or not ID_PATTERN.match(value):
-        raise InvalidInput(
-            "request_id is the caller's id of this consumption, 1 to 128 of A-Z a-z 0-9 . _ : -",
-            field="request_id",
-            code="credits.request_id",
-        )
-    if value.startswith(RESERVED):
-        raise InvalidInput(
-            "request ids starting prepaid_ are the payments of payment-driven services",
-            field="request_id",
-            code="credits.request_id",
-        )
-    return value
+    return check_request_id(value, "consumption", reserved=RESERVED)
 
 
 def consume_credits(
@@ -83,15 +70,16 @@ def consume_credits(
         # a retry after the action's price was withdrawn: what was booked stands
         return _replayed(store, ctx, contact_id, done, action, quantity, request_id)
 
-    applied = change_wallet(
+    applied = change_wallet_now(
         store,
         ctx,
         contact_id,
-        included.moments(store, ctx, contact_id, clock, time),
+        clock,
         own,
         lambda wallet, now: consume(
             wallet, cost, quantity, now, request_id=request_id, overdraft_limit=ctx.settings.credit_overdraft
         ),
+        first=time,
     )
     entry = applied.entry
     if entry is None:

@@ -26,8 +26,7 @@ from billow.domain.credits import (
 from billow.domain.errors import Conflict, InvalidInput, RuleViolation
 from billow.services.contacts import contact_time
 from billow.services.context import Clock, TenantContext
-from billow.services.credits import included
-from billow.services.credits.wallet import WalletPorts, change_wallet
+from billow.services.credits.wallet import WalletPorts, change_wallet_now
 
 STAFF_KINDS = frozenset({GrantKind.PROMOTIONAL, GrantKind.PURCHASED})
 
@@ -97,7 +96,7 @@ def give_credits(
     own = entry_id(EntryKind.GRANT, given.id)
 
     def operation(wallet: Wallet, now: datetime) -> Change:
-        if sum(1 for h in wallet.holdings if h.remaining) >= MAX_LIVE_GRANTS:
+        if wallet.live_grants >= MAX_LIVE_GRANTS:
             raise RuleViolation(
                 f"the wallet holds {MAX_LIVE_GRANTS} grants with credits left: no more until some are spent",
                 rule="credits.too_many_grants",
@@ -108,9 +107,7 @@ def give_credits(
         except Conflict as clash:
             raise Conflict(clash.message, field="id", code="credits.grant_exists") from None
 
-    applied = change_wallet(
-        store, ctx, contact_id, included.moments(store, ctx, contact_id, clock, time), own, operation
-    )
+    applied = change_wallet_now(store, ctx, contact_id, clock, own, operation, first=time)
     entry = applied.entry
     if entry is None:  # cannot happen: booked now or before
         raise Conflict(f"credit grant '{given.id}' exists", field="id", code="credits.grant_exists")

@@ -20,9 +20,8 @@ from billow.domain.errors import Conflict, InvalidInput, NotFound, RuleViolation
 from billow.services.billing import InvoiceNumbers
 from billow.services.contacts import contact_time, get_contact
 from billow.services.context import Clock, TenantContext
-from billow.services.credits import included
 from billow.services.credits.top_ups import AUTO_PREFIX, TopUpPorts, TopUpState, buy_top_up, invoice_id_of
-from billow.services.credits.wallet import WalletPorts, change_wallet
+from billow.services.credits.wallet import WalletPorts, change_wallet_now
 from billow.services.gateway import PaymentGateway
 
 CANNOT_BUY = frozenset(
@@ -51,8 +50,7 @@ def set_low_balance(
     def operation(wallet: Wallet, now: datetime) -> Change:
         return watch(wallet, low)
 
-    moments = included.moments(store, ctx, contact_id, clock, time)
-    return change_wallet(store, ctx, contact_id, moments, "", operation).wallet
+    return change_wallet_now(store, ctx, contact_id, clock, "", operation, first=time).wallet
 
 
 def low_balance_of(store: WalletPorts, ctx: TenantContext, contact_id: str) -> LowBalance | None:

@@ -17,15 +17,12 @@ from datetime import datetime
 from fractions import Fraction
 
 from billow.domain.billing import BillingStep
-from billow.domain.credits import Change, EntryKind, Wallet, entry_id, settle_overdraft
+from billow.domain.credits import LINE_KIND, Change, EntryKind, Wallet, entry_id, settle_overdraft
 from billow.domain.lines import LineDraft
 from billow.domain.money import Money
-from billow.services.contacts import contact_time
 from billow.services.context import SystemClock, TenantContext
-from billow.services.credits import included
-from billow.services.credits.wallet import WalletPorts, change_wallet
+from billow.services.credits.wallet import WalletPorts, change_wallet_now
 
-LINE_KIND = "credits"
 CLOCK = SystemClock()
 
 
@@ -45,9 +42,7 @@ def with_overdraft(store: WalletPorts, ctx: TenantContext, step: BillingStep, in
             def operation(wallet: Wallet, now: datetime) -> Change:
                 return settle_overdraft(wallet, now, invoice_id=invoice_id)
 
-            time = contact_time(store, ctx, contact_id, CLOCK)
-            moments = included.moments(store, ctx, contact_id, CLOCK, time)
-            entry = change_wallet(store, ctx, contact_id, moments, own, operation).entry
+            entry = change_wallet_now(store, ctx, contact_id, CLOCK, own, operation).entry
         else:
             # Nothing owed (the common case: nothing written), or another biller of this very step
             # booked it between the two reads (the wallet and its entry are one transaction).

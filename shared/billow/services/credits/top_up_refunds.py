@@ -32,9 +32,8 @@ from billow.domain.money import Money
 from billow.services.billing import InvoiceNumbers
 from billow.services.contacts import contact_time
 from billow.services.context import Clock, TenantContext
-from billow.services.credits import included
 from billow.services.credits.top_ups import TopUpPorts, credit_note_id_of, grant_paid_top_up
-from billow.services.credits.wallet import change_wallet
+from billow.services.credits.wallet import change_wallet_now
 from billow.services.gateway import PaymentGateway
 from billow.services.receivables import Refunded, RefundInput, refund_to_card
 
@@ -102,11 +101,8 @@ def _removed(
     def operation(wallet: Wallet, now: datetime) -> Change:
         return refund(wallet, grant_id, now, reference=invoice_id)
 
-    time = contact_time(store, ctx, contact_id, clock)
     try:
-        applied = change_wallet(
-            store, ctx, contact_id, included.moments(store, ctx, contact_id, clock, time), own, operation
-        )
+        applied = change_wallet_now(store, ctx, contact_id, clock, own, operation)
     except NotFound:
         # Dropped from the wallet: spent to the last credit, or refunded by a racing copy of this
         # request (whose entry then answers).

@@ -31,13 +31,14 @@ from billow.domain.calendar import Period
 from billow.domain.collection import AttemptStatus, PaymentAttempt
 from billow.domain.credits import (
     ACTION_PATTERN,
-    ID_PATTERN,
+    LINE_KIND,
     Change,
     EntryKind,
     Grant,
     GrantKind,
     LedgerEntry,
     Wallet,
+    check_request_id,
     entry_id,
     grant,
     top_up_grant_id,
@@ -49,10 +50,10 @@ from billow.services.billing import InvoiceNumbers
 from billow.services.collection import collect_invoice
 from billow.services.contacts import check_orderable, contact_time, get_contact
 from billow.services.context import Clock, TenantContext
-from billow.services.credits import included, prepaid
+from billow.services.credits import prepaid
 from billow.services.credits.grants import MAX_LIVE_GRANTS
 from billow.services.credits.prepaid import PrepaidPorts
-from billow.services.credits.wallet import change_wallet
+from billow.services.credits.wallet import change_wallet_now
 from billow.services.gateway import GatewayUnavailable, PaymentGateway
 from billow.services.idempotency import key_reused
 from billow.services.ports import CollectionStore, PaymentMethodStore, TenantStore
@@ -61,7 +62,6 @@ from billow.services.receivables import void_invoice
 INVOICE_PREFIX = "inv_top_"
 AUTO_PREFIX = "auto_"
 """Request ids of the auto top-up's purchases (`auto_<low-balance entry id>`): refused from callers."""
-LINE_KIND = "credits"
 FAILED_ATTEMPTS = frozenset({AttemptStatus.FAILED, AttemptStatus.NOT_COLLECTABLE})
 
 
@@ -101,16 +101,6 @@ def invoice_id_of(contact_id: str, request_id: str) -> str:
     return INVOICE_PREFIX + hashlib.sha256(f"{contact_id}\n{request_id}".encode()).hexdigest()[:24]
 
 
-def _request_id(value: object) -> str:
-    if not isinstance(value, str) or not ID_PATTERN.match(value):
-        raise InvalidInput(
-            "request_id is the caller's id of this purchase, 1 to 128 of A-Z a-z 0-9 . _ : -",
-            field="request_id",
-            code="credits.request_id",
-        )
-    return value
-
-
 def buy_top_up(
     store: TopUpPorts,
     gateway: PaymentGateway | None,
@@ -130,11 +120,7 @@ def buy_top_up(
     `idempotency.key_reused`). `on_session`: the charge is created for the saved card but the
     customer confirms it with Stripe.js (the answer's `client_secret`); its outcome comes by
     webhook."""
-    request_id = _request_id(request_id)
-    if request_id.startswith(AUTO_PREFIX) and not auto:
-        raise InvalidInput(
-            f"request ids starting {AUTO_PREFIX} are the auto top-up's", field="request_id", code="credits.request_id"
-        )
+    request_id = check_request_id(request_id, "purchase", reserved=() if auto else (AUTO_PREFIX,))
     contact = get_contact(store, ctx, contact_id)  # 404 before anything else
     if gateway is None:
         raise RuleViolation(
@@ -155,7 +141,7 @@ def buy_top_up(
                 field="contact_id",
                 code="credits.no_payment_method",
             )
-        live = sum(1 for h in store.get_wallet(ctx.scope, contact_id).wallet.holdings if h.remaining)
+        live = store.get_wallet(ctx.scope, contact_id).wallet.live_grants
         if live >= MAX_LIVE_GRANTS:  # its grant could not be booked once paid: refused before any charge
             raise RuleViolation(
                 f"the wallet holds {live} grants with credits left: no more until some are spent",
@@ -236,12 +222,18 @@ def _issue(
 
 
 def settle_top_up(
-    store: TopUpPorts, ctx: TenantContext, clock: Clock, numbers: InvoiceNumbers, invoice_id: str
+    store: TopUpPorts,
+    ctx: TenantContext,
+    clock: Clock,
+    numbers: InvoiceNumbers,
+    invoice_id: str,
+    read: Invoice | None = None,
 ) -> TopUpState:
     """Bring the top-up to what its invoice and payment say: paid, its credits granted (once);
-    its charge declined or nothing to charge it with, the invoice voided; else pending."""
+    its charge declined or nothing to charge it with, the invoice voided; else pending. `read`:
+    the invoice as just read (the first attempt does not read it again)."""
     for _ in range(3):
-        invoice = store.get_invoice(ctx.scope, invoice_id)
+        invoice, read = read or store.get_invoice(ctx.scope, invoice_id), None
         if invoice is None or invoice.top_up is None:
             raise NotFound(f"no top-up {invoice_id}", field="top_up_id")
         attempt = store.latest_attempt(ctx.scope, invoice.contact_id, invoice.id)
@@ -285,16 +277,13 @@ def grant_paid_top_up(
         if recover and reactivate:
             prepaid.reactivate_paid(store, ctx, clock, invoice.contact_id, numbers)
         return done, None
-    time = contact_time(store, ctx, invoice.contact_id, clock)
 
     def operation(wallet: Wallet, now: datetime) -> Change:
         return grant(
             wallet, Grant(top_up_grant_id(invoice.id), GrantKind.PURCHASED, top_up.credits, now, source=invoice.id)
         )
 
-    applied = change_wallet(
-        store, ctx, invoice.contact_id, included.moments(store, ctx, invoice.contact_id, clock, time), own, operation
-    )
+    applied = change_wallet_now(store, ctx, invoice.contact_id, clock, own, operation)
     if reactivate and (not applied.replayed or recover):
         prepaid.reactivate_paid(store, ctx, clock, invoice.contact_id, numbers)
     return applied.entry, applied.wallet
@@ -320,7 +309,7 @@ def get_top_up(
     if invoice is None or invoice.top_up is None or invoice.contact_id != contact_id:
         get_contact(store, ctx, contact_id)
         raise NotFound(f"contact {contact_id} has no top-up {top_up_id}", field="top_up_id")
-    state = _with_secret(settle_top_up(store, ctx, clock, numbers, top_up_id), gateway)
+    state = _with_secret(settle_top_up(store, ctx, clock, numbers, top_up_id, invoice), gateway)
     if state.status is TopUpStatus.SUCCEEDED:
         note = store.get_invoice(ctx.scope, credit_note_id_of(top_up_id))
         state = replace(state, credit_note_id=None if note is None else note.id)

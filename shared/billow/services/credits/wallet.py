@@ -31,8 +31,8 @@ from billow.domain.credits import (
     watched,
 )
 from billow.domain.errors import ConcurrentModification, Conflict, InvalidInput, RuleViolation, TemporaryFailure
-from billow.services.contacts import get_contact
-from billow.services.context import TenantContext
+from billow.services.contacts import ContactTime, contact_time, get_contact
+from billow.services.context import Clock, TenantContext
 from billow.services.credits import included
 from billow.services.ports import ContactStore, CreditStore, DuplicateEntry, SubscriptionStore
 
@@ -86,6 +86,21 @@ def with_due(change: Change, due: Sequence[Grant], now: datetime) -> Change:
 
 def _booked(store: WalletPorts, ctx: TenantContext, contact_id: str, own: str) -> LedgerEntry | None:
     return store.get_credit_entry(ctx.scope, contact_id, own) if own else None
+
+
+def change_wallet_now(
+    store: WalletPorts,
+    ctx: TenantContext,
+    contact_id: str,
+    clock: Clock,
+    own: str,
+    operation: Callable[[Wallet, datetime], Change],
+    *,
+    first: ContactTime | None = None,
+) -> Applied:
+    """`change_wallet` at the contact's now (`first`, if read already; read again for each retry)."""
+    first = first or contact_time(store, ctx, contact_id, clock)
+    return change_wallet(store, ctx, contact_id, included.moments(store, ctx, contact_id, clock, first), own, operation)
 
 
 Moment = Callable[[], tuple[datetime, Sequence[Grant]]]
